@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# tff-dp launcher. Sets up .venv from requirements.lock when it is missing or the
+# lock changed, then runs a subcommand. `./run.sh help` lists them.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="${ROOT}/.venv"
+LOCK="${ROOT}/requirements.lock"
+STAMP="${VENV}/.tff-dp-installed"
+DEFAULT_CONFIG="${ROOT}/configs/default.cfg"
+# `./run.sh lock` resolves against the index as it was on this date, so the same
+# command gives the same lock; move the date to take newer releases.
+LOCK_DATE="2026-11-26"
+
+usage() {
+  cat <<'EOF'
+Usage: ./run.sh <command> [arguments]
+
+Commands:
+  train [flags]        Train (DP-FedAvg). Without --flagfile, configs/default.cfg is
+                       used; other flags override it. Outputs go to runs/<name>/.
+  test [pytest args]   Run the test suite (add --run-slow for the slow tier).
+  tensorboard [--port N] [--logdir DIR]
+                       Serve runs/ (or DIR) with TensorBoard on 127.0.0.1 only.
+  lock                 Regenerate requirements.lock (needs network; uses uv).
+  help                 Show this message.
+
+The first command sets up .venv (Python 3.11 required; set TFF_DP_PYTHON to
+choose the interpreter). It is rebuilt only when requirements.lock or setup.py
+changes.
+EOF
+}
+
+die() {
+  printf 'run.sh: error: %s\n' "$*" >&2
+  exit 2
+}
+
+find_python() {
+  local candidate
+  for candidate in "${TFF_DP_PYTHON:-}" python3.11 python3; do
+    [[ -n "${candidate}" ]] || continue
+    command -v "${candidate}" >/dev/null 2>&1 || continue
+    if "${candidate}" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+        >/dev/null 2>&1; then
+      command -v "${candidate}"
+      return 0
+    fi
+  done
+  return 1
+}
+
+install_fingerprint() {
+  cat "${LOCK}" "${ROOT}/setup.py" | sha256sum | cut -d' ' -f1
+}
+
+ensure_venv() {
+  local want
+  want="$(install_fingerprint)"
+  if [[ -x "${VENV}/bin/python" && -f "${STAMP}" && "$(cat "${STAMP}")" == "${want}" ]]; then
+    return 0
+  fi
+  # Serialize concurrent first runs (e.g. two terminals) on one set-up.
+  if command -v flock >/dev/null 2>&1; then
+    exec 9>"${ROOT}/.venv.lock"
+    flock 9
+    if [[ -x "${VENV}/bin/python" && -f "${STAMP}" && "$(cat "${STAMP}")" == "${want}" ]]; then
+      return 0
+    fi
+  fi
+  local python
+  python="$(find_python)" || die "Python 3.11 is required (tensorflow-federated 0.87 \
+supports <3.12 and requirements.lock is resolved for 3.11) but no python3.11 was found \
+on PATH. Install Python 3.11 or set TFF_DP_PYTHON=/path/to/python3.11."
+  printf 'run.sh: setting up %s from requirements.lock (first run, or the lock changed)\n' \
+    "${VENV}" >&2
+  rm -rf "${VENV}"
+  "${python}" -m venv "${VENV}"
+  # --require-hashes: every wheel must match the lock. pip compiles bytecode at
+  # install time (uv would not), which halves the cost of importing TFF.
+  "${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --no-deps --require-hashes -r "${LOCK}"
+  "${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --no-deps --no-build-isolation --editable "${ROOT}"
+  printf '%s\n' "${want}" >"${STAMP}"
+  printf 'run.sh: environment ready\n' >&2
+}
+
+has_flagfile() {
+  local arg
+  for arg in "$@"; do
+    case "${arg}" in
+      --flagfile=* | --flagfile) return 0 ;;
+    esac
+  done
+  return 1
+}
+
+cmd_train() {
+  ensure_venv
+  if has_flagfile "$@"; then
+    exec "${VENV}/bin/tff-dp" "$@"
+  fi
+  exec "${VENV}/bin/tff-dp" "--flagfile=${DEFAULT_CONFIG}" "$@"
+}
+
+cmd_test() {
+  ensure_venv
+  cd "${ROOT}"
+  exec "${VENV}/bin/python" -m pytest "$@"
+}
+
+cmd_tensorboard() {
+  local port=6006 logdir="runs"
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --port) port="${2:?--port needs a value}"; shift 2 ;;
+      --port=*) port="${1#--port=}"; shift ;;
+      --logdir) logdir="${2:?--logdir needs a value}"; shift 2 ;;
+      --logdir=*) logdir="${1#--logdir=}"; shift ;;
+      *) die "tensorboard: unknown argument '$1' (accepted: --port N, --logdir DIR)" ;;
+    esac
+  done
+  [[ "${port}" =~ ^[0-9]+$ ]] && ((port >= 1 && port <= 65535)) \
+    || die "tensorboard: --port=${port}: must be an integer in [1, 65535]"
+  [[ -d "${logdir}" ]] || die "tensorboard: --logdir=${logdir}: no such directory \
+(train first: ./run.sh train)"
+  ensure_venv
+  # --host 127.0.0.1: the runs stay on this machine; use an SSH tunnel to view
+  # them remotely rather than serving on all interfaces.
+  exec "${VENV}/bin/tensorboard" --logdir "${logdir}" --host 127.0.0.1 --port "${port}"
+}
+
+cmd_lock() {
+  local tools
+  tools="$(mktemp -d)"
+  trap 'rm -rf "${tools}"' EXIT
+  local python
+  python="$(find_python)" || die "Python 3.11 is required to regenerate the lock"
+  "${python}" -m venv "${tools}/venv"
+  "${tools}/venv/bin/python" -m pip install --quiet uv
+  # The override replaces TFF's jaxlib==0.4.14 pin (not on our package index)
+  # with 0.4.13; see requirements/overrides.txt.
+  "${tools}/venv/bin/uv" pip compile --quiet \
+    --python-version 3.11 --python-platform x86_64-manylinux_2_31 \
+    --exclude-newer "${LOCK_DATE}" \
+    --override "${ROOT}/requirements/overrides.txt" \
+    --generate-hashes --custom-compile-command './run.sh lock' \
+    "${ROOT}/requirements/requirements.in" -o "${LOCK}"
+  printf 'run.sh: wrote %s\n' "${LOCK}" >&2
+}
+
+main() {
+  local command="${1:-help}"
+  [[ $# -gt 0 ]] && shift
+  case "${command}" in
+    train) cmd_train "$@" ;;
+    test) cmd_test "$@" ;;
+    tensorboard) cmd_tensorboard "$@" ;;
+    lock) cmd_lock "$@" ;;
+    help | -h | --help) usage ;;
+    *)
+      usage >&2
+      die "unknown command '${command}'"
+      ;;
+  esac
+}
+
+main "$@"
