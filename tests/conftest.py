@@ -1,0 +1,39 @@
+"""Shared pytest set-up: the slow tier switch and the TFF runtime fixture.
+
+Tiers (see pytest.ini markers): unmarked tests are pure Python; `tff` tests
+build or run TFF computations on one worker shared by the session; `e2e` tests
+drive the real program through run.sh; `slow` tests run only with --run-slow.
+"""
+
+import os
+
+import pytest
+
+# Keep TensorFlow's C++ start-up chatter out of test output.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_addoption(parser):
+  parser.addoption('--run-slow', action='store_true', default=False,
+                   help='also run tests marked slow')
+
+
+def pytest_collection_modifyitems(config, items):
+  if config.getoption('--run-slow'):
+    return
+  skip = pytest.mark.skip(reason='slow: run with ./run.sh test --run-slow')
+  for item in items:
+    if 'slow' in item.keywords:
+      item.add_marker(skip)
+
+
+@pytest.fixture(scope='session')
+def tff_runtime(tmp_path_factory):
+  """One TFF worker for the whole session, owned and stopped by tff-dp."""
+  from tff_dp import runtime  # pylint: disable=g-import-not-at-top
+  log_path = str(tmp_path_factory.mktemp('worker') / 'worker.log')
+  with runtime.local_runtime(log_path=log_path) as worker:
+    yield worker
+  assert not worker.alive()
