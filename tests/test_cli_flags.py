@@ -1,0 +1,160 @@
+"""Flag parsing and validation: every bad input is refused with its flag and value.
+
+Pure Python (no TensorFlow): these checks run before the program imports TFF.
+"""
+
+import os
+
+from absl import flags
+import pytest
+
+from tff_dp import cli_flags
+from tff_dp import config as config_lib
+
+from conftest import REPO_ROOT
+
+CONFIGS = os.path.join(REPO_ROOT, 'configs')
+
+
+def _parse(argv):
+  fv = flags.FlagValues()
+  cli_flags.define_train_flags(fv)
+  fv(['tff-dp'] + list(argv))
+  return fv
+
+
+def _config(argv):
+  fv = _parse(argv)
+  names = [f.name for f in config_lib.dataclasses.fields(
+      config_lib.TrainConfig)]
+  return config_lib.config_from_mapping({n: fv[n].value for n in names})
+
+
+# (argument, text the error must contain). absl reports "flag --x=v: reason".
+BAD_FLAG_VALUES = [
+    ('--noise_multiplier=nan', 'flag --noise_multiplier=nan'),
+    ('--noise_multiplier=inf', 'flag --noise_multiplier=inf'),
+    ('--noise_multiplier=-1', 'flag --noise_multiplier=-1'),
+    ('--noise_multiplier=abc', 'flag --noise_multiplier=abc'),
+    ('--clip=0', 'flag --clip=0'),
+    ('--clip=-0.5', 'flag --clip=-0.5'),
+    ('--clip=nan', 'flag --clip=nan'),
+    ('--initial_clip=0', 'flag --initial_clip=0'),
+    ('--delta=0', 'flag --delta=0'),
+    ('--delta=1', 'flag --delta=1'),
+    ('--delta=nan', 'flag --delta=nan'),
+    ('--delta=-0.001', 'flag --delta=-0.001'),
+    ('--rounds=0', 'flag --rounds=0'),
+    ('--rounds=-3', 'flag --rounds=-3'),
+    ('--rounds=10000000', 'flag --rounds=10000000'),
+    ('--clients_per_round=0', 'flag --clients_per_round=0'),
+    ('--num_clients=0', 'flag --num_clients=0'),
+    ('--client_batch_size=0', 'flag --client_batch_size=0'),
+    ('--client_epochs=0', 'flag --client_epochs=0'),
+    ('--client_learning_rate=0', 'flag --client_learning_rate=0'),
+    ('--client_learning_rate=inf', 'flag --client_learning_rate=inf'),
+    ('--server_learning_rate=-0.1', 'flag --server_learning_rate=-0.1'),
+    ('--server_momentum=1.0', 'flag --server_momentum=1.0'),
+    ('--client_momentum=nan', 'flag --client_momentum=nan'),
+    ('--target_unclipped_quantile=1.5', 'flag --target_unclipped_quantile=1.5'),
+    ('--clip_learning_rate=-1', 'flag --clip_learning_rate=-1'),
+    ('--test_fraction=1', 'flag --test_fraction=1'),
+    ('--test_fraction=0', 'flag --test_fraction=0'),
+    ('--dirichlet_alpha=0', 'flag --dirichlet_alpha=0'),
+    ('--eval_every=0', 'flag --eval_every=0'),
+    ('--hidden_units=0', 'flag --hidden_units=0'),
+    ('--seed=-1', 'flag --seed=-1'),
+    ('--dp_mechanism=laplace', 'flag --dp_mechanism=laplace'),
+    ('--client_sampling=random', 'flag --client_sampling=random'),
+    ('--model=resnet', 'flag --model=resnet'),
+    ('--dataset=mnist_online', 'flag --dataset=mnist_online'),
+    ('--run_name=../escape', 'flag --run_name=../escape'),
+]
+
+
+@pytest.mark.parametrize('arg,message', BAD_FLAG_VALUES)
+def test_bad_flag_value_is_refused_naming_flag_and_value(arg, message):
+  with pytest.raises(flags.IllegalFlagValueError) as error:
+    _parse([arg])
+  assert message in str(error.value)
+
+
+def test_unknown_flag_and_missing_flagfile_are_refused():
+  with pytest.raises(flags.UnrecognizedFlagError):
+    _parse(['--noise_multiplyer=1.0'])
+  with pytest.raises(flags.CantOpenFlagFileError):
+    _parse(['--flagfile=/nonexistent/tff-dp.cfg'])
+
+
+# (arguments, flag named in the error, population or None).
+BAD_COMBINATIONS = [
+    (['--dp_mechanism=gaussian_fixed', '--noise_multiplier=0'],
+     '--noise_multiplier=0.0', None),
+    (['--dp_mechanism=gaussian_adaptive', '--noise_multiplier=1.0',
+      '--clients_per_round=4', '--num_clients=40'],
+     '--noise_multiplier=1.0', None),
+    (['--clients_per_round=50', '--num_clients=40'],
+     '--clients_per_round=50', None),
+    (['--delta=0.01', '--num_clients=700'], '--delta=0.01', 700),
+    (['--client_sampling=full', '--num_clients=40', '--clients_per_round=10',
+      '--dp_mechanism=gaussian_fixed'],
+     '--clients_per_round=10', 40),
+    (['--num_clients=40', '--clients_per_round=30'],
+     '--clients_per_round=30', 20),
+]
+
+
+@pytest.mark.parametrize('argv,message,population', BAD_COMBINATIONS)
+def test_contradictory_settings_are_refused(argv, message, population):
+  config = _config(argv)
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.check_config(config)
+    if population is not None:
+      config_lib.check_population(config, population)
+  assert message in str(error.value)
+
+
+def test_adaptive_limit_is_tffs_limit():
+  # TFF raises for z >= 2 * 0.05 * clients_per_round; we refuse the same set
+  # up front with a message instead of a traceback from inside TFF.
+  ok = _config(['--noise_multiplier=6.99', '--clients_per_round=70'])
+  config_lib.check_config(ok)
+  bad = _config(['--noise_multiplier=7.0', '--clients_per_round=70'])
+  with pytest.raises(config_lib.ConfigError):
+    config_lib.check_config(bad)
+
+
+def test_nonprivate_run_accepts_zero_noise_and_any_delta():
+  config = _config(['--dp_mechanism=none', '--noise_multiplier=0',
+                    '--delta=0.5'])
+  config_lib.check_config(config)
+  config_lib.check_population(config, 700)
+
+
+def _flagfile_values(name):
+  with open(os.path.join(CONFIGS, name)) as f:
+    lines = [line.strip() for line in f
+             if line.strip() and not line.startswith('#')]
+  return dict(line[2:].split('=', 1) for line in lines)
+
+
+@pytest.mark.parametrize('name', sorted(os.listdir(CONFIGS)))
+def test_every_shipped_config_parses_and_validates(name):
+  config = _config([f'--flagfile={os.path.join(CONFIGS, name)}'])
+  config_lib.check_config(config)
+  config_lib.check_population(config, config.num_clients)
+
+
+def test_nonprivate_twin_differs_from_default_only_in_privacy():
+  default = _flagfile_values('default.cfg')
+  twin = _flagfile_values('nonprivate.cfg')
+  privacy_flags = {'dp_mechanism', 'noise_multiplier', 'delta'}
+  assert twin['dp_mechanism'] == 'none'
+  for key in (set(default) | set(twin)) - privacy_flags:
+    assert default.get(key) == twin.get(key), key
+
+
+def test_command_line_overrides_flagfile():
+  config = _config([f'--flagfile={os.path.join(CONFIGS, "default.cfg")}',
+                    '--rounds=7'])
+  assert config.rounds == 7

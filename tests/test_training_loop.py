@@ -1,0 +1,137 @@
+"""The round loop with a fake process: charging, epsilon, budget stop, releases.
+
+Like TFF's training_loop_test, the process is a stand-in, so these tests are
+pure Python and check the loop's bookkeeping, not TFF.
+"""
+
+import math
+from unittest import mock
+
+import dp_accounting
+from dp_accounting import rdp
+import pytest
+
+from tff_dp import accounting
+from tff_dp import sampling
+from tff_dp import training_loop
+
+_N, _N_PER_ROUND, _Z, _DELTA = 100, 10, 1.1, 1e-5
+
+
+def _fake_process():
+  process = mock.Mock()
+  process.next.side_effect = lambda state, data: mock.Mock(
+      state=state + 1, metrics={})
+  process.get_model_weights.side_effect = lambda state: state
+  return process
+
+
+def _tracker(tmp_path=None):
+  sampler = sampling.ClientSampler(
+      sampling=sampling.ClientSampling.POISSON, population=_N,
+      clients_per_round=_N_PER_ROUND, seed=3)
+  tracker = training_loop.PrivacyTracker(
+      ledger=accounting.PrivacyLedger(
+          accounting.neighboring_relation(sampler.sampling)),
+      round_event=accounting.round_event_for(sampler, noise_multiplier=_Z),
+      delta=_DELTA,
+      accountants=(accounting.AccountantKind.RDP,),
+      ledger_path=None if tmp_path is None else str(tmp_path / 'ledger.json'))
+  return sampler, tracker
+
+
+def _hand_rdp_epsilon(rounds):
+  # Independent construction of the same events with dp-accounting.
+  accountant = rdp.RdpAccountant()
+  accountant.compose(dp_accounting.PoissonSampledDpEvent(
+      _N_PER_ROUND / _N, dp_accounting.GaussianDpEvent(_Z)), rounds)
+  return accountant.get_epsilon(_DELTA)
+
+
+def _run(rounds, *, max_epsilon=None, tmp_path=None, eval_every=1):
+  sampler, tracker = _tracker(tmp_path)
+  released = []
+  result = training_loop.run_training_loop(
+      process=_fake_process(),
+      state=0,
+      sampler=sampler,
+      round_datasets=lambda round_num, cohort: list(cohort),
+      rounds=rounds,
+      privacy=tracker,
+      evaluate=lambda weights: {'accuracy': 0.5, 'loss': 1.0},
+      eval_every=eval_every,
+      release=lambda round_num, values: released.append((round_num, values)),
+      round_values=lambda output, cohort, seconds: {
+          'time/round_seconds': seconds},
+      max_epsilon=max_epsilon)
+  return result, released, tracker
+
+
+def test_every_round_is_charged_and_epsilon_matches_dp_accounting():
+  result, released, tracker = _run(5)
+  assert result.rounds_completed == 5
+  assert result.state == 5
+  assert [r for r, _ in released] == [1, 2, 3, 4, 5]
+  assert tracker.ledger.rounds == 5
+  for round_num, values in released:
+    assert values['privacy/epsilon_rdp'] == pytest.approx(
+        _hand_rdp_epsilon(round_num), rel=1e-9)
+
+
+def test_epsilon_is_non_decreasing_over_rounds():
+  _, released, _ = _run(6)
+  eps = [values['privacy/epsilon_rdp'] for _, values in released]
+  assert eps == sorted(eps)
+
+
+@pytest.mark.parametrize('k', [1, 3, 6])
+def test_budget_just_below_round_k_releases_exactly_k_minus_1_rounds(k):
+  budget = math.nextafter(_hand_rdp_epsilon(k), 0.0)
+  result, released, tracker = _run(10, max_epsilon=budget)
+  assert result.rounds_completed == k - 1
+  assert len(released) == k - 1
+  assert tracker.ledger.rounds == k - 1
+  assert 'privacy budget' in result.stop_reason
+  assert all(v['privacy/epsilon_rdp'] <= budget for _, v in released)
+
+
+def test_budget_exactly_at_round_k_allows_round_k():
+  budget = _hand_rdp_epsilon(4)
+  result, _, _ = _run(10, max_epsilon=budget)
+  assert result.rounds_completed == 4
+
+
+def test_ledger_is_saved_before_release(tmp_path):
+  _, tracker = _tracker(tmp_path)
+  seen = []
+
+  def release(round_num, values):
+    del values
+    on_disk = accounting.PrivacyLedger.load(str(tmp_path / 'ledger.json'))
+    seen.append((round_num, on_disk.rounds))
+
+  sampler, _ = _tracker()
+  training_loop.run_training_loop(
+      process=_fake_process(), state=0, sampler=sampler,
+      round_datasets=lambda r, c: [], rounds=3, privacy=tracker,
+      evaluate=lambda w: {}, eval_every=1, release=release,
+      round_values=lambda o, c, s: {})
+  assert seen == [(1, 1), (2, 2), (3, 3)]
+
+
+def test_evaluation_every_k_rounds_and_after_the_last():
+  _, released, _ = _run(5, eval_every=2)
+  evaluated = [r for r, v in released if 'eval/accuracy' in v]
+  assert evaluated == [2, 4, 5]
+
+
+def test_each_round_trains_the_sampled_cohort():
+  sampler, tracker = _tracker()
+  process = _fake_process()
+  training_loop.run_training_loop(
+      process=process, state=0, sampler=sampler,
+      round_datasets=lambda r, c: [int(i) for i in c], rounds=3,
+      privacy=tracker, evaluate=lambda w: {}, eval_every=1,
+      release=lambda r, v: None, round_values=lambda o, c, s: {})
+  for call, round_num in zip(process.next.call_args_list, [1, 2, 3]):
+    assert call.args[1] == [int(i) for i in sampler.sample(round_num)]

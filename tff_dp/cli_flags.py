@@ -1,0 +1,220 @@
+"""Definitions of tff-dp's absl flags, grouped, each with a range check.
+
+Flags are defined here and read only by the programs (`tff_dp.train`, ...).
+Each `define_*` function defines one group on a given `FlagValues`, so tests
+parse argument lists on a fresh `FlagValues` instead of the global one.
+
+absl's own `lower_bound` lets NaN through (NaN compares False) and accepts
+`inf`; every float flag here is checked for finiteness first, at parse time, so
+a bad value stops the program before TensorFlow is even imported.
+"""
+
+import math
+from typing import Optional
+
+from absl import flags
+
+from tff_dp import config as config_lib
+from tff_dp import sampling
+from tff_dp.data import offline
+from tff_dp.data import partition as partition_lib
+
+# Generous caps that catch typos (an extra zero or three) well before they turn
+# into hours of compute or out-of-memory failures.
+_MAX_CLIENTS = 10_000_000
+_MAX_ROUNDS = 1_000_000
+_MAX_EPOCHS = 1000
+_MAX_BATCH = 1_000_000
+_MAX_UNITS = 100_000
+_MAX_RATE = 1e6
+
+
+def _enum_values(enum_cls) -> list[str]:
+  return [member.value for member in enum_cls]
+
+
+def _register(fv: flags.FlagValues, name: str, check, reason: str) -> None:
+  """Registers `check` on flag `name`.
+
+  absl reports a failure as "flag --name=value: reason".
+  """
+  flags.register_validator(name, lambda v: v is None or check(v), reason,
+                           flag_values=fv)
+
+
+def _define_int(fv, name: str, default: int, help_text: str, *, lower: int,
+                upper: int) -> None:
+  flags.DEFINE_integer(name, default, help_text, flag_values=fv)
+  _register(fv, name, lambda v: lower <= v <= upper,
+            f'must be an integer in [{lower}, {upper}]')
+
+
+def _define_float(fv, name: str, default: float, help_text: str, *,
+                  lower: float, upper: float, lower_open: bool = False,
+                  upper_open: bool = False) -> None:
+  """Defines a float flag that must be finite and inside the given interval."""
+  flags.DEFINE_float(name, default, help_text, flag_values=fv)
+  left = '(' if lower_open else '['
+  right = ')' if upper_open else ']'
+
+  def check(v):
+    if not math.isfinite(v):
+      return False
+    above = v > lower if lower_open else v >= lower
+    below = v < upper if upper_open else v <= upper
+    return above and below
+
+  _register(fv, name, check,
+            f'must be a finite number in {left}{lower:g}, {upper:g}{right}')
+
+
+def _define_enum(fv, name: str, default: str, enum_cls, help_text: str) -> None:
+  flags.DEFINE_enum(name, default, _enum_values(enum_cls), help_text,
+                    flag_values=fv)
+
+
+def define_data_flags(fv: flags.FlagValues) -> None:
+  """Which federated dataset, and how it is split into clients."""
+  _define_enum(fv, 'dataset', offline.OfflineDataset.DIGITS.value,
+               offline.OfflineDataset,
+               'Federated dataset. digits, breast_cancer: scikit-learn data '
+               'that ships offline, split into clients by --partition; '
+               'synthetic: Synthetic(alpha, beta) of Li et al. 2020.')
+  _define_int(fv, 'num_clients', 700,
+              'Number of clients to split the data into. The privacy '
+              'population N is the number of clients the data really has.',
+              lower=1, upper=_MAX_CLIENTS)
+  _define_enum(fv, 'partition', partition_lib.Partition.IID.value,
+               partition_lib.Partition,
+               'How examples are assigned to clients.')
+  _define_float(fv, 'dirichlet_alpha', 0.5,
+                'Concentration of the Dirichlet label skew (smaller = more '
+                'skewed); used with --partition=dirichlet.',
+                lower=0.0, upper=1e6, lower_open=True)
+  _define_float(fv, 'test_fraction', 0.2,
+                'Fraction of the data held out for server-side evaluation.',
+                lower=0.0, upper=1.0, lower_open=True, upper_open=True)
+  _define_int(fv, 'data_seed', 0, 'Seed of the split and the partition.',
+              lower=0, upper=2**32 - 1)
+
+
+def define_model_flags(fv: flags.FlagValues) -> None:
+  """The model trained."""
+  _define_enum(fv, 'model', config_lib.ModelKind.MLP.value,
+               config_lib.ModelKind,
+               'mlp: one hidden ReLU layer (the founding document\'s '
+               '784-128-10 MLP with the input size of the data); '
+               'logistic_regression: multinomial logistic regression.')
+  _define_int(fv, 'hidden_units', 128, 'Hidden units of the MLP.',
+              lower=1, upper=_MAX_UNITS)
+
+
+def define_training_flags(fv: flags.FlagValues) -> None:
+  """Rounds, client sampling and optimizers."""
+  _define_int(fv, 'rounds', 100, 'Number of federated rounds.',
+              lower=1, upper=_MAX_ROUNDS)
+  _define_int(fv, 'clients_per_round', 70,
+              'Clients per round: the expected cohort size under Poisson '
+              'sampling, the exact size under fixed_size. The DP aggregator '
+              'divides by this fixed number and the accountant uses it.',
+              lower=1, upper=_MAX_CLIENTS)
+  _define_enum(fv, 'client_sampling', sampling.ClientSampling.POISSON.value,
+               sampling.ClientSampling,
+               'poisson: each client joins each round independently with '
+               'probability clients_per_round / population.')
+  _define_int(fv, 'client_epochs', 1, 'Local epochs per round.',
+              lower=1, upper=_MAX_EPOCHS)
+  _define_int(fv, 'client_batch_size', 16, 'Local batch size.',
+              lower=1, upper=_MAX_BATCH)
+  _define_float(fv, 'client_learning_rate', 0.1,
+                'Learning rate of the clients\' SGD.',
+                lower=0.0, upper=_MAX_RATE, lower_open=True)
+  _define_float(fv, 'client_momentum', 0.0, 'Momentum of the clients\' SGD.',
+                lower=0.0, upper=1.0, upper_open=True)
+  _define_enum(fv, 'server_optimizer', config_lib.ServerOptimizer.SGD.value,
+               config_lib.ServerOptimizer,
+               'Server optimizer applied to the averaged update (sgd uses '
+               '--server_momentum).')
+  _define_float(fv, 'server_learning_rate', 0.5, 'Server learning rate.',
+                lower=0.0, upper=_MAX_RATE, lower_open=True)
+  _define_float(fv, 'server_momentum', 0.9, 'Momentum of the server SGD.',
+                lower=0.0, upper=1.0, upper_open=True)
+  _define_int(fv, 'seed', 0,
+              'Seed of client sampling, model initialization and local '
+              'shuffling. DP noise is never seeded.',
+              lower=0, upper=2**32 - 1)
+
+
+def define_privacy_flags(fv: flags.FlagValues) -> None:
+  """The DP mechanism and the accounting parameters."""
+  _define_enum(fv, 'dp_mechanism',
+               config_lib.DpMechanism.GAUSSIAN_ADAPTIVE.value,
+               config_lib.DpMechanism,
+               'gaussian_adaptive: adaptive clipping + Gaussian noise; '
+               'gaussian_fixed: fixed clip --clip + Gaussian noise; none: '
+               'non-private weighted FedAvg.')
+  _define_float(fv, 'noise_multiplier', 1.0,
+                'Gaussian noise std divided by the clip (z). For adaptive '
+                'clipping, the total effective z (TFF splits it).',
+                lower=0.0, upper=1e6)
+  _define_float(fv, 'clip', 0.5,
+                'L2 clip of each client update (gaussian_fixed).',
+                lower=0.0, upper=1e9, lower_open=True)
+  _define_float(fv, 'initial_clip', 0.1,
+                'Initial L2 clip (gaussian_adaptive).',
+                lower=0.0, upper=1e9, lower_open=True)
+  _define_float(fv, 'target_unclipped_quantile', 0.5,
+                'Quantile of update norms the adaptive clip tracks.',
+                lower=0.0, upper=1.0)
+  _define_float(fv, 'clip_learning_rate', 0.2,
+                'Learning rate of the adaptive clip (geometric updates).',
+                lower=0.0, upper=_MAX_RATE)
+  _define_float(fv, 'delta', 1e-5,
+                'Target delta of the (epsilon, delta) guarantee; must be below '
+                '1/population.',
+                lower=0.0, upper=1.0, lower_open=True, upper_open=True)
+  flags.DEFINE_bool(
+      'release_nonprivate_metrics', False,
+      'In a DP run, also release values computed from client data WITHOUT '
+      'noise (client training loss/accuracy, actual cohort size), under the '
+      'prefix nonprivate/. They are outside the DP guarantee.',
+      flag_values=fv)
+
+
+def define_output_flags(fv: flags.FlagValues) -> None:
+  """Where and how often results are written."""
+  flags.DEFINE_string('output_dir', 'runs',
+                      'Directory that holds one subdirectory per run.',
+                      flag_values=fv)
+  flags.DEFINE_string('run_name', '',
+                      'Name of this run\'s directory under --output_dir; '
+                      'default: <config>-<UTC time>.', flag_values=fv)
+  _register(fv, 'run_name', _valid_run_name,
+            'must be a plain directory name (letters, digits, . _ -)')
+  _define_int(fv, 'eval_every', 1,
+              'Evaluate on the held-out set every this many rounds (and '
+              'after the last).', lower=1, upper=_MAX_ROUNDS)
+
+
+def _valid_run_name(name: Optional[str]) -> bool:
+  allowed = set('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'
+                '0123456789._-')
+  return not name or (set(name) <= allowed and name not in ('.', '..'))
+
+
+def define_train_flags(fv: flags.FlagValues) -> None:
+  """All flags of `tff_dp.train`."""
+  define_data_flags(fv)
+  define_model_flags(fv)
+  define_training_flags(fv)
+  define_privacy_flags(fv)
+  define_output_flags(fv)
+
+
+TRAIN_FLAG_GROUPS = (
+    ('Data', define_data_flags),
+    ('Model', define_model_flags),
+    ('Training', define_training_flags),
+    ('Privacy', define_privacy_flags),
+    ('Output', define_output_flags),
+)

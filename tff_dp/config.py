@@ -1,0 +1,164 @@
+"""The resolved configuration of a training run, and the checks that need data.
+
+Pure Python: importing this module must stay cheap (no TensorFlow), because the
+program validates its input before it pays for importing TFF.
+
+Field names are the flag names: one name per concept across flags, config,
+outputs and documentation.
+"""
+
+import dataclasses
+import enum
+from typing import Any, Mapping
+
+from tff_dp import sampling
+from tff_dp.data import offline
+from tff_dp.data import partition as partition_lib
+
+
+class DpMechanism(enum.Enum):
+  """How client updates are aggregated."""
+  # McMahan et al. 2018, "Learning Differentially Private Recurrent Language
+  # Models": fixed L2 clip per client update plus Gaussian noise on the sum.
+  GAUSSIAN_FIXED = 'gaussian_fixed'
+  # Andrew et al. 2021, "Differentially Private Learning with Adaptive
+  # Clipping": the clip tracks a privately estimated quantile of update norms.
+  GAUSSIAN_ADAPTIVE = 'gaussian_adaptive'
+  # Non-private weighted FedAvg (McMahan et al. 2017): weights |D_k| / |D|.
+  NONE = 'none'
+
+
+class ModelKind(enum.Enum):
+  MLP = 'mlp'
+  LOGISTIC_REGRESSION = 'logistic_regression'
+
+
+class ServerOptimizer(enum.Enum):
+  SGD = 'sgd'
+  ADAM = 'adam'
+
+
+class ConfigError(ValueError):
+  """A setting is invalid; the message names the flag and its value."""
+
+  def __init__(self, flag: str, value: Any, reason: str):
+    super().__init__(f'--{flag}={value}: {reason}')
+    self.flag = flag
+    self.value = value
+    self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Everything a training run depends on; one field per flag."""
+  # Data.
+  dataset: offline.OfflineDataset
+  num_clients: int
+  partition: partition_lib.Partition
+  dirichlet_alpha: float
+  test_fraction: float
+  data_seed: int
+  # Model.
+  model: ModelKind
+  hidden_units: int
+  # Training.
+  rounds: int
+  clients_per_round: int
+  client_sampling: sampling.ClientSampling
+  client_epochs: int
+  client_batch_size: int
+  client_learning_rate: float
+  client_momentum: float
+  server_optimizer: ServerOptimizer
+  server_learning_rate: float
+  server_momentum: float
+  seed: int
+  # Privacy.
+  dp_mechanism: DpMechanism
+  noise_multiplier: float
+  clip: float
+  initial_clip: float
+  target_unclipped_quantile: float
+  clip_learning_rate: float
+  delta: float
+  release_nonprivate_metrics: bool
+  # Output.
+  output_dir: str
+  run_name: str
+  eval_every: int
+
+  @property
+  def private(self) -> bool:
+    return self.dp_mechanism is not DpMechanism.NONE
+
+  def to_json(self) -> dict[str, Any]:
+    """Plain JSON-able mapping of flag name to value (enums as their value)."""
+    return {
+        field.name: _plain(getattr(self, field.name))
+        for field in dataclasses.fields(self)
+    }
+
+
+def _plain(value: Any) -> Any:
+  return value.value if isinstance(value, enum.Enum) else value
+
+
+def config_from_mapping(values: Mapping[str, Any]) -> TrainConfig:
+  """Builds a `TrainConfig` from flag-name -> raw value (strings for enums)."""
+  kwargs = {}
+  for field in dataclasses.fields(TrainConfig):
+    value = values[field.name]
+    if isinstance(field.type, type) and issubclass(field.type, enum.Enum):
+      value = field.type(value)
+    kwargs[field.name] = value
+  return TrainConfig(**kwargs)
+
+
+# Above this the adaptive clipping count query needs more noise than TFF's
+# default split can give: TFF raises when z >= 2 * (0.05 * clients_per_round).
+ADAPTIVE_MAX_NOISE_PER_CLIENT = 0.1
+
+
+def check_config(config: TrainConfig) -> None:
+  """Cross-flag checks that need no data. Raises `ConfigError`."""
+  if config.private:
+    if config.noise_multiplier == 0:
+      raise ConfigError(
+          'noise_multiplier', config.noise_multiplier,
+          f'must be > 0 with --dp_mechanism={config.dp_mechanism.value} '
+          '(zero noise gives epsilon = infinity); use --dp_mechanism=none '
+          'for a non-private run')
+    if config.dp_mechanism is DpMechanism.GAUSSIAN_ADAPTIVE:
+      limit = ADAPTIVE_MAX_NOISE_PER_CLIENT * config.clients_per_round
+      if config.noise_multiplier >= limit:
+        raise ConfigError(
+            'noise_multiplier', config.noise_multiplier,
+            f'must be below 0.1 * --clients_per_round = {limit:g} with '
+            'adaptive clipping (the clipped-count estimate would need more '
+            'noise than the total); raise --clients_per_round or use '
+            '--dp_mechanism=gaussian_fixed')
+  if config.clients_per_round > config.num_clients:
+    raise ConfigError(
+        'clients_per_round', config.clients_per_round,
+        f'must not exceed --num_clients={config.num_clients}')
+
+
+def check_population(config: TrainConfig, population: int) -> None:
+  """Checks that depend on the population the data actually has."""
+  if config.clients_per_round > population:
+    raise ConfigError(
+        'clients_per_round', config.clients_per_round,
+        f'must not exceed the population of {population} clients')
+  if (config.client_sampling is sampling.ClientSampling.FULL and
+      config.clients_per_round != population):
+    raise ConfigError(
+        'clients_per_round', config.clients_per_round,
+        f'must equal the population ({population}) with '
+        '--client_sampling=full')
+  if config.private and not config.delta < 1.0 / population:
+    raise ConfigError(
+        'delta', config.delta,
+        f'must be below 1/population = 1/{population} = '
+        f'{1.0 / population:.3g}: with a larger delta, "release one client\'s '
+        'data in the clear" satisfies the guarantee')
+

@@ -1,0 +1,225 @@
+"""One training run, from a validated configuration to files in its directory.
+
+This is the library behind `tff_dp.train`: it takes explicit arguments (no
+flags), builds the model, the DP aggregator, the learning process, the sampler
+and the accountant from ONE configuration, so the `clients_per_round` the
+sampler draws with is the one the aggregator divides by and the accountant
+charges, runs the loop on a TFF worker it owns, and writes the run directory:
+
+  flags.txt              the resolved flags (a flagfile that reproduces the run)
+  config.json            the same, as JSON
+  metrics.csv            one row per round (the release allow-list only)
+  tensorboard/           the same scalars, the flags and the privacy statement
+  ledger.json            the privacy ledger: every round's DP event
+  privacy_statement.txt  what the epsilon means and what was released
+  summary.json           final accuracy, epsilon, delta, rounds, wall time
+  worker.log             output of the TFF C++ worker
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Callable, Optional
+
+from tff_dp import accounting
+from tff_dp import client_data
+from tff_dp import evaluation
+from tff_dp import learning_process
+from tff_dp import models
+from tff_dp import privacy_statement
+from tff_dp import release as release_lib
+from tff_dp import runtime
+from tff_dp import sampling
+from tff_dp import training_loop
+from tff_dp.config import DpMechanism
+from tff_dp.config import TrainConfig
+from tff_dp.data.federated_data import FederatedData
+
+DEFAULT_ACCOUNTANTS = (accounting.AccountantKind.RDP,
+                       accounting.AccountantKind.PLD)
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+  """What a run reports at the end (also written as summary.json)."""
+  run_dir: str
+  private: bool
+  accuracy: Optional[float]
+  loss: Optional[float]
+  epsilon: dict[str, Optional[float]]
+  delta: Optional[float]
+  rounds: int
+  rounds_planned: int
+  population: int
+  stop_reason: str
+  wall_seconds: float
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def _json_number(value: float) -> Optional[float]:
+  # JSON has no inf/nan; summary.json documents null as "infinite/unknown".
+  return value if math.isfinite(value) else None
+
+
+def _dp_settings(config: TrainConfig
+                 ) -> Optional[learning_process.DpSettings]:
+  if not config.private:
+    return None
+  return learning_process.DpSettings(
+      mechanism=config.dp_mechanism,
+      noise_multiplier=config.noise_multiplier,
+      clients_per_round=config.clients_per_round,
+      clip=config.clip,
+      initial_clip=config.initial_clip,
+      target_unclipped_quantile=config.target_unclipped_quantile,
+      clip_learning_rate=config.clip_learning_rate)
+
+
+def _round_values_fn(config: TrainConfig, *, release_nonprivate: bool):
+  """Returns (output, cohort, seconds) -> the round's non-eval values."""
+
+  def round_values(output, cohort, seconds) -> dict[str, float]:
+    values = {
+        'cohort/expected_size': float(config.clients_per_round),
+        'time/round_seconds': seconds,
+    }
+    if config.private:
+      values['privacy/noise_multiplier'] = config.noise_multiplier
+      if config.dp_mechanism is DpMechanism.GAUSSIAN_ADAPTIVE:
+        # The clip for the next round, estimated with the noised count query.
+        values['privacy/clip'] = float(
+            output.metrics['aggregator']['dp_query_metrics']['clip'])
+      else:
+        values['privacy/clip'] = config.clip
+    if release_nonprivate:
+      train = output.metrics['client_work']['train']
+      values.update({
+          'nonprivate/train_loss': float(train['loss']),
+          'nonprivate/train_accuracy':
+              float(train['sparse_categorical_accuracy']),
+          'nonprivate/train_examples': float(train['num_examples']),
+          'nonprivate/cohort_size': float(len(cohort)),
+      })
+    return values
+
+  return round_values
+
+
+def resolved_flagfile(config: TrainConfig) -> str:
+  """The configuration as an absl flagfile that reproduces the run."""
+  lines = []
+  for name, value in config.to_json().items():
+    if isinstance(value, bool):
+      lines.append(f'--{name}' if value else f'--no{name}')
+    else:
+      lines.append(f'--{name}={value}')
+  return '\n'.join(lines) + '\n'
+
+
+def run_experiment(
+    config: TrainConfig,
+    data: FederatedData,
+    run_dir: str,
+    *,
+    accountants=DEFAULT_ACCOUNTANTS,
+    on_round: Optional[Callable[[int, dict[str, float]], None]] = None,
+) -> Summary:
+  """Trains according to `config` on `data`, writing outputs to `run_dir`.
+
+  Args:
+    config: A configuration that passed `config.check_config` and
+      `config.check_population` for `data`.
+    data: The federated data; `data.population` is the N of the accountant.
+    run_dir: Existing, empty, writable directory for this run's outputs.
+    accountants: Accountants whose epsilon is computed and released.
+    on_round: Progress callback, (round, released values).
+
+  Returns:
+    The run's `Summary`.
+  """
+  wall_start = time.monotonic()
+  release_nonprivate = (not config.private) or config.release_nonprivate_metrics
+  with open(os.path.join(run_dir, 'flags.txt'), 'w') as f:
+    f.write(resolved_flagfile(config))
+  with open(os.path.join(run_dir, 'config.json'), 'w') as f:
+    json.dump(config.to_json(), f, indent=2)
+
+  sampler = sampling.ClientSampler(
+      sampling=config.client_sampling, population=data.population,
+      clients_per_round=config.clients_per_round, seed=config.seed)
+  ledger = accounting.PrivacyLedger(
+      accounting.neighboring_relation(config.client_sampling))
+  privacy = training_loop.PrivacyTracker(
+      ledger=ledger,
+      round_event=accounting.round_event_for(
+          sampler,
+          noise_multiplier=config.noise_multiplier if config.private else 0.0),
+      delta=config.delta,
+      accountants=tuple(accountants),
+      ledger_path=os.path.join(run_dir, 'ledger.json'))
+
+  model_fn = models.build_model_fn(
+      config.model, input_dim=data.input_dim, num_classes=data.num_classes,
+      hidden_units=config.hidden_units, seed=config.seed)
+  process = learning_process.build_learning_process(
+      model_fn=model_fn,
+      dp=_dp_settings(config),
+      client_learning_rate=config.client_learning_rate,
+      client_momentum=config.client_momentum,
+      server_optimizer=learning_process.build_server_optimizer(
+          config.server_optimizer,
+          learning_rate=config.server_learning_rate,
+          momentum=config.server_momentum))
+  evaluate = evaluation.ServerEvaluator(
+      config.model, input_dim=data.input_dim, num_classes=data.num_classes,
+      hidden_units=config.hidden_units, test_x=data.test_x,
+      test_y=data.test_y)
+  releaser = release_lib.Releaser(
+      run_dir, private=config.private, allow_nonprivate=release_nonprivate)
+  releaser.write_text('flags', resolved_flagfile(config))
+  try:
+    with runtime.local_runtime(log_path=os.path.join(run_dir, 'worker.log')):
+      result = training_loop.run_training_loop(
+          process=process,
+          state=process.initialize(),
+          sampler=sampler,
+          round_datasets=client_data.RoundDatasets(
+              data, batch_size=config.client_batch_size,
+              epochs=config.client_epochs, seed=config.seed),
+          rounds=config.rounds,
+          privacy=privacy,
+          evaluate=evaluate,
+          eval_every=config.eval_every,
+          release=releaser.release,
+          round_values=_round_values_fn(
+              config, release_nonprivate=release_nonprivate),
+          on_round=on_round)
+    statement = privacy_statement.privacy_statement(
+        config, population=data.population,
+        rounds_run=result.rounds_completed, epsilons=result.epsilons)
+    with open(os.path.join(run_dir, 'privacy_statement.txt'), 'w') as f:
+      f.write(statement)
+    releaser.write_text('privacy_statement', statement)
+  finally:
+    releaser.close()
+
+  summary = Summary(
+      run_dir=run_dir,
+      private=config.private,
+      accuracy=result.last_values.get('eval/accuracy'),
+      loss=result.last_values.get('eval/loss'),
+      epsilon={kind.value: _json_number(eps)
+               for kind, eps in result.epsilons.items()},
+      delta=config.delta if config.private else None,
+      rounds=result.rounds_completed,
+      rounds_planned=config.rounds,
+      population=data.population,
+      stop_reason=result.stop_reason,
+      wall_seconds=time.monotonic() - wall_start)
+  with open(os.path.join(run_dir, 'summary.json'), 'w') as f:
+    json.dump(summary.to_json(), f, indent=2)
+  return summary

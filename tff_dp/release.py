@@ -1,0 +1,113 @@
+"""Everything a run releases per round goes through here, and only here.
+
+In a DP run only values covered by the DP guarantee (or computed from public
+data and the DP model) may leave the training loop. The allow-list below is the
+single place that says which keys those are; `Releaser` refuses anything else.
+Values computed from client data without noise are released only when the user
+asks for them (`--release_nonprivate_metrics`), and always under the
+`nonprivate/` prefix so that nobody mistakes them for private ones.
+
+Rows go to TensorBoard (scalars, via `tf.summary`) and to a CSV file (via TFF's
+`tff.program.CSVFileReleaseManager`, which writes atomically and drops rows
+with a key >= the released one, so a re-released round replaces its row).
+"""
+
+import asyncio
+import os
+from typing import Iterable, Mapping
+
+import tensorflow as tf
+import tensorflow_federated as tff
+
+# Keys that are safe to release in a DP run.
+DP_SAFE_KEYS = frozenset({
+    # Server-side evaluation on the held-out set (public data, DP model).
+    'eval/loss',
+    'eval/accuracy',
+    # Privacy accounting: functions of the mechanism's public parameters.
+    'privacy/epsilon_rdp',
+    'privacy/epsilon_pld',
+    'privacy/noise_multiplier',
+    # The clip: a flag (fixed clipping) or the privately estimated quantile
+    # (adaptive clipping; its count query is part of the noised mechanism).
+    'privacy/clip',
+    # The planned (expected) cohort size, a public parameter.
+    'cohort/expected_size',
+    # Wall time of the round (see the privacy statement on timing).
+    'time/round_seconds',
+})
+
+NONPRIVATE_PREFIX = 'nonprivate/'
+
+# Values computed from client data without noise; released only on request in
+# DP runs (always in non-private runs).
+NONPRIVATE_KEYS = frozenset({
+    'nonprivate/train_loss',
+    'nonprivate/train_accuracy',
+    'nonprivate/train_examples',
+    'nonprivate/cohort_size',
+})
+
+CSV_KEY_FIELD = 'round'
+
+
+class ReleaseError(ValueError):
+  """A value not on the allow-list was about to be released."""
+
+
+def check_release_keys(keys: Iterable[str], *, private: bool,
+                       allow_nonprivate: bool) -> None:
+  """Raises `ReleaseError` unless every key may be released in this run.
+
+  Args:
+    keys: Names about to be released.
+    private: Whether the run claims differential privacy.
+    allow_nonprivate: Whether the user asked for non-private values.
+  """
+  allowed = set(DP_SAFE_KEYS)
+  if allow_nonprivate or not private:
+    allowed |= NONPRIVATE_KEYS
+  refused = sorted(set(keys) - allowed)
+  if refused:
+    raise ReleaseError(
+        f'refusing to release {refused}: not on the release allow-list of a '
+        f'{"DP" if private else "non-private"} run')
+
+
+class Releaser:
+  """Writes per-round rows to TensorBoard and CSV, enforcing the allow-list."""
+
+  def __init__(self, run_dir: str, *, private: bool, allow_nonprivate: bool):
+    self._private = private
+    self._allow_nonprivate = allow_nonprivate
+    self.csv_path = os.path.join(run_dir, 'metrics.csv')
+    self.tensorboard_dir = os.path.join(run_dir, 'tensorboard')
+    self._writer = tf.summary.create_file_writer(self.tensorboard_dir)
+    self._csv = tff.program.CSVFileReleaseManager(
+        self.csv_path, key_fieldname=CSV_KEY_FIELD)
+
+  def release(self, round_num: int, values: Mapping[str, float]) -> None:
+    """Releases one round's values (after checking every key)."""
+    check_release_keys(values.keys(), private=self._private,
+                       allow_nonprivate=self._allow_nonprivate)
+    with self._writer.as_default():
+      for key, value in values.items():
+        tf.summary.scalar(key, value, step=round_num)
+    self._writer.flush()
+    row = {key: float(value) for key, value in values.items()}
+    asyncio.run(self._csv.release(row, key=round_num))
+
+  def write_text(self, tag: str, text: str, *, step: int = 0) -> None:
+    """Writes run-level text (flags, privacy statement) to TensorBoard."""
+    with self._writer.as_default():
+      tf.summary.text(tag, _as_markdown_block(text), step=step)
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
+
+
+def _as_markdown_block(text: str) -> str:
+  # TensorBoard renders text as Markdown; indenting keeps the layout verbatim.
+  return '\n'.join('    ' + line for line in text.splitlines())
+

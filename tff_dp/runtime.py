@@ -1,0 +1,212 @@
+"""The local TFF runtime: a C++ worker process that tff-dp starts, owns and stops.
+
+TFF's default local context (`tff.backends.native.set_sync_local_cpp_execution_context`)
+starts `worker_binary` lazily on first use, lets it inherit the parent's stdout and
+stderr, and stops it only from a `__del__`. We have seen the worker outlive a normal
+exit of Python, which keeps `python train.py | tee log` from ever returning. Here
+the worker is started eagerly from the main thread and is tied to us three ways:
+
+* `local_runtime()` is a context manager that terminates the worker on exit,
+  whether the body returns or raises (KeyboardInterrupt included);
+* the program (`tff_dp.train`) turns SIGTERM/SIGHUP into an exception, so the
+  same cleanup runs when a scheduler or terminal ends us;
+* the worker is started with the Linux parent-death signal (`PR_SET_PDEATHSIG`),
+  so the kernel kills it even when we are killed with SIGKILL.
+
+The worker writes to a log file, never to our stdout/stderr.
+"""
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Iterator, Optional
+
+import grpc
+import portpicker
+import tensorflow_federated as tff
+from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
+
+# Same limits as TFF's own local context: model updates can be large.
+_GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
+_GRPC_OPTIONS = [
+    ('grpc.max_message_length', _GRPC_MAX_MESSAGE_BYTES),
+    ('grpc.max_receive_message_length', _GRPC_MAX_MESSAGE_BYTES),
+    ('grpc.max_send_message_length', _GRPC_MAX_MESSAGE_BYTES),
+]
+_PR_SET_PDEATHSIG = 1
+_STARTUP_TIMEOUT_SECONDS = 120.0
+_STOP_TIMEOUT_SECONDS = 10.0
+WORKER_LOG_PREFIX = 'tff-dp: started TFF worker pid '
+
+
+class RuntimeStartError(RuntimeError):
+  """The TFF worker could not be started."""
+
+
+def worker_binary_path() -> str:
+  """Returns the path of the C++ worker shipped inside the TFF wheel."""
+  package_dir = os.path.dirname(tff.__file__)
+  return os.path.join(package_dir, 'data', 'worker_binary')
+
+
+def _parent_death_signal_fn() -> Optional[callable]:
+  """Returns a pre-exec hook that asks the kernel to SIGKILL the child with us.
+
+  The libc handle is resolved here, in the parent, so that the forked child
+  only makes a single C call before exec.
+  """
+  if not sys.platform.startswith('linux'):
+    return None
+  libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6',
+                     use_errno=True)
+  prctl = libc.prctl
+  parent_pid = os.getpid()
+
+  def hook():
+    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # If the parent died between fork and prctl, nobody will signal us.
+    if os.getppid() != parent_pid:
+      os._exit(1)  # pylint: disable=protected-access
+
+  return hook
+
+
+class Worker:
+  """A running `worker_binary` owned by this process."""
+
+  def __init__(self, process: subprocess.Popen, port: int, log_path: str):
+    self.process = process
+    self.port = port
+    self.log_path = log_path
+
+  @property
+  def pid(self) -> int:
+    return self.process.pid
+
+  def alive(self) -> bool:
+    return self.process.poll() is None
+
+  def stop(self) -> None:
+    """Stops the worker: SIGINT (its clean shutdown), then SIGKILL."""
+    if not self.alive():
+      return
+    for sig in (signal.SIGINT, signal.SIGKILL):
+      try:
+        self.process.send_signal(sig)
+        self.process.wait(timeout=_STOP_TIMEOUT_SECONDS)
+        return
+      except subprocess.TimeoutExpired:
+        continue
+      except ProcessLookupError:
+        return
+
+
+def start_worker(*, log_path: str,
+                 max_concurrent_computation_calls: int = -1) -> Worker:
+  """Starts the C++ worker and waits until it serves.
+
+  Args:
+    log_path: File that receives the worker's stdout and stderr.
+    max_concurrent_computation_calls: Passed to the worker; nonpositive means
+      no limit.
+
+  Returns:
+    The running `Worker`.
+
+  Raises:
+    RuntimeStartError: If the binary is missing or does not come up.
+  """
+  binary = worker_binary_path()
+  if not os.path.isfile(binary):
+    raise RuntimeStartError(f'TFF worker binary not found at {binary}')
+  port = portpicker.pick_unused_port()
+  args = [
+      binary,
+      f'--port={port}',
+      f'--max_concurrent_computation_calls={max_concurrent_computation_calls}',
+  ]
+  with open(log_path, 'ab') as log:
+    process = subprocess.Popen(  # pylint: disable=subprocess-popen-preexec-fn
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        close_fds=True,
+        preexec_fn=_parent_death_signal_fn(),
+    )
+    # The pid line lets operators (and our tests) find the worker of a run.
+    log.write(f'{WORKER_LOG_PREFIX}{process.pid} port {port}\n'.encode())
+  return Worker(process, port, log_path)
+
+
+def _connect(worker: Worker) -> tff.framework.RemoteExecutorGrpcStub:
+  channel = grpc.insecure_channel(f'localhost:{worker.port}', _GRPC_OPTIONS)
+  stub = tff.framework.RemoteExecutorGrpcStub(channel)
+  deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS
+  while not stub.is_ready:
+    if not worker.alive():
+      raise RuntimeStartError(
+          f'TFF worker exited with code {worker.process.returncode} during '
+          f'start-up; see {worker.log_path}')
+    if time.monotonic() > deadline:
+      worker.stop()
+      raise RuntimeStartError(
+          f'TFF worker did not serve within {_STARTUP_TIMEOUT_SECONDS:.0f} s; '
+          f'see {worker.log_path}')
+    time.sleep(0.05)
+  return stub
+
+
+def _execution_context(
+    stub: tff.framework.RemoteExecutorGrpcStub,
+) -> tff.framework.SyncExecutionContext:
+  """The same context TFF's local C++ context builds, on our own worker."""
+
+  def stack_fn(cardinalities):
+    cardinalities.setdefault(tff.CLIENTS, 0)
+    executor = tff.framework.RemoteExecutor(stub)
+    executor.set_cardinalities(cardinalities)
+    return executor
+
+  factory = tff.framework.ResourceManagingExecutorFactory(
+      executor_stack_fn=stack_fn)
+  return tff.framework.SyncExecutionContext(
+      executor_fn=factory,
+      compiler_fn=tff.backends.native.desugar_and_transform_to_native,
+      transform_args=tff.tensorflow.transform_args,
+      transform_result=tff.tensorflow.transform_result,
+  )
+
+
+@contextlib.contextmanager
+def local_runtime(*, log_path: str,
+                  max_concurrent_computation_calls: int = -1
+                  ) -> Iterator[Worker]:
+  """Runs the body with TFF computations executing on a worker we own.
+
+  Args:
+    log_path: File that receives the worker's output.
+    max_concurrent_computation_calls: Passed to the worker.
+
+  Yields:
+    The running `Worker`; it is stopped when the body exits in any way.
+  """
+  worker = start_worker(
+      log_path=log_path,
+      max_concurrent_computation_calls=max_concurrent_computation_calls)
+  try:
+    stub = _connect(worker)
+    tff.framework.set_default_context(_execution_context(stub))
+    yield worker
+  finally:
+    # Computations invoked after this point fail loudly instead of silently
+    # starting TFF's unmanaged default worker.
+    tff.framework.set_default_context(
+        runtime_error_context.RuntimeErrorContext())
+    worker.stop()
+

@@ -1,0 +1,246 @@
+"""tff-dp training program: differentially private FedAvg on TFF.
+
+Usage:
+  ./run.sh train [--flagfile=configs/default.cfg] [--flag=value ...]
+  tff-dp --flagfile=configs/smoke.cfg --rounds=3
+
+Every flag is listed by --helpfull and in the README. Bad values stop the
+program before any training with a message that names the flag and the value.
+"""
+
+import datetime
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+
+from absl import app
+from absl import flags
+
+from tff_dp import cli_flags
+from tff_dp import config as config_lib
+
+FLAGS = flags.FLAGS
+cli_flags.define_train_flags(FLAGS)
+
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+EXIT_SIGINT = 130
+
+
+class UserError(Exception):
+  """Bad input: reported as one line, without a traceback."""
+
+
+class InternalError(Exception):
+  """A bug or an environment failure during training, already logged."""
+
+
+class Terminated(BaseException):
+  """SIGTERM or SIGHUP arrived; unwinds the stack like Ctrl-C does."""
+
+  def __init__(self, signum: int):
+    super().__init__(signal.Signals(signum).name)
+    self.signum = signum
+
+
+def _install_termination_handlers() -> None:
+  # Python's default action for these signals ends the process without running
+  # `finally` blocks: the TFF worker would not be stopped, outputs not closed.
+  def handler(signum, frame):
+    del frame
+    raise Terminated(signum)
+
+  for sig in (signal.SIGTERM, signal.SIGHUP):
+    signal.signal(sig, handler)
+
+
+def config_from_flags(fv: flags.FlagValues) -> config_lib.TrainConfig:
+  """The program's only reading of flag values."""
+  names = [field.name for field in
+           config_lib.dataclasses.fields(config_lib.TrainConfig)]
+  return config_lib.config_from_mapping({name: fv[name].value
+                                         for name in names})
+
+
+def default_run_name(argv: list[str], now: datetime.datetime) -> str:
+  """<flagfile names>-<UTC time>, e.g. default-20261126-071500."""
+  configs = []
+  for arg in argv:
+    if arg.startswith('--flagfile='):
+      name = os.path.splitext(os.path.basename(arg.split('=', 1)[1]))[0]
+      configs.append(name)
+  prefix = '+'.join(configs) or 'run'
+  return f'{prefix}-{now.strftime("%Y%m%d-%H%M%S")}'
+
+
+def make_run_dir(output_dir: str, run_name: str) -> str:
+  """Creates the run directory; refuses to reuse one that holds outputs."""
+  run_dir = os.path.join(output_dir, run_name)
+  try:
+    os.makedirs(run_dir, exist_ok=True)
+  except OSError as e:
+    raise UserError(f'--output_dir={output_dir}: cannot create run directory '
+                    f'{run_dir}: {e.strerror}') from e
+  if os.listdir(run_dir):
+    raise UserError(f'--run_name={run_name}: run directory {run_dir} already '
+                    'holds outputs; choose another --run_name')
+  if not os.access(run_dir, os.W_OK):
+    raise UserError(f'--output_dir={output_dir}: run directory {run_dir} is '
+                    'not writable')
+  return run_dir
+
+
+def _load_data(config: config_lib.TrainConfig):
+  from tff_dp.data import offline  # pylint: disable=g-import-not-at-top
+  try:
+    return offline.load_offline(
+        config.dataset, num_clients=config.num_clients,
+        partition=config.partition, seed=config.data_seed,
+        test_fraction=config.test_fraction,
+        dirichlet_alpha=config.dirichlet_alpha)
+  except ValueError as e:
+    raise UserError(f'--dataset={config.dataset.value}: {e}') from e
+
+
+def _format_duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  return f'{seconds // 60}m{seconds % 60:02d}s'
+
+
+class Progress:
+  """Prints one line per round: accuracy, epsilon, ETA."""
+
+  def __init__(self, rounds: int, *, private: bool):
+    self._rounds = rounds
+    self._private = private
+    self._durations = []
+    self._last = time.monotonic()
+
+  def __call__(self, round_num: int, values: dict[str, float]) -> None:
+    now = time.monotonic()
+    self._durations.append(now - self._last)
+    self._last = now
+    # The first round includes tracing and worker start-up: leave it out of
+    # the ETA once there is anything else to go by.
+    recent = self._durations[1:][-20:] or self._durations
+    eta = sum(recent) / len(recent) * (self._rounds - round_num)
+    parts = [f'round {round_num}/{self._rounds}']
+    if 'eval/accuracy' in values:
+      parts.append(f'accuracy {values["eval/accuracy"]:.4f}')
+    if self._private:
+      eps = [f'{key.rsplit("_", 1)[1]} {_eps(value)}'
+             for key, value in values.items()
+             if key.startswith('privacy/epsilon_')]
+      parts.append('epsilon ' + ', '.join(eps))
+    else:
+      parts.append('not private')
+    parts.append(f'{values["time/round_seconds"]:.2f} s')
+    parts.append(f'ETA {_format_duration(eta)}')
+    print(' | '.join(parts), flush=True)
+
+
+def _eps(value: float) -> str:
+  if math.isnan(value):
+    return 'n/a'
+  return 'inf' if math.isinf(value) else f'{value:.3f}'
+
+
+def _print_summary(summary, statement_path: str) -> None:
+  print()
+  with open(statement_path) as f:
+    print(f.read())
+  print('Summary')
+  print('=======')
+  acc = 'n/a' if summary.accuracy is None else f'{summary.accuracy:.4f}'
+  print(f'test accuracy: {acc}')
+  if summary.private:
+    eps = ', '.join(f'{k} {_eps(v if v is not None else math.inf)}'
+                    for k, v in summary.epsilon.items())
+    print(f'epsilon: {eps} (delta = {summary.delta:g})')
+  else:
+    print('epsilon: infinite (not private)')
+  print(f'rounds: {summary.rounds}/{summary.rounds_planned} '
+        f'({summary.stop_reason})')
+  print(f'wall time: {_format_duration(summary.wall_seconds)}')
+  print(f'outputs: {summary.run_dir}')
+
+
+def run(argv: list[str]) -> int:
+  """Runs the program on parsed flags; returns the exit code."""
+  if len(argv) > 1:
+    raise UserError(f'unexpected positional arguments: {argv[1:]}')
+  config = config_from_flags(FLAGS)
+  try:
+    config_lib.check_config(config)
+    data = _load_data(config)
+    config_lib.check_population(config, data.population)
+  except config_lib.ConfigError as e:
+    raise UserError(str(e)) from e
+  run_name = config.run_name or default_run_name(
+      sys.argv, datetime.datetime.now(datetime.timezone.utc))
+  run_dir = make_run_dir(config.output_dir, run_name)
+  config = config_lib.dataclasses.replace(config, run_name=run_name)
+  print(data.describe(), flush=True)
+  print(f'run directory: {run_dir}', flush=True)
+
+  # Importing TensorFlow takes seconds: only now that the input is valid.
+  # Level 3 hides TF's C++ start-up noise (e.g. duplicate CUDA plugin
+  # registration on CPU-only machines); set the variable to see it.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  from tff_dp import experiment  # pylint: disable=g-import-not-at-top
+  try:
+    summary = experiment.run_experiment(
+        config, data, run_dir,
+        on_round=Progress(config.rounds, private=config.private))
+  except Exception as e:
+    error_log = os.path.join(run_dir, 'error.log')
+    with open(error_log, 'w') as f:
+      traceback.print_exc(file=f)
+    raise InternalError(f'{type(e).__name__}: {e} (traceback in '
+                        f'{error_log})') from e
+  _print_summary(summary, os.path.join(run_dir, 'privacy_statement.txt'))
+  return 0
+
+
+def main(argv: list[str]) -> None:
+  _install_termination_handlers()
+  try:
+    code = run(argv)
+  except UserError as e:
+    print(f'tff-dp: error: {e}', file=sys.stderr)
+    code = EXIT_USAGE
+  except InternalError as e:
+    print(f'tff-dp: internal error: {e}', file=sys.stderr)
+    code = EXIT_INTERNAL
+  except KeyboardInterrupt:
+    print('tff-dp: interrupted; the TFF worker was stopped', file=sys.stderr)
+    code = EXIT_SIGINT
+  except Terminated as e:
+    print(f'tff-dp: terminated by {e}; the TFF worker was stopped',
+          file=sys.stderr)
+    code = 128 + e.signum
+  sys.exit(code)
+
+
+def entry_point() -> None:
+  """Console-script entry point (`tff-dp`).
+
+  Not `absl.app.run`: with it, importing TensorFlow lazily inside `main` (we
+  do, to validate flags before paying for the import) breaks the construction
+  of Keras Sequential models in TF 2.14 (seen here; cause not established).
+  """
+  app.define_help_flags()
+  try:
+    argv = FLAGS(sys.argv)
+  except flags.Error as e:
+    print(f'tff-dp: error: {e}\nPass --helpfull to see every flag.',
+          file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+  main(argv)
+
+
+if __name__ == '__main__':
+  entry_point()

@@ -1,0 +1,146 @@
+"""The round loop: sample, train, charge the ledger, evaluate, release.
+
+Modelled on `tff.simulation.run_training_process` (TFF's ~200-line loop), with
+what a DP run needs on top: every round is charged to the privacy ledger with
+the event of the sampler and mechanism that actually ran, epsilon is computed
+from that ledger, and a budget (`max_epsilon`) is checked BEFORE a round runs,
+so no released round exceeds it.
+"""
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import dp_accounting
+
+from tff_dp import accounting
+from tff_dp import sampling
+
+
+@dataclasses.dataclass
+class PrivacyTracker:
+  """The ledger of a run plus the event one more round of it costs."""
+  ledger: accounting.PrivacyLedger
+  round_event: dp_accounting.DpEvent
+  delta: float
+  accountants: Sequence[accounting.AccountantKind]
+  ledger_path: Optional[str] = None
+
+  def epsilons(self, *, with_next_round: bool = False
+               ) -> dict[accounting.AccountantKind, float]:
+    """Epsilon by accountant, optionally as if one more round had run.
+
+    An accountant that cannot compose the ledger's events reports NaN, never
+    a number it did not compute.
+    """
+    result = {}
+    for kind in self.accountants:
+      try:
+        if with_next_round:
+          result[kind] = self.ledger.epsilon_with(
+              self.round_event, delta=self.delta, accountant=kind)
+        else:
+          result[kind] = self.ledger.epsilon(delta=self.delta,
+                                             accountant=kind)
+      except accounting.UnsupportedAccountingError:
+        result[kind] = math.nan
+    return result
+
+  def charge(self, round_num: int) -> None:
+    """Records a round that ran, and persists the ledger before any release."""
+    self.ledger.record(round_num, self.round_event)
+    if self.ledger_path is not None:
+      self.ledger.save(self.ledger_path)
+
+
+@dataclasses.dataclass
+class LoopResult:
+  state: Any
+  rounds_completed: int
+  stop_reason: str
+  last_values: dict[str, float]
+  epsilons: dict[accounting.AccountantKind, float]
+
+
+def _budget_exceeded(epsilons: Mapping[accounting.AccountantKind, float],
+                     max_epsilon: Optional[float]) -> bool:
+  """True if the tightest epsilon we can state would exceed the budget."""
+  if max_epsilon is None:
+    return False
+  finite = [eps for eps in epsilons.values() if not math.isnan(eps)]
+  return not finite or min(finite) > max_epsilon
+
+
+def run_training_loop(
+    *,
+    process,
+    state: Any,
+    sampler: sampling.ClientSampler,
+    round_datasets: Callable[[int, Sequence[int]], list[Any]],
+    rounds: int,
+    privacy: PrivacyTracker,
+    evaluate: Callable[[Any], dict[str, float]],
+    eval_every: int,
+    release: Callable[[int, dict[str, float]], None],
+    round_values: Callable[[Any, Sequence[int], float], dict[str, float]],
+    max_epsilon: Optional[float] = None,
+    start_round: int = 1,
+    on_round: Optional[Callable[[int, dict[str, float]], None]] = None,
+) -> LoopResult:
+  """Runs rounds `start_round..rounds` of `process`.
+
+  Args:
+    process: A `tff.learning.templates.LearningProcess`.
+    state: Its state before `start_round`.
+    sampler: Draws each round's cohort (stateless in the round number).
+    round_datasets: (round, client indices) -> the clients' datasets.
+    rounds: Last round to run (1-based, inclusive).
+    privacy: Ledger and per-round event; charged once per round that runs.
+    evaluate: Model weights -> held-out metrics {'loss', 'accuracy'}.
+    eval_every: Evaluate every this many rounds and after the last one.
+    release: Receives (round, values); enforces the release allow-list.
+    round_values: (process output, cohort, round seconds) -> the round's
+      values other than evaluation and epsilon.
+    max_epsilon: Optional budget: a round runs only if epsilon after it would
+      stay within the budget.
+    start_round: First round to run.
+    on_round: Called with (round, values) after each release (progress).
+
+  Returns:
+    The final state, how many rounds ran in total, and why the loop stopped.
+  """
+  stop_reason = f'completed {rounds} rounds'
+  last_values: dict[str, float] = {}
+  round_num = start_round - 1
+  for round_num in range(start_round, rounds + 1):
+    if _budget_exceeded(privacy.epsilons(with_next_round=True), max_epsilon):
+      stop_reason = (f'privacy budget: round {round_num} would exceed '
+                     f'max_epsilon={max_epsilon:g}')
+      round_num -= 1
+      break
+    cohort = sampler.sample(round_num)
+    start = time.monotonic()
+    output = process.next(state, round_datasets(round_num, cohort))
+    seconds = time.monotonic() - start
+    # The round ran: charge it before anything about it is released.
+    privacy.charge(round_num)
+    state = output.state
+
+    values = round_values(output, cohort, seconds)
+    if round_num % eval_every == 0 or round_num == rounds:
+      evaluation = evaluate(process.get_model_weights(state))
+      values.update({f'eval/{k}': v for k, v in evaluation.items()})
+    epsilons = privacy.epsilons()
+    for kind, eps in epsilons.items():
+      values[f'privacy/epsilon_{kind.value}'] = eps
+    release(round_num, values)
+    last_values = values
+    if on_round is not None:
+      on_round(round_num, values)
+  return LoopResult(
+      state=state,
+      rounds_completed=round_num,
+      stop_reason=stop_reason,
+      last_values=last_values,
+      epsilons=privacy.epsilons())
