@@ -158,3 +158,14 @@ def test_command_line_overrides_flagfile():
   config = _config([f'--flagfile={os.path.join(CONFIGS, "default.cfg")}',
                     '--rounds=7'])
   assert config.rounds == 7
+
+
+def test_readme_flag_reference_is_generated_from_the_definitions():
+  with open(os.path.join(REPO_ROOT, 'README.md')) as f:
+    readme = f.read()
+  start = readme.index('<!-- flag-reference:start -->\n')
+  end = readme.index('<!-- flag-reference:end -->')
+  in_readme = readme[start + len('<!-- flag-reference:start -->\n'):end]
+  assert in_readme == cli_flags.markdown_reference(), (
+      'README flag reference is stale: replace it with the output of '
+      '`python -m tff_dp.cli_flags`')

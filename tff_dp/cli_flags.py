@@ -86,10 +86,14 @@ def define_data_flags(fv: flags.FlagValues) -> None:
               lower=1, upper=_MAX_CLIENTS)
   _define_enum(fv, 'partition', partition_lib.Partition.IID.value,
                partition_lib.Partition,
-               'How examples are assigned to clients.')
+               'How examples are assigned to clients. iid: near-equal random '
+               'shares; dirichlet: label skew (Hsu et al. 2019); '
+               'quantity_skew: power-law client sizes; natural: the data\'s '
+               'own clients (required for synthetic).')
   _define_float(fv, 'dirichlet_alpha', 0.5,
-                'Concentration of the Dirichlet label skew (smaller = more '
-                'skewed); used with --partition=dirichlet.',
+                'Total concentration of the Dirichlet label skew (Hsu et al. '
+                '2019: per-client class proportions ~ Dir(alpha * p), p the '
+                'label distribution); smaller = more skewed.',
                 lower=0.0, upper=1e6, lower_open=True)
   _define_float(fv, 'test_fraction', 0.2,
                 'Fraction of the data held out for server-side evaluation.',
@@ -121,7 +125,12 @@ def define_training_flags(fv: flags.FlagValues) -> None:
   _define_enum(fv, 'client_sampling', sampling.ClientSampling.POISSON.value,
                sampling.ClientSampling,
                'poisson: each client joins each round independently with '
-               'probability clients_per_round / population.')
+               'probability q = clients_per_round / population (accounted '
+               'with amplification by sampling, add/remove adjacency); '
+               'fixed_size: exactly clients_per_round distinct clients '
+               '(accounted as sampling without replacement, replace-one '
+               'adjacency: costs more epsilon); full: every client every '
+               'round (cross-silo; no amplification).')
   _define_int(fv, 'client_epochs', 1, 'Local epochs per round.',
               lower=1, upper=_MAX_EPOCHS)
   _define_int(fv, 'client_batch_size', 16, 'Local batch size.',
@@ -218,3 +227,29 @@ TRAIN_FLAG_GROUPS = (
     ('Privacy', define_privacy_flags),
     ('Output', define_output_flags),
 )
+
+
+def markdown_reference(groups=TRAIN_FLAG_GROUPS) -> str:
+  """The flag reference of the README, generated from the definitions above.
+
+  `python -m tff_dp.cli_flags` prints it; a test keeps the README in sync.
+  """
+  lines = []
+  for title, define in groups:
+    fv = flags.FlagValues()
+    define(fv)
+    lines += [f'**{title}**', '', '| flag | default | meaning |',
+              '| --- | --- | --- |']
+    for name, flag in fv._flags().items():  # pylint: disable=protected-access
+      if name != flag.name:  # Short-name aliases.
+        continue
+      default = (flag.default_as_str or "''").strip("'")
+      # absl prefixes enum help with "<a|b|c>: "; escape the bars for Markdown.
+      text = ' '.join(flag.help.split()).replace('|', '\\|')
+      lines.append(f'| `--{name}` | `{default}` | {text} |')
+    lines.append('')
+  return '\n'.join(lines)
+
+
+if __name__ == '__main__':
+  print(markdown_reference())
