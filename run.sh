@@ -6,7 +6,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${ROOT}/.venv"
 LOCK="${ROOT}/requirements.lock"
-STAMP="${VENV}/.tff-dp-installed"
+LOCK_STAMP="${VENV}/.tff-dp-lock"
+PACKAGE_STAMP="${VENV}/.tff-dp-package"
 DEFAULT_CONFIG="${ROOT}/configs/default.cfg"
 # `./run.sh lock` resolves against the index as it was on this date, so the same
 # command gives the same lock; move the date to take newer releases.
@@ -20,6 +21,9 @@ Commands:
   train [flags]        Train (DP-FedAvg). Without --flagfile, configs/default.cfg is
                        used; other flags override it. Outputs go to runs/<name>/.
   test [pytest args]   Run the test suite (add --run-slow for the slow tier).
+  epsilon [flags]      Privacy accounting without training: epsilon of a run
+                       directory's ledger (--run_dir), of planned settings, or
+                       the noise/rounds that reach --target_epsilon.
   tensorboard [--port N] [--logdir DIR]
                        Serve runs/ (or DIR) with TensorBoard on 127.0.0.1 only.
   lock                 Regenerate requirements.lock (needs network; uses uv).
@@ -50,40 +54,51 @@ find_python() {
   return 1
 }
 
-install_fingerprint() {
-  cat "${LOCK}" "${ROOT}/setup.py" | sha256sum | cut -d' ' -f1
+fingerprint() {
+  cat "$@" | sha256sum | cut -d' ' -f1
+}
+
+venv_is_current() {
+  [[ -x "${VENV}/bin/python" && -f "${LOCK_STAMP}" \
+    && "$(cat "${LOCK_STAMP}")" == "$(fingerprint "${LOCK}")" ]]
+}
+
+package_is_current() {
+  [[ -f "${PACKAGE_STAMP}" && "$(cat "${PACKAGE_STAMP}")" == "$(fingerprint "${ROOT}/setup.py")" ]]
 }
 
 ensure_venv() {
-  local want
-  want="$(install_fingerprint)"
-  if [[ -x "${VENV}/bin/python" && -f "${STAMP}" && "$(cat "${STAMP}")" == "${want}" ]]; then
+  if venv_is_current && package_is_current; then
     return 0
   fi
   # Serialize concurrent first runs (e.g. two terminals) on one set-up.
   if command -v flock >/dev/null 2>&1; then
     exec 9>"${ROOT}/.venv.lock"
     flock 9
-    if [[ -x "${VENV}/bin/python" && -f "${STAMP}" && "$(cat "${STAMP}")" == "${want}" ]]; then
-      return 0
-    fi
   fi
-  local python
-  python="$(find_python)" || die "Python 3.11 is required (tensorflow-federated 0.87 \
+  if ! venv_is_current; then
+    local python
+    python="$(find_python)" || die "Python 3.11 is required (tensorflow-federated 0.87 \
 supports <3.12 and requirements.lock is resolved for 3.11) but no python3.11 was found \
 on PATH. Install Python 3.11 or set TFF_DP_PYTHON=/path/to/python3.11."
-  printf 'run.sh: setting up %s from requirements.lock (first run, or the lock changed)\n' \
-    "${VENV}" >&2
-  rm -rf "${VENV}"
-  "${python}" -m venv "${VENV}"
-  # --require-hashes: every wheel must match the lock. pip compiles bytecode at
-  # install time (uv would not), which halves the cost of importing TFF.
-  "${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check \
-    --no-deps --require-hashes -r "${LOCK}"
-  "${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check \
-    --no-deps --no-build-isolation --editable "${ROOT}"
-  printf '%s\n' "${want}" >"${STAMP}"
-  printf 'run.sh: environment ready\n' >&2
+    printf 'run.sh: setting up %s from requirements.lock (first run, or the lock changed)\n' \
+      "${VENV}" >&2
+    rm -rf "${VENV}"
+    "${python}" -m venv "${VENV}"
+    # --require-hashes: every wheel must match the lock. pip compiles bytecode at
+    # install time (uv would not), which halves the cost of importing TFF.
+    "${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check \
+      --no-deps --require-hashes -r "${LOCK}"
+    fingerprint "${LOCK}" >"${LOCK_STAMP}"
+  fi
+  if ! package_is_current; then
+    # Editable, so that edits to tff_dp/ need no reinstall; only setup.py
+    # changes (e.g. a new console script) come through here.
+    "${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check \
+      --no-deps --no-build-isolation --editable "${ROOT}"
+    fingerprint "${ROOT}/setup.py" >"${PACKAGE_STAMP}"
+    printf 'run.sh: environment ready\n' >&2
+  fi
 }
 
 has_flagfile() {
@@ -102,6 +117,11 @@ cmd_train() {
     exec "${VENV}/bin/tff-dp" "$@"
   fi
   exec "${VENV}/bin/tff-dp" "--flagfile=${DEFAULT_CONFIG}" "$@"
+}
+
+cmd_epsilon() {
+  ensure_venv
+  exec "${VENV}/bin/tff-dp-epsilon" "$@"
 }
 
 cmd_test() {
@@ -156,6 +176,7 @@ main() {
   case "${command}" in
     train) cmd_train "$@" ;;
     test) cmd_test "$@" ;;
+    epsilon) cmd_epsilon "$@" ;;
     tensorboard) cmd_tensorboard "$@" ;;
     lock) cmd_lock "$@" ;;
     help | -h | --help) usage ;;

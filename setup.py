@@ -29,6 +29,7 @@ setuptools.setup(
     entry_points={
         'console_scripts': [
             'tff-dp=tff_dp.train:entry_point',
+            'tff-dp-epsilon=tff_dp.epsilon:entry_point',
         ],
     },
 )

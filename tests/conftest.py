@@ -37,3 +37,18 @@ def tff_runtime(tmp_path_factory):
   with runtime.local_runtime(log_path=log_path) as worker:
     yield worker
   assert not worker.alive()
+
+
+def pytest_sessionfinish(session, exitstatus):
+  """Drops TFF's default context while the interpreter is still whole.
+
+  Importing tensorflow_federated installs a context whose never-started
+  worker manager has a `__del__` that fails noisily at interpreter shutdown.
+  """
+  del session, exitstatus
+  import sys  # pylint: disable=g-import-not-at-top
+  tff = sys.modules.get('tensorflow_federated')
+  if tff is None:
+    return
+  from tensorflow_federated.python.core.impl.context_stack import runtime_error_context  # pylint: disable=g-import-not-at-top
+  tff.framework.set_default_context(runtime_error_context.RuntimeErrorContext())

@@ -69,6 +69,12 @@ BAD_FLAG_VALUES = [
     ('--model=resnet', 'flag --model=resnet'),
     ('--dataset=mnist_online', 'flag --dataset=mnist_online'),
     ('--run_name=../escape', 'flag --run_name=../escape'),
+    ('--accountants=rdp,moments', "flag --accountants=['rdp', 'moments']"),
+    ('--accountants=rdp,rdp', "flag --accountants=['rdp', 'rdp']"),
+    ('--target_epsilon=0', 'flag --target_epsilon=0'),
+    ('--target_epsilon=nan', 'flag --target_epsilon=nan'),
+    ('--max_epsilon=inf', 'flag --max_epsilon=inf'),
+    ('--max_epsilon=-2', 'flag --max_epsilon=-2'),
 ]
 
 
@@ -101,6 +107,11 @@ BAD_COMBINATIONS = [
      '--clients_per_round=10', 40),
     (['--num_clients=40', '--clients_per_round=30'],
      '--clients_per_round=30', 20),
+    (['--dp_mechanism=none', '--target_epsilon=3'], '--target_epsilon=3.0',
+     None),
+    (['--dp_mechanism=none', '--max_epsilon=3'], '--max_epsilon=3.0', None),
+    (['--dp_mechanism=gaussian_fixed', '--noise_multiplier=0',
+      '--allow_zero_noise', '--max_epsilon=3'], '--max_epsilon=3.0', None),
 ]
 
 
@@ -122,6 +133,19 @@ def test_adaptive_limit_is_tffs_limit():
   bad = _config(['--noise_multiplier=7.0', '--clients_per_round=70'])
   with pytest.raises(config_lib.ConfigError):
     config_lib.check_config(bad)
+
+
+def test_zero_noise_with_a_dp_mechanism_needs_the_explicit_flag():
+  config = _config(['--dp_mechanism=gaussian_fixed', '--noise_multiplier=0',
+                    '--allow_zero_noise'])
+  config_lib.check_config(config)
+  assert config.uses_dp_aggregator and not config.private
+
+
+def test_target_epsilon_lets_noise_be_calibrated_later():
+  # The noise flag is replaced after calibration, so z = 0 is not an error.
+  config = _config(['--target_epsilon=4', '--noise_multiplier=0'])
+  config_lib.check_config(config)
 
 
 def test_nonprivate_run_accepts_zero_noise_and_any_delta():
@@ -163,9 +187,8 @@ def test_command_line_overrides_flagfile():
 def test_readme_flag_reference_is_generated_from_the_definitions():
   with open(os.path.join(REPO_ROOT, 'README.md')) as f:
     readme = f.read()
-  start = readme.index('<!-- flag-reference:start -->\n')
-  end = readme.index('<!-- flag-reference:end -->')
-  in_readme = readme[start + len('<!-- flag-reference:start -->\n'):end]
-  assert in_readme == cli_flags.markdown_reference(), (
-      'README flag reference is stale: replace it with the output of '
-      '`python -m tff_dp.cli_flags`')
+  start = readme.index(cli_flags.README_START) + len(cli_flags.README_START)
+  end = readme.index(cli_flags.README_END)
+  assert readme[start:end] == cli_flags.markdown_reference(), (
+      'README flag reference is stale: run '
+      '`.venv/bin/python -m tff_dp.cli_flags README.md`')

@@ -130,3 +130,65 @@ def test_population_check_through_run_sh_fails_cleanly(tmp_path):
   assert '1/population' in result.stderr
   assert 'Traceback' not in result.stderr
   assert os.listdir(tmp_path) == []
+
+
+def test_planning_mode_reports_the_smoke_runs_epsilon(smoke_run):
+  _, run_dir = smoke_run
+  with open(os.path.join(run_dir, 'summary.json')) as f:
+    summary = json.load(f)
+  flags = _smoke_flags()
+  result = _run_sh('epsilon', f'--population={flags["num_clients"]}',
+                   f'--clients_per_round={flags["clients_per_round"]}',
+                   f'--noise_multiplier={flags["noise_multiplier"]}',
+                   f'--rounds={flags["rounds"]}', f'--delta={flags["delta"]}',
+                   timeout=120)
+  assert result.returncode == 0, result.stderr
+  for name in ('rdp', 'pld'):
+    printed = float(result.stdout.split(f'epsilon ({name}): ')[1].split()[0])
+    assert printed == pytest.approx(summary['epsilon'][name], rel=1e-5)
+  from_ledger = _run_sh('epsilon', f'--run_dir={run_dir}', timeout=120)
+  assert from_ledger.returncode == 0, from_ledger.stderr
+  assert from_ledger.stdout.split('\n', 1)[1] == result.stdout.split(
+      '\n', 2)[2]
+
+
+def test_budget_just_below_round_2_releases_exactly_1_round(tmp_path):
+  from tff_dp import accounting  # pylint: disable=g-import-not-at-top
+  flags = _smoke_flags()
+  event = accounting.gaussian_round_event(
+      sampling=accounting.ClientSampling.POISSON,
+      population=int(flags['num_clients']),
+      clients_per_round=int(flags['clients_per_round']),
+      noise_multiplier=float(flags['noise_multiplier']))
+  # The guarantee is the tightest accountant's epsilon (PLD here).
+  round_2 = accounting.compute_epsilon(
+      [event] * 2, delta=float(flags['delta']),
+      accountant=accounting.AccountantKind.PLD,
+      relation=accounting.neighboring_relation(
+          accounting.ClientSampling.POISSON))
+  budget = round_2 * (1 - 1e-6)
+  result = _run_sh('train', f'--flagfile={_SMOKE}', f'--max_epsilon={budget}',
+                   f'--output_dir={tmp_path}', '--run_name=budget')
+  assert result.returncode == 0, result.stderr
+  run_dir = tmp_path / 'budget'
+  with open(run_dir / 'summary.json') as f:
+    summary = json.load(f)
+  assert summary['rounds'] == 1
+  assert 'privacy budget' in summary['stop_reason']
+  assert summary['guarantee_epsilon'] <= budget
+  with open(run_dir / 'metrics.csv') as f:
+    assert [row['round'] for row in csv.DictReader(f)] == ['1']
+  assert accounting.PrivacyLedger.load(str(run_dir / 'ledger.json')).rounds == 1
+
+
+def test_target_epsilon_calibrates_noise_before_training(tmp_path):
+  result = _run_sh('train', f'--flagfile={_SMOKE}', '--target_epsilon=4',
+                   f'--output_dir={tmp_path}', '--run_name=target')
+  assert result.returncode == 0, result.stderr
+  assert 'calibrated --noise_multiplier=' in result.stdout
+  with open(tmp_path / 'target' / 'summary.json') as f:
+    summary = json.load(f)
+  assert 3.9 < summary['guarantee_epsilon'] <= 4.0
+  with open(tmp_path / 'target' / 'config.json') as f:
+    config = json.load(f)
+  assert config['noise_multiplier'] > float(_smoke_flags()['noise_multiplier'])

@@ -39,7 +39,7 @@ import math
 import numbers
 import os
 import tempfile
-from typing import Sequence
+from typing import Mapping, Optional, Sequence
 
 import dp_accounting
 from dp_accounting import dp_event
@@ -74,6 +74,20 @@ class AccountantKind(enum.Enum):
 
 class UnsupportedAccountingError(dp_accounting.UnsupportedEventError):
   """The accountant cannot compose this event under this relation."""
+
+def tightest_epsilon(
+    epsilons: Mapping[AccountantKind, float]
+) -> Optional[tuple[AccountantKind, float]]:
+  """The accountant with the smallest epsilon, and that epsilon.
+
+  Every accountant gives a valid upper bound, so the smallest one is the
+  guarantee we can state. NaN marks an accountant that could not compose the
+  events and is ignored; None if no accountant computed anything.
+  """
+  computed = [(kind, eps) for kind, eps in epsilons.items()
+              if not math.isnan(eps)]
+  return min(computed, key=lambda item: item[1]) if computed else None
+
 
 def neighboring_relation(sampling: ClientSampling) -> NeighboringRelation:
   """The adjacency under which `sampling` is accounted (see module doc)."""

@@ -5,6 +5,8 @@ integer bisection for rounds, both through `accounting.compute_epsilon`, so a
 calibrated setting is accounted exactly as a run with it will be.
 """
 
+from typing import Sequence
+
 import dp_accounting
 from dp_accounting import dp_event
 
@@ -111,3 +113,38 @@ def calibrate_rounds(*, target_epsilon: float, delta: float,
     mid = (lo + hi) // 2
     lo, hi = (mid, hi) if fits(mid) else (lo, mid)
   return lo
+
+
+def calibrate_noise_for_accountants(
+    *, target_epsilon: float, delta: float, rounds: int,
+    sampling: ClientSampling, population: int, clients_per_round: int,
+    accountants: Sequence[AccountantKind]
+) -> tuple[float, AccountantKind]:
+  """The smallest z any of `accountants` certifies for the target.
+
+  The guarantee a run states is the smallest epsilon among its accountants
+  (`accounting.tightest_epsilon`), so the noise needed is the smallest z that
+  one of them certifies. Accountants that cannot compose the events are
+  skipped.
+
+  Returns:
+    (z, the accountant that certifies it).
+
+  Raises:
+    accounting.UnsupportedAccountingError: If no accountant applies.
+  """
+  results = []
+  for kind in accountants:
+    try:
+      z = calibrate_noise_multiplier(
+          target_epsilon=target_epsilon, delta=delta, rounds=rounds,
+          sampling=sampling, population=population,
+          clients_per_round=clients_per_round, accountant=kind)
+    except accounting.UnsupportedAccountingError:
+      continue
+    results.append((z, kind))
+  if not results:
+    raise accounting.UnsupportedAccountingError(
+        f'none of the accountants {[k.value for k in accountants]} can '
+        f'account {sampling.value} sampling')
+  return min(results, key=lambda item: item[0])

@@ -14,6 +14,7 @@ from typing import Optional
 
 from absl import flags
 
+from tff_dp import accounting
 from tff_dp import config as config_lib
 from tff_dp import sampling
 from tff_dp.data import offline
@@ -113,8 +114,8 @@ def define_model_flags(fv: flags.FlagValues) -> None:
               lower=1, upper=_MAX_UNITS)
 
 
-def define_training_flags(fv: flags.FlagValues) -> None:
-  """Rounds, client sampling and optimizers."""
+def define_cohort_flags(fv: flags.FlagValues) -> None:
+  """Rounds and client sampling: what the accountant charges per round."""
   _define_int(fv, 'rounds', 100, 'Number of federated rounds.',
               lower=1, upper=_MAX_ROUNDS)
   _define_int(fv, 'clients_per_round', 70,
@@ -131,6 +132,10 @@ def define_training_flags(fv: flags.FlagValues) -> None:
                '(accounted as sampling without replacement, replace-one '
                'adjacency: costs more epsilon); full: every client every '
                'round (cross-silo; no amplification).')
+
+
+def define_training_flags(fv: flags.FlagValues) -> None:
+  """Local training and the server optimizer."""
   _define_int(fv, 'client_epochs', 1, 'Local epochs per round.',
               lower=1, upper=_MAX_EPOCHS)
   _define_int(fv, 'client_batch_size', 16, 'Local batch size.',
@@ -154,8 +159,14 @@ def define_training_flags(fv: flags.FlagValues) -> None:
               lower=0, upper=2**32 - 1)
 
 
+def _define_optional_epsilon(fv, name: str, help_text: str) -> None:
+  flags.DEFINE_float(name, None, help_text, flag_values=fv)
+  _register(fv, name, lambda v: math.isfinite(v) and 0 < v <= 1e4,
+            'must be a finite number in (0, 1e4]')
+
+
 def define_privacy_flags(fv: flags.FlagValues) -> None:
-  """The DP mechanism and the accounting parameters."""
+  """The DP mechanism's noise and the accounting parameters."""
   _define_enum(fv, 'dp_mechanism',
                config_lib.DpMechanism.GAUSSIAN_ADAPTIVE.value,
                config_lib.DpMechanism,
@@ -166,6 +177,29 @@ def define_privacy_flags(fv: flags.FlagValues) -> None:
                 'Gaussian noise std divided by the clip (z). For adaptive '
                 'clipping, the total effective z (TFF splits it).',
                 lower=0.0, upper=1e6)
+  _define_float(fv, 'delta', 1e-5,
+                'Target delta of the (epsilon, delta) guarantee; must be below '
+                '1/population.',
+                lower=0.0, upper=1.0, lower_open=True, upper_open=True)
+  flags.DEFINE_list(
+      'accountants', [kind.value for kind in accounting.AccountantKind],
+      'Accountants whose epsilon is computed and reported (comma-separated): '
+      'rdp (Renyi DP), pld (privacy loss distributions, tighter). Each is a '
+      'valid upper bound; the stated guarantee is the smallest.',
+      flag_values=fv)
+  known = {kind.value for kind in accounting.AccountantKind}
+  _register(fv, 'accountants',
+            lambda v: bool(v) and set(v) <= known and len(set(v)) == len(v),
+            f'must be a non-empty list without repeats of {sorted(known)}')
+  _define_optional_epsilon(
+      fv, 'target_epsilon',
+      'If set, the noise multiplier is calibrated before training so that '
+      '--rounds rounds reach this epsilon (at --delta, by the tightest '
+      'selected accountant); replaces --noise_multiplier.')
+
+
+def define_dp_training_flags(fv: flags.FlagValues) -> None:
+  """Clipping, the privacy budget and what a DP run may release."""
   _define_float(fv, 'clip', 0.5,
                 'L2 clip of each client update (gaussian_fixed).',
                 lower=0.0, upper=1e9, lower_open=True)
@@ -178,10 +212,17 @@ def define_privacy_flags(fv: flags.FlagValues) -> None:
   _define_float(fv, 'clip_learning_rate', 0.2,
                 'Learning rate of the adaptive clip (geometric updates).',
                 lower=0.0, upper=_MAX_RATE)
-  _define_float(fv, 'delta', 1e-5,
-                'Target delta of the (epsilon, delta) guarantee; must be below '
-                '1/population.',
-                lower=0.0, upper=1.0, lower_open=True, upper_open=True)
+  _define_optional_epsilon(
+      fv, 'max_epsilon',
+      'Privacy budget: a round runs only if the epsilon after it stays '
+      'within this value; otherwise training stops cleanly and the summary '
+      'says why.')
+  flags.DEFINE_bool(
+      'allow_zero_noise', False,
+      'Permit --noise_multiplier=0 with a DP mechanism (clipping without '
+      'noise, e.g. to study clipping alone). Such a run is NOT private: '
+      'epsilon is infinite and the privacy statement says so.',
+      flag_values=fv)
   flags.DEFINE_bool(
       'release_nonprivate_metrics', False,
       'In a DP run, also release values computed from client data WITHOUT '
@@ -211,22 +252,21 @@ def _valid_run_name(name: Optional[str]) -> bool:
   return not name or (set(name) <= allowed and name not in ('.', '..'))
 
 
-def define_train_flags(fv: flags.FlagValues) -> None:
-  """All flags of `tff_dp.train`."""
-  define_data_flags(fv)
-  define_model_flags(fv)
-  define_training_flags(fv)
-  define_privacy_flags(fv)
-  define_output_flags(fv)
-
-
 TRAIN_FLAG_GROUPS = (
     ('Data', define_data_flags),
     ('Model', define_model_flags),
-    ('Training', define_training_flags),
-    ('Privacy', define_privacy_flags),
+    ('Rounds and client sampling', define_cohort_flags),
+    ('Local and server training', define_training_flags),
+    ('Privacy and accounting', define_privacy_flags),
+    ('Clipping, budget and releases', define_dp_training_flags),
     ('Output', define_output_flags),
 )
+
+
+def define_train_flags(fv: flags.FlagValues) -> None:
+  """All flags of `tff_dp.train`."""
+  for _, define in TRAIN_FLAG_GROUPS:
+    define(fv)
 
 
 def markdown_reference(groups=TRAIN_FLAG_GROUPS) -> str:
@@ -251,5 +291,25 @@ def markdown_reference(groups=TRAIN_FLAG_GROUPS) -> str:
   return '\n'.join(lines)
 
 
+README_START = '<!-- flag-reference:start -->\n'
+README_END = '<!-- flag-reference:end -->'
+
+
+def update_readme(path: str) -> None:
+  """Rewrites the flag reference between the README's markers."""
+  with open(path, encoding='utf-8') as f:
+    text = f.read()
+  start = text.index(README_START) + len(README_START)
+  end = text.index(README_END)
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write(text[:start] + markdown_reference() + text[end:])
+
+
 if __name__ == '__main__':
-  print(markdown_reference())
+  # `python -m tff_dp.cli_flags` prints the reference;
+  # `python -m tff_dp.cli_flags README.md` rewrites the README's copy.
+  import sys  # pylint: disable=g-import-not-at-top
+  if len(sys.argv) > 1:
+    update_readme(sys.argv[1])
+  else:
+    print(markdown_reference())

@@ -9,8 +9,9 @@ outputs and documentation.
 
 import dataclasses
 import enum
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
+from tff_dp import accounting
 from tff_dp import sampling
 from tff_dp.data import offline
 from tff_dp.data import partition as partition_lib
@@ -73,14 +74,19 @@ class TrainConfig:
   server_learning_rate: float
   server_momentum: float
   seed: int
-  # Privacy.
+  # Privacy and accounting.
   dp_mechanism: DpMechanism
   noise_multiplier: float
+  delta: float
+  accountants: tuple[accounting.AccountantKind, ...]
+  target_epsilon: Optional[float]
+  # Clipping, budget and releases.
   clip: float
   initial_clip: float
   target_unclipped_quantile: float
   clip_learning_rate: float
-  delta: float
+  max_epsilon: Optional[float]
+  allow_zero_noise: bool
   release_nonprivate_metrics: bool
   # Output.
   output_dir: str
@@ -88,8 +94,14 @@ class TrainConfig:
   eval_every: int
 
   @property
-  def private(self) -> bool:
+  def uses_dp_aggregator(self) -> bool:
+    """Whether updates are clipped and noised by a DP aggregator."""
     return self.dp_mechanism is not DpMechanism.NONE
+
+  @property
+  def private(self) -> bool:
+    """Whether the run claims DP: a DP aggregator with non-zero noise."""
+    return self.uses_dp_aggregator and self.noise_multiplier > 0
 
   def to_json(self) -> dict[str, Any]:
     """Plain JSON-able mapping of flag name to value (enums as their value)."""
@@ -100,7 +112,11 @@ class TrainConfig:
 
 
 def _plain(value: Any) -> Any:
-  return value.value if isinstance(value, enum.Enum) else value
+  if isinstance(value, enum.Enum):
+    return value.value
+  if isinstance(value, tuple):
+    return [_plain(v) for v in value]
+  return value
 
 
 def config_from_mapping(values: Mapping[str, Any]) -> TrainConfig:
@@ -111,6 +127,8 @@ def config_from_mapping(values: Mapping[str, Any]) -> TrainConfig:
     if isinstance(field.type, type) and issubclass(field.type, enum.Enum):
       value = field.type(value)
     kwargs[field.name] = value
+  kwargs['accountants'] = tuple(
+      accounting.AccountantKind(v) for v in values['accountants'])
   return TrainConfig(**kwargs)
 
 
@@ -121,26 +139,42 @@ ADAPTIVE_MAX_NOISE_PER_CLIENT = 0.1
 
 def check_config(config: TrainConfig) -> None:
   """Cross-flag checks that need no data. Raises `ConfigError`."""
-  if config.private:
-    if config.noise_multiplier == 0:
+  mechanism = config.dp_mechanism.value
+  if not config.uses_dp_aggregator:
+    for name in ('target_epsilon', 'max_epsilon'):
+      if getattr(config, name) is not None:
+        raise ConfigError(name, getattr(config, name),
+                          'needs a DP mechanism; --dp_mechanism=none is not '
+                          'private (epsilon is infinite)')
+  elif config.target_epsilon is None:
+    if config.noise_multiplier == 0 and not config.allow_zero_noise:
       raise ConfigError(
           'noise_multiplier', config.noise_multiplier,
-          f'must be > 0 with --dp_mechanism={config.dp_mechanism.value} '
-          '(zero noise gives epsilon = infinity); use --dp_mechanism=none '
-          'for a non-private run')
-    if config.dp_mechanism is DpMechanism.GAUSSIAN_ADAPTIVE:
-      limit = ADAPTIVE_MAX_NOISE_PER_CLIENT * config.clients_per_round
-      if config.noise_multiplier >= limit:
-        raise ConfigError(
-            'noise_multiplier', config.noise_multiplier,
-            f'must be below 0.1 * --clients_per_round = {limit:g} with '
-            'adaptive clipping (the clipped-count estimate would need more '
-            'noise than the total); raise --clients_per_round or use '
-            '--dp_mechanism=gaussian_fixed')
+          f'must be > 0 with --dp_mechanism={mechanism} (zero noise gives '
+          'epsilon = infinity); pass --allow_zero_noise to run it anyway as '
+          'a NON-private run, or use --dp_mechanism=none')
+    if config.noise_multiplier == 0 and config.max_epsilon is not None:
+      raise ConfigError('max_epsilon', config.max_epsilon,
+                        'cannot be met with --noise_multiplier=0')
+    check_adaptive_noise(config)
   if config.clients_per_round > config.num_clients:
     raise ConfigError(
         'clients_per_round', config.clients_per_round,
         f'must not exceed --num_clients={config.num_clients}')
+
+
+def check_adaptive_noise(config: TrainConfig) -> None:
+  """TFF's limit on the noise of adaptive clipping, as a `ConfigError`."""
+  if config.dp_mechanism is not DpMechanism.GAUSSIAN_ADAPTIVE:
+    return
+  limit = ADAPTIVE_MAX_NOISE_PER_CLIENT * config.clients_per_round
+  if config.noise_multiplier >= limit:
+    raise ConfigError(
+        'noise_multiplier', config.noise_multiplier,
+        f'must be below 0.1 * --clients_per_round = {limit:g} with adaptive '
+        'clipping (the clipped-count estimate would need more noise than the '
+        'total); raise --clients_per_round or use '
+        '--dp_mechanism=gaussian_fixed')
 
 
 def check_population(config: TrainConfig, population: int) -> None:
@@ -155,7 +189,7 @@ def check_population(config: TrainConfig, population: int) -> None:
         'clients_per_round', config.clients_per_round,
         f'must equal the population ({population}) with '
         '--client_sampling=full')
-  if config.private and not config.delta < 1.0 / population:
+  if config.uses_dp_aggregator and not config.delta < 1.0 / population:
     raise ConfigError(
         'delta', config.delta,
         f'must be below 1/population = 1/{population} = '

@@ -37,10 +37,6 @@ from tff_dp.config import DpMechanism
 from tff_dp.config import TrainConfig
 from tff_dp.data.federated_data import FederatedData
 
-DEFAULT_ACCOUNTANTS = (accounting.AccountantKind.RDP,
-                       accounting.AccountantKind.PLD)
-
-
 @dataclasses.dataclass(frozen=True)
 class Summary:
   """What a run reports at the end (also written as summary.json)."""
@@ -48,7 +44,14 @@ class Summary:
   private: bool
   accuracy: Optional[float]
   loss: Optional[float]
+  # Epsilon by accountant (null: infinite); accountants that cannot compose
+  # this run's events are listed in `accountants_not_applicable` instead.
   epsilon: dict[str, Optional[float]]
+  accountants_not_applicable: list[str]
+  # The stated guarantee: the smallest epsilon among the accountants (each is
+  # a valid upper bound), and which accountant gave it.
+  guarantee_epsilon: Optional[float]
+  guarantee_accountant: Optional[str]
   delta: Optional[float]
   rounds: int
   rounds_planned: int
@@ -67,7 +70,7 @@ def _json_number(value: float) -> Optional[float]:
 
 def _dp_settings(config: TrainConfig
                  ) -> Optional[learning_process.DpSettings]:
-  if not config.private:
+  if not config.uses_dp_aggregator:
     return None
   return learning_process.DpSettings(
       mechanism=config.dp_mechanism,
@@ -87,7 +90,7 @@ def _round_values_fn(config: TrainConfig, *, release_nonprivate: bool):
         'cohort/expected_size': float(config.clients_per_round),
         'time/round_seconds': seconds,
     }
-    if config.private:
+    if config.uses_dp_aggregator:
       values['privacy/noise_multiplier'] = config.noise_multiplier
       if config.dp_mechanism is DpMechanism.GAUSSIAN_ADAPTIVE:
         # The clip for the next round, estimated with the noised count query.
@@ -113,8 +116,12 @@ def resolved_flagfile(config: TrainConfig) -> str:
   """The configuration as an absl flagfile that reproduces the run."""
   lines = []
   for name, value in config.to_json().items():
+    if value is None:
+      continue
     if isinstance(value, bool):
       lines.append(f'--{name}' if value else f'--no{name}')
+    elif isinstance(value, list):
+      lines.append(f'--{name}={",".join(value)}')
     else:
       lines.append(f'--{name}={value}')
   return '\n'.join(lines) + '\n'
@@ -125,7 +132,6 @@ def run_experiment(
     data: FederatedData,
     run_dir: str,
     *,
-    accountants=DEFAULT_ACCOUNTANTS,
     on_round: Optional[Callable[[int, dict[str, float]], None]] = None,
 ) -> Summary:
   """Trains according to `config` on `data`, writing outputs to `run_dir`.
@@ -135,7 +141,6 @@ def run_experiment(
       `config.check_population` for `data`.
     data: The federated data; `data.population` is the N of the accountant.
     run_dir: Existing, empty, writable directory for this run's outputs.
-    accountants: Accountants whose epsilon is computed and released.
     on_round: Progress callback, (round, released values).
 
   Returns:
@@ -157,9 +162,10 @@ def run_experiment(
       ledger=ledger,
       round_event=accounting.round_event_for(
           sampler,
-          noise_multiplier=config.noise_multiplier if config.private else 0.0),
+          noise_multiplier=(config.noise_multiplier
+                            if config.uses_dp_aggregator else 0.0)),
       delta=config.delta,
-      accountants=tuple(accountants),
+      accountants=config.accountants,
       ledger_path=os.path.join(run_dir, 'ledger.json'))
 
   model_fn = models.build_model_fn(
@@ -197,6 +203,7 @@ def run_experiment(
           release=releaser.release,
           round_values=_round_values_fn(
               config, release_nonprivate=release_nonprivate),
+          max_epsilon=config.max_epsilon,
           on_round=on_round)
     statement = privacy_statement.privacy_statement(
         config, population=data.population,
@@ -207,13 +214,20 @@ def run_experiment(
   finally:
     releaser.close()
 
+  guarantee = accounting.tightest_epsilon(result.epsilons)
   summary = Summary(
       run_dir=run_dir,
       private=config.private,
       accuracy=result.last_values.get('eval/accuracy'),
       loss=result.last_values.get('eval/loss'),
       epsilon={kind.value: _json_number(eps)
-               for kind, eps in result.epsilons.items()},
+               for kind, eps in result.epsilons.items()
+               if not math.isnan(eps)},
+      accountants_not_applicable=[kind.value for kind, eps in
+                                  result.epsilons.items() if math.isnan(eps)],
+      guarantee_epsilon=(None if guarantee is None else
+                         _json_number(guarantee[1])),
+      guarantee_accountant=None if guarantee is None else guarantee[0].value,
       delta=config.delta if config.private else None,
       rounds=result.rounds_completed,
       rounds_planned=config.rounds,

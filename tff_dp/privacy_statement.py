@@ -56,10 +56,14 @@ def privacy_statement(config: TrainConfig, *, population: int,
   """
   lines = ['Privacy statement', '=================']
   if not config.private:
+    why = ('--dp_mechanism=none' if not config.uses_dp_aggregator else
+           f'--dp_mechanism={config.dp_mechanism.value} with '
+           '--noise_multiplier=0 (--allow_zero_noise): updates were clipped '
+           'but not noised')
     lines += [
-        'NOT PRIVATE: --dp_mechanism=none. No noise was added; every released',
-        'value (the model included) is computed from client data in the',
-        f'clear. Rounds: {rounds_run}; population: {population} clients.',
+        f'NOT PRIVATE: {why}. Epsilon is infinite. Every released value (the',
+        'model included) is computed from client data without noise.',
+        f'Rounds: {rounds_run}; population: {population} clients.',
     ]
     return '\n'.join(lines) + '\n'
 
@@ -93,6 +97,11 @@ def privacy_statement(config: TrainConfig, *, population: int,
   for kind, eps in epsilons.items():
     lines.append(f'Epsilon ({_accountant_words(kind)}): '
                  f'{_format_epsilon(eps)}.')
+  tightest = accounting.tightest_epsilon(epsilons)
+  if tightest is not None:
+    lines.append(f'Guarantee: ({_format_epsilon(tightest[1])}, '
+                 f'{config.delta:g})-DP for each client (the smallest epsilon '
+                 'above; each accountant gives a valid upper bound).')
   lines += [
       'Released: the model after every round (and anything computed from it '
       'and public data), and per round: '

@@ -105,6 +105,28 @@ def _load_data(config: config_lib.TrainConfig):
     raise UserError(f'--dataset={config.dataset.value}: {e}') from e
 
 
+def _calibrate(config: config_lib.TrainConfig,
+               population: int) -> config_lib.TrainConfig:
+  """Replaces the noise multiplier by the one that meets --target_epsilon."""
+  from tff_dp import accounting  # pylint: disable=g-import-not-at-top
+  from tff_dp import calibration  # pylint: disable=g-import-not-at-top
+  try:
+    z, accountant = calibration.calibrate_noise_for_accountants(
+        target_epsilon=config.target_epsilon, delta=config.delta,
+        rounds=config.rounds, sampling=config.client_sampling,
+        population=population, clients_per_round=config.clients_per_round,
+        accountants=config.accountants)
+  except (ValueError, accounting.UnsupportedAccountingError) as e:
+    raise config_lib.ConfigError('target_epsilon', config.target_epsilon,
+                                 str(e)) from e
+  print(f'calibrated --noise_multiplier={z:.6g}: {config.rounds} rounds reach '
+        f'epsilon {config.target_epsilon:g} at delta {config.delta:g} '
+        f'({accountant.value} accountant)', flush=True)
+  config = config_lib.dataclasses.replace(config, noise_multiplier=z)
+  config_lib.check_adaptive_noise(config)
+  return config
+
+
 def _format_duration(seconds: float) -> str:
   seconds = int(round(seconds))
   return f'{seconds // 60}m{seconds % 60:02d}s'
@@ -157,9 +179,16 @@ def _print_summary(summary, statement_path: str) -> None:
   acc = 'n/a' if summary.accuracy is None else f'{summary.accuracy:.4f}'
   print(f'test accuracy: {acc}')
   if summary.private:
-    eps = ', '.join(f'{k} {_eps(v if v is not None else math.inf)}'
+    eps = ', '.join(f'{k} {_eps(math.inf if v is None else v)}'
                     for k, v in summary.epsilon.items())
     print(f'epsilon: {eps} (delta = {summary.delta:g})')
+    for name in summary.accountants_not_applicable:
+      print(f'epsilon ({name}): n/a, this accountant cannot compose the '
+            'events of this run')
+    if summary.guarantee_epsilon is not None:
+      print(f'guarantee: ({summary.guarantee_epsilon:.4g}, '
+            f'{summary.delta:g})-DP for each client, by the '
+            f'{summary.guarantee_accountant} accountant')
   else:
     print('epsilon: infinite (not private)')
   print(f'rounds: {summary.rounds}/{summary.rounds_planned} '
@@ -177,6 +206,8 @@ def run(argv: list[str]) -> int:
     config_lib.check_config(config)
     data = _load_data(config)
     config_lib.check_population(config, data.population)
+    if config.target_epsilon is not None:
+      config = _calibrate(config, data.population)
   except config_lib.ConfigError as e:
     raise UserError(str(e)) from e
   run_name = config.run_name or default_run_name(

@@ -65,11 +65,11 @@ class LoopResult:
 
 def _budget_exceeded(epsilons: Mapping[accounting.AccountantKind, float],
                      max_epsilon: Optional[float]) -> bool:
-  """True if the tightest epsilon we can state would exceed the budget."""
+  """True if the guarantee we could state would exceed the budget."""
   if max_epsilon is None:
     return False
-  finite = [eps for eps in epsilons.values() if not math.isnan(eps)]
-  return not finite or min(finite) > max_epsilon
+  tightest = accounting.tightest_epsilon(epsilons)
+  return tightest is None or tightest[1] > max_epsilon
 
 
 def run_training_loop(

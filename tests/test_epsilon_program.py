@@ -1,0 +1,145 @@
+"""`run.sh epsilon`: planning, calibration and ledgers, through the program.
+
+The program is pure Python (no TensorFlow), so each call takes about a second.
+Expected values come from dp-accounting directly, not from tff_dp.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import dp_accounting
+from dp_accounting import pld
+from dp_accounting import rdp
+import pytest
+
+from conftest import REPO_ROOT
+from tff_dp import accounting
+
+
+def _epsilon_program(*args):
+  return subprocess.run([sys.executable, '-m', 'tff_dp.epsilon', *args],
+                        cwd=REPO_ROOT, capture_output=True, text=True,
+                        timeout=120)
+
+
+def _printed(stdout, name):
+  match = re.search(rf'^epsilon \({name}\): (\S+)$', stdout, re.MULTILINE)
+  assert match, stdout
+  return float(match.group(1))
+
+
+def _poisson(q, z, rounds):
+  return dp_accounting.SelfComposedDpEvent(
+      dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z)),
+      rounds)
+
+
+def test_planning_prints_dp_accountings_epsilon():
+  result = _epsilon_program('--population=3383', '--clients_per_round=120',
+                            '--noise_multiplier=1.2', '--rounds=100',
+                            '--delta=1e-5')
+  assert result.returncode == 0, result.stderr
+  event = _poisson(120 / 3383, 1.2, 100)
+  rdp_accountant = rdp.RdpAccountant()
+  rdp_accountant.compose(event)
+  pld_accountant = pld.PLDAccountant(
+      value_discretization_interval=accounting.PLD_DISCRETIZATION)
+  pld_accountant.compose(event)
+  # Printed with 6 significant digits.
+  assert _printed(result.stdout, 'rdp') == pytest.approx(
+      rdp_accountant.get_epsilon(1e-5), rel=1e-5)
+  assert _printed(result.stdout, 'pld') == pytest.approx(
+      pld_accountant.get_epsilon(1e-5), rel=1e-5)
+  assert 'guarantee: (1.70' in result.stdout
+
+
+def test_calibrated_noise_meets_the_target():
+  result = _epsilon_program('--population=700', '--clients_per_round=70',
+                            '--rounds=100', '--target_epsilon=5')
+  assert result.returncode == 0, result.stderr
+  z = float(re.search(r'--noise_multiplier=(\S+) reaches', result.stdout)
+            .group(1))
+  accountant = pld.PLDAccountant(
+      value_discretization_interval=accounting.PLD_DISCRETIZATION)
+  accountant.compose(_poisson(0.1, z, 100))
+  # z is printed rounded to 6 digits, which can move epsilon by ~1e-5.
+  assert accountant.get_epsilon(1e-5) <= 5.0 * (1 + 1e-4)
+  assert accountant.get_epsilon(1e-5) > 4.9
+
+
+def test_calibrated_rounds_are_the_most_that_fit():
+  result = _epsilon_program('--population=700', '--clients_per_round=70',
+                            '--noise_multiplier=1.0', '--target_epsilon=5',
+                            '--calibrate=rounds')
+  assert result.returncode == 0, result.stderr
+  rounds = int(re.search(r'--rounds=(\d+):', result.stdout).group(1))
+
+  def eps(k):
+    accountant = pld.PLDAccountant(
+        value_discretization_interval=accounting.PLD_DISCRETIZATION)
+    accountant.compose(_poisson(0.1, 1.0, k))
+    return accountant.get_epsilon(1e-5)
+
+  assert eps(rounds) <= 5.0 < eps(rounds + 1)
+
+
+def test_fixed_size_is_accounted_with_replace_one_and_pld_says_na():
+  result = _epsilon_program('--population=700', '--clients_per_round=70',
+                            '--client_sampling=fixed_size', '--rounds=10')
+  assert result.returncode == 0, result.stderr
+  accountant = rdp.RdpAccountant(
+      neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+  accountant.compose(dp_accounting.SelfComposedDpEvent(
+      dp_accounting.SampledWithoutReplacementDpEvent(
+          700, 70, dp_accounting.GaussianDpEvent(0.5)), 10))
+  assert _printed(result.stdout, 'rdp') == pytest.approx(
+      accountant.get_epsilon(1e-5), rel=1e-5)
+  assert 'epsilon (pld): n/a' in result.stdout
+
+
+def test_ledger_of_a_run_directory(tmp_path):
+  sampler_event = accounting.gaussian_round_event(
+      sampling=accounting.ClientSampling.POISSON, population=100,
+      clients_per_round=10, noise_multiplier=1.1)
+  ledger = accounting.PrivacyLedger(
+      dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
+  for round_num in range(1, 8):
+    ledger.record(round_num, sampler_event)
+  ledger.save(str(tmp_path / 'ledger.json'))
+  (tmp_path / 'config.json').write_text('{"delta": 0.001}')
+  result = _epsilon_program(f'--run_dir={tmp_path}', '--accountants=rdp')
+  assert result.returncode == 0, result.stderr
+  accountant = rdp.RdpAccountant()
+  accountant.compose(_poisson(0.1, 1.1, 7))
+  assert '7 rounds' in result.stdout
+  assert _printed(result.stdout, 'rdp') == pytest.approx(
+      accountant.get_epsilon(1e-3), rel=1e-5)
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--clients_per_round=70'], '--population is required'),
+    (['--population=50', '--clients_per_round=70'], '--clients_per_round=70'),
+    (['--population=50', '--clients_per_round=5', '--delta=0.1'],
+     '--delta=0.1'),
+    (['--population=50', '--clients_per_round=5', '--dp_mechanism=none'],
+     '--dp_mechanism=none'),
+    (['--population=50', '--clients_per_round=5', '--noise_multiplier=nan'],
+     '--noise_multiplier=nan'),
+    (['--run_dir=/nonexistent/run'], '/nonexistent/run/ledger.json'),
+])
+def test_bad_input_is_one_line_naming_the_flag(args, message):
+  result = _epsilon_program(*args)
+  assert result.returncode == 2
+  assert message in result.stderr
+  assert 'Traceback' not in result.stderr
+
+
+def test_corrupt_ledger_is_refused_naming_the_file(tmp_path):
+  (tmp_path / 'ledger.json').write_text('{"format_version": 1, "rounds": [')
+  result = _epsilon_program(f'--run_dir={tmp_path}')
+  assert result.returncode == 2
+  assert str(tmp_path / 'ledger.json') in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert os.path.getsize(tmp_path / 'ledger.json') > 0  # Left untouched.
