@@ -192,3 +192,30 @@ def test_target_epsilon_calibrates_noise_before_training(tmp_path):
   with open(tmp_path / 'target' / 'config.json') as f:
     config = json.load(f)
   assert config['noise_multiplier'] > float(_smoke_flags()['noise_multiplier'])
+
+
+@pytest.mark.parametrize('sampling,clients_per_round,event_name', [
+    ('fixed_size', 10, 'SampledWithoutReplacementDpEvent'),
+    ('full', 40, 'GaussianDpEvent'),
+])
+def test_other_samplers_are_charged_as_what_ran(tmp_path, sampling,
+                                                clients_per_round, event_name):
+  result = _run_sh('train', f'--flagfile={_SMOKE}', '--rounds=2',
+                   f'--client_sampling={sampling}',
+                   f'--clients_per_round={clients_per_round}',
+                   f'--output_dir={tmp_path}', '--run_name=run')
+  assert result.returncode == 0, result.stderr
+  with open(tmp_path / 'run' / 'ledger.json') as f:
+    ledger = json.load(f)
+  assert [r['event']['name'] for r in ledger['rounds']] == [event_name] * 2
+  with open(tmp_path / 'run' / 'summary.json') as f:
+    summary = json.load(f)
+  assert summary['rounds'] == 2
+  if sampling == 'fixed_size':
+    assert ledger['neighboring_relation'] == 'REPLACE_ONE'
+    # z/2: replacing one client moves a C-clipped sum by up to 2C.
+    assert ledger['rounds'][0]['event']['event']['noise_multiplier'] == (
+        float(_smoke_flags()['noise_multiplier']) / 2)
+    assert summary['accountants_not_applicable'] == ['pld']
+  else:
+    assert ledger['neighboring_relation'] == 'ADD_OR_REMOVE_ONE'
