@@ -112,6 +112,11 @@ BAD_COMBINATIONS = [
     (['--dp_mechanism=none', '--max_epsilon=3'], '--max_epsilon=3.0', None),
     (['--dp_mechanism=gaussian_fixed', '--noise_multiplier=0',
       '--allow_zero_noise', '--max_epsilon=3'], '--max_epsilon=3.0', None),
+    (['--client_weighting=num_examples'], '--client_weighting=num_examples',
+     None),
+    (['--client_weighting=capped'], '--weight_cap=None', None),
+    (['--weight_cap=5'], '--weight_cap=5.0', None),
+    (['--proximal_strength=0.1'], '--proximal_strength=0.1', None),
 ]
 
 
@@ -172,7 +177,9 @@ def test_every_shipped_config_parses_and_validates(name):
 def test_nonprivate_twin_differs_from_default_only_in_privacy():
   default = _flagfile_values('default.cfg')
   twin = _flagfile_values('nonprivate.cfg')
-  privacy_flags = {'dp_mechanism', 'noise_multiplier', 'delta'}
+  # Weighting by |D_k| is the twin's only other difference: DP forbids it.
+  privacy_flags = {'dp_mechanism', 'noise_multiplier', 'delta',
+                   'client_weighting'}
   assert twin['dp_mechanism'] == 'none'
   for key in (set(default) | set(twin)) - privacy_flags:
     assert default.get(key) == twin.get(key), key

@@ -13,6 +13,8 @@ import tensorflow_federated as tff
 
 from tff_dp import learning_process
 from tff_dp import models
+from tff_dp.config import Algorithm
+from tff_dp.config import ClientWeighting
 from tff_dp.config import DpMechanism
 from tff_dp.config import ModelKind
 from tff_dp.config import ServerOptimizer
@@ -35,12 +37,18 @@ def _dp(mechanism=DpMechanism.GAUSSIAN_FIXED, noise_multiplier=0.0,
       target_unclipped_quantile=0.5, clip_learning_rate=0.2)
 
 
-def _process(dp):
+def _process(dp, *, algorithm=Algorithm.FEDAVG, weighting=None,
+             weight_cap=None, server_lr=1.0):
+  if weighting is None:
+    weighting = (ClientWeighting.NUM_EXAMPLES if dp is None else
+                 ClientWeighting.UNIFORM)
   return learning_process.build_learning_process(
-      model_fn=_model_fn(), dp=dp, client_learning_rate=_LR,
-      client_momentum=0.0,
+      model_fn=_model_fn(), algorithm=algorithm,
+      model_aggregator=learning_process.build_model_aggregator(
+          dp=dp, client_weighting=weighting, weight_cap=weight_cap),
+      client_learning_rate=_LR, client_momentum=0.0,
       server_optimizer=learning_process.build_server_optimizer(
-          ServerOptimizer.SGD, learning_rate=1.0, momentum=0.0))
+          ServerOptimizer.SGD, learning_rate=server_lr, momentum=0.0))
 
 
 def _client_data():
@@ -61,6 +69,11 @@ def _numpy_delta(kernel, bias, x, y):
   grad_kernel = x.T @ p / len(y)
   grad_bias = p.mean(axis=0)
   return -_LR * grad_kernel, -_LR * grad_bias
+
+
+def _gradient(kernel, bias, x, y):
+  kernel_delta, bias_delta = _numpy_delta(kernel, bias, x, y)
+  return -kernel_delta / _LR, -bias_delta / _LR
 
 
 def _one_round(process, data):
@@ -147,3 +160,81 @@ def test_empty_cohort_round_runs(tff_runtime):
   state = process.next(state, []).state
   after = np.array(process.get_model_weights(state).trainable[0])
   assert not np.array_equal(before, after)  # Noise moved the model.
+
+
+def test_fedsgd_round_is_the_founding_documents_formula(tff_runtime):
+  # w <- w - eta * sum_k |D_k| / |D| * grad L(w; D_k), one full-batch gradient
+  # per client (batches of 2 here: TFF sums per-batch gradients per example).
+  del tff_runtime
+  data = _client_data()
+  eta = 0.3
+  process = _process(None, algorithm=Algorithm.FEDSGD, server_lr=eta)
+  state = process.initialize()
+  kernel, bias = [np.array(w) for w in
+                  process.get_model_weights(state).trainable]
+  datasets = [tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
+              for x, y in data]
+  state = process.next(state, datasets).state
+  new_kernel, new_bias = [np.array(w) for w in
+                          process.get_model_weights(state).trainable]
+  total = sum(len(y) for _, y in data)
+  grads = [_gradient(kernel, bias, x, y) for x, y in data]
+  expected_kernel = kernel - eta * sum(
+      len(y) / total * g[0] for (_, y), g in zip(data, grads))
+  expected_bias = bias - eta * sum(
+      len(y) / total * g[1] for (_, y), g in zip(data, grads))
+  np.testing.assert_allclose(new_kernel, expected_kernel, atol=1e-6)
+  np.testing.assert_allclose(new_bias, expected_bias, atol=1e-6)
+
+
+def test_dp_fedsgd_is_unweighted_over_clients_per_round(tff_runtime):
+  del tff_runtime
+  data = _client_data()
+  eta = 0.3
+  process = _process(_dp(clients_per_round=4), algorithm=Algorithm.FEDSGD,
+                     server_lr=eta)
+  state = process.initialize()
+  kernel, _ = [np.array(w) for w in process.get_model_weights(state).trainable]
+  datasets = [tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+              for x, y in data]
+  state = process.next(state, datasets).state
+  new_kernel = np.array(process.get_model_weights(state).trainable[0])
+  grads = [_gradient(kernel, np.array(
+      process.get_model_weights(process.initialize()).trainable[1]), x, y)[0]
+           for x, y in data]
+  np.testing.assert_allclose(new_kernel, kernel - eta * sum(grads) / 4,
+                             atol=1e-6)
+
+
+def test_capped_weights_scale_updates_by_min_n_over_cap(tff_runtime):
+  # Client sizes 2 and 4 with n_cap = 3: weights 2/3 and 1; the sum is
+  # divided by the fixed clients_per_round (McMahan et al. 2018).
+  del tff_runtime
+  data = _client_data()
+  (kernel, bias), (new_kernel, new_bias), deltas = _one_round(
+      _process(_dp(clients_per_round=2), weighting=ClientWeighting.CAPPED,
+               weight_cap=3.0), data)
+  weights = [2 / 3, 1.0]
+  np.testing.assert_allclose(
+      new_kernel, kernel + sum(w * d[0] for w, d in zip(weights, deltas)) / 2,
+      atol=1e-6)
+  np.testing.assert_allclose(
+      new_bias, bias + sum(w * d[1] for w, d in zip(weights, deltas)) / 2,
+      atol=1e-6)
+
+
+def test_fedprox_and_adaptive_server_optimizers_build(tff_runtime):
+  del tff_runtime
+  for kind in ServerOptimizer:
+    process = learning_process.build_learning_process(
+        model_fn=_model_fn(), algorithm=Algorithm.FEDPROX,
+        model_aggregator=learning_process.build_model_aggregator(
+            dp=_dp(), client_weighting=ClientWeighting.UNIFORM),
+        proximal_strength=0.1, client_learning_rate=_LR, client_momentum=0.0,
+        server_optimizer=learning_process.build_server_optimizer(
+            kind, learning_rate=0.1, momentum=0.9))
+    datasets = [tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+                for x, y in _client_data()]
+    state = process.next(process.initialize(), datasets).state
+    weights = process.get_model_weights(state).trainable
+    assert all(np.all(np.isfinite(w)) for w in weights)

@@ -135,7 +135,28 @@ def define_cohort_flags(fv: flags.FlagValues) -> None:
 
 
 def define_training_flags(fv: flags.FlagValues) -> None:
-  """Local training and the server optimizer."""
+  """The algorithm, local training and the server optimizer."""
+  _define_enum(fv, 'algorithm', config_lib.Algorithm.FEDAVG.value,
+               config_lib.Algorithm,
+               'fedavg: local SGD epochs, the server averages model deltas '
+               '(McMahan et al. 2017); fedprox: FedAvg with a proximal term '
+               '(Li et al. 2020, --proximal_strength); fedsgd: one full-batch '
+               'gradient per client per round, w <- w - lr * sum_k weight_k '
+               'grad_k (McMahan et al. 2017).')
+  _define_float(fv, 'proximal_strength', 0.0,
+                'FedProx mu: weight of mu/2 ||w - w_server||^2 in the local '
+                'loss.', lower=0.0, upper=1e6)
+  _define_enum(fv, 'client_weighting', config_lib.ClientWeighting.UNIFORM.value,
+               config_lib.ClientWeighting,
+               'Weights of client updates in the server average. uniform; '
+               'num_examples: |D_k| / |D| (non-private runs only: unbounded '
+               'sensitivity); capped: min(|D_k| / --weight_cap, 1), the '
+               'DP-compatible weighting of McMahan et al. 2018.')
+  flags.DEFINE_float('weight_cap', None,
+                     'n_cap of --client_weighting=capped: clients with at '
+                     'least this many examples get weight 1.', flag_values=fv)
+  _register(fv, 'weight_cap', lambda v: math.isfinite(v) and 0 < v <= 1e12,
+            'must be a finite number in (0, 1e12]')
   _define_int(fv, 'client_epochs', 1, 'Local epochs per round.',
               lower=1, upper=_MAX_EPOCHS)
   _define_int(fv, 'client_batch_size', 16, 'Local batch size.',
@@ -147,8 +168,9 @@ def define_training_flags(fv: flags.FlagValues) -> None:
                 lower=0.0, upper=1.0, upper_open=True)
   _define_enum(fv, 'server_optimizer', config_lib.ServerOptimizer.SGD.value,
                config_lib.ServerOptimizer,
-               'Server optimizer applied to the averaged update (sgd uses '
-               '--server_momentum).')
+               'Server optimizer applied to the averaged update: sgd (with '
+               '--server_momentum), adam or yogi (Reddi et al. 2021, '
+               'Adaptive Federated Optimization).')
   _define_float(fv, 'server_learning_rate', 0.5, 'Server learning rate.',
                 lower=0.0, upper=_MAX_RATE, lower_open=True)
   _define_float(fv, 'server_momentum', 0.9, 'Momentum of the server SGD.',

@@ -29,6 +29,28 @@ class DpMechanism(enum.Enum):
   NONE = 'none'
 
 
+class Algorithm(enum.Enum):
+  """The federated algorithm (how clients train and the server updates)."""
+  # McMahan et al. 2017: local SGD epochs, the server averages model deltas.
+  FEDAVG = 'fedavg'
+  # Li et al. 2020, "Federated Optimization in Heterogeneous Networks":
+  # FedAvg with a proximal term mu/2 ||w - w_server||^2 in the local loss.
+  FEDPROX = 'fedprox'
+  # McMahan et al. 2017: one full-batch gradient per client per round;
+  # w <- w - eta * sum_k |D_k| / |D| * grad L(w; D_k).
+  FEDSGD = 'fedsgd'
+
+
+class ClientWeighting(enum.Enum):
+  """How client updates are weighted in the server average."""
+  UNIFORM = 'uniform'
+  # |D_k| / |D|: the founding document's weighting; non-private only (its
+  # sensitivity is unbounded).
+  NUM_EXAMPLES = 'num_examples'
+  # McMahan et al. 2018: w_k = min(n_k / weight_cap, 1), DP-compatible.
+  CAPPED = 'capped'
+
+
 class ModelKind(enum.Enum):
   MLP = 'mlp'
   LOGISTIC_REGRESSION = 'logistic_regression'
@@ -36,7 +58,9 @@ class ModelKind(enum.Enum):
 
 class ServerOptimizer(enum.Enum):
   SGD = 'sgd'
+  # Reddi et al. 2021, "Adaptive Federated Optimization" (FedAdam, FedYogi).
   ADAM = 'adam'
+  YOGI = 'yogi'
 
 
 class ConfigError(ValueError):
@@ -63,6 +87,10 @@ class TrainConfig:
   model: ModelKind
   hidden_units: int
   # Training.
+  algorithm: Algorithm
+  proximal_strength: float
+  client_weighting: ClientWeighting
+  weight_cap: Optional[float]
   rounds: int
   clients_per_round: int
   client_sampling: sampling.ClientSampling
@@ -157,6 +185,21 @@ def check_config(config: TrainConfig) -> None:
       raise ConfigError('max_epsilon', config.max_epsilon,
                         'cannot be met with --noise_multiplier=0')
     check_adaptive_noise(config)
+  if config.client_weighting is ClientWeighting.NUM_EXAMPLES and (
+      config.uses_dp_aggregator):
+    raise ConfigError(
+        'client_weighting', config.client_weighting.value,
+        f'cannot be used with --dp_mechanism={mechanism}: weighting by |D_k| '
+        'has unbounded sensitivity; use --client_weighting=capped '
+        '--weight_cap=N (McMahan et al. 2018) or uniform')
+  if (config.client_weighting is ClientWeighting.CAPPED) != (
+      config.weight_cap is not None):
+    raise ConfigError(
+        'weight_cap', config.weight_cap,
+        'is required with, and only with, --client_weighting=capped')
+  if config.algorithm is not Algorithm.FEDPROX and config.proximal_strength:
+    raise ConfigError('proximal_strength', config.proximal_strength,
+                      'is only used with --algorithm=fedprox')
   if config.clients_per_round > config.num_clients:
     raise ConfigError(
         'clients_per_round', config.clients_per_round,

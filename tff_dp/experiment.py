@@ -173,7 +173,11 @@ def run_experiment(
       hidden_units=config.hidden_units, seed=config.seed)
   process = learning_process.build_learning_process(
       model_fn=model_fn,
-      dp=_dp_settings(config),
+      algorithm=config.algorithm,
+      model_aggregator=learning_process.build_model_aggregator(
+          dp=_dp_settings(config), client_weighting=config.client_weighting,
+          weight_cap=config.weight_cap),
+      proximal_strength=config.proximal_strength,
       client_learning_rate=config.client_learning_rate,
       client_momentum=config.client_momentum,
       server_optimizer=learning_process.build_server_optimizer(

@@ -1,4 +1,4 @@
-"""Builds the federated learning process: FedAvg with a DP model aggregator.
+"""Builds the federated learning process: algorithm x model aggregator.
 
 DP-FedAvg follows McMahan et al. 2018, "Learning Differentially Private
 Recurrent Language Models" (ICLR): clients send model deltas, each delta is
@@ -7,25 +7,39 @@ deviation z * C is added, and the sum is divided by the FIXED expected number
 of clients per round. Adaptive clipping follows Andrew et al. 2021,
 "Differentially Private Learning with Adaptive Clipping" (NeurIPS). Both come
 from TensorFlow Privacy through `tff.aggregators.DifferentiallyPrivateFactory`,
-which is unweighted, hence `build_unweighted_fed_avg`.
+which is unweighted.
 
-The non-private twin is weighted FedAvg (McMahan et al. 2017, "Communication-
-Efficient Learning of Deep Networks from Decentralized Data"): the server
-averages deltas with weights |D_k| / sum of |D_j| over the round's cohort.
+The algorithms are TFF's own: FedAvg and FedSGD (McMahan et al. 2017,
+"Communication-Efficient Learning of Deep Networks from Decentralized Data"),
+FedProx (Li et al. 2020, "Federated Optimization in Heterogeneous Networks"),
+with server optimizers SGD(M), Adam and Yogi (Reddi et al. 2021, "Adaptive
+Federated Optimization").
+
+The model aggregator is composed inside out (as in google-research/federated
+`distributed_dp/fl_utils.py::build_aggregator`):
+  1. the central DP factory (or none);
+  2. the client weighting: uniform (the DP factory as is), capped weights
+     (`tff_dp.weighting`), or |D_k| / |D| (non-private weighted mean).
 """
 
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Callable, Optional, Union
 
 import tensorflow_federated as tff
 
+from tff_dp import weighting
+from tff_dp.config import Algorithm
+from tff_dp.config import ClientWeighting
 from tff_dp.config import DpMechanism
 from tff_dp.config import ServerOptimizer
+
+AnyFactory = Union[tff.aggregators.UnweightedAggregationFactory,
+                   tff.aggregators.WeightedAggregationFactory]
 
 
 @dataclasses.dataclass(frozen=True)
 class DpSettings:
-  """Parameters of the DP model aggregator (see `tff_dp.cli_flags`)."""
+  """Parameters of the central DP model aggregator."""
   mechanism: DpMechanism
   noise_multiplier: float
   clients_per_round: int
@@ -66,6 +80,44 @@ def build_dp_aggregator(
   raise ValueError(f'no DP aggregator for mechanism {settings.mechanism!r}')
 
 
+def build_model_aggregator(
+    *, dp: Optional[DpSettings], client_weighting: ClientWeighting,
+    weight_cap: Optional[float] = None,
+    unweighted: Optional[tff.aggregators.UnweightedAggregationFactory] = None,
+) -> Optional[AnyFactory]:
+  """Composes the model aggregator (see the module docstring).
+
+  Args:
+    dp: Central DP settings, or None.
+    client_weighting: How updates are weighted.
+    weight_cap: n_cap for `ClientWeighting.CAPPED`.
+    unweighted: An unweighted factory to use instead of the central DP one
+      (e.g. local DP wrapping central DP); None means "from `dp`".
+
+  Returns:
+    A weighted or unweighted factory, or None for TFF's default weighted
+    mean (non-private |D_k| / |D| weighting).
+
+  Raises:
+    ValueError: For |D_k| / |D| weighting over a DP factory (unbounded
+      sensitivity) or a capped weighting without a cap.
+  """
+  if unweighted is None and dp is not None:
+    unweighted = build_dp_aggregator(dp)
+  if client_weighting is ClientWeighting.NUM_EXAMPLES:
+    if unweighted is not None:
+      raise ValueError('num_examples weighting has unbounded sensitivity; '
+                       'use capped weighting with a DP aggregator')
+    return None
+  if client_weighting is ClientWeighting.CAPPED:
+    if weight_cap is None:
+      raise ValueError('capped weighting needs weight_cap')
+    return weighting.capped_weights_aggregator(
+        unweighted or tff.aggregators.UnweightedMeanFactory(),
+        weight_cap=weight_cap)
+  return unweighted or tff.aggregators.UnweightedMeanFactory()
+
+
 def build_server_optimizer(kind: ServerOptimizer, *, learning_rate: float,
                            momentum: float) -> tff.learning.optimizers.Optimizer:
   if kind is ServerOptimizer.SGD:
@@ -73,35 +125,63 @@ def build_server_optimizer(kind: ServerOptimizer, *, learning_rate: float,
         learning_rate=learning_rate, momentum=momentum or None)
   if kind is ServerOptimizer.ADAM:
     return tff.learning.optimizers.build_adam(learning_rate=learning_rate)
+  if kind is ServerOptimizer.YOGI:
+    return tff.learning.optimizers.build_yogi(learning_rate=learning_rate)
   raise ValueError(f'unknown server optimizer {kind!r}')
 
 
 def build_learning_process(
     *,
     model_fn: Callable[[], tff.learning.models.VariableModel],
-    dp: Optional[DpSettings],
+    algorithm: Algorithm = Algorithm.FEDAVG,
+    model_aggregator: Optional[AnyFactory],
     client_learning_rate: float,
     client_momentum: float,
     server_optimizer: tff.learning.optimizers.Optimizer,
+    proximal_strength: float = 0.0,
 ) -> tff.learning.templates.LearningProcess:
-  """Returns DP-FedAvg (`dp` given) or non-private weighted FedAvg (`dp=None`).
+  """Returns the TFF learning process of `algorithm` with the aggregator.
 
   Args:
     model_fn: No-argument constructor of the TFF model.
-    dp: DP aggregator settings, or None for the non-private twin.
-    client_learning_rate: Learning rate of the clients' SGD.
+    algorithm: FedAvg, FedProx or FedSGD.
+    model_aggregator: From `build_model_aggregator`; an unweighted factory
+      selects TFF's unweighted builders, a weighted one (or None, TFF's
+      weighted mean) the |D_k|-weighted ones.
+    client_learning_rate: Learning rate of the clients' SGD (not FedSGD).
     client_momentum: Momentum of the clients' SGD (0 for plain SGD).
-    server_optimizer: Optimizer the server applies to the averaged delta.
+    server_optimizer: Optimizer the server applies to the averaged update.
+    proximal_strength: FedProx's mu.
   """
+  unweighted = isinstance(model_aggregator,
+                          tff.aggregators.UnweightedAggregationFactory)
+  if algorithm is Algorithm.FEDSGD:
+    # FedSGD clients send their full-batch mean gradient with weight |D_k|;
+    # TFF's builder takes a weighted factory, so an unweighted (DP) one is
+    # wrapped to ignore the weights.
+    if unweighted:
+      model_aggregator = tff.aggregators.as_weighted_aggregator(
+          model_aggregator)
+    return tff.learning.algorithms.build_fed_sgd(
+        model_fn, server_optimizer_fn=server_optimizer,
+        model_aggregator=model_aggregator)
   client_optimizer = tff.learning.optimizers.build_sgdm(
       learning_rate=client_learning_rate, momentum=client_momentum or None)
-  common: dict[str, Any] = dict(
-      model_fn=model_fn,
-      client_optimizer_fn=client_optimizer,
-      server_optimizer_fn=server_optimizer,
-  )
-  if dp is None:
+  common = dict(client_optimizer_fn=client_optimizer,
+                server_optimizer_fn=server_optimizer,
+                model_aggregator=model_aggregator)
+  if algorithm is Algorithm.FEDAVG:
+    if unweighted:
+      return tff.learning.algorithms.build_unweighted_fed_avg(
+          model_fn, **common)
     return tff.learning.algorithms.build_weighted_fed_avg(
+        model_fn, client_weighting=tff.learning.ClientWeighting.NUM_EXAMPLES,
+        **common)
+  if algorithm is Algorithm.FEDPROX:
+    if unweighted:
+      return tff.learning.algorithms.build_unweighted_fed_prox(
+          model_fn, proximal_strength=proximal_strength, **common)
+    return tff.learning.algorithms.build_weighted_fed_prox(
+        model_fn, proximal_strength=proximal_strength,
         client_weighting=tff.learning.ClientWeighting.NUM_EXAMPLES, **common)
-  return tff.learning.algorithms.build_unweighted_fed_avg(
-      model_aggregator=build_dp_aggregator(dp), **common)
+  raise ValueError(f'unknown algorithm {algorithm!r}')
