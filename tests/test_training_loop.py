@@ -26,17 +26,17 @@ def _fake_process():
   return process
 
 
-def _tracker(tmp_path=None):
+def _tracker():
   sampler = sampling.ClientSampler(
       sampling=sampling.ClientSampling.POISSON, population=_N,
       clients_per_round=_N_PER_ROUND, seed=3)
   tracker = training_loop.PrivacyTracker(
       ledger=accounting.PrivacyLedger(
           accounting.neighboring_relation(sampler.sampling)),
-      round_event=accounting.round_event_for(sampler, noise_multiplier=_Z),
+      round_event=lambda round_num: accounting.round_event_for(
+          sampler, noise_multiplier=_Z),
       delta=_DELTA,
-      accountants=(accounting.AccountantKind.RDP,),
-      ledger_path=None if tmp_path is None else str(tmp_path / 'ledger.json'))
+      accountants=(accounting.AccountantKind.RDP,))
   return sampler, tracker
 
 
@@ -48,8 +48,8 @@ def _hand_rdp_epsilon(rounds):
   return accountant.get_epsilon(_DELTA)
 
 
-def _run(rounds, *, max_epsilon=None, tmp_path=None, eval_every=1):
-  sampler, tracker = _tracker(tmp_path)
+def _run(rounds, *, max_epsilon=None, eval_every=1):
+  sampler, tracker = _tracker()
   released = []
   result = training_loop.run_training_loop(
       process=_fake_process(),
@@ -101,22 +101,53 @@ def test_budget_exactly_at_round_k_allows_round_k():
   assert result.rounds_completed == 4
 
 
-def test_ledger_is_saved_before_release(tmp_path):
-  _, tracker = _tracker(tmp_path)
-  seen = []
+def test_each_round_is_persisted_charged_before_it_is_released():
+  sampler, tracker = _tracker()
+  events = []
+
+  def persist(round_num, state, values):
+    events.append(('persist', round_num, tracker.ledger.rounds, state,
+                   'privacy/epsilon_rdp' in values))
 
   def release(round_num, values):
     del values
-    on_disk = accounting.PrivacyLedger.load(str(tmp_path / 'ledger.json'))
-    seen.append((round_num, on_disk.rounds))
+    events.append(('release', round_num))
 
-  sampler, _ = _tracker()
   training_loop.run_training_loop(
       process=_fake_process(), state=0, sampler=sampler,
-      round_datasets=lambda r, c: [], rounds=3, privacy=tracker,
+      round_datasets=lambda r, c: [], rounds=2, privacy=tracker,
       evaluate=lambda w: {}, eval_every=1, release=release,
-      round_values=lambda o, c, s: {})
-  assert seen == [(1, 1), (2, 2), (3, 3)]
+      round_values=lambda o, c, s: {}, persist=persist)
+  assert events == [('persist', 1, 1, 1, True), ('release', 1),
+                    ('persist', 2, 2, 2, True), ('release', 2)]
+
+
+def test_resumed_loop_starts_after_the_checkpoint():
+  sampler, tracker = _tracker()
+  for round_num in (1, 2):
+    tracker.charge(round_num)
+  process = _fake_process()
+  result = training_loop.run_training_loop(
+      process=process, state=2, sampler=sampler,
+      round_datasets=lambda r, c: [], rounds=4, privacy=tracker,
+      evaluate=lambda w: {}, eval_every=1, release=lambda r, v: None,
+      round_values=lambda o, c, s: {}, start_round=3,
+      last_values={'eval/accuracy': 0.5})
+  assert process.next.call_count == 2
+  assert result.rounds_completed == 4 and result.state == 4
+  assert tracker.ledger.rounds == 4
+
+
+def test_resumed_loop_with_nothing_left_keeps_last_values():
+  sampler, tracker = _tracker()
+  result = training_loop.run_training_loop(
+      process=_fake_process(), state=7, sampler=sampler,
+      round_datasets=lambda r, c: [], rounds=3, privacy=tracker,
+      evaluate=lambda w: {}, eval_every=1, release=lambda r, v: None,
+      round_values=lambda o, c, s: {}, start_round=4,
+      last_values={'eval/accuracy': 0.5})
+  assert result.rounds_completed == 3
+  assert result.last_values == {'eval/accuracy': 0.5}
 
 
 def test_evaluation_every_k_rounds_and_after_the_last():

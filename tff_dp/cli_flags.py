@@ -157,6 +157,11 @@ def define_training_flags(fv: flags.FlagValues) -> None:
                      'least this many examples get weight 1.', flag_values=fv)
   _register(fv, 'weight_cap', lambda v: math.isfinite(v) and 0 < v <= 1e12,
             'must be a finite number in (0, 1e12]')
+  _define_float(fv, 'dropout_rate', 0.0,
+                'Simulated dropout: each sampled client fails to report with '
+                'this probability. Noise and denominator stay as planned and '
+                'the round is charged as sampled.',
+                lower=0.0, upper=1.0, upper_open=True)
   _define_int(fv, 'client_epochs', 1, 'Local epochs per round.',
               lower=1, upper=_MAX_EPOCHS)
   _define_int(fv, 'client_batch_size', 16, 'Local batch size.',

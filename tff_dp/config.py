@@ -94,6 +94,7 @@ class TrainConfig:
   rounds: int
   clients_per_round: int
   client_sampling: sampling.ClientSampling
+  dropout_rate: float
   client_epochs: int
   client_batch_size: int
   client_learning_rate: float

@@ -9,6 +9,7 @@ charges, runs the loop on a TFF worker it owns, and writes the run directory:
   flags.txt              the resolved flags (a flagfile that reproduces the run)
   config.json            the same, as JSON
   metrics.csv            one row per round (the release allow-list only)
+  checkpoints/           the last checkpoints (state + ledger), for resuming
   tensorboard/           the same scalars, the flags and the privacy statement
   ledger.json            the privacy ledger: every round's DP event
   privacy_statement.txt  what the epsilon means and what was released
@@ -24,12 +25,14 @@ import time
 from typing import Callable, Optional
 
 from tff_dp import accounting
+from tff_dp import checkpoint
 from tff_dp import client_data
 from tff_dp import evaluation
 from tff_dp import learning_process
 from tff_dp import models
 from tff_dp import privacy_statement
 from tff_dp import release as release_lib
+from tff_dp import resume
 from tff_dp import runtime
 from tff_dp import sampling
 from tff_dp import training_loop
@@ -57,6 +60,7 @@ class Summary:
   rounds_planned: int
   population: int
   stop_reason: str
+  resumed_from: Optional[int]
   wall_seconds: float
 
   def to_json(self) -> dict:
@@ -132,6 +136,7 @@ def run_experiment(
     data: FederatedData,
     run_dir: str,
     *,
+    resume: bool = False,
     on_round: Optional[Callable[[int, dict[str, float]], None]] = None,
 ) -> Summary:
   """Trains according to `config` on `data`, writing outputs to `run_dir`.
@@ -140,7 +145,9 @@ def run_experiment(
     config: A configuration that passed `config.check_config` and
       `config.check_population` for `data`.
     data: The federated data; `data.population` is the N of the accountant.
-    run_dir: Existing, empty, writable directory for this run's outputs.
+    run_dir: Existing, writable directory for this run's outputs.
+    resume: Continue the run in `run_dir` from its newest valid checkpoint
+      (raises `resume.ResumeError` if that cannot be done honestly).
     on_round: Progress callback, (round, released values).
 
   Returns:
@@ -148,54 +155,67 @@ def run_experiment(
   """
   wall_start = time.monotonic()
   release_nonprivate = (not config.private) or config.release_nonprivate_metrics
-  with open(os.path.join(run_dir, 'flags.txt'), 'w') as f:
-    f.write(resolved_flagfile(config))
-  with open(os.path.join(run_dir, 'config.json'), 'w') as f:
-    json.dump(config.to_json(), f, indent=2)
 
   sampler = sampling.ClientSampler(
       sampling=config.client_sampling, population=data.population,
       clients_per_round=config.clients_per_round, seed=config.seed)
-  ledger = accounting.PrivacyLedger(
-      accounting.neighboring_relation(config.client_sampling))
   privacy = training_loop.PrivacyTracker(
-      ledger=ledger,
-      round_event=accounting.round_event_for(
+      ledger=accounting.PrivacyLedger(
+          accounting.neighboring_relation(config.client_sampling)),
+      round_event=_constant(accounting.round_event_for(
           sampler,
           noise_multiplier=(config.noise_multiplier
-                            if config.uses_dp_aggregator else 0.0)),
+                            if config.uses_dp_aggregator else 0.0))),
       delta=config.delta,
-      accountants=config.accountants,
-      ledger_path=os.path.join(run_dir, 'ledger.json'))
-
-  model_fn = models.build_model_fn(
-      config.model, input_dim=data.input_dim, num_classes=data.num_classes,
-      hidden_units=config.hidden_units, seed=config.seed)
-  process = learning_process.build_learning_process(
-      model_fn=model_fn,
-      algorithm=config.algorithm,
-      model_aggregator=learning_process.build_model_aggregator(
-          dp=_dp_settings(config), client_weighting=config.client_weighting,
-          weight_cap=config.weight_cap),
-      proximal_strength=config.proximal_strength,
-      client_learning_rate=config.client_learning_rate,
-      client_momentum=config.client_momentum,
-      server_optimizer=learning_process.build_server_optimizer(
-          config.server_optimizer,
-          learning_rate=config.server_learning_rate,
-          momentum=config.server_momentum))
+      accountants=config.accountants)
+  ledger_path = os.path.join(run_dir, 'ledger.json')
+  process = _build_process(config, data)
   evaluate = evaluation.ServerEvaluator(
       config.model, input_dim=data.input_dim, num_classes=data.num_classes,
       hidden_units=config.hidden_units, test_x=data.test_x,
       test_y=data.test_y)
-  releaser = release_lib.Releaser(
-      run_dir, private=config.private, allow_nonprivate=release_nonprivate)
-  releaser.write_text('flags', resolved_flagfile(config))
+  checkpoints = checkpoint.CheckpointManager(run_dir)
+  releaser = None
   try:
+    # Everything that executes a TFF computation (initialize included) runs
+    # inside the runtime we own; TFF's default context would start a worker
+    # that outlives us.
     with runtime.local_runtime(log_path=os.path.join(run_dir, 'worker.log')):
+      template = process.initialize()
+      restored = None
+      if resume:
+        restored = _restore(config, run_dir, checkpoints, template, privacy,
+                            ledger_path)
+      # Written only now: a refused resume leaves the run's files as they
+      # were.
+      with open(os.path.join(run_dir, 'flags.txt'), 'w') as f:
+        f.write(resolved_flagfile(config))
+      with open(os.path.join(run_dir, 'config.json'), 'w') as f:
+        json.dump(config.to_json(), f, indent=2)
+      releaser = release_lib.Releaser(
+          run_dir, private=config.private, allow_nonprivate=release_nonprivate)
+      start_round, state, last_values = 1, template, {}
+      if resume and restored is None:
+        releaser.replay([])  # Nothing was released: start over, cleanly.
+      if restored is not None:
+        rows, start_round, state, last_values = restored
+        releaser.replay(rows)
+        if not rows or int(rows[-1]['round']) < start_round - 1:
+          # Checkpointed but not yet released when the run stopped.
+          releaser.release(start_round - 1, last_values)
+      releaser.write_text('flags', resolved_flagfile(config))
+
+      def persist(round_num, state, values):
+        checkpoints.save(round_num, state, {
+            'config': config.to_json(),
+            'ledger': privacy.ledger.to_json(),
+            'released': values,
+        })
+        privacy.ledger.save(ledger_path)
+
       result = training_loop.run_training_loop(
           process=process,
-          state=process.initialize(),
+          state=state,
           sampler=sampler,
           round_datasets=client_data.RoundDatasets(
               data, batch_size=config.client_batch_size,
@@ -207,7 +227,13 @@ def run_experiment(
           release=releaser.release,
           round_values=_round_values_fn(
               config, release_nonprivate=release_nonprivate),
+          persist=persist,
+          report=lambda round_num, cohort: sampling.reporting_clients(
+              cohort, dropout_rate=config.dropout_rate, seed=config.seed,
+              round_num=round_num),
           max_epsilon=config.max_epsilon,
+          start_round=start_round,
+          last_values=last_values,
           on_round=on_round)
     statement = privacy_statement.privacy_statement(
         config, population=data.population,
@@ -216,7 +242,8 @@ def run_experiment(
       f.write(statement)
     releaser.write_text('privacy_statement', statement)
   finally:
-    releaser.close()
+    if releaser is not None:
+      releaser.close()
 
   guarantee = accounting.tightest_epsilon(result.epsilons)
   summary = Summary(
@@ -237,7 +264,66 @@ def run_experiment(
       rounds_planned=config.rounds,
       population=data.population,
       stop_reason=result.stop_reason,
+      resumed_from=None if restored is None else start_round - 1,
       wall_seconds=time.monotonic() - wall_start)
   with open(os.path.join(run_dir, 'summary.json'), 'w') as f:
     json.dump(summary.to_json(), f, indent=2)
   return summary
+
+
+def _constant(event):
+  return lambda round_num: event
+
+
+def _build_process(config: TrainConfig, data: FederatedData):
+  model_fn = models.build_model_fn(
+      config.model, input_dim=data.input_dim, num_classes=data.num_classes,
+      hidden_units=config.hidden_units, seed=config.seed)
+  return learning_process.build_learning_process(
+      model_fn=model_fn,
+      algorithm=config.algorithm,
+      model_aggregator=learning_process.build_model_aggregator(
+          dp=_dp_settings(config), client_weighting=config.client_weighting,
+          weight_cap=config.weight_cap),
+      proximal_strength=config.proximal_strength,
+      client_learning_rate=config.client_learning_rate,
+      client_momentum=config.client_momentum,
+      server_optimizer=learning_process.build_server_optimizer(
+          config.server_optimizer,
+          learning_rate=config.server_learning_rate,
+          momentum=config.server_momentum))
+
+
+def _restore(config, run_dir, checkpoints, template, privacy, ledger_path):
+  """Restores state and ledger; returns (csv rows kept, next round, state,
+  values released for the checkpoint's round), or None if nothing was ever
+  released (then the run starts over at round 1)."""
+  stray = checkpoints.remove_stray_temporaries()
+  if stray:
+    print(f'warning: removed half-written checkpoints {stray}', flush=True)
+  csv_path = release_lib.csv_path(run_dir)
+  released = resume.released_rounds(run_dir, csv_path=csv_path)
+  ckpt, skipped = checkpoints.load_latest_valid(template)
+  if ckpt is None:
+    if released:
+      raise resume.ResumeError(
+          f'{run_dir} holds {released} released rounds but no valid '
+          f'checkpoint ({"; ".join(skipped) or "none saved"}); refusing to '
+          'restart at round 0 with a fresh ledger. Use another --run_name')
+    return None
+  differences = resume.config_differences(ckpt.meta['config'],
+                                          config.to_json())
+  if differences:
+    raise resume.ResumeError(
+        'these flags differ from the checkpoint being resumed: '
+        + '; '.join(differences))
+  resume.check_fallback(checkpoint_round=ckpt.round_num, released=released,
+                        skipped=skipped)
+  for reason in skipped:
+    print(f'warning: skipped an invalid checkpoint: {reason}', flush=True)
+  privacy.ledger = accounting.PrivacyLedger.from_json(ckpt.meta['ledger'])
+  privacy.ledger.save(ledger_path)
+  rows = resume.truncate_rows(csv_path, last_round=ckpt.round_num)
+  print(f'resuming after round {ckpt.round_num} from {ckpt.path}',
+        flush=True)
+  return rows, ckpt.round_num + 1, ckpt.state, ckpt.meta['released']

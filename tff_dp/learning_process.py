@@ -17,7 +17,8 @@ Federated Optimization").
 
 The model aggregator is composed inside out (as in google-research/federated
 `distributed_dp/fl_utils.py::build_aggregator`):
-  1. the central DP factory (or none);
+  1. the central DP factory (or none), behind `tff_dp.sanitize`, which zeroes
+     non-finite client updates and rescales absurd ones before clipping;
   2. the client weighting: uniform (the DP factory as is), capped weights
      (`tff_dp.weighting`), or |D_k| / |D| (non-private weighted mean).
 """
@@ -27,6 +28,7 @@ from typing import Callable, Optional, Union
 
 import tensorflow_federated as tff
 
+from tff_dp import sanitize
 from tff_dp import weighting
 from tff_dp.config import Algorithm
 from tff_dp.config import ClientWeighting
@@ -103,7 +105,7 @@ def build_model_aggregator(
       sensitivity) or a capped weighting without a cap.
   """
   if unweighted is None and dp is not None:
-    unweighted = build_dp_aggregator(dp)
+    unweighted = sanitize.sanitizing_aggregator(build_dp_aggregator(dp))
   if client_weighting is ClientWeighting.NUM_EXAMPLES:
     if unweighted is not None:
       raise ValueError('num_examples weighting has unbounded sensitivity; '

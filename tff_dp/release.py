@@ -14,10 +14,13 @@ with a key >= the released one, so a re-released round replaces its row).
 
 import asyncio
 import os
+import shutil
 from typing import Iterable, Mapping
 
 import tensorflow as tf
 import tensorflow_federated as tff
+
+from tff_dp import faults
 
 # Keys that are safe to release in a DP run.
 DP_SAFE_KEYS = frozenset({
@@ -51,6 +54,14 @@ NONPRIVATE_KEYS = frozenset({
 CSV_KEY_FIELD = 'round'
 
 
+def csv_path(run_dir: str) -> str:
+  return os.path.join(run_dir, 'metrics.csv')
+
+
+def tensorboard_dir(run_dir: str) -> str:
+  return os.path.join(run_dir, 'tensorboard')
+
+
 class ReleaseError(ValueError):
   """A value not on the allow-list was about to be released."""
 
@@ -80,22 +91,46 @@ class Releaser:
   def __init__(self, run_dir: str, *, private: bool, allow_nonprivate: bool):
     self._private = private
     self._allow_nonprivate = allow_nonprivate
-    self.csv_path = os.path.join(run_dir, 'metrics.csv')
-    self.tensorboard_dir = os.path.join(run_dir, 'tensorboard')
+    self.csv_path = csv_path(run_dir)
+    self.tensorboard_dir = tensorboard_dir(run_dir)
     self._writer = tf.summary.create_file_writer(self.tensorboard_dir)
+    # WRITE mode replaces the file atomically on every release; APPEND could
+    # leave half a row behind a crash.
     self._csv = tff.program.CSVFileReleaseManager(
-        self.csv_path, key_fieldname=CSV_KEY_FIELD)
+        self.csv_path, save_mode=tff.program.CSVSaveMode.WRITE,
+        key_fieldname=CSV_KEY_FIELD)
 
   def release(self, round_num: int, values: Mapping[str, float]) -> None:
     """Releases one round's values (after checking every key)."""
     check_release_keys(values.keys(), private=self._private,
                        allow_nonprivate=self._allow_nonprivate)
     with self._writer.as_default():
-      for key, value in values.items():
+      for i, (key, value) in enumerate(values.items()):
         tf.summary.scalar(key, value, step=round_num)
+        if i == 0:
+          self._writer.flush()
+          faults.crash_point('tensorboard_write', round_num)
     self._writer.flush()
     row = {key: float(value) for key, value in values.items()}
     asyncio.run(self._csv.release(row, key=round_num))
+
+  def replay(self, rows: Iterable[Mapping[str, str]]) -> None:
+    """Rebuilds TensorBoard from released CSV rows (on resume).
+
+    TensorBoard event files are append-only; rewriting them from the CSV,
+    which is replaced atomically on every release, is what guarantees that
+    no round is missing or duplicated after a crash.
+    """
+    self._writer.close()
+    shutil.rmtree(self.tensorboard_dir, ignore_errors=True)
+    self._writer = tf.summary.create_file_writer(self.tensorboard_dir)
+    with self._writer.as_default():
+      for row in rows:
+        step = int(row[CSV_KEY_FIELD])
+        for key, value in row.items():
+          if key != CSV_KEY_FIELD and value not in ('', None):
+            tf.summary.scalar(key, float(value), step=step)
+    self._writer.flush()
 
   def write_text(self, tag: str, text: str, *, step: int = 0) -> None:
     """Writes run-level text (flags, privacy statement) to TensorBoard."""

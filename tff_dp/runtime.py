@@ -183,6 +183,18 @@ def _execution_context(
   )
 
 
+def disable_default_context() -> None:
+  """Makes TFF computations outside `local_runtime` fail loudly.
+
+  Importing TFF installs a default context that starts its own worker on
+  first use and never reliably stops it; a computation that slips outside
+  our runtime (e.g. `process.initialize()`) would silently leave that worker
+  behind. Programs call this once at start-up.
+  """
+  tff.framework.set_default_context(
+      runtime_error_context.RuntimeErrorContext())
+
+
 @contextlib.contextmanager
 def local_runtime(*, log_path: str,
                   max_concurrent_computation_calls: int = -1

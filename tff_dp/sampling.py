@@ -158,3 +158,26 @@ class ClientSampler:
       size = self.clients_per_round
     cohort = rng.choice(self.population, size=size, replace=False)
     return np.sort(cohort).astype(np.int64, copy=False)
+
+
+_DROPOUT_STREAM_ID = 0x44524F50  # 'DROP': independent of the cohort draws.
+
+
+def reporting_clients(cohort: np.ndarray, *, dropout_rate: float, seed: int,
+                      round_num: int) -> np.ndarray:
+  """Simulates sampled clients that never report (device went offline).
+
+  Each sampled client drops independently with probability `dropout_rate`,
+  reproducibly in (seed, round). Dropout happens after sampling and the DP
+  aggregator still divides by the planned clients_per_round with the planned
+  noise, so the round's event is unchanged: fewer contributions cannot raise
+  the sensitivity, and accounting with the sampling rate q (not the smaller
+  effective q * (1 - dropout_rate)) is a valid, conservative upper bound.
+  """
+  if not 0.0 <= dropout_rate < 1.0:
+    raise ValueError(f'dropout_rate must be in [0, 1), got {dropout_rate}')
+  if dropout_rate == 0.0 or len(cohort) == 0:
+    return cohort
+  rng = np.random.default_rng(np.random.SeedSequence(
+      entropy=seed, spawn_key=(_DROPOUT_STREAM_ID, round_num)))
+  return cohort[rng.random(len(cohort)) >= dropout_rate]

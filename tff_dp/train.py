@@ -76,21 +76,29 @@ def default_run_name(argv: list[str], now: datetime.datetime) -> str:
   return f'{prefix}-{now.strftime("%Y%m%d-%H%M%S")}'
 
 
-def make_run_dir(output_dir: str, run_name: str) -> str:
-  """Creates the run directory; refuses to reuse one that holds outputs."""
+def prepare_run_dir(output_dir: str, run_name: str) -> tuple[str, bool]:
+  """Creates the run directory; returns (path, whether to resume it).
+
+  A directory that already holds a tff-dp run is resumed (the experiment
+  refuses if it cannot do so honestly); any other non-empty directory is
+  refused rather than written into.
+  """
   run_dir = os.path.join(output_dir, run_name)
   try:
     os.makedirs(run_dir, exist_ok=True)
   except OSError as e:
     raise UserError(f'--output_dir={output_dir}: cannot create run directory '
                     f'{run_dir}: {e.strerror}') from e
-  if os.listdir(run_dir):
-    raise UserError(f'--run_name={run_name}: run directory {run_dir} already '
-                    'holds outputs; choose another --run_name')
   if not os.access(run_dir, os.W_OK):
     raise UserError(f'--output_dir={output_dir}: run directory {run_dir} is '
                     'not writable')
-  return run_dir
+  entries = os.listdir(run_dir)
+  if not entries:
+    return run_dir, False
+  if 'config.json' not in entries:
+    raise UserError(f'--run_name={run_name}: {run_dir} is not empty and is '
+                    'not a tff-dp run directory; choose another --run_name')
+  return run_dir, True
 
 
 def _load_data(config: config_lib.TrainConfig):
@@ -212,7 +220,7 @@ def run(argv: list[str]) -> int:
     raise UserError(str(e)) from e
   run_name = config.run_name or default_run_name(
       sys.argv, datetime.datetime.now(datetime.timezone.utc))
-  run_dir = make_run_dir(config.output_dir, run_name)
+  run_dir, resume = prepare_run_dir(config.output_dir, run_name)
   config = config_lib.dataclasses.replace(config, run_name=run_name)
   print(data.describe(), flush=True)
   print(f'run directory: {run_dir}', flush=True)
@@ -222,10 +230,16 @@ def run(argv: list[str]) -> int:
   # registration on CPU-only machines); set the variable to see it.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   from tff_dp import experiment  # pylint: disable=g-import-not-at-top
+  from tff_dp import resume as resume_lib  # pylint: disable=g-import-not-at-top
+  from tff_dp import runtime  # pylint: disable=g-import-not-at-top
+  runtime.disable_default_context()
   try:
     summary = experiment.run_experiment(
-        config, data, run_dir,
+        config, data, run_dir, resume=resume,
         on_round=Progress(config.rounds, private=config.private))
+  except resume_lib.ResumeError as e:
+    raise UserError(f'--run_name={run_name}: cannot resume {run_dir}: {e}'
+                    ) from e
   except Exception as e:
     error_log = os.path.join(run_dir, 'error.log')
     with open(error_log, 'w') as f:

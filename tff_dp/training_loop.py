@@ -15,21 +15,23 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import dp_accounting
 
 from tff_dp import accounting
+from tff_dp import faults
 from tff_dp import sampling
 
 
 @dataclasses.dataclass
 class PrivacyTracker:
-  """The ledger of a run plus the event one more round of it costs."""
+  """The ledger of a run plus the event each round of it costs."""
   ledger: accounting.PrivacyLedger
-  round_event: dp_accounting.DpEvent
+  # Round number -> the event that round is charged (constant for sampled
+  # Gaussian rounds; DP-FTRL charges a whole tree epoch at its first round).
+  round_event: Callable[[int], dp_accounting.DpEvent]
   delta: float
   accountants: Sequence[accounting.AccountantKind]
-  ledger_path: Optional[str] = None
 
-  def epsilons(self, *, with_next_round: bool = False
+  def epsilons(self, *, next_round: Optional[int] = None
                ) -> dict[accounting.AccountantKind, float]:
-    """Epsilon by accountant, optionally as if one more round had run.
+    """Epsilon by accountant, optionally as if `next_round` had also run.
 
     An accountant that cannot compose the ledger's events reports NaN, never
     a number it did not compute.
@@ -37,9 +39,10 @@ class PrivacyTracker:
     result = {}
     for kind in self.accountants:
       try:
-        if with_next_round:
+        if next_round is not None:
           result[kind] = self.ledger.epsilon_with(
-              self.round_event, delta=self.delta, accountant=kind)
+              self.round_event(next_round), delta=self.delta,
+              accountant=kind)
         else:
           result[kind] = self.ledger.epsilon(delta=self.delta,
                                              accountant=kind)
@@ -48,10 +51,8 @@ class PrivacyTracker:
     return result
 
   def charge(self, round_num: int) -> None:
-    """Records a round that ran, and persists the ledger before any release."""
-    self.ledger.record(round_num, self.round_event)
-    if self.ledger_path is not None:
-      self.ledger.save(self.ledger_path)
+    """Records a round that ran (persisted by the loop's `persist`)."""
+    self.ledger.record(round_num, self.round_event(round_num))
 
 
 @dataclasses.dataclass
@@ -84,8 +85,11 @@ def run_training_loop(
     eval_every: int,
     release: Callable[[int, dict[str, float]], None],
     round_values: Callable[[Any, Sequence[int], float], dict[str, float]],
+    persist: Optional[Callable[[int, Any, dict[str, float]], None]] = None,
+    report: Optional[Callable[[int, Any], Any]] = None,
     max_epsilon: Optional[float] = None,
     start_round: int = 1,
+    last_values: Optional[dict[str, float]] = None,
     on_round: Optional[Callable[[int, dict[str, float]], None]] = None,
 ) -> LoopResult:
   """Runs rounds `start_round..rounds` of `process`.
@@ -102,24 +106,32 @@ def run_training_loop(
     release: Receives (round, values); enforces the release allow-list.
     round_values: (process output, cohort, round seconds) -> the round's
       values other than evaluation and epsilon.
+    persist: Called with (round, state, values) after the round is charged
+      and before anything about it is released: a checkpoint of the state and
+      the ledger, so that a released round is always charged on disk.
+    report: (round, sampled cohort) -> the clients that report (simulated
+      dropout); the round's event stays that of the sampler.
     max_epsilon: Optional budget: a round runs only if epsilon after it would
       stay within the budget.
     start_round: First round to run.
+    last_values: The values released for `start_round - 1` (on resume).
     on_round: Called with (round, values) after each release (progress).
 
   Returns:
     The final state, how many rounds ran in total, and why the loop stopped.
   """
   stop_reason = f'completed {rounds} rounds'
-  last_values: dict[str, float] = {}
+  last_values = dict(last_values or {})
   round_num = start_round - 1
   for round_num in range(start_round, rounds + 1):
-    if _budget_exceeded(privacy.epsilons(with_next_round=True), max_epsilon):
+    if _budget_exceeded(privacy.epsilons(next_round=round_num), max_epsilon):
       stop_reason = (f'privacy budget: round {round_num} would exceed '
                      f'max_epsilon={max_epsilon:g}')
       round_num -= 1
       break
     cohort = sampler.sample(round_num)
+    if report is not None:
+      cohort = report(round_num, cohort)
     start = time.monotonic()
     output = process.next(state, round_datasets(round_num, cohort))
     seconds = time.monotonic() - start
@@ -134,7 +146,10 @@ def run_training_loop(
     epsilons = privacy.epsilons()
     for kind, eps in epsilons.items():
       values[f'privacy/epsilon_{kind.value}'] = eps
+    if persist is not None:
+      persist(round_num, state, values)
     release(round_num, values)
+    faults.crash_point('between_rounds', round_num)
     last_values = values
     if on_round is not None:
       on_round(round_num, values)

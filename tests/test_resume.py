@@ -1,0 +1,173 @@
+"""Kill -9 at the worst moments, resume, and check nothing lies.
+
+Each crash is real: the process SIGKILLs itself at a named point
+(`tff_dp.faults`), so no Python cleanup runs; the TFF worker must still die
+(parent-death signal). The resumed run must end with a ledger and epsilon
+equal to an uninterrupted run's, and every round exactly once in the CSV and
+in TensorBoard.
+"""
+
+import collections
+import csv
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+from tff_dp import accounting
+import worker_utils
+
+pytestmark = pytest.mark.e2e
+
+_SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
+_ROUNDS = 4
+
+
+def _train(output_dir, *extra, crash_at=None, run_name='run'):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  env.pop('TFF_DP_CRASH_AT', None)
+  if crash_at:
+    env['TFF_DP_CRASH_AT'] = crash_at
+  return subprocess.run(
+      [sys.executable, '-m', 'tff_dp.train', f'--flagfile={_SMOKE}',
+       f'--rounds={_ROUNDS}', f'--output_dir={output_dir}',
+       f'--run_name={run_name}', *extra],
+      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _csv_rounds(run_dir):
+  with open(os.path.join(run_dir, 'metrics.csv')) as f:
+    return [int(row['round']) for row in csv.DictReader(f)]
+
+
+def _tensorboard_steps(run_dir):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  steps = collections.defaultdict(list)
+  for path in glob.glob(os.path.join(run_dir, 'tensorboard', 'events.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        steps[value.tag].append(event.step)
+  return steps
+
+
+def _expected_epsilon(rounds):
+  flags = {}
+  with open(_SMOKE) as f:
+    for line in f:
+      if line.startswith('--'):
+        key, value = line.strip()[2:].split('=', 1)
+        flags[key] = value
+  event = accounting.gaussian_round_event(
+      sampling=accounting.ClientSampling.POISSON,
+      population=int(flags['num_clients']),
+      clients_per_round=int(flags['clients_per_round']),
+      noise_multiplier=float(flags['noise_multiplier']))
+  return accounting.compute_epsilon(
+      [event] * rounds, delta=float(flags['delta']),
+      accountant=accounting.AccountantKind.RDP,
+      relation=accounting.neighboring_relation(
+          accounting.ClientSampling.POISSON))
+
+
+@pytest.mark.parametrize('point', ['between_rounds', 'checkpoint_write',
+                                   'tensorboard_write'])
+def test_kill_9_then_resume_is_exact(tmp_path, point):
+  crashed = _train(tmp_path, crash_at=f'{point}:2')
+  assert crashed.returncode == -9, crashed.stderr
+  run_dir = os.path.join(tmp_path, 'run')
+  pids = worker_utils.worker_pids_from_log(os.path.join(run_dir, 'worker.log'))
+  assert worker_utils.wait_until_gone(pids) == []
+
+  resumed = _train(tmp_path)
+  assert resumed.returncode == 0, resumed.stderr
+  assert 'resuming after round' in resumed.stdout
+  with open(os.path.join(run_dir, 'summary.json')) as f:
+    summary = json.load(f)
+  assert summary['rounds'] == _ROUNDS
+  assert summary['epsilon']['rdp'] == pytest.approx(
+      _expected_epsilon(_ROUNDS), rel=1e-12)
+  ledger = accounting.PrivacyLedger.load(os.path.join(run_dir, 'ledger.json'))
+  assert ledger.rounds == _ROUNDS
+  assert _csv_rounds(run_dir) == list(range(1, _ROUNDS + 1))
+  for tag, steps in _tensorboard_steps(run_dir).items():
+    if tag.startswith(('eval/', 'privacy/', 'time/', 'cohort/')):
+      assert sorted(steps) == list(range(1, _ROUNDS + 1)), tag
+  pids = worker_utils.worker_pids_from_log(os.path.join(run_dir, 'worker.log'))
+  assert worker_utils.wait_until_gone(pids) == []
+
+
+def _final_state(run_dir):
+  path = sorted(glob.glob(os.path.join(run_dir, 'checkpoints', 'round_*')))[-1]
+  with np.load(os.path.join(path, 'state.npz')) as arrays:
+    return [arrays[name] for name in sorted(arrays.files,
+                                            key=lambda n: int(n[4:]))]
+
+
+def test_zero_noise_resume_is_bitwise_equal_to_uninterrupted(tmp_path):
+  zero_noise = ('--dp_mechanism=gaussian_fixed', '--noise_multiplier=0',
+                '--allow_zero_noise')
+  straight = _train(tmp_path, *zero_noise, run_name='straight')
+  assert straight.returncode == 0, straight.stderr
+  crashed = _train(tmp_path, *zero_noise, run_name='resumed',
+                   crash_at='between_rounds:2')
+  assert crashed.returncode == -9
+  resumed = _train(tmp_path, *zero_noise, run_name='resumed')
+  assert resumed.returncode == 0, resumed.stderr
+  a = _final_state(os.path.join(tmp_path, 'straight'))
+  b = _final_state(os.path.join(tmp_path, 'resumed'))
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x, y)
+  with open(os.path.join(tmp_path, 'straight', 'metrics.csv')) as f:
+    rows_a = list(csv.DictReader(f))
+  with open(os.path.join(tmp_path, 'resumed', 'metrics.csv')) as f:
+    rows_b = list(csv.DictReader(f))
+  for row_a, row_b in zip(rows_a, rows_b):
+    assert row_a['eval/accuracy'] == row_b['eval/accuracy']
+    assert row_a['eval/loss'] == row_b['eval/loss']
+
+
+def test_changing_a_privacy_flag_on_resume_is_refused(tmp_path):
+  assert _train(tmp_path, '--rounds=2').returncode == 0
+  run_dir = os.path.join(tmp_path, 'run')
+  with open(os.path.join(run_dir, 'config.json')) as f:
+    config_before = f.read()
+  refused = _train(tmp_path, '--noise_multiplier=0.7', '--clip=0.3')
+  assert refused.returncode == 2
+  assert '--noise_multiplier: checkpoint 0.5, now 0.7' in refused.stderr
+  assert '--clip: checkpoint 0.5, now 0.3' in refused.stderr
+  assert 'Traceback' not in refused.stderr
+  with open(os.path.join(run_dir, 'config.json')) as f:
+    assert f.read() == config_before  # Nothing overwritten.
+
+
+def test_outputs_without_a_valid_checkpoint_are_refused(tmp_path):
+  assert _train(tmp_path, '--rounds=2').returncode == 0
+  run_dir = os.path.join(tmp_path, 'run')
+  for path in glob.glob(os.path.join(run_dir, 'checkpoints', 'round_*',
+                                     'state.npz')):
+    with open(path, 'r+b') as f:
+      f.truncate(10)
+  refused = _train(tmp_path)
+  assert refused.returncode == 2
+  assert 'no valid checkpoint' in refused.stderr
+  assert 'restart at round 0' in refused.stderr
+  assert _csv_rounds(run_dir) == [1, 2]  # Nothing lost.
+
+
+def test_corrupt_newest_checkpoint_after_its_release_is_refused(tmp_path):
+  assert _train(tmp_path, '--rounds=2').returncode == 0
+  run_dir = os.path.join(tmp_path, 'run')
+  newest = sorted(glob.glob(os.path.join(run_dir, 'checkpoints', 'round_*')))
+  with open(os.path.join(newest[-1], 'state.npz'), 'r+b') as f:
+    f.seek(100)
+    f.write(b'\x00\xff\x00\xff')
+  refused = _train(tmp_path)
+  assert refused.returncode == 2
+  assert 'rounds 2..2 were released' in refused.stderr
+  assert 'checksum' in refused.stderr
