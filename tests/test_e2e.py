@@ -59,7 +59,7 @@ def test_smoke_run_succeeds_and_prints_accuracy_and_epsilon(smoke_run):
   assert result.returncode == 0, result.stderr
   assert 'round 3/3' in result.stdout
   assert 'test accuracy:' in result.stdout
-  assert 'epsilon: rdp' in result.stdout
+  assert 'epsilon (central): rdp' in result.stdout
   assert 'Privacy statement' in result.stdout
 
 

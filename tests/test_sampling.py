@@ -11,8 +11,13 @@ import pytest
 
 from tff_dp import sampling
 
+
 ClientSampler = sampling.ClientSampler
 ClientSampling = sampling.ClientSampling
+
+# Shuffled epochs are drawn by EpochSampler and accounted with tree events.
+_DRAWN_BY_CLIENT_SAMPLER = [m for m in ClientSampling
+                            if m is not ClientSampling.SHUFFLED_EPOCHS]
 
 _ROUNDS = 10_000
 
@@ -91,7 +96,7 @@ def test_sampling_probability():
 # --- Determinism. ------------------------------------------------------------
 
 
-@pytest.mark.parametrize('mode', list(ClientSampling))
+@pytest.mark.parametrize('mode', _DRAWN_BY_CLIENT_SAMPLER)
 def test_same_seed_and_round_reproduce_across_instances(mode):
   n = 30 if mode is ClientSampling.FULL else 5
   a = ClientSampler(mode, population=30, clients_per_round=n, seed=7)
@@ -196,3 +201,9 @@ def test_fixed_size_uniform_marginals_and_pairs():
   pair = n * (n - 1) / (n_clients * (n_clients - 1))
   co = x.T @ x / _ROUNDS
   _assert_within_6_se(_off_diagonal(co), pair, _ROUNDS, 'co-inclusion')
+
+
+def test_shuffled_epochs_are_not_drawn_by_client_sampler():
+  with pytest.raises(ValueError, match='EpochSampler'):
+    sampling.ClientSampler(ClientSampling.SHUFFLED_EPOCHS, population=10,
+                           clients_per_round=2, seed=0)

@@ -12,6 +12,7 @@ from dp_accounting import rdp
 import pytest
 
 from tff_dp import accounting
+from tff_dp import privacy_tracking
 from tff_dp import sampling
 from tff_dp import training_loop
 
@@ -30,7 +31,7 @@ def _tracker():
   sampler = sampling.ClientSampler(
       sampling=sampling.ClientSampling.POISSON, population=_N,
       clients_per_round=_N_PER_ROUND, seed=3)
-  tracker = training_loop.PrivacyTracker(
+  tracker = privacy_tracking.PrivacyTracker(
       ledger=accounting.PrivacyLedger(
           accounting.neighboring_relation(sampler.sampling)),
       round_event=lambda round_num: accounting.round_event_for(
@@ -125,7 +126,7 @@ def test_each_round_is_persisted_charged_before_it_is_released():
 def test_resumed_loop_starts_after_the_checkpoint():
   sampler, tracker = _tracker()
   for round_num in (1, 2):
-    tracker.charge(round_num)
+    tracker.charge(round_num, [])
   process = _fake_process()
   result = training_loop.run_training_loop(
       process=process, state=2, sampler=sampler,

@@ -95,6 +95,10 @@ def neighboring_relation(sampling: ClientSampling) -> NeighboringRelation:
     return NeighboringRelation.REPLACE_ONE
   if sampling in (ClientSampling.POISSON, ClientSampling.FULL):
     return NeighboringRelation.ADD_OR_REMOVE_ONE
+  if sampling is ClientSampling.SHUFFLED_EPOCHS:
+    # Tree aggregation (tff_dp.epoch_sampling): a client replaced by a zero
+    # client, as dp-accounting's tree event requires.
+    return NeighboringRelation.REPLACE_SPECIAL
   raise TypeError(f'sampling must be a ClientSampling, got {sampling!r}.')
 
 def check_real(name, value, *, positive=False, below_one=False) -> float:

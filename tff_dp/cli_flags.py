@@ -131,7 +131,8 @@ def define_cohort_flags(fv: flags.FlagValues) -> None:
                'fixed_size: exactly clients_per_round distinct clients '
                '(accounted as sampling without replacement, replace-one '
                'adjacency: costs more epsilon); full: every client every '
-               'round (cross-silo; no amplification).')
+               'round (cross-silo; no amplification); shuffled_epochs: each '
+               'client once per epoch in a seeded order (DP-FTRL).')
 
 
 def define_training_flags(fv: flags.FlagValues) -> None:
@@ -142,7 +143,9 @@ def define_training_flags(fv: flags.FlagValues) -> None:
                '(McMahan et al. 2017); fedprox: FedAvg with a proximal term '
                '(Li et al. 2020, --proximal_strength); fedsgd: one full-batch '
                'gradient per client per round, w <- w - lr * sum_k weight_k '
-               'grad_k (McMahan et al. 2017).')
+               'grad_k (McMahan et al. 2017); dp_ftrl: DP-FTRL (Kairouz et al. '
+               '2021) with --dp_mechanism=tree_aggregation and '
+               '--client_sampling=shuffled_epochs.')
   _define_float(fv, 'proximal_strength', 0.0,
                 'FedProx mu: weight of mu/2 ||w - w_server||^2 in the local '
                 'loss.', lower=0.0, upper=1e6)
@@ -197,9 +200,11 @@ def define_privacy_flags(fv: flags.FlagValues) -> None:
   _define_enum(fv, 'dp_mechanism',
                config_lib.DpMechanism.GAUSSIAN_ADAPTIVE.value,
                config_lib.DpMechanism,
-               'gaussian_adaptive: adaptive clipping + Gaussian noise; '
-               'gaussian_fixed: fixed clip --clip + Gaussian noise; none: '
-               'non-private weighted FedAvg.')
+               'Central DP on the aggregate. gaussian_adaptive: adaptive '
+               'clipping + Gaussian noise; gaussian_fixed: fixed clip --clip '
+               '+ Gaussian noise; tree_aggregation: fixed clip + tree-'
+               'aggregated noise (with --algorithm=dp_ftrl); none: no central '
+               'noise.')
   _define_float(fv, 'noise_multiplier', 1.0,
                 'Gaussian noise std divided by the clip (z). For adaptive '
                 'clipping, the total effective z (TFF splits it).',
@@ -223,6 +228,51 @@ def define_privacy_flags(fv: flags.FlagValues) -> None:
       'If set, the noise multiplier is calibrated before training so that '
       '--rounds rounds reach this epsilon (at --delta, by the tightest '
       'selected accountant); replaces --noise_multiplier.')
+
+
+def _define_optional_positive(fv, name: str, help_text: str, *,
+                              upper: float) -> None:
+  flags.DEFINE_float(name, None, help_text, flag_values=fv)
+  _register(fv, name, lambda v: math.isfinite(v) and 0 < v <= upper,
+            f'must be a finite number in (0, {upper:g}]')
+
+
+def define_local_dp_flags(fv: flags.FlagValues) -> None:
+  """Noise added at the clients (local DP), and DP-SGD inside clients."""
+  _define_enum(fv, 'local_dp', config_lib.LocalDp.NONE.value,
+               config_lib.LocalDp,
+               'Noise each client adds to its clipped update before it leaves '
+               'the client (local DP; the founding document\'s step 3). '
+               'laplace: L1 clip --local_clip, Lap(2 * clip / --local_epsilon) '
+               'per coordinate; gaussian: L2 clip, noise std '
+               '--local_noise_multiplier * clip. Combine with a central '
+               '--dp_mechanism for client + server noise.')
+  _define_float(fv, 'local_clip', 1.0,
+                'Clip of each update before local noise (L1 for laplace, L2 '
+                'for gaussian).', lower=0.0, upper=1e9, lower_open=True)
+  _define_optional_positive(
+      fv, 'local_epsilon',
+      'Local epsilon per participation of the Laplace mechanism.',
+      upper=1e4)
+  _define_optional_positive(
+      fv, 'local_noise_multiplier',
+      'Noise multiplier of the local Gaussian mechanism.', upper=1e6)
+  flags.DEFINE_bool(
+      'example_dp', False,
+      'Example-level DP-SGD inside each client (Abadi et al. 2016), for '
+      'cross-silo federations: Poisson-sampled batches of expected size '
+      '--client_batch_size, per-example clipping to --example_clip, noise '
+      '--example_noise_multiplier, --local_steps steps per round.',
+      flag_values=fv)
+  _define_float(fv, 'example_noise_multiplier', 1.0,
+                'Noise multiplier of the clients\' DP-SGD.',
+                lower=0.0, upper=1e6, lower_open=True)
+  _define_float(fv, 'example_clip', 1.0,
+                'Per-example gradient clip of the clients\' DP-SGD.',
+                lower=0.0, upper=1e9, lower_open=True)
+  _define_int(fv, 'local_steps', 10,
+              'DP-SGD steps per client per round (with --example_dp).',
+              lower=1, upper=100_000)
 
 
 def define_dp_training_flags(fv: flags.FlagValues) -> None:
@@ -285,6 +335,7 @@ TRAIN_FLAG_GROUPS = (
     ('Rounds and client sampling', define_cohort_flags),
     ('Local and server training', define_training_flags),
     ('Privacy and accounting', define_privacy_flags),
+    ('Local and example-level DP', define_local_dp_flags),
     ('Clipping, budget and releases', define_dp_training_flags),
     ('Output', define_output_flags),
 )

@@ -25,7 +25,10 @@ class DpMechanism(enum.Enum):
   # Andrew et al. 2021, "Differentially Private Learning with Adaptive
   # Clipping": the clip tracks a privately estimated quantile of update norms.
   GAUSSIAN_ADAPTIVE = 'gaussian_adaptive'
-  # Non-private weighted FedAvg (McMahan et al. 2017): weights |D_k| / |D|.
+  # Kairouz et al. 2021, "Practical and Private (Deep) Learning without
+  # Sampling or Shuffling": fixed clip, noise by tree aggregation (DP-FTRL).
+  TREE_AGGREGATION = 'tree_aggregation'
+  # No central noise (non-private FedAvg, or local DP only).
   NONE = 'none'
 
 
@@ -39,6 +42,16 @@ class Algorithm(enum.Enum):
   # McMahan et al. 2017: one full-batch gradient per client per round;
   # w <- w - eta * sum_k |D_k| / |D| * grad L(w; D_k).
   FEDSGD = 'fedsgd'
+  # Kairouz et al. 2021: FTRL on tree-aggregated noisy prefix sums, clients
+  # in shuffled epochs (no sampling).
+  DP_FTRL = 'dp_ftrl'
+
+
+class LocalDp(enum.Enum):
+  """Noise each client adds to its update before it leaves the client."""
+  NONE = 'none'
+  LAPLACE = 'laplace'    # L1 clip, Lap(2 * C1 / epsilon_local) per coordinate
+  GAUSSIAN = 'gaussian'  # L2 clip, N(0, (z_local * C)^2) per coordinate
 
 
 class ClientWeighting(enum.Enum):
@@ -109,6 +122,16 @@ class TrainConfig:
   delta: float
   accountants: tuple[accounting.AccountantKind, ...]
   target_epsilon: Optional[float]
+  # Local DP (noise at the clients).
+  local_dp: LocalDp
+  local_clip: float
+  local_epsilon: Optional[float]
+  local_noise_multiplier: Optional[float]
+  # Example-level DP-SGD inside clients.
+  example_dp: bool
+  example_noise_multiplier: float
+  example_clip: float
+  local_steps: int
   # Clipping, budget and releases.
   clip: float
   initial_clip: float
@@ -128,9 +151,15 @@ class TrainConfig:
     return self.dp_mechanism is not DpMechanism.NONE
 
   @property
-  def private(self) -> bool:
-    """Whether the run claims DP: a DP aggregator with non-zero noise."""
+  def central_private(self) -> bool:
+    """Whether the released model carries a central (user-level) claim."""
     return self.uses_dp_aggregator and self.noise_multiplier > 0
+
+  @property
+  def private(self) -> bool:
+    """Whether the run claims any DP guarantee (central, local or record)."""
+    return (self.central_private or self.local_dp is not LocalDp.NONE or
+            self.example_dp)
 
   def to_json(self) -> dict[str, Any]:
     """Plain JSON-able mapping of flag name to value (enums as their value)."""
@@ -201,10 +230,58 @@ def check_config(config: TrainConfig) -> None:
   if config.algorithm is not Algorithm.FEDPROX and config.proximal_strength:
     raise ConfigError('proximal_strength', config.proximal_strength,
                       'is only used with --algorithm=fedprox')
+  _check_mechanism_combinations(config)
   if config.clients_per_round > config.num_clients:
     raise ConfigError(
         'clients_per_round', config.clients_per_round,
         f'must not exceed --num_clients={config.num_clients}')
+
+
+def _check_mechanism_combinations(config: TrainConfig) -> None:
+  """Which algorithms, mechanisms and samplers go together."""
+  dp_ftrl = config.algorithm is Algorithm.DP_FTRL
+  tree = config.dp_mechanism is DpMechanism.TREE_AGGREGATION
+  if dp_ftrl != tree:
+    raise ConfigError(
+        'dp_mechanism', config.dp_mechanism.value,
+        '--algorithm=dp_ftrl and --dp_mechanism=tree_aggregation go together '
+        '(the tree needs the FTRL server update and vice versa)')
+  epochs = config.client_sampling is sampling.ClientSampling.SHUFFLED_EPOCHS
+  if dp_ftrl != epochs:
+    raise ConfigError(
+        'client_sampling', config.client_sampling.value,
+        'DP-FTRL processes clients in shuffled epochs: use '
+        '--client_sampling=shuffled_epochs with, and only with, '
+        '--algorithm=dp_ftrl')
+  if dp_ftrl and config.client_weighting is not ClientWeighting.UNIFORM:
+    raise ConfigError('client_weighting', config.client_weighting.value,
+                      'DP-FTRL weights clients uniformly')
+  if dp_ftrl and config.target_epsilon is not None:
+    raise ConfigError('target_epsilon', config.target_epsilon,
+                      'calibration is implemented for sampled Gaussian rounds '
+                      'only, not for tree aggregation')
+  if config.local_dp is LocalDp.LAPLACE and config.local_epsilon is None:
+    raise ConfigError('local_epsilon', None, 'is required with '
+                      '--local_dp=laplace')
+  if config.local_dp is LocalDp.GAUSSIAN and (
+      config.local_noise_multiplier is None):
+    raise ConfigError('local_noise_multiplier', None, 'is required with '
+                      '--local_dp=gaussian')
+  if config.local_dp is not LocalDp.NONE and (dp_ftrl or config.example_dp):
+    raise ConfigError('local_dp', config.local_dp.value,
+                      'combines with fedavg, fedprox or fedsgd and a Gaussian '
+                      'or no central mechanism')
+  if config.example_dp and config.algorithm is not Algorithm.FEDAVG:
+    raise ConfigError('example_dp', True, 'example-level DP-SGD runs inside '
+                      'FedAvg clients: use --algorithm=fedavg')
+  if config.example_dp and config.client_weighting is not (
+      ClientWeighting.UNIFORM):
+    raise ConfigError('client_weighting', config.client_weighting.value,
+                      'example-level DP-SGD clients are weighted uniformly')
+  if config.max_epsilon is not None and not config.central_private:
+    raise ConfigError('max_epsilon', config.max_epsilon,
+                      'is a budget on the central guarantee, which this run '
+                      'does not have')
 
 
 def check_adaptive_noise(config: TrainConfig) -> None:
@@ -233,10 +310,20 @@ def check_population(config: TrainConfig, population: int) -> None:
         'clients_per_round', config.clients_per_round,
         f'must equal the population ({population}) with '
         '--client_sampling=full')
-  if config.uses_dp_aggregator and not config.delta < 1.0 / population:
+  if config.private and not config.delta < 1.0 / population:
     raise ConfigError(
         'delta', config.delta,
         f'must be below 1/population = 1/{population} = '
         f'{1.0 / population:.3g}: with a larger delta, "release one client\'s '
         'data in the clear" satisfies the guarantee')
 
+
+
+def check_record_level_delta(config: TrainConfig, largest_client: int) -> None:
+  """With example-level DP, delta must be below 1/n_k for every client."""
+  if not config.delta < 1.0 / largest_client:
+    raise ConfigError(
+        'delta', config.delta,
+        f'must be below 1/n_k for every client with --example_dp (the '
+        f'largest client holds {largest_client} records): a larger delta '
+        'allows releasing a record outright')

@@ -25,11 +25,10 @@ import time
 from typing import Callable, Optional
 
 from tff_dp import accounting
+from tff_dp import assembly
 from tff_dp import checkpoint
 from tff_dp import client_data
 from tff_dp import evaluation
-from tff_dp import learning_process
-from tff_dp import models
 from tff_dp import privacy_statement
 from tff_dp import release as release_lib
 from tff_dp import resume
@@ -55,6 +54,10 @@ class Summary:
   # a valid upper bound), and which accountant gave it.
   guarantee_epsilon: Optional[float]
   guarantee_accountant: Optional[str]
+  # Local DP: the worst-case client's cumulative local epsilon; example-level
+  # DP-SGD: the worst client's record-level epsilon (when released).
+  local_epsilon: Optional[float]
+  record_level_epsilon: Optional[float]
   delta: Optional[float]
   rounds: int
   rounds_planned: int
@@ -70,20 +73,6 @@ class Summary:
 def _json_number(value: float) -> Optional[float]:
   # JSON has no inf/nan; summary.json documents null as "infinite/unknown".
   return value if math.isfinite(value) else None
-
-
-def _dp_settings(config: TrainConfig
-                 ) -> Optional[learning_process.DpSettings]:
-  if not config.uses_dp_aggregator:
-    return None
-  return learning_process.DpSettings(
-      mechanism=config.dp_mechanism,
-      noise_multiplier=config.noise_multiplier,
-      clients_per_round=config.clients_per_round,
-      clip=config.clip,
-      initial_clip=config.initial_clip,
-      target_unclipped_quantile=config.target_unclipped_quantile,
-      clip_learning_rate=config.clip_learning_rate)
 
 
 def _round_values_fn(config: TrainConfig, *, release_nonprivate: bool):
@@ -156,20 +145,9 @@ def run_experiment(
   wall_start = time.monotonic()
   release_nonprivate = (not config.private) or config.release_nonprivate_metrics
 
-  sampler = sampling.ClientSampler(
-      sampling=config.client_sampling, population=data.population,
-      clients_per_round=config.clients_per_round, seed=config.seed)
-  privacy = training_loop.PrivacyTracker(
-      ledger=accounting.PrivacyLedger(
-          accounting.neighboring_relation(config.client_sampling)),
-      round_event=_constant(accounting.round_event_for(
-          sampler,
-          noise_multiplier=(config.noise_multiplier
-                            if config.uses_dp_aggregator else 0.0))),
-      delta=config.delta,
-      accountants=config.accountants)
-  ledger_path = os.path.join(run_dir, 'ledger.json')
-  process = _build_process(config, data)
+  sampler = assembly.build_sampler(config, data.population)
+  privacy = assembly.build_privacy_tracker(config, sampler, data)
+  process = assembly.build_process(config, data, sampler)
   evaluate = evaluation.ServerEvaluator(
       config.model, input_dim=data.input_dim, num_classes=data.num_classes,
       hidden_units=config.hidden_units, test_x=data.test_x,
@@ -184,8 +162,7 @@ def run_experiment(
       template = process.initialize()
       restored = None
       if resume:
-        restored = _restore(config, run_dir, checkpoints, template, privacy,
-                            ledger_path)
+        restored = _restore(config, run_dir, checkpoints, template, privacy)
       # Written only now: a refused resume leaves the run's files as they
       # were.
       with open(os.path.join(run_dir, 'flags.txt'), 'w') as f:
@@ -208,10 +185,10 @@ def run_experiment(
       def persist(round_num, state, values):
         checkpoints.save(round_num, state, {
             'config': config.to_json(),
-            'ledger': privacy.ledger.to_json(),
+            'ledgers': privacy.to_json(),
             'released': values,
         })
-        privacy.ledger.save(ledger_path)
+        privacy.save(run_dir)
 
       result = training_loop.run_training_loop(
           process=process,
@@ -237,7 +214,7 @@ def run_experiment(
           on_round=on_round)
     statement = privacy_statement.privacy_statement(
         config, population=data.population,
-        rounds_run=result.rounds_completed, epsilons=result.epsilons)
+        rounds_run=result.rounds_completed, privacy=privacy)
     with open(os.path.join(run_dir, 'privacy_statement.txt'), 'w') as f:
       f.write(statement)
     releaser.write_text('privacy_statement', statement)
@@ -259,6 +236,10 @@ def run_experiment(
       guarantee_epsilon=(None if guarantee is None else
                          _json_number(guarantee[1])),
       guarantee_accountant=None if guarantee is None else guarantee[0].value,
+      local_epsilon=_json_number(
+          result.last_values.get('privacy/local_epsilon', math.nan)),
+      record_level_epsilon=_json_number(
+          result.last_values.get('privacy/example_epsilon', math.nan)),
       delta=config.delta if config.private else None,
       rounds=result.rounds_completed,
       rounds_planned=config.rounds,
@@ -271,30 +252,7 @@ def run_experiment(
   return summary
 
 
-def _constant(event):
-  return lambda round_num: event
-
-
-def _build_process(config: TrainConfig, data: FederatedData):
-  model_fn = models.build_model_fn(
-      config.model, input_dim=data.input_dim, num_classes=data.num_classes,
-      hidden_units=config.hidden_units, seed=config.seed)
-  return learning_process.build_learning_process(
-      model_fn=model_fn,
-      algorithm=config.algorithm,
-      model_aggregator=learning_process.build_model_aggregator(
-          dp=_dp_settings(config), client_weighting=config.client_weighting,
-          weight_cap=config.weight_cap),
-      proximal_strength=config.proximal_strength,
-      client_learning_rate=config.client_learning_rate,
-      client_momentum=config.client_momentum,
-      server_optimizer=learning_process.build_server_optimizer(
-          config.server_optimizer,
-          learning_rate=config.server_learning_rate,
-          momentum=config.server_momentum))
-
-
-def _restore(config, run_dir, checkpoints, template, privacy, ledger_path):
+def _restore(config, run_dir, checkpoints, template, privacy):
   """Restores state and ledger; returns (csv rows kept, next round, state,
   values released for the checkpoint's round), or None if nothing was ever
   released (then the run starts over at round 1)."""
@@ -321,8 +279,8 @@ def _restore(config, run_dir, checkpoints, template, privacy, ledger_path):
                         skipped=skipped)
   for reason in skipped:
     print(f'warning: skipped an invalid checkpoint: {reason}', flush=True)
-  privacy.ledger = accounting.PrivacyLedger.from_json(ckpt.meta['ledger'])
-  privacy.ledger.save(ledger_path)
+  privacy.restore_json(ckpt.meta['ledgers'])
+  privacy.save(run_dir)
   rows = resume.truncate_rows(csv_path, last_round=ckpt.round_num)
   print(f'resuming after round {ckpt.round_num} from {ckpt.path}',
         flush=True)

@@ -82,6 +82,12 @@ def build_dp_aggregator(
   raise ValueError(f'no DP aggregator for mechanism {settings.mechanism!r}')
 
 
+def sanitizing_dp_aggregator(
+    settings: DpSettings) -> tff.aggregators.UnweightedAggregationFactory:
+  """The DP factory behind `tff_dp.sanitize` (non-finite/absurd updates)."""
+  return sanitize.sanitizing_aggregator(build_dp_aggregator(settings))
+
+
 def build_model_aggregator(
     *, dp: Optional[DpSettings], client_weighting: ClientWeighting,
     weight_cap: Optional[float] = None,
@@ -105,7 +111,7 @@ def build_model_aggregator(
       sensitivity) or a capped weighting without a cap.
   """
   if unweighted is None and dp is not None:
-    unweighted = sanitize.sanitizing_aggregator(build_dp_aggregator(dp))
+    unweighted = sanitizing_dp_aggregator(dp)
   if client_weighting is ClientWeighting.NUM_EXAMPLES:
     if unweighted is not None:
       raise ValueError('num_examples weighting has unbounded sensitivity; '

@@ -7,12 +7,13 @@ Pure Python.
 """
 
 import math
-from typing import Mapping
 
 from tff_dp import accounting
+from tff_dp import privacy_tracking
 from tff_dp import release
 from tff_dp import sampling
 from tff_dp.config import DpMechanism
+from tff_dp.config import LocalDp
 from tff_dp.config import TrainConfig
 
 _SAMPLING_WORDS = {
@@ -26,11 +27,17 @@ _SAMPLING_WORDS = {
     sampling.ClientSampling.FULL: (
         'full participation: every client in every round (no amplification '
         'by sampling)'),
+    sampling.ClientSampling.SHUFFLED_EPOCHS: (
+        'shuffled epochs: every client at most once per epoch, {n} per round, '
+        'in a seeded order independent of the data (no amplification is '
+        'claimed)'),
 }
 
 _ADJACENCY_WORDS = {
     'ADD_OR_REMOVE_ONE': 'add/remove one client (and all of its data)',
     'REPLACE_ONE': 'replace one client (and all of its data) by another',
+    'REPLACE_SPECIAL': ('replace one client (and all of its data) by a client '
+                        'whose updates are zero'),
 }
 
 
@@ -44,15 +51,14 @@ def _format_epsilon(eps: float) -> str:
 
 def privacy_statement(config: TrainConfig, *, population: int,
                       rounds_run: int,
-                      epsilons: Mapping[accounting.AccountantKind, float]
-                      ) -> str:
+                      privacy: privacy_tracking.PrivacyTracker) -> str:
   """Returns the statement as plain text.
 
   Args:
     config: The run's configuration.
     population: Number of clients the data really has (N).
     rounds_run: Rounds released (charged to the ledger).
-    epsilons: Final epsilon by accountant.
+    privacy: The run's ledgers after its last round.
   """
   lines = ['Privacy statement', '=================']
   if not config.private:
@@ -66,13 +72,52 @@ def privacy_statement(config: TrainConfig, *, population: int,
         f'Rounds: {rounds_run}; population: {population} clients.',
     ]
     return '\n'.join(lines) + '\n'
+  lines += _central_lines(config, population=population,
+                          rounds_run=rounds_run,
+                          epsilons=privacy.epsilons())
+  lines += _local_lines(config, privacy)
+  lines += _record_level_lines(config, privacy)
+  released = sorted(release.DP_SAFE_KEYS)
+  lines += [
+      'Released: the model after every round (and anything computed from it '
+      'and public data), and per round the values of: '
+      + ', '.join(released) + ' (those that apply to this run).',
+      'Timing: time/round_seconds is wall time; it is not noised and grows '
+      'with the cohort size, so treat it as a weak side channel of cohort '
+      'size when publishing.',
+  ]
+  if config.release_nonprivate_metrics:
+    lines.append(
+        'NOT COVERED by the guarantee (released on request, prefix '
+        f'"{release.NONPRIVATE_PREFIX}"): '
+        + ', '.join(sorted(release.NONPRIVATE_KEYS)) + ' (those that apply).')
+  else:
+    lines.append('Not released: client training metrics and the actual '
+                 'cohort sizes (computed from client data without noise).')
+  lines.append('Not claimed: secure aggregation (the simulation sums updates '
+               'in the clear on this machine).')
+  lines.append('Not a release: checkpoints/ holds the model state (and, for '
+               'DP-FTRL, the tree\'s noise seed); keep it private.')
+  return '\n'.join(lines) + '\n'
 
+
+def _central_lines(config, *, population, rounds_run, epsilons) -> list[str]:
+  if not config.central_private:
+    return ['Central (user-level) guarantee: none. The released models carry '
+            'no central DP claim (--dp_mechanism=none); see the local or '
+            'record-level guarantee below.']
   relation = accounting.neighboring_relation(config.client_sampling)
   q = config.clients_per_round / population
   if config.dp_mechanism is DpMechanism.GAUSSIAN_FIXED:
     mechanism = (f'Gaussian mechanism on the sum of client updates clipped to '
                  f'L2 norm {config.clip:g} (fixed), noise std = z * clip, '
                  f'z = {config.noise_multiplier:g}')
+  elif config.dp_mechanism is DpMechanism.TREE_AGGREGATION:
+    mechanism = (f'tree aggregation (DP-FTRL, Kairouz et al. 2021) of client '
+                 f'updates clipped to L2 norm {config.clip:g}, node noise std '
+                 f'z * clip, z = {config.noise_multiplier:g}, the tree '
+                 'restarted every epoch; accounted per epoch with '
+                 'dp-accounting\'s single-epoch tree event')
   else:
     mechanism = (
         f'Gaussian mechanism with adaptive clipping (Andrew et al. 2021): '
@@ -82,7 +127,8 @@ def privacy_statement(config: TrainConfig, *, population: int,
         f'z = {config.noise_multiplier:g} (split by TFF between the update '
         'sum and the private clipped-count estimate; accounted as one '
         f'Gaussian with z = {config.noise_multiplier:g})')
-  lines += [
+  lines = [
+      'Central guarantee (against anyone who sees the released models)',
       'Unit of privacy: one client, i.e. all of the data of one client '
       '(user-level DP).',
       f'Adjacency: {_ADJACENCY_WORDS[relation.name]}.',
@@ -102,25 +148,68 @@ def privacy_statement(config: TrainConfig, *, population: int,
     lines.append(f'Guarantee: ({_format_epsilon(tightest[1])}, '
                  f'{config.delta:g})-DP for each client (the smallest epsilon '
                  'above; each accountant gives a valid upper bound).')
-  lines += [
-      'Released: the model after every round (and anything computed from it '
-      'and public data), and per round: '
-      + ', '.join(sorted(release.DP_SAFE_KEYS)) + '.',
-      'Timing: time/round_seconds is wall time; it is not noised and grows '
-      'with the cohort size, so treat it as a weak side channel of cohort '
-      'size when publishing.',
-  ]
-  if config.release_nonprivate_metrics:
-    lines.append(
-        'NOT COVERED by the guarantee (released on request, prefix '
-        f'"{release.NONPRIVATE_PREFIX}"): '
-        + ', '.join(sorted(release.NONPRIVATE_KEYS)) + '.')
+  return lines
+
+
+def _local_lines(config, privacy) -> list[str]:
+  guarantee = privacy.local_guarantee()
+  if guarantee is None:
+    return []
+  if config.local_dp is LocalDp.LAPLACE:
+    mechanism = (f'Laplace: each update clipped to L1 norm '
+                 f'{config.local_clip:g}, per-coordinate Lap(2 * clip / '
+                 f'epsilon_local) noise with epsilon_local = '
+                 f'{config.local_epsilon:g} per participation (2 * clip is the '
+                 'L1 distance between two clipped updates)')
   else:
-    lines.append('Not released: client training metrics and the actual '
-                 'cohort sizes (computed from client data without noise).')
-  lines.append('Not claimed: secure aggregation (the simulation sums updates '
-               'in the clear on this machine).')
-  return '\n'.join(lines) + '\n'
+    mechanism = (f'Gaussian: each update clipped to L2 norm '
+                 f'{config.local_clip:g}, noise std '
+                 f'{config.local_noise_multiplier:g} * clip (sensitivity 2 * '
+                 'clip: any two inputs of a client are neighbours)')
+  count = ('every round so far (an upper bound that does not reveal the '
+           'hidden cohorts)' if privacy.central_claim else
+           'the most participations of any client')
+  pure = ('' if math.isinf(guarantee.pure_epsilon) else
+          f'; pure composition {guarantee.pure_epsilon:.4g} (delta 0)')
+  return [
+      'Local guarantee (against the server: noise added before an update '
+      'leaves the client)',
+      f'Mechanism: {mechanism}.',
+      f'Composition: over {guarantee.participations} participations, '
+      f'{count}; no amplification by sampling (the server sees who '
+      'participates).',
+      f'Local epsilon: {_format_epsilon(guarantee.epsilon)} at delta '
+      f'{config.delta:g} ({guarantee.source}){pure}.',
+  ]
+
+
+def _record_level_lines(config, privacy) -> list[str]:
+  report = privacy.record_level_report()
+  if report is None:
+    return []
+  worst = report.worst()
+  lines = [
+      'Record-level guarantee inside each client (example-level DP-SGD, '
+      'Abadi et al. 2016)',
+      f'Per step: Poisson-sampled batch of expected size '
+      f'{config.client_batch_size}, per-example clip {config.example_clip:g}, '
+      f'noise multiplier {config.example_noise_multiplier:g}; '
+      f'{config.local_steps} steps per participation.',
+  ]
+  if config.central_private and not config.release_nonprivate_metrics:
+    lines.append('Record-level epsilon: not released (it depends on the '
+                 'clients\' dataset sizes; ask with '
+                 '--release_nonprivate_metrics).')
+  elif worst is None:
+    lines.append('Record-level epsilon: not computable by the selected '
+                 'accountants.')
+  else:
+    lines.append(
+        f'Record-level epsilon of the worst client: '
+        f'{_format_epsilon(worst.guarantee[1])} at delta {config.delta:g} '
+        f'({worst.num_examples} records, q = {worst.sampling_rate:.4g}, '
+        f'{worst.steps} steps); client dataset sizes are treated as public.')
+  return lines
 
 
 def _accountant_words(kind: accounting.AccountantKind) -> str:

@@ -34,6 +34,13 @@ DP_SAFE_KEYS = frozenset({
     # The clip: a flag (fixed clipping) or the privately estimated quantile
     # (adaptive clipping; its count query is part of the noised mechanism).
     'privacy/clip',
+    # Local DP: the cumulative local epsilon of the worst-case client, with
+    # participations counted so as not to reveal the hidden cohorts
+    # (tff_dp.privacy_tracking).
+    'privacy/local_epsilon',
+    # Example-level DP-SGD: the worst silo's record-level epsilon, in runs
+    # without a user-level claim (silo sizes public by assumption).
+    'privacy/example_epsilon',
     # The planned (expected) cohort size, a public parameter.
     'cohort/expected_size',
     # Wall time of the round (see the privacy statement on timing).
@@ -49,6 +56,8 @@ NONPRIVATE_KEYS = frozenset({
     'nonprivate/train_accuracy',
     'nonprivate/train_examples',
     'nonprivate/cohort_size',
+    # Depends on the silos' sizes; with a user-level claim, only on request.
+    'nonprivate/example_epsilon',
 })
 
 CSV_KEY_FIELD = 'round'

@@ -47,6 +47,9 @@ class ClientSampling(enum.Enum):
   POISSON = 'poisson'
   FIXED_SIZE = 'fixed_size'
   FULL = 'full'
+  # Every client once per epoch, in a seeded shuffled order (DP-FTRL; the
+  # sampler is `tff_dp.epoch_sampling.EpochSampler`).
+  SHUFFLED_EPOCHS = 'shuffled_epochs'
 
 
 def _check_int(name: str, value, *, minimum: int) -> int:
@@ -83,6 +86,10 @@ def validate_cohort(*, sampling: ClientSampling, population: int,
     raise ValueError(
         f'clients_per_round must be <= population ({population}), got '
         f'{clients_per_round}.')
+  if sampling is ClientSampling.SHUFFLED_EPOCHS:
+    raise ValueError('shuffled epochs are drawn by '
+                     'tff_dp.epoch_sampling.EpochSampler and accounted with '
+                     'tree-aggregation events, not by ClientSampler')
   if sampling is ClientSampling.FULL and clients_per_round != population:
     raise ValueError(
         f'clients_per_round must equal population ({population}) for '

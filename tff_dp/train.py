@@ -186,19 +186,27 @@ def _print_summary(summary, statement_path: str) -> None:
   print('=======')
   acc = 'n/a' if summary.accuracy is None else f'{summary.accuracy:.4f}'
   print(f'test accuracy: {acc}')
-  if summary.private:
+  if summary.guarantee_epsilon is not None:
     eps = ', '.join(f'{k} {_eps(math.inf if v is None else v)}'
                     for k, v in summary.epsilon.items())
-    print(f'epsilon: {eps} (delta = {summary.delta:g})')
+    print(f'epsilon (central): {eps} (delta = {summary.delta:g})')
     for name in summary.accountants_not_applicable:
       print(f'epsilon ({name}): n/a, this accountant cannot compose the '
             'events of this run')
-    if summary.guarantee_epsilon is not None:
-      print(f'guarantee: ({summary.guarantee_epsilon:.4g}, '
-            f'{summary.delta:g})-DP for each client, by the '
-            f'{summary.guarantee_accountant} accountant')
+    print(f'guarantee: ({summary.guarantee_epsilon:.4g}, '
+          f'{summary.delta:g})-DP for each client, by the '
+          f'{summary.guarantee_accountant} accountant')
+  elif summary.private:
+    print('epsilon (central): none, the released models carry no central '
+          'claim')
   else:
     print('epsilon: infinite (not private)')
+  if summary.local_epsilon is not None:
+    print(f'local epsilon (worst-case client, against the server): '
+          f'{summary.local_epsilon:.4g}')
+  if summary.record_level_epsilon is not None:
+    print(f'record-level epsilon (worst client): '
+          f'{summary.record_level_epsilon:.4g}')
   print(f'rounds: {summary.rounds}/{summary.rounds_planned} '
         f'({summary.stop_reason})')
   print(f'wall time: {_format_duration(summary.wall_seconds)}')
@@ -214,6 +222,8 @@ def run(argv: list[str]) -> int:
     config_lib.check_config(config)
     data = _load_data(config)
     config_lib.check_population(config, data.population)
+    if config.example_dp:
+      config_lib.check_record_level_delta(config, int(max(data.client_sizes())))
     if config.target_epsilon is not None:
       config = _calibrate(config, data.population)
   except config_lib.ConfigError as e:

@@ -8,51 +8,14 @@ so no released round exceeds it.
 """
 
 import dataclasses
-import math
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-import dp_accounting
 
 from tff_dp import accounting
 from tff_dp import faults
+from tff_dp import privacy_tracking
 from tff_dp import sampling
-
-
-@dataclasses.dataclass
-class PrivacyTracker:
-  """The ledger of a run plus the event each round of it costs."""
-  ledger: accounting.PrivacyLedger
-  # Round number -> the event that round is charged (constant for sampled
-  # Gaussian rounds; DP-FTRL charges a whole tree epoch at its first round).
-  round_event: Callable[[int], dp_accounting.DpEvent]
-  delta: float
-  accountants: Sequence[accounting.AccountantKind]
-
-  def epsilons(self, *, next_round: Optional[int] = None
-               ) -> dict[accounting.AccountantKind, float]:
-    """Epsilon by accountant, optionally as if `next_round` had also run.
-
-    An accountant that cannot compose the ledger's events reports NaN, never
-    a number it did not compute.
-    """
-    result = {}
-    for kind in self.accountants:
-      try:
-        if next_round is not None:
-          result[kind] = self.ledger.epsilon_with(
-              self.round_event(next_round), delta=self.delta,
-              accountant=kind)
-        else:
-          result[kind] = self.ledger.epsilon(delta=self.delta,
-                                             accountant=kind)
-      except accounting.UnsupportedAccountingError:
-        result[kind] = math.nan
-    return result
-
-  def charge(self, round_num: int) -> None:
-    """Records a round that ran (persisted by the loop's `persist`)."""
-    self.ledger.record(round_num, self.round_event(round_num))
 
 
 @dataclasses.dataclass
@@ -80,7 +43,7 @@ def run_training_loop(
     sampler: sampling.ClientSampler,
     round_datasets: Callable[[int, Sequence[int]], list[Any]],
     rounds: int,
-    privacy: PrivacyTracker,
+    privacy: privacy_tracking.PrivacyTracker,
     evaluate: Callable[[Any], dict[str, float]],
     eval_every: int,
     release: Callable[[int, dict[str, float]], None],
@@ -136,7 +99,7 @@ def run_training_loop(
     output = process.next(state, round_datasets(round_num, cohort))
     seconds = time.monotonic() - start
     # The round ran: charge it before anything about it is released.
-    privacy.charge(round_num)
+    privacy.charge(round_num, cohort)
     state = output.state
 
     values = round_values(output, cohort, seconds)
@@ -146,6 +109,7 @@ def run_training_loop(
     epsilons = privacy.epsilons()
     for kind, eps in epsilons.items():
       values[f'privacy/epsilon_{kind.value}'] = eps
+    values.update(privacy.extra_values())
     if persist is not None:
       persist(round_num, state, values)
     release(round_num, values)

@@ -1,0 +1,86 @@
+"""Every config in configs/ trains end to end in a smoke version (2 rounds).
+
+The configs run one after another in ONE subprocess (this file run as a
+script), so TensorFlow is imported once: each config still goes through the
+program's own path (flag parsing, checks, data, the experiment, the run
+directory) and its own TFF worker.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(_HERE)
+_CONFIGS = os.path.join(_ROOT, 'configs')
+_SMOKE_OVERRIDES = ['--rounds=2']
+
+
+def _run_configs(names, output_dir):
+  """Script body: trains each config, prints one JSON line per config."""
+  # pylint: disable=g-import-not-at-top
+  from absl import flags
+  from tff_dp import cli_flags
+  from tff_dp import config as config_lib
+  from tff_dp import experiment
+  from tff_dp import runtime
+  from tff_dp import train
+  runtime.disable_default_context()
+  for name in names:
+    fv = flags.FlagValues()
+    cli_flags.define_train_flags(fv)
+    fv(['tff-dp', f'--flagfile={os.path.join(_CONFIGS, name)}',
+        *_SMOKE_OVERRIDES, f'--output_dir={output_dir}',
+        f'--run_name={name}'])
+    config = train.config_from_flags(fv)
+    config_lib.check_config(config)
+    data = train._load_data(config)  # pylint: disable=protected-access
+    config_lib.check_population(config, data.population)
+    if config.example_dp:
+      config_lib.check_record_level_delta(config,
+                                          int(max(data.client_sizes())))
+    run_dir, _ = train.prepare_run_dir(output_dir, name)
+    summary = experiment.run_experiment(config, data, run_dir)
+    print(json.dumps({'config': name, 'summary': summary.to_json()}),
+          flush=True)
+
+
+@pytest.mark.e2e
+def test_every_config_trains_two_rounds(tmp_path):
+  names = sorted(n for n in os.listdir(_CONFIGS) if n.endswith('.cfg'))
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  result = subprocess.run(
+      [sys.executable, __file__, str(tmp_path), *names], cwd=_ROOT, env=env,
+      capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  summaries = {}
+  for line in result.stdout.splitlines():
+    if line.startswith('{"config"'):
+      record = json.loads(line)
+      summaries[record['config']] = record['summary']
+  assert sorted(summaries) == names
+  for name, summary in summaries.items():
+    assert summary['rounds'] == 2, name
+    assert summary['accuracy'] is not None and 0 <= summary['accuracy'] <= 1
+    with open(os.path.join(tmp_path, name, 'privacy_statement.txt')) as f:
+      statement = f.read()
+    if summary['private']:
+      assert 'NOT PRIVATE' not in statement, name
+    else:
+      assert 'NOT PRIVATE' in statement, name
+  # The mechanisms report the guarantees they claim.
+  assert summaries['local_laplace.cfg']['local_epsilon'] > 0
+  assert summaries['local_laplace.cfg']['guarantee_epsilon'] is None
+  assert summaries['client_server.cfg']['local_epsilon'] > 0
+  assert summaries['client_server.cfg']['guarantee_epsilon'] > 0
+  assert summaries['example_dp.cfg']['record_level_epsilon'] > 0
+  assert summaries['dp_ftrl.cfg']['guarantee_accountant'] == 'rdp'
+  assert summaries['dp_ftrl.cfg']['accountants_not_applicable'] == ['pld']
+
+
+if __name__ == '__main__':
+  sys.path.insert(0, _ROOT)
+  _run_configs(sys.argv[2:], sys.argv[1])

@@ -1,0 +1,169 @@
+"""Builds a run's sampler, privacy tracker and learning process from ONE config.
+
+One place decides how flags become mechanisms, so the `clients_per_round` the
+sampler draws with is the one every aggregator divides by and every ledger
+charges, and the mechanism that runs is the mechanism that is accounted:
+
+  algorithm   central mechanism      sampler           central event/round
+  fedavg,     gaussian_fixed/        poisson,          Poisson/without-
+  fedprox,    gaussian_adaptive      fixed_size, full  replacement/plain
+  fedsgd      or none                                  Gaussian (or none)
+  dp_ftrl     tree_aggregation       shuffled_epochs   tree epoch at its
+                                                       first round
+Local DP (noise at the clients) and example-level DP-SGD add their own
+ledgers (`tff_dp.privacy_tracking`).
+"""
+
+from typing import Union
+
+from tff_dp import accounting
+from tff_dp import dp_ftrl
+from tff_dp import epoch_sampling
+from tff_dp import example_accounting
+from tff_dp import example_dp
+from tff_dp import learning_process
+from tff_dp import local_accounting
+from tff_dp import local_dp
+from tff_dp import models
+from tff_dp import privacy_tracking
+from tff_dp import sampling
+from tff_dp.config import Algorithm
+from tff_dp.config import DpMechanism
+from tff_dp.config import LocalDp
+from tff_dp.config import TrainConfig
+from tff_dp.data.federated_data import FederatedData
+
+Sampler = Union[sampling.ClientSampler, epoch_sampling.EpochSampler]
+
+_LOCAL_MECHANISMS = {
+    LocalDp.LAPLACE: local_accounting.LocalMechanism.LAPLACE,
+    LocalDp.GAUSSIAN: local_accounting.LocalMechanism.GAUSSIAN,
+}
+
+
+def build_sampler(config: TrainConfig, population: int) -> Sampler:
+  if config.client_sampling is sampling.ClientSampling.SHUFFLED_EPOCHS:
+    return epoch_sampling.EpochSampler(
+        population=population, clients_per_round=config.clients_per_round,
+        seed=config.seed)
+  return sampling.ClientSampler(
+      sampling=config.client_sampling, population=population,
+      clients_per_round=config.clients_per_round, seed=config.seed)
+
+
+def _central_noise(config: TrainConfig) -> float:
+  return config.noise_multiplier if config.uses_dp_aggregator else 0.0
+
+
+def local_spec(config: TrainConfig) -> local_accounting.LocalMechanismSpec:
+  return local_accounting.LocalMechanismSpec(
+      mechanism=_LOCAL_MECHANISMS[config.local_dp],
+      epsilon_local=config.local_epsilon,
+      noise_multiplier=config.local_noise_multiplier)
+
+
+def example_settings(
+    config: TrainConfig) -> example_accounting.ExampleDpSettings:
+  return example_accounting.ExampleDpSettings(
+      noise_multiplier=config.example_noise_multiplier,
+      expected_batch_size=config.client_batch_size,
+      local_steps=config.local_steps)
+
+
+def build_privacy_tracker(config: TrainConfig, sampler: Sampler,
+                          data: FederatedData
+                          ) -> privacy_tracking.PrivacyTracker:
+  """Ledgers for the central, local and record-level guarantees of `config`."""
+  z = _central_noise(config)
+  if isinstance(sampler, epoch_sampling.EpochSampler):
+    relation = epoch_sampling.NEIGHBORING_RELATION
+
+    def round_event(round_num):
+      return sampler.round_event(round_num, noise_multiplier=z)
+  else:
+    relation = accounting.neighboring_relation(sampler.sampling)
+    event = accounting.round_event_for(sampler, noise_multiplier=z)
+
+    def round_event(round_num):
+      del round_num
+      return event
+  tracker = privacy_tracking.PrivacyTracker(
+      ledger=accounting.PrivacyLedger(relation),
+      round_event=round_event,
+      delta=config.delta,
+      accountants=config.accountants,
+      release_silo_epsilon_as_private=not config.central_private)
+  if config.local_dp is not LocalDp.NONE:
+    tracker.local = local_accounting.LocalPrivacyLedger(
+        local_spec(config), population=data.population)
+  if config.example_dp:
+    tracker.silos = example_accounting.SiloLedger(
+        settings=example_settings(config),
+        num_examples=[int(n) for n in data.client_sizes()])
+  return tracker
+
+
+def _dp_settings(config: TrainConfig):
+  if config.dp_mechanism not in (DpMechanism.GAUSSIAN_FIXED,
+                                 DpMechanism.GAUSSIAN_ADAPTIVE):
+    return None
+  return learning_process.DpSettings(
+      mechanism=config.dp_mechanism,
+      noise_multiplier=config.noise_multiplier,
+      clients_per_round=config.clients_per_round,
+      clip=config.clip,
+      initial_clip=config.initial_clip,
+      target_unclipped_quantile=config.target_unclipped_quantile,
+      clip_learning_rate=config.clip_learning_rate)
+
+
+def build_process(config: TrainConfig, data: FederatedData, sampler: Sampler):
+  """The TFF learning process that implements `config`'s mechanisms."""
+  model_fn = models.build_model_fn(
+      config.model, input_dim=data.input_dim, num_classes=data.num_classes,
+      hidden_units=config.hidden_units, seed=config.seed)
+  server_optimizer = learning_process.build_server_optimizer(
+      config.server_optimizer, learning_rate=config.server_learning_rate,
+      momentum=config.server_momentum)
+  dp = _dp_settings(config)
+  if config.algorithm is Algorithm.DP_FTRL:
+    return dp_ftrl.build_dp_ftrl_process(
+        model_fn=model_fn, client_learning_rate=config.client_learning_rate,
+        server_learning_rate=config.server_learning_rate,
+        server_momentum=config.server_momentum,
+        noise_multiplier=config.noise_multiplier, clip=config.clip,
+        clients_per_round=config.clients_per_round,
+        rounds_per_epoch=sampler.rounds_per_epoch,
+        client_momentum=config.client_momentum)
+  if config.example_dp:
+    central = None if dp is None else learning_process.sanitizing_dp_aggregator(
+        dp)
+    return example_dp.build_example_dp_fed_avg(
+        model_fn=model_fn, loss_fn=models.loss_fn,
+        client_learning_rate=config.client_learning_rate,
+        server_optimizer=server_optimizer,
+        noise_multiplier=config.example_noise_multiplier,
+        clip=config.example_clip,
+        expected_batch_size=config.client_batch_size,
+        local_steps=config.local_steps, model_aggregator=central,
+        clients_per_round=None if central else config.clients_per_round)
+  unweighted = None
+  if config.local_dp is not LocalDp.NONE:
+    spec = local_spec(config)
+    unweighted = local_dp.build_local_dp_factory(
+        mechanism=spec.mechanism, clip=config.local_clip,
+        epsilon_local=config.local_epsilon,
+        noise_multiplier=config.local_noise_multiplier,
+        clients_per_round=config.clients_per_round,
+        central_factory=(None if dp is None else
+                         learning_process.sanitizing_dp_aggregator(dp)))
+  return learning_process.build_learning_process(
+      model_fn=model_fn,
+      algorithm=config.algorithm,
+      model_aggregator=learning_process.build_model_aggregator(
+          dp=dp, client_weighting=config.client_weighting,
+          weight_cap=config.weight_cap, unweighted=unweighted),
+      proximal_strength=config.proximal_strength,
+      client_learning_rate=config.client_learning_rate,
+      client_momentum=config.client_momentum,
+      server_optimizer=server_optimizer)
