@@ -1,6 +1,5 @@
 """Helpers for tests that check the TFF worker is never left behind."""
 
-import os
 import re
 import time
 

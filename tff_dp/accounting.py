@@ -38,7 +38,6 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from typing import Mapping, Optional, Sequence
 
 import dp_accounting
@@ -47,6 +46,7 @@ from dp_accounting import pld
 from dp_accounting import rdp
 import numpy as np
 
+from tff_dp import atomic_io
 from tff_dp import dp_event_json
 from tff_dp import sampling as sampling_lib
 
@@ -411,27 +411,8 @@ class PrivacyLedger:
 
   def save(self, path: str) -> None:
     """Writes the ledger atomically (temp file, fsync, rename)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    text = json.dumps(self.to_json(), indent=1, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(
-        dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
-    try:
-      with os.fdopen(fd, 'w', encoding='utf-8') as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-      os.replace(tmp, path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.unlink(tmp)
-      raise
-    # The rename itself must reach the disk, or a crash can undo the save.
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-      os.fsync(dir_fd)
-    finally:
-      os.close(dir_fd)
+    atomic_io.write_text_atomic(
+        path, json.dumps(self.to_json(), indent=1, allow_nan=False))
 
   @classmethod
   def load(cls, path: str) -> 'PrivacyLedger':

@@ -31,6 +31,7 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow as tf
 
+from tff_dp import atomic_io
 from tff_dp import faults
 
 FORMAT_VERSION = 1
@@ -56,14 +57,6 @@ def _sha256(path: str) -> str:
     for block in iter(lambda: f.read(1 << 20), b''):
       digest.update(block)
   return digest.hexdigest()
-
-
-def _fsync_dir(path: str) -> None:
-  fd = os.open(path, os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
 
 
 def _write_file(path: str, data: bytes) -> None:
@@ -118,9 +111,9 @@ class CheckpointManager:
       }
       _write_file(os.path.join(tmp, 'MANIFEST.json'),
                   json.dumps(manifest, indent=1).encode())
-      _fsync_dir(tmp)
+      atomic_io.fsync_directory(tmp)
       os.rename(tmp, final)
-      _fsync_dir(self.directory)
+      atomic_io.fsync_directory(self.directory)
     except BaseException:
       shutil.rmtree(tmp, ignore_errors=True)
       raise

@@ -29,12 +29,12 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from typing import Iterable, Mapping, Optional, Sequence
 
 from dp_accounting import dp_event
 
 from tff_dp import accounting
+from tff_dp import atomic_io
 
 AccountantKind = accounting.AccountantKind
 RELATION = accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
@@ -307,7 +307,7 @@ class SiloLedger:
 
   def save(self, path: str) -> None:
     """Writes the ledger atomically (temp file, fsync, rename, fsync dir)."""
-    _atomic_write(os.fspath(path),
+    atomic_io.write_text_atomic(os.fspath(path),
                   json.dumps(self.to_json(), indent=1, allow_nan=False))
 
   @classmethod
@@ -343,26 +343,3 @@ def _count_or_zero(name, value) -> int:
   if value < 0:
     raise ValueError(f'{name} must be >= 0, got {value}.')
   return int(value)
-
-
-def _atomic_write(path: str, text: str) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory,
-                             prefix=f'.{os.path.basename(path)}.',
-                             suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-  # The rename itself must reach the disk, or a crash can undo the save.
-  dir_fd = os.open(directory, os.O_RDONLY)
-  try:
-    os.fsync(dir_fd)
-  finally:
-    os.close(dir_fd)

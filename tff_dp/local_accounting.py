@@ -53,13 +53,13 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from typing import Iterable, Mapping, Optional, Sequence
 
 import dp_accounting
 from dp_accounting import dp_event
 
 from tff_dp import accounting
+from tff_dp import atomic_io
 
 AccountantKind = accounting.AccountantKind
 LedgerFormatError = accounting.LedgerFormatError
@@ -381,7 +381,7 @@ class LocalPrivacyLedger:
 
   def save(self, path: str) -> None:
     """Writes the ledger atomically (temp file, fsync, rename, fsync dir)."""
-    _atomic_write_text(
+    atomic_io.write_text_atomic(
         os.fspath(path), json.dumps(self.to_json(), indent=1, allow_nan=False))
 
   @classmethod
@@ -401,26 +401,3 @@ class LocalPrivacyLedger:
       # Covers UnicodeDecodeError, json.JSONDecodeError, LedgerFormatError.
       raise LedgerFormatError(
           f'Invalid local privacy ledger {path}: {e}') from e
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-  # Same protocol as accounting.PrivacyLedger.save: a crash leaves either the
-  # old file or the new one, never a truncated ledger.
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(
-      dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-  dir_fd = os.open(directory, os.O_RDONLY)
-  try:
-    os.fsync(dir_fd)
-  finally:
-    os.close(dir_fd)

@@ -18,10 +18,12 @@ Pure Python.
 """
 
 import csv
+import io
 import os
 from typing import Any, Mapping
 
 from tff_dp import accounting
+from tff_dp import atomic_io
 
 # Flags that may differ between a run and its resumption: they change neither
 # the mechanism, nor the sampler, nor the data.
@@ -76,14 +78,11 @@ def truncate_rows(csv_path: str, *, last_round: int) -> list[dict[str, str]]:
     reader = csv.DictReader(f)
     fieldnames = reader.fieldnames or ['round']
     rows = [row for row in reader if int(row['round']) <= last_round]
-  tmp = f'{csv_path}.tmp'
-  with open(tmp, 'w', newline='', encoding='utf-8') as f:
-    writer = csv.DictWriter(f, fieldnames=fieldnames)
-    writer.writeheader()
-    writer.writerows(rows)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, csv_path)
+  text = io.StringIO()
+  writer = csv.DictWriter(text, fieldnames=fieldnames)
+  writer.writeheader()
+  writer.writerows(rows)
+  atomic_io.write_text_atomic(csv_path, text.getvalue())
   return rows
 
 

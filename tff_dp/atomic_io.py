@@ -1,0 +1,36 @@
+"""Crash-safe file writes: a reader sees the old file or the new one, never half.
+
+Write to a temporary file in the same directory, fsync it, rename it over the
+target, then fsync the directory so that the rename itself survives a crash.
+Used for every ledger and result file whose partial write could lie.
+"""
+
+import os
+import tempfile
+
+
+def fsync_directory(path: str) -> None:
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  """Replaces `path` by `text` atomically (UTF-8)."""
+  path = os.fspath(path)
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(
+      dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'w', encoding='utf-8', newline='') as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+  fsync_directory(directory)
