@@ -131,7 +131,11 @@ def _calibrate(config: config_lib.TrainConfig,
         f'epsilon {config.target_epsilon:g} at delta {config.delta:g} '
         f'({accountant.value} accountant)', flush=True)
   config = config_lib.dataclasses.replace(config, noise_multiplier=z)
-  config_lib.check_adaptive_noise(config)
+  try:
+    config_lib.check_adaptive_noise(config)
+  except config_lib.ConfigError as e:
+    raise config_lib.ConfigError('target_epsilon', config.target_epsilon,
+                                 f'needs {e}') from e
   return config
 
 
