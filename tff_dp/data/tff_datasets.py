@@ -1,0 +1,406 @@
+"""TFF's real federated benchmarks, loaded from a local cache directory.
+
+The datasets are loaded by TFF's own loaders (`tff.simulation.datasets`),
+with `cache_dir=data_dir`:
+
+* EMNIST (Cohen et al. 2017, "EMNIST: an extension of MNIST to handwritten
+  letters", arXiv:1702.05373), grouped by writer as in LEAF (Caldas et al.
+  2018, "LEAF: A Benchmark for Federated Settings", arXiv:1812.01097):
+  digits only (3,383 writers, 10 classes) or digits and letters (3,400
+  writers, 62 classes).
+* Shakespeare (LEAF): lines of 715 characters of the plays, for
+  next-character prediction.
+* Stack Overflow (TFF's own; used in Reddi et al. 2021, "Adaptive Federated
+  Optimization", ICLR): posts of 342,477 users, for next-word prediction and
+  tag prediction. The test split returned is TFF's 'test' split (posts after
+  2018-01-01); TFF's 'heldout' split is not returned.
+* CIFAR-100 (Krizhevsky 2009) partitioned over 500 clients by the Pachinko
+  Allocation Method (Li and McCallum 2006), as in Reddi et al. 2021.
+
+Each of TFF's loaders downloads `<name>.sqlite.lzma` from TFF's public bucket
+unless `<cache_dir>/<name>.sqlite` exists, which it then uses as it is. There
+is no network at run time here, so `load_tff_dataset` looks first and, when
+the file is missing, raises `MissingDatasetError` naming the file, the
+directory and the URL. A downloaded `<name>.sqlite.lzma` placed in the
+directory is decompressed in place. A file that is present but unusable
+(not SQLite, truncated by an interrupted download or copy, without the
+tables or splits the loader reads) raises `CorruptDatasetError` naming it:
+TFF's own downloader writes straight to the final name, so an interrupted
+download leaves a truncated file that TFF would later take as cached.
+
+The Stack Overflow vocabularies (word and tag counts) are Keras `get_file`
+downloads, cached under `<data_dir>/datasets/` and checked against a SHA-256
+in TFF's source; `load_stackoverflow_word_counts` and
+`load_stackoverflow_tag_counts` check the file and its hash first for the
+same reason.
+"""
+
+import collections
+import dataclasses
+import enum
+import hashlib
+import lzma
+import os
+import sqlite3
+import tempfile
+from typing import Callable, Optional, Union
+
+import tensorflow_federated as tff
+
+PathLike = Union[str, os.PathLike]
+ClientData = tff.simulation.datasets.ClientData
+
+_BUCKET = 'https://storage.googleapis.com/tff-datasets-public/'
+_CHUNK_BYTES = 1 << 20
+_SQLITE_MAGIC = b'SQLite format 3\x00'
+
+
+class TffDataset(enum.Enum):
+  """The real federated benchmarks TFF ships loaders for."""
+  EMNIST_DIGITS = 'emnist_digits'
+  EMNIST_FULL = 'emnist_full'
+  SHAKESPEARE = 'shakespeare'
+  STACKOVERFLOW_WORD = 'stackoverflow_word'
+  STACKOVERFLOW_TAG = 'stackoverflow_tag'
+  CIFAR100 = 'cifar100'
+
+
+class MissingDatasetError(FileNotFoundError):
+  """A dataset file is not in the cache directory (and was not downloaded)."""
+
+
+class CorruptDatasetError(ValueError):
+  """A dataset file is in the cache directory but cannot be used."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheFile:
+  """A file a TFF loader looks for in its cache directory.
+
+  Attributes:
+    file_name: Name of the file the loader reads.
+    url: Where TFF downloads it from.
+    subdir: Directory inside data_dir ('' for data_dir itself).
+    lzma: Whether `url` serves `file_name` + '.lzma' (TFF decompresses it
+      while downloading).
+    sha256: Hash TFF checks before using the file, if any.
+  """
+  file_name: str
+  url: str
+  subdir: str = ''
+  lzma: bool = False
+  sha256: Optional[str] = None
+
+  def directory(self, data_dir: str) -> str:
+    return os.path.join(data_dir, self.subdir) if self.subdir else data_dir
+
+  def path(self, data_dir: str) -> str:
+    return os.path.join(self.directory(data_dir), self.file_name)
+
+
+def _database(name: str) -> CacheFile:
+  return CacheFile(file_name=f'{name}.sqlite',
+                   url=f'{_BUCKET}{name}.sqlite.lzma', lzma=True)
+
+
+_EMNIST = _database('emnist_all')
+_SHAKESPEARE = _database('shakespeare')
+_STACKOVERFLOW = _database('stackoverflow')
+_CIFAR100 = _database('cifar100')
+# Keras get_file caches under <cache_dir>/datasets; the hashes are the ones
+# in tff.simulation.datasets.stackoverflow (a test keeps them in sync).
+STACKOVERFLOW_WORD_COUNTS = CacheFile(
+    file_name='stackoverflow.word_count.tar.bz2',
+    url=f'{_BUCKET}stackoverflow.word_count.tar.bz2', subdir='datasets',
+    sha256='1dc00256d6e527c54b9756d968118378ae14e6692c0b3b6cad470cdd3f0c519c')
+STACKOVERFLOW_TAG_COUNTS = CacheFile(
+    file_name='stackoverflow.tag_count.tar.bz2',
+    url=f'{_BUCKET}stackoverflow.tag_count.tar.bz2', subdir='datasets',
+    sha256='6fe281cec490d9384a290d560072438e7e2b377bbb823876ce7bd6f82696772d')
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+  title: str
+  database: CacheFile
+  # Every split name TFF's loader opens: it fails on an empty one.
+  splits: tuple[str, ...]
+  load: Callable[[str], tuple[ClientData, ClientData]]
+  vocabularies: tuple[CacheFile, ...] = ()
+
+
+def _stackoverflow(cache_dir: str) -> tuple[ClientData, ClientData]:
+  train, _, test = tff.simulation.datasets.stackoverflow.load_data(
+      cache_dir=cache_dir)
+  return train, test
+
+
+_SPECS = {
+    TffDataset.EMNIST_DIGITS: _Spec(
+        'EMNIST (digits only)', _EMNIST,
+        ('digits_only_train', 'digits_only_test'),
+        lambda d: tff.simulation.datasets.emnist.load_data(
+            only_digits=True, cache_dir=d)),
+    TffDataset.EMNIST_FULL: _Spec(
+        'EMNIST (digits and letters)', _EMNIST, ('all_train', 'all_test'),
+        lambda d: tff.simulation.datasets.emnist.load_data(
+            only_digits=False, cache_dir=d)),
+    TffDataset.SHAKESPEARE: _Spec(
+        'Shakespeare', _SHAKESPEARE, ('train', 'test'),
+        lambda d: tff.simulation.datasets.shakespeare.load_data(cache_dir=d)),
+    TffDataset.STACKOVERFLOW_WORD: _Spec(
+        'Stack Overflow (next word)', _STACKOVERFLOW,
+        ('train', 'heldout', 'test'), _stackoverflow,
+        (STACKOVERFLOW_WORD_COUNTS,)),
+    TffDataset.STACKOVERFLOW_TAG: _Spec(
+        'Stack Overflow (tag prediction)', _STACKOVERFLOW,
+        ('train', 'heldout', 'test'), _stackoverflow,
+        (STACKOVERFLOW_WORD_COUNTS, STACKOVERFLOW_TAG_COUNTS)),
+    TffDataset.CIFAR100: _Spec(
+        'CIFAR-100', _CIFAR100, ('train', 'test'),
+        lambda d: tff.simulation.datasets.cifar100.load_data(cache_dir=d)),
+}
+
+
+def cache_files(kind: TffDataset) -> tuple[CacheFile, ...]:
+  """Every file the benchmark needs: its database, then its vocabularies.
+
+  `load_tff_dataset` needs only the first; the Stack Overflow tasks also
+  need the word (and for tags the tag) counts to build their vocabularies.
+
+  Args:
+    kind: Which benchmark.
+  """
+  spec = _SPECS[TffDataset(kind)]
+  return (spec.database,) + spec.vocabularies
+
+
+def split_names(kind: TffDataset) -> tuple[str, ...]:
+  """The split names TFF's loader reads from the database (train first)."""
+  return _SPECS[TffDataset(kind)].splits
+
+
+def _how_to_get(file: CacheFile, data_dir: str) -> str:
+  directory = file.directory(data_dir)
+  if file.lzma:
+    return (f'download {file.url} on a machine with network access and copy '
+            f'it into {directory} either as it is ({file.file_name}.lzma: '
+            'tff-dp decompresses it on first use) or decompressed (`xz -d '
+            f'{file.file_name}.lzma` gives {file.file_name})')
+  return (f'download {file.url} on a machine with network access and copy '
+          f'it into {directory} as it is (sha256 {file.sha256})')
+
+
+def _missing_message(title: str, file: CacheFile, data_dir: str) -> str:
+  return (f'{title}: missing from the data directory: put {file.file_name} in '
+          f'{file.directory(data_dir)} (that is, {file.path(data_dir)}). '
+          'tff-dp does not download datasets unless asked to (there may be '
+          f'no network). To get the file, {_how_to_get(file, data_dir)}.')
+
+
+def _corrupt(title: str, file: CacheFile, data_dir: str, path: str,
+             reason: str) -> CorruptDatasetError:
+  return CorruptDatasetError(
+      f'{title}: {path} is not a usable copy of {file.file_name} ({reason}). '
+      f'Delete it and copy it again: {_how_to_get(file, data_dir)}.')
+
+
+def _decompress(lzma_path: str, path: str, raise_corrupt) -> None:
+  """Decompresses lzma_path to path through a temporary file."""
+  fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path),
+                                  prefix=f'.{os.path.basename(path)}.',
+                                  suffix='.tmp')
+  try:
+    decompressor = lzma.LZMADecompressor()
+    with open(lzma_path, 'rb') as src, os.fdopen(fd, 'wb') as dst:
+      while chunk := src.read(_CHUNK_BYTES):
+        if decompressor.eof:
+          raise lzma.LZMAError('trailing data after the compressed stream')
+        dst.write(decompressor.decompress(chunk))
+      if decompressor.unused_data:
+        raise lzma.LZMAError('trailing data after the compressed stream')
+      if not decompressor.eof:
+        raise lzma.LZMAError('the file ends before the end of the '
+                             'compressed stream (truncated)')
+    os.replace(tmp_path, path)
+  except lzma.LZMAError as e:
+    raise_corrupt(lzma_path, f'cannot decompress it: {e}')
+  finally:
+    if os.path.exists(tmp_path):
+      os.remove(tmp_path)
+
+
+def _sqlite_size_problem(path: str) -> Optional[str]:
+  """Why `path` is not a complete SQLite file, judged from its header."""
+  size = os.path.getsize(path)
+  with open(path, 'rb') as f:
+    header = f.read(100)
+  if len(header) < 100 or header[:16] != _SQLITE_MAGIC:
+    return f'not an SQLite database, {size} bytes'
+  page_size = int.from_bytes(header[16:18], 'big')
+  page_size = 65536 if page_size == 1 else page_size
+  pages = int.from_bytes(header[28:32], 'big')
+  # The in-header page count is valid when the change counter equals the
+  # version-valid-for number (SQLite file format, section 1.3.7).
+  if pages and header[24:28] == header[92:96]:
+    expected = page_size * pages
+    if size < expected:
+      return (f'truncated: {size} bytes, the SQLite header says {expected}; '
+              'an interrupted download or copy?')
+  return None
+
+
+def _check_database(spec: _Spec, path: str, raise_corrupt) -> None:
+  problem = _sqlite_size_problem(path)
+  if problem:
+    raise_corrupt(path, problem)
+  try:
+    con = sqlite3.connect(f'file:{path}?mode=ro', uri=True)
+    try:
+      tables = {r[0] for r in con.execute(
+          "SELECT name FROM sqlite_master WHERE type = 'table'")}
+      missing = {'examples', 'client_metadata'} - tables
+      if missing:
+        raise_corrupt(path, f'no table {", ".join(sorted(missing))}')
+      clients = dict(con.execute(
+          'SELECT split_name, COUNT(*) FROM client_metadata '
+          'GROUP BY split_name'))
+    finally:
+      con.close()
+  except sqlite3.DatabaseError as e:
+    raise_corrupt(path, f'SQLite: {e}')
+  empty = [s for s in spec.splits if not clients.get(s)]
+  if empty:
+    raise_corrupt(path, f'no clients in split(s) {", ".join(empty)}')
+
+
+def load_tff_dataset(kind: TffDataset, *, data_dir: PathLike,
+                     allow_download: bool = False
+                     ) -> tuple[ClientData, ClientData]:
+  """Loads a benchmark's (train, test) client data with TFF's loader.
+
+  Args:
+    kind: Which benchmark. The two EMNIST kinds share one file, as do the
+      two Stack Overflow kinds (which return the same client data; their
+      tasks differ in the vocabularies, see `cache_files`).
+    data_dir: The cache directory (TFF's `cache_dir`).
+    allow_download: If the file is missing, let TFF's loader download it
+      (1.7 GB for EMNIST, tens of GB for Stack Overflow) instead of raising.
+
+  Returns:
+    (train, test) `tff.simulation.datasets.ClientData`, with the element
+    structure of TFF's loader (e.g. EMNIST: OrderedDict(label int32,
+    pixels float32 [28, 28])).
+
+  Raises:
+    MissingDatasetError: The file is not in `data_dir` (or the download
+      failed); the message names the file, directory and URL.
+    CorruptDatasetError: The file is there but unusable; the message names
+      it.
+  """
+  kind = TffDataset(kind)
+  spec = _SPECS[kind]
+  data_dir = os.fspath(data_dir)
+  file = spec.database
+  path = file.path(data_dir)
+
+  def raise_corrupt(bad_path: str, reason: str):
+    raise _corrupt(spec.title, file, data_dir, bad_path, reason)
+
+  downloading = False
+  if not os.path.isfile(path):
+    if os.path.isfile(path + '.lzma'):
+      _decompress(path + '.lzma', path, raise_corrupt)
+    elif allow_download:
+      downloading = True
+    else:
+      raise MissingDatasetError(_missing_message(spec.title, file, data_dir))
+  if not downloading:
+    _check_database(spec, path, raise_corrupt)
+  try:
+    train, test = spec.load(data_dir)
+  except Exception as e:  # pylint: disable=broad-except
+    if downloading:
+      # TFF writes the download straight to `path`: never leave a partial
+      # file that a later call would take as cached.
+      if os.path.exists(path):
+        os.remove(path)
+      raise MissingDatasetError(
+          f'{_missing_message(spec.title, file, data_dir)} (the download '
+          f'failed: {type(e).__name__}: {e})') from e
+    raise_corrupt(path, f'{type(e).__name__}: {e}')
+  if downloading:
+    _check_database(spec, path, raise_corrupt)
+  return train, test
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    while chunk := f.read(_CHUNK_BYTES):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def _check_vocabulary(file: CacheFile, data_dir: str, title: str) -> None:
+  path = file.path(data_dir)
+  if not os.path.isfile(path):
+    raise MissingDatasetError(_missing_message(title, file, data_dir))
+  # Keras silently moves its cache to /tmp/.keras when the directory is not
+  # writable (and it extracts the archive on every call).
+  if not os.access(file.directory(data_dir), os.W_OK):
+    raise CorruptDatasetError(
+        f'{title}: {file.directory(data_dir)} must be writable: Keras '
+        f'extracts {file.file_name} there')
+  # Keras would try to download again on a mismatch, failing offline with a
+  # message that does not say which file is wrong.
+  actual = _sha256(path)
+  if actual != file.sha256:
+    raise _corrupt(title, file, data_dir, path,
+                   f'sha256 {actual}, expected {file.sha256}')
+
+
+def load_stackoverflow_word_counts(
+    *, data_dir: PathLike, vocab_size: Optional[int] = None
+) -> collections.OrderedDict[str, int]:
+  """TFF's Stack Overflow word counts, most frequent first.
+
+  Args:
+    data_dir: The cache directory; the archive is read from
+      `<data_dir>/datasets/stackoverflow.word_count.tar.bz2`.
+    vocab_size: Keep only the first `vocab_size` words.
+
+  Raises:
+    MissingDatasetError: The archive is missing.
+    CorruptDatasetError: Its hash is wrong or the directory not writable.
+  """
+  data_dir = os.fspath(data_dir)
+  _check_vocabulary(STACKOVERFLOW_WORD_COUNTS, data_dir,
+                    'Stack Overflow word counts')
+  return tff.simulation.datasets.stackoverflow.load_word_counts(
+      cache_dir=data_dir, vocab_size=vocab_size)
+
+
+def load_stackoverflow_tag_counts(
+    *, data_dir: PathLike) -> collections.OrderedDict[str, int]:
+  """TFF's Stack Overflow tag counts, most frequent first.
+
+  Args:
+    data_dir: The cache directory; the archive is read from
+      `<data_dir>/datasets/stackoverflow.tag_count.tar.bz2`.
+
+  Raises:
+    MissingDatasetError: The archive is missing.
+    CorruptDatasetError: Its hash is wrong or the directory not writable.
+  """
+  data_dir = os.fspath(data_dir)
+  _check_vocabulary(STACKOVERFLOW_TAG_COUNTS, data_dir,
+                    'Stack Overflow tag counts')
+  return tff.simulation.datasets.stackoverflow.load_tag_counts(
+      cache_dir=data_dir)
+
+
+
+def title(kind: TffDataset) -> str:
+  """A human-readable name of the benchmark, e.g. 'EMNIST (digits only)'."""
+  return _SPECS[TffDataset(kind)].title
