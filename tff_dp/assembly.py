@@ -121,7 +121,8 @@ def build_process(config: TrainConfig, data: FederatedData, sampler: Sampler):
   """The TFF learning process that implements `config`'s mechanisms."""
   model_fn = models.build_model_fn(
       config.model, input_dim=data.input_dim, num_classes=data.num_classes,
-      hidden_units=config.hidden_units, seed=config.seed)
+      hidden_units=config.hidden_units, seed=config.seed,
+      hidden_layers=config.hidden_layers)
   server_optimizer = learning_process.build_server_optimizer(
       config.server_optimizer, learning_rate=config.server_learning_rate,
       momentum=config.server_momentum)

@@ -17,7 +17,7 @@ from absl import flags
 from tff_dp import accounting
 from tff_dp import config as config_lib
 from tff_dp import sampling
-from tff_dp.data import offline
+from tff_dp.data import loading
 from tff_dp.data import partition as partition_lib
 
 # Generous caps that catch typos (an extra zero or three) well before they turn
@@ -76,13 +76,24 @@ def _define_enum(fv, name: str, default: str, enum_cls, help_text: str) -> None:
 
 def define_data_flags(fv: flags.FlagValues) -> None:
   """Which federated dataset, and how it is split into clients."""
-  _define_enum(fv, 'dataset', offline.OfflineDataset.DIGITS.value,
-               offline.OfflineDataset,
+  _define_enum(fv, 'dataset', loading.Dataset.DIGITS.value, loading.Dataset,
                'Federated dataset. digits, breast_cancer: scikit-learn data '
-               'that ships offline, split into clients by --partition; '
-               'synthetic: Synthetic(alpha, beta) of Li et al. 2020.')
+               'that ships offline, split into --num_clients clients by '
+               '--partition; synthetic: Synthetic(alpha, beta) of Li et al. '
+               '2020 (--partition=natural); emnist_digits, emnist_full: TFF\'s '
+               'federated EMNIST (writers are clients) from --data_dir; '
+               'sqlite: your own table imported with ./run.sh import-data, '
+               'from --client_data.')
+  flags.DEFINE_string('data_dir', loading.DEFAULT_DATA_DIR,
+                      'Cache directory of TFF\'s benchmark files (e.g. '
+                      'emnist_all.sqlite). Nothing is downloaded: a missing '
+                      'file is reported with its name and URL.',
+                      flag_values=fv)
+  flags.DEFINE_string('client_data', '',
+                      'SQLite client-data file for --dataset=sqlite.',
+                      flag_values=fv)
   _define_int(fv, 'num_clients', 700,
-              'Number of clients to split the data into. The privacy '
+              'Number of clients to split offline data into. The privacy '
               'population N is the number of clients the data really has.',
               lower=1, upper=_MAX_CLIENTS)
   _define_enum(fv, 'partition', partition_lib.Partition.IID.value,
@@ -110,7 +121,10 @@ def define_model_flags(fv: flags.FlagValues) -> None:
                'mlp: one hidden ReLU layer (the founding document\'s '
                '784-128-10 MLP with the input size of the data); '
                'logistic_regression: multinomial logistic regression.')
-  _define_int(fv, 'hidden_units', 128, 'Hidden units of the MLP.',
+  _define_int(fv, 'hidden_layers', 1,
+              'Hidden layers of the MLP (2 with --hidden_units=200 is the '
+              '2x200 MLP of TFF\'s DP tutorial).', lower=1, upper=100)
+  _define_int(fv, 'hidden_units', 128, 'Hidden units of each MLP layer.',
               lower=1, upper=_MAX_UNITS)
 
 

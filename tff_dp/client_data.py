@@ -1,11 +1,14 @@
-"""Turns the clients' numpy arrays into the tf.data datasets TFF trains on.
+"""Builds the tf.data datasets of a round's clients, and the server's test set.
 
-Local shuffling is done in numpy from a seed derived from (seed, round, client),
-so a round's local data order is reproducible (and identical after a resume)
-without relying on tf.data's op-level seeds inside TFF's serialized graphs.
+In-memory data (`FederatedData`) is shuffled in numpy from a seed derived from
+(seed, round, client), so a round's local data order is reproducible (and
+identical after a resume). Streamed sources (SQLite, EMNIST) are shuffled by
+tf.data with a seed derived the same way.
 """
 
 from typing import Sequence
+
+import hashlib
 
 import numpy as np
 import tensorflow as tf
@@ -48,3 +51,47 @@ class RoundDatasets:
             rng=np.random.default_rng([self._seed, round_num, int(i)]))
         for i in client_indices
     ]
+
+
+def _derived_seed(seed: int, round_num: int, client: int) -> int:
+  digest = hashlib.sha256(f'{seed}:{round_num}:{client}'.encode()).digest()
+  return int.from_bytes(digest[:8], 'little') >> 1
+
+
+class StreamedRoundDatasets:
+  """Round datasets of a streamed source (`client_dataset(i)`)."""
+
+  def __init__(self, source, *, batch_size: int, epochs: int, seed: int):
+    self._source = source
+    self._sizes = source.client_sizes()
+    self._batch_size = batch_size
+    self._epochs = epochs
+    self._seed = seed
+
+  def __call__(self, round_num: int,
+               client_indices: Sequence[int]) -> list[tf.data.Dataset]:
+    datasets = []
+    for i in client_indices:
+      i = int(i)
+      datasets.append(
+          self._source.client_dataset(i).shuffle(
+              max(1, int(self._sizes[i])),
+              seed=_derived_seed(self._seed, round_num, i),
+              reshuffle_each_iteration=True).repeat(self._epochs).batch(
+                  self._batch_size))
+    return datasets
+
+
+def round_datasets_for(data, *, batch_size: int, epochs: int, seed: int):
+  """The round-dataset builder that fits `data`'s kind."""
+  if isinstance(data, FederatedData):
+    return RoundDatasets(data, batch_size=batch_size, epochs=epochs, seed=seed)
+  return StreamedRoundDatasets(data, batch_size=batch_size, epochs=epochs,
+                               seed=seed)
+
+
+def test_dataset_for(data) -> tf.data.Dataset:
+  """The server's held-out examples (unbatched) of any kind of data."""
+  if isinstance(data, FederatedData):
+    return tf.data.Dataset.from_tensor_slices((data.test_x, data.test_y))
+  return data.test_dataset()

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional
 
 from tff_dp import accounting
 from tff_dp import sampling
-from tff_dp.data import offline
+from tff_dp.data import loading
 from tff_dp.data import partition as partition_lib
 
 
@@ -90,7 +90,9 @@ class ConfigError(ValueError):
 class TrainConfig:
   """Everything a training run depends on; one field per flag."""
   # Data.
-  dataset: offline.OfflineDataset
+  dataset: loading.Dataset
+  data_dir: str
+  client_data: str
   num_clients: int
   partition: partition_lib.Partition
   dirichlet_alpha: float
@@ -98,6 +100,7 @@ class TrainConfig:
   data_seed: int
   # Model.
   model: ModelKind
+  hidden_layers: int
   hidden_units: int
   # Training.
   algorithm: Algorithm
@@ -231,7 +234,8 @@ def check_config(config: TrainConfig) -> None:
     raise ConfigError('proximal_strength', config.proximal_strength,
                       'is only used with --algorithm=fedprox')
   _check_mechanism_combinations(config)
-  if config.clients_per_round > config.num_clients:
+  if loading.is_offline(config.dataset) and (
+      config.clients_per_round > config.num_clients):
     raise ConfigError(
         'clients_per_round', config.clients_per_round,
         f'must not exceed --num_clients={config.num_clients}')

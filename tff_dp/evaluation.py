@@ -5,7 +5,6 @@ The test set never belongs to a client, so its metrics are computed from public
 DP run.
 """
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -19,18 +18,18 @@ class ServerEvaluator:
   """Evaluates `tff.learning.models.ModelWeights` with a Keras twin model."""
 
   def __init__(self, kind: ModelKind, *, input_dim: int, num_classes: int,
-               hidden_units: int, test_x: np.ndarray, test_y: np.ndarray):
+               hidden_units: int, hidden_layers: int,
+               test_data: tf.data.Dataset):
     self._model = models.build_keras_model(
         kind, input_dim=input_dim, num_classes=num_classes,
-        hidden_units=hidden_units, seed=0)
+        hidden_units=hidden_units, hidden_layers=hidden_layers, seed=0)
     self._model.compile(loss=models.loss_fn(),
                         metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
-    self._x = test_x
-    self._y = test_y
+    # Batched and cached once: every round evaluates the same examples.
+    self._data = test_data.batch(_EVAL_BATCH_SIZE).cache()
 
   def __call__(self, weights: tff.learning.models.ModelWeights
                ) -> dict[str, float]:
     weights.assign_weights_to(self._model)
-    loss, accuracy = self._model.evaluate(
-        self._x, self._y, batch_size=_EVAL_BATCH_SIZE, verbose=0)
+    loss, accuracy = self._model.evaluate(self._data, verbose=0)
     return {'loss': float(loss), 'accuracy': float(accuracy)}

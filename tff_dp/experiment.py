@@ -37,7 +37,6 @@ from tff_dp import sampling
 from tff_dp import training_loop
 from tff_dp.config import DpMechanism
 from tff_dp.config import TrainConfig
-from tff_dp.data.federated_data import FederatedData
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
@@ -122,7 +121,7 @@ def resolved_flagfile(config: TrainConfig) -> str:
 
 def run_experiment(
     config: TrainConfig,
-    data: FederatedData,
+    data,
     run_dir: str,
     *,
     resume: bool = False,
@@ -150,8 +149,8 @@ def run_experiment(
   process = assembly.build_process(config, data, sampler)
   evaluate = evaluation.ServerEvaluator(
       config.model, input_dim=data.input_dim, num_classes=data.num_classes,
-      hidden_units=config.hidden_units, test_x=data.test_x,
-      test_y=data.test_y)
+      hidden_units=config.hidden_units, hidden_layers=config.hidden_layers,
+      test_data=client_data.test_dataset_for(data))
   checkpoints = checkpoint.CheckpointManager(run_dir)
   releaser = None
   try:
@@ -194,7 +193,7 @@ def run_experiment(
           process=process,
           state=state,
           sampler=sampler,
-          round_datasets=client_data.RoundDatasets(
+          round_datasets=client_data.round_datasets_for(
               data, batch_size=config.client_batch_size,
               epochs=config.client_epochs, seed=config.seed),
           rounds=config.rounds,
@@ -223,6 +222,8 @@ def run_experiment(
       releaser.close()
 
   guarantee = accounting.tightest_epsilon(result.epsilons)
+  if guarantee is not None and not math.isfinite(guarantee[1]):
+    guarantee = None  # No central claim: nothing to attribute.
   summary = Summary(
       run_dir=run_dir,
       private=config.private,
@@ -233,8 +234,7 @@ def run_experiment(
                if not math.isnan(eps)},
       accountants_not_applicable=[kind.value for kind, eps in
                                   result.epsilons.items() if math.isnan(eps)],
-      guarantee_epsilon=(None if guarantee is None else
-                         _json_number(guarantee[1])),
+      guarantee_epsilon=None if guarantee is None else guarantee[1],
       guarantee_accountant=None if guarantee is None else guarantee[0].value,
       local_epsilon=_json_number(
           result.last_values.get('privacy/local_epsilon', math.nan)),

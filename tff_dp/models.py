@@ -14,25 +14,30 @@ from tff_dp.config import ModelKind
 
 
 def build_keras_model(kind: ModelKind, *, input_dim: int, num_classes: int,
-                      hidden_units: int, seed: int) -> tf.keras.Model:
+                      hidden_units: int, seed: int,
+                      hidden_layers: int = 1) -> tf.keras.Model:
   """Returns an uncompiled Keras model producing logits.
 
   Args:
     kind: Which architecture.
     input_dim: Number of input features.
     num_classes: Number of output classes.
-    hidden_units: Width of the MLP's hidden layer (ignored for logistic
-      regression).
+    hidden_units: Width of each of the MLP's hidden layers (ignored for
+      logistic regression).
     seed: Seed of the weight initializers, so that a run's initial model is
       reproducible (TFF runs the initializers inside its own computation).
+    hidden_layers: Number of hidden layers of the MLP (the founding document's
+      has 1; TFF's DP tutorial uses 2 x 200).
   """
   layers = [tf.keras.layers.InputLayer(input_shape=(input_dim,))]
   if kind is ModelKind.MLP:
-    layers.append(
-        tf.keras.layers.Dense(
-            hidden_units,
-            activation='relu',
-            kernel_initializer=tf.keras.initializers.GlorotUniform(seed=seed)))
+    for i in range(hidden_layers):
+      layers.append(
+          tf.keras.layers.Dense(
+              hidden_units,
+              activation='relu',
+              kernel_initializer=tf.keras.initializers.GlorotUniform(
+                  seed=seed + 2 * i)))
   elif kind is not ModelKind.LOGISTIC_REGRESSION:
     raise ValueError(f'unknown model kind {kind!r}')
   layers.append(
@@ -54,14 +59,14 @@ def input_spec(input_dim: int) -> tuple[tf.TensorSpec, tf.TensorSpec]:
 
 
 def build_model_fn(kind: ModelKind, *, input_dim: int, num_classes: int,
-                   hidden_units: int, seed: int
+                   hidden_units: int, seed: int, hidden_layers: int = 1
                    ) -> Callable[[], tff.learning.models.VariableModel]:
   """Returns the no-argument model constructor TFF's learning algorithms take."""
 
   def model_fn() -> tff.learning.models.VariableModel:
     keras_model = build_keras_model(
         kind, input_dim=input_dim, num_classes=num_classes,
-        hidden_units=hidden_units, seed=seed)
+        hidden_units=hidden_units, seed=seed, hidden_layers=hidden_layers)
     return tff.learning.models.from_keras_model(
         keras_model,
         loss=loss_fn(),

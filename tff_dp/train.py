@@ -102,14 +102,15 @@ def prepare_run_dir(output_dir: str, run_name: str) -> tuple[str, bool]:
 
 
 def _load_data(config: config_lib.TrainConfig):
-  from tff_dp.data import offline  # pylint: disable=g-import-not-at-top
+  from tff_dp.data import loading  # pylint: disable=g-import-not-at-top
   try:
-    return offline.load_offline(
+    return loading.load(
         config.dataset, num_clients=config.num_clients,
         partition=config.partition, seed=config.data_seed,
         test_fraction=config.test_fraction,
-        dirichlet_alpha=config.dirichlet_alpha)
-  except ValueError as e:
+        dirichlet_alpha=config.dirichlet_alpha, data_dir=config.data_dir,
+        client_data=config.client_data)
+  except loading.DataError as e:
     raise UserError(f'--dataset={config.dataset.value}: {e}') from e
 
 

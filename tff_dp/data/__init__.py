@@ -1,7 +1,9 @@
-"""Federated datasets as numpy arrays: loading, partitioning, validation.
+"""Federated datasets: offline arrays, TFF's benchmarks, imported tables.
 
-Pure numpy / scikit-learn: nothing here imports TensorFlow, so data can be
-prepared, inspected and tested without the TFF runtime.
+The offline part (`federated_data`, `partition`, `offline`, `loading`) is pure
+numpy / scikit-learn, so data can be prepared, inspected and checked before
+TensorFlow is imported; `tff_datasets`, `benchmark_source` and
+`client_data_source` stream through TensorFlow and are imported only when used.
 """
 
 from tff_dp.data.federated_data import FederatedData
