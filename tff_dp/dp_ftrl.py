@@ -62,6 +62,8 @@ import tensorflow as tf
 import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
+from tff_dp import learning_process
+
 
 def _check_positive_int(name: str, value) -> int:
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -197,6 +199,7 @@ def build_dp_ftrl_process(
       # Heavy-ball SGD on the tree's residuals is FTRL(M) on its prefix sums.
       server_optimizer_fn=tff.learning.optimizers.build_sgdm(
           learning_rate=server_learning_rate, momentum=momentum or None),
+      loop_implementation=learning_process.LOOP,
       model_aggregator=aggregator)
 
 
