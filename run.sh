@@ -24,6 +24,8 @@ Commands:
   epsilon [flags]      Privacy accounting without training: epsilon of a run
                        directory's ledger (--run_dir), of planned settings, or
                        the noise/rounds that reach --target_epsilon.
+  import-data [flags]  Turn a CSV/.npz with a client column into SQLite client data
+                       (then: train --dataset=sqlite --client_data=FILE).
   tensorboard [--port N] [--logdir DIR]
                        Serve runs/ (or DIR) with TensorBoard on 127.0.0.1 only.
   lock                 Regenerate requirements.lock (needs network; uses uv).
@@ -63,8 +65,22 @@ venv_is_current() {
     && "$(cat "${LOCK_STAMP}")" == "$(fingerprint "${LOCK}")" ]]
 }
 
+# What the editable install builds from: setup.py, the worker's C shim and
+# whether a C compiler is there to build it (installing one later rebuilds
+# once, so the shim appears; a broken one does not reinstall on every run).
+package_fingerprint() {
+  {
+    cat "${ROOT}/setup.py" "${ROOT}/tff_dp/native/loopback_bind.c"
+    printf 'compilers=%s\n' "$(command -v cc gcc clang | tr '\n' ' ')"
+  } | sha256sum | cut -d' ' -f1
+}
+
+shim_is_built() {
+  compgen -G "${ROOT}/tff_dp/native/_loopback_bind*.so" >/dev/null
+}
+
 package_is_current() {
-  [[ -f "${PACKAGE_STAMP}" && "$(cat "${PACKAGE_STAMP}")" == "$(fingerprint "${ROOT}/setup.py")" ]]
+  [[ -f "${PACKAGE_STAMP}" && "$(cat "${PACKAGE_STAMP}")" == "$(package_fingerprint)" ]]
 }
 
 ensure_venv() {
@@ -93,10 +109,14 @@ on PATH. Install Python 3.11 or set TFF_DP_PYTHON=/path/to/python3.11."
   fi
   if ! package_is_current; then
     # Editable, so that edits to tff_dp/ need no reinstall; only setup.py
-    # changes (e.g. a new console script) come through here.
+    # changes (e.g. a new console script) and the C shim come through here.
+    # The shim is optional: without a compiler pip warns and installs the rest.
     "${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check \
       --no-deps --no-build-isolation --editable "${ROOT}"
-    fingerprint "${ROOT}/setup.py" >"${PACKAGE_STAMP}"
+    package_fingerprint >"${PACKAGE_STAMP}"
+    shim_is_built || printf 'run.sh: warning: the loopback shim for the TFF worker was not \
+built (no working C compiler?): the worker will listen on all interfaces; see README, \
+"Security notes"\n' >&2
     printf 'run.sh: environment ready\n' >&2
   fi
 }
@@ -124,6 +144,11 @@ cmd_epsilon() {
   exec "${VENV}/bin/tff-dp-epsilon" "$@"
 }
 
+cmd_import_data() {
+  ensure_venv
+  exec "${VENV}/bin/python" -m tff_dp.import_data "$@"
+}
+
 cmd_test() {
   ensure_venv
   cd "${ROOT}"
@@ -134,15 +159,21 @@ cmd_tensorboard() {
   local port=6006 logdir="runs"
   while [[ $# -gt 0 ]]; do
     case "$1" in
-      --port) port="${2:?--port needs a value}"; shift 2 ;;
+      --port | --logdir)
+        [[ $# -ge 2 ]] || die "tensorboard: $1 needs a value"
+        if [[ "$1" == --port ]]; then port="$2"; else logdir="$2"; fi
+        shift 2
+        ;;
       --port=*) port="${1#--port=}"; shift ;;
-      --logdir) logdir="${2:?--logdir needs a value}"; shift 2 ;;
       --logdir=*) logdir="${1#--logdir=}"; shift ;;
       *) die "tensorboard: unknown argument '$1' (accepted: --port N, --logdir DIR)" ;;
     esac
   done
-  [[ "${port}" =~ ^[0-9]+$ ]] && ((port >= 1 && port <= 65535)) \
+  # At most 5 digits before any arithmetic: bash reads a leading 0 as octal
+  # and wraps numbers past 2^63 (18446744073709551617 would become port 1).
+  [[ "${port}" =~ ^[0-9]{1,5}$ ]] && ((10#${port} >= 1 && 10#${port} <= 65535)) \
     || die "tensorboard: --port=${port}: must be an integer in [1, 65535]"
+  port="$((10#${port}))"
   [[ -d "${logdir}" ]] || die "tensorboard: --logdir=${logdir}: no such directory \
 (train first: ./run.sh train)"
   ensure_venv
@@ -177,6 +208,7 @@ main() {
     train) cmd_train "$@" ;;
     test) cmd_test "$@" ;;
     epsilon) cmd_epsilon "$@" ;;
+    import-data) cmd_import_data "$@" ;;
     tensorboard) cmd_tensorboard "$@" ;;
     lock) cmd_lock "$@" ;;
     help | -h | --help) usage ;;

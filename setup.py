@@ -4,9 +4,25 @@ Install through ./run.sh, which installs the fully pinned, hashed
 requirements.lock first and then this package without dependency resolution
 (`--no-deps`): tensorflow-federated 0.87.0 pins a jaxlib that is not on every
 package index (see requirements/overrides.txt).
+
+The one native part, tff_dp/native/loopback_bind.c (an LD_PRELOAD shim that
+keeps the TFF worker off the network; see tff_dp/runtime.py), is built as an
+optional extension: without a C compiler the install still succeeds and tff-dp
+warns at run time that the worker listens on all interfaces.
 """
 
 import setuptools
+
+# A plain shared object for LD_PRELOAD, not a Python module: built with the
+# extension machinery only so that every install (editable included, where it
+# lands next to its source) compiles it.
+_LOOPBACK_BIND = setuptools.Extension(
+    'tff_dp.native._loopback_bind',
+    sources=['tff_dp/native/loopback_bind.c'],
+    # dlsym lives in libdl before glibc 2.34 (a stub after).
+    libraries=['dl'],
+    optional=True,
+)
 
 setuptools.setup(
     name='tff-dp',
@@ -17,6 +33,7 @@ setuptools.setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     packages=setuptools.find_packages(include=['tff_dp', 'tff_dp.*']),
+    ext_modules=[_LOOPBACK_BIND],
     python_requires='>=3.11,<3.12',
     # Loose names only; the exact versions live in requirements.lock.
     install_requires=[
