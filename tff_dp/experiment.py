@@ -22,7 +22,7 @@ import json
 import math
 import os
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from tff_dp import accounting
 from tff_dp import assembly
@@ -125,6 +125,7 @@ def run_experiment(
     run_dir: str,
     *,
     resume: bool = False,
+    config_defaults: Optional[Mapping[str, Any]] = None,
     on_round: Optional[Callable[[int, dict[str, float]], None]] = None,
 ) -> Summary:
   """Trains according to `config` on `data`, writing outputs to `run_dir`.
@@ -136,6 +137,8 @@ def run_experiment(
     run_dir: Existing, writable directory for this run's outputs.
     resume: Continue the run in `run_dir` from its newest valid checkpoint
       (raises `resume.ResumeError` if that cannot be done honestly).
+    config_defaults: Default of every setting (as in `config.to_json()`), for
+      comparing with checkpoints written before a setting existed.
     on_round: Progress callback, (round, released values).
 
   Returns:
@@ -161,7 +164,8 @@ def run_experiment(
       template = process.initialize()
       restored = None
       if resume:
-        restored = _restore(config, run_dir, checkpoints, template, privacy)
+        restored = _restore(config, run_dir, checkpoints, template, privacy,
+                            config_defaults or {})
       # Written only now: a refused resume leaves the run's files as they
       # were.
       with open(os.path.join(run_dir, 'flags.txt'), 'w') as f:
@@ -252,7 +256,7 @@ def run_experiment(
   return summary
 
 
-def _restore(config, run_dir, checkpoints, template, privacy):
+def _restore(config, run_dir, checkpoints, template, privacy, defaults):
   """Restores state and ledger; returns (csv rows kept, next round, state,
   values released for the checkpoint's round), or None if nothing was ever
   released (then the run starts over at round 1)."""
@@ -270,7 +274,7 @@ def _restore(config, run_dir, checkpoints, template, privacy):
           'restart at round 0 with a fresh ledger. Use another --run_name')
     return None
   differences = resume.config_differences(ckpt.meta['config'],
-                                          config.to_json())
+                                          config.to_json(), defaults)
   if differences:
     raise resume.ResumeError(
         'these flags differ from the checkpoint being resumed: '

@@ -37,15 +37,20 @@ class ResumeError(Exception):
   """The run directory cannot be resumed as is; the message says why."""
 
 
-def config_differences(saved: Mapping[str, Any],
-                       current: Mapping[str, Any]) -> list[str]:
-  """'--flag: checkpoint X, now Y' for every non-resumable difference."""
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any],
+                       defaults: Mapping[str, Any]) -> list[str]:
+  """'--flag: checkpoint X, now Y' for every non-resumable difference.
+
+  A flag the checkpoint does not know (added to tff-dp since) counts as
+  having had its default value then.
+  """
   differences = []
   for name in sorted(set(saved) | set(current)):
     if name in RESUMABLE_CHANGES:
       continue
-    if saved.get(name) != current.get(name):
-      differences.append(f'--{name}: checkpoint {saved.get(name)!r}, now '
+    before = saved[name] if name in saved else defaults.get(name)
+    if before != current.get(name):
+      differences.append(f'--{name}: checkpoint {before!r}, now '
                          f'{current.get(name)!r}')
   return differences
 

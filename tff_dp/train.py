@@ -26,6 +26,7 @@ FLAGS = flags.FLAGS
 cli_flags.define_train_flags(FLAGS)
 
 EXIT_USAGE = 2
+RUN_MARKER = '.tff-dp-run'
 EXIT_INTERNAL = 3
 EXIT_SIGINT = 130
 
@@ -94,8 +95,12 @@ def prepare_run_dir(output_dir: str, run_name: str) -> tuple[str, bool]:
                     'not writable')
   entries = os.listdir(run_dir)
   if not entries:
+    # Marks the directory as ours before anything else is written, so that a
+    # run killed at any moment can be resumed (or restarted) in place.
+    with open(os.path.join(run_dir, RUN_MARKER), 'w') as f:
+      f.write('tff-dp run directory\n')
     return run_dir, False
-  if 'config.json' not in entries:
+  if RUN_MARKER not in entries and 'config.json' not in entries:
     raise UserError(f'--run_name={run_name}: {run_dir} is not empty and is '
                     'not a tff-dp run directory; choose another --run_name')
   return run_dir, True
@@ -249,8 +254,9 @@ def run(argv: list[str]) -> int:
   from tff_dp import runtime  # pylint: disable=g-import-not-at-top
   runtime.disable_default_context()
   try:
+    defaults = {name: FLAGS[name].default for name in config.to_json()}
     summary = experiment.run_experiment(
-        config, data, run_dir, resume=resume,
+        config, data, run_dir, resume=resume, config_defaults=defaults,
         on_round=Progress(config.rounds, private=config.private))
   except resume_lib.ResumeError as e:
     raise UserError(f'--run_name={run_name}: cannot resume {run_dir}: {e}'

@@ -1,0 +1,50 @@
+"""The resume rules that need no training: flag comparison, run directories."""
+
+import os
+
+import pytest
+
+from tff_dp import resume
+from tff_dp import train
+
+
+def test_changed_privacy_flag_is_a_difference():
+  saved = {'noise_multiplier': 1.0, 'rounds': 10}
+  current = {'noise_multiplier': 1.2, 'rounds': 20}
+  assert resume.config_differences(saved, current, {}) == [
+      '--noise_multiplier: checkpoint 1.0, now 1.2']
+
+
+def test_flag_added_since_the_checkpoint_compares_with_its_default():
+  saved = {'noise_multiplier': 1.0}
+  defaults = {'client_data': '', 'local_dp': 'none'}
+  assert resume.config_differences(
+      saved, {'noise_multiplier': 1.0, 'client_data': '', 'local_dp': 'none'},
+      defaults) == []
+  assert resume.config_differences(
+      saved, {'noise_multiplier': 1.0, 'client_data': '',
+              'local_dp': 'laplace'}, defaults) == [
+                  "--local_dp: checkpoint 'none', now 'laplace'"]
+
+
+def test_fallback_past_a_released_round_is_refused():
+  resume.check_fallback(checkpoint_round=5, released=5, skipped=[])
+  with pytest.raises(resume.ResumeError, match='rounds 5..6 were released'):
+    resume.check_fallback(checkpoint_round=4, released=6, skipped=['bad'])
+
+
+def test_run_directory_is_marked_before_anything_is_written(tmp_path):
+  run_dir, resuming = train.prepare_run_dir(str(tmp_path), 'run')
+  assert not resuming
+  assert os.listdir(run_dir) == [train.RUN_MARKER]
+  # Killed right after the worker started: only the marker and worker.log.
+  with open(os.path.join(run_dir, 'worker.log'), 'w') as f:
+    f.write('started\n')
+  assert train.prepare_run_dir(str(tmp_path), 'run') == (run_dir, True)
+
+
+def test_foreign_directory_is_refused(tmp_path):
+  os.makedirs(tmp_path / 'photos')
+  (tmp_path / 'photos' / 'cat.jpg').write_bytes(b'\xff\xd8')
+  with pytest.raises(train.UserError, match='not a tff-dp run directory'):
+    train.prepare_run_dir(str(tmp_path), 'photos')
