@@ -12,6 +12,7 @@ import csv
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -132,9 +133,21 @@ def test_zero_noise_resume_is_bitwise_equal_to_uninterrupted(tmp_path):
     assert row_a['eval/loss'] == row_b['eval/loss']
 
 
-def test_changing_a_privacy_flag_on_resume_is_refused(tmp_path):
-  assert _train(tmp_path, '--rounds=2').returncode == 0
-  run_dir = os.path.join(tmp_path, 'run')
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory):
+  """One finished 2-round run; tests refuse to resume copies of it."""
+  output_dir = tmp_path_factory.mktemp('finished')
+  assert _train(output_dir, '--rounds=2').returncode == 0
+  return os.path.join(output_dir, 'run')
+
+
+def _copy_run(finished_run, tmp_path):
+  shutil.copytree(finished_run, os.path.join(tmp_path, 'run'))
+  return os.path.join(tmp_path, 'run')
+
+
+def test_changing_a_privacy_flag_on_resume_is_refused(finished_run, tmp_path):
+  run_dir = _copy_run(finished_run, tmp_path)
   with open(os.path.join(run_dir, 'config.json')) as f:
     config_before = f.read()
   refused = _train(tmp_path, '--noise_multiplier=0.7', '--clip=0.3')
@@ -146,9 +159,9 @@ def test_changing_a_privacy_flag_on_resume_is_refused(tmp_path):
     assert f.read() == config_before  # Nothing overwritten.
 
 
-def test_outputs_without_a_valid_checkpoint_are_refused(tmp_path):
-  assert _train(tmp_path, '--rounds=2').returncode == 0
-  run_dir = os.path.join(tmp_path, 'run')
+def test_outputs_without_a_valid_checkpoint_are_refused(finished_run,
+                                                        tmp_path):
+  run_dir = _copy_run(finished_run, tmp_path)
   for path in glob.glob(os.path.join(run_dir, 'checkpoints', 'round_*',
                                      'state.npz')):
     with open(path, 'r+b') as f:
@@ -160,9 +173,9 @@ def test_outputs_without_a_valid_checkpoint_are_refused(tmp_path):
   assert _csv_rounds(run_dir) == [1, 2]  # Nothing lost.
 
 
-def test_corrupt_newest_checkpoint_after_its_release_is_refused(tmp_path):
-  assert _train(tmp_path, '--rounds=2').returncode == 0
-  run_dir = os.path.join(tmp_path, 'run')
+def test_corrupt_newest_checkpoint_after_its_release_is_refused(finished_run,
+                                                                tmp_path):
+  run_dir = _copy_run(finished_run, tmp_path)
   newest = sorted(glob.glob(os.path.join(run_dir, 'checkpoints', 'round_*')))
   with open(os.path.join(newest[-1], 'state.npz'), 'r+b') as f:
     f.seek(100)
