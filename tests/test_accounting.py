@@ -589,3 +589,34 @@ def test_thousand_round_ledger_is_fast(accountant):
   start = time.perf_counter()
   ledger.epsilon(delta=DELTA, accountant=accountant)
   assert time.perf_counter() - start < 5.0  # Measured ~0.05-0.07 s.
+
+
+@pytest.mark.parametrize('q,z,rounds', [(0.1, 1.0, 1), (0.1, 1.0, 700),
+                                        (0.035, 1.2, 100), (0.5, 0.8, 13)])
+def test_pld_with_cached_round_distribution_equals_the_accountant(q, z,
+                                                                  rounds):
+  # compute_epsilon reuses one round's PLD across calls; the result must be
+  # dp-accounting's own, to the last bit.
+  event = dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(z))
+  reference = pld.PLDAccountant(
+      value_discretization_interval=accounting.PLD_DISCRETIZATION)
+  reference.compose(event, rounds)
+  for _ in range(2):  # Second call: from the cache.
+    assert accounting.compute_epsilon(
+        [event] * rounds, delta=1e-5, accountant=accounting.AccountantKind.PLD,
+        relation=dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE) == (
+            reference.get_epsilon(1e-5))
+
+
+def test_pld_mixing_cached_and_accountant_events_stays_close():
+  sampled = dp_event.PoissonSampledDpEvent(0.1, dp_event.GaussianDpEvent(1.0))
+  plain = dp_event.GaussianDpEvent(5.0)
+  reference = pld.PLDAccountant(
+      value_discretization_interval=accounting.PLD_DISCRETIZATION)
+  reference.compose(plain, 3)
+  reference.compose(sampled, 50)
+  assert accounting.compute_epsilon(
+      [sampled] * 50 + [plain] * 3, delta=1e-5,
+      accountant=accounting.AccountantKind.PLD,
+      relation=dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE) == pytest.approx(
+          reference.get_epsilon(1e-5), rel=1e-9)

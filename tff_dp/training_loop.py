@@ -87,7 +87,8 @@ def run_training_loop(
   last_values = dict(last_values or {})
   round_num = start_round - 1
   for round_num in range(start_round, rounds + 1):
-    if _budget_exceeded(privacy.epsilons(next_round=round_num), max_epsilon):
+    if max_epsilon is not None and _budget_exceeded(
+        privacy.epsilons(next_round=round_num), max_epsilon):
       stop_reason = (f'privacy budget: round {round_num} would exceed '
                      f'max_epsilon={max_epsilon:g}')
       round_num -= 1
