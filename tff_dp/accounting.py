@@ -279,7 +279,7 @@ def compute_epsilon(events: Sequence[dp_event.DpEvent], *, delta: float,
       continue
     # Exactly what PLDAccountant does for this event (base.self_compose),
     # without rebuilding the base distribution (~70 ms) on every call.
-    composed = base.self_compose(count) if count > 1 else base
+    composed = base.self_compose(count)
     total = composed if total is None else total.compose(composed)
   if total is None:
     return float(acc.get_epsilon(delta))
