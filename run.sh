@@ -28,6 +28,9 @@ Commands:
                        (then: train --dataset=sqlite --client_data=FILE).
   tensorboard [--port N] [--logdir DIR]
                        Serve runs/ (or DIR) with TensorBoard on 127.0.0.1 only.
+  bench [--quick]      Benchmarks: seconds per round vs the compute floor and plain
+                       TFF, time to first round, memory over 300 rounds (~25 min;
+                       --quick ~1 min). Writes benchmarks/results/latest.json.
   lock                 Regenerate requirements.lock (needs network; uses uv).
   help                 Show this message.
 
@@ -149,6 +152,12 @@ cmd_import_data() {
   exec "${VENV}/bin/python" -m tff_dp.import_data "$@"
 }
 
+cmd_bench() {
+  ensure_venv
+  cd "${ROOT}"
+  exec "${VENV}/bin/python" -m benchmarks.run_all "$@"
+}
+
 cmd_test() {
   ensure_venv
   cd "${ROOT}"
@@ -211,6 +220,7 @@ main() {
     test) cmd_test "$@" ;;
     epsilon) cmd_epsilon "$@" ;;
     import-data) cmd_import_data "$@" ;;
+    bench) cmd_bench "$@" ;;
     tensorboard) cmd_tensorboard "$@" ;;
     lock) cmd_lock "$@" ;;
     help | -h | --help) usage ;;

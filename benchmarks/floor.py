@@ -1,0 +1,245 @@
+"""Engine (b): the compute floor, one plain TensorFlow program per round.
+
+The same round as DP-FedAvg, without TFF: every client of the round runs local
+SGD (learning rate, batch size and epochs of the workload) from the global
+model on its own examples in the order `tff_dp.client_data` would use; its
+update (initial minus final weights) is clipped to L2 norm C by GLOBAL norm
+(all variables together); the clipped updates are summed; Gaussian noise of
+standard deviation z * C is added to the sum; the sum is divided by the fixed
+clients_per_round; the server applies SGD with momentum to that average, as
+`tff.learning.optimizers.build_sgdm` does. All of it is ONE `tf.function`
+call per round. No TFF is imported.
+
+Two implementations of the per-client work, both exact per-client clipping:
+
+* `loop`: a graph-mode `tf.while_loop` over the clients (`tf.range` under
+  autograph), each client's local steps unrolled (their count is static);
+* `vectorized`: `tf.vectorized_map` over the clients of the same per-client
+  function (per-client weights stacked on a leading axis).
+
+The floor of a workload is the faster of the two measured; both are reported.
+Dropout (CNN) draws stateless per-(round, client) masks so that both
+implementations do the same work.
+
+  python -m benchmarks.floor --spec=SPEC.json --out=RESULT.json
+"""
+
+import math
+import sys
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from benchmarks import harness
+from benchmarks import models as bench_models
+from benchmarks import workloads as workloads_lib
+
+IMPLEMENTATIONS = ('loop', 'vectorized')
+
+
+def _mlp_forward(params, x, training, seed):
+  del training, seed  # No dropout.
+  w1, b1, w2, b2 = params
+  return tf.matmul(tf.nn.relu(tf.matmul(x, w1) + b1), w2) + b2
+
+
+def _cnn_forward(params, x, training, seed):
+  """create_conv_dropout_model's forward pass with stateless dropout."""
+  c1, cb1, c2, cb2, d1, db1, d2, db2 = params
+  h = tf.reshape(x, (-1,) + workloads_lib.IMAGE_SHAPE)
+  h = tf.nn.relu(tf.nn.conv2d(h, c1, strides=1, padding='VALID') + cb1)
+  h = tf.nn.relu(tf.nn.conv2d(h, c2, strides=1, padding='VALID') + cb2)
+  h = tf.nn.max_pool2d(h, ksize=2, strides=2, padding='VALID')
+  if training:
+    h = tf.nn.experimental.stateless_dropout(h, rate=0.25, seed=seed)
+  h = tf.reshape(h, (tf.shape(h)[0], -1))
+  h = tf.nn.relu(tf.matmul(h, d1) + db1)
+  if training:
+    h = tf.nn.experimental.stateless_dropout(h, rate=0.5, seed=seed + 1)
+  return tf.matmul(h, d2) + db2
+
+
+def _forward_fn(model: workloads_lib.ModelName) -> Callable[..., tf.Tensor]:
+  if model is workloads_lib.ModelName.MLP:
+    return _mlp_forward
+  if model is workloads_lib.ModelName.CNN:
+    return _cnn_forward
+  raise ValueError(f'unknown model {model!r}')
+
+
+def initial_weights(model: workloads_lib.ModelName,
+                    seed: int) -> list[np.ndarray]:
+  """The Keras model's initial weights (same shapes, same initializers)."""
+  return [w.copy() for w in
+          bench_models.build_keras_model(model, seed=seed).get_weights()]
+
+
+class FloorRound:
+  """One DP-FedAvg round of a workload as a single tf.function call."""
+
+  def __init__(self, workload: workloads_lib.Workload,
+               hyper: workloads_lib.Hyperparameters, implementation: str,
+               initial: Optional[Sequence[np.ndarray]] = None):
+    """Builds the round.
+
+    Args:
+      workload: Shapes, batch size and epochs.
+      hyper: Learning rates, momentum, z and C.
+      implementation: One of IMPLEMENTATIONS.
+      initial: Initial model weights; default: the Keras model's initializers.
+    """
+    if implementation not in IMPLEMENTATIONS:
+      raise ValueError(f'implementation must be one of {IMPLEMENTATIONS}, '
+                       f'got {implementation!r}')
+    self._workload = workload
+    self._hyper = hyper
+    self._forward = _forward_fn(workload.model)
+    if initial is None:
+      initial = initial_weights(workload.model, hyper.model_seed)
+    self.weights = [tf.Variable(w) for w in initial]
+    self.momentum = [tf.Variable(tf.zeros_like(w)) for w in self.weights]
+    steps = workload.epochs * workload.examples_per_client
+    self._batches = [(s, min(s + workload.batch_size, steps))
+                     for s in range(0, steps, workload.batch_size)]
+    per_client = (self._client_deltas_loop if implementation == 'loop'
+                  else self._client_deltas_vectorized)
+    self._round = tf.function(self._make_round(per_client))
+
+  def _local_update(self, x, y, seed):
+    """One client's clipped update: local SGD, then clip by global norm."""
+    lr = self._hyper.client_learning_rate
+    w = list(self.weights)
+    w0 = [tf.identity(v) for v in w]
+    for step, (lo, hi) in enumerate(self._batches):
+      with tf.GradientTape() as tape:
+        tape.watch(w)
+        logits = self._forward(w, x[lo:hi], True, seed + 2 * step)
+        loss = tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=y[lo:hi], logits=logits))
+      grads = tape.gradient(loss, w)
+      w = [v - lr * g for v, g in zip(w, grads)]
+    delta = [a - b for a, b in zip(w0, w)]
+    # tf.clip_by_global_norm's arithmetic, written out because its L2Loss op
+    # has no vectorized_map converter (it would fall back to a while_loop).
+    norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(d)) for d in delta]))
+    clip = self._hyper.clip
+    scale = clip / tf.maximum(norm, clip)
+    return [d * scale for d in delta]
+
+  def _client_deltas_loop(self, x, y, seeds):
+    total = [tf.zeros_like(v) for v in self.weights]
+    for k in tf.range(tf.shape(x)[0]):
+      clipped = self._local_update(x[k], y[k], seeds[k])
+      total = [t + c for t, c in zip(total, clipped)]
+    return total
+
+  def _client_deltas_vectorized(self, x, y, seeds):
+    clipped = tf.vectorized_map(
+        lambda args: self._local_update(*args), (x, y, seeds))
+    return [tf.reduce_sum(c, axis=0) for c in clipped]
+
+  def _make_round(self, client_deltas):
+    hyper = self._hyper
+    clients = float(self._workload.clients)
+
+    def round_fn(x, y, seeds, noise_seed):
+      total = client_deltas(x, y, seeds)
+      noised = [
+          t + tf.random.stateless_normal(
+              tf.shape(t), seed=noise_seed + i,
+              stddev=hyper.noise_multiplier * hyper.clip)
+          for i, t in enumerate(total)]
+      average = [n / clients for n in noised]
+      # tff.learning.optimizers.build_sgdm: m = mu * m + g; w = w - lr * m.
+      for m, w, g in zip(self.momentum, self.weights, average):
+        m.assign(hyper.server_momentum * m + g)
+        w.assign_sub(hyper.server_learning_rate * m)
+      return tf.linalg.global_norm(average)
+
+    return round_fn
+
+  def __call__(self, x: np.ndarray, y: np.ndarray, round_num: int) -> float:
+    seeds = np.stack(
+        [np.full(self._workload.clients, round_num, dtype=np.int32),
+         np.arange(self._workload.clients, dtype=np.int32)], axis=1)
+    seeds = seeds * np.int32(1000)  # Room for per-step seed offsets.
+    noise_seed = np.array([round_num, 7919], dtype=np.int32)
+    return float(self._round(tf.constant(x), tf.constant(y),
+                             tf.constant(seeds), tf.constant(noise_seed)))
+
+
+def round_inputs(data: workloads_lib.SyntheticData,
+                 workload: workloads_lib.Workload,
+                 round_num: int) -> tuple[np.ndarray, np.ndarray]:
+  """The round's per-client examples in tff_dp.client_data's order."""
+  order = workloads_lib.round_permutations(workload, round_num)
+  rows = np.arange(workload.clients)[:, None]
+  return data.x[rows, order], data.y[rows, order]
+
+
+def run_workload(workload: workloads_lib.Workload,
+                 hyper: workloads_lib.Hyperparameters,
+                 implementation: str,
+                 clock: Optional[harness.Clock] = None) -> dict[str, Any]:
+  """Times one workload with one implementation."""
+  data = workloads_lib.synthetic_data(workload)
+  start = time.perf_counter()
+  floor_round = FloorRound(workload, hyper, implementation)
+  build_s = time.perf_counter() - start
+  if clock is not None:
+    clock.mark('process_built')
+  norms = []
+
+  def run_round(r: int) -> dict[str, float]:
+    t0 = time.perf_counter()
+    x, y = round_inputs(data, workload, r)
+    t1 = time.perf_counter()
+    norms.append(floor_round(x, y, r))
+    return {'inputs_s': t1 - t0, 'call_s': time.perf_counter() - t1}
+
+  def on_round(r):
+    if clock is not None and r == 0:
+      clock.mark('first_round_done')
+
+  result = harness.time_rounds(workload, run_round, on_round=on_round)
+  result['build_s'] = build_s
+  result['implementation'] = implementation
+  result['update_norms_finite'] = all(math.isfinite(n) for n in norms)
+  return result
+
+
+def main(argv: list[str]) -> int:
+  """Runs the spec's workloads with every implementation."""
+  args = harness.parse_args(argv)
+  spec = harness.read_json(args.spec)
+  clock = harness.Clock(spec['spawn_time'])
+  clock.mark('imports_done')
+  hyper = workloads_lib.HYPERPARAMETERS
+  result = {'engine': 'floor', 'startup': None, 'workloads': [],
+            'workers': []}
+  for i, row in enumerate(spec['rows']):
+    workload = workloads_lib.Workload.from_json(row['workload'])
+    variants = {}
+    for j, implementation in enumerate(row.get('implementations',
+                                               IMPLEMENTATIONS)):
+      first = i == 0 and j == 0
+      variants[implementation] = run_workload(
+          workload, hyper, implementation, clock if first else None)
+      if first:
+        result['startup'] = {'workload': workload.name,
+                             'implementation': implementation, **clock.marks}
+    best = min(variants, key=lambda k: variants[k]['seconds']['median'])
+    parameters = sum(int(np.prod(w.shape)) for w in initial_weights(
+        workload.model, hyper.model_seed))
+    result['workloads'].append({
+        'workload': workload.to_json(), 'parameters': parameters, 'best': best,
+        'implementations': variants, **variants[best]})
+    harness.write_json(args.out, result)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv))

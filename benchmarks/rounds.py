@@ -1,0 +1,271 @@
+"""Engine (a): tff-dp's rounds, as tff_dp.experiment builds and runs them.
+
+The process is `tff_dp.learning_process.build_learning_process` with TF
+Privacy's DP aggregator (`gaussian_fixed`, or `gaussian_adaptive` for the rows
+that ask for it), the clients' datasets come from
+`tff_dp.client_data.RoundDatasets`, and everything executes on the worker of
+`tff_dp.runtime.local_runtime`. A round is what `tff_dp.training_loop` times:
+building the cohort's datasets plus `process.next`. Accounting, evaluation and
+releases are outside the learning process and outside this timing (the memory
+run, `benchmarks.memory`, runs the whole program loop).
+
+The MLP is tff_dp.models' own; tff_dp has no CNN, so W2 wraps the benchmark's
+Keras CNN exactly as tff_dp.models wraps the MLP (same loss, input spec and
+metric).
+
+  python -m benchmarks.rounds --spec=SPEC.json --out=RESULT.json
+"""
+
+import dataclasses
+import os
+import sys
+import time
+from typing import Any, Optional
+
+from absl import flags
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from benchmarks import harness
+from benchmarks import models as bench_models
+from benchmarks import workloads as workloads_lib
+from tff_dp import cli_flags
+from tff_dp import client_data
+from tff_dp import config as config_lib
+from tff_dp import learning_process
+from tff_dp import models
+from tff_dp import runtime
+from tff_dp.config import DpMechanism
+from tff_dp.config import ModelKind
+from tff_dp.data.federated_data import FederatedData
+
+
+def federated_data(workload: workloads_lib.Workload) -> FederatedData:
+  """The workload's synthetic clients as tff-dp's validated container."""
+  data = workloads_lib.synthetic_data(workload)
+  return FederatedData(
+      name=f'synthetic-{workload.name}',
+      client_ids=tuple(str(i) for i in range(workload.clients)),
+      client_x=tuple(data.x),
+      client_y=tuple(data.y),
+      test_x=data.test_x,
+      test_y=data.test_y,
+      num_classes=workloads_lib.NUM_CLASSES,
+      provenance='benchmark: uniform random features and labels')
+
+
+def model_fn_for(workload: workloads_lib.Workload, seed: int):
+  """tff_dp's model constructor (MLP), or the CNN wrapped the same way."""
+  if workload.model is workloads_lib.ModelName.MLP:
+    return models.build_model_fn(
+        ModelKind.MLP, input_dim=workloads_lib.INPUT_DIM,
+        num_classes=workloads_lib.NUM_CLASSES,
+        hidden_units=bench_models.MLP_HIDDEN_UNITS, seed=seed)
+
+  def cnn_model_fn() -> tff.learning.models.VariableModel:
+    return tff.learning.models.from_keras_model(
+        bench_models.build_keras_model(workload.model, seed=seed),
+        loss=models.loss_fn(),
+        input_spec=models.input_spec(workloads_lib.INPUT_DIM),
+        metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
+
+  return cnn_model_fn
+
+
+def train_config(workload: workloads_lib.Workload, mechanism: DpMechanism,
+                 hyper: workloads_lib.Hyperparameters, *, rounds: int = 1,
+                 output_dir: str = '.', run_name: str = 'benchmark'
+                 ) -> config_lib.TrainConfig:
+  """The TrainConfig of a workload, parsed by tff_dp's own flag definitions.
+
+  Every client takes part in every round (`--client_sampling=full`); flags
+  not set here keep tff_dp's defaults, as they would for a user. `--model` is
+  nominal for W2 (tff_dp has no CNN; `model_fn_for` supplies it).
+  """
+  fv = flags.FlagValues()
+  cli_flags.define_train_flags(fv)
+  fv([
+      'benchmarks',
+      '--model=mlp',
+      f'--hidden_units={bench_models.MLP_HIDDEN_UNITS}',
+      f'--num_clients={workload.clients}',
+      f'--clients_per_round={workload.clients}',
+      '--client_sampling=full',
+      f'--rounds={rounds}',
+      f'--client_batch_size={workload.batch_size}',
+      f'--client_epochs={workload.epochs}',
+      f'--client_learning_rate={hyper.client_learning_rate}',
+      '--server_optimizer=sgd',
+      f'--server_learning_rate={hyper.server_learning_rate}',
+      f'--server_momentum={hyper.server_momentum}',
+      f'--dp_mechanism={mechanism.value}',
+      f'--noise_multiplier={hyper.noise_multiplier}',
+      f'--clip={hyper.clip}',
+      f'--initial_clip={hyper.initial_clip}',
+      f'--target_unclipped_quantile={hyper.target_unclipped_quantile}',
+      f'--clip_learning_rate={hyper.clip_learning_rate}',
+      f'--seed={hyper.model_seed}',
+      f'--output_dir={output_dir}',
+      f'--run_name={run_name}',
+  ] + (['--allow_zero_noise'] if hyper.noise_multiplier == 0 else []))
+  names = [field.name for field in dataclasses.fields(config_lib.TrainConfig)]
+  config = config_lib.config_from_mapping({name: fv[name].value
+                                           for name in names})
+  config_lib.check_config(config)
+  return config
+
+
+def dp_settings(config: config_lib.TrainConfig
+                ) -> Optional[learning_process.DpSettings]:
+  """As tff_dp.experiment derives the DP settings from its config."""
+  if not config.uses_dp_aggregator:
+    return None
+  return learning_process.DpSettings(
+      mechanism=config.dp_mechanism,
+      noise_multiplier=config.noise_multiplier,
+      clients_per_round=config.clients_per_round,
+      clip=config.clip,
+      initial_clip=config.initial_clip,
+      target_unclipped_quantile=config.target_unclipped_quantile,
+      clip_learning_rate=config.clip_learning_rate)
+
+
+def model_aggregator(config: config_lib.TrainConfig):
+  """As tff_dp.experiment builds the model aggregator."""
+  return learning_process.build_model_aggregator(
+      dp=dp_settings(config), client_weighting=config.client_weighting,
+      weight_cap=config.weight_cap)
+
+
+def server_optimizer(config: config_lib.TrainConfig
+                     ) -> tff.learning.optimizers.Optimizer:
+  return learning_process.build_server_optimizer(
+      config.server_optimizer, learning_rate=config.server_learning_rate,
+      momentum=config.server_momentum)
+
+
+def build_process(workload: workloads_lib.Workload, mechanism: DpMechanism,
+                  hyper: workloads_lib.Hyperparameters
+                  ) -> tff.learning.templates.LearningProcess:
+  """The learning process, built with the call tff_dp.experiment makes.
+
+  Keep in sync with `tff_dp.experiment.run_experiment` (a public builder
+  there would remove this copy).
+
+  Args:
+    workload: Gives the model and clients_per_round.
+    mechanism: GAUSSIAN_FIXED or GAUSSIAN_ADAPTIVE.
+    hyper: The shared hyperparameters.
+  """
+  config = train_config(workload, mechanism, hyper)
+  return learning_process.build_learning_process(
+      model_fn=model_fn_for(workload, config.seed),
+      algorithm=config.algorithm,
+      model_aggregator=model_aggregator(config),
+      proximal_strength=config.proximal_strength,
+      client_learning_rate=config.client_learning_rate,
+      client_momentum=config.client_momentum,
+      server_optimizer=server_optimizer(config))
+
+
+def tff_dp_loop() -> str:
+  """The client loop tff_dp.learning_process asks TFF for."""
+  loop = getattr(learning_process, 'LOOP', None)
+  return loop.name if loop is not None else 'DATASET_REDUCE (TFF default)'
+
+
+def round_runner(process, round_datasets, cohort, state_box):
+  """Returns run_round(r) for `harness.time_rounds`: datasets + next."""
+
+  def run_round(r: int) -> dict[str, float]:
+    start = time.perf_counter()
+    datasets = round_datasets(r, cohort)
+    built = time.perf_counter()
+    output = process.next(state_box[0], datasets)
+    state_box[0] = output.state
+    return {'datasets_s': built - start,
+            'next_s': time.perf_counter() - built}
+
+  return run_round
+
+
+def run_workload(workload: workloads_lib.Workload, worker: runtime.Worker,
+                 process, clock: Optional[harness.Clock] = None
+                 ) -> dict[str, Any]:
+  """Times one workload on a running worker; `process` is already built.
+
+  Args:
+    workload: The workload `process` was built for.
+    worker: The running worker (its CPU time is recorded per round).
+    process: The learning process.
+    clock: If given, marks 'initialized' and 'first_round_done' on it.
+  """
+  data = federated_data(workload)
+  round_datasets = client_data.RoundDatasets(
+      data, batch_size=workload.batch_size, epochs=workload.epochs, seed=0)
+  cohort = np.arange(workload.clients)
+  start = time.perf_counter()
+  state_box = [process.initialize()]
+  initialize_s = time.perf_counter() - start
+  if clock is not None:
+    clock.mark('initialized')
+
+  def on_round(r):
+    if clock is not None and r == 0:
+      clock.mark('first_round_done')
+
+  result = harness.time_rounds(
+      workload, round_runner(process, round_datasets, cohort, state_box),
+      worker_pid=worker.pid, on_round=on_round)
+  result['initialize_s'] = initialize_s
+  return result
+
+
+def main(argv: list[str]) -> int:
+  """Runs the spec's workloads; see the module docstring."""
+  args = harness.parse_args(argv)
+  spec = harness.read_json(args.spec)
+  clock = harness.Clock(spec['spawn_time'])
+  clock.mark('imports_done')
+  hyper = workloads_lib.HYPERPARAMETERS
+  rows = spec['rows']
+  result = {'engine': 'tff-dp', 'loop_implementation': tff_dp_loop(),
+            'startup': None, 'workloads': [], 'workers': []}
+  log_path = os.path.join(spec['log_dir'], 'tff-dp-worker.log')
+
+  # As tff_dp.experiment: build the first process, then start the worker.
+  first = workloads_lib.Workload.from_json(rows[0]['workload'])
+  start = time.perf_counter()
+  process = build_process(first, DpMechanism(rows[0]['mechanism']), hyper)
+  build_s = time.perf_counter() - start
+  clock.mark('process_built')
+  with runtime.local_runtime(log_path=log_path) as worker:
+    clock.mark('worker_ready')
+    result['workers'].append({'pid': worker.pid, 'log': log_path,
+                              'started_by': 'tff_dp.runtime.local_runtime'})
+    harness.write_json(args.out, result)
+    for i, row in enumerate(rows):
+      workload = workloads_lib.Workload.from_json(row['workload'])
+      mechanism = DpMechanism(row['mechanism'])
+      if i > 0:
+        start = time.perf_counter()
+        process = build_process(workload, mechanism, hyper)
+        build_s = time.perf_counter() - start
+      timing = run_workload(workload, worker, process,
+                            clock if i == 0 else None)
+      timing['build_s'] = build_s
+      if i == 0:
+        result['startup'] = {'workload': workload.name, **clock.marks}
+      result['workloads'].append({
+          'workload': workload.to_json(), 'mechanism': mechanism.value,
+          **timing})
+      harness.write_json(args.out, result)
+  result['workers'][0]['alive_after_exit'] = harness.is_running_worker(
+      worker.pid)
+  harness.write_json(args.out, result)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv))

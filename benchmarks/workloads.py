@@ -1,0 +1,176 @@
+"""Workloads, hyperparameters and synthetic data shared by all engines.
+
+Pure Python plus numpy (no TensorFlow): the orchestrator (`run_all`) imports
+this module to plan the runs without paying for TensorFlow; each engine runs
+in its own subprocess and rebuilds the same workload from its JSON form.
+
+The data are SYNTHETIC: features uniform in [0, 1), labels uniform in
+[0, 10), generated from a fixed seed. Timing does not depend on what the
+pixels show, only on the shapes, which are those of (E)MNIST: 784 features
+(28 x 28 x 1) and 10 classes.
+"""
+
+import dataclasses
+import enum
+from typing import Any
+
+import numpy as np
+
+INPUT_DIM = 784
+IMAGE_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
+DATA_SEED = 1234
+
+
+class ModelName(enum.Enum):
+  """Architectures the workloads train."""
+  # The founding document's MLP 784-128-10 (tff_dp.models, ModelKind.MLP).
+  MLP = 'mlp'
+  # The EMNIST CNN of TFF's baselines (google-research/federated,
+  # utils/models/emnist_models.py, create_conv_dropout_model): conv 32 3x3,
+  # conv 64 3x3, max-pool 2x2, dropout 0.25, dense 128, dropout 0.5, dense 10;
+  # 1,199,882 parameters.
+  CNN = 'cnn'
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyperparameters:
+  """Training settings every engine uses, so that the rounds do the same work.
+
+  The values are tff-dp's defaults (see tff_dp.cli_flags), with the fixed clip
+  of `gaussian_fixed`.
+  """
+  client_learning_rate: float = 0.1
+  server_learning_rate: float = 0.5
+  server_momentum: float = 0.9
+  noise_multiplier: float = 1.0
+  clip: float = 0.5
+  # Only for the gaussian_adaptive row.
+  initial_clip: float = 0.1
+  target_unclipped_quantile: float = 0.5
+  clip_learning_rate: float = 0.2
+  model_seed: int = 0
+
+
+HYPERPARAMETERS = Hyperparameters()
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+  """One federated round's shape, and how many rounds to time.
+
+  Attributes:
+    family: 'W1' (MLP) or 'W2' (CNN).
+    model: The architecture.
+    clients: Clients per round (every client of the population takes part in
+      every round: the cohort is the population).
+    examples_per_client: Examples each client holds.
+    batch_size: Local batch size.
+    epochs: Local epochs.
+    warmup_rounds: Rounds run before timing (tracing, caches, allocator).
+    timed_rounds: Rounds whose times are reported.
+  """
+  family: str
+  model: ModelName
+  clients: int
+  examples_per_client: int
+  batch_size: int
+  epochs: int
+  warmup_rounds: int
+  timed_rounds: int
+
+  @property
+  def name(self) -> str:
+    return f'{self.family}-c{self.clients}'
+
+  def to_json(self) -> dict[str, Any]:
+    values = dataclasses.asdict(self)
+    values['model'] = self.model.value
+    values['name'] = self.name
+    return values
+
+  @classmethod
+  def from_json(cls, values: dict[str, Any]) -> 'Workload':
+    kwargs = {field.name: values[field.name]
+              for field in dataclasses.fields(cls)}
+    kwargs['model'] = ModelName(kwargs['model'])
+    return cls(**kwargs)
+
+
+def _w1(clients: int, *, warmup: int, timed: int) -> Workload:
+  return Workload(family='W1', model=ModelName.MLP, clients=clients,
+                  examples_per_client=64, batch_size=16, epochs=1,
+                  warmup_rounds=warmup, timed_rounds=timed)
+
+
+def _w2(clients: int, *, warmup: int, timed: int) -> Workload:
+  return Workload(family='W2', model=ModelName.CNN, clients=clients,
+                  examples_per_client=100, batch_size=16, epochs=1,
+                  warmup_rounds=warmup, timed_rounds=timed)
+
+
+def timing_workloads(quick: bool) -> list[Workload]:
+  """The workloads of the seconds-per-round table, first one first.
+
+  The first workload of each engine's subprocess also gives its time to the
+  first round: W1 at 50 clients in full mode, W1 at 10 clients in quick mode.
+
+  Args:
+    quick: The quick mode proves the machinery in well under two minutes: two
+      small workloads, one warm-up round and three timed rounds each.
+  """
+  if quick:
+    return [_w1(10, warmup=1, timed=3), _w2(2, warmup=1, timed=3)]
+  return [
+      _w1(50, warmup=3, timed=30),
+      _w1(10, warmup=3, timed=30),
+      _w1(200, warmup=2, timed=15),
+      _w2(20, warmup=2, timed=15),
+  ]
+
+
+def memory_workload(quick: bool) -> tuple[Workload, int]:
+  """W1 at 50 clients for the memory run, and its number of rounds."""
+  rounds = 4 if quick else 300
+  return _w1(50, warmup=0, timed=rounds), rounds
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticData:
+  """Per-client arrays of a workload: x [clients, n, 784], y [clients, n]."""
+  x: np.ndarray
+  y: np.ndarray
+  test_x: np.ndarray
+  test_y: np.ndarray
+
+
+def synthetic_data(workload: Workload, *, test_examples: int = 512
+                   ) -> SyntheticData:
+  """Deterministic random data of the workload's shape (see the module doc)."""
+  rng = np.random.default_rng(
+      [DATA_SEED, workload.clients, workload.examples_per_client])
+  shape = (workload.clients, workload.examples_per_client)
+  x = rng.random(shape + (INPUT_DIM,), dtype=np.float32)
+  y = rng.integers(0, NUM_CLASSES, size=shape).astype(np.int32)
+  test_x = rng.random((test_examples, INPUT_DIM), dtype=np.float32)
+  test_y = rng.integers(0, NUM_CLASSES, size=test_examples).astype(np.int32)
+  return SyntheticData(x=x, y=y, test_x=test_x, test_y=test_y)
+
+
+def round_permutations(workload: Workload, round_num: int,
+                       seed: int = 0) -> np.ndarray:
+  """Each client's example order in a round, as tff_dp.client_data draws it.
+
+  Returns:
+    int array [clients, epochs * examples_per_client]: for client i, the
+    concatenation of `epochs` permutations drawn from
+    `np.random.default_rng([seed, round_num, i])`, exactly as
+    `tff_dp.client_data.RoundDatasets` does.
+  """
+  orders = []
+  for i in range(workload.clients):
+    rng = np.random.default_rng([seed, round_num, i])
+    orders.append(np.concatenate([
+        rng.permutation(workload.examples_per_client)
+        for _ in range(workload.epochs)]))
+  return np.stack(orders)

@@ -1,0 +1,212 @@
+"""The benchmark harness (benchmarks/, issue 7): quick mode end to end.
+
+The e2e test runs `python -m benchmarks.run_all --quick` in a subprocess and
+checks the JSON it writes: structure, positive finite numbers, and that no TFF
+worker started by the benchmark is left running. It checks no timing target:
+those live in the benchmark's output, never in tests. The other tests are pure
+Python checks of the statistics and of the run plan.
+"""
+
+import glob
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+import worker_utils
+
+# `python -m pytest` from the root puts it on sys.path; bare `pytest` does not.
+if REPO_ROOT not in sys.path:
+  sys.path.insert(0, REPO_ROOT)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import run_all
+from benchmarks import stats
+from benchmarks import workloads
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+_QUICK_TIMEOUT_SECONDS = 300
+_ENGINES = ('floor', 'tff-dp', 'plain-tff')
+
+
+def _positive_finite(value) -> bool:
+  return (isinstance(value, (int, float)) and not isinstance(value, bool) and
+          math.isfinite(value) and value > 0)
+
+
+def test_percentile_matches_numpy():
+  values = [0.3, 0.1, 0.7, 0.2, 0.9, 0.4, 0.5]
+  for q in (0, 10, 50, 90, 100):
+    assert stats.percentile(values, q) == pytest.approx(
+        np.percentile(values, q))
+
+
+def test_percentile_rejects_empty_and_bad_q():
+  with pytest.raises(ValueError):
+    stats.percentile([], 50)
+  with pytest.raises(ValueError):
+    stats.percentile([1.0], 101)
+
+
+def test_second_half_slope_ignores_warm_up():
+  rounds = list(range(1, 11))
+  # Fast growth during warm-up, then exactly 0.5 MiB per round.
+  rss = [100.0 * r for r in range(1, 6)] + [1000.0 + 0.5 * r
+                                            for r in range(6, 11)]
+  assert stats.second_half_slope(rounds, rss) == pytest.approx(0.5)
+  assert stats.least_squares_slope([1.0], [2.0]) is None
+  assert stats.ratio(1.0, 0.0) is None
+
+
+def test_round_permutations_match_tff_dp_client_data():
+  workload = workloads.timing_workloads(quick=True)[0]
+  orders = workloads.round_permutations(workload, round_num=3, seed=0)
+  rng = np.random.default_rng([0, 3, 1])
+  np.testing.assert_array_equal(
+      orders[1], rng.permutation(workload.examples_per_client))
+
+
+def test_plan_runs_every_engine_once_and_the_memory_run():
+  names = [job['name'] for job in run_all.plan(quick=True)]
+  assert names == ['floor', 'tff-dp', 'plain-tff', 'memory-tff-dp']
+  full = [job['name'] for job in run_all.plan(quick=False)]
+  assert full[:3] == list(_ENGINES)
+  assert 'memory-plain-tff' in full
+  _, rounds = workloads.memory_workload(quick=False)
+  assert rounds >= 300
+
+
+@pytest.fixture(scope='module')
+def quick_run(tmp_path_factory):
+  output_dir = tmp_path_factory.mktemp('bench')
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.run_all', '--quick',
+       f'--output_dir={output_dir}'],
+      cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+      timeout=_QUICK_TIMEOUT_SECONDS)
+  latest = os.path.join(output_dir, 'latest.json')
+  report = None
+  if os.path.exists(latest):
+    with open(latest) as f:
+      report = json.load(f)
+  return result, report, str(output_dir)
+
+
+@pytest.mark.e2e
+def test_quick_mode_succeeds_and_prints_the_table(quick_run):
+  result, report, output_dir = quick_run
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  assert report is not None
+  assert 'Seconds per round' in result.stdout
+  assert 'tff-dp/floor' in result.stdout
+  stamped = [p for p in glob.glob(os.path.join(output_dir, '*.json'))
+             if not p.endswith('latest.json')]
+  assert len(stamped) == 1
+  with open(stamped[0]) as f:
+    assert json.load(f) == report
+
+
+@pytest.mark.e2e
+def test_quick_mode_json_has_every_engine_with_positive_finite_times(
+    quick_run):
+  _, report, _ = quick_run
+  assert report['schema_version'] == run_all.SCHEMA_VERSION
+  assert report['mode'] == 'quick'
+  assert report['machine']['shared'] is True
+  names = [w.name for w in workloads.timing_workloads(quick=True)]
+  assert [row['workload']['name'] for row in report['timing']] == names
+  for row in report['timing']:
+    assert _positive_finite(row['parameters'])
+    for engine in _ENGINES:
+      entry = row['engines'][engine]
+      assert entry['ok'], (row['workload']['name'], engine)
+      for key in ('median_s', 'p10_s', 'p90_s', 'first_round_s'):
+        assert _positive_finite(entry[key]), (engine, key, entry[key])
+      assert entry['p10_s'] <= entry['median_s'] <= entry['p90_s']
+      assert entry['timed_rounds'] == row['workload']['timed_rounds']
+    for name, value in row['ratios'].items():
+      assert _positive_finite(value), (name, value)
+  startup = {row['engine']: row for row in report['startup']}
+  assert set(startup) == set(_ENGINES) | {'memory-tff-dp'}
+  for row in startup.values():
+    assert _positive_finite(row['time_to_first_round_s'])
+    assert all(_positive_finite(v) for v in row['phases_s'].values())
+
+
+@pytest.mark.e2e
+def test_quick_mode_memory_run_samples_process_and_worker(quick_run):
+  _, report, _ = quick_run
+  memory = report['memory']['tff-dp']
+  _, rounds = workloads.memory_workload(quick=True)
+  assert memory['rounds'] == rounds
+  assert len(memory['samples']) == rounds
+  for who in ('process', 'worker'):
+    assert _positive_finite(memory[who]['peak_hwm_mb']), who
+    assert _positive_finite(memory[who]['peak_sampled_mb']), who
+    assert math.isfinite(memory[who]['slope_mb_per_round']), who
+  assert all(_positive_finite(s['worker_rss_mb']) for s in memory['samples'])
+
+
+@pytest.mark.e2e
+def test_quick_mode_leaves_no_tff_worker_running(quick_run):
+  _, report, output_dir = quick_run
+  # Workers started by tff_dp.runtime, from the lines it writes to its logs.
+  logged = []
+  for path in glob.glob(os.path.join(output_dir, '**', '*.log'),
+                        recursive=True):
+    logged += worker_utils.worker_pids_from_log(path)
+  assert len(logged) >= 2  # The tff-dp engine and the memory run.
+  # Every worker the engines reported, TFF's default-context one included.
+  reported = [worker['pid'] for job in report['jobs']
+              for worker in job['workers']]
+  assert set(logged) <= set(reported)
+  assert len(reported) >= 3
+  assert not any(worker['left_running'] for job in report['jobs']
+                 for worker in job['workers'])
+  assert worker_utils.wait_until_gone(set(logged) | set(reported)) == []
+
+
+@pytest.mark.tff
+@pytest.mark.parametrize('implementation', ['loop', 'vectorized'])
+def test_floor_round_equals_a_tff_dp_round_without_noise(tff_runtime,
+                                                         implementation):
+  """The floor does the same work as tff-dp: same weights after one round."""
+  del tff_runtime  # Runs TFF on the session's worker.
+  # pylint: disable=g-import-not-at-top
+  import dataclasses
+  from benchmarks import floor
+  from benchmarks import rounds
+  from tff_dp import client_data
+  from tff_dp.config import DpMechanism
+  # pylint: enable=g-import-not-at-top
+  hyper = dataclasses.replace(workloads.HYPERPARAMETERS, noise_multiplier=0.0,
+                              clip=0.05)  # A clip that binds.
+  workload = workloads.Workload(
+      family='W1', model=workloads.ModelName.MLP, clients=3,
+      examples_per_client=40, batch_size=16, epochs=2, warmup_rounds=0,
+      timed_rounds=1)
+  process = rounds.build_process(workload, DpMechanism.GAUSSIAN_FIXED, hyper)
+  state = process.initialize()
+  initial = process.get_model_weights(state).trainable
+  round_datasets = client_data.RoundDatasets(
+      rounds.federated_data(workload), batch_size=workload.batch_size,
+      epochs=workload.epochs, seed=0)
+  for r in range(2):  # Two rounds: the server momentum matters in the second.
+    state = process.next(state, round_datasets(r, range(workload.clients))
+                         ).state
+  expected = process.get_model_weights(state).trainable
+
+  floor_round = floor.FloorRound(workload, hyper, implementation,
+                                 initial=initial)
+  data = workloads.synthetic_data(workload)
+  for r in range(2):
+    floor_round(*floor.round_inputs(data, workload, r), r)
+  for got, want, start in zip(floor_round.weights, expected, initial):
+    assert not np.allclose(want, start)  # The rounds changed the model.
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-6)
