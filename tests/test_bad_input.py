@@ -49,6 +49,8 @@ def _cases(tmp):
       (['--flagfile=' + _SMOKE, '--algorithm=dp_ftrl'],
        '--dp_mechanism=gaussian_adaptive'),
       (['--flagfile=' + _SMOKE, '--local_dp=laplace'], '--local_epsilon'),
+      (['--flagfile=' + _SMOKE, '--clients_per_call=8', '--algorithm=fedsgd'],
+       '--clients_per_call=8'),
       (['--flagfile=' + _SMOKE, '--example_dp', '--algorithm=fedsgd'],
        '--example_dp'),
       # 10 clients of ~144 records: delta = 0.01 < 1/population but not

@@ -11,7 +11,9 @@ charges, and the mechanism that runs is the mechanism that is accounted:
   dp_ftrl     tree_aggregation       shuffled_epochs   tree epoch at its
                                                        first round
 Local DP (noise at the clients) and example-level DP-SGD add their own
-ledgers (`tff_dp.privacy_tracking`).
+ledgers (`tff_dp.privacy_tracking`). DP-FedAvg may run on the grouped path
+(`tff_dp.grouped_fedavg`, many simulated clients per TFF call): the same
+mechanism and events, so nothing here but the process differs.
 """
 
 from typing import Union
@@ -21,6 +23,7 @@ from tff_dp import dp_ftrl
 from tff_dp import epoch_sampling
 from tff_dp import example_accounting
 from tff_dp import example_dp
+from tff_dp import grouped_fedavg
 from tff_dp import learning_process
 from tff_dp import local_accounting
 from tff_dp import local_dp
@@ -117,15 +120,40 @@ def _dp_settings(config: TrainConfig):
       clip_learning_rate=config.clip_learning_rate)
 
 
-def build_process(config: TrainConfig, data: FederatedData, sampler: Sampler):
-  """The TFF learning process that implements `config`'s mechanisms."""
+def build_process(config: TrainConfig, data: FederatedData, sampler: Sampler,
+                  *, group_size: int = 1, client_files_dir: str = ''):
+  """The TFF learning process that implements `config`'s mechanisms.
+
+  Args:
+    config: The checked configuration.
+    data: The run's data (input size, classes).
+    sampler: The run's sampler (DP-FTRL's epoch length).
+    group_size: `config.resolve_clients_per_call`; above 1 the grouped
+      DP-FedAvg process, whose `next` takes `tff_dp.grouped_data.
+      GroupedRounds`' output instead of datasets.
+    client_files_dir: Where `GroupedRounds` wrote the client files (grouped
+      path only).
+  """
+  server_optimizer = learning_process.build_server_optimizer(
+      config.server_optimizer, learning_rate=config.server_learning_rate,
+      momentum=config.server_momentum)
+  if group_size > 1:
+    return grouped_fedavg.build_grouped_dp_fedavg(
+        keras_model_fn=lambda: models.build_keras_model(
+            config.model, input_dim=data.input_dim,
+            num_classes=data.num_classes, hidden_units=config.hidden_units,
+            hidden_layers=config.hidden_layers, seed=config.seed),
+        input_dim=data.input_dim, num_classes=data.num_classes,
+        dp_factory=learning_process.build_dp_aggregator(_dp_settings(config)),
+        client_learning_rate=config.client_learning_rate,
+        client_momentum=config.client_momentum,
+        server_optimizer=server_optimizer,
+        batch_size=config.client_batch_size, epochs=config.client_epochs,
+        client_files_dir=client_files_dir)
   model_fn = models.build_model_fn(
       config.model, input_dim=data.input_dim, num_classes=data.num_classes,
       hidden_units=config.hidden_units, seed=config.seed,
       hidden_layers=config.hidden_layers)
-  server_optimizer = learning_process.build_server_optimizer(
-      config.server_optimizer, learning_rate=config.server_learning_rate,
-      momentum=config.server_momentum)
   dp = _dp_settings(config)
   if config.algorithm is Algorithm.DP_FTRL:
     return dp_ftrl.build_dp_ftrl_process(

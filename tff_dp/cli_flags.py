@@ -343,6 +343,21 @@ def _valid_run_name(name: Optional[str]) -> bool:
   return not name or (set(name) <= allowed and name not in ('.', '..'))
 
 
+def define_simulation_flags(fv: flags.FlagValues) -> None:
+  """How the simulation is laid out; never changes what is computed."""
+  _define_int(fv, 'clients_per_call', 0,
+              'Simulated clients per TFF client invocation. 1: TFF\'s '
+              'learning algorithm, one invocation per client (every '
+              'configuration). N > 1: the grouped fast path '
+              '(tff_dp/grouped_fedavg.py): the same local training, clipping, '
+              'noise and accounting per simulated client, for '
+              '--algorithm=fedavg with gaussian_fixed or gaussian_adaptive, '
+              'uniform weighting, an mlp or logistic_regression model, no local or '
+              'example-level DP, and in-memory data. 0: the grouped path with '
+              f'{config_lib.AUTO_CLIENTS_PER_CALL} clients per call where it '
+              'applies, else 1.', lower=0, upper=_MAX_CLIENTS)
+
+
 TRAIN_FLAG_GROUPS = (
     ('Data', define_data_flags),
     ('Model', define_model_flags),
@@ -352,6 +367,7 @@ TRAIN_FLAG_GROUPS = (
     ('Local and example-level DP', define_local_dp_flags),
     ('Clipping, budget and releases', define_dp_training_flags),
     ('Output', define_output_flags),
+    ('Simulation', define_simulation_flags),
 )
 
 

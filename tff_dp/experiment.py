@@ -28,7 +28,9 @@ from tff_dp import accounting
 from tff_dp import assembly
 from tff_dp import checkpoint
 from tff_dp import client_data
+from tff_dp import config as config_lib
 from tff_dp import evaluation
+from tff_dp import grouped_data
 from tff_dp import privacy_statement
 from tff_dp import release as release_lib
 from tff_dp import resume
@@ -37,6 +39,7 @@ from tff_dp import sampling
 from tff_dp import training_loop
 from tff_dp.config import DpMechanism
 from tff_dp.config import TrainConfig
+from tff_dp.data.federated_data import FederatedData
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
@@ -145,11 +148,34 @@ def run_experiment(
     The run's `Summary`.
   """
   wall_start = time.monotonic()
-  release_nonprivate = (not config.private) or config.release_nonprivate_metrics
-
   sampler = assembly.build_sampler(config, data.population)
   privacy = assembly.build_privacy_tracker(config, sampler, data)
-  process = assembly.build_process(config, data, sampler)
+  group_size = config_lib.resolve_clients_per_call(
+      config, in_memory=isinstance(data, FederatedData))
+  grouped_rounds = None
+  if group_size > 1:
+    grouped_rounds = grouped_data.GroupedRounds(
+        data.client_x, data.client_y, seed=config.seed,
+        epochs=config.client_epochs, group_size=group_size)
+    print(f'simulation: up to {group_size} clients per TFF call (grouped '
+          'DP-FedAvg)', flush=True)
+  try:
+    return _run(config, data, run_dir, sampler=sampler, privacy=privacy,
+                group_size=group_size, grouped_rounds=grouped_rounds,
+                wall_start=wall_start, resume=resume,
+                config_defaults=config_defaults, on_round=on_round)
+  finally:
+    if grouped_rounds is not None:
+      grouped_rounds.close()
+
+
+def _run(config, data, run_dir, *, sampler, privacy, group_size,
+         grouped_rounds, wall_start, resume, config_defaults, on_round):
+  """`run_experiment` once the sampler, ledgers and client files exist."""
+  release_nonprivate = (not config.private) or config.release_nonprivate_metrics
+  process = assembly.build_process(
+      config, data, sampler, group_size=group_size,
+      client_files_dir=(grouped_rounds.files_dir if grouped_rounds else ''))
   evaluate = evaluation.ServerEvaluator(
       config.model, input_dim=data.input_dim, num_classes=data.num_classes,
       hidden_units=config.hidden_units, hidden_layers=config.hidden_layers,
@@ -197,7 +223,7 @@ def run_experiment(
           process=process,
           state=state,
           sampler=sampler,
-          round_datasets=client_data.round_datasets_for(
+          round_datasets=grouped_rounds or client_data.round_datasets_for(
               data, batch_size=config.client_batch_size,
               epochs=config.client_epochs, seed=config.seed),
           rounds=config.rounds,

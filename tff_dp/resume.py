@@ -29,7 +29,10 @@ from tff_dp import atomic_io
 # the mechanism, nor the sampler, nor the data.
 RESUMABLE_CHANGES = frozenset({
     'rounds', 'max_epsilon', 'eval_every', 'output_dir', 'run_name',
-    'accountants'
+    'accountants',
+    # Both paths keep the same state structure and compute the same
+    # mechanism (tests/test_grouped_fedavg.py).
+    'clients_per_call',
 })
 
 

@@ -21,6 +21,7 @@ from absl import flags
 
 from tff_dp import cli_flags
 from tff_dp import config as config_lib
+from tff_dp.data.federated_data import FederatedData
 
 FLAGS = flags.FLAGS
 cli_flags.define_train_flags(FLAGS)
@@ -232,6 +233,8 @@ def run(argv: list[str]) -> int:
     config_lib.check_config(config)
     data = _load_data(config)
     config_lib.check_population(config, data.population)
+    config_lib.resolve_clients_per_call(
+        config, in_memory=isinstance(data, FederatedData))
     if config.example_dp:
       config_lib.check_record_level_delta(config, int(max(data.client_sizes())))
     if config.target_epsilon is not None:
