@@ -1,17 +1,22 @@
 """Engine (a): tff-dp's rounds, as tff_dp.experiment builds and runs them.
 
-The process is `tff_dp.learning_process.build_learning_process` with TF
-Privacy's DP aggregator (`gaussian_fixed`, or `gaussian_adaptive` for the rows
-that ask for it), the clients' datasets come from
-`tff_dp.client_data.RoundDatasets`, and everything executes on the worker of
-`tff_dp.runtime.local_runtime`. A round is what `tff_dp.training_loop` times:
-building the cohort's datasets plus `process.next`. Accounting, evaluation and
+The process is the one the program runs for the same flags: `tff_dp.assembly.
+build_process` with TF Privacy's DP aggregator (`gaussian_fixed`, or
+`gaussian_adaptive` for the rows that ask for it) and the simulated clients per
+TFF call that `--clients_per_call` resolves to (the grouped path,
+`tff_dp.grouped_fedavg`, for the MLP; a row may ask for 1, TFF's
+one-client-per-call algorithm). The round inputs come from
+`tff_dp.grouped_data.GroupedRounds` or `tff_dp.client_data.RoundDatasets`, and
+everything executes on the worker of `tff_dp.runtime.local_runtime`. A round
+is what `tff_dp.training_loop` times: building the cohort's inputs plus
+`process.next`. Accounting, evaluation and
 releases are outside the learning process and outside this timing (the memory
 run, `benchmarks.memory`, runs the whole program loop).
 
-The MLP is tff_dp.models' own; tff_dp has no CNN, so W2 wraps the benchmark's
-Keras CNN exactly as tff_dp.models wraps the MLP (same loss, input spec and
-metric).
+The MLP is tff_dp.models' own; W2 wraps the benchmark's Keras CNN exactly as
+tff_dp.models wraps its models (same loss, input spec and metric) and runs one
+client per call, as the program runs its own CNN (`--model=cnn`): the grouped
+path does not take models with dropout.
 
   python -m benchmarks.rounds --spec=SPEC.json --out=RESULT.json
 """
@@ -30,9 +35,11 @@ import tensorflow_federated as tff
 from benchmarks import harness
 from benchmarks import models as bench_models
 from benchmarks import workloads as workloads_lib
+from tff_dp import assembly
 from tff_dp import cli_flags
 from tff_dp import client_data
 from tff_dp import config as config_lib
+from tff_dp import grouped_data
 from tff_dp import learning_process
 from tff_dp import models
 from tff_dp import runtime
@@ -145,21 +152,48 @@ def server_optimizer(config: config_lib.TrainConfig
       momentum=config.server_momentum)
 
 
-def build_process(workload: workloads_lib.Workload, mechanism: DpMechanism,
-                  hyper: workloads_lib.Hyperparameters
-                  ) -> tff.learning.templates.LearningProcess:
-  """The learning process, built with the call tff_dp.experiment makes.
+def clients_per_call(workload: workloads_lib.Workload,
+                     config: config_lib.TrainConfig) -> int:
+  """What the program would run: `--clients_per_call` resolved for W1; 1 for
+  the CNN (the program's `--model=cnn` is not on the grouped path)."""
+  if workload.model is not workloads_lib.ModelName.MLP:
+    return 1
+  return config_lib.resolve_clients_per_call(config, in_memory=True)
 
-  Keep in sync with `tff_dp.experiment.run_experiment` (a public builder
-  there would remove this copy).
+
+@dataclasses.dataclass
+class Prepared:
+  """A workload's process and round inputs, as tff_dp.experiment makes them."""
+  process: tff.learning.templates.LearningProcess
+  clients_per_call: int
+  round_inputs: Any  # (round, cohort) -> the process's client values.
+  close: Any
+
+
+def prepare(workload: workloads_lib.Workload, mechanism: DpMechanism,
+            hyper: workloads_lib.Hyperparameters, *,
+            requested_per_call: int = 0) -> Prepared:
+  """Writes the client files (grouped path) and builds the process.
 
   Args:
     workload: Gives the model and clients_per_round.
     mechanism: GAUSSIAN_FIXED or GAUSSIAN_ADAPTIVE.
     hyper: The shared hyperparameters.
+    requested_per_call: `--clients_per_call` (0: automatic, the default).
   """
-  config = train_config(workload, mechanism, hyper)
-  return learning_process.build_learning_process(
+  config = dataclasses.replace(train_config(workload, mechanism, hyper),
+                               clients_per_call=requested_per_call)
+  per_call = clients_per_call(workload, config)
+  data = federated_data(workload)
+  if per_call > 1:
+    grouped = grouped_data.GroupedRounds(
+        data.client_x, data.client_y, seed=0, epochs=workload.epochs,
+        group_size=per_call)
+    process = assembly.build_process(config, data, sampler=None,
+                                     group_size=per_call,
+                                     client_files_dir=grouped.files_dir)
+    return Prepared(process, per_call, grouped, grouped.close)
+  process = learning_process.build_learning_process(
       model_fn=model_fn_for(workload, config.seed),
       algorithm=config.algorithm,
       model_aggregator=model_aggregator(config),
@@ -167,6 +201,9 @@ def build_process(workload: workloads_lib.Workload, mechanism: DpMechanism,
       client_learning_rate=config.client_learning_rate,
       client_momentum=config.client_momentum,
       server_optimizer=server_optimizer(config))
+  round_datasets = client_data.RoundDatasets(
+      data, batch_size=workload.batch_size, epochs=workload.epochs, seed=0)
+  return Prepared(process, 1, round_datasets, lambda: None)
 
 
 def tff_dp_loop() -> str:
@@ -191,19 +228,17 @@ def round_runner(process, round_datasets, cohort, state_box):
 
 
 def run_workload(workload: workloads_lib.Workload, worker: runtime.Worker,
-                 process, clock: Optional[harness.Clock] = None
+                 prepared: Prepared, clock: Optional[harness.Clock] = None
                  ) -> dict[str, Any]:
-  """Times one workload on a running worker; `process` is already built.
+  """Times one workload on a running worker; its process is already built.
 
   Args:
-    workload: The workload `process` was built for.
+    workload: The workload `prepared` was built for.
     worker: The running worker (its CPU time is recorded per round).
-    process: The learning process.
+    prepared: The process and its round inputs.
     clock: If given, marks 'initialized' and 'first_round_done' on it.
   """
-  data = federated_data(workload)
-  round_datasets = client_data.RoundDatasets(
-      data, batch_size=workload.batch_size, epochs=workload.epochs, seed=0)
+  process = prepared.process
   cohort = np.arange(workload.clients)
   start = time.perf_counter()
   state_box = [process.initialize()]
@@ -216,7 +251,8 @@ def run_workload(workload: workloads_lib.Workload, worker: runtime.Worker,
       clock.mark('first_round_done')
 
   result = harness.time_rounds(
-      workload, round_runner(process, round_datasets, cohort, state_box),
+      workload, round_runner(process, prepared.round_inputs, cohort,
+                             state_box),
       worker_pid=worker.pid, on_round=on_round)
   result['initialize_s'] = initialize_s
   return result
@@ -234,33 +270,42 @@ def main(argv: list[str]) -> int:
             'startup': None, 'workloads': [], 'workers': []}
   log_path = os.path.join(spec['log_dir'], 'tff-dp-worker.log')
 
-  # As tff_dp.experiment: build the first process, then start the worker.
+  # As tff_dp.experiment: write the client files and build the first
+  # process, then start the worker.
   first = workloads_lib.Workload.from_json(rows[0]['workload'])
   start = time.perf_counter()
-  process = build_process(first, DpMechanism(rows[0]['mechanism']), hyper)
+  prepared = prepare(first, DpMechanism(rows[0]['mechanism']), hyper,
+                     requested_per_call=rows[0].get('clients_per_call', 0))
   build_s = time.perf_counter() - start
   clock.mark('process_built')
-  with runtime.local_runtime(log_path=log_path) as worker:
-    clock.mark('worker_ready')
-    result['workers'].append({'pid': worker.pid, 'log': log_path,
-                              'started_by': 'tff_dp.runtime.local_runtime'})
-    harness.write_json(args.out, result)
-    for i, row in enumerate(rows):
-      workload = workloads_lib.Workload.from_json(row['workload'])
-      mechanism = DpMechanism(row['mechanism'])
-      if i > 0:
-        start = time.perf_counter()
-        process = build_process(workload, mechanism, hyper)
-        build_s = time.perf_counter() - start
-      timing = run_workload(workload, worker, process,
-                            clock if i == 0 else None)
-      timing['build_s'] = build_s
-      if i == 0:
-        result['startup'] = {'workload': workload.name, **clock.marks}
-      result['workloads'].append({
-          'workload': workload.to_json(), 'mechanism': mechanism.value,
-          **timing})
+  try:
+    with runtime.local_runtime(log_path=log_path) as worker:
+      clock.mark('worker_ready')
+      result['workers'].append({'pid': worker.pid, 'log': log_path,
+                                'started_by': 'tff_dp.runtime.local_runtime'})
       harness.write_json(args.out, result)
+      for i, row in enumerate(rows):
+        workload = workloads_lib.Workload.from_json(row['workload'])
+        mechanism = DpMechanism(row['mechanism'])
+        if i > 0:
+          prepared.close()
+          start = time.perf_counter()
+          prepared = prepare(
+              workload, mechanism, hyper,
+              requested_per_call=row.get('clients_per_call', 0))
+          build_s = time.perf_counter() - start
+        timing = run_workload(workload, worker, prepared,
+                              clock if i == 0 else None)
+        timing['build_s'] = build_s
+        if i == 0:
+          result['startup'] = {'workload': workload.name, **clock.marks}
+        result['workloads'].append({
+            'workload': workload.to_json(), 'mechanism': mechanism.value,
+            'requested_clients_per_call': row.get('clients_per_call', 0),
+            'clients_per_call': prepared.clients_per_call, **timing})
+        harness.write_json(args.out, result)
+  finally:
+    prepared.close()
   result['workers'][0]['alive_after_exit'] = harness.is_running_worker(
       worker.pid)
   harness.write_json(args.out, result)

@@ -80,6 +80,10 @@ def plan(quick: bool) -> list[dict[str, Any]]:
   if not quick:
     tff_dp_rows.append({'workload': timing[0].to_json(),
                         'mechanism': 'gaussian_adaptive'})
+    # TFF's one-client-per-call algorithm, which --clients_per_call=1 runs:
+    # what the grouped path saves.
+    tff_dp_rows.append({'workload': timing[0].to_json(),
+                        'mechanism': 'gaussian_fixed', 'clients_per_call': 1})
   memory_workload, memory_rounds = workloads_lib.memory_workload(quick)
   jobs = [
       {'name': 'floor', 'module': _ENGINE_MODULES['floor'],
@@ -188,11 +192,13 @@ def run_job(job: dict[str, Any], work_dir: str,
 
 
 def _entry(result: Optional[dict[str, Any]], name: str,
-            mechanism: str = 'gaussian_fixed') -> Optional[dict[str, Any]]:
+           mechanism: str = 'gaussian_fixed',
+           requested_per_call: int = 0) -> Optional[dict[str, Any]]:
   """The timing entry of workload `name` in an engine's result."""
   for entry in (result or {}).get('workloads', []):
     if (entry['workload']['name'] == name and
-        entry.get('mechanism', 'gaussian_fixed') == mechanism):
+        entry.get('mechanism', 'gaussian_fixed') == mechanism and
+        entry.get('requested_clients_per_call', 0) == requested_per_call):
       return entry
   return None
 
@@ -210,6 +216,8 @@ def _row(engine: str, entry: Optional[dict[str, Any]]) -> dict[str, Any]:
          'build_s': entry.get('build_s'),
          'cpu_self_s_per_round': entry['cpu_self_s'],
          'load_average': entry['load_average']}
+  if 'clients_per_call' in entry:
+    row['clients_per_call'] = entry['clients_per_call']
   if 'cpu_worker_s' in entry:
     row['cpu_worker_s_per_round'] = entry['cpu_worker_s']
   if entry.get('parts'):
@@ -266,14 +274,20 @@ def cohort_scaling(table: list[dict[str, Any]]) -> dict[str, Any]:
 
 def extra_rows(jobs: dict[str, dict[str, Any]],
                quick: bool) -> list[dict[str, Any]]:
-  """tff-dp rows with another mechanism (gaussian_adaptive), full mode only."""
+  """tff-dp rows of W1-c50 with gaussian_adaptive, and with TFF's
+  one-client-per-call path (--clients_per_call=1); full mode only."""
   if quick:
     return []
   first = workloads_lib.timing_workloads(quick)[0]
-  entry = _entry(jobs.get('tff-dp', {}).get('result'), first.name,
-                  'gaussian_adaptive')
-  return [{'workload': first.to_json(), 'mechanism': 'gaussian_adaptive',
-           **_row('tff-dp', entry)}]
+  result = jobs.get('tff-dp', {}).get('result')
+  rows = []
+  for mechanism, per_call, label in (
+      ('gaussian_adaptive', 0, 'gaussian_adaptive'),
+      ('gaussian_fixed', 1, '--clients_per_call=1 (one client per TFF call)')):
+    entry = _entry(result, first.name, mechanism, per_call)
+    rows.append({'workload': first.to_json(), 'mechanism': mechanism,
+                 'label': label, **_row('tff-dp', entry)})
+  return rows
 
 
 _PHASES = (('imports_done', 'start+imports'), ('process_built', 'build'),
@@ -370,9 +384,14 @@ def format_report(report: dict[str, Any]) -> str:
         f"{_cell(engines['plain-tff']):<22} "
         f"{_fmt_ratio(row['ratios']['tff_dp_over_floor']):>12} "
         f"{_fmt_ratio(row['ratios']['plain_tff_over_tff_dp']):>15}")
+  per_call = [(row['workload']['name'],
+               row['engines']['tff-dp'].get('clients_per_call', '?'))
+              for row in report['timing']]
+  lines.append('tff-dp simulated clients per TFF call: ' + ', '.join(
+      f'{name} {n}' for name, n in per_call))
   for row in report['extra_rows']:
     lines.append(f"{row['workload']['name']:<9} tff-dp with "
-                 f"{row['mechanism']}: {_cell(row)}")
+                 f"{row.get('label', row['mechanism'])}: {_cell(row)}")
   if report['cohort_scaling']:
     lines.append('W1 seconds per extra client (least squares over cohorts '
                  f"{next(iter(report['cohort_scaling'].values()))['clients']}"

@@ -116,8 +116,9 @@ def _process(case: Case, workload: workloads_lib.Workload):
   """tff-dp's process, or the variant the case asks for."""
   hyper = workloads_lib.HYPERPARAMETERS
   if case.variant in ('tff-dp', 'ids'):
-    return rounds_lib.build_process(workload, DpMechanism.GAUSSIAN_FIXED,
-                                    hyper)
+    # TFF's one-client-per-call path: the one whose time this study splits.
+    return rounds_lib.prepare(workload, DpMechanism.GAUSSIAN_FIXED, hyper,
+                              requested_per_call=1).process
   config = rounds_lib.train_config(workload, DpMechanism.GAUSSIAN_FIXED, hyper)
   kwargs = dict(
       model_fn=rounds_lib.model_fn_for(workload, config.seed),

@@ -182,7 +182,6 @@ def test_floor_round_equals_a_tff_dp_round_without_noise(tff_runtime,
   import dataclasses
   from benchmarks import floor
   from benchmarks import rounds
-  from tff_dp import client_data
   from tff_dp.config import DpMechanism
   # pylint: enable=g-import-not-at-top
   hyper = dataclasses.replace(workloads.HYPERPARAMETERS, noise_multiplier=0.0,
@@ -191,16 +190,19 @@ def test_floor_round_equals_a_tff_dp_round_without_noise(tff_runtime,
       family='W1', model=workloads.ModelName.MLP, clients=3,
       examples_per_client=40, batch_size=16, epochs=2, warmup_rounds=0,
       timed_rounds=1)
-  process = rounds.build_process(workload, DpMechanism.GAUSSIAN_FIXED, hyper)
-  state = process.initialize()
-  initial = process.get_model_weights(state).trainable
-  round_datasets = client_data.RoundDatasets(
-      rounds.federated_data(workload), batch_size=workload.batch_size,
-      epochs=workload.epochs, seed=0)
-  for r in range(2):  # Two rounds: the server momentum matters in the second.
-    state = process.next(state, round_datasets(r, range(workload.clients))
-                         ).state
-  expected = process.get_model_weights(state).trainable
+  # What the tff-dp engine runs (the grouped path for the MLP).
+  prepared = rounds.prepare(workload, DpMechanism.GAUSSIAN_FIXED, hyper)
+  assert prepared.clients_per_call > 1
+  try:
+    process = prepared.process
+    state = process.initialize()
+    initial = process.get_model_weights(state).trainable
+    for r in range(2):  # Two rounds: server momentum matters in the second.
+      state = process.next(
+          state, prepared.round_inputs(r, range(workload.clients))).state
+    expected = process.get_model_weights(state).trainable
+  finally:
+    prepared.close()
 
   floor_round = floor.FloorRound(workload, hyper, implementation,
                                  initial=initial)
