@@ -19,6 +19,8 @@ _CONFIGS = os.path.join(_ROOT, 'configs')
 _SMOKE_OVERRIDES = ['--rounds=2']
 # Enough fake EMNIST writers for the tutorial preset's 120 clients per round.
 _FAKE_WRITERS = 130
+# Enough fake CIFAR-100 clients for the cifar100 preset's 50 per round.
+_FAKE_CIFAR_CLIENTS = 60
 
 
 def _run_configs(names, output_dir):
@@ -45,6 +47,12 @@ def _run_configs(names, output_dir):
           'digits_only_train': {w: [example(), example()] for w in writers},
           'digits_only_test': {w: [example()] for w in writers[:20]},
       })
+  image = lambda: fake._cifar_example(rng)  # pylint: disable=protected-access
+  fake._write_database(  # pylint: disable=protected-access
+      os.path.join(data_dir, 'cifar100.sqlite'), {
+          'train': {str(i): [image()] for i in range(_FAKE_CIFAR_CLIENTS)},
+          'test': {'0': [image(), image()]},
+      })
   for name in names:
     fv = flags.FlagValues()
     cli_flags.define_train_flags(fv)
@@ -56,6 +64,7 @@ def _run_configs(names, output_dir):
     config_lib.check_config(config)
     data = train._load_data(config)  # pylint: disable=protected-access
     config_lib.check_population(config, data.population)
+    config_lib.check_model_fits_data(config, image_shape=data.image_shape)
     if config.example_dp:
       config_lib.check_record_level_delta(config,
                                           int(max(data.client_sizes())))
@@ -80,6 +89,7 @@ def test_every_config_trains_two_rounds(tmp_path):
       summaries[record['config']] = record['summary']
   assert sorted(summaries) == names
   assert summaries['emnist_tutorial.cfg']['population'] == _FAKE_WRITERS
+  assert summaries['cifar100.cfg']['population'] == _FAKE_CIFAR_CLIENTS
   for name, summary in summaries.items():
     assert summary['rounds'] == 2, name
     assert summary['accuracy'] is not None and 0 <= summary['accuracy'] <= 1

@@ -73,6 +73,17 @@ def test_digits_scaled_by_public_pixel_range():
   np.testing.assert_array_equal(x * 16, np.round(x * 16))
 
 
+def test_only_digits_are_images():
+  # load_digits rows are 8x8 images, row-major: what the CNN reshapes to.
+  data = _load(OfflineDataset.DIGITS)
+  assert data.image_shape == (8, 8, 1)
+  assert '64 (8x8x1 images)' in data.describe()
+  np.testing.assert_array_equal(
+      sk_datasets.load_digits().images[0].reshape(-1),
+      sk_datasets.load_digits().data[0])
+  assert _load(OfflineDataset.BREAST_CANCER).image_shape is None
+
+
 def test_digits_test_set_disjoint_from_clients_by_content():
   # load_digits has no duplicate images, so content identifies examples.
   data = _load(OfflineDataset.DIGITS, partition=Partition.DIRICHLET,
@@ -273,6 +284,8 @@ def test_federated_data_properties_and_read_only():
      'test set has no examples'),
     (dict(num_classes=1), 'num_classes'),
     (dict(client_ids=(), client_x=(), client_y=()), 'no clients'),
+    (dict(image_shape=(2, 2, 1)), 'image_shape.*the 3 features'),
+    (dict(image_shape=(3, 1)), 'image_shape'),
 ])
 def test_federated_data_validation(overrides, message):
   with pytest.raises(ValueError, match=message):

@@ -5,13 +5,16 @@ The test set never belongs to a client, so its metrics are computed from public
 DP run.
 """
 
+from typing import Optional, Sequence
+
 import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_dp import models
 from tff_dp.config import ModelKind
 
-_EVAL_BATCH_SIZE = 1024
+# Evaluation batches only bound memory: the metrics do not depend on them.
+EVAL_BATCH_SIZE = 1024
 
 
 class ServerEvaluator:
@@ -19,14 +22,16 @@ class ServerEvaluator:
 
   def __init__(self, kind: ModelKind, *, input_dim: int, num_classes: int,
                hidden_units: int, hidden_layers: int,
-               test_data: tf.data.Dataset):
+               test_data: tf.data.Dataset,
+               image_shape: Optional[Sequence[int]] = None):
     self._model = models.build_keras_model(
         kind, input_dim=input_dim, num_classes=num_classes,
-        hidden_units=hidden_units, hidden_layers=hidden_layers, seed=0)
+        hidden_units=hidden_units, hidden_layers=hidden_layers, seed=0,
+        image_shape=image_shape)
     self._model.compile(loss=models.loss_fn(),
                         metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
     # Batched and cached once: every round evaluates the same examples.
-    self._data = test_data.batch(_EVAL_BATCH_SIZE).cache()
+    self._data = test_data.batch(EVAL_BATCH_SIZE).cache()
 
   def __call__(self, weights: tff.learning.models.ModelWeights
                ) -> dict[str, float]:

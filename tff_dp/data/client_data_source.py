@@ -87,7 +87,10 @@ class SqlClientDataSource:
     num_classes: Labels are in [0, num_classes).
     feature_names: Names of the features, in order.
     metadata: The file's metadata (see `csv_import`), as parsed JSON.
+    image_shape: None: imported tables are feature vectors, not images.
   """
+
+  image_shape = None
 
   def __init__(self, path: str):
     """Opens `path`.

@@ -9,7 +9,7 @@ would make the population N used for privacy accounting wrong).
 """
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -71,6 +71,9 @@ class FederatedData:
     num_classes: Number of classes; labels are in [0, num_classes).
     provenance: Human-readable note on how the data was produced (source,
       preprocessing, split, partition, seed); shown by `describe()`.
+    image_shape: (height, width, channels) if each row of x is an image
+      flattened row-major, channels last (what the CNN reshapes it to);
+      None for data that are not images.
   """
   name: str
   client_ids: tuple[str, ...]
@@ -80,6 +83,7 @@ class FederatedData:
   test_y: np.ndarray
   num_classes: int
   provenance: str = ''
+  image_shape: Optional[tuple[int, int, int]] = None
 
   def __post_init__(self):
     if not isinstance(self.name, str) or not self.name:
@@ -110,6 +114,15 @@ class FederatedData:
       input_dim = x.shape[1]
     _check_xy(self.test_x, self.test_y, 'test set', self.num_classes,
               input_dim)
+    if self.image_shape is not None:
+      shape = tuple(self.image_shape)
+      if (len(shape) != 3 or
+          not all(isinstance(n, (int, np.integer)) and n > 0 for n in shape)
+          or int(np.prod(shape)) != input_dim):
+        raise ValueError(f'image_shape {self.image_shape!r} must be '
+                         '(height, width, channels) of positive ints whose '
+                         f'product is the {input_dim} features')
+      object.__setattr__(self, 'image_shape', tuple(int(n) for n in shape))
     object.__setattr__(self, 'client_x',
                        tuple(_readonly(x) for x in self.client_x))
     object.__setattr__(self, 'client_y',
@@ -124,7 +137,9 @@ class FederatedData:
                      test_x: np.ndarray, test_y: np.ndarray,
                      num_classes: int,
                      client_ids: Sequence[str] | None = None,
-                     provenance: str = '') -> 'FederatedData':
+                     provenance: str = '',
+                     image_shape: tuple[int, int, int] | None = None
+                     ) -> 'FederatedData':
     """Builds clients by indexing pooled training arrays.
 
     Args:
@@ -137,6 +152,7 @@ class FederatedData:
       num_classes: Number of classes.
       client_ids: Client ids; defaults to zero-padded '0', '1', ...
       provenance: See the class docstring.
+      image_shape: See the class docstring.
 
     Returns:
       The validated `FederatedData`.
@@ -153,7 +169,8 @@ class FederatedData:
         test_x=np.asarray(test_x, dtype=np.float32),
         test_y=np.asarray(test_y, dtype=np.int32),
         num_classes=num_classes,
-        provenance=provenance)
+        provenance=provenance,
+        image_shape=image_shape)
 
   @property
   def population(self) -> int:
@@ -208,13 +225,21 @@ class FederatedData:
         f"{s['examples_per_client_median']:g}, max "
         f"{s['examples_per_client_max']} (mean "
         f"{s['examples_per_client_mean']:.2f})",
-        f"  features: {s['input_dim']}, classes: {s['num_classes']}",
+        f"  features: {s['input_dim']}{_image_note(self.image_shape)}, "
+        f"classes: {s['num_classes']}",
         f"  train label histogram: {_format_histogram(s['label_histogram'])}",
         f"  test examples (server-side evaluation only): "
         f"{s['test_examples']}; label histogram: "
         f"{_format_histogram(s['test_label_histogram'])}",
     ]
     return '\n'.join(lines)
+
+
+def _image_note(image_shape: Optional[tuple[int, ...]]) -> str:
+  """' (8x8x1 images)', or '' for data that are not images."""
+  if image_shape is None:
+    return ''
+  return f' ({"x".join(str(n) for n in image_shape)} images)'
 
 
 def _format_histogram(counts: Sequence[int], limit: int = 20) -> str:

@@ -1,11 +1,13 @@
 """One entry point from `--dataset` to federated training data.
 
 Three kinds of source share what training needs (`population`, `input_dim`,
-`num_classes`, `client_sizes()`, `describe()`, and either numpy arrays or
-`client_dataset(i)` / `test_dataset()`):
+`num_classes`, `image_shape` (None unless the features are flattened images,
+which the CNN needs), `client_sizes()`, `describe()`, and either numpy arrays
+or `client_dataset(i)` / `test_dataset()`):
 * offline data that ships (`FederatedData`: digits, breast cancer,
   Synthetic(alpha, beta)), held in memory;
-* TFF's EMNIST benchmark from a local cache (`EmnistSource`), streamed;
+* TFF's EMNIST and CIFAR-100 benchmarks from a local cache (`EmnistSource`,
+  `Cifar100Source`), streamed;
 * a user's table imported to SQLite (`SqlClientDataSource`), streamed.
 TensorFlow is imported only for the streamed kinds.
 """
@@ -24,6 +26,7 @@ class Dataset(enum.Enum):
   SYNTHETIC = 'synthetic'
   EMNIST_DIGITS = 'emnist_digits'
   EMNIST_FULL = 'emnist_full'
+  CIFAR100 = 'cifar100'
   SQLITE = 'sqlite'
 
 
@@ -84,6 +87,9 @@ def load(dataset: Dataset, *, num_clients: int,
     return source
   from tff_dp.data import benchmark_source
   try:
+    if dataset is Dataset.CIFAR100:
+      return benchmark_source.Cifar100Source(
+          data_dir=os.path.expanduser(data_dir))
     return benchmark_source.EmnistSource(
         only_digits=dataset is Dataset.EMNIST_DIGITS,
         data_dir=os.path.expanduser(data_dir))

@@ -28,6 +28,8 @@ Partition = partition_lib.Partition
 # load_digits pixels are counts of set pixels in 4x4 blocks: 0..16 by
 # construction of the dataset, not by measurement.
 _DIGITS_PIXEL_MAX = 16.0
+# load_digits rows are 8x8 grey images flattened row-major (for the CNN).
+_DIGITS_IMAGE_SHAPE = (8, 8, 1)
 
 # Breast-cancer features are non-negative measurements spanning five orders
 # of magnitude (areas in the thousands, fractal dimensions ~0.05), so each
@@ -181,6 +183,8 @@ def load_offline(dataset: OfflineDataset, *, num_clients: int,
       name=dataset.value, x=x[train], y=y[train],
       client_indices=client_indices, test_x=x[test], test_y=y[test],
       num_classes=num_classes,
+      image_shape=(_DIGITS_IMAGE_SHAPE if dataset is OfflineDataset.DIGITS
+                   else None),
       provenance=(f'{preprocessing}; stratified {test_fraction:g} test '
                   f'split; {partition.value}{detail} partition; seed {seed}'))
 
