@@ -42,6 +42,9 @@ def _cases(tmp):
       (['--flagfile=' + _SMOKE, '--delta=0.05'], '--delta=0.05'),
       (['--flagfile=' + _SMOKE, '--num_clients=5000'], 'num_clients=5000'),
       (['--flagfile=' + _SMOKE, '--dataset=synthetic'], '--dataset=synthetic'),
+      # The CNN reshapes its input to images; breast cancer has none.
+      (['--flagfile=' + _SMOKE, '--dataset=breast_cancer', '--model=cnn'],
+       '--model=cnn'),
       (['--flagfile=' + _SMOKE, '--dataset=breast_cancer',
         '--partition=natural'], '--dataset=breast_cancer'),
       (['--flagfile=' + _SMOKE, '--client_sampling=shuffled_epochs'],

@@ -120,6 +120,18 @@ def _dp_settings(config: TrainConfig):
       clip_learning_rate=config.clip_learning_rate)
 
 
+def build_model_fn(config: TrainConfig, data: FederatedData):
+  """The TFF model constructor of `config`'s model for `data`.
+
+  One place, so that federated evaluation (`tff_dp.federated_evaluation`)
+  evaluates the very model the learning process trains.
+  """
+  return models.build_model_fn(
+      config.model, input_dim=data.input_dim, num_classes=data.num_classes,
+      hidden_units=config.hidden_units, seed=config.seed,
+      hidden_layers=config.hidden_layers, image_shape=data.image_shape)
+
+
 def build_process(config: TrainConfig, data: FederatedData, sampler: Sampler,
                   *, group_size: int = 1, client_files_dir: str = ''):
   """The TFF learning process that implements `config`'s mechanisms.
@@ -150,10 +162,7 @@ def build_process(config: TrainConfig, data: FederatedData, sampler: Sampler,
         server_optimizer=server_optimizer,
         batch_size=config.client_batch_size, epochs=config.client_epochs,
         client_files_dir=client_files_dir)
-  model_fn = models.build_model_fn(
-      config.model, input_dim=data.input_dim, num_classes=data.num_classes,
-      hidden_units=config.hidden_units, seed=config.seed,
-      hidden_layers=config.hidden_layers)
+  model_fn = build_model_fn(config, data)
   dp = _dp_settings(config)
   if config.algorithm is Algorithm.DP_FTRL:
     return dp_ftrl.build_dp_ftrl_process(

@@ -82,6 +82,8 @@ def define_data_flags(fv: flags.FlagValues) -> None:
                '--partition; synthetic: Synthetic(alpha, beta) of Li et al. '
                '2020 (--partition=natural); emnist_digits, emnist_full: TFF\'s '
                'federated EMNIST (writers are clients) from --data_dir; '
+               'cifar100: TFF\'s federated CIFAR-100 (500 clients, 100 fine '
+               'classes, 32x32x3 images) from --data_dir; '
                'sqlite: your own table imported with ./run.sh import-data, '
                'from --client_data.')
   flags.DEFINE_string('data_dir', loading.DEFAULT_DATA_DIR,
@@ -114,13 +116,37 @@ def define_data_flags(fv: flags.FlagValues) -> None:
               lower=0, upper=2**32 - 1)
 
 
+def define_evaluation_flags(fv: flags.FlagValues) -> None:
+  """Where the global model is evaluated."""
+  _define_enum(fv, 'evaluation', config_lib.Evaluation.CENTRALIZED.value,
+               config_lib.Evaluation,
+               'centralized: on the server\'s held-out test set (public '
+               'data: covered by the DP guarantee; released as eval/); '
+               'federated: TFF\'s federated evaluation '
+               '(tff.learning.algorithms.build_fed_eval) over --eval_clients '
+               'clients held out of training, computed from their data '
+               'WITHOUT noise: released as nonprivate/fed_eval/, in a DP run '
+               'only with --release_nonprivate_metrics.')
+  flags.DEFINE_integer(
+      'eval_clients', None,
+      'With --evaluation=federated: how many clients to hold out of '
+      'training (a seeded choice by --data_seed, independent of their data). '
+      'They never train; the population N is the number of the other '
+      'clients.', flag_values=fv)
+  _register(fv, 'eval_clients', lambda v: 1 <= v <= _MAX_CLIENTS,
+            f'must be an integer in [1, {_MAX_CLIENTS}]')
+
+
 def define_model_flags(fv: flags.FlagValues) -> None:
   """The model trained."""
   _define_enum(fv, 'model', config_lib.ModelKind.MLP.value,
                config_lib.ModelKind,
                'mlp: one hidden ReLU layer (the founding document\'s '
                '784-128-10 MLP with the input size of the data); '
-               'logistic_regression: multinomial logistic regression.')
+               'logistic_regression: multinomial logistic regression; cnn: '
+               'the EMNIST CNN of TFF\'s baselines (conv 32, conv 64, '
+               'max-pool, dropout, dense 128, dropout) for image data (digits, '
+               'emnist_*, cifar100).')
   _define_int(fv, 'hidden_layers', 1,
               'Hidden layers of the MLP (2 with --hidden_units=200 is the '
               '2x200 MLP of TFF\'s DP tutorial).', lower=1, upper=100)
@@ -360,6 +386,7 @@ def define_simulation_flags(fv: flags.FlagValues) -> None:
 
 TRAIN_FLAG_GROUPS = (
     ('Data', define_data_flags),
+    ('Evaluation', define_evaluation_flags),
     ('Model', define_model_flags),
     ('Rounds and client sampling', define_cohort_flags),
     ('Local and server training', define_training_flags),

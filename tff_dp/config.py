@@ -67,6 +67,8 @@ class ClientWeighting(enum.Enum):
 class ModelKind(enum.Enum):
   MLP = 'mlp'
   LOGISTIC_REGRESSION = 'logistic_regression'
+  # The EMNIST CNN of TFF's baselines (Reddi et al. 2021); needs image data.
+  CNN = 'cnn'
 
 
 class ServerOptimizer(enum.Enum):
@@ -74,6 +76,16 @@ class ServerOptimizer(enum.Enum):
   # Reddi et al. 2021, "Adaptive Federated Optimization" (FedAdam, FedYogi).
   ADAM = 'adam'
   YOGI = 'yogi'
+
+
+class Evaluation(enum.Enum):
+  """Where the global model is evaluated."""
+  # The server's held-out test set: public data and the DP model, so its
+  # metrics are covered by the guarantee.
+  CENTRALIZED = 'centralized'
+  # TFF's federated evaluation over --eval_clients clients held out of
+  # training: their data without noise, so NOT covered by the guarantee.
+  FEDERATED = 'federated'
 
 
 class ConfigError(ValueError):
@@ -98,6 +110,9 @@ class TrainConfig:
   dirichlet_alpha: float
   test_fraction: float
   data_seed: int
+  # Evaluation.
+  evaluation: Evaluation
+  eval_clients: Optional[int]
   # Model.
   model: ModelKind
   hidden_layers: int
@@ -309,6 +324,51 @@ def check_config(config: TrainConfig) -> None:
     raise ConfigError(
         'clients_per_round', config.clients_per_round,
         f'must not exceed --num_clients={config.num_clients}')
+  _check_evaluation(config)
+
+
+def _check_evaluation(config: TrainConfig) -> None:
+  """--evaluation, --eval_clients, and what a DP run may release."""
+  federated = config.evaluation is Evaluation.FEDERATED
+  if federated != (config.eval_clients is not None):
+    raise ConfigError(
+        'eval_clients', config.eval_clients,
+        'is required with, and only with, --evaluation=federated (how many '
+        'clients to hold out of training and evaluate on)')
+  if not federated:
+    return
+  # With --target_epsilon the noise is calibrated later, always above 0.
+  will_be_private = config.private or config.target_epsilon is not None
+  if will_be_private and not config.release_nonprivate_metrics:
+    raise ConfigError(
+        'evaluation', config.evaluation.value,
+        'computes its metrics from the held-out clients\' data without '
+        'noise, outside the DP guarantee; in a DP run pass '
+        '--release_nonprivate_metrics to release them anyway (labelled '
+        'nonprivate/fed_eval/), or use --evaluation=centralized')
+  if loading.is_offline(config.dataset):
+    check_eval_clients(config, config.num_clients)
+
+
+def check_eval_clients(config: TrainConfig, population: int) -> None:
+  """Checks --eval_clients against the clients the data has, before the
+  held-out ones are taken out of the population."""
+  if config.evaluation is not Evaluation.FEDERATED:
+    return
+  training = population - config.eval_clients
+  if training < config.clients_per_round:
+    raise ConfigError(
+        'eval_clients', config.eval_clients,
+        f'must leave at least --clients_per_round={config.clients_per_round} '
+        f'of the {population} clients for training ({max(training, 0)} '
+        'would remain)')
+  if (config.client_sampling is sampling.ClientSampling.FULL and
+      training != config.clients_per_round):
+    raise ConfigError(
+        'eval_clients', config.eval_clients,
+        f'leaves {training} of the {population} clients for training, and '
+        '--client_sampling=full needs --clients_per_round to equal that '
+        f'number (it is {config.clients_per_round})')
 
 
 def _check_mechanism_combinations(config: TrainConfig) -> None:
@@ -401,3 +461,19 @@ def check_record_level_delta(config: TrainConfig, largest_client: int) -> None:
         f'must be below 1/n_k for every client with --example_dp (the '
         f'largest client holds {largest_client} records): a larger delta '
         'allows releasing a record outright')
+
+
+def check_model_fits_data(config: TrainConfig, *,
+                          image_shape: Optional[tuple[int, ...]]) -> None:
+  """The CNN reshapes its input to images: the data must declare a shape.
+
+  Args:
+    config: The configuration.
+    image_shape: The loaded data's `image_shape` (None: not images).
+  """
+  if config.model is ModelKind.CNN and image_shape is None:
+    raise ConfigError(
+        'model', config.model.value,
+        f'needs image data and --dataset={config.dataset.value} is not '
+        'images; use digits, emnist_digits, emnist_full or cifar100, or '
+        '--model=mlp')

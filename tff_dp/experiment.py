@@ -30,6 +30,7 @@ from tff_dp import checkpoint
 from tff_dp import client_data
 from tff_dp import config as config_lib
 from tff_dp import evaluation
+from tff_dp import federated_evaluation
 from tff_dp import grouped_data
 from tff_dp import privacy_statement
 from tff_dp import release as release_lib
@@ -40,6 +41,7 @@ from tff_dp import training_loop
 from tff_dp.config import DpMechanism
 from tff_dp.config import TrainConfig
 from tff_dp.data.federated_data import FederatedData
+from tff_dp.data.held_out import HeldOutClients
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
@@ -48,6 +50,12 @@ class Summary:
   private: bool
   accuracy: Optional[float]
   loss: Optional[float]
+  # Which evaluation produced accuracy and loss (`--evaluation`), and the
+  # released key of that accuracy: 'eval/accuracy' (server-side test set) or
+  # 'nonprivate/fed_eval/accuracy' (held-out clients, NOT covered by the DP
+  # guarantee).
+  evaluation: str
+  accuracy_key: Optional[str]
   # Epsilon by accountant (null: infinite); accountants that cannot compose
   # this run's events are listed in `accountants_not_applicable` instead.
   epsilon: dict[str, Optional[float]]
@@ -122,11 +130,32 @@ def resolved_flagfile(config: TrainConfig) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def eval_prefix(config: TrainConfig) -> str:
+  """Prefix of the released keys of `config`'s evaluation."""
+  if config.evaluation is config_lib.Evaluation.FEDERATED:
+    return release_lib.FED_EVAL_PREFIX
+  return release_lib.EVAL_PREFIX
+
+
+def _build_evaluator(config: TrainConfig, data,
+                     held_out: Optional[HeldOutClients]):
+  """Model weights -> metrics, for `config.evaluation`."""
+  if config.evaluation is config_lib.Evaluation.FEDERATED:
+    return federated_evaluation.build_federated_evaluator(
+        assembly.build_model_fn(config, data), held_out)
+  return evaluation.ServerEvaluator(
+      config.model, input_dim=data.input_dim, num_classes=data.num_classes,
+      hidden_units=config.hidden_units, hidden_layers=config.hidden_layers,
+      image_shape=data.image_shape,
+      test_data=client_data.test_dataset_for(data))
+
+
 def run_experiment(
     config: TrainConfig,
     data,
     run_dir: str,
     *,
+    held_out: Optional[HeldOutClients] = None,
     resume: bool = False,
     config_defaults: Optional[Mapping[str, Any]] = None,
     on_round: Optional[Callable[[int, dict[str, float]], None]] = None,
@@ -137,7 +166,11 @@ def run_experiment(
     config: A configuration that passed `config.check_config` and
       `config.check_population` for `data`.
     data: The federated data; `data.population` is the N of the accountant.
+      With `--evaluation=federated`, the training clients only (see
+      `tff_dp.data.held_out.hold_out_clients`).
     run_dir: Existing, writable directory for this run's outputs.
+    held_out: The clients held out for `--evaluation=federated` (required
+      with it, and only with it).
     resume: Continue the run in `run_dir` from its newest valid checkpoint
       (raises `resume.ResumeError` if that cannot be done honestly).
     config_defaults: Default of every setting (as in `config.to_json()`), for
@@ -148,6 +181,10 @@ def run_experiment(
     The run's `Summary`.
   """
   wall_start = time.monotonic()
+  federated = config.evaluation is config_lib.Evaluation.FEDERATED
+  if federated != (held_out is not None):
+    raise ValueError('held_out is required with, and only with, '
+                     f'--evaluation=federated (got {config.evaluation.value})')
   sampler = assembly.build_sampler(config, data.population)
   privacy = assembly.build_privacy_tracker(config, sampler, data)
   group_size = config_lib.resolve_clients_per_call(
@@ -160,8 +197,9 @@ def run_experiment(
     print(f'simulation: up to {group_size} clients per TFF call (grouped '
           'DP-FedAvg)', flush=True)
   try:
-    return _run(config, data, run_dir, sampler=sampler, privacy=privacy,
-                group_size=group_size, grouped_rounds=grouped_rounds,
+    return _run(config, data, run_dir, held_out=held_out, sampler=sampler,
+                privacy=privacy, group_size=group_size,
+                grouped_rounds=grouped_rounds,
                 wall_start=wall_start, resume=resume,
                 config_defaults=config_defaults, on_round=on_round)
   finally:
@@ -169,17 +207,14 @@ def run_experiment(
       grouped_rounds.close()
 
 
-def _run(config, data, run_dir, *, sampler, privacy, group_size,
+def _run(config, data, run_dir, *, held_out, sampler, privacy, group_size,
          grouped_rounds, wall_start, resume, config_defaults, on_round):
   """`run_experiment` once the sampler, ledgers and client files exist."""
   release_nonprivate = (not config.private) or config.release_nonprivate_metrics
   process = assembly.build_process(
       config, data, sampler, group_size=group_size,
       client_files_dir=(grouped_rounds.files_dir if grouped_rounds else ''))
-  evaluate = evaluation.ServerEvaluator(
-      config.model, input_dim=data.input_dim, num_classes=data.num_classes,
-      hidden_units=config.hidden_units, hidden_layers=config.hidden_layers,
-      test_data=client_data.test_dataset_for(data))
+  evaluate = _build_evaluator(config, data, held_out)
   checkpoints = checkpoint.CheckpointManager(run_dir)
   releaser = None
   try:
@@ -230,6 +265,7 @@ def _run(config, data, run_dir, *, sampler, privacy, group_size,
           privacy=privacy,
           evaluate=evaluate,
           eval_every=config.eval_every,
+          eval_prefix=eval_prefix(config),
           release=releaser.release,
           round_values=_round_values_fn(
               config, release_nonprivate=release_nonprivate),
@@ -254,11 +290,15 @@ def _run(config, data, run_dir, *, sampler, privacy, group_size,
   guarantee = accounting.tightest_epsilon(result.epsilons)
   if guarantee is not None and not math.isfinite(guarantee[1]):
     guarantee = None  # No central claim: nothing to attribute.
+  accuracy_key = eval_prefix(config) + 'accuracy'
   summary = Summary(
       run_dir=run_dir,
       private=config.private,
-      accuracy=result.last_values.get('eval/accuracy'),
-      loss=result.last_values.get('eval/loss'),
+      accuracy=result.last_values.get(accuracy_key),
+      loss=result.last_values.get(eval_prefix(config) + 'loss'),
+      evaluation=config.evaluation.value,
+      accuracy_key=(accuracy_key if accuracy_key in result.last_values
+                    else None),
       epsilon={kind.value: _json_number(eps)
                for kind, eps in result.epsilons.items()
                if not math.isnan(eps)},

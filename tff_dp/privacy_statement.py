@@ -13,6 +13,7 @@ from tff_dp import privacy_tracking
 from tff_dp import release
 from tff_dp import sampling
 from tff_dp.config import DpMechanism
+from tff_dp.config import Evaluation
 from tff_dp.config import LocalDp
 from tff_dp.config import TrainConfig
 
@@ -71,6 +72,7 @@ def privacy_statement(config: TrainConfig, *, population: int,
         'model included) is computed from client data without noise.',
         f'Rounds: {rounds_run}; population: {population} clients.',
     ]
+    lines += _federated_evaluation_lines(config, private=False)
     return '\n'.join(lines) + '\n'
   lines += _central_lines(config, population=population,
                           rounds_run=rounds_run,
@@ -91,6 +93,7 @@ def privacy_statement(config: TrainConfig, *, population: int,
         'NOT COVERED by the guarantee (released on request, prefix '
         f'"{release.NONPRIVATE_PREFIX}"): '
         + ', '.join(sorted(release.NONPRIVATE_KEYS)) + ' (those that apply).')
+    lines += _federated_evaluation_lines(config, private=True)
   else:
     lines.append('Not released: client training metrics and the actual '
                  'cohort sizes (computed from client data without noise).')
@@ -132,7 +135,8 @@ def _central_lines(config, *, population, rounds_run, epsilons) -> list[str]:
       'Unit of privacy: one client, i.e. all of the data of one client '
       '(user-level DP).',
       f'Adjacency: {_ADJACENCY_WORDS[relation.name]}.',
-      f'Population: N = {population} clients (from the data).',
+      f'Population: N = {population} clients (from the data)'
+      + _held_out_words(config) + '.',
       'Sampling: ' + _SAMPLING_WORDS[config.client_sampling].format(
           q=q, n=config.clients_per_round) + '.',
       f'Mechanism: {mechanism}; the noised sum is divided by the fixed '
@@ -149,6 +153,31 @@ def _central_lines(config, *, population, rounds_run, epsilons) -> list[str]:
                  f'{config.delta:g})-DP for each client (the smallest epsilon '
                  'above; each accountant gives a valid upper bound).')
   return lines
+
+
+def _held_out_words(config) -> str:
+  if config.evaluation is not Evaluation.FEDERATED:
+    return ''
+  return (f'; the {config.eval_clients} clients held out for federated '
+          'evaluation never train and are not counted')
+
+
+def _federated_evaluation_lines(config, *, private: bool) -> list[str]:
+  """What federated evaluation released, and that no guarantee covers it."""
+  if config.evaluation is not Evaluation.FEDERATED:
+    return []
+  keys = ', '.join(sorted(
+      key for key in release.NONPRIVATE_KEYS
+      if key.startswith(release.FED_EVAL_PREFIX)))
+  text = (f'Federated evaluation: {keys} are computed from the data of the '
+          f'{config.eval_clients} held-out clients (chosen by --data_seed, '
+          'never trained on) WITHOUT noise')
+  if private:
+    text += ('; they are NOT covered by the guarantee, and the held-out '
+             'clients are not protected by it.')
+  else:
+    text += '.'
+  return [text]
 
 
 def _local_lines(config, privacy) -> list[str]:

@@ -49,6 +49,12 @@ DP_SAFE_KEYS = frozenset({
 
 NONPRIVATE_PREFIX = 'nonprivate/'
 
+# Prefixes of the two evaluations (`--evaluation`): the server's held-out test
+# set (public data, DP model: safe), and federated evaluation over held-out
+# clients (their data, no noise: NOT covered by the guarantee).
+EVAL_PREFIX = 'eval/'
+FED_EVAL_PREFIX = NONPRIVATE_PREFIX + 'fed_eval/'
+
 # Values computed from client data without noise; released only on request in
 # DP runs (always in non-private runs).
 NONPRIVATE_KEYS = frozenset({
@@ -58,6 +64,11 @@ NONPRIVATE_KEYS = frozenset({
     'nonprivate/cohort_size',
     # Depends on the silos' sizes; with a user-level claim, only on request.
     'nonprivate/example_epsilon',
+    # Federated evaluation over the held-out clients
+    # (`tff_dp.federated_evaluation`): their metrics, un-noised.
+    FED_EVAL_PREFIX + 'loss',
+    FED_EVAL_PREFIX + 'accuracy',
+    FED_EVAL_PREFIX + 'num_examples',
 })
 
 CSV_KEY_FIELD = 'round'

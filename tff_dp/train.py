@@ -120,6 +120,20 @@ def _load_data(config: config_lib.TrainConfig):
     raise UserError(f'--dataset={config.dataset.value}: {e}') from e
 
 
+def _hold_out_eval_clients(config: config_lib.TrainConfig, data):
+  """(training data, held-out clients or None) for --evaluation.
+
+  Done before any check or calibration that uses the population, so that
+  all of them see the training clients only.
+  """
+  if config.evaluation is not config_lib.Evaluation.FEDERATED:
+    return data, None
+  config_lib.check_eval_clients(config, data.population)
+  from tff_dp.data import held_out  # pylint: disable=g-import-not-at-top
+  return held_out.hold_out_clients(data, eval_clients=config.eval_clients,
+                                   seed=config.data_seed)
+
+
 def _calibrate(config: config_lib.TrainConfig,
                population: int) -> config_lib.TrainConfig:
   """Replaces the noise multiplier by the one that meets --target_epsilon."""
@@ -151,12 +165,23 @@ def _format_duration(seconds: float) -> str:
   return f'{seconds // 60}m{seconds % 60:02d}s'
 
 
+# The released key of the server-side test accuracy (`tff_dp.release`, which
+# imports TensorFlow: not imported here before the input is checked).
+_TEST_ACCURACY_KEY = 'eval/accuracy'
+
+
 class Progress:
   """Prints one line per round: accuracy, epsilon, ETA."""
 
-  def __init__(self, rounds: int, *, private: bool):
+  def __init__(self, rounds: int, *, private: bool,
+               accuracy_key: str = _TEST_ACCURACY_KEY):
     self._rounds = rounds
     self._private = private
+    self._accuracy_key = accuracy_key
+    # Anything but the server-side test accuracy is shown under its released
+    # key, so a non-private value reads as one ('nonprivate/...').
+    self._accuracy_label = ('accuracy' if accuracy_key == _TEST_ACCURACY_KEY
+                            else accuracy_key)
     self._durations = []
     self._last = time.monotonic()
 
@@ -169,8 +194,9 @@ class Progress:
     recent = self._durations[1:][-20:] or self._durations
     eta = sum(recent) / len(recent) * (self._rounds - round_num)
     parts = [f'round {round_num}/{self._rounds}']
-    if 'eval/accuracy' in values:
-      parts.append(f'accuracy {values["eval/accuracy"]:.4f}')
+    if self._accuracy_key in values:
+      parts.append(
+          f'{self._accuracy_label} {values[self._accuracy_key]:.4f}')
     if self._private:
       eps = [f'{key.rsplit("_", 1)[1]} {_eps(value)}'
              for key, value in values.items()
@@ -196,7 +222,12 @@ def _print_summary(summary, statement_path: str) -> None:
   print('Summary')
   print('=======')
   acc = 'n/a' if summary.accuracy is None else f'{summary.accuracy:.4f}'
-  print(f'test accuracy: {acc}')
+  if summary.evaluation == config_lib.Evaluation.FEDERATED.value:
+    caveat = (f'; released as {summary.accuracy_key}, NOT covered by the DP '
+              'guarantee' if summary.private and summary.accuracy_key else '')
+    print(f'federated evaluation accuracy (held-out clients{caveat}): {acc}')
+  else:
+    print(f'test accuracy: {acc}')
   if summary.guarantee_epsilon is not None:
     eps = ', '.join(f'{k} {_eps(math.inf if v is None else v)}'
                     for k, v in summary.epsilon.items())
@@ -232,7 +263,9 @@ def run(argv: list[str]) -> int:
   try:
     config_lib.check_config(config)
     data = _load_data(config)
+    data, held_out = _hold_out_eval_clients(config, data)
     config_lib.check_population(config, data.population)
+    config_lib.check_model_fits_data(config, image_shape=data.image_shape)
     config_lib.resolve_clients_per_call(
         config, in_memory=isinstance(data, FederatedData))
     if config.example_dp:
@@ -246,6 +279,8 @@ def run(argv: list[str]) -> int:
   run_dir, resume = prepare_run_dir(config.output_dir, run_name)
   config = config_lib.dataclasses.replace(config, run_name=run_name)
   print(data.describe(), flush=True)
+  if held_out is not None:
+    print(held_out.describe(), flush=True)
   print(f'run directory: {run_dir}', flush=True)
 
   # Importing TensorFlow takes seconds: only now that the input is valid.
@@ -259,8 +294,11 @@ def run(argv: list[str]) -> int:
   try:
     defaults = {name: FLAGS[name].default for name in config.to_json()}
     summary = experiment.run_experiment(
-        config, data, run_dir, resume=resume, config_defaults=defaults,
-        on_round=Progress(config.rounds, private=config.private))
+        config, data, run_dir, held_out=held_out, resume=resume,
+        config_defaults=defaults,
+        on_round=Progress(
+            config.rounds, private=config.private,
+            accuracy_key=experiment.eval_prefix(config) + 'accuracy'))
   except resume_lib.ResumeError as e:
     raise UserError(f'--run_name={run_name}: cannot resume {run_dir}: {e}'
                     ) from e

@@ -46,6 +46,7 @@ def run_training_loop(
     privacy: privacy_tracking.PrivacyTracker,
     evaluate: Callable[[Any], dict[str, float]],
     eval_every: int,
+    eval_prefix: str = 'eval/',
     release: Callable[[int, dict[str, float]], None],
     round_values: Callable[[Any, Sequence[int], float], dict[str, float]],
     persist: Optional[Callable[[int, Any, dict[str, float]], None]] = None,
@@ -64,8 +65,10 @@ def run_training_loop(
     round_datasets: (round, client indices) -> the clients' datasets.
     rounds: Last round to run (1-based, inclusive).
     privacy: Ledger and per-round event; charged once per round that runs.
-    evaluate: Model weights -> held-out metrics {'loss', 'accuracy'}.
+    evaluate: Model weights -> held-out metrics {'loss', 'accuracy', ...}.
     eval_every: Evaluate every this many rounds and after the last one.
+    eval_prefix: Prefix of the evaluation's keys in the released values
+      (`tff_dp.release.EVAL_PREFIX` or `FED_EVAL_PREFIX`).
     release: Receives (round, values); enforces the release allow-list.
     round_values: (process output, cohort, round seconds) -> the round's
       values other than evaluation and epsilon.
@@ -106,7 +109,7 @@ def run_training_loop(
     values = round_values(output, cohort, seconds)
     if round_num % eval_every == 0 or round_num == rounds:
       evaluation = evaluate(process.get_model_weights(state))
-      values.update({f'eval/{k}': v for k, v in evaluation.items()})
+      values.update({f'{eval_prefix}{k}': v for k, v in evaluation.items()})
     epsilons = privacy.epsilons()
     for kind, eps in epsilons.items():
       values[f'privacy/epsilon_{kind.value}'] = eps
