@@ -4,8 +4,8 @@ The process is the one the program runs for the same flags: `tff_dp.assembly.
 build_process` with TF Privacy's DP aggregator (`gaussian_fixed`, or
 `gaussian_adaptive` for the rows that ask for it) and the simulated clients per
 TFF call that `--clients_per_call` resolves to (the grouped path,
-`tff_dp.grouped_fedavg`, for the MLP; a row may ask for 1, TFF's
-one-client-per-call algorithm). The round inputs come from
+`tff_dp.grouped_fedavg`; a row may ask for 1, TFF's one-client-per-call
+algorithm). The round inputs come from
 `tff_dp.grouped_data.GroupedRounds` or `tff_dp.client_data.RoundDatasets`, and
 everything executes on the worker of `tff_dp.runtime.local_runtime`. A round
 is what `tff_dp.training_loop` times: building the cohort's inputs plus
@@ -13,10 +13,10 @@ is what `tff_dp.training_loop` times: building the cohort's inputs plus
 releases are outside the learning process and outside this timing (the memory
 run, `benchmarks.memory`, runs the whole program loop).
 
-The MLP is tff_dp.models' own; W2 wraps the benchmark's Keras CNN exactly as
-tff_dp.models wraps its models (same loss, input spec and metric) and runs one
-client per call, as the program runs its own CNN (`--model=cnn`): the grouped
-path does not take models with dropout.
+The models are tff_dp.models' own: the MLP, and for W2 `--model=cnn`, the
+same network as the benchmark's CNN (conv 32, conv 64, max-pool, dropout 0.25,
+dense 128, dropout 0.5, dense 10; 1,199,882 parameters), with its own seeded
+initial weights.
 
   python -m benchmarks.rounds --spec=SPEC.json --out=RESULT.json
 """
@@ -59,7 +59,10 @@ def federated_data(workload: workloads_lib.Workload) -> FederatedData:
       test_x=data.test_x,
       test_y=data.test_y,
       num_classes=workloads_lib.NUM_CLASSES,
-      provenance='benchmark: uniform random features and labels')
+      provenance='benchmark: uniform random features and labels',
+      image_shape=(workloads_lib.IMAGE_SHAPE
+                   if workload.model is workloads_lib.ModelName.CNN
+                   else None))
 
 
 def model_fn_for(workload: workloads_lib.Workload, seed: int):
@@ -87,14 +90,14 @@ def train_config(workload: workloads_lib.Workload, mechanism: DpMechanism,
   """The TrainConfig of a workload, parsed by tff_dp's own flag definitions.
 
   Every client takes part in every round (`--client_sampling=full`); flags
-  not set here keep tff_dp's defaults, as they would for a user. `--model` is
-  nominal for W2 (tff_dp has no CNN; `model_fn_for` supplies it).
+  not set here keep tff_dp's defaults, as they would for a user.
   """
   fv = flags.FlagValues()
   cli_flags.define_train_flags(fv)
   fv([
       'benchmarks',
-      '--model=mlp',
+      ('--model=cnn' if workload.model is workloads_lib.ModelName.CNN
+       else '--model=mlp'),
       f'--hidden_units={bench_models.MLP_HIDDEN_UNITS}',
       f'--num_clients={workload.clients}',
       f'--clients_per_round={workload.clients}',
@@ -152,15 +155,6 @@ def server_optimizer(config: config_lib.TrainConfig
       momentum=config.server_momentum)
 
 
-def clients_per_call(workload: workloads_lib.Workload,
-                     config: config_lib.TrainConfig) -> int:
-  """What the program would run: `--clients_per_call` resolved for W1; 1 for
-  the CNN (the program's `--model=cnn` is not on the grouped path)."""
-  if workload.model is not workloads_lib.ModelName.MLP:
-    return 1
-  return config_lib.resolve_clients_per_call(config, in_memory=True)
-
-
 @dataclasses.dataclass
 class Prepared:
   """A workload's process and round inputs, as tff_dp.experiment makes them."""
@@ -183,7 +177,7 @@ def prepare(workload: workloads_lib.Workload, mechanism: DpMechanism,
   """
   config = dataclasses.replace(train_config(workload, mechanism, hyper),
                                clients_per_call=requested_per_call)
-  per_call = clients_per_call(workload, config)
+  per_call = config_lib.resolve_clients_per_call(config, in_memory=True)
   data = federated_data(workload)
   if per_call > 1:
     grouped = grouped_data.GroupedRounds(
@@ -193,14 +187,7 @@ def prepare(workload: workloads_lib.Workload, mechanism: DpMechanism,
                                      group_size=per_call,
                                      client_files_dir=grouped.files_dir)
     return Prepared(process, per_call, grouped, grouped.close)
-  process = learning_process.build_learning_process(
-      model_fn=model_fn_for(workload, config.seed),
-      algorithm=config.algorithm,
-      model_aggregator=model_aggregator(config),
-      proximal_strength=config.proximal_strength,
-      client_learning_rate=config.client_learning_rate,
-      client_momentum=config.client_momentum,
-      server_optimizer=server_optimizer(config))
+  process = assembly.build_process(config, data, sampler=None)
   round_datasets = client_data.RoundDatasets(
       data, batch_size=workload.batch_size, epochs=workload.epochs, seed=0)
   return Prepared(process, 1, round_datasets, lambda: None)

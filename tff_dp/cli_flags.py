@@ -378,8 +378,8 @@ def define_simulation_flags(fv: flags.FlagValues) -> None:
               '(tff_dp/grouped_fedavg.py): the same local training, clipping, '
               'noise and accounting per simulated client, for '
               '--algorithm=fedavg with gaussian_fixed or gaussian_adaptive, '
-              'uniform weighting, an mlp or logistic_regression model, no local or '
-              'example-level DP, and in-memory data. 0: the grouped path with '
+              'uniform weighting, no local or example-level DP, and in-memory '
+              'data. 0: the grouped path with '
               f'{config_lib.AUTO_CLIENTS_PER_CALL} clients per call where it '
               'applies, else 1.', lower=0, upper=_MAX_CLIENTS)
 

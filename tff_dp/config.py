@@ -239,8 +239,6 @@ def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
        'dp_mechanism', config.dp_mechanism.value),
       (config.client_weighting is ClientWeighting.UNIFORM,
        'client_weighting', config.client_weighting.value),
-      (config.model in (ModelKind.MLP, ModelKind.LOGISTIC_REGRESSION),
-       'model', config.model.value),
       (config.local_dp is LocalDp.NONE, 'local_dp', config.local_dp.value),
       (not config.example_dp, 'example_dp', config.example_dp),
   )
