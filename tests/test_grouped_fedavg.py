@@ -569,3 +569,22 @@ def test_grouped_cnn_dropout_is_live(tff_runtime):
     first = _weights(process, process.next(state, groups).state)
     second = _weights(process, process.next(state, groups).state)
     assert (_max_abs_diff(first, second) > 0) == dropout
+
+
+def test_client_files_of_a_killed_run_are_removed_by_the_next(tmp_path):
+  dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+                        capture_output=True, text=True, check=True)
+  orphan = tmp_path / f'tff-dp-clients-{int(dead.stdout)}-abc'
+  orphan.mkdir()
+  (orphan / 'x0.bin').write_bytes(b'data')
+  live = tmp_path / f'tff-dp-clients-{os.getpid()}-def'
+  live.mkdir()
+  other = tmp_path / 'tff-dp-clients-notapid'
+  other.mkdir()
+  xs, ys = _population()
+  with grouped_data.GroupedRounds(xs, ys, seed=0, epochs=1, group_size=2,
+                                  directory=str(tmp_path)) as rounds:
+    assert not orphan.exists()
+    assert live.exists() and other.exists()
+    assert os.path.basename(rounds.files_dir).startswith(
+        f'tff-dp-clients-{os.getpid()}-')

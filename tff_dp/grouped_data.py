@@ -150,13 +150,61 @@ def group_type(input_dim: int, *, with_examples: bool = True) -> tff.Type:
   return tff.to_type(elements)
 
 
+# Temporary client-file directories are named <prefix><pid>-<random>.
+_FILES_PREFIX = 'tff-dp-clients-'
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True  # Someone else's live process.
+  return True
+
+
+def remove_orphaned_client_files(parent: str) -> list[str]:
+  """Removes client-file directories whose run was killed (SIGKILL, power).
+
+  A killed run cannot remove its copy of the client data; the next run does,
+  so that the copy lives no longer than it must. Only directories of this
+  user whose process no longer exists are removed.
+
+  Args:
+    parent: The directory the runs create their temporary directories in.
+
+  Returns:
+    The directories removed.
+  """
+  removed = []
+  try:
+    names = os.listdir(parent)
+  except OSError:
+    return removed
+  for name in names:
+    if not name.startswith(_FILES_PREFIX):
+      continue
+    pid_text = name[len(_FILES_PREFIX):].split('-', 1)[0]
+    path = os.path.join(parent, name)
+    try:
+      owned = os.stat(path).st_uid == os.getuid()
+    except OSError:
+      continue
+    if pid_text.isdigit() and owned and not _pid_alive(int(pid_text)):
+      shutil.rmtree(path, ignore_errors=True)
+      removed.append(path)
+  return removed
+
+
 class GroupedRounds:
   """(round, cohort) -> groups, for `tff_dp.training_loop` (client-files mode).
 
   Writes the population's examples once, at construction, to a private
-  temporary directory (mode 0700, removed by `close`): they are the same
-  client data the process already holds in memory, put where the TFF worker
-  can read them, never part of a run's outputs.
+  temporary directory (mode 0700, removed by `close`, or by the next run if
+  this one is killed): they are the same client data the process already
+  holds in memory, put where the TFF worker can read them, never part of a
+  run's outputs.
   """
 
   def __init__(self, client_x: Sequence[np.ndarray],
@@ -175,8 +223,10 @@ class GroupedRounds:
     """
     self._x, self._y = client_x, client_y
     self._seed, self._epochs, self._group_size = seed, epochs, group_size
-    self.files_dir = tempfile.mkdtemp(prefix='tff-dp-clients-',
-                                      dir=directory)
+    parent = directory or tempfile.gettempdir()
+    remove_orphaned_client_files(parent)
+    self.files_dir = tempfile.mkdtemp(
+        prefix=f'{_FILES_PREFIX}{os.getpid()}-', dir=parent)
     try:
       write_client_files(client_x, client_y, directory=self.files_dir)
     except BaseException:
