@@ -24,7 +24,7 @@ _DEFAULT_CONFIGS = (
     'default.cfg', 'nonprivate.cfg', 'fixed_clip.cfg', 'weighted_dp.cfg',
     'local_laplace.cfg', 'local_gaussian.cfg', 'client_server.cfg',
     'fedsgd.cfg', 'fedsgd_dp.cfg', 'dp_ftrl.cfg', 'fedprox.cfg',
-    'server_adam.cfg', 'server_yogi.cfg', 'cross_silo.cfg',
+    'server_adam.cfg', 'server_yogi.cfg', 'example_dp.cfg', 'cross_silo.cfg',
     'cross_device.cfg')
 _START = '<!-- mechanism-table:start -->\n'
 _END = '<!-- mechanism-table:end -->'
