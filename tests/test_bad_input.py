@@ -45,6 +45,10 @@ def _cases(tmp):
       # The CNN reshapes its input to images; breast cancer has none.
       (['--flagfile=' + _SMOKE, '--dataset=breast_cancer', '--model=cnn'],
        '--model=cnn'),
+      # Token ids fit only the rnn, and the rnn only token ids.
+      (['--flagfile=' + _SMOKE, '--model=rnn'], '--model=rnn'),
+      (['--flagfile=' + _SMOKE, '--dataset=shakespeare'],
+       '--model=logistic_regression'),
       (['--flagfile=' + _SMOKE, '--dataset=breast_cancer',
         '--partition=natural'], '--dataset=breast_cancer'),
       (['--flagfile=' + _SMOKE, '--client_sampling=shuffled_epochs'],

@@ -21,6 +21,13 @@ _SMOKE_OVERRIDES = ['--rounds=2']
 _FAKE_WRITERS = 130
 # Enough fake CIFAR-100 clients for the cifar100 preset's 50 per round.
 _FAKE_CIFAR_CLIENTS = 60
+# The LSTM presets run with a small cohort: a TFF call of an LSTM client
+# takes ~0.3 s here, and their own cohorts (50, 100) would add over a minute.
+# 13 is the smallest cohort adaptive clipping admits for their noise.
+_COHORT_OVERRIDES = {'shakespeare.cfg': ['--clients_per_round=13'],
+                     'stackoverflow_nwp.cfg': ['--clients_per_round=13']}
+# Fake Shakespeare roles and Stack Overflow users.
+_FAKE_TEXT_CLIENTS = 16
 
 
 def _run_configs(names, output_dir):
@@ -53,18 +60,33 @@ def _run_configs(names, output_dir):
           'train': {str(i): [image()] for i in range(_FAKE_CIFAR_CLIENTS)},
           'test': {'0': [image(), image()]},
       })
+  import test_shakespeare
+  import test_stackoverflow_nwp as stackoverflow
+  test_shakespeare.write_fake_cache(
+      data_dir,
+      train_clients=test_shakespeare.fake_clients(rng, _FAKE_TEXT_CLIENTS),
+      test_clients=test_shakespeare.fake_clients(rng, 2))
+  stackoverflow.write_fake_cache(
+      data_dir, train_clients=stackoverflow.fake_clients(
+          rng, _FAKE_TEXT_CLIENTS),
+      test_clients=stackoverflow.fake_clients(rng, 2))
+  # Its word counts cannot have TFF's published hash: expect the fake's.
+  stackoverflow.accept_fake_vocabulary(
+      stackoverflow.write_fake_vocabulary(data_dir))
   for name in names:
     fv = flags.FlagValues()
     cli_flags.define_train_flags(fv)
     fv(['tff-dp', f'--flagfile={os.path.join(_CONFIGS, name)}',
-        *_SMOKE_OVERRIDES, f'--data_dir={data_dir}',
+        *_SMOKE_OVERRIDES, *_COHORT_OVERRIDES.get(name, []),
+        f'--data_dir={data_dir}',
         f'--output_dir={output_dir}',
         f'--run_name={name}'])
     config = train.config_from_flags(fv)
     config_lib.check_config(config)
     data = train._load_data(config)  # pylint: disable=protected-access
     config_lib.check_population(config, data.population)
-    config_lib.check_model_fits_data(config, image_shape=data.image_shape)
+    config_lib.check_model_fits_data(config, image_shape=data.image_shape,
+                                     vocab_size=data.vocab_size)
     if config.example_dp:
       config_lib.check_record_level_delta(config,
                                           int(max(data.client_sizes())))
@@ -90,6 +112,9 @@ def test_every_config_trains_two_rounds(tmp_path):
   assert sorted(summaries) == names
   assert summaries['emnist_tutorial.cfg']['population'] == _FAKE_WRITERS
   assert summaries['cifar100.cfg']['population'] == _FAKE_CIFAR_CLIENTS
+  assert summaries['shakespeare.cfg']['population'] == _FAKE_TEXT_CLIENTS
+  assert summaries['stackoverflow_nwp.cfg']['population'] == (
+      _FAKE_TEXT_CLIENTS)
   for name, summary in summaries.items():
     assert summary['rounds'] == 2, name
     assert summary['accuracy'] is not None and 0 <= summary['accuracy'] <= 1

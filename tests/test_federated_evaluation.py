@@ -145,6 +145,7 @@ def test_streamed_sources_are_reindexed_to_the_training_clients():
 
   class FakeStreamed:
     name, input_dim, num_classes, image_shape = 'fake', 2, 2, None
+    vocab_size = None
     client_ids = ['a', 'b', 'c', 'd', 'e']
     population = 5
 

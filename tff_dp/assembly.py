@@ -129,7 +129,8 @@ def build_model_fn(config: TrainConfig, data: FederatedData):
   return models.build_model_fn(
       config.model, input_dim=data.input_dim, num_classes=data.num_classes,
       hidden_units=config.hidden_units, seed=config.seed,
-      hidden_layers=config.hidden_layers, image_shape=data.image_shape)
+      hidden_layers=config.hidden_layers, image_shape=data.image_shape,
+      vocab_size=data.vocab_size, embedding_dim=config.embedding_dim)
 
 
 def build_process(config: TrainConfig, data: FederatedData, sampler: Sampler,

@@ -83,9 +83,13 @@ def define_data_flags(fv: flags.FlagValues) -> None:
                '2020 (--partition=natural); emnist_digits, emnist_full: TFF\'s '
                'federated EMNIST (writers are clients) from --data_dir; '
                'cifar100: TFF\'s federated CIFAR-100 (500 clients, 100 fine '
-               'classes, 32x32x3 images) from --data_dir; '
-               'sqlite: your own table imported with ./run.sh import-data, '
-               'from --client_data.')
+               'classes, 32x32x3 images) from --data_dir; shakespeare: TFF\'s '
+               'federated Shakespeare (715 speaking roles), the next character '
+               'after a window of 80, from --data_dir; stackoverflow_nwp: '
+               'TFF\'s federated Stack Overflow (342,477 users), the next word '
+               'after a window of 20 (10,000-word vocabulary), from '
+               '--data_dir; sqlite: your own table imported with ./run.sh '
+               'import-data, from --client_data.')
   flags.DEFINE_string('data_dir', loading.DEFAULT_DATA_DIR,
                       'Cache directory of TFF\'s benchmark files (e.g. '
                       'emnist_all.sqlite). Nothing is downloaded: a missing '
@@ -146,11 +150,20 @@ def define_model_flags(fv: flags.FlagValues) -> None:
                'logistic_regression: multinomial logistic regression; cnn: '
                'the EMNIST CNN of TFF\'s baselines (conv 32, conv 64, '
                'max-pool, dropout, dense 128, dropout) for image data (digits, '
-               'emnist_*, cifar100).')
+               'emnist_*, cifar100); rnn: embedding (--embedding_dim), '
+               '--hidden_layers LSTM layers of --hidden_units units and logits '
+               'over the vocabulary, for token data (shakespeare, '
+               'stackoverflow_nwp).')
   _define_int(fv, 'hidden_layers', 1,
               'Hidden layers of the MLP (2 with --hidden_units=200 is the '
-              '2x200 MLP of TFF\'s DP tutorial).', lower=1, upper=100)
-  _define_int(fv, 'hidden_units', 128, 'Hidden units of each MLP layer.',
+              '2x200 MLP of TFF\'s DP tutorial); LSTM layers of the rnn.',
+              lower=1, upper=100)
+  _define_int(fv, 'hidden_units', 128,
+              'Hidden units of each MLP layer; units of each LSTM layer of '
+              'the rnn.', lower=1, upper=_MAX_UNITS)
+  _define_int(fv, 'embedding_dim', 8,
+              'Size of the rnn\'s token embedding (TFF\'s baselines: 8 for '
+              'Shakespeare characters, 96 for Stack Overflow words).',
               lower=1, upper=_MAX_UNITS)
 
 

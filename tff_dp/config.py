@@ -69,6 +69,9 @@ class ModelKind(enum.Enum):
   LOGISTIC_REGRESSION = 'logistic_regression'
   # The EMNIST CNN of TFF's baselines (Reddi et al. 2021); needs image data.
   CNN = 'cnn'
+  # Embedding + LSTM next-token model of TFF's Shakespeare and Stack Overflow
+  # baselines (McMahan et al. 2017; Reddi et al. 2021); needs token data.
+  RNN = 'rnn'
 
 
 class ServerOptimizer(enum.Enum):
@@ -117,6 +120,7 @@ class TrainConfig:
   model: ModelKind
   hidden_layers: int
   hidden_units: int
+  embedding_dim: int
   # Training.
   algorithm: Algorithm
   proximal_strength: float
@@ -317,6 +321,8 @@ def check_config(config: TrainConfig) -> None:
     raise ConfigError('proximal_strength', config.proximal_strength,
                       'is only used with --algorithm=fedprox')
   _check_mechanism_combinations(config)
+  # Before the data are loaded: the dataset decides whether they are tokens.
+  _check_token_data(config, tokens=loading.is_token_data(config.dataset))
   if loading.is_offline(config.dataset) and (
       config.clients_per_round > config.num_clients):
     raise ConfigError(
@@ -461,14 +467,42 @@ def check_record_level_delta(config: TrainConfig, largest_client: int) -> None:
         'allows releasing a record outright')
 
 
+def _check_token_data(config: TrainConfig, *, tokens: bool) -> None:
+  """Token ids go with, and only with, the rnn model (and no example DP)."""
+  dataset = config.dataset.value
+  if config.model is ModelKind.RNN and not tokens:
+    raise ConfigError(
+        'model', config.model.value,
+        f'needs token data and --dataset={dataset} is not token ids; use '
+        'shakespeare or stackoverflow_nwp, or --model=mlp')
+  if tokens and config.model is not ModelKind.RNN:
+    raise ConfigError(
+        'model', config.model.value,
+        f'--dataset={dataset} holds token ids (the previous tokens as '
+        'numbers), which only the rnn model embeds; use --model=rnn')
+  if tokens and config.example_dp:
+    raise ConfigError(
+        'example_dp', config.example_dp,
+        'record-level DP-SGD needs each client\'s exact number of records, '
+        f'and --dataset={dataset} cuts its records (windows) from the text '
+        'as it streams; use user-level central DP')
+
+
 def check_model_fits_data(config: TrainConfig, *,
-                          image_shape: Optional[tuple[int, ...]]) -> None:
-  """The CNN reshapes its input to images: the data must declare a shape.
+                          image_shape: Optional[tuple[int, ...]],
+                          vocab_size: Optional[int] = None) -> None:
+  """The model can read the data's features.
+
+  The CNN reshapes its input to images: the data must declare a shape. The
+  rnn model embeds token ids: the data must declare a vocabulary, and token
+  ids fit no other model.
 
   Args:
     config: The configuration.
     image_shape: The loaded data's `image_shape` (None: not images).
+    vocab_size: The loaded data's `vocab_size` (None: not token ids).
   """
+  _check_token_data(config, tokens=vocab_size is not None)
   if config.model is ModelKind.CNN and image_shape is None:
     raise ConfigError(
         'model', config.model.value,

@@ -23,11 +23,13 @@ class ServerEvaluator:
   def __init__(self, kind: ModelKind, *, input_dim: int, num_classes: int,
                hidden_units: int, hidden_layers: int,
                test_data: tf.data.Dataset,
-               image_shape: Optional[Sequence[int]] = None):
+               image_shape: Optional[Sequence[int]] = None,
+               vocab_size: Optional[int] = None, embedding_dim: int = 8):
     self._model = models.build_keras_model(
         kind, input_dim=input_dim, num_classes=num_classes,
         hidden_units=hidden_units, hidden_layers=hidden_layers, seed=0,
-        image_shape=image_shape)
+        image_shape=image_shape, vocab_size=vocab_size,
+        embedding_dim=embedding_dim)
     self._model.compile(loss=models.loss_fn(),
                         metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
     # Batched and cached once: every round evaluates the same examples.

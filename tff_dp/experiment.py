@@ -146,7 +146,8 @@ def _build_evaluator(config: TrainConfig, data,
   return evaluation.ServerEvaluator(
       config.model, input_dim=data.input_dim, num_classes=data.num_classes,
       hidden_units=config.hidden_units, hidden_layers=config.hidden_layers,
-      image_shape=data.image_shape,
+      image_shape=data.image_shape, vocab_size=data.vocab_size,
+      embedding_dim=config.embedding_dim,
       test_data=client_data.test_dataset_for(data))
 
 

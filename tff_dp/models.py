@@ -8,8 +8,17 @@ the EMNIST model of Reddi et al. 2021, "Adaptive Federated Optimization",
 ICLR): conv 32 3x3, conv 64 3x3, 2x2 max-pool, dropout 0.25, dense 128,
 dropout 0.5, dense. It reshapes the flat input to the image shape the data
 declares, so one definition serves EMNIST (28x28x1), CIFAR-100 (32x32x3; a
-small stand-in for the ResNet-18 of Reddi et al.) and the 8x8 digits. All
-output logits.
+small stand-in for the ResNet-18 of Reddi et al.) and the 8x8 digits. The
+rnn is the next-token model of TFF's text baselines (`tff.simulation.
+baselines.shakespeare.char_prediction_models`, after McMahan et al. 2017,
+"Communication-Efficient Learning of Deep Networks from Decentralized Data",
+AISTATS; `...stackoverflow.word_prediction_models`, Reddi et al. 2021): a
+token embedding (0, the padding, masked), LSTM layers and a dense layer of
+logits over the vocabulary. It reads the window of token ids the data hold
+as floats (`tff_dp.data.token_sources`) and predicts one next token, so its
+last LSTM layer returns its final state only, and it has no projection
+between the LSTM and the logits (TFF's Stack Overflow model projects to the
+embedding size first). All output logits.
 
 Weight initializers are seeded, so a run's initial model is reproducible.
 Dropout masks are not: TFF re-instantiates the computation every round, and a
@@ -58,6 +67,55 @@ def check_image_shape(image_shape: Optional[Sequence[int]], *,
   return shape
 
 
+def check_vocab_size(vocab_size: Optional[int], *, num_classes: int) -> int:
+  """Returns `vocab_size` if the rnn model can use it.
+
+  Args:
+    vocab_size: The data's vocabulary size, None for data that are not
+      token ids.
+    num_classes: Number of classes; the rnn's labels are token ids too.
+
+  Raises:
+    ValueError: Naming the vocabulary size and what is wrong with it.
+  """
+  if vocab_size is None:
+    raise ValueError('the rnn model needs token data (a dataset with a '
+                     'vocabulary: shakespeare, stackoverflow_nwp)')
+  vocab_size = int(vocab_size)
+  if vocab_size < 2:
+    raise ValueError(f'vocabulary size {vocab_size}: the rnn model needs at '
+                     'least 2 token ids')
+  if num_classes != vocab_size:
+    raise ValueError(f'vocabulary size {vocab_size}: the rnn model predicts '
+                     f'token ids, but the data have {num_classes} classes')
+  return vocab_size
+
+
+def _rnn_layers(vocab_size: int, *, embedding_dim: int, hidden_units: int,
+                hidden_layers: int, seed: int) -> list[tf.keras.layers.Layer]:
+  """The rnn's layers between the flat input and the logits layer."""
+  # Even offsets for the LSTM kernels like the MLP's hidden layers (1 is the
+  # logits layer's); odd ones from 3 for the recurrent kernels, then the
+  # embedding.
+  layers = [
+      # Keras' Embedding casts its float input to int32, exactly: token ids
+      # are integers below 2**24. Masking 0 makes the LSTM skip the padding
+      # that starts a client's last window.
+      tf.keras.layers.Embedding(
+          vocab_size, embedding_dim, mask_zero=True,
+          embeddings_initializer=tf.keras.initializers.RandomUniform(
+              -0.05, 0.05, seed=seed + 2 * hidden_layers + 3)),
+  ]
+  for i in range(hidden_layers):
+    layers.append(tf.keras.layers.LSTM(
+        hidden_units, return_sequences=i < hidden_layers - 1,
+        kernel_initializer=tf.keras.initializers.GlorotUniform(
+            seed=seed + 2 * i),
+        recurrent_initializer=tf.keras.initializers.Orthogonal(
+            seed=seed + 2 * i + 3)))
+  return layers
+
+
 def _cnn_layers(image_shape: tuple[int, int, int],
                 seed: int) -> list[tf.keras.layers.Layer]:
   """The CNN's layers between the flat input and the logits layer."""
@@ -85,8 +143,9 @@ def _cnn_layers(image_shape: tuple[int, int, int],
 def build_keras_model(kind: ModelKind, *, input_dim: int, num_classes: int,
                       hidden_units: int, seed: int,
                       hidden_layers: int = 1,
-                      image_shape: Optional[Sequence[int]] = None
-                      ) -> tf.keras.Model:
+                      image_shape: Optional[Sequence[int]] = None,
+                      vocab_size: Optional[int] = None,
+                      embedding_dim: int = 8) -> tf.keras.Model:
   """Returns an uncompiled Keras model producing logits.
 
   Every model takes flat float32 inputs [batch, input_dim].
@@ -95,23 +154,33 @@ def build_keras_model(kind: ModelKind, *, input_dim: int, num_classes: int,
     kind: Which architecture.
     input_dim: Number of input features.
     num_classes: Number of output classes.
-    hidden_units: Width of each of the MLP's hidden layers (ignored for
-      logistic regression and the CNN, whose dense layer has 128 units).
+    hidden_units: Width of each of the MLP's hidden layers and of the rnn's
+      LSTM layers (ignored for logistic regression and the CNN, whose dense
+      layer has 128 units).
     seed: Seed of the weight initializers, so that a run's initial model is
       reproducible (TFF runs the initializers inside its own computation).
     hidden_layers: Number of hidden layers of the MLP (the founding document's
-      has 1; TFF's DP tutorial uses 2 x 200).
+      has 1; TFF's DP tutorial uses 2 x 200), or of LSTM layers of the rnn.
     image_shape: (height, width, channels) of the data's images, in the order
       the flat features hold them (row-major, channels last); required by the
       CNN, ignored by the others.
+    vocab_size: Number of token ids if the features are token ids (then
+      also `num_classes`); required by the rnn, ignored by the others.
+    embedding_dim: Size of the rnn's token embedding.
 
   Raises:
-    ValueError: For the CNN without a usable `image_shape`.
+    ValueError: For the CNN without a usable `image_shape`, the rnn without
+      a usable `vocab_size`.
   """
   layers = [tf.keras.layers.InputLayer(input_shape=(input_dim,))]
   if kind is ModelKind.CNN:
     layers += _cnn_layers(check_image_shape(image_shape, input_dim=input_dim),
                           seed)
+  elif kind is ModelKind.RNN:
+    layers += _rnn_layers(
+        check_vocab_size(vocab_size, num_classes=num_classes),
+        embedding_dim=embedding_dim, hidden_units=hidden_units,
+        hidden_layers=hidden_layers, seed=seed)
   elif kind is ModelKind.MLP:
     for i in range(hidden_layers):
       layers.append(
@@ -142,7 +211,8 @@ def input_spec(input_dim: int) -> tuple[tf.TensorSpec, tf.TensorSpec]:
 
 def build_model_fn(kind: ModelKind, *, input_dim: int, num_classes: int,
                    hidden_units: int, seed: int, hidden_layers: int = 1,
-                   image_shape: Optional[Sequence[int]] = None
+                   image_shape: Optional[Sequence[int]] = None,
+                   vocab_size: Optional[int] = None, embedding_dim: int = 8
                    ) -> Callable[[], tff.learning.models.VariableModel]:
   """Returns the no-argument model constructor TFF's learning algorithms take.
 
@@ -150,15 +220,19 @@ def build_model_fn(kind: ModelKind, *, input_dim: int, num_classes: int,
   the model with training=True in local training (dropout on) and
   training=False in evaluation.
   """
+  # Fail here, with the shape or vocabulary named, rather than inside TFF's
+  # tracing.
   if kind is ModelKind.CNN:
-    # Fail here, with the shape named, rather than inside TFF's tracing.
     check_image_shape(image_shape, input_dim=input_dim)
+  if kind is ModelKind.RNN:
+    check_vocab_size(vocab_size, num_classes=num_classes)
 
   def model_fn() -> tff.learning.models.VariableModel:
     keras_model = build_keras_model(
         kind, input_dim=input_dim, num_classes=num_classes,
         hidden_units=hidden_units, seed=seed, hidden_layers=hidden_layers,
-        image_shape=image_shape)
+        image_shape=image_shape, vocab_size=vocab_size,
+        embedding_dim=embedding_dim)
     return tff.learning.models.from_keras_model(
         keras_model,
         loss=loss_fn(),

@@ -265,7 +265,8 @@ def run(argv: list[str]) -> int:
     data = _load_data(config)
     data, held_out = _hold_out_eval_clients(config, data)
     config_lib.check_population(config, data.population)
-    config_lib.check_model_fits_data(config, image_shape=data.image_shape)
+    config_lib.check_model_fits_data(config, image_shape=data.image_shape,
+                                     vocab_size=data.vocab_size)
     config_lib.resolve_clients_per_call(
         config, in_memory=isinstance(data, FederatedData))
     if config.example_dp:

@@ -76,7 +76,10 @@ class _TffBenchmarkSource:
     input_dim: Number of features (the flattened image).
     num_classes: Labels are in [0, num_classes).
     image_shape: (height, width, channels) of the flattened images.
+    vocab_size: None: the features are pixels, not token ids.
   """
+
+  vocab_size = None
 
   # How describe() names the clients and notes the data's origin.
   _CLIENT_NOUN = 'clients'
@@ -96,8 +99,8 @@ class _TffBenchmarkSource:
     self.input_dim = int(np.prod(image_shape))
     self.num_classes = num_classes
     path = tff_datasets.cache_files(self.kind)[0].path(data_dir)
-    self._sizes = _client_sizes(path, tff_datasets.split_names(self.kind)[0],
-                                self.client_ids)
+    self._sizes = client_sizes_from_metadata(
+        path, tff_datasets.split_names(self.kind)[0], self.client_ids)
 
   @property
   def population(self) -> int:
@@ -170,7 +173,15 @@ class Cifar100Source(_TffBenchmarkSource):
                      image_shape=CIFAR100_IMAGE_SHAPE)
 
 
-def _client_sizes(path: str, split: str, client_ids) -> np.ndarray:
+def client_sizes_from_metadata(path: str, split: str,
+                               client_ids) -> np.ndarray:
+  """Each client's `num_examples` in `split` of TFF's SQLite file `path`.
+
+  Args:
+    path: A database in TFF's format (table `client_metadata`).
+    split: The split name, e.g. 'train'.
+    client_ids: The clients, in the order of the result.
+  """
   con = sqlite3.connect(f'file:{path}?mode=ro', uri=True)
   try:
     counts = dict(con.execute(

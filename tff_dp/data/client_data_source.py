@@ -88,9 +88,11 @@ class SqlClientDataSource:
     feature_names: Names of the features, in order.
     metadata: The file's metadata (see `csv_import`), as parsed JSON.
     image_shape: None: imported tables are feature vectors, not images.
+    vocab_size: None: nor token ids.
   """
 
   image_shape = None
+  vocab_size = None
 
   def __init__(self, path: str):
     """Opens `path`.

@@ -181,6 +181,11 @@ class FederatedData:
   def input_dim(self) -> int:
     return int(self.client_x[0].shape[1])
 
+  @property
+  def vocab_size(self) -> None:
+    """None: in-memory data are never token ids (see `loading`)."""
+    return None
+
   def client_sizes(self) -> np.ndarray:
     """Number of training examples of each client, in client order."""
     return np.array([y.shape[0] for y in self.client_y], dtype=np.int64)

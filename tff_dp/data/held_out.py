@@ -67,8 +67,8 @@ class TrainingClients:
 
   Offers what training needs from a streamed source (`tff_dp.client_data`,
   `tff_dp.experiment`): `population`, `input_dim`, `num_classes`,
-  `image_shape`, `client_sizes()`, `client_dataset(i)`, `test_dataset()` and
-  the banner. Nothing is delegated implicitly, so no
+  `image_shape`, `vocab_size`, `client_sizes()`, `client_dataset(i)`,
+  `test_dataset()` and the banner. Nothing is delegated implicitly, so no
   attribute of the full population can leak into training by accident.
   """
 
@@ -80,6 +80,7 @@ class TrainingClients:
     self.input_dim = source.input_dim
     self.num_classes = source.num_classes
     self.image_shape = source.image_shape
+    self.vocab_size = source.vocab_size
     self._sizes = source.client_sizes()[self._indices]
 
   @property

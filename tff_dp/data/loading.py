@@ -2,12 +2,14 @@
 
 Three kinds of source share what training needs (`population`, `input_dim`,
 `num_classes`, `image_shape` (None unless the features are flattened images,
-which the CNN needs), `client_sizes()`, `describe()`, and either numpy arrays
-or `client_dataset(i)` / `test_dataset()`):
+which the CNN needs), `vocab_size` (None unless the features are token ids,
+which the rnn model embeds), `client_sizes()`, `describe()`, and either numpy
+arrays or `client_dataset(i)` / `test_dataset()`):
 * offline data that ships (`FederatedData`: digits, breast cancer,
   Synthetic(alpha, beta)), held in memory;
 * TFF's EMNIST and CIFAR-100 benchmarks from a local cache (`EmnistSource`,
-  `Cifar100Source`), streamed;
+  `Cifar100Source`), and its Shakespeare and Stack Overflow as next-token
+  windows (`token_sources.TokenSource`), streamed;
 * a user's table imported to SQLite (`SqlClientDataSource`), streamed.
 TensorFlow is imported only for the streamed kinds.
 """
@@ -27,6 +29,8 @@ class Dataset(enum.Enum):
   EMNIST_DIGITS = 'emnist_digits'
   EMNIST_FULL = 'emnist_full'
   CIFAR100 = 'cifar100'
+  SHAKESPEARE = 'shakespeare'
+  STACKOVERFLOW_NWP = 'stackoverflow_nwp'
   SQLITE = 'sqlite'
 
 
@@ -35,6 +39,9 @@ OFFLINE = {
     Dataset.BREAST_CANCER: offline.OfflineDataset.BREAST_CANCER,
     Dataset.SYNTHETIC: offline.OfflineDataset.SYNTHETIC,
 }
+
+# Features are token ids (`vocab_size` is set): only the rnn model fits them.
+TOKEN_DATASETS = frozenset({Dataset.SHAKESPEARE, Dataset.STACKOVERFLOW_NWP})
 
 DEFAULT_DATA_DIR = os.path.join('~', '.cache', 'tff_dp', 'datasets')
 
@@ -45,6 +52,10 @@ class DataError(ValueError):
 
 def is_offline(dataset: Dataset) -> bool:
   return dataset in OFFLINE
+
+
+def is_token_data(dataset: Dataset) -> bool:
+  return dataset in TOKEN_DATASETS
 
 
 def load(dataset: Dataset, *, num_clients: int,
@@ -86,12 +97,16 @@ def load(dataset: Dataset, *, num_clients: int,
                       'evaluation needs one (import with a test split)')
     return source
   from tff_dp.data import benchmark_source
+  from tff_dp.data import token_sources
+  data_dir = os.path.expanduser(data_dir)
   try:
+    if dataset is Dataset.SHAKESPEARE:
+      return token_sources.shakespeare_source(data_dir=data_dir)
+    if dataset is Dataset.STACKOVERFLOW_NWP:
+      return token_sources.stackoverflow_nwp_source(data_dir=data_dir)
     if dataset is Dataset.CIFAR100:
-      return benchmark_source.Cifar100Source(
-          data_dir=os.path.expanduser(data_dir))
+      return benchmark_source.Cifar100Source(data_dir=data_dir)
     return benchmark_source.EmnistSource(
-        only_digits=dataset is Dataset.EMNIST_DIGITS,
-        data_dir=os.path.expanduser(data_dir))
+        only_digits=dataset is Dataset.EMNIST_DIGITS, data_dir=data_dir)
   except (OSError, ValueError) as e:
     raise DataError(str(e)) from e

@@ -1,0 +1,365 @@
+"""Federated Shakespeare (LEAF, Caldas et al. 2018; McMahan et al. 2017) as
+next-character windows, and the rnn model that trains on them.
+
+The data tests write a tiny shakespeare.sqlite in TFF's own format (the
+schema of `test_tff_datasets`) and read it through TFF's real loader: nothing
+is mocked. The ids are checked against TFF's own Shakespeare tokenizer. The
+program tests run `python -m tff_dp.train` on the configs/shakespeare.cfg
+preset: once without the cache (exit 2, the file named) and once for one
+round on a fake cache.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_federated.python.simulation.baselines.shakespeare import char_prediction_preprocessing as tff_chars
+from tensorflow_federated.python.simulation.baselines.shakespeare import char_prediction_tasks as tff_char_tasks
+
+from conftest import REPO_ROOT
+import test_tff_datasets as fake
+from tff_dp import config as config_lib
+from tff_dp import models
+from tff_dp.config import ModelKind
+from tff_dp.data import loading
+from tff_dp.data import token_sources
+from tff_dp.data.partition import Partition
+
+_PRESET = os.path.join(REPO_ROOT, 'configs', 'shakespeare.cfg')
+_W = token_sources.SHAKESPEARE_WINDOW
+# A small cohort keeps the run short (test_configs_smoke runs the preset's
+# own); 13 admits adaptive clipping with z up to 1.2 (z < 0.1 * cohort).
+_PROGRAM_CLIENTS = 16
+_PROGRAM_COHORT = 13
+# 'é' is two bytes outside TFF's vocabulary: two oov ids, as TFF splits bytes.
+_LINES = [
+    'To be, or not to be, that is the question:\n',
+    'Whether \'tis nobler in the mind to suffer\r',
+    'The slings and arrows of outrageous fortune, ',
+    'Or to take arms against a sea of troubles [é] ~{}',
+]
+
+
+def snippet(rng, length):
+  """`length` characters of Hamlet, starting at a random line."""
+  text = ''.join(_LINES) * (1 + length // 100)
+  start = int(rng.integers(len(_LINES[0])))
+  return text[start:start + length]
+
+
+def reference_ids(text: str) -> list[int]:
+  """[bos, ids..., eos] computed in Python from TFF's vocabulary."""
+  vocabulary = token_sources.SHAKESPEARE_VOCABULARY
+  chars = vocabulary.tokens
+  ids = [chars.index(chr(b)) + 1 if chr(b) in chars else vocabulary.oov
+         for b in text.encode('utf-8')]
+  return [vocabulary.bos] + ids + [vocabulary.eos]
+
+
+def reference_windows(records: list[list[int]], window: int):
+  """(features, label) pairs: the joined stream cut into window + 1 ids."""
+  stream = [token for record in records for token in record]
+  length = window + 1
+  chunks = [stream[i:i + length] for i in range(0, len(stream), length)]
+  chunks[-1] = [0] * (length - len(chunks[-1])) + chunks[-1]
+  return [(chunk[:window], chunk[window]) for chunk in chunks]
+
+
+def as_pairs(dataset: tf.data.Dataset):
+  return [(f.astype(np.int64).tolist(), int(y))
+          for f, y in dataset.as_numpy_iterator()]
+
+
+def write_fake_cache(data_dir: str, *, train_clients: dict[str, list[str]],
+                     test_clients: dict[str, list[str]]) -> None:
+  """shakespeare.sqlite in TFF's format with these clients' snippets."""
+  as_examples = lambda clients: {
+      cid: [{'snippets': s.encode('utf-8')} for s in snippets]
+      for cid, snippets in clients.items()}
+  fake._write_database(  # pylint: disable=protected-access
+      os.path.join(data_dir, 'shakespeare.sqlite'),
+      {'train': as_examples(train_clients), 'test': as_examples(test_clients)})
+
+
+def fake_clients(rng, count: int, *, snippets: int = 2, length: int = 60):
+  return {f'PLAY_{i:03d}_ROLE': [snippet(rng, length) for _ in range(snippets)]
+          for i in range(count)}
+
+
+@pytest.fixture(name='cache')
+def fixture_cache(tmp_path):
+  """A tiny shakespeare.sqlite; returns (data_dir, train, test snippets)."""
+  rng = np.random.default_rng(0)
+  # 'HAMLET' sorts before 'KING'; HAMLET's text spans several windows and a
+  # partial last one; the one-letter snippet of KING is a window of its own.
+  train = {'KING': ['O'], 'HAMLET': [snippet(rng, 150), snippet(rng, 47)],
+           'OPHELIA': [snippet(rng, 79)]}
+  test = {'HAMLET': [snippet(rng, 90)], 'KING': [snippet(rng, 20)]}
+  write_fake_cache(str(tmp_path), train_clients=train, test_clients=test)
+  return str(tmp_path), train, test
+
+
+def test_vocabulary_and_window_are_tffs():
+  assert token_sources.SHAKESPEARE_CHARS == ''.join(tff_chars.CHAR_VOCAB)
+  vocabulary = token_sources.SHAKESPEARE_VOCABULARY
+  assert len(vocabulary.tokens) == 86
+  assert (vocabulary.pad, vocabulary.oov, vocabulary.bos,
+          vocabulary.eos) == tff_chars.get_special_tokens() == (0, 87, 88, 89)
+  assert vocabulary.size == tff_char_tasks.VOCAB_LENGTH == 90
+  assert _W == tff_chars.DEFAULT_SEQUENCE_LENGTH == 80
+
+
+def test_ids_are_tffs_ids():
+  # TFF's tokenizer with split length 1 pads nothing: [bos, ids..., eos].
+  tff_ids = tff_chars._build_tokenize_fn(  # pylint: disable=protected-access
+      split_length=1)
+  for text in [''.join(_LINES), 'O', '', 'naïve ~ café\n']:
+    element = {'snippets': tf.constant(text.encode('utf-8'))}
+    ours = token_sources.shakespeare_ids(element).numpy().tolist()
+    assert ours == tff_ids(element).numpy().tolist(), text
+    assert ours == reference_ids(text)
+  assert reference_ids('é~')[1:-1] == [87, 87, 87]
+
+
+@pytest.mark.parametrize('lengths', [[3], [4], [5], [2, 3, 4], [1, 9]])
+def test_windows_cut_the_joined_stream_and_left_pad_the_last(lengths):
+  window = 3
+  start = iter(range(1, 100))
+  records = [[next(start) for _ in range(n)] for n in lengths]
+  dataset = token_sources.token_windows(
+      tf.data.Dataset.from_generator(
+          lambda: iter(records), output_signature=tf.TensorSpec(
+              [None], tf.int64)), window=window)
+  assert dataset.element_spec == (tf.TensorSpec([window], tf.float32),
+                                  tf.TensorSpec([], tf.int32))
+  got = as_pairs(dataset)
+  assert got == reference_windows(records, window)
+  # Every id is in exactly one window, and every label is a real token.
+  assert sorted(t for f, y in got for t in f + [y] if t) == list(
+      range(1, sum(lengths) + 1))
+  assert all(y != 0 for _, y in got)
+
+
+def test_windows_by_hand():
+  # [1 2 3 4 | 5 6 7], W = 3: (1 2 3 -> 4), (0 5 6 -> 7).
+  dataset = token_sources.token_windows(
+      tf.data.Dataset.from_tensors(tf.constant([1, 2, 3, 4, 5], tf.int64))
+      .concatenate(tf.data.Dataset.from_tensors(
+          tf.constant([6, 7], tf.int64))), window=3)
+  assert as_pairs(dataset) == [([1, 2, 3], 4), ([0, 5, 6], 7)]
+
+
+def test_source_reads_clients_sizes_and_vocabulary(cache):
+  data_dir, _, _ = cache
+  source = loading.load(
+      loading.Dataset.SHAKESPEARE, num_clients=7, partition=Partition.IID,
+      seed=0, test_fraction=0.2, dirichlet_alpha=0.5, data_dir=data_dir,
+      client_data=None)
+  assert isinstance(source, token_sources.TokenSource)
+  assert source.client_ids == ['HAMLET', 'KING', 'OPHELIA']
+  assert source.population == 3  # The file's clients, not --num_clients.
+  # Records (snippets) per client, from the file's metadata.
+  np.testing.assert_array_equal(source.client_sizes(), [2, 1, 1])
+  assert (source.input_dim, source.num_classes, source.vocab_size) == (
+      80, 90, 90)
+  assert source.image_shape is None
+  text = source.describe()
+  assert "Federated data 'shakespeare': 3 clients" in text
+  assert 'train snippets: 4' in text
+  assert 'the 80 token ids before the label (vocabulary of 90 ids' in text
+  assert "test: the file's test split, every client's windows" in text
+
+
+def test_client_windows_are_the_reference_windows(cache):
+  data_dir, train, _ = cache
+  source = token_sources.shakespeare_source(data_dir=data_dir)
+  for index, client_id in enumerate(source.client_ids):
+    dataset = source.client_dataset(index)
+    assert dataset.element_spec == (tf.TensorSpec([_W], tf.float32),
+                                    tf.TensorSpec([], tf.int32))
+    want = reference_windows([reference_ids(s) for s in train[client_id]],
+                             _W)
+    assert as_pairs(dataset) == want, client_id
+  # HAMLET's text makes 2 full windows and a partial one; OPHELIA's 79
+  # characters, bos and eos exactly one full window.
+  hamlet = sum(len(reference_ids(s)) for s in train['HAMLET'])
+  assert 2 * (_W + 1) < hamlet < 3 * (_W + 1)
+  assert len(as_pairs(source.client_dataset(0))) == 3
+  ophelia = as_pairs(source.client_dataset(2))
+  assert len(ophelia) == 1 and ophelia[0][0][0] == 88  # bos, no padding.
+
+
+def test_test_set_is_each_test_clients_windows(cache):
+  data_dir, _, test = cache
+  source = token_sources.shakespeare_source(data_dir=data_dir)
+  got = sorted(as_pairs(source.test_dataset()))
+  # Per client: windows never join two clients' text.
+  want = sorted(pair for snippets in test.values()
+                for pair in reference_windows(
+                    [reference_ids(s) for s in snippets], _W))
+  assert got == want and len(got) == 3
+
+
+def test_missing_cache_is_a_data_error_naming_the_file(tmp_path):
+  with pytest.raises(loading.DataError) as info:
+    loading.load(loading.Dataset.SHAKESPEARE, num_clients=7,
+                 partition=Partition.IID, seed=0, test_fraction=0.2,
+                 dirichlet_alpha=0.5, data_dir=str(tmp_path),
+                 client_data=None)
+  message = str(info.value)
+  assert f'put shakespeare.sqlite in {tmp_path}' in message
+  assert 'shakespeare.sqlite.lzma' in message
+  assert os.listdir(tmp_path) == []
+
+
+def _rnn(seed=3, **kwargs):
+  settings = dict(input_dim=_W, num_classes=90, hidden_units=16,
+                  hidden_layers=2, embedding_dim=8, vocab_size=90, seed=seed)
+  settings.update(kwargs)
+  return models.build_keras_model(ModelKind.RNN, **settings)
+
+
+def _lstm_params(inputs, units):
+  return 4 * (units * (inputs + units) + units)
+
+
+@pytest.mark.parametrize('layers,units,embedding', [(2, 16, 8), (1, 32, 4)])
+def test_rnn_takes_float_ids_and_outputs_logits(layers, units, embedding):
+  model = _rnn(hidden_layers=layers, hidden_units=units,
+               embedding_dim=embedding)
+  assert model.input_shape == (None, _W)
+  assert model.output_shape == (None, 90)
+  lstm = _lstm_params(embedding, units) + (layers - 1) * _lstm_params(units,
+                                                                      units)
+  assert model.count_params() == 90 * embedding + lstm + units * 90 + 90
+  rng = np.random.default_rng(0)
+  x = rng.integers(1, 90, (4, _W)).astype(np.float32)
+  logits = model(x, training=False).numpy()
+  assert logits.shape == (4, 90)
+  assert not np.allclose(logits.sum(axis=1), 1.0)  # Logits, not softmax.
+
+
+def test_rnn_masks_the_padding():
+  model = _rnn()
+  x = np.zeros((2, _W), np.float32)
+  x[0, -5:] = [5, 6, 7, 8, 9]  # A short last window, left-padded.
+  x[1] = np.arange(1, _W + 1) % 89 + 1
+  before = model(x).numpy()
+  embedding = model.layers[0]
+  weights = embedding.get_weights()[0]
+  weights[0] = 100.0  # The padding's embedding must not matter.
+  embedding.set_weights([weights])
+  np.testing.assert_allclose(model(x).numpy(), before, rtol=1e-6)
+
+
+def test_rnn_initial_weights_follow_the_seed():
+  model = _rnn(seed=5)
+  names = [w.name for w in model.weights]
+  five = model.get_weights()
+  again, six = (_rnn(seed=s).get_weights() for s in (5, 6))
+  for a, b in zip(five, again):
+    np.testing.assert_array_equal(a, b)
+  # Embedding, kernels and recurrent kernels (biases start at constants).
+  for name, a, b in zip(names, five, six):
+    if 'bias' not in name:
+      assert not np.array_equal(a, b), name
+  # No two initializers share a seed: all seeded tensors differ in values.
+  firsts = [w.ravel()[:4].tolist() for n, w in zip(names, five)
+            if 'bias' not in n]
+  assert len({tuple(f) for f in firsts}) == len(firsts)
+
+
+@pytest.mark.parametrize('vocab_size,num_classes,message', [
+    (None, 90, 'needs token data'),
+    (90, 10, 'predicts token ids, but the data have 10 classes'),
+    (1, 1, 'at least 2'),
+])
+def test_rnn_refuses_data_without_a_usable_vocabulary(vocab_size, num_classes,
+                                                      message):
+  with pytest.raises(ValueError, match=message):
+    models.build_model_fn(ModelKind.RNN, input_dim=_W,
+                          num_classes=num_classes, hidden_units=4, seed=0,
+                          vocab_size=vocab_size)
+
+
+@pytest.mark.parametrize('argv,flag_value', [
+    (['--model=rnn'], '--model=rnn'),
+    (['--dataset=shakespeare', '--model=mlp'], '--model=mlp'),
+    (['--dataset=shakespeare', '--model=cnn'], '--model=cnn'),
+    (['--dataset=shakespeare', '--model=rnn', '--example_dp',
+      '--dp_mechanism=none'], '--example_dp=True'),
+])
+def test_token_data_and_the_rnn_go_together(argv, flag_value):
+  # Refused before the data load (check_config) and after (with the data's
+  # vocabulary, check_model_fits_data).
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from tff_dp import cli_flags  # pylint: disable=g-import-not-at-top
+  from tff_dp import train  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  cli_flags.define_train_flags(fv)
+  fv(['tff-dp', *argv])
+  config = train.config_from_flags(fv)
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.check_config(config)
+  assert str(error.value).startswith(flag_value)
+  tokens = loading.is_token_data(config.dataset)
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.check_model_fits_data(config, image_shape=None,
+                                     vocab_size=90 if tokens else None)
+  assert str(error.value).startswith(flag_value)
+
+
+def _train(*args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  return subprocess.run([sys.executable, '-m', 'tff_dp.train', *args],
+                        cwd=REPO_ROOT, env=env, capture_output=True,
+                        text=True, timeout=300)
+
+
+@pytest.mark.e2e
+def test_program_without_cache_exits_2_naming_the_file(tmp_path):
+  data_dir = tmp_path / 'empty'
+  data_dir.mkdir()
+  output_dir = tmp_path / 'runs'
+  result = _train(f'--flagfile={_PRESET}', f'--data_dir={data_dir}',
+                  f'--output_dir={output_dir}')
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr
+  errors = [line for line in result.stderr.splitlines()
+            if line.startswith('tff-dp: error:')]
+  assert len(errors) == 1, result.stderr[-2000:]
+  assert errors[0].startswith(
+      'tff-dp: error: --dataset=shakespeare: Shakespeare')
+  assert f'put shakespeare.sqlite in {data_dir}' in errors[0]
+  assert not output_dir.exists()
+
+
+@pytest.mark.e2e
+def test_preset_trains_one_round_on_a_fake_cache(tmp_path):
+  rng = np.random.default_rng(1)
+  data_dir = tmp_path / 'cache'
+  data_dir.mkdir()
+  write_fake_cache(str(data_dir),
+                   train_clients=fake_clients(rng, _PROGRAM_CLIENTS),
+                   test_clients=fake_clients(rng, 2))
+  result = _train(f'--flagfile={_PRESET}', '--rounds=1',
+                  f'--clients_per_round={_PROGRAM_COHORT}',
+                  f'--data_dir={data_dir}', f'--output_dir={tmp_path}',
+                  '--run_name=shakespeare')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"Federated data 'shakespeare': {_PROGRAM_CLIENTS} clients" in (
+      result.stdout)
+  assert 'round 1/1' in result.stdout
+  with open(tmp_path / 'shakespeare' / 'summary.json') as f:
+    summary = json.load(f)
+  assert summary['population'] == _PROGRAM_CLIENTS
+  assert summary['rounds'] == 1 and summary['private']
+  assert 0 <= summary['accuracy'] <= 1
+  assert summary['guarantee_epsilon'] > 0
+  with open(tmp_path / 'shakespeare' / 'config.json') as f:
+    config = json.load(f)
+  assert (config['dataset'], config['model']) == ('shakespeare', 'rnn')
