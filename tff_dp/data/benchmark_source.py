@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from tff_dp.data import tff_datasets
+from tff_dp.data.federated_data import size_statistics
 
 _EMNIST_IMAGE_SHAPE = (28, 28, 1)
 CIFAR100_IMAGE_SHAPE = (32, 32, 3)
@@ -120,12 +121,7 @@ class _TffBenchmarkSource:
         self._convert)
 
   def statistics(self) -> dict[str, Any]:
-    sizes = self._sizes
-    return {'name': self.name, 'clients': self.population,
-            'examples_total': int(sizes.sum()),
-            'examples_per_client_min': int(sizes.min()),
-            'examples_per_client_median': float(np.median(sizes)),
-            'examples_per_client_max': int(sizes.max())}
+    return size_statistics(self.name, self._sizes)
 
   def describe(self) -> str:
     s = self.statistics()

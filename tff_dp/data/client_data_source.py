@@ -24,6 +24,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_dp.data import csv_import
+from tff_dp.data.federated_data import size_statistics
 
 _HISTOGRAM_LIMIT = 20
 
@@ -198,13 +199,7 @@ class SqlClientDataSource:
     m = self.metadata
     sizes = self._sizes
     return {
-        'name': self.name,
-        'clients': self.population,
-        'examples_total': int(sizes.sum()),
-        'examples_per_client_min': int(sizes.min()),
-        'examples_per_client_median': float(np.median(sizes)),
-        'examples_per_client_max': int(sizes.max()),
-        'examples_per_client_mean': float(sizes.mean()),
+        **size_statistics(self.name, sizes),
         'input_dim': self.input_dim,
         'num_classes': self.num_classes,
         'label_histogram': list(m.get('train_label_histogram', [])),

@@ -51,6 +51,22 @@ def _check_xy(x: Any, y: Any, what: str, num_classes: int,
                      f'range [{y.min()}, {y.max()}]')
 
 
+def size_statistics(name: str, sizes: Sequence[int]) -> dict[str, Any]:
+  """Name, clients and examples per client (min/median/max/mean) of a
+  population with these client sizes; the shared part of every data source's
+  `statistics()`."""
+  sizes = np.asarray(sizes)
+  return {
+      'name': name,
+      'clients': int(sizes.shape[0]),
+      'examples_total': int(sizes.sum()),
+      'examples_per_client_min': int(sizes.min()),
+      'examples_per_client_median': float(np.median(sizes)),
+      'examples_per_client_max': int(sizes.max()),
+      'examples_per_client_mean': float(sizes.mean()),
+  }
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class FederatedData:
   """Per-client training data plus a server-side held-out test set.
@@ -201,13 +217,7 @@ class FederatedData:
                              minlength=self.num_classes)
     test_hist = np.bincount(self.test_y, minlength=self.num_classes)
     return {
-        'name': self.name,
-        'clients': self.population,
-        'examples_total': int(sizes.sum()),
-        'examples_per_client_min': int(sizes.min()),
-        'examples_per_client_median': float(np.median(sizes)),
-        'examples_per_client_max': int(sizes.max()),
-        'examples_per_client_mean': float(sizes.mean()),
+        **size_statistics(self.name, sizes),
         'input_dim': self.input_dim,
         'num_classes': self.num_classes,
         'label_histogram': [int(c) for c in train_hist],

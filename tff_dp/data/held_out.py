@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tff_dp.data.federated_data import FederatedData
+from tff_dp.data.federated_data import size_statistics
 
 # Its own random stream, so the choice is not tied to the partition's draws
 # from the same --data_seed.
@@ -99,12 +100,7 @@ class TrainingClients:
     return self._source.test_dataset()
 
   def statistics(self) -> dict[str, Any]:
-    sizes = self._sizes
-    return {'name': self.name, 'clients': self.population,
-            'examples_total': int(sizes.sum()),
-            'examples_per_client_min': int(sizes.min()),
-            'examples_per_client_median': float(np.median(sizes)),
-            'examples_per_client_max': int(sizes.max())}
+    return size_statistics(self.name, self._sizes)
 
   def describe(self) -> str:
     s = self.statistics()

@@ -60,6 +60,7 @@ import tensorflow as tf
 
 from tff_dp.data import benchmark_source
 from tff_dp.data import tff_datasets
+from tff_dp.data.federated_data import size_statistics
 
 # TFF's Shakespeare vocabulary (char_prediction_preprocessing.CHAR_VOCAB, from
 # TFF's text generation tutorial), in TFF's order: ids follow it.
@@ -274,12 +275,7 @@ class TokenSource:
     return tf.data.Dataset.from_tensor_slices(self._test_ids).flat_map(windows)
 
   def statistics(self) -> dict[str, Any]:
-    sizes = self._sizes
-    return {'name': self.name, 'clients': self.population,
-            'examples_total': int(sizes.sum()),
-            'examples_per_client_min': int(sizes.min()),
-            'examples_per_client_median': float(np.median(sizes)),
-            'examples_per_client_max': int(sizes.max())}
+    return size_statistics(self.name, self._sizes)
 
   def describe(self) -> str:
     s = self.statistics()
