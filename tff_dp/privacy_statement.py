@@ -245,4 +245,5 @@ def _accountant_words(kind: accounting.AccountantKind) -> str:
   if kind is accounting.AccountantKind.RDP:
     return 'RDP accountant, dp-accounting'
   return (f'PLD accountant, dp-accounting, value discretization '
-          f'{accounting.PLD_DISCRETIZATION:g}')
+          f'{accounting.PLD_DISCRETIZATION:g}; compositions of unsampled '
+          'Gaussians exactly')
