@@ -21,7 +21,8 @@ is then checked:
   `planned` rounds computed here with tff_dp.accounting, exactly;
 * metrics.csv holds rounds 1..planned, each once;
 * TensorBoard holds each scalar exactly once per round that released it;
-* no TFF worker of the run is left running.
+* no TFF worker of the run is left running;
+* at the end, no attempt's temporary copy of the client data is left.
 
 After each kill: the ledger on disk charges every released round, and no TFF
 worker of the attempt survives it. Prints survived/total, the rounds lost per
@@ -109,6 +110,7 @@ class Attempt:
   resumed_after: Optional[int]      # From 'resuming after round N'.
   first_round: Optional[int]        # The first 'round k/N' it printed.
   stderr: str
+  pid: int = 0
 
 
 def started_after(attempt: Attempt, *, progressed: bool) -> Optional[int]:
@@ -294,7 +296,8 @@ def run_attempt(args: list[str], *, env: dict[str, str],
       round_times=[b - a for a, b in zip(round_at, round_at[1:])],
       resumed_after=resumed_after,
       first_round=first_round,
-      stderr=''.join(stderr_chunks))
+      stderr=''.join(stderr_chunks),
+      pid=process.pid)
 
 
 class Timing:
@@ -422,9 +425,18 @@ def _last_line(text: str) -> str:
   return lines[-1] if lines else '(no output)'
 
 
+def client_file_copies(pids: list[int]) -> list[str]:
+  """The grouped path's client-file directories of these processes."""
+  parent = tempfile.gettempdir()
+  return sorted(os.path.join(parent, name) for name in os.listdir(parent)
+                if any(name.startswith(f'tff-dp-clients-{pid}-')
+                       for pid in pids))
+
+
 def run_campaign(*, kills: int, seed: int, rounds: int, output_dir: str,
                  out=sys.stdout) -> bool:
   """Runs the campaign and prints its report; returns True if all passed."""
+  attempt_pids = []
   rng = random.Random(seed)
   planned = rounds
   event, delta, epsilons = expected_epsilons(read_flagfile(SMOKE_CONFIG),
@@ -460,6 +472,7 @@ def run_campaign(*, kills: int, seed: int, rounds: int, output_dir: str,
       attempt = run_attempt(_train_args(output_dir, run_name, planned),
                             env=_environment(crash_at), kill_after=kill_after)
       timing.update(attempt)
+      attempt_pids.append(attempt.pid)
       start = started_after(attempt,
                             progressed=disk_progress(run_dir) != before)
       if start is not None:
@@ -550,9 +563,14 @@ def run_campaign(*, kills: int, seed: int, rounds: int, output_dir: str,
       print(f'  kill {kill.number} ({kill.run_name}, {kill.how}) not '
             f'survived: {"; ".join(reasons) or "no resume observed"}',
             file=out)
+  # A killed attempt cannot remove its temporary copy of the client data
+  # (tff_dp.grouped_data); the next attempt must have.
+  copies = client_file_copies(attempt_pids)
+  print(f'client-data copies left by the attempts: {len(copies)} '
+        f'{copies or ""}'.rstrip(), file=out)
   print(f'wall time: {wall:.0f} s', file=out, flush=True)
   return (survived == len(kill_log) and epsilon_mismatches == 0 and
-          not any(run_problems.values()))
+          not any(run_problems.values()) and not copies)
 
 
 def main(argv: list[str]) -> int:
