@@ -29,7 +29,6 @@ from typing import Any, Optional
 
 from absl import flags
 import numpy as np
-import tensorflow as tf
 import tensorflow_federated as tff
 
 from benchmarks import harness
@@ -41,10 +40,8 @@ from tff_dp import client_data
 from tff_dp import config as config_lib
 from tff_dp import grouped_data
 from tff_dp import learning_process
-from tff_dp import models
 from tff_dp import runtime
 from tff_dp.config import DpMechanism
-from tff_dp.config import ModelKind
 from tff_dp.data.federated_data import FederatedData
 
 
@@ -63,24 +60,6 @@ def federated_data(workload: workloads_lib.Workload) -> FederatedData:
       image_shape=(workloads_lib.IMAGE_SHAPE
                    if workload.model is workloads_lib.ModelName.CNN
                    else None))
-
-
-def model_fn_for(workload: workloads_lib.Workload, seed: int):
-  """tff_dp's model constructor (MLP), or the CNN wrapped the same way."""
-  if workload.model is workloads_lib.ModelName.MLP:
-    return models.build_model_fn(
-        ModelKind.MLP, input_dim=workloads_lib.INPUT_DIM,
-        num_classes=workloads_lib.NUM_CLASSES,
-        hidden_units=bench_models.MLP_HIDDEN_UNITS, seed=seed)
-
-  def cnn_model_fn() -> tff.learning.models.VariableModel:
-    return tff.learning.models.from_keras_model(
-        bench_models.build_keras_model(workload.model, seed=seed),
-        loss=models.loss_fn(),
-        input_spec=models.input_spec(workloads_lib.INPUT_DIM),
-        metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
-
-  return cnn_model_fn
 
 
 def train_config(workload: workloads_lib.Workload, mechanism: DpMechanism,
@@ -119,40 +98,9 @@ def train_config(workload: workloads_lib.Workload, mechanism: DpMechanism,
       f'--output_dir={output_dir}',
       f'--run_name={run_name}',
   ] + (['--allow_zero_noise'] if hyper.noise_multiplier == 0 else []))
-  names = [field.name for field in dataclasses.fields(config_lib.TrainConfig)]
-  config = config_lib.config_from_mapping({name: fv[name].value
-                                           for name in names})
+  config = cli_flags.config_from_flags(fv)
   config_lib.check_config(config)
   return config
-
-
-def dp_settings(config: config_lib.TrainConfig
-                ) -> Optional[learning_process.DpSettings]:
-  """As tff_dp.experiment derives the DP settings from its config."""
-  if not config.uses_dp_aggregator:
-    return None
-  return learning_process.DpSettings(
-      mechanism=config.dp_mechanism,
-      noise_multiplier=config.noise_multiplier,
-      clients_per_round=config.clients_per_round,
-      clip=config.clip,
-      initial_clip=config.initial_clip,
-      target_unclipped_quantile=config.target_unclipped_quantile,
-      clip_learning_rate=config.clip_learning_rate)
-
-
-def model_aggregator(config: config_lib.TrainConfig):
-  """As tff_dp.experiment builds the model aggregator."""
-  return learning_process.build_model_aggregator(
-      dp=dp_settings(config), client_weighting=config.client_weighting,
-      weight_cap=config.weight_cap)
-
-
-def server_optimizer(config: config_lib.TrainConfig
-                     ) -> tff.learning.optimizers.Optimizer:
-  return learning_process.build_server_optimizer(
-      config.server_optimizer, learning_rate=config.server_learning_rate,
-      momentum=config.server_momentum)
 
 
 @dataclasses.dataclass

@@ -58,6 +58,7 @@ import tensorflow_federated as tff
 from benchmarks import harness
 from benchmarks import rounds as rounds_lib
 from benchmarks import workloads as workloads_lib
+from tff_dp import assembly
 from tff_dp import client_data
 from tff_dp import learning_process
 from tff_dp import runtime
@@ -121,10 +122,11 @@ def _process(case: Case, workload: workloads_lib.Workload):
                               requested_per_call=1).process
   config = rounds_lib.train_config(workload, DpMechanism.GAUSSIAN_FIXED, hyper)
   kwargs = dict(
-      model_fn=rounds_lib.model_fn_for(workload, config.seed),
+      model_fn=assembly.build_model_fn(config,
+                                       rounds_lib.federated_data(workload)),
       client_optimizer_fn=tff.learning.optimizers.build_sgdm(
           learning_rate=config.client_learning_rate),
-      server_optimizer_fn=rounds_lib.server_optimizer(config))
+      server_optimizer_fn=assembly.server_optimizer(config))
   if case.variant == 'no-dp':
     return tff.learning.algorithms.build_unweighted_fed_avg(
         loop_implementation=_same_loop_as_tff_dp(), **kwargs)
@@ -132,7 +134,9 @@ def _process(case: Case, workload: workloads_lib.Workload):
            'iterator': tff.learning.LoopImplementation.DATASET_ITERATOR}
   if case.variant in loops:
     return tff.learning.algorithms.build_unweighted_fed_avg(
-        model_aggregator=rounds_lib.model_aggregator(config),
+        model_aggregator=learning_process.build_model_aggregator(
+            dp=assembly.dp_settings(config),
+            client_weighting=config.client_weighting),
         loop_implementation=loops[case.variant], **kwargs)
   raise ValueError(f'unknown variant {case.variant!r}')
 

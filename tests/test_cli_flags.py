@@ -24,10 +24,7 @@ def _parse(argv):
 
 
 def _config(argv):
-  fv = _parse(argv)
-  names = [f.name for f in config_lib.dataclasses.fields(
-      config_lib.TrainConfig)]
-  return config_lib.config_from_mapping({n: fv[n].value for n in names})
+  return cli_flags.config_from_flags(_parse(argv))
 
 
 # (argument, text the error must contain). absl reports "flag --x=v: reason".

@@ -81,9 +81,9 @@ def _run_configs(names, output_dir):
         f'--data_dir={data_dir}',
         f'--output_dir={output_dir}',
         f'--run_name={name}'])
-    config = train.config_from_flags(fv)
+    config = cli_flags.config_from_flags(fv)
     config_lib.check_config(config)
-    data = train._load_data(config)  # pylint: disable=protected-access
+    data = train.load_data(config)
     config_lib.check_population(config, data.population)
     config_lib.check_model_fits_data(config, image_shape=data.image_shape,
                                      vocab_size=data.vocab_size)

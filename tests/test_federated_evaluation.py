@@ -19,8 +19,8 @@ import pytest
 from conftest import REPO_ROOT
 from tff_dp import cli_flags
 from tff_dp import config as config_lib
+from tff_dp import train as train_program
 from tff_dp.data import held_out as held_out_lib
-from tff_dp.data import loading
 from tff_dp.data.federated_data import FederatedData
 
 _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
@@ -35,18 +35,7 @@ def _config(*argv):
   fv = flags.FlagValues()
   cli_flags.define_train_flags(fv)
   fv(['tff-dp', f'--flagfile={_SMOKE}', *argv])
-  names = [f.name for f in config_lib.dataclasses.fields(
-      config_lib.TrainConfig)]
-  return config_lib.config_from_mapping({n: fv[n].value for n in names})
-
-
-def _load(config):
-  return loading.load(
-      config.dataset, num_clients=config.num_clients,
-      partition=config.partition, seed=config.data_seed,
-      test_fraction=config.test_fraction,
-      dirichlet_alpha=config.dirichlet_alpha, data_dir=config.data_dir,
-      client_data=config.client_data)
+  return cli_flags.config_from_flags(fv)
 
 
 def _toy_data(sizes=(3, 1, 4, 2, 5, 3), input_dim=4, num_classes=3):
@@ -170,7 +159,7 @@ def test_sampler_and_accountant_see_only_the_training_clients():
   from tff_dp import assembly  # pylint: disable=g-import-not-at-top
   config = _config(*_FEDERATED, '--release_nonprivate_metrics')
   config_lib.check_config(config)
-  data = _load(config)
+  data = train_program.load_data(config)
   config_lib.check_eval_clients(config, data.population)
   train, held = held_out_lib.hold_out_clients(
       data, eval_clients=config.eval_clients, seed=config.data_seed)
@@ -296,7 +285,7 @@ def test_program_releases_federated_metrics_under_nonprivate(tmp_path):
   assert not any(key.startswith('eval/') for key in keys)
   config = _config(*_FEDERATED)
   _, held = held_out_lib.hold_out_clients(
-      _load(config), eval_clients=_EVAL_CLIENTS, seed=config.data_seed)
+      train_program.load_data(config), eval_clients=_EVAL_CLIENTS, seed=config.data_seed)
   for row in rows:
     assert float(row['nonprivate/fed_eval/num_examples']) == (
         held.client_sizes().sum())

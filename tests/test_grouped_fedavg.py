@@ -16,7 +16,6 @@ flake rate ~2e-9 per check).
 """
 
 import csv
-import dataclasses
 import functools
 import math
 import os
@@ -450,9 +449,7 @@ def _config(**overrides):
   cli_flags.define_train_flags(fv)
   fv(['test', f'--flagfile={os.path.join(REPO_ROOT, "configs", "smoke.cfg")}']
      + [f'--{k}={v}' for k, v in overrides.items()])
-  return config_lib.config_from_mapping(
-      {f.name: fv[f.name].value
-       for f in dataclasses.fields(config_lib.TrainConfig)})
+  return cli_flags.config_from_flags(fv)
 
 
 @pytest.mark.parametrize('overrides, in_memory, expected', [

@@ -298,11 +298,10 @@ def test_token_data_and_the_rnn_go_together(argv, flag_value):
   # vocabulary, check_model_fits_data).
   from absl import flags  # pylint: disable=g-import-not-at-top
   from tff_dp import cli_flags  # pylint: disable=g-import-not-at-top
-  from tff_dp import train  # pylint: disable=g-import-not-at-top
   fv = flags.FlagValues()
   cli_flags.define_train_flags(fv)
   fv(['tff-dp', *argv])
-  config = train.config_from_flags(fv)
+  config = cli_flags.config_from_flags(fv)
   with pytest.raises(config_lib.ConfigError) as error:
     config_lib.check_config(config)
   assert str(error.value).startswith(flag_value)

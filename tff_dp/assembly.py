@@ -106,7 +106,8 @@ def build_privacy_tracker(config: TrainConfig, sampler: Sampler,
   return tracker
 
 
-def _dp_settings(config: TrainConfig):
+def dp_settings(config: TrainConfig):
+  """TF Privacy's Gaussian aggregator settings of `config` (None if none)."""
   if config.dp_mechanism not in (DpMechanism.GAUSSIAN_FIXED,
                                  DpMechanism.GAUSSIAN_ADAPTIVE):
     return None
@@ -120,17 +121,26 @@ def _dp_settings(config: TrainConfig):
       clip_learning_rate=config.clip_learning_rate)
 
 
-def build_model_fn(config: TrainConfig, data: FederatedData):
-  """The TFF model constructor of `config`'s model for `data`.
+def server_optimizer(config: TrainConfig):
+  """The server optimizer of `config`."""
+  return learning_process.build_server_optimizer(
+      config.server_optimizer, learning_rate=config.server_learning_rate,
+      momentum=config.server_momentum)
 
-  One place, so that federated evaluation (`tff_dp.federated_evaluation`)
-  evaluates the very model the learning process trains.
-  """
-  return models.build_model_fn(
-      config.model, input_dim=data.input_dim, num_classes=data.num_classes,
+
+def _model_args(config: TrainConfig, data: FederatedData) -> dict:
+  # One place, so that TFF's algorithms, the grouped path and federated
+  # evaluation (`tff_dp.federated_evaluation`) build the very same model.
+  return dict(
+      input_dim=data.input_dim, num_classes=data.num_classes,
       hidden_units=config.hidden_units, seed=config.seed,
       hidden_layers=config.hidden_layers, image_shape=data.image_shape,
       vocab_size=data.vocab_size, embedding_dim=config.embedding_dim)
+
+
+def build_model_fn(config: TrainConfig, data: FederatedData):
+  """The TFF model constructor of `config`'s model for `data`."""
+  return models.build_model_fn(config.model, **_model_args(config, data))
 
 
 def build_process(config: TrainConfig, data: FederatedData, sampler: Sampler,
@@ -147,25 +157,20 @@ def build_process(config: TrainConfig, data: FederatedData, sampler: Sampler,
     client_files_dir: Where `GroupedRounds` wrote the client files (grouped
       path only).
   """
-  server_optimizer = learning_process.build_server_optimizer(
-      config.server_optimizer, learning_rate=config.server_learning_rate,
-      momentum=config.server_momentum)
+  server = server_optimizer(config)
   if group_size > 1:
     return grouped_fedavg.build_grouped_dp_fedavg(
         keras_model_fn=lambda: models.build_keras_model(
-            config.model, input_dim=data.input_dim,
-            num_classes=data.num_classes, hidden_units=config.hidden_units,
-            hidden_layers=config.hidden_layers, seed=config.seed,
-            image_shape=data.image_shape),
+            config.model, **_model_args(config, data)),
         input_dim=data.input_dim, num_classes=data.num_classes,
-        dp_factory=learning_process.build_dp_aggregator(_dp_settings(config)),
+        dp_factory=learning_process.build_dp_aggregator(dp_settings(config)),
         client_learning_rate=config.client_learning_rate,
         client_momentum=config.client_momentum,
-        server_optimizer=server_optimizer,
+        server_optimizer=server,
         batch_size=config.client_batch_size, epochs=config.client_epochs,
         client_files_dir=client_files_dir)
   model_fn = build_model_fn(config, data)
-  dp = _dp_settings(config)
+  dp = dp_settings(config)
   if config.algorithm is Algorithm.DP_FTRL:
     return dp_ftrl.build_dp_ftrl_process(
         model_fn=model_fn, client_learning_rate=config.client_learning_rate,
@@ -181,7 +186,7 @@ def build_process(config: TrainConfig, data: FederatedData, sampler: Sampler,
     return example_dp.build_example_dp_fed_avg(
         model_fn=model_fn, loss_fn=models.loss_fn,
         client_learning_rate=config.client_learning_rate,
-        server_optimizer=server_optimizer,
+        server_optimizer=server,
         noise_multiplier=config.example_noise_multiplier,
         clip=config.example_clip,
         expected_batch_size=config.client_batch_size,
@@ -206,4 +211,4 @@ def build_process(config: TrainConfig, data: FederatedData, sampler: Sampler,
       proximal_strength=config.proximal_strength,
       client_learning_rate=config.client_learning_rate,
       client_momentum=config.client_momentum,
-      server_optimizer=server_optimizer)
+      server_optimizer=server)

@@ -417,6 +417,13 @@ def define_train_flags(fv: flags.FlagValues) -> None:
     define(fv)
 
 
+def config_from_flags(fv: flags.FlagValues) -> config_lib.TrainConfig:
+  """The `TrainConfig` of parsed flag values (one field per flag)."""
+  return config_lib.config_from_mapping(
+      {field.name: fv[field.name].value
+       for field in config_lib.dataclasses.fields(config_lib.TrainConfig)})
+
+
 def markdown_reference(groups=TRAIN_FLAG_GROUPS) -> str:
   """The flag reference of the README, generated from the definitions above.
 

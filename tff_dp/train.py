@@ -59,14 +59,6 @@ def _install_termination_handlers() -> None:
     signal.signal(sig, handler)
 
 
-def config_from_flags(fv: flags.FlagValues) -> config_lib.TrainConfig:
-  """The program's only reading of flag values."""
-  names = [field.name for field in
-           config_lib.dataclasses.fields(config_lib.TrainConfig)]
-  return config_lib.config_from_mapping({name: fv[name].value
-                                         for name in names})
-
-
 def default_run_name(argv: list[str], now: datetime.datetime) -> str:
   """<flagfile names>-<UTC time>, e.g. default-20261126-071500."""
   configs = []
@@ -107,7 +99,8 @@ def prepare_run_dir(output_dir: str, run_name: str) -> tuple[str, bool]:
   return run_dir, True
 
 
-def _load_data(config: config_lib.TrainConfig):
+def load_data(config: config_lib.TrainConfig):
+  """The data `config` names; UserError naming the dataset if unusable."""
   from tff_dp.data import loading  # pylint: disable=g-import-not-at-top
   try:
     return loading.load(
@@ -259,10 +252,10 @@ def run(argv: list[str]) -> int:
   """Runs the program on parsed flags; returns the exit code."""
   if len(argv) > 1:
     raise UserError(f'unexpected positional arguments: {argv[1:]}')
-  config = config_from_flags(FLAGS)
+  config = cli_flags.config_from_flags(FLAGS)
   try:
     config_lib.check_config(config)
-    data = _load_data(config)
+    data = load_data(config)
     data, held_out = _hold_out_eval_clients(config, data)
     config_lib.check_population(config, data.population)
     config_lib.check_model_fits_data(config, image_shape=data.image_shape,
