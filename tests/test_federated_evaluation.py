@@ -22,6 +22,7 @@ from tff_dp import config as config_lib
 from tff_dp import train as train_program
 from tff_dp.data import held_out as held_out_lib
 from tff_dp.data.federated_data import FederatedData
+from tff_dp.data.labels import LabelKind
 
 _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
 # configs/smoke.cfg: 40 clients, 10 per round; 5 of them held out.
@@ -135,6 +136,7 @@ def test_streamed_sources_are_reindexed_to_the_training_clients():
   class FakeStreamed:
     name, input_dim, num_classes, image_shape = 'fake', 2, 2, None
     vocab_size = None
+    label_kind = LabelKind.MULTI_HOT
     client_ids = ['a', 'b', 'c', 'd', 'e']
     population = 5
 
@@ -147,6 +149,7 @@ def test_streamed_sources_are_reindexed_to_the_training_clients():
   train, held = held_out_lib.hold_out_clients(FakeStreamed(), eval_clients=2,
                                               seed=0)
   assert train.population == 3
+  assert train.label_kind is LabelKind.MULTI_HOT
   for k, cid in enumerate(train.client_ids):
     assert train.client_dataset(k) == ('dataset of', cid)
     assert train.client_sizes()[k] == 10 * (ord(cid) - ord('a') + 1)

@@ -82,31 +82,40 @@ def fake_clients(rng, count: int, *, sentences: int = 3):
           for i in range(count)}
 
 
-def write_fake_vocabulary(data_dir: str, words=WORDS) -> str:
-  """<data_dir>/datasets/stackoverflow.word_count.tar.bz2 as TFF's: one
-  'word count' line per word, most frequent first. Returns its path."""
-  text = ''.join(f'{w} {1000 - i}\n' for i, w in enumerate(words)).encode()
+def write_counts_archive(data_dir: str, name: str, text: bytes) -> str:
+  """<data_dir>/datasets/<name>.tar.bz2 holding one file <name> with `text`,
+  the layout of TFF's count archives. Returns its path."""
   os.makedirs(os.path.join(data_dir, 'datasets'), exist_ok=True)
-  path = os.path.join(data_dir, 'datasets', 'stackoverflow.word_count.tar.bz2')
+  path = os.path.join(data_dir, 'datasets', f'{name}.tar.bz2')
   with tarfile.open(path, 'w:bz2') as archive:
-    member = tarfile.TarInfo('stackoverflow.word_count')
+    member = tarfile.TarInfo(name)
     member.size = len(text)
     archive.addfile(member, io.BytesIO(text))
   return path
 
 
-def accept_fake_vocabulary(path: str, setattr_fn=setattr) -> None:
+def write_fake_vocabulary(data_dir: str, words=WORDS) -> str:
+  """<data_dir>/datasets/stackoverflow.word_count.tar.bz2 as TFF's: one
+  'word count' line per word, most frequent first. Returns its path."""
+  text = ''.join(f'{w} {1000 - i}\n' for i, w in enumerate(words)).encode()
+  return write_counts_archive(data_dir, 'stackoverflow.word_count', text)
+
+
+def accept_fake_vocabulary(path: str, setattr_fn=setattr, *,
+                           counts: str = 'STACKOVERFLOW_WORD_COUNTS') -> None:
   """Makes tff-dp's and Keras' hash checks expect the archive at `path`.
 
   Args:
     path: The fake archive.
     setattr_fn: `setattr`, or pytest's `monkeypatch.setattr` to undo it.
+    counts: Which of `tff_datasets`' count files it stands for (the tag
+      counts: 'STACKOVERFLOW_TAG_COUNTS').
   """
   with open(path, 'rb') as f:
     digest = hashlib.sha256(f.read()).hexdigest()
-  published = tff_datasets.STACKOVERFLOW_WORD_COUNTS.sha256
-  setattr_fn(tff_datasets, 'STACKOVERFLOW_WORD_COUNTS', dataclasses.replace(
-      tff_datasets.STACKOVERFLOW_WORD_COUNTS, sha256=digest))
+  file = getattr(tff_datasets, counts)
+  published = file.sha256
+  setattr_fn(tff_datasets, counts, dataclasses.replace(file, sha256=digest))
   validate = data_utils.validate_file
 
   def validate_fake(fpath, file_hash, algorithm='auto', chunk_size=65535):
@@ -212,7 +221,8 @@ def test_client_windows_are_the_reference_windows(cache):
 def test_test_set_is_a_bounded_seeded_sample(cache, monkeypatch):
   data_dir, _, test = cache
   monkeypatch.setattr(token_sources, 'STACKOVERFLOW_TEST_USERS', 2)
-  monkeypatch.setattr(token_sources, 'STACKOVERFLOW_TEST_WINDOWS_PER_USER', 1)
+  monkeypatch.setattr(token_sources, 'STACKOVERFLOW_TEST_EXAMPLES_PER_USER',
+                      1)
   source = _load(data_dir)
   assert "2 of the test split's 3 clients (fixed seed), at most 1 " in (
       source.describe())

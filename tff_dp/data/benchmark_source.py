@@ -30,19 +30,23 @@ CNN reshapes them to.
 """
 
 import sqlite3
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from tff_dp.data import tff_datasets
 from tff_dp.data.federated_data import size_statistics
+from tff_dp.data.labels import LabelKind
 
 _EMNIST_IMAGE_SHAPE = (28, 28, 1)
 CIFAR100_IMAGE_SHAPE = (32, 32, 3)
 CIFAR100_NUM_CLASSES = 100
 # uint8 pixels: dividing by the format's maximum maps them to [0, 1].
 _CIFAR100_PIXEL_MAX = 255.0
+# Seed of the choice of a bounded sample of test clients (Stack Overflow's):
+# fixed, so that every run is evaluated on the same examples.
+_TEST_SAMPLE_SEED = 0
 
 Converter = Callable[[dict[str, tf.Tensor]], tuple[tf.Tensor, tf.Tensor]]
 
@@ -78,9 +82,11 @@ class _TffBenchmarkSource:
     num_classes: Labels are in [0, num_classes).
     image_shape: (height, width, channels) of the flattened images.
     vocab_size: None: the features are pixels, not token ids.
+    label_kind: One class id per image.
   """
 
   vocab_size = None
+  label_kind = LabelKind.SINGLE
 
   # How describe() names the clients and notes the data's origin.
   _CLIENT_NOUN = 'clients'
@@ -186,3 +192,33 @@ def client_sizes_from_metadata(path: str, split: str,
   finally:
     con.close()
   return np.array([int(counts[cid]) for cid in client_ids], dtype=np.int64)
+
+
+def sample_client_ids(client_ids: Sequence[str],
+                      count: Optional[int]) -> list[str]:
+  """`count` of the ids by a fixed seed, in their order (all if None)."""
+  if count is None or count >= len(client_ids):
+    return list(client_ids)
+  rng = np.random.default_rng(_TEST_SAMPLE_SEED)
+  chosen = np.sort(rng.choice(len(client_ids), size=count, replace=False))
+  return [client_ids[i] for i in chosen]
+
+
+def clients_dataset(client_ids: Sequence[str],
+                    dataset_fn: Callable[[tf.Tensor], tf.data.Dataset], *,
+                    per_client: Optional[int] = None) -> tf.data.Dataset:
+  """The examples of `client_ids`, client after client (e.g. a test set).
+
+  Args:
+    client_ids: The clients, in order.
+    dataset_fn: A client id (a string tensor) -> that client's examples.
+    per_client: At most this many (the first) examples of each client; None:
+      all of them.
+  """
+
+  def examples(client_id):
+    dataset = dataset_fn(client_id)
+    return dataset if per_client is None else dataset.take(per_client)
+
+  return tf.data.Dataset.from_tensor_slices(list(client_ids)).flat_map(
+      examples)

@@ -25,6 +25,7 @@ import tensorflow_federated as tff
 
 from tff_dp.data import csv_import
 from tff_dp.data.federated_data import size_statistics
+from tff_dp.data.labels import LabelKind
 
 _HISTOGRAM_LIMIT = 20
 
@@ -90,10 +91,12 @@ class SqlClientDataSource:
     metadata: The file's metadata (see `csv_import`), as parsed JSON.
     image_shape: None: imported tables are feature vectors, not images.
     vocab_size: None: nor token ids.
+    label_kind: One int32 class id per row.
   """
 
   image_shape = None
   vocab_size = None
+  label_kind = LabelKind.SINGLE
 
   def __init__(self, path: str):
     """Opens `path`.

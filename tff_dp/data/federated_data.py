@@ -13,6 +13,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from tff_dp.data.labels import LabelKind
+
 
 def _readonly(array: np.ndarray) -> np.ndarray:
   # A view, so the caller's own array stays writable; ours cannot be
@@ -201,6 +203,11 @@ class FederatedData:
   def vocab_size(self) -> None:
     """None: in-memory data are never token ids (see `loading`)."""
     return None
+
+  @property
+  def label_kind(self) -> LabelKind:
+    """In-memory data hold one int32 class id per example (see `labels`)."""
+    return LabelKind.SINGLE
 
   def client_sizes(self) -> np.ndarray:
     """Number of training examples of each client, in client order."""

@@ -68,9 +68,10 @@ class TrainingClients:
 
   Offers what training needs from a streamed source (`tff_dp.client_data`,
   `tff_dp.experiment`): `population`, `input_dim`, `num_classes`,
-  `image_shape`, `vocab_size`, `client_sizes()`, `client_dataset(i)`,
-  `test_dataset()` and the banner. Nothing is delegated implicitly, so no
-  attribute of the full population can leak into training by accident.
+  `image_shape`, `vocab_size`, `label_kind`, `client_sizes()`,
+  `client_dataset(i)`, `test_dataset()` and the banner. Nothing is delegated
+  implicitly, so no attribute of the full population can leak into training
+  by accident.
   """
 
   def __init__(self, source: Any, indices: Sequence[int]):
@@ -82,6 +83,7 @@ class TrainingClients:
     self.num_classes = source.num_classes
     self.image_shape = source.image_shape
     self.vocab_size = source.vocab_size
+    self.label_kind = source.label_kind
     self._sizes = source.client_sizes()[self._indices]
 
   @property

@@ -53,7 +53,7 @@ the server's evaluation.
 """
 
 import dataclasses
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -61,6 +61,7 @@ import tensorflow as tf
 from tff_dp.data import benchmark_source
 from tff_dp.data import tff_datasets
 from tff_dp.data.federated_data import size_statistics
+from tff_dp.data.labels import LabelKind
 
 # TFF's Shakespeare vocabulary (char_prediction_preprocessing.CHAR_VOCAB, from
 # TFF's text generation tutorial), in TFF's order: ids follow it.
@@ -71,11 +72,11 @@ SHAKESPEARE_CHARS = (
 SHAKESPEARE_WINDOW = 80
 STACKOVERFLOW_WINDOW = 20
 STACKOVERFLOW_VOCAB_WORDS = 10_000
+# The server's held-out sample of Stack Overflow's test split, shared by the
+# next-word and the tag task (`stackoverflow_tags`): this many test users
+# (a fixed seeded choice), at most this many examples (windows; posts) of each.
 STACKOVERFLOW_TEST_USERS = 2_000
-STACKOVERFLOW_TEST_WINDOWS_PER_USER = 5
-# Seed of the choice of Stack Overflow test users: fixed, so every run is
-# evaluated on the same windows.
-_TEST_SAMPLE_SEED = 0
+STACKOVERFLOW_TEST_EXAMPLES_PER_USER = 5
 
 IdsFn = Callable[[dict[str, tf.Tensor]], tf.Tensor]
 
@@ -202,9 +203,11 @@ class TokenSource:
     num_classes: The vocabulary's size (labels are token ids).
     vocab_size: The same: features are token ids in [0, vocab_size).
     image_shape: None: not images.
+    label_kind: One label (the next token's id) per window.
   """
 
   image_shape = None
+  label_kind = LabelKind.SINGLE
 
   def __init__(self, kind: tff_datasets.TffDataset, *, name: str,
                data_dir: str, vocabulary: TokenVocabulary, to_ids: IdsFn,
@@ -239,7 +242,8 @@ class TokenSource:
     self._train, self._test = tff_datasets.load_tff_dataset(
         kind, data_dir=data_dir)
     self.client_ids = list(self._train.client_ids)
-    self._test_ids = _sample(list(self._test.client_ids), test_users)
+    self._test_ids = benchmark_source.sample_client_ids(
+        list(self._test.client_ids), test_users)
     self.input_dim = window
     self.num_classes = vocabulary.size
     self.vocab_size = vocabulary.size
@@ -266,13 +270,10 @@ class TokenSource:
 
   def test_dataset(self) -> tf.data.Dataset:
     """The server's held-out windows, client after client."""
-    cap = self._test_windows_per_user
-
-    def windows(client_id):
-      dataset = self._windows(self._test, client_id)
-      return dataset if cap is None else dataset.take(cap)
-
-    return tf.data.Dataset.from_tensor_slices(self._test_ids).flat_map(windows)
+    return benchmark_source.clients_dataset(
+        self._test_ids,
+        lambda client_id: self._windows(self._test, client_id),
+        per_client=self._test_windows_per_user)
 
   def statistics(self) -> dict[str, Any]:
     return size_statistics(self.name, self._sizes)
@@ -300,15 +301,6 @@ class TokenSource:
         f'label per window of {self.window + 1} ids of a client\'s text',
         f'  test: {test} (server-side evaluation only)',
     ])
-
-
-def _sample(client_ids: Sequence[str], count: Optional[int]) -> list[str]:
-  """`count` of the ids by a fixed seed, in their order (all if None)."""
-  if count is None or count >= len(client_ids):
-    return list(client_ids)
-  rng = np.random.default_rng(_TEST_SAMPLE_SEED)
-  chosen = np.sort(rng.choice(len(client_ids), size=count, replace=False))
-  return [client_ids[i] for i in chosen]
 
 
 def shakespeare_source(*, data_dir: str) -> TokenSource:
@@ -340,4 +332,4 @@ def stackoverflow_nwp_source(*, data_dir: str) -> TokenSource:
       data_dir=data_dir, vocabulary=vocabulary,
       to_ids=stackoverflow_ids_fn(vocabulary), window=STACKOVERFLOW_WINDOW,
       record_noun='sentences', test_users=STACKOVERFLOW_TEST_USERS,
-      test_windows_per_user=STACKOVERFLOW_TEST_WINDOWS_PER_USER)
+      test_windows_per_user=STACKOVERFLOW_TEST_EXAMPLES_PER_USER)
