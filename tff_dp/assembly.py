@@ -16,6 +16,7 @@ ledgers (`tff_dp.privacy_tracking`). DP-FedAvg may run on the grouped path
 mechanism and events, so nothing here but the process differs.
 """
 
+import functools
 from typing import Union
 
 from tff_dp import accounting
@@ -35,6 +36,7 @@ from tff_dp.config import DpMechanism
 from tff_dp.config import LocalDp
 from tff_dp.config import TrainConfig
 from tff_dp.data.federated_data import FederatedData
+from tff_dp.data.labels import LabelKind
 
 Sampler = Union[sampling.ClientSampler, epoch_sampling.EpochSampler]
 
@@ -139,8 +141,10 @@ def _model_args(config: TrainConfig, data: FederatedData) -> dict:
 
 
 def build_model_fn(config: TrainConfig, data: FederatedData):
-  """The TFF model constructor of `config`'s model for `data`."""
-  return models.build_model_fn(config.model, **_model_args(config, data))
+  """The TFF model constructor of `config`'s model for `data` (whose
+  `label_kind` decides the loss and the metrics)."""
+  return models.build_model_fn(config.model, label_kind=data.label_kind,
+                               **_model_args(config, data))
 
 
 def build_process(config: TrainConfig, data: FederatedData, sampler: Sampler,
@@ -159,6 +163,9 @@ def build_process(config: TrainConfig, data: FederatedData, sampler: Sampler,
   """
   server = server_optimizer(config)
   if group_size > 1:
+    # `config.grouped_unsupported_reason` refuses other data first.
+    if data.label_kind is not LabelKind.SINGLE:
+      raise ValueError('the grouped path trains single-label models only')
     return grouped_fedavg.build_grouped_dp_fedavg(
         keras_model_fn=lambda: models.build_keras_model(
             config.model, **_model_args(config, data)),
@@ -184,7 +191,8 @@ def build_process(config: TrainConfig, data: FederatedData, sampler: Sampler,
     central = None if dp is None else learning_process.sanitizing_dp_aggregator(
         dp)
     return example_dp.build_example_dp_fed_avg(
-        model_fn=model_fn, loss_fn=models.loss_fn,
+        model_fn=model_fn,
+        loss_fn=functools.partial(models.loss_fn, label_kind=data.label_kind),
         client_learning_rate=config.client_learning_rate,
         server_optimizer=server,
         noise_multiplier=config.example_noise_multiplier,

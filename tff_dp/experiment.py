@@ -13,7 +13,7 @@ charges, runs the loop on a TFF worker it owns, and writes the run directory:
   tensorboard/           the same scalars, the flags and the privacy statement
   ledger.json            the privacy ledger: every round's DP event
   privacy_statement.txt  what the epsilon means and what was released
-  summary.json           final accuracy, epsilon, delta, rounds, wall time
+  summary.json           final metrics, epsilon, delta, rounds, wall time
   worker.log             output of the TFF C++ worker
 """
 
@@ -40,6 +40,7 @@ from tff_dp import sampling
 from tff_dp import training_loop
 from tff_dp.config import DpMechanism
 from tff_dp.config import TrainConfig
+from tff_dp.data import labels
 from tff_dp.data.federated_data import FederatedData
 from tff_dp.data.held_out import HeldOutClients
 
@@ -56,6 +57,13 @@ class Summary:
   # guarantee).
   evaluation: str
   accuracy_key: Optional[str]
+  # The headline metric the program prints (`tff_dp.data.labels.
+  # headline_metric`: accuracy, or recall_at_5 for multi-label data, which
+  # have no accuracy): its released key (as `accuracy_key`) and value.
+  headline_key: Optional[str]
+  headline_value: Optional[float]
+  # Every value of the last evaluation (loss and metrics), by released key.
+  eval_metrics: dict[str, float]
   # Epsilon by accountant (null: infinite); accountants that cannot compose
   # this run's events are listed in `accountants_not_applicable` instead.
   epsilon: dict[str, Optional[float]]
@@ -85,7 +93,8 @@ def _json_number(value: float) -> Optional[float]:
   return value if math.isfinite(value) else None
 
 
-def _round_values_fn(config: TrainConfig, *, release_nonprivate: bool):
+def _round_values_fn(config: TrainConfig, *, release_nonprivate: bool,
+                     label_kind: labels.LabelKind):
   """Returns (output, cohort, seconds) -> the round's non-eval values."""
 
   def round_values(output, cohort, seconds) -> dict[str, float]:
@@ -103,10 +112,11 @@ def _round_values_fn(config: TrainConfig, *, release_nonprivate: bool):
         values['privacy/clip'] = config.clip
     if release_nonprivate:
       train = output.metrics['client_work']['train']
+      values['nonprivate/train_loss'] = float(train['loss'])
+      for name, value in labels.released_metrics(
+          train, label_kind=label_kind).items():
+        values[f'nonprivate/train_{name}'] = value
       values.update({
-          'nonprivate/train_loss': float(train['loss']),
-          'nonprivate/train_accuracy':
-              float(train['sparse_categorical_accuracy']),
           'nonprivate/train_examples': float(train['num_examples']),
           'nonprivate/cohort_size': float(len(cohort)),
       })
@@ -142,12 +152,13 @@ def _build_evaluator(config: TrainConfig, data,
   """Model weights -> metrics, for `config.evaluation`."""
   if config.evaluation is config_lib.Evaluation.FEDERATED:
     return federated_evaluation.build_federated_evaluator(
-        assembly.build_model_fn(config, data), held_out)
+        assembly.build_model_fn(config, data), held_out,
+        label_kind=data.label_kind)
   return evaluation.ServerEvaluator(
       config.model, input_dim=data.input_dim, num_classes=data.num_classes,
       hidden_units=config.hidden_units, hidden_layers=config.hidden_layers,
       image_shape=data.image_shape, vocab_size=data.vocab_size,
-      embedding_dim=config.embedding_dim,
+      embedding_dim=config.embedding_dim, label_kind=data.label_kind,
       test_data=client_data.test_dataset_for(data))
 
 
@@ -269,7 +280,8 @@ def _run(config, data, run_dir, *, held_out, sampler, privacy, group_size,
           eval_prefix=eval_prefix(config),
           release=releaser.release,
           round_values=_round_values_fn(
-              config, release_nonprivate=release_nonprivate),
+              config, release_nonprivate=release_nonprivate,
+              label_kind=data.label_kind),
           persist=persist,
           report=lambda round_num, cohort: sampling.reporting_clients(
               cohort, dropout_rate=config.dropout_rate, seed=config.seed,
@@ -292,6 +304,7 @@ def _run(config, data, run_dir, *, held_out, sampler, privacy, group_size,
   if guarantee is not None and not math.isfinite(guarantee[1]):
     guarantee = None  # No central claim: nothing to attribute.
   accuracy_key = eval_prefix(config) + 'accuracy'
+  headline_key = eval_prefix(config) + labels.headline_metric(data.label_kind)
   summary = Summary(
       run_dir=run_dir,
       private=config.private,
@@ -300,6 +313,11 @@ def _run(config, data, run_dir, *, held_out, sampler, privacy, group_size,
       evaluation=config.evaluation.value,
       accuracy_key=(accuracy_key if accuracy_key in result.last_values
                     else None),
+      headline_key=(headline_key if headline_key in result.last_values
+                    else None),
+      headline_value=result.last_values.get(headline_key),
+      eval_metrics={key: value for key, value in result.last_values.items()
+                    if key.startswith(eval_prefix(config))},
       epsilon={kind.value: _json_number(eps)
                for kind, eps in result.epsilons.items()
                if not math.isnan(eps)},

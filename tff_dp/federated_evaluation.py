@@ -4,8 +4,9 @@ The alternative to `tff_dp.evaluation` (`--evaluation=federated`): instead of
 the server's held-out test set, the model is evaluated where the data is, by
 TFF's `tff.learning.algorithms.build_fed_eval`: each held-out client computes
 the model's metrics on its own examples, and the server sums them and
-finalizes, so loss and accuracy are example-weighted over all held-out
-examples.
+finalizes, so loss and the other metrics (accuracy, or precision and
+recall@5 for multi-label data, `tff_dp.data.labels`) are example-weighted
+over all held-out examples.
 
 Which clients are held out is decided by `tff_dp.data.held_out`: they never
 train and are not in the population N of the accounting.
@@ -23,8 +24,10 @@ import tensorflow_federated as tff
 
 from tff_dp import evaluation
 from tff_dp import learning_process
+from tff_dp.data import labels
 from tff_dp.data.federated_data import FederatedData
 from tff_dp.data.held_out import HeldOutClients
+from tff_dp.data.labels import LabelKind
 
 
 def build_federated_evaluation(
@@ -78,26 +81,29 @@ class FederatedEvaluator:
   """
 
   def __init__(self, process: tff.learning.templates.LearningProcess,
-               datasets: Sequence[tf.data.Dataset]):
+               datasets: Sequence[tf.data.Dataset], *,
+               label_kind: LabelKind = LabelKind.SINGLE):
     """Initializes the evaluator.
 
     Args:
       process: From `build_federated_evaluation`.
       datasets: The held-out clients' batched datasets (from
         `held_out_datasets`), built once and evaluated every time.
+      label_kind: The data's labels, hence the model's metrics.
     """
     if not datasets:
       raise ValueError('federated evaluation needs at least one client')
     self._process = process
     self._datasets = list(datasets)
+    self._label_kind = label_kind
     # Initialized on first use, inside the caller's execution context.
     self._initial_state = None
 
   def __call__(self, weights: tff.learning.models.ModelWeights
                ) -> dict[str, float]:
-    """Returns {'loss', 'accuracy', 'num_examples'} of `weights`.
+    """Returns {'loss', the label kind's metrics, 'num_examples'}.
 
-    Loss and accuracy are example-weighted over all held-out examples.
+    Loss and metrics are example-weighted over all held-out examples.
     """
     if self._initial_state is None:
       self._initial_state = self._process.initialize()
@@ -109,14 +115,22 @@ class FederatedEvaluator:
     metrics = output.metrics['client_work']['eval']['current_round_metrics']
     return {
         'loss': float(metrics['loss']),
-        'accuracy': float(metrics['sparse_categorical_accuracy']),
+        **labels.released_metrics(metrics, label_kind=self._label_kind),
         'num_examples': float(metrics['num_examples']),
     }
 
 
 def build_federated_evaluator(
     model_fn: Callable[[], tff.learning.models.VariableModel],
-    held_out: HeldOutClients) -> FederatedEvaluator:
-  """The evaluator of `--evaluation=federated` for `model_fn`'s model."""
+    held_out: HeldOutClients, *,
+    label_kind: LabelKind = LabelKind.SINGLE) -> FederatedEvaluator:
+  """The evaluator of `--evaluation=federated` for `model_fn`'s model.
+
+  Args:
+    model_fn: The training process's model constructor.
+    held_out: The clients to evaluate on.
+    label_kind: The data's labels (`model_fn`'s), hence the metrics.
+  """
   return FederatedEvaluator(build_federated_evaluation(model_fn),
-                            held_out_datasets(held_out))
+                            held_out_datasets(held_out),
+                            label_kind=label_kind)

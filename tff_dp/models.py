@@ -1,8 +1,10 @@
 """Keras models and their TFF wrappers.
 
 The MLP is the founding document's 784-128-10 network (one hidden ReLU layer),
-with the input size taken from the data; multinomial logistic regression is the
-convex baseline. The CNN is the EMNIST CNN of TFF's baselines
+with the input size taken from the data; logistic regression is the convex
+baseline (multinomial on single-label data; one sigmoid per label on
+multi-label data, the model of TFF's Stack Overflow tag prediction baseline,
+`tff.simulation.baselines.stackoverflow.create_tag_prediction_task`). The CNN is the EMNIST CNN of TFF's baselines
 (`tff.simulation.baselines.emnist.emnist_models.create_conv_dropout_model`,
 the EMNIST model of Reddi et al. 2021, "Adaptive Federated Optimization",
 ICLR): conv 32 3x3, conv 64 3x3, 2x2 max-pool, dropout 0.25, dense 128,
@@ -20,6 +22,16 @@ last LSTM layer returns its final state only, and it has no projection
 between the LSTM and the logits (TFF's Stack Overflow model projects to the
 embedding size first). All output logits.
 
+The loss, the metrics and the labels' spec follow the data's label kind
+(`tff_dp.data.labels`): single-label data train on the softmax cross-entropy
+and report accuracy; multi-hot data (Stack Overflow tags) train on the binary
+cross-entropy of one sigmoid per label, averaged over the labels (Keras'),
+and report TFF's baseline metrics, precision at probability 0.5 and recall
+of the 5 most probable labels, computed on the sigmoid of the logits. The
+baseline outputs the sigmoid itself and SUMS the loss over a batch; the loss
+here is the batch mean, as for every other task, so the baseline's learning
+rates carry over multiplied by the batch size.
+
 Weight initializers are seeded, so a run's initial model is reproducible.
 Dropout masks are not: TFF re-instantiates the computation every round, and a
 seeded Keras dropout (an op-level seed of a stateful op) would then restart its
@@ -34,8 +46,12 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_dp.config import ModelKind
+from tff_dp.data.labels import LabelKind
 
 
+# Multi-label recall counts the labels of this many most probable classes
+# (TFF's tag prediction baseline: recall@5); the data need at least as many.
+RECALL_TOP_K = 5
 # The CNN's two valid 3x3 convolutions and 2x2 pooling need 6x6 pixels.
 CNN_MIN_IMAGE_SIDE = 6
 _CNN_DENSE_UNITS = 128
@@ -199,26 +215,88 @@ def build_keras_model(kind: ModelKind, *, input_dim: int, num_classes: int,
   return tf.keras.Sequential(layers)
 
 
-def loss_fn() -> tf.keras.losses.Loss:
+def loss_fn(*, label_kind: LabelKind = LabelKind.SINGLE
+            ) -> tf.keras.losses.Loss:
+  """The training loss of models producing logits, for `label_kind` labels.
+
+  Args:
+    label_kind: SINGLE: softmax cross-entropy on int32 class ids; MULTI_HOT:
+      binary cross-entropy of each label's sigmoid, averaged over the labels
+      (per example, then over the batch).
+  """
+  if LabelKind(label_kind) is LabelKind.MULTI_HOT:
+    return tf.keras.losses.BinaryCrossentropy(from_logits=True)
   return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def input_spec(input_dim: int) -> tuple[tf.TensorSpec, tf.TensorSpec]:
-  """Element spec of a batched client dataset: (features, labels)."""
-  return (tf.TensorSpec(shape=[None, input_dim], dtype=tf.float32),
-          tf.TensorSpec(shape=[None], dtype=tf.int32))
+class _SigmoidPrecision(tf.keras.metrics.Precision):
+  """Keras' Precision of the probabilities sigmoid(logits)."""
+
+  def update_state(self, y_true, y_pred, sample_weight=None):
+    # Nothing returned: in a tf.function Keras' returns an Operation.
+    super().update_state(y_true, tf.sigmoid(y_pred), sample_weight)
+
+
+class _SigmoidRecall(tf.keras.metrics.Recall):
+  """Keras' Recall of the probabilities sigmoid(logits)."""
+
+  def update_state(self, y_true, y_pred, sample_weight=None):
+    # Nothing returned: in a tf.function Keras' returns an Operation.
+    super().update_state(y_true, tf.sigmoid(y_pred), sample_weight)
+
+
+def metrics(*, label_kind: LabelKind = LabelKind.SINGLE
+            ) -> list[tf.keras.metrics.Metric]:
+  """New Keras metrics of a model producing logits, for `label_kind` labels.
+
+  Their names are those `tff_dp.data.labels.METRICS` reports them by.
+
+  Args:
+    label_kind: SINGLE: accuracy. MULTI_HOT: TFF's tag prediction metrics,
+      `Precision()` (a label is predicted if its probability exceeds 0.5)
+      and `Recall(top_k=5)` (the 5 most probable labels are predicted), on
+      the sigmoid of the logits as on the baseline's sigmoid outputs.
+  """
+  if LabelKind(label_kind) is LabelKind.MULTI_HOT:
+    return [_SigmoidRecall(top_k=RECALL_TOP_K,
+                           name=f'recall_at_{RECALL_TOP_K}'),
+            _SigmoidPrecision(name='precision')]
+  return [tf.keras.metrics.SparseCategoricalAccuracy()]
+
+
+def input_spec(input_dim: int, *, label_kind: LabelKind = LabelKind.SINGLE,
+               num_classes: Optional[int] = None
+               ) -> tuple[tf.TensorSpec, tf.TensorSpec]:
+  """Element spec of a batched client dataset: (features, labels).
+
+  Args:
+    input_dim: Number of features (float32).
+    label_kind: SINGLE: int32 class ids [batch]; MULTI_HOT: float32
+      [batch, num_classes].
+    num_classes: Required for MULTI_HOT.
+  """
+  features = tf.TensorSpec(shape=[None, input_dim], dtype=tf.float32)
+  if LabelKind(label_kind) is LabelKind.MULTI_HOT:
+    if num_classes is None:
+      raise ValueError('multi-hot labels need num_classes')
+    return features, tf.TensorSpec(shape=[None, num_classes],
+                                   dtype=tf.float32)
+  return features, tf.TensorSpec(shape=[None], dtype=tf.int32)
 
 
 def build_model_fn(kind: ModelKind, *, input_dim: int, num_classes: int,
                    hidden_units: int, seed: int, hidden_layers: int = 1,
                    image_shape: Optional[Sequence[int]] = None,
-                   vocab_size: Optional[int] = None, embedding_dim: int = 8
+                   vocab_size: Optional[int] = None, embedding_dim: int = 8,
+                   label_kind: LabelKind = LabelKind.SINGLE
                    ) -> Callable[[], tff.learning.models.VariableModel]:
   """Returns the no-argument model constructor TFF's learning algorithms take.
 
-  The arguments are those of `build_keras_model`. TFF's Keras wrapper calls
-  the model with training=True in local training (dropout on) and
-  training=False in evaluation.
+  The arguments are those of `build_keras_model`, and `label_kind`, the
+  data's labels, which decides the loss, the metrics and the labels' spec
+  (`loss_fn`, `metrics`, `input_spec`). TFF's Keras wrapper calls the model
+  with training=True in local training (dropout on) and training=False in
+  evaluation.
   """
   # Fail here, with the shape or vocabulary named, rather than inside TFF's
   # tracing.
@@ -226,6 +304,9 @@ def build_model_fn(kind: ModelKind, *, input_dim: int, num_classes: int,
     check_image_shape(image_shape, input_dim=input_dim)
   if kind is ModelKind.RNN:
     check_vocab_size(vocab_size, num_classes=num_classes)
+  if label_kind is LabelKind.MULTI_HOT and num_classes < RECALL_TOP_K:
+    raise ValueError(f'{num_classes} labels: multi-label recall@'
+                     f'{RECALL_TOP_K} needs at least {RECALL_TOP_K}')
 
   def model_fn() -> tff.learning.models.VariableModel:
     keras_model = build_keras_model(
@@ -235,8 +316,9 @@ def build_model_fn(kind: ModelKind, *, input_dim: int, num_classes: int,
         embedding_dim=embedding_dim)
     return tff.learning.models.from_keras_model(
         keras_model,
-        loss=loss_fn(),
-        input_spec=input_spec(input_dim),
-        metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
+        loss=loss_fn(label_kind=label_kind),
+        input_spec=input_spec(input_dim, label_kind=label_kind,
+                              num_classes=num_classes),
+        metrics=metrics(label_kind=label_kind))
 
   return model_fn

@@ -169,9 +169,9 @@ def _federated_evaluation_lines(config, *, private: bool) -> list[str]:
   keys = ', '.join(sorted(
       key for key in release.NONPRIVATE_KEYS
       if key.startswith(release.FED_EVAL_PREFIX)))
-  text = (f'Federated evaluation: {keys} are computed from the data of the '
-          f'{config.eval_clients} held-out clients (chosen by --data_seed, '
-          'never trained on) WITHOUT noise')
+  text = (f'Federated evaluation: {keys} (those that apply) are computed '
+          f'from the data of the {config.eval_clients} held-out clients '
+          '(chosen by --data_seed, never trained on) WITHOUT noise')
   if private:
     text += ('; they are NOT covered by the guarantee, and the held-out '
              'clients are not protected by it.')

@@ -24,9 +24,13 @@ from tff_dp import faults
 
 # Keys that are safe to release in a DP run.
 DP_SAFE_KEYS = frozenset({
-    # Server-side evaluation on the held-out set (public data, DP model).
+    # Server-side evaluation on the held-out set (public data, DP model):
+    # accuracy, or for multi-label data (`tff_dp.data.labels`) precision
+    # and recall@5.
     'eval/loss',
     'eval/accuracy',
+    'eval/precision',
+    'eval/recall_at_5',
     # Privacy accounting: functions of the mechanism's public parameters.
     'privacy/epsilon_rdp',
     'privacy/epsilon_pld',
@@ -60,6 +64,8 @@ FED_EVAL_PREFIX = NONPRIVATE_PREFIX + 'fed_eval/'
 NONPRIVATE_KEYS = frozenset({
     'nonprivate/train_loss',
     'nonprivate/train_accuracy',
+    'nonprivate/train_precision',
+    'nonprivate/train_recall_at_5',
     'nonprivate/train_examples',
     'nonprivate/cohort_size',
     # Depends on the silos' sizes; with a user-level claim, only on request.
@@ -68,6 +74,8 @@ NONPRIVATE_KEYS = frozenset({
     # (`tff_dp.federated_evaluation`): their metrics, un-noised.
     FED_EVAL_PREFIX + 'loss',
     FED_EVAL_PREFIX + 'accuracy',
+    FED_EVAL_PREFIX + 'precision',
+    FED_EVAL_PREFIX + 'recall_at_5',
     FED_EVAL_PREFIX + 'num_examples',
 })
 

@@ -21,6 +21,7 @@ from absl import flags
 
 from tff_dp import cli_flags
 from tff_dp import config as config_lib
+from tff_dp.data import labels
 from tff_dp.data.federated_data import FederatedData
 
 FLAGS = flags.FLAGS
@@ -158,23 +159,33 @@ def _format_duration(seconds: float) -> str:
   return f'{seconds // 60}m{seconds % 60:02d}s'
 
 
-# The released key of the server-side test accuracy (`tff_dp.release`, which
-# imports TensorFlow: not imported here before the input is checked).
-_TEST_ACCURACY_KEY = 'eval/accuracy'
+# The prefix of the server-side test set's released keys (`tff_dp.release`,
+# which imports TensorFlow: not imported here before the input is checked).
+_TEST_PREFIX = 'eval/'
 
 
 class Progress:
-  """Prints one line per round: accuracy, epsilon, ETA."""
+  """Prints one line per round: the headline metric, epsilon, ETA."""
 
   def __init__(self, rounds: int, *, private: bool,
-               accuracy_key: str = _TEST_ACCURACY_KEY):
+               headline_key: str = _TEST_PREFIX + 'accuracy'):
+    """Initializes the printer.
+
+    Args:
+      rounds: Rounds planned.
+      private: Whether the run claims DP (prints epsilon, or 'not private').
+      headline_key: Released key of the metric to print (`tff_dp.data.
+        labels.headline_metric` under the evaluation's prefix).
+    """
     self._rounds = rounds
     self._private = private
-    self._accuracy_key = accuracy_key
-    # Anything but the server-side test accuracy is shown under its released
-    # key, so a non-private value reads as one ('nonprivate/...').
-    self._accuracy_label = ('accuracy' if accuracy_key == _TEST_ACCURACY_KEY
-                            else accuracy_key)
+    self._headline_key = headline_key
+    # The server-side test set's metric is shown by its name ('accuracy',
+    # 'recall_at_5'); anything else under its released key, so that a
+    # non-private value reads as one ('nonprivate/...').
+    self._headline_label = (headline_key[len(_TEST_PREFIX):]
+                            if headline_key.startswith(_TEST_PREFIX)
+                            else headline_key)
     self._durations = []
     self._last = time.monotonic()
 
@@ -187,9 +198,9 @@ class Progress:
     recent = self._durations[1:][-20:] or self._durations
     eta = sum(recent) / len(recent) * (self._rounds - round_num)
     parts = [f'round {round_num}/{self._rounds}']
-    if self._accuracy_key in values:
+    if self._headline_key in values:
       parts.append(
-          f'{self._accuracy_label} {values[self._accuracy_key]:.4f}')
+          f'{self._headline_label} {values[self._headline_key]:.4f}')
     if self._private:
       eps = [f'{key.rsplit("_", 1)[1]} {_eps(value)}'
              for key, value in values.items()
@@ -208,19 +219,33 @@ def _eps(value: float) -> str:
   return 'inf' if math.isinf(value) else f'{value:.3f}'
 
 
-def _print_summary(summary, statement_path: str) -> None:
+def _print_summary(summary, statement_path: str, *, eval_prefix: str,
+                   metric_names: tuple[str, ...]) -> None:
+  """Prints the privacy statement and the summary.
+
+  Args:
+    summary: The run's `experiment.Summary`.
+    statement_path: The run's privacy statement.
+    eval_prefix: Prefix of the evaluation's released keys.
+    metric_names: The metrics to print (`labels.metric_names`), each as
+      'test <name>' (the server's test set) or 'federated evaluation
+      <name>'.
+  """
   print()
   with open(statement_path) as f:
     print(f.read())
   print('Summary')
   print('=======')
-  acc = 'n/a' if summary.accuracy is None else f'{summary.accuracy:.4f}'
-  if summary.evaluation == config_lib.Evaluation.FEDERATED.value:
-    caveat = (f'; released as {summary.accuracy_key}, NOT covered by the DP '
-              'guarantee' if summary.private and summary.accuracy_key else '')
-    print(f'federated evaluation accuracy (held-out clients{caveat}): {acc}')
-  else:
-    print(f'test accuracy: {acc}')
+  for name in metric_names:
+    key = eval_prefix + name
+    value = summary.eval_metrics.get(key)
+    text = 'n/a' if value is None else f'{value:.4f}'
+    if summary.evaluation == config_lib.Evaluation.FEDERATED.value:
+      caveat = (f'; released as {key}, NOT covered by the DP guarantee'
+                if summary.private and value is not None else '')
+      print(f'federated evaluation {name} (held-out clients{caveat}): {text}')
+    else:
+      print(f'test {name}: {text}')
   if summary.guarantee_epsilon is not None:
     eps = ', '.join(f'{k} {_eps(math.inf if v is None else v)}'
                     for k, v in summary.epsilon.items())
@@ -292,7 +317,8 @@ def run(argv: list[str]) -> int:
         config_defaults=defaults,
         on_round=Progress(
             config.rounds, private=config.private,
-            accuracy_key=experiment.eval_prefix(config) + 'accuracy'))
+            headline_key=(experiment.eval_prefix(config) +
+                          labels.headline_metric(data.label_kind))))
   except resume_lib.ResumeError as e:
     raise UserError(f'--run_name={run_name}: cannot resume {run_dir}: {e}'
                     ) from e
@@ -302,7 +328,9 @@ def run(argv: list[str]) -> int:
       traceback.print_exc(file=f)
     raise InternalError(f'{type(e).__name__}: {e} (traceback in '
                         f'{error_log})') from e
-  _print_summary(summary, os.path.join(run_dir, 'privacy_statement.txt'))
+  _print_summary(summary, os.path.join(run_dir, 'privacy_statement.txt'),
+                 eval_prefix=experiment.eval_prefix(config),
+                 metric_names=labels.metric_names(data.label_kind))
   return 0
 
 
