@@ -15,6 +15,7 @@ import pytest
 from conftest import REPO_ROOT
 
 _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
+_TAGS = os.path.join(REPO_ROOT, 'configs', 'stackoverflow_tag.cfg')
 
 
 def _write(path, text):
@@ -60,6 +61,11 @@ def _cases(tmp):
        '--clients_per_call=8'),
       (['--flagfile=' + _SMOKE, '--example_dp', '--algorithm=fedsgd'],
        '--example_dp'),
+      # Multi-label bags of words: no token ids for the rnn, and the grouped
+      # path is single-label.
+      (['--flagfile=' + _TAGS, '--model=rnn'], '--model=rnn'),
+      (['--flagfile=' + _TAGS, '--clients_per_call=8'],
+       '--clients_per_call=8'),
       # 10 clients of ~144 records: delta = 0.01 < 1/population but not
       # below 1/n_k, which record-level DP-SGD needs.
       (['--flagfile=' + _SMOKE, '--example_dp', '--dp_mechanism=none',

@@ -25,7 +25,8 @@ _FAKE_CIFAR_CLIENTS = 60
 # takes ~0.3 s here, and their own cohorts (50, 100) would add over a minute.
 # 13 is the smallest cohort adaptive clipping admits for their noise.
 _COHORT_OVERRIDES = {'shakespeare.cfg': ['--clients_per_round=13'],
-                     'stackoverflow_nwp.cfg': ['--clients_per_round=13']}
+                     'stackoverflow_nwp.cfg': ['--clients_per_round=13'],
+                     'stackoverflow_tag.cfg': ['--clients_per_round=13']}
 # Fake Shakespeare roles and Stack Overflow users.
 _FAKE_TEXT_CLIENTS = 16
 
@@ -70,9 +71,10 @@ def _run_configs(names, output_dir):
       data_dir, train_clients=stackoverflow.fake_clients(
           rng, _FAKE_TEXT_CLIENTS),
       test_clients=stackoverflow.fake_clients(rng, 2))
-  # Its word counts cannot have TFF's published hash: expect the fake's.
-  stackoverflow.accept_fake_vocabulary(
-      stackoverflow.write_fake_vocabulary(data_dir))
+  # Its word and tag counts cannot have TFF's published hashes: expect the
+  # fakes'. The tag preset reads the same users' posts.
+  import test_stackoverflow_tag
+  test_stackoverflow_tag.write_fake_vocabularies(data_dir)
   for name in names:
     fv = flags.FlagValues()
     cli_flags.define_train_flags(fv)
@@ -115,9 +117,18 @@ def test_every_config_trains_two_rounds(tmp_path):
   assert summaries['shakespeare.cfg']['population'] == _FAKE_TEXT_CLIENTS
   assert summaries['stackoverflow_nwp.cfg']['population'] == (
       _FAKE_TEXT_CLIENTS)
+  assert summaries['stackoverflow_tag.cfg']['population'] == (
+      _FAKE_TEXT_CLIENTS)
+  # Multi-label data have no accuracy; their headline is recall@5.
+  assert summaries['stackoverflow_tag.cfg']['headline_key'] == (
+      'eval/recall_at_5')
   for name, summary in summaries.items():
     assert summary['rounds'] == 2, name
-    assert summary['accuracy'] is not None and 0 <= summary['accuracy'] <= 1
+    assert summary['headline_value'] is not None, name
+    assert 0 <= summary['headline_value'] <= 1, name
+    if name != 'stackoverflow_tag.cfg':
+      assert summary['headline_key'] == 'eval/accuracy', name
+      assert summary['accuracy'] == summary['headline_value'], name
     with open(os.path.join(tmp_path, name, 'privacy_statement.txt')) as f:
       statement = f.read()
     if summary['private']:

@@ -88,8 +88,10 @@ def define_data_flags(fv: flags.FlagValues) -> None:
                'after a window of 80, from --data_dir; stackoverflow_nwp: '
                'TFF\'s federated Stack Overflow (342,477 users), the next word '
                'after a window of 20 (10,000-word vocabulary), from '
-               '--data_dir; sqlite: your own table imported with ./run.sh '
-               'import-data, from --client_data.')
+               '--data_dir; stackoverflow_tag: the same users, the tags of a '
+               'post (multi-label, 500 tags) from its bag of words (10,000 '
+               'words), from --data_dir; sqlite: your own table imported with '
+               './run.sh import-data, from --client_data.')
   flags.DEFINE_string('data_dir', loading.DEFAULT_DATA_DIR,
                       'Cache directory of TFF\'s benchmark files (e.g. '
                       'emnist_all.sqlite). Nothing is downloaded: a missing '
@@ -147,7 +149,8 @@ def define_model_flags(fv: flags.FlagValues) -> None:
                config_lib.ModelKind,
                'mlp: one hidden ReLU layer (the founding document\'s '
                '784-128-10 MLP with the input size of the data); '
-               'logistic_regression: multinomial logistic regression; cnn: '
+               'logistic_regression: multinomial logistic regression (one '
+               'sigmoid per label on multi-label data); cnn: '
                'the EMNIST CNN of TFF\'s baselines (conv 32, conv 64, '
                'max-pool, dropout, dense 128, dropout) for image data (digits, '
                'emnist_*, cifar100); rnn: embedding (--embedding_dim), '

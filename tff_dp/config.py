@@ -15,6 +15,7 @@ from tff_dp import accounting
 from tff_dp import sampling
 from tff_dp.data import loading
 from tff_dp.data import partition as partition_lib
+from tff_dp.data.labels import LabelKind
 
 
 class DpMechanism(enum.Enum):
@@ -230,11 +231,16 @@ def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
   """Why the grouped path (`tff_dp.grouped_fedavg`) cannot run `config`.
 
   The grouped path is DP-FedAvg with TF Privacy's Gaussian query and uniform
-  weights; anything else runs on TFF's learning algorithms.
+  weights, training single-label classifiers (its loss and accuracy are
+  written for one class id per example); anything else runs on TFF's
+  learning algorithms.
 
   Returns:
     None if it can; else the reason, naming the flag and its value.
   """
+  if loading.label_kind(config.dataset) is not LabelKind.SINGLE:
+    return (f'--dataset={config.dataset.value} (multi-label data; the '
+            'grouped path trains single-label models only)')
   checks = (
       (config.algorithm is Algorithm.FEDAVG, 'algorithm',
        config.algorithm.value),

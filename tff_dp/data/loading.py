@@ -3,13 +3,17 @@
 Three kinds of source share what training needs (`population`, `input_dim`,
 `num_classes`, `image_shape` (None unless the features are flattened images,
 which the CNN needs), `vocab_size` (None unless the features are token ids,
-which the rnn model embeds), `client_sizes()`, `describe()`, and either numpy
-arrays or `client_dataset(i)` / `test_dataset()`):
+which the rnn model embeds), `label_kind` (`labels.LabelKind`: one class id
+per example, or a multi-hot vector, which changes the loss and the metrics),
+`client_sizes()`, `describe()`, and either numpy arrays or
+`client_dataset(i)` / `test_dataset()`):
 * offline data that ships (`FederatedData`: digits, breast cancer,
-  Synthetic(alpha, beta)), held in memory;
+  Synthetic(alpha, beta)), held in memory, single-label;
 * TFF's EMNIST and CIFAR-100 benchmarks from a local cache (`EmnistSource`,
-  `Cifar100Source`), and its Shakespeare and Stack Overflow as next-token
-  windows (`token_sources.TokenSource`), streamed;
+  `Cifar100Source`), its Shakespeare and Stack Overflow as next-token
+  windows (`token_sources.TokenSource`), and Stack Overflow tag prediction
+  (`stackoverflow_tags.StackOverflowTagSource`, the only multi-label one),
+  streamed;
 * a user's table imported to SQLite (`SqlClientDataSource`), streamed.
 TensorFlow is imported only for the streamed kinds.
 """
@@ -20,6 +24,7 @@ from typing import Any, Optional
 
 from tff_dp.data import offline
 from tff_dp.data import partition as partition_lib
+from tff_dp.data.labels import LabelKind
 
 
 class Dataset(enum.Enum):
@@ -31,6 +36,7 @@ class Dataset(enum.Enum):
   CIFAR100 = 'cifar100'
   SHAKESPEARE = 'shakespeare'
   STACKOVERFLOW_NWP = 'stackoverflow_nwp'
+  STACKOVERFLOW_TAG = 'stackoverflow_tag'
   SQLITE = 'sqlite'
 
 
@@ -42,6 +48,10 @@ OFFLINE = {
 
 # Features are token ids (`vocab_size` is set): only the rnn model fits them.
 TOKEN_DATASETS = frozenset({Dataset.SHAKESPEARE, Dataset.STACKOVERFLOW_NWP})
+
+# Labels are multi-hot vectors (the sources' `label_kind`); known before the
+# data are loaded, so the configuration can be checked first.
+MULTI_HOT_DATASETS = frozenset({Dataset.STACKOVERFLOW_TAG})
 
 DEFAULT_DATA_DIR = os.path.join('~', '.cache', 'tff_dp', 'datasets')
 
@@ -56,6 +66,13 @@ def is_offline(dataset: Dataset) -> bool:
 
 def is_token_data(dataset: Dataset) -> bool:
   return dataset in TOKEN_DATASETS
+
+
+def label_kind(dataset: Dataset) -> LabelKind:
+  """The `label_kind` the source of `dataset` declares once loaded."""
+  if dataset in MULTI_HOT_DATASETS:
+    return LabelKind.MULTI_HOT
+  return LabelKind.SINGLE
 
 
 def load(dataset: Dataset, *, num_clients: int,
@@ -97,6 +114,7 @@ def load(dataset: Dataset, *, num_clients: int,
                       'evaluation needs one (import with a test split)')
     return source
   from tff_dp.data import benchmark_source
+  from tff_dp.data import stackoverflow_tags
   from tff_dp.data import token_sources
   data_dir = os.path.expanduser(data_dir)
   try:
@@ -104,6 +122,8 @@ def load(dataset: Dataset, *, num_clients: int,
       return token_sources.shakespeare_source(data_dir=data_dir)
     if dataset is Dataset.STACKOVERFLOW_NWP:
       return token_sources.stackoverflow_nwp_source(data_dir=data_dir)
+    if dataset is Dataset.STACKOVERFLOW_TAG:
+      return stackoverflow_tags.stackoverflow_tag_source(data_dir=data_dir)
     if dataset is Dataset.CIFAR100:
       return benchmark_source.Cifar100Source(data_dir=data_dir)
     return benchmark_source.EmnistSource(

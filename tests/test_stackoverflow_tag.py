@@ -1,0 +1,501 @@
+"""Stack Overflow tag prediction (TFF's baseline; Reddi et al. 2021): data,
+the multi-label model, what does not fit it, and the program.
+
+The tests write a tiny stackoverflow.sqlite in TFF's own format, and tiny
+word- and tag-count archives in the layout of TFF's, and read them through
+TFF's real loaders (the helpers of test_stackoverflow_nwp, whose fake
+sentences are the posts' bodies here). The counts cannot have TFF's
+published hashes, so the tests that load them expect the fakes' instead
+(`accept_fake_vocabulary`). Features and labels are checked against TFF's
+own tag preprocessing and a numpy reference; the loss and metrics against
+numpy. The program test runs `tff_dp.train`'s entry point for one round of
+configs/stackoverflow_tag.cfg in a subprocess (this file run as a script).
+"""
+
+import functools
+import json
+import math
+import os
+import subprocess
+import sys
+
+from absl import flags
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_federated.python.simulation.baselines import client_spec
+from tensorflow_federated.python.simulation.baselines.stackoverflow import constants
+from tensorflow_federated.python.simulation.baselines.stackoverflow import tag_prediction_preprocessing as tff_tags
+
+import test_stackoverflow_nwp as nwp
+import test_tff_datasets as fake
+from tff_dp import cli_flags
+from tff_dp import config as config_lib
+from tff_dp import models
+from tff_dp import release
+from tff_dp.config import ModelKind
+from tff_dp.data import benchmark_source
+from tff_dp.data import labels
+from tff_dp.data import loading
+from tff_dp.data import stackoverflow_tags
+from tff_dp.data import token_sources
+from tff_dp.data.labels import LabelKind
+from tff_dp.data.partition import Partition
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(_HERE)
+_PRESET = os.path.join(_ROOT, 'configs', 'stackoverflow_tag.cfg')
+# The fake tag counts, most frequent first (written to the archive in
+# another order: the loader sorts by count).
+TAGS = ('python', 'java', 'c++', 'sql', 'regex', 'git')
+_TAG_COUNTS = {'sql': 70, 'python': 100, 'git': 40, 'java': 90, 'c++': 80,
+               'regex': 50}
+# Bodies from test_stackoverflow_nwp (one with two spaces, one with no
+# vocabulary word), titles and tags with what TFF's preprocessing handles:
+# oov words and tags, empty fields, a repeated tag (counted twice, as TFF).
+_POSTS = [
+    (nwp._SENTENCES[0], 'read a file', 'python|file-io'),  # pylint: disable=protected-access
+    (nwp._SENTENCES[1], 'python error', 'python|java|c++'),  # pylint: disable=protected-access
+    (nwp._SENTENCES[2], '', 'git|regex|sql|python|java'),  # pylint: disable=protected-access
+    (nwp._SENTENCES[3], 'the', ''),  # pylint: disable=protected-access
+    (nwp._SENTENCES[4], 'zzz', 'haskell'),  # pylint: disable=protected-access
+    (nwp._SENTENCES[5], 'how to loop', 'sql|sql'),  # pylint: disable=protected-access
+    ('', '', 'java'),
+]
+# See test_stackoverflow_nwp: 13 is the smallest cohort for the preset's
+# noise with adaptive clipping.
+_PROGRAM_CLIENTS = 16
+_PROGRAM_COHORT = 13
+
+
+def _post(tokens: str, title: str, tags: str) -> dict:
+  return {'creation_date': b'2010-01-01 00:00:00 UTC', 'score': 1,
+          'tags': tags.encode(), 'title': title.encode(),
+          'tokens': tokens.encode(), 'type': b'question'}
+
+
+def write_fake_posts(data_dir: str, *, train_clients: dict[str, list[int]],
+                     test_clients: dict[str, list[int]]) -> None:
+  """stackoverflow.sqlite in TFF's format: each user's posts (`_POSTS`
+  indices)."""
+  as_examples = lambda clients: {
+      cid: [_post(*_POSTS[i]) for i in posts]
+      for cid, posts in clients.items()}
+  fake._write_database(  # pylint: disable=protected-access
+      os.path.join(data_dir, 'stackoverflow.sqlite'),
+      {'train': as_examples(train_clients),
+       'heldout': as_examples({'99999999': [0]}),
+       'test': as_examples(test_clients)})
+
+
+def write_fake_tag_counts(data_dir: str) -> str:
+  """<data_dir>/datasets/stackoverflow.tag_count.tar.bz2 as TFF's: a JSON
+  object of tag counts. Returns its path."""
+  return nwp.write_counts_archive(data_dir, 'stackoverflow.tag_count',
+                                  json.dumps(_TAG_COUNTS).encode())
+
+
+def write_fake_vocabularies(data_dir: str, setattr_fn=setattr) -> None:
+  """Fake word and tag counts in `data_dir`, their hashes expected."""
+  nwp.accept_fake_vocabulary(nwp.write_fake_vocabulary(data_dir), setattr_fn)
+  nwp.accept_fake_vocabulary(write_fake_tag_counts(data_dir), setattr_fn,
+                             counts='STACKOVERFLOW_TAG_COUNTS')
+
+
+_TRAIN = {'00000002': [0, 1, 2], '00000001': [3, 4, 5, 6], '00000010': [1]}
+_TEST = {'00000001': [0, 1], '00000005': [2, 3, 4], '00000007': [5, 6]}
+
+
+@pytest.fixture(name='data_dir')
+def fixture_data_dir(tmp_path, monkeypatch):
+  """A tiny Stack Overflow cache whose counts are accepted."""
+  write_fake_posts(str(tmp_path), train_clients=_TRAIN, test_clients=_TEST)
+  write_fake_vocabularies(str(tmp_path), monkeypatch.setattr)
+  return str(tmp_path)
+
+
+def _load(data_dir):
+  return loading.load(
+      loading.Dataset.STACKOVERFLOW_TAG, num_clients=7,
+      partition=Partition.IID, seed=0, test_fraction=0.2, dirichlet_alpha=0.5,
+      data_dir=data_dir, client_data=None)
+
+
+def _reference(post, words=nwp.WORDS, tags=TAGS):
+  """numpy: (word frequencies over in-vocabulary words, tag counts)."""
+  tokens, title, post_tags = post
+  counts = np.zeros(len(words), np.float64)
+  for word in f'{tokens} {title}'.split():
+    if word in words:
+      counts[words.index(word)] += 1
+  features = counts / counts.sum() if counts.sum() else counts
+  hot = np.zeros(len(tags), np.float32)
+  for tag in post_tags.split('|'):
+    if tag in tags:
+      hot[tags.index(tag)] += 1
+  return features.astype(np.float32), hot
+
+
+def _as_arrays(dataset):
+  pairs = list(dataset.as_numpy_iterator())
+  return [x for x, _ in pairs], [y for _, y in pairs]
+
+
+def _tff_preprocessed(posts, *, max_elements=None):
+  """TFF's own tag preprocessing of `posts`, unshuffled, one per batch."""
+  spec = client_spec.ClientSpec(num_epochs=1, batch_size=1,
+                                shuffle_buffer_size=1,
+                                max_elements=max_elements)
+  preprocess = tff_tags.create_preprocess_fn(spec, list(nwp.WORDS),
+                                             list(TAGS))
+  raw = tf.data.Dataset.from_tensor_slices(
+      {k: [_post(*_POSTS[i])[k] for i in posts]
+       for k in ('tokens', 'title', 'tags')})
+  return preprocess(raw).unbatch()
+
+
+def test_sizes_and_cap_are_tffs_and_reddi_et_al():
+  assert stackoverflow_tags.STACKOVERFLOW_TAGS == (
+      constants.DEFAULT_TAG_VOCAB_SIZE) == 500
+  assert token_sources.STACKOVERFLOW_VOCAB_WORDS == (
+      constants.DEFAULT_WORD_VOCAB_SIZE)
+  # google-research/federated's so_tp_max_elements_per_user.
+  assert stackoverflow_tags.STACKOVERFLOW_TAG_MAX_POSTS_PER_USER == 1000
+
+
+def test_labels_are_declared_before_and_after_loading():
+  assert loading.label_kind(loading.Dataset.STACKOVERFLOW_TAG) is (
+      LabelKind.MULTI_HOT)
+  assert stackoverflow_tags.StackOverflowTagSource.label_kind is (
+      LabelKind.MULTI_HOT)
+  for dataset in loading.Dataset:
+    if dataset is not loading.Dataset.STACKOVERFLOW_TAG:
+      assert loading.label_kind(dataset) is LabelKind.SINGLE, dataset
+
+
+def test_every_metric_has_its_released_keys():
+  for kind in LabelKind:
+    for name in labels.metric_names(kind):
+      assert release.EVAL_PREFIX + name in release.DP_SAFE_KEYS
+      assert f'nonprivate/train_{name}' in release.NONPRIVATE_KEYS
+      assert release.FED_EVAL_PREFIX + name in release.NONPRIVATE_KEYS
+  assert labels.headline_metric(LabelKind.MULTI_HOT) == 'recall_at_5'
+  assert labels.headline_metric(LabelKind.SINGLE) == 'accuracy'
+
+
+@pytest.mark.tff
+def test_features_and_labels_are_tffs():
+  ours = stackoverflow_tags.tag_example_fn(nwp.WORDS, TAGS)
+  theirs = tff_tags.build_to_ids_fn(list(nwp.WORDS), list(TAGS))
+  for post in _POSTS:
+    element = {k: tf.constant(v) for k, v in
+               zip(('tokens', 'title', 'tags'), post)}
+    (x, y), (tx, ty) = ours(element), theirs(element)
+    assert (x.dtype, y.dtype) == (tf.float32, tf.float32)
+    np.testing.assert_array_equal(x.numpy(), tx.numpy())
+    np.testing.assert_array_equal(y.numpy(), ty.numpy())
+    want_x, want_y = _reference(post)
+    np.testing.assert_allclose(x.numpy(), want_x, rtol=1e-6)
+    np.testing.assert_array_equal(y.numpy(), want_y)
+  # No vocabulary word at all: zeros, not NaN (TFF's divide_no_nan).
+  x, _ = ours({k: tf.constant(v) for k, v in
+               zip(('tokens', 'title', 'tags'), _POSTS[4])})
+  assert not x.numpy().any()
+
+
+@pytest.mark.tff
+def test_source_is_tffs_preprocessing_of_each_user(data_dir):
+  source = _load(data_dir)
+  assert isinstance(source, stackoverflow_tags.StackOverflowTagSource)
+  assert (source.words, source.tags) == (nwp.WORDS, TAGS)
+  assert source.client_ids == ['00000001', '00000002', '00000010']
+  np.testing.assert_array_equal(source.client_sizes(), [4, 3, 1])
+  assert (source.input_dim, source.num_classes) == (10, 6)
+  assert (source.image_shape, source.vocab_size) == (None, None)
+  assert source.label_kind is LabelKind.MULTI_HOT
+  for index, client_id in enumerate(source.client_ids):
+    theirs = _tff_preprocessed(_TRAIN[client_id])
+    assert source.client_dataset(index).element_spec == theirs.element_spec
+    got_x, got_y = _as_arrays(source.client_dataset(index))
+    want_x, want_y = _as_arrays(theirs)
+    np.testing.assert_array_equal(got_x, want_x)
+    np.testing.assert_array_equal(got_y, want_y)
+  text = source.describe()
+  assert "Federated data 'stackoverflow_tag': 3 users" in text
+  assert 'train posts: 8 used of 8 (the first 1000 of each user)' in text
+  assert 'over 10 words of title and body; labels: multi-hot over 6 tags' in (
+      text)
+
+
+@pytest.mark.tff
+def test_posts_per_user_are_capped_as_tffs_max_elements(data_dir,
+                                                        monkeypatch):
+  monkeypatch.setattr(stackoverflow_tags,
+                      'STACKOVERFLOW_TAG_MAX_POSTS_PER_USER', 2)
+  source = _load(data_dir)
+  np.testing.assert_array_equal(source.client_sizes(), [2, 2, 1])
+  assert 'train posts: 5 used of 8 (the first 2 of each user)' in (
+      source.describe())
+  got_x, got_y = _as_arrays(source.client_dataset(0))
+  # Unshuffled, TFF's max_elements takes the same first posts.
+  want_x, want_y = _as_arrays(
+      _tff_preprocessed(_TRAIN['00000001'], max_elements=2))
+  np.testing.assert_array_equal(got_x, want_x)
+  np.testing.assert_array_equal(got_y, want_y)
+
+
+@pytest.mark.tff
+def test_test_set_is_the_bounded_seeded_sample_of_the_word_task(
+    data_dir, monkeypatch):
+  monkeypatch.setattr(token_sources, 'STACKOVERFLOW_TEST_USERS', 2)
+  monkeypatch.setattr(token_sources, 'STACKOVERFLOW_TEST_EXAMPLES_PER_USER',
+                      1)
+  source = _load(data_dir)
+  assert "2 of the test split's 3 users (fixed seed), at most 1 posts" in (
+      source.describe())
+  users = benchmark_source.sample_client_ids(sorted(_TEST), 2)
+  got_x, got_y = _as_arrays(source.test_dataset())
+  want = [_reference(_POSTS[_TEST[user][0]]) for user in users]
+  np.testing.assert_allclose(got_x, [x for x, _ in want], rtol=1e-6)
+  np.testing.assert_array_equal(got_y, [y for _, y in want])
+
+
+@pytest.mark.tff
+def test_missing_or_wrong_tag_counts_are_data_errors_naming_them(
+    tmp_path, monkeypatch):
+  write_fake_posts(str(tmp_path), train_clients=_TRAIN, test_clients=_TEST)
+  nwp.accept_fake_vocabulary(nwp.write_fake_vocabulary(str(tmp_path)),
+                             monkeypatch.setattr)
+  with pytest.raises(loading.DataError) as info:
+    _load(str(tmp_path))
+  assert (f'put stackoverflow.tag_count.tar.bz2 in {tmp_path}/datasets'
+          in str(info.value))
+  path = write_fake_tag_counts(str(tmp_path))
+  with pytest.raises(loading.DataError) as info:
+    _load(str(tmp_path))
+  assert path in str(info.value) and 'sha256' in str(info.value)
+
+
+# --- The multi-label model -------------------------------------------------
+
+
+def _evaluator(x, y):
+  from tff_dp import evaluation  # pylint: disable=g-import-not-at-top
+  return evaluation.ServerEvaluator(
+      ModelKind.LOGISTIC_REGRESSION, input_dim=x.shape[1],
+      num_classes=y.shape[1], hidden_units=1, hidden_layers=1,
+      label_kind=LabelKind.MULTI_HOT,
+      test_data=tf.data.Dataset.from_tensor_slices((x, y)))
+
+
+def _weights(kernel, bias):
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  return tff.learning.models.ModelWeights(
+      trainable=[kernel.astype(np.float32), bias.astype(np.float32)],
+      non_trainable=[])
+
+
+@pytest.mark.tff
+def test_zero_weights_lose_log_2_per_label_and_predict_nothing():
+  rng = np.random.default_rng(0)
+  x = rng.random((9, 4)).astype(np.float32)
+  y = (rng.random((9, 7)) < 0.3).astype(np.float32)
+  metrics = _evaluator(x, y)(_weights(np.zeros((4, 7)), np.zeros(7)))
+  assert metrics['loss'] == pytest.approx(math.log(2), rel=1e-6)
+  # Every probability is 0.5, not above it: no tag is predicted.
+  assert metrics['precision'] == 0
+  assert set(metrics) == {'loss', 'recall_at_5', 'precision'}
+
+
+@pytest.mark.tff
+def test_loss_and_metrics_equal_numpy():
+  rng = np.random.default_rng(1)
+  x = rng.random((11, 4)).astype(np.float32)
+  y = (rng.random((11, 7)) < 0.3).astype(np.float32)
+  kernel, bias = rng.normal(size=(4, 7)), rng.normal(size=7)
+  metrics = _evaluator(x, y)(_weights(kernel, bias))
+  logits = x.astype(np.float64) @ kernel + bias
+  p = 1 / (1 + np.exp(-logits))
+  bce = -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()
+  predicted = p > 0.5
+  top5 = np.zeros_like(predicted)
+  np.put_along_axis(top5, np.argsort(-logits, axis=1)[:, :5], True, axis=1)
+  assert metrics['loss'] == pytest.approx(bce, rel=1e-5)
+  assert metrics['precision'] == pytest.approx(
+      (predicted & (y > 0)).sum() / predicted.sum(), rel=1e-6)
+  assert metrics['recall_at_5'] == pytest.approx(
+      (top5 & (y > 0)).sum() / (y > 0).sum(), rel=1e-6)
+
+
+def test_multi_label_needs_at_least_5_labels():
+  with pytest.raises(ValueError, match='recall@5 needs at least 5'):
+    models.build_model_fn(ModelKind.LOGISTIC_REGRESSION, input_dim=3,
+                          num_classes=4, hidden_units=1, seed=0,
+                          label_kind=LabelKind.MULTI_HOT)
+
+
+# --- What does not fit multi-label data, and what does ----------------------
+
+
+def _config(*argv):
+  fv = flags.FlagValues()
+  cli_flags.define_train_flags(fv)
+  fv(['tff-dp', f'--flagfile={_PRESET}', *argv])
+  return cli_flags.config_from_flags(fv)
+
+
+def test_grouped_path_refuses_multi_label_data():
+  reason = config_lib.grouped_unsupported_reason(_config())
+  assert '--dataset=stackoverflow_tag' in reason and 'multi-label' in reason
+  with pytest.raises(config_lib.ConfigError,
+                     match='--clients_per_call=8: .*multi-label'):
+    config_lib.check_config(_config('--clients_per_call=8'))
+  # Automatic: TFF's algorithm, one client per call.
+  assert config_lib.resolve_clients_per_call(_config(), in_memory=False) == 1
+
+
+def test_cnn_and_rnn_do_not_fit_bags_of_words():
+  with pytest.raises(config_lib.ConfigError, match='--model=rnn: needs token'):
+    config_lib.check_config(_config('--model=rnn'))
+  config = _config('--model=cnn')
+  config_lib.check_config(config)
+  with pytest.raises(config_lib.ConfigError, match='--model=cnn: needs image'):
+    config_lib.check_model_fits_data(config, image_shape=None,
+                                     vocab_size=None)
+  for model in ('logistic_regression', 'mlp'):
+    config = _config(f'--model={model}')
+    config_lib.check_config(config)
+    config_lib.check_model_fits_data(config, image_shape=None,
+                                     vocab_size=None)
+
+
+def _one_round(config, source):
+  """Metrics of one round of `config`'s process over users 0 and 1."""
+  from tff_dp import assembly  # pylint: disable=g-import-not-at-top
+  from tff_dp import client_data  # pylint: disable=g-import-not-at-top
+  sampler = assembly.build_sampler(config, source.population)
+  process = assembly.build_process(config, source, sampler)
+  state = process.initialize()
+  datasets = client_data.round_datasets_for(
+      source, batch_size=config.client_batch_size, epochs=1, seed=0)(1, [0, 1])
+  output = process.next(state, datasets)
+  before = process.get_model_weights(state).trainable
+  after = process.get_model_weights(output.state).trainable
+  assert not all(np.array_equal(a, b) for a, b in zip(before, after))
+  return output.metrics['client_work']['train']
+
+
+@pytest.mark.tff
+@pytest.mark.parametrize('argv', [
+    # Example-level DP-SGD: the per-example loss is the binary cross-entropy.
+    ('--example_dp', '--dp_mechanism=none', '--local_steps=2',
+     '--client_batch_size=2', '--example_noise_multiplier=0.5'),
+    # Local DP noises the update, whatever the loss.
+    ('--local_dp=gaussian', '--local_noise_multiplier=0.1',
+     '--dp_mechanism=none'),
+], ids=['example_dp', 'local_dp'])
+def test_example_and_local_dp_train_on_multi_label_data(tff_runtime, data_dir,
+                                                        argv):
+  del tff_runtime
+  source = _load(data_dir)
+  config = _config('--clients_per_round=2', *argv)
+  config_lib.check_config(config)
+  train = _one_round(config, source)
+  assert train['num_examples'] > 0 and math.isfinite(train['loss'])
+  for name in ('recall_at_5', 'precision'):
+    assert 0 <= train[name] <= 1, name
+
+
+@pytest.mark.tff
+def test_federated_evaluation_equals_the_server_one_on_the_same_posts(
+    tff_runtime, data_dir):
+  del tff_runtime
+  from tff_dp import assembly  # pylint: disable=g-import-not-at-top
+  from tff_dp import federated_evaluation  # pylint: disable=g-import-not-at-top
+  from tff_dp.data import held_out as held_out_lib  # pylint: disable=g-import-not-at-top
+  source = _load(data_dir)
+  config = _config('--evaluation=federated', '--eval_clients=2',
+                   '--release_nonprivate_metrics', '--clients_per_round=1')
+  training, held = held_out_lib.hold_out_clients(source, eval_clients=2,
+                                                 seed=0)
+  assert training.label_kind is LabelKind.MULTI_HOT
+  evaluate = federated_evaluation.build_federated_evaluator(
+      assembly.build_model_fn(config, training), held,
+      label_kind=training.label_kind)
+  rng = np.random.default_rng(2)
+  weights = _weights(rng.normal(size=(10, 6)), rng.normal(size=6))
+  got = evaluate(weights)
+  posts = functools.reduce(lambda a, b: a.concatenate(b),
+                           [source.client_dataset(i) for i in held.indices])
+  x, y = (np.array(a) for a in _as_arrays(posts))
+  want = _evaluator(x, y)(weights)
+  assert got['num_examples'] == len(y)
+  for name in ('loss', 'recall_at_5', 'precision'):
+    assert got[name] == pytest.approx(want[name], rel=1e-5), name
+
+
+# --- The program ------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_preset_trains_one_round_and_reports_the_multi_label_metrics(
+    tmp_path):
+  data_dir = tmp_path / 'cache'
+  data_dir.mkdir()
+  rng = np.random.default_rng(0)
+  write_fake_posts(
+      str(data_dir),
+      train_clients={f'{i:08d}': list(rng.integers(len(_POSTS), size=3))
+                     for i in range(_PROGRAM_CLIENTS)},
+      test_clients={'00000001': [0, 1, 2], '00000002': [3, 4, 5, 6]})
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  result = subprocess.run(
+      [sys.executable, __file__, f'--flagfile={_PRESET}', '--rounds=1',
+       f'--clients_per_round={_PROGRAM_COHORT}', '--release_nonprivate_metrics',
+       f'--data_dir={data_dir}', f'--output_dir={tmp_path}',
+       '--run_name=tags'],
+      cwd=_ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert (f"Federated data 'stackoverflow_tag': {_PROGRAM_CLIENTS} users"
+          in result.stdout)
+  assert 'round 1/1 | recall_at_5 ' in result.stdout
+  assert 'test recall_at_5: ' in result.stdout
+  assert 'test precision: ' in result.stdout
+  with open(tmp_path / 'tags' / 'summary.json') as f:
+    summary = json.load(f)
+  assert summary['population'] == _PROGRAM_CLIENTS
+  assert summary['rounds'] == 1 and summary['private']
+  assert summary['guarantee_epsilon'] > 0
+  # No accuracy: the headline is recall@5, labelled as such.
+  assert summary['accuracy'] is None and summary['accuracy_key'] is None
+  assert summary['headline_key'] == 'eval/recall_at_5'
+  assert set(summary['eval_metrics']) == {
+      'eval/loss', 'eval/recall_at_5', 'eval/precision'}
+  assert summary['headline_value'] == summary['eval_metrics'][
+      'eval/recall_at_5']
+  for value in summary['eval_metrics'].values():
+    assert 0 <= value
+  with open(tmp_path / 'tags' / 'metrics.csv') as f:
+    released = set(f.readline().strip().split(',')) - {'round'}
+  assert {'eval/recall_at_5', 'eval/precision', 'nonprivate/train_recall_at_5',
+          'nonprivate/train_precision'} <= released
+  assert not any('accuracy' in key for key in released)
+  # The un-noised training metrics are labelled, and only they.
+  assert all(key in release.DP_SAFE_KEYS or (
+      key in release.NONPRIVATE_KEYS) for key in released)
+  with open(tmp_path / 'tags' / 'config.json') as f:
+    config = json.load(f)
+  assert (config['dataset'], config['model']) == (
+      'stackoverflow_tag', 'logistic_regression')
+
+
+if __name__ == '__main__':
+  # `python test_stackoverflow_tag.py FLAGS...`: the program on --data_dir,
+  # after writing the fake word and tag counts there, with their hashes
+  # expected instead of TFF's.
+  _data_dir = next(a.split('=', 1)[1] for a in sys.argv
+                   if a.startswith('--data_dir='))
+  write_fake_vocabularies(_data_dir)
+  from tff_dp import train  # pylint: disable=g-import-not-at-top
+  sys.argv = ['tff-dp', *sys.argv[1:]]
+  train.entry_point()
