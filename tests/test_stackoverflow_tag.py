@@ -50,16 +50,17 @@ _PRESET = os.path.join(_ROOT, 'configs', 'stackoverflow_tag.cfg')
 TAGS = ('python', 'java', 'c++', 'sql', 'regex', 'git')
 _TAG_COUNTS = {'sql': 70, 'python': 100, 'git': 40, 'java': 90, 'c++': 80,
                'regex': 50}
-# Bodies from test_stackoverflow_nwp (one with two spaces, one with no
-# vocabulary word), titles and tags with what TFF's preprocessing handles:
+# Bodies: test_stackoverflow_nwp's sentences (one with two spaces, one with
+# no vocabulary word). Titles and tags with what TFF's preprocessing handles:
 # oov words and tags, empty fields, a repeated tag (counted twice, as TFF).
+_BODIES = nwp._SENTENCES  # pylint: disable=protected-access
 _POSTS = [
-    (nwp._SENTENCES[0], 'read a file', 'python|file-io'),  # pylint: disable=protected-access
-    (nwp._SENTENCES[1], 'python error', 'python|java|c++'),  # pylint: disable=protected-access
-    (nwp._SENTENCES[2], '', 'git|regex|sql|python|java'),  # pylint: disable=protected-access
-    (nwp._SENTENCES[3], 'the', ''),  # pylint: disable=protected-access
-    (nwp._SENTENCES[4], 'zzz', 'haskell'),  # pylint: disable=protected-access
-    (nwp._SENTENCES[5], 'how to loop', 'sql|sql'),  # pylint: disable=protected-access
+    (_BODIES[0], 'read a file', 'python|file-io'),
+    (_BODIES[1], 'python error', 'python|java|c++'),
+    (_BODIES[2], '', 'git|regex|sql|python|java'),
+    (_BODIES[3], 'the', ''),
+    (_BODIES[4], 'zzz', 'haskell'),
+    (_BODIES[5], 'how to loop', 'sql|sql'),
     ('', '', 'java'),
 ]
 # See test_stackoverflow_nwp: 13 is the smallest cohort for the preset's
