@@ -41,6 +41,7 @@ import tensorflow_federated as tff
 from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
 
 from tff_dp import native
+from tff_dp import remote_executor
 
 # Same limits as TFF's own local context: model updates can be large.
 _GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
@@ -305,14 +306,14 @@ def _connect(worker: Worker) -> tff.framework.RemoteExecutorGrpcStub:
   return stub
 
 
-def _execution_context(
+def execution_context(
     stub: tff.framework.RemoteExecutorGrpcStub,
 ) -> tff.framework.SyncExecutionContext:
   """The same context TFF's local C++ context builds, on our own worker."""
 
   def stack_fn(cardinalities):
     cardinalities.setdefault(tff.CLIENTS, 0)
-    executor = tff.framework.RemoteExecutor(stub)
+    executor = remote_executor.CachingRemoteExecutor(stub)
     executor.set_cardinalities(cardinalities)
     return executor
 
@@ -357,7 +358,7 @@ def local_runtime(*, log_path: str,
   try:
     stub = _connect(worker)
     warn_if_exposed(worker)
-    tff.framework.set_default_context(_execution_context(stub))
+    tff.framework.set_default_context(execution_context(stub))
     yield worker
   finally:
     # Computations invoked after this point fail loudly instead of silently

@@ -1,0 +1,194 @@
+"""tff_dp.remote_executor: the same messages as TFF's, fewer of them.
+
+`serialize_into` must build, byte for byte, the message TFF's
+`value_serialization.serialize_value` builds, on the values tff-dp sends (the
+learning processes' states, grouped round inputs) and on the edge cases of the
+format (empty structs, scalars, strings, unnamed elements, empty CLIENTS
+lists, Python lists as tensors). `CachingRemoteExecutor` must send a
+computation once per executor and give the results TFF's executor gives.
+"""
+
+import collections
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow_federated as tff
+from tensorflow_federated.proto.v0 import executor_pb2
+from tensorflow_federated.python.core.impl.executors import value_serialization
+
+from tff_dp import grouped_data
+from tff_dp import grouped_fedavg
+from tff_dp import learning_process
+from tff_dp import models
+from tff_dp import remote_executor
+from tff_dp import runtime
+from tff_dp.config import ClientWeighting
+from tff_dp.config import DpMechanism
+from tff_dp.config import ModelKind
+from tff_dp.config import ServerOptimizer
+
+pytestmark = pytest.mark.tff
+
+_D, _C, _HIDDEN = 5, 3, 4
+
+
+def _ours(value, type_spec) -> bytes:
+  out = executor_pb2.Value()
+  remote_executor.serialize_into(value, type_spec, out)
+  return out.SerializeToString(deterministic=True)
+
+
+def _tffs(value, type_spec) -> bytes:
+  proto, _ = value_serialization.serialize_value(value, type_spec)
+  return proto.SerializeToString(deterministic=True)
+
+
+_F32 = np.float32
+_CASES = {
+    'matrix': (np.arange(6, dtype=_F32).reshape(2, 3),
+               tff.TensorType(np.float32, [2, 3])),
+    'unknown dim': (np.arange(4, dtype=np.int32),
+                    tff.TensorType(np.int32, [None])),
+    'scalar array': (np.float32(2.5), tff.TensorType(np.float32)),
+    'python scalar': (3, tff.TensorType(np.int64)),
+    'bool': (np.array([True, False]), tff.TensorType(np.bool_, [2])),
+    'string': (np.array([b'a', b'bc']), tff.TensorType(np.str_, [2])),
+    'list as tensor': ([1.0, 2.0], tff.TensorType(np.float32, [2])),
+    'empty struct': ((), tff.StructType([])),
+    'named struct': (
+        collections.OrderedDict(a=np.ones(2, _F32), b=np.int32(1)),
+        tff.StructType([('a', tff.TensorType(np.float32, [2])),
+                        ('b', tff.TensorType(np.int32))])),
+    'unnamed nested': (
+        [np.ones(2, _F32), (np.zeros(1, _F32), ())],
+        tff.StructType([tff.TensorType(np.float32, [2]),
+                        tff.StructType([tff.TensorType(np.float32, [1]),
+                                        tff.StructType([])])])),
+    'server': (np.ones(3, _F32),
+               tff.FederatedType(tff.TensorType(np.float32, [3]), tff.SERVER)),
+    'clients': ([np.ones(2, _F32), np.zeros(2, _F32)],
+                tff.FederatedType(tff.TensorType(np.float32, [2]),
+                                  tff.CLIENTS)),
+    'no clients': ([], tff.FederatedType(tff.TensorType(np.float32, [2]),
+                                         tff.CLIENTS)),
+}
+
+
+@pytest.mark.parametrize('name', sorted(_CASES))
+def test_same_bytes_as_tff_on_edge_cases(name):
+  value, type_spec = _CASES[name]
+  assert _ours(value, type_spec) == _tffs(value, type_spec)
+
+
+@pytest.mark.parametrize('value, type_spec', [
+    (np.ones(3, _F32), tff.TensorType(np.float32, [4])),
+    (np.ones(3, np.int32), tff.TensorType(np.float32, [3])),
+    (np.ones(3, np.float64), tff.TensorType(np.float32, [3])),
+    ((np.ones(1, _F32),), tff.StructType([tff.TensorType(np.float32, [1])] *
+                                         2)),
+    (np.ones(1, _F32), tff.FederatedType(tff.TensorType(np.float32, [1]),
+                                         tff.CLIENTS)),
+])
+def test_mismatches_raise_what_tff_raises(value, type_spec):
+  with pytest.raises(Exception) as theirs:
+    value_serialization.serialize_value(value, type_spec)
+  with pytest.raises(type(theirs.value)):
+    _ours(value, type_spec)
+
+
+def _dp():
+  return learning_process.DpSettings(
+      mechanism=DpMechanism.GAUSSIAN_ADAPTIVE, noise_multiplier=0.1,
+      clients_per_round=3, clip=1.0, initial_clip=0.1,
+      target_unclipped_quantile=0.5, clip_learning_rate=0.2)
+
+
+def _optimizer():
+  return learning_process.build_server_optimizer(
+      ServerOptimizer.SGD, learning_rate=1.0, momentum=0.9)
+
+
+def _processes():
+  reference = learning_process.build_learning_process(
+      model_fn=models.build_model_fn(ModelKind.MLP, input_dim=_D,
+                                     num_classes=_C, hidden_units=_HIDDEN,
+                                     seed=1),
+      model_aggregator=learning_process.build_model_aggregator(
+          dp=_dp(), client_weighting=ClientWeighting.UNIFORM),
+      client_learning_rate=0.1, client_momentum=0.0,
+      server_optimizer=_optimizer())
+  grouped = grouped_fedavg.build_grouped_dp_fedavg(
+      keras_model_fn=lambda: models.build_keras_model(
+          ModelKind.MLP, input_dim=_D, num_classes=_C,
+          hidden_units=_HIDDEN, seed=1),
+      input_dim=_D, num_classes=_C,
+      dp_factory=learning_process.build_dp_aggregator(_dp()),
+      client_learning_rate=0.1, client_momentum=0.0,
+      server_optimizer=_optimizer(), batch_size=2, epochs=1)
+  return reference, grouped
+
+
+def test_same_bytes_as_tff_on_process_states_and_round_inputs(tff_runtime):
+  del tff_runtime
+  reference, grouped = _processes()
+  rng = np.random.default_rng(0)
+  xs = [rng.normal(size=(n, _D)).astype(_F32) for n in (3, 1, 4)]
+  ys = [rng.integers(0, _C, size=n).astype(np.int32) for n in (3, 1, 4)]
+  for process in (reference, grouped):
+    state = process.initialize()
+    state_type = process.next.type_signature.parameter[0]
+    assert _ours(state, state_type) == _tffs(state, state_type)
+    # After a round the state holds trained weights and a DP event.
+    if process is grouped:
+      groups = grouped_data.make_groups(xs, ys, [0, 1, 2], round_num=0,
+                                        seed=0, epochs=1, group_size=2)
+      data_type = process.next.type_signature.parameter[1]
+      assert _ours(groups, data_type) == _tffs(groups, data_type)
+      state = process.next(state, groups).state
+      assert _ours(state, state_type) == _tffs(state, state_type)
+
+
+class _CountingStub:
+  """Wraps a gRPC stub, counting CreateValue requests that carry computations."""
+
+  def __init__(self, stub):
+    self._stub = stub
+    self.computations_sent = 0
+
+  def create_value(self, request):
+    if request.value.WhichOneof('value') == 'computation':
+      self.computations_sent += 1
+    return self._stub.create_value(request)
+
+  def __getattr__(self, name):
+    return getattr(self._stub, name)
+
+
+def test_a_computation_is_sent_once_and_results_are_unchanged(tff_runtime):
+  channel = grpc.insecure_channel(f'127.0.0.1:{tff_runtime.port}')
+  stub = _CountingStub(tff.framework.RemoteExecutorGrpcStub(channel))
+  context = runtime.execution_context(stub)
+
+  @tff.tensorflow.computation(tff.TensorType(np.float32, [3]))
+  def scale(x):
+    return x * 2.0
+
+  @tff.federated_computation(
+      tff.FederatedType(tff.TensorType(np.float32, [3]), tff.CLIENTS))
+  def total(values):
+    return tff.federated_sum(tff.federated_map(scale, values))
+
+  values = [np.array([1, 2, 3], _F32), np.array([0.5, 0, -1], _F32)]
+  expected = total(values)  # On tff-dp's default context.
+  with tff.framework.get_context_stack().install(context):
+    results = [total(values) for _ in range(3)]
+    assert stub.computations_sent == 1
+    # Another cardinality is another executor on the worker: sent again there.
+    results.append(total(values[:1]))
+    assert stub.computations_sent == 2
+  for result in results[:3]:
+    np.testing.assert_array_equal(result, expected)
+  np.testing.assert_array_equal(results[3], values[0] * 2)
+  np.testing.assert_array_equal(expected, np.array([3, 4, 4], _F32))
+  channel.close()

@@ -1,0 +1,152 @@
+"""TFF's RemoteExecutor without the per-round re-sending and re-copying.
+
+Every `process.next(state, data)` on TFF's execution context (TFF 0.87,
+`tff.framework.SyncExecutionContext` over `tff.framework.RemoteExecutor`)
+does two things whose cost does not depend on the clients of the round:
+
+1. It creates the computation as a value on the worker again
+   (`_invoke` in TFF's async_execution_context calls `create_value(comp)`
+   on every invocation): the whole compiled computation proto (~300 KB for
+   DP-FedAvg on the founding document's MLP) is copied, sent over gRPC and
+   parsed by the worker, round after round, though it never changes.
+2. It serializes the arguments with `value_serialization.serialize_value`,
+   which builds each nested struct from already-built child protos, so every
+   tensor is copied once per nesting level of the state (model weights sit
+   three to four levels deep): ~4-7 ms per round for the 0.8 MB of weights
+   and server momentum of W1 (`benchmarks.where_time_goes`-style timing).
+
+`CachingRemoteExecutor` keeps TFF's protocol and messages and changes only
+how they are produced:
+
+* a computation value is created ONCE per executor and its remote value
+  reused for later calls of the same computation object (TFF's compiler
+  pipeline returns the same compiled object for the same computation). The
+  worker keeps the value alive as long as this executor holds its
+  `RemoteValue`; an executor is per cardinality (TFF's
+  `ResourceManagingExecutorFactory`), so a cached value never crosses
+  executors;
+* other values are serialized in one pass into the request's proto, each
+  tensor's bytes copied once (`serialize_into`). The message is byte-for-byte
+  the one TFF's `serialize_value` builds (tests/test_remote_executor.py
+  checks it on the states of the processes tff-dp builds); sequences,
+  computations and anything unusual fall back to TFF's own serializer.
+
+The worker receives the same requests as before, minus repeated
+`CreateValue` calls for the computation, so results are unchanged.
+"""
+
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow_federated as tff
+from tensorflow_federated.proto.v0 import executor_pb2
+from tensorflow_federated.python.common_libs import structure
+from tensorflow_federated.python.core.impl.compiler import array
+from tensorflow_federated.python.core.impl.computation import computation_impl
+from tensorflow_federated.python.core.impl.executors import remote_executor
+from tensorflow_federated.python.core.impl.executors import value_serialization
+from tensorflow_federated.python.core.impl.types import array_shape
+from tensorflow_federated.python.core.impl.types import computation_types
+from tensorflow_federated.python.core.impl.types import dtype_utils
+from tensorflow_federated.python.core.impl.types import type_serialization
+
+
+def _tensor_into(value: Any, type_spec: computation_types.TensorType,
+                 out: executor_pb2.Value) -> None:
+  """A tensor as TFF serializes it, its bytes copied into `out` once."""
+  dtype = type_spec.dtype.type
+  # TFF uses repeated fields (not `content`) for scalars and strings, and
+  # coerces lists and tuples; those are small or rare, so they take TFF's
+  # own path. What is left is numpy arrays, written exactly as
+  # `array.to_proto_content` writes them.
+  if (not isinstance(value, np.ndarray) or
+      array_shape.is_shape_scalar(type_spec.shape) or dtype is np.str_ or
+      not array.is_compatible_shape(value, type_spec.shape) or
+      not array.is_compatible_dtype(value, dtype) or
+      not dtype_utils.is_valid_dtype(dtype)):
+    proto, _ = value_serialization.serialize_value(value, type_spec)
+    out.CopyFrom(proto)
+    return
+  value = np.asarray(value, dtype)
+  out.array.dtype = dtype_utils.to_proto(dtype)
+  out.array.shape.CopyFrom(array_shape.to_proto(value.shape))
+  out.array.content = value.tobytes()
+
+
+def serialize_into(value: Any, type_spec: computation_types.Type,
+                   out: executor_pb2.Value) -> None:
+  """Writes `value` into `out` as `value_serialization.serialize_value` would.
+
+  Args:
+    value: A value of `type_spec`, as TFF's execution context ingests it.
+    type_spec: Its TFF type.
+    out: An empty `executor_pb2.Value`, filled in place.
+
+  Raises:
+    TypeError, ValueError, NotImplementedError: As TFF's serializer raises
+      them (a mismatch between the value and its type).
+  """
+  if isinstance(type_spec, computation_types.TensorType):
+    _tensor_into(value, type_spec, out)
+  elif isinstance(type_spec, computation_types.StructType) and not isinstance(
+      value, computation_impl.ConcreteComputation):
+    elements = structure.from_container(value)
+    if len(elements) != len(type_spec):
+      # TFF's serializer words the error.
+      proto, _ = value_serialization.serialize_value(value, type_spec)
+      out.CopyFrom(proto)
+      return
+    # An empty struct is still a struct (the oneof must be set).
+    out.struct.SetInParent()
+    for (name, element_type), (_, element) in zip(
+        structure.iter_elements(type_spec), structure.iter_elements(elements)):
+      element_pb = out.struct.element.add()
+      if name:
+        element_pb.name = name
+      serialize_into(element, element_type, element_pb.value)
+  elif isinstance(type_spec, computation_types.FederatedType):
+    members = [value] if type_spec.all_equal else value
+    if not isinstance(members, list):
+      proto, _ = value_serialization.serialize_value(value, type_spec)
+      out.CopyFrom(proto)
+      return
+    for member in members:
+      serialize_into(member, type_spec.member, out.federated.value.add())
+    out.federated.type.CopyFrom(
+        type_serialization.serialize_type(type_spec).federated)
+  else:
+    proto, _ = value_serialization.serialize_value(value, type_spec)
+    out.CopyFrom(proto)
+
+
+class CachingRemoteExecutor(tff.framework.RemoteExecutor):
+  """A RemoteExecutor that sends each computation once (module docstring)."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    # id(computation) -> (computation, its RemoteValue). The computation is
+    # held so that its id cannot be reused by another object.
+    self._computations: dict[int, tuple[Any, Any]] = {}
+
+  async def create_value(self, value: Any,
+                         type_spec: Optional[computation_types.Type] = None):
+    if isinstance(value, computation_impl.ConcreteComputation):
+      cached = self._computations.get(id(value))
+      if cached is not None and cached[0] is value:
+        return cached[1]
+      remote = await super().create_value(value, type_spec)
+      self._computations[id(value)] = (value, remote)
+      return remote
+    if type_spec is None or self._stream_structs:
+      return await super().create_value(value, type_spec)
+    self._check_has_executor_id()
+    request = executor_pb2.CreateValueRequest(executor=self._executor_id)
+    serialize_into(value, type_spec, request.value)
+    response = self._stub.create_value(request)
+    return remote_executor.RemoteValue(response.value_ref, type_spec, self)
+
+  def _clear_executor(self):
+    # `close` and `set_cardinalities` end the worker-side executor, and with
+    # it the values the cache refers to.
+    self._computations.clear()
+    super()._clear_executor()
