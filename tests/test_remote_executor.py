@@ -9,6 +9,9 @@ computation once per executor and give the results TFF's executor gives.
 """
 
 import collections
+import os
+import subprocess
+import sys
 
 import grpc
 import numpy as np
@@ -17,6 +20,7 @@ import tensorflow_federated as tff
 from tensorflow_federated.proto.v0 import executor_pb2
 from tensorflow_federated.python.core.impl.executors import value_serialization
 
+from conftest import REPO_ROOT
 from tff_dp import grouped_data
 from tff_dp import grouped_fedavg
 from tff_dp import learning_process
@@ -192,3 +196,86 @@ def test_a_computation_is_sent_once_and_results_are_unchanged(tff_runtime):
   np.testing.assert_array_equal(results[3], values[0] * 2)
   np.testing.assert_array_equal(expected, np.array([3, 4, 4], _F32))
   channel.close()
+
+
+_CHILD = r'''
+import sys
+import numpy as np
+import tensorflow_federated as tff
+from tff_dp import runtime
+
+def scaler(k):
+  return tff.tensorflow.computation(lambda x: x * float(k),
+                                    tff.TensorType(np.float32, [2]))
+
+# More computations than TFF's dispose batch (20): disposing of their values
+# at exit would make an RPC.
+computations = [scaler(k) for k in range(25)]
+with runtime.local_runtime(log_path=sys.argv[1]):
+  for _ in range(2):
+    results = [float(c(np.ones(2, np.float32))[0]) for c in computations]
+print('sum', sum(results), flush=True)
+'''
+
+
+def test_cached_values_do_not_outlive_the_worker_noisily(tmp_path):
+  # A cached computation value is still referenced when the interpreter
+  # exits, after local_runtime stopped the worker; disposing of it then
+  # would print a gRPC traceback on the user's terminal.
+  child = subprocess.run(
+      [sys.executable, '-c', _CHILD, str(tmp_path / 'worker.log')],
+      cwd=REPO_ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'),
+      capture_output=True, text=True, timeout=300, check=False)
+  assert child.returncode == 0, child.stderr
+  assert 'sum 300.0' in child.stdout
+  assert 'Traceback' not in child.stderr, child.stderr
+
+
+class _FakeExecutor:
+
+  def __init__(self, cardinalities):
+    self.cardinalities = dict(cardinalities)
+    self.closed = False
+
+  def close(self):
+    self.closed = True
+
+
+def test_closing_factory_closes_what_it_drops_least_recent_first():
+  made = []
+
+  def stack_fn(cardinalities):
+    made.append(_FakeExecutor(cardinalities))
+    return made[-1]
+
+  factory = remote_executor.ClosingExecutorFactory(stack_fn, max_executors=2)
+  one = factory.create_executor({tff.CLIENTS: 1})
+  two = factory.create_executor({tff.CLIENTS: 2})
+  assert factory.create_executor({tff.CLIENTS: 1}) is one  # Now most recent.
+  three = factory.create_executor({tff.CLIENTS: 3})
+  assert two.closed and not one.closed and not three.closed
+  factory.clean_up_executor({tff.CLIENTS: 3})
+  assert three.closed
+  again = factory.create_executor({tff.CLIENTS: 2})
+  assert again is not two and len(made) == 4
+  factory.clean_up_executor({tff.CLIENTS: 1})
+  factory.clean_up_executor({tff.CLIENTS: 2})
+  assert all(e.closed for e in made)
+  with pytest.raises(ValueError, match='max_executors'):
+    remote_executor.ClosingExecutorFactory(stack_fn, max_executors=0)
+
+
+def test_many_cohort_sizes_on_the_worker_give_right_results(tff_runtime):
+  # More cohort sizes than the factory keeps open: dropped executors are
+  # closed on the worker and re-created when their size comes back.
+  del tff_runtime
+
+  @tff.federated_computation(
+      tff.FederatedType(tff.TensorType(np.float32, [2]), tff.CLIENTS))
+  def total(values):
+    return tff.federated_sum(values)
+
+  for n in list(range(1, 13)) + [1, 2]:
+    values = [np.full(2, k, _F32) for k in range(n)]
+    np.testing.assert_array_equal(total(values),
+                                  np.full(2, n * (n - 1) / 2, _F32))

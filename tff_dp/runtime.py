@@ -306,6 +306,13 @@ def _connect(worker: Worker) -> tff.framework.RemoteExecutorGrpcStub:
   return stub
 
 
+# Executors (one per number of TFF clients) kept open on the worker: enough
+# for a run's initialize, training rounds (a cohort of one or two sizes on the
+# grouped path) and federated evaluation; more varied cohort sizes (Poisson
+# sampling, one client per call) re-create their executor on the worker.
+_MAX_EXECUTORS = 8
+
+
 def execution_context(
     stub: tff.framework.RemoteExecutorGrpcStub,
 ) -> tff.framework.SyncExecutionContext:
@@ -317,8 +324,8 @@ def execution_context(
     executor.set_cardinalities(cardinalities)
     return executor
 
-  factory = tff.framework.ResourceManagingExecutorFactory(
-      executor_stack_fn=stack_fn)
+  factory = remote_executor.ClosingExecutorFactory(
+      stack_fn, max_executors=_MAX_EXECUTORS)
   return tff.framework.SyncExecutionContext(
       executor_fn=factory,
       compiler_fn=tff.backends.native.desugar_and_transform_to_native,
