@@ -70,7 +70,30 @@ def cifar100_features(element) -> tuple[tf.Tensor, tf.Tensor]:
           tf.cast(element['label'], tf.int32))
 
 
-class _TffBenchmarkSource:
+class CachedClients:
+  """What every source streamed from TFF's cache offers about its clients.
+
+  Subclasses set `name`, `client_ids` (training client ids; a client index
+  is a position in it) and `_sizes` (examples per client, int64, in that
+  order).
+  """
+
+  name: str
+  client_ids: list[str]
+  _sizes: np.ndarray
+
+  @property
+  def population(self) -> int:
+    return len(self.client_ids)
+
+  def client_sizes(self) -> np.ndarray:
+    return self._sizes.copy()
+
+  def statistics(self) -> dict[str, Any]:
+    return size_statistics(self.name, self._sizes)
+
+
+class _TffBenchmarkSource(CachedClients):
   """A TFF benchmark from a local cache, with the interface training needs.
 
   Attributes:
@@ -109,13 +132,6 @@ class _TffBenchmarkSource:
     self._sizes = client_sizes_from_metadata(
         path, tff_datasets.split_names(self.kind)[0], self.client_ids)
 
-  @property
-  def population(self) -> int:
-    return len(self.client_ids)
-
-  def client_sizes(self) -> np.ndarray:
-    return self._sizes.copy()
-
   def client_dataset(self, index: int) -> tf.data.Dataset:
     """The examples of client `index` (unbatched): (features, label)."""
     return self._train.serializable_dataset_fn(
@@ -125,9 +141,6 @@ class _TffBenchmarkSource:
     # A fixed seed: the test clients' order is reproducible (TFF shuffles).
     return self._test.create_tf_dataset_from_all_clients(seed=0).map(
         self._convert)
-
-  def statistics(self) -> dict[str, Any]:
-    return size_statistics(self.name, self._sizes)
 
   def describe(self) -> str:
     s = self.statistics()

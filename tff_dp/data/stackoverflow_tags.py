@@ -52,7 +52,7 @@ the next-word task; they are read first, being small, so a missing or wrong
 file is reported before the 342,477 training users are listed.
 """
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -60,7 +60,6 @@ import tensorflow as tf
 from tff_dp.data import benchmark_source
 from tff_dp.data import tff_datasets
 from tff_dp.data import token_sources
-from tff_dp.data.federated_data import size_statistics
 from tff_dp.data.labels import LabelKind
 
 # TFF's tag vocabulary size (constants.DEFAULT_TAG_VOCAB_SIZE); the word
@@ -122,7 +121,7 @@ def tag_example_fn(words: Sequence[str], tags: Sequence[str]) -> ExampleFn:
   return to_example
 
 
-class StackOverflowTagSource:
+class StackOverflowTagSource(benchmark_source.CachedClients):
   """Stack Overflow tag prediction from a local cache (see module doc).
 
   Offers what training needs from a streamed source: `population`,
@@ -183,14 +182,6 @@ class StackOverflowTagSource:
         path, tff_datasets.split_names(self.kind)[0], self.client_ids)
     self._sizes = np.minimum(self._posts, self.max_posts_per_user)
 
-  @property
-  def population(self) -> int:
-    return len(self.client_ids)
-
-  def client_sizes(self) -> np.ndarray:
-    """Training examples of each user: its posts, capped."""
-    return self._sizes.copy()
-
   def client_dataset(self, index: int) -> tf.data.Dataset:
     """The first `max_posts_per_user` posts of user `index` (unbatched):
     (features, labels)."""
@@ -205,9 +196,6 @@ class StackOverflowTagSource:
         lambda client_id: self._test.serializable_dataset_fn(client_id).map(
             self._to_example),
         per_client=self._test_posts_per_user)
-
-  def statistics(self) -> dict[str, Any]:
-    return size_statistics(self.name, self._sizes)
 
   def describe(self) -> str:
     s = self.statistics()

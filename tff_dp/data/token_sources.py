@@ -53,14 +53,13 @@ the server's evaluation.
 """
 
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from tff_dp.data import benchmark_source
 from tff_dp.data import tff_datasets
-from tff_dp.data.federated_data import size_statistics
 from tff_dp.data.labels import LabelKind
 
 # TFF's Shakespeare vocabulary (char_prediction_preprocessing.CHAR_VOCAB, from
@@ -186,7 +185,7 @@ def token_windows(ids: tf.data.Dataset, *, window: int) -> tf.data.Dataset:
   return ids.unbatch().batch(length).map(split)
 
 
-class TokenSource:
+class TokenSource(benchmark_source.CachedClients):
   """A TFF text benchmark from a local cache, as next-token windows.
 
   Offers what training needs from a streamed source: `population`,
@@ -251,14 +250,6 @@ class TokenSource:
     self._sizes = benchmark_source.client_sizes_from_metadata(
         path, tff_datasets.split_names(kind)[0], self.client_ids)
 
-  @property
-  def population(self) -> int:
-    return len(self.client_ids)
-
-  def client_sizes(self) -> np.ndarray:
-    """Records (not windows) of each client; see the module docstring."""
-    return self._sizes.copy()
-
   def _windows(self, client_data, client_id) -> tf.data.Dataset:
     return token_windows(
         client_data.serializable_dataset_fn(client_id).map(self._to_ids),
@@ -274,9 +265,6 @@ class TokenSource:
         self._test_ids,
         lambda client_id: self._windows(self._test, client_id),
         per_client=self._test_windows_per_user)
-
-  def statistics(self) -> dict[str, Any]:
-    return size_statistics(self.name, self._sizes)
 
   def describe(self) -> str:
     s = self.statistics()
