@@ -48,6 +48,7 @@ _CLIENT_LR, _CLIENT_MOMENTUM = 0.3, 0.5
 # Client sizes chosen so that batches of 3 over 2 epochs leave partial last
 # batches, and a client of one example.
 _SIZES = (5, 1, 7, 3, 4, 6, 2)
+_MAX_SIZE = max(_SIZES)
 _COHORTS = ((1, (0, 1, 2, 3, 4, 5, 6)), (2, (6, 2, 4, 1, 0)))
 _WEIGHTS_ATOL = 1e-6
 
@@ -88,13 +89,16 @@ def _reference(dp, *, client_lr=_CLIENT_LR):
 
 @functools.lru_cache(maxsize=None)
 def _grouped(dp, *, batch_size=3, epochs=2, input_dim=_D, hidden=_HIDDEN,
-             client_lr=_CLIENT_LR, server_momentum=0.9):
+             client_lr=_CLIENT_LR, server_momentum=0.9,
+             max_client_size=_MAX_SIZE):
+  # By default the local steps are unrolled, as the program builds it for
+  # in-memory data.
   return grouped_fedavg.build_grouped_dp_fedavg(
       keras_model_fn=_keras_model_fn(input_dim, hidden), input_dim=input_dim,
       num_classes=_C, dp_factory=learning_process.build_dp_aggregator(dp),
       client_learning_rate=client_lr, client_momentum=_CLIENT_MOMENTUM,
       server_optimizer=_server_optimizer(momentum=server_momentum),
-      batch_size=batch_size, epochs=epochs)
+      batch_size=batch_size, epochs=epochs, max_client_size=max_client_size)
 
 
 def _population(sizes=_SIZES, input_dim=_D):
@@ -204,14 +208,17 @@ def population():
   return _population()
 
 
-@pytest.mark.parametrize('clip', [1e6, 0.05], ids=['clip_not_reached',
-                                                   'clip_reached'])
-def test_zero_noise_grouped_equals_reference(tff_runtime, population, clip):
+@pytest.mark.parametrize('clip, max_client_size', [
+    (1e6, _MAX_SIZE), (0.05, _MAX_SIZE), (0.05, None)],
+                         ids=['clip_not_reached', 'clip_reached',
+                              'clip_reached-while_loop'])
+def test_zero_noise_grouped_equals_reference(tff_runtime, population, clip,
+                                             max_client_size):
   del tff_runtime
   xs, ys = population
   dp = _dp(clip=clip)
   reference = _reference(dp)
-  grouped = _grouped(dp)
+  grouped = _grouped(dp, max_client_size=max_client_size)
   ref_state, ref_outputs = _run_reference(reference, xs, ys)
   expected = _weights(reference, ref_state)
   # Same seeded initializers: identical initial models.
@@ -268,7 +275,7 @@ def test_client_files_mode_equals_reference(tff_runtime, population,
       dp_factory=learning_process.build_dp_aggregator(dp),
       client_learning_rate=_CLIENT_LR, client_momentum=_CLIENT_MOMENTUM,
       server_optimizer=_server_optimizer(), batch_size=3, epochs=2,
-      client_files_dir=directory)
+      client_files_dir=directory, max_client_size=_MAX_SIZE)
   state, outputs = _run_grouped(process, xs, ys, group_size=3,
                                 pad_to_group_size=True, with_examples=False)
   diff = _max_abs_diff(_weights(process, state),
@@ -297,6 +304,40 @@ def test_adaptive_clip_estimate_equals_reference_padding_not_counted(
     expected = ref_output.metrics['aggregator']['dp_query_metrics']['clip']
     actual = output.metrics['aggregator']['dp_query_metrics']['clip']
     np.testing.assert_allclose(actual, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize('max_client_size, epochs, batch_size, expected', [
+    (None, 1, 16, None),
+    (0, 1, 16, 0),
+    (100, 1, 16, 7),  # W2: six batches of 16 and one of 4.
+    (7, 2, 3, 5),
+    (16 * grouped_fedavg.MAX_UNROLLED_BATCHES, 1, 16,
+     grouped_fedavg.MAX_UNROLLED_BATCHES),
+    # One batch too many to unroll.
+    (16 * grouped_fedavg.MAX_UNROLLED_BATCHES + 1, 1, 16, None),
+])
+def test_unrolled_batches(max_client_size, epochs, batch_size, expected):
+  assert grouped_fedavg.unrolled_batches(
+      max_client_size, epochs=epochs, batch_size=batch_size) == expected
+
+
+@pytest.mark.parametrize('bad', [-1, 2.0, True, '7'])
+def test_unrolled_batches_rejects_bad_sizes(bad):
+  with pytest.raises(ValueError, match='max_client_size'):
+    grouped_fedavg.unrolled_batches(bad, epochs=1, batch_size=16)
+
+
+def test_client_larger_than_the_unrolled_steps_fails_loudly(tff_runtime,
+                                                             population):
+  """A client with more batches than unrolled must not be cut short."""
+  del tff_runtime
+  xs, ys = population
+  # Built for clients of at most 3 examples (2 batches of 3 over 2 epochs);
+  # the cohort's client of 7 examples has 5.
+  process = _grouped(_dp(), max_client_size=3)
+  groups = _groups(xs, ys, 1, (0, 2), group_size=2)
+  with pytest.raises(Exception, match='more local batches than'):
+    process.next(process.initialize(), groups)
 
 
 # --- Noise. ------------------------------------------------------------------
@@ -521,7 +562,8 @@ def _grouped_cnn(*, dropout):
       keras_model_fn=_cnn_fn(dropout=dropout), input_dim=36, num_classes=_C,
       dp_factory=learning_process.build_dp_aggregator(_dp(clip=0.05)),
       client_learning_rate=_CLIENT_LR, client_momentum=_CLIENT_MOMENTUM,
-      server_optimizer=_server_optimizer(), batch_size=3, epochs=2)
+      server_optimizer=_server_optimizer(), batch_size=3, epochs=2,
+      max_client_size=_MAX_SIZE)
 
 
 def test_zero_noise_grouped_cnn_equals_reference(tff_runtime):

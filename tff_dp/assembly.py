@@ -175,7 +175,8 @@ def build_process(config: TrainConfig, data: FederatedData, sampler: Sampler,
         client_momentum=config.client_momentum,
         server_optimizer=server,
         batch_size=config.client_batch_size, epochs=config.client_epochs,
-        client_files_dir=client_files_dir)
+        client_files_dir=client_files_dir,
+        max_client_size=max(map(int, data.client_sizes()), default=0))
   model_fn = build_model_fn(config, data)
   dp = dp_settings(config)
   if config.algorithm is Algorithm.DP_FTRL:
