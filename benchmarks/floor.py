@@ -180,17 +180,18 @@ def round_inputs(data: workloads_lib.SyntheticData,
   return data.x[rows, order], data.y[rows, order]
 
 
-def run_workload(workload: workloads_lib.Workload,
-                 hyper: workloads_lib.Hyperparameters,
-                 implementation: str,
-                 clock: Optional[harness.Clock] = None) -> dict[str, Any]:
-  """Times one workload with one implementation."""
-  data = workloads_lib.synthetic_data(workload)
-  start = time.perf_counter()
+def round_runner(workload: workloads_lib.Workload,
+                 hyper: workloads_lib.Hyperparameters, implementation: str,
+                 data: Optional[workloads_lib.SyntheticData] = None
+                 ) -> tuple[Callable[[int], dict[str, float]], list[float]]:
+  """Builds the round; returns run_round(r) for `harness.time_rounds`.
+
+  Also returns the list to which every round appends the norm of its noised
+  average (a check that the rounds computed finite values).
+  """
+  if data is None:
+    data = workloads_lib.synthetic_data(workload)
   floor_round = FloorRound(workload, hyper, implementation)
-  build_s = time.perf_counter() - start
-  if clock is not None:
-    clock.mark('process_built')
   norms = []
 
   def run_round(r: int) -> dict[str, float]:
@@ -199,6 +200,21 @@ def run_workload(workload: workloads_lib.Workload,
     t1 = time.perf_counter()
     norms.append(floor_round(x, y, r))
     return {'inputs_s': t1 - t0, 'call_s': time.perf_counter() - t1}
+
+  return run_round, norms
+
+
+def run_workload(workload: workloads_lib.Workload,
+                 hyper: workloads_lib.Hyperparameters,
+                 implementation: str,
+                 clock: Optional[harness.Clock] = None) -> dict[str, Any]:
+  """Times one workload with one implementation."""
+  data = workloads_lib.synthetic_data(workload)
+  start = time.perf_counter()
+  run_round, norms = round_runner(workload, hyper, implementation, data)
+  build_s = time.perf_counter() - start
+  if clock is not None:
+    clock.mark('process_built')
 
   def on_round(r):
     if clock is not None and r == 0:

@@ -173,24 +173,60 @@ def time_rounds(
     the timed rounds), 'cpu_self_s' and 'cpu_worker_s' (medians per timed
     round), 'load_average' before and after.
   """
-  records = []
+  return time_interleaved(workload, {'': (run_round, worker_pid)},
+                          on_round=on_round)['']
+
+
+def time_interleaved(
+    workload: workloads_lib.Workload,
+    runners: dict[str, tuple[Callable[[int], dict[str, float]], Optional[int]]],
+    *,
+    on_round: Optional[Callable[[int], None]] = None,
+) -> dict[str, dict[str, Any]]:
+  """`time_rounds` for several engines, round by round in turn.
+
+  Round r of every runner runs before round r + 1 of any, and the order
+  rotates by one each round, so that drift in the shared machine's speed
+  (seen at up to 30% over minutes here) and position in the cycle fall on
+  all runners alike: their ratio is measured under the same conditions.
+
+  Args:
+    workload: Gives the numbers of warm-up and timed rounds.
+    runners: Name -> (run_round as in `time_rounds`, the pid of a TFF worker
+      whose CPU seconds to record, or None).
+    on_round: Called after round r of every runner (outside timed regions).
+
+  Returns:
+    Name -> what `time_rounds` returns for that runner.
+  """
+  names = list(runners)
+  records = {name: [] for name in names}
   load_before = load_average()
   total_rounds = workload.warmup_rounds + workload.timed_rounds
   for r in range(total_rounds):
-    cpu_self = cpu_seconds()
-    cpu_worker = cpu_seconds(worker_pid) if worker_pid else None
-    start = time.perf_counter()
-    parts = run_round(r)
-    seconds = time.perf_counter() - start
-    record = {'round': r, 'seconds': seconds,
-              'timed': r >= workload.warmup_rounds,
-              'cpu_self_s': cpu_seconds() - cpu_self}
-    if worker_pid:
-      record['cpu_worker_s'] = cpu_seconds(worker_pid) - cpu_worker
-    record['parts'] = parts
-    records.append(record)
+    shift = r % len(names)
+    for name in names[shift:] + names[:shift]:
+      run_round, worker_pid = runners[name]
+      cpu_self = cpu_seconds()
+      cpu_worker = cpu_seconds(worker_pid) if worker_pid else None
+      start = time.perf_counter()
+      parts = run_round(r)
+      seconds = time.perf_counter() - start
+      record = {'round': r, 'seconds': seconds,
+                'timed': r >= workload.warmup_rounds,
+                'cpu_self_s': cpu_seconds() - cpu_self}
+      if worker_pid:
+        record['cpu_worker_s'] = cpu_seconds(worker_pid) - cpu_worker
+      record['parts'] = parts
+      records[name].append(record)
     if on_round is not None:
       on_round(r)
+  load = {'before': load_before, 'after': load_average()}
+  return {name: _summarize_rounds(records[name], load) for name in names}
+
+
+def _summarize_rounds(records: list[dict[str, Any]],
+                      load: dict[str, list[float]]) -> dict[str, Any]:
   timed = [rec for rec in records if rec['timed']]
   result = {
       'first_round_s': records[0]['seconds'],
@@ -201,9 +237,9 @@ def time_rounds(
           for name in timed[0]['parts']
       },
       'cpu_self_s': stats.percentile([rec['cpu_self_s'] for rec in timed], 50),
-      'load_average': {'before': load_before, 'after': load_average()},
+      'load_average': load,
   }
-  if worker_pid:
+  if 'cpu_worker_s' in timed[0]:
     result['cpu_worker_s'] = stats.percentile(
         [rec['cpu_worker_s'] for rec in timed], 50)
   return result

@@ -13,6 +13,12 @@ is what `tff_dp.training_loop` times: building the cohort's inputs plus
 releases are outside the learning process and outside this timing (the memory
 run, `benchmarks.memory`, runs the whole program loop).
 
+A row may also name floor implementations (`paired_floor`): the compute
+floor of `benchmarks.floor` then runs in this process, its rounds in turn with
+tff-dp's (`harness.time_interleaved`), so that the ratio of the two is measured
+under the same machine conditions. The floor's own subprocess still gives its
+time to the first round and its speed alone.
+
 The models are tff_dp.models' own: the MLP, and for W2 `--model=cnn`, the
 same network as the benchmark's CNN (conv 32, conv 64, max-pool, dropout 0.25,
 dense 128, dropout 0.5, dense 10; 1,199,882 parameters), with its own seeded
@@ -22,15 +28,17 @@ initial weights.
 """
 
 import dataclasses
+import math
 import os
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from absl import flags
 import numpy as np
 import tensorflow_federated as tff
 
+from benchmarks import floor
 from benchmarks import harness
 from benchmarks import models as bench_models
 from benchmarks import workloads as workloads_lib
@@ -163,8 +171,10 @@ def round_runner(process, round_datasets, cohort, state_box):
 
 
 def run_workload(workload: workloads_lib.Workload, worker: runtime.Worker,
-                 prepared: Prepared, clock: Optional[harness.Clock] = None
-                 ) -> dict[str, Any]:
+                 prepared: Prepared, clock: Optional[harness.Clock] = None,
+                 paired_floor: Sequence[str] = (),
+                 hyper: workloads_lib.Hyperparameters = (
+                     workloads_lib.HYPERPARAMETERS)) -> dict[str, Any]:
   """Times one workload on a running worker; its process is already built.
 
   Args:
@@ -172,6 +182,10 @@ def run_workload(workload: workloads_lib.Workload, worker: runtime.Worker,
     worker: The running worker (its CPU time is recorded per round).
     prepared: The process and its round inputs.
     clock: If given, marks 'initialized' and 'first_round_done' on it.
+    paired_floor: Floor implementations (`benchmarks.floor.IMPLEMENTATIONS`)
+      to time in this process, round by round in turn with tff-dp
+      (`harness.time_interleaved`); their results go under 'paired_floor'.
+    hyper: The floor's hyperparameters (those `prepared` was built with).
   """
   process = prepared.process
   cohort = np.arange(workload.clients)
@@ -185,11 +199,25 @@ def run_workload(workload: workloads_lib.Workload, worker: runtime.Worker,
     if clock is not None and r == 0:
       clock.mark('first_round_done')
 
-  result = harness.time_rounds(
-      workload, round_runner(process, prepared.round_inputs, cohort,
-                             state_box),
-      worker_pid=worker.pid, on_round=on_round)
+  runners = {'tff-dp': (round_runner(process, prepared.round_inputs, cohort,
+                                     state_box), worker.pid)}
+  norms = {}
+  for implementation in paired_floor:
+    run_round, norms[implementation] = floor.round_runner(
+        workload, hyper, implementation)
+    runners[f'floor-{implementation}'] = (run_round, None)
+  results = harness.time_interleaved(workload, runners, on_round=on_round)
+  result = results.pop('tff-dp')
   result['initialize_s'] = initialize_s
+  if paired_floor:
+    paired = {}
+    for implementation in paired_floor:
+      paired[implementation] = results[f'floor-{implementation}']
+      paired[implementation]['update_norms_finite'] = all(
+          math.isfinite(n) for n in norms[implementation])
+    result['paired_floor'] = {
+        'best': min(paired, key=lambda k: paired[k]['seconds']['median']),
+        'implementations': paired}
   return result
 
 
@@ -230,7 +258,9 @@ def main(argv: list[str]) -> int:
               requested_per_call=row.get('clients_per_call', 0))
           build_s = time.perf_counter() - start
         timing = run_workload(workload, worker, prepared,
-                              clock if i == 0 else None)
+                              clock if i == 0 else None,
+                              paired_floor=row.get('paired_floor', ()),
+                              hyper=hyper)
         timing['build_s'] = build_s
         if i == 0:
           result['startup'] = {'workload': workload.name, **clock.marks}

@@ -25,6 +25,7 @@ if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import harness
 from benchmarks import run_all
 from benchmarks import stats
 from benchmarks import workloads
@@ -69,6 +70,42 @@ def test_round_permutations_match_tff_dp_client_data():
   rng = np.random.default_rng([0, 3, 1])
   np.testing.assert_array_equal(
       orders[1], rng.permutation(workload.examples_per_client))
+
+
+def test_time_interleaved_runs_each_round_of_every_runner_in_turn():
+  workload = workloads.Workload(
+      family='W1', model=workloads.ModelName.MLP, clients=2,
+      examples_per_client=4, batch_size=2, epochs=1, warmup_rounds=1,
+      timed_rounds=3)
+  calls = []
+
+  def runner(name):
+    def run_round(r):
+      calls.append((r, name))
+      return {'part_s': 0.0}
+    return run_round, None
+
+  results = harness.time_interleaved(
+      workload, {name: runner(name) for name in ('a', 'b', 'c')})
+  # Round r of every runner before round r + 1 of any; the order rotates.
+  assert calls == [(0, 'a'), (0, 'b'), (0, 'c'), (1, 'b'), (1, 'c'),
+                   (1, 'a'), (2, 'c'), (2, 'a'), (2, 'b'), (3, 'a'),
+                   (3, 'b'), (3, 'c')]
+  assert set(results) == {'a', 'b', 'c'}
+  for result in results.values():
+    assert result['seconds']['n'] == 3
+    assert [rec['timed'] for rec in result['rounds']] == [False] + [True] * 3
+    assert 'cpu_worker_s' not in result
+
+
+def test_plan_times_the_floor_in_turn_with_tff_dp():
+  for quick in (True, False):
+    jobs = {job['name']: job for job in run_all.plan(quick=quick)}
+    floor_rows = jobs['floor']['spec']['rows']
+    paired = [row for row in jobs['tff-dp']['spec']['rows']
+              if 'paired_floor' in row]
+    assert [(row['workload'], row['paired_floor']) for row in paired] == [
+        (row['workload'], row['implementations']) for row in floor_rows]
 
 
 def test_plan_runs_every_engine_once_and_the_memory_run():
@@ -132,6 +169,14 @@ def test_quick_mode_json_has_every_engine_with_positive_finite_times(
       assert entry['timed_rounds'] == row['workload']['timed_rounds']
     for name, value in row['ratios'].items():
       assert _positive_finite(value), (name, value)
+    # The floor timed in turn with tff-dp (the table's) and alone.
+    assert row['engines']['floor-alone']['ok']
+    assert row['ratios']['tff_dp_over_floor'] == pytest.approx(
+        row['engines']['tff-dp']['median_s'] /
+        row['engines']['floor']['median_s'])
+  for entry in report['raw']['tff-dp']['workloads']:
+    for result in entry['paired_floor']['implementations'].values():
+      assert result['update_norms_finite']
   startup = {row['engine']: row for row in report['startup']}
   assert set(startup) == set(_ENGINES) | {'memory-tff-dp'}
   for row in startup.values():
