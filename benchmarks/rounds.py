@@ -195,18 +195,24 @@ def run_workload(workload: workloads_lib.Workload, worker: runtime.Worker,
   if clock is not None:
     clock.mark('initialized')
 
-  def on_round(r):
+  run_tff_dp_round = round_runner(process, prepared.round_inputs, cohort,
+                                  state_box)
+
+  def run_round(r):
+    parts = run_tff_dp_round(r)
+    # Here, not after the round of every runner: the time to the first round
+    # is tff-dp's own, without the paired floor's first (tracing) rounds.
     if clock is not None and r == 0:
       clock.mark('first_round_done')
+    return parts
 
-  runners = {'tff-dp': (round_runner(process, prepared.round_inputs, cohort,
-                                     state_box), worker.pid)}
+  runners = {'tff-dp': (run_round, worker.pid)}
   norms = {}
   for implementation in paired_floor:
     run_round, norms[implementation] = floor.round_runner(
         workload, hyper, implementation)
     runners[f'floor-{implementation}'] = (run_round, None)
-  results = harness.time_interleaved(workload, runners, on_round=on_round)
+  results = harness.time_interleaved(workload, runners)
   result = results.pop('tff-dp')
   result['initialize_s'] = initialize_s
   if paired_floor:
