@@ -209,9 +209,9 @@ def run_workload(workload: workloads_lib.Workload, worker: runtime.Worker,
   runners = {'tff-dp': (run_round, worker.pid)}
   norms = {}
   for implementation in paired_floor:
-    run_round, norms[implementation] = floor.round_runner(
+    run_floor_round, norms[implementation] = floor.round_runner(
         workload, hyper, implementation)
-    runners[f'floor-{implementation}'] = (run_round, None)
+    runners[f'floor-{implementation}'] = (run_floor_round, None)
   results = harness.time_interleaved(workload, runners)
   result = results.pop('tff-dp')
   result['initialize_s'] = initialize_s

@@ -41,7 +41,9 @@ from benchmarks import workloads as workloads_lib
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT_DIR = os.path.join(REPO_ROOT, 'benchmarks', 'results')
-SCHEMA_VERSION = 1
+# 2: the timing rows' 'floor' is the floor timed in turn with tff-dp; the
+# floor's own subprocess is 'floor-alone'.
+SCHEMA_VERSION = 2
 ENGINES = ('floor', 'tff-dp', 'plain-tff')
 _ENGINE_MODULES = {'floor': 'benchmarks.floor', 'tff-dp': 'benchmarks.rounds',
                    'plain-tff': 'benchmarks.plain_tff',
