@@ -23,6 +23,7 @@ import subprocess
 import sys
 
 from absl import flags
+import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -336,7 +337,8 @@ def test_client_larger_than_the_unrolled_steps_fails_loudly(tff_runtime,
   # the cohort's client of 7 examples has 5.
   process = _grouped(_dp(), max_client_size=3)
   groups = _groups(xs, ys, 1, (0, 2), group_size=2)
-  with pytest.raises(Exception, match='more local batches than'):
+  # The worker's TF error reaches the caller as TFF's failed RPC.
+  with pytest.raises(grpc.RpcError, match='more local batches than'):
     process.next(process.initialize(), groups)
 
 
