@@ -46,7 +46,6 @@ executors it drops, which frees them on the worker.
 """
 
 import collections
-
 from typing import Any, Callable, Optional
 
 import numpy as np
