@@ -24,7 +24,7 @@ DATA_SEED = 1234
 
 class ModelName(enum.Enum):
   """Architectures the workloads train."""
-  # The founding document's MLP 784-128-10 (tff_dp.models, ModelKind.MLP).
+  # The MLP 784-128-10 (tff_dp.models, ModelKind.MLP).
   MLP = 'mlp'
   # The EMNIST CNN of TFF's baselines (google-research/federated,
   # utils/models/emnist_models.py, create_conv_dropout_model): conv 32 3x3,

@@ -1,6 +1,6 @@
 """Keras models and their TFF wrappers.
 
-The MLP is the founding document's 784-128-10 network (one hidden ReLU layer),
+The MLP is the classic 784-128-10 network (one hidden ReLU layer),
 with the input size taken from the data; logistic regression is the convex
 baseline (multinomial on single-label data; one sigmoid per label on
 multi-label data, the model of TFF's Stack Overflow tag prediction baseline,
@@ -175,8 +175,8 @@ def build_keras_model(kind: ModelKind, *, input_dim: int, num_classes: int,
       layer has 128 units).
     seed: Seed of the weight initializers, so that a run's initial model is
       reproducible (TFF runs the initializers inside its own computation).
-    hidden_layers: Number of hidden layers of the MLP (the founding document's
-      has 1; TFF's DP tutorial uses 2 x 200), or of LSTM layers of the rnn.
+    hidden_layers: Number of hidden layers of the MLP (the 784-128-10
+      MLP has 1; TFF's DP tutorial uses 2 x 200), or of LSTM layers of the rnn.
     image_shape: (height, width, channels) of the data's images, in the order
       the flat features hold them (row-major, channels last); required by the
       CNN, ignored by the others.

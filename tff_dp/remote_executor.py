@@ -7,7 +7,7 @@ does two things whose cost does not depend on the clients of the round:
 1. It creates the computation as a value on the worker again
    (`_invoke` in TFF's async_execution_context calls `create_value(comp)`
    on every invocation): the whole compiled computation proto (~300 KB for
-   DP-FedAvg on the founding document's MLP) is copied, sent over gRPC and
+   DP-FedAvg on the 784-128-10 MLP) is copied, sent over gRPC and
    parsed by the worker, round after round, though it never changes.
 2. It serializes the arguments with `value_serialization.serialize_value`,
    which builds each nested struct from already-built child protos, so every

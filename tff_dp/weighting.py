@@ -5,8 +5,8 @@ Recurrent Language Models" (ICLR), Section 2: client k's update is weighted by
 w_k = min(n_k / n_cap, 1), so no client contributes more than a weight of 1;
 with updates clipped to C, the weighted sum then has sensitivity C and the
 Gaussian mechanism of the unweighted case applies unchanged. This restores the
-founding document's data-size weighting (|D_k| / |D|) in a DP run, which
-weighting by raw n_k cannot do (its sensitivity is unbounded).
+data-size weighting of FedAvg (|D_k| / |D|, McMahan et al. 2017) in a DP run,
+which weighting by raw n_k cannot do (its sensitivity is unbounded).
 
 The paper's fixed-denominator estimator divides by q * W with W = sum of all
 clients' weights. W depends on every client's data size, so using it without

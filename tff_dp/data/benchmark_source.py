@@ -3,7 +3,7 @@
 Federated EMNIST (Caldas et al. 2018, LEAF; Cohen et al. 2017) groups the
 handwritten characters by their writer: 3,383 writers for the digits-only
 variant, the population N of the accounting. Images are flattened to 784
-features, the founding document's MLP input, and the labels kept. The
+features, the 784-128-10 MLP's input, and the labels kept. The
 server's held-out set is the file's test split pooled over writers (the same
 writers' held-out characters, as in TFF's DP tutorial).
 
