@@ -234,6 +234,13 @@ _BAD_FILES = {
         'user,x,label\n  ,2,1\n', {}, 2, 'empty client id'),
     'quote in client id': (
         "user,x,label\no'brien,2,1\n", {}, 2, 'contains a single quote'),
+    # The loader refuses both, so the importer must not write them.
+    'NUL in client id': (
+        'user,x,label\na,1,0\nb\x00c,2,1\n', {}, 3,
+        "client id 'b\\x00c' contains a NUL character"),
+    'long client id': (
+        f'user,x,label\na,1,0\n{"é" * 513},2,1\n', {}, 3,
+        'is 1026 bytes long in UTF-8 (at most 1024)'),
     'too few fields': (
         'user,x,label\na,1,0\nb,1\n', {}, 3,
         '2 fields, expected 3 fields as in the header'),
@@ -284,6 +291,32 @@ def test_invalid_utf8_is_reported_with_a_line(tmp_path):
     csv_import.import_table(str(path), output_path=str(tmp_path / 'o.sqlite'),
                             client_column='user', label_column='label')
   assert os.listdir(tmp_path) == ['data.csv']
+
+
+@pytest.mark.parametrize('newline', [b'\n', b'\r\n', b'\r'])
+def test_invalid_utf8_is_reported_at_its_own_line(tmp_path, newline):
+  # Far past the first 8 KiB, which a text file decodes ahead of the reader.
+  lines = [b'user,x,label'] + [b'c%d,%d,%d' % (i % 5, i, i % 2)
+                               for i in range(2000)]
+  lines[1500] = b'c\xff1,1,0'
+  path = tmp_path / 'data.csv'
+  path.write_bytes(newline.join(lines) + newline)
+  with pytest.raises(TableError) as info:
+    csv_import.import_table(str(path), output_path=str(tmp_path / 'o.sqlite'),
+                            client_column='user', label_column='label')
+  assert info.value.line == 1501
+  assert 'not valid UTF-8 text (invalid start byte at byte 2' in str(
+      info.value)
+
+
+def test_error_before_invalid_utf8_is_reported_first(tmp_path):
+  path = tmp_path / 'data.csv'
+  path.write_bytes(b'user,x,label\na,1,0\nb,abc,1\nc\xff,1,1\n')
+  with pytest.raises(TableError) as info:
+    csv_import.import_table(str(path), output_path=str(tmp_path / 'o.sqlite'),
+                            client_column='user', label_column='label')
+  assert info.value.line == 3
+  assert "'abc' is not a number" in info.value.reason
 
 
 def test_error_in_a_late_batch_has_the_right_line(tmp_path):

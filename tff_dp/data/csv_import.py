@@ -47,8 +47,10 @@ Decisions:
   Python's hash seed.
 * A client exists only through its rows, so "a client with no rows" can only
   be a row whose client id is empty (or blank): that is an error, as is a
-  client id containing a single quote (TFF's SqlClientData builds its SQL
-  query by string concatenation and would break on it).
+  client id containing a NUL character or longer than MAX_CLIENT_ID_BYTES
+  (the loader refuses them too), or a single quote (TFF's SqlClientData
+  builds its SQL query by string concatenation and would break on it;
+  tff-dp's loader reads any id safely, but the file stays readable by TFF).
 
 Memory: a CSV is read with the `csv` module one batch of rows at a time, and
 an .npz member is read in chunks from the zip stream, so memory is bounded
@@ -91,11 +93,9 @@ FEATURES_KEY = 'features'
 LABEL_KEY = 'label'
 METADATA_TABLE = 'tff_dp_metadata'
 FORMAT_VERSION = 1
+MAX_CLIENT_ID_BYTES = 1024
 
 _DEFAULT_BATCH_ROWS = 10_000
-# SQLite's page cache (KiB): enough to build the index without thrashing,
-# small next to the machine's memory and independent of the data size.
-_SQLITE_CACHE_KIB = 32 * 1024
 # Labels are stored as int64 but trained on as int32.
 _MAX_NUM_CLASSES = 2**31 - 1
 _MAX_LISTED_COLUMNS = 20
@@ -277,9 +277,33 @@ def _check_label(label: int, num_classes: Optional[int]) -> None:
                      f'{_MAX_NUM_CLASSES})')
 
 
-def _check_client_id(client_id: str) -> None:
+def check_client_id(client_id: str) -> None:
+  """Raises ValueError if `client_id` cannot name a client in the file.
+
+  The loader (`client_data_source`) applies the same rule to the files it
+  reads, so that whatever the importer writes can be trained from.
+
+  Args:
+    client_id: A client id, as text.
+  """
   if not client_id.strip():
     raise ValueError('empty client id (every row must name its client)')
+  # SQLite leaves the meaning of text with a NUL undefined.
+  if '\x00' in client_id:
+    raise ValueError(f'client id {client_id[:40]!r} contains a NUL character')
+  try:
+    size = len(client_id.encode('utf-8'))
+  except UnicodeEncodeError:
+    raise ValueError(f'client id {client_id[:40]!r} is not valid '
+                     'Unicode') from None
+  # Ids are short names; a long one is a wrong column or a hostile file.
+  if size > MAX_CLIENT_ID_BYTES:
+    raise ValueError(f'client id {client_id[:40]!r}... is {size} bytes long '
+                     f'in UTF-8 (at most {MAX_CLIENT_ID_BYTES})')
+
+
+def _check_client_id(client_id: str) -> None:
+  check_client_id(client_id)
   if "'" in client_id:
     raise ValueError(
         f'client id {client_id!r} contains a single quote, which TFF\'s '
@@ -364,15 +388,34 @@ class _CsvSource:
 
   def batches(self) -> Iterator[_Batch]:
     """Yields batches of validated rows; the header is read first."""
-    # utf-8-sig drops the byte-order mark spreadsheet programs write.
-    with open(self.path, newline='', encoding='utf-8-sig') as f:
-      reader = csv.reader(f, strict=True)
+    with open(self.path, 'rb') as f:
+      reader = csv.reader(self._lines(f), strict=True)
       header = self._next(reader, 0)
       if header is None:
         raise TableError(self.path, 'empty file: expected a header row',
                          line=1)
       self._read_header(header)
       yield from self._rows(reader)
+
+  def _lines(self, f) -> Iterator[str]:
+    """The lines of binary `f` as `open(newline='')` splits them, decoded.
+
+    Each line is decoded on its own: a text file decodes 8 KiB blocks ahead
+    of the csv reader, so a bad byte was reported lines too early, before
+    errors on the lines in between.
+    """
+    number = 0
+    for chunk in f:  # Ends at b'\n'; splitlines() also splits at b'\r'.
+      for raw in (chunk.splitlines(keepends=True) if b'\r' in chunk else
+                  (chunk,)):
+        number += 1
+        try:
+          # utf-8-sig drops the byte-order mark spreadsheet programs write.
+          yield raw.decode('utf-8-sig' if number == 1 else 'utf-8')
+        except UnicodeDecodeError as e:
+          raise TableError(self.path, f'not valid UTF-8 text ({e.reason} at '
+                           f'byte {e.start + 1} of the line)',
+                           line=number) from None
 
   def _next(self, reader, last_line: int) -> Optional[list[str]]:
     try:
@@ -381,10 +424,6 @@ class _CsvSource:
       return None
     except csv.Error as e:
       raise TableError(self.path, f'malformed CSV: {e}',
-                       line=last_line + 1) from None
-    except UnicodeDecodeError as e:
-      raise TableError(self.path, f'not valid UTF-8 text ({e.reason} at '
-                       'a byte in this line or the next)',
                        line=last_line + 1) from None
 
   def _read_header(self, header: list[str]) -> None:
@@ -720,10 +759,18 @@ _CREATE_TABLES = (
          client_id TEXT NOT NULL,
          split_name TEXT NOT NULL,
          num_examples INTEGER NOT NULL)""",
-    f"""CREATE TABLE {METADATA_TABLE} (
+    """CREATE TABLE tff_dp_metadata (
          key TEXT PRIMARY KEY,
          value TEXT NOT NULL)""",
 )
+_CREATE_INDEXES = (
+    'CREATE INDEX examples_client_split ON examples (client_id, split_name)',
+    'CREATE INDEX client_metadata_split ON client_metadata '
+    '(split_name, client_id)',
+)
+# Every table and index of a client-data file; the loader refuses any other
+# schema, since a crafted one (a view, a collation) changes what queries read.
+SCHEMA = _CREATE_TABLES + _CREATE_INDEXES
 
 
 class _Writer:
@@ -735,7 +782,10 @@ class _Writer:
     # nothing to roll back to: no journal, no syncs until the end.
     self._con.execute('PRAGMA journal_mode = OFF')
     self._con.execute('PRAGMA synchronous = OFF')
-    self._con.execute(f'PRAGMA cache_size = -{_SQLITE_CACHE_KIB}')
+    # SQLite's page cache, 32 MiB (negative: KiB): enough to build the index
+    # without thrashing, small next to the machine's memory and independent
+    # of the data size. A literal: no SQL text here is built from values.
+    self._con.execute('PRAGMA cache_size = -32768')
     self._con.execute('BEGIN')
     for statement in _CREATE_TABLES:
       self._con.execute(statement)
@@ -812,10 +862,8 @@ class _Writer:
         'INSERT INTO client_metadata (client_id, split_name, num_examples) '
         'SELECT client_id, split_name, COUNT(*) FROM examples '
         'GROUP BY client_id, split_name ORDER BY client_id, split_name')
-    con.execute('CREATE INDEX examples_client_split ON examples '
-                '(client_id, split_name)')
-    con.execute('CREATE INDEX client_metadata_split ON client_metadata '
-                '(split_name, client_id)')
+    for statement in _CREATE_INDEXES:
+      con.execute(statement)
     num_classes = metadata['num_classes']
     stats = {}
     for split in (TRAIN_SPLIT, TEST_SPLIT):
@@ -839,7 +887,7 @@ class _Writer:
     stats['examples_per_client_max'] = int(sizes.max())
     metadata = dict(metadata, **stats)
     con.executemany(
-        f'INSERT INTO {METADATA_TABLE} (key, value) VALUES (?, ?)',
+        'INSERT INTO tff_dp_metadata (key, value) VALUES (?, ?)',
         [(k, json.dumps(v)) for k, v in metadata.items()])
     self._validate(stats)
     con.execute('COMMIT')
