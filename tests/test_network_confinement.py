@@ -1,18 +1,22 @@
-"""The TFF worker is not reachable from other hosts.
+"""The TFF worker is reachable neither from other hosts nor over TCP at all.
 
 `worker_binary` binds "[::]:port" and has no flag to change that; tff-dp
-preloads `tff_dp/native/loopback_bind.c` into it (tff_dp/runtime.py). These
-tests look at what the kernel says the worker listens on (/proc/net/tcp{,6},
-parsed here independently of tff_dp.runtime), try to connect through an
-address of this machine that is not loopback, and run a computation through
-the confined worker. A missing shim is a failure, not a skip: the worker would
-then be exposed.
+preloads `tff_dp/native/loopback_bind.c` into it (tff_dp/runtime.py), which
+turns that bind into a bind of a Unix socket in a private directory. These
+tests exercise every branch of the shim in a plain Python process, look at
+what the kernel says the worker listens on (/proc/net/{tcp,tcp6,unix}, parsed
+here independently of tff_dp.runtime), try to connect through an address of
+this machine that is not loopback, and run a computation through the confined
+worker. A missing shim is a failure, not a skip: the worker would then be
+refused (or, if allowed, exposed). Other users are kept out by the socket's
+directory: tests/test_worker_security.py.
 """
 
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -23,13 +27,14 @@ from tff_dp import runtime
 
 _LISTEN = '0A'
 _RTF_UP = 0x1
+_SO_ACCEPTCON = 0x10000  # Flags column of /proc/net/unix: listening.
 
 
 def _shim_or_fail() -> str:
   path = native.loopback_bind_library()
   assert path is not None, (
-      'the loopback shim is not built, so the TFF worker listens on all '
-      'interfaces; to build it, ' + native.build_hint())
+      'the worker shim is not built, so tff-dp refuses to start the TFF '
+      'worker; to build it, ' + native.build_hint())
   return path
 
 
@@ -41,16 +46,28 @@ def _hex_to_address(hex_address: str) -> str:
   return socket.inet_ntop(family, packed)
 
 
-def _listening_sockets(port: int) -> dict[int, str]:
-  """inode -> local address of every TCP socket listening on `port`."""
+def _tcp_listening_sockets() -> dict[int, str]:
+  """inode -> 'address:port' of every TCP socket listening on this host."""
   sockets = {}
   for name in ('tcp', 'tcp6'):
     with open(f'/proc/net/{name}') as f:
       for line in f.read().splitlines()[1:]:
         fields = line.split()
         address, hex_port = fields[1].split(':')
-        if fields[3] == _LISTEN and int(hex_port, 16) == port:
-          sockets[int(fields[9])] = _hex_to_address(address)
+        if fields[3] == _LISTEN:
+          sockets[int(fields[9])] = (f'{_hex_to_address(address)}:'
+                                     f'{int(hex_port, 16)}')
+  return sockets
+
+
+def _unix_listening_sockets() -> dict[int, str]:
+  """inode -> path of every Unix socket listening on this host."""
+  sockets = {}
+  with open('/proc/net/unix') as f:
+    for line in f.read().splitlines()[1:]:
+      fields = line.split()
+      if int(fields[3], 16) & _SO_ACCEPTCON and len(fields) >= 8:
+        sockets[int(fields[6])] = fields[7]
   return sockets
 
 
@@ -128,13 +145,14 @@ for name, family, host, v6only in cases:
 '''
 
 
-def test_shim_rewrites_wildcard_binds_only():
-  # Every branch of the shim, including the two the worker does not take on
-  # a dual-stack host (IPv4 wildcard, IPv6-only socket).
+def test_shim_without_a_socket_path_rewrites_wildcard_binds_to_loopback():
+  # The shim's loopback mode, every branch, including the two the worker
+  # would not take on a dual-stack host (IPv4 wildcard, IPv6-only socket).
   shim = _shim_or_fail()
+  env = {k: v for k, v in os.environ.items() if k != native.SOCKET_ENV}
   probe = subprocess.run(
       [sys.executable, '-c', _BIND_PROBE], capture_output=True, text=True,
-      env=dict(os.environ, LD_PRELOAD=shim), timeout=60, check=True)
+      env=dict(env, LD_PRELOAD=shim), timeout=60, check=True)
   bound = dict(line.split('=') for line in probe.stdout.splitlines())
   assert bound == {
       'ipv4 wildcard': '127.0.0.1',
@@ -144,21 +162,114 @@ def test_shim_rewrites_wildcard_binds_only():
   }
   unshimmed = subprocess.run(
       [sys.executable, '-c', _BIND_PROBE], capture_output=True, text=True,
-      env={k: v for k, v in os.environ.items() if k != 'LD_PRELOAD'},
+      env={k: v for k, v in env.items() if k != 'LD_PRELOAD'},
       timeout=60, check=True)
   assert 'ipv4 wildcard=0.0.0.0' in unshimmed.stdout  # The probe can tell.
 
 
+_UNIX_PROBE = r'''
+import errno, fcntl, os, socket, sys
+path = sys.argv[1]
+def bind(family, host, kind=socket.SOCK_STREAM):
+  s = socket.socket(family, kind)
+  try:
+    s.bind((host, 0))
+  except OSError as e:
+    return s, errno.errorcode[e.errno]
+  return s, 'ok'
+# As gRPC does it: dual-stack, non-blocking and close-on-exec before bind().
+first = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+first.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+first.setblocking(False)
+first.bind(('::', 0))
+# A socket object of the fd as it is now: `first` caches the AF_INET6
+# family, and with it the size of the address it reads back.
+now = socket.socket(fileno=os.dup(first.fileno()))
+print('family', int(now.family))
+print('name', now.getsockname())
+now.close()
+print('nonblocking', bool(fcntl.fcntl(first.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK))
+print('cloexec', bool(fcntl.fcntl(first.fileno(), fcntl.F_GETFD) & fcntl.FD_CLOEXEC))
+first.listen(1)
+with socket.socket(socket.AF_UNIX) as client:
+  client.connect(path)
+  print('connect ok')
+print('second wildcard', bind(socket.AF_INET, '0.0.0.0')[1])
+s, result = bind(socket.AF_INET, '127.0.0.1')
+print('specific', result, s.getsockname()[0])
+s, result = bind(socket.AF_INET, '0.0.0.0', socket.SOCK_DGRAM)
+print('datagram', result, s.getsockname()[0])
+'''
+
+
+def _run_probe(code, socket_path, shim):
+  return subprocess.run(
+      [sys.executable, '-c', code, socket_path], capture_output=True,
+      text=True, env=dict(os.environ, LD_PRELOAD=shim,
+                          **{native.SOCKET_ENV: socket_path}),
+      timeout=60, check=True).stdout.splitlines()
+
+
+def test_shim_with_a_socket_path_serves_there_and_never_on_tcp():
+  shim = _shim_or_fail()
+  directory = tempfile.mkdtemp(prefix='tff-dp-test-')
+  path = os.path.join(directory, 's.sock')
+  try:
+    lines = _run_probe(_UNIX_PROBE, path, shim)
+  finally:
+    if os.path.exists(path):
+      os.unlink(path)
+    os.rmdir(directory)
+  assert lines == [
+      f'family {int(socket.AF_UNIX)}',
+      f'name {path}',
+      'nonblocking True',
+      'cloexec True',
+      'connect ok',
+      # One listener, and never a TCP one.
+      'second wildcard EADDRINUSE',
+      'specific ok 127.0.0.1',
+      'datagram ok 127.0.0.1',
+  ]
+
+
+_SQUATTED_PROBE = r'''
+import errno, socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+try:
+  s.bind(('::', 0))
+  print('bound', s.getsockname())
+except OSError as e:
+  print('refused', errno.errorcode[e.errno], s.family == socket.AF_INET6)
+'''
+
+
+@pytest.mark.parametrize('planted', ['file', 'relative'])
+def test_shim_fails_closed_on_a_taken_or_bad_path(tmp_path, planted):
+  # A path that exists (or one the shim cannot use) makes the bind fail; it
+  # never falls back to binding the TCP address.
+  shim = _shim_or_fail()
+  if planted == 'file':
+    path = str(tmp_path / 's.sock')
+    open(path, 'w').close()
+    expected = 'refused EADDRINUSE True'
+  else:
+    path = 'relative.sock'
+    expected = 'refused ENAMETOOLONG True'
+  assert _run_probe(_SQUATTED_PROBE, path, shim) == [expected]
+
+
 @pytest.mark.tff
-def test_worker_listens_on_loopback_only_and_still_computes(tff_runtime):
+def test_worker_listens_on_no_tcp_port_and_still_computes(tff_runtime):
   # tff_runtime is a worker started by runtime.local_runtime.
   _shim_or_fail()
   worker = tff_runtime
-  sockets = _listening_sockets(worker.port)
-  assert sockets, f'nothing listens on port {worker.port}'
-  # They are the worker's own sockets, not another process's on that port.
-  assert set(sockets) <= _socket_inodes(worker.pid)
-  assert all(_is_loopback(a) for a in sockets.values()), sockets
+  inodes = _socket_inodes(worker.pid)
+  tcp = {i: a for i, a in _tcp_listening_sockets().items() if i in inodes}
+  assert not tcp, f'the worker listens on TCP: {tcp}'
+  unix = {i: p for i, p in _unix_listening_sockets().items() if i in inodes}
+  assert list(unix.values()) == [worker.socket_path]
+  assert worker.target == f'unix:{worker.socket_path}'
 
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
 
@@ -167,13 +278,24 @@ def test_worker_listens_on_loopback_only_and_still_computes(tff_runtime):
     return x + 1
 
   assert add_one(41) == 42  # Runs on the confined worker.
-  assert _connect_error('127.0.0.1', worker.port) is None
-  external = _external_addresses()
-  if not external:
-    pytest.skip('this machine has no non-loopback address to connect from')
-  for address in external:
+  for address in ['127.0.0.1', '::1'] + _external_addresses():
     error = _connect_error(address, worker.port)
-    assert isinstance(error, ConnectionRefusedError), (address, error)
+    assert isinstance(error, (ConnectionRefusedError, OSError)), (address,
+                                                                   error)
+
+
+def test_unshimmed_worker_is_refused_without_starting_anything(
+    tmp_path, monkeypatch):
+  monkeypatch.setattr(native, 'loopback_bind_library', lambda: None)
+  log_path = tmp_path / 'worker.log'
+  with pytest.raises(runtime.ConfinementUnavailableError) as refused:
+    runtime.start_worker(log_path=str(log_path))
+  message = str(refused.value)
+  assert 'refusing to start the TFF worker' in message
+  assert 'was not built' in message
+  assert '--allow_unconfined_worker' in message
+  assert '\n' not in message
+  assert not log_path.exists()  # No worker was started.
 
 
 def _wait_listening(worker: runtime.Worker) -> list[str]:
@@ -187,19 +309,21 @@ def _wait_listening(worker: runtime.Worker) -> list[str]:
 
 
 @pytest.mark.tff
-def test_unshimmed_worker_is_exposed_and_warned_about_once(
+def test_unshimmed_worker_if_allowed_is_exposed_and_warned_about_once(
     tmp_path, monkeypatch, capfd):
-  # The control: without the shim the same checks see an exposed worker, and
-  # runtime warns (once per process, however many workers start).
+  # The control for the checks above, and the explicit opt-in: without the
+  # shim the same checks see an exposed worker, and runtime warns (once per
+  # process, however many workers start).
   monkeypatch.setattr(native, 'loopback_bind_library', lambda: None)
   monkeypatch.setattr(runtime, '_exposure_warned', False)
   exposed = []
   for _ in range(2):
-    worker = runtime.start_worker(log_path=str(tmp_path / 'worker.log'))
+    worker = runtime.start_worker(log_path=str(tmp_path / 'worker.log'),
+                                  allow_unconfined_worker=True)
     try:
+      assert worker.socket_path is None
       assert _wait_listening(worker), 'the worker did not come up'
-      sockets = _listening_sockets(worker.port)
-      assert not all(_is_loopback(a) for a in sockets.values()), sockets
+      assert not all(_is_loopback(a) for a in worker.listening_addresses())
       assert not worker.confined()
       external = _external_addresses()
       if external:
@@ -211,7 +335,36 @@ def test_unshimmed_worker_is_exposed_and_warned_about_once(
   stderr = capfd.readouterr().err
   assert stderr.count('tff-dp: WARNING: the TFF worker') == 1, stderr
   assert 'was not built' in stderr
+  assert 'other hosts' in stderr
   assert 'README, "Security notes"' in stderr
+
+
+@pytest.mark.tff
+@pytest.mark.parametrize('allow', [False, True])
+def test_a_shim_that_does_not_take_effect_is_caught(tmp_path, monkeypatch,
+                                                     allow):
+  # The shim is found but not preloaded (as if ld.so skipped it): the worker
+  # binds TCP on all interfaces, which runtime sees before it dials anything.
+  real_environment = runtime._worker_environment  # pylint: disable=protected-access
+  monkeypatch.setattr(
+      runtime, '_worker_environment',
+      lambda shim, path: real_environment(None, path))
+  monkeypatch.setattr(runtime, '_exposure_warned', True)  # Quiet.
+  worker = runtime.start_worker(log_path=str(tmp_path / 'worker.log'),
+                                allow_unconfined_worker=allow)
+  socket_dir = worker.socket_dir
+  try:
+    if not allow:
+      with pytest.raises(runtime.ConfinementUnavailableError,
+                         match='listens on TCP port'):
+        runtime.connect(worker)
+    else:
+      runtime.connect(worker)
+      assert worker.socket_path is None and not worker.confined()
+      assert worker.target == f'127.0.0.1:{worker.port}'
+  finally:
+    worker.stop()
+  assert not os.path.exists(socket_dir)
 
 
 @pytest.mark.tff
@@ -220,8 +373,9 @@ def test_confined_worker_is_not_warned_about(tmp_path, monkeypatch, capfd):
   monkeypatch.setattr(runtime, '_exposure_warned', False)
   worker = runtime.start_worker(log_path=str(tmp_path / 'worker.log'))
   try:
-    assert _wait_listening(worker)
+    runtime.connect(worker)
     assert worker.confined()
+    assert not worker.listening_addresses()
     assert runtime.warn_if_exposed(worker) is False
   finally:
     worker.stop()

@@ -170,7 +170,7 @@ class _CountingStub:
 
 
 def test_a_computation_is_sent_once_and_results_are_unchanged(tff_runtime):
-  channel = grpc.insecure_channel(f'127.0.0.1:{tff_runtime.port}')
+  channel = grpc.insecure_channel(tff_runtime.target)
   stub = _CountingStub(tff.framework.RemoteExecutorGrpcStub(channel))
   context = runtime.execution_context(stub)
 

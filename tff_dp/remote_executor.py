@@ -43,17 +43,28 @@ almost every round: the worker grew by ~7.5 MiB per round (809 MiB after 60
 rounds of `configs/default.cfg` with `--clients_per_call=1`).
 `ClosingExecutorFactory` is the same per-cardinality factory, but closes the
 executors it drops, which frees them on the worker.
+
+Last, TFF's execution context retries every call that fails with a gRPC
+UNAVAILABLE or FAILED_PRECONDITION, forever (`AsyncExecutionContext.invoke`
+is wrapped in `retrying.retry` with no limit): when the worker dies, each
+retry fails at once and is retried, and the run hangs. `GuardedStub` wraps
+TFF's gRPC stub and asks the owner of the worker (`tff_dp.runtime.Worker`)
+about every failed call: a worker that is gone, or unreachable for too long,
+becomes a non-retryable error that ends the run.
 """
 
 import collections
+import time
 from typing import Any, Callable, Optional
 
+import grpc
 import numpy as np
 import tensorflow_federated as tff
 from tensorflow_federated.proto.v0 import executor_pb2
 from tensorflow_federated.python.common_libs import structure
 from tensorflow_federated.python.core.impl.compiler import array
 from tensorflow_federated.python.core.impl.computation import computation_impl
+from tensorflow_federated.python.core.impl.executors import executors_errors
 from tensorflow_federated.python.core.impl.executors import remote_executor
 from tensorflow_federated.python.core.impl.executors import value_serialization
 from tensorflow_federated.python.core.impl.types import array_shape
@@ -215,3 +226,80 @@ class CachingRemoteExecutor(tff.framework.RemoteExecutor):
     # it the values the cache refers to.
     self._computations.clear()
     super()._clear_executor()
+
+
+# Diagnoses a failed call (None: before a call) given how long calls have been
+# failing in a row; returns the error to raise instead, or None.
+Diagnose = Callable[[Optional[BaseException], float], Optional[Exception]]
+
+
+class GuardedStub:
+  """TFF's `RemoteExecutorGrpcStub`, whose worker failures end the run.
+
+  Before each call, and after each call that fails, `diagnose` decides
+  whether the worker is still usable; if not, its error (e.g.
+  `tff_dp.runtime.WorkerDiedError`, which TFF does not retry) is raised
+  instead of the call's, chained to it. Requests to free values on a worker
+  that is gone succeed without a call: the values went with it, and these
+  requests come from finalizers, where an error would only print noise.
+  """
+
+  def __init__(self, stub: Any, diagnose: Diagnose):
+    self._stub = stub
+    self._diagnose = diagnose
+    # When the current run of consecutive failed calls began (None: the
+    # last call succeeded).
+    self._failing_since: Optional[float] = None
+
+  @property
+  def is_ready(self) -> bool:
+    return self._stub.is_ready
+
+  def _call(self, name: str, request: Any, *, on_gone: Any = None) -> Any:
+    error = self._diagnose(None, 0.0)
+    if error is not None:
+      if on_gone is not None:
+        return on_gone
+      raise error
+    try:
+      response = getattr(self._stub, name)(request)
+    # ValueError: gRPC refuses calls on a channel that `tff_dp.runtime`
+    # closed when the worker exited.
+    except (grpc.RpcError, executors_errors.RetryableError, ValueError) as e:
+      now = time.monotonic()
+      if self._failing_since is None:
+        self._failing_since = now
+      error = self._diagnose(e, now - self._failing_since)
+      if error is None:
+        raise
+      if on_gone is not None:
+        return on_gone
+      raise error from e
+    self._failing_since = None
+    return response
+
+  def get_executor(self, request):
+    return self._call('get_executor', request)
+
+  def create_value(self, request):
+    return self._call('create_value', request)
+
+  def create_struct(self, request):
+    return self._call('create_struct', request)
+
+  def create_call(self, request):
+    return self._call('create_call', request)
+
+  def create_selection(self, request):
+    return self._call('create_selection', request)
+
+  def compute(self, request):
+    return self._call('compute', request)
+
+  def dispose(self, request):
+    return self._call('dispose', request,
+                      on_gone=executor_pb2.DisposeResponse())
+
+  def dispose_executor(self, request):
+    return self._call('dispose_executor', request,
+                      on_gone=executor_pb2.DisposeExecutorResponse())
