@@ -149,7 +149,7 @@ def test_not_a_client_data_file(tmp_path):
   con.commit()
   con.close()
   with pytest.raises(client_data_source.ClientDataFormatError,
-                     match='no such table: tff_dp_metadata'):
+                     match='no table tff_dp_metadata'):
     SqlClientDataSource(str(plain))
 
 

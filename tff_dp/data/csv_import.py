@@ -287,7 +287,8 @@ def check_client_id(client_id: str) -> None:
     client_id: A client id, as text.
   """
   if not client_id.strip():
-    raise ValueError('empty client id (every row must name its client)')
+    raise ValueError(f'empty client id {client_id!r} (every row must name '
+                     'its client)')
   # SQLite leaves the meaning of text with a NUL undefined.
   if '\x00' in client_id:
     raise ValueError(f'client id {client_id[:40]!r} contains a NUL character')

@@ -1,0 +1,437 @@
+"""A crafted --client_data file: read safely, or refused in one named line.
+
+Files are made by the real importer, then edited with parameterized SQL as
+an adversary would: hostile client ids, bad metadata fields, bad rows, a
+schema that changes what queries read. What each client reads is compared
+with the ground truth read here with parameterized queries and TensorFlow's
+own proto class, not with the loader's parser.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO_ROOT
+from tff_dp.data import client_data_source
+from tff_dp.data import csv_import
+from tff_dp.data import loading
+
+SqlClientDataSource = client_data_source.SqlClientDataSource
+ClientDataFormatError = client_data_source.ClientDataFormatError
+TestSplit = csv_import.TestSplit
+
+_INJECTION = "c1' OR '1'='1"
+
+
+def _make(tmp_path, *, test_split=TestSplit.CLIENTS, num_clients=10,
+          name='data'):
+  """Client k (id 'c{k:02d}') has k + 2 rows of 4 features; labels in [0, 3)."""
+  lines = ['client,f0,f1,f2,f3,label']
+  for k in range(num_clients):
+    for r in range(k + 2):
+      values = ','.join(str(k + 0.25 * r + j) for j in range(4))
+      lines.append(f'c{k:02d},{values},{(k + r) % 3}')
+  csv_path = tmp_path / f'{name}.csv'
+  csv_path.write_text('\n'.join(lines) + '\n')
+  output = str(tmp_path / f'{name}.sqlite')
+  csv_import.import_table(str(csv_path), output_path=output,
+                          client_column='client', label_column='label',
+                          num_classes=3, test_split=test_split,
+                          test_fraction=0.25)
+  return output
+
+
+def _edit(path, *statements):
+  """Runs (sql, parameters) pairs on the file and commits."""
+  con = sqlite3.connect(path)
+  try:
+    for sql, parameters in statements:
+      con.execute(sql, parameters)
+    con.commit()
+  finally:
+    con.close()
+
+
+def _rename(path, old, new):
+  return _edit(
+      path,
+      ('UPDATE examples SET client_id = ? WHERE client_id = ?', (new, old)),
+      ('UPDATE client_metadata SET client_id = ? WHERE client_id = ?',
+       (new, old)))
+
+
+def _decode(blob):
+  example = tf.train.Example.FromString(blob)
+  features = example.features.feature
+  return (tuple(np.float32(v) for v in features['features'].float_list.value),
+          int(features['label'].int64_list.value[0]))
+
+
+def _truth(path, split):
+  """client id -> [(features, label)] of `split`, in rowid order."""
+  con = sqlite3.connect(path)
+  rows = con.execute('SELECT client_id, serialized_example_proto FROM '
+                     'examples WHERE split_name = ? ORDER BY rowid',
+                     (split,)).fetchall()
+  con.close()
+  truth = {}
+  for client_id, blob in rows:
+    truth.setdefault(client_id, []).append(_decode(blob))
+  return truth
+
+
+def _read(dataset):
+  return [(tuple(x.tolist()), int(y)) for x, y in dataset.as_numpy_iterator()]
+
+
+def _example(features, label):
+  return tf.train.Example(features=tf.train.Features(feature={
+      'features': tf.train.Feature(
+          float_list=tf.train.FloatList(value=features)),
+      'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+  })).SerializeToString()
+
+
+@pytest.mark.tff
+def test_hostile_client_ids_read_exactly_their_own_rows(tmp_path):
+  path = _make(tmp_path)
+  hostile = [_INJECTION, "x'; DROP TABLE examples; --", 'semi;colon;',
+             '"double" quotes', 'back\\slash', 'tab\tand\nnewline',
+             '\u00fcn\u00efc\u00f6de \U0001f600', 'é' * 512,
+             # The test split's ids never enter a query, but are checked.
+             "t' OR split_name = 'train", '%_*']
+  con = sqlite3.connect(path)
+  ids = [r[0] for r in con.execute(
+      'SELECT DISTINCT client_id FROM client_metadata ORDER BY client_id')]
+  con.close()
+  for old, new in zip(ids, hostile):
+    _rename(path, old, new)
+  train, test = _truth(path, 'train'), _truth(path, 'test')
+  assert _INJECTION in train and len(test) == 2
+
+  source = SqlClientDataSource(path)
+  assert sorted(source.client_ids) == sorted(train)
+  for index, client_id in enumerate(source.client_ids):
+    assert _read(source.client_dataset(index)) == train[client_id], client_id
+  assert source.client_sizes().tolist() == [
+      len(train[c]) for c in source.client_ids]
+  # The held-out set is the test rows, never a training row.
+  expected_test = [row for rows in test.values() for row in rows]
+  assert sorted(_read(source.test_dataset())) == sorted(expected_test)
+
+
+def _non_utf8(path):
+  _edit(path, ("UPDATE examples SET client_id = CAST(X'63ff' AS TEXT) WHERE "
+               "client_id = 'c01'", ()),
+        ("UPDATE client_metadata SET client_id = CAST(X'63ff' AS TEXT) "
+         "WHERE client_id = 'c01'", ()))
+
+
+# Ids refused, each with one error naming the value.
+_REFUSED_IDS = {
+    'NUL': (lambda p: _rename(p, 'c01', 'c\x001'),
+            "client id 'c\\x001' contains a NUL character"),
+    'not UTF-8': (_non_utf8, "client_id b'c\\xff' is not valid UTF-8"),
+    'too long': (lambda p: _rename(p, 'c01', 'x' * 1025),
+                 'is 1025 bytes long in UTF-8 (at most 1024)'),
+    'empty': (lambda p: _rename(p, 'c01', ''), 'empty client id'),
+    'blank': (lambda p: _rename(p, 'c01', ' \t'), 'empty client id'),
+    'a blob': (lambda p: _rename(p, 'c01', b'c01'),
+               "client_id b'c01' is not text"),
+}
+
+
+@pytest.mark.parametrize('name', sorted(_REFUSED_IDS))
+def test_unusable_client_ids_are_refused_by_value(tmp_path, name):
+  path = _make(tmp_path)
+  craft, message = _REFUSED_IDS[name]
+  craft(path)
+  with pytest.raises(ClientDataFormatError) as info:
+    SqlClientDataSource(path)
+  text = str(info.value)
+  assert text.startswith(f'{path}: client_metadata row ')
+  assert message in text
+  assert '\n' not in text
+
+
+@pytest.mark.tff
+def test_an_index_that_lies_cannot_hand_a_client_another_clients_rows(
+    tmp_path):
+  # Under the importer's name and definition, an index built on (split,
+  # client): a lookup of client 'test' in split 'train' then finds the rows
+  # of client 'train' in split 'test'.
+  path = _make(tmp_path, test_split=TestSplit.ROWS)
+  _rename(path, 'c02', 'train')
+  _rename(path, 'c03', 'test')
+  _edit(path, ('DROP INDEX examples_client_split', ()),
+        ('CREATE INDEX examples_client_split ON examples '
+         '(split_name, client_id)', ()),
+        ('PRAGMA writable_schema = ON', ()),
+        ("UPDATE sqlite_master SET sql = 'CREATE INDEX examples_client_split "
+         "ON examples (client_id, split_name)' WHERE name = "
+         "'examples_client_split'", ()))
+  train = _truth(path, 'train')
+  try:
+    source = SqlClientDataSource(path)
+  except ClientDataFormatError as e:
+    assert str(e).startswith(f'{path}: examples has ')
+    return
+  for index, client_id in enumerate(source.client_ids):
+    got = _read(source.client_dataset(index))
+    assert all(row in train[client_id] for row in got), client_id
+
+
+# (key, JSON text or None to delete the key, fragment of the message).
+_BAD_METADATA = [
+    ('format_version', 'true', 'format_version true'),
+    ('input_dim', '0', 'input_dim=0: expected an integer >= 1'),
+    ('input_dim', '"4"', 'input_dim="4"'),
+    ('input_dim', '4.0', 'input_dim=4.0'),
+    ('input_dim', '5', 'input_dim=5 distinct names'),
+    ('input_dim', 'not json', "'not json' is not valid JSON"),
+    ('feature_names', '5', 'feature_names=5: expected a list of input_dim=4'),
+    ('feature_names', '["a", "b", "c"]', 'feature_names=["a", "b", "c"]'),
+    ('feature_names', '["a", "a", "b", "c"]', 'feature_names=["a", "a"'),
+    ('feature_names', '[1, 2, 3, 4]', 'feature_names=[1, 2, 3, 4]'),
+    ('feature_names', '[' * 100_000 + ']' * 100_000,
+     "'feature_names': '[[[["),
+    ('num_classes', '0', 'num_classes=0: expected an integer in [2, '),
+    ('num_classes', '1', 'num_classes=1'),
+    ('num_classes', '-3', 'num_classes=-3'),
+    ('num_classes', 'null', 'num_classes=null'),
+    ('num_classes', '3.0', 'num_classes=3.0'),
+    ('num_classes', '2147483648', 'num_classes=2147483648'),
+    ('num_classes', '2', 'num_classes=2 counts'),
+    ('num_classes_inferred', '"no"', 'num_classes_inferred="no"'),
+    ('rows', '3', 'rows=3: expected train_examples + test_examples'),
+    ('train_examples', '-1', 'train_examples=-1'),
+    ('train_examples', '100', 'train_examples + test_examples'),
+    ('test_examples', '-5', 'test_examples=-5'),
+    ('train_clients', '99', 'train_clients=99, but the file has 8'),
+    ('test_clients', '0', 'test_clients=0: expected > 0'),
+    ('train_label_histogram', '[1, 2]', 'train_label_histogram=[1, 2]'),
+    ('train_label_histogram', '"x"', 'train_label_histogram="x"'),
+    ('test_split', '"bogus"', 'test_split="bogus"'),
+    ('test_split', '"none"', 'test_fraction=0.25: expected null'),
+    ('test_split', None, "metadata has no 'test_split'"),
+    ('test_fraction', '1.5', 'test_fraction=1.5: expected a number in (0, 1)'),
+    ('test_fraction', 'null', 'test_fraction=null'),
+    ('test_fraction', 'NaN', 'NaN is not a JSON number'),
+    ('seed', '-1', 'seed=-1'),
+    ('source', '5', 'source=5'),
+    ('source', '"\\u001b[2Jdata.csv"', 'source="\\u001b[2Jdata.csv"'),
+    ('source', None, "metadata has no 'source'"),
+]
+
+
+@pytest.mark.parametrize(
+    'key,value,message', _BAD_METADATA,
+    ids=[f'{k}={"" if v is None else v[:12]}' for k, v, _ in _BAD_METADATA])
+def test_bad_metadata_field_is_refused_naming_file_field_and_value(
+    tmp_path, key, value, message):
+  path = _make(tmp_path)
+  if value is None:
+    _edit(path, ('DELETE FROM tff_dp_metadata WHERE key = ?', (key,)))
+  else:
+    _edit(path, ('UPDATE tff_dp_metadata SET value = ? WHERE key = ?',
+                 (value, key)))
+  with pytest.raises(ClientDataFormatError) as info:
+    SqlClientDataSource(path)
+  text = str(info.value)
+  assert text.startswith(f'{path}: ')
+  assert key in text and message in text
+  assert '\n' not in text and len(text) < len(path) + 300
+
+
+def test_histogram_that_disagrees_with_the_rows_is_refused(tmp_path):
+  path = _make(tmp_path)
+  con = sqlite3.connect(path)
+  counts = json.loads(con.execute(
+      "SELECT value FROM tff_dp_metadata WHERE key = "
+      "'train_label_histogram'").fetchone()[0])
+  con.close()
+  # Same total, different labels.
+  moved = [counts[0] + 1, counts[1] - 1, counts[2]]
+  _edit(path, ('UPDATE tff_dp_metadata SET value = ? WHERE key = ?',
+               (json.dumps(moved), 'train_label_histogram')))
+  with pytest.raises(ClientDataFormatError, match=(
+      f'train_label_histogram=.*: says {moved[0]} examples of label 0, the '
+      f'file has {counts[0]}')):
+    SqlClientDataSource(path)
+
+
+def _first_rowid(path, client_id='c01'):
+  con = sqlite3.connect(path)
+  rowid = con.execute('SELECT MIN(rowid) FROM examples WHERE client_id = ?',
+                      (client_id,)).fetchone()[0]
+  con.close()
+  return rowid
+
+
+_SET_COLUMN = {
+    column: f'UPDATE examples SET {column} = ? WHERE rowid = ?'
+    for column in ('label', 'serialized_example_proto', 'split_name')
+}
+
+
+def _set_row(column, value):
+  def craft(path):
+    rowid = _first_rowid(path)
+    _edit(path, (_SET_COLUMN[column], (value, rowid)))
+    return rowid
+  return craft
+
+
+def _set_schema(*statements):
+  def craft(path):
+    _edit(path, *[(s, ()) for s in statements])
+  return craft
+
+
+# name -> (edit of a valid file, fragment of the message); '{rowid}' is the
+# edited row.
+_BAD_ROWS = {
+    'label out of range': (
+        _set_row('label', 7),
+        'examples row {rowid}: label 7: expected an integer in [0, '
+        'num_classes=3)'),
+    'label not an integer': (
+        _set_row('label', 1.5), 'examples row {rowid}: label 1.5'),
+    'example label differs from its column': (
+        _set_row('serialized_example_proto',
+                 _example([1.0, 2.0, 3.0, 4.0], 2)),
+        "examples row {rowid}: the example's label 2 differs from its label "
+        'column'),
+    'example with 3 features': (
+        _set_row('serialized_example_proto', _example([1.0, 2.0, 3.0], 1)),
+        'examples row {rowid}: serialized_example_proto is not an example of '
+        '4 float features'),
+    'not an example': (
+        _set_row('serialized_example_proto', b'\xff' * 20),
+        'examples row {rowid}: serialized_example_proto is not an example'),
+    'NaN feature': (
+        _set_row('serialized_example_proto',
+                 _example([1.0, float('nan'), 3.0, 4.0], 1)),
+        "examples row {rowid}: feature 'f1' is nan"),
+    'example stored as text': (
+        _set_row('serialized_example_proto', 'text'),
+        'examples row {rowid}: serialized_example_proto is text of 4 bytes'),
+    'huge blob': (
+        _set_row('serialized_example_proto', b'\x00' * 100_000),
+        'serialized_example_proto is blob of 100000 bytes'),
+    'unknown split': (
+        _set_row('split_name', 'validation'),
+        "examples row {rowid}: split_name 'validation': expected 'train' or "
+        "'test'"),
+    'size that disagrees with the rows': (
+        _set_schema("UPDATE client_metadata SET num_examples = 2 WHERE "
+                    "client_id = 'c05'"),
+        "examples has 7 rows of client 'c05' in split 'train', "
+        'client_metadata says 2'),
+    'client listed twice': (
+        _set_schema("INSERT INTO client_metadata SELECT * FROM "
+                    "client_metadata WHERE client_id = 'c05'"),
+        "client 'c05' is listed twice in split 'train'"),
+    'client without rows': (
+        _set_schema("INSERT INTO client_metadata VALUES ('ghost', 'train', "
+                    '3)'),
+        "client_metadata lists client 'ghost' in split 'train', which has "
+        'no rows'),
+    'client with 0 examples': (
+        _set_schema("INSERT INTO client_metadata VALUES ('ghost', 'train', "
+                    '0)'),
+        "num_examples 0 of client 'ghost'"),
+    'a view for examples': (
+        _set_schema('ALTER TABLE examples RENAME TO real_examples',
+                    'CREATE VIEW examples AS SELECT * FROM real_examples'),
+        "table 'real_examples' is not part of a tff-dp client-data file"),
+    'case-blind client ids': (
+        _set_schema('ALTER TABLE examples RENAME TO old',
+                    'CREATE TABLE examples (split_name TEXT NOT NULL, '
+                    'client_id TEXT NOT NULL COLLATE NOCASE, '
+                    'serialized_example_proto BLOB NOT NULL, label INTEGER '
+                    'NOT NULL)',
+                    'INSERT INTO examples SELECT * FROM old',
+                    'DROP TABLE old',
+                    'CREATE INDEX examples_client_split ON examples '
+                    '(client_id, split_name)'),
+        "table 'examples' is not as import-data writes it"),
+    'extra column': (
+        _set_schema('ALTER TABLE examples ADD COLUMN extra TEXT'),
+        "table 'examples' is not as import-data writes it"),
+    'trigger': (
+        _set_schema('CREATE TRIGGER t AFTER INSERT ON examples BEGIN '
+                    'DELETE FROM examples; END'),
+        "trigger 't' is not part of a tff-dp client-data file"),
+    'WAL mode': (
+        _set_schema('PRAGMA journal_mode = WAL'), "in SQLite's WAL mode"),
+}
+
+
+@pytest.mark.parametrize('name', sorted(_BAD_ROWS))
+def test_bad_rows_and_schemas_are_refused_by_name(tmp_path, name):
+  path = _make(tmp_path)
+  craft, message = _BAD_ROWS[name]
+  rowid = craft(path)
+  with pytest.raises(ClientDataFormatError) as info:
+    SqlClientDataSource(path)
+  text = str(info.value)
+  assert text.startswith(f'{path}: ')
+  assert message.format(rowid=rowid) in text
+  assert '\n' not in text
+
+
+def test_loading_turns_every_refusal_into_a_data_error(tmp_path):
+  path = _make(tmp_path)
+  _edit(path, ("UPDATE tff_dp_metadata SET value = '5' WHERE key = "
+               "'feature_names'", ()))
+  with pytest.raises(loading.DataError, match=f'^{path}: metadata '
+                     'feature_names=5'):
+    loading.load(loading.Dataset.SQLITE, num_clients=0, partition=None,
+                 seed=0, test_fraction=0.2, dirichlet_alpha=1.0,
+                 data_dir='', client_data=path)
+
+
+@pytest.mark.parametrize('key,value', [('feature_names', '5'),
+                                       ('num_classes', '0')])
+def test_program_refuses_crafted_metadata_before_the_run_directory(
+    tmp_path, key, value):
+  path = _make(tmp_path)
+  _edit(path, ('UPDATE tff_dp_metadata SET value = ? WHERE key = ?',
+               (value, key)))
+  output_dir = tmp_path / 'runs'
+  result = subprocess.run(
+      [sys.executable, '-m', 'tff_dp.train',
+       '--flagfile=' + os.path.join(REPO_ROOT, 'configs', 'smoke.cfg'),
+       '--dataset=sqlite', f'--client_data={path}',
+       f'--output_dir={output_dir}'],
+      cwd=REPO_ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
+      capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = result.stderr.strip().splitlines()
+  assert lines[-1].startswith(
+      f'tff-dp: error: --dataset=sqlite: {path}: metadata {key}={value}: ')
+  assert 'Traceback' not in result.stderr
+  assert not output_dir.exists() or not os.listdir(output_dir)
+
+
+def test_fingerprint_is_the_sha256_of_the_bytes(tmp_path):
+  path = _make(tmp_path)
+  source = SqlClientDataSource(path)
+  with open(path, 'rb') as f:
+    expected = 'sha256:' + hashlib.sha256(f.read()).hexdigest()
+  assert source.fingerprint() == expected
+  # A different file at the same path: a different fingerprint, read from
+  # disk at each call.
+  other = _make(tmp_path, num_clients=11, name='other')
+  shutil.copyfile(other, path)
+  assert source.fingerprint() != expected
+  assert source.fingerprint() == client_data_source.file_fingerprint(other)
