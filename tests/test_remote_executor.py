@@ -6,18 +6,24 @@ learning processes' states, grouped round inputs) and on the edge cases of the
 format (empty structs, scalars, strings, unnamed elements, empty CLIENTS
 lists, Python lists as tensors). `CachingRemoteExecutor` must send a
 computation once per executor and give the results TFF's executor gives.
+`GuardedStub` must end a call on a dead or unreachable worker with one
+error that TFF does not retry, and leave the worker's own answers alone.
 """
 
 import collections
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import grpc
 import numpy as np
 import pytest
 import tensorflow_federated as tff
 from tensorflow_federated.proto.v0 import executor_pb2
+from tensorflow_federated.python.core.impl.executors import executors_errors
 from tensorflow_federated.python.core.impl.executors import value_serialization
 
 from conftest import REPO_ROOT
@@ -279,3 +285,116 @@ def test_many_cohort_sizes_on_the_worker_give_right_results(tff_runtime):
     values = [np.full(2, k, _F32) for k in range(n)]
     np.testing.assert_array_equal(total(values),
                                   np.full(2, n * (n - 1) / 2, _F32))
+
+
+# --- A worker that fails ends the run (GuardedStub, runtime.Worker). -------
+
+
+class _FakeRpcError(grpc.RpcError, grpc.Call):
+  """A failed call, as gRPC raises it."""
+
+  def __init__(self, code: grpc.StatusCode):
+    super().__init__()
+    self._code = code
+
+  def code(self):
+    return self._code
+
+  def details(self):
+    return f'fake {self._code.name}'
+
+
+class _FailingStub:
+  """TFF's stub to a worker that fails every call with `error`."""
+
+  def __init__(self, error: Exception):
+    self.error = error
+    self.calls = 0
+
+  def __getattr__(self, name):
+    def call(request):
+      del request
+      self.calls += 1
+      raise self.error
+    return call
+
+
+@pytest.fixture(name='stand_in')
+def _stand_in(tmp_path):
+  """A runtime.Worker around a process that is not a TFF worker."""
+  process = subprocess.Popen(['sleep', '600'])
+  worker = runtime.Worker(process, 0, str(tmp_path / 'worker.log'))
+  yield worker
+  worker.stop()
+
+
+def _invoke_in_thread(context, timeout: float):
+  """Runs a computation on `context`; returns what it raised, or fails."""
+  outcome = {}
+
+  @tff.tensorflow.computation(np.int32)
+  def add_one(x):
+    return x + 1
+
+  def run():
+    with tff.framework.get_context_stack().install(context):
+      try:
+        outcome['result'] = add_one(1)
+      except BaseException as e:  # pylint: disable=broad-except
+        outcome['error'] = e
+
+  thread = threading.Thread(target=run, daemon=True)
+  thread.start()
+  thread.join(timeout)
+  assert not thread.is_alive(), f'the call still waits after {timeout} s'
+  return outcome.get('error')
+
+
+def test_a_live_worker_that_keeps_refusing_calls_ends_the_run(stand_in,
+                                                              monkeypatch):
+  # TFF's execution context retries UNAVAILABLE forever (with back-off);
+  # the guarded stub turns a streak of them into an error TFF does not retry.
+  monkeypatch.setattr(runtime, '_UNREACHABLE_SECONDS', 1.0)
+  monkeypatch.setattr(runtime, '_DEATH_GRACE_SECONDS', 0.05)
+  failing = _FailingStub(executors_errors.RetryableGRPCError(
+      _FakeRpcError(grpc.StatusCode.UNAVAILABLE)))
+  context = runtime.execution_context(
+      remote_executor.GuardedStub(failing, stand_in.diagnose))
+  start = time.monotonic()
+  error = _invoke_in_thread(context, timeout=60)
+  assert isinstance(error, runtime.WorkerUnreachableError), repr(error)
+  assert f'pid {stand_in.pid}' in str(error) and 'UNAVAILABLE' in str(error)
+  assert failing.calls > 1  # TFF did retry, for a while.
+  assert time.monotonic() - start < 30
+
+
+def test_an_error_the_worker_answers_with_passes_through_at_once(stand_in):
+  # E.g. a failed TF op (INTERNAL): the worker is fine, the caller sees the
+  # RPC error (tests/test_grouped_fedavg.py relies on it) without delay.
+  answered = _FakeRpcError(grpc.StatusCode.INTERNAL)
+  stub = remote_executor.GuardedStub(_FailingStub(answered),
+                                     stand_in.diagnose)
+  start = time.monotonic()
+  with pytest.raises(_FakeRpcError) as raised:
+    stub.create_value(executor_pb2.CreateValueRequest())
+  assert raised.value is answered
+  assert time.monotonic() - start < 1.0
+
+
+def test_calls_on_a_dead_worker_raise_and_disposals_are_quiet(stand_in):
+  failing = _FailingStub(_FakeRpcError(grpc.StatusCode.UNAVAILABLE))
+  stub = remote_executor.GuardedStub(failing, stand_in.diagnose)
+  stand_in.process.send_signal(signal.SIGKILL)
+  stand_in.process.wait(timeout=30)
+  with pytest.raises(runtime.WorkerDiedError) as died:
+    stub.compute(executor_pb2.ComputeRequest())
+  message = str(died.value)
+  assert f'pid {stand_in.pid}' in message
+  assert 'killed by signal 9 (SIGKILL)' in message
+  assert stand_in.log_path in message and '\n' not in message
+  # Values died with the worker: nothing to free, nothing to print.
+  assert stub.dispose(executor_pb2.DisposeRequest()) == (
+      executor_pb2.DisposeResponse())
+  assert stub.dispose_executor(executor_pb2.DisposeExecutorRequest()) == (
+      executor_pb2.DisposeExecutorResponse())
+  assert failing.calls == 0

@@ -1,13 +1,18 @@
-"""The TFF worker never outlives tff-dp: normal exit, exception, signals.
+"""The TFF worker never outlives tff-dp, and a dead worker never hangs it.
 
-Each case runs in a subprocess (a fresh interpreter that imports TFF, ~5 s), so
-that the process whose death we provoke is not pytest itself.
+Normal exit, exception and signals leave no worker behind; a worker killed
+under a running trainer ends the trainer's call within seconds with
+`runtime.WorkerDiedError`; stopping the worker takes about a second even
+when the trainer inherited SIGINT and SIGTERM as ignored (`nohup`, `&`).
+Most cases run in a subprocess (a fresh interpreter that imports TFF, ~5 s),
+so that the process whose death we provoke is not pytest itself.
 """
 
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -97,3 +102,129 @@ def test_interrupted_training_leaves_no_worker(tmp_path, sig, expected_code):
       str(tmp_path / 'run' / 'worker.log'))
   assert len(pids) == 1
   assert worker_utils.wait_until_gone(pids) == []
+
+
+_IGNORING_CHILD = r"""
+import signal, sys, time
+# As under `nohup` or `cmd &` in a script: both inherited as ignored.
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+from tff_dp import runtime
+with runtime.local_runtime(log_path=sys.argv[1]) as worker:
+  with open(f'/proc/{worker.pid}/status') as f:
+    ignored = [line for line in f if line.startswith('SigIgn:')][0]
+  print('ready', worker.pid, int(ignored.split()[1], 16), flush=True)
+  start = time.monotonic()
+print('stopped in', time.monotonic() - start, flush=True)
+"""
+
+
+def test_stopping_is_quick_when_the_trainer_ignores_sigint_and_sigterm(
+    tmp_path):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  child = subprocess.run(
+      [sys.executable, '-c', _IGNORING_CHILD, str(tmp_path / 'worker.log')],
+      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+      check=False)
+  assert child.returncode == 0, child.stderr
+  ready, stopped = child.stdout.splitlines()[-2:]
+  pid, ignored = int(ready.split()[1]), int(ready.split()[2])
+  # The worker does not inherit the ignored signals that stop it.
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    assert not ignored & (1 << (sig - 1)), (sig, hex(ignored))
+  seconds = float(stopped.split()[-1])
+  assert seconds < 3.0, f'stopping the worker took {seconds:.1f} s'
+  assert worker_utils.wait_until_gone([pid]) == []
+
+
+_DYING_CHILD = r"""
+import os, sys
+import numpy as np
+import tensorflow_federated as tff
+from tff_dp import runtime
+
+@tff.tensorflow.computation(np.int32)
+def add_one(x):
+  return x + 1
+
+with runtime.local_runtime(log_path=sys.argv[1]) as worker:
+  print('ready', worker.pid, flush=True)
+  try:
+    while True:  # Between calls or in one when the worker is killed.
+      add_one(1)
+  except runtime.WorkerDiedError as e:
+    print('died', e, flush=True)
+print('socket directory left', os.path.exists(worker.socket_dir), flush=True)
+"""
+
+
+def test_a_killed_worker_ends_the_runtime_body_within_seconds(tmp_path):
+  log_path = tmp_path / 'worker.log'
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  child = subprocess.Popen(
+      [sys.executable, '-c', _DYING_CHILD, str(log_path)], cwd=REPO_ROOT,
+      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    pid = _wait_ready(child)
+    time.sleep(1.0)  # Some calls go through first.
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    stdout, stderr = child.communicate(timeout=60)
+    seconds = time.monotonic() - killed_at
+  finally:
+    child.kill()
+  assert child.returncode == 0, stderr
+  died, left = stdout.splitlines()[-2:]
+  assert died == (f'died the TFF worker (pid {pid}) was killed by signal 9 '
+                  f'(SIGKILL) while the run used it; its log: {log_path}')
+  assert left == 'socket directory left False'
+  # Including the child's interpreter shutdown.
+  assert seconds < 15, f'{seconds:.1f} s from SIGKILL to the end'
+
+
+def _cpu_seconds(pid: int) -> float:
+  with open(f'/proc/{pid}/stat') as f:
+    fields = f.read().rsplit(')', 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def test_a_computation_in_flight_on_a_killed_worker_fails_within_seconds(
+    tmp_path):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  from tff_dp import runtime  # pylint: disable=g-import-not-at-top
+
+  @tff.tensorflow.computation(np.int64)
+  def spin(n):
+    return tf.while_loop(lambda i: i < n, lambda i: i + 1,
+                         [tf.constant(0, tf.int64)])[0]
+
+  worker = runtime.start_worker(log_path=str(tmp_path / 'worker.log'))
+  outcome = {}
+  try:
+    context = runtime.execution_context(runtime.connect(worker))
+
+    def run():
+      with tff.framework.get_context_stack().install(context):
+        try:
+          outcome['result'] = spin(10**13)  # Hours of work.
+        except BaseException as e:  # pylint: disable=broad-except
+          outcome['error'], outcome['at'] = e, time.monotonic()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    start_cpu, deadline = _cpu_seconds(worker.pid), time.monotonic() + 120
+    while (_cpu_seconds(worker.pid) < start_cpu + 1.0 and
+           time.monotonic() < deadline):
+      time.sleep(0.1)  # Until the worker is busy with the call.
+    os.kill(worker.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    thread.join(15)
+    assert not thread.is_alive(), 'the call still waits on a dead worker'
+  finally:
+    worker.stop()
+  error = outcome.get('error')
+  assert isinstance(error, runtime.WorkerDiedError), outcome
+  assert f'pid {worker.pid}' in str(error) and 'SIGKILL' in str(error)
+  assert outcome['at'] - killed_at < 15
