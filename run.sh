@@ -117,9 +117,9 @@ on PATH. Install Python 3.11 or set TFF_DP_PYTHON=/path/to/python3.11."
     "${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check \
       --no-deps --no-build-isolation --editable "${ROOT}"
     package_fingerprint >"${PACKAGE_STAMP}"
-    shim_is_built || printf 'run.sh: warning: the loopback shim for the TFF worker was not \
-built (no working C compiler?): the worker will listen on all interfaces; see README, \
-"Security notes"\n' >&2
+    shim_is_built || printf 'run.sh: warning: the shim that confines the TFF worker to a \
+private Unix socket was not built (no working C compiler?): training runs will be refused \
+unless you pass --allow_unconfined_worker; see README, "Security notes"\n' >&2
     printf 'run.sh: environment ready\n' >&2
   fi
 }

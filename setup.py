@@ -6,9 +6,10 @@ requirements.lock first and then this package without dependency resolution
 package index (see requirements/overrides.txt).
 
 The one native part, tff_dp/native/loopback_bind.c (an LD_PRELOAD shim that
-keeps the TFF worker off the network; see tff_dp/runtime.py), is built as an
-optional extension: without a C compiler the install still succeeds and tff-dp
-warns at run time that the worker listens on all interfaces.
+makes the TFF worker serve on a Unix socket in a private directory instead of
+TCP; see tff_dp/runtime.py), is built as an optional extension: without a C
+compiler the install still succeeds, and tff-dp refuses to start the worker
+unless the caller explicitly allows an unconfined one.
 """
 
 import setuptools
