@@ -423,15 +423,31 @@ def test_program_refuses_crafted_metadata_before_the_run_directory(
   assert not output_dir.exists() or not os.listdir(output_dir)
 
 
-def test_fingerprint_is_the_sha256_of_the_bytes(tmp_path):
+def test_fingerprint_is_the_sha256_of_the_bytes_checked(tmp_path):
   path = _make(tmp_path)
   source = SqlClientDataSource(path)
   with open(path, 'rb') as f:
     expected = 'sha256:' + hashlib.sha256(f.read()).hexdigest()
   assert source.fingerprint() == expected
-  # A different file at the same path: a different fingerprint, read from
-  # disk at each call.
+  # Another file at the same path: what a resume would compare.
   other = _make(tmp_path, num_clients=11, name='other')
   shutil.copyfile(other, path)
-  assert source.fingerprint() != expected
-  assert source.fingerprint() == client_data_source.file_fingerprint(other)
+  assert source.fingerprint() == expected
+  assert client_data_source.file_fingerprint(path) != expected
+  assert SqlClientDataSource(path).fingerprint() == (
+      client_data_source.file_fingerprint(other))
+
+
+def test_a_file_changed_while_checked_is_refused(tmp_path, monkeypatch):
+  path = _make(tmp_path)
+  scan = client_data_source._scan_examples
+
+  def scan_then_write(*args):
+    result = scan(*args)
+    _edit(path, ("UPDATE examples SET label = 2 WHERE rowid = 1", ()))
+    return result
+
+  monkeypatch.setattr(client_data_source, '_scan_examples', scan_then_write)
+  with pytest.raises(ClientDataFormatError,
+                     match='changed while it was being checked'):
+    SqlClientDataSource(path)

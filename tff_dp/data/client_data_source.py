@@ -468,11 +468,22 @@ def _check_totals(path: str, m: dict[str, Any], sizes: np.ndarray,
                    f'{histograms[split][label]}')
 
 
-def _load(path: str) -> tuple[dict[str, Any], list[str], np.ndarray]:
-  """Checks the whole file; returns (metadata, training ids, their sizes)."""
+def _load(path: str) -> tuple[dict[str, Any], list[str], np.ndarray, str]:
+  """Checks the whole file.
+
+  Args:
+    path: The file.
+
+  Returns:
+    (metadata, training client ids, their sizes, fingerprint of the file as
+    it was checked).
+  """
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path}: no such client-data file '
                             f'({_CREATE_HINT})')
+  # Hashed before and after the checks, so that the fingerprint is that of
+  # the bytes checked: a file changed meanwhile is refused.
+  fingerprint = file_fingerprint(path)
   _check_header(path)
   try:
     con = _connect(path)
@@ -488,7 +499,10 @@ def _load(path: str) -> tuple[dict[str, Any], list[str], np.ndarray]:
     raise _error(path, f'cannot be read as a tff-dp client-data file '
                  f'(SQLite: {e})') from None
   _check_totals(path, metadata, sizes, test_clients, histograms)
-  return metadata, client_ids, sizes
+  if file_fingerprint(path) != fingerprint:
+    raise _error(path, 'changed while it was being checked; load it again '
+                 'when nothing writes to it')
+  return metadata, client_ids, sizes, fingerprint
 
 
 def _format_histogram(counts: Sequence[int]) -> str:
@@ -533,7 +547,8 @@ class SqlClientDataSource:
       ClientDataFormatError: If it is not a valid tff-dp client-data file.
     """
     self.path = os.fspath(path)
-    self.metadata, self.client_ids, self._sizes = _load(self.path)
+    (self.metadata, self.client_ids, self._sizes,
+     self._fingerprint) = _load(self.path)
     self.name = os.path.splitext(os.path.basename(self.path))[0]
     self.input_dim = self.metadata['input_dim']
     self.num_classes = self.metadata['num_classes']
@@ -542,13 +557,17 @@ class SqlClientDataSource:
     self._data_source = os.path.abspath(self.path)
 
   def fingerprint(self) -> str:
-    """The file's content hash: 'sha256:' and 64 hex digits.
+    """The content hash of the file as it was checked: 'sha256:' + 64 hex.
 
-    Computed from the bytes on disk at each call (no caching), so a resumed
-    run can tell a file replaced or edited at the same path. One read of the
-    file: ~0.12 s for 130 MB here (page cache), constant memory.
+    Hashed when the source was opened (before and after the checks, which
+    refuse a file that changed in between), so it names exactly the bytes
+    that were checked. Record it with a run and compare it on resume to
+    `SqlClientDataSource(path).fingerprint()`; `file_fingerprint(path)`
+    hashes the file as it is now (e.g. to tell a file changed during a
+    run). Each hash is one read of the file: ~0.12 s for 130 MB in the
+    page cache here, constant memory.
     """
-    return file_fingerprint(self.path)
+    return self._fingerprint
 
   @property
   def population(self) -> int:
