@@ -296,6 +296,25 @@ def _set_schema(*statements):
   return craft
 
 
+def _to_utf16(path):
+  """The same tables and rows, in a file whose text encoding is UTF-16."""
+  copy = path + '.utf16'
+  con = sqlite3.connect(copy)
+  con.execute("PRAGMA encoding = 'UTF-16le'")
+  source = sqlite3.connect(path)
+  for statement in csv_import.SCHEMA:
+    con.execute(statement)
+  for table, columns in (('examples', 4), ('client_metadata', 3),
+                         ('tff_dp_metadata', 2)):
+    marks = ', '.join('?' * columns)
+    con.executemany(f'INSERT INTO {table} VALUES ({marks})',
+                    source.execute(f'SELECT * FROM {table}'))
+  con.commit()
+  con.close()
+  source.close()
+  os.replace(copy, path)
+
+
 # name -> (edit of a valid file, fragment of the message); '{rowid}' is the
 # edited row.
 _BAD_ROWS = {
@@ -373,6 +392,8 @@ _BAD_ROWS = {
         "trigger 't' is not part of a tff-dp client-data file"),
     'WAL mode': (
         _set_schema('PRAGMA journal_mode = WAL'), "in SQLite's WAL mode"),
+    # Every client would read no row: ids are spelled as UTF-8 bytes.
+    'UTF-16 text': (_to_utf16, 'its text encoding is UTF-16le'),
 }
 
 

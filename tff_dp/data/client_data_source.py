@@ -12,7 +12,8 @@ file, the field and the value, before anything is trained or written:
 * the schema is exactly the importer's (`csv_import.SCHEMA`), so no view,
   trigger, collation or extra column changes what a query reads; the file is
   not in WAL mode (rows in a -wal file beside it would escape the checks and
-  the fingerprint); SQLite's quick_check passes;
+  the fingerprint), its text is UTF-8 (ids are queried as UTF-8 bytes), and
+  SQLite's quick_check passes;
 * every metadata field has its type and range, and agrees with the rows
   (counts, label histograms, feature names against input_dim);
 * client_metadata lists exactly the examples' (client, split) counts, and
@@ -168,6 +169,13 @@ def _check_header(path: str) -> None:
     raise _error(path, "is in SQLite's WAL mode (rows may live in a -wal "
                  'file beside it); convert it with sqlite3 and '
                  '"PRAGMA journal_mode = DELETE"')
+  # Bytes 56-59: the text encoding, 1 for UTF-8. The queries spell ids as
+  # UTF-8 bytes: in a UTF-16 file every client would read no row.
+  encoding = int.from_bytes(header[56:60], 'big')
+  if encoding != 1:
+    names = {2: 'UTF-16le', 3: 'UTF-16be'}
+    raise _error(path, f'its text encoding is {names.get(encoding, encoding)}'
+                 '; import-data writes UTF-8, the only one tff-dp reads')
 
 
 def _check_schema(path: str, con: sqlite3.Connection) -> None:
