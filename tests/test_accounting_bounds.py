@@ -1,4 +1,4 @@
-"""Tests for tff_dp.accounting: PLD budgets.
+"""Tests for tff_dp.accounting: fixed-size sampling's two bounds, PLD budgets.
 
 Golden epsilons were computed with dp-accounting 0.4.3 from hand-built events
 (not through tff_dp) and are pinned as literals; the tolerance only absorbs
@@ -57,6 +57,129 @@ def _hand_rdp(event, delta, relation=REPLACE_ONE):
 def _eps(event, accountant, delta, relation=REPLACE_ONE):
   return accounting.compute_epsilon([event], delta=delta,
                                     accountant=accountant, relation=relation)
+
+
+# --- Fixed-size sampling: the smaller of the two valid bounds. ---------------
+
+
+def test_issue_example_reports_the_no_amplification_bound():
+  # The golden values, from dp-accounting.
+  wor = dp_event.SelfComposedDpEvent(dp_event.SampledWithoutReplacementDpEvent(
+      40, 10, dp_event.GaussianDpEvent(0.25)), 3)
+  gaussian = dp_event.SelfComposedDpEvent(dp_event.GaussianDpEvent(0.25), 3)
+  assert _hand_rdp(wor, SMOKE_DELTA) == pytest.approx(SMOKE_RDP_AMPLIFIED,
+                                                      rel=GOLDEN_REL)
+  assert _hand_rdp(gaussian, SMOKE_DELTA) == pytest.approx(
+      SMOKE_RDP_UNAMPLIFIED, rel=GOLDEN_REL)
+  exact = privacy_loss_mechanism.GaussianPrivacyLoss(0.25 / math.sqrt(3))
+  assert exact.get_delta_for_epsilon(SMOKE_PLD_UNAMPLIFIED) == pytest.approx(
+      SMOKE_DELTA, rel=1e-9)
+  # dp-accounting's own PLD accountant refuses sampling without replacement;
+  # bound (b) is what makes PLD applicable. Its discretized PLD of bound (b)
+  # is pessimistic: just above the exact value.
+  assert not pld.PLDAccountant(REPLACE_ONE).supports(wor)
+  grid = pld.PLDAccountant(REPLACE_ONE, value_discretization_interval=1e-3)
+  assert 0 <= grid.compose(gaussian).get_epsilon(
+      SMOKE_DELTA) - SMOKE_PLD_UNAMPLIFIED < 1e-2
+
+  event = _fixed_size(40, 10, 0.5, 3)
+  assert event == wor
+  epsilons = {kind: _eps(event, kind, SMOKE_DELTA) for kind in AccountantKind}
+  # RDP: bound (a) is the smaller of its two.
+  assert epsilons[RDP] == pytest.approx(SMOKE_RDP_AMPLIFIED, rel=GOLDEN_REL)
+  # PLD: bound (b), exactly (it was "n/a").
+  assert epsilons[PLD] == pytest.approx(SMOKE_PLD_UNAMPLIFIED, rel=1e-9)
+  assert epsilons[PLD] >= SMOKE_PLD_UNAMPLIFIED  # Rounded up, never down.
+  assert accounting.tightest_epsilon(epsilons) == (PLD, epsilons[PLD])
+
+
+def test_rdp_takes_the_unamplified_bound_where_it_is_smaller():
+  # N = 700, n = 70, z = 0.5, 20 rounds: Wang et al.'s bound is 251.89, the
+  # plain Gaussian's RDP bound 244.04.
+  event = _fixed_size(700, 70, 0.5, 20)
+  amplified = _hand_rdp(event, 1e-5)
+  unamplified = _hand_rdp(
+      dp_event.SelfComposedDpEvent(dp_event.GaussianDpEvent(0.25), 20), 1e-5)
+  assert amplified == pytest.approx(251.886, abs=1e-3)
+  assert unamplified == pytest.approx(244.036, abs=1e-3)
+  assert _eps(event, RDP, 1e-5) == pytest.approx(unamplified, rel=1e-12)
+
+
+def test_amplified_bound_is_kept_where_amplification_helps():
+  # The default cohort with fixed-size sampling, 10 rounds: amplification
+  # brings RDP to 17.51 while the plain Gaussian costs 46.21 (PLD, exact).
+  event = _fixed_size(700, 70, 1.0, 10)
+  amplified = _hand_rdp(event, 1e-5)
+  assert amplified == pytest.approx(17.5077, abs=1e-4)
+  assert _eps(event, RDP, 1e-5) == pytest.approx(amplified, rel=1e-12)
+  pld_epsilon = _eps(event, PLD, 1e-5)
+  exact = privacy_loss_mechanism.GaussianPrivacyLoss(0.5 / math.sqrt(10))
+  assert exact.get_delta_for_epsilon(pld_epsilon) == pytest.approx(
+      1e-5, rel=1e-9)
+  assert pld_epsilon == pytest.approx(46.2112, abs=1e-4)
+  assert accounting.tightest_epsilon({RDP: _eps(event, RDP, 1e-5),
+                                      PLD: pld_epsilon}) == (RDP, amplified)
+
+
+def test_only_sampling_without_replacement_under_replace_one_is_unwrapped():
+  wor = dp_event.SampledWithoutReplacementDpEvent(
+      100, 10, dp_event.GaussianDpEvent(1.0))
+  # Replace-one: bound (b) makes it computable by PLD (exact Gaussian).
+  assert _eps(wor, PLD, 1e-5) == _eps(dp_event.GaussianDpEvent(1.0), PLD,
+                                      1e-5)
+  accounting.check_supported(wor, accountant=PLD, relation=REPLACE_ONE)
+  # Not under add/remove (the cohorts of D and D + x may differ by a
+  # replacement), and never for sampling with replacement (one client can be
+  # drawn several times).
+  with pytest.raises(accounting.UnsupportedAccountingError):
+    _eps(wor, PLD, 1e-5, relation=ADD_REMOVE)
+  with pytest.raises(accounting.UnsupportedAccountingError):
+    accounting.check_supported(wor, accountant=PLD, relation=ADD_REMOVE)
+  with_replacement = dp_event.SampledWithReplacementDpEvent(
+      100, 10, dp_event.GaussianDpEvent(1.0))
+  with pytest.raises(accounting.UnsupportedAccountingError):
+    _eps(with_replacement, PLD, 1e-5)
+
+
+def test_ledger_format_unchanged_and_minimum_taken_when_composing(tmp_path):
+  sampler = sampling.ClientSampler(ClientSampling.FIXED_SIZE, population=40,
+                                   clients_per_round=10, seed=0)
+  ledger = accounting.PrivacyLedger(REPLACE_ONE)
+  round_event = accounting.round_event_for(sampler, noise_multiplier=0.5)
+  for r in range(1, 4):
+    ledger.record(r, round_event)
+  ledger.save(tmp_path / 'ledger.json')
+  raw = json.loads((tmp_path / 'ledger.json').read_text())
+  assert raw['neighboring_relation'] == 'REPLACE_ONE'
+  assert [entry['event'] for entry in raw['rounds']] == [{
+      'name': 'SampledWithoutReplacementDpEvent', 'source_dataset_size': 40,
+      'sample_size': 10, 'event': {'name': 'GaussianDpEvent',
+                                   'noise_multiplier': 0.25}}] * 3
+  loaded = accounting.PrivacyLedger.load(tmp_path / 'ledger.json')
+  assert loaded.events == [round_event] * 3
+  assert loaded.epsilon(delta=SMOKE_DELTA, accountant=PLD) == pytest.approx(
+      SMOKE_PLD_UNAMPLIFIED, rel=1e-9)
+  assert loaded.epsilon(delta=SMOKE_DELTA, accountant=RDP) == pytest.approx(
+      SMOKE_RDP_AMPLIFIED, rel=GOLDEN_REL)
+  # The budget check before round 4 sees the same bounds.
+  four = _fixed_size(40, 10, 0.5, 4)
+  assert ledger.epsilon_with(round_event, delta=SMOKE_DELTA,
+                             accountant=PLD) == _eps(four, PLD, SMOKE_DELTA)
+
+
+def test_planner_prints_the_smaller_bound_for_fixed_size():
+  result = subprocess.run(
+      [sys.executable, '-m', 'tff_dp.epsilon', '--population=40',
+       '--clients_per_round=10', '--client_sampling=fixed_size',
+       '--noise_multiplier=0.5', '--rounds=3', '--delta=1e-3'],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 0, result.stderr
+  assert re.search(r'^epsilon \(rdp\): 47\.2831$', result.stdout,
+                   re.MULTILINE), result.stdout
+  assert re.search(r'^epsilon \(pld\): 44\.5854$', result.stdout,
+                   re.MULTILINE), result.stdout
+  assert 'guarantee: (44.5854, 0.001)-DP per client (pld accountant)' in (
+      result.stdout)
 
 
 # --- PLD memory and time budgets. --------------------------------------------

@@ -1,14 +1,16 @@
 """Calibration: the noise multiplier (or rounds) that reach a target epsilon.
 
-Uses `dp_accounting.calibrate_dp_mechanism` for the noise multiplier and an
-integer bisection for rounds, both through `accounting.compute_epsilon`, so a
-calibrated setting is accounted exactly as a run with it will be.
+Brent's method (as in `dp_accounting.calibrate_dp_mechanism`) for the noise
+multiplier and an integer bisection for rounds, both through
+`accounting.compute_epsilon`, so a calibrated setting is accounted exactly as
+a run with it will be, including the smaller of fixed-size sampling's two
+bounds (which a fresh dp-accounting accountant cannot compute).
 """
 
 from typing import Sequence
 
-import dp_accounting
 from dp_accounting import dp_event
+from scipy import optimize
 
 from tff_dp import accounting
 from tff_dp.accounting import AccountantKind
@@ -37,17 +39,18 @@ def calibrate_noise_multiplier(*, target_epsilon: float, delta: float,
 
   def event(z):
     return dp_event.SelfComposedDpEvent(
-        accounting.gaussian_round_event(sampling=sampling, population=population,
-                             clients_per_round=clients_per_round,
-                             noise_multiplier=z), rounds)
+        accounting.gaussian_round_event(
+            sampling=sampling, population=population,
+            clients_per_round=clients_per_round, noise_multiplier=z), rounds)
 
   def eps(z):
-    return accounting.compute_epsilon([event(z)], delta=delta, accountant=accountant,
-                           relation=relation)
+    return accounting.compute_epsilon([event(z)], delta=delta,
+                                      accountant=accountant, relation=relation)
 
-  accounting.check_supported(event(1.0), accountant=accountant, relation=relation)
-  # calibrate_dp_mechanism's default bracket starts at z = 0, i.e. a
-  # non-private event; an explicit bracket keeps every probe meaningful.
+  accounting.check_supported(event(1.0), accountant=accountant,
+                             relation=relation)
+  # An explicit bracket (calibrate_dp_mechanism's default starts at z = 0,
+  # a non-private event) keeps every probe meaningful.
   hi = 1.0
   while eps(hi) > target_epsilon:
     hi *= 2
@@ -61,15 +64,11 @@ def calibrate_noise_multiplier(*, target_epsilon: float, delta: float,
       raise ValueError(f'target_epsilon {target_epsilon} is reached with noise'
                        f' multiplier < {_MIN_CALIBRATED_NOISE}; refusing to '
                        f'calibrate to such a weak guarantee.')
-  z = dp_accounting.calibrate_dp_mechanism(
-      make_fresh_accountant=lambda: accounting.make_accountant(
-          accountant, relation, accounting.PLD_DISCRETIZATION),
-      make_event_from_param=event,
-      target_epsilon=target_epsilon,
-      target_delta=delta,
-      bracket_interval=dp_accounting.ExplicitBracketInterval(lo, hi))
-  # calibrate_dp_mechanism already avoids overshooting; re-check with the
-  # exact code path callers will use, and never return an overshooting z.
+  # brentq needs eps(lo) > target >= eps(hi), which the loops above ensure.
+  z = optimize.brentq(lambda z: eps(z) - target_epsilon, lo, hi,
+                      xtol=1e-7 * lo)
+  # Never return an overshooting z: re-check with the exact code path
+  # callers will use.
   for _ in range(64):
     if eps(z) <= target_epsilon:
       return float(z)
@@ -94,7 +93,8 @@ def calibrate_rounds(*, target_epsilon: float, delta: float,
   round_event = accounting.gaussian_round_event(
       sampling=sampling, population=population,
       clients_per_round=clients_per_round, noise_multiplier=noise_multiplier)
-  accounting.check_supported(round_event, accountant=accountant, relation=relation)
+  accounting.check_supported(round_event, accountant=accountant,
+                             relation=relation)
 
   def fits(rounds: int) -> bool:
     return accounting.compute_epsilon(
