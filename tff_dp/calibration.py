@@ -5,8 +5,17 @@ multiplier and an integer bisection for rounds, both through
 `accounting.compute_epsilon`, so a calibrated setting is accounted exactly as
 a run with it will be, including the smaller of fixed-size sampling's two
 bounds (which a fresh dp-accounting accountant cannot compute).
+
+Printed values must keep the guarantee when typed back in: a calibrated z
+rounded to the nearest 6 digits can round DOWN and overshoot the target
+(1.2105022 printed as 1.2105 gave epsilon 5.00002 > 5). So
+`calibrate_noise_multiplier` returns a z with at most 6 significant digits,
+checked at exactly that value, and `format_noise_multiplier` rounds any z UP
+to 6 significant digits (more noise never costs more epsilon). Calibrated
+round counts are integers and print exactly.
 """
 
+import decimal
 from typing import Sequence
 
 from dp_accounting import dp_event
@@ -32,7 +41,13 @@ def calibrate_noise_multiplier(*, target_epsilon: float, delta: float,
                                rounds: int, sampling: ClientSampling,
                                population: int, clients_per_round: int,
                                accountant: AccountantKind) -> float:
-  """Smallest z (within 1e-6) whose `rounds` rounds cost <= target_epsilon."""
+  """Smallest 6-significant-digit z whose `rounds` rounds cost <= target.
+
+  Returns:
+    z with at most 6 significant digits (`f'{z:.6g}'` prints it exactly),
+    within ~1e-5 relative above the exact boundary, checked with
+    `accounting.compute_epsilon` at exactly this value.
+  """
   _check_targets(target_epsilon, delta)
   rounds = accounting.check_count('rounds', rounds)
   relation = accounting.neighboring_relation(sampling)
@@ -64,16 +79,48 @@ def calibrate_noise_multiplier(*, target_epsilon: float, delta: float,
       raise ValueError(f'target_epsilon {target_epsilon} is reached with noise'
                        f' multiplier < {_MIN_CALIBRATED_NOISE}; refusing to '
                        f'calibrate to such a weak guarantee.')
-  # brentq needs eps(lo) > target >= eps(hi), which the loops above ensure.
+  # brentq needs eps(lo) > target >= eps(hi), which the loops above ensure;
+  # 1e-7 relative is finer than the 6-digit grid the result is rounded to.
   z = optimize.brentq(lambda z: eps(z) - target_epsilon, lo, hi,
                       xtol=1e-7 * lo)
-  # Never return an overshooting z: re-check with the exact code path
-  # callers will use.
+  return _round_up_until_within(z, eps, target_epsilon)
+
+
+def _round_up_until_within(z: float, eps, target_epsilon: float) -> float:
+  """The smallest 6-significant-digit value >= z (stepping up) that fits."""
+  z = float(format_noise_multiplier(z))
   for _ in range(64):
     if eps(z) <= target_epsilon:
-      return float(z)
-    z = min(z * (1 + 1e-6), hi)
+      return z
+    z = float(format_noise_multiplier(z * (1 + 1e-6)))
   raise RuntimeError(f'Calibration overshot epsilon {target_epsilon} at z={z}.')
+
+
+def format_noise_multiplier(z: float) -> str:
+  """`z` printed with 6 significant digits, rounded UP: 1.2105022 -> '1.21051'.
+
+  Use this to print a calibrated noise multiplier: the printed value, given
+  back as --noise_multiplier, parses to at least `z`, so it has at least as
+  much noise and reaches at most the epsilon `z` reaches. (`f'{z:.6g}'`
+  rounds to nearest, which can be below z.)
+
+  Args:
+    z: A finite noise multiplier >= 0.
+
+  Returns:
+    The smallest 6-significant-digit decimal whose float is >= z, in the
+    format of `f'{z:.6g}'`.
+  """
+  z = accounting.check_real('noise_multiplier', z)
+  text = f'{z:.6g}'  # The nearest: kept when it does not parse below z.
+  if float(text) >= z:
+    return text
+  exact = decimal.Decimal(z)  # The float's exact binary value.
+  step = decimal.Decimal(1).scaleb(exact.adjusted() - 5)
+  rounded = exact.quantize(step, rounding=decimal.ROUND_CEILING)
+  # `rounded` has 6 significant digits, so this prints it exactly, and it is
+  # >= z, so it parses to >= z (rounding to the nearest float is monotone).
+  return f'{float(rounded):.6g}'
 
 
 def calibrate_rounds(*, target_epsilon: float, delta: float,
