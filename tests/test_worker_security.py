@@ -44,8 +44,10 @@ if target.startswith('unix:'):
   directory = os.path.dirname(path)
   attempt('connect', lambda: socket.socket(socket.AF_UNIX).connect(path))
   attempt('list', lambda: os.listdir(directory))
-  attempt('squat', lambda: socket.socket(socket.AF_UNIX).bind(
-      os.path.join(directory, 'squat.sock')))
+  squat = os.path.join(directory, 'squat.sock')
+  attempt('squat', lambda: socket.socket(socket.AF_UNIX).bind(squat))
+  if os.path.exists(squat):
+    os.unlink(squat)  # The control (the owner) may; leave no trace.
 import grpc
 channel = grpc.insecure_channel(target)
 get_executor = channel.unary_unary(
@@ -64,18 +66,30 @@ def _grpc_path() -> str:
   return os.path.dirname(os.path.dirname(grpc.__file__))
 
 
-def _as_nobody():
-  os.setgroups([])
-  os.setgid(_NOBODY)
-  os.setuid(_NOBODY)
+# Drops to nobody (groups, then gid, then uid), then execs argv[1:]. Why a
+# separate interpreter rather than a preexec_fn: a preexec_fn makes pytest
+# fork() while its gRPC channels are open, and the child can deadlock in
+# gRPC's fork handlers before it ever runs the hook (seen here).
+_AS_NOBODY = r"""
+import os, sys
+os.setgroups([])
+os.setgid(65534)
+os.setuid(65534)
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def _run(python: str, code: str, *args: str, as_nobody: bool):
+  command = [python, '-S', '-c', code, *args]
+  if as_nobody:
+    command = [sys.executable, '-I', '-S', '-c', _AS_NOBODY, *command]
+  return subprocess.run(command, capture_output=True, text=True,
+                        timeout=120, check=False, cwd='/',
+                        env={'PATH': '/usr/bin:/bin'})
 
 
 def _attack(python: str, target: str, *, as_nobody: bool) -> list[str]:
-  result = subprocess.run(
-      [python, '-S', '-c', _ATTACK, target, _grpc_path()],
-      capture_output=True, text=True, timeout=120, check=False, cwd='/',
-      env={'PATH': '/usr/bin:/bin'},
-      preexec_fn=_as_nobody if as_nobody else None)
+  result = _run(python, _ATTACK, target, _grpc_path(), as_nobody=as_nobody)
   assert result.returncode == 0, result.stderr
   return result.stdout.splitlines()
 
@@ -87,17 +101,9 @@ def _python_for_nobody() -> str:
                 shutil.which(f'python{version}', path='/usr/bin:/bin') or '',
                 f'/usr/local/bin/python{version}']
   for python in candidates:
-    if not python or not os.path.isfile(python):
-      continue
-    try:
-      probe = subprocess.run(
-          [python, '-S', '-c',
-           'import sys; sys.path.insert(0, sys.argv[1]); import grpc',
-           _grpc_path()], capture_output=True, timeout=60, check=False,
-          cwd='/', preexec_fn=_as_nobody)
-    except OSError:
-      continue  # E.g. under a directory only root can enter.
-    if probe.returncode == 0:
+    if python and os.path.isfile(python) and _run(
+        python, 'import sys; sys.path.insert(0, sys.argv[1]); import grpc',
+        _grpc_path(), as_nobody=True).returncode == 0:
       return python
   pytest.skip(f'no Python {version} that user nobody can run with our grpc '
               f'(tried {candidates})')
@@ -121,7 +127,8 @@ def test_another_user_can_neither_reach_nor_squat_the_worker(tmp_path,
         'rpc UNAVAILABLE',
     ]
     # Control: the same script, as the trainer's user, reaches the worker.
-    assert _attack(python, worker.target, as_nobody=False)[-1] == 'rpc ok True'
+    assert _attack(python, worker.target, as_nobody=False)[1:] == [
+        'connect ok', 'list ok', 'squat ok', 'rpc ok True']
     assert worker.alive()
   finally:
     worker.stop()
@@ -237,3 +244,38 @@ def test_a_socket_served_by_another_process_is_refused(tmp_path):
   with pytest.raises(runtime.RuntimeStartError, match='not a socket of ours'):
     runtime.verify_worker_socket(path, os.getpid())
 
+
+
+def test_stale_socket_dirs_are_removed_and_others_kept(tmp_path, monkeypatch):
+  # A trainer killed with SIGKILL cannot remove its socket directory; the
+  # next start removes it, and nothing else.
+  monkeypatch.setenv('XDG_RUNTIME_DIR', str(tmp_path))
+  old = 1_000_000_000  # 2001: far past the staleness age.
+
+  def socket_dir(name, *, listening=False, age=old):
+    directory = tmp_path / name
+    directory.mkdir(mode=0o700)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(directory / 'worker.sock'))
+    if listening:
+      sock.listen(1)
+    else:
+      sock.close()  # The path stays; nothing listens (its worker died).
+    if age is not None:
+      os.utime(directory, (age, age))
+    return directory, sock
+
+  dead, _ = socket_dir('tff-dp-worker-dead0000')
+  fresh, _ = socket_dir('tff-dp-worker-fresh000', age=None)  # Still starting?
+  live, listener = socket_dir('tff-dp-worker-live0000', listening=True)
+  other, _ = socket_dir('tff-dp-worker-other000')
+  (other / 'notes.txt').write_text('not only a socket: not ours to remove')
+  os.utime(other, (old, old))
+  created = runtime._private_socket_dir()  # pylint: disable=protected-access
+  try:
+    assert os.path.dirname(created) == str(tmp_path)
+    assert not dead.exists()
+    assert fresh.exists() and live.exists() and other.exists()
+  finally:
+    listener.close()
+    os.rmdir(created)

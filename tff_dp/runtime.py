@@ -39,7 +39,8 @@ domain socket in a directory that only we can enter, and on no TCP port:
 * The kernel refuses other users' connect() (no search permission on the
   directory), and they cannot create anything in it, so they can neither
   drive the worker nor pose as it. Root can: root can read our memory anyway.
-  The directory is removed when the worker stops.
+  The directory is removed when the worker stops; one left behind by a
+  trainer that was SIGKILLed is removed by a later start (`_is_stale`).
 
 Why not the other ways: a private network namespace needs CAP_SYS_ADMIN or
 unprivileged user namespaces (often disabled), and the worker has no way to
@@ -61,8 +62,6 @@ neither. Start-up waits have a deadline and a liveness check.
 """
 
 import contextlib
-import ctypes
-import ctypes.util
 import ipaddress
 import os
 import signal
@@ -74,7 +73,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import grpc
 import portpicker
@@ -92,10 +91,9 @@ _GRPC_OPTIONS = [
     ('grpc.max_receive_message_length', _GRPC_MAX_MESSAGE_BYTES),
     ('grpc.max_send_message_length', _GRPC_MAX_MESSAGE_BYTES),
 ]
-_PR_SET_PDEATHSIG = 1
 _STARTUP_TIMEOUT_SECONDS = 120.0
-# SIGTERM ends the worker at once (default disposition, see
-# `_worker_preexec_fn`); the grace only covers a loaded machine.
+# SIGTERM ends the worker at once (default disposition, see `_EXEC_WORKER`);
+# the grace only covers a loaded machine.
 _STOP_GRACE_SECONDS = 2.0
 _KILL_WAIT_SECONDS = 10.0
 # A call that failed on a broken connection is blamed on the worker if it
@@ -107,6 +105,11 @@ _UNREACHABLE_SECONDS = 10.0
 _POLL_SECONDS = 0.05
 WORKER_LOG_PREFIX = 'tff-dp: started TFF worker pid '
 _SOCKET_NAME = 'worker.sock'
+_SOCKET_DIR_PREFIX = 'tff-dp-worker-'
+# A socket directory this old whose socket refuses connections (or that has
+# none) belongs to a trainer that died without cleaning up (SIGKILL); the
+# age keeps us off directories of workers still starting.
+_STALE_SECONDS = 600.0
 # sockaddr_un.sun_path holds 108 bytes, the terminating NUL included.
 _MAX_SOCKET_PATH = 107
 # An unconfined worker (allow_unconfined_worker=True) serves on "[::]:port";
@@ -149,35 +152,43 @@ def worker_binary_path() -> str:
   return os.path.join(package_dir, 'data', 'worker_binary')
 
 
-def _worker_preexec_fn() -> Callable[[], None]:
-  """Returns the pre-exec hook of the worker (runs in the forked child).
+# Runs in a fresh interpreter (no threads, no gRPC) between our vfork and the
+# worker's exec: argv = [parent pid, worker binary, its arguments...].
+_EXEC_WORKER = r"""
+import ctypes, os, signal, sys
+# Ignored signals stay ignored across exec (a trainer under nohup or `&`
+# would have a worker that ignores our SIGTERM); blocked ones stay blocked.
+for sig in (signal.SIGINT, signal.SIGTERM):
+  signal.signal(sig, signal.SIG_DFL)
+signal.pthread_sigmask(signal.SIG_SETMASK, [])
+if sys.platform.startswith('linux'):
+  ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+  if os.getppid() != int(sys.argv[1]):
+    os._exit(1)  # tff-dp died before prctl: nobody would stop the worker.
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
-  It gives the worker default SIGINT/SIGTERM dispositions (an ignored signal
-  stays ignored across exec, so a trainer started with `nohup` or `&` would
-  otherwise have a worker that ignores our SIGTERM) and unblocks signals, and
-  on Linux asks the kernel to SIGKILL the worker when we die. The libc
-  functions are resolved here, in the parent, so that the child only makes C
-  calls before exec.
+
+def _worker_command(args: list[str]) -> list[str]:
+  """The command that starts the worker `args` through `_EXEC_WORKER`.
+
+  Why not a `preexec_fn`: it makes subprocess fork() rather than vfork(),
+  and a fork() runs gRPC's fork handlers, which can deadlock the child of a
+  process that uses gRPC (seen here: such a child hung in gRPC's handler,
+  before exec, while the parent had a channel to a worker open). Without
+  `preexec_fn`, subprocess uses
+  vfork() and the child runs no Python code of ours before exec; the work of
+  the hook moves to a small interpreter that then execs the worker (same
+  pid, same process group, the parent-death signal survives exec).
+
+  Args:
+    args: The worker's argv.
+
+  Returns:
+    The argv to hand to `subprocess.Popen`.
   """
-  libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6',
-                     use_errno=True)
-  set_disposition = libc.signal
-  set_disposition.argtypes = [ctypes.c_int, ctypes.c_void_p]
-  set_disposition.restype = ctypes.c_void_p
-  prctl = libc.prctl if sys.platform.startswith('linux') else None
-  parent_pid = os.getpid()
-
-  def hook():
-    for sig in (signal.SIGINT, signal.SIGTERM):
-      set_disposition(sig, None)  # NULL is SIG_DFL.
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    if prctl is not None:
-      prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-      # If the parent died between fork and prctl, nobody will signal us.
-      if os.getppid() != parent_pid:
-        os._exit(1)  # pylint: disable=protected-access
-
-  return hook
+  return [sys.executable, '-I', '-S', '-c', _EXEC_WORKER, str(os.getpid()),
+          *args]
 
 
 def _worker_environment(shim: Optional[str],
@@ -252,18 +263,54 @@ def _socket_dir_bases() -> list[str]:
   return bases
 
 
+def _is_stale(directory: str) -> bool:
+  """True for a socket directory of ours whose worker is long gone."""
+  info = os.lstat(directory)
+  if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or
+      stat.S_IMODE(info.st_mode) & 0o077 or
+      time.time() - info.st_mtime < _STALE_SECONDS or
+      not set(os.listdir(directory)) <= {_SOCKET_NAME}):
+    return False
+  path = os.path.join(directory, _SOCKET_NAME)
+  if not os.path.lexists(path):
+    return True
+  try:
+    socket_peer(path, timeout=1.0)
+  except ConnectionRefusedError:
+    return True  # Nothing listens: its worker died.
+  except OSError:
+    return False
+  return False  # A live worker (another run of ours).
+
+
+def _remove_stale_socket_dirs(base: str) -> None:
+  """Removes socket directories left by trainers that were SIGKILLed."""
+  try:
+    names = [n for n in os.listdir(base) if n.startswith(_SOCKET_DIR_PREFIX)]
+  except OSError:
+    return
+  for name in names:
+    directory = os.path.join(base, name)
+    with contextlib.suppress(OSError):
+      if _is_stale(directory):
+        with contextlib.suppress(FileNotFoundError):
+          os.unlink(os.path.join(directory, _SOCKET_NAME))
+        os.rmdir(directory)
+
+
 def _private_socket_dir() -> str:
   """Creates the worker's socket directory (module docstring)."""
   problems = []
   for base in _socket_dir_bases():
     # mkdtemp adds 8 characters to the prefix.
-    if len(os.path.join(base, 'tff-dp-12345678', _SOCKET_NAME)) > (
-        _MAX_SOCKET_PATH):
+    if len(os.path.join(base, _SOCKET_DIR_PREFIX + '12345678',
+                        _SOCKET_NAME)) > _MAX_SOCKET_PATH:
       problems.append(f'{base}: path too long for a Unix socket')
       continue
     try:
       _check_no_other_writer(base)
-      directory = tempfile.mkdtemp(prefix='tff-dp-', dir=base)
+      _remove_stale_socket_dirs(base)
+      directory = tempfile.mkdtemp(prefix=_SOCKET_DIR_PREFIX, dir=base)
     except (OSError, RuntimeStartError) as e:
       problems.append(str(e))
       continue
@@ -582,10 +629,9 @@ def start_worker(*, log_path: str, max_concurrent_computation_calls: int = -1,
       raise RuntimeStartError(f'{socket_path} exists before the worker '
                               'started: refusing to use it')
     with open(log_path, 'ab') as log:
-      process = subprocess.Popen(  # pylint: disable=subprocess-popen-preexec-fn
-          args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+      process = subprocess.Popen(
+          _worker_command(args), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
           close_fds=True, env=_worker_environment(shim, socket_path),
-          preexec_fn=_worker_preexec_fn(),
           # Its own group: a Ctrl-C reaches us alone, and we stop it.
           process_group=0)
       # The pid line lets operators (and our tests) find the worker of a run.
@@ -618,13 +664,14 @@ def warn_if_exposed(worker: Worker) -> bool:
     addresses = worker.listening_addresses() or ['::']
     where = ', '.join(f'[{a}]:{worker.port}' if ':' in a else
                       f'{a}:{worker.port}' for a in addresses)
+    who = 'every local user'
+    if not all(is_loopback(a) for a in addresses):
+      who += ' and other hosts'
     print(f'tff-dp: WARNING: the TFF worker (pid {worker.pid}) serves '
-          f'unauthenticated gRPC on {where}, reachable by every local user'
-          f'{"" if all(is_loopback(a) for a in addresses) else " and other hosts"}'
-          ': anyone who can connect can run computations as this user '
-          '(allowed by --allow_unconfined_worker). Cause: '
-          f'{worker.shim_missing_reason}. See README, "Security notes".',
-          file=sys.stderr, flush=True)
+          f'unauthenticated gRPC on {where}, reachable by {who}: anyone who '
+          'can connect can run computations as this user (allowed by '
+          f'--allow_unconfined_worker). Cause: {worker.shim_missing_reason}. '
+          'See README, "Security notes".', file=sys.stderr, flush=True)
   return True
 
 
