@@ -58,7 +58,9 @@ a watchdog thread closes the channel the moment the worker exits, so that a
 call in flight fails at once. A worker that exited raises `WorkerDiedError`
 (pid, exit status or signal, log path), one that is alive but keeps refusing
 calls for `_UNREACHABLE_SECONDS` raises `WorkerUnreachableError`; TFF retries
-neither. Start-up waits have a deadline and a liveness check.
+neither. Start-up waits have a deadline and a liveness check. Calls have no
+deadline (a round may rightly take long), so a worker that is alive but
+never answers (e.g. stopped with SIGSTOP) is still waited for.
 """
 
 import contextlib
