@@ -20,9 +20,11 @@
  * and so does the first one if the Unix bind fails (e.g. the path exists):
  * the worker then fails to start, and never falls back to TCP. gRPC sets its
  * TCP options (TCP_NODELAY, SO_REUSEPORT, ...) before bind(), on the TCP
- * socket, so none of them reaches the Unix socket; after bind() it only
- * calls listen() and getsockname(), and treats the AF_UNIX address as port 1
- * (gRPC 1.x `ResolvedAddressGetPort`), which the worker accepts.
+ * socket, so none of them reaches the Unix socket. After bind() the worker
+ * of TFF 0.87 only calls listen() and getsockname() on it (it accepts the
+ * AF_UNIX address it reads back), and on each accepted connection its one
+ * TCP option, TCP_INQ, fails with EOPNOTSUPP, which gRPC tolerates (seen
+ * with strace): nothing needs faking.
  * Non-wildcard binds (gRPC's ::1 probe for IPv6 support, which never
  * listens) are passed through unchanged. A path that is set but unusable
  * (relative, too long) makes every wildcard stream bind fail (ENAMETOOLONG).
