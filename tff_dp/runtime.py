@@ -160,7 +160,8 @@ _EXEC_WORKER = r"""
 import ctypes, os, signal, sys
 # Ignored signals stay ignored across exec (a trainer under nohup or `&`
 # would have a worker that ignores our SIGTERM); blocked ones stay blocked.
-for sig in (signal.SIGINT, signal.SIGTERM):
+# SIGPIPE and SIGXFSZ: Python ignores them, subprocess would restore them.
+for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
   signal.signal(sig, signal.SIG_DFL)
 signal.pthread_sigmask(signal.SIG_SETMASK, [])
 if sys.platform.startswith('linux'):
