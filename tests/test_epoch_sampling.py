@@ -39,7 +39,7 @@ def _epoch_cohorts(sampler, epoch):
     (dict(population=10, clients_per_round=0), 'clients_per_round'),
     (dict(population=10, clients_per_round=11), 'clients_per_round'),
     (dict(population=10, clients_per_round=2, seed=-1), 'seed'),
-    (dict(population=10, clients_per_round=2, seed=2**64), 'seed'),
+    (dict(population=10, clients_per_round=2, seed=2**128), 'seed'),
 ])
 def test_invalid_values_raise_value_error_naming_field(kwargs, field):
   with pytest.raises(ValueError, match=field):

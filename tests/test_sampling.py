@@ -49,8 +49,8 @@ def _off_diagonal(matrix):
     (dict(population=10, clients_per_round=0), 'clients_per_round', '0'),
     (dict(population=10, clients_per_round=11), 'clients_per_round', '11'),
     (dict(population=10, clients_per_round=2, seed=-1), 'seed', '-1'),
-    (dict(population=10, clients_per_round=2, seed=2**64), 'seed',
-     str(2**64)),
+    (dict(population=10, clients_per_round=2, seed=2**128), 'seed',
+     str(2**128)),
 ])
 def test_invalid_values_raise_value_error_naming_field(kwargs, field, value):
   kwargs = dict(sampling=ClientSampling.POISSON, seed=0) | kwargs

@@ -62,6 +62,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
+from tff_dp import dp_queries
 from tff_dp import learning_process
 
 
@@ -117,10 +118,13 @@ def build_tree_aggregator(
     record_specs: Structure of `tf.TensorSpec`s of one client update.
     use_efficient_tree: Honaker's estimator (less noise on the same tree,
       same privacy) if True; the plain binary tree otherwise.
-    noise_seed: Seed of the tree noise. None (TF Privacy's default) derives
-      it from the clock at each `initialize`. A fixed value makes the noise
+    noise_seed: Seed of the tree noise. None: a fresh seed from a 128-bit
+      secret key on every `initialize` (`tff_dp.dp_queries`); TF Privacy's
+      own default would derive it from the clock, which anyone who knows
+      when the run started can guess. A fixed value makes the noise
       computable by whoever knows it: tests only. Either way the seed is in
-      the aggregator state, which must therefore never be released.
+      the aggregator state (checkpointed, so a resumed run continues the
+      same trees), which must therefore never be released.
 
   Returns:
     An unweighted aggregation factory whose result for round t is the
@@ -131,9 +135,14 @@ def build_tree_aggregator(
   clip = _check_real('clip', clip, positive=True)
   n = _check_positive_int('clients_per_round', clients_per_round)
   period = _check_positive_int('rounds_per_epoch', rounds_per_epoch)
-  sum_query = tfp.TreeResidualSumQuery.build_l2_gaussian_query(
-      clip, z, record_specs, noise_seed=noise_seed,
-      use_efficient=use_efficient_tree)
+  if noise_seed is None:
+    sum_query = dp_queries.tree_residual_sum_query(
+        clip=clip, noise_multiplier=z, record_specs=record_specs,
+        use_efficient=use_efficient_tree)
+  else:
+    sum_query = tfp.TreeResidualSumQuery.build_l2_gaussian_query(
+        clip, z, record_specs, noise_seed=noise_seed,
+        use_efficient=use_efficient_tree)
   # warmup=None: the first restart comes after `period` calls, then every
   # `period` calls, i.e. after rounds R, 2R, ... of a 1-based run.
   restart = tfp.restart_query.PeriodicRoundRestartIndicator(period=period)

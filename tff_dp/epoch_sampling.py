@@ -22,9 +22,10 @@ experiments do (google-research/federated `dp_ftrl/training_loop.py`,
   R` with R = `rounds_per_epoch`. The DP-FTRL aggregator (`tff_dp.dp_ftrl`)
   restarts its tree after every R calls, so round 1 must be its first call.
 
-The permutation is not secret and need not be: the analysis of DP-FTRL treats
-the participation schedule as public (it only has to be independent of the
-data), which is why no sampling event is ever charged.
+The analysis of DP-FTRL does not need the permutation to be secret (it only
+has to be independent of the data), which is why no sampling event is ever
+charged. The program nevertheless draws it from the run's sampling secret
+(`tff_dp.run_secrets`), like every cohort: one rule for all samplers.
 
 Accounting (Kairouz et al. 2021, Appendix D; dp-accounting's RDP accountant):
 one epoch is one tree in which a client changes at most one leaf, i.e.
@@ -53,7 +54,7 @@ NEIGHBORING_RELATION = dp_accounting.NeighboringRelation.REPLACE_SPECIAL
 # Domain separation from `tff_dp.sampling` (which uses 'SAMP'): the same user
 # seed must not give correlated cohorts under the two samplers' streams.
 _EPOCH_STREAM_ID = 0x45504F43  # ASCII 'EPOC'.
-_MAX_SEED = 2**64  # As in `tff_dp.sampling`: a distinct SeedSequence input.
+_MAX_SEED = 2**128  # As in `tff_dp.sampling`: a distinct SeedSequence input.
 
 
 def _check_int(name: str, value, *, minimum: int) -> int:
@@ -148,8 +149,9 @@ class EpochSampler:
   Attributes:
     population: Number of clients N (from the data).
     clients_per_round: n, the exact size of every cohort.
-    seed: Non-negative int below 2**64; with the epoch it determines the
-      epoch's permutation, so a resumed run redraws the original cohorts.
+    seed: Non-negative int below 2**128 (the run's sampling secret); with the
+      epoch it determines the epoch's permutation, so a resumed run redraws
+      the original cohorts.
   """
 
   population: int
@@ -165,7 +167,7 @@ class EpochSampler:
           f'got {self.clients_per_round}.')
     _check_int('seed', self.seed, minimum=0)
     if self.seed >= _MAX_SEED:
-      raise ValueError(f'seed must be < 2**64, got {self.seed}.')
+      raise ValueError(f'seed must be < 2**128, got {self.seed}.')
 
   @property
   def rounds_per_epoch(self) -> int:

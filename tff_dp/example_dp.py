@@ -24,13 +24,13 @@ weight 1, like `tff.learning.templates.build_model_delta_client_work` with
 uniform weighting, so it composes with any unweighted aggregator, including
 TF Privacy's `DifferentiallyPrivateFactory` for user-level central DP on top.
 
-Randomness: batch sampling and noise use stateless random ops whose seed is
-drawn once per client per round by `NonDeterministicInts` and folded with the
-step index, so they are fresh per client, round and step whatever graph- or
-op-level seeds TFF serializes into its computations. That op reads TF's
-process-wide mt19937_64, seeded once from /dev/urandom (32 bits), the same
-source as every unseeded TF random op (TF Privacy's noise included): fine for
-simulation, not a cryptographically secure generator.
+Randomness: batch sampling and noise use stateless Philox ops whose seed is
+fresh once per client per round, keyed by 128 bits from the operating system
+(`tff_dp.noise_seeds`), and folded with the step index, so they are secret
+and fresh per client, round and step whatever graph- or op-level seeds TFF
+serializes into its computations. Philox is a statistical generator, not a
+cryptographic one: fine for simulation; a device in a deployment should use
+a cryptographically secure source.
 
 Assumption shared with Opacus and TF Privacy: the silo's size n_k is public
 (q_k is computed from it). See `tff_dp.example_accounting` for the epsilon.
@@ -45,6 +45,8 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_dp import accounting
+from tff_dp import noise_seeds
+from tff_dp import run_secrets
 
 ModelFn = Callable[[], tff.learning.models.VariableModel]
 LossFn = Callable[[], Callable[[Any, Any], tf.Tensor]]
@@ -151,8 +153,13 @@ def _empty_like_spec(spec: tf.TensorSpec) -> tf.Tensor:
 
 def _build_client_update(model: tff.learning.models.VariableModel,
                          loss: Callable[[Any, Any], tf.Tensor],
-                         settings: DpSgdSettings):
-  """Returns the tf.function running one client's local DP-SGD."""
+                         settings: DpSgdSettings,
+                         noise_key: tuple[int, int]):
+  """Returns the tf.function running one client's local DP-SGD.
+
+  `noise_key` (`tff_dp.run_secrets.new_noise_key`) keys the batch sampling
+  and the noise (module docstring).
+  """
   variables = list(model.trainable_variables)
   empty_data = tf.nest.map_structure(_empty_like_spec, model.input_spec)
   noise_std = settings.noise_multiplier * settings.clip
@@ -185,7 +192,7 @@ def _build_client_update(model: tff.learning.models.VariableModel,
             lambda u, v: tf.concat([u, v], 0), s, b))
     num_examples = tf.shape(tf.nest.flatten(data)[0])[0]
     rate = sampling_rate(num_examples, settings.expected_batch_size)
-    client_seed = tf.raw_ops.NonDeterministicInts(shape=[2], dtype=tf.int64)
+    client_seed = noise_seeds.execution_seed(noise_key)
     for step in tf.range(settings.local_steps):
       seeds = tf.random.experimental.stateless_split(
           tf.random.experimental.stateless_fold_in(client_seed, step),
@@ -254,6 +261,7 @@ def build_example_dp_client_work(
       learning_rate=learning_rate, noise_multiplier=noise_multiplier,
       clip=clip, expected_batch_size=expected_batch_size,
       local_steps=local_steps)
+  noise_key = run_secrets.new_noise_key()
   if metrics_aggregator is None:
     metrics_aggregator = tff.learning.metrics.sum_then_finalize
   with tf.Graph().as_default():
@@ -270,7 +278,8 @@ def build_example_dp_client_work(
 
   @tff.tensorflow.computation(weights_type, data_type)
   def client_update_computation(initial_weights, dataset):
-    client_update = _build_client_update(model_fn(), loss_fn(), settings)
+    client_update = _build_client_update(model_fn(), loss_fn(), settings,
+                                         noise_key)
     return client_update(initial_weights, dataset)
 
   @tff.federated_computation(init_fn.type_signature.result,

@@ -40,15 +40,15 @@ Implementation choices (why):
   every textbook floating-point mechanism this is not protected against the
   attacks of Mironov 2012 ("On significance of the least significant bits for
   differential privacy"); no snapping is done.
-* Noise seeds are drawn at the client by TF's `NonDeterministicInts` anew on
-  every execution of the client computation (so per client and per round) and
-  fed to stateless Philox samplers. They are never derived from the aggregator
-  state or any user-facing seed: in local DP the server is the adversary, and
-  a seed it knows would let it subtract the noise. Limitation: TF serves
-  `NonDeterministicInts` from one process-wide mt19937_64 seeded with 32 bits
-  of /dev/urandom (tsl/platform/random.cc, `random::New64`), as it does for
-  every unseeded random op. That is fine for simulation; a deployment facing
-  a real adversarial server needs a cryptographically secure source.
+* Noise is drawn by stateless Philox samplers under a seed that is fresh on
+  every execution of the client computation (so per client and per round)
+  and keyed by 128 bits from the operating system (`tff_dp.noise_seeds`). It
+  is never derived from the aggregator state or any user-facing seed: in
+  local DP the server is the adversary, and a seed it knows would let it
+  subtract the noise. In this simulation the key is drawn by the program that
+  also plays the server (and is never written anywhere); in a deployment each
+  device would draw its own, and should use a cryptographically secure
+  generator (Philox is a statistical one).
 """
 
 from typing import Optional
@@ -58,6 +58,8 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_dp import local_accounting
+from tff_dp import noise_seeds
+from tff_dp import run_secrets
 
 LocalMechanism = local_accounting.LocalMechanism
 LocalMechanismSpec = local_accounting.LocalMechanismSpec
@@ -96,7 +98,7 @@ def _laplace(shape: tf.Tensor, seed: tf.Tensor, scale: float) -> tf.Tensor:
 
 
 def _clip_and_noise(value, *, mechanism: LocalMechanism, clip: float,
-                    noise_scale: float):
+                    noise_scale: float, noise_key: tuple[int, int]):
   """The client-side randomizer, as TF ops on one client's update."""
   flat = tf.nest.flatten(value)
   finite = tf.reduce_all(tf.stack(
@@ -108,11 +110,9 @@ def _clip_and_noise(value, *, mechanism: LocalMechanism, clip: float,
   norm = _global_norm(wide, order)
   factor = tf.where(norm > clip, clip * _CLIP_SHRINK / norm,
                     tf.constant(1.0, tf.float64))
-  # A fresh seed per execution, i.e. per client and per round (see the module
-  # docstring); one independent Philox stream per tensor.
-  seed = tf.raw_ops.NonDeterministicInts(shape=[2], dtype=tf.int64)
-  seeds = tf.unstack(tf.random.experimental.stateless_split(
-      seed, num=len(flat)))
+  # A fresh secret seed per execution, i.e. per client and per round (see
+  # the module docstring); one independent Philox stream per tensor.
+  seeds = noise_seeds.execution_seeds(noise_key, num=len(flat))
   out = []
   for t, w, s in zip(flat, wide, seeds):
     clipped = w * factor
@@ -176,6 +176,7 @@ class LocalDpFactory(tff.aggregators.UnweightedAggregationFactory):
     self._noise_scale = float(noise_scale)
     self._clients_per_round = int(clients_per_round)
     self._central_factory = central_factory
+    self._noise_key = run_secrets.new_noise_key()
 
   @property
   def mechanism(self) -> LocalMechanism:
@@ -204,7 +205,8 @@ class LocalDpFactory(tff.aggregators.UnweightedAggregationFactory):
     @tff.tensorflow.computation(value_type)
     def clip_and_noise(value):
       return _clip_and_noise(value, mechanism=self._mechanism,
-                             clip=self._clip, noise_scale=self._noise_scale)
+                             clip=self._clip, noise_scale=self._noise_scale,
+                             noise_key=self._noise_key)
 
     return clip_and_noise
 

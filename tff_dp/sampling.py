@@ -20,8 +20,10 @@ sampling scheme that actually ran.
 * `FULL`: every client every round (cross-silo); no amplification.
 
 `ClientSampler.sample` is a pure function of `(seed, round_num)`, so a resumed
-run redraws exactly the cohorts of the original run and no sampler state has to
-be checkpointed.
+run redraws exactly the cohorts of the original run. Amplification by sampling
+assumes the cohorts are hidden, so the program's seed is the run's sampling
+secret (`tff_dp.run_secrets`: 128 bits of OS entropy, kept only in the
+checkpoints), never a flag or anything released.
 """
 
 import dataclasses
@@ -36,9 +38,9 @@ import numpy as np
 _SAMPLING_STREAM_ID = 0x53414D50  # ASCII 'SAMP'.
 
 # `np.random.SeedSequence` pads integer entropy to its 128-bit pool before
-# appending the spawn key; bounding the seed below 2**64 keeps every
-# (seed, round_num) pair a distinct, unambiguous input to that pool.
-_MAX_SEED = 2**64
+# appending the spawn key; bounding the seed below 2**128 (the size of a run
+# secret) keeps every (seed, round_num) pair a distinct, unambiguous input.
+_MAX_SEED = 2**128
 
 
 class ClientSampling(enum.Enum):
@@ -106,8 +108,9 @@ class ClientSampler:
       sampling probability (and hence epsilon) depends on it.
     clients_per_round: n; the exact cohort size for `FIXED_SIZE`, the expected
       cohort size for `POISSON`, and N for `FULL`.
-    seed: Non-negative int below 2**64; together with the round number it
-      determines the cohort.
+    seed: Non-negative int below 2**128; together with the round number it
+      determines the cohort. The program passes the run's secret
+      (`tff_dp.run_secrets`).
   """
 
   sampling: ClientSampling
@@ -122,7 +125,7 @@ class ClientSampler:
         clients_per_round=self.clients_per_round)
     _check_int('seed', self.seed, minimum=0)
     if self.seed >= _MAX_SEED:
-      raise ValueError(f'seed must be < 2**64, got {self.seed}.')
+      raise ValueError(f'seed must be < 2**128, got {self.seed}.')
 
   @property
   def sampling_probability(self) -> float:
@@ -175,7 +178,8 @@ def reporting_clients(cohort: np.ndarray, *, dropout_rate: float, seed: int,
   """Simulates sampled clients that never report (device went offline).
 
   Each sampled client drops independently with probability `dropout_rate`,
-  reproducibly in (seed, round). Dropout happens after sampling and the DP
+  reproducibly in (seed, round); `seed` is the run's sampling secret, since
+  who reports is part of the hidden cohort. Dropout happens after sampling and the DP
   aggregator still divides by the planned clients_per_round with the planned
   noise, so the round's event is unchanged: fewer contributions cannot raise
   the sensitivity, and accounting with the sampling rate q (not the smaller
