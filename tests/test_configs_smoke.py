@@ -1,4 +1,5 @@
-"""Every config in configs/ trains end to end in a smoke version (2 rounds).
+"""Every config in configs/ trains end to end in a smoke version (2 rounds),
+and the planner (`./run.sh epsilon`) gives the epsilons each run reports.
 
 The configs run one after another in a subprocess (this file run as a
 script), so TensorFlow is imported once per half: each config still goes
@@ -14,6 +15,8 @@ import subprocess
 import sys
 
 import pytest
+
+import helpers
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
@@ -39,8 +42,9 @@ def _run_configs(names, output_dir):
   from absl import flags
   import numpy as np
   from tff_dp import cli_flags
-  from tff_dp import config as config_lib
   from tff_dp import experiment
+  from tff_dp import prepare
+  from tff_dp import run_privacy
   from tff_dp import runtime
   from tff_dp import train
   runtime.disable_default_context()
@@ -85,19 +89,21 @@ def _run_configs(names, output_dir):
         f'--data_dir={data_dir}',
         f'--output_dir={output_dir}',
         f'--run_name={name}'])
-    config = cli_flags.config_from_flags(fv)
-    config_lib.check_config(config)
-    data = train.load_data(config)
-    config_lib.check_population(config, data.population)
-    config_lib.check_model_fits_data(config, image_shape=data.image_shape,
-                                     vocab_size=data.vocab_size)
-    if config.example_dp:
-      config_lib.check_record_level_delta(config,
-                                          int(max(data.client_sizes())))
+    prepared = prepare.prepare_run(cli_flags.config_from_flags(fv))
     run_dir, _ = train.prepare_run_dir(output_dir, name)
-    summary = experiment.run_experiment(config, data, run_dir)
-    print(json.dumps({'config': name, 'summary': summary.to_json()}),
-          flush=True)
+    summary = experiment.run_experiment(prepared.config, prepared.data,
+                                        run_dir, held_out=prepared.held_out)
+    # What `./run.sh epsilon` plans for the same flags (the program's own
+    # function, on the same prepared data).
+    plan = run_privacy.planned_tracker(prepared.config, prepared.data)
+    local = plan.local_guarantee()
+    record = plan.record_level_report()
+    print(json.dumps({'config': name, 'summary': summary.to_json(), 'plan': {
+        'central': ({k.value: v for k, v in plan.epsilons().items()}
+                    if plan.central_claim else {}),
+        'local': None if local is None else local.epsilon,
+        'record_level': None if record is None else record.worst_epsilon(),
+    }}), flush=True)
 
 
 CONFIGS = sorted(n for n in os.listdir(_CONFIGS) if n.endswith('.cfg'))
@@ -110,12 +116,17 @@ def train_and_check(tmp_path, names):
       [sys.executable, __file__, str(tmp_path), *names], cwd=_ROOT, env=env,
       capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
-  summaries = {}
+  summaries, plans = {}, {}
   for line in result.stdout.splitlines():
     if line.startswith('{"config"'):
       record = json.loads(line)
       summaries[record['config']] = record['summary']
+      plans[record['config']] = record['plan']
   assert sorted(summaries) == sorted(names)
+  for name, summary in summaries.items():
+    _check_plan_agrees(name, summary, plans[name])
+    _check_secrets_stay_in_checkpoints(name, os.path.join(tmp_path, name))
+    _check_run_dir_report(name, os.path.join(tmp_path, name), summary)
   populations = {'emnist_tutorial.cfg': _FAKE_WRITERS,
                  'cifar100.cfg': _FAKE_CIFAR_CLIENTS,
                  'shakespeare.cfg': _FAKE_TEXT_CLIENTS,
@@ -152,6 +163,56 @@ def train_and_check(tmp_path, names):
   for name, claim in claims.items():
     if name in summaries:
       assert claim(summaries[name]), (name, summaries[name])
+
+
+def _check_secrets_stay_in_checkpoints(name, run_dir):
+  """No released file holds the sampling secret or a state seed."""
+  secret = helpers.checkpoint_secret(run_dir)
+  assert secret.bit_length() > 100, name  # 128 bits from the OS.
+  meta = os.path.join(helpers.latest_checkpoint(run_dir), 'meta.json')
+  assert helpers.files_containing([meta], secret) == [meta]  # Scan works.
+  released = helpers.released_files(run_dir)
+  assert helpers.files_containing(released, secret) == [], name
+  seeds = helpers.checkpoint_seed_pairs(run_dir)
+  if name == 'dp_ftrl.cfg':
+    assert seeds, 'the tree noise seed is in the checkpointed state'
+  for seed in seeds:
+    assert helpers.files_containing(released, seed) == [], (name, seed)
+
+
+def _check_run_dir_report(name, run_dir, summary):
+  """`./run.sh epsilon --run_dir` states every guarantee the run claims."""
+  if not (summary['local_epsilon'] or summary['record_level_epsilon'] or
+          not summary['private']):
+    return  # Central-only runs: tests/test_epsilon_program.py.
+  result = subprocess.run(
+      [sys.executable, '-m', 'tff_dp.epsilon', f'--run_dir={run_dir}'],
+      cwd=_ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  for key, words in (('local_epsilon', 'local epsilon'),
+                     ('record_level_epsilon', 'record-level epsilon')):
+    if summary[key] is not None:
+      line = [x for x in result.stdout.splitlines() if x.startswith(words)]
+      assert line, (name, result.stdout)
+      printed = float(line[0].split('): ')[1].split()[0])
+      assert printed == pytest.approx(summary[key], rel=1e-5), name
+  if not summary['private']:
+    assert 'not private' in result.stdout, (name, result.stdout)
+  assert 'inf' not in result.stdout.replace('infinite', ''), result.stdout
+
+
+def _check_plan_agrees(name, summary, plan):
+  """The planner's epsilons for a preset are the run's (module docstring)."""
+  central = {k: v for k, v in plan['central'].items()
+             if v is not None and v == v}  # NaN: not applicable.
+  assert central == pytest.approx(summary['epsilon'], rel=1e-9), name
+  # Local and record-level: the plan charges every client every round, an
+  # upper bound that the run reaches when some client takes part each time.
+  assert (plan['local'] is None) == (summary['local_epsilon'] is None), name
+  for key, planned in (('local_epsilon', plan['local']),
+                       ('record_level_epsilon', plan['record_level'])):
+    if summary[key] is not None:
+      assert planned >= summary[key] * (1 - 1e-9), (name, key)
 
 
 @pytest.mark.e2e

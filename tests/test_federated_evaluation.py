@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO_ROOT
 from tff_dp import cli_flags
 from tff_dp import config as config_lib
-from tff_dp import train as train_program
+from tff_dp import prepare
 from tff_dp.data import held_out as held_out_lib
 from tff_dp.data.federated_data import FederatedData
 from tff_dp.data.labels import LabelKind
@@ -159,19 +159,19 @@ def test_streamed_sources_are_reindexed_to_the_training_clients():
 
 
 def test_sampler_and_accountant_see_only_the_training_clients():
-  from tff_dp import assembly  # pylint: disable=g-import-not-at-top
+  from tff_dp import run_privacy  # pylint: disable=g-import-not-at-top
   config = _config(*_FEDERATED, '--release_nonprivate_metrics')
   config_lib.check_config(config)
-  data = train_program.load_data(config)
+  data = prepare.load_data(config)
   config_lib.check_eval_clients(config, data.population)
   train, held = held_out_lib.hold_out_clients(
       data, eval_clients=config.eval_clients, seed=config.data_seed)
   config_lib.check_population(config, train.population)
   training = config.num_clients - _EVAL_CLIENTS
   assert train.population == training and held.num_clients == _EVAL_CLIENTS
-  sampler = assembly.build_sampler(config, train.population)
+  sampler = run_privacy.build_sampler(config, train.population, secret=0)
   assert sampler.population == training
-  tracker = assembly.build_privacy_tracker(config, sampler, train)
+  tracker = run_privacy.build_privacy_tracker(config, sampler, train)
   event = tracker.round_event(1)
   assert event.sampling_probability == pytest.approx(
       config.clients_per_round / training)
@@ -288,7 +288,7 @@ def test_program_releases_federated_metrics_under_nonprivate(tmp_path):
   assert not any(key.startswith('eval/') for key in keys)
   config = _config(*_FEDERATED)
   _, held = held_out_lib.hold_out_clients(
-      train_program.load_data(config), eval_clients=_EVAL_CLIENTS, seed=config.data_seed)
+      prepare.load_data(config), eval_clients=_EVAL_CLIENTS, seed=config.data_seed)
   for row in rows:
     assert float(row['nonprivate/fed_eval/num_examples']) == (
         held.client_sizes().sum())

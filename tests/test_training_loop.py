@@ -63,7 +63,7 @@ def _run(rounds, *, max_epsilon=None, eval_every=1):
       eval_every=eval_every,
       release=lambda round_num, values: released.append((round_num, values)),
       round_values=lambda output, cohort, seconds: {
-          'time/round_seconds': seconds},
+          'nonprivate/round_seconds': seconds},
       max_epsilon=max_epsilon)
   return result, released, tracker
 

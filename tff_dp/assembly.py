@@ -1,112 +1,30 @@
-"""Builds a run's sampler, privacy tracker and learning process from ONE config.
+"""Builds a run's learning process from ONE config.
 
 One place decides how flags become mechanisms, so the `clients_per_round` the
-sampler draws with is the one every aggregator divides by and every ledger
-charges, and the mechanism that runs is the mechanism that is accounted:
-
-  algorithm   central mechanism      sampler           central event/round
-  fedavg,     gaussian_fixed/        poisson,          Poisson/without-
-  fedprox,    gaussian_adaptive      fixed_size, full  replacement/plain
-  fedsgd      or none                                  Gaussian (or none)
-  dp_ftrl     tree_aggregation       shuffled_epochs   tree epoch at its
-                                                       first round
-Local DP (noise at the clients) and example-level DP-SGD add their own
-ledgers (`tff_dp.privacy_tracking`). DP-FedAvg may run on the grouped path
-(`tff_dp.grouped_fedavg`, many simulated clients per TFF call): the same
+sampler draws with (`tff_dp.run_privacy`, which also builds the ledgers) is
+the one every aggregator divides by and every ledger charges, and the
+mechanism that runs is the mechanism that is accounted (the table of
+mechanisms, samplers and events is in `tff_dp.run_privacy`). Local DP and
+example-level DP-SGD noise at the clients. DP-FedAvg may run on the grouped
+path (`tff_dp.grouped_fedavg`, many simulated clients per TFF call): the same
 mechanism and events, so nothing here but the process differs.
 """
 
 import functools
-from typing import Union
 
-from tff_dp import accounting
 from tff_dp import dp_ftrl
-from tff_dp import epoch_sampling
-from tff_dp import example_accounting
 from tff_dp import example_dp
 from tff_dp import grouped_fedavg
 from tff_dp import learning_process
-from tff_dp import local_accounting
 from tff_dp import local_dp
 from tff_dp import models
-from tff_dp import privacy_tracking
-from tff_dp import sampling
+from tff_dp import run_privacy
 from tff_dp.config import Algorithm
 from tff_dp.config import DpMechanism
 from tff_dp.config import LocalDp
 from tff_dp.config import TrainConfig
 from tff_dp.data.federated_data import FederatedData
 from tff_dp.data.labels import LabelKind
-
-Sampler = Union[sampling.ClientSampler, epoch_sampling.EpochSampler]
-
-_LOCAL_MECHANISMS = {
-    LocalDp.LAPLACE: local_accounting.LocalMechanism.LAPLACE,
-    LocalDp.GAUSSIAN: local_accounting.LocalMechanism.GAUSSIAN,
-}
-
-
-def build_sampler(config: TrainConfig, population: int) -> Sampler:
-  if config.client_sampling is sampling.ClientSampling.SHUFFLED_EPOCHS:
-    return epoch_sampling.EpochSampler(
-        population=population, clients_per_round=config.clients_per_round,
-        seed=config.seed)
-  return sampling.ClientSampler(
-      sampling=config.client_sampling, population=population,
-      clients_per_round=config.clients_per_round, seed=config.seed)
-
-
-def _central_noise(config: TrainConfig) -> float:
-  return config.noise_multiplier if config.uses_dp_aggregator else 0.0
-
-
-def local_spec(config: TrainConfig) -> local_accounting.LocalMechanismSpec:
-  return local_accounting.LocalMechanismSpec(
-      mechanism=_LOCAL_MECHANISMS[config.local_dp],
-      epsilon_local=config.local_epsilon,
-      noise_multiplier=config.local_noise_multiplier)
-
-
-def example_settings(
-    config: TrainConfig) -> example_accounting.ExampleDpSettings:
-  return example_accounting.ExampleDpSettings(
-      noise_multiplier=config.example_noise_multiplier,
-      expected_batch_size=config.client_batch_size,
-      local_steps=config.local_steps)
-
-
-def build_privacy_tracker(config: TrainConfig, sampler: Sampler,
-                          data: FederatedData
-                          ) -> privacy_tracking.PrivacyTracker:
-  """Ledgers for the central, local and record-level guarantees of `config`."""
-  z = _central_noise(config)
-  if isinstance(sampler, epoch_sampling.EpochSampler):
-    relation = epoch_sampling.NEIGHBORING_RELATION
-
-    def round_event(round_num):
-      return sampler.round_event(round_num, noise_multiplier=z)
-  else:
-    relation = accounting.neighboring_relation(sampler.sampling)
-    event = accounting.round_event_for(sampler, noise_multiplier=z)
-
-    def round_event(round_num):
-      del round_num
-      return event
-  tracker = privacy_tracking.PrivacyTracker(
-      ledger=accounting.PrivacyLedger(relation),
-      round_event=round_event,
-      delta=config.delta,
-      accountants=config.accountants,
-      release_silo_epsilon_as_private=not config.central_private)
-  if config.local_dp is not LocalDp.NONE:
-    tracker.local = local_accounting.LocalPrivacyLedger(
-        local_spec(config), population=data.population)
-  if config.example_dp:
-    tracker.silos = example_accounting.SiloLedger(
-        settings=example_settings(config),
-        num_examples=[int(n) for n in data.client_sizes()])
-  return tracker
-
 
 def dp_settings(config: TrainConfig):
   """TF Privacy's Gaussian aggregator settings of `config` (None if none)."""
@@ -147,7 +65,8 @@ def build_model_fn(config: TrainConfig, data: FederatedData):
                                **_model_args(config, data))
 
 
-def build_process(config: TrainConfig, data: FederatedData, sampler: Sampler,
+def build_process(config: TrainConfig, data: FederatedData,
+                  sampler: run_privacy.Sampler,
                   *, group_size: int = 1, client_files_dir: str = ''):
   """The TFF learning process that implements `config`'s mechanisms.
 
@@ -200,10 +119,11 @@ def build_process(config: TrainConfig, data: FederatedData, sampler: Sampler,
         clip=config.example_clip,
         expected_batch_size=config.client_batch_size,
         local_steps=config.local_steps, model_aggregator=central,
-        clients_per_round=None if central else config.clients_per_round)
+        clients_per_round=None if central else config.clients_per_round,
+        metrics_aggregator=learning_process.no_client_metrics)
   unweighted = None
   if config.local_dp is not LocalDp.NONE:
-    spec = local_spec(config)
+    spec = run_privacy.local_spec(config)
     unweighted = local_dp.build_local_dp_factory(
         mechanism=spec.mechanism, clip=config.local_clip,
         epsilon_local=config.local_epsilon,
@@ -220,4 +140,8 @@ def build_process(config: TrainConfig, data: FederatedData, sampler: Sampler,
       proximal_strength=config.proximal_strength,
       client_learning_rate=config.client_learning_rate,
       client_momentum=config.client_momentum,
-      server_optimizer=server)
+      server_optimizer=server,
+      # Local DP: the server is the adversary, so no un-noised client metric
+      # may reach it.
+      metrics_aggregator=(None if config.local_dp is LocalDp.NONE else
+                          learning_process.no_client_metrics))

@@ -147,8 +147,8 @@ def define_model_flags(fv: flags.FlagValues) -> None:
   """The model trained."""
   _define_enum(fv, 'model', config_lib.ModelKind.MLP.value,
                config_lib.ModelKind,
-               'mlp: one hidden ReLU layer (the founding document\'s '
-               '784-128-10 MLP with the input size of the data); '
+               'mlp: one hidden ReLU layer (a 784-128-10 MLP for '
+               '28x28 images; the input size follows the data); '
                'logistic_regression: multinomial logistic regression (one '
                'sigmoid per label on multi-label data); cnn: '
                'the EMNIST CNN of TFF\'s baselines (conv 32, conv 64, '
@@ -188,7 +188,16 @@ def define_cohort_flags(fv: flags.FlagValues) -> None:
                '(accounted as sampling without replacement, replace-one '
                'adjacency: costs more epsilon); full: every client every '
                'round (cross-silo; no amplification); shuffled_epochs: each '
-               'client once per epoch in a seeded order (DP-FTRL).')
+               'client once per epoch in a shuffled order (DP-FTRL).')
+  flags.DEFINE_integer(
+      'insecure_sampling_seed', None,
+      'INSECURE, for tests and debugging only: draw the cohorts (and '
+      'simulated dropout) from this value instead of a secret from the '
+      'operating system. The value is in the released flags, so the '
+      'guarantee does not hold against anyone who knows it, and the privacy '
+      'statement says so.', flag_values=fv)
+  _register(fv, 'insecure_sampling_seed', lambda v: 0 <= v < 2**128,
+            'must be an integer in [0, 2**128)')
 
 
 def define_training_flags(fv: flags.FlagValues) -> None:
@@ -240,8 +249,10 @@ def define_training_flags(fv: flags.FlagValues) -> None:
   _define_float(fv, 'server_momentum', 0.9, 'Momentum of the server SGD.',
                 lower=0.0, upper=1.0, upper_open=True)
   _define_int(fv, 'seed', 0,
-              'Seed of client sampling, model initialization and local '
-              'shuffling. DP noise is never seeded.',
+              'Seed of what is public by design: model initialization and '
+              'the order of each client\'s local data. Cohorts and DP noise '
+              'are drawn from the operating system\'s entropy, never from '
+              'this seed.',
               lower=0, upper=2**32 - 1)
 
 
@@ -298,7 +309,7 @@ def define_local_dp_flags(fv: flags.FlagValues) -> None:
   _define_enum(fv, 'local_dp', config_lib.LocalDp.NONE.value,
                config_lib.LocalDp,
                'Noise each client adds to its clipped update before it leaves '
-               'the client (local DP; the founding document\'s step 3). '
+               'the client (local DP). '
                'laplace: L1 clip --local_clip, Lap(2 * clip / --local_epsilon) '
                'per coordinate; gaussian: L2 clip, noise std '
                '--local_noise_multiplier * clip. Combine with a central '
@@ -398,6 +409,14 @@ def define_simulation_flags(fv: flags.FlagValues) -> None:
               'data. 0: the grouped path with '
               f'{config_lib.AUTO_CLIENTS_PER_CALL} clients per call where it '
               'applies, else 1.', lower=0, upper=_MAX_CLIENTS)
+  flags.DEFINE_bool(
+      'allow_unconfined_worker', False,
+      'INSECURE: if the TFF worker cannot be confined to a private Unix '
+      'socket (the shim tff_dp/native/loopback_bind.c was not built, e.g. '
+      'no C compiler, or not Linux), start it anyway: it then serves '
+      'unauthenticated gRPC on all interfaces, and anyone who can connect '
+      'can run code as you and read the clients\' data and the noise. '
+      'Without this flag such a run is refused.', flag_values=fv)
 
 
 TRAIN_FLAG_GROUPS = (

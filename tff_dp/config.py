@@ -58,8 +58,8 @@ class LocalDp(enum.Enum):
 class ClientWeighting(enum.Enum):
   """How client updates are weighted in the server average."""
   UNIFORM = 'uniform'
-  # |D_k| / |D|: the founding document's weighting; non-private only (its
-  # sensitivity is unbounded).
+  # |D_k| / |D| (McMahan et al. 2017's FedAvg weighting); non-private only
+  # (its sensitivity is unbounded).
   NUM_EXAMPLES = 'num_examples'
   # McMahan et al. 2018: w_k = min(n_k / weight_cap, 1), DP-compatible.
   CAPPED = 'capped'
@@ -139,6 +139,8 @@ class TrainConfig:
   server_learning_rate: float
   server_momentum: float
   seed: int
+  # None: cohorts from a secret drawn from OS entropy (`tff_dp.run_secrets`).
+  insecure_sampling_seed: Optional[int]
   # Privacy and accounting.
   dp_mechanism: DpMechanism
   noise_multiplier: float
@@ -169,6 +171,8 @@ class TrainConfig:
   eval_every: int
   # Simulation layout (never changes what is computed).
   clients_per_call: int
+  # Start the TFF worker even where it cannot be confined (`tff_dp.runtime`).
+  allow_unconfined_worker: bool
 
   @property
   def uses_dp_aggregator(self) -> bool:

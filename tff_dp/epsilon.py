@@ -2,17 +2,25 @@
 
 Usage:
   ./run.sh epsilon --run_dir=runs/default-20261126-071500
-      Epsilon of a finished (or running) run, from its ledger.json.
+      The guarantees of a finished (or running) run, from its ledgers.
+  ./run.sh epsilon --flagfile=configs/dp_ftrl.cfg [--rounds=N ...]
+      Planning a preset (or any training flags): the epsilons a run with the
+      same flags will report, with the population taken from its data.
   ./run.sh epsilon --population=700 --clients_per_round=70 \
       --noise_multiplier=1.0 --rounds=100 --delta=1e-5
-      Planning: the epsilon these settings will report after --rounds rounds.
+      Planning with a population given by hand.
   ./run.sh epsilon --population=700 --clients_per_round=70 --rounds=100 \
       --target_epsilon=5 [--calibrate=noise_multiplier|rounds]
       Calibration: the noise multiplier for --rounds rounds (or the number of
       rounds at --noise_multiplier) that reaches --target_epsilon.
 
-Planning uses the same events and accountants as a training run, so a run with
-the same settings reports the same epsilon.
+Planning reads every training flag (training-only ones are accepted and
+change nothing) and charges the ledgers a run builds
+(`tff_dp.run_privacy`): the central guarantee of every mechanism (sampled
+Gaussian, fixed-size, full participation, DP-FTRL's tree), the local one and
+the record-level one. So a run with the same settings reports the same
+epsilon (for local and record-level DP: the epsilon of a client that takes
+part in every round, which a run reaches only if some client does).
 """
 
 import enum
@@ -20,19 +28,22 @@ import json
 import math
 import os
 import sys
+from typing import Any
 
 from absl import app
 from absl import flags
+from dp_accounting import dp_event
 
 from tff_dp import accounting
 from tff_dp import calibration
 from tff_dp import cli_flags
-from tff_dp.config import DpMechanism
-from tff_dp.sampling import ClientSampling
+from tff_dp import config as config_lib
+from tff_dp import privacy_tracking
+from tff_dp import prepare
+from tff_dp import run_privacy
 
 FLAGS = flags.FLAGS
-cli_flags.define_cohort_flags(FLAGS)
-cli_flags.define_privacy_flags(FLAGS)
+cli_flags.define_train_flags(FLAGS)
 
 
 class Calibrate(enum.Enum):
@@ -42,13 +53,14 @@ class Calibrate(enum.Enum):
 
 flags.DEFINE_integer(
     'population', None,
-    'Number of clients N (planning). In a training run this is the number of '
-    'clients the data has (--num_clients for the offline datasets).')
+    'Number of clients N (planning). Without it, N is taken from the data '
+    'of --dataset (as a training run takes it), if --dataset is given '
+    'directly or in a --flagfile.')
 flags.register_validator('population',
                          lambda v: v is None or 1 <= v <= 10**9,
                          'must be an integer in [1, 1e9]')
 flags.DEFINE_string('run_dir', None,
-                    'A run directory: report the epsilon of its ledger.json '
+                    'A run directory: report the guarantees of its ledgers '
                     '(delta from its config.json unless --delta is given).')
 flags.DEFINE_enum('calibrate', Calibrate.NOISE_MULTIPLIER.value,
                   [c.value for c in Calibrate],
@@ -61,41 +73,54 @@ class UserError(Exception):
   """Bad input: one line, no traceback."""
 
 
-def _accountants() -> list[accounting.AccountantKind]:
-  return [accounting.AccountantKind(v) for v in FLAGS.accountants]
-
-
 def _format(eps: float) -> str:
+  if math.isnan(eps):
+    return 'n/a (this accountant cannot compose these events)'
   return 'infinite (not private)' if math.isinf(eps) else f'{eps:.6g}'
 
 
-def _report(epsilons: dict[accounting.AccountantKind, float],
-            delta: float) -> None:
+def _report_central(epsilons: dict[accounting.AccountantKind, float],
+                    delta: float) -> None:
   for kind, eps in epsilons.items():
-    if math.isnan(eps):
-      print(f'epsilon ({kind.value}): n/a (this accountant cannot compose '
-            'these events)')
-    else:
-      print(f'epsilon ({kind.value}): {_format(eps)}')
+    print(f'epsilon ({kind.value}): {_format(eps)}')
   tightest = accounting.tightest_epsilon(epsilons)
   if tightest is not None and math.isfinite(tightest[1]):
     print(f'guarantee: ({tightest[1]:.6g}, {delta:g})-DP per client '
           f'({tightest[0].value} accountant)')
 
 
-def _epsilons(events, *, delta, relation):
-  result = {}
-  for kind in _accountants():
-    try:
-      result[kind] = accounting.compute_epsilon(
-          events, delta=delta, accountant=kind, relation=relation)
-    except accounting.UnsupportedAccountingError:
-      result[kind] = math.nan
-  return result
+def _report(tracker: privacy_tracking.PrivacyTracker, *, delta: float,
+            local_words: str) -> None:
+  """Prints every guarantee `tracker` holds; 'not private' if none."""
+  if tracker.central_claim:
+    _report_central(tracker.epsilons(), delta)
+  local = tracker.local_guarantee()
+  if local is not None:
+    print(f'local epsilon (against the server, {local_words}): '
+          f'{_format(local.epsilon)} at delta {delta:g} ({local.source})')
+  report = tracker.record_level_report()
+  worst = None if report is None else report.worst()
+  if worst is not None:
+    print(f'record-level epsilon (worst client, {worst.num_examples} '
+          f'records): {_format(worst.guarantee[1])} at delta {delta:g}')
+  if not tracker.guarantees():
+    print('not private: no mechanism adds noise (epsilon is infinite)')
+
+
+# --- A run directory. --------------------------------------------------------
+
+
+def _read_json(path: str, what: str) -> Any:
+  try:
+    with open(path, encoding='utf-8') as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise UserError(f'--run_dir: cannot read the {what} {path}: {e}') from e
 
 
 def from_run_dir(run_dir: str) -> None:
-  ledger_path = os.path.join(run_dir, 'ledger.json')
+  """Reports the central, local and record-level guarantees of a run."""
+  ledger_path = os.path.join(run_dir, privacy_tracking.LEDGER_FILE)
   try:
     ledger = accounting.PrivacyLedger.load(ledger_path)
   except (FileNotFoundError, accounting.LedgerFormatError) as e:
@@ -103,75 +128,166 @@ def from_run_dir(run_dir: str) -> None:
   delta = FLAGS.delta
   config_path = os.path.join(run_dir, 'config.json')
   if not FLAGS['delta'].present and os.path.isfile(config_path):
-    with open(config_path, encoding='utf-8') as f:
-      delta = json.load(f).get('delta', delta)
+    delta = _read_json(config_path, 'configuration').get('delta', delta)
+  accountants = [accounting.AccountantKind(v) for v in FLAGS.accountants]
   print(f'ledger: {ledger_path}: {ledger.rounds} rounds, '
         f'{ledger.relation.name} adjacency')
-  _report(_epsilons(ledger.events, delta=delta, relation=ledger.relation),
-          delta)
+  central = [not isinstance(e, dp_event.NonPrivateDpEvent)
+             for e in ledger.events]
+  if any(central):
+    _report_central(_ledger_epsilons(ledger, delta, accountants), delta)
+  found = _other_guarantees(run_dir, delta=delta, accountants=accountants)
+  if ledger.rounds and not any(central):
+    print('central epsilon: none (the released models carry no central '
+          'claim)' if found else
+          'not private: no mechanism adds noise (epsilon is infinite)')
+
+
+def _ledger_epsilons(ledger, delta, accountants):
+  result = {}
+  for kind in accountants:
+    try:
+      result[kind] = ledger.epsilon(delta=delta, accountant=kind)
+    except accounting.UnsupportedAccountingError:
+      result[kind] = math.nan
+  return result
+
+
+def _other_guarantees(run_dir: str, *, delta, accountants) -> bool:
+  """Prints the local and record-level guarantees a run released."""
+  found = False
+  local_path = os.path.join(run_dir, privacy_tracking.LOCAL_GUARANTEE_FILE)
+  if os.path.isfile(local_path):
+    data = _read_json(local_path, 'local guarantee')
+    try:
+      local = privacy_tracking.local_guarantee_from_json(
+          data, delta=delta, accountants=accountants)
+    except accounting.LedgerFormatError as e:
+      raise UserError(f'--run_dir: invalid {local_path}: {e}') from e
+    counted = str(data['counted']).replace('_', ' ')
+    print(f'local epsilon (against the server, {local.participations} '
+          f'participations: {counted}): {_format(local.epsilon)} at delta '
+          f'{delta:g} ({local.source})')
+    found = True
+  silo_path = os.path.join(run_dir, privacy_tracking.SILO_LEDGER_FILE)
+  if os.path.isfile(silo_path):
+    from tff_dp import example_accounting  # pylint: disable=g-import-not-at-top
+    try:
+      silos = example_accounting.SiloLedger.load(silo_path)
+      worst = silos.report(delta=delta, accountants=accountants).worst()
+    except (OSError, ValueError) as e:
+      raise UserError(f'--run_dir: invalid {silo_path}: {e}') from e
+    if worst is not None:
+      print(f'record-level epsilon (worst client, {worst.num_examples} '
+            f'records): {_format(worst.guarantee[1])} at delta {delta:g}')
+      found = True
+  return found
+
+
+# --- Planning. ---------------------------------------------------------------
+
+
+class _Population:
+  """The data of a plan given only --population."""
+
+  def __init__(self, population: int):
+    self.population = population
+
+  def client_sizes(self):
+    raise UserError('--example_dp: the record-level epsilon depends on each '
+                    'client\'s number of records; plan with the run\'s '
+                    '--flagfile or --dataset instead of --population')
+
+
+def _planned_config_and_data():
+  """The configuration and training clients a run with these flags has."""
+  config = cli_flags.config_from_flags(FLAGS)
+  if FLAGS.population is not None:
+    # The given N stands for the data: also for the offline datasets' split.
+    config = config_lib.dataclasses.replace(
+        config, num_clients=FLAGS.population)
+    try:
+      config_lib.check_config(config)
+    except config_lib.ConfigError as e:
+      raise UserError(str(e)) from e
+    return config, _Population(FLAGS.population)
+  if not FLAGS['dataset'].present:
+    raise UserError('--population is required for planning (or pass the '
+                    'run\'s --flagfile or --dataset to take it from the '
+                    'data, or --run_dir to read a run\'s ledgers)')
+  try:
+    prepared = prepare.prepare_run(config, calibrate_noise=False)
+  except config_lib.ConfigError as e:
+    hint = ('; to plan without the data, pass --population=N'
+            if e.flag == 'dataset' else '')
+    raise UserError(f'{e}{hint}') from e
+  return prepared.config, prepared.data
 
 
 def plan() -> None:
-  population = FLAGS.population
-  if population is None:
-    raise UserError('--population is required for planning (or pass '
-                    '--run_dir to read a run\'s ledger)')
-  if DpMechanism(FLAGS.dp_mechanism) is DpMechanism.NONE:
-    raise UserError('--dp_mechanism=none: a non-private run has no epsilon')
-  if FLAGS.clients_per_round > population:
-    raise UserError(f'--clients_per_round={FLAGS.clients_per_round}: must not '
-                    f'exceed --population={population}')
-  if not FLAGS.delta < 1.0 / population:
-    raise UserError(f'--delta={FLAGS.delta}: must be below 1/population = '
-                    f'{1.0 / population:.3g}')
-  sampling = ClientSampling(FLAGS.client_sampling)
-  if sampling is ClientSampling.FULL and FLAGS.clients_per_round != population:
-    raise UserError(f'--clients_per_round={FLAGS.clients_per_round}: must '
-                    f'equal --population={population} with full sampling')
-  cohort = dict(sampling=sampling, population=population,
-                clients_per_round=FLAGS.clients_per_round)
-  relation = accounting.neighboring_relation(sampling)
-  print(f'plan: population {population}, {FLAGS.clients_per_round} clients '
-        f'per round ({sampling.value} sampling), delta {FLAGS.delta:g}')
+  """Prints the guarantees of the planned run (calibrating first if asked)."""
+  config, data = _planned_config_and_data()
+  population = data.population
+  try:
+    config_lib.check_population(config, population)
+  except config_lib.ConfigError as e:
+    raise UserError(str(e)) from e
+  print(f'plan: population {population}, {config.clients_per_round} clients '
+        f'per round ({config.client_sampling.value} sampling), delta '
+        f'{config.delta:g}')
+  if config.target_epsilon is not None:
+    config = _calibrated(config, population)
+    if config is None:
+      return
+  tracker = run_privacy.planned_tracker(config, data)
+  noise = (f'noise multiplier {config.noise_multiplier:.6g}, '
+           if config.central_private else '')
+  print(f'{noise}{config.rounds} rounds:')
+  _report(tracker, delta=config.delta,
+          local_words=f'a client in all {config.rounds} rounds')
 
-  if FLAGS.target_epsilon is not None:
+
+def _calibrated(config, population):
+  """`config` with the noise multiplier or rounds --target_epsilon allows;
+  None if not even one round fits."""
+  cohort = dict(sampling=config.client_sampling, population=population,
+                clients_per_round=config.clients_per_round)
+  target = config.target_epsilon
+  if Calibrate(FLAGS.calibrate) is Calibrate.NOISE_MULTIPLIER:
     try:
-      if Calibrate(FLAGS.calibrate) is Calibrate.NOISE_MULTIPLIER:
-        z, kind = calibration.calibrate_noise_for_accountants(
-            target_epsilon=FLAGS.target_epsilon, delta=FLAGS.delta,
-            rounds=FLAGS.rounds, accountants=_accountants(), **cohort)
-        print(f'--noise_multiplier={z:.6g} reaches epsilon '
-              f'{FLAGS.target_epsilon:g} after {FLAGS.rounds} rounds '
-              f'({kind.value} accountant)')
-        noise, rounds = z, FLAGS.rounds
-      else:
-        noise = FLAGS.noise_multiplier
-        rounds = max(
-            _max_rounds(kind, noise, cohort) for kind in _accountants())
-        print(f'--rounds={rounds}: the most rounds at --noise_multiplier='
-              f'{noise:g} within epsilon {FLAGS.target_epsilon:g}')
-        if rounds == 0:
-          return
-    except (ValueError, accounting.UnsupportedAccountingError) as e:
-      raise UserError(f'--target_epsilon={FLAGS.target_epsilon}: {e}') from e
-  else:
-    noise, rounds = FLAGS.noise_multiplier, FLAGS.rounds
-  event = accounting.gaussian_round_event(noise_multiplier=noise, **cohort)
-  print(f'noise multiplier {noise:.6g}, {rounds} rounds:')
-  _report(_epsilons([event] * rounds, delta=FLAGS.delta, relation=relation),
-          FLAGS.delta)
+      # As the trainer calibrates, adaptive clipping's limit included.
+      config, kind = prepare.calibrate(config, population)
+    except config_lib.ConfigError as e:
+      raise UserError(str(e)) from e
+    z = calibration.format_noise_multiplier(config.noise_multiplier)
+    print(f'--noise_multiplier={z} reaches epsilon {target:g} after '
+          f'{config.rounds} rounds ({kind.value} accountant)')
+    return config_lib.dataclasses.replace(config, target_epsilon=None)
+  try:
+    rounds = max(_max_rounds(kind, config, cohort)
+                 for kind in config.accountants)
+    print(f'--rounds={rounds}: the most rounds at --noise_multiplier='
+          f'{config.noise_multiplier:g} within epsilon {target:g}')
+  except (ValueError, accounting.UnsupportedAccountingError) as e:
+    raise UserError(f'--target_epsilon={target}: {e}') from e
+  if rounds == 0:
+    return None
+  return config_lib.dataclasses.replace(config, rounds=rounds,
+                                        target_epsilon=None)
 
 
-def _max_rounds(kind, noise, cohort) -> int:
+def _max_rounds(kind, config, cohort) -> int:
   try:
     return calibration.calibrate_rounds(
-        target_epsilon=FLAGS.target_epsilon, delta=FLAGS.delta,
-        noise_multiplier=noise, accountant=kind, **cohort)
+        target_epsilon=config.target_epsilon, delta=config.delta,
+        noise_multiplier=config.noise_multiplier, accountant=kind, **cohort)
   except accounting.UnsupportedAccountingError:
     return 0
 
 
 def main(argv: list[str]) -> None:
+  # Before anything imports TensorFlow (streamed data sources do).
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   if len(argv) > 1:
     raise UserError(f'unexpected positional arguments: {argv[1:]}')
   if FLAGS.run_dir is not None:

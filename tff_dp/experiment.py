@@ -35,12 +35,15 @@ from tff_dp import grouped_data
 from tff_dp import privacy_statement
 from tff_dp import release as release_lib
 from tff_dp import resume
+from tff_dp import run_privacy
+from tff_dp import run_secrets
 from tff_dp import runtime
 from tff_dp import sampling
 from tff_dp import training_loop
 from tff_dp.config import DpMechanism
 from tff_dp.config import TrainConfig
 from tff_dp.data import labels
+from tff_dp.data import test_sets
 from tff_dp.data.federated_data import FederatedData
 from tff_dp.data.held_out import HeldOutClients
 
@@ -49,6 +52,9 @@ class Summary:
   """What a run reports at the end (also written as summary.json)."""
   run_dir: str
   private: bool
+  # The guarantees the run claims: 'central', 'local', 'record-level' (empty
+  # for a run that is not private).
+  guarantees: list[str]
   accuracy: Optional[float]
   loss: Optional[float]
   # Which evaluation produced accuracy and loss (`--evaluation`), and the
@@ -64,8 +70,9 @@ class Summary:
   headline_value: Optional[float]
   # Every value of the last evaluation (loss and metrics), by released key.
   eval_metrics: dict[str, float]
-  # Epsilon by accountant (null: infinite); accountants that cannot compose
-  # this run's events are listed in `accountants_not_applicable` instead.
+  # Central epsilon by accountant (null: infinite), only in runs with a
+  # central claim; accountants that cannot compose this run's events are
+  # listed in `accountants_not_applicable` instead.
   epsilon: dict[str, Optional[float]]
   accountants_not_applicable: list[str]
   # The stated guarantee: the smallest epsilon among the accountants (each is
@@ -82,7 +89,9 @@ class Summary:
   population: int
   stop_reason: str
   resumed_from: Optional[int]
-  wall_seconds: float
+  # None in a DP run without --release_nonprivate_metrics (a timing side
+  # channel of the cohorts).
+  wall_seconds: Optional[float]
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
@@ -98,10 +107,7 @@ def _round_values_fn(config: TrainConfig, *, release_nonprivate: bool,
   """Returns (output, cohort, seconds) -> the round's non-eval values."""
 
   def round_values(output, cohort, seconds) -> dict[str, float]:
-    values = {
-        'cohort/expected_size': float(config.clients_per_round),
-        'time/round_seconds': seconds,
-    }
+    values = {'cohort/expected_size': float(config.clients_per_round)}
     if config.uses_dp_aggregator:
       values['privacy/noise_multiplier'] = config.noise_multiplier
       if config.dp_mechanism is DpMechanism.GAUSSIAN_ADAPTIVE:
@@ -111,15 +117,17 @@ def _round_values_fn(config: TrainConfig, *, release_nonprivate: bool,
       else:
         values['privacy/clip'] = config.clip
     if release_nonprivate:
+      values['nonprivate/cohort_size'] = float(len(cohort))
+      values['nonprivate/round_seconds'] = seconds
+      # Empty where noise is added at the clients: their metrics never reach
+      # the server (`learning_process.no_client_metrics`).
       train = output.metrics['client_work']['train']
-      values['nonprivate/train_loss'] = float(train['loss'])
-      for name, value in labels.released_metrics(
-          train, label_kind=label_kind).items():
-        values[f'nonprivate/train_{name}'] = value
-      values.update({
-          'nonprivate/train_examples': float(train['num_examples']),
-          'nonprivate/cohort_size': float(len(cohort)),
-      })
+      if train:
+        values['nonprivate/train_loss'] = float(train['loss'])
+        for name, value in labels.released_metrics(
+            train, label_kind=label_kind).items():
+          values[f'nonprivate/train_{name}'] = value
+        values['nonprivate/train_examples'] = float(train['num_examples'])
     return values
 
   return round_values
@@ -141,10 +149,21 @@ def resolved_flagfile(config: TrainConfig) -> str:
 
 
 def eval_prefix(config: TrainConfig) -> str:
-  """Prefix of the released keys of `config`'s evaluation."""
+  """Prefix of the released keys of `config`'s evaluation: `eval/` only for
+  a public test set (`tff_dp.data.test_sets`), else under `nonprivate/`."""
   if config.evaluation is config_lib.Evaluation.FEDERATED:
     return release_lib.FED_EVAL_PREFIX
-  return release_lib.EVAL_PREFIX
+  if test_sets.test_set_origin(config.dataset).public:
+    return release_lib.EVAL_PREFIX
+  return release_lib.PRIVATE_EVAL_PREFIX
+
+
+def evaluation_released(config: TrainConfig) -> bool:
+  """Whether the run evaluates at all: in a DP run, evaluation outside the
+  guarantee only on request (--release_nonprivate_metrics)."""
+  covered = eval_prefix(config) == release_lib.EVAL_PREFIX
+  return (covered or not config.private or
+          config.release_nonprivate_metrics)
 
 
 def _build_evaluator(config: TrainConfig, data,
@@ -197,8 +216,11 @@ def run_experiment(
   if federated != (held_out is not None):
     raise ValueError('held_out is required with, and only with, '
                      f'--evaluation=federated (got {config.evaluation.value})')
-  sampler = assembly.build_sampler(config, data.population)
-  privacy = assembly.build_privacy_tracker(config, sampler, data)
+  # Replaced by the checkpoint's secrets if the run resumes (`_restore`).
+  secrets = run_secrets.draw(config.insecure_sampling_seed)
+  sampler = run_privacy.build_sampler(config, data.population,
+                                   secret=secrets.sampling)
+  privacy = run_privacy.build_privacy_tracker(config, sampler, data)
   group_size = config_lib.resolve_clients_per_call(
       config, in_memory=isinstance(data, FederatedData))
   grouped_rounds = None
@@ -210,7 +232,7 @@ def run_experiment(
           'DP-FedAvg)', flush=True)
   try:
     return _run(config, data, run_dir, held_out=held_out, sampler=sampler,
-                privacy=privacy, group_size=group_size,
+                secrets=secrets, privacy=privacy, group_size=group_size,
                 grouped_rounds=grouped_rounds,
                 wall_start=wall_start, resume=resume,
                 config_defaults=config_defaults, on_round=on_round)
@@ -219,21 +241,25 @@ def run_experiment(
       grouped_rounds.close()
 
 
-def _run(config, data, run_dir, *, held_out, sampler, privacy, group_size,
-         grouped_rounds, wall_start, resume, config_defaults, on_round):
+def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
+         group_size, grouped_rounds, wall_start, resume, config_defaults,
+         on_round):
   """`run_experiment` once the sampler, ledgers and client files exist."""
   release_nonprivate = (not config.private) or config.release_nonprivate_metrics
   process = assembly.build_process(
       config, data, sampler, group_size=group_size,
       client_files_dir=(grouped_rounds.files_dir if grouped_rounds else ''))
-  evaluate = _build_evaluator(config, data, held_out)
+  evaluate = (_build_evaluator(config, data, held_out)
+              if evaluation_released(config) else None)
   checkpoints = checkpoint.CheckpointManager(run_dir)
   releaser = None
   try:
     # Everything that executes a TFF computation (initialize included) runs
     # inside the runtime we own; TFF's default context would start a worker
     # that outlives us.
-    with runtime.local_runtime(log_path=os.path.join(run_dir, 'worker.log')):
+    with runtime.local_runtime(
+        log_path=os.path.join(run_dir, 'worker.log'),
+        allow_unconfined_worker=config.allow_unconfined_worker):
       template = process.initialize()
       restored = None
       if resume:
@@ -251,7 +277,10 @@ def _run(config, data, run_dir, *, held_out, sampler, privacy, group_size,
       if resume and restored is None:
         releaser.replay([])  # Nothing was released: start over, cleanly.
       if restored is not None:
-        rows, start_round, state, last_values = restored
+        rows, start_round, state, last_values, secrets = restored
+        # The checkpoint's secret: the resumed run redraws its own cohorts.
+        sampler = run_privacy.build_sampler(config, data.population,
+                                         secret=secrets.sampling)
         releaser.replay(rows)
         if not rows or int(rows[-1]['round']) < start_round - 1:
           # Checkpointed but not yet released when the run stopped.
@@ -263,6 +292,8 @@ def _run(config, data, run_dir, *, held_out, sampler, privacy, group_size,
             'config': config.to_json(),
             'ledgers': privacy.to_json(),
             'released': values,
+            # Only here: checkpoints stay private (see the statement).
+            'secrets': secrets.to_json(),
         })
         privacy.save(run_dir)
 
@@ -284,15 +315,16 @@ def _run(config, data, run_dir, *, held_out, sampler, privacy, group_size,
               label_kind=data.label_kind),
           persist=persist,
           report=lambda round_num, cohort: sampling.reporting_clients(
-              cohort, dropout_rate=config.dropout_rate, seed=config.seed,
-              round_num=round_num),
+              cohort, dropout_rate=config.dropout_rate,
+              seed=secrets.sampling, round_num=round_num),
           max_epsilon=config.max_epsilon,
           start_round=start_round,
           last_values=last_values,
           on_round=on_round)
     statement = privacy_statement.privacy_statement(
         config, population=data.population,
-        rounds_run=result.rounds_completed, privacy=privacy)
+        rounds_run=result.rounds_completed, privacy=privacy,
+        released_keys=releaser.released_keys)
     with open(os.path.join(run_dir, 'privacy_statement.txt'), 'w') as f:
       f.write(statement)
     releaser.write_text('privacy_statement', statement)
@@ -300,40 +332,8 @@ def _run(config, data, run_dir, *, held_out, sampler, privacy, group_size,
     if releaser is not None:
       releaser.close()
 
-  guarantee = accounting.tightest_epsilon(result.epsilons)
-  if guarantee is not None and not math.isfinite(guarantee[1]):
-    guarantee = None  # No central claim: nothing to attribute.
-  accuracy_key = eval_prefix(config) + 'accuracy'
-  headline_key = eval_prefix(config) + labels.headline_metric(data.label_kind)
-  summary = Summary(
-      run_dir=run_dir,
-      private=config.private,
-      accuracy=result.last_values.get(accuracy_key),
-      loss=result.last_values.get(eval_prefix(config) + 'loss'),
-      evaluation=config.evaluation.value,
-      accuracy_key=(accuracy_key if accuracy_key in result.last_values
-                    else None),
-      headline_key=(headline_key if headline_key in result.last_values
-                    else None),
-      headline_value=result.last_values.get(headline_key),
-      eval_metrics={key: value for key, value in result.last_values.items()
-                    if key.startswith(eval_prefix(config))},
-      epsilon={kind.value: _json_number(eps)
-               for kind, eps in result.epsilons.items()
-               if not math.isnan(eps)},
-      accountants_not_applicable=[kind.value for kind, eps in
-                                  result.epsilons.items() if math.isnan(eps)],
-      guarantee_epsilon=None if guarantee is None else guarantee[1],
-      guarantee_accountant=None if guarantee is None else guarantee[0].value,
-      local_epsilon=_json_number(
-          result.last_values.get('privacy/local_epsilon', math.nan)),
-      record_level_epsilon=_json_number(
-          result.last_values.get('privacy/example_epsilon', math.nan)),
-      delta=config.delta if config.private else None,
-      rounds=result.rounds_completed,
-      rounds_planned=config.rounds,
-      population=data.population,
-      stop_reason=result.stop_reason,
+  summary = _summary(
+      config, data, run_dir, result, privacy,
       resumed_from=None if restored is None else start_round - 1,
       wall_seconds=time.monotonic() - wall_start)
   with open(os.path.join(run_dir, 'summary.json'), 'w') as f:
@@ -341,10 +341,55 @@ def _run(config, data, run_dir, *, held_out, sampler, privacy, group_size,
   return summary
 
 
+def _summary(config, data, run_dir, result, privacy, *, resumed_from,
+             wall_seconds) -> Summary:
+  """The run's `Summary`: released values and public facts only."""
+  central = privacy.central_claim
+  epsilons = result.epsilons if central else {}
+  guarantee = accounting.tightest_epsilon(epsilons)
+  prefix = eval_prefix(config)
+  accuracy_key = prefix + 'accuracy'
+  headline_key = prefix + labels.headline_metric(data.label_kind)
+  values = result.last_values
+  return Summary(
+      run_dir=run_dir,
+      private=config.private,
+      guarantees=privacy.guarantees(),
+      accuracy=values.get(accuracy_key),
+      loss=values.get(prefix + 'loss'),
+      evaluation=config.evaluation.value,
+      accuracy_key=accuracy_key if accuracy_key in values else None,
+      headline_key=headline_key if headline_key in values else None,
+      headline_value=values.get(headline_key),
+      eval_metrics={key: value for key, value in values.items()
+                    if key.startswith(prefix)},
+      epsilon={kind.value: _json_number(eps)
+               for kind, eps in epsilons.items() if not math.isnan(eps)},
+      accountants_not_applicable=[kind.value for kind, eps in
+                                  epsilons.items() if math.isnan(eps)],
+      guarantee_epsilon=None if guarantee is None else guarantee[1],
+      guarantee_accountant=None if guarantee is None else guarantee[0].value,
+      local_epsilon=_json_number(
+          values.get('privacy/local_epsilon', math.nan)),
+      record_level_epsilon=_json_number(
+          values.get('privacy/example_epsilon', math.nan)),
+      delta=config.delta if config.private else None,
+      rounds=result.rounds_completed,
+      rounds_planned=config.rounds,
+      population=data.population,
+      stop_reason=result.stop_reason,
+      resumed_from=resumed_from,
+      # The run's duration grows with the cohorts' sizes: released only
+      # with the other values outside the guarantee.
+      wall_seconds=(wall_seconds if (not config.private or
+                                     config.release_nonprivate_metrics)
+                    else None))
+
+
 def _restore(config, run_dir, checkpoints, template, privacy, defaults):
   """Restores state and ledger; returns (csv rows kept, next round, state,
-  values released for the checkpoint's round), or None if nothing was ever
-  released (then the run starts over at round 1)."""
+  values released for the checkpoint's round, the run's secrets), or None if
+  nothing was ever released (then the run starts over at round 1)."""
   stray = checkpoints.remove_stray_temporaries()
   if stray:
     print(f'warning: removed half-written checkpoints {stray}', flush=True)
@@ -366,6 +411,14 @@ def _restore(config, run_dir, checkpoints, template, privacy, defaults):
         + '; '.join(differences))
   resume.check_fallback(checkpoint_round=ckpt.round_num, released=released,
                         skipped=skipped)
+  try:
+    secrets = run_secrets.RunSecrets.from_json(ckpt.meta.get('secrets'))
+  except run_secrets.SecretsFormatError as e:
+    raise resume.ResumeError(
+        f'{ckpt.path} holds no valid sampling secret ({e}): it was written '
+        'by a tff-dp that drew cohorts from the released --seed, so its '
+        'cohorts are public and its guarantee does not hold. Start a new '
+        'run (another --run_name)') from e
   for reason in skipped:
     print(f'warning: skipped an invalid checkpoint: {reason}', flush=True)
   privacy.restore_json(ckpt.meta['ledgers'])
@@ -373,4 +426,5 @@ def _restore(config, run_dir, checkpoints, template, privacy, defaults):
   rows = resume.truncate_rows(csv_path, last_round=ckpt.round_num)
   print(f'resuming after round {ckpt.round_num} from {ckpt.path}',
         flush=True)
-  return rows, ckpt.round_num + 1, ckpt.state, ckpt.meta['released']
+  return (rows, ckpt.round_num + 1, ckpt.state, ckpt.meta['released'],
+          secrets)

@@ -7,7 +7,8 @@ deviation z * C is added, and the sum is divided by the FIXED expected number
 of clients per round. Adaptive clipping follows Andrew et al. 2021,
 "Differentially Private Learning with Adaptive Clipping" (NeurIPS). Both come
 from TensorFlow Privacy through `tff.aggregators.DifferentiallyPrivateFactory`,
-which is unweighted.
+which is unweighted, with the noise drawn from secret keys
+(`tff_dp.dp_queries`).
 
 The algorithms are TFF's own: FedAvg and FedSGD (McMahan et al. 2017,
 "Communication-Efficient Learning of Deep Networks from Decentralized Data"),
@@ -23,11 +24,13 @@ The model aggregator is composed inside out (as in google-research/federated
      (`tff_dp.weighting`), or |D_k| / |D| (non-private weighted mean).
 """
 
+import collections
 import dataclasses
 from typing import Callable, Optional, Union
 
 import tensorflow_federated as tff
 
+from tff_dp import dp_queries
 from tff_dp import sanitize
 from tff_dp import weighting
 from tff_dp.config import Algorithm
@@ -60,6 +63,8 @@ def build_dp_aggregator(
     settings: DpSettings) -> tff.aggregators.UnweightedAggregationFactory:
   """Returns TF Privacy's DP aggregation factory for `settings.mechanism`.
 
+  The queries are TFF's (`tff_dp.dp_queries`), with noise from secret keys.
+
   The factory divides the noised sum by `clients_per_round`, never by the
   number of clients that actually reported: that number depends on the data
   (under Poisson sampling, on who is in the population) and dividing by it
@@ -71,14 +76,13 @@ def build_dp_aggregator(
   Raises:
     ValueError: For `DpMechanism.NONE`, which has no DP aggregator.
   """
-  factory = tff.aggregators.DifferentiallyPrivateFactory
   if settings.mechanism is DpMechanism.GAUSSIAN_FIXED:
-    return factory.gaussian_fixed(
+    return dp_queries.gaussian_fixed(
         noise_multiplier=settings.noise_multiplier,
         clients_per_round=settings.clients_per_round,
         clip=settings.clip)
   if settings.mechanism is DpMechanism.GAUSSIAN_ADAPTIVE:
-    return factory.gaussian_adaptive(
+    return dp_queries.gaussian_adaptive(
         noise_multiplier=settings.noise_multiplier,
         clients_per_round=settings.clients_per_round,
         initial_l2_norm_clip=settings.initial_clip,
@@ -131,6 +135,34 @@ def build_model_aggregator(
   return unweighted or tff.aggregators.UnweightedMeanFactory()
 
 
+def no_client_metrics(metric_finalizers, local_unfinalized_metrics_type=None):
+  """A TFF metrics aggregator that never aggregates the clients' metrics.
+
+  For runs whose guarantee holds against the server (local DP, example-level
+  DP-SGD): TFF's default (`tff.learning.metrics.sum_then_finalize`) sums
+  each client's raw training loss, accuracy and example count at the server,
+  i.e. sends un-noised functions of the client's data past its noise. Here
+  the client-placed metrics are an unused argument, so no federated
+  aggregation of them exists in the computation and the server-side
+  `client_work` metrics are empty.
+
+  Args:
+    metric_finalizers: Ignored (TFF's `MetricsAggregatorType` signature).
+    local_unfinalized_metrics_type: Ignored.
+
+  Returns:
+    A polymorphic federated computation: client metrics -> empty at SERVER.
+  """
+  del metric_finalizers, local_unfinalized_metrics_type
+
+  @tff.federated_computation
+  def aggregate(client_metrics):
+    del client_metrics  # Never leaves the clients.
+    return tff.federated_value(collections.OrderedDict(), tff.SERVER)
+
+  return aggregate
+
+
 def build_server_optimizer(kind: ServerOptimizer, *, learning_rate: float,
                            momentum: float) -> tff.learning.optimizers.Optimizer:
   if kind is ServerOptimizer.SGD:
@@ -152,6 +184,7 @@ def build_learning_process(
     client_momentum: float,
     server_optimizer: tff.learning.optimizers.Optimizer,
     proximal_strength: float = 0.0,
+    metrics_aggregator: Optional[Callable] = None,
 ) -> tff.learning.templates.LearningProcess:
   """Returns the TFF learning process of `algorithm` with the aggregator.
 
@@ -165,9 +198,14 @@ def build_learning_process(
     client_momentum: Momentum of the clients' SGD (0 for plain SGD).
     server_optimizer: Optimizer the server applies to the averaged update.
     proximal_strength: FedProx's mu.
+    metrics_aggregator: TFF's metrics aggregator; None for TFF's default (the
+      clients' metrics summed un-noised at the server), `no_client_metrics`
+      where the server is an adversary.
   """
   unweighted = isinstance(model_aggregator,
                           tff.aggregators.UnweightedAggregationFactory)
+  metrics = ({} if metrics_aggregator is None else
+             dict(metrics_aggregator=metrics_aggregator))
   if algorithm is Algorithm.FEDSGD:
     # FedSGD clients send their full-batch mean gradient with weight |D_k|;
     # TFF's builder takes a weighted factory, so an unweighted (DP) one is
@@ -177,13 +215,14 @@ def build_learning_process(
           model_aggregator)
     return tff.learning.algorithms.build_fed_sgd(
         model_fn, server_optimizer_fn=server_optimizer,
-        model_aggregator=model_aggregator, loop_implementation=LOOP)
+        model_aggregator=model_aggregator, loop_implementation=LOOP,
+        **metrics)
   client_optimizer = tff.learning.optimizers.build_sgdm(
       learning_rate=client_learning_rate, momentum=client_momentum or None)
   common = dict(client_optimizer_fn=client_optimizer,
                 server_optimizer_fn=server_optimizer,
                 model_aggregator=model_aggregator,
-                loop_implementation=LOOP)
+                loop_implementation=LOOP, **metrics)
   if algorithm is Algorithm.FEDAVG:
     if unweighted:
       return tff.learning.algorithms.build_unweighted_fed_avg(

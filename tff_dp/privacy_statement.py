@@ -7,15 +7,19 @@ Pure Python.
 """
 
 import math
+from typing import Iterable
 
 from tff_dp import accounting
 from tff_dp import privacy_tracking
 from tff_dp import release
+from tff_dp import run_secrets
 from tff_dp import sampling
+from tff_dp.config import ClientWeighting
 from tff_dp.config import DpMechanism
 from tff_dp.config import Evaluation
 from tff_dp.config import LocalDp
 from tff_dp.config import TrainConfig
+from tff_dp.data import test_sets
 
 _SAMPLING_WORDS = {
     sampling.ClientSampling.POISSON: (
@@ -30,8 +34,8 @@ _SAMPLING_WORDS = {
         'by sampling)'),
     sampling.ClientSampling.SHUFFLED_EPOCHS: (
         'shuffled epochs: every client at most once per epoch, {n} per round, '
-        'in a seeded order independent of the data (no amplification is '
-        'claimed)'),
+        'in a secret random order independent of the data (no amplification '
+        'is claimed)'),
 }
 
 _ADJACENCY_WORDS = {
@@ -52,7 +56,8 @@ def _format_epsilon(eps: float) -> str:
 
 def privacy_statement(config: TrainConfig, *, population: int,
                       rounds_run: int,
-                      privacy: privacy_tracking.PrivacyTracker) -> str:
+                      privacy: privacy_tracking.PrivacyTracker,
+                      released_keys: Iterable[str] = ()) -> str:
   """Returns the statement as plain text.
 
   Args:
@@ -60,7 +65,10 @@ def privacy_statement(config: TrainConfig, *, population: int,
     population: Number of clients the data really has (N).
     rounds_run: Rounds released (charged to the ledger).
     privacy: The run's ledgers after its last round.
+    released_keys: Every per-round key the run released (the statement lists
+      exactly these).
   """
+  released_keys = sorted(released_keys)
   lines = ['Privacy statement', '=================']
   if not config.private:
     why = ('--dp_mechanism=none' if not config.uses_dp_aggregator else
@@ -71,6 +79,8 @@ def privacy_statement(config: TrainConfig, *, population: int,
         f'NOT PRIVATE: {why}. Epsilon is infinite. Every released value (the',
         'model included) is computed from client data without noise.',
         f'Rounds: {rounds_run}; population: {population} clients.',
+        'Released per round: ' + (', '.join(released_keys) or 'nothing') +
+        '.',
     ]
     lines += _federated_evaluation_lines(config, private=False)
     return '\n'.join(lines) + '\n'
@@ -79,29 +89,75 @@ def privacy_statement(config: TrainConfig, *, population: int,
                           epsilons=privacy.epsilons())
   lines += _local_lines(config, privacy)
   lines += _record_level_lines(config, privacy)
-  released = sorted(release.DP_SAFE_KEYS)
-  lines += [
+  lines += _release_lines(config, released_keys)
+  lines += _assumption_lines(config)
+  return '\n'.join(lines) + '\n'
+
+
+def _release_lines(config, released_keys: list[str]) -> list[str]:
+  """What the run released, what it did not, and what no guarantee covers."""
+  covered = [k for k in released_keys
+             if not k.startswith(release.NONPRIVATE_PREFIX)]
+  uncovered = [k for k in released_keys
+               if k.startswith(release.NONPRIVATE_PREFIX)]
+  lines = [
       'Released: the model after every round (and anything computed from it '
-      'and public data), and per round the values of: '
-      + ', '.join(released) + ' (those that apply to this run).',
-      'Timing: time/round_seconds is wall time; it is not noised and grows '
-      'with the cohort size, so treat it as a weak side channel of cohort '
-      'size when publishing.',
+      'and public data), and per round: ' + (', '.join(covered) or 'nothing')
+      + '.',
+      'Evaluation data: '
+      + test_sets.test_set_origin(config.dataset).describe() + '.',
   ]
-  if config.release_nonprivate_metrics:
+  if uncovered:
     lines.append(
-        'NOT COVERED by the guarantee (released on request, prefix '
-        f'"{release.NONPRIVATE_PREFIX}"): '
-        + ', '.join(sorted(release.NONPRIVATE_KEYS)) + ' (those that apply).')
+        'NOT COVERED by the guarantee (computed from client data without '
+        f'noise, released on request): {", ".join(uncovered)}.')
     lines += _federated_evaluation_lines(config, private=True)
   else:
-    lines.append('Not released: client training metrics and the actual '
-                 'cohort sizes (computed from client data without noise).')
+    lines.append(
+        'Not released: client training metrics, the actual cohort sizes, '
+        'round and run times (they grow with the hidden cohorts), and '
+        'evaluation on data of the private population.')
+  if config.local_dp is not LocalDp.NONE or config.example_dp:
+    lines.append('Client training metrics never leave the clients: with '
+                 'noise added at the clients, the server sees only noised '
+                 'updates.')
   lines.append('Not claimed: secure aggregation (the simulation sums updates '
                'in the clear on this machine).')
-  lines.append('Not a release: checkpoints/ holds the model state (and, for '
-               'DP-FTRL, the tree\'s noise seed); keep it private.')
-  return '\n'.join(lines) + '\n'
+  return lines
+
+
+def _assumption_lines(config) -> list[str]:
+  """What the guarantee assumes public, and where its randomness comes from."""
+  lines = [
+      'Assumed public: the population size N (delta is chosen below 1/N), '
+      'the settings in flags.txt, and what the dataset declares public (the '
+      'test set above; dataset sizes for record-level DP).',
+      'Randomness: cohorts (and simulated dropout) from a '
+      f'{run_secrets.SECRET_BITS}-bit secret drawn from the operating '
+      'system, kept only in checkpoints/ so that a resumed run redraws '
+      'them; every noise draw from TensorFlow\'s stateless Philox generator '
+      f'under a {run_secrets.SECRET_BITS}-bit key from the operating system, '
+      'fresh per round and client, written nowhere (DP-FTRL\'s tree seed is '
+      'in the checkpointed state). Philox is a statistical, not a '
+      'cryptographic, generator. --seed (public) only seeds the model\'s '
+      'initialization and the order of each client\'s local data.',
+      'Not a release: checkpoints/ holds the model state, the sampling '
+      'secret and DP-FTRL\'s tree seed; keep it private.',
+  ]
+  if config.allow_unconfined_worker:
+    lines.append(
+        'Runtime: --allow_unconfined_worker was set: where the TFF worker '
+        'could not be confined to a private socket (the console says so), '
+        'it served unauthenticated gRPC on all interfaces during the run, '
+        'and the guarantee does not hold against anyone who connected.')
+  if config.insecure_sampling_seed is not None:
+    lines.insert(0, (
+        'INSECURE: the cohorts were drawn from --insecure_sampling_seed='
+        f'{config.insecure_sampling_seed}, which is in the released flags. '
+        'The guarantee does NOT hold against anyone who knows that value: '
+        'with it the cohorts are public and amplification by sampling is '
+        'void.'))
+  return lines
 
 
 def _central_lines(config, *, population, rounds_run, epsilons) -> list[str]:
@@ -140,7 +196,8 @@ def _central_lines(config, *, population, rounds_run, epsilons) -> list[str]:
       'Sampling: ' + _SAMPLING_WORDS[config.client_sampling].format(
           q=q, n=config.clients_per_round) + '.',
       f'Mechanism: {mechanism}; the noised sum is divided by the fixed '
-      f'clients_per_round = {config.clients_per_round}.',
+      f'clients_per_round = {config.clients_per_round}.'
+      + _weighting_words(config),
       f'Rounds released: {rounds_run}.',
       f'Delta: {config.delta:g}.',
   ]
@@ -153,6 +210,15 @@ def _central_lines(config, *, population, rounds_run, epsilons) -> list[str]:
                  f'{config.delta:g})-DP for each client (the smallest epsilon '
                  'above; each accountant gives a valid upper bound).')
   return lines
+
+
+def _weighting_words(config) -> str:
+  if config.client_weighting is not ClientWeighting.CAPPED:
+    return ''
+  return (' Weighting (McMahan et al. 2018): each client\'s update is '
+          f'multiplied by min(n_k / {config.weight_cap:g}, 1) before it is '
+          'clipped, so no client weighs more than 1 and the sensitivity is '
+          'the clip; the data sizes n_k are not released.')
 
 
 def _held_out_words(config) -> str:
@@ -245,5 +311,7 @@ def _accountant_words(kind: accounting.AccountantKind) -> str:
   if kind is accounting.AccountantKind.RDP:
     return 'RDP accountant, dp-accounting'
   return (f'PLD accountant, dp-accounting, value discretization '
-          f'{accounting.PLD_DISCRETIZATION:g}; compositions of unsampled '
-          'Gaussians exactly')
+          f'{accounting.PLD_DISCRETIZATION:g}, coarser where a round alone '
+          'costs a very large epsilon (still an upper bound); compositions '
+          'of unsampled Gaussians exactly; under fixed-size sampling the '
+          'unamplified bound')

@@ -22,6 +22,7 @@ Pure Python.
 """
 
 import dataclasses
+import json
 import math
 import os
 from typing import Any, Callable, Optional, Sequence
@@ -29,6 +30,7 @@ from typing import Any, Callable, Optional, Sequence
 import dp_accounting
 
 from tff_dp import accounting
+from tff_dp import atomic_io
 from tff_dp import example_accounting
 from tff_dp import local_accounting
 
@@ -46,6 +48,9 @@ class PrivacyTracker:
   local: Optional[local_accounting.LocalPrivacyLedger] = None
   silos: Optional[example_accounting.SiloLedger] = None
   release_silo_epsilon_as_private: bool = True
+  # Whether values outside the guarantee may be released (the record-level
+  # epsilon of a run with a central claim).
+  release_nonprivate: bool = False
 
   @property
   def central_claim(self) -> bool:
@@ -95,18 +100,40 @@ class PrivacyTracker:
       return None
     return self.silos.report(delta=self.delta, accountants=self.accountants)
 
-  def extra_values(self) -> dict[str, float]:
-    """Local and record-level epsilons, under their release keys."""
+  def guarantees(self) -> list[str]:
+    """The guarantees this run claims, in words: 'central', 'local',
+    'record-level'; empty for a run that is not private."""
+    claims = []
+    if self.central_claim:
+      claims.append('central')
+    if self.local is not None:
+      claims.append('local')
+    if self.silos is not None:
+      claims.append('record-level')
+    return claims
+
+  def released_values(self) -> dict[str, float]:
+    """The epsilons of the guarantees that apply, under their release keys.
+
+    Central epsilons only with a central claim, and only from accountants
+    that could compose the events (never a NaN, never the infinite epsilon
+    of a guarantee the run does not claim); local and record-level epsilons
+    where those guarantees exist.
+    """
     values = {}
+    if self.central_claim:
+      for kind, eps in self.epsilons().items():
+        if not math.isnan(eps):
+          values[f'privacy/epsilon_{kind.value}'] = eps
     local = self.local_guarantee()
     if local is not None:
       values['privacy/local_epsilon'] = local.epsilon
     report = self.record_level_report()
-    if report is not None:
-      worst = report.worst_epsilon()
-      key = ('privacy/example_epsilon' if self.release_silo_epsilon_as_private
-             else 'nonprivate/example_epsilon')
-      values[key] = math.nan if worst is None else worst
+    worst = None if report is None else report.worst_epsilon()
+    if worst is not None and self.release_silo_epsilon_as_private:
+      values['privacy/example_epsilon'] = worst
+    elif worst is not None and self.release_nonprivate:
+      values['nonprivate/example_epsilon'] = worst
     return values
 
   def to_json(self) -> dict[str, Any]:
@@ -125,9 +152,67 @@ class PrivacyTracker:
       self.silos = example_accounting.SiloLedger.from_json(data['silos'])
 
   def save(self, run_dir: str) -> None:
-    """Writes the ledgers as plain JSON files of the run directory."""
-    self.ledger.save(os.path.join(run_dir, 'ledger.json'))
-    if self.local is not None:
-      self.local.save(os.path.join(run_dir, 'local_ledger.json'))
-    if self.silos is not None:
-      self.silos.save(os.path.join(run_dir, 'silo_ledger.json'))
+    """Writes what may be released of the ledgers into the run directory.
+
+    The full ledgers (with every round's cohort) are in `to_json`, which goes
+    only into the checkpoints: written next to the released files, the
+    cohorts would void amplification by sampling. Released: the central
+    ledger (one public event per round), the local guarantee's inputs
+    (`LOCAL_GUARANTEE_FILE`, no cohorts), and the silo ledger only where the
+    record-level epsilon is itself released as covered (its silo sizes are
+    then public by assumption).
+    """
+    self.ledger.save(os.path.join(run_dir, LEDGER_FILE))
+    local = self.local_guarantee()
+    if local is not None:
+      atomic_io.write_text_atomic(
+          os.path.join(run_dir, LOCAL_GUARANTEE_FILE),
+          json.dumps(self._local_guarantee_json(local), indent=1,
+                     allow_nan=False))
+    if self.silos is not None and self.release_silo_epsilon_as_private:
+      self.silos.save(os.path.join(run_dir, SILO_LEDGER_FILE))
+
+  def _local_guarantee_json(self, local) -> dict[str, Any]:
+    return {
+        'format_version': 1,
+        'kind': LOCAL_GUARANTEE_KIND,
+        **self.local.spec.to_json(),
+        'rounds': self.ledger.rounds,
+        'participations': local.participations,
+        # With a central claim the realized counts would reveal the hidden
+        # cohorts: every round is counted instead.
+        'counted': ('every_round' if self.central_claim else
+                    'most_participations_of_any_client'),
+    }
+
+
+LEDGER_FILE = 'ledger.json'
+LOCAL_GUARANTEE_FILE = 'local_guarantee.json'
+SILO_LEDGER_FILE = 'silo_ledger.json'
+LOCAL_GUARANTEE_KIND = 'local_dp_guarantee'
+
+
+def local_guarantee_from_json(
+    data: Any, *, delta: float,
+    accountants: Sequence[accounting.AccountantKind]
+) -> local_accounting.LocalGuarantee:
+  """The local guarantee a run directory's `LOCAL_GUARANTEE_FILE` states.
+
+  Raises:
+    accounting.LedgerFormatError: If `data` is not such a file's content.
+  """
+  keys = {'format_version', 'kind', 'mechanism', 'epsilon_local',
+          'noise_multiplier', 'rounds', 'participations', 'counted'}
+  if (not isinstance(data, dict) or set(data) != keys or
+      data['kind'] != LOCAL_GUARANTEE_KIND or data['format_version'] != 1):
+    raise accounting.LedgerFormatError(
+        f'expected a {LOCAL_GUARANTEE_KIND} object with keys {sorted(keys)}')
+  try:
+    spec = local_accounting.LocalMechanismSpec(
+        mechanism=local_accounting.LocalMechanism(data['mechanism']),
+        epsilon_local=data['epsilon_local'],
+        noise_multiplier=data['noise_multiplier'])
+    return spec.guarantee(data['participations'], delta=delta,
+                          accountants=accountants)
+  except (TypeError, ValueError) as e:
+    raise accounting.LedgerFormatError(str(e)) from e

@@ -22,15 +22,24 @@ import tensorflow_federated as tff
 
 from tff_dp import faults
 
+NONPRIVATE_PREFIX = 'nonprivate/'
+
+# Prefixes of the two evaluations (`--evaluation`): the server's held-out test
+# set (public data, DP model: safe), and federated evaluation over held-out
+# clients (their data, no noise: NOT covered by the guarantee).
+EVAL_PREFIX = 'eval/'
+FED_EVAL_PREFIX = NONPRIVATE_PREFIX + 'fed_eval/'
+# The server's test set when it belongs to the private population
+# (`tff_dp.data.test_sets`): its metrics are not covered either.
+PRIVATE_EVAL_PREFIX = NONPRIVATE_PREFIX + 'eval/'
+_EVAL_METRICS = ('loss', 'accuracy', 'precision', 'recall_at_5')
+
 # Keys that are safe to release in a DP run.
 DP_SAFE_KEYS = frozenset({
-    # Server-side evaluation on the held-out set (public data, DP model):
-    # accuracy, or for multi-label data (`tff_dp.data.labels`) precision
-    # and recall@5.
-    'eval/loss',
-    'eval/accuracy',
-    'eval/precision',
-    'eval/recall_at_5',
+    # Server-side evaluation on a PUBLIC test set (`tff_dp.data.test_sets`)
+    # of the DP model: accuracy, or for multi-label data
+    # (`tff_dp.data.labels`) precision and recall@5.
+    *(EVAL_PREFIX + name for name in _EVAL_METRICS),
     # Privacy accounting: functions of the mechanism's public parameters.
     'privacy/epsilon_rdp',
     'privacy/epsilon_pld',
@@ -47,17 +56,7 @@ DP_SAFE_KEYS = frozenset({
     'privacy/example_epsilon',
     # The planned (expected) cohort size, a public parameter.
     'cohort/expected_size',
-    # Wall time of the round (see the privacy statement on timing).
-    'time/round_seconds',
 })
-
-NONPRIVATE_PREFIX = 'nonprivate/'
-
-# Prefixes of the two evaluations (`--evaluation`): the server's held-out test
-# set (public data, DP model: safe), and federated evaluation over held-out
-# clients (their data, no noise: NOT covered by the guarantee).
-EVAL_PREFIX = 'eval/'
-FED_EVAL_PREFIX = NONPRIVATE_PREFIX + 'fed_eval/'
 
 # Values computed from client data without noise; released only on request in
 # DP runs (always in non-private runs).
@@ -68,15 +67,16 @@ NONPRIVATE_KEYS = frozenset({
     'nonprivate/train_recall_at_5',
     'nonprivate/train_examples',
     'nonprivate/cohort_size',
+    # Wall time of the round: it grows with the cohort size, so it is a side
+    # channel of the hidden cohorts.
+    'nonprivate/round_seconds',
     # Depends on the silos' sizes; with a user-level claim, only on request.
     'nonprivate/example_epsilon',
     # Federated evaluation over the held-out clients
     # (`tff_dp.federated_evaluation`): their metrics, un-noised.
-    FED_EVAL_PREFIX + 'loss',
-    FED_EVAL_PREFIX + 'accuracy',
-    FED_EVAL_PREFIX + 'precision',
-    FED_EVAL_PREFIX + 'recall_at_5',
     FED_EVAL_PREFIX + 'num_examples',
+    *(prefix + name for prefix in (FED_EVAL_PREFIX, PRIVATE_EVAL_PREFIX)
+      for name in _EVAL_METRICS),
 })
 
 CSV_KEY_FIELD = 'round'
@@ -127,11 +127,15 @@ class Releaser:
     self._csv = tff.program.CSVFileReleaseManager(
         self.csv_path, save_mode=tff.program.CSVSaveMode.WRITE,
         key_fieldname=CSV_KEY_FIELD)
+    # Every key released so far (replayed rows included): what the privacy
+    # statement lists as released.
+    self.released_keys: set[str] = set()
 
   def release(self, round_num: int, values: Mapping[str, float]) -> None:
     """Releases one round's values (after checking every key)."""
     check_release_keys(values.keys(), private=self._private,
                        allow_nonprivate=self._allow_nonprivate)
+    self.released_keys.update(values)
     with self._writer.as_default():
       for i, (key, value) in enumerate(values.items()):
         tf.summary.scalar(key, value, step=round_num)
@@ -158,6 +162,7 @@ class Releaser:
         for key, value in row.items():
           if key != CSV_KEY_FIELD and value not in ('', None):
             tf.summary.scalar(key, float(value), step=step)
+            self.released_keys.add(key)
     self._writer.flush()
 
   def write_text(self, tag: str, text: str, *, step: int = 0) -> None:

@@ -33,6 +33,8 @@ RESUMABLE_CHANGES = frozenset({
     # Both paths keep the same state structure and compute the same
     # mechanism (tests/test_grouped_fedavg.py).
     'clients_per_call',
+    # Where the worker listens, not what it computes.
+    'allow_unconfined_worker',
 })
 
 

@@ -13,7 +13,6 @@ import math
 import os
 import signal
 import sys
-import time
 import traceback
 
 from absl import app
@@ -21,8 +20,8 @@ from absl import flags
 
 from tff_dp import cli_flags
 from tff_dp import config as config_lib
+from tff_dp import prepare
 from tff_dp.data import labels
-from tff_dp.data.federated_data import FederatedData
 
 FLAGS = flags.FLAGS
 cli_flags.define_train_flags(FLAGS)
@@ -100,58 +99,30 @@ def prepare_run_dir(output_dir: str, run_name: str) -> tuple[str, bool]:
   return run_dir, True
 
 
-def load_data(config: config_lib.TrainConfig):
-  """The data `config` names; UserError naming the dataset if unusable."""
-  from tff_dp.data import loading  # pylint: disable=g-import-not-at-top
-  try:
-    return loading.load(
-        config.dataset, num_clients=config.num_clients,
-        partition=config.partition, seed=config.data_seed,
-        test_fraction=config.test_fraction,
-        dirichlet_alpha=config.dirichlet_alpha, data_dir=config.data_dir,
-        client_data=config.client_data)
-  except loading.DataError as e:
-    raise UserError(f'--dataset={config.dataset.value}: {e}') from e
+def _check_confinement(config: config_lib.TrainConfig) -> None:
+  """Refuses, before any import of TensorFlow, a worker others could drive."""
+  from tff_dp import native  # pylint: disable=g-import-not-at-top
+  reason = native.confinement_unavailable_reason()
+  if reason is not None and not config.allow_unconfined_worker:
+    raise UserError(
+        f'{reason}. Refusing to start a TFF worker that any local user (or '
+        'another host) could use to run code as you; build the shim, or '
+        'pass --allow_unconfined_worker to run unconfined anyway')
+  # Otherwise `tff_dp.runtime` warns when it starts the worker unconfined.
 
 
-def _hold_out_eval_clients(config: config_lib.TrainConfig, data):
-  """(training data, held-out clients or None) for --evaluation.
-
-  Done before any check or calibration that uses the population, so that
-  all of them see the training clients only.
-  """
-  if config.evaluation is not config_lib.Evaluation.FEDERATED:
-    return data, None
-  config_lib.check_eval_clients(config, data.population)
-  from tff_dp.data import held_out  # pylint: disable=g-import-not-at-top
-  return held_out.hold_out_clients(data, eval_clients=config.eval_clients,
-                                   seed=config.data_seed)
-
-
-def _calibrate(config: config_lib.TrainConfig,
-               population: int) -> config_lib.TrainConfig:
-  """Replaces the noise multiplier by the one that meets --target_epsilon."""
-  from tff_dp import accounting  # pylint: disable=g-import-not-at-top
-  from tff_dp import calibration  # pylint: disable=g-import-not-at-top
-  try:
-    z, accountant = calibration.calibrate_noise_for_accountants(
-        target_epsilon=config.target_epsilon, delta=config.delta,
-        rounds=config.rounds, sampling=config.client_sampling,
-        population=population, clients_per_round=config.clients_per_round,
-        accountants=config.accountants)
-  except (ValueError, accounting.UnsupportedAccountingError) as e:
-    raise config_lib.ConfigError('target_epsilon', config.target_epsilon,
-                                 str(e)) from e
-  print(f'calibrated --noise_multiplier={z:.6g}: {config.rounds} rounds reach '
-        f'epsilon {config.target_epsilon:g} at delta {config.delta:g} '
-        f'({accountant.value} accountant)', flush=True)
-  config = config_lib.dataclasses.replace(config, noise_multiplier=z)
-  try:
-    config_lib.check_adaptive_noise(config)
-  except config_lib.ConfigError as e:
-    raise config_lib.ConfigError('target_epsilon', config.target_epsilon,
-                                 f'needs {e}') from e
-  return config
+def _print_banner(config: config_lib.TrainConfig, data, held_out) -> None:
+  """Describes the data: in a DP run, public facts only."""
+  if not config.private:
+    print(data.describe(), flush=True)
+    if held_out is not None:
+      print(held_out.describe(), flush=True)
+    return
+  from tff_dp.data import description  # pylint: disable=g-import-not-at-top
+  print(description.public_description(
+      data, dataset=config.dataset,
+      held_out_clients=None if held_out is None else config.eval_clients),
+        flush=True)
 
 
 def _format_duration(seconds: float) -> str:
@@ -162,10 +133,12 @@ def _format_duration(seconds: float) -> str:
 # The prefix of the server-side test set's released keys (`tff_dp.release`,
 # which imports TensorFlow: not imported here before the input is checked).
 _TEST_PREFIX = 'eval/'
+_NONPRIVATE_PREFIX = 'nonprivate/'
 
 
 class Progress:
-  """Prints one line per round: the headline metric, epsilon, ETA."""
+  """Prints one line per round: the headline metric, the guarantees, and
+  (where round times are released) the round time and an ETA."""
 
   def __init__(self, rounds: int, *, private: bool,
                headline_key: str = _TEST_PREFIX + 'accuracy'):
@@ -173,7 +146,8 @@ class Progress:
 
     Args:
       rounds: Rounds planned.
-      private: Whether the run claims DP (prints epsilon, or 'not private').
+      private: Whether the run claims DP (prints its epsilons, or 'not
+        private').
       headline_key: Released key of the metric to print (`tff_dp.data.
         labels.headline_metric` under the evaluation's prefix).
     """
@@ -187,30 +161,40 @@ class Progress:
                             if headline_key.startswith(_TEST_PREFIX)
                             else headline_key)
     self._durations = []
-    self._last = time.monotonic()
 
   def __call__(self, round_num: int, values: dict[str, float]) -> None:
-    now = time.monotonic()
-    self._durations.append(now - self._last)
-    self._last = now
-    # The first round includes tracing and worker start-up: leave it out of
-    # the ETA once there is anything else to go by.
-    recent = self._durations[1:][-20:] or self._durations
-    eta = sum(recent) / len(recent) * (self._rounds - round_num)
     parts = [f'round {round_num}/{self._rounds}']
     if self._headline_key in values:
       parts.append(
           f'{self._headline_label} {values[self._headline_key]:.4f}')
-    if self._private:
-      eps = [f'{key.rsplit("_", 1)[1]} {_eps(value)}'
+    parts += _guarantee_parts(values, private=self._private)
+    # Round times grow with the hidden cohorts: shown only where they are
+    # released (non-private runs, or --release_nonprivate_metrics).
+    seconds = values.get('nonprivate/round_seconds')
+    if seconds is not None:
+      self._durations.append(seconds)
+      # The first round includes tracing: leave it out of the ETA once there
+      # is anything else to go by.
+      recent = self._durations[1:][-20:] or self._durations
+      eta = sum(recent) / len(recent) * (self._rounds - round_num)
+      parts += [f'{seconds:.2f} s', f'ETA {_format_duration(eta)}']
+    print(' | '.join(parts), flush=True)
+
+
+def _guarantee_parts(values: dict[str, float], *, private: bool) -> list[str]:
+  """The epsilons of the guarantees a round's values carry, in words."""
+  if not private:
+    return ['not private']
+  central = [f'{key.rsplit("_", 1)[1]} {_eps(value)}'
              for key, value in values.items()
              if key.startswith('privacy/epsilon_')]
-      parts.append('epsilon ' + ', '.join(eps))
-    else:
-      parts.append('not private')
-    parts.append(f'{values["time/round_seconds"]:.2f} s')
-    parts.append(f'ETA {_format_duration(eta)}')
-    print(' | '.join(parts), flush=True)
+  parts = ['epsilon ' + ', '.join(central)] if central else []
+  if 'privacy/local_epsilon' in values:
+    parts.append(f'local epsilon {_eps(values["privacy/local_epsilon"])}')
+  if 'privacy/example_epsilon' in values:
+    parts.append('record-level epsilon '
+                 f'{_eps(values["privacy/example_epsilon"])}')
+  return parts
 
 
 def _eps(value: float) -> str:
@@ -240,12 +224,18 @@ def _print_summary(summary, statement_path: str, *, eval_prefix: str,
     key = eval_prefix + name
     value = summary.eval_metrics.get(key)
     text = 'n/a' if value is None else f'{value:.4f}'
+    caveat = (f'; released as {key}, NOT covered by the DP guarantee'
+              if summary.private and value is not None else '')
     if summary.evaluation == config_lib.Evaluation.FEDERATED.value:
-      caveat = (f'; released as {key}, NOT covered by the DP guarantee'
-                if summary.private and value is not None else '')
       print(f'federated evaluation {name} (held-out clients{caveat}): {text}')
-    else:
+    elif not eval_prefix.startswith(_NONPRIVATE_PREFIX):
       print(f'test {name}: {text}')
+    elif summary.private and value is None:
+      print(f'test {name}: not released (the test set belongs to the private '
+            'population; pass --release_nonprivate_metrics to release it as '
+            f'{key}, outside the guarantee)')
+    else:
+      print(f'test {name} (data of the private population{caveat}): {text}')
   if summary.guarantee_epsilon is not None:
     eps = ', '.join(f'{k} {_eps(math.inf if v is None else v)}'
                     for k, v in summary.epsilon.items())
@@ -269,7 +259,8 @@ def _print_summary(summary, statement_path: str, *, eval_prefix: str,
           f'{summary.record_level_epsilon:.4g}')
   print(f'rounds: {summary.rounds}/{summary.rounds_planned} '
         f'({summary.stop_reason})')
-  print(f'wall time: {_format_duration(summary.wall_seconds)}')
+  if summary.wall_seconds is not None:
+    print(f'wall time: {_format_duration(summary.wall_seconds)}')
   print(f'outputs: {summary.run_dir}')
 
 
@@ -277,35 +268,31 @@ def run(argv: list[str]) -> int:
   """Runs the program on parsed flags; returns the exit code."""
   if len(argv) > 1:
     raise UserError(f'unexpected positional arguments: {argv[1:]}')
-  config = cli_flags.config_from_flags(FLAGS)
+  # Before anything imports TensorFlow (streamed data sources do while they
+  # load): level 3 hides TF's C++ start-up noise (e.g. duplicate CUDA plugin
+  # registration on CPU-only machines); set the variable to see it.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   try:
-    config_lib.check_config(config)
-    data = load_data(config)
-    data, held_out = _hold_out_eval_clients(config, data)
-    config_lib.check_population(config, data.population)
-    config_lib.check_model_fits_data(config, image_shape=data.image_shape,
-                                     vocab_size=data.vocab_size)
-    config_lib.resolve_clients_per_call(
-        config, in_memory=isinstance(data, FederatedData))
-    if config.example_dp:
-      config_lib.check_record_level_delta(config, int(max(data.client_sizes())))
-    if config.target_epsilon is not None:
-      config = _calibrate(config, data.population)
+    prepared = prepare.prepare_run(cli_flags.config_from_flags(FLAGS))
   except config_lib.ConfigError as e:
     raise UserError(str(e)) from e
+  config, data, held_out = prepared.config, prepared.data, prepared.held_out
+  if prepared.calibrated_by is not None:
+    from tff_dp import calibration  # pylint: disable=g-import-not-at-top
+    print(f'calibrated --noise_multiplier='
+          f'{calibration.format_noise_multiplier(config.noise_multiplier)}: '
+          f'{config.rounds} rounds reach epsilon {config.target_epsilon:g} '
+          f'at delta {config.delta:g} ({prepared.calibrated_by.value} '
+          'accountant)', flush=True)
+  _check_confinement(config)
   run_name = config.run_name or default_run_name(
       sys.argv, datetime.datetime.now(datetime.timezone.utc))
   run_dir, resume = prepare_run_dir(config.output_dir, run_name)
   config = config_lib.dataclasses.replace(config, run_name=run_name)
-  print(data.describe(), flush=True)
-  if held_out is not None:
-    print(held_out.describe(), flush=True)
+  _print_banner(config, data, held_out)
   print(f'run directory: {run_dir}', flush=True)
 
   # Importing TensorFlow takes seconds: only now that the input is valid.
-  # Level 3 hides TF's C++ start-up noise (e.g. duplicate CUDA plugin
-  # registration on CPU-only machines); set the variable to see it.
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   from tff_dp import experiment  # pylint: disable=g-import-not-at-top
   from tff_dp import resume as resume_lib  # pylint: disable=g-import-not-at-top
   from tff_dp import runtime  # pylint: disable=g-import-not-at-top
@@ -322,6 +309,11 @@ def run(argv: list[str]) -> int:
   except resume_lib.ResumeError as e:
     raise UserError(f'--run_name={run_name}: cannot resume {run_dir}: {e}'
                     ) from e
+  except runtime.WorkerError as e:
+    # Raised before the round's values are released: nothing of it left.
+    raise InternalError(f'{e}. Nothing of the interrupted round was '
+                        'released; run the same command again to resume.'
+                        ) from e
   except Exception as e:
     error_log = os.path.join(run_dir, 'error.log')
     with open(error_log, 'w') as f:

@@ -44,7 +44,7 @@ def run_training_loop(
     round_datasets: Callable[[int, Sequence[int]], list[Any]],
     rounds: int,
     privacy: privacy_tracking.PrivacyTracker,
-    evaluate: Callable[[Any], dict[str, float]],
+    evaluate: Optional[Callable[[Any], dict[str, float]]],
     eval_every: int,
     eval_prefix: str = 'eval/',
     release: Callable[[int, dict[str, float]], None],
@@ -65,7 +65,8 @@ def run_training_loop(
     round_datasets: (round, client indices) -> the clients' datasets.
     rounds: Last round to run (1-based, inclusive).
     privacy: Ledger and per-round event; charged once per round that runs.
-    evaluate: Model weights -> held-out metrics {'loss', 'accuracy', ...}.
+    evaluate: Model weights -> held-out metrics {'loss', 'accuracy', ...};
+      None for a run that releases no evaluation.
     eval_every: Evaluate every this many rounds and after the last one.
     eval_prefix: Prefix of the evaluation's keys in the released values
       (`tff_dp.release.EVAL_PREFIX` or `FED_EVAL_PREFIX`).
@@ -107,13 +108,11 @@ def run_training_loop(
     state = output.state
 
     values = round_values(output, cohort, seconds)
-    if round_num % eval_every == 0 or round_num == rounds:
+    if evaluate is not None and (round_num % eval_every == 0 or
+                                 round_num == rounds):
       evaluation = evaluate(process.get_model_weights(state))
       values.update({f'{eval_prefix}{k}': v for k, v in evaluation.items()})
-    epsilons = privacy.epsilons()
-    for kind, eps in epsilons.items():
-      values[f'privacy/epsilon_{kind.value}'] = eps
-    values.update(privacy.extra_values())
+    values.update(privacy.released_values())
     if persist is not None:
       persist(round_num, state, values)
     release(round_num, values)

@@ -1,0 +1,130 @@
+"""The privacy statement's claims about secrets and releases, end to end.
+
+What an adversary holding every released file (all but checkpoints/) may
+learn: not the cohorts (their secret is in the checkpoints only, drawn from
+the OS, so two identical runs differ), not the noise, not client metrics or
+timings, and no evaluation on private data presented as covered. Program runs
+go through `python -m tff_dp.train` on the smoke config (about 15 s each).
+"""
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+import helpers
+from conftest import REPO_ROOT
+from tff_dp import sampling
+
+_SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
+
+
+def _train(tmp_path, name, *flags):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  result = subprocess.run(
+      [sys.executable, '-m', 'tff_dp.train', f'--flagfile={_SMOKE}',
+       f'--output_dir={tmp_path}', f'--run_name={name}', *flags],
+      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result, os.path.join(tmp_path, name)
+
+
+def _rows(run_dir):
+  with open(os.path.join(run_dir, 'metrics.csv'), newline='') as f:
+    return list(csv.DictReader(f))
+
+
+def _cohort_sizes(rounds, secret):
+  """Cohort sizes of rounds 1..rounds as the smoke config's sampler draws
+  them from `secret` (40 clients, 10 per round, Poisson)."""
+  sampler = sampling.ClientSampler(sampling.ClientSampling.POISSON,
+                                   population=40, clients_per_round=10,
+                                   seed=secret)
+  return [len(sampler.sample(r)) for r in range(1, rounds + 1)]
+
+
+@pytest.mark.e2e
+def test_cohorts_are_secret_per_run_and_resume_redraws_its_own(tmp_path):
+  flags = ('--release_nonprivate_metrics', '--rounds=3')
+  first_out, first = _train(tmp_path, 'first', *flags)
+  _, second = _train(tmp_path, 'second', *flags)
+  secrets = [helpers.checkpoint_secret(d) for d in (first, second)]
+  assert secrets[0] != secrets[1]
+  assert min(s.bit_length() for s in secrets) > 100  # 128 bits from the OS.
+  for run_dir, secret in zip((first, second), secrets):
+    # The released (non-private, on request) cohort sizes are the ones the
+    # checkpoint's secret draws: the secret is what chose the cohorts.
+    released = [int(float(r['nonprivate/cohort_size']))
+                for r in _rows(run_dir)]
+    assert released == _cohort_sizes(3, secret)
+  # Two runs with identical flags and --seed draw different cohorts.
+  cohorts = [[tuple(sampling.ClientSampler(
+      sampling.ClientSampling.POISSON, 40, 10, seed=s).sample(r))
+              for r in (1, 2, 3)] for s in secrets]
+  assert cohorts[0] != cohorts[1]
+  # Resuming continues with the checkpoint's secret.
+  _train(tmp_path, 'first', '--release_nonprivate_metrics', '--rounds=5')
+  assert helpers.checkpoint_secret(first) == secrets[0]
+  released = [int(float(r['nonprivate/cohort_size'])) for r in _rows(first)]
+  assert released == _cohort_sizes(5, secrets[0])
+  # Nothing released, stdout included, holds the secret; the checkpoint does.
+  released_files = helpers.released_files(first)
+  assert len(released_files) >= 6
+  assert helpers.files_containing(released_files, secrets[0]) == []
+  assert not any(p in first_out.stdout.encode()
+                 for p in helpers.encodings(secrets[0]))
+  meta = os.path.join(helpers.latest_checkpoint(first), 'meta.json')
+  assert helpers.files_containing([meta], secrets[0]) == [meta]
+
+
+@pytest.mark.e2e
+def test_evaluation_on_private_data_is_never_released_as_covered(tmp_path):
+  from tff_dp.data import csv_import  # pylint: disable=g-import-not-at-top
+  lines = ['client,f0,f1,label']
+  for k in range(40):
+    for r in range(4):
+      lines.append(f'c{k:02d},{k % 3 + 0.1 * r},{(k + r) % 2},{k % 3}')
+  (tmp_path / 'table.csv').write_text('\n'.join(lines) + '\n')
+  data = str(tmp_path / 'table.sqlite')
+  csv_import.import_table(str(tmp_path / 'table.csv'), output_path=data,
+                          client_column='client', label_column='label',
+                          test_split=csv_import.TestSplit.ROWS,
+                          test_fraction=0.25)
+  common = ('--dataset=sqlite', f'--client_data={data}',
+            '--dp_mechanism=gaussian_fixed', '--clients_per_round=10')
+  quiet, quiet_dir = _train(tmp_path, 'quiet', *common)
+  asked, asked_dir = _train(tmp_path, 'asked', *common,
+                            '--release_nonprivate_metrics')
+  quiet_keys, asked_keys = (set(_rows(d)[0]) for d in (quiet_dir, asked_dir))
+  # Covered keys never carry it; on request only under nonprivate/.
+  assert not [k for k in quiet_keys | asked_keys if k.startswith('eval/')]
+  assert not [k for k in quiet_keys if 'eval' in k]
+  assert 'nonprivate/eval/accuracy' in asked_keys
+  assert 'not released (the test set belongs to the private population' in (
+      quiet.stdout)
+  with open(os.path.join(asked_dir, 'privacy_statement.txt')) as f:
+    statement = f.read()
+  assert 'belongs to the private population' in statement
+  assert 'nonprivate/eval/accuracy' in statement.split('NOT COVERED')[1]
+  # The banner of a DP run states public facts only.
+  for text in (quiet.stdout, asked.stdout):
+    assert 'histogram' not in text and 'median' not in text
+    assert '40 clients (the population N' in text
+
+
+@pytest.mark.parametrize('dataset, prefix', [
+    ('digits', 'eval/'), ('emnist_digits', 'eval/'),
+    ('sqlite', 'nonprivate/eval/')])
+def test_only_public_test_sets_feed_the_covered_keys(dataset, prefix):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from tff_dp import cli_flags  # pylint: disable=g-import-not-at-top
+  from tff_dp import experiment  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  cli_flags.define_train_flags(fv)
+  fv(['x', f'--dataset={dataset}'])
+  config = cli_flags.config_from_flags(fv)
+  assert experiment.eval_prefix(config) == prefix
+  # A DP run evaluates on private data only when asked to release it.
+  assert experiment.evaluation_released(config) == (prefix == 'eval/')
