@@ -154,3 +154,51 @@ def test_corrupt_ledger_is_refused_naming_the_file(tmp_path):
   assert str(tmp_path / 'ledger.json') in result.stderr
   assert 'Traceback' not in result.stderr
   assert os.path.getsize(tmp_path / 'ledger.json') > 0  # Left untouched.
+
+
+def test_preset_flagfile_plans_the_dp_ftrl_tree():
+  # configs/dp_ftrl.cfg holds training-only flags too: they are accepted.
+  result = _epsilon_program(
+      f'--flagfile={os.path.join(REPO_ROOT, "configs", "dp_ftrl.cfg")}',
+      '--rounds=25')
+  assert result.returncode == 0, result.stderr
+  # 700 clients, 70 per round: 10 rounds per epoch, so epochs start at rounds
+  # 1, 11 and 21, each charged one tree of 10 leaves (REPLACE_SPECIAL).
+  accountant = rdp.RdpAccountant(
+      neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_SPECIAL)
+  accountant.compose(dp_accounting.SelfComposedDpEvent(
+      dp_accounting.SingleEpochTreeAggregationDpEvent(1.0, 10), 3))
+  assert _printed(result.stdout, 'rdp') == pytest.approx(
+      accountant.get_epsilon(1e-5), rel=1e-5)
+  assert 'epsilon (pld): n/a' in result.stdout
+
+
+def test_planning_with_the_printed_calibrated_noise_stays_within_target():
+  result = _epsilon_program('--population=700', '--clients_per_round=70',
+                            '--rounds=100', '--target_epsilon=5',
+                            '--dp_mechanism=gaussian_fixed')
+  assert result.returncode == 0, result.stderr
+  z = re.search(r'--noise_multiplier=(\S+) reaches', result.stdout).group(1)
+  again = _epsilon_program('--population=700', '--clients_per_round=70',
+                           '--rounds=100', f'--noise_multiplier={z}',
+                           '--dp_mechanism=gaussian_fixed')
+  assert re.search(r'guarantee: \((\S+),', again.stdout)
+  assert float(re.search(r'guarantee: \((\S+),', again.stdout).group(1)) <= 5
+
+
+def test_local_and_non_private_presets_say_what_they_guarantee():
+  local = _epsilon_program(
+      f'--flagfile={os.path.join(REPO_ROOT, "configs", "local_laplace.cfg")}',
+      '--rounds=10')
+  assert local.returncode == 0, local.stderr
+  # Laplace with epsilon_local = 5 per participation, a client in all 10
+  # rounds: at most the pure composition 10 * 5.
+  line = re.search(r'^local epsilon .*: (\S+) at delta', local.stdout,
+                   re.MULTILINE)
+  assert line and 5 < float(line.group(1)) <= 50 + 1e-9, local.stdout
+  assert 'epsilon (rdp)' not in local.stdout  # No central claim.
+  plain = _epsilon_program(
+      f'--flagfile={os.path.join(REPO_ROOT, "configs", "nonprivate.cfg")}')
+  assert plain.returncode == 0, plain.stderr
+  assert 'not private' in plain.stdout and 'inf' not in plain.stdout.replace(
+      'infinite', '')

@@ -167,3 +167,54 @@ def test_each_round_trains_the_sampled_cohort():
       release=lambda r, v: None, round_values=lambda o, c, s: {})
   for call, round_num in zip(process.next.call_args_list, [1, 2, 3]):
     assert call.args[1] == [int(i) for i in sampler.sample(round_num)]
+
+
+def _local_only_tracker(*, central: bool):
+  from tff_dp import local_accounting  # pylint: disable=g-import-not-at-top
+  sampler = sampling.ClientSampler(
+      sampling=sampling.ClientSampling.POISSON, population=_N,
+      clients_per_round=_N_PER_ROUND, seed=3)
+  event = accounting.round_event_for(sampler,
+                                     noise_multiplier=_Z if central else 0.0)
+  return sampler, privacy_tracking.PrivacyTracker(
+      ledger=accounting.PrivacyLedger(
+          accounting.neighboring_relation(sampler.sampling)),
+      round_event=lambda round_num: event, delta=_DELTA,
+      accountants=tuple(accounting.AccountantKind),
+      local=local_accounting.LocalPrivacyLedger(
+          local_accounting.LocalMechanismSpec(
+              local_accounting.LocalMechanism.LAPLACE, epsilon_local=1.0),
+          population=_N))
+
+
+@pytest.mark.parametrize('central', [False, True])
+def test_released_epsilons_are_those_of_the_claimed_guarantees(central):
+  sampler, tracker = _local_only_tracker(central=central)
+  released = []
+  training_loop.run_training_loop(
+      process=_fake_process(), state=0, sampler=sampler,
+      round_datasets=lambda r, c: [], rounds=3, privacy=tracker,
+      evaluate=None, eval_every=1,
+      release=lambda r, values: released.append(values),
+      round_values=lambda o, c, s: {})
+  for values in released:
+    assert all(math.isfinite(v) for v in values.values()), values
+    assert values['privacy/local_epsilon'] > 0
+    central_keys = [k for k in values if k.startswith('privacy/epsilon_')]
+    # A local-only run has no central series (it would be infinite).
+    assert bool(central_keys) == central, values
+  assert tracker.guarantees() == (['central', 'local'] if central
+                                  else ['local'])
+
+
+def test_console_line_names_each_guarantee_and_never_prints_inf():
+  from tff_dp import train  # pylint: disable=g-import-not-at-top
+  parts = train._guarantee_parts(  # pylint: disable=protected-access
+      {'privacy/local_epsilon': 4.0, 'eval/accuracy': 0.5}, private=True)
+  assert parts == ['local epsilon 4.000']
+  parts = train._guarantee_parts(  # pylint: disable=protected-access
+      {'privacy/epsilon_rdp': 2.0, 'privacy/example_epsilon': 3.0},
+      private=True)
+  assert parts == ['epsilon rdp 2.000', 'record-level epsilon 3.000']
+  assert train._guarantee_parts(  # pylint: disable=protected-access
+      {}, private=False) == ['not private']
