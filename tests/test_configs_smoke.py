@@ -148,8 +148,11 @@ def train_and_check(tmp_path, names):
       statement = f.read()
     if summary['private']:
       assert 'NOT PRIVATE' not in statement, name
+      assert 'Assumed public: the population size N' in statement, name
+      assert 'Randomness: cohorts' in statement, name
     else:
       assert 'NOT PRIVATE' in statement, name
+    _check_statement_lists_the_releases(name, statement, tmp_path)
   # The mechanisms report the guarantees they claim.
   claims = {
       'local_laplace.cfg': lambda s: (s['local_epsilon'] > 0 and
@@ -178,6 +181,21 @@ def _check_secrets_stay_in_checkpoints(name, run_dir):
     assert seeds, 'the tree noise seed is in the checkpointed state'
   for seed in seeds:
     assert helpers.files_containing(released, seed) == [], (name, seed)
+
+
+def _check_statement_lists_the_releases(name, statement, tmp_path):
+  """The statement lists exactly the keys metrics.csv holds."""
+  with open(os.path.join(tmp_path, name, 'metrics.csv')) as f:
+    keys = set(f.readline().strip().split(',')) - {'round'}
+  listed = set()
+  for line in statement.splitlines():
+    for marker in ('per round: ', 'Released per round: ',
+                   'released on request): '):
+      if marker in line:
+        listed |= set(line.split(marker, 1)[1].rstrip('.').split(', '))
+  assert listed - {'nothing'} == keys, (name, listed, keys)
+  if name == 'weighted_dp.cfg':
+    assert 'min(n_k / 3, 1)' in statement
 
 
 def _check_run_dir_report(name, run_dir, summary):

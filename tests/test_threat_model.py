@@ -128,3 +128,41 @@ def test_only_public_test_sets_feed_the_covered_keys(dataset, prefix):
   assert experiment.eval_prefix(config) == prefix
   # A DP run evaluates on private data only when asked to release it.
   assert experiment.evaluation_released(config) == (prefix == 'eval/')
+
+
+@pytest.mark.tff
+@pytest.mark.parametrize('argv', [
+    ('--local_dp=gaussian', '--local_noise_multiplier=0.5',
+     '--dp_mechanism=none'),
+    # Client + server noise: central DP over locally noised updates.
+    ('--local_dp=laplace', '--local_epsilon=2', '--clip=5',
+     '--dp_mechanism=gaussian_fixed'),
+    ('--example_dp', '--dp_mechanism=none', '--local_steps=2'),
+], ids=['local', 'client_server', 'example_dp'])
+def test_with_noise_at_the_clients_no_raw_client_metric_reaches_the_server(
+    tff_runtime, argv):
+  """The process's own output, whatever the flags say about releasing."""
+  del tff_runtime
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.util import nest  # pylint: disable=g-import-not-at-top
+  from tff_dp import assembly  # pylint: disable=g-import-not-at-top
+  from tff_dp import cli_flags  # pylint: disable=g-import-not-at-top
+  from tff_dp import client_data  # pylint: disable=g-import-not-at-top
+  from tff_dp import prepare  # pylint: disable=g-import-not-at-top
+  from tff_dp import run_privacy  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  cli_flags.define_train_flags(fv)
+  fv(['x', f'--flagfile={_SMOKE}', '--clients_per_call=1',
+      '--release_nonprivate_metrics', *argv])
+  prepared = prepare.prepare_run(cli_flags.config_from_flags(fv))
+  config, data = prepared.config, prepared.data
+  sampler = run_privacy.build_sampler(config, data.population, secret=0)
+  process = assembly.build_process(config, data, sampler)
+  datasets = client_data.round_datasets_for(
+      data, batch_size=config.client_batch_size, epochs=1, seed=0)(1, [0, 1])
+  output = process.next(process.initialize(), datasets)
+  assert not output.metrics['client_work']['train']
+  names = [path for path, _ in nest.flatten_with_joined_string_paths(
+      output.metrics)]
+  assert not [n for n in names if 'loss' in n or 'num_examples' in n or
+              'accuracy' in n], names
