@@ -46,8 +46,8 @@ setuptools.setup(
     ],
     entry_points={
         'console_scripts': [
-            'tff-dp=tff_dp.train:entry_point',
-            'tff-dp-epsilon=tff_dp.epsilon:entry_point',
+            'tff-dp=tff_dp.launch:train',
+            'tff-dp-epsilon=tff_dp.launch:epsilon',
         ],
     },
 )

@@ -138,7 +138,7 @@ def test_ledger_of_a_run_directory(tmp_path):
     (['--population=50', '--clients_per_round=5'], '--noise_multiplier=1.0'),
     (['--population=50', '--clients_per_round=5', '--noise_multiplier=nan'],
      '--noise_multiplier=nan'),
-    (['--run_dir=/nonexistent/run'], '/nonexistent/run/ledger.json'),
+    (['--run_dir=/nonexistent/run'], '/nonexistent/run is not a directory'),
 ])
 def test_bad_input_is_one_line_naming_the_flag(args, message):
   result = _epsilon_program(*args)
@@ -202,3 +202,57 @@ def test_local_and_non_private_presets_say_what_they_guarantee():
   assert plain.returncode == 0, plain.stderr
   assert 'not private' in plain.stdout and 'inf' not in plain.stdout.replace(
       'infinite', '')
+
+
+def _ledger_of(rounds, z=1.1):
+  event = accounting.gaussian_round_event(
+      sampling=accounting.ClientSampling.POISSON, population=100,
+      clients_per_round=10, noise_multiplier=z)
+  ledger = accounting.PrivacyLedger(
+      dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
+  for round_num in range(1, rounds + 1):
+    ledger.record(round_num, event)
+  return ledger
+
+
+@pytest.mark.parametrize('make, message', [
+    (lambda d: (d / 'ledger.json').mkdir(), 'ledger.json'),
+    (lambda d: (d / 'config.json').write_text('{"delta": '), 'config.json'),
+    (lambda d: (d / 'config.json').write_text('{"delta": 7}'), 'delta'),
+    (lambda d: (d / 'ledger.json').write_bytes(b'\xff\xfe'), 'ledger.json'),
+])
+def test_unreadable_run_directories_are_one_line(tmp_path, make, message):
+  run_dir = tmp_path / 'run'
+  run_dir.mkdir()
+  if not (run_dir / 'ledger.json').exists():
+    _ledger_of(2).save(str(run_dir / 'ledger.json'))
+  try:
+    make(run_dir)
+  except FileExistsError:
+    (run_dir / 'ledger.json').unlink()
+    make(run_dir)
+  result = _epsilon_program(f'--run_dir={run_dir}')
+  assert result.returncode == 2, result.stdout
+  assert message in result.stderr and 'Traceback' not in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+  file_dir = _epsilon_program(f'--run_dir={run_dir / "config.json"}')
+  assert file_dir.returncode == 2 and 'Traceback' not in file_dir.stderr
+
+
+def test_an_edited_ledger_json_is_caught_by_the_checkpoint(tmp_path):
+  from tff_dp import checkpoint  # pylint: disable=g-import-not-at-top
+  run_dir = tmp_path / 'run'
+  run_dir.mkdir()
+  true_ledger = _ledger_of(6)
+  checkpoint.CheckpointManager(str(run_dir)).save(6, [0.0], {
+      'ledgers': {'central': true_ledger.to_json(), 'local': None,
+                  'silos': None}})
+  _ledger_of(2).save(str(run_dir / 'ledger.json'))  # Under-counts.
+  result = _epsilon_program(f'--run_dir={run_dir}', '--accountants=rdp',
+                            '--delta=1e-5')
+  assert result.returncode == 0, result.stderr
+  assert 'disagrees with the verified checkpoint' in result.stdout
+  assert '6 rounds' in result.stdout
+  assert _printed(result.stdout, 'rdp') == pytest.approx(
+      true_ledger.epsilon(delta=1e-5, accountant=accounting.AccountantKind.RDP),
+      rel=1e-5)

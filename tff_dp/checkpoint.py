@@ -29,7 +29,6 @@ import tempfile
 from typing import Any, Optional
 
 import numpy as np
-import tensorflow as tf
 
 from tff_dp import atomic_io
 from tff_dp import faults
@@ -73,7 +72,8 @@ class CheckpointManager:
     self.directory = os.path.join(run_dir, 'checkpoints')
     self._keep = keep
 
-  def _path(self, round_num: int) -> str:
+  def path(self, round_num: int) -> str:
+    """The directory of round `round_num`'s checkpoint."""
     return os.path.join(self.directory, f'round_{round_num:08d}')
 
   def rounds(self) -> list[int]:
@@ -90,12 +90,13 @@ class CheckpointManager:
   def save(self, round_num: int, state: Any, meta: dict[str, Any]) -> str:
     """Writes the checkpoint of `round_num` atomically; returns its path."""
     os.makedirs(self.directory, exist_ok=True)
-    final = self._path(round_num)
+    final = self.path(round_num)
     if os.path.exists(final):
       raise CheckpointError(f'checkpoint {final} already exists')
     tmp = tempfile.mkdtemp(dir=self.directory,
                            prefix=f'.round_{round_num:08d}.tmp-')
     try:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
       leaves = [np.asarray(leaf) for leaf in tf.nest.flatten(state)]
       buffer = io.BytesIO()
       np.savez(buffer, *leaves)
@@ -123,7 +124,7 @@ class CheckpointManager:
   def _prune(self, *, keep_latest: int) -> None:
     old = [r for r in self.rounds() if r < keep_latest]
     for round_num in old[:max(0, len(old) - (self._keep - 1))]:
-      shutil.rmtree(self._path(round_num), ignore_errors=True)
+      shutil.rmtree(self.path(round_num), ignore_errors=True)
 
   def remove_stray_temporaries(self) -> list[str]:
     """Deletes half-written checkpoints left by a crash; returns their names."""
@@ -134,9 +135,11 @@ class CheckpointManager:
       shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
     return stray
 
-  def load(self, round_num: int, template_state: Any) -> Checkpoint:
-    """Loads and verifies one checkpoint; raises `CheckpointError`."""
-    path = self._path(round_num)
+  def verified_meta(self, round_num: int) -> dict[str, Any]:
+    """meta.json of one checkpoint, after its manifest verified; raises
+    `CheckpointError`. Pure Python: planning and early resume checks read
+    a checkpoint's configuration and ledgers without TensorFlow."""
+    path = self.path(round_num)
     try:
       with open(os.path.join(path, 'MANIFEST.json'), 'rb') as f:
         manifest = json.loads(f.read())
@@ -151,17 +154,40 @@ class CheckpointManager:
                                 'manifest (corrupt)')
       with open(os.path.join(path, 'meta.json'), 'rb') as f:
         meta = json.loads(f.read())
-      with np.load(os.path.join(path, 'state.npz'),
-                   allow_pickle=False) as arrays:
-        leaves = [arrays[f'arr_{i}'] for i in range(len(arrays.files))]
     except CheckpointError:
       raise
     except (OSError, KeyError, TypeError, ValueError) as e:
       raise CheckpointError(f'{path}: unreadable ({type(e).__name__}: {e})'
                             ) from e
-    if meta.get('format_version') != FORMAT_VERSION or meta.get(
-        'round') != round_num:
+    if not isinstance(meta, dict) or meta.get(
+        'format_version') != FORMAT_VERSION or meta.get('round') != round_num:
       raise CheckpointError(f'{path}: unexpected format or round in meta.json')
+    return meta
+
+  def latest_verified_meta(
+      self) -> tuple[Optional[int], Optional[dict[str, Any]], list[str]]:
+    """(round, meta) of the newest checkpoint whose files verify, and why
+    newer ones were skipped; (None, None, reasons) if none does."""
+    skipped = []
+    for round_num in reversed(self.rounds()):
+      try:
+        return round_num, self.verified_meta(round_num), skipped
+      except CheckpointError as e:
+        skipped.append(str(e))
+    return None, None, skipped
+
+  def load(self, round_num: int, template_state: Any) -> Checkpoint:
+    """Loads and verifies one checkpoint; raises `CheckpointError`."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    meta = self.verified_meta(round_num)
+    path = self.path(round_num)
+    try:
+      with np.load(os.path.join(path, 'state.npz'),
+                   allow_pickle=False) as arrays:
+        leaves = [arrays[f'arr_{i}'] for i in range(len(arrays.files))]
+    except (OSError, KeyError, TypeError, ValueError) as e:
+      raise CheckpointError(f'{path}: unreadable ({type(e).__name__}: {e})'
+                            ) from e
     template = tf.nest.flatten(template_state)
     if len(leaves) != len(template):
       raise CheckpointError(f'{path}: holds {len(leaves)} tensors, the model '
@@ -177,13 +203,35 @@ class CheckpointManager:
     state = tf.nest.pack_sequence_as(template_state, leaves)
     return Checkpoint(round_num=round_num, state=state, meta=meta, path=path)
 
+  def move_aside(self, round_nums: list[int]) -> list[str]:
+    """Renames the checkpoints of `round_nums` to `corrupt-round_<r>...` (kept
+    for inspection, never loaded), so that their rounds can be saved again."""
+    moved = []
+    for round_num in round_nums:
+      source = self.path(round_num)
+      if not os.path.exists(source):
+        continue
+      target = os.path.join(self.directory, f'corrupt-round_{round_num:08d}')
+      suffix = 1
+      while os.path.exists(target):
+        suffix += 1
+        target = os.path.join(self.directory,
+                              f'corrupt-round_{round_num:08d}-{suffix}')
+      os.rename(source, target)
+      moved.append(target)
+    if moved:
+      atomic_io.fsync_directory(self.directory)
+    return moved
+
   def load_latest_valid(
-      self, template_state: Any) -> tuple[Optional[Checkpoint], list[str]]:
-    """The newest checkpoint that verifies, and why newer ones were skipped."""
+      self, template_state: Any
+  ) -> tuple[Optional[Checkpoint], list[tuple[int, str]]]:
+    """The newest checkpoint that verifies, and the newer ones skipped as
+    (round, why)."""
     skipped = []
     for round_num in reversed(self.rounds()):
       try:
         return self.load(round_num, template_state), skipped
       except CheckpointError as e:
-        skipped.append(str(e))
+        skipped.append((round_num, str(e)))
     return None, skipped

@@ -380,6 +380,9 @@ def define_output_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string('output_dir', 'runs',
                       'Directory that holds one subdirectory per run.',
                       flag_values=fv)
+  # Empty would silently write into the current directory.
+  _register(fv, 'output_dir', lambda v: bool(v.strip()),
+            'must name a directory (it is empty)')
   flags.DEFINE_string('run_name', '',
                       'Name of this run\'s directory under --output_dir; '
                       'default: <config>-<UTC time>.', flag_values=fv)

@@ -23,16 +23,19 @@ epsilon (for local and record-level DP: the epsilon of a client that takes
 part in every round, which a run reaches only if some client does).
 """
 
+if __name__ == '__main__':
+  # `python -m tff_dp.epsilon`: Ctrl-C during the imports below is one line.
+  from tff_dp import launch  # pylint: disable=g-import-not-at-top
+  launch.install_early_handlers('tff-dp-epsilon')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import enum
-import json
 import math
 import os
 import sys
-from typing import Any
 
 from absl import app
 from absl import flags
-from dp_accounting import dp_event
 
 from tff_dp import accounting
 from tff_dp import calibration
@@ -40,7 +43,9 @@ from tff_dp import cli_flags
 from tff_dp import config as config_lib
 from tff_dp import privacy_tracking
 from tff_dp import prepare
+from tff_dp import run_ledgers
 from tff_dp import run_privacy
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 cli_flags.define_train_flags(FLAGS)
@@ -110,78 +115,37 @@ def _report(tracker: privacy_tracking.PrivacyTracker, *, delta: float,
 # --- A run directory. --------------------------------------------------------
 
 
-def _read_json(path: str, what: str) -> Any:
-  try:
-    with open(path, encoding='utf-8') as f:
-      return json.load(f)
-  except (OSError, ValueError) as e:
-    raise UserError(f'--run_dir: cannot read the {what} {path}: {e}') from e
-
-
 def from_run_dir(run_dir: str) -> None:
   """Reports the central, local and record-level guarantees of a run."""
-  ledger_path = os.path.join(run_dir, privacy_tracking.LEDGER_FILE)
-  try:
-    ledger = accounting.PrivacyLedger.load(ledger_path)
-  except (FileNotFoundError, accounting.LedgerFormatError) as e:
-    raise UserError(f'--run_dir={run_dir}: {e}') from e
-  delta = FLAGS.delta
-  config_path = os.path.join(run_dir, 'config.json')
-  if not FLAGS['delta'].present and os.path.isfile(config_path):
-    delta = _read_json(config_path, 'configuration').get('delta', delta)
   accountants = [accounting.AccountantKind(v) for v in FLAGS.accountants]
-  print(f'ledger: {ledger_path}: {ledger.rounds} rounds, '
-        f'{ledger.relation.name} adjacency')
-  central = [not isinstance(e, dp_event.NonPrivateDpEvent)
-             for e in ledger.events]
-  if any(central):
-    _report_central(_ledger_epsilons(ledger, delta, accountants), delta)
-  found = _other_guarantees(run_dir, delta=delta, accountants=accountants)
-  if ledger.rounds and not any(central):
+  try:
+    delta = FLAGS.delta if FLAGS['delta'].present else (
+        run_ledgers.run_delta(run_dir) or FLAGS.delta)
+    run = run_ledgers.load_run_guarantees(run_dir, delta=delta,
+                                          accountants=accountants)
+  except run_ledgers.RunDirError as e:
+    raise UserError(f'--run_dir={run_dir}: {e}') from e
+  for warning in run.warnings:
+    print(f'warning: {warning}')
+  print(f'ledger: {run.source}: {run.ledger.rounds} rounds, '
+        f'{run.ledger.relation.name} adjacency')
+  if run.central_claim:
+    _report_central(run.central_epsilons(delta=delta,
+                                         accountants=accountants), delta)
+  if run.local is not None:
+    print(f'local epsilon (against the server, {run.local.participations} '
+          f'participations: {run.local_counted}): '
+          f'{_format(run.local.epsilon)} at delta {delta:g} '
+          f'({run.local.source})')
+  if run.record_level is not None:
+    print(f'record-level epsilon (worst client, '
+          f'{run.record_level.num_examples} records): '
+          f'{_format(run.record_level.guarantee[1])} at delta {delta:g}')
+  found = run.local is not None or run.record_level is not None
+  if run.ledger.rounds and not run.central_claim:
     print('central epsilon: none (the released models carry no central '
           'claim)' if found else
           'not private: no mechanism adds noise (epsilon is infinite)')
-
-
-def _ledger_epsilons(ledger, delta, accountants):
-  result = {}
-  for kind in accountants:
-    try:
-      result[kind] = ledger.epsilon(delta=delta, accountant=kind)
-    except accounting.UnsupportedAccountingError:
-      result[kind] = math.nan
-  return result
-
-
-def _other_guarantees(run_dir: str, *, delta, accountants) -> bool:
-  """Prints the local and record-level guarantees a run released."""
-  found = False
-  local_path = os.path.join(run_dir, privacy_tracking.LOCAL_GUARANTEE_FILE)
-  if os.path.isfile(local_path):
-    data = _read_json(local_path, 'local guarantee')
-    try:
-      local = privacy_tracking.local_guarantee_from_json(
-          data, delta=delta, accountants=accountants)
-    except accounting.LedgerFormatError as e:
-      raise UserError(f'--run_dir: invalid {local_path}: {e}') from e
-    counted = str(data['counted']).replace('_', ' ')
-    print(f'local epsilon (against the server, {local.participations} '
-          f'participations: {counted}): {_format(local.epsilon)} at delta '
-          f'{delta:g} ({local.source})')
-    found = True
-  silo_path = os.path.join(run_dir, privacy_tracking.SILO_LEDGER_FILE)
-  if os.path.isfile(silo_path):
-    from tff_dp import example_accounting  # pylint: disable=g-import-not-at-top
-    try:
-      silos = example_accounting.SiloLedger.load(silo_path)
-      worst = silos.report(delta=delta, accountants=accountants).worst()
-    except (OSError, ValueError) as e:
-      raise UserError(f'--run_dir: invalid {silo_path}: {e}') from e
-    if worst is not None:
-      print(f'record-level epsilon (worst client, {worst.num_examples} '
-            f'records): {_format(worst.guarantee[1])} at delta {delta:g}')
-      found = True
-  return found
 
 
 # --- Planning. ---------------------------------------------------------------

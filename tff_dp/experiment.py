@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from tff_dp import accounting
 from tff_dp import assembly
+from tff_dp import atomic_io
 from tff_dp import checkpoint
 from tff_dp import client_data
 from tff_dp import config as config_lib
@@ -34,7 +35,7 @@ from tff_dp import federated_evaluation
 from tff_dp import grouped_data
 from tff_dp import privacy_statement
 from tff_dp import release as release_lib
-from tff_dp import resume
+from tff_dp import resume as resume_rules
 from tff_dp import run_privacy
 from tff_dp import run_secrets
 from tff_dp import runtime
@@ -42,6 +43,7 @@ from tff_dp import sampling
 from tff_dp import training_loop
 from tff_dp.config import DpMechanism
 from tff_dp.config import TrainConfig
+from tff_dp.data import fingerprint
 from tff_dp.data import labels
 from tff_dp.data import test_sets
 from tff_dp.data.federated_data import FederatedData
@@ -203,7 +205,8 @@ def run_experiment(
     held_out: The clients held out for `--evaluation=federated` (required
       with it, and only with it).
     resume: Continue the run in `run_dir` from its newest valid checkpoint
-      (raises `resume.ResumeError` if that cannot be done honestly).
+      (raises `tff_dp.resume.ResumeError` if that cannot be done
+      honestly).
     config_defaults: Default of every setting (as in `config.to_json()`), for
       comparing with checkpoints written before a setting existed.
     on_round: Progress callback, (round, released values).
@@ -252,6 +255,8 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
   evaluate = (_build_evaluator(config, data, held_out)
               if evaluation_released(config) else None)
   checkpoints = checkpoint.CheckpointManager(run_dir)
+  run_id = resume_rules.ensure_run_id(run_dir)
+  data_fingerprint = fingerprint.data_fingerprint(data)
   releaser = None
   try:
     # Everything that executes a TFF computation (initialize included) runs
@@ -264,13 +269,14 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
       restored = None
       if resume:
         restored = _restore(config, run_dir, checkpoints, template, privacy,
-                            config_defaults or {})
+                            config_defaults or {}, run_id=run_id,
+                            data_fingerprint=data_fingerprint)
       # Written only now: a refused resume leaves the run's files as they
       # were.
-      with open(os.path.join(run_dir, 'flags.txt'), 'w') as f:
-        f.write(resolved_flagfile(config))
-      with open(os.path.join(run_dir, 'config.json'), 'w') as f:
-        json.dump(config.to_json(), f, indent=2)
+      atomic_io.write_text_atomic(os.path.join(run_dir, 'flags.txt'),
+                                  resolved_flagfile(config))
+      atomic_io.write_text_atomic(os.path.join(run_dir, 'config.json'),
+                                  json.dumps(config.to_json(), indent=2))
       releaser = release_lib.Releaser(
           run_dir, private=config.private, allow_nonprivate=release_nonprivate)
       start_round, state, last_values = 1, template, {}
@@ -294,6 +300,10 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
             'released': values,
             # Only here: checkpoints stay private (see the statement).
             'secrets': secrets.to_json(),
+            # What binds the checkpoint to this run and its data
+            # (`tff_dp.resume.check_checkpoint`).
+            'run_id': run_id,
+            'data_fingerprint': data_fingerprint,
         })
         privacy.save(run_dir)
 
@@ -325,8 +335,8 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
         config, population=data.population,
         rounds_run=result.rounds_completed, privacy=privacy,
         released_keys=releaser.released_keys)
-    with open(os.path.join(run_dir, 'privacy_statement.txt'), 'w') as f:
-      f.write(statement)
+    atomic_io.write_text_atomic(
+        os.path.join(run_dir, 'privacy_statement.txt'), statement)
     releaser.write_text('privacy_statement', statement)
   finally:
     if releaser is not None:
@@ -336,8 +346,8 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
       config, data, run_dir, result, privacy,
       resumed_from=None if restored is None else start_round - 1,
       wall_seconds=time.monotonic() - wall_start)
-  with open(os.path.join(run_dir, 'summary.json'), 'w') as f:
-    json.dump(summary.to_json(), f, indent=2)
+  atomic_io.write_text_atomic(os.path.join(run_dir, 'summary.json'),
+                              json.dumps(summary.to_json(), indent=2))
   return summary
 
 
@@ -386,7 +396,8 @@ def _summary(config, data, run_dir, result, privacy, *, resumed_from,
                     else None))
 
 
-def _restore(config, run_dir, checkpoints, template, privacy, defaults):
+def _restore(config, run_dir, checkpoints, template, privacy, defaults, *,
+             run_id, data_fingerprint):
   """Restores state and ledger; returns (csv rows kept, next round, state,
   values released for the checkpoint's round, the run's secrets), or None if
   nothing was ever released (then the run starts over at round 1)."""
@@ -394,36 +405,31 @@ def _restore(config, run_dir, checkpoints, template, privacy, defaults):
   if stray:
     print(f'warning: removed half-written checkpoints {stray}', flush=True)
   csv_path = release_lib.csv_path(run_dir)
-  released = resume.released_rounds(run_dir, csv_path=csv_path)
+  released = resume_rules.released_rounds(run_dir, csv_path=csv_path)
   ckpt, skipped = checkpoints.load_latest_valid(template)
+  reasons = [reason for _, reason in skipped]
   if ckpt is None:
     if released:
-      raise resume.ResumeError(
+      raise resume_rules.ResumeError(
           f'{run_dir} holds {released} released rounds but no valid '
-          f'checkpoint ({"; ".join(skipped) or "none saved"}); refusing to '
+          f'checkpoint ({"; ".join(reasons) or "none saved"}); refusing to '
           'restart at round 0 with a fresh ledger. Use another --run_name')
     return None
-  differences = resume.config_differences(ckpt.meta['config'],
-                                          config.to_json(), defaults)
-  if differences:
-    raise resume.ResumeError(
-        'these flags differ from the checkpoint being resumed: '
-        + '; '.join(differences))
-  resume.check_fallback(checkpoint_round=ckpt.round_num, released=released,
-                        skipped=skipped)
-  try:
-    secrets = run_secrets.RunSecrets.from_json(ckpt.meta.get('secrets'))
-  except run_secrets.SecretsFormatError as e:
-    raise resume.ResumeError(
-        f'{ckpt.path} holds no valid sampling secret ({e}): it was written '
-        'by a tff-dp that drew cohorts from the released --seed, so its '
-        'cohorts are public and its guarantee does not hold. Start a new '
-        'run (another --run_name)') from e
-  for reason in skipped:
+  secrets = resume_rules.check_checkpoint(
+      ckpt.meta, path=ckpt.path, round_num=ckpt.round_num,
+      config=config.to_json(), defaults=defaults, run_id=run_id,
+      data_fingerprint=data_fingerprint)
+  resume_rules.check_fallback(checkpoint_round=ckpt.round_num,
+                              released=released, skipped=reasons)
+  for path in checkpoints.move_aside([round_num for round_num, _ in skipped]):
+    print(f'warning: moved an invalid checkpoint aside to {path}',
+          flush=True)
+  for reason in reasons:
     print(f'warning: skipped an invalid checkpoint: {reason}', flush=True)
+  # The ledger files are rewritten from the verified checkpoint only.
   privacy.restore_json(ckpt.meta['ledgers'])
   privacy.save(run_dir)
-  rows = resume.truncate_rows(csv_path, last_round=ckpt.round_num)
+  rows = resume_rules.truncate_rows(csv_path, last_round=ckpt.round_num)
   print(f'resuming after round {ckpt.round_num} from {ckpt.path}',
         flush=True)
   return (rows, ckpt.round_num + 1, ckpt.state, ckpt.meta['released'],

@@ -8,6 +8,13 @@ Every flag is listed by --helpfull and in the README. Bad values stop the
 program before any training with a message that names the flag and the value.
 """
 
+if __name__ == '__main__':
+  # `python -m tff_dp.train`: honour Ctrl-C during the imports below, as the
+  # console script does (`tff_dp.launch`).
+  from tff_dp import launch  # pylint: disable=g-import-not-at-top
+  launch.install_early_handlers('tff-dp')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import datetime
 import math
 import os
@@ -21,13 +28,15 @@ from absl import flags
 from tff_dp import cli_flags
 from tff_dp import config as config_lib
 from tff_dp import prepare
+from tff_dp import resume as resume_rules
 from tff_dp.data import labels
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 cli_flags.define_train_flags(FLAGS)
 
 EXIT_USAGE = 2
-RUN_MARKER = '.tff-dp-run'
+RUN_MARKER = resume_rules.RUN_MARKER
 EXIT_INTERNAL = 3
 EXIT_SIGINT = 130
 
@@ -48,15 +57,47 @@ class Terminated(BaseException):
     self.signum = signum
 
 
-def _install_termination_handlers() -> None:
-  # Python's default action for these signals ends the process without running
-  # `finally` blocks: the TFF worker would not be stopped, outputs not closed.
+# Signals received, in order. An exception raised by a signal handler can be
+# swallowed when the signal lands inside a callback Python calls for a
+# library (seen: a KeyboardInterrupt in a garbage-collector callback of
+# TensorFlow's XLA during start-up, after which the run went on and exited
+# 0); the record makes the program honour it at its next check.
+_received: list[int] = []
+
+
+def _interruption(signum: int) -> BaseException:
+  return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(
+      signum)
+
+
+def _install_signal_handlers() -> None:
+  # Python's default action for SIGTERM and SIGHUP ends the process without
+  # running `finally` blocks: the TFF worker would not be stopped, outputs
+  # not closed. A SIGINT ignored by the parent (`nohup`, `&`) stays ignored.
   def handler(signum, frame):
     del frame
-    raise Terminated(signum)
+    _received.append(signum)
+    raise _interruption(signum)
 
-  for sig in (signal.SIGTERM, signal.SIGHUP):
-    signal.signal(sig, handler)
+  for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    if signal.getsignal(sig) is not signal.SIG_IGN:
+      signal.signal(sig, handler)
+  sys.unraisablehook = _quiet_about_interruptions
+
+
+def _quiet_about_interruptions(unraisable) -> None:
+  """Python's hook for exceptions it cannot raise (e.g. in a gc callback),
+  without the 'Exception ignored' traceback for our own interruptions: they
+  are recorded and honoured at the program's next check."""
+  if isinstance(unraisable.exc_value, (KeyboardInterrupt, Terminated)):
+    return
+  sys.__unraisablehook__(unraisable)
+
+
+def raise_if_interrupted() -> None:
+  """Raises the interruption of a signal received earlier, if any."""
+  if _received:
+    raise _interruption(_received[0])
 
 
 def default_run_name(argv: list[str], now: datetime.datetime) -> str:
@@ -88,15 +129,57 @@ def prepare_run_dir(output_dir: str, run_name: str) -> tuple[str, bool]:
                     'not writable')
   entries = os.listdir(run_dir)
   if not entries:
-    # Marks the directory as ours before anything else is written, so that a
-    # run killed at any moment can be resumed (or restarted) in place.
-    with open(os.path.join(run_dir, RUN_MARKER), 'w') as f:
-      f.write('tff-dp run directory\n')
+    # Marks the directory as ours (with its run id) before anything else is
+    # written, so that a run killed at any moment can be resumed in place.
+    try:
+      resume_rules.ensure_run_id(run_dir)
+    except OSError as e:
+      raise UserError(f'--output_dir={output_dir}: cannot write in {run_dir}: '
+                      f'{e.strerror}') from e
     return run_dir, False
   if RUN_MARKER not in entries and 'config.json' not in entries:
     raise UserError(f'--run_name={run_name}: {run_dir} is not empty and is '
                     'not a tff-dp run directory; choose another --run_name')
   return run_dir, True
+
+
+def _write_error_log(run_dir: str) -> str:
+  """Writes the current exception's traceback to error.log; says where.
+
+  The failure may be a full disk: then this write fails too, and the
+  one-line message must still be printed (`main` prints it after this).
+  """
+  error_log = os.path.join(run_dir, 'error.log')
+  try:
+    with open(error_log, 'w') as f:
+      traceback.print_exc(file=f)
+  except OSError as e:
+    return f'no traceback: writing {error_log} failed too: {e.strerror}'
+  return f'traceback in {error_log}'
+
+
+def _check_resume(config: config_lib.TrainConfig, run_dir: str, data,
+                  defaults) -> None:
+  """Refuses a resume that cannot be honest before importing TensorFlow.
+
+  The same checks run again when the checkpoint's state is loaded
+  (`tff_dp.experiment`); here they need only its verified meta.json.
+  """
+  from tff_dp import checkpoint  # pylint: disable=g-import-not-at-top
+  from tff_dp.data import fingerprint  # pylint: disable=g-import-not-at-top
+  checkpoints = checkpoint.CheckpointManager(run_dir)
+  round_num, meta, _ = checkpoints.latest_verified_meta()
+  if meta is None:
+    return  # Nothing to resume from: the experiment says why, or starts.
+  try:
+    resume_rules.check_checkpoint(
+        meta, path=checkpoints.path(round_num), round_num=round_num,
+        config=config.to_json(), defaults=defaults,
+        run_id=resume_rules.read_run_id(run_dir),
+        data_fingerprint=fingerprint.data_fingerprint(data))
+  except resume_rules.ResumeError as e:
+    raise UserError(f'--run_name={config.run_name}: cannot resume {run_dir}: '
+                    f'{e}') from e
 
 
 def _check_confinement(config: config_lib.TrainConfig) -> None:
@@ -163,6 +246,7 @@ class Progress:
     self._durations = []
 
   def __call__(self, round_num: int, values: dict[str, float]) -> None:
+    raise_if_interrupted()  # After the round's release: nothing is lost.
     parts = [f'round {round_num}/{self._rounds}']
     if self._headline_key in values:
       parts.append(
@@ -289,16 +373,18 @@ def run(argv: list[str]) -> int:
       sys.argv, datetime.datetime.now(datetime.timezone.utc))
   run_dir, resume = prepare_run_dir(config.output_dir, run_name)
   config = config_lib.dataclasses.replace(config, run_name=run_name)
+  defaults = {name: FLAGS[name].default for name in config.to_json()}
+  if resume:
+    _check_resume(config, run_dir, data, defaults)
   _print_banner(config, data, held_out)
   print(f'run directory: {run_dir}', flush=True)
 
   # Importing TensorFlow takes seconds: only now that the input is valid.
   from tff_dp import experiment  # pylint: disable=g-import-not-at-top
-  from tff_dp import resume as resume_lib  # pylint: disable=g-import-not-at-top
   from tff_dp import runtime  # pylint: disable=g-import-not-at-top
   runtime.disable_default_context()
+  raise_if_interrupted()
   try:
-    defaults = {name: FLAGS[name].default for name in config.to_json()}
     summary = experiment.run_experiment(
         config, data, run_dir, held_out=held_out, resume=resume,
         config_defaults=defaults,
@@ -306,7 +392,7 @@ def run(argv: list[str]) -> int:
             config.rounds, private=config.private,
             headline_key=(experiment.eval_prefix(config) +
                           labels.headline_metric(data.label_kind))))
-  except resume_lib.ResumeError as e:
+  except resume_rules.ResumeError as e:
     raise UserError(f'--run_name={run_name}: cannot resume {run_dir}: {e}'
                     ) from e
   except runtime.WorkerError as e:
@@ -315,11 +401,8 @@ def run(argv: list[str]) -> int:
                         'released; run the same command again to resume.'
                         ) from e
   except Exception as e:
-    error_log = os.path.join(run_dir, 'error.log')
-    with open(error_log, 'w') as f:
-      traceback.print_exc(file=f)
-    raise InternalError(f'{type(e).__name__}: {e} (traceback in '
-                        f'{error_log})') from e
+    raise InternalError(f'{type(e).__name__}: {e} '
+                        f'({_write_error_log(run_dir)})') from e
   _print_summary(summary, os.path.join(run_dir, 'privacy_statement.txt'),
                  eval_prefix=experiment.eval_prefix(config),
                  metric_names=labels.metric_names(data.label_kind))
@@ -327,9 +410,10 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> None:
-  _install_termination_handlers()
+  _install_signal_handlers()
   try:
     code = run(argv)
+    raise_if_interrupted()  # A signal whose exception was swallowed.
   except UserError as e:
     print(f'tff-dp: error: {e}', file=sys.stderr)
     code = EXIT_USAGE

@@ -16,7 +16,8 @@ Pure numpy: the program splits the data before it imports TensorFlow.
 """
 
 import dataclasses
-from typing import Any, Sequence
+import hashlib
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -90,6 +91,16 @@ class TrainingClients:
   def population(self) -> int:
     """Number of training clients: the N used for privacy accounting."""
     return len(self.client_ids)
+
+  def fingerprint(self) -> Optional[str]:
+    """The source's fingerprint (`tff_dp.data.fingerprint`) with the choice
+    of training clients, or None if the source has none."""
+    own = getattr(self._source, 'fingerprint', None)
+    if not callable(own):
+      return None
+    digest = hashlib.sha256(own().encode())
+    digest.update(self._indices.tobytes())
+    return 'sha256:' + digest.hexdigest()
 
   def client_sizes(self) -> np.ndarray:
     return self._sizes.copy()

@@ -1,0 +1,90 @@
+"""Ctrl-C and SIGTERM are honoured in every phase; a full disk is one line.
+
+A KeyboardInterrupt raised inside a callback a library registered (seen: a
+garbage-collector callback of TensorFlow's XLA during start-up) is swallowed
+by Python, and the run used to go on and exit 0. The program records every
+signal and honours it at its next check.
+"""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO_ROOT
+from tff_dp import train
+
+_SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
+
+
+@pytest.fixture
+def handlers():
+  saved = {s: signal.getsignal(s)
+           for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+  hook = sys.unraisablehook
+  train._received.clear()  # pylint: disable=protected-access
+  yield
+  train._received.clear()  # pylint: disable=protected-access
+  sys.unraisablehook = hook
+  for sig, handler in saved.items():
+    signal.signal(sig, handler)
+
+
+@pytest.mark.parametrize('sig, code', [(signal.SIGINT, 130),
+                                       (signal.SIGTERM, 143)])
+def test_a_swallowed_interruption_still_ends_the_program(handlers, monkeypatch,
+                                                         sig, code):
+  del handlers
+
+  def run_that_swallows(argv):
+    del argv
+    try:
+      signal.raise_signal(sig)
+    except BaseException:  # pylint: disable=broad-except
+      pass  # What Python does with an exception in a gc callback.
+    return 0
+
+  monkeypatch.setattr(train, 'run', run_that_swallows)
+  with pytest.raises(SystemExit) as exit_info:
+    train.main(['tff-dp'])
+  assert exit_info.value.code == code
+
+
+def test_the_error_log_failing_on_a_full_disk_still_gives_the_line(
+    tmp_path, monkeypatch):
+  real_open = open
+
+  def full_disk_open(path, *args, **kwargs):
+    if str(path).endswith('error.log'):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return real_open(path, *args, **kwargs)
+
+  monkeypatch.setattr('builtins.open', full_disk_open)
+  try:
+    raise RuntimeError('writing the checkpoint failed')
+  except RuntimeError:
+    where = train._write_error_log(str(tmp_path))  # pylint: disable=protected-access
+  assert where.startswith('no traceback: writing ')
+  assert 'No space left on device' in where
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize('delay', [0.5, 3.0, 6.0])
+def test_ctrl_c_during_start_up_exits_130(tmp_path, delay):
+  """Interrupts before, during and after TensorFlow's import."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'tff_dp.train', f'--flagfile={_SMOKE}',
+       f'--output_dir={tmp_path}', '--run_name=run'],
+      cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True)
+  time.sleep(delay)
+  process.send_signal(signal.SIGINT)
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == 130, stderr[-2000:]
+  assert 'Traceback' not in stderr
+  assert stderr.strip().splitlines()[-1].startswith('tff-dp: interrupted')

@@ -1,0 +1,160 @@
+"""A checkpoint resumes only the run it belongs to, and never wedges it.
+
+Each refusal is checked before TensorFlow is imported (a stand-in
+`tensorflow` package that fails on import proves it) and leaves the run's
+files as they were. One finished 2-round run of the smoke config is copied
+and altered per test.
+"""
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+from tff_dp import resume
+
+pytestmark = pytest.mark.e2e
+
+_SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
+
+
+def _train(output_dir, *extra, env_extra=None):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', **(env_extra or {}))
+  return subprocess.run(
+      [sys.executable, '-m', 'tff_dp.train', f'--flagfile={_SMOKE}',
+       '--rounds=2', f'--output_dir={output_dir}', '--run_name=run', *extra],
+      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _without_tensorflow(tmp_path):
+  """An environment in which importing TensorFlow fails loudly."""
+  fake = tmp_path / 'no_tf' / 'tensorflow'
+  fake.mkdir(parents=True)
+  (fake / '__init__.py').write_text(
+      'raise ImportError("TensorFlow imported before the resume check")\n')
+  return {'PYTHONPATH': str(fake.parent)}
+
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory):
+  output_dir = tmp_path_factory.mktemp('finished')
+  result = _train(output_dir)
+  assert result.returncode == 0, result.stderr
+  return os.path.join(output_dir, 'run')
+
+
+def _copy(finished_run, tmp_path):
+  run_dir = os.path.join(tmp_path, 'run')
+  shutil.copytree(finished_run, run_dir)
+  return run_dir
+
+
+def _rewrite_meta(checkpoint_dir, edit):
+  """Edits a checkpoint's meta.json and recomputes its manifest, as an
+  adversary (or a careless user) with a text editor would."""
+  meta_path = os.path.join(checkpoint_dir, 'meta.json')
+  with open(meta_path) as f:
+    meta = json.load(f)
+  edit(meta)
+  with open(meta_path, 'w') as f:
+    json.dump(meta, f)
+  manifest_path = os.path.join(checkpoint_dir, 'MANIFEST.json')
+  with open(manifest_path) as f:
+    manifest = json.load(f)
+  with open(meta_path, 'rb') as f:
+    data = f.read()
+  manifest['meta.json'] = {'sha256': hashlib.sha256(data).hexdigest(),
+                           'bytes': len(data)}
+  with open(manifest_path, 'w') as f:
+    json.dump(manifest, f)
+
+
+def _newest(run_dir):
+  return sorted(glob.glob(os.path.join(run_dir, 'checkpoints', 'round_*')))[-1]
+
+
+def _files(run_dir):
+  return {p: open(p, 'rb').read() for p in glob.glob(  # pylint: disable=consider-using-with
+      os.path.join(run_dir, '**'), recursive=True) if os.path.isfile(p)}
+
+
+def _assert_refused_early(tmp_path, run_dir, message, *extra):
+  before = _files(run_dir)
+  refused = _train(tmp_path, '--rounds=3', *extra,
+                   env_extra=_without_tensorflow(tmp_path))
+  assert refused.returncode == 2, refused.stderr
+  assert message in refused.stderr, refused.stderr
+  assert 'Traceback' not in refused.stderr
+  assert _files(run_dir) == before  # Nothing written, nothing lost.
+
+
+def test_a_twin_runs_checkpoint_is_refused(finished_run, tmp_path):
+  run_dir = _copy(finished_run, tmp_path)
+  # The same flags, another run: its checkpoints carry another run id.
+  with open(os.path.join(run_dir, resume.RUN_MARKER), 'w') as f:
+    f.write('tff-dp run directory\nrun_id=' + '0' * 32 + '\n')
+  _assert_refused_early(tmp_path, run_dir, 'belongs to another run')
+
+
+def test_a_checkpoint_whose_ledger_was_cut_is_refused(finished_run, tmp_path):
+  run_dir = _copy(finished_run, tmp_path)
+
+  def cut(meta):
+    meta['ledgers']['central']['rounds'] = (
+        meta['ledgers']['central']['rounds'][:1])
+
+  _rewrite_meta(_newest(run_dir), cut)
+  _assert_refused_early(tmp_path, run_dir, 'ledgers charge [1] rounds')
+
+
+def test_a_checkpoint_of_other_data_is_refused(finished_run, tmp_path):
+  run_dir = _copy(finished_run, tmp_path)
+
+  def other_data(meta):
+    meta['data_fingerprint'] = 'sha256:' + '1' * 64
+
+  _rewrite_meta(_newest(run_dir), other_data)
+  _assert_refused_early(tmp_path, run_dir, 'the training data changed')
+
+
+def test_fewer_rounds_than_completed_is_refused(finished_run, tmp_path):
+  run_dir = _copy(finished_run, tmp_path)
+  before = _files(run_dir)
+  refused = _train(tmp_path, '--rounds=1',
+                   env_extra=_without_tensorflow(tmp_path))
+  assert refused.returncode == 2
+  assert '--rounds=1: the run already completed 2 rounds' in refused.stderr
+  assert _files(run_dir) == before
+
+
+def test_fallback_past_a_corrupt_unreleased_checkpoint_resumes(
+    finished_run, tmp_path):
+  """A crash after round 2's checkpoint but before its ledger and values,
+  and that checkpoint corrupt: the run falls back to round 1, moves the
+  corrupt one aside and checkpoints round 2 again (it used to wedge)."""
+  run_dir = _copy(finished_run, tmp_path)
+  with open(os.path.join(run_dir, 'metrics.csv')) as f:
+    lines = f.readlines()
+  with open(os.path.join(run_dir, 'metrics.csv'), 'w') as f:
+    f.writelines(lines[:2])  # Header and round 1.
+  with open(os.path.join(run_dir, 'ledger.json')) as f:
+    ledger = json.load(f)
+  ledger['rounds'] = ledger['rounds'][:1]
+  with open(os.path.join(run_dir, 'ledger.json'), 'w') as f:
+    json.dump(ledger, f)
+  with open(os.path.join(_newest(run_dir), 'state.npz'), 'r+b') as f:
+    f.seek(100)
+    f.write(b'\x00\xff\x00\xff')
+  resumed = _train(tmp_path)
+  assert resumed.returncode == 0, resumed.stderr
+  assert 'moved an invalid checkpoint aside' in resumed.stdout
+  assert glob.glob(os.path.join(run_dir, 'checkpoints', 'corrupt-round_*'))
+  assert os.path.basename(_newest(run_dir)) == 'round_00000002'
+  with open(os.path.join(run_dir, 'ledger.json')) as f:
+    assert len(json.load(f)['rounds']) == 2
