@@ -76,7 +76,8 @@ def test_corrupt_newest_falls_back_to_previous(tmp_path, corrupt, file_name):
   loaded, skipped = manager.load_latest_valid(_state())
   assert loaded.round_num == 1
   _assert_same(loaded.state, _state(1.0))
-  assert len(skipped) == 1 and 'round_00000002' in skipped[0]
+  assert len(skipped) == 1 and skipped[0][0] == 2
+  assert 'round_00000002' in skipped[0][1]
 
 
 def test_consistent_but_wrong_shape_is_refused(tmp_path):
@@ -118,3 +119,17 @@ def test_nothing_is_unpickled(tmp_path):
     json.dump(manifest, f)
   with pytest.raises(checkpoint.CheckpointError, match='unreadable'):
     manager.load(1, _state())
+
+
+def test_corrupt_checkpoints_move_aside_so_their_round_can_be_saved_again(
+    tmp_path):
+  manager = checkpoint.CheckpointManager(str(tmp_path))
+  for round_num in (1, 2):
+    manager.save(round_num, _state(), {'x': round_num})
+  with pytest.raises(checkpoint.CheckpointError, match='already exists'):
+    manager.save(2, _state(), {'x': 2})
+  moved = manager.move_aside([2])
+  assert [os.path.basename(p) for p in moved] == ['corrupt-round_00000002']
+  assert manager.rounds() == [1]
+  manager.save(2, _state(), {'x': 2})  # No longer wedged.
+  assert manager.move_aside([2])[0].endswith('corrupt-round_00000002-2')
