@@ -72,6 +72,9 @@ BAD_FLAG_VALUES = [
     ('--target_epsilon=nan', 'flag --target_epsilon=nan'),
     ('--max_epsilon=inf', 'flag --max_epsilon=inf'),
     ('--max_epsilon=-2', 'flag --max_epsilon=-2'),
+    # Empty: it would write into the current directory.
+    ('--output_dir=', 'flag --output_dir='),
+    ('--insecure_sampling_seed=-1', 'flag --insecure_sampling_seed=-1'),
 ]
 
 

@@ -48,3 +48,28 @@ def test_foreign_directory_is_refused(tmp_path):
   (tmp_path / 'photos' / 'cat.jpg').write_bytes(b'\xff\xd8')
   with pytest.raises(train.UserError, match='not a tff-dp run directory'):
     train.prepare_run_dir(str(tmp_path), 'photos')
+
+
+@pytest.mark.parametrize('text', [
+    'round,eval/loss\nabc,1.0\n',        # Not a round number.
+    'epoch,eval/loss\n1,1.0\n',          # No round column.
+    b'round,eval/loss\n1,\xff\xfe\n',   # Not UTF-8.
+])
+def test_a_malformed_metrics_file_is_refused_by_name(tmp_path, text):
+  path = tmp_path / 'metrics.csv'
+  if isinstance(text, bytes):
+    path.write_bytes(text)
+  else:
+    path.write_text(text)
+  with pytest.raises(resume.ResumeError, match='metrics.csv is not a'):
+    resume.released_rounds(str(tmp_path), csv_path=str(path))
+
+
+def test_run_ids_are_random_and_kept(tmp_path):
+  first, second = tmp_path / 'a', tmp_path / 'b'
+  first.mkdir()
+  second.mkdir()
+  run_id = resume.ensure_run_id(str(first))
+  assert resume.ensure_run_id(str(first)) == run_id == resume.read_run_id(
+      str(first))
+  assert resume.ensure_run_id(str(second)) != run_id
