@@ -121,6 +121,11 @@ def _release_lines(config, released_keys: list[str]) -> list[str]:
     lines.append('Client training metrics never leave the clients: with '
                  'noise added at the clients, the server sees only noised '
                  'updates.')
+  lines.append('Times: TensorBoard\'s event times are the run\'s start plus '
+               'one second per round (no round durations); the files\' '
+               'modification times still show when the run wrote them, '
+               'i.e. its total duration: reset them before publishing if '
+               'that matters.')
   lines.append('Not claimed: secure aggregation (the simulation sums updates '
                'in the clear on this machine).')
   return lines

@@ -7,7 +7,8 @@ Values computed from client data without noise are released only when the user
 asks for them (`--release_nonprivate_metrics`), and always under the
 `nonprivate/` prefix so that nobody mistakes them for private ones.
 
-Rows go to TensorBoard (scalars, via `tf.summary`) and to a CSV file (via TFF's
+Rows go to TensorBoard (scalars, via `tff_dp.event_writer`, whose event
+times carry no timing information) and to a CSV file (via TFF's
 `tff.program.CSVFileReleaseManager`, which writes atomically and drops rows
 with a key >= the released one, so a re-released round replaces its row).
 """
@@ -17,9 +18,9 @@ import os
 import shutil
 from typing import Iterable, Mapping
 
-import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_dp import event_writer
 from tff_dp import faults
 
 NONPRIVATE_PREFIX = 'nonprivate/'
@@ -121,7 +122,7 @@ class Releaser:
     self._allow_nonprivate = allow_nonprivate
     self.csv_path = csv_path(run_dir)
     self.tensorboard_dir = tensorboard_dir(run_dir)
-    self._writer = tf.summary.create_file_writer(self.tensorboard_dir)
+    self._writer = event_writer.EventWriter(self.tensorboard_dir)
     # WRITE mode replaces the file atomically on every release; APPEND could
     # leave half a row behind a crash.
     self._csv = tff.program.CSVFileReleaseManager(
@@ -136,12 +137,11 @@ class Releaser:
     check_release_keys(values.keys(), private=self._private,
                        allow_nonprivate=self._allow_nonprivate)
     self.released_keys.update(values)
-    with self._writer.as_default():
-      for i, (key, value) in enumerate(values.items()):
-        tf.summary.scalar(key, value, step=round_num)
-        if i == 0:
-          self._writer.flush()
-          faults.crash_point('tensorboard_write', round_num)
+    for i, (key, value) in enumerate(values.items()):
+      self._writer.scalar(key, value, step=round_num)
+      if i == 0:
+        self._writer.flush()
+        faults.crash_point('tensorboard_write', round_num)
     self._writer.flush()
     row = {key: float(value) for key, value in values.items()}
     asyncio.run(self._csv.release(row, key=round_num))
@@ -155,20 +155,18 @@ class Releaser:
     """
     self._writer.close()
     shutil.rmtree(self.tensorboard_dir, ignore_errors=True)
-    self._writer = tf.summary.create_file_writer(self.tensorboard_dir)
-    with self._writer.as_default():
-      for row in rows:
-        step = int(row[CSV_KEY_FIELD])
-        for key, value in row.items():
-          if key != CSV_KEY_FIELD and value not in ('', None):
-            tf.summary.scalar(key, float(value), step=step)
-            self.released_keys.add(key)
+    self._writer = event_writer.EventWriter(self.tensorboard_dir)
+    for row in rows:
+      step = int(row[CSV_KEY_FIELD])
+      for key, value in row.items():
+        if key != CSV_KEY_FIELD and value not in ('', None):
+          self._writer.scalar(key, float(value), step=step)
+          self.released_keys.add(key)
     self._writer.flush()
 
   def write_text(self, tag: str, text: str, *, step: int = 0) -> None:
     """Writes run-level text (flags, privacy statement) to TensorBoard."""
-    with self._writer.as_default():
-      tf.summary.text(tag, _as_markdown_block(text), step=step)
+    self._writer.text(tag, _as_markdown_block(text), step=step)
     self._writer.flush()
 
   def close(self) -> None:

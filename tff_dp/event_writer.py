@@ -1,0 +1,45 @@
+"""TensorBoard event files whose timestamps carry no timing information.
+
+Every TensorBoard event records the wall time at which it was written, and
+TensorBoard plots it ("relative time"). For a round's values that is the
+time the round ended: the differences between rounds are the round times,
+which grow with the size of the hidden cohort (the side channel the released
+`time/round_seconds` used to be). `tf.summary` offers no way to set it, so the
+released events are written here, with TensorBoard's own pure-Python event
+writer and protos, at the wall time `origin + step`: the run's start (public:
+the default run name carries it) plus one second per round. TensorBoard's
+"step" axis is unaffected.
+"""
+
+import time
+
+from tensorboard.compat.proto import event_pb2
+from tensorboard.compat.proto import summary_pb2
+from tensorboard.plugins.text import summary_v2 as text_summary
+from tensorboard.summary.writer import event_file_writer
+
+
+class EventWriter:
+  """Writes scalars and text to one TensorBoard log directory."""
+
+  def __init__(self, logdir: str):
+    self._writer = event_file_writer.EventFileWriter(logdir)
+    # Whole seconds: the sub-second part of the start says nothing useful.
+    self._origin = float(int(time.time()))
+
+  def _add(self, summary: summary_pb2.Summary, step: int) -> None:
+    self._writer.add_event(event_pb2.Event(
+        wall_time=self._origin + step, step=step, summary=summary))
+
+  def scalar(self, tag: str, value: float, *, step: int) -> None:
+    self._add(summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+        tag=tag, simple_value=float(value))]), step)
+
+  def text(self, tag: str, text: str, *, step: int) -> None:
+    self._add(text_summary.text_pb(tag, text), step)
+
+  def flush(self) -> None:
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
