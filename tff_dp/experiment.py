@@ -222,7 +222,7 @@ def run_experiment(
   # Replaced by the checkpoint's secrets if the run resumes (`_restore`).
   secrets = run_secrets.draw(config.insecure_sampling_seed)
   sampler = run_privacy.build_sampler(config, data.population,
-                                   secret=secrets.sampling)
+                                      secret=secrets.sampling)
   privacy = run_privacy.build_privacy_tracker(config, sampler, data)
   group_size = config_lib.resolve_clients_per_call(
       config, in_memory=isinstance(data, FederatedData))
@@ -286,7 +286,7 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
         rows, start_round, state, last_values, secrets = restored
         # The checkpoint's secret: the resumed run redraws its own cohorts.
         sampler = run_privacy.build_sampler(config, data.population,
-                                         secret=secrets.sampling)
+                                            secret=secrets.sampling)
         releaser.replay(rows)
         if not rows or int(rows[-1]['round']) < start_round - 1:
           # Checkpointed but not yet released when the run stopped.
