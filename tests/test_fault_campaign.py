@@ -1,13 +1,16 @@
 """The fault campaign (benchmarks/fault_campaign.py) end to end, small.
 
-Runs the campaign with a few kills (a few minutes: every attempt imports
-TensorFlow), then shows that its final checks catch a duplicated CSV round
-and an epsilon off by one ulp, so that a passing campaign means something.
+Runs every case of the campaign once or twice (a few kills of the trainer,
+one of its worker, one full disk, one variant of each file case: about ten
+minutes, every run imports TensorFlow), checks the report's counts, then
+shows that its final run checks catch a duplicated CSV round and an epsilon
+off by one ulp, so that a passing campaign means something.
 """
 
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -20,43 +23,89 @@ if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from benchmarks import fault_campaign
+from benchmarks import fault_runs
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 pytestmark = pytest.mark.slow
 
-_KILLS = 3
-_ROUNDS = 4
+_KILLS = 2
+_ROUNDS = 3
+# Report line -> how many tries the small campaign makes.
+_COUNTS = {
+    'kills survived': _KILLS,
+    'worker kills survived': 1,
+    'corruptions detected': 2,        # One released, one not.
+    'foreign checkpoints refused': 1,
+    'edited ledgers caught': 1,
+    'hostile client ids read only their own rows': 1,
+    'bad inputs refused': 2,          # feature_names=5, num_classes=0.
+}
 
 
 def _report_value(stdout, prefix):
-  lines = [line for line in stdout.splitlines() if line.startswith(prefix)]
+  lines = [line.strip() for line in stdout.splitlines()
+           if line.strip().startswith(prefix)]
   assert len(lines) == 1, stdout
   return lines[0][len(prefix):].strip()
 
 
-def test_small_campaign_survives_and_its_checks_can_fail(tmp_path):
+def _count(stdout, label):
+  """(passed, tries) of a report line 'label: passed/tries (...)'."""
+  match = re.match(r'(\d+)/(\d+)', _report_value(stdout, f'{label}:'))
+  assert match, stdout
+  return int(match.group(1)), int(match.group(2))
+
+
+@pytest.fixture(scope='module')
+def campaign(tmp_path_factory):
+  output_dir = tmp_path_factory.mktemp('campaign')
   result = subprocess.run(
       [sys.executable, '-m', 'benchmarks.fault_campaign',
-       f'--kills={_KILLS}', '--seed=3', f'--rounds={_ROUNDS}',
-       f'--output_dir={tmp_path}', '--keep'],
-      cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
-  assert result.returncode == 0, result.stdout + result.stderr
+       f'--kills={_KILLS}', '--worker_kills=1', '--disk_fulls=1', '--quick',
+       '--seed=3', f'--rounds={_ROUNDS}', f'--output_dir={output_dir}',
+       '--keep'],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=3600)
+  return result, output_dir
+
+
+def test_every_case_passes_and_is_counted(campaign):
+  result, _ = campaign
+  assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+  stdout = result.stdout
+  for label, tries in _COUNTS.items():
+    assert _count(stdout, label) == (tries, tries), label
+  disk_full = _report_value(stdout, 'disk-full survived:')
+  if os.geteuid() == 0:
+    assert disk_full.startswith('1/1'), stdout
+  else:
+    assert disk_full.startswith('skipped (not root'), stdout
+  assert _report_value(stdout, 'hangs:') == '0'
+  assert _report_value(stdout, 'TFF workers left running:').startswith('0 ')
+  assert _report_value(stdout, 'client-data copies left:') == '0'
+  assert 'FAILED' not in stdout
+
+
+def test_kills_lose_no_released_round(campaign):
+  result, _ = campaign
   assert _report_value(result.stdout, 'survived:') == f'{_KILLS}/{_KILLS}'
   # Persist-before-release: a kill never costs a released round (negative:
   # a charged, checkpointed round that was not yet released was kept).
   lost = _report_value(result.stdout, 'rounds lost per kill:').split()
   assert len(lost) == _KILLS
   assert all(int(n) <= 0 for n in lost), lost
-  assert _report_value(result.stdout, 'epsilon mismatches:').startswith('0 ')
+  assert _report_value(result.stdout,
+                       'epsilon mismatches:').startswith('0 ')
 
-  run_dir = os.path.join(tmp_path, 'campaign')
-  event, delta, epsilons = fault_campaign.expected_epsilons(
-      fault_campaign.read_flagfile(fault_campaign.SMOKE_CONFIG), _ROUNDS)
+
+def test_the_run_checks_can_fail(campaign):
+  _, output_dir = campaign
+  run_dir = os.path.join(output_dir, 'kills', 'campaign')
+  event, delta, epsilons = fault_runs.expected_epsilons(
+      fault_runs.read_flagfile(fault_runs.SMOKE_CONFIG), _ROUNDS)
 
   def verify():
-    return fault_campaign.verify_run(run_dir, planned=_ROUNDS, event=event,
-                                     delta=delta, epsilons=epsilons)
+    return fault_runs.verify_run(run_dir, planned=_ROUNDS, event=event,
+                                 delta=delta, epsilons=epsilons)
 
   problems, checks, mismatches = verify()
   assert (problems, mismatches) == ([], 0)
