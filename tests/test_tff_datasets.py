@@ -3,8 +3,9 @@
 Each test writes a small SQLite database with the schema TFF's SqlClientData
 reads (tables `examples` and `client_metadata`, tf.train.Example rows, the
 loader's split names) under the exact file name TFF's loader looks for, then
-loads it through `load_tff_dataset`, i.e. through TFF's real loader: nothing
-is mocked.
+loads it through `load_tff_dataset` (tff-dp's reader, `tff_cache`); what it
+reads is compared with what TFF's real loader reads from the same file:
+nothing is mocked. Crafted files are in test_untrusted_caches.py.
 """
 
 import collections
@@ -173,15 +174,55 @@ def test_loads_tiny_cache_through_tff_loader(kind, tmp_path):
                              tff_datasets.split_names(kind)[-1])
   assert train.client_ids == sorted(splits[train_split])
   assert test.client_ids == sorted(splits[test_split])
-  assert train.element_type_structure == _EXPECTED_SPECS[kind]
-  assert test.element_type_structure == _EXPECTED_SPECS[kind]
-  # The values come back as written, through TFF's parsing.
+  assert train.element_spec == _EXPECTED_SPECS[kind]
+  assert test.element_spec == _EXPECTED_SPECS[kind]
+  # The values come back as written.
   for client_id, examples in splits[train_split].items():
-    got = list(train.create_tf_dataset_for_client(client_id)
-               .as_numpy_iterator())
+    got = list(train.dataset(client_id).as_numpy_iterator())
     assert len(got) == len(examples)
     for actual, expected in zip(got, examples):
       _assert_same_element(actual, expected)
+
+
+_TFF_LOADERS = {
+    TffDataset.EMNIST_DIGITS: lambda d: tff.simulation.datasets.emnist
+    .load_data(only_digits=True, cache_dir=d),
+    TffDataset.EMNIST_FULL: lambda d: tff.simulation.datasets.emnist
+    .load_data(only_digits=False, cache_dir=d),
+    TffDataset.SHAKESPEARE: lambda d: tff.simulation.datasets.shakespeare
+    .load_data(cache_dir=d),
+    TffDataset.STACKOVERFLOW_WORD: lambda d: tff.simulation.datasets
+    .stackoverflow.load_data(cache_dir=d)[::2],
+    TffDataset.STACKOVERFLOW_TAG: lambda d: tff.simulation.datasets
+    .stackoverflow.load_data(cache_dir=d)[::2],
+    TffDataset.CIFAR100: lambda d: tff.simulation.datasets.cifar100
+    .load_data(cache_dir=d),
+}
+
+
+def _elements(dataset):
+  return [{k: (v.tolist() if isinstance(v, np.ndarray) else v)
+           for k, v in element.items()}
+          for element in dataset.as_numpy_iterator()]
+
+
+@pytest.mark.parametrize('kind', list(TffDataset))
+def test_reads_what_tffs_own_loader_reads(kind, tmp_path):
+  # On a benign file (ids without quotes), tff-dp's reader and TFF's
+  # SqlClientData must agree: clients, order, keys, dtypes and values.
+  _install(kind, str(tmp_path))
+  train, test = tff_datasets.load_tff_dataset(kind, data_dir=tmp_path)
+  tff_train, tff_test = _TFF_LOADERS[kind](str(tmp_path))
+  assert train.client_ids == tff_train.client_ids
+  assert test.client_ids == tff_test.client_ids
+  assert train.element_spec == tff_train.element_type_structure
+  for client_id in train.client_ids:
+    ours = train.dataset(client_id)
+    theirs = tff_train.create_tf_dataset_for_client(client_id)
+    assert ours.element_spec == theirs.element_spec
+    assert _elements(ours) == _elements(theirs), client_id
+  assert (_elements(test.pooled_dataset(seed=0)) ==
+          _elements(tff_test.create_tf_dataset_from_all_clients(seed=0)))
 
 
 def test_emnist_variants_read_their_own_splits(tmp_path):
@@ -192,8 +233,7 @@ def test_emnist_variants_read_their_own_splits(tmp_path):
                                           data_dir=tmp_path)
   assert len(digits.client_ids) == 2
   assert len(full.client_ids) == 3
-  sizes = [len(list(full.create_tf_dataset_for_client(c)))
-           for c in full.client_ids]
+  sizes = [len(list(full.dataset(c))) for c in full.client_ids]
   assert sizes == [4, 2, 2]
 
 
@@ -231,7 +271,7 @@ def test_downloaded_lzma_is_decompressed_in_place(tmp_path):
   train, test = tff_datasets.load_tff_dataset(TffDataset.SHAKESPEARE,
                                               data_dir=tmp_path)
   assert train.client_ids == sorted(splits['train'])
-  assert len(list(test.create_tf_dataset_for_client('HAMLET_HAMLET'))) == 1
+  assert len(list(test.dataset('HAMLET_HAMLET'))) == 1
   assert sorted(os.listdir(tmp_path)) == ['shakespeare.sqlite',
                                           'shakespeare.sqlite.lzma']
 

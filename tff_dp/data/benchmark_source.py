@@ -23,13 +23,15 @@ Both are streamed from TFF's SQLite file by tf.data, as uint8 (CIFAR-100)
 or float32 (EMNIST) until a client's examples are read; only the per-client
 counts are read up front (from the file's `client_metadata` table), so
 memory does not grow with the 600 MB that CIFAR-100's training images take
-as float32. Server-side evaluation caches the pooled test set as float32
+as float32. The file is untrusted input, read through `tff_datasets`:
+`tff_cache` checks it on load and as it is read, and reads each client by a
+query that its id cannot change (TFF's `SqlClientData` pasted the id into
+its SQL). Server-side evaluation caches the pooled test set as float32
 (123 MB for CIFAR-100, 128 MB for EMNIST digits). Each source declares the
 `image_shape` its flat features hold (row-major, channels last), which the
 CNN reshapes them to.
 """
 
-import sqlite3
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -128,19 +130,16 @@ class _TffBenchmarkSource(CachedClients):
     self.image_shape = image_shape
     self.input_dim = int(np.prod(image_shape))
     self.num_classes = num_classes
-    path = tff_datasets.cache_files(self.kind)[0].path(data_dir)
-    self._sizes = client_sizes_from_metadata(
-        path, tff_datasets.split_names(self.kind)[0], self.client_ids)
+    self._sizes = self._train.client_sizes()
 
   def client_dataset(self, index: int) -> tf.data.Dataset:
     """The examples of client `index` (unbatched): (features, label)."""
-    return self._train.serializable_dataset_fn(
-        self.client_ids[int(index)]).map(self._convert)
+    return self._train.dataset(self.client_ids[int(index)]).map(self._convert)
 
   def test_dataset(self) -> tf.data.Dataset:
-    # A fixed seed: the test clients' order is reproducible (TFF shuffles).
-    return self._test.create_tf_dataset_from_all_clients(seed=0).map(
-        self._convert)
+    # A fixed seed: the test clients' order is reproducible (TFF's order
+    # for create_tf_dataset_from_all_clients(seed=0)).
+    return self._test.pooled_dataset(seed=0).map(self._convert)
 
   def describe(self) -> str:
     s = self.statistics()
@@ -188,25 +187,6 @@ class Cifar100Source(_TffBenchmarkSource):
                      image_shape=CIFAR100_IMAGE_SHAPE)
 
 
-def client_sizes_from_metadata(path: str, split: str,
-                               client_ids) -> np.ndarray:
-  """Each client's `num_examples` in `split` of TFF's SQLite file `path`.
-
-  Args:
-    path: A database in TFF's format (table `client_metadata`).
-    split: The split name, e.g. 'train'.
-    client_ids: The clients, in the order of the result.
-  """
-  con = sqlite3.connect(f'file:{path}?mode=ro', uri=True)
-  try:
-    counts = dict(con.execute(
-        'SELECT client_id, num_examples FROM client_metadata WHERE '
-        'split_name = ?', (split,)).fetchall())
-  finally:
-    con.close()
-  return np.array([int(counts[cid]) for cid in client_ids], dtype=np.int64)
-
-
 def sample_client_ids(client_ids: Sequence[str],
                       count: Optional[int]) -> list[str]:
   """`count` of the ids by a fixed seed, in their order (all if None)."""
@@ -215,23 +195,3 @@ def sample_client_ids(client_ids: Sequence[str],
   rng = np.random.default_rng(_TEST_SAMPLE_SEED)
   chosen = np.sort(rng.choice(len(client_ids), size=count, replace=False))
   return [client_ids[i] for i in chosen]
-
-
-def clients_dataset(client_ids: Sequence[str],
-                    dataset_fn: Callable[[tf.Tensor], tf.data.Dataset], *,
-                    per_client: Optional[int] = None) -> tf.data.Dataset:
-  """The examples of `client_ids`, client after client (e.g. a test set).
-
-  Args:
-    client_ids: The clients, in order.
-    dataset_fn: A client id (a string tensor) -> that client's examples.
-    per_client: At most this many (the first) examples of each client; None:
-      all of them.
-  """
-
-  def examples(client_id):
-    dataset = dataset_fn(client_id)
-    return dataset if per_client is None else dataset.take(per_client)
-
-  return tf.data.Dataset.from_tensor_slices(list(client_ids)).flat_map(
-      examples)

@@ -177,24 +177,19 @@ class StackOverflowTagSource(benchmark_source.CachedClients):
         list(self._test.client_ids), test_users)
     self.input_dim = len(self.words)
     self.num_classes = len(self.tags)
-    path = tff_datasets.cache_files(self.kind)[0].path(data_dir)
-    self._posts = benchmark_source.client_sizes_from_metadata(
-        path, tff_datasets.split_names(self.kind)[0], self.client_ids)
+    self._posts = self._train.client_sizes()
     self._sizes = np.minimum(self._posts, self.max_posts_per_user)
 
   def client_dataset(self, index: int) -> tf.data.Dataset:
     """The first `max_posts_per_user` posts of user `index` (unbatched):
     (features, labels)."""
-    return self._train.serializable_dataset_fn(
-        self.client_ids[int(index)]).take(self.max_posts_per_user).map(
-            self._to_example)
+    return self._train.dataset(self.client_ids[int(index)]).take(
+        self.max_posts_per_user).map(self._to_example)
 
   def test_dataset(self) -> tf.data.Dataset:
     """The server's held-out posts, user after user."""
-    return benchmark_source.clients_dataset(
-        self._test_ids,
-        lambda client_id: self._test.serializable_dataset_fn(client_id).map(
-            self._to_example),
+    return self._test.clients_dataset(
+        self._test_ids, transform=lambda posts: posts.map(self._to_example),
         per_client=self._test_posts_per_user)
 
   def describe(self) -> str:

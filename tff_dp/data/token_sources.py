@@ -246,24 +246,19 @@ class TokenSource(benchmark_source.CachedClients):
     self.input_dim = window
     self.num_classes = vocabulary.size
     self.vocab_size = vocabulary.size
-    path = tff_datasets.cache_files(kind)[0].path(data_dir)
-    self._sizes = benchmark_source.client_sizes_from_metadata(
-        path, tff_datasets.split_names(kind)[0], self.client_ids)
+    self._sizes = self._train.client_sizes()
 
-  def _windows(self, client_data, client_id) -> tf.data.Dataset:
-    return token_windows(
-        client_data.serializable_dataset_fn(client_id).map(self._to_ids),
-        window=self.window)
+  def _windows(self, records: tf.data.Dataset) -> tf.data.Dataset:
+    return token_windows(records.map(self._to_ids), window=self.window)
 
   def client_dataset(self, index: int) -> tf.data.Dataset:
     """The windows of client `index` (unbatched): (features, label)."""
-    return self._windows(self._train, self.client_ids[int(index)])
+    return self._windows(self._train.dataset(self.client_ids[int(index)]))
 
   def test_dataset(self) -> tf.data.Dataset:
     """The server's held-out windows, client after client."""
-    return benchmark_source.clients_dataset(
-        self._test_ids,
-        lambda client_id: self._windows(self._test, client_id),
+    return self._test.clients_dataset(
+        self._test_ids, transform=self._windows,
         per_client=self._test_windows_per_user)
 
   def describe(self) -> str:
