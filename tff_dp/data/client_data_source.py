@@ -42,13 +42,13 @@ import json
 import os
 import re
 import sqlite3
-import urllib.parse
 from typing import Any, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from tff_dp.data import csv_import
+from tff_dp.data import sql_queries
 from tff_dp.data.federated_data import size_statistics
 from tff_dp.data.labels import LabelKind
 
@@ -97,26 +97,6 @@ def file_fingerprint(path: str) -> str:
     return 'sha256:' + hashlib.file_digest(f, 'sha256').hexdigest()
 
 
-def client_examples_query(client_id: str, split_name: str) -> str:
-  """The SQL statement reading one client's serialized examples, in order.
-
-  tf.data's SqlDataset cannot bind parameters, so the values enter the
-  statement as hex blob literals: only [0-9a-f], whatever they hold.
-
-  Args:
-    client_id: The client's id (valid Unicode).
-    split_name: `csv_import.TRAIN_SPLIT` or `TEST_SPLIT`.
-  """
-  cid = f"CAST(X'{client_id.encode('utf-8').hex()}' AS TEXT)"
-  split = f"CAST(X'{split_name.encode('utf-8').hex()}' AS TEXT)"
-  # The terms with a unary + are not answered by the index, so each row is
-  # checked against the id and split itself: an index that disagrees with
-  # its table cannot hand a client another client's rows.
-  return ('SELECT serialized_example_proto FROM examples WHERE '
-          f'client_id = {cid} AND split_name = {split} AND '
-          f'+client_id = {cid} AND +split_name = {split} ORDER BY rowid')
-
-
 # The server's test set, in file order; no client id involved.
 _TEST_QUERY = ("SELECT serialized_example_proto FROM examples WHERE "
                "split_name = 'test' ORDER BY rowid")
@@ -140,21 +120,6 @@ def _show_json(value: Any) -> str:
 
 def _error(path: str, reason: str) -> ClientDataFormatError:
   return ClientDataFormatError(f'{path}: {reason}')
-
-
-def _decode_text(data: bytes) -> str:
-  # Never fails, so a bad byte is reported by the check of its field, by
-  # name: bytes that are not UTF-8 become surrogates, which no check accepts.
-  return data.decode('utf-8', 'surrogateescape')
-
-
-def _connect(path: str) -> sqlite3.Connection:
-  # Read-only: a training run must never modify its data. Quoted, since '?'
-  # or '#' in a path would end it inside a URI.
-  uri = f'file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro'
-  con = sqlite3.connect(uri, uri=True)
-  con.text_factory = _decode_text
-  return con
 
 
 def _check_header(path: str) -> None:
@@ -495,7 +460,7 @@ def _load(path: str) -> tuple[dict[str, Any], list[str], np.ndarray, str]:
   fingerprint = file_fingerprint(path)
   _check_header(path)
   try:
-    con = _connect(path)
+    con = sql_queries.connect_readonly(path)
     try:
       _check_schema(path, con)
       metadata = _read_metadata(path, con)
@@ -607,7 +572,8 @@ class SqlClientDataSource:
       raise IndexError(f'client index {index} is out of range '
                        f'[0, {self.population})')
     return self._dataset(
-        client_examples_query(self.client_ids[int(index)], _TRAIN))
+        sql_queries.client_examples_query(self.client_ids[int(index)],
+                                          _TRAIN))
 
   def test_dataset(self) -> tf.data.Dataset:
     """The server's held-out examples, unbatched, streamed, in file order.
