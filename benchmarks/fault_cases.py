@@ -1,11 +1,14 @@
 """Fault cases of the campaign that strike a running training process.
 
 * worker killed: the TFF worker child of a training run is SIGKILLed at a
-  random moment after it started (while the trainer builds its computations
-  or in a round). The trainer must end within `HANG_SECONDS` with exit 3 and
-  ONE line naming the worker and signal 9 and saying that nothing of the
-  interrupted round was released; every round in metrics.csv must be charged
-  in ledger.json; the same command must then resume and finish with exactly
+  random moment after it started (while it starts, while the trainer builds
+  its computations, or in a round). The trainer must end within
+  `HANG_SECONDS` with exit 3 and ONE line naming the worker and signal 9
+  and saying that nothing of the interrupted round was released (killed
+  before it served, the line is the runtime's start-up failure instead,
+  `RuntimeStartError: the TFF worker (pid N) was killed by signal 9 (SIGKILL)
+  during start-up`); every round in metrics.csv must be charged in
+  ledger.json; the same command must then resume and finish with exactly
   the ledger and epsilon of an uninterrupted run (`fault_runs.verify_run`).
 * disk full: as root, a small tmpfs is mounted and filled (a filler file
   leaving a random few KiB to a run's size free) and training is run with
@@ -20,6 +23,7 @@ the files every other case compares with) and its twin (the same flags,
 another run id), made by `prepare`.
 """
 
+import dataclasses
 import os
 import re
 import shutil
@@ -41,6 +45,10 @@ HANG_SECONDS = 60.0
 _EXIT_INTERNAL = 3
 _DIED = ('tff-dp: internal error: the TFF worker (pid {pid}) was killed by '
          'signal 9')
+# Killed before it served: refused as a failed start (see the README).
+_DIED_STARTING = ('tff-dp: internal error: RuntimeStartError: the TFF worker '
+                  '(pid {pid}) was killed by signal 9 (SIGKILL) during '
+                  'start-up')
 _NOTHING_RELEASED = ('Nothing of the interrupted round was released; run the '
                      'same command again to resume.')
 # A kill that came after the trainer had finished is drawn again, in a fresh
@@ -95,13 +103,29 @@ def _left_behind(ctx: Context, run_dir: str) -> list[str]:
   return problems
 
 
+@dataclasses.dataclass
+class WorkerKill:
+  """How a trainer ended after its worker was killed (None: no kill)."""
+  problems: Optional[list[str]] = None
+  seconds: Optional[float] = None   # From the kill to the trainer's end.
+  phase: str = ''                   # 'start-up' or 'in use'.
+
+
 def _after_worker_kill(ctx: Context, outcome: fault_context.Outcome, *,
-                       pid: int, run_dir: str) -> list[str]:
-  """What the trainer must have done after its worker was killed."""
+                       pid: int, run_dir: str) -> tuple[list[str], str]:
+  """(What the trainer failed to do after its worker was killed, when the
+  kill came: 'start-up' or 'in use')."""
   problems = fault_context.exit_problems(outcome, code=_EXIT_INTERNAL)
-  problems += fault_context.one_line_problems(
-      outcome, prefix=_DIED.format(pid=pid), needle=_NOTHING_RELEASED)
-  return problems + _left_behind(ctx, run_dir)
+  starting = _DIED_STARTING.format(pid=pid)
+  if fault_runs.last_line(outcome.stderr).startswith(starting):
+    # Before it served: a failed start, no round ran (so none released).
+    phase = 'start-up'
+    problems += fault_context.one_line_problems(outcome, prefix=starting)
+  else:
+    phase = 'in use'
+    problems += fault_context.one_line_problems(
+        outcome, prefix=_DIED.format(pid=pid), needle=_NOTHING_RELEASED)
+  return problems + _left_behind(ctx, run_dir), phase
 
 
 def resumed_after(outcome: fault_context.Outcome) -> str:
@@ -156,88 +180,92 @@ def _end_before_kill(ctx: Context, program: fault_context.Program,
 
 
 def _kill_worker(ctx: Context, program: fault_context.Program, *,
-                 run_name: str, run_dir: str, delay: float
-                 ) -> tuple[Optional[list[str]], Optional[float]]:
-  """SIGKILLs the program's worker `delay` s after it started.
-
-  Returns (problems of the trainer's end, seconds from the kill to it), or
-  (None, None) if the run finished before the kill (a miss).
-  """
+                 run_name: str, run_dir: str, delay: float) -> WorkerKill:
+  """SIGKILLs the program's worker `delay` s after it started."""
   pid = program.wait_for_worker(run_dir, fault_context.RUN_TIMEOUT_SECONDS)
   if pid is None:
-    return (_end_before_kill(ctx, program, run_name) or
-            ['completed, but its worker.log names no worker']), None
+    return WorkerKill(_end_before_kill(ctx, program, run_name) or [
+        'completed, but its worker.log names no worker'])
   pidfd = _open_worker(pid)
   if pidfd is None:
-    return _end_before_kill(ctx, program, run_name), None
+    return WorkerKill(_end_before_kill(ctx, program, run_name))
   if program.wait(delay):
     os.close(pidfd)
-    return _end_before_kill(ctx, program, run_name), None
+    return WorkerKill(_end_before_kill(ctx, program, run_name))
   if not _sigkill(pidfd):
-    return _end_before_kill(ctx, program, run_name), None
+    return WorkerKill(_end_before_kill(ctx, program, run_name))
   killed_at = time.monotonic()
   if not program.wait(HANG_SECONDS):
     program.stop()
     ctx.hang(f'{run_name} after its worker was killed', HANG_SECONDS)
-    return ['the trainer did not end after its worker was killed'], None
+    return WorkerKill(['the trainer did not end after its worker was killed'])
   seconds = time.monotonic() - killed_at
-  return _after_worker_kill(ctx, program.outcome(), pid=pid,
-                            run_dir=run_dir), seconds
+  problems, phase = _after_worker_kill(ctx, program.outcome(), pid=pid,
+                                       run_dir=run_dir)
+  return WorkerKill(problems, seconds, phase)
 
 
 def _worker_kill_run(ctx: Context, run_name: str, delay: float
-                     ) -> tuple[Optional[list[str]], Optional[float], str]:
+                     ) -> tuple[WorkerKill, str]:
   """A run whose worker is killed, then the same command again.
 
-  Returns (problems, seconds from the kill to the trainer's end, what
-  happened), or (None, None, '') if the run finished before the kill.
+  Returns (the kill, with the resume's problems added; what happened).
   """
   output_dir = os.path.join(ctx.output_dir, 'worker-kills')
   run_dir = os.path.join(output_dir, run_name)
   args = fault_runs.train_args(output_dir, run_name, ctx.rounds)
-  problems, seconds = _kill_worker(ctx, ctx.program(args), run_name=run_name,
-                                   run_dir=run_dir, delay=delay)
-  if problems is None or seconds is None:
-    return problems, seconds, ''
+  kill = _kill_worker(ctx, ctx.program(args), run_name=run_name,
+                      run_dir=run_dir, delay=delay)
+  if kill.problems is None or kill.seconds is None:
+    return kill, 'no kill'
   released = max(fault_runs.csv_rounds(run_dir), default=0)
   resumed = ctx.run(args, what=f'{run_name} resumed')
-  problems += fault_context.exit_problems(resumed, code=0)
-  if not problems:
-    problems += ctx.verify(run_dir)
-  return problems, seconds, (
-      f'{released} rounds released, trainer ended {seconds:.1f} s after '
-      f'the kill, resumed after round {resumed_after(resumed)}')
+  kill.problems += fault_context.exit_problems(resumed, code=0)
+  if not kill.problems:
+    kill.problems += ctx.verify(run_dir)
+  return kill, (f'killed in {kill.phase}, {released} rounds released, '
+                f'trainer ended {kill.seconds:.1f} s after the kill, resumed '
+                f'after round {resumed_after(resumed)}')
 
 
 def worker_kills(ctx: Context, kills: int) -> Count:
   """SIGKILLs the worker of `kills` runs at random moments."""
   count = Count('worker kills survived')
-  seconds = []
+  done: list[WorkerKill] = []
   misses = 0
   for number in range(1, kills + 1):
     for attempt in range(_MISSES_PER_KILL):
       run_name = f'worker-kill-{number}' + (f'-{attempt}' if attempt else '')
       delay = ctx.rng.uniform(0, ctx.worker_window)
-      problems, took, what = _worker_kill_run(ctx, run_name, delay)
-      if problems is not None:
+      kill, what = _worker_kill_run(ctx, run_name, delay)
+      if kill.problems is not None:
         break
       misses += 1
       ctx.worker_window *= 0.7  # The run was faster than the estimate.
     else:
-      problems = [f'{_MISSES_PER_KILL} runs finished before their kill']
-    if took is not None:
-      seconds.append(took)
+      kill = WorkerKill([f'{_MISSES_PER_KILL} runs finished before their '
+                         'kill'])
+    done.append(kill)
     ctx.log(f'worker kill {number}/{kills}: {run_name}, {delay:.1f} s after '
             f'the worker started: {what}: '
-            f'{"; ".join(problems) or "survived"}')
-    count.add(run_name, problems)
+            f'{"; ".join(kill.problems) or "survived"}')
+    count.add(run_name, kill.problems)
+  _worker_kill_details(count, done, misses)
+  return count
+
+
+def _worker_kill_details(count: Count, done: list[WorkerKill],
+                         misses: int) -> None:
+  seconds = [kill.seconds for kill in done if kill.seconds is not None]
   if seconds:
     count.details.append(f'trainer ended {min(seconds):.1f}-'
                          f'{max(seconds):.1f} s after the kill')
+  starting = sum(kill.phase == 'start-up' for kill in done)
+  count.details.append(f'{len(done) - starting} killed in use, {starting} '
+                       'during its start-up')
   if misses:
     count.details.append(f'{misses} runs finished before their kill, '
                          'drawn again')
-  return count
 
 
 # --- Disk full. --------------------------------------------------------------
@@ -329,28 +357,33 @@ def _disk_full_once(ctx: Context, mount: str, run_name: str, leave: int
                     f'{fault_runs.last_line(outcome.stderr)}')
 
 
+def _fill_and_run(ctx: Context, mount: str, number: int, budget: int
+                  ) -> tuple[str, list[str], str]:
+  """Runs on the mounted disk until a run fails for want of space."""
+  leave = ctx.rng.randrange(0, max(_PAGE, budget), _PAGE)
+  for fill in range(_FILLS_PER_TRY):
+    run_name = f'disk-full-{number}' + (f'-{fill}' if fill else '')
+    problems, said = _disk_full_once(ctx, mount, run_name, leave)
+    if problems is not None:
+      return f'{run_name} ({leave // 1024} KiB free)', problems, said
+    leave //= 2  # The run fit: less space next time.
+  return f'disk-full-{number}', ['the run fit every time'], ''
+
+
 def _disk_full_try(ctx: Context, number: int, budget: int
                    ) -> tuple[str, list[str], str]:
-  """One counted try (refilled with less space if the run fit)."""
+  """One counted try on a tmpfs of its own, always unmounted."""
   mount = os.path.join(ctx.output_dir, f'disk-full-{number}')
   reason = _mount(mount)
   if reason:
     return 'skip', [], reason
   try:
-    leave = ctx.rng.randrange(0, max(_PAGE, budget), _PAGE)
-    for fill in range(_FILLS_PER_TRY):
-      run_name = f'disk-full-{number}' + (f'-{fill}' if fill else '')
-      problems, said = _disk_full_once(ctx, mount, run_name, leave)
-      if problems is not None:
-        return f'{run_name} ({leave // 1024} KiB free)', problems, said
-      leave //= 2  # The run fit: less space next time.
-    return f'disk-full-{number}', ['the run fit every time'], ''
+    what, problems, said = _fill_and_run(ctx, mount, number, budget)
   finally:
-    problems = _unmount(mount)
-    if problems:
-      ctx.log(f'  {"; ".join(problems)}')
-    else:
-      shutil.rmtree(mount, ignore_errors=True)
+    unmounted = _unmount(mount)
+  if not os.path.ismount(mount):
+    shutil.rmtree(mount, ignore_errors=True)
+  return what, problems + unmounted, said
 
 
 def disk_fulls(ctx: Context, tries: int) -> Count:

@@ -118,6 +118,7 @@ def _refused(ctx: Context, run_dir: str, args: list[str], *, what: str,
 
 def _released_corruption(ctx: Context, number: int, name: str
                          ) -> tuple[list[str], float]:
+  """The newest checkpoint, its round released, corrupted as `name` says."""
   output_dir, run_dir = _copy_reference(ctx, f'corrupt-{number}')
   newest = _newest(run_dir)
   _CORRUPTIONS[name](newest)
@@ -255,7 +256,7 @@ def _ledger_edits(ctx: Context) -> dict:
           p, lambda d: d.update(rounds=d['rounds'][:keep])), disagrees),
       'noise multiplier x10': (lambda p: _edit_ledger(p, _raise_noise),
                                disagrees),
-      'garbled': (lambda p: _garble(p), 'ledger.json'),
+      'garbled': (_garble, 'ledger.json'),
       'removed': (os.remove, 'ledger.json'),
   }
 
