@@ -49,6 +49,8 @@ _DIED = ('tff-dp: internal error: the TFF worker (pid {pid}) was killed by '
 _DIED_STARTING = ('tff-dp: internal error: RuntimeStartError: the TFF worker '
                   '(pid {pid}) was killed by signal 9 (SIGKILL) during '
                   'start-up')
+_STARTING = 'during its start-up'
+_IN_USE = 'in use'
 _NOTHING_RELEASED = ('Nothing of the interrupted round was released; run the '
                      'same command again to resume.')
 # A kill that came after the trainer had finished is drawn again, in a fresh
@@ -108,21 +110,21 @@ class WorkerKill:
   """How a trainer ended after its worker was killed (None: no kill)."""
   problems: Optional[list[str]] = None
   seconds: Optional[float] = None   # From the kill to the trainer's end.
-  phase: str = ''                   # 'start-up' or 'in use'.
+  phase: str = ''                   # _STARTING or _IN_USE.
 
 
 def _after_worker_kill(ctx: Context, outcome: fault_context.Outcome, *,
                        pid: int, run_dir: str) -> tuple[list[str], str]:
   """(What the trainer failed to do after its worker was killed, when the
-  kill came: 'start-up' or 'in use')."""
+  kill came: _STARTING or _IN_USE)."""
   problems = fault_context.exit_problems(outcome, code=_EXIT_INTERNAL)
   starting = _DIED_STARTING.format(pid=pid)
   if fault_runs.last_line(outcome.stderr).startswith(starting):
     # Before it served: a failed start, no round ran (so none released).
-    phase = 'start-up'
+    phase = _STARTING
     problems += fault_context.one_line_problems(outcome, prefix=starting)
   else:
-    phase = 'in use'
+    phase = _IN_USE
     problems += fault_context.one_line_problems(
         outcome, prefix=_DIED.format(pid=pid), needle=_NOTHING_RELEASED)
   return problems + _left_behind(ctx, run_dir), phase
@@ -223,7 +225,7 @@ def _worker_kill_run(ctx: Context, run_name: str, delay: float
   kill.problems += fault_context.exit_problems(resumed, code=0)
   if not kill.problems:
     kill.problems += ctx.verify(run_dir)
-  return kill, (f'killed in {kill.phase}, {released} rounds released, '
+  return kill, (f'killed {kill.phase}, {released} rounds released, '
                 f'trainer ended {kill.seconds:.1f} s after the kill, resumed '
                 f'after round {resumed_after(resumed)}')
 
@@ -260,7 +262,7 @@ def _worker_kill_details(count: Count, done: list[WorkerKill],
   if seconds:
     count.details.append(f'trainer ended {min(seconds):.1f}-'
                          f'{max(seconds):.1f} s after the kill')
-  starting = sum(kill.phase == 'start-up' for kill in done)
+  starting = sum(kill.phase == _STARTING for kill in done)
   count.details.append(f'{len(done) - starting} killed in use, {starting} '
                        'during its start-up')
   if misses:
