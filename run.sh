@@ -73,13 +73,13 @@ venv_is_current() {
 # once, so the shim appears; a broken one does not reinstall on every run).
 package_fingerprint() {
   {
-    cat "${ROOT}/setup.py" "${ROOT}/tff_dp/native/loopback_bind.c"
+    cat "${ROOT}/setup.py" "${ROOT}/tff_dp/execution/native/loopback_bind.c"
     printf 'compilers=%s\n' "$(command -v cc gcc clang | tr '\n' ' ')"
   } | sha256sum | cut -d' ' -f1
 }
 
 shim_is_built() {
-  compgen -G "${ROOT}/tff_dp/native/_loopback_bind*.so" >/dev/null
+  compgen -G "${ROOT}/tff_dp/execution/native/_loopback_bind*.so" >/dev/null
 }
 
 package_is_current() {
@@ -149,7 +149,7 @@ cmd_epsilon() {
 
 cmd_import_data() {
   ensure_venv
-  exec "${VENV}/bin/python" -m tff_dp.import_data "$@"
+  exec "${VENV}/bin/python" -m tff_dp.cli.import_data "$@"
 }
 
 cmd_bench() {

@@ -5,9 +5,9 @@ requirements.lock first and then this package without dependency resolution
 (`--no-deps`): tensorflow-federated 0.87.0 pins a jaxlib that is not on every
 package index (see requirements/overrides.txt).
 
-The one native part, tff_dp/native/loopback_bind.c (an LD_PRELOAD shim that
+The one native part, tff_dp/execution/native/loopback_bind.c (an LD_PRELOAD shim that
 makes the TFF worker serve on a Unix socket in a private directory instead of
-TCP; see tff_dp/runtime.py), is built as an optional extension: without a C
+TCP; see tff_dp/execution/runtime.py), is built as an optional extension: without a C
 compiler the install still succeeds, and tff-dp refuses to start the worker
 unless the caller explicitly allows an unconfined one.
 """
@@ -18,8 +18,8 @@ import setuptools
 # extension machinery only so that every install (editable included, where it
 # lands next to its source) compiles it.
 _LOOPBACK_BIND = setuptools.Extension(
-    'tff_dp.native._loopback_bind',
-    sources=['tff_dp/native/loopback_bind.c'],
+    'tff_dp.execution.native._loopback_bind',
+    sources=['tff_dp/execution/native/loopback_bind.c'],
     # dlsym lives in libdl before glibc 2.34 (a stub after).
     libraries=['dl'],
     optional=True,
@@ -46,8 +46,8 @@ setuptools.setup(
     ],
     entry_points={
         'console_scripts': [
-            'tff-dp=tff_dp.launch:train',
-            'tff-dp-epsilon=tff_dp.launch:epsilon',
+            'tff-dp=tff_dp.cli.launch:train',
+            'tff-dp-epsilon=tff_dp.cli.launch:epsilon',
         ],
     },
 )

@@ -7,7 +7,7 @@ Generates a CSV of `--rows` rows (client id, `--features` float features, a
 label in [0, 10)) in a temporary directory, written in chunks so that the
 generator itself never holds the file; rows are in random client order, as
 an export sorted by time would be. It then runs the real program,
-`python -m tff_dp.import_data`, in a fresh subprocess and reports its wall
+`python -m tff_dp.cli.import_data`, in a fresh subprocess and reports its wall
 time and its peak resident set size (the kernel's ru_maxrss of that child,
 from wait4), next to the peak RSS of a child that only imports the program
 (the interpreter and module baseline). Memory is bounded if the peak does not
@@ -86,11 +86,11 @@ def run(*, rows: int, clients: int, features: int,
     generate_csv(csv_path, rows=rows, clients=clients, features=features)
     generate_seconds = time.perf_counter() - start
     _, baseline_mib, output, code = _run_child(
-        [sys.executable, '-c', 'import tff_dp.import_data'])
+        [sys.executable, '-c', 'import tff_dp.cli.import_data'])
     if code != 0:
       raise RuntimeError(f'baseline child failed:\n{output}')
     seconds, peak_mib, output, code = _run_child([
-        sys.executable, '-m', 'tff_dp.import_data', f'--input={csv_path}',
+        sys.executable, '-m', 'tff_dp.cli.import_data', f'--input={csv_path}',
         f'--output={db_path}', '--client_column=client',
         '--label_column=label', f'--num_classes={_NUM_CLASSES}',
         '--overwrite'])

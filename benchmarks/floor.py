@@ -2,7 +2,7 @@
 
 The same round as DP-FedAvg, without TFF: every client of the round runs local
 SGD (learning rate, batch size and epochs of the workload) from the global
-model on its own examples in the order `tff_dp.client_data` would use; its
+model on its own examples in the order `tff_dp.program.client_data` would use; its
 update (initial minus final weights) is clipped to L2 norm C by GLOBAL norm
 (all variables together); the clipped updates are summed; Gaussian noise of
 standard deviation z * C is added to the sum; the sum is divided by the fixed
@@ -174,7 +174,7 @@ class FloorRound:
 def round_inputs(data: workloads_lib.SyntheticData,
                  workload: workloads_lib.Workload,
                  round_num: int) -> tuple[np.ndarray, np.ndarray]:
-  """The round's per-client examples in tff_dp.client_data's order."""
+  """The round's per-client examples in tff_dp.program.client_data's order."""
   order = workloads_lib.round_permutations(workload, round_num)
   rows = np.arange(workload.clients)[:, None]
   return data.x[rows, order], data.y[rows, order]

@@ -2,7 +2,7 @@
 
 Variants (one per fresh subprocess):
 
-* `tff-dp`: the real program path, `tff_dp.experiment.run_experiment`, on W1
+* `tff-dp`: the real program path, `tff_dp.program.experiment.run_experiment`, on W1
   (MLP, 50 clients x 64 synthetic examples, every client every round,
   `gaussian_adaptive` as in configs/default.cfg) with its whole round loop:
   datasets, `process.next`, the privacy ledger and both accountants,
@@ -38,7 +38,7 @@ VARIANTS = ('tff-dp', 'plain-tff')
 class Sampler:
   """Samples RSS of this process and of its worker after each round.
 
-  The worker is the one tff_dp.runtime logged to `worker_log` if given (a
+  The worker is the one tff_dp.execution.runtime logged to `worker_log` if given (a
   process may have other TFF workers, e.g. one TFF's default context started
   for a computation invoked outside `local_runtime`), else our only worker
   child. Every worker child seen is recorded.
@@ -92,8 +92,8 @@ def run_tff_dp(workload: workloads_lib.Workload, rounds: int,
   # pylint: disable=g-import-not-at-top
   from benchmarks import rounds as rounds_lib
   from tff_dp import config as config_lib
-  from tff_dp import experiment
   from tff_dp.config import DpMechanism
+  from tff_dp.program import experiment
   # pylint: enable=g-import-not-at-top
   # The main job's mechanism (configs/default.cfg).
   config = rounds_lib.train_config(
@@ -189,7 +189,7 @@ def main(argv: list[str]) -> int:
     info = run_tff_dp(workload, rounds, spec['log_dir'], sampler)
     result['workers'].append({
         'pid': sampler.worker_pid, 'log': info['worker_log'],
-        'started_by': 'tff_dp.runtime.local_runtime (run_experiment)',
+        'started_by': 'tff_dp.execution.runtime.local_runtime (run_experiment)',
         'alive_after_exit': (sampler.worker_pid is not None and
                              harness.is_running_worker(sampler.worker_pid))})
   else:

@@ -1,7 +1,7 @@
 """Keras models of the workloads, for the engines that run TFF.
 
 Both take flat 784-feature inputs, so that every engine feeds the same arrays
-(tff_dp.client_data builds datasets from 2-D arrays); the CNN reshapes to
+(tff_dp.program.client_data builds datasets from 2-D arrays); the CNN reshapes to
 28 x 28 x 1 as its first layer, which is what TFF's EMNIST preprocessing does
 in the dataset instead. Both output logits (tff-dp's convention; TFF's baseline
 CNN ends in a softmax and uses a probability loss: the same compute).
@@ -21,7 +21,7 @@ def build_keras_model(model: workloads_lib.ModelName, *,
                       seed: int) -> tf.keras.Model:
   """Returns the uncompiled Keras model of `model`, producing logits."""
   if model is workloads_lib.ModelName.MLP:
-    # As tff_dp.models.build_keras_model(ModelKind.MLP, ...).
+    # As tff_dp.algorithms.models.build_keras_model(ModelKind.MLP, ...).
     return tf.keras.Sequential([
         tf.keras.layers.InputLayer(input_shape=(workloads_lib.INPUT_DIM,)),
         tf.keras.layers.Dense(

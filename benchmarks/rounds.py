@@ -1,14 +1,14 @@
-"""Engine (a): tff-dp's rounds, as tff_dp.experiment builds and runs them.
+"""Engine (a): tff-dp's rounds, as tff_dp.program.experiment builds and runs them.
 
-The process is the one the program runs for the same flags: `tff_dp.assembly.
+The process is the one the program runs for the same flags: `tff_dp.program.assembly.
 build_process` with TF Privacy's DP aggregator (`gaussian_fixed`, or
 `gaussian_adaptive` for the rows that ask for it) and the simulated clients per
 TFF call that `--clients_per_call` resolves to (the grouped path,
-`tff_dp.grouped_fedavg`; a row may ask for 1, TFF's one-client-per-call
+`tff_dp.algorithms.grouped_fedavg`; a row may ask for 1, TFF's one-client-per-call
 algorithm). The round inputs come from
-`tff_dp.grouped_data.GroupedRounds` or `tff_dp.client_data.RoundDatasets`, and
-everything executes on the worker of `tff_dp.runtime.local_runtime`. A round
-is what `tff_dp.training_loop` times: building the cohort's inputs plus
+`tff_dp.algorithms.grouped_data.GroupedRounds` or `tff_dp.program.client_data.RoundDatasets`, and
+everything executes on the worker of `tff_dp.execution.runtime.local_runtime`. A round
+is what `tff_dp.program.training_loop` times: building the cohort's inputs plus
 `process.next`. Accounting, evaluation and
 releases are outside the learning process and outside this timing (the memory
 run, `benchmarks.memory`, runs the whole program loop).
@@ -19,7 +19,7 @@ tff-dp's (`harness.time_interleaved`), so that the ratio of the two is measured
 under the same machine conditions. The floor's own subprocess still gives its
 time to the first round and its speed alone.
 
-The models are tff_dp.models' own: the MLP, and for W2 `--model=cnn`, the
+The models are tff_dp.algorithms.models' own: the MLP, and for W2 `--model=cnn`, the
 same network as the benchmark's CNN (conv 32, conv 64, max-pool, dropout 0.25,
 dense 128, dropout 0.5, dense 10; 1,199,882 parameters), with its own seeded
 initial weights.
@@ -42,15 +42,15 @@ from benchmarks import floor
 from benchmarks import harness
 from benchmarks import models as bench_models
 from benchmarks import workloads as workloads_lib
-from tff_dp import assembly
-from tff_dp import cli_flags
-from tff_dp import client_data
+from tff_dp.algorithms import grouped_data
+from tff_dp.algorithms import learning_process
+from tff_dp.cli import cli_flags
 from tff_dp import config as config_lib
-from tff_dp import grouped_data
-from tff_dp import learning_process
-from tff_dp import runtime
 from tff_dp.config import DpMechanism
 from tff_dp.data.federated_data import FederatedData
+from tff_dp.execution import runtime
+from tff_dp.program import assembly
+from tff_dp.program import client_data
 
 
 def federated_data(workload: workloads_lib.Workload) -> FederatedData:
@@ -113,7 +113,7 @@ def train_config(workload: workloads_lib.Workload, mechanism: DpMechanism,
 
 @dataclasses.dataclass
 class Prepared:
-  """A workload's process and round inputs, as tff_dp.experiment makes them."""
+  """A workload's process and round inputs, as tff_dp.program.experiment makes them."""
   process: tff.learning.templates.LearningProcess
   clients_per_call: int
   round_inputs: Any  # (round, cohort) -> the process's client values.
@@ -150,7 +150,7 @@ def prepare(workload: workloads_lib.Workload, mechanism: DpMechanism,
 
 
 def tff_dp_loop() -> str:
-  """The client loop tff_dp.learning_process asks TFF for."""
+  """The client loop tff_dp.algorithms.learning_process asks TFF for."""
   loop = getattr(learning_process, 'LOOP', None)
   return loop.name if loop is not None else 'DATASET_REDUCE (TFF default)'
 
@@ -239,7 +239,7 @@ def main(argv: list[str]) -> int:
             'startup': None, 'workloads': [], 'workers': []}
   log_path = os.path.join(spec['log_dir'], 'tff-dp-worker.log')
 
-  # As tff_dp.experiment: write the client files and build the first
+  # As tff_dp.program.experiment: write the client files and build the first
   # process, then start the worker.
   first = workloads_lib.Workload.from_json(rows[0]['workload'])
   start = time.perf_counter()
@@ -251,7 +251,7 @@ def main(argv: list[str]) -> int:
     with runtime.local_runtime(log_path=log_path) as worker:
       clock.mark('worker_ready')
       result['workers'].append({'pid': worker.pid, 'log': log_path,
-                                'started_by': 'tff_dp.runtime.local_runtime'})
+                                'started_by': 'tff_dp.execution.runtime.local_runtime'})
       harness.write_json(args.out, result)
       for i, row in enumerate(rows):
         workload = workloads_lib.Workload.from_json(row['workload'])

@@ -25,7 +25,6 @@ import argparse
 import dataclasses
 import datetime
 import importlib.metadata
-import json
 import os
 import platform
 import subprocess
@@ -478,7 +477,7 @@ def format_report(report: dict[str, Any]) -> str:
   lines += ['', 'TFF workers started by the engines']
   for job in report['jobs']:
     for worker in job['workers']:
-      owner = ('tff_dp.runtime' if worker['started_by_tff_dp_runtime']
+      owner = ('tff_dp.execution.runtime' if worker['started_by_tff_dp_runtime']
                else 'TFF default context')
       lines.append(f"  {job['name']:<16} pid {worker['pid']} ({owner}): left "
                    f"running after the engine exited: "

@@ -6,9 +6,9 @@
 Not part of `run_all`: this is the evidence behind the optimization candidates
 of issue 7. Every case runs W1's MLP with tff-dp's DP aggregator
 (`gaussian_fixed`, clients_per_round = the cohort) on a worker started by
-`tff_dp.runtime.local_runtime`, in this one process, one case after the
+`tff_dp.execution.runtime.local_runtime`, in this one process, one case after the
 other. The cases change ONE thing against the baseline (W1, 50 clients x 64
-examples, tff-dp's process as `tff_dp.learning_process` builds it, datasets
+examples, tff-dp's process as `tff_dp.algorithms.learning_process` builds it, datasets
 built in Python each round):
 
 * shape: the same 3,200 examples split over 200/50/10/5 clients, and 50
@@ -20,7 +20,7 @@ built in Python each round):
   explicitly to `LoopImplementation.DATASET_REDUCE` (TFF's default) or
   DATASET_ITERATOR; the shape sweep runs with tff-dp's process and with
   DATASET_REDUCE. The loop tff-dp itself uses is recorded
-  (`tff_dp.learning_process.LOOP` if it sets one).
+  (`tff_dp.algorithms.learning_process.LOOP` if it sets one).
 * no-dp: TFF's unweighted mean instead of the DP aggregator (same client
   loop as tff-dp).
 * ids: the datasets are built INSIDE the worker from client ids
@@ -58,11 +58,11 @@ import tensorflow_federated as tff
 from benchmarks import harness
 from benchmarks import rounds as rounds_lib
 from benchmarks import workloads as workloads_lib
-from tff_dp import assembly
-from tff_dp import client_data
-from tff_dp import learning_process
-from tff_dp import runtime
+from tff_dp.algorithms import learning_process
 from tff_dp.config import DpMechanism
+from tff_dp.execution import runtime
+from tff_dp.program import assembly
+from tff_dp.program import client_data
 
 _DEFAULT_OUTPUT_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

@@ -24,7 +24,7 @@ DATA_SEED = 1234
 
 class ModelName(enum.Enum):
   """Architectures the workloads train."""
-  # The MLP 784-128-10 (tff_dp.models, ModelKind.MLP).
+  # The MLP 784-128-10 (tff_dp.algorithms.models, ModelKind.MLP).
   MLP = 'mlp'
   # The EMNIST CNN of TFF's baselines (google-research/federated,
   # utils/models/emnist_models.py, create_conv_dropout_model): conv 32 3x3,
@@ -37,7 +37,7 @@ class ModelName(enum.Enum):
 class Hyperparameters:
   """Training settings every engine uses, so that the rounds do the same work.
 
-  The values are tff-dp's defaults (see tff_dp.cli_flags), with the fixed clip
+  The values are tff-dp's defaults (see tff_dp.cli.cli_flags), with the fixed clip
   of `gaussian_fixed`.
   """
   client_learning_rate: float = 0.1
@@ -159,13 +159,13 @@ def synthetic_data(workload: Workload, *, test_examples: int = 512
 
 def round_permutations(workload: Workload, round_num: int,
                        seed: int = 0) -> np.ndarray:
-  """Each client's example order in a round, as tff_dp.client_data draws it.
+  """Each client's example order in a round, as tff_dp.program.client_data draws it.
 
   Returns:
     int array [clients, epochs * examples_per_client]: for client i, the
     concatenation of `epochs` permutations drawn from
     `np.random.default_rng([seed, round_num, i])`, exactly as
-    `tff_dp.client_data.RoundDatasets` does.
+    `tff_dp.program.client_data.RoundDatasets` does.
   """
   orders = []
   for i in range(workload.clients):

@@ -12,7 +12,6 @@ import pytest
 # Keep TensorFlow's C++ start-up chatter out of test output.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def pytest_addoption(parser):
@@ -37,7 +36,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope='session')
 def tff_runtime(tmp_path_factory):
   """One TFF worker for the whole session, owned and stopped by tff-dp."""
-  from tff_dp import runtime  # pylint: disable=g-import-not-at-top
+  from tff_dp.execution import runtime  # pylint: disable=g-import-not-at-top
   log_path = str(tmp_path_factory.mktemp('worker') / 'worker.log')
   with runtime.local_runtime(log_path=log_path) as worker:
     yield worker

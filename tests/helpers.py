@@ -12,6 +12,7 @@ from typing import Iterable
 
 import numpy as np
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRIVATE_DIRS = ('checkpoints',)
 
 

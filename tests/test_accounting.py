@@ -1,4 +1,4 @@
-"""Tests for tff_dp.accounting.
+"""Tests for tff_dp.privacy.accounting.
 
 Golden epsilons are computed here from hand-built dp_accounting events (not
 through the module under test) and pinned as literals; the module must agree
@@ -22,10 +22,11 @@ from dp_accounting import rdp
 import numpy as np
 import pytest
 
-from tff_dp import accounting
-from tff_dp import calibration
-from tff_dp import dp_event_json
-from tff_dp import sampling
+from tests import helpers
+from tff_dp.cohorts import sampling
+from tff_dp.privacy import accounting
+from tff_dp.privacy import calibration
+from tff_dp.privacy import dp_event_json
 
 
 AccountantKind = accounting.AccountantKind
@@ -40,7 +41,7 @@ REPLACE_ONE = Relation.REPLACE_ONE
 RDP, PLD = AccountantKind.RDP, AccountantKind.PLD
 DELTA = 1e-5
 GOLDEN_REL = 1e-5
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO = helpers.REPO_ROOT
 
 
 def _hand_rdp(event, relation=ADD_REMOVE, delta=DELTA):
@@ -68,7 +69,7 @@ def _eps(events, accountant, relation=ADD_REMOVE, **kwargs):
 
 
 def test_modules_do_not_import_tensorflow():
-  code = ('import sys; import tff_dp.sampling, tff_dp.accounting; '
+  code = ('import sys; import tff_dp.cohorts.sampling, tff_dp.privacy.accounting; '
           'bad = [m for m in ("tensorflow", "tensorflow_federated") '
           'if m in sys.modules]; assert not bad, bad')
   env = dict(os.environ, PYTHONPATH=_REPO)
@@ -392,9 +393,11 @@ def test_calibrated_rounds_zero_when_one_round_is_too_much():
 def _ledger(rounds, sampler=None, z=1.0):
   sampler = sampler or sampling.ClientSampler(
       ClientSampling.POISSON, population=1000, clients_per_round=20, seed=0)
-  ledger = accounting.PrivacyLedger.for_sampler(sampler)
+  ledger = accounting.PrivacyLedger(
+      accounting.neighboring_relation(sampler.sampling))
+  event = accounting.round_event_for(sampler, noise_multiplier=z)
   for r in range(1, rounds + 1):
-    ledger.record_gaussian_round(r, sampler=sampler, noise_multiplier=z)
+    ledger.record(r, event)
   return ledger
 
 
@@ -436,10 +439,6 @@ def test_ledger_refuses_events_of_another_relation():
   with pytest.raises(accounting.UnsupportedAccountingError):
     accounting.PrivacyLedger(ADD_REMOVE).epsilon_with(
         fixed, delta=DELTA, accountant=RDP)
-  sampler = sampling.ClientSampler(ClientSampling.FULL, 5, 5, seed=0)
-  with pytest.raises(ValueError, match='FULL'):
-    accounting.PrivacyLedger(REPLACE_ONE).record_gaussian_round(
-        1, sampler=sampler, noise_multiplier=1.0)
 
 
 def test_ledger_save_load_round_trip(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests for tff_dp.accounting: fixed-size sampling's two bounds, PLD budgets.
+"""Tests for tff_dp.privacy.accounting: fixed-size sampling's two bounds, PLD budgets.
 
 Golden epsilons were computed with dp-accounting 0.4.3 from hand-built events
 (not through tff_dp) and are pinned as literals; the tolerance only absorbs
@@ -18,9 +18,9 @@ from dp_accounting import rdp
 from dp_accounting.pld import privacy_loss_mechanism
 import pytest
 
-from conftest import REPO_ROOT
-from tff_dp import accounting
-from tff_dp import sampling
+from tests.helpers import REPO_ROOT
+from tff_dp.cohorts import sampling
+from tff_dp.privacy import accounting
 
 AccountantKind = accounting.AccountantKind
 ClientSampling = sampling.ClientSampling
@@ -169,7 +169,7 @@ def test_ledger_format_unchanged_and_minimum_taken_when_composing(tmp_path):
 
 def test_planner_prints_the_smaller_bound_for_fixed_size():
   result = subprocess.run(
-      [sys.executable, '-m', 'tff_dp.epsilon', '--population=40',
+      [sys.executable, '-m', 'tff_dp.cli.epsilon', '--population=40',
        '--clients_per_round=10', '--client_sampling=fixed_size',
        '--noise_multiplier=0.5', '--rounds=3', '--delta=1e-3'],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
@@ -191,8 +191,8 @@ _BUDGET_CHILD = r'''
 import json, resource, sys, time
 cap = 3 * 2**30
 resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-from tff_dp import accounting
-from tff_dp.sampling import ClientSampling
+from tff_dp.cohorts.sampling import ClientSampling
+from tff_dp.privacy import accounting
 results = {}
 for z in (0.001, 0.01):
   event = accounting.gaussian_round_event(

@@ -12,7 +12,9 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
 
 _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
 _TAGS = os.path.join(REPO_ROOT, 'configs', 'stackoverflow_tag.cfg')
@@ -86,7 +88,7 @@ def test_bad_input_table(tmp_path):
   for args, expected in cases:
     if not any(a.startswith('--output_dir=') for a in args):
       args = args + [f'--output_dir={output_dir}']
-    result = subprocess.run([sys.executable, '-m', 'tff_dp.train', *args],
+    result = subprocess.run([sys.executable, '-m', 'tff_dp.cli.train', *args],
                             cwd=REPO_ROOT, env=env, capture_output=True,
                             text=True, timeout=120)
     problems = []

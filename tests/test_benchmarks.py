@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 import worker_utils
 
 # `python -m pytest` from the root puts it on sys.path; bare `pytest` does not.
@@ -201,7 +201,7 @@ def test_quick_mode_memory_run_samples_process_and_worker(quick_run):
 @pytest.mark.e2e
 def test_quick_mode_leaves_no_tff_worker_running(quick_run):
   _, report, output_dir = quick_run
-  # Workers started by tff_dp.runtime, from the lines it writes to its logs.
+  # Workers started by tff_dp.execution.runtime, from the lines it writes to its logs.
   logged = []
   for path in glob.glob(os.path.join(output_dir, '**', '*.log'),
                         recursive=True):

@@ -1,4 +1,4 @@
-"""Tests for tff_dp.calibration: calibrated values printed safely.
+"""Tests for tff_dp.privacy.calibration: calibrated values printed safely.
 
 A calibrated noise multiplier is printed for the user to pass back as
 --noise_multiplier; the printed value must still reach the target epsilon.
@@ -12,9 +12,9 @@ from dp_accounting.pld import privacy_loss_mechanism
 import numpy as np
 import pytest
 
-from tff_dp import accounting
-from tff_dp import calibration
-from tff_dp import sampling
+from tff_dp.cohorts import sampling
+from tff_dp.privacy import accounting
+from tff_dp.privacy import calibration
 
 AccountantKind = accounting.AccountantKind
 ClientSampling = sampling.ClientSampling

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from tff_dp import checkpoint
+from tff_dp.program import checkpoint
 
 
 def _state(scale=1.0):

@@ -3,7 +3,7 @@ al. 2021) as a training source, and the CNN it trains.
 
 The data tests write a tiny cifar100.sqlite in TFF's own format (the schema
 of `test_tff_datasets`) and read it through TFF's real loader: nothing is
-mocked. The program tests run `python -m tff_dp.train` on the
+mocked. The program tests run `python -m tff_dp.cli.train` on the
 configs/cifar100.cfg preset: once without the cache (exit 2, the file
 named) and once for one round on a fake cache.
 """
@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 import test_tff_datasets as fake
-from tff_dp import models
+from tff_dp.algorithms import models
 from tff_dp.config import ModelKind
 from tff_dp.data import benchmark_source
 from tff_dp.data import loading
@@ -192,7 +192,7 @@ def test_cnn_refuses_unusable_image_shapes(image_shape, input_dim, message):
 
 def _train(*args):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-  return subprocess.run([sys.executable, '-m', 'tff_dp.train', *args],
+  return subprocess.run([sys.executable, '-m', 'tff_dp.cli.train', *args],
                         cwd=REPO_ROOT, env=env, capture_output=True,
                         text=True, timeout=300)
 

@@ -8,10 +8,10 @@ import os
 from absl import flags
 import pytest
 
-from tff_dp import cli_flags
+from tff_dp.cli import cli_flags
 from tff_dp import config as config_lib
 
-from conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 CONFIGS = os.path.join(REPO_ROOT, 'configs')
 
@@ -198,4 +198,4 @@ def test_readme_flag_reference_is_generated_from_the_definitions():
   end = readme.index(cli_flags.README_END)
   assert readme[start:end] == cli_flags.markdown_reference(), (
       'README flag reference is stale: run '
-      '`.venv/bin/python -m tff_dp.cli_flags README.md`')
+      '`.venv/bin/python -m tff_dp.cli.cli_flags README.md`')

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tff_dp import models
+from tff_dp.algorithms import models
 from tff_dp.config import ModelKind
 from tff_dp.data import client_data_source
 from tff_dp.data import csv_import
@@ -129,7 +129,7 @@ def test_no_test_split(tmp_path):
 
 
 def test_missing_file(tmp_path):
-  with pytest.raises(FileNotFoundError, match='tff_dp.import_data'):
+  with pytest.raises(FileNotFoundError, match='tff_dp.cli.import_data'):
     SqlClientDataSource(str(tmp_path / 'nothing.sqlite'))
 
 

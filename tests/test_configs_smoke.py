@@ -41,12 +41,12 @@ def _run_configs(names, output_dir):
   # pylint: disable=g-import-not-at-top
   from absl import flags
   import numpy as np
-  from tff_dp import cli_flags
-  from tff_dp import experiment
-  from tff_dp import prepare
-  from tff_dp import run_privacy
-  from tff_dp import runtime
-  from tff_dp import train
+  from tff_dp.cli import cli_flags
+  from tff_dp.cli import train
+  from tff_dp.execution import runtime
+  from tff_dp.program import experiment
+  from tff_dp.program import prepare
+  from tff_dp.program import run_privacy
   runtime.disable_default_context()
   # A tiny federated EMNIST in TFF's real file format, for the presets that
   # need TFF's benchmark files (no network here).
@@ -204,7 +204,7 @@ def _check_run_dir_report(name, run_dir, summary):
           not summary['private']):
     return  # Central-only runs: tests/test_epsilon_program.py.
   result = subprocess.run(
-      [sys.executable, '-m', 'tff_dp.epsilon', f'--run_dir={run_dir}'],
+      [sys.executable, '-m', 'tff_dp.cli.epsilon', f'--run_dir={run_dir}'],
       cwd=_ROOT, capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr
   for key, words in (('local_epsilon', 'local epsilon'),

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 from tff_dp.data import client_data_source
 from tff_dp.data import csv_import
 
@@ -501,7 +501,7 @@ def test_npz_not_a_zip(tmp_path):
 
 def _run_program(*args):
   return subprocess.run(
-      [sys.executable, '-m', 'tff_dp.import_data', *args],
+      [sys.executable, '-m', 'tff_dp.cli.import_data', *args],
       capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
       env=dict(os.environ, PYTHONPATH=REPO_ROOT), check=False)
 

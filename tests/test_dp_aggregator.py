@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow_federated as tff
 
-from tff_dp import learning_process
+from tff_dp.algorithms import learning_process
 from tff_dp.config import DpMechanism
 
 pytestmark = pytest.mark.tff

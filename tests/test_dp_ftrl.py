@@ -23,9 +23,9 @@ import tensorflow as tf
 import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
-from tff_dp import dp_ftrl
-from tff_dp import epoch_sampling
-from tff_dp import models
+from tff_dp.algorithms import dp_ftrl
+from tff_dp.algorithms import models
+from tff_dp.cohorts import epoch_sampling
 from tff_dp.config import ModelKind
 
 pytestmark = pytest.mark.tff

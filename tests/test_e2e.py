@@ -15,7 +15,7 @@ import dp_accounting
 from dp_accounting import rdp
 import pytest
 
-from conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 import worker_utils
 
 pytestmark = pytest.mark.e2e
@@ -78,7 +78,7 @@ def test_smoke_run_writes_every_output(smoke_run):
 
 
 def test_smoke_run_releases_only_allowed_keys(smoke_run):
-  from tff_dp import release  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import release  # pylint: disable=g-import-not-at-top
   _, run_dir = smoke_run
   with open(os.path.join(run_dir, 'metrics.csv')) as f:
     rows = list(csv.DictReader(f))
@@ -154,7 +154,7 @@ def test_planning_mode_reports_the_smoke_runs_epsilon(smoke_run):
 
 
 def test_budget_just_below_round_2_releases_exactly_1_round(tmp_path):
-  from tff_dp import accounting  # pylint: disable=g-import-not-at-top
+  from tff_dp.privacy import accounting  # pylint: disable=g-import-not-at-top
   flags = _smoke_flags()
   event = accounting.gaussian_round_event(
       sampling=accounting.ClientSampling.POISSON,

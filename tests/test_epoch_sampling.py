@@ -1,4 +1,4 @@
-"""Tests for tff_dp.epoch_sampling: shuffled epochs and DP-FTRL's accounting.
+"""Tests for tff_dp.cohorts.epoch_sampling: shuffled epochs and DP-FTRL's accounting.
 
 Pure Python. The statistical test runs with a fixed seed, so it is
 deterministic; its stated flake rate is the probability that a correct sampler
@@ -15,8 +15,8 @@ from dp_accounting import rdp
 import numpy as np
 import pytest
 
-from tff_dp import accounting
-from tff_dp import epoch_sampling
+from tff_dp.cohorts import epoch_sampling
+from tff_dp.privacy import accounting
 
 EpochSampler = epoch_sampling.EpochSampler
 REPLACE_SPECIAL = dp_accounting.NeighboringRelation.REPLACE_SPECIAL
@@ -142,8 +142,9 @@ def test_round_events_charge_each_epoch_at_its_first_round():
   tree = dp_event.SingleEpochTreeAggregationDpEvent(1.5, 3)
   noop = dp_event.NoOpDpEvent()
   assert events == [tree, noop, noop, tree, noop, noop, tree]
-  assert epoch_sampling.tree_run_events(
-      rounds=7, noise_multiplier=1.5, rounds_per_epoch=3) == events
+  assert [epoch_sampling.tree_round_event(r, noise_multiplier=1.5,
+                                         rounds_per_epoch=3)
+          for r in range(1, 8)] == events
   assert epoch_sampling.tree_epoch_event(
       noise_multiplier=0.0, rounds_in_epoch=3) == dp_event.NonPrivateDpEvent()
   with pytest.raises(ValueError, match='noise_multiplier'):
@@ -179,8 +180,9 @@ def test_ledger_epsilon_equals_hand_built_composition_of_epochs():
   assert epsilons[0] == epsilons[9] < epsilons[10] == epsilons[19] < (
       epsilons[20])
   assert accounting.compute_epsilon(
-      epoch_sampling.tree_run_events(rounds=25, noise_multiplier=z,
-                                     rounds_per_epoch=per_epoch),
+      [epoch_sampling.tree_round_event(r, noise_multiplier=z,
+                                       rounds_per_epoch=per_epoch)
+       for r in range(1, 26)],
       delta=DELTA, accountant=RDP,
       relation=REPLACE_SPECIAL) == pytest.approx(epsilons[-1], rel=1e-12)
   # The ledger survives its JSON form.

@@ -14,12 +14,12 @@ from dp_accounting import pld
 from dp_accounting import rdp
 import pytest
 
-from conftest import REPO_ROOT
-from tff_dp import accounting
+from tests.helpers import REPO_ROOT
+from tff_dp.privacy import accounting
 
 
 def _epsilon_program(*args):
-  return subprocess.run([sys.executable, '-m', 'tff_dp.epsilon', *args],
+  return subprocess.run([sys.executable, '-m', 'tff_dp.cli.epsilon', *args],
                         cwd=REPO_ROOT, capture_output=True, text=True,
                         timeout=120)
 
@@ -240,7 +240,7 @@ def test_unreadable_run_directories_are_one_line(tmp_path, make, message):
 
 
 def test_an_edited_ledger_json_is_caught_by_the_checkpoint(tmp_path):
-  from tff_dp import checkpoint  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import checkpoint  # pylint: disable=g-import-not-at-top
   run_dir = tmp_path / 'run'
   run_dir.mkdir()
   true_ledger = _ledger_of(6)

@@ -15,10 +15,10 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_dp import example_accounting
-from tff_dp import example_dp
-from tff_dp import models
+from tff_dp.algorithms import example_dp
+from tff_dp.algorithms import models
 from tff_dp.config import ModelKind
+from tff_dp.privacy import example_accounting
 
 pytestmark = pytest.mark.tff
 

@@ -1,4 +1,4 @@
-"""The fault campaign (benchmarks/fault_campaign.py) end to end, small.
+"""The fault campaign (tools/fault_campaign.py) end to end, small.
 
 Runs every case of the campaign once or twice (a few kills of the trainer,
 one of its worker, one full disk, one variant of each file case: about ten
@@ -16,14 +16,14 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 # `python -m pytest` from the root puts it on sys.path; bare `pytest` does not.
 if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from benchmarks import fault_runs
+from tools import fault_runs
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 pytestmark = pytest.mark.slow
@@ -60,7 +60,7 @@ def _count(stdout, label):
 def campaign(tmp_path_factory):
   output_dir = tmp_path_factory.mktemp('campaign')
   result = subprocess.run(
-      [sys.executable, '-m', 'benchmarks.fault_campaign',
+      [sys.executable, '-m', 'tools.fault_campaign',
        f'--kills={_KILLS}', '--worker_kills=1', '--disk_fulls=1', '--quick',
        '--seed=3', f'--rounds={_ROUNDS}', f'--output_dir={output_dir}',
        '--keep'],

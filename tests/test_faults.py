@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow_federated as tff
 
-from tff_dp import learning_process
-from tff_dp import sampling
+from tff_dp.algorithms import learning_process
+from tff_dp.cohorts import sampling
 from tff_dp.config import ClientWeighting
 from tff_dp.config import DpMechanism
 

@@ -16,13 +16,13 @@ from absl import flags
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
-from tff_dp import cli_flags
+from tests.helpers import REPO_ROOT
+from tff_dp.cli import cli_flags
 from tff_dp import config as config_lib
-from tff_dp import prepare
-from tff_dp.data import held_out as held_out_lib
 from tff_dp.data.federated_data import FederatedData
+from tff_dp.data import held_out as held_out_lib
 from tff_dp.data.labels import LabelKind
+from tff_dp.program import prepare
 
 _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
 # configs/smoke.cfg: 40 clients, 10 per round; 5 of them held out.
@@ -73,7 +73,7 @@ def test_dp_run_refuses_federated_evaluation_without_release_flag():
 
 def test_dp_run_refusal_through_the_program_is_one_line_exit_2(tmp_path):
   result = subprocess.run(
-      [sys.executable, '-m', 'tff_dp.train', f'--flagfile={_SMOKE}',
+      [sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
        *_FEDERATED, f'--output_dir={tmp_path}'],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
@@ -159,7 +159,7 @@ def test_streamed_sources_are_reindexed_to_the_training_clients():
 
 
 def test_sampler_and_accountant_see_only_the_training_clients():
-  from tff_dp import run_privacy  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import run_privacy  # pylint: disable=g-import-not-at-top
   config = _config(*_FEDERATED, '--release_nonprivate_metrics')
   config_lib.check_config(config)
   data = prepare.load_data(config)
@@ -181,7 +181,7 @@ def test_sampler_and_accountant_see_only_the_training_clients():
 
 
 def test_experiment_needs_the_held_out_clients_with_federated_only(tmp_path):
-  from tff_dp import experiment  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import experiment  # pylint: disable=g-import-not-at-top
   config = _config(*_FEDERATED, '--release_nonprivate_metrics')
   data = _toy_data()
   with pytest.raises(ValueError, match='held_out'):
@@ -195,7 +195,7 @@ def test_experiment_needs_the_held_out_clients_with_federated_only(tmp_path):
 
 
 def _model_fn(data):
-  from tff_dp import models  # pylint: disable=g-import-not-at-top
+  from tff_dp.algorithms import models  # pylint: disable=g-import-not-at-top
   return models.build_model_fn(
       config_lib.ModelKind.LOGISTIC_REGRESSION, input_dim=data.input_dim,
       num_classes=data.num_classes, hidden_units=1, seed=0)
@@ -206,8 +206,8 @@ def test_process_types_are_tffs_federated_evaluation(tff_runtime):
   del tff_runtime
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
-  from tff_dp import federated_evaluation  # pylint: disable=g-import-not-at-top
-  from tff_dp import learning_process  # pylint: disable=g-import-not-at-top
+  from tff_dp.algorithms import learning_process  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import federated_evaluation  # pylint: disable=g-import-not-at-top
   data = _toy_data()
   process = federated_evaluation.build_federated_evaluation(_model_fn(data))
   assert isinstance(process, tff.learning.templates.LearningProcess)
@@ -236,7 +236,7 @@ def test_metrics_equal_a_direct_computation_on_the_held_out_examples(
     tff_runtime):
   del tff_runtime
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
-  from tff_dp import federated_evaluation  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import federated_evaluation  # pylint: disable=g-import-not-at-top
   data = _toy_data()
   _, held = held_out_lib.hold_out_clients(data, eval_clients=3, seed=1)
   # Batches of 2 leave partial last batches: the metrics must still weight
@@ -272,7 +272,7 @@ def test_metrics_equal_a_direct_computation_on_the_held_out_examples(
 @pytest.mark.e2e
 def test_program_releases_federated_metrics_under_nonprivate(tmp_path):
   result = subprocess.run(
-      [sys.executable, '-m', 'tff_dp.train', f'--flagfile={_SMOKE}',
+      [sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
        *_FEDERATED, '--release_nonprivate_metrics', '--rounds=2',
        f'--output_dir={tmp_path}', '--run_name=fed'],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,

@@ -1,8 +1,8 @@
 """Grouped DP-FedAvg against the reference process, exactly and statistically.
 
-The reference is `tff_dp.learning_process.build_learning_process` (TFF's
+The reference is `tff_dp.algorithms.learning_process.build_learning_process` (TFF's
 `build_unweighted_fed_avg`, one TFF client per simulated client) with the
-sanitizing DP aggregator; the grouped process (`tff_dp.grouped_fedavg`) runs
+sanitizing DP aggregator; the grouped process (`tff_dp.algorithms.grouped_fedavg`) runs
 many simulated clients per TFF client. With zero noise both must give the
 same model, clip estimate and training metrics; the tolerance is float32
 round-off from summing the clipped updates in a different order (groups, then
@@ -29,18 +29,18 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from conftest import REPO_ROOT
-from tff_dp import cli_flags
-from tff_dp import client_data
+from tests.helpers import REPO_ROOT
+from tff_dp.algorithms import grouped_data
+from tff_dp.algorithms import grouped_fedavg
+from tff_dp.algorithms import learning_process
+from tff_dp.algorithms import models
+from tff_dp.cli import cli_flags
 from tff_dp import config as config_lib
-from tff_dp import grouped_data
-from tff_dp import grouped_fedavg
-from tff_dp import learning_process
-from tff_dp import models
 from tff_dp.config import ClientWeighting
 from tff_dp.config import DpMechanism
 from tff_dp.config import ModelKind
 from tff_dp.config import ServerOptimizer
+from tff_dp.program import client_data
 
 pytestmark = pytest.mark.tff
 
@@ -110,7 +110,7 @@ def _population(sizes=_SIZES, input_dim=_D):
 
 
 def _reference_datasets(xs, ys, round_num, cohort, *, batch_size=3, epochs=2):
-  # What tff_dp.client_data.RoundDatasets builds for FederatedData.
+  # What tff_dp.program.client_data.RoundDatasets builds for FederatedData.
   return [
       client_data.client_dataset(
           xs[i], ys[i], batch_size=batch_size, epochs=epochs,
@@ -235,7 +235,7 @@ def test_zero_noise_grouped_equals_reference(tff_runtime, population, clip,
     assert diff <= _WEIGHTS_ATOL, (group_size, pad, diff)
     for ref_output, output in zip(ref_outputs, outputs):
       _assert_same_train_metrics(ref_output.metrics, output.metrics)
-    # Same state leaves (tff_dp.checkpoint's format): checkpoints are
+    # Same state leaves (tff_dp.program.checkpoint's format): checkpoints are
     # interchangeable.
     assert [(np.shape(t), np.asarray(t).dtype)
             for t in tf.nest.flatten(state)] == [
@@ -456,7 +456,7 @@ def test_rejects_factories_it_cannot_reproduce():
 def _train(tmp_path, name, *flags):
   env = dict(os.environ, TMPDIR=str(tmp_path), TF_CPP_MIN_LOG_LEVEL='3')
   result = subprocess.run(
-      [sys.executable, '-m', 'tff_dp.train',
+      [sys.executable, '-m', 'tff_dp.cli.train',
        f'--flagfile={os.path.join(REPO_ROOT, "configs", "smoke.cfg")}',
        f'--output_dir={tmp_path / "runs"}', f'--run_name={name}',
        '--rounds=2', '--noise_multiplier=0', '--allow_zero_noise',

@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_dp import learning_process
-from tff_dp import models
+from tff_dp.algorithms import learning_process
+from tff_dp.algorithms import models
 from tff_dp.config import Algorithm
 from tff_dp.config import ClientWeighting
 from tff_dp.config import DpMechanism

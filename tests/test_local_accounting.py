@@ -1,4 +1,4 @@
-"""Tests for tff_dp.local_accounting (pure Python, no TensorFlow).
+"""Tests for tff_dp.privacy.local_accounting (pure Python, no TensorFlow).
 
 Reference values are computed here from hand-built dp_accounting events and,
 where one exists, from a closed form that does not use dp-accounting at all:
@@ -22,8 +22,9 @@ import pytest
 from scipy import optimize
 from scipy import stats
 
-from tff_dp import accounting
-from tff_dp import local_accounting
+from tests import helpers
+from tff_dp.privacy import accounting
+from tff_dp.privacy import local_accounting
 
 LAPLACE = local_accounting.LocalMechanism.LAPLACE
 GAUSSIAN = local_accounting.LocalMechanism.GAUSSIAN
@@ -31,7 +32,7 @@ RDP, PLD = accounting.AccountantKind.RDP, accounting.AccountantKind.PLD
 REPLACE_ONE = dp_accounting.NeighboringRelation.REPLACE_ONE
 ADD_REMOVE = dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
 DELTA = 1e-6
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO = helpers.REPO_ROOT
 
 
 def _laplace(epsilon):
@@ -53,7 +54,7 @@ def _hand(kind, event, k, relation=REPLACE_ONE, delta=DELTA):
 
 
 def test_module_does_not_import_tensorflow():
-  code = ('import sys; import tff_dp.local_accounting; '
+  code = ('import sys; import tff_dp.privacy.local_accounting; '
           'bad = [m for m in ("tensorflow", "tensorflow_federated") '
           'if m in sys.modules]; assert not bad, bad')
   env = dict(os.environ, PYTHONPATH=_REPO)

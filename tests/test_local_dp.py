@@ -1,4 +1,4 @@
-"""Tests for tff_dp.local_dp: exact with zero noise, the right noise otherwise.
+"""Tests for tff_dp.mechanisms.local_dp: exact with zero noise, the right noise otherwise.
 
 Statistical checks use a 6-standard-error band on d >= 1e5 i.i.d. draws (each
 two-sided check flakes with probability ~2e-9):
@@ -26,7 +26,7 @@ import tensorflow_federated as tff
 # Not exported under tff.aggregators in TFF 0.87.
 from tensorflow_federated.python.aggregators import differential_privacy
 
-from tff_dp import local_dp
+from tff_dp.mechanisms import local_dp
 
 pytestmark = pytest.mark.tff
 

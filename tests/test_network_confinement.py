@@ -1,11 +1,11 @@
 """The TFF worker is reachable neither from other hosts nor over TCP at all.
 
 `worker_binary` binds "[::]:port" and has no flag to change that; tff-dp
-preloads `tff_dp/native/loopback_bind.c` into it (tff_dp/runtime.py), which
+preloads `tff_dp/execution/native/loopback_bind.c` into it (tff_dp/execution/runtime.py), which
 turns that bind into a bind of a Unix socket in a private directory. These
 tests exercise every branch of the shim in a plain Python process, look at
 what the kernel says the worker listens on (/proc/net/{tcp,tcp6,unix}, parsed
-here independently of tff_dp.runtime), try to connect through an address of
+here independently of tff_dp.execution.runtime), try to connect through an address of
 this machine that is not loopback, and run a computation through the confined
 worker. A missing shim is a failure, not a skip: the worker would then be
 refused (or, if allowed, exposed). Other users are kept out by the socket's
@@ -22,8 +22,8 @@ import time
 import numpy as np
 import pytest
 
-from tff_dp import native
-from tff_dp import runtime
+from tff_dp.execution import native
+from tff_dp.execution import runtime
 
 _LISTEN = '0A'
 _RTF_UP = 0x1

@@ -1,6 +1,6 @@
 """Every noise draw comes from a secret key, fresh per execution.
 
-The property pinned here: with `tff_dp.noise_seeds.execution_seed` replaced by
+The property pinned here: with `tff_dp.mechanisms.noise_seeds.execution_seed` replaced by
 a constant, every mechanism's output becomes a deterministic function of that
 constant (the same seed gives the same noise, another seed other noise). So
 no noise comes from anywhere else, in particular not from TF's process-wide
@@ -18,15 +18,15 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_dp import dp_ftrl
-from tff_dp import example_dp
-from tff_dp import learning_process
-from tff_dp import local_dp
-from tff_dp import models
-from tff_dp import noise_seeds
-from tff_dp import run_secrets
+from tff_dp.algorithms import dp_ftrl
+from tff_dp.algorithms import example_dp
+from tff_dp.algorithms import learning_process
+from tff_dp.algorithms import models
 from tff_dp.config import DpMechanism
 from tff_dp.config import ModelKind
+from tff_dp.mechanisms import local_dp
+from tff_dp.mechanisms import noise_seeds
+from tff_dp.privacy import run_secrets
 
 pytestmark = pytest.mark.tff
 

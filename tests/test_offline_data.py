@@ -1,7 +1,6 @@
 """Tests for the offline datasets and the FederatedData container."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -9,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn import datasets as sk_datasets
 
+from tests import helpers
 from tff_dp.data import federated_data
 from tff_dp.data import offline
 from tff_dp.data.partition import Partition
@@ -296,8 +296,7 @@ def test_import_does_not_pull_in_tensorflow():
   # The data layer must stay usable (and testable) without TensorFlow.
   code = ('import sys, tff_dp.data, tff_dp.data.offline; '
           "print('tensorflow' in sys.modules)")
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  result = subprocess.run([sys.executable, '-c', code], cwd=repo,
+  result = subprocess.run([sys.executable, '-c', code], cwd=helpers.REPO_ROOT,
                           capture_output=True, text=True, check=True,
                           timeout=120)
   assert result.stdout.strip() == 'False'

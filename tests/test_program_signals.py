@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from conftest import REPO_ROOT
-from tff_dp import train
+from tests.helpers import REPO_ROOT
+from tff_dp.cli import train
 
 _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
 
@@ -78,7 +78,7 @@ def test_ctrl_c_during_start_up_exits_130(tmp_path, delay):
   """Interrupts before, during and after TensorFlow's import."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   process = subprocess.Popen(
-      [sys.executable, '-m', 'tff_dp.train', f'--flagfile={_SMOKE}',
+      [sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
        f'--output_dir={tmp_path}', '--run_name=run'],
       cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       text=True)

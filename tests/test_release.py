@@ -2,7 +2,7 @@
 
 import pytest
 
-from tff_dp import release
+from tff_dp.program import release
 
 
 def test_dp_safe_keys_pass_in_a_dp_run():

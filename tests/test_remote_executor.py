@@ -1,4 +1,4 @@
-"""tff_dp.remote_executor: the same messages as TFF's, fewer of them.
+"""tff_dp.execution.remote_executor: the same messages as TFF's, fewer of them.
 
 `serialize_into` must build, byte for byte, the message TFF's
 `value_serialization.serialize_value` builds, on the values tff-dp sends (the
@@ -26,17 +26,17 @@ from tensorflow_federated.proto.v0 import executor_pb2
 from tensorflow_federated.python.core.impl.executors import executors_errors
 from tensorflow_federated.python.core.impl.executors import value_serialization
 
-from conftest import REPO_ROOT
-from tff_dp import grouped_data
-from tff_dp import grouped_fedavg
-from tff_dp import learning_process
-from tff_dp import models
-from tff_dp import remote_executor
-from tff_dp import runtime
+from tests.helpers import REPO_ROOT
+from tff_dp.algorithms import grouped_data
+from tff_dp.algorithms import grouped_fedavg
+from tff_dp.algorithms import learning_process
+from tff_dp.algorithms import models
 from tff_dp.config import ClientWeighting
 from tff_dp.config import DpMechanism
 from tff_dp.config import ModelKind
 from tff_dp.config import ServerOptimizer
+from tff_dp.execution import remote_executor
+from tff_dp.execution import runtime
 
 pytestmark = pytest.mark.tff
 
@@ -208,7 +208,7 @@ _CHILD = r'''
 import sys
 import numpy as np
 import tensorflow_federated as tff
-from tff_dp import runtime
+from tff_dp.execution import runtime
 
 def scaler(k):
   return tff.tensorflow.computation(lambda x: x * float(k),

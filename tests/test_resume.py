@@ -1,7 +1,7 @@
 """Kill -9 at the worst moments, resume, and check nothing lies.
 
 Each crash is real: the process SIGKILLs itself at a named point
-(`tff_dp.faults`), so no Python cleanup runs; the TFF worker must still die
+(`tff_dp.program.faults`), so no Python cleanup runs; the TFF worker must still die
 (parent-death signal). The resumed run must end with a ledger and epsilon
 equal to an uninterrupted run's, and every round exactly once in the CSV and
 in TensorBoard.
@@ -19,8 +19,8 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
-from tff_dp import accounting
+from tests.helpers import REPO_ROOT
+from tff_dp.privacy import accounting
 import worker_utils
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +35,7 @@ def _train(output_dir, *extra, crash_at=None, run_name='run'):
   if crash_at:
     env['TFF_DP_CRASH_AT'] = crash_at
   return subprocess.run(
-      [sys.executable, '-m', 'tff_dp.train', f'--flagfile={_SMOKE}',
+      [sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
        f'--rounds={_ROUNDS}', f'--output_dir={output_dir}',
        f'--run_name={run_name}', *extra],
       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)

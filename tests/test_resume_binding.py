@@ -16,8 +16,8 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
-from tff_dp import resume
+from tests.helpers import REPO_ROOT
+from tff_dp.program import resume
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +27,7 @@ _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
 def _train(output_dir, *extra, env_extra=None):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', **(env_extra or {}))
   return subprocess.run(
-      [sys.executable, '-m', 'tff_dp.train', f'--flagfile={_SMOKE}',
+      [sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
        '--rounds=2', f'--output_dir={output_dir}', '--run_name=run', *extra],
       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
 

@@ -4,8 +4,9 @@ import os
 
 import pytest
 
-from tff_dp import resume
-from tff_dp import train
+from tff_dp.cli import exits
+from tff_dp.cli import train
+from tff_dp.program import resume
 
 
 def test_changed_privacy_flag_is_a_difference():
@@ -46,7 +47,7 @@ def test_run_directory_is_marked_before_anything_is_written(tmp_path):
 def test_foreign_directory_is_refused(tmp_path):
   os.makedirs(tmp_path / 'photos')
   (tmp_path / 'photos' / 'cat.jpg').write_bytes(b'\xff\xd8')
-  with pytest.raises(train.UserError, match='not a tff-dp run directory'):
+  with pytest.raises(exits.UserError, match='not a tff-dp run directory'):
     train.prepare_run_dir(str(tmp_path), 'photos')
 
 

@@ -1,4 +1,4 @@
-"""Tests for tff_dp.sampling.
+"""Tests for tff_dp.cohorts.sampling.
 
 The statistical tests run with fixed seeds, so they are deterministic; the
 stated flake rates are the probability that a correct sampler fails for a
@@ -9,7 +9,7 @@ comparison, union bound over all comparisons of a test).
 import numpy as np
 import pytest
 
-from tff_dp import sampling
+from tff_dp.cohorts import sampling
 
 
 ClientSampler = sampling.ClientSampler

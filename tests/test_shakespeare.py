@@ -4,7 +4,7 @@ next-character windows, and the rnn model that trains on them.
 The data tests write a tiny shakespeare.sqlite in TFF's own format (the
 schema of `test_tff_datasets`) and read it through TFF's real loader: nothing
 is mocked. The ids are checked against TFF's own Shakespeare tokenizer. The
-program tests run `python -m tff_dp.train` on the configs/shakespeare.cfg
+program tests run `python -m tff_dp.cli.train` on the configs/shakespeare.cfg
 preset: once without the cache (exit 2, the file named) and once for one
 round on a fake cache.
 """
@@ -20,14 +20,14 @@ import tensorflow as tf
 from tensorflow_federated.python.simulation.baselines.shakespeare import char_prediction_preprocessing as tff_chars
 from tensorflow_federated.python.simulation.baselines.shakespeare import char_prediction_tasks as tff_char_tasks
 
-from conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 import test_tff_datasets as fake
+from tff_dp.algorithms import models
 from tff_dp import config as config_lib
-from tff_dp import models
 from tff_dp.config import ModelKind
 from tff_dp.data import loading
-from tff_dp.data import token_sources
 from tff_dp.data.partition import Partition
+from tff_dp.data import token_sources
 
 _PRESET = os.path.join(REPO_ROOT, 'configs', 'shakespeare.cfg')
 _W = token_sources.SHAKESPEARE_WINDOW
@@ -297,7 +297,7 @@ def test_token_data_and_the_rnn_go_together(argv, flag_value):
   # Refused before the data load (check_config) and after (with the data's
   # vocabulary, check_model_fits_data).
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from tff_dp import cli_flags  # pylint: disable=g-import-not-at-top
+  from tff_dp.cli import cli_flags  # pylint: disable=g-import-not-at-top
   fv = flags.FlagValues()
   cli_flags.define_train_flags(fv)
   fv(['tff-dp', *argv])
@@ -314,7 +314,7 @@ def test_token_data_and_the_rnn_go_together(argv, flag_value):
 
 def _train(*args):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-  return subprocess.run([sys.executable, '-m', 'tff_dp.train', *args],
+  return subprocess.run([sys.executable, '-m', 'tff_dp.cli.train', *args],
                         cwd=REPO_ROOT, env=env, capture_output=True,
                         text=True, timeout=300)
 

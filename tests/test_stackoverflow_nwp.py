@@ -7,7 +7,7 @@ the SHA-256 that tff-dp and Keras check (TFF's published one), so the tests
 that load it replace that expected hash by the fake's, in both places
 (`accept_fake_vocabulary`); a test without the replacement checks that the
 hash is enforced. The ids are checked against TFF's own Stack Overflow
-tokenizer. The program test runs `tff_dp.train`'s entry point for one round
+tokenizer. The program test runs `tff_dp.cli.train`'s entry point for one round
 of the configs/stackoverflow_nwp.cfg preset in a subprocess (this file run
 as a script, which replaces the expected hash first).
 """
@@ -30,12 +30,12 @@ from tensorflow_federated.python.simulation.baselines.stackoverflow import word_
 
 import test_shakespeare
 import test_tff_datasets as fake
-from tff_dp import models
+from tff_dp.algorithms import models
 from tff_dp.config import ModelKind
 from tff_dp.data import loading
+from tff_dp.data.partition import Partition
 from tff_dp.data import tff_datasets
 from tff_dp.data import token_sources
-from tff_dp.data.partition import Partition
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
@@ -321,6 +321,6 @@ if __name__ == '__main__':
   # `python test_stackoverflow_nwp.py ARCHIVE FLAGS...`: the program, with the
   # fake archive's hash expected instead of TFF's.
   accept_fake_vocabulary(sys.argv[1])
-  from tff_dp import train  # pylint: disable=g-import-not-at-top
+  from tff_dp.cli import train  # pylint: disable=g-import-not-at-top
   sys.argv = ['tff-dp', *sys.argv[2:]]
   train.entry_point()

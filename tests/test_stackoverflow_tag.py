@@ -8,7 +8,7 @@ sentences are the posts' bodies here). The counts cannot have TFF's
 published hashes, so the tests that load them expect the fakes' instead
 (`accept_fake_vocabulary`). Features and labels are checked against TFF's
 own tag preprocessing and a numpy reference; the loss and metrics against
-numpy. The program test runs `tff_dp.train`'s entry point for one round of
+numpy. The program test runs `tff_dp.cli.train`'s entry point for one round of
 configs/stackoverflow_tag.cfg in a subprocess (this file run as a script).
 """
 
@@ -29,18 +29,18 @@ from tensorflow_federated.python.simulation.baselines.stackoverflow import tag_p
 
 import test_stackoverflow_nwp as nwp
 import test_tff_datasets as fake
-from tff_dp import cli_flags
+from tff_dp.algorithms import models
+from tff_dp.cli import cli_flags
 from tff_dp import config as config_lib
-from tff_dp import models
-from tff_dp import release
 from tff_dp.config import ModelKind
 from tff_dp.data import benchmark_source
 from tff_dp.data import labels
+from tff_dp.data.labels import LabelKind
 from tff_dp.data import loading
+from tff_dp.data.partition import Partition
 from tff_dp.data import stackoverflow_tags
 from tff_dp.data import token_sources
-from tff_dp.data.labels import LabelKind
-from tff_dp.data.partition import Partition
+from tff_dp.program import release
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
@@ -281,7 +281,7 @@ def test_missing_or_wrong_tag_counts_are_data_errors_naming_them(
 
 
 def _evaluator(x, y):
-  from tff_dp import evaluation  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import evaluation  # pylint: disable=g-import-not-at-top
   return evaluation.ServerEvaluator(
       ModelKind.LOGISTIC_REGRESSION, input_dim=x.shape[1],
       num_classes=y.shape[1], hidden_units=1, hidden_layers=1,
@@ -372,9 +372,9 @@ def test_cnn_and_rnn_do_not_fit_bags_of_words():
 
 def _one_round(config, source):
   """Metrics of one round of `config`'s process over users 0 and 1."""
-  from tff_dp import assembly  # pylint: disable=g-import-not-at-top
-  from tff_dp import client_data  # pylint: disable=g-import-not-at-top
-  from tff_dp import run_privacy  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import assembly  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import client_data  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import run_privacy  # pylint: disable=g-import-not-at-top
   sampler = run_privacy.build_sampler(config, source.population, secret=0)
   process = assembly.build_process(config, source, sampler)
   state = process.initialize()
@@ -412,9 +412,9 @@ def test_example_and_local_dp_train_on_multi_label_data(tff_runtime, data_dir,
 def test_federated_evaluation_equals_the_server_one_on_the_same_posts(
     tff_runtime, data_dir):
   del tff_runtime
-  from tff_dp import assembly  # pylint: disable=g-import-not-at-top
-  from tff_dp import federated_evaluation  # pylint: disable=g-import-not-at-top
   from tff_dp.data import held_out as held_out_lib  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import assembly  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import federated_evaluation  # pylint: disable=g-import-not-at-top
   source = _load(data_dir)
   config = _config('--evaluation=federated', '--eval_clients=2',
                    '--release_nonprivate_metrics', '--clients_per_round=1')
@@ -499,6 +499,6 @@ if __name__ == '__main__':
   _data_dir = next(a.split('=', 1)[1] for a in sys.argv
                    if a.startswith('--data_dir='))
   write_fake_vocabularies(_data_dir)
-  from tff_dp import train  # pylint: disable=g-import-not-at-top
+  from tff_dp.cli import train  # pylint: disable=g-import-not-at-top
   sys.argv = ['tff-dp', *sys.argv[1:]]
   train.entry_point()

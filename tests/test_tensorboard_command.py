@@ -16,7 +16,7 @@ import urllib.request
 import portpicker
 import pytest
 
-from conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 _RUN_SH = os.path.join(REPO_ROOT, 'run.sh')
 _LISTEN = '0A'

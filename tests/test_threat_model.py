@@ -4,7 +4,7 @@ What an adversary holding every released file (all but checkpoints/) may
 learn: not the cohorts (their secret is in the checkpoints only, drawn from
 the OS, so two identical runs differ), not the noise, not client metrics or
 timings, and no evaluation on private data presented as covered. Program runs
-go through `python -m tff_dp.train` on the smoke config (about 15 s each).
+go through `python -m tff_dp.cli.train` on the smoke config (about 15 s each).
 """
 
 import csv
@@ -15,8 +15,8 @@ import sys
 import pytest
 
 import helpers
-from conftest import REPO_ROOT
-from tff_dp import sampling
+from tests.helpers import REPO_ROOT
+from tff_dp.cohorts import sampling
 
 _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
 
@@ -24,7 +24,7 @@ _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
 def _train(tmp_path, name, *flags):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   result = subprocess.run(
-      [sys.executable, '-m', 'tff_dp.train', f'--flagfile={_SMOKE}',
+      [sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
        f'--output_dir={tmp_path}', f'--run_name={name}', *flags],
       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -133,8 +133,8 @@ def test_evaluation_on_private_data_is_never_released_as_covered(tmp_path):
     ('sqlite', 'nonprivate/eval/')])
 def test_only_public_test_sets_feed_the_covered_keys(dataset, prefix):
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from tff_dp import cli_flags  # pylint: disable=g-import-not-at-top
-  from tff_dp import experiment  # pylint: disable=g-import-not-at-top
+  from tff_dp.cli import cli_flags  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import experiment  # pylint: disable=g-import-not-at-top
   fv = flags.FlagValues()
   cli_flags.define_train_flags(fv)
   fv(['x', f'--dataset={dataset}'])
@@ -159,11 +159,11 @@ def test_with_noise_at_the_clients_no_raw_client_metric_reaches_the_server(
   del tff_runtime
   from absl import flags  # pylint: disable=g-import-not-at-top
   from tensorflow.python.util import nest  # pylint: disable=g-import-not-at-top
-  from tff_dp import assembly  # pylint: disable=g-import-not-at-top
-  from tff_dp import cli_flags  # pylint: disable=g-import-not-at-top
-  from tff_dp import client_data  # pylint: disable=g-import-not-at-top
-  from tff_dp import prepare  # pylint: disable=g-import-not-at-top
-  from tff_dp import run_privacy  # pylint: disable=g-import-not-at-top
+  from tff_dp.cli import cli_flags  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import assembly  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import client_data  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import prepare  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import run_privacy  # pylint: disable=g-import-not-at-top
   fv = flags.FlagValues()
   cli_flags.define_train_flags(fv)
   fv(['x', f'--flagfile={_SMOKE}', '--clients_per_call=1',

@@ -11,10 +11,10 @@ import dp_accounting
 from dp_accounting import rdp
 import pytest
 
-from tff_dp import accounting
-from tff_dp import privacy_tracking
-from tff_dp import sampling
-from tff_dp import training_loop
+from tff_dp.cohorts import sampling
+from tff_dp.privacy import accounting
+from tff_dp.privacy import privacy_tracking
+from tff_dp.program import training_loop
 
 _N, _N_PER_ROUND, _Z, _DELTA = 100, 10, 1.1, 1e-5
 
@@ -170,7 +170,7 @@ def test_each_round_trains_the_sampled_cohort():
 
 
 def _local_only_tracker(*, central: bool):
-  from tff_dp import local_accounting  # pylint: disable=g-import-not-at-top
+  from tff_dp.privacy import local_accounting  # pylint: disable=g-import-not-at-top
   sampler = sampling.ClientSampler(
       sampling=sampling.ClientSampling.POISSON, population=_N,
       clients_per_round=_N_PER_ROUND, seed=3)
@@ -208,7 +208,7 @@ def test_released_epsilons_are_those_of_the_claimed_guarantees(central):
 
 
 def test_console_line_names_each_guarantee_and_never_prints_inf():
-  from tff_dp import train  # pylint: disable=g-import-not-at-top
+  from tff_dp.cli import train  # pylint: disable=g-import-not-at-top
   parts = train._guarantee_parts(  # pylint: disable=protected-access
       {'privacy/local_epsilon': 4.0, 'eval/accuracy': 0.5}, private=True)
   assert parts == ['local epsilon 4.000']

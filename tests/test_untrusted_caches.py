@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 import test_shakespeare as shakespeare
 import test_stackoverflow_nwp as nwp
 import test_stackoverflow_tag as tag
@@ -470,7 +470,7 @@ def test_program_refuses_a_crafted_cache_in_one_line(tmp_path):
   _rename(path, 'f01', 'c\x001')
   output_dir = tmp_path / 'runs'
   result = subprocess.run(
-      [sys.executable, '-m', 'tff_dp.train',
+      [sys.executable, '-m', 'tff_dp.cli.train',
        '--flagfile=' + os.path.join(REPO_ROOT, 'configs',
                                     'emnist_tutorial.cfg'),
        f'--data_dir={data_dir}', f'--output_dir={output_dir}'],

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 from tff_dp.data import client_data_source
 from tff_dp.data import csv_import
 from tff_dp.data import loading
@@ -430,7 +430,7 @@ def test_program_refuses_crafted_metadata_before_the_run_directory(
                (value, key)))
   output_dir = tmp_path / 'runs'
   result = subprocess.run(
-      [sys.executable, '-m', 'tff_dp.train',
+      [sys.executable, '-m', 'tff_dp.cli.train',
        '--flagfile=' + os.path.join(REPO_ROOT, 'configs', 'smoke.cfg'),
        '--dataset=sqlite', f'--client_data={path}',
        f'--output_dir={output_dir}'],

@@ -17,14 +17,14 @@ import time
 
 import pytest
 
-from conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 import worker_utils
 
 pytestmark = pytest.mark.tff
 
 _CHILD = r'''
 import sys, time
-from tff_dp import runtime
+from tff_dp.execution import runtime
 mode, log_path = sys.argv[1], sys.argv[2]
 with runtime.local_runtime(log_path=log_path) as worker:
   print('ready', worker.pid, flush=True)
@@ -75,7 +75,7 @@ def test_worker_dies_with_a_sigkilled_parent(tmp_path):
 
 def _start_training(tmp_path, extra=()):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  args = [sys.executable, '-m', 'tff_dp.train',
+  args = [sys.executable, '-m', 'tff_dp.cli.train',
           f'--flagfile={os.path.join(REPO_ROOT, "configs", "smoke.cfg")}',
           f'--output_dir={tmp_path}', '--run_name=run', *extra]
   return subprocess.Popen(args, cwd=REPO_ROOT, env=env,
@@ -109,7 +109,7 @@ import signal, sys, time
 # As under `nohup` or `cmd &` in a script: both inherited as ignored.
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-from tff_dp import runtime
+from tff_dp.execution import runtime
 with runtime.local_runtime(log_path=sys.argv[1]) as worker:
   with open(f'/proc/{worker.pid}/status') as f:
     ignored = [line for line in f if line.startswith('SigIgn:')][0]
@@ -142,7 +142,7 @@ _DYING_CHILD = r"""
 import os, sys
 import numpy as np
 import tensorflow_federated as tff
-from tff_dp import runtime
+from tff_dp.execution import runtime
 
 @tff.tensorflow.computation(np.int32)
 def add_one(x):
@@ -194,7 +194,7 @@ def test_a_computation_in_flight_on_a_killed_worker_fails_within_seconds(
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
-  from tff_dp import runtime  # pylint: disable=g-import-not-at-top
+  from tff_dp.execution import runtime  # pylint: disable=g-import-not-at-top
 
   @tff.tensorflow.computation(np.int64)
   def spin(n):

@@ -3,7 +3,7 @@
 The red team's proof of concept (issue 14): as user `nobody`, connect to a
 running trainer's worker and have it run a computation (it read /etc/shadow).
 Here the same attack, as `nobody`, gets no connection to a worker that
-tff_dp.runtime started, cannot list or plant anything in the worker's socket
+tff_dp.execution.runtime started, cannot list or plant anything in the worker's socket
 directory, and its gRPC call fails; the same script as the trainer's user
 does reach the worker, and as `nobody` it reaches an unconfined worker (the
 controls: the attack works when nothing stops it). The other tests check
@@ -20,8 +20,8 @@ import sys
 
 import pytest
 
-from tff_dp import native
-from tff_dp import runtime
+from tff_dp.execution import native
+from tff_dp.execution import runtime
 
 _NOBODY = 65534
 

@@ -3,7 +3,7 @@
 import re
 import time
 
-from tff_dp import runtime
+from tff_dp.execution import runtime
 
 
 def worker_pids_from_log(log_path: str) -> list[int]:

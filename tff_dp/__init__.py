@@ -1,7 +1,9 @@
 """tff-dp: differentially private federated learning on TensorFlow Federated.
 
-The package is split into small modules with one job each; the programs
-(`tff_dp.train`, ...) are the only modules that read absl flags.
+Subpackages by job, each importing only the layers below it (bottom first):
+`atomic_io`, `cohorts`, `privacy`, `data`, `config`, `mechanisms`,
+`algorithms`, `execution`, `program`, `cli`. The programs in `tff_dp.cli` are
+the only modules that read absl flags.
 """
 
 __version__ = '0.1.0'

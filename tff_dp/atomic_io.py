@@ -2,7 +2,8 @@
 
 Write to a temporary file in the same directory, fsync it, rename it over the
 target, then fsync the directory so that the rename itself survives a crash.
-Used for every ledger and result file whose partial write could lie.
+Used for every ledger and result file whose partial write could lie, and
+(through `publish`) for files written in pieces, such as an imported table.
 """
 
 import os
@@ -15,6 +16,21 @@ def fsync_directory(path: str) -> None:
     os.fsync(fd)
   finally:
     os.close(fd)
+
+
+def publish(tmp_path: str, path: str) -> None:
+  """Makes a finished temporary file durable, then renames it over `path`.
+
+  `tmp_path` must be in `path`'s directory (a rename across file systems is
+  not atomic).
+  """
+  fd = os.open(tmp_path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+  os.replace(tmp_path, path)
+  fsync_directory(os.path.dirname(os.path.abspath(path)))
 
 
 def write_text_atomic(path: str, text: str) -> None:

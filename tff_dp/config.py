@@ -11,11 +11,11 @@ import dataclasses
 import enum
 from typing import Any, Mapping, Optional
 
-from tff_dp import accounting
-from tff_dp import sampling
+from tff_dp.cohorts import sampling
+from tff_dp.data.labels import LabelKind
 from tff_dp.data import loading
 from tff_dp.data import partition as partition_lib
-from tff_dp.data.labels import LabelKind
+from tff_dp.privacy import accounting
 
 
 class DpMechanism(enum.Enum):
@@ -139,7 +139,7 @@ class TrainConfig:
   server_learning_rate: float
   server_momentum: float
   seed: int
-  # None: cohorts from a secret drawn from OS entropy (`tff_dp.run_secrets`).
+  # None: cohorts from a secret drawn from OS entropy (`tff_dp.privacy.run_secrets`).
   insecure_sampling_seed: Optional[int]
   # Privacy and accounting.
   dp_mechanism: DpMechanism
@@ -171,7 +171,7 @@ class TrainConfig:
   eval_every: int
   # Simulation layout (never changes what is computed).
   clients_per_call: int
-  # Start the TFF worker even where it cannot be confined (`tff_dp.runtime`).
+  # Start the TFF worker even where it cannot be confined (`tff_dp.execution.runtime`).
   allow_unconfined_worker: bool
 
   @property
@@ -232,7 +232,7 @@ AUTO_CLIENTS_PER_CALL = 64
 
 
 def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
-  """Why the grouped path (`tff_dp.grouped_fedavg`) cannot run `config`.
+  """Why the grouped path (`tff_dp.algorithms.grouped_fedavg`) cannot run `config`.
 
   The grouped path is DP-FedAvg with TF Privacy's Gaussian query and uniform
   weights, training single-label classifiers (its loss and accuracy are

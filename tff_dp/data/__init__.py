@@ -4,6 +4,9 @@ The offline part (`federated_data`, `partition`, `offline`, `loading`) is pure
 numpy / scikit-learn, so data can be prepared, inspected and checked before
 TensorFlow is imported; `tff_datasets`, `benchmark_source` and
 `client_data_source` stream through TensorFlow and are imported only when used.
+
+Imports nothing of tff_dp outside `tff_dp.data` but `tff_dp.atomic_io`: data
+sources know nothing of privacy, mechanisms or programs.
 """
 
 from tff_dp.data.federated_data import FederatedData

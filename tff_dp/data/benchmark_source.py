@@ -37,9 +37,9 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tff_dp.data import tff_datasets
 from tff_dp.data.federated_data import size_statistics
 from tff_dp.data.labels import LabelKind
+from tff_dp.data import tff_datasets
 
 _EMNIST_IMAGE_SHAPE = (28, 28, 1)
 CIFAR100_IMAGE_SHAPE = (32, 32, 3)

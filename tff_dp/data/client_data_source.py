@@ -2,7 +2,7 @@
 
 `SqlClientDataSource` is what `--client_data=path.sqlite` trains from: a file
 written by `tff_dp.data.csv_import.import_table` (`python -m
-tff_dp.import_data`). A client's examples are streamed from SQLite by
+tff_dp.cli.import_data`). A client's examples are streamed from SQLite by
 `tf.data` when its dataset is iterated: in memory are only the client ids and
 sizes (FedAvg's |D_k| / |D| weighting needs the sizes).
 
@@ -48,9 +48,9 @@ import numpy as np
 import tensorflow as tf
 
 from tff_dp.data import csv_import
-from tff_dp.data import sql_queries
 from tff_dp.data.federated_data import size_statistics
 from tff_dp.data.labels import LabelKind
+from tff_dp.data import sql_queries
 
 _TRAIN = csv_import.TRAIN_SPLIT
 _TEST = csv_import.TEST_SPLIT
@@ -65,7 +65,7 @@ _SCAN_FEATURE_BYTES = 32 << 20
 _EXAMPLE_SLACK_BYTES = 1024
 _SHOWN_CHARS = 60
 _SQLITE_MAGIC = b'SQLite format 3\x00'
-_CREATE_HINT = 'create one with `python -m tff_dp.import_data`'
+_CREATE_HINT = 'create one with `python -m tff_dp.cli.import_data`'
 
 # Integer metadata fields: (key, smallest, largest or None).
 _INT_FIELDS = (

@@ -85,6 +85,8 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from tff_dp import atomic_io
+
 PathLike = Union[str, os.PathLike]
 
 TRAIN_SPLIT = 'train'
@@ -973,29 +975,13 @@ def _check_paths(input_path: str, output_path: str, overwrite: bool) -> None:
 
 
 def _sync_and_publish(tmp_path: str, output_path: str) -> None:
-  """Makes the finished temporary file durable, then renames it."""
+  """Gives the finished file normal permissions, then publishes it."""
   umask = os.umask(0)
   os.umask(umask)
   # mkstemp creates the file 0600; give it the permissions a normal file
   # would have.
   os.chmod(tmp_path, 0o666 & ~umask)
-  fd = os.open(tmp_path, os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
-  os.replace(tmp_path, output_path)
-  directory = os.path.dirname(os.path.abspath(output_path))
-  try:
-    fd = os.open(directory, os.O_RDONLY)
-  except OSError:
-    return  # Some file systems do not open directories; the rename stands.
-  try:
-    os.fsync(fd)
-  except OSError:
-    pass
-  finally:
-    os.close(fd)
+  atomic_io.publish(tmp_path, output_path)
 
 
 def import_table(input_path: PathLike, *, output_path: PathLike,

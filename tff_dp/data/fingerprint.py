@@ -3,7 +3,7 @@
 A resumed run must train the clients its ledger charged: a different
 population, or a client's data replaced under the same file name, would
 continue a guarantee that was computed for other data. The fingerprint is
-recorded in every checkpoint and compared on resume (`tff_dp.resume`).
+recorded in every checkpoint and compared on resume (`tff_dp.program.resume`).
 
 * In-memory data (`FederatedData`: the offline datasets and their split into
   clients): SHA-256 over the client ids, each client's features and labels

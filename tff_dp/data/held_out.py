@@ -67,8 +67,8 @@ class HeldOutClients:
 class TrainingClients:
   """The training clients of a streamed source, re-indexed 0..N-1.
 
-  Offers what training needs from a streamed source (`tff_dp.client_data`,
-  `tff_dp.experiment`): `population`, `input_dim`, `num_classes`,
+  Offers what training needs from a streamed source (`tff_dp.program.client_data`,
+  `tff_dp.program.experiment`): `population`, `input_dim`, `num_classes`,
   `image_shape`, `vocab_size`, `label_kind`, `client_sizes()`,
   `client_dataset(i)`, `test_dataset()` and the banner. Nothing is delegated
   implicitly, so no attribute of the full population can leak into training

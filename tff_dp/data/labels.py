@@ -16,7 +16,7 @@ Every data source declares its `label_kind`, as it declares `image_shape` and
   probability 0.5 and recall of the 5 most probable labels. Stack Overflow
   tags (`--dataset=stackoverflow_tag`).
 
-The model (`tff_dp.models`) builds the loss and the Keras metrics from the
+The model (`tff_dp.algorithms.models`) builds the loss and the Keras metrics from the
 kind; the evaluations, the round values and the summary release the metrics
 under the names below (`released_metrics`). Pure Python: the program checks
 its configuration before it imports TensorFlow.

@@ -22,9 +22,9 @@ import enum
 import os
 from typing import Any, Optional
 
+from tff_dp.data.labels import LabelKind
 from tff_dp.data import offline
 from tff_dp.data import partition as partition_lib
-from tff_dp.data.labels import LabelKind
 
 
 class Dataset(enum.Enum):

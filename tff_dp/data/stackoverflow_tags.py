@@ -25,7 +25,7 @@ its tags. One example is one post:
 The model is logistic regression with one sigmoid per tag (`--model=
 logistic_regression`; TFF's baseline model), trained on the binary
 cross-entropy, and reports TFF's metrics: precision (probability > 0.5) and
-recall of the 5 most probable tags (`tff_dp.models`).
+recall of the 5 most probable tags (`tff_dp.algorithms.models`).
 
 Cap on examples per user: users hold up to tens of thousands of posts, so,
 as Reddi et al.'s code (google-research/federated `optimization/tasks/
@@ -58,9 +58,9 @@ import numpy as np
 import tensorflow as tf
 
 from tff_dp.data import benchmark_source
+from tff_dp.data.labels import LabelKind
 from tff_dp.data import tff_datasets
 from tff_dp.data import token_sources
-from tff_dp.data.labels import LabelKind
 
 # TFF's tag vocabulary size (constants.DEFAULT_TAG_VOCAB_SIZE); the word
 # vocabulary is the next-word task's (token_sources.STACKOVERFLOW_VOCAB_WORDS).

@@ -42,7 +42,7 @@ Accuracy counts every label, the special tokens included.
 
 A client's number of windows is known only once its text is read, so
 `client_sizes()` counts its records (snippets, sentences) from the file's
-`client_metadata` table; the round's shuffle buffer (`tff_dp.client_data`)
+`client_metadata` table; the round's shuffle buffer (`tff_dp.program.client_data`)
 therefore holds as many windows as the client has records.
 
 The server's held-out set: Shakespeare, the file's whole test split (2,356
@@ -59,8 +59,8 @@ import numpy as np
 import tensorflow as tf
 
 from tff_dp.data import benchmark_source
-from tff_dp.data import tff_datasets
 from tff_dp.data.labels import LabelKind
+from tff_dp.data import tff_datasets
 
 # TFF's Shakespeare vocabulary (char_prediction_preprocessing.CHAR_VOCAB, from
 # TFF's text generation tutorial), in TFF's order: ids follow it.

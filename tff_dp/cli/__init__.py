@@ -1,0 +1,5 @@
+"""The command-line programs, the only readers of absl FLAGS: train, epsilon, import-data.
+
+`cli_flags` defines every flag; the programs turn flags into a config and call
+`tff_dp.program`. Nothing below this layer imports it.
+"""

@@ -1,0 +1,275 @@
+"""tff-dp privacy accounting program: epsilon without training.
+
+Usage:
+  ./run.sh epsilon --run_dir=runs/default-20261126-071500
+      The guarantees of a finished (or running) run, from its ledgers.
+  ./run.sh epsilon --flagfile=configs/dp_ftrl.cfg [--rounds=N ...]
+      Planning a preset (or any training flags): the epsilons a run with the
+      same flags will report, with the population taken from its data.
+  ./run.sh epsilon --population=700 --clients_per_round=70 \
+      --noise_multiplier=1.0 --rounds=100 --delta=1e-5
+      Planning with a population given by hand.
+  ./run.sh epsilon --population=700 --clients_per_round=70 --rounds=100 \
+      --target_epsilon=5 [--calibrate=noise_multiplier|rounds]
+      Calibration: the noise multiplier for --rounds rounds (or the number of
+      rounds at --noise_multiplier) that reaches --target_epsilon.
+
+Planning reads every training flag (training-only ones are accepted and
+change nothing) and charges the ledgers a run builds
+(`tff_dp.program.run_privacy`): the central guarantee of every mechanism (sampled
+Gaussian, fixed-size, full participation, DP-FTRL's tree), the local one and
+the record-level one. So a run with the same settings reports the same
+epsilon (for local and record-level DP: the epsilon of a client that takes
+part in every round, which a run reaches only if some client does).
+"""
+
+if __name__ == '__main__':
+  # `python -m tff_dp.cli.epsilon`: Ctrl-C during the imports below is one line.
+  from tff_dp.cli import launch  # pylint: disable=g-import-not-at-top
+  launch.install_early_handlers('tff-dp-epsilon')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import enum
+import math
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+from tff_dp.cli import cli_flags
+from tff_dp.cli import exits
+from tff_dp import config as config_lib
+from tff_dp.privacy import accounting
+from tff_dp.privacy import calibration
+from tff_dp.privacy import privacy_tracking
+from tff_dp.program import prepare
+from tff_dp.program import run_ledgers
+from tff_dp.program import run_privacy
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+FLAGS = flags.FLAGS
+cli_flags.define_train_flags(FLAGS)
+
+
+class Calibrate(enum.Enum):
+  NOISE_MULTIPLIER = 'noise_multiplier'
+  ROUNDS = 'rounds'
+
+
+flags.DEFINE_integer(
+    'population', None,
+    'Number of clients N (planning). Without it, N is taken from the data '
+    'of --dataset (as a training run takes it), if --dataset is given '
+    'directly or in a --flagfile.')
+flags.register_validator('population',
+                         lambda v: v is None or 1 <= v <= 10**9,
+                         'must be an integer in [1, 1e9]')
+flags.DEFINE_string('run_dir', None,
+                    'A run directory: report the guarantees of its ledgers '
+                    '(delta from its config.json unless --delta is given).')
+flags.DEFINE_enum('calibrate', Calibrate.NOISE_MULTIPLIER.value,
+                  [c.value for c in Calibrate],
+                  'With --target_epsilon: what to solve for.')
+
+
+
+
+def _format(eps: float) -> str:
+  if math.isnan(eps):
+    return 'n/a (this accountant cannot compose these events)'
+  return 'infinite (not private)' if math.isinf(eps) else f'{eps:.6g}'
+
+
+def _report_central(epsilons: dict[accounting.AccountantKind, float],
+                    delta: float) -> None:
+  for kind, eps in epsilons.items():
+    print(f'epsilon ({kind.value}): {_format(eps)}')
+  tightest = accounting.tightest_epsilon(epsilons)
+  if tightest is not None and math.isfinite(tightest[1]):
+    print(f'guarantee: ({tightest[1]:.6g}, {delta:g})-DP per client '
+          f'({tightest[0].value} accountant)')
+
+
+def _report(tracker: privacy_tracking.PrivacyTracker, *, delta: float,
+            local_words: str) -> None:
+  """Prints every guarantee `tracker` holds; 'not private' if none."""
+  if tracker.central_claim:
+    _report_central(tracker.epsilons(), delta)
+  local = tracker.local_guarantee()
+  if local is not None:
+    print(f'local epsilon (against the server, {local_words}): '
+          f'{_format(local.epsilon)} at delta {delta:g} ({local.source})')
+  report = tracker.record_level_report()
+  worst = None if report is None else report.worst()
+  if worst is not None:
+    print(f'record-level epsilon (worst client, {worst.num_examples} '
+          f'records): {_format(worst.guarantee[1])} at delta {delta:g}')
+  if not tracker.guarantees():
+    print('not private: no mechanism adds noise (epsilon is infinite)')
+
+
+# --- A run directory. --------------------------------------------------------
+
+
+def from_run_dir(run_dir: str) -> None:
+  """Reports the central, local and record-level guarantees of a run."""
+  accountants = [accounting.AccountantKind(v) for v in FLAGS.accountants]
+  try:
+    delta = FLAGS.delta if FLAGS['delta'].present else (
+        run_ledgers.run_delta(run_dir) or FLAGS.delta)
+    run = run_ledgers.load_run_guarantees(run_dir, delta=delta,
+                                          accountants=accountants)
+  except run_ledgers.RunDirError as e:
+    raise exits.UserError(f'--run_dir={run_dir}: {e}') from e
+  for warning in run.warnings:
+    print(f'warning: {warning}')
+  print(f'ledger: {run.source}: {run.ledger.rounds} rounds, '
+        f'{run.ledger.relation.name} adjacency')
+  if run.central_claim:
+    _report_central(run.central_epsilons(delta=delta,
+                                         accountants=accountants), delta)
+  if run.local is not None:
+    print(f'local epsilon (against the server, {run.local.participations} '
+          f'participations: {run.local_counted}): '
+          f'{_format(run.local.epsilon)} at delta {delta:g} '
+          f'({run.local.source})')
+  if run.record_level is not None:
+    print(f'record-level epsilon (worst client, '
+          f'{run.record_level.num_examples} records): '
+          f'{_format(run.record_level.guarantee[1])} at delta {delta:g}')
+  found = run.local is not None or run.record_level is not None
+  if run.ledger.rounds and not run.central_claim:
+    print('central epsilon: none (the released models carry no central '
+          'claim)' if found else
+          'not private: no mechanism adds noise (epsilon is infinite)')
+
+
+# --- Planning. ---------------------------------------------------------------
+
+
+class _Population:
+  """The data of a plan given only --population."""
+
+  def __init__(self, population: int):
+    self.population = population
+
+  def client_sizes(self):
+    raise exits.UserError('--example_dp: the record-level epsilon depends on each '
+                    'client\'s number of records; plan with the run\'s '
+                    '--flagfile or --dataset instead of --population')
+
+
+def _planned_config_and_data():
+  """The configuration and training clients a run with these flags has."""
+  config = cli_flags.config_from_flags(FLAGS)
+  if FLAGS.population is not None:
+    # The given N stands for the data: also for the offline datasets' split.
+    config = config_lib.dataclasses.replace(
+        config, num_clients=FLAGS.population)
+    try:
+      config_lib.check_config(config)
+    except config_lib.ConfigError as e:
+      raise exits.UserError(str(e)) from e
+    return config, _Population(FLAGS.population)
+  if not FLAGS['dataset'].present:
+    raise exits.UserError('--population is required for planning (or pass the '
+                    'run\'s --flagfile or --dataset to take it from the '
+                    'data, or --run_dir to read a run\'s ledgers)')
+  try:
+    prepared = prepare.prepare_run(config, calibrate_noise=False)
+  except config_lib.ConfigError as e:
+    hint = ('; to plan without the data, pass --population=N'
+            if e.flag == 'dataset' else '')
+    raise exits.UserError(f'{e}{hint}') from e
+  return prepared.config, prepared.data
+
+
+def plan() -> None:
+  """Prints the guarantees of the planned run (calibrating first if asked)."""
+  config, data = _planned_config_and_data()
+  population = data.population
+  try:
+    config_lib.check_population(config, population)
+  except config_lib.ConfigError as e:
+    raise exits.UserError(str(e)) from e
+  print(f'plan: population {population}, {config.clients_per_round} clients '
+        f'per round ({config.client_sampling.value} sampling), delta '
+        f'{config.delta:g}')
+  if config.target_epsilon is not None:
+    config = _calibrated(config, population)
+    if config is None:
+      return
+  tracker = run_privacy.planned_tracker(config, data)
+  noise = (f'noise multiplier {config.noise_multiplier:.6g}, '
+           if config.central_private else '')
+  print(f'{noise}{config.rounds} rounds:')
+  _report(tracker, delta=config.delta,
+          local_words=f'a client in all {config.rounds} rounds')
+
+
+def _calibrated(config, population):
+  """`config` with the noise multiplier or rounds --target_epsilon allows;
+  None if not even one round fits."""
+  cohort = dict(sampling=config.client_sampling, population=population,
+                clients_per_round=config.clients_per_round)
+  target = config.target_epsilon
+  if Calibrate(FLAGS.calibrate) is Calibrate.NOISE_MULTIPLIER:
+    try:
+      # As the trainer calibrates, adaptive clipping's limit included.
+      config, kind = prepare.calibrate(config, population)
+    except config_lib.ConfigError as e:
+      raise exits.UserError(str(e)) from e
+    z = calibration.format_noise_multiplier(config.noise_multiplier)
+    print(f'--noise_multiplier={z} reaches epsilon {target:g} after '
+          f'{config.rounds} rounds ({kind.value} accountant)')
+    return config_lib.dataclasses.replace(config, target_epsilon=None)
+  try:
+    rounds = max(_max_rounds(kind, config, cohort)
+                 for kind in config.accountants)
+    print(f'--rounds={rounds}: the most rounds at --noise_multiplier='
+          f'{config.noise_multiplier:g} within epsilon {target:g}')
+  except (ValueError, accounting.UnsupportedAccountingError) as e:
+    raise exits.UserError(f'--target_epsilon={target}: {e}') from e
+  if rounds == 0:
+    return None
+  return config_lib.dataclasses.replace(config, rounds=rounds,
+                                        target_epsilon=None)
+
+
+def _max_rounds(kind, config, cohort) -> int:
+  try:
+    return calibration.calibrate_rounds(
+        target_epsilon=config.target_epsilon, delta=config.delta,
+        noise_multiplier=config.noise_multiplier, accountant=kind, **cohort)
+  except accounting.UnsupportedAccountingError:
+    return 0
+
+
+def main(argv: list[str]) -> None:
+  # Before anything imports TensorFlow (streamed data sources do).
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  if len(argv) > 1:
+    raise exits.UserError(f'unexpected positional arguments: {argv[1:]}')
+  if FLAGS.run_dir is not None:
+    from_run_dir(FLAGS.run_dir)
+  else:
+    plan()
+
+
+def entry_point() -> None:
+  """Console-script entry point (`tff-dp-epsilon`)."""
+  app.define_help_flags()
+  try:
+    argv = FLAGS(sys.argv)
+    main(argv)
+  except flags.Error as e:
+    print(f'tff-dp-epsilon: error: {e}', file=sys.stderr)
+    sys.exit(exits.EXIT_USAGE)
+  except exits.UserError as e:
+    print(f'tff-dp-epsilon: error: {e}', file=sys.stderr)
+    sys.exit(exits.EXIT_USAGE)
+
+
+if __name__ == '__main__':
+  entry_point()

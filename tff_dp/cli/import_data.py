@@ -1,0 +1,137 @@
+"""tff-dp data import program: a CSV or .npz table to TFF's SQLite format.
+
+Usage (one command line; `python -m tff_dp.cli.import_data` is the same):
+  ./run.sh import-data --input=data.csv --output=data.sqlite
+      --client_column=user --label_column=label [--num_classes=10]
+      [--feature_columns=a,b,c] [--test_split=clients|rows|none]
+      [--test_fraction=0.2] [--seed=0] [--overwrite]
+
+Train from the result with `./run.sh train --client_data=data.sqlite`. The
+conversion streams the input (bounded memory) and writes the output only
+when it is complete and valid. A bad input stops with one line naming the
+file, the line (or array row), the column and the reason, and exit code 2.
+See `tff_dp.data.csv_import` for the format and the choices made.
+"""
+
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+from tff_dp.cli import exits
+from tff_dp.data import csv_import
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  """Defines the program's flags on `fv`.
+
+  Called by `entry_point`, not at import: names such as --seed and
+  --test_fraction are also training flags, and importing this module next to
+  `tff_dp.cli.train` must not clash on the global FlagValues.
+
+  Args:
+    fv: Where to define them.
+  """
+  flags.DEFINE_string('input', None, 'The table to import: a .csv file '
+                      '(UTF-8, header row) or a .npz archive of column '
+                      'arrays.', flag_values=fv)
+  flags.DEFINE_string('output', None, 'The SQLite file to write (its '
+                      'directory must exist).', flag_values=fv)
+  flags.DEFINE_string('client_column', None, 'Column (or .npz array) holding '
+                      'the client ids.', flag_values=fv)
+  flags.DEFINE_string('label_column', None, 'Column (or .npz array) holding '
+                      'the integer labels.', flag_values=fv)
+  flags.DEFINE_list('feature_columns', None, 'Feature columns in order, '
+                    'comma-separated; default: every other column.',
+                    flag_values=fv)
+  flags.DEFINE_integer('num_classes', None, 'Number of classes; labels must '
+                       'be in [0, num_classes). Default: inferred as max '
+                       'label + 1 (a statistic of the data; give it when it '
+                       'is public).', lower_bound=2, flag_values=fv)
+  flags.DEFINE_enum('test_split', csv_import.TestSplit.CLIENTS.value,
+                    [s.value for s in csv_import.TestSplit],
+                    'Held-out test set for server-side evaluation: clients = '
+                    'whole clients held out (not in the training '
+                    'population); rows = a fraction of every client\'s rows; '
+                    'none.', flag_values=fv)
+  flags.DEFINE_float('test_fraction', 0.2, 'Fraction of clients (or of each '
+                     'client\'s rows) held out.', flag_values=fv)
+  flags.register_validator('test_fraction', lambda v: 0.0 < v < 1.0,
+                           'must be in (0, 1)', flag_values=fv)
+  flags.DEFINE_integer('seed', 0, 'Key of the hash choosing the held-out '
+                       'clients or rows.', lower_bound=0, flag_values=fv)
+  flags.DEFINE_bool('overwrite', False, 'Replace an existing --output.',
+                    flag_values=fv)
+  for name in ('input', 'output', 'client_column', 'label_column'):
+    flags.mark_flag_as_required(name, flag_values=fv)
+
+
+PROGRAM = 'tff-dp-import'
+
+
+def _summary(s: csv_import.ImportSummary, input_path: str,
+             seconds: float) -> str:
+  classes = (f'{s.num_classes} (inferred: max label + 1)'
+             if s.num_classes_inferred else str(s.num_classes))
+  clients = f'{s.test_clients} client{"" if s.test_clients == 1 else "s"}'
+  if s.test_split is csv_import.TestSplit.CLIENTS:
+    held_out = f'{clients} held out whole'
+  elif s.test_split is csv_import.TestSplit.ROWS:
+    held_out = f'rows of {clients}'
+  else:
+    held_out = 'no test split'
+  return '\n'.join([
+      f'imported {input_path} -> {s.output_path} in {seconds:.1f} s',
+      f'  rows: {s.rows} (train {s.train_examples}, test {s.test_examples}: '
+      f'{held_out})',
+      f'  clients: {s.train_clients} (the training population N)',
+      f'  examples per client: min {s.examples_per_client_min}, median '
+      f'{s.examples_per_client_median:g}, max {s.examples_per_client_max}',
+      f'  features: {len(s.feature_names)}, classes: {classes}',
+  ])
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise ValueError(f'unexpected positional arguments: {argv[1:]}')
+  start = time.monotonic()
+  summary = csv_import.import_table(
+      FLAGS.input, output_path=FLAGS.output,
+      client_column=FLAGS.client_column, label_column=FLAGS.label_column,
+      feature_columns=FLAGS.feature_columns, num_classes=FLAGS.num_classes,
+      test_split=csv_import.TestSplit(FLAGS.test_split),
+      test_fraction=FLAGS.test_fraction, seed=FLAGS.seed,
+      overwrite=FLAGS.overwrite)
+  print(_summary(summary, FLAGS.input, time.monotonic() - start))
+
+
+def _fail(message: str, code: int) -> None:
+  print(f'{PROGRAM}: error: {message}', file=sys.stderr)
+  sys.exit(code)
+
+
+def entry_point() -> None:
+  """Console-script entry point; errors are one line, never a traceback."""
+  define_flags(FLAGS)
+  app.define_help_flags()
+  try:
+    argv = FLAGS(sys.argv)
+    main(argv)
+  except flags.Error as e:
+    # absl lists several missing required flags on separate lines.
+    _fail('; '.join(str(e).splitlines()), exits.EXIT_USAGE)
+  except ValueError as e:  # TableError is a ValueError.
+    _fail(str(e), exits.EXIT_USAGE)
+  except OSError as e:
+    # Disk full, permissions: the environment, not the input.
+    name = f'{e.filename}: ' if e.filename else ''
+    _fail(f'{name}{e.strerror or e}', exits.EXIT_IO)
+  except KeyboardInterrupt:
+    _fail('interrupted; nothing was written', exits.EXIT_SIGINT)
+
+
+if __name__ == '__main__':
+  entry_point()

@@ -1,0 +1,823 @@
+"""The local TFF runtime: a C++ worker process that tff-dp starts, owns and stops.
+
+TFF's default local context (`tff.backends.native.set_sync_local_cpp_execution_context`)
+starts `worker_binary` lazily on first use, lets it inherit the parent's stdout and
+stderr, and stops it only from a `__del__`. We have seen the worker outlive a normal
+exit of Python, which keeps `python train.py | tee log` from ever returning. Here
+the worker is started eagerly from the main thread and is tied to us three ways:
+
+* `local_runtime()` is a context manager that stops the worker on exit,
+  whether the body returns or raises (KeyboardInterrupt included): SIGTERM,
+  then SIGKILL after a 2 s grace. The worker gets default SIGINT/SIGTERM
+  dispositions even when ours are ignored (`nohup`, `&`), and its own process
+  group, so a Ctrl-C reaches tff-dp alone, which then stops it;
+* the program (`tff_dp.cli.train`) turns SIGTERM/SIGHUP into an exception, so the
+  same cleanup runs when a scheduler or terminal ends us;
+* the worker is started with the Linux parent-death signal (`PR_SET_PDEATHSIG`),
+  so the kernel kills it even when we are killed with SIGKILL.
+
+The worker writes to a log file, never to our stdout/stderr.
+
+Who can reach the worker. It serves unauthenticated, plaintext gRPC, and
+whoever connects can run TensorFlow graphs (read and write files) as this
+user. Loopback is no boundary: every local user can connect to a loopback
+port, or bind it first and pose as the worker. So the worker serves on a Unix
+domain socket in a directory that only we can enter, and on no TCP port:
+
+* `_private_socket_dir` creates a fresh directory with `mkdtemp` (mode 0700,
+  a new name, never an existing path) under $XDG_RUNTIME_DIR or the temp
+  directory, after checking that no other user can rename things in the
+  directories above it, and checks with lstat that it is a real directory,
+  ours, mode 0700. Nothing exists at `<dir>/worker.sock` before the worker
+  binds it.
+* The shim we preload into the worker only (`tff_dp/execution/native/loopback_bind.c`,
+  with `TFF_DP_WORKER_SOCKET` set) replaces the worker's wildcard TCP bind by
+  a bind of a Unix socket at that path; its gRPC serves on it unchanged.
+* Before we dial `unix:<path>` we check that it is a socket owned by us and,
+  with SO_PEERCRED, that the process listening on it is our worker's pid; we
+  also check that the worker listens on no TCP port (an ineffective shim).
+* The kernel refuses other users' connect() (no search permission on the
+  directory), and they cannot create anything in it, so they can neither
+  drive the worker nor pose as it. Root can: root can read our memory anyway.
+  The directory is removed when the worker stops; one left behind by a
+  trainer that was SIGKILLed is removed by a later start (`_is_stale`).
+
+Why not the other ways: a private network namespace needs CAP_SYS_ADMIN or
+unprivileged user namespaces (often disabled), and the worker has no way to
+check a per-run secret (no authentication in the binary; it would take a TLS
+proxy in front of it). Unix-socket permissions need no privilege and are
+enforced by the kernel. Without the shim (no C compiler at install time,
+not Linux) `start_worker` refuses (`ConfinementUnavailableError`) unless the
+caller passes `allow_unconfined_worker=True`; only then does the worker serve
+on all interfaces, as TFF ships it, with a loud warning on stderr.
+
+No hangs. TFF's execution context retries calls that fail with UNAVAILABLE
+forever, so a dead worker used to hang the run. `connect` wraps TFF's stub in
+`remote_executor.GuardedStub`, which asks `Worker.diagnose` about every call;
+a watchdog thread closes the channel the moment the worker exits, so that a
+call in flight fails at once. A worker that exited raises `WorkerDiedError`
+(pid, exit status or signal, log path), one that is alive but keeps refusing
+calls for `_UNREACHABLE_SECONDS` raises `WorkerUnreachableError`; TFF retries
+neither. Start-up waits have a deadline and a liveness check. Calls have no
+deadline (a round may rightly take long), so a worker that is alive but
+never answers (e.g. stopped with SIGSTOP) is still waited for.
+"""
+
+import contextlib
+import ipaddress
+import os
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Iterator, Optional
+
+import grpc
+import portpicker
+import tensorflow_federated as tff
+from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
+from tensorflow_federated.python.core.impl.executors import executors_errors
+
+from tff_dp.execution import native
+from tff_dp.execution import remote_executor
+
+# Same limits as TFF's own local context: model updates can be large.
+_GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
+_GRPC_OPTIONS = [
+    ('grpc.max_message_length', _GRPC_MAX_MESSAGE_BYTES),
+    ('grpc.max_receive_message_length', _GRPC_MAX_MESSAGE_BYTES),
+    ('grpc.max_send_message_length', _GRPC_MAX_MESSAGE_BYTES),
+]
+_STARTUP_TIMEOUT_SECONDS = 120.0
+# SIGTERM ends the worker at once (default disposition, see `_EXEC_WORKER`);
+# the grace only covers a loaded machine.
+_STOP_GRACE_SECONDS = 2.0
+_KILL_WAIT_SECONDS = 10.0
+# A call that failed on a broken connection is blamed on the worker if it
+# exits within this long: the kernel closes a dying process's sockets a
+# little before it reports the exit.
+_DEATH_GRACE_SECONDS = 2.0
+# How long a live worker may keep refusing calls before the run ends.
+_UNREACHABLE_SECONDS = 10.0
+_POLL_SECONDS = 0.05
+WORKER_LOG_PREFIX = 'tff-dp: started TFF worker pid '
+_SOCKET_NAME = 'worker.sock'
+_SOCKET_DIR_PREFIX = 'tff-dp-worker-'
+# A socket directory this old whose socket refuses connections (or that has
+# none) belongs to a trainer that died without cleaning up (SIGKILL); the
+# age keeps us off directories of workers still starting.
+_STALE_SECONDS = 600.0
+# sockaddr_un.sun_path holds 108 bytes, the terminating NUL included.
+_MAX_SOCKET_PATH = 107
+# An unconfined worker (allow_unconfined_worker=True) serves on "[::]:port";
+# dialled as a literal rather than "localhost", whose resolution varies.
+_LOOPBACK_TARGET = '127.0.0.1'
+_TCP_LISTEN = '0A'  # State column of /proc/net/tcp{,6}.
+# gRPC codes of a broken connection ("Socket closed" when the worker dies
+# mid-call, CANCELLED once the watchdog closed the channel). Errors the worker
+# itself answers with (e.g. INTERNAL for a failed TF op) are not waited on.
+_TRANSPORT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE,
+                              grpc.StatusCode.CANCELLED})
+# Set once the exposure warning was printed: it is about the machine, not the
+# run, so repeating it for every worker would only bury it.
+_exposure_warned = False
+
+
+class RuntimeStartError(RuntimeError):
+  """The TFF worker could not be started."""
+
+
+class ConfinementUnavailableError(RuntimeStartError):
+  """The worker cannot be confined and the caller did not accept that."""
+
+
+class WorkerError(RuntimeError):
+  """The TFF worker a run uses failed; the message is one line."""
+
+
+class WorkerDiedError(WorkerError):
+  """The TFF worker exited while the run used it."""
+
+
+class WorkerUnreachableError(WorkerError):
+  """The TFF worker runs but has refused calls for too long."""
+
+
+def worker_binary_path() -> str:
+  """Returns the path of the C++ worker shipped inside the TFF wheel."""
+  package_dir = os.path.dirname(tff.__file__)
+  return os.path.join(package_dir, 'data', 'worker_binary')
+
+
+# Runs in a fresh interpreter (no threads, no gRPC) between our vfork and the
+# worker's exec: argv = [parent pid, worker binary, its arguments...].
+_EXEC_WORKER = r"""
+import ctypes, os, signal, sys
+# Ignored signals stay ignored across exec (a trainer under nohup or `&`
+# would have a worker that ignores our SIGTERM); blocked ones stay blocked.
+# SIGPIPE and SIGXFSZ: Python ignores them, subprocess would restore them.
+for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
+  signal.signal(sig, signal.SIG_DFL)
+signal.pthread_sigmask(signal.SIG_SETMASK, [])
+if sys.platform.startswith('linux'):
+  ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+  if os.getppid() != int(sys.argv[1]):
+    os._exit(1)  # tff-dp died before prctl: nobody would stop the worker.
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def _worker_command(args: list[str]) -> list[str]:
+  """The command that starts the worker `args` through `_EXEC_WORKER`.
+
+  Why not a `preexec_fn`: it makes subprocess fork() rather than vfork(),
+  and a fork() runs gRPC's fork handlers, which can deadlock the child of a
+  process that uses gRPC (seen here: such a child hung in gRPC's handler,
+  before exec, while the parent had a channel to a worker open). Without
+  `preexec_fn`, subprocess uses
+  vfork() and the child runs no Python code of ours before exec; the work of
+  the hook moves to a small interpreter that then execs the worker (same
+  pid, same process group, the parent-death signal survives exec).
+
+  Args:
+    args: The worker's argv.
+
+  Returns:
+    The argv to hand to `subprocess.Popen`.
+  """
+  return [sys.executable, '-I', '-S', '-c', _EXEC_WORKER, str(os.getpid()),
+          *args]
+
+
+def _worker_environment(shim: Optional[str],
+                        socket_path: Optional[str]) -> dict[str, str]:
+  """Our environment, plus the shim preloaded; for the worker only."""
+  env = dict(os.environ)
+  env.pop(native.SOCKET_ENV, None)
+  if shim is not None:
+    # Ours first; a preload the user set (e.g. an allocator) is kept.
+    env['LD_PRELOAD'] = ' '.join(
+        p for p in (shim, env.get('LD_PRELOAD', '')) if p)
+  if socket_path is not None:
+    env[native.SOCKET_ENV] = socket_path
+  return env
+
+
+def _check_no_other_writer(directory: str) -> None:
+  """Refuses a directory another user could rename our directory out of.
+
+  A directory (or one above it) writable by another user, without the
+  sticky bit, lets that user replace our private directory by theirs.
+  """
+  euid = os.geteuid()
+  path = os.path.realpath(directory)
+  while True:
+    info = os.stat(path)
+    writable_by_others = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if info.st_uid not in (0, euid) or (
+        writable_by_others and not info.st_mode & stat.S_ISVTX):
+      raise RuntimeStartError(
+          f'{path} can be modified by another user (owner uid '
+          f'{info.st_uid}, mode {stat.S_IMODE(info.st_mode):o}), so the TFF '
+          f'worker socket cannot be made private below {directory}')
+    parent = os.path.dirname(path)
+    if parent == path:
+      return
+    path = parent
+
+
+def check_private_dir(path: str) -> None:
+  """Raises RuntimeStartError unless `path` is a real 0700 directory of ours.
+
+  Args:
+    path: The directory that holds (or will hold) the worker's socket.
+  """
+  try:
+    info = os.lstat(path)
+  except OSError as e:
+    raise RuntimeStartError(f'worker socket directory {path}: {e}') from e
+  problems = []
+  if not stat.S_ISDIR(info.st_mode):
+    problems.append('not a directory (a symlink or a file)')
+  if info.st_uid != os.geteuid():
+    problems.append(f'owned by uid {info.st_uid}, not by us '
+                    f'({os.geteuid()})')
+  if stat.S_IMODE(info.st_mode) & 0o077:
+    problems.append(f'mode {stat.S_IMODE(info.st_mode):o} lets other users '
+                    'in (must be 700)')
+  if problems:
+    raise RuntimeStartError(f'worker socket directory {path} is refused: ' +
+                            '; '.join(problems))
+
+
+def _socket_dir_bases() -> list[str]:
+  bases = []
+  runtime_dir = os.environ.get('XDG_RUNTIME_DIR', '')
+  if os.path.isabs(runtime_dir):
+    bases.append(runtime_dir)
+  for base in (tempfile.gettempdir(), '/tmp'):
+    if base not in bases:
+      bases.append(base)
+  return bases
+
+
+def _is_stale(directory: str) -> bool:
+  """True for a socket directory of ours whose worker is long gone."""
+  info = os.lstat(directory)
+  if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or
+      stat.S_IMODE(info.st_mode) & 0o077 or
+      time.time() - info.st_mtime < _STALE_SECONDS or
+      not set(os.listdir(directory)) <= {_SOCKET_NAME}):
+    return False
+  path = os.path.join(directory, _SOCKET_NAME)
+  if not os.path.lexists(path):
+    return True
+  try:
+    socket_peer(path, timeout=1.0)
+  except ConnectionRefusedError:
+    return True  # Nothing listens: its worker died.
+  except OSError:
+    return False
+  return False  # A live worker (another run of ours).
+
+
+def _remove_stale_socket_dirs(base: str) -> None:
+  """Removes socket directories left by trainers that were SIGKILLed."""
+  try:
+    names = [n for n in os.listdir(base) if n.startswith(_SOCKET_DIR_PREFIX)]
+  except OSError:
+    return
+  for name in names:
+    directory = os.path.join(base, name)
+    with contextlib.suppress(OSError):
+      if _is_stale(directory):
+        with contextlib.suppress(FileNotFoundError):
+          os.unlink(os.path.join(directory, _SOCKET_NAME))
+        os.rmdir(directory)
+
+
+def _private_socket_dir() -> str:
+  """Creates the worker's socket directory (module docstring)."""
+  problems = []
+  for base in _socket_dir_bases():
+    # mkdtemp adds 8 characters to the prefix.
+    if len(os.path.join(base, _SOCKET_DIR_PREFIX + '12345678',
+                        _SOCKET_NAME)) > _MAX_SOCKET_PATH:
+      problems.append(f'{base}: path too long for a Unix socket')
+      continue
+    try:
+      _check_no_other_writer(base)
+      _remove_stale_socket_dirs(base)
+      directory = tempfile.mkdtemp(prefix=_SOCKET_DIR_PREFIX, dir=base)
+    except (OSError, RuntimeStartError) as e:
+      problems.append(str(e))
+      continue
+    check_private_dir(directory)
+    return directory
+  raise RuntimeStartError('no directory for the TFF worker socket: ' +
+                          '; '.join(problems))
+
+
+def socket_peer(path: str, timeout: float = 5.0) -> tuple[int, int, int]:
+  """(pid, uid, gid) of the process listening on the Unix socket `path`."""
+  with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+    s.settimeout(timeout)
+    s.connect(path)
+    credentials = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                               struct.calcsize('3i'))
+  pid, uid, gid = struct.unpack('3i', credentials)
+  return pid, uid, gid
+
+
+def verify_worker_socket(path: str, pid: int) -> None:
+  """Raises RuntimeStartError unless `path` is served by our worker `pid`.
+
+  Args:
+    path: The Unix socket the worker was told to serve on.
+    pid: The worker's pid.
+  """
+  check_private_dir(os.path.dirname(path))
+  info = os.lstat(path)
+  if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.geteuid():
+    raise RuntimeStartError(
+        f'{path} is not a socket of ours (mode {info.st_mode:o}, owner uid '
+        f'{info.st_uid}): refusing to talk to it')
+  try:
+    peer_pid, peer_uid, _ = socket_peer(path)
+  except OSError as e:
+    raise RuntimeStartError(f'cannot connect to {path}: {e}') from e
+  if peer_pid != pid or peer_uid != os.geteuid():
+    raise RuntimeStartError(
+        f'{path} is served by pid {peer_pid} (uid {peer_uid}), not by the TFF '
+        f'worker we started (pid {pid}): refusing to talk to it')
+
+
+def _proc_address(hex_address: str) -> str:
+  """Text form of an address as /proc/net/tcp{,6} prints it."""
+  raw = bytes.fromhex(hex_address)
+  # The kernel prints each 32-bit word in host (little-endian) byte order.
+  packed = b''.join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+  family = socket.AF_INET if len(packed) == 4 else socket.AF_INET6
+  return socket.inet_ntop(family, packed)
+
+
+def listening_addresses(port: int, *, pid: Optional[int] = None) -> list[str]:
+  """Local addresses of the TCP sockets listening on `port`.
+
+  Args:
+    port: The TCP port.
+    pid: Read the network namespace of this process (default: ours).
+
+  Returns:
+    Addresses in text form, e.g. ['127.0.0.1'] or ['::'] (all interfaces);
+    empty if nothing listens or /proc is not available.
+  """
+  proc = f'/proc/{pid}/net' if pid is not None else '/proc/net'
+  addresses = []
+  for name in ('tcp', 'tcp6'):
+    try:
+      with open(os.path.join(proc, name)) as f:
+        lines = f.read().splitlines()[1:]
+    except OSError:
+      continue
+    for line in lines:
+      fields = line.split()
+      local, state = fields[1], fields[3]
+      address, hex_port = local.split(':')
+      if state == _TCP_LISTEN and int(hex_port, 16) == port:
+        addresses.append(_proc_address(address))
+  return addresses
+
+
+def is_loopback(address: str) -> bool:
+  """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback (::ffff:127.x)."""
+  ip = ipaddress.ip_address(address)
+  mapped = getattr(ip, 'ipv4_mapped', None)
+  return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def _describe_exit(returncode: Optional[int]) -> str:
+  if returncode is None:
+    return 'exited (status unknown)'
+  if returncode < 0:
+    try:
+      name = signal.Signals(-returncode).name
+    except ValueError:
+      name = 'unknown signal'
+    return f'was killed by signal {-returncode} ({name})'
+  return f'exited with status {returncode}'
+
+
+class Worker:
+  """A running `worker_binary` owned by this process."""
+
+  def __init__(self, process: subprocess.Popen, port: int, log_path: str, *,
+               socket_dir: Optional[str] = None, shim: Optional[str] = None,
+               shim_missing_reason: str = '',
+               allow_unconfined: bool = False):
+    self.process = process
+    # The --port it was given; it serves there only when unconfined.
+    self.port = port
+    self.log_path = log_path
+    self.socket_dir = socket_dir
+    # The Unix socket it serves on; None if unconfined (TCP on `port`).
+    self.socket_path = (os.path.join(socket_dir, _SOCKET_NAME)
+                        if socket_dir else None)
+    # The preloaded shim (None if none) and, if none, why.
+    self.shim = shim
+    self.shim_missing_reason = shim_missing_reason
+    self.allow_unconfined = allow_unconfined
+    self._stopping = False
+    self._lock = threading.Lock()
+    self._channels: list[grpc.Channel] = []
+    self._watching = False
+    self._exited = threading.Event()  # Set by the watchdog.
+    self._exit_code: Optional[int] = None  # As Popen.returncode.
+
+  @property
+  def pid(self) -> int:
+    return self.process.pid
+
+  @property
+  def target(self) -> str:
+    """The gRPC target that reaches this worker."""
+    if self.socket_path is not None:
+      return f'unix:{self.socket_path}'
+    return f'{_LOOPBACK_TARGET}:{self.port}'
+
+  def listening_addresses(self) -> list[str]:
+    """TCP addresses the worker listens on (in its network namespace)."""
+    return listening_addresses(self.port, pid=self.pid)
+
+  def confined(self) -> bool:
+    """True if it serves on its private Unix socket and on no TCP port."""
+    return self.socket_path is not None and not self.listening_addresses()
+
+  def alive(self) -> bool:
+    return not self._exited.is_set() and self.process.poll() is None
+
+  def returncode(self) -> Optional[int]:
+    """As `Popen.returncode`, once the worker exited; else None."""
+    code = self.process.poll()
+    return code if code is not None else self._exit_code
+
+  def stop(self) -> None:
+    """Stops the worker (SIGTERM, SIGKILL after a grace); removes its socket."""
+    self._stopping = True
+    try:
+      for sig, wait in ((signal.SIGTERM, _STOP_GRACE_SECONDS),
+                        (signal.SIGKILL, _KILL_WAIT_SECONDS)):
+        if self.process.poll() is not None:
+          break
+        try:
+          self.process.send_signal(sig)
+          self.process.wait(timeout=wait)
+          break
+        except subprocess.TimeoutExpired:
+          continue
+        except ProcessLookupError:
+          break
+    finally:
+      self._close_channels()
+      self._remove_socket_dir()
+
+  def unconfine(self, reason: str) -> None:
+    """Records that the worker serves on TCP after all (see `connect`)."""
+    self._remove_socket_dir()
+    self.socket_path = None
+    self.shim_missing_reason = reason
+
+  def _remove_socket_dir(self) -> None:
+    if self.socket_dir is None:
+      return
+    with contextlib.suppress(OSError):
+      os.unlink(os.path.join(self.socket_dir, _SOCKET_NAME))
+    with contextlib.suppress(OSError):
+      os.rmdir(self.socket_dir)
+
+  def watch(self, channel: grpc.Channel) -> None:
+    """Closes `channel` the moment the worker exits (a call in flight fails).
+
+    Args:
+      channel: A channel to this worker.
+    """
+    with self._lock:
+      self._channels.append(channel)
+      start, self._watching = not self._watching, True
+    if start:
+      threading.Thread(target=self._watchdog, daemon=True,
+                       name=f'tff-dp-worker-{self.pid}-watchdog').start()
+
+  def _watchdog(self) -> None:
+    try:
+      # WNOWAIT: only look; `Popen` reaps the worker, and its lock stays free.
+      info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+      self._exit_code = (info.si_status if info.si_code == os.CLD_EXITED
+                         else -info.si_status)
+    except ChildProcessError:
+      pass  # Already reaped by `stop` or `returncode`.
+    self._exited.set()
+    self._close_channels()
+
+  def _close_channels(self) -> None:
+    with self._lock:
+      channels, self._channels = self._channels, []
+    for channel in channels:
+      channel.close()
+
+  def _wait_exit(self, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while self.alive():
+      if time.monotonic() > deadline:
+        return False
+      time.sleep(_POLL_SECONDS)
+    return True
+
+  def died_error(self) -> WorkerDiedError:
+    """The one-line error of a worker that exited."""
+    if self._stopping:
+      how = 'was stopped by tff-dp'
+    else:
+      how = _describe_exit(self.returncode()) + ' while the run used it'
+    return WorkerDiedError(f'the TFF worker (pid {self.pid}) {how}; its '
+                           f'log: {self.log_path}')
+
+  def diagnose(self, error: Optional[BaseException],
+               failing_for: float) -> Optional[WorkerError]:
+    """Tells `remote_executor.GuardedStub` whether the worker is usable.
+
+    Args:
+      error: The error of a failed call, or None before a call.
+      failing_for: Seconds since calls began to fail in a row.
+
+    Returns:
+      The error that ends the run, or None to let the call's error (or the
+      call) proceed.
+    """
+    if error is None:
+      return None if self.alive() else self.died_error()
+    transport = not isinstance(error, grpc.Call) or (
+        error.code() in _TRANSPORT_CODES)
+    if not self.alive() or (transport and self._wait_exit(
+        _DEATH_GRACE_SECONDS)):
+      return self.died_error()
+    # TFF retries these forever; anything else ends the call anyway.
+    retried = isinstance(error, executors_errors.RetryableError)
+    if retried and failing_for > _UNREACHABLE_SECONDS:
+      return WorkerUnreachableError(
+          f'the TFF worker (pid {self.pid}) is running but has refused '
+          f'calls for {failing_for:.0f} s (last: {_rpc_summary(error)}); its '
+          f'log: {self.log_path}')
+    return None
+
+
+def _rpc_summary(error: BaseException) -> str:
+  if isinstance(error, grpc.Call):
+    return f'{error.code().name}: {error.details()}'
+  return f'{type(error).__name__}: {error}'
+
+
+def _refusal(reason: str) -> str:
+  return (f'refusing to start the TFF worker: {reason}. Unconfined, the '
+          'worker serves unauthenticated gRPC on all network interfaces, '
+          'and anyone who can connect (any local user, any host that reaches '
+          'this one) can run code as this user. To run anyway on a machine '
+          'whose users and network you trust, pass --allow_unconfined_worker '
+          '(see README, "Security notes")')
+
+
+def start_worker(*, log_path: str, max_concurrent_computation_calls: int = -1,
+                 allow_unconfined_worker: bool = False) -> Worker:
+  """Starts the C++ worker, confined to a private Unix socket.
+
+  Args:
+    log_path: File that receives the worker's stdout and stderr.
+    max_concurrent_computation_calls: Passed to the worker; nonpositive means
+      no limit.
+    allow_unconfined_worker: If the worker cannot be confined (no shim, not
+      Linux), start it anyway, serving on all interfaces. Off by default: a
+      caller must choose to let every local user and host drive it.
+
+  Returns:
+    The started `Worker`; `connect` waits until it serves.
+
+  Raises:
+    ConfinementUnavailableError: If it cannot be confined and
+      `allow_unconfined_worker` is False; no worker is started.
+    RuntimeStartError: If the binary is missing or no private directory for
+      its socket can be made.
+  """
+  binary = worker_binary_path()
+  if not os.path.isfile(binary):
+    raise RuntimeStartError(f'TFF worker binary not found at {binary}')
+  reason = native.confinement_unavailable_reason()
+  if reason is not None and not allow_unconfined_worker:
+    raise ConfinementUnavailableError(_refusal(reason))
+  shim = None if reason else native.loopback_bind_library()
+  socket_dir = None if reason else _private_socket_dir()
+  socket_path = socket_dir and os.path.join(socket_dir, _SOCKET_NAME)
+  port = portpicker.pick_unused_port()
+  args = [
+      binary,
+      f'--port={port}',
+      f'--max_concurrent_computation_calls={max_concurrent_computation_calls}',
+  ]
+  try:
+    if socket_path and os.path.lexists(socket_path):
+      raise RuntimeStartError(f'{socket_path} exists before the worker '
+                              'started: refusing to use it')
+    with open(log_path, 'ab') as log:
+      process = subprocess.Popen(
+          _worker_command(args), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+          close_fds=True, env=_worker_environment(shim, socket_path),
+          # Its own group: a Ctrl-C reaches us alone, and we stop it.
+          process_group=0)
+      # The pid line lets operators (and our tests) find the worker of a run.
+      where = f'unix:{socket_path}' if socket_path else f'port {port}'
+      log.write(f'{WORKER_LOG_PREFIX}{process.pid} on {where}\n'.encode())
+  except BaseException:
+    if socket_dir is not None:
+      with contextlib.suppress(OSError):  # Left alone if not empty.
+        os.rmdir(socket_dir)
+    raise
+  return Worker(process, port, log_path, socket_dir=socket_dir, shim=shim,
+                shim_missing_reason=reason or '',
+                allow_unconfined=allow_unconfined_worker)
+
+
+def warn_if_exposed(worker: Worker) -> bool:
+  """Warns once per process if a serving worker is not confined.
+
+  Args:
+    worker: A worker that already serves.
+
+  Returns:
+    True if other users or hosts can reach it (it serves on TCP).
+  """
+  global _exposure_warned
+  if worker.confined():
+    return False
+  if not _exposure_warned:
+    _exposure_warned = True
+    addresses = worker.listening_addresses() or ['::']
+    where = ', '.join(f'[{a}]:{worker.port}' if ':' in a else
+                      f'{a}:{worker.port}' for a in addresses)
+    who = 'every local user'
+    if not all(is_loopback(a) for a in addresses):
+      who += ' and other hosts'
+    print(f'tff-dp: WARNING: the TFF worker (pid {worker.pid}) serves '
+          f'unauthenticated gRPC on {where}, reachable by {who}: anyone who '
+          'can connect can run computations as this user (allowed by '
+          f'--allow_unconfined_worker). Cause: {worker.shim_missing_reason}. '
+          'See README, "Security notes".', file=sys.stderr, flush=True)
+  return True
+
+
+def _check_starting(worker: Worker, deadline: float) -> None:
+  """Raises RuntimeStartError if the worker died or start-up took too long."""
+  if not worker.alive():
+    raise RuntimeStartError(
+        f'the TFF worker (pid {worker.pid}) '
+        f'{_describe_exit(worker.returncode())} during start-up; see '
+        f'{worker.log_path}')
+  if time.monotonic() > deadline:
+    raise RuntimeStartError(
+        f'the TFF worker (pid {worker.pid}) did not serve within '
+        f'{_STARTUP_TIMEOUT_SECONDS:.0f} s; see {worker.log_path}')
+
+
+def _wait_for_socket(worker: Worker, deadline: float) -> None:
+  """Waits until our worker, and only it, listens on its Unix socket."""
+  while True:
+    _check_starting(worker, deadline)
+    if worker.listening_addresses():
+      reason = (f'the worker shim {worker.shim} was preloaded but the worker '
+                f'listens on TCP port {worker.port} anyway; see '
+                f'{worker.log_path}')
+      if not worker.allow_unconfined:
+        raise ConfinementUnavailableError(_refusal(reason))
+      worker.unconfine(reason)
+      return
+    if os.path.lexists(worker.socket_path):
+      try:
+        socket_peer(worker.socket_path)
+      except ConnectionRefusedError:
+        pass  # Bound, not yet listening.
+      else:
+        verify_worker_socket(worker.socket_path, worker.pid)
+        return
+    time.sleep(_POLL_SECONDS)
+
+
+def connect(worker: Worker) -> remote_executor.GuardedStub:
+  """Waits until `worker` serves; returns a stub whose failures end the run.
+
+  Args:
+    worker: A worker from `start_worker`. It is not stopped on error; the
+      caller owns it (`local_runtime` stops it).
+
+  Returns:
+    TFF's gRPC stub to the worker, guarded (`Worker.diagnose`).
+
+  Raises:
+    RuntimeStartError: If the worker died, did not serve in time, or is not
+      the one serving on its socket.
+  """
+  deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS
+  if worker.socket_path is not None:
+    _wait_for_socket(worker, deadline)
+  channel = grpc.insecure_channel(worker.target, _GRPC_OPTIONS)
+  worker.watch(channel)
+  stub = tff.framework.RemoteExecutorGrpcStub(channel)
+  while not stub.is_ready:
+    _check_starting(worker, deadline)
+    time.sleep(_POLL_SECONDS)
+  return remote_executor.GuardedStub(stub, worker.diagnose)
+
+
+# Executors (one per number of TFF clients) kept open on the worker: enough
+# for a run's initialize, training rounds (a cohort of one or two sizes on the
+# grouped path) and federated evaluation; more varied cohort sizes (Poisson
+# sampling, one client per call) re-create their executor on the worker.
+_MAX_EXECUTORS = 8
+
+
+def execution_context(stub) -> tff.framework.SyncExecutionContext:
+  """The same context TFF's local C++ context builds, on our own worker.
+
+  Args:
+    stub: A `remote_executor.GuardedStub` from `connect` (or any object with
+      the methods of TFF's `RemoteExecutorGrpcStub`).
+
+  Returns:
+    The execution context.
+  """
+
+  def stack_fn(cardinalities):
+    cardinalities.setdefault(tff.CLIENTS, 0)
+    executor = remote_executor.CachingRemoteExecutor(stub)
+    executor.set_cardinalities(cardinalities)
+    return executor
+
+  factory = remote_executor.ClosingExecutorFactory(
+      stack_fn, max_executors=_MAX_EXECUTORS)
+  return tff.framework.SyncExecutionContext(
+      executor_fn=factory,
+      compiler_fn=tff.backends.native.desugar_and_transform_to_native,
+      transform_args=tff.tensorflow.transform_args,
+      transform_result=tff.tensorflow.transform_result,
+  )
+
+
+def disable_default_context() -> None:
+  """Makes TFF computations outside `local_runtime` fail loudly.
+
+  Importing TFF installs a default context that starts its own worker on
+  first use and never reliably stops it; a computation that slips outside
+  our runtime (e.g. `process.initialize()`) would silently leave that worker
+  behind. Programs call this once at start-up.
+  """
+  tff.framework.set_default_context(
+      runtime_error_context.RuntimeErrorContext())
+
+
+@contextlib.contextmanager
+def local_runtime(*, log_path: str,
+                  max_concurrent_computation_calls: int = -1,
+                  allow_unconfined_worker: bool = False) -> Iterator[Worker]:
+  """Runs the body with TFF computations executing on a worker we own.
+
+  Args:
+    log_path: File that receives the worker's output.
+    max_concurrent_computation_calls: Passed to the worker.
+    allow_unconfined_worker: See `start_worker`.
+
+  Yields:
+    The running `Worker`; it is stopped when the body exits in any way.
+
+  Raises:
+    ConfinementUnavailableError: See `start_worker`.
+    RuntimeStartError: If the worker does not come up.
+    WorkerDiedError, WorkerUnreachableError: From the body's computations,
+      when the worker exits or stops answering.
+  """
+  worker = start_worker(
+      log_path=log_path,
+      max_concurrent_computation_calls=max_concurrent_computation_calls,
+      allow_unconfined_worker=allow_unconfined_worker)
+  try:
+    stub = connect(worker)
+    warn_if_exposed(worker)
+    tff.framework.set_default_context(execution_context(stub))
+    yield worker
+  finally:
+    # Computations invoked after this point fail loudly instead of silently
+    # starting TFF's unmanaged default worker.
+    tff.framework.set_default_context(
+        runtime_error_context.RuntimeErrorContext())
+    worker.stop()

@@ -1,0 +1,165 @@
+"""TF Privacy's Gaussian queries with their noise drawn from secret keys.
+
+The central mechanisms of DP-FedAvg are TF Privacy's queries as TFF's
+`tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed` and
+`gaussian_adaptive` build them: a `GaussianSumQuery` (McMahan et al. 2018,
+"Learning Differentially Private Recurrent Language Models") or a
+`QuantileAdaptiveClipSumQuery` (Andrew et al. 2021, "Differentially Private
+Learning with Adaptive Clipping") inside a `NormalizedQuery` that divides by
+the fixed `clients_per_round`. The only change is where the noise comes from:
+`GaussianSumQuery` adds `tf.random_normal_initializer` draws, i.e. TF's
+process-wide generator seeded with 32 bits; `SecretGaussianSumQuery` draws the
+same N(0, stddev^2) per coordinate from stateless Philox under a 128-bit key
+from the operating system (`tff_dp.mechanisms.noise_seeds`). Clipping, the query states
+(and so the checkpoints), the DP events and the accounting are unchanged; the
+adaptive clip's count query gets its own key.
+"""
+
+from typing import Any
+
+import dp_accounting
+import tensorflow as tf
+import tensorflow_federated as tff
+# TFF's own split of the adaptive noise (not exported under tff.aggregators);
+# the pinned TFF 0.87 has it, and the tests compare with its named factory.
+from tensorflow_federated.python.aggregators import differential_privacy
+import tensorflow_privacy as tfp
+from tensorflow_privacy.privacy.dp_query import tree_aggregation
+
+from tff_dp.mechanisms import noise_seeds
+from tff_dp.privacy import run_secrets
+
+
+class SecretGaussianSumQuery(tfp.GaussianSumQuery):
+  """`tfp.GaussianSumQuery` whose noise comes from a secret key."""
+
+  def __init__(self, l2_norm_clip, stddev, *, noise_key):
+    """Initializes the query.
+
+    Args:
+      l2_norm_clip: Clip of each record's global L2 norm.
+      stddev: Standard deviation of the noise added to the sum.
+      noise_key: Two signed int64 (`tff_dp.privacy.run_secrets.new_noise_key`).
+    """
+    super().__init__(l2_norm_clip, stddev)
+    self._noise_key = tuple(noise_key)
+
+  def get_noised_result(self, sample_state, global_state):
+    """As `tfp.GaussianSumQuery.get_noised_result`, with secret seeds."""
+    flat = tf.nest.flatten(sample_state)
+    seeds = noise_seeds.execution_seeds(self._noise_key, num=len(flat))
+    noised = [
+        v + tf.cast(tf.random.stateless_normal(
+            tf.shape(v), seed=seed, stddev=global_state.stddev), v.dtype)
+        for v, seed in zip(flat, seeds)]
+    result = tf.nest.pack_sequence_as(sample_state, noised)
+    noise_multiplier = global_state.stddev / global_state.l2_norm_clip
+    return result, global_state, dp_accounting.GaussianDpEvent(
+        noise_multiplier)
+
+
+class _SecretQuantileEstimatorQuery(tfp.QuantileEstimatorQuery):
+  """The private clipped-count estimate of adaptive clipping, secret noise."""
+
+  def __init__(self, *args, noise_key, **kwargs):
+    # Before the base initializer, which builds the below-estimate query.
+    self._noise_key = tuple(noise_key)
+    super().__init__(*args, **kwargs)
+
+  def _construct_below_estimate_query(self, below_estimate_stddev,
+                                      expected_num_records):
+    # As TF Privacy's: records of +-0.5, so no clipping ever binds.
+    return tfp.NormalizedQuery(
+        SecretGaussianSumQuery(0.5, below_estimate_stddev,
+                               noise_key=self._noise_key),
+        denominator=expected_num_records)
+
+
+class SecretQuantileAdaptiveClipSumQuery(tfp.QuantileAdaptiveClipSumQuery):
+  """`tfp.QuantileAdaptiveClipSumQuery` with secret noise in both queries."""
+
+  def __init__(self, initial_l2_norm_clip, noise_multiplier,
+               target_unclipped_quantile, learning_rate, clipped_count_stddev,
+               expected_num_records, geometric_update=True):
+    super().__init__(initial_l2_norm_clip, noise_multiplier,
+                     target_unclipped_quantile, learning_rate,
+                     clipped_count_stddev, expected_num_records,
+                     geometric_update)
+    # Same parameters and states as the base class built; new noise source.
+    self._quantile_estimator_query = _SecretQuantileEstimatorQuery(
+        initial_l2_norm_clip, target_unclipped_quantile, learning_rate,
+        clipped_count_stddev, expected_num_records, geometric_update,
+        noise_key=run_secrets.new_noise_key())
+    self._sum_query = SecretGaussianSumQuery(
+        initial_l2_norm_clip, noise_multiplier * initial_l2_norm_clip,
+        noise_key=run_secrets.new_noise_key())
+
+
+def gaussian_fixed(
+    *, noise_multiplier: float, clients_per_round: int,
+    clip: float) -> tff.aggregators.DifferentiallyPrivateFactory:
+  """As `DifferentiallyPrivateFactory.gaussian_fixed`, with secret noise."""
+  query = tfp.NormalizedQuery(
+      SecretGaussianSumQuery(clip, clip * noise_multiplier,
+                             noise_key=run_secrets.new_noise_key()),
+      denominator=float(clients_per_round))
+  return tff.aggregators.DifferentiallyPrivateFactory(query)
+
+
+def gaussian_adaptive(
+    *, noise_multiplier: float, clients_per_round: int,
+    initial_l2_norm_clip: float, target_unclipped_quantile: float,
+    learning_rate: float) -> tff.aggregators.DifferentiallyPrivateFactory:
+  """As `DifferentiallyPrivateFactory.gaussian_adaptive`, with secret noise.
+
+  `noise_multiplier` is the effective total z; TFF's
+  `adaptive_clip_noise_params` splits it between the value and the clipped
+  count (and raises ValueError where the split is impossible).
+  """
+  value_noise_multiplier, clipped_count_stddev = (
+      differential_privacy.adaptive_clip_noise_params(
+          noise_multiplier, float(clients_per_round)))
+  query = SecretQuantileAdaptiveClipSumQuery(
+      initial_l2_norm_clip=initial_l2_norm_clip,
+      noise_multiplier=value_noise_multiplier,
+      target_unclipped_quantile=target_unclipped_quantile,
+      learning_rate=learning_rate,
+      clipped_count_stddev=clipped_count_stddev,
+      expected_num_records=float(clients_per_round),
+      geometric_update=True)
+  return tff.aggregators.DifferentiallyPrivateFactory(
+      tfp.NormalizedQuery(query, denominator=float(clients_per_round)))
+
+
+class _SecretTreeNoiseGenerator(tree_aggregation.GaussianNoiseGenerator):
+  """TF Privacy's tree noise generator, first seed from a secret key."""
+
+  def __init__(self, noise_std, specs, *, noise_key):
+    super().__init__(noise_std, specs, seed=None)
+    self._noise_key = tuple(noise_key)
+
+  def initialize(self):
+    """A fresh secret seed on every call (the base class reads the clock)."""
+    return self._GlobalState(
+        noise_seeds.execution_seed(self._noise_key),
+        tf.constant(self._noise_std, dtype=tf.float32))
+
+
+def tree_residual_sum_query(
+    *, clip: float, noise_multiplier: float, record_specs: Any,
+    use_efficient: bool = True) -> tfp.TreeResidualSumQuery:
+  """As `tfp.TreeResidualSumQuery.build_l2_gaussian_query`, secret noise."""
+  if clip < 0 or noise_multiplier < 0:
+    raise ValueError(f'clip and noise_multiplier must be >= 0, got {clip} '
+                     f'and {noise_multiplier}.')
+
+  def l2_clip_fn(record_as_list, clip_norm):
+    clipped, _ = tf.clip_by_global_norm(record_as_list, clip_norm)
+    return clipped
+
+  return tfp.TreeResidualSumQuery(
+      clip_fn=l2_clip_fn, clip_value=clip, record_specs=record_specs,
+      noise_generator=_SecretTreeNoiseGenerator(
+          clip * noise_multiplier, record_specs,
+          noise_key=run_secrets.new_noise_key()),
+      use_efficient=use_efficient)

@@ -1,0 +1,147 @@
+"""Builds a run's learning process from ONE config.
+
+One place decides how flags become mechanisms, so the `clients_per_round` the
+sampler draws with (`tff_dp.program.run_privacy`, which also builds the ledgers) is
+the one every aggregator divides by and every ledger charges, and the
+mechanism that runs is the mechanism that is accounted (the table of
+mechanisms, samplers and events is in `tff_dp.program.run_privacy`). Local DP and
+example-level DP-SGD noise at the clients. DP-FedAvg may run on the grouped
+path (`tff_dp.algorithms.grouped_fedavg`, many simulated clients per TFF call): the same
+mechanism and events, so nothing here but the process differs.
+"""
+
+import functools
+
+from tff_dp.algorithms import dp_ftrl
+from tff_dp.algorithms import example_dp
+from tff_dp.algorithms import grouped_fedavg
+from tff_dp.algorithms import learning_process
+from tff_dp.algorithms import models
+from tff_dp.config import Algorithm
+from tff_dp.config import DpMechanism
+from tff_dp.config import LocalDp
+from tff_dp.config import TrainConfig
+from tff_dp.data.federated_data import FederatedData
+from tff_dp.data.labels import LabelKind
+from tff_dp.mechanisms import local_dp
+from tff_dp.program import run_privacy
+
+def dp_settings(config: TrainConfig):
+  """TF Privacy's Gaussian aggregator settings of `config` (None if none)."""
+  if config.dp_mechanism not in (DpMechanism.GAUSSIAN_FIXED,
+                                 DpMechanism.GAUSSIAN_ADAPTIVE):
+    return None
+  return learning_process.DpSettings(
+      mechanism=config.dp_mechanism,
+      noise_multiplier=config.noise_multiplier,
+      clients_per_round=config.clients_per_round,
+      clip=config.clip,
+      initial_clip=config.initial_clip,
+      target_unclipped_quantile=config.target_unclipped_quantile,
+      clip_learning_rate=config.clip_learning_rate)
+
+
+def server_optimizer(config: TrainConfig):
+  """The server optimizer of `config`."""
+  return learning_process.build_server_optimizer(
+      config.server_optimizer, learning_rate=config.server_learning_rate,
+      momentum=config.server_momentum)
+
+
+def _model_args(config: TrainConfig, data: FederatedData) -> dict:
+  # One place, so that TFF's algorithms, the grouped path and federated
+  # evaluation (`tff_dp.program.federated_evaluation`) build the very same model.
+  return dict(
+      input_dim=data.input_dim, num_classes=data.num_classes,
+      hidden_units=config.hidden_units, seed=config.seed,
+      hidden_layers=config.hidden_layers, image_shape=data.image_shape,
+      vocab_size=data.vocab_size, embedding_dim=config.embedding_dim)
+
+
+def build_model_fn(config: TrainConfig, data: FederatedData):
+  """The TFF model constructor of `config`'s model for `data` (whose
+  `label_kind` decides the loss and the metrics)."""
+  return models.build_model_fn(config.model, label_kind=data.label_kind,
+                               **_model_args(config, data))
+
+
+def build_process(config: TrainConfig, data: FederatedData,
+                  sampler: run_privacy.Sampler,
+                  *, group_size: int = 1, client_files_dir: str = ''):
+  """The TFF learning process that implements `config`'s mechanisms.
+
+  Args:
+    config: The checked configuration.
+    data: The run's data (input size, classes).
+    sampler: The run's sampler (DP-FTRL's epoch length).
+    group_size: `config.resolve_clients_per_call`; above 1 the grouped
+      DP-FedAvg process, whose `next` takes `tff_dp.algorithms.grouped_data.
+      GroupedRounds`' output instead of datasets.
+    client_files_dir: Where `GroupedRounds` wrote the client files (grouped
+      path only).
+  """
+  server = server_optimizer(config)
+  if group_size > 1:
+    # `config.grouped_unsupported_reason` refuses other data first.
+    if data.label_kind is not LabelKind.SINGLE:
+      raise ValueError('the grouped path trains single-label models only')
+    return grouped_fedavg.build_grouped_dp_fedavg(
+        keras_model_fn=lambda: models.build_keras_model(
+            config.model, **_model_args(config, data)),
+        input_dim=data.input_dim, num_classes=data.num_classes,
+        dp_factory=learning_process.build_dp_aggregator(dp_settings(config)),
+        client_learning_rate=config.client_learning_rate,
+        client_momentum=config.client_momentum,
+        server_optimizer=server,
+        batch_size=config.client_batch_size, epochs=config.client_epochs,
+        client_files_dir=client_files_dir,
+        max_client_size=max(map(int, data.client_sizes()), default=0))
+  model_fn = build_model_fn(config, data)
+  dp = dp_settings(config)
+  if config.algorithm is Algorithm.DP_FTRL:
+    return dp_ftrl.build_dp_ftrl_process(
+        model_fn=model_fn, client_learning_rate=config.client_learning_rate,
+        server_learning_rate=config.server_learning_rate,
+        server_momentum=config.server_momentum,
+        noise_multiplier=config.noise_multiplier, clip=config.clip,
+        clients_per_round=config.clients_per_round,
+        rounds_per_epoch=sampler.rounds_per_epoch,
+        client_momentum=config.client_momentum)
+  if config.example_dp:
+    central = None if dp is None else learning_process.sanitizing_dp_aggregator(
+        dp)
+    return example_dp.build_example_dp_fed_avg(
+        model_fn=model_fn,
+        loss_fn=functools.partial(models.loss_fn, label_kind=data.label_kind),
+        client_learning_rate=config.client_learning_rate,
+        server_optimizer=server,
+        noise_multiplier=config.example_noise_multiplier,
+        clip=config.example_clip,
+        expected_batch_size=config.client_batch_size,
+        local_steps=config.local_steps, model_aggregator=central,
+        clients_per_round=None if central else config.clients_per_round,
+        metrics_aggregator=learning_process.no_client_metrics)
+  unweighted = None
+  if config.local_dp is not LocalDp.NONE:
+    spec = run_privacy.local_spec(config)
+    unweighted = local_dp.build_local_dp_factory(
+        mechanism=spec.mechanism, clip=config.local_clip,
+        epsilon_local=config.local_epsilon,
+        noise_multiplier=config.local_noise_multiplier,
+        clients_per_round=config.clients_per_round,
+        central_factory=(None if dp is None else
+                         learning_process.sanitizing_dp_aggregator(dp)))
+  return learning_process.build_learning_process(
+      model_fn=model_fn,
+      algorithm=config.algorithm,
+      model_aggregator=learning_process.build_model_aggregator(
+          dp=dp, client_weighting=config.client_weighting,
+          weight_cap=config.weight_cap, unweighted=unweighted),
+      proximal_strength=config.proximal_strength,
+      client_learning_rate=config.client_learning_rate,
+      client_momentum=config.client_momentum,
+      server_optimizer=server,
+      # Local DP: the server is the adversary, so no un-noised client metric
+      # may reach it.
+      metrics_aggregator=(None if config.local_dp is LocalDp.NONE else
+                          learning_process.no_client_metrics))

@@ -1,0 +1,116 @@
+"""Prepares a run once: checks, data, held-out clients and calibration.
+
+The trainer (`tff_dp.cli.train`), the planner (`tff_dp.cli.epsilon`) and the tests
+resolve a configuration the same way, here, so that a plan sees the
+population, the clients and the noise multiplier that a run with the same
+flags would see. Everything that can be refused is refused before any output
+is written. TensorFlow is imported only by the data sources that stream (the
+offline datasets need none), and by nothing else here.
+"""
+
+import dataclasses
+from typing import Any, Optional
+
+from tff_dp import config as config_lib
+from tff_dp.config import ConfigError
+from tff_dp.config import TrainConfig
+from tff_dp.data import loading
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedRun:
+  """A checked configuration and the data it trains on.
+
+  Attributes:
+    config: The configuration; with --target_epsilon, its noise multiplier
+      is the calibrated one.
+    data: The training clients (the population N of the accounting).
+    held_out: Clients held out for --evaluation=federated, else None.
+    calibrated_by: The accountant whose epsilon calibrated the noise
+      multiplier (--target_epsilon), else None.
+  """
+  config: TrainConfig
+  data: Any
+  held_out: Optional[Any]
+  calibrated_by: Optional[Any] = None
+
+
+def load_data(config: TrainConfig) -> Any:
+  """The data `config` names; `ConfigError` naming the dataset if unusable."""
+  try:
+    return loading.load(
+        config.dataset, num_clients=config.num_clients,
+        partition=config.partition, seed=config.data_seed,
+        test_fraction=config.test_fraction,
+        dirichlet_alpha=config.dirichlet_alpha, data_dir=config.data_dir,
+        client_data=config.client_data)
+  except loading.DataError as e:
+    raise ConfigError('dataset', config.dataset.value, str(e)) from e
+
+
+def _hold_out_eval_clients(config: TrainConfig, data):
+  """(training data, held-out clients or None) for --evaluation.
+
+  Done before any check or calibration that uses the population, so that
+  all of them see the training clients only.
+  """
+  if config.evaluation is not config_lib.Evaluation.FEDERATED:
+    return data, None
+  config_lib.check_eval_clients(config, data.population)
+  from tff_dp.data import held_out  # pylint: disable=g-import-not-at-top
+  return held_out.hold_out_clients(data, eval_clients=config.eval_clients,
+                                   seed=config.data_seed)
+
+
+def calibrate(config: TrainConfig, population: int):
+  """(config with the noise multiplier that meets --target_epsilon, the
+  accountant that gave it)."""
+  from tff_dp.privacy import accounting  # pylint: disable=g-import-not-at-top
+  from tff_dp.privacy import calibration  # pylint: disable=g-import-not-at-top
+  try:
+    z, accountant = calibration.calibrate_noise_for_accountants(
+        target_epsilon=config.target_epsilon, delta=config.delta,
+        rounds=config.rounds, sampling=config.client_sampling,
+        population=population, clients_per_round=config.clients_per_round,
+        accountants=config.accountants)
+  except (ValueError, accounting.UnsupportedAccountingError) as e:
+    raise ConfigError('target_epsilon', config.target_epsilon, str(e)) from e
+  config = dataclasses.replace(config, noise_multiplier=z)
+  try:
+    config_lib.check_adaptive_noise(config)
+  except ConfigError as e:
+    raise ConfigError('target_epsilon', config.target_epsilon,
+                      f'needs {e}') from e
+  return config, accountant
+
+
+def prepare_run(config: TrainConfig, *, calibrate_noise: bool = True
+                ) -> PreparedRun:
+  """Checks `config`, loads its data and calibrates its noise.
+
+  Args:
+    config: The configuration as the flags give it.
+    calibrate_noise: With --target_epsilon, replace the noise multiplier by
+      the calibrated one (the planner calibrates by itself).
+
+  Returns:
+    The `PreparedRun`.
+
+  Raises:
+    ConfigError: For any setting that cannot run, naming the flag and value.
+  """
+  config_lib.check_config(config)
+  data, held_out = _hold_out_eval_clients(config, load_data(config))
+  config_lib.check_population(config, data.population)
+  config_lib.check_model_fits_data(config, image_shape=data.image_shape,
+                                   vocab_size=data.vocab_size)
+  from tff_dp.data.federated_data import FederatedData  # pylint: disable=g-import-not-at-top
+  config_lib.resolve_clients_per_call(
+      config, in_memory=isinstance(data, FederatedData))
+  if config.example_dp:
+    config_lib.check_record_level_delta(config, int(max(data.client_sizes())))
+  calibrated_by = None
+  if calibrate_noise and config.target_epsilon is not None:
+    config, calibrated_by = calibrate(config, data.population)
+  return PreparedRun(config=config, data=data, held_out=held_out,
+                     calibrated_by=calibrated_by)

@@ -1,0 +1,179 @@
+"""Everything a run releases per round goes through here, and only here.
+
+In a DP run only values covered by the DP guarantee (or computed from public
+data and the DP model) may leave the training loop. The allow-list below is the
+single place that says which keys those are; `Releaser` refuses anything else.
+Values computed from client data without noise are released only when the user
+asks for them (`--release_nonprivate_metrics`), and always under the
+`nonprivate/` prefix so that nobody mistakes them for private ones.
+
+Rows go to TensorBoard (scalars, via `tff_dp.program.event_writer`, whose event
+times carry no timing information) and to a CSV file (via TFF's
+`tff.program.CSVFileReleaseManager`, which writes atomically and drops rows
+with a key >= the released one, so a re-released round replaces its row).
+"""
+
+import asyncio
+import os
+import shutil
+from typing import Iterable, Mapping
+
+import tensorflow_federated as tff
+
+from tff_dp.program import event_writer
+from tff_dp.program import faults
+
+NONPRIVATE_PREFIX = 'nonprivate/'
+
+# Prefixes of the two evaluations (`--evaluation`): the server's held-out test
+# set (public data, DP model: safe), and federated evaluation over held-out
+# clients (their data, no noise: NOT covered by the guarantee).
+EVAL_PREFIX = 'eval/'
+FED_EVAL_PREFIX = NONPRIVATE_PREFIX + 'fed_eval/'
+# The server's test set when it belongs to the private population
+# (`tff_dp.data.test_sets`): its metrics are not covered either.
+PRIVATE_EVAL_PREFIX = NONPRIVATE_PREFIX + 'eval/'
+_EVAL_METRICS = ('loss', 'accuracy', 'precision', 'recall_at_5')
+
+# Keys that are safe to release in a DP run.
+DP_SAFE_KEYS = frozenset({
+    # Server-side evaluation on a PUBLIC test set (`tff_dp.data.test_sets`)
+    # of the DP model: accuracy, or for multi-label data
+    # (`tff_dp.data.labels`) precision and recall@5.
+    *(EVAL_PREFIX + name for name in _EVAL_METRICS),
+    # Privacy accounting: functions of the mechanism's public parameters.
+    'privacy/epsilon_rdp',
+    'privacy/epsilon_pld',
+    'privacy/noise_multiplier',
+    # The clip: a flag (fixed clipping) or the privately estimated quantile
+    # (adaptive clipping; its count query is part of the noised mechanism).
+    'privacy/clip',
+    # Local DP: the cumulative local epsilon of the worst-case client, with
+    # participations counted so as not to reveal the hidden cohorts
+    # (tff_dp.privacy.privacy_tracking).
+    'privacy/local_epsilon',
+    # Example-level DP-SGD: the worst silo's record-level epsilon, in runs
+    # without a user-level claim (silo sizes public by assumption).
+    'privacy/example_epsilon',
+    # The planned (expected) cohort size, a public parameter.
+    'cohort/expected_size',
+})
+
+# Values computed from client data without noise; released only on request in
+# DP runs (always in non-private runs).
+NONPRIVATE_KEYS = frozenset({
+    'nonprivate/train_loss',
+    'nonprivate/train_accuracy',
+    'nonprivate/train_precision',
+    'nonprivate/train_recall_at_5',
+    'nonprivate/train_examples',
+    'nonprivate/cohort_size',
+    # Wall time of the round: it grows with the cohort size, so it is a side
+    # channel of the hidden cohorts.
+    'nonprivate/round_seconds',
+    # Depends on the silos' sizes; with a user-level claim, only on request.
+    'nonprivate/example_epsilon',
+    # Federated evaluation over the held-out clients
+    # (`tff_dp.program.federated_evaluation`): their metrics, un-noised.
+    FED_EVAL_PREFIX + 'num_examples',
+    *(prefix + name for prefix in (FED_EVAL_PREFIX, PRIVATE_EVAL_PREFIX)
+      for name in _EVAL_METRICS),
+})
+
+CSV_KEY_FIELD = 'round'
+
+
+def csv_path(run_dir: str) -> str:
+  return os.path.join(run_dir, 'metrics.csv')
+
+
+def tensorboard_dir(run_dir: str) -> str:
+  return os.path.join(run_dir, 'tensorboard')
+
+
+class ReleaseError(ValueError):
+  """A value not on the allow-list was about to be released."""
+
+
+def check_release_keys(keys: Iterable[str], *, private: bool,
+                       allow_nonprivate: bool) -> None:
+  """Raises `ReleaseError` unless every key may be released in this run.
+
+  Args:
+    keys: Names about to be released.
+    private: Whether the run claims differential privacy.
+    allow_nonprivate: Whether the user asked for non-private values.
+  """
+  allowed = set(DP_SAFE_KEYS)
+  if allow_nonprivate or not private:
+    allowed |= NONPRIVATE_KEYS
+  refused = sorted(set(keys) - allowed)
+  if refused:
+    raise ReleaseError(
+        f'refusing to release {refused}: not on the release allow-list of a '
+        f'{"DP" if private else "non-private"} run')
+
+
+class Releaser:
+  """Writes per-round rows to TensorBoard and CSV, enforcing the allow-list."""
+
+  def __init__(self, run_dir: str, *, private: bool, allow_nonprivate: bool):
+    self._private = private
+    self._allow_nonprivate = allow_nonprivate
+    self.csv_path = csv_path(run_dir)
+    self.tensorboard_dir = tensorboard_dir(run_dir)
+    self._writer = event_writer.EventWriter(self.tensorboard_dir)
+    # WRITE mode replaces the file atomically on every release; APPEND could
+    # leave half a row behind a crash.
+    self._csv = tff.program.CSVFileReleaseManager(
+        self.csv_path, save_mode=tff.program.CSVSaveMode.WRITE,
+        key_fieldname=CSV_KEY_FIELD)
+    # Every key released so far (replayed rows included): what the privacy
+    # statement lists as released.
+    self.released_keys: set[str] = set()
+
+  def release(self, round_num: int, values: Mapping[str, float]) -> None:
+    """Releases one round's values (after checking every key)."""
+    check_release_keys(values.keys(), private=self._private,
+                       allow_nonprivate=self._allow_nonprivate)
+    self.released_keys.update(values)
+    for i, (key, value) in enumerate(values.items()):
+      self._writer.scalar(key, value, step=round_num)
+      if i == 0:
+        self._writer.flush()
+        faults.crash_point('tensorboard_write', round_num)
+    self._writer.flush()
+    row = {key: float(value) for key, value in values.items()}
+    asyncio.run(self._csv.release(row, key=round_num))
+
+  def replay(self, rows: Iterable[Mapping[str, str]]) -> None:
+    """Rebuilds TensorBoard from released CSV rows (on resume).
+
+    TensorBoard event files are append-only; rewriting them from the CSV,
+    which is replaced atomically on every release, is what guarantees that
+    no round is missing or duplicated after a crash.
+    """
+    self._writer.close()
+    shutil.rmtree(self.tensorboard_dir, ignore_errors=True)
+    self._writer = event_writer.EventWriter(self.tensorboard_dir)
+    for row in rows:
+      step = int(row[CSV_KEY_FIELD])
+      for key, value in row.items():
+        if key != CSV_KEY_FIELD and value not in ('', None):
+          self._writer.scalar(key, float(value), step=step)
+          self.released_keys.add(key)
+    self._writer.flush()
+
+  def write_text(self, tag: str, text: str, *, step: int = 0) -> None:
+    """Writes run-level text (flags, privacy statement) to TensorBoard."""
+    self._writer.text(tag, _as_markdown_block(text), step=step)
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
+
+
+def _as_markdown_block(text: str) -> str:
+  # TensorBoard renders text as Markdown; indenting keeps the layout verbatim.
+  return '\n'.join('    ' + line for line in text.splitlines())
+

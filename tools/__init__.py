@@ -1,0 +1,1 @@
+"""Developer tools that are not benchmarks: README generators and checks."""
