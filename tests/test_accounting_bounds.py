@@ -21,6 +21,7 @@ import pytest
 from tests.helpers import REPO_ROOT
 from tff_dp.cohorts import sampling
 from tff_dp.privacy import accounting
+from tff_dp.privacy import dp_accounting_internals
 
 AccountantKind = accounting.AccountantKind
 ClientSampling = sampling.ClientSampling
@@ -308,7 +309,7 @@ def test_built_distributions_and_cache_are_bounded():
       [(key, 10)], accounting.PLD_DISCRETIZATION)
   assert interval > accounting.PLD_DISCRETIZATION
   sizes = [pmf.size for distribution, _ in distributions
-           for pmf in accounting._pmfs(distribution)]
+           for pmf in dp_accounting_internals.pmfs(distribution)]
   assert len(sizes) == 2 and max(sizes) <= accounting.PLD_MAX_POINTS
   assert accounting._self_composed_points(
       distributions[0][0], 10) <= accounting.PLD_MAX_COMPOSED_POINTS

@@ -100,6 +100,7 @@ from scipy import special
 from tff_dp import checks
 from tff_dp.privacy import ledger_json
 from tff_dp.cohorts import sampling as sampling_lib
+from tff_dp.privacy import dp_accounting_internals
 from tff_dp.privacy import dp_event_json
 
 ClientSampling = sampling_lib.ClientSampling
@@ -514,13 +515,6 @@ def _leaf_points(key: str, interval: float) -> list[int]:
   return points
 
 
-def _pmfs(distribution) -> list:
-  """The pmfs of a PrivacyLossDistribution (one if symmetric)."""
-  # pylint: disable=protected-access
-  pmfs = [distribution._pmf_remove, distribution._pmf_add]
-  return pmfs[:1] if distribution._symmetric else pmfs
-
-
 def _self_composed_points(distribution, count: int) -> int:
   """Length of the largest array `distribution.self_compose(count)` makes.
 
@@ -528,11 +522,11 @@ def _self_composed_points(distribution, count: int) -> int:
   (tail mass 1e-15, its default), before any FFT is run.
   """
   points = 0
-  for pmf in _pmfs(distribution):
+  for pmf in dp_accounting_internals.pmfs(distribution):
     if count == 1:
       points = max(points, pmf.size)
       continue
-    probs = pmf.to_dense_pmf()._probs  # pylint: disable=protected-access
+    probs = dp_accounting_internals.dense_probs(pmf)
     lower, upper = pld_common.compute_self_convolve_bounds(
         probs, count, _TAIL_MASS_TRUNCATION)
     points = max(points, upper - lower + 1, len(probs))
