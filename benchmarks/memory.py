@@ -91,9 +91,9 @@ def run_tff_dp(workload: workloads_lib.Workload, rounds: int,
   """The whole tff-dp program loop via run_experiment."""
   # pylint: disable=g-import-not-at-top
   from benchmarks import rounds as rounds_lib
-  from tff_dp import config as config_lib
   from tff_dp.config import DpMechanism
   from tff_dp.program import experiment
+  from tff_dp.program import prepare
   # pylint: enable=g-import-not-at-top
   # The main job's mechanism (configs/default.cfg).
   config = rounds_lib.train_config(
@@ -103,16 +103,14 @@ def run_tff_dp(workload: workloads_lib.Workload, rounds: int,
   # The round times are released (outside the guarantee) only on request;
   # the benchmark needs them to time the loop around the round.
   config = dataclasses.replace(config, release_nonprivate_metrics=True)
-  data = rounds_lib.federated_data(workload)
-  config_lib.check_population(config, data.population)
+  prepared = prepare.prepare_data(config, rounds_lib.federated_data(workload))
   run_dir = tff_dp_run_dir(log_dir)
   os.makedirs(run_dir)
 
   def on_round(round_num: int, values: dict[str, float]) -> None:
     sampler(round_num, values.get('nonprivate/round_seconds'))
 
-  summary = experiment.run_experiment(config, data, run_dir,
-                                      on_round=on_round)
+  summary = experiment.run_experiment(prepared, run_dir, on_round=on_round)
   return {'run_dir': run_dir,
           'worker_log': os.path.join(run_dir, 'worker.log'),
           'rounds_completed': summary.rounds}

@@ -51,6 +51,7 @@ from tff_dp.data.federated_data import FederatedData
 from tff_dp.execution import runtime
 from tff_dp.program import assembly
 from tff_dp.program import client_data
+from tff_dp.program import prepare as prepare_lib
 
 
 def federated_data(workload: workloads_lib.Workload) -> FederatedData:
@@ -133,8 +134,9 @@ def prepare(workload: workloads_lib.Workload, mechanism: DpMechanism,
   """
   config = dataclasses.replace(train_config(workload, mechanism, hyper),
                                clients_per_call=requested_per_call)
-  per_call = config_lib.resolve_clients_per_call(config, in_memory=True)
-  data = federated_data(workload)
+  prepared = prepare_lib.prepare_data(config, federated_data(workload),
+                                      calibrate_noise=False)
+  data, per_call = prepared.data, prepared.clients_per_call
   if per_call > 1:
     grouped = grouped_data.GroupedRounds(
         data.client_x, data.client_y, seed=0, epochs=workload.epochs,

@@ -185,10 +185,14 @@ def test_experiment_needs_the_held_out_clients_with_federated_only(tmp_path):
   config = _config(*_FEDERATED, '--release_nonprivate_metrics')
   data = _toy_data()
   with pytest.raises(ValueError, match='held_out'):
-    experiment.run_experiment(config, data, str(tmp_path))
+    experiment.run_experiment(
+        prepare.PreparedRun(config=config, data=data, held_out=None),
+        str(tmp_path))
   _, held = held_out_lib.hold_out_clients(data, eval_clients=1, seed=0)
   with pytest.raises(ValueError, match='held_out'):
-    experiment.run_experiment(_config(), data, str(tmp_path), held_out=held)
+    experiment.run_experiment(
+        prepare.PreparedRun(config=_config(), data=data, held_out=held),
+        str(tmp_path))
 
 
 # --- The TFF process --------------------------------------------------------

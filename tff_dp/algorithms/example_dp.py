@@ -46,7 +46,6 @@ import tensorflow_federated as tff
 
 from tff_dp import checks
 from tff_dp.mechanisms import noise_seeds
-from tff_dp.privacy import accounting
 from tff_dp.privacy import run_secrets
 
 ModelFn = Callable[[], tff.learning.models.VariableModel]

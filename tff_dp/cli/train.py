@@ -15,6 +15,7 @@ if __name__ == '__main__':
   launch.install_early_handlers('tff-dp')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import dataclasses
 import datetime
 import math
 import os
@@ -367,7 +368,7 @@ def run(argv: list[str]) -> int:
   run_name = config.run_name or default_run_name(
       sys.argv, datetime.datetime.now(datetime.timezone.utc))
   run_dir, resume = prepare_run_dir(config.output_dir, run_name)
-  config = config_lib.dataclasses.replace(config, run_name=run_name)
+  config = dataclasses.replace(config, run_name=run_name)
   defaults = {name: FLAGS[name].default for name in config.to_json()}
   if resume:
     _check_resume(config, run_dir, data, defaults)
@@ -381,7 +382,7 @@ def run(argv: list[str]) -> int:
   raise_if_interrupted()
   try:
     summary = experiment.run_experiment(
-        config, data, run_dir, held_out=held_out, resume=resume,
+        dataclasses.replace(prepared, config=config), run_dir, resume=resume,
         config_defaults=defaults,
         on_round=Progress(
             config.rounds, private=config.private,

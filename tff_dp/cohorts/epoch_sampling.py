@@ -41,8 +41,6 @@ and the other rounds of the epoch are `NoOpDpEvent`s.
 
 import dataclasses
 import functools
-import math
-import numbers
 
 import dp_accounting
 from dp_accounting import dp_event

@@ -28,7 +28,6 @@ checkpoints), never a flag or anything released.
 
 import dataclasses
 import enum
-import numbers
 
 import numpy as np
 

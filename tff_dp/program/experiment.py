@@ -30,7 +30,6 @@ from tff_dp.cohorts import sampling
 from tff_dp import config as config_lib
 from tff_dp.config import DpMechanism
 from tff_dp.config import TrainConfig
-from tff_dp.data.federated_data import FederatedData
 from tff_dp.data import fingerprint
 from tff_dp.data.held_out import HeldOutClients
 from tff_dp.data import labels
@@ -43,6 +42,7 @@ from tff_dp.program import checkpoint
 from tff_dp.program import client_data
 from tff_dp.program import evaluation
 from tff_dp.program import federated_evaluation
+from tff_dp.program import prepare
 from tff_dp.program import privacy_statement
 from tff_dp.program import release as release_lib
 from tff_dp.program import resume as resume_rules
@@ -184,26 +184,22 @@ def _build_evaluator(config: TrainConfig, data,
 
 
 def run_experiment(
-    config: TrainConfig,
-    data,
+    prepared: prepare.PreparedRun,
     run_dir: str,
     *,
-    held_out: Optional[HeldOutClients] = None,
     resume: bool = False,
     config_defaults: Optional[Mapping[str, Any]] = None,
     on_round: Optional[Callable[[int, dict[str, float]], None]] = None,
 ) -> Summary:
-  """Trains according to `config` on `data`, writing outputs to `run_dir`.
+  """Trains as `prepared` says, writing outputs to `run_dir`.
 
   Args:
-    config: A configuration that passed `config.check_config` and
-      `config.check_population` for `data`.
-    data: The federated data; `data.population` is the N of the accountant.
-      With `--evaluation=federated`, the training clients only (see
-      `tff_dp.data.held_out.hold_out_clients`).
+    prepared: The run's checked configuration, its data (`data.population`
+      is the N of the accountant; with `--evaluation=federated`, the
+      training clients only), the clients held out for `--evaluation=
+      federated` (required with it, and only with it) and the resolved
+      clients per TFF call, from `tff_dp.program.prepare`.
     run_dir: Existing, writable directory for this run's outputs.
-    held_out: The clients held out for `--evaluation=federated` (required
-      with it, and only with it).
     resume: Continue the run in `run_dir` from its newest valid checkpoint
       (raises `tff_dp.program.resume.ResumeError` if that cannot be done
       honestly).
@@ -214,6 +210,7 @@ def run_experiment(
   Returns:
     The run's `Summary`.
   """
+  config, data, held_out = prepared.config, prepared.data, prepared.held_out
   wall_start = time.monotonic()
   federated = config.evaluation is config_lib.Evaluation.FEDERATED
   if federated != (held_out is not None):
@@ -224,8 +221,7 @@ def run_experiment(
   sampler = run_privacy.build_sampler(config, data.population,
                                       secret=secrets.sampling)
   privacy = run_privacy.build_privacy_tracker(config, sampler, data)
-  group_size = config_lib.resolve_clients_per_call(
-      config, in_memory=isinstance(data, FederatedData))
+  group_size = prepared.clients_per_call
   grouped_rounds = None
   if group_size > 1:
     grouped_rounds = grouped_data.GroupedRounds(

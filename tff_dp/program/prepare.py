@@ -26,12 +26,16 @@ class PreparedRun:
       is the calibrated one.
     data: The training clients (the population N of the accounting).
     held_out: Clients held out for --evaluation=federated, else None.
+    clients_per_call: Simulated clients per TFF call, resolved
+      (`config.resolve_clients_per_call`): 1 for TFF's algorithms, more for
+      the grouped path.
     calibrated_by: The accountant whose epsilon calibrated the noise
       multiplier (--target_epsilon), else None.
   """
   config: TrainConfig
   data: Any
   held_out: Optional[Any]
+  clients_per_call: int = 1
   calibrated_by: Optional[Any] = None
 
 
@@ -99,13 +103,27 @@ def prepare_run(config: TrainConfig, *, calibrate_noise: bool = True
   Raises:
     ConfigError: For any setting that cannot run, naming the flag and value.
   """
+  config_lib.check_config(config)  # Before loading: cheap checks first.
+  return _prepare_loaded(config, load_data(config),
+                         calibrate_noise=calibrate_noise)
+
+
+def prepare_data(config: TrainConfig, data: Any, *,
+                 calibrate_noise: bool = True) -> PreparedRun:
+  """`prepare_run` for data already in hand (benchmarks, tests)."""
   config_lib.check_config(config)
-  data, held_out = _hold_out_eval_clients(config, load_data(config))
+  return _prepare_loaded(config, data, calibrate_noise=calibrate_noise)
+
+
+def _prepare_loaded(config: TrainConfig, data: Any, *,
+                    calibrate_noise: bool) -> PreparedRun:
+  """The checks and resolutions of `prepare_run` that need the data."""
+  data, held_out = _hold_out_eval_clients(config, data)
   config_lib.check_population(config, data.population)
   config_lib.check_model_fits_data(config, image_shape=data.image_shape,
                                    vocab_size=data.vocab_size)
   from tff_dp.data.federated_data import FederatedData  # pylint: disable=g-import-not-at-top
-  config_lib.resolve_clients_per_call(
+  clients_per_call = config_lib.resolve_clients_per_call(
       config, in_memory=isinstance(data, FederatedData))
   if config.example_dp:
     config_lib.check_record_level_delta(config, int(max(data.client_sizes())))
@@ -113,4 +131,5 @@ def prepare_run(config: TrainConfig, *, calibrate_noise: bool = True
   if calibrate_noise and config.target_epsilon is not None:
     config, calibrated_by = calibrate(config, data.population)
   return PreparedRun(config=config, data=data, held_out=held_out,
+                     clients_per_call=clients_per_call,
                      calibrated_by=calibrated_by)
