@@ -13,19 +13,20 @@ import pytest
 from tests import helpers
 
 _PACKAGE = os.path.join(helpers.REPO_ROOT, 'tff_dp')
-_BELOW_CONFIG = {'atomic_io', 'cohorts', 'privacy', 'data'}
+_BELOW_CONFIG = {'atomic_io', 'checks', 'cohorts', 'privacy', 'data'}
 _BELOW_PROGRAM = _BELOW_CONFIG | {
     'config', 'mechanisms', 'algorithms', 'execution'}
 # Layer -> the layers it may import (its own always allowed).
 _ALLOWED = {
     'atomic_io': set(),
-    'cohorts': {'atomic_io'},
-    'privacy': {'cohorts', 'atomic_io'},
-    'data': {'atomic_io'},
+    'checks': set(),
+    'cohorts': {'atomic_io', 'checks'},
+    'privacy': {'cohorts', 'atomic_io', 'checks'},
+    'data': {'atomic_io', 'checks'},
     'config': _BELOW_CONFIG,
-    'mechanisms': {'privacy', 'cohorts', 'config', 'atomic_io'},
+    'mechanisms': {'privacy', 'cohorts', 'config', 'atomic_io', 'checks'},
     'algorithms': _BELOW_CONFIG | {'config', 'mechanisms'},
-    'execution': set(),
+    'execution': {'checks'},
     'program': _BELOW_PROGRAM,
     'cli': _BELOW_PROGRAM | {'program'},
 }

@@ -18,7 +18,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README_START = '<!-- layout:start -->\n'
 README_END = '<!-- layout:end -->'
 # Bottom first; modules directly in tff_dp/ are listed with their layer.
-LAYERS = ('atomic_io', 'cohorts', 'privacy', 'data', 'config', 'mechanisms',
+LAYERS = ('atomic_io', 'checks', 'cohorts', 'privacy', 'data', 'config', 'mechanisms',
           'algorithms', 'execution', 'program', 'cli')
 _OTHER_ROWS = (
     ('`benchmarks/`', '`./run.sh bench`: speed, memory and start-up '

@@ -5,7 +5,7 @@ numpy / scikit-learn, so data can be prepared, inspected and checked before
 TensorFlow is imported; `tff_datasets`, `benchmark_source` and
 `client_data_source` stream through TensorFlow and are imported only when used.
 
-Imports nothing of tff_dp outside `tff_dp.data` but `tff_dp.atomic_io`: data
+Imports nothing of tff_dp outside `tff_dp.data` but `atomic_io` and `checks`: data
 sources know nothing of privacy, mechanisms or programs.
 """
 
