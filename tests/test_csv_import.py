@@ -18,6 +18,7 @@ import pytest
 
 from tests.helpers import REPO_ROOT
 from tff_dp.data import client_data_source
+from tff_dp.data import client_data_writer
 from tff_dp.data import csv_import
 
 # `python -m pytest` from the root puts it on sys.path; bare `pytest` does not.
@@ -344,8 +345,7 @@ def test_interrupt_removes_the_temporary_file(tmp_path, monkeypatch):
   def interrupted(self, batch):
     del self, batch
     raise KeyboardInterrupt
-  # pylint: disable-next=protected-access
-  monkeypatch.setattr(csv_import._Writer, 'add', interrupted)
+  monkeypatch.setattr(client_data_writer.ClientDataWriter, 'add', interrupted)
   with pytest.raises(KeyboardInterrupt):
     _import(tmp_path, _clients_text(5))
   assert os.listdir(tmp_path) == ['data.csv']

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from tests.helpers import REPO_ROOT
 from tff_dp.data import client_data_source
+from tff_dp.data import client_data_writer
 from tff_dp.data import csv_import
 from tff_dp.data import loading
 
@@ -302,7 +303,7 @@ def _to_utf16(path):
   con = sqlite3.connect(copy)
   con.execute("PRAGMA encoding = 'UTF-16le'")
   source = sqlite3.connect(path)
-  for statement in csv_import.SCHEMA:
+  for statement in client_data_writer.SCHEMA:
     con.execute(statement)
   for table, columns in (('examples', 4), ('client_metadata', 3),
                          ('tff_dp_metadata', 2)):

@@ -9,15 +9,15 @@ sizes (FedAvg's |D_k| / |D| weighting needs the sizes).
 The file is untrusted input: whoever made it may have crafted it. Opening it
 checks all of it, and refuses it with a `ClientDataFormatError` naming the
 file, the field and the value, before anything is trained or written:
-* the schema is exactly the importer's (`csv_import.SCHEMA`), so no view,
-  trigger, collation or extra column changes what a query reads; the file is
-  not in WAL mode (rows in a -wal file beside it would escape the checks and
-  the fingerprint), its text is UTF-8 (ids are queried as UTF-8 bytes), and
-  SQLite's quick_check passes;
+* the schema is exactly the importer's (`client_data_writer.SCHEMA`), so
+  no view, trigger, collation or extra column changes what a query reads;
+  the file is not in WAL mode (rows in a -wal file beside it would escape
+  the checks and the fingerprint), its text is UTF-8 (ids are queried as
+  UTF-8 bytes), and SQLite's quick_check passes;
 * every metadata field has its type and range, and agrees with the rows
   (counts, label histograms, feature names against input_dim);
 * client_metadata lists exactly the examples' (client, split) counts, and
-  every client id is text the importer accepts (`csv_import.check_client_id`);
+  every client id is text the importer accepts (`table_checks.check_client_id`);
 * every example is parsed by the parser training uses: input_dim finite
   float32 features and the label of its label column, in [0, num_classes).
 So no later lazy read meets a value that was not checked, as long as the
@@ -47,13 +47,16 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tff_dp.data import client_data_writer
 from tff_dp.data import csv_import
+from tff_dp.data import example_encoding
 from tff_dp.data.federated_data import size_statistics
 from tff_dp.data.labels import LabelKind
 from tff_dp.data import sql_queries
+from tff_dp.data import table_checks
 
-_TRAIN = csv_import.TRAIN_SPLIT
-_TEST = csv_import.TEST_SPLIT
+_TRAIN = client_data_writer.TRAIN_SPLIT
+_TEST = client_data_writer.TEST_SPLIT
 _HISTOGRAM_LIMIT = 20
 # Labels are trained on as int32.
 _MAX_NUM_CLASSES = 2**31 - 1
@@ -145,7 +148,8 @@ def _check_header(path: str) -> None:
 
 def _check_schema(path: str, con: sqlite3.Connection) -> None:
   """The tables and indexes must be exactly those `csv_import` writes."""
-  expected = {s.split()[2]: ' '.join(s.split()) for s in csv_import.SCHEMA}
+  expected = {s.split()[2]: ' '.join(s.split())
+              for s in client_data_writer.SCHEMA}
   entries = con.execute('SELECT type, name, sql FROM sqlite_master').fetchall()
   # First, since TFF's own files lack only this.
   if 'tff_dp_metadata' not in {name for _, name, _ in entries}:
@@ -269,7 +273,7 @@ def _check_client_id(path: str, where: str, client_id: Any) -> None:
     raise _error(path, f'{where}: client_id {_show(raw)} is not valid '
                  'UTF-8') from None
   try:
-    csv_import.check_client_id(client_id)
+    table_checks.check_client_id(client_id)
   except ValueError as e:
     raise _error(path, f'{where}: {e}') from None
 
@@ -321,8 +325,9 @@ def _read_clients(path: str, con: sqlite3.Connection
 def _feature_spec(input_dim: int) -> dict[str, tf.io.FixedLenFeature]:
   """How training parses an example; the checks use the same spec."""
   return {
-      csv_import.FEATURES_KEY: tf.io.FixedLenFeature([input_dim], tf.float32),
-      csv_import.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+      example_encoding.FEATURES_KEY: tf.io.FixedLenFeature([input_dim],
+                                                           tf.float32),
+      example_encoding.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
   }
 
 
@@ -344,13 +349,13 @@ def _parse_examples(path: str, rowids: Sequence[int], blobs: Sequence[bytes],
         reason = re.sub(r'\{\{.*?\}\}', '',
                         getattr(e, 'message', 'undecodable'))
         reason = ' '.join(reason.split())[:200]
-        dim = spec[csv_import.FEATURES_KEY].shape[0]
+        dim = spec[example_encoding.FEATURES_KEY].shape[0]
         raise _error(path, f'examples row {rowid}: serialized_example_proto '
                      f'is not an example of {dim} float features and one '
                      f'integer label ({reason})') from None
     raise
-  return (parsed[csv_import.FEATURES_KEY].numpy(),
-          parsed[csv_import.LABEL_KEY].numpy())
+  return (parsed[example_encoding.FEATURES_KEY].numpy(),
+          parsed[example_encoding.LABEL_KEY].numpy())
 
 
 def _check_rows(path: str, con: sqlite3.Connection, rows: list[tuple],
@@ -593,8 +598,8 @@ class SqlClientDataSource:
     def parse(serialized):
       example = tf.io.parse_single_example(serialized, spec)
       # In range: the labels were checked against num_classes <= 2**31 - 1.
-      return (example[csv_import.FEATURES_KEY],
-              tf.cast(example[csv_import.LABEL_KEY], tf.int32))
+      return (example[example_encoding.FEATURES_KEY],
+              tf.cast(example[example_encoding.LABEL_KEY], tf.int32))
 
     return tf.data.experimental.SqlDataset(
         'sqlite', self._data_source, query, tf.string).map(

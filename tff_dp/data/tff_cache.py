@@ -14,7 +14,7 @@ the file without it:
   UTF-8; `examples` or `client_metadata` not a table, without TFF's
   columns, `client_id` or `split_name` not stored text (TEXT affinity, not
   generated); a `client_metadata` row of a split read whose client id
-  `import-data` would refuse (`csv_import.check_client_id`: NUL, over 1,024
+  `import-data` would refuse (`table_checks.check_client_id`: NUL, over 1,024
   bytes of UTF-8, blank; or not text, not UTF-8), listed twice, or whose
   `num_examples` is not an integer >= 0; counts that add up to more rows
   than the examples table can hold; a first example (of the first
@@ -46,11 +46,11 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tff_dp.data import csv_import
 from tff_dp.data import sql_queries
+from tff_dp.data import table_checks
 
 _SHOWN_CHARS = 60
-_MAX_ID_BYTES = csv_import.MAX_CLIENT_ID_BYTES
+_MAX_ID_BYTES = table_checks.MAX_CLIENT_ID_BYTES
 _TABLES = {
     'examples': ('split_name', 'client_id', 'serialized_example_proto'),
     'client_metadata': ('client_id', 'split_name', 'num_examples'),
@@ -292,7 +292,7 @@ def _check_client_id(path: str, where: str, client_id: Any) -> None:
     raise _error(path, f'{where}: client_id {_show(raw)} is not valid '
                  'UTF-8') from None
   try:
-    csv_import.check_client_id(client_id)
+    table_checks.check_client_id(client_id)
   except ValueError as e:
     raise _error(path, f'{where}: {e}') from None
 
