@@ -9,6 +9,7 @@ the error's file, line and reason, and that nothing is left behind.
 import csv
 import json
 import os
+import zipfile
 import sqlite3
 import subprocess
 import sys
@@ -490,6 +491,29 @@ def test_npz_first_bad_row_is_reported_across_arrays_and_chunks(tmp_path):
     csv_import.import_table(
         path, output_path=str(tmp_path / 'o.sqlite'), client_column='client',
         label_column='y', num_classes=2, batch_rows=10)
+
+
+@pytest.mark.parametrize('compressed', [False, True])
+def test_npz_damaged_member_is_one_error_naming_the_array(tmp_path,
+                                                          compressed):
+  # Failed on 4f6c220 with zipfile.BadZipFile (Bad CRC-32) or zlib.error, a
+  # traceback from the import program: neither is a ValueError or OSError.
+  path = _npz(tmp_path, compressed, **_GOOD)
+  with zipfile.ZipFile(path) as zf:
+    info = zf.getinfo('x.npy')
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+  with open(path, 'r+b') as f:
+    f.seek(start + info.compress_size - 3)  # The data, past the header.
+    byte = f.read(1)
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte[0] ^ 0xFF]))
+  with pytest.raises(TableError) as error:
+    csv_import.import_table(
+        path, output_path=str(tmp_path / 'o.sqlite'), client_column='client',
+        label_column='y', test_split=TestSplit.NONE)
+  assert error.value.path == path
+  assert "array 'x' cannot be read from the archive" in error.value.reason
+  assert os.listdir(tmp_path) == ['data.npz']
 
 
 def test_npz_not_a_zip(tmp_path):

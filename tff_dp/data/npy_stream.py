@@ -6,10 +6,19 @@ need pickle (dtype object) are refused, not loaded.
 """
 
 import zipfile
+import zlib
 
 import numpy as np
 
 from tff_dp.data import table_checks
+
+
+# What zipfile raises for a damaged, encrypted or exotic member: a bad CRC, a
+# broken deflate stream, a cut archive, an unsupported compression method, a
+# password. None is a ValueError or OSError, which the import program reports
+# as one line, so each is turned into a TableError naming the array.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError,
+               RuntimeError)
 
 
 class NpyStream:
@@ -17,7 +26,24 @@ class NpyStream:
 
   def __init__(self, zf: zipfile.ZipFile, member: str, path: str, name: str):
     self.name = name
-    self._file = zf.open(member)
+    self._path = path
+    try:
+      self._file = zf.open(member)
+    except _ZIP_ERRORS as e:
+      raise self._unreadable(e) from None
+    try:
+      self._read_header(path, name)
+    except BaseException:
+      self._file.close()  # Refused before the caller could close it.
+      raise
+
+  def _unreadable(self, error: BaseException) -> table_checks.TableError:
+    return table_checks.TableError(
+        self._path, f'array {self.name!r} cannot be read from the archive '
+        f'({type(error).__name__}: {error})')
+
+  def _read_header(self, path: str, name: str) -> None:
+    """Reads and checks the .npy header; sets the array's shape and dtype."""
     try:
       version = np.lib.format.read_magic(self._file)
       if version == (1, 0):
@@ -28,6 +54,8 @@ class NpyStream:
         raise table_checks.TableError(
             path, f'array {name!r}: unsupported .npy format version '
             f'{version}')
+    except _ZIP_ERRORS as e:
+      raise self._unreadable(e) from None
     except ValueError as e:
       if isinstance(e, table_checks.TableError):
         raise
@@ -51,12 +79,14 @@ class NpyStream:
     self.rows = shape[0]
     self.width = int(np.prod(shape[1:], dtype=np.int64))
     self._row_bytes = dtype.itemsize * self.width
-    self._path = path
 
   def read(self, rows: int) -> np.ndarray:
     """The next `rows` rows, as [rows] or [rows, width]."""
     wanted = rows * self._row_bytes
-    buf = self._file.read(wanted)
+    try:
+      buf = self._file.read(wanted)
+    except _ZIP_ERRORS as e:
+      raise self._unreadable(e) from None
     if len(buf) != wanted:
       raise table_checks.TableError(self._path,
                                     f'array {self.name!r} is truncated')
