@@ -25,7 +25,7 @@ X, Y, ORDER, LENGTH, VALID, CLIENT = ('x', 'y', 'order', 'length', 'valid',
 
 
 def client_file(directory: str, kind: str, client: int) -> str:
-  # tff_dp.algorithms.grouped_fedavg builds the same names in TF.
+  # tff_dp.algorithms.grouped_client_work builds the same names in TF.
   return os.path.join(directory, f'{kind}{client}.bin')
 
 

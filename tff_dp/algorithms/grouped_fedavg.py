@@ -93,8 +93,8 @@ def _dp_query(dp_factory) -> tfp.DPQuery:
   """The TF Privacy query inside TFF's DP factory, checked."""
   if not isinstance(dp_factory, tff.aggregators.DifferentiallyPrivateFactory):
     raise TypeError('dp_factory must be a tff.aggregators.'
-                    'DifferentiallyPrivateFactory (e.g. from tff_dp.'
-                    'learning_process.build_dp_aggregator), got '
+                    'DifferentiallyPrivateFactory (e.g. from tff_dp.algorithms'
+                    '.learning_process.build_dp_aggregator), got '
                     f'{type(dp_factory).__name__}')
   # The factory keeps its query in a private attribute and offers no getter.
   # We use that object rather than building our own query from the settings:
