@@ -17,6 +17,7 @@ from absl import flags
 from tff_dp.cohorts import sampling
 from tff_dp import config as config_lib
 from tff_dp.data import loading
+from tff_dp.data import registry
 from tff_dp.data import partition as partition_lib
 from tff_dp.privacy import accounting
 
@@ -77,21 +78,7 @@ def _define_enum(fv, name: str, default: str, enum_cls, help_text: str) -> None:
 def define_data_flags(fv: flags.FlagValues) -> None:
   """Which federated dataset, and how it is split into clients."""
   _define_enum(fv, 'dataset', loading.Dataset.DIGITS.value, loading.Dataset,
-               'Federated dataset. digits, breast_cancer: scikit-learn data '
-               'that ships offline, split into --num_clients clients by '
-               '--partition; synthetic: Synthetic(alpha, beta) of Li et al. '
-               '2020 (--partition=natural); emnist_digits, emnist_full: TFF\'s '
-               'federated EMNIST (writers are clients) from --data_dir; '
-               'cifar100: TFF\'s federated CIFAR-100 (500 clients, 100 fine '
-               'classes, 32x32x3 images) from --data_dir; shakespeare: TFF\'s '
-               'federated Shakespeare (715 speaking roles), the next character '
-               'after a window of 80, from --data_dir; stackoverflow_nwp: '
-               'TFF\'s federated Stack Overflow (342,477 users), the next word '
-               'after a window of 20 (10,000-word vocabulary), from '
-               '--data_dir; stackoverflow_tag: the same users, the tags of a '
-               'post (multi-label, 500 tags) from its bag of words (10,000 '
-               'words), from --data_dir; sqlite: your own table imported with '
-               './run.sh import-data, from --client_data.')
+               registry.flag_help())
   flags.DEFINE_string('data_dir', loading.DEFAULT_DATA_DIR,
                       'Cache directory of TFF\'s benchmark files (e.g. '
                       'emnist_all.sqlite). Nothing is downloaded: a missing '

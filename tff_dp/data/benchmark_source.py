@@ -40,6 +40,7 @@ import tensorflow as tf
 from tff_dp.data.federated_data import size_statistics
 from tff_dp.data.labels import LabelKind
 from tff_dp.data import tff_datasets
+from tff_dp.data import registry
 
 _EMNIST_IMAGE_SHAPE = (28, 28, 1)
 CIFAR100_IMAGE_SHAPE = (32, 32, 3)
@@ -195,3 +196,18 @@ def sample_client_ids(client_ids: Sequence[str],
   rng = np.random.default_rng(_TEST_SAMPLE_SEED)
   chosen = np.sort(rng.choice(len(client_ids), size=count, replace=False))
   return [client_ids[i] for i in chosen]
+
+
+def load_emnist_digits(request: registry.LoadRequest) -> EmnistSource:
+  """`--dataset=emnist_digits` (a row of `tff_dp.data.registry`)."""
+  return EmnistSource(only_digits=True, data_dir=request.data_dir)
+
+
+def load_emnist_full(request: registry.LoadRequest) -> EmnistSource:
+  """`--dataset=emnist_full` (a row of `tff_dp.data.registry`)."""
+  return EmnistSource(only_digits=False, data_dir=request.data_dir)
+
+
+def load_cifar100(request: registry.LoadRequest) -> Cifar100Source:
+  """`--dataset=cifar100` (a row of `tff_dp.data.registry`)."""
+  return Cifar100Source(data_dir=request.data_dir)

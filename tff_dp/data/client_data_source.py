@@ -52,6 +52,7 @@ from tff_dp.data import csv_import
 from tff_dp.data import example_encoding
 from tff_dp.data.federated_data import size_statistics
 from tff_dp.data.labels import LabelKind
+from tff_dp.data import registry
 from tff_dp.data import sql_queries
 from tff_dp.data import table_checks
 
@@ -654,3 +655,20 @@ class SqlClientDataSource:
     else:
       lines.append('  test examples: none (no test split)')
     return '\n'.join(lines)
+
+
+def load(request: registry.LoadRequest) -> SqlClientDataSource:
+  """`--dataset=sqlite` (a row of `tff_dp.data.registry`).
+
+  Raises:
+    ValueError: No `--client_data`, or a file without a test split (server-
+      side evaluation needs one); OSError or ValueError from the file.
+  """
+  if not request.client_data:
+    raise ValueError('--dataset=sqlite needs --client_data=<file.sqlite> '
+                     '(made by ./run.sh import-data)')
+  source = SqlClientDataSource(request.client_data)
+  if not source.has_test_set:
+    raise ValueError(f'{request.client_data}: has no test split; server-side '
+                     'evaluation needs one (import with a test split)')
+  return source

@@ -12,7 +12,6 @@ claim no privacy. Pure Python.
 from typing import Any, Optional
 
 from tff_dp.data import loading
-from tff_dp.data import test_sets
 
 
 def public_description(data: Any, *, dataset: loading.Dataset,
@@ -34,7 +33,7 @@ def public_description(data: Any, *, dataset: loading.Dataset,
     features += f' ({"x".join(str(n) for n in data.image_shape)} images)'
   if data.vocab_size is not None:
     features += f' (token ids, vocabulary {data.vocab_size})'
-  origin = test_sets.test_set_origin(dataset)
+  origin = loading.test_set_origin(dataset)
   return '\n'.join([
       f"Federated data '{dataset.value}': {data.population} clients (the "
       f'population N for privacy accounting, assumed public){held}',

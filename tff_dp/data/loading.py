@@ -15,43 +15,23 @@ per example, or a multi-hot vector, which changes the loss and the metrics),
   (`stackoverflow_tags.StackOverflowTagSource`, the only multi-label one),
   streamed;
 * a user's table imported to SQLite (`SqlClientDataSource`), streamed.
-TensorFlow is imported only for the streamed kinds.
+TensorFlow is imported only for the streamed kinds. Which datasets exist, and
+what is known of each before loading, is `tff_dp.data.registry`.
 """
 
 import enum
 import os
 from typing import Any, Optional
 
-from tff_dp.data.labels import LabelKind
-from tff_dp.data import offline
 from tff_dp.data import partition as partition_lib
+from tff_dp.data import registry
+from tff_dp.data.labels import LabelKind
+from tff_dp.data.test_sets import TestSetOrigin
 
-
-class Dataset(enum.Enum):
-  DIGITS = 'digits'
-  BREAST_CANCER = 'breast_cancer'
-  SYNTHETIC = 'synthetic'
-  EMNIST_DIGITS = 'emnist_digits'
-  EMNIST_FULL = 'emnist_full'
-  CIFAR100 = 'cifar100'
-  SHAKESPEARE = 'shakespeare'
-  STACKOVERFLOW_NWP = 'stackoverflow_nwp'
-  STACKOVERFLOW_TAG = 'stackoverflow_tag'
-  SQLITE = 'sqlite'
-
-
-OFFLINE = {
-    Dataset.DIGITS: offline.OfflineDataset.DIGITS,
-    Dataset.BREAST_CANCER: offline.OfflineDataset.BREAST_CANCER,
-    Dataset.SYNTHETIC: offline.OfflineDataset.SYNTHETIC,
-}
-
-# Features are token ids (`vocab_size` is set): only the rnn model fits them.
-TOKEN_DATASETS = frozenset({Dataset.SHAKESPEARE, Dataset.STACKOVERFLOW_NWP})
-
-# Labels are multi-hot vectors (the sources' `label_kind`); known before the
-# data are loaded, so the configuration can be checked first.
-MULTI_HOT_DATASETS = frozenset({Dataset.STACKOVERFLOW_TAG})
+# `--dataset`'s values, one per row of `tff_dp.data.registry.DATASETS`
+# (Dataset.DIGITS.value == 'digits', ...).
+Dataset = enum.Enum('Dataset', [(s.name.upper(), s.name)
+                                for s in registry.DATASETS])
 
 DEFAULT_DATA_DIR = os.path.join('~', '.cache', 'tff_dp', 'datasets')
 
@@ -61,23 +41,26 @@ class DataError(ValueError):
 
 
 def is_offline(dataset: Dataset) -> bool:
-  return dataset in OFFLINE
+  return registry.spec(dataset.value).offline
 
 
 def is_token_data(dataset: Dataset) -> bool:
-  return dataset in TOKEN_DATASETS
+  return registry.spec(dataset.value).tokens
 
 
 def label_kind(dataset: Dataset) -> LabelKind:
   """The `label_kind` the source of `dataset` declares once loaded."""
-  if dataset in MULTI_HOT_DATASETS:
-    return LabelKind.MULTI_HOT
-  return LabelKind.SINGLE
+  return registry.spec(dataset.value).label_kind
+
+
+def test_set_origin(dataset: Dataset) -> TestSetOrigin:
+  """The origin of `dataset`'s server-side test set (known before loading)."""
+  return registry.spec(dataset.value).test_set
 
 
 def load(dataset: Dataset, *, num_clients: int,
-         partition: partition_lib.Partition, seed: int, test_fraction: float,
-         dirichlet_alpha: float, data_dir: str,
+         partition: Optional[partition_lib.Partition], seed: int,
+         test_fraction: float, dirichlet_alpha: float, data_dir: str,
          client_data: Optional[str]) -> Any:
   """Loads the federated data `dataset` names.
 
@@ -91,42 +74,11 @@ def load(dataset: Dataset, *, num_clients: int,
   Raises:
     DataError: With the file and reason, for anything that cannot be loaded.
   """
-  if is_offline(dataset):
-    try:
-      return offline.load_offline(
-          OFFLINE[dataset], num_clients=num_clients, partition=partition,
-          seed=seed, test_fraction=test_fraction,
-          dirichlet_alpha=dirichlet_alpha)
-    except ValueError as e:
-      raise DataError(str(e)) from e
-  # pylint: disable=g-import-not-at-top
-  if dataset is Dataset.SQLITE:
-    from tff_dp.data import client_data_source
-    if not client_data:
-      raise DataError('--dataset=sqlite needs --client_data=<file.sqlite> '
-                      '(made by ./run.sh import-data)')
-    try:
-      source = client_data_source.SqlClientDataSource(client_data)
-    except (OSError, ValueError) as e:
-      raise DataError(str(e)) from e
-    if not source.has_test_set:
-      raise DataError(f'{client_data}: has no test split; server-side '
-                      'evaluation needs one (import with a test split)')
-    return source
-  from tff_dp.data import benchmark_source
-  from tff_dp.data import stackoverflow_tags
-  from tff_dp.data import token_sources
-  data_dir = os.path.expanduser(data_dir)
+  request = registry.LoadRequest(
+      num_clients=num_clients, partition=partition, seed=seed,
+      test_fraction=test_fraction, dirichlet_alpha=dirichlet_alpha,
+      data_dir=os.path.expanduser(data_dir), client_data=client_data)
   try:
-    if dataset is Dataset.SHAKESPEARE:
-      return token_sources.shakespeare_source(data_dir=data_dir)
-    if dataset is Dataset.STACKOVERFLOW_NWP:
-      return token_sources.stackoverflow_nwp_source(data_dir=data_dir)
-    if dataset is Dataset.STACKOVERFLOW_TAG:
-      return stackoverflow_tags.stackoverflow_tag_source(data_dir=data_dir)
-    if dataset is Dataset.CIFAR100:
-      return benchmark_source.Cifar100Source(data_dir=data_dir)
-    return benchmark_source.EmnistSource(
-        only_digits=dataset is Dataset.EMNIST_DIGITS, data_dir=data_dir)
+    return registry.spec(dataset.value).load(request)
   except (OSError, ValueError) as e:
     raise DataError(str(e)) from e

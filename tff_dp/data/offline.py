@@ -22,6 +22,7 @@ from sklearn import datasets as sk_datasets
 
 from tff_dp.data import federated_data
 from tff_dp.data import partition as partition_lib
+from tff_dp.data import registry
 
 Partition = partition_lib.Partition
 
@@ -159,18 +160,50 @@ def load_offline(dataset: OfflineDataset, *, num_clients: int,
         num_clients=num_clients, seed=seed, alpha=synthetic_alpha,
         beta=synthetic_beta, test_fraction=test_fraction,
         examples_per_client_mean=synthetic_examples_per_client_mean)
+  x, y, num_classes, preprocessing = _load_centralized(dataset)
+  return federate_centralized(
+      dataset.value, x, y, num_classes=num_classes,
+      preprocessing=preprocessing, num_clients=num_clients,
+      partition=partition, seed=seed, test_fraction=test_fraction,
+      dirichlet_alpha=dirichlet_alpha, power=power,
+      image_shape=(_DIGITS_IMAGE_SHAPE if dataset is OfflineDataset.DIGITS
+                   else None))
+
+
+def federate_centralized(name: str, x: np.ndarray, y: np.ndarray, *,
+                         num_classes: int, preprocessing: str,
+                         num_clients: int, partition: Partition, seed: int,
+                         test_fraction: float, dirichlet_alpha: float = 0.5,
+                         power: float = 1.5,
+                         image_shape: tuple[int, ...] | None = None
+                         ) -> federated_data.FederatedData:
+  """A centralized table as federated data: test split, then clients.
+
+  The test examples are held out (stratified) BEFORE the rest is split into
+  clients, so no client owns them (`TestSetOrigin.HELD_OUT_BEFORE_PARTITION`).
+
+  Args:
+    name: The dataset's name (`--dataset`).
+    x, y: Features (float) and class ids of every example.
+    num_classes: Number of classes.
+    preprocessing: How `x` was made from the raw data (for `describe()`).
+    num_clients, partition, seed, test_fraction, dirichlet_alpha, power: As
+      in `load_offline`.
+    image_shape: The shape of one example if the features are an image.
+  """
+  partition = Partition(partition)
+  _check_seed(seed)
+  _check_fraction(test_fraction)
   if partition is Partition.NATURAL:
     raise ValueError(
-        f'dataset {dataset.value!r} has no natural client structure; use '
+        f'dataset {name!r} has no natural client structure; use '
         'partition iid, dirichlet or quantity_skew')
-
-  x, y, num_classes, preprocessing = _load_centralized(dataset)
   split_seed, partition_seed = np.random.SeedSequence(seed).spawn(2)
   train, test = stratified_split(y, test_fraction=test_fraction,
                                  rng=np.random.default_rng(split_seed))
   if num_clients > train.size:
     raise ValueError(
-        f'{dataset.value}: cannot give each of num_clients={num_clients} '
+        f'{name}: cannot give each of num_clients={num_clients} '
         f'clients at least one example: there are only '
         f'num_examples={train.size} training examples after holding out '
         f'test_fraction={test_fraction:g} of {y.size}')
@@ -180,11 +213,9 @@ def load_offline(dataset: OfflineDataset, *, num_clients: int,
   detail = {Partition.DIRICHLET: f'(alpha={dirichlet_alpha:g})',
             Partition.QUANTITY_SKEW: f'(power={power:g})'}.get(partition, '')
   return federated_data.FederatedData.from_partition(
-      name=dataset.value, x=x[train], y=y[train],
+      name=name, x=x[train], y=y[train],
       client_indices=client_indices, test_x=x[test], test_y=y[test],
-      num_classes=num_classes,
-      image_shape=(_DIGITS_IMAGE_SHAPE if dataset is OfflineDataset.DIGITS
-                   else None),
+      num_classes=num_classes, image_shape=image_shape,
       provenance=(f'{preprocessing}; stratified {test_fraction:g} test '
                   f'split; {partition.value}{detail} partition; seed {seed}'))
 
@@ -300,3 +331,28 @@ def generate_synthetic(*, num_clients: int, seed: int, alpha: float = 1.0,
       provenance=(f'Synthetic(alpha={alpha:g}, beta={beta:g}) of Li et al. '
                   f'2020, {sizes}; {test_fraction:g} of each client held '
                   f'out and pooled as test set; seed {seed}'))
+
+
+def _load_requested(dataset: OfflineDataset, request: registry.LoadRequest
+                    ) -> federated_data.FederatedData:
+  return load_offline(
+      dataset, num_clients=request.num_clients, partition=request.partition,
+      seed=request.seed, test_fraction=request.test_fraction,
+      dirichlet_alpha=request.dirichlet_alpha)
+
+
+def load_digits(request: registry.LoadRequest) -> federated_data.FederatedData:
+  """`--dataset=digits` (a row of `tff_dp.data.registry`)."""
+  return _load_requested(OfflineDataset.DIGITS, request)
+
+
+def load_breast_cancer(request: registry.LoadRequest
+                       ) -> federated_data.FederatedData:
+  """`--dataset=breast_cancer` (a row of `tff_dp.data.registry`)."""
+  return _load_requested(OfflineDataset.BREAST_CANCER, request)
+
+
+def load_synthetic(request: registry.LoadRequest
+                   ) -> federated_data.FederatedData:
+  """`--dataset=synthetic` (a row of `tff_dp.data.registry`)."""
+  return _load_requested(OfflineDataset.SYNTHETIC, request)

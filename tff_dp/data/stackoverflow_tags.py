@@ -61,6 +61,7 @@ from tff_dp.data import benchmark_source
 from tff_dp.data.labels import LabelKind
 from tff_dp.data import tff_datasets
 from tff_dp.data import token_sources
+from tff_dp.data import registry
 
 # TFF's tag vocabulary size (constants.DEFAULT_TAG_VOCAB_SIZE); the word
 # vocabulary is the next-word task's (token_sources.STACKOVERFLOW_VOCAB_WORDS).
@@ -226,3 +227,8 @@ def stackoverflow_tag_source(*, data_dir: str) -> StackOverflowTagSource:
       max_posts_per_user=STACKOVERFLOW_TAG_MAX_POSTS_PER_USER,
       test_users=token_sources.STACKOVERFLOW_TEST_USERS,
       test_posts_per_user=token_sources.STACKOVERFLOW_TEST_EXAMPLES_PER_USER)
+
+
+def load(request: registry.LoadRequest) -> StackOverflowTagSource:
+  """`--dataset=stackoverflow_tag` (a row of `tff_dp.data.registry`)."""
+  return stackoverflow_tag_source(data_dir=request.data_dir)

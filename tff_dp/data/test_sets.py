@@ -19,12 +19,11 @@ un-noised function of that data, so its metrics are released only under
 * `PRIVATE_POPULATION`: a user's own data imported with `./run.sh
   import-data` (`--test_split=clients` holds out whole clients, `rows` rows of
   every client): its test set belongs to the people the data describe.
+Which dataset has which origin is a column of `tff_dp.data.registry`.
 Pure Python.
 """
 
 import enum
-
-from tff_dp.data import loading
 
 
 class TestSetOrigin(enum.Enum):
@@ -56,11 +55,3 @@ _WORDS = {
         'NOT public'),
 }
 
-
-def test_set_origin(dataset: loading.Dataset) -> TestSetOrigin:
-  """The origin of `dataset`'s server-side test set (known before loading)."""
-  if loading.is_offline(dataset):
-    return TestSetOrigin.HELD_OUT_BEFORE_PARTITION
-  if dataset is loading.Dataset.SQLITE:
-    return TestSetOrigin.PRIVATE_POPULATION
-  return TestSetOrigin.PUBLISHED_TEST_SPLIT

@@ -61,6 +61,7 @@ import tensorflow as tf
 from tff_dp.data import benchmark_source
 from tff_dp.data.labels import LabelKind
 from tff_dp.data import tff_datasets
+from tff_dp.data import registry
 
 # TFF's Shakespeare vocabulary (char_prediction_preprocessing.CHAR_VOCAB, from
 # TFF's text generation tutorial), in TFF's order: ids follow it.
@@ -316,3 +317,13 @@ def stackoverflow_nwp_source(*, data_dir: str) -> TokenSource:
       to_ids=stackoverflow_ids_fn(vocabulary), window=STACKOVERFLOW_WINDOW,
       record_noun='sentences', test_users=STACKOVERFLOW_TEST_USERS,
       test_windows_per_user=STACKOVERFLOW_TEST_EXAMPLES_PER_USER)
+
+
+def load_shakespeare(request: registry.LoadRequest) -> TokenSource:
+  """`--dataset=shakespeare` (a row of `tff_dp.data.registry`)."""
+  return shakespeare_source(data_dir=request.data_dir)
+
+
+def load_stackoverflow_nwp(request: registry.LoadRequest) -> TokenSource:
+  """`--dataset=stackoverflow_nwp` (a row of `tff_dp.data.registry`)."""
+  return stackoverflow_nwp_source(data_dir=request.data_dir)

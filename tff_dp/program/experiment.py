@@ -33,7 +33,7 @@ from tff_dp.config import TrainConfig
 from tff_dp.data import fingerprint
 from tff_dp.data.held_out import HeldOutClients
 from tff_dp.data import labels
-from tff_dp.data import test_sets
+from tff_dp.data import loading
 from tff_dp.execution import runtime
 from tff_dp.privacy import accounting
 from tff_dp.privacy import run_secrets
@@ -155,7 +155,7 @@ def eval_prefix(config: TrainConfig) -> str:
   a public test set (`tff_dp.data.test_sets`), else under `nonprivate/`."""
   if config.evaluation is config_lib.Evaluation.FEDERATED:
     return release_lib.FED_EVAL_PREFIX
-  if test_sets.test_set_origin(config.dataset).public:
+  if loading.test_set_origin(config.dataset).public:
     return release_lib.EVAL_PREFIX
   return release_lib.PRIVATE_EVAL_PREFIX
 

@@ -15,7 +15,7 @@ from tff_dp.config import DpMechanism
 from tff_dp.config import Evaluation
 from tff_dp.config import LocalDp
 from tff_dp.config import TrainConfig
-from tff_dp.data import test_sets
+from tff_dp.data import loading
 from tff_dp.privacy import accounting
 from tff_dp.privacy import privacy_tracking
 from tff_dp.privacy import run_secrets
@@ -105,7 +105,7 @@ def _release_lines(config, released_keys: list[str]) -> list[str]:
       'and public data), and per round: ' + (', '.join(covered) or 'nothing')
       + '.',
       'Evaluation data: '
-      + test_sets.test_set_origin(config.dataset).describe() + '.',
+      + loading.test_set_origin(config.dataset).describe() + '.',
   ]
   if uncovered:
     lines.append(

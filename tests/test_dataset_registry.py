@@ -1,0 +1,78 @@
+"""The dataset registry: one row per `--dataset`, and everything follows from it."""
+
+import ast
+import importlib.util
+
+import pytest
+
+from tff_dp.cli import cli_flags
+from tff_dp.data import loading
+from tff_dp.data import registry
+from tff_dp.data.labels import LabelKind
+from tff_dp.data.partition import Partition
+from tff_dp.data.test_sets import TestSetOrigin
+
+_REQUEST = registry.LoadRequest(
+    num_clients=5, partition=Partition.IID, seed=0, test_fraction=0.2,
+    dirichlet_alpha=0.5, data_dir='/nonexistent', client_data=None)
+
+
+def test_every_row_is_a_dataset_value_and_back():
+  assert [d.value for d in loading.Dataset] == [
+      s.name for s in registry.DATASETS]
+  assert loading.Dataset('digits') is loading.Dataset.DIGITS
+
+
+@pytest.mark.parametrize('spec', registry.DATASETS, ids=lambda s: s.name)
+def test_every_loader_exists_without_importing_it(spec):
+  # Parsed, not imported: the streamed sources import TensorFlow.
+  module, function = spec.loader.split(':')
+  found = importlib.util.find_spec(module)
+  assert found is not None, spec.loader
+  with open(found.origin, encoding='utf-8') as f:
+    tree = ast.parse(f.read())
+  assert function in {node.name for node in tree.body
+                      if isinstance(node, ast.FunctionDef)}, spec.loader
+
+
+def test_dataset_help_names_every_dataset():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  cli_flags.define_data_flags(fv)
+  help_text = fv['dataset'].help
+  for spec in registry.DATASETS:
+    assert f'{spec.name}: ' in help_text
+
+
+def test_what_is_known_before_loading_comes_from_the_rows():
+  assert loading.is_offline(loading.Dataset.DIGITS)
+  assert not loading.is_offline(loading.Dataset.CIFAR100)
+  assert loading.is_token_data(loading.Dataset.SHAKESPEARE)
+  assert loading.label_kind(
+      loading.Dataset.STACKOVERFLOW_TAG) is LabelKind.MULTI_HOT
+  assert loading.test_set_origin(
+      loading.Dataset.SQLITE) is TestSetOrigin.PRIVATE_POPULATION
+  # Only data held out before the split is public by construction.
+  for spec in registry.DATASETS:
+    assert spec.offline == (
+        spec.test_set is TestSetOrigin.HELD_OUT_BEFORE_PARTITION), spec.name
+
+
+def test_offline_rows_load_through_the_registry():
+  data = registry.spec('digits').load(_REQUEST)
+  assert data.population == 5 and data.num_classes == 10
+
+
+def test_unknown_name_lists_the_known_ones():
+  with pytest.raises(KeyError, match='digits'):
+    registry.spec('mnist')
+
+
+def toy_load(request):
+  """A loader as a new dataset's module would define it."""
+  return ('toy', request.num_clients)
+
+
+def test_a_new_row_is_all_a_new_source_needs():
+  spec = registry.DatasetSpec('toy', 'a toy', f'{__name__}:toy_load')
+  assert spec.load(_REQUEST) == ('toy', 5)
