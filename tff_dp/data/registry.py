@@ -83,6 +83,9 @@ DATASETS = (
                 'features, 2 classes), shipped offline, split like digits',
                 f'{_OFFLINE}:load_breast_cancer', offline=True,
                 test_set=_HELD_OUT),
+    DatasetSpec('wine', "scikit-learn's wine recognition data (13 "
+                'features, 3 classes), shipped offline, split like digits',
+                'tff_dp.data.wine:load', offline=True, test_set=_HELD_OUT),
     DatasetSpec('synthetic', 'Synthetic(alpha, beta) of Li et al. 2020, '
                 'generated per client (--partition=natural)',
                 f'{_OFFLINE}:load_synthetic', offline=True,
