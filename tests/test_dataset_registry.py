@@ -58,9 +58,18 @@ def test_what_is_known_before_loading_comes_from_the_rows():
         spec.test_set is TestSetOrigin.HELD_OUT_BEFORE_PARTITION), spec.name
 
 
-def test_offline_rows_load_through_the_registry():
-  data = registry.spec('digits').load(_REQUEST)
-  assert data.population == 5 and data.num_classes == 10
+@pytest.mark.parametrize('name,classes,features', [
+    ('digits', 10, 64), ('breast_cancer', 2, 30), ('wine', 3, 13)])
+def test_offline_rows_load_through_the_registry(name, classes, features):
+  data = loading.load(loading.Dataset(name), num_clients=5,
+                      partition=Partition.IID, seed=0, test_fraction=0.2,
+                      dirichlet_alpha=0.5, data_dir='~', client_data=None)
+  assert (data.population, data.num_classes, data.input_dim) == (
+      5, classes, features)
+  # The test examples were held out before the clients were formed.
+  assert data.test_x.shape[0] > 0
+  assert sum(data.client_sizes()) + data.test_x.shape[0] == {
+      'digits': 1797, 'breast_cancer': 569, 'wine': 178}[name]
 
 
 def test_unknown_name_lists_the_known_ones():
