@@ -295,7 +295,9 @@ def test_preset_trains_one_round_on_a_fake_cache(tmp_path):
                    train_clients=fake_clients(rng, _PROGRAM_CLIENTS),
                    test_clients=fake_clients(rng, 2))
   vocabulary = write_fake_vocabulary(str(data_dir))
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  # Run as a script (sys.path[0] is tests/): the repository root makes
+  # `tests.helpers` importable, as pytest's working directory does.
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=_ROOT)
   result = subprocess.run(
       [sys.executable, __file__, vocabulary, f'--flagfile={_PRESET}',
        '--rounds=1', f'--clients_per_round={_PROGRAM_COHORT}',

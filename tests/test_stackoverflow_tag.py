@@ -450,7 +450,9 @@ def test_preset_trains_one_round_and_reports_the_multi_label_metrics(
       train_clients={f'{i:08d}': list(rng.integers(len(_POSTS), size=3))
                      for i in range(_PROGRAM_CLIENTS)},
       test_clients={'00000001': [0, 1, 2], '00000002': [3, 4, 5, 6]})
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  # Run as a script (sys.path[0] is tests/): the repository root makes
+  # `tests.helpers` importable, as pytest's working directory does.
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=_ROOT)
   result = subprocess.run(
       [sys.executable, __file__, f'--flagfile={_PRESET}', '--rounds=1',
        f'--clients_per_round={_PROGRAM_COHORT}', '--release_nonprivate_metrics',
