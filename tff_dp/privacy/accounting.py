@@ -81,12 +81,13 @@ aggregation; the RDP accountant refuses Laplace under Poisson sampling. Such
 combinations raise `UnsupportedAccountingError` here, never a number.
 """
 
+import dataclasses
 import enum
 import functools
 import json
 import math
 import numbers
-from typing import Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import dp_accounting
 from dp_accounting import dp_event
@@ -234,14 +235,12 @@ def _event_key(event: dp_event.DpEvent) -> str:
 # --- Composition. ------------------------------------------------------------
 
 def make_accountant(kind: AccountantKind, relation: NeighboringRelation,
-                     pld_discretization: float):
-  if kind is AccountantKind.RDP:
-    return rdp.RdpAccountant(neighboring_relation=relation)
-  if kind is AccountantKind.PLD:
-    return pld.PLDAccountant(
-        neighboring_relation=relation,
-        value_discretization_interval=pld_discretization)
-  raise TypeError(f'accountant must be an AccountantKind, got {kind!r}.')
+                    pld_discretization: float):
+  """dp-accounting's accountant of `kind` (for `supports`), from its row."""
+  if not isinstance(kind, AccountantKind):
+    raise TypeError(f'accountant must be an AccountantKind, got {kind!r}.')
+  return ACCOUNTANTS[kind].build(relation, pld_discretization)
+
 
 def _without_replacement_stripped(
     event: dp_event.DpEvent) -> dp_event.DpEvent:
@@ -362,10 +361,9 @@ def compute_epsilon(events: Sequence[dp_event.DpEvent], *, delta: float,
               f'compose {event} under {relation.name}.')
       if not groups:
         epsilons.append(0.0)
-      elif accountant is AccountantKind.RDP:
-        epsilons.append(_rdp_epsilon(groups, delta, relation))
       else:
-        epsilons.append(_pld_epsilon(groups, delta, pld_discretization))
+        epsilons.append(ACCOUNTANTS[accountant].epsilon(
+            groups, delta, relation, pld_discretization))
     except UnsupportedAccountingError as e:
       refusals.append(e)
   if not epsilons:
@@ -606,6 +604,55 @@ def _composed_gaussian_epsilon(groups, delta: float) -> Optional[float]:
     else:
       high = middle
   return high
+
+
+# --- The accountants: one row each. -----------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Accountant:
+  """One `AccountantKind`: how to build it and compose with it, and its words.
+
+  Its `--accountants` value, its released key (`released_key`) and the
+  release allow-list entry follow from the kind; adding an accountant is an
+  `AccountantKind` value and one row of `ACCOUNTANTS`.
+
+  Attributes:
+    build: (relation, pld_discretization) -> dp-accounting's accountant,
+      asked which events it `supports`.
+    epsilon: (groups of identical events, delta, relation,
+      pld_discretization) -> epsilon of their composition.
+    words: How the privacy statement names it.
+  """
+  build: Callable[[NeighboringRelation, float], Any]
+  epsilon: Callable[[list, float, NeighboringRelation, float], float]
+  words: str
+
+
+ACCOUNTANTS = {
+    AccountantKind.RDP: Accountant(
+        build=lambda relation, _: rdp.RdpAccountant(
+            neighboring_relation=relation),
+        epsilon=lambda groups, delta, relation, _: _rdp_epsilon(
+            groups, delta, relation),
+        words='RDP accountant, dp-accounting'),
+    AccountantKind.PLD: Accountant(
+        build=lambda relation, discretization: pld.PLDAccountant(
+            neighboring_relation=relation,
+            value_discretization_interval=discretization),
+        epsilon=lambda groups, delta, _, discretization: _pld_epsilon(
+            groups, delta, discretization),
+        words=(f'PLD accountant, dp-accounting, value discretization '
+               f'{PLD_DISCRETIZATION:g}, coarser where a round alone costs a '
+               'very large epsilon (still an upper bound); compositions of '
+               'unsampled Gaussians exactly; under fixed-size sampling the '
+               'unamplified bound')),
+}
+
+
+def released_key(kind: AccountantKind) -> str:
+  """The key under which a run releases the central epsilon of `kind`."""
+  return f'privacy/epsilon_{kind.value}'
 
 
 # --- The ledger. -------------------------------------------------------------

@@ -124,7 +124,7 @@ class PrivacyTracker:
     if self.central_claim:
       for kind, eps in self.epsilons().items():
         if not math.isnan(eps):
-          values[f'privacy/epsilon_{kind.value}'] = eps
+          values[accounting.released_key(kind)] = eps
     local = self.local_guarantee()
     if local is not None:
       values['privacy/local_epsilon'] = local.epsilon

@@ -207,7 +207,7 @@ def _central_lines(config, *, population, rounds_run, epsilons) -> list[str]:
       f'Delta: {config.delta:g}.',
   ]
   for kind, eps in epsilons.items():
-    lines.append(f'Epsilon ({_accountant_words(kind)}): '
+    lines.append(f'Epsilon ({accounting.ACCOUNTANTS[kind].words}): '
                  f'{_format_epsilon(eps)}.')
   tightest = accounting.tightest_epsilon(epsilons)
   if tightest is not None:
@@ -310,13 +310,3 @@ def _record_level_lines(config, privacy) -> list[str]:
         f'({worst.num_examples} records, q = {worst.sampling_rate:.4g}, '
         f'{worst.steps} steps); client dataset sizes are treated as public.')
   return lines
-
-
-def _accountant_words(kind: accounting.AccountantKind) -> str:
-  if kind is accounting.AccountantKind.RDP:
-    return 'RDP accountant, dp-accounting'
-  return (f'PLD accountant, dp-accounting, value discretization '
-          f'{accounting.PLD_DISCRETIZATION:g}, coarser where a round alone '
-          'costs a very large epsilon (still an upper bound); compositions '
-          'of unsampled Gaussians exactly; under fixed-size sampling the '
-          'unamplified bound')

@@ -20,6 +20,7 @@ from typing import Iterable, Mapping
 
 import tensorflow_federated as tff
 
+from tff_dp.privacy import accounting
 from tff_dp.program import event_writer
 from tff_dp.program import faults
 
@@ -42,8 +43,7 @@ DP_SAFE_KEYS = frozenset({
     # (`tff_dp.data.labels`) precision and recall@5.
     *(EVAL_PREFIX + name for name in _EVAL_METRICS),
     # Privacy accounting: functions of the mechanism's public parameters.
-    'privacy/epsilon_rdp',
-    'privacy/epsilon_pld',
+    *(accounting.released_key(kind) for kind in accounting.AccountantKind),
     'privacy/noise_multiplier',
     # The clip: a flag (fixed clipping) or the privately estimated quantile
     # (adaptive clipping; its count query is part of the noised mechanism).
