@@ -20,17 +20,23 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-  # Files with program runs (`e2e`, tens of seconds each) first: the runner
-  # (`-n 2 --dist loadfile`) hands out files in this order, and a long file
-  # started last leaves the other core idle while it finishes.
-  has_e2e = {item.path for item in items if 'e2e' in item.keywords}
-  items.sort(key=lambda item: item.path not in has_e2e)  # Stable.
-  if config.getoption('--run-slow'):
-    return
-  skip = pytest.mark.skip(reason='slow: run with ./run.sh test --run-slow')
+  # Costly files first: those with program runs (`e2e`, tens of seconds
+  # each), then those running TFF computations (`tff`), then pure Python.
+  # The runner (`-n 2 --dist loadfile --no-loadscope-reorder`, see run.sh)
+  # hands out files in this order; a long file started last would leave the
+  # other core idle while it finishes.
+  run_slow = config.getoption('--run-slow')
+  cost = {}
   for item in items:
-    if 'slow' in item.keywords:
-      item.add_marker(skip)
+    if 'slow' in item.keywords and not run_slow:
+      item.add_marker(pytest.mark.skip(
+          reason='slow: run with ./run.sh test --run-slow'))
+      tier = 2  # Skipped: costs nothing.
+    else:
+      tier = (0 if 'e2e' in item.keywords else
+              1 if 'tff' in item.keywords else 2)
+    cost[item.path] = min(cost.get(item.path, 2), tier)
+  items.sort(key=lambda item: cost[item.path])  # Stable: file order kept.
 
 
 @pytest.fixture(scope='session')

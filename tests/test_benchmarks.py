@@ -136,6 +136,7 @@ def quick_run(tmp_path_factory):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # ~85 s; ./run.sh bench --quick runs the same.
 def test_quick_mode_succeeds_and_prints_the_table(quick_run):
   result, report, output_dir = quick_run
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -150,6 +151,7 @@ def test_quick_mode_succeeds_and_prints_the_table(quick_run):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # ~85 s; ./run.sh bench --quick runs the same.
 def test_quick_mode_json_has_every_engine_with_positive_finite_times(
     quick_run):
   _, report, _ = quick_run
@@ -185,6 +187,7 @@ def test_quick_mode_json_has_every_engine_with_positive_finite_times(
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # ~85 s; ./run.sh bench --quick runs the same.
 def test_quick_mode_memory_run_samples_process_and_worker(quick_run):
   _, report, _ = quick_run
   memory = report['memory']['tff-dp']
@@ -199,6 +202,7 @@ def test_quick_mode_memory_run_samples_process_and_worker(quick_run):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # ~85 s; ./run.sh bench --quick runs the same.
 def test_quick_mode_leaves_no_tff_worker_running(quick_run):
   _, report, output_dir = quick_run
   # Workers started by tff_dp.execution.runtime, from the lines it writes to its logs.

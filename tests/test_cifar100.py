@@ -215,6 +215,7 @@ def test_program_without_cache_exits_2_naming_the_file(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # 20-36 s; the preset's own run is in the configs smoke test.
 def test_preset_trains_one_round_on_a_fake_cache(tmp_path):
   rng = np.random.default_rng(1)
   data_dir = tmp_path / 'cache'

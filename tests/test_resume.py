@@ -75,8 +75,13 @@ def _expected_epsilon(rounds):
           accounting.ClientSampling.POISSON))
 
 
-@pytest.mark.parametrize('point', ['between_rounds', 'checkpoint_write',
-                                   'tensorboard_write'])
+# One point in the default tier (the one inside the checkpoint write); every
+# point, and random moments, in the slow tier and the fault campaign
+# (tools/fault_campaign.py): ~32 s each.
+@pytest.mark.parametrize('point', [
+    pytest.param('between_rounds', marks=pytest.mark.slow),
+    'checkpoint_write',
+    pytest.param('tensorboard_write', marks=pytest.mark.slow)])
 def test_kill_9_then_resume_is_exact(tmp_path, point):
   crashed = _train(tmp_path, crash_at=f'{point}:2')
   assert crashed.returncode == -9, crashed.stderr

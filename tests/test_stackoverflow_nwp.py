@@ -287,6 +287,7 @@ def test_rnn_of_the_word_vocabulary():
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # 20-36 s; the preset's own run is in the configs smoke test.
 def test_preset_trains_one_round_on_a_fake_cache(tmp_path):
   data_dir = tmp_path / 'cache'
   data_dir.mkdir()
