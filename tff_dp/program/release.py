@@ -7,22 +7,16 @@ Values computed from client data without noise are released only when the user
 asks for them (`--release_nonprivate_metrics`), and always under the
 `nonprivate/` prefix so that nobody mistakes them for private ones.
 
-Rows go to TensorBoard (scalars, via `tff_dp.program.event_writer`, whose event
-times carry no timing information) and to a CSV file (via TFF's
-`tff.program.CSVFileReleaseManager`, which writes atomically and drops rows
-with a key >= the released one, so a re-released round replaces its row).
+Rows that pass go to every sink of `tff_dp.program.sinks` (TensorBoard, whose
+event times carry no timing information, and metrics.csv), each a TFF
+release manager.
 """
 
 import asyncio
-import os
-import shutil
 from typing import Iterable, Mapping
 
-import tensorflow_federated as tff
-
 from tff_dp.privacy import accounting
-from tff_dp.program import event_writer
-from tff_dp.program import faults
+from tff_dp.program import sinks
 
 NONPRIVATE_PREFIX = 'nonprivate/'
 
@@ -80,15 +74,9 @@ NONPRIVATE_KEYS = frozenset({
       for name in _EVAL_METRICS),
 })
 
-CSV_KEY_FIELD = 'round'
-
-
-def csv_path(run_dir: str) -> str:
-  return os.path.join(run_dir, 'metrics.csv')
-
-
-def tensorboard_dir(run_dir: str) -> str:
-  return os.path.join(run_dir, 'tensorboard')
+CSV_KEY_FIELD = sinks.CSV_KEY_FIELD
+csv_path = sinks.csv_path
+tensorboard_dir = sinks.tensorboard_dir
 
 
 class ReleaseError(ValueError):
@@ -115,19 +103,12 @@ def check_release_keys(keys: Iterable[str], *, private: bool,
 
 
 class Releaser:
-  """Writes per-round rows to TensorBoard and CSV, enforcing the allow-list."""
+  """Writes per-round rows to every sink, enforcing the allow-list first."""
 
   def __init__(self, run_dir: str, *, private: bool, allow_nonprivate: bool):
     self._private = private
     self._allow_nonprivate = allow_nonprivate
-    self.csv_path = csv_path(run_dir)
-    self.tensorboard_dir = tensorboard_dir(run_dir)
-    self._writer = event_writer.EventWriter(self.tensorboard_dir)
-    # WRITE mode replaces the file atomically on every release; APPEND could
-    # leave half a row behind a crash.
-    self._csv = tff.program.CSVFileReleaseManager(
-        self.csv_path, save_mode=tff.program.CSVSaveMode.WRITE,
-        key_fieldname=CSV_KEY_FIELD)
+    self._sinks = [sink.build(run_dir) for sink in sinks.SINKS]
     # Every key released so far (replayed rows included): what the privacy
     # statement lists as released.
     self.released_keys: set[str] = set()
@@ -137,43 +118,28 @@ class Releaser:
     check_release_keys(values.keys(), private=self._private,
                        allow_nonprivate=self._allow_nonprivate)
     self.released_keys.update(values)
-    for i, (key, value) in enumerate(values.items()):
-      self._writer.scalar(key, value, step=round_num)
-      if i == 0:
-        self._writer.flush()
-        faults.crash_point('tensorboard_write', round_num)
-    self._writer.flush()
     row = {key: float(value) for key, value in values.items()}
-    asyncio.run(self._csv.release(row, key=round_num))
+    for sink in self._sinks:
+      asyncio.run(sink.release(row, key=round_num))
 
   def replay(self, rows: Iterable[Mapping[str, str]]) -> None:
-    """Rebuilds TensorBoard from released CSV rows (on resume).
-
-    TensorBoard event files are append-only; rewriting them from the CSV,
-    which is replaced atomically on every release, is what guarantees that
-    no round is missing or duplicated after a crash.
-    """
-    self._writer.close()
-    shutil.rmtree(self.tensorboard_dir, ignore_errors=True)
-    self._writer = event_writer.EventWriter(self.tensorboard_dir)
+    """Rebuilds the sinks that keep their own files from metrics.csv's rows."""
+    rows = list(rows)
     for row in rows:
-      step = int(row[CSV_KEY_FIELD])
-      for key, value in row.items():
-        if key != CSV_KEY_FIELD and value not in ('', None):
-          self._writer.scalar(key, float(value), step=step)
-          self.released_keys.add(key)
-    self._writer.flush()
+      self.released_keys.update(
+          key for key, value in row.items()
+          if key != CSV_KEY_FIELD and value not in ('', None))
+    for sink in self._sinks:
+      if hasattr(sink, 'replay'):
+        sink.replay(rows)
 
   def write_text(self, tag: str, text: str, *, step: int = 0) -> None:
-    """Writes run-level text (flags, privacy statement) to TensorBoard."""
-    self._writer.text(tag, _as_markdown_block(text), step=step)
-    self._writer.flush()
+    """Writes run-level text (flags, privacy statement) where sinks show it."""
+    for sink in self._sinks:
+      if hasattr(sink, 'write_text'):
+        sink.write_text(tag, text, step=step)
 
   def close(self) -> None:
-    self._writer.close()
-
-
-def _as_markdown_block(text: str) -> str:
-  # TensorBoard renders text as Markdown; indenting keeps the layout verbatim.
-  return '\n'.join('    ' + line for line in text.splitlines())
-
+    for sink in self._sinks:
+      if hasattr(sink, 'close'):
+        sink.close()

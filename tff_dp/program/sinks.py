@@ -1,0 +1,110 @@
+"""Where a run's released rows go: TFF release managers, one registry row each.
+
+Every sink is a `tff.program.ReleaseManager` that receives a round's row (a
+mapping of key to float) with the round number as key, and only after
+`tff_dp.program.release.Releaser` has checked every key against the release
+allow-list: a sink never sees a value the run may not release. The sinks
+are written in `SINKS` order; metrics.csv (TFF's `CSVFileReleaseManager`,
+which replaces the file atomically and drops rows with a key >= the
+released one) comes last, because it is the record a resumed run rebuilds
+the others from (`replay`).
+
+To add a sink (a database, a monitoring service): a `ReleaseManager` in its
+own module, with `replay(rows)` if a crash can leave it ahead of
+metrics.csv and `write_text` / `close` if it needs them, and one row of
+`SINKS`.
+"""
+
+import dataclasses
+import os
+import shutil
+from typing import Callable, Iterable, Mapping
+
+import tensorflow_federated as tff
+
+from tff_dp.program import event_writer
+from tff_dp.program import faults
+
+CSV_KEY_FIELD = 'round'
+
+
+def csv_path(run_dir: str) -> str:
+  return os.path.join(run_dir, 'metrics.csv')
+
+
+def tensorboard_dir(run_dir: str) -> str:
+  return os.path.join(run_dir, 'tensorboard')
+
+
+class TensorBoardReleaseManager(tff.program.ReleaseManager):
+  """Scalars per round and run-level text, with timeless event times.
+
+  TFF's `TensorBoardReleaseManager` writes through `tf.summary`, which
+  stamps each event with the time it was written: the differences would
+  release every round's duration (`tff_dp.program.event_writer`).
+  """
+
+  def __init__(self, logdir: str):
+    self._logdir = logdir
+    self._writer = event_writer.EventWriter(logdir)
+
+  async def release(self, value: Mapping[str, float], key: int) -> None:
+    for i, (tag, scalar) in enumerate(value.items()):
+      self._writer.scalar(tag, scalar, step=key)
+      if i == 0:
+        self._writer.flush()
+        faults.crash_point('tensorboard_write', key)
+    self._writer.flush()
+
+  def replay(self, rows: Iterable[Mapping[str, str]]) -> None:
+    """Rebuilds the event files from metrics.csv's rows (on resume).
+
+    Event files are append-only; rewriting them from the CSV, which is
+    replaced atomically on every release, is what guarantees that no round
+    is missing or duplicated after a crash.
+    """
+    self._writer.close()
+    shutil.rmtree(self._logdir, ignore_errors=True)
+    self._writer = event_writer.EventWriter(self._logdir)
+    for row in rows:
+      step = int(row[CSV_KEY_FIELD])
+      for tag, value in row.items():
+        if tag != CSV_KEY_FIELD and value not in ('', None):
+          self._writer.scalar(tag, float(value), step=step)
+    self._writer.flush()
+
+  def write_text(self, tag: str, text: str, *, step: int = 0) -> None:
+    """Run-level text (flags, privacy statement), verbatim as Markdown."""
+    block = '\n'.join('    ' + line for line in text.splitlines())
+    self._writer.text(tag, block, step=step)
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
+
+
+def _csv_sink(run_dir: str) -> tff.program.ReleaseManager:
+  # WRITE mode replaces the file atomically on every release; APPEND could
+  # leave half a row behind a crash.
+  return tff.program.CSVFileReleaseManager(
+      csv_path(run_dir), save_mode=tff.program.CSVSaveMode.WRITE,
+      key_fieldname=CSV_KEY_FIELD)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sink:
+  """One destination of released rows.
+
+  Attributes:
+    name: What it writes, for readers of this table.
+    build: run directory -> its `tff.program.ReleaseManager`.
+  """
+  name: str
+  build: Callable[[str], tff.program.ReleaseManager]
+
+
+SINKS = (
+    Sink('tensorboard/', lambda run_dir: TensorBoardReleaseManager(
+        tensorboard_dir(run_dir))),
+    Sink('metrics.csv', _csv_sink),  # Last: the record of what was released.
+)
