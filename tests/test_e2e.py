@@ -197,7 +197,7 @@ def test_target_epsilon_calibrates_noise_before_training(tmp_path):
 
 @pytest.mark.parametrize('sampling,clients_per_round,event_name', [
     ('fixed_size', 10, 'SampledWithoutReplacementDpEvent'),
-    ('full', 40, 'GaussianDpEvent'),
+    pytest.param('full', 40, 'GaussianDpEvent', marks=pytest.mark.slow),
 ])
 def test_other_samplers_are_charged_as_what_ran(tmp_path, sampling,
                                                 clients_per_round, event_name):

@@ -209,10 +209,12 @@ def population():
   return _population()
 
 
+# ~20 s each: clipping reached on both paths (unrolled steps, while loop)
+# in the default tier; no clipping at all in the slow tier.
 @pytest.mark.parametrize('clip, max_client_size', [
-    (1e6, _MAX_SIZE), (0.05, _MAX_SIZE), (0.05, None)],
-                         ids=['clip_not_reached', 'clip_reached',
-                              'clip_reached-while_loop'])
+    pytest.param(1e6, _MAX_SIZE, marks=pytest.mark.slow), (0.05, _MAX_SIZE),
+    (0.05, None)], ids=['clip_not_reached', 'clip_reached',
+                        'clip_reached-while_loop'])
 def test_zero_noise_grouped_equals_reference(tff_runtime, population, clip,
                                              max_client_size):
   del tff_runtime
@@ -598,6 +600,7 @@ def test_zero_noise_grouped_cnn_equals_reference(tff_runtime):
     _assert_same_train_metrics(ref_output.metrics, output.metrics)
 
 
+@pytest.mark.slow  # ~14 s; the CNN's equality with the reference stays.
 def test_grouped_cnn_dropout_is_live(tff_runtime):
   """The same round from the same state differs only through dropout.
 

@@ -223,6 +223,7 @@ def test_capped_weights_scale_updates_by_min_n_over_cap(tff_runtime):
       atol=1e-6)
 
 
+@pytest.mark.slow  # ~28 s; the slow configs train FedProx, Adam and Yogi.
 def test_fedprox_and_adaptive_server_optimizers_build(tff_runtime):
   del tff_runtime
   for kind in ServerOptimizer:

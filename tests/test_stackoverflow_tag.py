@@ -440,6 +440,7 @@ def test_federated_evaluation_equals_the_server_one_on_the_same_posts(
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # ~22 s; the configs smoke test's slow tier trains it too.
 def test_preset_trains_one_round_and_reports_the_multi_label_metrics(
     tmp_path):
   data_dir = tmp_path / 'cache'

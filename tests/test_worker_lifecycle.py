@@ -83,8 +83,10 @@ def _start_training(tmp_path, extra=()):
                           text=True)
 
 
-@pytest.mark.parametrize('sig,expected_code',
-                         [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+# SIGTERM's exit code is also tested in tests/test_program_signals.py.
+@pytest.mark.parametrize('sig,expected_code', [
+    (signal.SIGINT, 130),
+    pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow)])
 def test_interrupted_training_leaves_no_worker(tmp_path, sig, expected_code):
   child = _start_training(tmp_path, ['--rounds=100000'])
   deadline = time.monotonic() + 120
