@@ -21,8 +21,9 @@ Commands:
   train [flags]        Train (DP-FedAvg). Without --flagfile, configs/default.cfg is
                        used; other flags override it. Outputs go to runs/<name>/.
   test [pytest args]   Run the test suite (add --run-slow for the slow tier).
-  lint [--fix]         Check formatting and lint (ruff, see ruff.toml); --fix
-                       rewrites the files instead. CI runs it before the tests.
+  lint [--fix]         Check formatting (yapf, .style.yapf) and lint (ruff,
+                       ruff.toml); --fix rewrites the files instead. CI runs it
+                       before the tests.
   epsilon [flags]      Privacy accounting without training: epsilon of a run
                        directory's ledger (--run_dir), of planned settings, or
                        the noise/rounds that reach --target_epsilon.
@@ -155,25 +156,32 @@ cmd_import_data() {
 }
 
 LINT_LOCK="${ROOT}/requirements/lint.lock"
+# What the formatter and linter read: the package, its tests and tools.
+LINT_PATHS=(tff_dp tests tools benchmarks setup.py)
 
 cmd_lint() {
   ensure_venv
   cd "${ROOT}"
-  local ruff="${VENV}/bin/ruff" version
-  version="$(sed -n 's/^ruff==\([^ ]*\).*/\1/p' "${LINT_LOCK}")"
-  if [[ "$("${ruff}" --version 2>/dev/null)" != "ruff ${version}" ]]; then
+  if ! cmp -s "${LINT_LOCK}" "${VENV}/.tff-dp-lint-lock"; then
     "${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check \
       --no-deps --require-hashes -r "${LINT_LOCK}"
+    cp "${LINT_LOCK}" "${VENV}/.tff-dp-lint-lock"
   fi
   case "${1:-}" in
     --fix)
-      "${ruff}" check --fix --quiet .
-      exec "${ruff}" format --quiet .
+      "${VENV}/bin/ruff" check --fix --quiet "${LINT_PATHS[@]}" || true
+      exec "${VENV}/bin/yapf" --in-place --recursive --parallel "${LINT_PATHS[@]}"
       ;;
     "")
-      "${ruff}" format --check --quiet . \
-        || die "lint: files above need formatting (./run.sh lint --fix)"
-      exec "${ruff}" check --quiet .
+      local diff rc=0
+      diff="$("${VENV}/bin/yapf" --diff --recursive --parallel "${LINT_PATHS[@]}")" || rc=$?
+      if [[ -n "${diff}" ]]; then
+        printf '%s\n' "${diff}" | grep '^+++' | sed 's/^+++ /needs formatting: /' >&2
+        die "lint: run ./run.sh lint --fix (yapf, .style.yapf)"
+      elif ((rc != 0)); then
+        die "lint: yapf failed (exit ${rc})"
+      fi
+      exec "${VENV}/bin/ruff" check --quiet "${LINT_PATHS[@]}"
       ;;
     *) die "lint: unknown argument '$1' (accepted: --fix)" ;;
   esac
