@@ -28,8 +28,9 @@ _LOOPBACK_BIND = setuptools.Extension(
 setuptools.setup(
     name='tff-dp',
     version='0.1.0',
-    description=('Differentially private federated learning on TensorFlow '
-                 'Federated: DP-FedAvg, honest epsilon accounting, TensorBoard.'),
+    description=(
+        'Differentially private federated learning on TensorFlow '
+        'Federated: DP-FedAvg, honest epsilon accounting, TensorBoard.'),
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     license='Apache-2.0',

@@ -33,7 +33,11 @@ _MIB = 1024.0 * 1024.0
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def generate_csv(path: str, *, rows: int, clients: int, features: int,
+def generate_csv(path: str,
+                 *,
+                 rows: int,
+                 clients: int,
+                 features: int,
                  seed: int = 0) -> None:
   """Writes the benchmark CSV chunk by chunk."""
   rng = np.random.default_rng(seed)
@@ -47,11 +51,13 @@ def generate_csv(path: str, *, rows: int, clients: int, features: int,
       # clients; the rest are uniform.
       ids = np.arange(start, start + n) % clients if start < clients else (
           rng.integers(0, clients, n))
-      x = np.char.mod('%.7g', rng.standard_normal((n, features)).astype(
-          np.float32))
+      x = np.char.mod('%.7g',
+                      rng.standard_normal((n, features)).astype(np.float32))
       y = rng.integers(0, _NUM_CLASSES, n)
-      lines = [f'c{i:0{width}d},{",".join(row)},{label}\n'
-               for i, row, label in zip(ids.tolist(), x.tolist(), y.tolist())]
+      lines = [
+          f'c{i:0{width}d},{",".join(row)},{label}\n'
+          for i, row, label in zip(ids.tolist(), x.tolist(), y.tolist())
+      ]
       f.writelines(lines)
 
 
@@ -60,8 +66,11 @@ def _run_child(argv: list[str]) -> tuple[float, float, str, int]:
   env = dict(os.environ, PYTHONPATH=_REPO_ROOT)
   start = time.perf_counter()
   with tempfile.TemporaryFile() as out:
-    child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                             cwd=_REPO_ROOT, env=env)
+    child = subprocess.Popen(argv,
+                             stdout=out,
+                             stderr=subprocess.STDOUT,
+                             cwd=_REPO_ROOT,
+                             env=env)
     # wait4 gives this child's own rusage (RUSAGE_CHILDREN would be the
     # maximum over every child waited for so far).
     _, status, usage = os.wait4(child.pid, 0)
@@ -73,7 +82,10 @@ def _run_child(argv: list[str]) -> tuple[float, float, str, int]:
   return seconds, usage.ru_maxrss * 1024.0 / _MIB, output, child.returncode
 
 
-def run(*, rows: int, clients: int, features: int,
+def run(*,
+        rows: int,
+        clients: int,
+        features: int,
         work_dir: Optional[str] = None) -> dict[str, Any]:
   """Generates, converts and measures; returns the measurements."""
   if not 2 <= clients <= rows:
@@ -91,9 +103,9 @@ def run(*, rows: int, clients: int, features: int,
       raise RuntimeError(f'baseline child failed:\n{output}')
     seconds, peak_mib, output, code = _run_child([
         sys.executable, '-m', 'tff_dp.cli.import_data', f'--input={csv_path}',
-        f'--output={db_path}', '--client_column=client',
-        '--label_column=label', f'--num_classes={_NUM_CLASSES}',
-        '--overwrite'])
+        f'--output={db_path}', '--client_column=client', '--label_column=label',
+        f'--num_classes={_NUM_CLASSES}', '--overwrite'
+    ])
     if code != 0:
       raise RuntimeError(f'import failed (exit {code}):\n{output}')
     return {
@@ -132,11 +144,14 @@ def main(argv: list[str]) -> int:
   parser.add_argument('--rows', type=int, default=1_000_000)
   parser.add_argument('--clients', type=int, default=10_000)
   parser.add_argument('--features', type=int, default=10)
-  parser.add_argument('--work_dir', default=None,
+  parser.add_argument('--work_dir',
+                      default=None,
                       help='keep the files here (default: a temp dir)')
   parser.add_argument('--json', default=None, help='also write the result')
   args = parser.parse_args(argv[1:])
-  result = run(rows=args.rows, clients=args.clients, features=args.features,
+  result = run(rows=args.rows,
+               clients=args.clients,
+               features=args.features,
                work_dir=args.work_dir)
   print(report(result))
   if args.json:

@@ -72,15 +72,19 @@ def _forward_fn(model: workloads_lib.ModelName) -> Callable[..., tf.Tensor]:
 def initial_weights(model: workloads_lib.ModelName,
                     seed: int) -> list[np.ndarray]:
   """The Keras model's initial weights (same shapes, same initializers)."""
-  return [w.copy() for w in
-          bench_models.build_keras_model(model, seed=seed).get_weights()]
+  return [
+      w.copy()
+      for w in bench_models.build_keras_model(model, seed=seed).get_weights()
+  ]
 
 
 class FloorRound:
   """One DP-FedAvg round of a workload as a single tf.function call."""
 
-  def __init__(self, workload: workloads_lib.Workload,
-               hyper: workloads_lib.Hyperparameters, implementation: str,
+  def __init__(self,
+               workload: workloads_lib.Workload,
+               hyper: workloads_lib.Hyperparameters,
+               implementation: str,
                initial: Optional[Sequence[np.ndarray]] = None):
     """Builds the round.
 
@@ -103,8 +107,8 @@ class FloorRound:
     steps = workload.epochs * workload.examples_per_client
     self._batches = [(s, min(s + workload.batch_size, steps))
                      for s in range(0, steps, workload.batch_size)]
-    per_client = (self._client_deltas_loop if implementation == 'loop'
-                  else self._client_deltas_vectorized)
+    per_client = (self._client_deltas_loop if implementation == 'loop' else
+                  self._client_deltas_vectorized)
     self._round = tf.function(self._make_round(per_client))
 
   def _local_update(self, x, y, seed):
@@ -117,8 +121,8 @@ class FloorRound:
         tape.watch(w)
         logits = self._forward(w, x[lo:hi], True, seed + 2 * step)
         loss = tf.reduce_mean(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=y[lo:hi], logits=logits))
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y[lo:hi],
+                                                           logits=logits))
       grads = tape.gradient(loss, w)
       w = [v - lr * g for v, g in zip(w, grads)]
     delta = [a - b for a, b in zip(w0, w)]
@@ -137,8 +141,8 @@ class FloorRound:
     return total
 
   def _client_deltas_vectorized(self, x, y, seeds):
-    clipped = tf.vectorized_map(
-        lambda args: self._local_update(*args), (x, y, seeds))
+    clipped = tf.vectorized_map(lambda args: self._local_update(*args),
+                                (x, y, seeds))
     return [tf.reduce_sum(c, axis=0) for c in clipped]
 
   def _make_round(self, client_deltas):
@@ -148,10 +152,12 @@ class FloorRound:
     def round_fn(x, y, seeds, noise_seed):
       total = client_deltas(x, y, seeds)
       noised = [
-          t + tf.random.stateless_normal(
-              tf.shape(t), seed=noise_seed + i,
-              stddev=hyper.noise_multiplier * hyper.clip)
-          for i, t in enumerate(total)]
+          t +
+          tf.random.stateless_normal(tf.shape(t),
+                                     seed=noise_seed + i,
+                                     stddev=hyper.noise_multiplier * hyper.clip)
+          for i, t in enumerate(total)
+      ]
       average = [n / clients for n in noised]
       # tff.learning.optimizers.build_sgdm: m = mu * m + g; w = w - lr * m.
       for m, w, g in zip(self.momentum, self.weights, average):
@@ -162,13 +168,16 @@ class FloorRound:
     return round_fn
 
   def __call__(self, x: np.ndarray, y: np.ndarray, round_num: int) -> float:
-    seeds = np.stack(
-        [np.full(self._workload.clients, round_num, dtype=np.int32),
-         np.arange(self._workload.clients, dtype=np.int32)], axis=1)
+    seeds = np.stack([
+        np.full(self._workload.clients, round_num, dtype=np.int32),
+        np.arange(self._workload.clients, dtype=np.int32)
+    ],
+                     axis=1)
     seeds = seeds * np.int32(1000)  # Room for per-step seed offsets.
     noise_seed = np.array([round_num, 7919], dtype=np.int32)
-    return float(self._round(tf.constant(x), tf.constant(y),
-                             tf.constant(seeds), tf.constant(noise_seed)))
+    return float(
+        self._round(tf.constant(x), tf.constant(y), tf.constant(seeds),
+                    tf.constant(noise_seed)))
 
 
 def round_inputs(data: workloads_lib.SyntheticData,
@@ -180,10 +189,12 @@ def round_inputs(data: workloads_lib.SyntheticData,
   return data.x[rows, order], data.y[rows, order]
 
 
-def round_runner(workload: workloads_lib.Workload,
-                 hyper: workloads_lib.Hyperparameters, implementation: str,
-                 data: Optional[workloads_lib.SyntheticData] = None
-                 ) -> tuple[Callable[[int], dict[str, float]], list[float]]:
+def round_runner(
+    workload: workloads_lib.Workload,
+    hyper: workloads_lib.Hyperparameters,
+    implementation: str,
+    data: Optional[workloads_lib.SyntheticData] = None
+) -> tuple[Callable[[int], dict[str, float]], list[float]]:
   """Builds the round; returns run_round(r) for `harness.time_rounds`.
 
   Also returns the list to which every round appends the norm of its noised
@@ -234,25 +245,32 @@ def main(argv: list[str]) -> int:
   clock = harness.Clock(spec['spawn_time'])
   clock.mark('imports_done')
   hyper = workloads_lib.HYPERPARAMETERS
-  result = {'engine': 'floor', 'startup': None, 'workloads': [],
-            'workers': []}
+  result = {'engine': 'floor', 'startup': None, 'workloads': [], 'workers': []}
   for i, row in enumerate(spec['rows']):
     workload = workloads_lib.Workload.from_json(row['workload'])
     variants = {}
-    for j, implementation in enumerate(row.get('implementations',
-                                               IMPLEMENTATIONS)):
+    for j, implementation in enumerate(
+        row.get('implementations', IMPLEMENTATIONS)):
       first = i == 0 and j == 0
-      variants[implementation] = run_workload(
-          workload, hyper, implementation, clock if first else None)
+      variants[implementation] = run_workload(workload, hyper, implementation,
+                                              clock if first else None)
       if first:
-        result['startup'] = {'workload': workload.name,
-                             'implementation': implementation, **clock.marks}
+        result['startup'] = {
+            'workload': workload.name,
+            'implementation': implementation,
+            **clock.marks
+        }
     best = min(variants, key=lambda k: variants[k]['seconds']['median'])
-    parameters = sum(int(np.prod(w.shape)) for w in initial_weights(
-        workload.model, hyper.model_seed))
+    parameters = sum(
+        int(np.prod(w.shape))
+        for w in initial_weights(workload.model, hyper.model_seed))
     result['workloads'].append({
-        'workload': workload.to_json(), 'parameters': parameters, 'best': best,
-        'implementations': variants, **variants[best]})
+        'workload': workload.to_json(),
+        'parameters': parameters,
+        'best': best,
+        'implementations': variants,
+        **variants[best]
+    })
     harness.write_json(args.out, result)
   return 0
 

@@ -212,9 +212,12 @@ def time_interleaved(
       start = time.perf_counter()
       parts = run_round(r)
       seconds = time.perf_counter() - start
-      record = {'round': r, 'seconds': seconds,
-                'timed': r >= workload.warmup_rounds,
-                'cpu_self_s': cpu_seconds() - cpu_self}
+      record = {
+          'round': r,
+          'seconds': seconds,
+          'timed': r >= workload.warmup_rounds,
+          'cpu_self_s': cpu_seconds() - cpu_self
+      }
       if worker_pid:
         record['cpu_worker_s'] = cpu_seconds(worker_pid) - cpu_worker
       record['parts'] = parts

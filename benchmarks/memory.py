@@ -70,8 +70,11 @@ class Sampler:
     if not self.samples:
       self._clock.mark('first_round_done')
     self.find_worker()
-    sample = {'round': round_num, 'rss_mb': harness.rss_mb(),
-              'loop_s': now - self._last}
+    sample = {
+        'round': round_num,
+        'rss_mb': harness.rss_mb(),
+        'loop_s': now - self._last
+    }
     if round_s is not None:
       sample['round_s'] = round_s
     if self.worker_pid is not None:
@@ -86,8 +89,8 @@ def tff_dp_run_dir(log_dir: str) -> str:
   return os.path.join(log_dir, 'memory-tff-dp')
 
 
-def run_tff_dp(workload: workloads_lib.Workload, rounds: int,
-               log_dir: str, sampler: Sampler) -> dict[str, Any]:
+def run_tff_dp(workload: workloads_lib.Workload, rounds: int, log_dir: str,
+               sampler: Sampler) -> dict[str, Any]:
   """The whole tff-dp program loop via run_experiment."""
   # pylint: disable=g-import-not-at-top
   from benchmarks import rounds as rounds_lib
@@ -96,10 +99,13 @@ def run_tff_dp(workload: workloads_lib.Workload, rounds: int,
   from tff_dp.program import prepare
   # pylint: enable=g-import-not-at-top
   # The main job's mechanism (configs/default.cfg).
-  config = rounds_lib.train_config(
-      workload, DpMechanism.GAUSSIAN_ADAPTIVE, workloads_lib.HYPERPARAMETERS,
-      rounds=rounds, output_dir=log_dir,
-      run_name=os.path.basename(tff_dp_run_dir(log_dir)))
+  config = rounds_lib.train_config(workload,
+                                   DpMechanism.GAUSSIAN_ADAPTIVE,
+                                   workloads_lib.HYPERPARAMETERS,
+                                   rounds=rounds,
+                                   output_dir=log_dir,
+                                   run_name=os.path.basename(
+                                       tff_dp_run_dir(log_dir)))
   # The round times are released (outside the guarantee) only on request;
   # the benchmark needs them to time the loop around the round.
   config = dataclasses.replace(config, release_nonprivate_metrics=True)
@@ -111,9 +117,11 @@ def run_tff_dp(workload: workloads_lib.Workload, rounds: int,
     sampler(round_num, values.get('nonprivate/round_seconds'))
 
   summary = experiment.run_experiment(prepared, run_dir, on_round=on_round)
-  return {'run_dir': run_dir,
-          'worker_log': os.path.join(run_dir, 'worker.log'),
-          'rounds_completed': summary.rounds}
+  return {
+      'run_dir': run_dir,
+      'worker_log': os.path.join(run_dir, 'worker.log'),
+      'rounds_completed': summary.rounds
+  }
 
 
 def run_plain_tff(workload: workloads_lib.Workload, rounds: int,
@@ -140,16 +148,23 @@ def run_plain_tff(workload: workloads_lib.Workload, rounds: int,
   return {'rounds_completed': rounds}
 
 
-def summarize_samples(samples: list[dict[str, Any]], key: str
-                      ) -> dict[str, Optional[float]]:
+def summarize_samples(samples: list[dict[str, Any]],
+                      key: str) -> dict[str, Optional[float]]:
   """Peak, last value and second-half slope (MiB/round) of one series."""
   points = [(s['round'], s[key]) for s in samples if key in s]
   if not points:
-    return {'peak_sampled_mb': None, 'last_mb': None,
-            'slope_mb_per_round': None}
+    return {
+        'peak_sampled_mb': None,
+        'last_mb': None,
+        'slope_mb_per_round': None
+    }
   xs, ys = zip(*points)
-  return {'peak_sampled_mb': max(ys), 'first_mb': ys[0], 'last_mb': ys[-1],
-          'slope_mb_per_round': stats.second_half_slope(xs, ys)}
+  return {
+      'peak_sampled_mb': max(ys),
+      'first_mb': ys[0],
+      'last_mb': ys[-1],
+      'slope_mb_per_round': stats.second_half_slope(xs, ys)
+  }
 
 
 def loop_overhead(samples: list[dict[str, Any]]) -> dict[str, float]:
@@ -161,8 +176,10 @@ def loop_overhead(samples: list[dict[str, Any]]) -> dict[str, float]:
   """
   rows = [s['loop_s'] - s['round_s'] for s in samples[1:] if 'round_s' in s]
   quarter = max(1, len(rows) // 4)
-  return {'first_quarter': stats.percentile(rows[:quarter], 50),
-          'last_quarter': stats.percentile(rows[-quarter:], 50)}
+  return {
+      'first_quarter': stats.percentile(rows[:quarter], 50),
+      'last_quarter': stats.percentile(rows[-quarter:], 50)
+  }
 
 
 def main(argv: list[str]) -> int:
@@ -176,20 +193,29 @@ def main(argv: list[str]) -> int:
     raise ValueError(f'variant must be one of {VARIANTS}, got {variant!r}')
   workload = workloads_lib.Workload.from_json(spec['workload'])
   rounds = spec['rounds']
-  sampler = Sampler(clock, os.path.join(tff_dp_run_dir(spec['log_dir']),
-                                       'worker.log')
-                    if variant == 'tff-dp' else None)
-  result: dict[str, Any] = {'engine': f'memory-{variant}',
-                            'workload': workload.to_json(), 'rounds': rounds,
-                            'workers': []}
+  sampler = Sampler(
+      clock,
+      os.path.join(tff_dp_run_dir(spec['log_dir']), 'worker.log')
+      if variant == 'tff-dp' else None)
+  result: dict[str, Any] = {
+      'engine': f'memory-{variant}',
+      'workload': workload.to_json(),
+      'rounds': rounds,
+      'workers': []
+  }
   start = time.perf_counter()
   if variant == 'tff-dp':
     info = run_tff_dp(workload, rounds, spec['log_dir'], sampler)
     result['workers'].append({
-        'pid': sampler.worker_pid, 'log': info['worker_log'],
-        'started_by': 'tff_dp.execution.runtime.local_runtime (run_experiment)',
+        'pid':
+            sampler.worker_pid,
+        'log':
+            info['worker_log'],
+        'started_by':
+            'tff_dp.execution.runtime.local_runtime (run_experiment)',
         'alive_after_exit': (sampler.worker_pid is not None and
-                             harness.is_running_worker(sampler.worker_pid))})
+                             harness.is_running_worker(sampler.worker_pid))
+    })
   else:
     info = run_plain_tff(workload, rounds, sampler, result, args.out)
   result['wall_s'] = time.perf_counter() - start
@@ -201,8 +227,8 @@ def main(argv: list[str]) -> int:
   result['process']['peak_hwm_mb'] = harness.peak_rss_mb()
   result['worker'] = summarize_samples(sampler.samples, 'worker_rss_mb')
   result['worker']['peak_hwm_mb'] = sampler.worker_peak_mb
-  loop = [s['loop_s'] for s in sampler.samples[1:]] or [
-      s['loop_s'] for s in sampler.samples]
+  loop = [s['loop_s'] for s in sampler.samples[1:]
+         ] or [s['loop_s'] for s in sampler.samples]
   result['loop_seconds'] = stats.summarize(loop)
   round_s = [s['round_s'] for s in sampler.samples[1:] if 'round_s' in s]
   if round_s:

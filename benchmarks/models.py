@@ -25,12 +25,13 @@ def build_keras_model(model: workloads_lib.ModelName, *,
     return tf.keras.Sequential([
         tf.keras.layers.InputLayer(input_shape=(workloads_lib.INPUT_DIM,)),
         tf.keras.layers.Dense(
-            MLP_HIDDEN_UNITS, activation='relu',
+            MLP_HIDDEN_UNITS,
+            activation='relu',
             kernel_initializer=tf.keras.initializers.GlorotUniform(seed=seed)),
         tf.keras.layers.Dense(
             workloads_lib.NUM_CLASSES,
-            kernel_initializer=tf.keras.initializers.GlorotUniform(
-                seed=seed + 1)),
+            kernel_initializer=tf.keras.initializers.GlorotUniform(seed=seed +
+                                                                   1)),
     ])
   if model is workloads_lib.ModelName.CNN:
     # google-research/federated utils/models/emnist_models.py,
@@ -39,9 +40,13 @@ def build_keras_model(model: workloads_lib.ModelName, *,
     return tf.keras.Sequential([
         tf.keras.layers.InputLayer(input_shape=(workloads_lib.INPUT_DIM,)),
         tf.keras.layers.Reshape(workloads_lib.IMAGE_SHAPE),
-        tf.keras.layers.Conv2D(32, kernel_size=(3, 3), activation='relu',
+        tf.keras.layers.Conv2D(32,
+                               kernel_size=(3, 3),
+                               activation='relu',
                                kernel_initializer=init),
-        tf.keras.layers.Conv2D(64, kernel_size=(3, 3), activation='relu',
+        tf.keras.layers.Conv2D(64,
+                               kernel_size=(3, 3),
+                               activation='relu',
                                kernel_initializer=init),
         tf.keras.layers.MaxPool2D(pool_size=(2, 2)),
         tf.keras.layers.Dropout(0.25, seed=seed),

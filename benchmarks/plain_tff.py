@@ -33,10 +33,9 @@ def client_datasets(workload: workloads_lib.Workload,
                     data: workloads_lib.SyntheticData) -> list[tf.data.Dataset]:
   """One dataset per client, as the tutorials' preprocess() builds them."""
   return [
-      tf.data.Dataset.from_tensor_slices((data.x[i], data.y[i]))
-      .repeat(workload.epochs)
-      .shuffle(workload.examples_per_client, seed=i)
-      .batch(workload.batch_size)
+      tf.data.Dataset.from_tensor_slices((data.x[i], data.y[i])).repeat(
+          workload.epochs).shuffle(workload.examples_per_client,
+                                   seed=i).batch(workload.batch_size)
       for i in range(workload.clients)
   ]
 
@@ -48,8 +47,7 @@ def build_process(workload: workloads_lib.Workload,
 
   def model_fn():
     return tff.learning.models.from_keras_model(
-        bench_models.build_keras_model(workload.model,
-                                       seed=hyper.model_seed),
+        bench_models.build_keras_model(workload.model, seed=hyper.model_seed),
         input_spec=element_spec,
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
@@ -84,7 +82,8 @@ class WorkerTracker:
       self.pid = workers[0].pid
       self._result['workers'].append({
           'pid': self.pid,
-          'started_by': 'TFF default local C++ execution context'})
+          'started_by': 'TFF default local C++ execution context'
+      })
       # Recorded at once, so the orchestrator can stop it if we die.
       harness.write_json(self._out_path, self._result)
 
@@ -93,8 +92,8 @@ class WorkerTracker:
       return
     how = harness.stop_worker_pid(self.pid)
     self._result['workers'][0]['stopped_by_benchmark'] = how
-    self._result['workers'][0]['alive_after_exit'] = (
-        harness.is_running_worker(self.pid))
+    self._result['workers'][0]['alive_after_exit'] = (harness.is_running_worker(
+        self.pid))
 
 
 def run_workload(workload: workloads_lib.Workload,
@@ -126,7 +125,9 @@ def run_workload(workload: workloads_lib.Workload,
     if clock is not None and r == 0:
       clock.mark('first_round_done')
 
-  result = harness.time_rounds(workload, run_round, worker_pid=tracker.pid,
+  result = harness.time_rounds(workload,
+                               run_round,
+                               worker_pid=tracker.pid,
                                on_round=on_round)
   result['build_s'] = build_s
   result['initialize_s'] = initialize_s
@@ -140,15 +141,18 @@ def main(argv: list[str]) -> int:
   clock = harness.Clock(spec['spawn_time'])
   clock.mark('imports_done')
   hyper = workloads_lib.HYPERPARAMETERS
-  result = {'engine': 'plain-tff',
-            'loop_implementation': 'DATASET_REDUCE (TFF default)',
-            'startup': None, 'workloads': [], 'workers': []}
+  result = {
+      'engine': 'plain-tff',
+      'loop_implementation': 'DATASET_REDUCE (TFF default)',
+      'startup': None,
+      'workloads': [],
+      'workers': []
+  }
   tracker = WorkerTracker(result, args.out)
   try:
     for i, row in enumerate(spec['rows']):
       workload = workloads_lib.Workload.from_json(row['workload'])
-      timing = run_workload(workload, hyper, tracker,
-                            clock if i == 0 else None)
+      timing = run_workload(workload, hyper, tracker, clock if i == 0 else None)
       if i == 0:
         # TFF starts its worker lazily, inside initialize().
         result['startup'] = {'workload': workload.name, **clock.marks}

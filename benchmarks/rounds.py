@@ -42,10 +42,10 @@ from benchmarks import floor
 from benchmarks import harness
 from benchmarks import models as bench_models
 from benchmarks import workloads as workloads_lib
+from tff_dp import config as config_lib
 from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import learning_process
 from tff_dp.cli import cli_flags
-from tff_dp import config as config_lib
 from tff_dp.config import DpMechanism
 from tff_dp.data.federated_data import FederatedData
 from tff_dp.execution import runtime
@@ -67,14 +67,16 @@ def federated_data(workload: workloads_lib.Workload) -> FederatedData:
       num_classes=workloads_lib.NUM_CLASSES,
       provenance='benchmark: uniform random features and labels',
       image_shape=(workloads_lib.IMAGE_SHAPE
-                   if workload.model is workloads_lib.ModelName.CNN
-                   else None))
+                   if workload.model is workloads_lib.ModelName.CNN else None))
 
 
-def train_config(workload: workloads_lib.Workload, mechanism: DpMechanism,
-                 hyper: workloads_lib.Hyperparameters, *, rounds: int = 1,
-                 output_dir: str = '.', run_name: str = 'benchmark'
-                 ) -> config_lib.TrainConfig:
+def train_config(workload: workloads_lib.Workload,
+                 mechanism: DpMechanism,
+                 hyper: workloads_lib.Hyperparameters,
+                 *,
+                 rounds: int = 1,
+                 output_dir: str = '.',
+                 run_name: str = 'benchmark') -> config_lib.TrainConfig:
   """The TrainConfig of a workload, parsed by tff_dp's own flag definitions.
 
   Every client takes part in every round (`--client_sampling=full`); flags
@@ -84,8 +86,8 @@ def train_config(workload: workloads_lib.Workload, mechanism: DpMechanism,
   cli_flags.define_train_flags(fv)
   fv([
       'benchmarks',
-      ('--model=cnn' if workload.model is workloads_lib.ModelName.CNN
-       else '--model=mlp'),
+      ('--model=cnn' if workload.model is
+       workloads_lib.ModelName.CNN else '--model=mlp'),
       f'--hidden_units={bench_models.MLP_HIDDEN_UNITS}',
       f'--num_clients={workload.clients}',
       f'--clients_per_round={workload.clients}',
@@ -121,8 +123,10 @@ class Prepared:
   close: Any
 
 
-def prepare(workload: workloads_lib.Workload, mechanism: DpMechanism,
-            hyper: workloads_lib.Hyperparameters, *,
+def prepare(workload: workloads_lib.Workload,
+            mechanism: DpMechanism,
+            hyper: workloads_lib.Hyperparameters,
+            *,
             requested_per_call: int = 0) -> Prepared:
   """Writes the client files (grouped path) and builds the process.
 
@@ -134,20 +138,27 @@ def prepare(workload: workloads_lib.Workload, mechanism: DpMechanism,
   """
   config = dataclasses.replace(train_config(workload, mechanism, hyper),
                                clients_per_call=requested_per_call)
-  prepared = prepare_lib.prepare_data(config, federated_data(workload),
+  prepared = prepare_lib.prepare_data(config,
+                                      federated_data(workload),
                                       calibrate_noise=False)
   data, per_call = prepared.data, prepared.clients_per_call
   if per_call > 1:
-    grouped = grouped_data.GroupedRounds(
-        data.client_x, data.client_y, seed=0, epochs=workload.epochs,
-        group_size=per_call)
-    process = assembly.build_process(config, data, sampler=None,
+    grouped = grouped_data.GroupedRounds(data.client_x,
+                                         data.client_y,
+                                         seed=0,
+                                         epochs=workload.epochs,
+                                         group_size=per_call)
+    process = assembly.build_process(config,
+                                     data,
+                                     sampler=None,
                                      group_size=per_call,
                                      client_files_dir=grouped.files_dir)
     return Prepared(process, per_call, grouped, grouped.close)
   process = assembly.build_process(config, data, sampler=None)
-  round_datasets = client_data.RoundDatasets(
-      data, batch_size=workload.batch_size, epochs=workload.epochs, seed=0)
+  round_datasets = client_data.RoundDatasets(data,
+                                             batch_size=workload.batch_size,
+                                             epochs=workload.epochs,
+                                             seed=0)
   return Prepared(process, 1, round_datasets, lambda: None)
 
 
@@ -166,17 +177,19 @@ def round_runner(process, round_datasets, cohort, state_box):
     built = time.perf_counter()
     output = process.next(state_box[0], datasets)
     state_box[0] = output.state
-    return {'datasets_s': built - start,
-            'next_s': time.perf_counter() - built}
+    return {'datasets_s': built - start, 'next_s': time.perf_counter() - built}
 
   return run_round
 
 
-def run_workload(workload: workloads_lib.Workload, worker: runtime.Worker,
-                 prepared: Prepared, clock: Optional[harness.Clock] = None,
-                 paired_floor: Sequence[str] = (),
-                 hyper: workloads_lib.Hyperparameters = (
-                     workloads_lib.HYPERPARAMETERS)) -> dict[str, Any]:
+def run_workload(
+    workload: workloads_lib.Workload,
+    worker: runtime.Worker,
+    prepared: Prepared,
+    clock: Optional[harness.Clock] = None,
+    paired_floor: Sequence[str] = (),
+    hyper: workloads_lib.Hyperparameters = (workloads_lib.HYPERPARAMETERS)
+) -> dict[str, Any]:
   """Times one workload on a running worker; its process is already built.
 
   Args:
@@ -225,7 +238,8 @@ def run_workload(workload: workloads_lib.Workload, worker: runtime.Worker,
           math.isfinite(n) for n in norms[implementation])
     result['paired_floor'] = {
         'best': min(paired, key=lambda k: paired[k]['seconds']['median']),
-        'implementations': paired}
+        'implementations': paired
+    }
   return result
 
 
@@ -237,23 +251,33 @@ def main(argv: list[str]) -> int:
   clock.mark('imports_done')
   hyper = workloads_lib.HYPERPARAMETERS
   rows = spec['rows']
-  result = {'engine': 'tff-dp', 'loop_implementation': tff_dp_loop(),
-            'startup': None, 'workloads': [], 'workers': []}
+  result = {
+      'engine': 'tff-dp',
+      'loop_implementation': tff_dp_loop(),
+      'startup': None,
+      'workloads': [],
+      'workers': []
+  }
   log_path = os.path.join(spec['log_dir'], 'tff-dp-worker.log')
 
   # As tff_dp.program.experiment: write the client files and build the first
   # process, then start the worker.
   first = workloads_lib.Workload.from_json(rows[0]['workload'])
   start = time.perf_counter()
-  prepared = prepare(first, DpMechanism(rows[0]['mechanism']), hyper,
+  prepared = prepare(first,
+                     DpMechanism(rows[0]['mechanism']),
+                     hyper,
                      requested_per_call=rows[0].get('clients_per_call', 0))
   build_s = time.perf_counter() - start
   clock.mark('process_built')
   try:
     with runtime.local_runtime(log_path=log_path) as worker:
       clock.mark('worker_ready')
-      result['workers'].append({'pid': worker.pid, 'log': log_path,
-                                'started_by': 'tff_dp.execution.runtime.local_runtime'})
+      result['workers'].append({
+          'pid': worker.pid,
+          'log': log_path,
+          'started_by': 'tff_dp.execution.runtime.local_runtime'
+      })
       harness.write_json(args.out, result)
       for i, row in enumerate(rows):
         workload = workloads_lib.Workload.from_json(row['workload'])
@@ -261,11 +285,14 @@ def main(argv: list[str]) -> int:
         if i > 0:
           prepared.close()
           start = time.perf_counter()
-          prepared = prepare(
-              workload, mechanism, hyper,
-              requested_per_call=row.get('clients_per_call', 0))
+          prepared = prepare(workload,
+                             mechanism,
+                             hyper,
+                             requested_per_call=row.get('clients_per_call', 0))
           build_s = time.perf_counter() - start
-        timing = run_workload(workload, worker, prepared,
+        timing = run_workload(workload,
+                              worker,
+                              prepared,
                               clock if i == 0 else None,
                               paired_floor=row.get('paired_floor', ()),
                               hyper=hyper)
@@ -273,9 +300,12 @@ def main(argv: list[str]) -> int:
         if i == 0:
           result['startup'] = {'workload': workload.name, **clock.marks}
         result['workloads'].append({
-            'workload': workload.to_json(), 'mechanism': mechanism.value,
+            'workload': workload.to_json(),
+            'mechanism': mechanism.value,
             'requested_clients_per_call': row.get('clients_per_call', 0),
-            'clients_per_call': prepared.clients_per_call, **timing})
+            'clients_per_call': prepared.clients_per_call,
+            **timing
+        })
         harness.write_json(args.out, result)
   finally:
     prepared.close()

@@ -44,9 +44,12 @@ DEFAULT_OUTPUT_DIR = os.path.join(REPO_ROOT, 'benchmarks', 'results')
 # floor's own subprocess is 'floor-alone'.
 SCHEMA_VERSION = 2
 ENGINES = ('floor', 'tff-dp', 'plain-tff')
-_ENGINE_MODULES = {'floor': 'benchmarks.floor', 'tff-dp': 'benchmarks.rounds',
-                   'plain-tff': 'benchmarks.plain_tff',
-                   'memory': 'benchmarks.memory'}
+_ENGINE_MODULES = {
+    'floor': 'benchmarks.floor',
+    'tff-dp': 'benchmarks.rounds',
+    'plain-tff': 'benchmarks.plain_tff',
+    'memory': 'benchmarks.memory'
+}
 _QUICK_TIMEOUT_SECONDS = 300
 _FULL_TIMEOUT_SECONDS = 4 * 3600
 _POLL_SECONDS = 1.0
@@ -57,10 +60,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
       prog='python -m benchmarks.run_all',
       description='Benchmarks tff-dp against the compute floor and plain TFF.')
   parser.add_argument(
-      '--quick', action='store_true',
+      '--quick',
+      action='store_true',
       help='a few small rounds per engine, to prove the machinery '
       '(well under 2 minutes on 2 cores); numbers are not meaningful')
-  parser.add_argument('--output_dir', default=DEFAULT_OUTPUT_DIR,
+  parser.add_argument('--output_dir',
+                      default=DEFAULT_OUTPUT_DIR,
                       help='where <UTC time>.json and latest.json go')
   return parser.parse_args(argv[1:])
 
@@ -68,41 +73,72 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def plan(quick: bool) -> list[dict[str, Any]]:
   """The jobs of a run, in the order they run: one fresh subprocess each."""
   timing = workloads_lib.timing_workloads(quick)
-  floor_rows = [{
-      'workload': w.to_json(),
-      # vectorized_map falls back to a while_loop for Conv2DBackpropFilter
-      # and stateless dropout: slower than the loop for the CNN.
-      'implementations': (['loop', 'vectorized']
-                          if w.model is workloads_lib.ModelName.MLP
-                          else ['loop']),
-  } for w in timing]
+  floor_rows = [
+      {
+          'workload':
+              w.to_json(),
+          # vectorized_map falls back to a while_loop for Conv2DBackpropFilter
+          # and stateless dropout: slower than the loop for the CNN.
+          'implementations': (['loop', 'vectorized'] if w.model
+                              is workloads_lib.ModelName.MLP else ['loop']),
+      } for w in timing
+  ]
   # The table's floor is timed in the tff-dp engine, its rounds in turn with
   # tff-dp's; the floor's own subprocess gives its startup and its speed alone.
-  tff_dp_rows = [{'workload': row['workload'], 'mechanism': 'gaussian_fixed',
-                  'paired_floor': row['implementations']}
-                 for row in floor_rows]
+  tff_dp_rows = [{
+      'workload': row['workload'],
+      'mechanism': 'gaussian_fixed',
+      'paired_floor': row['implementations']
+  } for row in floor_rows]
   if not quick:
-    tff_dp_rows.append({'workload': timing[0].to_json(),
-                        'mechanism': 'gaussian_adaptive'})
+    tff_dp_rows.append({
+        'workload': timing[0].to_json(),
+        'mechanism': 'gaussian_adaptive'
+    })
     # TFF's one-client-per-call algorithm, which --clients_per_call=1 runs:
     # what the grouped path saves.
-    tff_dp_rows.append({'workload': timing[0].to_json(),
-                        'mechanism': 'gaussian_fixed', 'clients_per_call': 1})
+    tff_dp_rows.append({
+        'workload': timing[0].to_json(),
+        'mechanism': 'gaussian_fixed',
+        'clients_per_call': 1
+    })
   memory_workload, memory_rounds = workloads_lib.memory_workload(quick)
   jobs = [
-      {'name': 'floor', 'module': _ENGINE_MODULES['floor'],
-       'spec': {'rows': floor_rows}},
-      {'name': 'tff-dp', 'module': _ENGINE_MODULES['tff-dp'],
-       'spec': {'rows': tff_dp_rows}},
-      {'name': 'plain-tff', 'module': _ENGINE_MODULES['plain-tff'],
-       'spec': {'rows': [{'workload': w.to_json()} for w in timing]}},
+      {
+          'name': 'floor',
+          'module': _ENGINE_MODULES['floor'],
+          'spec': {
+              'rows': floor_rows
+          }
+      },
+      {
+          'name': 'tff-dp',
+          'module': _ENGINE_MODULES['tff-dp'],
+          'spec': {
+              'rows': tff_dp_rows
+          }
+      },
+      {
+          'name': 'plain-tff',
+          'module': _ENGINE_MODULES['plain-tff'],
+          'spec': {
+              'rows': [{
+                  'workload': w.to_json()
+              } for w in timing]
+          }
+      },
   ]
   variants = ['tff-dp'] if quick else ['tff-dp', 'plain-tff']
   for variant in variants:
-    jobs.append({'name': f'memory-{variant}', 'module': 'benchmarks.memory',
-                 'spec': {'variant': variant,
-                          'workload': memory_workload.to_json(),
-                          'rounds': memory_rounds}})
+    jobs.append({
+        'name': f'memory-{variant}',
+        'module': 'benchmarks.memory',
+        'spec': {
+            'variant': variant,
+            'workload': memory_workload.to_json(),
+            'rounds': memory_rounds
+        }
+    })
   return jobs
 
 
@@ -143,19 +179,30 @@ def run_job(job: dict[str, Any], work_dir: str,
   log_path = os.path.join(work_dir, f'{name}.log')
   log_dir = os.path.join(work_dir, name)
   os.makedirs(log_dir, exist_ok=True)
-  cmd = [sys.executable, '-m', job['module'], f'--spec={spec_path}',
-         f'--out={out_path}']
-  record: dict[str, Any] = {'name': name, 'command': ' '.join(cmd),
-                            'log': log_path, 'result_path': out_path}
+  cmd = [
+      sys.executable, '-m', job['module'], f'--spec={spec_path}',
+      f'--out={out_path}'
+  ]
+  record: dict[str, Any] = {
+      'name': name,
+      'command': ' '.join(cmd),
+      'log': log_path,
+      'result_path': out_path
+  }
   seen_workers: set[int] = set()
   with open(log_path, 'wb') as log:
     spawn_time = time.time()
-    harness.write_json(spec_path, {**job['spec'], 'spawn_time': spawn_time,
-                                   'log_dir': log_dir})
+    harness.write_json(spec_path, {
+        **job['spec'], 'spawn_time': spawn_time,
+        'log_dir': log_dir
+    })
     start = time.perf_counter()
     # The spec's spawn_time is taken just before the process starts.
-    process = subprocess.Popen(cmd, cwd=REPO_ROOT, env=_engine_env(),
-                               stdin=subprocess.DEVNULL, stdout=log,
+    process = subprocess.Popen(cmd,
+                               cwd=REPO_ROOT,
+                               env=_engine_env(),
+                               stdin=subprocess.DEVNULL,
+                               stdout=log,
                                stderr=subprocess.STDOUT)
     try:
       while process.poll() is None:
@@ -190,12 +237,16 @@ def run_job(job: dict[str, Any], work_dir: str,
     left = harness.is_running_worker(pid)
     action = harness.stop_worker_pid(pid) if left else 'none needed'
     record['workers'].append({
-        'pid': pid, 'left_running': left, 'stopped_by_run_all': action,
-        'started_by_tff_dp_runtime': pid in logged})
+        'pid': pid,
+        'left_running': left,
+        'stopped_by_run_all': action,
+        'started_by_tff_dp_runtime': pid in logged
+    })
   return record
 
 
-def _entry(result: Optional[dict[str, Any]], name: str,
+def _entry(result: Optional[dict[str, Any]],
+           name: str,
            mechanism: str = 'gaussian_fixed',
            requested_per_call: int = 0) -> Optional[dict[str, Any]]:
   """The timing entry of workload `name` in an engine's result."""
@@ -210,16 +261,19 @@ def _entry(result: Optional[dict[str, Any]], name: str,
 def _row(engine: str, entry: Optional[dict[str, Any]]) -> dict[str, Any]:
   if entry is None:
     return {'engine': engine, 'ok': False}
-  row = {'engine': engine, 'ok': True,
-         'median_s': entry['seconds']['median'],
-         'p10_s': entry['seconds']['p10'],
-         'p90_s': entry['seconds']['p90'],
-         'timed_rounds': entry['seconds']['n'],
-         'warmup_rounds': entry['workload']['warmup_rounds'],
-         'first_round_s': entry['first_round_s'],
-         'build_s': entry.get('build_s'),
-         'cpu_self_s_per_round': entry['cpu_self_s'],
-         'load_average': entry['load_average']}
+  row = {
+      'engine': engine,
+      'ok': True,
+      'median_s': entry['seconds']['median'],
+      'p10_s': entry['seconds']['p10'],
+      'p90_s': entry['seconds']['p90'],
+      'timed_rounds': entry['seconds']['n'],
+      'warmup_rounds': entry['workload']['warmup_rounds'],
+      'first_round_s': entry['first_round_s'],
+      'build_s': entry.get('build_s'),
+      'cpu_self_s_per_round': entry['cpu_self_s'],
+      'load_average': entry['load_average']
+  }
   if 'clients_per_call' in entry:
     row['clients_per_call'] = entry['clients_per_call']
   if 'cpu_worker_s' in entry:
@@ -229,7 +283,8 @@ def _row(engine: str, entry: Optional[dict[str, Any]]) -> dict[str, Any]:
   if 'best' in entry:
     row['implementation'] = entry['best']
     row['implementations_median_s'] = {
-        k: v['seconds']['median'] for k, v in entry['implementations'].items()}
+        k: v['seconds']['median'] for k, v in entry['implementations'].items()
+    }
   return row
 
 
@@ -240,9 +295,11 @@ def _paired_floor_entry(
   if not paired:
     return None
   best = paired['best']
-  return {**paired['implementations'][best],
-          'workload': tff_dp_entry['workload'], 'best': best,
-          'implementations': paired['implementations']}
+  return {
+      **paired['implementations'][best], 'workload': tff_dp_entry['workload'],
+      'best': best,
+      'implementations': paired['implementations']
+  }
 
 
 def timing_table(jobs: dict[str, dict[str, Any]],
@@ -254,24 +311,30 @@ def timing_table(jobs: dict[str, dict[str, Any]],
   """
   table = []
   for workload in workloads_lib.timing_workloads(quick):
-    entries = {engine: _row(engine, _entry(jobs.get(engine, {}).get('result'),
-                                            workload.name))
-               for engine in ENGINES}
+    entries = {
+        engine:
+            _row(engine,
+                 _entry(jobs.get(engine, {}).get('result'), workload.name))
+        for engine in ENGINES
+    }
     floor_entry = _entry(jobs.get('floor', {}).get('result'), workload.name)
     entries['floor-alone'] = dict(entries['floor'], engine='floor-alone')
-    entries['floor'] = _row('floor', _paired_floor_entry(
-        _entry(jobs.get('tff-dp', {}).get('result'), workload.name)))
+    entries['floor'] = _row(
+        'floor',
+        _paired_floor_entry(
+            _entry(jobs.get('tff-dp', {}).get('result'), workload.name)))
     med = {e: r.get('median_s') for e, r in entries.items()}
     table.append({
         'workload': workload.to_json(),
         'parameters': (floor_entry or {}).get('parameters'),
         'engines': entries,
         'ratios': {
-            'tff_dp_over_floor': stats.ratio(med['tff-dp'], med['floor']),
-            'plain_tff_over_tff_dp': stats.ratio(med['plain-tff'],
-                                                 med['tff-dp']),
-            'plain_tff_over_floor': stats.ratio(med['plain-tff'],
-                                                med['floor']),
+            'tff_dp_over_floor':
+                stats.ratio(med['tff-dp'], med['floor']),
+            'plain_tff_over_tff_dp':
+                stats.ratio(med['plain-tff'], med['tff-dp']),
+            'plain_tff_over_floor':
+                stats.ratio(med['plain-tff'], med['floor']),
         },
     })
   return table
@@ -289,9 +352,10 @@ def cohort_scaling(table: list[dict[str, Any]]) -> dict[str, Any]:
       continue
     xs, ys = zip(*points)
     slope = stats.least_squares_slope(xs, ys)
-    scaling[engine] = {'clients': list(xs),
-                       'ms_per_client': None if slope is None
-                                        else 1e3 * slope}
+    scaling[engine] = {
+        'clients': list(xs),
+        'ms_per_client': None if slope is None else 1e3 * slope
+    }
   return scaling
 
 
@@ -308,8 +372,12 @@ def extra_rows(jobs: dict[str, dict[str, Any]],
       ('gaussian_adaptive', 0, 'gaussian_adaptive'),
       ('gaussian_fixed', 1, '--clients_per_call=1 (one client per TFF call)')):
     entry = _entry(result, first.name, mechanism, per_call)
-    rows.append({'workload': first.to_json(), 'mechanism': mechanism,
-                 'label': label, **_row('tff-dp', entry)})
+    rows.append({
+        'workload': first.to_json(),
+        'mechanism': mechanism,
+        'label': label,
+        **_row('tff-dp', entry)
+    })
   return rows
 
 
@@ -332,10 +400,12 @@ def startup_table(jobs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
       if key in marks:
         phases[label] = marks[key] - previous
         previous = marks[key]
-    rows.append({'engine': name, 'workload': marks.get('workload',
-                                                       'W1-c50 (program)'),
-                 'phases_s': phases,
-                 'time_to_first_round_s': marks['first_round_done']})
+    rows.append({
+        'engine': name,
+        'workload': marks.get('workload', 'W1-c50 (program)'),
+        'phases_s': phases,
+        'time_to_first_round_s': marks['first_round_done']
+    })
   return rows
 
 
@@ -402,26 +472,25 @@ def format_report(report: dict[str, Any]) -> str:
     tffdp = engines['tff-dp']
     rounds = (f"{tffdp['warmup_rounds']}+{tffdp['timed_rounds']}"
               if tffdp.get('ok') else '')
-    lines.append(
-        f"{w['name']:<9} {row['parameters'] or 0:>9,} {rounds:>8}  "
-        f"{_cell(engines['floor']):<22} {_cell(tffdp):<22} "
-        f"{_cell(engines['plain-tff']):<22} "
-        f"{_fmt_ratio(row['ratios']['tff_dp_over_floor']):>12} "
-        f"{_fmt_ratio(row['ratios']['plain_tff_over_tff_dp']):>15}")
+    lines.append(f"{w['name']:<9} {row['parameters'] or 0:>9,} {rounds:>8}  "
+                 f"{_cell(engines['floor']):<22} {_cell(tffdp):<22} "
+                 f"{_cell(engines['plain-tff']):<22} "
+                 f"{_fmt_ratio(row['ratios']['tff_dp_over_floor']):>12} "
+                 f"{_fmt_ratio(row['ratios']['plain_tff_over_tff_dp']):>15}")
   per_call = [(row['workload']['name'],
                row['engines']['tff-dp'].get('clients_per_call', '?'))
               for row in report['timing']]
-  lines.append('tff-dp simulated clients per TFF call: ' + ', '.join(
-      f'{name} {n}' for name, n in per_call))
+  lines.append('tff-dp simulated clients per TFF call: ' +
+               ', '.join(f'{name} {n}' for name, n in per_call))
   for row in report['extra_rows']:
     lines.append(f"{row['workload']['name']:<9} tff-dp with "
                  f"{row.get('label', row['mechanism'])}: {_cell(row)}")
   if report['cohort_scaling']:
     lines.append('W1 seconds per extra client (least squares over cohorts '
                  f"{next(iter(report['cohort_scaling'].values()))['clients']}"
-                 '): ' + ', '.join(
-                     f"{engine} {_fmt(v['ms_per_client'], 2)} ms"
-                     for engine, v in report['cohort_scaling'].items()))
+                 '): ' +
+                 ', '.join(f"{engine} {_fmt(v['ms_per_client'], 2)} ms"
+                           for engine, v in report['cohort_scaling'].items()))
   lines += ['', 'Where the time goes (medians per timed round)']
   for row in report['timing']:
     tffdp = row['engines']['tff-dp']
@@ -446,18 +515,22 @@ def format_report(report: dict[str, Any]) -> str:
                         ('floor alone, own process',
                          row['engines']['floor-alone'])):
       if row_.get('ok'):
-        impl = ', '.join(f'{k} {v:.4f} s' for k, v in
-                         row_['implementations_median_s'].items())
+        impl = ', '.join(f'{k} {v:.4f} s'
+                         for k, v in row_['implementations_median_s'].items())
         lines.append(f"  {'':<9} {label}: {impl}; CPU "
                      f"{_fmt(row_['cpu_self_s_per_round'], 2)} s")
-  lines += ['', 'Time to the first round (fresh subprocess; seconds since '
-            'spawn, by phase)']
+  lines += [
+      '', 'Time to the first round (fresh subprocess; seconds since '
+      'spawn, by phase)'
+  ]
   for row in report['startup']:
     phases = ', '.join(f'{k} {v:.2f}' for k, v in row['phases_s'].items())
     lines.append(f"  {row['engine']:<14} {row['workload']:<18} total "
                  f"{row['time_to_first_round_s']:6.2f}: {phases}")
-  lines += ['', 'Memory (RSS, MiB; slope = least squares over the second '
-            'half, MiB/round)']
+  lines += [
+      '', 'Memory (RSS, MiB; slope = least squares over the second '
+      'half, MiB/round)'
+  ]
   for variant, mem in report['memory'].items():
     for who in ('process', 'worker'):
       m = mem[who]
@@ -497,19 +570,26 @@ def _git_state() -> dict[str, Any]:
   Read-only: `--no-optional-locks` keeps `git status` from refreshing the
   index.
   """
+
   def git(*args):
     try:
-      return subprocess.run(
-          ['git', '--no-optional-locks', *args], cwd=REPO_ROOT,
-          capture_output=True, text=True, timeout=30, check=True).stdout
+      return subprocess.run(['git', '--no-optional-locks', *args],
+                            cwd=REPO_ROOT,
+                            capture_output=True,
+                            text=True,
+                            timeout=30,
+                            check=True).stdout
     except (OSError, subprocess.SubprocessError):
       return None
 
   commit = git('rev-parse', 'HEAD')
   status = git('status', '--porcelain')
-  return {'commit': commit.strip() if commit else None,
-          'changed_paths': ([line[3:] for line in status.splitlines()]
-                            if status is not None else None)}
+  return {
+      'commit':
+          commit.strip() if commit else None,
+      'changed_paths': ([line[3:] for line in status.splitlines()]
+                        if status is not None else None)
+  }
 
 
 def _versions() -> dict[str, str]:
@@ -540,25 +620,35 @@ def main(argv: list[str]) -> int:
     print(f"run_all: {job['name']} ...", flush=True)
     jobs[job['name']] = run_job(job, work_dir, timeout_s)
     status = jobs[job['name']].get('error', 'ok')
-    print(f"run_all: {job['name']} {status} "
-          f"({jobs[job['name']]['wall_s']:.0f} s)", flush=True)
+    print(
+        f"run_all: {job['name']} {status} "
+        f"({jobs[job['name']]['wall_s']:.0f} s)",
+        flush=True)
   json_path = os.path.join(output_dir, f'{stamp}.json')
   report = {
       'schema_version': SCHEMA_VERSION,
       'mode': 'quick' if args.quick else 'full',
-      'command': (f'{sys.executable} -m benchmarks.run_all'
-                  + (' --quick' if args.quick else '')
-                  + (f' --output_dir={args.output_dir}'
-                     if args.output_dir != DEFAULT_OUTPUT_DIR else '')),
+      'command': (f'{sys.executable} -m benchmarks.run_all' +
+                  (' --quick' if args.quick else '') +
+                  (f' --output_dir={args.output_dir}'
+                   if args.output_dir != DEFAULT_OUTPUT_DIR else '')),
       'started_utc': started.strftime('%Y-%m-%d %H:%M:%S'),
-      'machine': {'cpus': os.cpu_count(), 'platform': platform.platform(),
-                  'shared': True, **_versions()},
-      'load_average': {'start': load_start, 'end': harness.load_average()},
+      'machine': {
+          'cpus': os.cpu_count(),
+          'platform': platform.platform(),
+          'shared': True,
+          **_versions()
+      },
+      'load_average': {
+          'start': load_start,
+          'end': harness.load_average()
+      },
       'git': git_state,
       'client_loops': {
-          name: (jobs.get(name, {}).get('result') or {}).get(
-              'loop_implementation')
-          for name in ('tff-dp', 'plain-tff')},
+          name: (
+              jobs.get(name, {}).get('result') or
+              {}).get('loop_implementation') for name in ('tff-dp', 'plain-tff')
+      },
       'data': 'synthetic: features uniform in [0, 1), labels uniform in '
               '[0, 10); shapes of (E)MNIST',
       'hyperparameters': dataclasses.asdict(workloads_lib.HYPERPARAMETERS),
@@ -567,12 +657,17 @@ def main(argv: list[str]) -> int:
       'extra_rows': extra_rows(jobs, args.quick),
       'startup': startup_table(jobs),
       'memory': memory_table(jobs),
-      'jobs': [{k: v for k, v in job.items() if k != 'result'}
-               for job in jobs.values()],
-      'raw': {name: job.get('result') for name, job in jobs.items()},
-      'paths': {'json': json_path,
-                'latest': os.path.join(output_dir, 'latest.json'),
-                'work_dir': work_dir},
+      'jobs': [{
+          k: v for k, v in job.items() if k != 'result'
+      } for job in jobs.values()],
+      'raw': {
+          name: job.get('result') for name, job in jobs.items()
+      },
+      'paths': {
+          'json': json_path,
+          'latest': os.path.join(output_dir, 'latest.json'),
+          'work_dir': work_dir
+      },
   }
   report['cohort_scaling'] = cohort_scaling(report['timing'])
   report['wall_s'] = time.perf_counter() - wall_start
@@ -580,8 +675,7 @@ def main(argv: list[str]) -> int:
   harness.write_json(report['paths']['latest'], report)
   print(format_report(report), flush=True)
   failed = any(job.get('error') for job in jobs.values())
-  left = any(w['left_running'] for job in jobs.values()
-             for w in job['workers'])
+  left = any(w['left_running'] for job in jobs.values() for w in job['workers'])
   return 1 if failed or left else 0
 
 

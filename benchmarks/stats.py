@@ -44,7 +44,7 @@ def least_squares_slope(xs: Sequence[float],
     return None
   mean_x = sum(xs) / n
   mean_y = sum(ys) / n
-  sxx = sum((x - mean_x) ** 2 for x in xs)
+  sxx = sum((x - mean_x)**2 for x in xs)
   if sxx == 0:
     return None
   sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys))

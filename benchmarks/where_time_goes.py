@@ -65,8 +65,8 @@ from tff_dp.program import assembly
 from tff_dp.program import client_data
 
 _DEFAULT_OUTPUT_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    'benchmarks', 'results')
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'benchmarks',
+    'results')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +90,8 @@ CASES = (
 ) + tuple(
     Case(f'{prefix}{k}x{n}', clients=k, examples_per_client=n, variant=variant)
     for prefix, variant in (('', 'tff-dp'), ('reduce ', 'reduce'))
-    for k, n in _SHAPES if (k, n) != (50, 64)) + (
+    for k, n in _SHAPES
+    if (k, n) != (50, 64)) + (
         Case('max_concurrent_1', max_concurrent=1),
         Case('max_concurrent_2', max_concurrent=2),
         # A control: the baseline again, on a fresh default worker, last.
@@ -107,10 +108,14 @@ def _same_loop_as_tff_dp() -> tff.learning.LoopImplementation:
 
 
 def _workload(case: Case, quick: bool) -> workloads_lib.Workload:
-  return workloads_lib.Workload(
-      family='W1', model=workloads_lib.ModelName.MLP, clients=case.clients,
-      examples_per_client=case.examples_per_client, batch_size=16, epochs=1,
-      warmup_rounds=1 if quick else 2, timed_rounds=2 if quick else 10)
+  return workloads_lib.Workload(family='W1',
+                                model=workloads_lib.ModelName.MLP,
+                                clients=case.clients,
+                                examples_per_client=case.examples_per_client,
+                                batch_size=16,
+                                epochs=1,
+                                warmup_rounds=1 if quick else 2,
+                                timed_rounds=2 if quick else 10)
 
 
 def _process(case: Case, workload: workloads_lib.Workload):
@@ -118,26 +123,30 @@ def _process(case: Case, workload: workloads_lib.Workload):
   hyper = workloads_lib.HYPERPARAMETERS
   if case.variant in ('tff-dp', 'ids'):
     # TFF's one-client-per-call path: the one whose time this study splits.
-    return rounds_lib.prepare(workload, DpMechanism.GAUSSIAN_FIXED, hyper,
+    return rounds_lib.prepare(workload,
+                              DpMechanism.GAUSSIAN_FIXED,
+                              hyper,
                               requested_per_call=1).process
   config = rounds_lib.train_config(workload, DpMechanism.GAUSSIAN_FIXED, hyper)
-  kwargs = dict(
-      model_fn=assembly.build_model_fn(config,
-                                       rounds_lib.federated_data(workload)),
-      client_optimizer_fn=tff.learning.optimizers.build_sgdm(
-          learning_rate=config.client_learning_rate),
-      server_optimizer_fn=assembly.server_optimizer(config))
+  kwargs = dict(model_fn=assembly.build_model_fn(
+      config, rounds_lib.federated_data(workload)),
+                client_optimizer_fn=tff.learning.optimizers.build_sgdm(
+                    learning_rate=config.client_learning_rate),
+                server_optimizer_fn=assembly.server_optimizer(config))
   if case.variant == 'no-dp':
     return tff.learning.algorithms.build_unweighted_fed_avg(
         loop_implementation=_same_loop_as_tff_dp(), **kwargs)
-  loops = {'reduce': tff.learning.LoopImplementation.DATASET_REDUCE,
-           'iterator': tff.learning.LoopImplementation.DATASET_ITERATOR}
+  loops = {
+      'reduce': tff.learning.LoopImplementation.DATASET_REDUCE,
+      'iterator': tff.learning.LoopImplementation.DATASET_ITERATOR
+  }
   if case.variant in loops:
     return tff.learning.algorithms.build_unweighted_fed_avg(
         model_aggregator=learning_process.build_model_aggregator(
             dp=assembly.dp_settings(config),
             client_weighting=config.client_weighting),
-        loop_implementation=loops[case.variant], **kwargs)
+        loop_implementation=loops[case.variant],
+        **kwargs)
   raise ValueError(f'unknown variant {case.variant!r}')
 
 
@@ -146,12 +155,15 @@ def _write_client_files(workload: workloads_lib.Workload,
   """One TFRecord file per client: its x and y as serialized tensors."""
   data = workloads_lib.synthetic_data(workload)
   for i in range(workload.clients):
-    example = tf.train.Example(features=tf.train.Features(feature={
-        'x': tf.train.Feature(bytes_list=tf.train.BytesList(
-            value=[tf.io.serialize_tensor(data.x[i]).numpy()])),
-        'y': tf.train.Feature(bytes_list=tf.train.BytesList(
-            value=[tf.io.serialize_tensor(data.y[i]).numpy()])),
-    }))
+    example = tf.train.Example(features=tf.train.Features(
+        feature={
+            'x':
+                tf.train.Feature(bytes_list=tf.train.BytesList(
+                    value=[tf.io.serialize_tensor(data.x[i]).numpy()])),
+            'y':
+                tf.train.Feature(bytes_list=tf.train.BytesList(
+                    value=[tf.io.serialize_tensor(data.y[i]).numpy()])),
+        }))
     with tf.io.TFRecordWriter(os.path.join(data_dir, f'{i}.tfrecord')) as w:
       w.write(example.SerializeToString())
 
@@ -159,8 +171,10 @@ def _write_client_files(workload: workloads_lib.Workload,
 def _dataset_computation(workload: workloads_lib.Workload, data_dir: str):
   """client id -> that client's shuffled, batched dataset, built in TFF."""
   n = workload.examples_per_client
-  spec = {'x': tf.io.FixedLenFeature([], tf.string),
-          'y': tf.io.FixedLenFeature([], tf.string)}
+  spec = {
+      'x': tf.io.FixedLenFeature([], tf.string),
+      'y': tf.io.FixedLenFeature([], tf.string)
+  }
 
   @tff.tensorflow.computation(tf.string)
   def dataset_from_id(client_id):
@@ -173,8 +187,8 @@ def _dataset_computation(workload: workloads_lib.Workload, data_dir: str):
       y = tf.ensure_shape(tf.io.parse_tensor(parsed['y'], tf.int32), [n])
       return tf.data.Dataset.from_tensor_slices((x, y))
 
-    return (tf.data.TFRecordDataset(path).flat_map(to_examples)
-            .repeat(workload.epochs).shuffle(n).batch(workload.batch_size))
+    return (tf.data.TFRecordDataset(path).flat_map(to_examples).repeat(
+        workload.epochs).shuffle(n).batch(workload.batch_size))
 
   return dataset_from_id
 
@@ -187,14 +201,21 @@ def _serialization_cost(workload: workloads_lib.Workload, process,
   value_pb, _ = tff.framework.serialize_value(datasets, type_spec)
   seconds = time.perf_counter() - start
   size = value_pb.ByteSize()
-  return {'seconds': seconds, 'bytes': size,
-          'bytes_per_client': size / workload.clients,
-          'raw_example_bytes_per_client':
-              workload.examples_per_client * (workloads_lib.INPUT_DIM + 1) * 4}
+  return {
+      'seconds':
+          seconds,
+      'bytes':
+          size,
+      'bytes_per_client':
+          size / workload.clients,
+      'raw_example_bytes_per_client':
+          workload.examples_per_client * (workloads_lib.INPUT_DIM + 1) * 4
+  }
 
 
-def run_case(case: Case, quick: bool, worker: runtime.Worker, tmp_dir: str
-             ) -> tuple[dict[str, Any], Callable[[int], dict[str, float]]]:
+def run_case(
+    case: Case, quick: bool, worker: runtime.Worker,
+    tmp_dir: str) -> tuple[dict[str, Any], Callable[[int], dict[str, float]]]:
   """Builds and times one case on `worker`.
 
   Returns:
@@ -203,8 +224,10 @@ def run_case(case: Case, quick: bool, worker: runtime.Worker, tmp_dir: str
   workload = _workload(case, quick)
   start = time.perf_counter()
   process = _process(case, workload)
-  result: dict[str, Any] = {'case': dataclasses.asdict(case),
-                            'workload': workload.to_json()}
+  result: dict[str, Any] = {
+      'case': dataclasses.asdict(case),
+      'workload': workload.to_json()
+  }
   cohort = np.arange(workload.clients)
   if case.variant.startswith('ids'):
     data_dir = os.path.join(tmp_dir, f'{case.name}-data')
@@ -219,15 +242,17 @@ def run_case(case: Case, quick: bool, worker: runtime.Worker, tmp_dir: str
       return ids
   else:
     round_datasets = client_data.RoundDatasets(
-        rounds_lib.federated_data(workload), batch_size=workload.batch_size,
-        epochs=workload.epochs, seed=0)
+        rounds_lib.federated_data(workload),
+        batch_size=workload.batch_size,
+        epochs=workload.epochs,
+        seed=0)
 
     def round_args(r):
       return round_datasets(r, cohort)
 
     if case.name.startswith('baseline'):
-      result['serialization'] = _serialization_cost(
-          workload, process, round_datasets(0, cohort))
+      result['serialization'] = _serialization_cost(workload, process,
+                                                    round_datasets(0, cohort))
   result['build_s'] = time.perf_counter() - start
   state_box = [process.initialize()]
 
@@ -236,9 +261,10 @@ def run_case(case: Case, quick: bool, worker: runtime.Worker, tmp_dir: str
     return {}
 
   timing = harness.time_rounds(workload, run_round, worker_pid=worker.pid)
-  result.update({k: timing[k] for k in ('seconds', 'first_round_s',
-                                        'cpu_self_s', 'cpu_worker_s',
-                                        'load_average')})
+  result.update({
+      k: timing[k] for k in ('seconds', 'first_round_s', 'cpu_self_s',
+                            'cpu_worker_s', 'load_average')
+  })
   return result, run_round
 
 
@@ -263,24 +289,30 @@ def perf_profile(worker_pid: int, seconds: float, run_rounds) -> dict:
     return {'error': 'perf not found'}
   with tempfile.TemporaryDirectory() as tmp:
     data = os.path.join(tmp, 'perf.data')
-    perf = subprocess.Popen(
-        ['perf', 'record', '-e', 'cpu-clock', '-F', '499', '-g', '-p',
-         str(worker_pid), '-o', data, '--', 'sleep', str(seconds)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    perf = subprocess.Popen([
+        'perf', 'record', '-e', 'cpu-clock', '-F', '499', '-g', '-p',
+        str(worker_pid), '-o', data, '--', 'sleep',
+        str(seconds)
+    ],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     rounds_run = 0
     while perf.poll() is None:
       run_rounds()
       rounds_run += 1
-    report = subprocess.run(
-        ['perf', 'report', '-i', data, '--stdio', '--no-children',
-         '--sort', 'dso,sym', '-g', 'none'],
-        capture_output=True, text=True, check=False).stdout
+    report = subprocess.run([
+        'perf', 'report', '-i', data, '--stdio', '--no-children', '--sort',
+        'dso,sym', '-g', 'none'
+    ],
+                            capture_output=True,
+                            text=True,
+                            check=False).stdout
   symbols = []
   for line in report.splitlines():
     match = re.match(r'\s*([\d.]+)%\s+(\S+)\s+(.*)$', line)
     if match:
-      symbols.append((float(match.group(1)), match.group(2),
-                      match.group(3).strip()))
+      symbols.append(
+          (float(match.group(1)), match.group(2), match.group(3).strip()))
   groups = {name: 0.0 for name, _ in _PERF_GROUPS}
   groups['other'] = 0.0
   for percent, dso, sym in symbols:
@@ -291,10 +323,19 @@ def perf_profile(worker_pid: int, seconds: float, run_rounds) -> dict:
         break
     else:
       groups['other'] += percent
-  return {'seconds': seconds, 'rounds_during_profile': rounds_run,
-          'groups_percent': groups,
-          'top_symbols': [{'percent': p, 'dso': d, 'symbol': s[:160]}
-                          for p, d, s in symbols[:30]]}
+  return {
+      'seconds':
+          seconds,
+      'rounds_during_profile':
+          rounds_run,
+      'groups_percent':
+          groups,
+      'top_symbols': [{
+          'percent': p,
+          'dso': d,
+          'symbol': s[:160]
+      } for p, d, s in symbols[:30]]
+  }
 
 
 def cost_model(cases: list[dict[str, Any]]) -> dict[str, Any]:
@@ -308,9 +349,10 @@ def cost_model(cases: list[dict[str, Any]]) -> dict[str, Any]:
   labels = (('tff-dp', f'tff-dp as built ({rounds_lib.tff_dp_loop()})'),
             ('reduce', 'DATASET_REDUCE'))
   for variant, label in labels:
-    rows = [r for r in cases if r['case']['variant'] == variant and
-            r['case']['max_concurrent'] == -1 and
-            r['case']['name'] != 'baseline (again)']
+    rows = [
+        r for r in cases if r['case']['variant'] == variant and r['case']
+        ['max_concurrent'] == -1 and r['case']['name'] != 'baseline (again)'
+    ]
     if len(rows) < 3:
       continue
     design, target = [], []
@@ -321,8 +363,12 @@ def cost_model(cases: list[dict[str, Any]]) -> dict[str, Any]:
       design.append([1.0, w['clients'], batches])
       target.append(r['seconds']['median'])
     coef, *_ = np.linalg.lstsq(np.array(design), np.array(target), rcond=None)
-    fits[label] = {'fixed_s': float(coef[0]), 'per_client_ms': 1e3 * coef[1],
-                   'per_batch_ms': 1e3 * coef[2], 'cases': len(rows)}
+    fits[label] = {
+        'fixed_s': float(coef[0]),
+        'per_client_ms': 1e3 * coef[1],
+        'per_batch_ms': 1e3 * coef[2],
+        'cases': len(rows)
+    }
   return fits
 
 
@@ -341,13 +387,12 @@ def format_report(report: dict[str, Any]) -> str:
   for r in report['cases']:
     s = r['seconds']
     w = r['workload']
-    lines.append(
-        f"{r['case']['name']:<18} "
-        f"{w['clients']:>5} x {w['examples_per_client']:<4} "
-        f"{s['median']:>9.3f} {s['p10']:>7.3f} {s['p90']:>7.3f} "
-        f"{s['median'] / base_median:>7.2f}x {r['cpu_self_s']:>7.2f} "
-        f"{r['cpu_worker_s']:>8.2f} "
-        f"{1000 * s['median'] / w['clients']:>9.1f}")
+    lines.append(f"{r['case']['name']:<18} "
+                 f"{w['clients']:>5} x {w['examples_per_client']:<4} "
+                 f"{s['median']:>9.3f} {s['p10']:>7.3f} {s['p90']:>7.3f} "
+                 f"{s['median'] / base_median:>7.2f}x {r['cpu_self_s']:>7.2f} "
+                 f"{r['cpu_worker_s']:>8.2f} "
+                 f"{1000 * s['median'] / w['clients']:>9.1f}")
   ser = base.get('serialization')
   if ser:
     lines.append(
@@ -362,8 +407,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"{fit['per_batch_ms']:.2f} ms/batch")
   for name, perf in report.get('perf', {}).items():
     if 'groups_percent' in perf:
-      groups = ', '.join(f'{k} {v:.0f}%' for k, v in
-                         perf['groups_percent'].items())
+      groups = ', '.join(
+          f'{k} {v:.0f}%' for k, v in perf['groups_percent'].items())
       lines.append(f"Worker CPU samples, {name} (perf, {perf['seconds']} s, "
                    f"{perf['rounds_during_profile']} rounds): {groups}")
     else:
@@ -375,9 +420,11 @@ def format_report(report: dict[str, Any]) -> str:
 def main(argv: list[str]) -> int:
   parser = argparse.ArgumentParser(prog='python -m benchmarks.where_time_goes',
                                    description=__doc__.splitlines()[0])
-  parser.add_argument('--quick', action='store_true',
+  parser.add_argument('--quick',
+                      action='store_true',
                       help='1 warm-up + 2 timed rounds per case')
-  parser.add_argument('--perf', action='store_true',
+  parser.add_argument('--perf',
+                      action='store_true',
                       help='also profile the worker with Linux perf')
   parser.add_argument('--output_dir', default=_DEFAULT_OUTPUT_DIR)
   args = parser.parse_args(argv[1:])
@@ -386,12 +433,20 @@ def main(argv: list[str]) -> int:
   os.makedirs(args.output_dir, exist_ok=True)
   path = os.path.join(args.output_dir, f'where-time-goes-{stamp}.json')
   report: dict[str, Any] = {
-      'mode': 'quick' if args.quick else 'full',
-      'started_utc': started.strftime('%Y-%m-%d %H:%M:%S'),
-      'command': ' '.join([sys.executable, '-m', 'benchmarks.where_time_goes']
-                          + argv[1:]),
-      'tff_dp_loop_implementation': rounds_lib.tff_dp_loop(),
-      'cases': [], 'workers': [], 'path': path}
+      'mode':
+          'quick' if args.quick else 'full',
+      'started_utc':
+          started.strftime('%Y-%m-%d %H:%M:%S'),
+      'command':
+          ' '.join([sys.executable, '-m', 'benchmarks.where_time_goes'] +
+                   argv[1:]),
+      'tff_dp_loop_implementation':
+          rounds_lib.tff_dp_loop(),
+      'cases': [],
+      'workers': [],
+      'path':
+          path
+  }
   wall_start = time.perf_counter()
   # Consecutive cases with the same max_concurrent share one worker.
   groups: list[list[Case]] = []
@@ -407,8 +462,10 @@ def main(argv: list[str]) -> int:
       with runtime.local_runtime(
           log_path=log_path,
           max_concurrent_computation_calls=max_concurrent) as worker:
-        report['workers'].append({'pid': worker.pid,
-                                  'max_concurrent': max_concurrent})
+        report['workers'].append({
+            'pid': worker.pid,
+            'max_concurrent': max_concurrent
+        })
         for case in cases:
           print(f'where_time_goes: {case.name} ...', flush=True)
           result, next_round = run_case(case, args.quick, worker, tmp_dir)

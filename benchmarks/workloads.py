@@ -91,22 +91,33 @@ class Workload:
 
   @classmethod
   def from_json(cls, values: dict[str, Any]) -> 'Workload':
-    kwargs = {field.name: values[field.name]
-              for field in dataclasses.fields(cls)}
+    kwargs = {
+        field.name: values[field.name] for field in dataclasses.fields(cls)
+    }
     kwargs['model'] = ModelName(kwargs['model'])
     return cls(**kwargs)
 
 
 def _w1(clients: int, *, warmup: int, timed: int) -> Workload:
-  return Workload(family='W1', model=ModelName.MLP, clients=clients,
-                  examples_per_client=64, batch_size=16, epochs=1,
-                  warmup_rounds=warmup, timed_rounds=timed)
+  return Workload(family='W1',
+                  model=ModelName.MLP,
+                  clients=clients,
+                  examples_per_client=64,
+                  batch_size=16,
+                  epochs=1,
+                  warmup_rounds=warmup,
+                  timed_rounds=timed)
 
 
 def _w2(clients: int, *, warmup: int, timed: int) -> Workload:
-  return Workload(family='W2', model=ModelName.CNN, clients=clients,
-                  examples_per_client=100, batch_size=16, epochs=1,
-                  warmup_rounds=warmup, timed_rounds=timed)
+  return Workload(family='W2',
+                  model=ModelName.CNN,
+                  clients=clients,
+                  examples_per_client=100,
+                  batch_size=16,
+                  epochs=1,
+                  warmup_rounds=warmup,
+                  timed_rounds=timed)
 
 
 def timing_workloads(quick: bool) -> list[Workload]:
@@ -144,8 +155,9 @@ class SyntheticData:
   test_y: np.ndarray
 
 
-def synthetic_data(workload: Workload, *, test_examples: int = 512
-                   ) -> SyntheticData:
+def synthetic_data(workload: Workload,
+                   *,
+                   test_examples: int = 512) -> SyntheticData:
   """Deterministic random data of the workload's shape (see the module doc)."""
   rng = np.random.default_rng(
       [DATA_SEED, workload.clients, workload.examples_per_client])
@@ -157,7 +169,8 @@ def synthetic_data(workload: Workload, *, test_examples: int = 512
   return SyntheticData(x=x, y=y, test_x=test_x, test_y=test_y)
 
 
-def round_permutations(workload: Workload, round_num: int,
+def round_permutations(workload: Workload,
+                       round_num: int,
                        seed: int = 0) -> np.ndarray:
   """Each client's example order in a round, as tff_dp.program.client_data draws it.
 
@@ -170,7 +183,9 @@ def round_permutations(workload: Workload, round_num: int,
   orders = []
   for i in range(workload.clients):
     rng = np.random.default_rng([seed, round_num, i])
-    orders.append(np.concatenate([
-        rng.permutation(workload.examples_per_client)
-        for _ in range(workload.epochs)]))
+    orders.append(
+        np.concatenate([
+            rng.permutation(workload.examples_per_client)
+            for _ in range(workload.epochs)
+        ]))
   return np.stack(orders)

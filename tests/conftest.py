@@ -13,9 +13,10 @@ import pytest
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 
-
 def pytest_addoption(parser):
-  parser.addoption('--run-slow', action='store_true', default=False,
+  parser.addoption('--run-slow',
+                   action='store_true',
+                   default=False,
                    help='also run tests marked slow')
 
 
@@ -29,12 +30,12 @@ def pytest_collection_modifyitems(config, items):
   cost = {}
   for item in items:
     if 'slow' in item.keywords and not run_slow:
-      item.add_marker(pytest.mark.skip(
-          reason='slow: run with ./run.sh test --run-slow'))
+      item.add_marker(
+          pytest.mark.skip(reason='slow: run with ./run.sh test --run-slow'))
       tier = 2  # Skipped: costs nothing.
     else:
-      tier = (0 if 'e2e' in item.keywords else
-              1 if 'tff' in item.keywords else 2)
+      tier = (0
+              if 'e2e' in item.keywords else 1 if 'tff' in item.keywords else 2)
     cost[item.path] = min(cost.get(item.path, 2), tier)
   items.sort(key=lambda item: cost[item.path])  # Stable: file order kept.
 

@@ -76,6 +76,9 @@ def checkpoint_seed_pairs(run_dir: str) -> list[int]:
   as DP-FTRL's tree noise seed), as unsigned 128-bit integers."""
   with np.load(os.path.join(latest_checkpoint(run_dir), 'state.npz'),
                allow_pickle=False) as state:
-    pairs = [state[name] for name in state.files
-             if state[name].dtype == np.int64 and state[name].shape == (2,)]
+    pairs = [
+        state[name]
+        for name in state.files
+        if state[name].dtype == np.int64 and state[name].shape == (2,)
+    ]
   return [int(p[0]) % 2**64 + (int(p[1]) % 2**64 << 64) for p in pairs]

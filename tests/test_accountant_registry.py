@@ -22,10 +22,11 @@ def test_a_row_builds_its_accountant_and_composes(kind):
   built.compose(event, 100)
   # The row's composition and dp-accounting's own agree (PLD up to its
   # discretization, which both use).
-  assert accounting.compute_epsilon(
-      [dp_event.SelfComposedDpEvent(event, 100)], delta=1e-5,
-      accountant=kind, relation=_ADD_REMOVE) == pytest.approx(
-          built.get_epsilon(1e-5), rel=1e-2)
+  assert accounting.compute_epsilon([dp_event.SelfComposedDpEvent(event, 100)],
+                                    delta=1e-5,
+                                    accountant=kind,
+                                    relation=_ADD_REMOVE) == pytest.approx(
+                                        built.get_epsilon(1e-5), rel=1e-2)
 
 
 def test_released_keys_follow_from_the_kinds():

@@ -17,8 +17,8 @@ import time
 import dp_accounting
 from dp_accounting import dp_event
 from dp_accounting import pld
-from dp_accounting.pld import privacy_loss_mechanism
 from dp_accounting import rdp
+from dp_accounting.pld import privacy_loss_mechanism
 import numpy as np
 import pytest
 
@@ -28,13 +28,13 @@ from tff_dp.privacy import accounting
 from tff_dp.privacy import calibration
 from tff_dp.privacy import dp_event_json
 
-
 AccountantKind = accounting.AccountantKind
 ClientSampling = sampling.ClientSampling
 
 # Shuffled epochs are drawn by EpochSampler and accounted with tree events.
-_DRAWN_BY_CLIENT_SAMPLER = [m for m in ClientSampling
-                            if m is not ClientSampling.SHUFFLED_EPOCHS]
+_DRAWN_BY_CLIENT_SAMPLER = [
+    m for m in ClientSampling if m is not ClientSampling.SHUFFLED_EPOCHS
+]
 Relation = dp_accounting.NeighboringRelation
 ADD_REMOVE = Relation.ADD_OR_REMOVE_ONE
 REPLACE_ONE = Relation.REPLACE_ONE
@@ -45,36 +45,45 @@ _REPO = helpers.REPO_ROOT
 
 
 def _hand_rdp(event, relation=ADD_REMOVE, delta=DELTA):
-  return rdp.RdpAccountant(neighboring_relation=relation).compose(
-      event).get_epsilon(delta)
+  return rdp.RdpAccountant(
+      neighboring_relation=relation).compose(event).get_epsilon(delta)
 
 
 def _hand_pld(event, discretization, relation=ADD_REMOVE, delta=DELTA):
   return pld.PLDAccountant(
       neighboring_relation=relation,
-      value_discretization_interval=discretization).compose(
-          event).get_epsilon(delta)
+      value_discretization_interval=discretization).compose(event).get_epsilon(
+          delta)
 
 
 def _poisson(population, n, z, rounds=1):
   return dp_event.SelfComposedDpEvent(
-      accounting.gaussian_round_event(
-          sampling=ClientSampling.POISSON, population=population,
-          clients_per_round=n, noise_multiplier=z), rounds)
+      accounting.gaussian_round_event(sampling=ClientSampling.POISSON,
+                                      population=population,
+                                      clients_per_round=n,
+                                      noise_multiplier=z), rounds)
 
 
 def _eps(events, accountant, relation=ADD_REMOVE, **kwargs):
-  return accounting.compute_epsilon(
-      events, delta=DELTA, accountant=accountant, relation=relation, **kwargs)
+  return accounting.compute_epsilon(events,
+                                    delta=DELTA,
+                                    accountant=accountant,
+                                    relation=relation,
+                                    **kwargs)
 
 
 def test_modules_do_not_import_tensorflow():
-  code = ('import sys; import tff_dp.cohorts.sampling, tff_dp.privacy.accounting; '
-          'bad = [m for m in ("tensorflow", "tensorflow_federated") '
-          'if m in sys.modules]; assert not bad, bad')
+  code = (
+      'import sys; import tff_dp.cohorts.sampling, tff_dp.privacy.accounting; '
+      'bad = [m for m in ("tensorflow", "tensorflow_federated") '
+      'if m in sys.modules]; assert not bad, bad')
   env = dict(os.environ, PYTHONPATH=_REPO)
-  result = subprocess.run([sys.executable, '-c', code], cwd=_REPO, env=env,
-                          capture_output=True, text=True, check=False)
+  result = subprocess.run([sys.executable, '-c', code],
+                          cwd=_REPO,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          check=False)
   assert result.returncode == 0, result.stderr
 
 
@@ -92,15 +101,17 @@ def test_round_events_by_sampling():
   kwargs = dict(population=1000, clients_per_round=50, noise_multiplier=1.2)
   assert accounting.gaussian_round_event(
       sampling=ClientSampling.POISSON,
-      **kwargs) == dp_event.PoissonSampledDpEvent(
-          0.05, dp_event.GaussianDpEvent(1.2))
+      **kwargs) == dp_event.PoissonSampledDpEvent(0.05,
+                                                  dp_event.GaussianDpEvent(1.2))
   # Replace-one moves a C-clipped sum by 2C: the multiplier halves.
   assert accounting.gaussian_round_event(
       sampling=ClientSampling.FIXED_SIZE,
       **kwargs) == dp_event.SampledWithoutReplacementDpEvent(
           1000, 50, dp_event.GaussianDpEvent(0.6))
   assert accounting.gaussian_round_event(
-      sampling=ClientSampling.FULL, population=7, clients_per_round=7,
+      sampling=ClientSampling.FULL,
+      population=7,
+      clients_per_round=7,
       noise_multiplier=1.2) == dp_event.GaussianDpEvent(1.2)
   for mode in _DRAWN_BY_CLIENT_SAMPLER:
     n = 7 if mode is ClientSampling.FULL else 3
@@ -112,11 +123,15 @@ def test_round_events_by_sampling():
 @pytest.mark.parametrize('mode', _DRAWN_BY_CLIENT_SAMPLER)
 def test_round_event_for_uses_the_sampler(mode):
   n = 40 if mode is ClientSampling.FULL else 8
-  sampler = sampling.ClientSampler(mode, population=40, clients_per_round=n,
+  sampler = sampling.ClientSampler(mode,
+                                   population=40,
+                                   clients_per_round=n,
                                    seed=3)
   assert accounting.round_event_for(
       sampler, noise_multiplier=0.9) == accounting.gaussian_round_event(
-          sampling=mode, population=40, clients_per_round=n,
+          sampling=mode,
+          population=40,
+          clients_per_round=n,
           noise_multiplier=0.9)
 
 
@@ -124,14 +139,16 @@ def test_round_event_for_uses_the_sampler(mode):
 def test_bad_noise_multiplier_refused(z):
   with pytest.raises(ValueError, match='noise_multiplier'):
     accounting.gaussian_round_event(sampling=ClientSampling.POISSON,
-                                    population=10, clients_per_round=2,
+                                    population=10,
+                                    clients_per_round=2,
                                     noise_multiplier=z)
 
 
 def test_bad_cohort_refused():
   with pytest.raises(ValueError, match='clients_per_round'):
     accounting.gaussian_round_event(sampling=ClientSampling.FULL,
-                                    population=10, clients_per_round=2,
+                                    population=10,
+                                    clients_per_round=2,
                                     noise_multiplier=1.0)
   with pytest.raises(TypeError):
     accounting.round_event_for('poisson', noise_multiplier=1.0)
@@ -156,8 +173,8 @@ def test_pld_discretization_constant():
 
 
 @pytest.mark.parametrize('q, z, rounds, golden', [
-    (120 / 3383, 1.2, 100, (TFF_TUTORIAL_RDP, TFF_TUTORIAL_PLD_1E4,
-                            TFF_TUTORIAL_PLD_1E3)),
+    (120 / 3383, 1.2, 100,
+     (TFF_TUTORIAL_RDP, TFF_TUTORIAL_PLD_1E4, TFF_TUTORIAL_PLD_1E3)),
     (256 / 60000, 1.1, 14063, (MNIST_RDP, MNIST_PLD_1E4, MNIST_PLD_1E3)),
 ])
 def test_golden_epsilons(q, z, rounds, golden):
@@ -172,8 +189,9 @@ def test_golden_epsilons(q, z, rounds, golden):
   ours = _poisson(population, round(q * population), z, rounds)
   assert _eps([ours], RDP) == pytest.approx(gold_rdp, rel=GOLDEN_REL)
   assert _eps([ours], PLD) == pytest.approx(gold_pld, rel=GOLDEN_REL)
-  assert _eps([ours], PLD, pld_discretization=1e-4) == pytest.approx(
-      gold_pld_fine, rel=GOLDEN_REL)
+  assert _eps([ours], PLD,
+              pld_discretization=1e-4) == pytest.approx(gold_pld_fine,
+                                                        rel=GOLDEN_REL)
   # The coarse grid is pessimistic: never below the fine one.
   assert gold_pld >= gold_pld_fine
 
@@ -181,8 +199,8 @@ def test_golden_epsilons(q, z, rounds, golden):
 # --- Properties. -------------------------------------------------------------
 
 
-@pytest.mark.parametrize('q, z', itertools.product([0.001, 0.05, 0.5],
-                                                   [0.7, 2.0]))
+@pytest.mark.parametrize('q, z',
+                         itertools.product([0.001, 0.05, 0.5], [0.7, 2.0]))
 def test_pld_not_above_rdp(q, z):
   for rounds in (1, 1000):
     event = _poisson(1000, round(q * 1000), z, rounds)
@@ -194,20 +212,24 @@ def test_pld_not_above_rdp(q, z):
     (PLD, [1, 2, 3, 10, 50, 200]),
 ])
 def test_epsilon_non_decreasing_in_rounds(accountant, rounds_grid):
-  epsilons = [_eps([_poisson(1000, 10, 1.0, r)], accountant)
-              for r in rounds_grid]
+  epsilons = [
+      _eps([_poisson(1000, 10, 1.0, r)], accountant) for r in rounds_grid
+  ]
   assert all(b >= a for a, b in zip(epsilons, epsilons[1:])), epsilons
 
 
 def test_fixed_size_costs_more_than_poisson_and_matches_hand_built():
   n_pop, n, z, rounds = 3383, 120, 1.2, 100
-  fixed = dp_event.SelfComposedDpEvent(accounting.gaussian_round_event(
-      sampling=ClientSampling.FIXED_SIZE, population=n_pop,
-      clients_per_round=n, noise_multiplier=z), rounds)
+  fixed = dp_event.SelfComposedDpEvent(
+      accounting.gaussian_round_event(sampling=ClientSampling.FIXED_SIZE,
+                                      population=n_pop,
+                                      clients_per_round=n,
+                                      noise_multiplier=z), rounds)
   eps_fixed = _eps([fixed], RDP, relation=REPLACE_ONE)
   hand = dp_event.SelfComposedDpEvent(
-      dp_event.SampledWithoutReplacementDpEvent(
-          n_pop, n, dp_event.GaussianDpEvent(z / 2)), rounds)
+      dp_event.SampledWithoutReplacementDpEvent(n_pop, n,
+                                                dp_event.GaussianDpEvent(
+                                                    z / 2)), rounds)
   assert eps_fixed == pytest.approx(_hand_rdp(hand, REPLACE_ONE), rel=1e-12)
   eps_poisson = _eps([_poisson(n_pop, n, z, rounds)], RDP)
   assert eps_fixed > 2 * eps_poisson
@@ -215,9 +237,12 @@ def test_fixed_size_costs_more_than_poisson_and_matches_hand_built():
 
 def test_full_participation_is_plain_gaussian_composition():
   z, rounds = 3.0, 50
-  ours = [accounting.gaussian_round_event(
-      sampling=ClientSampling.FULL, population=5, clients_per_round=5,
-      noise_multiplier=z)] * rounds
+  ours = [
+      accounting.gaussian_round_event(sampling=ClientSampling.FULL,
+                                      population=5,
+                                      clients_per_round=5,
+                                      noise_multiplier=z)
+  ] * rounds
   hand = dp_event.SelfComposedDpEvent(dp_event.GaussianDpEvent(z), rounds)
   assert _eps(ours, RDP) == pytest.approx(_hand_rdp(hand), rel=1e-12)
   # Gaussians compose to a Gaussian of std z / sqrt(rounds): the PLD
@@ -232,9 +257,10 @@ def test_full_participation_is_plain_gaussian_composition():
 
 @pytest.mark.parametrize('accountant', list(AccountantKind))
 def test_zero_noise_is_infinite_epsilon(accountant):
-  event = accounting.gaussian_round_event(
-      sampling=ClientSampling.POISSON, population=100, clients_per_round=10,
-      noise_multiplier=0.0)
+  event = accounting.gaussian_round_event(sampling=ClientSampling.POISSON,
+                                          population=100,
+                                          clients_per_round=10,
+                                          noise_multiplier=0.0)
   assert _eps([_poisson(100, 10, 1.0, 5).event, event], accountant) == math.inf
   assert _eps([], accountant) == 0.0
 
@@ -270,22 +296,27 @@ def test_adaptive_clipping_is_one_gaussian_with_nominal_z():
   # Add/remove: value sensitivity C (mult z_v), count records +-1/2 (mult
   # sigma_b / (1/2)). TF Privacy emits this ComposedDpEvent.
   poisson_parts = dp_event.PoissonSampledDpEvent(
-      n / n_pop, dp_event.ComposedDpEvent([
+      n / n_pop,
+      dp_event.ComposedDpEvent([
           dp_event.GaussianDpEvent(z_value),
-          dp_event.GaussianDpEvent(2 * sigma_b)]))
+          dp_event.GaussianDpEvent(2 * sigma_b)
+      ]))
   ours = _poisson(n_pop, n, z).event
-  np.testing.assert_allclose(
-      rdp.RdpAccountant().compose(poisson_parts).rdp,
-      rdp.RdpAccountant().compose(ours).rdp, rtol=1e-9)
+  np.testing.assert_allclose(rdp.RdpAccountant().compose(poisson_parts).rdp,
+                             rdp.RdpAccountant().compose(ours).rdp,
+                             rtol=1e-9)
   # Replace-one: value sensitivity 2C (mult z_v / 2), count record moves from
   # -1/2 to +1/2, sensitivity 1 (mult sigma_b).
   wor_parts = dp_event.SampledWithoutReplacementDpEvent(
-      n_pop, n, dp_event.ComposedDpEvent([
+      n_pop, n,
+      dp_event.ComposedDpEvent([
           dp_event.GaussianDpEvent(z_value / 2),
-          dp_event.GaussianDpEvent(sigma_b)]))
-  ours = accounting.gaussian_round_event(
-      sampling=ClientSampling.FIXED_SIZE, population=n_pop,
-      clients_per_round=n, noise_multiplier=z)
+          dp_event.GaussianDpEvent(sigma_b)
+      ]))
+  ours = accounting.gaussian_round_event(sampling=ClientSampling.FIXED_SIZE,
+                                         population=n_pop,
+                                         clients_per_round=n,
+                                         noise_multiplier=z)
   assert ours.event.noise_multiplier == z / 2
   relation = REPLACE_ONE
   np.testing.assert_allclose(
@@ -297,31 +328,34 @@ def test_adaptive_clipping_is_one_gaussian_with_nominal_z():
   separate = rdp.RdpAccountant(neighboring_relation=relation)
   separate.compose(dp_event.GaussianDpEvent(z_value / 2))
   separate.compose(dp_event.GaussianDpEvent(sigma_b))
-  np.testing.assert_allclose(
-      separate.rdp,
-      rdp.RdpAccountant().compose(dp_event.GaussianDpEvent(z / 2)).rdp,
-      rtol=1e-9)
+  np.testing.assert_allclose(separate.rdp,
+                             rdp.RdpAccountant().compose(
+                                 dp_event.GaussianDpEvent(z / 2)).rdp,
+                             rtol=1e-9)
 
 
 # --- Unsupported combinations. -----------------------------------------------
 
 
-@pytest.mark.parametrize('event, accountant, relation', [
-    # Under replace-one PLD composes it without amplification
-    # (test_accounting_bounds.py); under add/remove no bound applies.
-    (dp_event.SampledWithoutReplacementDpEvent(
-        100, 10, dp_event.GaussianDpEvent(1.0)), PLD, ADD_REMOVE),
-    (dp_event.PoissonSampledDpEvent(0.1, dp_event.ComposedDpEvent(
-        [dp_event.GaussianDpEvent(1.0)])), PLD, ADD_REMOVE),
-    (dp_event.PoissonSampledDpEvent(0.1, dp_event.LaplaceDpEvent(1.0)), RDP,
-     ADD_REMOVE),
-    (dp_event.SingleEpochTreeAggregationDpEvent(1.0, 4), PLD,
-     Relation.REPLACE_SPECIAL),
-    (dp_event.SingleEpochTreeAggregationDpEvent(1.0, 4), RDP, ADD_REMOVE),
-    (dp_event.PoissonSampledDpEvent(0.1, dp_event.GaussianDpEvent(1.0)), RDP,
-     REPLACE_ONE),
-    (dp_event.UnsupportedDpEvent(), RDP, ADD_REMOVE),
-])
+@pytest.mark.parametrize(
+    'event, accountant, relation',
+    [
+        # Under replace-one PLD composes it without amplification
+        # (test_accounting_bounds.py); under add/remove no bound applies.
+        (dp_event.SampledWithoutReplacementDpEvent(
+            100, 10, dp_event.GaussianDpEvent(1.0)), PLD, ADD_REMOVE),
+        (dp_event.PoissonSampledDpEvent(
+            0.1, dp_event.ComposedDpEvent([dp_event.GaussianDpEvent(1.0)
+                                          ])), PLD, ADD_REMOVE),
+        (dp_event.PoissonSampledDpEvent(
+            0.1, dp_event.LaplaceDpEvent(1.0)), RDP, ADD_REMOVE),
+        (dp_event.SingleEpochTreeAggregationDpEvent(
+            1.0, 4), PLD, Relation.REPLACE_SPECIAL),
+        (dp_event.SingleEpochTreeAggregationDpEvent(1.0, 4), RDP, ADD_REMOVE),
+        (dp_event.PoissonSampledDpEvent(
+            0.1, dp_event.GaussianDpEvent(1.0)), RDP, REPLACE_ONE),
+        (dp_event.UnsupportedDpEvent(), RDP, ADD_REMOVE),
+    ])
 def test_unsupported_combinations_raise(event, accountant, relation):
   with pytest.raises(accounting.UnsupportedAccountingError) as info:
     _eps([event], accountant, relation=relation)
@@ -331,11 +365,15 @@ def test_unsupported_combinations_raise(event, accountant, relation):
 
 
 @pytest.mark.parametrize('kwargs', [
-    dict(delta=0.0), dict(delta=1.0), dict(delta=math.nan),
+    dict(delta=0.0),
+    dict(delta=1.0),
+    dict(delta=math.nan),
 ])
 def test_bad_delta_refused(kwargs):
   with pytest.raises(ValueError, match='delta'):
-    accounting.compute_epsilon([], accountant=RDP, relation=ADD_REMOVE,
+    accounting.compute_epsilon([],
+                               accountant=RDP,
+                               relation=ADD_REMOVE,
                                **kwargs)
 
 
@@ -343,22 +381,24 @@ def test_bad_accountant_and_counts_refused():
   with pytest.raises(TypeError):
     _eps([dp_event.GaussianDpEvent(1.0)], 'rdp')
   with pytest.raises(ValueError, match='count'):
-    _eps([dp_event.SelfComposedDpEvent(dp_event.GaussianDpEvent(1.0), 0)],
-         RDP)
+    _eps([dp_event.SelfComposedDpEvent(dp_event.GaussianDpEvent(1.0), 0)], RDP)
 
 
 # --- Calibration. ------------------------------------------------------------
 
-_COHORT = dict(sampling=ClientSampling.POISSON, population=3383,
+_COHORT = dict(sampling=ClientSampling.POISSON,
+               population=3383,
                clients_per_round=120)
 
 
 @pytest.mark.parametrize('accountant', list(AccountantKind))
 def test_calibrated_noise_never_overshoots(accountant):
   target, rounds = 2.0, 100
-  z = calibration.calibrate_noise_multiplier(
-      target_epsilon=target, delta=DELTA, rounds=rounds, accountant=accountant,
-      **_COHORT)
+  z = calibration.calibrate_noise_multiplier(target_epsilon=target,
+                                             delta=DELTA,
+                                             rounds=rounds,
+                                             accountant=accountant,
+                                             **_COHORT)
   assert _eps([_poisson(3383, 120, z, rounds)], accountant) <= target
   assert _eps([_poisson(3383, 120, z * (1 - 1e-3), rounds)],
               accountant) > target
@@ -370,9 +410,11 @@ def test_calibrated_noise_never_overshoots(accountant):
 @pytest.mark.parametrize('accountant', list(AccountantKind))
 def test_calibrated_rounds_boundary(accountant):
   target, z = 2.0, 1.2
-  rounds = calibration.calibrate_rounds(
-      target_epsilon=target, delta=DELTA, noise_multiplier=z,
-      accountant=accountant, **_COHORT)
+  rounds = calibration.calibrate_rounds(target_epsilon=target,
+                                        delta=DELTA,
+                                        noise_multiplier=z,
+                                        accountant=accountant,
+                                        **_COHORT)
   assert _eps([_poisson(3383, 120, z, rounds)], accountant) <= target
   assert _eps([_poisson(3383, 120, z, rounds + 1)], accountant) > target
   if accountant is RDP:
@@ -382,9 +424,11 @@ def test_calibrated_rounds_boundary(accountant):
 def test_calibrated_rounds_zero_when_one_round_is_too_much():
   kwargs = dict(delta=DELTA, accountant=RDP, **_COHORT)
   assert calibration.calibrate_rounds(target_epsilon=1e-3,
-                                     noise_multiplier=1.0, **kwargs) == 0
+                                      noise_multiplier=1.0,
+                                      **kwargs) == 0
   assert calibration.calibrate_rounds(target_epsilon=10.0,
-                                     noise_multiplier=0.0, **kwargs) == 0
+                                      noise_multiplier=0.0,
+                                      **kwargs) == 0
 
 
 # --- Ledger. -----------------------------------------------------------------
@@ -429,16 +473,18 @@ def test_ledger_refuses_non_consecutive_rounds():
 
 
 def test_ledger_refuses_events_of_another_relation():
-  fixed = accounting.gaussian_round_event(
-      sampling=ClientSampling.FIXED_SIZE, population=100, clients_per_round=10,
-      noise_multiplier=1.0)
+  fixed = accounting.gaussian_round_event(sampling=ClientSampling.FIXED_SIZE,
+                                          population=100,
+                                          clients_per_round=10,
+                                          noise_multiplier=1.0)
   with pytest.raises(accounting.UnsupportedAccountingError, match='sampler'):
     accounting.PrivacyLedger(ADD_REMOVE).record(1, fixed)
   with pytest.raises(accounting.UnsupportedAccountingError):
     accounting.PrivacyLedger(REPLACE_ONE).record(1, _poisson(100, 10, 1).event)
   with pytest.raises(accounting.UnsupportedAccountingError):
-    accounting.PrivacyLedger(ADD_REMOVE).epsilon_with(
-        fixed, delta=DELTA, accountant=RDP)
+    accounting.PrivacyLedger(ADD_REMOVE).epsilon_with(fixed,
+                                                      delta=DELTA,
+                                                      accountant=RDP)
 
 
 def test_ledger_save_load_round_trip(tmp_path):
@@ -451,15 +497,24 @@ def test_ledger_save_load_round_trip(tmp_path):
   raw = json.loads(path.read_text())
   assert raw['format_version'] == 1
   assert raw['neighboring_relation'] == 'REPLACE_ONE'
-  assert raw['rounds'][0] == {'round': 1, 'event': {
-      'name': 'SampledWithoutReplacementDpEvent', 'source_dataset_size': 500,
-      'sample_size': 25, 'event': {'name': 'GaussianDpEvent',
-                                   'noise_multiplier': 1.0}}}
+  assert raw['rounds'][0] == {
+      'round': 1,
+      'event': {
+          'name': 'SampledWithoutReplacementDpEvent',
+          'source_dataset_size': 500,
+          'sample_size': 25,
+          'event': {
+              'name': 'GaussianDpEvent',
+              'noise_multiplier': 1.0
+          }
+      }
+  }
   loaded = accounting.PrivacyLedger.load(path)
   assert loaded.events == ledger.events
   assert loaded.relation is ledger.relation
-  assert loaded.epsilon(delta=DELTA, accountant=RDP) == ledger.epsilon(
-      delta=DELTA, accountant=RDP)
+  assert loaded.epsilon(delta=DELTA,
+                        accountant=RDP) == ledger.epsilon(delta=DELTA,
+                                                          accountant=RDP)
 
 
 # One instance of every dp_accounting event class, to show that ledgers take
@@ -471,8 +526,9 @@ _ALL_EVENTS = [
     dp_event.GaussianDpEvent(0.5),
     dp_event.LaplaceDpEvent(2.0),
     dp_event.SelfComposedDpEvent(dp_event.LaplaceDpEvent(1.0), 3),
-    dp_event.ComposedDpEvent([dp_event.GaussianDpEvent(1.0),
-                              dp_event.NoOpDpEvent()]),
+    dp_event.ComposedDpEvent(
+        [dp_event.GaussianDpEvent(1.0),
+         dp_event.NoOpDpEvent()]),
     dp_event.PoissonSampledDpEvent(0.1, dp_event.LaplaceDpEvent(1.0)),
     dp_event.SampledWithReplacementDpEvent(100, 5,
                                            dp_event.GaussianDpEvent(1.0)),
@@ -500,8 +556,8 @@ def test_ledger_for_tree_aggregation_and_local_dp():
   tree = accounting.PrivacyLedger(Relation.REPLACE_SPECIAL)
   for r in range(1, 4):
     tree.record(r, dp_event.SingleEpochTreeAggregationDpEvent(2.0, [r]))
-  tree = accounting.PrivacyLedger.from_json(json.loads(json.dumps(
-      tree.to_json())))
+  tree = accounting.PrivacyLedger.from_json(
+      json.loads(json.dumps(tree.to_json())))
   assert 0 < tree.epsilon(delta=DELTA, accountant=RDP) < math.inf
   local = accounting.PrivacyLedger(ADD_REMOVE)
   local.record(1, dp_event.SelfComposedDpEvent(dp_event.LaplaceDpEvent(4.), 3))
@@ -538,14 +594,14 @@ def _mutate(path, value):
     (_mutate(['rounds', 1, 'round'], 3), 'Expected round 2'),
     (_mutate(['rounds', 0, 'round'], '1'), 'round'),
     (_mutate(['rounds', 0, 'event', 'name'], 'PickleDpEvent'), 'PickleDpEvent'),
-    (_mutate(['rounds', 0, 'event', 'event', 'name'], 'os.system'),
-     'os.system'),
-    (_mutate(['rounds', 0, 'event', 'sampling_probability'], KeyError),
-     'missing field'),
+    (_mutate(['rounds', 0, 'event', 'event', 'name'],
+             'os.system'), 'os.system'),
+    (_mutate(['rounds', 0, 'event', 'sampling_probability'],
+             KeyError), 'missing field'),
     (_mutate(['rounds', 0, 'event', 'bogus'], 1), 'bogus'),
     (_mutate(['rounds', 0, 'event', 'sampling_probability'], 'x'), 'invalid'),
-    (_mutate(['rounds', 0, 'event', 'event', 'noise_multiplier'], True),
-     'invalid'),
+    (_mutate(['rounds', 0, 'event', 'event', 'noise_multiplier'],
+             True), 'invalid'),
 ])
 def test_from_json_refuses_malformed(d, message):
   with pytest.raises(accounting.LedgerFormatError, match=message):
@@ -556,12 +612,13 @@ def test_load_errors_name_the_file(tmp_path):
   missing = tmp_path / 'missing.json'
   with pytest.raises(FileNotFoundError, match='missing.json'):
     accounting.PrivacyLedger.load(missing)
-  for name, text in [('truncated.json', json.dumps(_valid_json())[:-5]),
-                     ('nan.json', json.dumps(_valid_json()).replace(
-                         '1.0', 'NaN')),
-                     ('unknown.json', json.dumps(_valid_json()).replace(
-                         'GaussianDpEvent', 'EvilDpEvent')),
-                     ('binary.json', '\udcff')]:
+  for name, text in [
+      ('truncated.json', json.dumps(_valid_json())[:-5]),
+      ('nan.json', json.dumps(_valid_json()).replace('1.0', 'NaN')),
+      ('unknown.json',
+       json.dumps(_valid_json()).replace('GaussianDpEvent', 'EvilDpEvent')),
+      ('binary.json', '\udcff')
+  ]:
     path = tmp_path / name
     path.write_bytes(text.encode('utf-8', 'surrogateescape'))
     with pytest.raises(accounting.LedgerFormatError, match=name):
@@ -593,8 +650,7 @@ def test_thousand_round_ledger_is_fast(accountant):
 
 @pytest.mark.parametrize('q,z,rounds', [(0.1, 1.0, 1), (0.1, 1.0, 700),
                                         (0.035, 1.2, 100), (0.5, 0.8, 13)])
-def test_pld_with_cached_round_distribution_equals_the_accountant(q, z,
-                                                                  rounds):
+def test_pld_with_cached_round_distribution_equals_the_accountant(q, z, rounds):
   # compute_epsilon reuses one round's PLD across calls; the result must be
   # dp-accounting's own, to the last bit.
   event = dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(z))
@@ -603,7 +659,9 @@ def test_pld_with_cached_round_distribution_equals_the_accountant(q, z,
   reference.compose(event, rounds)
   for _ in range(2):  # Second call: from the cache.
     assert accounting.compute_epsilon(
-        [event] * rounds, delta=1e-5, accountant=accounting.AccountantKind.PLD,
+        [event] * rounds,
+        delta=1e-5,
+        accountant=accounting.AccountantKind.PLD,
         relation=dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE) == (
             reference.get_epsilon(1e-5))
 
@@ -615,8 +673,9 @@ def test_pld_mixing_cached_and_accountant_events_stays_close():
       value_discretization_interval=accounting.PLD_DISCRETIZATION)
   reference.compose(plain, 3)
   reference.compose(sampled, 50)
-  assert accounting.compute_epsilon(
-      [sampled] * 50 + [plain] * 3, delta=1e-5,
-      accountant=accounting.AccountantKind.PLD,
-      relation=dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE) == pytest.approx(
-          reference.get_epsilon(1e-5), rel=1e-9)
+  assert accounting.compute_epsilon([sampled] * 50 + [plain] * 3,
+                                    delta=1e-5,
+                                    accountant=accounting.AccountantKind.PLD,
+                                    relation=dp_accounting.NeighboringRelation.
+                                    ADD_OR_REMOVE_ONE) == pytest.approx(
+                                        reference.get_epsilon(1e-5), rel=1e-9)

@@ -45,19 +45,22 @@ SMOKE_PLD_UNAMPLIFIED = 44.585366306157084
 
 def _fixed_size(population, n, z, rounds):
   return dp_event.SelfComposedDpEvent(
-      accounting.gaussian_round_event(
-          sampling=ClientSampling.FIXED_SIZE, population=population,
-          clients_per_round=n, noise_multiplier=z), rounds)
+      accounting.gaussian_round_event(sampling=ClientSampling.FIXED_SIZE,
+                                      population=population,
+                                      clients_per_round=n,
+                                      noise_multiplier=z), rounds)
 
 
 def _hand_rdp(event, delta, relation=REPLACE_ONE):
-  return rdp.RdpAccountant(neighboring_relation=relation).compose(
-      event).get_epsilon(delta)
+  return rdp.RdpAccountant(
+      neighboring_relation=relation).compose(event).get_epsilon(delta)
 
 
 def _eps(event, accountant, delta, relation=REPLACE_ONE):
-  return accounting.compute_epsilon([event], delta=delta,
-                                    accountant=accountant, relation=relation)
+  return accounting.compute_epsilon([event],
+                                    delta=delta,
+                                    accountant=accountant,
+                                    relation=relation)
 
 
 # --- Fixed-size sampling: the smaller of the two valid bounds. ---------------
@@ -65,13 +68,16 @@ def _eps(event, accountant, delta, relation=REPLACE_ONE):
 
 def test_issue_example_reports_the_no_amplification_bound():
   # The golden values, from dp-accounting.
-  wor = dp_event.SelfComposedDpEvent(dp_event.SampledWithoutReplacementDpEvent(
-      40, 10, dp_event.GaussianDpEvent(0.25)), 3)
+  wor = dp_event.SelfComposedDpEvent(
+      dp_event.SampledWithoutReplacementDpEvent(40, 10,
+                                                dp_event.GaussianDpEvent(0.25)),
+      3)
   gaussian = dp_event.SelfComposedDpEvent(dp_event.GaussianDpEvent(0.25), 3)
   assert _hand_rdp(wor, SMOKE_DELTA) == pytest.approx(SMOKE_RDP_AMPLIFIED,
                                                       rel=GOLDEN_REL)
-  assert _hand_rdp(gaussian, SMOKE_DELTA) == pytest.approx(
-      SMOKE_RDP_UNAMPLIFIED, rel=GOLDEN_REL)
+  assert _hand_rdp(gaussian,
+                   SMOKE_DELTA) == pytest.approx(SMOKE_RDP_UNAMPLIFIED,
+                                                 rel=GOLDEN_REL)
   exact = privacy_loss_mechanism.GaussianPrivacyLoss(0.25 / math.sqrt(3))
   assert exact.get_delta_for_epsilon(SMOKE_PLD_UNAMPLIFIED) == pytest.approx(
       SMOKE_DELTA, rel=1e-9)
@@ -115,19 +121,20 @@ def test_amplified_bound_is_kept_where_amplification_helps():
   assert _eps(event, RDP, 1e-5) == pytest.approx(amplified, rel=1e-12)
   pld_epsilon = _eps(event, PLD, 1e-5)
   exact = privacy_loss_mechanism.GaussianPrivacyLoss(0.5 / math.sqrt(10))
-  assert exact.get_delta_for_epsilon(pld_epsilon) == pytest.approx(
-      1e-5, rel=1e-9)
+  assert exact.get_delta_for_epsilon(pld_epsilon) == pytest.approx(1e-5,
+                                                                   rel=1e-9)
   assert pld_epsilon == pytest.approx(46.2112, abs=1e-4)
-  assert accounting.tightest_epsilon({RDP: _eps(event, RDP, 1e-5),
-                                      PLD: pld_epsilon}) == (RDP, amplified)
+  assert accounting.tightest_epsilon({
+      RDP: _eps(event, RDP, 1e-5),
+      PLD: pld_epsilon
+  }) == (RDP, amplified)
 
 
 def test_only_sampling_without_replacement_under_replace_one_is_unwrapped():
-  wor = dp_event.SampledWithoutReplacementDpEvent(
-      100, 10, dp_event.GaussianDpEvent(1.0))
+  wor = dp_event.SampledWithoutReplacementDpEvent(100, 10,
+                                                  dp_event.GaussianDpEvent(1.0))
   # Replace-one: bound (b) makes it computable by PLD (exact Gaussian).
-  assert _eps(wor, PLD, 1e-5) == _eps(dp_event.GaussianDpEvent(1.0), PLD,
-                                      1e-5)
+  assert _eps(wor, PLD, 1e-5) == _eps(dp_event.GaussianDpEvent(1.0), PLD, 1e-5)
   accounting.check_supported(wor, accountant=PLD, relation=REPLACE_ONE)
   # Not under add/remove (the cohorts of D and D + x may differ by a
   # replacement), and never for sampling with replacement (one client can be
@@ -143,8 +150,10 @@ def test_only_sampling_without_replacement_under_replace_one_is_unwrapped():
 
 
 def test_ledger_format_unchanged_and_minimum_taken_when_composing(tmp_path):
-  sampler = sampling.ClientSampler(ClientSampling.FIXED_SIZE, population=40,
-                                   clients_per_round=10, seed=0)
+  sampler = sampling.ClientSampler(ClientSampling.FIXED_SIZE,
+                                   population=40,
+                                   clients_per_round=10,
+                                   seed=0)
   ledger = accounting.PrivacyLedger(REPLACE_ONE)
   round_event = accounting.round_event_for(sampler, noise_multiplier=0.5)
   for r in range(1, 4):
@@ -153,15 +162,22 @@ def test_ledger_format_unchanged_and_minimum_taken_when_composing(tmp_path):
   raw = json.loads((tmp_path / 'ledger.json').read_text())
   assert raw['neighboring_relation'] == 'REPLACE_ONE'
   assert [entry['event'] for entry in raw['rounds']] == [{
-      'name': 'SampledWithoutReplacementDpEvent', 'source_dataset_size': 40,
-      'sample_size': 10, 'event': {'name': 'GaussianDpEvent',
-                                   'noise_multiplier': 0.25}}] * 3
+      'name': 'SampledWithoutReplacementDpEvent',
+      'source_dataset_size': 40,
+      'sample_size': 10,
+      'event': {
+          'name': 'GaussianDpEvent',
+          'noise_multiplier': 0.25
+      }
+  }] * 3
   loaded = accounting.PrivacyLedger.load(tmp_path / 'ledger.json')
   assert loaded.events == [round_event] * 3
-  assert loaded.epsilon(delta=SMOKE_DELTA, accountant=PLD) == pytest.approx(
-      SMOKE_PLD_UNAMPLIFIED, rel=1e-9)
-  assert loaded.epsilon(delta=SMOKE_DELTA, accountant=RDP) == pytest.approx(
-      SMOKE_RDP_AMPLIFIED, rel=GOLDEN_REL)
+  assert loaded.epsilon(delta=SMOKE_DELTA,
+                        accountant=PLD) == pytest.approx(SMOKE_PLD_UNAMPLIFIED,
+                                                         rel=1e-9)
+  assert loaded.epsilon(delta=SMOKE_DELTA,
+                        accountant=RDP) == pytest.approx(SMOKE_RDP_AMPLIFIED,
+                                                         rel=GOLDEN_REL)
   # The budget check before round 4 sees the same bounds.
   four = _fixed_size(40, 10, 0.5, 4)
   assert ledger.epsilon_with(round_event, delta=SMOKE_DELTA,
@@ -169,11 +185,16 @@ def test_ledger_format_unchanged_and_minimum_taken_when_composing(tmp_path):
 
 
 def test_planner_prints_the_smaller_bound_for_fixed_size():
-  result = subprocess.run(
-      [sys.executable, '-m', 'tff_dp.cli.epsilon', '--population=40',
-       '--clients_per_round=10', '--client_sampling=fixed_size',
-       '--noise_multiplier=0.5', '--rounds=3', '--delta=1e-3'],
-      cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+  result = subprocess.run([
+      sys.executable, '-m', 'tff_dp.cli.epsilon', '--population=40',
+      '--clients_per_round=10', '--client_sampling=fixed_size',
+      '--noise_multiplier=0.5', '--rounds=3', '--delta=1e-3'
+  ],
+                          cwd=REPO_ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=120,
+                          check=False)
   assert result.returncode == 0, result.stderr
   assert re.search(r'^epsilon \(rdp\): 47\.2831$', result.stdout,
                    re.MULTILINE), result.stdout
@@ -225,8 +246,11 @@ def test_tiny_noise_is_planned_within_time_and_memory_budget():
   # Issue: z = 0.001 reached 12 GB in 2 minutes; z = 0.01 took 1.22 GB and
   # 135 s for one round. Measured now: ~3 s and ~2 s, < 0.2 GB peak.
   result = subprocess.run([sys.executable, '-c', _BUDGET_CHILD],
-                          cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=120, check=False)
+                          cwd=REPO_ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=120,
+                          check=False)
   assert result.returncode == 0, result.stderr[-2000:]
   results = json.loads(result.stdout)
   for z, out in results.items():
@@ -248,33 +272,43 @@ def test_dp_accounting_grid_failure_is_a_clean_refusal():
   event = dp_event.PoissonSampledDpEvent(0.1, dp_event.GaussianDpEvent(0.062))
   with pytest.raises(accounting.UnsupportedAccountingError,
                      match='could not build the PLD'):
-    accounting.compute_epsilon([event], delta=1e-5, accountant=PLD,
+    accounting.compute_epsilon([event],
+                               delta=1e-5,
+                               accountant=PLD,
                                relation=ADD_REMOVE)
-  assert accounting.compute_epsilon([event], delta=1e-5, accountant=RDP,
+  assert accounting.compute_epsilon([event],
+                                    delta=1e-5,
+                                    accountant=RDP,
                                     relation=ADD_REMOVE) > 0
 
 
 def _gaussian_with_noop(z, rounds):
   # A NoOp companion keeps the events off the exact Gaussian path, so the
   # discretized PLD (and its budget) is exercised on a known answer.
-  return [dp_event.SelfComposedDpEvent(dp_event.GaussianDpEvent(z), rounds),
-          dp_event.NoOpDpEvent()]
+  return [
+      dp_event.SelfComposedDpEvent(dp_event.GaussianDpEvent(z), rounds),
+      dp_event.NoOpDpEvent()
+  ]
 
 
 @pytest.mark.parametrize('z, rounds', [(0.3, 1), (0.05, 1), (1.0, 50)])
 def test_coarser_grid_is_still_an_upper_bound(monkeypatch, z, rounds):
   exact = accounting.compute_epsilon(
       [dp_event.SelfComposedDpEvent(dp_event.GaussianDpEvent(z), rounds)],
-      delta=1e-5, accountant=PLD, relation=ADD_REMOVE)
+      delta=1e-5,
+      accountant=PLD,
+      relation=ADD_REMOVE)
   fine = accounting.compute_epsilon(_gaussian_with_noop(z, rounds),
-                                    delta=1e-5, accountant=PLD,
+                                    delta=1e-5,
+                                    accountant=PLD,
                                     relation=ADD_REMOVE)
   # A budget 64 times smaller forces a grid at least 64 times coarser.
   monkeypatch.setattr(accounting, 'PLD_MAX_POINTS', 2**10)
   monkeypatch.setattr(accounting, 'PLD_MAX_BUILD_POINTS', 2**12)
   monkeypatch.setattr(accounting, 'PLD_MAX_COMPOSED_POINTS', 2**15)
   coarse = accounting.compute_epsilon(_gaussian_with_noop(z, rounds),
-                                      delta=1e-5, accountant=PLD,
+                                      delta=1e-5,
+                                      accountant=PLD,
                                       relation=ADD_REMOVE)
   assert exact <= fine and exact <= coarse  # Upper bounds, at any interval.
   assert coarse != fine
@@ -287,12 +321,16 @@ def test_coarser_grid_is_still_an_upper_bound(monkeypatch, z, rounds):
 
 def test_sampled_pld_within_a_grid_interval_of_the_fine_one(monkeypatch):
   events = [dp_event.PoissonSampledDpEvent(0.1, dp_event.GaussianDpEvent(1.0))
-            ] * 20
-  fine = accounting.compute_epsilon(events, delta=1e-5, accountant=PLD,
+           ] * 20
+  fine = accounting.compute_epsilon(events,
+                                    delta=1e-5,
+                                    accountant=PLD,
                                     relation=ADD_REMOVE)
   monkeypatch.setattr(accounting, 'PLD_MAX_POINTS', 2**9)
   monkeypatch.setattr(accounting, 'PLD_MAX_BUILD_POINTS', 2**10)
-  coarse = accounting.compute_epsilon(events, delta=1e-5, accountant=PLD,
+  coarse = accounting.compute_epsilon(events,
+                                      delta=1e-5,
+                                      accountant=PLD,
                                       relation=ADD_REMOVE)
   # One round's grid spans ~8.3 in loss: 2**9 points need interval 0.016.
   assert coarse != fine
@@ -305,11 +343,14 @@ def test_built_distributions_and_cache_are_bounded():
   # pylint: disable=protected-access
   key = accounting._event_key(
       dp_event.PoissonSampledDpEvent(0.1, dp_event.GaussianDpEvent(0.02)))
-  interval, distributions = accounting._pld_grid(
-      [(key, 10)], accounting.PLD_DISCRETIZATION)
+  interval, distributions = accounting._pld_grid([(key, 10)],
+                                                 accounting.PLD_DISCRETIZATION)
   assert interval > accounting.PLD_DISCRETIZATION
-  sizes = [pmf.size for distribution, _ in distributions
-           for pmf in dp_accounting_internals.pmfs(distribution)]
+  sizes = [
+      pmf.size
+      for distribution, _ in distributions
+      for pmf in dp_accounting_internals.pmfs(distribution)
+  ]
   assert len(sizes) == 2 and max(sizes) <= accounting.PLD_MAX_POINTS
   assert accounting._self_composed_points(
       distributions[0][0], 10) <= accounting.PLD_MAX_COMPOSED_POINTS

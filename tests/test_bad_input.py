@@ -37,45 +37,48 @@ def _cases(tmp):
       ([f'--flagfile={nested}'], missing),
       ([f'--flagfile={unknown}'], 'noise_mutliplier'),
       ([f'--flagfile={bad_value}'], '--rounds=ten'),
-      (['--flagfile=' + _SMOKE, f'--output_dir={a_file}/runs'],
-       f'--output_dir={a_file}/runs'),
-      (['--flagfile=' + _SMOKE, '--output_dir=/proc/tff-dp-runs'],
-       '--output_dir=/proc/tff-dp-runs'),
+      (['--flagfile=' + _SMOKE,
+        f'--output_dir={a_file}/runs'], f'--output_dir={a_file}/runs'),
+      (['--flagfile=' + _SMOKE,
+        '--output_dir=/proc/tff-dp-runs'], '--output_dir=/proc/tff-dp-runs'),
       (['--flagfile=' + _SMOKE, 'positional'], "['positional']"),
       (['--flagfile=' + _SMOKE, '--delta=0.05'], '--delta=0.05'),
       (['--flagfile=' + _SMOKE, '--num_clients=5000'], 'num_clients=5000'),
       (['--flagfile=' + _SMOKE, '--dataset=synthetic'], '--dataset=synthetic'),
       # The CNN reshapes its input to images; breast cancer has none.
-      (['--flagfile=' + _SMOKE, '--dataset=breast_cancer', '--model=cnn'],
-       '--model=cnn'),
+      (['--flagfile=' + _SMOKE, '--dataset=breast_cancer',
+        '--model=cnn'], '--model=cnn'),
       # Token ids fit only the rnn, and the rnn only token ids.
       (['--flagfile=' + _SMOKE, '--model=rnn'], '--model=rnn'),
-      (['--flagfile=' + _SMOKE, '--dataset=shakespeare'],
-       '--model=logistic_regression'),
-      (['--flagfile=' + _SMOKE, '--dataset=breast_cancer',
-        '--partition=natural'], '--dataset=breast_cancer'),
+      (['--flagfile=' + _SMOKE,
+        '--dataset=shakespeare'], '--model=logistic_regression'),
+      ([
+          '--flagfile=' + _SMOKE, '--dataset=breast_cancer',
+          '--partition=natural'
+      ], '--dataset=breast_cancer'),
       (['--flagfile=' + _SMOKE, '--client_sampling=shuffled_epochs'],
        '--client_sampling=shuffled_epochs'),
-      (['--flagfile=' + _SMOKE, '--algorithm=dp_ftrl'],
-       '--dp_mechanism=gaussian_adaptive'),
+      (['--flagfile=' + _SMOKE,
+        '--algorithm=dp_ftrl'], '--dp_mechanism=gaussian_adaptive'),
       (['--flagfile=' + _SMOKE, '--local_dp=laplace'], '--local_epsilon'),
-      (['--flagfile=' + _SMOKE, '--clients_per_call=8', '--algorithm=fedsgd'],
-       '--clients_per_call=8'),
-      (['--flagfile=' + _SMOKE, '--example_dp', '--algorithm=fedsgd'],
-       '--example_dp'),
+      (['--flagfile=' + _SMOKE, '--clients_per_call=8',
+        '--algorithm=fedsgd'], '--clients_per_call=8'),
+      (['--flagfile=' + _SMOKE, '--example_dp',
+        '--algorithm=fedsgd'], '--example_dp'),
       # Multi-label bags of words: no token ids for the rnn, and the grouped
       # path is single-label.
       (['--flagfile=' + _TAGS, '--model=rnn'], '--model=rnn'),
-      (['--flagfile=' + _TAGS, '--clients_per_call=8'],
-       '--clients_per_call=8'),
+      (['--flagfile=' + _TAGS, '--clients_per_call=8'], '--clients_per_call=8'),
       # 10 clients of ~144 records: delta = 0.01 < 1/population but not
       # below 1/n_k, which record-level DP-SGD needs.
-      (['--flagfile=' + _SMOKE, '--example_dp', '--dp_mechanism=none',
-        '--num_clients=10', '--delta=0.01'], '--delta=0.01'),
-      (['--flagfile=' + _SMOKE, '--target_epsilon=1e-9'],
-       '--target_epsilon=1e-09'),
-      (['--flagfile=' + _SMOKE, '--max_epsilon=2', '--dp_mechanism=none'],
-       '--max_epsilon=2.0'),
+      ([
+          '--flagfile=' + _SMOKE, '--example_dp', '--dp_mechanism=none',
+          '--num_clients=10', '--delta=0.01'
+      ], '--delta=0.01'),
+      (['--flagfile=' + _SMOKE,
+        '--target_epsilon=1e-9'], '--target_epsilon=1e-09'),
+      (['--flagfile=' + _SMOKE, '--max_epsilon=2',
+        '--dp_mechanism=none'], '--max_epsilon=2.0'),
   ]
 
 
@@ -89,8 +92,11 @@ def test_bad_input_table(tmp_path):
     if not any(a.startswith('--output_dir=') for a in args):
       args = args + [f'--output_dir={output_dir}']
     result = subprocess.run([sys.executable, '-m', 'tff_dp.cli.train', *args],
-                            cwd=REPO_ROOT, env=env, capture_output=True,
-                            text=True, timeout=120)
+                            cwd=REPO_ROOT,
+                            env=env,
+                            capture_output=True,
+                            text=True,
+                            timeout=120)
     problems = []
     if result.returncode != 2:
       problems.append(f'exit {result.returncode}')

@@ -16,9 +16,9 @@ import sys
 
 import numpy as np
 import pytest
+import worker_utils
 
 from tests.helpers import REPO_ROOT
-import worker_utils
 
 # `python -m pytest` from the root puts it on sys.path; bare `pytest` does not.
 if REPO_ROOT not in sys.path:
@@ -29,6 +29,7 @@ from benchmarks import harness
 from benchmarks import run_all
 from benchmarks import stats
 from benchmarks import workloads
+
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _QUICK_TIMEOUT_SECONDS = 300
@@ -43,8 +44,8 @@ def _positive_finite(value) -> bool:
 def test_percentile_matches_numpy():
   values = [0.3, 0.1, 0.7, 0.2, 0.9, 0.4, 0.5]
   for q in (0, 10, 50, 90, 100):
-    assert stats.percentile(values, q) == pytest.approx(
-        np.percentile(values, q))
+    assert stats.percentile(values,
+                            q) == pytest.approx(np.percentile(values, q))
 
 
 def test_percentile_rejects_empty_and_bad_q():
@@ -57,8 +58,8 @@ def test_percentile_rejects_empty_and_bad_q():
 def test_second_half_slope_ignores_warm_up():
   rounds = list(range(1, 11))
   # Fast growth during warm-up, then exactly 0.5 MiB per round.
-  rss = [100.0 * r for r in range(1, 6)] + [1000.0 + 0.5 * r
-                                            for r in range(6, 11)]
+  rss = [100.0 * r for r in range(1, 6)
+        ] + [1000.0 + 0.5 * r for r in range(6, 11)]
   assert stats.second_half_slope(rounds, rss) == pytest.approx(0.5)
   assert stats.least_squares_slope([1.0], [2.0]) is None
   assert stats.ratio(1.0, 0.0) is None
@@ -68,29 +69,34 @@ def test_round_permutations_match_tff_dp_client_data():
   workload = workloads.timing_workloads(quick=True)[0]
   orders = workloads.round_permutations(workload, round_num=3, seed=0)
   rng = np.random.default_rng([0, 3, 1])
-  np.testing.assert_array_equal(
-      orders[1], rng.permutation(workload.examples_per_client))
+  np.testing.assert_array_equal(orders[1],
+                                rng.permutation(workload.examples_per_client))
 
 
 def test_time_interleaved_runs_each_round_of_every_runner_in_turn():
-  workload = workloads.Workload(
-      family='W1', model=workloads.ModelName.MLP, clients=2,
-      examples_per_client=4, batch_size=2, epochs=1, warmup_rounds=1,
-      timed_rounds=3)
+  workload = workloads.Workload(family='W1',
+                                model=workloads.ModelName.MLP,
+                                clients=2,
+                                examples_per_client=4,
+                                batch_size=2,
+                                epochs=1,
+                                warmup_rounds=1,
+                                timed_rounds=3)
   calls = []
 
   def runner(name):
+
     def run_round(r):
       calls.append((r, name))
       return {'part_s': 0.0}
+
     return run_round, None
 
   results = harness.time_interleaved(
       workload, {name: runner(name) for name in ('a', 'b', 'c')})
   # Round r of every runner before round r + 1 of any; the order rotates.
-  assert calls == [(0, 'a'), (0, 'b'), (0, 'c'), (1, 'b'), (1, 'c'),
-                   (1, 'a'), (2, 'c'), (2, 'a'), (2, 'b'), (3, 'a'),
-                   (3, 'b'), (3, 'c')]
+  assert calls == [(0, 'a'), (0, 'b'), (0, 'c'), (1, 'b'), (1, 'c'), (1, 'a'),
+                   (2, 'c'), (2, 'a'), (2, 'b'), (3, 'a'), (3, 'b'), (3, 'c')]
   assert set(results) == {'a', 'b', 'c'}
   for result in results.values():
     assert result['seconds']['n'] == 3
@@ -102,10 +108,12 @@ def test_plan_times_the_floor_in_turn_with_tff_dp():
   for quick in (True, False):
     jobs = {job['name']: job for job in run_all.plan(quick=quick)}
     floor_rows = jobs['floor']['spec']['rows']
-    paired = [row for row in jobs['tff-dp']['spec']['rows']
-              if 'paired_floor' in row]
+    paired = [
+        row for row in jobs['tff-dp']['spec']['rows'] if 'paired_floor' in row
+    ]
     assert [(row['workload'], row['paired_floor']) for row in paired] == [
-        (row['workload'], row['implementations']) for row in floor_rows]
+        (row['workload'], row['implementations']) for row in floor_rows
+    ]
 
 
 def test_plan_runs_every_engine_once_and_the_memory_run():
@@ -122,11 +130,15 @@ def test_plan_runs_every_engine_once_and_the_memory_run():
 def quick_run(tmp_path_factory):
   output_dir = tmp_path_factory.mktemp('bench')
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  result = subprocess.run(
-      [sys.executable, '-m', 'benchmarks.run_all', '--quick',
-       f'--output_dir={output_dir}'],
-      cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-      timeout=_QUICK_TIMEOUT_SECONDS)
+  result = subprocess.run([
+      sys.executable, '-m', 'benchmarks.run_all', '--quick',
+      f'--output_dir={output_dir}'
+  ],
+                          cwd=REPO_ROOT,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=_QUICK_TIMEOUT_SECONDS)
   latest = os.path.join(output_dir, 'latest.json')
   report = None
   if os.path.exists(latest):
@@ -143,8 +155,10 @@ def test_quick_mode_succeeds_and_prints_the_table(quick_run):
   assert report is not None
   assert 'Seconds per round' in result.stdout
   assert 'tff-dp/floor' in result.stdout
-  stamped = [p for p in glob.glob(os.path.join(output_dir, '*.json'))
-             if not p.endswith('latest.json')]
+  stamped = [
+      p for p in glob.glob(os.path.join(output_dir, '*.json'))
+      if not p.endswith('latest.json')
+  ]
   assert len(stamped) == 1
   with open(stamped[0]) as f:
     assert json.load(f) == report
@@ -152,8 +166,7 @@ def test_quick_mode_succeeds_and_prints_the_table(quick_run):
 
 @pytest.mark.e2e
 @pytest.mark.slow  # ~85 s; ./run.sh bench --quick runs the same.
-def test_quick_mode_json_has_every_engine_with_positive_finite_times(
-    quick_run):
+def test_quick_mode_json_has_every_engine_with_positive_finite_times(quick_run):
   _, report, _ = quick_run
   assert report['schema_version'] == run_all.SCHEMA_VERSION
   assert report['mode'] == 'quick'
@@ -212,33 +225,41 @@ def test_quick_mode_leaves_no_tff_worker_running(quick_run):
     logged += worker_utils.worker_pids_from_log(path)
   assert len(logged) >= 2  # The tff-dp engine and the memory run.
   # Every worker the engines reported, TFF's default-context one included.
-  reported = [worker['pid'] for job in report['jobs']
-              for worker in job['workers']]
+  reported = [
+      worker['pid'] for job in report['jobs'] for worker in job['workers']
+  ]
   assert set(logged) <= set(reported)
   assert len(reported) >= 3
-  assert not any(worker['left_running'] for job in report['jobs']
+  assert not any(worker['left_running']
+                 for job in report['jobs']
                  for worker in job['workers'])
   assert worker_utils.wait_until_gone(set(logged) | set(reported)) == []
 
 
 @pytest.mark.tff
 @pytest.mark.parametrize('implementation', ['loop', 'vectorized'])
-def test_floor_round_equals_a_tff_dp_round_without_noise(tff_runtime,
-                                                         implementation):
+def test_floor_round_equals_a_tff_dp_round_without_noise(
+    tff_runtime, implementation):
   """The floor does the same work as tff-dp: same weights after one round."""
   del tff_runtime  # Runs TFF on the session's worker.
   # pylint: disable=g-import-not-at-top
   import dataclasses
+
   from benchmarks import floor
   from benchmarks import rounds
   from tff_dp.config import DpMechanism
   # pylint: enable=g-import-not-at-top
-  hyper = dataclasses.replace(workloads.HYPERPARAMETERS, noise_multiplier=0.0,
+  hyper = dataclasses.replace(workloads.HYPERPARAMETERS,
+                              noise_multiplier=0.0,
                               clip=0.05)  # A clip that binds.
-  workload = workloads.Workload(
-      family='W1', model=workloads.ModelName.MLP, clients=3,
-      examples_per_client=40, batch_size=16, epochs=2, warmup_rounds=0,
-      timed_rounds=1)
+  workload = workloads.Workload(family='W1',
+                                model=workloads.ModelName.MLP,
+                                clients=3,
+                                examples_per_client=40,
+                                batch_size=16,
+                                epochs=2,
+                                warmup_rounds=0,
+                                timed_rounds=1)
   # What the tff-dp engine runs (the grouped path for the MLP).
   prepared = rounds.prepare(workload, DpMechanism.GAUSSIAN_FIXED, hyper)
   assert prepared.clients_per_call > 1
@@ -247,13 +268,16 @@ def test_floor_round_equals_a_tff_dp_round_without_noise(tff_runtime,
     state = process.initialize()
     initial = process.get_model_weights(state).trainable
     for r in range(2):  # Two rounds: server momentum matters in the second.
-      state = process.next(
-          state, prepared.round_inputs(r, range(workload.clients))).state
+      state = process.next(state,
+                           prepared.round_inputs(r,
+                                                 range(workload.clients))).state
     expected = process.get_model_weights(state).trainable
   finally:
     prepared.close()
 
-  floor_round = floor.FloorRound(workload, hyper, implementation,
+  floor_round = floor.FloorRound(workload,
+                                 hyper,
+                                 implementation,
                                  initial=initial)
   data = workloads.synthetic_data(workload)
   for r in range(2):

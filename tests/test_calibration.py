@@ -27,29 +27,34 @@ def _tightest_epsilon(z, *, delta, rounds, accountants, **cohort):
       accounting.gaussian_round_event(noise_multiplier=z, **cohort), rounds)
   relation = accounting.neighboring_relation(cohort['sampling'])
   return accounting.tightest_epsilon({
-      kind: accounting.compute_epsilon([event], delta=delta, accountant=kind,
-                                       relation=relation)
-      for kind in accountants})[1]
+      kind:
+          accounting.compute_epsilon([event],
+                                     delta=delta,
+                                     accountant=kind,
+                                     relation=relation) for kind in accountants
+  })[1]
 
 
-@pytest.mark.parametrize('z, printed', [
-    (1.2105022530718403, '1.21051'),  # The issue's z: '.6g' printed 1.2105.
-    (1.2105, '1.2105'),  # Already 6 digits (its double is just below).
-    (0.5, '0.5'),
-    (0.0, '0'),
-    (2.0**20, '1.04858e+06'),
-    (0.1234564, '0.123457'),
-    (9.9999991, '10'),
-    (3e-7, '3e-07'),
-])
+@pytest.mark.parametrize(
+    'z, printed',
+    [
+        (1.2105022530718403, '1.21051'),  # The issue's z: '.6g' printed 1.2105.
+        (1.2105, '1.2105'),  # Already 6 digits (its double is just below).
+        (0.5, '0.5'),
+        (0.0, '0'),
+        (2.0**20, '1.04858e+06'),
+        (0.1234564, '0.123457'),
+        (9.9999991, '10'),
+        (3e-7, '3e-07'),
+    ])
 def test_format_noise_multiplier_rounds_up(z, printed):
   assert calibration.format_noise_multiplier(z) == printed
 
 
 def test_format_noise_multiplier_never_below_and_at_most_six_digits():
   rng = np.random.default_rng(0)
-  values = np.concatenate([rng.uniform(0.1, 10, 2000),
-                           10.0**rng.uniform(-8, 6, 2000)])
+  values = np.concatenate(
+      [rng.uniform(0.1, 10, 2000), 10.0**rng.uniform(-8, 6, 2000)])
   for z in values:
     text = calibration.format_noise_multiplier(float(z))
     assert float(text) >= z, (z, text)
@@ -64,33 +69,44 @@ def test_format_noise_multiplier_never_below_and_at_most_six_digits():
 def test_issue_example_printed_noise_reaches_the_target():
   # Issue 13: --target_epsilon=5 for the default cohort printed z = 1.2105,
   # which gives epsilon 5.00002 > 5.
-  cohort = dict(sampling=ClientSampling.POISSON, population=700,
+  cohort = dict(sampling=ClientSampling.POISSON,
+                population=700,
                 clients_per_round=70)
   kwargs = dict(delta=1e-5, rounds=100, accountants=[RDP, PLD])
-  z, kind = calibration.calibrate_noise_for_accountants(
-      target_epsilon=5.0, **kwargs, **cohort)
+  z, kind = calibration.calibrate_noise_for_accountants(target_epsilon=5.0,
+                                                        **kwargs,
+                                                        **cohort)
   assert kind is PLD
   for printed in (f'{z:.6g}', calibration.format_noise_multiplier(z)):
-    assert _tightest_epsilon(float(printed), **kwargs, **cohort) <= 5.0, (
-        printed)
+    assert _tightest_epsilon(float(printed), **kwargs,
+                             **cohort) <= 5.0, (printed)
   # And it is the smallest such value, to the printed precision.
   assert _tightest_epsilon(z * (1 - 1e-4), **kwargs, **cohort) > 5.0
 
 
-@pytest.mark.parametrize('target, delta, rounds, cohort, accountants', [
-    (2.0, 1e-5, 100, dict(sampling=ClientSampling.POISSON, population=3383,
-                          clients_per_round=120), [RDP, PLD]),
-    # PLD only: RDP's fixed-size curve costs ~0.4 s per probe.
-    (10.0, 1e-5, 10, dict(sampling=ClientSampling.FIXED_SIZE, population=700,
-                          clients_per_round=70), [PLD]),
-    (1.0, 1e-3, 5, dict(sampling=ClientSampling.FULL, population=10,
-                        clients_per_round=10), [RDP, PLD]),
-], ids=['poisson', 'fixed_size', 'full'])
+@pytest.mark.parametrize(
+    'target, delta, rounds, cohort, accountants',
+    [
+        (2.0, 1e-5, 100,
+         dict(sampling=ClientSampling.POISSON,
+              population=3383,
+              clients_per_round=120), [RDP, PLD]),
+        # PLD only: RDP's fixed-size curve costs ~0.4 s per probe.
+        (10.0, 1e-5, 10,
+         dict(sampling=ClientSampling.FIXED_SIZE,
+              population=700,
+              clients_per_round=70), [PLD]),
+        (1.0, 1e-3, 5,
+         dict(sampling=ClientSampling.FULL, population=10,
+              clients_per_round=10), [RDP, PLD]),
+    ],
+    ids=['poisson', 'fixed_size', 'full'])
 def test_printed_noise_reaches_the_target(target, delta, rounds, cohort,
                                           accountants):
   kwargs = dict(delta=delta, rounds=rounds, accountants=accountants)
-  z, _ = calibration.calibrate_noise_for_accountants(
-      target_epsilon=target, **kwargs, **cohort)
+  z, _ = calibration.calibrate_noise_for_accountants(target_epsilon=target,
+                                                     **kwargs,
+                                                     **cohort)
   printed = calibration.format_noise_multiplier(z)
   # The calibrated z has at most 6 significant digits: printed exactly.
   assert float(printed) == z
@@ -103,10 +119,13 @@ def test_pld_calibrates_fixed_size_with_the_unamplified_bound():
   # (accounting module docstring, bound (b)): calibrating gives the z whose
   # exact Gaussian epsilon is the target.
   target, rounds = 20.0, 10
-  z = calibration.calibrate_noise_multiplier(
-      target_epsilon=target, delta=1e-5, rounds=rounds, accountant=PLD,
-      sampling=ClientSampling.FIXED_SIZE, population=100,
-      clients_per_round=10)
+  z = calibration.calibrate_noise_multiplier(target_epsilon=target,
+                                             delta=1e-5,
+                                             rounds=rounds,
+                                             accountant=PLD,
+                                             sampling=ClientSampling.FIXED_SIZE,
+                                             population=100,
+                                             clients_per_round=10)
 
   def exact_delta(noise, epsilon=target):
     return privacy_loss_mechanism.GaussianPrivacyLoss(

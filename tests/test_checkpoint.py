@@ -12,7 +12,8 @@ from tff_dp.program import checkpoint
 
 def _state(scale=1.0):
   return collections.OrderedDict(
-      model=[np.full((3, 2), scale, np.float32), np.arange(2.0) * scale],
+      model=[np.full((3, 2), scale, np.float32),
+             np.arange(2.0) * scale],
       round=np.int64(7),
       event=(b'dp_accounting.dp_event', np.float32(0.5)))
 
@@ -107,14 +108,15 @@ def test_nothing_is_unpickled(tmp_path):
   # when the manifest matches, because np.load runs with allow_pickle=False.
   manager = _manager(tmp_path)
   path = manager.save(1, _state(), {})
-  np.savez(os.path.join(path, 'state.npz'),
-           np.array([object()], dtype=object))
+  np.savez(os.path.join(path, 'state.npz'), np.array([object()], dtype=object))
   manifest_path = os.path.join(path, 'MANIFEST.json')
   with open(manifest_path) as f:
     manifest = json.load(f)
   state_path = os.path.join(path, 'state.npz')
-  manifest['state.npz'] = {'sha256': checkpoint._sha256(state_path),  # pylint: disable=protected-access
-                           'bytes': os.path.getsize(state_path)}
+  manifest['state.npz'] = {
+      'sha256': checkpoint._sha256(state_path),  # pylint: disable=protected-access
+      'bytes': os.path.getsize(state_path)
+  }
   with open(manifest_path, 'w') as f:
     json.dump(manifest, f)
   with pytest.raises(checkpoint.CheckpointError, match='unreadable'):

@@ -16,9 +16,9 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+import test_tff_datasets as fake
 
 from tests.helpers import REPO_ROOT
-import test_tff_datasets as fake
 from tff_dp.algorithms import models
 from tff_dp.config import ModelKind
 from tff_dp.data import benchmark_source
@@ -51,14 +51,21 @@ def fixture_cache(tmp_path):
   extremes[0, 0, 0], extremes[31, 31, 2] = 0, 255
   splits = {
       'train': {
-          '0': [_example(_image(rng), 3), _example(_image(rng), 97)],
+          '0': [_example(_image(rng), 3),
+                _example(_image(rng), 97)],
           '1': [_example(_image(rng), 0)],
-          '10': [_example(extremes, 99, coarse_label=19),
-                 _example(_image(rng), 42), _example(_image(rng), 7)],
+          '10': [
+              _example(extremes, 99, coarse_label=19),
+              _example(_image(rng), 42),
+              _example(_image(rng), 7)
+          ],
           '2': [_example(_image(rng), 55)],
       },
-      'test': {'0': [_example(_image(rng), 12), _example(_image(rng), 13)],
-               '1': [_example(_image(rng), 14)]},
+      'test': {
+          '0': [_example(_image(rng), 12),
+                _example(_image(rng), 13)],
+          '1': [_example(_image(rng), 14)]
+      },
   }
   fake._write_database(  # pylint: disable=protected-access
       str(tmp_path / 'cifar100.sqlite'), splits)
@@ -66,18 +73,23 @@ def fixture_cache(tmp_path):
 
 
 def _expected(examples):
-  x = np.stack([np.asarray(e['image'], np.float32).reshape(-1) / 255.0
-                for e in examples])
+  x = np.stack([
+      np.asarray(e['image'], np.float32).reshape(-1) / 255.0 for e in examples
+  ])
   return x, np.array([e['label'] for e in examples], np.int32)
 
 
 @pytest.mark.tff
 def test_source_reads_clients_sizes_and_shape(cache):
   data_dir, _ = cache
-  source = loading.load(
-      loading.Dataset.CIFAR100, num_clients=7, partition=Partition.IID,
-      seed=0, test_fraction=0.2, dirichlet_alpha=0.5, data_dir=data_dir,
-      client_data=None)
+  source = loading.load(loading.Dataset.CIFAR100,
+                        num_clients=7,
+                        partition=Partition.IID,
+                        seed=0,
+                        test_fraction=0.2,
+                        dirichlet_alpha=0.5,
+                        data_dir=data_dir,
+                        client_data=None)
   assert isinstance(source, benchmark_source.Cifar100Source)
   assert source.client_ids == ['0', '1', '10', '2']
   assert source.population == 4  # The file's clients, not --num_clients.
@@ -106,9 +118,9 @@ def test_examples_are_scaled_flat_images_with_fine_labels(cache):
   np.testing.assert_array_equal(y, want_y)
   assert x.min() == 0.0 and x.max() == 1.0
   # Row-major, channels last: the CNN's reshape gives the image back.
-  np.testing.assert_allclose(
-      x[0].reshape(32, 32, 3) * 255.0, splits['train']['10'][0]['image'],
-      atol=1e-4)
+  np.testing.assert_allclose(x[0].reshape(32, 32, 3) * 255.0,
+                             splits['train']['10'][0]['image'],
+                             atol=1e-4)
 
 
 @pytest.mark.tff
@@ -127,9 +139,13 @@ def test_test_set_is_the_pooled_test_split(cache):
 @pytest.mark.tff
 def test_missing_cache_is_a_data_error_naming_the_file(tmp_path):
   with pytest.raises(loading.DataError) as info:
-    loading.load(loading.Dataset.CIFAR100, num_clients=7,
-                 partition=Partition.IID, seed=0, test_fraction=0.2,
-                 dirichlet_alpha=0.5, data_dir=str(tmp_path),
+    loading.load(loading.Dataset.CIFAR100,
+                 num_clients=7,
+                 partition=Partition.IID,
+                 seed=0,
+                 test_fraction=0.2,
+                 dirichlet_alpha=0.5,
+                 data_dir=str(tmp_path),
                  client_data=None)
   message = str(info.value)
   assert f'put cifar100.sqlite in {tmp_path}' in message
@@ -138,20 +154,25 @@ def test_missing_cache_is_a_data_error_naming_the_file(tmp_path):
 
 
 @pytest.mark.tff
-@pytest.mark.parametrize('image_shape,num_classes,params', [
-    # conv 3x3x3x32 + 32, conv 3x3x32x64 + 64, dense 14*14*64 x 128 + 128,
-    # logits 128 x 100 + 100.
-    ((32, 32, 3), 100, 896 + 18_496 + 1_605_760 + 12_900),
-    # TFF's EMNIST CNN (digits): 1,199,882 weights in its docstring.
-    ((28, 28, 1), 10, 1_199_882),
-    ((8, 8, 1), 10, 320 + 18_496 + 4 * 64 * 128 + 128 + 1_290),
-])
+@pytest.mark.parametrize(
+    'image_shape,num_classes,params',
+    [
+        # conv 3x3x3x32 + 32, conv 3x3x32x64 + 64, dense 14*14*64 x 128 + 128,
+        # logits 128 x 100 + 100.
+        ((32, 32, 3), 100, 896 + 18_496 + 1_605_760 + 12_900),
+        # TFF's EMNIST CNN (digits): 1,199,882 weights in its docstring.
+        ((28, 28, 1), 10, 1_199_882),
+        ((8, 8, 1), 10, 320 + 18_496 + 4 * 64 * 128 + 128 + 1_290),
+    ])
 def test_cnn_takes_flat_images_and_outputs_logits(image_shape, num_classes,
                                                   params):
   input_dim = int(np.prod(image_shape))
-  model = models.build_keras_model(
-      ModelKind.CNN, input_dim=input_dim, num_classes=num_classes,
-      hidden_units=7, seed=3, image_shape=image_shape)
+  model = models.build_keras_model(ModelKind.CNN,
+                                   input_dim=input_dim,
+                                   num_classes=num_classes,
+                                   hidden_units=7,
+                                   seed=3,
+                                   image_shape=image_shape)
   assert model.input_shape == (None, input_dim)
   assert model.output_shape == (None, num_classes)
   assert model.count_params() == params
@@ -167,10 +188,14 @@ def test_cnn_takes_flat_images_and_outputs_logits(image_shape, num_classes,
 
 @pytest.mark.tff
 def test_cnn_initial_weights_follow_the_seed():
+
   def weights(seed):
-    return models.build_keras_model(
-        ModelKind.CNN, input_dim=64, num_classes=10, hidden_units=1,
-        seed=seed, image_shape=(8, 8, 1)).get_weights()
+    return models.build_keras_model(ModelKind.CNN,
+                                    input_dim=64,
+                                    num_classes=10,
+                                    hidden_units=1,
+                                    seed=seed,
+                                    image_shape=(8, 8, 1)).get_weights()
 
   for a, b in zip(weights(5), weights(5)):
     np.testing.assert_array_equal(a, b)
@@ -186,15 +211,22 @@ def test_cnn_initial_weights_follow_the_seed():
 ])
 def test_cnn_refuses_unusable_image_shapes(image_shape, input_dim, message):
   with pytest.raises(ValueError, match=message):
-    models.build_model_fn(ModelKind.CNN, input_dim=input_dim, num_classes=10,
-                          hidden_units=1, seed=0, image_shape=image_shape)
+    models.build_model_fn(ModelKind.CNN,
+                          input_dim=input_dim,
+                          num_classes=10,
+                          hidden_units=1,
+                          seed=0,
+                          image_shape=image_shape)
 
 
 def _train(*args):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   return subprocess.run([sys.executable, '-m', 'tff_dp.cli.train', *args],
-                        cwd=REPO_ROOT, env=env, capture_output=True,
-                        text=True, timeout=300)
+                        cwd=REPO_ROOT,
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=300)
 
 
 @pytest.mark.e2e
@@ -206,8 +238,10 @@ def test_program_without_cache_exits_2_naming_the_file(tmp_path):
                   f'--output_dir={output_dir}')
   assert result.returncode == 2, result.stderr[-2000:]
   assert 'Traceback' not in result.stderr
-  errors = [line for line in result.stderr.splitlines()
-            if line.startswith('tff-dp: error:')]
+  errors = [
+      line for line in result.stderr.splitlines()
+      if line.startswith('tff-dp: error:')
+  ]
   assert len(errors) == 1, result.stderr[-2000:]
   assert errors[0].startswith('tff-dp: error: --dataset=cifar100: CIFAR-100')
   assert f'put cifar100.sqlite in {data_dir}' in errors[0]

@@ -8,10 +8,9 @@ import os
 from absl import flags
 import pytest
 
-from tff_dp.cli import cli_flags
-from tff_dp import config as config_lib
-
 from tests.helpers import REPO_ROOT
+from tff_dp import config as config_lib
+from tff_dp.cli import cli_flags
 
 CONFIGS = os.path.join(REPO_ROOT, 'configs')
 
@@ -94,24 +93,28 @@ def test_unknown_flag_and_missing_flagfile_are_refused():
 
 # (arguments, flag named in the error, population or None).
 BAD_COMBINATIONS = [
-    (['--dp_mechanism=gaussian_fixed', '--noise_multiplier=0'],
-     '--noise_multiplier=0.0', None),
-    (['--dp_mechanism=gaussian_adaptive', '--noise_multiplier=1.0',
-      '--clients_per_round=4', '--num_clients=40'],
-     '--noise_multiplier=1.0', None),
-    (['--clients_per_round=50', '--num_clients=40'],
-     '--clients_per_round=50', None),
+    (['--dp_mechanism=gaussian_fixed',
+      '--noise_multiplier=0'], '--noise_multiplier=0.0', None),
+    ([
+        '--dp_mechanism=gaussian_adaptive', '--noise_multiplier=1.0',
+        '--clients_per_round=4', '--num_clients=40'
+    ], '--noise_multiplier=1.0', None),
+    (['--clients_per_round=50',
+      '--num_clients=40'], '--clients_per_round=50', None),
     (['--delta=0.01', '--num_clients=700'], '--delta=0.01', 700),
-    (['--client_sampling=full', '--num_clients=40', '--clients_per_round=10',
-      '--dp_mechanism=gaussian_fixed'],
-     '--clients_per_round=10', 40),
-    (['--num_clients=40', '--clients_per_round=30'],
-     '--clients_per_round=30', 20),
-    (['--dp_mechanism=none', '--target_epsilon=3'], '--target_epsilon=3.0',
-     None),
+    ([
+        '--client_sampling=full', '--num_clients=40', '--clients_per_round=10',
+        '--dp_mechanism=gaussian_fixed'
+    ], '--clients_per_round=10', 40),
+    (['--num_clients=40',
+      '--clients_per_round=30'], '--clients_per_round=30', 20),
+    (['--dp_mechanism=none',
+      '--target_epsilon=3'], '--target_epsilon=3.0', None),
     (['--dp_mechanism=none', '--max_epsilon=3'], '--max_epsilon=3.0', None),
-    (['--dp_mechanism=gaussian_fixed', '--noise_multiplier=0',
-      '--allow_zero_noise', '--max_epsilon=3'], '--max_epsilon=3.0', None),
+    ([
+        '--dp_mechanism=gaussian_fixed', '--noise_multiplier=0',
+        '--allow_zero_noise', '--max_epsilon=3'
+    ], '--max_epsilon=3.0', None),
     (['--client_weighting=num_examples'], '--client_weighting=num_examples',
      None),
     (['--client_weighting=capped'], '--weight_cap=None', None),
@@ -141,8 +144,10 @@ def test_adaptive_limit_is_tffs_limit():
 
 
 def test_zero_noise_with_a_dp_mechanism_needs_the_explicit_flag():
-  config = _config(['--dp_mechanism=gaussian_fixed', '--noise_multiplier=0',
-                    '--allow_zero_noise'])
+  config = _config([
+      '--dp_mechanism=gaussian_fixed', '--noise_multiplier=0',
+      '--allow_zero_noise'
+  ])
   config_lib.check_config(config)
   assert config.uses_dp_aggregator and not config.private
 
@@ -154,16 +159,17 @@ def test_target_epsilon_lets_noise_be_calibrated_later():
 
 
 def test_nonprivate_run_accepts_zero_noise_and_any_delta():
-  config = _config(['--dp_mechanism=none', '--noise_multiplier=0',
-                    '--delta=0.5'])
+  config = _config(
+      ['--dp_mechanism=none', '--noise_multiplier=0', '--delta=0.5'])
   config_lib.check_config(config)
   config_lib.check_population(config, 700)
 
 
 def _flagfile_values(name):
   with open(os.path.join(CONFIGS, name)) as f:
-    lines = [line.strip() for line in f
-             if line.strip() and not line.startswith('#')]
+    lines = [
+        line.strip() for line in f if line.strip() and not line.startswith('#')
+    ]
   return dict(line[2:].split('=', 1) for line in lines)
 
 
@@ -178,16 +184,17 @@ def test_nonprivate_twin_differs_from_default_only_in_privacy():
   default = _flagfile_values('default.cfg')
   twin = _flagfile_values('nonprivate.cfg')
   # Weighting by |D_k| is the twin's only other difference: DP forbids it.
-  privacy_flags = {'dp_mechanism', 'noise_multiplier', 'delta',
-                   'client_weighting'}
+  privacy_flags = {
+      'dp_mechanism', 'noise_multiplier', 'delta', 'client_weighting'
+  }
   assert twin['dp_mechanism'] == 'none'
   for key in (set(default) | set(twin)) - privacy_flags:
     assert default.get(key) == twin.get(key), key
 
 
 def test_command_line_overrides_flagfile():
-  config = _config([f'--flagfile={os.path.join(CONFIGS, "default.cfg")}',
-                    '--rounds=7'])
+  config = _config(
+      [f'--flagfile={os.path.join(CONFIGS, "default.cfg")}', '--rounds=7'])
   assert config.rounds == 7
 
 

@@ -20,8 +20,11 @@ pytestmark = pytest.mark.tff
 SqlClientDataSource = client_data_source.SqlClientDataSource
 
 
-def _make(tmp_path, *, test_split=csv_import.TestSplit.CLIENTS,
-          num_clients=10, name='data'):
+def _make(tmp_path,
+          *,
+          test_split=csv_import.TestSplit.CLIENTS,
+          num_clients=10,
+          name='data'):
   """Client k has k + 1 rows; 4 features; labels in [0, 3)."""
   lines = ['client,f0,f1,f2,f3,label']
   for k in range(num_clients):
@@ -31,9 +34,12 @@ def _make(tmp_path, *, test_split=csv_import.TestSplit.CLIENTS,
   csv_path = tmp_path / f'{name}.csv'
   csv_path.write_text('\n'.join(lines) + '\n')
   output = str(tmp_path / f'{name}.sqlite')
-  csv_import.import_table(str(csv_path), output_path=output,
-                          client_column='client', label_column='label',
-                          test_split=test_split, test_fraction=0.2)
+  csv_import.import_table(str(csv_path),
+                          output_path=output,
+                          client_column='client',
+                          label_column='label',
+                          test_split=test_split,
+                          test_fraction=0.2)
   return output
 
 
@@ -71,8 +77,11 @@ def test_client_dataset_feeds_the_model(tmp_path):
   assert len(list(dataset)) == 6
   batched = dataset.batch(4)
   assert batched.element_spec == models.input_spec(4)
-  model = models.build_keras_model(ModelKind.MLP, input_dim=4, num_classes=3,
-                                   hidden_units=8, seed=0)
+  model = models.build_keras_model(ModelKind.MLP,
+                                   input_dim=4,
+                                   num_classes=3,
+                                   hidden_units=8,
+                                   seed=0)
   model.compile(loss=models.loss_fn(),
                 metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
   loss, _ = model.evaluate(source.test_dataset().batch(16), verbose=0)

@@ -18,9 +18,8 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 import helpers
+import pytest
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
@@ -33,9 +32,11 @@ _FAKE_CIFAR_CLIENTS = 60
 # The LSTM presets run with a small cohort: a TFF call of an LSTM client
 # takes ~0.3 s here, and their own cohorts (50, 100) would add over a minute.
 # 13 is the smallest cohort adaptive clipping admits for their noise.
-_COHORT_OVERRIDES = {'shakespeare.cfg': ['--clients_per_round=13'],
-                     'stackoverflow_nwp.cfg': ['--clients_per_round=13'],
-                     'stackoverflow_tag.cfg': ['--clients_per_round=13']}
+_COHORT_OVERRIDES = {
+    'shakespeare.cfg': ['--clients_per_round=13'],
+    'stackoverflow_nwp.cfg': ['--clients_per_round=13'],
+    'stackoverflow_tag.cfg': ['--clients_per_round=13']
+}
 # Fake Shakespeare roles and Stack Overflow users.
 _FAKE_TEXT_CLIENTS = 16
 
@@ -45,6 +46,7 @@ def _run_configs(names, output_dir):
   # pylint: disable=g-import-not-at-top
   from absl import flags
   import numpy as np
+
   from tff_dp.cli import cli_flags
   from tff_dp.cli import train
   from tff_dp.execution import runtime
@@ -78,8 +80,8 @@ def _run_configs(names, output_dir):
       train_clients=test_shakespeare.fake_clients(rng, _FAKE_TEXT_CLIENTS),
       test_clients=test_shakespeare.fake_clients(rng, 2))
   stackoverflow.write_fake_cache(
-      data_dir, train_clients=stackoverflow.fake_clients(
-          rng, _FAKE_TEXT_CLIENTS),
+      data_dir,
+      train_clients=stackoverflow.fake_clients(rng, _FAKE_TEXT_CLIENTS),
       test_clients=stackoverflow.fake_clients(rng, 2))
   # Its word and tag counts cannot have TFF's published hashes: expect the
   # fakes'. The tag preset reads the same users' posts.
@@ -88,11 +90,12 @@ def _run_configs(names, output_dir):
   for name in names:
     fv = flags.FlagValues()
     cli_flags.define_train_flags(fv)
-    fv(['tff-dp', f'--flagfile={os.path.join(_CONFIGS, name)}',
+    fv([
+        'tff-dp', f'--flagfile={os.path.join(_CONFIGS, name)}',
         *_SMOKE_OVERRIDES, *_COHORT_OVERRIDES.get(name, []),
-        f'--data_dir={data_dir}',
-        f'--output_dir={output_dir}',
-        f'--run_name={name}'])
+        f'--data_dir={data_dir}', f'--output_dir={output_dir}',
+        f'--run_name={name}'
+    ])
     prepared = prepare.prepare_run(cli_flags.config_from_flags(fv))
     run_dir, _ = train.prepare_run_dir(output_dir, name)
     summary = experiment.run_experiment(prepared, run_dir)
@@ -101,12 +104,18 @@ def _run_configs(names, output_dir):
     plan = run_privacy.planned_tracker(prepared.config, prepared.data)
     local = plan.local_guarantee()
     record = plan.record_level_report()
-    print(json.dumps({'config': name, 'summary': summary.to_json(), 'plan': {
-        'central': ({k.value: v for k, v in plan.epsilons().items()}
-                    if plan.central_claim else {}),
-        'local': None if local is None else local.epsilon,
-        'record_level': None if record is None else record.worst_epsilon(),
-    }}), flush=True)
+    print(json.dumps({
+        'config': name,
+        'summary': summary.to_json(),
+        'plan': {
+            'central': ({
+                k.value: v for k, v in plan.epsilons().items()
+            } if plan.central_claim else {}),
+            'local': None if local is None else local.epsilon,
+            'record_level': None if record is None else record.worst_epsilon(),
+        }
+    }),
+          flush=True)
 
 
 CONFIGS = sorted(n for n in os.listdir(_CONFIGS) if n.endswith('.cfg'))
@@ -115,18 +124,21 @@ CONFIGS = sorted(n for n in os.listdir(_CONFIGS) if n.endswith('.cfg'))
 # alone and with central noise, record-level DP-SGD in silos, no DP, and the
 # synthetic cross-device data on the grouped path.
 FAST_CONFIGS = ('client_server.cfg', 'cross_device.cfg', 'cross_silo.cfg',
-                'default.cfg', 'dp_ftrl.cfg', 'fedsgd_dp.cfg',
-                'fixed_clip.cfg', 'local_laplace.cfg', 'nonprivate.cfg',
-                'weighted_dp.cfg')
+                'default.cfg', 'dp_ftrl.cfg', 'fedsgd_dp.cfg', 'fixed_clip.cfg',
+                'local_laplace.cfg', 'nonprivate.cfg', 'weighted_dp.cfg')
 SLOW_CONFIGS = tuple(name for name in CONFIGS if name not in FAST_CONFIGS)
 
 
 def train_and_check(tmp_path, names):
   """Trains `names` (2 rounds each) and checks what each summary claims."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-  result = subprocess.run(
-      [sys.executable, __file__, str(tmp_path), *names], cwd=_ROOT, env=env,
-      capture_output=True, text=True, timeout=900)
+  result = subprocess.run([sys.executable, __file__,
+                           str(tmp_path), *names],
+                          cwd=_ROOT,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   summaries, plans = {}, {}
   for line in result.stdout.splitlines():
@@ -139,11 +151,13 @@ def train_and_check(tmp_path, names):
     _check_plan_agrees(name, summary, plans[name])
     _check_secrets_stay_in_checkpoints(name, os.path.join(tmp_path, name))
     _check_run_dir_report(name, os.path.join(tmp_path, name), summary)
-  populations = {'emnist_tutorial.cfg': _FAKE_WRITERS,
-                 'cifar100.cfg': _FAKE_CIFAR_CLIENTS,
-                 'shakespeare.cfg': _FAKE_TEXT_CLIENTS,
-                 'stackoverflow_nwp.cfg': _FAKE_TEXT_CLIENTS,
-                 'stackoverflow_tag.cfg': _FAKE_TEXT_CLIENTS}
+  populations = {
+      'emnist_tutorial.cfg': _FAKE_WRITERS,
+      'cifar100.cfg': _FAKE_CIFAR_CLIENTS,
+      'shakespeare.cfg': _FAKE_TEXT_CLIENTS,
+      'stackoverflow_nwp.cfg': _FAKE_TEXT_CLIENTS,
+      'stackoverflow_tag.cfg': _FAKE_TEXT_CLIENTS
+  }
   for name, summary in summaries.items():
     if name in populations:
       assert summary['population'] == populations[name], name
@@ -167,13 +181,15 @@ def train_and_check(tmp_path, names):
     _check_statement_lists_the_releases(name, statement, tmp_path)
   # The mechanisms report the guarantees they claim.
   claims = {
-      'local_laplace.cfg': lambda s: (s['local_epsilon'] > 0 and
-                                      s['guarantee_epsilon'] is None),
-      'client_server.cfg': lambda s: (s['local_epsilon'] > 0 and
-                                      s['guarantee_epsilon'] > 0),
-      'cross_silo.cfg': lambda s: s['record_level_epsilon'] > 0,
-      'dp_ftrl.cfg': lambda s: (s['guarantee_accountant'] == 'rdp' and
-                                s['accountants_not_applicable'] == ['pld']),
+      'local_laplace.cfg':
+          lambda s: (s['local_epsilon'] > 0 and s['guarantee_epsilon'] is None),
+      'client_server.cfg':
+          lambda s: (s['local_epsilon'] > 0 and s['guarantee_epsilon'] > 0),
+      'cross_silo.cfg':
+          lambda s: s['record_level_epsilon'] > 0,
+      'dp_ftrl.cfg':
+          lambda s: (s['guarantee_accountant'] == 'rdp' and s[
+              'accountants_not_applicable'] == ['pld']),
   }
   for name, claim in claims.items():
     if name in summaries:
@@ -217,7 +233,10 @@ def _check_run_dir_report(name, run_dir, summary):
     return  # Central-only runs: tests/test_epsilon_program.py.
   result = subprocess.run(
       [sys.executable, '-m', 'tff_dp.cli.epsilon', f'--run_dir={run_dir}'],
-      cwd=_ROOT, capture_output=True, text=True, timeout=120)
+      cwd=_ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120)
   assert result.returncode == 0, result.stderr
   for key, words in (('local_epsilon', 'local epsilon'),
                      ('record_level_epsilon', 'record-level epsilon')):
@@ -233,8 +252,9 @@ def _check_run_dir_report(name, run_dir, summary):
 
 def _check_plan_agrees(name, summary, plan):
   """The planner's epsilons for a preset are the run's (module docstring)."""
-  central = {k: v for k, v in plan['central'].items()
-             if v is not None and v == v}  # NaN: not applicable.
+  central = {
+      k: v for k, v in plan['central'].items() if v is not None and v == v
+  }  # NaN: not applicable.
   assert central == pytest.approx(summary['epsilon'], rel=1e-9), name
   # Local and record-level: the plan charges every client every round, an
   # upper bound that the run reaches when some client takes part each time.

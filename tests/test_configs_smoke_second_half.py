@@ -5,7 +5,6 @@ sends each file to one worker) train the two halves at the same time.
 """
 
 import pytest
-
 import test_configs_smoke as smoke
 
 

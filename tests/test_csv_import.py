@@ -9,10 +9,10 @@ the error's file, line and reason, and that nothing is left behind.
 import csv
 import json
 import os
-import zipfile
 import sqlite3
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -28,6 +28,7 @@ if REPO_ROOT not in sys.path:
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import csv_import_memory
+
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 TestSplit = csv_import.TestSplit
@@ -65,7 +66,8 @@ def _expected_rows(text):
 
 
 def _import(tmp_path, text, **kwargs):
-  args = dict(output_path=str(tmp_path / 'out.sqlite'), client_column='user',
+  args = dict(output_path=str(tmp_path / 'out.sqlite'),
+              client_column='user',
               label_column='label')
   args.update(kwargs)
   return csv_import.import_table(_write(tmp_path, text), **args)
@@ -82,8 +84,7 @@ def _assert_rows_equal(actual, expected):
 
 @pytest.mark.tff
 def test_csv_round_trip_is_exact(tmp_path):
-  summary = _import(tmp_path, _CSV, num_classes=1000,
-                    test_split=TestSplit.NONE)
+  summary = _import(tmp_path, _CSV, num_classes=1000, test_split=TestSplit.NONE)
   assert summary.rows == 7
   assert summary.train_clients == 4
   assert summary.feature_names == ('x1', 'x2', 'x3')
@@ -94,7 +95,8 @@ def test_csv_round_trip_is_exact(tmp_path):
   assert source.num_classes == 1000
   assert source.feature_names == ('x1', 'x2', 'x3')
   assert source.client_sizes().tolist() == [
-      len(expected[c]) for c in source.client_ids]
+      len(expected[c]) for c in source.client_ids
+  ]
   for index, client_id in enumerate(source.client_ids):
     got = list(source.client_dataset(index).as_numpy_iterator())
     _assert_rows_equal(got, expected[client_id])
@@ -113,8 +115,10 @@ def test_csv_round_trip_with_test_split(tmp_path, test_split):
   summary = _import(tmp_path, text, test_split=test_split, test_fraction=0.25)
   source = client_data_source.SqlClientDataSource(summary.output_path)
   expected = _expected_rows(text)
-  train = {cid: list(source.client_dataset(i).as_numpy_iterator())
-           for i, cid in enumerate(source.client_ids)}
+  train = {
+      cid: list(source.client_dataset(i).as_numpy_iterator())
+      for i, cid in enumerate(source.client_ids)
+  }
   test = list(source.test_dataset().as_numpy_iterator())
   assert sum(map(len, train.values())) + len(test) == 300
   assert len(test) == summary.test_examples
@@ -134,16 +138,18 @@ def test_csv_round_trip_with_test_split(tmp_path, test_split):
       n = len(expected[client_id])
       assert len(rows) == max(1, int(0.75 * n))
       # The kept rows are a subsequence of the client's rows, in order.
-      positions = [[key(r) for r in expected[client_id]].index(key(row))
-                   for row in rows]
+      positions = [
+          [key(r) for r in expected[client_id]].index(key(row)) for row in rows
+      ]
       assert positions == sorted(positions)
 
 
 def _split_of(path):
   con = sqlite3.connect(path)
   try:
-    return sorted(con.execute(
-        'SELECT client_id, split_name, num_examples FROM client_metadata'))
+    return sorted(
+        con.execute(
+            'SELECT client_id, split_name, num_examples FROM client_metadata'))
   finally:
     con.close()
 
@@ -171,12 +177,17 @@ def test_split_is_reproducible_and_keyed_by_seed(tmp_path):
 def test_metadata_table(tmp_path):
   summary = _import(tmp_path, _clients_text(10), test_fraction=0.3)
   con = sqlite3.connect(summary.output_path)
-  metadata = {k: json.loads(v) for k, v in con.execute(
-      'SELECT key, value FROM tff_dp_metadata')}
-  counts = dict(con.execute('SELECT split_name, SUM(num_examples) FROM '
-                            'client_metadata GROUP BY split_name'))
-  indexes = {r[0] for r in con.execute(
-      "SELECT name FROM sqlite_master WHERE type = 'index'")}
+  metadata = {
+      k: json.loads(v)
+      for k, v in con.execute('SELECT key, value FROM tff_dp_metadata')
+  }
+  counts = dict(
+      con.execute('SELECT split_name, SUM(num_examples) FROM '
+                  'client_metadata GROUP BY split_name'))
+  indexes = {
+      r[0] for r in con.execute(
+          "SELECT name FROM sqlite_master WHERE type = 'index'")
+  }
   con.close()
   assert metadata['format_version'] == csv_import.FORMAT_VERSION
   assert metadata['feature_names'] == ['x']
@@ -193,77 +204,63 @@ def test_metadata_table(tmp_path):
 
 # (csv text, import kwargs, expected line or None, expected reason fragment)
 _BAD_FILES = {
-    'missing client column': (
-        'id,x,label\na,1,0\n', {}, 1, "missing client column 'user'"),
-    'missing label column': (
-        'user,x,y\na,1,0\n', {}, 1, "missing label column 'label'"),
-    'missing feature column': (
-        'user,x,label\na,1,0\n', {'feature_columns': ['x', 'z']}, 1,
-        "missing feature column(s) 'z'"),
-    'duplicate header': (
-        'user,x,x,label\na,1,2,0\n', {}, 1,
-        "duplicate column name 'x' in the header (fields 2 and 3)"),
-    'empty column name': (
-        'user,,label\na,1,0\n', {}, 1, 'empty column name'),
-    'non-numeric feature': (
-        'user,x,y,label\na,1,2,0\nb,1,abc,1\n', {}, 3,
-        "column 'y' (field 3): 'abc' is not a number"),
-    'empty feature': (
-        'user,x,label\na,1,0\nb,,1\n', {}, 3,
-        "column 'x' (field 2): '' is not a number"),
-    'underscore number': (
-        'user,x,label\na,1_000,0\n', {}, 2, "'1_000' is not a number"),
-    'nan': (
-        'user,x,label\na,1,0\nb,nan,1\n', {}, 3,
-        "column 'x' (field 2): nan: NaN and infinite values"),
-    'inf': (
-        'user,x,label\na,-inf,0\n', {}, 2, 'NaN and infinite values'),
-    'float32 overflow': (
-        'user,x,label\na,1e39,0\n', {}, 2, '1e+39 overflows float32'),
-    'label out of range': (
-        'user,x,label\na,1,0\nb,1,3\n', {'num_classes': 3}, 3,
-        "column 'label' (field 3): label 3 is out of range [0, 3)"),
-    'negative label': (
-        'user,x,label\na,1,-1\n', {}, 2, 'label -1 is negative'),
-    'fractional label': (
-        'user,x,label\na,1,1.5\n', {}, 2, "label '1.5' is not an integer"),
-    'text label': (
-        'user,x,label\na,1,cat\n', {}, 2, "label 'cat' is not an integer"),
-    'empty client id': (
-        'user,x,label\na,1,0\n,2,1\n', {}, 3,
-        "column 'user' (field 1): empty client id"),
-    'blank client id': (
-        'user,x,label\n  ,2,1\n', {}, 2, 'empty client id'),
-    'quote in client id': (
-        "user,x,label\no'brien,2,1\n", {}, 2, 'contains a single quote'),
+    'missing client column':
+        ('id,x,label\na,1,0\n', {}, 1, "missing client column 'user'"),
+    'missing label column':
+        ('user,x,y\na,1,0\n', {}, 1, "missing label column 'label'"),
+    'missing feature column': ('user,x,label\na,1,0\n', {
+        'feature_columns': ['x', 'z']
+    }, 1, "missing feature column(s) 'z'"),
+    'duplicate header':
+        ('user,x,x,label\na,1,2,0\n', {}, 1,
+         "duplicate column name 'x' in the header (fields 2 and 3)"),
+    'empty column name': ('user,,label\na,1,0\n', {}, 1, 'empty column name'),
+    'non-numeric feature': ('user,x,y,label\na,1,2,0\nb,1,abc,1\n', {}, 3,
+                            "column 'y' (field 3): 'abc' is not a number"),
+    'empty feature': ('user,x,label\na,1,0\nb,,1\n', {}, 3,
+                      "column 'x' (field 2): '' is not a number"),
+    'underscore number':
+        ('user,x,label\na,1_000,0\n', {}, 2, "'1_000' is not a number"),
+    'nan': ('user,x,label\na,1,0\nb,nan,1\n', {}, 3,
+            "column 'x' (field 2): nan: NaN and infinite values"),
+    'inf': ('user,x,label\na,-inf,0\n', {}, 2, 'NaN and infinite values'),
+    'float32 overflow':
+        ('user,x,label\na,1e39,0\n', {}, 2, '1e+39 overflows float32'),
+    'label out of range': ('user,x,label\na,1,0\nb,1,3\n', {
+        'num_classes': 3
+    }, 3, "column 'label' (field 3): label 3 is out of range [0, 3)"),
+    'negative label': ('user,x,label\na,1,-1\n', {}, 2, 'label -1 is negative'),
+    'fractional label':
+        ('user,x,label\na,1,1.5\n', {}, 2, "label '1.5' is not an integer"),
+    'text label':
+        ('user,x,label\na,1,cat\n', {}, 2, "label 'cat' is not an integer"),
+    'empty client id': ('user,x,label\na,1,0\n,2,1\n', {}, 3,
+                        "column 'user' (field 1): empty client id"),
+    'blank client id': ('user,x,label\n  ,2,1\n', {}, 2, 'empty client id'),
+    'quote in client id':
+        ("user,x,label\no'brien,2,1\n", {}, 2, 'contains a single quote'),
     # The loader refuses both, so the importer must not write them.
-    'NUL in client id': (
-        'user,x,label\na,1,0\nb\x00c,2,1\n', {}, 3,
-        "client id 'b\\x00c' contains a NUL character"),
-    'long client id': (
-        f'user,x,label\na,1,0\n{"é" * 513},2,1\n', {}, 3,
-        'is 1026 bytes long in UTF-8 (at most 1024)'),
-    'too few fields': (
-        'user,x,label\na,1,0\nb,1\n', {}, 3,
-        '2 fields, expected 3 fields as in the header'),
-    'blank line': (
-        'user,x,label\na,1,0\n\nb,1,1\n', {}, 3, 'an empty line'),
+    'NUL in client id': ('user,x,label\na,1,0\nb\x00c,2,1\n', {}, 3,
+                         "client id 'b\\x00c' contains a NUL character"),
+    'long client id': (f'user,x,label\na,1,0\n{"é" * 513},2,1\n', {}, 3,
+                       'is 1026 bytes long in UTF-8 (at most 1024)'),
+    'too few fields': ('user,x,label\na,1,0\nb,1\n', {}, 3,
+                       '2 fields, expected 3 fields as in the header'),
+    'blank line': ('user,x,label\na,1,0\n\nb,1,1\n', {}, 3, 'an empty line'),
     'empty file': ('', {}, 1, 'empty file'),
     'header only': ('user,x,label\n', {}, 2, 'no data rows'),
-    'bad quoting': (
-        'user,x,label\na,"1"2,0\n', {}, 2, 'malformed CSV'),
+    'bad quoting': ('user,x,label\na,"1"2,0\n', {}, 2, 'malformed CSV'),
     # NaN is found when its batch is converted, after line 4 is parsed.
-    'first bad line is reported first': (
-        'user,x,label\na,1,0\nb,nan,1\nc,abc,1\n', {}, 3, 'NaN'),
-    'all labels zero': (
-        'user,x,label\na,1,0\nb,2,0\n', {}, None,
-        'num_classes cannot be inferred'),
-    'one client cannot be split': (
-        'user,x,label\na,1,0\na,2,1\n', {}, None, 'at least 2 clients'),
+    'first bad line is reported first':
+        ('user,x,label\na,1,0\nb,nan,1\nc,abc,1\n', {}, 3, 'NaN'),
+    'all labels zero': ('user,x,label\na,1,0\nb,2,0\n', {}, None,
+                        'num_classes cannot be inferred'),
+    'one client cannot be split':
+        ('user,x,label\na,1,0\na,2,1\n', {}, None, 'at least 2 clients'),
     # The record starting on line 3 spans two lines: the error is on line 5.
-    'line numbers after a multi-line field': (
-        'user,x,label\na,1,0\n"b\nb",2,1\nc,3,x\n', {}, 5,
-        "label 'x' is not an integer"),
+    'line numbers after a multi-line field':
+        ('user,x,label\na,1,0\n"b\nb",2,1\nc,3,x\n', {}, 5,
+         "label 'x' is not an integer"),
 }
 
 
@@ -273,8 +270,10 @@ def test_bad_file_error_names_file_line_and_reason(tmp_path, name):
   path = _write(tmp_path, text)
   output = tmp_path / 'out.sqlite'
   with pytest.raises(TableError) as info:
-    csv_import.import_table(path, output_path=str(output),
-                            client_column='user', label_column='label',
+    csv_import.import_table(path,
+                            output_path=str(output),
+                            client_column='user',
+                            label_column='label',
                             **kwargs)
   error = info.value
   assert error.path == path
@@ -290,33 +289,38 @@ def test_invalid_utf8_is_reported_with_a_line(tmp_path):
   path = tmp_path / 'data.csv'
   path.write_bytes(b'user,x,label\na,1,0\nb\xff\xfe,2,1\n')
   with pytest.raises(TableError, match='not valid UTF-8'):
-    csv_import.import_table(str(path), output_path=str(tmp_path / 'o.sqlite'),
-                            client_column='user', label_column='label')
+    csv_import.import_table(str(path),
+                            output_path=str(tmp_path / 'o.sqlite'),
+                            client_column='user',
+                            label_column='label')
   assert os.listdir(tmp_path) == ['data.csv']
 
 
 @pytest.mark.parametrize('newline', [b'\n', b'\r\n', b'\r'])
 def test_invalid_utf8_is_reported_at_its_own_line(tmp_path, newline):
   # Far past the first 8 KiB, which a text file decodes ahead of the reader.
-  lines = [b'user,x,label'] + [b'c%d,%d,%d' % (i % 5, i, i % 2)
-                               for i in range(2000)]
+  lines = [b'user,x,label'
+          ] + [b'c%d,%d,%d' % (i % 5, i, i % 2) for i in range(2000)]
   lines[1500] = b'c\xff1,1,0'
   path = tmp_path / 'data.csv'
   path.write_bytes(newline.join(lines) + newline)
   with pytest.raises(TableError) as info:
-    csv_import.import_table(str(path), output_path=str(tmp_path / 'o.sqlite'),
-                            client_column='user', label_column='label')
+    csv_import.import_table(str(path),
+                            output_path=str(tmp_path / 'o.sqlite'),
+                            client_column='user',
+                            label_column='label')
   assert info.value.line == 1501
-  assert 'not valid UTF-8 text (invalid start byte at byte 2' in str(
-      info.value)
+  assert 'not valid UTF-8 text (invalid start byte at byte 2' in str(info.value)
 
 
 def test_error_before_invalid_utf8_is_reported_first(tmp_path):
   path = tmp_path / 'data.csv'
   path.write_bytes(b'user,x,label\na,1,0\nb,abc,1\nc\xff,1,1\n')
   with pytest.raises(TableError) as info:
-    csv_import.import_table(str(path), output_path=str(tmp_path / 'o.sqlite'),
-                            client_column='user', label_column='label')
+    csv_import.import_table(str(path),
+                            output_path=str(tmp_path / 'o.sqlite'),
+                            client_column='user',
+                            label_column='label')
   assert info.value.line == 3
   assert "'abc' is not a number" in info.value.reason
 
@@ -326,8 +330,10 @@ def test_error_in_a_late_batch_has_the_right_line(tmp_path):
   lines[777] = 'c1,oops,0'
   path = _write(tmp_path, '\n'.join(lines) + '\n')
   with pytest.raises(TableError) as info:
-    csv_import.import_table(path, output_path=str(tmp_path / 'o.sqlite'),
-                            client_column='user', label_column='label',
+    csv_import.import_table(path,
+                            output_path=str(tmp_path / 'o.sqlite'),
+                            client_column='user',
+                            label_column='label',
                             batch_rows=100)
   assert info.value.line == 778
   assert os.listdir(tmp_path) == ['data.csv']
@@ -343,9 +349,11 @@ def test_failed_overwrite_keeps_the_previous_output(tmp_path):
 
 
 def test_interrupt_removes_the_temporary_file(tmp_path, monkeypatch):
+
   def interrupted(self, batch):
     del self, batch
     raise KeyboardInterrupt
+
   monkeypatch.setattr(client_data_writer.ClientDataWriter, 'add', interrupted)
   with pytest.raises(KeyboardInterrupt):
     _import(tmp_path, _clients_text(5))
@@ -357,16 +365,20 @@ def test_output_path_checks(tmp_path):
   with pytest.raises(TableError, match='already exists'):
     _import(tmp_path, _clients_text(5))
   with pytest.raises(TableError, match='does not exist'):
-    _import(tmp_path, _clients_text(5),
+    _import(tmp_path,
+            _clients_text(5),
             output_path=str(tmp_path / 'no' / 'o.sqlite'))
   with pytest.raises(TableError, match='no such file'):
     csv_import.import_table(str(tmp_path / 'nothing.csv'),
                             output_path=str(tmp_path / 'o.sqlite'),
-                            client_column='user', label_column='label')
+                            client_column='user',
+                            label_column='label')
   other = _write(tmp_path, 'x', name='data.tsv')
   with pytest.raises(TableError, match="unsupported file type '.tsv'"):
-    csv_import.import_table(other, output_path=str(tmp_path / 'o.sqlite'),
-                            client_column='user', label_column='label')
+    csv_import.import_table(other,
+                            output_path=str(tmp_path / 'o.sqlite'),
+                            client_column='user',
+                            label_column='label')
 
 
 @pytest.mark.parametrize('kwargs,message', [
@@ -384,7 +396,9 @@ def test_invalid_arguments(tmp_path, kwargs, message):
 
 def test_feature_columns_select_and_order(tmp_path):
   text = 'user,a,b,c,label\nu1,1,2,3,0\nu2,4,5,6,1\n'
-  summary = _import(tmp_path, text, feature_columns=['c', 'a'],
+  summary = _import(tmp_path,
+                    text,
+                    feature_columns=['c', 'a'],
                     test_split=TestSplit.NONE)
   assert summary.feature_names == ('c', 'a')
   con = sqlite3.connect(summary.output_path)
@@ -411,11 +425,14 @@ def test_npz_round_trip_is_exact(tmp_path, compressed):
   extra = rng.integers(-5, 5, n)
   y = rng.integers(0, 4, n).astype(np.int16)
   path = _npz(tmp_path, compressed, client=client, x=x, extra=extra, y=y)
-  summary = csv_import.import_table(
-      path, output_path=str(tmp_path / 'out.sqlite'), client_column='client',
-      label_column='y', test_split=TestSplit.NONE, batch_rows=10)
-  assert summary.feature_names == tuple(
-      [f'x[{j}]' for j in range(6)] + ['extra'])
+  summary = csv_import.import_table(path,
+                                    output_path=str(tmp_path / 'out.sqlite'),
+                                    client_column='client',
+                                    label_column='y',
+                                    test_split=TestSplit.NONE,
+                                    batch_rows=10)
+  assert summary.feature_names == tuple([f'x[{j}]' for j in range(6)] +
+                                        ['extra'])
   source = client_data_source.SqlClientDataSource(summary.output_path)
   features = np.concatenate([x.reshape(n, 6), extra[:, None]],
                             axis=1).astype(np.float32)
@@ -427,16 +444,21 @@ def test_npz_round_trip_is_exact(tmp_path, compressed):
 
 
 def test_npz_integer_client_ids(tmp_path):
-  path = _npz(tmp_path, ids=np.array([7, 7, 12, 3]),
-              x=np.arange(4.0), y=np.array([0, 1, 1, 0]))
-  summary = csv_import.import_table(
-      path, output_path=str(tmp_path / 'o.sqlite'), client_column='ids',
-      label_column='y', test_split=TestSplit.NONE)
+  path = _npz(tmp_path,
+              ids=np.array([7, 7, 12, 3]),
+              x=np.arange(4.0),
+              y=np.array([0, 1, 1, 0]))
+  summary = csv_import.import_table(path,
+                                    output_path=str(tmp_path / 'o.sqlite'),
+                                    client_column='ids',
+                                    label_column='y',
+                                    test_split=TestSplit.NONE)
   assert summary.train_clients == 3
   assert [c for c, _, _ in _split_of(summary.output_path)] == ['12', '3', '7']
 
 
-_GOOD = dict(client=np.array(['a', 'b', 'c']), x=np.zeros((3, 2)),
+_GOOD = dict(client=np.array(['a', 'b', 'c']),
+             x=np.zeros((3, 2)),
              y=np.array([0, 1, 1]))
 
 
@@ -450,8 +472,7 @@ _GOOD = dict(client=np.array(['a', 'b', 'c']), x=np.zeros((3, 2)),
     (dict(y=np.array([0, 1, -2])), 'row 2: label -2 is negative'),
     (dict(client=np.array(['a', '', 'c'])), "client array 'client' row 1: "
      'empty client id'),
-    (dict(client=np.array(['a', None, 'c'], dtype=object)),
-     'dtype object'),
+    (dict(client=np.array(['a', None, 'c'], dtype=object)), 'dtype object'),
     (dict(client=np.array([1.0, 2.0, 3.0])), "client array 'client' has "
      'dtype float64'),
     (dict(y=None), "missing label array 'y'"),
@@ -460,9 +481,11 @@ def test_npz_bad_file_errors(tmp_path, change, reason):
   arrays = {k: v for k, v in dict(_GOOD, **change).items() if v is not None}
   path = _npz(tmp_path, **arrays)
   with pytest.raises(TableError) as info:
-    csv_import.import_table(
-        path, output_path=str(tmp_path / 'o.sqlite'), client_column='client',
-        label_column='y', test_split=TestSplit.NONE)
+    csv_import.import_table(path,
+                            output_path=str(tmp_path / 'o.sqlite'),
+                            client_column='client',
+                            label_column='y',
+                            test_split=TestSplit.NONE)
   assert info.value.path == path
   assert reason in info.value.reason
   assert os.listdir(tmp_path) == ['data.npz']
@@ -479,23 +502,29 @@ def test_npz_first_bad_row_is_reported_across_arrays_and_chunks(tmp_path):
   client[23] = ''
   path = _npz(tmp_path, client=client, x=x, y=y)
   with pytest.raises(TableError) as info:
-    csv_import.import_table(
-        path, output_path=str(tmp_path / 'o.sqlite'), client_column='client',
-        label_column='y', num_classes=2, batch_rows=10)
+    csv_import.import_table(path,
+                            output_path=str(tmp_path / 'o.sqlite'),
+                            client_column='client',
+                            label_column='y',
+                            num_classes=2,
+                            batch_rows=10)
   assert info.value.reason == (
       "feature 'x[1]' row 17: inf: NaN and infinite values are not allowed")
   x[17, 1] = 0
   path = _npz(tmp_path, client=client, x=x, y=y)
-  with pytest.raises(TableError, match=r'^.*: label array .y. row 21: label 7 '
+  with pytest.raises(TableError,
+                     match=r'^.*: label array .y. row 21: label 7 '
                      r'is out of range \[0, 2\)'):
-    csv_import.import_table(
-        path, output_path=str(tmp_path / 'o.sqlite'), client_column='client',
-        label_column='y', num_classes=2, batch_rows=10)
+    csv_import.import_table(path,
+                            output_path=str(tmp_path / 'o.sqlite'),
+                            client_column='client',
+                            label_column='y',
+                            num_classes=2,
+                            batch_rows=10)
 
 
 @pytest.mark.parametrize('compressed', [False, True])
-def test_npz_damaged_member_is_one_error_naming_the_array(tmp_path,
-                                                          compressed):
+def test_npz_damaged_member_is_one_error_naming_the_array(tmp_path, compressed):
   # Failed on 4f6c220 with zipfile.BadZipFile (Bad CRC-32) or zlib.error, a
   # traceback from the import program: neither is a ValueError or OSError.
   path = _npz(tmp_path, compressed, **_GOOD)
@@ -508,9 +537,11 @@ def test_npz_damaged_member_is_one_error_naming_the_array(tmp_path,
     f.seek(-1, os.SEEK_CUR)
     f.write(bytes([byte[0] ^ 0xFF]))
   with pytest.raises(TableError) as error:
-    csv_import.import_table(
-        path, output_path=str(tmp_path / 'o.sqlite'), client_column='client',
-        label_column='y', test_split=TestSplit.NONE)
+    csv_import.import_table(path,
+                            output_path=str(tmp_path / 'o.sqlite'),
+                            client_column='client',
+                            label_column='y',
+                            test_split=TestSplit.NONE)
   assert error.value.path == path
   assert "array 'x' cannot be read from the archive" in error.value.reason
   assert os.listdir(tmp_path) == ['data.npz']
@@ -519,15 +550,20 @@ def test_npz_damaged_member_is_one_error_naming_the_array(tmp_path,
 def test_npz_not_a_zip(tmp_path):
   path = _write(tmp_path, 'user,x,label\n', name='data.npz')
   with pytest.raises(TableError, match='not a valid .npz'):
-    csv_import.import_table(path, output_path=str(tmp_path / 'o.sqlite'),
-                            client_column='client', label_column='y')
+    csv_import.import_table(path,
+                            output_path=str(tmp_path / 'o.sqlite'),
+                            client_column='client',
+                            label_column='y')
 
 
 def _run_program(*args):
-  return subprocess.run(
-      [sys.executable, '-m', 'tff_dp.cli.import_data', *args],
-      capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
-      env=dict(os.environ, PYTHONPATH=REPO_ROOT), check=False)
+  return subprocess.run([sys.executable, '-m', 'tff_dp.cli.import_data', *args],
+                        capture_output=True,
+                        text=True,
+                        cwd=REPO_ROOT,
+                        timeout=120,
+                        env=dict(os.environ, PYTHONPATH=REPO_ROOT),
+                        check=False)
 
 
 def test_program_prints_a_summary(tmp_path):
@@ -553,11 +589,10 @@ def test_program_prints_a_summary(tmp_path):
     ('user,x,label\na,1,0\n', ['--label_column=y'],
      "{path}:1: missing label column 'y' (the file has: 'user', 'x', "
      "'label')"),
-    ('user,x,label\na,1,0\n', ['--test_fraction=0'],
-     'flag --test_fraction=0.0: must be in (0, 1)'),
+    ('user,x,label\na,1,0\n', ['--test_fraction=0'
+                              ], 'flag --test_fraction=0.0: must be in (0, 1)'),
 ])
-def test_program_reports_bad_input_in_one_line(tmp_path, text, args,
-                                               message):
+def test_program_reports_bad_input_in_one_line(tmp_path, text, args, message):
   path = _write(tmp_path, text)
   result = _run_program(f'--input={path}',
                         f'--output={tmp_path / "out.sqlite"}',
@@ -578,7 +613,9 @@ def test_program_missing_flags_is_one_line():
 
 
 def test_memory_benchmark_small(tmp_path):
-  result = csv_import_memory.run(rows=20_000, clients=200, features=5,
+  result = csv_import_memory.run(rows=20_000,
+                                 clients=200,
+                                 features=5,
                                  work_dir=str(tmp_path))
   print(csv_import_memory.report(result))
   assert 'rows: 20000 (train' in result['program_output']

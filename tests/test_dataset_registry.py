@@ -12,14 +12,18 @@ from tff_dp.data.labels import LabelKind
 from tff_dp.data.partition import Partition
 from tff_dp.data.test_sets import TestSetOrigin
 
-_REQUEST = registry.LoadRequest(
-    num_clients=5, partition=Partition.IID, seed=0, test_fraction=0.2,
-    dirichlet_alpha=0.5, data_dir='/nonexistent', client_data=None)
+_REQUEST = registry.LoadRequest(num_clients=5,
+                                partition=Partition.IID,
+                                seed=0,
+                                test_fraction=0.2,
+                                dirichlet_alpha=0.5,
+                                data_dir='/nonexistent',
+                                client_data=None)
 
 
 def test_every_row_is_a_dataset_value_and_back():
-  assert [d.value for d in loading.Dataset] == [
-      s.name for s in registry.DATASETS]
+  assert [d.value for d in loading.Dataset
+         ] == [s.name for s in registry.DATASETS]
   assert loading.Dataset('digits') is loading.Dataset.DIGITS
 
 
@@ -31,8 +35,9 @@ def test_every_loader_exists_without_importing_it(spec):
   assert found is not None, spec.loader
   with open(found.origin, encoding='utf-8') as f:
     tree = ast.parse(f.read())
-  assert function in {node.name for node in tree.body
-                      if isinstance(node, ast.FunctionDef)}, spec.loader
+  assert function in {
+      node.name for node in tree.body if isinstance(node, ast.FunctionDef)
+  }, spec.loader
 
 
 def test_dataset_help_names_every_dataset():
@@ -58,18 +63,27 @@ def test_what_is_known_before_loading_comes_from_the_rows():
         spec.test_set is TestSetOrigin.HELD_OUT_BEFORE_PARTITION), spec.name
 
 
-@pytest.mark.parametrize('name,classes,features', [
-    ('digits', 10, 64), ('breast_cancer', 2, 30), ('wine', 3, 13)])
+@pytest.mark.parametrize('name,classes,features', [('digits', 10, 64),
+                                                   ('breast_cancer', 2, 30),
+                                                   ('wine', 3, 13)])
 def test_offline_rows_load_through_the_registry(name, classes, features):
-  data = loading.load(loading.Dataset(name), num_clients=5,
-                      partition=Partition.IID, seed=0, test_fraction=0.2,
-                      dirichlet_alpha=0.5, data_dir='~', client_data=None)
-  assert (data.population, data.num_classes, data.input_dim) == (
-      5, classes, features)
+  data = loading.load(loading.Dataset(name),
+                      num_clients=5,
+                      partition=Partition.IID,
+                      seed=0,
+                      test_fraction=0.2,
+                      dirichlet_alpha=0.5,
+                      data_dir='~',
+                      client_data=None)
+  assert (data.population, data.num_classes, data.input_dim) == (5, classes,
+                                                                 features)
   # The test examples were held out before the clients were formed.
   assert data.test_x.shape[0] > 0
   assert sum(data.client_sizes()) + data.test_x.shape[0] == {
-      'digits': 1797, 'breast_cancer': 569, 'wine': 178}[name]
+      'digits': 1797,
+      'breast_cancer': 569,
+      'wine': 178
+  }[name]
 
 
 def test_unknown_name_lists_the_known_ones():

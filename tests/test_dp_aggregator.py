@@ -22,13 +22,19 @@ pytestmark = pytest.mark.tff
 _DIM = 1_000_000
 
 
-def _settings(mechanism, *, noise_multiplier, clients_per_round, clip=1.0,
+def _settings(mechanism,
+              *,
+              noise_multiplier,
+              clients_per_round,
+              clip=1.0,
               initial_clip=0.1):
-  return learning_process.DpSettings(
-      mechanism=mechanism, noise_multiplier=noise_multiplier,
-      clients_per_round=clients_per_round, clip=clip,
-      initial_clip=initial_clip, target_unclipped_quantile=0.5,
-      clip_learning_rate=0.2)
+  return learning_process.DpSettings(mechanism=mechanism,
+                                     noise_multiplier=noise_multiplier,
+                                     clients_per_round=clients_per_round,
+                                     clip=clip,
+                                     initial_clip=initial_clip,
+                                     target_unclipped_quantile=0.5,
+                                     clip_learning_rate=0.2)
 
 
 def _process(settings, value_type):
@@ -46,18 +52,25 @@ def _assert_std(sample: np.ndarray, expected: float) -> None:
 
 def test_zero_noise_is_exact_clipped_sum_over_clients_per_round(tff_runtime):
   del tff_runtime
-  settings = _settings(DpMechanism.GAUSSIAN_FIXED, noise_multiplier=0.0,
-                       clients_per_round=3, clip=1.0)
-  value_type = tff.to_type(collections.OrderedDict(
-      a=tff.TensorType(np.float32, [2]), b=tff.TensorType(np.float32, [2])))
+  settings = _settings(DpMechanism.GAUSSIAN_FIXED,
+                       noise_multiplier=0.0,
+                       clients_per_round=3,
+                       clip=1.0)
+  value_type = tff.to_type(
+      collections.OrderedDict(a=tff.TensorType(np.float32, [2]),
+                              b=tff.TensorType(np.float32, [2])))
   process = _process(settings, value_type)
   # Client 1: global L2 norm 5 across BOTH tensors -> scaled by 1/5. A per-
   # tensor clip would give [1, 0] and [0, 1] instead.
-  big = {'a': np.array([3.0, 0.0], np.float32),
-         'b': np.array([0.0, 4.0], np.float32)}
+  big = {
+      'a': np.array([3.0, 0.0], np.float32),
+      'b': np.array([0.0, 4.0], np.float32)
+  }
   # Client 2: norm 0.5 < clip -> unchanged.
-  small = {'a': np.array([0.3, 0.0], np.float32),
-           'b': np.array([0.0, 0.4], np.float32)}
+  small = {
+      'a': np.array([0.3, 0.0], np.float32),
+      'b': np.array([0.0, 0.4], np.float32)
+  }
   result = process.next(process.initialize(), [big, small]).result
   # Divided by clients_per_round = 3, not by the 2 clients that reported.
   np.testing.assert_allclose(result['a'], [(0.6 + 0.3) / 3, 0.0], rtol=1e-6)
@@ -67,8 +80,10 @@ def test_zero_noise_is_exact_clipped_sum_over_clients_per_round(tff_runtime):
 def test_fixed_noise_std_is_z_clip_over_clients_per_round(tff_runtime):
   del tff_runtime
   z, clip, n = 1.3, 0.7, 4
-  settings = _settings(DpMechanism.GAUSSIAN_FIXED, noise_multiplier=z,
-                       clients_per_round=n, clip=clip)
+  settings = _settings(DpMechanism.GAUSSIAN_FIXED,
+                       noise_multiplier=z,
+                       clients_per_round=n,
+                       clip=clip)
   process = _process(settings, tff.TensorType(np.float32, [_DIM]))
   zeros = np.zeros(_DIM, np.float32)
   state = process.initialize()
@@ -83,8 +98,10 @@ def test_fixed_noise_std_is_z_clip_over_clients_per_round(tff_runtime):
 def test_adaptive_noise_std_uses_tff_split_of_nominal_z(tff_runtime):
   del tff_runtime
   z, n, initial_clip = 1.0, 40, 0.25
-  settings = _settings(DpMechanism.GAUSSIAN_ADAPTIVE, noise_multiplier=z,
-                       clients_per_round=n, initial_clip=initial_clip)
+  settings = _settings(DpMechanism.GAUSSIAN_ADAPTIVE,
+                       noise_multiplier=z,
+                       clients_per_round=n,
+                       initial_clip=initial_clip)
   process = _process(settings, tff.TensorType(np.float32, [_DIM]))
   zeros = np.zeros(_DIM, np.float32)
   result = process.next(process.initialize(), [zeros]).result

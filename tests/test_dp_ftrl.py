@@ -36,24 +36,38 @@ _CLIENT_LR = 0.5
 
 def _model_fn(input_dim=_D, num_classes=_C):
   return models.build_model_fn(ModelKind.LOGISTIC_REGRESSION,
-                               input_dim=input_dim, num_classes=num_classes,
-                               hidden_units=1, seed=7)
+                               input_dim=input_dim,
+                               num_classes=num_classes,
+                               hidden_units=1,
+                               seed=7)
 
 
-def _process(*, noise_multiplier, clip=1e6, clients_per_round=2,
-             rounds_per_epoch=3, server_learning_rate=0.7, server_momentum=0.0,
-             model_fn=None, **kwargs):
+def _process(*,
+             noise_multiplier,
+             clip=1e6,
+             clients_per_round=2,
+             rounds_per_epoch=3,
+             server_learning_rate=0.7,
+             server_momentum=0.0,
+             model_fn=None,
+             **kwargs):
   return dp_ftrl.build_dp_ftrl_process(
-      model_fn=model_fn or _model_fn(), client_learning_rate=_CLIENT_LR,
+      model_fn=model_fn or _model_fn(),
+      client_learning_rate=_CLIENT_LR,
       server_learning_rate=server_learning_rate,
-      server_momentum=server_momentum, noise_multiplier=noise_multiplier,
-      clip=clip, clients_per_round=clients_per_round,
-      rounds_per_epoch=rounds_per_epoch, **kwargs)
+      server_momentum=server_momentum,
+      noise_multiplier=noise_multiplier,
+      clip=clip,
+      clients_per_round=clients_per_round,
+      rounds_per_epoch=rounds_per_epoch,
+      **kwargs)
 
 
 def _weights(process, state):
-  return [np.array(w, np.float64)
-          for w in process.get_model_weights(state).trainable]
+  return [
+      np.array(w, np.float64)
+      for w in process.get_model_weights(state).trainable
+  ]
 
 
 def _population(size, seed=0):
@@ -68,8 +82,7 @@ def _population(size, seed=0):
 
 def _datasets(data, cohort):
   # One batch per client: one local SGD step, which numpy can replay.
-  return [tf.data.Dataset.from_tensor_slices(data[k]).batch(16)
-          for k in cohort]
+  return [tf.data.Dataset.from_tensor_slices(data[k]).batch(16) for k in cohort]
 
 
 def _numpy_delta(weights, x, y):
@@ -98,7 +111,8 @@ def test_process_is_a_learning_process_with_a_restarting_tree(tff_runtime):
 
 def test_zero_noise_equals_fedavg_with_server_sgd(tff_runtime):
   del tff_runtime
-  sampler = epoch_sampling.EpochSampler(population=7, clients_per_round=2,
+  sampler = epoch_sampling.EpochSampler(population=7,
+                                        clients_per_round=2,
                                         seed=3)
   assert sampler.rounds_per_epoch == 3
   data = _population(sampler.population)
@@ -108,8 +122,7 @@ def test_zero_noise_equals_fedavg_with_server_sgd(tff_runtime):
       model_fn=_model_fn(),
       client_optimizer_fn=tff.learning.optimizers.build_sgdm(
           learning_rate=_CLIENT_LR),
-      server_optimizer_fn=tff.learning.optimizers.build_sgdm(
-          learning_rate=0.7))
+      server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=0.7))
   ftrl_state, fedavg_state = ftrl.initialize(), fedavg.initialize()
   for a, b in zip(_weights(ftrl, ftrl_state), _weights(fedavg, fedavg_state)):
     np.testing.assert_array_equal(a, b)
@@ -146,16 +159,24 @@ def _tree_noise_prefix_sums(specs, *, stddev, seed, rounds, rounds_per_epoch):
 def test_seeded_noise_matches_numpy_ftrlm_with_restarts(tff_runtime):
   del tff_runtime
   z, clip, lr, momentum, seed = 0.5, 0.3, 0.8, 0.9, 1234
-  sampler = epoch_sampling.EpochSampler(population=6, clients_per_round=3,
+  sampler = epoch_sampling.EpochSampler(population=6,
+                                        clients_per_round=3,
                                         seed=5)
   n, per_epoch, rounds = 3, sampler.rounds_per_epoch, 5
   data = _population(sampler.population, seed=1)
-  process = _process(noise_multiplier=z, clip=clip, clients_per_round=n,
-                     rounds_per_epoch=per_epoch, server_learning_rate=lr,
-                     server_momentum=momentum, noise_seed=seed)
+  process = _process(noise_multiplier=z,
+                     clip=clip,
+                     clients_per_round=n,
+                     rounds_per_epoch=per_epoch,
+                     server_learning_rate=lr,
+                     server_momentum=momentum,
+                     noise_seed=seed)
   specs = dp_ftrl.model_update_specs(_model_fn())
-  noise = _tree_noise_prefix_sums(specs, stddev=z * clip, seed=seed,
-                                  rounds=rounds, rounds_per_epoch=per_epoch)
+  noise = _tree_noise_prefix_sums(specs,
+                                  stddev=z * clip,
+                                  seed=seed,
+                                  rounds=rounds,
+                                  rounds_per_epoch=per_epoch)
   state = process.initialize()
   w0 = _weights(process, state)
   weights = w0
@@ -172,11 +193,15 @@ def test_seeded_noise_matches_numpy_ftrlm_with_restarts(tff_runtime):
       clipped_sum = [s + c for s, c in zip(clipped_sum, clipped)]
     # TFF's clients send w_start - w_end = -delta (a pseudo-gradient); the
     # tree noises the prefix sum of those. FTRLM on that noisy prefix sum:
-    m = [momentum * mi + (e - s) / n
-         for mi, s, e in zip(m, clipped_sum, noise[round_num - 1])]
+    m = [
+        momentum * mi + (e - s) / n
+        for mi, s, e in zip(m, clipped_sum, noise[round_num - 1])
+    ]
     weights = [w - lr * mi for w, mi in zip(w0, m)]
     for got, want in zip(_weights(process, state), weights):
-      np.testing.assert_allclose(got, want, atol=2e-5,
+      np.testing.assert_allclose(got,
+                                 want,
+                                 atol=2e-5,
                                  err_msg=f'round {round_num}')
   assert any_clipped  # The clip was exercised, not only the noise.
 
@@ -184,23 +209,24 @@ def test_seeded_noise_matches_numpy_ftrlm_with_restarts(tff_runtime):
 def test_tree_restarts_after_the_last_round_of_each_epoch(tff_runtime):
   del tff_runtime
   per_epoch = 3
-  process = _process(noise_multiplier=1.0, clip=1.0,
-                     rounds_per_epoch=per_epoch)
+  process = _process(noise_multiplier=1.0, clip=1.0, rounds_per_epoch=per_epoch)
   state = process.initialize()
   for round_num in range(1, 8):
     state = process.next(state, []).state
     assert dp_ftrl.tree_rounds_completed(state) == round_num
     assert dp_ftrl.tree_leaf_index(state) == round_num % per_epoch
-    dp_ftrl.check_tree_alignment(state, rounds_completed=round_num,
+    dp_ftrl.check_tree_alignment(state,
+                                 rounds_completed=round_num,
                                  rounds_per_epoch=per_epoch)
-    previous_noise = (state.aggregator.query_state.numerator_state
-                      .inner_query_state.previous_tree_noise)
+    previous_noise = (state.aggregator.query_state.numerator_state.
+                      inner_query_state.previous_tree_noise)
     # A restart zeroes the tree's cumulative noise that the next residual
     # subtracts; otherwise it holds this round's (non-zero) noise.
     is_zero = all(not np.any(np.asarray(x)) for x in previous_noise)
     assert is_zero == (round_num % per_epoch == 0), round_num
   with pytest.raises(ValueError, match='out of step'):
-    dp_ftrl.check_tree_alignment(state, rounds_completed=6,
+    dp_ftrl.check_tree_alignment(state,
+                                 rounds_completed=6,
                                  rounds_per_epoch=per_epoch)
 
 
@@ -216,8 +242,11 @@ def test_noise_follows_the_restarted_tree(tff_runtime):
   del tff_runtime
   z, clip, n, lr, per_epoch = 1.3, 0.7, 4, 0.5, 3
   model_fn = _model_fn(input_dim=1000, num_classes=100)  # 100,100 weights.
-  process = _process(noise_multiplier=z, clip=clip, clients_per_round=n,
-                     rounds_per_epoch=per_epoch, server_learning_rate=lr,
+  process = _process(noise_multiplier=z,
+                     clip=clip,
+                     clients_per_round=n,
+                     rounds_per_epoch=per_epoch,
+                     server_learning_rate=lr,
                      model_fn=model_fn)
   sigma = lr * z * clip / n  # One tree node's noise, in model units.
   # Honaker's estimator on the tree of each epoch: a leaf has variance 1, the

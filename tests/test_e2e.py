@@ -14,9 +14,9 @@ import subprocess
 import dp_accounting
 from dp_accounting import rdp
 import pytest
+import worker_utils
 
 from tests.helpers import REPO_ROOT
-import worker_utils
 
 pytestmark = pytest.mark.e2e
 
@@ -26,8 +26,12 @@ _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
 
 def _run_sh(*args, timeout=300):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  return subprocess.run(['bash', _RUN_SH, *args], cwd=REPO_ROOT, env=env,
-                        capture_output=True, text=True, timeout=timeout)
+  return subprocess.run(['bash', _RUN_SH, *args],
+                        cwd=REPO_ROOT,
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=timeout)
 
 
 def _tensorboard_tags(event_dir):
@@ -42,8 +46,8 @@ def _tensorboard_tags(event_dir):
 
 def _smoke_flags():
   with open(_SMOKE) as f:
-    return dict(line.strip()[2:].split('=', 1) for line in f
-                if line.startswith('--'))
+    return dict(
+        line.strip()[2:].split('=', 1) for line in f if line.startswith('--'))
 
 
 @pytest.fixture(scope='module')
@@ -70,8 +74,8 @@ def test_smoke_run_writes_every_output(smoke_run):
     assert os.path.isfile(os.path.join(run_dir, name)), name
   tags = _tensorboard_tags(os.path.join(run_dir, 'tensorboard'))
   for tag in ('eval/accuracy', 'eval/loss', 'privacy/epsilon_rdp',
-              'privacy/epsilon_pld', 'privacy/noise_multiplier',
-              'privacy/clip', 'flags', 'privacy_statement'):
+              'privacy/epsilon_pld', 'privacy/noise_multiplier', 'privacy/clip',
+              'flags', 'privacy_statement'):
     assert tag in tags, tag
   # Round times grow with the hidden cohorts: not released in a DP run.
   assert not [tag for tag in tags if 'seconds' in tag], tags
@@ -97,12 +101,14 @@ def test_smoke_summary_epsilon_is_dp_accountings_for_what_ran(smoke_run):
   flags = _smoke_flags()
   q = int(flags['clients_per_round']) / int(flags['num_clients'])
   accountant = rdp.RdpAccountant()
-  accountant.compose(dp_accounting.PoissonSampledDpEvent(
-      q, dp_accounting.GaussianDpEvent(float(flags['noise_multiplier']))),
-                     summary['rounds'])
+  accountant.compose(
+      dp_accounting.PoissonSampledDpEvent(
+          q, dp_accounting.GaussianDpEvent(float(flags['noise_multiplier']))),
+      summary['rounds'])
   assert summary['rounds'] == 3
-  assert summary['epsilon']['rdp'] == pytest.approx(
-      accountant.get_epsilon(float(flags['delta'])), rel=1e-9)
+  assert summary['epsilon']['rdp'] == pytest.approx(accountant.get_epsilon(
+      float(flags['delta'])),
+                                                    rel=1e-9)
   assert summary['epsilon']['pld'] <= summary['epsilon']['rdp'] * 1.001
   assert 0.0 <= summary['accuracy'] <= 1.0
 
@@ -115,8 +121,11 @@ def test_smoke_run_leaves_no_worker(smoke_run):
 
 
 def test_bad_flag_through_run_sh_fails_cleanly(tmp_path):
-  result = _run_sh('train', f'--flagfile={_SMOKE}', '--noise_multiplier=nan',
-                   f'--output_dir={tmp_path}', timeout=120)
+  result = _run_sh('train',
+                   f'--flagfile={_SMOKE}',
+                   '--noise_multiplier=nan',
+                   f'--output_dir={tmp_path}',
+                   timeout=120)
   assert result.returncode != 0
   assert '--noise_multiplier=nan' in result.stderr
   assert 'Traceback' not in result.stderr
@@ -124,8 +133,11 @@ def test_bad_flag_through_run_sh_fails_cleanly(tmp_path):
 
 
 def test_population_check_through_run_sh_fails_cleanly(tmp_path):
-  result = _run_sh('train', f'--flagfile={_SMOKE}', '--delta=0.1',
-                   f'--output_dir={tmp_path}', timeout=120)
+  result = _run_sh('train',
+                   f'--flagfile={_SMOKE}',
+                   '--delta=0.1',
+                   f'--output_dir={tmp_path}',
+                   timeout=120)
   assert result.returncode == 2
   assert '--delta=0.1' in result.stderr
   assert '1/population' in result.stderr
@@ -138,10 +150,12 @@ def test_planning_mode_reports_the_smoke_runs_epsilon(smoke_run):
   with open(os.path.join(run_dir, 'summary.json')) as f:
     summary = json.load(f)
   flags = _smoke_flags()
-  result = _run_sh('epsilon', f'--population={flags["num_clients"]}',
+  result = _run_sh('epsilon',
+                   f'--population={flags["num_clients"]}',
                    f'--clients_per_round={flags["clients_per_round"]}',
                    f'--noise_multiplier={flags["noise_multiplier"]}',
-                   f'--rounds={flags["rounds"]}', f'--delta={flags["delta"]}',
+                   f'--rounds={flags["rounds"]}',
+                   f'--delta={flags["delta"]}',
                    timeout=120)
   assert result.returncode == 0, result.stderr
   for name in ('rdp', 'pld'):
@@ -149,8 +163,7 @@ def test_planning_mode_reports_the_smoke_runs_epsilon(smoke_run):
     assert printed == pytest.approx(summary['epsilon'][name], rel=1e-5)
   from_ledger = _run_sh('epsilon', f'--run_dir={run_dir}', timeout=120)
   assert from_ledger.returncode == 0, from_ledger.stderr
-  assert from_ledger.stdout.split('\n', 1)[1] == result.stdout.split(
-      '\n', 2)[2]
+  assert from_ledger.stdout.split('\n', 1)[1] == result.stdout.split('\n', 2)[2]
 
 
 def test_budget_just_below_round_2_releases_exactly_1_round(tmp_path):
@@ -162,11 +175,11 @@ def test_budget_just_below_round_2_releases_exactly_1_round(tmp_path):
       clients_per_round=int(flags['clients_per_round']),
       noise_multiplier=float(flags['noise_multiplier']))
   # The guarantee is the tightest accountant's epsilon (PLD here).
-  round_2 = accounting.compute_epsilon(
-      [event] * 2, delta=float(flags['delta']),
-      accountant=accounting.AccountantKind.PLD,
-      relation=accounting.neighboring_relation(
-          accounting.ClientSampling.POISSON))
+  round_2 = accounting.compute_epsilon([event] * 2,
+                                       delta=float(flags['delta']),
+                                       accountant=accounting.AccountantKind.PLD,
+                                       relation=accounting.neighboring_relation(
+                                           accounting.ClientSampling.POISSON))
   budget = round_2 * (1 - 1e-6)
   result = _run_sh('train', f'--flagfile={_SMOKE}', f'--max_epsilon={budget}',
                    f'--output_dir={tmp_path}', '--run_name=budget')

@@ -27,8 +27,9 @@ DELTA = 1e-5
 
 def _epoch_cohorts(sampler, epoch):
   first = epoch * sampler.rounds_per_epoch + 1
-  return [sampler.sample(r)
-          for r in range(first, first + sampler.rounds_per_epoch)]
+  return [
+      sampler.sample(r) for r in range(first, first + sampler.rounds_per_epoch)
+  ]
 
 
 # --- Validation. -------------------------------------------------------------
@@ -70,10 +71,9 @@ def test_epoch_bookkeeping():
   assert sampler.rounds_per_epoch == 3  # 10 // 3; one client sits out.
   assert sampler.clients_per_epoch == 9
   assert [sampler.epoch_of(r) for r in range(1, 8)] == [0, 0, 0, 1, 1, 1, 2]
-  assert [sampler.round_in_epoch(r) for r in range(1, 8)] == [
-      1, 2, 3, 1, 2, 3, 1]
-  assert [r for r in range(1, 11) if sampler.is_epoch_start(r)] == [1, 4, 7,
-                                                                      10]
+  assert [sampler.round_in_epoch(r) for r in range(1, 8)
+         ] == [1, 2, 3, 1, 2, 3, 1]
+  assert [r for r in range(1, 11) if sampler.is_epoch_start(r)] == [1, 4, 7, 10]
 
 
 def test_every_client_exactly_once_per_epoch_when_n_divides_population():
@@ -109,8 +109,8 @@ def test_seed_and_epoch_determine_the_cohorts():
   backward = [b.sample(r) for r in reversed(rounds)][::-1]
   for x, y in zip(forward, backward):
     np.testing.assert_array_equal(x, y)
-  assert any(not np.array_equal(x, c.sample(r))
-             for x, r in zip(forward, rounds))
+  assert any(
+      not np.array_equal(x, c.sample(r)) for x, r in zip(forward, rounds))
   assert not np.array_equal(a.epoch_order(0), a.epoch_order(1))
   assert not a.epoch_order(0).flags.writeable
 
@@ -142,9 +142,11 @@ def test_round_events_charge_each_epoch_at_its_first_round():
   tree = dp_event.SingleEpochTreeAggregationDpEvent(1.5, 3)
   noop = dp_event.NoOpDpEvent()
   assert events == [tree, noop, noop, tree, noop, noop, tree]
-  assert [epoch_sampling.tree_round_event(r, noise_multiplier=1.5,
-                                         rounds_per_epoch=3)
-          for r in range(1, 8)] == events
+  assert [
+      epoch_sampling.tree_round_event(r,
+                                      noise_multiplier=1.5,
+                                      rounds_per_epoch=3) for r in range(1, 8)
+  ] == events
   assert epoch_sampling.tree_epoch_event(
       noise_multiplier=0.0, rounds_in_epoch=3) == dp_event.NonPrivateDpEvent()
   with pytest.raises(ValueError, match='noise_multiplier'):
@@ -179,17 +181,20 @@ def test_ledger_epsilon_equals_hand_built_composition_of_epochs():
                                          rel=1e-12)
   assert epsilons[0] == epsilons[9] < epsilons[10] == epsilons[19] < (
       epsilons[20])
-  assert accounting.compute_epsilon(
-      [epoch_sampling.tree_round_event(r, noise_multiplier=z,
-                                       rounds_per_epoch=per_epoch)
-       for r in range(1, 26)],
-      delta=DELTA, accountant=RDP,
-      relation=REPLACE_SPECIAL) == pytest.approx(epsilons[-1], rel=1e-12)
+  assert accounting.compute_epsilon([
+      epoch_sampling.tree_round_event(
+          r, noise_multiplier=z, rounds_per_epoch=per_epoch)
+      for r in range(1, 26)
+  ],
+                                    delta=DELTA,
+                                    accountant=RDP,
+                                    relation=REPLACE_SPECIAL) == pytest.approx(
+                                        epsilons[-1], rel=1e-12)
   # The ledger survives its JSON form.
   again = accounting.PrivacyLedger.from_json(
       json.loads(json.dumps(ledger.to_json())))
-  assert again.epsilon(delta=DELTA, accountant=RDP) == pytest.approx(
-      epsilons[-1], rel=1e-12)
+  assert again.epsilon(delta=DELTA,
+                       accountant=RDP) == pytest.approx(epsilons[-1], rel=1e-12)
   # PLD cannot compose tree aggregation in dp-accounting 0.4.3: no number.
   with pytest.raises(accounting.UnsupportedAccountingError):
     ledger.epsilon(delta=DELTA, accountant=PLD)
@@ -202,9 +207,10 @@ def test_epoch_event_is_a_gaussian_of_sensitivity_sqrt_tree_depth():
   z, per_epoch, epochs = 1.2, 10, 3
   gaussian = rdp.RdpAccountant()
   gaussian.compose(dp_event.GaussianDpEvent(z / math.sqrt(epochs * 4)))
-  assert _hand_built_epsilon(
-      noise_multiplier=z, rounds_per_epoch=per_epoch,
-      epochs=epochs) == pytest.approx(gaussian.get_epsilon(DELTA), rel=1e-9)
+  assert _hand_built_epsilon(noise_multiplier=z,
+                             rounds_per_epoch=per_epoch,
+                             epochs=epochs) == pytest.approx(
+                                 gaussian.get_epsilon(DELTA), rel=1e-9)
 
 
 def test_tree_events_need_replace_special():

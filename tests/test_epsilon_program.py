@@ -20,7 +20,9 @@ from tff_dp.privacy import accounting
 
 def _epsilon_program(*args):
   return subprocess.run([sys.executable, '-m', 'tff_dp.cli.epsilon', *args],
-                        cwd=REPO_ROOT, capture_output=True, text=True,
+                        cwd=REPO_ROOT,
+                        capture_output=True,
+                        text=True,
                         timeout=120)
 
 
@@ -48,10 +50,12 @@ def test_planning_prints_dp_accountings_epsilon():
       value_discretization_interval=accounting.PLD_DISCRETIZATION)
   pld_accountant.compose(event)
   # Printed with 6 significant digits.
-  assert _printed(result.stdout, 'rdp') == pytest.approx(
-      rdp_accountant.get_epsilon(1e-5), rel=1e-5)
-  assert _printed(result.stdout, 'pld') == pytest.approx(
-      pld_accountant.get_epsilon(1e-5), rel=1e-5)
+  assert _printed(result.stdout,
+                  'rdp') == pytest.approx(rdp_accountant.get_epsilon(1e-5),
+                                          rel=1e-5)
+  assert _printed(result.stdout,
+                  'pld') == pytest.approx(pld_accountant.get_epsilon(1e-5),
+                                          rel=1e-5)
   assert 'guarantee: (1.70' in result.stdout
 
 
@@ -59,8 +63,8 @@ def test_calibrated_noise_meets_the_target():
   result = _epsilon_program('--population=700', '--clients_per_round=70',
                             '--rounds=100', '--target_epsilon=5')
   assert result.returncode == 0, result.stderr
-  z = float(re.search(r'--noise_multiplier=(\S+) reaches', result.stdout)
-            .group(1))
+  z = float(
+      re.search(r'--noise_multiplier=(\S+) reaches', result.stdout).group(1))
   accountant = pld.PLDAccountant(
       value_discretization_interval=accounting.PLD_DISCRETIZATION)
   accountant.compose(_poisson(0.1, z, 100))
@@ -91,29 +95,34 @@ def test_fixed_size_is_accounted_with_replace_one_and_the_smaller_bound():
   assert result.returncode == 0, result.stderr
   relation = dp_accounting.NeighboringRelation.REPLACE_ONE
   amplified = rdp.RdpAccountant(neighboring_relation=relation)
-  amplified.compose(dp_accounting.SelfComposedDpEvent(
-      dp_accounting.SampledWithoutReplacementDpEvent(
-          700, 70, dp_accounting.GaussianDpEvent(0.5)), 10))
+  amplified.compose(
+      dp_accounting.SelfComposedDpEvent(
+          dp_accounting.SampledWithoutReplacementDpEvent(
+              700, 70, dp_accounting.GaussianDpEvent(0.5)), 10))
   # Without amplification each round is a Gaussian of multiplier z/2 under
   # replace-one; both bounds are valid and the smaller one is reported.
   plain = rdp.RdpAccountant(neighboring_relation=relation)
   plain.compose(dp_accounting.GaussianDpEvent(0.5), 10)
-  assert _printed(result.stdout, 'rdp') == pytest.approx(
-      min(amplified.get_epsilon(1e-5), plain.get_epsilon(1e-5)), rel=1e-5)
+  assert _printed(result.stdout,
+                  'rdp') == pytest.approx(min(amplified.get_epsilon(1e-5),
+                                              plain.get_epsilon(1e-5)),
+                                          rel=1e-5)
   plain_pld = pld.PLDAccountant(neighboring_relation=relation,
                                 value_discretization_interval=1e-4)
   plain_pld.compose(dp_accounting.GaussianDpEvent(0.5), 10)
   # PLD cannot amplify without replacement; it composes the Gaussians
   # exactly, which the discretized accountant bounds from above.
-  assert _printed(result.stdout, 'pld') == pytest.approx(
-      plain_pld.get_epsilon(1e-5), rel=1e-3)
+  assert _printed(result.stdout,
+                  'pld') == pytest.approx(plain_pld.get_epsilon(1e-5), rel=1e-3)
   assert _printed(result.stdout, 'pld') <= plain_pld.get_epsilon(1e-5)
 
 
 def test_ledger_of_a_run_directory(tmp_path):
   sampler_event = accounting.gaussian_round_event(
-      sampling=accounting.ClientSampling.POISSON, population=100,
-      clients_per_round=10, noise_multiplier=1.1)
+      sampling=accounting.ClientSampling.POISSON,
+      population=100,
+      clients_per_round=10,
+      noise_multiplier=1.1)
   ledger = accounting.PrivacyLedger(
       dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
   for round_num in range(1, 8):
@@ -125,21 +134,28 @@ def test_ledger_of_a_run_directory(tmp_path):
   accountant = rdp.RdpAccountant()
   accountant.compose(_poisson(0.1, 1.1, 7))
   assert '7 rounds' in result.stdout
-  assert _printed(result.stdout, 'rdp') == pytest.approx(
-      accountant.get_epsilon(1e-3), rel=1e-5)
+  assert _printed(result.stdout,
+                  'rdp') == pytest.approx(accountant.get_epsilon(1e-3),
+                                          rel=1e-5)
 
 
-@pytest.mark.parametrize('args,message', [
-    (['--clients_per_round=70'], '--population is required'),
-    (['--population=50', '--clients_per_round=70'], '--clients_per_round=70'),
-    (['--population=50', '--clients_per_round=5', '--delta=0.1',
-      '--dp_mechanism=gaussian_fixed'], '--delta=0.1'),
-    # The trainer's own checks: adaptive clipping needs more clients.
-    (['--population=50', '--clients_per_round=5'], '--noise_multiplier=1.0'),
-    (['--population=50', '--clients_per_round=5', '--noise_multiplier=nan'],
-     '--noise_multiplier=nan'),
-    (['--run_dir=/nonexistent/run'], '/nonexistent/run is not a directory'),
-])
+@pytest.mark.parametrize(
+    'args,message',
+    [
+        (['--clients_per_round=70'], '--population is required'),
+        (['--population=50', '--clients_per_round=70'
+         ], '--clients_per_round=70'),
+        ([
+            '--population=50', '--clients_per_round=5', '--delta=0.1',
+            '--dp_mechanism=gaussian_fixed'
+        ], '--delta=0.1'),
+        # The trainer's own checks: adaptive clipping needs more clients.
+        (['--population=50', '--clients_per_round=5'], '--noise_multiplier=1.0'
+        ),
+        (['--population=50', '--clients_per_round=5', '--noise_multiplier=nan'
+         ], '--noise_multiplier=nan'),
+        (['--run_dir=/nonexistent/run'], '/nonexistent/run is not a directory'),
+    ])
 def test_bad_input_is_one_line_naming_the_flag(args, message):
   result = _epsilon_program(*args)
   assert result.returncode == 2
@@ -166,10 +182,12 @@ def test_preset_flagfile_plans_the_dp_ftrl_tree():
   # 1, 11 and 21, each charged one tree of 10 leaves (REPLACE_SPECIAL).
   accountant = rdp.RdpAccountant(
       neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_SPECIAL)
-  accountant.compose(dp_accounting.SelfComposedDpEvent(
-      dp_accounting.SingleEpochTreeAggregationDpEvent(1.0, 10), 3))
-  assert _printed(result.stdout, 'rdp') == pytest.approx(
-      accountant.get_epsilon(1e-5), rel=1e-5)
+  accountant.compose(
+      dp_accounting.SelfComposedDpEvent(
+          dp_accounting.SingleEpochTreeAggregationDpEvent(1.0, 10), 3))
+  assert _printed(result.stdout,
+                  'rdp') == pytest.approx(accountant.get_epsilon(1e-5),
+                                          rel=1e-5)
   assert 'epsilon (pld): n/a' in result.stdout
 
 
@@ -206,8 +224,10 @@ def test_local_and_non_private_presets_say_what_they_guarantee():
 
 def _ledger_of(rounds, z=1.1):
   event = accounting.gaussian_round_event(
-      sampling=accounting.ClientSampling.POISSON, population=100,
-      clients_per_round=10, noise_multiplier=z)
+      sampling=accounting.ClientSampling.POISSON,
+      population=100,
+      clients_per_round=10,
+      noise_multiplier=z)
   ledger = accounting.PrivacyLedger(
       dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
   for round_num in range(1, rounds + 1):
@@ -245,14 +265,18 @@ def test_an_edited_ledger_json_is_caught_by_the_checkpoint(tmp_path):
   run_dir.mkdir()
   true_ledger = _ledger_of(6)
   checkpoint.CheckpointManager(str(run_dir)).save(6, [0.0], {
-      'ledgers': {'central': true_ledger.to_json(), 'local': None,
-                  'silos': None}})
+      'ledgers': {
+          'central': true_ledger.to_json(),
+          'local': None,
+          'silos': None
+      }
+  })
   _ledger_of(2).save(str(run_dir / 'ledger.json'))  # Under-counts.
   result = _epsilon_program(f'--run_dir={run_dir}', '--accountants=rdp',
                             '--delta=1e-5')
   assert result.returncode == 0, result.stderr
   assert 'disagrees with the verified checkpoint' in result.stdout
   assert '6 rounds' in result.stdout
-  assert _printed(result.stdout, 'rdp') == pytest.approx(
-      true_ledger.epsilon(delta=1e-5, accountant=accounting.AccountantKind.RDP),
-      rel=1e-5)
+  assert _printed(result.stdout, 'rdp') == pytest.approx(true_ledger.epsilon(
+      delta=1e-5, accountant=accounting.AccountantKind.RDP),
+                                                         rel=1e-5)

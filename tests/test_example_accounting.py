@@ -31,7 +31,8 @@ _REPO = helpers.REPO_ROOT
 def _settings(noise_multiplier=1.1, expected_batch_size=64, local_steps=10):
   return example_accounting.ExampleDpSettings(
       noise_multiplier=noise_multiplier,
-      expected_batch_size=expected_batch_size, local_steps=local_steps)
+      expected_batch_size=expected_batch_size,
+      local_steps=local_steps)
 
 
 def _hand(event, steps, accountant):
@@ -52,15 +53,19 @@ def test_module_does_not_import_tensorflow():
           'bad = [m for m in ("tensorflow", "tensorflow_federated") '
           'if m in sys.modules]; assert not bad, bad')
   env = dict(os.environ, PYTHONPATH=_REPO)
-  result = subprocess.run([sys.executable, '-c', code], cwd=_REPO, env=env,
-                          capture_output=True, text=True, check=False)
+  result = subprocess.run([sys.executable, '-c', code],
+                          cwd=_REPO,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          check=False)
   assert result.returncode == 0, result.stderr
 
 
 def test_step_events():
   settings = _settings(expected_batch_size=64)
-  assert example_accounting.step_event(
-      num_examples=6400, settings=settings) == _sampled(0.01)
+  assert example_accounting.step_event(num_examples=6400,
+                                       settings=settings) == _sampled(0.01)
   # n_k <= B: every record in every batch, no amplification.
   for n in (64, 10):
     assert example_accounting.step_event(
@@ -76,8 +81,7 @@ def test_rate_one_is_the_plain_gaussian(accountant):
   # Why GaussianDpEvent for q_k = 1 changes nothing: both accountants treat
   # Poisson sampling with q = 1 as the unsampled mechanism.
   plain = _hand(dp_event.GaussianDpEvent(1.1), 20, accountant)
-  assert _hand(_sampled(1.0), 20, accountant) == pytest.approx(plain,
-                                                               rel=1e-6)
+  assert _hand(_sampled(1.0), 20, accountant) == pytest.approx(plain, rel=1e-6)
 
 
 def _three_silos():
@@ -103,8 +107,8 @@ def test_silo_epsilons_match_dp_accounting_by_hand():
     # Unsampled Gaussian steps (the q = 1 silo) are composed exactly, just
     # below dp-accounting's discretized PLD.
     exact = isinstance(event, dp_event.GaussianDpEvent)
-    assert silo.epsilons[PLD] == pytest.approx(
-        _hand(event, steps, PLD), rel=1e-6 if exact else REL)
+    assert silo.epsilons[PLD] == pytest.approx(_hand(event, steps, PLD),
+                                               rel=1e-6 if exact else REL)
     assert silo.guarantee == (PLD, silo.epsilons[PLD])
   assert [s.sampling_rate for s in report.silos] == [0.01, 0.064, 1.0]
   worst_by = report.worst_by_accountant()
@@ -117,9 +121,9 @@ def test_silo_epsilons_match_dp_accounting_by_hand():
 
 def test_mnist_golden_as_one_silo():
   # TF Privacy's MNIST tutorial is one silo: n = 60000, B = 256, 14063 steps.
-  ledger = example_accounting.SiloLedger(
-      settings=_settings(expected_batch_size=256, local_steps=14063),
-      num_examples=[60000])
+  ledger = example_accounting.SiloLedger(settings=_settings(
+      expected_batch_size=256, local_steps=14063),
+                                         num_examples=[60000])
   ledger.record_round(1, [0])
   silo = ledger.report(delta=DELTA).silos[0]
   assert silo.epsilons[RDP] == pytest.approx(2.596655528688368, rel=1e-5)
@@ -176,20 +180,24 @@ def test_save_load_round_trip_is_atomic(tmp_path):
   loaded = example_accounting.SiloLedger.load(path)
   assert loaded.to_json() == ledger.to_json()
   assert json.loads(path.read_text())['silos'][1] == {
-      'num_examples': 1000, 'participations': 2}
+      'num_examples': 1000,
+      'participations': 2
+  }
   assert loaded.report(delta=DELTA) == ledger.report(delta=DELTA)
 
 
-@pytest.mark.parametrize('edit', [
-    lambda d: d.update(format_version=2),
-    lambda d: d.update(unit='client'),
-    lambda d: d.update(rounds=1),  # Fewer rounds than participations.
-    lambda d: d['silos'][0].update(participations=-1),
-    lambda d: d['silos'][0].update(num_examples=1.5),
-    lambda d: d['silos'][0].pop('num_examples'),
-    lambda d: d.update(noise_multiplier='1.1'),
-    lambda d: d.pop('local_steps'),
-])
+@pytest.mark.parametrize(
+    'edit',
+    [
+        lambda d: d.update(format_version=2),
+        lambda d: d.update(unit='client'),
+        lambda d: d.update(rounds=1),  # Fewer rounds than participations.
+        lambda d: d['silos'][0].update(participations=-1),
+        lambda d: d['silos'][0].update(num_examples=1.5),
+        lambda d: d['silos'][0].pop('num_examples'),
+        lambda d: d.update(noise_multiplier='1.1'),
+        lambda d: d.pop('local_steps'),
+    ])
 def test_load_refuses_malformed_ledgers(tmp_path, edit):
   d = _three_silos().to_json()
   edit(d)
@@ -202,8 +210,9 @@ def test_load_refuses_malformed_ledgers(tmp_path, edit):
 
 def test_load_refuses_nan_and_names_missing_files(tmp_path):
   path = tmp_path / 'nan.json'
-  path.write_text(json.dumps(_three_silos().to_json()).replace(
-      '"noise_multiplier": 1.1', '"noise_multiplier": NaN'))
+  path.write_text(
+      json.dumps(_three_silos().to_json()).replace('"noise_multiplier": 1.1',
+                                                   '"noise_multiplier": NaN'))
   with pytest.raises(example_accounting.SiloLedgerFormatError, match='NaN'):
     example_accounting.SiloLedger.load(path)
   with pytest.raises(FileNotFoundError, match='missing.json'):

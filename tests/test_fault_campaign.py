@@ -24,6 +24,7 @@ if REPO_ROOT not in sys.path:
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from tools import fault_runs
+
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 pytestmark = pytest.mark.slow
@@ -34,17 +35,20 @@ _ROUNDS = 3
 _COUNTS = {
     'kills survived': _KILLS,
     'worker kills survived': 1,
-    'corruptions detected': 2,        # One released, one not.
+    'corruptions detected': 2,  # One released, one not.
     'foreign checkpoints refused': 1,
     'edited ledgers caught': 1,
     'hostile client ids read only their own rows': 1,
-    'bad inputs refused': 2,          # feature_names=5, num_classes=0.
+    'bad inputs refused': 2,  # feature_names=5, num_classes=0.
 }
 
 
 def _report_value(stdout, prefix):
-  lines = [line.strip() for line in stdout.splitlines()
-           if line.strip().startswith(prefix)]
+  lines = [
+      line.strip()
+      for line in stdout.splitlines()
+      if line.strip().startswith(prefix)
+  ]
   assert len(lines) == 1, stdout
   return lines[0][len(prefix):].strip()
 
@@ -59,12 +63,15 @@ def _count(stdout, label):
 @pytest.fixture(scope='module')
 def campaign(tmp_path_factory):
   output_dir = tmp_path_factory.mktemp('campaign')
-  result = subprocess.run(
-      [sys.executable, '-m', 'tools.fault_campaign',
-       f'--kills={_KILLS}', '--worker_kills=1', '--disk_fulls=1', '--quick',
-       '--seed=3', f'--rounds={_ROUNDS}', f'--output_dir={output_dir}',
-       '--keep'],
-      cwd=REPO_ROOT, capture_output=True, text=True, timeout=3600)
+  result = subprocess.run([
+      sys.executable, '-m', 'tools.fault_campaign', f'--kills={_KILLS}',
+      '--worker_kills=1', '--disk_fulls=1', '--quick', '--seed=3',
+      f'--rounds={_ROUNDS}', f'--output_dir={output_dir}', '--keep'
+  ],
+                          cwd=REPO_ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=3600)
   return result, output_dir
 
 
@@ -93,8 +100,7 @@ def test_kills_lose_no_released_round(campaign):
   lost = _report_value(result.stdout, 'rounds lost per kill:').split()
   assert len(lost) == _KILLS
   assert all(int(n) <= 0 for n in lost), lost
-  assert _report_value(result.stdout,
-                       'epsilon mismatches:').startswith('0 ')
+  assert _report_value(result.stdout, 'epsilon mismatches:').startswith('0 ')
 
 
 def test_the_run_checks_can_fail(campaign):
@@ -104,8 +110,11 @@ def test_the_run_checks_can_fail(campaign):
       fault_runs.read_flagfile(fault_runs.SMOKE_CONFIG), _ROUNDS)
 
   def verify():
-    return fault_runs.verify_run(run_dir, planned=_ROUNDS, event=event,
-                                 delta=delta, epsilons=epsilons)
+    return fault_runs.verify_run(run_dir,
+                                 planned=_ROUNDS,
+                                 event=event,
+                                 delta=delta,
+                                 epsilons=epsilons)
 
   problems, checks, mismatches = verify()
   assert (problems, mismatches) == ([], 0)

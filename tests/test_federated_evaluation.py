@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from tests.helpers import REPO_ROOT
-from tff_dp.cli import cli_flags
 from tff_dp import config as config_lib
-from tff_dp.data.federated_data import FederatedData
+from tff_dp.cli import cli_flags
 from tff_dp.data import held_out as held_out_lib
+from tff_dp.data.federated_data import FederatedData
 from tff_dp.data.labels import LabelKind
 from tff_dp.program import prepare
 
@@ -28,8 +28,10 @@ _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
 # configs/smoke.cfg: 40 clients, 10 per round; 5 of them held out.
 _EVAL_CLIENTS = 5
 _FEDERATED = ['--evaluation=federated', f'--eval_clients={_EVAL_CLIENTS}']
-_FED_EVAL_KEYS = {'nonprivate/fed_eval/loss', 'nonprivate/fed_eval/accuracy',
-                  'nonprivate/fed_eval/num_examples'}
+_FED_EVAL_KEYS = {
+    'nonprivate/fed_eval/loss', 'nonprivate/fed_eval/accuracy',
+    'nonprivate/fed_eval/num_examples'
+}
 
 
 def _config(*argv):
@@ -44,10 +46,10 @@ def _toy_data(sizes=(3, 1, 4, 2, 5, 3), input_dim=4, num_classes=3):
   return FederatedData(
       name='toy',
       client_ids=tuple(f'c{k}' for k in range(len(sizes))),
-      client_x=tuple(rng.normal(size=(n, input_dim)).astype(np.float32)
-                     for n in sizes),
-      client_y=tuple(rng.integers(0, num_classes, size=n).astype(np.int32)
-                     for n in sizes),
+      client_x=tuple(
+          rng.normal(size=(n, input_dim)).astype(np.float32) for n in sizes),
+      client_y=tuple(
+          rng.integers(0, num_classes, size=n).astype(np.int32) for n in sizes),
       test_x=rng.normal(size=(2, input_dim)).astype(np.float32),
       test_y=np.array([0, 1], dtype=np.int32),
       num_classes=num_classes)
@@ -64,19 +66,23 @@ def test_dp_run_refuses_federated_evaluation_without_release_flag():
   assert '--release_nonprivate_metrics' in str(e.value)
   # Calibrated noise makes a run private later: refused up front as well.
   with pytest.raises(config_lib.ConfigError):
-    config_lib.check_config(_config(*_FEDERATED, '--noise_multiplier=0',
-                                    '--target_epsilon=5'))
+    config_lib.check_config(
+        _config(*_FEDERATED, '--noise_multiplier=0', '--target_epsilon=5'))
   config_lib.check_config(_config(*_FEDERATED, '--release_nonprivate_metrics'))
   # A non-private run releases them without being asked (labelled anyway).
   config_lib.check_config(_config(*_FEDERATED, '--dp_mechanism=none'))
 
 
 def test_dp_run_refusal_through_the_program_is_one_line_exit_2(tmp_path):
-  result = subprocess.run(
-      [sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
-       *_FEDERATED, f'--output_dir={tmp_path}'],
-      cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  result = subprocess.run([
+      sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
+      *_FEDERATED, f'--output_dir={tmp_path}'
+  ],
+                          cwd=REPO_ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=120,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
   assert result.returncode == 2
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1, result.stderr
@@ -85,13 +91,15 @@ def test_dp_run_refusal_through_the_program_is_one_line_exit_2(tmp_path):
   assert not os.listdir(tmp_path)
 
 
-@pytest.mark.parametrize('argv, flag', [
-    (['--eval_clients=3'], 'eval_clients'),             # without federated
-    (['--evaluation=federated', '--dp_mechanism=none'], 'eval_clients'),
-    # 40 clients, 10 per round: at most 30 may be held out.
-    (['--evaluation=federated', '--eval_clients=31', '--dp_mechanism=none'],
-     'eval_clients'),
-])
+@pytest.mark.parametrize(
+    'argv, flag',
+    [
+        (['--eval_clients=3'], 'eval_clients'),  # without federated
+        (['--evaluation=federated', '--dp_mechanism=none'], 'eval_clients'),
+        # 40 clients, 10 per round: at most 30 may be held out.
+        (['--evaluation=federated', '--eval_clients=31', '--dp_mechanism=none'
+         ], 'eval_clients'),
+    ])
 def test_eval_clients_settings_are_checked(argv, flag):
   with pytest.raises(config_lib.ConfigError) as e:
     config_lib.check_config(_config(*argv))
@@ -120,12 +128,15 @@ def test_held_out_clients_are_seeded_disjoint_and_never_train():
   for k, cid in enumerate(train.client_ids):
     i = data.client_ids.index(cid)
     np.testing.assert_array_equal(train.client_x[k], data.client_x[i])
-  again, held_again = held_out_lib.hold_out_clients(data, eval_clients=2,
+  again, held_again = held_out_lib.hold_out_clients(data,
+                                                    eval_clients=2,
                                                     seed=3)
   assert held_again.indices == held.indices
   assert again.client_ids == train.client_ids
-  choices = {held_out_lib.hold_out_clients(data, eval_clients=2, seed=s)[1]
-             .indices for s in range(10)}
+  choices = {
+      held_out_lib.hold_out_clients(data, eval_clients=2, seed=s)[1].indices
+      for s in range(10)
+  }
   assert len(choices) > 1  # The seed decides.
   with pytest.raises(ValueError):
     held_out_lib.hold_out_clients(data, eval_clients=6, seed=0)
@@ -146,15 +157,16 @@ def test_streamed_sources_are_reindexed_to_the_training_clients():
     def client_dataset(self, index):
       return ('dataset of', self.client_ids[index])
 
-  train, held = held_out_lib.hold_out_clients(FakeStreamed(), eval_clients=2,
+  train, held = held_out_lib.hold_out_clients(FakeStreamed(),
+                                              eval_clients=2,
                                               seed=0)
   assert train.population == 3
   assert train.label_kind is LabelKind.MULTI_HOT
   for k, cid in enumerate(train.client_ids):
     assert train.client_dataset(k) == ('dataset of', cid)
     assert train.client_sizes()[k] == 10 * (ord(cid) - ord('a') + 1)
-  assert set(held.client_ids) == {'a', 'b', 'c', 'd', 'e'} - set(
-      train.client_ids)
+  assert set(
+      held.client_ids) == {'a', 'b', 'c', 'd', 'e'} - set(train.client_ids)
   assert 'held out' in held.describe()
 
 
@@ -164,8 +176,9 @@ def test_sampler_and_accountant_see_only_the_training_clients():
   config_lib.check_config(config)
   data = prepare.load_data(config)
   config_lib.check_eval_clients(config, data.population)
-  train, held = held_out_lib.hold_out_clients(
-      data, eval_clients=config.eval_clients, seed=config.data_seed)
+  train, held = held_out_lib.hold_out_clients(data,
+                                              eval_clients=config.eval_clients,
+                                              seed=config.data_seed)
   config_lib.check_population(config, train.population)
   training = config.num_clients - _EVAL_CLIENTS
   assert train.population == training and held.num_clients == _EVAL_CLIENTS
@@ -173,11 +186,11 @@ def test_sampler_and_accountant_see_only_the_training_clients():
   assert sampler.population == training
   tracker = run_privacy.build_privacy_tracker(config, sampler, train)
   event = tracker.round_event(1)
-  assert event.sampling_probability == pytest.approx(
-      config.clients_per_round / training)
+  assert event.sampling_probability == pytest.approx(config.clients_per_round /
+                                                     training)
   # A cohort is drawn from the training clients' indices only.
-  assert max(max(sampler.sample(r), default=0) for r in range(1, 50)) < (
-      training)
+  assert max(
+      max(sampler.sample(r), default=0) for r in range(1, 50)) < (training)
 
 
 def test_experiment_needs_the_held_out_clients_with_federated_only(tmp_path):
@@ -200,9 +213,11 @@ def test_experiment_needs_the_held_out_clients_with_federated_only(tmp_path):
 
 def _model_fn(data):
   from tff_dp.algorithms import models  # pylint: disable=g-import-not-at-top
-  return models.build_model_fn(
-      config_lib.ModelKind.LOGISTIC_REGRESSION, input_dim=data.input_dim,
-      num_classes=data.num_classes, hidden_units=1, seed=0)
+  return models.build_model_fn(config_lib.ModelKind.LOGISTIC_REGRESSION,
+                               input_dim=data.input_dim,
+                               num_classes=data.num_classes,
+                               hidden_units=1,
+                               seed=0)
 
 
 @pytest.mark.tff
@@ -210,6 +225,7 @@ def test_process_types_are_tffs_federated_evaluation(tff_runtime):
   del tff_runtime
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+
   from tff_dp.algorithms import learning_process  # pylint: disable=g-import-not-at-top
   from tff_dp.program import federated_evaluation  # pylint: disable=g-import-not-at-top
   data = _toy_data()
@@ -228,8 +244,10 @@ def test_process_types_are_tffs_federated_evaluation(tff_runtime):
     assert getattr(current, name) is not None
   # It takes the weights of the training process built from the same model.
   training = learning_process.build_learning_process(
-      model_fn=_model_fn(data), model_aggregator=None,
-      client_learning_rate=0.1, client_momentum=0.0,
+      model_fn=_model_fn(data),
+      model_aggregator=None,
+      client_learning_rate=0.1,
+      client_momentum=0.0,
       server_optimizer=tff.learning.optimizers.build_sgdm(1.0))
   process.set_model_weights.type_signature.parameter[1].check_assignable_from(
       training.get_model_weights.type_signature.result)
@@ -240,6 +258,7 @@ def test_metrics_equal_a_direct_computation_on_the_held_out_examples(
     tff_runtime):
   del tff_runtime
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+
   from tff_dp.program import federated_evaluation  # pylint: disable=g-import-not-at-top
   data = _toy_data()
   _, held = held_out_lib.hold_out_clients(data, eval_clients=3, seed=1)
@@ -252,12 +271,13 @@ def test_metrics_equal_a_direct_computation_on_the_held_out_examples(
   kernel = rng.normal(size=(data.input_dim, data.num_classes))
   bias = rng.normal(size=data.num_classes)
   weights = tff.learning.models.ModelWeights(
-      trainable=[kernel.astype(np.float32), bias.astype(np.float32)],
+      trainable=[kernel.astype(np.float32),
+                 bias.astype(np.float32)],
       non_trainable=[])
   metrics = evaluate(weights)
 
-  x = np.concatenate([data.client_x[i] for i in held.indices]).astype(
-      np.float64)
+  x = np.concatenate([data.client_x[i] for i in held.indices
+                     ]).astype(np.float64)
   y = np.concatenate([data.client_y[i] for i in held.indices])
   logits = x @ kernel + bias
   log_softmax = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
@@ -275,12 +295,16 @@ def test_metrics_equal_a_direct_computation_on_the_held_out_examples(
 
 @pytest.mark.e2e
 def test_program_releases_federated_metrics_under_nonprivate(tmp_path):
-  result = subprocess.run(
-      [sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
-       *_FEDERATED, '--release_nonprivate_metrics', '--rounds=2',
-       f'--output_dir={tmp_path}', '--run_name=fed'],
-      cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  result = subprocess.run([
+      sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
+      *_FEDERATED, '--release_nonprivate_metrics', '--rounds=2',
+      f'--output_dir={tmp_path}', '--run_name=fed'
+  ],
+                          cwd=REPO_ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
   assert result.returncode == 0, result.stderr[-3000:]
   run_dir = os.path.join(tmp_path, 'fed')
   with open(os.path.join(run_dir, 'metrics.csv')) as f:
@@ -291,11 +315,12 @@ def test_program_releases_federated_metrics_under_nonprivate(tmp_path):
   # No unlabelled evaluation: the server's test set is not used.
   assert not any(key.startswith('eval/') for key in keys)
   config = _config(*_FEDERATED)
-  _, held = held_out_lib.hold_out_clients(
-      prepare.load_data(config), eval_clients=_EVAL_CLIENTS, seed=config.data_seed)
+  _, held = held_out_lib.hold_out_clients(prepare.load_data(config),
+                                          eval_clients=_EVAL_CLIENTS,
+                                          seed=config.data_seed)
   for row in rows:
-    assert float(row['nonprivate/fed_eval/num_examples']) == (
-        held.client_sizes().sum())
+    assert float(
+        row['nonprivate/fed_eval/num_examples']) == (held.client_sizes().sum())
     assert 0 <= float(row['nonprivate/fed_eval/accuracy']) <= 1
 
   with open(os.path.join(run_dir, 'summary.json')) as f:
@@ -308,15 +333,17 @@ def test_program_releases_federated_metrics_under_nonprivate(tmp_path):
   assert summary['population'] == training
   with open(os.path.join(run_dir, 'ledger.json')) as f:
     ledger = json.load(f)
-  assert ledger['rounds'][0]['event']['sampling_probability'] == (
-      pytest.approx(config.clients_per_round / training))
+  assert ledger['rounds'][0]['event']['sampling_probability'] == (pytest.approx(
+      config.clients_per_round / training))
 
   with open(os.path.join(run_dir, 'privacy_statement.txt')) as f:
     statement = f.read()
   assert f'N = {training} clients' in statement
-  not_covered = [line for line in statement.splitlines()
-                 if 'nonprivate/fed_eval/accuracy' in line]
-  assert not_covered and all('NOT COVERED' in line.upper()
-                             for line in not_covered)
+  not_covered = [
+      line for line in statement.splitlines()
+      if 'nonprivate/fed_eval/accuracy' in line
+  ]
+  assert not_covered and all(
+      'NOT COVERED' in line.upper() for line in not_covered)
   assert 'federated evaluation accuracy' in result.stdout
   assert 'nonprivate/fed_eval/accuracy' in result.stdout

@@ -30,12 +30,12 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tests.helpers import REPO_ROOT
+from tff_dp import config as config_lib
 from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import grouped_fedavg
 from tff_dp.algorithms import learning_process
 from tff_dp.algorithms import models
 from tff_dp.cli import cli_flags
-from tff_dp import config as config_lib
 from tff_dp.config import ClientWeighting
 from tff_dp.config import DpMechanism
 from tff_dp.config import ModelKind
@@ -55,23 +55,32 @@ _WEIGHTS_ATOL = 1e-6
 
 
 def _keras_model_fn(input_dim=_D, hidden=_HIDDEN):
-  return lambda: models.build_keras_model(
-      ModelKind.MLP, input_dim=input_dim, num_classes=_C,
-      hidden_units=hidden, seed=_SEED)
+  return lambda: models.build_keras_model(ModelKind.MLP,
+                                          input_dim=input_dim,
+                                          num_classes=_C,
+                                          hidden_units=hidden,
+                                          seed=_SEED)
 
 
-def _dp(mechanism=DpMechanism.GAUSSIAN_FIXED, *, noise_multiplier=0.0,
-        clients_per_round=len(_SIZES), clip=1e6, initial_clip=0.1):
-  return learning_process.DpSettings(
-      mechanism=mechanism, noise_multiplier=noise_multiplier,
-      clients_per_round=clients_per_round, clip=clip,
-      initial_clip=initial_clip, target_unclipped_quantile=0.5,
-      clip_learning_rate=0.2)
+def _dp(mechanism=DpMechanism.GAUSSIAN_FIXED,
+        *,
+        noise_multiplier=0.0,
+        clients_per_round=len(_SIZES),
+        clip=1e6,
+        initial_clip=0.1):
+  return learning_process.DpSettings(mechanism=mechanism,
+                                     noise_multiplier=noise_multiplier,
+                                     clients_per_round=clients_per_round,
+                                     clip=clip,
+                                     initial_clip=initial_clip,
+                                     target_unclipped_quantile=0.5,
+                                     clip_learning_rate=0.2)
 
 
 def _server_optimizer(momentum=0.9, learning_rate=1.0):
-  return learning_process.build_server_optimizer(
-      ServerOptimizer.SGD, learning_rate=learning_rate, momentum=momentum)
+  return learning_process.build_server_optimizer(ServerOptimizer.SGD,
+                                                 learning_rate=learning_rate,
+                                                 momentum=momentum)
 
 
 # Processes are cached: building one traces TFF computations (seconds), and
@@ -79,27 +88,41 @@ def _server_optimizer(momentum=0.9, learning_rate=1.0):
 @functools.lru_cache(maxsize=None)
 def _reference(dp, *, client_lr=_CLIENT_LR):
   return learning_process.build_learning_process(
-      model_fn=models.build_model_fn(
-          ModelKind.MLP, input_dim=_D, num_classes=_C, hidden_units=_HIDDEN,
-          seed=_SEED),
+      model_fn=models.build_model_fn(ModelKind.MLP,
+                                     input_dim=_D,
+                                     num_classes=_C,
+                                     hidden_units=_HIDDEN,
+                                     seed=_SEED),
       model_aggregator=learning_process.build_model_aggregator(
           dp=dp, client_weighting=ClientWeighting.UNIFORM),
-      client_learning_rate=client_lr, client_momentum=_CLIENT_MOMENTUM,
+      client_learning_rate=client_lr,
+      client_momentum=_CLIENT_MOMENTUM,
       server_optimizer=_server_optimizer())
 
 
 @functools.lru_cache(maxsize=None)
-def _grouped(dp, *, batch_size=3, epochs=2, input_dim=_D, hidden=_HIDDEN,
-             client_lr=_CLIENT_LR, server_momentum=0.9,
+def _grouped(dp,
+             *,
+             batch_size=3,
+             epochs=2,
+             input_dim=_D,
+             hidden=_HIDDEN,
+             client_lr=_CLIENT_LR,
+             server_momentum=0.9,
              max_client_size=_MAX_SIZE):
   # By default the local steps are unrolled, as the program builds it for
   # in-memory data.
   return grouped_fedavg.build_grouped_dp_fedavg(
-      keras_model_fn=_keras_model_fn(input_dim, hidden), input_dim=input_dim,
-      num_classes=_C, dp_factory=learning_process.build_dp_aggregator(dp),
-      client_learning_rate=client_lr, client_momentum=_CLIENT_MOMENTUM,
+      keras_model_fn=_keras_model_fn(input_dim, hidden),
+      input_dim=input_dim,
+      num_classes=_C,
+      dp_factory=learning_process.build_dp_aggregator(dp),
+      client_learning_rate=client_lr,
+      client_momentum=_CLIENT_MOMENTUM,
       server_optimizer=_server_optimizer(momentum=server_momentum),
-      batch_size=batch_size, epochs=epochs, max_client_size=max_client_size)
+      batch_size=batch_size,
+      epochs=epochs,
+      max_client_size=max_client_size)
 
 
 def _population(sizes=_SIZES, input_dim=_D):
@@ -113,16 +136,23 @@ def _reference_datasets(xs, ys, round_num, cohort, *, batch_size=3, epochs=2):
   # What tff_dp.program.client_data.RoundDatasets builds for FederatedData.
   return [
       client_data.client_dataset(
-          xs[i], ys[i], batch_size=batch_size, epochs=epochs,
-          rng=np.random.default_rng([_DATA_SEED, round_num, i]))
-      for i in cohort
+          xs[i],
+          ys[i],
+          batch_size=batch_size,
+          epochs=epochs,
+          rng=np.random.default_rng([_DATA_SEED, round_num, i])) for i in cohort
   ]
 
 
 def _groups(xs, ys, round_num, cohort, *, group_size, epochs=2, **kwargs):
-  return grouped_data.make_groups(
-      xs, ys, cohort, round_num=round_num, seed=_DATA_SEED, epochs=epochs,
-      group_size=group_size, **kwargs)
+  return grouped_data.make_groups(xs,
+                                  ys,
+                                  cohort,
+                                  round_num=round_num,
+                                  seed=_DATA_SEED,
+                                  epochs=epochs,
+                                  group_size=group_size,
+                                  **kwargs)
 
 
 def _weights(process, state):
@@ -137,8 +167,8 @@ def _run_reference(process, xs, ys, cohorts=_COHORTS, **kwargs):
   state = process.initialize()
   outputs = []
   for round_num, cohort in cohorts:
-    output = process.next(state, _reference_datasets(xs, ys, round_num,
-                                                     cohort, **kwargs))
+    output = process.next(
+        state, _reference_datasets(xs, ys, round_num, cohort, **kwargs))
     state = output.state
     outputs.append(output)
   return state, outputs
@@ -173,9 +203,8 @@ def test_make_groups_uses_the_reference_example_order():
   xs, ys = _population()
   cohort = (6, 2, 4, 1, 0)
   groups = _groups(xs, ys, 3, cohort, group_size=2, pad_to_group_size=True)
-  assert [g['valid'].tolist() for g in groups] == [[True, True],
-                                                    [True, True],
-                                                    [True, False]]
+  assert [g['valid'].tolist() for g in groups] == [[True, True], [True, True],
+                                                   [True, False]]
   assert groups[-1]['length'].tolist() == [len(ys[0]), 0]
   datasets = iter(_reference_datasets(xs, ys, 3, cohort))
   clients = iter(cohort)
@@ -211,10 +240,12 @@ def population():
 
 # ~20 s each: clipping reached on both paths (unrolled steps, while loop)
 # in the default tier; no clipping at all in the slow tier.
-@pytest.mark.parametrize('clip, max_client_size', [
-    pytest.param(1e6, _MAX_SIZE, marks=pytest.mark.slow), (0.05, _MAX_SIZE),
-    (0.05, None)], ids=['clip_not_reached', 'clip_reached',
-                        'clip_reached-while_loop'])
+@pytest.mark.parametrize(
+    'clip, max_client_size', [
+        pytest.param(1e6, _MAX_SIZE, marks=pytest.mark.slow), (0.05, _MAX_SIZE),
+        (0.05, None)
+    ],
+    ids=['clip_not_reached', 'clip_reached', 'clip_reached-while_loop'])
 def test_zero_noise_grouped_equals_reference(tff_runtime, population, clip,
                                              max_client_size):
   del tff_runtime
@@ -231,7 +262,10 @@ def test_zero_noise_grouped_equals_reference(tff_runtime, population, clip,
   # 1 per group, 3 per group with a partial last group (padded or not), and
   # the whole cohort in one group.
   for group_size, pad in ((1, False), (3, False), (3, True), (7, False)):
-    state, outputs = _run_grouped(grouped, xs, ys, group_size=group_size,
+    state, outputs = _run_grouped(grouped,
+                                  xs,
+                                  ys,
+                                  group_size=group_size,
                                   pad_to_group_size=pad)
     diff = _max_abs_diff(_weights(grouped, state), expected)
     assert diff <= _WEIGHTS_ATOL, (group_size, pad, diff)
@@ -239,31 +273,36 @@ def test_zero_noise_grouped_equals_reference(tff_runtime, population, clip,
       _assert_same_train_metrics(ref_output.metrics, output.metrics)
     # Same state leaves (tff_dp.program.checkpoint's format): checkpoints are
     # interchangeable.
-    assert [(np.shape(t), np.asarray(t).dtype)
-            for t in tf.nest.flatten(state)] == [
-                (np.shape(t), np.asarray(t).dtype)
-                for t in tf.nest.flatten(ref_state)]
+    assert [
+        (np.shape(t), np.asarray(t).dtype) for t in tf.nest.flatten(state)
+    ] == [(np.shape(t), np.asarray(t).dtype) for t in tf.nest.flatten(ref_state)
+         ]
 
   if clip < 1.0:
     # The clip is reached: round 1's server step (lr 1, fresh momentum) is the
     # clipped mean, of norm <= clip * clients / clients_per_round = clip,
     # while the unclipped clients' updates are longer than that.
     initial = _weights(grouped, grouped.initialize())
-    state, _ = _run_grouped(grouped, xs, ys, cohorts=_COHORTS[:1],
-                            group_size=3)
-    step = np.sqrt(sum(np.sum((a - b)**2) for a, b in
-                       zip(_weights(grouped, state), initial)))
+    state, _ = _run_grouped(grouped, xs, ys, cohorts=_COHORTS[:1], group_size=3)
+    step = np.sqrt(
+        sum(
+            np.sum((a - b)**2)
+            for a, b in zip(_weights(grouped, state), initial)))
     assert step <= clip * (1 + 1e-5)
     unclipped = _grouped(_dp(clip=1e6))
-    state, _ = _run_grouped(unclipped, xs, ys, cohorts=_COHORTS[:1],
+    state, _ = _run_grouped(unclipped,
+                            xs,
+                            ys,
+                            cohorts=_COHORTS[:1],
                             group_size=3)
-    unclipped_step = np.sqrt(sum(np.sum((a - b)**2) for a, b in
-                                 zip(_weights(unclipped, state), initial)))
+    unclipped_step = np.sqrt(
+        sum(
+            np.sum((a - b)**2)
+            for a, b in zip(_weights(unclipped, state), initial)))
     assert unclipped_step > 2 * clip
 
 
-def test_client_files_mode_equals_reference(tff_runtime, population,
-                                            tmp_path):
+def test_client_files_mode_equals_reference(tff_runtime, population, tmp_path):
   del tff_runtime
   xs, ys = population
   dp = _dp(clip=0.05)
@@ -274,15 +313,24 @@ def test_client_files_mode_equals_reference(tff_runtime, population,
   with pytest.raises(ValueError, match='not empty'):
     grouped_data.write_client_files(xs, ys, directory=directory)
   process = grouped_fedavg.build_grouped_dp_fedavg(
-      keras_model_fn=_keras_model_fn(), input_dim=_D, num_classes=_C,
+      keras_model_fn=_keras_model_fn(),
+      input_dim=_D,
+      num_classes=_C,
       dp_factory=learning_process.build_dp_aggregator(dp),
-      client_learning_rate=_CLIENT_LR, client_momentum=_CLIENT_MOMENTUM,
-      server_optimizer=_server_optimizer(), batch_size=3, epochs=2,
-      client_files_dir=directory, max_client_size=_MAX_SIZE)
-  state, outputs = _run_grouped(process, xs, ys, group_size=3,
-                                pad_to_group_size=True, with_examples=False)
-  diff = _max_abs_diff(_weights(process, state),
-                       _weights(reference, ref_state))
+      client_learning_rate=_CLIENT_LR,
+      client_momentum=_CLIENT_MOMENTUM,
+      server_optimizer=_server_optimizer(),
+      batch_size=3,
+      epochs=2,
+      client_files_dir=directory,
+      max_client_size=_MAX_SIZE)
+  state, outputs = _run_grouped(process,
+                                xs,
+                                ys,
+                                group_size=3,
+                                pad_to_group_size=True,
+                                with_examples=False)
+  diff = _max_abs_diff(_weights(process, state), _weights(reference, ref_state))
   assert diff <= _WEIGHTS_ATOL
   for ref_output, output in zip(ref_outputs, outputs):
     _assert_same_train_metrics(ref_output.metrics, output.metrics)
@@ -299,9 +347,13 @@ def test_adaptive_clip_estimate_equals_reference_padding_not_counted(
   # slots), round 2 has 5 (1 padding slot). A padding slot counted as an
   # "unclipped" record would move the estimate by a factor exp(-0.2/7) per
   # slot.
-  assert not _groups(xs, ys, 1, _COHORTS[0][1], group_size=3,
-                     pad_to_group_size=True)[-1]['valid'].all()
-  _, outputs = _run_grouped(grouped, xs, ys, group_size=3,
+  assert not _groups(
+      xs, ys, 1, _COHORTS[0][1], group_size=3,
+      pad_to_group_size=True)[-1]['valid'].all()
+  _, outputs = _run_grouped(grouped,
+                            xs,
+                            ys,
+                            group_size=3,
                             pad_to_group_size=True)
   for ref_output, output in zip(ref_outputs, outputs):
     expected = ref_output.metrics['aggregator']['dp_query_metrics']['clip']
@@ -309,19 +361,22 @@ def test_adaptive_clip_estimate_equals_reference_padding_not_counted(
     np.testing.assert_allclose(actual, expected, rtol=1e-6)
 
 
-@pytest.mark.parametrize('max_client_size, epochs, batch_size, expected', [
-    (None, 1, 16, None),
-    (0, 1, 16, 0),
-    (100, 1, 16, 7),  # W2: six batches of 16 and one of 4.
-    (7, 2, 3, 5),
-    (16 * grouped_fedavg.MAX_UNROLLED_BATCHES, 1, 16,
-     grouped_fedavg.MAX_UNROLLED_BATCHES),
-    # One batch too many to unroll.
-    (16 * grouped_fedavg.MAX_UNROLLED_BATCHES + 1, 1, 16, None),
-])
+@pytest.mark.parametrize(
+    'max_client_size, epochs, batch_size, expected',
+    [
+        (None, 1, 16, None),
+        (0, 1, 16, 0),
+        (100, 1, 16, 7),  # W2: six batches of 16 and one of 4.
+        (7, 2, 3, 5),
+        (16 * grouped_fedavg.MAX_UNROLLED_BATCHES, 1, 16,
+         grouped_fedavg.MAX_UNROLLED_BATCHES),
+        # One batch too many to unroll.
+        (16 * grouped_fedavg.MAX_UNROLLED_BATCHES + 1, 1, 16, None),
+    ])
 def test_unrolled_batches(max_client_size, epochs, batch_size, expected):
-  assert grouped_fedavg.unrolled_batches(
-      max_client_size, epochs=epochs, batch_size=batch_size) == expected
+  assert grouped_fedavg.unrolled_batches(max_client_size,
+                                         epochs=epochs,
+                                         batch_size=batch_size) == expected
 
 
 @pytest.mark.parametrize('bad', [-1, 2.0, True, '7'])
@@ -330,8 +385,8 @@ def test_unrolled_batches_rejects_bad_sizes(bad):
     grouped_fedavg.unrolled_batches(bad, epochs=1, batch_size=16)
 
 
-def test_client_larger_than_the_unrolled_steps_fails_loudly(tff_runtime,
-                                                             population):
+def test_client_larger_than_the_unrolled_steps_fails_loudly(
+    tff_runtime, population):
   """A client with more batches than unrolled must not be cut short."""
   del tff_runtime
   xs, ys = population
@@ -355,12 +410,15 @@ def _assert_std(sample: np.ndarray, expected: float) -> None:
   assert abs(float(np.mean(sample))) < 6.0 * expected / math.sqrt(n)
 
 
-@pytest.mark.parametrize('mechanism', [DpMechanism.GAUSSIAN_FIXED,
-                                       DpMechanism.GAUSSIAN_ADAPTIVE])
+@pytest.mark.parametrize(
+    'mechanism', [DpMechanism.GAUSSIAN_FIXED, DpMechanism.GAUSSIAN_ADAPTIVE])
 def test_noise_std_on_zero_updates(tff_runtime, mechanism):
   del tff_runtime
   z, n, clip = 1.0, 40, 0.5
-  dp = _dp(mechanism, noise_multiplier=z, clients_per_round=n, clip=clip,
+  dp = _dp(mechanism,
+           noise_multiplier=z,
+           clients_per_round=n,
+           clip=clip,
            initial_clip=clip)
   if mechanism is DpMechanism.GAUSSIAN_ADAPTIVE:
     # TFF's split of z (design notes, section 2): the clipped-count query
@@ -369,15 +427,19 @@ def test_noise_std_on_zero_updates(tff_runtime, mechanism):
   input_dim = 784
   # Zero client learning rate: every update is exactly zero, so the server
   # step (SGD, lr 1, no momentum) is minus the noise / clients_per_round.
-  process = _grouped(dp, input_dim=input_dim, hidden=128, client_lr=0.0,
+  process = _grouped(dp,
+                     input_dim=input_dim,
+                     hidden=128,
+                     client_lr=0.0,
                      server_momentum=0.0)
   xs, ys = _population(sizes=(3, 2, 4), input_dim=input_dim)
   state = process.initialize()
   before = np.concatenate([w.ravel() for w in _weights(process, state)])
   steps = []
   for round_num in (1, 2):
-    state = process.next(state, _groups(xs, ys, round_num, [0, 1, 2],
-                                        group_size=2)).state
+    state = process.next(state,
+                         _groups(xs, ys, round_num, [0, 1, 2],
+                                 group_size=2)).state
     after = np.concatenate([w.ravel() for w in _weights(process, state)])
     steps.append(after.astype(np.float64) - before)
     before = after
@@ -408,22 +470,32 @@ def test_non_finite_and_absurd_updates_are_neutralized(tff_runtime):
   ref_state, ref_outputs = _run_reference(reference, xs, ys, cohorts,
                                           **settings)
   grouped = _grouped(dp, **settings)
-  state, outputs = _run_grouped(grouped, xs, ys, cohorts, group_size=2,
+  state, outputs = _run_grouped(grouped,
+                                xs,
+                                ys,
+                                cohorts,
+                                group_size=2,
                                 epochs=1)
   weights = _weights(grouped, state)
   assert all(np.all(np.isfinite(w)) for w in weights)
-  assert _max_abs_diff(weights, _weights(reference, ref_state)) <= (
-      _WEIGHTS_ATOL)
+  assert _max_abs_diff(weights, _weights(reference,
+                                         ref_state)) <= (_WEIGHTS_ATOL)
   _assert_same_train_metrics(ref_outputs[0].metrics, outputs[0].metrics)
   assert outputs[0].metrics['client_work']['train']['num_examples'] == 11
   # The NaN client contributes exactly what an absent client does.
-  without, _ = _run_grouped(grouped, xs, ys, ((1, (0, 2, 3, 4)),),
-                            group_size=2, epochs=1)
+  without, _ = _run_grouped(grouped,
+                            xs,
+                            ys, ((1, (0, 2, 3, 4)),),
+                            group_size=2,
+                            epochs=1)
   assert _max_abs_diff(weights, _weights(grouped, without)) <= _WEIGHTS_ATOL
   # The absurd client was rescaled and clipped, not zeroed: it moved the
   # model (its clipped update has norm 1, divided by clients_per_round 5).
-  without, _ = _run_grouped(grouped, xs, ys, ((1, (0, 1, 2, 4)),),
-                            group_size=2, epochs=1)
+  without, _ = _run_grouped(grouped,
+                            xs,
+                            ys, ((1, (0, 1, 2, 4)),),
+                            group_size=2,
+                            epochs=1)
   assert _max_abs_diff(weights, _weights(grouped, without)) > 1e-3
 
 
@@ -431,8 +503,10 @@ def test_empty_cohort_round_runs_and_adds_noise(tff_runtime):
   # Poisson sampling can draw nobody: the round must run with zero TFF
   # clients and still release the noise.
   del tff_runtime
-  process = _grouped(_dp(DpMechanism.GAUSSIAN_ADAPTIVE, noise_multiplier=1.0,
-                         clients_per_round=40))
+  process = _grouped(
+      _dp(DpMechanism.GAUSSIAN_ADAPTIVE,
+          noise_multiplier=1.0,
+          clients_per_round=40))
   state = process.initialize()
   before = _weights(process, state)
   output = process.next(state, [])
@@ -446,10 +520,15 @@ def test_empty_cohort_round_runs_and_adds_noise(tff_runtime):
 def test_rejects_factories_it_cannot_reproduce():
   with pytest.raises(TypeError, match='DifferentiallyPrivateFactory'):
     grouped_fedavg.build_grouped_dp_fedavg(
-        keras_model_fn=_keras_model_fn(), input_dim=_D, num_classes=_C,
+        keras_model_fn=_keras_model_fn(),
+        input_dim=_D,
+        num_classes=_C,
         dp_factory=learning_process.sanitizing_dp_aggregator(_dp()),
-        client_learning_rate=0.1, client_momentum=0.0,
-        server_optimizer=_server_optimizer(), batch_size=3, epochs=1)
+        client_learning_rate=0.1,
+        client_momentum=0.0,
+        server_optimizer=_server_optimizer(),
+        batch_size=3,
+        epochs=1)
 
 
 # --- Through the program. -----------------------------------------------------
@@ -458,13 +537,25 @@ def test_rejects_factories_it_cannot_reproduce():
 def _train(tmp_path, name, *flags):
   env = dict(os.environ, TMPDIR=str(tmp_path), TF_CPP_MIN_LOG_LEVEL='3')
   result = subprocess.run(
-      [sys.executable, '-m', 'tff_dp.cli.train',
-       f'--flagfile={os.path.join(REPO_ROOT, "configs", "smoke.cfg")}',
-       f'--output_dir={tmp_path / "runs"}', f'--run_name={name}',
-       '--rounds=2', '--noise_multiplier=0', '--allow_zero_noise',
-       # The same cohorts in both runs, so that their releases can be equal.
-       '--insecure_sampling_seed=1', *flags],
-      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+      [
+          sys.executable,
+          '-m',
+          'tff_dp.cli.train',
+          f'--flagfile={os.path.join(REPO_ROOT, "configs", "smoke.cfg")}',
+          f'--output_dir={tmp_path / "runs"}',
+          f'--run_name={name}',
+          '--rounds=2',
+          '--noise_multiplier=0',
+          '--allow_zero_noise',
+          # The same cohorts in both runs, so that their releases can be equal.
+          '--insecure_sampling_seed=1',
+          *flags
+      ],
+      cwd=REPO_ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600)
   assert result.returncode == 0, result.stderr
   with open(tmp_path / 'runs' / name / 'metrics.csv', newline='') as f:
     return result.stdout, list(csv.DictReader(f))
@@ -483,8 +574,10 @@ def test_program_grouped_by_default_and_same_release_as_per_client(tmp_path):
     for key in row:
       if key == 'nonprivate/round_seconds':
         continue
-      np.testing.assert_allclose(float(row[key]), float(expected[key]),
-                                 rtol=1e-5, err_msg=key)
+      np.testing.assert_allclose(float(row[key]),
+                                 float(expected[key]),
+                                 rtol=1e-5,
+                                 err_msg=key)
   # The client files live only while the run does.
   assert not [p for p in os.listdir(tmp_path) if p.startswith('tff-dp-')]
 
@@ -495,26 +588,41 @@ def test_program_grouped_by_default_and_same_release_as_per_client(tmp_path):
 def _config(**overrides):
   fv = flags.FlagValues()
   cli_flags.define_train_flags(fv)
-  fv(['test', f'--flagfile={os.path.join(REPO_ROOT, "configs", "smoke.cfg")}']
-     + [f'--{k}={v}' for k, v in overrides.items()])
+  fv(['test', f'--flagfile={os.path.join(REPO_ROOT, "configs", "smoke.cfg")}'] +
+     [f'--{k}={v}' for k, v in overrides.items()])
   return cli_flags.config_from_flags(fv)
 
 
 @pytest.mark.parametrize('overrides, in_memory, expected', [
     ({}, True, config_lib.AUTO_CLIENTS_PER_CALL),
     ({}, False, 1),
-    ({'clients_per_call': 1}, True, 1),
-    ({'clients_per_call': 7}, True, 7),
-    ({'algorithm': 'fedsgd'}, True, 1),
-    ({'dp_mechanism': 'none'}, True, 1),
-    ({'dp_mechanism': 'gaussian_fixed'}, True,
-     config_lib.AUTO_CLIENTS_PER_CALL),
-    ({'client_weighting': 'capped', 'weight_cap': 10}, True, 1),
-    ({'local_dp': 'laplace', 'local_epsilon': 1}, True, 1),
+    ({
+        'clients_per_call': 1
+    }, True, 1),
+    ({
+        'clients_per_call': 7
+    }, True, 7),
+    ({
+        'algorithm': 'fedsgd'
+    }, True, 1),
+    ({
+        'dp_mechanism': 'none'
+    }, True, 1),
+    ({
+        'dp_mechanism': 'gaussian_fixed'
+    }, True, config_lib.AUTO_CLIENTS_PER_CALL),
+    ({
+        'client_weighting': 'capped',
+        'weight_cap': 10
+    }, True, 1),
+    ({
+        'local_dp': 'laplace',
+        'local_epsilon': 1
+    }, True, 1),
 ])
 def test_resolve_clients_per_call(overrides, in_memory, expected):
-  assert config_lib.resolve_clients_per_call(
-      _config(**overrides), in_memory=in_memory) == expected
+  assert config_lib.resolve_clients_per_call(_config(**overrides),
+                                             in_memory=in_memory) == expected
 
 
 def test_explicit_grouping_of_streamed_data_is_refused():
@@ -530,7 +638,10 @@ def test_explicit_grouping_of_an_unsupported_config_is_refused():
 
 def test_grouped_rounds_files_are_private_and_removed(tmp_path):
   xs, ys = _population()
-  with grouped_data.GroupedRounds(xs, ys, seed=_DATA_SEED, epochs=2,
+  with grouped_data.GroupedRounds(xs,
+                                  ys,
+                                  seed=_DATA_SEED,
+                                  epochs=2,
                                   group_size=3,
                                   directory=str(tmp_path)) as rounds:
     assert os.stat(rounds.files_dir).st_mode & 0o777 == 0o700
@@ -550,15 +661,18 @@ def _cnn_fn(*, dropout):
   """tff_dp's CNN on 6x6 images, or the same network without its dropout."""
 
   def keras_model_fn():
-    model = models.build_keras_model(
-        ModelKind.CNN, input_dim=36, num_classes=_C, hidden_units=_HIDDEN,
-        seed=_SEED, image_shape=_IMAGE)
+    model = models.build_keras_model(ModelKind.CNN,
+                                     input_dim=36,
+                                     num_classes=_C,
+                                     hidden_units=_HIDDEN,
+                                     seed=_SEED,
+                                     image_shape=_IMAGE)
     if dropout:
       return model
-    return tf.keras.Sequential(
-        [tf.keras.Input((36,))] +
-        [layer for layer in model.layers
-         if not isinstance(layer, tf.keras.layers.Dropout)])
+    return tf.keras.Sequential([tf.keras.Input((36,))] + [
+        layer for layer in model.layers
+        if not isinstance(layer, tf.keras.layers.Dropout)
+    ])
 
   return keras_model_fn
 
@@ -566,10 +680,15 @@ def _cnn_fn(*, dropout):
 @functools.lru_cache(maxsize=None)
 def _grouped_cnn(*, dropout):
   return grouped_fedavg.build_grouped_dp_fedavg(
-      keras_model_fn=_cnn_fn(dropout=dropout), input_dim=36, num_classes=_C,
+      keras_model_fn=_cnn_fn(dropout=dropout),
+      input_dim=36,
+      num_classes=_C,
       dp_factory=learning_process.build_dp_aggregator(_dp(clip=0.05)),
-      client_learning_rate=_CLIENT_LR, client_momentum=_CLIENT_MOMENTUM,
-      server_optimizer=_server_optimizer(), batch_size=3, epochs=2,
+      client_learning_rate=_CLIENT_LR,
+      client_momentum=_CLIENT_MOMENTUM,
+      server_optimizer=_server_optimizer(),
+      batch_size=3,
+      epochs=2,
       max_client_size=_MAX_SIZE)
 
 
@@ -584,18 +703,20 @@ def test_zero_noise_grouped_cnn_equals_reference(tff_runtime):
   keras_model_fn = _cnn_fn(dropout=False)
   reference = learning_process.build_learning_process(
       model_fn=lambda: tff.learning.models.from_keras_model(
-          keras_model_fn(), loss=models.loss_fn(),
+          keras_model_fn(),
+          loss=models.loss_fn(),
           input_spec=models.input_spec(36),
           metrics=[tf.keras.metrics.SparseCategoricalAccuracy()]),
       model_aggregator=learning_process.build_model_aggregator(
           dp=_dp(clip=0.05), client_weighting=ClientWeighting.UNIFORM),
-      client_learning_rate=_CLIENT_LR, client_momentum=_CLIENT_MOMENTUM,
+      client_learning_rate=_CLIENT_LR,
+      client_momentum=_CLIENT_MOMENTUM,
       server_optimizer=_server_optimizer())
   ref_state, ref_outputs = _run_reference(reference, xs, ys)
   grouped = _grouped_cnn(dropout=False)
   state, outputs = _run_grouped(grouped, xs, ys, group_size=3)
-  assert _max_abs_diff(_weights(grouped, state),
-                       _weights(reference, ref_state)) <= 1e-5
+  assert _max_abs_diff(_weights(grouped, state), _weights(reference,
+                                                          ref_state)) <= 1e-5
   for ref_output, output in zip(ref_outputs, outputs):
     _assert_same_train_metrics(ref_output.metrics, output.metrics)
 
@@ -620,7 +741,9 @@ def test_grouped_cnn_dropout_is_live(tff_runtime):
 
 def test_client_files_of_a_killed_run_are_removed_by_the_next(tmp_path):
   dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
-                        capture_output=True, text=True, check=True)
+                        capture_output=True,
+                        text=True,
+                        check=True)
   orphan = tmp_path / f'tff-dp-clients-{int(dead.stdout)}-abc'
   orphan.mkdir()
   (orphan / 'x0.bin').write_bytes(b'data')
@@ -629,9 +752,13 @@ def test_client_files_of_a_killed_run_are_removed_by_the_next(tmp_path):
   other = tmp_path / 'tff-dp-clients-notapid'
   other.mkdir()
   xs, ys = _population()
-  with grouped_data.GroupedRounds(xs, ys, seed=0, epochs=1, group_size=2,
+  with grouped_data.GroupedRounds(xs,
+                                  ys,
+                                  seed=0,
+                                  epochs=1,
+                                  group_size=2,
                                   directory=str(tmp_path)) as rounds:
     assert not orphan.exists()
     assert live.exists() and other.exists()
-    assert os.path.basename(rounds.files_dir).startswith(
-        f'tff-dp-clients-{os.getpid()}-')
+    assert os.path.basename(
+        rounds.files_dir).startswith(f'tff-dp-clients-{os.getpid()}-')

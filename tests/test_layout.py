@@ -15,7 +15,8 @@ from tests import helpers
 _PACKAGE = os.path.join(helpers.REPO_ROOT, 'tff_dp')
 _BELOW_CONFIG = {'atomic_io', 'checks', 'cohorts', 'privacy', 'data'}
 _BELOW_PROGRAM = _BELOW_CONFIG | {
-    'config', 'mechanisms', 'algorithms', 'execution'}
+    'config', 'mechanisms', 'algorithms', 'execution'
+}
 # Layer -> the layers it may import (its own always allowed).
 _ALLOWED = {
     'atomic_io': set(),
@@ -69,7 +70,8 @@ def test_every_module_lives_in_a_known_layer():
         'and this test')
 
 
-@pytest.mark.parametrize('path,module', list(_modules()),
+@pytest.mark.parametrize('path,module',
+                         list(_modules()),
                          ids=lambda value: value if '.' in value else '')
 def test_imports_only_lower_layers(path, module):
   layer = _layer(module)
@@ -77,8 +79,9 @@ def test_imports_only_lower_layers(path, module):
     return
   upward = sorted({
       name for name in _imported(path)
-      if _layer(name) not in (None, layer)
-      and _layer(name) not in _ALLOWED[layer]})
+      if _layer(name) not in (None,
+                              layer) and _layer(name) not in _ALLOWED[layer]
+  })
   assert not upward, f'{module} ({layer}) imports a higher layer: {upward}'
 
 

@@ -25,28 +25,42 @@ _D, _C, _LR = 3, 3, 0.5
 
 
 def _model_fn():
-  return models.build_model_fn(ModelKind.LOGISTIC_REGRESSION, input_dim=_D,
-                               num_classes=_C, hidden_units=1, seed=7)
+  return models.build_model_fn(ModelKind.LOGISTIC_REGRESSION,
+                               input_dim=_D,
+                               num_classes=_C,
+                               hidden_units=1,
+                               seed=7)
 
 
-def _dp(mechanism=DpMechanism.GAUSSIAN_FIXED, noise_multiplier=0.0,
-        clients_per_round=3, clip=1e6):
-  return learning_process.DpSettings(
-      mechanism=mechanism, noise_multiplier=noise_multiplier,
-      clients_per_round=clients_per_round, clip=clip, initial_clip=0.1,
-      target_unclipped_quantile=0.5, clip_learning_rate=0.2)
+def _dp(mechanism=DpMechanism.GAUSSIAN_FIXED,
+        noise_multiplier=0.0,
+        clients_per_round=3,
+        clip=1e6):
+  return learning_process.DpSettings(mechanism=mechanism,
+                                     noise_multiplier=noise_multiplier,
+                                     clients_per_round=clients_per_round,
+                                     clip=clip,
+                                     initial_clip=0.1,
+                                     target_unclipped_quantile=0.5,
+                                     clip_learning_rate=0.2)
 
 
-def _process(dp, *, algorithm=Algorithm.FEDAVG, weighting=None,
-             weight_cap=None, server_lr=1.0):
+def _process(dp,
+             *,
+             algorithm=Algorithm.FEDAVG,
+             weighting=None,
+             weight_cap=None,
+             server_lr=1.0):
   if weighting is None:
-    weighting = (ClientWeighting.NUM_EXAMPLES if dp is None else
-                 ClientWeighting.UNIFORM)
+    weighting = (ClientWeighting.NUM_EXAMPLES
+                 if dp is None else ClientWeighting.UNIFORM)
   return learning_process.build_learning_process(
-      model_fn=_model_fn(), algorithm=algorithm,
+      model_fn=_model_fn(),
+      algorithm=algorithm,
       model_aggregator=learning_process.build_model_aggregator(
           dp=dp, client_weighting=weighting, weight_cap=weight_cap),
-      client_learning_rate=_LR, client_momentum=0.0,
+      client_learning_rate=_LR,
+      client_momentum=0.0,
       server_optimizer=learning_process.build_server_optimizer(
           ServerOptimizer.SGD, learning_rate=server_lr, momentum=0.0))
 
@@ -78,13 +92,16 @@ def _gradient(kernel, bias, x, y):
 
 def _one_round(process, data):
   state = process.initialize()
-  kernel, bias = [np.array(w) for w in
-                  process.get_model_weights(state).trainable]
-  datasets = [tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-              for x, y in data]
+  kernel, bias = [
+      np.array(w) for w in process.get_model_weights(state).trainable
+  ]
+  datasets = [
+      tf.data.Dataset.from_tensor_slices((x, y)).batch(16) for x, y in data
+  ]
   state = process.next(state, datasets).state
-  new_kernel, new_bias = [np.array(w) for w in
-                          process.get_model_weights(state).trainable]
+  new_kernel, new_bias = [
+      np.array(w) for w in process.get_model_weights(state).trainable
+  ]
   deltas = [_numpy_delta(kernel, bias, x, y) for x, y in data]
   return (kernel, bias), (new_kernel, new_bias), deltas
 
@@ -105,10 +122,12 @@ def test_dp_round_with_zero_noise_divides_by_clients_per_round(tff_runtime):
   (kernel, bias), (new_kernel, new_bias), deltas = _one_round(
       _process(_dp(clients_per_round=3)), data)
   # Two clients reported, the denominator is the planned 3.
-  np.testing.assert_allclose(
-      new_kernel, kernel + (deltas[0][0] + deltas[1][0]) / 3, atol=1e-6)
-  np.testing.assert_allclose(
-      new_bias, bias + (deltas[0][1] + deltas[1][1]) / 3, atol=1e-6)
+  np.testing.assert_allclose(new_kernel,
+                             kernel + (deltas[0][0] + deltas[1][0]) / 3,
+                             atol=1e-6)
+  np.testing.assert_allclose(new_bias,
+                             bias + (deltas[0][1] + deltas[1][1]) / 3,
+                             atol=1e-6)
 
 
 def test_dp_round_clips_each_update_to_the_global_norm(tff_runtime):
@@ -127,24 +146,30 @@ def test_dp_round_clips_each_update_to_the_global_norm(tff_runtime):
 def test_nonprivate_round_weights_clients_by_examples(tff_runtime):
   del tff_runtime
   data = _client_data()
-  (kernel, bias), (new_kernel, new_bias), deltas = _one_round(
-      _process(None), data)
+  (kernel, bias), (new_kernel,
+                   new_bias), deltas = _one_round(_process(None), data)
   sizes = [len(y) for _, y in data]
   weights = np.array(sizes, np.float64) / sum(sizes)
-  np.testing.assert_allclose(
-      new_kernel, kernel + sum(w * d[0] for w, d in zip(weights, deltas)),
-      atol=1e-6)
-  np.testing.assert_allclose(
-      new_bias, bias + sum(w * d[1] for w, d in zip(weights, deltas)),
-      atol=1e-6)
+  np.testing.assert_allclose(new_kernel,
+                             kernel +
+                             sum(w * d[0] for w, d in zip(weights, deltas)),
+                             atol=1e-6)
+  np.testing.assert_allclose(new_bias,
+                             bias +
+                             sum(w * d[1] for w, d in zip(weights, deltas)),
+                             atol=1e-6)
 
 
 def test_adaptive_process_builds_and_releases_a_clip(tff_runtime):
   del tff_runtime
-  process = _process(_dp(DpMechanism.GAUSSIAN_ADAPTIVE, noise_multiplier=0.5,
-                         clients_per_round=10))
-  datasets = [tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-              for x, y in _client_data()]
+  process = _process(
+      _dp(DpMechanism.GAUSSIAN_ADAPTIVE,
+          noise_multiplier=0.5,
+          clients_per_round=10))
+  datasets = [
+      tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+      for x, y in _client_data()
+  ]
   output = process.next(process.initialize(), datasets)
   clip = float(output.metrics['aggregator']['dp_query_metrics']['clip'])
   assert np.isfinite(clip) and clip > 0
@@ -170,13 +195,16 @@ def test_fedsgd_round_is_the_founding_documents_formula(tff_runtime):
   eta = 0.3
   process = _process(None, algorithm=Algorithm.FEDSGD, server_lr=eta)
   state = process.initialize()
-  kernel, bias = [np.array(w) for w in
-                  process.get_model_weights(state).trainable]
-  datasets = [tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
-              for x, y in data]
+  kernel, bias = [
+      np.array(w) for w in process.get_model_weights(state).trainable
+  ]
+  datasets = [
+      tf.data.Dataset.from_tensor_slices((x, y)).batch(2) for x, y in data
+  ]
   state = process.next(state, datasets).state
-  new_kernel, new_bias = [np.array(w) for w in
-                          process.get_model_weights(state).trainable]
+  new_kernel, new_bias = [
+      np.array(w) for w in process.get_model_weights(state).trainable
+  ]
   total = sum(len(y) for _, y in data)
   grads = [_gradient(kernel, bias, x, y) for x, y in data]
   expected_kernel = kernel - eta * sum(
@@ -191,18 +219,25 @@ def test_dp_fedsgd_is_unweighted_over_clients_per_round(tff_runtime):
   del tff_runtime
   data = _client_data()
   eta = 0.3
-  process = _process(_dp(clients_per_round=4), algorithm=Algorithm.FEDSGD,
+  process = _process(_dp(clients_per_round=4),
+                     algorithm=Algorithm.FEDSGD,
                      server_lr=eta)
   state = process.initialize()
   kernel, _ = [np.array(w) for w in process.get_model_weights(state).trainable]
-  datasets = [tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-              for x, y in data]
+  datasets = [
+      tf.data.Dataset.from_tensor_slices((x, y)).batch(16) for x, y in data
+  ]
   state = process.next(state, datasets).state
   new_kernel = np.array(process.get_model_weights(state).trainable[0])
-  grads = [_gradient(kernel, np.array(
-      process.get_model_weights(process.initialize()).trainable[1]), x, y)[0]
-           for x, y in data]
-  np.testing.assert_allclose(new_kernel, kernel - eta * sum(grads) / 4,
+  grads = [
+      _gradient(
+          kernel,
+          np.array(
+              process.get_model_weights(process.initialize()).trainable[1]), x,
+          y)[0] for x, y in data
+  ]
+  np.testing.assert_allclose(new_kernel,
+                             kernel - eta * sum(grads) / 4,
                              atol=1e-6)
 
 
@@ -212,15 +247,18 @@ def test_capped_weights_scale_updates_by_min_n_over_cap(tff_runtime):
   del tff_runtime
   data = _client_data()
   (kernel, bias), (new_kernel, new_bias), deltas = _one_round(
-      _process(_dp(clients_per_round=2), weighting=ClientWeighting.CAPPED,
+      _process(_dp(clients_per_round=2),
+               weighting=ClientWeighting.CAPPED,
                weight_cap=3.0), data)
   weights = [2 / 3, 1.0]
-  np.testing.assert_allclose(
-      new_kernel, kernel + sum(w * d[0] for w, d in zip(weights, deltas)) / 2,
-      atol=1e-6)
-  np.testing.assert_allclose(
-      new_bias, bias + sum(w * d[1] for w, d in zip(weights, deltas)) / 2,
-      atol=1e-6)
+  np.testing.assert_allclose(new_kernel,
+                             kernel +
+                             sum(w * d[0] for w, d in zip(weights, deltas)) / 2,
+                             atol=1e-6)
+  np.testing.assert_allclose(new_bias,
+                             bias +
+                             sum(w * d[1] for w, d in zip(weights, deltas)) / 2,
+                             atol=1e-6)
 
 
 @pytest.mark.slow  # ~28 s; the slow configs train FedProx, Adam and Yogi.
@@ -228,14 +266,19 @@ def test_fedprox_and_adaptive_server_optimizers_build(tff_runtime):
   del tff_runtime
   for kind in ServerOptimizer:
     process = learning_process.build_learning_process(
-        model_fn=_model_fn(), algorithm=Algorithm.FEDPROX,
+        model_fn=_model_fn(),
+        algorithm=Algorithm.FEDPROX,
         model_aggregator=learning_process.build_model_aggregator(
             dp=_dp(), client_weighting=ClientWeighting.UNIFORM),
-        proximal_strength=0.1, client_learning_rate=_LR, client_momentum=0.0,
+        proximal_strength=0.1,
+        client_learning_rate=_LR,
+        client_momentum=0.0,
         server_optimizer=learning_process.build_server_optimizer(
             kind, learning_rate=0.1, momentum=0.9))
-    datasets = [tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-                for x, y in _client_data()]
+    datasets = [
+        tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+        for x, y in _client_data()
+    ]
     state = process.next(process.initialize(), datasets).state
     weights = process.get_model_weights(state).trainable
     assert all(np.all(np.isfinite(w)) for w in weights)

@@ -58,8 +58,12 @@ def test_module_does_not_import_tensorflow():
           'bad = [m for m in ("tensorflow", "tensorflow_federated") '
           'if m in sys.modules]; assert not bad, bad')
   env = dict(os.environ, PYTHONPATH=_REPO)
-  result = subprocess.run([sys.executable, '-c', code], cwd=_REPO, env=env,
-                          capture_output=True, text=True, check=False)
+  result = subprocess.run([sys.executable, '-c', code],
+                          cwd=_REPO,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          check=False)
   assert result.returncode == 0, result.stderr
 
 
@@ -84,11 +88,11 @@ def test_events_and_noise_scales():
     (dict(mechanism=LAPLACE, epsilon_local=math.inf), 'epsilon_local'),
     (dict(mechanism=LAPLACE, epsilon_local=math.nan), 'epsilon_local'),
     (dict(mechanism=LAPLACE, epsilon_local=True), 'epsilon_local'),
-    (dict(mechanism=LAPLACE, epsilon_local=1.0, noise_multiplier=2.0),
-     'noise_multiplier'),
+    (dict(mechanism=LAPLACE, epsilon_local=1.0,
+          noise_multiplier=2.0), 'noise_multiplier'),
     (dict(mechanism=GAUSSIAN, noise_multiplier=0.0), 'noise_multiplier'),
-    (dict(mechanism=GAUSSIAN, noise_multiplier=1.0, epsilon_local=1.0),
-     'epsilon_local'),
+    (dict(mechanism=GAUSSIAN, noise_multiplier=1.0,
+          epsilon_local=1.0), 'epsilon_local'),
 ])
 def test_spec_refuses_bad_arguments(kwargs, name):
   with pytest.raises(ValueError, match=name):
@@ -115,8 +119,12 @@ def _analytic_gaussian_epsilon(mu, delta):
   def delta_of(e):
     return (stats.norm.cdf(-e / mu + mu / 2) -
             math.exp(e + stats.norm.logcdf(-e / mu - mu / 2)))
-  return optimize.brentq(lambda e: delta_of(e) - delta, 0.0, 1e3 + mu * mu,
-                         xtol=1e-12, rtol=1e-14)
+
+  return optimize.brentq(lambda e: delta_of(e) - delta,
+                         0.0,
+                         1e3 + mu * mu,
+                         xtol=1e-12,
+                         rtol=1e-14)
 
 
 # --- Composition over a client's participations. -----------------------------
@@ -172,8 +180,9 @@ def test_golden_values():
   assert g.epsilons[PLD] == pytest.approx(19.423656753835793, rel=1e-6)
 
 
-@pytest.mark.parametrize('event', [
-    dp_event.LaplaceDpEvent(2.0), dp_event.GaussianDpEvent(1.5)])
+@pytest.mark.parametrize(
+    'event', [dp_event.LaplaceDpEvent(2.0),
+              dp_event.GaussianDpEvent(1.5)])
 def test_unsampled_events_do_not_depend_on_the_relation(event):
   # dp-accounting 0.4.3 composes these under every relation, with the same
   # result: the relation only matters for sampled events.
@@ -188,9 +197,11 @@ def test_concentrated_laplace_shift_dominates_split_shifts():
   # split pair must never have a larger delta(e) than the concentrated one.
   # (Composition preserves domination, so two coordinates suffice.)
   def profile(*shifts):
-    plds = [pld.privacy_loss_distribution.from_laplace_mechanism(
-        parameter=1.0, sensitivity=s, value_discretization_interval=1e-3)
-            for s in shifts]
+    plds = [
+        pld.privacy_loss_distribution.from_laplace_mechanism(
+            parameter=1.0, sensitivity=s, value_discretization_interval=1e-3)
+        for s in shifts
+    ]
     out = plds[0]
     for other in plds[1:]:
       out = out.compose(other)
@@ -212,8 +223,8 @@ def test_concentrated_laplace_shift_dominates_split_shifts():
 
 
 def _ledger(spec=None, population=10):
-  return local_accounting.LocalPrivacyLedger(
-      spec or _laplace(1.0), population=population)
+  return local_accounting.LocalPrivacyLedger(spec or _laplace(1.0),
+                                             population=population)
 
 
 def test_ledger_counts_and_worst_case_client():
@@ -241,15 +252,17 @@ def test_ledger_counts_and_worst_case_client():
   assert one.pure_epsilon == 1.0 and one.participations == 1
 
 
-@pytest.mark.parametrize('round_num,clients,error', [
-    (2, [0], ValueError),  # Not the next round.
-    (1, [0, 0], ValueError),  # Duplicate.
-    (1, [10], ValueError),  # Outside the population.
-    (1, [-1], ValueError),
-    (1, [1.0], TypeError),
-    (1, [True], TypeError),
-    ('1', [0], TypeError),
-])
+@pytest.mark.parametrize(
+    'round_num,clients,error',
+    [
+        (2, [0], ValueError),  # Not the next round.
+        (1, [0, 0], ValueError),  # Duplicate.
+        (1, [10], ValueError),  # Outside the population.
+        (1, [-1], ValueError),
+        (1, [1.0], TypeError),
+        (1, [True], TypeError),
+        ('1', [0], TypeError),
+    ])
 def test_ledger_refuses_bad_rounds(round_num, clients, error):
   ledger = _ledger()
   with pytest.raises(error):
@@ -287,25 +300,37 @@ def _saved(tmp_path, mutate):
 
 
 def _set(key, value):
+
   def mutate(d):
     d[key] = value
+
   return mutate
 
 
-@pytest.mark.parametrize('mutate', [
-    lambda d: json.dumps(d)[:-10],  # Truncated.
-    lambda d: json.dumps(d).replace('1.0', 'NaN'),
-    _set('format_version', 2),
-    _set('neighboring_relation', 'ADD_OR_REMOVE_ONE'),
-    _set('mechanism', 'exponential'),
-    _set('epsilon_local', -1.0),
-    _set('population', 1),  # Client 1 is then outside the population.
-    _set('participation_counts', {'0': 1, '1': 1}),  # Disagrees with rounds.
-    _set('rounds', [{'round': 1, 'clients': [0, 1]},
-                    {'round': 3, 'clients': [1]}]),
-    _set('rounds', {'round': 1}),
-    lambda d: d.pop('population'),
-])
+@pytest.mark.parametrize(
+    'mutate',
+    [
+        lambda d: json.dumps(d)[:-10],  # Truncated.
+        lambda d: json.dumps(d).replace('1.0', 'NaN'),
+        _set('format_version', 2),
+        _set('neighboring_relation', 'ADD_OR_REMOVE_ONE'),
+        _set('mechanism', 'exponential'),
+        _set('epsilon_local', -1.0),
+        _set('population', 1),  # Client 1 is then outside the population.
+        _set('participation_counts', {
+            '0': 1,
+            '1': 1
+        }),  # Disagrees with rounds.
+        _set('rounds', [{
+            'round': 1,
+            'clients': [0, 1]
+        }, {
+            'round': 3,
+            'clients': [1]
+        }]),
+        _set('rounds', {'round': 1}),
+        lambda d: d.pop('population'),
+    ])
 def test_corrupt_ledger_is_refused_naming_the_file(tmp_path, mutate):
   path = _saved(tmp_path, mutate)
   with pytest.raises(accounting.LedgerFormatError, match=re.escape(path)):

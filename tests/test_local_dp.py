@@ -23,6 +23,7 @@ import dp_accounting
 import numpy as np
 import pytest
 import tensorflow_federated as tff
+
 # Not exported under tff.aggregators in TFF 0.87.
 from tensorflow_federated.python.aggregators import differential_privacy
 
@@ -36,12 +37,17 @@ _DIM = 1_000_000
 _SMALL_DIM = 100_000
 
 
-def _zero_noise_factory(mechanism, *, clip, clients_per_round,
+def _zero_noise_factory(mechanism,
+                        *,
+                        clip,
+                        clients_per_round,
                         central_factory=None):
-  return local_dp.LocalDpFactory(
-      mechanism=mechanism, clip=clip, noise_scale=0.0,
-      clients_per_round=clients_per_round, central_factory=central_factory,
-      _allow_zero_noise=True)
+  return local_dp.LocalDpFactory(mechanism=mechanism,
+                                 clip=clip,
+                                 noise_scale=0.0,
+                                 clients_per_round=clients_per_round,
+                                 central_factory=central_factory,
+                                 _allow_zero_noise=True)
 
 
 def _pair_type(container):
@@ -75,8 +81,9 @@ def _flat(value):
 def test_zero_noise_is_global_clip_over_clients_per_round(
     tff_runtime, mechanism, container, big_clipped):
   del tff_runtime
-  process = _zero_noise_factory(
-      mechanism, clip=1.0, clients_per_round=3).create(_pair_type(container))
+  process = _zero_noise_factory(mechanism, clip=1.0,
+                                clients_per_round=3).create(
+                                    _pair_type(container))
   big = _pair([3.0, 0.0], [0.0, 1.0], container)
   small = _pair([0.1, 0.0], [0.0, -0.2], container)
   output = process.next(process.initialize(), [big, small])
@@ -94,8 +101,8 @@ def test_non_finite_update_is_zeroed_without_touching_others(
   del tff_runtime
   value_type = _pair_type(dict)
   other = _pair([0.2, 0.0], [0.0, 0.1], dict)
-  process = _zero_noise_factory(
-      mechanism, clip=1.0, clients_per_round=2).create(value_type)
+  process = _zero_noise_factory(mechanism, clip=1.0,
+                                clients_per_round=2).create(value_type)
   state = process.initialize()
   for bad in (np.nan, np.inf, -np.inf):
     client = _pair([bad, 1.0], [0.0, 2.0], dict)
@@ -111,10 +118,14 @@ def test_non_finite_update_is_zeroed_without_touching_others(
   for got, want, add in zip(_flat(result), clipped, _flat(other)):
     np.testing.assert_allclose(got, (np.array(want) + add) / 2, rtol=1e-6)
 
-  noisy = local_dp.build_local_dp_factory(
-      mechanism=mechanism, clip=1.0, clients_per_round=2,
-      **({'epsilon_local': 1.0} if mechanism is LAPLACE else
-         {'noise_multiplier': 1.0})).create(value_type)
+  noisy = local_dp.build_local_dp_factory(mechanism=mechanism,
+                                          clip=1.0,
+                                          clients_per_round=2,
+                                          **({
+                                              'epsilon_local': 1.0
+                                          } if mechanism is LAPLACE else {
+                                              'noise_multiplier': 1.0
+                                          })).create(value_type)
   bad_clients = [_pair([np.nan, np.inf], [-np.inf, 1e20], dict), huge]
   result = noisy.next(noisy.initialize(), bad_clients).result
   assert all(np.all(np.isfinite(t)) for t in _flat(result))
@@ -124,9 +135,11 @@ def test_central_factory_receives_the_locally_clipped_updates(tff_runtime):
   del tff_runtime
   central = tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(
       noise_multiplier=0.0, clients_per_round=4, clip=0.5)
-  process = _zero_noise_factory(
-      GAUSSIAN, clip=1.0, clients_per_round=4,
-      central_factory=central).create(_pair_type(dict))
+  process = _zero_noise_factory(GAUSSIAN,
+                                clip=1.0,
+                                clients_per_round=4,
+                                central_factory=central).create(
+                                    _pair_type(dict))
   big = _pair([3.0, 0.0], [0.0, 4.0], dict)  # L2 norm 5 -> 1 -> 0.5.
   output = process.next(process.initialize(), [big])
   np.testing.assert_allclose(output.result['a'], [0.3 / 4, 0.0], rtol=1e-6)
@@ -140,9 +153,10 @@ def test_central_factory_receives_the_locally_clipped_updates(tff_runtime):
 
 
 def _noise_of_one_client(mechanism, noise_kwargs, *, clip, clients_per_round):
-  factory = local_dp.build_local_dp_factory(
-      mechanism=mechanism, clip=clip, clients_per_round=clients_per_round,
-      **noise_kwargs)
+  factory = local_dp.build_local_dp_factory(mechanism=mechanism,
+                                            clip=clip,
+                                            clients_per_round=clients_per_round,
+                                            **noise_kwargs)
   process = factory.create(tff.TensorType(np.float32, [_DIM]))
   zeros = np.zeros(_DIM, np.float32)
   return process.next(process.initialize(), [zeros]).result, factory
@@ -155,8 +169,9 @@ def _assert_within(value, expected, se, what):
 def test_laplace_noise_scale_is_two_clip_over_epsilon(tff_runtime):
   del tff_runtime
   clip, epsilon, n = 0.3, 2.0, 4
-  result, factory = _noise_of_one_client(
-      LAPLACE, {'epsilon_local': epsilon}, clip=clip, clients_per_round=n)
+  result, factory = _noise_of_one_client(LAPLACE, {'epsilon_local': epsilon},
+                                         clip=clip,
+                                         clients_per_round=n)
   b = 2 * clip / epsilon / n  # Delta_1 = 2 C; divided by clients_per_round.
   assert factory.noise_scale == pytest.approx(2 * clip / epsilon)
   d = result.size
@@ -170,8 +185,9 @@ def test_laplace_noise_scale_is_two_clip_over_epsilon(tff_runtime):
 def test_gaussian_noise_std_is_z_clip(tff_runtime):
   del tff_runtime
   clip, z, n = 0.7, 1.3, 4
-  result, factory = _noise_of_one_client(
-      GAUSSIAN, {'noise_multiplier': z}, clip=clip, clients_per_round=n)
+  result, factory = _noise_of_one_client(GAUSSIAN, {'noise_multiplier': z},
+                                         clip=clip,
+                                         clients_per_round=n)
   std = z * clip / n
   assert factory.noise_scale == pytest.approx(z * clip)
   d = result.size
@@ -185,13 +201,18 @@ def _assert_uncorrelated(x, y):
   assert abs(corr) < 6 / math.sqrt(x.size), corr
 
 
-@pytest.mark.parametrize('mechanism,noise_kwargs', [
-    (LAPLACE, {'epsilon_local': 1.0}), (GAUSSIAN, {'noise_multiplier': 1.0})])
+@pytest.mark.parametrize('mechanism,noise_kwargs', [(LAPLACE, {
+    'epsilon_local': 1.0
+}), (GAUSSIAN, {
+    'noise_multiplier': 1.0
+})])
 def test_noise_is_fresh_per_client_and_per_round(tff_runtime, mechanism,
                                                  noise_kwargs):
   del tff_runtime
-  factory = local_dp.build_local_dp_factory(
-      mechanism=mechanism, clip=1.0, clients_per_round=2, **noise_kwargs)
+  factory = local_dp.build_local_dp_factory(mechanism=mechanism,
+                                            clip=1.0,
+                                            clients_per_round=2,
+                                            **noise_kwargs)
   value_type = tff.TensorType(np.float32, [_SMALL_DIM])
   client_fn = factory.client_computation(value_type)
 
@@ -232,38 +253,42 @@ def test_noise_is_fresh_per_client_and_per_round(tff_runtime, mechanism,
     (dict(mechanism=LAPLACE, epsilon_local=math.inf), 'epsilon_local'),
     (dict(mechanism=LAPLACE, epsilon_local=math.nan), 'epsilon_local'),
     (dict(mechanism=LAPLACE, epsilon_local=0.0), 'epsilon_local'),
-    (dict(mechanism=LAPLACE, epsilon_local=1.0, noise_multiplier=1.0),
-     'noise_multiplier'),
+    (dict(mechanism=LAPLACE, epsilon_local=1.0,
+          noise_multiplier=1.0), 'noise_multiplier'),
     (dict(mechanism=GAUSSIAN, noise_multiplier=-1.0), 'noise_multiplier'),
     (dict(mechanism=GAUSSIAN, noise_multiplier=0.0), 'noise_multiplier'),
-    (dict(mechanism=GAUSSIAN, noise_multiplier=1.0, epsilon_local=1.0),
-     'epsilon_local'),
+    (dict(mechanism=GAUSSIAN, noise_multiplier=1.0,
+          epsilon_local=1.0), 'epsilon_local'),
     (dict(mechanism=GAUSSIAN, noise_multiplier=1.0, clip=math.nan), 'clip'),
     (dict(mechanism=GAUSSIAN, noise_multiplier=1.0, clip=0.0), 'clip'),
-    (dict(mechanism=GAUSSIAN, noise_multiplier=1.0, clients_per_round=0),
-     'clients_per_round'),
-    (dict(mechanism=GAUSSIAN, noise_multiplier=1.0, clients_per_round=2.0),
-     'clients_per_round'),
-    (dict(mechanism=GAUSSIAN, noise_multiplier=1.0, central_factory='sum'),
-     'central_factory'),
+    (dict(mechanism=GAUSSIAN, noise_multiplier=1.0,
+          clients_per_round=0), 'clients_per_round'),
+    (dict(mechanism=GAUSSIAN, noise_multiplier=1.0,
+          clients_per_round=2.0), 'clients_per_round'),
+    (dict(mechanism=GAUSSIAN, noise_multiplier=1.0,
+          central_factory='sum'), 'central_factory'),
 ])
 def test_builder_refuses_bad_arguments(kwargs, name):
   kwargs = dict(dict(clip=1.0, clients_per_round=10), **kwargs)
   with pytest.raises(ValueError, match=name) as info:
     local_dp.build_local_dp_factory(**kwargs)
   if name in kwargs and kwargs[name] is not None:
-    assert repr(kwargs[name]) in str(info.value) or str(
-        kwargs[name]) in str(info.value)
+    assert repr(kwargs[name]) in str(info.value) or str(kwargs[name]) in str(
+        info.value)
 
 
 def test_zero_noise_needs_the_private_test_switch():
   with pytest.raises(ValueError, match='noise_scale'):
-    local_dp.LocalDpFactory(mechanism=LAPLACE, clip=1.0, noise_scale=0.0,
+    local_dp.LocalDpFactory(mechanism=LAPLACE,
+                            clip=1.0,
+                            noise_scale=0.0,
                             clients_per_round=1)
 
 
 def test_refuses_non_float_values():
-  factory = local_dp.build_local_dp_factory(
-      mechanism=GAUSSIAN, clip=1.0, noise_multiplier=1.0, clients_per_round=1)
+  factory = local_dp.build_local_dp_factory(mechanism=GAUSSIAN,
+                                            clip=1.0,
+                                            noise_multiplier=1.0,
+                                            clients_per_round=1)
   with pytest.raises(TypeError, match='float'):
     factory.create(tff.TensorType(np.int32, [3]))

@@ -106,8 +106,8 @@ def _external_addresses() -> list[str]:
       for line in f:
         hex_address, _, _, scope, _, interface = line.split()
         if scope == '00' and interface != 'lo':  # Global scope only.
-          addresses.append(socket.inet_ntop(socket.AF_INET6,
-                                            bytes.fromhex(hex_address)))
+          addresses.append(
+              socket.inet_ntop(socket.AF_INET6, bytes.fromhex(hex_address)))
   return addresses
 
 
@@ -150,9 +150,12 @@ def test_shim_without_a_socket_path_rewrites_wildcard_binds_to_loopback():
   # would not take on a dual-stack host (IPv4 wildcard, IPv6-only socket).
   shim = _shim_or_fail()
   env = {k: v for k, v in os.environ.items() if k != native.SOCKET_ENV}
-  probe = subprocess.run(
-      [sys.executable, '-c', _BIND_PROBE], capture_output=True, text=True,
-      env=dict(env, LD_PRELOAD=shim), timeout=60, check=True)
+  probe = subprocess.run([sys.executable, '-c', _BIND_PROBE],
+                         capture_output=True,
+                         text=True,
+                         env=dict(env, LD_PRELOAD=shim),
+                         timeout=60,
+                         check=True)
   bound = dict(line.split('=') for line in probe.stdout.splitlines())
   assert bound == {
       'ipv4 wildcard': '127.0.0.1',
@@ -161,9 +164,14 @@ def test_shim_without_a_socket_path_rewrites_wildcard_binds_to_loopback():
       'ipv4 specific': '127.0.0.2',
   }
   unshimmed = subprocess.run(
-      [sys.executable, '-c', _BIND_PROBE], capture_output=True, text=True,
-      env={k: v for k, v in env.items() if k != 'LD_PRELOAD'},
-      timeout=60, check=True)
+      [sys.executable, '-c', _BIND_PROBE],
+      capture_output=True,
+      text=True,
+      env={
+          k: v for k, v in env.items() if k != 'LD_PRELOAD'
+      },
+      timeout=60,
+      check=True)
   assert 'ipv4 wildcard=0.0.0.0' in unshimmed.stdout  # The probe can tell.
 
 
@@ -203,11 +211,14 @@ print('datagram', result, s.getsockname()[0])
 
 
 def _run_probe(code, socket_path, shim):
-  return subprocess.run(
-      [sys.executable, '-c', code, socket_path], capture_output=True,
-      text=True, env=dict(os.environ, LD_PRELOAD=shim,
-                          **{native.SOCKET_ENV: socket_path}),
-      timeout=60, check=True).stdout.splitlines()
+  return subprocess.run([sys.executable, '-c', code, socket_path],
+                        capture_output=True,
+                        text=True,
+                        env=dict(os.environ,
+                                 LD_PRELOAD=shim,
+                                 **{native.SOCKET_ENV: socket_path}),
+                        timeout=60,
+                        check=True).stdout.splitlines()
 
 
 def test_shim_with_a_socket_path_serves_there_and_never_on_tcp():
@@ -280,8 +291,8 @@ def test_worker_listens_on_no_tcp_port_and_still_computes(tff_runtime):
   assert add_one(41) == 42  # Runs on the confined worker.
   for address in ['127.0.0.1', '::1'] + _external_addresses():
     error = _connect_error(address, worker.port)
-    assert isinstance(error, (ConnectionRefusedError, OSError)), (address,
-                                                                   error)
+    assert isinstance(error,
+                      (ConnectionRefusedError, OSError)), (address, error)
 
 
 def test_unshimmed_worker_is_refused_without_starting_anything(
@@ -342,13 +353,12 @@ def test_unshimmed_worker_if_allowed_is_exposed_and_warned_about_once(
 @pytest.mark.tff
 @pytest.mark.parametrize('allow', [False, True])
 def test_a_shim_that_does_not_take_effect_is_caught(tmp_path, monkeypatch,
-                                                     allow):
+                                                    allow):
   # The shim is found but not preloaded (as if ld.so skipped it): the worker
   # binds TCP on all interfaces, which runtime sees before it dials anything.
   real_environment = runtime._worker_environment  # pylint: disable=protected-access
-  monkeypatch.setattr(
-      runtime, '_worker_environment',
-      lambda shim, path: real_environment(None, path))
+  monkeypatch.setattr(runtime, '_worker_environment',
+                      lambda shim, path: real_environment(None, path))
   monkeypatch.setattr(runtime, '_exposure_warned', True)  # Quiet.
   worker = runtime.start_worker(log_path=str(tmp_path / 'worker.log'),
                                 allow_unconfined_worker=allow)

@@ -35,22 +35,30 @@ _VECTOR = tff.TensorType(np.float32, [_DIM])
 
 
 def _dp_aggregator(mechanism):
-  settings = learning_process.DpSettings(
-      mechanism=mechanism, noise_multiplier=1.0, clients_per_round=20,
-      clip=1.0, initial_clip=1.0, target_unclipped_quantile=0.5,
-      clip_learning_rate=0.2)
+  settings = learning_process.DpSettings(mechanism=mechanism,
+                                         noise_multiplier=1.0,
+                                         clients_per_round=20,
+                                         clip=1.0,
+                                         initial_clip=1.0,
+                                         target_unclipped_quantile=0.5,
+                                         clip_learning_rate=0.2)
   return learning_process.build_dp_aggregator(settings)
 
 
 def _local(mechanism, **noise):
-  return local_dp.build_local_dp_factory(
-      mechanism=mechanism, clip=1.0, clients_per_round=2, **noise)
+  return local_dp.build_local_dp_factory(mechanism=mechanism,
+                                         clip=1.0,
+                                         clients_per_round=2,
+                                         **noise)
 
 
 def _tree():
-  return dp_ftrl.build_tree_aggregator(
-      noise_multiplier=1.0, clip=1.0, clients_per_round=2, rounds_per_epoch=4,
-      record_specs=tf.TensorSpec([_DIM], tf.float32))
+  return dp_ftrl.build_tree_aggregator(noise_multiplier=1.0,
+                                       clip=1.0,
+                                       clients_per_round=2,
+                                       rounds_per_epoch=4,
+                                       record_specs=tf.TensorSpec([_DIM],
+                                                                  tf.float32))
 
 
 def _aggregate(factory):
@@ -58,23 +66,34 @@ def _aggregate(factory):
   process = factory.create(_VECTOR)
   zeros = np.zeros(_DIM, np.float32)
   output = process.next(process.initialize(), [zeros, zeros])
-  leaves = [np.asarray(x) for x in
-            tf.nest.flatten((output.result, output.state))]
+  leaves = [
+      np.asarray(x) for x in tf.nest.flatten((output.result, output.state))
+  ]
   # The state also holds the DP event's description (strings).
-  return np.concatenate([np.ravel(x).astype(np.float64) for x in leaves
-                         if np.issubdtype(x.dtype, np.number)])
+  return np.concatenate([
+      np.ravel(x).astype(np.float64)
+      for x in leaves
+      if np.issubdtype(x.dtype, np.number)
+  ])
 
 
 def _example_dp():
   """One client's model delta after 3 DP-SGD steps (noise and sampling)."""
   process = example_dp.build_example_dp_client_work(
-      model_fn=models.build_model_fn(
-          ModelKind.LOGISTIC_REGRESSION, input_dim=3, num_classes=3,
-          hidden_units=1, seed=7),
-      loss_fn=models.loss_fn, learning_rate=0.5, noise_multiplier=1.0,
-      clip=1.0, expected_batch_size=2, local_steps=3)
+      model_fn=models.build_model_fn(ModelKind.LOGISTIC_REGRESSION,
+                                     input_dim=3,
+                                     num_classes=3,
+                                     hidden_units=1,
+                                     seed=7),
+      loss_fn=models.loss_fn,
+      learning_rate=0.5,
+      noise_multiplier=1.0,
+      clip=1.0,
+      expected_batch_size=2,
+      local_steps=3)
   weights = tff.learning.models.ModelWeights(
-      [np.ones((3, 3), np.float32), np.zeros(3, np.float32)], [])
+      [np.ones((3, 3), np.float32),
+       np.zeros(3, np.float32)], [])
   x = np.arange(30, dtype=np.float32).reshape(10, 3) / 30
   data = tf.data.Dataset.from_tensor_slices(
       (x, np.arange(10, dtype=np.int32) % 3)).batch(5)
@@ -84,17 +103,21 @@ def _example_dp():
 
 
 _MECHANISMS = {
-    'gaussian_fixed': lambda: _aggregate(
-        _dp_aggregator(DpMechanism.GAUSSIAN_FIXED)),
+    'gaussian_fixed':
+        lambda: _aggregate(_dp_aggregator(DpMechanism.GAUSSIAN_FIXED)),
     # Both queries: the value noise (result) and the count noise (new clip).
-    'gaussian_adaptive': lambda: _aggregate(
-        _dp_aggregator(DpMechanism.GAUSSIAN_ADAPTIVE)),
-    'local_laplace': lambda: _aggregate(
-        _local(local_dp.LocalMechanism.LAPLACE, epsilon_local=1.0)),
-    'local_gaussian': lambda: _aggregate(
-        _local(local_dp.LocalMechanism.GAUSSIAN, noise_multiplier=1.0)),
-    'tree_aggregation': lambda: _aggregate(_tree()),
-    'example_dp': _example_dp,
+    'gaussian_adaptive':
+        lambda: _aggregate(_dp_aggregator(DpMechanism.GAUSSIAN_ADAPTIVE)),
+    'local_laplace':
+        lambda: _aggregate(
+            _local(local_dp.LocalMechanism.LAPLACE, epsilon_local=1.0)),
+    'local_gaussian':
+        lambda: _aggregate(
+            _local(local_dp.LocalMechanism.GAUSSIAN, noise_multiplier=1.0)),
+    'tree_aggregation':
+        lambda: _aggregate(_tree()),
+    'example_dp':
+        _example_dp,
 }
 
 

@@ -46,8 +46,8 @@ _EXPECTED = {
 
 
 @pytest.mark.parametrize('dataset', list(_EXPECTED))
-@pytest.mark.parametrize('partition', [Partition.IID, Partition.DIRICHLET,
-                                       Partition.QUANTITY_SKEW])
+@pytest.mark.parametrize(
+    'partition', [Partition.IID, Partition.DIRICHLET, Partition.QUANTITY_SKEW])
 def test_sklearn_datasets_shapes_and_invariants(dataset, partition):
   input_dim, num_classes, total = _EXPECTED[dataset]
   data = _load(dataset, partition=partition, num_clients=40)
@@ -78,15 +78,15 @@ def test_only_digits_are_images():
   data = _load(OfflineDataset.DIGITS)
   assert data.image_shape == (8, 8, 1)
   assert '64 (8x8x1 images)' in data.describe()
-  np.testing.assert_array_equal(
-      sk_datasets.load_digits().images[0].reshape(-1),
-      sk_datasets.load_digits().data[0])
+  np.testing.assert_array_equal(sk_datasets.load_digits().images[0].reshape(-1),
+                                sk_datasets.load_digits().data[0])
   assert _load(OfflineDataset.BREAST_CANCER).image_shape is None
 
 
 def test_digits_test_set_disjoint_from_clients_by_content():
   # load_digits has no duplicate images, so content identifies examples.
-  data = _load(OfflineDataset.DIGITS, partition=Partition.DIRICHLET,
+  data = _load(OfflineDataset.DIGITS,
+               partition=Partition.DIRICHLET,
                num_clients=700)
   train = {row.tobytes() for x in data.client_x for row in x}
   test = {row.tobytes() for row in data.test_x}
@@ -105,8 +105,9 @@ def test_test_split_is_stratified():
 
 def test_breast_cancer_features_are_per_example_log_scaled():
   raw = sk_datasets.load_breast_cancer().data
-  expected = {row.tobytes() for row in
-              (np.log(raw + 0.01) / 5.0).astype(np.float32)}
+  expected = {
+      row.tobytes() for row in (np.log(raw + 0.01) / 5.0).astype(np.float32)
+  }
   data = _load(OfflineDataset.BREAST_CANCER)
   rows = [row.tobytes() for x in data.client_x + (data.test_x,) for row in x]
   # Each example's features depend on that example alone: the same rows
@@ -137,8 +138,8 @@ def test_synthetic_shapes_and_determinism():
   assert data.population == 30
   assert data.input_dim == 60 and data.num_classes == 10
   assert data.client_sizes().min() >= 1
-  assert all(x.dtype == np.float32 and np.all(np.isfinite(x))
-             for x in data.client_x)
+  assert all(
+      x.dtype == np.float32 and np.all(np.isfinite(x)) for x in data.client_x)
   assert all(y.dtype == np.int32 and 0 <= y.min() and y.max() < 10
              for y in data.client_y)
   assert data.test_y.size > 0
@@ -150,15 +151,15 @@ def test_synthetic_clients_do_not_depend_on_population():
   for k in range(5):
     np.testing.assert_array_equal(small.client_x[k], large.client_x[k])
     np.testing.assert_array_equal(small.client_y[k], large.client_y[k])
-  np.testing.assert_array_equal(small.test_y,
-                                large.test_y[:small.test_y.size])
+  np.testing.assert_array_equal(small.test_y, large.test_y[:small.test_y.size])
 
 
 def test_synthetic_is_heterogeneous():
-  data = _load(OfflineDataset.SYNTHETIC, num_clients=30,
+  data = _load(OfflineDataset.SYNTHETIC,
+               num_clients=30,
                synthetic_examples_per_client_mean=200.0)
-  hists = np.array([np.bincount(y, minlength=10) / y.size
-                    for y in data.client_y])
+  hists = np.array(
+      [np.bincount(y, minlength=10) / y.size for y in data.client_y])
   # Each client's own model W_k makes a few labels dominate it, and which
   # labels differs between clients; pooled, the labels are far more mixed.
   assert hists.max(axis=1).mean() > 0.4
@@ -171,15 +172,19 @@ def test_synthetic_is_heterogeneous():
 
 
 def test_synthetic_alpha_beta_zero_still_heterogeneous_in_size():
-  data = _load(OfflineDataset.SYNTHETIC, num_clients=40, synthetic_alpha=0.0,
+  data = _load(OfflineDataset.SYNTHETIC,
+               num_clients=40,
+               synthetic_alpha=0.0,
                synthetic_beta=0.0)
   sizes = data.client_sizes()
   assert sizes.max() > 3 * np.median(sizes)
 
 
 def test_synthetic_reference_sizes():
-  data = offline.load_offline(OfflineDataset.SYNTHETIC, num_clients=5,
-                              partition=Partition.NATURAL, seed=0,
+  data = offline.load_offline(OfflineDataset.SYNTHETIC,
+                              num_clients=5,
+                              partition=Partition.NATURAL,
+                              seed=0,
                               test_fraction=0.1)
   # int(lognormal) + 50 per client, of which int(0.9 n) are kept.
   assert data.client_sizes().min() >= 45
@@ -194,8 +199,8 @@ def test_synthetic_test_set_is_held_out_fraction_of_each_client():
   assert not train_rows & {r.tobytes() for r in data.test_x}
 
 
-@pytest.mark.parametrize('partition', [Partition.IID, Partition.DIRICHLET,
-                                       Partition.QUANTITY_SKEW])
+@pytest.mark.parametrize(
+    'partition', [Partition.IID, Partition.DIRICHLET, Partition.QUANTITY_SKEW])
 def test_synthetic_refuses_other_partitions(partition):
   with pytest.raises(ValueError, match="use partition 'natural'"):
     _load(OfflineDataset.SYNTHETIC, partition=partition)
@@ -219,7 +224,8 @@ def test_accepts_enum_values_as_strings():
 
 
 def test_statistics_and_describe():
-  data = _load(OfflineDataset.DIGITS, num_clients=700,
+  data = _load(OfflineDataset.DIGITS,
+               num_clients=700,
                partition=Partition.DIRICHLET)
   stats = data.statistics()
   json.dumps(stats)  # Plain Python values, so it can go in run records.
@@ -243,12 +249,14 @@ def test_statistics_and_describe():
 
 
 def _tiny(**overrides):
-  kwargs = dict(
-      name='tiny', client_ids=('a', 'b'),
-      client_x=(np.zeros((2, 3), np.float32), np.ones((1, 3), np.float32)),
-      client_y=(np.array([0, 1], np.int32), np.array([2], np.int32)),
-      test_x=np.zeros((1, 3), np.float32), test_y=np.array([1], np.int32),
-      num_classes=3)
+  kwargs = dict(name='tiny',
+                client_ids=('a', 'b'),
+                client_x=(np.zeros((2, 3),
+                                   np.float32), np.ones((1, 3), np.float32)),
+                client_y=(np.array([0, 1], np.int32), np.array([2], np.int32)),
+                test_x=np.zeros((1, 3), np.float32),
+                test_y=np.array([1], np.int32),
+                num_classes=3)
   kwargs.update(overrides)
   return FederatedData(**kwargs)
 
@@ -269,8 +277,8 @@ def test_federated_data_properties_and_read_only():
     (dict(client_y=(np.array([0, 1]), np.array([2], np.int32))),
      "client 'a'.*int32"),
     (dict(client_x=(np.zeros((0, 3), np.float32), np.ones((1, 3), np.float32)),
-          client_y=(np.zeros(0, np.int32), np.array([2], np.int32))),
-     "client 'a' has no examples"),
+          client_y=(np.zeros(0, np.int32), np.array(
+              [2], np.int32))), "client 'a' has no examples"),
     (dict(client_y=(np.array([0, 3], np.int32), np.array([2], np.int32))),
      r"client 'a'.*labels must be in \[0, 3\)"),
     (dict(client_y=(np.array([0, -1], np.int32), np.array([2], np.int32))),
@@ -278,10 +286,10 @@ def test_federated_data_properties_and_read_only():
     (dict(client_x=(np.array([[0, np.nan, 0], [0, 0, 0]], np.float32),
                     np.ones((1, 3), np.float32))), 'NaN or infinite'),
     (dict(test_x=np.zeros((1, 4), np.float32)), 'test set.*4 features'),
-    (dict(client_x=(np.zeros((3, 3), np.float32),
-                    np.ones((1, 3), np.float32))), '3 rows but y has 2'),
-    (dict(test_x=np.zeros((0, 3), np.float32), test_y=np.zeros(0, np.int32)),
-     'test set has no examples'),
+    (dict(client_x=(np.zeros((3, 3), np.float32), np.ones((1, 3), np.float32))),
+     '3 rows but y has 2'),
+    (dict(test_x=np.zeros((0, 3), np.float32), test_y=np.zeros(
+        0, np.int32)), 'test set has no examples'),
     (dict(num_classes=1), 'num_classes'),
     (dict(client_ids=(), client_x=(), client_y=()), 'no clients'),
     (dict(image_shape=(2, 2, 1)), 'image_shape.*the 3 features'),
@@ -296,7 +304,10 @@ def test_import_does_not_pull_in_tensorflow():
   # The data layer must stay usable (and testable) without TensorFlow.
   code = ('import sys, tff_dp.data, tff_dp.data.offline; '
           "print('tensorflow' in sys.modules)")
-  result = subprocess.run([sys.executable, '-c', code], cwd=helpers.REPO_ROOT,
-                          capture_output=True, text=True, check=True,
+  result = subprocess.run([sys.executable, '-c', code],
+                          cwd=helpers.REPO_ROOT,
+                          capture_output=True,
+                          text=True,
+                          check=True,
                           timeout=120)
   assert result.stdout.strip() == 'False'

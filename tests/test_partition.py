@@ -13,8 +13,10 @@ _LABELS = np.random.default_rng(123).permutation(np.repeat(np.arange(10), 100))
 
 
 def _make(kind, *, num_clients, seed, labels=_LABELS, **kwargs):
-  return partition_lib.make_partition(kind, labels=labels,
-                                      num_clients=num_clients, seed=seed,
+  return partition_lib.make_partition(kind,
+                                      labels=labels,
+                                      num_clients=num_clients,
+                                      seed=seed,
                                       **kwargs)
 
 
@@ -57,8 +59,7 @@ def test_seeds_reproduce_and_differ(kind):
   other = _make(kind, num_clients=20, seed=6)
   for a, b in zip(first, again):
     np.testing.assert_array_equal(a, b)
-  assert any(a.size != b.size or np.any(a != b)
-             for a, b in zip(first, other))
+  assert any(a.size != b.size or np.any(a != b) for a, b in zip(first, other))
 
 
 @pytest.mark.parametrize('kind', _LABEL_KINDS)
@@ -69,12 +70,14 @@ def test_too_many_clients_names_the_numbers(kind):
 
 def test_zero_clients_rejected():
   with pytest.raises(ValueError, match='num_clients'):
-    partition_lib.partition_iid(num_examples=10, num_clients=0,
+    partition_lib.partition_iid(num_examples=10,
+                                num_clients=0,
                                 rng=np.random.default_rng(0))
 
 
 def test_iid_sizes_near_equal():
-  parts = partition_lib.partition_iid(num_examples=1003, num_clients=10,
+  parts = partition_lib.partition_iid(num_examples=1003,
+                                      num_clients=10,
                                       rng=np.random.default_rng(0))
   sizes = [p.size for p in parts]
   assert max(sizes) - min(sizes) <= 1
@@ -82,7 +85,9 @@ def test_iid_sizes_near_equal():
 
 def test_dirichlet_sizes_near_equal():
   # Hsu et al. fix client sizes so that only the labels are skewed.
-  parts = _make(Partition.DIRICHLET, num_clients=30, seed=0,
+  parts = _make(Partition.DIRICHLET,
+                num_clients=30,
+                seed=0,
                 dirichlet_alpha=0.1)
   sizes = [p.size for p in parts]
   assert max(sizes) - min(sizes) <= 1
@@ -97,12 +102,16 @@ def test_dirichlet_skew_follows_alpha():
   # that separation, far above the seed-to-seed spread of either mean.
   def mean_over_seeds(alpha, stat):
     return np.mean([
-        stat(_make(Partition.DIRICHLET, num_clients=20, seed=s,
-                   dirichlet_alpha=alpha)) for s in range(5)
+        stat(
+            _make(Partition.DIRICHLET,
+                  num_clients=20,
+                  seed=s,
+                  dirichlet_alpha=alpha)) for s in range(5)
     ])
 
-  concentration = [mean_over_seeds(a, _max_label_fraction)
-                   for a in (0.1, 1.0, 10.0, 100.0)]
+  concentration = [
+      mean_over_seeds(a, _max_label_fraction) for a in (0.1, 1.0, 10.0, 100.0)
+  ]
   assert concentration[0] > concentration[-1] + 0.25
   assert all(a > b for a, b in zip(concentration, concentration[1:]))
 
@@ -117,15 +126,19 @@ def test_dirichlet_skew_follows_alpha():
 def test_dirichlet_survives_underflowing_concentration():
   # alpha * p = 1e-5 underflows most gamma draws; rows without mass must
   # fall back instead of producing NaN or empty clients.
-  parts = _make(Partition.DIRICHLET, num_clients=50, seed=0,
+  parts = _make(Partition.DIRICHLET,
+                num_clients=50,
+                seed=0,
                 dirichlet_alpha=1e-4)
   _assert_valid(parts, _LABELS.size, 50)
 
 
 def test_dirichlet_accepts_any_label_values():
   labels = np.array(['cat', 'dog', 'cat', 'eel', 'dog', 'cat'])
-  parts = partition_lib.partition_dirichlet(
-      labels=labels, num_clients=3, alpha=1.0, rng=np.random.default_rng(0))
+  parts = partition_lib.partition_dirichlet(labels=labels,
+                                            num_clients=3,
+                                            alpha=1.0,
+                                            rng=np.random.default_rng(0))
   _assert_valid(parts, labels.size, 3)
 
 
@@ -147,8 +160,11 @@ def test_quantity_skew_is_heavy_tailed():
   # while still being twice the IID share.
   labels = np.zeros(10_000, dtype=int)
   for seed in range(5):
-    parts = _make(Partition.QUANTITY_SKEW, labels=labels, num_clients=100,
-                  seed=seed, power=1.5)
+    parts = _make(Partition.QUANTITY_SKEW,
+                  labels=labels,
+                  num_clients=100,
+                  seed=seed,
+                  power=1.5)
     sizes = np.array([p.size for p in parts])
     assert _top_decile_share(parts) > 0.2
     assert sizes.max() > 3 * np.median(sizes)
@@ -160,9 +176,12 @@ def test_quantity_skew_heavier_for_smaller_power():
   labels = np.zeros(10_000, dtype=int)
   share = [
       np.mean([
-          _top_decile_share(_make(Partition.QUANTITY_SKEW, labels=labels,
-                                  num_clients=100, seed=s, power=power))
-          for s in range(10)
+          _top_decile_share(
+              _make(Partition.QUANTITY_SKEW,
+                    labels=labels,
+                    num_clients=100,
+                    seed=s,
+                    power=power)) for s in range(10)
       ]) for power in (1.0, 1.5, 3.0)
   ]
   assert share[0] > share[1] > share[2]

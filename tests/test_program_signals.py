@@ -23,8 +23,10 @@ _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
 
 @pytest.fixture
 def handlers():
-  saved = {s: signal.getsignal(s)
-           for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+  saved = {
+      s: signal.getsignal(s)
+      for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+  }
   hook = sys.unraisablehook
   train._received.clear()  # pylint: disable=protected-access
   yield
@@ -36,8 +38,8 @@ def handlers():
 
 @pytest.mark.parametrize('sig, code', [(signal.SIGINT, 130),
                                        (signal.SIGTERM, 143)])
-def test_a_swallowed_interruption_still_ends_the_program(handlers, monkeypatch,
-                                                         sig, code):
+def test_a_swallowed_interruption_still_ends_the_program(
+    handlers, monkeypatch, sig, code):
   del handlers
 
   def run_that_swallows(argv):
@@ -79,11 +81,15 @@ def test_the_error_log_failing_on_a_full_disk_still_gives_the_line(
 def test_ctrl_c_during_start_up_exits_130(tmp_path, delay):
   """Interrupts before, during and after TensorFlow's import."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-  process = subprocess.Popen(
-      [sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
-       f'--output_dir={tmp_path}', '--run_name=run'],
-      cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True)
+  process = subprocess.Popen([
+      sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
+      f'--output_dir={tmp_path}', '--run_name=run'
+  ],
+                             cwd=REPO_ROOT,
+                             env=env,
+                             stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE,
+                             text=True)
   time.sleep(delay)
   process.send_signal(signal.SIGINT)
   _, stderr = process.communicate(timeout=120)

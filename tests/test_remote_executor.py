@@ -58,30 +58,33 @@ _F32 = np.float32
 _CASES = {
     'matrix': (np.arange(6, dtype=_F32).reshape(2, 3),
                tff.TensorType(np.float32, [2, 3])),
-    'unknown dim': (np.arange(4, dtype=np.int32),
-                    tff.TensorType(np.int32, [None])),
+    'unknown dim': (np.arange(4,
+                              dtype=np.int32), tff.TensorType(np.int32,
+                                                              [None])),
     'scalar array': (np.float32(2.5), tff.TensorType(np.float32)),
     'python scalar': (3, tff.TensorType(np.int64)),
     'bool': (np.array([True, False]), tff.TensorType(np.bool_, [2])),
     'string': (np.array([b'a', b'bc']), tff.TensorType(np.str_, [2])),
     'list as tensor': ([1.0, 2.0], tff.TensorType(np.float32, [2])),
     'empty struct': ((), tff.StructType([])),
-    'named struct': (
-        collections.OrderedDict(a=np.ones(2, _F32), b=np.int32(1)),
-        tff.StructType([('a', tff.TensorType(np.float32, [2])),
-                        ('b', tff.TensorType(np.int32))])),
-    'unnamed nested': (
-        [np.ones(2, _F32), (np.zeros(1, _F32), ())],
-        tff.StructType([tff.TensorType(np.float32, [2]),
-                        tff.StructType([tff.TensorType(np.float32, [1]),
-                                        tff.StructType([])])])),
+    'named struct': (collections.OrderedDict(a=np.ones(2, _F32), b=np.int32(1)),
+                     tff.StructType([('a', tff.TensorType(np.float32, [2])),
+                                     ('b', tff.TensorType(np.int32))])),
+    'unnamed nested': ([np.ones(2, _F32), (np.zeros(1, _F32), ())],
+                       tff.StructType([
+                           tff.TensorType(np.float32, [2]),
+                           tff.StructType([
+                               tff.TensorType(np.float32, [1]),
+                               tff.StructType([])
+                           ])
+                       ])),
     'server': (np.ones(3, _F32),
                tff.FederatedType(tff.TensorType(np.float32, [3]), tff.SERVER)),
     'clients': ([np.ones(2, _F32), np.zeros(2, _F32)],
                 tff.FederatedType(tff.TensorType(np.float32, [2]),
                                   tff.CLIENTS)),
-    'no clients': ([], tff.FederatedType(tff.TensorType(np.float32, [2]),
-                                         tff.CLIENTS)),
+    'no clients':
+        ([], tff.FederatedType(tff.TensorType(np.float32, [2]), tff.CLIENTS)),
 }
 
 
@@ -95,10 +98,10 @@ def test_same_bytes_as_tff_on_edge_cases(name):
     (np.ones(3, _F32), tff.TensorType(np.float32, [4])),
     (np.ones(3, np.int32), tff.TensorType(np.float32, [3])),
     (np.ones(3, np.float64), tff.TensorType(np.float32, [3])),
-    ((np.ones(1, _F32),), tff.StructType([tff.TensorType(np.float32, [1])] *
-                                         2)),
-    (np.ones(1, _F32), tff.FederatedType(tff.TensorType(np.float32, [1]),
-                                         tff.CLIENTS)),
+    ((np.ones(1, _F32),), tff.StructType(
+        [tff.TensorType(np.float32, [1])] * 2)),
+    (np.ones(1, _F32),
+     tff.FederatedType(tff.TensorType(np.float32, [1]), tff.CLIENTS)),
 ])
 def test_mismatches_raise_what_tff_raises(value, type_spec):
   with pytest.raises(Exception) as theirs:
@@ -108,34 +111,47 @@ def test_mismatches_raise_what_tff_raises(value, type_spec):
 
 
 def _dp():
-  return learning_process.DpSettings(
-      mechanism=DpMechanism.GAUSSIAN_ADAPTIVE, noise_multiplier=0.1,
-      clients_per_round=3, clip=1.0, initial_clip=0.1,
-      target_unclipped_quantile=0.5, clip_learning_rate=0.2)
+  return learning_process.DpSettings(mechanism=DpMechanism.GAUSSIAN_ADAPTIVE,
+                                     noise_multiplier=0.1,
+                                     clients_per_round=3,
+                                     clip=1.0,
+                                     initial_clip=0.1,
+                                     target_unclipped_quantile=0.5,
+                                     clip_learning_rate=0.2)
 
 
 def _optimizer():
-  return learning_process.build_server_optimizer(
-      ServerOptimizer.SGD, learning_rate=1.0, momentum=0.9)
+  return learning_process.build_server_optimizer(ServerOptimizer.SGD,
+                                                 learning_rate=1.0,
+                                                 momentum=0.9)
 
 
 def _processes():
   reference = learning_process.build_learning_process(
-      model_fn=models.build_model_fn(ModelKind.MLP, input_dim=_D,
-                                     num_classes=_C, hidden_units=_HIDDEN,
+      model_fn=models.build_model_fn(ModelKind.MLP,
+                                     input_dim=_D,
+                                     num_classes=_C,
+                                     hidden_units=_HIDDEN,
                                      seed=1),
       model_aggregator=learning_process.build_model_aggregator(
           dp=_dp(), client_weighting=ClientWeighting.UNIFORM),
-      client_learning_rate=0.1, client_momentum=0.0,
+      client_learning_rate=0.1,
+      client_momentum=0.0,
       server_optimizer=_optimizer())
   grouped = grouped_fedavg.build_grouped_dp_fedavg(
-      keras_model_fn=lambda: models.build_keras_model(
-          ModelKind.MLP, input_dim=_D, num_classes=_C,
-          hidden_units=_HIDDEN, seed=1),
-      input_dim=_D, num_classes=_C,
+      keras_model_fn=lambda: models.build_keras_model(ModelKind.MLP,
+                                                      input_dim=_D,
+                                                      num_classes=_C,
+                                                      hidden_units=_HIDDEN,
+                                                      seed=1),
+      input_dim=_D,
+      num_classes=_C,
       dp_factory=learning_process.build_dp_aggregator(_dp()),
-      client_learning_rate=0.1, client_momentum=0.0,
-      server_optimizer=_optimizer(), batch_size=2, epochs=1)
+      client_learning_rate=0.1,
+      client_momentum=0.0,
+      server_optimizer=_optimizer(),
+      batch_size=2,
+      epochs=1)
   return reference, grouped
 
 
@@ -151,8 +167,12 @@ def test_same_bytes_as_tff_on_process_states_and_round_inputs(tff_runtime):
     assert _ours(state, state_type) == _tffs(state, state_type)
     # After a round the state holds trained weights and a DP event.
     if process is grouped:
-      groups = grouped_data.make_groups(xs, ys, [0, 1, 2], round_num=0,
-                                        seed=0, epochs=1, group_size=2)
+      groups = grouped_data.make_groups(xs,
+                                        ys, [0, 1, 2],
+                                        round_num=0,
+                                        seed=0,
+                                        epochs=1,
+                                        group_size=2)
       data_type = process.next.type_signature.parameter[1]
       assert _ours(groups, data_type) == _tffs(groups, data_type)
       state = process.next(state, groups).state
@@ -229,9 +249,14 @@ def test_cached_values_do_not_outlive_the_worker_noisily(tmp_path):
   # exits, after local_runtime stopped the worker; disposing of it then
   # would print a gRPC traceback on the user's terminal.
   child = subprocess.run(
-      [sys.executable, '-c', _CHILD, str(tmp_path / 'worker.log')],
-      cwd=REPO_ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'),
-      capture_output=True, text=True, timeout=300, check=False)
+      [sys.executable, '-c', _CHILD,
+       str(tmp_path / 'worker.log')],
+      cwd=REPO_ROOT,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'),
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False)
   assert child.returncode == 0, child.stderr
   assert 'sum 300.0' in child.stdout
   assert 'Traceback' not in child.stderr, child.stderr
@@ -284,7 +309,8 @@ def test_many_cohort_sizes_on_the_worker_give_right_results(tff_runtime):
   for n in list(range(1, 13)) + [1, 2]:
     values = [np.full(2, k, _F32) for k in range(n)]
     np.testing.assert_array_equal(total(values),
-                                  np.full(2, n * (n - 1) / 2, _F32))
+                                  np.full(2,
+                                          n * (n - 1) / 2, _F32))
 
 
 # --- A worker that fails ends the run (GuardedStub, runtime.Worker). -------
@@ -312,10 +338,12 @@ class _FailingStub:
     self.calls = 0
 
   def __getattr__(self, name):
+
     def call(request):
       del request
       self.calls += 1
       raise self.error
+
     return call
 
 
@@ -350,14 +378,15 @@ def _invoke_in_thread(context, timeout: float):
   return outcome.get('error')
 
 
-def test_a_live_worker_that_keeps_refusing_calls_ends_the_run(stand_in,
-                                                              monkeypatch):
+def test_a_live_worker_that_keeps_refusing_calls_ends_the_run(
+    stand_in, monkeypatch):
   # TFF's execution context retries UNAVAILABLE forever (with back-off);
   # the guarded stub turns a streak of them into an error TFF does not retry.
   monkeypatch.setattr(runtime, '_UNREACHABLE_SECONDS', 1.0)
   monkeypatch.setattr(runtime, '_DEATH_GRACE_SECONDS', 0.05)
-  failing = _FailingStub(executors_errors.RetryableGRPCError(
-      _FakeRpcError(grpc.StatusCode.UNAVAILABLE)))
+  failing = _FailingStub(
+      executors_errors.RetryableGRPCError(
+          _FakeRpcError(grpc.StatusCode.UNAVAILABLE)))
   context = runtime.execution_context(
       remote_executor.GuardedStub(failing, stand_in.diagnose))
   start = time.monotonic()
@@ -372,8 +401,7 @@ def test_an_error_the_worker_answers_with_passes_through_at_once(stand_in):
   # E.g. a failed TF op (INTERNAL): the worker is fine, the caller sees the
   # RPC error (tests/test_grouped_fedavg.py relies on it) without delay.
   answered = _FakeRpcError(grpc.StatusCode.INTERNAL)
-  stub = remote_executor.GuardedStub(_FailingStub(answered),
-                                     stand_in.diagnose)
+  stub = remote_executor.GuardedStub(_FailingStub(answered), stand_in.diagnose)
   start = time.monotonic()
   with pytest.raises(_FakeRpcError) as raised:
     stub.create_value(executor_pb2.CreateValueRequest())
@@ -393,8 +421,8 @@ def test_calls_on_a_dead_worker_raise_and_disposals_are_quiet(stand_in):
   assert 'killed by signal 9 (SIGKILL)' in message
   assert stand_in.log_path in message and '\n' not in message
   # Values died with the worker: nothing to free, nothing to print.
-  assert stub.dispose(executor_pb2.DisposeRequest()) == (
-      executor_pb2.DisposeResponse())
+  assert stub.dispose(
+      executor_pb2.DisposeRequest()) == (executor_pb2.DisposeResponse())
   assert stub.dispose_executor(executor_pb2.DisposeExecutorRequest()) == (
       executor_pb2.DisposeExecutorResponse())
   assert failing.calls == 0

@@ -18,10 +18,10 @@ import sys
 
 import numpy as np
 import pytest
+import worker_utils
 
 from tests.helpers import REPO_ROOT
 from tff_dp.privacy import accounting
-import worker_utils
 
 pytestmark = pytest.mark.e2e
 
@@ -34,11 +34,16 @@ def _train(output_dir, *extra, crash_at=None, run_name='run'):
   env.pop('TFF_DP_CRASH_AT', None)
   if crash_at:
     env['TFF_DP_CRASH_AT'] = crash_at
-  return subprocess.run(
-      [sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
-       f'--rounds={_ROUNDS}', f'--output_dir={output_dir}',
-       f'--run_name={run_name}', *extra],
-      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+  return subprocess.run([
+      sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
+      f'--rounds={_ROUNDS}', f'--output_dir={output_dir}',
+      f'--run_name={run_name}', *extra
+  ],
+                        cwd=REPO_ROOT,
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=300)
 
 
 def _csv_rounds(run_dir):
@@ -68,20 +73,20 @@ def _expected_epsilon(rounds):
       population=int(flags['num_clients']),
       clients_per_round=int(flags['clients_per_round']),
       noise_multiplier=float(flags['noise_multiplier']))
-  return accounting.compute_epsilon(
-      [event] * rounds, delta=float(flags['delta']),
-      accountant=accounting.AccountantKind.RDP,
-      relation=accounting.neighboring_relation(
-          accounting.ClientSampling.POISSON))
+  return accounting.compute_epsilon([event] * rounds,
+                                    delta=float(flags['delta']),
+                                    accountant=accounting.AccountantKind.RDP,
+                                    relation=accounting.neighboring_relation(
+                                        accounting.ClientSampling.POISSON))
 
 
 # One point in the default tier (the one inside the checkpoint write); every
 # point, and random moments, in the slow tier and the fault campaign
 # (tools/fault_campaign.py): ~32 s each.
 @pytest.mark.parametrize('point', [
-    pytest.param('between_rounds', marks=pytest.mark.slow),
-    'checkpoint_write',
-    pytest.param('tensorboard_write', marks=pytest.mark.slow)])
+    pytest.param('between_rounds', marks=pytest.mark.slow), 'checkpoint_write',
+    pytest.param('tensorboard_write', marks=pytest.mark.slow)
+])
 def test_kill_9_then_resume_is_exact(tmp_path, point):
   crashed = _train(tmp_path, crash_at=f'{point}:2')
   assert crashed.returncode == -9, crashed.stderr
@@ -95,8 +100,8 @@ def test_kill_9_then_resume_is_exact(tmp_path, point):
   with open(os.path.join(run_dir, 'summary.json')) as f:
     summary = json.load(f)
   assert summary['rounds'] == _ROUNDS
-  assert summary['epsilon']['rdp'] == pytest.approx(
-      _expected_epsilon(_ROUNDS), rel=1e-12)
+  assert summary['epsilon']['rdp'] == pytest.approx(_expected_epsilon(_ROUNDS),
+                                                    rel=1e-12)
   ledger = accounting.PrivacyLedger.load(os.path.join(run_dir, 'ledger.json'))
   assert ledger.rounds == _ROUNDS
   assert _csv_rounds(run_dir) == list(range(1, _ROUNDS + 1))
@@ -110,8 +115,9 @@ def test_kill_9_then_resume_is_exact(tmp_path, point):
 def _final_state(run_dir):
   path = sorted(glob.glob(os.path.join(run_dir, 'checkpoints', 'round_*')))[-1]
   with np.load(os.path.join(path, 'state.npz')) as arrays:
-    return [arrays[name] for name in sorted(arrays.files,
-                                            key=lambda n: int(n[4:]))]
+    return [
+        arrays[name] for name in sorted(arrays.files, key=lambda n: int(n[4:]))
+    ]
 
 
 def test_zero_noise_resume_is_bitwise_equal_to_uninterrupted(tmp_path):
@@ -121,7 +127,9 @@ def test_zero_noise_resume_is_bitwise_equal_to_uninterrupted(tmp_path):
                 '--allow_zero_noise', '--insecure_sampling_seed=5')
   straight = _train(tmp_path, *zero_noise, run_name='straight')
   assert straight.returncode == 0, straight.stderr
-  crashed = _train(tmp_path, *zero_noise, run_name='resumed',
+  crashed = _train(tmp_path,
+                   *zero_noise,
+                   run_name='resumed',
                    crash_at='between_rounds:2')
   assert crashed.returncode == -9
   resumed = _train(tmp_path, *zero_noise, run_name='resumed')
@@ -166,11 +174,10 @@ def test_changing_a_privacy_flag_on_resume_is_refused(finished_run, tmp_path):
     assert f.read() == config_before  # Nothing overwritten.
 
 
-def test_outputs_without_a_valid_checkpoint_are_refused(finished_run,
-                                                        tmp_path):
+def test_outputs_without_a_valid_checkpoint_are_refused(finished_run, tmp_path):
   run_dir = _copy_run(finished_run, tmp_path)
-  for path in glob.glob(os.path.join(run_dir, 'checkpoints', 'round_*',
-                                     'state.npz')):
+  for path in glob.glob(
+      os.path.join(run_dir, 'checkpoints', 'round_*', 'state.npz')):
     with open(path, 'r+b') as f:
       f.truncate(10)
   refused = _train(tmp_path)
@@ -180,8 +187,8 @@ def test_outputs_without_a_valid_checkpoint_are_refused(finished_run,
   assert _csv_rounds(run_dir) == [1, 2]  # Nothing lost.
 
 
-def test_corrupt_newest_checkpoint_after_its_release_is_refused(finished_run,
-                                                                tmp_path):
+def test_corrupt_newest_checkpoint_after_its_release_is_refused(
+    finished_run, tmp_path):
   run_dir = _copy_run(finished_run, tmp_path)
   newest = sorted(glob.glob(os.path.join(run_dir, 'checkpoints', 'round_*')))
   with open(os.path.join(newest[-1], 'state.npz'), 'r+b') as f:

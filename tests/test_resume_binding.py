@@ -26,10 +26,15 @@ _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
 
 def _train(output_dir, *extra, env_extra=None):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', **(env_extra or {}))
-  return subprocess.run(
-      [sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
-       '--rounds=2', f'--output_dir={output_dir}', '--run_name=run', *extra],
-      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+  return subprocess.run([
+      sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
+      '--rounds=2', f'--output_dir={output_dir}', '--run_name=run', *extra
+  ],
+                        cwd=REPO_ROOT,
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=300)
 
 
 def _without_tensorflow(tmp_path):
@@ -69,8 +74,10 @@ def _rewrite_meta(checkpoint_dir, edit):
     manifest = json.load(f)
   with open(meta_path, 'rb') as f:
     data = f.read()
-  manifest['meta.json'] = {'sha256': hashlib.sha256(data).hexdigest(),
-                           'bytes': len(data)}
+  manifest['meta.json'] = {
+      'sha256': hashlib.sha256(data).hexdigest(),
+      'bytes': len(data)
+  }
   with open(manifest_path, 'w') as f:
     json.dump(manifest, f)
 
@@ -80,13 +87,18 @@ def _newest(run_dir):
 
 
 def _files(run_dir):
-  return {p: open(p, 'rb').read() for p in glob.glob(  # pylint: disable=consider-using-with
-      os.path.join(run_dir, '**'), recursive=True) if os.path.isfile(p)}
+  return {
+      p: open(p, 'rb').read() for p in glob.glob(  # pylint: disable=consider-using-with
+          os.path.join(run_dir, '**'),
+          recursive=True) if os.path.isfile(p)
+  }
 
 
 def _assert_refused_early(tmp_path, run_dir, message, *extra):
   before = _files(run_dir)
-  refused = _train(tmp_path, '--rounds=3', *extra,
+  refused = _train(tmp_path,
+                   '--rounds=3',
+                   *extra,
                    env_extra=_without_tensorflow(tmp_path))
   assert refused.returncode == 2, refused.stderr
   assert message in refused.stderr, refused.stderr
@@ -126,7 +138,8 @@ def test_a_checkpoint_of_other_data_is_refused(finished_run, tmp_path):
 def test_fewer_rounds_than_completed_is_refused(finished_run, tmp_path):
   run_dir = _copy(finished_run, tmp_path)
   before = _files(run_dir)
-  refused = _train(tmp_path, '--rounds=1',
+  refused = _train(tmp_path,
+                   '--rounds=1',
                    env_extra=_without_tensorflow(tmp_path))
   assert refused.returncode == 2
   assert '--rounds=1: the run already completed 2 rounds' in refused.stderr

@@ -12,20 +12,23 @@ from tff_dp.program import resume
 def test_changed_privacy_flag_is_a_difference():
   saved = {'noise_multiplier': 1.0, 'rounds': 10}
   current = {'noise_multiplier': 1.2, 'rounds': 20}
-  assert resume.config_differences(saved, current, {}) == [
-      '--noise_multiplier: checkpoint 1.0, now 1.2']
+  assert resume.config_differences(
+      saved, current, {}) == ['--noise_multiplier: checkpoint 1.0, now 1.2']
 
 
 def test_flag_added_since_the_checkpoint_compares_with_its_default():
   saved = {'noise_multiplier': 1.0}
   defaults = {'client_data': '', 'local_dp': 'none'}
-  assert resume.config_differences(
-      saved, {'noise_multiplier': 1.0, 'client_data': '', 'local_dp': 'none'},
-      defaults) == []
-  assert resume.config_differences(
-      saved, {'noise_multiplier': 1.0, 'client_data': '',
-              'local_dp': 'laplace'}, defaults) == [
-                  "--local_dp: checkpoint 'none', now 'laplace'"]
+  assert resume.config_differences(saved, {
+      'noise_multiplier': 1.0,
+      'client_data': '',
+      'local_dp': 'none'
+  }, defaults) == []
+  assert resume.config_differences(saved, {
+      'noise_multiplier': 1.0,
+      'client_data': '',
+      'local_dp': 'laplace'
+  }, defaults) == ["--local_dp: checkpoint 'none', now 'laplace'"]
 
 
 def test_fallback_past_a_released_round_is_refused():
@@ -51,11 +54,13 @@ def test_foreign_directory_is_refused(tmp_path):
     train.prepare_run_dir(str(tmp_path), 'photos')
 
 
-@pytest.mark.parametrize('text', [
-    'round,eval/loss\nabc,1.0\n',        # Not a round number.
-    'epoch,eval/loss\n1,1.0\n',          # No round column.
-    b'round,eval/loss\n1,\xff\xfe\n',   # Not UTF-8.
-])
+@pytest.mark.parametrize(
+    'text',
+    [
+        'round,eval/loss\nabc,1.0\n',  # Not a round number.
+        'epoch,eval/loss\n1,1.0\n',  # No round column.
+        b'round,eval/loss\n1,\xff\xfe\n',  # Not UTF-8.
+    ])
 def test_a_malformed_metrics_file_is_refused_by_name(tmp_path, text):
   path = tmp_path / 'metrics.csv'
   if isinstance(text, bytes):

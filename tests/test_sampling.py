@@ -11,13 +11,13 @@ import pytest
 
 from tff_dp.cohorts import sampling
 
-
 ClientSampler = sampling.ClientSampler
 ClientSampling = sampling.ClientSampling
 
 # Shuffled epochs are drawn by EpochSampler and accounted with tree events.
-_DRAWN_BY_CLIENT_SAMPLER = [m for m in ClientSampling
-                            if m is not ClientSampling.SHUFFLED_EPOCHS]
+_DRAWN_BY_CLIENT_SAMPLER = [
+    m for m in ClientSampling if m is not ClientSampling.SHUFFLED_EPOCHS
+]
 
 _ROUNDS = 10_000
 
@@ -49,8 +49,8 @@ def _off_diagonal(matrix):
     (dict(population=10, clients_per_round=0), 'clients_per_round', '0'),
     (dict(population=10, clients_per_round=11), 'clients_per_round', '11'),
     (dict(population=10, clients_per_round=2, seed=-1), 'seed', '-1'),
-    (dict(population=10, clients_per_round=2, seed=2**128), 'seed',
-     str(2**128)),
+    (dict(population=10, clients_per_round=2, seed=2**128), 'seed', str(2**
+                                                                        128)),
 ])
 def test_invalid_values_raise_value_error_naming_field(kwargs, field, value):
   kwargs = dict(sampling=ClientSampling.POISSON, seed=0) | kwargs
@@ -61,7 +61,9 @@ def test_invalid_values_raise_value_error_naming_field(kwargs, field, value):
 
 def test_full_requires_all_clients():
   with pytest.raises(ValueError, match=r'clients_per_round.*FULL.*9'):
-    ClientSampler(ClientSampling.FULL, population=10, clients_per_round=9,
+    ClientSampler(ClientSampling.FULL,
+                  population=10,
+                  clients_per_round=9,
                   seed=0)
 
 
@@ -72,8 +74,10 @@ def test_full_requires_all_clients():
     dict(seed=1.5),
 ])
 def test_wrong_types_raise_type_error(kwargs):
-  kwargs = dict(sampling=ClientSampling.POISSON, population=10,
-                clients_per_round=2, seed=0) | kwargs
+  kwargs = dict(sampling=ClientSampling.POISSON,
+                population=10,
+                clients_per_round=2,
+                seed=0) | kwargs
   with pytest.raises(TypeError):
     ClientSampler(**kwargs)
 
@@ -105,8 +109,8 @@ def test_same_seed_and_round_reproduce_across_instances(mode):
     np.testing.assert_array_equal(a.sample(r), b.sample(r))
 
 
-@pytest.mark.parametrize('mode', [ClientSampling.POISSON,
-                                  ClientSampling.FIXED_SIZE])
+@pytest.mark.parametrize('mode',
+                         [ClientSampling.POISSON, ClientSampling.FIXED_SIZE])
 def test_different_rounds_and_seeds_differ(mode):
   a = ClientSampler(mode, population=1000, clients_per_round=50, seed=1)
   b = ClientSampler(mode, population=1000, clients_per_round=50, seed=2)
@@ -205,5 +209,7 @@ def test_fixed_size_uniform_marginals_and_pairs():
 
 def test_shuffled_epochs_are_not_drawn_by_client_sampler():
   with pytest.raises(ValueError, match='EpochSampler'):
-    sampling.ClientSampler(ClientSampling.SHUFFLED_EPOCHS, population=10,
-                           clients_per_round=2, seed=0)
+    sampling.ClientSampler(ClientSampling.SHUFFLED_EPOCHS,
+                           population=10,
+                           clients_per_round=2,
+                           seed=0)

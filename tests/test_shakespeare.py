@@ -19,15 +19,15 @@ import pytest
 import tensorflow as tf
 from tensorflow_federated.python.simulation.baselines.shakespeare import char_prediction_preprocessing as tff_chars
 from tensorflow_federated.python.simulation.baselines.shakespeare import char_prediction_tasks as tff_char_tasks
+import test_tff_datasets as fake
 
 from tests.helpers import REPO_ROOT
-import test_tff_datasets as fake
-from tff_dp.algorithms import models
 from tff_dp import config as config_lib
+from tff_dp.algorithms import models
 from tff_dp.config import ModelKind
 from tff_dp.data import loading
-from tff_dp.data.partition import Partition
 from tff_dp.data import token_sources
+from tff_dp.data.partition import Partition
 
 _PRESET = os.path.join(REPO_ROOT, 'configs', 'shakespeare.cfg')
 _W = token_sources.SHAKESPEARE_WINDOW
@@ -55,8 +55,10 @@ def reference_ids(text: str) -> list[int]:
   """[bos, ids..., eos] computed in Python from TFF's vocabulary."""
   vocabulary = token_sources.SHAKESPEARE_VOCABULARY
   chars = vocabulary.tokens
-  ids = [chars.index(chr(b)) + 1 if chr(b) in chars else vocabulary.oov
-         for b in text.encode('utf-8')]
+  ids = [
+      chars.index(chr(b)) + 1 if chr(b) in chars else vocabulary.oov
+      for b in text.encode('utf-8')
+  ]
   return [vocabulary.bos] + ids + [vocabulary.eos]
 
 
@@ -78,16 +80,22 @@ def write_fake_cache(data_dir: str, *, train_clients: dict[str, list[str]],
                      test_clients: dict[str, list[str]]) -> None:
   """shakespeare.sqlite in TFF's format with these clients' snippets."""
   as_examples = lambda clients: {
-      cid: [{'snippets': s.encode('utf-8')} for s in snippets]
-      for cid, snippets in clients.items()}
+      cid: [{
+          'snippets': s.encode('utf-8')
+      } for s in snippets] for cid, snippets in clients.items()
+  }
   fake._write_database(  # pylint: disable=protected-access
-      os.path.join(data_dir, 'shakespeare.sqlite'),
-      {'train': as_examples(train_clients), 'test': as_examples(test_clients)})
+      os.path.join(data_dir, 'shakespeare.sqlite'), {
+          'train': as_examples(train_clients),
+          'test': as_examples(test_clients)
+      })
 
 
 def fake_clients(rng, count: int, *, snippets: int = 2, length: int = 60):
-  return {f'PLAY_{i:03d}_ROLE': [snippet(rng, length) for _ in range(snippets)]
-          for i in range(count)}
+  return {
+      f'PLAY_{i:03d}_ROLE': [snippet(rng, length) for _ in range(snippets)]
+      for i in range(count)
+  }
 
 
 @pytest.fixture(name='cache')
@@ -96,8 +104,11 @@ def fixture_cache(tmp_path):
   rng = np.random.default_rng(0)
   # 'HAMLET' sorts before 'KING'; HAMLET's text spans several windows and a
   # partial last one; the one-letter snippet of KING is a window of its own.
-  train = {'KING': ['O'], 'HAMLET': [snippet(rng, 150), snippet(rng, 47)],
-           'OPHELIA': [snippet(rng, 79)]}
+  train = {
+      'KING': ['O'],
+      'HAMLET': [snippet(rng, 150), snippet(rng, 47)],
+      'OPHELIA': [snippet(rng, 79)]
+  }
   test = {'HAMLET': [snippet(rng, 90)], 'KING': [snippet(rng, 20)]}
   write_fake_cache(str(tmp_path), train_clients=train, test_clients=test)
   return str(tmp_path), train, test
@@ -130,42 +141,46 @@ def test_windows_cut_the_joined_stream_and_left_pad_the_last(lengths):
   window = 3
   start = iter(range(1, 100))
   records = [[next(start) for _ in range(n)] for n in lengths]
-  dataset = token_sources.token_windows(
-      tf.data.Dataset.from_generator(
-          lambda: iter(records), output_signature=tf.TensorSpec(
-              [None], tf.int64)), window=window)
+  dataset = token_sources.token_windows(tf.data.Dataset.from_generator(
+      lambda: iter(records), output_signature=tf.TensorSpec([None], tf.int64)),
+                                        window=window)
   assert dataset.element_spec == (tf.TensorSpec([window], tf.float32),
                                   tf.TensorSpec([], tf.int32))
   got = as_pairs(dataset)
   assert got == reference_windows(records, window)
   # Every id is in exactly one window, and every label is a real token.
   assert sorted(t for f, y in got for t in f + [y] if t) == list(
-      range(1, sum(lengths) + 1))
+      range(1,
+            sum(lengths) + 1))
   assert all(y != 0 for _, y in got)
 
 
 def test_windows_by_hand():
   # [1 2 3 4 | 5 6 7], W = 3: (1 2 3 -> 4), (0 5 6 -> 7).
-  dataset = token_sources.token_windows(
-      tf.data.Dataset.from_tensors(tf.constant([1, 2, 3, 4, 5], tf.int64))
-      .concatenate(tf.data.Dataset.from_tensors(
-          tf.constant([6, 7], tf.int64))), window=3)
+  dataset = token_sources.token_windows(tf.data.Dataset.from_tensors(
+      tf.constant([1, 2, 3, 4, 5], tf.int64)).concatenate(
+          tf.data.Dataset.from_tensors(tf.constant([6, 7], tf.int64))),
+                                        window=3)
   assert as_pairs(dataset) == [([1, 2, 3], 4), ([0, 5, 6], 7)]
 
 
 def test_source_reads_clients_sizes_and_vocabulary(cache):
   data_dir, _, _ = cache
-  source = loading.load(
-      loading.Dataset.SHAKESPEARE, num_clients=7, partition=Partition.IID,
-      seed=0, test_fraction=0.2, dirichlet_alpha=0.5, data_dir=data_dir,
-      client_data=None)
+  source = loading.load(loading.Dataset.SHAKESPEARE,
+                        num_clients=7,
+                        partition=Partition.IID,
+                        seed=0,
+                        test_fraction=0.2,
+                        dirichlet_alpha=0.5,
+                        data_dir=data_dir,
+                        client_data=None)
   assert isinstance(source, token_sources.TokenSource)
   assert source.client_ids == ['HAMLET', 'KING', 'OPHELIA']
   assert source.population == 3  # The file's clients, not --num_clients.
   # Records (snippets) per client, from the file's metadata.
   np.testing.assert_array_equal(source.client_sizes(), [2, 1, 1])
-  assert (source.input_dim, source.num_classes, source.vocab_size) == (
-      80, 90, 90)
+  assert (source.input_dim, source.num_classes, source.vocab_size) == (80, 90,
+                                                                       90)
   assert source.image_shape is None
   text = source.describe()
   assert "Federated data 'shakespeare': 3 clients" in text
@@ -181,8 +196,7 @@ def test_client_windows_are_the_reference_windows(cache):
     dataset = source.client_dataset(index)
     assert dataset.element_spec == (tf.TensorSpec([_W], tf.float32),
                                     tf.TensorSpec([], tf.int32))
-    want = reference_windows([reference_ids(s) for s in train[client_id]],
-                             _W)
+    want = reference_windows([reference_ids(s) for s in train[client_id]], _W)
     assert as_pairs(dataset) == want, client_id
   # HAMLET's text makes 2 full windows and a partial one; OPHELIA's 79
   # characters, bos and eos exactly one full window.
@@ -198,17 +212,21 @@ def test_test_set_is_each_test_clients_windows(cache):
   source = token_sources.shakespeare_source(data_dir=data_dir)
   got = sorted(as_pairs(source.test_dataset()))
   # Per client: windows never join two clients' text.
-  want = sorted(pair for snippets in test.values()
-                for pair in reference_windows(
-                    [reference_ids(s) for s in snippets], _W))
+  want = sorted(
+      pair for snippets in test.values()
+      for pair in reference_windows([reference_ids(s) for s in snippets], _W))
   assert got == want and len(got) == 3
 
 
 def test_missing_cache_is_a_data_error_naming_the_file(tmp_path):
   with pytest.raises(loading.DataError) as info:
-    loading.load(loading.Dataset.SHAKESPEARE, num_clients=7,
-                 partition=Partition.IID, seed=0, test_fraction=0.2,
-                 dirichlet_alpha=0.5, data_dir=str(tmp_path),
+    loading.load(loading.Dataset.SHAKESPEARE,
+                 num_clients=7,
+                 partition=Partition.IID,
+                 seed=0,
+                 test_fraction=0.2,
+                 dirichlet_alpha=0.5,
+                 data_dir=str(tmp_path),
                  client_data=None)
   message = str(info.value)
   assert f'put shakespeare.sqlite in {tmp_path}' in message
@@ -217,8 +235,13 @@ def test_missing_cache_is_a_data_error_naming_the_file(tmp_path):
 
 
 def _rnn(seed=3, **kwargs):
-  settings = dict(input_dim=_W, num_classes=90, hidden_units=16,
-                  hidden_layers=2, embedding_dim=8, vocab_size=90, seed=seed)
+  settings = dict(input_dim=_W,
+                  num_classes=90,
+                  hidden_units=16,
+                  hidden_layers=2,
+                  embedding_dim=8,
+                  vocab_size=90,
+                  seed=seed)
   settings.update(kwargs)
   return models.build_keras_model(ModelKind.RNN, **settings)
 
@@ -229,12 +252,13 @@ def _lstm_params(inputs, units):
 
 @pytest.mark.parametrize('layers,units,embedding', [(2, 16, 8), (1, 32, 4)])
 def test_rnn_takes_float_ids_and_outputs_logits(layers, units, embedding):
-  model = _rnn(hidden_layers=layers, hidden_units=units,
+  model = _rnn(hidden_layers=layers,
+               hidden_units=units,
                embedding_dim=embedding)
   assert model.input_shape == (None, _W)
   assert model.output_shape == (None, 90)
-  lstm = _lstm_params(embedding, units) + (layers - 1) * _lstm_params(units,
-                                                                      units)
+  lstm = _lstm_params(embedding,
+                      units) + (layers - 1) * _lstm_params(units, units)
   assert model.count_params() == 90 * embedding + lstm + units * 90 + 90
   rng = np.random.default_rng(0)
   x = rng.integers(1, 90, (4, _W)).astype(np.float32)
@@ -268,8 +292,9 @@ def test_rnn_initial_weights_follow_the_seed():
     if 'bias' not in name:
       assert not np.array_equal(a, b), name
   # No two initializers share a seed: all seeded tensors differ in values.
-  firsts = [w.ravel()[:4].tolist() for n, w in zip(names, five)
-            if 'bias' not in n]
+  firsts = [
+      w.ravel()[:4].tolist() for n, w in zip(names, five) if 'bias' not in n
+  ]
   assert len({tuple(f) for f in firsts}) == len(firsts)
 
 
@@ -281,8 +306,11 @@ def test_rnn_initial_weights_follow_the_seed():
 def test_rnn_refuses_data_without_a_usable_vocabulary(vocab_size, num_classes,
                                                       message):
   with pytest.raises(ValueError, match=message):
-    models.build_model_fn(ModelKind.RNN, input_dim=_W,
-                          num_classes=num_classes, hidden_units=4, seed=0,
+    models.build_model_fn(ModelKind.RNN,
+                          input_dim=_W,
+                          num_classes=num_classes,
+                          hidden_units=4,
+                          seed=0,
                           vocab_size=vocab_size)
 
 
@@ -290,13 +318,16 @@ def test_rnn_refuses_data_without_a_usable_vocabulary(vocab_size, num_classes,
     (['--model=rnn'], '--model=rnn'),
     (['--dataset=shakespeare', '--model=mlp'], '--model=mlp'),
     (['--dataset=shakespeare', '--model=cnn'], '--model=cnn'),
-    (['--dataset=shakespeare', '--model=rnn', '--example_dp',
-      '--dp_mechanism=none'], '--example_dp=True'),
+    ([
+        '--dataset=shakespeare', '--model=rnn', '--example_dp',
+        '--dp_mechanism=none'
+    ], '--example_dp=True'),
 ])
 def test_token_data_and_the_rnn_go_together(argv, flag_value):
   # Refused before the data load (check_config) and after (with the data's
   # vocabulary, check_model_fits_data).
   from absl import flags  # pylint: disable=g-import-not-at-top
+
   from tff_dp.cli import cli_flags  # pylint: disable=g-import-not-at-top
   fv = flags.FlagValues()
   cli_flags.define_train_flags(fv)
@@ -307,7 +338,8 @@ def test_token_data_and_the_rnn_go_together(argv, flag_value):
   assert str(error.value).startswith(flag_value)
   tokens = loading.is_token_data(config.dataset)
   with pytest.raises(config_lib.ConfigError) as error:
-    config_lib.check_model_fits_data(config, image_shape=None,
+    config_lib.check_model_fits_data(config,
+                                     image_shape=None,
                                      vocab_size=90 if tokens else None)
   assert str(error.value).startswith(flag_value)
 
@@ -315,8 +347,11 @@ def test_token_data_and_the_rnn_go_together(argv, flag_value):
 def _train(*args):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   return subprocess.run([sys.executable, '-m', 'tff_dp.cli.train', *args],
-                        cwd=REPO_ROOT, env=env, capture_output=True,
-                        text=True, timeout=300)
+                        cwd=REPO_ROOT,
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=300)
 
 
 @pytest.mark.e2e
@@ -328,8 +363,10 @@ def test_program_without_cache_exits_2_naming_the_file(tmp_path):
                   f'--output_dir={output_dir}')
   assert result.returncode == 2, result.stderr[-2000:]
   assert 'Traceback' not in result.stderr
-  errors = [line for line in result.stderr.splitlines()
-            if line.startswith('tff-dp: error:')]
+  errors = [
+      line for line in result.stderr.splitlines()
+      if line.startswith('tff-dp: error:')
+  ]
   assert len(errors) == 1, result.stderr[-2000:]
   assert errors[0].startswith(
       'tff-dp: error: --dataset=shakespeare: Shakespeare')

@@ -21,30 +21,40 @@ def memory_sink(monkeypatch):
     managers.append(tff.program.MemoryReleaseManager())
     return managers[-1]
 
-  monkeypatch.setattr(sinks, 'SINKS', (*sinks.SINKS,
-                                       sinks.Sink('memory', build)))
+  monkeypatch.setattr(sinks, 'SINKS',
+                      (*sinks.SINKS, sinks.Sink('memory', build)))
   return managers
 
 
 def test_every_sink_gets_every_released_row(tmp_path, memory_sink):
-  releaser = release.Releaser(str(tmp_path), private=True,
+  releaser = release.Releaser(str(tmp_path),
+                              private=True,
                               allow_nonprivate=False)
   releaser.release(1, {'privacy/epsilon_rdp': 0.5})
   releaser.release(2, {'privacy/epsilon_rdp': 0.7})
   releaser.close()
-  assert memory_sink[0].values() == {1: {'privacy/epsilon_rdp': 0.5},
-                                     2: {'privacy/epsilon_rdp': 0.7}}
+  assert memory_sink[0].values() == {
+      1: {
+          'privacy/epsilon_rdp': 0.5
+      },
+      2: {
+          'privacy/epsilon_rdp': 0.7
+      }
+  }
   with open(sinks.csv_path(str(tmp_path))) as f:
     assert f.read().splitlines()[1:] == ['1,0.5', '2,0.7']
   assert os.listdir(sinks.tensorboard_dir(str(tmp_path)))
 
 
 def test_a_refused_key_reaches_no_sink(tmp_path, memory_sink):
-  releaser = release.Releaser(str(tmp_path), private=True,
+  releaser = release.Releaser(str(tmp_path),
+                              private=True,
                               allow_nonprivate=False)
   with pytest.raises(release.ReleaseError, match='nonprivate/train_loss'):
-    releaser.release(1, {'privacy/epsilon_rdp': 0.5,
-                         'nonprivate/train_loss': 2.0})
+    releaser.release(1, {
+        'privacy/epsilon_rdp': 0.5,
+        'nonprivate/train_loss': 2.0
+    })
   releaser.close()
   assert memory_sink[0].values() == {}
   with open(sinks.csv_path(str(tmp_path))) as f:

@@ -13,10 +13,21 @@ import pytest
 from tff_dp.data import sql_queries
 
 _HOSTILE = [
-    "c1' OR '1'='1", "x'; DROP TABLE examples; --", "'", "''", '"', '\\',
-    'semi;colon', 'tab\tnew\nline', '\u00fcn\u00efc\u00f6de \U0001f600',
-    '\u00e9' * 512, '%_*', "t' OR split_name = 'train", 'X\'41\'',
-    ' ', '\x7f\x1b[2J',
+    "c1' OR '1'='1",
+    "x'; DROP TABLE examples; --",
+    "'",
+    "''",
+    '"',
+    '\\',
+    'semi;colon',
+    'tab\tnew\nline',
+    '\u00fcn\u00efc\u00f6de \U0001f600',
+    '\u00e9' * 512,
+    '%_*',
+    "t' OR split_name = 'train",
+    'X\'41\'',
+    ' ',
+    '\x7f\x1b[2J',
 ]
 _MATCH = (r"client_id = (CAST\(X'[0-9a-f]*' AS TEXT\)) COLLATE BINARY AND "
           r"split_name = (CAST\(X'[0-9a-f]*' AS TEXT\)) COLLATE BINARY")
@@ -36,7 +47,8 @@ def test_query_holds_the_id_only_as_hex(client_id):
       f"CAST(X'{client_id.encode('utf-8').hex()}' AS TEXT)")
 
 
-def _database(path, create_examples='CREATE TABLE examples (split_name TEXT '
+def _database(path,
+              create_examples='CREATE TABLE examples (split_name TEXT '
               'NOT NULL, client_id TEXT NOT NULL, serialized_example_proto '
               'BLOB NOT NULL)'):
   """Client k of _HOSTILE has k + 1 rows in 'train' and one in 'test'."""
@@ -53,23 +65,26 @@ def _database(path, create_examples='CREATE TABLE examples (split_name TEXT '
 
 
 def _rows(con, client_id, split='train'):
-  return [r[0] for r in con.execute(
-      sql_queries.client_examples_query(client_id, split))]
+  return [
+      r[0]
+      for r in con.execute(sql_queries.client_examples_query(client_id, split))
+  ]
 
 
 def test_each_hostile_id_reads_exactly_its_own_rows(tmp_path):
   con = _database(str(tmp_path / 'a.sqlite'))
   for k, client_id in enumerate(_HOSTILE):
-    assert _rows(con, client_id) == [f'{k}:{r}'.encode()
-                                     for r in range(k + 1)], client_id
+    assert _rows(con, client_id) == [f'{k}:{r}'.encode() for r in range(k + 1)
+                                    ], client_id
     assert _rows(con, client_id, 'test') == [f'{k}:test'.encode()]
   assert _rows(con, 'nobody') == []
 
 
 def test_a_case_blind_column_cannot_merge_clients(tmp_path):
-  con = _database(str(tmp_path / 'a.sqlite'), (
-      'CREATE TABLE examples (split_name TEXT COLLATE NOCASE, client_id '
-      'TEXT COLLATE NOCASE, serialized_example_proto BLOB)'))
+  con = _database(
+      str(tmp_path / 'a.sqlite'),
+      ('CREATE TABLE examples (split_name TEXT COLLATE NOCASE, client_id '
+       'TEXT COLLATE NOCASE, serialized_example_proto BLOB)'))
   con.execute('CREATE INDEX by_client ON examples (client_id, split_name)')
   con.executemany('INSERT INTO examples VALUES (?, ?, ?)',
                   [('TRAIN', 'ab', b'split'), ('train', 'AB', b'other')])
@@ -100,8 +115,8 @@ def test_an_index_that_lies_hands_no_other_rows(tmp_path):
   assert _rows(con, 'test') == []
 
 
-@pytest.mark.parametrize('name', ['q?mark', 'hash#tag', 'b?th#', 'pct%41',
-                                  'sp ace'])
+@pytest.mark.parametrize('name',
+                         ['q?mark', 'hash#tag', 'b?th#', 'pct%41', 'sp ace'])
 def test_readonly_uri_opens_that_file_read_only(tmp_path, name):
   directory = tmp_path / name
   directory.mkdir()
@@ -139,9 +154,18 @@ def test_text_that_is_not_utf8_reads_as_surrogates(tmp_path):
 
 
 @pytest.mark.parametrize('declared,text', [
-    ('TEXT', True), ('text', True), ('VARCHAR(10)', True), ('CLOB', True),
-    ('NCHAR', True), ('CHARINT', False), ('INTEGER', False), ('INT', False),
-    ('', False), ('BLOB', False), ('NUMERIC', False), ('REAL', False),
+    ('TEXT', True),
+    ('text', True),
+    ('VARCHAR(10)', True),
+    ('CLOB', True),
+    ('NCHAR', True),
+    ('CHARINT', False),
+    ('INTEGER', False),
+    ('INT', False),
+    ('', False),
+    ('BLOB', False),
+    ('NUMERIC', False),
+    ('REAL', False),
     ('STRING', False),
 ])
 def test_text_affinity_follows_sqlites_rules(tmp_path, declared, text):

@@ -27,15 +27,15 @@ import pytest
 import tensorflow as tf
 from tensorflow_federated.python.simulation.baselines.stackoverflow import constants
 from tensorflow_federated.python.simulation.baselines.stackoverflow import word_prediction_preprocessing as tff_words
-
 import test_shakespeare
 import test_tff_datasets as fake
+
 from tff_dp.algorithms import models
 from tff_dp.config import ModelKind
 from tff_dp.data import loading
-from tff_dp.data.partition import Partition
 from tff_dp.data import tff_datasets
 from tff_dp.data import token_sources
+from tff_dp.data.partition import Partition
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
@@ -57,9 +57,14 @@ _PROGRAM_COHORT = 13
 
 
 def _example(sentence: str) -> dict:
-  return {'creation_date': b'2010-01-01 00:00:00 UTC', 'score': 1,
-          'tags': b'python', 'title': b'a title', 'tokens': sentence.encode(),
-          'type': b'answer'}
+  return {
+      'creation_date': b'2010-01-01 00:00:00 UTC',
+      'score': 1,
+      'tags': b'python',
+      'title': b'a title',
+      'tokens': sentence.encode(),
+      'type': b'answer'
+  }
 
 
 def write_fake_cache(data_dir: str, *, train_clients: dict[str, list[str]],
@@ -67,7 +72,8 @@ def write_fake_cache(data_dir: str, *, train_clients: dict[str, list[str]],
   """stackoverflow.sqlite in TFF's format with these clients' sentences."""
   as_examples = lambda clients: {
       cid: [_example(s) for s in sentences]
-      for cid, sentences in clients.items()}
+      for cid, sentences in clients.items()
+  }
   fake._write_database(  # pylint: disable=protected-access
       os.path.join(data_dir, 'stackoverflow.sqlite'),
       {'train': as_examples(train_clients),
@@ -77,9 +83,11 @@ def write_fake_cache(data_dir: str, *, train_clients: dict[str, list[str]],
 
 def fake_clients(rng, count: int, *, sentences: int = 3):
   """`count` users ('00000000', ...) of random sentences of `_SENTENCES`."""
-  return {f'{i:08d}': [_SENTENCES[j] for j in
-                       rng.integers(len(_SENTENCES), size=sentences)]
-          for i in range(count)}
+  return {
+      f'{i:08d}': [
+          _SENTENCES[j] for j in rng.integers(len(_SENTENCES), size=sentences)
+      ] for i in range(count)
+  }
 
 
 def write_counts_archive(data_dir: str, name: str, text: bytes) -> str:
@@ -101,7 +109,9 @@ def write_fake_vocabulary(data_dir: str, words=WORDS) -> str:
   return write_counts_archive(data_dir, 'stackoverflow.word_count', text)
 
 
-def accept_fake_vocabulary(path: str, setattr_fn=setattr, *,
+def accept_fake_vocabulary(path: str,
+                           setattr_fn=setattr,
+                           *,
                            counts: str = 'STACKOVERFLOW_WORD_COUNTS') -> None:
   """Makes tff-dp's and Keras' hash checks expect the archive at `path`.
 
@@ -122,7 +132,9 @@ def accept_fake_vocabulary(path: str, setattr_fn=setattr, *,
     # TFF's loader passes the published hash to Keras' get_file.
     if file_hash == published:
       file_hash = digest
-    return validate(fpath, file_hash, algorithm=algorithm,
+    return validate(fpath,
+                    file_hash,
+                    algorithm=algorithm,
                     chunk_size=chunk_size)
 
   setattr_fn(data_utils, 'validate_file', validate_fake)
@@ -130,18 +142,25 @@ def accept_fake_vocabulary(path: str, setattr_fn=setattr, *,
 
 def _reference_ids(sentence: str, words=WORDS) -> list[int]:
   n = len(words)
-  return ([n + 2] + [words.index(w) + 1 if w in words else n + 1
-                     for w in sentence.split(' ')] + [n + 3])
+  return ([n + 2] + [
+      words.index(w) + 1 if w in words else n + 1 for w in sentence.split(' ')
+  ] + [n + 3])
 
 
 @pytest.fixture(name='cache')
 def fixture_cache(tmp_path, monkeypatch):
   """A tiny Stack Overflow cache whose vocabulary is accepted; returns
   (data_dir, train sentences, test sentences)."""
-  train = {'00000002': _SENTENCES[:3], '00000001': _SENTENCES[3:],
-           '00000010': _SENTENCES[1:2]}
-  test = {'00000001': _SENTENCES[:2], '00000005': _SENTENCES[2:],
-          '00000007': _SENTENCES[4:]}
+  train = {
+      '00000002': _SENTENCES[:3],
+      '00000001': _SENTENCES[3:],
+      '00000010': _SENTENCES[1:2]
+  }
+  test = {
+      '00000001': _SENTENCES[:2],
+      '00000005': _SENTENCES[2:],
+      '00000007': _SENTENCES[4:]
+  }
   write_fake_cache(str(tmp_path), train_clients=train, test_clients=test)
   accept_fake_vocabulary(write_fake_vocabulary(str(tmp_path)),
                          monkeypatch.setattr)
@@ -149,10 +168,14 @@ def fixture_cache(tmp_path, monkeypatch):
 
 
 def _load(data_dir):
-  return loading.load(
-      loading.Dataset.STACKOVERFLOW_NWP, num_clients=7,
-      partition=Partition.IID, seed=0, test_fraction=0.2, dirichlet_alpha=0.5,
-      data_dir=data_dir, client_data=None)
+  return loading.load(loading.Dataset.STACKOVERFLOW_NWP,
+                      num_clients=7,
+                      partition=Partition.IID,
+                      seed=0,
+                      test_fraction=0.2,
+                      dirichlet_alpha=0.5,
+                      data_dir=data_dir,
+                      client_data=None)
 
 
 @pytest.mark.tff
@@ -194,8 +217,8 @@ def test_source_reads_clients_sizes_and_vocabulary(cache):
   assert source.client_ids == ['00000001', '00000002', '00000010']
   # Sentences per client, from the file's metadata.
   np.testing.assert_array_equal(source.client_sizes(), [3, 3, 1])
-  assert (source.input_dim, source.num_classes, source.vocab_size) == (
-      20, 14, 14)
+  assert (source.input_dim, source.num_classes, source.vocab_size) == (20, 14,
+                                                                       14)
   assert source.image_shape is None
   text = source.describe()
   assert "Federated data 'stackoverflow_nwp': 3 clients" in text
@@ -221,16 +244,17 @@ def test_client_windows_are_the_reference_windows(cache):
 def test_test_set_is_a_bounded_seeded_sample(cache, monkeypatch):
   data_dir, _, test = cache
   monkeypatch.setattr(token_sources, 'STACKOVERFLOW_TEST_USERS', 2)
-  monkeypatch.setattr(token_sources, 'STACKOVERFLOW_TEST_EXAMPLES_PER_USER',
-                      1)
+  monkeypatch.setattr(token_sources, 'STACKOVERFLOW_TEST_EXAMPLES_PER_USER', 1)
   source = _load(data_dir)
   assert "2 of the test split's 3 clients (fixed seed), at most 1 " in (
       source.describe())
   got = test_shakespeare.as_pairs(source.test_dataset())
   first_windows = {
-      cid: test_shakespeare.reference_windows(
-          [_reference_ids(s) for s in sentences], 20)[0]
-      for cid, sentences in test.items()}
+      cid:
+          test_shakespeare.reference_windows(
+              [_reference_ids(s) for s in sentences], 20)[0]
+      for cid, sentences in test.items()
+  }
   assert len(got) == 2
   assert all(pair in first_windows.values() for pair in got)
   # The same sample every time.
@@ -263,7 +287,8 @@ def test_missing_files_are_data_errors_naming_them(tmp_path, monkeypatch):
 
 @pytest.mark.tff
 def test_vocabulary_with_the_wrong_hash_is_refused(tmp_path):
-  write_fake_cache(str(tmp_path), train_clients={'1': _SENTENCES},
+  write_fake_cache(str(tmp_path),
+                   train_clients={'1': _SENTENCES},
                    test_clients={'1': _SENTENCES})
   path = write_fake_vocabulary(str(tmp_path))
   with pytest.raises(loading.DataError) as info:
@@ -274,13 +299,18 @@ def test_vocabulary_with_the_wrong_hash_is_refused(tmp_path):
 @pytest.mark.tff
 def test_rnn_of_the_word_vocabulary():
   vocab = 10_004
-  model = models.build_keras_model(
-      ModelKind.RNN, input_dim=20, num_classes=vocab, hidden_units=32,
-      hidden_layers=1, embedding_dim=96, vocab_size=vocab, seed=0)
+  model = models.build_keras_model(ModelKind.RNN,
+                                   input_dim=20,
+                                   num_classes=vocab,
+                                   hidden_units=32,
+                                   hidden_layers=1,
+                                   embedding_dim=96,
+                                   vocab_size=vocab,
+                                   seed=0)
   assert model.input_shape == (None, 20)
   assert model.output_shape == (None, vocab)
-  assert model.count_params() == (vocab * 96 + 4 * (32 * (96 + 32) + 32)
-                                  + 32 * vocab + vocab)
+  assert model.count_params() == (vocab * 96 + 4 * (32 * (96 + 32) + 32) +
+                                  32 * vocab + vocab)
   x = np.zeros((3, 20), np.float32)
   x[:, -2:] = [[vocab - 2, 5], [vocab - 1, 1], [17, vocab - 3]]
   assert model(x).numpy().shape == (3, vocab)
@@ -299,12 +329,17 @@ def test_preset_trains_one_round_on_a_fake_cache(tmp_path):
   # Run as a script (sys.path[0] is tests/): the repository root makes
   # `tests.helpers` importable, as pytest's working directory does.
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=_ROOT)
-  result = subprocess.run(
-      [sys.executable, __file__, vocabulary, f'--flagfile={_PRESET}',
-       '--rounds=1', f'--clients_per_round={_PROGRAM_COHORT}',
-       f'--data_dir={data_dir}', f'--output_dir={tmp_path}',
-       '--run_name=stackoverflow'],
-      cwd=_ROOT, env=env, capture_output=True, text=True, timeout=300)
+  result = subprocess.run([
+      sys.executable, __file__, vocabulary, f'--flagfile={_PRESET}',
+      '--rounds=1', f'--clients_per_round={_PROGRAM_COHORT}',
+      f'--data_dir={data_dir}', f'--output_dir={tmp_path}',
+      '--run_name=stackoverflow'
+  ],
+                          cwd=_ROOT,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   assert (f"Federated data 'stackoverflow_nwp': {_PROGRAM_CLIENTS} clients"
           in result.stdout)

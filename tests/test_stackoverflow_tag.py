@@ -26,20 +26,20 @@ import tensorflow as tf
 from tensorflow_federated.python.simulation.baselines import client_spec
 from tensorflow_federated.python.simulation.baselines.stackoverflow import constants
 from tensorflow_federated.python.simulation.baselines.stackoverflow import tag_prediction_preprocessing as tff_tags
-
 import test_stackoverflow_nwp as nwp
 import test_tff_datasets as fake
+
+from tff_dp import config as config_lib
 from tff_dp.algorithms import models
 from tff_dp.cli import cli_flags
-from tff_dp import config as config_lib
 from tff_dp.config import ModelKind
 from tff_dp.data import benchmark_source
 from tff_dp.data import labels
-from tff_dp.data.labels import LabelKind
 from tff_dp.data import loading
-from tff_dp.data.partition import Partition
 from tff_dp.data import stackoverflow_tags
 from tff_dp.data import token_sources
+from tff_dp.data.labels import LabelKind
+from tff_dp.data.partition import Partition
 from tff_dp.program import release
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -48,8 +48,14 @@ _PRESET = os.path.join(_ROOT, 'configs', 'stackoverflow_tag.cfg')
 # The fake tag counts, most frequent first (written to the archive in
 # another order: the loader sorts by count).
 TAGS = ('python', 'java', 'c++', 'sql', 'regex', 'git')
-_TAG_COUNTS = {'sql': 70, 'python': 100, 'git': 40, 'java': 90, 'c++': 80,
-               'regex': 50}
+_TAG_COUNTS = {
+    'sql': 70,
+    'python': 100,
+    'git': 40,
+    'java': 90,
+    'c++': 80,
+    'regex': 50
+}
 # Bodies: test_stackoverflow_nwp's sentences (one with two spaces, one with
 # no vocabulary word). Titles and tags with what TFF's preprocessing handles:
 # oov words and tags, empty fields, a repeated tag (counted twice, as TFF).
@@ -70,9 +76,14 @@ _PROGRAM_COHORT = 13
 
 
 def _post(tokens: str, title: str, tags: str) -> dict:
-  return {'creation_date': b'2010-01-01 00:00:00 UTC', 'score': 1,
-          'tags': tags.encode(), 'title': title.encode(),
-          'tokens': tokens.encode(), 'type': b'question'}
+  return {
+      'creation_date': b'2010-01-01 00:00:00 UTC',
+      'score': 1,
+      'tags': tags.encode(),
+      'title': title.encode(),
+      'tokens': tokens.encode(),
+      'type': b'question'
+  }
 
 
 def write_fake_posts(data_dir: str, *, train_clients: dict[str, list[int]],
@@ -80,8 +91,8 @@ def write_fake_posts(data_dir: str, *, train_clients: dict[str, list[int]],
   """stackoverflow.sqlite in TFF's format: each user's posts (`_POSTS`
   indices)."""
   as_examples = lambda clients: {
-      cid: [_post(*_POSTS[i]) for i in posts]
-      for cid, posts in clients.items()}
+      cid: [_post(*_POSTS[i]) for i in posts] for cid, posts in clients.items()
+  }
   fake._write_database(  # pylint: disable=protected-access
       os.path.join(data_dir, 'stackoverflow.sqlite'),
       {'train': as_examples(train_clients),
@@ -99,7 +110,8 @@ def write_fake_tag_counts(data_dir: str) -> str:
 def write_fake_vocabularies(data_dir: str, setattr_fn=setattr) -> None:
   """Fake word and tag counts in `data_dir`, their hashes expected."""
   nwp.accept_fake_vocabulary(nwp.write_fake_vocabulary(data_dir), setattr_fn)
-  nwp.accept_fake_vocabulary(write_fake_tag_counts(data_dir), setattr_fn,
+  nwp.accept_fake_vocabulary(write_fake_tag_counts(data_dir),
+                             setattr_fn,
                              counts='STACKOVERFLOW_TAG_COUNTS')
 
 
@@ -116,10 +128,14 @@ def fixture_data_dir(tmp_path, monkeypatch):
 
 
 def _load(data_dir):
-  return loading.load(
-      loading.Dataset.STACKOVERFLOW_TAG, num_clients=7,
-      partition=Partition.IID, seed=0, test_fraction=0.2, dirichlet_alpha=0.5,
-      data_dir=data_dir, client_data=None)
+  return loading.load(loading.Dataset.STACKOVERFLOW_TAG,
+                      num_clients=7,
+                      partition=Partition.IID,
+                      seed=0,
+                      test_fraction=0.2,
+                      dirichlet_alpha=0.5,
+                      data_dir=data_dir,
+                      client_data=None)
 
 
 def _reference(post, words=nwp.WORDS, tags=TAGS):
@@ -144,14 +160,15 @@ def _as_arrays(dataset):
 
 def _tff_preprocessed(posts, *, max_elements=None):
   """TFF's own tag preprocessing of `posts`, unshuffled, one per batch."""
-  spec = client_spec.ClientSpec(num_epochs=1, batch_size=1,
+  spec = client_spec.ClientSpec(num_epochs=1,
+                                batch_size=1,
                                 shuffle_buffer_size=1,
                                 max_elements=max_elements)
-  preprocess = tff_tags.create_preprocess_fn(spec, list(nwp.WORDS),
-                                             list(TAGS))
-  raw = tf.data.Dataset.from_tensor_slices(
-      {k: [_post(*_POSTS[i])[k] for i in posts]
-       for k in ('tokens', 'title', 'tags')})
+  preprocess = tff_tags.create_preprocess_fn(spec, list(nwp.WORDS), list(TAGS))
+  raw = tf.data.Dataset.from_tensor_slices({
+      k: [_post(*_POSTS[i])[k] for i in posts]
+      for k in ('tokens', 'title', 'tags')
+  })
   return preprocess(raw).unbatch()
 
 
@@ -165,8 +182,8 @@ def test_sizes_and_cap_are_tffs_and_reddi_et_al():
 
 
 def test_labels_are_declared_before_and_after_loading():
-  assert loading.label_kind(loading.Dataset.STACKOVERFLOW_TAG) is (
-      LabelKind.MULTI_HOT)
+  assert loading.label_kind(
+      loading.Dataset.STACKOVERFLOW_TAG) is (LabelKind.MULTI_HOT)
   assert stackoverflow_tags.StackOverflowTagSource.label_kind is (
       LabelKind.MULTI_HOT)
   for dataset in loading.Dataset:
@@ -189,8 +206,9 @@ def test_features_and_labels_are_tffs():
   ours = stackoverflow_tags.tag_example_fn(nwp.WORDS, TAGS)
   theirs = tff_tags.build_to_ids_fn(list(nwp.WORDS), list(TAGS))
   for post in _POSTS:
-    element = {k: tf.constant(v) for k, v in
-               zip(('tokens', 'title', 'tags'), post)}
+    element = {
+        k: tf.constant(v) for k, v in zip(('tokens', 'title', 'tags'), post)
+    }
     (x, y), (tx, ty) = ours(element), theirs(element)
     assert (x.dtype, y.dtype) == (tf.float32, tf.float32)
     np.testing.assert_array_equal(x.numpy(), tx.numpy())
@@ -199,8 +217,9 @@ def test_features_and_labels_are_tffs():
     np.testing.assert_allclose(x.numpy(), want_x, rtol=1e-6)
     np.testing.assert_array_equal(y.numpy(), want_y)
   # No vocabulary word at all: zeros, not NaN (TFF's divide_no_nan).
-  x, _ = ours({k: tf.constant(v) for k, v in
-               zip(('tokens', 'title', 'tags'), _POSTS[4])})
+  x, _ = ours({
+      k: tf.constant(v) for k, v in zip(('tokens', 'title', 'tags'), _POSTS[4])
+  })
   assert not x.numpy().any()
 
 
@@ -229,8 +248,7 @@ def test_source_is_tffs_preprocessing_of_each_user(data_dir):
 
 
 @pytest.mark.tff
-def test_posts_per_user_are_capped_as_tffs_max_elements(data_dir,
-                                                        monkeypatch):
+def test_posts_per_user_are_capped_as_tffs_max_elements(data_dir, monkeypatch):
   monkeypatch.setattr(stackoverflow_tags,
                       'STACKOVERFLOW_TAG_MAX_POSTS_PER_USER', 2)
   source = _load(data_dir)
@@ -249,8 +267,7 @@ def test_posts_per_user_are_capped_as_tffs_max_elements(data_dir,
 def test_test_set_is_the_bounded_seeded_sample_of_the_word_task(
     data_dir, monkeypatch):
   monkeypatch.setattr(token_sources, 'STACKOVERFLOW_TEST_USERS', 2)
-  monkeypatch.setattr(token_sources, 'STACKOVERFLOW_TEST_EXAMPLES_PER_USER',
-                      1)
+  monkeypatch.setattr(token_sources, 'STACKOVERFLOW_TEST_EXAMPLES_PER_USER', 1)
   source = _load(data_dir)
   assert "2 of the test split's 3 users (fixed seed), at most 1 posts" in (
       source.describe())
@@ -283,8 +300,11 @@ def test_missing_or_wrong_tag_counts_are_data_errors_naming_them(
 def _evaluator(x, y):
   from tff_dp.program import evaluation  # pylint: disable=g-import-not-at-top
   return evaluation.ServerEvaluator(
-      ModelKind.LOGISTIC_REGRESSION, input_dim=x.shape[1],
-      num_classes=y.shape[1], hidden_units=1, hidden_layers=1,
+      ModelKind.LOGISTIC_REGRESSION,
+      input_dim=x.shape[1],
+      num_classes=y.shape[1],
+      hidden_units=1,
+      hidden_layers=1,
       label_kind=LabelKind.MULTI_HOT,
       test_data=tf.data.Dataset.from_tensor_slices((x, y)))
 
@@ -292,7 +312,8 @@ def _evaluator(x, y):
 def _weights(kernel, bias):
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   return tff.learning.models.ModelWeights(
-      trainable=[kernel.astype(np.float32), bias.astype(np.float32)],
+      trainable=[kernel.astype(np.float32),
+                 bias.astype(np.float32)],
       non_trainable=[])
 
 
@@ -330,8 +351,11 @@ def test_loss_and_metrics_equal_numpy():
 
 def test_multi_label_needs_at_least_5_labels():
   with pytest.raises(ValueError, match='recall@5 needs at least 5'):
-    models.build_model_fn(ModelKind.LOGISTIC_REGRESSION, input_dim=3,
-                          num_classes=4, hidden_units=1, seed=0,
+    models.build_model_fn(ModelKind.LOGISTIC_REGRESSION,
+                          input_dim=3,
+                          num_classes=4,
+                          hidden_units=1,
+                          seed=0,
                           label_kind=LabelKind.MULTI_HOT)
 
 
@@ -361,13 +385,11 @@ def test_cnn_and_rnn_do_not_fit_bags_of_words():
   config = _config('--model=cnn')
   config_lib.check_config(config)
   with pytest.raises(config_lib.ConfigError, match='--model=cnn: needs image'):
-    config_lib.check_model_fits_data(config, image_shape=None,
-                                     vocab_size=None)
+    config_lib.check_model_fits_data(config, image_shape=None, vocab_size=None)
   for model in ('logistic_regression', 'mlp'):
     config = _config(f'--model={model}')
     config_lib.check_config(config)
-    config_lib.check_model_fits_data(config, image_shape=None,
-                                     vocab_size=None)
+    config_lib.check_model_fits_data(config, image_shape=None, vocab_size=None)
 
 
 def _one_round(config, source):
@@ -378,8 +400,10 @@ def _one_round(config, source):
   sampler = run_privacy.build_sampler(config, source.population, secret=0)
   process = assembly.build_process(config, source, sampler)
   state = process.initialize()
-  datasets = client_data.round_datasets_for(
-      source, batch_size=config.client_batch_size, epochs=1, seed=0)(1, [0, 1])
+  datasets = client_data.round_datasets_for(source,
+                                            batch_size=config.client_batch_size,
+                                            epochs=1,
+                                            seed=0)(1, [0, 1])
   output = process.next(state, datasets)
   before = process.get_model_weights(state).trainable
   after = process.get_model_weights(output.state).trainable
@@ -388,14 +412,17 @@ def _one_round(config, source):
 
 
 @pytest.mark.tff
-@pytest.mark.parametrize('argv', [
-    # Example-level DP-SGD: the per-example loss is the binary cross-entropy.
-    ('--example_dp', '--dp_mechanism=none', '--local_steps=2',
-     '--client_batch_size=2', '--example_noise_multiplier=0.5'),
-    # Local DP noises the update, whatever the loss.
-    ('--local_dp=gaussian', '--local_noise_multiplier=0.1',
-     '--dp_mechanism=none'),
-], ids=['example_dp', 'local_dp'])
+@pytest.mark.parametrize(
+    'argv',
+    [
+        # Example-level DP-SGD: the per-example loss is the binary cross-entropy.
+        ('--example_dp', '--dp_mechanism=none', '--local_steps=2',
+         '--client_batch_size=2', '--example_noise_multiplier=0.5'),
+        # Local DP noises the update, whatever the loss.
+        ('--local_dp=gaussian', '--local_noise_multiplier=0.1',
+         '--dp_mechanism=none'),
+    ],
+    ids=['example_dp', 'local_dp'])
 def test_example_and_local_dp_train_on_multi_label_data(tff_runtime, data_dir,
                                                         argv):
   del tff_runtime
@@ -418,11 +445,11 @@ def test_federated_evaluation_equals_the_server_one_on_the_same_posts(
   source = _load(data_dir)
   config = _config('--evaluation=federated', '--eval_clients=2',
                    '--release_nonprivate_metrics', '--clients_per_round=1')
-  training, held = held_out_lib.hold_out_clients(source, eval_clients=2,
-                                                 seed=0)
+  training, held = held_out_lib.hold_out_clients(source, eval_clients=2, seed=0)
   assert training.label_kind is LabelKind.MULTI_HOT
   evaluate = federated_evaluation.build_federated_evaluator(
-      assembly.build_model_fn(config, training), held,
+      assembly.build_model_fn(config, training),
+      held,
       label_kind=training.label_kind)
   rng = np.random.default_rng(2)
   weights = _weights(rng.normal(size=(10, 6)), rng.normal(size=6))
@@ -441,25 +468,32 @@ def test_federated_evaluation_equals_the_server_one_on_the_same_posts(
 
 @pytest.mark.e2e
 @pytest.mark.slow  # ~22 s; the configs smoke test's slow tier trains it too.
-def test_preset_trains_one_round_and_reports_the_multi_label_metrics(
-    tmp_path):
+def test_preset_trains_one_round_and_reports_the_multi_label_metrics(tmp_path):
   data_dir = tmp_path / 'cache'
   data_dir.mkdir()
   rng = np.random.default_rng(0)
-  write_fake_posts(
-      str(data_dir),
-      train_clients={f'{i:08d}': list(rng.integers(len(_POSTS), size=3))
-                     for i in range(_PROGRAM_CLIENTS)},
-      test_clients={'00000001': [0, 1, 2], '00000002': [3, 4, 5, 6]})
+  write_fake_posts(str(data_dir),
+                   train_clients={
+                       f'{i:08d}': list(rng.integers(len(_POSTS), size=3))
+                       for i in range(_PROGRAM_CLIENTS)
+                   },
+                   test_clients={
+                       '00000001': [0, 1, 2],
+                       '00000002': [3, 4, 5, 6]
+                   })
   # Run as a script (sys.path[0] is tests/): the repository root makes
   # `tests.helpers` importable, as pytest's working directory does.
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=_ROOT)
-  result = subprocess.run(
-      [sys.executable, __file__, f'--flagfile={_PRESET}', '--rounds=1',
-       f'--clients_per_round={_PROGRAM_COHORT}', '--release_nonprivate_metrics',
-       f'--data_dir={data_dir}', f'--output_dir={tmp_path}',
-       '--run_name=tags'],
-      cwd=_ROOT, env=env, capture_output=True, text=True, timeout=300)
+  result = subprocess.run([
+      sys.executable, __file__, f'--flagfile={_PRESET}', '--rounds=1',
+      f'--clients_per_round={_PROGRAM_COHORT}', '--release_nonprivate_metrics',
+      f'--data_dir={data_dir}', f'--output_dir={tmp_path}', '--run_name=tags'
+  ],
+                          cwd=_ROOT,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   # A DP run's banner: public facts only (N, shapes), no statistics.
   assert (f"Federated data 'stackoverflow_tag': {_PROGRAM_CLIENTS} clients"
@@ -476,31 +510,34 @@ def test_preset_trains_one_round_and_reports_the_multi_label_metrics(
   assert summary['accuracy'] is None and summary['accuracy_key'] is None
   assert summary['headline_key'] == 'eval/recall_at_5'
   assert set(summary['eval_metrics']) == {
-      'eval/loss', 'eval/recall_at_5', 'eval/precision'}
+      'eval/loss', 'eval/recall_at_5', 'eval/precision'
+  }
   assert summary['headline_value'] == summary['eval_metrics'][
       'eval/recall_at_5']
   for value in summary['eval_metrics'].values():
     assert 0 <= value
   with open(tmp_path / 'tags' / 'metrics.csv') as f:
     released = set(f.readline().strip().split(',')) - {'round'}
-  assert {'eval/recall_at_5', 'eval/precision', 'nonprivate/train_recall_at_5',
-          'nonprivate/train_precision'} <= released
+  assert {
+      'eval/recall_at_5', 'eval/precision', 'nonprivate/train_recall_at_5',
+      'nonprivate/train_precision'
+  } <= released
   assert not any('accuracy' in key for key in released)
   # The un-noised training metrics are labelled, and only they.
-  assert all(key in release.DP_SAFE_KEYS or (
-      key in release.NONPRIVATE_KEYS) for key in released)
+  assert all(key in release.DP_SAFE_KEYS or (key in release.NONPRIVATE_KEYS)
+             for key in released)
   with open(tmp_path / 'tags' / 'config.json') as f:
     config = json.load(f)
-  assert (config['dataset'], config['model']) == (
-      'stackoverflow_tag', 'logistic_regression')
+  assert (config['dataset'], config['model']) == ('stackoverflow_tag',
+                                                  'logistic_regression')
 
 
 if __name__ == '__main__':
   # `python test_stackoverflow_tag.py FLAGS...`: the program on --data_dir,
   # after writing the fake word and tag counts there, with their hashes
   # expected instead of TFF's.
-  _data_dir = next(a.split('=', 1)[1] for a in sys.argv
-                   if a.startswith('--data_dir='))
+  _data_dir = next(
+      a.split('=', 1)[1] for a in sys.argv if a.startswith('--data_dir='))
   write_fake_vocabularies(_data_dir)
   from tff_dp.cli import train  # pylint: disable=g-import-not-at-top
   sys.argv = ['tff-dp', *sys.argv[1:]]

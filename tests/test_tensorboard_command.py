@@ -31,9 +31,10 @@ def _write_events(logdir):
   writer = event_file_writer.EventFileWriter(str(logdir))
   for step in (1, 2):
     summary = summary_pb2.Summary(value=[
-        summary_pb2.Summary.Value(tag='eval/accuracy', simple_value=0.5)])
-    writer.add_event(event_pb2.Event(step=step, wall_time=time.time(),
-                                     summary=summary))
+        summary_pb2.Summary.Value(tag='eval/accuracy', simple_value=0.5)
+    ])
+    writer.add_event(
+        event_pb2.Event(step=step, wall_time=time.time(), summary=summary))
   writer.close()
 
 
@@ -88,8 +89,8 @@ def _listening():
         fields = line.split()
         address, port = fields[1].split(':')
         if fields[3] == _LISTEN:
-          sockets.append((_hex_to_address(address), int(port, 16),
-                          int(fields[9])))
+          sockets.append((_hex_to_address(address), int(port,
+                                                        16), int(fields[9])))
   return sockets
 
 
@@ -102,14 +103,14 @@ def _wait_serving(process, url, log_path):
   deadline = time.monotonic() + _START_TIMEOUT_SECONDS
   while time.monotonic() < deadline:
     assert process.poll() is None, (
-        f'run.sh tensorboard exited with {process.returncode}: '
-        + log_path.read_text())
+        f'run.sh tensorboard exited with {process.returncode}: ' +
+        log_path.read_text())
     try:
       return _get(url)
     except OSError:
       time.sleep(0.2)
-  pytest.fail(f'not serving {url} after {_START_TIMEOUT_SECONDS} s: '
-              + log_path.read_text())
+  pytest.fail(f'not serving {url} after {_START_TIMEOUT_SECONDS} s: ' +
+              log_path.read_text())
 
 
 @pytest.mark.e2e
@@ -119,11 +120,16 @@ def test_serves_on_loopback_only_and_leaves_nothing_behind(tmp_path):
   port = portpicker.pick_unused_port()
   log_path = tmp_path / 'tensorboard.log'
   with open(log_path, 'wb') as log:
-    process = subprocess.Popen(
-        ['bash', _RUN_SH, 'tensorboard', '--port', str(port), '--logdir',
-         str(logdir)],
-        cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen([
+        'bash', _RUN_SH, 'tensorboard', '--port',
+        str(port), '--logdir',
+        str(logdir)
+    ],
+                               cwd=REPO_ROOT,
+                               stdin=subprocess.DEVNULL,
+                               stdout=log,
+                               stderr=subprocess.STDOUT,
+                               start_new_session=True)
   sid = process.pid
   try:
     status, _ = _wait_serving(process, f'http://127.0.0.1:{port}/', log_path)
@@ -163,7 +169,9 @@ def test_serves_on_loopback_only_and_leaves_nothing_behind(tmp_path):
 
 def _run(*args):
   return subprocess.run(['bash', _RUN_SH, 'tensorboard', *args],
-                        cwd=REPO_ROOT, capture_output=True, text=True,
+                        cwd=REPO_ROOT,
+                        capture_output=True,
+                        text=True,
                         timeout=60)
 
 

@@ -34,10 +34,10 @@ def _feature(value) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
   array = np.asarray(value)
   if array.dtype.kind == 'f':
-    return tf.train.Feature(
-        float_list=tf.train.FloatList(value=array.ravel().tolist()))
-  return tf.train.Feature(
-      int64_list=tf.train.Int64List(value=array.ravel().tolist()))
+    return tf.train.Feature(float_list=tf.train.FloatList(
+        value=array.ravel().tolist()))
+  return tf.train.Feature(int64_list=tf.train.Int64List(
+      value=array.ravel().tolist()))
 
 
 def _write_database(path: str, splits: dict[str, dict[str, list[dict]]]):
@@ -50,8 +50,9 @@ def _write_database(path: str, splits: dict[str, dict[str, list[dict]]]):
   for split, clients in splits.items():
     for client_id, examples in clients.items():
       for example in examples:
-        proto = tf.train.Example(features=tf.train.Features(
-            feature={k: _feature(v) for k, v in example.items()}))
+        proto = tf.train.Example(features=tf.train.Features(feature={
+            k: _feature(v) for k, v in example.items()
+        }))
         con.execute('INSERT INTO examples VALUES (?, ?, ?)',
                     (split, client_id, proto.SerializeToString()))
       con.execute('INSERT INTO client_metadata VALUES (?, ?, ?)',
@@ -61,8 +62,10 @@ def _write_database(path: str, splits: dict[str, dict[str, list[dict]]]):
 
 
 def _emnist_example(rng, num_classes):
-  return {'pixels': rng.random((28, 28)).astype(np.float32),
-          'label': int(rng.integers(num_classes))}
+  return {
+      'pixels': rng.random((28, 28)).astype(np.float32),
+      'label': int(rng.integers(num_classes))
+  }
 
 
 def _shakespeare_example(rng):
@@ -70,18 +73,22 @@ def _shakespeare_example(rng):
 
 
 def _stackoverflow_example(rng):
-  return {'creation_date': b'2010-01-01 00:00:00 UTC',
-          'score': int(rng.integers(-5, 50)),
-          'tags': b'python|sqlite',
-          'title': b'how to read a database',
-          'tokens': f'this is post {rng.integers(1000)}'.encode(),
-          'type': b'question'}
+  return {
+      'creation_date': b'2010-01-01 00:00:00 UTC',
+      'score': int(rng.integers(-5, 50)),
+      'tags': b'python|sqlite',
+      'title': b'how to read a database',
+      'tokens': f'this is post {rng.integers(1000)}'.encode(),
+      'type': b'question'
+  }
 
 
 def _cifar_example(rng):
-  return {'coarse_label': int(rng.integers(20)),
-          'image': rng.integers(0, 256, (32, 32, 3)),
-          'label': int(rng.integers(100))}
+  return {
+      'coarse_label': int(rng.integers(20)),
+      'image': rng.integers(0, 256, (32, 32, 3)),
+      'label': int(rng.integers(100))
+  }
 
 
 def _clients(make, ids, sizes):
@@ -97,43 +104,53 @@ def _fake_splits(kind):
     # One file holds both variants, as TFF's emnist_all.sqlite does; writers
     # appear in the train and the test split of each.
     return {
-        'digits_only_train': _clients(digits, ['f0000_14', 'f0001_41'],
-                                      [3, 2]),
-        'digits_only_test': _clients(digits, ['f0000_14', 'f0001_41'], [1, 1]),
-        'all_train': _clients(full, ['f0000_14', 'f0001_41', 'f0002_01'],
-                              [4, 2, 2]),
-        'all_test': _clients(full, ['f0000_14', 'f0001_41', 'f0002_01'],
-                             [1, 1, 1]),
+        'digits_only_train':
+            _clients(digits, ['f0000_14', 'f0001_41'], [3, 2]),
+        'digits_only_test':
+            _clients(digits, ['f0000_14', 'f0001_41'], [1, 1]),
+        'all_train':
+            _clients(full, ['f0000_14', 'f0001_41', 'f0002_01'], [4, 2, 2]),
+        'all_test':
+            _clients(full, ['f0000_14', 'f0001_41', 'f0002_01'], [1, 1, 1]),
     }
   if kind is TffDataset.SHAKESPEARE:
     make = lambda: _shakespeare_example(rng)
-    return {'train': _clients(make, ['ALLS_WELL_KING', 'HAMLET_HAMLET'],
-                              [2, 3]),
-            'test': _clients(make, ['ALLS_WELL_KING', 'HAMLET_HAMLET'],
-                             [1, 1])}
+    return {
+        'train': _clients(make, ['ALLS_WELL_KING', 'HAMLET_HAMLET'], [2, 3]),
+        'test': _clients(make, ['ALLS_WELL_KING', 'HAMLET_HAMLET'], [1, 1])
+    }
   if kind in (TffDataset.STACKOVERFLOW_WORD, TffDataset.STACKOVERFLOW_TAG):
     make = lambda: _stackoverflow_example(rng)
-    return {'train': _clients(make, ['00000001', '00000003'], [2, 2]),
-            'heldout': _clients(make, ['00000010'], [1]),
-            'test': _clients(make, ['00000001'], [1])}
+    return {
+        'train': _clients(make, ['00000001', '00000003'], [2, 2]),
+        'heldout': _clients(make, ['00000010'], [1]),
+        'test': _clients(make, ['00000001'], [1])
+    }
   make = lambda: _cifar_example(rng)
-  return {'train': _clients(make, ['0', '1', '2'], [2, 1, 1]),
-          'test': _clients(make, ['0'], [2])}
+  return {
+      'train': _clients(make, ['0', '1', '2'], [2, 1, 1]),
+      'test': _clients(make, ['0'], [2])
+  }
 
 
 _STRING = tf.TensorSpec([], tf.string)
 _EXPECTED_SPECS = {
-    TffDataset.EMNIST_DIGITS: collections.OrderedDict(
-        label=tf.TensorSpec([], tf.int32),
-        pixels=tf.TensorSpec([28, 28], tf.float32)),
-    TffDataset.SHAKESPEARE: collections.OrderedDict(snippets=_STRING),
-    TffDataset.STACKOVERFLOW_WORD: collections.OrderedDict(
-        creation_date=_STRING, score=tf.TensorSpec([], tf.int64),
-        tags=_STRING, title=_STRING, tokens=_STRING, type=_STRING),
-    TffDataset.CIFAR100: collections.OrderedDict(
-        coarse_label=tf.TensorSpec([], tf.int64),
-        image=tf.TensorSpec([32, 32, 3], tf.uint8),
-        label=tf.TensorSpec([], tf.int64)),
+    TffDataset.EMNIST_DIGITS:
+        collections.OrderedDict(label=tf.TensorSpec([], tf.int32),
+                                pixels=tf.TensorSpec([28, 28], tf.float32)),
+    TffDataset.SHAKESPEARE:
+        collections.OrderedDict(snippets=_STRING),
+    TffDataset.STACKOVERFLOW_WORD:
+        collections.OrderedDict(creation_date=_STRING,
+                                score=tf.TensorSpec([], tf.int64),
+                                tags=_STRING,
+                                title=_STRING,
+                                tokens=_STRING,
+                                type=_STRING),
+    TffDataset.CIFAR100:
+        collections.OrderedDict(coarse_label=tf.TensorSpec([], tf.int64),
+                                image=tf.TensorSpec([32, 32, 3], tf.uint8),
+                                label=tf.TensorSpec([], tf.int64)),
 }
 _EXPECTED_SPECS[TffDataset.EMNIST_FULL] = _EXPECTED_SPECS[
     TffDataset.EMNIST_DIGITS]
@@ -185,24 +202,30 @@ def test_loads_tiny_cache_through_tff_loader(kind, tmp_path):
 
 
 _TFF_LOADERS = {
-    TffDataset.EMNIST_DIGITS: lambda d: tff.simulation.datasets.emnist
-    .load_data(only_digits=True, cache_dir=d),
-    TffDataset.EMNIST_FULL: lambda d: tff.simulation.datasets.emnist
-    .load_data(only_digits=False, cache_dir=d),
-    TffDataset.SHAKESPEARE: lambda d: tff.simulation.datasets.shakespeare
-    .load_data(cache_dir=d),
-    TffDataset.STACKOVERFLOW_WORD: lambda d: tff.simulation.datasets
-    .stackoverflow.load_data(cache_dir=d)[::2],
-    TffDataset.STACKOVERFLOW_TAG: lambda d: tff.simulation.datasets
-    .stackoverflow.load_data(cache_dir=d)[::2],
-    TffDataset.CIFAR100: lambda d: tff.simulation.datasets.cifar100
-    .load_data(cache_dir=d),
+    TffDataset.EMNIST_DIGITS:
+        lambda d: tff.simulation.datasets.emnist.load_data(only_digits=True,
+                                                           cache_dir=d),
+    TffDataset.EMNIST_FULL:
+        lambda d: tff.simulation.datasets.emnist.load_data(only_digits=False,
+                                                           cache_dir=d),
+    TffDataset.SHAKESPEARE:
+        lambda d: tff.simulation.datasets.shakespeare.load_data(cache_dir=d),
+    TffDataset.STACKOVERFLOW_WORD:
+        lambda d: tff.simulation.datasets.stackoverflow.load_data(cache_dir=d)
+        [::2],
+    TffDataset.STACKOVERFLOW_TAG:
+        lambda d: tff.simulation.datasets.stackoverflow.load_data(cache_dir=d)
+        [::2],
+    TffDataset.CIFAR100:
+        lambda d: tff.simulation.datasets.cifar100.load_data(cache_dir=d),
 }
 
 
 def _elements(dataset):
-  return [{k: (v.tolist() if isinstance(v, np.ndarray) else v)
-           for k, v in element.items()}
+  return [{
+      k: (v.tolist() if isinstance(v, np.ndarray) else v)
+      for k, v in element.items()
+  }
           for element in dataset.as_numpy_iterator()]
 
 
@@ -221,8 +244,8 @@ def test_reads_what_tffs_own_loader_reads(kind, tmp_path):
     theirs = tff_train.create_tf_dataset_for_client(client_id)
     assert ours.element_spec == theirs.element_spec
     assert _elements(ours) == _elements(theirs), client_id
-  assert (_elements(test.pooled_dataset(seed=0)) ==
-          _elements(tff_test.create_tf_dataset_from_all_clients(seed=0)))
+  assert (_elements(test.pooled_dataset(seed=0)) == _elements(
+      tff_test.create_tf_dataset_from_all_clients(seed=0)))
 
 
 def test_emnist_variants_read_their_own_splits(tmp_path):
@@ -254,8 +277,7 @@ def test_missing_cache_names_file_directory_and_url(kind, tmp_path):
 
 def test_missing_data_dir_is_a_missing_dataset(tmp_path):
   data_dir = tmp_path / 'not-there'
-  with pytest.raises(tff_datasets.MissingDatasetError,
-                     match='cifar100.sqlite'):
+  with pytest.raises(tff_datasets.MissingDatasetError, match='cifar100.sqlite'):
     tff_datasets.load_tff_dataset(TffDataset.CIFAR100, data_dir=data_dir)
   assert not data_dir.exists()
 
@@ -272,8 +294,9 @@ def test_downloaded_lzma_is_decompressed_in_place(tmp_path):
                                               data_dir=tmp_path)
   assert train.client_ids == sorted(splits['train'])
   assert len(list(test.dataset('HAMLET_HAMLET'))) == 1
-  assert sorted(os.listdir(tmp_path)) == ['shakespeare.sqlite',
-                                          'shakespeare.sqlite.lzma']
+  assert sorted(os.listdir(tmp_path)) == [
+      'shakespeare.sqlite', 'shakespeare.sqlite.lzma'
+  ]
 
 
 def test_truncated_lzma_is_corrupt_and_leaves_nothing(tmp_path):

@@ -12,9 +12,9 @@ import os
 import subprocess
 import sys
 
+import helpers
 import pytest
 
-import helpers
 from tests.helpers import REPO_ROOT
 from tff_dp.cohorts import sampling
 
@@ -23,10 +23,15 @@ _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
 
 def _train(tmp_path, name, *flags):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-  result = subprocess.run(
-      [sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
-       f'--output_dir={tmp_path}', f'--run_name={name}', *flags],
-      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+  result = subprocess.run([
+      sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
+      f'--output_dir={tmp_path}', f'--run_name={name}', *flags
+  ],
+                          cwd=REPO_ROOT,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   return result, os.path.join(tmp_path, name)
 
@@ -40,7 +45,8 @@ def _cohort_sizes(rounds, secret):
   """Cohort sizes of rounds 1..rounds as the smoke config's sampler draws
   them from `secret` (40 clients, 10 per round, Poisson)."""
   sampler = sampling.ClientSampler(sampling.ClientSampling.POISSON,
-                                   population=40, clients_per_round=10,
+                                   population=40,
+                                   clients_per_round=10,
                                    seed=secret)
   return [len(sampler.sample(r)) for r in range(1, rounds + 1)]
 
@@ -56,13 +62,16 @@ def test_cohorts_are_secret_per_run_and_resume_redraws_its_own(tmp_path):
   for run_dir, secret in zip((first, second), secrets):
     # The released (non-private, on request) cohort sizes are the ones the
     # checkpoint's secret draws: the secret is what chose the cohorts.
-    released = [int(float(r['nonprivate/cohort_size']))
-                for r in _rows(run_dir)]
+    released = [int(float(r['nonprivate/cohort_size'])) for r in _rows(run_dir)]
     assert released == _cohort_sizes(3, secret)
   # Two runs with identical flags and --seed draw different cohorts.
-  cohorts = [[tuple(sampling.ClientSampler(
-      sampling.ClientSampling.POISSON, 40, 10, seed=s).sample(r))
-              for r in (1, 2, 3)] for s in secrets]
+  cohorts = [[
+      tuple(
+          sampling.ClientSampler(sampling.ClientSampling.POISSON,
+                                 40,
+                                 10,
+                                 seed=s).sample(r)) for r in (1, 2, 3)
+  ] for s in secrets]
   assert cohorts[0] != cohorts[1]
   # Resuming continues with the checkpoint's secret.
   _train(tmp_path, 'first', '--release_nonprivate_metrics', '--rounds=5')
@@ -73,8 +82,8 @@ def test_cohorts_are_secret_per_run_and_resume_redraws_its_own(tmp_path):
   released_files = helpers.released_files(first)
   assert len(released_files) >= 6
   assert helpers.files_containing(released_files, secrets[0]) == []
-  assert not any(p in first_out.stdout.encode()
-                 for p in helpers.encodings(secrets[0]))
+  assert not any(
+      p in first_out.stdout.encode() for p in helpers.encodings(secrets[0]))
   meta = os.path.join(helpers.latest_checkpoint(first), 'meta.json')
   assert helpers.files_containing([meta], secrets[0]) == [meta]
   # TensorBoard's event times would give every round's duration (a side
@@ -104,8 +113,10 @@ def test_evaluation_on_private_data_is_never_released_as_covered(tmp_path):
       lines.append(f'c{k:02d},{k % 3 + 0.1 * r},{(k + r) % 2},{k % 3}')
   (tmp_path / 'table.csv').write_text('\n'.join(lines) + '\n')
   data = str(tmp_path / 'table.sqlite')
-  csv_import.import_table(str(tmp_path / 'table.csv'), output_path=data,
-                          client_column='client', label_column='label',
+  csv_import.import_table(str(tmp_path / 'table.csv'),
+                          output_path=data,
+                          client_column='client',
+                          label_column='label',
                           test_split=csv_import.TestSplit.ROWS,
                           test_fraction=0.25)
   # Without --release_nonprivate_metrics such a run does not evaluate at all
@@ -128,11 +139,12 @@ def test_evaluation_on_private_data_is_never_released_as_covered(tmp_path):
   assert '40 clients (the population N' in asked.stdout
 
 
-@pytest.mark.parametrize('dataset, prefix', [
-    ('digits', 'eval/'), ('emnist_digits', 'eval/'),
-    ('sqlite', 'nonprivate/eval/')])
+@pytest.mark.parametrize('dataset, prefix', [('digits', 'eval/'),
+                                             ('emnist_digits', 'eval/'),
+                                             ('sqlite', 'nonprivate/eval/')])
 def test_only_public_test_sets_feed_the_covered_keys(dataset, prefix):
   from absl import flags  # pylint: disable=g-import-not-at-top
+
   from tff_dp.cli import cli_flags  # pylint: disable=g-import-not-at-top
   from tff_dp.program import experiment  # pylint: disable=g-import-not-at-top
   fv = flags.FlagValues()
@@ -145,20 +157,24 @@ def test_only_public_test_sets_feed_the_covered_keys(dataset, prefix):
 
 
 @pytest.mark.tff
-@pytest.mark.parametrize('argv', [
-    ('--local_dp=gaussian', '--local_noise_multiplier=0.5',
-     '--dp_mechanism=none'),
-    # Client + server noise: central DP over locally noised updates.
-    ('--local_dp=laplace', '--local_epsilon=2', '--clip=5',
-     '--dp_mechanism=gaussian_fixed'),
-    ('--example_dp', '--dp_mechanism=none', '--local_steps=2'),
-], ids=['local', 'client_server', 'example_dp'])
+@pytest.mark.parametrize(
+    'argv',
+    [
+        ('--local_dp=gaussian', '--local_noise_multiplier=0.5',
+         '--dp_mechanism=none'),
+        # Client + server noise: central DP over locally noised updates.
+        ('--local_dp=laplace', '--local_epsilon=2', '--clip=5',
+         '--dp_mechanism=gaussian_fixed'),
+        ('--example_dp', '--dp_mechanism=none', '--local_steps=2'),
+    ],
+    ids=['local', 'client_server', 'example_dp'])
 def test_with_noise_at_the_clients_no_raw_client_metric_reaches_the_server(
     tff_runtime, argv):
   """The process's own output, whatever the flags say about releasing."""
   del tff_runtime
   from absl import flags  # pylint: disable=g-import-not-at-top
   from tensorflow.python.util import nest  # pylint: disable=g-import-not-at-top
+
   from tff_dp.cli import cli_flags  # pylint: disable=g-import-not-at-top
   from tff_dp.program import assembly  # pylint: disable=g-import-not-at-top
   from tff_dp.program import client_data  # pylint: disable=g-import-not-at-top
@@ -166,17 +182,23 @@ def test_with_noise_at_the_clients_no_raw_client_metric_reaches_the_server(
   from tff_dp.program import run_privacy  # pylint: disable=g-import-not-at-top
   fv = flags.FlagValues()
   cli_flags.define_train_flags(fv)
-  fv(['x', f'--flagfile={_SMOKE}', '--clients_per_call=1',
-      '--release_nonprivate_metrics', *argv])
+  fv([
+      'x', f'--flagfile={_SMOKE}', '--clients_per_call=1',
+      '--release_nonprivate_metrics', *argv
+  ])
   prepared = prepare.prepare_run(cli_flags.config_from_flags(fv))
   config, data = prepared.config, prepared.data
   sampler = run_privacy.build_sampler(config, data.population, secret=0)
   process = assembly.build_process(config, data, sampler)
-  datasets = client_data.round_datasets_for(
-      data, batch_size=config.client_batch_size, epochs=1, seed=0)(1, [0, 1])
+  datasets = client_data.round_datasets_for(data,
+                                            batch_size=config.client_batch_size,
+                                            epochs=1,
+                                            seed=0)(1, [0, 1])
   output = process.next(process.initialize(), datasets)
   assert not output.metrics['client_work']['train']
-  names = [path for path, _ in nest.flatten_with_joined_string_paths(
-      output.metrics)]
-  assert not [n for n in names if 'loss' in n or 'num_examples' in n or
-              'accuracy' in n], names
+  names = [
+      path for path, _ in nest.flatten_with_joined_string_paths(output.metrics)
+  ]
+  assert not [
+      n for n in names if 'loss' in n or 'num_examples' in n or 'accuracy' in n
+  ], names

@@ -21,16 +21,17 @@ _N, _N_PER_ROUND, _Z, _DELTA = 100, 10, 1.1, 1e-5
 
 def _fake_process():
   process = mock.Mock()
-  process.next.side_effect = lambda state, data: mock.Mock(
-      state=state + 1, metrics={})
+  process.next.side_effect = lambda state, data: mock.Mock(state=state + 1,
+                                                           metrics={})
   process.get_model_weights.side_effect = lambda state: state
   return process
 
 
 def _tracker():
-  sampler = sampling.ClientSampler(
-      sampling=sampling.ClientSampling.POISSON, population=_N,
-      clients_per_round=_N_PER_ROUND, seed=3)
+  sampler = sampling.ClientSampler(sampling=sampling.ClientSampling.POISSON,
+                                   population=_N,
+                                   clients_per_round=_N_PER_ROUND,
+                                   seed=3)
   tracker = privacy_tracking.PrivacyTracker(
       ledger=accounting.PrivacyLedger(
           accounting.neighboring_relation(sampler.sampling)),
@@ -44,8 +45,10 @@ def _tracker():
 def _hand_rdp_epsilon(rounds):
   # Independent construction of the same events with dp-accounting.
   accountant = rdp.RdpAccountant()
-  accountant.compose(dp_accounting.PoissonSampledDpEvent(
-      _N_PER_ROUND / _N, dp_accounting.GaussianDpEvent(_Z)), rounds)
+  accountant.compose(
+      dp_accounting.PoissonSampledDpEvent(_N_PER_ROUND / _N,
+                                          dp_accounting.GaussianDpEvent(_Z)),
+      rounds)
   return accountant.get_epsilon(_DELTA)
 
 
@@ -59,11 +62,14 @@ def _run(rounds, *, max_epsilon=None, eval_every=1):
       round_datasets=lambda round_num, cohort: list(cohort),
       rounds=rounds,
       privacy=tracker,
-      evaluate=lambda weights: {'accuracy': 0.5, 'loss': 1.0},
+      evaluate=lambda weights: {
+          'accuracy': 0.5,
+          'loss': 1.0
+      },
       eval_every=eval_every,
       release=lambda round_num, values: released.append((round_num, values)),
-      round_values=lambda output, cohort, seconds: {
-          'nonprivate/round_seconds': seconds},
+      round_values=lambda output, cohort, seconds:
+      {'nonprivate/round_seconds': seconds},
       max_epsilon=max_epsilon)
   return result, released, tracker
 
@@ -114,11 +120,17 @@ def test_each_round_is_persisted_charged_before_it_is_released():
     del values
     events.append(('release', round_num))
 
-  training_loop.run_training_loop(
-      process=_fake_process(), state=0, sampler=sampler,
-      round_datasets=lambda r, c: [], rounds=2, privacy=tracker,
-      evaluate=lambda w: {}, eval_every=1, release=release,
-      round_values=lambda o, c, s: {}, persist=persist)
+  training_loop.run_training_loop(process=_fake_process(),
+                                  state=0,
+                                  sampler=sampler,
+                                  round_datasets=lambda r, c: [],
+                                  rounds=2,
+                                  privacy=tracker,
+                                  evaluate=lambda w: {},
+                                  eval_every=1,
+                                  release=release,
+                                  round_values=lambda o, c, s: {},
+                                  persist=persist)
   assert events == [('persist', 1, 1, 1, True), ('release', 1),
                     ('persist', 2, 2, 2, True), ('release', 2)]
 
@@ -128,12 +140,18 @@ def test_resumed_loop_starts_after_the_checkpoint():
   for round_num in (1, 2):
     tracker.charge(round_num, [])
   process = _fake_process()
-  result = training_loop.run_training_loop(
-      process=process, state=2, sampler=sampler,
-      round_datasets=lambda r, c: [], rounds=4, privacy=tracker,
-      evaluate=lambda w: {}, eval_every=1, release=lambda r, v: None,
-      round_values=lambda o, c, s: {}, start_round=3,
-      last_values={'eval/accuracy': 0.5})
+  result = training_loop.run_training_loop(process=process,
+                                           state=2,
+                                           sampler=sampler,
+                                           round_datasets=lambda r, c: [],
+                                           rounds=4,
+                                           privacy=tracker,
+                                           evaluate=lambda w: {},
+                                           eval_every=1,
+                                           release=lambda r, v: None,
+                                           round_values=lambda o, c, s: {},
+                                           start_round=3,
+                                           last_values={'eval/accuracy': 0.5})
   assert process.next.call_count == 2
   assert result.rounds_completed == 4 and result.state == 4
   assert tracker.ledger.rounds == 4
@@ -141,12 +159,18 @@ def test_resumed_loop_starts_after_the_checkpoint():
 
 def test_resumed_loop_with_nothing_left_keeps_last_values():
   sampler, tracker = _tracker()
-  result = training_loop.run_training_loop(
-      process=_fake_process(), state=7, sampler=sampler,
-      round_datasets=lambda r, c: [], rounds=3, privacy=tracker,
-      evaluate=lambda w: {}, eval_every=1, release=lambda r, v: None,
-      round_values=lambda o, c, s: {}, start_round=4,
-      last_values={'eval/accuracy': 0.5})
+  result = training_loop.run_training_loop(process=_fake_process(),
+                                           state=7,
+                                           sampler=sampler,
+                                           round_datasets=lambda r, c: [],
+                                           rounds=3,
+                                           privacy=tracker,
+                                           evaluate=lambda w: {},
+                                           eval_every=1,
+                                           release=lambda r, v: None,
+                                           round_values=lambda o, c, s: {},
+                                           start_round=4,
+                                           last_values={'eval/accuracy': 0.5})
   assert result.rounds_completed == 3
   assert result.last_values == {'eval/accuracy': 0.5}
 
@@ -161,25 +185,33 @@ def test_each_round_trains_the_sampled_cohort():
   sampler, tracker = _tracker()
   process = _fake_process()
   training_loop.run_training_loop(
-      process=process, state=0, sampler=sampler,
-      round_datasets=lambda r, c: [int(i) for i in c], rounds=3,
-      privacy=tracker, evaluate=lambda w: {}, eval_every=1,
-      release=lambda r, v: None, round_values=lambda o, c, s: {})
+      process=process,
+      state=0,
+      sampler=sampler,
+      round_datasets=lambda r, c: [int(i) for i in c],
+      rounds=3,
+      privacy=tracker,
+      evaluate=lambda w: {},
+      eval_every=1,
+      release=lambda r, v: None,
+      round_values=lambda o, c, s: {})
   for call, round_num in zip(process.next.call_args_list, [1, 2, 3]):
     assert call.args[1] == [int(i) for i in sampler.sample(round_num)]
 
 
 def _local_only_tracker(*, central: bool):
   from tff_dp.privacy import local_accounting  # pylint: disable=g-import-not-at-top
-  sampler = sampling.ClientSampler(
-      sampling=sampling.ClientSampling.POISSON, population=_N,
-      clients_per_round=_N_PER_ROUND, seed=3)
+  sampler = sampling.ClientSampler(sampling=sampling.ClientSampling.POISSON,
+                                   population=_N,
+                                   clients_per_round=_N_PER_ROUND,
+                                   seed=3)
   event = accounting.round_event_for(sampler,
                                      noise_multiplier=_Z if central else 0.0)
   return sampler, privacy_tracking.PrivacyTracker(
       ledger=accounting.PrivacyLedger(
           accounting.neighboring_relation(sampler.sampling)),
-      round_event=lambda round_num: event, delta=_DELTA,
+      round_event=lambda round_num: event,
+      delta=_DELTA,
       accountants=tuple(accounting.AccountantKind),
       local=local_accounting.LocalPrivacyLedger(
           local_accounting.LocalMechanismSpec(
@@ -192,9 +224,14 @@ def test_released_epsilons_are_those_of_the_claimed_guarantees(central):
   sampler, tracker = _local_only_tracker(central=central)
   released = []
   training_loop.run_training_loop(
-      process=_fake_process(), state=0, sampler=sampler,
-      round_datasets=lambda r, c: [], rounds=3, privacy=tracker,
-      evaluate=None, eval_every=1,
+      process=_fake_process(),
+      state=0,
+      sampler=sampler,
+      round_datasets=lambda r, c: [],
+      rounds=3,
+      privacy=tracker,
+      evaluate=None,
+      eval_every=1,
       release=lambda r, values: released.append(values),
       round_values=lambda o, c, s: {})
   for values in released:
@@ -203,17 +240,24 @@ def test_released_epsilons_are_those_of_the_claimed_guarantees(central):
     central_keys = [k for k in values if k.startswith('privacy/epsilon_')]
     # A local-only run has no central series (it would be infinite).
     assert bool(central_keys) == central, values
-  assert tracker.guarantees() == (['central', 'local'] if central
-                                  else ['local'])
+  assert tracker.guarantees() == (['central', 'local']
+                                  if central else ['local'])
 
 
 def test_console_line_names_each_guarantee_and_never_prints_inf():
   from tff_dp.cli import train  # pylint: disable=g-import-not-at-top
   parts = train._guarantee_parts(  # pylint: disable=protected-access
-      {'privacy/local_epsilon': 4.0, 'eval/accuracy': 0.5}, private=True)
+      {
+          'privacy/local_epsilon': 4.0,
+          'eval/accuracy': 0.5
+      },
+      private=True)
   assert parts == ['local epsilon 4.000']
   parts = train._guarantee_parts(  # pylint: disable=protected-access
-      {'privacy/epsilon_rdp': 2.0, 'privacy/example_epsilon': 3.0},
+      {
+          'privacy/epsilon_rdp': 2.0,
+          'privacy/example_epsilon': 3.0
+      },
       private=True)
   assert parts == ['epsilon rdp 2.000', 'record-level epsilon 3.000']
   assert train._guarantee_parts(  # pylint: disable=protected-access

@@ -21,12 +21,12 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from tests.helpers import REPO_ROOT
 import test_shakespeare as shakespeare
 import test_stackoverflow_nwp as nwp
 import test_stackoverflow_tag as tag
 import test_tff_datasets as fake
+
+from tests.helpers import REPO_ROOT
 from tff_dp.data import benchmark_source
 from tff_dp.data import loading
 from tff_dp.data.partition import Partition
@@ -45,30 +45,44 @@ _SENTENCES = nwp._SENTENCES
 _INJECTION = "c1' OR '1'='1"
 # Each must read exactly its own rows.
 _HOSTILE = [
-    _INJECTION, "x'; DROP TABLE examples; --", 'semi;colon;',
-    '"double" quotes', 'back\\slash', 'tab\tand\nnewline', "'",
-    '\u00fcn\u00efc\u00f6de \U0001f600', '\u00e9' * 512,  # 1,024 bytes.
-    "t' OR split_name = 'digits_only_test", '%_*',
+    _INJECTION,
+    "x'; DROP TABLE examples; --",
+    'semi;colon;',
+    '"double" quotes',
+    'back\\slash',
+    'tab\tand\nnewline',
+    "'",
+    '\u00fcn\u00efc\u00f6de \U0001f600',
+    '\u00e9' * 512,  # 1,024 bytes.
+    "t' OR split_name = 'digits_only_test",
+    '%_*',
 ]
 _TRAIN, _TEST = 'digits_only_train', 'digits_only_test'
 
 
 def _emnist_example(k: int, r: int) -> dict:
   """Row r of client k: pixels and label that identify it."""
-  return {'pixels': np.full((28, 28), (100 * k + r) / 10_000, np.float32),
-          'label': (k + r) % 10}
+  return {
+      'pixels': np.full((28, 28), (100 * k + r) / 10_000, np.float32),
+      'label': (k + r) % 10
+  }
 
 
 def _write_emnist(data_dir: str, ids) -> str:
   """emnist_all.sqlite; client k of `ids` has k % 3 + 1 training rows and 2
   test rows."""
   path = os.path.join(data_dir, 'emnist_all.sqlite')
-  _write_database(path, {
-      _TRAIN: {c: [_emnist_example(k, r) for r in range(k % 3 + 1)]
-               for k, c in enumerate(ids)},
-      _TEST: {c: [_emnist_example(k, 50 + r) for r in range(2)]
-              for k, c in enumerate(ids)},
-  })
+  _write_database(
+      path, {
+          _TRAIN: {
+              c: [_emnist_example(k, r) for r in range(k % 3 + 1)]
+              for k, c in enumerate(ids)
+          },
+          _TEST: {
+              c: [_emnist_example(k, 50 + r) for r in range(2)]
+              for k, c in enumerate(ids)
+          },
+      })
   return path
 
 
@@ -91,16 +105,19 @@ def _truth(path: str, split: str, client_id: str) -> list:
   """The client's (pixels, label) rows, read with a parameterized query
   that compares bytes and uses no index (an index may lie)."""
   con = sqlite3.connect(path)
-  blobs = [r[0] for r in con.execute(
-      'SELECT serialized_example_proto FROM examples NOT INDEXED WHERE '
-      'client_id = ? COLLATE BINARY AND split_name = ? COLLATE BINARY '
-      'ORDER BY rowid', (client_id, split))]
+  blobs = [
+      r[0] for r in con.execute(
+          'SELECT serialized_example_proto FROM examples NOT INDEXED WHERE '
+          'client_id = ? COLLATE BINARY AND split_name = ? COLLATE BINARY '
+          'ORDER BY rowid', (client_id, split))
+  ]
   con.close()
   rows = []
   for blob in blobs:
     feature = tf.train.Example.FromString(blob).features.feature
-    rows.append((tuple(np.float32(v) for v in feature['pixels'].float_list
-                       .value), int(feature['label'].int64_list.value[0])))
+    rows.append(
+        (tuple(np.float32(v) for v in feature['pixels'].float_list.value),
+         int(feature['label'].int64_list.value[0])))
   return rows
 
 
@@ -109,9 +126,14 @@ def _read(dataset: tf.data.Dataset) -> list:
 
 
 def _load(dataset: loading.Dataset, data_dir: str):
-  return loading.load(dataset, num_clients=0, partition=Partition.IID,
-                      seed=0, test_fraction=0.2, dirichlet_alpha=1.0,
-                      data_dir=data_dir, client_data=None)
+  return loading.load(dataset,
+                      num_clients=0,
+                      partition=Partition.IID,
+                      seed=0,
+                      test_fraction=0.2,
+                      dirichlet_alpha=1.0,
+                      data_dir=data_dir,
+                      client_data=None)
 
 
 def test_injection_id_reads_only_its_own_rows(tmp_path):
@@ -120,8 +142,7 @@ def test_injection_id_reads_only_its_own_rows(tmp_path):
   path = _write_emnist(str(tmp_path), ['c0', _INJECTION, 'c2'])
   source = _load(loading.Dataset.EMNIST_DIGITS, str(tmp_path))
   index = source.client_ids.index(_INJECTION)
-  assert _read(source.client_dataset(index)) == _truth(path, _TRAIN,
-                                                       _INJECTION)
+  assert _read(source.client_dataset(index)) == _truth(path, _TRAIN, _INJECTION)
   assert source.client_sizes()[index] == 2
 
 
@@ -140,11 +161,17 @@ def test_hostile_emnist_ids_read_exactly_their_own_rows(tmp_path):
 
 def test_hostile_cifar100_ids_read_exactly_their_own_rows(tmp_path):
   rng = np.random.default_rng(0)
-  clients = {c: [{'coarse_label': k % 20, 'image': rng.integers(
-      0, 256, (32, 32, 3)), 'label': k + r} for r in range(k % 2 + 1)]
-             for k, c in enumerate(_HOSTILE)}
-  _write_database(
-      str(tmp_path / 'cifar100.sqlite'), {'train': clients, 'test': clients})
+  clients = {
+      c: [{
+          'coarse_label': k % 20,
+          'image': rng.integers(0, 256, (32, 32, 3)),
+          'label': k + r
+      } for r in range(k % 2 + 1)] for k, c in enumerate(_HOSTILE)
+  }
+  _write_database(str(tmp_path / 'cifar100.sqlite'), {
+      'train': clients,
+      'test': clients
+  })
   source = benchmark_source.Cifar100Source(data_dir=str(tmp_path))
   for index, client_id in enumerate(source.client_ids):
     labels = [int(y) for _, y in source.client_dataset(index)]
@@ -153,11 +180,14 @@ def test_hostile_cifar100_ids_read_exactly_their_own_rows(tmp_path):
 
 def test_hostile_shakespeare_ids_read_exactly_their_own_text(tmp_path):
   rng = np.random.default_rng(0)
-  train = {c: [shakespeare.snippet(rng, 30 + 7 * k)]
-           for k, c in enumerate(_HOSTILE)}
-  test = {c: [shakespeare.snippet(rng, 20 + k)]
-          for k, c in enumerate(_HOSTILE[:4])}
-  shakespeare.write_fake_cache(str(tmp_path), train_clients=train,
+  train = {
+      c: [shakespeare.snippet(rng, 30 + 7 * k)] for k, c in enumerate(_HOSTILE)
+  }
+  test = {
+      c: [shakespeare.snippet(rng, 20 + k)] for k, c in enumerate(_HOSTILE[:4])
+  }
+  shakespeare.write_fake_cache(str(tmp_path),
+                               train_clients=train,
                                test_clients=test)
   source = _load(loading.Dataset.SHAKESPEARE, str(tmp_path))
 
@@ -198,13 +228,16 @@ def test_hostile_stackoverflow_ids_read_exactly_their_own_tags(
     tmp_path, monkeypatch):
   data_dir = str(tmp_path)
   posts = {c: [k % 7, (k + 3) % 7] for k, c in enumerate(_HOSTILE)}
-  tag.write_fake_posts(data_dir, train_clients=posts,
+  tag.write_fake_posts(data_dir,
+                       train_clients=posts,
                        test_clients=dict(list(posts.items())[:3]))
   tag.write_fake_vocabularies(data_dir, monkeypatch.setattr)
   source = _load(loading.Dataset.STACKOVERFLOW_TAG, data_dir)
   for index, client_id in enumerate(source.client_ids):
-    got = [labels.tolist() for _, labels in
-           source.client_dataset(index).as_numpy_iterator()]
+    got = [
+        labels.tolist()
+        for _, labels in source.client_dataset(index).as_numpy_iterator()
+    ]
     want = [_reference_tags(_POSTS[i])[1].tolist() for i in posts[client_id]]
     assert got == want, client_id
 
@@ -231,14 +264,13 @@ _REFUSED_IDS = {
                  'is 1025 bytes long in UTF-8 (at most 1024)'),
     'empty': (lambda p: _rename(p, 'f01', ''), "empty client id ''"),
     'blank': (lambda p: _rename(p, 'f01', ' \t'), "empty client id ' \\t'"),
-    'a blob': (lambda p: _rename(p, 'f01', b'f01'),
-               "client_id b'f01' is not text"),
+    'a blob':
+        (lambda p: _rename(p, 'f01', b'f01'), "client_id b'f01' is not text"),
 }
 
 
 @pytest.mark.parametrize('name', sorted(_REFUSED_IDS))
-def test_unusable_client_ids_are_refused_naming_file_and_value(
-    tmp_path, name):
+def test_unusable_client_ids_are_refused_naming_file_and_value(tmp_path, name):
   path = _write_emnist(str(tmp_path), _ids(4))
   craft, message = _REFUSED_IDS[name]
   craft(path)
@@ -255,15 +287,16 @@ def _recreate_examples(path: str, create: str) -> None:
   _edit(path, ('ALTER TABLE examples RENAME TO old', ()), (create, ()),
         ('INSERT INTO examples (split_name, client_id, '
          'serialized_example_proto) SELECT split_name, client_id, '
-         'serialized_example_proto FROM old', ()),
-        ('DROP TABLE old', ()))
+         'serialized_example_proto FROM old', ()), ('DROP TABLE old', ()))
 
 
 def _utf16(path: str) -> None:
   """The same file, re-created with UTF-16 text."""
   con = sqlite3.connect(path)
-  tables = {t: con.execute(f'SELECT * FROM {t}').fetchall()
-            for t in ('examples', 'client_metadata')}
+  tables = {
+      t: con.execute(f'SELECT * FROM {t}').fetchall()
+      for t in ('examples', 'client_metadata')
+  }
   con.close()
   os.remove(path)
   con = sqlite3.connect(path)
@@ -280,22 +313,27 @@ def _utf16(path: str) -> None:
 
 def _set_example(client_id: str, example: bytes):
   """Replaces the client's first training example."""
+
   def craft(path):
     _edit(path, ('UPDATE examples SET serialized_example_proto = ? WHERE '
                  'rowid = (SELECT MIN(rowid) FROM examples WHERE client_id = '
                  '? AND split_name = ?)', (example, client_id, _TRAIN)))
+
   return craft
 
 
 def _proto(**features) -> bytes:
   return tf.train.Example(features=tf.train.Features(feature={
-      k: _feature(v) for k, v in features.items()})).SerializeToString()
+      k: _feature(v) for k, v in features.items()
+  })).SerializeToString()
 
 
 def _set_count(client_id: str, value, split: str = _TRAIN):
+
   def craft(path):
     _edit(path, ('UPDATE client_metadata SET num_examples = ? WHERE '
                  'client_id = ? AND split_name = ?', (value, client_id, split)))
+
   return craft
 
 
@@ -304,66 +342,64 @@ _NAN_PIXELS[3, 4] = np.nan
 
 # name -> (edit of a valid file of clients f00..f03, fragment of the message).
 _BAD_FILES = {
-    'negative num_examples': (
-        _set_count('f01', -1),
-        "num_examples -1 of client 'f01': expected an integer >= 0"),
-    'num_examples as text': (
-        _set_count('f01', 'many'), "num_examples 'many' of client 'f01'"),
-    'num_examples a fraction': (
-        _set_count('f01', 2.5), "num_examples 2.5 of client 'f01'"),
-    'more examples than the table holds': (
-        _set_count('f01', 10**9),
-        'client_metadata lists 1000000013 examples in split(s) '
-        'digits_only_train, digits_only_test, but examples has at most 15'),
-    'client listed twice': (
-        lambda p: _edit(p, ('INSERT INTO client_metadata SELECT * FROM '
-                            "client_metadata WHERE client_id = 'f02'", ())),
-        "client 'f02' is listed twice in split 'digits_only_train'"),
-    'examples is a view': (
-        lambda p: _edit(p, ('ALTER TABLE examples RENAME TO real', ()),
-                        ('CREATE VIEW examples AS SELECT * FROM real', ())),
-        "examples is not a table ('CREATE VIEW examples AS SELECT"),
-    'client_id of INTEGER affinity': (
-        lambda p: _recreate_examples(
+    'negative num_examples':
+        (_set_count('f01', -1),
+         "num_examples -1 of client 'f01': expected an integer >= 0"),
+    'num_examples as text':
+        (_set_count('f01', 'many'), "num_examples 'many' of client 'f01'"),
+    'num_examples a fraction':
+        (_set_count('f01', 2.5), "num_examples 2.5 of client 'f01'"),
+    'more examples than the table holds':
+        (_set_count('f01', 10**9),
+         'client_metadata lists 1000000013 examples in split(s) '
+         'digits_only_train, digits_only_test, but examples has at most 15'),
+    'client listed twice':
+        (lambda p: _edit(p, ('INSERT INTO client_metadata SELECT * FROM '
+                             "client_metadata WHERE client_id = 'f02'", ())),
+         "client 'f02' is listed twice in split 'digits_only_train'"),
+    'examples is a view':
+        (lambda p: _edit(p, ('ALTER TABLE examples RENAME TO real', ()),
+                         ('CREATE VIEW examples AS SELECT * FROM real', ())),
+         "examples is not a table ('CREATE VIEW examples AS SELECT"),
+    'client_id of INTEGER affinity':
+        (lambda p: _recreate_examples(
             p, 'CREATE TABLE examples (split_name TEXT NOT NULL, client_id '
             'INTEGER NOT NULL, serialized_example_proto BLOB NOT NULL)'),
-        "column examples.client_id is declared 'INTEGER', which is not of "
-        'TEXT affinity'),
-    'generated client_id': (
-        lambda p: _edit(
-            p, ('ALTER TABLE examples RENAME TO old', ()),
-            ('CREATE TABLE examples (split_name TEXT NOT NULL, real_id TEXT, '
-             'client_id TEXT GENERATED ALWAYS AS (real_id) VIRTUAL, '
-             'serialized_example_proto BLOB NOT NULL)', ()),
-            ('INSERT INTO examples (split_name, real_id, '
-             'serialized_example_proto) SELECT split_name, client_id, '
-             'serialized_example_proto FROM old', ()),
-            ('DROP TABLE old', ())),
-        'column examples.client_id is generated'),
-    'no column serialized_example_proto': (
-        lambda p: _edit(p, ('ALTER TABLE examples RENAME COLUMN '
-                            'serialized_example_proto TO proto', ())),
-        'table examples has no column serialized_example_proto'),
+         "column examples.client_id is declared 'INTEGER', which is not of "
+         'TEXT affinity'),
+    'generated client_id': (lambda p: _edit(
+        p, ('ALTER TABLE examples RENAME TO old', ()),
+        ('CREATE TABLE examples (split_name TEXT NOT NULL, real_id TEXT, '
+         'client_id TEXT GENERATED ALWAYS AS (real_id) VIRTUAL, '
+         'serialized_example_proto BLOB NOT NULL)',
+         ()), ('INSERT INTO examples (split_name, real_id, '
+               'serialized_example_proto) SELECT split_name, client_id, '
+               'serialized_example_proto FROM old',
+               ()), ('DROP TABLE old',
+                     ())), 'column examples.client_id is generated'),
+    'no column serialized_example_proto':
+        (lambda p: _edit(p, ('ALTER TABLE examples RENAME COLUMN '
+                             'serialized_example_proto TO proto', ())),
+         'table examples has no column serialized_example_proto'),
     'UTF-16 text': (_utf16, 'its text encoding is UTF-16le'),
-    'not an EMNIST example': (
-        _set_example('f00', _proto(snippets=b'To be, or not to be')),
-        "client 'f00' of split 'digits_only_train': reading its first "
-        "example as TFF's loader does failed: Feature: label (data type: "
-        'int64) is required but could not be found.'),
-    'label out of range': (
-        _set_example('f00', _proto(pixels=np.zeros((28, 28), np.float32),
-                                   label=12)),
-        "client 'f00' of split 'digits_only_train': its first example has "
-        'label 12, outside 0..9'),
-    'NaN pixel': (
-        _set_example('f00', _proto(pixels=_NAN_PIXELS, label=1)),
-        "client 'f00' of split 'digits_only_train': its first example has "
-        'NaN or infinite pixels'),
+    'not an EMNIST example':
+        (_set_example('f00', _proto(snippets=b'To be, or not to be')),
+         "client 'f00' of split 'digits_only_train': reading its first "
+         "example as TFF's loader does failed: Feature: label (data type: "
+         'int64) is required but could not be found.'),
+    'label out of range':
+        (_set_example('f00',
+                      _proto(pixels=np.zeros((28, 28), np.float32), label=12)),
+         "client 'f00' of split 'digits_only_train': its first example has "
+         'label 12, outside 0..9'),
+    'NaN pixel':
+        (_set_example('f00', _proto(pixels=_NAN_PIXELS, label=1)),
+         "client 'f00' of split 'digits_only_train': its first example has "
+         'NaN or infinite pixels'),
     'first client without rows': (
         # Its row moved to a client of no split: the counts still add up.
         lambda p: _edit(p, ("UPDATE examples SET client_id = 'zz' WHERE "
-                            "client_id = 'f00' AND split_name = ?",
-                            (_TRAIN,))),
+                            "client_id = 'f00' AND split_name = ?", (_TRAIN,))),
         "client 'f00' of split 'digits_only_train': client_metadata says 1 "
         'examples, examples holds none of its rows'),
 }
@@ -447,8 +483,7 @@ def test_a_test_client_with_a_wrong_count_fails_the_test_set(tmp_path):
     _read(source.test_dataset())
 
 
-@pytest.mark.parametrize('name', ['q?mark', 'hash#tag', 'both?and#x',
-                                  'pct%41'])
+@pytest.mark.parametrize('name', ['q?mark', 'hash#tag', 'both?and#x', 'pct%41'])
 def test_cache_directory_with_uri_characters(tmp_path, name):
   data_dir = tmp_path / name
   data_dir.mkdir()
@@ -469,13 +504,16 @@ def test_program_refuses_a_crafted_cache_in_one_line(tmp_path):
   path = _write_emnist(str(data_dir), _ids(4))
   _rename(path, 'f01', 'c\x001')
   output_dir = tmp_path / 'runs'
-  result = subprocess.run(
-      [sys.executable, '-m', 'tff_dp.cli.train',
-       '--flagfile=' + os.path.join(REPO_ROOT, 'configs',
-                                    'emnist_tutorial.cfg'),
-       f'--data_dir={data_dir}', f'--output_dir={output_dir}'],
-      cwd=REPO_ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
-      capture_output=True, text=True, timeout=300)
+  result = subprocess.run([
+      sys.executable, '-m', 'tff_dp.cli.train',
+      '--flagfile=' + os.path.join(REPO_ROOT, 'configs', 'emnist_tutorial.cfg'),
+      f'--data_dir={data_dir}', f'--output_dir={output_dir}'
+  ],
+                          cwd=REPO_ROOT,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
   assert result.returncode == 2, result.stderr[-2000:]
   lines = result.stderr.strip().splitlines()
   assert lines[-1].startswith(

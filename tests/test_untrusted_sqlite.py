@@ -32,7 +32,10 @@ TestSplit = csv_import.TestSplit
 _INJECTION = "c1' OR '1'='1"
 
 
-def _make(tmp_path, *, test_split=TestSplit.CLIENTS, num_clients=10,
+def _make(tmp_path,
+          *,
+          test_split=TestSplit.CLIENTS,
+          num_clients=10,
           name='data'):
   """Client k (id 'c{k:02d}') has k + 2 rows of 4 features; labels in [0, 3)."""
   lines = ['client,f0,f1,f2,f3,label']
@@ -43,9 +46,12 @@ def _make(tmp_path, *, test_split=TestSplit.CLIENTS, num_clients=10,
   csv_path = tmp_path / f'{name}.csv'
   csv_path.write_text('\n'.join(lines) + '\n')
   output = str(tmp_path / f'{name}.sqlite')
-  csv_import.import_table(str(csv_path), output_path=output,
-                          client_column='client', label_column='label',
-                          num_classes=3, test_split=test_split,
+  csv_import.import_table(str(csv_path),
+                          output_path=output,
+                          client_column='client',
+                          label_column='label',
+                          num_classes=3,
+                          test_split=test_split,
                           test_fraction=0.25)
   return output
 
@@ -62,11 +68,10 @@ def _edit(path, *statements):
 
 
 def _rename(path, old, new):
-  return _edit(
-      path,
-      ('UPDATE examples SET client_id = ? WHERE client_id = ?', (new, old)),
-      ('UPDATE client_metadata SET client_id = ? WHERE client_id = ?',
-       (new, old)))
+  return _edit(path, ('UPDATE examples SET client_id = ? WHERE client_id = ?',
+                      (new, old)),
+               ('UPDATE client_metadata SET client_id = ? WHERE client_id = ?',
+                (new, old)))
 
 
 def _decode(blob):
@@ -79,9 +84,9 @@ def _decode(blob):
 def _truth(path, split):
   """client id -> [(features, label)] of `split`, in rowid order."""
   con = sqlite3.connect(path)
-  rows = con.execute('SELECT client_id, serialized_example_proto FROM '
-                     'examples WHERE split_name = ? ORDER BY rowid',
-                     (split,)).fetchall()
+  rows = con.execute(
+      'SELECT client_id, serialized_example_proto FROM '
+      'examples WHERE split_name = ? ORDER BY rowid', (split,)).fetchall()
   con.close()
   truth = {}
   for client_id, blob in rows:
@@ -94,24 +99,36 @@ def _read(dataset):
 
 
 def _example(features, label):
-  return tf.train.Example(features=tf.train.Features(feature={
-      'features': tf.train.Feature(
-          float_list=tf.train.FloatList(value=features)),
-      'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-  })).SerializeToString()
+  return tf.train.Example(features=tf.train.Features(
+      feature={
+          'features':
+              tf.train.Feature(float_list=tf.train.FloatList(value=features)),
+          'label':
+              tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+      })).SerializeToString()
 
 
 @pytest.mark.tff
 def test_hostile_client_ids_read_exactly_their_own_rows(tmp_path):
   path = _make(tmp_path)
-  hostile = [_INJECTION, "x'; DROP TABLE examples; --", 'semi;colon;',
-             '"double" quotes', 'back\\slash', 'tab\tand\nnewline',
-             '\u00fcn\u00efc\u00f6de \U0001f600', 'é' * 512,
-             # The test split's ids never enter a query, but are checked.
-             "t' OR split_name = 'train", '%_*']
+  hostile = [
+      _INJECTION,
+      "x'; DROP TABLE examples; --",
+      'semi;colon;',
+      '"double" quotes',
+      'back\\slash',
+      'tab\tand\nnewline',
+      '\u00fcn\u00efc\u00f6de \U0001f600',
+      'é' * 512,
+      # The test split's ids never enter a query, but are checked.
+      "t' OR split_name = 'train",
+      '%_*'
+  ]
   con = sqlite3.connect(path)
-  ids = [r[0] for r in con.execute(
-      'SELECT DISTINCT client_id FROM client_metadata ORDER BY client_id')]
+  ids = [
+      r[0] for r in con.execute(
+          'SELECT DISTINCT client_id FROM client_metadata ORDER BY client_id')
+  ]
   con.close()
   for old, new in zip(ids, hostile):
     _rename(path, old, new)
@@ -123,7 +140,8 @@ def test_hostile_client_ids_read_exactly_their_own_rows(tmp_path):
   for index, client_id in enumerate(source.client_ids):
     assert _read(source.client_dataset(index)) == train[client_id], client_id
   assert source.client_sizes().tolist() == [
-      len(train[c]) for c in source.client_ids]
+      len(train[c]) for c in source.client_ids
+  ]
   # The held-out set is the test rows, never a training row.
   expected_test = [row for rows in test.values() for row in rows]
   assert sorted(_read(source.test_dataset())) == sorted(expected_test)
@@ -145,8 +163,8 @@ _REFUSED_IDS = {
                  'is 1025 bytes long in UTF-8 (at most 1024)'),
     'empty': (lambda p: _rename(p, 'c01', ''), 'empty client id'),
     'blank': (lambda p: _rename(p, 'c01', ' \t'), 'empty client id'),
-    'a blob': (lambda p: _rename(p, 'c01', b'c01'),
-               "client_id b'c01' is not text"),
+    'a blob':
+        (lambda p: _rename(p, 'c01', b'c01'), "client_id b'c01' is not text"),
 }
 
 
@@ -164,8 +182,7 @@ def test_unusable_client_ids_are_refused_by_value(tmp_path, name):
 
 
 @pytest.mark.tff
-def test_an_index_that_lies_cannot_hand_a_client_another_clients_rows(
-    tmp_path):
+def test_an_index_that_lies_cannot_hand_a_client_another_clients_rows(tmp_path):
   # Under the importer's name and definition, an index built on (split,
   # client): a lookup of client 'test' in split 'train' then finds the rows
   # of client 'train' in split 'test'.
@@ -174,8 +191,7 @@ def test_an_index_that_lies_cannot_hand_a_client_another_clients_rows(
   _rename(path, 'c03', 'test')
   _edit(path, ('DROP INDEX examples_client_split', ()),
         ('CREATE INDEX examples_client_split ON examples '
-         '(split_name, client_id)', ()),
-        ('PRAGMA writable_schema = ON', ()),
+         '(split_name, client_id)', ()), ('PRAGMA writable_schema = ON', ()),
         ("UPDATE sqlite_master SET sql = 'CREATE INDEX examples_client_split "
          "ON examples (client_id, split_name)' WHERE name = "
          "'examples_client_split'", ()))
@@ -202,8 +218,7 @@ _BAD_METADATA = [
     ('feature_names', '["a", "b", "c"]', 'feature_names=["a", "b", "c"]'),
     ('feature_names', '["a", "a", "b", "c"]', 'feature_names=["a", "a"'),
     ('feature_names', '[1, 2, 3, 4]', 'feature_names=[1, 2, 3, 4]'),
-    ('feature_names', '[' * 100_000 + ']' * 100_000,
-     "'feature_names': '[[[["),
+    ('feature_names', '[' * 100_000 + ']' * 100_000, "'feature_names': '[[[["),
     ('num_classes', '0', 'num_classes=0: expected an integer in [2, '),
     ('num_classes', '1', 'num_classes=1'),
     ('num_classes', '-3', 'num_classes=-3'),
@@ -234,7 +249,8 @@ _BAD_METADATA = [
 
 
 @pytest.mark.parametrize(
-    'key,value,message', _BAD_METADATA,
+    'key,value,message',
+    _BAD_METADATA,
     ids=[f'{k}={"" if v is None else v[:12]}' for k, v, _ in _BAD_METADATA])
 def test_bad_metadata_field_is_refused_naming_file_field_and_value(
     tmp_path, key, value, message):
@@ -242,8 +258,8 @@ def test_bad_metadata_field_is_refused_naming_file_field_and_value(
   if value is None:
     _edit(path, ('DELETE FROM tff_dp_metadata WHERE key = ?', (key,)))
   else:
-    _edit(path, ('UPDATE tff_dp_metadata SET value = ? WHERE key = ?',
-                 (value, key)))
+    _edit(path,
+          ('UPDATE tff_dp_metadata SET value = ? WHERE key = ?', (value, key)))
   with pytest.raises(ClientDataFormatError) as info:
     SqlClientDataSource(path)
   text = str(info.value)
@@ -255,17 +271,19 @@ def test_bad_metadata_field_is_refused_naming_file_field_and_value(
 def test_histogram_that_disagrees_with_the_rows_is_refused(tmp_path):
   path = _make(tmp_path)
   con = sqlite3.connect(path)
-  counts = json.loads(con.execute(
-      "SELECT value FROM tff_dp_metadata WHERE key = "
-      "'train_label_histogram'").fetchone()[0])
+  counts = json.loads(
+      con.execute("SELECT value FROM tff_dp_metadata WHERE key = "
+                  "'train_label_histogram'").fetchone()[0])
   con.close()
   # Same total, different labels.
   moved = [counts[0] + 1, counts[1] - 1, counts[2]]
   _edit(path, ('UPDATE tff_dp_metadata SET value = ? WHERE key = ?',
                (json.dumps(moved), 'train_label_histogram')))
-  with pytest.raises(ClientDataFormatError, match=(
-      f'train_label_histogram=.*: says {moved[0]} examples of label 0, the '
-      f'file has {counts[0]}')):
+  with pytest.raises(
+      ClientDataFormatError,
+      match=(
+          f'train_label_histogram=.*: says {moved[0]} examples of label 0, the '
+          f'file has {counts[0]}')):
     SqlClientDataSource(path)
 
 
@@ -284,16 +302,20 @@ _SET_COLUMN = {
 
 
 def _set_row(column, value):
+
   def craft(path):
     rowid = _first_rowid(path)
     _edit(path, (_SET_COLUMN[column], (value, rowid)))
     return rowid
+
   return craft
 
 
 def _set_schema(*statements):
+
   def craft(path):
     _edit(path, *[(s, ()) for s in statements])
+
   return craft
 
 
@@ -319,80 +341,74 @@ def _to_utf16(path):
 # name -> (edit of a valid file, fragment of the message); '{rowid}' is the
 # edited row.
 _BAD_ROWS = {
-    'label out of range': (
-        _set_row('label', 7),
-        'examples row {rowid}: label 7: expected an integer in [0, '
-        'num_classes=3)'),
-    'label not an integer': (
-        _set_row('label', 1.5), 'examples row {rowid}: label 1.5'),
-    'example label differs from its column': (
-        _set_row('serialized_example_proto',
-                 _example([1.0, 2.0, 3.0, 4.0], 2)),
-        "examples row {rowid}: the example's label 2 differs from its label "
-        'column'),
-    'example with 3 features': (
-        _set_row('serialized_example_proto', _example([1.0, 2.0, 3.0], 1)),
-        'examples row {rowid}: serialized_example_proto is not an example of '
-        '4 float features'),
-    'not an example': (
-        _set_row('serialized_example_proto', b'\xff' * 20),
-        'examples row {rowid}: serialized_example_proto is not an example'),
-    'NaN feature': (
-        _set_row('serialized_example_proto',
-                 _example([1.0, float('nan'), 3.0, 4.0], 1)),
-        "examples row {rowid}: feature 'f1' is nan"),
-    'example stored as text': (
-        _set_row('serialized_example_proto', 'text'),
-        'examples row {rowid}: serialized_example_proto is text of 4 bytes'),
-    'huge blob': (
-        _set_row('serialized_example_proto', b'\x00' * 100_000),
-        'serialized_example_proto is blob of 100000 bytes'),
-    'unknown split': (
-        _set_row('split_name', 'validation'),
-        "examples row {rowid}: split_name 'validation': expected 'train' or "
-        "'test'"),
-    'size that disagrees with the rows': (
-        _set_schema("UPDATE client_metadata SET num_examples = 2 WHERE "
-                    "client_id = 'c05'"),
-        "examples has 7 rows of client 'c05' in split 'train', "
-        'client_metadata says 2'),
-    'client listed twice': (
-        _set_schema("INSERT INTO client_metadata SELECT * FROM "
-                    "client_metadata WHERE client_id = 'c05'"),
-        "client 'c05' is listed twice in split 'train'"),
-    'client without rows': (
-        _set_schema("INSERT INTO client_metadata VALUES ('ghost', 'train', "
-                    '3)'),
-        "client_metadata lists client 'ghost' in split 'train', which has "
-        'no rows'),
-    'client with 0 examples': (
-        _set_schema("INSERT INTO client_metadata VALUES ('ghost', 'train', "
-                    '0)'),
-        "num_examples 0 of client 'ghost'"),
-    'a view for examples': (
-        _set_schema('ALTER TABLE examples RENAME TO real_examples',
-                    'CREATE VIEW examples AS SELECT * FROM real_examples'),
-        "table 'real_examples' is not part of a tff-dp client-data file"),
-    'case-blind client ids': (
-        _set_schema('ALTER TABLE examples RENAME TO old',
-                    'CREATE TABLE examples (split_name TEXT NOT NULL, '
-                    'client_id TEXT NOT NULL COLLATE NOCASE, '
-                    'serialized_example_proto BLOB NOT NULL, label INTEGER '
-                    'NOT NULL)',
-                    'INSERT INTO examples SELECT * FROM old',
-                    'DROP TABLE old',
-                    'CREATE INDEX examples_client_split ON examples '
-                    '(client_id, split_name)'),
-        "table 'examples' is not as import-data writes it"),
-    'extra column': (
-        _set_schema('ALTER TABLE examples ADD COLUMN extra TEXT'),
-        "table 'examples' is not as import-data writes it"),
-    'trigger': (
-        _set_schema('CREATE TRIGGER t AFTER INSERT ON examples BEGIN '
-                    'DELETE FROM examples; END'),
-        "trigger 't' is not part of a tff-dp client-data file"),
-    'WAL mode': (
-        _set_schema('PRAGMA journal_mode = WAL'), "in SQLite's WAL mode"),
+    'label out of range':
+        (_set_row('label', 7),
+         'examples row {rowid}: label 7: expected an integer in [0, '
+         'num_classes=3)'),
+    'label not an integer': (_set_row('label',
+                                      1.5), 'examples row {rowid}: label 1.5'),
+    'example label differs from its column':
+        (_set_row('serialized_example_proto', _example([1.0, 2.0, 3.0, 4.0],
+                                                       2)),
+         "examples row {rowid}: the example's label 2 differs from its label "
+         'column'),
+    'example with 3 features':
+        (_set_row('serialized_example_proto', _example([1.0, 2.0, 3.0], 1)),
+         'examples row {rowid}: serialized_example_proto is not an example of '
+         '4 float features'),
+    'not an example':
+        (_set_row('serialized_example_proto', b'\xff' * 20),
+         'examples row {rowid}: serialized_example_proto is not an example'),
+    'NaN feature': (_set_row('serialized_example_proto',
+                             _example([1.0, float('nan'), 3.0, 4.0], 1)),
+                    "examples row {rowid}: feature 'f1' is nan"),
+    'example stored as text':
+        (_set_row('serialized_example_proto', 'text'),
+         'examples row {rowid}: serialized_example_proto is text of 4 bytes'),
+    'huge blob': (_set_row('serialized_example_proto', b'\x00' * 100_000),
+                  'serialized_example_proto is blob of 100000 bytes'),
+    'unknown split':
+        (_set_row('split_name', 'validation'),
+         "examples row {rowid}: split_name 'validation': expected 'train' or "
+         "'test'"),
+    'size that disagrees with the rows':
+        (_set_schema("UPDATE client_metadata SET num_examples = 2 WHERE "
+                     "client_id = 'c05'"),
+         "examples has 7 rows of client 'c05' in split 'train', "
+         'client_metadata says 2'),
+    'client listed twice':
+        (_set_schema("INSERT INTO client_metadata SELECT * FROM "
+                     "client_metadata WHERE client_id = 'c05'"),
+         "client 'c05' is listed twice in split 'train'"),
+    'client without rows':
+        (_set_schema("INSERT INTO client_metadata VALUES ('ghost', 'train', "
+                     '3)'),
+         "client_metadata lists client 'ghost' in split 'train', which has "
+         'no rows'),
+    'client with 0 examples':
+        (_set_schema("INSERT INTO client_metadata VALUES ('ghost', 'train', "
+                     '0)'), "num_examples 0 of client 'ghost'"),
+    'a view for examples':
+        (_set_schema('ALTER TABLE examples RENAME TO real_examples',
+                     'CREATE VIEW examples AS SELECT * FROM real_examples'),
+         "table 'real_examples' is not part of a tff-dp client-data file"),
+    'case-blind client ids':
+        (_set_schema(
+            'ALTER TABLE examples RENAME TO old',
+            'CREATE TABLE examples (split_name TEXT NOT NULL, '
+            'client_id TEXT NOT NULL COLLATE NOCASE, '
+            'serialized_example_proto BLOB NOT NULL, label INTEGER '
+            'NOT NULL)', 'INSERT INTO examples SELECT * FROM old',
+            'DROP TABLE old', 'CREATE INDEX examples_client_split ON examples '
+            '(client_id, split_name)'),
+         "table 'examples' is not as import-data writes it"),
+    'extra column': (_set_schema('ALTER TABLE examples ADD COLUMN extra TEXT'),
+                     "table 'examples' is not as import-data writes it"),
+    'trigger': (_set_schema('CREATE TRIGGER t AFTER INSERT ON examples BEGIN '
+                            'DELETE FROM examples; END'),
+                "trigger 't' is not part of a tff-dp client-data file"),
+    'WAL mode':
+        (_set_schema('PRAGMA journal_mode = WAL'), "in SQLite's WAL mode"),
     # Every client would read no row: ids are spelled as UTF-8 bytes.
     'UTF-16 text': (_to_utf16, 'its text encoding is UTF-16le'),
 }
@@ -415,11 +431,17 @@ def test_loading_turns_every_refusal_into_a_data_error(tmp_path):
   path = _make(tmp_path)
   _edit(path, ("UPDATE tff_dp_metadata SET value = '5' WHERE key = "
                "'feature_names'", ()))
-  with pytest.raises(loading.DataError, match=f'^{path}: metadata '
+  with pytest.raises(loading.DataError,
+                     match=f'^{path}: metadata '
                      'feature_names=5'):
-    loading.load(loading.Dataset.SQLITE, num_clients=0, partition=None,
-                 seed=0, test_fraction=0.2, dirichlet_alpha=1.0,
-                 data_dir='', client_data=path)
+    loading.load(loading.Dataset.SQLITE,
+                 num_clients=0,
+                 partition=None,
+                 seed=0,
+                 test_fraction=0.2,
+                 dirichlet_alpha=1.0,
+                 data_dir='',
+                 client_data=path)
 
 
 @pytest.mark.parametrize('key,value', [('feature_names', '5'),
@@ -427,16 +449,19 @@ def test_loading_turns_every_refusal_into_a_data_error(tmp_path):
 def test_program_refuses_crafted_metadata_before_the_run_directory(
     tmp_path, key, value):
   path = _make(tmp_path)
-  _edit(path, ('UPDATE tff_dp_metadata SET value = ? WHERE key = ?',
-               (value, key)))
+  _edit(path,
+        ('UPDATE tff_dp_metadata SET value = ? WHERE key = ?', (value, key)))
   output_dir = tmp_path / 'runs'
-  result = subprocess.run(
-      [sys.executable, '-m', 'tff_dp.cli.train',
-       '--flagfile=' + os.path.join(REPO_ROOT, 'configs', 'smoke.cfg'),
-       '--dataset=sqlite', f'--client_data={path}',
-       f'--output_dir={output_dir}'],
-      cwd=REPO_ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
-      capture_output=True, text=True, timeout=300)
+  result = subprocess.run([
+      sys.executable, '-m', 'tff_dp.cli.train',
+      '--flagfile=' + os.path.join(REPO_ROOT, 'configs', 'smoke.cfg'),
+      '--dataset=sqlite', f'--client_data={path}', f'--output_dir={output_dir}'
+  ],
+                          cwd=REPO_ROOT,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
   assert result.returncode == 2, result.stderr[-2000:]
   lines = result.stderr.strip().splitlines()
   assert lines[-1].startswith(

@@ -16,9 +16,9 @@ import threading
 import time
 
 import pytest
+import worker_utils
 
 from tests.helpers import REPO_ROOT
-import worker_utils
 
 pytestmark = pytest.mark.tff
 
@@ -38,10 +38,13 @@ print('exited', flush=True)
 
 def _start_child(mode, log_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  return subprocess.Popen(
-      [sys.executable, '-c', _CHILD, mode, str(log_path)],
-      cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True)
+  return subprocess.Popen([sys.executable, '-c', _CHILD, mode,
+                           str(log_path)],
+                          cwd=REPO_ROOT,
+                          env=env,
+                          stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE,
+                          text=True)
 
 
 def _wait_ready(child) -> int:
@@ -75,18 +78,24 @@ def test_worker_dies_with_a_sigkilled_parent(tmp_path):
 
 def _start_training(tmp_path, extra=()):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  args = [sys.executable, '-m', 'tff_dp.cli.train',
-          f'--flagfile={os.path.join(REPO_ROOT, "configs", "smoke.cfg")}',
-          f'--output_dir={tmp_path}', '--run_name=run', *extra]
-  return subprocess.Popen(args, cwd=REPO_ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+  args = [
+      sys.executable, '-m', 'tff_dp.cli.train',
+      f'--flagfile={os.path.join(REPO_ROOT, "configs", "smoke.cfg")}',
+      f'--output_dir={tmp_path}', '--run_name=run', *extra
+  ]
+  return subprocess.Popen(args,
+                          cwd=REPO_ROOT,
+                          env=env,
+                          stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE,
                           text=True)
 
 
 # SIGTERM's exit code is also tested in tests/test_program_signals.py.
-@pytest.mark.parametrize('sig,expected_code', [
-    (signal.SIGINT, 130),
-    pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    'sig,expected_code',
+    [(signal.SIGINT, 130),
+     pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow)])
 def test_interrupted_training_leaves_no_worker(tmp_path, sig, expected_code):
   child = _start_training(tmp_path, ['--rounds=100000'])
   deadline = time.monotonic() + 120
@@ -100,8 +109,7 @@ def test_interrupted_training_leaves_no_worker(tmp_path, sig, expected_code):
   assert child.returncode == expected_code, stderr
   assert 'worker was stopped' in stderr
   assert 'Traceback' not in stderr
-  pids = worker_utils.worker_pids_from_log(
-      str(tmp_path / 'run' / 'worker.log'))
+  pids = worker_utils.worker_pids_from_log(str(tmp_path / 'run' / 'worker.log'))
   assert len(pids) == 1
   assert worker_utils.wait_until_gone(pids) == []
 
@@ -125,8 +133,13 @@ def test_stopping_is_quick_when_the_trainer_ignores_sigint_and_sigterm(
     tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
   child = subprocess.run(
-      [sys.executable, '-c', _IGNORING_CHILD, str(tmp_path / 'worker.log')],
-      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+      [sys.executable, '-c', _IGNORING_CHILD,
+       str(tmp_path / 'worker.log')],
+      cwd=REPO_ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=120,
       check=False)
   assert child.returncode == 0, child.stderr
   ready, stopped = child.stdout.splitlines()[-2:]
@@ -164,9 +177,13 @@ print('socket directory left', os.path.exists(worker.socket_dir), flush=True)
 def test_a_killed_worker_ends_the_runtime_body_within_seconds(tmp_path):
   log_path = tmp_path / 'worker.log'
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  child = subprocess.Popen(
-      [sys.executable, '-c', _DYING_CHILD, str(log_path)], cwd=REPO_ROOT,
-      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  child = subprocess.Popen([sys.executable, '-c', _DYING_CHILD,
+                            str(log_path)],
+                           cwd=REPO_ROOT,
+                           env=env,
+                           stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE,
+                           text=True)
   try:
     pid = _wait_ready(child)
     time.sleep(1.0)  # Some calls go through first.
@@ -196,6 +213,7 @@ def test_a_computation_in_flight_on_a_killed_worker_fails_within_seconds(
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+
   from tff_dp.execution import runtime  # pylint: disable=g-import-not-at-top
 
   @tff.tensorflow.computation(np.int64)

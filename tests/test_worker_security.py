@@ -83,8 +83,12 @@ def _run(python: str, code: str, *args: str, as_nobody: bool):
   command = [python, '-S', '-c', code, *args]
   if as_nobody:
     command = [sys.executable, '-I', '-S', '-c', _AS_NOBODY, *command]
-  return subprocess.run(command, capture_output=True, text=True,
-                        timeout=120, check=False, cwd='/',
+  return subprocess.run(command,
+                        capture_output=True,
+                        text=True,
+                        timeout=120,
+                        check=False,
+                        cwd='/',
                         env={'PATH': '/usr/bin:/bin'})
 
 
@@ -97,21 +101,25 @@ def _attack(python: str, target: str, *, as_nobody: bool) -> list[str]:
 def _python_for_nobody() -> str:
   """A Python of our version that `nobody` can run and import grpc with."""
   version = f'{sys.version_info.major}.{sys.version_info.minor}'
-  candidates = [os.path.realpath(sys.executable),
-                shutil.which(f'python{version}', path='/usr/bin:/bin') or '',
-                f'/usr/local/bin/python{version}']
+  candidates = [
+      os.path.realpath(sys.executable),
+      shutil.which(f'python{version}', path='/usr/bin:/bin') or '',
+      f'/usr/local/bin/python{version}'
+  ]
   for python in candidates:
     if python and os.path.isfile(python) and _run(
-        python, 'import sys; sys.path.insert(0, sys.argv[1]); import grpc',
-        _grpc_path(), as_nobody=True).returncode == 0:
+        python,
+        'import sys; sys.path.insert(0, sys.argv[1]); import grpc',
+        _grpc_path(),
+        as_nobody=True).returncode == 0:
       return python
   pytest.skip(f'no Python {version} that user nobody can run with our grpc '
               f'(tried {candidates})')
 
 
 @pytest.mark.tff
-def test_another_user_can_neither_reach_nor_squat_the_worker(tmp_path,
-                                                            monkeypatch):
+def test_another_user_can_neither_reach_nor_squat_the_worker(
+    tmp_path, monkeypatch):
   if os.geteuid() != 0:
     pytest.skip('needs root, to run the attack as user nobody')
   python = _python_for_nobody()
@@ -128,7 +136,8 @@ def test_another_user_can_neither_reach_nor_squat_the_worker(tmp_path,
     ]
     # Control: the same script, as the trainer's user, reaches the worker.
     assert _attack(python, worker.target, as_nobody=False)[1:] == [
-        'connect ok', 'list ok', 'squat ok', 'rpc ok True']
+        'connect ok', 'list ok', 'squat ok', 'rpc ok True'
+    ]
     assert worker.alive()
   finally:
     worker.stop()
@@ -141,7 +150,8 @@ def test_another_user_can_neither_reach_nor_squat_the_worker(tmp_path,
   try:
     runtime.connect(exposed)
     assert _attack(python, exposed.target, as_nobody=True) == [
-        f'euid {_NOBODY} egid {_NOBODY}', 'rpc ok True']
+        f'euid {_NOBODY} egid {_NOBODY}', 'rpc ok True'
+    ]
   finally:
     exposed.stop()
 
@@ -155,8 +165,8 @@ def test_socket_directory_is_fresh_private_and_removed_on_stop(tmp_path):
     assert stat.S_ISDIR(directory.st_mode)
     assert directory.st_uid == os.geteuid()
     assert stat.S_IMODE(directory.st_mode) == 0o700
-    assert os.listdir(worker.socket_dir) == [os.path.basename(
-        worker.socket_path)]
+    assert os.listdir(
+        worker.socket_dir) == [os.path.basename(worker.socket_path)]
     sock = os.lstat(worker.socket_path)
     assert stat.S_ISSOCK(sock.st_mode) and sock.st_uid == os.geteuid()
     # The kernel's word on who serves it: our worker.
@@ -213,8 +223,7 @@ def test_a_base_directory_others_can_write_is_not_used(tmp_path, monkeypatch):
   runtime._check_no_other_writer(str(shared))  # pylint: disable=protected-access
 
 
-def test_a_path_that_exists_before_the_worker_is_refused(tmp_path,
-                                                        monkeypatch):
+def test_a_path_that_exists_before_the_worker_is_refused(tmp_path, monkeypatch):
   directory = tmp_path / 'sockets'
   directory.mkdir(mode=0o700)
   (directory / 'worker.sock').write_text('planted')
@@ -243,7 +252,6 @@ def test_a_socket_served_by_another_process_is_refused(tmp_path):
     f.write('not a socket')
   with pytest.raises(runtime.RuntimeStartError, match='not a socket of ours'):
     runtime.verify_worker_socket(path, os.getpid())
-
 
 
 def test_stale_socket_dirs_are_removed_and_others_kept(tmp_path, monkeypatch):

@@ -37,8 +37,9 @@ def write_text_atomic(path: str, text: str) -> None:
   """Replaces `path` by `text` atomically (UTF-8)."""
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(
-      dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+  fd, tmp = tempfile.mkstemp(dir=directory,
+                             prefix=f'.{os.path.basename(path)}.',
+                             suffix='.tmp')
   try:
     with os.fdopen(fd, 'w', encoding='utf-8', newline='') as f:
       f.write(text)

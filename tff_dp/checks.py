@@ -20,7 +20,10 @@ def check_int(name: str, value, *, minimum: int) -> int:
   return int(value)
 
 
-def check_real(name: str, value, *, positive: bool = False,
+def check_real(name: str,
+               value,
+               *,
+               positive: bool = False,
                below_one: bool = False) -> float:
   """`value` as a finite float >= 0 (> 0 if `positive`, < 1 if `below_one`)."""
   if isinstance(value, bool) or not isinstance(value, numbers.Real):

@@ -12,9 +12,9 @@ import enum
 from typing import Any, Mapping, Optional
 
 from tff_dp.cohorts import sampling
-from tff_dp.data.labels import LabelKind
 from tff_dp.data import loading
 from tff_dp.data import partition as partition_lib
+from tff_dp.data.labels import LabelKind
 from tff_dp.privacy import accounting
 
 
@@ -51,7 +51,7 @@ class Algorithm(enum.Enum):
 class LocalDp(enum.Enum):
   """Noise each client adds to its update before it leaves the client."""
   NONE = 'none'
-  LAPLACE = 'laplace'    # L1 clip, Lap(2 * C1 / epsilon_local) per coordinate
+  LAPLACE = 'laplace'  # L1 clip, Lap(2 * C1 / epsilon_local) per coordinate
   GAUSSIAN = 'gaussian'  # L2 clip, N(0, (z_local * C)^2) per coordinate
 
 
@@ -223,7 +223,6 @@ def config_from_mapping(values: Mapping[str, Any]) -> TrainConfig:
 # default split can give: TFF raises when z >= 2 * (0.05 * clients_per_round).
 ADAPTIVE_MAX_NOISE_PER_CLIENT = 0.1
 
-
 # Simulated clients per TFF call of the grouped path when --clients_per_call
 # is 0 (automatic). Measured on W1 (50 clients of the 784-128-10 MLP, client
 # files): 0.064 s/round with one call of 50 and 0.071 s with two of 25, so
@@ -246,13 +245,13 @@ def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
     return (f'--dataset={config.dataset.value} (multi-label data; the '
             'grouped path trains single-label models only)')
   checks = (
-      (config.algorithm is Algorithm.FEDAVG, 'algorithm',
-       config.algorithm.value),
-      (config.dp_mechanism in (DpMechanism.GAUSSIAN_FIXED,
-                               DpMechanism.GAUSSIAN_ADAPTIVE),
+      (config.algorithm
+       is Algorithm.FEDAVG, 'algorithm', config.algorithm.value),
+      (config.dp_mechanism
+       in (DpMechanism.GAUSSIAN_FIXED, DpMechanism.GAUSSIAN_ADAPTIVE),
        'dp_mechanism', config.dp_mechanism.value),
-      (config.client_weighting is ClientWeighting.UNIFORM,
-       'client_weighting', config.client_weighting.value),
+      (config.client_weighting is ClientWeighting.UNIFORM, 'client_weighting',
+       config.client_weighting.value),
       (config.local_dp is LocalDp.NONE, 'local_dp', config.local_dp.value),
       (not config.example_dp, 'example_dp', config.example_dp),
   )
@@ -301,9 +300,10 @@ def check_config(config: TrainConfig) -> None:
   if not config.uses_dp_aggregator:
     for name in ('target_epsilon', 'max_epsilon'):
       if getattr(config, name) is not None:
-        raise ConfigError(name, getattr(config, name),
-                          'needs a DP mechanism; --dp_mechanism=none is not '
-                          'private (epsilon is infinite)')
+        raise ConfigError(
+            name, getattr(config, name),
+            'needs a DP mechanism; --dp_mechanism=none is not '
+            'private (epsilon is infinite)')
   elif config.target_epsilon is None:
     if config.noise_multiplier == 0 and not config.allow_zero_noise:
       raise ConfigError(
@@ -322,8 +322,8 @@ def check_config(config: TrainConfig) -> None:
         f'cannot be used with --dp_mechanism={mechanism}: weighting by |D_k| '
         'has unbounded sensitivity; use --client_weighting=capped '
         '--weight_cap=N (McMahan et al. 2018) or uniform')
-  if (config.client_weighting is ClientWeighting.CAPPED) != (
-      config.weight_cap is not None):
+  if (config.client_weighting is ClientWeighting.CAPPED) != (config.weight_cap
+                                                             is not None):
     raise ConfigError(
         'weight_cap', config.weight_cap,
         'is required with, and only with, --client_weighting=capped')
@@ -333,11 +333,10 @@ def check_config(config: TrainConfig) -> None:
   _check_mechanism_combinations(config)
   # Before the data are loaded: the dataset decides whether they are tokens.
   _check_token_data(config, tokens=loading.is_token_data(config.dataset))
-  if loading.is_offline(config.dataset) and (
-      config.clients_per_round > config.num_clients):
-    raise ConfigError(
-        'clients_per_round', config.clients_per_round,
-        f'must not exceed --num_clients={config.num_clients}')
+  if loading.is_offline(config.dataset) and (config.clients_per_round
+                                             > config.num_clients):
+    raise ConfigError('clients_per_round', config.clients_per_round,
+                      f'must not exceed --num_clients={config.num_clients}')
   _check_evaluation(config)
 
 
@@ -405,31 +404,35 @@ def _check_mechanism_combinations(config: TrainConfig) -> None:
     raise ConfigError('client_weighting', config.client_weighting.value,
                       'DP-FTRL weights clients uniformly')
   if dp_ftrl and config.target_epsilon is not None:
-    raise ConfigError('target_epsilon', config.target_epsilon,
-                      'calibration is implemented for sampled Gaussian rounds '
-                      'only, not for tree aggregation')
+    raise ConfigError(
+        'target_epsilon', config.target_epsilon,
+        'calibration is implemented for sampled Gaussian rounds '
+        'only, not for tree aggregation')
   if config.local_dp is LocalDp.LAPLACE and config.local_epsilon is None:
     raise ConfigError('local_epsilon', None, 'is required with '
                       '--local_dp=laplace')
-  if config.local_dp is LocalDp.GAUSSIAN and (
-      config.local_noise_multiplier is None):
+  if config.local_dp is LocalDp.GAUSSIAN and (config.local_noise_multiplier
+                                              is None):
     raise ConfigError('local_noise_multiplier', None, 'is required with '
                       '--local_dp=gaussian')
   if config.local_dp is not LocalDp.NONE and (dp_ftrl or config.example_dp):
-    raise ConfigError('local_dp', config.local_dp.value,
-                      'combines with fedavg, fedprox or fedsgd and a Gaussian '
-                      'or no central mechanism')
+    raise ConfigError(
+        'local_dp', config.local_dp.value,
+        'combines with fedavg, fedprox or fedsgd and a Gaussian '
+        'or no central mechanism')
   if config.example_dp and config.algorithm is not Algorithm.FEDAVG:
-    raise ConfigError('example_dp', True, 'example-level DP-SGD runs inside '
-                      'FedAvg clients: use --algorithm=fedavg')
+    raise ConfigError(
+        'example_dp', True, 'example-level DP-SGD runs inside '
+        'FedAvg clients: use --algorithm=fedavg')
   if config.example_dp and config.client_weighting is not (
       ClientWeighting.UNIFORM):
     raise ConfigError('client_weighting', config.client_weighting.value,
                       'example-level DP-SGD clients are weighted uniformly')
   if config.max_epsilon is not None and not config.central_private:
-    raise ConfigError('max_epsilon', config.max_epsilon,
-                      'is a budget on the central guarantee, which this run '
-                      'does not have')
+    raise ConfigError(
+        'max_epsilon', config.max_epsilon,
+        'is a budget on the central guarantee, which this run '
+        'does not have')
 
 
 def check_adaptive_noise(config: TrainConfig) -> None:
@@ -460,11 +463,9 @@ def check_population(config: TrainConfig, population: int) -> None:
         '--client_sampling=full')
   if config.private and not config.delta < 1.0 / population:
     raise ConfigError(
-        'delta', config.delta,
-        f'must be below 1/population = 1/{population} = '
+        'delta', config.delta, f'must be below 1/population = 1/{population} = '
         f'{1.0 / population:.3g}: with a larger delta, "release one client\'s '
         'data in the clear" satisfies the guarantee')
-
 
 
 def check_record_level_delta(config: TrainConfig, largest_client: int) -> None:
@@ -498,7 +499,8 @@ def _check_token_data(config: TrainConfig, *, tokens: bool) -> None:
         'as it streams; use user-level central DP')
 
 
-def check_model_fits_data(config: TrainConfig, *,
+def check_model_fits_data(config: TrainConfig,
+                          *,
                           image_shape: Optional[tuple[int, ...]],
                           vocab_size: Optional[int] = None) -> None:
   """The model can read the data's features.

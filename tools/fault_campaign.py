@@ -50,26 +50,40 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
       prog='python -m tools.fault_campaign',
       description='Kills, starves and tampers with training; checks resumes '
       'and refusals. See tools/README.md, "Fault campaign".')
-  parser.add_argument('--kills', type=int, default=20,
+  parser.add_argument('--kills',
+                      type=int,
+                      default=20,
                       help='SIGKILLs of the trainer (default 20)')
-  parser.add_argument('--worker_kills', type=int, default=5,
+  parser.add_argument('--worker_kills',
+                      type=int,
+                      default=5,
                       help='SIGKILLs of a run\'s TFF worker (default 5)')
-  parser.add_argument('--disk_fulls', type=int, default=3,
+  parser.add_argument('--disk_fulls',
+                      type=int,
+                      default=3,
                       help='runs on a full disk (default 3; needs root)')
-  parser.add_argument('--cases', default=','.join(CASES),
+  parser.add_argument('--cases',
+                      default=','.join(CASES),
                       help=f'comma-separated cases to run (default all: '
                       f'{",".join(CASES)})')
-  parser.add_argument('--quick', action='store_true',
+  parser.add_argument('--quick',
+                      action='store_true',
                       help='one variant of each file case (corrupt, foreign, '
                       'ledger, sqlite)')
-  parser.add_argument('--seed', type=int, default=None,
+  parser.add_argument('--seed',
+                      type=int,
+                      default=None,
                       help='random seed (default: drawn and printed)')
-  parser.add_argument('--rounds', type=int, default=8,
+  parser.add_argument('--rounds',
+                      type=int,
+                      default=8,
                       help='rounds of each smoke run (default 8)')
-  parser.add_argument('--output_dir', default=None,
+  parser.add_argument('--output_dir',
+                      default=None,
                       help='where run directories go (default: a temporary '
                       'directory)')
-  parser.add_argument('--keep', action='store_true',
+  parser.add_argument('--keep',
+                      action='store_true',
                       help='keep the run directories')
   args = parser.parse_args(argv[1:])
   for name in ('kills', 'worker_kills', 'disk_fulls'):
@@ -84,8 +98,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   return args
 
 
-def run_cases(ctx: fault_context.Context, args: argparse.Namespace
-              ) -> list[fault_context.Count]:
+def run_cases(ctx: fault_context.Context,
+              args: argparse.Namespace) -> list[fault_context.Count]:
   """Runs the cases other than the kill loop; returns their counts."""
   if any(case in args.cases for case in _NEED_REFERENCE):
     problems = fault_cases.prepare(ctx, twin='foreign' in args.cases)
@@ -94,8 +108,7 @@ def run_cases(ctx: fault_context.Context, args: argparse.Namespace
       count.add('reference and twin', problems)
       return [count]
   steps = [
-      ('worker-kill', lambda: fault_cases.worker_kills(ctx,
-                                                       args.worker_kills)),
+      ('worker-kill', lambda: fault_cases.worker_kills(ctx, args.worker_kills)),
       ('disk-full', lambda: fault_cases.disk_fulls(ctx, args.disk_fulls)),
       ('corrupt', lambda: fault_files.corruptions(ctx)),
       ('foreign', lambda: fault_files.foreign_checkpoints(ctx)),
@@ -106,8 +119,12 @@ def run_cases(ctx: fault_context.Context, args: argparse.Namespace
   return [step() for case, step in steps if case in args.cases]
 
 
-def print_report(counts: list[fault_context.Count], *, hangs: list[str],
-                 workers: set[int], copies: list[str], wall: float,
+def print_report(counts: list[fault_context.Count],
+                 *,
+                 hangs: list[str],
+                 workers: set[int],
+                 copies: list[str],
+                 wall: float,
                  out=sys.stdout) -> bool:
   """Prints the campaign's report; returns True if everything passed."""
   left = fault_runs.workers_left(sorted(workers), timeout=5)
@@ -116,7 +133,8 @@ def print_report(counts: list[fault_context.Count], *, hangs: list[str],
     print(f'  {count.line()}', file=out)
   print(f'  hangs: {len(hangs)}', file=out)
   print(f'  TFF workers left running: {len(left)} (of {len(workers)} '
-        f'started) {left or ""}'.rstrip(), file=out)
+        f'started) {left or ""}'.rstrip(),
+        file=out)
   print(f'  client-data copies left: {len(copies)} {copies or ""}'.rstrip(),
         file=out)
   print(f'  wall time: {wall:.0f} s', file=out)
@@ -132,29 +150,35 @@ def main(argv: list[str]) -> int:
   seed = args.seed
   if seed is None:
     seed = random.SystemRandom().randrange(2**31)
-  output_dir = os.path.abspath(args.output_dir or tempfile.mkdtemp(
-      prefix='tff-dp-fault-campaign-'))
+  output_dir = os.path.abspath(
+      args.output_dir or tempfile.mkdtemp(prefix='tff-dp-fault-campaign-'))
   os.makedirs(output_dir, exist_ok=True)
-  print(f'fault campaign: cases {",".join(args.cases)}; {args.kills} kills, '
-        f'{args.worker_kills} worker kills, {args.disk_fulls} disk-full runs, '
-        f'seed {seed}, run directories in {output_dir}', flush=True)
+  print(
+      f'fault campaign: cases {",".join(args.cases)}; {args.kills} kills, '
+      f'{args.worker_kills} worker kills, {args.disk_fulls} disk-full runs, '
+      f'seed {seed}, run directories in {output_dir}',
+      flush=True)
   started = time.monotonic()
   rng = random.Random(seed)
   counts, hangs, workers, pids = [], [], set(), []
   if 'kills' in args.cases and args.kills:
-    loop = fault_kills.KillLoop(
-        kills=args.kills, rng=rng, rounds=args.rounds,
-        output_dir=os.path.join(output_dir, 'kills'))
+    loop = fault_kills.KillLoop(kills=args.kills,
+                                rng=rng,
+                                rounds=args.rounds,
+                                output_dir=os.path.join(output_dir, 'kills'))
     loop.run()
     counts.append(loop.report(seed))
     hangs, pids = loop.hangs, loop.attempt_pids
     workers.update(loop.worker_pids())
-  ctx = fault_context.Context(output_dir=output_dir, rounds=args.rounds,
-                              rng=rng, quick=args.quick)
+  ctx = fault_context.Context(output_dir=output_dir,
+                              rounds=args.rounds,
+                              rng=rng,
+                              quick=args.quick)
   counts += run_cases(ctx, args)
   # A killed attempt cannot remove its temporary copy of the client data
   # (tff_dp.algorithms.grouped_data); a later one must have.
-  ok = print_report(counts, hangs=hangs + ctx.hangs,
+  ok = print_report(counts,
+                    hangs=hangs + ctx.hangs,
                     workers=workers | ctx.workers,
                     copies=fault_runs.client_file_copies(pids + ctx.pids),
                     wall=time.monotonic() - started)

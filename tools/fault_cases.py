@@ -109,8 +109,8 @@ def _left_behind(ctx: Context, run_dir: str) -> list[str]:
 class WorkerKill:
   """How a trainer ended after its worker was killed (None: no kill)."""
   problems: Optional[list[str]] = None
-  seconds: Optional[float] = None   # From the kill to the trainer's end.
-  phase: str = ''                   # _STARTING or _IN_USE.
+  seconds: Optional[float] = None  # From the kill to the trainer's end.
+  phase: str = ''  # _STARTING or _IN_USE.
 
 
 def _after_worker_kill(ctx: Context, outcome: fault_context.Outcome, *,
@@ -125,8 +125,9 @@ def _after_worker_kill(ctx: Context, outcome: fault_context.Outcome, *,
     problems += fault_context.one_line_problems(outcome, prefix=starting)
   else:
     phase = _IN_USE
-    problems += fault_context.one_line_problems(
-        outcome, prefix=_DIED.format(pid=pid), needle=_NOTHING_RELEASED)
+    problems += fault_context.one_line_problems(outcome,
+                                                prefix=_DIED.format(pid=pid),
+                                                needle=_NOTHING_RELEASED)
   return problems + _left_behind(ctx, run_dir), phase
 
 
@@ -177,17 +178,20 @@ def _end_before_kill(ctx: Context, program: fault_context.Program,
   outcome = program.outcome()
   if outcome.returncode == 0:
     return None
-  return [f'ended before the kill: exit {outcome.returncode}, '
-          f'{fault_runs.last_line(outcome.stderr)}']
+  return [
+      f'ended before the kill: exit {outcome.returncode}, '
+      f'{fault_runs.last_line(outcome.stderr)}'
+  ]
 
 
-def _kill_worker(ctx: Context, program: fault_context.Program, *,
-                 run_name: str, run_dir: str, delay: float) -> WorkerKill:
+def _kill_worker(ctx: Context, program: fault_context.Program, *, run_name: str,
+                 run_dir: str, delay: float) -> WorkerKill:
   """SIGKILLs the program's worker `delay` s after it started."""
   pid = program.wait_for_worker(run_dir, fault_context.RUN_TIMEOUT_SECONDS)
   if pid is None:
-    return WorkerKill(_end_before_kill(ctx, program, run_name) or [
-        'completed, but its worker.log names no worker'])
+    return WorkerKill(
+        _end_before_kill(ctx, program, run_name) or
+        ['completed, but its worker.log names no worker'])
   pidfd = _open_worker(pid)
   if pidfd is None:
     return WorkerKill(_end_before_kill(ctx, program, run_name))
@@ -202,13 +206,15 @@ def _kill_worker(ctx: Context, program: fault_context.Program, *,
     ctx.hang(f'{run_name} after its worker was killed', HANG_SECONDS)
     return WorkerKill(['the trainer did not end after its worker was killed'])
   seconds = time.monotonic() - killed_at
-  problems, phase = _after_worker_kill(ctx, program.outcome(), pid=pid,
+  problems, phase = _after_worker_kill(ctx,
+                                       program.outcome(),
+                                       pid=pid,
                                        run_dir=run_dir)
   return WorkerKill(problems, seconds, phase)
 
 
-def _worker_kill_run(ctx: Context, run_name: str, delay: float
-                     ) -> tuple[WorkerKill, str]:
+def _worker_kill_run(ctx: Context, run_name: str,
+                     delay: float) -> tuple[WorkerKill, str]:
   """A run whose worker is killed, then the same command again.
 
   Returns (the kill, with the resume's problems added; what happened).
@@ -216,8 +222,11 @@ def _worker_kill_run(ctx: Context, run_name: str, delay: float
   output_dir = os.path.join(ctx.output_dir, 'worker-kills')
   run_dir = os.path.join(output_dir, run_name)
   args = fault_runs.train_args(output_dir, run_name, ctx.rounds)
-  kill = _kill_worker(ctx, ctx.program(args), run_name=run_name,
-                      run_dir=run_dir, delay=delay)
+  kill = _kill_worker(ctx,
+                      ctx.program(args),
+                      run_name=run_name,
+                      run_dir=run_dir,
+                      delay=delay)
   if kill.problems is None or kill.seconds is None:
     return kill, 'no kill'
   released = max(fault_runs.csv_rounds(run_dir), default=0)
@@ -245,8 +254,9 @@ def worker_kills(ctx: Context, kills: int) -> Count:
       misses += 1
       ctx.worker_window *= 0.7  # The run was faster than the estimate.
     else:
-      kill = WorkerKill([f'{_MISSES_PER_KILL} runs finished before their '
-                         'kill'])
+      kill = WorkerKill(
+          [f'{_MISSES_PER_KILL} runs finished before their '
+           'kill'])
     done.append(kill)
     ctx.log(f'worker kill {number}/{kills}: {run_name}, {delay:.1f} s after '
             f'the worker started: {what}: '
@@ -281,7 +291,10 @@ def _mount(path: str) -> str:
   try:
     result = subprocess.run(
         ['mount', '-t', 'tmpfs', '-o', f'size={_TMPFS_SIZE}', 'tmpfs', path],
-        capture_output=True, text=True, timeout=60, check=False)
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False)
   except (OSError, subprocess.TimeoutExpired) as e:
     return f'mount failed: {e}'
   if result.returncode != 0:
@@ -313,8 +326,10 @@ def _fill(directory: str, leave: int) -> str:
 
 def allocated_bytes(directory: str) -> int:
   """What the files under `directory` occupy on disk."""
-  return sum(os.lstat(os.path.join(root, name)).st_blocks * 512
-             for root, _, names in os.walk(directory) for name in names)
+  return sum(
+      os.lstat(os.path.join(root, name)).st_blocks * 512
+      for root, _, names in os.walk(directory)
+      for name in names)
 
 
 def _after_disk_full(ctx: Context, outcome: fault_context.Outcome,
@@ -331,8 +346,8 @@ def _after_disk_full(ctx: Context, outcome: fault_context.Outcome,
   return problems + _left_behind(ctx, run_dir)
 
 
-def _disk_full_once(ctx: Context, mount: str, run_name: str, leave: int
-                    ) -> tuple[Optional[list[str]], str]:
+def _disk_full_once(ctx: Context, mount: str, run_name: str,
+                    leave: int) -> tuple[Optional[list[str]], str]:
   """One run on a disk with `leave` bytes free, then resumed with space.
 
   Returns (problems, what the failure said), or (None, '') if the run
@@ -359,8 +374,8 @@ def _disk_full_once(ctx: Context, mount: str, run_name: str, leave: int
                     f'{fault_runs.last_line(outcome.stderr)}')
 
 
-def _fill_and_run(ctx: Context, mount: str, number: int, budget: int
-                  ) -> tuple[str, list[str], str]:
+def _fill_and_run(ctx: Context, mount: str, number: int,
+                  budget: int) -> tuple[str, list[str], str]:
   """Runs on the mounted disk until a run fails for want of space."""
   leave = ctx.rng.randrange(0, max(_PAGE, budget), _PAGE)
   for fill in range(_FILLS_PER_TRY):
@@ -372,8 +387,8 @@ def _fill_and_run(ctx: Context, mount: str, number: int, budget: int
   return f'disk-full-{number}', ['the run fit every time'], ''
 
 
-def _disk_full_try(ctx: Context, number: int, budget: int
-                   ) -> tuple[str, list[str], str]:
+def _disk_full_try(ctx: Context, number: int,
+                   budget: int) -> tuple[str, list[str], str]:
   """One counted try on a tmpfs of its own, always unmounted."""
   mount = os.path.join(ctx.output_dir, f'disk-full-{number}')
   reason = _mount(mount)
@@ -401,7 +416,7 @@ def disk_fulls(ctx: Context, tries: int) -> Count:
       ctx.log(f'disk full: skipped ({said})')
       break
     ctx.log(f'disk full {number}/{tries}: {what}: '
-            f'{"; ".join(problems) or "survived"}'
-            + (f'\n  {said}' if said else ''))
+            f'{"; ".join(problems) or "survived"}' +
+            (f'\n  {said}' if said else ''))
     count.add(what, problems)
   return count

@@ -23,6 +23,7 @@ from tools import fault_runs
 # What one program's output may take to drain after it exited.
 _READER_JOIN_SECONDS = 30
 
+
 @dataclasses.dataclass
 class Outcome:
   """How one program ended (returncode None: it hung and was stopped)."""
@@ -45,16 +46,22 @@ class Program:
 
   def __init__(self, args: list[str], *, env: Optional[dict[str, str]] = None):
     self.started = time.monotonic()
-    self.process = subprocess.Popen(
-        args, cwd=fault_runs.REPO_ROOT, env=env or fault_runs.environment(),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    self.process = subprocess.Popen(args,
+                                    cwd=fault_runs.REPO_ROOT,
+                                    env=env or fault_runs.environment(),
+                                    stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE,
+                                    text=True,
+                                    start_new_session=True)
     self.lines: list[tuple[float, str]] = []  # (seconds since start, line)
     self._stderr: list[str] = []
     self._readers = [
         threading.Thread(target=self._read_stdout, daemon=True),
-        threading.Thread(target=lambda: self._stderr.append(
-            self.process.stderr.read()), daemon=True)]
+        threading.Thread(
+            target=lambda: self._stderr.append(self.process.stderr.read()),
+            daemon=True)
+    ]
     for reader in self._readers:
       reader.start()
 
@@ -86,18 +93,16 @@ class Program:
     deadline = time.monotonic() + timeout
     while True:
       ended = self.process.poll() is not None
-      new = [pid for pid in fault_runs.worker_pids(run_dir)
-             if pid not in known]
+      new = [pid for pid in fault_runs.worker_pids(run_dir) if pid not in known]
       if new or ended or time.monotonic() > deadline:
         return new[0] if new else None
       time.sleep(0.05)
 
   def outcome(self, *, hung: bool = False) -> Outcome:
-    return Outcome(
-        returncode=None if hung else self.process.returncode,
-        stdout='\n'.join(line for _, line in self.lines),
-        stderr=''.join(self._stderr),
-        seconds=time.monotonic() - self.started)
+    return Outcome(returncode=None if hung else self.process.returncode,
+                   stdout='\n'.join(line for _, line in self.lines),
+                   stderr=''.join(self._stderr),
+                   seconds=time.monotonic() - self.started)
 
 
 # --- What the cases share: counts, hangs, the reference run. ---------------
@@ -114,7 +119,7 @@ class Count:
   passed: int = 0
   total: int = 0
   failures: list[str] = dataclasses.field(default_factory=list)
-  skipped: str = ''             # Why the case did not run, if it did not.
+  skipped: str = ''  # Why the case did not run, if it did not.
   details: list[str] = dataclasses.field(default_factory=list)
 
   def add(self, what: str, problems: list[str]) -> None:
@@ -139,7 +144,12 @@ class Count:
 class Context:
   """What the cases share: the flags' expectations, hangs, workers seen."""
 
-  def __init__(self, *, output_dir: str, rounds: int, rng, quick: bool,
+  def __init__(self,
+               *,
+               output_dir: str,
+               rounds: int,
+               rng,
+               quick: bool,
                out=sys.stdout):
     self.output_dir = output_dir
     self.rounds = rounds
@@ -150,9 +160,9 @@ class Context:
         fault_runs.read_flagfile(fault_runs.SMOKE_CONFIG), rounds)
     self.hangs: list[str] = []
     self.workers: set[int] = set()  # Every worker pid seen in a run.
-    self.pids: list[int] = []       # Every program started.
-    self.reference: Optional[str] = None   # A verified uninterrupted run.
-    self.twin: Optional[str] = None        # Another, with the same flags.
+    self.pids: list[int] = []  # Every program started.
+    self.reference: Optional[str] = None  # A verified uninterrupted run.
+    self.twin: Optional[str] = None  # Another, with the same flags.
     # Seconds from the reference's worker start to its exit.
     self.worker_window = 20.0
 
@@ -163,14 +173,19 @@ class Context:
     self.hangs.append(f'{what}: no end after {seconds:.0f} s')
     self.log(f'  HANG: {self.hangs[-1]}')
 
-  def program(self, args: list[str], *,
+  def program(self,
+              args: list[str],
+              *,
               env: Optional[dict[str, str]] = None) -> Program:
     """Starts a program (its pid recorded)."""
     program = Program(args, env=env)
     self.pids.append(program.process.pid)
     return program
 
-  def run(self, args: list[str], *, what: str,
+  def run(self,
+          args: list[str],
+          *,
+          what: str,
           timeout: float = RUN_TIMEOUT_SECONDS,
           env: Optional[dict[str, str]] = None) -> Outcome:
     """Runs a program to its end; a hang is counted and stopped."""
@@ -184,9 +199,11 @@ class Context:
   def verify(self, run_dir: str) -> list[str]:
     """The problems `fault_runs.verify_run` finds in a completed run."""
     self.workers.update(fault_runs.worker_pids(run_dir))
-    problems, _, _ = fault_runs.verify_run(
-        run_dir, planned=self.rounds, event=self.event, delta=self.delta,
-        epsilons=self.epsilons)
+    problems, _, _ = fault_runs.verify_run(run_dir,
+                                           planned=self.rounds,
+                                           event=self.event,
+                                           delta=self.delta,
+                                           epsilons=self.epsilons)
     return problems
 
 
@@ -195,17 +212,22 @@ def exit_problems(outcome: Outcome, *, code: int) -> list[str]:
   if outcome.hung:
     return ['hung']
   if outcome.returncode != code:
-    return [f'exit {outcome.returncode}, expected {code}: '
-            f'{fault_runs.last_line(outcome.stderr)}']
+    return [
+        f'exit {outcome.returncode}, expected {code}: '
+        f'{fault_runs.last_line(outcome.stderr)}'
+    ]
   return []
 
 
-def one_line_problems(outcome: Outcome, *, prefix: str,
+def one_line_problems(outcome: Outcome,
+                      *,
+                      prefix: str,
                       needle: str = '') -> list[str]:
   """Why stderr is not ONE `tff-dp:` line, last, starting with `prefix`."""
   problems = []
-  ours = [line for line in outcome.stderr.splitlines()
-          if line.startswith('tff-dp:')]
+  ours = [
+      line for line in outcome.stderr.splitlines() if line.startswith('tff-dp:')
+  ]
   last = fault_runs.last_line(outcome.stderr)
   if ours != [last]:
     problems.append(f'stderr has {len(ours)} tff-dp: lines, last {last!r}')
@@ -219,8 +241,8 @@ def one_line_problems(outcome: Outcome, *, prefix: str,
   return problems
 
 
-def completed_run(ctx: Context, output_dir: str, run_name: str
-                  ) -> tuple[str, list[str], Optional[float]]:
+def completed_run(ctx: Context, output_dir: str,
+                  run_name: str) -> tuple[str, list[str], Optional[float]]:
   """Trains the smoke config uninterrupted and verifies it.
 
   Returns (run directory, problems, seconds from the start of its worker to
@@ -228,8 +250,7 @@ def completed_run(ctx: Context, output_dir: str, run_name: str
   the run).
   """
   run_dir = os.path.join(output_dir, run_name)
-  program = ctx.program(
-      fault_runs.train_args(output_dir, run_name, ctx.rounds))
+  program = ctx.program(fault_runs.train_args(output_dir, run_name, ctx.rounds))
   pid = program.wait_for_worker(run_dir, RUN_TIMEOUT_SECONDS)
   worker_started = time.monotonic()
   if not program.wait(RUN_TIMEOUT_SECONDS):

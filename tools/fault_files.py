@@ -79,54 +79,60 @@ def _garble(path: str) -> None:
 
 # name -> edit of the newest checkpoint's directory.
 _CORRUPTIONS = {
-    'state.npz bytes flipped': lambda c: _flip_bytes(
-        os.path.join(c, 'state.npz')),
-    'state.npz cut in half': lambda c: _cut_in_half(
-        os.path.join(c, 'state.npz')),
-    'meta.json bytes flipped': lambda c: _flip_bytes(
-        os.path.join(c, 'meta.json')),
-    'MANIFEST.json removed': lambda c: os.remove(
-        os.path.join(c, 'MANIFEST.json')),
-    'MANIFEST.json garbled': lambda c: _garble(
-        os.path.join(c, 'MANIFEST.json')),
+    'state.npz bytes flipped':
+        lambda c: _flip_bytes(os.path.join(c, 'state.npz')),
+    'state.npz cut in half':
+        lambda c: _cut_in_half(os.path.join(c, 'state.npz')),
+    'meta.json bytes flipped':
+        lambda c: _flip_bytes(os.path.join(c, 'meta.json')),
+    'MANIFEST.json removed':
+        lambda c: os.remove(os.path.join(c, 'MANIFEST.json')),
+    'MANIFEST.json garbled':
+        lambda c: _garble(os.path.join(c, 'MANIFEST.json')),
 }
 
 
 def _changes(before: dict[str, bytes], after: dict[str, bytes]) -> list[str]:
   """Files added, removed or changed; worker.log may only grow."""
-  changed = sorted(
-      name for name in set(before) | set(after)
-      if before.get(name) != after.get(name) and not (
-          name == 'worker.log' and name in before and name in after and
-          after[name].startswith(before[name])))
+  changed = sorted(name for name in set(before) | set(after)
+                   if before.get(name) != after.get(name) and
+                   not (name == 'worker.log' and name in before and
+                        name in after and after[name].startswith(before[name])))
   return [f'files of the run changed: {changed}'] if changed else []
 
 
-def _refused(ctx: Context, run_dir: str, args: list[str], *, what: str,
-             needle: str, env=None) -> tuple[list[str], float]:
+def _refused(ctx: Context,
+             run_dir: str,
+             args: list[str],
+             *,
+             what: str,
+             needle: str,
+             env=None) -> tuple[list[str], float]:
   """Runs `args`; (problems unless refused in one line with every file
   kept, seconds the refusal took)."""
   before = fault_runs.files(run_dir)
-  outcome = ctx.run(args, what=what, timeout=_REFUSED_TIMEOUT_SECONDS,
-                    env=env)
+  outcome = ctx.run(args, what=what, timeout=_REFUSED_TIMEOUT_SECONDS, env=env)
   problems = fault_context.exit_problems(outcome, code=2)
-  problems += fault_context.one_line_problems(
-      outcome, prefix='tff-dp: error: ', needle=needle)
+  problems += fault_context.one_line_problems(outcome,
+                                              prefix='tff-dp: error: ',
+                                              needle=needle)
   return problems + _changes(before, fault_runs.files(run_dir)), (
       outcome.seconds)
 
 
-def _released_corruption(ctx: Context, number: int, name: str
-                         ) -> tuple[list[str], float]:
+def _released_corruption(ctx: Context, number: int,
+                         name: str) -> tuple[list[str], float]:
   """The newest checkpoint, its round released, corrupted as `name` says."""
   output_dir, run_dir = _copy_reference(ctx, f'corrupt-{number}')
   newest = _newest(run_dir)
   _CORRUPTIONS[name](newest)
   # The same command, or one that asks for one more round.
   rounds = ctx.rounds + number % 2
-  return _refused(
-      ctx, run_dir, fault_runs.train_args(output_dir, 'run', rounds),
-      what=f'resume past: {name}', needle=os.path.basename(newest))
+  return _refused(ctx,
+                  run_dir,
+                  fault_runs.train_args(output_dir, 'run', rounds),
+                  what=f'resume past: {name}',
+                  needle=os.path.basename(newest))
 
 
 def _unreleased_corruption(ctx: Context) -> list[str]:
@@ -196,11 +202,14 @@ def _twin_newest(run_dir: str, twin: str) -> None:
 
 # name -> edit(run_dir, twin run_dir).
 _FOREIGN = {
-    'run id changed': lambda r, t: _write_marker(r, secrets.token_hex(16)),
-    'run marker removed': lambda r, t: os.remove(
-        os.path.join(r, resume.RUN_MARKER)),
-    "the twin run's checkpoints": _twin_checkpoints,
-    "the twin run's newest checkpoint": _twin_newest,
+    'run id changed':
+        lambda r, t: _write_marker(r, secrets.token_hex(16)),
+    'run marker removed':
+        lambda r, t: os.remove(os.path.join(r, resume.RUN_MARKER)),
+    "the twin run's checkpoints":
+        _twin_checkpoints,
+    "the twin run's newest checkpoint":
+        _twin_newest,
 }
 
 
@@ -211,11 +220,13 @@ def foreign_checkpoints(ctx: Context) -> Count:
   for number, name in enumerate(names, 1):
     output_dir, run_dir = _copy_reference(ctx, f'foreign-{number}')
     _FOREIGN[name](run_dir, ctx.twin)
-    problems, seconds = _refused(
-        ctx, run_dir, fault_runs.train_args(output_dir, 'run',
-                                            ctx.rounds + 1),
-        what=f'foreign checkpoint: {name}', needle='belongs to another run',
-        env=fault_runs.without_tensorflow(output_dir))
+    problems, seconds = _refused(ctx,
+                                 run_dir,
+                                 fault_runs.train_args(output_dir, 'run',
+                                                       ctx.rounds + 1),
+                                 what=f'foreign checkpoint: {name}',
+                                 needle='belongs to another run',
+                                 env=fault_runs.without_tensorflow(output_dir))
     ctx.log(f'foreign checkpoint ({name}): '
             f'{"; ".join(problems) or "refused before TensorFlow"} in '
             f'{seconds:.1f} s')
@@ -254,24 +265,26 @@ def _ledger_edits(ctx: Context) -> dict:
   return {
       f'cut to {keep} rounds': (lambda p: _edit_ledger(
           p, lambda d: d.update(rounds=d['rounds'][:keep])), disagrees),
-      'noise multiplier x10': (lambda p: _edit_ledger(p, _raise_noise),
-                               disagrees),
+      'noise multiplier x10':
+          (lambda p: _edit_ledger(p, _raise_noise), disagrees),
       'garbled': (_garble, 'ledger.json'),
       'removed': (os.remove, 'ledger.json'),
   }
 
 
-def _epsilon_report(ctx: Context, run_dir: str, what: str
-                    ) -> tuple[list[str], list[str], list[str]]:
+def _epsilon_report(ctx: Context, run_dir: str,
+                    what: str) -> tuple[list[str], list[str], list[str]]:
   """(problems, warning lines, epsilon and guarantee lines) of a run dir."""
-  outcome = ctx.run([sys.executable, '-m', 'tff_dp.cli.epsilon',
-                     f'--run_dir={run_dir}'], what=what,
-                    timeout=_REFUSED_TIMEOUT_SECONDS)
+  outcome = ctx.run(
+      [sys.executable, '-m', 'tff_dp.cli.epsilon', f'--run_dir={run_dir}'],
+      what=what,
+      timeout=_REFUSED_TIMEOUT_SECONDS)
   problems = fault_context.exit_problems(outcome, code=0)
   lines = outcome.stdout.splitlines() + outcome.stderr.splitlines()
   warnings = [line for line in lines if line.startswith('warning: ')]
-  epsilons = [line for line in lines
-              if line.startswith(('epsilon (', 'guarantee: '))]
+  epsilons = [
+      line for line in lines if line.startswith(('epsilon (', 'guarantee: '))
+  ]
   if not any('(checksums verified)' in line for line in lines):
     problems.append('not reported from a verified checkpoint')
   return problems, warnings, epsilons
@@ -326,19 +339,22 @@ def hostile_client_ids(ctx: Context) -> Count:
 def bad_inputs(ctx: Context) -> Count:
   """Crafted --client_data files, refused by the training program."""
   count = Count('bad inputs refused')
-  names = (fault_sqlite.QUICK_BAD_FILES if ctx.quick
-           else sorted(fault_sqlite.BAD_FILES))
+  names = (fault_sqlite.QUICK_BAD_FILES
+           if ctx.quick else sorted(fault_sqlite.BAD_FILES))
   for number, name in enumerate(names, 1):
     directory = os.path.join(ctx.output_dir, 'sqlite', f'bad-{number}')
     path = fault_sqlite.make_bad_file(directory, name)
     output_dir = os.path.join(directory, 'runs')
     args = fault_runs.train_args(output_dir, 'run', ctx.rounds) + [
-        '--dataset=sqlite', f'--client_data={path}']
-    outcome = ctx.run(args, what=f'--client_data with {name}',
+        '--dataset=sqlite', f'--client_data={path}'
+    ]
+    outcome = ctx.run(args,
+                      what=f'--client_data with {name}',
                       timeout=_REFUSED_TIMEOUT_SECONDS)
     problems = fault_context.exit_problems(outcome, code=2)
     problems += fault_context.one_line_problems(
-        outcome, prefix=f'tff-dp: error: --dataset=sqlite: {path}',
+        outcome,
+        prefix=f'tff-dp: error: --dataset=sqlite: {path}',
         needle=fault_sqlite.BAD_FILES[name])
     if os.path.isdir(output_dir) and os.listdir(output_dir):
       problems.append(f'{output_dir} was created: {os.listdir(output_dir)}')

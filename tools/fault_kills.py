@@ -49,15 +49,15 @@ class Kill:
   """One SIGKILL and what the resume made of it."""
   number: int
   run_name: str
-  how: str                      # 'timer 12.3 s' or 'checkpoint_write:3'
+  how: str  # 'timer 12.3 s' or 'checkpoint_write:3'
   # After the kill, on disk: the last round released (CSV or ledger, as the
   # resume logic counts it), the last CSV row and the rounds in ledger.json.
   released_before: int
   csv_before: int
   charged_before: int
-  workers_left: list[int]       # Workers of the attempt still running.
+  workers_left: list[int]  # Workers of the attempt still running.
   resumed_after: Optional[int] = None  # Round the next attempt started after.
-  resume_error: str = ''        # Why the next attempt failed, if it did.
+  resume_error: str = ''  # Why the next attempt failed, if it did.
 
   @property
   def rounds_lost(self) -> Optional[int]:
@@ -77,13 +77,13 @@ class Attempt:
   returncode: int
   killed_by_us: bool
   seconds: float
-  first_round_at: Optional[float]   # Seconds from start to the first round.
-  round_times: list[float]          # Seconds between consecutive rounds.
-  resumed_after: Optional[int]      # From 'resuming after round N'.
-  first_round: Optional[int]        # The first 'round k/N' it printed.
+  first_round_at: Optional[float]  # Seconds from start to the first round.
+  round_times: list[float]  # Seconds between consecutive rounds.
+  resumed_after: Optional[int]  # From 'resuming after round N'.
+  first_round: Optional[int]  # The first 'round k/N' it printed.
   stderr: str
   pid: int = 0
-  hung: bool = False                # Stopped after ATTEMPT_TIMEOUT_SECONDS.
+  hung: bool = False  # Stopped after ATTEMPT_TIMEOUT_SECONDS.
 
 
 def started_after(attempt: Attempt, *, progressed: bool) -> Optional[int]:
@@ -118,12 +118,16 @@ def _attempt_from(process, lines, stderr, *, seconds, killed_by_us,
       if first_round is None:
         first_round = int(match.group(1))
       round_at.append(at)
-  return Attempt(
-      returncode=process.returncode, killed_by_us=killed_by_us,
-      seconds=seconds, first_round_at=round_at[0] if round_at else None,
-      round_times=[b - a for a, b in zip(round_at, round_at[1:])],
-      resumed_after=resumed_after, first_round=first_round, stderr=stderr,
-      pid=process.pid, hung=hung)
+  return Attempt(returncode=process.returncode,
+                 killed_by_us=killed_by_us,
+                 seconds=seconds,
+                 first_round_at=round_at[0] if round_at else None,
+                 round_times=[b - a for a, b in zip(round_at, round_at[1:])],
+                 resumed_after=resumed_after,
+                 first_round=first_round,
+                 stderr=stderr,
+                 pid=process.pid,
+                 hung=hung)
 
 
 def run_attempt(args: list[str], *, env: dict[str, str],
@@ -134,9 +138,13 @@ def run_attempt(args: list[str], *, env: dict[str, str],
   ATTEMPT_TIMEOUT_SECONDS is a hang: SIGKILLed, marked `hung`.
   """
   start = time.monotonic()
-  process = subprocess.Popen(args, cwd=fault_runs.REPO_ROOT, env=env,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+  process = subprocess.Popen(args,
+                             cwd=fault_runs.REPO_ROOT,
+                             env=env,
+                             stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE,
+                             text=True)
   lines = []  # (seconds since start, line)
   stderr_chunks = []
 
@@ -144,24 +152,30 @@ def run_attempt(args: list[str], *, env: dict[str, str],
     for line in process.stdout:
       lines.append((time.monotonic() - start, line.rstrip('\n')))
 
-  readers = [threading.Thread(target=read_stdout, daemon=True),
-             threading.Thread(target=lambda: stderr_chunks.append(
-                 process.stderr.read()), daemon=True)]
+  readers = [
+      threading.Thread(target=read_stdout, daemon=True),
+      threading.Thread(
+          target=lambda: stderr_chunks.append(process.stderr.read()),
+          daemon=True)
+  ]
   for reader in readers:
     reader.start()
   killed_by_us = hung = False
   try:
-    process.wait(timeout=(ATTEMPT_TIMEOUT_SECONDS if kill_after is None
-                          else kill_after))
+    process.wait(
+        timeout=(ATTEMPT_TIMEOUT_SECONDS if kill_after is None else kill_after))
   except subprocess.TimeoutExpired:
     process.send_signal(signal.SIGKILL)
     killed_by_us, hung = kill_after is not None, kill_after is None
     process.wait()
   for reader in readers:
     reader.join(timeout=30)
-  return _attempt_from(process, lines, ''.join(stderr_chunks),
+  return _attempt_from(process,
+                       lines,
+                       ''.join(stderr_chunks),
                        seconds=time.monotonic() - start,
-                       killed_by_us=killed_by_us, hung=hung)
+                       killed_by_us=killed_by_us,
+                       hung=hung)
 
 
 class Timing:
@@ -185,8 +199,13 @@ class Timing:
 class KillLoop:
   """The SIGKILL loop: kills training at random moments, resumes, checks."""
 
-  def __init__(self, *, kills: int, rng: random.Random, rounds: int,
-               output_dir: str, out=sys.stdout):
+  def __init__(self,
+               *,
+               kills: int,
+               rng: random.Random,
+               rounds: int,
+               output_dir: str,
+               out=sys.stdout):
     self.kills, self.rng, self.planned = kills, rng, rounds
     self.output_dir, self.out = output_dir, out
     self.event, self.delta, self.epsilons = fault_runs.expected_epsilons(
@@ -215,21 +234,21 @@ class KillLoop:
         self._log('aborting: training fails without any fault')
         return
 
-  def _choose_fault(self, released: int
-                    ) -> tuple[Optional[str], Optional[float]]:
+  def _choose_fault(self,
+                    released: int) -> tuple[Optional[str], Optional[float]]:
     """(TFF_DP_CRASH_AT value, seconds until a SIGKILL): one or neither."""
     # Once every round is released only the start-up and the summary are
     # left to interrupt: kill there sometimes, not until the kills run out
     # (which would spend most of them on that one window).
-    if len(self.kill_log) >= self.kills or (
-        released >= self.planned and
-        self.rng.random() >= _FINISHED_RUN_KILL_RATE):
+    if len(self.kill_log) >= self.kills or (released >= self.planned and
+                                            self.rng.random()
+                                            >= _FINISHED_RUN_KILL_RATE):
       return None, None
     if self.rng.random() < 0.5 and released < self.planned:
       return (f'{self.rng.choice(faults.POINTS)}:'
               f'{self.rng.randint(released + 1, self.planned)}'), None
-    return None, self.rng.uniform(
-        0, self.timing.expected(self.planned - released))
+    return None, self.rng.uniform(0,
+                                  self.timing.expected(self.planned - released))
 
   def _run_to_end(self, run_name: str) -> bool:
     """Attempts (killed or not) until the run completes; True if it did."""
@@ -240,21 +259,23 @@ class KillLoop:
       crash_at, kill_after = self._choose_fault(
           resume.released_rounds(run_dir, csv_path=csv_path))
       before = fault_runs.disk_progress(run_dir)
-      attempt = run_attempt(
-          fault_runs.train_args(self.output_dir, run_name, self.planned),
-          env=fault_runs.environment(crash_at), kill_after=kill_after)
+      attempt = run_attempt(fault_runs.train_args(self.output_dir, run_name,
+                                                  self.planned),
+                            env=fault_runs.environment(crash_at),
+                            kill_after=kill_after)
       self.timing.update(attempt)
       self.attempt_pids.append(attempt.pid)
-      start = started_after(
-          attempt, progressed=fault_runs.disk_progress(run_dir) != before)
+      start = started_after(attempt,
+                            progressed=fault_runs.disk_progress(run_dir)
+                            != before)
       if start is not None:
         for kill in awaiting:
           kill.resumed_after = start
         awaiting = []
       if attempt.returncode == -signal.SIGKILL and not attempt.hung and (
           attempt.killed_by_us or crash_at is not None):
-        awaiting.append(self._record_kill(run_name, attempt, crash_at,
-                                          kill_after))
+        awaiting.append(
+            self._record_kill(run_name, attempt, crash_at, kill_after))
         continue
       if attempt.returncode != 0:
         self._failed(run_name, attempt, awaiting)
@@ -264,17 +285,21 @@ class KillLoop:
       return True
 
   def _record_kill(self, run_name: str, attempt: Attempt,
-                   crash_at: Optional[str], kill_after: Optional[float]
-                   ) -> Kill:
+                   crash_at: Optional[str],
+                   kill_after: Optional[float]) -> Kill:
     run_dir = os.path.join(self.output_dir, run_name)
     how = f'timer {kill_after:.1f} s' if attempt.killed_by_us else crash_at
-    kill = Kill(
-        number=len(self.kill_log) + 1, run_name=run_name, how=how,
-        released_before=resume.released_rounds(
-            run_dir, csv_path=os.path.join(run_dir, 'metrics.csv')),
-        csv_before=max(fault_runs.csv_rounds(run_dir), default=0),
-        charged_before=fault_runs.ledger_rounds(run_dir),
-        workers_left=fault_runs.workers_left(fault_runs.worker_pids(run_dir)))
+    kill = Kill(number=len(self.kill_log) + 1,
+                run_name=run_name,
+                how=how,
+                released_before=resume.released_rounds(run_dir,
+                                                       csv_path=os.path.join(
+                                                           run_dir,
+                                                           'metrics.csv')),
+                csv_before=max(fault_runs.csv_rounds(run_dir), default=0),
+                charged_before=fault_runs.ledger_rounds(run_dir),
+                workers_left=fault_runs.workers_left(
+                    fault_runs.worker_pids(run_dir)))
     self.kill_log.append(kill)
     self._log(f'kill {kill.number:2d}/{self.kills}: {run_name} {how:>24} '
               f'after {attempt.seconds:5.1f} s: {kill.released_before} '
@@ -295,9 +320,12 @@ class KillLoop:
     self._log(f'{run_name}: attempt failed ({reason}); starting a new run')
 
   def _verify(self, run_name: str) -> None:
-    problems, checks, mismatches = fault_runs.verify_run(
-        os.path.join(self.output_dir, run_name), planned=self.planned,
-        event=self.event, delta=self.delta, epsilons=self.epsilons)
+    problems, checks, mismatches = fault_runs.verify_run(os.path.join(
+        self.output_dir, run_name),
+                                                         planned=self.planned,
+                                                         event=self.event,
+                                                         delta=self.delta,
+                                                         epsilons=self.epsilons)
     self.epsilon_checks += checks
     self.epsilon_mismatches += mismatches
     self.run_problems[run_name] = problems
@@ -309,10 +337,12 @@ class KillLoop:
           kill.resume_error = 'the run failed its final checks'
 
   def worker_pids(self) -> list[int]:
-    return [pid for run in range(1, self.runs + 1)
-            for pid in fault_runs.worker_pids(os.path.join(
-                self.output_dir, 'campaign' if run == 1
-                else f'campaign-{run}'))]
+    return [
+        pid for run in range(1, self.runs + 1)
+        for pid in fault_runs.worker_pids(
+            os.path.join(self.output_dir, 'campaign' if run ==
+                         1 else f'campaign-{run}'))
+    ]
 
   def report(self, seed: int) -> fault_context.Count:
     """Prints the kills' report; returns their count for the summary."""
@@ -326,8 +356,8 @@ class KillLoop:
       after = '?' if kill.resumed_after is None else kill.resumed_after
       self._log(f'  kill {kill.number:2d} {kill.run_name:12} {kill.how:>24}: '
                 f'released {kill.released_before}, resumed after {after}')
-    self._log('rounds lost per kill: '
-              + ' '.join('?' if n is None else str(n) for n in lost))
+    self._log('rounds lost per kill: ' +
+              ' '.join('?' if n is None else str(n) for n in lost))
     if any(n is not None and n < 0 for n in lost):
       # Not a failure: the round was computed, charged in its checkpoint's
       # ledger and kept; the final checks show it was released exactly once.

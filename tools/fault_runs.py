@@ -50,8 +50,8 @@ def read_flagfile(path: str) -> dict[str, str]:
   return flags
 
 
-def expected_epsilons(flags: dict[str, str], rounds: int
-                      ) -> tuple[object, float, dict[str, float]]:
+def expected_epsilons(flags: dict[str, str],
+                      rounds: int) -> tuple[object, float, dict[str, float]]:
   """(round event, delta, {accountant: epsilon of `rounds` rounds}).
 
   Computed from the flags given to the program, not from anything the run
@@ -59,18 +59,22 @@ def expected_epsilons(flags: dict[str, str], rounds: int
   """
   sampling = accounting.ClientSampling(flags['client_sampling'])
   event = accounting.gaussian_round_event(
-      sampling=sampling, population=int(flags['num_clients']),
+      sampling=sampling,
+      population=int(flags['num_clients']),
       clients_per_round=int(flags['clients_per_round']),
       noise_multiplier=float(flags['noise_multiplier']))
-  kinds = [accounting.AccountantKind(k) for k in
-           flags.get('accountants', ','.join(
-               k.value for k in accounting.AccountantKind)).split(',')]
+  kinds = [
+      accounting.AccountantKind(k)
+      for k in flags.get('accountants', ','.join(
+          k.value for k in accounting.AccountantKind)).split(',')
+  ]
   relation = accounting.neighboring_relation(sampling)
   return event, float(flags['delta']), {
-      kind.value: accounting.compute_epsilon(
-          [event] * rounds, delta=float(flags['delta']), accountant=kind,
-          relation=relation)
-      for kind in kinds
+      kind.value:
+          accounting.compute_epsilon([event] * rounds,
+                                     delta=float(flags['delta']),
+                                     accountant=kind,
+                                     relation=relation) for kind in kinds
   }
 
 
@@ -117,14 +121,17 @@ def ledger_rounds(run_dir: str) -> int:
 
 def disk_progress(run_dir: str) -> tuple[int, list[str]]:
   """What rounds leave on disk before their release: ledger and checkpoints."""
-  checkpoints = sorted(os.path.basename(path) for path in glob.glob(
-      os.path.join(run_dir, 'checkpoints', 'round_*')))
+  checkpoints = sorted(
+      os.path.basename(path)
+      for path in glob.glob(os.path.join(run_dir, 'checkpoints', 'round_*')))
   return ledger_rounds(run_dir), checkpoints
 
 
 def csv_rounds(run_dir: str) -> list[int]:
-  return [int(row['round']) for row in resume.read_rows(
-      os.path.join(run_dir, 'metrics.csv'))]
+  return [
+      int(row['round'])
+      for row in resume.read_rows(os.path.join(run_dir, 'metrics.csv'))
+  ]
 
 
 def tensorboard_steps(run_dir: str) -> dict[str, list[int]]:
@@ -143,19 +150,21 @@ def tensorboard_steps(run_dir: str) -> dict[str, list[int]]:
         if value.metadata.plugin_data.plugin_name:
           plugin.setdefault(value.tag, value.metadata.plugin_data.plugin_name)
         steps[value.tag].append(event.step)
-  return {tag: s for tag, s in steps.items()
-          if plugin.get(tag, 'scalars') == 'scalars'}
+  return {
+      tag: s
+      for tag, s in steps.items()
+      if plugin.get(tag, 'scalars') == 'scalars'
+  }
 
 
 def _check_privacy(run_dir: str, summary: dict, *, planned: int, event,
-                   delta: float, epsilons: dict[str, float]
-                   ) -> tuple[list[str], int, int]:
+                   delta: float,
+                   epsilons: dict[str, float]) -> tuple[list[str], int, int]:
   """Ledger and summary against the flags: (problems, checks, mismatches)."""
   problems = []
   checks = mismatches = 0
   try:
-    ledger = accounting.PrivacyLedger.load(
-        os.path.join(run_dir, 'ledger.json'))
+    ledger = accounting.PrivacyLedger.load(os.path.join(run_dir, 'ledger.json'))
   except (accounting.LedgerFormatError, OSError, ValueError) as e:
     ledger = None
     problems.append(f'ledger.json unreadable: {e}')
@@ -194,8 +203,8 @@ def _check_releases(run_dir: str, *, planned: int) -> list[str]:
   steps = tensorboard_steps(run_dir)
   tags = sorted({key for row in rows for key in row if key != 'round'})
   for tag in tags:
-    released = sorted(int(row['round']) for row in rows
-                      if row.get(tag) not in ('', None))
+    released = sorted(
+        int(row['round']) for row in rows if row.get(tag) not in ('', None))
     if sorted(steps.get(tag, [])) != released:
       problems.append(f'TensorBoard steps of {tag} '
                       f'{sorted(steps.get(tag, []))} != CSV rounds {released}')
@@ -222,9 +231,12 @@ def verify_run(run_dir: str, *, planned: int, event, delta: float,
   if summary.get('rounds_planned') != planned:
     problems.append(f'summary rounds_planned {summary.get("rounds_planned")}'
                     f' != {planned}')
-  privacy, checks, mismatches = _check_privacy(
-      run_dir, summary, planned=planned, event=event, delta=delta,
-      epsilons=epsilons)
+  privacy, checks, mismatches = _check_privacy(run_dir,
+                                               summary,
+                                               planned=planned,
+                                               event=event,
+                                               delta=delta,
+                                               epsilons=epsilons)
   problems += privacy
   try:
     problems += _check_releases(run_dir, planned=planned)
@@ -238,13 +250,14 @@ def verify_run(run_dir: str, *, planned: int, event, delta: float,
 
 def train_args(output_dir: str, run_name: str, rounds: int) -> list[str]:
   """The training command of the smoke config, as a user would type it."""
-  return [sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={SMOKE_CONFIG}',
-          f'--rounds={rounds}', f'--output_dir={output_dir}',
-          f'--run_name={run_name}']
+  return [
+      sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={SMOKE_CONFIG}',
+      f'--rounds={rounds}', f'--output_dir={output_dir}',
+      f'--run_name={run_name}'
+  ]
 
 
-def environment(crash_at: Optional[str] = None,
-                **extra: str) -> dict[str, str]:
+def environment(crash_at: Optional[str] = None, **extra: str) -> dict[str, str]:
   """The programs' environment: quiet TF, a fault point only if asked."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   env.pop(faults.ENV_VAR, None)
@@ -275,9 +288,9 @@ def last_line(text: str) -> str:
 def client_file_copies(pids: list[int]) -> list[str]:
   """The grouped path's client-data directories of these processes."""
   parent = tempfile.gettempdir()
-  return sorted(os.path.join(parent, name) for name in os.listdir(parent)
-                if any(name.startswith(f'tff-dp-clients-{pid}-')
-                       for pid in pids))
+  return sorted(
+      os.path.join(parent, name) for name in os.listdir(parent) if any(
+          name.startswith(f'tff-dp-clients-{pid}-') for pid in pids))
 
 
 def files(directory: str) -> dict[str, bytes]:

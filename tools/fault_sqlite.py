@@ -30,8 +30,10 @@ def make_file(directory: str, name: str = 'data') -> str:
   with open(csv_path, 'w') as f:
     f.write('\n'.join(lines) + '\n')
   output = os.path.join(directory, f'{name}.sqlite')
-  csv_import.import_table(csv_path, output_path=output,
-                          client_column='client', label_column='label',
+  csv_import.import_table(csv_path,
+                          output_path=output,
+                          client_column='client',
+                          label_column='label',
                           num_classes=3,
                           test_split=csv_import.TestSplit.CLIENTS,
                           test_fraction=0.25)
@@ -52,9 +54,11 @@ def _edit(path: str, *statements) -> None:
 def _train_ids(path: str) -> list[str]:
   con = sqlite3.connect(path)
   try:
-    return [row[0] for row in con.execute(
-        "SELECT client_id FROM client_metadata WHERE split_name = 'train' "
-        'ORDER BY client_id')]
+    return [
+        row[0] for row in con.execute(
+            "SELECT client_id FROM client_metadata WHERE split_name = 'train' "
+            'ORDER BY client_id')
+    ]
   finally:
     con.close()
 
@@ -80,10 +84,10 @@ def _truth(path: str) -> dict[str, list[tuple[tuple[float, ...], int]]]:
   truth = {}
   for client_id, blob in rows:
     feature = tf.train.Example.FromString(blob).features.feature
-    truth.setdefault(client_id, []).append((
-        tuple(float(np.float32(v))
-              for v in feature['features'].float_list.value),
-        int(feature['label'].int64_list.value[0])))
+    truth.setdefault(client_id, []).append(
+        (tuple(
+            float(np.float32(v)) for v in feature['features'].float_list.value),
+         int(feature['label'].int64_list.value[0])))
   return truth
 
 
@@ -103,8 +107,10 @@ def check_hostile_ids(directory: str, ids) -> list[tuple[str, list[str]]]:
   read = {}
   for index, client_id in enumerate(source.client_ids):
     read[client_id] = [
-        (tuple(float(v) for v in x.tolist()), int(y))
-        for x, y in source.client_dataset(index).as_numpy_iterator()]
+        (tuple(float(v)
+               for v in x.tolist()), int(y))
+        for x, y in source.client_dataset(index).as_numpy_iterator()
+    ]
   others = sorted(c for c in truth if c not in ids and read.get(c) != truth[c])
   results = []
   for client_id in ids:
@@ -121,15 +127,17 @@ def check_hostile_ids(directory: str, ids) -> list[tuple[str, list[str]]]:
 
 
 def _set_metadata(key: str, value: str):
-  return lambda path: _edit(
-      path, ('UPDATE tff_dp_metadata SET value = ? WHERE key = ?',
-             (value, key)))
+  return lambda path: _edit(path, (
+      'UPDATE tff_dp_metadata SET value = ? WHERE key = ?', (value, key)))
 
 
 def _first_row(column: str, value):
   return lambda path: _edit(
-      path, (f'UPDATE examples SET {column} = ? WHERE rowid = '  # Fixed names.
-             '(SELECT MIN(rowid) FROM examples)', (value,)))
+      path,
+      (
+          f'UPDATE examples SET {column} = ? WHERE rowid = '  # Fixed names.
+          '(SELECT MIN(rowid) FROM examples)',
+          (value,)))
 
 
 def _schema(*statements: str):
@@ -137,45 +145,46 @@ def _schema(*statements: str):
 
 
 def _overwrite(data_of):
+
   def craft(path):
     with open(path, 'rb') as f:
       data = f.read()
     with open(path, 'wb') as f:
       f.write(data_of(data))
+
   return craft
 
 
 # name -> (edit of a valid file, fragment of the one-line refusal).
 _CRAFTS = {
-    'metadata feature_names=5': (
-        _set_metadata('feature_names', '5'), 'metadata feature_names=5'),
-    'metadata num_classes=0': (
-        _set_metadata('num_classes', '0'), 'metadata num_classes=0'),
-    'metadata input_dim=0': (
-        _set_metadata('input_dim', '0'), 'input_dim=0'),
-    'metadata train_clients=99': (
-        _set_metadata('train_clients', '99'), 'train_clients=99'),
-    'metadata test_split removed': (
-        lambda path: _edit(path, ('DELETE FROM tff_dp_metadata WHERE key = ?',
-                                  ('test_split',))),
-        "metadata has no 'test_split'"),
+    'metadata feature_names=5':
+        (_set_metadata('feature_names', '5'), 'metadata feature_names=5'),
+    'metadata num_classes=0': (_set_metadata('num_classes',
+                                             '0'), 'metadata num_classes=0'),
+    'metadata input_dim=0': (_set_metadata('input_dim', '0'), 'input_dim=0'),
+    'metadata train_clients=99': (_set_metadata('train_clients',
+                                                '99'), 'train_clients=99'),
+    'metadata test_split removed':
+        (lambda path: _edit(path,
+                            ('DELETE FROM tff_dp_metadata WHERE key = ?',
+                             ('test_split',))), "metadata has no 'test_split'"),
     'a label out of range': (_first_row('label', 7), 'label 7'),
-    'an example that is not one': (
-        _first_row('serialized_example_proto', b'\xff' * 20),
-        'serialized_example_proto is not an example'),
-    'a trigger': (
-        _schema('CREATE TRIGGER t AFTER INSERT ON examples BEGIN DELETE FROM '
-                'examples; END'), "trigger 't'"),
-    'a view for examples': (
-        _schema('ALTER TABLE examples RENAME TO real_examples',
-                'CREATE VIEW examples AS SELECT * FROM real_examples'),
-        "table 'real_examples'"),
+    'an example that is not one':
+        (_first_row('serialized_example_proto', b'\xff' * 20),
+         'serialized_example_proto is not an example'),
+    'a trigger':
+        (_schema('CREATE TRIGGER t AFTER INSERT ON examples BEGIN DELETE FROM '
+                 'examples; END'), "trigger 't'"),
+    'a view for examples':
+        (_schema('ALTER TABLE examples RENAME TO real_examples',
+                 'CREATE VIEW examples AS SELECT * FROM real_examples'),
+         "table 'real_examples'"),
     'WAL mode': (_schema('PRAGMA journal_mode = WAL'), 'WAL mode'),
     'not SQLite': (_overwrite(lambda data: b'\x00garbage' * 512),
                    'not an SQLite database'),
     'empty': (_overwrite(lambda data: b''), 'not an SQLite database'),
-    'cut in half': (_overwrite(lambda data: data[:len(data) // 2]),
-                    'malformed'),
+    'cut in half':
+        (_overwrite(lambda data: data[:len(data) // 2]), 'malformed'),
 }
 # name -> fragment of the refusal.
 BAD_FILES = {name: fragment for name, (_, fragment) in _CRAFTS.items()}

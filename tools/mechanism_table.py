@@ -21,25 +21,30 @@ import tempfile
 import time
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_DEFAULT_CONFIGS = (
-    'default.cfg', 'nonprivate.cfg', 'fixed_clip.cfg', 'weighted_dp.cfg',
-    'local_laplace.cfg', 'local_gaussian.cfg', 'client_server.cfg',
-    'fedsgd.cfg', 'fedsgd_dp.cfg', 'dp_ftrl.cfg', 'fedprox.cfg',
-    'server_adam.cfg', 'server_yogi.cfg', 'example_dp.cfg', 'cross_silo.cfg',
-    'cross_device.cfg')
+_DEFAULT_CONFIGS = ('default.cfg', 'nonprivate.cfg', 'fixed_clip.cfg',
+                    'weighted_dp.cfg', 'local_laplace.cfg',
+                    'local_gaussian.cfg', 'client_server.cfg', 'fedsgd.cfg',
+                    'fedsgd_dp.cfg', 'dp_ftrl.cfg', 'fedprox.cfg',
+                    'server_adam.cfg', 'server_yogi.cfg', 'example_dp.cfg',
+                    'cross_silo.cfg', 'cross_device.cfg')
 _START = '<!-- mechanism-table:start -->\n'
 _END = '<!-- mechanism-table:end -->'
 
 
 def _run(config: str, output_dir: str, rounds) -> dict:
-  args = [sys.executable, '-m', 'tff_dp.cli.train',
-          f'--flagfile={os.path.join(_ROOT, "configs", config)}',
-          f'--output_dir={output_dir}', f'--run_name={config}']
+  args = [
+      sys.executable, '-m', 'tff_dp.cli.train',
+      f'--flagfile={os.path.join(_ROOT, "configs", config)}',
+      f'--output_dir={output_dir}', f'--run_name={config}'
+  ]
   if rounds:
     args.append(f'--rounds={rounds}')
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   start = time.monotonic()
-  result = subprocess.run(args, cwd=_ROOT, env=env, capture_output=True,
+  result = subprocess.run(args,
+                          cwd=_ROOT,
+                          env=env,
+                          capture_output=True,
                           text=True)
   # Timed here: a DP run does not release its own wall time (it grows with
   # the hidden cohorts), and this table is a measurement, not a release.
@@ -47,8 +52,11 @@ def _run(config: str, output_dir: str, rounds) -> dict:
   if result.returncode != 0:
     return {'config': config, 'error': result.stderr.strip()[-500:]}
   with open(os.path.join(output_dir, config, 'summary.json')) as f:
-    return {'config': config, 'summary': json.load(f),
-            'process_seconds': seconds}
+    return {
+        'config': config,
+        'summary': json.load(f),
+        'process_seconds': seconds
+    }
 
 
 def _fmt(value, digits=4):
@@ -56,9 +64,11 @@ def _fmt(value, digits=4):
 
 
 def _table(rows: list[dict]) -> str:
-  lines = ['| config | test accuracy | central guarantee (epsilon, delta) | '
-           'local epsilon | record-level epsilon | rounds | wall time |',
-           '| --- | --- | --- | --- | --- | --- | --- |']
+  lines = [
+      '| config | test accuracy | central guarantee (epsilon, delta) | '
+      'local epsilon | record-level epsilon | rounds | wall time |',
+      '| --- | --- | --- | --- | --- | --- | --- |'
+  ]
   for row in rows:
     if 'error' in row:
       lines.append(f"| `{row['config']}` | failed: {row['error'][:80]} "
@@ -95,11 +105,17 @@ def main() -> int:
   print(table)
   results = os.path.join(_ROOT, 'benchmarks', 'results')
   os.makedirs(results, exist_ok=True)
-  path = os.path.join(
-      results, f'mechanisms-{started.strftime("%Y%m%d-%H%M%S")}.json')
+  path = os.path.join(results,
+                      f'mechanisms-{started.strftime("%Y%m%d-%H%M%S")}.json')
   with open(path, 'w') as f:
-    json.dump({'command': ' '.join(sys.argv), 'started_utc': str(started),
-               'rows': rows}, f, indent=1)
+    json.dump(
+        {
+            'command': ' '.join(sys.argv),
+            'started_utc': str(started),
+            'rows': rows
+        },
+        f,
+        indent=1)
   print(f'wrote {path}')
   if args.write_readme:
     readme = os.path.join(_ROOT, 'README.md')
@@ -108,8 +124,8 @@ def main() -> int:
     start = text.index(_START) + len(_START)
     end = text.index(_END)
     command = ('.venv/bin/python -m tools.mechanism_table '
-               '--write_readme' + (f' --rounds={args.rounds}'
-                                   if args.rounds else ''))
+               '--write_readme' +
+               (f' --rounds={args.rounds}' if args.rounds else ''))
     block = (f'Measured {started.strftime("%Y-%m-%d")} on the 2-core machine '
              f'with `{command}` (each config with its own settings; one run '
              'each):\n\n' + table)

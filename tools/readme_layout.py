@@ -18,8 +18,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README_START = '<!-- layout:start -->\n'
 README_END = '<!-- layout:end -->'
 # Bottom first; modules directly in tff_dp/ are listed with their layer.
-LAYERS = ('atomic_io', 'checks', 'cohorts', 'privacy', 'data', 'config', 'mechanisms',
-          'algorithms', 'execution', 'program', 'cli')
+LAYERS = ('atomic_io', 'checks', 'cohorts', 'privacy', 'data', 'config',
+          'mechanisms', 'algorithms', 'execution', 'program', 'cli')
 _OTHER_ROWS = (
     ('`benchmarks/`', '`./run.sh bench`: speed, memory and start-up '
      'measurements (see `benchmarks/README.md`)'),
@@ -50,8 +50,7 @@ def _rows(layer: str) -> list[tuple[str, str]]:
     if name.endswith('.py') and name != '__init__.py':
       rows.append((f'`{name}`', first_line(path)))
     elif os.path.exists(os.path.join(path, '__init__.py')):
-      rows.append((f'`{name}/`', first_line(os.path.join(path,
-                                                           '__init__.py'))))
+      rows.append((f'`{name}/`', first_line(os.path.join(path, '__init__.py'))))
   return rows
 
 

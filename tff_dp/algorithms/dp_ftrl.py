@@ -68,8 +68,8 @@ from tff_dp.mechanisms import dp_queries
 
 
 def model_update_specs(
-    model_fn: Callable[[], tff.learning.models.VariableModel]) -> list[
-        tf.TensorSpec]:
+    model_fn: Callable[[], tff.learning.models.VariableModel]
+) -> list[tf.TensorSpec]:
   """TensorSpecs of the model's trainable weights (a client update's shape)."""
   with tf.Graph().as_default():
     model = model_fn()
@@ -115,11 +115,16 @@ def build_tree_aggregator(
   period = checks.check_int('rounds_per_epoch', rounds_per_epoch, minimum=1)
   if noise_seed is None:
     sum_query = dp_queries.tree_residual_sum_query(
-        clip=clip, noise_multiplier=z, record_specs=record_specs,
+        clip=clip,
+        noise_multiplier=z,
+        record_specs=record_specs,
         use_efficient=use_efficient_tree)
   else:
     sum_query = tfp.TreeResidualSumQuery.build_l2_gaussian_query(
-        clip, z, record_specs, noise_seed=noise_seed,
+        clip,
+        z,
+        record_specs,
+        noise_seed=noise_seed,
         use_efficient=use_efficient_tree)
   # warmup=None: the first restart comes after `period` calls, then every
   # `period` calls, i.e. after rounds R, 2R, ... of a 1-based run.
@@ -166,23 +171,23 @@ def build_dp_ftrl_process(
     client training metrics summed WITHOUT noise: do not release them as
     private.
   """
-  momentum = checks.check_real('server_momentum', server_momentum, below_one=True)
+  momentum = checks.check_real('server_momentum',
+                               server_momentum,
+                               below_one=True)
   checks.check_real('server_learning_rate', server_learning_rate, positive=True)
   checks.check_real('client_learning_rate', client_learning_rate)
   checks.check_real('client_momentum', client_momentum, below_one=True)
-  aggregator = build_tree_aggregator(
-      noise_multiplier=noise_multiplier,
-      clip=clip,
-      clients_per_round=clients_per_round,
-      rounds_per_epoch=rounds_per_epoch,
-      record_specs=model_update_specs(model_fn),
-      use_efficient_tree=use_efficient_tree,
-      noise_seed=noise_seed)
+  aggregator = build_tree_aggregator(noise_multiplier=noise_multiplier,
+                                     clip=clip,
+                                     clients_per_round=clients_per_round,
+                                     rounds_per_epoch=rounds_per_epoch,
+                                     record_specs=model_update_specs(model_fn),
+                                     use_efficient_tree=use_efficient_tree,
+                                     noise_seed=noise_seed)
   return tff.learning.algorithms.build_unweighted_fed_avg(
       model_fn=model_fn,
       client_optimizer_fn=tff.learning.optimizers.build_sgdm(
-          learning_rate=client_learning_rate,
-          momentum=client_momentum or None),
+          learning_rate=client_learning_rate, momentum=client_momentum or None),
       # Heavy-ball SGD on the tree's residuals is FTRL(M) on its prefix sums.
       server_optimizer_fn=tff.learning.optimizers.build_sgdm(
           learning_rate=server_learning_rate, momentum=momentum or None),

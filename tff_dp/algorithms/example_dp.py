@@ -71,10 +71,14 @@ class DpSgdSettings:
     object.__setattr__(self, 'noise_multiplier',
                        check('noise_multiplier', self.noise_multiplier))
     object.__setattr__(self, 'clip', check('clip', self.clip, positive=True))
-    object.__setattr__(self, 'expected_batch_size', checks.check_int(
-        'expected_batch_size', self.expected_batch_size, minimum=1))
-    object.__setattr__(self, 'local_steps', checks.check_int(
-        'local_steps', self.local_steps, minimum=1))
+    object.__setattr__(
+        self, 'expected_batch_size',
+        checks.check_int('expected_batch_size',
+                         self.expected_batch_size,
+                         minimum=1))
+    object.__setattr__(
+        self, 'local_steps',
+        checks.check_int('local_steps', self.local_steps, minimum=1))
 
 
 # --- Building blocks (plain TensorFlow; tested eagerly). ---------------------
@@ -113,8 +117,10 @@ def clipped_gradient_sum(per_example_grads: list[tf.Tensor],
     is NaN or infinite contributes zero: `clip_by_global_norm` would turn an
     infinite norm into NaNs, and `norm > C` is False for NaN.
   """
-  squares = [tf.reduce_sum(tf.square(g), axis=list(range(1, g.shape.rank)))
-             for g in per_example_grads]
+  squares = [
+      tf.reduce_sum(tf.square(g), axis=list(range(1, g.shape.rank)))
+      for g in per_example_grads
+  ]
   norms = tf.sqrt(tf.add_n(squares))  # [b]
   finite = tf.math.is_finite(norms)
   # C / max(norm, C) = min(1, C / norm), and no division by a zero norm.
@@ -151,8 +157,7 @@ def _empty_like_spec(spec: tf.TensorSpec) -> tf.Tensor:
 
 def _build_client_update(model: tff.learning.models.VariableModel,
                          loss: Callable[[Any, Any], tf.Tensor],
-                         settings: DpSgdSettings,
-                         noise_key: tuple[int, int]):
+                         settings: DpSgdSettings, noise_key: tuple[int, int]):
   """Returns the tf.function running one client's local DP-SGD.
 
   `noise_key` (`tff_dp.privacy.run_secrets.new_noise_key`) keys the batch sampling
@@ -171,7 +176,8 @@ def _build_client_update(model: tff.learning.models.VariableModel,
         predictions = model.predict_on_batch(xi, training=True)
         # The loss of a batch of one: whatever the reduction, one example.
         value = tf.reduce_sum(loss(yi, predictions))
-      return tape.gradient(value, variables,
+      return tape.gradient(value,
+                           variables,
                            unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
     return tf.vectorized_map(one_example, (x, y))
@@ -185,8 +191,7 @@ def _build_client_update(model: tff.learning.models.VariableModel,
     # One batch of everything first: concatenating the client's own batches
     # one by one inside `reduce` would copy O(n^2) bytes.
     data = dataset.unbatch().batch(_MAX_EXAMPLES).reduce(
-        empty_data,
-        lambda s, b: tf.nest.map_structure(
+        empty_data, lambda s, b: tf.nest.map_structure(
             lambda u, v: tf.concat([u, v], 0), s, b))
     num_examples = tf.shape(tf.nest.flatten(data)[0])[0]
     rate = sampling_rate(num_examples, settings.expected_batch_size)
@@ -195,7 +200,8 @@ def _build_client_update(model: tff.learning.models.VariableModel,
       seeds = tf.random.experimental.stateless_split(
           tf.random.experimental.stateless_fold_in(client_seed, step),
           num=1 + len(variables))
-      indices = poisson_sample_indices(num_examples=num_examples, rate=rate,
+      indices = poisson_sample_indices(num_examples=num_examples,
+                                       rate=rate,
                                        seed=seeds[0])
       batch = tf.nest.map_structure(lambda t: tf.gather(t, indices), data)
       # Only for the (non-private) training metrics TFF aggregates.
@@ -203,17 +209,19 @@ def _build_client_update(model: tff.learning.models.VariableModel,
       grads = clipped_gradient_sum(
           per_example_gradients(*_features_and_labels(batch)), settings.clip)
       for i, (variable, grad) in enumerate(zip(variables, grads)):
-        noise = tf.random.stateless_normal(
-            tf.shape(variable), seed=seeds[i + 1], stddev=noise_std,
-            dtype=variable.dtype)
+        noise = tf.random.stateless_normal(tf.shape(variable),
+                                           seed=seeds[i + 1],
+                                           stddev=noise_std,
+                                           dtype=variable.dtype)
         variable.assign_sub(scale * (grad + noise))
     delta = tf.nest.map_structure(tf.subtract, initial_weights.trainable,
                                   weights.trainable)
     # A function of the private trajectory: zeroing costs no privacy.
     delta = tf.nest.pack_sequence_as(
         delta, _zero_if_any_non_finite(tf.nest.flatten(delta)))
-    return (tff.learning.templates.ClientResult(
-        update=delta, update_weight=tf.constant(1.0, tf.float32)),
+    return (tff.learning.templates.ClientResult(update=delta,
+                                                update_weight=tf.constant(
+                                                    1.0, tf.float32)),
             model.report_local_unfinalized_metrics())
 
   return client_update
@@ -255,10 +263,11 @@ def build_example_dp_client_work(
     A process with empty state; `next` returns per-client
     `ClientResult(update=model delta, update_weight=1.0)`.
   """
-  settings = DpSgdSettings(
-      learning_rate=learning_rate, noise_multiplier=noise_multiplier,
-      clip=clip, expected_batch_size=expected_batch_size,
-      local_steps=local_steps)
+  settings = DpSgdSettings(learning_rate=learning_rate,
+                           noise_multiplier=noise_multiplier,
+                           clip=clip,
+                           expected_batch_size=expected_batch_size,
+                           local_steps=local_steps)
   noise_key = run_secrets.new_noise_key()
   if metrics_aggregator is None:
     metrics_aggregator = tff.learning.metrics.sum_then_finalize
@@ -284,10 +293,10 @@ def build_example_dp_client_work(
                              tff.FederatedType(weights_type, tff.CLIENTS),
                              tff.FederatedType(data_type, tff.CLIENTS))
   def next_fn(state, weights, client_data):
-    client_result, model_outputs = tff.federated_map(
-        client_update_computation, (weights, client_data))
-    measurements = tff.federated_zip(collections.OrderedDict(
-        train=metrics_aggregation_fn(model_outputs)))
+    client_result, model_outputs = tff.federated_map(client_update_computation,
+                                                     (weights, client_data))
+    measurements = tff.federated_zip(
+        collections.OrderedDict(train=metrics_aggregation_fn(model_outputs)))
     return tff.templates.MeasuredProcessOutput(state, client_result,
                                                measurements)
 
@@ -311,8 +320,8 @@ class FixedDenominatorMeanFactory(tff.aggregators.UnweightedAggregationFactory):
 
     @tff.tensorflow.computation(value_type)
     def divide(total):
-      return tf.nest.map_structure(
-          lambda t: t / tf.cast(denominator, t.dtype), total)
+      return tf.nest.map_structure(lambda t: t / tf.cast(denominator, t.dtype),
+                                   total)
 
     @tff.federated_computation
     def init_fn():
@@ -369,7 +378,8 @@ def build_example_dp_fed_avg(
   """
   # Fail on a bad value before any TFF tracing.
   DpSgdSettings(learning_rate=client_learning_rate,
-                noise_multiplier=noise_multiplier, clip=clip,
+                noise_multiplier=noise_multiplier,
+                clip=clip,
                 expected_batch_size=expected_batch_size,
                 local_steps=local_steps)
   if model_aggregator is None:
@@ -396,14 +406,17 @@ def build_example_dp_fed_avg(
   aggregator = tff.aggregators.as_weighted_aggregator(model_aggregator).create(
       weights_type.trainable, tff.TensorType(np.float32))
   client_work = build_example_dp_client_work(
-      model_fn=model_fn, loss_fn=loss_fn, learning_rate=client_learning_rate,
-      noise_multiplier=noise_multiplier, clip=clip,
-      expected_batch_size=expected_batch_size, local_steps=local_steps,
+      model_fn=model_fn,
+      loss_fn=loss_fn,
+      learning_rate=client_learning_rate,
+      noise_multiplier=noise_multiplier,
+      clip=clip,
+      expected_batch_size=expected_batch_size,
+      local_steps=local_steps,
       metrics_aggregator=metrics_aggregator)
   return tff.learning.templates.compose_learning_process(
       initial_model_weights_fn,
-      tff.learning.templates.build_broadcast_process(weights_type),
-      client_work,
+      tff.learning.templates.build_broadcast_process(weights_type), client_work,
       aggregator,
       tff.learning.templates.build_apply_optimizer_finalizer(
           server_optimizer, weights_type))

@@ -61,8 +61,9 @@ def unrolled_batches(max_client_size: Optional[int], *, epochs: int,
   """
   if max_client_size is None:
     return None
-  if isinstance(max_client_size, bool) or not isinstance(
-      max_client_size, int) or max_client_size < 0:
+  if isinstance(
+      max_client_size,
+      bool) or not isinstance(max_client_size, int) or max_client_size < 0:
     raise ValueError('max_client_size must be a non-negative int or None, '
                      f'got {max_client_size!r}')
   batches = -(-epochs * max_client_size // batch_size)
@@ -70,8 +71,7 @@ def unrolled_batches(max_client_size: Optional[int], *, epochs: int,
 
 
 def build_client_work_init(
-    client_optimizer: tff.learning.optimizers.Optimizer
-) -> tff.Computation:
+    client_optimizer: tff.learning.optimizers.Optimizer) -> tff.Computation:
   """The client work's initial state, placed at the server."""
   # As TFF's model-delta client work: its state is the optimizer's hparams.
   initial_hparams = client_optimizer.get_hparams(
@@ -104,8 +104,8 @@ def build_finalize_train_metrics(group_metrics_type) -> tff.Computation:
     examples = tf.cast(sums['num_examples'], tf.float32)
     # Keras' Mean and accuracy metrics: total / count, 0 when no example.
     return collections.OrderedDict(
-        sparse_categorical_accuracy=tf.math.divide_no_nan(sums['correct'],
-                                                          examples),
+        sparse_categorical_accuracy=tf.math.divide_no_nan(
+            sums['correct'], examples),
         loss=tf.math.divide_no_nan(sums['loss_sum'], examples),
         num_examples=sums['num_examples'],
         num_batches=sums['num_batches'])
@@ -138,11 +138,21 @@ def build_group_fn(model: tff.learning.models.FunctionalModel,
     zero_record = query.initial_sample_state(list(specs))
 
     def train_client(i):
-      return _train_client(
-          i, hparams, weights, params, group, first_row, model=model,
-          optimizer=optimizer, query=query, input_dim=input_dim,
-          batch_size=batch_size, epochs=epochs, max_norm=max_norm,
-          client_files_dir=client_files_dir, max_batches=max_batches)
+      return _train_client(i,
+                           hparams,
+                           weights,
+                           params,
+                           group,
+                           first_row,
+                           model=model,
+                           optimizer=optimizer,
+                           query=query,
+                           input_dim=input_dim,
+                           batch_size=batch_size,
+                           epochs=epochs,
+                           max_norm=max_norm,
+                           client_files_dir=client_files_dir,
+                           max_batches=max_batches)
 
     records = zero_record
     totals = _zero_metrics()
@@ -150,8 +160,8 @@ def build_group_fn(model: tff.learning.models.FunctionalModel,
       # A padding slot is skipped, so it adds nothing to the clipped sum and,
       # with adaptive clipping, nothing to the unclipped-count estimate
       # (preprocessing a zero update would count it as "unclipped").
-      record, metrics = tf.cond(valid[i], lambda: train_client(i),
-                                lambda: (zero_record, _zero_metrics()))
+      record, metrics = tf.cond(valid[i], lambda: train_client(i), lambda:
+                                (zero_record, _zero_metrics()))
       records = query.accumulate_preprocessed_record(records, record)
       totals = tf.nest.map_structure(tf.add, totals, metrics)
     return records, totals
@@ -189,18 +199,28 @@ def _train_client(i, hparams, weights, params, group, first_row, *, model,
   length = group[LENGTH]
   steps = epochs * length[i]
   num_batches = (steps + batch_size - 1) // batch_size
-  x, y, row_0 = _client_examples(group, first_row, i, input_dim=input_dim,
+  x, y, row_0 = _client_examples(group,
+                                 first_row,
+                                 i,
+                                 input_dim=input_dim,
                                  client_files_dir=client_files_dir)
   client_order = group[ORDER][epochs * first_row[i]:][:steps] + row_0
   # A fresh optimizer state per simulated client, with the server's
   # hyperparameters, as TFF's client work does for each client.
   opt_state = optimizer.set_hparams(optimizer.initialize(specs), hparams)
-  local_step = _build_local_step(
-      model, optimizer, non_trainable=tuple(weights.non_trainable), x=x, y=y,
-      client_order=client_order, batch_size=batch_size)
-  trainable, metrics = _train_locally(
-      local_step, num_batches, max_batches=max_batches, opt_state=opt_state,
-      trainable=initial, metrics=_zero_metrics())
+  local_step = _build_local_step(model,
+                                 optimizer,
+                                 non_trainable=tuple(weights.non_trainable),
+                                 x=x,
+                                 y=y,
+                                 client_order=client_order,
+                                 batch_size=batch_size)
+  trainable, metrics = _train_locally(local_step,
+                                      num_batches,
+                                      max_batches=max_batches,
+                                      opt_state=opt_state,
+                                      trainable=initial,
+                                      metrics=_zero_metrics())
   update = [a - b for a, b in zip(initial, trainable)]
   # A non-finite update becomes zero and an absurd one is rescaled, as
   # tff_dp.mechanisms.sanitize does in the reference's aggregator; TFF's
@@ -214,8 +234,10 @@ def _train_client(i, hparams, weights, params, group, first_row, *, model,
 
 def _read_client_file(client_files_dir, kind, client, dtype):
   """One of `grouped_data.write_client_files`' files, decoded."""
-  name = tf.strings.join([os.path.join(client_files_dir, kind),
-                          tf.strings.as_string(client), '.bin'])
+  name = tf.strings.join([
+      os.path.join(client_files_dir, kind),
+      tf.strings.as_string(client), '.bin'
+  ])
   return tf.io.decode_raw(tf.io.read_file(name), dtype)
 
 
@@ -232,20 +254,23 @@ def _client_examples(group, first_row, i, *, input_dim, client_files_dir):
   # Files of another data set (or a truncated file) must fail loudly.
   checks = [
       tf.debugging.assert_equal(
-          tf.shape(client_y)[0], length[i],
+          tf.shape(client_y)[0],
+          length[i],
           message='client file does not match the client size'),
       tf.debugging.assert_equal(
-          tf.shape(client_x)[0], length[i],
-          message='client file does not match the client size')]
+          tf.shape(client_x)[0],
+          length[i],
+          message='client file does not match the client size')
+  ]
   with tf.control_dependencies(checks):
     return tf.identity(client_x), tf.identity(client_y), 0
 
 
 def _zero_metrics():
-  return collections.OrderedDict(
-      loss_sum=tf.constant(0.0), correct=tf.constant(0.0),
-      num_examples=tf.constant(0, tf.int64),
-      num_batches=tf.constant(0, tf.int64))
+  return collections.OrderedDict(loss_sum=tf.constant(0.0),
+                                 correct=tf.constant(0.0),
+                                 num_examples=tf.constant(0, tf.int64),
+                                 num_batches=tf.constant(0, tf.int64))
 
 
 def _build_local_step(model, optimizer, *, non_trainable, x, y, client_order,
@@ -259,7 +284,8 @@ def _build_local_step(model, optimizer, *, non_trainable, x, y, client_order,
     batch_y = tf.gather(y, rows)
     with tf.GradientTape() as tape:
       tape.watch(trainable)
-      logits = model.predict_on_batch((trainable, non_trainable), batch_x,
+      logits = model.predict_on_batch((trainable, non_trainable),
+                                      batch_x,
                                       training=True)
       # The mean loss of the batch (Keras' default reduction).
       loss = model.loss(output=logits, label=batch_y)
@@ -268,12 +294,12 @@ def _build_local_step(model, optimizer, *, non_trainable, x, y, client_order,
     # Metrics as TFF's Keras wrapper tracks them: on the batch's
     # predictions before its step, the loss weighted by the batch size.
     count = tf.shape(batch_y)[0]
-    correct = tf.equal(batch_y, tf.cast(tf.argmax(logits, axis=-1),
-                                        batch_y.dtype))
+    correct = tf.equal(batch_y,
+                       tf.cast(tf.argmax(logits, axis=-1), batch_y.dtype))
     metrics = collections.OrderedDict(
         loss_sum=metrics['loss_sum'] + loss * tf.cast(count, tf.float32),
-        correct=metrics['correct'] + tf.reduce_sum(
-            tf.cast(correct, tf.float32)),
+        correct=metrics['correct'] +
+        tf.reduce_sum(tf.cast(correct, tf.float32)),
         num_examples=metrics['num_examples'] + tf.cast(count, tf.int64),
         num_batches=metrics['num_batches'] + 1)
     return opt_state, tuple(trainable), metrics
@@ -304,7 +330,8 @@ def _train_locally(local_step, num_batches, *, max_batches, opt_state,
     # group computation 1.44 -> 1.22 s). Steps past the client's own
     # count are skipped by tf.cond.
     check = tf.debugging.assert_less_equal(
-        num_batches, max_batches,
+        num_batches,
+        max_batches,
         message='a client has more local batches than the process was '
         'built for (max_client_size)')
     with tf.control_dependencies([check]):
@@ -333,16 +360,15 @@ def _sanitize(update: list[tf.Tensor], *, max_norm: float):
   # overflow-safe norm differs from this one by rounding only): the result
   # would be `update` itself. Skipping it saves ~5 passes over the update per
   # client, measured at ~15% of W1's group computation.
-  is_identity = tf.logical_and(
-      tf.math.is_finite(squared_norm),
-      tf.sqrt(squared_norm) <= 0.5 * max_norm)
+  is_identity = tf.logical_and(tf.math.is_finite(squared_norm),
+                               tf.sqrt(squared_norm) <= 0.5 * max_norm)
 
   def identity():
     return list(update), tf.constant(True)
 
   def sanitized():
-    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(u))
-                            for u in update])
+    finite = tf.reduce_all(
+        [tf.reduce_all(tf.math.is_finite(u)) for u in update])
     return sanitize.sanitize_update(list(update), max_norm=max_norm), finite
 
   return tf.cond(is_identity, identity, sanitized)

@@ -119,18 +119,19 @@ def make_groups(
     for client in members:
       rng = np.random.default_rng([seed, round_num, client])
       n = len(client_y[client])
-      orders.append(np.concatenate(
-          [rng.permutation(n) for _ in range(epochs)]).astype(np.int32))
+      orders.append(
+          np.concatenate([rng.permutation(n) for _ in range(epochs)
+                         ]).astype(np.int32))
     padding = group_size - len(members) if pad_to_group_size else 0
     group = collections.OrderedDict()
     if with_examples:
-      group[X] = np.concatenate([client_x[c] for c in members]).astype(
-          np.float32, copy=False)
-      group[Y] = np.concatenate([client_y[c] for c in members]).astype(
-          np.int32, copy=False)
+      group[X] = np.concatenate([client_x[c] for c in members
+                                ]).astype(np.float32, copy=False)
+      group[Y] = np.concatenate([client_y[c] for c in members
+                                ]).astype(np.int32, copy=False)
     group[ORDER] = np.concatenate(orders)
-    group[LENGTH] = np.array(
-        [len(client_y[c]) for c in members] + [0] * padding, np.int32)
+    group[LENGTH] = np.array([len(client_y[c]) for c in members] +
+                             [0] * padding, np.int32)
     group[VALID] = np.array([True] * len(members) + [False] * padding)
     group[CLIENT] = np.array(members + [-1] * padding, np.int32)
     groups.append(group)
@@ -207,9 +208,14 @@ class GroupedRounds:
   run's outputs.
   """
 
-  def __init__(self, client_x: Sequence[np.ndarray],
-               client_y: Sequence[np.ndarray], *, seed: int, epochs: int,
-               group_size: int, directory: Optional[str] = None):
+  def __init__(self,
+               client_x: Sequence[np.ndarray],
+               client_y: Sequence[np.ndarray],
+               *,
+               seed: int,
+               epochs: int,
+               group_size: int,
+               directory: Optional[str] = None):
     """Writes the client files.
 
     Args:
@@ -225,8 +231,8 @@ class GroupedRounds:
     self._seed, self._epochs, self._group_size = seed, epochs, group_size
     parent = directory or tempfile.gettempdir()
     remove_orphaned_client_files(parent)
-    self.files_dir = tempfile.mkdtemp(
-        prefix=f'{_FILES_PREFIX}{os.getpid()}-', dir=parent)
+    self.files_dir = tempfile.mkdtemp(prefix=f'{_FILES_PREFIX}{os.getpid()}-',
+                                      dir=parent)
     try:
       write_client_files(client_x, client_y, directory=self.files_dir)
     except BaseException:
@@ -235,9 +241,14 @@ class GroupedRounds:
 
   def __call__(self, round_num: int,
                cohort: Sequence[int]) -> list[collections.OrderedDict]:
-    return make_groups(self._x, self._y, cohort, round_num=round_num,
-                       seed=self._seed, epochs=self._epochs,
-                       group_size=self._group_size, with_examples=False)
+    return make_groups(self._x,
+                       self._y,
+                       cohort,
+                       round_num=round_num,
+                       seed=self._seed,
+                       epochs=self._epochs,
+                       group_size=self._group_size,
+                       with_examples=False)
 
   def close(self) -> None:
     shutil.rmtree(self.files_dir, ignore_errors=True)

@@ -72,11 +72,12 @@ from typing import Any, Callable, Optional
 
 import tensorflow as tf
 import tensorflow_federated as tff
-import tensorflow_privacy as tfp
+
 # DPAggregatorState is not exported by tff.aggregators; the state must have
 # exactly the reference's container so that checkpoints and
 # `extract_dp_event_from_state` see the same structure.
 from tensorflow_federated.python.aggregators import differential_privacy
+import tensorflow_privacy as tfp
 
 from tff_dp.algorithms import grouped_client_work
 from tff_dp.algorithms import grouped_data
@@ -179,7 +180,8 @@ def build_grouped_dp_fedavg(
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f'{name} must be a positive int, got {value!r}')
   query = _dp_query(dp_factory)
-  model = _functional_model(keras_model_fn, input_dim=input_dim,
+  model = _functional_model(keras_model_fn,
+                            input_dim=input_dim,
                             num_classes=num_classes)
   initial_model_weights_fn = _build_initial_model_weights_fn(model)
   weights_type = initial_model_weights_fn.type_signature.result
@@ -192,23 +194,33 @@ def build_grouped_dp_fedavg(
   client_optimizer = tff.learning.optimizers.build_sgdm(
       learning_rate=client_learning_rate, momentum=client_momentum or None)
   group_fn = grouped_client_work.build_group_fn(
-      model, client_optimizer, query, input_dim=input_dim,
-      batch_size=batch_size, epochs=epochs, max_norm=max_norm,
-      max_batches=grouped_client_work.unrolled_batches(
-          max_client_size, epochs=epochs, batch_size=batch_size),
+      model,
+      client_optimizer,
+      query,
+      input_dim=input_dim,
+      batch_size=batch_size,
+      epochs=epochs,
+      max_norm=max_norm,
+      max_batches=grouped_client_work.unrolled_batches(max_client_size,
+                                                       epochs=epochs,
+                                                       batch_size=batch_size),
       client_files_dir=(None if client_files_dir is None else
                         os.path.abspath(client_files_dir)))
-  return _build_process(
-      query, client_optimizer, group_fn,
-      grouped_data.group_type(input_dim,
-                              with_examples=client_files_dir is None),
-      initial_model_weights_fn=initial_model_weights_fn,
-      distributor=distributor, finalizer=finalizer, aggregator=aggregator)
+  return _build_process(query,
+                        client_optimizer,
+                        group_fn,
+                        grouped_data.group_type(input_dim,
+                                                with_examples=client_files_dir
+                                                is None),
+                        initial_model_weights_fn=initial_model_weights_fn,
+                        distributor=distributor,
+                        finalizer=finalizer,
+                        aggregator=aggregator)
 
 
-def _functional_model(
-    keras_model_fn: Callable[[], tf.keras.Model], *, input_dim: int,
-    num_classes: int) -> tff.learning.models.FunctionalModel:
+def _functional_model(keras_model_fn: Callable[[], tf.keras.Model], *,
+                      input_dim: int,
+                      num_classes: int) -> tff.learning.models.FunctionalModel:
   """The Keras model as TFF's functional model, checked against the data."""
   probe = keras_model_fn()
   if probe.output_shape[-1] != num_classes or probe.input_shape[-1] != (
@@ -222,7 +234,8 @@ def _functional_model(
     raise ValueError('models with regularization losses are not supported')
   del probe
   return tff.learning.models.functional_model_from_keras(
-      keras_model_fn, loss_fn=models.loss_fn(),
+      keras_model_fn,
+      loss_fn=models.loss_fn(),
       input_spec=models.input_spec(input_dim))
 
 
@@ -241,8 +254,11 @@ def _build_initial_model_weights_fn(
 
 
 def _build_process(
-    query: tfp.DPQuery, client_optimizer: tff.learning.optimizers.Optimizer,
-    group_fn: Callable[..., Any], groups_type: tff.Type, *,
+    query: tfp.DPQuery,
+    client_optimizer: tff.learning.optimizers.Optimizer,
+    group_fn: Callable[..., Any],
+    groups_type: tff.Type,
+    *,
     initial_model_weights_fn: tff.Computation,
     distributor: tff.templates.MeasuredProcess,
     finalizer: tff.templates.MeasuredProcess,
@@ -254,8 +270,8 @@ def _build_process(
       aggregator.initialize.type_signature.result.member.query_state)
   client_work_init = grouped_client_work.build_client_work_init(
       client_optimizer)
-  derive_sample_params = tff.tensorflow.computation(
-      query.derive_sample_params, query_state_type)
+  derive_sample_params = tff.tensorflow.computation(query.derive_sample_params,
+                                                    query_state_type)
   group_update = grouped_client_work.build_group_update(
       group_fn, client_work_init.type_signature.result.member, weights_type,
       derive_sample_params.type_signature.result, groups_type)
@@ -272,15 +288,20 @@ def _build_process(
   init_fn = _build_init_fn(initial_model_weights_fn, distributor,
                            client_work_init, aggregator, finalizer)
   state_type = init_fn.type_signature.result
-  next_fn = _build_next_fn(
-      state_type, groups_type, distributor=distributor, finalizer=finalizer,
-      derive_sample_params=derive_sample_params, group_update=group_update,
-      finalize_train_metrics=finalize_train_metrics,
-      get_noised_result=get_noised_result, convert_dp_event=convert_dp_event,
-      derive_metrics=derive_metrics)
+  next_fn = _build_next_fn(state_type,
+                           groups_type,
+                           distributor=distributor,
+                           finalizer=finalizer,
+                           derive_sample_params=derive_sample_params,
+                           group_update=group_update,
+                           finalize_train_metrics=finalize_train_metrics,
+                           get_noised_result=get_noised_result,
+                           convert_dp_event=convert_dp_event,
+                           derive_metrics=derive_metrics)
   get_model_weights, set_model_weights = _build_model_weights_fns(state_type)
-  return tff.learning.templates.LearningProcess(
-      init_fn, next_fn, get_model_weights, set_model_weights)
+  return tff.learning.templates.LearningProcess(init_fn, next_fn,
+                                                get_model_weights,
+                                                set_model_weights)
 
 
 def _build_get_noised_result(query: tfp.DPQuery, records_type: tff.Type,
@@ -296,23 +317,23 @@ def _build_get_noised_result(query: tfp.DPQuery, records_type: tff.Type,
   return get_noised_result
 
 
-def _build_init_fn(
-    initial_model_weights_fn: tff.Computation,
-    distributor: tff.templates.MeasuredProcess,
-    client_work_init: tff.Computation,
-    aggregator: tff.templates.AggregationProcess,
-    finalizer: tff.templates.MeasuredProcess) -> tff.Computation:
+def _build_init_fn(initial_model_weights_fn: tff.Computation,
+                   distributor: tff.templates.MeasuredProcess,
+                   client_work_init: tff.Computation,
+                   aggregator: tff.templates.AggregationProcess,
+                   finalizer: tff.templates.MeasuredProcess) -> tff.Computation:
   """The process's `initialize`: the reference's state structure."""
 
   @tff.federated_computation
   def init_fn():
-    return tff.federated_zip(tff.learning.templates.LearningAlgorithmState(
-        global_model_weights=tff.federated_eval(initial_model_weights_fn,
-                                                tff.SERVER),
-        distributor=distributor.initialize(),
-        client_work=client_work_init(),
-        aggregator=aggregator.initialize(),
-        finalizer=finalizer.initialize()))
+    return tff.federated_zip(
+        tff.learning.templates.LearningAlgorithmState(
+            global_model_weights=tff.federated_eval(initial_model_weights_fn,
+                                                    tff.SERVER),
+            distributor=distributor.initialize(),
+            client_work=client_work_init(),
+            aggregator=aggregator.initialize(),
+            finalizer=finalizer.initialize()))
 
   return init_fn
 
@@ -353,29 +374,30 @@ def _build_next_fn(state_type: tff.FederatedType, groups_type: tff.Type, *,
             tff.federated_value(False, tff.SERVER)))
     finalized = finalizer.next(state.finalizer, state.global_model_weights,
                                result)
-    new_state = tff.federated_zip(tff.learning.templates.LearningAlgorithmState(
-        global_model_weights=finalized.result,
-        distributor=distributed.state,
-        client_work=state.client_work,
-        aggregator=new_aggregator_state,
-        finalizer=finalized.state))
-    metrics = tff.federated_zip(collections.OrderedDict(
-        distributor=distributed.measurements,
-        client_work=collections.OrderedDict(train=train_metrics),
-        aggregator=collections.OrderedDict(
-            dp_query_metrics=tff.federated_map(derive_metrics,
-                                               new_query_state),
-            # SumFactory's (empty) measurements, as in the reference.
-            dp=tff.federated_value((), tff.SERVER)),
-        finalizer=finalized.measurements))
+    new_state = tff.federated_zip(
+        tff.learning.templates.LearningAlgorithmState(
+            global_model_weights=finalized.result,
+            distributor=distributed.state,
+            client_work=state.client_work,
+            aggregator=new_aggregator_state,
+            finalizer=finalized.state))
+    metrics = tff.federated_zip(
+        collections.OrderedDict(
+            distributor=distributed.measurements,
+            client_work=collections.OrderedDict(train=train_metrics),
+            aggregator=collections.OrderedDict(
+                dp_query_metrics=tff.federated_map(derive_metrics,
+                                                   new_query_state),
+                # SumFactory's (empty) measurements, as in the reference.
+                dp=tff.federated_value((), tff.SERVER)),
+            finalizer=finalized.measurements))
     return tff.learning.templates.LearningProcessOutput(new_state, metrics)
 
   return next_fn
 
 
 def _build_model_weights_fns(
-    state_type: tff.FederatedType
-) -> tuple[tff.Computation, tff.Computation]:
+    state_type: tff.FederatedType) -> tuple[tff.Computation, tff.Computation]:
   """The process's `get_model_weights` and `set_model_weights`."""
 
   @tff.tensorflow.computation(state_type.member)

@@ -98,7 +98,9 @@ def sanitizing_dp_aggregator(
 
 
 def build_model_aggregator(
-    *, dp: Optional[DpSettings], client_weighting: ClientWeighting,
+    *,
+    dp: Optional[DpSettings],
+    client_weighting: ClientWeighting,
     weight_cap: Optional[float] = None,
     unweighted: Optional[tff.aggregators.UnweightedAggregationFactory] = None,
 ) -> Optional[AnyFactory]:
@@ -163,11 +165,12 @@ def no_client_metrics(metric_finalizers, local_unfinalized_metrics_type=None):
   return aggregate
 
 
-def build_server_optimizer(kind: ServerOptimizer, *, learning_rate: float,
-                           momentum: float) -> tff.learning.optimizers.Optimizer:
+def build_server_optimizer(
+    kind: ServerOptimizer, *, learning_rate: float,
+    momentum: float) -> tff.learning.optimizers.Optimizer:
   if kind is ServerOptimizer.SGD:
-    return tff.learning.optimizers.build_sgdm(
-        learning_rate=learning_rate, momentum=momentum or None)
+    return tff.learning.optimizers.build_sgdm(learning_rate=learning_rate,
+                                              momentum=momentum or None)
   if kind is ServerOptimizer.ADAM:
     return tff.learning.optimizers.build_adam(learning_rate=learning_rate)
   if kind is ServerOptimizer.YOGI:
@@ -204,8 +207,8 @@ def build_learning_process(
   """
   unweighted = isinstance(model_aggregator,
                           tff.aggregators.UnweightedAggregationFactory)
-  metrics = ({} if metrics_aggregator is None else
-             dict(metrics_aggregator=metrics_aggregator))
+  metrics = ({} if metrics_aggregator is None else dict(
+      metrics_aggregator=metrics_aggregator))
   if algorithm is Algorithm.FEDSGD:
     # FedSGD clients send their full-batch mean gradient with weight |D_k|;
     # TFF's builder takes a weighted factory, so an unweighted (DP) one is
@@ -214,27 +217,33 @@ def build_learning_process(
       model_aggregator = tff.aggregators.as_weighted_aggregator(
           model_aggregator)
     return tff.learning.algorithms.build_fed_sgd(
-        model_fn, server_optimizer_fn=server_optimizer,
-        model_aggregator=model_aggregator, loop_implementation=LOOP,
+        model_fn,
+        server_optimizer_fn=server_optimizer,
+        model_aggregator=model_aggregator,
+        loop_implementation=LOOP,
         **metrics)
   client_optimizer = tff.learning.optimizers.build_sgdm(
       learning_rate=client_learning_rate, momentum=client_momentum or None)
   common = dict(client_optimizer_fn=client_optimizer,
                 server_optimizer_fn=server_optimizer,
                 model_aggregator=model_aggregator,
-                loop_implementation=LOOP, **metrics)
+                loop_implementation=LOOP,
+                **metrics)
   if algorithm is Algorithm.FEDAVG:
     if unweighted:
       return tff.learning.algorithms.build_unweighted_fed_avg(
           model_fn, **common)
     return tff.learning.algorithms.build_weighted_fed_avg(
-        model_fn, client_weighting=tff.learning.ClientWeighting.NUM_EXAMPLES,
+        model_fn,
+        client_weighting=tff.learning.ClientWeighting.NUM_EXAMPLES,
         **common)
   if algorithm is Algorithm.FEDPROX:
     if unweighted:
       return tff.learning.algorithms.build_unweighted_fed_prox(
           model_fn, proximal_strength=proximal_strength, **common)
     return tff.learning.algorithms.build_weighted_fed_prox(
-        model_fn, proximal_strength=proximal_strength,
-        client_weighting=tff.learning.ClientWeighting.NUM_EXAMPLES, **common)
+        model_fn,
+        proximal_strength=proximal_strength,
+        client_weighting=tff.learning.ClientWeighting.NUM_EXAMPLES,
+        **common)
   raise ValueError(f'unknown algorithm {algorithm!r}')

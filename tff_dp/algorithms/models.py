@@ -48,7 +48,6 @@ import tensorflow_federated as tff
 from tff_dp.config import ModelKind
 from tff_dp.data.labels import LabelKind
 
-
 # Multi-label recall counts the labels of this many most probable classes
 # (TFF's tag prediction baseline: recall@5); the data need at least as many.
 RECALL_TOP_K = 5
@@ -118,17 +117,21 @@ def _rnn_layers(vocab_size: int, *, embedding_dim: int, hidden_units: int,
       # are integers below 2**24. Masking 0 makes the LSTM skip the padding
       # that starts a client's last window.
       tf.keras.layers.Embedding(
-          vocab_size, embedding_dim, mask_zero=True,
+          vocab_size,
+          embedding_dim,
+          mask_zero=True,
           embeddings_initializer=tf.keras.initializers.RandomUniform(
               -0.05, 0.05, seed=seed + 2 * hidden_layers + 3)),
   ]
   for i in range(hidden_layers):
-    layers.append(tf.keras.layers.LSTM(
-        hidden_units, return_sequences=i < hidden_layers - 1,
-        kernel_initializer=tf.keras.initializers.GlorotUniform(
-            seed=seed + 2 * i),
-        recurrent_initializer=tf.keras.initializers.Orthogonal(
-            seed=seed + 2 * i + 3)))
+    layers.append(
+        tf.keras.layers.LSTM(
+            hidden_units,
+            return_sequences=i < hidden_layers - 1,
+            kernel_initializer=tf.keras.initializers.GlorotUniform(seed=seed +
+                                                                   2 * i),
+            recurrent_initializer=tf.keras.initializers.Orthogonal(seed=seed +
+                                                                   2 * i + 3)))
   return layers
 
 
@@ -142,22 +145,31 @@ def _cnn_layers(image_shape: tuple[int, int, int],
 
   return [
       tf.keras.layers.Reshape(image_shape),
-      tf.keras.layers.Conv2D(32, 3, activation='relu',
+      tf.keras.layers.Conv2D(32,
+                             3,
+                             activation='relu',
                              kernel_initializer=glorot(0)),
-      tf.keras.layers.Conv2D(64, 3, activation='relu',
+      tf.keras.layers.Conv2D(64,
+                             3,
+                             activation='relu',
                              kernel_initializer=glorot(2)),
       tf.keras.layers.MaxPool2D(2),
       # Unseeded on purpose: see the module docstring.
       tf.keras.layers.Dropout(0.25),
       tf.keras.layers.Flatten(),
-      tf.keras.layers.Dense(_CNN_DENSE_UNITS, activation='relu',
+      tf.keras.layers.Dense(_CNN_DENSE_UNITS,
+                            activation='relu',
                             kernel_initializer=glorot(4)),
       tf.keras.layers.Dropout(0.5),
   ]
 
 
-def build_keras_model(kind: ModelKind, *, input_dim: int, num_classes: int,
-                      hidden_units: int, seed: int,
+def build_keras_model(kind: ModelKind,
+                      *,
+                      input_dim: int,
+                      num_classes: int,
+                      hidden_units: int,
+                      seed: int,
                       hidden_layers: int = 1,
                       image_shape: Optional[Sequence[int]] = None,
                       vocab_size: Optional[int] = None,
@@ -193,30 +205,31 @@ def build_keras_model(kind: ModelKind, *, input_dim: int, num_classes: int,
     layers += _cnn_layers(check_image_shape(image_shape, input_dim=input_dim),
                           seed)
   elif kind is ModelKind.RNN:
-    layers += _rnn_layers(
-        check_vocab_size(vocab_size, num_classes=num_classes),
-        embedding_dim=embedding_dim, hidden_units=hidden_units,
-        hidden_layers=hidden_layers, seed=seed)
+    layers += _rnn_layers(check_vocab_size(vocab_size, num_classes=num_classes),
+                          embedding_dim=embedding_dim,
+                          hidden_units=hidden_units,
+                          hidden_layers=hidden_layers,
+                          seed=seed)
   elif kind is ModelKind.MLP:
     for i in range(hidden_layers):
       layers.append(
           tf.keras.layers.Dense(
               hidden_units,
               activation='relu',
-              kernel_initializer=tf.keras.initializers.GlorotUniform(
-                  seed=seed + 2 * i)))
+              kernel_initializer=tf.keras.initializers.GlorotUniform(seed=seed +
+                                                                     2 * i)))
   elif kind is not ModelKind.LOGISTIC_REGRESSION:
     raise ValueError(f'unknown model kind {kind!r}')
   layers.append(
       tf.keras.layers.Dense(
           num_classes,
-          kernel_initializer=tf.keras.initializers.GlorotUniform(
-              seed=seed + 1)))
+          kernel_initializer=tf.keras.initializers.GlorotUniform(seed=seed +
+                                                                 1)))
   return tf.keras.Sequential(layers)
 
 
-def loss_fn(*, label_kind: LabelKind = LabelKind.SINGLE
-            ) -> tf.keras.losses.Loss:
+def loss_fn(*,
+            label_kind: LabelKind = LabelKind.SINGLE) -> tf.keras.losses.Loss:
   """The training loss of models producing logits, for `label_kind` labels.
 
   Args:
@@ -245,8 +258,9 @@ class _SigmoidRecall(tf.keras.metrics.Recall):
     super().update_state(y_true, tf.sigmoid(y_pred), sample_weight)
 
 
-def metrics(*, label_kind: LabelKind = LabelKind.SINGLE
-            ) -> list[tf.keras.metrics.Metric]:
+def metrics(
+    *,
+    label_kind: LabelKind = LabelKind.SINGLE) -> list[tf.keras.metrics.Metric]:
   """New Keras metrics of a model producing logits, for `label_kind` labels.
 
   Their names are those `tff_dp.data.labels.METRICS` reports them by.
@@ -258,15 +272,18 @@ def metrics(*, label_kind: LabelKind = LabelKind.SINGLE
       the sigmoid of the logits as on the baseline's sigmoid outputs.
   """
   if LabelKind(label_kind) is LabelKind.MULTI_HOT:
-    return [_SigmoidRecall(top_k=RECALL_TOP_K,
-                           name=f'recall_at_{RECALL_TOP_K}'),
-            _SigmoidPrecision(name='precision')]
+    return [
+        _SigmoidRecall(top_k=RECALL_TOP_K, name=f'recall_at_{RECALL_TOP_K}'),
+        _SigmoidPrecision(name='precision')
+    ]
   return [tf.keras.metrics.SparseCategoricalAccuracy()]
 
 
-def input_spec(input_dim: int, *, label_kind: LabelKind = LabelKind.SINGLE,
-               num_classes: Optional[int] = None
-               ) -> tuple[tf.TensorSpec, tf.TensorSpec]:
+def input_spec(
+    input_dim: int,
+    *,
+    label_kind: LabelKind = LabelKind.SINGLE,
+    num_classes: Optional[int] = None) -> tuple[tf.TensorSpec, tf.TensorSpec]:
   """Element spec of a batched client dataset: (features, labels).
 
   Args:
@@ -279,17 +296,23 @@ def input_spec(input_dim: int, *, label_kind: LabelKind = LabelKind.SINGLE,
   if LabelKind(label_kind) is LabelKind.MULTI_HOT:
     if num_classes is None:
       raise ValueError('multi-hot labels need num_classes')
-    return features, tf.TensorSpec(shape=[None, num_classes],
-                                   dtype=tf.float32)
+    return features, tf.TensorSpec(shape=[None, num_classes], dtype=tf.float32)
   return features, tf.TensorSpec(shape=[None], dtype=tf.int32)
 
 
-def build_model_fn(kind: ModelKind, *, input_dim: int, num_classes: int,
-                   hidden_units: int, seed: int, hidden_layers: int = 1,
-                   image_shape: Optional[Sequence[int]] = None,
-                   vocab_size: Optional[int] = None, embedding_dim: int = 8,
-                   label_kind: LabelKind = LabelKind.SINGLE
-                   ) -> Callable[[], tff.learning.models.VariableModel]:
+def build_model_fn(
+    kind: ModelKind,
+    *,
+    input_dim: int,
+    num_classes: int,
+    hidden_units: int,
+    seed: int,
+    hidden_layers: int = 1,
+    image_shape: Optional[Sequence[int]] = None,
+    vocab_size: Optional[int] = None,
+    embedding_dim: int = 8,
+    label_kind: LabelKind = LabelKind.SINGLE
+) -> Callable[[], tff.learning.models.VariableModel]:
   """Returns the no-argument model constructor TFF's learning algorithms take.
 
   The arguments are those of `build_keras_model`, and `label_kind`, the
@@ -309,15 +332,20 @@ def build_model_fn(kind: ModelKind, *, input_dim: int, num_classes: int,
                      f'{RECALL_TOP_K} needs at least {RECALL_TOP_K}')
 
   def model_fn() -> tff.learning.models.VariableModel:
-    keras_model = build_keras_model(
-        kind, input_dim=input_dim, num_classes=num_classes,
-        hidden_units=hidden_units, seed=seed, hidden_layers=hidden_layers,
-        image_shape=image_shape, vocab_size=vocab_size,
-        embedding_dim=embedding_dim)
+    keras_model = build_keras_model(kind,
+                                    input_dim=input_dim,
+                                    num_classes=num_classes,
+                                    hidden_units=hidden_units,
+                                    seed=seed,
+                                    hidden_layers=hidden_layers,
+                                    image_shape=image_shape,
+                                    vocab_size=vocab_size,
+                                    embedding_dim=embedding_dim)
     return tff.learning.models.from_keras_model(
         keras_model,
         loss=loss_fn(label_kind=label_kind),
-        input_spec=input_spec(input_dim, label_kind=label_kind,
+        input_spec=input_spec(input_dim,
+                              label_kind=label_kind,
                               num_classes=num_classes),
         metrics=metrics(label_kind=label_kind))
 

@@ -14,11 +14,11 @@ from typing import Optional
 
 from absl import flags
 
-from tff_dp.cohorts import sampling
 from tff_dp import config as config_lib
+from tff_dp.cohorts import sampling
 from tff_dp.data import loading
-from tff_dp.data import registry
 from tff_dp.data import partition as partition_lib
+from tff_dp.data import registry
 from tff_dp.privacy import accounting
 
 # Generous caps that catch typos (an extra zero or three) well before they turn
@@ -40,7 +40,9 @@ def _register(fv: flags.FlagValues, name: str, check, reason: str) -> None:
 
   absl reports a failure as "flag --name=value: reason".
   """
-  flags.register_validator(name, lambda v: v is None or check(v), reason,
+  flags.register_validator(name,
+                           lambda v: v is None or check(v),
+                           reason,
                            flag_values=fv)
 
 
@@ -51,8 +53,14 @@ def _define_int(fv, name: str, default: int, help_text: str, *, lower: int,
             f'must be an integer in [{lower}, {upper}]')
 
 
-def _define_float(fv, name: str, default: float, help_text: str, *,
-                  lower: float, upper: float, lower_open: bool = False,
+def _define_float(fv,
+                  name: str,
+                  default: float,
+                  help_text: str,
+                  *,
+                  lower: float,
+                  upper: float,
+                  lower_open: bool = False,
                   upper_open: bool = False) -> None:
   """Defines a float flag that must be finite and inside the given interval."""
   flags.DEFINE_float(name, default, help_text, flag_values=fv)
@@ -71,7 +79,10 @@ def _define_float(fv, name: str, default: float, help_text: str, *,
 
 
 def _define_enum(fv, name: str, default: str, enum_cls, help_text: str) -> None:
-  flags.DEFINE_enum(name, default, _enum_values(enum_cls), help_text,
+  flags.DEFINE_enum(name,
+                    default,
+                    _enum_values(enum_cls),
+                    help_text,
                     flag_values=fv)
 
 
@@ -79,168 +90,245 @@ def define_data_flags(fv: flags.FlagValues) -> None:
   """Which federated dataset, and how it is split into clients."""
   _define_enum(fv, 'dataset', loading.Dataset.DIGITS.value, loading.Dataset,
                registry.flag_help())
-  flags.DEFINE_string('data_dir', loading.DEFAULT_DATA_DIR,
+  flags.DEFINE_string('data_dir',
+                      loading.DEFAULT_DATA_DIR,
                       'Cache directory of TFF\'s benchmark files (e.g. '
                       'emnist_all.sqlite). Nothing is downloaded: a missing '
                       'file is reported with its name and URL.',
                       flag_values=fv)
-  flags.DEFINE_string('client_data', '',
+  flags.DEFINE_string('client_data',
+                      '',
                       'SQLite client-data file for --dataset=sqlite.',
                       flag_values=fv)
-  _define_int(fv, 'num_clients', 700,
-              'Number of clients to split offline data into. The privacy '
+  _define_int(fv,
+              'num_clients',
+              700, 'Number of clients to split offline data into. The privacy '
               'population N is the number of clients the data really has.',
-              lower=1, upper=_MAX_CLIENTS)
-  _define_enum(fv, 'partition', partition_lib.Partition.IID.value,
-               partition_lib.Partition,
-               'How examples are assigned to clients. iid: near-equal random '
-               'shares; dirichlet: label skew (Hsu et al. 2019); '
-               'quantity_skew: power-law client sizes; natural: the data\'s '
-               'own clients (required for synthetic).')
-  _define_float(fv, 'dirichlet_alpha', 0.5,
+              lower=1,
+              upper=_MAX_CLIENTS)
+  _define_enum(
+      fv, 'partition', partition_lib.Partition.IID.value,
+      partition_lib.Partition,
+      'How examples are assigned to clients. iid: near-equal random '
+      'shares; dirichlet: label skew (Hsu et al. 2019); '
+      'quantity_skew: power-law client sizes; natural: the data\'s '
+      'own clients (required for synthetic).')
+  _define_float(fv,
+                'dirichlet_alpha',
+                0.5,
                 'Total concentration of the Dirichlet label skew (Hsu et al. '
                 '2019: per-client class proportions ~ Dir(alpha * p), p the '
                 'label distribution); smaller = more skewed.',
-                lower=0.0, upper=1e6, lower_open=True)
-  _define_float(fv, 'test_fraction', 0.2,
+                lower=0.0,
+                upper=1e6,
+                lower_open=True)
+  _define_float(fv,
+                'test_fraction',
+                0.2,
                 'Fraction of the data held out for server-side evaluation.',
-                lower=0.0, upper=1.0, lower_open=True, upper_open=True)
-  _define_int(fv, 'data_seed', 0, 'Seed of the split and the partition.',
-              lower=0, upper=2**32 - 1)
+                lower=0.0,
+                upper=1.0,
+                lower_open=True,
+                upper_open=True)
+  _define_int(fv,
+              'data_seed',
+              0,
+              'Seed of the split and the partition.',
+              lower=0,
+              upper=2**32 - 1)
 
 
 def define_evaluation_flags(fv: flags.FlagValues) -> None:
   """Where the global model is evaluated."""
-  _define_enum(fv, 'evaluation', config_lib.Evaluation.CENTRALIZED.value,
-               config_lib.Evaluation,
-               'centralized: on the server\'s held-out test set (public '
-               'data: covered by the DP guarantee; released as eval/); '
-               'federated: TFF\'s federated evaluation '
-               '(tff.learning.algorithms.build_fed_eval) over --eval_clients '
-               'clients held out of training, computed from their data '
-               'WITHOUT noise: released as nonprivate/fed_eval/, in a DP run '
-               'only with --release_nonprivate_metrics.')
+  _define_enum(
+      fv, 'evaluation', config_lib.Evaluation.CENTRALIZED.value,
+      config_lib.Evaluation,
+      'centralized: on the server\'s held-out test set (public '
+      'data: covered by the DP guarantee; released as eval/); '
+      'federated: TFF\'s federated evaluation '
+      '(tff.learning.algorithms.build_fed_eval) over --eval_clients '
+      'clients held out of training, computed from their data '
+      'WITHOUT noise: released as nonprivate/fed_eval/, in a DP run '
+      'only with --release_nonprivate_metrics.')
   flags.DEFINE_integer(
-      'eval_clients', None,
-      'With --evaluation=federated: how many clients to hold out of '
+      'eval_clients',
+      None, 'With --evaluation=federated: how many clients to hold out of '
       'training (a seeded choice by --data_seed, independent of their data). '
       'They never train; the population N is the number of the other '
-      'clients.', flag_values=fv)
+      'clients.',
+      flag_values=fv)
   _register(fv, 'eval_clients', lambda v: 1 <= v <= _MAX_CLIENTS,
             f'must be an integer in [1, {_MAX_CLIENTS}]')
 
 
 def define_model_flags(fv: flags.FlagValues) -> None:
   """The model trained."""
-  _define_enum(fv, 'model', config_lib.ModelKind.MLP.value,
-               config_lib.ModelKind,
-               'mlp: one hidden ReLU layer (a 784-128-10 MLP for '
-               '28x28 images; the input size follows the data); '
-               'logistic_regression: multinomial logistic regression (one '
-               'sigmoid per label on multi-label data); cnn: '
-               'the EMNIST CNN of TFF\'s baselines (conv 32, conv 64, '
-               'max-pool, dropout, dense 128, dropout) for image data (digits, '
-               'emnist_*, cifar100); rnn: embedding (--embedding_dim), '
-               '--hidden_layers LSTM layers of --hidden_units units and logits '
-               'over the vocabulary, for token data (shakespeare, '
-               'stackoverflow_nwp).')
-  _define_int(fv, 'hidden_layers', 1,
-              'Hidden layers of the MLP (2 with --hidden_units=200 is the '
+  _define_enum(
+      fv, 'model', config_lib.ModelKind.MLP.value, config_lib.ModelKind,
+      'mlp: one hidden ReLU layer (a 784-128-10 MLP for '
+      '28x28 images; the input size follows the data); '
+      'logistic_regression: multinomial logistic regression (one '
+      'sigmoid per label on multi-label data); cnn: '
+      'the EMNIST CNN of TFF\'s baselines (conv 32, conv 64, '
+      'max-pool, dropout, dense 128, dropout) for image data (digits, '
+      'emnist_*, cifar100); rnn: embedding (--embedding_dim), '
+      '--hidden_layers LSTM layers of --hidden_units units and logits '
+      'over the vocabulary, for token data (shakespeare, '
+      'stackoverflow_nwp).')
+  _define_int(fv,
+              'hidden_layers',
+              1, 'Hidden layers of the MLP (2 with --hidden_units=200 is the '
               '2x200 MLP of TFF\'s DP tutorial); LSTM layers of the rnn.',
-              lower=1, upper=100)
-  _define_int(fv, 'hidden_units', 128,
+              lower=1,
+              upper=100)
+  _define_int(fv,
+              'hidden_units',
+              128,
               'Hidden units of each MLP layer; units of each LSTM layer of '
-              'the rnn.', lower=1, upper=_MAX_UNITS)
-  _define_int(fv, 'embedding_dim', 8,
-              'Size of the rnn\'s token embedding (TFF\'s baselines: 8 for '
+              'the rnn.',
+              lower=1,
+              upper=_MAX_UNITS)
+  _define_int(fv,
+              'embedding_dim',
+              8, 'Size of the rnn\'s token embedding (TFF\'s baselines: 8 for '
               'Shakespeare characters, 96 for Stack Overflow words).',
-              lower=1, upper=_MAX_UNITS)
+              lower=1,
+              upper=_MAX_UNITS)
 
 
 def define_cohort_flags(fv: flags.FlagValues) -> None:
   """Rounds and client sampling: what the accountant charges per round."""
-  _define_int(fv, 'rounds', 100, 'Number of federated rounds.',
-              lower=1, upper=_MAX_ROUNDS)
-  _define_int(fv, 'clients_per_round', 70,
-              'Clients per round: the expected cohort size under Poisson '
+  _define_int(fv,
+              'rounds',
+              100,
+              'Number of federated rounds.',
+              lower=1,
+              upper=_MAX_ROUNDS)
+  _define_int(fv,
+              'clients_per_round',
+              70, 'Clients per round: the expected cohort size under Poisson '
               'sampling, the exact size under fixed_size. The DP aggregator '
               'divides by this fixed number and the accountant uses it.',
-              lower=1, upper=_MAX_CLIENTS)
-  _define_enum(fv, 'client_sampling', sampling.ClientSampling.POISSON.value,
-               sampling.ClientSampling,
-               'poisson: each client joins each round independently with '
-               'probability q = clients_per_round / population (accounted '
-               'with amplification by sampling, add/remove adjacency); '
-               'fixed_size: exactly clients_per_round distinct clients '
-               '(accounted as sampling without replacement, replace-one '
-               'adjacency: costs more epsilon); full: every client every '
-               'round (cross-silo; no amplification); shuffled_epochs: each '
-               'client once per epoch in a shuffled order (DP-FTRL).')
+              lower=1,
+              upper=_MAX_CLIENTS)
+  _define_enum(
+      fv, 'client_sampling', sampling.ClientSampling.POISSON.value,
+      sampling.ClientSampling,
+      'poisson: each client joins each round independently with '
+      'probability q = clients_per_round / population (accounted '
+      'with amplification by sampling, add/remove adjacency); '
+      'fixed_size: exactly clients_per_round distinct clients '
+      '(accounted as sampling without replacement, replace-one '
+      'adjacency: costs more epsilon); full: every client every '
+      'round (cross-silo; no amplification); shuffled_epochs: each '
+      'client once per epoch in a shuffled order (DP-FTRL).')
   flags.DEFINE_integer(
-      'insecure_sampling_seed', None,
-      'INSECURE, for tests and debugging only: draw the cohorts (and '
+      'insecure_sampling_seed',
+      None, 'INSECURE, for tests and debugging only: draw the cohorts (and '
       'simulated dropout) from this value instead of a secret from the '
       'operating system. The value is in the released flags, so the '
       'guarantee does not hold against anyone who knows it, and the privacy '
-      'statement says so.', flag_values=fv)
+      'statement says so.',
+      flag_values=fv)
   _register(fv, 'insecure_sampling_seed', lambda v: 0 <= v < 2**128,
             'must be an integer in [0, 2**128)')
 
 
 def define_training_flags(fv: flags.FlagValues) -> None:
   """The algorithm, local training and the server optimizer."""
-  _define_enum(fv, 'algorithm', config_lib.Algorithm.FEDAVG.value,
-               config_lib.Algorithm,
-               'fedavg: local SGD epochs, the server averages model deltas '
-               '(McMahan et al. 2017); fedprox: FedAvg with a proximal term '
-               '(Li et al. 2020, --proximal_strength); fedsgd: one full-batch '
-               'gradient per client per round, w <- w - lr * sum_k weight_k '
-               'grad_k (McMahan et al. 2017); dp_ftrl: DP-FTRL (Kairouz et al. '
-               '2021) with --dp_mechanism=tree_aggregation and '
-               '--client_sampling=shuffled_epochs.')
-  _define_float(fv, 'proximal_strength', 0.0,
+  _define_enum(
+      fv, 'algorithm', config_lib.Algorithm.FEDAVG.value, config_lib.Algorithm,
+      'fedavg: local SGD epochs, the server averages model deltas '
+      '(McMahan et al. 2017); fedprox: FedAvg with a proximal term '
+      '(Li et al. 2020, --proximal_strength); fedsgd: one full-batch '
+      'gradient per client per round, w <- w - lr * sum_k weight_k '
+      'grad_k (McMahan et al. 2017); dp_ftrl: DP-FTRL (Kairouz et al. '
+      '2021) with --dp_mechanism=tree_aggregation and '
+      '--client_sampling=shuffled_epochs.')
+  _define_float(fv,
+                'proximal_strength',
+                0.0,
                 'FedProx mu: weight of mu/2 ||w - w_server||^2 in the local '
-                'loss.', lower=0.0, upper=1e6)
-  _define_enum(fv, 'client_weighting', config_lib.ClientWeighting.UNIFORM.value,
-               config_lib.ClientWeighting,
-               'Weights of client updates in the server average. uniform; '
-               'num_examples: |D_k| / |D| (non-private runs only: unbounded '
-               'sensitivity); capped: min(|D_k| / --weight_cap, 1), the '
-               'DP-compatible weighting of McMahan et al. 2018.')
-  flags.DEFINE_float('weight_cap', None,
+                'loss.',
+                lower=0.0,
+                upper=1e6)
+  _define_enum(
+      fv, 'client_weighting', config_lib.ClientWeighting.UNIFORM.value,
+      config_lib.ClientWeighting,
+      'Weights of client updates in the server average. uniform; '
+      'num_examples: |D_k| / |D| (non-private runs only: unbounded '
+      'sensitivity); capped: min(|D_k| / --weight_cap, 1), the '
+      'DP-compatible weighting of McMahan et al. 2018.')
+  flags.DEFINE_float('weight_cap',
+                     None,
                      'n_cap of --client_weighting=capped: clients with at '
-                     'least this many examples get weight 1.', flag_values=fv)
+                     'least this many examples get weight 1.',
+                     flag_values=fv)
   _register(fv, 'weight_cap', lambda v: math.isfinite(v) and 0 < v <= 1e12,
             'must be a finite number in (0, 1e12]')
-  _define_float(fv, 'dropout_rate', 0.0,
+  _define_float(fv,
+                'dropout_rate',
+                0.0,
                 'Simulated dropout: each sampled client fails to report with '
                 'this probability. Noise and denominator stay as planned and '
                 'the round is charged as sampled.',
-                lower=0.0, upper=1.0, upper_open=True)
-  _define_int(fv, 'client_epochs', 1, 'Local epochs per round.',
-              lower=1, upper=_MAX_EPOCHS)
-  _define_int(fv, 'client_batch_size', 16, 'Local batch size.',
-              lower=1, upper=_MAX_BATCH)
-  _define_float(fv, 'client_learning_rate', 0.1,
+                lower=0.0,
+                upper=1.0,
+                upper_open=True)
+  _define_int(fv,
+              'client_epochs',
+              1,
+              'Local epochs per round.',
+              lower=1,
+              upper=_MAX_EPOCHS)
+  _define_int(fv,
+              'client_batch_size',
+              16,
+              'Local batch size.',
+              lower=1,
+              upper=_MAX_BATCH)
+  _define_float(fv,
+                'client_learning_rate',
+                0.1,
                 'Learning rate of the clients\' SGD.',
-                lower=0.0, upper=_MAX_RATE, lower_open=True)
-  _define_float(fv, 'client_momentum', 0.0, 'Momentum of the clients\' SGD.',
-                lower=0.0, upper=1.0, upper_open=True)
-  _define_enum(fv, 'server_optimizer', config_lib.ServerOptimizer.SGD.value,
-               config_lib.ServerOptimizer,
-               'Server optimizer applied to the averaged update: sgd (with '
-               '--server_momentum), adam or yogi (Reddi et al. 2021, '
-               'Adaptive Federated Optimization).')
-  _define_float(fv, 'server_learning_rate', 0.5, 'Server learning rate.',
-                lower=0.0, upper=_MAX_RATE, lower_open=True)
-  _define_float(fv, 'server_momentum', 0.9, 'Momentum of the server SGD.',
-                lower=0.0, upper=1.0, upper_open=True)
-  _define_int(fv, 'seed', 0,
-              'Seed of what is public by design: model initialization and '
+                lower=0.0,
+                upper=_MAX_RATE,
+                lower_open=True)
+  _define_float(fv,
+                'client_momentum',
+                0.0,
+                'Momentum of the clients\' SGD.',
+                lower=0.0,
+                upper=1.0,
+                upper_open=True)
+  _define_enum(
+      fv, 'server_optimizer', config_lib.ServerOptimizer.SGD.value,
+      config_lib.ServerOptimizer,
+      'Server optimizer applied to the averaged update: sgd (with '
+      '--server_momentum), adam or yogi (Reddi et al. 2021, '
+      'Adaptive Federated Optimization).')
+  _define_float(fv,
+                'server_learning_rate',
+                0.5,
+                'Server learning rate.',
+                lower=0.0,
+                upper=_MAX_RATE,
+                lower_open=True)
+  _define_float(fv,
+                'server_momentum',
+                0.9,
+                'Momentum of the server SGD.',
+                lower=0.0,
+                upper=1.0,
+                upper_open=True)
+  _define_int(fv,
+              'seed',
+              0, 'Seed of what is public by design: model initialization and '
               'the order of each client\'s local data. Cohorts and DP noise '
               'are drawn from the operating system\'s entropy, never from '
               'this seed.',
-              lower=0, upper=2**32 - 1)
+              lower=0,
+              upper=2**32 - 1)
 
 
 def _define_optional_epsilon(fv, name: str, help_text: str) -> None:
@@ -251,22 +339,29 @@ def _define_optional_epsilon(fv, name: str, help_text: str) -> None:
 
 def define_privacy_flags(fv: flags.FlagValues) -> None:
   """The DP mechanism's noise and the accounting parameters."""
-  _define_enum(fv, 'dp_mechanism',
-               config_lib.DpMechanism.GAUSSIAN_ADAPTIVE.value,
-               config_lib.DpMechanism,
-               'Central DP on the aggregate. gaussian_adaptive: adaptive '
-               'clipping + Gaussian noise; gaussian_fixed: fixed clip --clip '
-               '+ Gaussian noise; tree_aggregation: fixed clip + tree-'
-               'aggregated noise (with --algorithm=dp_ftrl); none: no central '
-               'noise.')
-  _define_float(fv, 'noise_multiplier', 1.0,
-                'Gaussian noise std divided by the clip (z). For adaptive '
+  _define_enum(
+      fv, 'dp_mechanism', config_lib.DpMechanism.GAUSSIAN_ADAPTIVE.value,
+      config_lib.DpMechanism,
+      'Central DP on the aggregate. gaussian_adaptive: adaptive '
+      'clipping + Gaussian noise; gaussian_fixed: fixed clip --clip '
+      '+ Gaussian noise; tree_aggregation: fixed clip + tree-'
+      'aggregated noise (with --algorithm=dp_ftrl); none: no central '
+      'noise.')
+  _define_float(fv,
+                'noise_multiplier',
+                1.0, 'Gaussian noise std divided by the clip (z). For adaptive '
                 'clipping, the total effective z (TFF splits it).',
-                lower=0.0, upper=1e6)
-  _define_float(fv, 'delta', 1e-5,
+                lower=0.0,
+                upper=1e6)
+  _define_float(fv,
+                'delta',
+                1e-5,
                 'Target delta of the (epsilon, delta) guarantee; must be below '
                 '1/population.',
-                lower=0.0, upper=1.0, lower_open=True, upper_open=True)
+                lower=0.0,
+                upper=1.0,
+                lower_open=True,
+                upper_open=True)
   flags.DEFINE_list(
       'accountants', [kind.value for kind in accounting.AccountantKind],
       'Accountants whose epsilon is computed and reported (comma-separated): '
@@ -293,69 +388,103 @@ def _define_optional_positive(fv, name: str, help_text: str, *,
 
 def define_local_dp_flags(fv: flags.FlagValues) -> None:
   """Noise added at the clients (local DP), and DP-SGD inside clients."""
-  _define_enum(fv, 'local_dp', config_lib.LocalDp.NONE.value,
-               config_lib.LocalDp,
-               'Noise each client adds to its clipped update before it leaves '
-               'the client (local DP). '
-               'laplace: L1 clip --local_clip, Lap(2 * clip / --local_epsilon) '
-               'per coordinate; gaussian: L2 clip, noise std '
-               '--local_noise_multiplier * clip. Combine with a central '
-               '--dp_mechanism for client + server noise.')
-  _define_float(fv, 'local_clip', 1.0,
+  _define_enum(
+      fv, 'local_dp', config_lib.LocalDp.NONE.value, config_lib.LocalDp,
+      'Noise each client adds to its clipped update before it leaves '
+      'the client (local DP). '
+      'laplace: L1 clip --local_clip, Lap(2 * clip / --local_epsilon) '
+      'per coordinate; gaussian: L2 clip, noise std '
+      '--local_noise_multiplier * clip. Combine with a central '
+      '--dp_mechanism for client + server noise.')
+  _define_float(fv,
+                'local_clip',
+                1.0,
                 'Clip of each update before local noise (L1 for laplace, L2 '
-                'for gaussian).', lower=0.0, upper=1e9, lower_open=True)
+                'for gaussian).',
+                lower=0.0,
+                upper=1e9,
+                lower_open=True)
   _define_optional_positive(
-      fv, 'local_epsilon',
+      fv,
+      'local_epsilon',
       'Local epsilon per participation of the Laplace mechanism.',
       upper=1e4)
-  _define_optional_positive(
-      fv, 'local_noise_multiplier',
-      'Noise multiplier of the local Gaussian mechanism.', upper=1e6)
+  _define_optional_positive(fv,
+                            'local_noise_multiplier',
+                            'Noise multiplier of the local Gaussian mechanism.',
+                            upper=1e6)
   flags.DEFINE_bool(
-      'example_dp', False,
-      'Example-level DP-SGD inside each client (Abadi et al. 2016), for '
+      'example_dp',
+      False, 'Example-level DP-SGD inside each client (Abadi et al. 2016), for '
       'cross-silo federations: Poisson-sampled batches of expected size '
       '--client_batch_size, per-example clipping to --example_clip, noise '
       '--example_noise_multiplier, --local_steps steps per round.',
       flag_values=fv)
-  _define_float(fv, 'example_noise_multiplier', 1.0,
+  _define_float(fv,
+                'example_noise_multiplier',
+                1.0,
                 'Noise multiplier of the clients\' DP-SGD.',
-                lower=0.0, upper=1e6, lower_open=True)
-  _define_float(fv, 'example_clip', 1.0,
+                lower=0.0,
+                upper=1e6,
+                lower_open=True)
+  _define_float(fv,
+                'example_clip',
+                1.0,
                 'Per-example gradient clip of the clients\' DP-SGD.',
-                lower=0.0, upper=1e9, lower_open=True)
-  _define_int(fv, 'local_steps', 10,
+                lower=0.0,
+                upper=1e9,
+                lower_open=True)
+  _define_int(fv,
+              'local_steps',
+              10,
               'DP-SGD steps per client per round (with --example_dp).',
-              lower=1, upper=100_000)
+              lower=1,
+              upper=100_000)
 
 
 def define_dp_training_flags(fv: flags.FlagValues) -> None:
   """Clipping, the privacy budget and what a DP run may release."""
-  _define_float(fv, 'clip', 0.5,
+  _define_float(fv,
+                'clip',
+                0.5,
                 'L2 clip of each client update (gaussian_fixed).',
-                lower=0.0, upper=1e9, lower_open=True)
-  _define_float(fv, 'initial_clip', 0.1,
+                lower=0.0,
+                upper=1e9,
+                lower_open=True)
+  _define_float(fv,
+                'initial_clip',
+                0.1,
                 'Initial L2 clip (gaussian_adaptive).',
-                lower=0.0, upper=1e9, lower_open=True)
-  _define_float(fv, 'target_unclipped_quantile', 0.5,
+                lower=0.0,
+                upper=1e9,
+                lower_open=True)
+  _define_float(fv,
+                'target_unclipped_quantile',
+                0.5,
                 'Quantile of update norms the adaptive clip tracks.',
-                lower=0.0, upper=1.0)
-  _define_float(fv, 'clip_learning_rate', 0.2,
+                lower=0.0,
+                upper=1.0)
+  _define_float(fv,
+                'clip_learning_rate',
+                0.2,
                 'Learning rate of the adaptive clip (geometric updates).',
-                lower=0.0, upper=_MAX_RATE)
+                lower=0.0,
+                upper=_MAX_RATE)
   _define_optional_epsilon(
       fv, 'max_epsilon',
       'Privacy budget: a round runs only if the epsilon after it stays '
       'within this value; otherwise training stops cleanly and the summary '
       'says why.')
   flags.DEFINE_bool(
-      'allow_zero_noise', False,
+      'allow_zero_noise',
+      False,
       'Permit --noise_multiplier=0 with a DP mechanism (clipping without '
       'noise, e.g. to study clipping alone). Such a run is NOT private: '
       'epsilon is infinite and the privacy statement says so.',
       flag_values=fv)
   flags.DEFINE_bool(
-      'release_nonprivate_metrics', False,
+      'release_nonprivate_metrics',
+      False,
       'In a DP run, also release values computed from client data WITHOUT '
       'noise (client training loss/accuracy, actual cohort size), under the '
       'prefix nonprivate/. They are outside the DP guarantee.',
@@ -364,20 +493,25 @@ def define_dp_training_flags(fv: flags.FlagValues) -> None:
 
 def define_output_flags(fv: flags.FlagValues) -> None:
   """Where and how often results are written."""
-  flags.DEFINE_string('output_dir', 'runs',
+  flags.DEFINE_string('output_dir',
+                      'runs',
                       'Directory that holds one subdirectory per run.',
                       flag_values=fv)
   # Empty would silently write into the current directory.
   _register(fv, 'output_dir', lambda v: bool(v.strip()),
             'must name a directory (it is empty)')
-  flags.DEFINE_string('run_name', '',
-                      'Name of this run\'s directory under --output_dir; '
-                      'default: <config>-<UTC time>.', flag_values=fv)
+  flags.DEFINE_string('run_name',
+                      '', 'Name of this run\'s directory under --output_dir; '
+                      'default: <config>-<UTC time>.',
+                      flag_values=fv)
   _register(fv, 'run_name', _valid_run_name,
             'must be a plain directory name (letters, digits, . _ -)')
-  _define_int(fv, 'eval_every', 1,
-              'Evaluate on the held-out set every this many rounds (and '
-              'after the last).', lower=1, upper=_MAX_ROUNDS)
+  _define_int(fv,
+              'eval_every',
+              1, 'Evaluate on the held-out set every this many rounds (and '
+              'after the last).',
+              lower=1,
+              upper=_MAX_ROUNDS)
 
 
 def _valid_run_name(name: Optional[str]) -> bool:
@@ -388,25 +522,30 @@ def _valid_run_name(name: Optional[str]) -> bool:
 
 def define_simulation_flags(fv: flags.FlagValues) -> None:
   """How the simulation is laid out; never changes what is computed."""
-  _define_int(fv, 'clients_per_call', 0,
-              'Simulated clients per TFF client invocation. 1: TFF\'s '
-              'learning algorithm, one invocation per client (every '
-              'configuration). N > 1: the grouped fast path '
-              '(tff_dp/algorithms/grouped_fedavg.py): the same local training, clipping, '
-              'noise and accounting per simulated client, for '
-              '--algorithm=fedavg with gaussian_fixed or gaussian_adaptive, '
-              'uniform weighting, no local or example-level DP, and in-memory '
-              'data. 0: the grouped path with '
-              f'{config_lib.AUTO_CLIENTS_PER_CALL} clients per call where it '
-              'applies, else 1.', lower=0, upper=_MAX_CLIENTS)
+  _define_int(
+      fv,
+      'clients_per_call',
+      0, 'Simulated clients per TFF client invocation. 1: TFF\'s '
+      'learning algorithm, one invocation per client (every '
+      'configuration). N > 1: the grouped fast path '
+      '(tff_dp/algorithms/grouped_fedavg.py): the same local training, clipping, '
+      'noise and accounting per simulated client, for '
+      '--algorithm=fedavg with gaussian_fixed or gaussian_adaptive, '
+      'uniform weighting, no local or example-level DP, and in-memory '
+      'data. 0: the grouped path with '
+      f'{config_lib.AUTO_CLIENTS_PER_CALL} clients per call where it '
+      'applies, else 1.',
+      lower=0,
+      upper=_MAX_CLIENTS)
   flags.DEFINE_bool(
-      'allow_unconfined_worker', False,
-      'INSECURE: if the TFF worker cannot be confined to a private Unix '
+      'allow_unconfined_worker',
+      False, 'INSECURE: if the TFF worker cannot be confined to a private Unix '
       'socket (the shim tff_dp/execution/native/loopback_bind.c was not built, e.g. '
       'no C compiler, or not Linux), start it anyway: it then serves '
       'unauthenticated gRPC on all interfaces, and anyone who can connect '
       'can run code as you and read the clients\' data and the noise. '
-      'Without this flag such a run is refused.', flag_values=fv)
+      'Without this flag such a run is refused.',
+      flag_values=fv)
 
 
 TRAIN_FLAG_GROUPS = (
@@ -431,9 +570,10 @@ def define_train_flags(fv: flags.FlagValues) -> None:
 
 def config_from_flags(fv: flags.FlagValues) -> config_lib.TrainConfig:
   """The `TrainConfig` of parsed flag values (one field per flag)."""
-  return config_lib.config_from_mapping(
-      {field.name: fv[field.name].value
-       for field in config_lib.dataclasses.fields(config_lib.TrainConfig)})
+  return config_lib.config_from_mapping({
+      field.name: fv[field.name].value
+      for field in config_lib.dataclasses.fields(config_lib.TrainConfig)
+  })
 
 
 def markdown_reference(groups=TRAIN_FLAG_GROUPS) -> str:
@@ -445,8 +585,10 @@ def markdown_reference(groups=TRAIN_FLAG_GROUPS) -> str:
   for title, define in groups:
     fv = flags.FlagValues()
     define(fv)
-    lines += [f'**{title}**', '', '| flag | default | meaning |',
-              '| --- | --- | --- |']
+    lines += [
+        f'**{title}**', '', '| flag | default | meaning |',
+        '| --- | --- | --- |'
+    ]
     for name, flag in fv._flags().items():  # pylint: disable=protected-access
       if name != flag.name:  # Short-name aliases.
         continue

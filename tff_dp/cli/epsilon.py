@@ -37,15 +37,16 @@ import sys
 from absl import app
 from absl import flags
 
+from tff_dp import config as config_lib
 from tff_dp.cli import cli_flags
 from tff_dp.cli import exits
-from tff_dp import config as config_lib
 from tff_dp.privacy import accounting
 from tff_dp.privacy import calibration
 from tff_dp.privacy import privacy_tracking
 from tff_dp.program import prepare
 from tff_dp.program import run_ledgers
 from tff_dp.program import run_privacy
+
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -62,17 +63,14 @@ flags.DEFINE_integer(
     'Number of clients N (planning). Without it, N is taken from the data '
     'of --dataset (as a training run takes it), if --dataset is given '
     'directly or in a --flagfile.')
-flags.register_validator('population',
-                         lambda v: v is None or 1 <= v <= 10**9,
+flags.register_validator('population', lambda v: v is None or 1 <= v <= 10**9,
                          'must be an integer in [1, 1e9]')
-flags.DEFINE_string('run_dir', None,
-                    'A run directory: report the guarantees of its ledgers '
-                    '(delta from its config.json unless --delta is given).')
+flags.DEFINE_string(
+    'run_dir', None, 'A run directory: report the guarantees of its ledgers '
+    '(delta from its config.json unless --delta is given).')
 flags.DEFINE_enum('calibrate', Calibrate.NOISE_MULTIPLIER.value,
                   [c.value for c in Calibrate],
                   'With --target_epsilon: what to solve for.')
-
-
 
 
 def _format(eps: float) -> str:
@@ -118,7 +116,8 @@ def from_run_dir(run_dir: str) -> None:
   try:
     delta = FLAGS.delta if FLAGS['delta'].present else (
         run_ledgers.run_delta(run_dir) or FLAGS.delta)
-    run = run_ledgers.load_run_guarantees(run_dir, delta=delta,
+    run = run_ledgers.load_run_guarantees(run_dir,
+                                          delta=delta,
                                           accountants=accountants)
   except run_ledgers.RunDirError as e:
     raise exits.UserError(f'--run_dir={run_dir}: {e}') from e
@@ -127,8 +126,8 @@ def from_run_dir(run_dir: str) -> None:
   print(f'ledger: {run.source}: {run.ledger.rounds} rounds, '
         f'{run.ledger.relation.name} adjacency')
   if run.central_claim:
-    _report_central(run.central_epsilons(delta=delta,
-                                         accountants=accountants), delta)
+    _report_central(run.central_epsilons(delta=delta, accountants=accountants),
+                    delta)
   if run.local is not None:
     print(f'local epsilon (against the server, {run.local.participations} '
           f'participations: {run.local_counted}): '
@@ -155,9 +154,10 @@ class _Population:
     self.population = population
 
   def client_sizes(self):
-    raise exits.UserError('--example_dp: the record-level epsilon depends on each '
-                    'client\'s number of records; plan with the run\'s '
-                    '--flagfile or --dataset instead of --population')
+    raise exits.UserError(
+        '--example_dp: the record-level epsilon depends on each '
+        'client\'s number of records; plan with the run\'s '
+        '--flagfile or --dataset instead of --population')
 
 
 def _planned_config_and_data():
@@ -165,8 +165,8 @@ def _planned_config_and_data():
   config = cli_flags.config_from_flags(FLAGS)
   if FLAGS.population is not None:
     # The given N stands for the data: also for the offline datasets' split.
-    config = config_lib.dataclasses.replace(
-        config, num_clients=FLAGS.population)
+    config = config_lib.dataclasses.replace(config,
+                                            num_clients=FLAGS.population)
     try:
       config_lib.check_config(config)
     except config_lib.ConfigError as e:
@@ -174,8 +174,8 @@ def _planned_config_and_data():
     return config, _Population(FLAGS.population)
   if not FLAGS['dataset'].present:
     raise exits.UserError('--population is required for planning (or pass the '
-                    'run\'s --flagfile or --dataset to take it from the '
-                    'data, or --run_dir to read a run\'s ledgers)')
+                          'run\'s --flagfile or --dataset to take it from the '
+                          'data, or --run_dir to read a run\'s ledgers)')
   try:
     prepared = prepare.prepare_run(config, calibrate_noise=False)
   except config_lib.ConfigError as e:
@@ -204,14 +204,16 @@ def plan() -> None:
   noise = (f'noise multiplier {config.noise_multiplier:.6g}, '
            if config.central_private else '')
   print(f'{noise}{config.rounds} rounds:')
-  _report(tracker, delta=config.delta,
+  _report(tracker,
+          delta=config.delta,
           local_words=f'a client in all {config.rounds} rounds')
 
 
 def _calibrated(config, population):
   """`config` with the noise multiplier or rounds --target_epsilon allows;
   None if not even one round fits."""
-  cohort = dict(sampling=config.client_sampling, population=population,
+  cohort = dict(sampling=config.client_sampling,
+                population=population,
                 clients_per_round=config.clients_per_round)
   target = config.target_epsilon
   if Calibrate(FLAGS.calibrate) is Calibrate.NOISE_MULTIPLIER:
@@ -225,23 +227,27 @@ def _calibrated(config, population):
           f'{config.rounds} rounds ({kind.value} accountant)')
     return config_lib.dataclasses.replace(config, target_epsilon=None)
   try:
-    rounds = max(_max_rounds(kind, config, cohort)
-                 for kind in config.accountants)
+    rounds = max(
+        _max_rounds(kind, config, cohort) for kind in config.accountants)
     print(f'--rounds={rounds}: the most rounds at --noise_multiplier='
           f'{config.noise_multiplier:g} within epsilon {target:g}')
   except (ValueError, accounting.UnsupportedAccountingError) as e:
     raise exits.UserError(f'--target_epsilon={target}: {e}') from e
   if rounds == 0:
     return None
-  return config_lib.dataclasses.replace(config, rounds=rounds,
+  return config_lib.dataclasses.replace(config,
+                                        rounds=rounds,
                                         target_epsilon=None)
 
 
 def _max_rounds(kind, config, cohort) -> int:
   try:
     return calibration.calibrate_rounds(
-        target_epsilon=config.target_epsilon, delta=config.delta,
-        noise_multiplier=config.noise_multiplier, accountant=kind, **cohort)
+        target_epsilon=config.target_epsilon,
+        delta=config.delta,
+        noise_multiplier=config.noise_multiplier,
+        accountant=kind,
+        **cohort)
   except accounting.UnsupportedAccountingError:
     return 0
 

@@ -35,35 +35,58 @@ def define_flags(fv: flags.FlagValues) -> None:
   Args:
     fv: Where to define them.
   """
-  flags.DEFINE_string('input', None, 'The table to import: a .csv file '
+  flags.DEFINE_string('input',
+                      None, 'The table to import: a .csv file '
                       '(UTF-8, header row) or a .npz archive of column '
-                      'arrays.', flag_values=fv)
-  flags.DEFINE_string('output', None, 'The SQLite file to write (its '
-                      'directory must exist).', flag_values=fv)
-  flags.DEFINE_string('client_column', None, 'Column (or .npz array) holding '
-                      'the client ids.', flag_values=fv)
-  flags.DEFINE_string('label_column', None, 'Column (or .npz array) holding '
-                      'the integer labels.', flag_values=fv)
-  flags.DEFINE_list('feature_columns', None, 'Feature columns in order, '
+                      'arrays.',
+                      flag_values=fv)
+  flags.DEFINE_string('output',
+                      None, 'The SQLite file to write (its '
+                      'directory must exist).',
+                      flag_values=fv)
+  flags.DEFINE_string('client_column',
+                      None, 'Column (or .npz array) holding '
+                      'the client ids.',
+                      flag_values=fv)
+  flags.DEFINE_string('label_column',
+                      None, 'Column (or .npz array) holding '
+                      'the integer labels.',
+                      flag_values=fv)
+  flags.DEFINE_list('feature_columns',
+                    None, 'Feature columns in order, '
                     'comma-separated; default: every other column.',
                     flag_values=fv)
-  flags.DEFINE_integer('num_classes', None, 'Number of classes; labels must '
+  flags.DEFINE_integer('num_classes',
+                       None, 'Number of classes; labels must '
                        'be in [0, num_classes). Default: inferred as max '
                        'label + 1 (a statistic of the data; give it when it '
-                       'is public).', lower_bound=2, flag_values=fv)
-  flags.DEFINE_enum('test_split', csv_import.TestSplit.CLIENTS.value,
+                       'is public).',
+                       lower_bound=2,
+                       flag_values=fv)
+  flags.DEFINE_enum('test_split',
+                    csv_import.TestSplit.CLIENTS.value,
                     [s.value for s in csv_import.TestSplit],
                     'Held-out test set for server-side evaluation: clients = '
                     'whole clients held out (not in the training '
                     'population); rows = a fraction of every client\'s rows; '
-                    'none.', flag_values=fv)
-  flags.DEFINE_float('test_fraction', 0.2, 'Fraction of clients (or of each '
-                     'client\'s rows) held out.', flag_values=fv)
-  flags.register_validator('test_fraction', lambda v: 0.0 < v < 1.0,
-                           'must be in (0, 1)', flag_values=fv)
-  flags.DEFINE_integer('seed', 0, 'Key of the hash choosing the held-out '
-                       'clients or rows.', lower_bound=0, flag_values=fv)
-  flags.DEFINE_bool('overwrite', False, 'Replace an existing --output.',
+                    'none.',
+                    flag_values=fv)
+  flags.DEFINE_float('test_fraction',
+                     0.2, 'Fraction of clients (or of each '
+                     'client\'s rows) held out.',
+                     flag_values=fv)
+  flags.register_validator('test_fraction',
+                           lambda v: 0.0 < v < 1.0,
+                           'must be in (0, 1)',
+                           flag_values=fv)
+  flags.DEFINE_integer('seed',
+                       0, 'Key of the hash choosing the held-out '
+                       'clients or rows.',
+                       lower_bound=0,
+                       flag_values=fv)
+  flags.DEFINE_bool('overwrite',
+                    False,
+                    'Replace an existing --output.',
                     flag_values=fv)
   for name in ('input', 'output', 'client_column', 'label_column'):
     flags.mark_flag_as_required(name, flag_values=fv)
@@ -98,13 +121,17 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise ValueError(f'unexpected positional arguments: {argv[1:]}')
   start = time.monotonic()
-  summary = csv_import.import_table(
-      FLAGS.input, output_path=FLAGS.output,
-      client_column=FLAGS.client_column, label_column=FLAGS.label_column,
-      feature_columns=FLAGS.feature_columns, num_classes=FLAGS.num_classes,
-      test_split=csv_import.TestSplit(FLAGS.test_split),
-      test_fraction=FLAGS.test_fraction, seed=FLAGS.seed,
-      overwrite=FLAGS.overwrite)
+  summary = csv_import.import_table(FLAGS.input,
+                                    output_path=FLAGS.output,
+                                    client_column=FLAGS.client_column,
+                                    label_column=FLAGS.label_column,
+                                    feature_columns=FLAGS.feature_columns,
+                                    num_classes=FLAGS.num_classes,
+                                    test_split=csv_import.TestSplit(
+                                        FLAGS.test_split),
+                                    test_fraction=FLAGS.test_fraction,
+                                    seed=FLAGS.seed,
+                                    overwrite=FLAGS.overwrite)
   print(_summary(summary, FLAGS.input, time.monotonic() - start))
 
 

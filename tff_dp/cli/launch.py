@@ -18,8 +18,9 @@ def install_early_handlers(program: str) -> None:
 
   def handler(signum, frame):
     del frame
-    os.write(2, f'{program}: interrupted during start-up '
-                f'({signal.Signals(signum).name})\n'.encode())
+    os.write(
+        2, f'{program}: interrupted during start-up '
+        f'({signal.Signals(signum).name})\n'.encode())
     os._exit(128 + signum)  # pylint: disable=protected-access
 
   for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

@@ -26,19 +26,19 @@ import traceback
 from absl import app
 from absl import flags
 
+from tff_dp import config as config_lib
 from tff_dp.cli import cli_flags
 from tff_dp.cli import exits
-from tff_dp import config as config_lib
 from tff_dp.data import labels
 from tff_dp.program import prepare
 from tff_dp.program import resume as resume_rules
+
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 cli_flags.define_train_flags(FLAGS)
 
 RUN_MARKER = resume_rules.RUN_MARKER
-
 
 
 class InternalError(Exception):
@@ -62,8 +62,7 @@ _received: list[int] = []
 
 
 def _interruption(signum: int) -> BaseException:
-  return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(
-      signum)
+  return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
 
 
 def _install_signal_handlers() -> None:
@@ -118,11 +117,13 @@ def prepare_run_dir(output_dir: str, run_name: str) -> tuple[str, bool]:
   try:
     os.makedirs(run_dir, exist_ok=True)
   except OSError as e:
-    raise exits.UserError(f'--output_dir={output_dir}: cannot create run directory '
-                    f'{run_dir}: {e.strerror}') from e
+    raise exits.UserError(
+        f'--output_dir={output_dir}: cannot create run directory '
+        f'{run_dir}: {e.strerror}') from e
   if not os.access(run_dir, os.W_OK):
-    raise exits.UserError(f'--output_dir={output_dir}: run directory {run_dir} is '
-                    'not writable')
+    raise exits.UserError(
+        f'--output_dir={output_dir}: run directory {run_dir} is '
+        'not writable')
   entries = os.listdir(run_dir)
   if not entries:
     # Marks the directory as ours (with its run id) before anything else is
@@ -130,12 +131,14 @@ def prepare_run_dir(output_dir: str, run_name: str) -> tuple[str, bool]:
     try:
       resume_rules.ensure_run_id(run_dir)
     except OSError as e:
-      raise exits.UserError(f'--output_dir={output_dir}: cannot write in {run_dir}: '
-                      f'{e.strerror}') from e
+      raise exits.UserError(
+          f'--output_dir={output_dir}: cannot write in {run_dir}: '
+          f'{e.strerror}') from e
     return run_dir, False
   if RUN_MARKER not in entries and 'config.json' not in entries:
-    raise exits.UserError(f'--run_name={run_name}: {run_dir} is not empty and is '
-                    'not a tff-dp run directory; choose another --run_name')
+    raise exits.UserError(
+        f'--run_name={run_name}: {run_dir} is not empty and is '
+        'not a tff-dp run directory; choose another --run_name')
   return run_dir, True
 
 
@@ -169,13 +172,17 @@ def _check_resume(config: config_lib.TrainConfig, run_dir: str, data,
     return  # Nothing to resume from: the experiment says why, or starts.
   try:
     resume_rules.check_checkpoint(
-        meta, path=checkpoints.path(round_num), round_num=round_num,
-        config=config.to_json(), defaults=defaults,
+        meta,
+        path=checkpoints.path(round_num),
+        round_num=round_num,
+        config=config.to_json(),
+        defaults=defaults,
         run_id=resume_rules.read_run_id(run_dir),
         data_fingerprint=fingerprint.data_fingerprint(data))
   except resume_rules.ResumeError as e:
-    raise exits.UserError(f'--run_name={config.run_name}: cannot resume {run_dir}: '
-                    f'{e}') from e
+    raise exits.UserError(
+        f'--run_name={config.run_name}: cannot resume {run_dir}: '
+        f'{e}') from e
 
 
 def _check_confinement(config: config_lib.TrainConfig) -> None:
@@ -199,7 +206,8 @@ def _print_banner(config: config_lib.TrainConfig, data, held_out) -> None:
     return
   from tff_dp.data import description  # pylint: disable=g-import-not-at-top
   print(description.public_description(
-      data, dataset=config.dataset,
+      data,
+      dataset=config.dataset,
       held_out_clients=None if held_out is None else config.eval_clients),
         flush=True)
 
@@ -219,7 +227,10 @@ class Progress:
   """Prints one line per round: the headline metric, the guarantees, and
   (where round times are released) the round time and an ETA."""
 
-  def __init__(self, rounds: int, *, private: bool,
+  def __init__(self,
+               rounds: int,
+               *,
+               private: bool,
                headline_key: str = _TEST_PREFIX + 'accuracy'):
     """Initializes the printer.
 
@@ -237,16 +248,15 @@ class Progress:
     # 'recall_at_5'); anything else under its released key, so that a
     # non-private value reads as one ('nonprivate/...').
     self._headline_label = (headline_key[len(_TEST_PREFIX):]
-                            if headline_key.startswith(_TEST_PREFIX)
-                            else headline_key)
+                            if headline_key.startswith(_TEST_PREFIX) else
+                            headline_key)
     self._durations = []
 
   def __call__(self, round_num: int, values: dict[str, float]) -> None:
     raise_if_interrupted()  # After the round's release: nothing is lost.
     parts = [f'round {round_num}/{self._rounds}']
     if self._headline_key in values:
-      parts.append(
-          f'{self._headline_label} {values[self._headline_key]:.4f}')
+      parts.append(f'{self._headline_label} {values[self._headline_key]:.4f}')
     parts += _guarantee_parts(values, private=self._private)
     # Round times grow with the hidden cohorts: shown only where they are
     # released (non-private runs, or --release_nonprivate_metrics).
@@ -265,9 +275,10 @@ def _guarantee_parts(values: dict[str, float], *, private: bool) -> list[str]:
   """The epsilons of the guarantees a round's values carry, in words."""
   if not private:
     return ['not private']
-  central = [f'{key.rsplit("_", 1)[1]} {_eps(value)}'
-             for key, value in values.items()
-             if key.startswith('privacy/epsilon_')]
+  central = [
+      f'{key.rsplit("_", 1)[1]} {_eps(value)}' for key, value in values.items()
+      if key.startswith('privacy/epsilon_')
+  ]
   parts = ['epsilon ' + ', '.join(central)] if central else []
   if 'privacy/local_epsilon' in values:
     parts.append(f'local epsilon {_eps(values["privacy/local_epsilon"])}')
@@ -359,11 +370,13 @@ def run(argv: list[str]) -> int:
   config, data, held_out = prepared.config, prepared.data, prepared.held_out
   if prepared.calibrated_by is not None:
     from tff_dp.privacy import calibration  # pylint: disable=g-import-not-at-top
-    print(f'calibrated --noise_multiplier='
-          f'{calibration.format_noise_multiplier(config.noise_multiplier)}: '
-          f'{config.rounds} rounds reach epsilon {config.target_epsilon:g} '
-          f'at delta {config.delta:g} ({prepared.calibrated_by.value} '
-          'accountant)', flush=True)
+    print(
+        f'calibrated --noise_multiplier='
+        f'{calibration.format_noise_multiplier(config.noise_multiplier)}: '
+        f'{config.rounds} rounds reach epsilon {config.target_epsilon:g} '
+        f'at delta {config.delta:g} ({prepared.calibrated_by.value} '
+        'accountant)',
+        flush=True)
   _check_confinement(config)
   run_name = config.run_name or default_run_name(
       sys.argv, datetime.datetime.now(datetime.timezone.utc))
@@ -382,24 +395,28 @@ def run(argv: list[str]) -> int:
   raise_if_interrupted()
   try:
     summary = experiment.run_experiment(
-        dataclasses.replace(prepared, config=config), run_dir, resume=resume,
+        dataclasses.replace(prepared, config=config),
+        run_dir,
+        resume=resume,
         config_defaults=defaults,
         on_round=Progress(
-            config.rounds, private=config.private,
+            config.rounds,
+            private=config.private,
             headline_key=(experiment.eval_prefix(config) +
                           labels.headline_metric(data.label_kind))))
   except resume_rules.ResumeError as e:
-    raise exits.UserError(f'--run_name={run_name}: cannot resume {run_dir}: {e}'
-                    ) from e
+    raise exits.UserError(
+        f'--run_name={run_name}: cannot resume {run_dir}: {e}') from e
   except runtime.WorkerError as e:
     # Raised before the round's values are released: nothing of it left.
-    raise InternalError(f'{e}. Nothing of the interrupted round was '
-                        'released; run the same command again to resume.'
-                        ) from e
+    raise InternalError(
+        f'{e}. Nothing of the interrupted round was '
+        'released; run the same command again to resume.') from e
   except Exception as e:
     raise InternalError(f'{type(e).__name__}: {e} '
                         f'({_write_error_log(run_dir)})') from e
-  _print_summary(summary, os.path.join(run_dir, 'privacy_statement.txt'),
+  _print_summary(summary,
+                 os.path.join(run_dir, 'privacy_statement.txt'),
                  eval_prefix=experiment.eval_prefix(config),
                  metric_names=labels.metric_names(data.label_kind))
   return 0

@@ -73,11 +73,13 @@ def tree_epoch_event(*, noise_multiplier: float,
     `tff_dp.privacy.accounting.gaussian_round_event` does).
   """
   z = checks.check_real('noise_multiplier', noise_multiplier)
-  rounds_in_epoch = checks.check_int('rounds_in_epoch', rounds_in_epoch, minimum=1)
+  rounds_in_epoch = checks.check_int('rounds_in_epoch',
+                                     rounds_in_epoch,
+                                     minimum=1)
   if z == 0:
     return dp_event.NonPrivateDpEvent()
-  return dp_event.SingleEpochTreeAggregationDpEvent(
-      noise_multiplier=z, step_counts=rounds_in_epoch)
+  return dp_event.SingleEpochTreeAggregationDpEvent(noise_multiplier=z,
+                                                    step_counts=rounds_in_epoch)
 
 
 def tree_round_event(round_num: int, *, noise_multiplier: float,
@@ -92,8 +94,9 @@ def tree_round_event(round_num: int, *, noise_multiplier: float,
   more (`NoOpDpEvent`).
   """
   round_num = checks.check_int('round_num', round_num, minimum=1)
-  rounds_per_epoch = checks.check_int('rounds_per_epoch', rounds_per_epoch,
-                                minimum=1)
+  rounds_per_epoch = checks.check_int('rounds_per_epoch',
+                                      rounds_per_epoch,
+                                      minimum=1)
   if (round_num - 1) % rounds_per_epoch == 0:
     return tree_epoch_event(noise_multiplier=noise_multiplier,
                             rounds_in_epoch=rounds_per_epoch)
@@ -191,5 +194,6 @@ class EpochSampler:
   def round_event(self, round_num: int, *,
                   noise_multiplier: float) -> dp_event.DpEvent:
     """The ledger entry of round `round_num` (see `tree_round_event`)."""
-    return tree_round_event(round_num, noise_multiplier=noise_multiplier,
+    return tree_round_event(round_num,
+                            noise_multiplier=noise_multiplier,
                             rounds_per_epoch=self.rounds_per_epoch)

@@ -80,9 +80,10 @@ def validate_cohort(*, sampling: ClientSampling, population: int,
         f'clients_per_round must be <= population ({population}), got '
         f'{clients_per_round}.')
   if sampling is ClientSampling.SHUFFLED_EPOCHS:
-    raise ValueError('shuffled epochs are drawn by '
-                     'tff_dp.cohorts.epoch_sampling.EpochSampler and accounted with '
-                     'tree-aggregation events, not by ClientSampler')
+    raise ValueError(
+        'shuffled epochs are drawn by '
+        'tff_dp.cohorts.epoch_sampling.EpochSampler and accounted with '
+        'tree-aggregation events, not by ClientSampler')
   if sampling is ClientSampling.FULL and clients_per_round != population:
     raise ValueError(
         f'clients_per_round must equal population ({population}) for '
@@ -110,10 +111,9 @@ class ClientSampler:
   seed: int
 
   def __post_init__(self):
-    validate_cohort(
-        sampling=self.sampling,
-        population=self.population,
-        clients_per_round=self.clients_per_round)
+    validate_cohort(sampling=self.sampling,
+                    population=self.population,
+                    clients_per_round=self.clients_per_round)
     checks.check_int('seed', self.seed, minimum=0)
     if self.seed >= _MAX_SEED:
       raise ValueError(f'seed must be < 2**128, got {self.seed}.')
@@ -128,8 +128,9 @@ class ClientSampler:
   def _rng(self, round_num: int) -> np.random.Generator:
     # spawn_key makes (seed, round) streams independent children of one root,
     # which is the use SeedSequence was designed for.
-    seed_seq = np.random.SeedSequence(
-        entropy=self.seed, spawn_key=(_SAMPLING_STREAM_ID, round_num))
+    seed_seq = np.random.SeedSequence(entropy=self.seed,
+                                      spawn_key=(_SAMPLING_STREAM_ID,
+                                                 round_num))
     return np.random.default_rng(seed_seq)
 
   def sample(self, round_num: int) -> np.ndarray:
@@ -180,6 +181,7 @@ def reporting_clients(cohort: np.ndarray, *, dropout_rate: float, seed: int,
     raise ValueError(f'dropout_rate must be in [0, 1), got {dropout_rate}')
   if dropout_rate == 0.0 or len(cohort) == 0:
     return cohort
-  rng = np.random.default_rng(np.random.SeedSequence(
-      entropy=seed, spawn_key=(_DROPOUT_STREAM_ID, round_num)))
+  rng = np.random.default_rng(
+      np.random.SeedSequence(entropy=seed,
+                             spawn_key=(_DROPOUT_STREAM_ID, round_num)))
   return cohort[rng.random(len(cohort)) >= dropout_rate]

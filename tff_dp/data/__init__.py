@@ -10,11 +10,11 @@ sources know nothing of privacy, mechanisms or programs.
 """
 
 from tff_dp.data.federated_data import FederatedData
+from tff_dp.data.offline import OfflineDataset
 from tff_dp.data.offline import generate_synthetic
 from tff_dp.data.offline import load_offline
-from tff_dp.data.offline import OfflineDataset
-from tff_dp.data.partition import make_partition
 from tff_dp.data.partition import Partition
+from tff_dp.data.partition import make_partition
 from tff_dp.data.partition import partition_dirichlet
 from tff_dp.data.partition import partition_iid
 from tff_dp.data.partition import partition_natural

@@ -37,10 +37,10 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tff_dp.data import registry
+from tff_dp.data import tff_datasets
 from tff_dp.data.federated_data import size_statistics
 from tff_dp.data.labels import LabelKind
-from tff_dp.data import tff_datasets
-from tff_dp.data import registry
 
 _EMNIST_IMAGE_SHAPE = (28, 28, 1)
 CIFAR100_IMAGE_SHAPE = (32, 32, 3)
@@ -119,14 +119,14 @@ class _TffBenchmarkSource(CachedClients):
   _ORIGIN = ''
   _PREPROCESSING = ''
 
-  def __init__(self, kind: tff_datasets.TffDataset, *, name: str,
-               data_dir: str, convert: Converter, num_classes: int,
+  def __init__(self, kind: tff_datasets.TffDataset, *, name: str, data_dir: str,
+               convert: Converter, num_classes: int,
                image_shape: tuple[int, int, int]):
     self.kind = kind
     self.name = name
     self._convert = convert
-    self._train, self._test = tff_datasets.load_tff_dataset(
-        self.kind, data_dir=data_dir)
+    self._train, self._test = tff_datasets.load_tff_dataset(self.kind,
+                                                            data_dir=data_dir)
     self.client_ids = list(self._train.client_ids)
     self.image_shape = image_shape
     self.input_dim = int(np.prod(image_shape))
@@ -166,9 +166,11 @@ class EmnistSource(_TffBenchmarkSource):
   _CLIENT_NOUN = 'writers'
 
   def __init__(self, *, only_digits: bool, data_dir: str):
-    kind = (tff_datasets.TffDataset.EMNIST_DIGITS if only_digits else
-            tff_datasets.TffDataset.EMNIST_FULL)
-    super().__init__(kind, name=kind.value, data_dir=data_dir,
+    kind = (tff_datasets.TffDataset.EMNIST_DIGITS
+            if only_digits else tff_datasets.TffDataset.EMNIST_FULL)
+    super().__init__(kind,
+                     name=kind.value,
+                     data_dir=data_dir,
                      convert=_emnist_features,
                      num_classes=10 if only_digits else 62,
                      image_shape=_EMNIST_IMAGE_SHAPE)
@@ -182,7 +184,9 @@ class Cifar100Source(_TffBenchmarkSource):
 
   def __init__(self, *, data_dir: str):
     kind = tff_datasets.TffDataset.CIFAR100
-    super().__init__(kind, name=kind.value, data_dir=data_dir,
+    super().__init__(kind,
+                     name=kind.value,
+                     data_dir=data_dir,
                      convert=cifar100_features,
                      num_classes=CIFAR100_NUM_CLASSES,
                      image_shape=CIFAR100_IMAGE_SHAPE)

@@ -50,11 +50,11 @@ import tensorflow as tf
 from tff_dp.data import client_data_writer
 from tff_dp.data import csv_import
 from tff_dp.data import example_encoding
-from tff_dp.data.federated_data import size_statistics
-from tff_dp.data.labels import LabelKind
 from tff_dp.data import registry
 from tff_dp.data import sql_queries
 from tff_dp.data import table_checks
+from tff_dp.data.federated_data import size_statistics
+from tff_dp.data.labels import LabelKind
 
 _TRAIN = client_data_writer.TRAIN_SPLIT
 _TEST = client_data_writer.TEST_SPLIT
@@ -130,44 +130,51 @@ def _check_header(path: str) -> None:
   with open(path, 'rb') as f:
     header = f.read(100)
   if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
-    raise _error(path, f'not a tff-dp client-data file (not an SQLite '
-                 f'database); {_CREATE_HINT}')
+    raise _error(
+        path, f'not a tff-dp client-data file (not an SQLite '
+        f'database); {_CREATE_HINT}')
   # Bytes 18 and 19, the file format's write and read versions, are 2 in
   # WAL mode; import-data never writes that.
   if 2 in (header[18], header[19]):
-    raise _error(path, "is in SQLite's WAL mode (rows may live in a -wal "
-                 'file beside it); convert it with sqlite3 and '
-                 '"PRAGMA journal_mode = DELETE"')
+    raise _error(
+        path, "is in SQLite's WAL mode (rows may live in a -wal "
+        'file beside it); convert it with sqlite3 and '
+        '"PRAGMA journal_mode = DELETE"')
   # Bytes 56-59: the text encoding, 1 for UTF-8. The queries spell ids as
   # UTF-8 bytes: in a UTF-16 file every client would read no row.
   encoding = int.from_bytes(header[56:60], 'big')
   if encoding != 1:
     names = {2: 'UTF-16le', 3: 'UTF-16be'}
-    raise _error(path, f'its text encoding is {names.get(encoding, encoding)}'
-                 '; import-data writes UTF-8, the only one tff-dp reads')
+    raise _error(
+        path, f'its text encoding is {names.get(encoding, encoding)}'
+        '; import-data writes UTF-8, the only one tff-dp reads')
 
 
 def _check_schema(path: str, con: sqlite3.Connection) -> None:
   """The tables and indexes must be exactly those `csv_import` writes."""
-  expected = {s.split()[2]: ' '.join(s.split())
-              for s in client_data_writer.SCHEMA}
+  expected = {
+      s.split()[2]: ' '.join(s.split()) for s in client_data_writer.SCHEMA
+  }
   entries = con.execute('SELECT type, name, sql FROM sqlite_master').fetchall()
   # First, since TFF's own files lack only this.
   if 'tff_dp_metadata' not in {name for _, name, _ in entries}:
-    raise _error(path, 'not a tff-dp client-data file (no table '
-                 f'tff_dp_metadata); {_CREATE_HINT}')
+    raise _error(
+        path, 'not a tff-dp client-data file (no table '
+        f'tff_dp_metadata); {_CREATE_HINT}')
   found = set()
   for kind, name, sql in entries:
     # SQLite's own index of the metadata's PRIMARY KEY, and ANALYZE's
     # statistics, which change query plans but not results.
-    if (name == 'sqlite_autoindex_tff_dp_metadata_1' and sql is None) or (
-        kind == 'table' and str(name).startswith('sqlite_stat')):
+    if (name == 'sqlite_autoindex_tff_dp_metadata_1' and
+        sql is None) or (kind == 'table' and
+                         str(name).startswith('sqlite_stat')):
       continue
     if not isinstance(sql, str) or ' '.join(sql.split()) != expected.get(name):
       what = 'not as import-data writes it' if name in expected else (
           'not part of a tff-dp client-data file')
-      raise _error(path, f'{kind} {_show(name)} is {what} '
-                   f'({_show(sql)}); {_CREATE_HINT}')
+      raise _error(
+          path, f'{kind} {_show(name)} is {what} '
+          f'({_show(sql)}); {_CREATE_HINT}')
     found.add(name)
   missing = sorted(set(expected) - found, key=list(expected).index)
   if missing:
@@ -191,8 +198,9 @@ def _read_metadata(path: str, con: sqlite3.Connection) -> dict[str, Any]:
         raise ValueError('not text')
       metadata[key] = json.loads(value, parse_constant=_no_constant)
     except (ValueError, RecursionError) as e:
-      raise _error(path, f'metadata {_show(key)}: {_show(value)} is not '
-                   f'valid JSON ({e})') from None
+      raise _error(
+          path, f'metadata {_show(key)}: {_show(value)} is not '
+          f'valid JSON ({e})') from None
   return metadata
 
 
@@ -215,8 +223,9 @@ def _check_metadata(path: str, m: dict[str, Any]) -> None:
   """Types and ranges of every field the loader reads, and their agreement."""
   version = _field(path, m, 'format_version')
   if not _is_int(version) or version != csv_import.FORMAT_VERSION:
-    raise _error(path, f'format_version {_show_json(version)}; this tff-dp '
-                 f'reads version {csv_import.FORMAT_VERSION}')
+    raise _error(
+        path, f'format_version {_show_json(version)}; this tff-dp '
+        f'reads version {csv_import.FORMAT_VERSION}')
   for key, low, high in _INT_FIELDS:
     value = _field(path, m, key)
     if not _is_int(value) or value < low or (high and value > high):
@@ -224,9 +233,8 @@ def _check_metadata(path: str, m: dict[str, Any]) -> None:
       raise _bad(path, key, value, f'an integer {bounds}')
   dim, classes = m['input_dim'], m['num_classes']
   names = _field(path, m, 'feature_names')
-  if not (isinstance(names, list) and len(names) == dim and
-          all(isinstance(n, str) and n for n in names) and
-          len(set(names)) == dim):
+  if not (isinstance(names, list) and len(names) == dim and all(
+      isinstance(n, str) and n for n in names) and len(set(names)) == dim):
     raise _bad(path, 'feature_names', names,
                f'a list of input_dim={dim} distinct names')
   if not isinstance(_field(path, m, 'num_classes_inferred'), bool):
@@ -243,8 +251,9 @@ def _check_metadata(path: str, m: dict[str, Any]) -> None:
             all(_is_int(c) and c >= 0 for c in counts)):
       raise _bad(path, key, counts, f'num_classes={classes} counts >= 0')
   if m['rows'] != m['train_examples'] + m['test_examples']:
-    raise _bad(path, 'rows', m['rows'], 'train_examples + test_examples = '
-               f"{m['train_examples'] + m['test_examples']}")
+    raise _bad(
+        path, 'rows', m['rows'], 'train_examples + test_examples = '
+        f"{m['train_examples'] + m['test_examples']}")
 
 
 def _check_split_fields(path: str, m: dict[str, Any]) -> None:
@@ -260,8 +269,9 @@ def _check_split_fields(path: str, m: dict[str, Any]) -> None:
     raise _bad(path, 'test_fraction', fraction, 'a number in (0, 1)')
   for key in ('test_examples', 'test_clients'):
     if (m[key] == 0) != none:
-      raise _bad(path, key, m[key], f'{"0" if none else "> 0"} (test_split '
-                 f'is {json.dumps(split)})')
+      raise _bad(
+          path, key, m[key], f'{"0" if none else "> 0"} (test_split '
+          f'is {json.dumps(split)})')
 
 
 def _check_client_id(path: str, where: str, client_id: Any) -> None:
@@ -279,8 +289,8 @@ def _check_client_id(path: str, where: str, client_id: Any) -> None:
     raise _error(path, f'{where}: {e}') from None
 
 
-def _read_clients(path: str, con: sqlite3.Connection
-                  ) -> tuple[list[str], np.ndarray, int]:
+def _read_clients(path: str,
+                  con: sqlite3.Connection) -> tuple[list[str], np.ndarray, int]:
   """(sorted training ids, their sizes, number of test clients), checked."""
   train, test_clients, seen = {}, 0, set()
   for rowid, cid, split, n in con.execute(
@@ -288,15 +298,18 @@ def _read_clients(path: str, con: sqlite3.Connection
       'client_metadata ORDER BY rowid'):
     where = f'client_metadata row {rowid}'
     if split not in (_TRAIN, _TEST):
-      raise _error(path, f'{where}: split_name {_show(split)}: expected '
-                   f'{_TRAIN!r} or {_TEST!r}')
+      raise _error(
+          path, f'{where}: split_name {_show(split)}: expected '
+          f'{_TRAIN!r} or {_TEST!r}')
     _check_client_id(path, where, cid)
     if not _is_int(n) or n < 1:
-      raise _error(path, f'{where}: num_examples {_show(n)} of client '
-                   f'{_show(cid)}: expected an integer >= 1')
+      raise _error(
+          path, f'{where}: num_examples {_show(n)} of client '
+          f'{_show(cid)}: expected an integer >= 1')
     if (cid, split) in seen:
-      raise _error(path, f'{where}: client {_show(cid)} is listed twice in '
-                   f'split {split!r}')
+      raise _error(
+          path, f'{where}: client {_show(cid)} is listed twice in '
+          f'split {split!r}')
     seen.add((cid, split))
     if split == _TRAIN:
       train[cid] = n
@@ -309,16 +322,18 @@ def _read_clients(path: str, con: sqlite3.Connection
       'm.client_id = e.client_id AND m.split_name = e.split_name WHERE '
       'm.num_examples IS NOT e.n LIMIT 1').fetchone()
   if row:
-    raise _error(path, f'examples has {row[2]} rows of client {_show(row[0])} '
-                 f'in split {_show(row[1])}, client_metadata '
-                 f'{"says " + str(row[3]) if row[3] else "lists none"}')
+    raise _error(
+        path, f'examples has {row[2]} rows of client {_show(row[0])} '
+        f'in split {_show(row[1])}, client_metadata '
+        f'{"says " + str(row[3]) if row[3] else "lists none"}')
   row = con.execute(
       'SELECT client_id, split_name FROM client_metadata AS m WHERE NOT '
       'EXISTS (SELECT 1 FROM examples AS e WHERE e.client_id = m.client_id '
       'AND e.split_name = m.split_name) LIMIT 1').fetchone()
   if row:
-    raise _error(path, f'client_metadata lists client {_show(row[0])} in '
-                 f'split {row[1]!r}, which has no rows in examples')
+    raise _error(
+        path, f'client_metadata lists client {_show(row[0])} in '
+        f'split {row[1]!r}, which has no rows in examples')
   ids = sorted(train)
   return ids, np.array([train[c] for c in ids], dtype=np.int64), test_clients
 
@@ -326,9 +341,10 @@ def _read_clients(path: str, con: sqlite3.Connection
 def _feature_spec(input_dim: int) -> dict[str, tf.io.FixedLenFeature]:
   """How training parses an example; the checks use the same spec."""
   return {
-      example_encoding.FEATURES_KEY: tf.io.FixedLenFeature([input_dim],
-                                                           tf.float32),
-      example_encoding.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+      example_encoding.FEATURES_KEY:
+          tf.io.FixedLenFeature([input_dim], tf.float32),
+      example_encoding.LABEL_KEY:
+          tf.io.FixedLenFeature([], tf.int64),
   }
 
 
@@ -347,20 +363,21 @@ def _parse_examples(path: str, rowids: Sequence[int], blobs: Sequence[bytes],
         tf.io.parse_example(tf.constant([blob], tf.string), spec)
       except errors as e:
         # Without TensorFlow's '{{function_node ...}}' prefix.
-        reason = re.sub(r'\{\{.*?\}\}', '',
-                        getattr(e, 'message', 'undecodable'))
+        reason = re.sub(r'\{\{.*?\}\}', '', getattr(e, 'message',
+                                                    'undecodable'))
         reason = ' '.join(reason.split())[:200]
         dim = spec[example_encoding.FEATURES_KEY].shape[0]
-        raise _error(path, f'examples row {rowid}: serialized_example_proto '
-                     f'is not an example of {dim} float features and one '
-                     f'integer label ({reason})') from None
+        raise _error(
+            path, f'examples row {rowid}: serialized_example_proto '
+            f'is not an example of {dim} float features and one '
+            f'integer label ({reason})') from None
     raise
   return (parsed[example_encoding.FEATURES_KEY].numpy(),
           parsed[example_encoding.LABEL_KEY].numpy())
 
 
-def _check_rows(path: str, con: sqlite3.Connection, rows: list[tuple],
-                spec, m: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def _check_rows(path: str, con: sqlite3.Connection, rows: list[tuple], spec,
+                m: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
   """Checks one batch of the scan; returns (labels, is_train)."""
   rowids, train, test, labels, blobs = zip(*rows)
   is_train = np.array(train, dtype=bool)
@@ -369,46 +386,52 @@ def _check_rows(path: str, con: sqlite3.Connection, rows: list[tuple],
     rowid = rowids[int(np.argmax(bad))]
     value = con.execute('SELECT split_name FROM examples WHERE rowid = ?',
                         (rowid,)).fetchone()[0]
-    raise _error(path, f'examples row {rowid}: split_name {_show(value)}: '
-                 f'expected {_TRAIN!r} or {_TEST!r}')
+    raise _error(
+        path, f'examples row {rowid}: split_name {_show(value)}: '
+        f'expected {_TRAIN!r} or {_TEST!r}')
   if None in blobs:
     rowid = rowids[blobs.index(None)]
     kind, size = con.execute(
         'SELECT typeof(serialized_example_proto), length('
         'serialized_example_proto) FROM examples WHERE rowid = ?',
         (rowid,)).fetchone()
-    raise _error(path, f'examples row {rowid}: serialized_example_proto is '
-                 f'{kind} of {size} bytes, not a serialized example')
+    raise _error(
+        path, f'examples row {rowid}: serialized_example_proto is '
+        f'{kind} of {size} bytes, not a serialized example')
   classes = m['num_classes']
   # Types first: numpy would take 1.0 or True as 1.
-  y = (np.array(labels, dtype=np.int64) if set(map(type, labels)) == {int}
-       else None)
+  y = (np.array(labels, dtype=np.int64)
+       if set(map(type, labels)) == {int} else None)
   if y is None or ((y < 0) | (y >= classes)).any():
     i = next(i for i, v in enumerate(labels)
              if not _is_int(v) or not 0 <= v < classes)
-    raise _error(path, f'examples row {rowids[i]}: label {_show(labels[i])}: '
-                 f'expected an integer in [0, num_classes={classes})')
+    raise _error(
+        path, f'examples row {rowids[i]}: label {_show(labels[i])}: '
+        f'expected an integer in [0, num_classes={classes})')
   x, parsed_y = _parse_examples(path, rowids, blobs, spec)
   if (parsed_y != y).any():
     i = int(np.argmax(parsed_y != y))
-    raise _error(path, f'examples row {rowids[i]}: the example\'s label '
-                 f'{parsed_y[i]} differs from its label column {y[i]}')
+    raise _error(
+        path, f'examples row {rowids[i]}: the example\'s label '
+        f'{parsed_y[i]} differs from its label column {y[i]}')
   finite = np.isfinite(x)
   if not finite.all():
     i, j = (int(k) for k in np.argwhere(~finite)[0])
-    raise _error(path, f'examples row {rowids[i]}: feature '
-                 f"{m['feature_names'][j]!r} is {x[i, j]}: NaN and infinite "
-                 'values are not allowed')
+    raise _error(
+        path, f'examples row {rowids[i]}: feature '
+        f"{m['feature_names'][j]!r} is {x[i, j]}: NaN and infinite "
+        'values are not allowed')
   return y, is_train
 
 
-def _scan_examples(path: str, con: sqlite3.Connection, m: dict[str, Any]
-                   ) -> dict[str, list[int]]:
+def _scan_examples(path: str, con: sqlite3.Connection,
+                   m: dict[str, Any]) -> dict[str, list[int]]:
   """Checks every example as training reads it; label histograms by split."""
   dim, classes = m['input_dim'], m['num_classes']
   spec = _feature_spec(dim)
-  histograms = {split: np.zeros(classes, dtype=np.int64)
-                for split in (_TRAIN, _TEST)}
+  histograms = {
+      split: np.zeros(classes, dtype=np.int64) for split in (_TRAIN, _TEST)
+  }
   # Split and size are tested by SQLite, so that no row is decoded in
   # Python and no oversized blob is loaded.
   cursor = con.execute(
@@ -436,16 +459,18 @@ def _check_totals(path: str, m: dict[str, Any], sizes: np.ndarray,
   }
   for key, value in found.items():
     if m[key] != value:
-      raise _error(path, f'metadata {key}={_show_json(m[key])}, but the '
-                   f'file has {value}')
+      raise _error(
+          path, f'metadata {key}={_show_json(m[key])}, but the '
+          f'file has {value}')
   for split in (_TRAIN, _TEST):
     key = f'{split}_label_histogram'
     if m[key] != histograms[split]:
       label = next(k for k, (a, b) in enumerate(zip(m[key], histograms[split]))
                    if a != b)
-      raise _error(path, f'metadata {key}={_show_json(m[key])}: says '
-                   f'{m[key][label]} examples of label {label}, the file has '
-                   f'{histograms[split][label]}')
+      raise _error(
+          path, f'metadata {key}={_show_json(m[key])}: says '
+          f'{m[key][label]} examples of label {label}, the file has '
+          f'{histograms[split][label]}')
 
 
 def _load(path: str) -> tuple[dict[str, Any], list[str], np.ndarray, str]:
@@ -476,12 +501,14 @@ def _load(path: str) -> tuple[dict[str, Any], list[str], np.ndarray, str]:
     finally:
       con.close()
   except sqlite3.Error as e:
-    raise _error(path, f'cannot be read as a tff-dp client-data file '
-                 f'(SQLite: {e})') from None
+    raise _error(
+        path, f'cannot be read as a tff-dp client-data file '
+        f'(SQLite: {e})') from None
   _check_totals(path, metadata, sizes, test_clients, histograms)
   if file_fingerprint(path) != fingerprint:
-    raise _error(path, 'changed while it was being checked; load it again '
-                 'when nothing writes to it')
+    raise _error(
+        path, 'changed while it was being checked; load it again '
+        'when nothing writes to it')
   return metadata, client_ids, sizes, fingerprint
 
 
@@ -578,8 +605,7 @@ class SqlClientDataSource:
       raise IndexError(f'client index {index} is out of range '
                        f'[0, {self.population})')
     return self._dataset(
-        sql_queries.client_examples_query(self.client_ids[int(index)],
-                                          _TRAIN))
+        sql_queries.client_examples_query(self.client_ids[int(index)], _TRAIN))
 
   def test_dataset(self) -> tf.data.Dataset:
     """The server's held-out examples, unbatched, streamed, in file order.
@@ -603,8 +629,8 @@ class SqlClientDataSource:
               tf.cast(example[example_encoding.LABEL_KEY], tf.int32))
 
     return tf.data.experimental.SqlDataset(
-        'sqlite', self._data_source, query, tf.string).map(
-            parse, num_parallel_calls=tf.data.AUTOTUNE)
+        'sqlite', self._data_source, query,
+        tf.string).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
 
   def statistics(self) -> dict[str, Any]:
     """Summary statistics as plain Python values (JSON-serializable)."""
@@ -648,10 +674,9 @@ class SqlClientDataSource:
         f"  train label histogram: {_format_histogram(s['label_histogram'])}",
     ]
     if self.has_test_set:
-      lines.append(
-          f"  test examples (server-side evaluation only): "
-          f"{s['test_examples']}; label histogram: "
-          f"{_format_histogram(s['test_label_histogram'])}")
+      lines.append(f"  test examples (server-side evaluation only): "
+                   f"{s['test_examples']}; label histogram: "
+                   f"{_format_histogram(s['test_label_histogram'])}")
     else:
       lines.append('  test examples: none (no test split)')
     return '\n'.join(lines)

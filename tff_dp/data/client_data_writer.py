@@ -84,9 +84,8 @@ class ClientDataWriter:
     self._con.executemany(
         'INSERT INTO examples (split_name, client_id, '
         'serialized_example_proto, label) VALUES (?, ?, ?, ?)',
-        ((TRAIN_SPLIT, cid, encode(data[i * step:(i + 1) * step], label),
-          label) for i, (cid, label) in enumerate(zip(batch.client_ids,
-                                                      labels))))
+        ((TRAIN_SPLIT, cid, encode(data[i * step:(i + 1) * step], label), label)
+         for i, (cid, label) in enumerate(zip(batch.client_ids, labels))))
     self.rows += len(labels)
     self.max_label = max(self.max_label, max(labels))
 
@@ -109,8 +108,10 @@ class ClientDataWriter:
           path, f'test_split=clients needs at least 2 clients (one to train, '
           f'one to hold out); the file has {clients}')
     held_out = min(max(1, round(test_fraction * clients)), clients - 1)
-    con.create_function('tffdp_client_key', 1,
-                        lambda cid: _key(seed, cid), deterministic=True)
+    con.create_function('tffdp_client_key',
+                        1,
+                        lambda cid: _key(seed, cid),
+                        deterministic=True)
     con.execute(
         'CREATE TEMP TABLE held_out AS SELECT client_id FROM (SELECT '
         'DISTINCT client_id FROM examples) ORDER BY '
@@ -131,19 +132,23 @@ class ClientDataWriter:
     """
     con = self._con
     # Each client's rows are ranked by a keyed hash of the row number.
-    con.create_function('tffdp_row_key', 1, lambda rowid: _key(seed, rowid),
+    con.create_function('tffdp_row_key',
+                        1,
+                        lambda rowid: _key(seed, rowid),
                         deterministic=True)
-    con.create_function(
-        'tffdp_keep', 1, lambda n: max(1, int((1.0 - test_fraction) * n)),
-        deterministic=True)
+    con.create_function('tffdp_keep',
+                        1,
+                        lambda n: max(1, int((1.0 - test_fraction) * n)),
+                        deterministic=True)
     con.execute(
         'UPDATE examples SET split_name = ? WHERE rowid IN (SELECT rid FROM '
         '(SELECT rowid AS rid, ROW_NUMBER() OVER (PARTITION BY client_id '
         'ORDER BY tffdp_row_key(rowid), rowid) AS rn, COUNT(*) OVER '
         '(PARTITION BY client_id) AS n FROM examples) WHERE rn > '
         'tffdp_keep(n))', (TEST_SPLIT,))
-    held_out = con.execute('SELECT COUNT(*) FROM examples WHERE split_name = '
-                           '?', (TEST_SPLIT,)).fetchone()[0]
+    held_out = con.execute(
+        'SELECT COUNT(*) FROM examples WHERE split_name = '
+        '?', (TEST_SPLIT,)).fetchone()[0]
     if held_out == 0:
       raise table_checks.TableError(
           path, f'test_split=rows with test_fraction={test_fraction:g} holds '
@@ -161,9 +166,8 @@ class ClientDataWriter:
       con.execute(statement)
     stats = self._stats(metadata['num_classes'])
     metadata = dict(metadata, **stats)
-    con.executemany(
-        'INSERT INTO tff_dp_metadata (key, value) VALUES (?, ?)',
-        [(k, json.dumps(v)) for k, v in metadata.items()])
+    con.executemany('INSERT INTO tff_dp_metadata (key, value) VALUES (?, ?)',
+                    [(k, json.dumps(v)) for k, v in metadata.items()])
     self._validate(stats)
     con.execute('COMMIT')
     return stats
@@ -184,10 +188,10 @@ class ClientDataWriter:
       stats[f'{split}_clients'] = clients
       stats[f'{split}_examples'] = examples
       stats[f'{split}_label_histogram'] = histogram
-    sizes = np.fromiter(
-        (n for (n,) in con.execute(
-            'SELECT num_examples FROM client_metadata WHERE split_name = ? '
-            'ORDER BY client_id', (TRAIN_SPLIT,))), dtype=np.int64)
+    sizes = np.fromiter((n for (n,) in con.execute(
+        'SELECT num_examples FROM client_metadata WHERE split_name = ? '
+        'ORDER BY client_id', (TRAIN_SPLIT,))),
+                        dtype=np.int64)
     stats['examples_per_client_min'] = int(sizes.min())
     stats['examples_per_client_median'] = float(np.median(sizes))
     stats['examples_per_client_max'] = int(sizes.max())

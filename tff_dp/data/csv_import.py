@@ -153,8 +153,8 @@ class ImportSummary:
 def _check_arguments(*, client_column, label_column, feature_columns,
                      num_classes, test_split, test_fraction, seed,
                      batch_rows) -> None:
-  for name, value in (('client_column', client_column),
-                      ('label_column', label_column)):
+  for name, value in (('client_column', client_column), ('label_column',
+                                                         label_column)):
     if not isinstance(value, str) or not value:
       raise ValueError(f'{name} must be a non-empty string, got {value!r}')
   if client_column == label_column:
@@ -166,28 +166,27 @@ def _check_arguments(*, client_column, label_column, feature_columns,
                        f'a non-empty list of names, got {feature_columns!r}')
     if len(set(feature_columns)) != len(feature_columns):
       raise ValueError(f'feature_columns has duplicates: {feature_columns}')
-    for role, name in (('client_column', client_column),
-                       ('label_column', label_column)):
+    for role, name in (('client_column', client_column), ('label_column',
+                                                          label_column)):
       if name in feature_columns:
         raise ValueError(f'feature_columns includes the {role} {name!r}')
   if num_classes is not None and (
-      isinstance(num_classes, bool) or
-      not isinstance(num_classes, (int, np.integer)) or
+      isinstance(num_classes, bool) or not isinstance(num_classes,
+                                                      (int, np.integer)) or
       not 2 <= num_classes <= table_checks.MAX_NUM_CLASSES):
     raise ValueError(
         f'num_classes must be None (inferred) or an int in '
         f'[2, {table_checks.MAX_NUM_CLASSES}], got {num_classes!r}')
   if not isinstance(test_split, TestSplit):
     raise TypeError(f'test_split must be a TestSplit, got {test_split!r}')
-  if test_split is not TestSplit.NONE and not (
-      isinstance(test_fraction, (int, float)) and
-      0.0 < test_fraction < 1.0):
+  if test_split is not TestSplit.NONE and not (isinstance(
+      test_fraction, (int, float)) and 0.0 < test_fraction < 1.0):
     raise ValueError(f'test_fraction must be in (0, 1), got {test_fraction!r}')
-  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or (
-      seed < 0):
+  if isinstance(seed, bool) or not isinstance(seed,
+                                              (int, np.integer)) or (seed < 0):
     raise ValueError(f'seed must be an int >= 0, got {seed!r}')
-  if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or (
-      batch_rows < 1):
+  if isinstance(batch_rows,
+                bool) or not isinstance(batch_rows, int) or (batch_rows < 1):
     raise ValueError(f'batch_rows must be an int >= 1, got {batch_rows!r}')
 
 
@@ -197,8 +196,9 @@ def _check_paths(input_path: str, output_path: str, overwrite: bool) -> None:
   if not os.path.isfile(input_path):
     raise TableError(input_path, 'not a regular file')
   if os.path.isdir(output_path):
-    raise TableError(output_path, 'is a directory; give the path of the '
-                     '.sqlite file to write')
+    raise TableError(
+        output_path, 'is a directory; give the path of the '
+        '.sqlite file to write')
   directory = os.path.dirname(os.path.abspath(output_path))
   if not os.path.isdir(directory):
     raise TableError(output_path, f'directory {directory} does not exist')
@@ -206,8 +206,9 @@ def _check_paths(input_path: str, output_path: str, overwrite: bool) -> None:
     if os.path.samefile(input_path, output_path):
       raise TableError(output_path, 'is the input file')
     if not overwrite:
-      raise TableError(output_path, 'already exists (pass overwrite=True, '
-                       'or --overwrite, to replace it)')
+      raise TableError(
+          output_path, 'already exists (pass overwrite=True, '
+          'or --overwrite, to replace it)')
 
 
 def _sync_and_publish(tmp_path: str, output_path: str) -> None:
@@ -224,8 +225,9 @@ def _open_reader(input_path: str, **options) -> _Reader:
   """The reader of the file's type; `options` are the readers' arguments."""
   extension = os.path.splitext(input_path)[1].lower()
   if extension not in _READERS:
-    raise TableError(input_path, f'unsupported file type {extension!r}: '
-                     'expected .csv or .npz')
+    raise TableError(
+        input_path, f'unsupported file type {extension!r}: '
+        'expected .csv or .npz')
   return _READERS[extension](input_path, **options)
 
 
@@ -272,40 +274,50 @@ def _metadata(reader: _Reader, rows: int, *, client_column: str,
       'input_dim': input_dim,
       'example_features': {
           example_encoding.FEATURES_KEY: f'float32[{input_dim}]',
-          example_encoding.LABEL_KEY: 'int64[]'},
+          example_encoding.LABEL_KEY: 'int64[]'
+      },
       'num_classes': int(num_classes),
       'num_classes_inferred': inferred,
       'test_split': test_split.value,
-      'test_fraction': (None if test_split is TestSplit.NONE else
-                        float(test_fraction)),
+      'test_fraction':
+          (None if test_split is TestSplit.NONE else float(test_fraction)),
       'seed': int(seed),
       'rows': rows,
   }
 
 
-def _write_and_publish(
-    reader: _Reader, output_path: str, *, client_column: str,
-    label_column: str, num_classes: Optional[int], test_split: TestSplit,
-    test_fraction: float, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def _write_and_publish(reader: _Reader, output_path: str, *, client_column: str,
+                       label_column: str, num_classes: Optional[int],
+                       test_split: TestSplit, test_fraction: float,
+                       seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
   """Writes the file to a temporary beside `output_path`, then publishes it.
 
   Returns:
     The metadata and the writer's statistics (also in the file's metadata).
   """
-  fd, tmp_path = tempfile.mkstemp(
-      dir=os.path.dirname(os.path.abspath(output_path)),
-      prefix=f'.{os.path.basename(output_path)}.', suffix='.tmp')
+  fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(
+      os.path.abspath(output_path)),
+                                  prefix=f'.{os.path.basename(output_path)}.',
+                                  suffix='.tmp')
   os.close(fd)
   writer = None
   try:
     writer = client_data_writer.ClientDataWriter(tmp_path)
     num_classes, inferred = _insert_rows(writer, reader, num_classes)
-    _hold_out(writer, test_split, test_fraction=test_fraction, seed=seed,
+    _hold_out(writer,
+              test_split,
+              test_fraction=test_fraction,
+              seed=seed,
               path=reader.path)
-    metadata = _metadata(
-        reader, writer.rows, client_column=client_column,
-        label_column=label_column, num_classes=num_classes, inferred=inferred,
-        test_split=test_split, test_fraction=test_fraction, seed=seed)
+    metadata = _metadata(reader,
+                         writer.rows,
+                         client_column=client_column,
+                         label_column=label_column,
+                         num_classes=num_classes,
+                         inferred=inferred,
+                         test_split=test_split,
+                         test_fraction=test_fraction,
+                         seed=seed)
     stats = writer.finish(metadata)
     writer.close()
     writer = None
@@ -319,8 +331,8 @@ def _write_and_publish(
   return metadata, stats
 
 
-def _summary(output_path: str, metadata: dict[str, Any],
-             stats: dict[str, Any], test_split: TestSplit) -> ImportSummary:
+def _summary(output_path: str, metadata: dict[str, Any], stats: dict[str, Any],
+             test_split: TestSplit) -> ImportSummary:
   """What `import_table` returns, from what it wrote."""
   return ImportSummary(
       output_path=output_path,
@@ -338,12 +350,16 @@ def _summary(output_path: str, metadata: dict[str, Any],
       examples_per_client_max=stats['examples_per_client_max'])
 
 
-def import_table(input_path: PathLike, *, output_path: PathLike,
-                 client_column: str, label_column: str,
+def import_table(input_path: PathLike,
+                 *,
+                 output_path: PathLike,
+                 client_column: str,
+                 label_column: str,
                  feature_columns: Optional[Sequence[str]] = None,
                  num_classes: Optional[int] = None,
                  test_split: TestSplit = TestSplit.CLIENTS,
-                 test_fraction: float = 0.2, seed: int = 0,
+                 test_fraction: float = 0.2,
+                 seed: int = 0,
                  overwrite: bool = False,
                  batch_rows: int = _DEFAULT_BATCH_ROWS) -> ImportSummary:
   """Converts a CSV or .npz table into TFF's SQLite client-data format.
@@ -377,17 +393,27 @@ def import_table(input_path: PathLike, *, output_path: PathLike,
   """
   input_path = os.fspath(input_path)
   output_path = os.fspath(output_path)
-  _check_arguments(client_column=client_column, label_column=label_column,
-                   feature_columns=feature_columns, num_classes=num_classes,
-                   test_split=test_split, test_fraction=test_fraction,
-                   seed=seed, batch_rows=batch_rows)
+  _check_arguments(client_column=client_column,
+                   label_column=label_column,
+                   feature_columns=feature_columns,
+                   num_classes=num_classes,
+                   test_split=test_split,
+                   test_fraction=test_fraction,
+                   seed=seed,
+                   batch_rows=batch_rows)
   _check_paths(input_path, output_path, overwrite)
-  reader = _open_reader(input_path, client_column=client_column,
+  reader = _open_reader(input_path,
+                        client_column=client_column,
                         label_column=label_column,
                         feature_columns=feature_columns,
-                        num_classes=num_classes, batch_rows=batch_rows)
-  metadata, stats = _write_and_publish(
-      reader, output_path, client_column=client_column,
-      label_column=label_column, num_classes=num_classes,
-      test_split=test_split, test_fraction=test_fraction, seed=seed)
+                        num_classes=num_classes,
+                        batch_rows=batch_rows)
+  metadata, stats = _write_and_publish(reader,
+                                       output_path,
+                                       client_column=client_column,
+                                       label_column=label_column,
+                                       num_classes=num_classes,
+                                       test_split=test_split,
+                                       test_fraction=test_fraction,
+                                       seed=seed)
   return _summary(output_path, metadata, stats, test_split)

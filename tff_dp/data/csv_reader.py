@@ -35,8 +35,9 @@ class CsvReader:
       reader = csv.reader(self._lines(f), strict=True)
       header = self._next(reader, 0)
       if header is None:
-        raise table_checks.TableError(
-            self.path, 'empty file: expected a header row', line=1)
+        raise table_checks.TableError(self.path,
+                                      'empty file: expected a header row',
+                                      line=1)
       self._read_header(header)
       yield from self._rows(reader)
 
@@ -58,7 +59,8 @@ class CsvReader:
         except UnicodeDecodeError as e:
           raise table_checks.TableError(
               self.path, f'not valid UTF-8 text ({e.reason} at byte '
-              f'{e.start + 1} of the line)', line=number) from None
+              f'{e.start + 1} of the line)',
+              line=number) from None
 
   def _next(self, reader, last_line: int) -> Optional[list[str]]:
     try:
@@ -66,7 +68,8 @@ class CsvReader:
     except StopIteration:
       return None
     except csv.Error as e:
-      raise table_checks.TableError(self.path, f'malformed CSV: {e}',
+      raise table_checks.TableError(self.path,
+                                    f'malformed CSV: {e}',
                                     line=last_line + 1) from None
 
   def _read_header(self, header: list[str]) -> None:
@@ -74,45 +77,53 @@ class CsvReader:
     for index, name in enumerate(header):
       if not name.strip():
         raise table_checks.TableError(
-            self.path, f'empty column name in the header (field {index + 1})',
+            self.path,
+            f'empty column name in the header (field {index + 1})',
             line=1)
       if name in seen:
         raise table_checks.TableError(
             self.path, f'duplicate column name {name!r} in the header '
-            f'(fields {seen[name] + 1} and {index + 1})', line=1)
+            f'(fields {seen[name] + 1} and {index + 1})',
+            line=1)
       seen[name] = index
     self._num_fields = len(header)
     self.feature_names = table_checks.resolve_columns(
-        self.path, header, client_column=self._client_column,
+        self.path,
+        header,
+        client_column=self._client_column,
         label_column=self._label_column,
-        feature_columns=self._requested_features, line=1, what='column')
+        feature_columns=self._requested_features,
+        line=1,
+        what='column')
     self._client_index = seen[self._client_column]
     self._label_index = seen[self._label_column]
     self._feature_indices = [seen[n] for n in self.feature_names]
     self._names_by_index = {index: name for name, index in seen.items()}
     fi = self._feature_indices
     # itemgetter of one index returns the item itself, not a tuple.
-    self._feature_texts = (operator.itemgetter(*fi) if len(fi) > 1 else
-                           lambda fields: (fields[fi[0]],))
+    self._feature_texts = (operator.itemgetter(
+        *fi) if len(fi) > 1 else lambda fields: (fields[fi[0]],))
 
   def _field_name(self, field: int) -> str:
     return f'column {self._names_by_index[field]!r} (field {field + 1})'
 
-  def _parse_row(self, fields: list[str], line: int
-                 ) -> tuple[str, list[float], int]:
+  def _parse_row(self, fields: list[str],
+                 line: int) -> tuple[str, list[float], int]:
     """Parses and checks one record; raises TableError."""
     path, num_classes = self.path, self._num_classes
     ci, li, fi = self._client_index, self._label_index, self._feature_indices
     if len(fields) != self._num_fields:
       what = 'an empty line' if not fields else f'{len(fields)} fields'
       raise table_checks.TableError(
-          path, f'{what}, expected {self._num_fields} fields as in the header',
+          path,
+          f'{what}, expected {self._num_fields} fields as in the header',
           line=line)
     client_id = fields[ci]
     try:
       table_checks.check_importable_client_id(client_id)
     except ValueError as e:
-      raise table_checks.TableError(path, f'{self._field_name(ci)}: {e}',
+      raise table_checks.TableError(path,
+                                    f'{self._field_name(ci)}: {e}',
                                     line=line) from None
     texts = self._feature_texts(fields)
     try:
@@ -126,15 +137,17 @@ class CsvReader:
           table_checks.parse_float(fields[j])
         except ValueError:
           raise table_checks.TableError(
-              path, f'{self._field_name(j)}: {fields[j]!r} is not a number',
+              path,
+              f'{self._field_name(j)}: {fields[j]!r} is not a number',
               line=line) from None
       raise
     try:
       label = table_checks.parse_label(fields[li])
       table_checks.check_label(label, num_classes)
     except ValueError as e:
-      raise table_checks.TableError(
-          path, f'{self._field_name(li)}: label {e}', line=line) from None
+      raise table_checks.TableError(path,
+                                    f'{self._field_name(li)}: label {e}',
+                                    line=line) from None
     return client_id, x, label
 
   def _rows(self, reader) -> Iterator[table_checks.Batch]:
@@ -165,9 +178,11 @@ class CsvReader:
       yield self._batch(positions, client_ids, xs, ys)
 
   def _batch(self, positions, client_ids, xs, ys) -> table_checks.Batch:
+
     def describe(r, c):
       return (positions[r], self._field_name(self._feature_indices[c]),
               self.path)
+
     x = table_checks.float32_rows(np.array(xs, dtype=np.float64), describe)
     return table_checks.Batch(positions, client_ids, x,
                               np.array(ys, dtype=np.int64))

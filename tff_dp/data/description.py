@@ -14,7 +14,9 @@ from typing import Any, Optional
 from tff_dp.data import loading
 
 
-def public_description(data: Any, *, dataset: loading.Dataset,
+def public_description(data: Any,
+                       *,
+                       dataset: loading.Dataset,
                        held_out_clients: Optional[int] = None) -> str:
   """The banner of a DP run: public facts about `data` only.
 

@@ -107,8 +107,8 @@ class FederatedData:
     if not isinstance(self.name, str) or not self.name:
       raise ValueError(f'name must be a non-empty string, got {self.name!r}')
     if (isinstance(self.num_classes, bool) or
-        not isinstance(self.num_classes, (int, np.integer)) or
-        self.num_classes < 2):
+        not isinstance(self.num_classes,
+                       (int, np.integer)) or self.num_classes < 2):
       raise ValueError(f'num_classes must be an int >= 2, got '
                        f'{self.num_classes!r}')
     for field in ('client_ids', 'client_x', 'client_y'):
@@ -117,8 +117,7 @@ class FederatedData:
                          f'{type(getattr(self, field)).__name__}')
     if not self.client_ids:
       raise ValueError('there are no clients')
-    if not (len(self.client_ids) == len(self.client_x) ==
-            len(self.client_y)):
+    if not (len(self.client_ids) == len(self.client_x) == len(self.client_y)):
       raise ValueError(
           f'lengths differ: {len(self.client_ids)} client_ids, '
           f'{len(self.client_x)} client_x, {len(self.client_y)} client_y')
@@ -130,13 +129,12 @@ class FederatedData:
     for cid, x, y in zip(self.client_ids, self.client_x, self.client_y):
       _check_xy(x, y, f'client {cid!r}', self.num_classes, input_dim)
       input_dim = x.shape[1]
-    _check_xy(self.test_x, self.test_y, 'test set', self.num_classes,
-              input_dim)
+    _check_xy(self.test_x, self.test_y, 'test set', self.num_classes, input_dim)
     if self.image_shape is not None:
       shape = tuple(self.image_shape)
       if (len(shape) != 3 or
-          not all(isinstance(n, (int, np.integer)) and n > 0 for n in shape)
-          or int(np.prod(shape)) != input_dim):
+          not all(isinstance(n, (int, np.integer)) and n > 0 for n in shape) or
+          int(np.prod(shape)) != input_dim):
         raise ValueError(f'image_shape {self.image_shape!r} must be '
                          '(height, width, channels) of positive ints whose '
                          f'product is the {input_dim} features')
@@ -150,14 +148,19 @@ class FederatedData:
     object.__setattr__(self, 'num_classes', int(self.num_classes))
 
   @classmethod
-  def from_partition(cls, *, name: str, x: np.ndarray, y: np.ndarray,
-                     client_indices: Sequence[np.ndarray],
-                     test_x: np.ndarray, test_y: np.ndarray,
-                     num_classes: int,
-                     client_ids: Sequence[str] | None = None,
-                     provenance: str = '',
-                     image_shape: tuple[int, int, int] | None = None
-                     ) -> 'FederatedData':
+  def from_partition(
+      cls,
+      *,
+      name: str,
+      x: np.ndarray,
+      y: np.ndarray,
+      client_indices: Sequence[np.ndarray],
+      test_x: np.ndarray,
+      test_y: np.ndarray,
+      num_classes: int,
+      client_ids: Sequence[str] | None = None,
+      provenance: str = '',
+      image_shape: tuple[int, int, int] | None = None) -> 'FederatedData':
     """Builds clients by indexing pooled training arrays.
 
     Args:
@@ -179,16 +182,15 @@ class FederatedData:
     y = np.asarray(y, dtype=np.int32)
     if client_ids is None:
       client_ids = default_client_ids(len(client_indices))
-    return cls(
-        name=name,
-        client_ids=tuple(client_ids),
-        client_x=tuple(x[idx] for idx in client_indices),
-        client_y=tuple(y[idx] for idx in client_indices),
-        test_x=np.asarray(test_x, dtype=np.float32),
-        test_y=np.asarray(test_y, dtype=np.int32),
-        num_classes=num_classes,
-        provenance=provenance,
-        image_shape=image_shape)
+    return cls(name=name,
+               client_ids=tuple(client_ids),
+               client_x=tuple(x[idx] for idx in client_indices),
+               client_y=tuple(y[idx] for idx in client_indices),
+               test_x=np.asarray(test_x, dtype=np.float32),
+               test_y=np.asarray(test_y, dtype=np.int32),
+               num_classes=num_classes,
+               provenance=provenance,
+               image_shape=image_shape)
 
   @property
   def population(self) -> int:
@@ -265,8 +267,8 @@ def _image_note(image_shape: Optional[tuple[int, ...]]) -> str:
 
 
 def _format_histogram(counts: Sequence[int], limit: int = 20) -> str:
-  shown = ' '.join(f'{label}:{count}'
-                   for label, count in enumerate(counts[:limit]))
+  shown = ' '.join(
+      f'{label}:{count}' for label, count in enumerate(counts[:limit]))
   # Many-class data would otherwise flood the start-up banner.
   if len(counts) > limit:
     shown += f' ... ({len(counts) - limit} more classes)'

@@ -155,7 +155,8 @@ def hold_out_clients(data: Any, *, eval_clients: int,
   held = np.sort(rng.permutation(population)[:eval_clients])
   train = np.setdiff1d(np.arange(population), held)
   held_out = HeldOutClients(source=data,
-                            indices=tuple(int(i) for i in held), seed=seed)
+                            indices=tuple(int(i) for i in held),
+                            seed=seed)
   if not isinstance(data, FederatedData):
     return TrainingClients(data, train), held_out
   note = (f'{eval_clients} of {population} clients held out for federated '

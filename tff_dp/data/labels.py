@@ -38,8 +38,8 @@ class LabelKind(enum.Enum):
 # Multi-label: TFF's names; recall@5 is the metric Reddi et al. report.
 METRICS = {
     LabelKind.SINGLE: (('accuracy', 'sparse_categorical_accuracy'),),
-    LabelKind.MULTI_HOT: (('recall_at_5', 'recall_at_5'),
-                          ('precision', 'precision')),
+    LabelKind.MULTI_HOT: (
+        ('recall_at_5', 'recall_at_5'), ('precision', 'precision')),
 }
 
 
@@ -68,5 +68,7 @@ def released_metrics(values: Mapping[str, Any], *,
   Raises:
     KeyError: If one of the metrics is missing from `values`.
   """
-  return {released: float(values[reported])
-          for released, reported in METRICS[LabelKind(label_kind)]}
+  return {
+      released: float(values[reported])
+      for released, reported in METRICS[LabelKind(label_kind)]
+  }

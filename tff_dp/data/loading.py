@@ -30,8 +30,8 @@ from tff_dp.data.test_sets import TestSetOrigin
 
 # `--dataset`'s values, one per row of `tff_dp.data.registry.DATASETS`
 # (Dataset.DIGITS.value == 'digits', ...).
-Dataset = enum.Enum('Dataset', [(s.name.upper(), s.name)
-                                for s in registry.DATASETS])
+Dataset = enum.Enum('Dataset',
+                    [(s.name.upper(), s.name) for s in registry.DATASETS])
 
 DEFAULT_DATA_DIR = os.path.join('~', '.cache', 'tff_dp', 'datasets')
 
@@ -74,10 +74,13 @@ def load(dataset: Dataset, *, num_clients: int,
   Raises:
     DataError: With the file and reason, for anything that cannot be loaded.
   """
-  request = registry.LoadRequest(
-      num_clients=num_clients, partition=partition, seed=seed,
-      test_fraction=test_fraction, dirichlet_alpha=dirichlet_alpha,
-      data_dir=os.path.expanduser(data_dir), client_data=client_data)
+  request = registry.LoadRequest(num_clients=num_clients,
+                                 partition=partition,
+                                 seed=seed,
+                                 test_fraction=test_fraction,
+                                 dirichlet_alpha=dirichlet_alpha,
+                                 data_dir=os.path.expanduser(data_dir),
+                                 client_data=client_data)
   try:
     return registry.spec(dataset.value).load(request)
   except (OSError, ValueError) as e:

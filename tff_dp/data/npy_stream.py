@@ -12,7 +12,6 @@ import numpy as np
 
 from tff_dp.data import table_checks
 
-
 # What zipfile raises for a damaged, encrypted or exotic member: a bad CRC, a
 # broken deflate stream, a cut archive, an unsupported compression method, a
 # password. None is a ValueError or OSError, which the import program reports
@@ -91,8 +90,8 @@ class NpyStream:
       raise table_checks.TableError(self._path,
                                     f'array {self.name!r} is truncated')
     array = np.frombuffer(buf, dtype=self.dtype)
-    return array.reshape((rows,) if len(self.shape) == 1 else
-                         (rows, self.width))
+    return array.reshape((rows,) if len(self.shape) == 1 else (rows,
+                                                               self.width))
 
   def close(self) -> None:
     self._file.close()

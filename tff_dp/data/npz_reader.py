@@ -9,8 +9,8 @@ batch, the first row's is reported.
 """
 
 import math
-import zipfile
 from typing import Iterator, Optional, Sequence
+import zipfile
 
 import numpy as np
 
@@ -52,9 +52,13 @@ class NpzReader:
             self.path, 'empty file: the archive holds no arrays')
       arrays = list(members)
       feature_arrays = table_checks.resolve_columns(
-          self.path, arrays, client_column=self._client_column,
+          self.path,
+          arrays,
+          client_column=self._client_column,
           label_column=self._label_column,
-          feature_columns=self._requested_features, line=None, what='array')
+          feature_columns=self._requested_features,
+          line=None,
+          what='array')
 
       def open_stream(name):
         return npy_stream.NpyStream(zf, members[name], self.path, name)
@@ -115,12 +119,11 @@ class NpzReader:
   def _rows(self, client, label, features) -> Iterator[table_checks.Batch]:
     for start in range(0, client.rows, self._batch_rows):
       n = min(self._batch_rows, client.rows - start)
-      client_ids, client_error = self._client_ids(client, client.read(n),
-                                                  start)
+      client_ids, client_error = self._client_ids(client, client.read(n), start)
       y, label_error = self._labels(label, label.read(n), start)
       x64 = np.concatenate(
-          [s.read(n).reshape(n, s.width).astype(np.float64)
-           for s in features], axis=1)
+          [s.read(n).reshape(n, s.width).astype(np.float64) for s in features],
+          axis=1)
       bad_row = []
 
       def describe(r, c, start=start):
@@ -139,8 +142,8 @@ class NpzReader:
         raise min(errors, key=lambda e: e[0])[1]
       yield table_checks.Batch(list(range(start, start + n)), client_ids, x, y)
 
-  def _client_ids(self, stream, raw: np.ndarray, start: int
-                  ) -> tuple[list[str], _RowError]:
+  def _client_ids(self, stream, raw: np.ndarray,
+                  start: int) -> tuple[list[str], _RowError]:
     """Client ids as strings, and the first bad one (row, error) if any."""
     client_ids = []
     for r, value in enumerate(raw.tolist()):
@@ -153,16 +156,19 @@ class NpzReader:
         client_id = str(value)
         table_checks.check_importable_client_id(client_id)
       except ValueError as e:
-        return client_ids, (start + r, table_checks.TableError(
-            self.path, f'client array {stream.name!r} row {start + r}: {e}'))
+        return client_ids, (
+            start + r,
+            table_checks.TableError(
+                self.path,
+                f'client array {stream.name!r} row {start + r}: {e}'))
       client_ids.append(client_id)
     return client_ids, None
 
-  def _labels(self, stream, raw: np.ndarray, start: int
-              ) -> tuple[np.ndarray, _RowError]:
+  def _labels(self, stream, raw: np.ndarray,
+              start: int) -> tuple[np.ndarray, _RowError]:
     """int64 labels, and the first bad one (row, error) if any."""
-    upper = (table_checks.MAX_NUM_CLASSES if self._num_classes is None else
-             self._num_classes)
+    upper = (table_checks.MAX_NUM_CLASSES
+             if self._num_classes is None else self._num_classes)
     # Checked before the cast to int64, which would wrap or truncate.
     if raw.dtype.kind == 'f':
       with np.errstate(invalid='ignore'):
@@ -175,12 +181,16 @@ class NpzReader:
     r = int(np.argmax(bad))
     value = raw[r].item()
     try:
-      if isinstance(value, float) and not (math.isfinite(value) and
-                                           value == math.floor(value)):
+      if isinstance(
+          value,
+          float) and not (math.isfinite(value) and value == math.floor(value)):
         raise ValueError(f'{value!r} is not an integer')
       table_checks.check_label(int(value), self._num_classes)
       raise AssertionError(f'label {value} was flagged but is valid')
     except ValueError as e:
-      return raw[:0].astype(np.int64), (start + r, table_checks.TableError(
-          self.path, f'label array {stream.name!r} row {start + r}: '
-          f'label {e}'))
+      return raw[:0].astype(
+          np.int64), (start + r,
+                      table_checks.TableError(
+                          self.path,
+                          f'label array {stream.name!r} row {start + r}: '
+                          f'label {e}'))

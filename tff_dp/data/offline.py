@@ -105,20 +105,25 @@ def _load_centralized(dataset: OfflineDataset):
             f'sklearn load_digits, x / {_DIGITS_PIXEL_MAX:g}')
   if dataset is OfflineDataset.BREAST_CANCER:
     raw = sk_datasets.load_breast_cancer()
-    x = (np.log(raw.data + _BREAST_CANCER_LOG_FLOOR) /
-         _BREAST_CANCER_LOG_SCALE)
-    return (x, raw.target, 2,
-            f'sklearn load_breast_cancer, log(x + '
+    x = (np.log(raw.data + _BREAST_CANCER_LOG_FLOOR) / _BREAST_CANCER_LOG_SCALE)
+    return (x, raw.target, 2, f'sklearn load_breast_cancer, log(x + '
             f'{_BREAST_CANCER_LOG_FLOOR:g}) / {_BREAST_CANCER_LOG_SCALE:g}')
   raise ValueError(f'{dataset.value!r} is not a centralized dataset')
 
 
-def load_offline(dataset: OfflineDataset, *, num_clients: int,
-                 partition: Partition, seed: int, test_fraction: float = 0.2,
-                 dirichlet_alpha: float = 0.5, power: float = 1.5,
-                 synthetic_alpha: float = 1.0, synthetic_beta: float = 1.0,
-                 synthetic_examples_per_client_mean: float | None = None
-                 ) -> federated_data.FederatedData:
+def load_offline(
+    dataset: OfflineDataset,
+    *,
+    num_clients: int,
+    partition: Partition,
+    seed: int,
+    test_fraction: float = 0.2,
+    dirichlet_alpha: float = 0.5,
+    power: float = 1.5,
+    synthetic_alpha: float = 1.0,
+    synthetic_beta: float = 1.0,
+    synthetic_examples_per_client_mean: float | None = None
+) -> federated_data.FederatedData:
   """Loads an offline dataset as a federated dataset.
 
   Args:
@@ -157,26 +162,42 @@ def load_offline(dataset: OfflineDataset, *, num_clients: int,
           'generating distribution per client); use partition '
           f'{Partition.NATURAL.value!r}, got {partition.value!r}')
     return generate_synthetic(
-        num_clients=num_clients, seed=seed, alpha=synthetic_alpha,
-        beta=synthetic_beta, test_fraction=test_fraction,
+        num_clients=num_clients,
+        seed=seed,
+        alpha=synthetic_alpha,
+        beta=synthetic_beta,
+        test_fraction=test_fraction,
         examples_per_client_mean=synthetic_examples_per_client_mean)
   x, y, num_classes, preprocessing = _load_centralized(dataset)
-  return federate_centralized(
-      dataset.value, x, y, num_classes=num_classes,
-      preprocessing=preprocessing, num_clients=num_clients,
-      partition=partition, seed=seed, test_fraction=test_fraction,
-      dirichlet_alpha=dirichlet_alpha, power=power,
-      image_shape=(_DIGITS_IMAGE_SHAPE if dataset is OfflineDataset.DIGITS
-                   else None))
+  return federate_centralized(dataset.value,
+                              x,
+                              y,
+                              num_classes=num_classes,
+                              preprocessing=preprocessing,
+                              num_clients=num_clients,
+                              partition=partition,
+                              seed=seed,
+                              test_fraction=test_fraction,
+                              dirichlet_alpha=dirichlet_alpha,
+                              power=power,
+                              image_shape=(_DIGITS_IMAGE_SHAPE if dataset
+                                           is OfflineDataset.DIGITS else None))
 
 
-def federate_centralized(name: str, x: np.ndarray, y: np.ndarray, *,
-                         num_classes: int, preprocessing: str,
-                         num_clients: int, partition: Partition, seed: int,
-                         test_fraction: float, dirichlet_alpha: float = 0.5,
-                         power: float = 1.5,
-                         image_shape: tuple[int, ...] | None = None
-                         ) -> federated_data.FederatedData:
+def federate_centralized(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    num_classes: int,
+    preprocessing: str,
+    num_clients: int,
+    partition: Partition,
+    seed: int,
+    test_fraction: float,
+    dirichlet_alpha: float = 0.5,
+    power: float = 1.5,
+    image_shape: tuple[int, ...] | None = None) -> federated_data.FederatedData:
   """A centralized table as federated data: test split, then clients.
 
   The test examples are held out (stratified) BEFORE the rest is split into
@@ -195,11 +216,11 @@ def federate_centralized(name: str, x: np.ndarray, y: np.ndarray, *,
   _check_seed(seed)
   _check_fraction(test_fraction)
   if partition is Partition.NATURAL:
-    raise ValueError(
-        f'dataset {name!r} has no natural client structure; use '
-        'partition iid, dirichlet or quantity_skew')
+    raise ValueError(f'dataset {name!r} has no natural client structure; use '
+                     'partition iid, dirichlet or quantity_skew')
   split_seed, partition_seed = np.random.SeedSequence(seed).spawn(2)
-  train, test = stratified_split(y, test_fraction=test_fraction,
+  train, test = stratified_split(y,
+                                 test_fraction=test_fraction,
                                  rng=np.random.default_rng(split_seed))
   if num_clients > train.size:
     raise ValueError(
@@ -207,22 +228,32 @@ def federate_centralized(name: str, x: np.ndarray, y: np.ndarray, *,
         f'clients at least one example: there are only '
         f'num_examples={train.size} training examples after holding out '
         f'test_fraction={test_fraction:g} of {y.size}')
-  client_indices = partition_lib.make_partition(
-      partition, labels=y[train], num_clients=num_clients,
-      seed=partition_seed, dirichlet_alpha=dirichlet_alpha, power=power)
-  detail = {Partition.DIRICHLET: f'(alpha={dirichlet_alpha:g})',
-            Partition.QUANTITY_SKEW: f'(power={power:g})'}.get(partition, '')
+  client_indices = partition_lib.make_partition(partition,
+                                                labels=y[train],
+                                                num_clients=num_clients,
+                                                seed=partition_seed,
+                                                dirichlet_alpha=dirichlet_alpha,
+                                                power=power)
+  detail = {
+      Partition.DIRICHLET: f'(alpha={dirichlet_alpha:g})',
+      Partition.QUANTITY_SKEW: f'(power={power:g})'
+  }.get(partition, '')
   return federated_data.FederatedData.from_partition(
-      name=name, x=x[train], y=y[train],
-      client_indices=client_indices, test_x=x[test], test_y=y[test],
-      num_classes=num_classes, image_shape=image_shape,
+      name=name,
+      x=x[train],
+      y=y[train],
+      client_indices=client_indices,
+      test_x=x[test],
+      test_y=y[test],
+      num_classes=num_classes,
+      image_shape=image_shape,
       provenance=(f'{preprocessing}; stratified {test_fraction:g} test '
                   f'split; {partition.value}{detail} partition; seed {seed}'))
 
 
-def _synthetic_client(rng: np.random.Generator, *, alpha: float, beta: float,
-                      size_scale: float | None
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def _synthetic_client(
+    rng: np.random.Generator, *, alpha: float, beta: float,
+    size_scale: float | None) -> tuple[np.ndarray, np.ndarray]:
   """Draws one client of Synthetic(alpha, beta), as the reference code."""
   size = int(rng.lognormal(_SYNTHETIC_SIZE_MU, _SYNTHETIC_SIZE_SIGMA))
   size += _SYNTHETIC_SIZE_OFFSET
@@ -246,10 +277,15 @@ def _synthetic_client(rng: np.random.Generator, *, alpha: float, beta: float,
   return x, y
 
 
-def generate_synthetic(*, num_clients: int, seed: int, alpha: float = 1.0,
-                       beta: float = 1.0, test_fraction: float = 0.2,
-                       examples_per_client_mean: float | None = None
-                       ) -> federated_data.FederatedData:
+def generate_synthetic(
+    *,
+    num_clients: int,
+    seed: int,
+    alpha: float = 1.0,
+    beta: float = 1.0,
+    test_fraction: float = 0.2,
+    examples_per_client_mean: float | None = None
+) -> federated_data.FederatedData:
   """Generates Synthetic(alpha, beta) of Li et al. (2020) / LEAF.
 
   Client k: u_k ~ N(0, alpha), B_k ~ N(0, beta) (alpha, beta used as
@@ -287,8 +323,9 @@ def generate_synthetic(*, num_clients: int, seed: int, alpha: float = 1.0,
   """
   _check_seed(seed)
   _check_fraction(test_fraction)
-  if isinstance(num_clients, bool) or not isinstance(
-      num_clients, (int, np.integer)) or num_clients < 1:
+  if isinstance(num_clients,
+                bool) or not isinstance(num_clients,
+                                        (int, np.integer)) or num_clients < 1:
     raise ValueError(f'num_clients must be an int >= 1, got {num_clients!r}')
   for name, value in (('alpha', alpha), ('beta', beta)):
     if not (np.isfinite(value) and value >= 0):
@@ -304,8 +341,7 @@ def generate_synthetic(*, num_clients: int, seed: int, alpha: float = 1.0,
   client_x, client_y, test_x, test_y = [], [], [], []
   for child in np.random.SeedSequence(seed).spawn(num_clients):
     rng = np.random.default_rng(child)
-    x, y = _synthetic_client(rng, alpha=alpha, beta=beta,
-                             size_scale=size_scale)
+    x, y = _synthetic_client(rng, alpha=alpha, beta=beta, size_scale=size_scale)
     order = rng.permutation(y.size)
     keep = max(1, int((1.0 - test_fraction) * y.size))
     client_x.append(x[order[:keep]].astype(np.float32))
@@ -333,12 +369,15 @@ def generate_synthetic(*, num_clients: int, seed: int, alpha: float = 1.0,
                   f'out and pooled as test set; seed {seed}'))
 
 
-def _load_requested(dataset: OfflineDataset, request: registry.LoadRequest
-                    ) -> federated_data.FederatedData:
-  return load_offline(
-      dataset, num_clients=request.num_clients, partition=request.partition,
-      seed=request.seed, test_fraction=request.test_fraction,
-      dirichlet_alpha=request.dirichlet_alpha)
+def _load_requested(
+    dataset: OfflineDataset,
+    request: registry.LoadRequest) -> federated_data.FederatedData:
+  return load_offline(dataset,
+                      num_clients=request.num_clients,
+                      partition=request.partition,
+                      seed=request.seed,
+                      test_fraction=request.test_fraction,
+                      dirichlet_alpha=request.dirichlet_alpha)
 
 
 def load_digits(request: registry.LoadRequest) -> federated_data.FederatedData:
@@ -346,13 +385,13 @@ def load_digits(request: registry.LoadRequest) -> federated_data.FederatedData:
   return _load_requested(OfflineDataset.DIGITS, request)
 
 
-def load_breast_cancer(request: registry.LoadRequest
-                       ) -> federated_data.FederatedData:
+def load_breast_cancer(
+    request: registry.LoadRequest) -> federated_data.FederatedData:
   """`--dataset=breast_cancer` (a row of `tff_dp.data.registry`)."""
   return _load_requested(OfflineDataset.BREAST_CANCER, request)
 
 
-def load_synthetic(request: registry.LoadRequest
-                   ) -> federated_data.FederatedData:
+def load_synthetic(
+    request: registry.LoadRequest) -> federated_data.FederatedData:
   """`--dataset=synthetic` (a row of `tff_dp.data.registry`)."""
   return _load_requested(OfflineDataset.SYNTHETIC, request)

@@ -34,8 +34,8 @@ class Partition(enum.Enum):
 
 
 def _check_counts(*, num_examples: int, num_clients: int) -> None:
-  if isinstance(num_clients, bool) or not isinstance(
-      num_clients, (int, np.integer)):
+  if isinstance(num_clients, bool) or not isinstance(num_clients,
+                                                     (int, np.integer)):
     raise TypeError(f'num_clients must be an int, got {num_clients!r}')
   if num_clients < 1:
     raise ValueError(f'num_clients must be >= 1, got {num_clients}')
@@ -263,8 +263,11 @@ def partition_natural(
           _split_by_sizes(order, np.bincount(inverse, minlength=ids.size)))
 
 
-def make_partition(kind: Partition, *, labels: Sequence[Any],
-                   num_clients: int, seed: int | np.random.SeedSequence,
+def make_partition(kind: Partition,
+                   *,
+                   labels: Sequence[Any],
+                   num_clients: int,
+                   seed: int | np.random.SeedSequence,
                    dirichlet_alpha: float = 0.5,
                    power: float = 1.5) -> list[np.ndarray]:
   """Partitions examples with the given labels into `num_clients` clients.
@@ -291,13 +294,17 @@ def make_partition(kind: Partition, *, labels: Sequence[Any],
   labels = np.asarray(labels)
   if kind is Partition.IID:
     return partition_iid(num_examples=labels.shape[0],
-                         num_clients=num_clients, rng=rng)
+                         num_clients=num_clients,
+                         rng=rng)
   if kind is Partition.DIRICHLET:
-    return partition_dirichlet(labels=labels, num_clients=num_clients,
-                               alpha=dirichlet_alpha, rng=rng)
+    return partition_dirichlet(labels=labels,
+                               num_clients=num_clients,
+                               alpha=dirichlet_alpha,
+                               rng=rng)
   if kind is Partition.QUANTITY_SKEW:
     return partition_quantity_skew(num_examples=labels.shape[0],
-                                   num_clients=num_clients, power=power,
+                                   num_clients=num_clients,
+                                   power=power,
                                    rng=rng)
   raise ValueError(
       f'partition {kind.value!r} cannot be made from labels: it needs the '

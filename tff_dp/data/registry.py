@@ -75,36 +75,47 @@ _BENCHMARKS = 'tff_dp.data.benchmark_source'
 _TOKENS = 'tff_dp.data.token_sources'
 
 DATASETS = (
-    DatasetSpec('digits', "scikit-learn's handwritten digits (8x8 images, "
-                '10 classes), shipped offline, split into --num_clients clients by '
-                '--partition', f'{_OFFLINE}:load_digits',
-                offline=True, test_set=_HELD_OUT),
+    DatasetSpec(
+        'digits', "scikit-learn's handwritten digits (8x8 images, "
+        '10 classes), shipped offline, split into --num_clients clients by '
+        '--partition',
+        f'{_OFFLINE}:load_digits',
+        offline=True,
+        test_set=_HELD_OUT),
     DatasetSpec('breast_cancer', "scikit-learn's breast cancer table (30 "
                 'features, 2 classes), shipped offline, split like digits',
-                f'{_OFFLINE}:load_breast_cancer', offline=True,
+                f'{_OFFLINE}:load_breast_cancer',
+                offline=True,
                 test_set=_HELD_OUT),
     DatasetSpec('wine', "scikit-learn's wine recognition data (13 "
                 'features, 3 classes), shipped offline, split like digits',
-                'tff_dp.data.wine:load', offline=True, test_set=_HELD_OUT),
+                'tff_dp.data.wine:load',
+                offline=True,
+                test_set=_HELD_OUT),
     DatasetSpec('synthetic', 'Synthetic(alpha, beta) of Li et al. 2020, '
                 'generated per client (--partition=natural)',
-                f'{_OFFLINE}:load_synthetic', offline=True,
+                f'{_OFFLINE}:load_synthetic',
+                offline=True,
                 test_set=_HELD_OUT),
-    DatasetSpec('emnist_digits', "TFF's federated EMNIST digits (writers "
-                'are clients) from --data_dir',
-                f'{_BENCHMARKS}:load_emnist_digits'),
+    DatasetSpec(
+        'emnist_digits', "TFF's federated EMNIST digits (writers "
+        'are clients) from --data_dir', f'{_BENCHMARKS}:load_emnist_digits'),
     DatasetSpec('emnist_full', "TFF's federated EMNIST, 62 classes, from "
                 '--data_dir', f'{_BENCHMARKS}:load_emnist_full'),
-    DatasetSpec('cifar100', "TFF's federated CIFAR-100 (500 clients, 100 "
-                'fine classes, 32x32x3 images) from --data_dir',
-                f'{_BENCHMARKS}:load_cifar100'),
+    DatasetSpec(
+        'cifar100', "TFF's federated CIFAR-100 (500 clients, 100 "
+        'fine classes, 32x32x3 images) from --data_dir',
+        f'{_BENCHMARKS}:load_cifar100'),
     DatasetSpec('shakespeare', "TFF's federated Shakespeare (715 speaking "
                 'roles), the next character after a window of 80, from '
-                '--data_dir', f'{_TOKENS}:load_shakespeare', tokens=True),
+                '--data_dir',
+                f'{_TOKENS}:load_shakespeare',
+                tokens=True),
     DatasetSpec('stackoverflow_nwp', "TFF's federated Stack Overflow "
                 '(342,477 users), the next word after a window of 20 '
                 '(10,000-word vocabulary), from --data_dir',
-                f'{_TOKENS}:load_stackoverflow_nwp', tokens=True),
+                f'{_TOKENS}:load_stackoverflow_nwp',
+                tokens=True),
     DatasetSpec('stackoverflow_tag', 'the same users, the tags of a post '
                 '(multi-label, 500 tags) from its bag of words (10,000 '
                 'words), from --data_dir',

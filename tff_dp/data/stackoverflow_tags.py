@@ -58,10 +58,10 @@ import numpy as np
 import tensorflow as tf
 
 from tff_dp.data import benchmark_source
-from tff_dp.data.labels import LabelKind
+from tff_dp.data import registry
 from tff_dp.data import tff_datasets
 from tff_dp.data import token_sources
-from tff_dp.data import registry
+from tff_dp.data.labels import LabelKind
 
 # TFF's tag vocabulary size (constants.DEFAULT_TAG_VOCAB_SIZE); the word
 # vocabulary is the next-word task's (token_sources.STACKOVERFLOW_VOCAB_WORDS).
@@ -79,8 +79,10 @@ def _counts(ids: tf.Tensor, size: int) -> tf.Tensor:
   Ids >= size (the lookup table's oov bucket) are not counted, as TFF's
   one-hot rows of depth `size` (or `size + 1`, then cut) leave them out.
   """
-  counts = tf.math.bincount(tf.cast(ids, tf.int32), minlength=size + 1,
-                            maxlength=size + 1, dtype=tf.float32)[:size]
+  counts = tf.math.bincount(tf.cast(ids, tf.int32),
+                            minlength=size + 1,
+                            maxlength=size + 1,
+                            dtype=tf.float32)[:size]
   # The static shape (bincount's is unknown) is part of the model's input
   # spec, which TFF checks every client dataset against.
   return tf.reshape(counts, [size])
@@ -88,10 +90,9 @@ def _counts(ids: tf.Tensor, size: int) -> tf.Tensor:
 
 def _table(keys: Sequence[str]) -> tf.lookup.StaticVocabularyTable:
   # TFF's tables: key i -> i, everything else -> len(keys) (one oov bucket).
-  return tf.lookup.StaticVocabularyTable(
-      tf.lookup.KeyValueTensorInitializer(
-          list(keys), tf.range(len(keys), dtype=tf.int64)),
-      num_oov_buckets=1)
+  return tf.lookup.StaticVocabularyTable(tf.lookup.KeyValueTensorInitializer(
+      list(keys), tf.range(len(keys), dtype=tf.int64)),
+                                         num_oov_buckets=1)
 
 
 def tag_example_fn(words: Sequence[str], tags: Sequence[str]) -> ExampleFn:
@@ -115,8 +116,8 @@ def tag_example_fn(words: Sequence[str], tags: Sequence[str]) -> ExampleFn:
     text = tf.strings.join([post['tokens'], post['title']], separator=' ')
     counts = _counts(word_table.lookup(tf.strings.split(text)), num_words)
     features = tf.math.divide_no_nan(counts, tf.reduce_sum(counts))
-    labels = _counts(
-        tag_table.lookup(tf.strings.split(post['tags'], sep='|')), num_tags)
+    labels = _counts(tag_table.lookup(tf.strings.split(post['tags'], sep='|')),
+                     num_tags)
     return features, labels
 
   return to_example
@@ -171,8 +172,8 @@ class StackOverflowTagSource(benchmark_source.CachedClients):
     self.max_posts_per_user = int(max_posts_per_user)
     self._test_posts_per_user = test_posts_per_user
     self._to_example = tag_example_fn(self.words, self.tags)
-    self._train, self._test = tff_datasets.load_tff_dataset(
-        self.kind, data_dir=data_dir)
+    self._train, self._test = tff_datasets.load_tff_dataset(self.kind,
+                                                            data_dir=data_dir)
     self.client_ids = list(self._train.client_ids)
     self._test_ids = benchmark_source.sample_client_ids(
         list(self._test.client_ids), test_users)
@@ -190,7 +191,8 @@ class StackOverflowTagSource(benchmark_source.CachedClients):
   def test_dataset(self) -> tf.data.Dataset:
     """The server's held-out posts, user after user."""
     return self._test.clients_dataset(
-        self._test_ids, transform=lambda posts: posts.map(self._to_example),
+        self._test_ids,
+        transform=lambda posts: posts.map(self._to_example),
         per_client=self._test_posts_per_user)
 
   def describe(self) -> str:
@@ -223,7 +225,9 @@ def stackoverflow_tag_source(*, data_dir: str) -> StackOverflowTagSource:
   tags = list(tff_datasets.load_stackoverflow_tag_counts(
       data_dir=data_dir))[:STACKOVERFLOW_TAGS]
   return StackOverflowTagSource(
-      data_dir=data_dir, words=words, tags=tags,
+      data_dir=data_dir,
+      words=words,
+      tags=tags,
       max_posts_per_user=STACKOVERFLOW_TAG_MAX_POSTS_PER_USER,
       test_users=token_sources.STACKOVERFLOW_TEST_USERS,
       test_posts_per_user=token_sources.STACKOVERFLOW_TEST_EXAMPLES_PER_USER)

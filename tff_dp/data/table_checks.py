@@ -32,7 +32,10 @@ class TableError(ValueError):
     reason: What is wrong, naming the column (and for .npz files the row).
   """
 
-  def __init__(self, path: PathLike, reason: str, *,
+  def __init__(self,
+               path: PathLike,
+               reason: str,
+               *,
                line: Optional[int] = None):
     self.path = os.fspath(path)
     self.line = line
@@ -160,25 +163,26 @@ def _list_columns(names: Sequence[str]) -> str:
   return shown
 
 
-def resolve_columns(path: str, available: Sequence[str], *,
-                    client_column: str, label_column: str,
-                    feature_columns: Optional[Sequence[str]],
+def resolve_columns(path: str, available: Sequence[str], *, client_column: str,
+                    label_column: str, feature_columns: Optional[Sequence[str]],
                     line: Optional[int], what: str) -> list[str]:
   """Checks the named columns exist; returns the feature column names."""
   for role, name in (('client', client_column), ('label', label_column)):
     if name not in available:
-      raise TableError(
-          path, f'missing {role} {what} {name!r} (the file has: '
-          f'{_list_columns(available)})', line=line)
+      raise TableError(path, f'missing {role} {what} {name!r} (the file has: '
+                       f'{_list_columns(available)})',
+                       line=line)
   if feature_columns is None:
     features = [n for n in available if n not in (client_column, label_column)]
     if not features:
       raise TableError(path, f'no feature {what}s: the file has only the '
-                       f'client and label {what}s', line=line)
+                       f'client and label {what}s',
+                       line=line)
     return features
   missing = [n for n in feature_columns if n not in available]
   if missing:
     raise TableError(
         path, f'missing feature {what}(s) {_list_columns(missing)} (the file '
-        f'has: {_list_columns(available)})', line=line)
+        f'has: {_list_columns(available)})',
+        line=line)
   return list(feature_columns)

@@ -43,15 +43,14 @@ class TestSetOrigin(enum.Enum):
 
 
 _WORDS = {
-    TestSetOrigin.HELD_OUT_BEFORE_PARTITION: (
-        'examples the program held out before it split the data into '
-        'clients (no client owns them: public by construction)'),
-    TestSetOrigin.PUBLISHED_TEST_SPLIT: (
-        "the dataset's published test split, treated as public (its authors "
-        'published it; in a deployment, evaluate on data you could publish)'),
-    TestSetOrigin.PRIVATE_POPULATION: (
-        'the test split of the imported client data, which belongs to the '
-        'private population (held-out clients or rows of training clients): '
-        'NOT public'),
+    TestSetOrigin.HELD_OUT_BEFORE_PARTITION:
+        ('examples the program held out before it split the data into '
+         'clients (no client owns them: public by construction)'),
+    TestSetOrigin.PUBLISHED_TEST_SPLIT:
+        ("the dataset's published test split, treated as public (its authors "
+         'published it; in a deployment, evaluate on data you could publish)'),
+    TestSetOrigin.PRIVATE_POPULATION:
+        ('the test split of the imported client data, which belongs to the '
+         'private population (held-out clients or rows of training clients): '
+         'NOT public'),
 }
-

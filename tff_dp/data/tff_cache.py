@@ -89,16 +89,15 @@ class ExampleFormat:
   """
   features: Mapping[str, tf.io.FixedLenFeature]
   dtypes: Mapping[str, tf.DType]
-  ranges: Mapping[str, tuple[int, int]] = dataclasses.field(
-      default_factory=dict)
+  ranges: Mapping[str, tuple[int,
+                             int]] = dataclasses.field(default_factory=dict)
   finite: tuple[str, ...] = ()
 
   def parse(self, serialized: tf.Tensor) -> collections.OrderedDict:
     """One serialized example -> TFF's element (TFF's own parsing)."""
     parsed = tf.io.parse_example(serialized, dict(self.features))
-    return collections.OrderedDict(
-        (key, tf.cast(parsed[key], self.dtypes[key]))
-        for key in sorted(self.features))
+    return collections.OrderedDict((key, tf.cast(parsed[key], self.dtypes[key]))
+                                   for key in sorted(self.features))
 
   def problem(self, serialized: bytes) -> Optional[str]:
     """Why an example is not one of this format, or None (eagerly)."""
@@ -120,27 +119,49 @@ def _fixed(shape, dtype) -> tf.io.FixedLenFeature:
 
 def emnist_format(num_classes: int) -> ExampleFormat:
   """TFF's EMNIST elements: label int32 [], pixels float32 [28, 28]."""
-  return ExampleFormat(
-      features={'label': _fixed((), tf.int64),
-                'pixels': _fixed((28, 28), tf.float32)},
-      dtypes={'label': tf.int32, 'pixels': tf.float32},
-      ranges={'label': (0, num_classes)}, finite=('pixels',))
+  return ExampleFormat(features={
+      'label': _fixed((), tf.int64),
+      'pixels': _fixed((28, 28), tf.float32)
+  },
+                       dtypes={
+                           'label': tf.int32,
+                           'pixels': tf.float32
+                       },
+                       ranges={'label': (0, num_classes)},
+                       finite=('pixels',))
 
 
-CIFAR100_FORMAT = ExampleFormat(
-    features={'coarse_label': _fixed((), tf.int64),
-              'image': _fixed((32, 32, 3), tf.int64),
-              'label': _fixed((), tf.int64)},
-    dtypes={'coarse_label': tf.int64, 'image': tf.uint8, 'label': tf.int64},
-    ranges={'coarse_label': (0, 20), 'image': (0, 256), 'label': (0, 100)})
-SHAKESPEARE_FORMAT = ExampleFormat(
-    features={'snippets': _fixed((), tf.string)},
-    dtypes={'snippets': tf.string})
+CIFAR100_FORMAT = ExampleFormat(features={
+    'coarse_label': _fixed((), tf.int64),
+    'image': _fixed((32, 32, 3), tf.int64),
+    'label': _fixed((), tf.int64)
+},
+                                dtypes={
+                                    'coarse_label': tf.int64,
+                                    'image': tf.uint8,
+                                    'label': tf.int64
+                                },
+                                ranges={
+                                    'coarse_label': (0, 20),
+                                    'image': (0, 256),
+                                    'label': (0, 100)
+                                })
+SHAKESPEARE_FORMAT = ExampleFormat(features={'snippets': _fixed((), tf.string)},
+                                   dtypes={'snippets': tf.string})
 _STACKOVERFLOW_KEYS = ('creation_date', 'tags', 'title', 'tokens', 'type')
 STACKOVERFLOW_FORMAT = ExampleFormat(
-    features={'score': _fixed((), tf.int64),
-              **{k: _fixed((), tf.string) for k in _STACKOVERFLOW_KEYS}},
-    dtypes={'score': tf.int64, **{k: tf.string for k in _STACKOVERFLOW_KEYS}})
+    features={
+        'score': _fixed((), tf.int64),
+        **{
+            k: _fixed((), tf.string) for k in _STACKOVERFLOW_KEYS
+        }
+    },
+    dtypes={
+        'score': tf.int64,
+        **{
+            k: tf.string for k in _STACKOVERFLOW_KEYS
+        }
+    })
 
 
 class CacheSplit:
@@ -165,8 +186,9 @@ class CacheSplit:
     # starting with '/' is never taken for an SQLite URI.
     self._data_source = os.path.abspath(path)
     self.element_spec = collections.OrderedDict(
-        (key, tf.TensorSpec(example_format.features[key].shape,
-                            example_format.dtypes[key]))
+        (key,
+         tf.TensorSpec(example_format.features[key].shape,
+                       example_format.dtypes[key]))
         for key in sorted(example_format.features))
 
   def client_sizes(self) -> np.ndarray:
@@ -174,8 +196,8 @@ class CacheSplit:
     return np.array([self._sizes[c] for c in self.client_ids], np.int64)
 
   def _read(self, query, expected) -> tf.data.Dataset:
-    rows = tf.data.experimental.SqlDataset(
-        'sqlite', self._data_source, query, tf.string)
+    rows = tf.data.experimental.SqlDataset('sqlite', self._data_source, query,
+                                           tf.string)
     # Rows other than num_examples fail TensorFlow's own cardinality check
     # (one op, no measurable cost), whose message names the counts but not
     # the client: naming it would take an enumerate, an end marker and a
@@ -192,9 +214,8 @@ class CacheSplit:
     Args:
       client_id: A client of the split.
     """
-    return self._read(
-        sql_queries.client_examples_query(client_id, self.split),
-        self._size(client_id))
+    return self._read(sql_queries.client_examples_query(client_id, self.split),
+                      self._size(client_id))
 
   def _size(self, client_id: str) -> int:
     if client_id not in self._sizes:
@@ -202,7 +223,9 @@ class CacheSplit:
                      f'{self.split!r}')
     return self._sizes[client_id]
 
-  def clients_dataset(self, client_ids: Sequence[str], *,
+  def clients_dataset(self,
+                      client_ids: Sequence[str],
+                      *,
                       transform: Optional[Transform] = None,
                       per_client: Optional[int] = None) -> tf.data.Dataset:
     """The examples of `client_ids`, client after client.
@@ -216,11 +239,13 @@ class CacheSplit:
       per_client: Keep at most this many (the first) elements of each
         client's transformed examples; None: all.
     """
-    sizes = tf.constant([self._size(c) for c in client_ids], tf.int64,
+    sizes = tf.constant([self._size(c) for c in client_ids],
+                        tf.int64,
                         shape=[len(client_ids)])
     queries = tf.constant(
         [sql_queries.client_examples_query(c, self.split) for c in client_ids],
-        tf.string, shape=[len(client_ids)])
+        tf.string,
+        shape=[len(client_ids)])
 
     def examples(query, expected):
       dataset = self._read(query, expected)
@@ -228,8 +253,8 @@ class CacheSplit:
         dataset = transform(dataset)
       return dataset if per_client is None else dataset.take(per_client)
 
-    return tf.data.Dataset.from_tensor_slices((queries, sizes)).flat_map(
-        examples)
+    return tf.data.Dataset.from_tensor_slices(
+        (queries, sizes)).flat_map(examples)
 
   def pooled_dataset(self, seed: int) -> tf.data.Dataset:
     """Every client's examples, clients in TFF's seeded order.
@@ -254,9 +279,12 @@ def _check_tables(path: str, con: sqlite3.Connection) -> None:
   if encoding != 'UTF-8':
     # Ids are queried as UTF-8 bytes: every client would read no row.
     raise _error(path, f'its text encoding is {encoding}; TFF writes UTF-8')
-  rows = {table: con.execute(
-      'SELECT type, sql FROM sqlite_master WHERE name = ? COLLATE NOCASE',
-      (table,)).fetchone() for table in _TABLES}
+  rows = {
+      table:
+          con.execute(
+              'SELECT type, sql FROM sqlite_master WHERE name = ? COLLATE NOCASE',
+              (table,)).fetchone() for table in _TABLES
+  }
   missing = sorted(table for table, row in rows.items() if row is None)
   if missing:
     raise _error(path, f'no table {", ".join(missing)}')
@@ -267,19 +295,23 @@ def _check_tables(path: str, con: sqlite3.Connection) -> None:
     if kind != 'table' or not str(sql).upper().startswith('CREATE TABLE'):
       raise _error(path, f'{table} is not a table ({_show(sql)})')
     # The table name is a constant of this module (PRAGMA binds nothing).
-    declared = {name.lower(): (decl, hidden) for _, name, decl, _, _, _, hidden
-                in con.execute(f'PRAGMA table_xinfo({table})')}
+    declared = {
+        name.lower(): (decl, hidden) for _, name, decl, _, _, _, hidden in
+        con.execute(f'PRAGMA table_xinfo({table})')
+    }
     for column in columns:
       if column not in declared:
         raise _error(path, f'table {table} has no column {column}')
       decl, hidden = declared[column]
       if hidden:
-        raise _error(path, f'column {table}.{column} is generated (hidden '
-                     f'{hidden}), not stored')
+        raise _error(
+            path, f'column {table}.{column} is generated (hidden '
+            f'{hidden}), not stored')
       if column in _TEXT_COLUMNS and not sql_queries.has_text_affinity(decl):
         # Other affinities convert values in comparisons: '01' = 1 = '1'.
-        raise _error(path, f'column {table}.{column} is declared '
-                     f'{_show(decl)}, which is not of TEXT affinity')
+        raise _error(
+            path, f'column {table}.{column} is declared '
+            f'{_show(decl)}, which is not of TEXT affinity')
 
 
 def _check_client_id(path: str, where: str, client_id: Any) -> None:
@@ -316,17 +348,20 @@ def _read_split(path: str, con: sqlite3.Connection,
     # The rule of `_check_client_id`, inlined; it words the refusal.
     if (client_id is None or b'\x00' in raw or len(raw) > _MAX_ID_BYTES or
         not client_id.strip()):
-      (value,) = con.execute('SELECT client_id FROM client_metadata WHERE '
-                             'rowid = ?', (rowid,)).fetchone()
+      (value,) = con.execute(
+          'SELECT client_id FROM client_metadata WHERE '
+          'rowid = ?', (rowid,)).fetchone()
       _check_client_id(path, f'client_metadata row {rowid}', value)
     # SQLite gives int, float, str, bytes or None (never a bool).
     if not isinstance(count, int) or count < 0:
-      raise _error(path, f'client_metadata row {rowid}: num_examples '
-                   f'{_show(count)} of client {_show(client_id)}: expected an '
-                   'integer >= 0')
+      raise _error(
+          path, f'client_metadata row {rowid}: num_examples '
+          f'{_show(count)} of client {_show(client_id)}: expected an '
+          'integer >= 0')
     if client_id in sizes:
-      raise _error(path, f'client_metadata row {rowid}: client '
-                   f'{_show(client_id)} is listed twice in split {split!r}')
+      raise _error(
+          path, f'client_metadata row {rowid}: client '
+          f'{_show(client_id)} is listed twice in split {split!r}')
     sizes[client_id] = count
   return sizes
 
@@ -346,16 +381,19 @@ def _check_capacity(path: str, con: sqlite3.Connection,
   capacity = 0 if low is None else high - low + 1
   total = sum(sum(s.values()) for s in sizes.values())
   if total > capacity:
-    raise _error(path, f'client_metadata lists {total} examples in split(s) '
-                 f'{", ".join(sizes)}, but examples has at most {capacity} '
-                 'rows')
+    raise _error(
+        path, f'client_metadata lists {total} examples in split(s) '
+        f'{", ".join(sizes)}, but examples has at most {capacity} '
+        'rows')
 
 
 def _tf_reason(error: Exception) -> str:
   """TensorFlow's message, one line, without its '{{function_node}}'s."""
   reason = re.sub(r'\{\{.*?\}\}', '', getattr(error, 'message', str(error)))
   # TensorFlow's tail: '[[node]] [Op:IteratorGetNext] name: '.
-  reason = re.sub(r'\s*\[\[.*?\]\]|\s*\[Op:[^\]]*\]( name:.*)?', '', reason,
+  reason = re.sub(r'\s*\[\[.*?\]\]|\s*\[Op:[^\]]*\]( name:.*)?',
+                  '',
+                  reason,
                   flags=re.DOTALL)
   return ' '.join(reason.split())[:300]
 
@@ -373,28 +411,32 @@ def _check_first_example(path: str, con: sqlite3.Connection,
     return
   client_id = split.client_ids[int(nonempty[0])]
   where = f'client {_show(client_id)} of split {split.split!r}'
-  row = con.execute(sql_queries.client_examples_query(client_id, split.split)
-                    + ' LIMIT 1').fetchone()
+  row = con.execute(
+      sql_queries.client_examples_query(client_id, split.split) +
+      ' LIMIT 1').fetchone()
   if row is None:
-    raise _error(path, f'{where}: client_metadata says '
-                 f'{sizes[nonempty[0]]} examples, examples holds none of its '
-                 'rows')
+    raise _error(
+        path, f'{where}: client_metadata says '
+        f'{sizes[nonempty[0]]} examples, examples holds none of its '
+        'rows')
   if not isinstance(row[0], bytes):
-    raise _error(path, f'{where}: serialized_example_proto is '
-                 f'{type(row[0]).__name__}, not a blob')
+    raise _error(
+        path, f'{where}: serialized_example_proto is '
+        f'{type(row[0]).__name__}, not a blob')
   try:
     problem = split.example_format.problem(row[0])
     next(iter(split.dataset(client_id).take(1)))
   except (tf.errors.OpError, UnicodeDecodeError) as e:
-    raise _error(path, f'{where}: reading its first example as TFF\'s '
-                 f'loader does failed: {_tf_reason(e)}') from None
+    raise _error(
+        path, f'{where}: reading its first example as TFF\'s '
+        f'loader does failed: {_tf_reason(e)}') from None
   if problem:
     raise _error(path, f'{where}: its first example has {problem}')
 
 
 def open_cache(path: str, *, example_format: ExampleFormat,
-               splits: Sequence[str], required: Sequence[str]
-               ) -> list[CacheSplit]:
+               splits: Sequence[str],
+               required: Sequence[str]) -> list[CacheSplit]:
   """Checks a cache file (module docstring) and opens `splits` of it.
 
   Args:
@@ -414,8 +456,10 @@ def open_cache(path: str, *, example_format: ExampleFormat,
     try:
       _check_tables(path, con)
       sizes = {split: _read_split(path, con, split) for split in splits}
-      empty = [s for s in required
-               if not (sizes[s] if s in sizes else _has_clients(con, s))]
+      empty = [
+          s for s in required
+          if not (sizes[s] if s in sizes else _has_clients(con, s))
+      ]
       if empty:
         raise _error(path, f'no clients in split(s) {", ".join(empty)}')
       _check_capacity(path, con, sizes)

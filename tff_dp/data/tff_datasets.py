@@ -114,7 +114,8 @@ class CacheFile:
 
 def _database(name: str) -> CacheFile:
   return CacheFile(file_name=f'{name}.sqlite',
-                   url=f'{_BUCKET}{name}.sqlite.lzma', lzma=True)
+                   url=f'{_BUCKET}{name}.sqlite.lzma',
+                   lzma=True)
 
 
 _EMNIST = _database('emnist_all')
@@ -125,11 +126,13 @@ _CIFAR100 = _database('cifar100')
 # in tff.simulation.datasets.stackoverflow (a test keeps them in sync).
 STACKOVERFLOW_WORD_COUNTS = CacheFile(
     file_name='stackoverflow.word_count.tar.bz2',
-    url=f'{_BUCKET}stackoverflow.word_count.tar.bz2', subdir='datasets',
+    url=f'{_BUCKET}stackoverflow.word_count.tar.bz2',
+    subdir='datasets',
     sha256='1dc00256d6e527c54b9756d968118378ae14e6692c0b3b6cad470cdd3f0c519c')
 STACKOVERFLOW_TAG_COUNTS = CacheFile(
     file_name='stackoverflow.tag_count.tar.bz2',
-    url=f'{_BUCKET}stackoverflow.tag_count.tar.bz2', subdir='datasets',
+    url=f'{_BUCKET}stackoverflow.tag_count.tar.bz2',
+    subdir='datasets',
     sha256='6fe281cec490d9384a290d560072438e7e2b377bbb823876ce7bd6f82696772d')
 
 
@@ -146,25 +149,26 @@ class _Spec:
 
 _SO_SPLITS = ('train', 'heldout', 'test')
 _SPECS = {
-    TffDataset.EMNIST_DIGITS: _Spec(
-        'EMNIST (digits only)', _EMNIST,
-        ('digits_only_train', 'digits_only_test'),
-        tff_cache.emnist_format(10)),
-    TffDataset.EMNIST_FULL: _Spec(
-        'EMNIST (digits and letters)', _EMNIST, ('all_train', 'all_test'),
-        tff_cache.emnist_format(62)),
-    TffDataset.SHAKESPEARE: _Spec(
-        'Shakespeare', _SHAKESPEARE, ('train', 'test'),
-        tff_cache.SHAKESPEARE_FORMAT),
-    TffDataset.STACKOVERFLOW_WORD: _Spec(
-        'Stack Overflow (next word)', _STACKOVERFLOW, _SO_SPLITS,
-        tff_cache.STACKOVERFLOW_FORMAT, (STACKOVERFLOW_WORD_COUNTS,)),
-    TffDataset.STACKOVERFLOW_TAG: _Spec(
-        'Stack Overflow (tag prediction)', _STACKOVERFLOW, _SO_SPLITS,
-        tff_cache.STACKOVERFLOW_FORMAT,
-        (STACKOVERFLOW_WORD_COUNTS, STACKOVERFLOW_TAG_COUNTS)),
-    TffDataset.CIFAR100: _Spec(
-        'CIFAR-100', _CIFAR100, ('train', 'test'), tff_cache.CIFAR100_FORMAT),
+    TffDataset.EMNIST_DIGITS:
+        _Spec('EMNIST (digits only)', _EMNIST,
+              ('digits_only_train', 'digits_only_test'),
+              tff_cache.emnist_format(10)),
+    TffDataset.EMNIST_FULL:
+        _Spec('EMNIST (digits and letters)', _EMNIST, ('all_train', 'all_test'),
+              tff_cache.emnist_format(62)),
+    TffDataset.SHAKESPEARE:
+        _Spec('Shakespeare', _SHAKESPEARE, ('train', 'test'),
+              tff_cache.SHAKESPEARE_FORMAT),
+    TffDataset.STACKOVERFLOW_WORD:
+        _Spec('Stack Overflow (next word)', _STACKOVERFLOW, _SO_SPLITS,
+              tff_cache.STACKOVERFLOW_FORMAT, (STACKOVERFLOW_WORD_COUNTS,)),
+    TffDataset.STACKOVERFLOW_TAG:
+        _Spec('Stack Overflow (tag prediction)', _STACKOVERFLOW, _SO_SPLITS,
+              tff_cache.STACKOVERFLOW_FORMAT,
+              (STACKOVERFLOW_WORD_COUNTS, STACKOVERFLOW_TAG_COUNTS)),
+    TffDataset.CIFAR100:
+        _Spec('CIFAR-100', _CIFAR100, ('train', 'test'),
+              tff_cache.CIFAR100_FORMAT),
 }
 
 
@@ -256,23 +260,26 @@ def _sqlite_size_problem(path: str) -> Optional[str]:
   return None
 
 
-def _open(spec: _Spec, path: str, raise_corrupt
-          ) -> tuple[CacheSplit, CacheSplit]:
+def _open(spec: _Spec, path: str,
+          raise_corrupt) -> tuple[CacheSplit, CacheSplit]:
   problem = _sqlite_size_problem(path)
   if problem:
     raise_corrupt(path, problem)
   try:
-    train, test = tff_cache.open_cache(
-        path, example_format=spec.example_format,
-        splits=(spec.splits[0], spec.splits[-1]), required=spec.splits)
+    train, test = tff_cache.open_cache(path,
+                                       example_format=spec.example_format,
+                                       splits=(spec.splits[0], spec.splits[-1]),
+                                       required=spec.splits)
   except tff_cache.CacheFormatError as e:
     raise_corrupt(path, e.reason)
   return train, test
 
 
-def load_tff_dataset(kind: TffDataset, *, data_dir: PathLike,
-                     allow_download: bool = False
-                     ) -> tuple[CacheSplit, CacheSplit]:
+def load_tff_dataset(
+    kind: TffDataset,
+    *,
+    data_dir: PathLike,
+    allow_download: bool = False) -> tuple[CacheSplit, CacheSplit]:
   """Checks a benchmark's cache file and opens its (train, test) splits.
 
   Args:
@@ -316,8 +323,8 @@ def _download(spec: _Spec, data_dir: str) -> None:
   file = spec.database
   path = file.path(data_dir)
   try:
-    tff.simulation.datasets.download.get_compressed_file(
-        origin=file.url, cache_dir=data_dir)
+    tff.simulation.datasets.download.get_compressed_file(origin=file.url,
+                                                         cache_dir=data_dir)
   except Exception as e:  # pylint: disable=broad-except
     # TFF writes the download straight to `path`: never leave a partial
     # file that a later call would take as cached.
@@ -355,8 +362,9 @@ def _check_vocabulary(file: CacheFile, data_dir: str, title: str) -> None:
 
 
 def load_stackoverflow_word_counts(
-    *, data_dir: PathLike, vocab_size: Optional[int] = None
-) -> collections.OrderedDict[str, int]:
+    *,
+    data_dir: PathLike,
+    vocab_size: Optional[int] = None) -> collections.OrderedDict[str, int]:
   """TFF's Stack Overflow word counts, most frequent first.
 
   Args:

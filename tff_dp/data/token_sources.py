@@ -59,16 +59,15 @@ import numpy as np
 import tensorflow as tf
 
 from tff_dp.data import benchmark_source
-from tff_dp.data.labels import LabelKind
-from tff_dp.data import tff_datasets
 from tff_dp.data import registry
+from tff_dp.data import tff_datasets
+from tff_dp.data.labels import LabelKind
 
 # TFF's Shakespeare vocabulary (char_prediction_preprocessing.CHAR_VOCAB, from
 # TFF's text generation tutorial), in TFF's order: ids follow it.
-SHAKESPEARE_CHARS = (
-    'dhlptx@DHLPTX'
-    ' $(,048cgkoswCGKOSW[_#\'/37;?bfjnrvzBFJNRVZ"&*.26:\n'
-    'aeimquyAEIMQUY]!%)-159\r')
+SHAKESPEARE_CHARS = ('dhlptx@DHLPTX'
+                     ' $(,048cgkoswCGKOSW[_#\'/37;?bfjnrvzBFJNRVZ"&*.26:\n'
+                     'aeimquyAEIMQUY]!%)-159\r')
 SHAKESPEARE_WINDOW = 80
 STACKOVERFLOW_WINDOW = 20
 STACKOVERFLOW_VOCAB_WORDS = 10_000
@@ -125,8 +124,10 @@ _SHAKESPEARE_BYTE_IDS = _byte_ids(SHAKESPEARE_VOCABULARY)
 
 
 def _framed(ids: tf.Tensor, vocabulary: TokenVocabulary) -> tf.Tensor:
-  return tf.concat([tf.constant([vocabulary.bos], tf.int64), ids,
-                    tf.constant([vocabulary.eos], tf.int64)], 0)
+  return tf.concat([
+      tf.constant([vocabulary.bos], tf.int64), ids,
+      tf.constant([vocabulary.eos], tf.int64)
+  ], 0)
 
 
 def shakespeare_ids(element: dict[str, tf.Tensor]) -> tf.Tensor:
@@ -149,15 +150,13 @@ def stackoverflow_ids_fn(vocabulary: TokenVocabulary) -> IdsFn:
   Args:
     vocabulary: The words (most frequent first).
   """
-  table = tf.lookup.StaticVocabularyTable(
-      tf.lookup.KeyValueTensorInitializer(
-          list(vocabulary.tokens),
-          tf.range(len(vocabulary.tokens), dtype=tf.int64)),
-      num_oov_buckets=1)
+  table = tf.lookup.StaticVocabularyTable(tf.lookup.KeyValueTensorInitializer(
+      list(vocabulary.tokens), tf.range(len(vocabulary.tokens),
+                                        dtype=tf.int64)),
+                                          num_oov_buckets=1)
 
   def to_ids(element: dict[str, tf.Tensor]) -> tf.Tensor:
-    words = tf.strings.split(tf.reshape(element['tokens'], [1]),
-                             sep=' ').values
+    words = tf.strings.split(tf.reshape(element['tokens'], [1]), sep=' ').values
     # TFF's ids: the table's 0..n-1 plus one (0 is the padding), and its one
     # out-of-vocabulary bucket n becomes n + 1.
     return _framed(table.lookup(words) + 1, vocabulary)
@@ -209,9 +208,15 @@ class TokenSource(benchmark_source.CachedClients):
   image_shape = None
   label_kind = LabelKind.SINGLE
 
-  def __init__(self, kind: tff_datasets.TffDataset, *, name: str,
-               data_dir: str, vocabulary: TokenVocabulary, to_ids: IdsFn,
-               window: int, record_noun: str,
+  def __init__(self,
+               kind: tff_datasets.TffDataset,
+               *,
+               name: str,
+               data_dir: str,
+               vocabulary: TokenVocabulary,
+               to_ids: IdsFn,
+               window: int,
+               record_noun: str,
                test_users: Optional[int] = None,
                test_windows_per_user: Optional[int] = None):
     """Loads the benchmark's client data (TFF's loader, no download).
@@ -239,8 +244,8 @@ class TokenSource(benchmark_source.CachedClients):
     self._to_ids = to_ids
     self._record_noun = record_noun
     self._test_windows_per_user = test_windows_per_user
-    self._train, self._test = tff_datasets.load_tff_dataset(
-        kind, data_dir=data_dir)
+    self._train, self._test = tff_datasets.load_tff_dataset(kind,
+                                                            data_dir=data_dir)
     self.client_ids = list(self._train.client_ids)
     self._test_ids = benchmark_source.sample_client_ids(
         list(self._test.client_ids), test_users)
@@ -258,14 +263,14 @@ class TokenSource(benchmark_source.CachedClients):
 
   def test_dataset(self) -> tf.data.Dataset:
     """The server's held-out windows, client after client."""
-    return self._test.clients_dataset(
-        self._test_ids, transform=self._windows,
-        per_client=self._test_windows_per_user)
+    return self._test.clients_dataset(self._test_ids,
+                                      transform=self._windows,
+                                      per_client=self._test_windows_per_user)
 
   def describe(self) -> str:
     s = self.statistics()
-    if self._test_windows_per_user is None and (
-        len(self._test_ids) == len(self._test.client_ids)):
+    if self._test_windows_per_user is None and (len(self._test_ids) == len(
+        self._test.client_ids)):
       test = "the file's test split, every client's windows"
     else:
       test = (f"{len(self._test_ids)} of the test split's "
@@ -289,11 +294,13 @@ class TokenSource(benchmark_source.CachedClients):
 
 def shakespeare_source(*, data_dir: str) -> TokenSource:
   """Shakespeare next-character windows from `data_dir`'s shakespeare.sqlite."""
-  return TokenSource(
-      tff_datasets.TffDataset.SHAKESPEARE, name='shakespeare',
-      data_dir=data_dir, vocabulary=SHAKESPEARE_VOCABULARY,
-      to_ids=shakespeare_ids, window=SHAKESPEARE_WINDOW,
-      record_noun='snippets')
+  return TokenSource(tff_datasets.TffDataset.SHAKESPEARE,
+                     name='shakespeare',
+                     data_dir=data_dir,
+                     vocabulary=SHAKESPEARE_VOCABULARY,
+                     to_ids=shakespeare_ids,
+                     window=SHAKESPEARE_WINDOW,
+                     record_noun='snippets')
 
 
 def stackoverflow_vocabulary(*, data_dir: str) -> TokenVocabulary:
@@ -311,12 +318,15 @@ def stackoverflow_nwp_source(*, data_dir: str) -> TokenSource:
   reported at once, before the 342,477 training clients' ids are listed.
   """
   vocabulary = stackoverflow_vocabulary(data_dir=data_dir)
-  return TokenSource(
-      tff_datasets.TffDataset.STACKOVERFLOW_WORD, name='stackoverflow_nwp',
-      data_dir=data_dir, vocabulary=vocabulary,
-      to_ids=stackoverflow_ids_fn(vocabulary), window=STACKOVERFLOW_WINDOW,
-      record_noun='sentences', test_users=STACKOVERFLOW_TEST_USERS,
-      test_windows_per_user=STACKOVERFLOW_TEST_EXAMPLES_PER_USER)
+  return TokenSource(tff_datasets.TffDataset.STACKOVERFLOW_WORD,
+                     name='stackoverflow_nwp',
+                     data_dir=data_dir,
+                     vocabulary=vocabulary,
+                     to_ids=stackoverflow_ids_fn(vocabulary),
+                     window=STACKOVERFLOW_WINDOW,
+                     record_noun='sentences',
+                     test_users=STACKOVERFLOW_TEST_USERS,
+                     test_windows_per_user=STACKOVERFLOW_TEST_EXAMPLES_PER_USER)
 
 
 def load_shakespeare(request: registry.LoadRequest) -> TokenSource:

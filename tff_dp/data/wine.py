@@ -18,8 +18,13 @@ def load(request: registry.LoadRequest) -> federated_data.FederatedData:
   """`--dataset=wine` (a row of `tff_dp.data.registry`)."""
   raw = datasets.load_wine()
   return offline.federate_centralized(
-      'wine', raw.data / raw.data.max(axis=0), raw.target, num_classes=3,
+      'wine',
+      raw.data / raw.data.max(axis=0),
+      raw.target,
+      num_classes=3,
       preprocessing='sklearn load_wine, x / max per feature',
-      num_clients=request.num_clients, partition=request.partition,
-      seed=request.seed, test_fraction=request.test_fraction,
+      num_clients=request.num_clients,
+      partition=request.partition,
+      seed=request.seed,
+      test_fraction=request.test_fraction,
       dirichlet_alpha=request.dirichlet_alpha)

@@ -120,8 +120,9 @@ def serialize_into(value: Any, type_spec: computation_types.Type,
       return
     # An empty struct is still a struct (the oneof must be set).
     out.struct.SetInParent()
-    for (name, element_type), (_, element) in zip(
-        structure.iter_elements(type_spec), structure.iter_elements(elements)):
+    for (name,
+         element_type), (_, element) in zip(structure.iter_elements(type_spec),
+                                            structure.iter_elements(elements)):
       element_pb = out.struct.element.add()
       if name:
         element_pb.name = name
@@ -151,7 +152,9 @@ class ClosingExecutorFactory(tff.framework.ExecutorFactory):
   dropped executor is never in use.
   """
 
-  def __init__(self, executor_stack_fn: Callable[[dict[Any, int]], Any], *,
+  def __init__(self,
+               executor_stack_fn: Callable[[dict[Any, int]], Any],
+               *,
                max_executors: int = 8):
     if max_executors < 1:
       raise ValueError(f'max_executors must be >= 1, got {max_executors}')
@@ -191,7 +194,8 @@ class CachingRemoteExecutor(tff.framework.RemoteExecutor):
     # held so that its id cannot be reused by another object.
     self._computations: dict[int, tuple[Any, Any]] = {}
 
-  async def create_value(self, value: Any,
+  async def create_value(self,
+                         value: Any,
                          type_spec: Optional[computation_types.Type] = None):
     if isinstance(value, computation_impl.ConcreteComputation):
       cached = self._computations.get(id(value))
@@ -201,7 +205,8 @@ class CachingRemoteExecutor(tff.framework.RemoteExecutor):
       # Not disposed at interpreter exit: the worker is stopped by then
       # (`tff_dp.execution.runtime`), and a cached value lives until its executor is
       # cleared, which frees it on the worker.
-      remote = self._send(lambda out: out.CopyFrom(proto), type_spec,
+      remote = self._send(lambda out: out.CopyFrom(proto),
+                          type_spec,
                           dispose_at_exit=False)
       self._computations[id(value)] = (value, remote)
       return remote
@@ -210,15 +215,19 @@ class CachingRemoteExecutor(tff.framework.RemoteExecutor):
     return self._send(lambda out: serialize_into(value, type_spec, out),
                       type_spec)
 
-  def _send(self, fill: Callable[[executor_pb2.Value], None],
-            type_spec: computation_types.Type, *,
+  def _send(self,
+            fill: Callable[[executor_pb2.Value], None],
+            type_spec: computation_types.Type,
+            *,
             dispose_at_exit: bool = True) -> remote_executor.RemoteValue:
     """Creates the value `fill` writes on the worker, as TFF's create_value."""
     self._check_has_executor_id()
     request = executor_pb2.CreateValueRequest(executor=self._executor_id)
     fill(request.value)
     response = self._stub.create_value(request)
-    return remote_executor.RemoteValue(response.value_ref, type_spec, self,
+    return remote_executor.RemoteValue(response.value_ref,
+                                       type_spec,
+                                       self,
                                        dispose_at_exit=dispose_at_exit)
 
   def _clear_executor(self):
@@ -297,9 +306,11 @@ class GuardedStub:
     return self._call('compute', request)
 
   def dispose(self, request):
-    return self._call('dispose', request,
+    return self._call('dispose',
+                      request,
                       on_gone=executor_pb2.DisposeResponse())
 
   def dispose_executor(self, request):
-    return self._call('dispose_executor', request,
+    return self._call('dispose_executor',
+                      request,
                       on_gone=executor_pb2.DisposeExecutorResponse())

@@ -121,8 +121,8 @@ _TCP_LISTEN = '0A'  # State column of /proc/net/tcp{,6}.
 # gRPC codes of a broken connection ("Socket closed" when the worker dies
 # mid-call, CANCELLED once the watchdog closed the channel). Errors the worker
 # itself answers with (e.g. INTERNAL for a failed TF op) are not waited on.
-_TRANSPORT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE,
-                              grpc.StatusCode.CANCELLED})
+_TRANSPORT_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 # Set once the exposure warning was printed: it is about the machine, not the
 # run, so repeating it for every worker would only bury it.
 _exposure_warned = False
@@ -190,8 +190,10 @@ def _worker_command(args: list[str]) -> list[str]:
   Returns:
     The argv to hand to `subprocess.Popen`.
   """
-  return [sys.executable, '-I', '-S', '-c', _EXEC_WORKER, str(os.getpid()),
-          *args]
+  return [
+      sys.executable, '-I', '-S', '-c', _EXEC_WORKER,
+      str(os.getpid()), *args
+  ]
 
 
 def _worker_environment(shim: Optional[str],
@@ -219,8 +221,8 @@ def _check_no_other_writer(directory: str) -> None:
   while True:
     info = os.stat(path)
     writable_by_others = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    if info.st_uid not in (0, euid) or (
-        writable_by_others and not info.st_mode & stat.S_ISVTX):
+    if info.st_uid not in (0, euid) or (writable_by_others and
+                                        not info.st_mode & stat.S_ISVTX):
       raise RuntimeStartError(
           f'{path} can be modified by another user (owner uid '
           f'{info.st_uid}, mode {stat.S_IMODE(info.st_mode):o}), so the TFF '
@@ -416,8 +418,13 @@ def _describe_exit(returncode: Optional[int]) -> str:
 class Worker:
   """A running `worker_binary` owned by this process."""
 
-  def __init__(self, process: subprocess.Popen, port: int, log_path: str, *,
-               socket_dir: Optional[str] = None, shim: Optional[str] = None,
+  def __init__(self,
+               process: subprocess.Popen,
+               port: int,
+               log_path: str,
+               *,
+               socket_dir: Optional[str] = None,
+               shim: Optional[str] = None,
                shim_missing_reason: str = '',
                allow_unconfined: bool = False):
     self.process = process
@@ -510,15 +517,16 @@ class Worker:
       self._channels.append(channel)
       start, self._watching = not self._watching, True
     if start:
-      threading.Thread(target=self._watchdog, daemon=True,
+      threading.Thread(target=self._watchdog,
+                       daemon=True,
                        name=f'tff-dp-worker-{self.pid}-watchdog').start()
 
   def _watchdog(self) -> None:
     try:
       # WNOWAIT: only look; `Popen` reaps the worker, and its lock stays free.
       info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
-      self._exit_code = (info.si_status if info.si_code == os.CLD_EXITED
-                         else -info.si_status)
+      self._exit_code = (info.si_status
+                         if info.si_code == os.CLD_EXITED else -info.si_status)
     except ChildProcessError:
       pass  # Already reaped by `stop` or `returncode`.
     self._exited.set()
@@ -561,10 +569,10 @@ class Worker:
     """
     if error is None:
       return None if self.alive() else self.died_error()
-    transport = not isinstance(error, grpc.Call) or (
-        error.code() in _TRANSPORT_CODES)
-    if not self.alive() or (transport and self._wait_exit(
-        _DEATH_GRACE_SECONDS)):
+    transport = not isinstance(error, grpc.Call) or (error.code()
+                                                     in _TRANSPORT_CODES)
+    if not self.alive() or (transport and
+                            self._wait_exit(_DEATH_GRACE_SECONDS)):
       return self.died_error()
     # TFF retries these forever; anything else ends the call anyway.
     retried = isinstance(error, executors_errors.RetryableError)
@@ -591,7 +599,9 @@ def _refusal(reason: str) -> str:
           '(see README, "Security notes")')
 
 
-def start_worker(*, log_path: str, max_concurrent_computation_calls: int = -1,
+def start_worker(*,
+                 log_path: str,
+                 max_concurrent_computation_calls: int = -1,
                  allow_unconfined_worker: bool = False) -> Worker:
   """Starts the C++ worker, confined to a private Unix socket.
 
@@ -633,8 +643,12 @@ def start_worker(*, log_path: str, max_concurrent_computation_calls: int = -1,
                               'started: refusing to use it')
     with open(log_path, 'ab') as log:
       process = subprocess.Popen(
-          _worker_command(args), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-          close_fds=True, env=_worker_environment(shim, socket_path),
+          _worker_command(args),
+          stdin=subprocess.DEVNULL,
+          stdout=log,
+          stderr=subprocess.STDOUT,
+          close_fds=True,
+          env=_worker_environment(shim, socket_path),
           # Its own group: a Ctrl-C reaches us alone, and we stop it.
           process_group=0)
       # The pid line lets operators (and our tests) find the worker of a run.
@@ -645,7 +659,11 @@ def start_worker(*, log_path: str, max_concurrent_computation_calls: int = -1,
       with contextlib.suppress(OSError):  # Left alone if not empty.
         os.rmdir(socket_dir)
     raise
-  return Worker(process, port, log_path, socket_dir=socket_dir, shim=shim,
+  return Worker(process,
+                port,
+                log_path,
+                socket_dir=socket_dir,
+                shim=shim,
                 shim_missing_reason=reason or '',
                 allow_unconfined=allow_unconfined_worker)
 
@@ -665,16 +683,20 @@ def warn_if_exposed(worker: Worker) -> bool:
   if not _exposure_warned:
     _exposure_warned = True
     addresses = worker.listening_addresses() or ['::']
-    where = ', '.join(f'[{a}]:{worker.port}' if ':' in a else
-                      f'{a}:{worker.port}' for a in addresses)
+    where = ', '.join(
+        f'[{a}]:{worker.port}' if ':' in a else f'{a}:{worker.port}'
+        for a in addresses)
     who = 'every local user'
     if not all(is_loopback(a) for a in addresses):
       who += ' and other hosts'
-    print(f'tff-dp: WARNING: the TFF worker (pid {worker.pid}) serves '
-          f'unauthenticated gRPC on {where}, reachable by {who}: anyone who '
-          'can connect can run computations as this user (allowed by '
-          f'--allow_unconfined_worker). Cause: {worker.shim_missing_reason}. '
-          'See README, "Security notes".', file=sys.stderr, flush=True)
+    print(
+        f'tff-dp: WARNING: the TFF worker (pid {worker.pid}) serves '
+        f'unauthenticated gRPC on {where}, reachable by {who}: anyone who '
+        'can connect can run computations as this user (allowed by '
+        f'--allow_unconfined_worker). Cause: {worker.shim_missing_reason}. '
+        'See README, "Security notes".',
+        file=sys.stderr,
+        flush=True)
   return True
 
 
@@ -764,8 +786,8 @@ def execution_context(stub) -> tff.framework.SyncExecutionContext:
     executor.set_cardinalities(cardinalities)
     return executor
 
-  factory = remote_executor.ClosingExecutorFactory(
-      stack_fn, max_executors=_MAX_EXECUTORS)
+  factory = remote_executor.ClosingExecutorFactory(stack_fn,
+                                                   max_executors=_MAX_EXECUTORS)
   return tff.framework.SyncExecutionContext(
       executor_fn=factory,
       compiler_fn=tff.backends.native.desugar_and_transform_to_native,
@@ -782,12 +804,12 @@ def disable_default_context() -> None:
   our runtime (e.g. `process.initialize()`) would silently leave that worker
   behind. Programs call this once at start-up.
   """
-  tff.framework.set_default_context(
-      runtime_error_context.RuntimeErrorContext())
+  tff.framework.set_default_context(runtime_error_context.RuntimeErrorContext())
 
 
 @contextlib.contextmanager
-def local_runtime(*, log_path: str,
+def local_runtime(*,
+                  log_path: str,
                   max_concurrent_computation_calls: int = -1,
                   allow_unconfined_worker: bool = False) -> Iterator[Worker]:
   """Runs the body with TFF computations executing on a worker we own.

@@ -20,6 +20,7 @@ from typing import Any
 import dp_accounting
 import tensorflow as tf
 import tensorflow_federated as tff
+
 # TFF's own split of the adaptive noise (not exported under tff.aggregators);
 # the pinned TFF 0.87 has it, and the tests compare with its named factory.
 from tensorflow_federated.python.aggregators import differential_privacy
@@ -49,13 +50,14 @@ class SecretGaussianSumQuery(tfp.GaussianSumQuery):
     flat = tf.nest.flatten(sample_state)
     seeds = noise_seeds.execution_seeds(self._noise_key, num=len(flat))
     noised = [
-        v + tf.cast(tf.random.stateless_normal(
-            tf.shape(v), seed=seed, stddev=global_state.stddev), v.dtype)
-        for v, seed in zip(flat, seeds)]
+        v + tf.cast(
+            tf.random.stateless_normal(
+                tf.shape(v), seed=seed, stddev=global_state.stddev), v.dtype)
+        for v, seed in zip(flat, seeds)
+    ]
     result = tf.nest.pack_sequence_as(sample_state, noised)
     noise_multiplier = global_state.stddev / global_state.l2_norm_clip
-    return result, global_state, dp_accounting.GaussianDpEvent(
-        noise_multiplier)
+    return result, global_state, dp_accounting.GaussianDpEvent(noise_multiplier)
 
 
 class _SecretQuantileEstimatorQuery(tfp.QuantileEstimatorQuery):
@@ -69,40 +71,47 @@ class _SecretQuantileEstimatorQuery(tfp.QuantileEstimatorQuery):
   def _construct_below_estimate_query(self, below_estimate_stddev,
                                       expected_num_records):
     # As TF Privacy's: records of +-0.5, so no clipping ever binds.
-    return tfp.NormalizedQuery(
-        SecretGaussianSumQuery(0.5, below_estimate_stddev,
-                               noise_key=self._noise_key),
-        denominator=expected_num_records)
+    return tfp.NormalizedQuery(SecretGaussianSumQuery(
+        0.5, below_estimate_stddev, noise_key=self._noise_key),
+                               denominator=expected_num_records)
 
 
 class SecretQuantileAdaptiveClipSumQuery(tfp.QuantileAdaptiveClipSumQuery):
   """`tfp.QuantileAdaptiveClipSumQuery` with secret noise in both queries."""
 
-  def __init__(self, initial_l2_norm_clip, noise_multiplier,
-               target_unclipped_quantile, learning_rate, clipped_count_stddev,
-               expected_num_records, geometric_update=True):
+  def __init__(self,
+               initial_l2_norm_clip,
+               noise_multiplier,
+               target_unclipped_quantile,
+               learning_rate,
+               clipped_count_stddev,
+               expected_num_records,
+               geometric_update=True):
     super().__init__(initial_l2_norm_clip, noise_multiplier,
                      target_unclipped_quantile, learning_rate,
                      clipped_count_stddev, expected_num_records,
                      geometric_update)
     # Same parameters and states as the base class built; new noise source.
     self._quantile_estimator_query = _SecretQuantileEstimatorQuery(
-        initial_l2_norm_clip, target_unclipped_quantile, learning_rate,
-        clipped_count_stddev, expected_num_records, geometric_update,
+        initial_l2_norm_clip,
+        target_unclipped_quantile,
+        learning_rate,
+        clipped_count_stddev,
+        expected_num_records,
+        geometric_update,
         noise_key=run_secrets.new_noise_key())
     self._sum_query = SecretGaussianSumQuery(
-        initial_l2_norm_clip, noise_multiplier * initial_l2_norm_clip,
+        initial_l2_norm_clip,
+        noise_multiplier * initial_l2_norm_clip,
         noise_key=run_secrets.new_noise_key())
 
 
-def gaussian_fixed(
-    *, noise_multiplier: float, clients_per_round: int,
-    clip: float) -> tff.aggregators.DifferentiallyPrivateFactory:
+def gaussian_fixed(*, noise_multiplier: float, clients_per_round: int,
+                   clip: float) -> tff.aggregators.DifferentiallyPrivateFactory:
   """As `DifferentiallyPrivateFactory.gaussian_fixed`, with secret noise."""
-  query = tfp.NormalizedQuery(
-      SecretGaussianSumQuery(clip, clip * noise_multiplier,
-                             noise_key=run_secrets.new_noise_key()),
-      denominator=float(clients_per_round))
+  query = tfp.NormalizedQuery(SecretGaussianSumQuery(
+      clip, clip * noise_multiplier, noise_key=run_secrets.new_noise_key()),
+                              denominator=float(clients_per_round))
   return tff.aggregators.DifferentiallyPrivateFactory(query)
 
 
@@ -117,8 +126,8 @@ def gaussian_adaptive(
   count (and raises ValueError where the split is impossible).
   """
   value_noise_multiplier, clipped_count_stddev = (
-      differential_privacy.adaptive_clip_noise_params(
-          noise_multiplier, float(clients_per_round)))
+      differential_privacy.adaptive_clip_noise_params(noise_multiplier,
+                                                      float(clients_per_round)))
   query = SecretQuantileAdaptiveClipSumQuery(
       initial_l2_norm_clip=initial_l2_norm_clip,
       noise_multiplier=value_noise_multiplier,
@@ -140,13 +149,15 @@ class _SecretTreeNoiseGenerator(tree_aggregation.GaussianNoiseGenerator):
 
   def initialize(self):
     """A fresh secret seed on every call (the base class reads the clock)."""
-    return self._GlobalState(
-        noise_seeds.execution_seed(self._noise_key),
-        tf.constant(self._noise_std, dtype=tf.float32))
+    return self._GlobalState(noise_seeds.execution_seed(self._noise_key),
+                             tf.constant(self._noise_std, dtype=tf.float32))
 
 
 def tree_residual_sum_query(
-    *, clip: float, noise_multiplier: float, record_specs: Any,
+    *,
+    clip: float,
+    noise_multiplier: float,
+    record_specs: Any,
     use_efficient: bool = True) -> tfp.TreeResidualSumQuery:
   """As `tfp.TreeResidualSumQuery.build_l2_gaussian_query`, secret noise."""
   if clip < 0 or noise_multiplier < 0:
@@ -157,9 +168,11 @@ def tree_residual_sum_query(
     clipped, _ = tf.clip_by_global_norm(record_as_list, clip_norm)
     return clipped
 
-  return tfp.TreeResidualSumQuery(
-      clip_fn=l2_clip_fn, clip_value=clip, record_specs=record_specs,
-      noise_generator=_SecretTreeNoiseGenerator(
-          clip * noise_multiplier, record_specs,
-          noise_key=run_secrets.new_noise_key()),
-      use_efficient=use_efficient)
+  return tfp.TreeResidualSumQuery(clip_fn=l2_clip_fn,
+                                  clip_value=clip,
+                                  record_specs=record_specs,
+                                  noise_generator=_SecretTreeNoiseGenerator(
+                                      clip * noise_multiplier,
+                                      record_specs,
+                                      noise_key=run_secrets.new_noise_key()),
+                                  use_efficient=use_efficient)

@@ -77,8 +77,8 @@ def _global_norm(tensors: list[tf.Tensor], order: int) -> tf.Tensor:
   any finite input (e.g. float64 entries near 1e300).
   """
   # max(., 0) because the max of an empty tensor is the lowest float.
-  largest = tf.maximum(tf.reduce_max(tf.stack(
-      [tf.reduce_max(tf.abs(t)) for t in tensors])), 0.0)
+  largest = tf.maximum(
+      tf.reduce_max(tf.stack([tf.reduce_max(tf.abs(t)) for t in tensors])), 0.0)
   safe = tf.where(largest > 0, largest, tf.constant(1.0, tf.float64))
   if order == 1:
     total = tf.add_n([tf.reduce_sum(tf.abs(t / safe)) for t in tensors])
@@ -92,8 +92,11 @@ def _laplace(shape: tf.Tensor, seed: tf.Tensor, scale: float) -> tf.Tensor:
   # [0, 1) is finite, whereas the inverse-CDF form log(1 - 2|u|) hits log(0)
   # when u = -1/2 is drawn.
   seeds = tf.random.experimental.stateless_split(seed, num=2)
-  e1, e2 = [-tf.math.log1p(-tf.random.stateless_uniform(
-      shape, seed=s, dtype=tf.float64)) for s in tf.unstack(seeds)]
+  e1, e2 = [
+      -tf.math.log1p(
+          -tf.random.stateless_uniform(shape, seed=s, dtype=tf.float64))
+      for s in tf.unstack(seeds)
+  ]
   return scale * (e1 - e2)
 
 
@@ -101,11 +104,14 @@ def _clip_and_noise(value, *, mechanism: LocalMechanism, clip: float,
                     noise_scale: float, noise_key: tuple[int, int]):
   """The client-side randomizer, as TF ops on one client's update."""
   flat = tf.nest.flatten(value)
-  finite = tf.reduce_all(tf.stack(
-      [tf.reduce_all(tf.math.is_finite(t)) for t in flat]))
+  finite = tf.reduce_all(
+      tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in flat]))
   # tf.where, not multiplication by 0: 0 * inf is NaN.
-  wide = [tf.where(finite, tf.cast(t, tf.float64),
-                   tf.zeros_like(t, dtype=tf.float64)) for t in flat]
+  wide = [
+      tf.where(finite, tf.cast(t, tf.float64), tf.zeros_like(t,
+                                                             dtype=tf.float64))
+      for t in flat
+  ]
   order = 1 if mechanism is LocalMechanism.LAPLACE else 2
   norm = _global_norm(wide, order)
   factor = tf.where(norm > clip, clip * _CLIP_SHRINK / norm,
@@ -119,8 +125,10 @@ def _clip_and_noise(value, *, mechanism: LocalMechanism, clip: float,
     if mechanism is LocalMechanism.LAPLACE:
       noise = _laplace(tf.shape(w), s, noise_scale)
     else:
-      noise = tf.random.stateless_normal(
-          tf.shape(w), seed=s, stddev=noise_scale, dtype=tf.float64)
+      noise = tf.random.stateless_normal(tf.shape(w),
+                                         seed=s,
+                                         stddev=noise_scale,
+                                         dtype=tf.float64)
     out.append(tf.cast(clipped + noise, t.dtype))
   return tf.nest.pack_sequence_as(value, out)
 
@@ -137,8 +145,12 @@ class LocalDpFactory(tff.aggregators.UnweightedAggregationFactory):
   directly.
   """
 
-  def __init__(self, *, mechanism: LocalMechanism, clip: float,
-               noise_scale: float, clients_per_round: int,
+  def __init__(self,
+               *,
+               mechanism: LocalMechanism,
+               clip: float,
+               noise_scale: float,
+               clients_per_round: int,
                central_factory: Optional[
                    tff.aggregators.UnweightedAggregationFactory] = None,
                _allow_zero_noise: bool = False):
@@ -162,8 +174,8 @@ class LocalDpFactory(tff.aggregators.UnweightedAggregationFactory):
     if not (_allow_zero_noise and noise_scale == 0):
       noise_scale = local_accounting.check_positive('noise_scale', noise_scale)
     if (isinstance(clients_per_round, bool) or
-        not isinstance(clients_per_round, (int, np.integer)) or
-        clients_per_round < 1):
+        not isinstance(clients_per_round,
+                       (int, np.integer)) or clients_per_round < 1):
       raise ValueError(f'clients_per_round must be an int >= 1, got '
                        f'{clients_per_round!r}.')
     if central_factory is not None and not isinstance(
@@ -204,8 +216,10 @@ class LocalDpFactory(tff.aggregators.UnweightedAggregationFactory):
 
     @tff.tensorflow.computation(value_type)
     def clip_and_noise(value):
-      return _clip_and_noise(value, mechanism=self._mechanism,
-                             clip=self._clip, noise_scale=self._noise_scale,
+      return _clip_and_noise(value,
+                             mechanism=self._mechanism,
+                             clip=self._clip,
+                             noise_scale=self._noise_scale,
                              noise_key=self._noise_key)
 
     return clip_and_noise
@@ -237,8 +251,8 @@ class _SumOverFixedCount(tff.aggregators.UnweightedAggregationFactory):
 
     @tff.tensorflow.computation(value_type)
     def divide(total):
-      return tf.nest.map_structure(
-          lambda t: t / tf.cast(self._count, t.dtype), total)
+      return tf.nest.map_structure(lambda t: t / tf.cast(self._count, t.dtype),
+                                   total)
 
     @tff.federated_computation()
     def init_fn():
@@ -249,16 +263,20 @@ class _SumOverFixedCount(tff.aggregators.UnweightedAggregationFactory):
     def next_fn(state, value):
       mean = tff.federated_map(divide, tff.federated_sum(value))
       return tff.templates.MeasuredProcessOutput(
-          state=state, result=mean,
+          state=state,
+          result=mean,
           measurements=tff.federated_value((), tff.SERVER))
 
     return tff.templates.AggregationProcess(init_fn, next_fn)
 
 
 def build_local_dp_factory(
-    *, mechanism: LocalMechanism, clip: float,
+    *,
+    mechanism: LocalMechanism,
+    clip: float,
     epsilon_local: Optional[float] = None,
-    noise_multiplier: Optional[float] = None, clients_per_round: int,
+    noise_multiplier: Optional[float] = None,
+    clients_per_round: int,
     central_factory: Optional[
         tff.aggregators.UnweightedAggregationFactory] = None,
 ) -> LocalDpFactory:
@@ -279,8 +297,11 @@ def build_local_dp_factory(
   Raises:
     ValueError: For an invalid argument; the message names it and its value.
   """
-  spec = LocalMechanismSpec(mechanism=mechanism, epsilon_local=epsilon_local,
+  spec = LocalMechanismSpec(mechanism=mechanism,
+                            epsilon_local=epsilon_local,
                             noise_multiplier=noise_multiplier)
-  return LocalDpFactory(
-      mechanism=mechanism, clip=clip, noise_scale=spec.noise_scale(clip=clip),
-      clients_per_round=clients_per_round, central_factory=central_factory)
+  return LocalDpFactory(mechanism=mechanism,
+                        clip=clip,
+                        noise_scale=spec.noise_scale(clip=clip),
+                        clients_per_round=clients_per_round,
+                        central_factory=central_factory)

@@ -37,8 +37,7 @@ def _robust_global_norm(tensors):
 def sanitize_update(value, *, max_norm: float = DEFAULT_MAX_NORM):
   """Zero if any entry is non-finite; else scaled to L2 norm <= max_norm."""
   tensors = [tf.cast(t, tf.float32) for t in tf.nest.flatten(value)]
-  finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t))
-                          for t in tensors])
+  finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors])
   zeroed = [tf.where(finite, t, tf.zeros_like(t)) for t in tensors]
   norm = _robust_global_norm(zeroed)
   factor = tf.where(norm > max_norm, max_norm / norm, tf.ones_like(norm))
@@ -49,7 +48,8 @@ def sanitize_update(value, *, max_norm: float = DEFAULT_MAX_NORM):
 
 
 def sanitizing_aggregator(
-    inner: tff.aggregators.UnweightedAggregationFactory, *,
+    inner: tff.aggregators.UnweightedAggregationFactory,
+    *,
     max_norm: float = DEFAULT_MAX_NORM,
 ) -> tff.aggregators.UnweightedAggregationFactory:
   """Wraps `inner` so that each client's value is sanitized first."""

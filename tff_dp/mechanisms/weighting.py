@@ -34,8 +34,10 @@ def capped_weights_aggregator(
   Raises:
     ValueError: If `weight_cap` is not a finite positive number.
   """
-  if not (isinstance(weight_cap, (int, float)) and 0 < weight_cap < float('inf')):
-    raise ValueError(f'weight_cap must be a finite number > 0, got {weight_cap!r}')
+  if not (isinstance(weight_cap,
+                     (int, float)) and 0 < weight_cap < float('inf')):
+    raise ValueError(
+        f'weight_cap must be a finite number > 0, got {weight_cap!r}')
   return _CappedWeightsFactory(unweighted, float(weight_cap))
 
 
@@ -57,10 +59,9 @@ class _CappedWeightsFactory(tff.aggregators.WeightedAggregationFactory):
       w = tf.clip_by_value(tf.cast(weight, tf.float32) / weight_cap, 0.0, 1.0)
       return tf.nest.map_structure(lambda t: t * tf.cast(w, t.dtype), value)
 
-    @tff.federated_computation(
-        inner.state_type,
-        tff.FederatedType(value_type, tff.CLIENTS),
-        tff.FederatedType(weight_type, tff.CLIENTS))
+    @tff.federated_computation(inner.state_type,
+                               tff.FederatedType(value_type, tff.CLIENTS),
+                               tff.FederatedType(weight_type, tff.CLIENTS))
     def next_fn(state, value, weight):
       scaled = tff.federated_map(scale, (value, weight))
       return inner.next(state, scaled)

@@ -99,10 +99,10 @@ import numpy as np
 from scipy import special
 
 from tff_dp import checks
-from tff_dp.privacy import ledger_json
 from tff_dp.cohorts import sampling as sampling_lib
 from tff_dp.privacy import dp_accounting_internals
 from tff_dp.privacy import dp_event_json
+from tff_dp.privacy import ledger_json
 
 ClientSampling = sampling_lib.ClientSampling
 NeighboringRelation = dp_accounting.NeighboringRelation
@@ -135,12 +135,15 @@ LedgerFormatError = dp_event_json.LedgerFormatError
 event_to_json = dp_event_json.event_to_json
 event_from_json = dp_event_json.event_from_json
 
+
 class AccountantKind(enum.Enum):
   RDP = 'rdp'
   PLD = 'pld'
 
+
 class UnsupportedAccountingError(dp_accounting.UnsupportedEventError):
   """The accountant cannot compose this event under this relation."""
+
 
 def tightest_epsilon(
     epsilons: Mapping[AccountantKind, float]
@@ -151,8 +154,9 @@ def tightest_epsilon(
   guarantee we can state. NaN marks an accountant that could not compose the
   events and is ignored; None if no accountant computed anything.
   """
-  computed = [(kind, eps) for kind, eps in epsilons.items()
-              if not math.isnan(eps)]
+  computed = [
+      (kind, eps) for kind, eps in epsilons.items() if not math.isnan(eps)
+  ]
   return min(computed, key=lambda item: item[1]) if computed else None
 
 
@@ -167,6 +171,7 @@ def neighboring_relation(sampling: ClientSampling) -> NeighboringRelation:
     # client, as dp-accounting's tree event requires.
     return NeighboringRelation.REPLACE_SPECIAL
   raise TypeError(f'sampling must be a ClientSampling, got {sampling!r}.')
+
 
 def gaussian_round_event(*, sampling: ClientSampling, population: int,
                          clients_per_round: int,
@@ -200,10 +205,9 @@ def gaussian_round_event(*, sampling: ClientSampling, population: int,
   Returns:
     The `DpEvent` of one round; `NonPrivateDpEvent` if z == 0.
   """
-  sampling_lib.validate_cohort(
-      sampling=sampling,
-      population=population,
-      clients_per_round=clients_per_round)
+  sampling_lib.validate_cohort(sampling=sampling,
+                               population=population,
+                               clients_per_round=clients_per_round)
   z = checks.check_real('noise_multiplier', noise_multiplier)
   if z == 0:
     return dp_event.NonPrivateDpEvent()
@@ -218,21 +222,24 @@ def gaussian_round_event(*, sampling: ClientSampling, population: int,
         event=dp_event.GaussianDpEvent(z / 2))
   return dp_event.GaussianDpEvent(z)
 
+
 def round_event_for(sampler: sampling_lib.ClientSampler, *,
                     noise_multiplier: float) -> dp_event.DpEvent:
   """The `DpEvent` of one round drawn by `sampler` (use this, not a flag)."""
   if not isinstance(sampler, sampling_lib.ClientSampler):
     raise TypeError(f'sampler must be a ClientSampler, got {sampler!r}.')
-  return gaussian_round_event(
-      sampling=sampler.sampling,
-      population=sampler.population,
-      clients_per_round=sampler.clients_per_round,
-      noise_multiplier=noise_multiplier)
+  return gaussian_round_event(sampling=sampler.sampling,
+                              population=sampler.population,
+                              clients_per_round=sampler.clients_per_round,
+                              noise_multiplier=noise_multiplier)
+
 
 def _event_key(event: dp_event.DpEvent) -> str:
   return json.dumps(event_to_json(event), sort_keys=True, allow_nan=False)
 
+
 # --- Composition. ------------------------------------------------------------
+
 
 def make_accountant(kind: AccountantKind, relation: NeighboringRelation,
                     pld_discretization: float):
@@ -242,8 +249,7 @@ def make_accountant(kind: AccountantKind, relation: NeighboringRelation,
   return ACCOUNTANTS[kind].build(relation, pld_discretization)
 
 
-def _without_replacement_stripped(
-    event: dp_event.DpEvent) -> dp_event.DpEvent:
+def _without_replacement_stripped(event: dp_event.DpEvent) -> dp_event.DpEvent:
   """`event` with each sampling without replacement replaced by its event.
 
   Bound (b) of the module docstring: valid under replace-one adjacency only.
@@ -279,11 +285,12 @@ def check_supported(event: dp_event.DpEvent, *, accountant: AccountantKind,
   accountant composes fixed-size rounds without amplification.
   """
   acc = make_accountant(accountant, relation, PLD_DISCRETIZATION)
-  if not any(acc.supports(bound[0])
-             for bound in _valid_bounds([event], relation)):
+  if not any(
+      acc.supports(bound[0]) for bound in _valid_bounds([event], relation)):
     raise UnsupportedAccountingError(
         f'The {accountant.name} accountant (dp-accounting) cannot compose '
         f'{event} under {relation.name}.')
+
 
 def _group_events(events):
   """[(key, event, count)]: identical events merged, order of first sight."""
@@ -293,7 +300,9 @@ def _group_events(events):
     # Unwrapping lets a ledger entry and a `SelfComposedDpEvent` of the same
     # round share one composition (and one cached RDP curve).
     while isinstance(event, dp_event.SelfComposedDpEvent):
-      count *= checks.check_int('SelfComposedDpEvent count', event.count, minimum=1)
+      count *= checks.check_int('SelfComposedDpEvent count',
+                                event.count,
+                                minimum=1)
       event = event.event
     if not isinstance(event, dp_event.DpEvent):
       raise TypeError(f'Expected a DpEvent, got {event!r}.')
@@ -303,6 +312,7 @@ def _group_events(events):
     else:
       groups[key] = [key, event, count]
   return list(groups.values())
+
 
 @functools.lru_cache(maxsize=256)
 def _rdp_curve(key: str, relation: NeighboringRelation) -> np.ndarray:
@@ -315,10 +325,15 @@ def _rdp_curve(key: str, relation: NeighboringRelation) -> np.ndarray:
   curve.setflags(write=False)
   return curve
 
+
 _RDP_ORDERS = rdp.RdpAccountant().orders
 
-def compute_epsilon(events: Sequence[dp_event.DpEvent], *, delta: float,
-                    accountant: AccountantKind, relation: NeighboringRelation,
+
+def compute_epsilon(events: Sequence[dp_event.DpEvent],
+                    *,
+                    delta: float,
+                    accountant: AccountantKind,
+                    relation: NeighboringRelation,
                     pld_discretization: float = PLD_DISCRETIZATION) -> float:
   """Epsilon at `delta` of the composition of `events`.
 
@@ -342,8 +357,9 @@ def compute_epsilon(events: Sequence[dp_event.DpEvent], *, delta: float,
     UnsupportedAccountingError: If the accountant can compute no bound.
   """
   delta = checks.check_real('delta', delta, positive=True, below_one=True)
-  pld_discretization = checks.check_real(
-      'pld_discretization', pld_discretization, positive=True)
+  pld_discretization = checks.check_real('pld_discretization',
+                                         pld_discretization,
+                                         positive=True)
   if not isinstance(relation, NeighboringRelation):
     raise TypeError(f'relation must be a NeighboringRelation, got {relation!r}')
   if not isinstance(accountant, AccountantKind):
@@ -362,8 +378,8 @@ def compute_epsilon(events: Sequence[dp_event.DpEvent], *, delta: float,
       if not groups:
         epsilons.append(0.0)
       else:
-        epsilons.append(ACCOUNTANTS[accountant].epsilon(
-            groups, delta, relation, pld_discretization))
+        epsilons.append(ACCOUNTANTS[accountant].epsilon(groups, delta, relation,
+                                                        pld_discretization))
     except UnsupportedAccountingError as e:
       refusals.append(e)
   if not epsilons:
@@ -438,8 +454,7 @@ def _leaf_parts(leaf: dp_event.DpEvent):
   inner = leaf
   if isinstance(leaf, dp_event.PoissonSampledDpEvent):
     q, inner = leaf.sampling_probability, leaf.event
-  if not isinstance(inner, (dp_event.GaussianDpEvent,
-                            dp_event.LaplaceDpEvent)):
+  if not isinstance(inner, (dp_event.GaussianDpEvent, dp_event.LaplaceDpEvent)):
     raise UnsupportedAccountingError(
         f'The PLD accountant (dp-accounting) cannot compose {leaf}.')
   return q, inner
@@ -466,15 +481,15 @@ def _pld_grid(leaves, discretization: float):
   interval = discretization
   for _ in range(_PLD_MAX_REGRIDS):
     sizes = [_leaf_points(key, interval) for key, _ in leaves]
-    excess = max(max(max(s) for s in sizes) / PLD_MAX_POINTS,
-                 sum(sum(s) for s in sizes) / PLD_MAX_BUILD_POINTS)
+    excess = max(
+        max(max(s) for s in sizes) / PLD_MAX_POINTS,
+        sum(sum(s) for s in sizes) / PLD_MAX_BUILD_POINTS)
     if excess > 1:
       interval *= 2.0**math.ceil(math.log2(excess))
       continue
-    distributions = [(_leaf_pld(key, interval), count)
-                     for key, count in leaves]
-    composed = sum(_self_composed_points(d, count)
-                   for d, count in distributions)
+    distributions = [(_leaf_pld(key, interval), count) for key, count in leaves]
+    composed = sum(
+        _self_composed_points(d, count) for d, count in distributions)
     if composed <= PLD_MAX_COMPOSED_POINTS:
       return interval, distributions
     interval *= 2.0**math.ceil(math.log2(composed / PLD_MAX_COMPOSED_POINTS))
@@ -488,15 +503,22 @@ def _privacy_losses(event: dp_event.DpEvent):
   """dp-accounting's privacy-loss objects for the pmfs of a leaf's PLD."""
   q, inner = _leaf_parts(event)
   # As in PrivacyLossDistribution: one symmetric pmf without sampling.
-  types = ([privacy_loss_mechanism.AdjacencyType.REMOVE] if q == 1 else
-           list(privacy_loss_mechanism.AdjacencyType))
+  types = ([privacy_loss_mechanism.AdjacencyType.REMOVE]
+           if q == 1 else list(privacy_loss_mechanism.AdjacencyType))
   if isinstance(inner, dp_event.GaussianDpEvent):
-    return [privacy_loss_mechanism.GaussianPrivacyLoss(
-        inner.noise_multiplier, sampling_prob=q, adjacency_type=t,
-        log_mass_truncation_bound=_GAUSSIAN_LOG_MASS_TRUNCATION) for t in types]
-  return [privacy_loss_mechanism.LaplacePrivacyLoss(
-      inner.noise_multiplier, sampling_prob=q, adjacency_type=t)
-          for t in types]
+    return [
+        privacy_loss_mechanism.GaussianPrivacyLoss(
+            inner.noise_multiplier,
+            sampling_prob=q,
+            adjacency_type=t,
+            log_mass_truncation_bound=_GAUSSIAN_LOG_MASS_TRUNCATION)
+        for t in types
+    ]
+  return [
+      privacy_loss_mechanism.LaplacePrivacyLoss(inner.noise_multiplier,
+                                                sampling_prob=q,
+                                                adjacency_type=t) for t in types
+  ]
 
 
 def _leaf_points(key: str, interval: float) -> list[int]:
@@ -508,8 +530,9 @@ def _leaf_points(key: str, interval: float) -> list[int]:
   points = []
   for loss in _privacy_losses(event_from_json(json.loads(key))):
     bounds = loss.connect_dots_bounds()
-    points.append(math.ceil(bounds.epsilon_upper / interval) -
-                  math.floor(bounds.epsilon_lower / interval) + 1)
+    points.append(
+        math.ceil(bounds.epsilon_upper / interval) -
+        math.floor(bounds.epsilon_lower / interval) + 1)
   return points
 
 
@@ -541,11 +564,12 @@ def _leaf_pld(key: str, interval: float):
   """
   event = event_from_json(json.loads(key))
   q, inner = _leaf_parts(event)
-  build = (pld.privacy_loss_distribution.from_gaussian_mechanism
-           if isinstance(inner, dp_event.GaussianDpEvent) else
+  build = (pld.privacy_loss_distribution.from_gaussian_mechanism if isinstance(
+      inner, dp_event.GaussianDpEvent) else
            pld.privacy_loss_distribution.from_laplace_mechanism)
   try:
-    return build(inner.noise_multiplier, value_discretization_interval=interval,
+    return build(inner.noise_multiplier,
+                 value_discretization_interval=interval,
                  sampling_prob=q)
   except ValueError as e:
     # dp-accounting 0.4.3 checks its grid's deltas for monotonicity without
@@ -587,8 +611,8 @@ def _composed_gaussian_epsilon(groups, delta: float) -> Optional[float]:
   """
   precision = 0.0
   for _, event, count in groups:
-    if not isinstance(event, dp_event.GaussianDpEvent) or not (
-        event.noise_multiplier > 0):
+    if not isinstance(
+        event, dp_event.GaussianDpEvent) or not (event.noise_multiplier > 0):
       return None
     precision += count / event.noise_multiplier**2
   sigma = precision**-0.5
@@ -630,23 +654,25 @@ class Accountant:
 
 
 ACCOUNTANTS = {
-    AccountantKind.RDP: Accountant(
-        build=lambda relation, _: rdp.RdpAccountant(
+    AccountantKind.RDP:
+        Accountant(build=lambda relation, _: rdp.RdpAccountant(
             neighboring_relation=relation),
-        epsilon=lambda groups, delta, relation, _: _rdp_epsilon(
-            groups, delta, relation),
-        words='RDP accountant, dp-accounting'),
-    AccountantKind.PLD: Accountant(
-        build=lambda relation, discretization: pld.PLDAccountant(
-            neighboring_relation=relation,
-            value_discretization_interval=discretization),
-        epsilon=lambda groups, delta, _, discretization: _pld_epsilon(
-            groups, delta, discretization),
-        words=(f'PLD accountant, dp-accounting, value discretization '
-               f'{PLD_DISCRETIZATION:g}, coarser where a round alone costs a '
-               'very large epsilon (still an upper bound); compositions of '
-               'unsampled Gaussians exactly; under fixed-size sampling the '
-               'unamplified bound')),
+                   epsilon=lambda groups, delta, relation, _: _rdp_epsilon(
+                       groups, delta, relation),
+                   words='RDP accountant, dp-accounting'),
+    AccountantKind.PLD:
+        Accountant(
+            build=lambda relation, discretization: pld.PLDAccountant(
+                neighboring_relation=relation,
+                value_discretization_interval=discretization),
+            epsilon=lambda groups, delta, _, discretization: _pld_epsilon(
+                groups, delta, discretization),
+            words=(
+                f'PLD accountant, dp-accounting, value discretization '
+                f'{PLD_DISCRETIZATION:g}, coarser where a round alone costs a '
+                'very large epsilon (still an upper bound); compositions of '
+                'unsampled Gaussians exactly; under fixed-size sampling the '
+                'unamplified bound')),
 }
 
 
@@ -656,6 +682,7 @@ def released_key(kind: AccountantKind) -> str:
 
 
 # --- The ledger. -------------------------------------------------------------
+
 
 class PrivacyLedger:
   """The events of one run's released rounds, in order; persisted as JSON.
@@ -713,8 +740,8 @@ class PrivacyLedger:
 
   def record(self, round_num: int, event: dp_event.DpEvent) -> None:
     """Appends the event of round `round_num` (must be `rounds + 1`)."""
-    if isinstance(round_num, bool) or not isinstance(round_num,
-                                                     numbers.Integral):
+    if isinstance(round_num,
+                  bool) or not isinstance(round_num, numbers.Integral):
       raise TypeError(f'round_num must be an int, got {round_num!r}.')
     if round_num != self.rounds + 1:
       raise ValueError(f'Expected round {self.rounds + 1} (rounds are 1-based '
@@ -727,30 +754,46 @@ class PrivacyLedger:
       self._groups[key] = [event, 1]
 
   def _composed(self) -> list[dp_event.DpEvent]:
-    return [event if count == 1 else dp_event.SelfComposedDpEvent(event, count)
-            for event, count in self._groups.values()]
+    return [
+        event if count == 1 else dp_event.SelfComposedDpEvent(event, count)
+        for event, count in self._groups.values()
+    ]
 
-  def epsilon(self, *, delta: float, accountant: AccountantKind,
+  def epsilon(self,
+              *,
+              delta: float,
+              accountant: AccountantKind,
               pld_discretization: float = PLD_DISCRETIZATION) -> float:
-    return compute_epsilon(self._composed(), delta=delta,
-                           accountant=accountant, relation=self._relation,
+    return compute_epsilon(self._composed(),
+                           delta=delta,
+                           accountant=accountant,
+                           relation=self._relation,
                            pld_discretization=pld_discretization)
 
-  def epsilon_with(self, event: dp_event.DpEvent, *, delta: float,
+  def epsilon_with(self,
+                   event: dp_event.DpEvent,
+                   *,
+                   delta: float,
                    accountant: AccountantKind,
                    pld_discretization: float = PLD_DISCRETIZATION) -> float:
     """Epsilon if one more round with `event` ran (for budget checks)."""
     self._check_event(event)
-    return compute_epsilon(self._composed() + [event], delta=delta,
-                           accountant=accountant, relation=self._relation,
+    return compute_epsilon(self._composed() + [event],
+                           delta=delta,
+                           accountant=accountant,
+                           relation=self._relation,
                            pld_discretization=pld_discretization)
 
   def to_json(self) -> dict:
     return {
-        'format_version': LEDGER_FORMAT_VERSION,
-        'neighboring_relation': self._relation.name,
-        'rounds': [{'round': i + 1, 'event': event_to_json(e)}
-                   for i, e in enumerate(self._events)],
+        'format_version':
+            LEDGER_FORMAT_VERSION,
+        'neighboring_relation':
+            self._relation.name,
+        'rounds': [{
+            'round': i + 1,
+            'event': event_to_json(e)
+        } for i, e in enumerate(self._events)],
     }
 
   @classmethod
@@ -793,5 +836,7 @@ class PrivacyLedger:
   @classmethod
   def load(cls, path: str) -> 'PrivacyLedger':
     """Reads a saved ledger; errors name the file."""
-    return ledger_json.load(path, cls.from_json, what='Privacy ledger',
+    return ledger_json.load(path,
+                            cls.from_json,
+                            what='Privacy ledger',
                             error=LedgerFormatError)

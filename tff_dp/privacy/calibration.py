@@ -55,15 +55,19 @@ def calibrate_noise_multiplier(*, target_epsilon: float, delta: float,
 
   def event(z):
     return dp_event.SelfComposedDpEvent(
-        accounting.gaussian_round_event(
-            sampling=sampling, population=population,
-            clients_per_round=clients_per_round, noise_multiplier=z), rounds)
+        accounting.gaussian_round_event(sampling=sampling,
+                                        population=population,
+                                        clients_per_round=clients_per_round,
+                                        noise_multiplier=z), rounds)
 
   def eps(z):
-    return accounting.compute_epsilon([event(z)], delta=delta,
-                                      accountant=accountant, relation=relation)
+    return accounting.compute_epsilon([event(z)],
+                                      delta=delta,
+                                      accountant=accountant,
+                                      relation=relation)
 
-  accounting.check_supported(event(1.0), accountant=accountant,
+  accounting.check_supported(event(1.0),
+                             accountant=accountant,
                              relation=relation)
   # An explicit bracket (calibrate_dp_mechanism's default starts at z = 0,
   # a non-private event) keeps every probe meaningful.
@@ -82,8 +86,7 @@ def calibrate_noise_multiplier(*, target_epsilon: float, delta: float,
                        f'calibrate to such a weak guarantee.')
   # brentq needs eps(lo) > target >= eps(hi), which the loops above ensure;
   # 1e-7 relative is finer than the 6-digit grid the result is rounded to.
-  z = optimize.brentq(lambda z: eps(z) - target_epsilon, lo, hi,
-                      xtol=1e-7 * lo)
+  z = optimize.brentq(lambda z: eps(z) - target_epsilon, lo, hi, xtol=1e-7 * lo)
   return _round_up_until_within(z, eps, target_epsilon)
 
 
@@ -139,15 +142,20 @@ def calibrate_rounds(*, target_epsilon: float, delta: float,
   _check_targets(target_epsilon, delta)
   relation = accounting.neighboring_relation(sampling)
   round_event = accounting.gaussian_round_event(
-      sampling=sampling, population=population,
-      clients_per_round=clients_per_round, noise_multiplier=noise_multiplier)
-  accounting.check_supported(round_event, accountant=accountant,
+      sampling=sampling,
+      population=population,
+      clients_per_round=clients_per_round,
+      noise_multiplier=noise_multiplier)
+  accounting.check_supported(round_event,
+                             accountant=accountant,
                              relation=relation)
 
   def fits(rounds: int) -> bool:
     return accounting.compute_epsilon(
-        [dp_event.SelfComposedDpEvent(round_event, rounds)], delta=delta,
-        accountant=accountant, relation=relation) <= target_epsilon
+        [dp_event.SelfComposedDpEvent(round_event, rounds)],
+        delta=delta,
+        accountant=accountant,
+        relation=relation) <= target_epsilon
 
   if not fits(1):
     return 0
@@ -166,8 +174,7 @@ def calibrate_rounds(*, target_epsilon: float, delta: float,
 def calibrate_noise_for_accountants(
     *, target_epsilon: float, delta: float, rounds: int,
     sampling: ClientSampling, population: int, clients_per_round: int,
-    accountants: Sequence[AccountantKind]
-) -> tuple[float, AccountantKind]:
+    accountants: Sequence[AccountantKind]) -> tuple[float, AccountantKind]:
   """The smallest z any of `accountants` certifies for the target.
 
   The guarantee a run states is the smallest epsilon among its accountants
@@ -184,10 +191,13 @@ def calibrate_noise_for_accountants(
   results = []
   for kind in accountants:
     try:
-      z = calibrate_noise_multiplier(
-          target_epsilon=target_epsilon, delta=delta, rounds=rounds,
-          sampling=sampling, population=population,
-          clients_per_round=clients_per_round, accountant=kind)
+      z = calibrate_noise_multiplier(target_epsilon=target_epsilon,
+                                     delta=delta,
+                                     rounds=rounds,
+                                     sampling=sampling,
+                                     population=population,
+                                     clients_per_round=clients_per_round,
+                                     accountant=kind)
     except accounting.UnsupportedAccountingError:
       continue
     results.append((z, kind))

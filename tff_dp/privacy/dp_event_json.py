@@ -20,7 +20,8 @@ class LedgerFormatError(ValueError):
 # mechanisms added there (or already there: Laplace, tree aggregation, ...)
 # serialize without changes here, while JSON can never name arbitrary code.
 EVENT_CLASSES = {
-    cls.__name__: cls for cls in vars(dp_event).values()
+    cls.__name__: cls
+    for cls in vars(dp_event).values()
     if isinstance(cls, type) and issubclass(cls, dp_event.DpEvent) and
     cls is not dp_event.DpEvent and cls.__module__ == dp_event.__name__
 }
@@ -80,9 +81,11 @@ def _value_from_json(value, *, where):
   if isinstance(value, dict):
     return event_from_json(value, where=where)
   if isinstance(value, list):
-    return [_value_from_json(v, where=f'{where}[{i}]')
-            for i, v in enumerate(value)]
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-      isinstance(value, float) and not math.isfinite(value)):
+    return [
+        _value_from_json(v, where=f'{where}[{i}]') for i, v in enumerate(value)
+    ]
+  if isinstance(value, bool) or not isinstance(
+      value,
+      (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
     raise LedgerFormatError(f'{where}: invalid value {value!r}.')
   return value

@@ -32,16 +32,17 @@ from typing import Iterable, Mapping, Optional, Sequence
 from dp_accounting import dp_event
 
 from tff_dp import checks
-from tff_dp.privacy import ledger_json
 from tff_dp.privacy import accounting
+from tff_dp.privacy import ledger_json
 
 AccountantKind = accounting.AccountantKind
 RELATION = accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
 FORMAT_VERSION = 1
 _SILO_KEYS = frozenset({'num_examples', 'participations'})
-_KEYS = frozenset({'format_version', 'unit', 'neighboring_relation',
-                   'noise_multiplier', 'expected_batch_size', 'local_steps',
-                   'rounds', 'silos'})
+_KEYS = frozenset({
+    'format_version', 'unit', 'neighboring_relation', 'noise_multiplier',
+    'expected_batch_size', 'local_steps', 'rounds', 'silos'
+})
 
 
 class SiloLedgerFormatError(ValueError):
@@ -56,18 +57,24 @@ class ExampleDpSettings:
   local_steps: int
 
   def __post_init__(self):
-    object.__setattr__(self, 'noise_multiplier', checks.check_real(
-        'noise_multiplier', self.noise_multiplier))
-    object.__setattr__(self, 'expected_batch_size', checks.check_int(
-        'expected_batch_size', self.expected_batch_size, minimum=1))
-    object.__setattr__(self, 'local_steps', checks.check_int(
-        'local_steps', self.local_steps, minimum=1))
+    object.__setattr__(
+        self, 'noise_multiplier',
+        checks.check_real('noise_multiplier', self.noise_multiplier))
+    object.__setattr__(
+        self, 'expected_batch_size',
+        checks.check_int('expected_batch_size',
+                         self.expected_batch_size,
+                         minimum=1))
+    object.__setattr__(
+        self, 'local_steps',
+        checks.check_int('local_steps', self.local_steps, minimum=1))
 
 
 def silo_sampling_rate(*, num_examples: int, expected_batch_size: int) -> float:
   """q_k = min(1, B / n_k), the same float64 value the client computes."""
   n = checks.check_int('num_examples', num_examples, minimum=1)
-  batch = checks.check_int('expected_batch_size', expected_batch_size,
+  batch = checks.check_int('expected_batch_size',
+                           expected_batch_size,
                            minimum=1)
   return min(1.0, batch / n)
 
@@ -106,9 +113,11 @@ class RecordLevelReport:
   def worst_by_accountant(self) -> dict[AccountantKind, float]:
     """Max over silos per accountant (NaN if any silo's value is unknown)."""
     kinds = {kind for silo in self.silos for kind in silo.epsilons}
-    return {kind: max((silo.epsilons.get(kind, math.nan)
-                       for silo in self.silos), key=_nan_first)
-            for kind in kinds}
+    return {
+        kind:
+            max((silo.epsilons.get(kind, math.nan) for silo in self.silos),
+                key=_nan_first) for kind in kinds
+    }
 
   def worst(self) -> Optional[SiloEpsilon]:
     """The silo with the largest stated guarantee; None if any is unknown.
@@ -182,16 +191,16 @@ class SiloLedger:
       participants: Indices of the silos that trained in this round (each at
         most once; an empty round is still a round).
     """
-    if isinstance(round_num, bool) or not isinstance(round_num,
-                                                     numbers.Integral):
+    if isinstance(round_num,
+                  bool) or not isinstance(round_num, numbers.Integral):
       raise TypeError(f'round_num must be an int, got {round_num!r}.')
     if round_num != self._rounds + 1:
       raise ValueError(f'Expected round {self._rounds + 1} (rounds are '
                        f'1-based and consecutive), got {round_num}.')
     silos = list(participants)
     for k in silos:
-      if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not (
-          0 <= k < len(self._num_examples)):
+      if isinstance(k, bool) or not isinstance(
+          k, numbers.Integral) or not (0 <= k < len(self._num_examples)):
         raise ValueError(f'Unknown silo {k!r}; silos are 0..'
                          f'{len(self._num_examples) - 1}.')
     if len(set(silos)) != len(silos):
@@ -205,14 +214,19 @@ class SiloLedger:
     steps = self._settings.local_steps * self._participations[silo]
     if steps == 0:
       return []
-    return [dp_event.SelfComposedDpEvent(
-        step_event(num_examples=self._num_examples[silo],
-                   settings=self._settings), steps)]
+    return [
+        dp_event.SelfComposedDpEvent(
+            step_event(num_examples=self._num_examples[silo],
+                       settings=self._settings), steps)
+    ]
 
-  def report(self, *, delta: float,
-             accountants: Sequence[AccountantKind] = tuple(AccountantKind),
-             pld_discretization: float = accounting.PLD_DISCRETIZATION
-             ) -> RecordLevelReport:
+  def report(
+      self,
+      *,
+      delta: float,
+      accountants: Sequence[AccountantKind] = tuple(AccountantKind),
+      pld_discretization: float = accounting.PLD_DISCRETIZATION
+  ) -> RecordLevelReport:
     """Each silo's record-level epsilon at `delta`, by accountant.
 
     Args:
@@ -224,8 +238,7 @@ class SiloLedger:
     Raises:
       ValueError: If delta >= 1 / max(n_k).
     """
-    delta = checks.check_real('delta', delta, positive=True,
-                                  below_one=True)
+    delta = checks.check_real('delta', delta, positive=True, below_one=True)
     largest = max(self._num_examples)
     if not delta < 1 / largest:
       raise ValueError(f'delta={delta:g} must be below 1/n_k for every silo, '
@@ -238,27 +251,42 @@ class SiloLedger:
           num_examples=n,
           expected_batch_size=self._settings.expected_batch_size), count)
       if key not in cache:
-        cache[key] = {kind: _epsilon(self.silo_events(k), delta=delta,
-                                     accountant=kind,
-                                     pld_discretization=pld_discretization)
-                      for kind in accountants}
-      silos.append(SiloEpsilon(
-          silo=k, num_examples=n, sampling_rate=key[0],
-          steps=self._settings.local_steps * count,
-          epsilons=dict(cache[key])))
+        cache[key] = {
+            kind:
+                _epsilon(self.silo_events(k),
+                         delta=delta,
+                         accountant=kind,
+                         pld_discretization=pld_discretization)
+            for kind in accountants
+        }
+      silos.append(
+          SiloEpsilon(silo=k,
+                      num_examples=n,
+                      sampling_rate=key[0],
+                      steps=self._settings.local_steps * count,
+                      epsilons=dict(cache[key])))
     return RecordLevelReport(delta=delta, silos=tuple(silos))
 
   def to_json(self) -> dict:
     return {
-        'format_version': FORMAT_VERSION,
-        'unit': 'example',
-        'neighboring_relation': RELATION.name,
-        'noise_multiplier': self._settings.noise_multiplier,
-        'expected_batch_size': self._settings.expected_batch_size,
-        'local_steps': self._settings.local_steps,
-        'rounds': self._rounds,
-        'silos': [{'num_examples': n, 'participations': c} for n, c in zip(
-            self._num_examples, self._participations)],
+        'format_version':
+            FORMAT_VERSION,
+        'unit':
+            'example',
+        'neighboring_relation':
+            RELATION.name,
+        'noise_multiplier':
+            self._settings.noise_multiplier,
+        'expected_batch_size':
+            self._settings.expected_batch_size,
+        'local_steps':
+            self._settings.local_steps,
+        'rounds':
+            self._rounds,
+        'silos': [{
+            'num_examples': n,
+            'participations': c
+        } for n, c in zip(self._num_examples, self._participations)],
     }
 
   @classmethod
@@ -280,16 +308,17 @@ class SiloLedger:
       raise SiloLedgerFormatError(
           f'"silos" must be a list of objects with keys {sorted(_SILO_KEYS)}.')
     try:
-      ledger = cls(
-          settings=ExampleDpSettings(
-              noise_multiplier=d['noise_multiplier'],
-              expected_batch_size=d['expected_batch_size'],
-              local_steps=d['local_steps']),
-          num_examples=[s['num_examples'] for s in silos])
+      ledger = cls(settings=ExampleDpSettings(
+          noise_multiplier=d['noise_multiplier'],
+          expected_batch_size=d['expected_batch_size'],
+          local_steps=d['local_steps']),
+                   num_examples=[s['num_examples'] for s in silos])
       rounds = checks.check_int('rounds', d['rounds'], minimum=0)
-      counts = [checks.check_int(f'silos[{k}].participations',
-                                 s['participations'], minimum=0)
-                for k, s in enumerate(silos)]
+      counts = [
+          checks.check_int(f'silos[{k}].participations',
+                           s['participations'],
+                           minimum=0) for k, s in enumerate(silos)
+      ]
     except (TypeError, ValueError) as e:
       raise SiloLedgerFormatError(str(e)) from e
     if any(c > rounds for c in counts):
@@ -306,12 +335,18 @@ class SiloLedger:
   @classmethod
   def load(cls, path: str) -> 'SiloLedger':
     """Reads a saved ledger; errors name the file."""
-    return ledger_json.load(path, cls.from_json, what='Silo ledger',
+    return ledger_json.load(path,
+                            cls.from_json,
+                            what='Silo ledger',
                             error=SiloLedgerFormatError)
+
+
 def _epsilon(events, *, delta, accountant, pld_discretization) -> float:
   try:
-    return accounting.compute_epsilon(
-        events, delta=delta, accountant=accountant, relation=RELATION,
-        pld_discretization=pld_discretization)
+    return accounting.compute_epsilon(events,
+                                      delta=delta,
+                                      accountant=accountant,
+                                      relation=RELATION,
+                                      pld_discretization=pld_discretization)
   except accounting.UnsupportedAccountingError:
     return math.nan

@@ -19,8 +19,8 @@ T = TypeVar('T')
 
 def save(path: str, content: dict[str, Any]) -> None:
   """Writes `content` as JSON atomically (temp file, fsync, rename)."""
-  atomic_io.write_text_atomic(
-      os.fspath(path), json.dumps(content, indent=1, allow_nan=False))
+  atomic_io.write_text_atomic(os.fspath(path),
+                              json.dumps(content, indent=1, allow_nan=False))
 
 
 def load(path: str, parse: Callable[[Any], T], *, what: str,

@@ -57,8 +57,8 @@ import dp_accounting
 from dp_accounting import dp_event
 
 from tff_dp import checks
-from tff_dp.privacy import ledger_json
 from tff_dp.privacy import accounting
+from tff_dp.privacy import ledger_json
 
 AccountantKind = accounting.AccountantKind
 LedgerFormatError = accounting.LedgerFormatError
@@ -78,8 +78,8 @@ class LocalMechanism(enum.Enum):
 
 def check_positive(name: str, value) -> float:
   # `not value > 0` also refuses NaN, which compares False.
-  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-      math.isfinite(value) and value > 0):
+  if isinstance(value, bool) or not isinstance(
+      value, numbers.Real) or not (math.isfinite(value) and value > 0):
     raise ValueError(f'{name} must be a finite number > 0, got {value!r}.')
   return float(value)
 
@@ -144,7 +144,10 @@ class LocalMechanismSpec:
     return math.inf
 
   def guarantee(
-      self, participations: int, *, delta: float,
+      self,
+      participations: int,
+      *,
+      delta: float,
       accountants: Sequence[AccountantKind] = tuple(AccountantKind),
       pld_discretization: float = accounting.PLD_DISCRETIZATION,
   ) -> 'LocalGuarantee':
@@ -156,18 +159,24 @@ class LocalMechanismSpec:
     for kind in accountants:
       try:
         epsilons[kind] = accounting.compute_epsilon(
-            events, delta=delta, accountant=kind, relation=RELATION,
+            events,
+            delta=delta,
+            accountant=kind,
+            relation=RELATION,
             pld_discretization=pld_discretization)
       except accounting.UnsupportedAccountingError:
         epsilons[kind] = math.nan  # Reported as n/a, never a guess.
-    return LocalGuarantee(participations=k, delta=delta,
+    return LocalGuarantee(participations=k,
+                          delta=delta,
                           pure_epsilon=self.pure_epsilon(k),
                           epsilons=epsilons)
 
   def to_json(self) -> dict:
-    return {'mechanism': self.mechanism.value,
-            'epsilon_local': self.epsilon_local,
-            'noise_multiplier': self.noise_multiplier}
+    return {
+        'mechanism': self.mechanism.value,
+        'epsilon_local': self.epsilon_local,
+        'noise_multiplier': self.noise_multiplier
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,8 +275,8 @@ class LocalPrivacyLedger:
 
   def record_round(self, round_num: int, clients: Iterable[int]) -> None:
     """Appends round `round_num` (must be `rounds + 1`) with its cohort."""
-    if isinstance(round_num, bool) or not isinstance(round_num,
-                                                     numbers.Integral):
+    if isinstance(round_num,
+                  bool) or not isinstance(round_num, numbers.Integral):
       raise TypeError(f'round_num must be an int, got {round_num!r}.')
     if round_num != self.rounds + 1:
       raise ValueError(f'Expected round {self.rounds + 1} (rounds are 1-based '
@@ -276,8 +285,7 @@ class LocalPrivacyLedger:
     self._rounds.append(cohort)
     self._counts.update(cohort)
 
-  def max_participations(self,
-                         next_round_clients: Iterable[int] = ()) -> int:
+  def max_participations(self, next_round_clients: Iterable[int] = ()) -> int:
     """max_k count_k, optionally as if `next_round_clients` also took part."""
     counts = self._counts.copy()
     counts.update(self._check_clients(next_round_clients))
@@ -289,14 +297,18 @@ class LocalPrivacyLedger:
     return sorted(c for c, n in self._counts.items() if n == k) if k else []
 
   def participation_guarantee(
-      self, *, delta: float,
+      self,
+      *,
+      delta: float,
       accountants: Sequence[AccountantKind] = tuple(AccountantKind),
   ) -> LocalGuarantee:
     """The local guarantee of ONE participation."""
     return self._spec.guarantee(1, delta=delta, accountants=accountants)
 
   def guarantee(
-      self, *, delta: float,
+      self,
+      *,
+      delta: float,
       accountants: Sequence[AccountantKind] = tuple(AccountantKind),
       next_round_clients: Iterable[int] = (),
       pld_discretization: float = accounting.PLD_DISCRETIZATION,
@@ -310,9 +322,10 @@ class LocalPrivacyLedger:
         if these clients also took part in one more round.
       pld_discretization: PLD value discretization interval.
     """
-    return self._spec.guarantee(
-        self.max_participations(next_round_clients), delta=delta,
-        accountants=accountants, pld_discretization=pld_discretization)
+    return self._spec.guarantee(self.max_participations(next_round_clients),
+                                delta=delta,
+                                accountants=accountants,
+                                pld_discretization=pld_discretization)
 
   def to_json(self) -> dict:
     return {
@@ -321,18 +334,23 @@ class LocalPrivacyLedger:
         'neighboring_relation': RELATION.name,
         **self._spec.to_json(),
         'population': self._population,
-        'rounds': [{'round': i + 1, 'clients': list(cohort)}
-                   for i, cohort in enumerate(self._rounds)],
+        'rounds': [{
+            'round': i + 1,
+            'clients': list(cohort)
+        } for i, cohort in enumerate(self._rounds)],
         'participation_counts': {
-            str(c): n for c, n in self.participation_counts.items()},
+            str(c): n for c, n in self.participation_counts.items()
+        },
     }
 
   @classmethod
   def from_json(cls, d) -> 'LocalPrivacyLedger':
     """Parses `to_json` output; raises `LedgerFormatError` if malformed."""
-    expected = {'format_version', 'kind', 'neighboring_relation', 'mechanism',
-                'epsilon_local', 'noise_multiplier', 'population', 'rounds',
-                'participation_counts'}
+    expected = {
+        'format_version', 'kind', 'neighboring_relation', 'mechanism',
+        'epsilon_local', 'noise_multiplier', 'population', 'rounds',
+        'participation_counts'
+    }
     if not isinstance(d, dict) or set(d) != expected:
       keys = sorted(d) if isinstance(d, dict) else d
       raise LedgerFormatError(f'Local ledger must be a JSON object with keys '
@@ -348,16 +366,15 @@ class LocalPrivacyLedger:
           f'{RELATION.name!r}, got {d["kind"]!r}, '
           f'{d["neighboring_relation"]!r}.')
     try:
-      spec = LocalMechanismSpec(
-          mechanism=LocalMechanism(d['mechanism']),
-          epsilon_local=d['epsilon_local'],
-          noise_multiplier=d['noise_multiplier'])
+      spec = LocalMechanismSpec(mechanism=LocalMechanism(d['mechanism']),
+                                epsilon_local=d['epsilon_local'],
+                                noise_multiplier=d['noise_multiplier'])
       ledger = cls(spec, population=d['population'])
       if not isinstance(d['rounds'], list):
         raise ValueError('"rounds" must be a list.')
       for i, entry in enumerate(d['rounds']):
-        if (not isinstance(entry, dict) or set(entry) != {'round', 'clients'}
-            or not isinstance(entry['clients'], list)):
+        if (not isinstance(entry, dict) or set(entry) != {'round', 'clients'} or
+            not isinstance(entry['clients'], list)):
           raise ValueError(f'rounds[{i}]: expected {{"round": <int>, '
                            f'"clients": [<int>, ...]}}, got {entry!r:.80}.')
         ledger.record_round(entry['round'], entry['clients'])
@@ -377,5 +394,7 @@ class LocalPrivacyLedger:
   @classmethod
   def load(cls, path: str) -> 'LocalPrivacyLedger':
     """Reads a saved ledger; errors name the file."""
-    return ledger_json.load(path, cls.from_json, what='Local privacy ledger',
+    return ledger_json.load(path,
+                            cls.from_json,
+                            what='Local privacy ledger',
                             error=LedgerFormatError)

@@ -56,8 +56,11 @@ class PrivacyTracker:
   def central_claim(self) -> bool:
     return not isinstance(self.round_event(1), dp_accounting.NonPrivateDpEvent)
 
-  def epsilons(self, *, next_round: Optional[int] = None
-               ) -> dict[accounting.AccountantKind, float]:
+  def epsilons(
+      self,
+      *,
+      next_round: Optional[int] = None
+  ) -> dict[accounting.AccountantKind, float]:
     """Central epsilon by accountant, optionally as if `next_round` also ran.
 
     An accountant that cannot compose the ledger's events reports NaN, never
@@ -67,12 +70,11 @@ class PrivacyTracker:
     for kind in self.accountants:
       try:
         if next_round is not None:
-          result[kind] = self.ledger.epsilon_with(
-              self.round_event(next_round), delta=self.delta,
-              accountant=kind)
+          result[kind] = self.ledger.epsilon_with(self.round_event(next_round),
+                                                  delta=self.delta,
+                                                  accountant=kind)
         else:
-          result[kind] = self.ledger.epsilon(delta=self.delta,
-                                             accountant=kind)
+          result[kind] = self.ledger.epsilon(delta=self.delta, accountant=kind)
       except accounting.UnsupportedAccountingError:
         result[kind] = math.nan
     return result
@@ -91,11 +93,12 @@ class PrivacyTracker:
       return None
     participations = (self.ledger.rounds if self.central_claim else
                       self.local.max_participations())
-    return self.local.spec.guarantee(participations, delta=self.delta,
+    return self.local.spec.guarantee(participations,
+                                     delta=self.delta,
                                      accountants=self.accountants)
 
-  def record_level_report(self) -> Optional[
-      example_accounting.RecordLevelReport]:
+  def record_level_report(
+      self) -> Optional[example_accounting.RecordLevelReport]:
     if self.silos is None:
       return None
     return self.silos.report(delta=self.delta, accountants=self.accountants)
@@ -167,18 +170,23 @@ class PrivacyTracker:
     if local is not None:
       atomic_io.write_text_atomic(
           os.path.join(run_dir, LOCAL_GUARANTEE_FILE),
-          json.dumps(self._local_guarantee_json(local), indent=1,
+          json.dumps(self._local_guarantee_json(local),
+                     indent=1,
                      allow_nan=False))
     if self.silos is not None and self.release_silo_epsilon_as_private:
       self.silos.save(os.path.join(run_dir, SILO_LEDGER_FILE))
 
   def _local_guarantee_json(self, local) -> dict[str, Any]:
     return {
-        'format_version': 1,
-        'kind': LOCAL_GUARANTEE_KIND,
+        'format_version':
+            1,
+        'kind':
+            LOCAL_GUARANTEE_KIND,
         **self.local.spec.to_json(),
-        'rounds': self.ledger.rounds,
-        'participations': local.participations,
+        'rounds':
+            self.ledger.rounds,
+        'participations':
+            local.participations,
         # With a central claim the realized counts would reveal the hidden
         # cohorts: every round is counted instead.
         'counted': ('every_round' if self.central_claim else
@@ -193,16 +201,17 @@ LOCAL_GUARANTEE_KIND = 'local_dp_guarantee'
 
 
 def local_guarantee_from_json(
-    data: Any, *, delta: float,
-    accountants: Sequence[accounting.AccountantKind]
+    data: Any, *, delta: float, accountants: Sequence[accounting.AccountantKind]
 ) -> local_accounting.LocalGuarantee:
   """The local guarantee a run directory's `LOCAL_GUARANTEE_FILE` states.
 
   Raises:
     accounting.LedgerFormatError: If `data` is not such a file's content.
   """
-  keys = {'format_version', 'kind', 'mechanism', 'epsilon_local',
-          'noise_multiplier', 'rounds', 'participations', 'counted'}
+  keys = {
+      'format_version', 'kind', 'mechanism', 'epsilon_local',
+      'noise_multiplier', 'rounds', 'participations', 'counted'
+  }
   if (not isinstance(data, dict) or set(data) != keys or
       data['kind'] != LOCAL_GUARANTEE_KIND or data['format_version'] != 1):
     raise accounting.LedgerFormatError(
@@ -212,7 +221,8 @@ def local_guarantee_from_json(
         mechanism=local_accounting.LocalMechanism(data['mechanism']),
         epsilon_local=data['epsilon_local'],
         noise_multiplier=data['noise_multiplier'])
-    return spec.guarantee(data['participations'], delta=delta,
+    return spec.guarantee(data['participations'],
+                          delta=delta,
                           accountants=accountants)
   except (TypeError, ValueError) as e:
     raise accounting.LedgerFormatError(str(e)) from e

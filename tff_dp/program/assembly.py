@@ -26,6 +26,7 @@ from tff_dp.data.labels import LabelKind
 from tff_dp.mechanisms import local_dp
 from tff_dp.program import run_privacy
 
+
 def dp_settings(config: TrainConfig):
   """TF Privacy's Gaussian aggregator settings of `config` (None if none)."""
   if config.dp_mechanism not in (DpMechanism.GAUSSIAN_FIXED,
@@ -44,30 +45,38 @@ def dp_settings(config: TrainConfig):
 def server_optimizer(config: TrainConfig):
   """The server optimizer of `config`."""
   return learning_process.build_server_optimizer(
-      config.server_optimizer, learning_rate=config.server_learning_rate,
+      config.server_optimizer,
+      learning_rate=config.server_learning_rate,
       momentum=config.server_momentum)
 
 
 def _model_args(config: TrainConfig, data: FederatedData) -> dict:
   # One place, so that TFF's algorithms, the grouped path and federated
   # evaluation (`tff_dp.program.federated_evaluation`) build the very same model.
-  return dict(
-      input_dim=data.input_dim, num_classes=data.num_classes,
-      hidden_units=config.hidden_units, seed=config.seed,
-      hidden_layers=config.hidden_layers, image_shape=data.image_shape,
-      vocab_size=data.vocab_size, embedding_dim=config.embedding_dim)
+  return dict(input_dim=data.input_dim,
+              num_classes=data.num_classes,
+              hidden_units=config.hidden_units,
+              seed=config.seed,
+              hidden_layers=config.hidden_layers,
+              image_shape=data.image_shape,
+              vocab_size=data.vocab_size,
+              embedding_dim=config.embedding_dim)
 
 
 def build_model_fn(config: TrainConfig, data: FederatedData):
   """The TFF model constructor of `config`'s model for `data` (whose
   `label_kind` decides the loss and the metrics)."""
-  return models.build_model_fn(config.model, label_kind=data.label_kind,
+  return models.build_model_fn(config.model,
+                               label_kind=data.label_kind,
                                **_model_args(config, data))
 
 
-def build_process(config: TrainConfig, data: FederatedData,
+def build_process(config: TrainConfig,
+                  data: FederatedData,
                   sampler: run_privacy.Sampler,
-                  *, group_size: int = 1, client_files_dir: str = ''):
+                  *,
+                  group_size: int = 1,
+                  client_files_dir: str = ''):
   """The TFF learning process that implements `config`'s mechanisms.
 
   Args:
@@ -88,22 +97,26 @@ def build_process(config: TrainConfig, data: FederatedData,
     return grouped_fedavg.build_grouped_dp_fedavg(
         keras_model_fn=lambda: models.build_keras_model(
             config.model, **_model_args(config, data)),
-        input_dim=data.input_dim, num_classes=data.num_classes,
+        input_dim=data.input_dim,
+        num_classes=data.num_classes,
         dp_factory=learning_process.build_dp_aggregator(dp_settings(config)),
         client_learning_rate=config.client_learning_rate,
         client_momentum=config.client_momentum,
         server_optimizer=server,
-        batch_size=config.client_batch_size, epochs=config.client_epochs,
+        batch_size=config.client_batch_size,
+        epochs=config.client_epochs,
         client_files_dir=client_files_dir,
         max_client_size=max(map(int, data.client_sizes()), default=0))
   model_fn = build_model_fn(config, data)
   dp = dp_settings(config)
   if config.algorithm is Algorithm.DP_FTRL:
     return dp_ftrl.build_dp_ftrl_process(
-        model_fn=model_fn, client_learning_rate=config.client_learning_rate,
+        model_fn=model_fn,
+        client_learning_rate=config.client_learning_rate,
         server_learning_rate=config.server_learning_rate,
         server_momentum=config.server_momentum,
-        noise_multiplier=config.noise_multiplier, clip=config.clip,
+        noise_multiplier=config.noise_multiplier,
+        clip=config.clip,
         clients_per_round=config.clients_per_round,
         rounds_per_epoch=sampler.rounds_per_epoch,
         client_momentum=config.client_momentum)
@@ -118,14 +131,16 @@ def build_process(config: TrainConfig, data: FederatedData,
         noise_multiplier=config.example_noise_multiplier,
         clip=config.example_clip,
         expected_batch_size=config.client_batch_size,
-        local_steps=config.local_steps, model_aggregator=central,
+        local_steps=config.local_steps,
+        model_aggregator=central,
         clients_per_round=None if central else config.clients_per_round,
         metrics_aggregator=learning_process.no_client_metrics)
   unweighted = None
   if config.local_dp is not LocalDp.NONE:
     spec = run_privacy.local_spec(config)
     unweighted = local_dp.build_local_dp_factory(
-        mechanism=spec.mechanism, clip=config.local_clip,
+        mechanism=spec.mechanism,
+        clip=config.local_clip,
         epsilon_local=config.local_epsilon,
         noise_multiplier=config.local_noise_multiplier,
         clients_per_round=config.clients_per_round,
@@ -135,8 +150,10 @@ def build_process(config: TrainConfig, data: FederatedData,
       model_fn=model_fn,
       algorithm=config.algorithm,
       model_aggregator=learning_process.build_model_aggregator(
-          dp=dp, client_weighting=config.client_weighting,
-          weight_cap=config.weight_cap, unweighted=unweighted),
+          dp=dp,
+          client_weighting=config.client_weighting,
+          weight_cap=config.weight_cap,
+          unweighted=unweighted),
       proximal_strength=config.proximal_strength,
       client_learning_rate=config.client_learning_rate,
       client_momentum=config.client_momentum,

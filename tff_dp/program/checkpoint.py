@@ -106,9 +106,10 @@ class CheckpointManager:
       _write_file(os.path.join(tmp, 'meta.json'),
                   json.dumps(meta, allow_nan=True, indent=1).encode())
       manifest = {
-          name: {'sha256': _sha256(os.path.join(tmp, name)),
-                 'bytes': os.path.getsize(os.path.join(tmp, name))}
-          for name in _FILES
+          name: {
+              'sha256': _sha256(os.path.join(tmp, name)),
+              'bytes': os.path.getsize(os.path.join(tmp, name))
+          } for name in _FILES
       }
       _write_file(os.path.join(tmp, 'MANIFEST.json'),
                   json.dumps(manifest, indent=1).encode())
@@ -157,8 +158,8 @@ class CheckpointManager:
     except CheckpointError:
       raise
     except (OSError, KeyError, TypeError, ValueError) as e:
-      raise CheckpointError(f'{path}: unreadable ({type(e).__name__}: {e})'
-                            ) from e
+      raise CheckpointError(
+          f'{path}: unreadable ({type(e).__name__}: {e})') from e
     if not isinstance(meta, dict) or meta.get(
         'format_version') != FORMAT_VERSION or meta.get('round') != round_num:
       raise CheckpointError(f'{path}: unexpected format or round in meta.json')
@@ -186,8 +187,8 @@ class CheckpointManager:
                    allow_pickle=False) as arrays:
         leaves = [arrays[f'arr_{i}'] for i in range(len(arrays.files))]
     except (OSError, KeyError, TypeError, ValueError) as e:
-      raise CheckpointError(f'{path}: unreadable ({type(e).__name__}: {e})'
-                            ) from e
+      raise CheckpointError(
+          f'{path}: unreadable ({type(e).__name__}: {e})') from e
     template = tf.nest.flatten(template_state)
     if len(leaves) != len(template):
       raise CheckpointError(f'{path}: holds {len(leaves)} tensors, the model '
@@ -198,8 +199,10 @@ class CheckpointManager:
         raise CheckpointError(
             f'{path}: tensor {i} is {leaf.dtype}{list(leaf.shape)}, the model '
             f'expects {expected.dtype}{list(expected.shape)}')
-    leaves = [leaf.item() if isinstance(t, bytes) else leaf
-              for leaf, t in zip(leaves, template)]
+    leaves = [
+        leaf.item() if isinstance(t, bytes) else leaf
+        for leaf, t in zip(leaves, template)
+    ]
     state = tf.nest.pack_sequence_as(template_state, leaves)
     return Checkpoint(round_num=round_num, state=state, meta=meta, path=path)
 

@@ -6,9 +6,8 @@ identical after a resume). Streamed sources (SQLite, EMNIST) are shuffled by
 tf.data with a seed derived the same way.
 """
 
-from typing import Sequence
-
 import hashlib
+from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -28,8 +27,8 @@ def client_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int,
     rng: Source of the permutations.
   """
   order = np.concatenate([rng.permutation(len(x)) for _ in range(epochs)])
-  return tf.data.Dataset.from_tensor_slices((x[order], y[order])).batch(
-      batch_size)
+  return tf.data.Dataset.from_tensor_slices(
+      (x[order], y[order])).batch(batch_size)
 
 
 class RoundDatasets:
@@ -45,11 +44,13 @@ class RoundDatasets:
   def __call__(self, round_num: int,
                client_indices: Sequence[int]) -> list[tf.data.Dataset]:
     return [
-        client_dataset(
-            self._data.client_x[i], self._data.client_y[i],
-            batch_size=self._batch_size, epochs=self._epochs,
-            rng=np.random.default_rng([self._seed, round_num, int(i)]))
-        for i in client_indices
+        client_dataset(self._data.client_x[i],
+                       self._data.client_y[i],
+                       batch_size=self._batch_size,
+                       epochs=self._epochs,
+                       rng=np.random.default_rng(
+                           [self._seed, round_num,
+                            int(i)])) for i in client_indices
     ]
 
 
@@ -86,7 +87,9 @@ def round_datasets_for(data, *, batch_size: int, epochs: int, seed: int):
   """The round-dataset builder that fits `data`'s kind."""
   if isinstance(data, FederatedData):
     return RoundDatasets(data, batch_size=batch_size, epochs=epochs, seed=seed)
-  return StreamedRoundDatasets(data, batch_size=batch_size, epochs=epochs,
+  return StreamedRoundDatasets(data,
+                               batch_size=batch_size,
+                               epochs=epochs,
                                seed=seed)
 
 

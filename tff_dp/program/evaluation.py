@@ -23,27 +23,39 @@ EVAL_BATCH_SIZE = 1024
 class ServerEvaluator:
   """Evaluates `tff.learning.models.ModelWeights` with a Keras twin model."""
 
-  def __init__(self, kind: ModelKind, *, input_dim: int, num_classes: int,
-               hidden_units: int, hidden_layers: int,
+  def __init__(self,
+               kind: ModelKind,
+               *,
+               input_dim: int,
+               num_classes: int,
+               hidden_units: int,
+               hidden_layers: int,
                test_data: tf.data.Dataset,
                image_shape: Optional[Sequence[int]] = None,
-               vocab_size: Optional[int] = None, embedding_dim: int = 8,
+               vocab_size: Optional[int] = None,
+               embedding_dim: int = 8,
                label_kind: LabelKind = LabelKind.SINGLE):
     self._label_kind = label_kind
-    self._model = models.build_keras_model(
-        kind, input_dim=input_dim, num_classes=num_classes,
-        hidden_units=hidden_units, hidden_layers=hidden_layers, seed=0,
-        image_shape=image_shape, vocab_size=vocab_size,
-        embedding_dim=embedding_dim)
+    self._model = models.build_keras_model(kind,
+                                           input_dim=input_dim,
+                                           num_classes=num_classes,
+                                           hidden_units=hidden_units,
+                                           hidden_layers=hidden_layers,
+                                           seed=0,
+                                           image_shape=image_shape,
+                                           vocab_size=vocab_size,
+                                           embedding_dim=embedding_dim)
     self._model.compile(loss=models.loss_fn(label_kind=label_kind),
                         metrics=models.metrics(label_kind=label_kind))
     # Batched and cached once: every round evaluates the same examples.
     self._data = test_data.batch(EVAL_BATCH_SIZE).cache()
 
-  def __call__(self, weights: tff.learning.models.ModelWeights
-               ) -> dict[str, float]:
+  def __call__(self,
+               weights: tff.learning.models.ModelWeights) -> dict[str, float]:
     """Returns {'loss', and the label kind's metrics} of `weights`."""
     weights.assign_weights_to(self._model)
     values = self._model.evaluate(self._data, verbose=0, return_dict=True)
-    return {'loss': float(values['loss']),
-            **labels.released_metrics(values, label_kind=self._label_kind)}
+    return {
+        'loss': float(values['loss']),
+        **labels.released_metrics(values, label_kind=self._label_kind)
+    }

@@ -28,12 +28,16 @@ class EventWriter:
     self._origin = float(int(time.time()))
 
   def _add(self, summary: summary_pb2.Summary, step: int) -> None:
-    self._writer.add_event(event_pb2.Event(
-        wall_time=self._origin + step, step=step, summary=summary))
+    self._writer.add_event(
+        event_pb2.Event(wall_time=self._origin + step,
+                        step=step,
+                        summary=summary))
 
   def scalar(self, tag: str, value: float, *, step: int) -> None:
-    self._add(summary_pb2.Summary(value=[summary_pb2.Summary.Value(
-        tag=tag, simple_value=float(value))]), step)
+    self._add(
+        summary_pb2.Summary(value=[
+            summary_pb2.Summary.Value(tag=tag, simple_value=float(value))
+        ]), step)
 
   def text(self, tag: str, text: str, *, step: int) -> None:
     self._add(text_summary.text_pb(tag, text), step)

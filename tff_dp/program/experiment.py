@@ -24,16 +24,16 @@ import os
 import time
 from typing import Any, Callable, Mapping, Optional
 
-from tff_dp.algorithms import grouped_data
 from tff_dp import atomic_io
-from tff_dp.cohorts import sampling
 from tff_dp import config as config_lib
+from tff_dp.algorithms import grouped_data
+from tff_dp.cohorts import sampling
 from tff_dp.config import DpMechanism
 from tff_dp.config import TrainConfig
 from tff_dp.data import fingerprint
-from tff_dp.data.held_out import HeldOutClients
 from tff_dp.data import labels
 from tff_dp.data import loading
+from tff_dp.data.held_out import HeldOutClients
 from tff_dp.execution import runtime
 from tff_dp.privacy import accounting
 from tff_dp.privacy import run_secrets
@@ -48,6 +48,7 @@ from tff_dp.program import release as release_lib
 from tff_dp.program import resume as resume_rules
 from tff_dp.program import run_privacy
 from tff_dp.program import training_loop
+
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
@@ -164,8 +165,7 @@ def evaluation_released(config: TrainConfig) -> bool:
   """Whether the run evaluates at all: in a DP run, evaluation outside the
   guarantee only on request (--release_nonprivate_metrics)."""
   covered = eval_prefix(config) == release_lib.EVAL_PREFIX
-  return (covered or not config.private or
-          config.release_nonprivate_metrics)
+  return (covered or not config.private or config.release_nonprivate_metrics)
 
 
 def _build_evaluator(config: TrainConfig, data,
@@ -173,13 +173,19 @@ def _build_evaluator(config: TrainConfig, data,
   """Model weights -> metrics, for `config.evaluation`."""
   if config.evaluation is config_lib.Evaluation.FEDERATED:
     return federated_evaluation.build_federated_evaluator(
-        assembly.build_model_fn(config, data), held_out,
+        assembly.build_model_fn(config, data),
+        held_out,
         label_kind=data.label_kind)
   return evaluation.ServerEvaluator(
-      config.model, input_dim=data.input_dim, num_classes=data.num_classes,
-      hidden_units=config.hidden_units, hidden_layers=config.hidden_layers,
-      image_shape=data.image_shape, vocab_size=data.vocab_size,
-      embedding_dim=config.embedding_dim, label_kind=data.label_kind,
+      config.model,
+      input_dim=data.input_dim,
+      num_classes=data.num_classes,
+      hidden_units=config.hidden_units,
+      hidden_layers=config.hidden_layers,
+      image_shape=data.image_shape,
+      vocab_size=data.vocab_size,
+      embedding_dim=config.embedding_dim,
+      label_kind=data.label_kind,
       test_data=client_data.test_dataset_for(data))
 
 
@@ -218,23 +224,36 @@ def run_experiment(
                      f'--evaluation=federated (got {config.evaluation.value})')
   # Replaced by the checkpoint's secrets if the run resumes (`_restore`).
   secrets = run_secrets.draw(config.insecure_sampling_seed)
-  sampler = run_privacy.build_sampler(config, data.population,
+  sampler = run_privacy.build_sampler(config,
+                                      data.population,
                                       secret=secrets.sampling)
   privacy = run_privacy.build_privacy_tracker(config, sampler, data)
   group_size = prepared.clients_per_call
   grouped_rounds = None
   if group_size > 1:
-    grouped_rounds = grouped_data.GroupedRounds(
-        data.client_x, data.client_y, seed=config.seed,
-        epochs=config.client_epochs, group_size=group_size)
-    print(f'simulation: up to {group_size} clients per TFF call (grouped '
-          'DP-FedAvg)', flush=True)
+    grouped_rounds = grouped_data.GroupedRounds(data.client_x,
+                                                data.client_y,
+                                                seed=config.seed,
+                                                epochs=config.client_epochs,
+                                                group_size=group_size)
+    print(
+        f'simulation: up to {group_size} clients per TFF call (grouped '
+        'DP-FedAvg)',
+        flush=True)
   try:
-    return _run(config, data, run_dir, held_out=held_out, sampler=sampler,
-                secrets=secrets, privacy=privacy, group_size=group_size,
+    return _run(config,
+                data,
+                run_dir,
+                held_out=held_out,
+                sampler=sampler,
+                secrets=secrets,
+                privacy=privacy,
+                group_size=group_size,
                 grouped_rounds=grouped_rounds,
-                wall_start=wall_start, resume=resume,
-                config_defaults=config_defaults, on_round=on_round)
+                wall_start=wall_start,
+                resume=resume,
+                config_defaults=config_defaults,
+                on_round=on_round)
   finally:
     if grouped_rounds is not None:
       grouped_rounds.close()
@@ -246,7 +265,10 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
   """`run_experiment` once the sampler, ledgers and client files exist."""
   release_nonprivate = (not config.private) or config.release_nonprivate_metrics
   process = assembly.build_process(
-      config, data, sampler, group_size=group_size,
+      config,
+      data,
+      sampler,
+      group_size=group_size,
       client_files_dir=(grouped_rounds.files_dir if grouped_rounds else ''))
   evaluate = (_build_evaluator(config, data, held_out)
               if evaluation_released(config) else None)
@@ -264,8 +286,13 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
       template = process.initialize()
       restored = None
       if resume:
-        restored = _restore(config, run_dir, checkpoints, template, privacy,
-                            config_defaults or {}, run_id=run_id,
+        restored = _restore(config,
+                            run_dir,
+                            checkpoints,
+                            template,
+                            privacy,
+                            config_defaults or {},
+                            run_id=run_id,
                             data_fingerprint=data_fingerprint)
       # Written only now: a refused resume leaves the run's files as they
       # were.
@@ -273,15 +300,17 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
                                   resolved_flagfile(config))
       atomic_io.write_text_atomic(os.path.join(run_dir, 'config.json'),
                                   json.dumps(config.to_json(), indent=2))
-      releaser = release_lib.Releaser(
-          run_dir, private=config.private, allow_nonprivate=release_nonprivate)
+      releaser = release_lib.Releaser(run_dir,
+                                      private=config.private,
+                                      allow_nonprivate=release_nonprivate)
       start_round, state, last_values = 1, template, {}
       if resume and restored is None:
         releaser.replay([])  # Nothing was released: start over, cleanly.
       if restored is not None:
         rows, start_round, state, last_values, secrets = restored
         # The checkpoint's secret: the resumed run redraws its own cohorts.
-        sampler = run_privacy.build_sampler(config, data.population,
+        sampler = run_privacy.build_sampler(config,
+                                            data.population,
                                             secret=secrets.sampling)
         releaser.replay(rows)
         if not rows or int(rows[-1]['round']) < start_round - 1:
@@ -290,58 +319,70 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
       releaser.write_text('flags', resolved_flagfile(config))
 
       def persist(round_num, state, values):
-        checkpoints.save(round_num, state, {
-            'config': config.to_json(),
-            'ledgers': privacy.to_json(),
-            'released': values,
-            # Only here: checkpoints stay private (see the statement).
-            'secrets': secrets.to_json(),
-            # What binds the checkpoint to this run and its data
-            # (`tff_dp.program.resume.check_checkpoint`).
-            'run_id': run_id,
-            'data_fingerprint': data_fingerprint,
-        })
+        checkpoints.save(
+            round_num,
+            state,
+            {
+                'config': config.to_json(),
+                'ledgers': privacy.to_json(),
+                'released': values,
+                # Only here: checkpoints stay private (see the statement).
+                'secrets': secrets.to_json(),
+                # What binds the checkpoint to this run and its data
+                # (`tff_dp.program.resume.check_checkpoint`).
+                'run_id': run_id,
+                'data_fingerprint': data_fingerprint,
+            })
         privacy.save(run_dir)
 
       result = training_loop.run_training_loop(
           process=process,
           state=state,
           sampler=sampler,
-          round_datasets=grouped_rounds or client_data.round_datasets_for(
-              data, batch_size=config.client_batch_size,
-              epochs=config.client_epochs, seed=config.seed),
+          round_datasets=grouped_rounds or
+          client_data.round_datasets_for(data,
+                                         batch_size=config.client_batch_size,
+                                         epochs=config.client_epochs,
+                                         seed=config.seed),
           rounds=config.rounds,
           privacy=privacy,
           evaluate=evaluate,
           eval_every=config.eval_every,
           eval_prefix=eval_prefix(config),
           release=releaser.release,
-          round_values=_round_values_fn(
-              config, release_nonprivate=release_nonprivate,
-              label_kind=data.label_kind),
+          round_values=_round_values_fn(config,
+                                        release_nonprivate=release_nonprivate,
+                                        label_kind=data.label_kind),
           persist=persist,
           report=lambda round_num, cohort: sampling.reporting_clients(
-              cohort, dropout_rate=config.dropout_rate,
-              seed=secrets.sampling, round_num=round_num),
+              cohort,
+              dropout_rate=config.dropout_rate,
+              seed=secrets.sampling,
+              round_num=round_num),
           max_epsilon=config.max_epsilon,
           start_round=start_round,
           last_values=last_values,
           on_round=on_round)
     statement = privacy_statement.privacy_statement(
-        config, population=data.population,
-        rounds_run=result.rounds_completed, privacy=privacy,
+        config,
+        population=data.population,
+        rounds_run=result.rounds_completed,
+        privacy=privacy,
         released_keys=releaser.released_keys)
-    atomic_io.write_text_atomic(
-        os.path.join(run_dir, 'privacy_statement.txt'), statement)
+    atomic_io.write_text_atomic(os.path.join(run_dir, 'privacy_statement.txt'),
+                                statement)
     releaser.write_text('privacy_statement', statement)
   finally:
     if releaser is not None:
       releaser.close()
 
-  summary = _summary(
-      config, data, run_dir, result, privacy,
-      resumed_from=None if restored is None else start_round - 1,
-      wall_seconds=time.monotonic() - wall_start)
+  summary = _summary(config,
+                     data,
+                     run_dir,
+                     result,
+                     privacy,
+                     resumed_from=None if restored is None else start_round - 1,
+                     wall_seconds=time.monotonic() - wall_start)
   atomic_io.write_text_atomic(os.path.join(run_dir, 'summary.json'),
                               json.dumps(summary.to_json(), indent=2))
   return summary
@@ -367,16 +408,20 @@ def _summary(config, data, run_dir, result, privacy, *, resumed_from,
       accuracy_key=accuracy_key if accuracy_key in values else None,
       headline_key=headline_key if headline_key in values else None,
       headline_value=values.get(headline_key),
-      eval_metrics={key: value for key, value in values.items()
-                    if key.startswith(prefix)},
-      epsilon={kind.value: _json_number(eps)
-               for kind, eps in epsilons.items() if not math.isnan(eps)},
-      accountants_not_applicable=[kind.value for kind, eps in
-                                  epsilons.items() if math.isnan(eps)],
+      eval_metrics={
+          key: value for key, value in values.items() if key.startswith(prefix)
+      },
+      epsilon={
+          kind.value: _json_number(eps)
+          for kind, eps in epsilons.items()
+          if not math.isnan(eps)
+      },
+      accountants_not_applicable=[
+          kind.value for kind, eps in epsilons.items() if math.isnan(eps)
+      ],
       guarantee_epsilon=None if guarantee is None else guarantee[1],
       guarantee_accountant=None if guarantee is None else guarantee[0].value,
-      local_epsilon=_json_number(
-          values.get('privacy/local_epsilon', math.nan)),
+      local_epsilon=_json_number(values.get('privacy/local_epsilon', math.nan)),
       record_level_epsilon=_json_number(
           values.get('privacy/example_epsilon', math.nan)),
       delta=config.delta if config.private else None,
@@ -387,9 +432,9 @@ def _summary(config, data, run_dir, result, privacy, *, resumed_from,
       resumed_from=resumed_from,
       # The run's duration grows with the cohorts' sizes: released only
       # with the other values outside the guarantee.
-      wall_seconds=(wall_seconds if (not config.private or
-                                     config.release_nonprivate_metrics)
-                    else None))
+      wall_seconds=(wall_seconds if
+                    (not config.private or
+                     config.release_nonprivate_metrics) else None))
 
 
 def _restore(config, run_dir, checkpoints, template, privacy, defaults, *,
@@ -411,22 +456,23 @@ def _restore(config, run_dir, checkpoints, template, privacy, defaults, *,
           f'checkpoint ({"; ".join(reasons) or "none saved"}); refusing to '
           'restart at round 0 with a fresh ledger. Use another --run_name')
     return None
-  secrets = resume_rules.check_checkpoint(
-      ckpt.meta, path=ckpt.path, round_num=ckpt.round_num,
-      config=config.to_json(), defaults=defaults, run_id=run_id,
-      data_fingerprint=data_fingerprint)
+  secrets = resume_rules.check_checkpoint(ckpt.meta,
+                                          path=ckpt.path,
+                                          round_num=ckpt.round_num,
+                                          config=config.to_json(),
+                                          defaults=defaults,
+                                          run_id=run_id,
+                                          data_fingerprint=data_fingerprint)
   resume_rules.check_fallback(checkpoint_round=ckpt.round_num,
-                              released=released, skipped=reasons)
+                              released=released,
+                              skipped=reasons)
   for path in checkpoints.move_aside([round_num for round_num, _ in skipped]):
-    print(f'warning: moved an invalid checkpoint aside to {path}',
-          flush=True)
+    print(f'warning: moved an invalid checkpoint aside to {path}', flush=True)
   for reason in reasons:
     print(f'warning: skipped an invalid checkpoint: {reason}', flush=True)
   # The ledger files are rewritten from the verified checkpoint only.
   privacy.restore_json(ckpt.meta['ledgers'])
   privacy.save(run_dir)
   rows = resume_rules.truncate_rows(csv_path, last_round=ckpt.round_num)
-  print(f'resuming after round {ckpt.round_num} from {ckpt.path}',
-        flush=True)
-  return (rows, ckpt.round_num + 1, ckpt.state, ckpt.meta['released'],
-          secrets)
+  print(f'resuming after round {ckpt.round_num} from {ckpt.path}', flush=True)
+  return (rows, ckpt.round_num + 1, ckpt.state, ckpt.meta['released'], secrets)

@@ -23,9 +23,9 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_dp.algorithms import learning_process
+from tff_dp.data import labels
 from tff_dp.data.federated_data import FederatedData
 from tff_dp.data.held_out import HeldOutClients
-from tff_dp.data import labels
 from tff_dp.data.labels import LabelKind
 from tff_dp.program import evaluation
 
@@ -52,7 +52,8 @@ def build_federated_evaluation(
 
 
 def held_out_datasets(
-    held_out: HeldOutClients, *,
+    held_out: HeldOutClients,
+    *,
     batch_size: int = evaluation.EVAL_BATCH_SIZE) -> list[tf.data.Dataset]:
   """The held-out clients' examples, one batched dataset per client.
 
@@ -80,8 +81,10 @@ class FederatedEvaluator:
   be called inside a TFF execution context (the run's runtime).
   """
 
-  def __init__(self, process: tff.learning.templates.LearningProcess,
-               datasets: Sequence[tf.data.Dataset], *,
+  def __init__(self,
+               process: tff.learning.templates.LearningProcess,
+               datasets: Sequence[tf.data.Dataset],
+               *,
                label_kind: LabelKind = LabelKind.SINGLE):
     """Initializes the evaluator.
 
@@ -99,8 +102,8 @@ class FederatedEvaluator:
     # Initialized on first use, inside the caller's execution context.
     self._initial_state = None
 
-  def __call__(self, weights: tff.learning.models.ModelWeights
-               ) -> dict[str, float]:
+  def __call__(self,
+               weights: tff.learning.models.ModelWeights) -> dict[str, float]:
     """Returns {'loss', the label kind's metrics, 'num_examples'}.
 
     Loss and metrics are example-weighted over all held-out examples.
@@ -114,15 +117,18 @@ class FederatedEvaluator:
     output = self._process.next(state, self._datasets)
     metrics = output.metrics['client_work']['eval']['current_round_metrics']
     return {
-        'loss': float(metrics['loss']),
+        'loss':
+            float(metrics['loss']),
         **labels.released_metrics(metrics, label_kind=self._label_kind),
-        'num_examples': float(metrics['num_examples']),
+        'num_examples':
+            float(metrics['num_examples']),
     }
 
 
 def build_federated_evaluator(
     model_fn: Callable[[], tff.learning.models.VariableModel],
-    held_out: HeldOutClients, *,
+    held_out: HeldOutClients,
+    *,
     label_kind: LabelKind = LabelKind.SINGLE) -> FederatedEvaluator:
   """The evaluator of `--evaluation=federated` for `model_fn`'s model.
 

@@ -42,12 +42,14 @@ class PreparedRun:
 def load_data(config: TrainConfig) -> Any:
   """The data `config` names; `ConfigError` naming the dataset if unusable."""
   try:
-    return loading.load(
-        config.dataset, num_clients=config.num_clients,
-        partition=config.partition, seed=config.data_seed,
-        test_fraction=config.test_fraction,
-        dirichlet_alpha=config.dirichlet_alpha, data_dir=config.data_dir,
-        client_data=config.client_data)
+    return loading.load(config.dataset,
+                        num_clients=config.num_clients,
+                        partition=config.partition,
+                        seed=config.data_seed,
+                        test_fraction=config.test_fraction,
+                        dirichlet_alpha=config.dirichlet_alpha,
+                        data_dir=config.data_dir,
+                        client_data=config.client_data)
   except loading.DataError as e:
     raise ConfigError('dataset', config.dataset.value, str(e)) from e
 
@@ -62,7 +64,8 @@ def _hold_out_eval_clients(config: TrainConfig, data):
     return data, None
   config_lib.check_eval_clients(config, data.population)
   from tff_dp.data import held_out  # pylint: disable=g-import-not-at-top
-  return held_out.hold_out_clients(data, eval_clients=config.eval_clients,
+  return held_out.hold_out_clients(data,
+                                   eval_clients=config.eval_clients,
                                    seed=config.data_seed)
 
 
@@ -73,9 +76,12 @@ def calibrate(config: TrainConfig, population: int):
   from tff_dp.privacy import calibration  # pylint: disable=g-import-not-at-top
   try:
     z, accountant = calibration.calibrate_noise_for_accountants(
-        target_epsilon=config.target_epsilon, delta=config.delta,
-        rounds=config.rounds, sampling=config.client_sampling,
-        population=population, clients_per_round=config.clients_per_round,
+        target_epsilon=config.target_epsilon,
+        delta=config.delta,
+        rounds=config.rounds,
+        sampling=config.client_sampling,
+        population=population,
+        clients_per_round=config.clients_per_round,
         accountants=config.accountants)
   except (ValueError, accounting.UnsupportedAccountingError) as e:
     raise ConfigError('target_epsilon', config.target_epsilon, str(e)) from e
@@ -88,8 +94,9 @@ def calibrate(config: TrainConfig, population: int):
   return config, accountant
 
 
-def prepare_run(config: TrainConfig, *, calibrate_noise: bool = True
-                ) -> PreparedRun:
+def prepare_run(config: TrainConfig,
+                *,
+                calibrate_noise: bool = True) -> PreparedRun:
   """Checks `config`, loads its data and calibrates its noise.
 
   Args:
@@ -104,11 +111,14 @@ def prepare_run(config: TrainConfig, *, calibrate_noise: bool = True
     ConfigError: For any setting that cannot run, naming the flag and value.
   """
   config_lib.check_config(config)  # Before loading: cheap checks first.
-  return _prepare_loaded(config, load_data(config),
+  return _prepare_loaded(config,
+                         load_data(config),
                          calibrate_noise=calibrate_noise)
 
 
-def prepare_data(config: TrainConfig, data: Any, *,
+def prepare_data(config: TrainConfig,
+                 data: Any,
+                 *,
                  calibrate_noise: bool = True) -> PreparedRun:
   """`prepare_run` for data already in hand (benchmarks, tests)."""
   config_lib.check_config(config)
@@ -120,16 +130,21 @@ def _prepare_loaded(config: TrainConfig, data: Any, *,
   """The checks and resolutions of `prepare_run` that need the data."""
   data, held_out = _hold_out_eval_clients(config, data)
   config_lib.check_population(config, data.population)
-  config_lib.check_model_fits_data(config, image_shape=data.image_shape,
+  config_lib.check_model_fits_data(config,
+                                   image_shape=data.image_shape,
                                    vocab_size=data.vocab_size)
   from tff_dp.data.federated_data import FederatedData  # pylint: disable=g-import-not-at-top
-  clients_per_call = config_lib.resolve_clients_per_call(
-      config, in_memory=isinstance(data, FederatedData))
+  clients_per_call = config_lib.resolve_clients_per_call(config,
+                                                         in_memory=isinstance(
+                                                             data,
+                                                             FederatedData))
   if config.example_dp:
     config_lib.check_record_level_delta(config, int(max(data.client_sizes())))
   calibrated_by = None
   if calibrate_noise and config.target_epsilon is not None:
     config, calibrated_by = calibrate(config, data.population)
-  return PreparedRun(config=config, data=data, held_out=held_out,
+  return PreparedRun(config=config,
+                     data=data,
+                     held_out=held_out,
                      clients_per_call=clients_per_call,
                      calibrated_by=calibrated_by)

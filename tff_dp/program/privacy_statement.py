@@ -22,25 +22,27 @@ from tff_dp.privacy import run_secrets
 from tff_dp.program import release
 
 _SAMPLING_WORDS = {
-    sampling.ClientSampling.POISSON: (
-        'Poisson: each client joined each round independently with '
-        'probability q = {q:.6g}; the cohort is assumed hidden from the '
-        'adversary (only its aggregate is released)'),
-    sampling.ClientSampling.FIXED_SIZE: (
-        'fixed-size: exactly {n} distinct clients per round, uniformly '
-        'without replacement (q = {q:.6g})'),
-    sampling.ClientSampling.FULL: (
-        'full participation: every client in every round (no amplification '
-        'by sampling)'),
-    sampling.ClientSampling.SHUFFLED_EPOCHS: (
-        'shuffled epochs: every client at most once per epoch, {n} per round, '
-        'in a secret random order independent of the data (no amplification '
-        'is claimed)'),
+    sampling.ClientSampling.POISSON:
+        ('Poisson: each client joined each round independently with '
+         'probability q = {q:.6g}; the cohort is assumed hidden from the '
+         'adversary (only its aggregate is released)'),
+    sampling.ClientSampling.FIXED_SIZE:
+        ('fixed-size: exactly {n} distinct clients per round, uniformly '
+         'without replacement (q = {q:.6g})'),
+    sampling.ClientSampling.FULL:
+        ('full participation: every client in every round (no amplification '
+         'by sampling)'),
+    sampling.ClientSampling.SHUFFLED_EPOCHS:
+        ('shuffled epochs: every client at most once per epoch, {n} per round, '
+         'in a secret random order independent of the data (no amplification '
+         'is claimed)'),
 }
 
 _ADJACENCY_WORDS = {
-    'ADD_OR_REMOVE_ONE': 'add/remove one client (and all of its data)',
-    'REPLACE_ONE': 'replace one client (and all of its data) by another',
+    'ADD_OR_REMOVE_ONE':
+        'add/remove one client (and all of its data)',
+    'REPLACE_ONE':
+        'replace one client (and all of its data) by another',
     'REPLACE_SPECIAL': ('replace one client (and all of its data) by a client '
                         'whose updates are zero'),
 }
@@ -54,10 +56,14 @@ def _format_epsilon(eps: float) -> str:
   return f'{eps:.4g}'
 
 
-def privacy_statement(config: TrainConfig, *, population: int,
-                      rounds_run: int,
-                      privacy: privacy_tracking.PrivacyTracker,
-                      released_keys: Iterable[str] = ()) -> str:
+def privacy_statement(
+    config: TrainConfig,
+    *,
+    population: int,
+    rounds_run: int,
+    privacy: privacy_tracking.PrivacyTracker,
+    released_keys: Iterable[str] = ()
+) -> str:
   """Returns the statement as plain text.
 
   Args:
@@ -79,12 +85,12 @@ def privacy_statement(config: TrainConfig, *, population: int,
         f'NOT PRIVATE: {why}. Epsilon is infinite. Every released value (the',
         'model included) is computed from client data without noise.',
         f'Rounds: {rounds_run}; population: {population} clients.',
-        'Released per round: ' + (', '.join(released_keys) or 'nothing') +
-        '.',
+        'Released per round: ' + (', '.join(released_keys) or 'nothing') + '.',
     ]
     lines += _federated_evaluation_lines(config, private=False)
     return '\n'.join(lines) + '\n'
-  lines += _central_lines(config, population=population,
+  lines += _central_lines(config,
+                          population=population,
                           rounds_run=rounds_run,
                           epsilons=privacy.epsilons())
   lines += _local_lines(config, privacy)
@@ -96,16 +102,18 @@ def privacy_statement(config: TrainConfig, *, population: int,
 
 def _release_lines(config, released_keys: list[str]) -> list[str]:
   """What the run released, what it did not, and what no guarantee covers."""
-  covered = [k for k in released_keys
-             if not k.startswith(release.NONPRIVATE_PREFIX)]
-  uncovered = [k for k in released_keys
-               if k.startswith(release.NONPRIVATE_PREFIX)]
+  covered = [
+      k for k in released_keys if not k.startswith(release.NONPRIVATE_PREFIX)
+  ]
+  uncovered = [
+      k for k in released_keys if k.startswith(release.NONPRIVATE_PREFIX)
+  ]
   lines = [
       'Released: the model after every round (and anything computed from it '
-      'and public data), and per round: ' + (', '.join(covered) or 'nothing')
-      + '.',
-      'Evaluation data: '
-      + loading.test_set_origin(config.dataset).describe() + '.',
+      'and public data), and per round: ' + (', '.join(covered) or 'nothing') +
+      '.',
+      'Evaluation data: ' + loading.test_set_origin(config.dataset).describe() +
+      '.',
   ]
   if uncovered:
     lines.append(
@@ -156,20 +164,22 @@ def _assumption_lines(config) -> list[str]:
         'it served unauthenticated gRPC on all interfaces during the run, '
         'and the guarantee does not hold against anyone who connected.')
   if config.insecure_sampling_seed is not None:
-    lines.insert(0, (
-        'INSECURE: the cohorts were drawn from --insecure_sampling_seed='
-        f'{config.insecure_sampling_seed}, which is in the released flags. '
-        'The guarantee does NOT hold against anyone who knows that value: '
-        'with it the cohorts are public and amplification by sampling is '
-        'void.'))
+    lines.insert(
+        0, ('INSECURE: the cohorts were drawn from --insecure_sampling_seed='
+            f'{config.insecure_sampling_seed}, which is in the released flags. '
+            'The guarantee does NOT hold against anyone who knows that value: '
+            'with it the cohorts are public and amplification by sampling is '
+            'void.'))
   return lines
 
 
 def _central_lines(config, *, population, rounds_run, epsilons) -> list[str]:
   if not config.central_private:
-    return ['Central (user-level) guarantee: none. The released models carry '
-            'no central DP claim (--dp_mechanism=none); see the local or '
-            'record-level guarantee below.']
+    return [
+        'Central (user-level) guarantee: none. The released models carry '
+        'no central DP claim (--dp_mechanism=none); see the local or '
+        'record-level guarantee below.'
+    ]
   relation = accounting.neighboring_relation(config.client_sampling)
   q = config.clients_per_round / population
   if config.dp_mechanism is DpMechanism.GAUSSIAN_FIXED:
@@ -196,13 +206,13 @@ def _central_lines(config, *, population, rounds_run, epsilons) -> list[str]:
       'Unit of privacy: one client, i.e. all of the data of one client '
       '(user-level DP).',
       f'Adjacency: {_ADJACENCY_WORDS[relation.name]}.',
-      f'Population: N = {population} clients (from the data)'
-      + _held_out_words(config) + '.',
+      f'Population: N = {population} clients (from the data)' +
+      _held_out_words(config) + '.',
       'Sampling: ' + _SAMPLING_WORDS[config.client_sampling].format(
           q=q, n=config.clients_per_round) + '.',
       f'Mechanism: {mechanism}; the noised sum is divided by the fixed '
-      f'clients_per_round = {config.clients_per_round}.'
-      + _weighting_words(config),
+      f'clients_per_round = {config.clients_per_round}.' +
+      _weighting_words(config),
       f'Rounds released: {rounds_run}.',
       f'Delta: {config.delta:g}.',
   ]
@@ -237,9 +247,9 @@ def _federated_evaluation_lines(config, *, private: bool) -> list[str]:
   """What federated evaluation released, and that no guarantee covers it."""
   if config.evaluation is not Evaluation.FEDERATED:
     return []
-  keys = ', '.join(sorted(
-      key for key in release.NONPRIVATE_KEYS
-      if key.startswith(release.FED_EVAL_PREFIX)))
+  keys = ', '.join(
+      sorted(key for key in release.NONPRIVATE_KEYS
+             if key.startswith(release.FED_EVAL_PREFIX)))
   text = (f'Federated evaluation: {keys} (those that apply) are computed '
           f'from the data of the {config.eval_clients} held-out clients '
           '(chosen by --data_seed, never trained on) WITHOUT noise')

@@ -70,7 +70,8 @@ NONPRIVATE_KEYS = frozenset({
     # Federated evaluation over the held-out clients
     # (`tff_dp.program.federated_evaluation`): their metrics, un-noised.
     FED_EVAL_PREFIX + 'num_examples',
-    *(prefix + name for prefix in (FED_EVAL_PREFIX, PRIVATE_EVAL_PREFIX)
+    *(prefix + name
+      for prefix in (FED_EVAL_PREFIX, PRIVATE_EVAL_PREFIX)
       for name in _EVAL_METRICS),
 })
 
@@ -115,7 +116,8 @@ class Releaser:
 
   def release(self, round_num: int, values: Mapping[str, float]) -> None:
     """Releases one round's values (after checking every key)."""
-    check_release_keys(values.keys(), private=self._private,
+    check_release_keys(values.keys(),
+                       private=self._private,
                        allow_nonprivate=self._allow_nonprivate)
     self.released_keys.update(values)
     row = {key: float(value) for key, value in values.items()}

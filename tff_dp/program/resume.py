@@ -38,7 +38,11 @@ from tff_dp.privacy import run_secrets
 # Flags that may differ between a run and its resumption: they change neither
 # the mechanism, nor the sampler, nor the data.
 RESUMABLE_CHANGES = frozenset({
-    'rounds', 'max_epsilon', 'eval_every', 'output_dir', 'run_name',
+    'rounds',
+    'max_epsilon',
+    'eval_every',
+    'output_dir',
+    'run_name',
     'accountants',
     # Both paths keep the same state structure and compute the same
     # mechanism (tests/test_grouped_fedavg.py).
@@ -153,9 +157,8 @@ def ensure_run_id(run_dir: str) -> str:
   run_id = read_run_id(run_dir)
   if run_id is None:
     run_id = secrets.token_hex(16)
-    atomic_io.write_text_atomic(
-        os.path.join(run_dir, RUN_MARKER),
-        f'tff-dp run directory\nrun_id={run_id}\n')
+    atomic_io.write_text_atomic(os.path.join(run_dir, RUN_MARKER),
+                                f'tff-dp run directory\nrun_id={run_id}\n')
   return run_id
 
 
@@ -172,8 +175,7 @@ def _ledger_rounds(ledgers: Any) -> list[int]:
 def check_checkpoint(meta: Mapping[str, Any], *, path: str, round_num: int,
                      config: Mapping[str, Any], defaults: Mapping[str, Any],
                      run_id: Optional[str],
-                     data_fingerprint: Optional[str]
-                     ) -> run_secrets.RunSecrets:
+                     data_fingerprint: Optional[str]) -> run_secrets.RunSecrets:
   """Refuses a checkpoint that is not this run's; returns its secrets.
 
   Args:
@@ -202,8 +204,8 @@ def check_checkpoint(meta: Mapping[str, Any], *, path: str, round_num: int,
         f'is {run_id}): a checkpoint copied from elsewhere cannot continue '
         'this run\'s ledger. Use another --run_name')
   if differences:
-    raise ResumeError('these flags differ from the checkpoint being resumed: '
-                      + '; '.join(differences))
+    raise ResumeError('these flags differ from the checkpoint being resumed: ' +
+                      '; '.join(differences))
   if any(count != round_num for count in ledger_rounds):
     raise ResumeError(
         f'{path} is for round {round_num} but its ledgers charge '

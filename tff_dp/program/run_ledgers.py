@@ -59,8 +59,9 @@ class RunGuarantees:
     return any(not isinstance(e, dp_event.NonPrivateDpEvent)
                for e in self.ledger.events)
 
-  def central_epsilons(self, *, delta: float, accountants: Sequence[
-      accounting.AccountantKind]) -> dict[accounting.AccountantKind, float]:
+  def central_epsilons(
+      self, *, delta: float, accountants: Sequence[accounting.AccountantKind]
+  ) -> dict[accounting.AccountantKind, float]:
     """Central epsilon per accountant; NaN where one cannot compose."""
     result = {}
     for kind in accountants:
@@ -86,8 +87,9 @@ def run_delta(run_dir: str) -> Optional[float]:
     return None
   config = _read_json(path)
   delta = config.get('delta') if isinstance(config, dict) else None
-  if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not (
-      0 < delta < 1):
+  if isinstance(delta,
+                bool) or not isinstance(delta,
+                                        (int, float)) or not (0 < delta < 1):
     raise RunDirError(f'{path}: delta must be a number in (0, 1), got '
                       f'{delta!r:.40}')
   return float(delta)
@@ -99,21 +101,21 @@ def _from_checkpoint(path: str, meta: dict[str, Any], *, delta: float,
   try:
     ledgers = meta['ledgers']
     ledger = accounting.PrivacyLedger.from_json(ledgers['central'])
-    result = RunGuarantees(source=f'{path} (checksums verified)',
-                           ledger=ledger)
+    result = RunGuarantees(source=f'{path} (checksums verified)', ledger=ledger)
     if ledgers.get('local') is not None:
       local = local_accounting.LocalPrivacyLedger.from_json(ledgers['local'])
       every_round = result.central_claim
-      participations = (ledger.rounds if every_round else
-                        local.max_participations())
-      result.local = local.spec.guarantee(participations, delta=delta,
+      participations = (ledger.rounds
+                        if every_round else local.max_participations())
+      result.local = local.spec.guarantee(participations,
+                                          delta=delta,
                                           accountants=accountants)
       result.local_counted = ('every round' if every_round else
                               'most participations of any client')
     if ledgers.get('silos') is not None:
       silos = example_accounting.SiloLedger.from_json(ledgers['silos'])
-      result.record_level = silos.report(
-          delta=delta, accountants=accountants).worst()
+      result.record_level = silos.report(delta=delta,
+                                         accountants=accountants).worst()
   except (KeyError, TypeError, ValueError) as e:
     raise RunDirError(f'{path}: its ledgers do not parse: {e}') from e
   if ledger.rounds != meta.get('round'):
@@ -143,16 +145,16 @@ def _from_released_files(run_dir: str, ledger: accounting.PrivacyLedger, *,
   if os.path.isfile(silo_path):
     try:
       silos = example_accounting.SiloLedger.load(silo_path)
-      result.record_level = silos.report(
-          delta=delta, accountants=accountants).worst()
+      result.record_level = silos.report(delta=delta,
+                                         accountants=accountants).worst()
     except (OSError, ValueError) as e:
       raise RunDirError(f'invalid {silo_path}: {e}') from e
   return result
 
 
-def load_run_guarantees(run_dir: str, *, delta: float,
-                        accountants: Sequence[accounting.AccountantKind]
-                        ) -> RunGuarantees:
+def load_run_guarantees(
+    run_dir: str, *, delta: float,
+    accountants: Sequence[accounting.AccountantKind]) -> RunGuarantees:
   """The guarantees of `run_dir`'s ledgers (module docstring: which ones).
 
   Raises:
@@ -170,9 +172,13 @@ def load_run_guarantees(run_dir: str, *, delta: float,
   if meta is None:
     if released is None:
       raise RunDirError(released_error)
-    return _from_released_files(run_dir, released, delta=delta,
+    return _from_released_files(run_dir,
+                                released,
+                                delta=delta,
                                 accountants=accountants)
-  result = _from_checkpoint(checkpoints.path(round_num), meta, delta=delta,
+  result = _from_checkpoint(checkpoints.path(round_num),
+                            meta,
+                            delta=delta,
                             accountants=accountants)
   if released is None:
     result.warnings.append(f'{ledger_path}: {released_error}')

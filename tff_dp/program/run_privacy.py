@@ -40,11 +40,13 @@ def build_sampler(config: TrainConfig, population: int, *,
   never from the public `config.seed`."""
   if config.client_sampling is sampling.ClientSampling.SHUFFLED_EPOCHS:
     return epoch_sampling.EpochSampler(
-        population=population, clients_per_round=config.clients_per_round,
+        population=population,
+        clients_per_round=config.clients_per_round,
         seed=secret)
-  return sampling.ClientSampler(
-      sampling=config.client_sampling, population=population,
-      clients_per_round=config.clients_per_round, seed=secret)
+  return sampling.ClientSampler(sampling=config.client_sampling,
+                                population=population,
+                                clients_per_round=config.clients_per_round,
+                                seed=secret)
 
 
 def _central_noise(config: TrainConfig) -> float:
@@ -89,6 +91,7 @@ def build_privacy_tracker(config: TrainConfig, sampler: Sampler,
     def round_event(round_num):
       del round_num
       return event
+
   tracker = privacy_tracking.PrivacyTracker(
       ledger=accounting.PrivacyLedger(relation),
       round_event=round_event,
@@ -124,8 +127,8 @@ def planned_tracker(config: TrainConfig,
   tracker = build_privacy_tracker(config, sampler, data)
   # Charging one client suffices for the local ledger (its worst client is
   # that one); the record-level ledger's worst client depends on the sizes.
-  everyone = (range(data.population) if tracker.silos is not None else
-              range(min(data.population, 1)))
+  everyone = (range(data.population) if tracker.silos is not None else range(
+      min(data.population, 1)))
   for round_num in range(1, config.rounds + 1):
     tracker.charge(round_num, everyone)
   return tracker

@@ -87,7 +87,8 @@ def _csv_sink(run_dir: str) -> tff.program.ReleaseManager:
   # WRITE mode replaces the file atomically on every release; APPEND could
   # leave half a row behind a crash.
   return tff.program.CSVFileReleaseManager(
-      csv_path(run_dir), save_mode=tff.program.CSVSaveMode.WRITE,
+      csv_path(run_dir),
+      save_mode=tff.program.CSVSaveMode.WRITE,
       key_fieldname=CSV_KEY_FIELD)
 
 
@@ -104,7 +105,7 @@ class Sink:
 
 
 SINKS = (
-    Sink('tensorboard/', lambda run_dir: TensorBoardReleaseManager(
-        tensorboard_dir(run_dir))),
+    Sink('tensorboard/',
+         lambda run_dir: TensorBoardReleaseManager(tensorboard_dir(run_dir))),
     Sink('metrics.csv', _csv_sink),  # Last: the record of what was released.
 )

@@ -11,7 +11,6 @@ import dataclasses
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-
 from tff_dp.cohorts import sampling
 from tff_dp.privacy import accounting
 from tff_dp.privacy import privacy_tracking
@@ -120,9 +119,8 @@ def run_training_loop(
     last_values = values
     if on_round is not None:
       on_round(round_num, values)
-  return LoopResult(
-      state=state,
-      rounds_completed=round_num,
-      stop_reason=stop_reason,
-      last_values=last_values,
-      epsilons=privacy.epsilons())
+  return LoopResult(state=state,
+                    rounds_completed=round_num,
+                    stop_reason=stop_reason,
+                    last_values=last_values,
+                    epsilons=privacy.epsilons())

@@ -54,9 +54,10 @@ def confinement_unavailable_reason() -> Optional[str]:
             'TFF worker cannot be confined to a private Unix socket')
   path = loopback_bind_library()
   if path is None:
-    return ('the worker shim (tff_dp/execution/native/loopback_bind.c) was not built, '
-            'so the TFF worker cannot be confined to a private Unix socket; '
-            'to build it, ' + build_hint())
+    return (
+        'the worker shim (tff_dp/execution/native/loopback_bind.c) was not built, '
+        'so the TFF worker cannot be confined to a private Unix socket; '
+        'to build it, ' + build_hint())
   if any(c in path for c in ' \t\n:'):
     # ld.so splits LD_PRELOAD on these and would silently skip the shim.
     return f'the worker shim path {path!r} cannot be preloaded'
