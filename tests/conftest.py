@@ -11,6 +11,9 @@ import pytest
 
 # Keep TensorFlow's C++ start-up chatter out of test output.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# The helpers' asserts (e.g. configs_smoke.train_and_check's) explain a
+# failure as a test's own do.
+pytest.register_assert_rewrite('tests.helpers')
 
 
 def pytest_addoption(parser):

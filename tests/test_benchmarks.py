@@ -16,9 +16,9 @@ import sys
 
 import numpy as np
 import pytest
-import worker_utils
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import workers
 
 # `python -m pytest` from the root puts it on sys.path; bare `pytest` does not.
 if REPO_ROOT not in sys.path:
@@ -222,7 +222,7 @@ def test_quick_mode_leaves_no_tff_worker_running(quick_run):
   logged = []
   for path in glob.glob(os.path.join(output_dir, '**', '*.log'),
                         recursive=True):
-    logged += worker_utils.worker_pids_from_log(path)
+    logged += workers.worker_pids_from_log(path)
   assert len(logged) >= 2  # The tff-dp engine and the memory run.
   # Every worker the engines reported, TFF's default-context one included.
   reported = [
@@ -233,7 +233,7 @@ def test_quick_mode_leaves_no_tff_worker_running(quick_run):
   assert not any(worker['left_running']
                  for job in report['jobs']
                  for worker in job['workers'])
-  assert worker_utils.wait_until_gone(set(logged) | set(reported)) == []
+  assert workers.wait_until_gone(set(logged) | set(reported)) == []
 
 
 @pytest.mark.tff

@@ -1,9 +1,9 @@
 """Federated CIFAR-100 (Krizhevsky 2009; TFF's Pachinko partition of Reddi et
 al. 2021) as a training source, and the CNN it trains.
 
-The data tests write a tiny cifar100.sqlite in TFF's own format (the schema
-of `test_tff_datasets`) and read it through TFF's real loader: nothing is
-mocked. The program tests run `python -m tff_dp.cli.train` on the
+The data tests write a tiny cifar100.sqlite in TFF's own format
+(`tests.helpers.fake_tff_caches`) and read it through TFF's real loader:
+nothing is mocked. The program tests run `python -m tff_dp.cli.train` on the
 configs/cifar100.cfg preset: once without the cache (exit 2, the file
 named) and once for one round on a fake cache.
 """
@@ -16,9 +16,9 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-import test_tff_datasets as fake
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import fake_tff_caches
 from tff_dp.algorithms import models
 from tff_dp.config import ModelKind
 from tff_dp.data import benchmark_source
@@ -67,8 +67,7 @@ def fixture_cache(tmp_path):
           '1': [_example(_image(rng), 14)]
       },
   }
-  fake._write_database(  # pylint: disable=protected-access
-      str(tmp_path / 'cifar100.sqlite'), splits)
+  fake_tff_caches.write_database(str(tmp_path / 'cifar100.sqlite'), splits)
   return str(tmp_path), splits
 
 
@@ -255,10 +254,16 @@ def test_preset_trains_one_round_on_a_fake_cache(tmp_path):
   data_dir = tmp_path / 'cache'
   data_dir.mkdir()
   make = lambda: _example(_image(rng), int(rng.integers(100)))
-  fake._write_database(  # pylint: disable=protected-access
-      str(data_dir / 'cifar100.sqlite'),
-      {'train': {str(i): [make()] for i in range(_PROGRAM_CLIENTS)},
-       'test': {'0': [make(), make()], '1': [make()]}})
+  fake_tff_caches.write_database(
+      str(data_dir / 'cifar100.sqlite'), {
+          'train': {
+              str(i): [make()] for i in range(_PROGRAM_CLIENTS)
+          },
+          'test': {
+              '0': [make(), make()],
+              '1': [make()]
+          }
+      })
   result = _train(f'--flagfile={_PRESET}', '--rounds=1',
                   f'--clients_per_round={_PROGRAM_COHORT}',
                   f'--data_dir={data_dir}', f'--output_dir={tmp_path}',

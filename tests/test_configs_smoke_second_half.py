@@ -5,7 +5,8 @@ sends each file to one worker) train the two halves at the same time.
 """
 
 import pytest
-import test_configs_smoke as smoke
+
+from tests.helpers import configs_smoke as smoke
 
 
 @pytest.mark.e2e

@@ -14,9 +14,9 @@ import subprocess
 import dp_accounting
 from dp_accounting import rdp
 import pytest
-import worker_utils
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import workers
 
 pytestmark = pytest.mark.e2e
 
@@ -115,9 +115,9 @@ def test_smoke_summary_epsilon_is_dp_accountings_for_what_ran(smoke_run):
 
 def test_smoke_run_leaves_no_worker(smoke_run):
   _, run_dir = smoke_run
-  pids = worker_utils.worker_pids_from_log(os.path.join(run_dir, 'worker.log'))
+  pids = workers.worker_pids_from_log(os.path.join(run_dir, 'worker.log'))
   assert len(pids) == 1
-  assert worker_utils.wait_until_gone(pids) == []
+  assert workers.wait_until_gone(pids) == []
 
 
 def test_bad_flag_through_run_sh_fails_cleanly(tmp_path):

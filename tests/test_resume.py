@@ -18,9 +18,9 @@ import sys
 
 import numpy as np
 import pytest
-import worker_utils
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import workers
 from tff_dp.privacy import accounting
 
 pytestmark = pytest.mark.e2e
@@ -91,8 +91,8 @@ def test_kill_9_then_resume_is_exact(tmp_path, point):
   crashed = _train(tmp_path, crash_at=f'{point}:2')
   assert crashed.returncode == -9, crashed.stderr
   run_dir = os.path.join(tmp_path, 'run')
-  pids = worker_utils.worker_pids_from_log(os.path.join(run_dir, 'worker.log'))
-  assert worker_utils.wait_until_gone(pids) == []
+  pids = workers.worker_pids_from_log(os.path.join(run_dir, 'worker.log'))
+  assert workers.wait_until_gone(pids) == []
 
   resumed = _train(tmp_path)
   assert resumed.returncode == 0, resumed.stderr
@@ -108,8 +108,8 @@ def test_kill_9_then_resume_is_exact(tmp_path, point):
   for tag, steps in _tensorboard_steps(run_dir).items():
     if tag.startswith(('eval/', 'privacy/', 'time/', 'cohort/')):
       assert sorted(steps) == list(range(1, _ROUNDS + 1)), tag
-  pids = worker_utils.worker_pids_from_log(os.path.join(run_dir, 'worker.log'))
-  assert worker_utils.wait_until_gone(pids) == []
+  pids = workers.worker_pids_from_log(os.path.join(run_dir, 'worker.log'))
+  assert workers.wait_until_gone(pids) == []
 
 
 def _final_state(run_dir):

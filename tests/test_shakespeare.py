@@ -1,12 +1,12 @@
 """Federated Shakespeare (LEAF, Caldas et al. 2018; McMahan et al. 2017) as
 next-character windows, and the rnn model that trains on them.
 
-The data tests write a tiny shakespeare.sqlite in TFF's own format (the
-schema of `test_tff_datasets`) and read it through TFF's real loader: nothing
-is mocked. The ids are checked against TFF's own Shakespeare tokenizer. The
-program tests run `python -m tff_dp.cli.train` on the configs/shakespeare.cfg
-preset: once without the cache (exit 2, the file named) and once for one
-round on a fake cache.
+The data tests write a tiny shakespeare.sqlite in TFF's own format
+(`tests.helpers.fake_shakespeare`) and read it through TFF's real loader:
+nothing is mocked. The ids are checked against TFF's own Shakespeare tokenizer.
+The program tests run `python -m tff_dp.cli.train` on the
+configs/shakespeare.cfg preset: once without the cache (exit 2, the file named)
+and once for one round on a fake cache.
 """
 
 import json
@@ -19,9 +19,9 @@ import pytest
 import tensorflow as tf
 from tensorflow_federated.python.simulation.baselines.shakespeare import char_prediction_preprocessing as tff_chars
 from tensorflow_federated.python.simulation.baselines.shakespeare import char_prediction_tasks as tff_char_tasks
-import test_tff_datasets as fake
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import fake_shakespeare as fake
 from tff_dp import config as config_lib
 from tff_dp.algorithms import models
 from tff_dp.config import ModelKind
@@ -35,67 +35,6 @@ _W = token_sources.SHAKESPEARE_WINDOW
 # own); 13 admits adaptive clipping with z up to 1.2 (z < 0.1 * cohort).
 _PROGRAM_CLIENTS = 16
 _PROGRAM_COHORT = 13
-# 'é' is two bytes outside TFF's vocabulary: two oov ids, as TFF splits bytes.
-_LINES = [
-    'To be, or not to be, that is the question:\n',
-    'Whether \'tis nobler in the mind to suffer\r',
-    'The slings and arrows of outrageous fortune, ',
-    'Or to take arms against a sea of troubles [é] ~{}',
-]
-
-
-def snippet(rng, length):
-  """`length` characters of Hamlet, starting at a random line."""
-  text = ''.join(_LINES) * (1 + length // 100)
-  start = int(rng.integers(len(_LINES[0])))
-  return text[start:start + length]
-
-
-def reference_ids(text: str) -> list[int]:
-  """[bos, ids..., eos] computed in Python from TFF's vocabulary."""
-  vocabulary = token_sources.SHAKESPEARE_VOCABULARY
-  chars = vocabulary.tokens
-  ids = [
-      chars.index(chr(b)) + 1 if chr(b) in chars else vocabulary.oov
-      for b in text.encode('utf-8')
-  ]
-  return [vocabulary.bos] + ids + [vocabulary.eos]
-
-
-def reference_windows(records: list[list[int]], window: int):
-  """(features, label) pairs: the joined stream cut into window + 1 ids."""
-  stream = [token for record in records for token in record]
-  length = window + 1
-  chunks = [stream[i:i + length] for i in range(0, len(stream), length)]
-  chunks[-1] = [0] * (length - len(chunks[-1])) + chunks[-1]
-  return [(chunk[:window], chunk[window]) for chunk in chunks]
-
-
-def as_pairs(dataset: tf.data.Dataset):
-  return [(f.astype(np.int64).tolist(), int(y))
-          for f, y in dataset.as_numpy_iterator()]
-
-
-def write_fake_cache(data_dir: str, *, train_clients: dict[str, list[str]],
-                     test_clients: dict[str, list[str]]) -> None:
-  """shakespeare.sqlite in TFF's format with these clients' snippets."""
-  as_examples = lambda clients: {
-      cid: [{
-          'snippets': s.encode('utf-8')
-      } for s in snippets] for cid, snippets in clients.items()
-  }
-  fake._write_database(  # pylint: disable=protected-access
-      os.path.join(data_dir, 'shakespeare.sqlite'), {
-          'train': as_examples(train_clients),
-          'test': as_examples(test_clients)
-      })
-
-
-def fake_clients(rng, count: int, *, snippets: int = 2, length: int = 60):
-  return {
-      f'PLAY_{i:03d}_ROLE': [snippet(rng, length) for _ in range(snippets)]
-      for i in range(count)
-  }
 
 
 @pytest.fixture(name='cache')
@@ -106,11 +45,12 @@ def fixture_cache(tmp_path):
   # partial last one; the one-letter snippet of KING is a window of its own.
   train = {
       'KING': ['O'],
-      'HAMLET': [snippet(rng, 150), snippet(rng, 47)],
-      'OPHELIA': [snippet(rng, 79)]
+      'HAMLET': [fake.snippet(rng, 150),
+                 fake.snippet(rng, 47)],
+      'OPHELIA': [fake.snippet(rng, 79)]
   }
-  test = {'HAMLET': [snippet(rng, 90)], 'KING': [snippet(rng, 20)]}
-  write_fake_cache(str(tmp_path), train_clients=train, test_clients=test)
+  test = {'HAMLET': [fake.snippet(rng, 90)], 'KING': [fake.snippet(rng, 20)]}
+  fake.write_fake_cache(str(tmp_path), train_clients=train, test_clients=test)
   return str(tmp_path), train, test
 
 
@@ -128,12 +68,12 @@ def test_ids_are_tffs_ids():
   # TFF's tokenizer with split length 1 pads nothing: [bos, ids..., eos].
   tff_ids = tff_chars._build_tokenize_fn(  # pylint: disable=protected-access
       split_length=1)
-  for text in [''.join(_LINES), 'O', '', 'naïve ~ café\n']:
+  for text in [''.join(fake.LINES), 'O', '', 'naïve ~ café\n']:
     element = {'snippets': tf.constant(text.encode('utf-8'))}
     ours = token_sources.shakespeare_ids(element).numpy().tolist()
     assert ours == tff_ids(element).numpy().tolist(), text
-    assert ours == reference_ids(text)
-  assert reference_ids('é~')[1:-1] == [87, 87, 87]
+    assert ours == fake.reference_ids(text)
+  assert fake.reference_ids('é~')[1:-1] == [87, 87, 87]
 
 
 @pytest.mark.parametrize('lengths', [[3], [4], [5], [2, 3, 4], [1, 9]])
@@ -146,8 +86,8 @@ def test_windows_cut_the_joined_stream_and_left_pad_the_last(lengths):
                                         window=window)
   assert dataset.element_spec == (tf.TensorSpec([window], tf.float32),
                                   tf.TensorSpec([], tf.int32))
-  got = as_pairs(dataset)
-  assert got == reference_windows(records, window)
+  got = fake.as_pairs(dataset)
+  assert got == fake.reference_windows(records, window)
   # Every id is in exactly one window, and every label is a real token.
   assert sorted(t for f, y in got for t in f + [y] if t) == list(
       range(1,
@@ -161,7 +101,7 @@ def test_windows_by_hand():
       tf.constant([1, 2, 3, 4, 5], tf.int64)).concatenate(
           tf.data.Dataset.from_tensors(tf.constant([6, 7], tf.int64))),
                                         window=3)
-  assert as_pairs(dataset) == [([1, 2, 3], 4), ([0, 5, 6], 7)]
+  assert fake.as_pairs(dataset) == [([1, 2, 3], 4), ([0, 5, 6], 7)]
 
 
 def test_source_reads_clients_sizes_and_vocabulary(cache):
@@ -196,25 +136,26 @@ def test_client_windows_are_the_reference_windows(cache):
     dataset = source.client_dataset(index)
     assert dataset.element_spec == (tf.TensorSpec([_W], tf.float32),
                                     tf.TensorSpec([], tf.int32))
-    want = reference_windows([reference_ids(s) for s in train[client_id]], _W)
-    assert as_pairs(dataset) == want, client_id
+    want = fake.reference_windows(
+        [fake.reference_ids(s) for s in train[client_id]], _W)
+    assert fake.as_pairs(dataset) == want, client_id
   # HAMLET's text makes 2 full windows and a partial one; OPHELIA's 79
   # characters, bos and eos exactly one full window.
-  hamlet = sum(len(reference_ids(s)) for s in train['HAMLET'])
+  hamlet = sum(len(fake.reference_ids(s)) for s in train['HAMLET'])
   assert 2 * (_W + 1) < hamlet < 3 * (_W + 1)
-  assert len(as_pairs(source.client_dataset(0))) == 3
-  ophelia = as_pairs(source.client_dataset(2))
+  assert len(fake.as_pairs(source.client_dataset(0))) == 3
+  ophelia = fake.as_pairs(source.client_dataset(2))
   assert len(ophelia) == 1 and ophelia[0][0][0] == 88  # bos, no padding.
 
 
 def test_test_set_is_each_test_clients_windows(cache):
   data_dir, _, test = cache
   source = token_sources.shakespeare_source(data_dir=data_dir)
-  got = sorted(as_pairs(source.test_dataset()))
+  got = sorted(fake.as_pairs(source.test_dataset()))
   # Per client: windows never join two clients' text.
-  want = sorted(
-      pair for snippets in test.values()
-      for pair in reference_windows([reference_ids(s) for s in snippets], _W))
+  want = sorted(pair for snippets in test.values()
+                for pair in fake.reference_windows(
+                    [fake.reference_ids(s) for s in snippets], _W))
   assert got == want and len(got) == 3
 
 
@@ -380,9 +321,9 @@ def test_preset_trains_one_round_on_a_fake_cache(tmp_path):
   rng = np.random.default_rng(1)
   data_dir = tmp_path / 'cache'
   data_dir.mkdir()
-  write_fake_cache(str(data_dir),
-                   train_clients=fake_clients(rng, _PROGRAM_CLIENTS),
-                   test_clients=fake_clients(rng, 2))
+  fake.write_fake_cache(str(data_dir),
+                        train_clients=fake.fake_clients(rng, _PROGRAM_CLIENTS),
+                        test_clients=fake.fake_clients(rng, 2))
   result = _train(f'--flagfile={_PRESET}', '--rounds=1',
                   f'--clients_per_round={_PROGRAM_COHORT}',
                   f'--data_dir={data_dir}', f'--output_dir={tmp_path}',

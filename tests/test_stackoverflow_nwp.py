@@ -5,146 +5,39 @@ word-count archive in the layout of TFF's (`stackoverflow.word_count` in a
 .tar.bz2) and read both through TFF's real loaders. The archive cannot have
 the SHA-256 that tff-dp and Keras check (TFF's published one), so the tests
 that load it replace that expected hash by the fake's, in both places
-(`accept_fake_vocabulary`); a test without the replacement checks that the
-hash is enforced. The ids are checked against TFF's own Stack Overflow
-tokenizer. The program test runs `tff_dp.cli.train`'s entry point for one round
-of the configs/stackoverflow_nwp.cfg preset in a subprocess (this file run
-as a script, which replaces the expected hash first).
+(`tests.helpers.fake_stackoverflow.accept_fake_vocabulary`); a test without
+the replacement checks that the hash is enforced. The ids are checked against
+TFF's own Stack Overflow tokenizer. The program test runs
+`tff_dp.cli.train`'s entry point for one round of the
+configs/stackoverflow_nwp.cfg preset in a subprocess (this file run as a
+script, which replaces the expected hash first).
 """
 
-import dataclasses
-import hashlib
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 
-from keras.src.utils import data_utils
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow_federated.python.simulation.baselines.stackoverflow import constants
 from tensorflow_federated.python.simulation.baselines.stackoverflow import word_prediction_preprocessing as tff_words
-import test_shakespeare
-import test_tff_datasets as fake
 
+from tests.helpers import REPO_ROOT
+from tests.helpers import fake_shakespeare
+from tests.helpers import fake_stackoverflow as fake
 from tff_dp.algorithms import models
 from tff_dp.config import ModelKind
 from tff_dp.data import loading
-from tff_dp.data import tff_datasets
 from tff_dp.data import token_sources
 from tff_dp.data.partition import Partition
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_ROOT = os.path.dirname(_HERE)
-_PRESET = os.path.join(_ROOT, 'configs', 'stackoverflow_nwp.cfg')
-# The words of the fake vocabulary, most frequent first.
-WORDS = ('the', 'to', 'i', 'a', 'is', 'python', 'error', 'file', 'how', 'in')
-_SENTENCES = [
-    'how to read a file in python',
-    'i get an error',
-    'the file is not found , so python raises an error in the loop',
-    'is it',
-    'unknownword  twice',  # Two spaces: an empty word, as TFF splits.
-    'what is the best way to do this without a loop in the code i have',
-]
+_PRESET = os.path.join(REPO_ROOT, 'configs', 'stackoverflow_nwp.cfg')
 # See test_shakespeare: the smallest cohort for the preset's noise with
 # adaptive clipping, and a few more clients.
 _PROGRAM_CLIENTS = 16
 _PROGRAM_COHORT = 13
-
-
-def _example(sentence: str) -> dict:
-  return {
-      'creation_date': b'2010-01-01 00:00:00 UTC',
-      'score': 1,
-      'tags': b'python',
-      'title': b'a title',
-      'tokens': sentence.encode(),
-      'type': b'answer'
-  }
-
-
-def write_fake_cache(data_dir: str, *, train_clients: dict[str, list[str]],
-                     test_clients: dict[str, list[str]]) -> None:
-  """stackoverflow.sqlite in TFF's format with these clients' sentences."""
-  as_examples = lambda clients: {
-      cid: [_example(s) for s in sentences]
-      for cid, sentences in clients.items()
-  }
-  fake._write_database(  # pylint: disable=protected-access
-      os.path.join(data_dir, 'stackoverflow.sqlite'),
-      {'train': as_examples(train_clients),
-       'heldout': as_examples({'99999999': _SENTENCES[:1]}),
-       'test': as_examples(test_clients)})
-
-
-def fake_clients(rng, count: int, *, sentences: int = 3):
-  """`count` users ('00000000', ...) of random sentences of `_SENTENCES`."""
-  return {
-      f'{i:08d}': [
-          _SENTENCES[j] for j in rng.integers(len(_SENTENCES), size=sentences)
-      ] for i in range(count)
-  }
-
-
-def write_counts_archive(data_dir: str, name: str, text: bytes) -> str:
-  """<data_dir>/datasets/<name>.tar.bz2 holding one file <name> with `text`,
-  the layout of TFF's count archives. Returns its path."""
-  os.makedirs(os.path.join(data_dir, 'datasets'), exist_ok=True)
-  path = os.path.join(data_dir, 'datasets', f'{name}.tar.bz2')
-  with tarfile.open(path, 'w:bz2') as archive:
-    member = tarfile.TarInfo(name)
-    member.size = len(text)
-    archive.addfile(member, io.BytesIO(text))
-  return path
-
-
-def write_fake_vocabulary(data_dir: str, words=WORDS) -> str:
-  """<data_dir>/datasets/stackoverflow.word_count.tar.bz2 as TFF's: one
-  'word count' line per word, most frequent first. Returns its path."""
-  text = ''.join(f'{w} {1000 - i}\n' for i, w in enumerate(words)).encode()
-  return write_counts_archive(data_dir, 'stackoverflow.word_count', text)
-
-
-def accept_fake_vocabulary(path: str,
-                           setattr_fn=setattr,
-                           *,
-                           counts: str = 'STACKOVERFLOW_WORD_COUNTS') -> None:
-  """Makes tff-dp's and Keras' hash checks expect the archive at `path`.
-
-  Args:
-    path: The fake archive.
-    setattr_fn: `setattr`, or pytest's `monkeypatch.setattr` to undo it.
-    counts: Which of `tff_datasets`' count files it stands for (the tag
-      counts: 'STACKOVERFLOW_TAG_COUNTS').
-  """
-  with open(path, 'rb') as f:
-    digest = hashlib.sha256(f.read()).hexdigest()
-  file = getattr(tff_datasets, counts)
-  published = file.sha256
-  setattr_fn(tff_datasets, counts, dataclasses.replace(file, sha256=digest))
-  validate = data_utils.validate_file
-
-  def validate_fake(fpath, file_hash, algorithm='auto', chunk_size=65535):
-    # TFF's loader passes the published hash to Keras' get_file.
-    if file_hash == published:
-      file_hash = digest
-    return validate(fpath,
-                    file_hash,
-                    algorithm=algorithm,
-                    chunk_size=chunk_size)
-
-  setattr_fn(data_utils, 'validate_file', validate_fake)
-
-
-def _reference_ids(sentence: str, words=WORDS) -> list[int]:
-  n = len(words)
-  return ([n + 2] + [
-      words.index(w) + 1 if w in words else n + 1 for w in sentence.split(' ')
-  ] + [n + 3])
 
 
 @pytest.fixture(name='cache')
@@ -152,18 +45,18 @@ def fixture_cache(tmp_path, monkeypatch):
   """A tiny Stack Overflow cache whose vocabulary is accepted; returns
   (data_dir, train sentences, test sentences)."""
   train = {
-      '00000002': _SENTENCES[:3],
-      '00000001': _SENTENCES[3:],
-      '00000010': _SENTENCES[1:2]
+      '00000002': fake.SENTENCES[:3],
+      '00000001': fake.SENTENCES[3:],
+      '00000010': fake.SENTENCES[1:2]
   }
   test = {
-      '00000001': _SENTENCES[:2],
-      '00000005': _SENTENCES[2:],
-      '00000007': _SENTENCES[4:]
+      '00000001': fake.SENTENCES[:2],
+      '00000005': fake.SENTENCES[2:],
+      '00000007': fake.SENTENCES[4:]
   }
-  write_fake_cache(str(tmp_path), train_clients=train, test_clients=test)
-  accept_fake_vocabulary(write_fake_vocabulary(str(tmp_path)),
-                         monkeypatch.setattr)
+  fake.write_fake_cache(str(tmp_path), train_clients=train, test_clients=test)
+  fake.accept_fake_vocabulary(fake.write_fake_vocabulary(str(tmp_path)),
+                              monkeypatch.setattr)
   return str(tmp_path), train, test
 
 
@@ -184,28 +77,29 @@ def test_vocabulary_size_window_and_special_ids_are_tffs():
       constants.DEFAULT_WORD_VOCAB_SIZE) == 10_000
   assert token_sources.STACKOVERFLOW_WINDOW == (
       constants.DEFAULT_SEQUENCE_LENGTH) == 20
-  vocabulary = token_sources.TokenVocabulary(WORDS)
-  special = tff_words.get_special_tokens(len(WORDS))
+  vocabulary = token_sources.TokenVocabulary(fake.WORDS)
+  special = tff_words.get_special_tokens(len(fake.WORDS))
   assert (vocabulary.pad, [vocabulary.oov], vocabulary.bos,
           vocabulary.eos) == (special.padding, special.out_of_vocab,
                               special.beginning_of_sentence,
                               special.end_of_sentence)
-  assert vocabulary.size == len(WORDS) + special.get_number_of_special_tokens()
+  assert vocabulary.size == len(
+      fake.WORDS) + special.get_number_of_special_tokens()
 
 
 @pytest.mark.tff
 def test_ids_are_tffs_ids():
-  vocabulary = token_sources.TokenVocabulary(WORDS)
+  vocabulary = token_sources.TokenVocabulary(fake.WORDS)
   ours = token_sources.stackoverflow_ids_fn(vocabulary)
   # TFF truncates at its sequence length (and then drops eos); with a long
   # one it is [bos, ids..., eos] like ours, which never truncates.
-  theirs = tff_words.build_to_ids_fn(list(WORDS), max_sequence_length=1000)
-  for sentence in _SENTENCES + ['']:
+  theirs = tff_words.build_to_ids_fn(list(fake.WORDS), max_sequence_length=1000)
+  for sentence in fake.SENTENCES + ['']:
     element = {'tokens': tf.constant(sentence)}
     got = ours(element).numpy().tolist()
     assert got == theirs(element).numpy().tolist(), sentence
-    assert got == _reference_ids(sentence), sentence
-  assert _reference_ids('unknownword  twice')[1:-1] == [11, 11, 11]
+    assert got == fake.reference_ids(sentence), sentence
+  assert fake.reference_ids('unknownword  twice')[1:-1] == [11, 11, 11]
 
 
 @pytest.mark.tff
@@ -213,7 +107,7 @@ def test_source_reads_clients_sizes_and_vocabulary(cache):
   data_dir, _, _ = cache
   source = _load(data_dir)
   assert isinstance(source, token_sources.TokenSource)
-  assert source.vocabulary.tokens == WORDS
+  assert source.vocabulary.tokens == fake.WORDS
   assert source.client_ids == ['00000001', '00000002', '00000010']
   # Sentences per client, from the file's metadata.
   np.testing.assert_array_equal(source.client_sizes(), [3, 3, 1])
@@ -232,12 +126,12 @@ def test_client_windows_are_the_reference_windows(cache):
   data_dir, train, _ = cache
   source = _load(data_dir)
   for index, client_id in enumerate(source.client_ids):
-    want = test_shakespeare.reference_windows(
-        [_reference_ids(s) for s in train[client_id]], 20)
-    got = test_shakespeare.as_pairs(source.client_dataset(index))
+    want = fake_shakespeare.reference_windows(
+        [fake.reference_ids(s) for s in train[client_id]], 20)
+    got = fake_shakespeare.as_pairs(source.client_dataset(index))
     assert got == want, client_id
   # Client 00000002: 9 + 6 + 16 ids = 31: a full window, then 0-padding.
-  assert len(test_shakespeare.as_pairs(source.client_dataset(1))) == 2
+  assert len(fake_shakespeare.as_pairs(source.client_dataset(1))) == 2
 
 
 @pytest.mark.tff
@@ -248,17 +142,17 @@ def test_test_set_is_a_bounded_seeded_sample(cache, monkeypatch):
   source = _load(data_dir)
   assert "2 of the test split's 3 clients (fixed seed), at most 1 " in (
       source.describe())
-  got = test_shakespeare.as_pairs(source.test_dataset())
+  got = fake_shakespeare.as_pairs(source.test_dataset())
   first_windows = {
       cid:
-          test_shakespeare.reference_windows(
-              [_reference_ids(s) for s in sentences], 20)[0]
+          fake_shakespeare.reference_windows(
+              [fake.reference_ids(s) for s in sentences], 20)[0]
       for cid, sentences in test.items()
   }
   assert len(got) == 2
   assert all(pair in first_windows.values() for pair in got)
   # The same sample every time.
-  assert test_shakespeare.as_pairs(_load(data_dir).test_dataset()) == got
+  assert fake_shakespeare.as_pairs(_load(data_dir).test_dataset()) == got
 
 
 @pytest.mark.tff
@@ -266,7 +160,7 @@ def test_vocabulary_is_the_most_frequent_words(cache, monkeypatch):
   data_dir, _, _ = cache
   monkeypatch.setattr(token_sources, 'STACKOVERFLOW_VOCAB_WORDS', 3)
   source = _load(data_dir)
-  assert source.vocabulary.tokens == WORDS[:3]
+  assert source.vocabulary.tokens == fake.WORDS[:3]
   assert source.vocab_size == source.num_classes == 7
 
 
@@ -277,8 +171,8 @@ def test_missing_files_are_data_errors_naming_them(tmp_path, monkeypatch):
     _load(str(tmp_path))
   assert (f'put stackoverflow.word_count.tar.bz2 in {tmp_path}/datasets'
           in str(info.value))
-  accept_fake_vocabulary(write_fake_vocabulary(str(tmp_path)),
-                         monkeypatch.setattr)
+  fake.accept_fake_vocabulary(fake.write_fake_vocabulary(str(tmp_path)),
+                              monkeypatch.setattr)
   with pytest.raises(loading.DataError) as info:
     _load(str(tmp_path))
   assert f'put stackoverflow.sqlite in {tmp_path}' in str(info.value)
@@ -287,10 +181,10 @@ def test_missing_files_are_data_errors_naming_them(tmp_path, monkeypatch):
 
 @pytest.mark.tff
 def test_vocabulary_with_the_wrong_hash_is_refused(tmp_path):
-  write_fake_cache(str(tmp_path),
-                   train_clients={'1': _SENTENCES},
-                   test_clients={'1': _SENTENCES})
-  path = write_fake_vocabulary(str(tmp_path))
+  fake.write_fake_cache(str(tmp_path),
+                        train_clients={'1': fake.SENTENCES},
+                        test_clients={'1': fake.SENTENCES})
+  path = fake.write_fake_vocabulary(str(tmp_path))
   with pytest.raises(loading.DataError) as info:
     _load(str(tmp_path))
   assert path in str(info.value) and 'sha256' in str(info.value)
@@ -322,20 +216,20 @@ def test_preset_trains_one_round_on_a_fake_cache(tmp_path):
   data_dir = tmp_path / 'cache'
   data_dir.mkdir()
   rng = np.random.default_rng(0)
-  write_fake_cache(str(data_dir),
-                   train_clients=fake_clients(rng, _PROGRAM_CLIENTS),
-                   test_clients=fake_clients(rng, 2))
-  vocabulary = write_fake_vocabulary(str(data_dir))
+  fake.write_fake_cache(str(data_dir),
+                        train_clients=fake.fake_clients(rng, _PROGRAM_CLIENTS),
+                        test_clients=fake.fake_clients(rng, 2))
+  vocabulary = fake.write_fake_vocabulary(str(data_dir))
   # Run as a script (sys.path[0] is tests/): the repository root makes
   # `tests.helpers` importable, as pytest's working directory does.
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=_ROOT)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=REPO_ROOT)
   result = subprocess.run([
       sys.executable, __file__, vocabulary, f'--flagfile={_PRESET}',
       '--rounds=1', f'--clients_per_round={_PROGRAM_COHORT}',
       f'--data_dir={data_dir}', f'--output_dir={tmp_path}',
       '--run_name=stackoverflow'
   ],
-                          cwd=_ROOT,
+                          cwd=REPO_ROOT,
                           env=env,
                           capture_output=True,
                           text=True,
@@ -358,7 +252,7 @@ def test_preset_trains_one_round_on_a_fake_cache(tmp_path):
 if __name__ == '__main__':
   # `python test_stackoverflow_nwp.py ARCHIVE FLAGS...`: the program, with the
   # fake archive's hash expected instead of TFF's.
-  accept_fake_vocabulary(sys.argv[1])
+  fake.accept_fake_vocabulary(sys.argv[1])
   from tff_dp.cli import train  # pylint: disable=g-import-not-at-top
   sys.argv = ['tff-dp', *sys.argv[2:]]
   train.entry_point()

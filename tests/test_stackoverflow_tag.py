@@ -1,14 +1,14 @@
 """Stack Overflow tag prediction (TFF's baseline; Reddi et al. 2021): data,
 the multi-label model, what does not fit it, and the program.
 
-The tests write a tiny stackoverflow.sqlite in TFF's own format, and tiny
-word- and tag-count archives in the layout of TFF's, and read them through
-TFF's real loaders (the helpers of test_stackoverflow_nwp, whose fake
-sentences are the posts' bodies here). The counts cannot have TFF's
-published hashes, so the tests that load them expect the fakes' instead
-(`accept_fake_vocabulary`). Features and labels are checked against TFF's
-own tag preprocessing and a numpy reference; the loss and metrics against
-numpy. The program test runs `tff_dp.cli.train`'s entry point for one round of
+The tests write a tiny stackoverflow.sqlite in TFF's own format, and tiny word-
+and tag-count archives in the layout of TFF's, and read them through TFF's real
+loaders (`tests.helpers.fake_stackoverflow`, whose fake sentences of the word
+task are the posts' bodies here). The counts cannot have TFF's published hashes,
+so the tests that load them expect the fakes' instead
+(`accept_fake_vocabulary`). Features and labels are checked against TFF's own
+tag preprocessing and a numpy reference; the loss and metrics against numpy. The
+program test runs `tff_dp.cli.train`'s entry point for one round of
 configs/stackoverflow_tag.cfg in a subprocess (this file run as a script).
 """
 
@@ -26,9 +26,9 @@ import tensorflow as tf
 from tensorflow_federated.python.simulation.baselines import client_spec
 from tensorflow_federated.python.simulation.baselines.stackoverflow import constants
 from tensorflow_federated.python.simulation.baselines.stackoverflow import tag_prediction_preprocessing as tff_tags
-import test_stackoverflow_nwp as nwp
-import test_tff_datasets as fake
 
+from tests.helpers import REPO_ROOT
+from tests.helpers import fake_stackoverflow as fake
 from tff_dp import config as config_lib
 from tff_dp.algorithms import models
 from tff_dp.cli import cli_flags
@@ -42,78 +42,11 @@ from tff_dp.data.labels import LabelKind
 from tff_dp.data.partition import Partition
 from tff_dp.program import release
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_ROOT = os.path.dirname(_HERE)
-_PRESET = os.path.join(_ROOT, 'configs', 'stackoverflow_tag.cfg')
-# The fake tag counts, most frequent first (written to the archive in
-# another order: the loader sorts by count).
-TAGS = ('python', 'java', 'c++', 'sql', 'regex', 'git')
-_TAG_COUNTS = {
-    'sql': 70,
-    'python': 100,
-    'git': 40,
-    'java': 90,
-    'c++': 80,
-    'regex': 50
-}
-# Bodies: test_stackoverflow_nwp's sentences (one with two spaces, one with
-# no vocabulary word). Titles and tags with what TFF's preprocessing handles:
-# oov words and tags, empty fields, a repeated tag (counted twice, as TFF).
-_BODIES = nwp._SENTENCES  # pylint: disable=protected-access
-_POSTS = [
-    (_BODIES[0], 'read a file', 'python|file-io'),
-    (_BODIES[1], 'python error', 'python|java|c++'),
-    (_BODIES[2], '', 'git|regex|sql|python|java'),
-    (_BODIES[3], 'the', ''),
-    (_BODIES[4], 'zzz', 'haskell'),
-    (_BODIES[5], 'how to loop', 'sql|sql'),
-    ('', '', 'java'),
-]
+_PRESET = os.path.join(REPO_ROOT, 'configs', 'stackoverflow_tag.cfg')
 # See test_stackoverflow_nwp: 13 is the smallest cohort for the preset's
 # noise with adaptive clipping.
 _PROGRAM_CLIENTS = 16
 _PROGRAM_COHORT = 13
-
-
-def _post(tokens: str, title: str, tags: str) -> dict:
-  return {
-      'creation_date': b'2010-01-01 00:00:00 UTC',
-      'score': 1,
-      'tags': tags.encode(),
-      'title': title.encode(),
-      'tokens': tokens.encode(),
-      'type': b'question'
-  }
-
-
-def write_fake_posts(data_dir: str, *, train_clients: dict[str, list[int]],
-                     test_clients: dict[str, list[int]]) -> None:
-  """stackoverflow.sqlite in TFF's format: each user's posts (`_POSTS`
-  indices)."""
-  as_examples = lambda clients: {
-      cid: [_post(*_POSTS[i]) for i in posts] for cid, posts in clients.items()
-  }
-  fake._write_database(  # pylint: disable=protected-access
-      os.path.join(data_dir, 'stackoverflow.sqlite'),
-      {'train': as_examples(train_clients),
-       'heldout': as_examples({'99999999': [0]}),
-       'test': as_examples(test_clients)})
-
-
-def write_fake_tag_counts(data_dir: str) -> str:
-  """<data_dir>/datasets/stackoverflow.tag_count.tar.bz2 as TFF's: a JSON
-  object of tag counts. Returns its path."""
-  return nwp.write_counts_archive(data_dir, 'stackoverflow.tag_count',
-                                  json.dumps(_TAG_COUNTS).encode())
-
-
-def write_fake_vocabularies(data_dir: str, setattr_fn=setattr) -> None:
-  """Fake word and tag counts in `data_dir`, their hashes expected."""
-  nwp.accept_fake_vocabulary(nwp.write_fake_vocabulary(data_dir), setattr_fn)
-  nwp.accept_fake_vocabulary(write_fake_tag_counts(data_dir),
-                             setattr_fn,
-                             counts='STACKOVERFLOW_TAG_COUNTS')
-
 
 _TRAIN = {'00000002': [0, 1, 2], '00000001': [3, 4, 5, 6], '00000010': [1]}
 _TEST = {'00000001': [0, 1], '00000005': [2, 3, 4], '00000007': [5, 6]}
@@ -122,8 +55,8 @@ _TEST = {'00000001': [0, 1], '00000005': [2, 3, 4], '00000007': [5, 6]}
 @pytest.fixture(name='data_dir')
 def fixture_data_dir(tmp_path, monkeypatch):
   """A tiny Stack Overflow cache whose counts are accepted."""
-  write_fake_posts(str(tmp_path), train_clients=_TRAIN, test_clients=_TEST)
-  write_fake_vocabularies(str(tmp_path), monkeypatch.setattr)
+  fake.write_fake_posts(str(tmp_path), train_clients=_TRAIN, test_clients=_TEST)
+  fake.write_fake_vocabularies(str(tmp_path), monkeypatch.setattr)
   return str(tmp_path)
 
 
@@ -138,21 +71,6 @@ def _load(data_dir):
                       client_data=None)
 
 
-def _reference(post, words=nwp.WORDS, tags=TAGS):
-  """numpy: (word frequencies over in-vocabulary words, tag counts)."""
-  tokens, title, post_tags = post
-  counts = np.zeros(len(words), np.float64)
-  for word in f'{tokens} {title}'.split():
-    if word in words:
-      counts[words.index(word)] += 1
-  features = counts / counts.sum() if counts.sum() else counts
-  hot = np.zeros(len(tags), np.float32)
-  for tag in post_tags.split('|'):
-    if tag in tags:
-      hot[tags.index(tag)] += 1
-  return features.astype(np.float32), hot
-
-
 def _as_arrays(dataset):
   pairs = list(dataset.as_numpy_iterator())
   return [x for x, _ in pairs], [y for _, y in pairs]
@@ -164,9 +82,10 @@ def _tff_preprocessed(posts, *, max_elements=None):
                                 batch_size=1,
                                 shuffle_buffer_size=1,
                                 max_elements=max_elements)
-  preprocess = tff_tags.create_preprocess_fn(spec, list(nwp.WORDS), list(TAGS))
+  preprocess = tff_tags.create_preprocess_fn(spec, list(fake.WORDS),
+                                             list(fake.TAGS))
   raw = tf.data.Dataset.from_tensor_slices({
-      k: [_post(*_POSTS[i])[k] for i in posts]
+      k: [fake.post(*fake.POSTS[i])[k] for i in posts]
       for k in ('tokens', 'title', 'tags')
   })
   return preprocess(raw).unbatch()
@@ -203,9 +122,9 @@ def test_every_metric_has_its_released_keys():
 
 @pytest.mark.tff
 def test_features_and_labels_are_tffs():
-  ours = stackoverflow_tags.tag_example_fn(nwp.WORDS, TAGS)
-  theirs = tff_tags.build_to_ids_fn(list(nwp.WORDS), list(TAGS))
-  for post in _POSTS:
+  ours = stackoverflow_tags.tag_example_fn(fake.WORDS, fake.TAGS)
+  theirs = tff_tags.build_to_ids_fn(list(fake.WORDS), list(fake.TAGS))
+  for post in fake.POSTS:
     element = {
         k: tf.constant(v) for k, v in zip(('tokens', 'title', 'tags'), post)
     }
@@ -213,12 +132,13 @@ def test_features_and_labels_are_tffs():
     assert (x.dtype, y.dtype) == (tf.float32, tf.float32)
     np.testing.assert_array_equal(x.numpy(), tx.numpy())
     np.testing.assert_array_equal(y.numpy(), ty.numpy())
-    want_x, want_y = _reference(post)
+    want_x, want_y = fake.reference_tag_example(post)
     np.testing.assert_allclose(x.numpy(), want_x, rtol=1e-6)
     np.testing.assert_array_equal(y.numpy(), want_y)
   # No vocabulary word at all: zeros, not NaN (TFF's divide_no_nan).
   x, _ = ours({
-      k: tf.constant(v) for k, v in zip(('tokens', 'title', 'tags'), _POSTS[4])
+      k: tf.constant(v)
+      for k, v in zip(('tokens', 'title', 'tags'), fake.POSTS[4])
   })
   assert not x.numpy().any()
 
@@ -227,7 +147,7 @@ def test_features_and_labels_are_tffs():
 def test_source_is_tffs_preprocessing_of_each_user(data_dir):
   source = _load(data_dir)
   assert isinstance(source, stackoverflow_tags.StackOverflowTagSource)
-  assert (source.words, source.tags) == (nwp.WORDS, TAGS)
+  assert (source.words, source.tags) == (fake.WORDS, fake.TAGS)
   assert source.client_ids == ['00000001', '00000002', '00000010']
   np.testing.assert_array_equal(source.client_sizes(), [4, 3, 1])
   assert (source.input_dim, source.num_classes) == (10, 6)
@@ -273,7 +193,9 @@ def test_test_set_is_the_bounded_seeded_sample_of_the_word_task(
       source.describe())
   users = benchmark_source.sample_client_ids(sorted(_TEST), 2)
   got_x, got_y = _as_arrays(source.test_dataset())
-  want = [_reference(_POSTS[_TEST[user][0]]) for user in users]
+  want = [
+      fake.reference_tag_example(fake.POSTS[_TEST[user][0]]) for user in users
+  ]
   np.testing.assert_allclose(got_x, [x for x, _ in want], rtol=1e-6)
   np.testing.assert_array_equal(got_y, [y for _, y in want])
 
@@ -281,14 +203,14 @@ def test_test_set_is_the_bounded_seeded_sample_of_the_word_task(
 @pytest.mark.tff
 def test_missing_or_wrong_tag_counts_are_data_errors_naming_them(
     tmp_path, monkeypatch):
-  write_fake_posts(str(tmp_path), train_clients=_TRAIN, test_clients=_TEST)
-  nwp.accept_fake_vocabulary(nwp.write_fake_vocabulary(str(tmp_path)),
-                             monkeypatch.setattr)
+  fake.write_fake_posts(str(tmp_path), train_clients=_TRAIN, test_clients=_TEST)
+  fake.accept_fake_vocabulary(fake.write_fake_vocabulary(str(tmp_path)),
+                              monkeypatch.setattr)
   with pytest.raises(loading.DataError) as info:
     _load(str(tmp_path))
   assert (f'put stackoverflow.tag_count.tar.bz2 in {tmp_path}/datasets'
           in str(info.value))
-  path = write_fake_tag_counts(str(tmp_path))
+  path = fake.write_fake_tag_counts(str(tmp_path))
   with pytest.raises(loading.DataError) as info:
     _load(str(tmp_path))
   assert path in str(info.value) and 'sha256' in str(info.value)
@@ -472,24 +394,25 @@ def test_preset_trains_one_round_and_reports_the_multi_label_metrics(tmp_path):
   data_dir = tmp_path / 'cache'
   data_dir.mkdir()
   rng = np.random.default_rng(0)
-  write_fake_posts(str(data_dir),
-                   train_clients={
-                       f'{i:08d}': list(rng.integers(len(_POSTS), size=3))
-                       for i in range(_PROGRAM_CLIENTS)
-                   },
-                   test_clients={
-                       '00000001': [0, 1, 2],
-                       '00000002': [3, 4, 5, 6]
-                   })
+  fake.write_fake_posts(str(data_dir),
+                        train_clients={
+                            f'{i:08d}':
+                                list(rng.integers(len(fake.POSTS), size=3))
+                            for i in range(_PROGRAM_CLIENTS)
+                        },
+                        test_clients={
+                            '00000001': [0, 1, 2],
+                            '00000002': [3, 4, 5, 6]
+                        })
   # Run as a script (sys.path[0] is tests/): the repository root makes
   # `tests.helpers` importable, as pytest's working directory does.
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=_ROOT)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=REPO_ROOT)
   result = subprocess.run([
       sys.executable, __file__, f'--flagfile={_PRESET}', '--rounds=1',
       f'--clients_per_round={_PROGRAM_COHORT}', '--release_nonprivate_metrics',
       f'--data_dir={data_dir}', f'--output_dir={tmp_path}', '--run_name=tags'
   ],
-                          cwd=_ROOT,
+                          cwd=REPO_ROOT,
                           env=env,
                           capture_output=True,
                           text=True,
@@ -538,7 +461,7 @@ if __name__ == '__main__':
   # expected instead of TFF's.
   _data_dir = next(
       a.split('=', 1)[1] for a in sys.argv if a.startswith('--data_dir='))
-  write_fake_vocabularies(_data_dir)
+  fake.write_fake_vocabularies(_data_dir)
   from tff_dp.cli import train  # pylint: disable=g-import-not-at-top
   sys.argv = ['tff-dp', *sys.argv[1:]]
   train.entry_point()

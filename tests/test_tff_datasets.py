@@ -19,53 +19,13 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tests.helpers import fake_tff_caches
 from tff_dp.data import tff_datasets
 
 pytestmark = pytest.mark.tff
 
 TffDataset = tff_datasets.TffDataset
 _RNG_SEED = 0
-
-
-def _feature(value) -> tf.train.Feature:
-  if isinstance(value, bytes):
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-  if isinstance(value, int):
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-  array = np.asarray(value)
-  if array.dtype.kind == 'f':
-    return tf.train.Feature(float_list=tf.train.FloatList(
-        value=array.ravel().tolist()))
-  return tf.train.Feature(int64_list=tf.train.Int64List(
-      value=array.ravel().tolist()))
-
-
-def _write_database(path: str, splits: dict[str, dict[str, list[dict]]]):
-  """Writes a database in the layout of TFF's published .sqlite files."""
-  con = sqlite3.connect(path)
-  con.execute('CREATE TABLE examples (split_name TEXT NOT NULL, client_id '
-              'TEXT NOT NULL, serialized_example_proto BLOB NOT NULL)')
-  con.execute('CREATE TABLE client_metadata (client_id TEXT NOT NULL, '
-              'split_name TEXT NOT NULL, num_examples INTEGER NOT NULL)')
-  for split, clients in splits.items():
-    for client_id, examples in clients.items():
-      for example in examples:
-        proto = tf.train.Example(features=tf.train.Features(feature={
-            k: _feature(v) for k, v in example.items()
-        }))
-        con.execute('INSERT INTO examples VALUES (?, ?, ?)',
-                    (split, client_id, proto.SerializeToString()))
-      con.execute('INSERT INTO client_metadata VALUES (?, ?, ?)',
-                  (client_id, split, len(examples)))
-  con.commit()
-  con.close()
-
-
-def _emnist_example(rng, num_classes):
-  return {
-      'pixels': rng.random((28, 28)).astype(np.float32),
-      'label': int(rng.integers(num_classes))
-  }
 
 
 def _shakespeare_example(rng):
@@ -83,14 +43,6 @@ def _stackoverflow_example(rng):
   }
 
 
-def _cifar_example(rng):
-  return {
-      'coarse_label': int(rng.integers(20)),
-      'image': rng.integers(0, 256, (32, 32, 3)),
-      'label': int(rng.integers(100))
-  }
-
-
 def _clients(make, ids, sizes):
   return {cid: [make() for _ in range(n)] for cid, n in zip(ids, sizes)}
 
@@ -99,8 +51,8 @@ def _fake_splits(kind):
   """(split name -> client -> examples) for a tiny copy of `kind`'s file."""
   rng = np.random.default_rng(_RNG_SEED)
   if kind in (TffDataset.EMNIST_DIGITS, TffDataset.EMNIST_FULL):
-    digits = lambda: _emnist_example(rng, 10)
-    full = lambda: _emnist_example(rng, 62)
+    digits = lambda: fake_tff_caches.emnist_example(rng, 10)
+    full = lambda: fake_tff_caches.emnist_example(rng, 62)
     # One file holds both variants, as TFF's emnist_all.sqlite does; writers
     # appear in the train and the test split of each.
     return {
@@ -126,7 +78,7 @@ def _fake_splits(kind):
         'heldout': _clients(make, ['00000010'], [1]),
         'test': _clients(make, ['00000001'], [1])
     }
-  make = lambda: _cifar_example(rng)
+  make = lambda: fake_tff_caches.cifar_example(rng)
   return {
       'train': _clients(make, ['0', '1', '2'], [2, 1, 1]),
       'test': _clients(make, ['0'], [2])
@@ -169,7 +121,8 @@ _FILE_NAMES = {
 
 def _install(kind, data_dir):
   splits = _fake_splits(kind)
-  _write_database(os.path.join(data_dir, _FILE_NAMES[kind]), splits)
+  fake_tff_caches.write_database(os.path.join(data_dir, _FILE_NAMES[kind]),
+                                 splits)
   return splits
 
 
@@ -285,7 +238,7 @@ def test_missing_data_dir_is_a_missing_dataset(tmp_path):
 def test_downloaded_lzma_is_decompressed_in_place(tmp_path):
   source = tmp_path / 'build.sqlite'
   splits = _fake_splits(TffDataset.SHAKESPEARE)
-  _write_database(str(source), splits)
+  fake_tff_caches.write_database(str(source), splits)
   # TFF publishes .lzma (LZMA "alone") files.
   (tmp_path / 'shakespeare.sqlite.lzma').write_bytes(
       lzma.compress(source.read_bytes(), format=lzma.FORMAT_ALONE))
@@ -301,7 +254,8 @@ def test_downloaded_lzma_is_decompressed_in_place(tmp_path):
 
 def test_truncated_lzma_is_corrupt_and_leaves_nothing(tmp_path):
   source = tmp_path / 'build.sqlite'
-  _write_database(str(source), _fake_splits(TffDataset.SHAKESPEARE))
+  fake_tff_caches.write_database(str(source),
+                                 _fake_splits(TffDataset.SHAKESPEARE))
   packed = lzma.compress(source.read_bytes(), format=lzma.FORMAT_ALONE)
   source.unlink()
   lzma_path = tmp_path / 'shakespeare.sqlite.lzma'
@@ -339,7 +293,7 @@ def test_database_without_the_loaders_split_is_corrupt(tmp_path):
   splits = _fake_splits(TffDataset.EMNIST_FULL)
   del splits['digits_only_test']
   path = tmp_path / 'emnist_all.sqlite'
-  _write_database(str(path), splits)
+  fake_tff_caches.write_database(str(path), splits)
   with pytest.raises(tff_datasets.CorruptDatasetError,
                      match='no clients in split.*digits_only_test'):
     tff_datasets.load_tff_dataset(TffDataset.EMNIST_DIGITS, data_dir=tmp_path)

@@ -12,9 +12,9 @@ import os
 import subprocess
 import sys
 
-import helpers
 import pytest
 
+from tests import helpers
 from tests.helpers import REPO_ROOT
 from tff_dp.cohorts import sampling
 

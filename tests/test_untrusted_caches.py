@@ -1,13 +1,14 @@
 """Crafted files in TFF's benchmark cache (--data_dir): read safely, or refused.
 
 The caches are written in TFF's format by the writers of the benchmark tests
-(`test_tff_datasets._write_database` and the fakes built on it), then edited
-with parameterized SQL as an adversary would: hostile client ids, bad
-metadata fields, schemas that change what a query reads, bad examples. What
-each client reads is compared with the ground truth read here with
-parameterized queries and TensorFlow's own proto class. Refusals at load
-must be one line that starts with the file; a count that only reading a
-client's rows can check must fail that read.
+(`tests.helpers.fake_tff_caches.write_database` and the fakes built on it,
+`fake_shakespeare` and `fake_stackoverflow`), then edited with parameterized
+SQL as an adversary would: hostile client ids, bad metadata fields, schemas
+that change what a query reads, bad examples. What each client reads is
+compared with the ground truth read here with parameterized queries and
+TensorFlow's own proto class. Refusals at load must be one line that starts
+with the file; a count that only reading a client's rows can check must fail
+that read.
 
 These tests use only the loaders' public interface (`loading`, the
 sources), so that each fails on the code before the fix (1074f4e).
@@ -21,26 +22,23 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-import test_shakespeare as shakespeare
-import test_stackoverflow_nwp as nwp
-import test_stackoverflow_tag as tag
-import test_tff_datasets as fake
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import fake_shakespeare as shakespeare
+from tests.helpers import fake_stackoverflow as stackoverflow
+from tests.helpers import fake_tff_caches
 from tff_dp.data import benchmark_source
 from tff_dp.data import loading
 from tff_dp.data.partition import Partition
 
 pytestmark = pytest.mark.tff
 
-# pylint: disable=protected-access
-_feature = fake._feature
-_write_database = fake._write_database
-_reference_ids = nwp._reference_ids
-_reference_tags = tag._reference
-_POSTS = tag._POSTS
-_SENTENCES = nwp._SENTENCES
-# pylint: enable=protected-access
+_feature = fake_tff_caches.feature
+_write_database = fake_tff_caches.write_database
+_reference_ids = stackoverflow.reference_ids
+_reference_tags = stackoverflow.reference_tag_example
+_POSTS = stackoverflow.POSTS
+_SENTENCES = stackoverflow.SENTENCES
 
 _INJECTION = "c1' OR '1'='1"
 # Each must read exactly its own rows.
@@ -208,9 +206,11 @@ def test_hostile_stackoverflow_ids_read_exactly_their_own_posts(
   data_dir = str(tmp_path)
   train = {c: _SENTENCES[k % 6:k % 6 + 2] for k, c in enumerate(_HOSTILE)}
   test = {c: _SENTENCES[k % 6:] for k, c in enumerate(_HOSTILE[:5])}
-  nwp.write_fake_cache(data_dir, train_clients=train, test_clients=test)
-  nwp.accept_fake_vocabulary(nwp.write_fake_vocabulary(data_dir),
-                             monkeypatch.setattr)
+  stackoverflow.write_fake_cache(data_dir,
+                                 train_clients=train,
+                                 test_clients=test)
+  stackoverflow.accept_fake_vocabulary(
+      stackoverflow.write_fake_vocabulary(data_dir), monkeypatch.setattr)
   source = _load(loading.Dataset.STACKOVERFLOW_NWP, data_dir)
 
   def windows(client_sentences):
@@ -228,10 +228,10 @@ def test_hostile_stackoverflow_ids_read_exactly_their_own_tags(
     tmp_path, monkeypatch):
   data_dir = str(tmp_path)
   posts = {c: [k % 7, (k + 3) % 7] for k, c in enumerate(_HOSTILE)}
-  tag.write_fake_posts(data_dir,
-                       train_clients=posts,
-                       test_clients=dict(list(posts.items())[:3]))
-  tag.write_fake_vocabularies(data_dir, monkeypatch.setattr)
+  stackoverflow.write_fake_posts(data_dir,
+                                 train_clients=posts,
+                                 test_clients=dict(list(posts.items())[:3]))
+  stackoverflow.write_fake_vocabularies(data_dir, monkeypatch.setattr)
   source = _load(loading.Dataset.STACKOVERFLOW_TAG, data_dir)
   for index, client_id in enumerate(source.client_ids):
     got = [

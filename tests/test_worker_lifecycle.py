@@ -16,9 +16,9 @@ import threading
 import time
 
 import pytest
-import worker_utils
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import workers
 
 pytestmark = pytest.mark.tff
 
@@ -62,18 +62,18 @@ def test_worker_stops_when_the_body_returns_or_raises(tmp_path, mode,
   # communicate() would hang here if the worker still held our pipes.
   child.communicate(timeout=60)
   assert child.returncode == expected_code
-  assert worker_utils.worker_pids_from_log(str(log_path)) == [pid]
-  assert worker_utils.wait_until_gone([pid]) == []
+  assert workers.worker_pids_from_log(str(log_path)) == [pid]
+  assert workers.wait_until_gone([pid]) == []
 
 
 def test_worker_dies_with_a_sigkilled_parent(tmp_path):
   log_path = tmp_path / 'worker.log'
   child = _start_child('wait', log_path)
   pid = _wait_ready(child)
-  assert worker_utils.is_running_worker(pid)
+  assert workers.is_running_worker(pid)
   child.kill()  # SIGKILL: no Python cleanup runs; only PR_SET_PDEATHSIG helps.
   child.communicate(timeout=60)
-  assert worker_utils.wait_until_gone([pid]) == []
+  assert workers.wait_until_gone([pid]) == []
 
 
 def _start_training(tmp_path, extra=()):
@@ -109,9 +109,9 @@ def test_interrupted_training_leaves_no_worker(tmp_path, sig, expected_code):
   assert child.returncode == expected_code, stderr
   assert 'worker was stopped' in stderr
   assert 'Traceback' not in stderr
-  pids = worker_utils.worker_pids_from_log(str(tmp_path / 'run' / 'worker.log'))
+  pids = workers.worker_pids_from_log(str(tmp_path / 'run' / 'worker.log'))
   assert len(pids) == 1
-  assert worker_utils.wait_until_gone(pids) == []
+  assert workers.wait_until_gone(pids) == []
 
 
 _IGNORING_CHILD = r"""
@@ -150,7 +150,7 @@ def test_stopping_is_quick_when_the_trainer_ignores_sigint_and_sigterm(
     assert not ignored & (1 << (sig - 1)), (sig, hex(ignored))
   seconds = float(stopped.split()[-1])
   assert seconds < 3.0, f'stopping the worker took {seconds:.1f} s'
-  assert worker_utils.wait_until_gone([pid]) == []
+  assert workers.wait_until_gone([pid]) == []
 
 
 _DYING_CHILD = r"""

@@ -1,5 +1,17 @@
 """Helpers shared by the test modules (no tests here).
 
+Test modules import these, never each other. Besides this module:
+
+* `workers`: finding the TFF workers a run started, and waiting for them.
+* `fake_tff_caches`: TFF's benchmark cache format (SQLite of
+  tf.train.Example rows) and fake EMNIST and CIFAR-100 examples;
+  `fake_shakespeare` and `fake_stackoverflow`: fake caches of those datasets
+  built on it, and reference values computed without tff-dp.
+* `configs_smoke`: trains every config of configs/ for two rounds (also run
+  as a script) and checks what each run claims.
+
+This module:
+
 * What an adversary holds: every file of a run directory except
   `checkpoints/` (the privacy statement says to keep that private), and the
   ways a secret integer could be written into them.
@@ -12,7 +24,9 @@ from typing import Iterable
 
 import numpy as np
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# tests/helpers/__init__.py -> the repository root.
+REPO_ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PRIVATE_DIRS = ('checkpoints',)
 
 
