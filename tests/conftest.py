@@ -3,6 +3,17 @@
 Tiers (see pytest.ini markers): unmarked tests are pure Python; `tff` tests
 build or run TFF computations on one worker shared by the session; `e2e` tests
 drive the real program through run.sh; `slow` tests run only with --run-slow.
+
+Layout: the folders mirror the package. A test file lives in the folder of the
+subpackage it mainly tests (tests/privacy/ for tff_dp/privacy/, ...;
+tests/tools/ for tools/ and benchmarks/), named test_<module>.py after the
+module it tests or, when it tests a behaviour across modules, after that
+(tests/program/test_threat_model.py); checks of the whole repository
+(test_layout.py) stay in tests/. File names are unique across folders: the
+folders have no __init__.py (tests/tools/ would hide the tools package), so
+pytest imports each file by its bare name. Fakes and helpers that several
+files share live in the package tests/helpers/; a test file never imports
+another.
 """
 
 import os
@@ -40,7 +51,10 @@ def pytest_collection_modifyitems(config, items):
       tier = (0
               if 'e2e' in item.keywords else 1 if 'tff' in item.keywords else 2)
     cost[item.path] = min(cost.get(item.path, 2), tier)
-  items.sort(key=lambda item: cost[item.path])  # Stable: file order kept.
+  # Within a tier, files in name order whatever their folder (names are
+  # unique): the order of the flat tests/ the runner's balance was set on.
+  # Stable: a file's tests keep their order.
+  items.sort(key=lambda item: (cost[item.path], item.path.name))
 
 
 @pytest.fixture(scope='session')

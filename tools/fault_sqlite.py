@@ -4,7 +4,7 @@ Files are made by the real importer (`tff_dp.data.csv_import`), then edited
 with parameterized SQL as an adversary would. What each client of a file
 with hostile ids reads is compared with the ground truth read here with
 parameterized queries and TensorFlow's own proto class, not with the
-loader's parser (as tests/test_untrusted_sqlite.py does).
+loader's parser (as tests/data/test_untrusted_sqlite.py does).
 """
 
 import os

@@ -3,7 +3,7 @@
 Each subpackage of `tff_dp` and each module in it is listed with the first
 line of its docstring, packages in layer order (bottom first, as
 `tff_dp/__init__.py` states it), so the section cannot drift from the code:
-`tests/test_readme_layout.py` compares the README with this output.
+`tests/tools/test_readme_layout.py` compares the README with this output.
 
 Usage (from the repository root):
   python -m tools.readme_layout            # prints the section

@@ -1,6 +1,6 @@
 """Trains configs of configs/ for two rounds and checks what each run claims.
 
-Shared by test_configs_smoke.py and test_configs_smoke_second_half.py. The
+Shared by tests/program/test_configs_smoke.py and its second half. The
 configs run one after another in a subprocess (this module run as a script,
 `python -m tests.helpers.configs_smoke OUTPUT_DIR CONFIG...`), so TensorFlow
 is imported once per call: each config still goes through the program's own
@@ -236,7 +236,7 @@ def _check_run_dir_report(name, run_dir, summary):
   """`./run.sh epsilon --run_dir` states every guarantee the run claims."""
   if not (summary['local_epsilon'] or summary['record_level_epsilon'] or
           not summary['private']):
-    return  # Central-only runs: tests/test_epsilon_program.py.
+    return  # Central-only runs: tests/cli/test_epsilon_program.py.
   result = subprocess.run(
       [sys.executable, '-m', 'tff_dp.cli.epsilon', f'--run_dir={run_dir}'],
       cwd=_ROOT,

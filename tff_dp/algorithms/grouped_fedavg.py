@@ -85,7 +85,8 @@ from tff_dp.algorithms import models
 from tff_dp.mechanisms import sanitize
 
 # Defined with the group graph whose layout they choose; kept here too, as
-# part of this module's interface (tests/test_grouped_fedavg.py uses them).
+# part of this module's interface (tests/algorithms/test_grouped_fedavg.py
+# uses them).
 MAX_UNROLLED_BATCHES = grouped_client_work.MAX_UNROLLED_BATCHES
 unrolled_batches = grouped_client_work.unrolled_batches
 

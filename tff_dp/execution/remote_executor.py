@@ -27,9 +27,10 @@ how they are produced:
   executors;
 * other values are serialized in one pass into the request's proto, each
   tensor's bytes copied once (`serialize_into`). The message is byte-for-byte
-  the one TFF's `serialize_value` builds (tests/test_remote_executor.py
-  checks it on the states of the processes tff-dp builds); sequences,
-  computations and anything unusual fall back to TFF's own serializer.
+  the one TFF's `serialize_value` builds
+  (tests/execution/test_remote_executor.py checks it on the states of the
+  processes tff-dp builds); sequences, computations and anything unusual fall
+  back to TFF's own serializer.
 
 The worker receives the same requests as before, minus repeated
 `CreateValue` calls for the computation, so results are unchanged.

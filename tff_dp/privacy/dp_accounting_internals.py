@@ -3,8 +3,9 @@
 Bounding the PLD accountant's memory and time (`tff_dp.privacy.accounting`)
 needs the size of each probability mass function before dp-accounting
 composes it, which its public API does not expose. Every such read goes
-through this module; `tests/test_dp_accounting_internals.py` checks them on a
-real distribution and fails, naming the field, when an upgrade moves one.
+through this module; `tests/privacy/test_dp_accounting_internals.py` checks
+them on a real distribution and fails, naming the field, when an upgrade moves
+one.
 """
 
 from typing import Any

@@ -32,8 +32,8 @@ composition of k events:
   updates are d-dimensional; that pair is attained (the two inputs +C e_1 and
   -C e_1) and we rely on it dominating every d-dimensional pair with the same
   L1 distance. That is checked numerically, not proven here:
-  tests/test_local_accounting.py compares the two-coordinate splits with the
-  concentrated shift (d coordinates reduce to two by induction, since
+  tests/privacy/test_local_accounting.py compares the two-coordinate splits
+  with the concentrated shift (d coordinates reduce to two by induction, since
   domination is preserved by composition). If in doubt, use the RDP or pure
   epsilon, which need no such assumption.
 

@@ -45,7 +45,7 @@ RESUMABLE_CHANGES = frozenset({
     'run_name',
     'accountants',
     # Both paths keep the same state structure and compute the same
-    # mechanism (tests/test_grouped_fedavg.py).
+    # mechanism (tests/algorithms/test_grouped_fedavg.py).
     'clients_per_call',
     # Where the worker listens, not what it computes.
     'allow_unconfined_worker',

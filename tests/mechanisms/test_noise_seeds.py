@@ -7,7 +7,7 @@ no noise comes from anywhere else, in particular not from TF's process-wide
 generator (32 bits of entropy) or the clock. Unpatched, the seeds differ on
 every execution, and DP-FTRL's tree seed is not the clock. Tiny executions
 on the session's TFF worker; the noise std and its freshness across clients
-and rounds are tested per mechanism (tests/test_dp_aggregator.py,
+and rounds are tested per mechanism (tests/mechanisms/test_dp_aggregator.py,
 test_local_dp.py, test_example_dp.py, test_dp_ftrl.py).
 """
 

@@ -1,4 +1,4 @@
-"""The other half of tests/test_configs_smoke.py's default-tier configs.
+"""The other half of tests/program/test_configs_smoke.py's default-tier configs.
 
 A file of its own so that the test runner's two workers (`--dist loadfile`
 sends each file to one worker) train the two halves at the same time.

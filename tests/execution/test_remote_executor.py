@@ -399,7 +399,8 @@ def test_a_live_worker_that_keeps_refusing_calls_ends_the_run(
 
 def test_an_error_the_worker_answers_with_passes_through_at_once(stand_in):
   # E.g. a failed TF op (INTERNAL): the worker is fine, the caller sees the
-  # RPC error (tests/test_grouped_fedavg.py relies on it) without delay.
+  # RPC error (tests/algorithms/test_grouped_fedavg.py relies on it) without
+  # delay.
   answered = _FakeRpcError(grpc.StatusCode.INTERNAL)
   stub = remote_executor.GuardedStub(_FailingStub(answered), stand_in.diagnose)
   start = time.monotonic()

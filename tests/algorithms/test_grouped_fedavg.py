@@ -9,10 +9,10 @@ round-off from summing the clipped updates in a different order (groups, then
 groups of groups): absolute 1e-6 on weights of order 1, relative 1e-5 on the
 metrics.
 
-Noise is checked as in tests/test_dp_aggregator.py: the sample std of d i.i.d.
-normal draws has relative standard error ~1/sqrt(2d); with the 101,770
-parameters of the 784-128-10 MLP a 6-standard-error band is +-1.33% (two-sided
-flake rate ~2e-9 per check).
+Noise is checked as in tests/mechanisms/test_dp_aggregator.py: the sample std
+of d i.i.d. normal draws has relative standard error ~1/sqrt(2d); with the
+101,770 parameters of the 784-128-10 MLP a 6-standard-error band is +-1.33%
+(two-sided flake rate ~2e-9 per check).
 """
 
 import csv

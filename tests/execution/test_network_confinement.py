@@ -9,7 +9,7 @@ here independently of tff_dp.execution.runtime), try to connect through an addre
 this machine that is not loopback, and run a computation through the confined
 worker. A missing shim is a failure, not a skip: the worker would then be
 refused (or, if allowed, exposed). Other users are kept out by the socket's
-directory: tests/test_worker_security.py.
+directory: tests/execution/test_worker_security.py.
 """
 
 import os

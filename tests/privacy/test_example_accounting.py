@@ -3,7 +3,7 @@
 Expected epsilons are computed here from hand-built dp_accounting events, with
 each silo's own sampling rate q_k = B / n_k and its own step count
 local_steps * participations; the module must agree with them. The TF Privacy
-MNIST golden values are the ones pinned in tests/test_accounting.py
+MNIST golden values are the ones pinned in tests/privacy/test_accounting.py
 (dp-accounting 0.4.3).
 """
 

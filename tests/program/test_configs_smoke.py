@@ -9,9 +9,9 @@ The configs run one after another in a subprocess (tests/helpers/
 configs_smoke.py run as a script, where the machinery of both halves lives),
 so TensorFlow is imported once per half: each config still goes through the
 program's own path (flag parsing, checks, data, the experiment, the run
-directory) and its own TFF worker. The configs are split in two
-halves, this file's and tests/test_configs_smoke_second_half.py's, so that
-the test runner's two workers (`--dist loadfile`) share the ~3 minutes.
+directory) and its own TFF worker. The configs are split in two halves, this
+file's and tests/program/test_configs_smoke_second_half.py's, so that the test
+runner's two workers (`--dist loadfile`) share the ~3 minutes.
 """
 
 import pytest

@@ -404,7 +404,7 @@ def test_preset_trains_one_round_and_reports_the_multi_label_metrics(tmp_path):
                             '00000001': [0, 1, 2],
                             '00000002': [3, 4, 5, 6]
                         })
-  # Run as a script (sys.path[0] is tests/): the repository root makes
+  # Run as a script (sys.path[0] is tests/data/): the repository root makes
   # `tests.helpers` importable, as pytest's working directory does.
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=REPO_ROOT)
   result = subprocess.run([

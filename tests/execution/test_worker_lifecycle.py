@@ -91,7 +91,7 @@ def _start_training(tmp_path, extra=()):
                           text=True)
 
 
-# SIGTERM's exit code is also tested in tests/test_program_signals.py.
+# SIGTERM's exit code is also tested in tests/cli/test_program_signals.py.
 @pytest.mark.parametrize(
     'sig,expected_code',
     [(signal.SIGINT, 130),

@@ -220,7 +220,7 @@ def test_preset_trains_one_round_on_a_fake_cache(tmp_path):
                         train_clients=fake.fake_clients(rng, _PROGRAM_CLIENTS),
                         test_clients=fake.fake_clients(rng, 2))
   vocabulary = fake.write_fake_vocabulary(str(data_dir))
-  # Run as a script (sys.path[0] is tests/): the repository root makes
+  # Run as a script (sys.path[0] is tests/data/): the repository root makes
   # `tests.helpers` importable, as pytest's working directory does.
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=REPO_ROOT)
   result = subprocess.run([
