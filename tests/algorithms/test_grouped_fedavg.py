@@ -30,6 +30,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import programs
 from tff_dp import config as config_lib
 from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import grouped_fedavg
@@ -535,26 +536,17 @@ def test_rejects_factories_it_cannot_reproduce():
 
 
 def _train(tmp_path, name, *flags):
-  env = dict(os.environ, TMPDIR=str(tmp_path), TF_CPP_MIN_LOG_LEVEL='3')
-  result = subprocess.run(
-      [
-          sys.executable,
-          '-m',
-          'tff_dp.cli.train',
-          f'--flagfile={os.path.join(REPO_ROOT, "configs", "smoke.cfg")}',
-          f'--output_dir={tmp_path / "runs"}',
-          f'--run_name={name}',
-          '--rounds=2',
-          '--noise_multiplier=0',
-          '--allow_zero_noise',
-          # The same cohorts in both runs, so that their releases can be equal.
-          '--insecure_sampling_seed=1',
-          *flags
-      ],
-      cwd=REPO_ROOT,
-      env=env,
-      capture_output=True,
-      text=True,
+  result = programs.run_train(
+      f'--flagfile={os.path.join(REPO_ROOT, "configs", "smoke.cfg")}',
+      f'--output_dir={tmp_path / "runs"}',
+      f'--run_name={name}',
+      '--rounds=2',
+      '--noise_multiplier=0',
+      '--allow_zero_noise',
+      # The same cohorts in both runs, so that their releases can be equal.
+      '--insecure_sampling_seed=1',
+      *flags,
+      env_extra={'TMPDIR': str(tmp_path)},
       timeout=600)
   assert result.returncode == 0, result.stderr
   with open(tmp_path / 'runs' / name / 'metrics.csv', newline='') as f:

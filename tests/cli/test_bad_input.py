@@ -7,12 +7,11 @@ program sees: flagfiles, directories, and settings that need the data.
 """
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import programs
 
 pytestmark = pytest.mark.e2e
 
@@ -86,17 +85,11 @@ def test_bad_input_table(tmp_path):
   cases = _cases(str(tmp_path))
   assert len(cases) >= 15
   output_dir = os.path.join(tmp_path, 'runs')
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   failures = []
   for args, expected in cases:
     if not any(a.startswith('--output_dir=') for a in args):
       args = args + [f'--output_dir={output_dir}']
-    result = subprocess.run([sys.executable, '-m', 'tff_dp.cli.train', *args],
-                            cwd=REPO_ROOT,
-                            env=env,
-                            capture_output=True,
-                            text=True,
-                            timeout=120)
+    result = programs.run_train(*args, timeout=120)
     problems = []
     if result.returncode != 2:
       problems.append(f'exit {result.returncode}')

@@ -9,13 +9,13 @@ signal and honours it at its next check.
 import errno
 import os
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import programs
 from tff_dp.cli import train
 
 _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
@@ -80,16 +80,8 @@ def test_the_error_log_failing_on_a_full_disk_still_gives_the_line(
     'delay', [0.5, 3.0, pytest.param(6.0, marks=pytest.mark.slow)])
 def test_ctrl_c_during_start_up_exits_130(tmp_path, delay):
   """Interrupts before, during and after TensorFlow's import."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-  process = subprocess.Popen([
-      sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
-      f'--output_dir={tmp_path}', '--run_name=run'
-  ],
-                             cwd=REPO_ROOT,
-                             env=env,
-                             stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE,
-                             text=True)
+  process = programs.start_train(f'--flagfile={_SMOKE}',
+                                 f'--output_dir={tmp_path}', '--run_name=run')
   time.sleep(delay)
   process.send_signal(signal.SIGINT)
   _, stderr = process.communicate(timeout=120)

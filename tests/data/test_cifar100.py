@@ -10,8 +10,6 @@ named) and once for one round on a fake cache.
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,6 +17,7 @@ import tensorflow as tf
 
 from tests.helpers import REPO_ROOT
 from tests.helpers import fake_tff_caches
+from tests.helpers import programs
 from tff_dp.algorithms import models
 from tff_dp.config import ModelKind
 from tff_dp.data import benchmark_source
@@ -218,23 +217,13 @@ def test_cnn_refuses_unusable_image_shapes(image_shape, input_dim, message):
                           image_shape=image_shape)
 
 
-def _train(*args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-  return subprocess.run([sys.executable, '-m', 'tff_dp.cli.train', *args],
-                        cwd=REPO_ROOT,
-                        env=env,
-                        capture_output=True,
-                        text=True,
-                        timeout=300)
-
-
 @pytest.mark.e2e
 def test_program_without_cache_exits_2_naming_the_file(tmp_path):
   data_dir = tmp_path / 'empty'
   data_dir.mkdir()
   output_dir = tmp_path / 'runs'
-  result = _train(f'--flagfile={_PRESET}', f'--data_dir={data_dir}',
-                  f'--output_dir={output_dir}')
+  result = programs.run_train(f'--flagfile={_PRESET}', f'--data_dir={data_dir}',
+                              f'--output_dir={output_dir}')
   assert result.returncode == 2, result.stderr[-2000:]
   assert 'Traceback' not in result.stderr
   errors = [
@@ -264,10 +253,10 @@ def test_preset_trains_one_round_on_a_fake_cache(tmp_path):
               '1': [make()]
           }
       })
-  result = _train(f'--flagfile={_PRESET}', '--rounds=1',
-                  f'--clients_per_round={_PROGRAM_COHORT}',
-                  f'--data_dir={data_dir}', f'--output_dir={tmp_path}',
-                  '--run_name=cifar')
+  result = programs.run_train(f'--flagfile={_PRESET}', '--rounds=1',
+                              f'--clients_per_round={_PROGRAM_COHORT}',
+                              f'--data_dir={data_dir}',
+                              f'--output_dir={tmp_path}', '--run_name=cifar')
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"Federated data 'cifar100': {_PROGRAM_CLIENTS} clients" in (
       result.stdout)

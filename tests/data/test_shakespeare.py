@@ -11,8 +11,6 @@ and once for one round on a fake cache.
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -22,6 +20,7 @@ from tensorflow_federated.python.simulation.baselines.shakespeare import char_pr
 
 from tests.helpers import REPO_ROOT
 from tests.helpers import fake_shakespeare as fake
+from tests.helpers import programs
 from tff_dp import config as config_lib
 from tff_dp.algorithms import models
 from tff_dp.config import ModelKind
@@ -285,23 +284,13 @@ def test_token_data_and_the_rnn_go_together(argv, flag_value):
   assert str(error.value).startswith(flag_value)
 
 
-def _train(*args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-  return subprocess.run([sys.executable, '-m', 'tff_dp.cli.train', *args],
-                        cwd=REPO_ROOT,
-                        env=env,
-                        capture_output=True,
-                        text=True,
-                        timeout=300)
-
-
 @pytest.mark.e2e
 def test_program_without_cache_exits_2_naming_the_file(tmp_path):
   data_dir = tmp_path / 'empty'
   data_dir.mkdir()
   output_dir = tmp_path / 'runs'
-  result = _train(f'--flagfile={_PRESET}', f'--data_dir={data_dir}',
-                  f'--output_dir={output_dir}')
+  result = programs.run_train(f'--flagfile={_PRESET}', f'--data_dir={data_dir}',
+                              f'--output_dir={output_dir}')
   assert result.returncode == 2, result.stderr[-2000:]
   assert 'Traceback' not in result.stderr
   errors = [
@@ -324,10 +313,11 @@ def test_preset_trains_one_round_on_a_fake_cache(tmp_path):
   fake.write_fake_cache(str(data_dir),
                         train_clients=fake.fake_clients(rng, _PROGRAM_CLIENTS),
                         test_clients=fake.fake_clients(rng, 2))
-  result = _train(f'--flagfile={_PRESET}', '--rounds=1',
-                  f'--clients_per_round={_PROGRAM_COHORT}',
-                  f'--data_dir={data_dir}', f'--output_dir={tmp_path}',
-                  '--run_name=shakespeare')
+  result = programs.run_train(f'--flagfile={_PRESET}', '--rounds=1',
+                              f'--clients_per_round={_PROGRAM_COHORT}',
+                              f'--data_dir={data_dir}',
+                              f'--output_dir={tmp_path}',
+                              '--run_name=shakespeare')
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"Federated data 'shakespeare': {_PROGRAM_CLIENTS} clients" in (
       result.stdout)

@@ -16,8 +16,6 @@ sources), so that each fails on the code before the fix (1074f4e).
 
 import os
 import sqlite3
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -27,6 +25,7 @@ from tests.helpers import REPO_ROOT
 from tests.helpers import fake_shakespeare as shakespeare
 from tests.helpers import fake_stackoverflow as stackoverflow
 from tests.helpers import fake_tff_caches
+from tests.helpers import programs
 from tff_dp.data import benchmark_source
 from tff_dp.data import loading
 from tff_dp.data.partition import Partition
@@ -504,16 +503,9 @@ def test_program_refuses_a_crafted_cache_in_one_line(tmp_path):
   path = _write_emnist(str(data_dir), _ids(4))
   _rename(path, 'f01', 'c\x001')
   output_dir = tmp_path / 'runs'
-  result = subprocess.run([
-      sys.executable, '-m', 'tff_dp.cli.train',
+  result = programs.run_train(
       '--flagfile=' + os.path.join(REPO_ROOT, 'configs', 'emnist_tutorial.cfg'),
-      f'--data_dir={data_dir}', f'--output_dir={output_dir}'
-  ],
-                          cwd=REPO_ROOT,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
-                          capture_output=True,
-                          text=True,
-                          timeout=300)
+      f'--data_dir={data_dir}', f'--output_dir={output_dir}')
   assert result.returncode == 2, result.stderr[-2000:]
   lines = result.stderr.strip().splitlines()
   assert lines[-1].startswith(

@@ -12,14 +12,13 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import programs
 from tff_dp.data import client_data_source
 from tff_dp.data import client_data_writer
 from tff_dp.data import csv_import
@@ -452,16 +451,9 @@ def test_program_refuses_crafted_metadata_before_the_run_directory(
   _edit(path,
         ('UPDATE tff_dp_metadata SET value = ? WHERE key = ?', (value, key)))
   output_dir = tmp_path / 'runs'
-  result = subprocess.run([
-      sys.executable, '-m', 'tff_dp.cli.train',
+  result = programs.run_train(
       '--flagfile=' + os.path.join(REPO_ROOT, 'configs', 'smoke.cfg'),
-      '--dataset=sqlite', f'--client_data={path}', f'--output_dir={output_dir}'
-  ],
-                          cwd=REPO_ROOT,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
-                          capture_output=True,
-                          text=True,
-                          timeout=300)
+      '--dataset=sqlite', f'--client_data={path}', f'--output_dir={output_dir}')
   assert result.returncode == 2, result.stderr[-2000:]
   lines = result.stderr.strip().splitlines()
   assert lines[-1].startswith(

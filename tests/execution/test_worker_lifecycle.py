@@ -18,6 +18,7 @@ import time
 import pytest
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import programs
 from tests.helpers import workers
 
 pytestmark = pytest.mark.tff
@@ -77,18 +78,13 @@ def test_worker_dies_with_a_sigkilled_parent(tmp_path):
 
 
 def _start_training(tmp_path, extra=()):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  args = [
-      sys.executable, '-m', 'tff_dp.cli.train',
+  # Log level 2, not run_train's 3: TensorFlow's C++ errors stay in stderr.
+  return programs.start_train(
       f'--flagfile={os.path.join(REPO_ROOT, "configs", "smoke.cfg")}',
-      f'--output_dir={tmp_path}', '--run_name=run', *extra
-  ]
-  return subprocess.Popen(args,
-                          cwd=REPO_ROOT,
-                          env=env,
-                          stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE,
-                          text=True)
+      f'--output_dir={tmp_path}',
+      '--run_name=run',
+      *extra,
+      env_extra={'TF_CPP_MIN_LOG_LEVEL': '2'})
 
 
 # SIGTERM's exit code is also tested in tests/cli/test_program_signals.py.

@@ -2,6 +2,8 @@
 
 Test modules import these, never each other. Besides this module:
 
+* `programs`: `run_train` and `start_train`, the one way tests run
+  `python -m tff_dp.cli.train` in a subprocess.
 * `workers`: finding the TFF workers a run started, and waiting for them.
 * `fake_tff_caches`: TFF's benchmark cache format (SQLite of
   tf.train.Example rows) and fake EMNIST and CIFAR-100 examples;

@@ -9,14 +9,13 @@ unlabelled release in a DP run, and one run of the real program.
 import csv
 import json
 import os
-import subprocess
-import sys
 
 from absl import flags
 import numpy as np
 import pytest
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import programs
 from tff_dp import config as config_lib
 from tff_dp.cli import cli_flags
 from tff_dp.data import held_out as held_out_lib
@@ -74,15 +73,10 @@ def test_dp_run_refuses_federated_evaluation_without_release_flag():
 
 
 def test_dp_run_refusal_through_the_program_is_one_line_exit_2(tmp_path):
-  result = subprocess.run([
-      sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
-      *_FEDERATED, f'--output_dir={tmp_path}'
-  ],
-                          cwd=REPO_ROOT,
-                          capture_output=True,
-                          text=True,
-                          timeout=120,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  result = programs.run_train(f'--flagfile={_SMOKE}',
+                              *_FEDERATED,
+                              f'--output_dir={tmp_path}',
+                              timeout=120)
   assert result.returncode == 2
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1, result.stderr
@@ -295,16 +289,9 @@ def test_metrics_equal_a_direct_computation_on_the_held_out_examples(
 
 @pytest.mark.e2e
 def test_program_releases_federated_metrics_under_nonprivate(tmp_path):
-  result = subprocess.run([
-      sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
-      *_FEDERATED, '--release_nonprivate_metrics', '--rounds=2',
-      f'--output_dir={tmp_path}', '--run_name=fed'
-  ],
-                          cwd=REPO_ROOT,
-                          capture_output=True,
-                          text=True,
-                          timeout=300,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  result = programs.run_train(f'--flagfile={_SMOKE}', *_FEDERATED,
+                              '--release_nonprivate_metrics', '--rounds=2',
+                              f'--output_dir={tmp_path}', '--run_name=fed')
   assert result.returncode == 0, result.stderr[-3000:]
   run_dir = os.path.join(tmp_path, 'fed')
   with open(os.path.join(run_dir, 'metrics.csv')) as f:

@@ -13,13 +13,12 @@ import glob
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import programs
 from tests.helpers import workers
 from tff_dp.privacy import accounting
 
@@ -30,20 +29,13 @@ _ROUNDS = 4
 
 
 def _train(output_dir, *extra, crash_at=None, run_name='run'):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-  env.pop('TFF_DP_CRASH_AT', None)
-  if crash_at:
-    env['TFF_DP_CRASH_AT'] = crash_at
-  return subprocess.run([
-      sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
-      f'--rounds={_ROUNDS}', f'--output_dir={output_dir}',
-      f'--run_name={run_name}', *extra
-  ],
-                        cwd=REPO_ROOT,
-                        env=env,
-                        capture_output=True,
-                        text=True,
-                        timeout=300)
+  # A crash point only where asked: never one the tests' environment holds.
+  return programs.run_train(f'--flagfile={_SMOKE}',
+                            f'--rounds={_ROUNDS}',
+                            f'--output_dir={output_dir}',
+                            f'--run_name={run_name}',
+                            *extra,
+                            env_extra={'TFF_DP_CRASH_AT': crash_at or None})
 
 
 def _csv_rounds(run_dir):

@@ -11,12 +11,11 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import programs
 from tff_dp.program import resume
 
 pytestmark = pytest.mark.e2e
@@ -25,16 +24,12 @@ _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
 
 
 def _train(output_dir, *extra, env_extra=None):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', **(env_extra or {}))
-  return subprocess.run([
-      sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
-      '--rounds=2', f'--output_dir={output_dir}', '--run_name=run', *extra
-  ],
-                        cwd=REPO_ROOT,
-                        env=env,
-                        capture_output=True,
-                        text=True,
-                        timeout=300)
+  return programs.run_train(f'--flagfile={_SMOKE}',
+                            '--rounds=2',
+                            f'--output_dir={output_dir}',
+                            '--run_name=run',
+                            *extra,
+                            env_extra=env_extra)
 
 
 def _without_tensorflow(tmp_path):

@@ -9,30 +9,24 @@ go through `python -m tff_dp.cli.train` on the smoke config (about 15 s each).
 
 import csv
 import os
-import subprocess
-import sys
 
 import pytest
 
 from tests import helpers
 from tests.helpers import REPO_ROOT
+from tests.helpers import programs
 from tff_dp.cohorts import sampling
 
 _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
 
 
 def _train(tmp_path, name, *flags):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-  result = subprocess.run([
-      sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={_SMOKE}',
-      f'--output_dir={tmp_path}', f'--run_name={name}', *flags
-  ],
-                          cwd=REPO_ROOT,
-                          env=env,
-                          capture_output=True,
-                          text=True,
-                          timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
+  result = programs.run_train(f'--flagfile={_SMOKE}',
+                              f'--output_dir={tmp_path}',
+                              f'--run_name={name}',
+                              *flags,
+                              timeout=600,
+                              check=True)
   return result, os.path.join(tmp_path, name)
 
 
