@@ -85,6 +85,9 @@ def test_ctrl_c_during_start_up_exits_130(tmp_path, delay):
   time.sleep(delay)
   process.send_signal(signal.SIGINT)
   _, stderr = process.communicate(timeout=120)
-  assert process.returncode == 130, stderr[-2000:]
+  # 130, or (rarely, when the signal lands in a window of the interpreter's
+  # start-up, seen under load) ended by SIGINT itself after the one line:
+  # a shell reports both as 130; never 0.
+  assert process.returncode in (130, -signal.SIGINT), stderr[-2000:]
   assert 'Traceback' not in stderr
   assert stderr.strip().splitlines()[-1].startswith('tff-dp: interrupted')
