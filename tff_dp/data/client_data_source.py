@@ -52,7 +52,6 @@ from tff_dp.data import csv_import
 from tff_dp.data import example_encoding
 from tff_dp.data import registry
 from tff_dp.data import sql_queries
-from tff_dp.data import table_checks
 from tff_dp.data.federated_data import size_statistics
 from tff_dp.data.labels import LabelKind
 
@@ -67,7 +66,6 @@ _SCAN_FEATURE_BYTES = 32 << 20
 # An example is 4 bytes per feature and a few dozen of framing: a much
 # larger blob is not one training could read, so it is not loaded.
 _EXAMPLE_SLACK_BYTES = 1024
-_SHOWN_CHARS = 60
 _SQLITE_MAGIC = b'SQLite format 3\x00'
 _CREATE_HINT = 'create one with `python -m tff_dp.cli.import_data`'
 
@@ -106,20 +104,9 @@ _TEST_QUERY = ("SELECT serialized_example_proto FROM examples WHERE "
                "split_name = 'test' ORDER BY rowid")
 
 
-def _show(value: Any) -> str:
-  """A value for an error message: repr, escaped and cut short."""
-  text = repr(value)
-  if len(text) > _SHOWN_CHARS:
-    text = f'{text[:_SHOWN_CHARS]}... ({len(text)} characters)'
-  return text
-
-
 def _show_json(value: Any) -> str:
   """A metadata value as JSON (ASCII, so nothing reaches the terminal raw)."""
-  text = json.dumps(value)
-  if len(text) > _SHOWN_CHARS:
-    text = f'{text[:_SHOWN_CHARS]}... ({len(text)} characters)'
-  return text
+  return sql_queries.shorten(json.dumps(value))
 
 
 def _error(path: str, reason: str) -> ClientDataFormatError:
@@ -173,8 +160,8 @@ def _check_schema(path: str, con: sqlite3.Connection) -> None:
       what = 'not as import-data writes it' if name in expected else (
           'not part of a tff-dp client-data file')
       raise _error(
-          path, f'{kind} {_show(name)} is {what} '
-          f'({_show(sql)}); {_CREATE_HINT}')
+          path, f'{kind} {sql_queries.show(name)} is {what} '
+          f'({sql_queries.show(sql)}); {_CREATE_HINT}')
     found.add(name)
   missing = sorted(set(expected) - found, key=list(expected).index)
   if missing:
@@ -182,7 +169,8 @@ def _check_schema(path: str, con: sqlite3.Connection) -> None:
                  f'{_CREATE_HINT}')
   check = con.execute('PRAGMA quick_check').fetchone()
   if check != ('ok',):
-    raise _error(path, f'is damaged (SQLite quick_check: {_show(check)})')
+    raise _error(path,
+                 f'is damaged (SQLite quick_check: {sql_queries.show(check)})')
 
 
 def _no_constant(name: str) -> None:
@@ -199,7 +187,8 @@ def _read_metadata(path: str, con: sqlite3.Connection) -> dict[str, Any]:
       metadata[key] = json.loads(value, parse_constant=_no_constant)
     except (ValueError, RecursionError) as e:
       raise _error(
-          path, f'metadata {_show(key)}: {_show(value)} is not '
+          path,
+          f'metadata {sql_queries.show(key)}: {sql_queries.show(value)} is not '
           f'valid JSON ({e})') from None
   return metadata
 
@@ -275,18 +264,9 @@ def _check_split_fields(path: str, m: dict[str, Any]) -> None:
 
 
 def _check_client_id(path: str, where: str, client_id: Any) -> None:
-  if not isinstance(client_id, str):
-    raise _error(path, f'{where}: client_id {_show(client_id)} is not text')
-  try:
-    client_id.encode('utf-8')
-  except UnicodeEncodeError:
-    raw = client_id.encode('utf-8', 'surrogateescape')
-    raise _error(path, f'{where}: client_id {_show(raw)} is not valid '
-                 'UTF-8') from None
-  try:
-    table_checks.check_client_id(client_id)
-  except ValueError as e:
-    raise _error(path, f'{where}: {e}') from None
+  problem = sql_queries.client_id_problem(client_id)
+  if problem is not None:
+    raise _error(path, f'{where}: {problem}')
 
 
 def _read_clients(path: str,
@@ -299,16 +279,16 @@ def _read_clients(path: str,
     where = f'client_metadata row {rowid}'
     if split not in (_TRAIN, _TEST):
       raise _error(
-          path, f'{where}: split_name {_show(split)}: expected '
+          path, f'{where}: split_name {sql_queries.show(split)}: expected '
           f'{_TRAIN!r} or {_TEST!r}')
     _check_client_id(path, where, cid)
     if not _is_int(n) or n < 1:
       raise _error(
-          path, f'{where}: num_examples {_show(n)} of client '
-          f'{_show(cid)}: expected an integer >= 1')
+          path, f'{where}: num_examples {sql_queries.show(n)} of client '
+          f'{sql_queries.show(cid)}: expected an integer >= 1')
     if (cid, split) in seen:
       raise _error(
-          path, f'{where}: client {_show(cid)} is listed twice in '
+          path, f'{where}: client {sql_queries.show(cid)} is listed twice in '
           f'split {split!r}')
     seen.add((cid, split))
     if split == _TRAIN:
@@ -323,8 +303,9 @@ def _read_clients(path: str,
       'm.num_examples IS NOT e.n LIMIT 1').fetchone()
   if row:
     raise _error(
-        path, f'examples has {row[2]} rows of client {_show(row[0])} '
-        f'in split {_show(row[1])}, client_metadata '
+        path,
+        f'examples has {row[2]} rows of client {sql_queries.show(row[0])} '
+        f'in split {sql_queries.show(row[1])}, client_metadata '
         f'{"says " + str(row[3]) if row[3] else "lists none"}')
   row = con.execute(
       'SELECT client_id, split_name FROM client_metadata AS m WHERE NOT '
@@ -332,7 +313,7 @@ def _read_clients(path: str,
       'AND e.split_name = m.split_name) LIMIT 1').fetchone()
   if row:
     raise _error(
-        path, f'client_metadata lists client {_show(row[0])} in '
+        path, f'client_metadata lists client {sql_queries.show(row[0])} in '
         f'split {row[1]!r}, which has no rows in examples')
   ids = sorted(train)
   return ids, np.array([train[c] for c in ids], dtype=np.int64), test_clients
@@ -387,7 +368,7 @@ def _check_rows(path: str, con: sqlite3.Connection, rows: list[tuple], spec,
     value = con.execute('SELECT split_name FROM examples WHERE rowid = ?',
                         (rowid,)).fetchone()[0]
     raise _error(
-        path, f'examples row {rowid}: split_name {_show(value)}: '
+        path, f'examples row {rowid}: split_name {sql_queries.show(value)}: '
         f'expected {_TRAIN!r} or {_TEST!r}')
   if None in blobs:
     rowid = rowids[blobs.index(None)]
@@ -406,7 +387,7 @@ def _check_rows(path: str, con: sqlite3.Connection, rows: list[tuple], spec,
     i = next(i for i, v in enumerate(labels)
              if not _is_int(v) or not 0 <= v < classes)
     raise _error(
-        path, f'examples row {rowids[i]}: label {_show(labels[i])}: '
+        path, f'examples row {rowids[i]}: label {sql_queries.show(labels[i])}: '
         f'expected an integer in [0, num_classes={classes})')
   x, parsed_y = _parse_examples(path, rowids, blobs, spec)
   if (parsed_y != y).any():

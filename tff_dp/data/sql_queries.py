@@ -20,7 +20,13 @@ opened (and created) `/data/a` read-write.
 
 import os
 import sqlite3
+from typing import Any, Optional
 import urllib.parse
+
+from tff_dp.data import table_checks
+
+# Characters of a file's value shown in an error message.
+_SHOWN_CHARS = 60
 
 
 def readonly_uri(path: str) -> str:
@@ -97,3 +103,37 @@ def has_text_affinity(declared_type: str) -> bool:
   if 'INT' in upper:
     return False
   return any(word in upper for word in ('CHAR', 'CLOB', 'TEXT'))
+
+
+def client_id_problem(client_id: Any) -> Optional[str]:
+  """Why a client id read from an untrusted file is unusable, or None.
+
+  Shared by the two kinds of SQLite file tff-dp reads (its own client-data
+  files and TFF's caches): text, valid UTF-8 (ids are queried as UTF-8
+  bytes), and the importer's rules (`table_checks.check_client_id`).
+  """
+  if not isinstance(client_id, str):
+    return f'client_id {show(client_id)} is not text'
+  try:
+    client_id.encode('utf-8')
+  except UnicodeEncodeError:
+    raw = client_id.encode('utf-8', 'surrogateescape')
+    return f'client_id {show(raw)} is not valid UTF-8'
+  try:
+    table_checks.check_client_id(client_id)
+  except ValueError as e:
+    return str(e)
+  return None
+
+
+def show(value: Any) -> str:
+  """A value for an error message: repr (escaped, so nothing reaches the
+  terminal raw), cut short."""
+  return shorten(repr(value))
+
+
+def shorten(text: str) -> str:
+  """`text` cut to what an error message shows of a file's value."""
+  if len(text) > _SHOWN_CHARS:
+    text = f'{text[:_SHOWN_CHARS]}... ({len(text)} characters)'
+  return text

@@ -49,7 +49,6 @@ import tensorflow as tf
 from tff_dp.data import sql_queries
 from tff_dp.data import table_checks
 
-_SHOWN_CHARS = 60
 _MAX_ID_BYTES = table_checks.MAX_CLIENT_ID_BYTES
 _TABLES = {
     'examples': ('split_name', 'client_id', 'serialized_example_proto'),
@@ -66,14 +65,6 @@ class CacheFormatError(ValueError):
   def __init__(self, path: str, reason: str):
     super().__init__(f'{path}: {reason}')
     self.reason = reason
-
-
-def _show(value: Any) -> str:
-  """A value for an error message: repr (escaped), cut short."""
-  text = repr(value)
-  if len(text) > _SHOWN_CHARS:
-    text = f'{text[:_SHOWN_CHARS]}... ({len(text)} characters)'
-  return text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,8 +210,9 @@ class CacheSplit:
 
   def _size(self, client_id: str) -> int:
     if client_id not in self._sizes:
-      raise KeyError(f'{self.path}: no client {_show(client_id)} in split '
-                     f'{self.split!r}')
+      raise KeyError(
+          f'{self.path}: no client {sql_queries.show(client_id)} in split '
+          f'{self.split!r}')
     return self._sizes[client_id]
 
   def clients_dataset(self,
@@ -293,7 +285,7 @@ def _check_tables(path: str, con: sqlite3.Connection) -> None:
     # A view or a virtual table could return anything, and differently at
     # each read.
     if kind != 'table' or not str(sql).upper().startswith('CREATE TABLE'):
-      raise _error(path, f'{table} is not a table ({_show(sql)})')
+      raise _error(path, f'{table} is not a table ({sql_queries.show(sql)})')
     # The table name is a constant of this module (PRAGMA binds nothing).
     declared = {
         name.lower(): (decl, hidden) for _, name, decl, _, _, _, hidden in
@@ -311,22 +303,13 @@ def _check_tables(path: str, con: sqlite3.Connection) -> None:
         # Other affinities convert values in comparisons: '01' = 1 = '1'.
         raise _error(
             path, f'column {table}.{column} is declared '
-            f'{_show(decl)}, which is not of TEXT affinity')
+            f'{sql_queries.show(decl)}, which is not of TEXT affinity')
 
 
 def _check_client_id(path: str, where: str, client_id: Any) -> None:
-  if not isinstance(client_id, str):
-    raise _error(path, f'{where}: client_id {_show(client_id)} is not text')
-  try:
-    client_id.encode('utf-8')
-  except UnicodeEncodeError:
-    raw = client_id.encode('utf-8', 'surrogateescape')
-    raise _error(path, f'{where}: client_id {_show(raw)} is not valid '
-                 'UTF-8') from None
-  try:
-    table_checks.check_client_id(client_id)
-  except ValueError as e:
-    raise _error(path, f'{where}: {e}') from None
+  problem = sql_queries.client_id_problem(client_id)
+  if problem is not None:
+    raise _error(path, f'{where}: {problem}')
 
 
 def _read_split(path: str, con: sqlite3.Connection,
@@ -356,12 +339,12 @@ def _read_split(path: str, con: sqlite3.Connection,
     if not isinstance(count, int) or count < 0:
       raise _error(
           path, f'client_metadata row {rowid}: num_examples '
-          f'{_show(count)} of client {_show(client_id)}: expected an '
+          f'{sql_queries.show(count)} of client {sql_queries.show(client_id)}: expected an '
           'integer >= 0')
     if client_id in sizes:
       raise _error(
           path, f'client_metadata row {rowid}: client '
-          f'{_show(client_id)} is listed twice in split {split!r}')
+          f'{sql_queries.show(client_id)} is listed twice in split {split!r}')
     sizes[client_id] = count
   return sizes
 
@@ -410,7 +393,7 @@ def _check_first_example(path: str, con: sqlite3.Connection,
   if not nonempty.size:
     return
   client_id = split.client_ids[int(nonempty[0])]
-  where = f'client {_show(client_id)} of split {split.split!r}'
+  where = f'client {sql_queries.show(client_id)} of split {split.split!r}'
   row = con.execute(
       sql_queries.client_examples_query(client_id, split.split) +
       ' LIMIT 1').fetchone()
