@@ -13,10 +13,10 @@ import pytest
 from tests import helpers
 
 _PACKAGE = os.path.join(helpers.REPO_ROOT, 'tff_dp')
-_BELOW_CONFIG = {'atomic_io', 'checks', 'cohorts', 'privacy', 'data'}
-_BELOW_PROGRAM = _BELOW_CONFIG | {
-    'config', 'mechanisms', 'algorithms', 'execution'
+_BELOW_CONFIG = {
+    'atomic_io', 'checks', 'cohorts', 'privacy', 'data', 'mechanisms'
 }
+_BELOW_PROGRAM = _BELOW_CONFIG | {'config', 'algorithms', 'execution'}
 # Layer -> the layers it may import (its own always allowed).
 _ALLOWED = {
     'atomic_io': set(),
@@ -25,8 +25,8 @@ _ALLOWED = {
     'privacy': {'cohorts', 'atomic_io', 'checks'},
     'data': {'atomic_io', 'checks'},
     'config': _BELOW_CONFIG,
-    'mechanisms': {'privacy', 'cohorts', 'config', 'atomic_io', 'checks'},
-    'algorithms': _BELOW_CONFIG | {'config', 'mechanisms'},
+    'mechanisms': {'privacy', 'cohorts', 'atomic_io', 'checks'},
+    'algorithms': _BELOW_CONFIG | {'config'},
     'execution': {'checks'},
     'program': _BELOW_PROGRAM,
     'cli': _BELOW_PROGRAM | {'program'},

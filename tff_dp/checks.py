@@ -1,4 +1,4 @@
-"""Argument checks shared by the library: integers and finite reals.
+"""Argument checks shared by the library: integers, finite reals, `ConfigError`.
 
 One definition, so that every public function refuses the same inputs with the
 same message: `bool` (an int subclass; `True` clients per round is almost
@@ -8,6 +8,17 @@ the other way round), with the argument's name and value in the message.
 
 import math
 import numbers
+from typing import Any
+
+
+class ConfigError(ValueError):
+  """A setting is invalid; the message names the flag and its value."""
+
+  def __init__(self, flag: str, value: Any, reason: str):
+    super().__init__(f'--{flag}={value}: {reason}')
+    self.flag = flag
+    self.value = value
+    self.reason = reason
 
 
 def check_int(name: str, value, *, minimum: int) -> int:

@@ -11,26 +11,15 @@ import dataclasses
 import enum
 from typing import Any, Mapping, Optional
 
+from tff_dp.checks import ConfigError
 from tff_dp.cohorts import sampling
 from tff_dp.data import loading
 from tff_dp.data import partition as partition_lib
 from tff_dp.data.labels import LabelKind
+from tff_dp.mechanisms import central
+from tff_dp.mechanisms import registry as mechanism_registry
+from tff_dp.mechanisms.registry import DpMechanism
 from tff_dp.privacy import accounting
-
-
-class DpMechanism(enum.Enum):
-  """How client updates are aggregated."""
-  # McMahan et al. 2018, "Learning Differentially Private Recurrent Language
-  # Models": fixed L2 clip per client update plus Gaussian noise on the sum.
-  GAUSSIAN_FIXED = 'gaussian_fixed'
-  # Andrew et al. 2021, "Differentially Private Learning with Adaptive
-  # Clipping": the clip tracks a privately estimated quantile of update norms.
-  GAUSSIAN_ADAPTIVE = 'gaussian_adaptive'
-  # Kairouz et al. 2021, "Practical and Private (Deep) Learning without
-  # Sampling or Shuffling": fixed clip, noise by tree aggregation (DP-FTRL).
-  TREE_AGGREGATION = 'tree_aggregation'
-  # No central noise (non-private FedAvg, or local DP only).
-  NONE = 'none'
 
 
 class Algorithm(enum.Enum):
@@ -90,16 +79,6 @@ class Evaluation(enum.Enum):
   # TFF's federated evaluation over --eval_clients clients held out of
   # training: their data without noise, so NOT covered by the guarantee.
   FEDERATED = 'federated'
-
-
-class ConfigError(ValueError):
-  """A setting is invalid; the message names the flag and its value."""
-
-  def __init__(self, flag: str, value: Any, reason: str):
-    super().__init__(f'--{flag}={value}: {reason}')
-    self.flag = flag
-    self.value = value
-    self.reason = reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,9 +154,26 @@ class TrainConfig:
   allow_unconfined_worker: bool
 
   @property
+  def mechanism(self) -> central.CentralMechanism:
+    """The central mechanism's row (`tff_dp.mechanisms.registry`)."""
+    return mechanism_registry.mechanism(self.dp_mechanism)
+
+  @property
+  def dp_settings(self) -> central.DpSettings:
+    """The central mechanism's parameters."""
+    return central.DpSettings(
+        mechanism=self.dp_mechanism,
+        noise_multiplier=self.noise_multiplier,
+        clients_per_round=self.clients_per_round,
+        clip=self.clip,
+        initial_clip=self.initial_clip,
+        target_unclipped_quantile=self.target_unclipped_quantile,
+        clip_learning_rate=self.clip_learning_rate)
+
+  @property
   def uses_dp_aggregator(self) -> bool:
     """Whether updates are clipped and noised by a DP aggregator."""
-    return self.dp_mechanism is not DpMechanism.NONE
+    return self.mechanism.noised
 
   @property
   def central_private(self) -> bool:
@@ -219,10 +215,6 @@ def config_from_mapping(values: Mapping[str, Any]) -> TrainConfig:
   return TrainConfig(**kwargs)
 
 
-# Above this the adaptive clipping count query needs more noise than TFF's
-# default split can give: TFF raises when z >= 2 * (0.05 * clients_per_round).
-ADAPTIVE_MAX_NOISE_PER_CLIENT = 0.1
-
 # Simulated clients per TFF call of the grouped path when --clients_per_call
 # is 0 (automatic). Measured on W1 (50 clients of the 784-128-10 MLP, client
 # files): 0.064 s/round with one call of 50 and 0.071 s with two of 25, so
@@ -247,9 +239,7 @@ def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
   checks = (
       (config.algorithm
        is Algorithm.FEDAVG, 'algorithm', config.algorithm.value),
-      (config.dp_mechanism
-       in (DpMechanism.GAUSSIAN_FIXED, DpMechanism.GAUSSIAN_ADAPTIVE),
-       'dp_mechanism', config.dp_mechanism.value),
+      (config.mechanism.grouped, 'dp_mechanism', config.dp_mechanism.value),
       (config.client_weighting is ClientWeighting.UNIFORM, 'client_weighting',
        config.client_weighting.value),
       (config.local_dp is LocalDp.NONE, 'local_dp', config.local_dp.value),
@@ -314,7 +304,7 @@ def check_config(config: TrainConfig) -> None:
     if config.noise_multiplier == 0 and config.max_epsilon is not None:
       raise ConfigError('max_epsilon', config.max_epsilon,
                         'cannot be met with --noise_multiplier=0')
-    check_adaptive_noise(config)
+    check_mechanism(config)
   if config.client_weighting is ClientWeighting.NUM_EXAMPLES and (
       config.uses_dp_aggregator):
     raise ConfigError(
@@ -384,15 +374,34 @@ def check_eval_clients(config: TrainConfig, population: int) -> None:
         f'number (it is {config.clients_per_round})')
 
 
-def _check_mechanism_combinations(config: TrainConfig) -> None:
-  """Which algorithms, mechanisms and samplers go together."""
-  dp_ftrl = config.algorithm is Algorithm.DP_FTRL
-  tree = config.dp_mechanism is DpMechanism.TREE_AGGREGATION
-  if dp_ftrl != tree:
+def _check_mechanism_row(config: TrainConfig) -> None:
+  """What the central mechanism's row says it runs with."""
+  row = config.mechanism
+  if config.algorithm.value not in row.algorithms:
+    fitting = [
+        m.name
+        for m in mechanism_registry.MECHANISMS
+        if config.algorithm.value in m.algorithms
+    ]
     raise ConfigError(
         'dp_mechanism', config.dp_mechanism.value,
-        '--algorithm=dp_ftrl and --dp_mechanism=tree_aggregation go together '
-        '(the tree needs the FTRL server update and vice versa)')
+        f'runs with --algorithm={"|".join(sorted(row.algorithms))}; '
+        f'--algorithm={config.algorithm.value} runs with --dp_mechanism='
+        f'{"|".join(fitting)}')
+  if not row.calibrates and config.target_epsilon is not None:
+    raise ConfigError(
+        'target_epsilon', config.target_epsilon,
+        'calibration is implemented for sampled Gaussian rounds only, not '
+        f'for --dp_mechanism={row.name}')
+  if not row.local_dp and config.local_dp is not LocalDp.NONE:
+    raise ConfigError('local_dp', config.local_dp.value,
+                      f'does not combine with --dp_mechanism={row.name}')
+
+
+def _check_mechanism_combinations(config: TrainConfig) -> None:
+  """Which algorithms, mechanisms and samplers go together."""
+  _check_mechanism_row(config)
+  dp_ftrl = config.algorithm is Algorithm.DP_FTRL
   epochs = config.client_sampling is sampling.ClientSampling.SHUFFLED_EPOCHS
   if dp_ftrl != epochs:
     raise ConfigError(
@@ -403,11 +412,6 @@ def _check_mechanism_combinations(config: TrainConfig) -> None:
   if dp_ftrl and config.client_weighting is not ClientWeighting.UNIFORM:
     raise ConfigError('client_weighting', config.client_weighting.value,
                       'DP-FTRL weights clients uniformly')
-  if dp_ftrl and config.target_epsilon is not None:
-    raise ConfigError(
-        'target_epsilon', config.target_epsilon,
-        'calibration is implemented for sampled Gaussian rounds '
-        'only, not for tree aggregation')
   if config.local_dp is LocalDp.LAPLACE and config.local_epsilon is None:
     raise ConfigError('local_epsilon', None, 'is required with '
                       '--local_dp=laplace')
@@ -415,11 +419,10 @@ def _check_mechanism_combinations(config: TrainConfig) -> None:
                                               is None):
     raise ConfigError('local_noise_multiplier', None, 'is required with '
                       '--local_dp=gaussian')
-  if config.local_dp is not LocalDp.NONE and (dp_ftrl or config.example_dp):
+  if config.local_dp is not LocalDp.NONE and config.example_dp:
     raise ConfigError(
         'local_dp', config.local_dp.value,
-        'combines with fedavg, fedprox or fedsgd and a Gaussian '
-        'or no central mechanism')
+        'does not combine with --example_dp (noise inside the clients)')
   if config.example_dp and config.algorithm is not Algorithm.FEDAVG:
     raise ConfigError(
         'example_dp', True, 'example-level DP-SGD runs inside '
@@ -435,18 +438,9 @@ def _check_mechanism_combinations(config: TrainConfig) -> None:
         'does not have')
 
 
-def check_adaptive_noise(config: TrainConfig) -> None:
-  """TFF's limit on the noise of adaptive clipping, as a `ConfigError`."""
-  if config.dp_mechanism is not DpMechanism.GAUSSIAN_ADAPTIVE:
-    return
-  limit = ADAPTIVE_MAX_NOISE_PER_CLIENT * config.clients_per_round
-  if config.noise_multiplier >= limit:
-    raise ConfigError(
-        'noise_multiplier', config.noise_multiplier,
-        f'must be below 0.1 * --clients_per_round = {limit:g} with adaptive '
-        'clipping (the clipped-count estimate would need more noise than the '
-        'total); raise --clients_per_round or use '
-        '--dp_mechanism=gaussian_fixed')
+def check_mechanism(config: TrainConfig) -> None:
+  """The central mechanism's own checks of its parameters (`ConfigError`)."""
+  config.mechanism.check(config.dp_settings)
 
 
 def check_population(config: TrainConfig, population: int) -> None:

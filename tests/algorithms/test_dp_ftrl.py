@@ -27,6 +27,7 @@ from tff_dp.algorithms import dp_ftrl
 from tff_dp.algorithms import models
 from tff_dp.cohorts import epoch_sampling
 from tff_dp.config import ModelKind
+from tff_dp.mechanisms import dp_queries
 
 pytestmark = pytest.mark.tff
 
@@ -50,17 +51,22 @@ def _process(*,
              server_learning_rate=0.7,
              server_momentum=0.0,
              model_fn=None,
-             **kwargs):
+             client_momentum=0.0,
+             **tree_kwargs):
+  model_fn = model_fn or _model_fn()
   return dp_ftrl.build_dp_ftrl_process(
-      model_fn=model_fn or _model_fn(),
+      model_fn=model_fn,
       client_learning_rate=_CLIENT_LR,
       server_learning_rate=server_learning_rate,
       server_momentum=server_momentum,
-      noise_multiplier=noise_multiplier,
-      clip=clip,
-      clients_per_round=clients_per_round,
-      rounds_per_epoch=rounds_per_epoch,
-      **kwargs)
+      model_aggregator=dp_queries.build_tree_aggregator(
+          noise_multiplier=noise_multiplier,
+          clip=clip,
+          clients_per_round=clients_per_round,
+          rounds_per_epoch=rounds_per_epoch,
+          record_specs=dp_ftrl.model_update_specs(model_fn),
+          **tree_kwargs),
+      client_momentum=client_momentum)
 
 
 def _weights(process, state):

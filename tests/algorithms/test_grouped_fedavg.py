@@ -41,6 +41,7 @@ from tff_dp.config import ClientWeighting
 from tff_dp.config import DpMechanism
 from tff_dp.config import ModelKind
 from tff_dp.config import ServerOptimizer
+from tff_dp.mechanisms import central
 from tff_dp.program import client_data
 
 pytestmark = pytest.mark.tff
@@ -69,7 +70,7 @@ def _dp(mechanism=DpMechanism.GAUSSIAN_FIXED,
         clients_per_round=len(_SIZES),
         clip=1e6,
         initial_clip=0.1):
-  return learning_process.DpSettings(mechanism=mechanism,
+  return central.DpSettings(mechanism=mechanism,
                                      noise_multiplier=noise_multiplier,
                                      clients_per_round=clients_per_round,
                                      clip=clip,

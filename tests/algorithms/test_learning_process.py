@@ -18,6 +18,7 @@ from tff_dp.config import ClientWeighting
 from tff_dp.config import DpMechanism
 from tff_dp.config import ModelKind
 from tff_dp.config import ServerOptimizer
+from tff_dp.mechanisms import central
 
 pytestmark = pytest.mark.tff
 
@@ -36,7 +37,7 @@ def _dp(mechanism=DpMechanism.GAUSSIAN_FIXED,
         noise_multiplier=0.0,
         clients_per_round=3,
         clip=1e6):
-  return learning_process.DpSettings(mechanism=mechanism,
+  return central.DpSettings(mechanism=mechanism,
                                      noise_multiplier=noise_multiplier,
                                      clients_per_round=clients_per_round,
                                      clip=clip,

@@ -120,6 +120,24 @@ BAD_COMBINATIONS = [
     (['--client_weighting=capped'], '--weight_cap=None', None),
     (['--weight_cap=5'], '--weight_cap=5.0', None),
     (['--proximal_strength=0.1'], '--proximal_strength=0.1', None),
+    # What a mechanism's row (tff_dp.mechanisms.registry) says it runs with.
+    ([
+        '--algorithm=dp_ftrl', '--dp_mechanism=gaussian_fixed',
+        '--client_sampling=shuffled_epochs'
+    ], '--dp_mechanism=gaussian_fixed', None),
+    (['--dp_mechanism=tree_aggregation'], '--dp_mechanism=tree_aggregation',
+     None),
+    ([
+        '--algorithm=dp_ftrl', '--dp_mechanism=tree_aggregation',
+        '--client_sampling=shuffled_epochs', '--target_epsilon=3'
+    ], '--target_epsilon=3.0', None),
+    ([
+        '--algorithm=dp_ftrl', '--dp_mechanism=tree_aggregation',
+        '--client_sampling=shuffled_epochs', '--local_dp=laplace',
+        '--local_epsilon=1'
+    ], '--local_dp=laplace', None),
+    (['--dp_mechanism=none',
+      '--clients_per_call=4'], '--dp_mechanism=none', None),
 ]
 
 

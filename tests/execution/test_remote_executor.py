@@ -37,6 +37,7 @@ from tff_dp.config import ModelKind
 from tff_dp.config import ServerOptimizer
 from tff_dp.execution import remote_executor
 from tff_dp.execution import runtime
+from tff_dp.mechanisms import central
 
 pytestmark = pytest.mark.tff
 
@@ -111,7 +112,7 @@ def test_mismatches_raise_what_tff_raises(value, type_spec):
 
 
 def _dp():
-  return learning_process.DpSettings(mechanism=DpMechanism.GAUSSIAN_ADAPTIVE,
+  return central.DpSettings(mechanism=DpMechanism.GAUSSIAN_ADAPTIVE,
                                      noise_multiplier=0.1,
                                      clients_per_round=3,
                                      clip=1.0,

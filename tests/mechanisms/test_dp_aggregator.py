@@ -16,6 +16,7 @@ import tensorflow_federated as tff
 
 from tff_dp.algorithms import learning_process
 from tff_dp.config import DpMechanism
+from tff_dp.mechanisms import central
 
 pytestmark = pytest.mark.tff
 
@@ -28,7 +29,7 @@ def _settings(mechanism,
               clients_per_round,
               clip=1.0,
               initial_clip=0.1):
-  return learning_process.DpSettings(mechanism=mechanism,
+  return central.DpSettings(mechanism=mechanism,
                                      noise_multiplier=noise_multiplier,
                                      clients_per_round=clients_per_round,
                                      clip=clip,

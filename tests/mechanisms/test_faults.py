@@ -10,6 +10,7 @@ from tff_dp.algorithms import learning_process
 from tff_dp.cohorts import sampling
 from tff_dp.config import ClientWeighting
 from tff_dp.config import DpMechanism
+from tff_dp.mechanisms import central
 
 
 def _aggregator(*,
@@ -17,7 +18,7 @@ def _aggregator(*,
                 clients_per_round=4,
                 clip=1.0,
                 mechanism=DpMechanism.GAUSSIAN_FIXED):
-  dp = learning_process.DpSettings(mechanism=mechanism,
+  dp = central.DpSettings(mechanism=mechanism,
                                    noise_multiplier=noise_multiplier,
                                    clients_per_round=clients_per_round,
                                    clip=clip,

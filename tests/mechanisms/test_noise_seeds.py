@@ -18,12 +18,13 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_dp.algorithms import dp_ftrl
 from tff_dp.algorithms import example_dp
 from tff_dp.algorithms import learning_process
 from tff_dp.algorithms import models
 from tff_dp.config import DpMechanism
 from tff_dp.config import ModelKind
+from tff_dp.mechanisms import central
+from tff_dp.mechanisms import dp_queries
 from tff_dp.mechanisms import local_dp
 from tff_dp.mechanisms import noise_seeds
 from tff_dp.privacy import run_secrets
@@ -35,7 +36,7 @@ _VECTOR = tff.TensorType(np.float32, [_DIM])
 
 
 def _dp_aggregator(mechanism):
-  settings = learning_process.DpSettings(mechanism=mechanism,
+  settings = central.DpSettings(mechanism=mechanism,
                                          noise_multiplier=1.0,
                                          clients_per_round=20,
                                          clip=1.0,
@@ -53,7 +54,7 @@ def _local(mechanism, **noise):
 
 
 def _tree():
-  return dp_ftrl.build_tree_aggregator(noise_multiplier=1.0,
+  return dp_queries.build_tree_aggregator(noise_multiplier=1.0,
                                        clip=1.0,
                                        clients_per_round=2,
                                        rounds_per_epoch=4,

@@ -23,7 +23,8 @@ How it is built (TFF 0.87 / TF Privacy 0.9):
   `tfp.NormalizedQuery(denominator=clients_per_round)`, additionally wrapped
   in `tfp.RestartQuery` with `PeriodicRoundRestartIndicator(period=
   rounds_per_epoch)` (as TFF's own `tree_adaptive` does). The factory method
-  itself offers no restart, hence `build_tree_aggregator` here.
+  itself offers no restart, hence
+  `tff_dp.mechanisms.dp_queries.build_tree_aggregator`.
   `TreeResidualSumQuery` does NOT return the noisy prefix sum but the
   RESIDUAL g_t = G_t - G_{t-1} (round t's clipped mean plus the change of
   the tree's cumulative noise).
@@ -55,16 +56,14 @@ round 1). Each client may contribute at most once per tree: use
 `REPLACE_SPECIAL`, RDP only).
 """
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
-import tensorflow_privacy as tfp
 
 from tff_dp import checks
 from tff_dp.algorithms import learning_process
-from tff_dp.mechanisms import dp_queries
 
 
 def model_update_specs(
@@ -76,77 +75,14 @@ def model_update_specs(
     return [tf.TensorSpec(v.shape, v.dtype) for v in model.trainable_variables]
 
 
-def build_tree_aggregator(
-    *,
-    noise_multiplier: float,
-    clip: float,
-    clients_per_round: int,
-    rounds_per_epoch: int,
-    record_specs: Any,
-    use_efficient_tree: bool = True,
-    noise_seed: Optional[int] = None,
-) -> tff.aggregators.UnweightedAggregationFactory:
-  """Tree-aggregation DP mean of clipped updates, restarted every epoch.
-
-  Args:
-    noise_multiplier: z; every tree node gets Gaussian noise of std z * clip.
-    clip: L2 clip C of each client update (global norm over all tensors).
-    clients_per_round: n, the fixed denominator of the mean.
-    rounds_per_epoch: The tree restarts after every this many `next` calls.
-    record_specs: Structure of `tf.TensorSpec`s of one client update.
-    use_efficient_tree: Honaker's estimator (less noise on the same tree,
-      same privacy) if True; the plain binary tree otherwise.
-    noise_seed: Seed of the tree noise. None: a fresh seed from a 128-bit
-      secret key on every `initialize` (`tff_dp.mechanisms.dp_queries`); TF Privacy's
-      own default would derive it from the clock, which anyone who knows
-      when the run started can guess. A fixed value makes the noise
-      computable by whoever knows it: tests only. Either way the seed is in
-      the aggregator state (checkpointed, so a resumed run continues the
-      same trees), which must therefore never be released.
-
-  Returns:
-    An unweighted aggregation factory whose result for round t is the
-    residual G_t - G_{t-1} of the noisy prefix means G of the current tree
-    (after a restart: the new tree's first prefix mean).
-  """
-  z = checks.check_real('noise_multiplier', noise_multiplier)
-  clip = checks.check_real('clip', clip, positive=True)
-  n = checks.check_int('clients_per_round', clients_per_round, minimum=1)
-  period = checks.check_int('rounds_per_epoch', rounds_per_epoch, minimum=1)
-  if noise_seed is None:
-    sum_query = dp_queries.tree_residual_sum_query(
-        clip=clip,
-        noise_multiplier=z,
-        record_specs=record_specs,
-        use_efficient=use_efficient_tree)
-  else:
-    sum_query = tfp.TreeResidualSumQuery.build_l2_gaussian_query(
-        clip,
-        z,
-        record_specs,
-        noise_seed=noise_seed,
-        use_efficient=use_efficient_tree)
-  # warmup=None: the first restart comes after `period` calls, then every
-  # `period` calls, i.e. after rounds R, 2R, ... of a 1-based run.
-  restart = tfp.restart_query.PeriodicRoundRestartIndicator(period=period)
-  query = tfp.NormalizedQuery(tfp.RestartQuery(sum_query, restart),
-                              denominator=float(n))
-  return tff.aggregators.DifferentiallyPrivateFactory(query)
-
-
 def build_dp_ftrl_process(
     *,
     model_fn: Callable[[], tff.learning.models.VariableModel],
     client_learning_rate: float,
     server_learning_rate: float,
     server_momentum: float,
-    noise_multiplier: float,
-    clip: float,
-    clients_per_round: int,
-    rounds_per_epoch: int,
+    model_aggregator: tff.aggregators.UnweightedAggregationFactory,
     client_momentum: float = 0.0,
-    use_efficient_tree: bool = True,
-    noise_seed: Optional[int] = None,
 ) -> tff.learning.templates.LearningProcess:
   """Returns DP-FTRL(M) as a TFF learning process (see module doc).
 
@@ -155,14 +91,10 @@ def build_dp_ftrl_process(
     client_learning_rate: Learning rate of the clients' SGD.
     server_learning_rate: FTRL learning rate (lr above).
     server_momentum: FTRLM momentum in [0, 1); 0 is plain DP-FTRL.
-    noise_multiplier: z of the tree nodes (the accounted noise multiplier).
-    clip: L2 clip of each client's model delta.
-    clients_per_round: n, the exact cohort size; the mean divides by it.
-    rounds_per_epoch: Rounds between tree restarts; must equal the sampler's
-      `EpochSampler.rounds_per_epoch`.
+    model_aggregator: The tree (`tff_dp.mechanisms.dp_queries.
+      build_tree_aggregator`, as `tff_dp.mechanisms.tree_aggregation` builds
+      it), restarted every `EpochSampler.rounds_per_epoch` rounds.
     client_momentum: Momentum of the clients' SGD.
-    use_efficient_tree: See `build_tree_aggregator`.
-    noise_seed: See `build_tree_aggregator`; None in any private run.
 
   Returns:
     The process. Its `next` must be called exactly once per round, from
@@ -177,13 +109,6 @@ def build_dp_ftrl_process(
   checks.check_real('server_learning_rate', server_learning_rate, positive=True)
   checks.check_real('client_learning_rate', client_learning_rate)
   checks.check_real('client_momentum', client_momentum, below_one=True)
-  aggregator = build_tree_aggregator(noise_multiplier=noise_multiplier,
-                                     clip=clip,
-                                     clients_per_round=clients_per_round,
-                                     rounds_per_epoch=rounds_per_epoch,
-                                     record_specs=model_update_specs(model_fn),
-                                     use_efficient_tree=use_efficient_tree,
-                                     noise_seed=noise_seed)
   return tff.learning.algorithms.build_unweighted_fed_avg(
       model_fn=model_fn,
       client_optimizer_fn=tff.learning.optimizers.build_sgdm(
@@ -192,7 +117,7 @@ def build_dp_ftrl_process(
       server_optimizer_fn=tff.learning.optimizers.build_sgdm(
           learning_rate=server_learning_rate, momentum=momentum or None),
       loop_implementation=learning_process.LOOP,
-      model_aggregator=aggregator)
+      model_aggregator=model_aggregator)
 
 
 def _tree_query_state(state: Any) -> Any:

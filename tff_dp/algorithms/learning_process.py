@@ -25,18 +25,17 @@ The model aggregator is composed inside out (as in google-research/federated
 """
 
 import collections
-import dataclasses
 from typing import Callable, Optional, Union
 
 import tensorflow_federated as tff
 
 from tff_dp.config import Algorithm
 from tff_dp.config import ClientWeighting
-from tff_dp.config import DpMechanism
 from tff_dp.config import ServerOptimizer
-from tff_dp.mechanisms import dp_queries
+from tff_dp.mechanisms import registry
 from tff_dp.mechanisms import sanitize
 from tff_dp.mechanisms import weighting
+from tff_dp.mechanisms.central import DpSettings
 
 # Measured on W1 (benchmarks/where_time_goes.py): DATASET_ITERATOR runs a
 # round in ~0.63 s where TFF's default DATASET_REDUCE takes ~1.6 s; the local
@@ -47,23 +46,12 @@ AnyFactory = Union[tff.aggregators.UnweightedAggregationFactory,
                    tff.aggregators.WeightedAggregationFactory]
 
 
-@dataclasses.dataclass(frozen=True)
-class DpSettings:
-  """Parameters of the central DP model aggregator."""
-  mechanism: DpMechanism
-  noise_multiplier: float
-  clients_per_round: int
-  clip: float
-  initial_clip: float
-  target_unclipped_quantile: float
-  clip_learning_rate: float
-
-
 def build_dp_aggregator(
     settings: DpSettings) -> tff.aggregators.UnweightedAggregationFactory:
-  """Returns TF Privacy's DP aggregation factory for `settings.mechanism`.
+  """Returns the TF Privacy DP aggregation factory of `settings.mechanism`.
 
-  The queries are TFF's (`tff_dp.mechanisms.dp_queries`), with noise from secret keys.
+  Built by the mechanism's row (`tff_dp.mechanisms.registry`), with the
+  queries' noise drawn from secret keys (`tff_dp.mechanisms.dp_queries`).
 
   The factory divides the noised sum by `clients_per_round`, never by the
   number of clients that actually reported: that number depends on the data
@@ -76,19 +64,7 @@ def build_dp_aggregator(
   Raises:
     ValueError: For `DpMechanism.NONE`, which has no DP aggregator.
   """
-  if settings.mechanism is DpMechanism.GAUSSIAN_FIXED:
-    return dp_queries.gaussian_fixed(
-        noise_multiplier=settings.noise_multiplier,
-        clients_per_round=settings.clients_per_round,
-        clip=settings.clip)
-  if settings.mechanism is DpMechanism.GAUSSIAN_ADAPTIVE:
-    return dp_queries.gaussian_adaptive(
-        noise_multiplier=settings.noise_multiplier,
-        clients_per_round=settings.clients_per_round,
-        initial_l2_norm_clip=settings.initial_clip,
-        target_unclipped_quantile=settings.target_unclipped_quantile,
-        learning_rate=settings.clip_learning_rate)
-  raise ValueError(f'no DP aggregator for mechanism {settings.mechanism!r}')
+  return registry.mechanism(settings.mechanism).build_aggregator(settings)
 
 
 def sanitizing_dp_aggregator(

@@ -19,6 +19,7 @@ from tff_dp.cohorts import sampling
 from tff_dp.data import loading
 from tff_dp.data import partition as partition_lib
 from tff_dp.data import registry
+from tff_dp.mechanisms import registry as mechanism_registry
 from tff_dp.privacy import accounting
 
 # Generous caps that catch typos (an extra zero or three) well before they turn
@@ -339,14 +340,9 @@ def _define_optional_epsilon(fv, name: str, help_text: str) -> None:
 
 def define_privacy_flags(fv: flags.FlagValues) -> None:
   """The DP mechanism's noise and the accounting parameters."""
-  _define_enum(
-      fv, 'dp_mechanism', config_lib.DpMechanism.GAUSSIAN_ADAPTIVE.value,
-      config_lib.DpMechanism,
-      'Central DP on the aggregate. gaussian_adaptive: adaptive '
-      'clipping + Gaussian noise; gaussian_fixed: fixed clip --clip '
-      '+ Gaussian noise; tree_aggregation: fixed clip + tree-'
-      'aggregated noise (with --algorithm=dp_ftrl); none: no central '
-      'noise.')
+  _define_enum(fv, 'dp_mechanism',
+               config_lib.DpMechanism.GAUSSIAN_ADAPTIVE.value,
+               config_lib.DpMechanism, mechanism_registry.help_text())
   _define_float(fv,
                 'noise_multiplier',
                 1.0, 'Gaussian noise std divided by the clip (z). For adaptive '

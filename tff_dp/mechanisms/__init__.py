@@ -1,5 +1,8 @@
-"""DP mechanisms as TFF / TF Privacy aggregators: central Gaussian, local DP, sanitizing, weighting.
+"""DP mechanisms: the central mechanisms' registry, TF Privacy aggregators, local DP, sanitizing, weighting.
 
-May import `tff_dp.privacy`, `tff_dp.cohorts`, `tff_dp.config` and
-`tff_dp.atomic_io`; never `algorithms`, `program` or `cli`.
+One module per central mechanism (`--dp_mechanism`), registered once in
+`registry`. May import `tff_dp.privacy`, `tff_dp.cohorts`, `tff_dp.checks`
+and `tff_dp.atomic_io`; never `config`, `algorithms`, `program` or `cli`.
+The registry and the mechanism modules import no TensorFlow (the
+configuration imports them); the TFF builders import it when called.
 """

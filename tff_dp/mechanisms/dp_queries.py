@@ -12,10 +12,12 @@ process-wide generator seeded with 32 bits; `SecretGaussianSumQuery` draws the
 same N(0, stddev^2) per coordinate from stateless Philox under a 128-bit key
 from the operating system (`tff_dp.mechanisms.noise_seeds`). Clipping, the query states
 (and so the checkpoints), the DP events and the accounting are unchanged; the
-adaptive clip's count query gets its own key.
+adaptive clip's count query gets its own key. DP-FTRL's tree (Kairouz et al.
+2021) is TF Privacy's `TreeResidualSumQuery`, restarted every epoch, with a
+secret first seed.
 """
 
-from typing import Any
+from typing import Any, Optional
 
 import dp_accounting
 import tensorflow as tf
@@ -27,6 +29,7 @@ from tensorflow_federated.python.aggregators import differential_privacy
 import tensorflow_privacy as tfp
 from tensorflow_privacy.privacy.dp_query import tree_aggregation
 
+from tff_dp import checks
 from tff_dp.mechanisms import noise_seeds
 from tff_dp.privacy import run_secrets
 
@@ -176,3 +179,60 @@ def tree_residual_sum_query(
                                       record_specs,
                                       noise_key=run_secrets.new_noise_key()),
                                   use_efficient=use_efficient)
+
+
+def build_tree_aggregator(
+    *,
+    noise_multiplier: float,
+    clip: float,
+    clients_per_round: int,
+    rounds_per_epoch: int,
+    record_specs: Any,
+    use_efficient_tree: bool = True,
+    noise_seed: Optional[int] = None,
+) -> tff.aggregators.UnweightedAggregationFactory:
+  """Tree-aggregation DP mean of clipped updates, restarted every epoch.
+
+  Args:
+    noise_multiplier: z; every tree node gets Gaussian noise of std z * clip.
+    clip: L2 clip C of each client update (global norm over all tensors).
+    clients_per_round: n, the fixed denominator of the mean.
+    rounds_per_epoch: The tree restarts after every this many `next` calls.
+    record_specs: Structure of `tf.TensorSpec`s of one client update.
+    use_efficient_tree: Honaker's estimator (less noise on the same tree,
+      same privacy) if True; the plain binary tree otherwise.
+    noise_seed: Seed of the tree noise. None: a fresh seed from a 128-bit
+      secret key on every `initialize` (`tff_dp.mechanisms.dp_queries`); TF Privacy's
+      own default would derive it from the clock, which anyone who knows
+      when the run started can guess. A fixed value makes the noise
+      computable by whoever knows it: tests only. Either way the seed is in
+      the aggregator state (checkpointed, so a resumed run continues the
+      same trees), which must therefore never be released.
+
+  Returns:
+    An unweighted aggregation factory whose result for round t is the
+    residual G_t - G_{t-1} of the noisy prefix means G of the current tree
+    (after a restart: the new tree's first prefix mean).
+  """
+  z = checks.check_real('noise_multiplier', noise_multiplier)
+  clip = checks.check_real('clip', clip, positive=True)
+  n = checks.check_int('clients_per_round', clients_per_round, minimum=1)
+  period = checks.check_int('rounds_per_epoch', rounds_per_epoch, minimum=1)
+  if noise_seed is None:
+    sum_query = tree_residual_sum_query(clip=clip,
+                                        noise_multiplier=z,
+                                        record_specs=record_specs,
+                                        use_efficient=use_efficient_tree)
+  else:
+    sum_query = tfp.TreeResidualSumQuery.build_l2_gaussian_query(
+        clip,
+        z,
+        record_specs,
+        noise_seed=noise_seed,
+        use_efficient=use_efficient_tree)
+  # warmup=None: the first restart comes after `period` calls, then every
+  # `period` calls, i.e. after rounds R, 2R, ... of a 1-based run.
+  restart = tfp.restart_query.PeriodicRoundRestartIndicator(period=period)
+  query = tfp.NormalizedQuery(tfp.RestartQuery(sum_query, restart),
+                              denominator=float(n))
+  return tff.aggregators.DifferentiallyPrivateFactory(query)

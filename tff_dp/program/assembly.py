@@ -18,7 +18,6 @@ from tff_dp.algorithms import grouped_fedavg
 from tff_dp.algorithms import learning_process
 from tff_dp.algorithms import models
 from tff_dp.config import Algorithm
-from tff_dp.config import DpMechanism
 from tff_dp.config import LocalDp
 from tff_dp.config import TrainConfig
 from tff_dp.data.federated_data import FederatedData
@@ -28,18 +27,8 @@ from tff_dp.program import run_privacy
 
 
 def dp_settings(config: TrainConfig):
-  """TF Privacy's Gaussian aggregator settings of `config` (None if none)."""
-  if config.dp_mechanism not in (DpMechanism.GAUSSIAN_FIXED,
-                                 DpMechanism.GAUSSIAN_ADAPTIVE):
-    return None
-  return learning_process.DpSettings(
-      mechanism=config.dp_mechanism,
-      noise_multiplier=config.noise_multiplier,
-      clients_per_round=config.clients_per_round,
-      clip=config.clip,
-      initial_clip=config.initial_clip,
-      target_unclipped_quantile=config.target_unclipped_quantile,
-      clip_learning_rate=config.clip_learning_rate)
+  """The settings of `config`'s central DP aggregator (None if none)."""
+  return config.dp_settings if config.uses_dp_aggregator else None
 
 
 def server_optimizer(config: TrainConfig):
@@ -115,10 +104,10 @@ def build_process(config: TrainConfig,
         client_learning_rate=config.client_learning_rate,
         server_learning_rate=config.server_learning_rate,
         server_momentum=config.server_momentum,
-        noise_multiplier=config.noise_multiplier,
-        clip=config.clip,
-        clients_per_round=config.clients_per_round,
-        rounds_per_epoch=sampler.rounds_per_epoch,
+        model_aggregator=config.mechanism.build_aggregator(
+            dp,
+            rounds_per_epoch=sampler.rounds_per_epoch,
+            record_specs=dp_ftrl.model_update_specs(model_fn)),
         client_momentum=config.client_momentum)
   if config.example_dp:
     central = None if dp is None else learning_process.sanitizing_dp_aggregator(

@@ -28,7 +28,6 @@ from tff_dp import atomic_io
 from tff_dp import config as config_lib
 from tff_dp.algorithms import grouped_data
 from tff_dp.cohorts import sampling
-from tff_dp.config import DpMechanism
 from tff_dp.config import TrainConfig
 from tff_dp.data import fingerprint
 from tff_dp.data import labels
@@ -111,14 +110,7 @@ def _round_values_fn(config: TrainConfig, *, release_nonprivate: bool,
 
   def round_values(output, cohort, seconds) -> dict[str, float]:
     values = {'cohort/expected_size': float(config.clients_per_round)}
-    if config.uses_dp_aggregator:
-      values['privacy/noise_multiplier'] = config.noise_multiplier
-      if config.dp_mechanism is DpMechanism.GAUSSIAN_ADAPTIVE:
-        # The clip for the next round, estimated with the noised count query.
-        values['privacy/clip'] = float(
-            output.metrics['aggregator']['dp_query_metrics']['clip'])
-      else:
-        values['privacy/clip'] = config.clip
+    values.update(config.mechanism.round_values(config.dp_settings, output))
     if release_nonprivate:
       values['nonprivate/cohort_size'] = float(len(cohort))
       values['nonprivate/round_seconds'] = seconds

@@ -87,7 +87,7 @@ def calibrate(config: TrainConfig, population: int):
     raise ConfigError('target_epsilon', config.target_epsilon, str(e)) from e
   config = dataclasses.replace(config, noise_multiplier=z)
   try:
-    config_lib.check_adaptive_noise(config)
+    config_lib.check_mechanism(config)
   except ConfigError as e:
     raise ConfigError('target_epsilon', config.target_epsilon,
                       f'needs {e}') from e

@@ -11,7 +11,6 @@ from typing import Iterable
 
 from tff_dp.cohorts import sampling
 from tff_dp.config import ClientWeighting
-from tff_dp.config import DpMechanism
 from tff_dp.config import Evaluation
 from tff_dp.config import LocalDp
 from tff_dp.config import TrainConfig
@@ -182,25 +181,7 @@ def _central_lines(config, *, population, rounds_run, epsilons) -> list[str]:
     ]
   relation = accounting.neighboring_relation(config.client_sampling)
   q = config.clients_per_round / population
-  if config.dp_mechanism is DpMechanism.GAUSSIAN_FIXED:
-    mechanism = (f'Gaussian mechanism on the sum of client updates clipped to '
-                 f'L2 norm {config.clip:g} (fixed), noise std = z * clip, '
-                 f'z = {config.noise_multiplier:g}')
-  elif config.dp_mechanism is DpMechanism.TREE_AGGREGATION:
-    mechanism = (f'tree aggregation (DP-FTRL, Kairouz et al. 2021) of client '
-                 f'updates clipped to L2 norm {config.clip:g}, node noise std '
-                 f'z * clip, z = {config.noise_multiplier:g}, the tree '
-                 'restarted every epoch; accounted per epoch with '
-                 'dp-accounting\'s single-epoch tree event')
-  else:
-    mechanism = (
-        f'Gaussian mechanism with adaptive clipping (Andrew et al. 2021): '
-        f'initial clip {config.initial_clip:g}, target quantile '
-        f'{config.target_unclipped_quantile:g}, clip learning rate '
-        f'{config.clip_learning_rate:g}; total noise multiplier '
-        f'z = {config.noise_multiplier:g} (split by TFF between the update '
-        'sum and the private clipped-count estimate; accounted as one '
-        f'Gaussian with z = {config.noise_multiplier:g})')
+  mechanism = config.mechanism.describe(config.dp_settings)
   lines = [
       'Central guarantee (against anyone who sees the released models)',
       'Unit of privacy: one client, i.e. all of the data of one client '

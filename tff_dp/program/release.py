@@ -15,6 +15,7 @@ release manager.
 import asyncio
 from typing import Iterable, Mapping
 
+from tff_dp.mechanisms import registry as mechanism_registry
 from tff_dp.privacy import accounting
 from tff_dp.program import sinks
 
@@ -38,10 +39,11 @@ DP_SAFE_KEYS = frozenset({
     *(EVAL_PREFIX + name for name in _EVAL_METRICS),
     # Privacy accounting: functions of the mechanism's public parameters.
     *(accounting.released_key(kind) for kind in accounting.AccountantKind),
-    'privacy/noise_multiplier',
-    # The clip: a flag (fixed clipping) or the privately estimated quantile
-    # (adaptive clipping; its count query is part of the noised mechanism).
-    'privacy/clip',
+    # The central mechanism's per-round values (`tff_dp.mechanisms.registry`):
+    # the noise multiplier and the clip, a flag (fixed clipping) or the
+    # privately estimated quantile (adaptive clipping; its count query is
+    # part of the noised mechanism).
+    *mechanism_registry.released_keys(),
     # Local DP: the cumulative local epsilon of the worst-case client, with
     # participations counted so as not to reveal the hidden cohorts
     # (tff_dp.privacy.privacy_tracking).

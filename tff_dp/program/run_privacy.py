@@ -49,10 +49,6 @@ def build_sampler(config: TrainConfig, population: int, *,
                                 seed=secret)
 
 
-def _central_noise(config: TrainConfig) -> float:
-  return config.noise_multiplier if config.uses_dp_aggregator else 0.0
-
-
 def local_spec(config: TrainConfig) -> local_accounting.LocalMechanismSpec:
   return local_accounting.LocalMechanismSpec(
       mechanism=_LOCAL_MECHANISMS[config.local_dp],
@@ -78,20 +74,8 @@ def build_privacy_tracker(config: TrainConfig, sampler: Sampler,
     data: The run's training clients: `population`, and `client_sizes()`
       for example-level DP-SGD.
   """
-  z = _central_noise(config)
-  if isinstance(sampler, epoch_sampling.EpochSampler):
-    relation = epoch_sampling.NEIGHBORING_RELATION
-
-    def round_event(round_num):
-      return sampler.round_event(round_num, noise_multiplier=z)
-  else:
-    relation = accounting.neighboring_relation(sampler.sampling)
-    event = accounting.round_event_for(sampler, noise_multiplier=z)
-
-    def round_event(round_num):
-      del round_num
-      return event
-
+  relation, round_event = config.mechanism.ledger_events(
+      sampler, config.dp_settings)
   tracker = privacy_tracking.PrivacyTracker(
       ledger=accounting.PrivacyLedger(relation),
       round_event=round_event,
