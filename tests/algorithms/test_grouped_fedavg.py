@@ -71,12 +71,12 @@ def _dp(mechanism=DpMechanism.GAUSSIAN_FIXED,
         clip=1e6,
         initial_clip=0.1):
   return central.DpSettings(mechanism=mechanism,
-                                     noise_multiplier=noise_multiplier,
-                                     clients_per_round=clients_per_round,
-                                     clip=clip,
-                                     initial_clip=initial_clip,
-                                     target_unclipped_quantile=0.5,
-                                     clip_learning_rate=0.2)
+                            noise_multiplier=noise_multiplier,
+                            clients_per_round=clients_per_round,
+                            clip=clip,
+                            initial_clip=initial_clip,
+                            target_unclipped_quantile=0.5,
+                            clip_learning_rate=0.2)
 
 
 def _server_optimizer(momentum=0.9, learning_rate=1.0):

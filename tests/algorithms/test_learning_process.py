@@ -38,12 +38,12 @@ def _dp(mechanism=DpMechanism.GAUSSIAN_FIXED,
         clients_per_round=3,
         clip=1e6):
   return central.DpSettings(mechanism=mechanism,
-                                     noise_multiplier=noise_multiplier,
-                                     clients_per_round=clients_per_round,
-                                     clip=clip,
-                                     initial_clip=0.1,
-                                     target_unclipped_quantile=0.5,
-                                     clip_learning_rate=0.2)
+                            noise_multiplier=noise_multiplier,
+                            clients_per_round=clients_per_round,
+                            clip=clip,
+                            initial_clip=0.1,
+                            target_unclipped_quantile=0.5,
+                            clip_learning_rate=0.2)
 
 
 def _process(dp,

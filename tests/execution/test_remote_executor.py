@@ -113,12 +113,12 @@ def test_mismatches_raise_what_tff_raises(value, type_spec):
 
 def _dp():
   return central.DpSettings(mechanism=DpMechanism.GAUSSIAN_ADAPTIVE,
-                                     noise_multiplier=0.1,
-                                     clients_per_round=3,
-                                     clip=1.0,
-                                     initial_clip=0.1,
-                                     target_unclipped_quantile=0.5,
-                                     clip_learning_rate=0.2)
+                            noise_multiplier=0.1,
+                            clients_per_round=3,
+                            clip=1.0,
+                            initial_clip=0.1,
+                            target_unclipped_quantile=0.5,
+                            clip_learning_rate=0.2)
 
 
 def _optimizer():

@@ -30,12 +30,12 @@ def _settings(mechanism,
               clip=1.0,
               initial_clip=0.1):
   return central.DpSettings(mechanism=mechanism,
-                                     noise_multiplier=noise_multiplier,
-                                     clients_per_round=clients_per_round,
-                                     clip=clip,
-                                     initial_clip=initial_clip,
-                                     target_unclipped_quantile=0.5,
-                                     clip_learning_rate=0.2)
+                            noise_multiplier=noise_multiplier,
+                            clients_per_round=clients_per_round,
+                            clip=clip,
+                            initial_clip=initial_clip,
+                            target_unclipped_quantile=0.5,
+                            clip_learning_rate=0.2)
 
 
 def _process(settings, value_type):

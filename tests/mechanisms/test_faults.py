@@ -19,12 +19,12 @@ def _aggregator(*,
                 clip=1.0,
                 mechanism=DpMechanism.GAUSSIAN_FIXED):
   dp = central.DpSettings(mechanism=mechanism,
-                                   noise_multiplier=noise_multiplier,
-                                   clients_per_round=clients_per_round,
-                                   clip=clip,
-                                   initial_clip=clip,
-                                   target_unclipped_quantile=0.5,
-                                   clip_learning_rate=0.2)
+                          noise_multiplier=noise_multiplier,
+                          clients_per_round=clients_per_round,
+                          clip=clip,
+                          initial_clip=clip,
+                          target_unclipped_quantile=0.5,
+                          clip_learning_rate=0.2)
   return learning_process.build_model_aggregator(
       dp=dp, client_weighting=ClientWeighting.UNIFORM)
 

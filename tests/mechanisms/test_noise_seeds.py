@@ -37,12 +37,12 @@ _VECTOR = tff.TensorType(np.float32, [_DIM])
 
 def _dp_aggregator(mechanism):
   settings = central.DpSettings(mechanism=mechanism,
-                                         noise_multiplier=1.0,
-                                         clients_per_round=20,
-                                         clip=1.0,
-                                         initial_clip=1.0,
-                                         target_unclipped_quantile=0.5,
-                                         clip_learning_rate=0.2)
+                                noise_multiplier=1.0,
+                                clients_per_round=20,
+                                clip=1.0,
+                                initial_clip=1.0,
+                                target_unclipped_quantile=0.5,
+                                clip_learning_rate=0.2)
   return learning_process.build_dp_aggregator(settings)
 
 
@@ -55,11 +55,11 @@ def _local(mechanism, **noise):
 
 def _tree():
   return dp_queries.build_tree_aggregator(noise_multiplier=1.0,
-                                       clip=1.0,
-                                       clients_per_round=2,
-                                       rounds_per_epoch=4,
-                                       record_specs=tf.TensorSpec([_DIM],
-                                                                  tf.float32))
+                                          clip=1.0,
+                                          clients_per_round=2,
+                                          rounds_per_epoch=4,
+                                          record_specs=tf.TensorSpec(
+                                              [_DIM], tf.float32))
 
 
 def _aggregate(factory):
