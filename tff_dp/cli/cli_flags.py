@@ -237,6 +237,13 @@ def define_cohort_flags(fv: flags.FlagValues) -> None:
 
 def define_training_flags(fv: flags.FlagValues) -> None:
   """The algorithm, local training and the server optimizer."""
+  _define_algorithm_flags(fv)
+  _define_client_flags(fv)
+  _define_server_flags(fv)
+
+
+def _define_algorithm_flags(fv: flags.FlagValues) -> None:
+  """The federated algorithm, how clients are weighted, and dropout."""
   _define_enum(
       fv, 'algorithm', config_lib.Algorithm.FEDAVG.value, config_lib.Algorithm,
       'fedavg: local SGD epochs, the server averages model deltas '
@@ -276,6 +283,10 @@ def define_training_flags(fv: flags.FlagValues) -> None:
                 lower=0.0,
                 upper=1.0,
                 upper_open=True)
+
+
+def _define_client_flags(fv: flags.FlagValues) -> None:
+  """The clients' local training."""
   _define_int(fv,
               'client_epochs',
               1,
@@ -302,6 +313,10 @@ def define_training_flags(fv: flags.FlagValues) -> None:
                 lower=0.0,
                 upper=1.0,
                 upper_open=True)
+
+
+def _define_server_flags(fv: flags.FlagValues) -> None:
+  """The server optimizer, and the seed of what is public by design."""
   _define_enum(
       fv, 'server_optimizer', config_lib.ServerOptimizer.SGD.value,
       config_lib.ServerOptimizer,

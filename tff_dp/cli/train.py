@@ -299,7 +299,7 @@ def _print_summary(summary, statement_path: str, *, eval_prefix: str,
   """Prints the privacy statement and the summary.
 
   Args:
-    summary: The run's `experiment.Summary`.
+    summary: The run's `run_summary.Summary`.
     statement_path: The run's privacy statement.
     eval_prefix: Prefix of the evaluation's released keys.
     metric_names: The metrics to print (`labels.metric_names`), each as

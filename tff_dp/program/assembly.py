@@ -78,24 +78,8 @@ def build_process(config: TrainConfig,
     client_files_dir: Where `GroupedRounds` wrote the client files (grouped
       path only).
   """
-  server = server_optimizer(config)
   if group_size > 1:
-    # `config.grouped_unsupported_reason` refuses other data first.
-    if data.label_kind is not LabelKind.SINGLE:
-      raise ValueError('the grouped path trains single-label models only')
-    return grouped_fedavg.build_grouped_dp_fedavg(
-        keras_model_fn=lambda: models.build_keras_model(
-            config.model, **_model_args(config, data)),
-        input_dim=data.input_dim,
-        num_classes=data.num_classes,
-        dp_factory=learning_process.build_dp_aggregator(dp_settings(config)),
-        client_learning_rate=config.client_learning_rate,
-        client_momentum=config.client_momentum,
-        server_optimizer=server,
-        batch_size=config.client_batch_size,
-        epochs=config.client_epochs,
-        client_files_dir=client_files_dir,
-        max_client_size=max(map(int, data.client_sizes()), default=0))
+    return _build_grouped_process(config, data, client_files_dir)
   model_fn = build_model_fn(config, data)
   dp = dp_settings(config)
   if config.algorithm is Algorithm.DP_FTRL:
@@ -110,31 +94,7 @@ def build_process(config: TrainConfig,
             record_specs=dp_ftrl.model_update_specs(model_fn)),
         client_momentum=config.client_momentum)
   if config.example_dp:
-    central = None if dp is None else learning_process.sanitizing_dp_aggregator(
-        dp)
-    return example_dp.build_example_dp_fed_avg(
-        model_fn=model_fn,
-        loss_fn=functools.partial(models.loss_fn, label_kind=data.label_kind),
-        client_learning_rate=config.client_learning_rate,
-        server_optimizer=server,
-        noise_multiplier=config.example_noise_multiplier,
-        clip=config.example_clip,
-        expected_batch_size=config.client_batch_size,
-        local_steps=config.local_steps,
-        model_aggregator=central,
-        clients_per_round=None if central else config.clients_per_round,
-        metrics_aggregator=learning_process.no_client_metrics)
-  unweighted = None
-  if config.local_dp is not LocalDp.NONE:
-    spec = run_privacy.local_spec(config)
-    unweighted = local_dp.build_local_dp_factory(
-        mechanism=spec.mechanism,
-        clip=config.local_clip,
-        epsilon_local=config.local_epsilon,
-        noise_multiplier=config.local_noise_multiplier,
-        clients_per_round=config.clients_per_round,
-        central_factory=(None if dp is None else
-                         learning_process.sanitizing_dp_aggregator(dp)))
+    return _build_example_dp_process(config, data, model_fn, dp)
   return learning_process.build_learning_process(
       model_fn=model_fn,
       algorithm=config.algorithm,
@@ -142,12 +102,67 @@ def build_process(config: TrainConfig,
           dp=dp,
           client_weighting=config.client_weighting,
           weight_cap=config.weight_cap,
-          unweighted=unweighted),
+          unweighted=_local_dp_factory(config, dp)),
       proximal_strength=config.proximal_strength,
       client_learning_rate=config.client_learning_rate,
       client_momentum=config.client_momentum,
-      server_optimizer=server,
+      server_optimizer=server_optimizer(config),
       # Local DP: the server is the adversary, so no un-noised client metric
       # may reach it.
       metrics_aggregator=(None if config.local_dp is LocalDp.NONE else
                           learning_process.no_client_metrics))
+
+
+def _build_grouped_process(config: TrainConfig, data: FederatedData,
+                           client_files_dir: str):
+  """The grouped DP-FedAvg process (many simulated clients per TFF call)."""
+  # `config.grouped_unsupported_reason` refuses other data first.
+  if data.label_kind is not LabelKind.SINGLE:
+    raise ValueError('the grouped path trains single-label models only')
+  return grouped_fedavg.build_grouped_dp_fedavg(
+      keras_model_fn=lambda: models.build_keras_model(
+          config.model, **_model_args(config, data)),
+      input_dim=data.input_dim,
+      num_classes=data.num_classes,
+      dp_factory=learning_process.build_dp_aggregator(dp_settings(config)),
+      client_learning_rate=config.client_learning_rate,
+      client_momentum=config.client_momentum,
+      server_optimizer=server_optimizer(config),
+      batch_size=config.client_batch_size,
+      epochs=config.client_epochs,
+      client_files_dir=client_files_dir,
+      max_client_size=max(map(int, data.client_sizes()), default=0))
+
+
+def _build_example_dp_process(config: TrainConfig, data: FederatedData,
+                              model_fn, dp):
+  """FedAvg whose clients run example-level DP-SGD (optionally central DP)."""
+  central = None if dp is None else learning_process.sanitizing_dp_aggregator(
+      dp)
+  return example_dp.build_example_dp_fed_avg(
+      model_fn=model_fn,
+      loss_fn=functools.partial(models.loss_fn, label_kind=data.label_kind),
+      client_learning_rate=config.client_learning_rate,
+      server_optimizer=server_optimizer(config),
+      noise_multiplier=config.example_noise_multiplier,
+      clip=config.example_clip,
+      expected_batch_size=config.client_batch_size,
+      local_steps=config.local_steps,
+      model_aggregator=central,
+      clients_per_round=None if central else config.clients_per_round,
+      metrics_aggregator=learning_process.no_client_metrics)
+
+
+def _local_dp_factory(config: TrainConfig, dp):
+  """Local DP's factory (wrapping the central one), or None without it."""
+  if config.local_dp is LocalDp.NONE:
+    return None
+  spec = run_privacy.local_spec(config)
+  return local_dp.build_local_dp_factory(
+      mechanism=spec.mechanism,
+      clip=config.local_clip,
+      epsilon_local=config.local_epsilon,
+      noise_multiplier=config.local_noise_multiplier,
+      clients_per_round=config.clients_per_round,
+      central_factory=(None if dp is None else
+                       learning_process.sanitizing_dp_aggregator(dp)))

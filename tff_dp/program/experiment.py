@@ -17,9 +17,7 @@ charges, runs the loop on a TFF worker it owns, and writes the run directory:
   worker.log             output of the TFF C++ worker
 """
 
-import dataclasses
 import json
-import math
 import os
 import time
 from typing import Any, Callable, Mapping, Optional
@@ -34,7 +32,6 @@ from tff_dp.data import labels
 from tff_dp.data import loading
 from tff_dp.data.held_out import HeldOutClients
 from tff_dp.execution import runtime
-from tff_dp.privacy import accounting
 from tff_dp.privacy import run_secrets
 from tff_dp.program import assembly
 from tff_dp.program import checkpoint
@@ -46,62 +43,9 @@ from tff_dp.program import privacy_statement
 from tff_dp.program import release as release_lib
 from tff_dp.program import resume as resume_rules
 from tff_dp.program import run_privacy
+from tff_dp.program import run_start
+from tff_dp.program import run_summary
 from tff_dp.program import training_loop
-
-
-@dataclasses.dataclass(frozen=True)
-class Summary:
-  """What a run reports at the end (also written as summary.json)."""
-  run_dir: str
-  private: bool
-  # The guarantees the run claims: 'central', 'local', 'record-level' (empty
-  # for a run that is not private).
-  guarantees: list[str]
-  accuracy: Optional[float]
-  loss: Optional[float]
-  # Which evaluation produced accuracy and loss (`--evaluation`), and the
-  # released key of that accuracy: 'eval/accuracy' (server-side test set) or
-  # 'nonprivate/fed_eval/accuracy' (held-out clients, NOT covered by the DP
-  # guarantee).
-  evaluation: str
-  accuracy_key: Optional[str]
-  # The headline metric the program prints (`tff_dp.data.labels.
-  # headline_metric`: accuracy, or recall_at_5 for multi-label data, which
-  # have no accuracy): its released key (as `accuracy_key`) and value.
-  headline_key: Optional[str]
-  headline_value: Optional[float]
-  # Every value of the last evaluation (loss and metrics), by released key.
-  eval_metrics: dict[str, float]
-  # Central epsilon by accountant (null: infinite), only in runs with a
-  # central claim; accountants that cannot compose this run's events are
-  # listed in `accountants_not_applicable` instead.
-  epsilon: dict[str, Optional[float]]
-  accountants_not_applicable: list[str]
-  # The stated guarantee: the smallest epsilon among the accountants (each is
-  # a valid upper bound), and which accountant gave it.
-  guarantee_epsilon: Optional[float]
-  guarantee_accountant: Optional[str]
-  # Local DP: the worst-case client's cumulative local epsilon; example-level
-  # DP-SGD: the worst client's record-level epsilon (when released).
-  local_epsilon: Optional[float]
-  record_level_epsilon: Optional[float]
-  delta: Optional[float]
-  rounds: int
-  rounds_planned: int
-  population: int
-  stop_reason: str
-  resumed_from: Optional[int]
-  # None in a DP run without --release_nonprivate_metrics (a timing side
-  # channel of the cohorts).
-  wall_seconds: Optional[float]
-
-  def to_json(self) -> dict:
-    return dataclasses.asdict(self)
-
-
-def _json_number(value: float) -> Optional[float]:
-  # JSON has no inf/nan; summary.json documents null as "infinite/unknown".
-  return value if math.isfinite(value) else None
 
 
 def _round_values_fn(config: TrainConfig, *, release_nonprivate: bool,
@@ -188,7 +132,7 @@ def run_experiment(
     resume: bool = False,
     config_defaults: Optional[Mapping[str, Any]] = None,
     on_round: Optional[Callable[[int, dict[str, float]], None]] = None,
-) -> Summary:
+) -> run_summary.Summary:
   """Trains as `prepared` says, writing outputs to `run_dir`.
 
   Args:
@@ -265,8 +209,9 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
   evaluate = (_build_evaluator(config, data, held_out)
               if evaluation_released(config) else None)
   checkpoints = checkpoint.CheckpointManager(run_dir)
-  run_id = resume_rules.ensure_run_id(run_dir)
-  data_fingerprint = fingerprint.data_fingerprint(data)
+  binding = run_start.RunBinding(
+      run_id=resume_rules.ensure_run_id(run_dir),
+      data_fingerprint=fingerprint.data_fingerprint(data))
   releaser = None
   try:
     # Everything that executes a TFF computation (initialize included) runs
@@ -275,196 +220,126 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
     with runtime.local_runtime(
         log_path=os.path.join(run_dir, 'worker.log'),
         allow_unconfined_worker=config.allow_unconfined_worker):
-      template = process.initialize()
-      restored = None
-      if resume:
-        restored = _restore(config,
-                            run_dir,
-                            checkpoints,
-                            template,
-                            privacy,
-                            config_defaults or {},
-                            run_id=run_id,
-                            data_fingerprint=data_fingerprint)
-      # Written only now: a refused resume leaves the run's files as they
-      # were.
-      atomic_io.write_text_atomic(os.path.join(run_dir, 'flags.txt'),
-                                  resolved_flagfile(config))
-      atomic_io.write_text_atomic(os.path.join(run_dir, 'config.json'),
-                                  json.dumps(config.to_json(), indent=2))
-      releaser = release_lib.Releaser(run_dir,
-                                      private=config.private,
-                                      allow_nonprivate=release_nonprivate)
-      start_round, state, last_values = 1, template, {}
-      if resume and restored is None:
-        releaser.replay([])  # Nothing was released: start over, cleanly.
-      if restored is not None:
-        rows, start_round, state, last_values, secrets = restored
+      start = _start(config,
+                     run_dir,
+                     checkpoints,
+                     process.initialize(),
+                     privacy,
+                     binding,
+                     secrets=secrets,
+                     resume=resume,
+                     defaults=config_defaults or {})
+      if start.rows is not None:
         # The checkpoint's secret: the resumed run redraws its own cohorts.
         sampler = run_privacy.build_sampler(config,
                                             data.population,
-                                            secret=secrets.sampling)
-        releaser.replay(rows)
-        if not rows or int(rows[-1]['round']) < start_round - 1:
-          # Checkpointed but not yet released when the run stopped.
-          releaser.release(start_round - 1, last_values)
-      releaser.write_text('flags', resolved_flagfile(config))
+                                            secret=start.secrets.sampling)
+      releaser = run_start.open_releaser(config,
+                                         run_dir,
+                                         start,
+                                         resume=resume,
+                                         release_nonprivate=release_nonprivate,
+                                         flagfile=resolved_flagfile(config))
 
       def persist(round_num, state, values):
         checkpoints.save(
-            round_num,
-            state,
-            {
-                'config': config.to_json(),
-                'ledgers': privacy.to_json(),
-                'released': values,
-                # Only here: checkpoints stay private (see the statement).
-                'secrets': secrets.to_json(),
-                # What binds the checkpoint to this run and its data
-                # (`tff_dp.program.resume.check_checkpoint`).
-                'run_id': run_id,
-                'data_fingerprint': data_fingerprint,
-            })
+            round_num, state,
+            run_start.checkpoint_meta(config, privacy, values, start.secrets,
+                                      binding))
         privacy.save(run_dir)
 
-      result = training_loop.run_training_loop(
-          process=process,
-          state=state,
-          sampler=sampler,
-          round_datasets=grouped_rounds or
-          client_data.round_datasets_for(data,
-                                         batch_size=config.client_batch_size,
-                                         epochs=config.client_epochs,
-                                         seed=config.seed),
-          rounds=config.rounds,
-          privacy=privacy,
-          evaluate=evaluate,
-          eval_every=config.eval_every,
-          eval_prefix=eval_prefix(config),
-          release=releaser.release,
-          round_values=_round_values_fn(config,
-                                        release_nonprivate=release_nonprivate,
-                                        label_kind=data.label_kind),
-          persist=persist,
-          report=lambda round_num, cohort: sampling.reporting_clients(
-              cohort,
-              dropout_rate=config.dropout_rate,
-              seed=secrets.sampling,
-              round_num=round_num),
-          max_epsilon=config.max_epsilon,
-          start_round=start_round,
-          last_values=last_values,
-          on_round=on_round)
-    statement = privacy_statement.privacy_statement(
-        config,
-        population=data.population,
-        rounds_run=result.rounds_completed,
-        privacy=privacy,
-        released_keys=releaser.released_keys)
-    atomic_io.write_text_atomic(os.path.join(run_dir, 'privacy_statement.txt'),
-                                statement)
-    releaser.write_text('privacy_statement', statement)
+      result = _train(config,
+                      data,
+                      process,
+                      start,
+                      sampler=sampler,
+                      privacy=privacy,
+                      evaluate=evaluate,
+                      releaser=releaser,
+                      persist=persist,
+                      grouped_rounds=grouped_rounds,
+                      release_nonprivate=release_nonprivate,
+                      on_round=on_round)
+    _write_statement(config, data, run_dir, result, privacy, releaser)
   finally:
     if releaser is not None:
       releaser.close()
 
-  summary = _summary(config,
-                     data,
-                     run_dir,
-                     result,
-                     privacy,
-                     resumed_from=None if restored is None else start_round - 1,
-                     wall_seconds=time.monotonic() - wall_start)
+  summary = run_summary.summarize(config,
+                                  data,
+                                  run_dir,
+                                  result,
+                                  privacy,
+                                  eval_prefix=eval_prefix(config),
+                                  resumed_from=start.resumed_from,
+                                  wall_seconds=time.monotonic() - wall_start)
   atomic_io.write_text_atomic(os.path.join(run_dir, 'summary.json'),
                               json.dumps(summary.to_json(), indent=2))
   return summary
 
 
-def _summary(config, data, run_dir, result, privacy, *, resumed_from,
-             wall_seconds) -> Summary:
-  """The run's `Summary`: released values and public facts only."""
-  central = privacy.central_claim
-  epsilons = result.epsilons if central else {}
-  guarantee = accounting.tightest_epsilon(epsilons)
-  prefix = eval_prefix(config)
-  accuracy_key = prefix + 'accuracy'
-  headline_key = prefix + labels.headline_metric(data.label_kind)
-  values = result.last_values
-  return Summary(
-      run_dir=run_dir,
-      private=config.private,
-      guarantees=privacy.guarantees(),
-      accuracy=values.get(accuracy_key),
-      loss=values.get(prefix + 'loss'),
-      evaluation=config.evaluation.value,
-      accuracy_key=accuracy_key if accuracy_key in values else None,
-      headline_key=headline_key if headline_key in values else None,
-      headline_value=values.get(headline_key),
-      eval_metrics={
-          key: value for key, value in values.items() if key.startswith(prefix)
-      },
-      epsilon={
-          kind.value: _json_number(eps)
-          for kind, eps in epsilons.items()
-          if not math.isnan(eps)
-      },
-      accountants_not_applicable=[
-          kind.value for kind, eps in epsilons.items() if math.isnan(eps)
-      ],
-      guarantee_epsilon=None if guarantee is None else guarantee[1],
-      guarantee_accountant=None if guarantee is None else guarantee[0].value,
-      local_epsilon=_json_number(values.get('privacy/local_epsilon', math.nan)),
-      record_level_epsilon=_json_number(
-          values.get('privacy/example_epsilon', math.nan)),
-      delta=config.delta if config.private else None,
-      rounds=result.rounds_completed,
-      rounds_planned=config.rounds,
+def _start(config, run_dir, checkpoints, template, privacy, binding, *, secrets,
+           resume, defaults) -> run_start.Start:
+  """Where the loop starts; writes flags.txt and config.json once decided."""
+  start = None
+  if resume:
+    start = run_start.restore(config,
+                              run_dir,
+                              checkpoints,
+                              template,
+                              privacy,
+                              defaults,
+                              binding=binding)
+  # Written only now: a refused resume leaves the run's files as they were.
+  atomic_io.write_text_atomic(os.path.join(run_dir, 'flags.txt'),
+                              resolved_flagfile(config))
+  atomic_io.write_text_atomic(os.path.join(run_dir, 'config.json'),
+                              json.dumps(config.to_json(), indent=2))
+  return start or run_start.fresh(template, secrets)
+
+
+def _train(config, data, process, start, *, sampler, privacy, evaluate,
+           releaser, persist, grouped_rounds, release_nonprivate,
+           on_round) -> training_loop.LoopResult:
+  """Runs the training loop from `start` to the end of the run."""
+  return training_loop.run_training_loop(
+      process=process,
+      state=start.state,
+      sampler=sampler,
+      round_datasets=grouped_rounds or
+      client_data.round_datasets_for(data,
+                                     batch_size=config.client_batch_size,
+                                     epochs=config.client_epochs,
+                                     seed=config.seed),
+      rounds=config.rounds,
+      privacy=privacy,
+      evaluate=evaluate,
+      eval_every=config.eval_every,
+      eval_prefix=eval_prefix(config),
+      release=releaser.release,
+      round_values=_round_values_fn(config,
+                                    release_nonprivate=release_nonprivate,
+                                    label_kind=data.label_kind),
+      persist=persist,
+      report=lambda round_num, cohort: sampling.reporting_clients(
+          cohort,
+          dropout_rate=config.dropout_rate,
+          seed=start.secrets.sampling,
+          round_num=round_num),
+      max_epsilon=config.max_epsilon,
+      start_round=start.round_num,
+      last_values=start.last_values,
+      on_round=on_round)
+
+
+def _write_statement(config, data, run_dir, result, privacy, releaser) -> None:
+  """Writes the privacy statement of what the run released."""
+  statement = privacy_statement.privacy_statement(
+      config,
       population=data.population,
-      stop_reason=result.stop_reason,
-      resumed_from=resumed_from,
-      # The run's duration grows with the cohorts' sizes: released only
-      # with the other values outside the guarantee.
-      wall_seconds=(wall_seconds if
-                    (not config.private or
-                     config.release_nonprivate_metrics) else None))
-
-
-def _restore(config, run_dir, checkpoints, template, privacy, defaults, *,
-             run_id, data_fingerprint):
-  """Restores state and ledger; returns (csv rows kept, next round, state,
-  values released for the checkpoint's round, the run's secrets), or None if
-  nothing was ever released (then the run starts over at round 1)."""
-  stray = checkpoints.remove_stray_temporaries()
-  if stray:
-    print(f'warning: removed half-written checkpoints {stray}', flush=True)
-  csv_path = release_lib.csv_path(run_dir)
-  released = resume_rules.released_rounds(run_dir, csv_path=csv_path)
-  ckpt, skipped = checkpoints.load_latest_valid(template)
-  reasons = [reason for _, reason in skipped]
-  if ckpt is None:
-    if released:
-      raise resume_rules.ResumeError(
-          f'{run_dir} holds {released} released rounds but no valid '
-          f'checkpoint ({"; ".join(reasons) or "none saved"}); refusing to '
-          'restart at round 0 with a fresh ledger. Use another --run_name')
-    return None
-  secrets = resume_rules.check_checkpoint(ckpt.meta,
-                                          path=ckpt.path,
-                                          round_num=ckpt.round_num,
-                                          config=config.to_json(),
-                                          defaults=defaults,
-                                          run_id=run_id,
-                                          data_fingerprint=data_fingerprint)
-  resume_rules.check_fallback(checkpoint_round=ckpt.round_num,
-                              released=released,
-                              skipped=reasons)
-  for path in checkpoints.move_aside([round_num for round_num, _ in skipped]):
-    print(f'warning: moved an invalid checkpoint aside to {path}', flush=True)
-  for reason in reasons:
-    print(f'warning: skipped an invalid checkpoint: {reason}', flush=True)
-  # The ledger files are rewritten from the verified checkpoint only.
-  privacy.restore_json(ckpt.meta['ledgers'])
-  privacy.save(run_dir)
-  rows = resume_rules.truncate_rows(csv_path, last_round=ckpt.round_num)
-  print(f'resuming after round {ckpt.round_num} from {ckpt.path}', flush=True)
-  return (rows, ckpt.round_num + 1, ckpt.state, ckpt.meta['released'], secrets)
+      rounds_run=result.rounds_completed,
+      privacy=privacy,
+      released_keys=releaser.released_keys)
+  atomic_io.write_text_atomic(os.path.join(run_dir, 'privacy_statement.txt'),
+                              statement)
+  releaser.write_text('privacy_statement', statement)

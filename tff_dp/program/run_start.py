@@ -1,0 +1,141 @@
+"""Where a run starts: at round 1, or after its newest valid checkpoint.
+
+A resumed run continues from the checkpoint that `tff_dp.program.resume`
+verified: its state, its ledgers, its released rows and its secrets (so it
+redraws the cohorts it would have drawn, never fresh ones that would make the
+two halves of the run independent draws). The release files are rebuilt from
+the checkpoint, never trusted as they are.
+"""
+
+import dataclasses
+from typing import Any, Optional
+
+from tff_dp.config import TrainConfig
+from tff_dp.privacy import run_secrets
+from tff_dp.program import checkpoint
+from tff_dp.program import release as release_lib
+from tff_dp.program import resume as resume_rules
+
+
+@dataclasses.dataclass(frozen=True)
+class RunBinding:
+  """What binds a checkpoint to its run and its data (`resume.check_checkpoint`)."""
+  run_id: str
+  data_fingerprint: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Start:
+  """Where the training loop starts.
+
+  Attributes:
+    round_num: The first round to train.
+    state: The learning process's state before that round.
+    last_values: The values released for round `round_num - 1` ({} if none).
+    secrets: The run's secrets (the checkpoint's, if resumed).
+    rows: The released rows a resume keeps; None for a fresh start.
+  """
+  round_num: int
+  state: Any
+  last_values: dict[str, float]
+  secrets: run_secrets.RunSecrets
+  rows: Optional[list[dict[str, Any]]] = None
+
+  @property
+  def resumed_from(self) -> Optional[int]:
+    """The round the run resumed after, or None."""
+    return None if self.rows is None else self.round_num - 1
+
+
+def fresh(template: Any, secrets: run_secrets.RunSecrets) -> Start:
+  """A run that starts at round 1 from the initial state `template`."""
+  return Start(round_num=1, state=template, last_values={}, secrets=secrets)
+
+
+def restore(config: TrainConfig, run_dir: str,
+            checkpoints: checkpoint.CheckpointManager, template: Any,
+            privacy: Any, defaults: dict[str, Any], *,
+            binding: RunBinding) -> Optional[Start]:
+  """Restores state and ledgers from the newest valid checkpoint.
+
+  Returns:
+    The `Start` after the checkpoint's round, or None if nothing was ever
+    released (then the run starts over at round 1).
+
+  Raises:
+    resume_rules.ResumeError: If the run cannot be resumed honestly.
+  """
+  stray = checkpoints.remove_stray_temporaries()
+  if stray:
+    print(f'warning: removed half-written checkpoints {stray}', flush=True)
+  csv_path = release_lib.csv_path(run_dir)
+  released = resume_rules.released_rounds(run_dir, csv_path=csv_path)
+  ckpt, skipped = checkpoints.load_latest_valid(template)
+  reasons = [reason for _, reason in skipped]
+  if ckpt is None:
+    if released:
+      raise resume_rules.ResumeError(
+          f'{run_dir} holds {released} released rounds but no valid '
+          f'checkpoint ({"; ".join(reasons) or "none saved"}); refusing to '
+          'restart at round 0 with a fresh ledger. Use another --run_name')
+    return None
+  secrets = resume_rules.check_checkpoint(
+      ckpt.meta,
+      path=ckpt.path,
+      round_num=ckpt.round_num,
+      config=config.to_json(),
+      defaults=defaults,
+      run_id=binding.run_id,
+      data_fingerprint=binding.data_fingerprint)
+  resume_rules.check_fallback(checkpoint_round=ckpt.round_num,
+                              released=released,
+                              skipped=reasons)
+  for path in checkpoints.move_aside([round_num for round_num, _ in skipped]):
+    print(f'warning: moved an invalid checkpoint aside to {path}', flush=True)
+  for reason in reasons:
+    print(f'warning: skipped an invalid checkpoint: {reason}', flush=True)
+  # The ledger files are rewritten from the verified checkpoint only.
+  privacy.restore_json(ckpt.meta['ledgers'])
+  privacy.save(run_dir)
+  rows = resume_rules.truncate_rows(csv_path, last_round=ckpt.round_num)
+  print(f'resuming after round {ckpt.round_num} from {ckpt.path}', flush=True)
+  return Start(round_num=ckpt.round_num + 1,
+               state=ckpt.state,
+               last_values=ckpt.meta['released'],
+               secrets=secrets,
+               rows=rows)
+
+
+def open_releaser(config: TrainConfig, run_dir: str, start: Start, *,
+                  resume: bool, release_nonprivate: bool,
+                  flagfile: str) -> release_lib.Releaser:
+  """The run's `Releaser`, its sinks rebuilt to what `start` has released."""
+  releaser = release_lib.Releaser(run_dir,
+                                  private=config.private,
+                                  allow_nonprivate=release_nonprivate)
+  if resume and start.rows is None:
+    releaser.replay([])  # Nothing was released: start over, cleanly.
+  if start.rows is not None:
+    releaser.replay(start.rows)
+    if not start.rows or int(start.rows[-1]['round']) < start.round_num - 1:
+      # Checkpointed but not yet released when the run stopped.
+      releaser.release(start.round_num - 1, start.last_values)
+  releaser.write_text('flags', flagfile)
+  return releaser
+
+
+def checkpoint_meta(config: TrainConfig, privacy: Any, values: dict[str, float],
+                    secrets: run_secrets.RunSecrets,
+                    binding: RunBinding) -> dict[str, Any]:
+  """What a checkpoint stores beside the state, for `restore`."""
+  return {
+      'config': config.to_json(),
+      'ledgers': privacy.to_json(),
+      'released': values,
+      # Only here: checkpoints stay private (see the statement).
+      'secrets': secrets.to_json(),
+      # What binds the checkpoint to this run and its data
+      # (`tff_dp.program.resume.check_checkpoint`).
+      'run_id': binding.run_id,
+      'data_fingerprint': binding.data_fingerprint,
+  }
