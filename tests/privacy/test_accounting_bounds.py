@@ -22,6 +22,7 @@ from tests.helpers import REPO_ROOT
 from tff_dp.cohorts import sampling
 from tff_dp.privacy import accounting
 from tff_dp.privacy import dp_accounting_internals
+from tff_dp.privacy import dp_event_json
 
 AccountantKind = accounting.AccountantKind
 ClientSampling = sampling.ClientSampling
@@ -341,7 +342,7 @@ def test_built_distributions_and_cache_are_bounded():
   # z = 0.02 at the default interval would need 1.75 million points per pmf
   # (the 1.38 GB in training), and the cache held 64 of them.
   # pylint: disable=protected-access
-  key = accounting._event_key(
+  key = dp_event_json.event_key(
       dp_event.PoissonSampledDpEvent(0.1, dp_event.GaussianDpEvent(0.02)))
   interval, distributions = accounting._pld_grid([(key, 10)],
                                                  accounting.PLD_DISCRETIZATION)

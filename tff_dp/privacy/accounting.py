@@ -234,10 +234,6 @@ def round_event_for(sampler: sampling_lib.ClientSampler, *,
                               noise_multiplier=noise_multiplier)
 
 
-def _event_key(event: dp_event.DpEvent) -> str:
-  return json.dumps(event_to_json(event), sort_keys=True, allow_nan=False)
-
-
 # --- Composition. ------------------------------------------------------------
 
 
@@ -306,7 +302,7 @@ def _group_events(events):
       event = event.event
     if not isinstance(event, dp_event.DpEvent):
       raise TypeError(f'Expected a DpEvent, got {event!r}.')
-    key = _event_key(event)
+    key = dp_event_json.event_key(event)
     if key in groups:
       groups[key][2] += count
     else:
@@ -441,10 +437,11 @@ def _pld_leaves(groups) -> tuple[list[tuple[str, int]], bool]:
     elif leaf is inner and isinstance(inner, dp_event.GaussianDpEvent):
       precision += count / inner.noise_multiplier**2
     else:
-      key = _event_key(leaf)
+      key = dp_event_json.event_key(leaf)
       counts[key] = counts.get(key, 0) + count
   if precision:
-    counts[_event_key(dp_event.GaussianDpEvent(precision**-0.5))] = 1
+    counts[dp_event_json.event_key(dp_event.GaussianDpEvent(
+        precision**-0.5))] = 1
   return list(counts.items()), non_private
 
 
@@ -727,7 +724,8 @@ class PrivacyLedger:
   def _check_event(self, event: dp_event.DpEvent) -> str:
     if not isinstance(event, dp_event.DpEvent):
       raise TypeError(f'event must be a DpEvent, got {event!r}.')
-    key = _event_key(event)  # Refuses now what could not be saved later.
+    # Refuses now what could not be saved later.
+    key = dp_event_json.event_key(event)
     # An event no accountant can compose under this ledger's relation was
     # produced for another sampler (e.g. a fixed-size round in a Poisson run).
     if not any(
