@@ -31,26 +31,13 @@ smaller one for each accountant:
 
 (a) amplified: each round is `SampledWithoutReplacementDpEvent(N, n,
     GaussianDpEvent(z/2))`, bounded by Wang et al. 2019 (RDP only);
-(b) not amplified: each round is `GaussianDpEvent(z/2)`. Under replace-one
-    adjacency a round's output on D and on D' is the same mixture over the
-    drawn index set, and for each index set the two cohorts are equal or
-    replace-one neighbors, i.e. a pair the Gaussian mechanism dominates. The
-    hockey-stick divergence is jointly convex (an f-divergence) and the Renyi
-    divergence jointly quasi-convex (van Erven, Harremoes 2014, "Renyi
-    divergence and Kullback-Leibler divergence", Sec. 5), so the mixture is
-    no further apart than the Gaussian mechanism (the coupling argument of
-    Balle, Barthe, Gaboardi 2018, "Privacy amplification by subsampling").
-    Dominating pairs compose adaptively (Zhu, Dong, Wang 2022, "Optimal
-    accounting of differential privacy via characteristic function"), so R
-    rounds are bounded by the R-fold Gaussian, which PLD computes exactly
-    (see below) and RDP by adding its curve.
-Wang et al.'s bound is loose when little is sampled away (small populations,
-large cohorts, few rounds): the smoke preset with fixed-size sampling
-(N = 40, n = 10, z = 0.5, 3 rounds, delta 1e-3) gets (a) 47.28 by RDP while
-(b) is 44.59 exactly. Both are upper bounds on the same quantity, so their
-minimum is one too; the ledger keeps the events as they ran and the minimum
-is taken when they are composed. Only sampling WITHOUT replacement is
-stripped: with replacement one client can be drawn several times.
+(b) not amplified: each round is `GaussianDpEvent(z/2)`, valid under
+    replace-one adjacency (why: `tff_dp.privacy.composition`), which PLD
+    computes exactly and RDP by adding its curve.
+Wang et al.'s bound is loose when little is sampled away: the smoke preset
+with fixed-size sampling (N = 40, n = 10, z = 0.5, 3 rounds, delta 1e-3) gets
+(a) 47.28 by RDP while (b) is 44.59 exactly. The ledger keeps the events as
+they ran; the minimum is taken when they are composed.
 
 PLD cost is bounded: `tff_dp.privacy.pld_epsilon` coarsens the grid (still an
 upper bound) until it fits budgets of grid points (`PLD_MAX_POINTS`,
@@ -66,8 +53,6 @@ combinations raise `UnsupportedAccountingError` here, never a number.
 
 import dataclasses
 import enum
-import functools
-import json
 import math
 import numbers
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -76,10 +61,10 @@ import dp_accounting
 from dp_accounting import dp_event
 from dp_accounting import pld
 from dp_accounting import rdp
-import numpy as np
 
 from tff_dp import checks
 from tff_dp.cohorts import sampling as sampling_lib
+from tff_dp.privacy import composition
 from tff_dp.privacy import dp_event_json
 from tff_dp.privacy import ledger_json
 from tff_dp.privacy import pld_epsilon
@@ -219,34 +204,6 @@ def make_accountant(kind: AccountantKind, relation: NeighboringRelation,
   return ACCOUNTANTS[kind].build(relation, pld_discretization)
 
 
-def _without_replacement_stripped(event: dp_event.DpEvent) -> dp_event.DpEvent:
-  """`event` with each sampling without replacement replaced by its event.
-
-  Bound (b) of the module docstring: valid under replace-one adjacency only.
-  """
-  if isinstance(event, dp_event.SampledWithoutReplacementDpEvent):
-    return _without_replacement_stripped(event.event)
-  if isinstance(event, dp_event.SelfComposedDpEvent):
-    return dp_event.SelfComposedDpEvent(
-        _without_replacement_stripped(event.event), event.count)
-  if isinstance(event, dp_event.ComposedDpEvent):
-    return dp_event.ComposedDpEvent(
-        [_without_replacement_stripped(e) for e in event.events])
-  return event
-
-
-def _valid_bounds(
-    events: Sequence[dp_event.DpEvent],
-    relation: NeighboringRelation) -> list[list[dp_event.DpEvent]]:
-  """Event lists whose epsilon each bounds that of `events` (module doc)."""
-  bounds = [list(events)]
-  if relation is NeighboringRelation.REPLACE_ONE:
-    stripped = [_without_replacement_stripped(e) for e in events]
-    if stripped != bounds[0]:
-      bounds.append(stripped)
-  return bounds
-
-
 def check_supported(event: dp_event.DpEvent, *, accountant: AccountantKind,
                     relation: NeighboringRelation) -> None:
   """Raises `UnsupportedAccountingError` unless `accountant` can compose it.
@@ -256,47 +213,11 @@ def check_supported(event: dp_event.DpEvent, *, accountant: AccountantKind,
   """
   acc = make_accountant(accountant, relation, PLD_DISCRETIZATION)
   if not any(
-      acc.supports(bound[0]) for bound in _valid_bounds([event], relation)):
+      acc.supports(bound[0])
+      for bound in composition.valid_bounds([event], relation)):
     raise UnsupportedAccountingError(
         f'The {accountant.name} accountant (dp-accounting) cannot compose '
         f'{event} under {relation.name}.')
-
-
-def _group_events(events):
-  """[(key, event, count)]: identical events merged, order of first sight."""
-  groups = {}
-  for event in events:
-    count = 1
-    # Unwrapping lets a ledger entry and a `SelfComposedDpEvent` of the same
-    # round share one composition (and one cached RDP curve).
-    while isinstance(event, dp_event.SelfComposedDpEvent):
-      count *= checks.check_int('SelfComposedDpEvent count',
-                                event.count,
-                                minimum=1)
-      event = event.event
-    if not isinstance(event, dp_event.DpEvent):
-      raise TypeError(f'Expected a DpEvent, got {event!r}.')
-    key = dp_event_json.event_key(event)
-    if key in groups:
-      groups[key][2] += count
-    else:
-      groups[key] = [key, event, count]
-  return list(groups.values())
-
-
-@functools.lru_cache(maxsize=256)
-def _rdp_curve(key: str, relation: NeighboringRelation) -> np.ndarray:
-  # RDP composes by adding curves, so one round's curve times its count is
-  # exact. Caching matters: sampling without replacement costs ~0.3 s per
-  # curve, and the ledger is re-accounted before and after every round.
-  accountant = rdp.RdpAccountant(neighboring_relation=relation)
-  accountant.compose(event_from_json(json.loads(key)))
-  curve = accountant.rdp
-  curve.setflags(write=False)
-  return curve
-
-
-_RDP_ORDERS = rdp.RdpAccountant().orders
 
 
 def compute_epsilon(events: Sequence[dp_event.DpEvent],
@@ -318,7 +239,7 @@ def compute_epsilon(events: Sequence[dp_event.DpEvent],
     accountant: Which dp-accounting accountant to use.
     relation: The neighboring relation of the whole run.
     pld_discretization: PLD value discretization interval (the finest used;
-      coarser where the grid would exceed the budgets of the module doc).
+      coarser where the grid would exceed the budgets of `pld_epsilon`).
 
   Returns:
     Epsilon (0.0 for no events, inf if any event is non-private).
@@ -336,8 +257,8 @@ def compute_epsilon(events: Sequence[dp_event.DpEvent],
     raise TypeError(f'accountant must be an AccountantKind, got '
                     f'{accountant!r}.')
   epsilons, refusals = [], []
-  for bound in _valid_bounds(events, relation):
-    groups = _group_events(bound)
+  for bound in composition.valid_bounds(events, relation):
+    groups = composition.group_events(bound)
     try:
       for _, event, _ in groups:
         if not make_accountant(accountant, relation,
@@ -357,12 +278,17 @@ def compute_epsilon(events: Sequence[dp_event.DpEvent],
   return min(epsilons)
 
 
-def _rdp_epsilon(groups, delta: float, relation: NeighboringRelation) -> float:
-  total = sum(count * _rdp_curve(key, relation) for key, _, count in groups)
-  return float(rdp.compute_epsilon(_RDP_ORDERS, total, delta)[0])
+def _rdp_epsilon(groups, delta: float, relation: NeighboringRelation,
+                 discretization: float) -> float:
+  del discretization  # PLD only.
+  return composition.rdp_epsilon(groups, delta, relation)
 
 
-def _pld_epsilon(groups, delta: float, discretization: float) -> float:
+def _pld_epsilon(groups, delta: float, relation: NeighboringRelation,
+                 discretization: float) -> float:
+  # Checked by `supports` first: dp-accounting composes Poisson sampling under
+  # add/remove only, and the unsampled events the same under every relation.
+  del relation
   budgets = pld_epsilon.Budgets(points=PLD_MAX_POINTS,
                                 build_points=PLD_MAX_BUILD_POINTS,
                                 composed_points=PLD_MAX_COMPOSED_POINTS)
@@ -396,16 +322,14 @@ ACCOUNTANTS = {
     AccountantKind.RDP:
         Accountant(build=lambda relation, _: rdp.RdpAccountant(
             neighboring_relation=relation),
-                   epsilon=lambda groups, delta, relation, _: _rdp_epsilon(
-                       groups, delta, relation),
+                   epsilon=_rdp_epsilon,
                    words='RDP accountant, dp-accounting'),
     AccountantKind.PLD:
         Accountant(
             build=lambda relation, discretization: pld.PLDAccountant(
                 neighboring_relation=relation,
                 value_discretization_interval=discretization),
-            epsilon=lambda groups, delta, _, discretization: _pld_epsilon(
-                groups, delta, discretization),
+            epsilon=_pld_epsilon,
             words=(
                 f'PLD accountant, dp-accounting, value discretization '
                 f'{PLD_DISCRETIZATION:g}, coarser where a round alone costs a '
