@@ -1,4 +1,4 @@
-"""Composing a run's events: the valid bounds, identical events grouped, RDP.
+"""Composing a run's events: valid bounds, identical events grouped, RDP epsilon.
 
 `tff_dp.privacy.accounting.compute_epsilon` composes a list of events in
 three steps; this module holds the arithmetic of the first two and of the RDP
