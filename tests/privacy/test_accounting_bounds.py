@@ -22,6 +22,8 @@ from tests.helpers import REPO_ROOT
 from tff_dp.cohorts import sampling
 from tff_dp.privacy import accounting
 from tff_dp.privacy import dp_accounting_internals
+from tff_dp.privacy import dp_event_json
+from tff_dp.privacy import pld_epsilon
 
 AccountantKind = accounting.AccountantKind
 ClientSampling = sampling.ClientSampling
@@ -340,11 +342,10 @@ def test_sampled_pld_within_a_grid_interval_of_the_fine_one(monkeypatch):
 def test_built_distributions_and_cache_are_bounded():
   # z = 0.02 at the default interval would need 1.75 million points per pmf
   # (the 1.38 GB in training), and the cache held 64 of them.
-  # pylint: disable=protected-access
-  key = accounting._event_key(
+  key = dp_event_json.event_key(
       dp_event.PoissonSampledDpEvent(0.1, dp_event.GaussianDpEvent(0.02)))
-  interval, distributions = accounting._pld_grid([(key, 10)],
-                                                 accounting.PLD_DISCRETIZATION)
+  interval, distributions = pld_epsilon.grid([(key, 10)],
+                                             accounting.PLD_DISCRETIZATION)
   assert interval > accounting.PLD_DISCRETIZATION
   sizes = [
       pmf.size
@@ -352,9 +353,8 @@ def test_built_distributions_and_cache_are_bounded():
       for pmf in dp_accounting_internals.pmfs(distribution)
   ]
   assert len(sizes) == 2 and max(sizes) <= accounting.PLD_MAX_POINTS
-  assert accounting._self_composed_points(
+  assert pld_epsilon.self_composed_points(
       distributions[0][0], 10) <= accounting.PLD_MAX_COMPOSED_POINTS
   # Two float64 pmfs per cached distribution at most.
-  assert accounting._leaf_pld.cache_info().maxsize * 2 * (
+  assert pld_epsilon.leaf_pld.cache_info().maxsize * 2 * (
       accounting.PLD_MAX_POINTS * 8) <= 64 * 2**20
-  # pylint: enable=protected-access

@@ -23,56 +23,26 @@ Sources of the formulas:
 * PLD accounting: Koskela, Jalko, Honkela 2020, "Computing tight differential
   privacy guarantees using FFT"; Doroshenko et al. 2022, "Connect the dots:
   tighter discrete approximations of privacy loss distributions"; as
-  implemented by dp-accounting (pessimistic discretization).
+  implemented by dp-accounting (pessimistic discretization), within budgets,
+  and exactly for compositions of unsampled Gaussians (`pld_epsilon`).
 
 Fixed-size sampling has two valid bounds, and `compute_epsilon` reports the
 smaller one for each accountant:
 
 (a) amplified: each round is `SampledWithoutReplacementDpEvent(N, n,
     GaussianDpEvent(z/2))`, bounded by Wang et al. 2019 (RDP only);
-(b) not amplified: each round is `GaussianDpEvent(z/2)`. Under replace-one
-    adjacency a round's output on D and on D' is the same mixture over the
-    drawn index set, and for each index set the two cohorts are equal or
-    replace-one neighbors, i.e. a pair the Gaussian mechanism dominates. The
-    hockey-stick divergence is jointly convex (an f-divergence) and the Renyi
-    divergence jointly quasi-convex (van Erven, Harremoes 2014, "Renyi
-    divergence and Kullback-Leibler divergence", Sec. 5), so the mixture is
-    no further apart than the Gaussian mechanism (the coupling argument of
-    Balle, Barthe, Gaboardi 2018, "Privacy amplification by subsampling").
-    Dominating pairs compose adaptively (Zhu, Dong, Wang 2022, "Optimal
-    accounting of differential privacy via characteristic function"), so R
-    rounds are bounded by the R-fold Gaussian, which PLD computes exactly
-    (see below) and RDP by adding its curve.
-Wang et al.'s bound is loose when little is sampled away (small populations,
-large cohorts, few rounds): the smoke preset with fixed-size sampling
-(N = 40, n = 10, z = 0.5, 3 rounds, delta 1e-3) gets (a) 47.28 by RDP while
-(b) is 44.59 exactly. Both are upper bounds on the same quantity, so their
-minimum is one too; the ledger keeps the events as they ran and the minimum
-is taken when they are composed. Only sampling WITHOUT replacement is
-stripped: with replacement one client can be drawn several times.
+(b) not amplified: each round is `GaussianDpEvent(z/2)`, valid under
+    replace-one adjacency (why: `tff_dp.privacy.composition`), which PLD
+    computes exactly and RDP by adding its curve.
+Wang et al.'s bound is loose when little is sampled away: the smoke preset
+with fixed-size sampling (N = 40, n = 10, z = 0.5, 3 rounds, delta 1e-3) gets
+(a) 47.28 by RDP while (b) is 44.59 exactly. The ledger keeps the events as
+they ran; the minimum is taken when they are composed.
 
-PLD cost is bounded. dp-accounting builds each mechanism's PLD on a grid of
-the privacy loss spanning its support (~ 1 / (z**2 * interval) points for a
-Gaussian of multiplier z), in Python (~8 us a point), and composes by FFT.
-Left alone (Poisson, q = 0.1, interval 1e-3), z = 0.01 took 153 s and
-1.17 GB for one round, z = 0.02 99 s and 1.09 GB for ten, and z = 0.001
-asked for a 510-million-point grid (3.8 GB for one of its arrays; 12 GB seen
-in a planner run). Here, before anything is built, each grid is counted from
-the mechanism's privacy-loss bounds, and the interval is doubled until every
-mechanism's grid has at most `PLD_MAX_POINTS` points (all of them together
-`PLD_MAX_BUILD_POINTS`) and every self-composition (counted with
-dp-accounting's own Chernoff truncation bounds, before the FFT) and their
-composition at most `PLD_MAX_COMPOSED_POINTS`. A coarser grid still gives a
-valid upper bound (Doroshenko et al. 2022: the connect-the-dots distribution
-dominates the mechanism's for any grid), only a looser one, by about one
-interval per composed distribution; at the default interval the budgets
-bind only where one round alone costs epsilon > ~20 (z < ~0.18, any q) or
-the total is in the hundreds. Measured with the budgets (z in [0.001, 0.1],
-1 to 1000 rounds, q = 0.1): at most 7.5 s on a loaded 2-core machine (2-5 s
-otherwise) and 0.23 GB peak RSS per computation. Where the budgets cannot be
-met after `_PLD_MAX_REGRIDS` tries, or dp-accounting's grid construction
-fails numerically, the PLD accountant raises `UnsupportedAccountingError`
-(callers report n/a and use RDP).
+PLD cost is bounded: `tff_dp.privacy.pld_epsilon` coarsens the grid (still an
+upper bound) until it fits budgets of grid points (`PLD_MAX_POINTS`,
+`PLD_MAX_BUILD_POINTS`, `PLD_MAX_COMPOSED_POINTS`), or raises
+`UnsupportedAccountingError` (callers report n/a and use RDP).
 
 Facts about dp-accounting 0.4.3 this module relies on (checked by the tests):
 the PLD accountant refuses `SampledWithoutReplacementDpEvent` (used here only
@@ -83,8 +53,6 @@ combinations raise `UnsupportedAccountingError` here, never a number.
 
 import dataclasses
 import enum
-import functools
-import json
 import math
 import numbers
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -93,16 +61,13 @@ import dp_accounting
 from dp_accounting import dp_event
 from dp_accounting import pld
 from dp_accounting import rdp
-from dp_accounting.pld import common as pld_common
-from dp_accounting.pld import privacy_loss_mechanism
-import numpy as np
-from scipy import special
 
 from tff_dp import checks
 from tff_dp.cohorts import sampling as sampling_lib
-from tff_dp.privacy import dp_accounting_internals
+from tff_dp.privacy import composition
 from tff_dp.privacy import dp_event_json
 from tff_dp.privacy import ledger_json
+from tff_dp.privacy import pld_epsilon
 
 ClientSampling = sampling_lib.ClientSampling
 NeighboringRelation = dp_accounting.NeighboringRelation
@@ -116,18 +81,11 @@ NeighboringRelation = dp_accounting.NeighboringRelation
 # `compute_epsilon` for a final report.
 PLD_DISCRETIZATION = 1e-3
 
-# PLD budgets (module docstring), in grid points. Building costs ~8 us per
-# point (Python in dp-accounting 0.4.3): at most ~0.5 s for one pmf (a
-# sampled mechanism has two) and ~2 s for all of a computation's; an FFT
-# composition over 2**21 points peaks at ~0.15 GB.
-PLD_MAX_POINTS = 2**16
-PLD_MAX_BUILD_POINTS = 2**18
-PLD_MAX_COMPOSED_POINTS = 2**21
-_PLD_MAX_REGRIDS = 8
-# dp-accounting's defaults: tail mass dropped (pessimistically) by
-# compositions, and log noise mass cut from a Gaussian's grid.
-_TAIL_MASS_TRUNCATION = 1e-15
-_GAUSSIAN_LOG_MASS_TRUNCATION = -50
+# PLD budgets in grid points (`pld_epsilon.Budgets`). Read at each
+# computation, so that setting them here (as the tests do) takes effect.
+PLD_MAX_POINTS = pld_epsilon.MAX_POINTS
+PLD_MAX_BUILD_POINTS = pld_epsilon.MAX_BUILD_POINTS
+PLD_MAX_COMPOSED_POINTS = pld_epsilon.MAX_COMPOSED_POINTS
 
 LEDGER_FORMAT_VERSION = 1
 
@@ -141,8 +99,9 @@ class AccountantKind(enum.Enum):
   PLD = 'pld'
 
 
-class UnsupportedAccountingError(dp_accounting.UnsupportedEventError):
-  """The accountant cannot compose this event under this relation."""
+# The accountant cannot compose an event under a relation. Defined with the
+# PLD arithmetic, which raises it too.
+UnsupportedAccountingError = pld_epsilon.UnsupportedAccountingError
 
 
 def tightest_epsilon(
@@ -234,10 +193,6 @@ def round_event_for(sampler: sampling_lib.ClientSampler, *,
                               noise_multiplier=noise_multiplier)
 
 
-def _event_key(event: dp_event.DpEvent) -> str:
-  return json.dumps(event_to_json(event), sort_keys=True, allow_nan=False)
-
-
 # --- Composition. ------------------------------------------------------------
 
 
@@ -249,34 +204,6 @@ def make_accountant(kind: AccountantKind, relation: NeighboringRelation,
   return ACCOUNTANTS[kind].build(relation, pld_discretization)
 
 
-def _without_replacement_stripped(event: dp_event.DpEvent) -> dp_event.DpEvent:
-  """`event` with each sampling without replacement replaced by its event.
-
-  Bound (b) of the module docstring: valid under replace-one adjacency only.
-  """
-  if isinstance(event, dp_event.SampledWithoutReplacementDpEvent):
-    return _without_replacement_stripped(event.event)
-  if isinstance(event, dp_event.SelfComposedDpEvent):
-    return dp_event.SelfComposedDpEvent(
-        _without_replacement_stripped(event.event), event.count)
-  if isinstance(event, dp_event.ComposedDpEvent):
-    return dp_event.ComposedDpEvent(
-        [_without_replacement_stripped(e) for e in event.events])
-  return event
-
-
-def _valid_bounds(
-    events: Sequence[dp_event.DpEvent],
-    relation: NeighboringRelation) -> list[list[dp_event.DpEvent]]:
-  """Event lists whose epsilon each bounds that of `events` (module doc)."""
-  bounds = [list(events)]
-  if relation is NeighboringRelation.REPLACE_ONE:
-    stripped = [_without_replacement_stripped(e) for e in events]
-    if stripped != bounds[0]:
-      bounds.append(stripped)
-  return bounds
-
-
 def check_supported(event: dp_event.DpEvent, *, accountant: AccountantKind,
                     relation: NeighboringRelation) -> None:
   """Raises `UnsupportedAccountingError` unless `accountant` can compose it.
@@ -286,47 +213,11 @@ def check_supported(event: dp_event.DpEvent, *, accountant: AccountantKind,
   """
   acc = make_accountant(accountant, relation, PLD_DISCRETIZATION)
   if not any(
-      acc.supports(bound[0]) for bound in _valid_bounds([event], relation)):
+      acc.supports(bound[0])
+      for bound in composition.valid_bounds([event], relation)):
     raise UnsupportedAccountingError(
         f'The {accountant.name} accountant (dp-accounting) cannot compose '
         f'{event} under {relation.name}.')
-
-
-def _group_events(events):
-  """[(key, event, count)]: identical events merged, order of first sight."""
-  groups = {}
-  for event in events:
-    count = 1
-    # Unwrapping lets a ledger entry and a `SelfComposedDpEvent` of the same
-    # round share one composition (and one cached RDP curve).
-    while isinstance(event, dp_event.SelfComposedDpEvent):
-      count *= checks.check_int('SelfComposedDpEvent count',
-                                event.count,
-                                minimum=1)
-      event = event.event
-    if not isinstance(event, dp_event.DpEvent):
-      raise TypeError(f'Expected a DpEvent, got {event!r}.')
-    key = _event_key(event)
-    if key in groups:
-      groups[key][2] += count
-    else:
-      groups[key] = [key, event, count]
-  return list(groups.values())
-
-
-@functools.lru_cache(maxsize=256)
-def _rdp_curve(key: str, relation: NeighboringRelation) -> np.ndarray:
-  # RDP composes by adding curves, so one round's curve times its count is
-  # exact. Caching matters: sampling without replacement costs ~0.3 s per
-  # curve, and the ledger is re-accounted before and after every round.
-  accountant = rdp.RdpAccountant(neighboring_relation=relation)
-  accountant.compose(event_from_json(json.loads(key)))
-  curve = accountant.rdp
-  curve.setflags(write=False)
-  return curve
-
-
-_RDP_ORDERS = rdp.RdpAccountant().orders
 
 
 def compute_epsilon(events: Sequence[dp_event.DpEvent],
@@ -348,7 +239,7 @@ def compute_epsilon(events: Sequence[dp_event.DpEvent],
     accountant: Which dp-accounting accountant to use.
     relation: The neighboring relation of the whole run.
     pld_discretization: PLD value discretization interval (the finest used;
-      coarser where the grid would exceed the budgets of the module doc).
+      coarser where the grid would exceed the budgets of `pld_epsilon`).
 
   Returns:
     Epsilon (0.0 for no events, inf if any event is non-private).
@@ -366,8 +257,8 @@ def compute_epsilon(events: Sequence[dp_event.DpEvent],
     raise TypeError(f'accountant must be an AccountantKind, got '
                     f'{accountant!r}.')
   epsilons, refusals = [], []
-  for bound in _valid_bounds(events, relation):
-    groups = _group_events(bound)
+  for bound in composition.valid_bounds(events, relation):
+    groups = composition.group_events(bound)
     try:
       for _, event, _ in groups:
         if not make_accountant(accountant, relation,
@@ -387,247 +278,21 @@ def compute_epsilon(events: Sequence[dp_event.DpEvent],
   return min(epsilons)
 
 
-def _rdp_epsilon(groups, delta: float, relation: NeighboringRelation) -> float:
-  total = sum(count * _rdp_curve(key, relation) for key, _, count in groups)
-  return float(rdp.compute_epsilon(_RDP_ORDERS, total, delta)[0])
+def _rdp_epsilon(groups, delta: float, relation: NeighboringRelation,
+                 discretization: float) -> float:
+  del discretization  # PLD only.
+  return composition.rdp_epsilon(groups, delta, relation)
 
 
-def _pld_epsilon(groups, delta: float, discretization: float) -> float:
-  """PLD epsilon of `groups`, within the budgets of the module docstring."""
-  gaussian = _composed_gaussian_epsilon(groups, delta)
-  if gaussian is not None:
-    return gaussian
-  leaves, non_private = _pld_leaves(groups)
-  if non_private:
-    return math.inf
-  if not leaves:
-    return 0.0
-  interval, distributions = _pld_grid(leaves, discretization)
-  total = None
-  for distribution, count in distributions:
-    # Exactly what PLDAccountant does (base.self_compose(count)), without
-    # rebuilding the base distribution on every call.
-    composed = distribution.self_compose(count)
-    total = composed if total is None else total.compose(composed)
-  # The accountant's own start: the identity, composed with what it was given.
-  identity = pld.privacy_loss_distribution.identity(
-      value_discretization_interval=interval)
-  return float(identity.compose(total).get_epsilon_for_delta(delta))
-
-
-def _pld_leaves(groups) -> tuple[list[tuple[str, int]], bool]:
-  """([(leaf key, count)], any non-private): what PLDAccountant composes.
-
-  A leaf is a Gaussian or Laplace event, alone or under Poisson sampling: the
-  events PLDAccountant builds a distribution for. Unsampled Gaussians are
-  merged into one Gaussian (1/sigma^2 adds; exact, see
-  `_composed_gaussian_epsilon`), as PLDAccountant does for a self-composed
-  one. Zero noise is non-private (as there); q = 0 releases nothing.
-  """
-  counts = {}
-  precision = 0.0
-  non_private = False
-  for leaf, count in _flatten((event, count) for _, event, count in groups):
-    if isinstance(leaf, dp_event.NoOpDpEvent):
-      continue
-    if isinstance(leaf, dp_event.NonPrivateDpEvent):
-      non_private = True
-      continue
-    q, inner = _leaf_parts(leaf)
-    if q == 0:
-      continue
-    if inner.noise_multiplier == 0:
-      non_private = True
-    elif leaf is inner and isinstance(inner, dp_event.GaussianDpEvent):
-      precision += count / inner.noise_multiplier**2
-    else:
-      key = _event_key(leaf)
-      counts[key] = counts.get(key, 0) + count
-  if precision:
-    counts[_event_key(dp_event.GaussianDpEvent(precision**-0.5))] = 1
-  return list(counts.items()), non_private
-
-
-def _leaf_parts(leaf: dp_event.DpEvent):
-  """(sampling probability, Gaussian or Laplace event) of a PLD leaf."""
-  q = 1.0
-  inner = leaf
-  if isinstance(leaf, dp_event.PoissonSampledDpEvent):
-    q, inner = leaf.sampling_probability, leaf.event
-  if not isinstance(inner, (dp_event.GaussianDpEvent, dp_event.LaplaceDpEvent)):
-    raise UnsupportedAccountingError(
-        f'The PLD accountant (dp-accounting) cannot compose {leaf}.')
-  return q, inner
-
-
-def _flatten(pairs):
-  """Yields (event, count) with composed and self-composed events unwrapped."""
-  for event, count in pairs:
-    if isinstance(event, dp_event.SelfComposedDpEvent):
-      yield from _flatten([(event.event, count * event.count)])
-    elif isinstance(event, dp_event.ComposedDpEvent):
-      yield from _flatten((e, count) for e in event.events)
-    else:
-      yield event, count
-
-
-def _pld_grid(leaves, discretization: float):
-  """(interval, [(distribution, count)]) within the PLD budgets.
-
-  Doubles the interval (from `discretization`) until each distribution's
-  grid, all of them together, and every self-composition and their
-  composition fit; refuses after `_PLD_MAX_REGRIDS` tries.
-  """
-  interval = discretization
-  for _ in range(_PLD_MAX_REGRIDS):
-    sizes = [_leaf_points(key, interval) for key, _ in leaves]
-    excess = max(
-        max(max(s) for s in sizes) / PLD_MAX_POINTS,
-        sum(sum(s) for s in sizes) / PLD_MAX_BUILD_POINTS)
-    if excess > 1:
-      interval *= 2.0**math.ceil(math.log2(excess))
-      continue
-    distributions = [(_leaf_pld(key, interval), count) for key, count in leaves]
-    composed = sum(
-        _self_composed_points(d, count) for d, count in distributions)
-    if composed <= PLD_MAX_COMPOSED_POINTS:
-      return interval, distributions
-    interval *= 2.0**math.ceil(math.log2(composed / PLD_MAX_COMPOSED_POINTS))
-  raise UnsupportedAccountingError(
-      f'PLD accounting of {[key for key, _ in leaves]} does not fit in '
-      f'{PLD_MAX_COMPOSED_POINTS} grid points even at interval {interval:g}; '
-      'the RDP accountant applies.')
-
-
-def _privacy_losses(event: dp_event.DpEvent):
-  """dp-accounting's privacy-loss objects for the pmfs of a leaf's PLD."""
-  q, inner = _leaf_parts(event)
-  # As in PrivacyLossDistribution: one symmetric pmf without sampling.
-  types = ([privacy_loss_mechanism.AdjacencyType.REMOVE]
-           if q == 1 else list(privacy_loss_mechanism.AdjacencyType))
-  if isinstance(inner, dp_event.GaussianDpEvent):
-    return [
-        privacy_loss_mechanism.GaussianPrivacyLoss(
-            inner.noise_multiplier,
-            sampling_prob=q,
-            adjacency_type=t,
-            log_mass_truncation_bound=_GAUSSIAN_LOG_MASS_TRUNCATION)
-        for t in types
-    ]
-  return [
-      privacy_loss_mechanism.LaplacePrivacyLoss(inner.noise_multiplier,
-                                                sampling_prob=q,
-                                                adjacency_type=t) for t in types
-  ]
-
-
-def _leaf_points(key: str, interval: float) -> list[int]:
-  """Grid points of each pmf dp-accounting would build, before building it.
-
-  Its connect-the-dots grid spans [epsilon_lower, epsilon_upper] of the
-  privacy loss in steps of `interval`.
-  """
-  points = []
-  for loss in _privacy_losses(event_from_json(json.loads(key))):
-    bounds = loss.connect_dots_bounds()
-    points.append(
-        math.ceil(bounds.epsilon_upper / interval) -
-        math.floor(bounds.epsilon_lower / interval) + 1)
-  return points
-
-
-def _self_composed_points(distribution, count: int) -> int:
-  """Length of the largest array `distribution.self_compose(count)` makes.
-
-  Uses the Chernoff bounds dp-accounting's self_convolve truncates to
-  (tail mass 1e-15, its default), before any FFT is run.
-  """
-  points = 0
-  for pmf in dp_accounting_internals.pmfs(distribution):
-    if count == 1:
-      points = max(points, pmf.size)
-      continue
-    probs = dp_accounting_internals.dense_probs(pmf)
-    lower, upper = pld_common.compute_self_convolve_bounds(
-        probs, count, _TAIL_MASS_TRUNCATION)
-    points = max(points, upper - lower + 1, len(probs))
-  return points
-
-
-@functools.lru_cache(maxsize=32)
-def _leaf_pld(key: str, interval: float):
-  """ONE round's PLD of a leaf event, built as PLDAccountant builds it.
-
-  Cached: a run re-accounts the same event before and after every round. The
-  grid budget bounds an entry at 2 * PLD_MAX_POINTS floats (1 MB), so the
-  cache holds at most 32 MB (it held up to 64 unbounded ones before).
-  """
-  event = event_from_json(json.loads(key))
-  q, inner = _leaf_parts(event)
-  build = (pld.privacy_loss_distribution.from_gaussian_mechanism if isinstance(
-      inner, dp_event.GaussianDpEvent) else
-           pld.privacy_loss_distribution.from_laplace_mechanism)
-  try:
-    return build(inner.noise_multiplier,
-                 value_discretization_interval=interval,
-                 sampling_prob=q)
-  except ValueError as e:
-    # dp-accounting 0.4.3 checks its grid's deltas for monotonicity without
-    # tolerance; rounding noise trips it for some small multipliers (e.g. a
-    # Gaussian with q = 0.1, z = 0.062 at interval 1e-3). Not a number.
-    raise UnsupportedAccountingError(
-        f'dp-accounting could not build the PLD of {event} at interval '
-        f'{interval:g} ({e}); the RDP accountant applies.') from e
-
-
-def _gaussian_delta(epsilon: float, sigma: float) -> float:
-  """delta(epsilon) of the Gaussian mechanism with sensitivity 1 and std sigma.
-
-  The exact hockey-stick divergence of Balle and Wang 2018 ("Improving the
-  Gaussian Mechanism for Differential Privacy", ICML, Theorem 8):
-  Phi(1/(2 sigma) - epsilon sigma) - e^epsilon Phi(-1/(2 sigma) - epsilon
-  sigma), with the second term in log space so that a tiny sigma (epsilon in
-  the thousands) neither overflows nor cancels to nan.
-  """
-  a = 0.5 / sigma - epsilon * sigma
-  b = -0.5 / sigma - epsilon * sigma
-  return float(special.ndtr(a) - math.exp(epsilon + special.log_ndtr(b)))
-
-
-def _composed_gaussian_epsilon(groups, delta: float) -> Optional[float]:
-  """Exact PLD epsilon of a composition of unsampled Gaussian events, or None.
-
-  Composing Gaussian mechanisms of noise multipliers z_i (sensitivity 1) gives
-  the Gaussian mechanism with 1/sigma^2 = sum_i 1/z_i^2: their privacy loss
-  random variables are normal and add (Dong, Roth, Su 2022, "Gaussian
-  Differential Privacy", Corollary 2.5). So no discretized distribution is
-  needed: dp-accounting's grid would hold ~1/(sigma^2 * interval) points, which
-  for local DP's small multipliers (z = 0.05) is tens of millions and took
-  ~30 s and 6 GB per round. The result is the exact epsilon (bisection to
-  1e-12 relative, rounded up), which the discretized PLD bounds from above.
-
-  Returns:
-    None if any event is not an unsampled Gaussian with positive noise.
-  """
-  precision = 0.0
-  for _, event, count in groups:
-    if not isinstance(
-        event, dp_event.GaussianDpEvent) or not (event.noise_multiplier > 0):
-      return None
-    precision += count / event.noise_multiplier**2
-  sigma = precision**-0.5
-  if _gaussian_delta(0.0, sigma) <= delta:
-    return 0.0
-  low, high = 0.0, 1.0
-  while _gaussian_delta(high, sigma) > delta:
-    low, high = high, 2.0 * high
-  while high - low > 1e-12 * high:
-    middle = 0.5 * (low + high)
-    if _gaussian_delta(middle, sigma) > delta:
-      low = middle
-    else:
-      high = middle
-  return high
+def _pld_epsilon(groups, delta: float, relation: NeighboringRelation,
+                 discretization: float) -> float:
+  # Checked by `supports` first: dp-accounting composes Poisson sampling under
+  # add/remove only, and the unsampled events the same under every relation.
+  del relation
+  budgets = pld_epsilon.Budgets(points=PLD_MAX_POINTS,
+                                build_points=PLD_MAX_BUILD_POINTS,
+                                composed_points=PLD_MAX_COMPOSED_POINTS)
+  return pld_epsilon.epsilon(groups, delta, discretization, budgets)
 
 
 # --- The accountants: one row each. -----------------------------------------
@@ -657,16 +322,14 @@ ACCOUNTANTS = {
     AccountantKind.RDP:
         Accountant(build=lambda relation, _: rdp.RdpAccountant(
             neighboring_relation=relation),
-                   epsilon=lambda groups, delta, relation, _: _rdp_epsilon(
-                       groups, delta, relation),
+                   epsilon=_rdp_epsilon,
                    words='RDP accountant, dp-accounting'),
     AccountantKind.PLD:
         Accountant(
             build=lambda relation, discretization: pld.PLDAccountant(
                 neighboring_relation=relation,
                 value_discretization_interval=discretization),
-            epsilon=lambda groups, delta, _, discretization: _pld_epsilon(
-                groups, delta, discretization),
+            epsilon=_pld_epsilon,
             words=(
                 f'PLD accountant, dp-accounting, value discretization '
                 f'{PLD_DISCRETIZATION:g}, coarser where a round alone costs a '
@@ -727,7 +390,8 @@ class PrivacyLedger:
   def _check_event(self, event: dp_event.DpEvent) -> str:
     if not isinstance(event, dp_event.DpEvent):
       raise TypeError(f'event must be a DpEvent, got {event!r}.')
-    key = _event_key(event)  # Refuses now what could not be saved later.
+    # Refuses now what could not be saved later.
+    key = dp_event_json.event_key(event)
     # An event no accountant can compose under this ledger's relation was
     # produced for another sampler (e.g. a fixed-size round in a Poisson run).
     if not any(

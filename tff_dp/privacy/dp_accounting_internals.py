@@ -1,6 +1,6 @@
 """The one place that reads dp-accounting's private fields (written for 0.4.3).
 
-Bounding the PLD accountant's memory and time (`tff_dp.privacy.accounting`)
+Bounding the PLD accountant's memory and time (`tff_dp.privacy.pld_epsilon`)
 needs the size of each probability mass function before dp-accounting
 composes it, which its public API does not expose. Every such read goes
 through this module; `tests/privacy/test_dp_accounting_internals.py` checks

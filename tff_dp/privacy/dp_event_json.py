@@ -5,6 +5,7 @@ Events are attrs classes; they are written as `{"name": <class name>, <field>:
 can be named, so a ledger file can never make us construct arbitrary objects.
 """
 
+import json
 import math
 import numbers
 
@@ -37,6 +38,11 @@ def event_to_json(event: dp_event.DpEvent) -> dict:
   for field in attr.fields(cls):
     out[field.name] = _value_to_json(getattr(event, field.name))
   return out
+
+
+def event_key(event: dp_event.DpEvent) -> str:
+  """`event` as canonical JSON: equal for equal events, a dict or cache key."""
+  return json.dumps(event_to_json(event), sort_keys=True, allow_nan=False)
 
 
 def _value_to_json(value):
