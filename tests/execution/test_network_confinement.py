@@ -24,6 +24,7 @@ import pytest
 
 from tff_dp.execution import native
 from tff_dp.execution import runtime
+from tff_dp.execution import worker_errors
 
 _LISTEN = '0A'
 _RTF_UP = 0x1
@@ -299,7 +300,7 @@ def test_unshimmed_worker_is_refused_without_starting_anything(
     tmp_path, monkeypatch):
   monkeypatch.setattr(native, 'loopback_bind_library', lambda: None)
   log_path = tmp_path / 'worker.log'
-  with pytest.raises(runtime.ConfinementUnavailableError) as refused:
+  with pytest.raises(worker_errors.ConfinementUnavailableError) as refused:
     runtime.start_worker(log_path=str(log_path))
   message = str(refused.value)
   assert 'refusing to start the TFF worker' in message
@@ -365,7 +366,7 @@ def test_a_shim_that_does_not_take_effect_is_caught(tmp_path, monkeypatch,
   socket_dir = worker.socket_dir
   try:
     if not allow:
-      with pytest.raises(runtime.ConfinementUnavailableError,
+      with pytest.raises(worker_errors.ConfinementUnavailableError,
                          match='listens on TCP port'):
         runtime.connect(worker)
     else:

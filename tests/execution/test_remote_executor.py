@@ -37,6 +37,7 @@ from tff_dp.config import ModelKind
 from tff_dp.config import ServerOptimizer
 from tff_dp.execution import remote_executor
 from tff_dp.execution import runtime
+from tff_dp.execution import worker_errors
 
 pytestmark = pytest.mark.tff
 
@@ -391,7 +392,7 @@ def test_a_live_worker_that_keeps_refusing_calls_ends_the_run(
       remote_executor.GuardedStub(failing, stand_in.diagnose))
   start = time.monotonic()
   error = _invoke_in_thread(context, timeout=60)
-  assert isinstance(error, runtime.WorkerUnreachableError), repr(error)
+  assert isinstance(error, worker_errors.WorkerUnreachableError), repr(error)
   assert f'pid {stand_in.pid}' in str(error) and 'UNAVAILABLE' in str(error)
   assert failing.calls > 1  # TFF did retry, for a while.
   assert time.monotonic() - start < 30
@@ -415,7 +416,7 @@ def test_calls_on_a_dead_worker_raise_and_disposals_are_quiet(stand_in):
   stub = remote_executor.GuardedStub(failing, stand_in.diagnose)
   stand_in.process.send_signal(signal.SIGKILL)
   stand_in.process.wait(timeout=30)
-  with pytest.raises(runtime.WorkerDiedError) as died:
+  with pytest.raises(worker_errors.WorkerDiedError) as died:
     stub.compute(executor_pb2.ComputeRequest())
   message = str(died.value)
   assert f'pid {stand_in.pid}' in message

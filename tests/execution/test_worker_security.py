@@ -22,6 +22,7 @@ import pytest
 
 from tff_dp.execution import native
 from tff_dp.execution import runtime
+from tff_dp.execution import worker_errors
 
 _NOBODY = 65534
 
@@ -182,7 +183,7 @@ def test_a_directory_others_can_enter_is_refused(tmp_path, mode):
   directory = tmp_path / 'sockets'
   directory.mkdir()
   directory.chmod(mode)
-  with pytest.raises(runtime.RuntimeStartError, match='must be 700'):
+  with pytest.raises(worker_errors.RuntimeStartError, match='must be 700'):
     runtime.check_private_dir(str(directory))
   directory.chmod(0o700)
   runtime.check_private_dir(str(directory))  # The same, private: accepted.
@@ -193,14 +194,15 @@ def test_a_directory_of_another_user_or_a_symlink_is_refused(tmp_path):
   good.mkdir(mode=0o700)
   link = tmp_path / 'link'
   link.symlink_to(good)
-  with pytest.raises(runtime.RuntimeStartError, match='not a directory'):
+  with pytest.raises(worker_errors.RuntimeStartError, match='not a directory'):
     runtime.check_private_dir(str(link))
   if os.geteuid() != 0:
     pytest.skip('needs root to give a directory to another user')
   theirs = tmp_path / 'theirs'
   theirs.mkdir(mode=0o700)
   os.chown(theirs, _NOBODY, _NOBODY)
-  with pytest.raises(runtime.RuntimeStartError, match='owned by uid 65534'):
+  with pytest.raises(worker_errors.RuntimeStartError,
+                     match='owned by uid 65534'):
     runtime.check_private_dir(str(theirs))
 
 
@@ -217,7 +219,7 @@ def test_a_base_directory_others_can_write_is_not_used(tmp_path, monkeypatch):
     runtime.check_private_dir(directory)
   finally:
     os.rmdir(directory)
-  with pytest.raises(runtime.RuntimeStartError, match='another user'):
+  with pytest.raises(worker_errors.RuntimeStartError, match='another user'):
     runtime._check_no_other_writer(str(shared))  # pylint: disable=protected-access
   shared.chmod(0o1777)  # Sticky, as /tmp: others cannot rename our entries.
   runtime._check_no_other_writer(str(shared))  # pylint: disable=protected-access
@@ -229,7 +231,7 @@ def test_a_path_that_exists_before_the_worker_is_refused(tmp_path, monkeypatch):
   (directory / 'worker.sock').write_text('planted')
   monkeypatch.setattr(runtime, '_private_socket_dir', lambda: str(directory))
   log_path = tmp_path / 'worker.log'
-  with pytest.raises(runtime.RuntimeStartError, match='exists before'):
+  with pytest.raises(worker_errors.RuntimeStartError, match='exists before'):
     runtime.start_worker(log_path=str(log_path))
   assert not log_path.exists()  # No worker was started.
 
@@ -243,14 +245,15 @@ def test_a_socket_served_by_another_process_is_refused(tmp_path):
     impostor.listen(1)
     # Served, but by us (the impostor), not by the worker's pid.
     not_the_server = os.getppid()
-    with pytest.raises(runtime.RuntimeStartError,
+    with pytest.raises(worker_errors.RuntimeStartError,
                        match=f'served by pid {os.getpid()}'):
       runtime.verify_worker_socket(path, not_the_server)
     runtime.verify_worker_socket(path, os.getpid())  # The right pid passes.
   os.unlink(path)
   with open(path, 'w') as f:
     f.write('not a socket')
-  with pytest.raises(runtime.RuntimeStartError, match='not a socket of ours'):
+  with pytest.raises(worker_errors.RuntimeStartError,
+                     match='not a socket of ours'):
     runtime.verify_worker_socket(path, os.getpid())
 
 

@@ -248,7 +248,7 @@ class GuardedStub:
 
   Before each call, and after each call that fails, `diagnose` decides
   whether the worker is still usable; if not, its error (e.g.
-  `tff_dp.execution.runtime.WorkerDiedError`, which TFF does not retry) is raised
+  `tff_dp.execution.worker_errors.WorkerDiedError`, which TFF does not retry) is raised
   instead of the call's, chained to it. Requests to free values on a worker
   that is gone succeed without a call: the values went with it, and these
   requests come from finalizers, where an error would only print noise.

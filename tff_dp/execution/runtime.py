@@ -85,6 +85,7 @@ from tensorflow_federated.python.core.impl.executors import executors_errors
 
 from tff_dp.execution import native
 from tff_dp.execution import remote_executor
+from tff_dp.execution import worker_errors
 
 # Same limits as TFF's own local context: model updates can be large.
 _GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
@@ -126,26 +127,6 @@ _TRANSPORT_CODES = frozenset(
 # Set once the exposure warning was printed: it is about the machine, not the
 # run, so repeating it for every worker would only bury it.
 _exposure_warned = False
-
-
-class RuntimeStartError(RuntimeError):
-  """The TFF worker could not be started."""
-
-
-class ConfinementUnavailableError(RuntimeStartError):
-  """The worker cannot be confined and the caller did not accept that."""
-
-
-class WorkerError(RuntimeError):
-  """The TFF worker a run uses failed; the message is one line."""
-
-
-class WorkerDiedError(WorkerError):
-  """The TFF worker exited while the run used it."""
-
-
-class WorkerUnreachableError(WorkerError):
-  """The TFF worker runs but has refused calls for too long."""
 
 
 def worker_binary_path() -> str:
@@ -223,7 +204,7 @@ def _check_no_other_writer(directory: str) -> None:
     writable_by_others = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
     if info.st_uid not in (0, euid) or (writable_by_others and
                                         not info.st_mode & stat.S_ISVTX):
-      raise RuntimeStartError(
+      raise worker_errors.RuntimeStartError(
           f'{path} can be modified by another user (owner uid '
           f'{info.st_uid}, mode {stat.S_IMODE(info.st_mode):o}), so the TFF '
           f'worker socket cannot be made private below {directory}')
@@ -242,7 +223,8 @@ def check_private_dir(path: str) -> None:
   try:
     info = os.lstat(path)
   except OSError as e:
-    raise RuntimeStartError(f'worker socket directory {path}: {e}') from e
+    raise worker_errors.RuntimeStartError(
+        f'worker socket directory {path}: {e}') from e
   problems = []
   if not stat.S_ISDIR(info.st_mode):
     problems.append('not a directory (a symlink or a file)')
@@ -253,8 +235,8 @@ def check_private_dir(path: str) -> None:
     problems.append(f'mode {stat.S_IMODE(info.st_mode):o} lets other users '
                     'in (must be 700)')
   if problems:
-    raise RuntimeStartError(f'worker socket directory {path} is refused: ' +
-                            '; '.join(problems))
+    raise worker_errors.RuntimeStartError(
+        f'worker socket directory {path} is refused: ' + '; '.join(problems))
 
 
 def _socket_dir_bases() -> list[str]:
@@ -316,13 +298,13 @@ def _private_socket_dir() -> str:
       _check_no_other_writer(base)
       _remove_stale_socket_dirs(base)
       directory = tempfile.mkdtemp(prefix=_SOCKET_DIR_PREFIX, dir=base)
-    except (OSError, RuntimeStartError) as e:
+    except (OSError, worker_errors.RuntimeStartError) as e:
       problems.append(str(e))
       continue
     check_private_dir(directory)
     return directory
-  raise RuntimeStartError('no directory for the TFF worker socket: ' +
-                          '; '.join(problems))
+  raise worker_errors.RuntimeStartError(
+      'no directory for the TFF worker socket: ' + '; '.join(problems))
 
 
 def socket_peer(path: str, timeout: float = 5.0) -> tuple[int, int, int]:
@@ -346,15 +328,16 @@ def verify_worker_socket(path: str, pid: int) -> None:
   check_private_dir(os.path.dirname(path))
   info = os.lstat(path)
   if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.geteuid():
-    raise RuntimeStartError(
+    raise worker_errors.RuntimeStartError(
         f'{path} is not a socket of ours (mode {info.st_mode:o}, owner uid '
         f'{info.st_uid}): refusing to talk to it')
   try:
     peer_pid, peer_uid, _ = socket_peer(path)
   except OSError as e:
-    raise RuntimeStartError(f'cannot connect to {path}: {e}') from e
+    raise worker_errors.RuntimeStartError(
+        f'cannot connect to {path}: {e}') from e
   if peer_pid != pid or peer_uid != os.geteuid():
-    raise RuntimeStartError(
+    raise worker_errors.RuntimeStartError(
         f'{path} is served by pid {peer_pid} (uid {peer_uid}), not by the TFF '
         f'worker we started (pid {pid}): refusing to talk to it')
 
@@ -401,18 +384,6 @@ def is_loopback(address: str) -> bool:
   ip = ipaddress.ip_address(address)
   mapped = getattr(ip, 'ipv4_mapped', None)
   return ip.is_loopback or (mapped is not None and mapped.is_loopback)
-
-
-def _describe_exit(returncode: Optional[int]) -> str:
-  if returncode is None:
-    return 'exited (status unknown)'
-  if returncode < 0:
-    try:
-      name = signal.Signals(-returncode).name
-    except ValueError:
-      name = 'unknown signal'
-    return f'was killed by signal {-returncode} ({name})'
-  return f'exited with status {returncode}'
 
 
 class Worker:
@@ -546,17 +517,19 @@ class Worker:
       time.sleep(_POLL_SECONDS)
     return True
 
-  def died_error(self) -> WorkerDiedError:
+  def died_error(self) -> worker_errors.WorkerDiedError:
     """The one-line error of a worker that exited."""
     if self._stopping:
       how = 'was stopped by tff-dp'
     else:
-      how = _describe_exit(self.returncode()) + ' while the run used it'
-    return WorkerDiedError(f'the TFF worker (pid {self.pid}) {how}; its '
-                           f'log: {self.log_path}')
+      how = worker_errors.describe_exit(
+          self.returncode()) + ' while the run used it'
+    return worker_errors.WorkerDiedError(
+        f'the TFF worker (pid {self.pid}) {how}; its '
+        f'log: {self.log_path}')
 
   def diagnose(self, error: Optional[BaseException],
-               failing_for: float) -> Optional[WorkerError]:
+               failing_for: float) -> Optional[worker_errors.WorkerError]:
     """Tells `remote_executor.GuardedStub` whether the worker is usable.
 
     Args:
@@ -577,7 +550,7 @@ class Worker:
     # TFF retries these forever; anything else ends the call anyway.
     retried = isinstance(error, executors_errors.RetryableError)
     if retried and failing_for > _UNREACHABLE_SECONDS:
-      return WorkerUnreachableError(
+      return worker_errors.WorkerUnreachableError(
           f'the TFF worker (pid {self.pid}) is running but has refused '
           f'calls for {failing_for:.0f} s (last: {_rpc_summary(error)}); its '
           f'log: {self.log_path}')
@@ -588,15 +561,6 @@ def _rpc_summary(error: BaseException) -> str:
   if isinstance(error, grpc.Call):
     return f'{error.code().name}: {error.details()}'
   return f'{type(error).__name__}: {error}'
-
-
-def _refusal(reason: str) -> str:
-  return (f'refusing to start the TFF worker: {reason}. Unconfined, the '
-          'worker serves unauthenticated gRPC on all network interfaces, '
-          'and anyone who can connect (any local user, any host that reaches '
-          'this one) can run code as this user. To run anyway on a machine '
-          'whose users and network you trust, pass --allow_unconfined_worker '
-          '(see README, "Security notes")')
 
 
 def start_worker(*,
@@ -624,10 +588,12 @@ def start_worker(*,
   """
   binary = worker_binary_path()
   if not os.path.isfile(binary):
-    raise RuntimeStartError(f'TFF worker binary not found at {binary}')
+    raise worker_errors.RuntimeStartError(
+        f'TFF worker binary not found at {binary}')
   reason = native.confinement_unavailable_reason()
   if reason is not None and not allow_unconfined_worker:
-    raise ConfinementUnavailableError(_refusal(reason))
+    raise worker_errors.ConfinementUnavailableError(
+        worker_errors.refusal(reason))
   shim = None if reason else native.loopback_bind_library()
   socket_dir = None if reason else _private_socket_dir()
   socket_path = socket_dir and os.path.join(socket_dir, _SOCKET_NAME)
@@ -639,8 +605,9 @@ def start_worker(*,
   ]
   try:
     if socket_path and os.path.lexists(socket_path):
-      raise RuntimeStartError(f'{socket_path} exists before the worker '
-                              'started: refusing to use it')
+      raise worker_errors.RuntimeStartError(
+          f'{socket_path} exists before the worker '
+          'started: refusing to use it')
     with open(log_path, 'ab') as log:
       process = subprocess.Popen(
           _worker_command(args),
@@ -703,12 +670,12 @@ def warn_if_exposed(worker: Worker) -> bool:
 def _check_starting(worker: Worker, deadline: float) -> None:
   """Raises RuntimeStartError if the worker died or start-up took too long."""
   if not worker.alive():
-    raise RuntimeStartError(
+    raise worker_errors.RuntimeStartError(
         f'the TFF worker (pid {worker.pid}) '
-        f'{_describe_exit(worker.returncode())} during start-up; see '
+        f'{worker_errors.describe_exit(worker.returncode())} during start-up; see '
         f'{worker.log_path}')
   if time.monotonic() > deadline:
-    raise RuntimeStartError(
+    raise worker_errors.RuntimeStartError(
         f'the TFF worker (pid {worker.pid}) did not serve within '
         f'{_STARTUP_TIMEOUT_SECONDS:.0f} s; see {worker.log_path}')
 
@@ -722,7 +689,8 @@ def _wait_for_socket(worker: Worker, deadline: float) -> None:
                 f'listens on TCP port {worker.port} anyway; see '
                 f'{worker.log_path}')
       if not worker.allow_unconfined:
-        raise ConfinementUnavailableError(_refusal(reason))
+        raise worker_errors.ConfinementUnavailableError(
+            worker_errors.refusal(reason))
       worker.unconfine(reason)
       return
     if os.path.lexists(worker.socket_path):
