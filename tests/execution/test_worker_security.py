@@ -23,6 +23,7 @@ import pytest
 from tff_dp.execution import native
 from tff_dp.execution import runtime
 from tff_dp.execution import worker_errors
+from tff_dp.execution import worker_socket
 
 _NOBODY = 65534
 
@@ -171,8 +172,8 @@ def test_socket_directory_is_fresh_private_and_removed_on_stop(tmp_path):
     sock = os.lstat(worker.socket_path)
     assert stat.S_ISSOCK(sock.st_mode) and sock.st_uid == os.geteuid()
     # The kernel's word on who serves it: our worker.
-    assert runtime.socket_peer(worker.socket_path)[:2] == (worker.pid,
-                                                           os.geteuid())
+    assert worker_socket.socket_peer(worker.socket_path)[:2] == (worker.pid,
+                                                                 os.geteuid())
   finally:
     worker.stop()
   assert not os.path.lexists(worker.socket_dir)
@@ -184,9 +185,10 @@ def test_a_directory_others_can_enter_is_refused(tmp_path, mode):
   directory.mkdir()
   directory.chmod(mode)
   with pytest.raises(worker_errors.RuntimeStartError, match='must be 700'):
-    runtime.check_private_dir(str(directory))
+    worker_socket.check_private_dir(str(directory))
   directory.chmod(0o700)
-  runtime.check_private_dir(str(directory))  # The same, private: accepted.
+  # The same, private: accepted.
+  worker_socket.check_private_dir(str(directory))
 
 
 def test_a_directory_of_another_user_or_a_symlink_is_refused(tmp_path):
@@ -195,7 +197,7 @@ def test_a_directory_of_another_user_or_a_symlink_is_refused(tmp_path):
   link = tmp_path / 'link'
   link.symlink_to(good)
   with pytest.raises(worker_errors.RuntimeStartError, match='not a directory'):
-    runtime.check_private_dir(str(link))
+    worker_socket.check_private_dir(str(link))
   if os.geteuid() != 0:
     pytest.skip('needs root to give a directory to another user')
   theirs = tmp_path / 'theirs'
@@ -203,7 +205,7 @@ def test_a_directory_of_another_user_or_a_symlink_is_refused(tmp_path):
   os.chown(theirs, _NOBODY, _NOBODY)
   with pytest.raises(worker_errors.RuntimeStartError,
                      match='owned by uid 65534'):
-    runtime.check_private_dir(str(theirs))
+    worker_socket.check_private_dir(str(theirs))
 
 
 def test_a_base_directory_others_can_write_is_not_used(tmp_path, monkeypatch):
@@ -213,23 +215,24 @@ def test_a_base_directory_others_can_write_is_not_used(tmp_path, monkeypatch):
   shared.mkdir()
   shared.chmod(0o777)  # World-writable, no sticky bit.
   monkeypatch.setenv('XDG_RUNTIME_DIR', str(shared))
-  directory = runtime._private_socket_dir()  # pylint: disable=protected-access
+  directory = worker_socket.private_socket_dir()
   try:
     assert not directory.startswith(str(shared))
-    runtime.check_private_dir(directory)
+    worker_socket.check_private_dir(directory)
   finally:
     os.rmdir(directory)
   with pytest.raises(worker_errors.RuntimeStartError, match='another user'):
-    runtime._check_no_other_writer(str(shared))  # pylint: disable=protected-access
+    worker_socket._check_no_other_writer(str(shared))  # pylint: disable=protected-access
   shared.chmod(0o1777)  # Sticky, as /tmp: others cannot rename our entries.
-  runtime._check_no_other_writer(str(shared))  # pylint: disable=protected-access
+  worker_socket._check_no_other_writer(str(shared))  # pylint: disable=protected-access
 
 
 def test_a_path_that_exists_before_the_worker_is_refused(tmp_path, monkeypatch):
   directory = tmp_path / 'sockets'
   directory.mkdir(mode=0o700)
   (directory / 'worker.sock').write_text('planted')
-  monkeypatch.setattr(runtime, '_private_socket_dir', lambda: str(directory))
+  monkeypatch.setattr(worker_socket, 'private_socket_dir',
+                      lambda: str(directory))
   log_path = tmp_path / 'worker.log'
   with pytest.raises(worker_errors.RuntimeStartError, match='exists before'):
     runtime.start_worker(log_path=str(log_path))
@@ -247,14 +250,15 @@ def test_a_socket_served_by_another_process_is_refused(tmp_path):
     not_the_server = os.getppid()
     with pytest.raises(worker_errors.RuntimeStartError,
                        match=f'served by pid {os.getpid()}'):
-      runtime.verify_worker_socket(path, not_the_server)
-    runtime.verify_worker_socket(path, os.getpid())  # The right pid passes.
+      worker_socket.verify_worker_socket(path, not_the_server)
+    # The right pid passes.
+    worker_socket.verify_worker_socket(path, os.getpid())
   os.unlink(path)
   with open(path, 'w') as f:
     f.write('not a socket')
   with pytest.raises(worker_errors.RuntimeStartError,
                      match='not a socket of ours'):
-    runtime.verify_worker_socket(path, os.getpid())
+    worker_socket.verify_worker_socket(path, os.getpid())
 
 
 def test_stale_socket_dirs_are_removed_and_others_kept(tmp_path, monkeypatch):
@@ -282,7 +286,7 @@ def test_stale_socket_dirs_are_removed_and_others_kept(tmp_path, monkeypatch):
   other, _ = socket_dir('tff-dp-worker-other000')
   (other / 'notes.txt').write_text('not only a socket: not ours to remove')
   os.utime(other, (old, old))
-  created = runtime._private_socket_dir()  # pylint: disable=protected-access
+  created = worker_socket.private_socket_dir()
   try:
     assert os.path.dirname(created) == str(tmp_path)
     assert not dead.exists()
