@@ -5,7 +5,7 @@ preloads `tff_dp/execution/native/loopback_bind.c` into it (tff_dp/execution/run
 turns that bind into a bind of a Unix socket in a private directory. These
 tests exercise every branch of the shim in a plain Python process, look at
 what the kernel says the worker listens on (/proc/net/{tcp,tcp6,unix}, parsed
-here independently of tff_dp.execution.runtime), try to connect through an address of
+here independently of tff_dp.execution.tcp_listeners), try to connect through an address of
 this machine that is not loopback, and run a computation through the confined
 worker. A missing shim is a failure, not a skip: the worker would then be
 refused (or, if allowed, exposed). Other users are kept out by the socket's

@@ -39,10 +39,8 @@ never answers (e.g. stopped with SIGSTOP) is still waited for.
 """
 
 import contextlib
-import ipaddress
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -57,6 +55,7 @@ from tensorflow_federated.python.core.impl.executors import executors_errors
 
 from tff_dp.execution import native
 from tff_dp.execution import remote_executor
+from tff_dp.execution import tcp_listeners
 from tff_dp.execution import worker_errors
 from tff_dp.execution import worker_socket
 
@@ -83,7 +82,6 @@ WORKER_LOG_PREFIX = 'tff-dp: started TFF worker pid '
 # An unconfined worker (allow_unconfined_worker=True) serves on "[::]:port";
 # dialled as a literal rather than "localhost", whose resolution varies.
 _LOOPBACK_TARGET = '127.0.0.1'
-_TCP_LISTEN = '0A'  # State column of /proc/net/tcp{,6}.
 # gRPC codes of a broken connection ("Socket closed" when the worker dies
 # mid-call, CANCELLED once the watchdog closed the channel). Errors the worker
 # itself answers with (e.g. INTERNAL for a failed TF op) are not waited on.
@@ -156,50 +154,6 @@ def _worker_environment(shim: Optional[str],
   return env
 
 
-def _proc_address(hex_address: str) -> str:
-  """Text form of an address as /proc/net/tcp{,6} prints it."""
-  raw = bytes.fromhex(hex_address)
-  # The kernel prints each 32-bit word in host (little-endian) byte order.
-  packed = b''.join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-  family = socket.AF_INET if len(packed) == 4 else socket.AF_INET6
-  return socket.inet_ntop(family, packed)
-
-
-def listening_addresses(port: int, *, pid: Optional[int] = None) -> list[str]:
-  """Local addresses of the TCP sockets listening on `port`.
-
-  Args:
-    port: The TCP port.
-    pid: Read the network namespace of this process (default: ours).
-
-  Returns:
-    Addresses in text form, e.g. ['127.0.0.1'] or ['::'] (all interfaces);
-    empty if nothing listens or /proc is not available.
-  """
-  proc = f'/proc/{pid}/net' if pid is not None else '/proc/net'
-  addresses = []
-  for name in ('tcp', 'tcp6'):
-    try:
-      with open(os.path.join(proc, name)) as f:
-        lines = f.read().splitlines()[1:]
-    except OSError:
-      continue
-    for line in lines:
-      fields = line.split()
-      local, state = fields[1], fields[3]
-      address, hex_port = local.split(':')
-      if state == _TCP_LISTEN and int(hex_port, 16) == port:
-        addresses.append(_proc_address(address))
-  return addresses
-
-
-def is_loopback(address: str) -> bool:
-  """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback (::ffff:127.x)."""
-  ip = ipaddress.ip_address(address)
-  mapped = getattr(ip, 'ipv4_mapped', None)
-  return ip.is_loopback or (mapped is not None and mapped.is_loopback)
-
-
 class Worker:
   """A running `worker_binary` owned by this process."""
 
@@ -244,7 +198,7 @@ class Worker:
 
   def listening_addresses(self) -> list[str]:
     """TCP addresses the worker listens on (in its network namespace)."""
-    return listening_addresses(self.port, pid=self.pid)
+    return tcp_listeners.listening_addresses(self.port, pid=self.pid)
 
   def confined(self) -> bool:
     """True if it serves on its private Unix socket and on no TCP port."""
@@ -469,7 +423,7 @@ def warn_if_exposed(worker: Worker) -> bool:
         f'[{a}]:{worker.port}' if ':' in a else f'{a}:{worker.port}'
         for a in addresses)
     who = 'every local user'
-    if not all(is_loopback(a) for a in addresses):
+    if not all(tcp_listeners.is_loopback(a) for a in addresses):
       who += ' and other hosts'
     print(
         f'tff-dp: WARNING: the TFF worker (pid {worker.pid}) serves '
