@@ -25,6 +25,7 @@ import pytest
 from tff_dp.execution import native
 from tff_dp.execution import runtime
 from tff_dp.execution import worker_errors
+from tff_dp.execution import worker_process
 
 _LISTEN = '0A'
 _RTF_UP = 0x1
@@ -310,7 +311,7 @@ def test_unshimmed_worker_is_refused_without_starting_anything(
   assert not log_path.exists()  # No worker was started.
 
 
-def _wait_listening(worker: runtime.Worker) -> list[str]:
+def _wait_listening(worker: worker_process.Worker) -> list[str]:
   deadline = time.monotonic() + 120
   while time.monotonic() < deadline:
     addresses = worker.listening_addresses()

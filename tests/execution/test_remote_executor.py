@@ -38,6 +38,7 @@ from tff_dp.config import ServerOptimizer
 from tff_dp.execution import remote_executor
 from tff_dp.execution import runtime
 from tff_dp.execution import worker_errors
+from tff_dp.execution import worker_process
 
 pytestmark = pytest.mark.tff
 
@@ -314,7 +315,7 @@ def test_many_cohort_sizes_on_the_worker_give_right_results(tff_runtime):
                                           n * (n - 1) / 2, _F32))
 
 
-# --- A worker that fails ends the run (GuardedStub, runtime.Worker). -------
+# --- A worker that fails ends the run (GuardedStub, worker_process.Worker). -
 
 
 class _FakeRpcError(grpc.RpcError, grpc.Call):
@@ -350,9 +351,9 @@ class _FailingStub:
 
 @pytest.fixture(name='stand_in')
 def _stand_in(tmp_path):
-  """A runtime.Worker around a process that is not a TFF worker."""
+  """A worker_process.Worker around a process that is not a TFF worker."""
   process = subprocess.Popen(['sleep', '600'])
-  worker = runtime.Worker(process, 0, str(tmp_path / 'worker.log'))
+  worker = worker_process.Worker(process, 0, str(tmp_path / 'worker.log'))
   yield worker
   worker.stop()
 
@@ -383,8 +384,8 @@ def test_a_live_worker_that_keeps_refusing_calls_ends_the_run(
     stand_in, monkeypatch):
   # TFF's execution context retries UNAVAILABLE forever (with back-off);
   # the guarded stub turns a streak of them into an error TFF does not retry.
-  monkeypatch.setattr(runtime, '_UNREACHABLE_SECONDS', 1.0)
-  monkeypatch.setattr(runtime, '_DEATH_GRACE_SECONDS', 0.05)
+  monkeypatch.setattr(worker_process, '_UNREACHABLE_SECONDS', 1.0)
+  monkeypatch.setattr(worker_process, '_DEATH_GRACE_SECONDS', 0.05)
   failing = _FailingStub(
       executors_errors.RetryableGRPCError(
           _FakeRpcError(grpc.StatusCode.UNAVAILABLE)))

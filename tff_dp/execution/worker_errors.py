@@ -3,7 +3,7 @@
 `RuntimeStartError` (and its `ConfinementUnavailableError`) means the worker
 could not be started, confined or reached before a run used it. A
 `WorkerError` ends a run whose worker died (`WorkerDiedError`) or stopped
-answering (`WorkerUnreachableError`); `runtime.Worker.diagnose` raises
+answering (`WorkerUnreachableError`); `worker_process.Worker.diagnose` raises
 them and programs catch `WorkerError`.
 """
 
