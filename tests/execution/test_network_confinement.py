@@ -1,7 +1,7 @@
 """The TFF worker is reachable neither from other hosts nor over TCP at all.
 
 `worker_binary` binds "[::]:port" and has no flag to change that; tff-dp
-preloads `tff_dp/execution/native/loopback_bind.c` into it (tff_dp/execution/runtime.py), which
+preloads `tff_dp/execution/native/loopback_bind.c` into it (tff_dp/execution/worker_launch.py), which
 turns that bind into a bind of a Unix socket in a private directory. These
 tests exercise every branch of the shim in a plain Python process, look at
 what the kernel says the worker listens on (/proc/net/{tcp,tcp6,unix}, parsed
@@ -25,6 +25,7 @@ import pytest
 from tff_dp.execution import native
 from tff_dp.execution import runtime
 from tff_dp.execution import worker_errors
+from tff_dp.execution import worker_launch
 from tff_dp.execution import worker_process
 
 _LISTEN = '0A'
@@ -302,7 +303,7 @@ def test_unshimmed_worker_is_refused_without_starting_anything(
   monkeypatch.setattr(native, 'loopback_bind_library', lambda: None)
   log_path = tmp_path / 'worker.log'
   with pytest.raises(worker_errors.ConfinementUnavailableError) as refused:
-    runtime.start_worker(log_path=str(log_path))
+    worker_launch.start_worker(log_path=str(log_path))
   message = str(refused.value)
   assert 'refusing to start the TFF worker' in message
   assert 'was not built' in message
@@ -331,8 +332,8 @@ def test_unshimmed_worker_if_allowed_is_exposed_and_warned_about_once(
   monkeypatch.setattr(runtime, '_exposure_warned', False)
   exposed = []
   for _ in range(2):
-    worker = runtime.start_worker(log_path=str(tmp_path / 'worker.log'),
-                                  allow_unconfined_worker=True)
+    worker = worker_launch.start_worker(log_path=str(tmp_path / 'worker.log'),
+                                        allow_unconfined_worker=True)
     try:
       assert worker.socket_path is None
       assert _wait_listening(worker), 'the worker did not come up'
@@ -358,12 +359,12 @@ def test_a_shim_that_does_not_take_effect_is_caught(tmp_path, monkeypatch,
                                                     allow):
   # The shim is found but not preloaded (as if ld.so skipped it): the worker
   # binds TCP on all interfaces, which runtime sees before it dials anything.
-  real_environment = runtime._worker_environment  # pylint: disable=protected-access
-  monkeypatch.setattr(runtime, '_worker_environment',
+  real_environment = worker_launch._worker_environment  # pylint: disable=protected-access
+  monkeypatch.setattr(worker_launch, '_worker_environment',
                       lambda shim, path: real_environment(None, path))
   monkeypatch.setattr(runtime, '_exposure_warned', True)  # Quiet.
-  worker = runtime.start_worker(log_path=str(tmp_path / 'worker.log'),
-                                allow_unconfined_worker=allow)
+  worker = worker_launch.start_worker(log_path=str(tmp_path / 'worker.log'),
+                                      allow_unconfined_worker=allow)
   socket_dir = worker.socket_dir
   try:
     if not allow:
@@ -383,7 +384,7 @@ def test_a_shim_that_does_not_take_effect_is_caught(tmp_path, monkeypatch,
 def test_confined_worker_is_not_warned_about(tmp_path, monkeypatch, capfd):
   _shim_or_fail()
   monkeypatch.setattr(runtime, '_exposure_warned', False)
-  worker = runtime.start_worker(log_path=str(tmp_path / 'worker.log'))
+  worker = worker_launch.start_worker(log_path=str(tmp_path / 'worker.log'))
   try:
     runtime.connect(worker)
     assert worker.confined()

@@ -213,13 +213,14 @@ def test_a_computation_in_flight_on_a_killed_worker_fails_within_seconds(
 
   from tff_dp.execution import runtime  # pylint: disable=g-import-not-at-top
   from tff_dp.execution import worker_errors  # pylint: disable=g-import-not-at-top
+  from tff_dp.execution import worker_launch  # pylint: disable=g-import-not-at-top
 
   @tff.tensorflow.computation(np.int64)
   def spin(n):
     return tf.while_loop(lambda i: i < n, lambda i: i + 1,
                          [tf.constant(0, tf.int64)])[0]
 
-  worker = runtime.start_worker(log_path=str(tmp_path / 'worker.log'))
+  worker = worker_launch.start_worker(log_path=str(tmp_path / 'worker.log'))
   outcome = {}
   try:
     context = runtime.execution_context(runtime.connect(worker))

@@ -3,7 +3,7 @@
 The red team's proof of concept (issue 14): as user `nobody`, connect to a
 running trainer's worker and have it run a computation (it read /etc/shadow).
 Here the same attack, as `nobody`, gets no connection to a worker that
-tff_dp.execution.runtime started, cannot list or plant anything in the worker's socket
+tff_dp.execution.worker_launch started, cannot list or plant anything in the worker's socket
 directory, and its gRPC call fails; the same script as the trainer's user
 does reach the worker, and as `nobody` it reaches an unconfined worker (the
 controls: the attack works when nothing stops it). The other tests check
@@ -23,6 +23,7 @@ import pytest
 from tff_dp.execution import native
 from tff_dp.execution import runtime
 from tff_dp.execution import worker_errors
+from tff_dp.execution import worker_launch
 from tff_dp.execution import worker_socket
 
 _NOBODY = 65534
@@ -125,7 +126,7 @@ def test_another_user_can_neither_reach_nor_squat_the_worker(
   if os.geteuid() != 0:
     pytest.skip('needs root, to run the attack as user nobody')
   python = _python_for_nobody()
-  worker = runtime.start_worker(log_path=str(tmp_path / 'worker.log'))
+  worker = worker_launch.start_worker(log_path=str(tmp_path / 'worker.log'))
   try:
     runtime.connect(worker)
     attacked = _attack(python, worker.target, as_nobody=True)
@@ -147,8 +148,8 @@ def test_another_user_can_neither_reach_nor_squat_the_worker(
   # (what every worker was before; allowed only by an explicit opt-in).
   monkeypatch.setattr(native, 'loopback_bind_library', lambda: None)
   monkeypatch.setattr(runtime, '_exposure_warned', True)  # Quiet.
-  exposed = runtime.start_worker(log_path=str(tmp_path / 'exposed.log'),
-                                 allow_unconfined_worker=True)
+  exposed = worker_launch.start_worker(log_path=str(tmp_path / 'exposed.log'),
+                                       allow_unconfined_worker=True)
   try:
     runtime.connect(exposed)
     assert _attack(python, exposed.target, as_nobody=True) == [
@@ -160,7 +161,7 @@ def test_another_user_can_neither_reach_nor_squat_the_worker(
 
 @pytest.mark.tff
 def test_socket_directory_is_fresh_private_and_removed_on_stop(tmp_path):
-  worker = runtime.start_worker(log_path=str(tmp_path / 'worker.log'))
+  worker = worker_launch.start_worker(log_path=str(tmp_path / 'worker.log'))
   try:
     runtime.connect(worker)
     directory = os.lstat(worker.socket_dir)
@@ -235,7 +236,7 @@ def test_a_path_that_exists_before_the_worker_is_refused(tmp_path, monkeypatch):
                       lambda: str(directory))
   log_path = tmp_path / 'worker.log'
   with pytest.raises(worker_errors.RuntimeStartError, match='exists before'):
-    runtime.start_worker(log_path=str(log_path))
+    worker_launch.start_worker(log_path=str(log_path))
   assert not log_path.exists()  # No worker was started.
 
 

@@ -32,7 +32,7 @@ from tff_dp.execution import worker_errors
 from tff_dp.execution import worker_socket
 
 # SIGTERM ends the worker at once (default disposition, see
-# `runtime._EXEC_WORKER`); the grace only covers a loaded machine.
+# `worker_launch._EXEC_WORKER`); the grace only covers a loaded machine.
 _STOP_GRACE_SECONDS = 2.0
 _KILL_WAIT_SECONDS = 10.0
 # A call that failed on a broken connection is blamed on the worker if it

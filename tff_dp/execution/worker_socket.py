@@ -11,7 +11,7 @@ domain socket in a directory that only we can enter, and on no TCP port:
   directory, after checking that no other user can rename things in the
   directories above it, and checks with lstat that it is a real directory,
   ours, mode 0700. Nothing exists at `<dir>/worker.sock` before the worker
-  binds it (`runtime.start_worker` checks).
+  binds it (`worker_launch.start_worker` checks).
 * The shim we preload into the worker only (`tff_dp/execution/native/loopback_bind.c`,
   with `TFF_DP_WORKER_SOCKET` set) replaces the worker's wildcard TCP bind by
   a bind of a Unix socket at that path; its gRPC serves on it unchanged.
