@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from tff_dp.execution import native
-from tff_dp.execution import runtime
+from tff_dp.execution import worker_connect
 from tff_dp.execution import worker_errors
 from tff_dp.execution import worker_launch
 from tff_dp.execution import worker_process
@@ -326,10 +326,10 @@ def _wait_listening(worker: worker_process.Worker) -> list[str]:
 def test_unshimmed_worker_if_allowed_is_exposed_and_warned_about_once(
     tmp_path, monkeypatch, capfd):
   # The control for the checks above, and the explicit opt-in: without the
-  # shim the same checks see an exposed worker, and runtime warns (once per
-  # process, however many workers start).
+  # shim the same checks see an exposed worker, and worker_connect warns (once
+  # per process, however many workers start).
   monkeypatch.setattr(native, 'loopback_bind_library', lambda: None)
-  monkeypatch.setattr(runtime, '_exposure_warned', False)
+  monkeypatch.setattr(worker_connect, '_exposure_warned', False)
   exposed = []
   for _ in range(2):
     worker = worker_launch.start_worker(log_path=str(tmp_path / 'worker.log'),
@@ -342,7 +342,7 @@ def test_unshimmed_worker_if_allowed_is_exposed_and_warned_about_once(
       external = _external_addresses()
       if external:
         assert _connect_error(external[0], worker.port) is None
-      exposed.append(runtime.warn_if_exposed(worker))
+      exposed.append(worker_connect.warn_if_exposed(worker))
     finally:
       worker.stop()
   assert exposed == [True, True]
@@ -358,11 +358,12 @@ def test_unshimmed_worker_if_allowed_is_exposed_and_warned_about_once(
 def test_a_shim_that_does_not_take_effect_is_caught(tmp_path, monkeypatch,
                                                     allow):
   # The shim is found but not preloaded (as if ld.so skipped it): the worker
-  # binds TCP on all interfaces, which runtime sees before it dials anything.
+  # binds TCP on all interfaces, which worker_connect sees before it dials
+  # anything.
   real_environment = worker_launch._worker_environment  # pylint: disable=protected-access
   monkeypatch.setattr(worker_launch, '_worker_environment',
                       lambda shim, path: real_environment(None, path))
-  monkeypatch.setattr(runtime, '_exposure_warned', True)  # Quiet.
+  monkeypatch.setattr(worker_connect, '_exposure_warned', True)  # Quiet.
   worker = worker_launch.start_worker(log_path=str(tmp_path / 'worker.log'),
                                       allow_unconfined_worker=allow)
   socket_dir = worker.socket_dir
@@ -370,9 +371,9 @@ def test_a_shim_that_does_not_take_effect_is_caught(tmp_path, monkeypatch,
     if not allow:
       with pytest.raises(worker_errors.ConfinementUnavailableError,
                          match='listens on TCP port'):
-        runtime.connect(worker)
+        worker_connect.connect(worker)
     else:
-      runtime.connect(worker)
+      worker_connect.connect(worker)
       assert worker.socket_path is None and not worker.confined()
       assert worker.target == f'127.0.0.1:{worker.port}'
   finally:
@@ -383,13 +384,13 @@ def test_a_shim_that_does_not_take_effect_is_caught(tmp_path, monkeypatch,
 @pytest.mark.tff
 def test_confined_worker_is_not_warned_about(tmp_path, monkeypatch, capfd):
   _shim_or_fail()
-  monkeypatch.setattr(runtime, '_exposure_warned', False)
+  monkeypatch.setattr(worker_connect, '_exposure_warned', False)
   worker = worker_launch.start_worker(log_path=str(tmp_path / 'worker.log'))
   try:
-    runtime.connect(worker)
+    worker_connect.connect(worker)
     assert worker.confined()
     assert not worker.listening_addresses()
-    assert runtime.warn_if_exposed(worker) is False
+    assert worker_connect.warn_if_exposed(worker) is False
   finally:
     worker.stop()
   assert 'WARNING' not in capfd.readouterr().err

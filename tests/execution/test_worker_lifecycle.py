@@ -212,6 +212,7 @@ def test_a_computation_in_flight_on_a_killed_worker_fails_within_seconds(
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
 
   from tff_dp.execution import runtime  # pylint: disable=g-import-not-at-top
+  from tff_dp.execution import worker_connect  # pylint: disable=g-import-not-at-top
   from tff_dp.execution import worker_errors  # pylint: disable=g-import-not-at-top
   from tff_dp.execution import worker_launch  # pylint: disable=g-import-not-at-top
 
@@ -223,7 +224,7 @@ def test_a_computation_in_flight_on_a_killed_worker_fails_within_seconds(
   worker = worker_launch.start_worker(log_path=str(tmp_path / 'worker.log'))
   outcome = {}
   try:
-    context = runtime.execution_context(runtime.connect(worker))
+    context = runtime.execution_context(worker_connect.connect(worker))
 
     def run():
       with tff.framework.get_context_stack().install(context):

@@ -21,7 +21,7 @@ import sys
 import pytest
 
 from tff_dp.execution import native
-from tff_dp.execution import runtime
+from tff_dp.execution import worker_connect
 from tff_dp.execution import worker_errors
 from tff_dp.execution import worker_launch
 from tff_dp.execution import worker_socket
@@ -128,7 +128,7 @@ def test_another_user_can_neither_reach_nor_squat_the_worker(
   python = _python_for_nobody()
   worker = worker_launch.start_worker(log_path=str(tmp_path / 'worker.log'))
   try:
-    runtime.connect(worker)
+    worker_connect.connect(worker)
     attacked = _attack(python, worker.target, as_nobody=True)
     assert attacked == [
         f'euid {_NOBODY} egid {_NOBODY}',
@@ -147,11 +147,11 @@ def test_another_user_can_neither_reach_nor_squat_the_worker(
   # Control: as nobody, the script drives a worker that is not confined
   # (what every worker was before; allowed only by an explicit opt-in).
   monkeypatch.setattr(native, 'loopback_bind_library', lambda: None)
-  monkeypatch.setattr(runtime, '_exposure_warned', True)  # Quiet.
+  monkeypatch.setattr(worker_connect, '_exposure_warned', True)  # Quiet.
   exposed = worker_launch.start_worker(log_path=str(tmp_path / 'exposed.log'),
                                        allow_unconfined_worker=True)
   try:
-    runtime.connect(exposed)
+    worker_connect.connect(exposed)
     assert _attack(python, exposed.target, as_nobody=True) == [
         f'euid {_NOBODY} egid {_NOBODY}', 'rpc ok True'
     ]
@@ -163,7 +163,7 @@ def test_another_user_can_neither_reach_nor_squat_the_worker(
 def test_socket_directory_is_fresh_private_and_removed_on_stop(tmp_path):
   worker = worker_launch.start_worker(log_path=str(tmp_path / 'worker.log'))
   try:
-    runtime.connect(worker)
+    worker_connect.connect(worker)
     directory = os.lstat(worker.socket_dir)
     assert stat.S_ISDIR(directory.st_mode)
     assert directory.st_uid == os.geteuid()

@@ -194,7 +194,8 @@ def _check_confinement(config: config_lib.TrainConfig) -> None:
         f'{reason}. Refusing to start a TFF worker that any local user (or '
         'another host) could use to run code as you; build the shim, or '
         'pass --allow_unconfined_worker to run unconfined anyway')
-  # Otherwise `tff_dp.execution.runtime` warns when it starts the worker unconfined.
+  # Otherwise `tff_dp.execution.worker_connect` warns when it starts the worker
+  # unconfined.
 
 
 def _print_banner(config: config_lib.TrainConfig, data, held_out) -> None:

@@ -16,143 +16,33 @@ the worker is started eagerly from the main thread and is tied to us three ways:
 * the worker is started with the Linux parent-death signal (`PR_SET_PDEATHSIG`),
   so the kernel kills it even when we are killed with SIGKILL.
 
-The worker writes to a log file, never to our stdout/stderr.
+The worker writes to a log file, never to our stdout/stderr. It serves on a
+Unix socket in a directory only we can enter, and on no TCP port, so no
+other user or host can drive it or pose as it; no call on a dead worker
+hangs the run. The parts, one module each:
 
-Who can reach the worker: only we. It serves on a Unix socket in a
-directory that only we can enter, and on no TCP port (`worker_socket`, which
-also says why not the other ways). Without the shim (no C compiler at
-install time, not Linux) it is not started (`worker_launch`) unless the
-caller passes `allow_unconfined_worker=True`.
-
-No hangs: a worker that dies or stops answering ends the run with a
-one-line `WorkerError`, where TFF would retry its calls forever
-(`worker_process`).
+* `worker_launch`: starts the worker, confined by the preloaded shim
+  (`tff_dp/execution/native/loopback_bind.c`), tied to our life;
+* `worker_socket`: the socket's private directory and who serves on it (the
+  threat model, and why not the other ways);
+* `worker_connect`: waits until the worker serves, checks that it is ours,
+  warns if it is exposed on TCP (`tcp_listeners`);
+* `worker_process`: the running `Worker`: stopping it, the watchdog, and
+  which failed calls end the run (no hangs);
+* `worker_errors`: the errors, each one line;
+* this module: the execution context on the worker, and its lifetime.
 """
 
 import contextlib
-import os
-import sys
-import time
 from typing import Iterator
 
-import grpc
 import tensorflow_federated as tff
 from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
 
 from tff_dp.execution import remote_executor
-from tff_dp.execution import tcp_listeners
-from tff_dp.execution import worker_errors
+from tff_dp.execution import worker_connect
 from tff_dp.execution import worker_launch
 from tff_dp.execution import worker_process
-from tff_dp.execution import worker_socket
-
-# Same limits as TFF's own local context: model updates can be large.
-_GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
-_GRPC_OPTIONS = [
-    ('grpc.max_message_length', _GRPC_MAX_MESSAGE_BYTES),
-    ('grpc.max_receive_message_length', _GRPC_MAX_MESSAGE_BYTES),
-    ('grpc.max_send_message_length', _GRPC_MAX_MESSAGE_BYTES),
-]
-_STARTUP_TIMEOUT_SECONDS = 120.0
-# Set once the exposure warning was printed: it is about the machine, not the
-# run, so repeating it for every worker would only bury it.
-_exposure_warned = False
-
-
-def warn_if_exposed(worker: worker_process.Worker) -> bool:
-  """Warns once per process if a serving worker is not confined.
-
-  Args:
-    worker: A worker that already serves.
-
-  Returns:
-    True if other users or hosts can reach it (it serves on TCP).
-  """
-  global _exposure_warned
-  if worker.confined():
-    return False
-  if not _exposure_warned:
-    _exposure_warned = True
-    addresses = worker.listening_addresses() or ['::']
-    where = ', '.join(
-        f'[{a}]:{worker.port}' if ':' in a else f'{a}:{worker.port}'
-        for a in addresses)
-    who = 'every local user'
-    if not all(tcp_listeners.is_loopback(a) for a in addresses):
-      who += ' and other hosts'
-    print(
-        f'tff-dp: WARNING: the TFF worker (pid {worker.pid}) serves '
-        f'unauthenticated gRPC on {where}, reachable by {who}: anyone who '
-        'can connect can run computations as this user (allowed by '
-        f'--allow_unconfined_worker). Cause: {worker.shim_missing_reason}. '
-        'See README, "Security notes".',
-        file=sys.stderr,
-        flush=True)
-  return True
-
-
-def _check_starting(worker: worker_process.Worker, deadline: float) -> None:
-  """Raises RuntimeStartError if the worker died or start-up took too long."""
-  if not worker.alive():
-    raise worker_errors.RuntimeStartError(
-        f'the TFF worker (pid {worker.pid}) '
-        f'{worker_errors.describe_exit(worker.returncode())} during start-up; see '
-        f'{worker.log_path}')
-  if time.monotonic() > deadline:
-    raise worker_errors.RuntimeStartError(
-        f'the TFF worker (pid {worker.pid}) did not serve within '
-        f'{_STARTUP_TIMEOUT_SECONDS:.0f} s; see {worker.log_path}')
-
-
-def _wait_for_socket(worker: worker_process.Worker, deadline: float) -> None:
-  """Waits until our worker, and only it, listens on its Unix socket."""
-  while True:
-    _check_starting(worker, deadline)
-    if worker.listening_addresses():
-      reason = (f'the worker shim {worker.shim} was preloaded but the worker '
-                f'listens on TCP port {worker.port} anyway; see '
-                f'{worker.log_path}')
-      if not worker.allow_unconfined:
-        raise worker_errors.ConfinementUnavailableError(
-            worker_errors.refusal(reason))
-      worker.unconfine(reason)
-      return
-    if os.path.lexists(worker.socket_path):
-      try:
-        worker_socket.socket_peer(worker.socket_path)
-      except ConnectionRefusedError:
-        pass  # Bound, not yet listening.
-      else:
-        worker_socket.verify_worker_socket(worker.socket_path, worker.pid)
-        return
-    time.sleep(worker_process.POLL_SECONDS)
-
-
-def connect(worker: worker_process.Worker) -> remote_executor.GuardedStub:
-  """Waits until `worker` serves; returns a stub whose failures end the run.
-
-  Args:
-    worker: A worker from `worker_launch.start_worker`. It is not stopped on
-      error; the caller owns it (`local_runtime` stops it).
-
-  Returns:
-    TFF's gRPC stub to the worker, guarded (`Worker.diagnose`).
-
-  Raises:
-    RuntimeStartError: If the worker died, did not serve in time, or is not
-      the one serving on its socket.
-  """
-  deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS
-  if worker.socket_path is not None:
-    _wait_for_socket(worker, deadline)
-  channel = grpc.insecure_channel(worker.target, _GRPC_OPTIONS)
-  worker.watch(channel)
-  stub = tff.framework.RemoteExecutorGrpcStub(channel)
-  while not stub.is_ready:
-    _check_starting(worker, deadline)
-    time.sleep(worker_process.POLL_SECONDS)
-  return remote_executor.GuardedStub(stub, worker.diagnose)
-
 
 # Executors (one per number of TFF clients) kept open on the worker: enough
 # for a run's initialize, training rounds (a cohort of one or two sizes on the
@@ -165,8 +55,8 @@ def execution_context(stub) -> tff.framework.SyncExecutionContext:
   """The same context TFF's local C++ context builds, on our own worker.
 
   Args:
-    stub: A `remote_executor.GuardedStub` from `connect` (or any object with
-      the methods of TFF's `RemoteExecutorGrpcStub`).
+    stub: A `remote_executor.GuardedStub` from `worker_connect.connect` (or
+      any object with the methods of TFF's `RemoteExecutorGrpcStub`).
 
   Returns:
     The execution context.
@@ -219,15 +109,15 @@ def local_runtime(
     ConfinementUnavailableError: See `worker_launch.start_worker`.
     RuntimeStartError: If the worker does not come up.
     WorkerDiedError, WorkerUnreachableError: From the body's computations,
-      when the worker exits or stops answering.
+      when the worker exits or stops answering (all in `worker_errors`).
   """
   worker = worker_launch.start_worker(
       log_path=log_path,
       max_concurrent_computation_calls=max_concurrent_computation_calls,
       allow_unconfined_worker=allow_unconfined_worker)
   try:
-    stub = connect(worker)
-    warn_if_exposed(worker)
+    stub = worker_connect.connect(worker)
+    worker_connect.warn_if_exposed(worker)
     tff.framework.set_default_context(execution_context(stub))
     yield worker
   finally:

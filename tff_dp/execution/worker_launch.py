@@ -13,7 +13,7 @@ worker only, to serve on a Unix socket in a private directory
 Linux) `start_worker` refuses (`ConfinementUnavailableError`) unless the
 caller passes `allow_unconfined_worker=True`; only then does the worker serve
 on all interfaces, as TFF ships it, with a loud warning on stderr
-(`runtime.warn_if_exposed`).
+(`worker_connect.warn_if_exposed`).
 """
 
 import contextlib
@@ -111,7 +111,7 @@ def start_worker(
       caller must choose to let every local user and host drive it.
 
   Returns:
-    The started `Worker`; `runtime.connect` waits until it serves.
+    The started `Worker`; `worker_connect.connect` waits until it serves.
 
   Raises:
     ConfinementUnavailableError: If it cannot be confined and

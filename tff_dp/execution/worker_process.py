@@ -4,14 +4,14 @@
 removes its socket directory.
 
 No hangs. TFF's execution context retries calls that fail with UNAVAILABLE
-forever, so a dead worker used to hang the run. `runtime.connect`
+forever, so a dead worker used to hang the run. `worker_connect.connect`
 wraps TFF's stub in `remote_executor.GuardedStub`, which asks
 `Worker.diagnose` about every call; a watchdog thread closes the channel the
 moment the worker exits, so that a call in flight fails at once. A worker
 that exited raises `WorkerDiedError` (pid, exit status or signal, log path),
 one that is alive but keeps refusing calls for `_UNREACHABLE_SECONDS` raises
 `WorkerUnreachableError`; TFF retries neither. Start-up waits have a
-deadline and a liveness check (`runtime.connect`). Calls have no deadline (a
+deadline and a liveness check (`worker_connect`). Calls have no deadline (a
 round may rightly take long), so a worker that is alive but never answers
 (e.g. stopped with SIGSTOP) is still waited for.
 """
@@ -131,7 +131,7 @@ class Worker:
       self._remove_socket_dir()
 
   def unconfine(self, reason: str) -> None:
-    """Records that the worker serves on TCP after all (`runtime.connect`)."""
+    """Records that the worker serves on TCP after all (`worker_connect`)."""
     self._remove_socket_dir()
     self.socket_path = None
     self.shim_missing_reason = reason

@@ -17,7 +17,7 @@ domain socket in a directory that only we can enter, and on no TCP port:
   a bind of a Unix socket at that path; its gRPC serves on it unchanged.
 * Before we dial `unix:<path>` we check that it is a socket owned by us and,
   with SO_PEERCRED, that the process listening on it is our worker's pid
-  (`verify_worker_socket`); `runtime.connect` also checks that the worker
+  (`verify_worker_socket`); `worker_connect` also checks that the worker
   listens on no TCP port (an ineffective shim).
 * The kernel refuses other users' connect() (no search permission on the
   directory), and they cannot create anything in it, so they can neither
