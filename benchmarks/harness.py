@@ -29,8 +29,9 @@ from benchmarks import workloads as workloads_lib
 _MB = 1024.0 * 1024.0
 _STOP_TIMEOUT_SECONDS = 10.0
 WORKER_BINARY_NAME = 'worker_binary'
-# The line tff_dp.execution.runtime writes to the worker log (runtime.WORKER_LOG_PREFIX;
-# not imported, so that the orchestrator does not import TFF).
+# The line tff_dp.execution.worker_launch writes to the worker log
+# (worker_launch.WORKER_LOG_PREFIX; not imported, so that the orchestrator does
+# not import TFF).
 _LOGGED_WORKER = re.compile(r'tff-dp: started TFF worker pid (\d+)')
 
 
@@ -95,7 +96,7 @@ def worker_children() -> list[psutil.Process]:
 
 
 def logged_worker_pids(log_path: str) -> list[int]:
-  """Pids of the workers tff_dp.execution.runtime logged to `log_path` (or none)."""
+  """Pids of the workers tff_dp.execution.worker_launch logged to `log_path` (or none)."""
   try:
     with open(log_path, errors='replace') as f:
       return [int(pid) for pid in _LOGGED_WORKER.findall(f.read())]

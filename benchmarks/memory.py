@@ -38,7 +38,7 @@ VARIANTS = ('tff-dp', 'plain-tff')
 class Sampler:
   """Samples RSS of this process and of its worker after each round.
 
-  The worker is the one tff_dp.execution.runtime logged to `worker_log` if given (a
+  The worker is the one tff_dp.execution.worker_launch logged to `worker_log` if given (a
   process may have other TFF workers, e.g. one TFF's default context started
   for a computation invoked outside `local_runtime`), else our only worker
   child. Every worker child seen is recorded.

@@ -49,6 +49,7 @@ from tff_dp.cli import cli_flags
 from tff_dp.config import DpMechanism
 from tff_dp.data.federated_data import FederatedData
 from tff_dp.execution import runtime
+from tff_dp.execution import worker_process
 from tff_dp.program import assembly
 from tff_dp.program import client_data
 from tff_dp.program import prepare as prepare_lib
@@ -184,7 +185,7 @@ def round_runner(process, round_datasets, cohort, state_box):
 
 def run_workload(
     workload: workloads_lib.Workload,
-    worker: runtime.Worker,
+    worker: worker_process.Worker,
     prepared: Prepared,
     clock: Optional[harness.Clock] = None,
     paired_floor: Sequence[str] = (),

@@ -61,6 +61,7 @@ from benchmarks import workloads as workloads_lib
 from tff_dp.algorithms import learning_process
 from tff_dp.config import DpMechanism
 from tff_dp.execution import runtime
+from tff_dp.execution import worker_process
 from tff_dp.program import assembly
 from tff_dp.program import client_data
 
@@ -214,7 +215,7 @@ def _serialization_cost(workload: workloads_lib.Workload, process,
 
 
 def run_case(
-    case: Case, quick: bool, worker: runtime.Worker,
+    case: Case, quick: bool, worker: worker_process.Worker,
     tmp_dir: str) -> tuple[dict[str, Any], Callable[[int], dict[str, float]]]:
   """Builds and times one case on `worker`.
 

@@ -150,7 +150,7 @@ class TrainConfig:
   eval_every: int
   # Simulation layout (never changes what is computed).
   clients_per_call: int
-  # Start the TFF worker even where it cannot be confined (`tff_dp.execution.runtime`).
+  # Start the TFF worker even where it cannot be confined (`tff_dp.execution.worker_launch`).
   allow_unconfined_worker: bool
 
   @property

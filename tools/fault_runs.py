@@ -29,8 +29,9 @@ from tff_dp.program import resume
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE_CONFIG = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
-# The line tff_dp.execution.runtime writes to worker.log for every worker it starts
-# (runtime.WORKER_LOG_PREFIX; not imported: that would import TFF here).
+# The line tff_dp.execution.worker_launch writes to worker.log for every worker it
+# starts (worker_launch.WORKER_LOG_PREFIX; not imported: that would import TFF
+# here).
 _WORKER_LINE = re.compile(r'tff-dp: started TFF worker pid (\d+)')
 _WORKER_GONE_SECONDS = 15.0
 # Per-round tag groups that are released every round (eval/ may skip rounds

@@ -1,11 +1,11 @@
 """The TFF worker is reachable neither from other hosts nor over TCP at all.
 
 `worker_binary` binds "[::]:port" and has no flag to change that; tff-dp
-preloads `tff_dp/execution/native/loopback_bind.c` into it (tff_dp/execution/runtime.py), which
+preloads `tff_dp/execution/native/loopback_bind.c` into it (tff_dp/execution/worker_launch.py), which
 turns that bind into a bind of a Unix socket in a private directory. These
 tests exercise every branch of the shim in a plain Python process, look at
 what the kernel says the worker listens on (/proc/net/{tcp,tcp6,unix}, parsed
-here independently of tff_dp.execution.runtime), try to connect through an address of
+here independently of tff_dp.execution.tcp_listeners), try to connect through an address of
 this machine that is not loopback, and run a computation through the confined
 worker. A missing shim is a failure, not a skip: the worker would then be
 refused (or, if allowed, exposed). Other users are kept out by the socket's
@@ -23,7 +23,10 @@ import numpy as np
 import pytest
 
 from tff_dp.execution import native
-from tff_dp.execution import runtime
+from tff_dp.execution import worker_connect
+from tff_dp.execution import worker_errors
+from tff_dp.execution import worker_launch
+from tff_dp.execution import worker_process
 
 _LISTEN = '0A'
 _RTF_UP = 0x1
@@ -299,8 +302,8 @@ def test_unshimmed_worker_is_refused_without_starting_anything(
     tmp_path, monkeypatch):
   monkeypatch.setattr(native, 'loopback_bind_library', lambda: None)
   log_path = tmp_path / 'worker.log'
-  with pytest.raises(runtime.ConfinementUnavailableError) as refused:
-    runtime.start_worker(log_path=str(log_path))
+  with pytest.raises(worker_errors.ConfinementUnavailableError) as refused:
+    worker_launch.start_worker(log_path=str(log_path))
   message = str(refused.value)
   assert 'refusing to start the TFF worker' in message
   assert 'was not built' in message
@@ -309,7 +312,7 @@ def test_unshimmed_worker_is_refused_without_starting_anything(
   assert not log_path.exists()  # No worker was started.
 
 
-def _wait_listening(worker: runtime.Worker) -> list[str]:
+def _wait_listening(worker: worker_process.Worker) -> list[str]:
   deadline = time.monotonic() + 120
   while time.monotonic() < deadline:
     addresses = worker.listening_addresses()
@@ -323,14 +326,14 @@ def _wait_listening(worker: runtime.Worker) -> list[str]:
 def test_unshimmed_worker_if_allowed_is_exposed_and_warned_about_once(
     tmp_path, monkeypatch, capfd):
   # The control for the checks above, and the explicit opt-in: without the
-  # shim the same checks see an exposed worker, and runtime warns (once per
-  # process, however many workers start).
+  # shim the same checks see an exposed worker, and worker_connect warns (once
+  # per process, however many workers start).
   monkeypatch.setattr(native, 'loopback_bind_library', lambda: None)
-  monkeypatch.setattr(runtime, '_exposure_warned', False)
+  monkeypatch.setattr(worker_connect, '_exposure_warned', False)
   exposed = []
   for _ in range(2):
-    worker = runtime.start_worker(log_path=str(tmp_path / 'worker.log'),
-                                  allow_unconfined_worker=True)
+    worker = worker_launch.start_worker(log_path=str(tmp_path / 'worker.log'),
+                                        allow_unconfined_worker=True)
     try:
       assert worker.socket_path is None
       assert _wait_listening(worker), 'the worker did not come up'
@@ -339,7 +342,7 @@ def test_unshimmed_worker_if_allowed_is_exposed_and_warned_about_once(
       external = _external_addresses()
       if external:
         assert _connect_error(external[0], worker.port) is None
-      exposed.append(runtime.warn_if_exposed(worker))
+      exposed.append(worker_connect.warn_if_exposed(worker))
     finally:
       worker.stop()
   assert exposed == [True, True]
@@ -355,21 +358,22 @@ def test_unshimmed_worker_if_allowed_is_exposed_and_warned_about_once(
 def test_a_shim_that_does_not_take_effect_is_caught(tmp_path, monkeypatch,
                                                     allow):
   # The shim is found but not preloaded (as if ld.so skipped it): the worker
-  # binds TCP on all interfaces, which runtime sees before it dials anything.
-  real_environment = runtime._worker_environment  # pylint: disable=protected-access
-  monkeypatch.setattr(runtime, '_worker_environment',
+  # binds TCP on all interfaces, which worker_connect sees before it dials
+  # anything.
+  real_environment = worker_launch._worker_environment  # pylint: disable=protected-access
+  monkeypatch.setattr(worker_launch, '_worker_environment',
                       lambda shim, path: real_environment(None, path))
-  monkeypatch.setattr(runtime, '_exposure_warned', True)  # Quiet.
-  worker = runtime.start_worker(log_path=str(tmp_path / 'worker.log'),
-                                allow_unconfined_worker=allow)
+  monkeypatch.setattr(worker_connect, '_exposure_warned', True)  # Quiet.
+  worker = worker_launch.start_worker(log_path=str(tmp_path / 'worker.log'),
+                                      allow_unconfined_worker=allow)
   socket_dir = worker.socket_dir
   try:
     if not allow:
-      with pytest.raises(runtime.ConfinementUnavailableError,
+      with pytest.raises(worker_errors.ConfinementUnavailableError,
                          match='listens on TCP port'):
-        runtime.connect(worker)
+        worker_connect.connect(worker)
     else:
-      runtime.connect(worker)
+      worker_connect.connect(worker)
       assert worker.socket_path is None and not worker.confined()
       assert worker.target == f'127.0.0.1:{worker.port}'
   finally:
@@ -380,13 +384,13 @@ def test_a_shim_that_does_not_take_effect_is_caught(tmp_path, monkeypatch,
 @pytest.mark.tff
 def test_confined_worker_is_not_warned_about(tmp_path, monkeypatch, capfd):
   _shim_or_fail()
-  monkeypatch.setattr(runtime, '_exposure_warned', False)
-  worker = runtime.start_worker(log_path=str(tmp_path / 'worker.log'))
+  monkeypatch.setattr(worker_connect, '_exposure_warned', False)
+  worker = worker_launch.start_worker(log_path=str(tmp_path / 'worker.log'))
   try:
-    runtime.connect(worker)
+    worker_connect.connect(worker)
     assert worker.confined()
     assert not worker.listening_addresses()
-    assert runtime.warn_if_exposed(worker) is False
+    assert worker_connect.warn_if_exposed(worker) is False
   finally:
     worker.stop()
   assert 'WARNING' not in capfd.readouterr().err

@@ -37,6 +37,8 @@ from tff_dp.config import ModelKind
 from tff_dp.config import ServerOptimizer
 from tff_dp.execution import remote_executor
 from tff_dp.execution import runtime
+from tff_dp.execution import worker_errors
+from tff_dp.execution import worker_process
 from tff_dp.mechanisms import central
 
 pytestmark = pytest.mark.tff
@@ -314,7 +316,7 @@ def test_many_cohort_sizes_on_the_worker_give_right_results(tff_runtime):
                                           n * (n - 1) / 2, _F32))
 
 
-# --- A worker that fails ends the run (GuardedStub, runtime.Worker). -------
+# --- A worker that fails ends the run (GuardedStub, worker_process.Worker). -
 
 
 class _FakeRpcError(grpc.RpcError, grpc.Call):
@@ -350,9 +352,9 @@ class _FailingStub:
 
 @pytest.fixture(name='stand_in')
 def _stand_in(tmp_path):
-  """A runtime.Worker around a process that is not a TFF worker."""
+  """A worker_process.Worker around a process that is not a TFF worker."""
   process = subprocess.Popen(['sleep', '600'])
-  worker = runtime.Worker(process, 0, str(tmp_path / 'worker.log'))
+  worker = worker_process.Worker(process, 0, str(tmp_path / 'worker.log'))
   yield worker
   worker.stop()
 
@@ -383,8 +385,8 @@ def test_a_live_worker_that_keeps_refusing_calls_ends_the_run(
     stand_in, monkeypatch):
   # TFF's execution context retries UNAVAILABLE forever (with back-off);
   # the guarded stub turns a streak of them into an error TFF does not retry.
-  monkeypatch.setattr(runtime, '_UNREACHABLE_SECONDS', 1.0)
-  monkeypatch.setattr(runtime, '_DEATH_GRACE_SECONDS', 0.05)
+  monkeypatch.setattr(worker_process, '_UNREACHABLE_SECONDS', 1.0)
+  monkeypatch.setattr(worker_process, '_DEATH_GRACE_SECONDS', 0.05)
   failing = _FailingStub(
       executors_errors.RetryableGRPCError(
           _FakeRpcError(grpc.StatusCode.UNAVAILABLE)))
@@ -392,7 +394,7 @@ def test_a_live_worker_that_keeps_refusing_calls_ends_the_run(
       remote_executor.GuardedStub(failing, stand_in.diagnose))
   start = time.monotonic()
   error = _invoke_in_thread(context, timeout=60)
-  assert isinstance(error, runtime.WorkerUnreachableError), repr(error)
+  assert isinstance(error, worker_errors.WorkerUnreachableError), repr(error)
   assert f'pid {stand_in.pid}' in str(error) and 'UNAVAILABLE' in str(error)
   assert failing.calls > 1  # TFF did retry, for a while.
   assert time.monotonic() - start < 30
@@ -416,7 +418,7 @@ def test_calls_on_a_dead_worker_raise_and_disposals_are_quiet(stand_in):
   stub = remote_executor.GuardedStub(failing, stand_in.diagnose)
   stand_in.process.send_signal(signal.SIGKILL)
   stand_in.process.wait(timeout=30)
-  with pytest.raises(runtime.WorkerDiedError) as died:
+  with pytest.raises(worker_errors.WorkerDiedError) as died:
     stub.compute(executor_pb2.ComputeRequest())
   message = str(died.value)
   assert f'pid {stand_in.pid}' in message

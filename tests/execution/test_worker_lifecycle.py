@@ -2,7 +2,7 @@
 
 Normal exit, exception and signals leave no worker behind; a worker killed
 under a running trainer ends the trainer's call within seconds with
-`runtime.WorkerDiedError`; stopping the worker takes about a second even
+`worker_errors.WorkerDiedError`; stopping the worker takes about a second even
 when the trainer inherited SIGINT and SIGTERM as ignored (`nohup`, `&`).
 Most cases run in a subprocess (a fresh interpreter that imports TFF, ~5 s),
 so that the process whose death we provoke is not pytest itself.
@@ -154,6 +154,7 @@ import os, sys
 import numpy as np
 import tensorflow_federated as tff
 from tff_dp.execution import runtime
+from tff_dp.execution import worker_errors
 
 @tff.tensorflow.computation(np.int32)
 def add_one(x):
@@ -164,7 +165,7 @@ with runtime.local_runtime(log_path=sys.argv[1]) as worker:
   try:
     while True:  # Between calls or in one when the worker is killed.
       add_one(1)
-  except runtime.WorkerDiedError as e:
+  except worker_errors.WorkerDiedError as e:
     print('died', e, flush=True)
 print('socket directory left', os.path.exists(worker.socket_dir), flush=True)
 """
@@ -211,16 +212,19 @@ def test_a_computation_in_flight_on_a_killed_worker_fails_within_seconds(
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
 
   from tff_dp.execution import runtime  # pylint: disable=g-import-not-at-top
+  from tff_dp.execution import worker_connect  # pylint: disable=g-import-not-at-top
+  from tff_dp.execution import worker_errors  # pylint: disable=g-import-not-at-top
+  from tff_dp.execution import worker_launch  # pylint: disable=g-import-not-at-top
 
   @tff.tensorflow.computation(np.int64)
   def spin(n):
     return tf.while_loop(lambda i: i < n, lambda i: i + 1,
                          [tf.constant(0, tf.int64)])[0]
 
-  worker = runtime.start_worker(log_path=str(tmp_path / 'worker.log'))
+  worker = worker_launch.start_worker(log_path=str(tmp_path / 'worker.log'))
   outcome = {}
   try:
-    context = runtime.execution_context(runtime.connect(worker))
+    context = runtime.execution_context(worker_connect.connect(worker))
 
     def run():
       with tff.framework.get_context_stack().install(context):
@@ -242,6 +246,6 @@ def test_a_computation_in_flight_on_a_killed_worker_fails_within_seconds(
   finally:
     worker.stop()
   error = outcome.get('error')
-  assert isinstance(error, runtime.WorkerDiedError), outcome
+  assert isinstance(error, worker_errors.WorkerDiedError), outcome
   assert f'pid {worker.pid}' in str(error) and 'SIGKILL' in str(error)
   assert outcome['at'] - killed_at < 15

@@ -3,7 +3,7 @@
 The red team's proof of concept (issue 14): as user `nobody`, connect to a
 running trainer's worker and have it run a computation (it read /etc/shadow).
 Here the same attack, as `nobody`, gets no connection to a worker that
-tff_dp.execution.runtime started, cannot list or plant anything in the worker's socket
+tff_dp.execution.worker_launch started, cannot list or plant anything in the worker's socket
 directory, and its gRPC call fails; the same script as the trainer's user
 does reach the worker, and as `nobody` it reaches an unconfined worker (the
 controls: the attack works when nothing stops it). The other tests check
@@ -21,7 +21,10 @@ import sys
 import pytest
 
 from tff_dp.execution import native
-from tff_dp.execution import runtime
+from tff_dp.execution import worker_connect
+from tff_dp.execution import worker_errors
+from tff_dp.execution import worker_launch
+from tff_dp.execution import worker_socket
 
 _NOBODY = 65534
 
@@ -123,9 +126,9 @@ def test_another_user_can_neither_reach_nor_squat_the_worker(
   if os.geteuid() != 0:
     pytest.skip('needs root, to run the attack as user nobody')
   python = _python_for_nobody()
-  worker = runtime.start_worker(log_path=str(tmp_path / 'worker.log'))
+  worker = worker_launch.start_worker(log_path=str(tmp_path / 'worker.log'))
   try:
-    runtime.connect(worker)
+    worker_connect.connect(worker)
     attacked = _attack(python, worker.target, as_nobody=True)
     assert attacked == [
         f'euid {_NOBODY} egid {_NOBODY}',
@@ -144,11 +147,11 @@ def test_another_user_can_neither_reach_nor_squat_the_worker(
   # Control: as nobody, the script drives a worker that is not confined
   # (what every worker was before; allowed only by an explicit opt-in).
   monkeypatch.setattr(native, 'loopback_bind_library', lambda: None)
-  monkeypatch.setattr(runtime, '_exposure_warned', True)  # Quiet.
-  exposed = runtime.start_worker(log_path=str(tmp_path / 'exposed.log'),
-                                 allow_unconfined_worker=True)
+  monkeypatch.setattr(worker_connect, '_exposure_warned', True)  # Quiet.
+  exposed = worker_launch.start_worker(log_path=str(tmp_path / 'exposed.log'),
+                                       allow_unconfined_worker=True)
   try:
-    runtime.connect(exposed)
+    worker_connect.connect(exposed)
     assert _attack(python, exposed.target, as_nobody=True) == [
         f'euid {_NOBODY} egid {_NOBODY}', 'rpc ok True'
     ]
@@ -158,9 +161,9 @@ def test_another_user_can_neither_reach_nor_squat_the_worker(
 
 @pytest.mark.tff
 def test_socket_directory_is_fresh_private_and_removed_on_stop(tmp_path):
-  worker = runtime.start_worker(log_path=str(tmp_path / 'worker.log'))
+  worker = worker_launch.start_worker(log_path=str(tmp_path / 'worker.log'))
   try:
-    runtime.connect(worker)
+    worker_connect.connect(worker)
     directory = os.lstat(worker.socket_dir)
     assert stat.S_ISDIR(directory.st_mode)
     assert directory.st_uid == os.geteuid()
@@ -170,8 +173,8 @@ def test_socket_directory_is_fresh_private_and_removed_on_stop(tmp_path):
     sock = os.lstat(worker.socket_path)
     assert stat.S_ISSOCK(sock.st_mode) and sock.st_uid == os.geteuid()
     # The kernel's word on who serves it: our worker.
-    assert runtime.socket_peer(worker.socket_path)[:2] == (worker.pid,
-                                                           os.geteuid())
+    assert worker_socket.socket_peer(worker.socket_path)[:2] == (worker.pid,
+                                                                 os.geteuid())
   finally:
     worker.stop()
   assert not os.path.lexists(worker.socket_dir)
@@ -182,10 +185,11 @@ def test_a_directory_others_can_enter_is_refused(tmp_path, mode):
   directory = tmp_path / 'sockets'
   directory.mkdir()
   directory.chmod(mode)
-  with pytest.raises(runtime.RuntimeStartError, match='must be 700'):
-    runtime.check_private_dir(str(directory))
+  with pytest.raises(worker_errors.RuntimeStartError, match='must be 700'):
+    worker_socket.check_private_dir(str(directory))
   directory.chmod(0o700)
-  runtime.check_private_dir(str(directory))  # The same, private: accepted.
+  # The same, private: accepted.
+  worker_socket.check_private_dir(str(directory))
 
 
 def test_a_directory_of_another_user_or_a_symlink_is_refused(tmp_path):
@@ -193,15 +197,16 @@ def test_a_directory_of_another_user_or_a_symlink_is_refused(tmp_path):
   good.mkdir(mode=0o700)
   link = tmp_path / 'link'
   link.symlink_to(good)
-  with pytest.raises(runtime.RuntimeStartError, match='not a directory'):
-    runtime.check_private_dir(str(link))
+  with pytest.raises(worker_errors.RuntimeStartError, match='not a directory'):
+    worker_socket.check_private_dir(str(link))
   if os.geteuid() != 0:
     pytest.skip('needs root to give a directory to another user')
   theirs = tmp_path / 'theirs'
   theirs.mkdir(mode=0o700)
   os.chown(theirs, _NOBODY, _NOBODY)
-  with pytest.raises(runtime.RuntimeStartError, match='owned by uid 65534'):
-    runtime.check_private_dir(str(theirs))
+  with pytest.raises(worker_errors.RuntimeStartError,
+                     match='owned by uid 65534'):
+    worker_socket.check_private_dir(str(theirs))
 
 
 def test_a_base_directory_others_can_write_is_not_used(tmp_path, monkeypatch):
@@ -211,26 +216,27 @@ def test_a_base_directory_others_can_write_is_not_used(tmp_path, monkeypatch):
   shared.mkdir()
   shared.chmod(0o777)  # World-writable, no sticky bit.
   monkeypatch.setenv('XDG_RUNTIME_DIR', str(shared))
-  directory = runtime._private_socket_dir()  # pylint: disable=protected-access
+  directory = worker_socket.private_socket_dir()
   try:
     assert not directory.startswith(str(shared))
-    runtime.check_private_dir(directory)
+    worker_socket.check_private_dir(directory)
   finally:
     os.rmdir(directory)
-  with pytest.raises(runtime.RuntimeStartError, match='another user'):
-    runtime._check_no_other_writer(str(shared))  # pylint: disable=protected-access
+  with pytest.raises(worker_errors.RuntimeStartError, match='another user'):
+    worker_socket._check_no_other_writer(str(shared))  # pylint: disable=protected-access
   shared.chmod(0o1777)  # Sticky, as /tmp: others cannot rename our entries.
-  runtime._check_no_other_writer(str(shared))  # pylint: disable=protected-access
+  worker_socket._check_no_other_writer(str(shared))  # pylint: disable=protected-access
 
 
 def test_a_path_that_exists_before_the_worker_is_refused(tmp_path, monkeypatch):
   directory = tmp_path / 'sockets'
   directory.mkdir(mode=0o700)
   (directory / 'worker.sock').write_text('planted')
-  monkeypatch.setattr(runtime, '_private_socket_dir', lambda: str(directory))
+  monkeypatch.setattr(worker_socket, 'private_socket_dir',
+                      lambda: str(directory))
   log_path = tmp_path / 'worker.log'
-  with pytest.raises(runtime.RuntimeStartError, match='exists before'):
-    runtime.start_worker(log_path=str(log_path))
+  with pytest.raises(worker_errors.RuntimeStartError, match='exists before'):
+    worker_launch.start_worker(log_path=str(log_path))
   assert not log_path.exists()  # No worker was started.
 
 
@@ -243,15 +249,17 @@ def test_a_socket_served_by_another_process_is_refused(tmp_path):
     impostor.listen(1)
     # Served, but by us (the impostor), not by the worker's pid.
     not_the_server = os.getppid()
-    with pytest.raises(runtime.RuntimeStartError,
+    with pytest.raises(worker_errors.RuntimeStartError,
                        match=f'served by pid {os.getpid()}'):
-      runtime.verify_worker_socket(path, not_the_server)
-    runtime.verify_worker_socket(path, os.getpid())  # The right pid passes.
+      worker_socket.verify_worker_socket(path, not_the_server)
+    # The right pid passes.
+    worker_socket.verify_worker_socket(path, os.getpid())
   os.unlink(path)
   with open(path, 'w') as f:
     f.write('not a socket')
-  with pytest.raises(runtime.RuntimeStartError, match='not a socket of ours'):
-    runtime.verify_worker_socket(path, os.getpid())
+  with pytest.raises(worker_errors.RuntimeStartError,
+                     match='not a socket of ours'):
+    worker_socket.verify_worker_socket(path, os.getpid())
 
 
 def test_stale_socket_dirs_are_removed_and_others_kept(tmp_path, monkeypatch):
@@ -279,7 +287,7 @@ def test_stale_socket_dirs_are_removed_and_others_kept(tmp_path, monkeypatch):
   other, _ = socket_dir('tff-dp-worker-other000')
   (other / 'notes.txt').write_text('not only a socket: not ours to remove')
   os.utime(other, (old, old))
-  created = runtime._private_socket_dir()  # pylint: disable=protected-access
+  created = worker_socket.private_socket_dir()
   try:
     assert os.path.dirname(created) == str(tmp_path)
     assert not dead.exists()

@@ -3,14 +3,14 @@
 import re
 import time
 
-from tff_dp.execution import runtime
+from tff_dp.execution import worker_launch
 
 
 def worker_pids_from_log(log_path: str) -> list[int]:
   """Pids of the workers a run started, from the lines tff-dp writes."""
   with open(log_path, errors='replace') as f:
     text = f.read()
-  pattern = re.escape(runtime.WORKER_LOG_PREFIX) + r'(\d+)'
+  pattern = re.escape(worker_launch.WORKER_LOG_PREFIX) + r'(\d+)'
   return [int(pid) for pid in re.findall(pattern, text)]
 
 

@@ -218,7 +218,8 @@ def test_quick_mode_memory_run_samples_process_and_worker(quick_run):
 @pytest.mark.slow  # ~85 s; ./run.sh bench --quick runs the same.
 def test_quick_mode_leaves_no_tff_worker_running(quick_run):
   _, report, output_dir = quick_run
-  # Workers started by tff_dp.execution.runtime, from the lines it writes to its logs.
+  # Workers started by tff_dp.execution.worker_launch, from the lines it writes to
+  # its logs.
   logged = []
   for path in glob.glob(os.path.join(output_dir, '**', '*.log'),
                         recursive=True):

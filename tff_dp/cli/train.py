@@ -194,7 +194,8 @@ def _check_confinement(config: config_lib.TrainConfig) -> None:
         f'{reason}. Refusing to start a TFF worker that any local user (or '
         'another host) could use to run code as you; build the shim, or '
         'pass --allow_unconfined_worker to run unconfined anyway')
-  # Otherwise `tff_dp.execution.runtime` warns when it starts the worker unconfined.
+  # Otherwise `tff_dp.execution.worker_connect` warns when it starts the worker
+  # unconfined.
 
 
 def _print_banner(config: config_lib.TrainConfig, data, held_out) -> None:
@@ -390,6 +391,7 @@ def run(argv: list[str]) -> int:
 
   # Importing TensorFlow takes seconds: only now that the input is valid.
   from tff_dp.execution import runtime  # pylint: disable=g-import-not-at-top
+  from tff_dp.execution import worker_errors  # pylint: disable=g-import-not-at-top
   from tff_dp.program import experiment  # pylint: disable=g-import-not-at-top
   runtime.disable_default_context()
   raise_if_interrupted()
@@ -407,7 +409,7 @@ def run(argv: list[str]) -> int:
   except resume_rules.ResumeError as e:
     raise exits.UserError(
         f'--run_name={run_name}: cannot resume {run_dir}: {e}') from e
-  except runtime.WorkerError as e:
+  except worker_errors.WorkerError as e:
     # Raised before the round's values are released: nothing of it left.
     raise InternalError(
         f'{e}. Nothing of the interrupted round was '

@@ -49,7 +49,7 @@ Last, TFF's execution context retries every call that fails with a gRPC
 UNAVAILABLE or FAILED_PRECONDITION, forever (`AsyncExecutionContext.invoke`
 is wrapped in `retrying.retry` with no limit): when the worker dies, each
 retry fails at once and is retried, and the run hangs. `GuardedStub` wraps
-TFF's gRPC stub and asks the owner of the worker (`tff_dp.execution.runtime.Worker`)
+TFF's gRPC stub and asks the owner of the worker (`tff_dp.execution.worker_process.Worker`)
 about every failed call: a worker that is gone, or unreachable for too long,
 becomes a non-retryable error that ends the run.
 """
@@ -248,7 +248,7 @@ class GuardedStub:
 
   Before each call, and after each call that fails, `diagnose` decides
   whether the worker is still usable; if not, its error (e.g.
-  `tff_dp.execution.runtime.WorkerDiedError`, which TFF does not retry) is raised
+  `tff_dp.execution.worker_errors.WorkerDiedError`, which TFF does not retry) is raised
   instead of the call's, chained to it. Requests to free values on a worker
   that is gone succeed without a call: the values went with it, and these
   requests come from finalizers, where an error would only print noise.
@@ -273,8 +273,8 @@ class GuardedStub:
       raise error
     try:
       response = getattr(self._stub, name)(request)
-    # ValueError: gRPC refuses calls on a channel that `tff_dp.execution.runtime`
-    # closed when the worker exited.
+    # ValueError: gRPC refuses calls on a channel that
+    # `tff_dp.execution.worker_process` closed when the worker exited.
     except (grpc.RpcError, executors_errors.RetryableError, ValueError) as e:
       now = time.monotonic()
       if self._failing_since is None:

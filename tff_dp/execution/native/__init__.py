@@ -4,7 +4,7 @@
 without a C compiler still installs tff-dp). It is an LD_PRELOAD library for
 the TFF worker process, not a Python module: never import it. With
 `SOCKET_ENV` set in the worker's environment it makes the worker serve on
-that Unix socket instead of TCP (see tff_dp/execution/runtime.py); without the shim
+that Unix socket instead of TCP (see tff_dp/execution/worker_socket.py); without the shim
 tff-dp refuses to start a worker unless the caller explicitly accepts an
 unconfined one.
 
