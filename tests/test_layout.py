@@ -15,7 +15,7 @@ from tests import helpers
 _PACKAGE = os.path.join(helpers.REPO_ROOT, 'tff_dp')
 _BELOW_CONFIG = {'atomic_io', 'checks', 'cohorts', 'privacy', 'data'}
 _BELOW_PROGRAM = _BELOW_CONFIG | {
-    'config', 'mechanisms', 'algorithms', 'execution'
+    'audit', 'config', 'mechanisms', 'algorithms', 'execution'
 }
 # Layer -> the layers it may import (its own always allowed).
 _ALLOWED = {
@@ -24,6 +24,7 @@ _ALLOWED = {
     'cohorts': {'atomic_io', 'checks'},
     'privacy': {'cohorts', 'atomic_io', 'checks'},
     'data': {'atomic_io', 'checks'},
+    'audit': {'privacy', 'checks', 'atomic_io'},
     'config': _BELOW_CONFIG,
     'mechanisms': {'privacy', 'cohorts', 'config', 'atomic_io', 'checks'},
     'algorithms': _BELOW_CONFIG | {'config', 'mechanisms'},
