@@ -1,4 +1,4 @@
-"""Empirical privacy audits: one-shot estimates, lower bounds, membership attacks.
+"""Empirical privacy audits: one-shot estimate, lower bounds, membership attack.
 
 The statistics layer of issue 16, pure numpy / scipy / scikit-learn (no
 TensorFlow): from canary cosines and client losses that a run measured, the

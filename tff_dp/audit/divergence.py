@@ -1,4 +1,4 @@
-"""Epsilon at which a null and a Gaussian are (epsilon, delta)-indistinguishable.
+"""The epsilon at which a null and a Gaussian are (epsilon, delta)-close.
 
 Two distributions P and Q are (epsilon, delta)-indistinguishable when the
 hockey-stick divergence H_e(P || Q) = integral of max(0, p - e^epsilon q) is

@@ -7,10 +7,11 @@ k+ highest-scoring canaries "in" and the k- lowest "out" (k+ and k- fixed
 before looking at the scores) and counts correct guesses. If the training
 is (epsilon, delta)-DP towards each canary, the number of correct guesses
 out of r = k+ + k- is stochastically dominated by Binomial(r, e^eps / (1 +
-e^eps)) up to a delta term (their main theorem, with its delta term), so `one_run_p_value` bounds the probability of as many correct
-guesses; the lower bound at confidence 1 - beta is the largest epsilon whose
-p-value is still <= beta (`one_run_epsilon`). The arithmetic is a numpy /
-scipy port of jax-privacy's `jax_privacy/auditing.py` (`_one_run_p_value`,
+e^eps)) up to a delta term (their main theorem), so `one_run_p_value` bounds
+the probability of as many correct guesses; the lower bound at confidence
+1 - beta is the largest epsilon whose p-value is still <= beta
+(`one_run_epsilon`). The arithmetic is a numpy / scipy port of
+jax-privacy's `jax_privacy/auditing.py` (`_one_run_p_value`,
 `_epsilon_one_run`; google-deepmind/jax_privacy, Apache 2.0), which cannot
 be installed next to TFF 0.87. Several (k+, k-) choices may be tried at
 once: the bound then holds with Bonferroni's beta / (number of choices).
