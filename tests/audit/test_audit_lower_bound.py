@@ -57,6 +57,14 @@ def test_epsilon_is_where_the_p_value_reaches_beta():
       canaries=1000, guesses=200, correct=190, epsilon=e, delta=1e-5)
   assert p(eps) == pytest.approx(0.05, rel=1e-4)
   assert p(eps + 0.01) > 0.05 > p(eps - 0.01)
+  search = lambda start: lower_bound.one_run_epsilon(canaries=1000,
+                                                     guesses=200,
+                                                     correct=190,
+                                                     delta=1e-5,
+                                                     beta=0.05,
+                                                     start=start)
+  assert search(eps / 2) == pytest.approx(eps, abs=1e-5)
+  assert search(eps + 1) == eps + 1  # Nothing above start is refuted.
   # Half right is what epsilon 0 predicts: nothing is refuted.
   assert lower_bound.one_run_epsilon(canaries=1000,
                                      guesses=200,

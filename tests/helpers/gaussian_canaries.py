@@ -25,6 +25,7 @@ import functools
 
 from dp_accounting.pld import privacy_loss_distribution
 import numpy as np
+import threadpoolctl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +46,20 @@ def _below_diagonal(n: int):
 
 def simulate(rng: np.random.Generator, *, dim: int, noise_std: float,
              rounds: int, canary_rounds: np.ndarray) -> Simulated:
-  """One run: canary k joins round canary_rounds[k] (-1: never inserted)."""
+  """One run: canary k joins round canary_rounds[k] (-1: never inserted).
+
+  BLAS runs on one thread: the matrices are small, and on a loaded 2-core
+  machine a second thread made the simulation twice as slow.
+  """
+  with threadpoolctl.threadpool_limits(1):
+    return _simulate(rng,
+                     dim=dim,
+                     noise_std=noise_std,
+                     rounds=rounds,
+                     canary_rounds=canary_rounds)
+
+
+def _simulate(rng, *, dim, noise_std, rounds, canary_rounds) -> Simulated:
   canary_rounds = np.asarray(canary_rounds)
   k, n = canary_rounds.size, canary_rounds.size + rounds
   assert dim >= n and canary_rounds.max() < rounds

@@ -87,13 +87,20 @@ def one_run_p_value(*, canaries: int, guesses: int, correct: int,
   return min(tail + alpha * delta * 2 * canaries, 1.0)
 
 
-def one_run_epsilon(*, canaries: int, guesses: int, correct: int, delta: float,
-                    beta: float) -> float:
-  """Largest epsilon whose p-value is <= beta (0 if even epsilon 0's is not).
+def one_run_epsilon(*,
+                    canaries: int,
+                    guesses: int,
+                    correct: int,
+                    delta: float,
+                    beta: float,
+                    start: float = 0.0) -> float:
+  """Largest epsilon >= start whose p-value is <= beta (else `start`).
 
   The p-value grows with epsilon, so doubling brackets the crossing and
   Brent's method finds it to 1e-6, as jax-privacy does. It ends: at
   epsilon -> inf every guess is right with probability 1, p-value 1 > beta.
+  `start` (the best bound so far) lets a choice that cannot beat it stop
+  after one p-value, as jax-privacy's search does.
   """
   _check_counts(canaries, guesses, correct)
   beta = arrays.probability('beta', beta)
@@ -102,9 +109,9 @@ def one_run_epsilon(*, canaries: int, guesses: int, correct: int, delta: float,
                                               correct=correct,
                                               epsilon=eps,
                                               delta=delta)
-  if excess(0.0) <= 0:
-    return 0.0
-  lower, upper = 0.0, 1.0
+  if excess(start) <= 0:
+    return start
+  lower, upper = start, max(1.0, 2 * start)
   while excess(upper) > 0:
     lower, upper = upper, 2 * upper
   return optimize.brentq(excess, lower, upper, xtol=1e-6)
@@ -192,7 +199,8 @@ def one_run_lower_bound(
                           guesses=k_plus + k_minus,
                           correct=correct,
                           delta=delta,
-                          beta=beta / len(choices))
+                          beta=beta / len(choices),
+                          start=best.epsilon if best else 0.0)
     if best is None or eps > best.epsilon:
       best = OneRunBound(eps, beta, delta, m, k_plus, k_minus, correct,
                          len(choices))
