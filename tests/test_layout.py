@@ -14,7 +14,7 @@ from tests import helpers
 
 _PACKAGE = os.path.join(helpers.REPO_ROOT, 'tff_dp')
 _BELOW_CONFIG = {
-    'atomic_io', 'checks', 'cohorts', 'privacy', 'data', 'mechanisms'
+    'atomic_io', 'checks', 'cohorts', 'privacy', 'data', 'audit', 'mechanisms'
 }
 _BELOW_PROGRAM = _BELOW_CONFIG | {'config', 'algorithms', 'execution'}
 # Layer -> the layers it may import (its own always allowed).
@@ -24,6 +24,7 @@ _ALLOWED = {
     'cohorts': {'atomic_io', 'checks'},
     'privacy': {'cohorts', 'atomic_io', 'checks'},
     'data': {'atomic_io', 'checks'},
+    'audit': {'privacy', 'checks', 'atomic_io'},
     'config': _BELOW_CONFIG,
     'mechanisms': {'privacy', 'cohorts', 'atomic_io', 'checks'},
     'algorithms': _BELOW_CONFIG | {'config'},

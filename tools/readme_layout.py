@@ -18,8 +18,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README_START = '<!-- layout:start -->\n'
 README_END = '<!-- layout:end -->'
 # Bottom first; modules directly in tff_dp/ are listed with their layer.
-LAYERS = ('atomic_io', 'checks', 'cohorts', 'privacy', 'data', 'mechanisms',
-          'config', 'algorithms', 'execution', 'program', 'cli')
+LAYERS = ('atomic_io', 'checks', 'cohorts', 'privacy', 'data', 'audit',
+          'mechanisms', 'config', 'algorithms', 'execution', 'program', 'cli')
 _OTHER_ROWS = (
     ('`benchmarks/`', '`./run.sh bench`: speed, memory and start-up '
      'measurements (see `benchmarks/README.md`)'),

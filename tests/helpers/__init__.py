@@ -11,6 +11,9 @@ Test modules import these, never each other. Besides this module:
   built on it, and reference values computed without tff-dp.
 * `configs_smoke`: trains every config of configs/ for two rounds (also run
   as a script) and checks what each run claims.
+* `gaussian_canaries`: canary audits of a simulated Gaussian mechanism
+  (exact in distribution, without d-dimensional vectors) and its analytic
+  epsilon, for tests/audit/.
 
 This module:
 
