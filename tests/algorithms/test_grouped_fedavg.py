@@ -553,6 +553,7 @@ def _train(tmp_path, name, *flags):
     return result.stdout, list(csv.DictReader(f))
 
 
+@pytest.mark.e2e
 @pytest.mark.slow  # ~35 s; the same equality in-process: tests above.
 def test_program_grouped_by_default_and_same_release_as_per_client(tmp_path):
   """The smoke config runs grouped unless told not to, with the same values."""

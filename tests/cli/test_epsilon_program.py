@@ -17,6 +17,9 @@ import pytest
 from tests.helpers import REPO_ROOT
 from tff_dp.privacy import accounting
 
+# Every test runs the program (pytest.ini's e2e), if only for a second.
+pytestmark = pytest.mark.e2e
+
 
 def _epsilon_program(*args):
   return subprocess.run([sys.executable, '-m', 'tff_dp.cli.epsilon', *args],

@@ -497,6 +497,7 @@ def test_cache_directory_with_uri_characters(tmp_path, name):
   assert sorted(os.listdir(data_dir)) == ['emnist_all.sqlite']
 
 
+@pytest.mark.e2e
 def test_program_refuses_a_crafted_cache_in_one_line(tmp_path):
   data_dir = tmp_path / 'cache'
   data_dir.mkdir()

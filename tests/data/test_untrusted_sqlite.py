@@ -443,6 +443,7 @@ def test_loading_turns_every_refusal_into_a_data_error(tmp_path):
                  client_data=path)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('key,value', [('feature_names', '5'),
                                        ('num_classes', '0')])
 def test_program_refuses_crafted_metadata_before_the_run_directory(

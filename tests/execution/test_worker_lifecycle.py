@@ -88,6 +88,7 @@ def _start_training(tmp_path, extra=()):
 
 
 # SIGTERM's exit code is also tested in tests/cli/test_program_signals.py.
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     'sig,expected_code',
     [(signal.SIGINT, 130),

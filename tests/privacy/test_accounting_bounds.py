@@ -184,6 +184,7 @@ def test_ledger_format_unchanged_and_minimum_taken_when_composing(tmp_path):
                              accountant=PLD) == _eps(four, PLD, SMOKE_DELTA)
 
 
+@pytest.mark.e2e
 def test_planner_prints_the_smaller_bound_for_fixed_size():
   result = subprocess.run([
       sys.executable, '-m', 'tff_dp.cli.epsilon', '--population=40',

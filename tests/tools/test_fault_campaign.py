@@ -27,7 +27,8 @@ from tools import fault_runs
 
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-pytestmark = pytest.mark.slow
+# The campaign trains in subprocesses (e2e): first in its tier with --run-slow.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 _KILLS = 2
 _ROUNDS = 3
