@@ -53,6 +53,7 @@ def fixture_cache(tmp_path):
   return str(tmp_path), train, test
 
 
+@pytest.mark.tff
 def test_vocabulary_and_window_are_tffs():
   assert token_sources.SHAKESPEARE_CHARS == ''.join(tff_chars.CHAR_VOCAB)
   vocabulary = token_sources.SHAKESPEARE_VOCABULARY
@@ -63,6 +64,7 @@ def test_vocabulary_and_window_are_tffs():
   assert _W == tff_chars.DEFAULT_SEQUENCE_LENGTH == 80
 
 
+@pytest.mark.tff
 def test_ids_are_tffs_ids():
   # TFF's tokenizer with split length 1 pads nothing: [bos, ids..., eos].
   tff_ids = tff_chars._build_tokenize_fn(  # pylint: disable=protected-access
@@ -103,6 +105,7 @@ def test_windows_by_hand():
   assert fake.as_pairs(dataset) == [([1, 2, 3], 4), ([0, 5, 6], 7)]
 
 
+@pytest.mark.tff
 def test_source_reads_clients_sizes_and_vocabulary(cache):
   data_dir, _, _ = cache
   source = loading.load(loading.Dataset.SHAKESPEARE,
@@ -128,6 +131,7 @@ def test_source_reads_clients_sizes_and_vocabulary(cache):
   assert "test: the file's test split, every client's windows" in text
 
 
+@pytest.mark.tff
 def test_client_windows_are_the_reference_windows(cache):
   data_dir, train, _ = cache
   source = token_sources.shakespeare_source(data_dir=data_dir)
@@ -147,6 +151,7 @@ def test_client_windows_are_the_reference_windows(cache):
   assert len(ophelia) == 1 and ophelia[0][0][0] == 88  # bos, no padding.
 
 
+@pytest.mark.tff
 def test_test_set_is_each_test_clients_windows(cache):
   data_dir, _, test = cache
   source = token_sources.shakespeare_source(data_dir=data_dir)
@@ -158,6 +163,7 @@ def test_test_set_is_each_test_clients_windows(cache):
   assert got == want and len(got) == 3
 
 
+@pytest.mark.tff
 def test_missing_cache_is_a_data_error_naming_the_file(tmp_path):
   with pytest.raises(loading.DataError) as info:
     loading.load(loading.Dataset.SHAKESPEARE,
@@ -190,6 +196,7 @@ def _lstm_params(inputs, units):
   return 4 * (units * (inputs + units) + units)
 
 
+@pytest.mark.tff
 @pytest.mark.parametrize('layers,units,embedding', [(2, 16, 8), (1, 32, 4)])
 def test_rnn_takes_float_ids_and_outputs_logits(layers, units, embedding):
   model = _rnn(hidden_layers=layers,
@@ -207,6 +214,7 @@ def test_rnn_takes_float_ids_and_outputs_logits(layers, units, embedding):
   assert not np.allclose(logits.sum(axis=1), 1.0)  # Logits, not softmax.
 
 
+@pytest.mark.tff
 def test_rnn_masks_the_padding():
   model = _rnn()
   x = np.zeros((2, _W), np.float32)
@@ -220,6 +228,7 @@ def test_rnn_masks_the_padding():
   np.testing.assert_allclose(model(x).numpy(), before, rtol=1e-6)
 
 
+@pytest.mark.tff
 def test_rnn_initial_weights_follow_the_seed():
   model = _rnn(seed=5)
   names = [w.name for w in model.weights]
@@ -238,6 +247,7 @@ def test_rnn_initial_weights_follow_the_seed():
   assert len({tuple(f) for f in firsts}) == len(firsts)
 
 
+@pytest.mark.tff
 @pytest.mark.parametrize('vocab_size,num_classes,message', [
     (None, 90, 'needs token data'),
     (90, 10, 'predicts token ids, but the data have 10 classes'),
