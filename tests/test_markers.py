@@ -85,9 +85,8 @@ def _parse(path):
 
 
 @functools.cache
-def _imports_the_cli(module):
-  """True if a module of tests/ imports tff_dp.cli (anywhere in it)."""
-  path = _module_path(module)
+def _imports_the_cli(path):
+  """True if the file at `path` imports tff_dp.cli (anywhere in it)."""
   if not os.path.isfile(path):
     return False
   for node in ast.walk(_parse(path)):
@@ -106,6 +105,7 @@ class _Module:
   """What one test or helper file's functions run, by name."""
 
   def __init__(self, path):
+    self.path = path
     self.name = _module_name(path)
     tree = _parse(path)
     self.functions = {}  # Module-level function name -> its node.
@@ -190,13 +190,13 @@ class _Module:
         isinstance(w, str) and os.path.basename(w) == 'run.sh' for w in words):
       return True
     if _FILE in words:
-      return _imports_the_cli(self.name)
+      return _imports_the_cli(self.path)
     for flag, module in zip(words, words[1:]):
       if flag == '-m' and isinstance(module, str):
         package = module.split('.')[0]
         if package in _PROGRAM_PACKAGES:
           return True
-        if package == 'tests' and _imports_the_cli(module):
+        if package == 'tests' and _imports_the_cli(_module_path(module)):
           return True
     return False
 
@@ -262,14 +262,23 @@ def _parameters(function):
 def _environment(function, call=None, caller_env=None):
   """A function's names -> (expression, the environment it is read in).
 
-  Its parameters are bound to the arguments of `call` (read in
-  `caller_env`), `*args` to the list of the rest; names it assigns to the
-  last expression assigned (read in this environment).
+  Its parameters are bound to their defaults (read in the module), then to
+  the arguments of `call` (read in `caller_env`), `*args` to the list of the
+  rest; names it assigns to the last expression assigned (read in this
+  environment).
   """
-  env = {}
+  args = function.args
+  positional = [a.arg for a in args.posonlyargs + args.args]
+  env = {
+      name: (default, {}) for name, default in zip(
+          positional[len(positional) - len(args.defaults):], args.defaults)
+  }
+  env.update({
+      a.arg: (default, {})
+      for a, default in zip(args.kwonlyargs, args.kw_defaults)
+      if default is not None
+  })
   if call is not None:
-    args = function.args
-    positional = [a.arg for a in args.posonlyargs + args.args]
     for i, arg in enumerate(call.args):
       if isinstance(arg, ast.Starred) or i >= len(positional):
         if args.vararg is not None:
@@ -313,41 +322,116 @@ def _launchers():
 _FILES = list(_test_files())
 _IDS = [os.path.relpath(path, _TESTS) for path in _FILES]
 
+# One of each way a test reaches a program, or only seems to.
+_EXAMPLE = """
+import os
+import subprocess
+import sys
 
-def test_the_reading_finds_the_known_program_runs():
-  # If a helper or a call is renamed, the tests below must not pass by
-  # finding nothing.
-  launchers = _launchers()
+import pytest
+
+from tests.helpers import benchmark_presets as presets
+from tests.helpers import programs
+
+pytestmark = [pytest.mark.tff, pytest.mark.slow]
+_RUN_SH = os.path.join('root', 'run.sh')
+
+
+def _epsilon(*args):
+  return subprocess.run([sys.executable, '-m', 'tff_dp.cli.epsilon', *args])
+
+
+def _child(argv, *, timeout=9):
+  return subprocess.Popen(argv)
+
+
+@pytest.fixture(name='run')
+def fixture_run():
+  return subprocess.run(['bash', _RUN_SH, 'train'])
+
+
+@pytest.fixture(name='worker')
+def fixture_worker(tff_runtime):
+  return tff_runtime
+
+
+def test_helper():
+  programs.run_train('--rounds=1')
+
+
+@pytest.mark.e2e
+def test_helper_of_a_helper(tmp_path):
+  presets.train_one_round(tmp_path, 'cifar100', tmp_path)
+
+
+def test_module_function():
+  _epsilon('--help')
+
+
+def test_fixture(run, worker):
+  del run, worker
+
+
+def test_argument():
+  command = [sys.executable, '-m', 'tools.fault_campaign']
+  _child(command)
+
+
+def test_itself_as_the_program():
+  subprocess.run([sys.executable, __file__], check=True)
+
+
+def test_python_c():
+  subprocess.run([sys.executable, '-c', 'import tff_dp.cli.train'])
+
+
+def test_other_argument():
+  _child(['sleep', '1'])
+
+
+if __name__ == '__main__':
+  from tff_dp.cli import train
+  train.entry_point()
+"""
+
+
+def test_the_reading_finds_every_way_to_a_program(tmp_path):
+  # If the reading broke, the tests below would pass by finding nothing.
+  path = tmp_path / 'test_example.py'
+  path.write_text(_EXAMPLE)
+  module = _Module(str(path))
+  starting = {
+      name for name, test in module.tests().items()
+      if module.starts_programs(test, _launchers())
+  }
+  assert starting == {
+      'test_helper', 'test_helper_of_a_helper', 'test_module_function',
+      'test_fixture', 'test_argument', 'test_itself_as_the_program'
+  }
+  tests = module.tests()
+  assert module.marks_of(tests['test_helper']) == {'tff', 'slow'}
+  assert module.marks_of(
+      tests['test_helper_of_a_helper']) == {'tff', 'slow', 'e2e'}
+  assert module.asks_for(tests['test_fixture'], 'tff_runtime')
+  assert not module.asks_for(tests['test_helper'], 'tff_runtime')
+  # Run as itself, a file is the program only if it imports tff_dp.cli.
+  path = tmp_path / 'test_example_without_the_cli.py'  # Not read before.
+  path.write_text(_EXAMPLE.replace('from tff_dp.cli import train', 'pass'))
+  module = _Module(str(path))
+  assert not module.starts_programs(
+      module.tests()['test_itself_as_the_program'], _launchers())
+
+
+def test_the_reading_finds_the_helpers_and_real_program_runs():
   assert {
       'tests.helpers.programs.run_train', 'tests.helpers.programs.start_train',
-      'tests.helpers.configs_smoke.train_and_check'
-  } <= launchers, sorted(launchers)
-  expected = {
-      # programs.run_train, through a module function.
-      ('cli/test_bad_input.py', 'test_bad_input_table'),
-      # run.sh named by a module constant; through a fixture.
-      ('cli/test_e2e.py', 'test_smoke_run_writes_every_output'),
-      ('cli/test_e2e.py', 'test_bad_flag_through_run_sh_fails_cleanly'),
-      # The file run as a script (`__file__`) for the program.
-      ('data/test_stackoverflow_nwp.py',
-       'test_preset_trains_one_round_on_a_fake_cache'),
-      # `-m` a module of benchmarks/, one of tests/ that runs the program.
-      ('tools/test_benchmarks.py',
-       'test_quick_mode_succeeds_and_prints_the_table'),
-      ('program/test_configs_smoke.py',
-       'test_first_half_of_the_configs_trains_two_rounds'),
-      # benchmarks/ code that gets its command as an argument.
-      ('data/test_csv_import.py', 'test_memory_benchmark_small'),
-  }
-  for rel, name in expected:
-    module = _Module(os.path.join(_TESTS, rel))
-    assert name in module.functions, (rel, name)
-    assert module.starts_programs(module.functions[name],
-                                  launchers), (rel, name)
-  # A `python -c` child is not a program of the repository.
-  module = _Module(os.path.join(_TESTS, 'privacy', 'test_accounting.py'))
-  assert not module.starts_programs(
-      module.functions['test_modules_do_not_import_tensorflow'], launchers)
+      'tests.helpers.configs_smoke.train_and_check',
+      'tests.helpers.benchmark_presets.train_one_round',
+      'benchmarks.csv_import_memory.run'
+  } <= _launchers(), sorted(_launchers())
+  module = _Module(os.path.join(_TESTS, 'cli', 'test_e2e.py'))
+  assert module.starts_programs(
+      module.functions['test_smoke_run_writes_every_output'], _launchers())
 
 
 @pytest.mark.parametrize('path', _FILES, ids=_IDS)
