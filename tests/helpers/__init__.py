@@ -4,6 +4,8 @@ Test modules import these, never each other. Besides this module:
 
 * `programs`: `run_train` and `start_train`, the one way tests run
   `python -m tff_dp.cli.train` in a subprocess.
+* `benchmark_presets`: loading TFF's benchmark datasets as the program does,
+  and running their presets (without a cache, one round on a fake one).
 * `workers`: finding the TFF workers a run started, and waiting for them.
 * `fake_tff_caches`: TFF's benchmark cache format (SQLite of
   tf.train.Example rows) and fake EMNIST and CIFAR-100 examples;
