@@ -15,6 +15,8 @@ Test modules import these, never each other. Besides this module:
   as a script) and checks what each run claims.
 * `hostile_sqlite`: how an adversary edits a SQLite data file (hostile and
   refused client ids, raw SQL), for the tests of every reader of one.
+* `fresh_imports`: which of TensorFlow and TFF a fresh interpreter imports
+  along with some modules (the layers that must not).
 
 This module:
 
