@@ -17,6 +17,7 @@ from dp_accounting import rdp
 import pytest
 
 from tests.helpers import fresh_imports
+from tests.helpers import json_edits
 from tff_dp.privacy import accounting
 from tff_dp.privacy import example_accounting
 
@@ -174,20 +175,19 @@ def test_save_load_round_trip_is_atomic(tmp_path):
 
 
 @pytest.mark.parametrize(
-    'edit',
+    'keys, value',
     [
-        lambda d: d.update(format_version=2),
-        lambda d: d.update(unit='client'),
-        lambda d: d.update(rounds=1),  # Fewer rounds than participations.
-        lambda d: d['silos'][0].update(participations=-1),
-        lambda d: d['silos'][0].update(num_examples=1.5),
-        lambda d: d['silos'][0].pop('num_examples'),
-        lambda d: d.update(noise_multiplier='1.1'),
-        lambda d: d.pop('local_steps'),
+        (['format_version'], 2),
+        (['unit'], 'client'),
+        (['rounds'], 1),  # Fewer rounds than participations.
+        (['silos', 0, 'participations'], -1),
+        (['silos', 0, 'num_examples'], 1.5),
+        (['silos', 0, 'num_examples'], json_edits.DELETE),
+        (['noise_multiplier'], '1.1'),
+        (['local_steps'], json_edits.DELETE),
     ])
-def test_load_refuses_malformed_ledgers(tmp_path, edit):
-  d = _three_silos().to_json()
-  edit(d)
+def test_load_refuses_malformed_ledgers(tmp_path, keys, value):
+  d = json_edits.edited(_three_silos().to_json(), keys, value)
   path = tmp_path / 'bad.json'
   path.write_text(json.dumps(d))
   with pytest.raises(example_accounting.SiloLedgerFormatError,

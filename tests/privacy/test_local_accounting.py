@@ -20,6 +20,7 @@ from scipy import optimize
 from scipy import stats
 
 from tests.helpers import fresh_imports
+from tests.helpers import json_edits
 from tff_dp.privacy import accounting
 from tff_dp.privacy import local_accounting
 
@@ -275,22 +276,18 @@ def test_ledger_json_round_trip(tmp_path, spec):
 
 
 def _saved(tmp_path, mutate):
+  """A ledger's JSON, changed by `mutate` (to a document or text), saved."""
   ledger = _ledger()
   ledger.record_round(1, [0, 1])
   ledger.record_round(2, [1])
-  d = ledger.to_json()
-  text = mutate(d)
+  changed = mutate(ledger.to_json())
   path = tmp_path / 'ledger.json'
-  path.write_text(text if isinstance(text, str) else json.dumps(d))
+  path.write_text(changed if isinstance(changed, str) else json.dumps(changed))
   return str(path)
 
 
 def _set(key, value):
-
-  def mutate(d):
-    d[key] = value
-
-  return mutate
+  return lambda d: json_edits.edited(d, [key], value)
 
 
 @pytest.mark.parametrize(
@@ -315,7 +312,7 @@ def _set(key, value):
             'clients': [1]
         }]),
         _set('rounds', {'round': 1}),
-        lambda d: d.pop('population'),
+        _set('population', json_edits.DELETE),
     ])
 def test_corrupt_ledger_is_refused_naming_the_file(tmp_path, mutate):
   path = _saved(tmp_path, mutate)
