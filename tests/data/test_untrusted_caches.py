@@ -22,6 +22,7 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import benchmark_presets
 from tests.helpers import fake_shakespeare as shakespeare
 from tests.helpers import fake_stackoverflow as stackoverflow
 from tests.helpers import fake_tff_caches
@@ -29,7 +30,6 @@ from tests.helpers import hostile_sqlite
 from tests.helpers import programs
 from tff_dp.data import benchmark_source
 from tff_dp.data import loading
-from tff_dp.data.partition import Partition
 
 pytestmark = pytest.mark.tff
 
@@ -102,15 +102,7 @@ def _read(dataset: tf.data.Dataset) -> list:
   return [(tuple(x.tolist()), int(y)) for x, y in dataset.as_numpy_iterator()]
 
 
-def _load(dataset: loading.Dataset, data_dir: str):
-  return loading.load(dataset,
-                      num_clients=0,
-                      partition=Partition.IID,
-                      seed=0,
-                      test_fraction=0.2,
-                      dirichlet_alpha=1.0,
-                      data_dir=data_dir,
-                      client_data=None)
+_load = benchmark_presets.load
 
 
 def test_injection_id_reads_only_its_own_rows(tmp_path):
