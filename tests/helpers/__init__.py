@@ -17,6 +17,8 @@ Test modules import these, never each other. Besides this module:
   refused client ids, raw SQL), for the tests of every reader of one.
 * `fresh_imports`: which of TensorFlow and TFF a fresh interpreter imports
   along with some modules (the layers that must not).
+* `central_dp`: DpSettings with the program's adaptive-clipping defaults,
+  for the tests that build the DP aggregator.
 * `ledgers`: central privacy ledgers of one round event over rounds 1..N;
   `json_edits`: a ledger's (or any) JSON with one field changed, JSON files
   rewritten in place, a checkpoint's manifest matched to an edited file.

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow_federated as tff
 
+from tests.helpers import central_dp
 from tff_dp.algorithms import learning_process
 from tff_dp.config import DpMechanism
 
@@ -28,13 +29,11 @@ def _settings(mechanism,
               clients_per_round,
               clip=1.0,
               initial_clip=0.1):
-  return learning_process.DpSettings(mechanism=mechanism,
-                                     noise_multiplier=noise_multiplier,
-                                     clients_per_round=clients_per_round,
-                                     clip=clip,
-                                     initial_clip=initial_clip,
-                                     target_unclipped_quantile=0.5,
-                                     clip_learning_rate=0.2)
+  return central_dp.settings(mechanism,
+                             noise_multiplier=noise_multiplier,
+                             clients_per_round=clients_per_round,
+                             clip=clip,
+                             initial_clip=initial_clip)
 
 
 def _process(settings, value_type):
