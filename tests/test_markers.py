@@ -8,11 +8,11 @@ This test reads every test file with `ast` (nothing is imported or run) and
 checks that
 
 * a test that starts a program of this repository in a subprocess carries
-  `e2e`: a call of a tests/helpers function that does
-  (`programs.run_train`, `programs.start_train`, ...), or a `subprocess` call
-  whose command names run.sh, runs `-m` a module of tff_dp/, tools/ or
-  benchmarks/, or runs a module of tests/ that imports tff_dp.cli (a test
-  file run as a script, `__file__`, to train on a fake dataset);
+  `e2e`: a call of a function of tests/helpers/, benchmarks/ or tools/ that
+  does (`programs.run_train`, `programs.start_train`, ...), or a
+  `subprocess` call whose command names run.sh, runs `-m` a module of
+  tff_dp/, tools/ or benchmarks/, or runs a module of tests/ that imports
+  tff_dp.cli (`-m tests.helpers...`, or the test file itself: `__file__`);
 * a test marked `e2e` (by itself or by the module's `pytestmark`) does so:
   a pure test marked `e2e` would be run among the costly first;
 * a test that asks for the `tff_runtime` fixture carries `tff`.
