@@ -23,19 +23,6 @@ pytestmark = pytest.mark.tff
 _DIM = 1_000_000
 
 
-def _settings(mechanism,
-              *,
-              noise_multiplier,
-              clients_per_round,
-              clip=1.0,
-              initial_clip=0.1):
-  return central_dp.settings(mechanism,
-                             noise_multiplier=noise_multiplier,
-                             clients_per_round=clients_per_round,
-                             clip=clip,
-                             initial_clip=initial_clip)
-
-
 def _process(settings, value_type):
   factory = learning_process.build_dp_aggregator(settings)
   return factory.create(value_type)
@@ -51,10 +38,10 @@ def _assert_std(sample: np.ndarray, expected: float) -> None:
 
 def test_zero_noise_is_exact_clipped_sum_over_clients_per_round(tff_runtime):
   del tff_runtime
-  settings = _settings(DpMechanism.GAUSSIAN_FIXED,
-                       noise_multiplier=0.0,
-                       clients_per_round=3,
-                       clip=1.0)
+  settings = central_dp.settings(DpMechanism.GAUSSIAN_FIXED,
+                                 noise_multiplier=0.0,
+                                 clients_per_round=3,
+                                 clip=1.0)
   value_type = tff.to_type(
       collections.OrderedDict(a=tff.TensorType(np.float32, [2]),
                               b=tff.TensorType(np.float32, [2])))
@@ -79,10 +66,10 @@ def test_zero_noise_is_exact_clipped_sum_over_clients_per_round(tff_runtime):
 def test_fixed_noise_std_is_z_clip_over_clients_per_round(tff_runtime):
   del tff_runtime
   z, clip, n = 1.3, 0.7, 4
-  settings = _settings(DpMechanism.GAUSSIAN_FIXED,
-                       noise_multiplier=z,
-                       clients_per_round=n,
-                       clip=clip)
+  settings = central_dp.settings(DpMechanism.GAUSSIAN_FIXED,
+                                 noise_multiplier=z,
+                                 clients_per_round=n,
+                                 clip=clip)
   process = _process(settings, tff.TensorType(np.float32, [_DIM]))
   zeros = np.zeros(_DIM, np.float32)
   state = process.initialize()
@@ -97,10 +84,11 @@ def test_fixed_noise_std_is_z_clip_over_clients_per_round(tff_runtime):
 def test_adaptive_noise_std_uses_tff_split_of_nominal_z(tff_runtime):
   del tff_runtime
   z, n, initial_clip = 1.0, 40, 0.25
-  settings = _settings(DpMechanism.GAUSSIAN_ADAPTIVE,
-                       noise_multiplier=z,
-                       clients_per_round=n,
-                       initial_clip=initial_clip)
+  settings = central_dp.settings(DpMechanism.GAUSSIAN_ADAPTIVE,
+                                 noise_multiplier=z,
+                                 clients_per_round=n,
+                                 clip=1.0,
+                                 initial_clip=initial_clip)
   process = _process(settings, tff.TensorType(np.float32, [_DIM]))
   zeros = np.zeros(_DIM, np.float32)
   result = process.next(process.initialize(), [zeros]).result
