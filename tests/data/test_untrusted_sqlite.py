@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import client_data_files
 from tests.helpers import hostile_sqlite
 from tests.helpers import programs
 from tff_dp.data import client_data_source
@@ -39,22 +40,16 @@ def _make(tmp_path,
           num_clients=10,
           name='data'):
   """Client k (id 'c{k:02d}') has k + 2 rows of 4 features; labels in [0, 3)."""
-  lines = ['client,f0,f1,f2,f3,label']
-  for k in range(num_clients):
-    for r in range(k + 2):
-      values = ','.join(str(k + 0.25 * r + j) for j in range(4))
-      lines.append(f'c{k:02d},{values},{(k + r) % 3}')
-  csv_path = tmp_path / f'{name}.csv'
-  csv_path.write_text('\n'.join(lines) + '\n')
-  output = str(tmp_path / f'{name}.sqlite')
-  csv_import.import_table(str(csv_path),
-                          output_path=output,
-                          client_column='client',
-                          label_column='label',
-                          num_classes=3,
-                          test_split=test_split,
-                          test_fraction=0.25)
-  return output
+  rows = [(f'c{k:02d}', [k + 0.25 * r + j
+                         for j in range(4)], (k + r) % 3)
+          for k in range(num_clients)
+          for r in range(k + 2)]
+  return client_data_files.imported(tmp_path,
+                                    rows,
+                                    name=name,
+                                    num_classes=3,
+                                    test_split=test_split,
+                                    test_fraction=0.25)
 
 
 def _decode(blob):

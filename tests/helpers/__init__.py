@@ -13,6 +13,8 @@ Test modules import these, never each other. Besides this module:
   built on it, and reference values computed without tff-dp.
 * `configs_smoke`: trains every config of configs/ for two rounds (also run
   as a script) and checks what each run claims.
+* `client_data_files`: --client_data files made by the real importer from
+  (client, features, label) rows.
 * `hostile_sqlite`: how an adversary edits a SQLite data file (hostile and
   refused client ids, raw SQL), for the tests of every reader of one.
 * `fresh_imports`: which of TensorFlow and TFF a fresh interpreter imports
