@@ -2,7 +2,9 @@
 
 Tiers (see pytest.ini markers): unmarked tests are pure Python; `tff` tests
 build or run TFF computations on one worker shared by the session; `e2e` tests
-drive the real program through run.sh; `slow` tests run only with --run-slow.
+start a program of the repository (train, epsilon, import-data, run.sh, ...) in
+a subprocess; `slow` tests run only with --run-slow. tests/test_markers.py
+reads the tests' code and fails where a mark and what a test runs disagree.
 
 Layout: the folders mirror the package. A test file lives in the folder of the
 subpackage it mainly tests (tests/privacy/ for tff_dp/privacy/, ...;

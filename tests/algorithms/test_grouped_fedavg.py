@@ -30,6 +30,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import central_dp
 from tests.helpers import programs
 from tff_dp import config as config_lib
 from tff_dp.algorithms import grouped_data
@@ -41,7 +42,6 @@ from tff_dp.config import ClientWeighting
 from tff_dp.config import DpMechanism
 from tff_dp.config import ModelKind
 from tff_dp.config import ServerOptimizer
-from tff_dp.mechanisms import central
 from tff_dp.program import client_data
 
 pytestmark = pytest.mark.tff
@@ -70,13 +70,11 @@ def _dp(mechanism=DpMechanism.GAUSSIAN_FIXED,
         clients_per_round=len(_SIZES),
         clip=1e6,
         initial_clip=0.1):
-  return central.DpSettings(mechanism=mechanism,
-                            noise_multiplier=noise_multiplier,
-                            clients_per_round=clients_per_round,
-                            clip=clip,
-                            initial_clip=initial_clip,
-                            target_unclipped_quantile=0.5,
-                            clip_learning_rate=0.2)
+  return central_dp.settings(mechanism,
+                             noise_multiplier=noise_multiplier,
+                             clients_per_round=clients_per_round,
+                             clip=clip,
+                             initial_clip=initial_clip)
 
 
 def _server_optimizer(momentum=0.9, learning_rate=1.0):
@@ -554,6 +552,7 @@ def _train(tmp_path, name, *flags):
     return result.stdout, list(csv.DictReader(f))
 
 
+@pytest.mark.e2e
 @pytest.mark.slow  # ~35 s; the same equality in-process: tests above.
 def test_program_grouped_by_default_and_same_release_as_per_client(tmp_path):
   """The smoke config runs grouped unless told not to, with the same values."""

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tests.helpers import central_dp
 from tff_dp.algorithms import learning_process
 from tff_dp.algorithms import models
 from tff_dp.config import Algorithm
@@ -18,7 +19,6 @@ from tff_dp.config import ClientWeighting
 from tff_dp.config import DpMechanism
 from tff_dp.config import ModelKind
 from tff_dp.config import ServerOptimizer
-from tff_dp.mechanisms import central
 
 pytestmark = pytest.mark.tff
 
@@ -37,13 +37,10 @@ def _dp(mechanism=DpMechanism.GAUSSIAN_FIXED,
         noise_multiplier=0.0,
         clients_per_round=3,
         clip=1e6):
-  return central.DpSettings(mechanism=mechanism,
-                            noise_multiplier=noise_multiplier,
-                            clients_per_round=clients_per_round,
-                            clip=clip,
-                            initial_clip=0.1,
-                            target_unclipped_quantile=0.5,
-                            clip_learning_rate=0.2)
+  return central_dp.settings(mechanism,
+                             noise_multiplier=noise_multiplier,
+                             clients_per_round=clients_per_round,
+                             clip=clip)
 
 
 def _process(dp,

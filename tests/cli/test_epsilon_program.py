@@ -15,7 +15,11 @@ from dp_accounting import rdp
 import pytest
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import ledgers
 from tff_dp.privacy import accounting
+
+# Every test runs the program (pytest.ini's e2e), if only for a second.
+pytestmark = pytest.mark.e2e
 
 
 def _epsilon_program(*args):
@@ -118,16 +122,7 @@ def test_fixed_size_is_accounted_with_replace_one_and_the_smaller_bound():
 
 
 def test_ledger_of_a_run_directory(tmp_path):
-  sampler_event = accounting.gaussian_round_event(
-      sampling=accounting.ClientSampling.POISSON,
-      population=100,
-      clients_per_round=10,
-      noise_multiplier=1.1)
-  ledger = accounting.PrivacyLedger(
-      dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
-  for round_num in range(1, 8):
-    ledger.record(round_num, sampler_event)
-  ledger.save(str(tmp_path / 'ledger.json'))
+  ledgers.poisson(7).save(str(tmp_path / 'ledger.json'))
   (tmp_path / 'config.json').write_text('{"delta": 0.001}')
   result = _epsilon_program(f'--run_dir={tmp_path}', '--accountants=rdp')
   assert result.returncode == 0, result.stderr
@@ -222,19 +217,6 @@ def test_local_and_non_private_presets_say_what_they_guarantee():
       'infinite', '')
 
 
-def _ledger_of(rounds, z=1.1):
-  event = accounting.gaussian_round_event(
-      sampling=accounting.ClientSampling.POISSON,
-      population=100,
-      clients_per_round=10,
-      noise_multiplier=z)
-  ledger = accounting.PrivacyLedger(
-      dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
-  for round_num in range(1, rounds + 1):
-    ledger.record(round_num, event)
-  return ledger
-
-
 @pytest.mark.parametrize('make, message', [
     (lambda d: (d / 'ledger.json').mkdir(), 'ledger.json'),
     (lambda d: (d / 'config.json').write_text('{"delta": '), 'config.json'),
@@ -245,7 +227,7 @@ def test_unreadable_run_directories_are_one_line(tmp_path, make, message):
   run_dir = tmp_path / 'run'
   run_dir.mkdir()
   if not (run_dir / 'ledger.json').exists():
-    _ledger_of(2).save(str(run_dir / 'ledger.json'))
+    ledgers.poisson(2).save(str(run_dir / 'ledger.json'))
   try:
     make(run_dir)
   except FileExistsError:
@@ -263,7 +245,7 @@ def test_an_edited_ledger_json_is_caught_by_the_checkpoint(tmp_path):
   from tff_dp.program import checkpoint  # pylint: disable=g-import-not-at-top
   run_dir = tmp_path / 'run'
   run_dir.mkdir()
-  true_ledger = _ledger_of(6)
+  true_ledger = ledgers.poisson(6)
   checkpoint.CheckpointManager(str(run_dir)).save(6, [0.0], {
       'ledgers': {
           'central': true_ledger.to_json(),
@@ -271,7 +253,7 @@ def test_an_edited_ledger_json_is_caught_by_the_checkpoint(tmp_path):
           'silos': None
       }
   })
-  _ledger_of(2).save(str(run_dir / 'ledger.json'))  # Under-counts.
+  ledgers.poisson(2).save(str(run_dir / 'ledger.json'))  # Under-counts.
   result = _epsilon_program(f'--run_dir={run_dir}', '--accountants=rdp',
                             '--delta=1e-5')
   assert result.returncode == 0, result.stderr

@@ -22,6 +22,9 @@ _RUN_SH = os.path.join(REPO_ROOT, 'run.sh')
 _LISTEN = '0A'
 _START_TIMEOUT_SECONDS = 180
 
+# Every test runs run.sh (pytest.ini's e2e); the argument checks exit at once.
+pytestmark = pytest.mark.e2e
+
 
 def _write_events(logdir):
   # TensorBoard's own writer: no TensorFlow import in the test process.
@@ -113,7 +116,6 @@ def _wait_serving(process, url, log_path):
               log_path.read_text())
 
 
-@pytest.mark.e2e
 def test_serves_on_loopback_only_and_leaves_nothing_behind(tmp_path):
   logdir = tmp_path / 'runs'
   _write_events(logdir / 'my_run')

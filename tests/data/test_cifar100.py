@@ -8,28 +8,18 @@ configs/cifar100.cfg preset: once without the cache (exit 2, the file
 named) and once for one round on a fake cache.
 """
 
-import json
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import benchmark_presets as presets
 from tests.helpers import fake_tff_caches
-from tests.helpers import programs
 from tff_dp.algorithms import models
 from tff_dp.config import ModelKind
 from tff_dp.data import benchmark_source
 from tff_dp.data import loading
-from tff_dp.data.partition import Partition
-
-_PRESET = os.path.join(REPO_ROOT, 'configs', 'cifar100.cfg')
-# A small cohort keeps the run short (test_configs_smoke runs the preset's own
-# 50 clients per round); 13 is the smallest for which adaptive clipping admits
-# the preset's z = 1.2 (z < 0.1 * clients_per_round).
-_PROGRAM_CLIENTS = 16
-_PROGRAM_COHORT = 13
 
 
 def _image(rng, low=0, high=256):
@@ -80,14 +70,7 @@ def _expected(examples):
 @pytest.mark.tff
 def test_source_reads_clients_sizes_and_shape(cache):
   data_dir, _ = cache
-  source = loading.load(loading.Dataset.CIFAR100,
-                        num_clients=7,
-                        partition=Partition.IID,
-                        seed=0,
-                        test_fraction=0.2,
-                        dirichlet_alpha=0.5,
-                        data_dir=data_dir,
-                        client_data=None)
+  source = presets.load(loading.Dataset.CIFAR100, data_dir)
   assert isinstance(source, benchmark_source.Cifar100Source)
   assert source.client_ids == ['0', '1', '10', '2']
   assert source.population == 4  # The file's clients, not --num_clients.
@@ -136,18 +119,8 @@ def test_test_set_is_the_pooled_test_split(cache):
 
 @pytest.mark.tff
 def test_missing_cache_is_a_data_error_naming_the_file(tmp_path):
-  with pytest.raises(loading.DataError) as info:
-    loading.load(loading.Dataset.CIFAR100,
-                 num_clients=7,
-                 partition=Partition.IID,
-                 seed=0,
-                 test_fraction=0.2,
-                 dirichlet_alpha=0.5,
-                 data_dir=str(tmp_path),
-                 client_data=None)
-  message = str(info.value)
-  assert f'put cifar100.sqlite in {tmp_path}' in message
-  assert 'cifar100.sqlite.lzma' in message
+  presets.assert_missing_cache_refused(loading.Dataset.CIFAR100, str(tmp_path),
+                                       'cifar100.sqlite')
   assert os.listdir(tmp_path) == []
 
 
@@ -219,21 +192,11 @@ def test_cnn_refuses_unusable_image_shapes(image_shape, input_dim, message):
 
 @pytest.mark.e2e
 def test_program_without_cache_exits_2_naming_the_file(tmp_path):
-  data_dir = tmp_path / 'empty'
-  data_dir.mkdir()
-  output_dir = tmp_path / 'runs'
-  result = programs.run_train(f'--flagfile={_PRESET}', f'--data_dir={data_dir}',
-                              f'--output_dir={output_dir}')
-  assert result.returncode == 2, result.stderr[-2000:]
-  assert 'Traceback' not in result.stderr
-  errors = [
-      line for line in result.stderr.splitlines()
-      if line.startswith('tff-dp: error:')
-  ]
-  assert len(errors) == 1, result.stderr[-2000:]
-  assert errors[0].startswith('tff-dp: error: --dataset=cifar100: CIFAR-100')
-  assert f'put cifar100.sqlite in {data_dir}' in errors[0]
-  assert not output_dir.exists()
+  presets.assert_program_refuses_a_missing_cache(
+      tmp_path,
+      'cifar100',
+      error_start='--dataset=cifar100: CIFAR-100',
+      file_name='cifar100.sqlite')
 
 
 @pytest.mark.e2e
@@ -246,27 +209,13 @@ def test_preset_trains_one_round_on_a_fake_cache(tmp_path):
   fake_tff_caches.write_database(
       str(data_dir / 'cifar100.sqlite'), {
           'train': {
-              str(i): [make()] for i in range(_PROGRAM_CLIENTS)
+              str(i): [make()] for i in range(presets.PROGRAM_CLIENTS)
           },
           'test': {
               '0': [make(), make()],
               '1': [make()]
           }
       })
-  result = programs.run_train(f'--flagfile={_PRESET}', '--rounds=1',
-                              f'--clients_per_round={_PROGRAM_COHORT}',
-                              f'--data_dir={data_dir}',
-                              f'--output_dir={tmp_path}', '--run_name=cifar')
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert f"Federated data 'cifar100': {_PROGRAM_CLIENTS} clients" in (
-      result.stdout)
-  assert 'round 1/1' in result.stdout
-  with open(tmp_path / 'cifar' / 'summary.json') as f:
-    summary = json.load(f)
-  assert summary['population'] == _PROGRAM_CLIENTS
-  assert summary['rounds'] == 1 and summary['private']
+  _, summary, config = presets.train_one_round(tmp_path, 'cifar100', data_dir)
   assert 0 <= summary['accuracy'] <= 1
-  assert summary['guarantee_epsilon'] > 0
-  with open(tmp_path / 'cifar' / 'config.json') as f:
-    config = json.load(f)
-  assert (config['dataset'], config['model']) == ('cifar100', 'cnn')
+  assert config['model'] == 'cnn'

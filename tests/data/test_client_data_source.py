@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers import client_data_files
 from tff_dp.algorithms import models
 from tff_dp.config import ModelKind
 from tff_dp.data import client_data_source
@@ -26,21 +27,15 @@ def _make(tmp_path,
           num_clients=10,
           name='data'):
   """Client k has k + 1 rows; 4 features; labels in [0, 3)."""
-  lines = ['client,f0,f1,f2,f3,label']
-  for k in range(num_clients):
-    for r in range(k + 1):
-      values = ','.join(str(0.5 * (k + r + j)) for j in range(4))
-      lines.append(f'client{k:02d},{values},{(k + r) % 3}')
-  csv_path = tmp_path / f'{name}.csv'
-  csv_path.write_text('\n'.join(lines) + '\n')
-  output = str(tmp_path / f'{name}.sqlite')
-  csv_import.import_table(str(csv_path),
-                          output_path=output,
-                          client_column='client',
-                          label_column='label',
-                          test_split=test_split,
-                          test_fraction=0.2)
-  return output
+  rows = [(f'client{k:02d}', [0.5 * (k + r + j)
+                              for j in range(4)], (k + r) % 3)
+          for k in range(num_clients)
+          for r in range(k + 1)]
+  return client_data_files.imported(tmp_path,
+                                    rows,
+                                    name=name,
+                                    test_split=test_split,
+                                    test_fraction=0.2)
 
 
 def test_interface_and_statistics(tmp_path):

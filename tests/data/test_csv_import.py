@@ -566,6 +566,7 @@ def _run_program(*args):
                         check=False)
 
 
+@pytest.mark.e2e
 def test_program_prints_a_summary(tmp_path):
   path = _write(tmp_path, _clients_text(10, rows_per_client=4))
   output = str(tmp_path / 'out.sqlite')
@@ -580,6 +581,7 @@ def test_program_prints_a_summary(tmp_path):
   assert 'features: 1, classes: 3\n' in result.stdout
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('text,args,message', [
     ('user,x,label\na,1,0\nb,zz,1\n', [],
      "{path}:3: column 'x' (field 2): 'zz' is not a number"),
@@ -604,6 +606,7 @@ def test_program_reports_bad_input_in_one_line(tmp_path, text, args, message):
   assert os.listdir(tmp_path) == ['data.csv']
 
 
+@pytest.mark.e2e
 def test_program_missing_flags_is_one_line():
   result = _run_program('--input=x.csv')
   assert result.returncode == 2
@@ -612,6 +615,7 @@ def test_program_missing_flags_is_one_line():
   assert '--label_column' in result.stderr
 
 
+@pytest.mark.e2e
 def test_memory_benchmark_small(tmp_path):
   result = csv_import_memory.run(rows=20_000,
                                  clients=200,

@@ -9,7 +9,6 @@ configs/shakespeare.cfg preset: once without the cache (exit 2, the file named)
 and once for one round on a fake cache.
 """
 
-import json
 import os
 
 import numpy as np
@@ -18,22 +17,15 @@ import tensorflow as tf
 from tensorflow_federated.python.simulation.baselines.shakespeare import char_prediction_preprocessing as tff_chars
 from tensorflow_federated.python.simulation.baselines.shakespeare import char_prediction_tasks as tff_char_tasks
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import benchmark_presets as presets
 from tests.helpers import fake_shakespeare as fake
-from tests.helpers import programs
 from tff_dp import config as config_lib
 from tff_dp.algorithms import models
 from tff_dp.config import ModelKind
 from tff_dp.data import loading
 from tff_dp.data import token_sources
-from tff_dp.data.partition import Partition
 
-_PRESET = os.path.join(REPO_ROOT, 'configs', 'shakespeare.cfg')
 _W = token_sources.SHAKESPEARE_WINDOW
-# A small cohort keeps the run short (test_configs_smoke runs the preset's
-# own); 13 admits adaptive clipping with z up to 1.2 (z < 0.1 * cohort).
-_PROGRAM_CLIENTS = 16
-_PROGRAM_COHORT = 13
 
 
 @pytest.fixture(name='cache')
@@ -53,6 +45,7 @@ def fixture_cache(tmp_path):
   return str(tmp_path), train, test
 
 
+@pytest.mark.tff
 def test_vocabulary_and_window_are_tffs():
   assert token_sources.SHAKESPEARE_CHARS == ''.join(tff_chars.CHAR_VOCAB)
   vocabulary = token_sources.SHAKESPEARE_VOCABULARY
@@ -63,6 +56,7 @@ def test_vocabulary_and_window_are_tffs():
   assert _W == tff_chars.DEFAULT_SEQUENCE_LENGTH == 80
 
 
+@pytest.mark.tff
 def test_ids_are_tffs_ids():
   # TFF's tokenizer with split length 1 pads nothing: [bos, ids..., eos].
   tff_ids = tff_chars._build_tokenize_fn(  # pylint: disable=protected-access
@@ -103,16 +97,10 @@ def test_windows_by_hand():
   assert fake.as_pairs(dataset) == [([1, 2, 3], 4), ([0, 5, 6], 7)]
 
 
+@pytest.mark.tff
 def test_source_reads_clients_sizes_and_vocabulary(cache):
   data_dir, _, _ = cache
-  source = loading.load(loading.Dataset.SHAKESPEARE,
-                        num_clients=7,
-                        partition=Partition.IID,
-                        seed=0,
-                        test_fraction=0.2,
-                        dirichlet_alpha=0.5,
-                        data_dir=data_dir,
-                        client_data=None)
+  source = presets.load(loading.Dataset.SHAKESPEARE, data_dir)
   assert isinstance(source, token_sources.TokenSource)
   assert source.client_ids == ['HAMLET', 'KING', 'OPHELIA']
   assert source.population == 3  # The file's clients, not --num_clients.
@@ -128,6 +116,7 @@ def test_source_reads_clients_sizes_and_vocabulary(cache):
   assert "test: the file's test split, every client's windows" in text
 
 
+@pytest.mark.tff
 def test_client_windows_are_the_reference_windows(cache):
   data_dir, train, _ = cache
   source = token_sources.shakespeare_source(data_dir=data_dir)
@@ -147,6 +136,7 @@ def test_client_windows_are_the_reference_windows(cache):
   assert len(ophelia) == 1 and ophelia[0][0][0] == 88  # bos, no padding.
 
 
+@pytest.mark.tff
 def test_test_set_is_each_test_clients_windows(cache):
   data_dir, _, test = cache
   source = token_sources.shakespeare_source(data_dir=data_dir)
@@ -158,19 +148,10 @@ def test_test_set_is_each_test_clients_windows(cache):
   assert got == want and len(got) == 3
 
 
+@pytest.mark.tff
 def test_missing_cache_is_a_data_error_naming_the_file(tmp_path):
-  with pytest.raises(loading.DataError) as info:
-    loading.load(loading.Dataset.SHAKESPEARE,
-                 num_clients=7,
-                 partition=Partition.IID,
-                 seed=0,
-                 test_fraction=0.2,
-                 dirichlet_alpha=0.5,
-                 data_dir=str(tmp_path),
-                 client_data=None)
-  message = str(info.value)
-  assert f'put shakespeare.sqlite in {tmp_path}' in message
-  assert 'shakespeare.sqlite.lzma' in message
+  presets.assert_missing_cache_refused(loading.Dataset.SHAKESPEARE,
+                                       str(tmp_path), 'shakespeare.sqlite')
   assert os.listdir(tmp_path) == []
 
 
@@ -190,6 +171,7 @@ def _lstm_params(inputs, units):
   return 4 * (units * (inputs + units) + units)
 
 
+@pytest.mark.tff
 @pytest.mark.parametrize('layers,units,embedding', [(2, 16, 8), (1, 32, 4)])
 def test_rnn_takes_float_ids_and_outputs_logits(layers, units, embedding):
   model = _rnn(hidden_layers=layers,
@@ -207,6 +189,7 @@ def test_rnn_takes_float_ids_and_outputs_logits(layers, units, embedding):
   assert not np.allclose(logits.sum(axis=1), 1.0)  # Logits, not softmax.
 
 
+@pytest.mark.tff
 def test_rnn_masks_the_padding():
   model = _rnn()
   x = np.zeros((2, _W), np.float32)
@@ -220,6 +203,7 @@ def test_rnn_masks_the_padding():
   np.testing.assert_allclose(model(x).numpy(), before, rtol=1e-6)
 
 
+@pytest.mark.tff
 def test_rnn_initial_weights_follow_the_seed():
   model = _rnn(seed=5)
   names = [w.name for w in model.weights]
@@ -238,6 +222,7 @@ def test_rnn_initial_weights_follow_the_seed():
   assert len({tuple(f) for f in firsts}) == len(firsts)
 
 
+@pytest.mark.tff
 @pytest.mark.parametrize('vocab_size,num_classes,message', [
     (None, 90, 'needs token data'),
     (90, 10, 'predicts token ids, but the data have 10 classes'),
@@ -286,22 +271,11 @@ def test_token_data_and_the_rnn_go_together(argv, flag_value):
 
 @pytest.mark.e2e
 def test_program_without_cache_exits_2_naming_the_file(tmp_path):
-  data_dir = tmp_path / 'empty'
-  data_dir.mkdir()
-  output_dir = tmp_path / 'runs'
-  result = programs.run_train(f'--flagfile={_PRESET}', f'--data_dir={data_dir}',
-                              f'--output_dir={output_dir}')
-  assert result.returncode == 2, result.stderr[-2000:]
-  assert 'Traceback' not in result.stderr
-  errors = [
-      line for line in result.stderr.splitlines()
-      if line.startswith('tff-dp: error:')
-  ]
-  assert len(errors) == 1, result.stderr[-2000:]
-  assert errors[0].startswith(
-      'tff-dp: error: --dataset=shakespeare: Shakespeare')
-  assert f'put shakespeare.sqlite in {data_dir}' in errors[0]
-  assert not output_dir.exists()
+  presets.assert_program_refuses_a_missing_cache(
+      tmp_path,
+      'shakespeare',
+      error_start='--dataset=shakespeare: Shakespeare',
+      file_name='shakespeare.sqlite')
 
 
 @pytest.mark.e2e
@@ -311,23 +285,10 @@ def test_preset_trains_one_round_on_a_fake_cache(tmp_path):
   data_dir = tmp_path / 'cache'
   data_dir.mkdir()
   fake.write_fake_cache(str(data_dir),
-                        train_clients=fake.fake_clients(rng, _PROGRAM_CLIENTS),
+                        train_clients=fake.fake_clients(
+                            rng, presets.PROGRAM_CLIENTS),
                         test_clients=fake.fake_clients(rng, 2))
-  result = programs.run_train(f'--flagfile={_PRESET}', '--rounds=1',
-                              f'--clients_per_round={_PROGRAM_COHORT}',
-                              f'--data_dir={data_dir}',
-                              f'--output_dir={tmp_path}',
-                              '--run_name=shakespeare')
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert f"Federated data 'shakespeare': {_PROGRAM_CLIENTS} clients" in (
-      result.stdout)
-  assert 'round 1/1' in result.stdout
-  with open(tmp_path / 'shakespeare' / 'summary.json') as f:
-    summary = json.load(f)
-  assert summary['population'] == _PROGRAM_CLIENTS
-  assert summary['rounds'] == 1 and summary['private']
+  _, summary, config = presets.train_one_round(tmp_path, 'shakespeare',
+                                               data_dir)
   assert 0 <= summary['accuracy'] <= 1
-  assert summary['guarantee_epsilon'] > 0
-  with open(tmp_path / 'shakespeare' / 'config.json') as f:
-    config = json.load(f)
-  assert (config['dataset'], config['model']) == ('shakespeare', 'rnn')
+  assert config['model'] == 'rnn'

@@ -10,25 +10,12 @@ import sqlite3
 
 import pytest
 
+from tests.helpers import hostile_sqlite
 from tff_dp.data import sql_queries
 
-_HOSTILE = [
-    "c1' OR '1'='1",
-    "x'; DROP TABLE examples; --",
-    "'",
-    "''",
-    '"',
-    '\\',
-    'semi;colon',
-    'tab\tnew\nline',
-    '\u00fcn\u00efc\u00f6de \U0001f600',
-    '\u00e9' * 512,
-    '%_*',
-    "t' OR split_name = 'train",
-    'X\'41\'',
-    ' ',
-    '\x7f\x1b[2J',
-]
+# Every reader's hostile ids, and one that readers refuse (blank) but the
+# query must still hold as bytes.
+_HOSTILE = hostile_sqlite.hostile_ids('train') + [' ']
 _MATCH = (r"client_id = (CAST\(X'[0-9a-f]*' AS TEXT\)) COLLATE BINARY AND "
           r"split_name = (CAST\(X'[0-9a-f]*' AS TEXT\)) COLLATE BINARY")
 _QUERY = re.compile(

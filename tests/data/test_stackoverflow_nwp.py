@@ -7,16 +7,10 @@ the SHA-256 that tff-dp and Keras check (TFF's published one), so the tests
 that load it replace that expected hash by the fake's, in both places
 (`tests.helpers.fake_stackoverflow.accept_fake_vocabulary`); a test without
 the replacement checks that the hash is enforced. The ids are checked against
-TFF's own Stack Overflow tokenizer. The program test runs
-`tff_dp.cli.train`'s entry point for one round of the
-configs/stackoverflow_nwp.cfg preset in a subprocess (this file run as a
-script, which replaces the expected hash first).
+TFF's own Stack Overflow tokenizer. The program test runs the
+configs/stackoverflow_nwp.cfg preset for one round in a subprocess, on fake
+counts whose hashes it expects (`programs.TRAIN_ON_FAKE_STACKOVERFLOW`).
 """
-
-import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -24,20 +18,14 @@ import tensorflow as tf
 from tensorflow_federated.python.simulation.baselines.stackoverflow import constants
 from tensorflow_federated.python.simulation.baselines.stackoverflow import word_prediction_preprocessing as tff_words
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import benchmark_presets as presets
 from tests.helpers import fake_shakespeare
 from tests.helpers import fake_stackoverflow as fake
+from tests.helpers import programs
 from tff_dp.algorithms import models
 from tff_dp.config import ModelKind
 from tff_dp.data import loading
 from tff_dp.data import token_sources
-from tff_dp.data.partition import Partition
-
-_PRESET = os.path.join(REPO_ROOT, 'configs', 'stackoverflow_nwp.cfg')
-# See test_shakespeare: the smallest cohort for the preset's noise with
-# adaptive clipping, and a few more clients.
-_PROGRAM_CLIENTS = 16
-_PROGRAM_COHORT = 13
 
 
 @pytest.fixture(name='cache')
@@ -61,14 +49,7 @@ def fixture_cache(tmp_path, monkeypatch):
 
 
 def _load(data_dir):
-  return loading.load(loading.Dataset.STACKOVERFLOW_NWP,
-                      num_clients=7,
-                      partition=Partition.IID,
-                      seed=0,
-                      test_fraction=0.2,
-                      dirichlet_alpha=0.5,
-                      data_dir=data_dir,
-                      client_data=None)
+  return presets.load(loading.Dataset.STACKOVERFLOW_NWP, data_dir)
 
 
 @pytest.mark.tff
@@ -173,10 +154,8 @@ def test_missing_files_are_data_errors_naming_them(tmp_path, monkeypatch):
           in str(info.value))
   fake.accept_fake_vocabulary(fake.write_fake_vocabulary(str(tmp_path)),
                               monkeypatch.setattr)
-  with pytest.raises(loading.DataError) as info:
-    _load(str(tmp_path))
-  assert f'put stackoverflow.sqlite in {tmp_path}' in str(info.value)
-  assert 'stackoverflow.sqlite.lzma' in str(info.value)
+  presets.assert_missing_cache_refused(loading.Dataset.STACKOVERFLOW_NWP,
+                                       str(tmp_path), 'stackoverflow.sqlite')
 
 
 @pytest.mark.tff
@@ -217,42 +196,13 @@ def test_preset_trains_one_round_on_a_fake_cache(tmp_path):
   data_dir.mkdir()
   rng = np.random.default_rng(0)
   fake.write_fake_cache(str(data_dir),
-                        train_clients=fake.fake_clients(rng, _PROGRAM_CLIENTS),
+                        train_clients=fake.fake_clients(
+                            rng, presets.PROGRAM_CLIENTS),
                         test_clients=fake.fake_clients(rng, 2))
-  vocabulary = fake.write_fake_vocabulary(str(data_dir))
-  # Run as a script (sys.path[0] is tests/data/): the repository root makes
-  # `tests.helpers` importable, as pytest's working directory does.
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=REPO_ROOT)
-  result = subprocess.run([
-      sys.executable, __file__, vocabulary, f'--flagfile={_PRESET}',
-      '--rounds=1', f'--clients_per_round={_PROGRAM_COHORT}',
-      f'--data_dir={data_dir}', f'--output_dir={tmp_path}',
-      '--run_name=stackoverflow'
-  ],
-                          cwd=REPO_ROOT,
-                          env=env,
-                          capture_output=True,
-                          text=True,
-                          timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert (f"Federated data 'stackoverflow_nwp': {_PROGRAM_CLIENTS} clients"
-          in result.stdout)
-  assert 'round 1/1' in result.stdout
-  with open(tmp_path / 'stackoverflow' / 'summary.json') as f:
-    summary = json.load(f)
-  assert summary['population'] == _PROGRAM_CLIENTS
-  assert summary['rounds'] == 1 and summary['private']
+  _, summary, config = presets.train_one_round(
+      tmp_path,
+      'stackoverflow_nwp',
+      data_dir,
+      program=programs.TRAIN_ON_FAKE_STACKOVERFLOW)
   assert 0 <= summary['accuracy'] <= 1
-  assert summary['guarantee_epsilon'] > 0
-  with open(tmp_path / 'stackoverflow' / 'config.json') as f:
-    config = json.load(f)
-  assert (config['dataset'], config['model']) == ('stackoverflow_nwp', 'rnn')
-
-
-if __name__ == '__main__':
-  # `python test_stackoverflow_nwp.py ARCHIVE FLAGS...`: the program, with the
-  # fake archive's hash expected instead of TFF's.
-  fake.accept_fake_vocabulary(sys.argv[1])
-  from tff_dp.cli import train  # pylint: disable=g-import-not-at-top
-  sys.argv = ['tff-dp', *sys.argv[2:]]
-  train.entry_point()
+  assert config['model'] == 'rnn'

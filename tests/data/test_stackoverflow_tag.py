@@ -8,16 +8,13 @@ task are the posts' bodies here). The counts cannot have TFF's published hashes,
 so the tests that load them expect the fakes' instead
 (`accept_fake_vocabulary`). Features and labels are checked against TFF's own
 tag preprocessing and a numpy reference; the loss and metrics against numpy. The
-program test runs `tff_dp.cli.train`'s entry point for one round of
-configs/stackoverflow_tag.cfg in a subprocess (this file run as a script).
+program test runs configs/stackoverflow_tag.cfg for one round in a
+subprocess, on fake counts whose hashes it expects
+(`programs.TRAIN_ON_FAKE_STACKOVERFLOW`).
 """
 
 import functools
-import json
 import math
-import os
-import subprocess
-import sys
 
 from absl import flags
 import numpy as np
@@ -27,8 +24,9 @@ from tensorflow_federated.python.simulation.baselines import client_spec
 from tensorflow_federated.python.simulation.baselines.stackoverflow import constants
 from tensorflow_federated.python.simulation.baselines.stackoverflow import tag_prediction_preprocessing as tff_tags
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import benchmark_presets as presets
 from tests.helpers import fake_stackoverflow as fake
+from tests.helpers import programs
 from tff_dp import config as config_lib
 from tff_dp.algorithms import models
 from tff_dp.cli import cli_flags
@@ -39,15 +37,9 @@ from tff_dp.data import loading
 from tff_dp.data import stackoverflow_tags
 from tff_dp.data import token_sources
 from tff_dp.data.labels import LabelKind
-from tff_dp.data.partition import Partition
 from tff_dp.program import release
 
-_PRESET = os.path.join(REPO_ROOT, 'configs', 'stackoverflow_tag.cfg')
-# See test_stackoverflow_nwp: 13 is the smallest cohort for the preset's
-# noise with adaptive clipping.
-_PROGRAM_CLIENTS = 16
-_PROGRAM_COHORT = 13
-
+_PRESET = presets.preset('stackoverflow_tag')
 _TRAIN = {'00000002': [0, 1, 2], '00000001': [3, 4, 5, 6], '00000010': [1]}
 _TEST = {'00000001': [0, 1], '00000005': [2, 3, 4], '00000007': [5, 6]}
 
@@ -61,14 +53,7 @@ def fixture_data_dir(tmp_path, monkeypatch):
 
 
 def _load(data_dir):
-  return loading.load(loading.Dataset.STACKOVERFLOW_TAG,
-                      num_clients=7,
-                      partition=Partition.IID,
-                      seed=0,
-                      test_fraction=0.2,
-                      dirichlet_alpha=0.5,
-                      data_dir=data_dir,
-                      client_data=None)
+  return presets.load(loading.Dataset.STACKOVERFLOW_TAG, data_dir)
 
 
 def _as_arrays(dataset):
@@ -398,37 +383,21 @@ def test_preset_trains_one_round_and_reports_the_multi_label_metrics(tmp_path):
                         train_clients={
                             f'{i:08d}':
                                 list(rng.integers(len(fake.POSTS), size=3))
-                            for i in range(_PROGRAM_CLIENTS)
+                            for i in range(presets.PROGRAM_CLIENTS)
                         },
                         test_clients={
                             '00000001': [0, 1, 2],
                             '00000002': [3, 4, 5, 6]
                         })
-  # Run as a script (sys.path[0] is tests/data/): the repository root makes
-  # `tests.helpers` importable, as pytest's working directory does.
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=REPO_ROOT)
-  result = subprocess.run([
-      sys.executable, __file__, f'--flagfile={_PRESET}', '--rounds=1',
-      f'--clients_per_round={_PROGRAM_COHORT}', '--release_nonprivate_metrics',
-      f'--data_dir={data_dir}', f'--output_dir={tmp_path}', '--run_name=tags'
-  ],
-                          cwd=REPO_ROOT,
-                          env=env,
-                          capture_output=True,
-                          text=True,
-                          timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  # A DP run's banner: public facts only (N, shapes), no statistics.
-  assert (f"Federated data 'stackoverflow_tag': {_PROGRAM_CLIENTS} clients"
-          in result.stdout)
-  assert 'round 1/1 | recall_at_5 ' in result.stdout
-  assert 'test recall_at_5: ' in result.stdout
-  assert 'test precision: ' in result.stdout
-  with open(tmp_path / 'tags' / 'summary.json') as f:
-    summary = json.load(f)
-  assert summary['population'] == _PROGRAM_CLIENTS
-  assert summary['rounds'] == 1 and summary['private']
-  assert summary['guarantee_epsilon'] > 0
+  stdout, summary, config = presets.train_one_round(
+      tmp_path,
+      'stackoverflow_tag',
+      data_dir,
+      '--release_nonprivate_metrics',
+      program=programs.TRAIN_ON_FAKE_STACKOVERFLOW)
+  assert 'round 1/1 | recall_at_5 ' in stdout
+  assert 'test recall_at_5: ' in stdout
+  assert 'test precision: ' in stdout
   # No accuracy: the headline is recall@5, labelled as such.
   assert summary['accuracy'] is None and summary['accuracy_key'] is None
   assert summary['headline_key'] == 'eval/recall_at_5'
@@ -439,7 +408,7 @@ def test_preset_trains_one_round_and_reports_the_multi_label_metrics(tmp_path):
       'eval/recall_at_5']
   for value in summary['eval_metrics'].values():
     assert 0 <= value
-  with open(tmp_path / 'tags' / 'metrics.csv') as f:
+  with open(tmp_path / 'stackoverflow_tag' / 'metrics.csv') as f:
     released = set(f.readline().strip().split(',')) - {'round'}
   assert {
       'eval/recall_at_5', 'eval/precision', 'nonprivate/train_recall_at_5',
@@ -449,19 +418,4 @@ def test_preset_trains_one_round_and_reports_the_multi_label_metrics(tmp_path):
   # The un-noised training metrics are labelled, and only they.
   assert all(key in release.DP_SAFE_KEYS or (key in release.NONPRIVATE_KEYS)
              for key in released)
-  with open(tmp_path / 'tags' / 'config.json') as f:
-    config = json.load(f)
-  assert (config['dataset'], config['model']) == ('stackoverflow_tag',
-                                                  'logistic_regression')
-
-
-if __name__ == '__main__':
-  # `python test_stackoverflow_tag.py FLAGS...`: the program on --data_dir,
-  # after writing the fake word and tag counts there, with their hashes
-  # expected instead of TFF's.
-  _data_dir = next(
-      a.split('=', 1)[1] for a in sys.argv if a.startswith('--data_dir='))
-  fake.write_fake_vocabularies(_data_dir)
-  from tff_dp.cli import train  # pylint: disable=g-import-not-at-top
-  sys.argv = ['tff-dp', *sys.argv[1:]]
-  train.entry_point()
+  assert config['model'] == 'logistic_regression'

@@ -22,13 +22,14 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import benchmark_presets
 from tests.helpers import fake_shakespeare as shakespeare
 from tests.helpers import fake_stackoverflow as stackoverflow
 from tests.helpers import fake_tff_caches
+from tests.helpers import hostile_sqlite
 from tests.helpers import programs
 from tff_dp.data import benchmark_source
 from tff_dp.data import loading
-from tff_dp.data.partition import Partition
 
 pytestmark = pytest.mark.tff
 
@@ -39,22 +40,12 @@ _reference_tags = stackoverflow.reference_tag_example
 _POSTS = stackoverflow.POSTS
 _SENTENCES = stackoverflow.SENTENCES
 
-_INJECTION = "c1' OR '1'='1"
-# Each must read exactly its own rows.
-_HOSTILE = [
-    _INJECTION,
-    "x'; DROP TABLE examples; --",
-    'semi;colon;',
-    '"double" quotes',
-    'back\\slash',
-    'tab\tand\nnewline',
-    "'",
-    '\u00fcn\u00efc\u00f6de \U0001f600',
-    '\u00e9' * 512,  # 1,024 bytes.
-    "t' OR split_name = 'digits_only_test",
-    '%_*',
-]
+_INJECTION = hostile_sqlite.INJECTION
 _TRAIN, _TEST = 'digits_only_train', 'digits_only_test'
+# Each must read exactly its own rows.
+_HOSTILE = hostile_sqlite.hostile_ids(_TEST)
+_edit = hostile_sqlite.edit
+_rename = hostile_sqlite.rename
 
 
 def _emnist_example(k: int, r: int) -> dict:
@@ -87,17 +78,6 @@ def _ids(count: int) -> list[str]:
   return [f'f{k:02d}' for k in range(count)]
 
 
-def _edit(path: str, *statements) -> None:
-  """Runs (sql, parameters) pairs on the file and commits."""
-  con = sqlite3.connect(path)
-  try:
-    for sql, parameters in statements:
-      con.execute(sql, parameters)
-    con.commit()
-  finally:
-    con.close()
-
-
 def _truth(path: str, split: str, client_id: str) -> list:
   """The client's (pixels, label) rows, read with a parameterized query
   that compares bytes and uses no index (an index may lie)."""
@@ -122,20 +102,10 @@ def _read(dataset: tf.data.Dataset) -> list:
   return [(tuple(x.tolist()), int(y)) for x, y in dataset.as_numpy_iterator()]
 
 
-def _load(dataset: loading.Dataset, data_dir: str):
-  return loading.load(dataset,
-                      num_clients=0,
-                      partition=Partition.IID,
-                      seed=0,
-                      test_fraction=0.2,
-                      dirichlet_alpha=1.0,
-                      data_dir=data_dir,
-                      client_data=None)
+_load = benchmark_presets.load
 
 
 def test_injection_id_reads_only_its_own_rows(tmp_path):
-  # TFF's query for this client was "... WHERE client_id = 'c1' OR '1'='1'
-  # and split_name = '...'": every client's rows, of every split.
   path = _write_emnist(str(tmp_path), ['c0', _INJECTION, 'c2'])
   source = _load(loading.Dataset.EMNIST_DIGITS, str(tmp_path))
   index = source.client_ids.index(_INJECTION)
@@ -241,31 +211,8 @@ def test_hostile_stackoverflow_ids_read_exactly_their_own_tags(
     assert got == want, client_id
 
 
-def _rename(path: str, old: str, new) -> None:
-  _edit(path,
-        ('UPDATE examples SET client_id = ? WHERE client_id = ?', (new, old)),
-        ('UPDATE client_metadata SET client_id = ? WHERE client_id = ?',
-         (new, old)))
-
-
-def _non_utf8(path: str) -> None:
-  for table in ('examples', 'client_metadata'):
-    _edit(path, (f"UPDATE {table} SET client_id = CAST(X'63ff' AS TEXT) "
-                 "WHERE client_id = 'f01'", ()))
-
-
 # Ids refused, each with one error naming the value.
-_REFUSED_IDS = {
-    'NUL': (lambda p: _rename(p, 'f01', 'c\x001'),
-            "client id 'c\\x001' contains a NUL character"),
-    'not UTF-8': (_non_utf8, "client_id b'c\\xff' is not valid UTF-8"),
-    'too long': (lambda p: _rename(p, 'f01', 'x' * 1025),
-                 'is 1025 bytes long in UTF-8 (at most 1024)'),
-    'empty': (lambda p: _rename(p, 'f01', ''), "empty client id ''"),
-    'blank': (lambda p: _rename(p, 'f01', ' \t'), "empty client id ' \\t'"),
-    'a blob':
-        (lambda p: _rename(p, 'f01', b'f01'), "client_id b'f01' is not text"),
-}
+_REFUSED_IDS = hostile_sqlite.refused_ids('f01')
 
 
 @pytest.mark.parametrize('name', sorted(_REFUSED_IDS))
@@ -287,27 +234,6 @@ def _recreate_examples(path: str, create: str) -> None:
         ('INSERT INTO examples (split_name, client_id, '
          'serialized_example_proto) SELECT split_name, client_id, '
          'serialized_example_proto FROM old', ()), ('DROP TABLE old', ()))
-
-
-def _utf16(path: str) -> None:
-  """The same file, re-created with UTF-16 text."""
-  con = sqlite3.connect(path)
-  tables = {
-      t: con.execute(f'SELECT * FROM {t}').fetchall()
-      for t in ('examples', 'client_metadata')
-  }
-  con.close()
-  os.remove(path)
-  con = sqlite3.connect(path)
-  con.execute("PRAGMA encoding = 'UTF-16le'")
-  con.execute('CREATE TABLE examples (split_name TEXT NOT NULL, client_id '
-              'TEXT NOT NULL, serialized_example_proto BLOB NOT NULL)')
-  con.execute('CREATE TABLE client_metadata (client_id TEXT NOT NULL, '
-              'split_name TEXT NOT NULL, num_examples INTEGER NOT NULL)')
-  for table, rows in tables.items():
-    con.executemany(f'INSERT INTO {table} VALUES (?, ?, ?)', rows)
-  con.commit()
-  con.close()
 
 
 def _set_example(client_id: str, example: bytes):
@@ -380,7 +306,7 @@ _BAD_FILES = {
         (lambda p: _edit(p, ('ALTER TABLE examples RENAME COLUMN '
                              'serialized_example_proto TO proto', ())),
          'table examples has no column serialized_example_proto'),
-    'UTF-16 text': (_utf16, 'its text encoding is UTF-16le'),
+    'UTF-16 text': (hostile_sqlite.to_utf16, 'its text encoding is UTF-16le'),
     'not an EMNIST example':
         (_set_example('f00', _proto(snippets=b'To be, or not to be')),
          "client 'f00' of split 'digits_only_train': reading its first "
@@ -497,6 +423,7 @@ def test_cache_directory_with_uri_characters(tmp_path, name):
   assert sorted(os.listdir(data_dir)) == ['emnist_all.sqlite']
 
 
+@pytest.mark.e2e
 def test_program_refuses_a_crafted_cache_in_one_line(tmp_path):
   data_dir = tmp_path / 'cache'
   data_dir.mkdir()

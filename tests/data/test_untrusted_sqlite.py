@@ -18,9 +18,10 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import client_data_files
+from tests.helpers import hostile_sqlite
 from tests.helpers import programs
 from tff_dp.data import client_data_source
-from tff_dp.data import client_data_writer
 from tff_dp.data import csv_import
 from tff_dp.data import loading
 
@@ -28,7 +29,9 @@ SqlClientDataSource = client_data_source.SqlClientDataSource
 ClientDataFormatError = client_data_source.ClientDataFormatError
 TestSplit = csv_import.TestSplit
 
-_INJECTION = "c1' OR '1'='1"
+_INJECTION = hostile_sqlite.INJECTION
+_edit = hostile_sqlite.edit
+_rename = hostile_sqlite.rename
 
 
 def _make(tmp_path,
@@ -37,40 +40,16 @@ def _make(tmp_path,
           num_clients=10,
           name='data'):
   """Client k (id 'c{k:02d}') has k + 2 rows of 4 features; labels in [0, 3)."""
-  lines = ['client,f0,f1,f2,f3,label']
-  for k in range(num_clients):
-    for r in range(k + 2):
-      values = ','.join(str(k + 0.25 * r + j) for j in range(4))
-      lines.append(f'c{k:02d},{values},{(k + r) % 3}')
-  csv_path = tmp_path / f'{name}.csv'
-  csv_path.write_text('\n'.join(lines) + '\n')
-  output = str(tmp_path / f'{name}.sqlite')
-  csv_import.import_table(str(csv_path),
-                          output_path=output,
-                          client_column='client',
-                          label_column='label',
-                          num_classes=3,
-                          test_split=test_split,
-                          test_fraction=0.25)
-  return output
-
-
-def _edit(path, *statements):
-  """Runs (sql, parameters) pairs on the file and commits."""
-  con = sqlite3.connect(path)
-  try:
-    for sql, parameters in statements:
-      con.execute(sql, parameters)
-    con.commit()
-  finally:
-    con.close()
-
-
-def _rename(path, old, new):
-  return _edit(path, ('UPDATE examples SET client_id = ? WHERE client_id = ?',
-                      (new, old)),
-               ('UPDATE client_metadata SET client_id = ? WHERE client_id = ?',
-                (new, old)))
+  rows = [(f'c{k:02d}', [k + 0.25 * r + j
+                         for j in range(4)], (k + r) % 3)
+          for k in range(num_clients)
+          for r in range(k + 2)]
+  return client_data_files.imported(tmp_path,
+                                    rows,
+                                    name=name,
+                                    num_classes=3,
+                                    test_split=test_split,
+                                    test_fraction=0.25)
 
 
 def _decode(blob):
@@ -109,30 +88,24 @@ def _example(features, label):
 
 @pytest.mark.tff
 def test_hostile_client_ids_read_exactly_their_own_rows(tmp_path):
-  path = _make(tmp_path)
-  hostile = [
-      _INJECTION,
-      "x'; DROP TABLE examples; --",
-      'semi;colon;',
-      '"double" quotes',
-      'back\\slash',
-      'tab\tand\nnewline',
-      '\u00fcn\u00efc\u00f6de \U0001f600',
-      'é' * 512,
-      # The test split's ids never enter a query, but are checked.
-      "t' OR split_name = 'train",
-      '%_*'
-  ]
+  # One client per id, the training clients' first (the injection reads a
+  # training client's rows); the test split's ids never enter a query, but
+  # are checked.
+  hostile = hostile_sqlite.hostile_ids('train')
+  path = _make(tmp_path, num_clients=len(hostile))
   con = sqlite3.connect(path)
   ids = [
       r[0] for r in con.execute(
-          'SELECT DISTINCT client_id FROM client_metadata ORDER BY client_id')
+          "SELECT client_id FROM client_metadata ORDER BY split_name = 'test', "
+          'client_id')
   ]
   con.close()
+  assert len(ids) == len(hostile)
   for old, new in zip(ids, hostile):
     _rename(path, old, new)
   train, test = _truth(path, 'train'), _truth(path, 'test')
-  assert _INJECTION in train and len(test) == 2
+  # round(test_fraction * clients) whole clients hold the test split.
+  assert _INJECTION in train and len(test) == round(0.25 * len(hostile))
 
   source = SqlClientDataSource(path)
   assert sorted(source.client_ids) == sorted(train)
@@ -146,25 +119,8 @@ def test_hostile_client_ids_read_exactly_their_own_rows(tmp_path):
   assert sorted(_read(source.test_dataset())) == sorted(expected_test)
 
 
-def _non_utf8(path):
-  _edit(path, ("UPDATE examples SET client_id = CAST(X'63ff' AS TEXT) WHERE "
-               "client_id = 'c01'", ()),
-        ("UPDATE client_metadata SET client_id = CAST(X'63ff' AS TEXT) "
-         "WHERE client_id = 'c01'", ()))
-
-
 # Ids refused, each with one error naming the value.
-_REFUSED_IDS = {
-    'NUL': (lambda p: _rename(p, 'c01', 'c\x001'),
-            "client id 'c\\x001' contains a NUL character"),
-    'not UTF-8': (_non_utf8, "client_id b'c\\xff' is not valid UTF-8"),
-    'too long': (lambda p: _rename(p, 'c01', 'x' * 1025),
-                 'is 1025 bytes long in UTF-8 (at most 1024)'),
-    'empty': (lambda p: _rename(p, 'c01', ''), 'empty client id'),
-    'blank': (lambda p: _rename(p, 'c01', ' \t'), 'empty client id'),
-    'a blob':
-        (lambda p: _rename(p, 'c01', b'c01'), "client_id b'c01' is not text"),
-}
+_REFUSED_IDS = hostile_sqlite.refused_ids('c01')
 
 
 @pytest.mark.parametrize('name', sorted(_REFUSED_IDS))
@@ -318,25 +274,6 @@ def _set_schema(*statements):
   return craft
 
 
-def _to_utf16(path):
-  """The same tables and rows, in a file whose text encoding is UTF-16."""
-  copy = path + '.utf16'
-  con = sqlite3.connect(copy)
-  con.execute("PRAGMA encoding = 'UTF-16le'")
-  source = sqlite3.connect(path)
-  for statement in client_data_writer.SCHEMA:
-    con.execute(statement)
-  for table, columns in (('examples', 4), ('client_metadata', 3),
-                         ('tff_dp_metadata', 2)):
-    marks = ', '.join('?' * columns)
-    con.executemany(f'INSERT INTO {table} VALUES ({marks})',
-                    source.execute(f'SELECT * FROM {table}'))
-  con.commit()
-  con.close()
-  source.close()
-  os.replace(copy, path)
-
-
 # name -> (edit of a valid file, fragment of the message); '{rowid}' is the
 # edited row.
 _BAD_ROWS = {
@@ -409,7 +346,7 @@ _BAD_ROWS = {
     'WAL mode':
         (_set_schema('PRAGMA journal_mode = WAL'), "in SQLite's WAL mode"),
     # Every client would read no row: ids are spelled as UTF-8 bytes.
-    'UTF-16 text': (_to_utf16, 'its text encoding is UTF-16le'),
+    'UTF-16 text': (hostile_sqlite.to_utf16, 'its text encoding is UTF-16le'),
 }
 
 
@@ -443,6 +380,7 @@ def test_loading_turns_every_refusal_into_a_data_error(tmp_path):
                  client_data=path)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('key,value', [('feature_names', '5'),
                                        ('num_classes', '0')])
 def test_program_refuses_crafted_metadata_before_the_run_directory(

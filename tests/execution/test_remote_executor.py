@@ -27,6 +27,7 @@ from tensorflow_federated.python.core.impl.executors import executors_errors
 from tensorflow_federated.python.core.impl.executors import value_serialization
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import central_dp
 from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import grouped_fedavg
 from tff_dp.algorithms import learning_process
@@ -39,7 +40,6 @@ from tff_dp.execution import remote_executor
 from tff_dp.execution import runtime
 from tff_dp.execution import worker_errors
 from tff_dp.execution import worker_process
-from tff_dp.mechanisms import central
 
 pytestmark = pytest.mark.tff
 
@@ -114,13 +114,10 @@ def test_mismatches_raise_what_tff_raises(value, type_spec):
 
 
 def _dp():
-  return central.DpSettings(mechanism=DpMechanism.GAUSSIAN_ADAPTIVE,
-                            noise_multiplier=0.1,
-                            clients_per_round=3,
-                            clip=1.0,
-                            initial_clip=0.1,
-                            target_unclipped_quantile=0.5,
-                            clip_learning_rate=0.2)
+  return central_dp.settings(DpMechanism.GAUSSIAN_ADAPTIVE,
+                             noise_multiplier=0.1,
+                             clients_per_round=3,
+                             clip=1.0)
 
 
 def _optimizer():

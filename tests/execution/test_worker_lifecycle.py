@@ -37,10 +37,10 @@ print('exited', flush=True)
 '''
 
 
-def _start_child(mode, log_path):
+def _start_child(code, *args):
+  """`python -c code args...`, its output piped as text."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  return subprocess.Popen([sys.executable, '-c', _CHILD, mode,
-                           str(log_path)],
+  return subprocess.Popen([sys.executable, '-c', code, *map(str, args)],
                           cwd=REPO_ROOT,
                           env=env,
                           stdout=subprocess.PIPE,
@@ -58,7 +58,7 @@ def _wait_ready(child) -> int:
 def test_worker_stops_when_the_body_returns_or_raises(tmp_path, mode,
                                                       expected_code):
   log_path = tmp_path / 'worker.log'
-  child = _start_child(mode, log_path)
+  child = _start_child(_CHILD, mode, log_path)
   pid = _wait_ready(child)
   # communicate() would hang here if the worker still held our pipes.
   child.communicate(timeout=60)
@@ -69,7 +69,7 @@ def test_worker_stops_when_the_body_returns_or_raises(tmp_path, mode,
 
 def test_worker_dies_with_a_sigkilled_parent(tmp_path):
   log_path = tmp_path / 'worker.log'
-  child = _start_child('wait', log_path)
+  child = _start_child(_CHILD, 'wait', log_path)
   pid = _wait_ready(child)
   assert workers.is_running_worker(pid)
   child.kill()  # SIGKILL: no Python cleanup runs; only PR_SET_PDEATHSIG helps.
@@ -88,6 +88,7 @@ def _start_training(tmp_path, extra=()):
 
 
 # SIGTERM's exit code is also tested in tests/cli/test_program_signals.py.
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     'sig,expected_code',
     [(signal.SIGINT, 130),
@@ -173,14 +174,7 @@ print('socket directory left', os.path.exists(worker.socket_dir), flush=True)
 
 def test_a_killed_worker_ends_the_runtime_body_within_seconds(tmp_path):
   log_path = tmp_path / 'worker.log'
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  child = subprocess.Popen([sys.executable, '-c', _DYING_CHILD,
-                            str(log_path)],
-                           cwd=REPO_ROOT,
-                           env=env,
-                           stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE,
-                           text=True)
+  child = _start_child(_DYING_CHILD, log_path)
   try:
     pid = _wait_ready(child)
     time.sleep(1.0)  # Some calls go through first.

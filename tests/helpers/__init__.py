@@ -4,6 +4,8 @@ Test modules import these, never each other. Besides this module:
 
 * `programs`: `run_train` and `start_train`, the one way tests run
   `python -m tff_dp.cli.train` in a subprocess.
+* `benchmark_presets`: loading TFF's benchmark datasets as the program does,
+  and running their presets (without a cache, one round on a fake one).
 * `workers`: finding the TFF workers a run started, and waiting for them.
 * `fake_tff_caches`: TFF's benchmark cache format (SQLite of
   tf.train.Example rows) and fake EMNIST and CIFAR-100 examples;
@@ -14,6 +16,17 @@ Test modules import these, never each other. Besides this module:
 * `gaussian_canaries`: canary audits of a simulated Gaussian mechanism
   (exact in distribution, without d-dimensional vectors) and its analytic
   epsilon, for tests/audit/.
+* `client_data_files`: --client_data files made by the real importer from
+  (client, features, label) rows.
+* `hostile_sqlite`: how an adversary edits a SQLite data file (hostile and
+  refused client ids, raw SQL), for the tests of every reader of one.
+* `fresh_imports`: which of TensorFlow and TFF a fresh interpreter imports
+  along with some modules (the layers that must not).
+* `central_dp`: DpSettings with the program's adaptive-clipping defaults,
+  for the tests that build the DP aggregator.
+* `ledgers`: central privacy ledgers of one round event over rounds 1..N;
+  `json_edits`: a ledger's (or any) JSON with one field changed, JSON files
+  rewritten in place, a checkpoint's manifest matched to an edited file.
 
 This module:
 

@@ -18,6 +18,7 @@ import sys
 import pytest
 
 from tests import helpers
+from tests.helpers import benchmark_presets as presets
 
 _ROOT = helpers.REPO_ROOT
 _CONFIGS = os.path.join(_ROOT, 'configs')
@@ -26,16 +27,16 @@ _SMOKE_OVERRIDES = ['--rounds=2']
 _FAKE_WRITERS = 130
 # Enough fake CIFAR-100 clients for the cifar100 preset's 50 per round.
 _FAKE_CIFAR_CLIENTS = 60
-# The LSTM presets run with a small cohort: a TFF call of an LSTM client
-# takes ~0.3 s here, and their own cohorts (50, 100) would add over a minute.
-# 13 is the smallest cohort adaptive clipping admits for their noise.
+# The LSTM presets run with the small cohort of their own tests: a TFF call
+# of an LSTM client takes ~0.3 s here, and their own cohorts (50, 100) would
+# add over a minute.
 _COHORT_OVERRIDES = {
-    'shakespeare.cfg': ['--clients_per_round=13'],
-    'stackoverflow_nwp.cfg': ['--clients_per_round=13'],
-    'stackoverflow_tag.cfg': ['--clients_per_round=13']
+    name: [f'--clients_per_round={presets.PROGRAM_COHORT}']
+    for name in ('shakespeare.cfg', 'stackoverflow_nwp.cfg',
+                 'stackoverflow_tag.cfg')
 }
 # Fake Shakespeare roles and Stack Overflow users.
-_FAKE_TEXT_CLIENTS = 16
+_FAKE_TEXT_CLIENTS = presets.PROGRAM_CLIENTS
 
 
 def _run_configs(names, output_dir):

@@ -8,6 +8,10 @@ tag-count archives in the layout of TFF's (`stackoverflow.word_count` in a
 .tar.bz2). The archives cannot have the SHA-256 that tff-dp and Keras check
 (TFF's published one): `accept_fake_vocabulary` makes both expect the
 fake's. The reference functions compute ids and features in plain Python.
+
+Run as `python -m tests.helpers.fake_stackoverflow FLAGS...`
+(`programs.TRAIN_ON_FAKE_STACKOVERFLOW`), it is the training program with
+fake word and tag counts written in its --data_dir and expected.
 """
 
 import dataclasses
@@ -15,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import tarfile
 
 from keras.src.utils import data_utils
@@ -207,3 +212,20 @@ def reference_tag_example(post_fields, words=WORDS, tags=TAGS):
     if tag in tags:
       hot[tags.index(tag)] += 1
   return features.astype(np.float32), hot
+
+
+def _train_on_fake_counts(argv: list[str]) -> None:
+  """The training program on FLAGS... after writing fake word and tag
+  counts in its --data_dir, their hashes expected instead of TFF's."""
+  data_dir = next(
+      a.split('=', 1)[1] for a in argv if a.startswith('--data_dir='))
+  write_fake_vocabularies(data_dir)
+  from tff_dp.cli import train  # pylint: disable=g-import-not-at-top
+  sys.argv = ['tff-dp', *argv]
+  train.entry_point()
+
+
+if __name__ == '__main__':
+  # `python -m tests.helpers.fake_stackoverflow FLAGS...` from the repository
+  # root (programs.TRAIN_ON_FAKE_STACKOVERFLOW).
+  _train_on_fake_counts(sys.argv[1:])

@@ -2,7 +2,9 @@
 
 Every test that runs `python -m tff_dp.cli.train` goes through `run_train`
 (or `start_train`, to signal it while it runs): from the repository root,
-with TensorFlow's C++ logging quiet unless a test asks otherwise.
+with TensorFlow's C++ logging quiet unless a test asks otherwise. A test on
+fake Stack Overflow counts runs the same program through
+`TRAIN_ON_FAKE_STACKOVERFLOW`, which expects the fakes' hashes first.
 """
 
 import os
@@ -10,6 +12,11 @@ import subprocess
 import sys
 
 from tests.helpers import REPO_ROOT
+
+TRAIN = 'tff_dp.cli.train'
+# The training program after writing fake word and tag counts in its
+# --data_dir, their hashes expected instead of TFF's (fake_stackoverflow).
+TRAIN_ON_FAKE_STACKOVERFLOW = 'tests.helpers.fake_stackoverflow'
 
 
 def _environment(env_extra: dict[str, str | None] | None) -> dict[str, str]:
@@ -23,14 +30,15 @@ def _environment(env_extra: dict[str, str | None] | None) -> dict[str, str]:
   return env
 
 
-def _command(args) -> list[str]:
-  return [sys.executable, '-m', 'tff_dp.cli.train', *args]
+def _command(args, program: str) -> list[str]:
+  return [sys.executable, '-m', program, *args]
 
 
 def run_train(*args: str,
               env_extra: dict[str, str | None] | None = None,
               timeout: float = 300,
-              check: bool = False) -> subprocess.CompletedProcess:
+              check: bool = False,
+              program: str = TRAIN) -> subprocess.CompletedProcess:
   """Runs `python -m tff_dp.cli.train ARGS...` and waits for it.
 
   Args:
@@ -39,11 +47,13 @@ def run_train(*args: str,
       or, with the value None, to remove.
     timeout: Seconds before subprocess.TimeoutExpired.
     check: Assert that the program exited 0 (the message: stderr's end).
+    program: The module `python -m` runs: `TRAIN`, or
+      `TRAIN_ON_FAKE_STACKOVERFLOW`.
 
   Returns:
     The finished process, with its stdout and stderr as text.
   """
-  result = subprocess.run(_command(args),
+  result = subprocess.run(_command(args, program),
                           cwd=REPO_ROOT,
                           env=_environment(env_extra),
                           capture_output=True,
@@ -66,7 +76,7 @@ def start_train(
   Returns:
     The running process; its stdout and stderr are text pipes.
   """
-  return subprocess.Popen(_command(args),
+  return subprocess.Popen(_command(args, TRAIN),
                           cwd=REPO_ROOT,
                           env=_environment(env_extra),
                           stdout=subprocess.PIPE,

@@ -14,28 +14,13 @@ import numpy as np
 import pytest
 import tensorflow_federated as tff
 
+from tests.helpers import central_dp
 from tff_dp.algorithms import learning_process
 from tff_dp.config import DpMechanism
-from tff_dp.mechanisms import central
 
 pytestmark = pytest.mark.tff
 
 _DIM = 1_000_000
-
-
-def _settings(mechanism,
-              *,
-              noise_multiplier,
-              clients_per_round,
-              clip=1.0,
-              initial_clip=0.1):
-  return central.DpSettings(mechanism=mechanism,
-                            noise_multiplier=noise_multiplier,
-                            clients_per_round=clients_per_round,
-                            clip=clip,
-                            initial_clip=initial_clip,
-                            target_unclipped_quantile=0.5,
-                            clip_learning_rate=0.2)
 
 
 def _process(settings, value_type):
@@ -53,10 +38,10 @@ def _assert_std(sample: np.ndarray, expected: float) -> None:
 
 def test_zero_noise_is_exact_clipped_sum_over_clients_per_round(tff_runtime):
   del tff_runtime
-  settings = _settings(DpMechanism.GAUSSIAN_FIXED,
-                       noise_multiplier=0.0,
-                       clients_per_round=3,
-                       clip=1.0)
+  settings = central_dp.settings(DpMechanism.GAUSSIAN_FIXED,
+                                 noise_multiplier=0.0,
+                                 clients_per_round=3,
+                                 clip=1.0)
   value_type = tff.to_type(
       collections.OrderedDict(a=tff.TensorType(np.float32, [2]),
                               b=tff.TensorType(np.float32, [2])))
@@ -81,10 +66,10 @@ def test_zero_noise_is_exact_clipped_sum_over_clients_per_round(tff_runtime):
 def test_fixed_noise_std_is_z_clip_over_clients_per_round(tff_runtime):
   del tff_runtime
   z, clip, n = 1.3, 0.7, 4
-  settings = _settings(DpMechanism.GAUSSIAN_FIXED,
-                       noise_multiplier=z,
-                       clients_per_round=n,
-                       clip=clip)
+  settings = central_dp.settings(DpMechanism.GAUSSIAN_FIXED,
+                                 noise_multiplier=z,
+                                 clients_per_round=n,
+                                 clip=clip)
   process = _process(settings, tff.TensorType(np.float32, [_DIM]))
   zeros = np.zeros(_DIM, np.float32)
   state = process.initialize()
@@ -99,10 +84,11 @@ def test_fixed_noise_std_is_z_clip_over_clients_per_round(tff_runtime):
 def test_adaptive_noise_std_uses_tff_split_of_nominal_z(tff_runtime):
   del tff_runtime
   z, n, initial_clip = 1.0, 40, 0.25
-  settings = _settings(DpMechanism.GAUSSIAN_ADAPTIVE,
-                       noise_multiplier=z,
-                       clients_per_round=n,
-                       initial_clip=initial_clip)
+  settings = central_dp.settings(DpMechanism.GAUSSIAN_ADAPTIVE,
+                                 noise_multiplier=z,
+                                 clients_per_round=n,
+                                 clip=1.0,
+                                 initial_clip=initial_clip)
   process = _process(settings, tff.TensorType(np.float32, [_DIM]))
   zeros = np.zeros(_DIM, np.float32)
   result = process.next(process.initialize(), [zeros]).result

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import tensorflow_federated as tff
 
+from tests.helpers import central_dp
 from tff_dp.algorithms import learning_process
 from tff_dp.cohorts import sampling
 from tff_dp.config import ClientWeighting
 from tff_dp.config import DpMechanism
-from tff_dp.mechanisms import central
 
 
 def _aggregator(*,
@@ -18,13 +18,11 @@ def _aggregator(*,
                 clients_per_round=4,
                 clip=1.0,
                 mechanism=DpMechanism.GAUSSIAN_FIXED):
-  dp = central.DpSettings(mechanism=mechanism,
-                          noise_multiplier=noise_multiplier,
-                          clients_per_round=clients_per_round,
-                          clip=clip,
-                          initial_clip=clip,
-                          target_unclipped_quantile=0.5,
-                          clip_learning_rate=0.2)
+  dp = central_dp.settings(mechanism,
+                           noise_multiplier=noise_multiplier,
+                           clients_per_round=clients_per_round,
+                           clip=clip,
+                           initial_clip=clip)
   return learning_process.build_model_aggregator(
       dp=dp, client_weighting=ClientWeighting.UNIFORM)
 

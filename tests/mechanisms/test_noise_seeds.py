@@ -18,12 +18,12 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tests.helpers import central_dp
 from tff_dp.algorithms import example_dp
 from tff_dp.algorithms import learning_process
 from tff_dp.algorithms import models
 from tff_dp.config import DpMechanism
 from tff_dp.config import ModelKind
-from tff_dp.mechanisms import central
 from tff_dp.mechanisms import dp_queries
 from tff_dp.mechanisms import local_dp
 from tff_dp.mechanisms import noise_seeds
@@ -36,14 +36,12 @@ _VECTOR = tff.TensorType(np.float32, [_DIM])
 
 
 def _dp_aggregator(mechanism):
-  settings = central.DpSettings(mechanism=mechanism,
-                                noise_multiplier=1.0,
-                                clients_per_round=20,
-                                clip=1.0,
-                                initial_clip=1.0,
-                                target_unclipped_quantile=0.5,
-                                clip_learning_rate=0.2)
-  return learning_process.build_dp_aggregator(settings)
+  return learning_process.build_dp_aggregator(
+      central_dp.settings(mechanism,
+                          noise_multiplier=1.0,
+                          clients_per_round=20,
+                          clip=1.0,
+                          initial_clip=1.0))
 
 
 def _local(mechanism, **noise):

@@ -19,6 +19,7 @@ from dp_accounting.pld import privacy_loss_mechanism
 import pytest
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import ledgers
 from tff_dp.cohorts import sampling
 from tff_dp.privacy import accounting
 from tff_dp.privacy import dp_accounting_internals
@@ -156,10 +157,8 @@ def test_ledger_format_unchanged_and_minimum_taken_when_composing(tmp_path):
                                    population=40,
                                    clients_per_round=10,
                                    seed=0)
-  ledger = accounting.PrivacyLedger(REPLACE_ONE)
   round_event = accounting.round_event_for(sampler, noise_multiplier=0.5)
-  for r in range(1, 4):
-    ledger.record(r, round_event)
+  ledger = ledgers.of_rounds(round_event, 3, REPLACE_ONE)
   ledger.save(tmp_path / 'ledger.json')
   raw = json.loads((tmp_path / 'ledger.json').read_text())
   assert raw['neighboring_relation'] == 'REPLACE_ONE'
@@ -186,6 +185,7 @@ def test_ledger_format_unchanged_and_minimum_taken_when_composing(tmp_path):
                              accountant=PLD) == _eps(four, PLD, SMOKE_DELTA)
 
 
+@pytest.mark.e2e
 def test_planner_prints_the_smaller_bound_for_fixed_size():
   result = subprocess.run([
       sys.executable, '-m', 'tff_dp.cli.epsilon', '--population=40',

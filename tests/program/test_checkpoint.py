@@ -1,12 +1,12 @@
 """Checkpoints: round trip, and every kind of corruption is detected."""
 
 import collections
-import json
 import os
 
 import numpy as np
 import pytest
 
+from tests.helpers import json_edits
 from tff_dp.program import checkpoint
 
 
@@ -109,16 +109,7 @@ def test_nothing_is_unpickled(tmp_path):
   manager = _manager(tmp_path)
   path = manager.save(1, _state(), {})
   np.savez(os.path.join(path, 'state.npz'), np.array([object()], dtype=object))
-  manifest_path = os.path.join(path, 'MANIFEST.json')
-  with open(manifest_path) as f:
-    manifest = json.load(f)
-  state_path = os.path.join(path, 'state.npz')
-  manifest['state.npz'] = {
-      'sha256': checkpoint._sha256(state_path),  # pylint: disable=protected-access
-      'bytes': os.path.getsize(state_path)
-  }
-  with open(manifest_path, 'w') as f:
-    json.dump(manifest, f)
+  json_edits.match_manifest(path, 'state.npz')
   with pytest.raises(checkpoint.CheckpointError, match='unreadable'):
     manager.load(1, _state())
 

@@ -72,6 +72,7 @@ def test_dp_run_refuses_federated_evaluation_without_release_flag():
   config_lib.check_config(_config(*_FEDERATED, '--dp_mechanism=none'))
 
 
+@pytest.mark.e2e
 def test_dp_run_refusal_through_the_program_is_one_line_exit_2(tmp_path):
   result = programs.run_train(f'--flagfile={_SMOKE}',
                               *_FEDERATED,

@@ -7,7 +7,6 @@ and altered per test.
 """
 
 import glob
-import hashlib
 import json
 import os
 import shutil
@@ -15,6 +14,7 @@ import shutil
 import pytest
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import json_edits
 from tests.helpers import programs
 from tff_dp.program import resume
 
@@ -58,23 +58,8 @@ def _copy(finished_run, tmp_path):
 def _rewrite_meta(checkpoint_dir, edit):
   """Edits a checkpoint's meta.json and recomputes its manifest, as an
   adversary (or a careless user) with a text editor would."""
-  meta_path = os.path.join(checkpoint_dir, 'meta.json')
-  with open(meta_path) as f:
-    meta = json.load(f)
-  edit(meta)
-  with open(meta_path, 'w') as f:
-    json.dump(meta, f)
-  manifest_path = os.path.join(checkpoint_dir, 'MANIFEST.json')
-  with open(manifest_path) as f:
-    manifest = json.load(f)
-  with open(meta_path, 'rb') as f:
-    data = f.read()
-  manifest['meta.json'] = {
-      'sha256': hashlib.sha256(data).hexdigest(),
-      'bytes': len(data)
-  }
-  with open(manifest_path, 'w') as f:
-    json.dump(manifest, f)
+  json_edits.rewrite(os.path.join(checkpoint_dir, 'meta.json'), edit)
+  json_edits.match_manifest(checkpoint_dir, 'meta.json')
 
 
 def _newest(run_dir):
@@ -151,11 +136,8 @@ def test_fallback_past_a_corrupt_unreleased_checkpoint_resumes(
     lines = f.readlines()
   with open(os.path.join(run_dir, 'metrics.csv'), 'w') as f:
     f.writelines(lines[:2])  # Header and round 1.
-  with open(os.path.join(run_dir, 'ledger.json')) as f:
-    ledger = json.load(f)
-  ledger['rounds'] = ledger['rounds'][:1]
-  with open(os.path.join(run_dir, 'ledger.json'), 'w') as f:
-    json.dump(ledger, f)
+  json_edits.rewrite(os.path.join(run_dir, 'ledger.json'),
+                     lambda ledger: ledger.update(rounds=ledger['rounds'][:1]))
   with open(os.path.join(_newest(run_dir), 'state.npz'), 'r+b') as f:
     f.seek(100)
     f.write(b'\x00\xff\x00\xff')

@@ -14,6 +14,7 @@ import pytest
 
 from tests import helpers
 from tests.helpers import REPO_ROOT
+from tests.helpers import client_data_files
 from tests.helpers import programs
 from tff_dp.cohorts import sampling
 
@@ -101,18 +102,14 @@ def _event_time_offsets(event_dir):
 @pytest.mark.e2e
 def test_evaluation_on_private_data_is_never_released_as_covered(tmp_path):
   from tff_dp.data import csv_import  # pylint: disable=g-import-not-at-top
-  lines = ['client,f0,f1,label']
-  for k in range(40):
-    for r in range(4):
-      lines.append(f'c{k:02d},{k % 3 + 0.1 * r},{(k + r) % 2},{k % 3}')
-  (tmp_path / 'table.csv').write_text('\n'.join(lines) + '\n')
-  data = str(tmp_path / 'table.sqlite')
-  csv_import.import_table(str(tmp_path / 'table.csv'),
-                          output_path=data,
-                          client_column='client',
-                          label_column='label',
-                          test_split=csv_import.TestSplit.ROWS,
-                          test_fraction=0.25)
+  rows = [(f'c{k:02d}', [k % 3 + 0.1 * r, (k + r) % 2], k % 3)
+          for k in range(40)
+          for r in range(4)]
+  data = client_data_files.imported(tmp_path,
+                                    rows,
+                                    name='table',
+                                    test_split=csv_import.TestSplit.ROWS,
+                                    test_fraction=0.25)
   # Without --release_nonprivate_metrics such a run does not evaluate at all
   # (test_only_public_test_sets_feed_the_covered_keys); asked, it releases
   # the metrics, but only as not covered.

@@ -27,11 +27,15 @@ def _fake_process():
   return process
 
 
+def _sampler():
+  return sampling.ClientSampler(sampling=sampling.ClientSampling.POISSON,
+                                population=_N,
+                                clients_per_round=_N_PER_ROUND,
+                                seed=3)
+
+
 def _tracker():
-  sampler = sampling.ClientSampler(sampling=sampling.ClientSampling.POISSON,
-                                   population=_N,
-                                   clients_per_round=_N_PER_ROUND,
-                                   seed=3)
+  sampler = _sampler()
   tracker = privacy_tracking.PrivacyTracker(
       ledger=accounting.PrivacyLedger(
           accounting.neighboring_relation(sampler.sampling)),
@@ -52,25 +56,40 @@ def _hand_rdp_epsilon(rounds):
   return accountant.get_epsilon(_DELTA)
 
 
+def _loop(sampler, tracker, rounds, **overrides):
+  """`run_training_loop` on the fake process from state 0: no data, no
+  evaluation or round values, nothing released, unless `overrides` say."""
+  settings = dict(process=_fake_process(),
+                  state=0,
+                  round_datasets=lambda r, c: [],
+                  evaluate=lambda w: {},
+                  eval_every=1,
+                  release=lambda r, v: None,
+                  round_values=lambda o, c, s: {})
+  settings.update(overrides)
+  return training_loop.run_training_loop(sampler=sampler,
+                                         rounds=rounds,
+                                         privacy=tracker,
+                                         **settings)
+
+
 def _run(rounds, *, max_epsilon=None, eval_every=1):
   sampler, tracker = _tracker()
   released = []
-  result = training_loop.run_training_loop(
-      process=_fake_process(),
-      state=0,
-      sampler=sampler,
-      round_datasets=lambda round_num, cohort: list(cohort),
-      rounds=rounds,
-      privacy=tracker,
-      evaluate=lambda weights: {
-          'accuracy': 0.5,
-          'loss': 1.0
-      },
-      eval_every=eval_every,
-      release=lambda round_num, values: released.append((round_num, values)),
-      round_values=lambda output, cohort, seconds:
-      {'nonprivate/round_seconds': seconds},
-      max_epsilon=max_epsilon)
+  result = _loop(sampler,
+                 tracker,
+                 rounds,
+                 round_datasets=lambda round_num, cohort: list(cohort),
+                 evaluate=lambda weights: {
+                     'accuracy': 0.5,
+                     'loss': 1.0
+                 },
+                 eval_every=eval_every,
+                 release=lambda round_num, values: released.append(
+                     (round_num, values)),
+                 round_values=lambda output, cohort, seconds:
+                 {'nonprivate/round_seconds': seconds},
+                 max_epsilon=max_epsilon)
   return result, released, tracker
 
 
@@ -120,17 +139,7 @@ def test_each_round_is_persisted_charged_before_it_is_released():
     del values
     events.append(('release', round_num))
 
-  training_loop.run_training_loop(process=_fake_process(),
-                                  state=0,
-                                  sampler=sampler,
-                                  round_datasets=lambda r, c: [],
-                                  rounds=2,
-                                  privacy=tracker,
-                                  evaluate=lambda w: {},
-                                  eval_every=1,
-                                  release=release,
-                                  round_values=lambda o, c, s: {},
-                                  persist=persist)
+  _loop(sampler, tracker, 2, release=release, persist=persist)
   assert events == [('persist', 1, 1, 1, True), ('release', 1),
                     ('persist', 2, 2, 2, True), ('release', 2)]
 
@@ -140,18 +149,13 @@ def test_resumed_loop_starts_after_the_checkpoint():
   for round_num in (1, 2):
     tracker.charge(round_num, [])
   process = _fake_process()
-  result = training_loop.run_training_loop(process=process,
-                                           state=2,
-                                           sampler=sampler,
-                                           round_datasets=lambda r, c: [],
-                                           rounds=4,
-                                           privacy=tracker,
-                                           evaluate=lambda w: {},
-                                           eval_every=1,
-                                           release=lambda r, v: None,
-                                           round_values=lambda o, c, s: {},
-                                           start_round=3,
-                                           last_values={'eval/accuracy': 0.5})
+  result = _loop(sampler,
+                 tracker,
+                 4,
+                 process=process,
+                 state=2,
+                 start_round=3,
+                 last_values={'eval/accuracy': 0.5})
   assert process.next.call_count == 2
   assert result.rounds_completed == 4 and result.state == 4
   assert tracker.ledger.rounds == 4
@@ -159,18 +163,12 @@ def test_resumed_loop_starts_after_the_checkpoint():
 
 def test_resumed_loop_with_nothing_left_keeps_last_values():
   sampler, tracker = _tracker()
-  result = training_loop.run_training_loop(process=_fake_process(),
-                                           state=7,
-                                           sampler=sampler,
-                                           round_datasets=lambda r, c: [],
-                                           rounds=3,
-                                           privacy=tracker,
-                                           evaluate=lambda w: {},
-                                           eval_every=1,
-                                           release=lambda r, v: None,
-                                           round_values=lambda o, c, s: {},
-                                           start_round=4,
-                                           last_values={'eval/accuracy': 0.5})
+  result = _loop(sampler,
+                 tracker,
+                 3,
+                 state=7,
+                 start_round=4,
+                 last_values={'eval/accuracy': 0.5})
   assert result.rounds_completed == 3
   assert result.last_values == {'eval/accuracy': 0.5}
 
@@ -184,27 +182,18 @@ def test_evaluation_every_k_rounds_and_after_the_last():
 def test_each_round_trains_the_sampled_cohort():
   sampler, tracker = _tracker()
   process = _fake_process()
-  training_loop.run_training_loop(
-      process=process,
-      state=0,
-      sampler=sampler,
-      round_datasets=lambda r, c: [int(i) for i in c],
-      rounds=3,
-      privacy=tracker,
-      evaluate=lambda w: {},
-      eval_every=1,
-      release=lambda r, v: None,
-      round_values=lambda o, c, s: {})
+  _loop(sampler,
+        tracker,
+        3,
+        process=process,
+        round_datasets=lambda r, c: [int(i) for i in c])
   for call, round_num in zip(process.next.call_args_list, [1, 2, 3]):
     assert call.args[1] == [int(i) for i in sampler.sample(round_num)]
 
 
 def _local_only_tracker(*, central: bool):
   from tff_dp.privacy import local_accounting  # pylint: disable=g-import-not-at-top
-  sampler = sampling.ClientSampler(sampling=sampling.ClientSampling.POISSON,
-                                   population=_N,
-                                   clients_per_round=_N_PER_ROUND,
-                                   seed=3)
+  sampler = _sampler()
   event = accounting.round_event_for(sampler,
                                      noise_multiplier=_Z if central else 0.0)
   return sampler, privacy_tracking.PrivacyTracker(
@@ -223,17 +212,11 @@ def _local_only_tracker(*, central: bool):
 def test_released_epsilons_are_those_of_the_claimed_guarantees(central):
   sampler, tracker = _local_only_tracker(central=central)
   released = []
-  training_loop.run_training_loop(
-      process=_fake_process(),
-      state=0,
-      sampler=sampler,
-      round_datasets=lambda r, c: [],
-      rounds=3,
-      privacy=tracker,
-      evaluate=None,
-      eval_every=1,
-      release=lambda r, values: released.append(values),
-      round_values=lambda o, c, s: {})
+  _loop(sampler,
+        tracker,
+        3,
+        evaluate=None,
+        release=lambda r, values: released.append(values))
   for values in released:
     assert all(math.isfinite(v) for v in values.values()), values
     assert values['privacy/local_epsilon'] > 0

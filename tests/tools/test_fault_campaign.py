@@ -7,7 +7,6 @@ shows that its final run checks catch a duplicated CSV round and an epsilon
 off by one ulp, so that a passing campaign means something.
 """
 
-import json
 import math
 import os
 import re
@@ -17,6 +16,7 @@ import sys
 import pytest
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import json_edits
 
 # `python -m pytest` from the root puts it on sys.path; bare `pytest` does not.
 if REPO_ROOT not in sys.path:
@@ -27,7 +27,8 @@ from tools import fault_runs
 
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-pytestmark = pytest.mark.slow
+# The campaign trains in subprocesses (e2e): first in its tier with --run-slow.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 _KILLS = 2
 _ROUNDS = 3
@@ -120,13 +121,13 @@ def test_the_run_checks_can_fail(campaign):
   assert (problems, mismatches) == ([], 0)
   assert checks == 2 * len(epsilons)
 
-  summary_path = os.path.join(run_dir, 'summary.json')
-  with open(summary_path) as f:
-    summary = json.load(f)
   kind = sorted(epsilons)[0]
-  summary['epsilon'][kind] = math.nextafter(summary['epsilon'][kind], math.inf)
-  with open(summary_path, 'w') as f:
-    json.dump(summary, f)
+
+  def one_ulp_more(summary):
+    summary['epsilon'][kind] = math.nextafter(summary['epsilon'][kind],
+                                              math.inf)
+
+  json_edits.rewrite(os.path.join(run_dir, 'summary.json'), one_ulp_more)
   csv_path = os.path.join(run_dir, 'metrics.csv')
   with open(csv_path) as f:
     lines = f.read().splitlines()
