@@ -24,6 +24,7 @@ import time
 from typing import Optional
 
 from tff_dp.privacy import accounting
+from tff_dp.privacy import privacy_ledger
 from tff_dp.program import faults
 from tff_dp.program import resume
 
@@ -115,7 +116,7 @@ def ledger_rounds(run_dir: str) -> int:
   if not os.path.isfile(path):
     return 0
   try:
-    return accounting.PrivacyLedger.load(path).rounds
+    return privacy_ledger.PrivacyLedger.load(path).rounds
   except (accounting.LedgerFormatError, OSError, ValueError):
     return 0
 
@@ -165,7 +166,8 @@ def _check_privacy(run_dir: str, summary: dict, *, planned: int, event,
   problems = []
   checks = mismatches = 0
   try:
-    ledger = accounting.PrivacyLedger.load(os.path.join(run_dir, 'ledger.json'))
+    ledger = privacy_ledger.PrivacyLedger.load(
+        os.path.join(run_dir, 'ledger.json'))
   except (accounting.LedgerFormatError, OSError, ValueError) as e:
     ledger = None
     problems.append(f'ledger.json unreadable: {e}')

@@ -168,6 +168,7 @@ def test_planning_mode_reports_the_smoke_runs_epsilon(smoke_run):
 
 def test_budget_just_below_round_2_releases_exactly_1_round(tmp_path):
   from tff_dp.privacy import accounting  # pylint: disable=g-import-not-at-top
+  from tff_dp.privacy import privacy_ledger  # pylint: disable=g-import-not-at-top
   flags = _smoke_flags()
   event = accounting.gaussian_round_event(
       sampling=accounting.ClientSampling.POISSON,
@@ -192,7 +193,8 @@ def test_budget_just_below_round_2_releases_exactly_1_round(tmp_path):
   assert summary['guarantee_epsilon'] <= budget
   with open(run_dir / 'metrics.csv') as f:
     assert [row['round'] for row in csv.DictReader(f)] == ['1']
-  assert accounting.PrivacyLedger.load(str(run_dir / 'ledger.json')).rounds == 1
+  assert privacy_ledger.PrivacyLedger.load(str(run_dir /
+                                               'ledger.json')).rounds == 1
 
 
 def test_target_epsilon_calibrates_noise_before_training(tmp_path):

@@ -17,6 +17,7 @@ import pytest
 
 from tff_dp.cohorts import epoch_sampling
 from tff_dp.privacy import accounting
+from tff_dp.privacy import privacy_ledger
 
 EpochSampler = epoch_sampling.EpochSampler
 REPLACE_SPECIAL = dp_accounting.NeighboringRelation.REPLACE_SPECIAL
@@ -165,7 +166,7 @@ def test_ledger_epsilon_equals_hand_built_composition_of_epochs():
   z = 1.2
   sampler = EpochSampler(population=700, clients_per_round=70, seed=0)
   per_epoch = sampler.rounds_per_epoch  # 10.
-  ledger = accounting.PrivacyLedger(epoch_sampling.NEIGHBORING_RELATION)
+  ledger = privacy_ledger.PrivacyLedger(epoch_sampling.NEIGHBORING_RELATION)
   epsilons = []
   for round_num in range(1, 26):  # 2.5 epochs: the third is charged whole.
     event = sampler.round_event(round_num, noise_multiplier=z)
@@ -191,7 +192,7 @@ def test_ledger_epsilon_equals_hand_built_composition_of_epochs():
                                     relation=REPLACE_SPECIAL) == pytest.approx(
                                         epsilons[-1], rel=1e-12)
   # The ledger survives its JSON form.
-  again = accounting.PrivacyLedger.from_json(
+  again = privacy_ledger.PrivacyLedger.from_json(
       json.loads(json.dumps(ledger.to_json())))
   assert again.epsilon(delta=DELTA,
                        accountant=RDP) == pytest.approx(epsilons[-1], rel=1e-12)
@@ -217,5 +218,5 @@ def test_tree_events_need_replace_special():
   event = epoch_sampling.tree_epoch_event(noise_multiplier=1.0,
                                           rounds_in_epoch=4)
   with pytest.raises(accounting.UnsupportedAccountingError):
-    accounting.PrivacyLedger(
+    privacy_ledger.PrivacyLedger(
         dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE).record(1, event)

@@ -18,9 +18,9 @@ def settings(mechanism: DpMechanism = DpMechanism.GAUSSIAN_FIXED,
              initial_clip: float = 0.1) -> central.DpSettings:
   """DpSettings of `mechanism`; without noise unless `noise_multiplier`."""
   return central.DpSettings(mechanism=mechanism,
-                                     noise_multiplier=noise_multiplier,
-                                     clients_per_round=clients_per_round,
-                                     clip=clip,
-                                     initial_clip=initial_clip,
-                                     target_unclipped_quantile=0.5,
-                                     clip_learning_rate=0.2)
+                            noise_multiplier=noise_multiplier,
+                            clients_per_round=clients_per_round,
+                            clip=clip,
+                            initial_clip=initial_clip,
+                            target_unclipped_quantile=0.5,
+                            clip_learning_rate=0.2)

@@ -9,13 +9,14 @@ read.
 import dp_accounting
 
 from tff_dp.privacy import accounting
+from tff_dp.privacy import privacy_ledger
 
 
 def of_rounds(
-    event, rounds: int,
-    relation: dp_accounting.NeighboringRelation) -> accounting.PrivacyLedger:
+    event, rounds: int, relation: dp_accounting.NeighboringRelation
+) -> privacy_ledger.PrivacyLedger:
   """A ledger of `relation` that charged `event` in rounds 1 to `rounds`."""
-  ledger = accounting.PrivacyLedger(relation)
+  ledger = privacy_ledger.PrivacyLedger(relation)
   for round_num in range(1, rounds + 1):
     ledger.record(round_num, event)
   return ledger
@@ -25,7 +26,7 @@ def poisson(rounds: int,
             *,
             population: int = 100,
             clients_per_round: int = 10,
-            noise_multiplier: float = 1.1) -> accounting.PrivacyLedger:
+            noise_multiplier: float = 1.1) -> privacy_ledger.PrivacyLedger:
   """`rounds` rounds of Poisson sampling and Gaussian noise (add/remove)."""
   event = accounting.gaussian_round_event(
       sampling=accounting.ClientSampling.POISSON,

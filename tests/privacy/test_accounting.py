@@ -27,6 +27,7 @@ from tff_dp.cohorts import sampling
 from tff_dp.privacy import accounting
 from tff_dp.privacy import calibration
 from tff_dp.privacy import dp_event_json
+from tff_dp.privacy import privacy_ledger
 
 AccountantKind = accounting.AccountantKind
 ClientSampling = sampling.ClientSampling
@@ -446,7 +447,7 @@ def test_ledger_epsilon_and_epsilon_with(accountant):
 
 
 def test_ledger_refuses_non_consecutive_rounds():
-  ledger = accounting.PrivacyLedger(ADD_REMOVE)
+  ledger = privacy_ledger.PrivacyLedger(ADD_REMOVE)
   event = _poisson(100, 10, 1.0).event
   for bad in (0, 2):
     with pytest.raises(ValueError, match='Expected round 1'):
@@ -464,13 +465,14 @@ def test_ledger_refuses_events_of_another_relation():
                                           clients_per_round=10,
                                           noise_multiplier=1.0)
   with pytest.raises(accounting.UnsupportedAccountingError, match='sampler'):
-    accounting.PrivacyLedger(ADD_REMOVE).record(1, fixed)
+    privacy_ledger.PrivacyLedger(ADD_REMOVE).record(1, fixed)
   with pytest.raises(accounting.UnsupportedAccountingError):
-    accounting.PrivacyLedger(REPLACE_ONE).record(1, _poisson(100, 10, 1).event)
+    privacy_ledger.PrivacyLedger(REPLACE_ONE).record(1,
+                                                     _poisson(100, 10, 1).event)
   with pytest.raises(accounting.UnsupportedAccountingError):
-    accounting.PrivacyLedger(ADD_REMOVE).epsilon_with(fixed,
-                                                      delta=DELTA,
-                                                      accountant=RDP)
+    privacy_ledger.PrivacyLedger(ADD_REMOVE).epsilon_with(fixed,
+                                                          delta=DELTA,
+                                                          accountant=RDP)
 
 
 def test_ledger_save_load_round_trip(tmp_path):
@@ -495,7 +497,7 @@ def test_ledger_save_load_round_trip(tmp_path):
           }
       }
   }
-  loaded = accounting.PrivacyLedger.load(path)
+  loaded = privacy_ledger.PrivacyLedger.load(path)
   assert loaded.events == ledger.events
   assert loaded.relation is ledger.relation
   assert loaded.epsilon(delta=DELTA,
@@ -539,13 +541,13 @@ def test_event_json_round_trip(event):
 
 
 def test_ledger_for_tree_aggregation_and_local_dp():
-  tree = accounting.PrivacyLedger(Relation.REPLACE_SPECIAL)
+  tree = privacy_ledger.PrivacyLedger(Relation.REPLACE_SPECIAL)
   for r in range(1, 4):
     tree.record(r, dp_event.SingleEpochTreeAggregationDpEvent(2.0, [r]))
-  tree = accounting.PrivacyLedger.from_json(
+  tree = privacy_ledger.PrivacyLedger.from_json(
       json.loads(json.dumps(tree.to_json())))
   assert 0 < tree.epsilon(delta=DELTA, accountant=RDP) < math.inf
-  local = accounting.PrivacyLedger(ADD_REMOVE)
+  local = privacy_ledger.PrivacyLedger(ADD_REMOVE)
   local.record(1, dp_event.SelfComposedDpEvent(dp_event.LaplaceDpEvent(4.), 3))
   assert local.epsilon(delta=DELTA, accountant=PLD) == pytest.approx(
       0.75, rel=1e-2)  # Pure DP: 3 participations x 1 / 4.
@@ -582,13 +584,13 @@ def _mutate(path, value):
 ])
 def test_from_json_refuses_malformed(d, message):
   with pytest.raises(accounting.LedgerFormatError, match=message):
-    accounting.PrivacyLedger.from_json(d)
+    privacy_ledger.PrivacyLedger.from_json(d)
 
 
 def test_load_errors_name_the_file(tmp_path):
   missing = tmp_path / 'missing.json'
   with pytest.raises(FileNotFoundError, match='missing.json'):
-    accounting.PrivacyLedger.load(missing)
+    privacy_ledger.PrivacyLedger.load(missing)
   for name, text in [
       ('truncated.json', json.dumps(_valid_json())[:-5]),
       ('nan.json', json.dumps(_valid_json()).replace('1.0', 'NaN')),
@@ -599,7 +601,7 @@ def test_load_errors_name_the_file(tmp_path):
     path = tmp_path / name
     path.write_bytes(text.encode('utf-8', 'surrogateescape'))
     with pytest.raises(accounting.LedgerFormatError, match=name):
-      accounting.PrivacyLedger.load(path)
+      privacy_ledger.PrivacyLedger.load(path)
 
 
 def test_unknown_event_class_not_serializable():
@@ -608,9 +610,9 @@ def test_unknown_event_class_not_serializable():
     pass
 
   with pytest.raises(TypeError, match='MyGaussian'):
-    accounting.PrivacyLedger(ADD_REMOVE).record(1, MyGaussian(1.0))
+    privacy_ledger.PrivacyLedger(ADD_REMOVE).record(1, MyGaussian(1.0))
   with pytest.raises(ValueError, match='finite'):
-    accounting.PrivacyLedger(ADD_REMOVE).record(
+    privacy_ledger.PrivacyLedger(ADD_REMOVE).record(
         1, dp_event.GaussianDpEvent(math.nan))
 
 

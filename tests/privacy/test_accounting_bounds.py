@@ -25,6 +25,7 @@ from tff_dp.privacy import accounting
 from tff_dp.privacy import dp_accounting_internals
 from tff_dp.privacy import dp_event_json
 from tff_dp.privacy import pld_epsilon
+from tff_dp.privacy import privacy_ledger
 
 AccountantKind = accounting.AccountantKind
 ClientSampling = sampling.ClientSampling
@@ -171,7 +172,7 @@ def test_ledger_format_unchanged_and_minimum_taken_when_composing(tmp_path):
           'noise_multiplier': 0.25
       }
   }] * 3
-  loaded = accounting.PrivacyLedger.load(tmp_path / 'ledger.json')
+  loaded = privacy_ledger.PrivacyLedger.load(tmp_path / 'ledger.json')
   assert loaded.events == [round_event] * 3
   assert loaded.epsilon(delta=SMOKE_DELTA,
                         accountant=PLD) == pytest.approx(SMOKE_PLD_UNAMPLIFIED,

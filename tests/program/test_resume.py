@@ -21,6 +21,7 @@ from tests.helpers import REPO_ROOT
 from tests.helpers import programs
 from tests.helpers import workers
 from tff_dp.privacy import accounting
+from tff_dp.privacy import privacy_ledger
 
 pytestmark = pytest.mark.e2e
 
@@ -94,7 +95,8 @@ def test_kill_9_then_resume_is_exact(tmp_path, point):
   assert summary['rounds'] == _ROUNDS
   assert summary['epsilon']['rdp'] == pytest.approx(_expected_epsilon(_ROUNDS),
                                                     rel=1e-12)
-  ledger = accounting.PrivacyLedger.load(os.path.join(run_dir, 'ledger.json'))
+  ledger = privacy_ledger.PrivacyLedger.load(
+      os.path.join(run_dir, 'ledger.json'))
   assert ledger.rounds == _ROUNDS
   assert _csv_rounds(run_dir) == list(range(1, _ROUNDS + 1))
   for tag, steps in _tensorboard_steps(run_dir).items():

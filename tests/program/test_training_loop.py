@@ -13,6 +13,7 @@ import pytest
 
 from tff_dp.cohorts import sampling
 from tff_dp.privacy import accounting
+from tff_dp.privacy import privacy_ledger
 from tff_dp.privacy import privacy_tracking
 from tff_dp.program import training_loop
 
@@ -37,7 +38,7 @@ def _sampler():
 def _tracker():
   sampler = _sampler()
   tracker = privacy_tracking.PrivacyTracker(
-      ledger=accounting.PrivacyLedger(
+      ledger=privacy_ledger.PrivacyLedger(
           accounting.neighboring_relation(sampler.sampling)),
       round_event=lambda round_num: accounting.round_event_for(
           sampler, noise_multiplier=_Z),
@@ -197,7 +198,7 @@ def _local_only_tracker(*, central: bool):
   event = accounting.round_event_for(sampler,
                                      noise_multiplier=_Z if central else 0.0)
   return sampler, privacy_tracking.PrivacyTracker(
-      ledger=accounting.PrivacyLedger(
+      ledger=privacy_ledger.PrivacyLedger(
           accounting.neighboring_relation(sampler.sampling)),
       round_event=lambda round_num: event,
       delta=_DELTA,

@@ -17,7 +17,7 @@ experiments do (google-research/federated `dp_ftrl/training_loop.py`,
   because the DP aggregator divides by the fixed `clients_per_round`: a
   smaller cohort would silently shrink that round's step. Each epoch drops a
   fresh random subset, so no client is left out systematically.
-* Round numbers are 1-BASED, like `tff_dp.privacy.accounting.PrivacyLedger` and
+* Round numbers are 1-BASED, like `tff_dp.privacy.privacy_ledger.PrivacyLedger` and
   `tff_dp.program.training_loop`: epoch e (0-based) is rounds `e * R + 1 ... (e + 1) *
   R` with R = `rounds_per_epoch`. The DP-FTRL aggregator (`tff_dp.algorithms.dp_ftrl`)
   restarts its tree after every R calls, so round 1 must be its first call.

@@ -1,6 +1,6 @@
 """Ledger files: strict JSON read and atomic write, shared by every ledger kind.
 
-The central (`accounting.PrivacyLedger`), local
+The central (`privacy_ledger.PrivacyLedger`), local
 (`local_accounting.LocalPrivacyLedger`) and record-level
 (`example_accounting.SiloLedger`) ledgers differ in content, not in how they
 reach the disk: written atomically (a crash leaves the old file or the new

@@ -216,7 +216,7 @@ class LocalPrivacyLedger:
   """Which clients took part in each round; the local epsilon of the worst one.
 
   Record (and save) a round before its result is released, as with
-  `tff_dp.privacy.accounting.PrivacyLedger`. Every participant counts, including a
+  `tff_dp.privacy.privacy_ledger.PrivacyLedger`. Every participant counts, including a
   client whose non-finite update was zeroed: it still sent a noised update.
 
   JSON format (`to_json`), version 1:

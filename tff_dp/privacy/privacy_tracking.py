@@ -33,12 +33,13 @@ from tff_dp import atomic_io
 from tff_dp.privacy import accounting
 from tff_dp.privacy import example_accounting
 from tff_dp.privacy import local_accounting
+from tff_dp.privacy import privacy_ledger
 
 
 @dataclasses.dataclass
 class PrivacyTracker:
   """The ledgers of a run plus the event each round of it costs."""
-  ledger: accounting.PrivacyLedger
+  ledger: privacy_ledger.PrivacyLedger
   # Round number -> the central event that round is charged (constant for
   # sampled Gaussian rounds; DP-FTRL charges a whole tree epoch at its first
   # round).
@@ -148,7 +149,7 @@ class PrivacyTracker:
 
   def restore_json(self, data: dict[str, Any]) -> None:
     """Replaces the ledgers by those of a checkpoint."""
-    self.ledger = accounting.PrivacyLedger.from_json(data['central'])
+    self.ledger = privacy_ledger.PrivacyLedger.from_json(data['central'])
     if self.local is not None:
       self.local = local_accounting.LocalPrivacyLedger.from_json(data['local'])
     if self.silos is not None:

@@ -33,6 +33,7 @@ from typing import Any, Mapping, Optional
 
 from tff_dp import atomic_io
 from tff_dp.privacy import accounting
+from tff_dp.privacy import privacy_ledger
 from tff_dp.privacy import run_secrets
 
 # Flags that may differ between a run and its resumption: they change neither
@@ -98,7 +99,7 @@ def released_rounds(run_dir: str, *, csv_path: str) -> int:
   ledger_path = os.path.join(run_dir, 'ledger.json')
   if os.path.isfile(ledger_path):
     try:
-      last = max(last, accounting.PrivacyLedger.load(ledger_path).rounds)
+      last = max(last, privacy_ledger.PrivacyLedger.load(ledger_path).rounds)
     except (accounting.LedgerFormatError, OSError):
       pass  # The checkpoint's copy of the ledger is authoritative.
   return last

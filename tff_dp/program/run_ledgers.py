@@ -27,6 +27,7 @@ from dp_accounting import dp_event
 from tff_dp.privacy import accounting
 from tff_dp.privacy import example_accounting
 from tff_dp.privacy import local_accounting
+from tff_dp.privacy import privacy_ledger
 from tff_dp.privacy import privacy_tracking
 from tff_dp.program import checkpoint
 
@@ -48,7 +49,7 @@ class RunGuarantees:
     warnings: Disagreements found on the way.
   """
   source: str
-  ledger: accounting.PrivacyLedger
+  ledger: privacy_ledger.PrivacyLedger
   local: Optional[local_accounting.LocalGuarantee] = None
   local_counted: str = ''
   record_level: Optional[example_accounting.SiloEpsilon] = None
@@ -100,7 +101,7 @@ def _from_checkpoint(path: str, meta: dict[str, Any], *, delta: float,
   """The guarantees in a verified checkpoint's ledgers."""
   try:
     ledgers = meta['ledgers']
-    ledger = accounting.PrivacyLedger.from_json(ledgers['central'])
+    ledger = privacy_ledger.PrivacyLedger.from_json(ledgers['central'])
     result = RunGuarantees(source=f'{path} (checksums verified)', ledger=ledger)
     if ledgers.get('local') is not None:
       local = local_accounting.LocalPrivacyLedger.from_json(ledgers['local'])
@@ -125,7 +126,7 @@ def _from_checkpoint(path: str, meta: dict[str, Any], *, delta: float,
   return result
 
 
-def _from_released_files(run_dir: str, ledger: accounting.PrivacyLedger, *,
+def _from_released_files(run_dir: str, ledger: privacy_ledger.PrivacyLedger, *,
                          delta: float, accountants) -> RunGuarantees:
   """The guarantees the released files state (unverified)."""
   result = RunGuarantees(
@@ -164,7 +165,7 @@ def load_run_guarantees(
     raise RunDirError(f'{run_dir} is not a directory')
   ledger_path = os.path.join(run_dir, privacy_tracking.LEDGER_FILE)
   try:
-    released = accounting.PrivacyLedger.load(ledger_path)
+    released = privacy_ledger.PrivacyLedger.load(ledger_path)
   except (OSError, accounting.LedgerFormatError) as e:
     released, released_error = None, str(e)
   checkpoints = checkpoint.CheckpointManager(run_dir)

@@ -21,9 +21,9 @@ from tff_dp.cohorts import epoch_sampling
 from tff_dp.cohorts import sampling
 from tff_dp.config import LocalDp
 from tff_dp.config import TrainConfig
-from tff_dp.privacy import accounting
 from tff_dp.privacy import example_accounting
 from tff_dp.privacy import local_accounting
+from tff_dp.privacy import privacy_ledger
 from tff_dp.privacy import privacy_tracking
 
 Sampler = Union[sampling.ClientSampler, epoch_sampling.EpochSampler]
@@ -77,7 +77,7 @@ def build_privacy_tracker(config: TrainConfig, sampler: Sampler,
   relation, round_event = config.mechanism.ledger_events(
       sampler, config.dp_settings)
   tracker = privacy_tracking.PrivacyTracker(
-      ledger=accounting.PrivacyLedger(relation),
+      ledger=privacy_ledger.PrivacyLedger(relation),
       round_event=round_event,
       delta=config.delta,
       accountants=config.accountants,
