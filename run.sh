@@ -27,6 +27,9 @@ Commands:
   epsilon [flags]      Privacy accounting without training: epsilon of a run
                        directory's ledger (--run_dir), of planned settings, or
                        the noise/rounds that reach --target_epsilon.
+  audit [flags]        Empirical privacy audit of a config's central mechanism
+                       (default configs/default.cfg): canary clients give a
+                       measured lower bound and estimates next to epsilon.
   import-data [flags]  Turn a CSV/.npz with a client column into SQLite client data
                        (then: train --dataset=sqlite --client_data=FILE).
   tensorboard [--port N] [--logdir DIR]
@@ -150,6 +153,14 @@ cmd_epsilon() {
   exec "${VENV}/bin/tff-dp-epsilon" "$@"
 }
 
+cmd_audit() {
+  ensure_venv
+  if has_flagfile "$@"; then
+    exec "${VENV}/bin/python" -m tff_dp.cli.audit "$@"
+  fi
+  exec "${VENV}/bin/python" -m tff_dp.cli.audit "--flagfile=${DEFAULT_CONFIG}" "$@"
+}
+
 cmd_import_data() {
   ensure_venv
   exec "${VENV}/bin/python" -m tff_dp.cli.import_data "$@"
@@ -258,6 +269,7 @@ main() {
     lint) cmd_lint "$@" ;;
     epsilon) cmd_epsilon "$@" ;;
     import-data) cmd_import_data "$@" ;;
+    audit) cmd_audit "$@" ;;
     bench) cmd_bench "$@" ;;
     tensorboard) cmd_tensorboard "$@" ;;
     lock) cmd_lock "$@" ;;

@@ -17,6 +17,9 @@ TRAIN = 'tff_dp.cli.train'
 # The training program after writing fake word and tag counts in its
 # --data_dir, their hashes expected instead of TFF's (fake_stackoverflow).
 TRAIN_ON_FAKE_STACKOVERFLOW = 'tests.helpers.fake_stackoverflow'
+# The audit program, and the same on a mechanism with a tenth of the noise.
+AUDIT = 'tff_dp.cli.audit'
+BROKEN_AUDIT = 'tests.helpers.broken_audit'
 
 
 def _environment(env_extra: dict[str, str | None] | None) -> dict[str, str]:
@@ -47,8 +50,8 @@ def run_train(*args: str,
       or, with the value None, to remove.
     timeout: Seconds before subprocess.TimeoutExpired.
     check: Assert that the program exited 0 (the message: stderr's end).
-    program: The module `python -m` runs: `TRAIN`, or
-      `TRAIN_ON_FAKE_STACKOVERFLOW`.
+    program: The module `python -m` runs: `TRAIN`,
+      `TRAIN_ON_FAKE_STACKOVERFLOW`, `AUDIT` or `BROKEN_AUDIT`.
 
   Returns:
     The finished process, with its stdout and stderr as text.
