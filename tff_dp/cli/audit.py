@@ -42,10 +42,10 @@ FLAGS = flags.FLAGS
 cli_flags.define_train_flags(FLAGS)
 flags.DEFINE_integer(
     'audit_canaries',
-    500, 'Canary directions M of the audit, each inserted with probability 1/2 '
-    'into the population (at most half of it: more would move the adaptive '
-    'clip).',
-    lower_bound=4,
+    0, 'Canary directions M of the audit, each inserted with probability 1/2 '
+    'into the population: at most half of it (more would move the adaptive '
+    'clip); 0 for half of it, at most 1000.',
+    lower_bound=0,
     upper_bound=100_000)
 flags.DEFINE_float('audit_beta',
                    0.05,
@@ -98,10 +98,12 @@ def _check(config: config_lib.TrainConfig, population: int) -> int:
         '--local_dp/--example_dp: the audit covers the central mechanism '
         'only; audit the run without the client-side noise')
   limit = population // 2
-  if FLAGS.audit_canaries > limit:
+  if FLAGS.audit_canaries == 0:
+    return max(2, min(limit, 1000))
+  if FLAGS.audit_canaries > limit or FLAGS.audit_canaries < 4:
     raise exits.UserError(
-        f'--audit_canaries={FLAGS.audit_canaries}: at most half of the '
-        f'population of {population} clients ({limit})')
+        f'--audit_canaries={FLAGS.audit_canaries}: must be at least 4 and '
+        f'at most half of the population of {population} clients ({limit})')
   return FLAGS.audit_canaries
 
 
