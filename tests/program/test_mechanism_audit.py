@@ -17,6 +17,7 @@ import math
 import os
 
 from absl import flags
+import numpy as np
 import pytest
 
 from tests.helpers import programs
@@ -96,6 +97,26 @@ def test_a_correct_mechanism_never_fires_the_alarm(tff_runtime, argv):
   assert result.bound.epsilon < result.analytic_epsilon
   assert result.rounds == 20 and result.dim == _DIM
   assert 0 < result.inserted < _CANARIES
+  # TensorBoard's per-round values end with the result's own.
+  last_round, last = result.history[-1]
+  assert last_round == 20 and len(result.history) == 20
+  assert last['audit/epsilon_lower_bound'] == result.bound.epsilon
+  assert last['audit/epsilon_estimate_all_iterates'] == (
+      result.estimate_all_iterates.epsilon)
+  assert last['privacy/epsilon_rdp'] == result.analytic['rdp']
+
+
+def test_an_estimate_before_any_signal_is_undefined_not_zero():
+  # pylint: disable=protected-access
+  assert math.isnan(
+      mechanism_audit._estimate(np.zeros(5), dim=100, delta=1e-5).epsilon)
+  assert math.isnan(
+      mechanism_audit._estimate(np.arange(5.0),
+                                dim=100,
+                                delta=1e-5,
+                                unseen_statistics=np.zeros(5)).epsilon)
+  with pytest.raises(ValueError, match='delta'):
+    mechanism_audit._estimate(np.arange(5.0), dim=100, delta=2.0)
 
 
 def test_refuses_what_it_cannot_audit():
@@ -126,7 +147,8 @@ def test_the_program_writes_its_table_and_never_the_directions(tmp_path):
     written = json.load(f)
   assert set(written) == {'config', 'audited', 'noise_off'}
   assert written['audited']['canaries'] == 10
-  assert sorted(os.listdir(tmp_path / 'a')) == ['audit.json', 'worker.log']
+  assert sorted(os.listdir(tmp_path /
+                           'a')) == ['audit.json', 'tensorboard', 'worker.log']
 
 
 @pytest.mark.e2e

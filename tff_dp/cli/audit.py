@@ -11,8 +11,10 @@ prints one table: the analytic epsilon of each accountant, the one-shot
 estimates (all iterates, final model) and Steinke et al.'s lower bound at
 confidence 1 - beta. If the lower bound exceeds the analytic epsilon, the
 mechanism or its accounting is wrong: the program says so and exits with 3.
-The table is also written to <output_dir>/<run_name>/audit.json; the canary
-directions are never written.
+The table is also written to <output_dir>/<run_name>/audit.json, and the
+estimates, the lower bound and the analytic epsilon by round, with histograms
+of the canaries' statistics, to its tensorboard/ (noise_off/ for the twin);
+the canary directions are never written.
 """
 
 if __name__ == '__main__':
@@ -149,6 +151,11 @@ def run(argv: list[str]) -> int:
       allow_unconfined_worker=(config.allow_unconfined_worker)):
     audited = _audit(config, population, dim, canaries)
     power = _audit(twin, population, dim, canaries)
+  from tff_dp.program import mechanism_audit  # pylint: disable=g-import-not-at-top
+  mechanism_audit.write_tensorboard(audited,
+                                    os.path.join(run_dir, 'tensorboard'))
+  mechanism_audit.write_tensorboard(
+      power, os.path.join(run_dir, 'tensorboard', 'noise_off'))
   table = [
       f'{"":<11} {"analytic epsilon":<24} {"estimate":>10} {"(final)":>10} '
       f'{"lower bound":>12} {"time":>8}',

@@ -31,6 +31,7 @@ directions never leave this process.
 import dataclasses
 import math
 import secrets as os_secrets
+import time
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -48,6 +49,8 @@ from tff_dp.program import run_privacy
 # A canary's update is its unit direction times this many clips: far past
 # any clip the mechanism can reach, so clipping always binds.
 CANARY_SCALE_IN_CLIPS = 1e3
+# How many times a run's audit values are computed (plus the last round).
+REPORTS = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +67,10 @@ class AuditResult:
     dim: The model dimension (length of an update).
     rounds: Rounds run.
     seconds: Wall time of the audit's rounds.
+    history: (round, values) every few rounds: the estimates, the lower
+      bound and the analytic epsilons so far (TensorBoard's scalars).
+    statistics: Each canary's statistics at the end (no direction).
+    inserted_mask: Which canaries were inserted.
   """
   analytic: dict[str, float]
   estimate_all_iterates: one_shot.OneShotEstimate
@@ -74,6 +81,9 @@ class AuditResult:
   dim: int
   rounds: int
   seconds: float
+  history: tuple[tuple[int, dict[str, float]], ...]
+  statistics: one_shot.CanaryStatistics
+  inserted_mask: np.ndarray
 
   @property
   def analytic_epsilon(self) -> float:
@@ -162,7 +172,10 @@ def audit_mechanism(
       config.dp_settings,
       rounds_per_epoch=getattr(sampler, 'rounds_per_epoch', None),
       record_specs=spec)
-  outputs, seconds = _run_rounds(
+  run = _AuditRun(config, directions, inserted, beta,
+                  privacy_ledger.PrivacyLedger(relation))
+  start = time.monotonic()
+  _run_rounds(
       factory.create(tff.TensorType(np.float32, [dim])),
       config,
       sampler,
@@ -173,26 +186,121 @@ def audit_mechanism(
           directions=directions,
           scale=CANARY_SCALE_IN_CLIPS * max(config.clip, config.initial_clip),
           absent_if_not_inserted=relation.name == 'ADD_OR_REMOVE_ONE'),
+      on_output=lambda round_num, output: run.add(round_num, output,
+                                                  round_event(round_num)),
       on_round=on_round)
-  ledger = privacy_ledger.PrivacyLedger(relation)
-  for round_num in range(1, config.rounds + 1):
-    ledger.record(round_num, round_event(round_num))
-  return _result(config, ledger, directions, inserted, outputs, beta, seconds)
+  return run.result(seconds=time.monotonic() - start)
 
 
-def _run_rounds(process, config, sampler, *, values, on_round):
-  """Runs the aggregation process; returns each round's output and the time."""
-  import time  # pylint: disable=g-import-not-at-top
-  start = time.monotonic()
+def _run_rounds(process, config, sampler, *, values, on_output, on_round):
+  """Runs the aggregation process, handing each round's output on."""
   state = process.initialize()
-  outputs = []
   for round_num in range(1, config.rounds + 1):
     output = process.next(state, values(sampler.sample(round_num)))
     state = output.state
-    outputs.append(np.asarray(output.result, np.float64).ravel())
+    on_output(round_num, np.asarray(output.result, np.float64).ravel())
     if on_round is not None:
       on_round(round_num)
-  return outputs, time.monotonic() - start
+
+
+class _AuditRun:
+  """The canaries' statistics and the ledger, updated round by round.
+
+  Keeps O(M + d) numbers, never the rounds' outputs, so that long runs of
+  large models fit in memory. Reports the audit's values every `_every`
+  rounds and at the last (`history`), for TensorBoard.
+  """
+
+  def __init__(self, config, directions, inserted, beta, ledger):
+    self._config, self._beta, self._ledger = config, beta, ledger
+    self._directions, self._inserted = directions, inserted
+    self._total = np.zeros(directions.shape[1], np.float64)
+    self._best = np.full(directions.shape[0], -math.inf)
+    self._every = max(1, config.rounds // REPORTS)
+    self.history: list[tuple[int, dict[str, float]]] = []
+
+  def _cosines(self, vector: np.ndarray) -> np.ndarray:
+    # The directions are unit vectors; a zero vector has cosine 0 (as in
+    # `tff_dp.audit.one_shot`).
+    length = float(np.linalg.norm(vector))
+    if length == 0:
+      return np.zeros(self._directions.shape[0])
+    return (self._directions @ vector).astype(np.float64) / length
+
+  def add(self, round_num: int, output: np.ndarray, event) -> None:
+    """Adds round `round_num`'s released aggregate and its DP event."""
+    self._ledger.record(round_num, event)
+    self._total += output
+    self._best = np.maximum(self._best, self._cosines(output))
+    if round_num % self._every == 0 or round_num == self._config.rounds:
+      self.history.append((round_num, self._values()))
+
+  def statistics(self) -> one_shot.CanaryStatistics:
+    return one_shot.CanaryStatistics(final_model=self._cosines(self._total),
+                                     all_iterates=self._best.copy())
+
+  def _values(self) -> dict[str, float]:
+    estimates, bound = self._measure()
+    values = {
+        'audit/epsilon_estimate_all_iterates': estimates[0].epsilon,
+        'audit/epsilon_estimate_final': estimates[1].epsilon,
+        'audit/epsilon_lower_bound': bound.epsilon,
+    }
+    for kind, epsilon in _analytic(self._ledger, self._config).items():
+      values[f'privacy/epsilon_{kind}'] = epsilon
+    return values
+
+  def _measure(self):
+    stats, inserted = self.statistics(), self._inserted
+    delta, dim = self._config.delta, self._directions.shape[1]
+    estimates = (_estimate(stats.all_iterates[inserted],
+                           dim=dim,
+                           delta=delta,
+                           unseen_statistics=stats.all_iterates[~inserted]),
+                 _estimate(stats.final_model[inserted], dim=dim, delta=delta))
+    bound = lower_bound.one_run_lower_bound(stats.all_iterates,
+                                            inserted,
+                                            delta=delta,
+                                            beta=self._beta)
+    return estimates, bound
+
+  def result(self, *, seconds: float) -> AuditResult:
+    (all_iterates, final), bound = self._measure()
+    return AuditResult(analytic=_analytic(self._ledger, self._config),
+                       estimate_all_iterates=all_iterates,
+                       estimate_final=final,
+                       bound=bound,
+                       canaries=self._directions.shape[0],
+                       inserted=int(self._inserted.sum()),
+                       dim=self._directions.shape[1],
+                       rounds=self._config.rounds,
+                       seconds=seconds,
+                       history=tuple(self.history),
+                       statistics=self.statistics(),
+                       inserted_mask=self._inserted.copy())
+
+
+def _estimate(statistics, **kwargs) -> one_shot.OneShotEstimate:
+  """The one-shot estimate, or NaN while the statistics carry no signal.
+
+  Before any canary has been sampled (or when one threat model's statistic
+  is constant), there is no Gaussian to fit: the estimate is undefined, not
+  zero.
+  """
+  try:
+    return one_shot.estimate_epsilon(statistics, **kwargs)
+  except ValueError:
+    groups = [statistics, kwargs.get('unseen_statistics', statistics)]
+    if all(np.size(g) >= 2 and np.ptp(g) > 0 for g in groups):
+      raise
+    return one_shot.OneShotEstimate(epsilon=math.nan,
+                                    delta=kwargs['delta'],
+                                    mean=math.nan,
+                                    std=math.nan,
+                                    null='none (constant statistic)',
+                                    null_mean=math.nan,
+                                    null_std=math.nan,
+                                    canaries=int(np.size(statistics)))
 
 
 def _analytic(ledger, config) -> dict[str, float]:
@@ -206,26 +314,26 @@ def _analytic(ledger, config) -> dict[str, float]:
   return epsilons
 
 
-def _result(config, ledger, directions, inserted, outputs, beta,
-            seconds) -> AuditResult:
-  stats = one_shot.canary_statistics(directions, outputs)
-  delta = config.delta
-  return AuditResult(analytic=_analytic(ledger, config),
-                     estimate_all_iterates=one_shot.estimate_epsilon(
-                         stats.all_iterates[inserted],
-                         dim=directions.shape[1],
-                         delta=delta,
-                         unseen_statistics=stats.all_iterates[~inserted]),
-                     estimate_final=one_shot.estimate_epsilon(
-                         stats.final_model[inserted],
-                         dim=directions.shape[1],
-                         delta=delta),
-                     bound=lower_bound.one_run_lower_bound(stats.all_iterates,
-                                                           inserted,
-                                                           delta=delta,
-                                                           beta=beta),
-                     canaries=directions.shape[0],
-                     inserted=int(inserted.sum()),
-                     dim=directions.shape[1],
-                     rounds=config.rounds,
-                     seconds=seconds)
+def write_tensorboard(result: AuditResult, logdir: str) -> None:
+  """Writes the audit's scalars by round and the canaries' histograms.
+
+  Scalars: `audit/epsilon_estimate_all_iterates`, `audit/epsilon_estimate_
+  final`, `audit/epsilon_lower_bound` next to `privacy/epsilon_<accountant>`
+  (finite values only). Histograms at the last round: each threat model's
+  statistic of the inserted and of the unseen canaries (cosines; nothing of
+  the directions).
+  """
+  writer = tf.summary.create_file_writer(logdir)
+  with writer.as_default():
+    for round_num, values in result.history:
+      for key, value in values.items():
+        if math.isfinite(value):
+          tf.summary.scalar(key, value, step=round_num)
+    for name in ('all_iterates', 'final_model'):
+      values = getattr(result.statistics, name)
+      for group, mask in (('inserted', result.inserted_mask),
+                          ('unseen', ~result.inserted_mask)):
+        tf.summary.histogram(f'audit/canary_{name}_{group}',
+                             values[mask],
+                             step=result.rounds)
+  writer.close()
