@@ -21,12 +21,13 @@ from tests.helpers import REPO_ROOT
 from tests.helpers import client_data_files
 from tests.helpers import hostile_sqlite
 from tests.helpers import programs
+from tff_dp.data import client_data_checks
 from tff_dp.data import client_data_source
 from tff_dp.data import csv_import
 from tff_dp.data import loading
 
 SqlClientDataSource = client_data_source.SqlClientDataSource
-ClientDataFormatError = client_data_source.ClientDataFormatError
+ClientDataFormatError = client_data_checks.ClientDataFormatError
 TestSplit = csv_import.TestSplit
 
 _INJECTION = hostile_sqlite.INJECTION
