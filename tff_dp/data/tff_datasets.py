@@ -61,9 +61,9 @@ import tensorflow_federated as tff
 
 from tff_dp.data import tff_cache
 from tff_dp.data import tff_cache_formats
+from tff_dp.data.tff_cache_split import CacheSplit
 
 PathLike = Union[str, os.PathLike]
-CacheSplit = tff_cache.CacheSplit
 
 _BUCKET = 'https://storage.googleapis.com/tff-datasets-public/'
 _CHUNK_BYTES = 1 << 20
@@ -293,8 +293,9 @@ def load_tff_dataset(
       (1.7 GB for EMNIST, tens of GB for Stack Overflow) instead of raising.
 
   Returns:
-    (train, test) `tff_cache.CacheSplit`s, whose elements are those of TFF's
-    loader (e.g. EMNIST: OrderedDict(label int32, pixels float32 [28, 28])).
+    (train, test) `tff_cache_split.CacheSplit`s, whose elements are those of
+    TFF's loader (e.g. EMNIST: OrderedDict(label int32, pixels float32
+    [28, 28])).
 
   Raises:
     MissingDatasetError: The file is not in `data_dir` (or the download
