@@ -94,15 +94,17 @@ def _truth(path: str) -> dict[str, list[tuple[tuple[float, ...], int]]]:
 def check_hostile_ids(directory: str, ids) -> list[tuple[str, list[str]]]:
   """[(hostile id, problems)]: what the loader gives each client."""
   # The loader imports TensorFlow: only when this case runs.
-  # pylint: disable-next=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from tff_dp.data import client_data_checks
   from tff_dp.data import client_data_source
+  # pylint: enable=g-import-not-at-top
   path = make_file(directory, 'hostile')
   for old, new in zip(_train_ids(path), ids):
     _rename(path, old, new)
   truth = _truth(path)
   try:
     source = client_data_source.SqlClientDataSource(path)
-  except client_data_source.ClientDataFormatError as e:
+  except client_data_checks.ClientDataFormatError as e:
     return [(client_id, [f'refused: {e}']) for client_id in ids]
   read = {}
   for index, client_id in enumerate(source.client_ids):

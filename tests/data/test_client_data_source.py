@@ -13,6 +13,7 @@ import tensorflow as tf
 from tests.helpers import client_data_files
 from tff_dp.algorithms import models
 from tff_dp.config import ModelKind
+from tff_dp.data import client_data_checks
 from tff_dp.data import client_data_source
 from tff_dp.data import csv_import
 
@@ -140,7 +141,7 @@ def test_missing_file(tmp_path):
 def test_not_a_client_data_file(tmp_path):
   garbage = tmp_path / 'garbage.sqlite'
   garbage.write_bytes(b'just some bytes, not SQLite' * 10)
-  with pytest.raises(client_data_source.ClientDataFormatError,
+  with pytest.raises(client_data_checks.ClientDataFormatError,
                      match='not a tff-dp client-data file'):
     SqlClientDataSource(str(garbage))
   # A TFF-format database without tff-dp's metadata (e.g. a TFF download).
@@ -152,7 +153,7 @@ def test_not_a_client_data_file(tmp_path):
               'TEXT, num_examples INTEGER)')
   con.commit()
   con.close()
-  with pytest.raises(client_data_source.ClientDataFormatError,
+  with pytest.raises(client_data_checks.ClientDataFormatError,
                      match='no table tff_dp_metadata'):
     SqlClientDataSource(str(plain))
 
@@ -164,6 +165,6 @@ def test_future_format_version_is_refused(tmp_path):
               "'format_version'")
   con.commit()
   con.close()
-  with pytest.raises(client_data_source.ClientDataFormatError,
+  with pytest.raises(client_data_checks.ClientDataFormatError,
                      match='format_version 99'):
     SqlClientDataSource(path)

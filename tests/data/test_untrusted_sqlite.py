@@ -21,12 +21,14 @@ from tests.helpers import REPO_ROOT
 from tests.helpers import client_data_files
 from tests.helpers import hostile_sqlite
 from tests.helpers import programs
+from tff_dp.data import client_data_checks
+from tff_dp.data import client_data_rows
 from tff_dp.data import client_data_source
 from tff_dp.data import csv_import
 from tff_dp.data import loading
 
 SqlClientDataSource = client_data_source.SqlClientDataSource
-ClientDataFormatError = client_data_source.ClientDataFormatError
+ClientDataFormatError = client_data_checks.ClientDataFormatError
 TestSplit = csv_import.TestSplit
 
 _INJECTION = hostile_sqlite.INJECTION
@@ -417,14 +419,14 @@ def test_fingerprint_is_the_sha256_of_the_bytes_checked(tmp_path):
 
 def test_a_file_changed_while_checked_is_refused(tmp_path, monkeypatch):
   path = _make(tmp_path)
-  scan = client_data_source._scan_examples
+  scan = client_data_rows.scan_examples
 
   def scan_then_write(*args):
     result = scan(*args)
     _edit(path, ("UPDATE examples SET label = 2 WHERE rowid = 1", ()))
     return result
 
-  monkeypatch.setattr(client_data_source, '_scan_examples', scan_then_write)
+  monkeypatch.setattr(client_data_rows, 'scan_examples', scan_then_write)
   with pytest.raises(ClientDataFormatError,
                      match='changed while it was being checked'):
     SqlClientDataSource(path)

@@ -7,7 +7,8 @@ tff_dp.cli.import_data`). A client's examples are streamed from SQLite by
 sizes (FedAvg's |D_k| / |D| weighting needs the sizes).
 
 The file is untrusted input: whoever made it may have crafted it. Opening it
-checks all of it, and refuses it with a `ClientDataFormatError` naming the
+checks all of it (`client_data_checks`; the examples, `client_data_rows`),
+and refuses it with a `client_data_checks.ClientDataFormatError` naming the
 file, the field and the value, before anything is trained or written:
 * the schema is exactly the importer's (`client_data_writer.SCHEMA`), so
   no view, trigger, collation or extra column changes what a query reads;
@@ -38,15 +39,15 @@ server's held-out evaluation set (see `csv_import` on how it was chosen).
 """
 
 import hashlib
-import json
 import os
-import re
 import sqlite3
 from typing import Any, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from tff_dp.data import client_data_checks
+from tff_dp.data import client_data_rows
 from tff_dp.data import client_data_writer
 from tff_dp.data import csv_import
 from tff_dp.data import example_encoding
@@ -58,32 +59,6 @@ from tff_dp.data.labels import LabelKind
 _TRAIN = client_data_writer.TRAIN_SPLIT
 _TEST = client_data_writer.TEST_SPLIT
 _HISTOGRAM_LIMIT = 20
-# Labels are trained on as int32.
-_MAX_NUM_CLASSES = 2**31 - 1
-# Rows, and bytes of parsed features, checked at a time: bounds the memory.
-_SCAN_ROWS = 10_000
-_SCAN_FEATURE_BYTES = 32 << 20
-# An example is 4 bytes per feature and a few dozen of framing: a much
-# larger blob is not one training could read, so it is not loaded.
-_EXAMPLE_SLACK_BYTES = 1024
-_SQLITE_MAGIC = b'SQLite format 3\x00'
-_CREATE_HINT = 'create one with `python -m tff_dp.cli.import_data`'
-
-# Integer metadata fields: (key, smallest, largest or None).
-_INT_FIELDS = (
-    ('input_dim', 1, None),
-    ('num_classes', 2, _MAX_NUM_CLASSES),
-    ('rows', 1, None),
-    ('train_examples', 1, None),
-    ('test_examples', 0, None),
-    ('train_clients', 1, None),
-    ('test_clients', 0, None),
-    ('seed', 0, None),
-)
-
-
-class ClientDataFormatError(ValueError):
-  """The file is not a valid tff-dp client-data file; the message says why."""
 
 
 def file_fingerprint(path: str) -> str:
@@ -104,356 +79,6 @@ _TEST_QUERY = ("SELECT serialized_example_proto FROM examples WHERE "
                "split_name = 'test' ORDER BY rowid")
 
 
-def _show_json(value: Any) -> str:
-  """A metadata value as JSON (ASCII, so nothing reaches the terminal raw)."""
-  return sql_queries.shorten(json.dumps(value))
-
-
-def _error(path: str, reason: str) -> ClientDataFormatError:
-  return ClientDataFormatError(f'{path}: {reason}')
-
-
-def _check_header(path: str) -> None:
-  with open(path, 'rb') as f:
-    header = f.read(100)
-  if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
-    raise _error(
-        path, f'not a tff-dp client-data file (not an SQLite '
-        f'database); {_CREATE_HINT}')
-  # Bytes 18 and 19, the file format's write and read versions, are 2 in
-  # WAL mode; import-data never writes that.
-  if 2 in (header[18], header[19]):
-    raise _error(
-        path, "is in SQLite's WAL mode (rows may live in a -wal "
-        'file beside it); convert it with sqlite3 and '
-        '"PRAGMA journal_mode = DELETE"')
-  # Bytes 56-59: the text encoding, 1 for UTF-8. The queries spell ids as
-  # UTF-8 bytes: in a UTF-16 file every client would read no row.
-  encoding = int.from_bytes(header[56:60], 'big')
-  if encoding != 1:
-    names = {2: 'UTF-16le', 3: 'UTF-16be'}
-    raise _error(
-        path, f'its text encoding is {names.get(encoding, encoding)}'
-        '; import-data writes UTF-8, the only one tff-dp reads')
-
-
-def _check_schema(path: str, con: sqlite3.Connection) -> None:
-  """The tables and indexes must be exactly those `csv_import` writes."""
-  expected = {
-      s.split()[2]: ' '.join(s.split()) for s in client_data_writer.SCHEMA
-  }
-  entries = con.execute('SELECT type, name, sql FROM sqlite_master').fetchall()
-  # First, since TFF's own files lack only this.
-  if 'tff_dp_metadata' not in {name for _, name, _ in entries}:
-    raise _error(
-        path, 'not a tff-dp client-data file (no table '
-        f'tff_dp_metadata); {_CREATE_HINT}')
-  found = set()
-  for kind, name, sql in entries:
-    # SQLite's own index of the metadata's PRIMARY KEY, and ANALYZE's
-    # statistics, which change query plans but not results.
-    if (name == 'sqlite_autoindex_tff_dp_metadata_1' and
-        sql is None) or (kind == 'table' and
-                         str(name).startswith('sqlite_stat')):
-      continue
-    if not isinstance(sql, str) or ' '.join(sql.split()) != expected.get(name):
-      what = 'not as import-data writes it' if name in expected else (
-          'not part of a tff-dp client-data file')
-      raise _error(
-          path, f'{kind} {sql_queries.show(name)} is {what} '
-          f'({sql_queries.show(sql)}); {_CREATE_HINT}')
-    found.add(name)
-  missing = sorted(set(expected) - found, key=list(expected).index)
-  if missing:
-    raise _error(path, f'has no {missing[0]!r} (table or index); '
-                 f'{_CREATE_HINT}')
-  check = con.execute('PRAGMA quick_check').fetchone()
-  if check != ('ok',):
-    raise _error(path,
-                 f'is damaged (SQLite quick_check: {sql_queries.show(check)})')
-
-
-def _no_constant(name: str) -> None:
-  # Python's json accepts NaN and Infinity; JSON does not.
-  raise ValueError(f'{name} is not a JSON number')
-
-
-def _read_metadata(path: str, con: sqlite3.Connection) -> dict[str, Any]:
-  metadata = {}
-  for key, value in con.execute('SELECT key, value FROM tff_dp_metadata'):
-    try:
-      if not isinstance(value, str):
-        raise ValueError('not text')
-      metadata[key] = json.loads(value, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as e:
-      raise _error(
-          path,
-          f'metadata {sql_queries.show(key)}: {sql_queries.show(value)} is not '
-          f'valid JSON ({e})') from None
-  return metadata
-
-
-def _is_int(value: Any) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _field(path: str, metadata: dict[str, Any], key: str) -> Any:
-  if key not in metadata:
-    raise _error(path, f'metadata has no {key!r}')
-  return metadata[key]
-
-
-def _bad(path: str, key: str, value: Any, expected: str):
-  return _error(path, f'metadata {key}={_show_json(value)}: expected '
-                f'{expected}')
-
-
-def _check_metadata(path: str, m: dict[str, Any]) -> None:
-  """Types and ranges of every field the loader reads, and their agreement."""
-  version = _field(path, m, 'format_version')
-  if not _is_int(version) or version != csv_import.FORMAT_VERSION:
-    raise _error(
-        path, f'format_version {_show_json(version)}; this tff-dp '
-        f'reads version {csv_import.FORMAT_VERSION}')
-  for key, low, high in _INT_FIELDS:
-    value = _field(path, m, key)
-    if not _is_int(value) or value < low or (high and value > high):
-      bounds = f'in [{low}, {high}]' if high else f'>= {low}'
-      raise _bad(path, key, value, f'an integer {bounds}')
-  dim, classes = m['input_dim'], m['num_classes']
-  names = _field(path, m, 'feature_names')
-  if not (isinstance(names, list) and len(names) == dim and all(
-      isinstance(n, str) and n for n in names) and len(set(names)) == dim):
-    raise _bad(path, 'feature_names', names,
-               f'a list of input_dim={dim} distinct names')
-  if not isinstance(_field(path, m, 'num_classes_inferred'), bool):
-    raise _bad(path, 'num_classes_inferred', m['num_classes_inferred'],
-               'true or false')
-  source = _field(path, m, 'source')
-  if not (isinstance(source, str) and source and source.isprintable()):
-    raise _bad(path, 'source', source, "the input file's name")
-  _check_split_fields(path, m)
-  for split in (_TRAIN, _TEST):
-    key = f'{split}_label_histogram'
-    counts = _field(path, m, key)
-    if not (isinstance(counts, list) and len(counts) == classes and
-            all(_is_int(c) and c >= 0 for c in counts)):
-      raise _bad(path, key, counts, f'num_classes={classes} counts >= 0')
-  if m['rows'] != m['train_examples'] + m['test_examples']:
-    raise _bad(
-        path, 'rows', m['rows'], 'train_examples + test_examples = '
-        f"{m['train_examples'] + m['test_examples']}")
-
-
-def _check_split_fields(path: str, m: dict[str, Any]) -> None:
-  split = _field(path, m, 'test_split')
-  values = [s.value for s in csv_import.TestSplit]
-  if split not in values:
-    raise _bad(path, 'test_split', split, f'one of {json.dumps(values)}')
-  fraction = _field(path, m, 'test_fraction')
-  none = split == csv_import.TestSplit.NONE.value
-  if none and fraction is not None:
-    raise _bad(path, 'test_fraction', fraction, 'null (test_split is "none")')
-  if not none and not (isinstance(fraction, float) and 0 < fraction < 1):
-    raise _bad(path, 'test_fraction', fraction, 'a number in (0, 1)')
-  for key in ('test_examples', 'test_clients'):
-    if (m[key] == 0) != none:
-      raise _bad(
-          path, key, m[key], f'{"0" if none else "> 0"} (test_split '
-          f'is {json.dumps(split)})')
-
-
-def _check_client_id(path: str, where: str, client_id: Any) -> None:
-  problem = sql_queries.client_id_problem(client_id)
-  if problem is not None:
-    raise _error(path, f'{where}: {problem}')
-
-
-def _read_clients(path: str,
-                  con: sqlite3.Connection) -> tuple[list[str], np.ndarray, int]:
-  """(sorted training ids, their sizes, number of test clients), checked."""
-  train, test_clients, seen = {}, 0, set()
-  for rowid, cid, split, n in con.execute(
-      'SELECT rowid, client_id, split_name, num_examples FROM '
-      'client_metadata ORDER BY rowid'):
-    where = f'client_metadata row {rowid}'
-    if split not in (_TRAIN, _TEST):
-      raise _error(
-          path, f'{where}: split_name {sql_queries.show(split)}: expected '
-          f'{_TRAIN!r} or {_TEST!r}')
-    _check_client_id(path, where, cid)
-    if not _is_int(n) or n < 1:
-      raise _error(
-          path, f'{where}: num_examples {sql_queries.show(n)} of client '
-          f'{sql_queries.show(cid)}: expected an integer >= 1')
-    if (cid, split) in seen:
-      raise _error(
-          path, f'{where}: client {sql_queries.show(cid)} is listed twice in '
-          f'split {split!r}')
-    seen.add((cid, split))
-    if split == _TRAIN:
-      train[cid] = n
-    else:
-      test_clients += 1
-  row = con.execute(
-      'SELECT e.client_id, e.split_name, e.n, m.num_examples FROM (SELECT '
-      'client_id, split_name, COUNT(*) AS n FROM examples GROUP BY '
-      'client_id, split_name) AS e LEFT JOIN client_metadata AS m ON '
-      'm.client_id = e.client_id AND m.split_name = e.split_name WHERE '
-      'm.num_examples IS NOT e.n LIMIT 1').fetchone()
-  if row:
-    raise _error(
-        path,
-        f'examples has {row[2]} rows of client {sql_queries.show(row[0])} '
-        f'in split {sql_queries.show(row[1])}, client_metadata '
-        f'{"says " + str(row[3]) if row[3] else "lists none"}')
-  row = con.execute(
-      'SELECT client_id, split_name FROM client_metadata AS m WHERE NOT '
-      'EXISTS (SELECT 1 FROM examples AS e WHERE e.client_id = m.client_id '
-      'AND e.split_name = m.split_name) LIMIT 1').fetchone()
-  if row:
-    raise _error(
-        path, f'client_metadata lists client {sql_queries.show(row[0])} in '
-        f'split {row[1]!r}, which has no rows in examples')
-  ids = sorted(train)
-  return ids, np.array([train[c] for c in ids], dtype=np.int64), test_clients
-
-
-def _feature_spec(input_dim: int) -> dict[str, tf.io.FixedLenFeature]:
-  """How training parses an example; the checks use the same spec."""
-  return {
-      example_encoding.FEATURES_KEY:
-          tf.io.FixedLenFeature([input_dim], tf.float32),
-      example_encoding.LABEL_KEY:
-          tf.io.FixedLenFeature([], tf.int64),
-  }
-
-
-def _parse_examples(path: str, rowids: Sequence[int], blobs: Sequence[bytes],
-                    spec) -> tuple[np.ndarray, np.ndarray]:
-  """(features, labels) of serialized examples; names the first bad row."""
-  # TensorFlow's message quotes the bytes, and fails to decode if they are
-  # not UTF-8: both errors mean the parse failed.
-  errors = (tf.errors.InvalidArgumentError, UnicodeDecodeError)
-  try:
-    parsed = tf.io.parse_example(tf.constant(blobs, tf.string), spec)
-  except errors:
-    # Only to name the row: parse them one by one.
-    for rowid, blob in zip(rowids, blobs):
-      try:
-        tf.io.parse_example(tf.constant([blob], tf.string), spec)
-      except errors as e:
-        # Without TensorFlow's '{{function_node ...}}' prefix.
-        reason = re.sub(r'\{\{.*?\}\}', '', getattr(e, 'message',
-                                                    'undecodable'))
-        reason = ' '.join(reason.split())[:200]
-        dim = spec[example_encoding.FEATURES_KEY].shape[0]
-        raise _error(
-            path, f'examples row {rowid}: serialized_example_proto '
-            f'is not an example of {dim} float features and one '
-            f'integer label ({reason})') from None
-    raise
-  return (parsed[example_encoding.FEATURES_KEY].numpy(),
-          parsed[example_encoding.LABEL_KEY].numpy())
-
-
-def _check_rows(path: str, con: sqlite3.Connection, rows: list[tuple], spec,
-                m: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-  """Checks one batch of the scan; returns (labels, is_train)."""
-  rowids, train, test, labels, blobs = zip(*rows)
-  is_train = np.array(train, dtype=bool)
-  bad = ~(is_train | np.array(test, dtype=bool))
-  if bad.any():
-    rowid = rowids[int(np.argmax(bad))]
-    value = con.execute('SELECT split_name FROM examples WHERE rowid = ?',
-                        (rowid,)).fetchone()[0]
-    raise _error(
-        path, f'examples row {rowid}: split_name {sql_queries.show(value)}: '
-        f'expected {_TRAIN!r} or {_TEST!r}')
-  if None in blobs:
-    rowid = rowids[blobs.index(None)]
-    kind, size = con.execute(
-        'SELECT typeof(serialized_example_proto), length('
-        'serialized_example_proto) FROM examples WHERE rowid = ?',
-        (rowid,)).fetchone()
-    raise _error(
-        path, f'examples row {rowid}: serialized_example_proto is '
-        f'{kind} of {size} bytes, not a serialized example')
-  classes = m['num_classes']
-  # Types first: numpy would take 1.0 or True as 1.
-  y = (np.array(labels, dtype=np.int64)
-       if set(map(type, labels)) == {int} else None)
-  if y is None or ((y < 0) | (y >= classes)).any():
-    i = next(i for i, v in enumerate(labels)
-             if not _is_int(v) or not 0 <= v < classes)
-    raise _error(
-        path, f'examples row {rowids[i]}: label {sql_queries.show(labels[i])}: '
-        f'expected an integer in [0, num_classes={classes})')
-  x, parsed_y = _parse_examples(path, rowids, blobs, spec)
-  if (parsed_y != y).any():
-    i = int(np.argmax(parsed_y != y))
-    raise _error(
-        path, f'examples row {rowids[i]}: the example\'s label '
-        f'{parsed_y[i]} differs from its label column {y[i]}')
-  finite = np.isfinite(x)
-  if not finite.all():
-    i, j = (int(k) for k in np.argwhere(~finite)[0])
-    raise _error(
-        path, f'examples row {rowids[i]}: feature '
-        f"{m['feature_names'][j]!r} is {x[i, j]}: NaN and infinite "
-        'values are not allowed')
-  return y, is_train
-
-
-def _scan_examples(path: str, con: sqlite3.Connection,
-                   m: dict[str, Any]) -> dict[str, list[int]]:
-  """Checks every example as training reads it; label histograms by split."""
-  dim, classes = m['input_dim'], m['num_classes']
-  spec = _feature_spec(dim)
-  histograms = {
-      split: np.zeros(classes, dtype=np.int64) for split in (_TRAIN, _TEST)
-  }
-  # Split and size are tested by SQLite, so that no row is decoded in
-  # Python and no oversized blob is loaded.
-  cursor = con.execute(
-      "SELECT rowid, IFNULL(split_name = 'train', 0), IFNULL(split_name = "
-      "'test', 0), label, CASE WHEN typeof(serialized_example_proto) = "
-      "'blob' AND length(serialized_example_proto) <= ? THEN "
-      'serialized_example_proto END FROM examples ORDER BY rowid',
-      (4 * dim + _EXAMPLE_SLACK_BYTES,))
-  batch = max(1, min(_SCAN_ROWS, _SCAN_FEATURE_BYTES // (4 * dim)))
-  while rows := cursor.fetchmany(batch):
-    y, is_train = _check_rows(path, con, rows, spec, m)
-    histograms[_TRAIN] += np.bincount(y[is_train], minlength=classes)
-    histograms[_TEST] += np.bincount(y[~is_train], minlength=classes)
-  return {split: h.tolist() for split, h in histograms.items()}
-
-
-def _check_totals(path: str, m: dict[str, Any], sizes: np.ndarray,
-                  test_clients: int, histograms: dict[str, list[int]]) -> None:
-  """The metadata's counts must be those of the rows."""
-  found = {
-      'train_clients': len(sizes),
-      'test_clients': test_clients,
-      'train_examples': sum(histograms[_TRAIN]),
-      'test_examples': sum(histograms[_TEST]),
-  }
-  for key, value in found.items():
-    if m[key] != value:
-      raise _error(
-          path, f'metadata {key}={_show_json(m[key])}, but the '
-          f'file has {value}')
-  for split in (_TRAIN, _TEST):
-    key = f'{split}_label_histogram'
-    if m[key] != histograms[split]:
-      label = next(k for k, (a, b) in enumerate(zip(m[key], histograms[split]))
-                   if a != b)
-      raise _error(
-          path, f'metadata {key}={_show_json(m[key])}: says '
-          f'{m[key][label]} examples of label {label}, the file has '
-          f'{histograms[split][label]}')
-
-
 def _load(path: str) -> tuple[dict[str, Any], list[str], np.ndarray, str]:
   """Checks the whole file.
 
@@ -466,28 +91,30 @@ def _load(path: str) -> tuple[dict[str, Any], list[str], np.ndarray, str]:
   """
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path}: no such client-data file '
-                            f'({_CREATE_HINT})')
+                            f'({client_data_checks.CREATE_HINT})')
   # Hashed before and after the checks, so that the fingerprint is that of
   # the bytes checked: a file changed meanwhile is refused.
   fingerprint = file_fingerprint(path)
-  _check_header(path)
+  client_data_checks.check_header(path)
   try:
     con = sql_queries.connect_readonly(path)
     try:
-      _check_schema(path, con)
-      metadata = _read_metadata(path, con)
-      _check_metadata(path, metadata)
-      histograms = _scan_examples(path, con, metadata)
-      client_ids, sizes, test_clients = _read_clients(path, con)
+      client_data_checks.check_schema(path, con)
+      metadata = client_data_checks.read_metadata(path, con)
+      client_data_checks.check_metadata(path, metadata)
+      histograms = client_data_rows.scan_examples(path, con, metadata)
+      client_ids, sizes, test_clients = client_data_checks.read_clients(
+          path, con)
     finally:
       con.close()
   except sqlite3.Error as e:
-    raise _error(
+    raise client_data_checks.error(
         path, f'cannot be read as a tff-dp client-data file '
         f'(SQLite: {e})') from None
-  _check_totals(path, metadata, sizes, test_clients, histograms)
+  client_data_checks.check_totals(path, metadata, sizes, test_clients,
+                                  histograms)
   if file_fingerprint(path) != fingerprint:
-    raise _error(
+    raise client_data_checks.error(
         path, 'changed while it was being checked; load it again '
         'when nothing writes to it')
   return metadata, client_ids, sizes, fingerprint
@@ -532,7 +159,8 @@ class SqlClientDataSource:
     Raises:
       FileNotFoundError: If `path` does not exist.
       OSError: If it cannot be read.
-      ClientDataFormatError: If it is not a valid tff-dp client-data file.
+      client_data_checks.ClientDataFormatError: If it is not a valid tff-dp
+        client-data file.
     """
     self.path = os.fspath(path)
     (self.metadata, self.client_ids, self._sizes,
@@ -601,7 +229,7 @@ class SqlClientDataSource:
     return self._dataset(_TEST_QUERY)
 
   def _dataset(self, query: str) -> tf.data.Dataset:
-    spec = _feature_spec(self.input_dim)
+    spec = client_data_rows.feature_spec(self.input_dim)
 
     def parse(serialized):
       example = tf.io.parse_single_example(serialized, spec)

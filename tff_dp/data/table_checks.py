@@ -2,7 +2,7 @@
 
 Shared by the table readers (`csv_reader`, `npz_reader`) so that a CSV file
 and an .npz archive are held to the same rules, and by the loaders
-(`client_data_source`, `tff_cache`), which refuse the client ids the importer
+(`client_data_checks`, `tff_cache`), which refuse the client ids the importer
 refuses. A problem with the input or output file is a `TableError`; the
 readers hand their validated rows on as `Batch`es.
 """
@@ -97,7 +97,7 @@ def check_label(label: int, num_classes: Optional[int]) -> None:
 def check_client_id(client_id: str) -> None:
   """Raises ValueError if `client_id` cannot name a client in the file.
 
-  The loader (`client_data_source`) applies the same rule to the files it
+  The loader (`client_data_checks`) applies the same rule to the files it
   reads, so that whatever the importer writes can be trained from.
 
   Args:

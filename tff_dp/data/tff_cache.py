@@ -20,10 +20,11 @@ the file without it:
   than the examples table can hold; a first example (of the first
   non-empty client of each split) that is missing, does not parse as TFF's
   loader parses it, or has a value out of range;
-* as a client's rows are read (lazily, as training iterates them), their
-  number must be `client_metadata`'s (the size the shuffle and example-level
-  DP accounting use), or TensorFlow's cardinality check fails ("expected to
-  contain N elements"); a row that does not parse fails TensorFlow's parser.
+* as a client's rows are read (lazily, as training iterates them, by the
+  `tff_cache_split.CacheSplit`s `open_cache` returns), their number must be
+  `client_metadata`'s (the size the shuffle and example-level DP accounting
+  use), or TensorFlow's cardinality check fails ("expected to contain N
+  elements"); a row that does not parse fails TensorFlow's parser.
 So the load reads `client_metadata` and a few examples, never the whole
 file (Stack Overflow's is tens of GB). The values of the other examples are
 not checked: Assert ops in the parser made building and reading a client's
@@ -36,18 +37,17 @@ load_data`): same keys, shapes, dtypes and values, clients in the same
 (sorted) order, each client's rows in file order.
 """
 
-import collections
-import dataclasses
-import os
 import re
 import sqlite3
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from tff_dp.data import sql_queries
 from tff_dp.data import table_checks
+from tff_dp.data.tff_cache_formats import ExampleFormat
+from tff_dp.data.tff_cache_split import CacheSplit
 
 _MAX_ID_BYTES = table_checks.MAX_CLIENT_ID_BYTES
 _TABLES = {
@@ -56,8 +56,6 @@ _TABLES = {
 }
 _TEXT_COLUMNS = ('client_id', 'split_name')
 
-Transform = Callable[[tf.data.Dataset], tf.data.Dataset]
-
 
 class CacheFormatError(ValueError):
   """The file is not a usable cache file: '<path>: <reason>'."""
@@ -65,200 +63,6 @@ class CacheFormatError(ValueError):
   def __init__(self, path: str, reason: str):
     super().__init__(f'{path}: {reason}')
     self.reason = reason
-
-
-@dataclasses.dataclass(frozen=True)
-class ExampleFormat:
-  """How TFF's loader parses a benchmark's examples, and which are valid.
-
-  Attributes:
-    features: TFF's parse spec (key -> FixedLenFeature).
-    dtypes: The dtype TFF's element has under each key (it casts to it).
-    ranges: key -> [low, high): the integer values allowed (before TFF's
-      cast, which would wrap a CIFAR-100 pixel of 256 to 0).
-    finite: Float keys whose values must be finite.
-  """
-  features: Mapping[str, tf.io.FixedLenFeature]
-  dtypes: Mapping[str, tf.DType]
-  ranges: Mapping[str, tuple[int,
-                             int]] = dataclasses.field(default_factory=dict)
-  finite: tuple[str, ...] = ()
-
-  def parse(self, serialized: tf.Tensor) -> collections.OrderedDict:
-    """One serialized example -> TFF's element (TFF's own parsing)."""
-    parsed = tf.io.parse_example(serialized, dict(self.features))
-    return collections.OrderedDict((key, tf.cast(parsed[key], self.dtypes[key]))
-                                   for key in sorted(self.features))
-
-  def problem(self, serialized: bytes) -> Optional[str]:
-    """Why an example is not one of this format, or None (eagerly)."""
-    parsed = tf.io.parse_example(serialized, dict(self.features))
-    for key, (low, high) in self.ranges.items():
-      value = parsed[key].numpy()
-      bad = value[(value < low) | (value >= high)]
-      if bad.size:
-        return f'{key} {bad.flat[0]}, outside {low}..{high - 1}'
-    for key in self.finite:
-      if not np.isfinite(parsed[key].numpy()).all():
-        return f'NaN or infinite {key}'
-    return None
-
-
-def _fixed(shape, dtype) -> tf.io.FixedLenFeature:
-  return tf.io.FixedLenFeature(shape=shape, dtype=dtype)
-
-
-def emnist_format(num_classes: int) -> ExampleFormat:
-  """TFF's EMNIST elements: label int32 [], pixels float32 [28, 28]."""
-  return ExampleFormat(features={
-      'label': _fixed((), tf.int64),
-      'pixels': _fixed((28, 28), tf.float32)
-  },
-                       dtypes={
-                           'label': tf.int32,
-                           'pixels': tf.float32
-                       },
-                       ranges={'label': (0, num_classes)},
-                       finite=('pixels',))
-
-
-CIFAR100_FORMAT = ExampleFormat(features={
-    'coarse_label': _fixed((), tf.int64),
-    'image': _fixed((32, 32, 3), tf.int64),
-    'label': _fixed((), tf.int64)
-},
-                                dtypes={
-                                    'coarse_label': tf.int64,
-                                    'image': tf.uint8,
-                                    'label': tf.int64
-                                },
-                                ranges={
-                                    'coarse_label': (0, 20),
-                                    'image': (0, 256),
-                                    'label': (0, 100)
-                                })
-SHAKESPEARE_FORMAT = ExampleFormat(features={'snippets': _fixed((), tf.string)},
-                                   dtypes={'snippets': tf.string})
-_STACKOVERFLOW_KEYS = ('creation_date', 'tags', 'title', 'tokens', 'type')
-STACKOVERFLOW_FORMAT = ExampleFormat(
-    features={
-        'score': _fixed((), tf.int64),
-        **{
-            k: _fixed((), tf.string) for k in _STACKOVERFLOW_KEYS
-        }
-    },
-    dtypes={
-        'score': tf.int64,
-        **{
-            k: tf.string for k in _STACKOVERFLOW_KEYS
-        }
-    })
-
-
-class CacheSplit:
-  """One split of a checked cache file: its clients and their examples.
-
-  Attributes:
-    path: The file.
-    split: The split name, e.g. 'digits_only_train'.
-    example_format: How its examples are parsed.
-    client_ids: The split's client ids, sorted (TFF's order).
-    element_spec: The structure of an element (TFF's loader's).
-  """
-
-  def __init__(self, path: str, split: str, example_format: ExampleFormat,
-               sizes: Mapping[str, int]):
-    self.path = path
-    self.split = split
-    self.client_ids = sorted(sizes)
-    self._sizes = dict(sizes)
-    self.example_format = example_format
-    # The process that iterates the datasets may have another cwd; a path
-    # starting with '/' is never taken for an SQLite URI.
-    self._data_source = os.path.abspath(path)
-    self.element_spec = collections.OrderedDict(
-        (key,
-         tf.TensorSpec(example_format.features[key].shape,
-                       example_format.dtypes[key]))
-        for key in sorted(example_format.features))
-
-  def client_sizes(self) -> np.ndarray:
-    """`num_examples` of each client, in `client_ids` order (int64)."""
-    return np.array([self._sizes[c] for c in self.client_ids], np.int64)
-
-  def _read(self, query, expected) -> tf.data.Dataset:
-    rows = tf.data.experimental.SqlDataset('sqlite', self._data_source, query,
-                                           tf.string)
-    # Rows other than num_examples fail TensorFlow's own cardinality check
-    # (one op, no measurable cost), whose message names the counts but not
-    # the client: naming it would take an enumerate, an end marker and a
-    # filter per client (up to ~1 ms more per client, measured).
-    return rows.map(self.example_format.parse,
-                    num_parallel_calls=tf.data.AUTOTUNE).apply(
-                        tf.data.experimental.assert_cardinality(expected))
-
-  def dataset(self, client_id: str) -> tf.data.Dataset:
-    """The examples of `client_id`, in file order (TFF's elements).
-
-    Reading them fails unless they are as many as `client_metadata` says.
-
-    Args:
-      client_id: A client of the split.
-    """
-    return self._read(sql_queries.client_examples_query(client_id, self.split),
-                      self._size(client_id))
-
-  def _size(self, client_id: str) -> int:
-    if client_id not in self._sizes:
-      raise KeyError(
-          f'{self.path}: no client {sql_queries.show(client_id)} in split '
-          f'{self.split!r}')
-    return self._sizes[client_id]
-
-  def clients_dataset(self,
-                      client_ids: Sequence[str],
-                      *,
-                      transform: Optional[Transform] = None,
-                      per_client: Optional[int] = None) -> tf.data.Dataset:
-    """The examples of `client_ids`, client after client.
-
-    Reading them fails unless each client's rows are as many as
-    `client_metadata` says.
-
-    Args:
-      client_ids: Clients of the split, in the order wanted.
-      transform: Applied to each client's examples (e.g. cutting windows).
-      per_client: Keep at most this many (the first) elements of each
-        client's transformed examples; None: all.
-    """
-    sizes = tf.constant([self._size(c) for c in client_ids],
-                        tf.int64,
-                        shape=[len(client_ids)])
-    queries = tf.constant(
-        [sql_queries.client_examples_query(c, self.split) for c in client_ids],
-        tf.string,
-        shape=[len(client_ids)])
-
-    def examples(query, expected):
-      dataset = self._read(query, expected)
-      if transform is not None:
-        dataset = transform(dataset)
-      return dataset if per_client is None else dataset.take(per_client)
-
-    return tf.data.Dataset.from_tensor_slices(
-        (queries, sizes)).flat_map(examples)
-
-  def pooled_dataset(self, seed: int) -> tf.data.Dataset:
-    """Every client's examples, clients in TFF's seeded order.
-
-    The order of TFF's `ClientData.create_tf_dataset_from_all_clients(seed)`.
-
-    Args:
-      seed: The seed of the clients' order.
-    """
-    client_ids = list(self.client_ids)
-    np.random.RandomState(seed=seed).shuffle(client_ids)
-    return self.clients_dataset(client_ids)
 
 
 def _error(path: str, reason: str) -> CacheFormatError:

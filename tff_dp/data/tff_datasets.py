@@ -60,9 +60,10 @@ from typing import Optional, Union
 import tensorflow_federated as tff
 
 from tff_dp.data import tff_cache
+from tff_dp.data import tff_cache_formats
+from tff_dp.data.tff_cache_split import CacheSplit
 
 PathLike = Union[str, os.PathLike]
-CacheSplit = tff_cache.CacheSplit
 
 _BUCKET = 'https://storage.googleapis.com/tff-datasets-public/'
 _CHUNK_BYTES = 1 << 20
@@ -143,7 +144,7 @@ class _Spec:
   # Every split name TFF's loader opens (it fails on an empty one); the
   # first is the training split, the last the test split.
   splits: tuple[str, ...]
-  example_format: tff_cache.ExampleFormat
+  example_format: tff_cache_formats.ExampleFormat
   vocabularies: tuple[CacheFile, ...] = ()
 
 
@@ -152,23 +153,24 @@ _SPECS = {
     TffDataset.EMNIST_DIGITS:
         _Spec('EMNIST (digits only)', _EMNIST,
               ('digits_only_train', 'digits_only_test'),
-              tff_cache.emnist_format(10)),
+              tff_cache_formats.emnist_format(10)),
     TffDataset.EMNIST_FULL:
         _Spec('EMNIST (digits and letters)', _EMNIST, ('all_train', 'all_test'),
-              tff_cache.emnist_format(62)),
+              tff_cache_formats.emnist_format(62)),
     TffDataset.SHAKESPEARE:
         _Spec('Shakespeare', _SHAKESPEARE, ('train', 'test'),
-              tff_cache.SHAKESPEARE_FORMAT),
+              tff_cache_formats.SHAKESPEARE_FORMAT),
     TffDataset.STACKOVERFLOW_WORD:
         _Spec('Stack Overflow (next word)', _STACKOVERFLOW, _SO_SPLITS,
-              tff_cache.STACKOVERFLOW_FORMAT, (STACKOVERFLOW_WORD_COUNTS,)),
+              tff_cache_formats.STACKOVERFLOW_FORMAT,
+              (STACKOVERFLOW_WORD_COUNTS,)),
     TffDataset.STACKOVERFLOW_TAG:
         _Spec('Stack Overflow (tag prediction)', _STACKOVERFLOW, _SO_SPLITS,
-              tff_cache.STACKOVERFLOW_FORMAT,
+              tff_cache_formats.STACKOVERFLOW_FORMAT,
               (STACKOVERFLOW_WORD_COUNTS, STACKOVERFLOW_TAG_COUNTS)),
     TffDataset.CIFAR100:
         _Spec('CIFAR-100', _CIFAR100, ('train', 'test'),
-              tff_cache.CIFAR100_FORMAT),
+              tff_cache_formats.CIFAR100_FORMAT),
 }
 
 
@@ -291,8 +293,9 @@ def load_tff_dataset(
       (1.7 GB for EMNIST, tens of GB for Stack Overflow) instead of raising.
 
   Returns:
-    (train, test) `tff_cache.CacheSplit`s, whose elements are those of TFF's
-    loader (e.g. EMNIST: OrderedDict(label int32, pixels float32 [28, 28])).
+    (train, test) `tff_cache_split.CacheSplit`s, whose elements are those of
+    TFF's loader (e.g. EMNIST: OrderedDict(label int32, pixels float32
+    [28, 28])).
 
   Raises:
     MissingDatasetError: The file is not in `data_dir` (or the download
