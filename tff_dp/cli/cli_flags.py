@@ -15,6 +15,7 @@ from typing import Optional
 from absl import flags
 
 from tff_dp import config as config_lib
+from tff_dp import config_checks
 from tff_dp.cohorts import sampling
 from tff_dp.data import loading
 from tff_dp.data import partition as partition_lib
@@ -544,7 +545,7 @@ def define_simulation_flags(fv: flags.FlagValues) -> None:
       '--algorithm=fedavg with gaussian_fixed or gaussian_adaptive, '
       'uniform weighting, no local or example-level DP, and in-memory '
       'data. 0: the grouped path with '
-      f'{config_lib.AUTO_CLIENTS_PER_CALL} clients per call where it '
+      f'{config_checks.AUTO_CLIENTS_PER_CALL} clients per call where it '
       'applies, else 1.',
       lower=0,
       upper=_MAX_CLIENTS)

@@ -26,6 +26,7 @@ from absl import app
 from absl import flags
 
 from tff_dp import config as config_lib
+from tff_dp.checks import ConfigError
 from tff_dp.cli import cli_flags
 from tff_dp.cli import console
 from tff_dp.cli import exits
@@ -202,7 +203,7 @@ def _prepare_input() -> prepare.PreparedRun:
   """The flags' checked run, its data loaded and its noise calibrated."""
   try:
     prepared = prepare.prepare_run(cli_flags.config_from_flags(FLAGS))
-  except config_lib.ConfigError as e:
+  except ConfigError as e:
     raise exits.UserError(str(e)) from e
   if prepared.calibrated_by is not None:
     console.print_calibration(prepared.config, prepared.calibrated_by)
