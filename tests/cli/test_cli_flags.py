@@ -215,13 +215,3 @@ def test_command_line_overrides_flagfile():
   config = _config(
       [f'--flagfile={os.path.join(CONFIGS, "default.cfg")}', '--rounds=7'])
   assert config.rounds == 7
-
-
-def test_readme_flag_reference_is_generated_from_the_definitions():
-  with open(os.path.join(REPO_ROOT, 'README.md')) as f:
-    readme = f.read()
-  start = readme.index(cli_flags.README_START) + len(cli_flags.README_START)
-  end = readme.index(cli_flags.README_END)
-  assert readme[start:end] == cli_flags.markdown_reference(), (
-      'README flag reference is stale: run '
-      '`.venv/bin/python -m tff_dp.cli.cli_flags README.md`')
