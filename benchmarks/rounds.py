@@ -43,6 +43,7 @@ from benchmarks import harness
 from benchmarks import models as bench_models
 from benchmarks import workloads as workloads_lib
 from tff_dp import config as config_lib
+from tff_dp import config_checks
 from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import learning_process
 from tff_dp.cli import cli_flags
@@ -111,7 +112,7 @@ def train_config(workload: workloads_lib.Workload,
       f'--run_name={run_name}',
   ] + (['--allow_zero_noise'] if hyper.noise_multiplier == 0 else []))
   config = cli_flags.config_from_flags(fv)
-  config_lib.check_config(config)
+  config_checks.check_config(config)
   return config
 
 

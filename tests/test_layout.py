@@ -16,7 +16,9 @@ _PACKAGE = os.path.join(helpers.REPO_ROOT, 'tff_dp')
 _BELOW_CONFIG = {
     'atomic_io', 'checks', 'cohorts', 'privacy', 'data', 'audit', 'mechanisms'
 }
-_BELOW_PROGRAM = _BELOW_CONFIG | {'config', 'algorithms', 'execution'}
+_BELOW_PROGRAM = _BELOW_CONFIG | {
+    'config', 'config_checks', 'algorithms', 'execution'
+}
 # Layer -> the layers it may import (its own always allowed).
 _ALLOWED = {
     'atomic_io': set(),
@@ -26,6 +28,7 @@ _ALLOWED = {
     'data': {'atomic_io', 'checks'},
     'audit': {'privacy', 'checks', 'atomic_io'},
     'config': _BELOW_CONFIG,
+    'config_checks': _BELOW_CONFIG | {'config'},
     'mechanisms': {'privacy', 'cohorts', 'atomic_io', 'checks'},
     'algorithms': _BELOW_CONFIG | {'config'},
     'execution': {'checks'},

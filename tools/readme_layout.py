@@ -19,7 +19,8 @@ README_START = '<!-- layout:start -->\n'
 README_END = '<!-- layout:end -->'
 # Bottom first; modules directly in tff_dp/ are listed with their layer.
 LAYERS = ('atomic_io', 'checks', 'cohorts', 'privacy', 'data', 'audit',
-          'mechanisms', 'config', 'algorithms', 'execution', 'program', 'cli')
+          'mechanisms', 'config', 'config_checks', 'algorithms', 'execution',
+          'program', 'cli')
 _OTHER_ROWS = (
     ('`benchmarks/`', '`./run.sh bench`: speed, memory and start-up '
      'measurements (see `benchmarks/README.md`)'),

@@ -32,11 +32,12 @@ import tensorflow_federated as tff
 from tests.helpers import REPO_ROOT
 from tests.helpers import central_dp
 from tests.helpers import programs
-from tff_dp import config as config_lib
+from tff_dp import config_checks
 from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import grouped_fedavg
 from tff_dp.algorithms import learning_process
 from tff_dp.algorithms import models
+from tff_dp.checks import ConfigError
 from tff_dp.cli import cli_flags
 from tff_dp.config import ClientWeighting
 from tff_dp.config import DpMechanism
@@ -586,7 +587,7 @@ def _config(**overrides):
 
 
 @pytest.mark.parametrize('overrides, in_memory, expected', [
-    ({}, True, config_lib.AUTO_CLIENTS_PER_CALL),
+    ({}, True, config_checks.AUTO_CLIENTS_PER_CALL),
     ({}, False, 1),
     ({
         'clients_per_call': 1
@@ -602,7 +603,7 @@ def _config(**overrides):
     }, True, 1),
     ({
         'dp_mechanism': 'gaussian_fixed'
-    }, True, config_lib.AUTO_CLIENTS_PER_CALL),
+    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
     ({
         'client_weighting': 'capped',
         'weight_cap': 10
@@ -613,19 +614,19 @@ def _config(**overrides):
     }, True, 1),
 ])
 def test_resolve_clients_per_call(overrides, in_memory, expected):
-  assert config_lib.resolve_clients_per_call(_config(**overrides),
-                                             in_memory=in_memory) == expected
+  assert config_checks.resolve_clients_per_call(_config(**overrides),
+                                                in_memory=in_memory) == expected
 
 
 def test_explicit_grouping_of_streamed_data_is_refused():
-  with pytest.raises(config_lib.ConfigError, match='clients_per_call=8'):
-    config_lib.resolve_clients_per_call(_config(clients_per_call=8),
-                                        in_memory=False)
+  with pytest.raises(ConfigError, match='clients_per_call=8'):
+    config_checks.resolve_clients_per_call(_config(clients_per_call=8),
+                                           in_memory=False)
 
 
 def test_explicit_grouping_of_an_unsupported_config_is_refused():
-  with pytest.raises(config_lib.ConfigError, match='--algorithm=fedprox'):
-    config_lib.check_config(_config(clients_per_call=8, algorithm='fedprox'))
+  with pytest.raises(ConfigError, match='--algorithm=fedprox'):
+    config_checks.check_config(_config(clients_per_call=8, algorithm='fedprox'))
 
 
 def test_grouped_rounds_files_are_private_and_removed(tmp_path):

@@ -9,7 +9,8 @@ from absl import flags
 import pytest
 
 from tests.helpers import REPO_ROOT
-from tff_dp import config as config_lib
+from tff_dp import config_checks
+from tff_dp.checks import ConfigError
 from tff_dp.cli import cli_flags
 
 CONFIGS = os.path.join(REPO_ROOT, 'configs')
@@ -144,10 +145,10 @@ BAD_COMBINATIONS = [
 @pytest.mark.parametrize('argv,message,population', BAD_COMBINATIONS)
 def test_contradictory_settings_are_refused(argv, message, population):
   config = _config(argv)
-  with pytest.raises(config_lib.ConfigError) as error:
-    config_lib.check_config(config)
+  with pytest.raises(ConfigError) as error:
+    config_checks.check_config(config)
     if population is not None:
-      config_lib.check_population(config, population)
+      config_checks.check_population(config, population)
   assert message in str(error.value)
 
 
@@ -155,10 +156,10 @@ def test_adaptive_limit_is_tffs_limit():
   # TFF raises for z >= 2 * 0.05 * clients_per_round; we refuse the same set
   # up front with a message instead of a traceback from inside TFF.
   ok = _config(['--noise_multiplier=6.99', '--clients_per_round=70'])
-  config_lib.check_config(ok)
+  config_checks.check_config(ok)
   bad = _config(['--noise_multiplier=7.0', '--clients_per_round=70'])
-  with pytest.raises(config_lib.ConfigError):
-    config_lib.check_config(bad)
+  with pytest.raises(ConfigError):
+    config_checks.check_config(bad)
 
 
 def test_zero_noise_with_a_dp_mechanism_needs_the_explicit_flag():
@@ -166,21 +167,21 @@ def test_zero_noise_with_a_dp_mechanism_needs_the_explicit_flag():
       '--dp_mechanism=gaussian_fixed', '--noise_multiplier=0',
       '--allow_zero_noise'
   ])
-  config_lib.check_config(config)
+  config_checks.check_config(config)
   assert config.uses_dp_aggregator and not config.private
 
 
 def test_target_epsilon_lets_noise_be_calibrated_later():
   # The noise flag is replaced after calibration, so z = 0 is not an error.
   config = _config(['--target_epsilon=4', '--noise_multiplier=0'])
-  config_lib.check_config(config)
+  config_checks.check_config(config)
 
 
 def test_nonprivate_run_accepts_zero_noise_and_any_delta():
   config = _config(
       ['--dp_mechanism=none', '--noise_multiplier=0', '--delta=0.5'])
-  config_lib.check_config(config)
-  config_lib.check_population(config, 700)
+  config_checks.check_config(config)
+  config_checks.check_population(config, 700)
 
 
 def _flagfile_values(name):
@@ -194,8 +195,8 @@ def _flagfile_values(name):
 @pytest.mark.parametrize('name', sorted(os.listdir(CONFIGS)))
 def test_every_shipped_config_parses_and_validates(name):
   config = _config([f'--flagfile={os.path.join(CONFIGS, name)}'])
-  config_lib.check_config(config)
-  config_lib.check_population(config, config.num_clients)
+  config_checks.check_config(config)
+  config_checks.check_population(config, config.num_clients)
 
 
 def test_nonprivate_twin_differs_from_default_only_in_privacy():
@@ -214,13 +215,3 @@ def test_command_line_overrides_flagfile():
   config = _config(
       [f'--flagfile={os.path.join(CONFIGS, "default.cfg")}', '--rounds=7'])
   assert config.rounds == 7
-
-
-def test_readme_flag_reference_is_generated_from_the_definitions():
-  with open(os.path.join(REPO_ROOT, 'README.md')) as f:
-    readme = f.read()
-  start = readme.index(cli_flags.README_START) + len(cli_flags.README_START)
-  end = readme.index(cli_flags.README_END)
-  assert readme[start:end] == cli_flags.markdown_reference(), (
-      'README flag reference is stale: run '
-      '`.venv/bin/python -m tff_dp.cli.cli_flags README.md`')

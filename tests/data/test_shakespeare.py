@@ -19,8 +19,9 @@ from tensorflow_federated.python.simulation.baselines.shakespeare import char_pr
 
 from tests.helpers import benchmark_presets as presets
 from tests.helpers import fake_shakespeare as fake
-from tff_dp import config as config_lib
+from tff_dp import config_checks
 from tff_dp.algorithms import models
+from tff_dp.checks import ConfigError
 from tff_dp.config import ModelKind
 from tff_dp.data import loading
 from tff_dp.data import token_sources
@@ -258,14 +259,14 @@ def test_token_data_and_the_rnn_go_together(argv, flag_value):
   cli_flags.define_train_flags(fv)
   fv(['tff-dp', *argv])
   config = cli_flags.config_from_flags(fv)
-  with pytest.raises(config_lib.ConfigError) as error:
-    config_lib.check_config(config)
+  with pytest.raises(ConfigError) as error:
+    config_checks.check_config(config)
   assert str(error.value).startswith(flag_value)
   tokens = loading.is_token_data(config.dataset)
-  with pytest.raises(config_lib.ConfigError) as error:
-    config_lib.check_model_fits_data(config,
-                                     image_shape=None,
-                                     vocab_size=90 if tokens else None)
+  with pytest.raises(ConfigError) as error:
+    config_checks.check_model_fits_data(config,
+                                        image_shape=None,
+                                        vocab_size=90 if tokens else None)
   assert str(error.value).startswith(flag_value)
 
 

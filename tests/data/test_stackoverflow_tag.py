@@ -27,8 +27,9 @@ from tensorflow_federated.python.simulation.baselines.stackoverflow import tag_p
 from tests.helpers import benchmark_presets as presets
 from tests.helpers import fake_stackoverflow as fake
 from tests.helpers import programs
-from tff_dp import config as config_lib
+from tff_dp import config_checks
 from tff_dp.algorithms import models
+from tff_dp.checks import ConfigError
 from tff_dp.cli import cli_flags
 from tff_dp.config import ModelKind
 from tff_dp.data import benchmark_source
@@ -277,26 +278,29 @@ def _config(*argv):
 
 
 def test_grouped_path_refuses_multi_label_data():
-  reason = config_lib.grouped_unsupported_reason(_config())
+  reason = config_checks.grouped_unsupported_reason(_config())
   assert '--dataset=stackoverflow_tag' in reason and 'multi-label' in reason
-  with pytest.raises(config_lib.ConfigError,
-                     match='--clients_per_call=8: .*multi-label'):
-    config_lib.check_config(_config('--clients_per_call=8'))
+  with pytest.raises(ConfigError, match='--clients_per_call=8: .*multi-label'):
+    config_checks.check_config(_config('--clients_per_call=8'))
   # Automatic: TFF's algorithm, one client per call.
-  assert config_lib.resolve_clients_per_call(_config(), in_memory=False) == 1
+  assert config_checks.resolve_clients_per_call(_config(), in_memory=False) == 1
 
 
 def test_cnn_and_rnn_do_not_fit_bags_of_words():
-  with pytest.raises(config_lib.ConfigError, match='--model=rnn: needs token'):
-    config_lib.check_config(_config('--model=rnn'))
+  with pytest.raises(ConfigError, match='--model=rnn: needs token'):
+    config_checks.check_config(_config('--model=rnn'))
   config = _config('--model=cnn')
-  config_lib.check_config(config)
-  with pytest.raises(config_lib.ConfigError, match='--model=cnn: needs image'):
-    config_lib.check_model_fits_data(config, image_shape=None, vocab_size=None)
+  config_checks.check_config(config)
+  with pytest.raises(ConfigError, match='--model=cnn: needs image'):
+    config_checks.check_model_fits_data(config,
+                                        image_shape=None,
+                                        vocab_size=None)
   for model in ('logistic_regression', 'mlp'):
     config = _config(f'--model={model}')
-    config_lib.check_config(config)
-    config_lib.check_model_fits_data(config, image_shape=None, vocab_size=None)
+    config_checks.check_config(config)
+    config_checks.check_model_fits_data(config,
+                                        image_shape=None,
+                                        vocab_size=None)
 
 
 def _one_round(config, source):
@@ -335,7 +339,7 @@ def test_example_and_local_dp_train_on_multi_label_data(tff_runtime, data_dir,
   del tff_runtime
   source = _load(data_dir)
   config = _config('--clients_per_round=2', *argv)
-  config_lib.check_config(config)
+  config_checks.check_config(config)
   train = _one_round(config, source)  # Checks that the model moved.
   # With noise at the clients, their un-noised metrics never reach the
   # server (`learning_process.no_client_metrics`).

@@ -17,6 +17,8 @@ import pytest
 from tests.helpers import REPO_ROOT
 from tests.helpers import programs
 from tff_dp import config as config_lib
+from tff_dp import config_checks
+from tff_dp.checks import ConfigError
 from tff_dp.cli import cli_flags
 from tff_dp.data import held_out as held_out_lib
 from tff_dp.data.federated_data import FederatedData
@@ -58,18 +60,19 @@ def _toy_data(sizes=(3, 1, 4, 2, 5, 3), input_dim=4, num_classes=3):
 
 
 def test_dp_run_refuses_federated_evaluation_without_release_flag():
-  with pytest.raises(config_lib.ConfigError) as e:
-    config_lib.check_config(_config(*_FEDERATED))
+  with pytest.raises(ConfigError) as e:
+    config_checks.check_config(_config(*_FEDERATED))
   assert e.value.flag == 'evaluation'
   assert str(e.value).startswith('--evaluation=federated: ')
   assert '--release_nonprivate_metrics' in str(e.value)
   # Calibrated noise makes a run private later: refused up front as well.
-  with pytest.raises(config_lib.ConfigError):
-    config_lib.check_config(
+  with pytest.raises(ConfigError):
+    config_checks.check_config(
         _config(*_FEDERATED, '--noise_multiplier=0', '--target_epsilon=5'))
-  config_lib.check_config(_config(*_FEDERATED, '--release_nonprivate_metrics'))
+  config_checks.check_config(
+      _config(*_FEDERATED, '--release_nonprivate_metrics'))
   # A non-private run releases them without being asked (labelled anyway).
-  config_lib.check_config(_config(*_FEDERATED, '--dp_mechanism=none'))
+  config_checks.check_config(_config(*_FEDERATED, '--dp_mechanism=none'))
 
 
 @pytest.mark.e2e
@@ -96,8 +99,8 @@ def test_dp_run_refusal_through_the_program_is_one_line_exit_2(tmp_path):
          ], 'eval_clients'),
     ])
 def test_eval_clients_settings_are_checked(argv, flag):
-  with pytest.raises(config_lib.ConfigError) as e:
-    config_lib.check_config(_config(*argv))
+  with pytest.raises(ConfigError) as e:
+    config_checks.check_config(_config(*argv))
   assert e.value.flag == flag
 
 
@@ -105,8 +108,8 @@ def test_full_participation_must_fit_the_training_clients():
   config = _config('--evaluation=federated', '--eval_clients=2',
                    '--dp_mechanism=none', '--client_sampling=full',
                    '--clients_per_round=10', '--num_clients=10')
-  with pytest.raises(config_lib.ConfigError) as e:
-    config_lib.check_eval_clients(config, 10)
+  with pytest.raises(ConfigError) as e:
+    config_checks.check_eval_clients(config, 10)
   assert e.value.flag == 'eval_clients' and '8' in str(e.value)
 
 
@@ -168,13 +171,13 @@ def test_streamed_sources_are_reindexed_to_the_training_clients():
 def test_sampler_and_accountant_see_only_the_training_clients():
   from tff_dp.program import run_privacy  # pylint: disable=g-import-not-at-top
   config = _config(*_FEDERATED, '--release_nonprivate_metrics')
-  config_lib.check_config(config)
+  config_checks.check_config(config)
   data = prepare.load_data(config)
-  config_lib.check_eval_clients(config, data.population)
+  config_checks.check_eval_clients(config, data.population)
   train, held = held_out_lib.hold_out_clients(data,
                                               eval_clients=config.eval_clients,
                                               seed=config.data_seed)
-  config_lib.check_population(config, train.population)
+  config_checks.check_population(config, train.population)
   training = config.num_clients - _EVAL_CLIENTS
   assert train.population == training and held.num_clients == _EVAL_CLIENTS
   sampler = run_privacy.build_sampler(config, train.population, secret=0)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import programs
-from tff_dp import config as config_lib
+from tff_dp import config_checks
 from tff_dp.cli import cli_flags
 from tff_dp.program import mechanism_audit
 
@@ -38,7 +38,7 @@ def _config(*argv):
   cli_flags.define_train_flags(fv)
   fv(['audit', *_SMALL, *argv])
   config = cli_flags.config_from_flags(fv)
-  config_lib.check_config(config)
+  config_checks.check_config(config)
   return config
 
 

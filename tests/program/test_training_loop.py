@@ -229,20 +229,20 @@ def test_released_epsilons_are_those_of_the_claimed_guarantees(central):
 
 
 def test_console_line_names_each_guarantee_and_never_prints_inf():
-  from tff_dp.cli import train  # pylint: disable=g-import-not-at-top
-  parts = train._guarantee_parts(  # pylint: disable=protected-access
+  from tff_dp.cli import console  # pylint: disable=g-import-not-at-top
+  parts = console._guarantee_parts(  # pylint: disable=protected-access
       {
           'privacy/local_epsilon': 4.0,
           'eval/accuracy': 0.5
       },
       private=True)
   assert parts == ['local epsilon 4.000']
-  parts = train._guarantee_parts(  # pylint: disable=protected-access
+  parts = console._guarantee_parts(  # pylint: disable=protected-access
       {
           'privacy/epsilon_rdp': 2.0,
           'privacy/example_epsilon': 3.0
       },
       private=True)
   assert parts == ['epsilon rdp 2.000', 'record-level epsilon 3.000']
-  assert train._guarantee_parts(  # pylint: disable=protected-access
+  assert console._guarantee_parts(  # pylint: disable=protected-access
       {}, private=False) == ['not private']

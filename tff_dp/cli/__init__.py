@@ -1,5 +1,6 @@
 """The command-line programs, the only readers of absl FLAGS: train, epsilon, import-data.
 
-`cli_flags` defines every flag; the programs turn flags into a config and call
+`cli_flags` defines every flag (the privacy groups in `privacy_flags`, range
+checks from `checked_flags`); the programs turn flags into a config and call
 `tff_dp.program`. Nothing below this layer imports it.
 """

@@ -34,6 +34,7 @@ from absl import flags
 
 from tff_dp import atomic_io
 from tff_dp import config as config_lib
+from tff_dp.checks import ConfigError
 from tff_dp.cli import cli_flags
 from tff_dp.cli import exits
 from tff_dp.program import prepare
@@ -125,7 +126,7 @@ def run(argv: list[str]) -> int:
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   try:
     prepared = prepare.prepare_run(cli_flags.config_from_flags(FLAGS))
-  except config_lib.ConfigError as e:
+  except ConfigError as e:
     raise exits.UserError(str(e)) from e
   config, population = prepared.config, prepared.data.population
   canaries = _check(config, population)

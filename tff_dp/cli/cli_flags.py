@@ -1,12 +1,11 @@
-"""Definitions of tff-dp's absl flags, grouped, each with a range check.
+"""Definitions of tff-dp's absl flags, grouped, and the config they make.
 
 Flags are defined here and read only by the programs (`tff_dp.cli.train`, ...).
 Each `define_*` function defines one group on a given `FlagValues`, so tests
 parse argument lists on a fresh `FlagValues` instead of the global one.
-
-absl's own `lower_bound` lets NaN through (NaN compares False) and accepts
-`inf`; every float flag here is checked for finiteness first, at parse time, so
-a bad value stops the program before TensorFlow is even imported.
+`TRAIN_FLAG_GROUPS` lists the training program's groups in order: those of
+the privacy guarantee are in `privacy_flags`; every flag is range-checked at
+parse time (`checked_flags`).
 """
 
 import math
@@ -15,82 +14,19 @@ from typing import Optional
 from absl import flags
 
 from tff_dp import config as config_lib
+from tff_dp import config_checks
+from tff_dp.cli import checked_flags
+from tff_dp.cli import privacy_flags
 from tff_dp.cohorts import sampling
 from tff_dp.data import loading
 from tff_dp.data import partition as partition_lib
 from tff_dp.data import registry
-from tff_dp.mechanisms import registry as mechanism_registry
-from tff_dp.privacy import accounting
-
-# Generous caps that catch typos (an extra zero or three) well before they turn
-# into hours of compute or out-of-memory failures.
-_MAX_CLIENTS = 10_000_000
-_MAX_ROUNDS = 1_000_000
-_MAX_EPOCHS = 1000
-_MAX_BATCH = 1_000_000
-_MAX_UNITS = 100_000
-_MAX_RATE = 1e6
-
-
-def _enum_values(enum_cls) -> list[str]:
-  return [member.value for member in enum_cls]
-
-
-def _register(fv: flags.FlagValues, name: str, check, reason: str) -> None:
-  """Registers `check` on flag `name`.
-
-  absl reports a failure as "flag --name=value: reason".
-  """
-  flags.register_validator(name,
-                           lambda v: v is None or check(v),
-                           reason,
-                           flag_values=fv)
-
-
-def _define_int(fv, name: str, default: int, help_text: str, *, lower: int,
-                upper: int) -> None:
-  flags.DEFINE_integer(name, default, help_text, flag_values=fv)
-  _register(fv, name, lambda v: lower <= v <= upper,
-            f'must be an integer in [{lower}, {upper}]')
-
-
-def _define_float(fv,
-                  name: str,
-                  default: float,
-                  help_text: str,
-                  *,
-                  lower: float,
-                  upper: float,
-                  lower_open: bool = False,
-                  upper_open: bool = False) -> None:
-  """Defines a float flag that must be finite and inside the given interval."""
-  flags.DEFINE_float(name, default, help_text, flag_values=fv)
-  left = '(' if lower_open else '['
-  right = ')' if upper_open else ']'
-
-  def check(v):
-    if not math.isfinite(v):
-      return False
-    above = v > lower if lower_open else v >= lower
-    below = v < upper if upper_open else v <= upper
-    return above and below
-
-  _register(fv, name, check,
-            f'must be a finite number in {left}{lower:g}, {upper:g}{right}')
-
-
-def _define_enum(fv, name: str, default: str, enum_cls, help_text: str) -> None:
-  flags.DEFINE_enum(name,
-                    default,
-                    _enum_values(enum_cls),
-                    help_text,
-                    flag_values=fv)
 
 
 def define_data_flags(fv: flags.FlagValues) -> None:
   """Which federated dataset, and how it is split into clients."""
-  _define_enum(fv, 'dataset', loading.Dataset.DIGITS.value, loading.Dataset,
-               registry.flag_help())
+  checked_flags.define_enum(fv, 'dataset', loading.Dataset.DIGITS.value,
+                            loading.Dataset, registry.flag_help())
   flags.DEFINE_string('data_dir',
                       loading.DEFAULT_DATA_DIR,
                       'Cache directory of TFF\'s benchmark files (e.g. '
@@ -101,47 +37,49 @@ def define_data_flags(fv: flags.FlagValues) -> None:
                       '',
                       'SQLite client-data file for --dataset=sqlite.',
                       flag_values=fv)
-  _define_int(fv,
-              'num_clients',
-              700, 'Number of clients to split offline data into. The privacy '
-              'population N is the number of clients the data really has.',
-              lower=1,
-              upper=_MAX_CLIENTS)
-  _define_enum(
+  checked_flags.define_int(
+      fv,
+      'num_clients',
+      700, 'Number of clients to split offline data into. The privacy '
+      'population N is the number of clients the data really has.',
+      lower=1,
+      upper=checked_flags.MAX_CLIENTS)
+  checked_flags.define_enum(
       fv, 'partition', partition_lib.Partition.IID.value,
       partition_lib.Partition,
       'How examples are assigned to clients. iid: near-equal random '
       'shares; dirichlet: label skew (Hsu et al. 2019); '
       'quantity_skew: power-law client sizes; natural: the data\'s '
       'own clients (required for synthetic).')
-  _define_float(fv,
-                'dirichlet_alpha',
-                0.5,
-                'Total concentration of the Dirichlet label skew (Hsu et al. '
-                '2019: per-client class proportions ~ Dir(alpha * p), p the '
-                'label distribution); smaller = more skewed.',
-                lower=0.0,
-                upper=1e6,
-                lower_open=True)
-  _define_float(fv,
-                'test_fraction',
-                0.2,
-                'Fraction of the data held out for server-side evaluation.',
-                lower=0.0,
-                upper=1.0,
-                lower_open=True,
-                upper_open=True)
-  _define_int(fv,
-              'data_seed',
-              0,
-              'Seed of the split and the partition.',
-              lower=0,
-              upper=2**32 - 1)
+  checked_flags.define_float(
+      fv,
+      'dirichlet_alpha',
+      0.5, 'Total concentration of the Dirichlet label skew (Hsu et al. '
+      '2019: per-client class proportions ~ Dir(alpha * p), p the '
+      'label distribution); smaller = more skewed.',
+      lower=0.0,
+      upper=1e6,
+      lower_open=True)
+  checked_flags.define_float(
+      fv,
+      'test_fraction',
+      0.2,
+      'Fraction of the data held out for server-side evaluation.',
+      lower=0.0,
+      upper=1.0,
+      lower_open=True,
+      upper_open=True)
+  checked_flags.define_int(fv,
+                           'data_seed',
+                           0,
+                           'Seed of the split and the partition.',
+                           lower=0,
+                           upper=2**32 - 1)
 
 
 def define_evaluation_flags(fv: flags.FlagValues) -> None:
   """Where the global model is evaluated."""
-  _define_enum(
+  checked_flags.define_enum(
       fv, 'evaluation', config_lib.Evaluation.CENTRALIZED.value,
       config_lib.Evaluation,
       'centralized: on the server\'s held-out test set (public '
@@ -158,13 +96,14 @@ def define_evaluation_flags(fv: flags.FlagValues) -> None:
       'They never train; the population N is the number of the other '
       'clients.',
       flag_values=fv)
-  _register(fv, 'eval_clients', lambda v: 1 <= v <= _MAX_CLIENTS,
-            f'must be an integer in [1, {_MAX_CLIENTS}]')
+  checked_flags.register(
+      fv, 'eval_clients', lambda v: 1 <= v <= checked_flags.MAX_CLIENTS,
+      f'must be an integer in [1, {checked_flags.MAX_CLIENTS}]')
 
 
 def define_model_flags(fv: flags.FlagValues) -> None:
   """The model trained."""
-  _define_enum(
+  checked_flags.define_enum(
       fv, 'model', config_lib.ModelKind.MLP.value, config_lib.ModelKind,
       'mlp: one hidden ReLU layer (a 784-128-10 MLP for '
       '28x28 images; the input size follows the data); '
@@ -176,43 +115,46 @@ def define_model_flags(fv: flags.FlagValues) -> None:
       '--hidden_layers LSTM layers of --hidden_units units and logits '
       'over the vocabulary, for token data (shakespeare, '
       'stackoverflow_nwp).')
-  _define_int(fv,
-              'hidden_layers',
-              1, 'Hidden layers of the MLP (2 with --hidden_units=200 is the '
-              '2x200 MLP of TFF\'s DP tutorial); LSTM layers of the rnn.',
-              lower=1,
-              upper=100)
-  _define_int(fv,
-              'hidden_units',
-              128,
-              'Hidden units of each MLP layer; units of each LSTM layer of '
-              'the rnn.',
-              lower=1,
-              upper=_MAX_UNITS)
-  _define_int(fv,
-              'embedding_dim',
-              8, 'Size of the rnn\'s token embedding (TFF\'s baselines: 8 for '
-              'Shakespeare characters, 96 for Stack Overflow words).',
-              lower=1,
-              upper=_MAX_UNITS)
+  checked_flags.define_int(
+      fv,
+      'hidden_layers',
+      1, 'Hidden layers of the MLP (2 with --hidden_units=200 is the '
+      '2x200 MLP of TFF\'s DP tutorial); LSTM layers of the rnn.',
+      lower=1,
+      upper=100)
+  checked_flags.define_int(
+      fv,
+      'hidden_units',
+      128, 'Hidden units of each MLP layer; units of each LSTM layer of '
+      'the rnn.',
+      lower=1,
+      upper=checked_flags.MAX_UNITS)
+  checked_flags.define_int(
+      fv,
+      'embedding_dim',
+      8, 'Size of the rnn\'s token embedding (TFF\'s baselines: 8 for '
+      'Shakespeare characters, 96 for Stack Overflow words).',
+      lower=1,
+      upper=checked_flags.MAX_UNITS)
 
 
 def define_cohort_flags(fv: flags.FlagValues) -> None:
   """Rounds and client sampling: what the accountant charges per round."""
-  _define_int(fv,
-              'rounds',
-              100,
-              'Number of federated rounds.',
-              lower=1,
-              upper=_MAX_ROUNDS)
-  _define_int(fv,
-              'clients_per_round',
-              70, 'Clients per round: the expected cohort size under Poisson '
-              'sampling, the exact size under fixed_size. The DP aggregator '
-              'divides by this fixed number and the accountant uses it.',
-              lower=1,
-              upper=_MAX_CLIENTS)
-  _define_enum(
+  checked_flags.define_int(fv,
+                           'rounds',
+                           100,
+                           'Number of federated rounds.',
+                           lower=1,
+                           upper=checked_flags.MAX_ROUNDS)
+  checked_flags.define_int(
+      fv,
+      'clients_per_round',
+      70, 'Clients per round: the expected cohort size under Poisson '
+      'sampling, the exact size under fixed_size. The DP aggregator '
+      'divides by this fixed number and the accountant uses it.',
+      lower=1,
+      upper=checked_flags.MAX_CLIENTS)
+  checked_flags.define_enum(
       fv, 'client_sampling', sampling.ClientSampling.POISSON.value,
       sampling.ClientSampling,
       'poisson: each client joins each round independently with '
@@ -231,8 +173,9 @@ def define_cohort_flags(fv: flags.FlagValues) -> None:
       'guarantee does not hold against anyone who knows it, and the privacy '
       'statement says so.',
       flag_values=fv)
-  _register(fv, 'insecure_sampling_seed', lambda v: 0 <= v < 2**128,
-            'must be an integer in [0, 2**128)')
+  checked_flags.register(fv, 'insecure_sampling_seed',
+                         lambda v: 0 <= v < 2**128,
+                         'must be an integer in [0, 2**128)')
 
 
 def define_training_flags(fv: flags.FlagValues) -> None:
@@ -244,7 +187,7 @@ def define_training_flags(fv: flags.FlagValues) -> None:
 
 def _define_algorithm_flags(fv: flags.FlagValues) -> None:
   """The federated algorithm, how clients are weighted, and dropout."""
-  _define_enum(
+  checked_flags.define_enum(
       fv, 'algorithm', config_lib.Algorithm.FEDAVG.value, config_lib.Algorithm,
       'fedavg: local SGD epochs, the server averages model deltas '
       '(McMahan et al. 2017); fedprox: FedAvg with a proximal term '
@@ -253,14 +196,14 @@ def _define_algorithm_flags(fv: flags.FlagValues) -> None:
       'grad_k (McMahan et al. 2017); dp_ftrl: DP-FTRL (Kairouz et al. '
       '2021) with --dp_mechanism=tree_aggregation and '
       '--client_sampling=shuffled_epochs.')
-  _define_float(fv,
-                'proximal_strength',
-                0.0,
-                'FedProx mu: weight of mu/2 ||w - w_server||^2 in the local '
-                'loss.',
-                lower=0.0,
-                upper=1e6)
-  _define_enum(
+  checked_flags.define_float(
+      fv,
+      'proximal_strength',
+      0.0, 'FedProx mu: weight of mu/2 ||w - w_server||^2 in the local '
+      'loss.',
+      lower=0.0,
+      upper=1e6)
+  checked_flags.define_enum(
       fv, 'client_weighting', config_lib.ClientWeighting.UNIFORM.value,
       config_lib.ClientWeighting,
       'Weights of client updates in the server average. uniform; '
@@ -272,234 +215,81 @@ def _define_algorithm_flags(fv: flags.FlagValues) -> None:
                      'n_cap of --client_weighting=capped: clients with at '
                      'least this many examples get weight 1.',
                      flag_values=fv)
-  _register(fv, 'weight_cap', lambda v: math.isfinite(v) and 0 < v <= 1e12,
-            'must be a finite number in (0, 1e12]')
-  _define_float(fv,
-                'dropout_rate',
-                0.0,
-                'Simulated dropout: each sampled client fails to report with '
-                'this probability. Noise and denominator stay as planned and '
-                'the round is charged as sampled.',
-                lower=0.0,
-                upper=1.0,
-                upper_open=True)
+  checked_flags.register(fv, 'weight_cap',
+                         lambda v: math.isfinite(v) and 0 < v <= 1e12,
+                         'must be a finite number in (0, 1e12]')
+  checked_flags.define_float(
+      fv,
+      'dropout_rate',
+      0.0, 'Simulated dropout: each sampled client fails to report with '
+      'this probability. Noise and denominator stay as planned and '
+      'the round is charged as sampled.',
+      lower=0.0,
+      upper=1.0,
+      upper_open=True)
 
 
 def _define_client_flags(fv: flags.FlagValues) -> None:
   """The clients' local training."""
-  _define_int(fv,
-              'client_epochs',
-              1,
-              'Local epochs per round.',
-              lower=1,
-              upper=_MAX_EPOCHS)
-  _define_int(fv,
-              'client_batch_size',
-              16,
-              'Local batch size.',
-              lower=1,
-              upper=_MAX_BATCH)
-  _define_float(fv,
-                'client_learning_rate',
-                0.1,
-                'Learning rate of the clients\' SGD.',
-                lower=0.0,
-                upper=_MAX_RATE,
-                lower_open=True)
-  _define_float(fv,
-                'client_momentum',
-                0.0,
-                'Momentum of the clients\' SGD.',
-                lower=0.0,
-                upper=1.0,
-                upper_open=True)
+  checked_flags.define_int(fv,
+                           'client_epochs',
+                           1,
+                           'Local epochs per round.',
+                           lower=1,
+                           upper=checked_flags.MAX_EPOCHS)
+  checked_flags.define_int(fv,
+                           'client_batch_size',
+                           16,
+                           'Local batch size.',
+                           lower=1,
+                           upper=checked_flags.MAX_BATCH)
+  checked_flags.define_float(fv,
+                             'client_learning_rate',
+                             0.1,
+                             'Learning rate of the clients\' SGD.',
+                             lower=0.0,
+                             upper=checked_flags.MAX_RATE,
+                             lower_open=True)
+  checked_flags.define_float(fv,
+                             'client_momentum',
+                             0.0,
+                             'Momentum of the clients\' SGD.',
+                             lower=0.0,
+                             upper=1.0,
+                             upper_open=True)
 
 
 def _define_server_flags(fv: flags.FlagValues) -> None:
   """The server optimizer, and the seed of what is public by design."""
-  _define_enum(
+  checked_flags.define_enum(
       fv, 'server_optimizer', config_lib.ServerOptimizer.SGD.value,
       config_lib.ServerOptimizer,
       'Server optimizer applied to the averaged update: sgd (with '
       '--server_momentum), adam or yogi (Reddi et al. 2021, '
       'Adaptive Federated Optimization).')
-  _define_float(fv,
-                'server_learning_rate',
-                0.5,
-                'Server learning rate.',
-                lower=0.0,
-                upper=_MAX_RATE,
-                lower_open=True)
-  _define_float(fv,
-                'server_momentum',
-                0.9,
-                'Momentum of the server SGD.',
-                lower=0.0,
-                upper=1.0,
-                upper_open=True)
-  _define_int(fv,
-              'seed',
-              0, 'Seed of what is public by design: model initialization and '
-              'the order of each client\'s local data. Cohorts and DP noise '
-              'are drawn from the operating system\'s entropy, never from '
-              'this seed.',
-              lower=0,
-              upper=2**32 - 1)
-
-
-def _define_optional_epsilon(fv, name: str, help_text: str) -> None:
-  flags.DEFINE_float(name, None, help_text, flag_values=fv)
-  _register(fv, name, lambda v: math.isfinite(v) and 0 < v <= 1e4,
-            'must be a finite number in (0, 1e4]')
-
-
-def define_privacy_flags(fv: flags.FlagValues) -> None:
-  """The DP mechanism's noise and the accounting parameters."""
-  _define_enum(fv, 'dp_mechanism',
-               config_lib.DpMechanism.GAUSSIAN_ADAPTIVE.value,
-               config_lib.DpMechanism, mechanism_registry.help_text())
-  _define_float(fv,
-                'noise_multiplier',
-                1.0, 'Gaussian noise std divided by the clip (z). For adaptive '
-                'clipping, the total effective z (TFF splits it).',
-                lower=0.0,
-                upper=1e6)
-  _define_float(fv,
-                'delta',
-                1e-5,
-                'Target delta of the (epsilon, delta) guarantee; must be below '
-                '1/population.',
-                lower=0.0,
-                upper=1.0,
-                lower_open=True,
-                upper_open=True)
-  flags.DEFINE_list(
-      'accountants', [kind.value for kind in accounting.AccountantKind],
-      'Accountants whose epsilon is computed and reported (comma-separated): '
-      'rdp (Renyi DP), pld (privacy loss distributions, tighter). Each is a '
-      'valid upper bound; the stated guarantee is the smallest.',
-      flag_values=fv)
-  known = {kind.value for kind in accounting.AccountantKind}
-  _register(fv, 'accountants',
-            lambda v: bool(v) and set(v) <= known and len(set(v)) == len(v),
-            f'must be a non-empty list without repeats of {sorted(known)}')
-  _define_optional_epsilon(
-      fv, 'target_epsilon',
-      'If set, the noise multiplier is calibrated before training so that '
-      '--rounds rounds reach this epsilon (at --delta, by the tightest '
-      'selected accountant); replaces --noise_multiplier.')
-
-
-def _define_optional_positive(fv, name: str, help_text: str, *,
-                              upper: float) -> None:
-  flags.DEFINE_float(name, None, help_text, flag_values=fv)
-  _register(fv, name, lambda v: math.isfinite(v) and 0 < v <= upper,
-            f'must be a finite number in (0, {upper:g}]')
-
-
-def define_local_dp_flags(fv: flags.FlagValues) -> None:
-  """Noise added at the clients (local DP), and DP-SGD inside clients."""
-  _define_enum(
-      fv, 'local_dp', config_lib.LocalDp.NONE.value, config_lib.LocalDp,
-      'Noise each client adds to its clipped update before it leaves '
-      'the client (local DP). '
-      'laplace: L1 clip --local_clip, Lap(2 * clip / --local_epsilon) '
-      'per coordinate; gaussian: L2 clip, noise std '
-      '--local_noise_multiplier * clip. Combine with a central '
-      '--dp_mechanism for client + server noise.')
-  _define_float(fv,
-                'local_clip',
-                1.0,
-                'Clip of each update before local noise (L1 for laplace, L2 '
-                'for gaussian).',
-                lower=0.0,
-                upper=1e9,
-                lower_open=True)
-  _define_optional_positive(
+  checked_flags.define_float(fv,
+                             'server_learning_rate',
+                             0.5,
+                             'Server learning rate.',
+                             lower=0.0,
+                             upper=checked_flags.MAX_RATE,
+                             lower_open=True)
+  checked_flags.define_float(fv,
+                             'server_momentum',
+                             0.9,
+                             'Momentum of the server SGD.',
+                             lower=0.0,
+                             upper=1.0,
+                             upper_open=True)
+  checked_flags.define_int(
       fv,
-      'local_epsilon',
-      'Local epsilon per participation of the Laplace mechanism.',
-      upper=1e4)
-  _define_optional_positive(fv,
-                            'local_noise_multiplier',
-                            'Noise multiplier of the local Gaussian mechanism.',
-                            upper=1e6)
-  flags.DEFINE_bool(
-      'example_dp',
-      False, 'Example-level DP-SGD inside each client (Abadi et al. 2016), for '
-      'cross-silo federations: Poisson-sampled batches of expected size '
-      '--client_batch_size, per-example clipping to --example_clip, noise '
-      '--example_noise_multiplier, --local_steps steps per round.',
-      flag_values=fv)
-  _define_float(fv,
-                'example_noise_multiplier',
-                1.0,
-                'Noise multiplier of the clients\' DP-SGD.',
-                lower=0.0,
-                upper=1e6,
-                lower_open=True)
-  _define_float(fv,
-                'example_clip',
-                1.0,
-                'Per-example gradient clip of the clients\' DP-SGD.',
-                lower=0.0,
-                upper=1e9,
-                lower_open=True)
-  _define_int(fv,
-              'local_steps',
-              10,
-              'DP-SGD steps per client per round (with --example_dp).',
-              lower=1,
-              upper=100_000)
-
-
-def define_dp_training_flags(fv: flags.FlagValues) -> None:
-  """Clipping, the privacy budget and what a DP run may release."""
-  _define_float(fv,
-                'clip',
-                0.5,
-                'L2 clip of each client update (gaussian_fixed).',
-                lower=0.0,
-                upper=1e9,
-                lower_open=True)
-  _define_float(fv,
-                'initial_clip',
-                0.1,
-                'Initial L2 clip (gaussian_adaptive).',
-                lower=0.0,
-                upper=1e9,
-                lower_open=True)
-  _define_float(fv,
-                'target_unclipped_quantile',
-                0.5,
-                'Quantile of update norms the adaptive clip tracks.',
-                lower=0.0,
-                upper=1.0)
-  _define_float(fv,
-                'clip_learning_rate',
-                0.2,
-                'Learning rate of the adaptive clip (geometric updates).',
-                lower=0.0,
-                upper=_MAX_RATE)
-  _define_optional_epsilon(
-      fv, 'max_epsilon',
-      'Privacy budget: a round runs only if the epsilon after it stays '
-      'within this value; otherwise training stops cleanly and the summary '
-      'says why.')
-  flags.DEFINE_bool(
-      'allow_zero_noise',
-      False,
-      'Permit --noise_multiplier=0 with a DP mechanism (clipping without '
-      'noise, e.g. to study clipping alone). Such a run is NOT private: '
-      'epsilon is infinite and the privacy statement says so.',
-      flag_values=fv)
-  flags.DEFINE_bool(
-      'release_nonprivate_metrics',
-      False,
-      'In a DP run, also release values computed from client data WITHOUT '
-      'noise (client training loss/accuracy, actual cohort size), under the '
-      'prefix nonprivate/. They are outside the DP guarantee.',
-      flag_values=fv)
+      'seed',
+      0, 'Seed of what is public by design: model initialization and '
+      'the order of each client\'s local data. Cohorts and DP noise '
+      'are drawn from the operating system\'s entropy, never from '
+      'this seed.',
+      lower=0,
+      upper=2**32 - 1)
 
 
 def define_output_flags(fv: flags.FlagValues) -> None:
@@ -509,20 +299,22 @@ def define_output_flags(fv: flags.FlagValues) -> None:
                       'Directory that holds one subdirectory per run.',
                       flag_values=fv)
   # Empty would silently write into the current directory.
-  _register(fv, 'output_dir', lambda v: bool(v.strip()),
-            'must name a directory (it is empty)')
+  checked_flags.register(fv, 'output_dir', lambda v: bool(v.strip()),
+                         'must name a directory (it is empty)')
   flags.DEFINE_string('run_name',
                       '', 'Name of this run\'s directory under --output_dir; '
                       'default: <config>-<UTC time>.',
                       flag_values=fv)
-  _register(fv, 'run_name', _valid_run_name,
-            'must be a plain directory name (letters, digits, . _ -)')
-  _define_int(fv,
-              'eval_every',
-              1, 'Evaluate on the held-out set every this many rounds (and '
-              'after the last).',
-              lower=1,
-              upper=_MAX_ROUNDS)
+  checked_flags.register(
+      fv, 'run_name', _valid_run_name,
+      'must be a plain directory name (letters, digits, . _ -)')
+  checked_flags.define_int(
+      fv,
+      'eval_every',
+      1, 'Evaluate on the held-out set every this many rounds (and '
+      'after the last).',
+      lower=1,
+      upper=checked_flags.MAX_ROUNDS)
 
 
 def _valid_run_name(name: Optional[str]) -> bool:
@@ -533,7 +325,7 @@ def _valid_run_name(name: Optional[str]) -> bool:
 
 def define_simulation_flags(fv: flags.FlagValues) -> None:
   """How the simulation is laid out; never changes what is computed."""
-  _define_int(
+  checked_flags.define_int(
       fv,
       'clients_per_call',
       0, 'Simulated clients per TFF client invocation. 1: TFF\'s '
@@ -544,10 +336,10 @@ def define_simulation_flags(fv: flags.FlagValues) -> None:
       '--algorithm=fedavg with gaussian_fixed or gaussian_adaptive, '
       'uniform weighting, no local or example-level DP, and in-memory '
       'data. 0: the grouped path with '
-      f'{config_lib.AUTO_CLIENTS_PER_CALL} clients per call where it '
+      f'{config_checks.AUTO_CLIENTS_PER_CALL} clients per call where it '
       'applies, else 1.',
       lower=0,
-      upper=_MAX_CLIENTS)
+      upper=checked_flags.MAX_CLIENTS)
   flags.DEFINE_bool(
       'allow_unconfined_worker',
       False, 'INSECURE: if the TFF worker cannot be confined to a private Unix '
@@ -565,9 +357,9 @@ TRAIN_FLAG_GROUPS = (
     ('Model', define_model_flags),
     ('Rounds and client sampling', define_cohort_flags),
     ('Local and server training', define_training_flags),
-    ('Privacy and accounting', define_privacy_flags),
-    ('Local and example-level DP', define_local_dp_flags),
-    ('Clipping, budget and releases', define_dp_training_flags),
+    ('Privacy and accounting', privacy_flags.define_privacy_flags),
+    ('Local and example-level DP', privacy_flags.define_local_dp_flags),
+    ('Clipping, budget and releases', privacy_flags.define_dp_training_flags),
     ('Output', define_output_flags),
     ('Simulation', define_simulation_flags),
 )
@@ -585,51 +377,3 @@ def config_from_flags(fv: flags.FlagValues) -> config_lib.TrainConfig:
       field.name: fv[field.name].value
       for field in config_lib.dataclasses.fields(config_lib.TrainConfig)
   })
-
-
-def markdown_reference(groups=TRAIN_FLAG_GROUPS) -> str:
-  """The flag reference of the README, generated from the definitions above.
-
-  `python -m tff_dp.cli.cli_flags` prints it; a test keeps the README in sync.
-  """
-  lines = []
-  for title, define in groups:
-    fv = flags.FlagValues()
-    define(fv)
-    lines += [
-        f'**{title}**', '', '| flag | default | meaning |',
-        '| --- | --- | --- |'
-    ]
-    for name, flag in fv._flags().items():  # pylint: disable=protected-access
-      if name != flag.name:  # Short-name aliases.
-        continue
-      default = (flag.default_as_str or "''").strip("'")
-      # absl prefixes enum help with "<a|b|c>: "; escape the bars for Markdown.
-      text = ' '.join(flag.help.split()).replace('|', '\\|')
-      lines.append(f'| `--{name}` | `{default}` | {text} |')
-    lines.append('')
-  return '\n'.join(lines)
-
-
-README_START = '<!-- flag-reference:start -->\n'
-README_END = '<!-- flag-reference:end -->'
-
-
-def update_readme(path: str) -> None:
-  """Rewrites the flag reference between the README's markers."""
-  with open(path, encoding='utf-8') as f:
-    text = f.read()
-  start = text.index(README_START) + len(README_START)
-  end = text.index(README_END)
-  with open(path, 'w', encoding='utf-8') as f:
-    f.write(text[:start] + markdown_reference() + text[end:])
-
-
-if __name__ == '__main__':
-  # `python -m tff_dp.cli.cli_flags` prints the reference;
-  # `python -m tff_dp.cli.cli_flags README.md` rewrites the README's copy.
-  import sys  # pylint: disable=g-import-not-at-top
-  if len(sys.argv) > 1:
-    update_readme(sys.argv[1])
-  else:
-    print(markdown_reference())

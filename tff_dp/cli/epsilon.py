@@ -38,6 +38,8 @@ from absl import app
 from absl import flags
 
 from tff_dp import config as config_lib
+from tff_dp import config_checks
+from tff_dp.checks import ConfigError
 from tff_dp.cli import cli_flags
 from tff_dp.cli import exits
 from tff_dp.privacy import accounting
@@ -168,8 +170,8 @@ def _planned_config_and_data():
     config = config_lib.dataclasses.replace(config,
                                             num_clients=FLAGS.population)
     try:
-      config_lib.check_config(config)
-    except config_lib.ConfigError as e:
+      config_checks.check_config(config)
+    except ConfigError as e:
       raise exits.UserError(str(e)) from e
     return config, _Population(FLAGS.population)
   if not FLAGS['dataset'].present:
@@ -178,7 +180,7 @@ def _planned_config_and_data():
                           'data, or --run_dir to read a run\'s ledgers)')
   try:
     prepared = prepare.prepare_run(config, calibrate_noise=False)
-  except config_lib.ConfigError as e:
+  except ConfigError as e:
     hint = ('; to plan without the data, pass --population=N'
             if e.flag == 'dataset' else '')
     raise exits.UserError(f'{e}{hint}') from e
@@ -190,8 +192,8 @@ def plan() -> None:
   config, data = _planned_config_and_data()
   population = data.population
   try:
-    config_lib.check_population(config, population)
-  except config_lib.ConfigError as e:
+    config_checks.check_population(config, population)
+  except ConfigError as e:
     raise exits.UserError(str(e)) from e
   print(f'plan: population {population}, {config.clients_per_round} clients '
         f'per round ({config.client_sampling.value} sampling), delta '
@@ -220,7 +222,7 @@ def _calibrated(config, population):
     try:
       # As the trainer calibrates, adaptive clipping's limit included.
       config, kind = prepare.calibrate(config, population)
-    except config_lib.ConfigError as e:
+    except ConfigError as e:
       raise exits.UserError(str(e)) from e
     z = calibration.format_noise_multiplier(config.noise_multiplier)
     print(f'--noise_multiplier={z} reaches epsilon {target:g} after '

@@ -17,7 +17,6 @@ if __name__ == '__main__':
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import dataclasses
 import datetime
-import math
 import os
 import signal
 import sys
@@ -27,7 +26,9 @@ from absl import app
 from absl import flags
 
 from tff_dp import config as config_lib
+from tff_dp.checks import ConfigError
 from tff_dp.cli import cli_flags
+from tff_dp.cli import console
 from tff_dp.cli import exits
 from tff_dp.data import labels
 from tff_dp.program import prepare
@@ -198,162 +199,85 @@ def _check_confinement(config: config_lib.TrainConfig) -> None:
   # unconfined.
 
 
-def _print_banner(config: config_lib.TrainConfig, data, held_out) -> None:
-  """Describes the data: in a DP run, public facts only."""
-  if not config.private:
-    print(data.describe(), flush=True)
-    if held_out is not None:
-      print(held_out.describe(), flush=True)
-    return
-  from tff_dp.data import description  # pylint: disable=g-import-not-at-top
-  print(description.public_description(
-      data,
-      dataset=config.dataset,
-      held_out_clients=None if held_out is None else config.eval_clients),
-        flush=True)
+def _prepare_input() -> prepare.PreparedRun:
+  """The flags' checked run, its data loaded and its noise calibrated."""
+  try:
+    prepared = prepare.prepare_run(cli_flags.config_from_flags(FLAGS))
+  except ConfigError as e:
+    raise exits.UserError(str(e)) from e
+  if prepared.calibrated_by is not None:
+    console.print_calibration(prepared.config, prepared.calibrated_by)
+  return prepared
 
 
-def _format_duration(seconds: float) -> str:
-  seconds = int(round(seconds))
-  return f'{seconds // 60}m{seconds % 60:02d}s'
+def _open_run_dir(
+    prepared: prepare.PreparedRun
+) -> tuple[prepare.PreparedRun, str, bool, dict[str, object]]:
+  """Names and creates the run directory; refuses a dishonest resume.
 
-
-# The prefix of the server-side test set's released keys (`tff_dp.program.release`,
-# which imports TensorFlow: not imported here before the input is checked).
-_TEST_PREFIX = 'eval/'
-_NONPRIVATE_PREFIX = 'nonprivate/'
-
-
-class Progress:
-  """Prints one line per round: the headline metric, the guarantees, and
-  (where round times are released) the round time and an ETA."""
-
-  def __init__(self,
-               rounds: int,
-               *,
-               private: bool,
-               headline_key: str = _TEST_PREFIX + 'accuracy'):
-    """Initializes the printer.
-
-    Args:
-      rounds: Rounds planned.
-      private: Whether the run claims DP (prints its epsilons, or 'not
-        private').
-      headline_key: Released key of the metric to print (`tff_dp.data.
-        labels.headline_metric` under the evaluation's prefix).
-    """
-    self._rounds = rounds
-    self._private = private
-    self._headline_key = headline_key
-    # The server-side test set's metric is shown by its name ('accuracy',
-    # 'recall_at_5'); anything else under its released key, so that a
-    # non-private value reads as one ('nonprivate/...').
-    self._headline_label = (headline_key[len(_TEST_PREFIX):]
-                            if headline_key.startswith(_TEST_PREFIX) else
-                            headline_key)
-    self._durations = []
-
-  def __call__(self, round_num: int, values: dict[str, float]) -> None:
-    raise_if_interrupted()  # After the round's release: nothing is lost.
-    parts = [f'round {round_num}/{self._rounds}']
-    if self._headline_key in values:
-      parts.append(f'{self._headline_label} {values[self._headline_key]:.4f}')
-    parts += _guarantee_parts(values, private=self._private)
-    # Round times grow with the hidden cohorts: shown only where they are
-    # released (non-private runs, or --release_nonprivate_metrics).
-    seconds = values.get('nonprivate/round_seconds')
-    if seconds is not None:
-      self._durations.append(seconds)
-      # The first round includes tracing: leave it out of the ETA once there
-      # is anything else to go by.
-      recent = self._durations[1:][-20:] or self._durations
-      eta = sum(recent) / len(recent) * (self._rounds - round_num)
-      parts += [f'{seconds:.2f} s', f'ETA {_format_duration(eta)}']
-    print(' | '.join(parts), flush=True)
-
-
-def _guarantee_parts(values: dict[str, float], *, private: bool) -> list[str]:
-  """The epsilons of the guarantees a round's values carry, in words."""
-  if not private:
-    return ['not private']
-  central = [
-      f'{key.rsplit("_", 1)[1]} {_eps(value)}' for key, value in values.items()
-      if key.startswith('privacy/epsilon_')
-  ]
-  parts = ['epsilon ' + ', '.join(central)] if central else []
-  if 'privacy/local_epsilon' in values:
-    parts.append(f'local epsilon {_eps(values["privacy/local_epsilon"])}')
-  if 'privacy/example_epsilon' in values:
-    parts.append('record-level epsilon '
-                 f'{_eps(values["privacy/example_epsilon"])}')
-  return parts
-
-
-def _eps(value: float) -> str:
-  if math.isnan(value):
-    return 'n/a'
-  return 'inf' if math.isinf(value) else f'{value:.3f}'
-
-
-def _print_summary(summary, statement_path: str, *, eval_prefix: str,
-                   metric_names: tuple[str, ...]) -> None:
-  """Prints the privacy statement and the summary.
-
-  Args:
-    summary: The run's `run_summary.Summary`.
-    statement_path: The run's privacy statement.
-    eval_prefix: Prefix of the evaluation's released keys.
-    metric_names: The metrics to print (`labels.metric_names`), each as
-      'test <name>' (the server's test set) or 'federated evaluation
-      <name>'.
+  Returns:
+    The run under its run name, its directory, whether to resume it, and
+    the flags' defaults (flag name -> default).
   """
-  print()
-  with open(statement_path) as f:
-    print(f.read())
-  print('Summary')
-  print('=======')
-  for name in metric_names:
-    key = eval_prefix + name
-    value = summary.eval_metrics.get(key)
-    text = 'n/a' if value is None else f'{value:.4f}'
-    caveat = (f'; released as {key}, NOT covered by the DP guarantee'
-              if summary.private and value is not None else '')
-    if summary.evaluation == config_lib.Evaluation.FEDERATED.value:
-      print(f'federated evaluation {name} (held-out clients{caveat}): {text}')
-    elif not eval_prefix.startswith(_NONPRIVATE_PREFIX):
-      print(f'test {name}: {text}')
-    elif summary.private and value is None:
-      print(f'test {name}: not released (the test set belongs to the private '
-            'population; pass --release_nonprivate_metrics to release it as '
-            f'{key}, outside the guarantee)')
-    else:
-      print(f'test {name} (data of the private population{caveat}): {text}')
-  if summary.guarantee_epsilon is not None:
-    eps = ', '.join(f'{k} {_eps(math.inf if v is None else v)}'
-                    for k, v in summary.epsilon.items())
-    print(f'epsilon (central): {eps} (delta = {summary.delta:g})')
-    for name in summary.accountants_not_applicable:
-      print(f'epsilon ({name}): n/a, this accountant cannot compose the '
-            'events of this run')
-    print(f'guarantee: ({summary.guarantee_epsilon:.4g}, '
-          f'{summary.delta:g})-DP for each client, by the '
-          f'{summary.guarantee_accountant} accountant')
-  elif summary.private:
-    print('epsilon (central): none, the released models carry no central '
-          'claim')
-  else:
-    print('epsilon: infinite (not private)')
-  if summary.local_epsilon is not None:
-    print(f'local epsilon (worst-case client, against the server): '
-          f'{summary.local_epsilon:.4g}')
-  if summary.record_level_epsilon is not None:
-    print(f'record-level epsilon (worst client): '
-          f'{summary.record_level_epsilon:.4g}')
-  print(f'rounds: {summary.rounds}/{summary.rounds_planned} '
-        f'({summary.stop_reason})')
-  if summary.wall_seconds is not None:
-    print(f'wall time: {_format_duration(summary.wall_seconds)}')
-  print(f'outputs: {summary.run_dir}')
+  config = prepared.config
+  run_name = config.run_name or default_run_name(
+      sys.argv, datetime.datetime.now(datetime.timezone.utc))
+  run_dir, resume = prepare_run_dir(config.output_dir, run_name)
+  config = dataclasses.replace(config, run_name=run_name)
+  defaults = {name: FLAGS[name].default for name in config.to_json()}
+  if resume:
+    _check_resume(config, run_dir, prepared.data, defaults)
+  prepared = dataclasses.replace(prepared, config=config)
+  return prepared, run_dir, resume, defaults
+
+
+def _on_round(progress: console.Progress):
+  """The experiment's round callback: honours a signal, then prints the line."""
+
+  def on_round(round_num: int, values: dict[str, float]) -> None:
+    raise_if_interrupted()  # After the round's release: nothing is lost.
+    progress(round_num, values)
+
+  return on_round
+
+
+def _train(prepared: prepare.PreparedRun, run_dir: str, *, resume: bool,
+           defaults: dict[str, object]) -> None:
+  """Imports TensorFlow, runs the experiment and prints its summary."""
+  # Importing TensorFlow takes seconds: only now that the input is valid.
+  from tff_dp.execution import runtime  # pylint: disable=g-import-not-at-top
+  from tff_dp.execution import worker_errors  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import experiment  # pylint: disable=g-import-not-at-top
+  runtime.disable_default_context()
+  raise_if_interrupted()
+  config, data = prepared.config, prepared.data
+  try:
+    summary = experiment.run_experiment(
+        prepared,
+        run_dir,
+        resume=resume,
+        config_defaults=defaults,
+        on_round=_on_round(
+            console.Progress(
+                config.rounds,
+                private=config.private,
+                headline_key=(experiment.eval_prefix(config) +
+                              labels.headline_metric(data.label_kind)))))
+  except resume_rules.ResumeError as e:
+    raise exits.UserError(
+        f'--run_name={config.run_name}: cannot resume {run_dir}: {e}') from e
+  except worker_errors.WorkerError as e:
+    # Raised before the round's values are released: nothing of it left.
+    raise InternalError(
+        f'{e}. Nothing of the interrupted round was '
+        'released; run the same command again to resume.') from e
+  except Exception as e:
+    raise InternalError(f'{type(e).__name__}: {e} '
+                        f'({_write_error_log(run_dir)})') from e
+  console.print_summary(summary,
+                        os.path.join(run_dir, 'privacy_statement.txt'),
+                        eval_prefix=experiment.eval_prefix(config),
+                        metric_names=labels.metric_names(data.label_kind))
 
 
 def run(argv: list[str]) -> int:
@@ -364,63 +288,12 @@ def run(argv: list[str]) -> int:
   # load): level 3 hides TF's C++ start-up noise (e.g. duplicate CUDA plugin
   # registration on CPU-only machines); set the variable to see it.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-  try:
-    prepared = prepare.prepare_run(cli_flags.config_from_flags(FLAGS))
-  except config_lib.ConfigError as e:
-    raise exits.UserError(str(e)) from e
-  config, data, held_out = prepared.config, prepared.data, prepared.held_out
-  if prepared.calibrated_by is not None:
-    from tff_dp.privacy import calibration  # pylint: disable=g-import-not-at-top
-    print(
-        f'calibrated --noise_multiplier='
-        f'{calibration.format_noise_multiplier(config.noise_multiplier)}: '
-        f'{config.rounds} rounds reach epsilon {config.target_epsilon:g} '
-        f'at delta {config.delta:g} ({prepared.calibrated_by.value} '
-        'accountant)',
-        flush=True)
-  _check_confinement(config)
-  run_name = config.run_name or default_run_name(
-      sys.argv, datetime.datetime.now(datetime.timezone.utc))
-  run_dir, resume = prepare_run_dir(config.output_dir, run_name)
-  config = dataclasses.replace(config, run_name=run_name)
-  defaults = {name: FLAGS[name].default for name in config.to_json()}
-  if resume:
-    _check_resume(config, run_dir, data, defaults)
-  _print_banner(config, data, held_out)
+  prepared = _prepare_input()
+  _check_confinement(prepared.config)
+  prepared, run_dir, resume, defaults = _open_run_dir(prepared)
+  console.print_banner(prepared.config, prepared.data, prepared.held_out)
   print(f'run directory: {run_dir}', flush=True)
-
-  # Importing TensorFlow takes seconds: only now that the input is valid.
-  from tff_dp.execution import runtime  # pylint: disable=g-import-not-at-top
-  from tff_dp.execution import worker_errors  # pylint: disable=g-import-not-at-top
-  from tff_dp.program import experiment  # pylint: disable=g-import-not-at-top
-  runtime.disable_default_context()
-  raise_if_interrupted()
-  try:
-    summary = experiment.run_experiment(
-        dataclasses.replace(prepared, config=config),
-        run_dir,
-        resume=resume,
-        config_defaults=defaults,
-        on_round=Progress(
-            config.rounds,
-            private=config.private,
-            headline_key=(experiment.eval_prefix(config) +
-                          labels.headline_metric(data.label_kind))))
-  except resume_rules.ResumeError as e:
-    raise exits.UserError(
-        f'--run_name={run_name}: cannot resume {run_dir}: {e}') from e
-  except worker_errors.WorkerError as e:
-    # Raised before the round's values are released: nothing of it left.
-    raise InternalError(
-        f'{e}. Nothing of the interrupted round was '
-        'released; run the same command again to resume.') from e
-  except Exception as e:
-    raise InternalError(f'{type(e).__name__}: {e} '
-                        f'({_write_error_log(run_dir)})') from e
-  _print_summary(summary,
-                 os.path.join(run_dir, 'privacy_statement.txt'),
-                 eval_prefix=experiment.eval_prefix(config),
-                 metric_names=labels.metric_names(data.label_kind))
+  _train(prepared, run_dir, resume=resume, defaults=defaults)
   return 0
 
 

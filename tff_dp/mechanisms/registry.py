@@ -3,8 +3,8 @@
 A row is a `tff_dp.mechanisms.central.CentralMechanism`: its configuration
 checks, statement words, ledger events, released values and aggregator.
 `--dp_mechanism`'s values and help, the `DpMechanism` enum of the
-configuration, the checks of `tff_dp.config` and the release allow-list are
-generated from the rows.
+configuration, the checks of `tff_dp.config_checks` and the release
+allow-list are generated from the rows.
 
 To add a mechanism: write it as one module in `tff_dp/mechanisms/` with a
 `CentralMechanism` subclass and its instance `MECHANISM` (see

@@ -2,5 +2,5 @@
 
 Reads no flags (the library API takes config objects); may import every layer
 below it (`algorithms`, `mechanisms`, `privacy`, `cohorts`, `data`,
-`execution`, `config`, `atomic_io`), never `tff_dp.cli`.
+`execution`, `config`, `config_checks`, `atomic_io`), never `tff_dp.cli`.
 """

@@ -72,7 +72,7 @@ def build_process(config: TrainConfig,
     config: The checked configuration.
     data: The run's data (input size, classes).
     sampler: The run's sampler (DP-FTRL's epoch length).
-    group_size: `config.resolve_clients_per_call`; above 1 the grouped
+    group_size: `config_checks.resolve_clients_per_call`; above 1 the grouped
       DP-FedAvg process, whose `next` takes `tff_dp.algorithms.grouped_data.
       GroupedRounds`' output instead of datasets.
     client_files_dir: Where `GroupedRounds` wrote the client files (grouped
@@ -116,7 +116,7 @@ def build_process(config: TrainConfig,
 def _build_grouped_process(config: TrainConfig, data: FederatedData,
                            client_files_dir: str):
   """The grouped DP-FedAvg process (many simulated clients per TFF call)."""
-  # `config.grouped_unsupported_reason` refuses other data first.
+  # `config_checks.grouped_unsupported_reason` refuses other data first.
   if data.label_kind is not LabelKind.SINGLE:
     raise ValueError('the grouped path trains single-label models only')
   return grouped_fedavg.build_grouped_dp_fedavg(

@@ -12,7 +12,8 @@ import dataclasses
 from typing import Any, Optional
 
 from tff_dp import config as config_lib
-from tff_dp.config import ConfigError
+from tff_dp import config_checks
+from tff_dp.checks import ConfigError
 from tff_dp.config import TrainConfig
 from tff_dp.data import loading
 
@@ -27,8 +28,8 @@ class PreparedRun:
     data: The training clients (the population N of the accounting).
     held_out: Clients held out for --evaluation=federated, else None.
     clients_per_call: Simulated clients per TFF call, resolved
-      (`config.resolve_clients_per_call`): 1 for TFF's algorithms, more for
-      the grouped path.
+      (`config_checks.resolve_clients_per_call`): 1 for TFF's algorithms,
+      more for the grouped path.
     calibrated_by: The accountant whose epsilon calibrated the noise
       multiplier (--target_epsilon), else None.
   """
@@ -62,7 +63,7 @@ def _hold_out_eval_clients(config: TrainConfig, data):
   """
   if config.evaluation is not config_lib.Evaluation.FEDERATED:
     return data, None
-  config_lib.check_eval_clients(config, data.population)
+  config_checks.check_eval_clients(config, data.population)
   from tff_dp.data import held_out  # pylint: disable=g-import-not-at-top
   return held_out.hold_out_clients(data,
                                    eval_clients=config.eval_clients,
@@ -87,7 +88,7 @@ def calibrate(config: TrainConfig, population: int):
     raise ConfigError('target_epsilon', config.target_epsilon, str(e)) from e
   config = dataclasses.replace(config, noise_multiplier=z)
   try:
-    config_lib.check_mechanism(config)
+    config_checks.check_mechanism(config)
   except ConfigError as e:
     raise ConfigError('target_epsilon', config.target_epsilon,
                       f'needs {e}') from e
@@ -110,7 +111,7 @@ def prepare_run(config: TrainConfig,
   Raises:
     ConfigError: For any setting that cannot run, naming the flag and value.
   """
-  config_lib.check_config(config)  # Before loading: cheap checks first.
+  config_checks.check_config(config)  # Before loading: cheap checks first.
   return _prepare_loaded(config,
                          load_data(config),
                          calibrate_noise=calibrate_noise)
@@ -121,7 +122,7 @@ def prepare_data(config: TrainConfig,
                  *,
                  calibrate_noise: bool = True) -> PreparedRun:
   """`prepare_run` for data already in hand (benchmarks, tests)."""
-  config_lib.check_config(config)
+  config_checks.check_config(config)
   return _prepare_loaded(config, data, calibrate_noise=calibrate_noise)
 
 
@@ -129,17 +130,16 @@ def _prepare_loaded(config: TrainConfig, data: Any, *,
                     calibrate_noise: bool) -> PreparedRun:
   """The checks and resolutions of `prepare_run` that need the data."""
   data, held_out = _hold_out_eval_clients(config, data)
-  config_lib.check_population(config, data.population)
-  config_lib.check_model_fits_data(config,
-                                   image_shape=data.image_shape,
-                                   vocab_size=data.vocab_size)
+  config_checks.check_population(config, data.population)
+  config_checks.check_model_fits_data(config,
+                                      image_shape=data.image_shape,
+                                      vocab_size=data.vocab_size)
   from tff_dp.data.federated_data import FederatedData  # pylint: disable=g-import-not-at-top
-  clients_per_call = config_lib.resolve_clients_per_call(config,
-                                                         in_memory=isinstance(
-                                                             data,
-                                                             FederatedData))
+  clients_per_call = config_checks.resolve_clients_per_call(
+      config, in_memory=isinstance(data, FederatedData))
   if config.example_dp:
-    config_lib.check_record_level_delta(config, int(max(data.client_sizes())))
+    config_checks.check_record_level_delta(config,
+                                           int(max(data.client_sizes())))
   calibrated_by = None
   if calibrate_noise and config.target_epsilon is not None:
     config, calibrated_by = calibrate(config, data.population)

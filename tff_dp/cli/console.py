@@ -1,0 +1,184 @@
+"""What the training program prints: the calibration, the data, rounds, summary.
+
+The programs' console output for people; the run's files are written by
+`tff_dp.program`. Nothing here imports TensorFlow: the lines before training
+are printed before the program pays for importing it.
+"""
+
+import math
+
+from tff_dp import config as config_lib
+
+
+def print_calibration(config: config_lib.TrainConfig, accountant) -> None:
+  """Says which noise multiplier --target_epsilon calibrated, and why.
+
+  Args:
+    config: The calibrated configuration.
+    accountant: The `accounting.AccountantKind` that calibrated it.
+  """
+  from tff_dp.privacy import calibration  # pylint: disable=g-import-not-at-top
+  print(
+      f'calibrated --noise_multiplier='
+      f'{calibration.format_noise_multiplier(config.noise_multiplier)}: '
+      f'{config.rounds} rounds reach epsilon {config.target_epsilon:g} '
+      f'at delta {config.delta:g} ({accountant.value} '
+      'accountant)',
+      flush=True)
+
+
+def print_banner(config: config_lib.TrainConfig, data, held_out) -> None:
+  """Describes the data: in a DP run, public facts only."""
+  if not config.private:
+    print(data.describe(), flush=True)
+    if held_out is not None:
+      print(held_out.describe(), flush=True)
+    return
+  from tff_dp.data import description  # pylint: disable=g-import-not-at-top
+  print(description.public_description(
+      data,
+      dataset=config.dataset,
+      held_out_clients=None if held_out is None else config.eval_clients),
+        flush=True)
+
+
+def format_duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  return f'{seconds // 60}m{seconds % 60:02d}s'
+
+
+# The prefix of the server-side test set's released keys (`tff_dp.program.release`,
+# which imports TensorFlow: not imported here before the input is checked).
+_TEST_PREFIX = 'eval/'
+_NONPRIVATE_PREFIX = 'nonprivate/'
+
+
+class Progress:
+  """Prints one line per round: the headline metric, the guarantees, and
+  (where round times are released) the round time and an ETA."""
+
+  def __init__(self,
+               rounds: int,
+               *,
+               private: bool,
+               headline_key: str = _TEST_PREFIX + 'accuracy'):
+    """Initializes the printer.
+
+    Args:
+      rounds: Rounds planned.
+      private: Whether the run claims DP (prints its epsilons, or 'not
+        private').
+      headline_key: Released key of the metric to print (`tff_dp.data.
+        labels.headline_metric` under the evaluation's prefix).
+    """
+    self._rounds = rounds
+    self._private = private
+    self._headline_key = headline_key
+    # The server-side test set's metric is shown by its name ('accuracy',
+    # 'recall_at_5'); anything else under its released key, so that a
+    # non-private value reads as one ('nonprivate/...').
+    self._headline_label = (headline_key[len(_TEST_PREFIX):]
+                            if headline_key.startswith(_TEST_PREFIX) else
+                            headline_key)
+    self._durations = []
+
+  def __call__(self, round_num: int, values: dict[str, float]) -> None:
+    parts = [f'round {round_num}/{self._rounds}']
+    if self._headline_key in values:
+      parts.append(f'{self._headline_label} {values[self._headline_key]:.4f}')
+    parts += _guarantee_parts(values, private=self._private)
+    # Round times grow with the hidden cohorts: shown only where they are
+    # released (non-private runs, or --release_nonprivate_metrics).
+    seconds = values.get('nonprivate/round_seconds')
+    if seconds is not None:
+      self._durations.append(seconds)
+      # The first round includes tracing: leave it out of the ETA once there
+      # is anything else to go by.
+      recent = self._durations[1:][-20:] or self._durations
+      eta = sum(recent) / len(recent) * (self._rounds - round_num)
+      parts += [f'{seconds:.2f} s', f'ETA {format_duration(eta)}']
+    print(' | '.join(parts), flush=True)
+
+
+def _guarantee_parts(values: dict[str, float], *, private: bool) -> list[str]:
+  """The epsilons of the guarantees a round's values carry, in words."""
+  if not private:
+    return ['not private']
+  central = [
+      f'{key.rsplit("_", 1)[1]} {_eps(value)}' for key, value in values.items()
+      if key.startswith('privacy/epsilon_')
+  ]
+  parts = ['epsilon ' + ', '.join(central)] if central else []
+  if 'privacy/local_epsilon' in values:
+    parts.append(f'local epsilon {_eps(values["privacy/local_epsilon"])}')
+  if 'privacy/example_epsilon' in values:
+    parts.append('record-level epsilon '
+                 f'{_eps(values["privacy/example_epsilon"])}')
+  return parts
+
+
+def _eps(value: float) -> str:
+  if math.isnan(value):
+    return 'n/a'
+  return 'inf' if math.isinf(value) else f'{value:.3f}'
+
+
+def print_summary(summary, statement_path: str, *, eval_prefix: str,
+                  metric_names: tuple[str, ...]) -> None:
+  """Prints the privacy statement and the summary.
+
+  Args:
+    summary: The run's `run_summary.Summary`.
+    statement_path: The run's privacy statement.
+    eval_prefix: Prefix of the evaluation's released keys.
+    metric_names: The metrics to print (`labels.metric_names`), each as
+      'test <name>' (the server's test set) or 'federated evaluation
+      <name>'.
+  """
+  print()
+  with open(statement_path) as f:
+    print(f.read())
+  print('Summary')
+  print('=======')
+  for name in metric_names:
+    key = eval_prefix + name
+    value = summary.eval_metrics.get(key)
+    text = 'n/a' if value is None else f'{value:.4f}'
+    caveat = (f'; released as {key}, NOT covered by the DP guarantee'
+              if summary.private and value is not None else '')
+    if summary.evaluation == config_lib.Evaluation.FEDERATED.value:
+      print(f'federated evaluation {name} (held-out clients{caveat}): {text}')
+    elif not eval_prefix.startswith(_NONPRIVATE_PREFIX):
+      print(f'test {name}: {text}')
+    elif summary.private and value is None:
+      print(f'test {name}: not released (the test set belongs to the private '
+            'population; pass --release_nonprivate_metrics to release it as '
+            f'{key}, outside the guarantee)')
+    else:
+      print(f'test {name} (data of the private population{caveat}): {text}')
+  if summary.guarantee_epsilon is not None:
+    eps = ', '.join(f'{k} {_eps(math.inf if v is None else v)}'
+                    for k, v in summary.epsilon.items())
+    print(f'epsilon (central): {eps} (delta = {summary.delta:g})')
+    for name in summary.accountants_not_applicable:
+      print(f'epsilon ({name}): n/a, this accountant cannot compose the '
+            'events of this run')
+    print(f'guarantee: ({summary.guarantee_epsilon:.4g}, '
+          f'{summary.delta:g})-DP for each client, by the '
+          f'{summary.guarantee_accountant} accountant')
+  elif summary.private:
+    print('epsilon (central): none, the released models carry no central '
+          'claim')
+  else:
+    print('epsilon: infinite (not private)')
+  if summary.local_epsilon is not None:
+    print(f'local epsilon (worst-case client, against the server): '
+          f'{summary.local_epsilon:.4g}')
+  if summary.record_level_epsilon is not None:
+    print(f'record-level epsilon (worst client): '
+          f'{summary.record_level_epsilon:.4g}')
+  print(f'rounds: {summary.rounds}/{summary.rounds_planned} '
+        f'({summary.stop_reason})')
+  if summary.wall_seconds is not None:
+    print(f'wall time: {format_duration(summary.wall_seconds)}')
+  print(f'outputs: {summary.run_dir}')

@@ -1,0 +1,325 @@
+"""Whether a training configuration can run: cross-flag and data checks.
+
+Every check raises `ConfigError` naming the flag and its value, before the
+program pays for importing TFF: `check_config` needs no data; the others
+check the configuration against the population and the loaded data. Which
+simulation path runs a configuration (`resolve_clients_per_call`) is decided
+here too, from what the grouped path implements.
+
+Pure Python, like `tff_dp.config`: importing this module must stay cheap.
+"""
+
+from typing import Optional
+
+from tff_dp.checks import ConfigError
+from tff_dp.cohorts import sampling
+from tff_dp.config import Algorithm
+from tff_dp.config import ClientWeighting
+from tff_dp.config import Evaluation
+from tff_dp.config import LocalDp
+from tff_dp.config import ModelKind
+from tff_dp.config import TrainConfig
+from tff_dp.data import loading
+from tff_dp.data.labels import LabelKind
+from tff_dp.mechanisms import registry as mechanism_registry
+
+# Simulated clients per TFF call of the grouped path when --clients_per_call
+# is 0 (automatic). Measured on W1 (50 clients of the 784-128-10 MLP, client
+# files): 0.064 s/round with one call of 50 and 0.071 s with two of 25, so
+# one call per 64 clients keeps a typical cohort in one or two calls.
+AUTO_CLIENTS_PER_CALL = 64
+
+
+def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
+  """Why the grouped path (`tff_dp.algorithms.grouped_fedavg`) cannot run `config`.
+
+  The grouped path is DP-FedAvg with TF Privacy's Gaussian query and uniform
+  weights, training single-label classifiers (its loss and accuracy are
+  written for one class id per example); anything else runs on TFF's
+  learning algorithms.
+
+  Returns:
+    None if it can; else the reason, naming the flag and its value.
+  """
+  if loading.label_kind(config.dataset) is not LabelKind.SINGLE:
+    return (f'--dataset={config.dataset.value} (multi-label data; the '
+            'grouped path trains single-label models only)')
+  checks = (
+      (config.algorithm
+       is Algorithm.FEDAVG, 'algorithm', config.algorithm.value),
+      (config.mechanism.grouped, 'dp_mechanism', config.dp_mechanism.value),
+      (config.client_weighting is ClientWeighting.UNIFORM, 'client_weighting',
+       config.client_weighting.value),
+      (config.local_dp is LocalDp.NONE, 'local_dp', config.local_dp.value),
+      (not config.example_dp, 'example_dp', config.example_dp),
+  )
+  for supported, name, value in checks:
+    if not supported:
+      return f'--{name}={value}'
+  return None
+
+
+def resolve_clients_per_call(config: TrainConfig, *, in_memory: bool) -> int:
+  """Simulated clients per TFF call: 1 for TFF's algorithms, else grouped.
+
+  Args:
+    config: A configuration that passed `check_config`.
+    in_memory: Whether the run's data are held in memory (`tff_dp.data.
+      federated_data.FederatedData`); the grouped path needs that.
+
+  Returns:
+    `config.clients_per_call`, or for 0 (automatic) `AUTO_CLIENTS_PER_CALL`
+    where the grouped path applies, else 1.
+
+  Raises:
+    ConfigError: If --clients_per_call > 1 asks for the grouped path on
+      streamed data.
+  """
+  if config.clients_per_call == 0:
+    supported = in_memory and grouped_unsupported_reason(config) is None
+    return AUTO_CLIENTS_PER_CALL if supported else 1
+  if config.clients_per_call > 1 and not in_memory:
+    raise ConfigError(
+        'clients_per_call', config.clients_per_call,
+        f'the grouped path needs in-memory data and --dataset='
+        f'{config.dataset.value} is streamed; use --clients_per_call=1')
+  return config.clients_per_call
+
+
+def check_config(config: TrainConfig) -> None:
+  """Cross-flag checks that need no data. Raises `ConfigError`."""
+  reason = grouped_unsupported_reason(config)
+  if config.clients_per_call > 1 and reason is not None:
+    raise ConfigError(
+        'clients_per_call', config.clients_per_call,
+        f'the grouped path does not implement {reason}; use '
+        '--clients_per_call=1 (or 0 to choose automatically)')
+  mechanism = config.dp_mechanism.value
+  if not config.uses_dp_aggregator:
+    for name in ('target_epsilon', 'max_epsilon'):
+      if getattr(config, name) is not None:
+        raise ConfigError(
+            name, getattr(config, name),
+            'needs a DP mechanism; --dp_mechanism=none is not '
+            'private (epsilon is infinite)')
+  elif config.target_epsilon is None:
+    if config.noise_multiplier == 0 and not config.allow_zero_noise:
+      raise ConfigError(
+          'noise_multiplier', config.noise_multiplier,
+          f'must be > 0 with --dp_mechanism={mechanism} (zero noise gives '
+          'epsilon = infinity); pass --allow_zero_noise to run it anyway as '
+          'a NON-private run, or use --dp_mechanism=none')
+    if config.noise_multiplier == 0 and config.max_epsilon is not None:
+      raise ConfigError('max_epsilon', config.max_epsilon,
+                        'cannot be met with --noise_multiplier=0')
+    check_mechanism(config)
+  if config.client_weighting is ClientWeighting.NUM_EXAMPLES and (
+      config.uses_dp_aggregator):
+    raise ConfigError(
+        'client_weighting', config.client_weighting.value,
+        f'cannot be used with --dp_mechanism={mechanism}: weighting by |D_k| '
+        'has unbounded sensitivity; use --client_weighting=capped '
+        '--weight_cap=N (McMahan et al. 2018) or uniform')
+  if (config.client_weighting is ClientWeighting.CAPPED) != (config.weight_cap
+                                                             is not None):
+    raise ConfigError(
+        'weight_cap', config.weight_cap,
+        'is required with, and only with, --client_weighting=capped')
+  if config.algorithm is not Algorithm.FEDPROX and config.proximal_strength:
+    raise ConfigError('proximal_strength', config.proximal_strength,
+                      'is only used with --algorithm=fedprox')
+  _check_mechanism_combinations(config)
+  # Before the data are loaded: the dataset decides whether they are tokens.
+  _check_token_data(config, tokens=loading.is_token_data(config.dataset))
+  if loading.is_offline(config.dataset) and (config.clients_per_round
+                                             > config.num_clients):
+    raise ConfigError('clients_per_round', config.clients_per_round,
+                      f'must not exceed --num_clients={config.num_clients}')
+  _check_evaluation(config)
+
+
+def _check_evaluation(config: TrainConfig) -> None:
+  """--evaluation, --eval_clients, and what a DP run may release."""
+  federated = config.evaluation is Evaluation.FEDERATED
+  if federated != (config.eval_clients is not None):
+    raise ConfigError(
+        'eval_clients', config.eval_clients,
+        'is required with, and only with, --evaluation=federated (how many '
+        'clients to hold out of training and evaluate on)')
+  if not federated:
+    return
+  # With --target_epsilon the noise is calibrated later, always above 0.
+  will_be_private = config.private or config.target_epsilon is not None
+  if will_be_private and not config.release_nonprivate_metrics:
+    raise ConfigError(
+        'evaluation', config.evaluation.value,
+        'computes its metrics from the held-out clients\' data without '
+        'noise, outside the DP guarantee; in a DP run pass '
+        '--release_nonprivate_metrics to release them anyway (labelled '
+        'nonprivate/fed_eval/), or use --evaluation=centralized')
+  if loading.is_offline(config.dataset):
+    check_eval_clients(config, config.num_clients)
+
+
+def check_eval_clients(config: TrainConfig, population: int) -> None:
+  """Checks --eval_clients against the clients the data has, before the
+  held-out ones are taken out of the population."""
+  if config.evaluation is not Evaluation.FEDERATED:
+    return
+  training = population - config.eval_clients
+  if training < config.clients_per_round:
+    raise ConfigError(
+        'eval_clients', config.eval_clients,
+        f'must leave at least --clients_per_round={config.clients_per_round} '
+        f'of the {population} clients for training ({max(training, 0)} '
+        'would remain)')
+  if (config.client_sampling is sampling.ClientSampling.FULL and
+      training != config.clients_per_round):
+    raise ConfigError(
+        'eval_clients', config.eval_clients,
+        f'leaves {training} of the {population} clients for training, and '
+        '--client_sampling=full needs --clients_per_round to equal that '
+        f'number (it is {config.clients_per_round})')
+
+
+def _check_mechanism_row(config: TrainConfig) -> None:
+  """What the central mechanism's row says it runs with."""
+  row = config.mechanism
+  if config.algorithm.value not in row.algorithms:
+    fitting = [
+        m.name
+        for m in mechanism_registry.MECHANISMS
+        if config.algorithm.value in m.algorithms
+    ]
+    raise ConfigError(
+        'dp_mechanism', config.dp_mechanism.value,
+        f'runs with --algorithm={"|".join(sorted(row.algorithms))}; '
+        f'--algorithm={config.algorithm.value} runs with --dp_mechanism='
+        f'{"|".join(fitting)}')
+  if not row.calibrates and config.target_epsilon is not None:
+    raise ConfigError(
+        'target_epsilon', config.target_epsilon,
+        'calibration is implemented for sampled Gaussian rounds only, not '
+        f'for --dp_mechanism={row.name}')
+  if not row.local_dp and config.local_dp is not LocalDp.NONE:
+    raise ConfigError('local_dp', config.local_dp.value,
+                      f'does not combine with --dp_mechanism={row.name}')
+
+
+def _check_mechanism_combinations(config: TrainConfig) -> None:
+  """Which algorithms, mechanisms and samplers go together."""
+  _check_mechanism_row(config)
+  dp_ftrl = config.algorithm is Algorithm.DP_FTRL
+  epochs = config.client_sampling is sampling.ClientSampling.SHUFFLED_EPOCHS
+  if dp_ftrl != epochs:
+    raise ConfigError(
+        'client_sampling', config.client_sampling.value,
+        'DP-FTRL processes clients in shuffled epochs: use '
+        '--client_sampling=shuffled_epochs with, and only with, '
+        '--algorithm=dp_ftrl')
+  if dp_ftrl and config.client_weighting is not ClientWeighting.UNIFORM:
+    raise ConfigError('client_weighting', config.client_weighting.value,
+                      'DP-FTRL weights clients uniformly')
+  if config.local_dp is LocalDp.LAPLACE and config.local_epsilon is None:
+    raise ConfigError('local_epsilon', None, 'is required with '
+                      '--local_dp=laplace')
+  if config.local_dp is LocalDp.GAUSSIAN and (config.local_noise_multiplier
+                                              is None):
+    raise ConfigError('local_noise_multiplier', None, 'is required with '
+                      '--local_dp=gaussian')
+  if config.local_dp is not LocalDp.NONE and config.example_dp:
+    raise ConfigError(
+        'local_dp', config.local_dp.value,
+        'does not combine with --example_dp (noise inside the clients)')
+  if config.example_dp and config.algorithm is not Algorithm.FEDAVG:
+    raise ConfigError(
+        'example_dp', True, 'example-level DP-SGD runs inside '
+        'FedAvg clients: use --algorithm=fedavg')
+  if config.example_dp and config.client_weighting is not (
+      ClientWeighting.UNIFORM):
+    raise ConfigError('client_weighting', config.client_weighting.value,
+                      'example-level DP-SGD clients are weighted uniformly')
+  if config.max_epsilon is not None and not config.central_private:
+    raise ConfigError(
+        'max_epsilon', config.max_epsilon,
+        'is a budget on the central guarantee, which this run '
+        'does not have')
+
+
+def check_mechanism(config: TrainConfig) -> None:
+  """The central mechanism's own checks of its parameters (`ConfigError`)."""
+  config.mechanism.check(config.dp_settings)
+
+
+def check_population(config: TrainConfig, population: int) -> None:
+  """Checks that depend on the population the data actually has."""
+  if config.clients_per_round > population:
+    raise ConfigError(
+        'clients_per_round', config.clients_per_round,
+        f'must not exceed the population of {population} clients')
+  if (config.client_sampling is sampling.ClientSampling.FULL and
+      config.clients_per_round != population):
+    raise ConfigError(
+        'clients_per_round', config.clients_per_round,
+        f'must equal the population ({population}) with '
+        '--client_sampling=full')
+  if config.private and not config.delta < 1.0 / population:
+    raise ConfigError(
+        'delta', config.delta, f'must be below 1/population = 1/{population} = '
+        f'{1.0 / population:.3g}: with a larger delta, "release one client\'s '
+        'data in the clear" satisfies the guarantee')
+
+
+def check_record_level_delta(config: TrainConfig, largest_client: int) -> None:
+  """With example-level DP, delta must be below 1/n_k for every client."""
+  if not config.delta < 1.0 / largest_client:
+    raise ConfigError(
+        'delta', config.delta,
+        f'must be below 1/n_k for every client with --example_dp (the '
+        f'largest client holds {largest_client} records): a larger delta '
+        'allows releasing a record outright')
+
+
+def _check_token_data(config: TrainConfig, *, tokens: bool) -> None:
+  """Token ids go with, and only with, the rnn model (and no example DP)."""
+  dataset = config.dataset.value
+  if config.model is ModelKind.RNN and not tokens:
+    raise ConfigError(
+        'model', config.model.value,
+        f'needs token data and --dataset={dataset} is not token ids; use '
+        'shakespeare or stackoverflow_nwp, or --model=mlp')
+  if tokens and config.model is not ModelKind.RNN:
+    raise ConfigError(
+        'model', config.model.value,
+        f'--dataset={dataset} holds token ids (the previous tokens as '
+        'numbers), which only the rnn model embeds; use --model=rnn')
+  if tokens and config.example_dp:
+    raise ConfigError(
+        'example_dp', config.example_dp,
+        'record-level DP-SGD needs each client\'s exact number of records, '
+        f'and --dataset={dataset} cuts its records (windows) from the text '
+        'as it streams; use user-level central DP')
+
+
+def check_model_fits_data(config: TrainConfig,
+                          *,
+                          image_shape: Optional[tuple[int, ...]],
+                          vocab_size: Optional[int] = None) -> None:
+  """The model can read the data's features.
+
+  The CNN reshapes its input to images: the data must declare a shape. The
+  rnn model embeds token ids: the data must declare a vocabulary, and token
+  ids fit no other model.
+
+  Args:
+    config: The configuration.
+    image_shape: The loaded data's `image_shape` (None: not images).
+    vocab_size: The loaded data's `vocab_size` (None: not token ids).
+  """
+  _check_token_data(config, tokens=vocab_size is not None)
+  if config.model is ModelKind.CNN and image_shape is None:
+    raise ConfigError(
+        'model', config.model.value,
+        f'needs image data and --dataset={config.dataset.value} is not '
+        'images; use digits, emnist_digits, emnist_full or cifar100, or '
+        '--model=mlp')
