@@ -119,39 +119,30 @@ def _audit(config, population, dim, canaries):
                                          beta=FLAGS.audit_beta)
 
 
-def run(argv: list[str]) -> int:
-  """Runs the audit on parsed flags; returns the exit code."""
-  if len(argv) > 1:
-    raise exits.UserError(f'unexpected positional arguments: {argv[1:]}')
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-  try:
-    prepared = prepare.prepare_run(cli_flags.config_from_flags(FLAGS))
-  except ConfigError as e:
-    raise exits.UserError(str(e)) from e
-  config, population = prepared.config, prepared.data.population
-  canaries = _check(config, population)
+def _run_dir(config: config_lib.TrainConfig) -> str:
+  """Creates the audit's output directory; `UserError` if it cannot."""
   run_name = config.run_name or datetime.datetime.now(
       datetime.timezone.utc).strftime('audit-%Y%m%d-%H%M%S')
   run_dir = os.path.join(config.output_dir, run_name)
-  os.makedirs(run_dir, exist_ok=True)
+  try:
+    os.makedirs(run_dir, exist_ok=True)
+  except OSError as e:
+    raise exits.UserError(f'--output_dir={config.output_dir}: cannot create '
+                          f'{run_dir}: {e.strerror}') from e
+  return run_dir
+
+
+def _model_dim(config: config_lib.TrainConfig, data) -> int:
+  """The number of trainable parameters of `config`'s model for `data`."""
   from tff_dp.algorithms import dp_ftrl  # pylint: disable=g-import-not-at-top
-  from tff_dp.execution import runtime  # pylint: disable=g-import-not-at-top
   from tff_dp.program import assembly  # pylint: disable=g-import-not-at-top
-  runtime.disable_default_context()
-  specs = dp_ftrl.model_update_specs(
-      assembly.build_model_fn(config, prepared.data))
-  dim = sum(spec.shape.num_elements() for spec in specs)
-  print(
-      f'auditing --dp_mechanism={config.dp_mechanism.value} over '
-      f'{config.rounds} rounds: {canaries} canaries in {population} '
-      f'clients, model dimension {dim}',
-      flush=True)
-  twin = dataclasses.replace(config, noise_multiplier=0.0)
-  with runtime.local_runtime(
-      log_path=os.path.join(run_dir, 'worker.log'),
-      allow_unconfined_worker=(config.allow_unconfined_worker)):
-    audited = _audit(config, population, dim, canaries)
-    power = _audit(twin, population, dim, canaries)
+  specs = dp_ftrl.model_update_specs(assembly.build_model_fn(config, data))
+  return sum(spec.shape.num_elements() for spec in specs)
+
+
+def _report(config: config_lib.TrainConfig, run_dir: str, audited,
+            power) -> None:
+  """Prints the table; writes audit.json and the TensorBoard values."""
   from tff_dp.program import mechanism_audit  # pylint: disable=g-import-not-at-top
   mechanism_audit.write_tensorboard(audited,
                                     os.path.join(run_dir, 'tensorboard'))
@@ -177,6 +168,35 @@ def run(argv: list[str]) -> int:
           },
           indent=2))
   print(f'outputs: {run_dir}', flush=True)
+
+
+def run(argv: list[str]) -> int:
+  """Runs the audit on parsed flags; returns the exit code."""
+  if len(argv) > 1:
+    raise exits.UserError(f'unexpected positional arguments: {argv[1:]}')
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  try:
+    prepared = prepare.prepare_run(cli_flags.config_from_flags(FLAGS))
+  except ConfigError as e:
+    raise exits.UserError(str(e)) from e
+  config, population = prepared.config, prepared.data.population
+  canaries = _check(config, population)
+  run_dir = _run_dir(config)
+  from tff_dp.execution import runtime  # pylint: disable=g-import-not-at-top
+  runtime.disable_default_context()
+  dim = _model_dim(config, prepared.data)
+  print(
+      f'auditing --dp_mechanism={config.dp_mechanism.value} over '
+      f'{config.rounds} rounds: {canaries} canaries in {population} '
+      f'clients, model dimension {dim}',
+      flush=True)
+  with runtime.local_runtime(
+      log_path=os.path.join(run_dir, 'worker.log'),
+      allow_unconfined_worker=(config.allow_unconfined_worker)):
+    audited = _audit(config, population, dim, canaries)
+    power = _audit(dataclasses.replace(config, noise_multiplier=0.0),
+                   population, dim, canaries)
+  _report(config, run_dir, audited, power)
   if audited.unsound:
     print(
         f'tff-dp: SOUNDNESS ALARM: the measured lower bound '
