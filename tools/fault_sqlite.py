@@ -40,7 +40,7 @@ def make_file(directory: str, name: str = 'data') -> str:
   return output
 
 
-def _edit(path: str, *statements) -> None:
+def edit(path: str, *statements) -> None:
   """Runs (sql, parameters) pairs on the file and commits."""
   con = sqlite3.connect(path)
   try:
@@ -64,10 +64,10 @@ def _train_ids(path: str) -> list[str]:
 
 
 def _rename(path: str, old: str, new: str) -> None:
-  _edit(path,
-        ('UPDATE examples SET client_id = ? WHERE client_id = ?', (new, old)),
-        ('UPDATE client_metadata SET client_id = ? WHERE client_id = ?',
-         (new, old)))
+  edit(path,
+       ('UPDATE examples SET client_id = ? WHERE client_id = ?', (new, old)),
+       ('UPDATE client_metadata SET client_id = ? WHERE client_id = ?',
+        (new, old)))
 
 
 def _truth(path: str) -> dict[str, list[tuple[tuple[float, ...], int]]]:
@@ -129,12 +129,12 @@ def check_hostile_ids(directory: str, ids) -> list[tuple[str, list[str]]]:
 
 
 def _set_metadata(key: str, value: str):
-  return lambda path: _edit(path, (
+  return lambda path: edit(path, (
       'UPDATE tff_dp_metadata SET value = ? WHERE key = ?', (value, key)))
 
 
 def _first_row(column: str, value):
-  return lambda path: _edit(
+  return lambda path: edit(
       path,
       (
           f'UPDATE examples SET {column} = ? WHERE rowid = '  # Fixed names.
@@ -143,7 +143,7 @@ def _first_row(column: str, value):
 
 
 def _schema(*statements: str):
-  return lambda path: _edit(path, *[(s, ()) for s in statements])
+  return lambda path: edit(path, *[(s, ()) for s in statements])
 
 
 def _overwrite(data_of):
@@ -167,9 +167,9 @@ _CRAFTS = {
     'metadata train_clients=99': (_set_metadata('train_clients',
                                                 '99'), 'train_clients=99'),
     'metadata test_split removed':
-        (lambda path: _edit(path,
-                            ('DELETE FROM tff_dp_metadata WHERE key = ?',
-                             ('test_split',))), "metadata has no 'test_split'"),
+        (lambda path: edit(path,
+                           ('DELETE FROM tff_dp_metadata WHERE key = ?',
+                            ('test_split',))), "metadata has no 'test_split'"),
     'a label out of range': (_first_row('label', 7), 'label 7'),
     'an example that is not one':
         (_first_row('serialized_example_proto', b'\xff' * 20),

@@ -30,6 +30,7 @@ from tests.helpers import hostile_sqlite
 from tests.helpers import programs
 from tff_dp.data import benchmark_source
 from tff_dp.data import loading
+from tools import fault_sqlite
 
 pytestmark = pytest.mark.tff
 
@@ -44,7 +45,7 @@ _INJECTION = hostile_sqlite.INJECTION
 _TRAIN, _TEST = 'digits_only_train', 'digits_only_test'
 # Each must read exactly its own rows.
 _HOSTILE = hostile_sqlite.hostile_ids(_TEST)
-_edit = hostile_sqlite.edit
+_edit = fault_sqlite.edit
 _rename = hostile_sqlite.rename
 
 

@@ -26,13 +26,14 @@ from tff_dp.data import client_data_rows
 from tff_dp.data import client_data_source
 from tff_dp.data import csv_import
 from tff_dp.data import loading
+from tools import fault_sqlite
 
 SqlClientDataSource = client_data_source.SqlClientDataSource
 ClientDataFormatError = client_data_checks.ClientDataFormatError
 TestSplit = csv_import.TestSplit
 
 _INJECTION = hostile_sqlite.INJECTION
-_edit = hostile_sqlite.edit
+_edit = fault_sqlite.edit
 _rename = hostile_sqlite.rename
 
 

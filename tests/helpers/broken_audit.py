@@ -5,8 +5,7 @@ every central aggregator built at one tenth of the accounted noise
 multiplier: the defect the audit exists to catch. Tests only.
 """
 
-import dataclasses
-
+from tests.helpers import central_dp
 from tff_dp.cli import audit
 from tff_dp.program import mechanism_audit
 
@@ -14,13 +13,9 @@ _audit_mechanism = mechanism_audit.audit_mechanism
 
 
 def _a_tenth_of_the_noise(config, **kwargs):
-
-  def build(settings, **context):
-    quiet = dataclasses.replace(settings,
-                                noise_multiplier=settings.noise_multiplier / 10)
-    return config.mechanism.build_aggregator(quiet, **context)
-
-  return _audit_mechanism(config, build_aggregator=build, **kwargs)
+  return _audit_mechanism(config,
+                          build_aggregator=central_dp.scaled_noise(config, 0.1),
+                          **kwargs)
 
 
 if __name__ == '__main__':

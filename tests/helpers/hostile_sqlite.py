@@ -10,6 +10,8 @@ exactly, and refuse an unusable id with one error naming it.
 import os
 import sqlite3
 
+from tools import fault_sqlite
+
 # TFF's query for this client was "... WHERE client_id = 'c1' OR '1'='1'
 # and split_name = '...'": every client's rows, of every split.
 INJECTION = "c1' OR '1'='1"
@@ -45,29 +47,20 @@ def hostile_ids(other_split: str) -> list[str]:
   ]
 
 
-def edit(path: str, *statements) -> None:
-  """Runs (sql, parameters) pairs on the file and commits."""
-  con = sqlite3.connect(path)
-  try:
-    for sql, parameters in statements:
-      con.execute(sql, parameters)
-    con.commit()
-  finally:
-    con.close()
-
-
 def rename(path: str, old: str, new) -> None:
   """Renames client `old` to `new` (any SQLite value) in rows and metadata."""
-  edit(path,
-       ('UPDATE examples SET client_id = ? WHERE client_id = ?', (new, old)),
-       ('UPDATE client_metadata SET client_id = ? WHERE client_id = ?',
-        (new, old)))
+  fault_sqlite.edit(
+      path,
+      ('UPDATE examples SET client_id = ? WHERE client_id = ?', (new, old)),
+      ('UPDATE client_metadata SET client_id = ? WHERE client_id = ?',
+       (new, old)))
 
 
 def _rename_to_non_utf8(path: str, old: str) -> None:
   for table in ('examples', 'client_metadata'):
-    edit(path, (f"UPDATE {table} SET client_id = CAST(X'63ff' AS TEXT) "
-                'WHERE client_id = ?', (old,)))
+    fault_sqlite.edit(path,
+                      (f"UPDATE {table} SET client_id = CAST(X'63ff' AS TEXT) "
+                       'WHERE client_id = ?', (old,)))
 
 
 def refused_ids(old: str) -> dict:

@@ -11,26 +11,20 @@ import dp_accounting
 import pytest
 
 from tests import helpers
+from tests.helpers import central_dp
 from tff_dp.checks import ConfigError
 from tff_dp.cohorts import epoch_sampling
 from tff_dp.cohorts import sampling
 from tff_dp.config import DpMechanism
-from tff_dp.mechanisms import central
 from tff_dp.mechanisms import registry
 from tff_dp.privacy import accounting
 from tff_dp.program import release
 
 
 def _settings(mechanism, **overrides):
-  values = dict(mechanism=mechanism,
-                noise_multiplier=1.5,
-                clients_per_round=10,
-                clip=0.7,
-                initial_clip=0.1,
-                target_unclipped_quantile=0.5,
-                clip_learning_rate=0.2)
+  values = dict(clients_per_round=10, clip=0.7, noise_multiplier=1.5)
   values.update(overrides)
-  return central.DpSettings(**values)
+  return central_dp.settings(mechanism, **values)
 
 
 def test_every_flag_value_has_exactly_one_row():

@@ -11,7 +11,6 @@ probability at most 0.05; measured bounds are 0.6-1.4 against analytic
 epsilons of 8-25, so in practice far less (no failure seen in 20 runs).
 """
 
-import dataclasses
 import json
 import math
 import os
@@ -20,6 +19,7 @@ from absl import flags
 import numpy as np
 import pytest
 
+from tests.helpers import central_dp
 from tests.helpers import programs
 from tff_dp import config_checks
 from tff_dp.cli import cli_flags
@@ -43,18 +43,12 @@ def _config(*argv):
 
 
 def _audit(config, *, noise_scale=1.0):
-
-  def build(settings, **context):
-    scaled = dataclasses.replace(settings,
-                                 noise_multiplier=settings.noise_multiplier *
-                                 noise_scale)
-    return config.mechanism.build_aggregator(scaled, **context)
-
-  return mechanism_audit.audit_mechanism(config,
-                                         population=_POPULATION,
-                                         dim=_DIM,
-                                         canaries=_CANARIES,
-                                         build_aggregator=build)
+  return mechanism_audit.audit_mechanism(
+      config,
+      population=_POPULATION,
+      dim=_DIM,
+      canaries=_CANARIES,
+      build_aggregator=central_dp.scaled_noise(config, noise_scale))
 
 
 def test_with_the_noise_off_the_audit_has_power(tff_runtime):

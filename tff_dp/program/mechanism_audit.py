@@ -34,6 +34,7 @@ import secrets as os_secrets
 import time
 from typing import Any, Callable, Optional
 
+import dp_accounting
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
@@ -185,7 +186,8 @@ def audit_mechanism(
           inserted=inserted,
           directions=directions,
           scale=CANARY_SCALE_IN_CLIPS * max(config.clip, config.initial_clip),
-          absent_if_not_inserted=relation.name == 'ADD_OR_REMOVE_ONE'),
+          absent_if_not_inserted=(relation is dp_accounting.NeighboringRelation.
+                                  ADD_OR_REMOVE_ONE)),
       on_output=lambda round_num, output: run.add(round_num, output,
                                                   round_event(round_num)),
       on_round=on_round)
