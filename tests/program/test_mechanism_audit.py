@@ -23,6 +23,7 @@ from tests.helpers import central_dp
 from tests.helpers import programs
 from tff_dp import config_checks
 from tff_dp.cli import cli_flags
+from tff_dp.program import canary_statistics
 from tff_dp.program import mechanism_audit
 
 pytestmark = pytest.mark.tff
@@ -103,14 +104,14 @@ def test_a_correct_mechanism_never_fires_the_alarm(tff_runtime, argv):
 def test_an_estimate_before_any_signal_is_undefined_not_zero():
   # pylint: disable=protected-access
   assert math.isnan(
-      mechanism_audit._estimate(np.zeros(5), dim=100, delta=1e-5).epsilon)
+      canary_statistics.estimate(np.zeros(5), dim=100, delta=1e-5).epsilon)
   assert math.isnan(
-      mechanism_audit._estimate(np.arange(5.0),
+      canary_statistics.estimate(np.arange(5.0),
                                 dim=100,
                                 delta=1e-5,
                                 unseen_statistics=np.zeros(5)).epsilon)
   with pytest.raises(ValueError, match='delta'):
-    mechanism_audit._estimate(np.arange(5.0), dim=100, delta=2.0)
+    canary_statistics.estimate(np.arange(5.0), dim=100, delta=2.0)
 
 
 def test_refuses_what_it_cannot_audit():

@@ -28,7 +28,6 @@ The audit sees no client data: the canaries are its own and their
 directions never leave this process.
 """
 
-import dataclasses
 import math
 import secrets as os_secrets
 import time
@@ -39,63 +38,16 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_dp.audit import lower_bound
-from tff_dp.audit import one_shot
+from tff_dp.audit import canary_plan
 from tff_dp.config import TrainConfig
 from tff_dp.privacy import accounting
 from tff_dp.privacy import privacy_ledger
 from tff_dp.privacy import run_secrets
+from tff_dp.program import canary_statistics
 from tff_dp.program import run_privacy
 
-# A canary's update is its unit direction times this many clips: far past
-# any clip the mechanism can reach, so clipping always binds.
-CANARY_SCALE_IN_CLIPS = 1e3
-# How many times a run's audit values are computed (plus the last round).
-REPORTS = 20
-
-
-@dataclasses.dataclass(frozen=True)
-class AuditResult:
-  """One audit of a configuration's central mechanism.
-
-  Attributes:
-    analytic: The run's epsilon by accountant name (what a run reports).
-    estimate_all_iterates: One-shot estimate, every round's output released.
-    estimate_final: One-shot estimate, only the last model released.
-    bound: Steinke et al.'s lower bound (all-iterates scores).
-    canaries: Canary directions drawn (M); `inserted` of them inserted.
-    inserted: How many canaries were in the population.
-    dim: The model dimension (length of an update).
-    rounds: Rounds run.
-    seconds: Wall time of the audit's rounds.
-    history: (round, values) every few rounds: the estimates, the lower
-      bound and the analytic epsilons so far (TensorBoard's scalars).
-    statistics: Each canary's statistics at the end (no direction).
-    inserted_mask: Which canaries were inserted.
-  """
-  analytic: dict[str, float]
-  estimate_all_iterates: one_shot.OneShotEstimate
-  estimate_final: one_shot.OneShotEstimate
-  bound: lower_bound.OneRunBound
-  canaries: int
-  inserted: int
-  dim: int
-  rounds: int
-  seconds: float
-  history: tuple[tuple[int, dict[str, float]], ...]
-  statistics: one_shot.CanaryStatistics
-  inserted_mask: np.ndarray
-
-  @property
-  def analytic_epsilon(self) -> float:
-    """The smallest analytic epsilon (each accountant's is an upper bound)."""
-    finite = [e for e in self.analytic.values() if not math.isnan(e)]
-    return min(finite) if finite else math.inf
-
-  @property
-  def unsound(self) -> bool:
-    """Whether the lower bound exceeds the analytic epsilon (a defect)."""
-    return self.bound.epsilon > self.analytic_epsilon
+CANARY_SCALE_IN_CLIPS = canary_plan.CANARY_SCALE_IN_CLIPS
+AuditResult = canary_statistics.AuditResult
 
 
 def _directions(rng: np.random.Generator, canaries: int,
@@ -206,103 +158,31 @@ def _run_rounds(process, config, sampler, *, values, on_output, on_round):
 
 
 class _AuditRun:
-  """The canaries' statistics and the ledger, updated round by round.
-
-  Keeps O(M + d) numbers, never the rounds' outputs, so that long runs of
-  large models fit in memory. Reports the audit's values every `_every`
-  rounds and at the last (`history`), for TensorBoard.
-  """
+  """The canaries' statistics and the ledger, updated round by round."""
 
   def __init__(self, config, directions, inserted, beta, ledger):
-    self._config, self._beta, self._ledger = config, beta, ledger
-    self._directions, self._inserted = directions, inserted
-    self._total = np.zeros(directions.shape[1], np.float64)
-    self._best = np.full(directions.shape[0], -math.inf)
-    self._every = max(1, config.rounds // REPORTS)
+    self._config, self._ledger = config, ledger
+    self._tracker = canary_statistics.CanaryTracker(directions,
+                                                    inserted,
+                                                    delta=config.delta,
+                                                    beta=beta,
+                                                    rounds=config.rounds)
     self.history: list[tuple[int, dict[str, float]]] = []
-
-  def _cosines(self, vector: np.ndarray) -> np.ndarray:
-    # The directions are unit vectors; a zero vector has cosine 0 (as in
-    # `tff_dp.audit.one_shot`).
-    length = float(np.linalg.norm(vector))
-    if length == 0:
-      return np.zeros(self._directions.shape[0])
-    return (self._directions @ vector).astype(np.float64) / length
 
   def add(self, round_num: int, output: np.ndarray, event) -> None:
     """Adds round `round_num`'s released aggregate and its DP event."""
     self._ledger.record(round_num, event)
-    self._total += output
-    self._best = np.maximum(self._best, self._cosines(output))
-    if round_num % self._every == 0 or round_num == self._config.rounds:
-      self.history.append((round_num, self._values()))
-
-  def statistics(self) -> one_shot.CanaryStatistics:
-    return one_shot.CanaryStatistics(final_model=self._cosines(self._total),
-                                     all_iterates=self._best.copy())
-
-  def _values(self) -> dict[str, float]:
-    estimates, bound = self._measure()
-    values = {
-        'audit/epsilon_estimate_all_iterates': estimates[0].epsilon,
-        'audit/epsilon_estimate_final': estimates[1].epsilon,
-        'audit/epsilon_lower_bound': bound.epsilon,
-    }
-    for kind, epsilon in _analytic(self._ledger, self._config).items():
-      values[f'privacy/epsilon_{kind}'] = epsilon
-    return values
-
-  def _measure(self):
-    stats, inserted = self.statistics(), self._inserted
-    delta, dim = self._config.delta, self._directions.shape[1]
-    estimates = (_estimate(stats.all_iterates[inserted],
-                           dim=dim,
-                           delta=delta,
-                           unseen_statistics=stats.all_iterates[~inserted]),
-                 _estimate(stats.final_model[inserted], dim=dim, delta=delta))
-    bound = lower_bound.one_run_lower_bound(stats.all_iterates,
-                                            inserted,
-                                            delta=delta,
-                                            beta=self._beta)
-    return estimates, bound
+    values = self._tracker.add(round_num, output)
+    if values is not None:
+      for kind, epsilon in _analytic(self._ledger, self._config).items():
+        values[f'privacy/epsilon_{kind}'] = epsilon
+      self.history.append((round_num, values))
 
   def result(self, *, seconds: float) -> AuditResult:
-    (all_iterates, final), bound = self._measure()
-    return AuditResult(analytic=_analytic(self._ledger, self._config),
-                       estimate_all_iterates=all_iterates,
-                       estimate_final=final,
-                       bound=bound,
-                       canaries=self._directions.shape[0],
-                       inserted=int(self._inserted.sum()),
-                       dim=self._directions.shape[1],
-                       rounds=self._config.rounds,
-                       seconds=seconds,
-                       history=tuple(self.history),
-                       statistics=self.statistics(),
-                       inserted_mask=self._inserted.copy())
-
-
-def _estimate(statistics, **kwargs) -> one_shot.OneShotEstimate:
-  """The one-shot estimate, or NaN while the statistics carry no signal.
-
-  Before any canary has been sampled (or when one threat model's statistic
-  is constant), there is no Gaussian to fit: the estimate is undefined, not
-  zero.
-  """
-  try:
-    return one_shot.estimate_epsilon(statistics, **kwargs)
-  except ValueError:
-    groups = [statistics, kwargs.get('unseen_statistics', statistics)]
-    if all(np.size(g) >= 2 and np.ptp(g) > 0 for g in groups):
-      raise
-    return one_shot.OneShotEstimate(epsilon=math.nan,
-                                    delta=kwargs['delta'],
-                                    mean=math.nan,
-                                    std=math.nan,
-                                    null='none (constant statistic)',
-                                    null_mean=math.nan,
-                                    null_std=math.nan,
-                                    canaries=int(np.size(statistics)))
+    return self._tracker.result(analytic=_analytic(self._ledger, self._config),
+                                rounds=self._config.rounds,
+                                seconds=seconds,
+                                history=self.history)
 
 
 def _analytic(ledger, config) -> dict[str, float]:
