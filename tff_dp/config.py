@@ -143,6 +143,9 @@ class TrainConfig:
   max_epsilon: Optional[float]
   allow_zero_noise: bool
   release_nonprivate_metrics: bool
+  # Empirical privacy audit: M canary clients join the population
+  # (`tff_dp.program.canary_audit`); 0 for none (a production run).
+  audit_canaries: int
   # Output.
   output_dir: str
   run_name: str

@@ -113,6 +113,7 @@ def check_config(config: TrainConfig) -> None:
       raise ConfigError('max_epsilon', config.max_epsilon,
                         'cannot be met with --noise_multiplier=0')
     check_mechanism(config)
+  check_audit(config)
   if config.client_weighting is ClientWeighting.NUM_EXAMPLES and (
       config.uses_dp_aggregator):
     raise ConfigError(
@@ -251,8 +252,38 @@ def check_mechanism(config: TrainConfig) -> None:
   config.mechanism.check(config.dp_settings)
 
 
+def check_audit(config: TrainConfig) -> None:
+  """Canary clients go with a central mechanism and nothing at the clients."""
+  canaries = config.audit_canaries
+  if not canaries:
+    return
+  if canaries < 4:
+    raise ConfigError('audit_canaries', canaries,
+                      'must be 0 (no audit) or at least 4')
+  if not config.uses_dp_aggregator:
+    raise ConfigError(
+        'audit_canaries', canaries,
+        f'audits a central mechanism; --dp_mechanism='
+        f'{config.dp_mechanism.value} has none')
+  if config.local_dp is not LocalDp.NONE or config.example_dp:
+    raise ConfigError(
+        'audit_canaries', canaries,
+        'canaries enter the central mechanism only; with --local_dp or '
+        '--example_dp they would skip the clients\' noise (audit the run '
+        'without it)')
+
+
 def check_population(config: TrainConfig, population: int) -> None:
-  """Checks that depend on the population the data actually has."""
+  """Checks that depend on the population the data actually has.
+
+  With canaries (`--audit_canaries`) the sampler draws from the N real
+  clients and the M canaries together.
+  """
+  if config.audit_canaries > population:
+    raise ConfigError(
+        'audit_canaries', config.audit_canaries,
+        f'must not exceed the population of {population} clients')
+  real, population = population, population + config.audit_canaries
   if config.clients_per_round > population:
     raise ConfigError(
         'clients_per_round', config.clients_per_round,
@@ -263,10 +294,10 @@ def check_population(config: TrainConfig, population: int) -> None:
         'clients_per_round', config.clients_per_round,
         f'must equal the population ({population}) with '
         '--client_sampling=full')
-  if config.private and not config.delta < 1.0 / population:
+  if config.private and not config.delta < 1.0 / real:
     raise ConfigError(
-        'delta', config.delta, f'must be below 1/population = 1/{population} = '
-        f'{1.0 / population:.3g}: with a larger delta, "release one client\'s '
+        'delta', config.delta, f'must be below 1/population = 1/{real} = '
+        f'{1.0 / real:.3g}: with a larger delta, "release one client\'s '
         'data in the clear" satisfies the guarantee')
 
 

@@ -351,6 +351,20 @@ def define_simulation_flags(fv: flags.FlagValues) -> None:
       flag_values=fv)
 
 
+def define_audit_flags(fv: flags.FlagValues) -> None:
+  """Canary clients for an empirical privacy audit of the run."""
+  checked_flags.define_int(
+      fv,
+      'audit_canaries',
+      0, 'Canary clients M that join the population for an empirical '
+      'privacy audit of this run (each inserted with probability 1/2; '
+      'estimates and a lower bound released next to the analytic epsilon '
+      'as audit/*): an audit run, not a production run. 0: none. In '
+      './run.sh audit, 0 means min(N/2, 1000).',
+      lower=0,
+      upper=checked_flags.MAX_CLIENTS)
+
+
 TRAIN_FLAG_GROUPS = (
     ('Data', define_data_flags),
     ('Evaluation', define_evaluation_flags),
@@ -360,6 +374,7 @@ TRAIN_FLAG_GROUPS = (
     ('Privacy and accounting', privacy_flags.define_privacy_flags),
     ('Local and example-level DP', privacy_flags.define_local_dp_flags),
     ('Clipping, budget and releases', privacy_flags.define_dp_training_flags),
+    ('Empirical privacy audit', define_audit_flags),
     ('Output', define_output_flags),
     ('Simulation', define_simulation_flags),
 )

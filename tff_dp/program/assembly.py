@@ -23,6 +23,7 @@ from tff_dp.config import TrainConfig
 from tff_dp.data.federated_data import FederatedData
 from tff_dp.data.labels import LabelKind
 from tff_dp.mechanisms import local_dp
+from tff_dp.mechanisms import sanitize
 from tff_dp.program import run_privacy
 
 
@@ -60,12 +61,20 @@ def build_model_fn(config: TrainConfig, data: FederatedData):
                                **_model_args(config, data))
 
 
+def build_keras_model_fn(config: TrainConfig, data: FederatedData):
+  """The no-argument Keras constructor of `config`'s model for `data` (the
+  twin of `build_model_fn`'s, for server-side uses of a trained model)."""
+  return lambda: models.build_keras_model(config.model,
+                                          **_model_args(config, data))
+
+
 def build_process(config: TrainConfig,
                   data: FederatedData,
                   sampler: run_privacy.Sampler,
                   *,
                   group_size: int = 1,
-                  client_files_dir: str = ''):
+                  client_files_dir: str = '',
+                  canaries=None):
   """The TFF learning process that implements `config`'s mechanisms.
 
   Args:
@@ -77,9 +86,12 @@ def build_process(config: TrainConfig,
       GroupedRounds`' output instead of datasets.
     client_files_dir: Where `GroupedRounds` wrote the client files (grouped
       path only).
+    canaries: An audit run's `tff_dp.program.canary_audit.CanaryRun`, whose
+      canaries join the central mechanism's sums; None for a production run.
   """
+  wrap = canaries.wrap if canaries is not None else (lambda factory: factory)
   if group_size > 1:
-    return _build_grouped_process(config, data, client_files_dir)
+    return _build_grouped_process(config, data, client_files_dir, wrap)
   model_fn = build_model_fn(config, data)
   dp = dp_settings(config)
   if config.algorithm is Algorithm.DP_FTRL:
@@ -88,10 +100,11 @@ def build_process(config: TrainConfig,
         client_learning_rate=config.client_learning_rate,
         server_learning_rate=config.server_learning_rate,
         server_momentum=config.server_momentum,
-        model_aggregator=config.mechanism.build_aggregator(
-            dp,
-            rounds_per_epoch=sampler.rounds_per_epoch,
-            record_specs=dp_ftrl.model_update_specs(model_fn)),
+        model_aggregator=wrap(
+            config.mechanism.build_aggregator(
+                dp,
+                rounds_per_epoch=sampler.rounds_per_epoch,
+                record_specs=dp_ftrl.model_update_specs(model_fn))),
         client_momentum=config.client_momentum)
   if config.example_dp:
     return _build_example_dp_process(config, data, model_fn, dp)
@@ -102,7 +115,8 @@ def build_process(config: TrainConfig,
           dp=dp,
           client_weighting=config.client_weighting,
           weight_cap=config.weight_cap,
-          unweighted=_local_dp_factory(config, dp)),
+          unweighted=(_local_dp_factory(config, dp) or
+                      _central_factory(dp, wrap))),
       proximal_strength=config.proximal_strength,
       client_learning_rate=config.client_learning_rate,
       client_momentum=config.client_momentum,
@@ -113,18 +127,26 @@ def build_process(config: TrainConfig,
                           learning_process.no_client_metrics))
 
 
+def _central_factory(dp, wrap):
+  """The sanitizing central DP factory (canaries in it for an audit run)."""
+  if dp is None:
+    return None
+  return sanitize.sanitizing_aggregator(
+      wrap(learning_process.build_dp_aggregator(dp)))
+
+
 def _build_grouped_process(config: TrainConfig, data: FederatedData,
-                           client_files_dir: str):
+                           client_files_dir: str, wrap):
   """The grouped DP-FedAvg process (many simulated clients per TFF call)."""
   # `config_checks.grouped_unsupported_reason` refuses other data first.
   if data.label_kind is not LabelKind.SINGLE:
     raise ValueError('the grouped path trains single-label models only')
   return grouped_fedavg.build_grouped_dp_fedavg(
-      keras_model_fn=lambda: models.build_keras_model(
-          config.model, **_model_args(config, data)),
+      keras_model_fn=build_keras_model_fn(config, data),
       input_dim=data.input_dim,
       num_classes=data.num_classes,
-      dp_factory=learning_process.build_dp_aggregator(dp_settings(config)),
+      dp_factory=wrap(learning_process.build_dp_aggregator(
+          dp_settings(config))),
       client_learning_rate=config.client_learning_rate,
       client_momentum=config.client_momentum,
       server_optimizer=server_optimizer(config),

@@ -34,6 +34,7 @@ from tff_dp.data.held_out import HeldOutClients
 from tff_dp.execution import runtime
 from tff_dp.privacy import run_secrets
 from tff_dp.program import assembly
+from tff_dp.program import canary_audit
 from tff_dp.program import checkpoint
 from tff_dp.program import client_data
 from tff_dp.program import evaluation
@@ -160,10 +161,20 @@ def run_experiment(
                      f'--evaluation=federated (got {config.evaluation.value})')
   # Replaced by the checkpoint's secrets if the run resumes (`_restore`).
   secrets = run_secrets.draw(config.insecure_sampling_seed)
+  if config.audit_canaries and resume:
+    raise resume_rules.ResumeError(
+        'an audit run (--audit_canaries) cannot be resumed: its canaries\' '
+        'statistics are not checkpointed; start it again')
+  # An audit run's sampler draws from its canaries too (`canary_audit`).
   sampler = run_privacy.build_sampler(config,
-                                      data.population,
+                                      data.population + config.audit_canaries,
                                       secret=secrets.sampling)
   privacy = run_privacy.build_privacy_tracker(config, sampler, data)
+  canaries = (canary_audit.CanaryRun(config,
+                                     population=data.population,
+                                     sampler=sampler,
+                                     report=_reporter(config, secrets.sampling))
+              if config.audit_canaries else None)
   group_size = prepared.clients_per_call
   grouped_rounds = None
   if group_size > 1:
@@ -186,6 +197,7 @@ def run_experiment(
                 privacy=privacy,
                 group_size=group_size,
                 grouped_rounds=grouped_rounds,
+                canaries=canaries,
                 wall_start=wall_start,
                 resume=resume,
                 config_defaults=config_defaults,
@@ -196,8 +208,8 @@ def run_experiment(
 
 
 def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
-         group_size, grouped_rounds, wall_start, resume, config_defaults,
-         on_round):
+         group_size, grouped_rounds, canaries, wall_start, resume,
+         config_defaults, on_round):
   """`run_experiment` once the sampler, ledgers and client files exist."""
   release_nonprivate = (not config.private) or config.release_nonprivate_metrics
   process = assembly.build_process(
@@ -205,7 +217,8 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
       data,
       sampler,
       group_size=group_size,
-      client_files_dir=(grouped_rounds.files_dir if grouped_rounds else ''))
+      client_files_dir=(grouped_rounds.files_dir if grouped_rounds else ''),
+      canaries=canaries)
   evaluate = (_build_evaluator(config, data, held_out)
               if evaluation_released(config) else None)
   checkpoints = checkpoint.CheckpointManager(run_dir)
@@ -229,6 +242,8 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
                      secrets=secrets,
                      resume=resume,
                      defaults=config_defaults or {})
+      if canaries is not None:
+        canaries.start(process.get_model_weights(start.state))
       if start.rows is not None:
         # The checkpoint's secret: the resumed run redraws its own cohorts.
         sampler = run_privacy.build_sampler(config,
@@ -258,9 +273,14 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
                       releaser=releaser,
                       persist=persist,
                       grouped_rounds=grouped_rounds,
+                      canaries=canaries,
                       release_nonprivate=release_nonprivate,
                       on_round=on_round)
-    _write_statement(config, data, run_dir, result, privacy, releaser)
+      weights = process.get_model_weights(result.state)
+    audit = None if canaries is None else canaries.result(
+        analytic={k.value: e for k, e in privacy.epsilons().items()},
+        rounds=result.rounds_completed)
+    _write_statement(config, data, run_dir, result, privacy, releaser, audit)
   finally:
     if releaser is not None:
       releaser.close()
@@ -272,7 +292,9 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
                                   privacy,
                                   eval_prefix=eval_prefix(config),
                                   resumed_from=start.resumed_from,
-                                  wall_seconds=time.monotonic() - wall_start)
+                                  wall_seconds=time.monotonic() - wall_start,
+                                  canary_audit=audit,
+                                  model_weights=weights)
   atomic_io.write_text_atomic(os.path.join(run_dir, 'summary.json'),
                               json.dumps(summary.to_json(), indent=2))
   return summary
@@ -298,48 +320,74 @@ def _start(config, run_dir, checkpoints, template, privacy, binding, *, secrets,
   return start or run_start.fresh(template, secrets)
 
 
+def _reporter(config: TrainConfig, seed: int):
+  """(round, cohort) -> the clients that report (simulated dropout)."""
+  return lambda round_num, cohort: sampling.reporting_clients(
+      cohort,
+      dropout_rate=config.dropout_rate,
+      seed=seed,
+      round_num=round_num)
+
+
+def _with_canaries(canaries, round_datasets, round_values, process, privacy):
+  """An audit run's round datasets (real clients) and values (+ audit/*)."""
+  if canaries is None:
+    return round_datasets, round_values
+
+  def values(output, cohort, seconds):
+    released = round_values(output, cohort, seconds)
+    released.update(
+        canaries.observe(
+            process.get_model_weights(output.state),
+            lambda: {k.value: e for k, e in privacy.epsilons().items()}))
+    return released
+
+  return canaries.real_datasets(round_datasets), values
+
+
 def _train(config, data, process, start, *, sampler, privacy, evaluate,
-           releaser, persist, grouped_rounds, release_nonprivate,
+           releaser, persist, grouped_rounds, canaries, release_nonprivate,
            on_round) -> training_loop.LoopResult:
   """Runs the training loop from `start` to the end of the run."""
-  return training_loop.run_training_loop(
-      process=process,
-      state=start.state,
-      sampler=sampler,
-      round_datasets=grouped_rounds or
+  round_datasets, round_values = _with_canaries(
+      canaries, grouped_rounds or
       client_data.round_datasets_for(data,
                                      batch_size=config.client_batch_size,
                                      epochs=config.client_epochs,
                                      seed=config.seed),
+      _round_values_fn(config,
+                       release_nonprivate=release_nonprivate,
+                       label_kind=data.label_kind), process, privacy)
+  return training_loop.run_training_loop(
+      process=process,
+      state=start.state,
+      sampler=sampler,
+      round_datasets=round_datasets,
       rounds=config.rounds,
       privacy=privacy,
       evaluate=evaluate,
       eval_every=config.eval_every,
       eval_prefix=eval_prefix(config),
       release=releaser.release,
-      round_values=_round_values_fn(config,
-                                    release_nonprivate=release_nonprivate,
-                                    label_kind=data.label_kind),
+      round_values=round_values,
       persist=persist,
-      report=lambda round_num, cohort: sampling.reporting_clients(
-          cohort,
-          dropout_rate=config.dropout_rate,
-          seed=start.secrets.sampling,
-          round_num=round_num),
+      report=_reporter(config, start.secrets.sampling),
       max_epsilon=config.max_epsilon,
       start_round=start.round_num,
       last_values=start.last_values,
       on_round=on_round)
 
 
-def _write_statement(config, data, run_dir, result, privacy, releaser) -> None:
+def _write_statement(config, data, run_dir, result, privacy, releaser,
+                     audit) -> None:
   """Writes the privacy statement of what the run released."""
   statement = privacy_statement.privacy_statement(
       config,
       population=data.population,
       rounds_run=result.rounds_completed,
       privacy=privacy,
-      released_keys=releaser.released_keys)
+      released_keys=releaser.released_keys,
+      canary_audit=audit)
   atomic_io.write_text_atomic(os.path.join(run_dir, 'privacy_statement.txt'),
                               statement)
   releaser.write_text('privacy_statement', statement)

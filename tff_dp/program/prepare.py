@@ -142,7 +142,9 @@ def _prepare_loaded(config: TrainConfig, data: Any, *,
                                            int(max(data.client_sizes())))
   calibrated_by = None
   if calibrate_noise and config.target_epsilon is not None:
-    config, calibrated_by = calibrate(config, data.population)
+    # An audit run's sampler also draws its canaries.
+    config, calibrated_by = calibrate(config,
+                                      data.population + config.audit_canaries)
   return PreparedRun(config=config,
                      data=data,
                      held_out=held_out,

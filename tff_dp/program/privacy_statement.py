@@ -7,7 +7,7 @@ Pure Python.
 """
 
 import math
-from typing import Iterable
+from typing import Any, Iterable
 
 from tff_dp.cohorts import sampling
 from tff_dp.config import ClientWeighting
@@ -18,6 +18,7 @@ from tff_dp.data import loading
 from tff_dp.privacy import accounting
 from tff_dp.privacy import privacy_tracking
 from tff_dp.privacy import run_secrets
+from tff_dp.program import canary_audit
 from tff_dp.program import release
 
 _SAMPLING_WORDS = {
@@ -61,7 +62,8 @@ def privacy_statement(
     population: int,
     rounds_run: int,
     privacy: privacy_tracking.PrivacyTracker,
-    released_keys: Iterable[str] = ()
+    released_keys: Iterable[str] = (),
+    canary_audit: Any = None,
 ) -> str:
   """Returns the statement as plain text.
 
@@ -72,6 +74,8 @@ def privacy_statement(
     privacy: The run's ledgers after its last round.
     released_keys: Every per-round key the run released (the statement lists
       exactly these).
+    canary_audit: An audit run's `tff_dp.program.canary_statistics.
+      AuditResult` (`--audit_canaries`), or None.
   """
   released_keys = sorted(released_keys)
   lines = ['Privacy statement', '=================']
@@ -86,6 +90,7 @@ def privacy_statement(
         f'Rounds: {rounds_run}; population: {population} clients.',
         'Released per round: ' + (', '.join(released_keys) or 'nothing') + '.',
     ]
+    lines += _canary_lines(config, canary_audit)
     lines += _federated_evaluation_lines(config, private=False)
     return '\n'.join(lines) + '\n'
   lines += _central_lines(config,
@@ -95,6 +100,7 @@ def privacy_statement(
   lines += _local_lines(config, privacy)
   lines += _record_level_lines(config, privacy)
   lines += _release_lines(config, released_keys)
+  lines += _canary_lines(config, canary_audit)
   lines += _assumption_lines(config)
   return '\n'.join(lines) + '\n'
 
@@ -300,4 +306,24 @@ def _record_level_lines(config, privacy) -> list[str]:
         f'{_format_epsilon(worst.guarantee[1])} at delta {config.delta:g} '
         f'({worst.num_examples} records, q = {worst.sampling_rate:.4g}, '
         f'{worst.steps} steps); client dataset sizes are treated as public.')
+  return lines
+
+
+def _canary_lines(config: TrainConfig, audit: Any) -> list[str]:
+  """What an audit run's canaries are, and what its audit measured."""
+  if not config.audit_canaries:
+    return []
+  lines = [
+      '',
+      f'AUDIT RUN: {config.audit_canaries} canary clients joined the '
+      'population and were sampled',
+      'like the real clients (each inserted with probability 1/2; an inserted',
+      'canary sends a secret direction far past the clip). The epsilon above',
+      'is that of this run, canaries included; the released model was trained',
+      'with them: do not deploy it, deploy a run without --audit_canaries.',
+      'The audit/* values are empirical: an estimate is not a guarantee, and',
+      'a lower bound below epsilon never proves privacy.',
+  ]
+  if audit is not None:
+    lines.append(canary_audit.describe(audit) + '.')
   return lines

@@ -17,6 +17,7 @@ from typing import Iterable, Mapping
 
 from tff_dp.mechanisms import registry as mechanism_registry
 from tff_dp.privacy import accounting
+from tff_dp.program import canary_statistics
 from tff_dp.program import sinks
 
 NONPRIVATE_PREFIX = 'nonprivate/'
@@ -53,6 +54,9 @@ DP_SAFE_KEYS = frozenset({
     'privacy/example_epsilon',
     # The planned (expected) cohort size, a public parameter.
     'cohort/expected_size',
+    # An audit run's estimates and lower bound (`tff_dp.program.canary_audit`):
+    # functions of the released models and of the auditor's own secrets.
+    *canary_statistics.KEYS,
 })
 
 # Values computed from client data without noise; released only on request in

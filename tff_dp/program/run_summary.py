@@ -59,9 +59,43 @@ class Summary:
   # None in a DP run without --release_nonprivate_metrics (a timing side
   # channel of the cohorts).
   wall_seconds: Optional[float]
+  # An audit run's canary audit (`--audit_canaries`); summary.json holds its
+  # numbers (`audit_json`), never the canaries' statistics.
+  canary_audit: Optional[Any] = dataclasses.field(default=None, repr=False)
+  # The final model (`tff.learning.models.ModelWeights`), for callers in
+  # Python; never written to summary.json.
+  model_weights: Optional[Any] = dataclasses.field(default=None, repr=False)
 
   def to_json(self) -> dict:
-    return dataclasses.asdict(self)
+    values = dataclasses.asdict(
+        dataclasses.replace(self, canary_audit=None, model_weights=None))
+    del values['canary_audit'], values['model_weights']
+    if self.canary_audit is not None:
+      # Like the run's wall time, the audit's grows with the cohorts.
+      values['audit'] = audit_json(self.canary_audit,
+                                   seconds=self.wall_seconds is not None)
+    return values
+
+
+def audit_json(result: Any, *, seconds: bool = True) -> dict:
+  """The numbers of a `tff_dp.program.canary_statistics.AuditResult`
+  (without its wall time unless `seconds`)."""
+  values = {
+      'analytic_epsilon': {
+          k: json_number(v) for k, v in result.analytic.items()
+      },
+      'estimate_all_iterates': json_number(result.estimate_all_iterates.epsilon),
+      'estimate_final_model': json_number(result.estimate_final.epsilon),
+      'lower_bound': json_number(result.bound.epsilon),
+      'lower_bound_confidence': 1 - result.bound.beta,
+      'canaries': result.canaries,
+      'inserted': result.inserted,
+      'dim': result.dim,
+      'rounds': result.rounds,
+  }
+  if seconds:
+    values['seconds'] = result.seconds
+  return values
 
 
 def _json_number(value: float) -> Optional[float]:
@@ -77,7 +111,8 @@ def json_number(value: float) -> Optional[float]:
 
 def summarize(config: TrainConfig, data: Any, run_dir: str, result: Any,
               privacy: Any, *, eval_prefix: str, resumed_from: Optional[int],
-              wall_seconds: float) -> Summary:
+              wall_seconds: float, canary_audit: Any = None,
+              model_weights: Any = None) -> Summary:
   """The run's `Summary`: released values and public facts only."""
   central = privacy.central_claim
   epsilons = result.epsilons if central else {}
@@ -122,4 +157,6 @@ def summarize(config: TrainConfig, data: Any, run_dir: str, result: Any,
       # with the other values outside the guarantee.
       wall_seconds=(wall_seconds if
                     (not config.private or
-                     config.release_nonprivate_metrics) else None))
+                     config.release_nonprivate_metrics) else None),
+      canary_audit=canary_audit,
+      model_weights=model_weights)
