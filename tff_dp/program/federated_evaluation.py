@@ -24,9 +24,9 @@ import tensorflow_federated as tff
 
 from tff_dp.algorithms import learning_process
 from tff_dp.data import labels
-from tff_dp.data.federated_data import FederatedData
 from tff_dp.data.held_out import HeldOutClients
 from tff_dp.data.labels import LabelKind
+from tff_dp.program import client_data
 from tff_dp.program import evaluation
 
 
@@ -62,16 +62,10 @@ def held_out_datasets(
     batch_size: Evaluation batch size (bounds memory; the metrics do not
       depend on it).
   """
-  source = held_out.source
-  datasets = []
-  for i in held_out.indices:
-    if isinstance(source, FederatedData):
-      dataset = tf.data.Dataset.from_tensor_slices(
-          (source.client_x[i], source.client_y[i]))
-    else:
-      dataset = source.client_dataset(i)
-    datasets.append(dataset.batch(batch_size))
-  return datasets
+  return [
+      client_data.client_dataset_for(held_out.source, i).batch(batch_size)
+      for i in held_out.indices
+  ]
 
 
 class FederatedEvaluator:
