@@ -2,19 +2,30 @@
 
 Usage:
   ./run.sh audit [--flagfile=configs/default.cfg] [training flags]
-      [--audit_canaries=M] [--audit_beta=0.05]
+      [--audit_kind=training|mechanism] [--audit_canaries=M]
+      [--audit_beta=0.05]
 
-Runs the configuration's central mechanism as a run builds and samples it,
-with M canary clients instead of client data (`tff_dp.program.
-mechanism_audit`), then its power twin (the same with the noise off), and
-prints one table: the analytic epsilon of each accountant, the one-shot
-estimates (all iterates, final model) and Steinke et al.'s lower bound at
-confidence 1 - beta. If the lower bound exceeds the analytic epsilon, the
-mechanism or its accounting is wrong: the program says so and exits with 3.
-The table is also written to <output_dir>/<run_name>/audit.json, and the
-estimates, the lower bound and the analytic epsilon by round, with histograms
-of the canaries' statistics, to its tensorboard/ (noise_off/ for the twin);
-the canary directions are never written.
+--audit_kind=training (the default) trains the configuration three times
+(`tff_dp.program.training_audit`): with M canary clients in the population
+(the audit run), the same with the noise off (its power twin), and as
+configured (the production run, whose final model a loss-threshold
+membership-inference attack then tries on training vs held-out clients).
+--audit_kind=mechanism runs only the configuration's central mechanism, as a
+run builds and samples it, on M canary clients instead of client data
+(`tff_dp.program.mechanism_audit`): faster, and the most powerful audit of
+the mechanism and its accounting, but not of the training around it.
+
+Both print one table: the analytic epsilon of each accountant, the one-shot
+estimates (all iterates, final model; Andrew et al. 2024) and Steinke et
+al.'s lower bound at confidence 1 - beta, for the audit and its power twin
+(and the accuracies and the attack for a training audit). If the lower bound
+exceeds the analytic epsilon, the mechanism or its accounting is wrong: the
+program says so and exits with 3. Written to <output_dir>/<run_name>/:
+audit.json, the estimates by round and the canaries' histograms in
+tensorboard/ (noise_off/ for the twin), audit_canaries.png and
+audit_epsilon.png, and the attack's results in nonprivate/membership.json
+(they are computed from client data without noise). The canary directions
+are never written.
 """
 
 if __name__ == '__main__':
@@ -25,17 +36,17 @@ if __name__ == '__main__':
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import dataclasses
 import datetime
-import json
 import math
 import os
 import sys
 
 from absl import flags
 
-from tff_dp import atomic_io
 from tff_dp import config as config_lib
 from tff_dp.checks import ConfigError
+from tff_dp.cli import audit_report
 from tff_dp.cli import cli_flags
+from tff_dp.audit import canary_plan
 from tff_dp.cli import exits
 from tff_dp.program import prepare
 
@@ -43,13 +54,11 @@ from tff_dp.program import prepare
 
 FLAGS = flags.FLAGS
 cli_flags.define_train_flags(FLAGS)
-flags.DEFINE_integer(
-    'audit_canaries',
-    0, 'Canary directions M of the audit, each inserted with probability 1/2 '
-    'into the population: at most half of it (more would move the adaptive '
-    'clip); 0 for half of it, at most 1000.',
-    lower_bound=0,
-    upper_bound=100_000)
+flags.DEFINE_enum(
+    'audit_kind', 'training', ['training', 'mechanism'],
+    'training: train with canaries, with the noise off, and as configured '
+    '(then membership inference); mechanism: the central mechanism alone on '
+    'canary clients (faster, no training).')
 flags.DEFINE_float('audit_beta',
                    0.05,
                    'One minus the confidence of the lower bound.',
@@ -57,39 +66,7 @@ flags.DEFINE_float('audit_beta',
                    upper_bound=0.5)
 
 
-def _row(name: str, result) -> str:
-  analytic = ', '.join(
-      f'{v:.3g} ({k})' for k, v in result.analytic.items() if not math.isnan(v))
-  return (f'{name:<11} {analytic:<24} '
-          f'{result.estimate_all_iterates.epsilon:>10.3g} '
-          f'{result.estimate_final.epsilon:>10.3g} '
-          f'{result.bound.epsilon:>12.3g} {result.seconds:>7.1f}s')
-
-
-def _number(value: float):
-  # JSON has no inf/nan: null means infinite, or n/a for an accountant that
-  # cannot compose the mechanism's events.
-  return value if math.isfinite(value) else None
-
-
-def _to_json(result) -> dict:
-  return {
-      'analytic_epsilon': {
-          k: _number(v) for k, v in result.analytic.items()
-      },
-      'estimate_all_iterates': _number(result.estimate_all_iterates.epsilon),
-      'estimate_final_model': _number(result.estimate_final.epsilon),
-      'lower_bound': _number(result.bound.epsilon),
-      'lower_bound_confidence': 1 - result.bound.beta,
-      'canaries': result.canaries,
-      'inserted': result.inserted,
-      'dim': result.dim,
-      'rounds': result.rounds,
-      'seconds': result.seconds,
-  }
-
-
-def _check(config: config_lib.TrainConfig, population: int) -> int:
+def _canaries(config: config_lib.TrainConfig, population: int) -> int:
   """The number of canaries; `UserError` for what cannot be audited."""
   if not config.uses_dp_aggregator:
     raise exits.UserError(
@@ -101,22 +78,13 @@ def _check(config: config_lib.TrainConfig, population: int) -> int:
         '--local_dp/--example_dp: the audit covers the central mechanism '
         'only; audit the run without the client-side noise')
   limit = population // 2
-  if FLAGS.audit_canaries == 0:
-    return max(2, min(limit, 1000))
-  if FLAGS.audit_canaries > limit or FLAGS.audit_canaries < 4:
+  if config.audit_canaries == 0:
+    return canary_plan.default_canaries(population)
+  if config.audit_canaries > limit:
     raise exits.UserError(
-        f'--audit_canaries={FLAGS.audit_canaries}: must be at least 4 and '
-        f'at most half of the population of {population} clients ({limit})')
-  return FLAGS.audit_canaries
-
-
-def _audit(config, population, dim, canaries):
-  from tff_dp.program import mechanism_audit  # pylint: disable=g-import-not-at-top
-  return mechanism_audit.audit_mechanism(config,
-                                         population=population,
-                                         dim=dim,
-                                         canaries=canaries,
-                                         beta=FLAGS.audit_beta)
+        f'--audit_canaries={config.audit_canaries}: must be at most half of '
+        f'the population of {population} clients ({limit})')
+  return config.audit_canaries
 
 
 def _run_dir(config: config_lib.TrainConfig) -> str:
@@ -140,51 +108,13 @@ def _model_dim(config: config_lib.TrainConfig, data) -> int:
   return sum(spec.shape.num_elements() for spec in specs)
 
 
-def _report(config: config_lib.TrainConfig, run_dir: str, audited,
-            power) -> None:
-  """Prints the table; writes audit.json and the TensorBoard values."""
-  from tff_dp.program import mechanism_audit  # pylint: disable=g-import-not-at-top
-  mechanism_audit.write_tensorboard(audited,
-                                    os.path.join(run_dir, 'tensorboard'))
-  mechanism_audit.write_tensorboard(
-      power, os.path.join(run_dir, 'tensorboard', 'noise_off'))
-  table = [
-      f'{"":<11} {"analytic epsilon":<24} {"estimate":>10} {"(final)":>10} '
-      f'{"lower bound":>12} {"time":>8}',
-      _row('audited', audited),
-      _row('noise off', power),
-      f'delta {config.delta:g}; lower bound at confidence '
-      f'{1 - FLAGS.audit_beta:g} (Steinke et al. 2023); estimates: one-shot '
-      '(Andrew et al. 2024), not guarantees.',
-  ]
-  print('\n'.join(table), flush=True)
-  atomic_io.write_text_atomic(
-      os.path.join(run_dir, 'audit.json'),
-      json.dumps(
-          {
-              'config': config.to_json(),
-              'audited': _to_json(audited),
-              'noise_off': _to_json(power)
-          },
-          indent=2))
-  print(f'outputs: {run_dir}', flush=True)
-
-
-def run(argv: list[str]) -> int:
-  """Runs the audit on parsed flags; returns the exit code."""
-  if len(argv) > 1:
-    raise exits.UserError(f'unexpected positional arguments: {argv[1:]}')
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-  try:
-    prepared = prepare.prepare_run(cli_flags.config_from_flags(FLAGS))
-  except ConfigError as e:
-    raise exits.UserError(str(e)) from e
-  config, population = prepared.config, prepared.data.population
-  canaries = _check(config, population)
-  run_dir = _run_dir(config)
+def _audit_mechanism(config, data, run_dir: str) -> tuple[object, object]:
+  """--audit_kind=mechanism: the mechanism and its twin on canaries only."""
   from tff_dp.execution import runtime  # pylint: disable=g-import-not-at-top
-  runtime.disable_default_context()
-  dim = _model_dim(config, prepared.data)
+  from tff_dp.program import mechanism_audit  # pylint: disable=g-import-not-at-top
+  population = data.population
+  canaries = _canaries(config, population)
+  dim = _model_dim(config, data)
   print(
       f'auditing --dp_mechanism={config.dp_mechanism.value} over '
       f'{config.rounds} rounds: {canaries} canaries in {population} '
@@ -193,10 +123,50 @@ def run(argv: list[str]) -> int:
   with runtime.local_runtime(
       log_path=os.path.join(run_dir, 'worker.log'),
       allow_unconfined_worker=(config.allow_unconfined_worker)):
-    audited = _audit(config, population, dim, canaries)
-    power = _audit(dataclasses.replace(config, noise_multiplier=0.0),
-                   population, dim, canaries)
-  _report(config, run_dir, audited, power)
+    audited, power = (mechanism_audit.audit_mechanism(c,
+                                                      population=population,
+                                                      dim=dim,
+                                                      canaries=canaries,
+                                                      beta=FLAGS.audit_beta)
+                      for c in (config,
+                                dataclasses.replace(config,
+                                                    noise_multiplier=0.0)))
+  audit_report.print_table(config, audited, power, beta=FLAGS.audit_beta)
+  audit_report.write_outputs(
+      run_dir, audited, power, {
+          'kind': 'mechanism',
+          'config': config.to_json(),
+          'audited': audit_report.audit_json(audited),
+          'noise_off': audit_report.audit_json(power)
+      },
+      title=f'{config.dp_mechanism.value} mechanism, {config.rounds} rounds')
+  return audited, power
+
+
+def run(argv: list[str]) -> int:
+  """Runs the audit on parsed flags; returns the exit code."""
+  if len(argv) > 1:
+    raise exits.UserError(f'unexpected positional arguments: {argv[1:]}')
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  config = cli_flags.config_from_flags(FLAGS)
+  try:
+    # Canaries are the audit's own: checked here, not as a training flag.
+    prepared = prepare.prepare_run(dataclasses.replace(config,
+                                                       audit_canaries=0))
+  except ConfigError as e:
+    raise exits.UserError(str(e)) from e
+  run_dir = _run_dir(config)
+  from tff_dp.execution import runtime  # pylint: disable=g-import-not-at-top
+  runtime.disable_default_context()
+  if FLAGS.audit_kind == 'mechanism':
+    audited, _ = _audit_mechanism(prepared.config, prepared.data, run_dir)
+  else:
+    audited = audit_report.audit_training(
+        config,
+        run_dir,
+        canaries=_canaries(config, prepared.data.population),
+        beta=FLAGS.audit_beta)
+  print(f'outputs: {run_dir}', flush=True)
   if audited.unsound:
     print(
         f'tff-dp: SOUNDNESS ALARM: the measured lower bound '
