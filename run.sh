@@ -244,7 +244,9 @@ cmd_tensorboard() {
 cmd_lock() {
   local tools
   tools="$(mktemp -d)"
-  trap 'rm -rf "${tools}"' EXIT
+  # Expanded now: at exit, cmd_lock has returned and its local is gone (set -u
+  # would stop the clean-up and leave the temporary venv behind).
+  trap "rm -rf -- $(printf '%q' "${tools}")" EXIT
   local python
   python="$(find_python)" || die "Python 3.11 is required to regenerate the lock"
   "${python}" -m venv "${tools}/venv"

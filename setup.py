@@ -43,6 +43,7 @@ setuptools.setup(
         'dp-accounting==0.4.3',
         'tensorflow-privacy==0.9.0',
         'scikit-learn',
+        'matplotlib',
         'absl-py',
     ],
     entry_points={

@@ -2,8 +2,9 @@
 
 Write to a temporary file in the same directory, fsync it, rename it over the
 target, then fsync the directory so that the rename itself survives a crash.
-Used for every ledger and result file whose partial write could lie, and
-(through `publish`) for files written in pieces, such as an imported table.
+Used for every ledger, result file and plot whose partial write could lie
+(`write_text_atomic`, `write_bytes_atomic`), and (through `publish`) for files
+written in pieces, such as an imported table.
 """
 
 import os
@@ -35,14 +36,19 @@ def publish(tmp_path: str, path: str) -> None:
 
 def write_text_atomic(path: str, text: str) -> None:
   """Replaces `path` by `text` atomically (UTF-8)."""
+  write_bytes_atomic(path, text.encode('utf-8'))
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+  """Replaces `path` by `data` atomically."""
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=directory,
                              prefix=f'.{os.path.basename(path)}.',
                              suffix='.tmp')
   try:
-    with os.fdopen(fd, 'w', encoding='utf-8', newline='') as f:
-      f.write(text)
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
