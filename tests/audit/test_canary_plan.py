@@ -18,8 +18,7 @@ def test_plan_splits_cohorts_and_builds_the_schedule():
                                    absent_if_not_inserted=False)
   assert replace.round_codes([6, 1]) == [canary_plan.ZERO_UPDATE]
   table = plan.schedule([[5, 7], [1], [6, 5]])
-  np.testing.assert_array_equal(
-      table, [[0, 2], [-1, -1], [0, -1], [-1, -1]])
+  np.testing.assert_array_equal(table, [[0, 2], [-1, -1], [0, -1], [-1, -1]])
   assert table.dtype == np.int32
   with pytest.raises(ValueError, match='at least 2 canaries'):
     canary_plan.CanaryPlan(population=5,

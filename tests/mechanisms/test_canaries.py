@@ -74,13 +74,14 @@ def test_fixed_clip_sum_includes_inserted_canaries_only_in_their_rounds(
   process = _factory(DpMechanism.GAUSSIAN_FIXED, schedule).create(_type())
   d = canaries.directions(_KEY, 2, 7)
   real = [_client(np.full(7, 3.0)), _client(np.arange(7) * 0.01)]
-  clipped = [np.full(7, 3.0) / np.linalg.norm(np.full(7, 3.0)),
-             np.arange(7) * 0.01]
+  clipped = [
+      np.full(7, 3.0) / np.linalg.norm(np.full(7, 3.0)),
+      np.arange(7) * 0.01
+  ]
   state = process.initialize()
   expected = [(clipped[0] + clipped[1] + d[0] + d[1]) / 4,
               (clipped[0] + clipped[1] + d[1]) / 4,
-              (clipped[0] + clipped[1]) / 4,
-              (clipped[0] + clipped[1]) / 4]
+              (clipped[0] + clipped[1]) / 4, (clipped[0] + clipped[1]) / 4]
   for want in expected:
     output = process.next(state, real)
     state = output.state
@@ -96,19 +97,20 @@ def test_adaptive_clip_counts_canaries_as_clients(tff_runtime):
                                  clip=1.0,
                                  initial_clip=0.5)
   plain = learning_process.build_dp_aggregator(settings).create(_type())
-  schedule = np.array([[0, canary_plan.ZERO_UPDATE],
-                       [canary_plan.PADDING] * 2], np.int32)
-  wrapped = canaries.with_canaries(learning_process.build_dp_aggregator(
-      settings),
-                                   key=_KEY,
-                                   schedule=schedule,
-                                   norm=1e3).create(_type())
+  schedule = np.array([[0, canary_plan.ZERO_UPDATE], [canary_plan.PADDING] * 2],
+                      np.int32)
+  wrapped = canaries.with_canaries(
+      learning_process.build_dp_aggregator(settings),
+      key=_KEY,
+      schedule=schedule,
+      norm=1e3).create(_type())
   d = canaries.directions(_KEY, 1, 7)[0]
   small = _client(np.full(7, 0.01))
   # The same round as real clients: the small one, a huge one along d, and
   # a zero update.
-  want = plain.next(plain.initialize(),
-                    [small, _client(1e3 * d), _client(np.zeros(7))])
+  want = plain.next(
+      plain.initialize(),
+      [small, _client(1e3 * d), _client(np.zeros(7))])
   got = wrapped.next(wrapped.initialize(), [small])
   np.testing.assert_allclose(_flat(got.result), _flat(want.result), atol=1e-6)
   assert np.isclose(float(got.measurements['dp_query_metrics']['clip']),

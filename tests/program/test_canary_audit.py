@@ -62,7 +62,8 @@ def test_a_production_run_has_no_canary(tmp_path):
   assert '"sampling_probability": 0.25' in ledger
 
 
-@pytest.mark.parametrize('path', ['--clients_per_call=1', '--clients_per_call=8'])
+@pytest.mark.parametrize('path',
+                         ['--clients_per_call=1', '--clients_per_call=8'])
 def test_an_audit_run_samples_its_canaries_and_releases_the_audit(
     tmp_path, path):
   seen = []
@@ -114,8 +115,8 @@ def test_audit_runs_refuse_resume_and_what_canaries_cannot_audit(tmp_path):
                               resume=True)
   for argv, message in ((('--dp_mechanism=none',), 'has none'),
                         (('--local_dp=gaussian', '--local_noise_multiplier=1',
-                          '--dp_mechanism=none'), 'has none'),
-                        (('--audit_canaries=3',), 'at least 4')):
+                          '--dp_mechanism=none'),
+                         'has none'), (('--audit_canaries=3',), 'at least 4')):
     with pytest.raises(ConfigError, match=message):
       config_checks.check_config(_config('--audit_canaries=20', *argv))
   with pytest.raises(ConfigError, match='audit_canaries=41'):

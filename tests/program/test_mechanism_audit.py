@@ -107,9 +107,9 @@ def test_an_estimate_before_any_signal_is_undefined_not_zero():
       canary_statistics.estimate(np.zeros(5), dim=100, delta=1e-5).epsilon)
   assert math.isnan(
       canary_statistics.estimate(np.arange(5.0),
-                                dim=100,
-                                delta=1e-5,
-                                unseen_statistics=np.zeros(5)).epsilon)
+                                 dim=100,
+                                 delta=1e-5,
+                                 unseen_statistics=np.zeros(5)).epsilon)
   with pytest.raises(ValueError, match='delta'):
     canary_statistics.estimate(np.arange(5.0), dim=100, delta=2.0)
 
@@ -127,7 +127,8 @@ def test_refuses_what_it_cannot_audit():
                                     canaries=11)
 
 
-_SMOKE = ('--flagfile=configs/smoke.cfg', '--audit_canaries=10')
+_SMOKE = ('--flagfile=configs/smoke.cfg', '--audit_canaries=10',
+          '--audit_kind=mechanism')
 
 
 @pytest.mark.e2e
@@ -140,10 +141,13 @@ def test_the_program_writes_its_table_and_never_the_directions(tmp_path):
   assert 'audited' in result.stdout and 'noise off' in result.stdout
   with open(tmp_path / 'a' / 'audit.json', encoding='utf-8') as f:
     written = json.load(f)
-  assert set(written) == {'config', 'audited', 'noise_off'}
+  assert set(written) == {'kind', 'config', 'audited', 'noise_off'}
+  assert written['kind'] == 'mechanism'
   assert written['audited']['canaries'] == 10
-  assert sorted(os.listdir(tmp_path /
-                           'a')) == ['audit.json', 'tensorboard', 'worker.log']
+  assert sorted(os.listdir(tmp_path / 'a')) == [
+      'audit.json', 'audit_canaries.png', 'audit_epsilon.png', 'tensorboard',
+      'worker.log'
+  ]
 
 
 @pytest.mark.e2e
@@ -162,6 +166,7 @@ def test_the_program_exits_3_with_the_alarm(tmp_path):
       # grows: smoke's delta of 1e-3 would leave it no power.
       '--delta=1e-5',
       '--audit_canaries=400',
+      '--audit_kind=mechanism',
       f'--output_dir={tmp_path}',
       program=programs.BROKEN_AUDIT)
   assert result.returncode == 3, result.stderr[-2000:]
@@ -172,6 +177,8 @@ def test_the_program_exits_3_with_the_alarm(tmp_path):
 @pytest.mark.parametrize('argv, message', [
     (('--dp_mechanism=none',), '--dp_mechanism=none'),
     (('--audit_canaries=1000',), '--audit_canaries=1000'),
+    (('--audit_canaries=3',), '--audit_canaries=3'),
+    (('--audit_canaries=3', '--audit_kind=mechanism'), '--audit_canaries=3'),
 ])
 def test_the_program_refuses_bad_input_in_one_line(tmp_path, argv, message):
   result = programs.run_train('--flagfile=configs/smoke.cfg',

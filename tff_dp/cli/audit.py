@@ -36,17 +36,16 @@ if __name__ == '__main__':
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import dataclasses
 import datetime
-import math
 import os
 import sys
 
 from absl import flags
 
 from tff_dp import config as config_lib
+from tff_dp.audit import canary_plan
 from tff_dp.checks import ConfigError
 from tff_dp.cli import audit_report
 from tff_dp.cli import cli_flags
-from tff_dp.audit import canary_plan
 from tff_dp.cli import exits
 from tff_dp.program import prepare
 
@@ -80,10 +79,10 @@ def _canaries(config: config_lib.TrainConfig, population: int) -> int:
   limit = population // 2
   if config.audit_canaries == 0:
     return canary_plan.default_canaries(population)
-  if config.audit_canaries > limit:
+  if not 4 <= config.audit_canaries <= limit:
     raise exits.UserError(
-        f'--audit_canaries={config.audit_canaries}: must be at most half of '
-        f'the population of {population} clients ({limit})')
+        f'--audit_canaries={config.audit_canaries}: must be at least 4 and at '
+        f'most half of the population of {population} clients ({limit})')
   return config.audit_canaries
 
 
@@ -108,12 +107,12 @@ def _model_dim(config: config_lib.TrainConfig, data) -> int:
   return sum(spec.shape.num_elements() for spec in specs)
 
 
-def _audit_mechanism(config, data, run_dir: str) -> tuple[object, object]:
+def _audit_mechanism(config, data, run_dir: str, *,
+                     canaries: int) -> tuple[object, object]:
   """--audit_kind=mechanism: the mechanism and its twin on canaries only."""
   from tff_dp.execution import runtime  # pylint: disable=g-import-not-at-top
   from tff_dp.program import mechanism_audit  # pylint: disable=g-import-not-at-top
   population = data.population
-  canaries = _canaries(config, population)
   dim = _model_dim(config, data)
   print(
       f'auditing --dp_mechanism={config.dp_mechanism.value} over '
@@ -123,17 +122,18 @@ def _audit_mechanism(config, data, run_dir: str) -> tuple[object, object]:
   with runtime.local_runtime(
       log_path=os.path.join(run_dir, 'worker.log'),
       allow_unconfined_worker=(config.allow_unconfined_worker)):
-    audited, power = (mechanism_audit.audit_mechanism(c,
-                                                      population=population,
-                                                      dim=dim,
-                                                      canaries=canaries,
-                                                      beta=FLAGS.audit_beta)
-                      for c in (config,
-                                dataclasses.replace(config,
-                                                    noise_multiplier=0.0)))
+    audited, power = (
+        mechanism_audit.audit_mechanism(c,
+                                        population=population,
+                                        dim=dim,
+                                        canaries=canaries,
+                                        beta=FLAGS.audit_beta)
+        for c in (config, dataclasses.replace(config, noise_multiplier=0.0)))
   audit_report.print_table(config, audited, power, beta=FLAGS.audit_beta)
   audit_report.write_outputs(
-      run_dir, audited, power, {
+      run_dir,
+      audited,
+      power, {
           'kind': 'mechanism',
           'config': config.to_json(),
           'audited': audit_report.audit_json(audited),
@@ -159,13 +159,21 @@ def run(argv: list[str]) -> int:
   from tff_dp.execution import runtime  # pylint: disable=g-import-not-at-top
   runtime.disable_default_context()
   if FLAGS.audit_kind == 'mechanism':
-    audited, _ = _audit_mechanism(prepared.config, prepared.data, run_dir)
+    audited, _ = _audit_mechanism(prepared.config,
+                                  prepared.data,
+                                  run_dir,
+                                  canaries=_canaries(config,
+                                                     prepared.data.population))
   else:
-    audited = audit_report.audit_training(
-        config,
-        run_dir,
-        canaries=_canaries(config, prepared.data.population),
-        beta=FLAGS.audit_beta)
+    from tff_dp.program import training_audit  # pylint: disable=g-import-not-at-top
+    population = prepared.data.population
+    # The membership attack's non-members leave the population first.
+    population -= training_audit.mia_clients_for(config, population)
+    audited = audit_report.audit_training(config,
+                                          run_dir,
+                                          canaries=_canaries(
+                                              config, population),
+                                          beta=FLAGS.audit_beta)
   print(f'outputs: {run_dir}', flush=True)
   if audited.unsound:
     print(
@@ -181,7 +189,8 @@ def run(argv: list[str]) -> int:
 def main(argv: list[str]) -> None:
   try:
     code = run(argv)
-  except exits.UserError as e:
+  except (exits.UserError, ConfigError) as e:
+    # ConfigError: a setting of one of a training audit's runs.
     print(f'tff-dp-audit: error: {e}', file=sys.stderr)
     code = exits.EXIT_USAGE
   except KeyboardInterrupt:

@@ -45,11 +45,7 @@ def write_outputs(run_dir: str, audited, power, report: dict, *,
                               json.dumps(report, indent=2))
 
 
-def print_table(config,
-                audited,
-                power,
-                *,
-                beta: float,
+def print_table(config, audited, power, *, beta: float,
                 accuracies=(None, None)) -> None:
   """Prints the audit's table: each audit, its estimates and bounds."""
   print('\n'.join([
@@ -62,8 +58,6 @@ def print_table(config,
       '(Andrew et al. 2024), not guarantees.',
   ]),
         flush=True)
-
-
 
 
 def _progress(name: str, rounds: int):
@@ -97,19 +91,20 @@ def _membership_lines(audit) -> list[str]:
   ]
 
 
-def audit_training(config, run_dir: str, *, canaries: int,
-                   beta: float):
+def audit_training(config, run_dir: str, *, canaries: int, beta: float):
   """--audit_kind=training: trains the three runs, prints, writes."""
   import dataclasses  # pylint: disable=g-import-not-at-top
+
   from tff_dp.program import experiment  # pylint: disable=g-import-not-at-top
   from tff_dp.program import prepare  # pylint: disable=g-import-not-at-top
   from tff_dp.program import training_audit  # pylint: disable=g-import-not-at-top
 
   def start(name, run_config):
-    print(f'{name}: training {run_config.rounds} rounds with '
-          f'{run_config.audit_canaries} canaries, noise multiplier '
-          f'{run_config.noise_multiplier:g}',
-          flush=True)
+    print(
+        f'{name}: training {run_config.rounds} rounds with '
+        f'{run_config.audit_canaries} canaries, noise multiplier '
+        f'{run_config.noise_multiplier:g}',
+        flush=True)
 
   audit = training_audit.audit_training(
       config,
@@ -123,18 +118,18 @@ def audit_training(config, run_dir: str, *, canaries: int,
           on_round=_progress(os.path.basename(directory), config.rounds)),
       on_start=start)
   accuracy = {
-      name: summary.headline_value
-      for name, summary in audit.summaries.items()
+      name: summary.headline_value for name, summary in audit.summaries.items()
   }
   print_table(config,
               audit.audited,
               audit.power,
               beta=beta,
               accuracies=(accuracy['canaries'], accuracy['noise_off']))
-  print(f'production (no canaries): accuracy '
-        f'{show(accuracy["production"] or math.nan)}, epsilon '
-        f'{show(audit.summaries["production"].guarantee_epsilon or math.inf)}',
-        flush=True)
+  print(
+      f'production (no canaries): accuracy '
+      f'{show(accuracy["production"] or math.nan)}, epsilon '
+      f'{show(audit.summaries["production"].guarantee_epsilon or math.inf)}',
+      flush=True)
   print('\n'.join(_membership_lines(audit)), flush=True)
   write_outputs(run_dir,
                 audit.audited,

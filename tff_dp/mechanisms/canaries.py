@@ -34,16 +34,17 @@ import tensorflow as tf
 import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
-
 # `tff_dp.audit.canary_plan.PADDING` (the layers keep the two packages
 # apart; tests/mechanisms/test_canaries.py checks they agree): a slot
 # without a canary.
 PADDING = -1
 
+
 def _seed(key: Sequence[int], canary) -> tf.Tensor:
   key = tf.constant(list(key), dtype=tf.int64, shape=[2])
-  return tf.stack([key[0], tf.bitwise.bitwise_xor(key[1],
-                                                  tf.cast(canary, tf.int64))])
+  return tf.stack(
+      [key[0],
+       tf.bitwise.bitwise_xor(key[1], tf.cast(canary, tf.int64))])
 
 
 def _unit_direction(key: Sequence[int], canary, dim: int) -> tf.Tensor:
@@ -64,8 +65,8 @@ def directions(key: Sequence[int], canaries: int, dim: int) -> np.ndarray:
 class CanaryQuery(tfp.SumAggregationDPQuery):
   """A `SumAggregationDPQuery` whose rounds include the canaries' updates."""
 
-  def __init__(self, inner: tfp.SumAggregationDPQuery, *,
-               key: Sequence[int], schedule: np.ndarray, norm: float):
+  def __init__(self, inner: tfp.SumAggregationDPQuery, *, key: Sequence[int],
+               schedule: np.ndarray, norm: float):
     """Wraps `inner`.
 
     Args:

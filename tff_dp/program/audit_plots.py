@@ -35,6 +35,7 @@ import numpy as np
 from tff_dp import atomic_io
 from tff_dp.audit import divergence
 from tff_dp.audit import one_shot
+from tff_dp.program import canary_statistics
 
 CANARIES_FILE = 'audit_canaries.png'
 EPSILON_FILE = 'audit_epsilon.png'
@@ -56,10 +57,10 @@ _THREAT_MODELS = (
 # (`privacy/epsilon_<accountant>`) are dashed, with small dots (a history of
 # one report is one point).
 _SERIES = {
-    'audit/epsilon_estimate_all_iterates':
+    canary_statistics.ESTIMATE_ALL_ITERATES:
         ('one-shot estimate, all iterates', 'o'),
-    'audit/epsilon_estimate_final': ('one-shot estimate, final model', 's'),
-    'audit/epsilon_lower_bound': ('lower bound', '^'),
+    canary_statistics.ESTIMATE_FINAL: ('one-shot estimate, final model', 's'),
+    canary_statistics.LOWER_BOUND: ('lower bound', '^'),
 }
 _ANALYTIC_PREFIX = 'privacy/epsilon_'
 

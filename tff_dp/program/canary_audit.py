@@ -49,7 +49,11 @@ def flat_trainable(weights) -> np.ndarray:
 class CanaryRun:
   """The canaries of one training run, and their statistics."""
 
-  def __init__(self, config: TrainConfig, *, population: int, sampler,
+  def __init__(self,
+               config: TrainConfig,
+               *,
+               population: int,
+               sampler,
                report: Callable[[int, np.ndarray], np.ndarray],
                beta: float = BETA):
     """Draws the canaries and their schedule.
@@ -99,13 +103,12 @@ class CanaryRun:
     """Regenerates the directions for the model's size, before round 1."""
     from tff_dp.mechanisms import canaries  # pylint: disable=g-import-not-at-top
     self._previous = flat_trainable(initial_weights)
-    self._tracker = canary_statistics.CanaryTracker(
-        canaries.directions(self._key, self.plan.canaries,
-                            self._previous.size),
-        self.plan.inserted,
-        delta=self._config.delta,
-        beta=self._beta,
-        rounds=self._config.rounds)
+    self._tracker = canary_statistics.CanaryTracker(canaries.directions(
+        self._key, self.plan.canaries, self._previous.size),
+                                                    self.plan.inserted,
+                                                    delta=self._config.delta,
+                                                    beta=self._beta,
+                                                    rounds=self._config.rounds)
     self._start = time.monotonic()
 
   def observe(self, weights,

@@ -134,7 +134,8 @@ class CanaryTracker:
     return (self._directions @ vector.astype(np.float32)).astype(
         np.float64) / length
 
-  def add(self, round_num: int, delta: np.ndarray) -> Optional[dict[str, float]]:
+  def add(self, round_num: int,
+          delta: np.ndarray) -> Optional[dict[str, float]]:
     """Adds round `round_num`'s released delta (flat, length d).
 
     Returns:

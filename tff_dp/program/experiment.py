@@ -278,7 +278,9 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
                       on_round=on_round)
       weights = process.get_model_weights(result.state)
     audit = None if canaries is None else canaries.result(
-        analytic={k.value: e for k, e in privacy.epsilons().items()},
+        analytic={
+            k.value: e for k, e in privacy.epsilons().items()
+        },
         rounds=result.rounds_completed)
     _write_statement(config, data, run_dir, result, privacy, releaser, audit)
   finally:
@@ -323,10 +325,7 @@ def _start(config, run_dir, checkpoints, template, privacy, binding, *, secrets,
 def _reporter(config: TrainConfig, seed: int):
   """(round, cohort) -> the clients that report (simulated dropout)."""
   return lambda round_num, cohort: sampling.reporting_clients(
-      cohort,
-      dropout_rate=config.dropout_rate,
-      seed=seed,
-      round_num=round_num)
+      cohort, dropout_rate=config.dropout_rate, seed=seed, round_num=round_num)
 
 
 def _with_canaries(canaries, round_datasets, round_values, process, privacy):
@@ -338,8 +337,9 @@ def _with_canaries(canaries, round_datasets, round_values, process, privacy):
     released = round_values(output, cohort, seconds)
     released.update(
         canaries.observe(
-            process.get_model_weights(output.state),
-            lambda: {k.value: e for k, e in privacy.epsilons().items()}))
+            process.get_model_weights(output.state), lambda: {
+                k.value: e for k, e in privacy.epsilons().items()
+            }))
     return released
 
   return canaries.real_datasets(round_datasets), values
@@ -358,24 +358,24 @@ def _train(config, data, process, start, *, sampler, privacy, evaluate,
       _round_values_fn(config,
                        release_nonprivate=release_nonprivate,
                        label_kind=data.label_kind), process, privacy)
-  return training_loop.run_training_loop(
-      process=process,
-      state=start.state,
-      sampler=sampler,
-      round_datasets=round_datasets,
-      rounds=config.rounds,
-      privacy=privacy,
-      evaluate=evaluate,
-      eval_every=config.eval_every,
-      eval_prefix=eval_prefix(config),
-      release=releaser.release,
-      round_values=round_values,
-      persist=persist,
-      report=_reporter(config, start.secrets.sampling),
-      max_epsilon=config.max_epsilon,
-      start_round=start.round_num,
-      last_values=start.last_values,
-      on_round=on_round)
+  return training_loop.run_training_loop(process=process,
+                                         state=start.state,
+                                         sampler=sampler,
+                                         round_datasets=round_datasets,
+                                         rounds=config.rounds,
+                                         privacy=privacy,
+                                         evaluate=evaluate,
+                                         eval_every=config.eval_every,
+                                         eval_prefix=eval_prefix(config),
+                                         release=releaser.release,
+                                         round_values=round_values,
+                                         persist=persist,
+                                         report=_reporter(
+                                             config, start.secrets.sampling),
+                                         max_epsilon=config.max_epsilon,
+                                         start_round=start.round_num,
+                                         last_values=start.last_values,
+                                         on_round=on_round)
 
 
 def _write_statement(config, data, run_dir, result, privacy, releaser,

@@ -84,14 +84,22 @@ def audit_json(result: Any, *, seconds: bool = True) -> dict:
       'analytic_epsilon': {
           k: json_number(v) for k, v in result.analytic.items()
       },
-      'estimate_all_iterates': json_number(result.estimate_all_iterates.epsilon),
-      'estimate_final_model': json_number(result.estimate_final.epsilon),
-      'lower_bound': json_number(result.bound.epsilon),
-      'lower_bound_confidence': 1 - result.bound.beta,
-      'canaries': result.canaries,
-      'inserted': result.inserted,
-      'dim': result.dim,
-      'rounds': result.rounds,
+      'estimate_all_iterates':
+          json_number(result.estimate_all_iterates.epsilon),
+      'estimate_final_model':
+          json_number(result.estimate_final.epsilon),
+      'lower_bound':
+          json_number(result.bound.epsilon),
+      'lower_bound_confidence':
+          1 - result.bound.beta,
+      'canaries':
+          result.canaries,
+      'inserted':
+          result.inserted,
+      'dim':
+          result.dim,
+      'rounds':
+          result.rounds,
   }
   if seconds:
     values['seconds'] = result.seconds
@@ -109,9 +117,16 @@ def json_number(value: float) -> Optional[float]:
   return value if math.isfinite(value) else None
 
 
-def summarize(config: TrainConfig, data: Any, run_dir: str, result: Any,
-              privacy: Any, *, eval_prefix: str, resumed_from: Optional[int],
-              wall_seconds: float, canary_audit: Any = None,
+def summarize(config: TrainConfig,
+              data: Any,
+              run_dir: str,
+              result: Any,
+              privacy: Any,
+              *,
+              eval_prefix: str,
+              resumed_from: Optional[int],
+              wall_seconds: float,
+              canary_audit: Any = None,
               model_weights: Any = None) -> Summary:
   """The run's `Summary`: released values and public facts only."""
   central = privacy.central_claim

@@ -95,15 +95,16 @@ def rebound(result: canary_statistics.AuditResult, *, delta: float,
   return dataclasses.replace(result, bound=bound)
 
 
-def audit_training(config: TrainConfig,
-                   data: Any,
-                   run_dir: str,
-                   *,
-                   canaries: int,
-                   beta: float,
-                   run: Callable[..., run_summary.Summary],
-                   on_start: Optional[Callable[[str, TrainConfig],
-                                               None]] = None) -> TrainingAudit:
+def audit_training(
+    config: TrainConfig,
+    data: Any,
+    run_dir: str,
+    *,
+    canaries: int,
+    beta: float,
+    run: Callable[..., run_summary.Summary],
+    on_start: Optional[Callable[[str, TrainConfig],
+                                None]] = None) -> TrainingAudit:
   """Trains the three runs of the audit and measures them.
 
   Args:
@@ -123,8 +124,9 @@ def audit_training(config: TrainConfig,
   mia_clients = mia_clients_for(config, data.population)
   non_members = None
   if mia_clients:
-    data, non_members = held_out_lib.hold_out_clients(
-        data, eval_clients=mia_clients, seed=config.data_seed)
+    data, non_members = held_out_lib.hold_out_clients(data,
+                                                      eval_clients=mia_clients,
+                                                      seed=config.data_seed)
   summaries, prepared_runs = {}, {}
   for name, run_config in run_configs(config, canaries).items():
     prepared = prepare.prepare_data(run_config, data)
@@ -135,19 +137,19 @@ def audit_training(config: TrainConfig,
       on_start(name, prepared.config)
     summaries[name] = run(prepared, directory)
   production = prepared_runs['production']
-  return TrainingAudit(
-      audited=rebound(summaries['canaries'].canary_audit,
-                      delta=config.delta,
-                      beta=beta),
-      power=rebound(summaries['noise_off'].canary_audit,
-                    delta=config.delta,
-                    beta=beta),
-      summaries=summaries,
-      membership=_membership(production,
-                             summaries['production'],
-                             non_members or production.held_out,
-                             beta=beta),
-      mia_clients=mia_clients)
+  return TrainingAudit(audited=rebound(summaries['canaries'].canary_audit,
+                                       delta=config.delta,
+                                       beta=beta),
+                       power=rebound(summaries['noise_off'].canary_audit,
+                                     delta=config.delta,
+                                     beta=beta),
+                       summaries=summaries,
+                       membership=_membership(production,
+                                              summaries['production'],
+                                              non_members or
+                                              production.held_out,
+                                              beta=beta),
+                       mia_clients=mia_clients)
 
 
 def _membership(prepared, summary, non_members, *, beta: float):
@@ -155,7 +157,8 @@ def _membership(prepared, summary, non_members, *, beta: float):
   if non_members is None:
     return None
   # pylint: disable-next=g-import-not-at-top
-  from tff_dp.program import assembly, membership_audit
+  from tff_dp.program import assembly
+  from tff_dp.program import membership_audit
   config, data = prepared.config, prepared.data
   return membership_audit.membership_inference(
       summary.model_weights,
