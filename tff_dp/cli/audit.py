@@ -67,15 +67,20 @@ flags.DEFINE_float('audit_beta',
 
 def _canaries(config: config_lib.TrainConfig, population: int) -> int:
   """The number of canaries; `UserError` for what cannot be audited."""
-  if not config.uses_dp_aggregator:
+  local = config.local_dp is not config_lib.LocalDp.NONE
+  if config.example_dp:
     raise exits.UserError(
-        f'--dp_mechanism={config.dp_mechanism.value}: the audit measures a '
-        'central mechanism; local DP and example-level DP-SGD cannot be '
-        'audited this way yet')
-  if config.local_dp is not config_lib.LocalDp.NONE or config.example_dp:
+        '--example_dp: record-level DP-SGD cannot be audited with canary '
+        'clients; audit the run without it')
+  if local and FLAGS.audit_kind == 'training':
     raise exits.UserError(
-        '--local_dp/--example_dp: the audit covers the central mechanism '
-        'only; audit the run without the client-side noise')
+        f'--local_dp={config.local_dp.value}: canaries in training enter the '
+        'central mechanism only; audit the local mechanism with '
+        '--audit_kind=mechanism')
+  if not (local or config.uses_dp_aggregator):
+    raise exits.UserError(
+        f'--dp_mechanism={config.dp_mechanism.value}: nothing to audit (no '
+        'central or local mechanism)')
   limit = population // 2
   if config.audit_canaries == 0:
     return canary_plan.default_canaries(population)
@@ -107,40 +112,39 @@ def _model_dim(config: config_lib.TrainConfig, data) -> int:
   return sum(spec.shape.num_elements() for spec in specs)
 
 
-def _audit_mechanism(config, data, run_dir: str, *,
-                     canaries: int) -> tuple[object, object]:
-  """--audit_kind=mechanism: the mechanism and its twin on canaries only."""
+def _audit_mechanism(config, data, run_dir: str, *, canaries: int) -> dict:
+  """--audit_kind=mechanism: each mechanism and its twin on canaries only."""
   from tff_dp.execution import runtime  # pylint: disable=g-import-not-at-top
-  from tff_dp.program import mechanism_audit  # pylint: disable=g-import-not-at-top
-  population = data.population
   dim = _model_dim(config, data)
   print(
-      f'auditing --dp_mechanism={config.dp_mechanism.value} over '
-      f'{config.rounds} rounds: {canaries} canaries in {population} '
-      f'clients, model dimension {dim}',
+      f'auditing the mechanisms (--dp_mechanism={config.dp_mechanism.value}, '
+      f'--local_dp={config.local_dp.value}) over {config.rounds} rounds: '
+      f'{canaries} canaries in {data.population} clients, model dimension '
+      f'{dim}',
       flush=True)
   with runtime.local_runtime(
       log_path=os.path.join(run_dir, 'worker.log'),
       allow_unconfined_worker=(config.allow_unconfined_worker)):
-    audited, power = (
-        mechanism_audit.audit_mechanism(c,
-                                        population=population,
-                                        dim=dim,
-                                        canaries=canaries,
-                                        beta=FLAGS.audit_beta)
-        for c in (config, dataclasses.replace(config, noise_multiplier=0.0)))
-  audit_report.print_table(config, audited, power, beta=FLAGS.audit_beta)
+    results = audit_report.audit_mechanisms(config,
+                                            population=data.population,
+                                            dim=dim,
+                                            canaries=canaries,
+                                            beta=FLAGS.audit_beta)
+  audit_report.print_table(
+      config, [(name, result, None) for name, result in results.items()],
+      beta=FLAGS.audit_beta)
   audit_report.write_outputs(
       run_dir,
-      audited,
-      power, {
+      results, {
           'kind': 'mechanism',
           'config': config.to_json(),
-          'audited': audit_report.audit_json(audited),
-          'noise_off': audit_report.audit_json(power)
+          **{
+              name: audit_report.audit_json(result) for name, result in results.items(
+              )
+          }
       },
       title=f'{config.dp_mechanism.value} mechanism, {config.rounds} rounds')
-  return audited, power
+  return results
 
 
 def run(argv: list[str]) -> int:
@@ -155,33 +159,37 @@ def run(argv: list[str]) -> int:
                                                        audit_canaries=0))
   except ConfigError as e:
     raise exits.UserError(str(e)) from e
+  population = prepared.data.population
+  if FLAGS.audit_kind == 'training':
+    from tff_dp.program import training_audit  # pylint: disable=g-import-not-at-top
+    # The membership attack's non-members leave the population first.
+    population -= training_audit.mia_clients_for(config, population)
+  canaries = _canaries(config, population)
   run_dir = _run_dir(config)
   from tff_dp.execution import runtime  # pylint: disable=g-import-not-at-top
   runtime.disable_default_context()
   if FLAGS.audit_kind == 'mechanism':
-    audited, _ = _audit_mechanism(prepared.config,
-                                  prepared.data,
-                                  run_dir,
-                                  canaries=_canaries(config,
-                                                     prepared.data.population))
+    results = _audit_mechanism(prepared.config,
+                               prepared.data,
+                               run_dir,
+                               canaries=canaries)
   else:
-    from tff_dp.program import training_audit  # pylint: disable=g-import-not-at-top
-    population = prepared.data.population
-    # The membership attack's non-members leave the population first.
-    population -= training_audit.mia_clients_for(config, population)
-    audited = audit_report.audit_training(config,
+    results = audit_report.audit_training(config,
                                           run_dir,
-                                          canaries=_canaries(
-                                              config, population),
+                                          canaries=canaries,
                                           beta=FLAGS.audit_beta)
   print(f'outputs: {run_dir}', flush=True)
-  if audited.unsound:
+  unsound = [(name, result)
+             for name, result in results.items()
+             if result.unsound and not name.endswith('noise_off')]
+  for name, result in unsound:
     print(
-        f'tff-dp: SOUNDNESS ALARM: the measured lower bound '
-        f'{audited.bound.epsilon:.4g} exceeds the analytic epsilon '
-        f'{audited.analytic_epsilon:.4g}. The mechanism or its accounting is '
+        f'tff-dp: SOUNDNESS ALARM ({name}): the measured lower bound '
+        f'{result.bound.epsilon:.4g} exceeds the analytic epsilon '
+        f'{result.analytic_epsilon:.4g}. The mechanism or its accounting is '
         'wrong; do not publish this epsilon.',
         file=sys.stderr)
+  if unsound:
     return exits.EXIT_INTERNAL
   return 0
 
