@@ -27,7 +27,7 @@ Commands:
   epsilon [flags]      Privacy accounting without training: epsilon of a run
                        directory's ledger (--run_dir), of planned settings, or
                        the noise/rounds that reach --target_epsilon.
-  audit [flags]        Empirical privacy audit of a config's central mechanism
+  audit [flags]        Empirical privacy audit of a config (canaries, membership)
                        (default configs/default.cfg): canary clients give a
                        measured lower bound and estimates next to epsilon.
   import-data [flags]  Turn a CSV/.npz with a client column into SQLite client data
