@@ -350,3 +350,26 @@ def build_model_fn(
         metrics=metrics(label_kind=label_kind))
 
   return model_fn
+
+
+def model_fn_from_keras(
+    keras_model_fn: Callable[[], tf.keras.Model],
+    *,
+    input_dim: int,
+    num_classes: int,
+    label_kind: LabelKind = LabelKind.SINGLE
+) -> Callable[[], tff.learning.models.VariableModel]:
+  """`build_model_fn` for a user's own uncompiled Keras model (logits out,
+  input [batch, input_dim] float32), with the loss and metrics of
+  `label_kind`."""
+
+  def model_fn() -> tff.learning.models.VariableModel:
+    return tff.learning.models.from_keras_model(
+        keras_model_fn(),
+        loss=loss_fn(label_kind=label_kind),
+        input_spec=input_spec(input_dim,
+                              label_kind=label_kind,
+                              num_classes=num_classes),
+        metrics=metrics(label_kind=label_kind))
+
+  return model_fn

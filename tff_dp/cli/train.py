@@ -33,6 +33,7 @@ from tff_dp.cli import exits
 from tff_dp.data import labels
 from tff_dp.program import prepare
 from tff_dp.program import resume as resume_rules
+from tff_dp.program import run_dirs
 
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -96,51 +97,15 @@ def raise_if_interrupted() -> None:
     raise _interruption(_received[0])
 
 
-def default_run_name(argv: list[str], now: datetime.datetime) -> str:
-  """<flagfile names>-<UTC time>, e.g. default-20261126-071500."""
-  configs = []
-  for arg in argv:
-    if arg.startswith('--flagfile='):
-      name = os.path.splitext(os.path.basename(arg.split('=', 1)[1]))[0]
-      configs.append(name)
-  prefix = '+'.join(configs) or 'run'
-  return f'{prefix}-{now.strftime("%Y%m%d-%H%M%S")}'
+default_run_name = run_dirs.default_run_name
 
 
 def prepare_run_dir(output_dir: str, run_name: str) -> tuple[str, bool]:
-  """Creates the run directory; returns (path, whether to resume it).
-
-  A directory that already holds a tff-dp run is resumed (the experiment
-  refuses if it cannot do so honestly); any other non-empty directory is
-  refused rather than written into.
-  """
-  run_dir = os.path.join(output_dir, run_name)
+  """`run_dirs.prepare_run_dir`, its refusals as one-line errors."""
   try:
-    os.makedirs(run_dir, exist_ok=True)
-  except OSError as e:
-    raise exits.UserError(
-        f'--output_dir={output_dir}: cannot create run directory '
-        f'{run_dir}: {e.strerror}') from e
-  if not os.access(run_dir, os.W_OK):
-    raise exits.UserError(
-        f'--output_dir={output_dir}: run directory {run_dir} is '
-        'not writable')
-  entries = os.listdir(run_dir)
-  if not entries:
-    # Marks the directory as ours (with its run id) before anything else is
-    # written, so that a run killed at any moment can be resumed in place.
-    try:
-      resume_rules.ensure_run_id(run_dir)
-    except OSError as e:
-      raise exits.UserError(
-          f'--output_dir={output_dir}: cannot write in {run_dir}: '
-          f'{e.strerror}') from e
-    return run_dir, False
-  if RUN_MARKER not in entries and 'config.json' not in entries:
-    raise exits.UserError(
-        f'--run_name={run_name}: {run_dir} is not empty and is '
-        'not a tff-dp run directory; choose another --run_name')
-  return run_dir, True
+    return run_dirs.prepare_run_dir(output_dir, run_name)
+  except run_dirs.RunDirError as e:
+    raise exits.UserError(str(e)) from e
 
 
 def _write_error_log(run_dir: str) -> str:

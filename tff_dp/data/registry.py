@@ -125,6 +125,11 @@ DATASETS = (
                 'import-data, from --client_data',
                 'tff_dp.data.client_data_source:load',
                 test_set=TestSetOrigin.PRIVATE_POPULATION),
+    DatasetSpec('python', 'clients passed from Python to tff_dp.train('
+                'client_data=...) (a ClientData), with the test set the '
+                'caller declares public',
+                'tff_dp.data.python_client_data:load',
+                test_set=TestSetOrigin.DECLARED_PUBLIC),
 )
 
 _BY_NAME = {spec.name: spec for spec in DATASETS}

@@ -19,6 +19,9 @@ un-noised function of that data, so its metrics are released only under
 * `PRIVATE_POPULATION`: a user's own data imported with `./run.sh
   import-data` (`--test_split=clients` holds out whole clients, `rows` rows of
   every client): its test set belongs to the people the data describe.
+* `DECLARED_PUBLIC`: the test set passed from Python with the caller's own
+  clients (`tff_dp.train(client_data=..., test_data=...)`): public because
+  the caller says so.
 Which dataset has which origin is a column of `tff_dp.data.registry`.
 Pure Python.
 """
@@ -31,6 +34,7 @@ class TestSetOrigin(enum.Enum):
   HELD_OUT_BEFORE_PARTITION = 'held_out_before_partition'
   PUBLISHED_TEST_SPLIT = 'published_test_split'
   PRIVATE_POPULATION = 'private_population'
+  DECLARED_PUBLIC = 'declared_public'
 
   @property
   def public(self) -> bool:
@@ -53,4 +57,8 @@ _WORDS = {
         ('the test split of the imported client data, which belongs to the '
          'private population (held-out clients or rows of training clients): '
          'NOT public'),
+    TestSetOrigin.DECLARED_PUBLIC:
+        ('the test set passed from Python with the clients (test_data), '
+         'declared public by the caller; if it is data of the clients the '
+         'guarantee protects, evaluation on it is NOT covered'),
 }

@@ -53,17 +53,29 @@ def _model_args(config: TrainConfig, data: FederatedData) -> dict:
               embedding_dim=config.embedding_dim)
 
 
-def build_model_fn(config: TrainConfig, data: FederatedData):
+def build_model_fn(config: TrainConfig,
+                   data: FederatedData,
+                   keras_model_fn=None):
   """The TFF model constructor of `config`'s model for `data` (whose
-  `label_kind` decides the loss and the metrics)."""
+  `label_kind` decides the loss and the metrics), or of the caller's own
+  Keras model (`keras_model_fn`, from the Python API)."""
+  if keras_model_fn is not None:
+    return models.model_fn_from_keras(keras_model_fn,
+                                      input_dim=data.input_dim,
+                                      num_classes=data.num_classes,
+                                      label_kind=data.label_kind)
   return models.build_model_fn(config.model,
                                label_kind=data.label_kind,
                                **_model_args(config, data))
 
 
-def build_keras_model_fn(config: TrainConfig, data: FederatedData):
+def build_keras_model_fn(config: TrainConfig,
+                         data: FederatedData,
+                         keras_model_fn=None):
   """The no-argument Keras constructor of `config`'s model for `data` (the
   twin of `build_model_fn`'s, for server-side uses of a trained model)."""
+  if keras_model_fn is not None:
+    return keras_model_fn
   return lambda: models.build_keras_model(config.model,
                                           **_model_args(config, data))
 
@@ -74,7 +86,8 @@ def build_process(config: TrainConfig,
                   *,
                   group_size: int = 1,
                   client_files_dir: str = '',
-                  canaries=None):
+                  canaries=None,
+                  keras_model_fn=None):
   """The TFF learning process that implements `config`'s mechanisms.
 
   Args:
@@ -88,11 +101,14 @@ def build_process(config: TrainConfig,
       path only).
     canaries: An audit run's `tff_dp.program.canary_audit.CanaryRun`, whose
       canaries join the central mechanism's sums; None for a production run.
+    keras_model_fn: The caller's own uncompiled Keras model constructor
+      (Python API) instead of `config.model`'s.
   """
   wrap = canaries.wrap if canaries is not None else (lambda factory: factory)
   if group_size > 1:
-    return _build_grouped_process(config, data, client_files_dir, wrap)
-  model_fn = build_model_fn(config, data)
+    return _build_grouped_process(config, data, client_files_dir, wrap,
+                                  keras_model_fn)
+  model_fn = build_model_fn(config, data, keras_model_fn)
   dp = dp_settings(config)
   if config.algorithm is Algorithm.DP_FTRL:
     return dp_ftrl.build_dp_ftrl_process(
@@ -136,13 +152,13 @@ def _central_factory(dp, wrap):
 
 
 def _build_grouped_process(config: TrainConfig, data: FederatedData,
-                           client_files_dir: str, wrap):
+                           client_files_dir: str, wrap, keras_model_fn):
   """The grouped DP-FedAvg process (many simulated clients per TFF call)."""
   # `config_checks.grouped_unsupported_reason` refuses other data first.
   if data.label_kind is not LabelKind.SINGLE:
     raise ValueError('the grouped path trains single-label models only')
   return grouped_fedavg.build_grouped_dp_fedavg(
-      keras_model_fn=build_keras_model_fn(config, data),
+      keras_model_fn=build_keras_model_fn(config, data, keras_model_fn),
       input_dim=data.input_dim,
       num_classes=data.num_classes,
       dp_factory=wrap(learning_process.build_dp_aggregator(

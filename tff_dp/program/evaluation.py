@@ -34,17 +34,23 @@ class ServerEvaluator:
                image_shape: Optional[Sequence[int]] = None,
                vocab_size: Optional[int] = None,
                embedding_dim: int = 8,
-               label_kind: LabelKind = LabelKind.SINGLE):
+               label_kind: LabelKind = LabelKind.SINGLE,
+               keras_model_fn=None):
+    """Builds the twin of `kind` (or `keras_model_fn()`, a caller's own
+    model from the Python API) and batches the test set once."""
     self._label_kind = label_kind
-    self._model = models.build_keras_model(kind,
-                                           input_dim=input_dim,
-                                           num_classes=num_classes,
-                                           hidden_units=hidden_units,
-                                           hidden_layers=hidden_layers,
-                                           seed=0,
-                                           image_shape=image_shape,
-                                           vocab_size=vocab_size,
-                                           embedding_dim=embedding_dim)
+    if keras_model_fn is not None:
+      self._model = keras_model_fn()
+    else:
+      self._model = models.build_keras_model(kind,
+                                             input_dim=input_dim,
+                                             num_classes=num_classes,
+                                             hidden_units=hidden_units,
+                                             hidden_layers=hidden_layers,
+                                             seed=0,
+                                             image_shape=image_shape,
+                                             vocab_size=vocab_size,
+                                             embedding_dim=embedding_dim)
     self._model.compile(loss=models.loss_fn(label_kind=label_kind),
                         metrics=models.metrics(label_kind=label_kind))
     # Batched and cached once: every round evaluates the same examples.

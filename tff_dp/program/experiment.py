@@ -106,15 +106,16 @@ def evaluation_released(config: TrainConfig) -> bool:
 
 
 def _build_evaluator(config: TrainConfig, data,
-                     held_out: Optional[HeldOutClients]):
+                     held_out: Optional[HeldOutClients], keras_model_fn):
   """Model weights -> metrics, for `config.evaluation`."""
   if config.evaluation is config_lib.Evaluation.FEDERATED:
     return federated_evaluation.build_federated_evaluator(
-        assembly.build_model_fn(config, data),
+        assembly.build_model_fn(config, data, keras_model_fn),
         held_out,
         label_kind=data.label_kind)
   return evaluation.ServerEvaluator(
       config.model,
+      keras_model_fn=keras_model_fn,
       input_dim=data.input_dim,
       num_classes=data.num_classes,
       hidden_units=config.hidden_units,
@@ -198,6 +199,7 @@ def run_experiment(
                 group_size=group_size,
                 grouped_rounds=grouped_rounds,
                 canaries=canaries,
+                keras_model_fn=prepared.keras_model_fn,
                 wall_start=wall_start,
                 resume=resume,
                 config_defaults=config_defaults,
@@ -208,8 +210,8 @@ def run_experiment(
 
 
 def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
-         group_size, grouped_rounds, canaries, wall_start, resume,
-         config_defaults, on_round):
+         group_size, grouped_rounds, canaries, keras_model_fn, wall_start,
+         resume, config_defaults, on_round):
   """`run_experiment` once the sampler, ledgers and client files exist."""
   release_nonprivate = (not config.private) or config.release_nonprivate_metrics
   process = assembly.build_process(
@@ -218,8 +220,9 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
       sampler,
       group_size=group_size,
       client_files_dir=(grouped_rounds.files_dir if grouped_rounds else ''),
-      canaries=canaries)
-  evaluate = (_build_evaluator(config, data, held_out)
+      canaries=canaries,
+      keras_model_fn=keras_model_fn)
+  evaluate = (_build_evaluator(config, data, held_out, keras_model_fn)
               if evaluation_released(config) else None)
   checkpoints = checkpoint.CheckpointManager(run_dir)
   binding = run_start.RunBinding(

@@ -32,12 +32,15 @@ class PreparedRun:
       more for the grouped path.
     calibrated_by: The accountant whose epsilon calibrated the noise
       multiplier (--target_epsilon), else None.
+    keras_model_fn: The caller's own uncompiled Keras model constructor
+      (Python API), trained instead of `config.model`; None for the flags'.
   """
   config: TrainConfig
   data: Any
   held_out: Optional[Any]
   clients_per_call: int = 1
   calibrated_by: Optional[Any] = None
+  keras_model_fn: Optional[Any] = None
 
 
 def load_data(config: TrainConfig) -> Any:
