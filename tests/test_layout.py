@@ -34,6 +34,9 @@ _ALLOWED = {
     'execution': {'checks'},
     'program': _BELOW_PROGRAM,
     'cli': _BELOW_PROGRAM | {'program'},
+    # The Python API, beside the programs: it parses settings with the
+    # programs' flag definitions (never the global FLAGS).
+    'api': _BELOW_PROGRAM | {'program', 'cli'},
 }
 
 

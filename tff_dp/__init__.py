@@ -2,8 +2,22 @@
 
 Subpackages by job, each importing only the layers below it (bottom first):
 `atomic_io` and `checks`, `cohorts`, `privacy`, `data`, `audit`, `mechanisms`,
-`config`, `config_checks`, `algorithms`, `execution`, `program`, `cli`. The
-programs in `tff_dp.cli` are the only modules that read absl flags.
+`config`, `config_checks`, `algorithms`, `execution`, `program`, `cli`, and
+beside the programs the Python API, `tff_dp.api` (`tff_dp.train`). The
+programs in `tff_dp.cli` are the only modules that read absl's global flags.
 """
 
 __version__ = '0.1.0'
+
+
+def train(*args, **kwargs):
+  """`tff_dp.api.train` (imported on first use: `import tff_dp` stays
+  light)."""
+  from tff_dp import api  # pylint: disable=g-import-not-at-top
+  return api.train(*args, **kwargs)
+
+
+def make_config(*args, **kwargs):
+  """`tff_dp.api.make_config`."""
+  from tff_dp import api  # pylint: disable=g-import-not-at-top
+  return api.make_config(*args, **kwargs)

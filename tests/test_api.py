@@ -1,0 +1,146 @@
+"""The Python API (`tff_dp.train`, `tff_dp.make_config`) and its example.
+
+Settings parse exactly as the command line's (defaults of configs/default.cfg,
+the flags' validators, the same refusals); a run from Python writes the run
+directory a command-line run writes and returns the weights, the released
+history and the epsilons; a user's own Keras model and ClientData train.
+"""
+
+import collections
+import json
+import os
+import subprocess
+import sys
+
+from absl import flags
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tests import helpers
+import tff_dp
+from tff_dp import api
+from tff_dp.checks import ConfigError
+from tff_dp.cli import cli_flags
+from tff_dp.config import DpMechanism
+from tff_dp.data import loading
+from tff_dp.data import python_client_data
+
+_SMOKE = os.path.join(helpers.REPO_ROOT, 'configs', 'smoke.cfg')
+
+
+def _cli_config(*argv):
+  fv = flags.FlagValues()
+  cli_flags.define_train_flags(fv)
+  fv(['train', *argv])
+  return cli_flags.config_from_flags(fv)
+
+
+def test_defaults_are_the_main_job_and_settings_are_flags():
+  default = os.path.join(helpers.REPO_ROOT, 'configs', 'default.cfg')
+  assert api.make_config() == _cli_config(f'--flagfile={default}')
+  config = tff_dp.make_config(rounds=7,
+                              dp_mechanism=DpMechanism.GAUSSIAN_FIXED,
+                              accountants=['rdp'],
+                              release_nonprivate_metrics=True,
+                              max_epsilon=None)
+  assert config == _cli_config(f'--flagfile={default}', '--rounds=7',
+                               '--dp_mechanism=gaussian_fixed',
+                               '--accountants=rdp',
+                               '--release_nonprivate_metrics')
+  assert api.make_config(None).rounds == _cli_config().rounds
+
+
+@pytest.mark.parametrize('settings, message', [
+    (dict(roundz=3), '--roundz=3: is not a setting'),
+    (dict(rounds=0), 'rounds'),
+    (dict(dp_mechanism='laplace'), 'dp_mechanism'),
+])
+def test_bad_settings_are_refused_naming_them(settings, message):
+  with pytest.raises(ConfigError, match=message):
+    api.make_config(**settings)
+
+
+def test_a_missing_flagfile_is_named():
+  with pytest.raises(ConfigError, match='--flagfile=nope.cfg: no such file'):
+    api.make_config('nope.cfg')
+
+
+def test_client_data_becomes_checked_federated_data():
+  client_data = tff.simulation.datasets.TestClientData({
+      'a':
+          collections.OrderedDict(x=np.ones((3, 2, 2), np.float32),
+                                  y=np.array([0, 1, 2], np.int32)),
+      'b':
+          collections.OrderedDict(x=np.zeros((1, 2, 2), np.float32),
+                                  y=np.array([1], np.int32)),
+  })
+  test_data = tf.data.Dataset.from_tensor_slices((np.ones(
+      (2, 4), np.float32), np.array([3, 0], np.int32)))
+  data = python_client_data.from_client_data(client_data, test_data=test_data)
+  assert data.client_ids == ('a', 'b') and data.input_dim == 4
+  assert data.num_classes == 4 and data.client_x[0].shape == (3, 4)
+  renamed = python_client_data.from_client_data(
+      tff.simulation.datasets.TestClientData({
+          'a':
+              collections.OrderedDict(pixels=np.ones((2, 4), np.float32),
+                                      label=np.array([0, 1], np.int32))
+      }),
+      # Test elements are like the clients': the same element_fn maps them.
+      test_data=tf.data.Dataset.from_tensor_slices(
+          collections.OrderedDict(pixels=np.ones((2, 4), np.float32),
+                                  label=np.array([3, 0], np.int32))),
+      element_fn=lambda e: (e['pixels'], e['label']))
+  assert renamed.client_sizes().tolist() == [2]
+  with pytest.raises(loading.DataError, match="expected 'x' and 'y'"):
+    python_client_data.from_client_data(tff.simulation.datasets.TestClientData(
+        {'a': collections.OrderedDict(pixels=np.ones((2, 4), np.float32))}),
+                                        test_data=test_data)
+
+
+@pytest.mark.tff
+def test_train_returns_weights_history_and_epsilons(tmp_path):
+  seen = []
+  result = tff_dp.train(flagfile=_SMOKE,
+                        rounds=2,
+                        output_dir=str(tmp_path),
+                        run_name='api',
+                        on_round=lambda r, values: seen.append(r))
+  assert seen == [1, 2]
+  assert [row['round'] for row in result.history] == [1.0, 2.0]
+  with open(tmp_path / 'api' / 'summary.json', encoding='utf-8') as f:
+    summary = json.load(f)
+  assert result.epsilons == summary['epsilon']
+  assert result.epsilon == summary['guarantee_epsilon']
+  assert result.history[-1]['eval/accuracy'] == pytest.approx(
+      summary['accuracy'])
+  model = result.keras_model()
+  np.testing.assert_array_equal(model.get_weights()[0],
+                                result.model_weights.trainable[0])
+  # The same settings from Python and from flags: one set of refusals.
+  with pytest.raises(ConfigError, match='noise_multiplier'):
+    tff_dp.train(flagfile=_SMOKE,
+                 noise_multiplier=0.0,
+                 output_dir=str(tmp_path))
+
+
+@pytest.mark.e2e
+def test_the_example_trains_its_own_model_on_its_own_clients(tmp_path):
+  result = subprocess.run([
+      sys.executable,
+      os.path.join(helpers.REPO_ROOT, 'examples', 'train_from_python.py'),
+      '--rounds=3', f'--output_dir={tmp_path}'
+  ],
+                          capture_output=True,
+                          text=True,
+                          timeout=600,
+                          cwd=helpers.REPO_ROOT,
+                          check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'epsilon ' in result.stdout and 'after 3 rounds' in result.stdout
+  assert 'trained model: 2410 parameters' in result.stdout
+  (run_dir,) = os.listdir(tmp_path)
+  with open(tmp_path / run_dir / 'privacy_statement.txt',
+            encoding='utf-8') as f:
+    assert 'declared public by the caller' in f.read()
