@@ -2,12 +2,13 @@
 
 absl's --help listed only the main module's flags (none: ours are defined in
 tff_dp/cli/cli_flags.py) and exited 1. The groups and their content are
-checked in-process.
+checked in-process; one subprocess per program checks the real entry point.
 """
 
 from absl import flags
 import pytest
 
+from tests.helpers import programs
 from tff_dp.cli import cli_flags
 from tff_dp.cli import program_help
 
@@ -68,3 +69,28 @@ def test_helpfull_prints_every_flag_and_exits_0(capsys):
   out = capsys.readouterr().out
   names = {fv[name].name for name in fv}  # Not the short names.
   assert all(f'--{name}' in out or f'--[no]{name}' in out for name in names)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    'program,first_group,flag',
+    [
+        ('tff_dp.cli.train', 'Data', '--rounds'),
+        ('tff_dp.cli.epsilon', 'Accounting', '--population'),
+        # The audit's own flags come from its module, whatever they are.
+        ('tff_dp.cli.audit', 'Audit', '--audit_beta'),
+        ('tff_dp.cli.import_data', 'Import', '--client_column'),
+    ])
+def test_each_program_lists_its_flags_and_exits_0(program, first_group, flag):
+  # `python -m PROGRAM --help`, from the repository root.
+  result = programs.run_train('--help', program=program, timeout=120)
+  assert result.returncode == 0, result.stderr
+  assert result.stderr == ''
+  out = result.stdout
+  # The program's own group first, then (but for import-data) the training
+  # flags as the README groups them.
+  assert f'\n\n{first_group}:\n  --' in out, out[:3000]
+  assert f'\n  {flag}: ' in out
+  if program != 'tff_dp.cli.import_data':
+    assert (out.index(f'\n{first_group}:\n') <= out.index('\nData:\n') <
+            out.index('\nRounds and client sampling:\n  --rounds: '))
