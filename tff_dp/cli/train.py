@@ -246,8 +246,10 @@ def _refuse_changed_flags(config: config_lib.TrainConfig) -> None:
   round_num, meta, _ = checkpoints.latest_verified_meta()
   if meta is None:
     return  # Nothing to resume from: the experiment says why, or starts.
-  # --target_epsilon's noise multiplier is calibrated on the data, later.
-  unresolved = ('noise_multiplier',) if config.target_epsilon else ()
+  unresolved = ()
+  if config.target_epsilon is not None:
+    # Its noise multiplier is calibrated on the data, later.
+    unresolved = ('noise_multiplier',)
   try:
     resume_rules.check_flags(meta,
                              path=checkpoints.path(round_num),
