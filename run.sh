@@ -237,8 +237,13 @@ cmd_tensorboard() {
 (train first: ./run.sh train)"
   ensure_venv
   # --host 127.0.0.1: the runs stay on this machine; use an SSH tunnel to view
-  # them remotely rather than serving on all interfaces.
-  exec "${VENV}/bin/tensorboard" --logdir "${logdir}" --host 127.0.0.1 --port "${port}"
+  # them remotely rather than serving on all interfaces. Quiet as the Python
+  # programs are (tff_dp/cli/launch.py): TensorFlow's C++ start-up log unless
+  # TF_CPP_MIN_LOG_LEVEL is set, and setuptools' warning about TensorBoard's
+  # own `import pkg_resources`.
+  TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}" \
+    PYTHONWARNINGS="${PYTHONWARNINGS:+${PYTHONWARNINGS},}ignore:pkg_resources is deprecated as an API:UserWarning" \
+    exec "${VENV}/bin/tensorboard" --logdir "${logdir}" --host 127.0.0.1 --port "${port}"
 }
 
 cmd_lock() {

@@ -88,6 +88,12 @@ def resolve_clients_per_call(config: TrainConfig, *, in_memory: bool) -> int:
 
 def check_config(config: TrainConfig) -> None:
   """Cross-flag checks that need no data. Raises `ConfigError`."""
+  if config.client_data and config.dataset is not loading.Dataset.SQLITE:
+    # Else the run would train on --dataset and ignore the file.
+    raise ConfigError(
+        'client_data', config.client_data,
+        f'is read only with --dataset=sqlite (this run: --dataset='
+        f'{config.dataset.value}); pass --dataset=sqlite to train on it')
   reason = grouped_unsupported_reason(config)
   if config.clients_per_call > 1 and reason is not None:
     raise ConfigError(

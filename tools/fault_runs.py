@@ -252,11 +252,15 @@ def verify_run(run_dir: str, *, planned: int, event, delta: float,
 
 
 def train_args(output_dir: str, run_name: str, rounds: int) -> list[str]:
-  """The training command of the smoke config, as a user would type it."""
+  """The training command of the smoke config, as a user would type it.
+
+  With a line for every round (--log_every=1: a long run prints about 50),
+  which the kill loop times rounds by (`fault_kills.Timing`).
+  """
   return [
       sys.executable, '-m', 'tff_dp.cli.train', f'--flagfile={SMOKE_CONFIG}',
       f'--rounds={rounds}', f'--output_dir={output_dir}',
-      f'--run_name={run_name}'
+      f'--run_name={run_name}', '--log_every=1'
   ]
 
 

@@ -139,6 +139,9 @@ BAD_COMBINATIONS = [
     ], '--local_dp=laplace', None),
     (['--dp_mechanism=none',
       '--clients_per_call=4'], '--dp_mechanism=none', None),
+    # A file without --dataset=sqlite trained on the default digits, silently.
+    (['--client_data=mine.sqlite'], '--client_data=mine.sqlite: is read only '
+     'with --dataset=sqlite (this run: --dataset=digits)', None),
 ]
 
 

@@ -24,8 +24,9 @@ _RUN_SH = os.path.join(REPO_ROOT, 'run.sh')
 _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
 
 
-def _run_sh(*args, timeout=300):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+def _run_sh(*args, timeout=300, env=None):
+  if env is None:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
   return subprocess.run(['bash', _RUN_SH, *args],
                         cwd=REPO_ROOT,
                         env=env,
@@ -53,8 +54,17 @@ def _smoke_flags():
 @pytest.fixture(scope='module')
 def smoke_run(tmp_path_factory):
   output_dir = tmp_path_factory.mktemp('runs')
-  result = _run_sh('train', f'--flagfile={_SMOKE}',
-                   f'--output_dir={output_dir}', '--run_name=smoke')
+  # A user's environment: what quiets TensorFlow is the program's own doing.
+  env = {
+      k: v
+      for k, v in os.environ.items()
+      if k not in ('TF_CPP_MIN_LOG_LEVEL', 'PYTHONWARNINGS')
+  }
+  result = _run_sh('train',
+                   f'--flagfile={_SMOKE}',
+                   f'--output_dir={output_dir}',
+                   '--run_name=smoke',
+                   env=env)
   return result, os.path.join(output_dir, 'smoke')
 
 
@@ -65,6 +75,24 @@ def test_smoke_run_succeeds_and_prints_accuracy_and_epsilon(smoke_run):
   assert 'test accuracy:' in result.stdout
   assert 'epsilon (central): rdp' in result.stdout
   assert 'Privacy statement' in result.stdout
+
+
+def test_smoke_run_console_is_quiet_and_accounts_for_the_start_up(smoke_run):
+  result, _ = smoke_run
+  # No TensorFlow C++ log, no setuptools warning: nothing on stderr.
+  assert result.stderr == ''
+  lines = result.stdout.splitlines()
+  phases = [line.split('] ', 1)[1] for line in lines if line.startswith('[')]
+  assert phases == [
+      'loading the data', 'importing TensorFlow and TFF',
+      'building the learning process', 'starting the TFF worker',
+      'running round 1 (slower than the next: it traces the computations '
+      'first)'
+  ]
+  # The last phase line comes right before round 1's.
+  first_round = next(
+      i for i, line in enumerate(lines) if line.startswith('round 1/3 |'))
+  assert 'running round 1' in lines[first_round - 1]
 
 
 def test_smoke_run_writes_every_output(smoke_run):

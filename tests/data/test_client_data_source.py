@@ -134,7 +134,8 @@ def test_no_test_split(tmp_path):
 
 
 def test_missing_file(tmp_path):
-  with pytest.raises(FileNotFoundError, match='tff_dp.cli.import_data'):
+  # The command a user runs, not a module path.
+  with pytest.raises(FileNotFoundError, match=r'\./run\.sh import-data'):
     SqlClientDataSource(str(tmp_path / 'nothing.sqlite'))
 
 

@@ -579,6 +579,10 @@ def test_program_prints_a_summary(tmp_path):
   assert 'clients: 10 (the training population N)' in result.stdout
   assert 'examples per client: min 3, median 3, max 3' in result.stdout
   assert 'features: 1, classes: 3\n' in result.stdout
+  # A command that trains on the file: --dataset=sqlite, not only the file
+  # (which trained on the default digits).
+  assert ('train on it (README, "Your own data"): ./run.sh train '
+          f'--dataset=sqlite --client_data={output} ') in result.stdout
 
 
 @pytest.mark.e2e

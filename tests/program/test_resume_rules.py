@@ -31,6 +31,40 @@ def test_flag_added_since_the_checkpoint_compares_with_its_default():
   }, defaults) == ["--local_dp: checkpoint 'none', now 'laplace'"]
 
 
+def _check_flags(saved, current, **kwargs):
+  resume.check_flags({'config': saved},
+                     path='ckpt',
+                     round_num=5,
+                     config=current,
+                     defaults={},
+                     **kwargs)
+
+
+def test_flags_alone_are_checked_as_the_checkpoint_check_does():
+  saved = {'noise_multiplier': 1.0, 'clip': 0.5, 'rounds': 10}
+  _check_flags(saved, dict(saved, rounds=20))  # Resumable.
+  with pytest.raises(resume.ResumeError,
+                     match='these flags differ from the checkpoint being '
+                     'resumed: --clip: checkpoint 0.5, now 0.3$'):
+    _check_flags(saved, dict(saved, clip=0.3))
+  with pytest.raises(resume.ResumeError, match='--rounds=4: the run already'):
+    _check_flags(saved, dict(saved, rounds=4))
+  with pytest.raises(resume.ResumeError, match='ckpt: not a checkpoint'):
+    resume.check_flags({}, path='ckpt', round_num=5, config=saved, defaults={})
+
+
+def test_a_setting_not_resolved_yet_is_left_to_the_checkpoint_check():
+  # --target_epsilon's noise multiplier is calibrated on the data, later.
+  saved = {'noise_multiplier': 0.83, 'target_epsilon': 5.0}
+  later = ('noise_multiplier',)
+  _check_flags(saved, dict(saved, noise_multiplier=1.0), unresolved=later)
+  with pytest.raises(resume.ResumeError,
+                     match='--target_epsilon: checkpoint 5.0, now 6.0$'):
+    _check_flags(saved,
+                 dict(saved, noise_multiplier=1.0, target_epsilon=6.0),
+                 unresolved=later)
+
+
 def test_fallback_past_a_released_round_is_refused():
   resume.check_fallback(checkpoint_round=5, released=5, skipped=[])
   with pytest.raises(resume.ResumeError, match='rounds 5..6 were released'):

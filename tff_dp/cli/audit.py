@@ -29,9 +29,10 @@ are never written.
 """
 
 if __name__ == '__main__':
-  # `python -m tff_dp.cli.audit`: Ctrl-C during the imports below is one line.
+  # `python -m tff_dp.cli.audit`: Ctrl-C during the imports below is one line,
+  # and TensorFlow is quiet.
   from tff_dp.cli import launch  # pylint: disable=g-import-not-at-top
-  launch.install_early_handlers('tff-dp-audit')
+  launch.start('tff-dp-audit')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import dataclasses
@@ -47,6 +48,7 @@ from tff_dp.checks import ConfigError
 from tff_dp.cli import audit_report
 from tff_dp.cli import cli_flags
 from tff_dp.cli import exits
+from tff_dp.cli import program_help
 from tff_dp.program import prepare
 
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -214,6 +216,11 @@ def main(argv: list[str]) -> None:
 
 def entry_point() -> None:
   """Console-script entry point (`tff-dp-audit`)."""
+  program_help.define_help_flags(
+      FLAGS,
+      doc=__doc__,
+      groups=[('Audit', program_help.defined_by(FLAGS, __name__)),
+              *program_help.flag_groups(cli_flags.TRAIN_FLAG_GROUPS)])
   try:
     argv = FLAGS(sys.argv)
   except flags.Error as e:

@@ -6,6 +6,10 @@ are printed before the program pays for importing it.
 """
 
 import math
+import shutil
+import sys
+import time
+from typing import Callable, Optional, TextIO
 
 from tff_dp import config as config_lib
 
@@ -53,15 +57,85 @@ _TEST_PREFIX = 'eval/'
 _NONPRIVATE_PREFIX = 'nonprivate/'
 
 
+class StartupPhases:
+  """Prints a line as each start-up phase begins: the seconds since the
+  program started, and the phase (e.g. 'building the learning process'), so
+  that the seconds before round 1 are accounted for."""
+
+  def __init__(self,
+               *,
+               clock: Callable[[], float] = time.monotonic,
+               out: Optional[TextIO] = None):
+    self._clock = clock
+    self._start = clock()
+    self._out = out
+
+  def __call__(self, phase: str) -> None:
+    print(f'[{self._clock() - self._start:.1f} s] {phase}',
+          file=self._out or sys.stdout,
+          flush=True)
+
+
+# Full progress lines a run prints by default (--log_every=0), besides the
+# first and last round's and those of sparse evaluations: in a log (stdout
+# not a terminal), and on a terminal, where one more line shows the latest
+# round in place, so that the run's output fits about one screen.
+DEFAULT_PROGRESS_LINES = 50
+TERMINAL_PROGRESS_LINES = 10
+
+
+def resolve_log_every(log_every: int,
+                      *,
+                      rounds: int,
+                      eval_every: int,
+                      terminal: bool = False) -> int:
+  """Rounds between two full progress lines.
+
+  Args:
+    log_every: --log_every; 0 for about `DEFAULT_PROGRESS_LINES` lines
+      (`TERMINAL_PROGRESS_LINES` on a terminal).
+    rounds: Rounds planned.
+    eval_every: Rounds between two evaluations (--eval_every).
+    terminal: Whether the lines go to a terminal.
+
+  Returns:
+    `log_every` if set; else the least multiple of `eval_every` (so that
+    the lines carry the evaluation) that gives at most that many lines, or
+    every round of a short run. Where evaluations are rarer than that, their
+    rounds are printed too (`Progress`).
+  """
+  if log_every > 0:
+    return log_every
+  lines = TERMINAL_PROGRESS_LINES if terminal else DEFAULT_PROGRESS_LINES
+  every = max(1, math.ceil(rounds / lines))
+  if eval_every < every:
+    every = eval_every * math.ceil(every / eval_every)
+  return every
+
+
 class Progress:
-  """Prints one line per round: the headline metric, the guarantees, and
-  (where round times are released) the round time and an ETA."""
+  """Prints the rounds' progress: the headline metric, the guarantees, and
+  (where round times are released) the round time and an ETA.
+
+  A full line for the first round this process runs, every `log_every`-th
+  round, every evaluation when evaluations are rarer than that, and the last
+  round; on a terminal, one line in between shows the latest round (rewritten
+  in place). The ETA is measured from the end of the first round this
+  process ran (which includes tracing the computations and starting the
+  worker's executors, not repeated later), so it appears from the second
+  round on.
+  """
 
   def __init__(self,
                rounds: int,
                *,
                private: bool,
-               headline_key: str = _TEST_PREFIX + 'accuracy'):
+               headline_key: str = _TEST_PREFIX + 'accuracy',
+               log_every: int = 1,
+               eval_every: int = 1,
+               clock: Callable[[], float] = time.monotonic,
+               out: Optional[TextIO] = None,
+               terminal: Optional[bool] = None):
     """Initializes the printer.
 
     Args:
@@ -70,6 +144,12 @@ class Progress:
         private').
       headline_key: Released key of the metric to print (`tff_dp.data.
         labels.headline_metric` under the evaluation's prefix).
+      log_every: Rounds between two full lines (`resolve_log_every`).
+      eval_every: Rounds between two evaluations.
+      clock: Seconds, for the ETA (time.monotonic; tests pass a fake).
+      out: Where to print (default: sys.stdout at each print).
+      terminal: Whether `out` is a terminal (rewrites the in-between line in
+        place); default: `out.isatty()`.
     """
     self._rounds = rounds
     self._private = private
@@ -80,9 +160,39 @@ class Progress:
     self._headline_label = (headline_key[len(_TEST_PREFIX):]
                             if headline_key.startswith(_TEST_PREFIX) else
                             headline_key)
-    self._durations = []
+    self._log_every = log_every
+    self._print_evaluations = eval_every >= log_every
+    self._clock = clock
+    self._out = out
+    self._terminal = terminal
+    self._first = None  # (round, time) at the end of the first round run.
+    self._pending = None  # The latest round's line, if not printed in full.
+    self._shown = 0  # Width of the in-between line on the terminal.
 
   def __call__(self, round_num: int, values: dict[str, float]) -> None:
+    now = self._clock()
+    if self._first is None:
+      self._first = (round_num, now)
+    line = self._line(round_num, values, now)
+    evaluated = self._headline_key in values
+    if (round_num == self._first[0] or round_num >= self._rounds or
+        round_num % self._log_every == 0 or
+        (evaluated and self._print_evaluations)):
+      self._write(line, full=True)
+      self._pending = None
+    else:
+      self._pending = line
+      if self._is_terminal():
+        self._write(line, full=False)
+
+  def close(self) -> None:
+    """Ends the output: prints the latest round in full if it was not (a run
+    stopped early by its budget, an interruption)."""
+    if self._pending is not None:
+      self._write(self._pending, full=True)
+      self._pending = None
+
+  def _line(self, round_num: int, values: dict[str, float], now: float) -> str:
     parts = [f'round {round_num}/{self._rounds}']
     if self._headline_key in values:
       parts.append(f'{self._headline_label} {values[self._headline_key]:.4f}')
@@ -91,13 +201,35 @@ class Progress:
     # released (non-private runs, or --release_nonprivate_metrics).
     seconds = values.get('nonprivate/round_seconds')
     if seconds is not None:
-      self._durations.append(seconds)
-      # The first round includes tracing: leave it out of the ETA once there
-      # is anything else to go by.
-      recent = self._durations[1:][-20:] or self._durations
-      eta = sum(recent) / len(recent) * (self._rounds - round_num)
-      parts += [f'{seconds:.2f} s', f'ETA {format_duration(eta)}']
-    print(' | '.join(parts), flush=True)
+      parts.append(f'{seconds:.2f} s')
+      first_round, first_time = self._first
+      if round_num > first_round:
+        per_round = (now - first_time) / (round_num - first_round)
+        eta = per_round * max(0, self._rounds - round_num)
+        parts.append(f'ETA {format_duration(eta)}')
+    return ' | '.join(parts)
+
+  def _stream(self) -> TextIO:
+    return self._out or sys.stdout
+
+  def _is_terminal(self) -> bool:
+    if self._terminal is None:
+      isatty = getattr(self._stream(), 'isatty', None)
+      self._terminal = bool(isatty and isatty())
+    return self._terminal
+
+  def _write(self, line: str, *, full: bool) -> None:
+    stream = self._stream()
+    if not self._is_terminal():
+      print(line, file=stream, flush=True)
+      return
+    if not full:  # One screen line, or `\r` would not return to its start.
+      line = line[:max(20, shutil.get_terminal_size().columns - 1)]
+    # Over the in-between line, if any: `\r`, and spaces over what is left.
+    text = '\r' + line + ' ' * max(0, self._shown - len(line))
+    stream.write(text + '\n' if full else text)
+    stream.flush()
+    self._shown = 0 if full else len(line)
 
 
 def _guarantee_parts(values: dict[str, float], *, private: bool) -> list[str]:

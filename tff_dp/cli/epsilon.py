@@ -24,17 +24,16 @@ part in every round, which a run reaches only if some client does).
 """
 
 if __name__ == '__main__':
-  # `python -m tff_dp.cli.epsilon`: Ctrl-C during the imports below is one line.
+  # `python -m tff_dp.cli.epsilon`: Ctrl-C during the imports below is one
+  # line, and TensorFlow is quiet if the data's loading imports it.
   from tff_dp.cli import launch  # pylint: disable=g-import-not-at-top
-  launch.install_early_handlers('tff-dp-epsilon')
+  launch.start('tff-dp-epsilon')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import enum
 import math
-import os
 import sys
 
-from absl import app
 from absl import flags
 
 from tff_dp import config as config_lib
@@ -42,6 +41,8 @@ from tff_dp import config_checks
 from tff_dp.checks import ConfigError
 from tff_dp.cli import cli_flags
 from tff_dp.cli import exits
+from tff_dp.cli import launch
+from tff_dp.cli import program_help
 from tff_dp.privacy import accounting
 from tff_dp.privacy import calibration
 from tff_dp.privacy import privacy_tracking
@@ -73,6 +74,11 @@ flags.DEFINE_string(
 flags.DEFINE_enum('calibrate', Calibrate.NOISE_MULTIPLIER.value,
                   [c.value for c in Calibrate],
                   'With --target_epsilon: what to solve for.')
+
+# What --help lists: this program's flags, then the training flags a plan
+# reads (as the README groups them).
+HELP_GROUPS = [('Accounting', ('run_dir', 'population', 'calibrate')),
+               *program_help.flag_groups(cli_flags.TRAIN_FLAG_GROUPS)]
 
 
 def _format(eps: float) -> str:
@@ -255,8 +261,9 @@ def _max_rounds(kind, config, cohort) -> int:
 
 
 def main(argv: list[str]) -> None:
-  # Before anything imports TensorFlow (streamed data sources do).
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  # Before anything imports TensorFlow (streamed data sources do); the entry
+  # points did it already, this is for callers of `main`.
+  launch.quiet()
   if len(argv) > 1:
     raise exits.UserError(f'unexpected positional arguments: {argv[1:]}')
   if FLAGS.run_dir is not None:
@@ -267,7 +274,7 @@ def main(argv: list[str]) -> None:
 
 def entry_point() -> None:
   """Console-script entry point (`tff-dp-epsilon`)."""
-  app.define_help_flags()
+  program_help.define_help_flags(FLAGS, doc=__doc__, groups=HELP_GROUPS)
   try:
     argv = FLAGS(sys.argv)
     main(argv)

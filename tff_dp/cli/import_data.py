@@ -6,21 +6,35 @@ Usage (one command line; `python -m tff_dp.cli.import_data` is the same):
       [--feature_columns=a,b,c] [--test_split=clients|rows|none]
       [--test_fraction=0.2] [--seed=0] [--overwrite]
 
-Train from the result with `./run.sh train --client_data=data.sqlite`. The
-conversion streams the input (bounded memory) and writes the output only
-when it is complete and valid. A bad input stops with one line naming the
-file, the line (or array row), the column and the reason, and exit code 2.
-See `tff_dp.data.csv_import` for the format and the choices made.
+Train on the result with `./run.sh train --dataset=sqlite
+--client_data=data.sqlite` and the settings of your run; the import prints a
+command that works on the file it wrote. The conversion streams the input
+(bounded memory) and writes the output only when it is complete and valid. A
+bad input stops with one line naming the file, the line (or array row), the
+column and the reason, and exit code 2. See `tff_dp.data.csv_import` for the
+format and the choices made.
 """
 
+if __name__ == '__main__':
+  # `python -m tff_dp.cli.import_data`: Ctrl-C during the imports below is one
+  # line, as in the other programs (`tff_dp.cli.launch`).
+  from tff_dp.cli import launch  # pylint: disable=g-import-not-at-top
+  launch.start('tff-dp-import')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import math
+import shlex
 import sys
 import time
+from typing import Optional
 
-from absl import app
 from absl import flags
 
 from tff_dp.cli import exits
+from tff_dp.cli import program_help
 from tff_dp.data import csv_import
+
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 
@@ -117,6 +131,32 @@ def _summary(s: csv_import.ImportSummary, input_path: str,
   ])
 
 
+# The clients per round of the printed training command (fewer if the file
+# has fewer): with so few, adaptive clipping would need z < 0.1 * 10 = 1, so
+# the command clips at a fixed norm (McMahan et al. 2018) at z = 1.0
+# (configs/default.cfg).
+HINT_CLIENTS_PER_ROUND = 10
+# configs/default.cfg's delta; it must stay below 1/N.
+_DEFAULT_DELTA = 1e-5
+
+
+def train_command(s: csv_import.ImportSummary) -> Optional[str]:
+  """A `./run.sh train` command that trains on the file `s` describes, or
+  None if nothing can (no test split: server-side evaluation needs one)."""
+  if s.test_examples == 0:
+    return None
+  args = [
+      './run.sh', 'train', '--dataset=sqlite',
+      f'--client_data={shlex.quote(s.output_path)}',
+      '--model=logistic_regression', '--dp_mechanism=gaussian_fixed',
+      '--clip=0.5',
+      f'--clients_per_round={min(HINT_CLIENTS_PER_ROUND, s.train_clients)}'
+  ]
+  if not _DEFAULT_DELTA < 1.0 / s.train_clients:
+    args.append(f'--delta=1e-{math.ceil(math.log10(s.train_clients)) + 1}')
+  return ' '.join(args)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise ValueError(f'unexpected positional arguments: {argv[1:]}')
@@ -133,6 +173,12 @@ def main(argv: list[str]) -> None:
                                     seed=FLAGS.seed,
                                     overwrite=FLAGS.overwrite)
   print(_summary(summary, FLAGS.input, time.monotonic() - start))
+  command = train_command(summary)
+  if command is None:
+    print('no test split: training evaluates on one; import again with '
+          '--test_split=clients or --test_split=rows')
+  else:
+    print(f'train on it (README, "Your own data"): {command}')
 
 
 def _fail(message: str, code: int) -> None:
@@ -143,7 +189,11 @@ def _fail(message: str, code: int) -> None:
 def entry_point() -> None:
   """Console-script entry point; errors are one line, never a traceback."""
   define_flags(FLAGS)
-  app.define_help_flags()
+  program_help.define_help_flags(FLAGS,
+                                 doc=__doc__,
+                                 groups=program_help.flag_groups([
+                                     ('Import', define_flags)
+                                 ]))
   try:
     argv = FLAGS(sys.argv)
     main(argv)

@@ -4,15 +4,18 @@ Usage:
   ./run.sh train [--flagfile=configs/default.cfg] [--flag=value ...]
   tff-dp --flagfile=configs/smoke.cfg --rounds=3
 
-Every flag is listed by --helpfull and in the README. Bad values stop the
-program before any training with a message that names the flag and the value.
+`./run.sh train` without a --flagfile reads configs/default.cfg first (the
+defaults below are the flags' own); flags given after it override it. Bad
+values stop the program before any training with a message that names the
+flag and the value (exit 2). The README's flag reference has the same flags.
 """
 
 if __name__ == '__main__':
-  # `python -m tff_dp.cli.train`: honour Ctrl-C during the imports below, as the
-  # console script does (`tff_dp.cli.launch`).
+  # `python -m tff_dp.cli.train`: honour Ctrl-C during the imports below, and
+  # quiet TensorFlow before anything imports it, as the console script does
+  # (`tff_dp.cli.launch`).
   from tff_dp.cli import launch  # pylint: disable=g-import-not-at-top
-  launch.install_early_handlers('tff-dp')
+  launch.start('tff-dp')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import dataclasses
@@ -22,14 +25,16 @@ import signal
 import sys
 import traceback
 
-from absl import app
 from absl import flags
 
 from tff_dp import config as config_lib
 from tff_dp.checks import ConfigError
+from tff_dp.cli import checked_flags
 from tff_dp.cli import cli_flags
 from tff_dp.cli import console
 from tff_dp.cli import exits
+from tff_dp.cli import launch
+from tff_dp.cli import program_help
 from tff_dp.data import labels
 from tff_dp.program import prepare
 from tff_dp.program import resume as resume_rules
@@ -39,6 +44,27 @@ from tff_dp.program import run_dirs
 
 FLAGS = flags.FLAGS
 cli_flags.define_train_flags(FLAGS)
+
+
+def define_console_flags(fv: flags.FlagValues) -> None:
+  """How the program reports progress (not a setting of the run)."""
+  checked_flags.define_int(
+      fv,
+      'log_every',
+      0, 'Print a full progress line every this many rounds, besides the '
+      'first and the last round and, when they are rarer, the rounds that '
+      f'evaluate. 0: about {console.DEFAULT_PROGRESS_LINES} lines per run '
+      f'({console.TERMINAL_PROGRESS_LINES} on a terminal, where one line in '
+      'between shows the latest round).',
+      lower=0,
+      upper=checked_flags.MAX_ROUNDS)
+
+
+define_console_flags(FLAGS)
+# What --help lists: the training flags as the README groups them, then this
+# program's own.
+HELP_GROUPS = program_help.flag_groups(cli_flags.TRAIN_FLAG_GROUPS +
+                                       (('Console', define_console_flags),))
 
 RUN_MARKER = resume_rules.RUN_MARKER
 
@@ -164,10 +190,56 @@ def _check_confinement(config: config_lib.TrainConfig) -> None:
   # unconfined.
 
 
-def _prepare_input() -> prepare.PreparedRun:
-  """The flags' checked run, its data loaded and its noise calibrated."""
+def _flag_defaults(config: config_lib.TrainConfig) -> dict[str, object]:
+  """Flag name -> default, for every setting of `config`."""
+  return {name: FLAGS[name].default for name in config.to_json()}
+
+
+def _refuse_changed_flags(config: config_lib.TrainConfig) -> None:
+  """Refuses to resume under changed flags before loading data or TF.
+
+  Loading the data (streamed sources import TensorFlow), calibrating
+  --target_epsilon and building the process take seconds to minutes; the
+  flags a run directory's checkpoint was written with are known without
+  any of it. `_check_resume` checks the rest once the data are loaded.
+  """
+  if not config.run_name:
+    return  # A new directory, named after the time.
+  run_dir = os.path.join(config.output_dir, config.run_name)
+  from tff_dp.program import checkpoint  # pylint: disable=g-import-not-at-top
+  checkpoints = checkpoint.CheckpointManager(run_dir)
+  round_num, meta, _ = checkpoints.latest_verified_meta()
+  if meta is None:
+    return  # Nothing to resume from: the experiment says why, or starts.
+  unresolved = ()
+  if config.target_epsilon is not None:
+    # Its noise multiplier is calibrated on the data, later.
+    unresolved = ('noise_multiplier',)
   try:
-    prepared = prepare.prepare_run(cli_flags.config_from_flags(FLAGS))
+    resume_rules.check_flags(meta,
+                             path=checkpoints.path(round_num),
+                             round_num=round_num,
+                             config=config.to_json(),
+                             defaults=_flag_defaults(config),
+                             unresolved=unresolved)
+  except resume_rules.ResumeError as e:
+    raise exits.UserError(f'--run_name={config.run_name}: cannot resume '
+                          f'{run_dir}: {e}') from e
+
+
+def _flags_config() -> config_lib.TrainConfig:
+  try:
+    return cli_flags.config_from_flags(FLAGS)
+  except ConfigError as e:
+    raise exits.UserError(str(e)) from e
+
+
+def _prepare_input(config: config_lib.TrainConfig,
+                   phases: console.StartupPhases) -> prepare.PreparedRun:
+  """The checked run, its data loaded and its noise calibrated."""
+  phases('loading the data')
+  try:
+    prepared = prepare.prepare_run(config)
   except ConfigError as e:
     raise exits.UserError(str(e)) from e
   if prepared.calibrated_by is not None:
@@ -189,7 +261,7 @@ def _open_run_dir(
       sys.argv, datetime.datetime.now(datetime.timezone.utc))
   run_dir, resume = prepare_run_dir(config.output_dir, run_name)
   config = dataclasses.replace(config, run_name=run_name)
-  defaults = {name: FLAGS[name].default for name in config.to_json()}
+  defaults = _flag_defaults(config)
   if resume:
     _check_resume(config, run_dir, prepared.data, defaults)
   prepared = dataclasses.replace(prepared, config=config)
@@ -206,28 +278,39 @@ def _on_round(progress: console.Progress):
   return on_round
 
 
+def _progress(config: config_lib.TrainConfig, data,
+              eval_prefix: str) -> console.Progress:
+  """The round lines' printer, --log_every resolved."""
+  return console.Progress(
+      config.rounds,
+      private=config.private,
+      headline_key=eval_prefix + labels.headline_metric(data.label_kind),
+      log_every=console.resolve_log_every(FLAGS.log_every,
+                                          rounds=config.rounds,
+                                          eval_every=config.eval_every,
+                                          terminal=sys.stdout.isatty()),
+      eval_every=config.eval_every)
+
+
 def _train(prepared: prepare.PreparedRun, run_dir: str, *, resume: bool,
-           defaults: dict[str, object]) -> None:
+           defaults: dict[str, object], phases: console.StartupPhases) -> None:
   """Imports TensorFlow, runs the experiment and prints its summary."""
   # Importing TensorFlow takes seconds: only now that the input is valid.
+  phases('importing TensorFlow and TFF')
   from tff_dp.execution import runtime  # pylint: disable=g-import-not-at-top
   from tff_dp.execution import worker_errors  # pylint: disable=g-import-not-at-top
   from tff_dp.program import experiment  # pylint: disable=g-import-not-at-top
   runtime.disable_default_context()
   raise_if_interrupted()
   config, data = prepared.config, prepared.data
+  progress = _progress(config, data, experiment.eval_prefix(config))
   try:
-    summary = experiment.run_experiment(
-        prepared,
-        run_dir,
-        resume=resume,
-        config_defaults=defaults,
-        on_round=_on_round(
-            console.Progress(
-                config.rounds,
-                private=config.private,
-                headline_key=(experiment.eval_prefix(config) +
-                              labels.headline_metric(data.label_kind)))))
+    summary = experiment.run_experiment(prepared,
+                                        run_dir,
+                                        resume=resume,
+                                        config_defaults=defaults,
+                                        on_round=_on_round(progress),
+                                        on_phase=phases)
   except resume_rules.ResumeError as e:
     raise exits.UserError(
         f'--run_name={config.run_name}: cannot resume {run_dir}: {e}') from e
@@ -239,6 +322,8 @@ def _train(prepared: prepare.PreparedRun, run_dir: str, *, resume: bool,
   except Exception as e:
     raise InternalError(f'{type(e).__name__}: {e} '
                         f'({_write_error_log(run_dir)})') from e
+  finally:
+    progress.close()
   console.print_summary(summary,
                         os.path.join(run_dir, 'privacy_statement.txt'),
                         eval_prefix=experiment.eval_prefix(config),
@@ -250,15 +335,17 @@ def run(argv: list[str]) -> int:
   if len(argv) > 1:
     raise exits.UserError(f'unexpected positional arguments: {argv[1:]}')
   # Before anything imports TensorFlow (streamed data sources do while they
-  # load): level 3 hides TF's C++ start-up noise (e.g. duplicate CUDA plugin
-  # registration on CPU-only machines); set the variable to see it.
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-  prepared = _prepare_input()
+  # load); the entry points did it already, this is for callers of `main`.
+  launch.quiet()
+  phases = console.StartupPhases()
+  config = _flags_config()
+  _refuse_changed_flags(config)  # In about a second, before any loading.
+  prepared = _prepare_input(config, phases)
   _check_confinement(prepared.config)
   prepared, run_dir, resume, defaults = _open_run_dir(prepared)
   console.print_banner(prepared.config, prepared.data, prepared.held_out)
   print(f'run directory: {run_dir}', flush=True)
-  _train(prepared, run_dir, resume=resume, defaults=defaults)
+  _train(prepared, run_dir, resume=resume, defaults=defaults, phases=phases)
   return 0
 
 
@@ -290,12 +377,11 @@ def entry_point() -> None:
   do, to validate flags before paying for the import) breaks the construction
   of Keras Sequential models in TF 2.14 (seen here; cause not established).
   """
-  app.define_help_flags()
+  program_help.define_help_flags(FLAGS, doc=__doc__, groups=HELP_GROUPS)
   try:
     argv = FLAGS(sys.argv)
   except flags.Error as e:
-    print(f'tff-dp: error: {e}\nPass --helpfull to see every flag.',
-          file=sys.stderr)
+    print(f'tff-dp: error: {e}\nPass --help to see the flags.', file=sys.stderr)
     sys.exit(exits.EXIT_USAGE)
   main(argv)
 

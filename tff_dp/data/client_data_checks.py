@@ -25,7 +25,7 @@ _TEST = client_data_writer.TEST_SPLIT
 # Labels are trained on as int32.
 _MAX_NUM_CLASSES = 2**31 - 1
 _SQLITE_MAGIC = b'SQLite format 3\x00'
-CREATE_HINT = 'create one with `python -m tff_dp.cli.import_data`'
+CREATE_HINT = 'create one with `./run.sh import-data`'
 
 # Integer metadata fields: (key, smallest, largest or None).
 _INT_FIELDS = (

@@ -134,6 +134,7 @@ def run_experiment(
     resume: bool = False,
     config_defaults: Optional[Mapping[str, Any]] = None,
     on_round: Optional[Callable[[int, dict[str, float]], None]] = None,
+    on_phase: Optional[Callable[[str], None]] = None,
 ) -> run_summary.Summary:
   """Trains as `prepared` says, writing outputs to `run_dir`.
 
@@ -150,6 +151,9 @@ def run_experiment(
     config_defaults: Default of every setting (as in `config.to_json()`), for
       comparing with checkpoints written before a setting existed.
     on_round: Progress callback, (round, released values).
+    on_phase: Start-up progress callback, called with the name of each
+      phase as it begins (building the process, starting the worker, the
+      first round).
 
   Returns:
     The run's `Summary`.
@@ -203,7 +207,8 @@ def run_experiment(
                 wall_start=wall_start,
                 resume=resume,
                 config_defaults=config_defaults,
-                on_round=on_round)
+                on_round=on_round,
+                on_phase=on_phase or (lambda phase: None))
   finally:
     if grouped_rounds is not None:
       grouped_rounds.close()
@@ -211,9 +216,10 @@ def run_experiment(
 
 def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
          group_size, grouped_rounds, canaries, keras_model_fn, wall_start,
-         resume, config_defaults, on_round):
+         resume, config_defaults, on_round, on_phase):
   """`run_experiment` once the sampler, ledgers and client files exist."""
   release_nonprivate = (not config.private) or config.release_nonprivate_metrics
+  on_phase('building the learning process')
   process = assembly.build_process(
       config,
       data,
@@ -229,6 +235,7 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
       run_id=resume_rules.ensure_run_id(run_dir),
       data_fingerprint=fingerprint.data_fingerprint(data))
   releaser = None
+  on_phase('starting the TFF worker')
   try:
     # Everything that executes a TFF computation (initialize included) runs
     # inside the runtime we own; TFF's default context would start a worker
@@ -266,6 +273,9 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
                                       binding))
         privacy.save(run_dir)
 
+      if start.round_num <= config.rounds:
+        on_phase(f'running round {start.round_num} (slower than the next: it '
+                 'traces the computations first)')
       result = _train(config,
                       data,
                       process,

@@ -29,7 +29,7 @@ import io
 import os
 import re
 import secrets
-from typing import Any, Mapping, Optional
+from typing import Any, Collection, Mapping, Optional
 
 from tff_dp import atomic_io
 from tff_dp.privacy import accounting
@@ -57,16 +57,19 @@ class ResumeError(Exception):
   """The run directory cannot be resumed as is; the message says why."""
 
 
-def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any],
-                       defaults: Mapping[str, Any]) -> list[str]:
+def config_differences(saved: Mapping[str, Any],
+                       current: Mapping[str, Any],
+                       defaults: Mapping[str, Any],
+                       *,
+                       ignore: Collection[str] = ()) -> list[str]:
   """'--flag: checkpoint X, now Y' for every non-resumable difference.
 
   A flag the checkpoint does not know (added to tff-dp since) counts as
-  having had its default value then.
+  having had its default value then. Flags in `ignore` are not compared.
   """
   differences = []
   for name in sorted(set(saved) | set(current)):
-    if name in RESUMABLE_CHANGES:
+    if name in RESUMABLE_CHANGES or name in ignore:
       continue
     before = saved[name] if name in saved else defaults.get(name)
     if before != current.get(name):
@@ -173,6 +176,56 @@ def _ledger_rounds(ledgers: Any) -> list[int]:
   return counts
 
 
+_DIFFERENT_FLAGS = 'these flags differ from the checkpoint being resumed: '
+
+
+def _check_rounds(config: Mapping[str, Any], round_num: int) -> None:
+  if config.get('rounds', round_num) < round_num:
+    raise ResumeError(
+        f'--rounds={config["rounds"]}: the run already completed {round_num} '
+        f'rounds; pass --rounds={round_num} or more')
+
+
+def check_flags(
+    meta: Mapping[str, Any],
+    *,
+    path: str,
+    round_num: int,
+    config: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    unresolved: Collection[str] = ()) -> None:
+  """The checks of `check_checkpoint` that need neither the data nor the
+  state: the flags, and --rounds against the rounds done.
+
+  The program runs them first, before it loads the data or imports
+  TensorFlow, so that a resume under changed flags is refused at once;
+  `check_checkpoint` runs them again with the rest.
+
+  Args:
+    meta: The checkpoint's verified meta.json.
+    path: The checkpoint (for messages).
+    round_num: Its round.
+    config: The configuration resuming it (`TrainConfig.to_json()`).
+    defaults: Default of every setting (see `config_differences`).
+    unresolved: Settings whose value is not known yet (the noise multiplier
+      that --target_epsilon calibrates on the data): not compared here.
+
+  Raises:
+    ResumeError: Naming the flags that differ.
+  """
+  try:
+    differences = config_differences(meta['config'],
+                                     config,
+                                     defaults,
+                                     ignore=unresolved)
+  except (KeyError, TypeError, ValueError) as e:
+    raise ResumeError(f'{path}: not a checkpoint this tff-dp can resume '
+                      f'({type(e).__name__}: {e})') from e
+  if differences:
+    raise ResumeError(_DIFFERENT_FLAGS + '; '.join(differences))
+  _check_rounds(config, round_num)
+
+
 def check_checkpoint(meta: Mapping[str, Any], *, path: str, round_num: int,
                      config: Mapping[str, Any], defaults: Mapping[str, Any],
                      run_id: Optional[str],
@@ -205,8 +258,7 @@ def check_checkpoint(meta: Mapping[str, Any], *, path: str, round_num: int,
         f'is {run_id}): a checkpoint copied from elsewhere cannot continue '
         'this run\'s ledger. Use another --run_name')
   if differences:
-    raise ResumeError('these flags differ from the checkpoint being resumed: ' +
-                      '; '.join(differences))
+    raise ResumeError(_DIFFERENT_FLAGS + '; '.join(differences))
   if any(count != round_num for count in ledger_rounds):
     raise ResumeError(
         f'{path} is for round {round_num} but its ledgers charge '
@@ -218,10 +270,7 @@ def check_checkpoint(meta: Mapping[str, Any], *, path: str, round_num: int,
         f'the training data changed since {path} was written (fingerprint '
         f'{saved_data}, now {data_fingerprint}); the population and the '
         'clients must stay those the ledger charged. Use another --run_name')
-  if config.get('rounds', round_num) < round_num:
-    raise ResumeError(
-        f'--rounds={config["rounds"]}: the run already completed {round_num} '
-        f'rounds; pass --rounds={round_num} or more')
+  _check_rounds(config, round_num)
   try:
     return run_secrets.RunSecrets.from_json(meta.get('secrets'))
   except run_secrets.SecretsFormatError as e:
