@@ -1,6 +1,6 @@
 """Train tff-dp from Python on your own Keras model and your own clients.
 
-Run: .venv/bin/python examples/train_from_python.py [--rounds=N]
+Run: .venv/bin/python -m examples.train_from_python [--rounds=N]
 
 The clients are a `tff.simulation.datasets.ClientData` (here scikit-learn's
 handwritten digits split into 100 clients, as a stand-in for yours), the

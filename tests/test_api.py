@@ -128,9 +128,8 @@ def test_train_returns_weights_history_and_epsilons(tmp_path):
 @pytest.mark.e2e
 def test_the_example_trains_its_own_model_on_its_own_clients(tmp_path):
   result = subprocess.run([
-      sys.executable,
-      os.path.join(helpers.REPO_ROOT, 'examples', 'train_from_python.py'),
-      '--rounds=3', f'--output_dir={tmp_path}'
+      sys.executable, '-m', 'examples.train_from_python', '--rounds=3',
+      f'--output_dir={tmp_path}'
   ],
                           capture_output=True,
                           text=True,

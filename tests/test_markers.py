@@ -11,7 +11,7 @@ checks that
   `e2e`: a call of a function of tests/helpers/, benchmarks/ or tools/ that
   does (`programs.run_train`, `programs.start_train`, ...), or a
   `subprocess` call whose command names run.sh, runs `-m` a module of
-  tff_dp/, tools/ or benchmarks/, or runs a module of tests/ that imports
+  tff_dp/, tools/, benchmarks/ or examples/, or runs a module of tests/ that imports
   tff_dp.cli (`-m tests.helpers...`, or the test file itself: `__file__`);
 * a test marked `e2e` (by itself or by the module's `pytestmark`) does so:
   a pure test marked `e2e` would be run among the costly first;
@@ -35,7 +35,7 @@ _TESTS = os.path.join(helpers.REPO_ROOT, 'tests')
 _CALLED_FOLDERS = (os.path.join('tests', 'helpers'), 'benchmarks', 'tools')
 _SUBPROCESS_CALLS = {'run', 'Popen', 'call', 'check_call', 'check_output'}
 # Top-level packages whose `python -m` modules are programs of the repository.
-_PROGRAM_PACKAGES = {'tff_dp', 'tools', 'benchmarks'}
+_PROGRAM_PACKAGES = {'tff_dp', 'tools', 'benchmarks', 'examples'}
 _FILE = object()  # `__file__` in a command: the module runs itself.
 
 

@@ -20,8 +20,10 @@ README_END = '<!-- layout:end -->'
 # Bottom first; modules directly in tff_dp/ are listed with their layer.
 LAYERS = ('atomic_io', 'checks', 'cohorts', 'privacy', 'data', 'audit',
           'mechanisms', 'config', 'config_checks', 'algorithms', 'execution',
-          'program', 'cli')
+          'program', 'cli', 'api')
 _OTHER_ROWS = (
+    ('`examples/`', 'runnable examples of the Python API (the tests run '
+     'them)'),
     ('`benchmarks/`', '`./run.sh bench`: speed, memory and start-up '
      'measurements (see `benchmarks/README.md`)'),
     ('`tools/`', 'developer tools: the fault campaign, README generators'),
