@@ -10,10 +10,12 @@ Usage:
 (the audit run), the same with the noise off (its power twin), and as
 configured (the production run, whose final model a loss-threshold
 membership-inference attack then tries on training vs held-out clients).
---audit_kind=mechanism runs only the configuration's central mechanism, as a
-run builds and samples it, on M canary clients instead of client data
-(`tff_dp.program.mechanism_audit`): faster, and the most powerful audit of
-the mechanism and its accounting, but not of the training around it.
+--audit_kind=mechanism runs only the configuration's mechanisms, as a run
+builds and samples them, on M canary clients instead of client data: the
+central one (`tff_dp.program.mechanism_audit`) and local DP as the server sees
+one client's update (`tff_dp.program.local_audit`): faster, and the most
+powerful audit of a mechanism and its accounting, but not of the training
+around it.
 
 Both print one table: the analytic epsilon of each accountant, the one-shot
 estimates (all iterates, final model; Andrew et al. 2024) and Steinke et
