@@ -120,7 +120,7 @@ def open_releaser(config: TrainConfig, run_dir: str, start: Start, *,
     if not start.rows or int(start.rows[-1]['round']) < start.round_num - 1:
       # Checkpointed but not yet released when the run stopped.
       releaser.release(start.round_num - 1, start.last_values)
-  releaser.write_text('flags', flagfile)
+  releaser.write_text('flags', flagfile, verbatim=True)
   return releaser
 
 

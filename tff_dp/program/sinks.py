@@ -24,6 +24,7 @@ import tensorflow_federated as tff
 
 from tff_dp.program import event_writer
 from tff_dp.program import faults
+from tff_dp.program import tensorboard_text
 
 CSV_KEY_FIELD = 'round'
 
@@ -73,10 +74,18 @@ class TensorBoardReleaseManager(tff.program.ReleaseManager):
           self._writer.scalar(tag, float(value), step=step)
     self._writer.flush()
 
-  def write_text(self, tag: str, text: str, *, step: int = 0) -> None:
-    """Run-level text (flags, privacy statement), verbatim as Markdown."""
-    block = '\n'.join('    ' + line for line in text.splitlines())
-    self._writer.text(tag, block, step=step)
+  def write_text(self,
+                 tag: str,
+                 text: str,
+                 *,
+                 step: int = 0,
+                 verbatim: bool = False) -> None:
+    """Run-level text: prose (the privacy statement) as Markdown paragraphs
+    the browser wraps, or `verbatim` (the flags) as a code block
+    (`tff_dp.program.tensorboard_text`)."""
+    markdown = (tensorboard_text.verbatim(text)
+                if verbatim else tensorboard_text.prose(text))
+    self._writer.text(tag, markdown, step=step)
     self._writer.flush()
 
   def close(self) -> None:
