@@ -16,6 +16,7 @@ metrics.csv and `write_text` / `close` if it needs them, and one row of
 """
 
 import dataclasses
+import math
 import os
 import shutil
 from typing import Callable, Iterable, Mapping
@@ -43,6 +44,10 @@ class TensorBoardReleaseManager(tff.program.ReleaseManager):
   TFF's `TensorBoardReleaseManager` writes through `tf.summary`, which
   stamps each event with the time it was written: the differences would
   release every round's duration (`tff_dp.program.event_writer`).
+
+  A value that is not finite (an audit's estimate while it is undefined:
+  `tff_dp.program.canary_statistics`) is no point on a chart: TensorBoard
+  draws a series with one NaN as an empty chart. metrics.csv keeps it.
   """
 
   def __init__(self, logdir: str):
@@ -50,7 +55,7 @@ class TensorBoardReleaseManager(tff.program.ReleaseManager):
     self._writer = event_writer.EventWriter(logdir)
 
   async def release(self, value: Mapping[str, float], key: int) -> None:
-    for i, (tag, scalar) in enumerate(value.items()):
+    for i, (tag, scalar) in enumerate(_plotted(value.items())):
       self._writer.scalar(tag, scalar, step=key)
       if i == 0:
         self._writer.flush()
@@ -69,9 +74,11 @@ class TensorBoardReleaseManager(tff.program.ReleaseManager):
     self._writer = event_writer.EventWriter(self._logdir)
     for row in rows:
       step = int(row[CSV_KEY_FIELD])
-      for tag, value in row.items():
-        if tag != CSV_KEY_FIELD and value not in ('', None):
-          self._writer.scalar(tag, float(value), step=step)
+      for tag, value in _plotted(
+          (tag, float(value))
+          for tag, value in row.items()
+          if tag != CSV_KEY_FIELD and value not in ('', None)):
+        self._writer.scalar(tag, value, step=step)
     self._writer.flush()
 
   def write_text(self,
@@ -90,6 +97,11 @@ class TensorBoardReleaseManager(tff.program.ReleaseManager):
 
   def close(self) -> None:
     self._writer.close()
+
+
+def _plotted(items: Iterable[tuple[str, float]]):
+  """The (tag, value) pairs TensorBoard can draw: finite values only."""
+  return ((tag, value) for tag, value in items if math.isfinite(value))
 
 
 def _csv_sink(run_dir: str) -> tff.program.ReleaseManager:
