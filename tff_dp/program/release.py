@@ -153,6 +153,14 @@ class Releaser:
       if hasattr(sink, 'write_text'):
         sink.write_text(tag, text, step=step, verbatim=verbatim)
 
+  def describe_run(self, description) -> None:
+    """Gives the run's public description (settings, chart layout:
+    `tff_dp.program.tensorboard_layout.RunDescription`) to the sinks that
+    show one."""
+    for sink in self._sinks:
+      if hasattr(sink, 'describe_run'):
+        sink.describe_run(description)
+
   def close(self) -> None:
     for sink in self._sinks:
       if hasattr(sink, 'close'):

@@ -11,8 +11,8 @@ the others from (`replay`).
 
 To add a sink (a database, a monitoring service): a `ReleaseManager` in its
 own module, with `replay(rows)` if a crash can leave it ahead of
-metrics.csv and `write_text` / `close` if it needs them, and one row of
-`SINKS`.
+metrics.csv and `write_text` / `describe_run` / `close` if it needs them, and
+one row of `SINKS`.
 """
 
 import dataclasses
@@ -39,7 +39,7 @@ def tensorboard_dir(run_dir: str) -> str:
 
 
 class TensorBoardReleaseManager(tff.program.ReleaseManager):
-  """Scalars per round and run-level text, with timeless event times.
+  """Scalars per round, run-level text and hparams, with timeless event times.
 
   TFF's `TensorBoardReleaseManager` writes through `tf.summary`, which
   stamps each event with the time it was written: the differences would
@@ -93,6 +93,18 @@ class TensorBoardReleaseManager(tff.program.ReleaseManager):
     markdown = (tensorboard_text.verbatim(text)
                 if verbatim else tensorboard_text.prose(text))
     self._writer.text(tag, markdown, step=step)
+    self._writer.flush()
+
+  def describe_run(self, description) -> None:
+    """The hparams and the chart layout of the run, at step 0.
+
+    Args:
+      description: A `tff_dp.program.tensorboard_layout.RunDescription`
+        (public settings only); the times inside its summaries are the
+        writer's start, like every event's.
+    """
+    for summary in description.summaries(start_time=self._writer.origin):
+      self._writer.summary(summary, step=0)
     self._writer.flush()
 
   def close(self) -> None:
