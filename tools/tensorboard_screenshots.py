@@ -205,8 +205,9 @@ def main(argv=None) -> int:
   parser.add_argument('logdir',
                       help='a run directory, its tensorboard/, or runs/')
   parser.add_argument('--out_dir',
-                      default='tensorboard_screenshots',
-                      help='where the PNGs go (default: %(default)s)')
+                      default='',
+                      help='where the PNGs go (default: a new directory '
+                      'under the system\'s temporary directory)')
   parser.add_argument('--dashboards',
                       default=','.join(DASHBOARDS),
                       help='comma-separated, of ' + ', '.join(DASHBOARDS) +
@@ -237,9 +238,10 @@ def main(argv=None) -> int:
   if not browser:
     print(f'error: {_INSTALL_HINT}', file=sys.stderr)
     return 2
+  out_dir = args.out_dir or tempfile.mkdtemp(prefix='tensorboard-screenshots-')
   try:
     take(args.logdir,
-         args.out_dir,
+         out_dir,
          dashboards=dashboards,
          browser=browser,
          budget_ms=args.budget_ms,
