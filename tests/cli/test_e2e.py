@@ -35,13 +35,15 @@ def _run_sh(*args, timeout=300, env=None):
                         timeout=timeout)
 
 
-def _tensorboard_tags(event_dir):
+def _tensorboard_tags(event_dir, *, scalars=False):
+  """Every tag of the event files (`scalars`: of the scalars only)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tags = set()
   for path in glob.glob(os.path.join(event_dir, 'events.out.tfevents.*')):
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
-        tags.add(value.tag)
+        if not scalars or value.HasField('simple_value'):
+          tags.add(value.tag)
   return tags
 
 
@@ -101,9 +103,12 @@ def test_smoke_run_writes_every_output(smoke_run):
                'privacy_statement.txt', 'summary.json', 'worker.log'):
     assert os.path.isfile(os.path.join(run_dir, name)), name
   tags = _tensorboard_tags(os.path.join(run_dir, 'tensorboard'))
+  # The scalars, the run-level text, the hparams plugin's experiment and
+  # session, the custom-scalars layout.
   for tag in ('eval/accuracy', 'eval/loss', 'privacy/epsilon_rdp',
               'privacy/epsilon_pld', 'privacy/noise_multiplier', 'privacy/clip',
-              'flags', 'privacy_statement'):
+              'flags', 'privacy_statement', '_hparams_/experiment',
+              '_hparams_/session_start_info', 'custom_scalars__config__'):
     assert tag in tags, tag
   # Round times grow with the hidden cohorts: not released in a DP run.
   assert not [tag for tag in tags if 'seconds' in tag], tags
@@ -117,7 +122,8 @@ def test_smoke_run_releases_only_allowed_keys(smoke_run):
   assert [int(row['round']) for row in rows] == [1, 2, 3]
   assert set(rows[0]) - {'round'} <= release.DP_SAFE_KEYS
   tags = _tensorboard_tags(os.path.join(run_dir, 'tensorboard'))
-  scalar_tags = tags - {'flags', 'privacy_statement'}
+  scalar_tags = _tensorboard_tags(os.path.join(run_dir, 'tensorboard'),
+                                  scalars=True)
   assert scalar_tags <= release.DP_SAFE_KEYS
   assert not any(tag.startswith('nonprivate/') for tag in tags)
 

@@ -85,6 +85,8 @@ def test_cohorts_are_secret_per_run_and_resume_redraws_its_own(tmp_path):
   # channel of the cohort's size): they say only the step.
   offsets = _event_time_offsets(os.path.join(second, 'tensorboard'))
   assert len(offsets) > 10 and len(set(offsets)) == 1, set(offsets)
+  # Nor do the times inside the hparams plugin's data: the run's start.
+  assert _hparams_times(os.path.join(second, 'tensorboard')) == set(offsets)
 
 
 def _event_time_offsets(event_dir):
@@ -97,6 +99,26 @@ def _event_time_offsets(event_dir):
       if event.HasField('summary'):
         offsets.append(event.wall_time - event.step)
   return offsets
+
+
+def _hparams_times(event_dir):
+  """The experiment's creation and the session's start, in `event_dir`."""
+  from tensorboard.plugins.hparams import metadata  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  times = set()
+  for name in os.listdir(event_dir):
+    for event in tf.compat.v1.train.summary_iterator(
+        os.path.join(event_dir, name)):
+      for value in event.summary.value:
+        content = value.metadata.plugin_data.content
+        if value.tag == metadata.EXPERIMENT_TAG:
+          times.add(
+              metadata.parse_experiment_plugin_data(content).time_created_secs)
+        elif value.tag == metadata.SESSION_START_INFO_TAG:
+          times.add(
+              metadata.parse_session_start_info_plugin_data(
+                  content).start_time_secs)
+  return times
 
 
 @pytest.mark.e2e

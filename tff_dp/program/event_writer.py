@@ -9,6 +9,11 @@ released events are written here, with TensorBoard's own pure-Python event
 writer and protos, at the wall time `origin + step`: the run's start (public:
 the default run name carries it) plus one second per round. TensorBoard's
 "step" axis is unaffected.
+
+Run-level summaries (the flags, the privacy statement, the hparams plugin's
+experiment and session, the custom-scalars layout) are written at step 0, at
+the wall time `origin`; the times inside the hparams protos (the experiment's
+creation, the session's start) are `origin` too.
 """
 
 import time
@@ -20,27 +25,33 @@ from tensorboard.summary.writer import event_file_writer
 
 
 class EventWriter:
-  """Writes scalars and text to one TensorBoard log directory."""
+  """Writes summaries to one TensorBoard log directory."""
 
   def __init__(self, logdir: str):
     self._writer = event_file_writer.EventFileWriter(logdir)
     # Whole seconds: the sub-second part of the start says nothing useful.
     self._origin = float(int(time.time()))
 
-  def _add(self, summary: summary_pb2.Summary, step: int) -> None:
+  @property
+  def origin(self) -> float:
+    """The wall time of step 0: the writer's start, in whole seconds."""
+    return self._origin
+
+  def summary(self, summary: summary_pb2.Summary, *, step: int) -> None:
+    """Writes any summary proto, at the wall time `origin + step`."""
     self._writer.add_event(
         event_pb2.Event(wall_time=self._origin + step,
                         step=step,
                         summary=summary))
 
   def scalar(self, tag: str, value: float, *, step: int) -> None:
-    self._add(
-        summary_pb2.Summary(value=[
-            summary_pb2.Summary.Value(tag=tag, simple_value=float(value))
-        ]), step)
+    self.summary(summary_pb2.Summary(
+        value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(value))]),
+                 step=step)
 
   def text(self, tag: str, text: str, *, step: int) -> None:
-    self._add(text_summary.text_pb(tag, text), step)
+    """Text for TensorBoard's text plugin, which renders it as Markdown."""
+    self.summary(text_summary.text_pb(tag, text), step=step)
 
   def flush(self) -> None:
     self._writer.flush()

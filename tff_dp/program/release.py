@@ -141,11 +141,25 @@ class Releaser:
       if hasattr(sink, 'replay'):
         sink.replay(rows)
 
-  def write_text(self, tag: str, text: str, *, step: int = 0) -> None:
-    """Writes run-level text (flags, privacy statement) where sinks show it."""
+  def write_text(self,
+                 tag: str,
+                 text: str,
+                 *,
+                 step: int = 0,
+                 verbatim: bool = False) -> None:
+    """Writes run-level text where sinks show it: prose (the privacy
+    statement), or `verbatim` line by line (the flags)."""
     for sink in self._sinks:
       if hasattr(sink, 'write_text'):
-        sink.write_text(tag, text, step=step)
+        sink.write_text(tag, text, step=step, verbatim=verbatim)
+
+  def describe_run(self, description) -> None:
+    """Gives the run's public description (settings, chart layout:
+    `tff_dp.program.tensorboard_layout.RunDescription`) to the sinks that
+    show one."""
+    for sink in self._sinks:
+      if hasattr(sink, 'describe_run'):
+        sink.describe_run(description)
 
   def close(self) -> None:
     for sink in self._sinks:

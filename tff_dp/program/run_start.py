@@ -8,6 +8,7 @@ the checkpoint, never trusted as they are.
 """
 
 import dataclasses
+import os
 from typing import Any, Optional
 
 from tff_dp.config import TrainConfig
@@ -15,6 +16,7 @@ from tff_dp.privacy import run_secrets
 from tff_dp.program import checkpoint
 from tff_dp.program import release as release_lib
 from tff_dp.program import resume as resume_rules
+from tff_dp.program import tensorboard_layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +111,12 @@ def restore(config: TrainConfig, run_dir: str,
 def open_releaser(config: TrainConfig, run_dir: str, start: Start, *,
                   resume: bool, release_nonprivate: bool,
                   flagfile: str) -> release_lib.Releaser:
-  """The run's `Releaser`, its sinks rebuilt to what `start` has released."""
+  """The run's `Releaser`, its sinks rebuilt to what `start` has released.
+
+  The run-level text and description (flags, hparams, chart layout) are
+  written after the rebuild, which starts the sinks' own files over: a
+  resumed run has them once, with its own settings.
+  """
   releaser = release_lib.Releaser(run_dir,
                                   private=config.private,
                                   allow_nonprivate=release_nonprivate)
@@ -120,7 +127,11 @@ def open_releaser(config: TrainConfig, run_dir: str, start: Start, *,
     if not start.rows or int(start.rows[-1]['round']) < start.round_num - 1:
       # Checkpointed but not yet released when the run stopped.
       releaser.release(start.round_num - 1, start.last_values)
-  releaser.write_text('flags', flagfile)
+  releaser.write_text('flags', flagfile, verbatim=True)
+  releaser.describe_run(
+      tensorboard_layout.describe(config,
+                                  run_name=os.path.basename(
+                                      os.path.normpath(run_dir))))
   return releaser
 
 

@@ -11,11 +11,12 @@ the others from (`replay`).
 
 To add a sink (a database, a monitoring service): a `ReleaseManager` in its
 own module, with `replay(rows)` if a crash can leave it ahead of
-metrics.csv and `write_text` / `close` if it needs them, and one row of
-`SINKS`.
+metrics.csv and `write_text` / `describe_run` / `close` if it needs them, and
+one row of `SINKS`.
 """
 
 import dataclasses
+import math
 import os
 import shutil
 from typing import Callable, Iterable, Mapping
@@ -24,6 +25,7 @@ import tensorflow_federated as tff
 
 from tff_dp.program import event_writer
 from tff_dp.program import faults
+from tff_dp.program import tensorboard_text
 
 CSV_KEY_FIELD = 'round'
 
@@ -37,11 +39,15 @@ def tensorboard_dir(run_dir: str) -> str:
 
 
 class TensorBoardReleaseManager(tff.program.ReleaseManager):
-  """Scalars per round and run-level text, with timeless event times.
+  """Scalars per round, run-level text and hparams, with timeless event times.
 
   TFF's `TensorBoardReleaseManager` writes through `tf.summary`, which
   stamps each event with the time it was written: the differences would
   release every round's duration (`tff_dp.program.event_writer`).
+
+  A value that is not finite (an audit's estimate while it is undefined:
+  `tff_dp.program.canary_statistics`) is no point on a chart: TensorBoard
+  draws a series with one NaN as an empty chart. metrics.csv keeps it.
   """
 
   def __init__(self, logdir: str):
@@ -49,7 +55,7 @@ class TensorBoardReleaseManager(tff.program.ReleaseManager):
     self._writer = event_writer.EventWriter(logdir)
 
   async def release(self, value: Mapping[str, float], key: int) -> None:
-    for i, (tag, scalar) in enumerate(value.items()):
+    for i, (tag, scalar) in enumerate(_plotted(value.items())):
       self._writer.scalar(tag, scalar, step=key)
       if i == 0:
         self._writer.flush()
@@ -68,19 +74,46 @@ class TensorBoardReleaseManager(tff.program.ReleaseManager):
     self._writer = event_writer.EventWriter(self._logdir)
     for row in rows:
       step = int(row[CSV_KEY_FIELD])
-      for tag, value in row.items():
-        if tag != CSV_KEY_FIELD and value not in ('', None):
-          self._writer.scalar(tag, float(value), step=step)
+      for tag, value in _plotted(
+          (tag, float(value))
+          for tag, value in row.items()
+          if tag != CSV_KEY_FIELD and value not in ('', None)):
+        self._writer.scalar(tag, value, step=step)
     self._writer.flush()
 
-  def write_text(self, tag: str, text: str, *, step: int = 0) -> None:
-    """Run-level text (flags, privacy statement), verbatim as Markdown."""
-    block = '\n'.join('    ' + line for line in text.splitlines())
-    self._writer.text(tag, block, step=step)
+  def write_text(self,
+                 tag: str,
+                 text: str,
+                 *,
+                 step: int = 0,
+                 verbatim: bool = False) -> None:
+    """Run-level text: prose (the privacy statement) as Markdown paragraphs
+    the browser wraps, or `verbatim` (the flags) as a code block
+    (`tff_dp.program.tensorboard_text`)."""
+    markdown = (tensorboard_text.verbatim(text)
+                if verbatim else tensorboard_text.prose(text))
+    self._writer.text(tag, markdown, step=step)
+    self._writer.flush()
+
+  def describe_run(self, description) -> None:
+    """The hparams and the chart layout of the run, at step 0.
+
+    Args:
+      description: A `tff_dp.program.tensorboard_layout.RunDescription`
+        (public settings only); the times inside its summaries are the
+        writer's start, like every event's.
+    """
+    for summary in description.summaries(start_time=self._writer.origin):
+      self._writer.summary(summary, step=0)
     self._writer.flush()
 
   def close(self) -> None:
     self._writer.close()
+
+
+def _plotted(items: Iterable[tuple[str, float]]):
+  """The (tag, value) pairs TensorBoard can draw: finite values only."""
+  return ((tag, value) for tag, value in items if math.isfinite(value))
 
 
 def _csv_sink(run_dir: str) -> tff.program.ReleaseManager:
