@@ -8,6 +8,9 @@
   their reference code and used in LEAF (Caldas et al. 2018, "LEAF: A
   Benchmark for Federated Settings", arXiv:1812.01097). Each client has its
   own generating distribution, so the data is naturally partitioned.
+  `--dataset=synthetic_shared` is its variant with ONE labelling model
+  shared by all clients (the reference code's iid branch for W and b) and
+  the clients' own feature means kept: a global model can learn it.
 
 Preprocessing never uses statistics computed from the examples: in a
 differentially private run those statistics would be an un-noised release
@@ -252,8 +255,13 @@ def federate_centralized(
 
 
 def _synthetic_client(
-    rng: np.random.Generator, *, alpha: float, beta: float,
-    size_scale: float | None) -> tuple[np.ndarray, np.ndarray]:
+    rng: np.random.Generator,
+    *,
+    alpha: float,
+    beta: float,
+    size_scale: float | None,
+    shared: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
   """Draws one client of Synthetic(alpha, beta), as the reference code."""
   size = int(rng.lognormal(_SYNTHETIC_SIZE_MU, _SYNTHETIC_SIZE_SIGMA))
   size += _SYNTHETIC_SIZE_OFFSET
@@ -268,6 +276,10 @@ def _synthetic_client(
   v = rng.normal(big_b, 1.0, _SYNTHETIC_DIM)
   w = rng.normal(u, 1.0, (_SYNTHETIC_DIM, _SYNTHETIC_CLASSES))
   b = rng.normal(u, 1.0, _SYNTHETIC_CLASSES)
+  if shared is not None:
+    # Drawn above all the same, so a client's features are those of
+    # Synthetic(alpha, beta) with the same seed.
+    w, b = shared
   # Sigma is diagonal with Sigma_jj = j**-1.2 (j from 1), so scaling
   # independent normals is the multivariate normal draw.
   std = np.arange(1, _SYNTHETIC_DIM + 1, dtype=np.float64)**(-1.2 / 2)
@@ -284,8 +296,8 @@ def generate_synthetic(
     alpha: float = 1.0,
     beta: float = 1.0,
     test_fraction: float = 0.2,
-    examples_per_client_mean: float | None = None
-) -> federated_data.FederatedData:
+    examples_per_client_mean: float | None = None,
+    shared_model: bool = False) -> federated_data.FederatedData:
   """Generates Synthetic(alpha, beta) of Li et al. (2020) / LEAF.
 
   Client k: u_k ~ N(0, alpha), B_k ~ N(0, beta) (alpha, beta used as
@@ -294,6 +306,14 @@ def generate_synthetic(
   with Sigma diagonal, Sigma_jj = j**-1.2; y = argmax(W_k^T x + b_k).
   Sizes are int(lognormal(4, 2)) + 50 as in the reference, optionally
   rescaled to the requested mean (the shape of the distribution is kept).
+
+  The clients' labelling models are independent: u_k shifts every class's
+  score equally, so argmax(W_k^T x + b_k) is a fresh random linear rule per
+  client and the population shares no rule a global model could learn
+  (beyond the clients it memorizes, which user-level DP hides).
+  `shared_model=True` draws one W ~ N(0, 1), b ~ N(0, 1) for all clients
+  (the reference code's iid branch for the model) and keeps each client's
+  feature mean v_k: heterogeneous features, one learnable rule.
 
   Client k is drawn from its own stream, child k of SeedSequence(seed), so
   its data does not depend on `num_clients`: a larger population extends a
@@ -313,6 +333,7 @@ def generate_synthetic(
     test_fraction: Per-client held-out fraction, in (0, 1).
     examples_per_client_mean: Expected examples per client before the
       split; None keeps the reference sizes (mean ~453).
+    shared_model: One W, b for all clients (`synthetic_shared`).
 
   Returns:
     The validated `FederatedData`, named 'synthetic'.
@@ -338,10 +359,20 @@ def generate_synthetic(
                        f'{examples_per_client_mean}')
     size_scale = examples_per_client_mean / _SYNTHETIC_REFERENCE_MEAN
 
+  shared = None
+  if shared_model:
+    # Its own stream (entropy (seed, 1)), apart from the clients' children.
+    model_rng = np.random.default_rng(np.random.SeedSequence((seed, 1)))
+    shared = (model_rng.normal(0.0, 1.0, (_SYNTHETIC_DIM, _SYNTHETIC_CLASSES)),
+              model_rng.normal(0.0, 1.0, _SYNTHETIC_CLASSES))
   client_x, client_y, test_x, test_y = [], [], [], []
   for child in np.random.SeedSequence(seed).spawn(num_clients):
     rng = np.random.default_rng(child)
-    x, y = _synthetic_client(rng, alpha=alpha, beta=beta, size_scale=size_scale)
+    x, y = _synthetic_client(rng,
+                             alpha=alpha,
+                             beta=beta,
+                             size_scale=size_scale,
+                             shared=shared)
     order = rng.permutation(y.size)
     keep = max(1, int((1.0 - test_fraction) * y.size))
     client_x.append(x[order[:keep]].astype(np.float32))
@@ -357,16 +388,18 @@ def generate_synthetic(
   sizes = ('reference sizes' if size_scale is None else
            f'sizes scaled to mean {examples_per_client_mean:g}')
   return federated_data.FederatedData(
-      name=OfflineDataset.SYNTHETIC.value,
+      name='synthetic_shared'
+      if shared_model else OfflineDataset.SYNTHETIC.value,
       client_ids=tuple(federated_data.default_client_ids(num_clients)),
       client_x=tuple(client_x),
       client_y=tuple(client_y),
       test_x=test_x,
       test_y=np.concatenate(test_y),
       num_classes=_SYNTHETIC_CLASSES,
-      provenance=(f'Synthetic(alpha={alpha:g}, beta={beta:g}) of Li et al. '
-                  f'2020, {sizes}; {test_fraction:g} of each client held '
-                  f'out and pooled as test set; seed {seed}'))
+      provenance=
+      (f'Synthetic(alpha={alpha:g}, beta={beta:g}) of Li et al. '
+       f'2020{", one W, b shared by all clients" if shared_model else ""}, {sizes}; {test_fraction:g} of each client held '
+       f'out and pooled as test set; seed {seed}'))
 
 
 def _load_requested(
@@ -395,3 +428,19 @@ def load_synthetic(
     request: registry.LoadRequest) -> federated_data.FederatedData:
   """`--dataset=synthetic` (a row of `tff_dp.data.registry`)."""
   return _load_requested(OfflineDataset.SYNTHETIC, request)
+
+
+def load_synthetic_shared(
+    request: registry.LoadRequest) -> federated_data.FederatedData:
+  """`--dataset=synthetic_shared` (a row of `tff_dp.data.registry`)."""
+  partition = Partition(request.partition)
+  if partition is not Partition.NATURAL:
+    raise ValueError(
+        "dataset 'synthetic_shared' is partitioned by construction (one "
+        'feature distribution per client); use partition '
+        f'{Partition.NATURAL.value!r}, got {partition.value!r}')
+  _check_seed(request.seed)
+  return generate_synthetic(num_clients=request.num_clients,
+                            seed=request.seed,
+                            test_fraction=request.test_fraction,
+                            shared_model=True)

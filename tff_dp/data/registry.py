@@ -97,6 +97,12 @@ DATASETS = (
                 f'{_OFFLINE}:load_synthetic',
                 offline=True,
                 test_set=_HELD_OUT),
+    DatasetSpec('synthetic_shared', 'Synthetic(1, 1) with one labelling '
+                'model shared by all clients (their feature means differ), '
+                'generated per client (--partition=natural)',
+                f'{_OFFLINE}:load_synthetic_shared',
+                offline=True,
+                test_set=_HELD_OUT),
     DatasetSpec(
         'emnist_digits', "TFF's federated EMNIST digits (writers "
         'are clients) from --data_dir', f'{_BENCHMARKS}:load_emnist_digits'),
