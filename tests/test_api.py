@@ -102,12 +102,16 @@ def test_client_data_becomes_checked_federated_data():
 @pytest.mark.tff
 def test_train_returns_weights_history_and_epsilons(tmp_path):
   seen = []
+  # A notebook's (here: the test session's) TFF context is its own: a run
+  # trains on tff-dp's worker and gives the caller's context back.
+  callers = tff.framework.get_context_stack().current
   result = tff_dp.train(flagfile=_SMOKE,
                         rounds=2,
                         output_dir=str(tmp_path),
                         run_name='api',
                         on_round=lambda r, values: seen.append(r))
   assert seen == [1, 2]
+  assert tff.framework.get_context_stack().current is callers
   assert [row['round'] for row in result.history] == [1.0, 2.0]
   with open(tmp_path / 'api' / 'summary.json', encoding='utf-8') as f:
     summary = json.load(f)

@@ -211,11 +211,8 @@ def train(config: Optional[TrainConfig] = None,
                                  keras_model_fn=keras_model_fn)
   fv = _flag_values()
   defaults = {name: fv[name].default for name in config.to_json()}
-  # pylint: disable-next=g-import-not-at-top
-  from tff_dp.execution import runtime
   from tff_dp.program import assembly  # pylint: disable=g-import-not-at-top
   from tff_dp.program import experiment  # pylint: disable=g-import-not-at-top
-  runtime.disable_default_context()
   summary = experiment.run_experiment(prepared,
                                       run_dir,
                                       resume=resume,

@@ -118,11 +118,12 @@ def local_runtime(
   try:
     stub = worker_connect.connect(worker)
     worker_connect.warn_if_exposed(worker)
-    tff.framework.set_default_context(execution_context(stub))
-    yield worker
+    # On top of the caller's context, not in place of it: a run inside a
+    # process that has its own (a notebook's, a test session's runtime) gives
+    # it back when it ends. The programs' own is the failing one
+    # (`disable_default_context`), so that a computation invoked later fails
+    # loudly instead of silently starting TFF's unmanaged default worker.
+    with tff.framework.get_context_stack().install(execution_context(stub)):
+      yield worker
   finally:
-    # Computations invoked after this point fail loudly instead of silently
-    # starting TFF's unmanaged default worker.
-    tff.framework.set_default_context(
-        runtime_error_context.RuntimeErrorContext())
     worker.stop()
