@@ -76,7 +76,11 @@ def test_smoke_run_succeeds_and_prints_accuracy_and_epsilon(smoke_run):
   assert 'round 3/3' in result.stdout
   assert 'test accuracy:' in result.stdout
   assert 'epsilon (central): rdp' in result.stdout
-  assert 'Privacy statement' in result.stdout
+  statement = os.path.join(smoke_run[1], 'privacy_statement.txt')
+  assert (f'privacy statement (what the guarantee covers, releases and '
+          f'assumes): {statement}') in result.stdout
+  # Named, not printed: its 20 paragraphs pushed the rounds off the screen.
+  assert 'Unit of privacy' not in result.stdout
 
 
 def test_smoke_run_console_is_quiet_and_accounts_for_the_start_up(smoke_run):

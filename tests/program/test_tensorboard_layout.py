@@ -81,7 +81,8 @@ def _run(run_dir, config, start, *, rows=(), resume=False):
                                      start,
                                      resume=resume,
                                      release_nonprivate=False,
-                                     flagfile='--dataset=digits\n--rounds=2\n')
+                                     flagfile='--dataset=digits\n--rounds=2\n',
+                                     population=100)
   for row in rows:
     releaser.release(int(row['round']), {
         k: float(v) for k, v in row.items() if k != 'round'
@@ -129,7 +130,8 @@ def test_the_hparams_dashboard_gets_the_public_settings_and_released_tags(
     smoke_events):
   experiment_pb = _experiment(smoke_events)
   assert [h.name for h in experiment_pb.hparam_infos][:5] == [
-      'dp_mechanism', 'noise_multiplier', 'clip', 'clients_per_round', 'rounds'
+      'dp_mechanism', 'noise_multiplier', 'clip', 'sampling_rate',
+      'clients_per_round'
   ]
   metrics = [m.name.tag for m in experiment_pb.metric_infos]
   # The columns are the released scalar tags (TensorBoard reads each as the
@@ -161,7 +163,9 @@ def test_the_hparams_dashboard_gets_the_public_settings_and_released_tags(
       'dp_mechanism': 'gaussian_adaptive',
       'noise_multiplier': 0.5,
       'clip': 0.1,  # The initial clip of adaptive clipping.
+      'sampling_rate': 0.1,  # q = 10 / N, N = 100 (public).
       'clients_per_round': 10,
+      'population': 100,
       'rounds': 3,
       'delta': 1e-3,
       'client_sampling': 'poisson',
@@ -293,8 +297,11 @@ def test_a_resumed_run_has_its_description_once(tmp_path):
     ])
 def test_only_what_applies_to_the_run(argv, hparams, charts):
   config = _config(*argv)
-  values = tensorboard_layout.run_hparams(config)
+  values = tensorboard_layout.run_hparams(config, population=700)
   assert values.items() >= hparams.items()
+  assert values['population'] == 700
+  assert values['sampling_rate'] == pytest.approx(
+      min(1, config.clients_per_round / 700))
   if not config.uses_dp_aggregator:
     assert 'noise_multiplier' not in values and 'clip' not in values
   if not config.private:

@@ -257,7 +257,10 @@ def _eps(value: float) -> str:
 
 def print_summary(summary, statement_path: str, *, eval_prefix: str,
                   metric_names: tuple[str, ...]) -> None:
-  """Prints the privacy statement and the summary.
+  """Prints the summary, and where the privacy statement is.
+
+  The statement (20 paragraphs) is not printed: in full, it pushed the run's
+  progress off a terminal's screen. The summary repeats its guarantee.
 
   Args:
     summary: The run's `run_summary.Summary`.
@@ -268,8 +271,6 @@ def print_summary(summary, statement_path: str, *, eval_prefix: str,
       <name>'.
   """
   print()
-  with open(statement_path) as f:
-    print(f.read())
   print('Summary')
   print('=======')
   for name in metric_names:
@@ -313,4 +314,6 @@ def print_summary(summary, statement_path: str, *, eval_prefix: str,
         f'({summary.stop_reason})')
   if summary.wall_seconds is not None:
     print(f'wall time: {format_duration(summary.wall_seconds)}')
+  print(f'privacy statement (what the guarantee covers, releases and '
+        f'assumes): {statement_path}')
   print(f'outputs: {summary.run_dir}')

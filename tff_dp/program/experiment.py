@@ -264,7 +264,9 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
                                          start,
                                          resume=resume,
                                          release_nonprivate=release_nonprivate,
-                                         flagfile=resolved_flagfile(config))
+                                         flagfile=resolved_flagfile(config),
+                                         population=data.population +
+                                         config.audit_canaries)
 
       def persist(round_num, state, values):
         checkpoints.save(

@@ -1,4 +1,4 @@
-"""The privacy statement printed at the end of every run and saved with it.
+"""The privacy statement saved with every run and named at its end.
 
 It says, in words, what the epsilon printed by the run means: unit of privacy,
 adjacency, sampling, noise, rounds, delta, the accountants, and what was

@@ -108,14 +108,20 @@ def restore(config: TrainConfig, run_dir: str,
                rows=rows)
 
 
-def open_releaser(config: TrainConfig, run_dir: str, start: Start, *,
-                  resume: bool, release_nonprivate: bool,
-                  flagfile: str) -> release_lib.Releaser:
+def open_releaser(config: TrainConfig,
+                  run_dir: str,
+                  start: Start,
+                  *,
+                  resume: bool,
+                  release_nonprivate: bool,
+                  flagfile: str,
+                  population: Optional[int] = None) -> release_lib.Releaser:
   """The run's `Releaser`, its sinks rebuilt to what `start` has released.
 
   The run-level text and description (flags, hparams, chart layout) are
   written after the rebuild, which starts the sinks' own files over: a
-  resumed run has them once, with its own settings.
+  resumed run has them once, with its own settings. `population` (N,
+  public) gives the hparams N and the sampling rate q.
   """
   releaser = release_lib.Releaser(run_dir,
                                   private=config.private,
@@ -131,7 +137,8 @@ def open_releaser(config: TrainConfig, run_dir: str, start: Start, *,
   releaser.describe_run(
       tensorboard_layout.describe(config,
                                   run_name=os.path.basename(
-                                      os.path.normpath(run_dir))))
+                                      os.path.normpath(run_dir)),
+                                  population=population))
   return releaser
 
 

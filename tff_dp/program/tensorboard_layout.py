@@ -20,7 +20,7 @@ sink's files when a run resumes:
 
 import dataclasses
 import re
-from typing import Mapping, Union
+from typing import Mapping, Optional, Union
 
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.custom_scalar import layout_pb2
@@ -88,9 +88,16 @@ HPARAMS = (
               description='The central L2 clip: under adaptive clipping, '
               'the initial clip (the clip of each round is the released '
               'privacy/clip).'),
+    hp.HParam('sampling_rate',
+              _Real(),
+              description='q: the chance that a client takes part in a '
+              'round (clients_per_round over the population; public).'),
     hp.HParam('clients_per_round',
               _Real(),
               description='The planned (expected) cohort size.'),
+    hp.HParam('population',
+              _Real(),
+              description='N: the clients the run samples from (public).'),
     hp.HParam('rounds', _Real(), description='Rounds planned.'),
     hp.HParam('delta', _Real()),
     hp.HParam('client_sampling', _choice(sampling.ClientSampling)),
@@ -124,8 +131,18 @@ METRICS = (
 )
 
 
-def run_hparams(config: config_lib.TrainConfig) -> dict[str, Value]:
-  """The run's values of `HPARAMS`: only the settings that apply to it."""
+def run_hparams(config: config_lib.TrainConfig,
+                population: Optional[int] = None) -> dict[str, Value]:
+  """The run's values of `HPARAMS`: only the settings that apply to it.
+
+  Args:
+    config: The run's settings.
+    population: The clients it samples from (N, public: the accountant's
+      input); None leaves N and q out.
+
+  Returns:
+    The values by hparam name.
+  """
   values: dict[str, Value] = {
       'dataset': config.dataset.value,
       'model': config.model.value,
@@ -137,6 +154,9 @@ def run_hparams(config: config_lib.TrainConfig) -> dict[str, Value]:
       'local_dp': config.local_dp.value,
       'example_dp': config.example_dp,
   }
+  if population:
+    values['population'] = population
+    values['sampling_rate'] = min(1.0, config.clients_per_round / population)
   if config.uses_dp_aggregator:
     values['noise_multiplier'] = config.noise_multiplier
     values['clip'] = (config.initial_clip if config.mechanism
@@ -233,9 +253,11 @@ def _layout_pb(scalars_layout: layout_pb2.Layout) -> summary_pb2.Summary:
   return summary
 
 
-def describe(config: config_lib.TrainConfig, *,
-             run_name: str) -> RunDescription:
+def describe(config: config_lib.TrainConfig,
+             *,
+             run_name: str,
+             population: Optional[int] = None) -> RunDescription:
   """The run's description for the sinks (`Releaser.describe_run`)."""
   return RunDescription(name=run_name,
-                        hparams=run_hparams(config),
+                        hparams=run_hparams(config, population),
                         layout=layout(config))
