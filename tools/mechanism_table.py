@@ -1,14 +1,15 @@
 """Trains every mechanism's config and tabulates accuracy and guarantees.
 
   .venv/bin/python -m tools.mechanism_table [--configs a.cfg,b.cfg]
-      [--rounds N] [--write_readme]
+      [--rounds N] [--write_readme] [--write_configs]
 
 Each config runs through the real program (`python -m tff_dp.cli.train`), one
 after the other, with its own rounds unless --rounds is given; the table (test
 accuracy, the central guarantee, the local and record-level epsilons, rounds,
 the program's wall time from start to exit) is printed as Markdown and written to
 benchmarks/results/mechanisms-<UTC time>.json. --write_readme replaces the
-README's table between its `mechanism-table` markers.
+README's table between its `mechanism-table` markers; --write_configs writes
+each config's "# Measured (...)" header line (`tools.measured_headers`).
 """
 
 import argparse
@@ -19,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from tools import measured_headers
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DEFAULT_CONFIGS = ('default.cfg', 'nonprivate.cfg', 'fixed_clip.cfg',
@@ -92,7 +95,11 @@ def main() -> int:
   parser.add_argument('--configs', default=','.join(_DEFAULT_CONFIGS))
   parser.add_argument('--rounds', type=int, default=None)
   parser.add_argument('--write_readme', action='store_true')
+  parser.add_argument('--write_configs', action='store_true')
   args = parser.parse_args()
+  if args.write_configs and args.rounds:
+    parser.error('--write_configs measures each config with its own rounds: '
+                 'drop --rounds')
   configs = [c for c in args.configs.split(',') if c]
   started = datetime.datetime.now(datetime.timezone.utc)
   rows = []
@@ -117,6 +124,14 @@ def main() -> int:
         f,
         indent=1)
   print(f'wrote {path}')
+  if args.write_configs:
+    for row in rows:
+      if 'error' not in row:
+        print(
+            measured_headers.write_measured_line(
+                os.path.join(_ROOT, 'configs', row['config']),
+                row['summary'],
+                date=started.strftime('%Y-%m-%d')))
   if args.write_readme:
     readme = os.path.join(_ROOT, 'README.md')
     with open(readme) as f:
