@@ -21,7 +21,8 @@ from tff_dp.program import run_privacy
 _CONFIGS = os.path.join(helpers.REPO_ROOT, 'configs')
 CONFIGS = sorted(n for n in os.listdir(_CONFIGS) if n.endswith('.cfg'))
 _MEASURED = re.compile(r'^# Measured \((\d{4}-\d{2}-\d{2}), [^)]+\): '
-                       r'accuracy (0\.\d+) after (\d+) rounds; (.+)\.$')
+                       r'accuracy (0\.\d+)(?: \(mean of \d+ runs, sd '
+                       r'0\.\d+\))? after (\d+) rounds; (.+)\.$')
 _CENTRAL = re.compile(r'^central epsilon ([\d.e+]+) \((PLD|RDP), '
                       r'delta ([\d.e+-]+)\)$')
 _LOCAL = re.compile(r'^local epsilon ([\d.e+]+) \(.+\)$')

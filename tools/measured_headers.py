@@ -15,7 +15,8 @@ sampled run's clients rarely are: the run's most frequent client's follows.
 """
 
 import os
-from typing import Any, Mapping, Optional
+import statistics
+from typing import Any, Mapping, Optional, Sequence
 
 from absl import flags
 
@@ -44,15 +45,29 @@ def _planned_local_epsilon(flagfile: str) -> Optional[float]:
   return None if local is None else local.epsilon
 
 
-def measured_line(summary: Mapping[str, Any], *, date: str,
-                  planned_local_epsilon: Optional[float]) -> str:
+def _accuracy(summary: Mapping[str, Any],
+              accuracies: Optional[Sequence[float]]) -> str:
+  if not accuracies or len(accuracies) == 1:
+    return f"{summary['accuracy']:.3f}"
+  return (f'{statistics.mean(accuracies):.3f} (mean of {len(accuracies)} '
+          f'runs, sd {statistics.stdev(accuracies):.3f})')
+
+
+def measured_line(summary: Mapping[str, Any],
+                  *,
+                  date: str,
+                  planned_local_epsilon: Optional[float],
+                  accuracies: Optional[Sequence[float]] = None) -> str:
   """The header line for a run's summary.json.
 
   Args:
-    summary: The run's summary.json.
+    summary: The run's summary.json (of the worst run, for the realized
+      local and record-level epsilons, when there are several).
     date: The day of the measurement (YYYY-MM-DD).
     planned_local_epsilon: The preset's planned local epsilon, if it has
       local DP.
+    accuracies: The accuracy of each run of the same settings, if several:
+      their mean and standard deviation are stated.
 
   Returns:
     The line, without a newline.
@@ -73,26 +88,32 @@ def measured_line(summary: Mapping[str, Any], *, date: str,
                    f"{_delta(summary['delta'])})")
   if not summary['private']:
     clauses.append('not private')
-  return (f'{_PREFIX}{date}, this machine, tools/mechanism_table.py): '
-          f"accuracy {summary['accuracy']:.3f} after {summary['rounds']} "
-          f"rounds; {'; '.join(clauses)}.")
+  return (
+      f'{_PREFIX}{date}, this machine, tools/mechanism_table.py): '
+      f"accuracy {_accuracy(summary, accuracies)} after {summary['rounds']} "
+      f"rounds; {'; '.join(clauses)}.")
 
 
-def write_measured_line(flagfile: str, summary: Mapping[str, Any], *,
-                        date: str) -> str:
+def write_measured_line(flagfile: str,
+                        summary: Mapping[str, Any],
+                        *,
+                        date: str,
+                        accuracies: Optional[Sequence[float]] = None) -> str:
   """Replaces (or adds, at the header's end) a preset's Measured line.
 
   Args:
     flagfile: The preset's path.
     summary: Its run's summary.json.
     date: The day of the measurement (YYYY-MM-DD).
+    accuracies: See `measured_line`.
 
   Returns:
     The line written.
   """
   line = measured_line(summary,
                        date=date,
-                       planned_local_epsilon=_planned_local_epsilon(flagfile))
+                       planned_local_epsilon=_planned_local_epsilon(flagfile),
+                       accuracies=accuracies)
   with open(flagfile, encoding='utf-8') as f:
     lines = f.read().splitlines()
   header_end = next(

@@ -68,3 +68,13 @@ def test_the_line_replaces_the_old_one_or_ends_the_header(tmp_path):
                                        _summary(),
                                        date='2026-12-04')
   assert config.read_text().splitlines()[1] == written
+
+
+def test_several_runs_state_their_mean_and_spread():
+  line = measured_headers.measured_line(_summary(),
+                                        date='2026-12-04',
+                                        planned_local_epsilon=None,
+                                        accuracies=[0.92, 0.93, 0.94])
+  assert 'accuracy 0.930 (mean of 3 runs, sd 0.010) after 100 rounds' in line
+  match, _ = _clauses(line)
+  assert match[2] == '0.930'
