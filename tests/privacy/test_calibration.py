@@ -132,3 +132,33 @@ def test_pld_calibrates_fixed_size_with_the_unamplified_bound():
         noise / 2 / math.sqrt(rounds)).get_delta_for_epsilon(epsilon)
 
   assert exact_delta(z) <= 1e-5 < exact_delta(z * (1 - 1e-4))
+
+
+@pytest.mark.parametrize('target, rounds', [(1e-6, 10_000), (1e3, 1)])
+def test_an_unreachable_target_raises_its_own_error(target, rounds):
+  # 1e-6 over 10,000 rounds needs z > 2**20 (even epsilon 0, which RDP
+  # certifies once the divergence is below delta**2, needs z ~ 1e7); 1e3 is
+  # met in one round with z < 0.1. Both are ValueErrors too, which callers
+  # already report.
+  with pytest.raises(calibration.UnreachableBudgetError):
+    calibration.calibrate_noise_multiplier(target_epsilon=target,
+                                           delta=1e-5,
+                                           rounds=rounds,
+                                           accountant=RDP,
+                                           sampling=ClientSampling.FULL,
+                                           population=10,
+                                           clients_per_round=10)
+  assert issubclass(calibration.UnreachableBudgetError, ValueError)
+
+
+def test_invalid_cohorts_are_not_unreachable_budgets():
+  with pytest.raises(ValueError) as error:
+    calibration.calibrate_noise_multiplier(target_epsilon=5,
+                                           delta=1e-5,
+                                           rounds=5,
+                                           accountant=RDP,
+                                           sampling=ClientSampling.POISSON,
+                                           population=10,
+                                           clients_per_round=11)
+  assert not isinstance(error.value, calibration.UnreachableBudgetError)
+  assert 'clients_per_round' in str(error.value)

@@ -33,6 +33,17 @@ _MAX_CALIBRATED_NOISE = 2.0**20
 _MAX_CALIBRATED_ROUNDS = 2**40
 
 
+class UnreachableBudgetError(ValueError):
+  """No noise multiplier calibration accepts meets the target epsilon.
+
+  Accepted multipliers lie in [0.1, 2**20]: above, the target needs absurd
+  noise (it is unreachable in practice); below, it is so loose that it is
+  almost surely a mistake. A `ValueError`, so callers that catch bad inputs
+  keep working; the recommendation table catches this one alone to mark a
+  setting that cannot meet the budget, while invalid inputs still raise.
+  """
+
+
 def _check_targets(target_epsilon, delta):
   checks.check_real('target_epsilon', target_epsilon, positive=True)
   checks.check_real('delta', delta, positive=True, below_one=True)
@@ -48,6 +59,13 @@ def calibrate_noise_multiplier(*, target_epsilon: float, delta: float,
     z with at most 6 significant digits (`f'{z:.6g}'` prints it exactly),
     within ~1e-5 relative above the exact boundary, checked with
     `accounting.compute_epsilon` at exactly this value.
+
+  Raises:
+    UnreachableBudgetError: If no z in [0.1, 2**20] meets the target.
+    ValueError: For invalid arguments (e.g. more clients than the
+      population); TypeError for arguments of the wrong type.
+    accounting.UnsupportedAccountingError: If `accountant` cannot compose
+      the rounds.
   """
   _check_targets(target_epsilon, delta)
   rounds = checks.check_int('rounds', rounds, minimum=1)
@@ -75,13 +93,15 @@ def calibrate_noise_multiplier(*, target_epsilon: float, delta: float,
   while eps(hi) > target_epsilon:
     hi *= 2
     if hi > _MAX_CALIBRATED_NOISE:
-      raise ValueError(f'No noise multiplier <= {_MAX_CALIBRATED_NOISE} '
+      raise UnreachableBudgetError(
+          f'No noise multiplier <= {_MAX_CALIBRATED_NOISE} '
                        f'reaches epsilon {target_epsilon}.')
   lo = hi / 2
   while eps(lo) <= target_epsilon:
     hi, lo = lo, lo / 2
     if lo < _MIN_CALIBRATED_NOISE:
-      raise ValueError(f'target_epsilon {target_epsilon} is reached with noise'
+      raise UnreachableBudgetError(
+          f'target_epsilon {target_epsilon} is reached with noise'
                        f' multiplier < {_MIN_CALIBRATED_NOISE}; refusing to '
                        f'calibrate to such a weak guarantee.')
   # brentq needs eps(lo) > target >= eps(hi), which the loops above ensure;
@@ -187,6 +207,7 @@ def calibrate_noise_for_accountants(
 
   Raises:
     accounting.UnsupportedAccountingError: If no accountant applies.
+    UnreachableBudgetError: If an accountant finds no z in [0.1, 2**20].
   """
   results = []
   for kind in accountants:
