@@ -55,10 +55,8 @@ def test_module_does_not_import_tensorflow():
 
 
 def test_rows_cover_every_candidate_in_order(rows):
-  assert [(r.clients_per_round, r.rounds) for r in rows] == [(35, 25),
-                                                             (35, 50),
-                                                             (70, 25),
-                                                             (70, 50),
+  assert [(r.clients_per_round, r.rounds) for r in rows] == [(35, 25), (35, 50),
+                                                             (70, 25), (70, 50),
                                                              (1000, 25),
                                                              (1000, 50)]
   for row in rows:
@@ -108,8 +106,9 @@ def test_marked_rows_have_the_least_noise_among_rows_meeting_the_budget(rows):
       r for r in meeting if r.noise_std == least
   ]
   # The amplified regime: the larger cohort with fewer rounds wins.
-  assert [(r.clients_per_round, r.rounds)
-          for r in recommendation.least_noise(rows)] == [(70, 25)]
+  assert [
+      (r.clients_per_round, r.rounds) for r in recommendation.least_noise(rows)
+  ] == [(70, 25)]
   # 35 * 50 == 70 * 25: one work level with two rows.
   per_work = recommendation.least_noise_per_work(rows)
   assert list(per_work) == [1750]
@@ -169,23 +168,21 @@ def test_unreachable_budgets_are_rows_not_errors(monkeypatch, target, rounds,
   assert recommendation.least_noise_per_work(rows) == {}
 
 
-@pytest.mark.parametrize(
-    'change, error',
-    [
-        (dict(cohorts=[]), ValueError),
-        (dict(cohorts=[0]), ValueError),
-        (dict(cohorts=[2.5]), TypeError),
-        (dict(rounds=[]), ValueError),
-        (dict(rounds=[-1]), ValueError),
-        (dict(sampling=ClientSampling.FULL), ValueError),
-        (dict(sampling='poisson'), ValueError),
-        (dict(clip=0.0), ValueError),
-        (dict(clip=math.nan), ValueError),
-        (dict(target_epsilon=-1.0), ValueError),
-        (dict(delta=1.0), ValueError),
-        (dict(accountants=[]), ValueError),
-        (dict(population=0), ValueError),
-    ])
+@pytest.mark.parametrize('change, error', [
+    (dict(cohorts=[]), ValueError),
+    (dict(cohorts=[0]), ValueError),
+    (dict(cohorts=[2.5]), TypeError),
+    (dict(rounds=[]), ValueError),
+    (dict(rounds=[-1]), ValueError),
+    (dict(sampling=ClientSampling.FULL), ValueError),
+    (dict(sampling='poisson'), ValueError),
+    (dict(clip=0.0), ValueError),
+    (dict(clip=math.nan), ValueError),
+    (dict(target_epsilon=-1.0), ValueError),
+    (dict(delta=1.0), ValueError),
+    (dict(accountants=[]), ValueError),
+    (dict(population=0), ValueError),
+])
 def test_invalid_inputs_raise(change, error):
   arguments = {**_SETTINGS, 'cohorts': [7], 'rounds': [1], **change}
   with pytest.raises(error):
@@ -193,10 +190,8 @@ def test_invalid_inputs_raise(change, error):
 
 
 def test_default_candidates_double_around_the_configured_run():
-  assert recommendation.candidate_cohorts(population=700,
-                                          clients_per_round=70) == [
-                                              18, 35, 70, 140, 280
-                                          ]
+  assert recommendation.candidate_cohorts(
+      population=700, clients_per_round=70) == [18, 35, 70, 140, 280]
   # Never above N, never below 1.
   assert recommendation.candidate_cohorts(population=100,
                                           clients_per_round=70) == [18, 35, 70]

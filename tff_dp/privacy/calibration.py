@@ -95,15 +95,15 @@ def calibrate_noise_multiplier(*, target_epsilon: float, delta: float,
     if hi > _MAX_CALIBRATED_NOISE:
       raise UnreachableBudgetError(
           f'No noise multiplier <= {_MAX_CALIBRATED_NOISE} '
-                       f'reaches epsilon {target_epsilon}.')
+          f'reaches epsilon {target_epsilon}.')
   lo = hi / 2
   while eps(lo) <= target_epsilon:
     hi, lo = lo, lo / 2
     if lo < _MIN_CALIBRATED_NOISE:
       raise UnreachableBudgetError(
           f'target_epsilon {target_epsilon} is reached with noise'
-                       f' multiplier < {_MIN_CALIBRATED_NOISE}; refusing to '
-                       f'calibrate to such a weak guarantee.')
+          f' multiplier < {_MIN_CALIBRATED_NOISE}; refusing to '
+          f'calibrate to such a weak guarantee.')
   # brentq needs eps(lo) > target >= eps(hi), which the loops above ensure;
   # 1e-7 relative is finer than the 6-digit grid the result is rounded to.
   z = optimize.brentq(lambda z: eps(z) - target_epsilon, lo, hi, xtol=1e-7 * lo)

@@ -12,13 +12,15 @@ and divides by the fixed m.
 The trade-off (McMahan, Ramage, Talwar, Zhang 2018, "Learning Differentially
 Private Recurrent Language Models", ICLR, Sec. 3): at a fixed epsilon, a
 larger cohort raises the sampling rate q = m / N, so each round costs more
-and z must rise; but amplification by sampling (Abadi et al. 2016; the
-sampled Gaussian's Renyi DP, Mironov 2017, "Renyi Differential Privacy", and
+and z must rise. Amplification by sampling (Abadi et al. 2016; the sampled
+Gaussian's Renyi DP: Mironov 2017, "Renyi Differential Privacy", and
 Mironov, Talwar, Zhang 2019, "Renyi Differential Privacy of the Sampled
-Gaussian Mechanism") makes z grow much more slowly than m while q is small
-(roughly like sqrt(m) there, faster as q grows), so the noise on the average,
-z C / m, falls as m grows, roughly like 1 / sqrt(m) at small q. More rounds
-cost budget too, and z rises with T.
+Gaussian Mechanism") decides by how much: for large z a sampled round costs
+about what a Gaussian of multiplier z / q costs, so z grows in proportion to
+m and the noise on the average, z C / m, stays about flat; for z around 1 or
+below, z grows much more slowly than m and z C / m falls (measured: at
+epsilon 5, N = 700, 50 rounds, each doubling of m from 35 to 280 multiplies
+z by 1.33, 1.53, 1.74). More rounds cost budget too, and z rises with T.
 
 Marks (`least_noise`, `least_noise_per_work`):
 
@@ -88,8 +90,7 @@ class Row:
     return self.unreachable is None
 
 
-def candidate_cohorts(*, population: int,
-                      clients_per_round: int) -> list[int]:
+def candidate_cohorts(*, population: int, clients_per_round: int) -> list[int]:
   """The default cohorts: m times `COHORT_FACTORS`, rounded, in [1, N]."""
   population = checks.check_int('population', population, minimum=1)
   m = checks.check_int('clients_per_round', clients_per_round, minimum=1)
@@ -164,7 +165,8 @@ def _row(*, m, t, target_epsilon, delta, population, sampling, accountants,
                noise_std=None,
                total_work=m * t)
   if m > population:
-    return Row(**blank, unreachable=f'more clients than the population N = '
+    return Row(**blank,
+               unreachable=f'more clients than the population N = '
                f'{population}')
   try:
     z, kind = calibration.calibrate_noise_for_accountants(
