@@ -16,7 +16,10 @@ import pytest
 
 from tests.helpers import REPO_ROOT
 from tests.helpers import ledgers
+from tff_dp.cohorts import sampling
 from tff_dp.privacy import accounting
+from tff_dp.privacy import calibration
+from tff_dp.privacy import recommendation
 
 # Every test runs the program (pytest.ini's e2e), if only for a second.
 pytestmark = pytest.mark.e2e
@@ -150,6 +153,12 @@ def test_ledger_of_a_run_directory(tmp_path):
         (['--population=50', '--clients_per_round=5', '--noise_multiplier=nan'
          ], '--noise_multiplier=nan'),
         (['--run_dir=/nonexistent/run'], '/nonexistent/run is not a directory'),
+        ([
+            '--population=700', '--target_epsilon=5', '--recommend',
+            '--recommend_cohorts=0,abc'
+        ], '--recommend_cohorts=0,abc'),
+        (['--population=700', '--recommend_rounds=5'], '--recommend_rounds=5'),
+        (['--population=700', '--recommend'], '--target_epsilon'),
     ])
 def test_bad_input_is_one_line_naming_the_flag(args, message):
   result = _epsilon_program(*args)
@@ -262,3 +271,48 @@ def test_an_edited_ledger_json_is_caught_by_the_checkpoint(tmp_path):
   assert _printed(result.stdout, 'rdp') == pytest.approx(true_ledger.epsilon(
       delta=1e-5, accountant=accounting.AccountantKind.RDP),
                                                          rel=1e-5)
+
+
+_TABLE_LINE = re.compile(
+    r'^ *(\d+) +(\d+) +\S+ +(\S+) +(\S+) +(\S+) +(\d+)'
+    r'(?:  (.*))?$', re.MULTILINE)
+
+
+def test_recommendation_table_is_the_librarys_and_each_epsilon_the_planners():
+  result = _epsilon_program('--population=700', '--target_epsilon=5',
+                            '--recommend', '--recommend_cohorts=35,70',
+                            '--recommend_rounds=25,50')
+  assert result.returncode == 0, result.stderr
+  printed = _TABLE_LINE.findall(result.stdout)
+  # The program's defaults: adaptive clipping (C = --initial_clip = 0.1),
+  # Poisson sampling, accountants rdp and pld.
+  rows = recommendation.build_table(target_epsilon=5.0,
+                                    delta=1e-5,
+                                    population=700,
+                                    sampling=sampling.ClientSampling.POISSON,
+                                    accountants=[
+                                        accounting.AccountantKind.RDP,
+                                        accounting.AccountantKind.PLD
+                                    ],
+                                    clip=0.1,
+                                    cohorts=[35, 70],
+                                    rounds=[25, 50])
+  marked = {
+      (r.clients_per_round, r.rounds) for r in recommendation.least_noise(rows)
+  }
+  assert [(int(m), int(t), z, float(eps), float(std), int(work))
+          for m, t, z, eps, std, work, _ in printed
+         ] == [(r.clients_per_round, r.rounds,
+                calibration.format_noise_multiplier(r.noise_multiplier),
+                pytest.approx(r.epsilon,
+                              rel=1e-5), pytest.approx(r.noise_std,
+                                                       rel=1e-3), r.total_work)
+               for r in rows]
+  assert {
+      (int(m), int(t)) for m, t, *_, mark in printed if 'least noise' in mark
+  } == marked == {(70, 25)}
+  for m, t, z, eps, *_ in printed:
+    # The planner, given the row's z, states the row's epsilon.
+    plan = _epsilon_program('--population=700', f'--clients_per_round={m}',
+                            f'--rounds={t}', f'--noise_multiplier={z}')
+    assert f'guarantee: ({eps}, 1e-05)' in plan.stdout, plan.stdout

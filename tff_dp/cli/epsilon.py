@@ -13,6 +13,11 @@ Usage:
       --target_epsilon=5 [--calibrate=noise_multiplier|rounds]
       Calibration: the noise multiplier for --rounds rounds (or the number of
       rounds at --noise_multiplier) that reaches --target_epsilon.
+  ./run.sh epsilon --population=700 --target_epsilon=5 --recommend \
+      [--recommend_cohorts=35,70,140 --recommend_rounds=50,100]
+      Recommendation: for candidate cohorts and rounds, the noise multiplier
+      that reaches --target_epsilon and the noise on the averaged update,
+      the least noisy settings marked.
 
 Planning reads every training flag (training-only ones are accepted and
 change nothing) and charges the ledgers a run builds
@@ -39,10 +44,12 @@ from absl import flags
 from tff_dp import config as config_lib
 from tff_dp import config_checks
 from tff_dp.checks import ConfigError
+from tff_dp.cli import checked_flags
 from tff_dp.cli import cli_flags
 from tff_dp.cli import exits
 from tff_dp.cli import launch
 from tff_dp.cli import program_help
+from tff_dp.cli import recommend_table
 from tff_dp.privacy import accounting
 from tff_dp.privacy import calibration
 from tff_dp.privacy import privacy_tracking
@@ -75,9 +82,53 @@ flags.DEFINE_enum('calibrate', Calibrate.NOISE_MULTIPLIER.value,
                   [c.value for c in Calibrate],
                   'With --target_epsilon: what to solve for.')
 
+flags.DEFINE_bool(
+    'recommend', False,
+    'With --target_epsilon: tabulate, for candidate cohort sizes m and round '
+    'counts T, the noise multiplier z that meets the budget, its epsilon and '
+    'the noise std of the averaged update z*C/m, and mark the least noisy '
+    'settings (README: "Which cohort size and how many rounds").')
+_MAX_CANDIDATES = 12
+
+
+def _define_candidates(name: str, what: str, default: str, upper: int) -> None:
+  # A string, not DEFINE_list: absl's error then shows the value as typed
+  # ("--recommend_cohorts=0,abc"), not as a Python list.
+  flags.DEFINE_string(
+      name, None, f'With --recommend: the candidate {what} (comma-separated '
+      f'integers, at most {_MAX_CANDIDATES}). Default: {default}.')
+  flags.register_validator(
+      name, lambda v: v is None or _parse_candidates(v, upper) is not None,
+      f'must be a comma-separated list of 1 to {_MAX_CANDIDATES} integers in '
+      f'[1, {upper}]')
+
+
+def _parse_candidates(text: str, upper: int):
+  """The integers of a candidate list; None if it is not a valid one."""
+  values = [v.strip() for v in text.split(',')]
+  if not 1 <= len(values) <= _MAX_CANDIDATES or not all(
+      v.isdigit() and 1 <= int(v) <= upper for v in values):
+    return None
+  return [int(v) for v in values]
+
+
+_CANDIDATE_LIMITS = {
+    'recommend_cohorts': checked_flags.MAX_CLIENTS,
+    'recommend_rounds': checked_flags.MAX_ROUNDS
+}
+_define_candidates(
+    'recommend_cohorts', 'cohort sizes m',
+    '--clients_per_round times 1/4, 1/2, 1, 2 and 4 (at most '
+    'the population)', _CANDIDATE_LIMITS['recommend_cohorts'])
+_define_candidates('recommend_rounds', 'round counts T',
+                   '--rounds times 1/2, 1 and 2',
+                   _CANDIDATE_LIMITS['recommend_rounds'])
+
 # What --help lists: this program's flags, then the training flags a plan
 # reads (as the README groups them).
-HELP_GROUPS = [('Accounting', ('run_dir', 'population', 'calibrate')),
+HELP_GROUPS = [('Accounting',
+                ('run_dir', 'population', 'calibrate', 'recommend',
+                 'recommend_cohorts', 'recommend_rounds')),
                *program_help.flag_groups(cli_flags.TRAIN_FLAG_GROUPS)]
 
 
@@ -204,6 +255,13 @@ def plan() -> None:
   print(f'plan: population {population}, {config.clients_per_round} clients '
         f'per round ({config.client_sampling.value} sampling), delta '
         f'{config.delta:g}')
+  if FLAGS.recommend:
+    recommend_table.print_recommendation(
+        config,
+        population,
+        cohorts=_candidates('recommend_cohorts'),
+        rounds=_candidates('recommend_rounds'))
+    return
   if config.target_epsilon is not None:
     config = _calibrated(config, population)
     if config is None:
@@ -260,12 +318,42 @@ def _max_rounds(kind, config, cohort) -> int:
     return 0
 
 
+def _candidates(name: str):
+  text = FLAGS[name].value
+  return None if text is None else _parse_candidates(text,
+                                                     _CANDIDATE_LIMITS[name])
+
+
+def _check_recommend_flags() -> None:
+  """--recommend's flags go together, with a target and no run directory."""
+  for name in ('recommend_cohorts', 'recommend_rounds'):
+    if FLAGS[name].present and not FLAGS.recommend:
+      raise exits.UserError(f'--{name}={FLAGS[name].value} is read only '
+                            'with --recommend')
+  if not FLAGS.recommend:
+    return
+  if FLAGS.run_dir is not None:
+    raise exits.UserError('--recommend plans settings; it does not read '
+                          f'--run_dir={FLAGS.run_dir}')
+  if FLAGS.target_epsilon is None:
+    raise exits.UserError('--recommend needs --target_epsilon (the budget '
+                          'each row meets)')
+  if Calibrate(FLAGS.calibrate) is not Calibrate.NOISE_MULTIPLIER:
+    raise exits.UserError(f'--calibrate={FLAGS.calibrate}: --recommend '
+                          'calibrates the noise multiplier of each row')
+  if FLAGS.client_sampling not in ('poisson', 'fixed_size'):
+    raise exits.UserError(
+        f'--client_sampling={FLAGS.client_sampling}: --recommend compares '
+        'cohort sizes, which only poisson and fixed_size sampling choose')
+
+
 def main(argv: list[str]) -> None:
   # Before anything imports TensorFlow (streamed data sources do); the entry
   # points did it already, this is for callers of `main`.
   launch.quiet()
   if len(argv) > 1:
     raise exits.UserError(f'unexpected positional arguments: {argv[1:]}')
+  _check_recommend_flags()
   if FLAGS.run_dir is not None:
     from_run_dir(FLAGS.run_dir)
   else:
