@@ -126,15 +126,16 @@ def format_value(value: Number) -> str:
   return str(value) if isinstance(value, int) else f'{value:g}'
 
 
-def _parse_number(flag: str, text: str, kind: type) -> Number:
-  """One value of a numeric flag; `PlanError` naming `flag` if it is not."""
+def _parse_number(flag: str, text: str, item: str, kind: type) -> Number:
+  """One value `item` of a list `text`; `PlanError` naming both if it is
+  not a number of `kind`."""
   try:
-    value = kind(text)
+    value = kind(item)
   except ValueError as e:
     expected = 'an integer' if kind is int else 'a number'
-    raise PlanError(flag, text, f'not {expected}') from e
+    raise PlanError(flag, text, f'{item!r} is not {expected}') from e
   if isinstance(value, float) and not math.isfinite(value):
-    raise PlanError(flag, text, 'must be a finite number')
+    raise PlanError(flag, text, f'{item!r} is not a finite number')
   return value
 
 
@@ -143,7 +144,7 @@ def _parse_list(flag: str, text: str, kind: type) -> tuple[Number, ...]:
   if not text.strip() or not all(items):
     raise PlanError(flag, text,
                     'must be a comma-separated list of values, e.g. 0.5,1,2')
-  values = tuple(_parse_number(flag, item, kind) for item in items)
+  values = tuple(_parse_number(flag, text, item, kind) for item in items)
   if len(set(values)) != len(values):
     raise PlanError(flag, text, 'repeats a value')
   return values
@@ -176,7 +177,8 @@ def parse_grid(text: str,
   try:
     return name, _parse_list(name, values, numeric_flags[name])
   except PlanError as e:
-    raise PlanError('grid', text, str(e)) from e
+    reason = str(e).split(': ', 1)[1]  # The value is the grid's, named.
+    raise PlanError('grid', text, reason) from e
 
 
 def parse_epsilons(text: str) -> tuple[float, ...]:
