@@ -61,12 +61,11 @@ def test_grid_x_seeds_and_one_twin_per_seed():
 
 
 def test_target_epsilons_times_a_grid_and_no_twin_on_request():
-  plan = plan_lib.expand(
-      _base(),
-      base_name='smoke',
-      grids=[plan_lib.parse_grid('rounds=2,4', _NUMERIC)],
-      target_epsilons=plan_lib.parse_epsilons('4,8'),
-      nonprivate_twin=False)
+  plan = plan_lib.expand(_base(),
+                         base_name='smoke',
+                         grids=[plan_lib.parse_grid('rounds=2,4', _NUMERIC)],
+                         target_epsilons=plan_lib.parse_epsilons('4,8'),
+                         nonprivate_twin=False)
   assert [run.name for run in plan.runs] == [
       'eps4_rounds-2_seed0', 'eps4_rounds-4_seed0', 'eps8_rounds-2_seed0',
       'eps8_rounds-4_seed0'
@@ -102,20 +101,18 @@ def test_every_run_passes_the_training_programs_checks():
   assert plan.settings(plan.runs[-1], sweep_dir='/s')['max_epsilon'] is None
 
 
-@pytest.mark.parametrize(
-    'text, message',
-    [
-        ('noise_mutliplier=1,2', '--noise_mutliplier is not a numeric'),
-        ('dp_mechanism=none', '--dp_mechanism is not a numeric'),
-        ('noise_multiplier=1,x', "'x' is not a number"),
-        ('rounds=1.5', "'1.5' is not an integer"),
-        ('noise_multiplier=', 'must be a comma-separated list'),
-        ('noise_multiplier=1,,2', 'must be a comma-separated list'),
-        ('noise_multiplier=nan', "'nan' is not a finite number"),
-        ('noise_multiplier=1,1', 'repeats a value'),
-        ('noise_multiplier', 'must be FLAG=V1,V2'),
-        ('seed=1,2', 'sweep --seed with --seeds instead'),
-    ])
+@pytest.mark.parametrize('text, message', [
+    ('noise_mutliplier=1,2', '--noise_mutliplier is not a numeric'),
+    ('dp_mechanism=none', '--dp_mechanism is not a numeric'),
+    ('noise_multiplier=1,x', "'x' is not a number"),
+    ('rounds=1.5', "'1.5' is not an integer"),
+    ('noise_multiplier=', 'must be a comma-separated list'),
+    ('noise_multiplier=1,,2', 'must be a comma-separated list'),
+    ('noise_multiplier=nan', "'nan' is not a finite number"),
+    ('noise_multiplier=1,1', 'repeats a value'),
+    ('noise_multiplier', 'must be FLAG=V1,V2'),
+    ('seed=1,2', 'sweep --seed with --seeds instead'),
+])
 def test_a_bad_grid_names_the_flag_and_value(text, message):
   with pytest.raises(plan_lib.PlanError) as error:
     plan_lib.parse_grid(text, _NUMERIC)

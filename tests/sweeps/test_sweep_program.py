@@ -22,6 +22,7 @@ from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from tests.helpers import REPO_ROOT
+from tests.helpers import programs
 
 pytestmark = pytest.mark.e2e
 
@@ -29,17 +30,11 @@ _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 
-def _command(program, *args):
-  return [sys.executable, '-m', f'tff_dp.cli.{program}', *args]
-
-
 def _run(program, *args, timeout=300):
-  return subprocess.run(_command(program, *args),
-                        cwd=REPO_ROOT,
-                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
-                        capture_output=True,
-                        text=True,
-                        timeout=timeout)
+  """`python -m tff_dp.cli.<program> ARGS...`, from the repository root."""
+  return programs.run_train(*args,
+                            program=f'tff_dp.cli.{program}',
+                            timeout=timeout)
 
 
 def _sweep_args(output_dir, *extra):
@@ -50,9 +45,9 @@ def _sweep_args(output_dir, *extra):
 @pytest.fixture(scope='module')
 def tiny_sweep(tmp_path_factory):
   output_dir = tmp_path_factory.mktemp('sweeps')
-  result = _run('sweep',
-                *_sweep_args(output_dir, '--grid=noise_multiplier=0.5,0.8',
-                             '--seeds=2'))
+  result = _run(
+      'sweep',
+      *_sweep_args(output_dir, '--grid=noise_multiplier=0.5,0.8', '--seeds=2'))
   return result, os.path.join(output_dir, 'tiny')
 
 
@@ -65,8 +60,11 @@ def _session_hparams(run_dir):
         if value.tag == hparams_metadata.SESSION_START_INFO_TAG:
           info = hparams_metadata.parse_session_start_info_plugin_data(
               value.metadata.plugin_data.content)
-          found.append({k: v.number_value for k, v in info.hparams.items()
-                        if v.WhichOneof('kind') == 'number_value'})
+          found.append({
+              k: v.number_value
+              for k, v in info.hparams.items()
+              if v.WhichOneof('kind') == 'number_value'
+          })
   return found
 
 
@@ -78,9 +76,8 @@ def test_a_tiny_sweep_writes_its_table_plots_and_hparams(tiny_sweep):
     table = f.read().splitlines()
   assert table[0].startswith('| setting | runs | target epsilon | '
                              'epsilon (RDP) | epsilon (PLD) | delta |')
-  assert [row.split(' | ')[:2] for row in table[2:]] == [
-      ['| noise_multiplier=0.5', '2'], ['| noise_multiplier=0.8', '2']
-  ]
+  assert [row.split(' | ')[:2] for row in table[2:]
+         ] == [['| noise_multiplier=0.5', '2'], ['| noise_multiplier=0.8', '2']]
   with open(os.path.join(sweep_dir, 'results.csv')) as f:
     rows = list(csv.DictReader(f))
   for row, noise in zip(rows, ('0.5', '0.8')):
@@ -110,8 +107,7 @@ def test_compare_tabulates_existing_runs(tiny_sweep, tmp_path):
       os.path.join(sweep_dir, name)
       for name in ('noise_multiplier-0.5_seed0', 'noise_multiplier-0.8_seed1')
   ]
-  result = _run('compare', *runs, f'--output_dir={tmp_path}',
-                '--run_name=both')
+  result = _run('compare', *runs, f'--output_dir={tmp_path}', '--run_name=both')
   assert result.returncode == 0, result.stderr
   with open(tmp_path / 'both' / 'results.md') as f:
     table = f.read()
@@ -159,7 +155,7 @@ def test_a_stopped_sweep_finishes_without_rerunning_finished_runs(tmp_path):
                      '--rounds=40')
   first = tmp_path / 'tiny' / 'client_learning_rate-0.1_seed0'
   second = tmp_path / 'tiny' / 'client_learning_rate-0.2_seed0'
-  sweep = subprocess.Popen(_command('sweep', *args),
+  sweep = subprocess.Popen([sys.executable, '-m', 'tff_dp.cli.sweep', *args],
                            cwd=REPO_ROOT,
                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
                            stdout=subprocess.PIPE,

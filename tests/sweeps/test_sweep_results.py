@@ -78,7 +78,7 @@ def test_equal_configurations_are_one_setting_whatever_their_seed(tmp_path):
           fake_runs.write_run(out, 'noisier', accuracies=[0.4], noise=3.0)))
   grouped = results.group(runs, by_label=False)
   assert [(g.label, len(g.runs)) for g in grouped] == [('fixed', 2),
-                                                        ('noisier', 1)]
+                                                       ('noisier', 1)]
 
 
 def test_the_table_holds_released_values_only(groups, tmp_path):
@@ -116,9 +116,8 @@ def test_wall_times_only_under_nonprivate_with_their_label(groups, tmp_path):
     rows = list(csv.DictReader(f))
   assert {r['covered_by_privacy_guarantee'] for r in rows} == {'no'}
   assert [r['wall_seconds'] for r in rows[:3]] == ['30.0', '40.0', '']
-  top_level = set(os.listdir(tmp_path)) - {
-      run.name for g in groups for run in g.runs
-  }
+  top_level = set(
+      os.listdir(tmp_path)) - {run.name for g in groups for run in g.runs}
   assert top_level == {
       'results.md', 'results.csv', 'nonprivate', plots.ACCURACY_VS_EPSILON,
       plots.EPSILON_VS_ROUNDS, plots.ACCURACY_VS_ROUNDS

@@ -63,20 +63,18 @@ def test_every_run_once_then_nothing_to_do(tmp_path, fake_env):
   outcome, out = _run(plan, sweep_dir)
   assert outcome.code == 0 and outcome.ran == [r.name for r in plan.runs]
   assert len(plan.runs) == 6  # 2 settings x 2 seeds + the twin x 2.
-  assert f'sweep: 6/6 runs done' in out
+  assert 'sweep: 6/6 runs done' in out
   starts = [line for line in _lines(fake_env) if ' start ' in line]
   assert len(starts) == 6 and 'threads=-' in starts[0]  # Left to TF.
-  summary = os.path.join(sweep_dir, 'noise_multiplier-1_seed0',
-                         'summary.json')
+  summary = os.path.join(sweep_dir, 'noise_multiplier-1_seed0', 'summary.json')
   mtime = os.stat(summary).st_mtime_ns
   again, _ = _run(plan, sweep_dir)
   assert again.code == 0 and again.ran == [] and len(again.skipped) == 6
-  assert len([l for l in _lines(fake_env) if ' start ' in l]) == 6
+  assert len([line for line in _lines(fake_env) if ' start ' in line]) == 6
   assert os.stat(summary).st_mtime_ns == mtime
   seconds = progress.WallTimes(sweep_dir).totals()
   assert set(seconds) == {r.name for r in plan.runs}
-  assert os.path.isfile(os.path.join(sweep_dir, 'logs',
-                                     'nonprivate_seed1.log'))
+  assert os.path.isfile(os.path.join(sweep_dir, 'logs', 'nonprivate_seed1.log'))
 
 
 def test_an_unfinished_run_is_started_again_and_resumes(tmp_path, fake_env):
@@ -144,5 +142,7 @@ def test_a_signal_is_forwarded_and_the_sweep_resumes_later(
   again, _ = _run(plan, sweep_dir)
   assert again.code == 0 and plan.runs[0].name in again.skipped
   assert os.stat(first).st_mtime_ns == mtime
-  resumed = [l for l in _lines(fake_env) if l.startswith(plan.runs[1].name)]
+  resumed = [
+      line for line in _lines(fake_env) if line.startswith(plan.runs[1].name)
+  ]
   assert ' resume ' in resumed[-2] and resumed[-1].endswith(' done')

@@ -78,9 +78,7 @@ def run(argv: list[str]) -> int:
   out_dir = os.path.join(FLAGS.output_dir, name)
   released = {
       run.name: run.released_wall_seconds
-      for g in groups
-      for run in g.runs
-      if run.released_wall_seconds is not None
+      for g in groups for run in g.runs if run.released_wall_seconds is not None
   }
   try:
     written = outputs.write_outputs(
@@ -94,8 +92,9 @@ def run(argv: list[str]) -> int:
     raise exits.UserError(f'--output_dir={FLAGS.output_dir}: cannot write '
                           f'{out_dir}: {e.strerror}') from e
   print(written.table)
-  print(f'outputs: {out_dir} (' + ', '.join(
-      os.path.relpath(path, out_dir) for path in written.files) + ')')
+  print(f'outputs: {out_dir} (' +
+        ', '.join(os.path.relpath(path, out_dir) for path in written.files) +
+        ')')
   return 0
 
 

@@ -72,8 +72,8 @@ def _report(plan: plan_lib.Plan, sweep_dir: str) -> None:
       title=os.path.basename(os.path.normpath(sweep_dir)))
   print(f'\n{written.table}', flush=True)
   print(progress_lib.summary_line(totals, [r.name for r in plan.runs]))
-  print('files: ' + ', '.join(
-      os.path.relpath(path, sweep_dir) for path in written.files))
+  print('files: ' +
+        ', '.join(os.path.relpath(path, sweep_dir) for path in written.files))
   print(f'compare the runs: ./run.sh tensorboard --logdir {sweep_dir} '
         '(HParams dashboard)')
 
@@ -95,9 +95,10 @@ def run(argv: list[str]) -> int:
     raise exits.UserError(f'--output_dir={FLAGS.output_dir}: cannot write '
                           f'{sweep_dir}: {e.strerror}') from e
   settings = len(plan.setting_labels())
-  print(f'sweep directory: {sweep_dir} ({len(plan.runs)} runs, {settings} '
-        f'settings; {"resumed" if resumed else "new"})',
-        flush=True)
+  print(
+      f'sweep directory: {sweep_dir} ({len(plan.runs)} runs, {settings} '
+      f'settings; {"resumed" if resumed else "new"})',
+      flush=True)
   outcome = runner.run_plan(plan, sweep_dir, parallel=FLAGS.parallel)
   if outcome.skipped:
     print(f'finished before, not rerun: {", ".join(outcome.skipped)}')

@@ -31,13 +31,13 @@ def define_sweep_flags(fv: flags.FlagValues) -> None:
       '(repeat for a product of grids), e.g. noise_multiplier=0.5,1,2',
       flag_values=fv)
   flags.DEFINE_string(
-      'target_epsilons', '', 'E1,E2,...: one setting per target epsilon, '
+      'target_epsilons',
+      '', 'E1,E2,...: one setting per target epsilon, '
       'each run calibrating its noise multiplier as --target_epsilon does.',
       flag_values=fv)
   checked_flags.define_int(fv,
                            'seeds',
-                           1,
-                           'Runs per setting: --seed = the base --seed + 0, '
+                           1, 'Runs per setting: --seed = the base --seed + 0, '
                            '1, ..., N-1.',
                            lower=1,
                            upper=1000)

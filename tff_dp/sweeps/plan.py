@@ -109,8 +109,9 @@ class Plan:
   @classmethod
   def from_json(cls, values: Mapping[str, Any]) -> 'Plan':
     runs = tuple(
-        Run(**{**run, 'overrides': dict(run['overrides'])})
-        for run in values['runs'])
+        Run(**{
+            **run, 'overrides': dict(run['overrides'])
+        }) for run in values['runs'])
     return cls(base=dict(values['base']), runs=runs)
 
   def digest(self) -> str:
@@ -150,9 +151,9 @@ def _parse_list(flag: str, text: str, kind: type) -> tuple[Number, ...]:
   return values
 
 
-def parse_grid(text: str,
-               numeric_flags: Mapping[str, type]) -> tuple[str, tuple[Number,
-                                                                      ...]]:
+def parse_grid(
+    text: str, numeric_flags: Mapping[str,
+                                      type]) -> tuple[str, tuple[Number, ...]]:
   """`--grid=noise_multiplier=0.5,1,2` -> ('noise_multiplier', (0.5, 1.0, 2.0)).
 
   Args:
@@ -250,7 +251,10 @@ def expand(base: Mapping[str, Any],
         if target is not None:
           overrides['target_epsilon'] = target
         runs.append(
-            Run(run_name(label, seed), label, seed, overrides,
+            Run(run_name(label, seed),
+                label,
+                seed,
+                overrides,
                 target_epsilon=target))
   if nonprivate_twin and _private(base):
     for i in range(seeds):
@@ -262,8 +266,9 @@ def expand(base: Mapping[str, Any],
                   **NONPRIVATE_OVERRIDES, 'seed': seed
               },
               nonprivate=True))
-  clashes = [n for n in {r.name for r in runs} if
-             sum(r.name == n for r in runs) > 1]
+  clashes = [
+      n for n in {r.name for r in runs} if sum(r.name == n for r in runs) > 1
+  ]
   if clashes:
     raise PlanError('grid', clashes[0], 'two settings give the same run name')
   return Plan(base=dict(base), runs=tuple(runs))
@@ -272,7 +277,8 @@ def expand(base: Mapping[str, Any],
 def _private(base: Mapping[str, Any]) -> bool:
   """Whether the base claims some DP (its twin then differs from it)."""
   return (base.get('dp_mechanism') != 'none' or
-          base.get('local_dp', 'none') != 'none' or bool(base.get('example_dp')))
+          base.get('local_dp', 'none') != 'none' or
+          bool(base.get('example_dp')))
 
 
 def argv(settings: Mapping[str, Any]) -> list[str]:
@@ -313,7 +319,8 @@ def differences(saved: Mapping[str, Any], plan: Plan) -> list[str]:
   saved_runs = {run['name']: run for run in saved.get('runs', [])}
   now_runs = {run['name']: run for run in now['runs']}
   if list(saved_runs) != list(now_runs):
-    found.append(f'runs: plan.json {sorted(saved_runs)}, now {sorted(now_runs)}')
+    found.append(
+        f'runs: plan.json {sorted(saved_runs)}, now {sorted(now_runs)}')
   else:
     found += [
         f'run {name}: plan.json {saved_runs[name]}, now {run}'
@@ -358,7 +365,8 @@ def write_or_check(sweep_dir: str, plan: Plan, *, command: str) -> bool:
     return True
   os.makedirs(sweep_dir, exist_ok=True)
   atomic_io.write_text_atomic(
-      path, json.dumps({
+      path,
+      json.dumps({
           **plan.to_json(), 'command': command
       }, indent=1) + '\n')
   return False

@@ -55,8 +55,8 @@ def _metric(groups: Sequence[results.Group]) -> str:
 
 def _epsilon_label(groups: Sequence[results.Group]) -> str:
   kinds = {r.guarantee_text for g in groups for r in g.runs if r.guarantee_kind}
-  return (f'epsilon ({kinds.pop()})' if len(kinds) == 1 else
-          'epsilon (stated guarantee)')
+  return (f'epsilon ({kinds.pop()})'
+          if len(kinds) == 1 else 'epsilon (stated guarantee)')
 
 
 def _delta_text(groups: Sequence[results.Group]) -> str:
@@ -90,7 +90,8 @@ def _accuracy_vs_epsilon(groups: Sequence[results.Group],
                       capsize=4,
                       label=f'{g.label} (n={acc.n})')
     points = [r.accuracy for r in g.runs if r.accuracy is not None]
-    ax.plot([epsilon] * len(points), points,
+    ax.plot([epsilon] * len(points),
+            points,
             '.',
             color=bar[0].get_color(),
             alpha=0.5)

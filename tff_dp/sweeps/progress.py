@@ -26,8 +26,8 @@ def clock(seconds: float) -> str:
   seconds = int(round(seconds))
   hours, rest = divmod(seconds, 3600)
   minutes, secs = divmod(rest, 60)
-  return (f'{hours}:{minutes:02d}:{secs:02d}' if hours else
-          f'{minutes}:{secs:02d}')
+  return (f'{hours}:{minutes:02d}:{secs:02d}'
+          if hours else f'{minutes}:{secs:02d}')
 
 
 class WallTimes:

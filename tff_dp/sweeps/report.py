@@ -143,13 +143,12 @@ def csv_rows(groups: Sequence[results.Group]) -> tuple[list[str], list[list]]:
     cells.append([
         g.label,
         len(g.runs), g.private,
-        _number(g.target_epsilon),
-        *(_number(g.epsilon(a)) for a in names),
+        _number(g.target_epsilon), *(_number(g.epsilon(a)) for a in names),
         _number(g.worst(r.local_epsilon for r in g.runs)),
         _number(g.worst(r.record_level_epsilon for r in g.runs)),
-        _number(g.runs[0].delta), metric, *(('',) * 4 if acc is None else (
-            _number(acc.mean), _number(acc.sd), _number(acc.low),
-            _number(acc.high))),
+        _number(g.runs[0].delta), metric,
+        *(('',) * 4 if acc is None else (_number(acc.mean), _number(acc.sd),
+                                         _number(acc.low), _number(acc.high))),
         _rounds(g)
     ])
   return header, cells
@@ -211,7 +210,8 @@ def write_wall_times(out_dir: str, groups: Sequence[results.Group],
   atomic_io.write_text_atomic(os.path.join(folder, WALL_TIMES_CSV),
                               _csv_text(per_run[0], per_run[1:]))
   table = markdown(*wall_time_rows(groups, seconds))
-  atomic_io.write_text_atomic(os.path.join(folder, WALL_TIMES_MD),
-                              f'{WALL_TIMES_NOTE}\n\nSource: {source}.\n\n'
-                              f'{table}')
+  atomic_io.write_text_atomic(
+      os.path.join(folder, WALL_TIMES_MD),
+      f'{WALL_TIMES_NOTE}\n\nSource: {source}.\n\n'
+      f'{table}')
   return table

@@ -122,8 +122,8 @@ def _history(path: str) -> tuple[dict[str, float], ...]:
   return tuple(rows)
 
 
-def _guarantee(summary: Mapping[str, Any]) -> tuple[Optional[float],
-                                                    Optional[str]]:
+def _guarantee(
+    summary: Mapping[str, Any]) -> tuple[Optional[float], Optional[str]]:
   """The stated guarantee's epsilon and kind: central, local, record-level."""
   if summary.get('guarantee_accountant'):
     return summary.get('guarantee_epsilon'), 'central'
@@ -254,9 +254,10 @@ class Group:
 
 def setting_key(config: Mapping[str, Any]) -> str:
   """What runs of one setting share: every setting but the seed's kind."""
-  return json.dumps(
-      {k: v for k, v in config.items() if k not in _NOT_A_SETTING},
-      sort_keys=True)
+  return json.dumps({
+      k: v for k, v in config.items() if k not in _NOT_A_SETTING
+  },
+                    sort_keys=True)
 
 
 def group(runs: Sequence[RunResult], *, by_label: bool) -> list[Group]:
