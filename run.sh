@@ -30,6 +30,11 @@ Commands:
   audit [flags]        Empirical privacy audit of a config (canaries, membership)
                        (default configs/default.cfg): canary clients give a
                        measured lower bound and estimates next to epsilon.
+  sweep [flags]        Run a config over --grid=FLAG=V1,V2 and/or
+                       --target_epsilons=E1,E2 with --seeds=N and its
+                       non-private twin (default configs/default.cfg); resumes;
+                       writes a results table and privacy-utility plots.
+  compare DIR...       The same table and plots for existing runs or sweeps.
   import-data [flags]  Turn a CSV/.npz with a client column into SQLite client data
                        (then: train --dataset=sqlite --client_data=FILE).
   tensorboard [--port N] [--logdir DIR]
@@ -161,6 +166,19 @@ cmd_audit() {
   exec "${VENV}/bin/python" -m tff_dp.cli.audit "--flagfile=${DEFAULT_CONFIG}" "$@"
 }
 
+cmd_sweep() {
+  ensure_venv
+  if has_flagfile "$@"; then
+    exec "${VENV}/bin/python" -m tff_dp.cli.sweep "$@"
+  fi
+  exec "${VENV}/bin/python" -m tff_dp.cli.sweep "--flagfile=${DEFAULT_CONFIG}" "$@"
+}
+
+cmd_compare() {
+  ensure_venv
+  exec "${VENV}/bin/python" -m tff_dp.cli.compare "$@"
+}
+
 cmd_import_data() {
   ensure_venv
   exec "${VENV}/bin/python" -m tff_dp.cli.import_data "$@"
@@ -277,6 +295,8 @@ main() {
     epsilon) cmd_epsilon "$@" ;;
     import-data) cmd_import_data "$@" ;;
     audit) cmd_audit "$@" ;;
+    sweep) cmd_sweep "$@" ;;
+    compare) cmd_compare "$@" ;;
     bench) cmd_bench "$@" ;;
     tensorboard) cmd_tensorboard "$@" ;;
     lock) cmd_lock "$@" ;;

@@ -33,7 +33,10 @@ _ALLOWED = {
     'algorithms': _BELOW_CONFIG | {'config'},
     'execution': {'checks'},
     'program': _BELOW_PROGRAM,
-    'cli': _BELOW_PROGRAM | {'program'},
+    # Sweeps run the training program as a subprocess and read what its
+    # runs wrote: they may read the program's file formats, not its flags.
+    'sweeps': _BELOW_PROGRAM | {'program'},
+    'cli': _BELOW_PROGRAM | {'program', 'sweeps'},
     # The Python API, beside the programs: it parses settings with the
     # programs' flag definitions (never the global FLAGS).
     'api': _BELOW_PROGRAM | {'program', 'cli'},

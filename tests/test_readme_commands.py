@@ -10,12 +10,17 @@ blocks and inline code), and:
   (configs/default.cfg first unless it names a flagfile) and goes through
   every check and the data load a run does before it trains
   (`prepare.prepare_run`): a refused setting fails here;
+* each `sweep` command's plan is made as the program makes it, and every
+  run of it passes the training program's flag and cross-flag checks, its
+  first seed also the data load and calibration (`prepare.prepare_run`);
+  nothing is trained;
 * each `epsilon` command runs (it needs no training), and the numbers the
   README prints beside it (the lines of `#   ...` after it, a `# ...: RDP
   48.8` comment) are in its output.
 
 Commands with a placeholder (`runs/<run>`, `CFG`, `=M`, `[...]`) or that name
-a run the reader made earlier are parsed only as far as their program; the
+a run the reader made earlier (`compare` commands name such runs) are
+parsed only as far as their program; the
 commands that train for real are run by tests/cli/test_own_data.py (the own-
 data block), the main job by tests/cli/test_train_program.py, `./run.sh test`
 and `lint` by CI itself.
@@ -32,7 +37,9 @@ import pytest
 
 from tests.helpers import REPO_ROOT
 from tff_dp.cli import cli_flags
+from tff_dp.cli import sweep_flags
 from tff_dp.program import prepare
+from tff_dp.sweeps import plan as plan_lib
 
 _README = os.path.join(REPO_ROOT, 'README.md')
 _DEFAULT_CONFIG = os.path.join(REPO_ROOT, 'configs', 'default.cfg')
@@ -93,7 +100,8 @@ def test_the_readme_shows_commands_of_every_kind():
   # The parsing below must keep finding them (a changed fence would hide all).
   kinds = {argv[1] for argv in _all_commands()}
   assert {
-      'train', 'test', 'epsilon', 'audit', 'import-data', 'tensorboard', 'bench'
+      'train', 'test', 'epsilon', 'audit', 'import-data', 'tensorboard',
+      'bench', 'sweep', 'compare'
   } <= kinds, kinds
 
 
@@ -124,6 +132,36 @@ def test_training_and_audit_commands_pass_every_check_before_training(command):
   fv(['tff-dp', f'--flagfile={_DEFAULT_CONFIG}', *argv[2:]])
   prepared = prepare.prepare_run(cli_flags.config_from_flags(fv))
   assert prepared.data.population > 0
+
+
+def _sweep_commands():
+  return sorted({
+      ' '.join(argv): argv
+      for argv in _all_commands()
+      if argv[1] == 'sweep' and _runnable(argv) and '--help' not in argv
+  }.items())
+
+
+@pytest.mark.parametrize('command', [c for c, _ in _sweep_commands()])
+def test_sweep_commands_plan_runs_that_pass_every_check(command, tmp_path):
+  argv = dict(_sweep_commands())[command]
+  # As run.sh passes them: configs/default.cfg first unless a flagfile is named.
+  args = argv[2:] if any(a.startswith('--flagfile') for a in argv) else [
+      f'--flagfile={_DEFAULT_CONFIG}', *argv[2:]
+  ]
+  fv = flags.FlagValues()
+  cli_flags.define_train_flags(fv)
+  sweep_flags.define_sweep_flags(fv)
+  fv(['tff-dp-sweep', *args])
+  plan = sweep_flags.make_plan(fv, ['tff-dp-sweep', *args])
+  sweep_flags.check_runs(plan, str(tmp_path))
+  for label in plan.setting_labels():
+    run = next(r for r in plan.runs if r.setting == label)
+    run_fv = flags.FlagValues()
+    cli_flags.define_train_flags(run_fv)
+    run_fv(['tff-dp', *plan_lib.argv(plan.settings(run, sweep_dir='x'))])
+    prepared = prepare.prepare_run(cli_flags.config_from_flags(run_fv))
+    assert prepared.data.population > 0
 
 
 def _epsilon_commands():

@@ -2,8 +2,8 @@
 
 Subpackages by job, each importing only the layers below it (bottom first):
 `atomic_io` and `checks`, `cohorts`, `privacy`, `data`, `audit`, `mechanisms`,
-`config`, `config_checks`, `algorithms`, `execution`, `program`, `cli`, and
-beside the programs the Python API, `tff_dp.api` (`tff_dp.train`). The
+`config`, `config_checks`, `algorithms`, `execution`, `program`, `sweeps`,
+`cli`, and beside the programs the Python API, `tff_dp.api` (`tff_dp.train`). The
 programs in `tff_dp.cli` are the only modules that read absl's global flags.
 """
 

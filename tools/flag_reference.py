@@ -1,6 +1,7 @@
 """The README's flag reference, generated from the training program's flags.
 
-Each flag group of `tff_dp.cli.cli_flags.TRAIN_FLAG_GROUPS` becomes a table
+Each flag group of `tff_dp.cli.cli_flags.TRAIN_FLAG_GROUPS`, then the sweep
+program's own flags (`REFERENCE_GROUPS`), becomes a table
 of its flags with their defaults and help, so the reference cannot drift from
 the definitions: `tests/tools/test_flag_reference.py` compares the README
 with this output.
@@ -15,12 +16,17 @@ import sys
 from absl import flags
 
 from tff_dp.cli import cli_flags
+from tff_dp.cli import sweep_flags
 
+# The training flags (every program that trains takes them), then the flags
+# only `./run.sh sweep` has.
+REFERENCE_GROUPS = cli_flags.TRAIN_FLAG_GROUPS + (
+    ('Sweep (`./run.sh sweep` only)', sweep_flags.define_sweep_flags),)
 README_START = '<!-- flag-reference:start -->\n'
 README_END = '<!-- flag-reference:end -->'
 
 
-def markdown_reference(groups=cli_flags.TRAIN_FLAG_GROUPS) -> str:
+def markdown_reference(groups=REFERENCE_GROUPS) -> str:
   """The flag reference of the README, generated from the flag definitions."""
   lines = []
   for title, define in groups:

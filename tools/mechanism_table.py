@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 
+from tff_dp.sweeps import report
+from tff_dp.sweeps import results
 from tools import measured_headers
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,9 +100,8 @@ def _run_seeds(config: str, output_dir: str, rounds, seeds: int) -> dict:
 def _accuracy(accuracies: list[float]) -> str:
   if len(accuracies) == 1:
     return _fmt(accuracies[0])
-  return (f'{statistics.mean(accuracies):.4f} ± '
-          f'{statistics.stdev(accuracies):.4f} ({min(accuracies):.3f}-'
-          f'{max(accuracies):.3f})')
+  # The sweep's tables write the same mean ± sd (range).
+  return report.accuracy_text(results.stats(accuracies))
 
 
 def _fmt(value, digits=4):

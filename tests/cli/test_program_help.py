@@ -80,6 +80,8 @@ def test_helpfull_prints_every_flag_and_exits_0(capsys):
         # The audit's own flags come from its module, whatever they are.
         ('tff_dp.cli.audit', 'Audit', '--audit_beta'),
         ('tff_dp.cli.import_data', 'Import', '--client_column'),
+        ('tff_dp.cli.sweep', 'Sweep', '--target_epsilons'),
+        ('tff_dp.cli.compare', 'Compare', '--output_dir'),
     ])
 def test_each_program_lists_its_flags_and_exits_0(program, first_group, flag):
   # `python -m PROGRAM --help`, from the repository root.
@@ -87,10 +89,10 @@ def test_each_program_lists_its_flags_and_exits_0(program, first_group, flag):
   assert result.returncode == 0, result.stderr
   assert result.stderr == ''
   out = result.stdout
-  # The program's own group first, then (but for import-data) the training
-  # flags as the README groups them.
+  # The program's own group first, then (but for import-data and compare,
+  # which train nothing) the training flags as the README groups them.
   assert f'\n\n{first_group}:\n  --' in out, out[:3000]
   assert f'\n  {flag}: ' in out
-  if program != 'tff_dp.cli.import_data':
+  if program not in ('tff_dp.cli.import_data', 'tff_dp.cli.compare'):
     assert (out.index(f'\n{first_group}:\n') <= out.index('\nData:\n') <
             out.index('\nRounds and client sampling:\n  --rounds: '))

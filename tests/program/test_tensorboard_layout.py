@@ -167,6 +167,7 @@ def test_the_hparams_dashboard_gets_the_public_settings_and_released_tags(
       'clients_per_round': 10,
       'population': 100,
       'rounds': 3,
+      'seed': 0,
       'delta': 1e-3,
       'client_sampling': 'poisson',
       'local_dp': 'none',
@@ -309,6 +310,8 @@ def test_only_what_applies_to_the_run(argv, hparams, charts):
   assert ('local_epsilon' in values) == (config.local_dp.value == 'laplace')
   assert ('local_noise_multiplier'
           in values) == (config.local_dp.value == 'gaussian')
+  assert 'target_epsilon' not in values  # Only a calibrated run has one.
+  assert values['seed'] == config.seed
   titles = [
       c.title.split(' (')[0]
       for c in tensorboard_layout.layout(config).category[0].chart
@@ -342,3 +345,12 @@ def test_every_column_and_chart_names_released_keys():
               '--release_nonprivate_metrics')).category[0].chart:
     [regex] = chart.multiline.tag
     assert [k for k in allowed if re.match(regex, k)], chart.title
+
+
+def test_a_calibrated_run_shows_its_target_and_every_run_its_seed():
+  # A sweep's runs differ in these: the dashboard sorts and filters by them.
+  values = tensorboard_layout.run_hparams(
+      _config('--target_epsilon=4', '--seed=3'))
+  assert values['target_epsilon'] == 4.0 and values['seed'] == 3
+  names = [h.name for h in tensorboard_layout.HPARAMS]
+  assert {'target_epsilon', 'seed'} <= set(names)

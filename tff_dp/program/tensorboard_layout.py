@@ -100,6 +100,14 @@ HPARAMS = (
               description='N: the clients the run samples from (public).'),
     hp.HParam('rounds', _Real(), description='Rounds planned.'),
     hp.HParam('delta', _Real()),
+    hp.HParam('target_epsilon',
+              _Real(),
+              description='The epsilon --target_epsilon calibrated the '
+              'noise multiplier to (empty: not calibrated).'),
+    hp.HParam('seed',
+              _Real(),
+              description='--seed: model initialization and the clients\' '
+              'data order (public; never the cohorts or the noise).'),
     hp.HParam('client_sampling', _choice(sampling.ClientSampling)),
     hp.HParam('local_dp', _choice(config_lib.LocalDp)),
     hp.HParam('local_epsilon',
@@ -151,6 +159,7 @@ def run_hparams(config: config_lib.TrainConfig,
       'clients_per_round': config.clients_per_round,
       'client_sampling': config.client_sampling.value,
       'rounds': config.rounds,
+      'seed': config.seed,
       'local_dp': config.local_dp.value,
       'example_dp': config.example_dp,
   }
@@ -163,6 +172,8 @@ def run_hparams(config: config_lib.TrainConfig,
                       is gaussian_adaptive.MECHANISM else config.clip)
   if config.private:
     values['delta'] = config.delta
+  if config.target_epsilon is not None:
+    values['target_epsilon'] = config.target_epsilon
   if config.local_dp is config_lib.LocalDp.LAPLACE:
     values['local_epsilon'] = config.local_epsilon
   elif config.local_dp is config_lib.LocalDp.GAUSSIAN:
