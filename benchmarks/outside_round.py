@@ -56,6 +56,9 @@ SINK_STEPS = ('release_sinks', 'checkpoint_save')
 _POPULATION = 700
 _COHORT = 70
 _MAX_EPSILON = 1e6  # Checked every round, never reached.
+# json.dumps arguments of `tff_dp.program.checkpoint` for meta.json (not
+# imported: that module imports TensorFlow where it saves the state).
+CHECKPOINT_JSON = {'allow_nan': True}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -98,9 +101,7 @@ def main_job_tracker() -> privacy_tracking.PrivacyTracker:
 
 def _checkpoint_ledgers(tracker, directory: str) -> None:
   """The ledgers' share of a checkpoint's meta.json, as checkpoint.py writes it."""
-  data = json.dumps({
-      'ledgers': tracker.to_json()
-  }, allow_nan=True, indent=1).encode()
+  data = json.dumps({'ledgers': tracker.to_json()}, **CHECKPOINT_JSON).encode()
   path = os.path.join(directory, 'meta.json')
   with open(path, 'wb') as f:
     f.write(data)
