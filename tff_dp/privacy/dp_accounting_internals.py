@@ -8,8 +8,9 @@ them on a real distribution and fails, naming the field, when an upgrade moves
 one.
 """
 
-from typing import Any
+from typing import Any, Optional
 
+from dp_accounting.pld import pld_pmf
 import numpy as np
 
 # The version these reads were written and tested against (requirements.lock).
@@ -26,3 +27,16 @@ def pmfs(distribution: Any) -> list[Any]:
 def dense_probs(pmf: Any) -> np.ndarray:
   """The probabilities of a pmf on its dense grid."""
   return pmf.to_dense_pmf()._probs  # pylint: disable=protected-access
+
+
+def dense_grid(pmf: Any) -> Optional[tuple[float, float, float, np.ndarray]]:
+  """(infinity mass, largest loss, interval, probs) of a dense pmf, else None.
+
+  The largest loss as `DensePLDPmf.get_epsilon_for_delta` computes it, for
+  `tff_dp.privacy.pld_search` to give that method's result to the bit.
+  """
+  if type(pmf) is not pld_pmf.DensePLDPmf:  # pylint: disable=unidiomatic-typecheck
+    return None
+  # pylint: disable=protected-access
+  upper_loss = (pmf._lower_loss + len(pmf._probs) - 1) * pmf._discretization
+  return pmf._infinity_mass, upper_loss, pmf._discretization, pmf._probs

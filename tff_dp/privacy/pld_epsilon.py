@@ -57,6 +57,7 @@ from scipy import special
 
 from tff_dp.privacy import dp_accounting_internals
 from tff_dp.privacy import dp_event_json
+from tff_dp.privacy import pld_search
 
 # Budgets (module docstring), in grid points. Building costs ~8 us per point
 # (Python in dp-accounting 0.4.3): at most ~0.5 s for one pmf (a sampled
@@ -113,7 +114,23 @@ def epsilon(groups,
   # The accountant's own start: the identity, composed with what it was given.
   identity = pld.privacy_loss_distribution.identity(
       value_discretization_interval=interval)
-  return float(identity.compose(total).get_epsilon_for_delta(delta))
+  return float(epsilon_for_delta(identity.compose(total), delta))
+
+
+def epsilon_for_delta(distribution, delta: float) -> float:
+  """`distribution.get_epsilon_for_delta(delta)`, the same float, faster.
+
+  As `PrivacyLossDistribution.get_epsilon_for_delta`: the larger of its
+  pmfs' epsilons; a dense pmf's through `pld_search` (its Python walk over
+  the grid grew with the rounds composed), any other by dp-accounting.
+  """
+  epsilons = []
+  for pmf in dp_accounting_internals.pmfs(distribution):
+    grid_of_pmf = dp_accounting_internals.dense_grid(pmf)
+    epsilons.append(
+        pmf.get_epsilon_for_delta(delta) if grid_of_pmf is None else pld_search.
+        epsilon_for_delta(*grid_of_pmf, delta))
+  return max(epsilons)
 
 
 # --- Unsampled Gaussians: exact. ---------------------------------------------
