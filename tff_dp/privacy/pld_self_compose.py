@@ -75,9 +75,9 @@ def support_bounds(pmf, count: int,
 
 def _dense_self_compose(pmf, count: int, tail_mass_truncation: float):
   """`DensePLDPmf.self_compose(count, tail)`, the moments kept."""
-  # pylint: disable=protected-access
-  probs = pmf._probs
-  lower_loss = pmf._lower_loss * count
+  fields = dp_accounting_internals.dense_fields(pmf)
+  probs = fields.probs
+  lower_loss = fields.lower_loss * count
   # common.self_convolve:
   truncation_lower_bound, truncation_upper_bound = support_bounds(
       pmf, count, tail_mass_truncation)
@@ -89,9 +89,9 @@ def _dense_self_compose(pmf, count: int, tail_mass_truncation: float):
   lower_loss += truncation_lower_bound
   output = np.array(output)
   inf_prob = (tail_mass_truncation -
-              math.expm1(count * math.log1p(-pmf._infinity_mass)))
-  return pld_pmf.DensePLDPmf(pmf._discretization, lower_loss, output, inf_prob,
-                             pmf._pessimistic_estimate)
+              math.expm1(count * math.log1p(-fields.infinity_mass)))
+  return pld_pmf.DensePLDPmf(fields.discretization, lower_loss, output,
+                             inf_prob, fields.pessimistic_estimate)
 
 
 def self_compose(distribution, count: int):
@@ -100,7 +100,7 @@ def self_compose(distribution, count: int):
     raise ValueError(f'count should be >= 1, count={count}')
   composed = []
   for pmf in dp_accounting_internals.pmfs(distribution):
-    if dp_accounting_internals.dense_grid(pmf) is None:
+    if dp_accounting_internals.dense_fields(pmf) is None:
       composed.append(pmf.self_compose(count, TAIL_MASS_TRUNCATION))
     else:
       composed.append(_dense_self_compose(pmf, count, TAIL_MASS_TRUNCATION))
