@@ -22,10 +22,11 @@ check runs as in a run that has one:
   ledger_save      `PrivacyTracker.save(run_dir)` (ledger.json, atomic)
 
 With `--sinks` (imports TensorFlow Federated, ~5 s more) it also times the
-release of a round's row through `tff_dp.program.release.Releaser`
-(TensorBoard and metrics.csv, which TFF's `CSVFileReleaseManager` rewrites
-whole on every release) and `CheckpointManager.save` of a W1-sized state
-(rotation included).
+release of a round's row to each sink of `tff_dp.program.sinks`, as
+`tff_dp.program.release.Releaser` does (release_tensorboard; release_csv:
+metrics.csv, which TFF's `CSVFileReleaseManager` reads and rewrites whole on
+every release), and `CheckpointManager.save` of a W1-sized state (rotation
+included); metrics.csv starts with the rounds before the window.
 
 For each round number R of `--rounds`, the rounds before R - window are
 charged without being timed, then the `--window` rounds up to R are run step
@@ -36,6 +37,7 @@ released at each R (they must not change with an optimization).
 """
 
 import argparse
+import asyncio
 import hashlib
 import json
 import os
@@ -52,7 +54,7 @@ from tff_dp.privacy import privacy_tracking
 
 PRIVACY_STEPS = ('budget_check', 'charge', 'released_values',
                  'checkpoint_json', 'ledger_save')
-SINK_STEPS = ('release_sinks', 'checkpoint_save')
+SINK_STEPS = ('release_tensorboard', 'release_csv', 'checkpoint_save')
 _POPULATION = 700
 _COHORT = 70
 _MAX_EPSILON = 1e6  # Checked every round, never reached.
@@ -118,17 +120,20 @@ class _Sinks:
     # pylint: disable=g-import-not-at-top
     import numpy as np
     from tff_dp.program import checkpoint
-    from tff_dp.program import release
+    from tff_dp.program import release as release_lib
+    from tff_dp.program import sinks as sinks_lib
     # pylint: enable=g-import-not-at-top
+    assert [s.name for s in sinks_lib.SINKS] == ['tensorboard/', 'metrics.csv']
     self._run_dir = run_dir
-    self._releaser = release.Releaser(run_dir,
+    self._check_keys = release_lib.check_release_keys
+    self._releaser = release_lib.Releaser(run_dir,
                                       private=True,
                                       allow_nonprivate=False)
     self._checkpoints = checkpoint.CheckpointManager(run_dir)
     # W1's MLP 784-128-10 and a server momentum of the same shapes.
     shapes = [(784, 128), (128,), (128, 10), (10,)]
     self._state = [np.zeros(s, np.float32) for s in shapes] * 2
-    self._csv = release.csv_path(run_dir)
+    self._csv = release_lib.csv_path(run_dir)
 
   def prefill(self, rounds: int, values: dict[str, float]) -> None:
     """metrics.csv as `rounds` released rounds left it (fast, no TFF)."""
@@ -138,8 +143,14 @@ class _Sinks:
       for r in range(1, rounds + 1):
         f.write(','.join([str(r)] + [repr(values[k]) for k in keys]) + '\n')
 
-  def release(self, round_num: int, values: dict[str, float]) -> None:
-    self._releaser.release(round_num, values)
+  def release(self, round_num: int, values: dict[str, float], timed) -> None:
+    """`Releaser.release`, each sink timed on its own (in its order)."""
+    self._check_keys(values, private=True, allow_nonprivate=False)
+    row = {key: float(value) for key, value in values.items()}
+    # pylint: disable=protected-access
+    for step, sink in zip(('release_tensorboard', 'release_csv'),
+                          self._releaser._sinks):
+      timed(step, lambda s=sink: asyncio.run(s.release(row, key=round_num)))
 
   def checkpoint(self, round_num: int) -> None:
     self._checkpoints.save(round_num, self._state, {'round_values': 1})
@@ -173,7 +184,7 @@ def time_window(tracker, end: int, window: int, run_dir: str,
     timed('ledger_save', lambda: tracker.save(run_dir))
     if sinks:
       row = dict(eval_values, **values)
-      timed('release_sinks', lambda: sinks.release(round_num, row))
+      sinks.release(round_num, row, timed)
   medians = {step: statistics.median(t) for step, t in timings.items()}
   medians['total'] = sum(medians.values())
   return medians
@@ -217,7 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def format_result(result: dict[str, Any]) -> str:
   """The table: seconds per round of each step at each round number."""
   steps = list(result['rows'][0]['seconds'])
-  header = f"{'step':<16}" + ''.join(f"{'r=' + str(r['round']):>11}"
+  header = f"{'step':<20}" + ''.join(f"{'r=' + str(r['round']):>11}"
                                      for r in result['rows'])
   lines = [
       f"Outside the round, seconds per round (median over {result['window']} "
@@ -225,7 +236,7 @@ def format_result(result: dict[str, Any]) -> str:
       'rdp+pld)', header, '-' * len(header)
   ]
   for step in steps:
-    lines.append(f'{step:<16}' + ''.join(f"{r['seconds'][step]:>11.5f}"
+    lines.append(f'{step:<20}' + ''.join(f"{r['seconds'][step]:>11.5f}"
                                          for r in result['rows']))
   rounds = result['rounds']
   lines.append(f"ratio total r={rounds[-1]} / r={rounds[0]}: "
