@@ -24,7 +24,7 @@ check runs as in a run that has one:
 With `--sinks` (imports TensorFlow Federated, ~5 s more) it also times the
 release of a round's row to each sink of `tff_dp.program.sinks`, as
 `tff_dp.program.release.Releaser` does (release_tensorboard; release_csv:
-metrics.csv, which TFF's `CSVFileReleaseManager` reads and rewrites whole on
+metrics.csv, `tff_dp.program.csv_sink`, which replaces the whole file on
 every release), and `CheckpointManager.save` of a W1-sized state (rotation
 included); metrics.csv starts with the rounds before the window.
 
