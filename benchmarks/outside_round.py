@@ -52,8 +52,8 @@ from tff_dp.privacy import accounting
 from tff_dp.privacy import privacy_ledger
 from tff_dp.privacy import privacy_tracking
 
-PRIVACY_STEPS = ('budget_check', 'charge', 'released_values',
-                 'checkpoint_json', 'ledger_save')
+PRIVACY_STEPS = ('budget_check', 'charge', 'released_values', 'checkpoint_json',
+                 'ledger_save')
 SINK_STEPS = ('release_tensorboard', 'release_csv', 'checkpoint_save')
 _POPULATION = 700
 _COHORT = 70
@@ -64,9 +64,8 @@ CHECKPOINT_JSON = {'allow_nan': True}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog='./run.sh bench outside-round',
-      description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(prog='./run.sh bench outside-round',
+                                   description=__doc__.splitlines()[0])
   parser.add_argument('--rounds',
                       default='10,100,500,1000,1500',
                       help='round numbers at which to time (comma-separated)')
@@ -93,12 +92,14 @@ def main_job_tracker() -> privacy_tracking.PrivacyTracker:
       population=_POPULATION,
       clients_per_round=_COHORT,
       noise_multiplier=1.0)
-  return privacy_tracking.PrivacyTracker(
-      ledger=privacy_ledger.PrivacyLedger(
-          accounting.neighboring_relation(sampling.ClientSampling.POISSON)),
-      round_event=lambda _: event,
-      delta=1e-5,
-      accountants=[accounting.AccountantKind.RDP, accounting.AccountantKind.PLD])
+  return privacy_tracking.PrivacyTracker(ledger=privacy_ledger.PrivacyLedger(
+      accounting.neighboring_relation(sampling.ClientSampling.POISSON)),
+                                         round_event=lambda _: event,
+                                         delta=1e-5,
+                                         accountants=[
+                                             accounting.AccountantKind.RDP,
+                                             accounting.AccountantKind.PLD
+                                         ])
 
 
 def _checkpoint_ledgers(tracker, directory: str) -> None:
@@ -119,6 +120,7 @@ class _Sinks:
   def __init__(self, run_dir: str):
     # pylint: disable=g-import-not-at-top
     import numpy as np
+
     from tff_dp.program import checkpoint
     from tff_dp.program import release as release_lib
     from tff_dp.program import sinks as sinks_lib
@@ -127,8 +129,8 @@ class _Sinks:
     self._run_dir = run_dir
     self._check_keys = release_lib.check_release_keys
     self._releaser = release_lib.Releaser(run_dir,
-                                      private=True,
-                                      allow_nonprivate=False)
+                                          private=True,
+                                          allow_nonprivate=False)
     self._checkpoints = checkpoint.CheckpointManager(run_dir)
     # W1's MLP 784-128-10 and a server momentum of the same shapes.
     shapes = [(784, 128), (128,), (128, 10), (10,)]
@@ -208,9 +210,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
           }, **tracker.released_values())
           sinks.prefill(start - 1, released)
         seconds = time_window(tracker, end, args.window, run_dir, sinks)
-        epsilons = {
-            kind.value: eps for kind, eps in tracker.epsilons().items()
-        }
+        epsilons = {kind.value: eps for kind, eps in tracker.epsilons().items()}
         rows.append({'round': end, 'seconds': seconds, 'epsilons': epsilons})
     finally:
       if sinks is not None:
@@ -228,16 +228,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def format_result(result: dict[str, Any]) -> str:
   """The table: seconds per round of each step at each round number."""
   steps = list(result['rows'][0]['seconds'])
-  header = f"{'step':<20}" + ''.join(f"{'r=' + str(r['round']):>11}"
-                                     for r in result['rows'])
+  header = f"{'step':<20}" + ''.join(
+      f"{'r=' + str(r['round']):>11}" for r in result['rows'])
   lines = [
       f"Outside the round, seconds per round (median over {result['window']} "
       'rounds up to r); main job ledger (Poisson q=0.1, z=1, delta 1e-5, '
       'rdp+pld)', header, '-' * len(header)
   ]
   for step in steps:
-    lines.append(f'{step:<20}' + ''.join(f"{r['seconds'][step]:>11.5f}"
-                                         for r in result['rows']))
+    lines.append(f'{step:<20}' + ''.join(
+        f"{r['seconds'][step]:>11.5f}" for r in result['rows']))
   rounds = result['rounds']
   lines.append(f"ratio total r={rounds[-1]} / r={rounds[0]}: "
                f"{result['ratio_last_over_first']:.2f}")

@@ -104,16 +104,20 @@ def test_the_release_after_a_round_is_the_budget_checks_computation():
 def test_composition_key_is_that_of_the_ledger_after_the_round():
   ledger = privacy_ledger.PrivacyLedger(ADD_OR_REMOVE)
   for round_num, event in enumerate(
-      [_poisson(1.0), _poisson(1.3), _poisson(1.0)], start=1):
+      [_poisson(1.0), _poisson(1.3),
+       _poisson(1.0)], start=1):
     before = (list(ledger.events) + [event])
     ledger.record(round_num, event)
-    assert (epsilon_cache.composition_key(before) ==
-            epsilon_cache.composition_key(ledger.events))
-  assert epsilon_cache.composition_key([_poisson(1.0)] * 3) == (
-      epsilon_cache.composition_key(
+    assert (
+        epsilon_cache.composition_key(before) == epsilon_cache.composition_key(
+            ledger.events))
+  assert epsilon_cache.composition_key(
+      [_poisson(1.0)] * 3) == (epsilon_cache.composition_key(
           [dp_event.SelfComposedDpEvent(_poisson(1.0), 3)]))
-  assert epsilon_cache.composition_key([_poisson(1.0), _poisson(1.3)]) != (
-      epsilon_cache.composition_key([_poisson(1.3), _poisson(1.0)]))
+  assert epsilon_cache.composition_key([
+      _poisson(1.0), _poisson(1.3)
+  ]) != (epsilon_cache.composition_key([_poisson(1.3),
+                                        _poisson(1.0)]))
 
 
 def test_a_refusal_is_remembered_and_raised_again():
@@ -160,8 +164,8 @@ def test_resumed_tracker_gives_the_same_epsilons():
   resumed.restore_json(saved)
   assert resumed.epsilons() == tracker.epsilons()
   assert resumed.epsilons() == _uncached(tracker.epsilons)
-  assert resumed.epsilons(next_round=11) == _uncached(
-      lambda: tracker.epsilons(next_round=11))
+  assert resumed.epsilons(
+      next_round=11) == _uncached(lambda: tracker.epsilons(next_round=11))
 
 
 def test_saved_ledger_is_its_json_and_loads(tmp_path):

@@ -21,12 +21,9 @@ def _composed(sampling_prob, z, count, interval=1e-3):
   return identity.compose(total)
 
 
-@pytest.mark.parametrize('sampling_prob,z,count', [(0.1, 1.0, 1),
-                                                   (0.1, 1.0, 10),
-                                                   (0.1, 1.0, 1500),
-                                                   (0.035, 1.2, 300),
-                                                   (1.0, 0.8, 20),
-                                                   (0.5, 0.6, 40)])
+@pytest.mark.parametrize('sampling_prob,z,count',
+                         [(0.1, 1.0, 1), (0.1, 1.0, 10), (0.1, 1.0, 1500),
+                          (0.035, 1.2, 300), (1.0, 0.8, 20), (0.5, 0.6, 40)])
 def test_composed_distributions_give_dp_accountings_epsilon(
     sampling_prob, z, count):
   distribution = _composed(sampling_prob, z, count)
@@ -37,8 +34,8 @@ def test_composed_distributions_give_dp_accountings_epsilon(
 
 def _dense(probs, *, lower_loss=0, infinity_mass=0.0, interval=1e-2):
   return pld_pmf.DensePLDPmf(interval, lower_loss,
-                             np.asarray(probs, dtype=np.float64),
-                             infinity_mass, True)
+                             np.asarray(probs, dtype=np.float64), infinity_mass,
+                             True)
 
 
 @pytest.mark.parametrize('pmf', [
@@ -48,8 +45,7 @@ def _dense(probs, *, lower_loss=0, infinity_mass=0.0, interval=1e-2):
     _dense([0.5, 0.5], infinity_mass=0.1),
     _dense([1.0]),
     _dense([0.0, 1.0], lower_loss=100000, interval=1.0),
-    _dense(np.random.default_rng(0).dirichlet(np.ones(9000)),
-           lower_loss=-100),
+    _dense(np.random.default_rng(0).dirichlet(np.ones(9000)), lower_loss=-100),
     _dense(np.concatenate([np.full(5000, -1e-19), [1.0],
                            np.full(9000, 1e-20)]),
            lower_loss=-3000,
@@ -61,7 +57,7 @@ def test_hand_made_pmfs_give_dp_accountings_epsilon(pmf):
     expected = pmf.get_epsilon_for_delta(delta)
     got = pld_search.epsilon_for_delta(*grid, delta)
     assert got == expected and type(got) is type(expected), (delta, got,
-                                                              expected)
+                                                             expected)
 
 
 def test_sparse_pmfs_are_left_to_dp_accounting():

@@ -50,8 +50,8 @@ def test_support_bounds_are_dp_accountings():
     for count in (1, 3, 100, 1500):
       for tail in (1e-15, 1e-10, 0):
         assert pld_self_compose.support_bounds(
-            pmf, count, tail) == common.compute_self_convolve_bounds(
-                probs, count, tail)
+            pmf, count,
+            tail) == common.compute_self_convolve_bounds(probs, count, tail)
 
 
 def test_count_must_be_positive():

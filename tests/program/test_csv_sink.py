@@ -9,17 +9,38 @@ import tensorflow_federated as tff
 from tff_dp.program import csv_sink
 
 _ROWS = [
-    (1, {'privacy/epsilon_rdp': 0.5, 'eval/loss': 2.25}),
-    (2, {'privacy/epsilon_rdp': 0.75}),
+    (1, {
+        'privacy/epsilon_rdp': 0.5,
+        'eval/loss': 2.25
+    }),
+    (2, {
+        'privacy/epsilon_rdp': 0.75
+    }),
     # A new column, and the sorted order of a row's names.
-    (3, {'privacy/epsilon_rdp': 1.0, 'eval/accuracy': 0.125, 'a': 1e-300}),
-    (4, {'privacy/epsilon_rdp': 1.25, 'eval/loss': float('nan')}),
+    (3, {
+        'privacy/epsilon_rdp': 1.0,
+        'eval/accuracy': 0.125,
+        'a': 1e-300
+    }),
+    (4, {
+        'privacy/epsilon_rdp': 1.25,
+        'eval/loss': float('nan')
+    }),
     # A resumed run releases round 3 again: rounds >= 3 are dropped.
-    (3, {'privacy/epsilon_rdp': 1.5}),
-    (4, {'privacy/epsilon_rdp': 1.75, 'z': 2}),
+    (3, {
+        'privacy/epsilon_rdp': 1.5
+    }),
+    (4, {
+        'privacy/epsilon_rdp': 1.75,
+        'z': 2
+    }),
     # Everything dropped: the columns start over.
-    (0, {'b': 3.0}),
-    (1, {'privacy/epsilon_rdp': 0.5}),
+    (0, {
+        'b': 3.0
+    }),
+    (1, {
+        'privacy/epsilon_rdp': 0.5
+    }),
 ]
 
 

@@ -139,11 +139,11 @@ def test_budget_at_the_stated_pld_epsilon_stops_where_it_did_uncached(below):
   event = accounting.round_event_for(sampler, noise_multiplier=_Z)
   accounting.EPSILONS.clear()
   stated = min(
-      accounting.compute_epsilon([event] * k,
-                                 delta=_DELTA,
-                                 accountant=kind,
-                                 relation=dp_accounting.NeighboringRelation.
-                                 ADD_OR_REMOVE_ONE)
+      accounting.compute_epsilon(
+          [event] * k,
+          delta=_DELTA,
+          accountant=kind,
+          relation=dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
       for kind in accounting.AccountantKind)
   accounting.EPSILONS.clear()
   budget = math.nextafter(stated, 0.0) if below else stated

@@ -65,5 +65,4 @@ def dense_grid(pmf: Any) -> Optional[tuple[float, float, float, np.ndarray]]:
     return None
   upper_loss = (fields.lower_loss + len(fields.probs) -
                 1) * fields.discretization
-  return (fields.infinity_mass, upper_loss, fields.discretization,
-          fields.probs)
+  return (fields.infinity_mass, upper_loss, fields.discretization, fields.probs)

@@ -38,7 +38,8 @@ def composition_key(events: Sequence[dp_event.DpEvent]) -> tuple:
   known event adds to its group's count, a new one is appended), and so do
   `[e] * n` and `[SelfComposedDpEvent(e, n)]`.
   """
-  return tuple((key, count) for key, _, count in composition.group_events(events))
+  return tuple(
+      (key, count) for key, _, count in composition.group_events(events))
 
 
 class EpsilonCache:
@@ -50,7 +51,8 @@ class EpsilonCache:
     self.hits = 0
     self.misses = 0
 
-  def get_or_compute(self, key: Hashable, compute: Callable[[], float]) -> float:
+  def get_or_compute(self, key: Hashable, compute: Callable[[],
+                                                            float]) -> float:
     """`compute()`'s result for `key`, computed on the first request only."""
     if key in self._entries:
       self.hits += 1

@@ -128,8 +128,8 @@ def epsilon_for_delta(distribution, delta: float) -> float:
   for pmf in dp_accounting_internals.pmfs(distribution):
     grid_of_pmf = dp_accounting_internals.dense_grid(pmf)
     epsilons.append(
-        pmf.get_epsilon_for_delta(delta) if grid_of_pmf is None else pld_search.
-        epsilon_for_delta(*grid_of_pmf, delta))
+        pmf.get_epsilon_for_delta(delta) if grid_of_pmf is
+        None else pld_search.epsilon_for_delta(*grid_of_pmf, delta))
   return max(epsilons)
 
 

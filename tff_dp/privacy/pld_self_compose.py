@@ -41,8 +41,8 @@ _MOMENTS: 'weakref.WeakKeyDictionary[Any, tuple]' = weakref.WeakKeyDictionary()
 def _moments(pmf, probs: np.ndarray) -> tuple:
   if pmf not in _MOMENTS:
     # As `common.compute_self_convolve_bounds` computes them.
-    orders = (np.concatenate((np.arange(-20, 0), np.arange(1, 21))) /
-              len(probs))
+    orders = (np.concatenate(
+        (np.arange(-20, 0), np.arange(1, 21))) / len(probs))
     log_mgfs = [
         special.logsumexp(np.arange(len(probs)) * order, b=probs)
         for order in orders
@@ -51,7 +51,8 @@ def _moments(pmf, probs: np.ndarray) -> tuple:
   return _MOMENTS[pmf]
 
 
-def support_bounds(pmf, count: int,
+def support_bounds(pmf,
+                   count: int,
                    tail_mass_truncation: float = TAIL_MASS_TRUNCATION):
   """`common.compute_self_convolve_bounds(probs, count, tail)` of a pmf.
 

@@ -65,8 +65,7 @@ class MetricsCsvReleaseManager(tff.program.ReleaseManager):
     return buffer.getvalue()
 
   def _write(self) -> None:
-    atomic_io.write_text_atomic(self._path,
-                                self._header + ''.join(self._lines))
+    atomic_io.write_text_atomic(self._path, self._header + ''.join(self._lines))
 
   def _drop_from(self, key: int) -> None:
     """Drops the rows of keys >= `key`, as TFF's manager does."""
@@ -88,9 +87,9 @@ class MetricsCsvReleaseManager(tff.program.ReleaseManager):
     self._drop_from(key)
     # As TFF's manager normalizes a flat mapping: names sorted (its
     # structure flattening sorts a dict's keys), values as Python scalars.
-    row = collections.OrderedDict([(self._key_fieldname, key)] + [
-        (name, np.array(v).tolist()) for name, v in sorted(value.items())
-    ])
+    row = collections.OrderedDict([(self._key_fieldname, key)] +
+                                  [(name, np.array(v).tolist())
+                                   for name, v in sorted(value.items())])
     new = [name for name in row if name not in self._fieldnames]
     if new:
       self._set(self._fieldnames + new, self._rows)
