@@ -42,6 +42,10 @@ Commands:
   bench [--quick]      Benchmarks: seconds per round vs the compute floor and plain
                        TFF, time to first round, memory over 300 rounds (~25 min;
                        --quick ~1 min). Writes benchmarks/results/latest.json.
+  bench outside-round [--sinks]
+                       What the loop does outside the round (accounting,
+                       ledger and checkpoint JSON; --sinks: releases) at
+                       rounds 10..1500, without training (pure Python).
   lock                 Regenerate requirements.lock (needs network; uses uv).
   help                 Show this message.
 
@@ -219,6 +223,10 @@ cmd_lint() {
 cmd_bench() {
   ensure_venv
   cd "${ROOT}"
+  if [[ "${1:-}" == outside-round ]]; then
+    shift
+    exec "${VENV}/bin/python" -m benchmarks.outside_round "$@"
+  fi
   exec "${VENV}/bin/python" -m benchmarks.run_all "$@"
 }
 

@@ -35,3 +35,23 @@ def test_pmfs_are_the_distribution_and_sum_to_one(sampling_prob, count):
     assert len(probs) >= pmf.size
     # The dense grid holds the mass (all but the truncated tail).
     assert 0.999 < probs.sum() <= 1 + 1e-9
+
+
+def test_dense_fields_are_the_pmfs():
+  distribution = privacy_loss_distribution.from_gaussian_mechanism(
+      1.0, value_discretization_interval=1e-3, sampling_prob=0.1)
+  for pmf in dp_accounting_internals.pmfs(distribution):
+    fields = dp_accounting_internals.dense_fields(pmf)
+    assert fields.discretization == 1e-3 and fields.pessimistic_estimate
+    np.testing.assert_array_equal(fields.probs,
+                                  dp_accounting_internals.dense_probs(pmf))
+    # Its losses: lower_loss, lower_loss + 1, ... times the interval.
+    losses = (np.arange(len(fields.probs)) + fields.lower_loss) * 1e-3
+    assert pmf.get_delta_for_epsilon(losses[-1]) == pytest.approx(
+        fields.infinity_mass, abs=1e-15)
+    upper = dp_accounting_internals.dense_grid(pmf)[1]
+    assert upper == pytest.approx(losses[-1])
+  sparse = privacy_loss_distribution.from_gaussian_mechanism(
+      3.0, value_discretization_interval=0.1)
+  assert dp_accounting_internals.dense_fields(
+      dp_accounting_internals.pmfs(sparse)[0]) is None

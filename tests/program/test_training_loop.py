@@ -128,6 +128,39 @@ def test_budget_exactly_at_round_k_allows_round_k():
   assert result.rounds_completed == 4
 
 
+@pytest.mark.parametrize('below', [False, True])
+def test_budget_at_the_stated_pld_epsilon_stops_where_it_did_uncached(below):
+  # Both accountants, as the presets run: the stated epsilon is the smaller
+  # (PLD here). Epsilons are remembered by composition, so the budget check
+  # before round k computes what the release after round k - 1 ... k reuses;
+  # the stop must be where epsilons computed afresh put it.
+  k = 6
+  sampler, _ = _tracker()
+  event = accounting.round_event_for(sampler, noise_multiplier=_Z)
+  accounting.EPSILONS.clear()
+  stated = min(
+      accounting.compute_epsilon(
+          [event] * k,
+          delta=_DELTA,
+          accountant=kind,
+          relation=dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
+      for kind in accounting.AccountantKind)
+  accounting.EPSILONS.clear()
+  budget = math.nextafter(stated, 0.0) if below else stated
+  sampler, tracker = _tracker()
+  tracker.accountants = tuple(accounting.AccountantKind)
+  released = []
+  result = _loop(sampler,
+                 tracker,
+                 10,
+                 release=lambda round_num, values: released.append(values),
+                 max_epsilon=budget)
+  assert result.rounds_completed == (k - 1 if below else k)
+  assert released[-1]['privacy/epsilon_pld'] <= budget
+  assert released[-1]['privacy/epsilon_pld'] < released[-1][
+      'privacy/epsilon_rdp']
+
+
 def test_each_round_is_persisted_charged_before_it_is_released():
   sampler, tracker = _tracker()
   events = []

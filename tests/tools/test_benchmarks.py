@@ -286,3 +286,29 @@ def test_floor_round_equals_a_tff_dp_round_without_noise(
   for got, want, start in zip(floor_round.weights, expected, initial):
     assert not np.allclose(want, start)  # The rounds changed the model.
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-6)
+
+
+def test_outside_round_benchmark_replays_the_loop_steps(tmp_path):
+  # pylint: disable=g-import-not-at-top
+  from benchmarks import outside_round
+  from tff_dp.privacy import accounting
+  # pylint: enable=g-import-not-at-top
+  args = outside_round.parse_args(
+      ['x', '--rounds=6,3', '--window=2', f'--json={tmp_path / "r.json"}'])
+  assert args.rounds == [3, 6]
+  result = outside_round.run(args)
+  assert [row['round'] for row in result['rows']] == [3, 6]
+  for row in result['rows']:
+    assert set(row['seconds']) == set(outside_round.PRIVACY_STEPS) | {'total'}
+    assert all(_positive_finite(v) for v in row['seconds'].values())
+  # The epsilons it prints are those of the main job's ledger after 6 rounds.
+  tracker = outside_round.main_job_tracker()
+  for round_num in range(1, 7):
+    tracker.charge(round_num, [])
+  accounting.EPSILONS.clear()
+  assert result['rows'][-1]['epsilons'] == {
+      kind.value: eps for kind, eps in tracker.epsilons().items()
+  }
+  assert 'ratio total r=6 / r=3' in outside_round.format_result(result)
+  with pytest.raises(SystemExit):
+    outside_round.parse_args(['x', '--rounds=2', '--window=2'])

@@ -65,6 +65,7 @@ from tff_dp import checks
 from tff_dp.cohorts import sampling as sampling_lib
 from tff_dp.privacy import composition
 from tff_dp.privacy import dp_event_json
+from tff_dp.privacy import epsilon_cache
 from tff_dp.privacy import pld_epsilon
 
 ClientSampling = sampling_lib.ClientSampling
@@ -98,6 +99,9 @@ class AccountantKind(enum.Enum):
 # The accountant cannot compose an event under a relation. Defined with the
 # PLD arithmetic, which raises it too.
 UnsupportedAccountingError = pld_epsilon.UnsupportedAccountingError
+
+# Epsilons computed so far, by composition (`epsilon_cache`).
+EPSILONS = epsilon_cache.EpsilonCache()
 
 
 def tightest_epsilon(
@@ -252,6 +256,20 @@ def compute_epsilon(events: Sequence[dp_event.DpEvent],
   if not isinstance(accountant, AccountantKind):
     raise TypeError(f'accountant must be an AccountantKind, got '
                     f'{accountant!r}.')
+  events = list(events)
+  # The same composition is asked for twice per round (epsilon_cache).
+  key = (epsilon_cache.composition_key(events), accountant, relation, delta,
+         pld_discretization, PLD_MAX_POINTS, PLD_MAX_BUILD_POINTS,
+         PLD_MAX_COMPOSED_POINTS)
+  return EPSILONS.get_or_compute(
+      key, lambda: _computed_epsilon(events, delta, accountant, relation,
+                                     pld_discretization))
+
+
+def _computed_epsilon(events, delta: float, accountant: AccountantKind,
+                      relation: NeighboringRelation,
+                      pld_discretization: float) -> float:
+  """`compute_epsilon`, computed (its arguments checked)."""
   epsilons, refusals = [], []
   for bound in composition.valid_bounds(events, relation):
     groups = composition.group_events(bound)

@@ -5,10 +5,13 @@ its events into epsilons. Its file is rewritten atomically after every round
 and read back strictly on resume (`tff_dp.privacy.ledger_json`).
 """
 
+import json
 import numbers
+import os
 
 from dp_accounting import dp_event
 
+from tff_dp import atomic_io
 from tff_dp.privacy import accounting
 from tff_dp.privacy import dp_event_json
 from tff_dp.privacy import ledger_json
@@ -43,6 +46,13 @@ class PrivacyLedger:
     # Identical events merged as they are recorded, so that computing epsilon
     # costs O(distinct events), not O(rounds): it runs twice per round.
     self._groups: dict[str, list] = {}
+    # Each distinct event's JSON (object and text) and each round's line of
+    # the file, kept as rounds are recorded: the file is rewritten after
+    # every round, and encoding every round's event again each time (with
+    # json's pure-Python encoder, which `indent` selects) grew with the run.
+    self._event_json: dict[str, tuple[dict, str]] = {}
+    self._round_json: list[dict] = []
+    self._round_lines: list[str] = []
 
   @property
   def relation(self) -> accounting.NeighboringRelation:
@@ -86,6 +96,12 @@ class PrivacyLedger:
       self._groups[key][1] += 1
     else:
       self._groups[key] = [event, 1]
+    if key not in self._event_json:
+      as_json = dp_event_json.event_to_json(event)
+      self._event_json[key] = (as_json, json.dumps(as_json, allow_nan=False))
+    as_json, text = self._event_json[key]
+    self._round_json.append(as_json)
+    self._round_lines.append(f'{{"round": {round_num}, "event": {text}}}')
 
   def _composed(self) -> list[dp_event.DpEvent]:
     return [
@@ -121,6 +137,8 @@ class PrivacyLedger:
                                       pld_discretization=pld_discretization)
 
   def to_json(self) -> dict:
+    """The ledger as JSON (see the class docstring); do not modify it: the
+    rounds of one event share that event's object."""
     return {
         'format_version':
             LEDGER_FORMAT_VERSION,
@@ -128,9 +146,22 @@ class PrivacyLedger:
             self._relation.name,
         'rounds': [{
             'round': i + 1,
-            'event': dp_event_json.event_to_json(e)
-        } for i, e in enumerate(self._events)],
+            'event': e
+        } for i, e in enumerate(self._round_json)],
     }
+
+  def to_text(self) -> str:
+    """`to_json` as JSON text, one round per line (what `save` writes).
+
+    Joined from the lines kept as rounds were recorded: O(rounds) in C
+    string copies, not in Python encoding.
+    """
+    head = json.dumps({
+        'format_version': LEDGER_FORMAT_VERSION,
+        'neighboring_relation': self._relation.name,
+    })
+    lines = ',\n'.join(self._round_lines)
+    return f'{head[:-1]}, "rounds": [\n{lines}\n]}}\n'
 
   @classmethod
   def from_json(cls, d) -> 'PrivacyLedger':
@@ -174,7 +205,7 @@ class PrivacyLedger:
 
   def save(self, path: str) -> None:
     """Writes the ledger atomically (temp file, fsync, rename)."""
-    ledger_json.save(path, self.to_json())
+    atomic_io.write_text_atomic(os.fspath(path), self.to_text())
 
   @classmethod
   def load(cls, path: str) -> 'PrivacyLedger':

@@ -103,8 +103,11 @@ class CheckpointManager:
       _write_file(os.path.join(tmp, 'state.npz'), buffer.getvalue())
       faults.crash_point('checkpoint_write', round_num)
       meta = dict(meta, round=round_num, format_version=FORMAT_VERSION)
+      # One line: `indent` selects json's pure-Python encoder, whose time
+      # on the ledgers (a line per round) grew with the run; without it the
+      # C encoder takes ~1 ms for 1,500 rounds.
       _write_file(os.path.join(tmp, 'meta.json'),
-                  json.dumps(meta, allow_nan=True, indent=1).encode())
+                  json.dumps(meta, allow_nan=True).encode())
       manifest = {
           name: {
               'sha256': _sha256(os.path.join(tmp, name)),

@@ -4,9 +4,9 @@ Every sink is a `tff.program.ReleaseManager` that receives a round's row (a
 mapping of key to float) with the round number as key, and only after
 `tff_dp.program.release.Releaser` has checked every key against the release
 allow-list: a sink never sees a value the run may not release. The sinks
-are written in `SINKS` order; metrics.csv (TFF's `CSVFileReleaseManager`,
-which replaces the file atomically and drops rows with a key >= the
-released one) comes last, because it is the record a resumed run rebuilds
+are written in `SINKS` order; metrics.csv (`csv_sink`, TFF's
+`CSVFileReleaseManager` in WRITE mode in flat time, which replaces the file
+atomically and drops rows with a key >= the released one) comes last, because it is the record a resumed run rebuilds
 the others from (`replay`).
 
 To add a sink (a database, a monitoring service): a `ReleaseManager` in its
@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Mapping
 
 import tensorflow_federated as tff
 
+from tff_dp.program import csv_sink
 from tff_dp.program import event_writer
 from tff_dp.program import faults
 from tff_dp.program import tensorboard_text
@@ -117,12 +118,11 @@ def _plotted(items: Iterable[tuple[str, float]]):
 
 
 def _csv_sink(run_dir: str) -> tff.program.ReleaseManager:
-  # WRITE mode replaces the file atomically on every release; APPEND could
-  # leave half a row behind a crash.
-  return tff.program.CSVFileReleaseManager(
-      csv_path(run_dir),
-      save_mode=tff.program.CSVSaveMode.WRITE,
-      key_fieldname=CSV_KEY_FIELD)
+  # Replaces the file atomically on every release (appending could leave
+  # half a row behind a crash), as TFF's CSVFileReleaseManager in WRITE mode
+  # does, but without re-reading and re-rendering every row each time.
+  return csv_sink.MetricsCsvReleaseManager(csv_path(run_dir),
+                                           key_fieldname=CSV_KEY_FIELD)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,59 @@
+"""The self-composition with kept Chernoff moments is dp-accounting's, to the bit."""
+
+from dp_accounting.pld import common
+from dp_accounting.pld import privacy_loss_distribution
+import numpy as np
+import pytest
+
+from tff_dp.privacy import dp_accounting_internals
+from tff_dp.privacy import pld_self_compose
+
+
+def _base(sampling_prob, z, interval=1e-3):
+  return privacy_loss_distribution.from_gaussian_mechanism(
+      z, value_discretization_interval=interval, sampling_prob=sampling_prob)
+
+
+def _fields(pmf):
+  # pylint: disable=protected-access
+  dense = pmf.to_dense_pmf()
+  return (dense._lower_loss, dense._infinity_mass, dense._discretization,
+          dense._pessimistic_estimate)
+
+
+@pytest.mark.parametrize('sampling_prob,z,interval', [(0.1, 1.0, 1e-3),
+                                                      (0.035, 1.2, 1e-3),
+                                                      (1.0, 0.8, 1e-3),
+                                                      (0.5, 0.6, 1e-2),
+                                                      (1.0, 3.0, 1e-1)])
+def test_same_distribution_as_dp_accounting(sampling_prob, z, interval):
+  base = _base(sampling_prob, z, interval)
+  for count in (1, 2, 10, 700, 1500):
+    ours = pld_self_compose.self_compose(base, count)
+    theirs = base.self_compose(count)
+    ours_pmfs = dp_accounting_internals.pmfs(ours)
+    theirs_pmfs = dp_accounting_internals.pmfs(theirs)
+    assert len(ours_pmfs) == len(theirs_pmfs)
+    for mine, reference in zip(ours_pmfs, theirs_pmfs):
+      assert type(mine) is type(reference)
+      assert _fields(mine) == _fields(reference)
+      np.testing.assert_array_equal(
+          dp_accounting_internals.dense_probs(mine),
+          dp_accounting_internals.dense_probs(reference))
+    assert ours.get_epsilon_for_delta(1e-5) == theirs.get_epsilon_for_delta(
+        1e-5)
+
+
+def test_support_bounds_are_dp_accountings():
+  for pmf in dp_accounting_internals.pmfs(_base(0.1, 1.0)):
+    probs = dp_accounting_internals.dense_probs(pmf)
+    for count in (1, 3, 100, 1500):
+      for tail in (1e-15, 1e-10, 0):
+        assert pld_self_compose.support_bounds(
+            pmf, count,
+            tail) == common.compute_self_convolve_bounds(probs, count, tail)
+
+
+def test_count_must_be_positive():
+  with pytest.raises(ValueError):
+    pld_self_compose.self_compose(_base(0.1, 1.0), 0)
