@@ -37,6 +37,8 @@ Commands:
   compare DIR...       The same table and plots for existing runs or sweeps.
   import-data [flags]  Turn a CSV/.npz with a client column into SQLite client data
                        (then: train --dataset=sqlite --client_data=FILE).
+  certs --out_dir=DIR  A small CA, a worker and a driver certificate (openssl) for
+                       running on several machines (README).
   tensorboard [--port N] [--logdir DIR]
                        Serve runs/ (or DIR) with TensorBoard on 127.0.0.1 only.
   bench [--quick]      Benchmarks: seconds per round vs the compute floor and plain
@@ -184,6 +186,11 @@ cmd_import_data() {
   exec "${VENV}/bin/python" -m tff_dp.cli.import_data "$@"
 }
 
+cmd_certs() {
+  ensure_venv
+  exec "${VENV}/bin/python" -m tff_dp.cli.certs "$@"
+}
+
 LINT_LOCK="${ROOT}/requirements/lint.lock"
 # What the formatter and linter read: the package, its tests and tools.
 LINT_PATHS=(tff_dp tests tools benchmarks setup.py)
@@ -294,6 +301,7 @@ main() {
     lint) cmd_lint "$@" ;;
     epsilon) cmd_epsilon "$@" ;;
     import-data) cmd_import_data "$@" ;;
+    certs) cmd_certs "$@" ;;
     audit) cmd_audit "$@" ;;
     sweep) cmd_sweep "$@" ;;
     compare) cmd_compare "$@" ;;
