@@ -48,8 +48,10 @@ _SERVING = re.compile(r'TFF worker pid (\d+) .*; stunnel pid (\d+) accepting')
 class ServedWorker:
   """A `python -m tff_dp.cli.worker --tls` process and the pids it reported."""
 
-  def __init__(self, process, worker_pid: int, proxy_pid: int, port: int):
+  def __init__(self, process, worker_pid: int, proxy_pid: int, port: int,
+               logs_dir: str):
     self.process = process
+    self.logs_dir = logs_dir
     self.worker_pid = worker_pid
     self.proxy_pid = proxy_pid
     self.port = port
@@ -105,7 +107,7 @@ def start_served_worker(certs_dir: str,
     match = _SERVING.search(line)
     if match:
       return ServedWorker(process, int(match.group(1)), int(match.group(2)),
-                          port)
+                          port, log_dir)
   process.kill()
   _, err = process.communicate(timeout=30)
   raise AssertionError(f'the worker program did not serve: {lines} {err}')

@@ -96,7 +96,7 @@ def start_tunnels(addresses: Sequence[worker_addresses.WorkerAddress], *,
   """
   missing = certs.missing_files(certs_dir, certs.DRIVER_FILES)
   if missing:
-    raise worker_errors.RuntimeStartError(
+    raise worker_errors.RemoteWorkerStartError(
         f'--worker_certs={certs_dir}: missing {", ".join(missing)} (make them '
         'with ./run.sh certs)')
 
