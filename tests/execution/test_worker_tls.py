@@ -211,3 +211,12 @@ def test_neither_outlives_a_supervisor_killed_with_sigkill(pki, tmp_path):
   # The kernel's parent-death signal, for both.
   assert not workers.is_running(served.worker_pid)
   assert not workers.is_running(served.proxy_pid)
+  # The next start removes the private directory the dead one left.
+  left = _private_dirs()
+  again = workers.start_served_worker(pki[0], str(tmp_path / 'logs2'),
+                                      portpicker.pick_unused_port())
+  try:
+    assert len(_private_dirs() - left) == 1
+    assert len(left - _private_dirs()) >= 1
+  finally:
+    again.stop()

@@ -40,6 +40,9 @@ _STOP_GRACE_SECONDS = 5.0
 _POLL_SECONDS = 0.05
 CONFIG_NAME = 'stunnel.conf'
 PID_NAME = 'stunnel.pid'
+_DIR_PREFIX = 'tff-dp-tls-'
+# A private directory without a pid file this old never got its stunnel.
+_STALE_SECONDS = 600.0
 
 
 def stunnel_binary() -> Optional[str]:
@@ -150,6 +153,29 @@ def _wait_listening(proxy: TlsProxy) -> None:
     time.sleep(_POLL_SECONDS)
 
 
+def _remove_stale_dirs(base: str) -> None:
+  """Removes private directories of stunnels that died with a SIGKILLed
+  supervisor (their pid file names no live process; an old one without a
+  pid file never started)."""
+  try:
+    names = [n for n in os.listdir(base) if n.startswith(_DIR_PREFIX)]
+  except OSError:
+    return
+  for name in names:
+    directory = os.path.join(base, name)
+    with contextlib.suppress(OSError, ValueError, worker_errors.RuntimeStartError):
+      worker_socket.check_private_dir(directory)
+      pid_path = os.path.join(directory, PID_NAME)
+      if os.path.exists(pid_path):
+        with open(pid_path) as f:
+          pid = int(f.read().strip())
+        if os.path.exists(f'/proc/{pid}'):
+          continue
+      elif time.time() - os.lstat(directory).st_mtime < _STALE_SECONDS:
+        continue
+      shutil.rmtree(directory)
+
+
 def start_stunnel(write_config: Callable[[str], str],
                    log_path: str) -> tuple[subprocess.Popen, str]:
   """Starts stunnel on the config `write_config(private_dir)` returns.
@@ -162,7 +188,8 @@ def start_stunnel(write_config: Callable[[str], str],
     raise worker_errors.RuntimeStartError(
         'stunnel is not installed (apt-get install stunnel4; ./run.sh '
         'installs it)')
-  private_dir = tempfile.mkdtemp(prefix='tff-dp-tls-')
+  _remove_stale_dirs(tempfile.gettempdir())
+  private_dir = tempfile.mkdtemp(prefix=_DIR_PREFIX)
   try:
     worker_socket.check_private_dir(private_dir)
     config = os.path.join(private_dir, CONFIG_NAME)
