@@ -101,9 +101,10 @@ def _check_workers(config: TrainConfig) -> None:
         'the grouped path is not built for --workers yet (its client files '
         'are on the driver\'s disk); use --clients_per_call=1')
   if bool(config.workers) != bool(config.worker_certs):
-    raise ConfigError('worker_certs', config.worker_certs,
-                      'is required with, and only with, --workers (the '
-                      'driver\'s certificates: ./run.sh certs)')
+    raise ConfigError(
+        'worker_certs', config.worker_certs,
+        'is required with, and only with, --workers (the '
+        'driver\'s certificates: ./run.sh certs)')
 
 
 def check_config(config: TrainConfig) -> None:

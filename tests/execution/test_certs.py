@@ -25,8 +25,8 @@ def test_the_certificates_verify_against_the_ca_with_their_purposes(tmp_path):
   assert sorted(os.listdir(out)) == sorted(certs.ALL_FILES)  # Nothing else.
   assert written == [str(out / name) for name in certs.ALL_FILES]
   ca = str(out / certs.CA_CERT)
-  for cert, purpose in ((certs.WORKER_CERT, 'sslserver'),
-                        (certs.DRIVER_CERT, 'sslclient')):
+  for cert, purpose in ((certs.WORKER_CERT, 'sslserver'), (certs.DRIVER_CERT,
+                                                           'sslclient')):
     verified = _openssl('verify', '-CAfile', ca, '-purpose', purpose,
                         str(out / cert))
     assert verified.strip().endswith(': OK'), verified
@@ -39,8 +39,8 @@ def test_the_certificates_verify_against_the_ca_with_their_purposes(tmp_path):
                          text=True,
                          check=False)
   assert wrong.returncode != 0
-  text = _openssl('x509', '-in', str(out / certs.WORKER_CERT), '-noout',
-                  '-ext', 'subjectAltName')
+  text = _openssl('x509', '-in', str(out / certs.WORKER_CERT), '-noout', '-ext',
+                  'subjectAltName')
   assert 'IP Address:127.0.0.1' in text and 'DNS:localhost' in text
   assert 'DNS:worker-a.lan' in text
 

@@ -28,8 +28,7 @@ from tff_dp.execution import tls_proxy
 pytestmark = [
     pytest.mark.skipif(tls_proxy.stunnel_binary() is None,
                        reason='stunnel is not installed (./run.sh test '
-                       'installs it)'),
-    pytest.mark.e2e
+                       'installs it)'), pytest.mark.e2e
 ]
 
 _DEFAULT = os.path.join(REPO_ROOT, 'configs', 'default.cfg')
@@ -93,8 +92,7 @@ def test_zero_noise_split_across_three_workers_equals_one_worker(
   zero = ('--noise_multiplier=0', '--allow_zero_noise')
   before = [_connections(w) for w in three_workers]
   _train(tmp_path, 'split', *zero, *_split_flags(three_workers, pki))
-  assert all(
-      _connections(w) > n for w, n in zip(three_workers, before)), before
+  assert all(_connections(w) > n for w, n in zip(three_workers, before)), before
   _train(tmp_path, 'local', *zero)
   split = _final_state(tmp_path / 'split')
   local = _final_state(tmp_path / 'local')

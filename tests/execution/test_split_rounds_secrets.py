@@ -47,9 +47,8 @@ def _holds_key(comp) -> bool:
 
 
 @pytest.mark.tff
-@pytest.mark.parametrize('mechanism', [
-    DpMechanism.GAUSSIAN_FIXED, DpMechanism.GAUSSIAN_ADAPTIVE
-])
+@pytest.mark.parametrize(
+    'mechanism', [DpMechanism.GAUSSIAN_FIXED, DpMechanism.GAUSSIAN_ADAPTIVE])
 def test_the_workers_part_holds_no_noise_key(mechanism, monkeypatch):
   monkeypatch.setattr(run_secrets, 'new_noise_key', lambda: _KEY)
   process = learning_process.build_learning_process(

@@ -49,9 +49,9 @@ def fixture_pki(tmp_path_factory):
 
 @pytest.fixture(name='served', scope='module')
 def fixture_served(pki, tmp_path_factory):
-  served = workers.start_served_worker(
-      pki[0], str(tmp_path_factory.mktemp('logs')),
-      portpicker.pick_unused_port())
+  served = workers.start_served_worker(pki[0],
+                                       str(tmp_path_factory.mktemp('logs')),
+                                       portpicker.pick_unused_port())
   yield served
   served.stop()
 
@@ -111,8 +111,8 @@ def test_a_driver_with_our_certificate_reaches_the_worker(
 def _tls_handshake(served, ca_dir: str, client_dir: str | None) -> str:
   """A raw TLS client: what happens when it says something after the
   handshake (in TLS 1.3 a refused client certificate surfaces there)."""
-  context = ssl.create_default_context(cafile=os.path.join(
-      ca_dir, certs.CA_CERT))
+  context = ssl.create_default_context(
+      cafile=os.path.join(ca_dir, certs.CA_CERT))
   if client_dir:
     context.load_cert_chain(os.path.join(client_dir, certs.DRIVER_CERT),
                             os.path.join(client_dir, certs.DRIVER_KEY))
@@ -153,9 +153,10 @@ def test_only_stunnel_listens_on_tcp_and_the_worker_on_no_port(served):
                           text=True,
                           check=True)
   owners = [line for line in result.stdout.splitlines() if 'pid=' in line]
-  assert not [l for l in owners if f'pid={served.worker_pid},' in l], owners
-  on_port = [l for l in owners if f':{served.port} ' in l]
-  assert on_port and all(f'pid={served.proxy_pid},' in l for l in on_port)
+  assert not [line for line in owners if f'pid={served.worker_pid},' in line
+             ], owners
+  on_port = [line for line in owners if f':{served.port} ' in line]
+  assert on_port and all(f'pid={served.proxy_pid},' in line for line in on_port)
   assert tcp_listeners.listening_addresses(served.port) == ['127.0.0.1']
 
 
@@ -182,17 +183,16 @@ def test_sigterm_stops_the_worker_and_stunnel(pki, tmp_path):
 @pytest.mark.parametrize('args,expected', [
     (['--port=7000'], 'plaintext TCP serving does not exist'),
     (['--port=7000', '--tls'], '--certs_dir is required'),
-    (['--port=7000', '--tls', '--certs_dir=/nonexistent'],
-     '--certs_dir=/nonexistent: missing ca.crt, worker.crt, worker.key'),
+    (['--port=7000', '--tls', '--certs_dir=/nonexistent'
+     ], '--certs_dir=/nonexistent: missing ca.crt, worker.crt, worker.key'),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, expected):
-  result = subprocess.run(
-      [sys.executable, '-m', 'tff_dp.cli.worker', *args],
-      cwd=REPO_ROOT,
-      capture_output=True,
-      text=True,
-      check=False,
-      timeout=60)
+  result = subprocess.run([sys.executable, '-m', 'tff_dp.cli.worker', *args],
+                          cwd=REPO_ROOT,
+                          capture_output=True,
+                          text=True,
+                          check=False,
+                          timeout=60)
   assert result.returncode == 2, result.stderr
   assert result.stderr.count('\n') == 1, result.stderr
   assert expected in result.stderr

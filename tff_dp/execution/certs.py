@@ -35,8 +35,7 @@ WORKER_CERT = 'worker.crt'
 WORKER_KEY = 'worker.key'
 DRIVER_CERT = 'driver.crt'
 DRIVER_KEY = 'driver.key'
-ALL_FILES = (CA_CERT, CA_KEY, WORKER_CERT, WORKER_KEY, DRIVER_CERT,
-             DRIVER_KEY)
+ALL_FILES = (CA_CERT, CA_KEY, WORKER_CERT, WORKER_KEY, DRIVER_CERT, DRIVER_KEY)
 # What each side needs in its --certs_dir / --worker_certs directory.
 WORKER_FILES = (CA_CERT, WORKER_CERT, WORKER_KEY)
 DRIVER_FILES = (CA_CERT, DRIVER_CERT, DRIVER_KEY)
@@ -102,10 +101,22 @@ def _serial() -> str:
 
 
 def _make_ca(work: str, days: int) -> None:
-  _openssl('req', '-x509', *_KEY_ARGS, '-keyout', CA_KEY, '-out', CA_CERT,
-           '-days', str(days), '-subj', '/CN=tff-dp workers CA',
-           '-set_serial', _serial(), '-addext',
-           'basicConstraints=critical,CA:TRUE,pathlen:0', '-addext',
+  _openssl('req',
+           '-x509',
+           *_KEY_ARGS,
+           '-keyout',
+           CA_KEY,
+           '-out',
+           CA_CERT,
+           '-days',
+           str(days),
+           '-subj',
+           '/CN=tff-dp workers CA',
+           '-set_serial',
+           _serial(),
+           '-addext',
+           'basicConstraints=critical,CA:TRUE,pathlen:0',
+           '-addext',
            'keyUsage=critical,keyCertSign,cRLSign',
            cwd=work)
 
@@ -117,19 +128,39 @@ def _make_leaf(work: str, name: str, common_name: str, extensions: str,
   with open(os.path.join(work, ext), 'w', encoding='ascii') as f:
     f.write('basicConstraints=critical,CA:FALSE\n'
             'keyUsage=critical,digitalSignature\n' + extensions)
-  _openssl('req', '-new', *_KEY_ARGS, '-keyout', f'{name}.key', '-out', csr,
-           '-subj', f'/CN={common_name}',
+  _openssl('req',
+           '-new',
+           *_KEY_ARGS,
+           '-keyout',
+           f'{name}.key',
+           '-out',
+           csr,
+           '-subj',
+           f'/CN={common_name}',
            cwd=work)
-  _openssl('x509', '-req', '-in', csr, '-CA', CA_CERT, '-CAkey', CA_KEY,
-           '-set_serial', _serial(), '-days', str(days), '-sha256',
-           '-extfile', ext, '-out', f'{name}.crt',
+  _openssl('x509',
+           '-req',
+           '-in',
+           csr,
+           '-CA',
+           CA_CERT,
+           '-CAkey',
+           CA_KEY,
+           '-set_serial',
+           _serial(),
+           '-days',
+           str(days),
+           '-sha256',
+           '-extfile',
+           ext,
+           '-out',
+           f'{name}.crt',
            cwd=work)
 
 
 def _check_out_dir(out_dir: str) -> None:
   existing = [
-      name for name in ALL_FILES
-      if os.path.lexists(os.path.join(out_dir, name))
+      name for name in ALL_FILES if os.path.lexists(os.path.join(out_dir, name))
   ]
   if existing:
     raise CertError(f'--out_dir={out_dir}: {", ".join(existing)} already '
@@ -171,8 +202,8 @@ def make_certs(*,
     _make_leaf(work, 'worker', 'tff-dp worker',
                f'extendedKeyUsage=serverAuth\nsubjectAltName={alt_names}\n',
                days)
-    _make_leaf(work, 'driver', 'tff-dp driver',
-               'extendedKeyUsage=clientAuth\n', days)
+    _make_leaf(work, 'driver', 'tff-dp driver', 'extendedKeyUsage=clientAuth\n',
+               days)
     for name in ALL_FILES:
       os.chmod(os.path.join(work, name),
                0o600 if name.endswith('.key') else 0o644)
@@ -180,9 +211,9 @@ def make_certs(*,
       try:
         os.link(os.path.join(work, name), target)
       except FileExistsError:
-        raise CertError(f'--out_dir={out_dir}: {name} appeared while the '
-                        'certificates were made; refusing to overwrite it'
-                       ) from None
+        raise CertError(
+            f'--out_dir={out_dir}: {name} appeared while the '
+            'certificates were made; refusing to overwrite it') from None
       written.append(target)
   except BaseException:
     for path in written:

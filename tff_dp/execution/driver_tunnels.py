@@ -101,8 +101,8 @@ def start_tunnels(addresses: Sequence[worker_addresses.WorkerAddress], *,
         'with ./run.sh certs)')
 
   def config(private_dir: str) -> str:
-    lines = tls_proxy.global_options(os.path.join(private_dir,
-                                                  tls_proxy.PID_NAME))
+    lines = tls_proxy.global_options(
+        os.path.join(private_dir, tls_proxy.PID_NAME))
     for i, address in enumerate(addresses):
       lines += _section(i, address, os.path.join(private_dir, socket_name(i)),
                         certs_dir)
@@ -117,8 +117,7 @@ def start_tunnels(addresses: Sequence[worker_addresses.WorkerAddress], *,
                           addresses=addresses)
   try:
     deadline = time.monotonic() + _START_TIMEOUT_SECONDS
-    while not all(
-        os.path.exists(t[len('unix:'):]) for t in tunnels.targets):
+    while not all(os.path.exists(t[len('unix:'):]) for t in tunnels.targets):
       if not tunnels.alive() or time.monotonic() > deadline:
         raise worker_errors.RuntimeStartError(
             'stunnel (the driver\'s TLS client) did not start: '

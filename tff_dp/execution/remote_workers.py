@@ -84,10 +84,9 @@ def _summary(error: BaseException) -> str:
   return f'{type(error).__name__}: {error}'
 
 
-def connect_all(addresses: Sequence[worker_addresses.WorkerAddress], *,
-                certs_dir: str,
-                log_path: str) -> tuple[driver_tunnels.DriverTunnels,
-                                        list[RemoteWorker]]:
+def connect_all(
+    addresses: Sequence[worker_addresses.WorkerAddress], *, certs_dir: str,
+    log_path: str) -> tuple[driver_tunnels.DriverTunnels, list[RemoteWorker]]:
   """The driver's tunnels and a channel to every worker, each up.
 
   Args:

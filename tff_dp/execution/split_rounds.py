@@ -30,12 +30,12 @@ import asyncio
 from typing import Any, Optional, Sequence
 
 import tensorflow_federated as tff
+from tensorflow_federated.python.common_libs import structure
 from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
 from tensorflow_federated.python.core.impl.execution_contexts import compiler_pipeline
 from tensorflow_federated.python.core.impl.execution_contexts import mergeable_comp_execution_context as mergeable
 from tensorflow_federated.python.core.impl.types import type_analysis
 from tensorflow_federated.python.core.impl.types import type_conversions
-from tensorflow_federated.python.common_libs import structure
 
 
 def _has_clients_values(type_spec: Optional[tff.Type]) -> bool:
@@ -49,8 +49,7 @@ def _has_clients_values(type_spec: Optional[tff.Type]) -> bool:
 
 def _server_only(type_spec: tff.Type) -> bool:
   return type_analysis.contains_only(
-      type_spec,
-      lambda t: not isinstance(t, tff.FederatedType) or t.all_equal)
+      type_spec, lambda t: not isinstance(t, tff.FederatedType) or t.all_equal)
 
 
 class SplitRoundsContext(tff.framework.SyncContext):

@@ -77,27 +77,28 @@ def config_text(*, listen_host: str, port: int, socket_path: str,
   """
   host = f'[{listen_host}]' if ':' in listen_host else listen_host
   path = lambda name: os.path.abspath(os.path.join(certs_dir, name))
-  return '\n'.join(global_options(pid_path) + [
-      '[tff-worker]',
-      f'accept = {host}:{port}',
-      f'connect = {socket_path}',
-      f'cert = {path(certs.WORKER_CERT)}',
-      f'key = {path(certs.WORKER_KEY)}',
-      f'CAfile = {path(certs.CA_CERT)}',
-      # A client certificate is required and must chain to our CA alone
-      # (no system CA store is loaded).
-      'requireCert = yes',
-      'verifyChain = yes',
-      'sslVersionMin = TLSv1.2',
-      '',
-  ])
+  return '\n'.join(
+      global_options(pid_path) + [
+          '[tff-worker]',
+          f'accept = {host}:{port}',
+          f'connect = {socket_path}',
+          f'cert = {path(certs.WORKER_CERT)}',
+          f'key = {path(certs.WORKER_KEY)}',
+          f'CAfile = {path(certs.CA_CERT)}',
+          # A client certificate is required and must chain to our CA alone
+          # (no system CA store is loaded).
+          'requireCert = yes',
+          'verifyChain = yes',
+          'sslVersionMin = TLSv1.2',
+          '',
+      ])
 
 
 class TlsProxy:
   """A running stunnel in front of a worker's Unix socket."""
 
-  def __init__(self, process: subprocess.Popen, *, port: int,
-               listen_host: str, private_dir: str, log_path: str):
+  def __init__(self, process: subprocess.Popen, *, port: int, listen_host: str,
+               private_dir: str, log_path: str):
     self.process = process
     self.port = port
     self.listen_host = listen_host
@@ -163,7 +164,8 @@ def _remove_stale_dirs(base: str) -> None:
     return
   for name in names:
     directory = os.path.join(base, name)
-    with contextlib.suppress(OSError, ValueError, worker_errors.RuntimeStartError):
+    with contextlib.suppress(OSError, ValueError,
+                             worker_errors.RuntimeStartError):
       worker_socket.check_private_dir(directory)
       pid_path = os.path.join(directory, PID_NAME)
       if os.path.exists(pid_path):
@@ -177,7 +179,7 @@ def _remove_stale_dirs(base: str) -> None:
 
 
 def start_stunnel(write_config: Callable[[str], str],
-                   log_path: str) -> tuple[subprocess.Popen, str]:
+                  log_path: str) -> tuple[subprocess.Popen, str]:
   """Starts stunnel on the config `write_config(private_dir)` returns.
 
   Returns:
