@@ -161,3 +161,57 @@ def test_an_unreachable_worker_fails_fast_naming_it(pki, tmp_path):
       f'tff-dp: error: worker 127.0.0.1:{port} not reachable over mutual TLS')
   assert result.stderr.count('\n') == 1, result.stderr
   assert took < 90, took
+
+
+@pytest.mark.slow  # About 80 s: the 30 s loss deadline and three runs.
+def test_a_worker_lost_mid_run_stops_the_run_which_resumes_exactly(
+    pki, tmp_path):
+  ports = [portpicker.pick_unused_port() for _ in range(2)]
+  served = [
+      workers.start_served_worker(pki, str(tmp_path / f'w{i}'), port)
+      for i, port in enumerate(ports)
+  ]
+  flags = (f'--flagfile={_DEFAULT}', f'--output_dir={tmp_path}',
+           '--run_name=lost', '--log_every=1', *_SAME_COHORTS,
+           f'--workers={served[0].address},{served[1].address}',
+           f'--worker_certs={pki}')
+  try:
+    run = programs.start_train(*flags, '--rounds=30')
+    for line in run.stdout:
+      if line.startswith('round 3/'):
+        break
+    served[1].process.kill()  # SIGKILL: its worker and stunnel die with it.
+    killed = time.monotonic()
+    _, err = run.communicate(timeout=120)
+    took = time.monotonic() - killed
+    assert run.returncode == 3, err
+    assert err.count('\n') == 1, err
+    assert f'worker {served[1].address} has refused calls' in err
+    assert 'Nothing of the interrupted round was released' in err
+    assert took < 60, took
+    run_dir = os.path.join(tmp_path, 'lost')
+    assert workers.wait_until_gone(
+        workers.worker_pids_from_log(os.path.join(run_dir,
+                                                  'worker.log'))) == []
+    assert not workers.is_running(served[1].worker_pid)
+    assert not workers.is_running(served[1].proxy_pid)
+    served[1] = workers.start_served_worker(pki, str(tmp_path / 'w1b'),
+                                            ports[1])
+    resumed = programs.run_train(*flags, '--rounds=6', check=True)
+    assert 'resuming after round' in resumed.stdout
+  finally:
+    for worker in served:
+      worker.stop()
+  straight = programs.run_train(f'--flagfile={_DEFAULT}',
+                                f'--output_dir={tmp_path}',
+                                '--run_name=straight',
+                                '--rounds=6',
+                                *_SAME_COHORTS,
+                                check=True)
+  del straight
+  with open(os.path.join(tmp_path, 'lost', 'summary.json')) as f:
+    lost = json.load(f)
+  with open(os.path.join(tmp_path, 'straight', 'summary.json')) as f:
+    uninterrupted = json.load(f)
+  assert lost['rounds'] == uninterrupted['rounds'] == 6
+  assert lost['epsilon'] == uninterrupted['epsilon']
