@@ -206,9 +206,16 @@ package manager"
   local sudo=()
   ((EUID == 0)) || sudo=(sudo)
   printf 'run.sh: installing stunnel4 (the worker'"'"'s TLS proxy) with apt-get\n' >&2
-  { "${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-      "${sudo[@]}" apt-get install -y -qq --no-install-recommends stunnel4 >/dev/null; } \
-    || die "apt-get install stunnel4 failed: install it (stunnel 5) and retry"
+  # apt's output goes to a log, shown only if the install fails.
+  local log
+  log="$(mktemp)"
+  if ! { "${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+      "${sudo[@]}" apt-get install -y -qq --no-install-recommends stunnel4; } >"${log}" 2>&1; then
+    tail -n 5 "${log}" >&2
+    rm -f "${log}"
+    die "apt-get install stunnel4 failed: install it (stunnel 5) and retry"
+  fi
+  rm -f "${log}"
 }
 
 cmd_worker() {
