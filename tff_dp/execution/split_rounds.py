@@ -13,7 +13,9 @@ key that is a constant of the computation (`tff_dp.mechanisms.noise_seeds`)
 and would be shipped to it. `SplitRoundsContext` keeps TFF's compiler and
 slicing and changes where the rest runs:
 
-* `up_to_merge` runs on the remote workers, one slice each, concurrently;
+* `up_to_merge` runs on the remote workers, one slice each, concurrently
+  (one thread per worker: TFF's remote executor blocks inside its
+  coroutines);
 * `merge` (pairwise, in worker order) and `after_merge` (the server update,
   the DP noise, the clipping-norm update) run on the driver's own confined
   local worker (`tff_dp.execution.runtime`), once;
@@ -27,6 +29,7 @@ sees each worker's partial (un-noised) sum, as the central DP server does.
 """
 
 import asyncio
+import concurrent.futures
 from typing import Any, Optional, Sequence
 
 import tensorflow_federated as tff
@@ -64,8 +67,14 @@ class SplitRoundsContext(tff.framework.SyncContext):
     self._compiler = compiler_pipeline.CompilerPipeline(
         mergeable_comp_compiler.compile_to_mergeable_comp_form)
     self._loop = asyncio.new_event_loop()
+    # TFF's remote executor makes blocking gRPC calls inside its coroutines,
+    # so `asyncio.gather` over the workers would run them one after another:
+    # each worker's part runs in its own thread (and event loop) instead.
+    self._pool = concurrent.futures.ThreadPoolExecutor(
+        max_workers=len(self._remotes), thread_name_prefix='tff-dp-split')
 
   def close(self) -> None:
+    self._pool.shutdown(wait=True)
     self._loop.close()
 
   def invoke(self, comp, arg: Any = None):
@@ -81,10 +90,14 @@ class SplitRoundsContext(tff.framework.SyncContext):
         result, form.after_merge.type_signature.result)
 
   async def _run(self, form, slices: list[Any]):
-    partials = await asyncio.gather(*[
-        context.invoke(form.up_to_merge, piece)
+    futures = [
+        self._pool.submit(asyncio.run, context.invoke(form.up_to_merge, piece))
         for context, piece in zip(self._remotes, slices)
-    ])
+    ]
+    # Every worker's part finishes (or fails) before the first error is
+    # raised: no call is left running on a worker behind our back.
+    concurrent.futures.wait(futures)
+    partials = [future.result() for future in futures]
     merged = partials[0]
     for partial in partials[1:]:
       merged = await self._driver.invoke(
