@@ -37,6 +37,11 @@ Commands:
   compare DIR...       The same table and plots for existing runs or sweeps.
   import-data [flags]  Turn a CSV/.npz with a client column into SQLite client data
                        (then: train --dataset=sqlite --client_data=FILE).
+  certs --out_dir=DIR  A small CA, a worker and a driver certificate (openssl) for
+                       running on several machines (README).
+  worker --tls --port=P --certs_dir=DIR
+                       Serve a TFF worker to remote drivers through mutual TLS
+                       (stunnel, installed with apt-get if missing).
   tensorboard [--port N] [--logdir DIR]
                        Serve runs/ (or DIR) with TensorBoard on 127.0.0.1 only.
   bench [--quick]      Benchmarks: seconds per round vs the compute floor and plain
@@ -188,6 +193,41 @@ cmd_import_data() {
   exec "${VENV}/bin/python" -m tff_dp.cli.import_data "$@"
 }
 
+cmd_certs() {
+  ensure_venv
+  exec "${VENV}/bin/python" -m tff_dp.cli.certs "$@"
+}
+
+# The worker's TLS proxy is Debian's stunnel4, a system package: installed
+# here (never by hand) so that a fresh machine, and CI, get it too.
+ensure_stunnel() {
+  if command -v stunnel4 >/dev/null 2>&1 || command -v stunnel >/dev/null 2>&1; then
+    return 0
+  fi
+  command -v apt-get >/dev/null 2>&1 || die "stunnel (the worker's TLS proxy) \
+is not installed and apt-get is not available: install stunnel 5 with your \
+package manager"
+  local sudo=()
+  ((EUID == 0)) || sudo=(sudo)
+  printf 'run.sh: installing stunnel4 (the worker'"'"'s TLS proxy) with apt-get\n' >&2
+  # apt's output goes to a log, shown only if the install fails.
+  local log
+  log="$(mktemp)"
+  if ! { "${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+      "${sudo[@]}" apt-get install -y -qq --no-install-recommends stunnel4; } >"${log}" 2>&1; then
+    tail -n 5 "${log}" >&2
+    rm -f "${log}"
+    die "apt-get install stunnel4 failed: install it (stunnel 5) and retry"
+  fi
+  rm -f "${log}"
+}
+
+cmd_worker() {
+  ensure_venv
+  ensure_stunnel
+  exec "${VENV}/bin/python" -m tff_dp.cli.worker "$@"
+}
+
 LINT_LOCK="${ROOT}/requirements/lint.lock"
 # What the formatter and linter read: the package, its tests and tools.
 LINT_PATHS=(tff_dp tests tools benchmarks setup.py)
@@ -237,6 +277,8 @@ cmd_test() {
   # subprocesses (training runs), which leave the second core idle otherwise.
   # Files go out in conftest's order (costly first), not xdist's default
   # (most tests first), which started a 2-minute file last.
+  # The worker tests run the TLS proxy: install it as `worker` would.
+  ensure_stunnel
   exec "${VENV}/bin/python" -m pytest -n 2 --dist loadfile --no-loadscope-reorder "$@"
 }
 
@@ -302,6 +344,8 @@ main() {
     lint) cmd_lint "$@" ;;
     epsilon) cmd_epsilon "$@" ;;
     import-data) cmd_import_data "$@" ;;
+    certs) cmd_certs "$@" ;;
+    worker) cmd_worker "$@" ;;
     audit) cmd_audit "$@" ;;
     sweep) cmd_sweep "$@" ;;
     compare) cmd_compare "$@" ;;

@@ -147,3 +147,21 @@ def test_the_example_trains_its_own_model_on_its_own_clients(tmp_path):
   with open(tmp_path / run_dir / 'privacy_statement.txt',
             encoding='utf-8') as f:
     assert 'declared public by the caller' in f.read()
+
+
+def test_workers_are_keyword_settings_checked_as_on_the_command_line():
+  from tff_dp import config_checks  # pylint: disable=g-import-not-at-top
+  config = api.make_config(workers='127.0.0.1:7001,[::1]:7002',
+                           worker_certs='certs',
+                           clients_per_call=0)
+  assert config.workers == '127.0.0.1:7001,[::1]:7002'
+  config_checks.check_config(config)
+  # Remote workers take TFF's one-client-per-call path.
+  assert config_checks.resolve_clients_per_call(config, in_memory=True) == 1
+  with pytest.raises(ConfigError, match='--workers'):
+    api.make_config(workers='127.0.0.1')
+  with pytest.raises(ConfigError, match='grouped path is not built'):
+    config_checks.check_config(
+        api.make_config(workers='h:1', worker_certs='c', clients_per_call=5))
+  with pytest.raises(ConfigError, match='only with, --workers'):
+    config_checks.check_config(api.make_config(workers='h:1'))

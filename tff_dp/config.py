@@ -154,6 +154,10 @@ class TrainConfig:
   clients_per_call: int
   # Start the TFF worker even where it cannot be confined (`tff_dp.execution.worker_launch`).
   allow_unconfined_worker: bool
+  # Remote TFF workers, HOST:PORT,... ('' for the local one), and the driver's
+  # certificates for them (`tff_dp.execution.remote_workers`).
+  workers: str
+  worker_certs: str
 
   @property
   def mechanism(self) -> central.CentralMechanism:

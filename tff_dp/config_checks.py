@@ -76,6 +76,8 @@ def resolve_clients_per_call(config: TrainConfig, *, in_memory: bool) -> int:
       streamed data.
   """
   if config.clients_per_call == 0:
+    if config.workers:
+      return 1  # `_check_workers`: remote workers take TFF's path only.
     supported = in_memory and grouped_unsupported_reason(config) is None
     return AUTO_CLIENTS_PER_CALL if supported else 1
   if config.clients_per_call > 1 and not in_memory:
@@ -86,6 +88,25 @@ def resolve_clients_per_call(config: TrainConfig, *, in_memory: bool) -> int:
   return config.clients_per_call
 
 
+def _check_workers(config: TrainConfig) -> None:
+  """Remote workers: certificates named, and TFF's one-client-per-call path.
+
+  The grouped path's clients read files the driver wrote on its own disk
+  (`tff_dp.algorithms.grouped_data`), which remote workers do not have; its
+  use under TFF's mergeable context is not built yet.
+  """
+  if config.workers and config.clients_per_call > 1:
+    raise ConfigError(
+        'clients_per_call', config.clients_per_call,
+        'the grouped path is not built for --workers yet (its client files '
+        'are on the driver\'s disk); use --clients_per_call=1')
+  if bool(config.workers) != bool(config.worker_certs):
+    raise ConfigError(
+        'worker_certs', config.worker_certs,
+        'is required with, and only with, --workers (the '
+        'driver\'s certificates: ./run.sh certs)')
+
+
 def check_config(config: TrainConfig) -> None:
   """Cross-flag checks that need no data. Raises `ConfigError`."""
   if config.client_data and config.dataset is not loading.Dataset.SQLITE:
@@ -94,6 +115,7 @@ def check_config(config: TrainConfig) -> None:
         'client_data', config.client_data,
         f'is read only with --dataset=sqlite (this run: --dataset='
         f'{config.dataset.value}); pass --dataset=sqlite to train on it')
+  _check_workers(config)
   reason = grouped_unsupported_reason(config)
   if config.clients_per_call > 1 and reason is not None:
     raise ConfigError(

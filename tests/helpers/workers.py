@@ -1,8 +1,13 @@
 """Helpers for tests that check the TFF worker is never left behind."""
 
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 
+from tests.helpers import REPO_ROOT
 from tff_dp.execution import worker_launch
 
 
@@ -34,3 +39,85 @@ def wait_until_gone(pids, timeout: float = 15.0) -> list[int]:
     time.sleep(0.1)
     alive = [pid for pid in alive if is_running_worker(pid)]
   return alive
+
+
+# The line `./run.sh worker` prints once both halves serve.
+_SERVING = re.compile(r'TFF worker pid (\d+) .*; stunnel pid (\d+) accepting')
+
+
+class ServedWorker:
+  """A `python -m tff_dp.cli.worker --tls` process and the pids it reported."""
+
+  def __init__(self, process, worker_pid: int, proxy_pid: int, port: int,
+               logs_dir: str):
+    self.process = process
+    self.logs_dir = logs_dir
+    self.worker_pid = worker_pid
+    self.proxy_pid = proxy_pid
+    self.port = port
+
+  @property
+  def address(self) -> str:
+    return f'127.0.0.1:{self.port}'
+
+  def stop(self, timeout: float = 30.0) -> int:
+    """SIGTERM, then waits; returns the exit code (kills on timeout)."""
+    if self.process.poll() is None:
+      self.process.send_signal(signal.SIGTERM)
+    try:
+      return self.process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      self.process.kill()
+      raise
+
+
+def start_served_worker(certs_dir: str,
+                        log_dir: str,
+                        port: int,
+                        timeout: float = 120.0) -> ServedWorker:
+  """Starts `python -m tff_dp.cli.worker --tls` and waits until it serves.
+
+  Args:
+    certs_dir: Holds ca.crt, worker.crt and worker.key.
+    log_dir: Its --logs_dir.
+    port: Its --port.
+    timeout: Seconds to wait for the serving line.
+
+  Returns:
+    The running worker program.
+  """
+  command = [
+      sys.executable, '-m', 'tff_dp.cli.worker', '--tls', f'--port={port}',
+      f'--certs_dir={certs_dir}', f'--logs_dir={log_dir}'
+  ]
+  process = subprocess.Popen(command,
+                             cwd=REPO_ROOT,
+                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
+                             stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE,
+                             text=True)
+  deadline = time.monotonic() + timeout
+  lines = []
+  while time.monotonic() < deadline:
+    line = process.stdout.readline()
+    if not line:
+      break  # It exited.
+    lines.append(line)
+    match = _SERVING.search(line)
+    if match:
+      return ServedWorker(process, int(match.group(1)), int(match.group(2)),
+                          port, log_dir)
+  process.kill()
+  _, err = process.communicate(timeout=30)
+  raise AssertionError(f'the worker program did not serve: {lines} {err}')
+
+
+def is_running(pid: int) -> bool:
+  """True if `pid` is alive and not a zombie."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      state = f.read().rsplit(')', 1)[1].split()[0]
+  except (FileNotFoundError, ProcessLookupError):
+    return False
+  return state != 'Z'

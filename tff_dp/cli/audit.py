@@ -72,6 +72,10 @@ flags.DEFINE_float('audit_beta',
 def _canaries(config: config_lib.TrainConfig, population: int) -> int:
   """The number of canaries; `UserError` for what cannot be audited."""
   local = config.local_dp is not config_lib.LocalDp.NONE
+  if config.workers:
+    raise exits.UserError(
+        f'--workers={config.workers}: the audit runs on the local worker '
+        'only (remote workers are not built for it yet); drop --workers')
   if config.example_dp:
     raise exits.UserError(
         '--example_dp: record-level DP-SGD cannot be audited with canary '

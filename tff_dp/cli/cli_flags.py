@@ -21,6 +21,7 @@ from tff_dp.cohorts import sampling
 from tff_dp.data import loading
 from tff_dp.data import partition as partition_lib
 from tff_dp.data import registry
+from tff_dp.execution import worker_addresses
 
 
 def define_data_flags(fv: flags.FlagValues) -> None:
@@ -349,6 +350,32 @@ def define_simulation_flags(fv: flags.FlagValues) -> None:
       'can run code as you and read the clients\' data and the noise. '
       'Without this flag such a run is refused.',
       flag_values=fv)
+  flags.DEFINE_string(
+      'workers',
+      '', 'Run each round\'s cohort on these TFF workers, HOST:PORT,... '
+      '(each `./run.sh worker --tls` on its host), reached over mutual TLS '
+      'with --worker_certs; TFF\'s mergeable execution context splits the '
+      'cohort across them and the server part (the DP noise, the '
+      'accounting) runs once, here. Empty: one local worker. Needs '
+      '--clients_per_call=1 (0 means 1 here).',
+      flag_values=fv)
+  checked_flags.register(fv, 'workers', _valid_workers,
+                         'must be HOST:PORT,... (ports in [1, 65535])')
+  flags.DEFINE_string(
+      'worker_certs',
+      '', 'With --workers: directory holding ca.crt, driver.crt and '
+      'driver.key (./run.sh certs).',
+      flag_values=fv)
+
+
+def _valid_workers(text: str) -> bool:
+  if not text:
+    return True
+  try:
+    worker_addresses.parse_workers(text)
+  except ValueError:
+    return False
+  return True
 
 
 def define_audit_flags(fv: flags.FlagValues) -> None:

@@ -21,6 +21,7 @@ if __name__ == '__main__':
 import dataclasses
 import datetime
 import os
+import shutil
 import signal
 import sys
 import traceback
@@ -188,6 +189,18 @@ def _check_confinement(config: config_lib.TrainConfig) -> None:
         'pass --allow_unconfined_worker to run unconfined anyway')
   # Otherwise `tff_dp.execution.worker_connect` warns when it starts the worker
   # unconfined.
+  if config.workers:
+    from tff_dp.execution import certs  # pylint: disable=g-import-not-at-top
+    missing = certs.missing_files(config.worker_certs, certs.DRIVER_FILES)
+    if missing:
+      raise exits.UserError(
+          f'--worker_certs={config.worker_certs}: missing '
+          f'{", ".join(missing)} (make them with ./run.sh certs)')
+    # As `tls_proxy.stunnel_binary`, which imports TensorFlow.
+    if not (shutil.which('stunnel4') or shutil.which('stunnel')):
+      raise exits.UserError(
+          '--workers needs stunnel (the TLS client to the workers): '
+          'apt-get install stunnel4 (./run.sh worker installs it)')
 
 
 def _flag_defaults(config: config_lib.TrainConfig) -> dict[str, object]:
@@ -314,6 +327,8 @@ def _train(prepared: prepare.PreparedRun, run_dir: str, *, resume: bool,
   except resume_rules.ResumeError as e:
     raise exits.UserError(
         f'--run_name={config.run_name}: cannot resume {run_dir}: {e}') from e
+  except worker_errors.RemoteWorkerStartError as e:
+    raise exits.UserError(str(e)) from e
   except worker_errors.WorkerError as e:
     # Raised before the round's values are released: nothing of it left.
     raise InternalError(

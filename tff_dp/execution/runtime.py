@@ -127,3 +127,69 @@ def local_runtime(
       yield worker
   finally:
     worker.stop()
+
+
+def _async_context(stub) -> tff.framework.AsyncExecutionContext:
+  """`execution_context`, asynchronous: for `split_rounds`."""
+
+  def stack_fn(cardinalities):
+    # Without a default CLIENTS cardinality every call that has no CLIENTS
+    # value (merge, after_merge) fails to build its executor.
+    cardinalities.setdefault(tff.CLIENTS, 0)
+    executor = remote_executor.CachingRemoteExecutor(stub)
+    executor.set_cardinalities(cardinalities)
+    return executor
+
+  return tff.framework.AsyncExecutionContext(
+      executor_fn=remote_executor.ClosingExecutorFactory(
+          stack_fn, max_executors=_MAX_EXECUTORS),
+      compiler_fn=tff.backends.native.desugar_and_transform_to_native,
+      transform_args=tff.tensorflow.transform_args,
+      transform_result=tff.tensorflow.transform_result,
+  )
+
+
+@contextlib.contextmanager
+def split_runtime(*, log_path: str, workers: str, worker_certs: str,
+                  tunnel_log_path: str) -> Iterator[worker_process.Worker]:
+  """`local_runtime`, with each round's cohort split across remote workers.
+
+  The driver's own confined worker runs everything but the clients' part of
+  a round (`split_rounds`); each remote worker (`./run.sh worker --tls`) is
+  reached through the driver's stunnel (`driver_tunnels`).
+
+  Args:
+    log_path: The driver's local worker's log.
+    workers: 'HOST:PORT,...' (`worker_addresses.parse_workers`).
+    worker_certs: Directory of the driver's certificates.
+    tunnel_log_path: The driver's stunnel log.
+
+  Yields:
+    The driver's local `Worker`.
+
+  Raises:
+    RuntimeStartError: A worker not reachable (one line naming it), missing
+      certificates, or the local worker not starting.
+  """
+  from tff_dp.execution import remote_workers  # pylint: disable=g-import-not-at-top
+  from tff_dp.execution import split_rounds  # pylint: disable=g-import-not-at-top
+  from tff_dp.execution import worker_addresses  # pylint: disable=g-import-not-at-top
+  addresses = worker_addresses.parse_workers(workers)
+  tunnels, remotes = remote_workers.connect_all(addresses,
+                                                certs_dir=worker_certs,
+                                                log_path=tunnel_log_path)
+  try:
+    with local_runtime(log_path=log_path) as worker:
+      stub = worker_connect.connect(worker)
+      context = split_rounds.SplitRoundsContext(
+          [_async_context(remote.stub()) for remote in remotes],
+          _async_context(stub), execution_context(stub))
+      try:
+        with tff.framework.get_context_stack().install(context):
+          yield worker
+      finally:
+        context.close()
+  finally:
+    for remote in remotes:
+      remote.close()
+    tunnels.stop()

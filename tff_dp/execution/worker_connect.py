@@ -23,7 +23,7 @@ from tff_dp.execution import worker_socket
 
 # Same limits as TFF's own local context: model updates can be large.
 _GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
-_GRPC_OPTIONS = [
+GRPC_OPTIONS = [
     ('grpc.max_message_length', _GRPC_MAX_MESSAGE_BYTES),
     ('grpc.max_receive_message_length', _GRPC_MAX_MESSAGE_BYTES),
     ('grpc.max_send_message_length', _GRPC_MAX_MESSAGE_BYTES),
@@ -120,7 +120,7 @@ def connect(worker: worker_process.Worker) -> remote_executor.GuardedStub:
   deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS
   if worker.socket_path is not None:
     _wait_for_socket(worker, deadline)
-  channel = grpc.insecure_channel(worker.target, _GRPC_OPTIONS)
+  channel = grpc.insecure_channel(worker.target, GRPC_OPTIONS)
   worker.watch(channel)
   stub = tff.framework.RemoteExecutorGrpcStub(channel)
   while not stub.is_ready:

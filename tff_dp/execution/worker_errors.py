@@ -19,6 +19,11 @@ class ConfinementUnavailableError(RuntimeStartError):
   """The worker cannot be confined and the caller did not accept that."""
 
 
+class RemoteWorkerStartError(RuntimeStartError):
+  """A remote worker (--workers) cannot be reached, or its certificates
+  are missing: the input names something that is not there."""
+
+
 class WorkerError(RuntimeError):
   """The TFF worker a run uses failed; the message is one line."""
 

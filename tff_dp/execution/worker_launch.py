@@ -81,6 +81,15 @@ def _worker_command(args: list[str]) -> list[str]:
   ]
 
 
+def tied_command(args: list[str]) -> list[str]:
+  """`args` started as the worker is: tied to our life (`_worker_command`).
+
+  Also used for the worker's TLS proxy (`tls_proxy`), which must not outlive
+  us either.
+  """
+  return _worker_command(args)
+
+
 def _worker_environment(shim: Optional[str],
                         socket_path: Optional[str]) -> dict[str, str]:
   """Our environment, plus the shim preloaded; for the worker only."""

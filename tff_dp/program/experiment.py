@@ -214,6 +214,19 @@ def run_experiment(
       grouped_rounds.close()
 
 
+def _runtime(config: TrainConfig, run_dir: str):
+  """The local worker, or with --workers the split across remote ones."""
+  if config.workers:
+    return runtime.split_runtime(log_path=os.path.join(run_dir, 'worker.log'),
+                                 workers=config.workers,
+                                 worker_certs=config.worker_certs,
+                                 tunnel_log_path=os.path.join(
+                                     run_dir, 'stunnel.log'))
+  return runtime.local_runtime(
+      log_path=os.path.join(run_dir, 'worker.log'),
+      allow_unconfined_worker=config.allow_unconfined_worker)
+
+
 def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
          group_size, grouped_rounds, canaries, keras_model_fn, wall_start,
          resume, config_defaults, on_round, on_phase):
@@ -240,9 +253,7 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
     # Everything that executes a TFF computation (initialize included) runs
     # inside the runtime we own; TFF's default context would start a worker
     # that outlives us.
-    with runtime.local_runtime(
-        log_path=os.path.join(run_dir, 'worker.log'),
-        allow_unconfined_worker=config.allow_unconfined_worker):
+    with _runtime(config, run_dir):
       start = _start(config,
                      run_dir,
                      checkpoints,

@@ -168,6 +168,14 @@ def _assumption_lines(config) -> list[str]:
         'could not be confined to a private socket (the console says so), '
         'it served unauthenticated gRPC on all interfaces during the run, '
         'and the guarantee does not hold against anyone who connected.')
+  if config.workers:
+    lines.append(
+        f'Runtime: the clients\' part of each round ran on the remote TFF '
+        f'workers {config.workers} (mutual TLS): each saw its slice of the '
+        'cohort\'s data and the broadcast model; the merge of their partial '
+        'sums, the DP noise and the server update ran on the driver. The '
+        'guarantee assumes those workers computed their clients\' clipped '
+        'updates honestly.')
   if config.insecure_sampling_seed is not None:
     lines.insert(
         0, ('INSECURE: the cohorts were drawn from --insecure_sampling_seed='

@@ -50,6 +50,9 @@ RESUMABLE_CHANGES = frozenset({
     'clients_per_call',
     # Where the worker listens, not what it computes.
     'allow_unconfined_worker',
+    # Which hosts compute the rounds, not what they compute.
+    'workers',
+    'worker_certs',
 })
 
 

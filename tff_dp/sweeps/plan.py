@@ -44,7 +44,10 @@ NONPRIVATE_OVERRIDES = {
 NOT_GRIDDABLE = {'seed': '--seeds', 'target_epsilon': '--target_epsilons'}
 # Settings that locate or host a run rather than decide what it computes: a
 # sweep directory moved elsewhere, or run unconfined, is the same plan.
-NOT_COMPARED = frozenset({'output_dir', 'run_name', 'allow_unconfined_worker'})
+NOT_COMPARED = frozenset({
+    'output_dir', 'run_name', 'allow_unconfined_worker', 'workers',
+    'worker_certs'
+})
 _RUN_NAME_CHARS = re.compile(r'[^A-Za-z0-9._-]')
 
 Number = Union[int, float]

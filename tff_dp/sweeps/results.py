@@ -28,7 +28,8 @@ _SERIES_PREFIXES = (COVERED_EVAL_PREFIX, 'privacy/')
 # changes: runs equal in all other settings are one setting's seeds.
 _NOT_A_SETTING = frozenset({
     'seed', 'run_name', 'output_dir', 'allow_unconfined_worker',
-    'clients_per_call', 'eval_every', 'insecure_sampling_seed'
+    'clients_per_call', 'eval_every', 'insecure_sampling_seed', 'workers',
+    'worker_certs'
 })
 _SEED_SUFFIX = re.compile(r'[_-]seed\d+$')
 
