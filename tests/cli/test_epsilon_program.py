@@ -316,3 +316,16 @@ def test_recommendation_table_is_the_librarys_and_each_epsilon_the_planners():
     plan = _epsilon_program('--population=700', f'--clients_per_round={m}',
                             f'--rounds={t}', f'--noise_multiplier={z}')
     assert f'guarantee: ({eps}, 1e-05)' in plan.stdout, plan.stdout
+
+
+def test_recommendation_marks_a_row_adaptive_clipping_refuses_as_refused():
+  # At m = 5 the calibrated z (0.79) is not below 0.1 * m = 0.5.
+  result = _epsilon_program('--population=700', '--target_epsilon=1',
+                            '--recommend', '--recommend_cohorts=5,20',
+                            '--recommend_rounds=50')
+  assert result.returncode == 0, result.stderr
+  marks = {
+      int(m): mark for m, _, *_, mark in _TABLE_LINE.findall(result.stdout)
+  }
+  assert marks == {5: 'refused', 20: 'least noise'}
+  assert 'note: m=5, T=50: training refuses this z' in result.stdout

@@ -206,3 +206,21 @@ def test_default_candidates_double_around_the_configured_run():
 def test_rows_are_frozen(rows):
   with pytest.raises(dataclasses.FrozenInstanceError):
     rows[0].rounds = 1  # type: ignore[misc]
+
+
+def test_marks_skip_rows_training_would_refuse():
+  rows = [
+      _row(10, 20, 0.1),  # Least noise, but refused below.
+      _row(20, 10, 0.2),  # Work 200, with the row above.
+      _row(40, 5, 0.3),  # Work 200 too.
+  ]
+
+  def runnable(row):
+    return row.clients_per_round != 10
+
+  assert recommendation.least_noise(rows) == [rows[0]]
+  assert recommendation.least_noise(rows, runnable) == [rows[1]]
+  assert recommendation.least_noise_per_work(rows, runnable) == {200: [rows[1]]}
+  # A level left with one runnable row has no per-work mark.
+  assert recommendation.least_noise_per_work(
+      rows, lambda row: row.clients_per_round == 40) == {}

@@ -32,21 +32,28 @@ def _clip_words(config) -> tuple[float, str]:
   return config.clip, f'C = {config.clip:g} (--clip)'
 
 
-def marks(rows: Sequence[recommendation.Row]) -> dict[tuple[int, int], str]:
-  """(m, T) -> the mark column of the marked rows."""
+def marks(
+    rows: Sequence[recommendation.Row],
+    runnable: Optional[recommendation.Runnable] = None
+) -> dict[tuple[int, int], str]:
+  """(m, T) -> the mark column of the marked rows (never a row that
+  `runnable` rejects)."""
   found: dict[tuple[int, int], list[str]] = {}
-  for row in recommendation.least_noise(rows):
+  for row in recommendation.least_noise(rows, runnable):
     found.setdefault((row.clients_per_round, row.rounds), []).append(LEAST)
-  for level in recommendation.least_noise_per_work(rows).values():
+  for level in recommendation.least_noise_per_work(rows, runnable).values():
     for row in level:
       found.setdefault((row.clients_per_round, row.rounds),
                        []).append(LEAST_FOR_WORK)
   return {key: ', '.join(words) for key, words in found.items()}
 
 
-def format_rows(rows: Sequence[recommendation.Row]) -> list[str]:
-  """The table's lines: a header, then one line per row."""
-  marked = marks(rows)
+def format_rows(
+    rows: Sequence[recommendation.Row],
+    runnable: Optional[recommendation.Runnable] = None) -> list[str]:
+  """The table's lines: a header, then one line per row; a row `runnable`
+  rejects is marked 'refused' (the note below the table says why)."""
+  marked = marks(rows, runnable)
   cells = [_HEADER]
   for row in rows:
     key = (row.clients_per_round, row.rounds)
@@ -55,9 +62,15 @@ def format_rows(rows: Sequence[recommendation.Row]) -> list[str]:
                 f'{row.epsilon:.6g}', f'{row.noise_std:.4g}')
     else:
       values = ('-', '-', '-')
-    cells.append((str(row.clients_per_round), str(row.rounds),
-                  f'{row.sampling_rate:.4g}', *values, str(row.total_work),
-                  marked.get(key, '') if row.meets_budget else 'unreachable'))
+    if not row.meets_budget:
+      mark = 'unreachable'
+    elif runnable is not None and not runnable(row):
+      mark = 'refused'
+    else:
+      mark = marked.get(key, '')
+    cells.append(
+        (str(row.clients_per_round), str(row.rounds),
+         f'{row.sampling_rate:.4g}', *values, str(row.total_work), mark))
   widths = [max(len(line[i]) for line in cells) for i in range(len(_HEADER))]
   return [
       '  '.join(cell.rjust(width) for cell, width in zip(line[:-1], widths)) +
@@ -113,14 +126,16 @@ def print_recommendation(config, population: int, *,
   print(f'  (the smallest of {accountants}, as --target_epsilon calibrates '
         'in training) and the noise std')
   print(f'  of the averaged update z*C/m, {clip_words}')
-  for line in format_rows(rows):
+  runnable = lambda row: _refusal(config, row) is None
+  for line in format_rows(rows, runnable):
     print(line)
   print(f'marks: "{LEAST}": the least std of all rows that meet the budget;')
   print(f'  "{LEAST_FOR_WORK}": the least std among the rows of the same '
         'total work m*T')
   print('  (where two or more meet the budget). Less noise per round, not '
         'necessarily a')
-  print('  better model: fewer rounds are fewer updates.')
+  print('  better model: fewer rounds are fewer updates. A row training '
+        'refuses is never marked.')
   for row in rows:
     if not row.meets_budget:
       print(f'unreachable: m={row.clients_per_round}, T={row.rounds}: '

@@ -39,7 +39,7 @@ depend on it. Pure Python (no TensorFlow).
 
 import dataclasses
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from dp_accounting import dp_event
 
@@ -88,6 +88,10 @@ class Row:
   @property
   def meets_budget(self) -> bool:
     return self.unreachable is None
+
+
+# Whether training would accept a row's setting (see `least_noise`).
+Runnable = Callable[[Row], bool]
 
 
 def candidate_cohorts(*, population: int, clients_per_round: int) -> list[int]:
@@ -227,32 +231,47 @@ def accounted_epsilon(*, noise_multiplier: float, delta: float, rounds: int,
   return tightest[1]
 
 
-def _least(rows: Sequence[Row]) -> list[Row]:
-  """The rows among `rows` meeting the budget with the smallest noise std."""
-  meeting = [row for row in rows if row.meets_budget]
+def _least(rows: Sequence[Row], runnable: Optional[Runnable]) -> list[Row]:
+  """The rows among `rows` meeting the budget (and runnable, when
+  `runnable` is given) with the smallest noise std."""
+  meeting = [
+      row for row in rows
+      if row.meets_budget and (runnable is None or runnable(row))
+  ]
   if not meeting:
     return []
   least = min(row.noise_std for row in meeting)
   return [row for row in meeting if row.noise_std == least]
 
 
-def least_noise(rows: Sequence[Row]) -> list[Row]:
+def least_noise(rows: Sequence[Row],
+                runnable: Optional[Runnable] = None) -> list[Row]:
   """The 'least noise' mark: the least noise std of all rows meeting the
-  budget (every row with that std; empty if no row meets it)."""
-  return _least(rows)
+  budget (every row with that std; empty if no row meets it).
+
+  Args:
+    rows: The table.
+    runnable: Whether training would accept a row's setting (e.g. adaptive
+      clipping refuses z >= 0.1 * m); rows it rejects are never marked, so a
+      mark always points at a setting that can run. None: every row can.
+  """
+  return _least(rows, runnable)
 
 
-def least_noise_per_work(rows: Sequence[Row]) -> dict[int, list[Row]]:
+def least_noise_per_work(
+    rows: Sequence[Row],
+    runnable: Optional[Runnable] = None) -> dict[int, list[Row]]:
   """The 'least noise for its work' marks, by total work m * T.
 
-  Only work levels with at least two rows meeting the budget have an entry.
+  Only work levels with at least two rows meeting the budget (and runnable,
+  as in `least_noise`) have an entry.
   """
   levels: dict[int, list[Row]] = {}
   for row in rows:
-    if row.meets_budget:
+    if row.meets_budget and (runnable is None or runnable(row)):
       levels.setdefault(row.total_work, []).append(row)
   return {
-      work: _least(level)
+      work: _least(level, runnable)
       for work, level in sorted(levels.items())
       if len(level) >= 2
   }
