@@ -70,11 +70,6 @@ def main(argv: list[str]) -> None:
         'certificates')
 
 
-def _fail(message: str, code: int) -> None:
-  print(f'{PROGRAM}: error: {message}', file=sys.stderr)
-  sys.exit(code)
-
-
 def entry_point() -> None:
   """`./run.sh certs`; errors are one line, never a traceback."""
   define_flags(FLAGS)
@@ -83,17 +78,9 @@ def entry_point() -> None:
                                  groups=program_help.flag_groups([
                                      ('Certificates', define_flags)
                                  ]))
-  try:
-    main(FLAGS(sys.argv))
-  except flags.Error as e:
-    _fail('; '.join(str(e).splitlines()), exits.EXIT_USAGE)
-  except certs.CertError as e:
-    _fail(str(e), exits.EXIT_USAGE)
-  except OSError as e:
-    name = f'{e.filename}: ' if e.filename else ''
-    _fail(f'{name}{e.strerror or e}', exits.EXIT_IO)
-  except KeyboardInterrupt:
-    _fail('interrupted', exits.EXIT_SIGINT)
+  exits.run_program(PROGRAM,
+                    lambda: main(FLAGS(sys.argv)),
+                    user_errors=(certs.CertError,))
 
 
 if __name__ == '__main__':

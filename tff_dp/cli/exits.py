@@ -1,10 +1,15 @@
 """Exit codes of the programs, and the error that ends one with a single line.
 
-Shared by `train`, `epsilon` and `import_data` so that a script driving them
-sees one meaning per code: 1 I/O, 2 bad input (flag, config, data file,
+Shared by every program so that a script driving them sees one meaning per
+code: 1 I/O, 2 bad input (flag, config, data file,
 checkpoint), 3 internal error or environment failure (logged), 130 Ctrl-C.
 SIGTERM ends a run with 128 + its signal number, as shells report it.
 """
+
+import sys
+from typing import Callable, Optional
+
+from absl import flags
 
 EXIT_IO = 1
 EXIT_USAGE = 2
@@ -14,3 +19,34 @@ EXIT_SIGINT = 130
 
 class UserError(Exception):
   """Bad input: reported as one line naming the thing and the value."""
+
+
+def fail(program: str, message: str, code: int) -> None:
+  """Ends the program with one line on stderr and exit code `code`."""
+  print(f'{program}: error: {message}', file=sys.stderr)
+  sys.exit(code)
+
+
+def run_program(program: str,
+                body: Callable[[], Optional[int]],
+                *,
+                user_errors: tuple[type[Exception], ...] = (UserError,),
+                interrupted: str = 'interrupted') -> None:
+  """Runs a program's `body` and exits with its code (None: 0), turning the
+  errors a user can cause into one line each, never a traceback: a bad flag
+  or one of `user_errors` (EXIT_USAGE), an OSError (EXIT_IO, naming the
+  file), Ctrl-C (EXIT_SIGINT, with `interrupted` as the message)."""
+  try:
+    code = body()
+  except flags.Error as e:
+    # absl lists several missing required flags on separate lines.
+    fail(program, '; '.join(str(e).splitlines()), EXIT_USAGE)
+  except user_errors as e:
+    fail(program, str(e), EXIT_USAGE)
+  except OSError as e:
+    # Disk full, permissions: the environment, not the input.
+    name = f'{e.filename}: ' if e.filename else ''
+    fail(program, f'{name}{e.strerror or e}', EXIT_IO)
+  except KeyboardInterrupt:
+    fail(program, interrupted, EXIT_SIGINT)
+  sys.exit(code or 0)

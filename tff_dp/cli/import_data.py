@@ -181,11 +181,6 @@ def main(argv: list[str]) -> None:
     print(f'train on it (README, "Your own data"): {command}')
 
 
-def _fail(message: str, code: int) -> None:
-  print(f'{PROGRAM}: error: {message}', file=sys.stderr)
-  sys.exit(code)
-
-
 def entry_point() -> None:
   """Console-script entry point; errors are one line, never a traceback."""
   define_flags(FLAGS)
@@ -194,20 +189,11 @@ def entry_point() -> None:
                                  groups=program_help.flag_groups([
                                      ('Import', define_flags)
                                  ]))
-  try:
-    argv = FLAGS(sys.argv)
-    main(argv)
-  except flags.Error as e:
-    # absl lists several missing required flags on separate lines.
-    _fail('; '.join(str(e).splitlines()), exits.EXIT_USAGE)
-  except ValueError as e:  # TableError is a ValueError.
-    _fail(str(e), exits.EXIT_USAGE)
-  except OSError as e:
-    # Disk full, permissions: the environment, not the input.
-    name = f'{e.filename}: ' if e.filename else ''
-    _fail(f'{name}{e.strerror or e}', exits.EXIT_IO)
-  except KeyboardInterrupt:
-    _fail('interrupted; nothing was written', exits.EXIT_SIGINT)
+  # TableError is a ValueError.
+  exits.run_program(PROGRAM,
+                    lambda: main(FLAGS(sys.argv)),
+                    user_errors=(ValueError,),
+                    interrupted='interrupted; nothing was written')
 
 
 if __name__ == '__main__':

@@ -109,18 +109,6 @@ def run(argv: list[str]) -> int:
   return 0
 
 
-def main(argv: list[str]) -> None:
-  try:
-    code = run(argv)
-  except (exits.UserError, results.NotARunError) as e:
-    print(f'{PROGRAM}: error: {e}', file=sys.stderr)
-    code = exits.EXIT_USAGE
-  except KeyboardInterrupt:
-    print(f'{PROGRAM}: interrupted', file=sys.stderr)
-    code = exits.EXIT_SIGINT
-  sys.exit(code)
-
-
 def entry_point() -> None:
   """`python -m tff_dp.cli.sweep`."""
   program_help.define_help_flags(
@@ -128,12 +116,9 @@ def entry_point() -> None:
       doc=__doc__,
       groups=[('Sweep', sweep_flags.SWEEP_FLAGS),
               *program_help.flag_groups(cli_flags.TRAIN_FLAG_GROUPS)])
-  try:
-    argv = FLAGS(sys.argv)
-  except flags.Error as e:
-    print(f'{PROGRAM}: error: {e}', file=sys.stderr)
-    sys.exit(exits.EXIT_USAGE)
-  main(argv)
+  exits.run_program(PROGRAM,
+                    lambda: run(FLAGS(sys.argv)),
+                    user_errors=(exits.UserError, results.NotARunError))
 
 
 if __name__ == '__main__':

@@ -172,11 +172,6 @@ def _announce(service, log_dir: str) -> None:
       flush=True)
 
 
-def _fail(message: str, code: int) -> None:
-  print(f'{PROGRAM}: error: {message}', file=sys.stderr)
-  sys.exit(code)
-
-
 def entry_point() -> None:
   """`./run.sh worker`; errors are one line, never a traceback."""
   define_flags(FLAGS)
@@ -185,18 +180,10 @@ def entry_point() -> None:
                                  groups=program_help.flag_groups([
                                      ('Worker', define_flags)
                                  ]))
-  try:
-    sys.exit(main(FLAGS(sys.argv)))
-  except flags.Error as e:
-    _fail('; '.join(str(e).splitlines()), exits.EXIT_USAGE)
-  except exits.UserError as e:
-    _fail(str(e), exits.EXIT_USAGE)
-  except OSError as e:
-    name = f'{e.filename}: ' if e.filename else ''
-    _fail(f'{name}{e.strerror or e}', exits.EXIT_IO)
-  except KeyboardInterrupt:
-    _fail('interrupted during start-up; nothing left running',
-          exits.EXIT_SIGINT)
+  exits.run_program(PROGRAM,
+                    lambda: main(FLAGS(sys.argv)),
+                    interrupted='interrupted during start-up; nothing left '
+                    'running')
 
 
 if __name__ == '__main__':
