@@ -72,9 +72,33 @@ def test_every_run_once_then_nothing_to_do(tmp_path, fake_env):
   assert again.code == 0 and again.ran == [] and len(again.skipped) == 6
   assert len([line for line in _lines(fake_env) if ' start ' in line]) == 6
   assert os.stat(summary).st_mtime_ns == mtime
+  # A DP run's wall time grows with its hidden cohorts: neither kept nor
+  # shown (no elapsed time, no ETA); the non-private twin's is.
   seconds = progress.WallTimes(sweep_dir).totals()
-  assert set(seconds) == {r.name for r in plan.runs}
+  assert set(seconds) == {'nonprivate_seed0', 'nonprivate_seed1'}
+  assert 'elapsed' not in out and 'ETA' not in out
   assert os.path.isfile(os.path.join(sweep_dir, 'logs', 'nonprivate_seed1.log'))
+
+
+def test_runs_that_release_values_outside_the_guarantee_are_timed(
+    tmp_path, fake_env):
+  base = {
+      'rounds': 2,
+      'dp_mechanism': 'gaussian_adaptive',
+      'seed': 0,
+      'release_nonprivate_metrics': True
+  }
+  plan = plan_lib.expand(base,
+                         base_name='fake',
+                         grids=[('noise_multiplier', (1.0, 2.0))],
+                         seeds=1)
+  assert all(plan.releases_timing(run) for run in plan.runs)
+  sweep_dir = str(tmp_path / 'sweep')
+  outcome, out = _run(plan, sweep_dir)
+  assert outcome.code == 0
+  assert set(
+      progress.WallTimes(sweep_dir).totals()) == {r.name for r in plan.runs}
+  assert 'elapsed' in out and 'ETA' in out
 
 
 def test_an_unfinished_run_is_started_again_and_resumes(tmp_path, fake_env):

@@ -16,7 +16,8 @@ others resume from their checkpoints. Writes results.md and results.csv (per
 setting: epsilon per accountant, delta, test accuracy mean ± sd (range) over
 the seeds, rounds), accuracy_vs_epsilon.png, epsilon_vs_rounds.png,
 accuracy_vs_rounds.png, and the measured wall times apart, in
-nonprivate/wall_times.md (not covered by the guarantee). `./run.sh
+nonprivate/wall_times.md (not covered by the guarantee; only runs that release
+their wall time: the non-private twin, --release_nonprivate_metrics). `./run.sh
 tensorboard --logdir <sweep dir>` compares the runs in the HParams dashboard.
 """
 
@@ -71,7 +72,9 @@ def _report(plan: plan_lib.Plan, sweep_dir: str) -> None:
       'the sweep from outside the run, summed over its invocations',
       title=os.path.basename(os.path.normpath(sweep_dir)))
   print(f'\n{written.table}', flush=True)
-  print(progress_lib.summary_line(totals, [r.name for r in plan.runs]))
+  timed = [r.name for r in plan.runs if plan.releases_timing(r)]
+  if timed:
+    print(progress_lib.summary_line(totals, timed))
   print('files: ' +
         ', '.join(os.path.relpath(path, sweep_dir) for path in written.files))
   print(f'compare the runs: ./run.sh tensorboard --logdir {sweep_dir} '

@@ -98,6 +98,16 @@ class Plan:
         'run_name': run.name
     }
 
+  def releases_timing(self, run: Run) -> bool:
+    """Whether the run's wall time may be kept and shown: a DP run's grows
+    with its hidden cohorts, so only the non-private twin's, or a run's that
+    asks for values outside the guarantee (--release_nonprivate_metrics), as
+    the training program's own console decides for its ETA."""
+    return run.nonprivate or bool({
+        **self.base,
+        **run.overrides
+    }.get('release_nonprivate_metrics'))
+
   def setting_labels(self) -> list[str]:
     """The settings' labels, in plan order."""
     return list(dict.fromkeys(run.setting for run in self.runs))

@@ -1,14 +1,17 @@
 """The sweep's one progress line, and the wall times it measures from outside the runs.
 
-The line says how many runs are done of how many, which are running, the
-time since the sweep (this invocation) started, and an ETA from the runs that
-finished in this invocation. On a terminal it is rewritten in place;
+The line says how many runs are done of how many, which are running and,
+only when every run of the sweep releases its wall time
+(`plan.Plan.releases_timing`), the time since the sweep (this invocation)
+started and an ETA from the runs that finished in this invocation. On a terminal it is rewritten in place;
 otherwise a line is printed whenever a run starts or ends.
 
 The seconds each invocation of a run took are kept in
-`nonprivate/wall_times.json`: a DP run does not release its wall time (it
-grows with its hidden cohorts), so they stay apart from the runs' released
-values, under the folder that says so (`tff_dp.sweeps.report`).
+`nonprivate/wall_times.json` for the runs that release their wall time
+only: a DP run does not (it grows with its hidden cohorts), so the sweep
+neither keeps nor prints it unless the run asks for values outside the
+guarantee; they stay apart from the runs' released values, under the folder
+that says so (`tff_dp.sweeps.report`).
 """
 
 import json
@@ -73,8 +76,10 @@ class Progress:
                *,
                parallel: int,
                out: TextIO,
-               terminal: Optional[bool] = None):
+               terminal: Optional[bool] = None,
+               show_times: bool = True):
     self._total = total
+    self._show_times = show_times
     self._done = done
     self._parallel = parallel
     self._out = out
@@ -93,6 +98,8 @@ class Progress:
     text = f'sweep: {self._done}/{self._total} runs done'
     if running:
       text += f' | running: {", ".join(running)}'
+    if not self._show_times:
+      return text
     text += f' | elapsed {clock(elapsed)}'
     remaining = self._total - self._done
     if remaining and self._durations:

@@ -167,17 +167,19 @@ def run_plan(plan: plan_lib.Plan,
     else:
       pending.append(run)
   wall_times = progress_lib.WallTimes(sweep_dir)
-  progress = progress_lib.Progress(len(plan.runs),
-                                   len(outcome.skipped),
-                                   parallel=parallel,
-                                   out=out,
-                                   terminal=terminal)
+  progress = progress_lib.Progress(
+      len(plan.runs),
+      len(outcome.skipped),
+      parallel=parallel,
+      out=out,
+      terminal=terminal,
+      show_times=all(plan.releases_timing(run) for run in plan.runs))
   env = thread_environment(parallel)
   running: list[_Child] = []
   with _Signals() as signals:
     while (pending and not outcome.code) or running:
       if signals.received:
-        return _stop(running, signals, wall_times, outcome, progress)
+        return _stop(running, signals, wall_times, outcome, progress, plan)
       changed = False
       while len(running) < parallel and pending and not outcome.code:
         run = pending.pop(0)
@@ -190,7 +192,9 @@ def run_plan(plan: plan_lib.Plan,
       for child in [c for c in running if c.process.poll() is not None]:
         running.remove(child)
         changed = True
-        _finish(child, sweep_dir, wall_times, progress, outcome)
+        _finish(child, sweep_dir,
+                wall_times if plan.releases_timing(child.run) else None,
+                progress, outcome)
       progress.show([c.run.name for c in running], changed=changed)
       time.sleep(poll_seconds)
   progress.close()
@@ -201,7 +205,8 @@ def _finish(child: _Child, sweep_dir: str, wall_times, progress,
             outcome: Outcome) -> None:
   """Records a child that exited; a failure stops the sweep."""
   seconds = time.monotonic() - child.start
-  wall_times.add(child.run.name, seconds)
+  if wall_times is not None:
+    wall_times.add(child.run.name, seconds)
   code = child.process.returncode
   if code == 0 and is_finished(os.path.join(sweep_dir, child.run.name)):
     progress.finished(seconds)
@@ -221,7 +226,7 @@ def _finish(child: _Child, sweep_dir: str, wall_times, progress,
 
 
 def _stop(running: Sequence[_Child], signals: _Signals, wall_times,
-          outcome: Outcome, progress) -> Outcome:
+          outcome: Outcome, progress, plan: plan_lib.Plan) -> Outcome:
   """Forwards the first signal to every child and waits for them."""
   signum = signals.received[0]
   for child in running:
@@ -236,7 +241,8 @@ def _stop(running: Sequence[_Child], signals: _Signals, wall_times,
     except subprocess.TimeoutExpired:
       child.process.kill()
       child.process.wait()
-    wall_times.add(child.run.name, time.monotonic() - child.start)
+    if plan.releases_timing(child.run):
+      wall_times.add(child.run.name, time.monotonic() - child.start)
   progress.close()
   outcome.code = 128 + signum
   outcome.message = (
