@@ -47,6 +47,10 @@ Commands:
   bench [--quick]      Benchmarks: seconds per round vs the compute floor and plain
                        TFF, time to first round, memory over 300 rounds (~25 min;
                        --quick ~1 min). Writes benchmarks/results/latest.json.
+  bench --peers [--quick] [--alternations N]
+                       tff-dp, the floor, Flower and pfl on W1 and W2, alternating
+                       (makes the peers' pinned environments once, under
+                       ~/.cache/tff-dp/peers; ~25 min for 2 alternations).
   bench outside-round [--sinks]
                        What the loop does outside the round (accounting,
                        ledger and checkpoint JSON; --sinks: releases) at
@@ -266,6 +270,13 @@ cmd_bench() {
   if [[ "${1:-}" == outside-round ]]; then
     shift
     exec "${VENV}/bin/python" -m benchmarks.outside_round "$@"
+  fi
+  local arg rest=()
+  for arg in "$@"; do
+    [[ "${arg}" == --peers ]] || rest+=("${arg}")
+  done
+  if (( ${#rest[@]} != $# )); then
+    exec "${VENV}/bin/python" -m benchmarks.peers "${rest[@]}"
   fi
   exec "${VENV}/bin/python" -m benchmarks.run_all "$@"
 }

@@ -166,12 +166,37 @@ def _child_workers(pid: int) -> set[int]:
   return found
 
 
+def _tree_memory_mb(pid: int) -> tuple[float, float]:
+  """RSS and PSS (MiB) summed over `pid` and all its descendants.
+
+  RSS counts a page shared by several processes (a library mapped by every
+  Ray worker, say) once per process; PSS splits it among them, so the PSS sum
+  is what the tree really holds. Processes that vanish mid-poll are skipped.
+  """
+  rss = pss = 0.0
+  try:
+    tree = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
+  except psutil.NoSuchProcess:
+    return rss, pss
+  for proc in tree:
+    try:
+      info = proc.memory_full_info()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+      continue
+    rss += info.rss / 2.0**20
+    pss += getattr(info, 'pss', info.rss) / 2.0**20
+  return rss, pss
+
+
 def run_job(job: dict[str, Any], work_dir: str,
             timeout_s: float) -> dict[str, Any]:
   """Runs one engine subprocess to completion; returns its record.
 
-  The record holds the engine's result (or the error), its wall time, and the
-  TFF workers seen under it with what became of them.
+  The record holds the engine's result (or the error), its wall time, the
+  peak memory of its process tree (RSS and PSS sums, polled every
+  `job['poll_s']` seconds, default 1), and the TFF workers seen under it with
+  what became of them. `job['python']` runs the engine with another
+  interpreter (a peer's environment).
   """
   name = job['name']
   spec_path = os.path.join(work_dir, f'{name}.spec.json')
@@ -180,9 +205,11 @@ def run_job(job: dict[str, Any], work_dir: str,
   log_dir = os.path.join(work_dir, name)
   os.makedirs(log_dir, exist_ok=True)
   cmd = [
-      sys.executable, '-m', job['module'], f'--spec={spec_path}',
-      f'--out={out_path}'
+      job.get('python', sys.executable), '-m', job['module'],
+      f'--spec={spec_path}', f'--out={out_path}'
   ]
+  poll_s = job.get('poll_s', _POLL_SECONDS)
+  peak = {'rss_mb': 0.0, 'pss_mb': 0.0}
   record: dict[str, Any] = {
       'name': name,
       'command': ' '.join(cmd),
@@ -207,17 +234,21 @@ def run_job(job: dict[str, Any], work_dir: str,
     try:
       while process.poll() is None:
         seen_workers |= _child_workers(process.pid)
+        rss, pss = _tree_memory_mb(process.pid)
+        peak['rss_mb'] = max(peak['rss_mb'], rss)
+        peak['pss_mb'] = max(peak['pss_mb'], pss)
         if time.perf_counter() - start > timeout_s:
           record['error'] = f'timed out after {timeout_s:.0f} s'
           harness.stop_subprocess(process)
           break
-        time.sleep(_POLL_SECONDS)
+        time.sleep(poll_s)
     except BaseException:
       harness.stop_subprocess(process)
       raise
     finally:
       record['wall_s'] = time.perf_counter() - start
   record['returncode'] = process.returncode
+  record['peak_tree_memory'] = peak
   result = None
   if os.path.exists(out_path):
     result = harness.read_json(out_path)
