@@ -29,13 +29,17 @@ from tff_dp.mechanisms import registry as mechanism_registry
 # one call per 64 clients keeps a typical cohort in one or two calls.
 AUTO_CLIENTS_PER_CALL = 64
 
+# The --algorithm values the grouped path implements.
+_GROUPED_ALGORITHMS = frozenset({Algorithm.FEDAVG, Algorithm.DP_FTRL})
+
 
 def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
   """Why the grouped path (`tff_dp.algorithms.grouped_fedavg`) cannot run `config`.
 
-  The grouped path is DP-FedAvg with TF Privacy's Gaussian query and uniform
-  weights, training single-label classifiers (its loss and accuracy are
-  written for one class id per example); anything else runs on TFF's
+  The grouped path runs the algorithms in `_GROUPED_ALGORITHMS` with the
+  central mechanisms whose row says `grouped` (TF Privacy's Gaussian queries,
+  DP-FTRL's tree), training single-label classifiers (its loss and accuracy
+  are written for one class id per example); anything else runs on TFF's
   learning algorithms.
 
   Returns:
@@ -46,7 +50,7 @@ def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
             'grouped path trains single-label models only)')
   checks = (
       (config.algorithm
-       is Algorithm.FEDAVG, 'algorithm', config.algorithm.value),
+       in _GROUPED_ALGORITHMS, 'algorithm', config.algorithm.value),
       (config.mechanism.grouped, 'dp_mechanism', config.dp_mechanism.value),
       (config.client_weighting is ClientWeighting.UNIFORM, 'client_weighting',
        config.client_weighting.value),

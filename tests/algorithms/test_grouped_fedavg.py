@@ -599,6 +599,11 @@ def _config(**overrides):
         'algorithm': 'fedsgd'
     }, True, 1),
     ({
+        'algorithm': 'dp_ftrl',
+        'client_sampling': 'shuffled_epochs',
+        'dp_mechanism': 'tree_aggregation',
+    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    ({
         'dp_mechanism': 'none'
     }, True, 1),
     ({

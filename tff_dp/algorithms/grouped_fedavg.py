@@ -79,6 +79,7 @@ import tensorflow_federated as tff
 from tensorflow_federated.python.aggregators import differential_privacy
 import tensorflow_privacy as tfp
 
+from tff_dp.algorithms import grouped_client_options
 from tff_dp.algorithms import grouped_client_work
 from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import models
@@ -133,8 +134,15 @@ def build_grouped_dp_fedavg(
     client_files_dir: Optional[str] = None,
     max_client_size: Optional[int] = None,
     max_norm: float = sanitize.DEFAULT_MAX_NORM,
+    options: grouped_client_options.ClientOptions = (
+        grouped_client_options.ClientOptions()),
 ) -> tff.learning.templates.LearningProcess:
   """Returns DP-FedAvg whose TFF clients are groups of simulated clients.
+
+  With `options`, the same for TFF's FedProx and FedSGD, capped client
+  weights and local DP (`grouped_client_options`); DP-FTRL is this process
+  with the tree's factory and heavy-ball SGD at the server, as
+  `tff_dp.algorithms.dp_ftrl` builds it from TFF's FedAvg.
 
   Equivalent to `tff_dp.algorithms.learning_process.build_learning_process(algorithm=
   FEDAVG, model_aggregator=build_model_aggregator(dp=..., client_weighting=
@@ -167,6 +175,7 @@ def build_grouped_dp_fedavg(
       the graph, which is faster (see `grouped_client_work`); a client with
       more batches then fails the round loudly. None: a while loop, any size.
     max_norm: `tff_dp.mechanisms.sanitize`'s bound on an update's norm before clipping.
+    options: The client-side variant (algorithm, weighting, local DP).
 
   Returns:
     A `tff.learning.templates.LearningProcess` with the reference's state and
@@ -206,9 +215,12 @@ def build_grouped_dp_fedavg(
                                                        epochs=epochs,
                                                        batch_size=batch_size),
       client_files_dir=(None if client_files_dir is None else
-                        os.path.abspath(client_files_dir)))
+                        os.path.abspath(client_files_dir)),
+      options=options)
   return _build_process(query,
-                        client_optimizer,
+                        grouped_client_work.build_client_work_init(
+                            client_optimizer,
+                            stateless=options.stateless_client_work),
                         group_fn,
                         grouped_data.group_type(input_dim,
                                                 with_examples=client_files_dir
@@ -256,7 +268,7 @@ def _build_initial_model_weights_fn(
 
 def _build_process(
     query: tfp.DPQuery,
-    client_optimizer: tff.learning.optimizers.Optimizer,
+    client_work_init: tff.Computation,
     group_fn: Callable[..., Any],
     groups_type: tff.Type,
     *,
@@ -269,8 +281,6 @@ def _build_process(
   weights_type = initial_model_weights_fn.type_signature.result
   query_state_type = (
       aggregator.initialize.type_signature.result.member.query_state)
-  client_work_init = grouped_client_work.build_client_work_init(
-      client_optimizer)
   derive_sample_params = tff.tensorflow.computation(query.derive_sample_params,
                                                     query_state_type)
   group_update = grouped_client_work.build_group_update(
@@ -284,8 +294,9 @@ def _build_process(
       lambda event: event.to_named_tuple(), dp_event_type)
   derive_metrics = tff.tensorflow.computation(query.derive_metrics,
                                               query_state_type)
-  finalize_train_metrics = grouped_client_work.build_finalize_train_metrics(
-      group_metrics_type)
+  finalize_train_metrics = (
+      grouped_client_work.build_finalize_train_metrics(group_metrics_type)
+      if group_metrics_type else None)
   init_fn = _build_init_fn(initial_model_weights_fn, distributor,
                            client_work_init, aggregator, finalizer)
   state_type = init_fn.type_signature.result
@@ -344,7 +355,7 @@ def _build_next_fn(state_type: tff.FederatedType, groups_type: tff.Type, *,
                    finalizer: tff.templates.MeasuredProcess,
                    derive_sample_params: tff.Computation,
                    group_update: tff.Computation,
-                   finalize_train_metrics: tff.Computation,
+                   finalize_train_metrics: Optional[tff.Computation],
                    get_noised_result: tff.Computation,
                    convert_dp_event: tff.Computation,
                    derive_metrics: tff.Computation) -> tff.Computation:
@@ -364,8 +375,12 @@ def _build_next_fn(state_type: tff.FederatedType, groups_type: tff.Type, *,
         group_update, (hparams, distributed.result, params, groups))
     # Sum of all simulated clients' preprocessed records = the sample state.
     sample_state = tff.federated_sum(records)
-    train_metrics = tff.federated_map(finalize_train_metrics,
-                                      tff.federated_sum(group_metrics))
+    if finalize_train_metrics is None:
+      # No client metric leaves the groups (local DP), so none is summed.
+      train_metrics = tff.federated_value(collections.OrderedDict(), tff.SERVER)
+    else:
+      train_metrics = tff.federated_map(finalize_train_metrics,
+                                        tff.federated_sum(group_metrics))
     result, new_query_state, dp_event = tff.federated_map(
         get_noised_result, (sample_state, query_state))
     dp_event = tff.federated_map(convert_dp_event, dp_event)

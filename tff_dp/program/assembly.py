@@ -106,7 +106,7 @@ def build_process(config: TrainConfig,
   """
   wrap = canaries.wrap if canaries is not None else (lambda factory: factory)
   if group_size > 1:
-    return _build_grouped_process(config, data, client_files_dir, wrap,
+    return _build_grouped_process(config, data, sampler, client_files_dir, wrap,
                                   keras_model_fn)
   model_fn = build_model_fn(config, data, keras_model_fn)
   dp = dp_settings(config)
@@ -151,21 +151,35 @@ def _central_factory(dp, wrap):
       wrap(learning_process.build_dp_aggregator(dp)))
 
 
-def _build_grouped_process(config: TrainConfig, data: FederatedData,
+def _build_grouped_process(config: TrainConfig, data: FederatedData, sampler,
                            client_files_dir: str, wrap, keras_model_fn):
-  """The grouped DP-FedAvg process (many simulated clients per TFF call)."""
+  """The grouped process (many simulated clients per TFF call)."""
   # `config_checks.grouped_unsupported_reason` refuses other data first.
   if data.label_kind is not LabelKind.SINGLE:
     raise ValueError('the grouped path trains single-label models only')
+  dp = dp_settings(config)
+  if config.algorithm is Algorithm.DP_FTRL:
+    # As the reference's `dp_ftrl.build_dp_ftrl_process`: the tree, and
+    # heavy-ball SGD at the server.
+    dp_factory = config.mechanism.build_aggregator(
+        dp,
+        rounds_per_epoch=sampler.rounds_per_epoch,
+        record_specs=dp_ftrl.model_update_specs(
+            build_model_fn(config, data, keras_model_fn)))
+    optimizer = dp_ftrl.build_server_optimizer(
+        server_learning_rate=config.server_learning_rate,
+        server_momentum=config.server_momentum)
+  else:
+    dp_factory = learning_process.build_dp_aggregator(dp)
+    optimizer = server_optimizer(config)
   return grouped_fedavg.build_grouped_dp_fedavg(
       keras_model_fn=build_keras_model_fn(config, data, keras_model_fn),
       input_dim=data.input_dim,
       num_classes=data.num_classes,
-      dp_factory=wrap(learning_process.build_dp_aggregator(
-          dp_settings(config))),
+      dp_factory=wrap(dp_factory),
       client_learning_rate=config.client_learning_rate,
       client_momentum=config.client_momentum,
-      server_optimizer=server_optimizer(config),
+      server_optimizer=optimizer,
       batch_size=config.client_batch_size,
       epochs=config.client_epochs,
       client_files_dir=client_files_dir,
