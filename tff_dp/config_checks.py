@@ -30,7 +30,8 @@ from tff_dp.mechanisms import registry as mechanism_registry
 AUTO_CLIENTS_PER_CALL = 64
 
 # The --algorithm values the grouped path implements.
-_GROUPED_ALGORITHMS = frozenset({Algorithm.FEDAVG, Algorithm.DP_FTRL})
+_GROUPED_ALGORITHMS = frozenset(
+    {Algorithm.FEDAVG, Algorithm.DP_FTRL, Algorithm.FEDPROX})
 
 
 def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:

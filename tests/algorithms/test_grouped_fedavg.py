@@ -599,6 +599,10 @@ def _config(**overrides):
         'algorithm': 'fedsgd'
     }, True, 1),
     ({
+        'algorithm': 'fedprox',
+        'proximal_strength': 0.01
+    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    ({
         'algorithm': 'dp_ftrl',
         'client_sampling': 'shuffled_epochs',
         'dp_mechanism': 'tree_aggregation',
@@ -630,8 +634,8 @@ def test_explicit_grouping_of_streamed_data_is_refused():
 
 
 def test_explicit_grouping_of_an_unsupported_config_is_refused():
-  with pytest.raises(ConfigError, match='--algorithm=fedprox'):
-    config_checks.check_config(_config(clients_per_call=8, algorithm='fedprox'))
+  with pytest.raises(ConfigError, match='--dp_mechanism=none'):
+    config_checks.check_config(_config(clients_per_call=8, dp_mechanism='none'))
 
 
 def test_grouped_rounds_files_are_private_and_removed(tmp_path):

@@ -181,3 +181,46 @@ def zero_update_steps(process, *, input_dim, rounds=2, cohort=(0, 1, 2)):
     steps.append(after.astype(np.float64) - before)
     before = after
   return steps
+
+
+def build_grouped(dp_factory,
+                  options=None,
+                  *,
+                  input_dim=D,
+                  hidden=HIDDEN,
+                  client_lr=CLIENT_LR,
+                  client_momentum=CLIENT_MOMENTUM,
+                  server_momentum=0.9,
+                  server=None):
+  """A grouped process on this module's model and sizes (unrolled steps, as
+  the program builds it for in-memory data)."""
+  # pylint: disable-next=g-import-not-at-top
+  from tff_dp.algorithms import grouped_client_options
+  from tff_dp.algorithms import grouped_fedavg  # pylint: disable=g-import-not-at-top
+  return grouped_fedavg.build_grouped_dp_fedavg(
+      keras_model_fn=keras_model_fn(input_dim, hidden),
+      input_dim=input_dim,
+      num_classes=C,
+      dp_factory=dp_factory,
+      client_learning_rate=client_lr,
+      client_momentum=client_momentum,
+      server_optimizer=server or server_optimizer(momentum=server_momentum),
+      batch_size=BATCH_SIZE,
+      epochs=EPOCHS,
+      max_client_size=MAX_SIZE,
+      options=options or grouped_client_options.ClientOptions())
+
+
+def reference(model_aggregator, *, algorithm=None, proximal_strength=0.0,
+              metrics_aggregator=None):
+  """TFF's one-client-per-call process on the same model and optimizers."""
+  from tff_dp.config import Algorithm  # pylint: disable=g-import-not-at-top
+  return learning_process.build_learning_process(
+      model_fn=model_fn(),
+      algorithm=algorithm or Algorithm.FEDAVG,
+      model_aggregator=model_aggregator,
+      client_learning_rate=CLIENT_LR,
+      client_momentum=CLIENT_MOMENTUM,
+      server_optimizer=server_optimizer(),
+      proximal_strength=proximal_strength,
+      metrics_aggregator=metrics_aggregator)

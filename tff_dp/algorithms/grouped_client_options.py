@@ -64,9 +64,8 @@ def proximal_gradients(grads, trainable, initial, *, strength: float):
   """
   if strength <= 0.0:
     return grads
-  return [
-      g + strength * (w0 - w) for g, w, w0 in zip(grads, trainable, initial)
-  ]
+  return tuple(
+      g + strength * (w0 - w) for g, w, w0 in zip(grads, trainable, initial))
 
 
 def build_gradient_step(model, *, non_trainable, x, y, client_order,

@@ -14,10 +14,12 @@ import functools
 
 from tff_dp.algorithms import dp_ftrl
 from tff_dp.algorithms import example_dp
+from tff_dp.algorithms import grouped_client_options
 from tff_dp.algorithms import grouped_fedavg
 from tff_dp.algorithms import learning_process
 from tff_dp.algorithms import models
 from tff_dp.config import Algorithm
+from tff_dp.config import ClientWeighting
 from tff_dp.config import LocalDp
 from tff_dp.config import TrainConfig
 from tff_dp.data.federated_data import FederatedData
@@ -183,7 +185,22 @@ def _build_grouped_process(config: TrainConfig, data: FederatedData, sampler,
       batch_size=config.client_batch_size,
       epochs=config.client_epochs,
       client_files_dir=client_files_dir,
-      max_client_size=max(map(int, data.client_sizes()), default=0))
+      max_client_size=max(map(int, data.client_sizes()), default=0),
+      options=_grouped_client_options(config))
+
+
+def _grouped_client_options(config: TrainConfig):
+  """What each simulated client does, as the reference's client work
+  (`learning_process.build_learning_process`) and aggregator chain."""
+  fedprox = config.algorithm is Algorithm.FEDPROX
+  fedsgd = config.algorithm is Algorithm.FEDSGD
+  return grouped_client_options.ClientOptions(
+      full_gradient=fedsgd,
+      proximal_strength=config.proximal_strength if fedprox else 0.0,
+      # TFF's FedProx and FedSGD client works keep no optimizer hparams.
+      stateless_client_work=fedprox or fedsgd,
+      weight_cap=(config.weight_cap if config.client_weighting
+                  is ClientWeighting.CAPPED else None))
 
 
 def _build_example_dp_process(config: TrainConfig, data: FederatedData,
