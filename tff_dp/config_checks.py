@@ -31,7 +31,7 @@ AUTO_CLIENTS_PER_CALL = 64
 
 # The --algorithm values the grouped path implements.
 _GROUPED_ALGORITHMS = frozenset(
-    {Algorithm.FEDAVG, Algorithm.DP_FTRL, Algorithm.FEDPROX})
+    {Algorithm.FEDAVG, Algorithm.DP_FTRL, Algorithm.FEDPROX, Algorithm.FEDSGD})
 
 
 def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:

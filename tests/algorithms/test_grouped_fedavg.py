@@ -597,7 +597,7 @@ def _config(**overrides):
     }, True, 7),
     ({
         'algorithm': 'fedsgd'
-    }, True, 1),
+    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
     ({
         'algorithm': 'fedprox',
         'proximal_strength': 0.01
