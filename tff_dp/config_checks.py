@@ -53,7 +53,10 @@ def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
       (config.algorithm
        in _GROUPED_ALGORITHMS, 'algorithm', config.algorithm.value),
       (config.mechanism.grouped, 'dp_mechanism', config.dp_mechanism.value),
-      (config.client_weighting is ClientWeighting.UNIFORM, 'client_weighting',
+      # |D_k| weighting is non-private (no DP factory); capped weights are
+      # scaled per simulated client before clipping.
+      (config.client_weighting in (ClientWeighting.UNIFORM,
+                                   ClientWeighting.CAPPED), 'client_weighting',
        config.client_weighting.value),
       (config.local_dp is LocalDp.NONE, 'local_dp', config.local_dp.value),
       (not config.example_dp, 'example_dp', config.example_dp),

@@ -616,6 +616,10 @@ def _config(**overrides):
     ({
         'client_weighting': 'capped',
         'weight_cap': 10
+    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    ({
+        'client_weighting': 'num_examples',
+        'dp_mechanism': 'none'
     }, True, 1),
     ({
         'local_dp': 'laplace',
