@@ -39,7 +39,8 @@ def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
 
   The grouped path runs the algorithms in `_GROUPED_ALGORITHMS` with the
   central mechanisms whose row says `grouped` (TF Privacy's Gaussian queries,
-  DP-FTRL's tree), training single-label classifiers (its loss and accuracy
+  DP-FTRL's tree), uniform or capped weights and local DP (alone or under
+  central noise), training single-label classifiers (its loss and accuracy
   are written for one class id per example); anything else runs on TFF's
   learning algorithms.
 
@@ -52,13 +53,15 @@ def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
   checks = (
       (config.algorithm
        in _GROUPED_ALGORITHMS, 'algorithm', config.algorithm.value),
-      (config.mechanism.grouped, 'dp_mechanism', config.dp_mechanism.value),
+      # No central mechanism runs grouped only behind local DP's noise.
+      (config.mechanism.grouped or
+       (not config.mechanism.noised and config.local_dp is not LocalDp.NONE),
+       'dp_mechanism', config.dp_mechanism.value),
       # |D_k| weighting is non-private (no DP factory); capped weights are
       # scaled per simulated client before clipping.
       (config.client_weighting in (ClientWeighting.UNIFORM,
                                    ClientWeighting.CAPPED), 'client_weighting',
        config.client_weighting.value),
-      (config.local_dp is LocalDp.NONE, 'local_dp', config.local_dp.value),
       (not config.example_dp, 'example_dp', config.example_dp),
   )
   for supported, name, value in checks:

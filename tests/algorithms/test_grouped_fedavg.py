@@ -624,6 +624,15 @@ def _config(**overrides):
     ({
         'local_dp': 'laplace',
         'local_epsilon': 1
+    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    ({
+        'local_dp': 'gaussian',
+        'local_noise_multiplier': 1,
+        'dp_mechanism': 'none'
+    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    ({
+        'example_dp': True,
+        'dp_mechanism': 'none'
     }, True, 1),
 ])
 def test_resolve_clients_per_call(overrides, in_memory, expected):

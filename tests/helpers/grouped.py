@@ -191,7 +191,8 @@ def build_grouped(dp_factory,
                   client_lr=CLIENT_LR,
                   client_momentum=CLIENT_MOMENTUM,
                   server_momentum=0.9,
-                  server=None):
+                  server=None,
+                  local_dp_factory=None):
   """A grouped process on this module's model and sizes (unrolled steps, as
   the program builds it for in-memory data)."""
   # pylint: disable-next=g-import-not-at-top
@@ -208,7 +209,8 @@ def build_grouped(dp_factory,
       batch_size=BATCH_SIZE,
       epochs=EPOCHS,
       max_client_size=MAX_SIZE,
-      options=options or grouped_client_options.ClientOptions())
+      options=options or grouped_client_options.ClientOptions(),
+      local_dp_factory=local_dp_factory)
 
 
 def reference(model_aggregator, *, algorithm=None, proximal_strength=0.0,

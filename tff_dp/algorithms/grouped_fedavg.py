@@ -82,7 +82,9 @@ import tensorflow_privacy as tfp
 from tff_dp.algorithms import grouped_client_options
 from tff_dp.algorithms import grouped_client_work
 from tff_dp.algorithms import grouped_data
+from tff_dp.algorithms import grouped_local_dp
 from tff_dp.algorithms import models
+from tff_dp.mechanisms import local_dp
 from tff_dp.mechanisms import sanitize
 
 # Defined with the group graph whose layout they choose; kept here too, as
@@ -125,7 +127,7 @@ def build_grouped_dp_fedavg(
     keras_model_fn: Callable[[], tf.keras.Model],
     input_dim: int,
     num_classes: int,
-    dp_factory: tff.aggregators.DifferentiallyPrivateFactory,
+    dp_factory: Optional[tff.aggregators.DifferentiallyPrivateFactory],
     client_learning_rate: float,
     client_momentum: float,
     server_optimizer: tff.learning.optimizers.Optimizer,
@@ -136,6 +138,7 @@ def build_grouped_dp_fedavg(
     max_norm: float = sanitize.DEFAULT_MAX_NORM,
     options: grouped_client_options.ClientOptions = (
         grouped_client_options.ClientOptions()),
+    local_dp_factory: Optional[local_dp.LocalDpFactory] = None,
 ) -> tff.learning.templates.LearningProcess:
   """Returns DP-FedAvg whose TFF clients are groups of simulated clients.
 
@@ -175,7 +178,11 @@ def build_grouped_dp_fedavg(
       the graph, which is faster (see `grouped_client_work`); a client with
       more batches then fails the round loudly. None: a while loop, any size.
     max_norm: `tff_dp.mechanisms.sanitize`'s bound on an update's norm before clipping.
-    options: The client-side variant (algorithm, weighting, local DP).
+    options: The client-side variant (algorithm, weighting).
+    local_dp_factory: Local DP (`tff_dp.algorithms.grouped_local_dp`): each
+      simulated client's update is clipped and noised by this factory's
+      randomizer. `dp_factory` is then its central factory (unwrapped), or
+      None for local DP alone.
 
   Returns:
     A `tff.learning.templates.LearningProcess` with the reference's state and
@@ -189,7 +196,14 @@ def build_grouped_dp_fedavg(
                       ('batch_size', batch_size), ('epochs', epochs)):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f'{name} must be a positive int, got {value!r}')
-  query = _dp_query(dp_factory)
+  if local_dp_factory is not None:
+    options = grouped_local_dp.client_options(options, local_dp_factory)
+  if dp_factory is None:
+    if local_dp_factory is None:
+      raise TypeError('dp_factory is required without local_dp_factory')
+    query = grouped_local_dp.fixed_count_query(local_dp_factory)
+  else:
+    query = _dp_query(dp_factory)
   model = _functional_model(keras_model_fn,
                             input_dim=input_dim,
                             num_classes=num_classes)
@@ -200,7 +214,8 @@ def build_grouped_dp_fedavg(
       server_optimizer, weights_type)
   # The DP factory's own process provides the initial aggregator state
   # (query state, initial DP event), so the state matches the reference's.
-  aggregator = dp_factory.create(weights_type.trainable)
+  aggregator = (None if dp_factory is None else dp_factory.create(
+      weights_type.trainable))
   client_optimizer = tff.learning.optimizers.build_sgdm(
       learning_rate=client_learning_rate, momentum=client_momentum or None)
   group_fn = grouped_client_work.build_group_fn(
@@ -275,12 +290,21 @@ def _build_process(
     initial_model_weights_fn: tff.Computation,
     distributor: tff.templates.MeasuredProcess,
     finalizer: tff.templates.MeasuredProcess,
-    aggregator: tff.templates.AggregationProcess,
+    aggregator: Optional[tff.templates.AggregationProcess],
 ) -> tff.learning.templates.LearningProcess:
-  """The process from its parts (see `build_grouped_dp_fedavg`)."""
+  """The process from its parts (see `build_grouped_dp_fedavg`).
+
+  `aggregator` None: the query's state is a constant rebuilt each round and
+  the process keeps no aggregator state (local DP alone).
+  """
   weights_type = initial_model_weights_fn.type_signature.result
-  query_state_type = (
-      aggregator.initialize.type_signature.result.member.query_state)
+  if aggregator is None:
+    query_state_init = tff.tensorflow.computation(query.initial_global_state)
+    query_state_type = query_state_init.type_signature.result
+  else:
+    query_state_init = None
+    query_state_type = (
+        aggregator.initialize.type_signature.result.member.query_state)
   derive_sample_params = tff.tensorflow.computation(query.derive_sample_params,
                                                     query_state_type)
   group_update = grouped_client_work.build_group_update(
@@ -302,6 +326,7 @@ def _build_process(
   state_type = init_fn.type_signature.result
   next_fn = _build_next_fn(state_type,
                            groups_type,
+                           query_state_init=query_state_init,
                            distributor=distributor,
                            finalizer=finalizer,
                            derive_sample_params=derive_sample_params,
@@ -332,7 +357,7 @@ def _build_get_noised_result(query: tfp.DPQuery, records_type: tff.Type,
 def _build_init_fn(initial_model_weights_fn: tff.Computation,
                    distributor: tff.templates.MeasuredProcess,
                    client_work_init: tff.Computation,
-                   aggregator: tff.templates.AggregationProcess,
+                   aggregator: Optional[tff.templates.AggregationProcess],
                    finalizer: tff.templates.MeasuredProcess) -> tff.Computation:
   """The process's `initialize`: the reference's state structure."""
 
@@ -344,13 +369,15 @@ def _build_init_fn(initial_model_weights_fn: tff.Computation,
                                                     tff.SERVER),
             distributor=distributor.initialize(),
             client_work=client_work_init(),
-            aggregator=aggregator.initialize(),
+            aggregator=(tff.federated_value((), tff.SERVER)
+                        if aggregator is None else aggregator.initialize()),
             finalizer=finalizer.initialize()))
 
   return init_fn
 
 
 def _build_next_fn(state_type: tff.FederatedType, groups_type: tff.Type, *,
+                   query_state_init: Optional[tff.Computation],
                    distributor: tff.templates.MeasuredProcess,
                    finalizer: tff.templates.MeasuredProcess,
                    derive_sample_params: tff.Computation,
@@ -366,8 +393,10 @@ def _build_next_fn(state_type: tff.FederatedType, groups_type: tff.Type, *,
   def next_fn(state, groups):
     distributed = distributor.next(state.distributor,
                                    state.global_model_weights)
-    aggregator_state = state.aggregator
-    query_state = aggregator_state.query_state
+    if query_state_init is None:
+      query_state = state.aggregator.query_state
+    else:
+      query_state = tff.federated_eval(query_state_init, tff.SERVER)
     params = tff.federated_broadcast(
         tff.federated_map(derive_sample_params, query_state))
     hparams = tff.federated_broadcast(state.client_work)
@@ -383,11 +412,20 @@ def _build_next_fn(state_type: tff.FederatedType, groups_type: tff.Type, *,
                                         tff.federated_sum(group_metrics))
     result, new_query_state, dp_event = tff.federated_map(
         get_noised_result, (sample_state, query_state))
-    dp_event = tff.federated_map(convert_dp_event, dp_event)
-    new_aggregator_state = tff.federated_zip(
-        differential_privacy.DPAggregatorState(
-            new_query_state, aggregator_state.agg_state, dp_event,
-            tff.federated_value(False, tff.SERVER)))
+    if query_state_init is None:
+      new_aggregator_state = tff.federated_zip(
+          differential_privacy.DPAggregatorState(
+              new_query_state, state.aggregator.agg_state,
+              tff.federated_map(convert_dp_event, dp_event),
+              tff.federated_value(False, tff.SERVER)))
+      aggregator_metrics = collections.OrderedDict(
+          dp_query_metrics=tff.federated_map(derive_metrics, new_query_state),
+          # SumFactory's (empty) measurements, as in the reference.
+          dp=tff.federated_value((), tff.SERVER))
+    else:
+      # As the reference's sum over the fixed count: no state, no metrics.
+      new_aggregator_state = tff.federated_value((), tff.SERVER)
+      aggregator_metrics = tff.federated_value((), tff.SERVER)
     finalized = finalizer.next(state.finalizer, state.global_model_weights,
                                result)
     new_state = tff.federated_zip(
@@ -401,11 +439,7 @@ def _build_next_fn(state_type: tff.FederatedType, groups_type: tff.Type, *,
         collections.OrderedDict(
             distributor=distributed.measurements,
             client_work=collections.OrderedDict(train=train_metrics),
-            aggregator=collections.OrderedDict(
-                dp_query_metrics=tff.federated_map(derive_metrics,
-                                                   new_query_state),
-                # SumFactory's (empty) measurements, as in the reference.
-                dp=tff.federated_value((), tff.SERVER)),
+            aggregator=aggregator_metrics,
             finalizer=finalized.measurements))
     return tff.learning.templates.LearningProcessOutput(new_state, metrics)
 

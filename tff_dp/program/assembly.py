@@ -172,13 +172,16 @@ def _build_grouped_process(config: TrainConfig, data: FederatedData, sampler,
         server_learning_rate=config.server_learning_rate,
         server_momentum=config.server_momentum)
   else:
-    dp_factory = learning_process.build_dp_aggregator(dp)
+    # None: local DP alone (`grouped_unsupported_reason` allows no other
+    # run without a central mechanism).
+    dp_factory = (None if dp is None else
+                  learning_process.build_dp_aggregator(dp))
     optimizer = server_optimizer(config)
   return grouped_fedavg.build_grouped_dp_fedavg(
       keras_model_fn=build_keras_model_fn(config, data, keras_model_fn),
       input_dim=data.input_dim,
       num_classes=data.num_classes,
-      dp_factory=wrap(dp_factory),
+      dp_factory=None if dp_factory is None else wrap(dp_factory),
       client_learning_rate=config.client_learning_rate,
       client_momentum=config.client_momentum,
       server_optimizer=optimizer,
@@ -186,7 +189,10 @@ def _build_grouped_process(config: TrainConfig, data: FederatedData, sampler,
       epochs=config.client_epochs,
       client_files_dir=client_files_dir,
       max_client_size=max(map(int, data.client_sizes()), default=0),
-      options=_grouped_client_options(config))
+      options=_grouped_client_options(config),
+      # Its randomizer runs per simulated client; the central factory, if
+      # any, is `dp_factory` above.
+      local_dp_factory=_local_dp_factory(config, None))
 
 
 def _grouped_client_options(config: TrainConfig):
