@@ -39,8 +39,8 @@ def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
 
   The grouped path runs the algorithms in `_GROUPED_ALGORITHMS` with the
   central mechanisms whose row says `grouped` (TF Privacy's Gaussian queries,
-  DP-FTRL's tree), uniform or capped weights and local DP (alone or under
-  central noise), training single-label classifiers (its loss and accuracy
+  DP-FTRL's tree), uniform or capped weights, local DP and example-level
+  DP-SGD (alone or under central noise), training single-label classifiers (its loss and accuracy
   are written for one class id per example); anything else runs on TFF's
   learning algorithms.
 
@@ -53,16 +53,20 @@ def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
   checks = (
       (config.algorithm
        in _GROUPED_ALGORITHMS, 'algorithm', config.algorithm.value),
-      # No central mechanism runs grouped only behind local DP's noise.
+      # No central mechanism runs grouped only behind the clients' noise.
       (config.mechanism.grouped or
-       (not config.mechanism.noised and config.local_dp is not LocalDp.NONE),
+       (not config.mechanism.noised and
+        (config.local_dp is not LocalDp.NONE or config.example_dp)),
        'dp_mechanism', config.dp_mechanism.value),
       # |D_k| weighting is non-private (no DP factory); capped weights are
       # scaled per simulated client before clipping.
       (config.client_weighting in (ClientWeighting.UNIFORM,
                                    ClientWeighting.CAPPED), 'client_weighting',
        config.client_weighting.value),
-      (not config.example_dp, 'example_dp', config.example_dp),
+      # The grouped DP-SGD samples each client's n_k distinct examples; the
+      # reference's client receives --client_epochs copies of them.
+      (not config.example_dp or config.client_epochs == 1, 'example_dp',
+       f'{config.example_dp} with --client_epochs={config.client_epochs}'),
   )
   for supported, name, value in checks:
     if not supported:

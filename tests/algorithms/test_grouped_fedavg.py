@@ -633,6 +633,11 @@ def _config(**overrides):
     ({
         'example_dp': True,
         'dp_mechanism': 'none'
+    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    ({
+        'example_dp': True,
+        'dp_mechanism': 'none',
+        'client_epochs': 2
     }, True, 1),
 ])
 def test_resolve_clients_per_call(overrides, in_memory, expected):

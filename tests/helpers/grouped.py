@@ -107,13 +107,14 @@ def assert_equivalent(reference,
                       ys,
                       *,
                       cohorts=COHORTS,
-                      group_sizes=((3, True),)):
+                      group_sizes=((3, True),),
+                      reference_epochs=EPOCHS):
   """Grouped == reference at zero noise: weights, metrics, state layout.
 
   Returns the reference's final state and outputs.
   """
   ref_state, ref_outputs = run(reference,
-                               lambda r, c: reference_datasets(xs, ys, r, c),
+                               lambda r, c: reference_datasets(xs, ys, r, c, epochs=reference_epochs),
                                cohorts)
   expected = weights(reference, ref_state)
   assert max_abs_diff(weights(grouped, grouped.initialize()),
@@ -192,7 +193,7 @@ def build_grouped(dp_factory,
                   client_momentum=CLIENT_MOMENTUM,
                   server_momentum=0.9,
                   server=None,
-                  local_dp_factory=None):
+                  **kwargs):
   """A grouped process on this module's model and sizes (unrolled steps, as
   the program builds it for in-memory data)."""
   # pylint: disable-next=g-import-not-at-top
@@ -210,7 +211,7 @@ def build_grouped(dp_factory,
       epochs=EPOCHS,
       max_client_size=MAX_SIZE,
       options=options or grouped_client_options.ClientOptions(),
-      local_dp_factory=local_dp_factory)
+      **kwargs)
 
 
 def reference(model_aggregator, *, algorithm=None, proximal_strength=0.0,

@@ -20,7 +20,8 @@ unchanged:
   update is scaled by min(n_k / n_cap, 1), n_k being the examples the client
   processed (TFF's NUM_EXAMPLES weight), before it is sanitized and clipped;
 * local DP (`tff_dp.mechanisms.local_dp`): the client's own clip and noise,
-  with a fresh secret seed per simulated client, before anything is summed.
+  with a fresh secret seed per simulated client, before anything is summed;
+* example-level DP-SGD (`tff_dp.algorithms.grouped_example_dp`).
 """
 
 import collections
@@ -44,7 +45,10 @@ class ClientOptions:
     local_randomizer: Local DP: update (list of tensors) -> clipped and
       noised update, run once per simulated client; None for none.
     client_metrics: Whether the clients' training metric sums leave the
-      group at all (False where the server is the adversary: local DP).
+      group at all (False where the server is the adversary: local DP,
+      example-level DP).
+    example_dp: Example-level DP-SGD instead of plain local SGD
+      (`tff_dp.algorithms.grouped_example_dp.ExampleDp`), or None.
   """
   full_gradient: bool = False
   proximal_strength: float = 0.0
@@ -52,6 +56,7 @@ class ClientOptions:
   weight_cap: Optional[float] = None
   local_randomizer: Optional[Callable[[list], list]] = None
   client_metrics: bool = True
+  example_dp: Optional[Any] = None
 
 
 def proximal_gradients(grads, trainable, initial, *, strength: float):

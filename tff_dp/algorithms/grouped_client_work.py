@@ -26,6 +26,7 @@ import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
 from tff_dp.algorithms import grouped_client_options
+from tff_dp.algorithms import grouped_example_dp
 from tff_dp.algorithms.grouped_client_options import ClientOptions
 from tff_dp.algorithms.grouped_data import CLIENT
 from tff_dp.algorithms.grouped_data import LENGTH
@@ -226,6 +227,19 @@ def _train_client(i, hparams, weights, params, group, first_row, *, model,
                                  input_dim=input_dim,
                                  client_files_dir=client_files_dir)
   client_order = group[ORDER][epochs * first_row[i]:][:steps] + row_0
+  if options.example_dp is not None:
+    # The client's n_k distinct examples, in its first epoch's order.
+    rows = client_order[:length[i]]
+    update = grouped_example_dp.dp_sgd_update(
+        model,
+        options.example_dp,
+        initial=initial,
+        non_trainable=tuple(weights.non_trainable),
+        x=tf.gather(x, rows),
+        y=tf.gather(y, rows))
+    update, _ = _sanitize(update, max_norm=max_norm)
+    return query.preprocess_record(params, update), (
+        grouped_client_options.no_metrics())
   if options.full_gradient:
     step = grouped_client_options.build_gradient_step(
         model,

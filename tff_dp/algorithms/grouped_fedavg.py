@@ -79,9 +79,11 @@ import tensorflow_federated as tff
 from tensorflow_federated.python.aggregators import differential_privacy
 import tensorflow_privacy as tfp
 
+from tff_dp.algorithms import example_dp
 from tff_dp.algorithms import grouped_client_options
 from tff_dp.algorithms import grouped_client_work
 from tff_dp.algorithms import grouped_data
+from tff_dp.algorithms import grouped_example_dp
 from tff_dp.algorithms import grouped_local_dp
 from tff_dp.algorithms import models
 from tff_dp.mechanisms import local_dp
@@ -139,6 +141,8 @@ def build_grouped_dp_fedavg(
     options: grouped_client_options.ClientOptions = (
         grouped_client_options.ClientOptions()),
     local_dp_factory: Optional[local_dp.LocalDpFactory] = None,
+    example_dp_settings: Optional[example_dp.DpSgdSettings] = None,
+    clients_per_round: Optional[int] = None,
 ) -> tff.learning.templates.LearningProcess:
   """Returns DP-FedAvg whose TFF clients are groups of simulated clients.
 
@@ -183,6 +187,10 @@ def build_grouped_dp_fedavg(
       simulated client's update is clipped and noised by this factory's
       randomizer. `dp_factory` is then its central factory (unwrapped), or
       None for local DP alone.
+    example_dp_settings: Example-level DP-SGD in every simulated client
+      (`tff_dp.algorithms.grouped_example_dp`) instead of local SGD(M).
+    clients_per_round: The fixed denominator when there is no `dp_factory`
+      (example-level DP alone; local DP takes its factory's).
 
   Returns:
     A `tff.learning.templates.LearningProcess` with the reference's state and
@@ -198,10 +206,17 @@ def build_grouped_dp_fedavg(
       raise ValueError(f'{name} must be a positive int, got {value!r}')
   if local_dp_factory is not None:
     options = grouped_local_dp.client_options(options, local_dp_factory)
+    clients_per_round = local_dp_factory.clients_per_round
+  if example_dp_settings is not None:
+    options = grouped_example_dp.client_options(options, example_dp_settings)
   if dp_factory is None:
-    if local_dp_factory is None:
-      raise TypeError('dp_factory is required without local_dp_factory')
-    query = grouped_local_dp.fixed_count_query(local_dp_factory)
+    # Only noise inside the clients (local or example-level DP) may run
+    # without a central DP query.
+    if clients_per_round is None or (local_dp_factory is None and
+                                     example_dp_settings is None):
+      raise TypeError('dp_factory is required without local or example-level '
+                      'DP (and clients_per_round with example-level DP)')
+    query = grouped_local_dp.fixed_count_query(clients_per_round)
   else:
     query = _dp_query(dp_factory)
   model = _functional_model(keras_model_fn,

@@ -39,13 +39,15 @@ def client_options(options: ClientOptions,
                              client_metrics=False)
 
 
-def fixed_count_query(factory: local_dp.LocalDpFactory) -> tfp.DPQuery:
-  """Local DP without central noise: the sum over the fixed count.
+def fixed_count_query(clients_per_round: int) -> tfp.DPQuery:
+  """Noise inside the clients only: the sum over the fixed count.
 
   A query with neither clipping nor noise (the records are already
-  randomized at the clients) that divides the sum by the factory's
-  `clients_per_round`, never by the actual count. Its global state is a
-  constant, rebuilt every round: the process keeps no aggregator state.
+  randomized at the clients: local DP, or example-level DP-SGD) that divides
+  the sum by `clients_per_round`, never by the actual count, as the
+  reference's `_SumOverFixedCount` and `example_dp.FixedDenominatorMeanFactory`
+  do. Its global state is a constant, rebuilt every round: the process keeps
+  no aggregator state.
   """
   return tfp.NormalizedQuery(tfp.NoPrivacySumQuery(),
-                             denominator=float(factory.clients_per_round))
+                             denominator=float(clients_per_round))

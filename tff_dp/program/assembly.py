@@ -172,8 +172,8 @@ def _build_grouped_process(config: TrainConfig, data: FederatedData, sampler,
         server_learning_rate=config.server_learning_rate,
         server_momentum=config.server_momentum)
   else:
-    # None: local DP alone (`grouped_unsupported_reason` allows no other
-    # run without a central mechanism).
+    # None: local or example-level DP alone (`grouped_unsupported_reason`
+    # allows no other run without a central mechanism).
     dp_factory = (None if dp is None else
                   learning_process.build_dp_aggregator(dp))
     optimizer = server_optimizer(config)
@@ -192,7 +192,21 @@ def _build_grouped_process(config: TrainConfig, data: FederatedData, sampler,
       options=_grouped_client_options(config),
       # Its randomizer runs per simulated client; the central factory, if
       # any, is `dp_factory` above.
-      local_dp_factory=_local_dp_factory(config, None))
+      local_dp_factory=_local_dp_factory(config, None),
+      example_dp_settings=_example_dp_settings(config),
+      clients_per_round=config.clients_per_round)
+
+
+def _example_dp_settings(config: TrainConfig):
+  """The clients' DP-SGD as `_build_example_dp_process` sets it, or None."""
+  if not config.example_dp:
+    return None
+  return example_dp.DpSgdSettings(
+      learning_rate=config.client_learning_rate,
+      noise_multiplier=config.example_noise_multiplier,
+      clip=config.example_clip,
+      expected_batch_size=config.client_batch_size,
+      local_steps=config.local_steps)
 
 
 def _grouped_client_options(config: TrainConfig):
