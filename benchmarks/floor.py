@@ -214,8 +214,8 @@ class FloorRound:
         xi, yi = example[0][tf.newaxis], example[1][tf.newaxis]
         return self._batch_gradients(w, xi, yi, seed)
 
-      per_example = tf.vectorized_map(
-          one_example, (tf.gather(x, keep), tf.gather(y, keep)))
+      per_example = tf.vectorized_map(one_example,
+                                      (tf.gather(x, keep), tf.gather(y, keep)))
       norms = tf.sqrt(
           tf.add_n([
               tf.reduce_sum(tf.square(g), axis=list(range(1, g.shape.rank)))

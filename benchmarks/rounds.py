@@ -73,14 +73,16 @@ def federated_data(workload: workloads_lib.Workload) -> FederatedData:
                    if workload.model is workloads_lib.ModelName.CNN else None))
 
 
-def train_config(workload: workloads_lib.Workload,
-                 mechanism: DpMechanism,
-                 hyper: workloads_lib.Hyperparameters,
-                 *,
-                 rounds: int = 1,
-                 output_dir: str = '.',
-                 run_name: str = 'benchmark',
-                 extra_flags: Sequence[str] = ()) -> config_lib.TrainConfig:
+def train_config(
+    workload: workloads_lib.Workload,
+    mechanism: DpMechanism,
+    hyper: workloads_lib.Hyperparameters,
+    *,
+    rounds: int = 1,
+    output_dir: str = '.',
+    run_name: str = 'benchmark',
+    extra_flags: Sequence[str] = ()
+) -> config_lib.TrainConfig:
   """The TrainConfig of a workload, parsed by tff_dp's own flag definitions.
 
   Every client takes part in every round (`--client_sampling=full`); flags
@@ -146,10 +148,7 @@ def prepare(workload: workloads_lib.Workload,
     variant: A mechanism row whose flags are added (None: DP-FedAvg).
   """
   config = dataclasses.replace(train_config(
-      workload,
-      mechanism,
-      hyper,
-      extra_flags=variant.flags if variant else ()),
+      workload, mechanism, hyper, extra_flags=variant.flags if variant else ()),
                                clients_per_call=requested_per_call)
   prepared = prepare_lib.prepare_data(config,
                                       federated_data(workload),

@@ -159,12 +159,15 @@ def mechanism_plan(quick: bool) -> list[dict[str, Any]]:
   rows = []
   for mechanism in workloads_lib.MECHANISMS:
     rows.append({
-        'workload': workload,
-        'mechanism': 'gaussian_fixed',
-        'variant': mechanism.to_json(),
+        'workload':
+            workload,
+        'mechanism':
+            'gaussian_fixed',
+        'variant':
+            mechanism.to_json(),
         # Example-level DP-SGD's batches have data-dependent sizes.
-        'paired_floor': (['loop'] if mechanism.example_dp else
-                         ['loop', 'vectorized']),
+        'paired_floor':
+            (['loop'] if mechanism.example_dp else ['loop', 'vectorized']),
     })
     if not quick:
       rows.append({
@@ -429,8 +432,8 @@ def mechanism_rows(jobs: dict[str, dict[str, Any]],
     grouped = _row('tff-dp', entry)
     floor = _row('floor', _paired_floor_entry(entry))
     per_call = (None if quick else _row(
-        'tff-dp', _entry(result, name, requested_per_call=1,
-                         variant=mechanism.name)))
+        'tff-dp',
+        _entry(result, name, requested_per_call=1, variant=mechanism.name)))
     rows.append({
         'workload': name,
         'mechanism': mechanism.name,
@@ -556,7 +559,8 @@ def format_report(report: dict[str, Any]) -> str:
                  f"{row.get('label', row['mechanism'])}: {_cell(row)}")
   if report.get('mechanism_rows'):
     lines += [
-        '', 'Mechanisms of configs/ (' + report['mechanism_rows'][0]['workload'] +
+        '',
+        'Mechanisms of configs/ (' + report['mechanism_rows'][0]['workload'] +
         '; seconds per round, median [p10, p90]; floor of the same '
         'mechanism in turn with tff-dp)',
         f"{'mechanism':<15} {'floor':<22} {'tff-dp':<22} {'tff-dp/floor':>12}"
@@ -564,12 +568,11 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     for row in report['mechanism_rows']:
       per_call = row['one_client_per_call']
-      lines.append(
-          f"{row['mechanism']:<15} {_cell(row['floor']):<22} "
-          f"{_cell(row['tff-dp']):<22} "
-          f"{_fmt_ratio(row['ratios']['tff_dp_over_floor']):>12}  "
-          f"{(_cell(per_call) if per_call else 'not run'):<22} "
-          f"{_fmt_ratio(row['ratios']['per_call_over_grouped']):>15}")
+      lines.append(f"{row['mechanism']:<15} {_cell(row['floor']):<22} "
+                   f"{_cell(row['tff-dp']):<22} "
+                   f"{_fmt_ratio(row['ratios']['tff_dp_over_floor']):>12}  "
+                   f"{(_cell(per_call) if per_call else 'not run'):<22} "
+                   f"{_fmt_ratio(row['ratios']['per_call_over_grouped']):>15}")
     lines.append('  clients per TFF call: ' + ', '.join(
         f"{row['mechanism']} {row['tff-dp'].get('clients_per_call', '?')}"
         for row in report['mechanism_rows']))

@@ -60,8 +60,8 @@ def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
        'dp_mechanism', config.dp_mechanism.value),
       # |D_k| weighting is non-private (no DP factory); capped weights are
       # scaled per simulated client before clipping.
-      (config.client_weighting in (ClientWeighting.UNIFORM,
-                                   ClientWeighting.CAPPED), 'client_weighting',
+      (config.client_weighting
+       in (ClientWeighting.UNIFORM, ClientWeighting.CAPPED), 'client_weighting',
        config.client_weighting.value),
       # The grouped DP-SGD samples each client's n_k distinct examples; the
       # reference's client receives --client_epochs copies of them.

@@ -69,7 +69,10 @@ def test_zero_noise_grouped_example_dp_equals_reference(tff_runtime,
       None if dp is None else learning_process.build_dp_aggregator(dp),
       example_dp_settings=settings,
       clients_per_round=None if dp else 7)
-  _, outputs = g.assert_equivalent(reference, grouped, xs, ys,
+  _, outputs = g.assert_equivalent(reference,
+                                   grouped,
+                                   xs,
+                                   ys,
                                    reference_epochs=1)
   assert not outputs[0].metrics['client_work']['train']
 

@@ -34,12 +34,15 @@ def _options(mu=_MU):
 def test_proximal_term_is_tffs():
   # TFF 0.87's proximal_client_work: gradient + mu * (initial - current).
   grads = [tf.constant([1.0, -2.0])]
-  out = grouped_client_options.proximal_gradients(
-      grads, [tf.constant([3.0, 0.0])], [tf.constant([1.0, 1.0])],
-      strength=0.5)
+  out = grouped_client_options.proximal_gradients(grads,
+                                                  [tf.constant([3.0, 0.0])],
+                                                  [tf.constant([1.0, 1.0])],
+                                                  strength=0.5)
   np.testing.assert_allclose(out[0], [0.0, -1.5])
-  assert grouped_client_options.proximal_gradients(
-      grads, grads, grads, strength=0.0) is grads
+  assert grouped_client_options.proximal_gradients(grads,
+                                                   grads,
+                                                   grads,
+                                                   strength=0.0) is grads
 
 
 def test_zero_noise_grouped_fedprox_equals_reference(tff_runtime):

@@ -30,8 +30,12 @@ _FEDSGD = grouped_client_options.ClientOptions(full_gradient=True,
 
 
 @functools.lru_cache(maxsize=None)
-def _grouped(*, noise_multiplier=0.0, clients_per_round=7, clip=0.05,
-             input_dim=g.D, hidden=g.HIDDEN):
+def _grouped(*,
+             noise_multiplier=0.0,
+             clients_per_round=7,
+             clip=0.05,
+             input_dim=g.D,
+             hidden=g.HIDDEN):
   dp = central_dp.settings(noise_multiplier=noise_multiplier,
                            clients_per_round=clients_per_round,
                            clip=clip)
@@ -50,8 +54,7 @@ def test_zero_noise_grouped_fedsgd_equals_reference(tff_runtime):
   reference = g.reference(learning_process.build_model_aggregator(
       dp=dp, client_weighting=ClientWeighting.UNIFORM),
                           algorithm=Algorithm.FEDSGD)
-  grouped = g.build_grouped(learning_process.build_dp_aggregator(dp),
-                            _FEDSGD)
+  grouped = g.build_grouped(learning_process.build_dp_aggregator(dp), _FEDSGD)
   g.assert_equivalent(reference, grouped, xs, ys)
 
 

@@ -32,7 +32,11 @@ _GAUSSIAN = local_dp.LocalMechanism.GAUSSIAN
 _LAPLACE = local_dp.LocalMechanism.LAPLACE
 
 
-def _local(mechanism, *, clip, noise_scale=0.0, clients_per_round=7,
+def _local(mechanism,
+           *,
+           clip,
+           noise_scale=0.0,
+           clients_per_round=7,
            central=None):
   return local_dp.LocalDpFactory(mechanism=mechanism,
                                  clip=clip,
@@ -80,8 +84,7 @@ def test_zero_noise_grouped_local_laplace_equals_reference(tff_runtime):
   grouped = g.build_grouped(None, local_dp_factory=_local(_LAPLACE, clip=0.05))
   _, ref_outputs = g.assert_equivalent(reference, grouped, xs, ys)
   _assert_no_metrics(ref_outputs)
-  _, outputs = g.run(grouped,
-                     lambda r, c: g.groups(xs, ys, r, c, group_size=3))
+  _, outputs = g.run(grouped, lambda r, c: g.groups(xs, ys, r, c, group_size=3))
   _assert_no_metrics(outputs)
 
 

@@ -113,9 +113,10 @@ def assert_equivalent(reference,
 
   Returns the reference's final state and outputs.
   """
-  ref_state, ref_outputs = run(reference,
-                               lambda r, c: reference_datasets(xs, ys, r, c, epochs=reference_epochs),
-                               cohorts)
+  ref_state, ref_outputs = run(
+      reference,
+      lambda r, c: reference_datasets(xs, ys, r, c, epochs=reference_epochs),
+      cohorts)
   expected = weights(reference, ref_state)
   assert max_abs_diff(weights(grouped, grouped.initialize()),
                       weights(reference, reference.initialize())) == 0.0
@@ -214,7 +215,10 @@ def build_grouped(dp_factory,
       **kwargs)
 
 
-def reference(model_aggregator, *, algorithm=None, proximal_strength=0.0,
+def reference(model_aggregator,
+              *,
+              algorithm=None,
+              proximal_strength=0.0,
               metrics_aggregator=None):
   """TFF's one-client-per-call process on the same model and optimizers."""
   from tff_dp.config import Algorithm  # pylint: disable=g-import-not-at-top

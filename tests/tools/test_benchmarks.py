@@ -139,8 +139,8 @@ def test_plan_has_a_row_per_mechanism_with_its_floor():
     per_call = [row for row in rows if row.get('clients_per_call') == 1]
     assert len(per_call) == (0 if quick else len(workloads.MECHANISMS))
     for row in rows:
-      assert workloads.Mechanism.from_json(row['variant']).to_json() == (
-          row['variant'])
+      assert workloads.Mechanism.from_json(
+          row['variant']).to_json() == (row['variant'])
 
 
 @pytest.fixture(scope='module')

@@ -230,16 +230,16 @@ def _train_client(i, hparams, weights, params, group, first_row, *, model,
   if options.example_dp is not None:
     # The client's n_k distinct examples, in its first epoch's order.
     rows = client_order[:length[i]]
-    update = grouped_example_dp.dp_sgd_update(
-        model,
-        options.example_dp,
-        initial=initial,
-        non_trainable=tuple(weights.non_trainable),
-        x=tf.gather(x, rows),
-        y=tf.gather(y, rows))
+    update = grouped_example_dp.dp_sgd_update(model,
+                                              options.example_dp,
+                                              initial=initial,
+                                              non_trainable=tuple(
+                                                  weights.non_trainable),
+                                              x=tf.gather(x, rows),
+                                              y=tf.gather(y, rows))
     update, _ = _sanitize(update, max_norm=max_norm)
-    return query.preprocess_record(params, update), (
-        grouped_client_options.no_metrics())
+    return query.preprocess_record(
+        params, update), (grouped_client_options.no_metrics())
   if options.full_gradient:
     step = grouped_client_options.build_gradient_step(
         model,

@@ -58,6 +58,18 @@ Two ways to get the examples to the TFF worker, with identical results:
   The worker must see the same file system (true of `tff_dp.execution.runtime`'s local
   worker).
 
+The same layout runs the other mechanisms of the program, each against its
+own one-client-per-call reference (tests/algorithms/test_grouped_*.py):
+DP-FTRL (Kairouz et al. 2021; the tree query of `tff_dp.algorithms.dp_ftrl`
+is a `SumAggregationDPQuery` too, so its noise is added once per round
+here as there), and, per simulated client (`tff_dp.algorithms.
+grouped_client_options`), FedProx's proximal term, FedSGD's single mean
+gradient, capped weights, local DP's randomizer (`tff_dp.algorithms.
+grouped_local_dp`) and example-level DP-SGD (`tff_dp.algorithms.
+grouped_example_dp`). Where only the clients add noise (local or
+example-level DP alone), the server sums the records and divides by the
+fixed clients_per_round with no aggregator state, as the reference does.
+
 The process mirrors the reference (`tff_dp.algorithms.learning_process.
 build_learning_process` with FedAvg and a uniform DP aggregator): the same
 state structure (`tff.learning.templates.LearningAlgorithmState`, with the

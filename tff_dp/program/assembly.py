@@ -174,8 +174,8 @@ def _build_grouped_process(config: TrainConfig, data: FederatedData, sampler,
   else:
     # None: local or example-level DP alone (`grouped_unsupported_reason`
     # allows no other run without a central mechanism).
-    dp_factory = (None if dp is None else
-                  learning_process.build_dp_aggregator(dp))
+    dp_factory = (None
+                  if dp is None else learning_process.build_dp_aggregator(dp))
     optimizer = server_optimizer(config)
   return grouped_fedavg.build_grouped_dp_fedavg(
       keras_model_fn=build_keras_model_fn(config, data, keras_model_fn),
