@@ -53,8 +53,11 @@ def _reference(settings, central=None):
       metrics_aggregator=learning_process.no_client_metrics)
 
 
-@pytest.mark.parametrize('central_clip', [None, 0.05],
-                         ids=['example_dp_alone', 'with_central_dp'])
+# ~11 s each; the central factory under client noise is also in
+# test_grouped_local_dp.py's default tier.
+@pytest.mark.parametrize(
+    'central_clip', [None, pytest.param(0.05, marks=pytest.mark.slow)],
+    ids=['example_dp_alone', 'with_central_dp'])
 def test_zero_noise_grouped_example_dp_equals_reference(tff_runtime,
                                                         central_clip):
   del tff_runtime
