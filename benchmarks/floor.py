@@ -21,6 +21,14 @@ The floor of a workload is the faster of the two measured; both are reported.
 Dropout (CNN) draws stateless per-(round, client) masks so that both
 implementations do the same work.
 
+A mechanism row (`workloads.Mechanism`) changes the per-client work as the
+mechanism does: FedProx's proximal term, FedSGD's single mean gradient,
+capped weights, local clip and noise (float32 here; tff-dp's randomizer
+computes in float64), example-level Poisson-sampled DP-SGD (`loop` only:
+its batches have data-dependent sizes), and drops the central clip and
+noise where the mechanism has none. DP-FTRL's tree is timed as the Gaussian
+mechanism (one noise draw per round either way).
+
   python -m benchmarks.floor --spec=SPEC.json --out=RESULT.json
 """
 
@@ -85,7 +93,8 @@ class FloorRound:
                workload: workloads_lib.Workload,
                hyper: workloads_lib.Hyperparameters,
                implementation: str,
-               initial: Optional[Sequence[np.ndarray]] = None):
+               initial: Optional[Sequence[np.ndarray]] = None,
+               mechanism: workloads_lib.Mechanism = workloads_lib.DP_FEDAVG):
     """Builds the round.
 
     Args:
@@ -93,12 +102,17 @@ class FloorRound:
       hyper: Learning rates, momentum, z and C.
       implementation: One of IMPLEMENTATIONS.
       initial: Initial model weights; default: the Keras model's initializers.
+      mechanism: The mechanism row (default: DP-FedAvg, gaussian_fixed).
     """
     if implementation not in IMPLEMENTATIONS:
       raise ValueError(f'implementation must be one of {IMPLEMENTATIONS}, '
                        f'got {implementation!r}')
+    if mechanism.example_dp and implementation != 'loop':
+      raise ValueError('example-level DP-SGD has data-dependent batch sizes: '
+                       'loop only')
     self._workload = workload
     self._hyper = hyper
+    self._mechanism = mechanism
     self._forward = _forward_fn(workload.model)
     if initial is None:
       initial = initial_weights(workload.model, hyper.model_seed)
@@ -111,27 +125,114 @@ class FloorRound:
                   self._client_deltas_vectorized)
     self._round = tf.function(self._make_round(per_client))
 
+  def _batch_gradients(self, w, x, y, seed):
+    with tf.GradientTape() as tape:
+      tape.watch(w)
+      logits = self._forward(w, x, True, seed)
+      loss = tf.reduce_mean(
+          tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y,
+                                                         logits=logits))
+    return tape.gradient(loss, w)
+
   def _local_update(self, x, y, seed):
-    """One client's clipped update: local SGD, then clip by global norm."""
+    """One client's update as its mechanism sends it: local SGD (or the
+    mechanism's variant), then clipped by global norm (and noised locally)."""
+    mechanism = self._mechanism
     lr = self._hyper.client_learning_rate
     w = list(self.weights)
     w0 = [tf.identity(v) for v in w]
-    for step, (lo, hi) in enumerate(self._batches):
-      with tf.GradientTape() as tape:
-        tape.watch(w)
-        logits = self._forward(w, x[lo:hi], True, seed + 2 * step)
-        loss = tf.reduce_mean(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y[lo:hi],
-                                                           logits=logits))
-      grads = tape.gradient(loss, w)
-      w = [v - lr * g for v, g in zip(w, grads)]
+    if mechanism.example_dp:
+      w = self._dp_sgd(w, x, y, seed)
+    elif mechanism.full_gradient:
+      sums = [tf.zeros_like(v) for v in w]
+      for step, (lo, hi) in enumerate(self._batches):
+        grads = self._batch_gradients(w, x[lo:hi], y[lo:hi], seed + 2 * step)
+        sums = [a + float(hi - lo) * g for a, g in zip(sums, grads)]
+      # The update is the mean gradient (TFF's FedSGD sign).
+      w = [v - a / float(self._batches[-1][1]) for v, a in zip(w0, sums)]
+    else:
+      for step, (lo, hi) in enumerate(self._batches):
+        grads = self._batch_gradients(w, x[lo:hi], y[lo:hi], seed + 2 * step)
+        if mechanism.proximal_strength:
+          grads = [
+              g + mechanism.proximal_strength * (a - v)
+              for g, v, a in zip(grads, w, w0)
+          ]
+        w = [v - lr * g for v, g in zip(w, grads)]
     delta = [a - b for a, b in zip(w0, w)]
+    if mechanism.weight_cap is not None:
+      weight = min(self._batches[-1][1] / mechanism.weight_cap, 1.0)
+      delta = [d * weight for d in delta]
+    if mechanism.local:
+      delta = self._local_noise(delta, seed)
+    if not mechanism.central:
+      return delta
+    return self._clip(delta, self._hyper.clip)
+
+  @staticmethod
+  def _clip(delta, clip, order=2):
     # tf.clip_by_global_norm's arithmetic, written out because its L2Loss op
     # has no vectorized_map converter (it would fall back to a while_loop).
-    norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(d)) for d in delta]))
-    clip = self._hyper.clip
+    if order == 1:
+      norm = tf.add_n([tf.reduce_sum(tf.abs(d)) for d in delta])
+    else:
+      norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(d)) for d in delta]))
     scale = clip / tf.maximum(norm, clip)
     return [d * scale for d in delta]
+
+  def _local_noise(self, delta, seed):
+    """Local DP's per-client clip (L2 or L1) and noise."""
+    mechanism = self._mechanism
+    laplace = mechanism.local == 'laplace'
+    delta = self._clip(delta, mechanism.local_clip, order=1 if laplace else 2)
+    noised = []
+    for i, d in enumerate(delta):
+      # `seed` is the client's [2] seed; offsets keep the draws apart.
+      s = seed + tf.constant([0, 5003 + i], seed.dtype)
+      if laplace:
+        u = tf.random.stateless_uniform(tf.shape(d), seed=s)
+        v = tf.random.stateless_uniform(tf.shape(d), seed=s + 1)
+        noise = mechanism.local_noise * (tf.math.log1p(-u) - tf.math.log1p(-v))
+      else:
+        noise = tf.random.stateless_normal(tf.shape(d),
+                                           seed=s,
+                                           stddev=mechanism.local_noise)
+      noised.append(d + noise)
+    return noised
+
+  def _dp_sgd(self, w, x, y, seed):
+    """Poisson-sampled DP-SGD (Abadi et al. 2016) on one client's examples."""
+    noise_multiplier, clip, local_steps = self._mechanism.example_dp
+    batch = float(self._workload.batch_size)
+    n = tf.shape(y)[0]
+    rate = tf.minimum(1.0, batch / tf.cast(n, tf.float32))
+    for step in range(local_steps):
+      s = seed + tf.constant([0, 7001 + 100 * step], seed.dtype)
+      keep = tf.where(tf.random.stateless_uniform([n], seed=s) < rate)[:, 0]
+
+      def one_example(example, w=w):
+        xi, yi = example[0][tf.newaxis], example[1][tf.newaxis]
+        return self._batch_gradients(w, xi, yi, seed)
+
+      per_example = tf.vectorized_map(one_example,
+                                      (tf.gather(x, keep), tf.gather(y, keep)))
+      norms = tf.sqrt(
+          tf.add_n([
+              tf.reduce_sum(tf.square(g), axis=list(range(1, g.shape.rank)))
+              for g in per_example
+          ]))
+      scale = clip / tf.maximum(norms, clip)
+      grads = []
+      for i, g in enumerate(per_example):
+        shape = [-1] + [1] * (g.shape.rank - 1)
+        total = tf.reduce_sum(g * tf.reshape(scale, shape), axis=0)
+        grads.append(total + tf.random.stateless_normal(
+            tf.shape(total), seed=s + 1 + i, stddev=noise_multiplier * clip))
+      w = [
+          v - (self._hyper.client_learning_rate / batch) * g
+          for v, g in zip(w, grads)
+      ]
+    return w
 
   def _client_deltas_loop(self, x, y, seeds):
     total = [tf.zeros_like(v) for v in self.weights]
@@ -157,7 +258,7 @@ class FloorRound:
                                      seed=noise_seed + i,
                                      stddev=hyper.noise_multiplier * hyper.clip)
           for i, t in enumerate(total)
-      ]
+      ] if self._mechanism.central else total
       average = [n / clients for n in noised]
       # tff.learning.optimizers.build_sgdm: m = mu * m + g; w = w - lr * m.
       for m, w, g in zip(self.momentum, self.weights, average):
@@ -193,7 +294,8 @@ def round_runner(
     workload: workloads_lib.Workload,
     hyper: workloads_lib.Hyperparameters,
     implementation: str,
-    data: Optional[workloads_lib.SyntheticData] = None
+    data: Optional[workloads_lib.SyntheticData] = None,
+    mechanism: workloads_lib.Mechanism = workloads_lib.DP_FEDAVG,
 ) -> tuple[Callable[[int], dict[str, float]], list[float]]:
   """Builds the round; returns run_round(r) for `harness.time_rounds`.
 
@@ -202,7 +304,7 @@ def round_runner(
   """
   if data is None:
     data = workloads_lib.synthetic_data(workload)
-  floor_round = FloorRound(workload, hyper, implementation)
+  floor_round = FloorRound(workload, hyper, implementation, mechanism=mechanism)
   norms = []
 
   def run_round(r: int) -> dict[str, float]:

@@ -54,6 +54,7 @@ from tff_dp.execution import worker_process
 from tff_dp.program import assembly
 from tff_dp.program import client_data
 from tff_dp.program import prepare as prepare_lib
+from tff_dp.program import run_privacy
 
 
 def federated_data(workload: workloads_lib.Workload) -> FederatedData:
@@ -72,17 +73,22 @@ def federated_data(workload: workloads_lib.Workload) -> FederatedData:
                    if workload.model is workloads_lib.ModelName.CNN else None))
 
 
-def train_config(workload: workloads_lib.Workload,
-                 mechanism: DpMechanism,
-                 hyper: workloads_lib.Hyperparameters,
-                 *,
-                 rounds: int = 1,
-                 output_dir: str = '.',
-                 run_name: str = 'benchmark') -> config_lib.TrainConfig:
+def train_config(
+    workload: workloads_lib.Workload,
+    mechanism: DpMechanism,
+    hyper: workloads_lib.Hyperparameters,
+    *,
+    rounds: int = 1,
+    output_dir: str = '.',
+    run_name: str = 'benchmark',
+    extra_flags: Sequence[str] = ()
+) -> config_lib.TrainConfig:
   """The TrainConfig of a workload, parsed by tff_dp's own flag definitions.
 
   Every client takes part in every round (`--client_sampling=full`); flags
   not set here keep tff_dp's defaults, as they would for a user.
+  `extra_flags` (a mechanism row's, `workloads.Mechanism.flags`) come last,
+  so they win where they set a flag again.
   """
   fv = flags.FlagValues()
   cli_flags.define_train_flags(fv)
@@ -110,7 +116,8 @@ def train_config(workload: workloads_lib.Workload,
       f'--seed={hyper.model_seed}',
       f'--output_dir={output_dir}',
       f'--run_name={run_name}',
-  ] + (['--allow_zero_noise'] if hyper.noise_multiplier == 0 else []))
+  ] + (['--allow_zero_noise'] if hyper.noise_multiplier == 0 else []) +
+     list(extra_flags))
   config = cli_flags.config_from_flags(fv)
   config_checks.check_config(config)
   return config
@@ -129,7 +136,8 @@ def prepare(workload: workloads_lib.Workload,
             mechanism: DpMechanism,
             hyper: workloads_lib.Hyperparameters,
             *,
-            requested_per_call: int = 0) -> Prepared:
+            requested_per_call: int = 0,
+            variant: Optional[workloads_lib.Mechanism] = None) -> Prepared:
   """Writes the client files (grouped path) and builds the process.
 
   Args:
@@ -137,13 +145,19 @@ def prepare(workload: workloads_lib.Workload,
     mechanism: GAUSSIAN_FIXED or GAUSSIAN_ADAPTIVE.
     hyper: The shared hyperparameters.
     requested_per_call: `--clients_per_call` (0: automatic, the default).
+    variant: A mechanism row whose flags are added (None: DP-FedAvg).
   """
-  config = dataclasses.replace(train_config(workload, mechanism, hyper),
+  config = dataclasses.replace(train_config(
+      workload, mechanism, hyper, extra_flags=variant.flags if variant else ()),
                                clients_per_call=requested_per_call)
   prepared = prepare_lib.prepare_data(config,
                                       federated_data(workload),
                                       calibrate_noise=False)
   data, per_call = prepared.data, prepared.clients_per_call
+  # DP-FTRL's tree restarts with the sampler's epochs; its secret only
+  # orders the clients, and every client takes part in every round here.
+  sampler = (run_privacy.build_sampler(config, data.population, secret=0)
+             if config.algorithm is config_lib.Algorithm.DP_FTRL else None)
   if per_call > 1:
     grouped = grouped_data.GroupedRounds(data.client_x,
                                          data.client_y,
@@ -152,11 +166,11 @@ def prepare(workload: workloads_lib.Workload,
                                          group_size=per_call)
     process = assembly.build_process(config,
                                      data,
-                                     sampler=None,
+                                     sampler=sampler,
                                      group_size=per_call,
                                      client_files_dir=grouped.files_dir)
     return Prepared(process, per_call, grouped, grouped.close)
-  process = assembly.build_process(config, data, sampler=None)
+  process = assembly.build_process(config, data, sampler=sampler)
   round_datasets = client_data.RoundDatasets(data,
                                              batch_size=workload.batch_size,
                                              epochs=workload.epochs,
@@ -190,7 +204,8 @@ def run_workload(
     prepared: Prepared,
     clock: Optional[harness.Clock] = None,
     paired_floor: Sequence[str] = (),
-    hyper: workloads_lib.Hyperparameters = (workloads_lib.HYPERPARAMETERS)
+    hyper: workloads_lib.Hyperparameters = (workloads_lib.HYPERPARAMETERS),
+    variant: workloads_lib.Mechanism = workloads_lib.DP_FEDAVG,
 ) -> dict[str, Any]:
   """Times one workload on a running worker; its process is already built.
 
@@ -203,6 +218,7 @@ def run_workload(
       to time in this process, round by round in turn with tff-dp
       (`harness.time_interleaved`); their results go under 'paired_floor'.
     hyper: The floor's hyperparameters (those `prepared` was built with).
+    variant: The mechanism row the floor computes.
   """
   process = prepared.process
   cohort = np.arange(workload.clients)
@@ -227,7 +243,7 @@ def run_workload(
   norms = {}
   for implementation in paired_floor:
     run_floor_round, norms[implementation] = floor.round_runner(
-        workload, hyper, implementation)
+        workload, hyper, implementation, mechanism=variant)
     runners[f'floor-{implementation}'] = (run_floor_round, None)
   results = harness.time_interleaved(workload, runners)
   result = results.pop('tff-dp')
@@ -243,6 +259,11 @@ def run_workload(
         'implementations': paired
     }
   return result
+
+
+def _variant(row) -> Optional[workloads_lib.Mechanism]:
+  return (workloads_lib.Mechanism.from_json(row['variant'])
+          if row.get('variant') else None)
 
 
 def main(argv: list[str]) -> int:
@@ -269,7 +290,8 @@ def main(argv: list[str]) -> int:
   prepared = prepare(first,
                      DpMechanism(rows[0]['mechanism']),
                      hyper,
-                     requested_per_call=rows[0].get('clients_per_call', 0))
+                     requested_per_call=rows[0].get('clients_per_call', 0),
+                     variant=_variant(rows[0]))
   build_s = time.perf_counter() - start
   clock.mark('process_built')
   try:
@@ -290,14 +312,17 @@ def main(argv: list[str]) -> int:
           prepared = prepare(workload,
                              mechanism,
                              hyper,
-                             requested_per_call=row.get('clients_per_call', 0))
+                             requested_per_call=row.get('clients_per_call', 0),
+                             variant=_variant(row))
           build_s = time.perf_counter() - start
         timing = run_workload(workload,
                               worker,
                               prepared,
                               clock if i == 0 else None,
                               paired_floor=row.get('paired_floor', ()),
-                              hyper=hyper)
+                              hyper=hyper,
+                              variant=(_variant(row) or
+                                       workloads_lib.DP_FEDAVG))
         timing['build_s'] = build_s
         if i == 0:
           result['startup'] = {'workload': workload.name, **clock.marks}
@@ -305,6 +330,7 @@ def main(argv: list[str]) -> int:
             'workload': workload.to_json(),
             'mechanism': mechanism.value,
             'requested_clients_per_call': row.get('clients_per_call', 0),
+            'variant': row['variant']['name'] if row.get('variant') else None,
             'clients_per_call': prepared.clients_per_call,
             **timing
         })

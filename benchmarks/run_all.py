@@ -127,6 +127,14 @@ def plan(quick: bool) -> list[dict[str, Any]]:
               } for w in timing]
           }
       },
+      {
+          # One row per mechanism of configs/, its floor in turn with it.
+          'name': 'mechanisms',
+          'module': _ENGINE_MODULES['tff-dp'],
+          'spec': {
+              'rows': mechanism_plan(quick)
+          }
+      },
   ]
   variants = ['tff-dp'] if quick else ['tff-dp', 'plain-tff']
   for variant in variants:
@@ -140,6 +148,35 @@ def plan(quick: bool) -> list[dict[str, Any]]:
         }
     })
   return jobs
+
+
+def mechanism_plan(quick: bool) -> list[dict[str, Any]]:
+  """The mechanism rows (`workloads.MECHANISMS`) on the first W1 workload:
+  tff-dp as --clients_per_call resolves (the grouped path), the floor of the
+  same mechanism in turn with it; in full mode also TFF's one client per
+  call (no floor)."""
+  workload = workloads_lib.timing_workloads(quick)[0].to_json()
+  rows = []
+  for mechanism in workloads_lib.MECHANISMS:
+    rows.append({
+        'workload':
+            workload,
+        'mechanism':
+            'gaussian_fixed',
+        'variant':
+            mechanism.to_json(),
+        # Example-level DP-SGD's batches have data-dependent sizes.
+        'paired_floor':
+            (['loop'] if mechanism.example_dp else ['loop', 'vectorized']),
+    })
+    if not quick:
+      rows.append({
+          'workload': workload,
+          'mechanism': 'gaussian_fixed',
+          'variant': mechanism.to_json(),
+          'clients_per_call': 1,
+      })
+  return rows
 
 
 def _engine_env() -> dict[str, str]:
@@ -279,12 +316,14 @@ def run_job(job: dict[str, Any], work_dir: str,
 def _entry(result: Optional[dict[str, Any]],
            name: str,
            mechanism: str = 'gaussian_fixed',
-           requested_per_call: int = 0) -> Optional[dict[str, Any]]:
+           requested_per_call: int = 0,
+           variant: Optional[str] = None) -> Optional[dict[str, Any]]:
   """The timing entry of workload `name` in an engine's result."""
   for entry in (result or {}).get('workloads', []):
     if (entry['workload']['name'] == name and
         entry.get('mechanism', 'gaussian_fixed') == mechanism and
-        entry.get('requested_clients_per_call', 0) == requested_per_call):
+        entry.get('requested_clients_per_call', 0) == requested_per_call and
+        entry.get('variant') == variant):
       return entry
   return None
 
@@ -412,6 +451,39 @@ def extra_rows(jobs: dict[str, dict[str, Any]],
   return rows
 
 
+def mechanism_rows(jobs: dict[str, dict[str, Any]],
+                   quick: bool) -> list[dict[str, Any]]:
+  """Per mechanism: tff-dp (grouped), its floor in turn, the ratio, and
+  (full mode) TFF's one client per call."""
+  name = workloads_lib.timing_workloads(quick)[0].name
+  result = jobs.get('mechanisms', {}).get('result')
+  rows = []
+  for mechanism in workloads_lib.MECHANISMS:
+    entry = _entry(result, name, variant=mechanism.name)
+    grouped = _row('tff-dp', entry)
+    floor = _row('floor', _paired_floor_entry(entry))
+    per_call = (None if quick else _row(
+        'tff-dp',
+        _entry(result, name, requested_per_call=1, variant=mechanism.name)))
+    rows.append({
+        'workload': name,
+        'mechanism': mechanism.name,
+        'config': mechanism.config,
+        'floor_includes': mechanism.floor,
+        'tff-dp': grouped,
+        'floor': floor,
+        'one_client_per_call': per_call,
+        'ratios': {
+            'tff_dp_over_floor':
+                stats.ratio(grouped.get('median_s'), floor.get('median_s')),
+            'per_call_over_grouped':
+                stats.ratio((per_call or {}).get('median_s'),
+                            grouped.get('median_s')),
+        },
+    })
+  return rows
+
+
 _PHASES = (('imports_done', 'start+imports'), ('process_built', 'build'),
            ('worker_ready', 'worker start'), ('initialized', 'initialize'),
            ('first_round_done', 'first round'))
@@ -516,6 +588,25 @@ def format_report(report: dict[str, Any]) -> str:
   for row in report['extra_rows']:
     lines.append(f"{row['workload']['name']:<9} tff-dp with "
                  f"{row.get('label', row['mechanism'])}: {_cell(row)}")
+  if report.get('mechanism_rows'):
+    lines += [
+        '',
+        'Mechanisms of configs/ (' + report['mechanism_rows'][0]['workload'] +
+        '; seconds per round, median [p10, p90]; floor of the same '
+        'mechanism in turn with tff-dp)',
+        f"{'mechanism':<15} {'floor':<22} {'tff-dp':<22} {'tff-dp/floor':>12}"
+        f"  {'one client per call':<22} {'per-call/tff-dp':>15}"
+    ]
+    for row in report['mechanism_rows']:
+      per_call = row['one_client_per_call']
+      lines.append(f"{row['mechanism']:<15} {_cell(row['floor']):<22} "
+                   f"{_cell(row['tff-dp']):<22} "
+                   f"{_fmt_ratio(row['ratios']['tff_dp_over_floor']):>12}  "
+                   f"{(_cell(per_call) if per_call else 'not run'):<22} "
+                   f"{_fmt_ratio(row['ratios']['per_call_over_grouped']):>15}")
+    lines.append('  clients per TFF call: ' + ', '.join(
+        f"{row['mechanism']} {row['tff-dp'].get('clients_per_call', '?')}"
+        for row in report['mechanism_rows']))
   if report['cohort_scaling']:
     lines.append('W1 seconds per extra client (least squares over cohorts '
                  f"{next(iter(report['cohort_scaling'].values()))['clients']}"
@@ -686,6 +777,7 @@ def main(argv: list[str]) -> int:
       'timing': timing_table(jobs, args.quick),
       'cohort_scaling': None,
       'extra_rows': extra_rows(jobs, args.quick),
+      'mechanism_rows': mechanism_rows(jobs, args.quick),
       'startup': startup_table(jobs),
       'memory': memory_table(jobs),
       'jobs': [{

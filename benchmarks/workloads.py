@@ -12,7 +12,7 @@ pixels show, only on the shapes, which are those of (E)MNIST: 784 features
 
 import dataclasses
 import enum
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -53,6 +53,128 @@ class Hyperparameters:
 
 
 HYPERPARAMETERS = Hyperparameters()
+
+
+@dataclasses.dataclass(frozen=True)
+class Mechanism:
+  """A mechanism row: tff-dp's flags for it, and the floor's extra work.
+
+  tff-dp runs the workload with `flags` added to the shared ones (they win
+  where both set a flag), as the named config of configs/ sets them; the
+  floor (`benchmarks.floor`) does the same arithmetic per client in one
+  tf.function. The default row is DP-FedAvg with `gaussian_fixed`.
+
+  Attributes:
+    name: The row's name.
+    config: The config of configs/ it stands for.
+    flags: tff-dp's flags on top of the workload's.
+    floor: What the floor computes beyond (or instead of) DP-FedAvg's round.
+    proximal_strength: FedProx's mu in the floor's local gradients.
+    full_gradient: FedSGD: one mean gradient per client, no local step.
+    weight_cap: Capped weights: the update times min(n_k / cap, 1).
+    local: 'gaussian' (L2 clip) or 'laplace' (L1 clip): per-client noise.
+    local_clip: The local clip.
+    local_noise: The local noise's std (Gaussian) or scale (Laplace).
+    central: Central clip and noise (else the sum over the fixed count).
+    example_dp: (noise multiplier, clip, local steps) of per-client
+      Poisson-sampled DP-SGD (expected batch = the workload's batch size).
+  """
+  name: str
+  config: str
+  flags: tuple[str, ...]
+  floor: str
+  proximal_strength: float = 0.0
+  full_gradient: bool = False
+  weight_cap: Optional[float] = None
+  local: Optional[str] = None
+  local_clip: float = 0.0
+  local_noise: float = 0.0
+  central: bool = True
+  example_dp: Optional[tuple[float, float, int]] = None
+
+  def to_json(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, values: dict[str, Any]) -> 'Mechanism':
+    values = dict(values)
+    values['flags'] = tuple(values['flags'])
+    if values.get('example_dp') is not None:
+      values['example_dp'] = tuple(values['example_dp'])
+    return cls(**values)
+
+
+DP_FEDAVG = Mechanism(name='gaussian_fixed',
+                      config='fixed_clip.cfg',
+                      flags=(),
+                      floor='DP-FedAvg: local SGD, clip, sum, noise')
+
+# The mechanisms of configs/, one row each, on the shared hyperparameters
+# (z = 1, C = 0.5 where a central mechanism runs) with the configs' own
+# mechanism parameters.
+MECHANISMS = (
+    Mechanism(name='dp_ftrl',
+              config='dp_ftrl.cfg',
+              flags=('--algorithm=dp_ftrl', '--client_sampling=shuffled_epochs',
+                     '--dp_mechanism=tree_aggregation'),
+              floor='DP-FedAvg (the tree adds one noise draw per round, as '
+              'the Gaussian mechanism)'),
+    Mechanism(name='fedprox',
+              config='fedprox.cfg',
+              flags=('--algorithm=fedprox', '--proximal_strength=0.01'),
+              floor='DP-FedAvg plus the proximal term in every local step',
+              proximal_strength=0.01),
+    Mechanism(name='fedsgd',
+              config='fedsgd_dp.cfg',
+              flags=('--algorithm=fedsgd',),
+              floor='one mean gradient per client (no local step), clip, '
+              'noise',
+              full_gradient=True),
+    Mechanism(name='weighted_dp',
+              config='weighted_dp.cfg',
+              flags=('--client_weighting=capped', '--weight_cap=3'),
+              floor='DP-FedAvg with each update scaled by min(n_k / 3, 1)',
+              weight_cap=3.0),
+    Mechanism(name='local_gaussian',
+              config='local_gaussian.cfg',
+              flags=('--dp_mechanism=none', '--local_dp=gaussian',
+                     '--local_clip=1.0', '--local_noise_multiplier=1.0'),
+              floor='local SGD, per-client L2 clip and Gaussian noise, sum '
+              'over the fixed count (no central noise)',
+              local='gaussian',
+              local_clip=1.0,
+              local_noise=1.0,
+              central=False),
+    Mechanism(name='local_laplace',
+              config='local_laplace.cfg',
+              flags=('--dp_mechanism=none', '--local_dp=laplace',
+                     '--local_clip=1.0', '--local_epsilon=5.0'),
+              floor='local SGD, per-client L1 clip and Laplace noise '
+              '(scale 2 C / epsilon), sum over the fixed count',
+              local='laplace',
+              local_clip=1.0,
+              local_noise=0.4,
+              central=False),
+    Mechanism(name='client_server',
+              config='client_server.cfg',
+              flags=('--local_dp=gaussian', '--local_clip=0.5',
+                     '--local_noise_multiplier=0.05'),
+              floor='DP-FedAvg plus per-client L2 clip and Gaussian noise '
+              'before the central clip',
+              local='gaussian',
+              local_clip=0.5,
+              local_noise=0.025),
+    Mechanism(name='example_dp',
+              config='example_dp.cfg',
+              flags=('--dp_mechanism=none', '--example_dp',
+                     '--example_noise_multiplier=1.5', '--example_clip=1.0',
+                     '--local_steps=10'),
+              floor='10 Poisson-sampled DP-SGD steps per client '
+              '(per-example gradients, clip, noise), sum over the fixed '
+              'count',
+              central=False,
+              example_dp=(1.5, 1.0, 10)),
+)
 
 
 @dataclasses.dataclass(frozen=True)

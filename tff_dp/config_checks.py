@@ -29,13 +29,19 @@ from tff_dp.mechanisms import registry as mechanism_registry
 # one call per 64 clients keeps a typical cohort in one or two calls.
 AUTO_CLIENTS_PER_CALL = 64
 
+# The --algorithm values the grouped path implements.
+_GROUPED_ALGORITHMS = frozenset(
+    {Algorithm.FEDAVG, Algorithm.DP_FTRL, Algorithm.FEDPROX, Algorithm.FEDSGD})
+
 
 def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
   """Why the grouped path (`tff_dp.algorithms.grouped_fedavg`) cannot run `config`.
 
-  The grouped path is DP-FedAvg with TF Privacy's Gaussian query and uniform
-  weights, training single-label classifiers (its loss and accuracy are
-  written for one class id per example); anything else runs on TFF's
+  The grouped path runs the algorithms in `_GROUPED_ALGORITHMS` with the
+  central mechanisms whose row says `grouped` (TF Privacy's Gaussian queries,
+  DP-FTRL's tree), uniform or capped weights, local DP and example-level
+  DP-SGD (alone or under central noise), training single-label classifiers (its loss and accuracy
+  are written for one class id per example); anything else runs on TFF's
   learning algorithms.
 
   Returns:
@@ -46,12 +52,21 @@ def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
             'grouped path trains single-label models only)')
   checks = (
       (config.algorithm
-       is Algorithm.FEDAVG, 'algorithm', config.algorithm.value),
-      (config.mechanism.grouped, 'dp_mechanism', config.dp_mechanism.value),
-      (config.client_weighting is ClientWeighting.UNIFORM, 'client_weighting',
+       in _GROUPED_ALGORITHMS, 'algorithm', config.algorithm.value),
+      # No central mechanism runs grouped only behind the clients' noise.
+      (config.mechanism.grouped or
+       (not config.mechanism.noised and
+        (config.local_dp is not LocalDp.NONE or config.example_dp)),
+       'dp_mechanism', config.dp_mechanism.value),
+      # |D_k| weighting is non-private (no DP factory); capped weights are
+      # scaled per simulated client before clipping.
+      (config.client_weighting
+       in (ClientWeighting.UNIFORM, ClientWeighting.CAPPED), 'client_weighting',
        config.client_weighting.value),
-      (config.local_dp is LocalDp.NONE, 'local_dp', config.local_dp.value),
-      (not config.example_dp, 'example_dp', config.example_dp),
+      # The grouped DP-SGD samples each client's n_k distinct examples; the
+      # reference's client receives --client_epochs copies of them.
+      (not config.example_dp or config.client_epochs == 1, 'example_dp',
+       f'{config.example_dp} with --client_epochs={config.client_epochs}'),
   )
   for supported, name, value in checks:
     if not supported:

@@ -597,7 +597,16 @@ def _config(**overrides):
     }, True, 7),
     ({
         'algorithm': 'fedsgd'
-    }, True, 1),
+    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    ({
+        'algorithm': 'fedprox',
+        'proximal_strength': 0.01
+    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    ({
+        'algorithm': 'dp_ftrl',
+        'client_sampling': 'shuffled_epochs',
+        'dp_mechanism': 'tree_aggregation',
+    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
     ({
         'dp_mechanism': 'none'
     }, True, 1),
@@ -607,10 +616,28 @@ def _config(**overrides):
     ({
         'client_weighting': 'capped',
         'weight_cap': 10
+    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    ({
+        'client_weighting': 'num_examples',
+        'dp_mechanism': 'none'
     }, True, 1),
     ({
         'local_dp': 'laplace',
         'local_epsilon': 1
+    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    ({
+        'local_dp': 'gaussian',
+        'local_noise_multiplier': 1,
+        'dp_mechanism': 'none'
+    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    ({
+        'example_dp': True,
+        'dp_mechanism': 'none'
+    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    ({
+        'example_dp': True,
+        'dp_mechanism': 'none',
+        'client_epochs': 2
     }, True, 1),
 ])
 def test_resolve_clients_per_call(overrides, in_memory, expected):
@@ -625,8 +652,8 @@ def test_explicit_grouping_of_streamed_data_is_refused():
 
 
 def test_explicit_grouping_of_an_unsupported_config_is_refused():
-  with pytest.raises(ConfigError, match='--algorithm=fedprox'):
-    config_checks.check_config(_config(clients_per_call=8, algorithm='fedprox'))
+  with pytest.raises(ConfigError, match='--dp_mechanism=none'):
+    config_checks.check_config(_config(clients_per_call=8, dp_mechanism='none'))
 
 
 def test_grouped_rounds_files_are_private_and_removed(tmp_path):

@@ -61,7 +61,7 @@ def _cases(tmp):
         '--algorithm=dp_ftrl'], '--dp_mechanism=gaussian_adaptive'),
       (['--flagfile=' + _SMOKE, '--local_dp=laplace'], '--local_epsilon'),
       (['--flagfile=' + _SMOKE, '--clients_per_call=8',
-        '--algorithm=fedsgd'], '--clients_per_call=8'),
+        '--dp_mechanism=none'], '--clients_per_call=8'),
       (['--flagfile=' + _SMOKE, '--example_dp',
         '--algorithm=fedsgd'], '--example_dp'),
       # Multi-label bags of words: no token ids for the rnn, and the grouped

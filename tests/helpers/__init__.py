@@ -22,6 +22,9 @@ Test modules import these, never each other. Besides this module:
   refused client ids, raw SQL), for the tests of every reader of one.
 * `fresh_imports`: which of TensorFlow and TFF a fresh interpreter imports
   along with some modules (the layers that must not).
+* `grouped`: a tiny population and the runners that compare a grouped
+  process with TFF's one-client-per-call reference (tests/algorithms/
+  test_grouped_*.py).
 * `central_dp`: DpSettings with the program's adaptive-clipping defaults,
   for the tests that build the DP aggregator.
 * `ledgers`: central privacy ledgers of one round event over rounds 1..N;

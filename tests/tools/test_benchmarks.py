@@ -118,12 +118,29 @@ def test_plan_times_the_floor_in_turn_with_tff_dp():
 
 def test_plan_runs_every_engine_once_and_the_memory_run():
   names = [job['name'] for job in run_all.plan(quick=True)]
-  assert names == ['floor', 'tff-dp', 'plain-tff', 'memory-tff-dp']
+  assert names == [
+      'floor', 'tff-dp', 'plain-tff', 'mechanisms', 'memory-tff-dp'
+  ]
   full = [job['name'] for job in run_all.plan(quick=False)]
   assert full[:3] == list(_ENGINES)
   assert 'memory-plain-tff' in full
   _, rounds = workloads.memory_workload(quick=False)
   assert rounds >= 300
+
+
+def test_plan_has_a_row_per_mechanism_with_its_floor():
+  for quick in (True, False):
+    jobs = {job['name']: job for job in run_all.plan(quick=quick)}
+    rows = jobs['mechanisms']['spec']['rows']
+    grouped = [row for row in rows if 'paired_floor' in row]
+    assert [row['variant']['name'] for row in grouped
+           ] == [m.name for m in workloads.MECHANISMS]
+    # Full mode also times TFF's one client per call for each.
+    per_call = [row for row in rows if row.get('clients_per_call') == 1]
+    assert len(per_call) == (0 if quick else len(workloads.MECHANISMS))
+    for row in rows:
+      assert workloads.Mechanism.from_json(
+          row['variant']).to_json() == (row['variant'])
 
 
 @pytest.fixture(scope='module')
@@ -148,7 +165,7 @@ def quick_run(tmp_path_factory):
 
 
 @pytest.mark.e2e
-@pytest.mark.slow  # ~85 s; ./run.sh bench --quick runs the same.
+@pytest.mark.slow  # ~3.5 min; ./run.sh bench --quick runs the same.
 def test_quick_mode_succeeds_and_prints_the_table(quick_run):
   result, report, output_dir = quick_run
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -165,7 +182,7 @@ def test_quick_mode_succeeds_and_prints_the_table(quick_run):
 
 
 @pytest.mark.e2e
-@pytest.mark.slow  # ~85 s; ./run.sh bench --quick runs the same.
+@pytest.mark.slow  # ~3.5 min; ./run.sh bench --quick runs the same.
 def test_quick_mode_json_has_every_engine_with_positive_finite_times(quick_run):
   _, report, _ = quick_run
   assert report['schema_version'] == run_all.SCHEMA_VERSION
@@ -189,6 +206,13 @@ def test_quick_mode_json_has_every_engine_with_positive_finite_times(quick_run):
     assert row['ratios']['tff_dp_over_floor'] == pytest.approx(
         row['engines']['tff-dp']['median_s'] /
         row['engines']['floor']['median_s'])
+  # A row per mechanism, on the grouped path, with its floor.
+  assert [row['mechanism'] for row in report['mechanism_rows']
+         ] == [m.name for m in workloads.MECHANISMS]
+  for row in report['mechanism_rows']:
+    assert row['tff-dp']['ok'] and row['floor']['ok'], row['mechanism']
+    assert row['tff-dp']['clients_per_call'] > 1, row['mechanism']
+    assert _positive_finite(row['ratios']['tff_dp_over_floor'])
   for entry in report['raw']['tff-dp']['workloads']:
     for result in entry['paired_floor']['implementations'].values():
       assert result['update_norms_finite']
@@ -200,7 +224,7 @@ def test_quick_mode_json_has_every_engine_with_positive_finite_times(quick_run):
 
 
 @pytest.mark.e2e
-@pytest.mark.slow  # ~85 s; ./run.sh bench --quick runs the same.
+@pytest.mark.slow  # ~3.5 min; ./run.sh bench --quick runs the same.
 def test_quick_mode_memory_run_samples_process_and_worker(quick_run):
   _, report, _ = quick_run
   memory = report['memory']['tff-dp']
@@ -215,7 +239,7 @@ def test_quick_mode_memory_run_samples_process_and_worker(quick_run):
 
 
 @pytest.mark.e2e
-@pytest.mark.slow  # ~85 s; ./run.sh bench --quick runs the same.
+@pytest.mark.slow  # ~3.5 min; ./run.sh bench --quick runs the same.
 def test_quick_mode_leaves_no_tff_worker_running(quick_run):
   _, report, output_dir = quick_run
   # Workers started by tff_dp.execution.worker_launch, from the lines it writes to

@@ -103,21 +103,33 @@ def build_dp_ftrl_process(
     client training metrics summed WITHOUT noise: do not release them as
     private.
   """
-  momentum = checks.check_real('server_momentum',
-                               server_momentum,
-                               below_one=True)
-  checks.check_real('server_learning_rate', server_learning_rate, positive=True)
   checks.check_real('client_learning_rate', client_learning_rate)
   checks.check_real('client_momentum', client_momentum, below_one=True)
   return tff.learning.algorithms.build_unweighted_fed_avg(
       model_fn=model_fn,
       client_optimizer_fn=tff.learning.optimizers.build_sgdm(
           learning_rate=client_learning_rate, momentum=client_momentum or None),
-      # Heavy-ball SGD on the tree's residuals is FTRL(M) on its prefix sums.
-      server_optimizer_fn=tff.learning.optimizers.build_sgdm(
-          learning_rate=server_learning_rate, momentum=momentum or None),
+      server_optimizer_fn=build_server_optimizer(
+          server_learning_rate=server_learning_rate,
+          server_momentum=server_momentum),
       loop_implementation=learning_process.LOOP,
       model_aggregator=model_aggregator)
+
+
+def build_server_optimizer(
+    *, server_learning_rate: float,
+    server_momentum: float) -> tff.learning.optimizers.Optimizer:
+  """DP-FTRL(M)'s server optimizer (the grouped path uses it too).
+
+  Heavy-ball SGD on the tree's residuals is FTRL(M) on its prefix sums (see
+  the module docstring).
+  """
+  momentum = checks.check_real('server_momentum',
+                               server_momentum,
+                               below_one=True)
+  checks.check_real('server_learning_rate', server_learning_rate, positive=True)
+  return tff.learning.optimizers.build_sgdm(learning_rate=server_learning_rate,
+                                            momentum=momentum or None)
 
 
 def _tree_query_state(state: Any) -> Any:

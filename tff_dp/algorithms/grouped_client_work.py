@@ -25,6 +25,9 @@ import tensorflow as tf
 import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
+from tff_dp.algorithms import grouped_client_options
+from tff_dp.algorithms import grouped_example_dp
+from tff_dp.algorithms.grouped_client_options import ClientOptions
 from tff_dp.algorithms.grouped_data import CLIENT
 from tff_dp.algorithms.grouped_data import LENGTH
 from tff_dp.algorithms.grouped_data import ORDER
@@ -70,11 +73,15 @@ def unrolled_batches(max_client_size: Optional[int], *, epochs: int,
   return batches if batches <= MAX_UNROLLED_BATCHES else None
 
 
-def build_client_work_init(
-    client_optimizer: tff.learning.optimizers.Optimizer) -> tff.Computation:
-  """The client work's initial state, placed at the server."""
-  # As TFF's model-delta client work: its state is the optimizer's hparams.
-  initial_hparams = client_optimizer.get_hparams(
+def build_client_work_init(client_optimizer: tff.learning.optimizers.Optimizer,
+                           *,
+                           stateless: bool = False) -> tff.Computation:
+  """The client work's initial state, placed at the server.
+
+  As TFF's model-delta client work: the optimizer's hparams; empty for a
+  `stateless` one (TFF's FedProx and FedSGD client works).
+  """
+  initial_hparams = () if stateless else client_optimizer.get_hparams(
       client_optimizer.initialize(tf.TensorSpec([], tf.float32)))
 
   @tff.federated_computation
@@ -113,17 +120,25 @@ def build_finalize_train_metrics(group_metrics_type) -> tff.Computation:
   return finalize_train_metrics
 
 
-def build_group_fn(model: tff.learning.models.FunctionalModel,
-                   optimizer: tff.learning.optimizers.Optimizer,
-                   query: tfp.DPQuery, *, input_dim: int, batch_size: int,
-                   epochs: int, max_norm: float,
-                   client_files_dir: Optional[str],
-                   max_batches: Optional[int]) -> Callable[..., Any]:
+def build_group_fn(
+    model: tff.learning.models.FunctionalModel,
+    optimizer: tff.learning.optimizers.Optimizer,
+    query: tfp.DPQuery,
+    *,
+    input_dim: int,
+    batch_size: int,
+    epochs: int,
+    max_norm: float,
+    client_files_dir: Optional[str],
+    max_batches: Optional[int],
+    options: ClientOptions = ClientOptions()
+) -> Callable[..., Any]:
   """The per-group work as a tf.function (see the module docstring).
 
   `max_batches` None: each client's local batches are a graph-mode while
   loop; else they are unrolled into that many steps, each run only if the
-  client has that many batches.
+  client has that many batches. `options`: the algorithm's and mechanisms'
+  client-side variant (`grouped_client_options`).
   """
 
   @tf.function
@@ -152,16 +167,20 @@ def build_group_fn(model: tff.learning.models.FunctionalModel,
                            epochs=epochs,
                            max_norm=max_norm,
                            client_files_dir=client_files_dir,
-                           max_batches=max_batches)
+                           max_batches=max_batches,
+                           options=options)
 
     records = zero_record
     totals = _zero_metrics()
+    if not options.client_metrics:
+      totals = grouped_client_options.no_metrics()
     for i in tf.range(tf.shape(valid)[0]):
       # A padding slot is skipped, so it adds nothing to the clipped sum and,
       # with adaptive clipping, nothing to the unclipped-count estimate
       # (preprocessing a zero update would count it as "unclipped").
-      record, metrics = tf.cond(valid[i], lambda: train_client(i), lambda:
-                                (zero_record, _zero_metrics()))
+      record, metrics = tf.cond(
+          valid[i], lambda: train_client(i), lambda:
+          (zero_record, tf.nest.map_structure(tf.zeros_like, totals)))
       records = query.accumulate_preprocessed_record(records, record)
       totals = tf.nest.map_structure(tf.add, totals, metrics)
     return records, totals
@@ -171,8 +190,9 @@ def build_group_fn(model: tff.learning.models.FunctionalModel,
 
 def _train_client(i, hparams, weights, params, group, first_row, *, model,
                   optimizer, query, input_dim, batch_size, epochs, max_norm,
-                  client_files_dir, max_batches):
-  """Local SGD(M) of simulated client i, then its clipped record.
+                  client_files_dir, max_batches, options):
+  """Local SGD(M) (or FedSGD's gradient) of simulated client i, then its
+  clipped record.
 
   Args:
     i: The client's slot in the group.
@@ -190,9 +210,11 @@ def _train_client(i, hparams, weights, params, group, first_row, *, model,
     max_norm: `sanitize.sanitize_update`'s bound.
     client_files_dir: Where the client files are, or None (dense groups).
     max_batches: Unrolled local steps, or None for a while loop.
+    options: The client-side variant (`grouped_client_options`).
 
   Returns:
-    (the query's preprocessed record, the client's training metric sums).
+    (the query's preprocessed record, the client's training metric sums,
+    or no metrics at all if `options.client_metrics` is False).
   """
   initial = tuple(weights.trainable)
   specs = tuple(tf.TensorSpec.from_tensor(t) for t in initial)
@@ -205,31 +227,74 @@ def _train_client(i, hparams, weights, params, group, first_row, *, model,
                                  input_dim=input_dim,
                                  client_files_dir=client_files_dir)
   client_order = group[ORDER][epochs * first_row[i]:][:steps] + row_0
-  # A fresh optimizer state per simulated client, with the server's
-  # hyperparameters, as TFF's client work does for each client.
-  opt_state = optimizer.set_hparams(optimizer.initialize(specs), hparams)
-  local_step = _build_local_step(model,
-                                 optimizer,
-                                 non_trainable=tuple(weights.non_trainable),
-                                 x=x,
-                                 y=y,
-                                 client_order=client_order,
-                                 batch_size=batch_size)
-  trainable, metrics = _train_locally(local_step,
-                                      num_batches,
-                                      max_batches=max_batches,
-                                      opt_state=opt_state,
-                                      trainable=initial,
-                                      metrics=_zero_metrics())
-  update = [a - b for a, b in zip(initial, trainable)]
+  if options.example_dp is not None:
+    # The client's n_k distinct examples, in its first epoch's order.
+    rows = client_order[:length[i]]
+    update = grouped_example_dp.dp_sgd_update(model,
+                                              options.example_dp,
+                                              initial=initial,
+                                              non_trainable=tuple(
+                                                  weights.non_trainable),
+                                              x=tf.gather(x, rows),
+                                              y=tf.gather(y, rows))
+    update, _ = _sanitize(update, max_norm=max_norm)
+    return query.preprocess_record(
+        params, update), (grouped_client_options.no_metrics())
+  if options.full_gradient:
+    step = grouped_client_options.build_gradient_step(
+        model,
+        non_trainable=tuple(weights.non_trainable),
+        x=x,
+        y=y,
+        client_order=client_order,
+        batch_size=batch_size)
+    # The gradient sums ride in the optimizer state's place.
+    step_state = tuple(tf.zeros_like(w) for w in initial)
+  else:
+    # A fresh optimizer state per simulated client, with the server's
+    # hyperparameters, as TFF's client work does for each client.
+    step_state = optimizer.initialize(specs)
+    if not options.stateless_client_work:
+      step_state = optimizer.set_hparams(step_state, hparams)
+    step = _build_local_step(model,
+                             optimizer,
+                             non_trainable=tuple(weights.non_trainable),
+                             x=x,
+                             y=y,
+                             client_order=client_order,
+                             batch_size=batch_size,
+                             initial=initial,
+                             proximal_strength=options.proximal_strength)
+  step_state, trainable, metrics = _train_locally(step,
+                                                  num_batches,
+                                                  max_batches=max_batches,
+                                                  opt_state=step_state,
+                                                  trainable=initial,
+                                                  metrics=_zero_metrics())
+  if options.full_gradient:
+    update = grouped_client_options.mean_gradient(step_state,
+                                                  metrics['num_examples'])
+  else:
+    update = [a - b for a, b in zip(initial, trainable)]
+  update = grouped_client_options.capped_weight_scale(update,
+                                                      metrics['num_examples'],
+                                                      options.weight_cap)
+  if options.local_randomizer is not None:
+    # Local DP: the client's own clip and noise, before any sum (and before
+    # the central sanitizing and clipping, as in the reference's factory
+    # chain). It zeroes a non-finite update itself.
+    update = options.local_randomizer(update)
   # A non-finite update becomes zero and an absurd one is rescaled, as
   # tff_dp.mechanisms.sanitize does in the reference's aggregator; TFF's
   # client work also drops the metrics of a client whose update is not
   # finite.
   update, finite = _sanitize(update, max_norm=max_norm)
+  record = query.preprocess_record(params, update)
+  if not options.client_metrics:
+    return record, grouped_client_options.no_metrics()
   metrics = tf.nest.map_structure(
       lambda m: tf.where(finite, m, tf.zeros_like(m)), metrics)
-  return query.preprocess_record(params, update), metrics
+  return record, metrics
 
 
 def _read_client_file(client_files_dir, kind, client, dtype):
@@ -274,7 +339,7 @@ def _zero_metrics():
 
 
 def _build_local_step(model, optimizer, *, non_trainable, x, y, client_order,
-                      batch_size):
+                      batch_size, initial, proximal_strength):
   """`local_step(j, opt_state, trainable, metrics)` of one client's data."""
 
   def local_step(j, opt_state, trainable, metrics):
@@ -290,18 +355,14 @@ def _build_local_step(model, optimizer, *, non_trainable, x, y, client_order,
       # The mean loss of the batch (Keras' default reduction).
       loss = model.loss(output=logits, label=batch_y)
     grads = tape.gradient(loss, trainable)
+    # FedProx only (TFF's proximal client work).
+    grads = grouped_client_options.proximal_gradients(
+        grads, trainable, initial, strength=proximal_strength)
     opt_state, trainable = optimizer.next(opt_state, trainable, grads)
     # Metrics as TFF's Keras wrapper tracks them: on the batch's
     # predictions before its step, the loss weighted by the batch size.
-    count = tf.shape(batch_y)[0]
-    correct = tf.equal(batch_y,
-                       tf.cast(tf.argmax(logits, axis=-1), batch_y.dtype))
-    metrics = collections.OrderedDict(
-        loss_sum=metrics['loss_sum'] + loss * tf.cast(count, tf.float32),
-        correct=metrics['correct'] +
-        tf.reduce_sum(tf.cast(correct, tf.float32)),
-        num_examples=metrics['num_examples'] + tf.cast(count, tf.int64),
-        num_batches=metrics['num_batches'] + 1)
+    metrics = grouped_client_options.batch_metrics(metrics, loss, logits,
+                                                   batch_y)
     return opt_state, tuple(trainable), metrics
 
   return local_step
@@ -309,7 +370,8 @@ def _build_local_step(model, optimizer, *, non_trainable, x, y, client_order,
 
 def _train_locally(local_step, num_batches, *, max_batches, opt_state,
                    trainable, metrics):
-  """Runs `num_batches` local steps; returns (trainable, metrics) after them.
+  """Runs `num_batches` local steps; returns their final
+  (opt_state, trainable, metrics).
 
   Args:
     local_step: `_build_local_step`'s function.
@@ -341,7 +403,7 @@ def _train_locally(local_step, num_batches, *, max_batches, opt_state,
           j < num_batches,
           functools.partial(local_step, j, opt_state, trainable, metrics),
           lambda args=(opt_state, trainable, metrics): args)
-  return trainable, metrics
+  return opt_state, trainable, metrics
 
 
 def _sanitize(update: list[tf.Tensor], *, max_norm: float):

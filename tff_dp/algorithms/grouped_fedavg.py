@@ -58,6 +58,18 @@ Two ways to get the examples to the TFF worker, with identical results:
   The worker must see the same file system (true of `tff_dp.execution.runtime`'s local
   worker).
 
+The same layout runs the other mechanisms of the program, each against its
+own one-client-per-call reference (tests/algorithms/test_grouped_*.py):
+DP-FTRL (Kairouz et al. 2021; the tree query of `tff_dp.algorithms.dp_ftrl`
+is a `SumAggregationDPQuery` too, so its noise is added once per round
+here as there), and, per simulated client (`tff_dp.algorithms.
+grouped_client_options`), FedProx's proximal term, FedSGD's single mean
+gradient, capped weights, local DP's randomizer (`tff_dp.algorithms.
+grouped_local_dp`) and example-level DP-SGD (`tff_dp.algorithms.
+grouped_example_dp`). Where only the clients add noise (local or
+example-level DP alone), the server sums the records and divides by the
+fixed clients_per_round with no aggregator state, as the reference does.
+
 The process mirrors the reference (`tff_dp.algorithms.learning_process.
 build_learning_process` with FedAvg and a uniform DP aggregator): the same
 state structure (`tff.learning.templates.LearningAlgorithmState`, with the
@@ -79,9 +91,14 @@ import tensorflow_federated as tff
 from tensorflow_federated.python.aggregators import differential_privacy
 import tensorflow_privacy as tfp
 
+from tff_dp.algorithms import example_dp
+from tff_dp.algorithms import grouped_client_options
 from tff_dp.algorithms import grouped_client_work
 from tff_dp.algorithms import grouped_data
+from tff_dp.algorithms import grouped_example_dp
+from tff_dp.algorithms import grouped_local_dp
 from tff_dp.algorithms import models
+from tff_dp.mechanisms import local_dp
 from tff_dp.mechanisms import sanitize
 
 # Defined with the group graph whose layout they choose; kept here too, as
@@ -124,7 +141,7 @@ def build_grouped_dp_fedavg(
     keras_model_fn: Callable[[], tf.keras.Model],
     input_dim: int,
     num_classes: int,
-    dp_factory: tff.aggregators.DifferentiallyPrivateFactory,
+    dp_factory: Optional[tff.aggregators.DifferentiallyPrivateFactory],
     client_learning_rate: float,
     client_momentum: float,
     server_optimizer: tff.learning.optimizers.Optimizer,
@@ -133,8 +150,18 @@ def build_grouped_dp_fedavg(
     client_files_dir: Optional[str] = None,
     max_client_size: Optional[int] = None,
     max_norm: float = sanitize.DEFAULT_MAX_NORM,
+    options: grouped_client_options.ClientOptions = (
+        grouped_client_options.ClientOptions()),
+    local_dp_factory: Optional[local_dp.LocalDpFactory] = None,
+    example_dp_settings: Optional[example_dp.DpSgdSettings] = None,
+    clients_per_round: Optional[int] = None,
 ) -> tff.learning.templates.LearningProcess:
   """Returns DP-FedAvg whose TFF clients are groups of simulated clients.
+
+  With `options`, the same for TFF's FedProx and FedSGD, capped client
+  weights and local DP (`grouped_client_options`); DP-FTRL is this process
+  with the tree's factory and heavy-ball SGD at the server, as
+  `tff_dp.algorithms.dp_ftrl` builds it from TFF's FedAvg.
 
   Equivalent to `tff_dp.algorithms.learning_process.build_learning_process(algorithm=
   FEDAVG, model_aggregator=build_model_aggregator(dp=..., client_weighting=
@@ -167,6 +194,15 @@ def build_grouped_dp_fedavg(
       the graph, which is faster (see `grouped_client_work`); a client with
       more batches then fails the round loudly. None: a while loop, any size.
     max_norm: `tff_dp.mechanisms.sanitize`'s bound on an update's norm before clipping.
+    options: The client-side variant (algorithm, weighting).
+    local_dp_factory: Local DP (`tff_dp.algorithms.grouped_local_dp`): each
+      simulated client's update is clipped and noised by this factory's
+      randomizer. `dp_factory` is then its central factory (unwrapped), or
+      None for local DP alone.
+    example_dp_settings: Example-level DP-SGD in every simulated client
+      (`tff_dp.algorithms.grouped_example_dp`) instead of local SGD(M).
+    clients_per_round: The fixed denominator when there is no `dp_factory`
+      (example-level DP alone; local DP takes its factory's).
 
   Returns:
     A `tff.learning.templates.LearningProcess` with the reference's state and
@@ -180,7 +216,21 @@ def build_grouped_dp_fedavg(
                       ('batch_size', batch_size), ('epochs', epochs)):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f'{name} must be a positive int, got {value!r}')
-  query = _dp_query(dp_factory)
+  if local_dp_factory is not None:
+    options = grouped_local_dp.client_options(options, local_dp_factory)
+    clients_per_round = local_dp_factory.clients_per_round
+  if example_dp_settings is not None:
+    options = grouped_example_dp.client_options(options, example_dp_settings)
+  if dp_factory is None:
+    # Only noise inside the clients (local or example-level DP) may run
+    # without a central DP query.
+    if clients_per_round is None or (local_dp_factory is None and
+                                     example_dp_settings is None):
+      raise TypeError('dp_factory is required without local or example-level '
+                      'DP (and clients_per_round with example-level DP)')
+    query = grouped_local_dp.fixed_count_query(clients_per_round)
+  else:
+    query = _dp_query(dp_factory)
   model = _functional_model(keras_model_fn,
                             input_dim=input_dim,
                             num_classes=num_classes)
@@ -191,7 +241,8 @@ def build_grouped_dp_fedavg(
       server_optimizer, weights_type)
   # The DP factory's own process provides the initial aggregator state
   # (query state, initial DP event), so the state matches the reference's.
-  aggregator = dp_factory.create(weights_type.trainable)
+  aggregator = (None if dp_factory is None else dp_factory.create(
+      weights_type.trainable))
   client_optimizer = tff.learning.optimizers.build_sgdm(
       learning_rate=client_learning_rate, momentum=client_momentum or None)
   group_fn = grouped_client_work.build_group_fn(
@@ -206,9 +257,12 @@ def build_grouped_dp_fedavg(
                                                        epochs=epochs,
                                                        batch_size=batch_size),
       client_files_dir=(None if client_files_dir is None else
-                        os.path.abspath(client_files_dir)))
+                        os.path.abspath(client_files_dir)),
+      options=options)
   return _build_process(query,
-                        client_optimizer,
+                        grouped_client_work.build_client_work_init(
+                            client_optimizer,
+                            stateless=options.stateless_client_work),
                         group_fn,
                         grouped_data.group_type(input_dim,
                                                 with_examples=client_files_dir
@@ -256,21 +310,28 @@ def _build_initial_model_weights_fn(
 
 def _build_process(
     query: tfp.DPQuery,
-    client_optimizer: tff.learning.optimizers.Optimizer,
+    client_work_init: tff.Computation,
     group_fn: Callable[..., Any],
     groups_type: tff.Type,
     *,
     initial_model_weights_fn: tff.Computation,
     distributor: tff.templates.MeasuredProcess,
     finalizer: tff.templates.MeasuredProcess,
-    aggregator: tff.templates.AggregationProcess,
+    aggregator: Optional[tff.templates.AggregationProcess],
 ) -> tff.learning.templates.LearningProcess:
-  """The process from its parts (see `build_grouped_dp_fedavg`)."""
+  """The process from its parts (see `build_grouped_dp_fedavg`).
+
+  `aggregator` None: the query's state is a constant rebuilt each round and
+  the process keeps no aggregator state (local DP alone).
+  """
   weights_type = initial_model_weights_fn.type_signature.result
-  query_state_type = (
-      aggregator.initialize.type_signature.result.member.query_state)
-  client_work_init = grouped_client_work.build_client_work_init(
-      client_optimizer)
+  if aggregator is None:
+    query_state_init = tff.tensorflow.computation(query.initial_global_state)
+    query_state_type = query_state_init.type_signature.result
+  else:
+    query_state_init = None
+    query_state_type = (
+        aggregator.initialize.type_signature.result.member.query_state)
   derive_sample_params = tff.tensorflow.computation(query.derive_sample_params,
                                                     query_state_type)
   group_update = grouped_client_work.build_group_update(
@@ -284,13 +345,15 @@ def _build_process(
       lambda event: event.to_named_tuple(), dp_event_type)
   derive_metrics = tff.tensorflow.computation(query.derive_metrics,
                                               query_state_type)
-  finalize_train_metrics = grouped_client_work.build_finalize_train_metrics(
-      group_metrics_type)
+  finalize_train_metrics = (
+      grouped_client_work.build_finalize_train_metrics(group_metrics_type)
+      if group_metrics_type else None)
   init_fn = _build_init_fn(initial_model_weights_fn, distributor,
                            client_work_init, aggregator, finalizer)
   state_type = init_fn.type_signature.result
   next_fn = _build_next_fn(state_type,
                            groups_type,
+                           query_state_init=query_state_init,
                            distributor=distributor,
                            finalizer=finalizer,
                            derive_sample_params=derive_sample_params,
@@ -321,7 +384,7 @@ def _build_get_noised_result(query: tfp.DPQuery, records_type: tff.Type,
 def _build_init_fn(initial_model_weights_fn: tff.Computation,
                    distributor: tff.templates.MeasuredProcess,
                    client_work_init: tff.Computation,
-                   aggregator: tff.templates.AggregationProcess,
+                   aggregator: Optional[tff.templates.AggregationProcess],
                    finalizer: tff.templates.MeasuredProcess) -> tff.Computation:
   """The process's `initialize`: the reference's state structure."""
 
@@ -333,18 +396,20 @@ def _build_init_fn(initial_model_weights_fn: tff.Computation,
                                                     tff.SERVER),
             distributor=distributor.initialize(),
             client_work=client_work_init(),
-            aggregator=aggregator.initialize(),
+            aggregator=(tff.federated_value((), tff.SERVER)
+                        if aggregator is None else aggregator.initialize()),
             finalizer=finalizer.initialize()))
 
   return init_fn
 
 
 def _build_next_fn(state_type: tff.FederatedType, groups_type: tff.Type, *,
+                   query_state_init: Optional[tff.Computation],
                    distributor: tff.templates.MeasuredProcess,
                    finalizer: tff.templates.MeasuredProcess,
                    derive_sample_params: tff.Computation,
                    group_update: tff.Computation,
-                   finalize_train_metrics: tff.Computation,
+                   finalize_train_metrics: Optional[tff.Computation],
                    get_noised_result: tff.Computation,
                    convert_dp_event: tff.Computation,
                    derive_metrics: tff.Computation) -> tff.Computation:
@@ -355,8 +420,10 @@ def _build_next_fn(state_type: tff.FederatedType, groups_type: tff.Type, *,
   def next_fn(state, groups):
     distributed = distributor.next(state.distributor,
                                    state.global_model_weights)
-    aggregator_state = state.aggregator
-    query_state = aggregator_state.query_state
+    if query_state_init is None:
+      query_state = state.aggregator.query_state
+    else:
+      query_state = tff.federated_eval(query_state_init, tff.SERVER)
     params = tff.federated_broadcast(
         tff.federated_map(derive_sample_params, query_state))
     hparams = tff.federated_broadcast(state.client_work)
@@ -364,15 +431,28 @@ def _build_next_fn(state_type: tff.FederatedType, groups_type: tff.Type, *,
         group_update, (hparams, distributed.result, params, groups))
     # Sum of all simulated clients' preprocessed records = the sample state.
     sample_state = tff.federated_sum(records)
-    train_metrics = tff.federated_map(finalize_train_metrics,
-                                      tff.federated_sum(group_metrics))
+    if finalize_train_metrics is None:
+      # No client metric leaves the groups (local DP), so none is summed.
+      train_metrics = tff.federated_value(collections.OrderedDict(), tff.SERVER)
+    else:
+      train_metrics = tff.federated_map(finalize_train_metrics,
+                                        tff.federated_sum(group_metrics))
     result, new_query_state, dp_event = tff.federated_map(
         get_noised_result, (sample_state, query_state))
-    dp_event = tff.federated_map(convert_dp_event, dp_event)
-    new_aggregator_state = tff.federated_zip(
-        differential_privacy.DPAggregatorState(
-            new_query_state, aggregator_state.agg_state, dp_event,
-            tff.federated_value(False, tff.SERVER)))
+    if query_state_init is None:
+      new_aggregator_state = tff.federated_zip(
+          differential_privacy.DPAggregatorState(
+              new_query_state, state.aggregator.agg_state,
+              tff.federated_map(convert_dp_event, dp_event),
+              tff.federated_value(False, tff.SERVER)))
+      aggregator_metrics = collections.OrderedDict(
+          dp_query_metrics=tff.federated_map(derive_metrics, new_query_state),
+          # SumFactory's (empty) measurements, as in the reference.
+          dp=tff.federated_value((), tff.SERVER))
+    else:
+      # As the reference's sum over the fixed count: no state, no metrics.
+      new_aggregator_state = tff.federated_value((), tff.SERVER)
+      aggregator_metrics = tff.federated_value((), tff.SERVER)
     finalized = finalizer.next(state.finalizer, state.global_model_weights,
                                result)
     new_state = tff.federated_zip(
@@ -386,11 +466,7 @@ def _build_next_fn(state_type: tff.FederatedType, groups_type: tff.Type, *,
         collections.OrderedDict(
             distributor=distributed.measurements,
             client_work=collections.OrderedDict(train=train_metrics),
-            aggregator=collections.OrderedDict(
-                dp_query_metrics=tff.federated_map(derive_metrics,
-                                                   new_query_state),
-                # SumFactory's (empty) measurements, as in the reference.
-                dp=tff.federated_value((), tff.SERVER)),
+            aggregator=aggregator_metrics,
             finalizer=finalized.measurements))
     return tff.learning.templates.LearningProcessOutput(new_state, metrics)
 

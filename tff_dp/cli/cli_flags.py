@@ -333,10 +333,13 @@ def define_simulation_flags(fv: flags.FlagValues) -> None:
       'learning algorithm, one invocation per client (every '
       'configuration). N > 1: the grouped fast path '
       '(tff_dp/algorithms/grouped_fedavg.py): the same local training, clipping, '
-      'noise and accounting per simulated client, for '
-      '--algorithm=fedavg with gaussian_fixed or gaussian_adaptive, '
-      'uniform weighting, no local or example-level DP, and in-memory '
-      'data. 0: the grouped path with '
+      'noise and accounting per simulated client, for every --algorithm '
+      '(fedavg, fedprox, fedsgd, dp_ftrl) with gaussian_fixed, '
+      'gaussian_adaptive or tree_aggregation, uniform or capped '
+      'weighting, local DP and example-level DP-SGD (with '
+      '--client_epochs=1), on in-memory single-label data; not for '
+      '--dp_mechanism=none without noise at the clients (|D_k| weights). '
+      '0: the grouped path with '
       f'{config_checks.AUTO_CLIENTS_PER_CALL} clients per call where it '
       'applies, else 1.',
       lower=0,

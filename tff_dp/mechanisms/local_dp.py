@@ -206,6 +206,24 @@ class LocalDpFactory(tff.aggregators.UnweightedAggregationFactory):
   def clients_per_round(self) -> int:
     return self._clients_per_round
 
+  def randomize(self, value):
+    """The client-side clip and noise as TF ops on one update, for code
+    already inside a TF computation (the grouped path's simulated clients,
+    `tff_dp.algorithms.grouped_local_dp`): each execution of the ops draws
+    a fresh secret seed under this factory's key."""
+    return _clip_and_noise(value,
+                           mechanism=self._mechanism,
+                           clip=self._clip,
+                           noise_scale=self._noise_scale,
+                           noise_key=self._noise_key)
+
+  @property
+  def central_factory(
+      self) -> Optional[tff.aggregators.UnweightedAggregationFactory]:
+    """The factory that aggregates the noised updates, or None (their sum
+    over `clients_per_round`)."""
+    return self._central_factory
+
   def client_computation(self, value_type) -> tff.Computation:
     """The TF computation each client runs on its update (clip, then noise)."""
     value_type = tff.to_type(value_type)
@@ -216,11 +234,7 @@ class LocalDpFactory(tff.aggregators.UnweightedAggregationFactory):
 
     @tff.tensorflow.computation(value_type)
     def clip_and_noise(value):
-      return _clip_and_noise(value,
-                             mechanism=self._mechanism,
-                             clip=self._clip,
-                             noise_scale=self._noise_scale,
-                             noise_key=self._noise_key)
+      return self.randomize(value)
 
     return clip_and_noise
 

@@ -23,6 +23,7 @@ class TreeAggregation(central.CentralMechanism):
   # Calibration inverts sampled-Gaussian accounting, not the tree's.
   calibrates = False
   local_dp = False
+  grouped = True
 
   def describe(self, settings: central.DpSettings) -> str:
     return (f'tree aggregation (DP-FTRL, Kairouz et al. 2021) of client '

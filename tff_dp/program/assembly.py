@@ -14,10 +14,12 @@ import functools
 
 from tff_dp.algorithms import dp_ftrl
 from tff_dp.algorithms import example_dp
+from tff_dp.algorithms import grouped_client_options
 from tff_dp.algorithms import grouped_fedavg
 from tff_dp.algorithms import learning_process
 from tff_dp.algorithms import models
 from tff_dp.config import Algorithm
+from tff_dp.config import ClientWeighting
 from tff_dp.config import LocalDp
 from tff_dp.config import TrainConfig
 from tff_dp.data.federated_data import FederatedData
@@ -106,7 +108,7 @@ def build_process(config: TrainConfig,
   """
   wrap = canaries.wrap if canaries is not None else (lambda factory: factory)
   if group_size > 1:
-    return _build_grouped_process(config, data, client_files_dir, wrap,
+    return _build_grouped_process(config, data, sampler, client_files_dir, wrap,
                                   keras_model_fn)
   model_fn = build_model_fn(config, data, keras_model_fn)
   dp = dp_settings(config)
@@ -151,25 +153,74 @@ def _central_factory(dp, wrap):
       wrap(learning_process.build_dp_aggregator(dp)))
 
 
-def _build_grouped_process(config: TrainConfig, data: FederatedData,
+def _build_grouped_process(config: TrainConfig, data: FederatedData, sampler,
                            client_files_dir: str, wrap, keras_model_fn):
-  """The grouped DP-FedAvg process (many simulated clients per TFF call)."""
+  """The grouped process (many simulated clients per TFF call)."""
   # `config_checks.grouped_unsupported_reason` refuses other data first.
   if data.label_kind is not LabelKind.SINGLE:
     raise ValueError('the grouped path trains single-label models only')
+  dp = dp_settings(config)
+  if config.algorithm is Algorithm.DP_FTRL:
+    # As the reference's `dp_ftrl.build_dp_ftrl_process`: the tree, and
+    # heavy-ball SGD at the server.
+    dp_factory = config.mechanism.build_aggregator(
+        dp,
+        rounds_per_epoch=sampler.rounds_per_epoch,
+        record_specs=dp_ftrl.model_update_specs(
+            build_model_fn(config, data, keras_model_fn)))
+    optimizer = dp_ftrl.build_server_optimizer(
+        server_learning_rate=config.server_learning_rate,
+        server_momentum=config.server_momentum)
+  else:
+    # None: local or example-level DP alone (`grouped_unsupported_reason`
+    # allows no other run without a central mechanism).
+    dp_factory = (None
+                  if dp is None else learning_process.build_dp_aggregator(dp))
+    optimizer = server_optimizer(config)
   return grouped_fedavg.build_grouped_dp_fedavg(
       keras_model_fn=build_keras_model_fn(config, data, keras_model_fn),
       input_dim=data.input_dim,
       num_classes=data.num_classes,
-      dp_factory=wrap(learning_process.build_dp_aggregator(
-          dp_settings(config))),
+      dp_factory=None if dp_factory is None else wrap(dp_factory),
       client_learning_rate=config.client_learning_rate,
       client_momentum=config.client_momentum,
-      server_optimizer=server_optimizer(config),
+      server_optimizer=optimizer,
       batch_size=config.client_batch_size,
       epochs=config.client_epochs,
       client_files_dir=client_files_dir,
-      max_client_size=max(map(int, data.client_sizes()), default=0))
+      max_client_size=max(map(int, data.client_sizes()), default=0),
+      options=_grouped_client_options(config),
+      # Its randomizer runs per simulated client; the central factory, if
+      # any, is `dp_factory` above.
+      local_dp_factory=_local_dp_factory(config, None),
+      example_dp_settings=_example_dp_settings(config),
+      clients_per_round=config.clients_per_round)
+
+
+def _example_dp_settings(config: TrainConfig):
+  """The clients' DP-SGD as `_build_example_dp_process` sets it, or None."""
+  if not config.example_dp:
+    return None
+  return example_dp.DpSgdSettings(
+      learning_rate=config.client_learning_rate,
+      noise_multiplier=config.example_noise_multiplier,
+      clip=config.example_clip,
+      expected_batch_size=config.client_batch_size,
+      local_steps=config.local_steps)
+
+
+def _grouped_client_options(config: TrainConfig):
+  """What each simulated client does, as the reference's client work
+  (`learning_process.build_learning_process`) and aggregator chain."""
+  fedprox = config.algorithm is Algorithm.FEDPROX
+  fedsgd = config.algorithm is Algorithm.FEDSGD
+  return grouped_client_options.ClientOptions(
+      full_gradient=fedsgd,
+      proximal_strength=config.proximal_strength if fedprox else 0.0,
+      # TFF's FedProx and FedSGD client works keep no optimizer hparams.
+      stateless_client_work=fedprox or fedsgd,
+      weight_cap=(config.weight_cap if config.client_weighting
+                  is ClientWeighting.CAPPED else None))
 
 
 def _build_example_dp_process(config: TrainConfig, data: FederatedData,
