@@ -279,6 +279,14 @@ def _check_mechanism_combinations(config: TrainConfig) -> None:
     raise ConfigError(
         'example_dp', True, 'example-level DP-SGD runs inside '
         'FedAvg clients: use --algorithm=fedavg')
+  if config.example_dp and config.client_epochs != 1:
+    # The client's dataset then holds every record client_epochs times, so a
+    # record can join several batches of a pass while the accountant
+    # (`tff_dp.privacy.example_accounting`) charges each record as one.
+    raise ConfigError(
+        'client_epochs', config.client_epochs,
+        'must be 1 with --example_dp (the record-level accounting charges '
+        'each record once per local step; more local work: raise --rounds)')
   if config.example_dp and config.client_weighting is not (
       ClientWeighting.UNIFORM):
     raise ConfigError('client_weighting', config.client_weighting.value,

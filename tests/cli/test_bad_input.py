@@ -64,6 +64,10 @@ def _cases(tmp):
         '--dp_mechanism=none'], '--clients_per_call=8'),
       (['--flagfile=' + _SMOKE, '--example_dp',
         '--algorithm=fedsgd'], '--example_dp'),
+      # Each record would be in the client's data client_epochs times while
+      # the record-level accountant charges it once.
+      (['--flagfile=' + _SMOKE, '--example_dp',
+        '--client_epochs=3'], '--client_epochs=3'),
       # Multi-label bags of words: no token ids for the rnn, and the grouped
       # path is single-label.
       (['--flagfile=' + _TAGS, '--model=rnn'], '--model=rnn'),
