@@ -560,7 +560,8 @@ def test_program_grouped_by_default_and_same_release_as_per_client(tmp_path):
   grouped_out, grouped = _train(tmp_path, 'grouped')
   reference_out, reference = _train(tmp_path, 'reference',
                                     '--clients_per_call=1')
-  assert 'clients per TFF call (grouped DP-FedAvg)' in grouped_out
+  assert 'clients per TFF call (the grouped path, --algorithm=fedavg)' in (
+      grouped_out)
   assert 'clients per TFF call' not in reference_out
   assert [row.keys() for row in grouped] == [row.keys() for row in reference]
   for row, expected in zip(grouped, reference):

@@ -189,8 +189,8 @@ def run_experiment(
                                                 epochs=config.client_epochs,
                                                 group_size=group_size)
     print(
-        f'simulation: up to {group_size} clients per TFF call (grouped '
-        'DP-FedAvg)',
+        f'simulation: up to {group_size} clients per TFF call (the grouped '
+        f'path, --algorithm={config.algorithm.value})',
         flush=True)
   try:
     return _run(config,
