@@ -29,6 +29,11 @@ from tff_dp.data import sql_queries
 from tff_dp.data.federated_data import FederatedData
 
 IDENTITY_NAME = 'shard.json'
+# The worker's client files are in `data` under its working directory, and
+# computations built on the driver name them through the reading process's
+# own working directory (`tff_dp.algorithms.shard_routing` says why).
+WORKER_DATA_NAME = 'data'
+WORKER_DATA_DIR = '/proc/self/cwd/' + WORKER_DATA_NAME
 
 
 def _shard_info(path: str, metadata: dict[str, Any]) -> dict[str, Any]:

@@ -77,6 +77,16 @@ class SplitRoundsContext(tff.framework.SyncContext):
     self._pool.shutdown(wait=True)
     self._loop.close()
 
+  def invoke_on_each_worker(self, comp) -> list[Any]:
+    """Runs a no-argument computation on every remote worker; the results
+    in worker order (e.g. which data shard each serves)."""
+    futures = [
+        self._pool.submit(asyncio.run, context.invoke(comp, None))
+        for context in self._remotes
+    ]
+    concurrent.futures.wait(futures)
+    return [future.result() for future in futures]
+
   def invoke(self, comp, arg: Any = None):
     parameter = comp.type_signature.parameter
     if not _has_clients_values(parameter):

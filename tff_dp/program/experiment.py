@@ -25,13 +25,16 @@ from typing import Any, Callable, Mapping, Optional
 from tff_dp import atomic_io
 from tff_dp import config as config_lib
 from tff_dp.algorithms import grouped_data
+from tff_dp.algorithms import shard_routing
 from tff_dp.cohorts import sampling
 from tff_dp.config import TrainConfig
 from tff_dp.data import fingerprint
 from tff_dp.data import labels
 from tff_dp.data import loading
+from tff_dp.data import shard_manifest
 from tff_dp.data.held_out import HeldOutClients
 from tff_dp.execution import runtime
+from tff_dp.execution import worker_errors
 from tff_dp.privacy import run_secrets
 from tff_dp.program import assembly
 from tff_dp.program import canary_audit
@@ -182,7 +185,18 @@ def run_experiment(
               if config.audit_canaries else None)
   group_size = prepared.clients_per_call
   grouped_rounds = None
-  if group_size > 1:
+  if group_size > 1 and isinstance(data, shard_manifest.ShardedClientData):
+    # The workers read their shard's examples; the driver sends client ids.
+    grouped_rounds = shard_routing.RoutedGroups(data,
+                                                seed=config.seed,
+                                                epochs=config.client_epochs,
+                                                group_size=group_size)
+    print(
+        f'simulation: up to {group_size} clients per TFF call (grouped '
+        'DP-FedAvg), each sampled client routed to the worker holding its '
+        'shard',
+        flush=True)
+  elif group_size > 1:
     grouped_rounds = grouped_data.GroupedRounds(data.client_x,
                                                 data.client_y,
                                                 seed=config.seed,
@@ -214,14 +228,29 @@ def run_experiment(
       grouped_rounds.close()
 
 
-def _runtime(config: TrainConfig, run_dir: str):
+def _assign_shards(routed: shard_routing.RoutedGroups):
+  """`split_runtime`'s on_connect: which shard each worker serves, checked
+  before the first round (a mismatch is one line naming the worker)."""
+
+  def on_connect(probe_each, workers):
+    try:
+      routed.assign(probe_each, workers)
+    except shard_manifest.ShardError as e:
+      raise worker_errors.RemoteWorkerStartError(str(e)) from e
+
+  return on_connect
+
+
+def _runtime(config: TrainConfig, run_dir: str, grouped_rounds=None):
   """The local worker, or with --workers the split across remote ones."""
   if config.workers:
-    return runtime.split_runtime(log_path=os.path.join(run_dir, 'worker.log'),
-                                 workers=config.workers,
-                                 worker_certs=config.worker_certs,
-                                 tunnel_log_path=os.path.join(
-                                     run_dir, 'stunnel.log'))
+    routed = isinstance(grouped_rounds, shard_routing.RoutedGroups)
+    return runtime.split_runtime(
+        log_path=os.path.join(run_dir, 'worker.log'),
+        workers=config.workers,
+        worker_certs=config.worker_certs,
+        tunnel_log_path=os.path.join(run_dir, 'stunnel.log'),
+        on_connect=_assign_shards(grouped_rounds) if routed else None)
   return runtime.local_runtime(
       log_path=os.path.join(run_dir, 'worker.log'),
       allow_unconfined_worker=config.allow_unconfined_worker)
@@ -253,7 +282,7 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
     # Everything that executes a TFF computation (initialize included) runs
     # inside the runtime we own; TFF's default context would start a worker
     # that outlives us.
-    with _runtime(config, run_dir):
+    with _runtime(config, run_dir, grouped_rounds):
       start = _start(config,
                      run_dir,
                      checkpoints,
