@@ -185,8 +185,8 @@ class RoutedGroups:
     if self._worker_of_shard is None:
       raise RuntimeError('RoutedGroups.assign must run before the first round')
     per_worker = [[] for _ in self._worker_of_shard]
-    shard_of = np.searchsorted(self._firsts, np.asarray(cohort, np.int64),
-                               side='right') - 1
+    shard_of = np.searchsorted(
+        self._firsts, np.asarray(cohort, np.int64), side='right') - 1
     for client, shard in zip(cohort, shard_of):
       per_worker[self._worker_of_shard[shard]].append(int(client))
     groups = [
@@ -204,8 +204,7 @@ class RoutedGroups:
     for worker_groups in groups:
       routed.extend(worker_groups)
       routed.extend(
-          grouped_data.empty_group()
-          for _ in range(count - len(worker_groups)))
+          grouped_data.empty_group() for _ in range(count - len(worker_groups)))
     return routed
 
   def close(self) -> None:

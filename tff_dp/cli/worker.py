@@ -157,8 +157,10 @@ def _prepare_shard(root: str) -> Optional[dict]:
   from tff_dp.data import shard_files  # pylint: disable=g-import-not-at-top
   data = os.path.join(root, shard_files.WORKER_DATA_NAME)
   os.mkdir(data, 0o700)
-  print(f'{PROGRAM}: checking the shard in {FLAGS.data_dir} and writing its '
-        'client files for the TFF worker', flush=True)
+  print(
+      f'{PROGRAM}: checking the shard in {FLAGS.data_dir} and writing its '
+      'client files for the TFF worker',
+      flush=True)
   try:
     return shard_files.write_worker_data(FLAGS.data_dir, data)
   except ValueError as e:

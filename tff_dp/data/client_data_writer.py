@@ -89,8 +89,11 @@ class ClientDataWriter:
     self.rows += len(labels)
     self.max_label = max(self.max_label, max(labels))
 
-  def add_encoded(self, client_id: str, rows, *, split: str = TRAIN_SPLIT
-                 ) -> None:
+  def add_encoded(self,
+                  client_id: str,
+                  rows,
+                  *,
+                  split: str = TRAIN_SPLIT) -> None:
     """Inserts one client's already serialized examples (a shard's rows).
 
     Args:

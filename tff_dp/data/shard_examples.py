@@ -33,8 +33,7 @@ class ExampleDecoder:
     # length, but the leading body length varint depends on the label's
     # entry, so it is read per row.
 
-  def decode(self, rowid: int, blob: bytes,
-             label: int) -> np.ndarray:
+  def decode(self, rowid: int, blob: bytes, label: int) -> np.ndarray:
     """The row's float32 features; raises naming the row if not exact."""
     data_len = 4 * self._dim
     # b'\n' + varint(body length) + prefix + features + label entry.
@@ -65,8 +64,8 @@ def rows_as_arrays(path: str, rows: Iterable[tuple[int, bytes, int]], *,
 
 
 def train_rows_by_client(
-    con: sqlite3.Connection) -> Iterator[tuple[str, list[tuple[int, bytes,
-                                                                  int]]]]:
+    con: sqlite3.Connection
+) -> Iterator[tuple[str, list[tuple[int, bytes, int]]]]:
   """(client id, its training rows in file order), one client at a time.
 
   Clients come in the order SQLite sorts their ids (callers index clients by

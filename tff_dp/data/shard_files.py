@@ -40,8 +40,8 @@ def _shard_info(path: str, metadata: dict[str, Any]) -> dict[str, Any]:
   """The shard's own record of which shard it is, checked."""
   info = metadata.get(shard_manifest.SHARD_METADATA_KEY)
   keys = ('index', 'count', 'first_client', 'clients')
-  if not (isinstance(info, dict) and all(
-      isinstance(info.get(k), int) and info[k] >= 0 for k in keys) and
+  if not (isinstance(info, dict) and
+          all(isinstance(info.get(k), int) and info[k] >= 0 for k in keys) and
           isinstance(info.get('dataset_id'), str)):
     raise client_data_checks.error(
         path, 'is not a shard (no shard metadata: made by ./run.sh '

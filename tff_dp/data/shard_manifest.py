@@ -84,8 +84,7 @@ def _bad(path: str, what: str) -> ShardError:
 
 
 def _is_int(value: Any, low: int = 0) -> bool:
-  return isinstance(value, int) and not isinstance(value,
-                                                   bool) and value >= low
+  return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 def read_manifest(path: str) -> dict[str, Any]:
@@ -96,8 +95,9 @@ def read_manifest(path: str) -> dict[str, Any]:
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
     raise _bad(path, f'cannot be read as a shard manifest ({e})') from None
   if not isinstance(m, dict) or m.get('format') != FORMAT:
-    raise _bad(path, f'not a shard manifest (format is not {FORMAT!r}; '
-               'made by ./run.sh import-data --shards=K)')
+    raise _bad(
+        path, f'not a shard manifest (format is not {FORMAT!r}; '
+        'made by ./run.sh import-data --shards=K)')
   if m.get('version') != VERSION:
     raise _bad(path, f'version {m.get("version")!r}; this tff-dp reads '
                f'{VERSION}')
@@ -137,8 +137,9 @@ def _check_shard_entry(path: str, s: int, shard: Any, first: int,
     if not isinstance(shard.get(key), str) or not shard[key]:
       raise _bad(path, f'{where}: {key}: expected a string')
   if os.path.isabs(shard['file']) or '..' in shard['file'].split('/'):
-    raise _bad(path, f'{where}: file {shard["file"]!r} must be relative, '
-               'inside the manifest\'s directory')
+    raise _bad(
+        path, f'{where}: file {shard["file"]!r} must be relative, '
+        'inside the manifest\'s directory')
 
 
 def shard_of(manifest: dict[str, Any], client: int) -> int:
@@ -151,19 +152,22 @@ def _load_test_set(path: str, manifest: dict[str, Any]):
   """(x, y) of the manifest's test file, checked against its fingerprint."""
   test_path = os.path.join(os.path.dirname(path), manifest['test']['file'])
   if not os.path.isfile(test_path):
-    raise _bad(test_path, 'no such file (the manifest\'s test set; it stays '
-               'beside the manifest)')
+    raise _bad(
+        test_path, 'no such file (the manifest\'s test set; it stays '
+        'beside the manifest)')
   if file_sha256(test_path) != manifest['test']['fingerprint']:
-    raise _bad(test_path, 'its SHA-256 is not the manifest\'s (a file of '
-               'another import?)')
+    raise _bad(
+        test_path, 'its SHA-256 is not the manifest\'s (a file of '
+        'another import?)')
   with np.load(test_path, allow_pickle=False) as arrays:
     x, y = arrays['x'], arrays['y']
-  if (x.dtype != np.float32 or x.ndim != 2 or x.shape[1] != manifest['input_dim']
-      or y.dtype != np.int32 or y.shape != (x.shape[0],) or not x.shape[0]):
+  if (x.dtype != np.float32 or x.ndim != 2 or
+      x.shape[1] != manifest['input_dim'] or y.dtype != np.int32 or
+      y.shape != (x.shape[0],) or not x.shape[0]):
     raise _bad(test_path, 'expected x float32 [n, input_dim] and y int32 [n], '
                'n >= 1')
-  if not np.all(np.isfinite(x)) or y.min() < 0 or y.max() >= manifest[
-      'num_classes']:
+  if not np.all(
+      np.isfinite(x)) or y.min() < 0 or y.max() >= manifest['num_classes']:
     raise _bad(test_path, 'non-finite features or labels out of range')
   return x, y
 

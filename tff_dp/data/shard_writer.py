@@ -163,9 +163,10 @@ def write_shards(source_path: str, out_dir: str, shards: int) -> str:
       'assignment': 'contiguous ranges of the sorted training client ids: '
                     'shard s holds [first_client, first_client + clients)',
       'test': {
-          'file': test_file,
-          'fingerprint': shard_manifest.file_sha256(
-              os.path.join(out_dir, test_file)),
+          'file':
+              test_file,
+          'fingerprint':
+              shard_manifest.file_sha256(os.path.join(out_dir, test_file)),
       },
       'shards': entries,
   }

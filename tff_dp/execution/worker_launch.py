@@ -104,12 +104,11 @@ def _worker_environment(shim: Optional[str],
   return env
 
 
-def start_worker(
-    *,
-    log_path: str,
-    max_concurrent_computation_calls: int = -1,
-    allow_unconfined_worker: bool = False,
-    cwd: Optional[str] = None) -> worker_process.Worker:
+def start_worker(*,
+                 log_path: str,
+                 max_concurrent_computation_calls: int = -1,
+                 allow_unconfined_worker: bool = False,
+                 cwd: Optional[str] = None) -> worker_process.Worker:
   """Starts the C++ worker, confined to a private Unix socket.
 
   Args:
