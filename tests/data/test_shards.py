@@ -135,6 +135,7 @@ def test_a_data_dir_without_a_shard_is_one_clear_error(tmp_path):
     shard_files.write_worker_data(str(tmp_path), str(tmp_path))
 
 
+@pytest.mark.e2e
 def test_import_data_shards_from_the_command_line(tmp_path):
   table = write_table(tmp_path / 't.npz', clients=10, rows=80)
   command = [

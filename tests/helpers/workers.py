@@ -91,7 +91,9 @@ def start_served_worker(certs_dir: str,
   command = [
       sys.executable, '-m', 'tff_dp.cli.worker', '--tls', f'--port={port}',
       f'--certs_dir={certs_dir}', f'--logs_dir={log_dir}'
-  ] + ([f'--data_dir={data_dir}'] if data_dir else [])
+  ]
+  if data_dir:
+    command.append(f'--data_dir={data_dir}')
   process = subprocess.Popen(command,
                              cwd=REPO_ROOT,
                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
