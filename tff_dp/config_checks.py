@@ -19,6 +19,7 @@ from tff_dp.config import Evaluation
 from tff_dp.config import LocalDp
 from tff_dp.config import ModelKind
 from tff_dp.config import TrainConfig
+from tff_dp.config import WorkerLoss
 from tff_dp.data import loading
 from tff_dp.data import shard_manifest
 from tff_dp.data.labels import LabelKind
@@ -111,8 +112,21 @@ def _check_workers(config: TrainConfig) -> None:
         'worker_certs', config.worker_certs,
         'is required with, and only with, --workers (the '
         'driver\'s certificates: ./run.sh certs)')
+  continues = config.on_worker_loss is WorkerLoss.CONTINUE
   if not config.workers:
+    if continues:
+      raise ConfigError('on_worker_loss', config.on_worker_loss.value,
+                        'is used only with --workers')
     return
+  if continues and shard_manifest.is_manifest_path(
+      config.client_data) and (config.client_sampling
+                               is not sampling.ClientSampling.POISSON):
+    raise ConfigError(
+        'on_worker_loss', config.on_worker_loss.value,
+        f'with a sharded --client_data a lost worker\'s clients become '
+        f'unreachable; leaving them out of a cohort is exact only for '
+        f'--client_sampling=poisson (this run: '
+        f'{config.client_sampling.value}); use --on_worker_loss=stop')
   if not shard_manifest.is_manifest_path(config.client_data):
     if config.clients_per_call > 1:
       raise ConfigError(

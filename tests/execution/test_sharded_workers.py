@@ -10,7 +10,9 @@ released model equals the single-machine run's (the same import loaded into
 memory on one machine, same seeds) to float tolerance; with noise the ledger
 and epsilon are the single-machine run's. A driver given the manifest of
 another import is refused before round 1 in one line naming the worker and
-the shard.
+the shard. With --on_worker_loss=continue, a worker killed mid-run is left
+out: the run completes, its shard's clients are stated as unreachable from
+that round on, and the ledger is the uninterrupted run's.
 """
 
 import glob
@@ -194,3 +196,50 @@ def test_workers_serving_another_imports_shards_are_refused_naming_them(
   assert (f'worker {sharded_workers[0].address} serves shard 2 of another '
           'import') in result.stderr
   assert not os.path.exists(tmp_path / 'other' / 'ledger.json')
+
+
+@pytest.mark.slow  # 156 s here: three workers, the 30 s loss deadline, two runs.
+def test_a_lost_worker_with_continue_leaves_its_shard_out_and_says_so(
+    pki, layout, tmp_path):
+  served = [
+      workers.start_served_worker(pki,
+                                  str(tmp_path / f'w{s}'),
+                                  portpicker.pick_unused_port(),
+                                  data_dir=layout['hosts'][s]) for s in range(3)
+  ]
+  try:
+    run = programs.start_train(f'--flagfile={_DEFAULT}', '--rounds=6',
+                               '--dataset=sqlite',
+                               f'--client_data={layout["driver"]}',
+                               f'--output_dir={tmp_path}', '--run_name=lost',
+                               '--log_every=1', *_SAME_COHORTS,
+                               *_worker_flags(served,
+                                              pki), '--on_worker_loss=continue')
+    for line in run.stdout:
+      if line.startswith('round 2/'):
+        break
+    served[2].process.kill()  # SIGKILL: its worker and stunnel die with it.
+    out, err = run.communicate(timeout=240)
+    assert run.returncode == 0, err
+    assert f'WARNING: worker {served[2].address} lost in round' in out
+    assert 'the 79 clients of shard 2 are unreachable' in out or (
+        'clients of shard 2 are unreachable' in out)
+  finally:
+    for worker in served:
+      worker.stop()
+  run_dir = tmp_path / 'lost'
+  with open(run_dir / 'worker_losses.json') as f:
+    (event,) = json.load(f)
+  assert event['worker'] == served[2].address and event['shard'] == 2
+  assert event['round'] >= 3
+  statement = (run_dir / 'privacy_statement.txt').read_text()
+  assert 'Workers lost during the run' in statement
+  assert f"shard 2: its {event['clients_unreachable']} clients" in statement
+  # Every round charged as planned: the ledger of an uninterrupted run.
+  _train(tmp_path, 'uninterrupted', layout['full'], '--rounds=6')
+  with open(run_dir / 'ledger.json') as f:
+    lost = json.load(f)
+  with open(tmp_path / 'uninterrupted' / 'ledger.json') as f:
+    assert lost == json.load(f)
+  with open(run_dir / 'summary.json') as f:
+    assert json.load(f)['rounds'] == 6

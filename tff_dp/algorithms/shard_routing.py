@@ -34,6 +34,11 @@ and `assign_workers` refuses, in one line naming the worker and the shard,
 a worker without a shard, a shard of another import (dataset_id), a shard
 whose SHA-256 is not the manifest's, two workers with one shard, or a
 shard served by nobody.
+
+With `--on_worker_loss=continue`, a lost worker is dropped (`drop_worker`):
+its shard's clients are left out of every later round's groups, and the
+groups are laid out for the surviving workers, in the same order as the
+context slices them.
 """
 
 import collections
@@ -161,6 +166,7 @@ class RoutedGroups:
     self._firsts = np.array(
         [s['first_client'] for s in self._manifest['shards']])
     self._worker_of_shard: Optional[list[int]] = None
+    self._alive: list[int] = []
 
   def assign(self, probe_each, workers: Sequence[str]) -> list[int]:
     """Asks every worker which shard it serves; checks; remembers.
@@ -178,17 +184,27 @@ class RoutedGroups:
     self._worker_of_shard = [0] * len(shards)
     for worker, shard in enumerate(shards):
       self._worker_of_shard[shard] = worker
+    self._alive = list(range(len(shards)))
     return shards
+
+  def drop_worker(self, worker: int) -> tuple[int, int]:
+    """Stops routing to `worker` (lost): its shard's clients are left out of
+    every later round's groups. Returns (its shard, that shard's clients)."""
+    self._alive.remove(worker)
+    shard = self._worker_of_shard.index(worker)
+    return shard, self._manifest['shards'][shard]['clients']
 
   def __call__(self, round_num: int,
                cohort: Sequence[int]) -> list[collections.OrderedDict]:
     if self._worker_of_shard is None:
       raise RuntimeError('RoutedGroups.assign must run before the first round')
-    per_worker = [[] for _ in self._worker_of_shard]
+    per_worker = {worker: [] for worker in self._alive}
     shard_of = np.searchsorted(
         self._firsts, np.asarray(cohort, np.int64), side='right') - 1
     for client, shard in zip(cohort, shard_of):
-      per_worker[self._worker_of_shard[shard]].append(int(client))
+      worker = self._worker_of_shard[shard]
+      if worker in per_worker:  # Else its worker was lost: unreachable.
+        per_worker[worker].append(int(client))
     groups = [
         grouped_data.make_groups(None,
                                  self._sizes,
@@ -197,7 +213,8 @@ class RoutedGroups:
                                  seed=self._seed,
                                  epochs=self._epochs,
                                  group_size=self._group_size,
-                                 with_examples=False) for clients in per_worker
+                                 with_examples=False)
+        for clients in per_worker.values()
     ]
     count = max(1, max(len(g) for g in groups))
     routed = []

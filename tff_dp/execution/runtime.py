@@ -156,7 +156,8 @@ def split_runtime(
     workers: str,
     worker_certs: str,
     tunnel_log_path: str,
-    on_connect: Optional[Callable[..., Any]] = None
+    on_connect: Optional[Callable[..., Any]] = None,
+    on_worker_lost: Optional[Callable[[int, str, Exception], bool]] = None
 ) -> Iterator[worker_process.Worker]:
   """`local_runtime`, with each round's cohort split across remote workers.
 
@@ -173,6 +174,8 @@ def split_runtime(
       with (run a no-argument computation on each worker -> the results in
       worker order, the workers' names): e.g. to check which data shard each
       serves (`tff_dp.algorithms.shard_routing`).
+    on_worker_lost: None: a worker lost mid-run ends the run. Else the run
+      continues without it (`split_rounds.SplitRoundsContext`).
 
   Yields:
     The driver's local `Worker`.
@@ -193,7 +196,10 @@ def split_runtime(
       stub = worker_connect.connect(worker)
       context = split_rounds.SplitRoundsContext(
           [_async_context(remote.stub()) for remote in remotes],
-          _async_context(stub), execution_context(stub))
+          _async_context(stub),
+          execution_context(stub),
+          names=[str(address) for address in addresses],
+          on_worker_lost=on_worker_lost)
       try:
         if on_connect is not None:
           on_connect(context.invoke_on_each_worker,

@@ -50,6 +50,7 @@ from tff_dp.program import run_privacy
 from tff_dp.program import run_start
 from tff_dp.program import run_summary
 from tff_dp.program import training_loop
+from tff_dp.program import worker_losses
 
 
 def _round_values_fn(config: TrainConfig, *, release_nonprivate: bool,
@@ -241,7 +242,10 @@ def _assign_shards(routed: shard_routing.RoutedGroups):
   return on_connect
 
 
-def _runtime(config: TrainConfig, run_dir: str, grouped_rounds=None):
+def _runtime(config: TrainConfig,
+             run_dir: str,
+             grouped_rounds=None,
+             losses: Optional[worker_losses.WorkerLosses] = None):
   """The local worker, or with --workers the split across remote ones."""
   if config.workers:
     routed = isinstance(grouped_rounds, shard_routing.RoutedGroups)
@@ -250,7 +254,8 @@ def _runtime(config: TrainConfig, run_dir: str, grouped_rounds=None):
         workers=config.workers,
         worker_certs=config.worker_certs,
         tunnel_log_path=os.path.join(run_dir, 'stunnel.log'),
-        on_connect=_assign_shards(grouped_rounds) if routed else None)
+        on_connect=_assign_shards(grouped_rounds) if routed else None,
+        on_worker_lost=losses.on_lost if losses is not None else None)
   return runtime.local_runtime(
       log_path=os.path.join(run_dir, 'worker.log'),
       allow_unconfined_worker=config.allow_unconfined_worker)
@@ -282,7 +287,14 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
     # Everything that executes a TFF computation (initialize included) runs
     # inside the runtime we own; TFF's default context would start a worker
     # that outlives us.
-    with _runtime(config, run_dir, grouped_rounds):
+    losses = None
+    if config.on_worker_loss is config_lib.WorkerLoss.CONTINUE:
+      losses = worker_losses.WorkerLosses(
+          run_dir,
+          grouped_rounds
+          if isinstance(grouped_rounds, shard_routing.RoutedGroups) else None,
+          resume=resume)
+    with _runtime(config, run_dir, grouped_rounds, losses):
       start = _start(config,
                      run_dir,
                      checkpoints,
@@ -330,14 +342,16 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
                       grouped_rounds=grouped_rounds,
                       canaries=canaries,
                       release_nonprivate=release_nonprivate,
-                      on_round=on_round)
+                      on_round=on_round,
+                      losses=losses)
       weights = process.get_model_weights(result.state)
     audit = None if canaries is None else canaries.result(
         analytic={
             k.value: e for k, e in privacy.epsilons().items()
         },
         rounds=result.rounds_completed)
-    _write_statement(config, data, run_dir, result, privacy, releaser, audit)
+    _write_statement(config, data, run_dir, result, privacy, releaser, audit,
+                     losses)
   finally:
     if releaser is not None:
       releaser.close()
@@ -400,9 +414,21 @@ def _with_canaries(canaries, round_datasets, round_values, process, privacy):
   return canaries.real_datasets(round_datasets), values
 
 
-def _train(config, data, process, start, *, sampler, privacy, evaluate,
-           releaser, persist, grouped_rounds, canaries, release_nonprivate,
-           on_round) -> training_loop.LoopResult:
+def _train(config,
+           data,
+           process,
+           start,
+           *,
+           sampler,
+           privacy,
+           evaluate,
+           releaser,
+           persist,
+           grouped_rounds,
+           canaries,
+           release_nonprivate,
+           on_round,
+           losses=None) -> training_loop.LoopResult:
   """Runs the training loop from `start` to the end of the run."""
   round_datasets, round_values = _with_canaries(
       canaries, grouped_rounds or
@@ -413,6 +439,8 @@ def _train(config, data, process, start, *, sampler, privacy, evaluate,
       _round_values_fn(config,
                        release_nonprivate=release_nonprivate,
                        label_kind=data.label_kind), process, privacy)
+  if losses is not None:
+    round_datasets = losses.track(round_datasets)
   return training_loop.run_training_loop(process=process,
                                          state=start.state,
                                          sampler=sampler,
@@ -433,8 +461,14 @@ def _train(config, data, process, start, *, sampler, privacy, evaluate,
                                          on_round=on_round)
 
 
-def _write_statement(config, data, run_dir, result, privacy, releaser,
-                     audit) -> None:
+def _write_statement(config,
+                     data,
+                     run_dir,
+                     result,
+                     privacy,
+                     releaser,
+                     audit,
+                     losses=None) -> None:
   """Writes the privacy statement of what the run released."""
   statement = privacy_statement.privacy_statement(
       config,
@@ -443,6 +477,8 @@ def _write_statement(config, data, run_dir, result, privacy, releaser,
       privacy=privacy,
       released_keys=releaser.released_keys,
       canary_audit=audit)
+  if losses is not None:
+    statement += losses.statement()
   atomic_io.write_text_atomic(os.path.join(run_dir, 'privacy_statement.txt'),
                               statement)
   releaser.write_text('privacy_statement', statement)
