@@ -47,6 +47,7 @@ reachable ones with the same q.
 
 import asyncio
 import concurrent.futures
+import time
 from typing import Any, Callable, Optional, Sequence
 
 import tensorflow_federated as tff
@@ -97,6 +98,7 @@ class SplitRoundsContext(tff.framework.SyncContext):
     self._remotes = list(remote_contexts)
     self._names = list(names or [f'#{i}' for i in range(len(self._remotes))])
     self._alive = list(range(len(self._remotes)))
+    self.last_up_to_merge_seconds = 0.0
     self._on_worker_lost = on_worker_lost
     self._driver = driver_context
     self._driver_sync = driver_sync_context
@@ -175,7 +177,10 @@ class SplitRoundsContext(tff.framework.SyncContext):
     return self._up_to_merge(form, [piece])
 
   async def _run(self, form, slices: list[Any]):
+    start = time.perf_counter()
     partials = self._up_to_merge(form, slices)
+    # Where a split round's time goes, for `benchmarks.workers`.
+    self.last_up_to_merge_seconds = time.perf_counter() - start
     merged = partials[0][1]
     for _, partial in partials[1:]:
       merged = await self._driver.invoke(
