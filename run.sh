@@ -47,6 +47,9 @@ Commands:
   bench [--quick]      Benchmarks: seconds per round vs the compute floor and plain
                        TFF, time to first round, memory over 300 rounds (~25 min;
                        --quick ~1 min). Writes benchmarks/results/latest.json.
+  bench --workers [--quick]
+                       Seconds per round with 1, 2, 3 TLS workers reading their
+                       own shards, and the local grouped path (~12 min).
   bench outside-round [--sinks]
                        What the loop does outside the round (accounting,
                        ledger and checkpoint JSON; --sinks: releases) at
