@@ -51,6 +51,9 @@ Commands:
                        tff-dp, the floor, Flower and pfl on W1 and W2, alternating
                        (makes the peers' pinned environments once, under
                        ~/.cache/tff-dp/peers; ~25 min for 2 alternations).
+  bench --workers [--quick]
+                       Seconds per round with 1, 2, 3 TLS workers reading their
+                       own shards, and the local grouped path (~12 min).
   bench outside-round [--sinks]
                        What the loop does outside the round (accounting,
                        ledger and checkpoint JSON; --sinks: releases) at
@@ -273,6 +276,7 @@ cmd_bench() {
   fi
   local arg rest=()
   for arg in "$@"; do
+    [[ "${arg}" == --workers ]] && ensure_stunnel  # The workers' TLS proxies.
     [[ "${arg}" == --peers ]] || rest+=("${arg}")
   done
   if (( ${#rest[@]} != $# )); then

@@ -64,6 +64,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
       action='store_true',
       help='a few small rounds per engine, to prove the machinery '
       '(well under 2 minutes on 2 cores); numbers are not meaningful')
+  parser.add_argument(
+      '--workers',
+      action='store_true',
+      help='instead: seconds per round with 1, 2 and 3 TLS workers reading '
+      'their own shards and the local grouped path (benchmarks.workers)')
   parser.add_argument('--output_dir',
                       default=DEFAULT_OUTPUT_DIR,
                       help='where <UTC time>.json and latest.json go')
@@ -728,6 +733,11 @@ def _versions() -> dict[str, str]:
 def main(argv: list[str]) -> int:
   """Runs the jobs one after the other, prints and writes the report."""
   args = parse_args(argv)
+  if args.workers:
+    # Its own process: it starts worker programs and several runtimes.
+    return subprocess.call([sys.executable, '-m', 'benchmarks.workers'] +
+                           (['--quick'] if args.quick else []),
+                           cwd=REPO_ROOT)
   started = datetime.datetime.now(datetime.timezone.utc)
   stamp = started.strftime('%Y%m%d-%H%M%S')
   git_state = _git_state()

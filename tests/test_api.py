@@ -156,11 +156,12 @@ def test_workers_are_keyword_settings_checked_as_on_the_command_line():
                            clients_per_call=0)
   assert config.workers == '127.0.0.1:7001,[::1]:7002'
   config_checks.check_config(config)
-  # Remote workers take TFF's one-client-per-call path.
+  # With unsharded data, remote workers take TFF's one-client-per-call path.
   assert config_checks.resolve_clients_per_call(config, in_memory=True) == 1
   with pytest.raises(ConfigError, match='--workers'):
     api.make_config(workers='127.0.0.1')
-  with pytest.raises(ConfigError, match='grouped path is not built'):
+  with pytest.raises(ConfigError,
+                     match='grouped path under --workers reads each worker'):
     config_checks.check_config(
         api.make_config(workers='h:1', worker_certs='c', clients_per_call=5))
   with pytest.raises(ConfigError, match='only with, --workers'):

@@ -80,6 +80,14 @@ class Evaluation(enum.Enum):
   FEDERATED = 'federated'
 
 
+class WorkerLoss(enum.Enum):
+  """What a run with --workers does when a worker is lost mid-run."""
+  # End the run (nothing of the round released, resumable).
+  STOP = 'stop'
+  # Go on with the other workers (`tff_dp.execution.split_rounds`).
+  CONTINUE = 'continue'
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """Everything a training run depends on; one field per flag."""
@@ -158,6 +166,9 @@ class TrainConfig:
   # certificates for them (`tff_dp.execution.remote_workers`).
   workers: str
   worker_certs: str
+  # With --workers: stop, or continue on the remaining workers, when one is
+  # lost mid-run (`tff_dp.execution.split_rounds`).
+  on_worker_loss: WorkerLoss = WorkerLoss.STOP
 
   @property
   def mechanism(self) -> central.CentralMechanism:
@@ -212,6 +223,8 @@ def config_from_mapping(values: Mapping[str, Any]) -> TrainConfig:
   """Builds a `TrainConfig` from flag-name -> raw value (strings for enums)."""
   kwargs = {}
   for field in dataclasses.fields(TrainConfig):
+    if field.name not in values and field.default is not dataclasses.MISSING:
+      continue  # A setting added since `values` was written.
     value = values[field.name]
     if isinstance(field.type, type) and issubclass(field.type, enum.Enum):
       value = field.type(value)

@@ -19,7 +19,9 @@ from tff_dp.config import Evaluation
 from tff_dp.config import LocalDp
 from tff_dp.config import ModelKind
 from tff_dp.config import TrainConfig
+from tff_dp.config import WorkerLoss
 from tff_dp.data import loading
+from tff_dp.data import shard_manifest
 from tff_dp.data.labels import LabelKind
 from tff_dp.mechanisms import registry as mechanism_registry
 
@@ -90,9 +92,15 @@ def resolve_clients_per_call(config: TrainConfig, *, in_memory: bool) -> int:
     ConfigError: If --clients_per_call > 1 asks for the grouped path on
       streamed data.
   """
+  sharded = bool(config.workers) and shard_manifest.is_manifest_path(
+      config.client_data)
+  if sharded:
+    # `_check_workers` refused 1: the workers read their own shards on the
+    # grouped path.
+    return config.clients_per_call or AUTO_CLIENTS_PER_CALL
   if config.clients_per_call == 0:
     if config.workers:
-      return 1  # `_check_workers`: remote workers take TFF's path only.
+      return 1  # Unsharded data: the driver sends the examples (TFF's path).
     supported = in_memory and grouped_unsupported_reason(config) is None
     return AUTO_CLIENTS_PER_CALL if supported else 1
   if config.clients_per_call > 1 and not in_memory:
@@ -104,22 +112,62 @@ def resolve_clients_per_call(config: TrainConfig, *, in_memory: bool) -> int:
 
 
 def _check_workers(config: TrainConfig) -> None:
-  """Remote workers: certificates named, and TFF's one-client-per-call path.
+  """Remote workers: certificates named; which path reads the data where.
 
-  The grouped path's clients read files the driver wrote on its own disk
-  (`tff_dp.algorithms.grouped_data`), which remote workers do not have; its
-  use under TFF's mergeable context is not built yet.
+  With a sharded --client_data (a manifest of `./run.sh import-data
+  --shards=K`) each worker reads its own shard on the grouped path
+  (`tff_dp.algorithms.shard_routing`) and the driver holds no example, so
+  TFF's one-client-per-call path (the driver sends the examples) and
+  anything else that reads clients' examples on the driver are refused.
+  With any other data the driver sends the examples, on TFF's path only:
+  the grouped path's client files would be on the driver's disk.
   """
-  if config.workers and config.clients_per_call > 1:
-    raise ConfigError(
-        'clients_per_call', config.clients_per_call,
-        'the grouped path is not built for --workers yet (its client files '
-        'are on the driver\'s disk); use --clients_per_call=1')
   if bool(config.workers) != bool(config.worker_certs):
     raise ConfigError(
         'worker_certs', config.worker_certs,
         'is required with, and only with, --workers (the '
         'driver\'s certificates: ./run.sh certs)')
+  continues = config.on_worker_loss is WorkerLoss.CONTINUE
+  if not config.workers:
+    if continues:
+      raise ConfigError('on_worker_loss', config.on_worker_loss.value,
+                        'is used only with --workers')
+    return
+  if continues and shard_manifest.is_manifest_path(
+      config.client_data) and (config.client_sampling
+                               is not sampling.ClientSampling.POISSON):
+    raise ConfigError(
+        'on_worker_loss', config.on_worker_loss.value,
+        f'with a sharded --client_data a lost worker\'s clients become '
+        f'unreachable; leaving them out of a cohort is exact only for '
+        f'--client_sampling=poisson (this run: '
+        f'{config.client_sampling.value}); use --on_worker_loss=stop')
+  if not shard_manifest.is_manifest_path(config.client_data):
+    if config.clients_per_call > 1:
+      raise ConfigError(
+          'clients_per_call', config.clients_per_call,
+          'the grouped path under --workers reads each worker\'s own shard: '
+          'pass --dataset=sqlite --client_data=DIR/manifest.json (./run.sh '
+          'import-data --shards=K), or use --clients_per_call=1 (the driver '
+          'then sends the examples)')
+    return
+  if config.clients_per_call == 1:
+    raise ConfigError(
+        'clients_per_call', 1,
+        f'with a sharded --client_data={config.client_data} the workers read '
+        'the examples on the grouped path and the driver holds none; use '
+        '--clients_per_call=0 (automatic) or N > 1')
+  reason = grouped_unsupported_reason(config)
+  if reason is not None:
+    raise ConfigError(
+        'client_data', config.client_data,
+        f'a sharded import trains on the grouped path, which does not '
+        f'implement {reason}')
+  if config.evaluation is Evaluation.FEDERATED:
+    raise ConfigError(
+        'evaluation', config.evaluation.value,
+        'reads held-out clients\' examples on the driver, which holds none '
+        'with a sharded --client_data; use --evaluation=centralized')
 
 
 def check_config(config: TrainConfig) -> None:

@@ -6,8 +6,8 @@ stunnel (`tff_dp.execution.driver_tunnels`). At zero noise and with the same
 cohorts (--insecure_sampling_seed), 3 rounds of the main job's model split
 across the three workers release the same model as the single local
 worker's run, to float tolerance; with noise, the ledger and epsilons are
-the single-worker run's. Bad input (no certificates, the grouped path, a
-worker that is not there) is one line and exit 2.
+the single-worker run's. Bad input (no certificates, the grouped path
+without sharded data, a worker that is not there) is one line and exit 2.
 """
 
 import glob
@@ -138,13 +138,15 @@ def test_bad_worker_flags_are_one_line_and_exit_2(flags, expected, tmp_path):
   assert expected in result.stderr, result.stderr
 
 
-def test_the_grouped_path_is_refused_with_workers(pki, tmp_path):
+def test_the_grouped_path_with_workers_needs_sharded_data(pki, tmp_path):
   result = programs.run_train(f'--flagfile={_DEFAULT}', '--rounds=1',
                               f'--output_dir={tmp_path}',
                               '--workers=127.0.0.1:7000',
                               f'--worker_certs={pki}', '--clients_per_call=5')
   assert result.returncode == 2, result.stderr
-  assert 'the grouped path is not built for --workers yet' in result.stderr
+  assert result.stderr.count('\n') == 1, result.stderr
+  assert ('--clients_per_call=5: the grouped path under --workers reads each '
+          "worker's own shard") in result.stderr
 
 
 @pytest.mark.slow  # 36 s: the 30 s connect deadline.

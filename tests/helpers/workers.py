@@ -74,7 +74,8 @@ class ServedWorker:
 def start_served_worker(certs_dir: str,
                         log_dir: str,
                         port: int,
-                        timeout: float = 120.0) -> ServedWorker:
+                        timeout: float = 120.0,
+                        data_dir: str = '') -> ServedWorker:
   """Starts `python -m tff_dp.cli.worker --tls` and waits until it serves.
 
   Args:
@@ -82,6 +83,7 @@ def start_served_worker(certs_dir: str,
     log_dir: Its --logs_dir.
     port: Its --port.
     timeout: Seconds to wait for the serving line.
+    data_dir: Its --data_dir (a shard directory), if any.
 
   Returns:
     The running worker program.
@@ -90,6 +92,8 @@ def start_served_worker(certs_dir: str,
       sys.executable, '-m', 'tff_dp.cli.worker', '--tls', f'--port={port}',
       f'--certs_dir={certs_dir}', f'--logs_dir={log_dir}'
   ]
+  if data_dir:
+    command.append(f'--data_dir={data_dir}')
   process = subprocess.Popen(command,
                              cwd=REPO_ROOT,
                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),

@@ -198,6 +198,32 @@ def remove_orphaned_client_files(parent: str) -> list[str]:
   return removed
 
 
+def private_files_dir(directory: Optional[str] = None) -> str:
+  """A fresh private (0700) directory for client files, named so that a
+  later run removes it if this process is killed (`remove_orphaned_client_files`).
+
+  Args:
+    directory: Its parent (the system default if None).
+  """
+  parent = directory or tempfile.gettempdir()
+  remove_orphaned_client_files(parent)
+  return tempfile.mkdtemp(prefix=f'{_FILES_PREFIX}{os.getpid()}-', dir=parent)
+
+
+def empty_group() -> collections.OrderedDict:
+  """A group of no slot (client-files mode): it contributes nothing.
+
+  Used to give every worker of a split round the same number of groups
+  (`tff_dp.algorithms.shard_routing`).
+  """
+  group = collections.OrderedDict()
+  group[ORDER] = np.zeros([0], np.int32)
+  group[LENGTH] = np.zeros([0], np.int32)
+  group[VALID] = np.zeros([0], np.bool_)
+  group[CLIENT] = np.zeros([0], np.int32)
+  return group
+
+
 class GroupedRounds:
   """(round, cohort) -> groups, for `tff_dp.program.training_loop` (client-files mode).
 
@@ -229,10 +255,7 @@ class GroupedRounds:
     """
     self._x, self._y = client_x, client_y
     self._seed, self._epochs, self._group_size = seed, epochs, group_size
-    parent = directory or tempfile.gettempdir()
-    remove_orphaned_client_files(parent)
-    self.files_dir = tempfile.mkdtemp(prefix=f'{_FILES_PREFIX}{os.getpid()}-',
-                                      dir=parent)
+    self.files_dir = private_files_dir(directory)
     try:
       write_client_files(client_x, client_y, directory=self.files_dir)
     except BaseException:

@@ -359,8 +359,11 @@ def define_simulation_flags(fv: flags.FlagValues) -> None:
       '(each `./run.sh worker --tls` on its host), reached over mutual TLS '
       'with --worker_certs; TFF\'s mergeable execution context splits the '
       'cohort across them and the server part (the DP noise, the '
-      'accounting) runs once, here. Empty: one local worker. Needs '
-      '--clients_per_call=1 (0 means 1 here).',
+      'accounting) runs once, here. Empty: one local worker. With a '
+      'sharded --client_data (import-data --shards=K; one worker per shard, '
+      'each with --data_dir) the workers read their own clients on the '
+      'grouped path; with other data the driver sends the examples and '
+      '--clients_per_call must be 1 (0 means 1 here).',
       flag_values=fv)
   checked_flags.register(fv, 'workers', _valid_workers,
                          'must be HOST:PORT,... (ports in [1, 65535])')
@@ -369,6 +372,14 @@ def define_simulation_flags(fv: flags.FlagValues) -> None:
       '', 'With --workers: directory holding ca.crt, driver.crt and '
       'driver.key (./run.sh certs).',
       flag_values=fv)
+  checked_flags.define_enum(
+      fv, 'on_worker_loss', config_lib.WorkerLoss.STOP.value,
+      config_lib.WorkerLoss,
+      'With --workers, when a worker is lost mid-run: stop (nothing of the '
+      'round released; the same command resumes) or continue on the others '
+      '(the round is completed without it: with sharded data its clients '
+      'become unreachable and are no longer sampled, the ledger unchanged; '
+      'README, "Running on several machines").')
 
 
 def _valid_workers(text: str) -> bool:

@@ -5,6 +5,7 @@ Usage (one command line; `python -m tff_dp.cli.import_data` is the same):
       --client_column=user --label_column=label [--num_classes=10]
       [--feature_columns=a,b,c] [--test_split=clients|rows|none]
       [--test_fraction=0.2] [--seed=0] [--overwrite]
+  ./run.sh import-data ... --shards=K --output=DIR   (several machines)
 
 Train on the result with `./run.sh train --dataset=sqlite
 --client_data=data.sqlite` and the settings of your run; the import prints a
@@ -13,6 +14,13 @@ command that works on the file it wrote. The conversion streams the input
 bad input stops with one line naming the file, the line (or array row), the
 column and the reason, and exit code 2. See `tff_dp.data.csv_import` for the
 format and the choices made.
+
+With --shards=K, --output is a directory: the table is imported as above,
+then split into K shards of whole clients, DIR/shard-<s>/clients.sqlite (copy
+one to each worker host, its --data_dir), DIR/test.npz (the server's test
+set) and DIR/manifest.json, which the driver trains from (`train
+--dataset=sqlite --client_data=DIR/manifest.json --workers=...`); see
+`tff_dp.data.shard_manifest`.
 """
 
 if __name__ == '__main__':
@@ -23,6 +31,7 @@ if __name__ == '__main__':
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import math
+import os
 import shlex
 import sys
 import time
@@ -98,6 +107,12 @@ def define_flags(fv: flags.FlagValues) -> None:
                        'clients or rows.',
                        lower_bound=0,
                        flag_values=fv)
+  flags.DEFINE_integer('shards',
+                       0, 'K > 0: write K shards of whole clients and a '
+                       'manifest into the directory --output (README, '
+                       '"Running on several machines"); 0: one file.',
+                       lower_bound=0,
+                       flag_values=fv)
   flags.DEFINE_bool('overwrite',
                     False,
                     'Replace an existing --output.',
@@ -157,21 +172,57 @@ def train_command(s: csv_import.ImportSummary) -> Optional[str]:
   return ' '.join(args)
 
 
+def _import_sharded(shards: int) -> None:
+  """--shards=K: the import into a temporary file in --output, then the
+  shards, the test set and the manifest (`shard_writer`)."""
+  from tff_dp.data import shard_writer  # pylint: disable=g-import-not-at-top
+  out_dir = FLAGS.output
+  if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or
+                                  (os.listdir(out_dir) and
+                                   not FLAGS.overwrite)):
+    raise ValueError(f'--output={out_dir}: with --shards it is a directory, '
+                     'and it must be new or empty (or pass --overwrite)')
+  os.makedirs(out_dir, exist_ok=True)
+  start = time.monotonic()
+  whole = os.path.join(out_dir, '.unsharded.sqlite')
+  try:
+    summary = _import(whole, overwrite=True)
+    manifest = shard_writer.write_shards(whole, out_dir, shards)
+  finally:
+    if os.path.exists(whole):
+      os.remove(whole)
+  print(_summary(summary, FLAGS.input, time.monotonic() - start))
+  print(f'  shards: {shards} in {out_dir}/shard-0 .. shard-{shards - 1} '
+        f'(whole clients); manifest {manifest}')
+  print('  on worker host s: ./run.sh worker --tls --port=P --certs_dir=certs '
+        f'--data_dir={out_dir}/shard-<s>')
+  print('  on the driver: ./run.sh train --dataset=sqlite '
+        f'--client_data={shlex.quote(manifest)} --workers=HOST:P,... '
+        '--worker_certs=certs (one worker per shard)')
+
+
+def _import(output_path: str, *, overwrite: bool) -> csv_import.ImportSummary:
+  return csv_import.import_table(FLAGS.input,
+                                 output_path=output_path,
+                                 client_column=FLAGS.client_column,
+                                 label_column=FLAGS.label_column,
+                                 feature_columns=FLAGS.feature_columns,
+                                 num_classes=FLAGS.num_classes,
+                                 test_split=csv_import.TestSplit(
+                                     FLAGS.test_split),
+                                 test_fraction=FLAGS.test_fraction,
+                                 seed=FLAGS.seed,
+                                 overwrite=overwrite)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise ValueError(f'unexpected positional arguments: {argv[1:]}')
+  if FLAGS.shards:
+    _import_sharded(FLAGS.shards)
+    return
   start = time.monotonic()
-  summary = csv_import.import_table(FLAGS.input,
-                                    output_path=FLAGS.output,
-                                    client_column=FLAGS.client_column,
-                                    label_column=FLAGS.label_column,
-                                    feature_columns=FLAGS.feature_columns,
-                                    num_classes=FLAGS.num_classes,
-                                    test_split=csv_import.TestSplit(
-                                        FLAGS.test_split),
-                                    test_fraction=FLAGS.test_fraction,
-                                    seed=FLAGS.seed,
-                                    overwrite=FLAGS.overwrite)
+  summary = _import(FLAGS.output, overwrite=FLAGS.overwrite)
   print(_summary(summary, FLAGS.input, time.monotonic() - start))
   command = train_command(summary)
   if command is None:

@@ -2,6 +2,7 @@
 
 Usage:
   ./run.sh worker --tls --port=7000 --certs_dir=certs [--listen_host=10.0.0.5]
+      [--data_dir=DIR]
 
 Starts the TFF worker as a training run does (a private Unix socket, no TCP
 port, tied to this program's life) and stunnel in front of it, accepting TLS
@@ -10,8 +11,15 @@ letting through only clients with a certificate signed by the CA in
 --certs_dir (`./run.sh certs`). Prints how to connect, then serves until
 SIGTERM or Ctrl-C, which stop both; if either exits on its own the other is
 stopped and the program exits 3. Plaintext TCP serving does not exist:
-without --tls the program refuses. Data locality (--data_dir, shards) is not
-built yet (README, "Running on several machines").
+without --tls the program refuses.
+
+--data_dir=DIR serves one shard of `./run.sh import-data --shards=K` (DIR is
+a copy of its shard-<s> directory): the shard is checked in full, its
+clients' examples are written as client files into a private directory
+(mode 0700, removed when the program stops) that becomes the TFF worker's
+working directory, and the driver's grouped rounds read them there; the
+driver sends client ids, never examples (README, "Running on several
+machines").
 """
 
 if __name__ == '__main__':
@@ -21,9 +29,11 @@ if __name__ == '__main__':
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import ipaddress
 import os
+import shutil
 import signal
 import sys
 import time
+from typing import Optional
 
 from absl import flags
 
@@ -65,6 +75,12 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string('logs_dir',
                       '', 'Where worker.log and stunnel.log go; default: '
                       'runs/worker-<port>.',
+                      flag_values=fv)
+  flags.DEFINE_string('data_dir',
+                      '', 'A shard directory of ./run.sh import-data '
+                      '--shards=K (holding clients.sqlite): this worker '
+                      'serves that shard\'s clients, read from this host\'s '
+                      'disk. Default: no data (the driver sends examples).',
                       flag_values=fv)
   flags.mark_flag_as_required('port', flag_values=fv)
 
@@ -112,11 +128,11 @@ def _stop_on_signals() -> None:
     signal.signal(sig, handler)
 
 
-def _serve(service, log_dir: str) -> int:
+def _serve(service, log_dir: str, shard: Optional[dict]) -> int:
   """Says how to connect, waits for a signal or for half of the service to
   exit; stops both."""
   try:
-    _announce(service, log_dir)
+    _announce(service, log_dir, shard)
     while True:
       failure = service.failure()
       if failure is not None:
@@ -134,29 +150,67 @@ def _serve(service, log_dir: str) -> int:
     service.stop()
 
 
+def _prepare_shard(root: str) -> Optional[dict]:
+  """--data_dir: the shard's client files in `root`/data; its identity."""
+  if not FLAGS.data_dir:
+    return None
+  from tff_dp.data import shard_files  # pylint: disable=g-import-not-at-top
+  data = os.path.join(root, shard_files.WORKER_DATA_NAME)
+  os.mkdir(data, 0o700)
+  print(
+      f'{PROGRAM}: checking the shard in {FLAGS.data_dir} and writing its '
+      'client files for the TFF worker',
+      flush=True)
+  try:
+    return shard_files.write_worker_data(FLAGS.data_dir, data)
+  except ValueError as e:
+    raise exits.UserError(f'--data_dir={FLAGS.data_dir}: {e}') from e
+
+
 def main(argv: list[str]) -> int:
   if len(argv) > 1:
     raise exits.UserError(f'unexpected positional arguments: {argv[1:]}')
   _check_flags()
   log_dir = FLAGS.logs_dir or os.path.join('runs', f'worker-{FLAGS.port}')
+  from tff_dp.algorithms import grouped_data  # pylint: disable=g-import-not-at-top
   from tff_dp.execution import worker_errors  # pylint: disable=g-import-not-at-top
   from tff_dp.execution import worker_service  # pylint: disable=g-import-not-at-top
   _stop_on_signals()
+  root = None
   try:
+    if FLAGS.data_dir:
+      # Named as the grouped path's client files are, so that the next run
+      # removes them if this program is killed (SIGKILL) before it can.
+      root = grouped_data.private_files_dir()
+    shard = _prepare_shard(root)
     service = worker_service.start_service(port=FLAGS.port,
                                            listen_host=FLAGS.listen_host,
                                            certs_dir=FLAGS.certs_dir,
-                                           log_dir=log_dir)
+                                           log_dir=log_dir,
+                                           cwd=root)
   except worker_errors.RuntimeStartError as e:
+    _remove(root)
     raise exits.UserError(str(e)) from e
   except _Stop as e:  # `start_service` stopped what it had started.
+    _remove(root)
     print(f'{PROGRAM}: {e} during start-up: nothing left running',
           file=sys.stderr)
     return 0
-  return _serve(service, log_dir)
+  except BaseException:
+    _remove(root)
+    raise
+  try:
+    return _serve(service, log_dir, shard)
+  finally:
+    _remove(root)
 
 
-def _announce(service, log_dir: str) -> None:
+def _remove(root: Optional[str]) -> None:
+  if root is not None:
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _announce(service, log_dir: str, shard: Optional[dict]) -> None:
   proxy, worker = service.proxy, service.worker
   host = FLAGS.listen_host
   where = f'[{host}]:{FLAGS.port}' if ':' in host else f'{host}:{FLAGS.port}'
@@ -165,6 +219,12 @@ def _announce(service, log_dir: str) -> None:
       f'no TCP port); stunnel pid {proxy.pid} accepting mutual TLS on '
       f'{where}; logs in {log_dir}',
       flush=True)
+  if shard is not None:
+    print(
+        f'{PROGRAM}: serving shard {shard["index"]} of {shard["count"]} '
+        f'({shard["clients"]} clients from index {shard["first_client"]}, '
+        f'{shard["fingerprint"]})',
+        flush=True)
   print(
       f'{PROGRAM}: connect from the driver with ./run.sh train '
       f'--workers=<this host>:{FLAGS.port} --worker_certs=DIR (DIR: ca.crt, '

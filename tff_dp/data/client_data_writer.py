@@ -89,6 +89,26 @@ class ClientDataWriter:
     self.rows += len(labels)
     self.max_label = max(self.max_label, max(labels))
 
+  def add_encoded(self,
+                  client_id: str,
+                  rows,
+                  *,
+                  split: str = TRAIN_SPLIT) -> None:
+    """Inserts one client's already serialized examples (a shard's rows).
+
+    Args:
+      client_id: The client.
+      rows: (rowid, serialized example, label) in the order to keep.
+      split: Their split.
+    """
+    labels = [label for _, _, label in rows]
+    self._con.executemany(
+        'INSERT INTO examples (split_name, client_id, '
+        'serialized_example_proto, label) VALUES (?, ?, ?, ?)',
+        ((split, client_id, blob, label) for _, blob, label in rows))
+    self.rows += len(labels)
+    self.max_label = max([self.max_label, *labels])
+
   def hold_out_clients(self, *, test_fraction: float, seed: int,
                        path: str) -> None:
     """Marks round(test_fraction * C) whole clients' examples TEST_SPLIT.

@@ -34,7 +34,7 @@ hangs the run. The parts, one module each:
 """
 
 import contextlib
-from typing import Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import tensorflow_federated as tff
 from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
@@ -150,8 +150,15 @@ def _async_context(stub) -> tff.framework.AsyncExecutionContext:
 
 
 @contextlib.contextmanager
-def split_runtime(*, log_path: str, workers: str, worker_certs: str,
-                  tunnel_log_path: str) -> Iterator[worker_process.Worker]:
+def split_runtime(
+    *,
+    log_path: str,
+    workers: str,
+    worker_certs: str,
+    tunnel_log_path: str,
+    on_connect: Optional[Callable[..., Any]] = None,
+    on_worker_lost: Optional[Callable[[int, str, Exception], bool]] = None
+) -> Iterator[worker_process.Worker]:
   """`local_runtime`, with each round's cohort split across remote workers.
 
   The driver's own confined worker runs everything but the clients' part of
@@ -163,6 +170,12 @@ def split_runtime(*, log_path: str, workers: str, worker_certs: str,
     workers: 'HOST:PORT,...' (`worker_addresses.parse_workers`).
     worker_certs: Directory of the driver's certificates.
     tunnel_log_path: The driver's stunnel log.
+    on_connect: Called once every worker is connected, before the body,
+      with (run a no-argument computation on each worker -> the results in
+      worker order, the workers' names): e.g. to check which data shard each
+      serves (`tff_dp.algorithms.shard_routing`).
+    on_worker_lost: None: a worker lost mid-run ends the run. Else the run
+      continues without it (`split_rounds.SplitRoundsContext`).
 
   Yields:
     The driver's local `Worker`.
@@ -183,8 +196,14 @@ def split_runtime(*, log_path: str, workers: str, worker_certs: str,
       stub = worker_connect.connect(worker)
       context = split_rounds.SplitRoundsContext(
           [_async_context(remote.stub()) for remote in remotes],
-          _async_context(stub), execution_context(stub))
+          _async_context(stub),
+          execution_context(stub),
+          names=[str(address) for address in addresses],
+          on_worker_lost=on_worker_lost)
       try:
+        if on_connect is not None:
+          on_connect(context.invoke_on_each_worker,
+                     [str(address) for address in addresses])
         with tff.framework.get_context_stack().install(context):
           yield worker
       finally:

@@ -104,11 +104,11 @@ def _worker_environment(shim: Optional[str],
   return env
 
 
-def start_worker(
-    *,
-    log_path: str,
-    max_concurrent_computation_calls: int = -1,
-    allow_unconfined_worker: bool = False) -> worker_process.Worker:
+def start_worker(*,
+                 log_path: str,
+                 max_concurrent_computation_calls: int = -1,
+                 allow_unconfined_worker: bool = False,
+                 cwd: Optional[str] = None) -> worker_process.Worker:
   """Starts the C++ worker, confined to a private Unix socket.
 
   Args:
@@ -118,6 +118,10 @@ def start_worker(
     allow_unconfined_worker: If the worker cannot be confined (no shim, not
       Linux), start it anyway, serving on all interfaces. Off by default: a
       caller must choose to let every local user and host drive it.
+    cwd: The worker's working directory (None: ours). A worker serving a
+      data shard runs in a private directory whose `data` holds the shard's
+      client files, which computations name through /proc/self/cwd
+      (`tff_dp.data.shard_files`).
 
   Returns:
     The started `Worker`; `worker_connect.connect` waits until it serves.
@@ -159,6 +163,7 @@ def start_worker(
           stderr=subprocess.STDOUT,
           close_fds=True,
           env=_worker_environment(shim, socket_path),
+          cwd=cwd,
           # Its own group: a Ctrl-C reaches us alone, and we stop it.
           process_group=0)
       # The pid line lets operators (and our tests) find the worker of a run.

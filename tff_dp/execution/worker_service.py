@@ -54,8 +54,12 @@ class Service:
     return None
 
 
-def start_service(*, port: int, listen_host: str, certs_dir: str,
-                  log_dir: str) -> Service:
+def start_service(*,
+                  port: int,
+                  listen_host: str,
+                  certs_dir: str,
+                  log_dir: str,
+                  cwd: Optional[str] = None) -> Service:
   """Starts the confined worker and stunnel in front of it.
 
   Args:
@@ -63,6 +67,8 @@ def start_service(*, port: int, listen_host: str, certs_dir: str,
     listen_host: The address it accepts on (an explicit interface).
     certs_dir: Holds ca.crt, worker.crt and worker.key (`certs`).
     log_dir: Receives worker.log and stunnel.log (created mode 0700).
+    cwd: The worker's working directory (`worker_launch.start_worker`): a
+      private directory with the shard's client files in `data`, or None.
 
   Returns:
     The running `Service`.
@@ -72,8 +78,9 @@ def start_service(*, port: int, listen_host: str, certs_dir: str,
       running then).
   """
   os.makedirs(log_dir, mode=0o700, exist_ok=True)
-  worker = worker_launch.start_worker(
-      log_path=os.path.join(log_dir, WORKER_LOG))
+  worker = worker_launch.start_worker(log_path=os.path.join(
+      log_dir, WORKER_LOG),
+                                      cwd=cwd)
   try:
     worker_connect.connect(worker)
     if not worker.confined():

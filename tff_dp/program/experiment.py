@@ -25,13 +25,16 @@ from typing import Any, Callable, Mapping, Optional
 from tff_dp import atomic_io
 from tff_dp import config as config_lib
 from tff_dp.algorithms import grouped_data
+from tff_dp.algorithms import shard_routing
 from tff_dp.cohorts import sampling
 from tff_dp.config import TrainConfig
 from tff_dp.data import fingerprint
 from tff_dp.data import labels
 from tff_dp.data import loading
+from tff_dp.data import shard_manifest
 from tff_dp.data.held_out import HeldOutClients
 from tff_dp.execution import runtime
+from tff_dp.execution import worker_errors
 from tff_dp.privacy import run_secrets
 from tff_dp.program import assembly
 from tff_dp.program import canary_audit
@@ -47,6 +50,7 @@ from tff_dp.program import run_privacy
 from tff_dp.program import run_start
 from tff_dp.program import run_summary
 from tff_dp.program import training_loop
+from tff_dp.program import worker_losses
 
 
 def _round_values_fn(config: TrainConfig, *, release_nonprivate: bool,
@@ -182,7 +186,18 @@ def run_experiment(
               if config.audit_canaries else None)
   group_size = prepared.clients_per_call
   grouped_rounds = None
-  if group_size > 1:
+  if group_size > 1 and isinstance(data, shard_manifest.ShardedClientData):
+    # The workers read their shard's examples; the driver sends client ids.
+    grouped_rounds = shard_routing.RoutedGroups(data,
+                                                seed=config.seed,
+                                                epochs=config.client_epochs,
+                                                group_size=group_size)
+    print(
+        f'simulation: up to {group_size} clients per TFF call (grouped '
+        'DP-FedAvg), each sampled client routed to the worker holding its '
+        'shard',
+        flush=True)
+  elif group_size > 1:
     grouped_rounds = grouped_data.GroupedRounds(data.client_x,
                                                 data.client_y,
                                                 seed=config.seed,
@@ -214,14 +229,33 @@ def run_experiment(
       grouped_rounds.close()
 
 
-def _runtime(config: TrainConfig, run_dir: str):
+def _assign_shards(routed: shard_routing.RoutedGroups):
+  """`split_runtime`'s on_connect: which shard each worker serves, checked
+  before the first round (a mismatch is one line naming the worker)."""
+
+  def on_connect(probe_each, workers):
+    try:
+      routed.assign(probe_each, workers)
+    except shard_manifest.ShardError as e:
+      raise worker_errors.RemoteWorkerStartError(str(e)) from e
+
+  return on_connect
+
+
+def _runtime(config: TrainConfig,
+             run_dir: str,
+             grouped_rounds=None,
+             losses: Optional[worker_losses.WorkerLosses] = None):
   """The local worker, or with --workers the split across remote ones."""
   if config.workers:
-    return runtime.split_runtime(log_path=os.path.join(run_dir, 'worker.log'),
-                                 workers=config.workers,
-                                 worker_certs=config.worker_certs,
-                                 tunnel_log_path=os.path.join(
-                                     run_dir, 'stunnel.log'))
+    routed = isinstance(grouped_rounds, shard_routing.RoutedGroups)
+    return runtime.split_runtime(
+        log_path=os.path.join(run_dir, 'worker.log'),
+        workers=config.workers,
+        worker_certs=config.worker_certs,
+        tunnel_log_path=os.path.join(run_dir, 'stunnel.log'),
+        on_connect=_assign_shards(grouped_rounds) if routed else None,
+        on_worker_lost=losses.on_lost if losses is not None else None)
   return runtime.local_runtime(
       log_path=os.path.join(run_dir, 'worker.log'),
       allow_unconfined_worker=config.allow_unconfined_worker)
@@ -253,7 +287,14 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
     # Everything that executes a TFF computation (initialize included) runs
     # inside the runtime we own; TFF's default context would start a worker
     # that outlives us.
-    with _runtime(config, run_dir):
+    losses = None
+    if config.on_worker_loss is config_lib.WorkerLoss.CONTINUE:
+      losses = worker_losses.WorkerLosses(
+          run_dir,
+          grouped_rounds
+          if isinstance(grouped_rounds, shard_routing.RoutedGroups) else None,
+          resume=resume)
+    with _runtime(config, run_dir, grouped_rounds, losses):
       start = _start(config,
                      run_dir,
                      checkpoints,
@@ -301,14 +342,16 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
                       grouped_rounds=grouped_rounds,
                       canaries=canaries,
                       release_nonprivate=release_nonprivate,
-                      on_round=on_round)
+                      on_round=on_round,
+                      losses=losses)
       weights = process.get_model_weights(result.state)
     audit = None if canaries is None else canaries.result(
         analytic={
             k.value: e for k, e in privacy.epsilons().items()
         },
         rounds=result.rounds_completed)
-    _write_statement(config, data, run_dir, result, privacy, releaser, audit)
+    _write_statement(config, data, run_dir, result, privacy, releaser, audit,
+                     losses)
   finally:
     if releaser is not None:
       releaser.close()
@@ -371,9 +414,21 @@ def _with_canaries(canaries, round_datasets, round_values, process, privacy):
   return canaries.real_datasets(round_datasets), values
 
 
-def _train(config, data, process, start, *, sampler, privacy, evaluate,
-           releaser, persist, grouped_rounds, canaries, release_nonprivate,
-           on_round) -> training_loop.LoopResult:
+def _train(config,
+           data,
+           process,
+           start,
+           *,
+           sampler,
+           privacy,
+           evaluate,
+           releaser,
+           persist,
+           grouped_rounds,
+           canaries,
+           release_nonprivate,
+           on_round,
+           losses=None) -> training_loop.LoopResult:
   """Runs the training loop from `start` to the end of the run."""
   round_datasets, round_values = _with_canaries(
       canaries, grouped_rounds or
@@ -384,6 +439,8 @@ def _train(config, data, process, start, *, sampler, privacy, evaluate,
       _round_values_fn(config,
                        release_nonprivate=release_nonprivate,
                        label_kind=data.label_kind), process, privacy)
+  if losses is not None:
+    round_datasets = losses.track(round_datasets)
   return training_loop.run_training_loop(process=process,
                                          state=start.state,
                                          sampler=sampler,
@@ -404,8 +461,14 @@ def _train(config, data, process, start, *, sampler, privacy, evaluate,
                                          on_round=on_round)
 
 
-def _write_statement(config, data, run_dir, result, privacy, releaser,
-                     audit) -> None:
+def _write_statement(config,
+                     data,
+                     run_dir,
+                     result,
+                     privacy,
+                     releaser,
+                     audit,
+                     losses=None) -> None:
   """Writes the privacy statement of what the run released."""
   statement = privacy_statement.privacy_statement(
       config,
@@ -414,6 +477,8 @@ def _write_statement(config, data, run_dir, result, privacy, releaser,
       privacy=privacy,
       released_keys=releaser.released_keys,
       canary_audit=audit)
+  if losses is not None:
+    statement += losses.statement()
   atomic_io.write_text_atomic(os.path.join(run_dir, 'privacy_statement.txt'),
                               statement)
   releaser.write_text('privacy_statement', statement)

@@ -45,6 +45,16 @@ class PreparedRun:
 
 def load_data(config: TrainConfig) -> Any:
   """The data `config` names; `ConfigError` naming the dataset if unusable."""
+  from tff_dp.data import shard_manifest  # pylint: disable=g-import-not-at-top
+  if shard_manifest.is_manifest_path(config.client_data):
+    # A sharded import: with --workers the driver reads the manifest only.
+    from tff_dp.data import shard_files  # pylint: disable=g-import-not-at-top
+    try:
+      if config.workers:
+        return shard_manifest.ShardedClientData(config.client_data)
+      return shard_files.load_in_memory(config.client_data)
+    except (OSError, ValueError) as e:
+      raise ConfigError('client_data', config.client_data, str(e)) from e
   try:
     return loading.load(config.dataset,
                         num_clients=config.num_clients,

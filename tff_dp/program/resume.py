@@ -53,6 +53,8 @@ RESUMABLE_CHANGES = frozenset({
     # Which hosts compute the rounds, not what they compute.
     'workers',
     'worker_certs',
+    # What happens if one is lost; the privacy statement records any loss.
+    'on_worker_loss',
 })
 
 

@@ -1,0 +1,66 @@
+"""Which --workers settings run where, and the refusals, before any data is loaded.
+
+Pure Python: the configuration is parsed by the training program's own flag
+definitions and checked by `config_checks.check_config`.
+"""
+
+from absl import flags
+import pytest
+
+from tff_dp import config_checks
+from tff_dp.checks import ConfigError
+from tff_dp.cli import cli_flags
+
+_WORKERS = ('--workers=127.0.0.1:7001,127.0.0.1:7002', '--worker_certs=certs')
+_SHARDED = ('--dataset=sqlite', '--client_data=shards/manifest.json')
+
+
+def _config(*args):
+  fv = flags.FlagValues()
+  cli_flags.define_train_flags(fv)
+  fv(['train', *args])
+  return cli_flags.config_from_flags(fv)
+
+
+@pytest.mark.parametrize('args,expected', [
+    (_WORKERS + ('--clients_per_call=0',), 1),
+    (_WORKERS + _SHARDED, config_checks.AUTO_CLIENTS_PER_CALL),
+    (_WORKERS + _SHARDED + ('--clients_per_call=8',), 8),
+])
+def test_the_path_each_workers_setting_runs(args, expected):
+  config = _config(*args)
+  config_checks.check_config(config)
+  assert config_checks.resolve_clients_per_call(config,
+                                                in_memory=False) == expected
+
+
+@pytest.mark.parametrize('args,message', [
+    (_WORKERS + ('--clients_per_call=5',),
+     "--clients_per_call=5: the grouped path under --workers reads each "
+     "worker's own shard"),
+    (_WORKERS + _SHARDED + ('--clients_per_call=1',),
+     '--clients_per_call=1: with a sharded --client_data'),
+    (_WORKERS + _SHARDED +
+     ('--dp_mechanism=tree_aggregation', '--algorithm=dp_ftrl',
+      '--client_sampling=shuffled_epochs'),
+     '--client_data=shards/manifest.json: a sharded import trains on the '
+     'grouped path, which does not implement --algorithm=dp_ftrl'),
+    (_WORKERS + _SHARDED +
+     ('--on_worker_loss=continue', '--client_sampling=fixed_size'),
+     '--on_worker_loss=continue: with a sharded --client_data'),
+    (('--on_worker_loss=continue',),
+     '--on_worker_loss=continue: is used only with --workers'),
+    (_WORKERS + _SHARDED + ('--evaluation=federated', '--eval_clients=5',
+                            '--release_nonprivate_metrics'),
+     '--evaluation=federated: reads held-out clients\' examples on the '
+     'driver'),
+])
+def test_settings_that_cannot_run_are_refused_naming_the_flag(args, message):
+  with pytest.raises(ConfigError) as raised:
+    config_checks.check_config(_config(*args))
+  assert str(raised.value).startswith(message), str(raised.value)
+
+
+def test_continue_with_sharded_poisson_sampling_passes():
+  config_checks.check_config(
+      _config(*_WORKERS, *_SHARDED, '--on_worker_loss=continue'))
