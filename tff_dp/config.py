@@ -63,6 +63,24 @@ class ModelKind(enum.Enum):
   RNN = 'rnn'
 
 
+class Trainable(enum.Enum):
+  """Which of the model's parameters clients train (`tff_dp.models.trainable`).
+
+  The others are frozen: non-trainable Keras variables, so they are never
+  clipped, noised or aggregated, and a DP mechanism's noise has the trained
+  parameters' dimension.
+  """
+  ALL = 'all'
+  # Hu et al. 2022: low-rank adapters on every Dense layer, all else frozen.
+  LORA = 'lora'
+  # Sun et al. 2024 (FFA-LoRA, arXiv 2403.12313): LoRA with A frozen too.
+  FFA_LORA = 'ffa_lora'
+  # The output layer only (`lm_head`, or the model's last Dense layer).
+  HEAD = 'head'
+  # The last --trainable_last_k blocks, the final LayerNorm and the head.
+  LAST_K = 'last_k'
+
+
 class ServerOptimizer(enum.Enum):
   SGD = 'sgd'
   # Reddi et al. 2021, "Adaptive Federated Optimization" (FedAdam, FedYogi).
@@ -158,6 +176,11 @@ class TrainConfig:
   # certificates for them (`tff_dp.execution.remote_workers`).
   workers: str
   worker_certs: str
+  # Which parameters train (`tff_dp.models.trainable`); the rest are frozen.
+  trainable: Trainable
+  lora_rank: int
+  lora_alpha: float
+  trainable_last_k: int
 
   @property
   def mechanism(self) -> central.CentralMechanism:

@@ -18,6 +18,7 @@ from tff_dp.config import ClientWeighting
 from tff_dp.config import Evaluation
 from tff_dp.config import LocalDp
 from tff_dp.config import ModelKind
+from tff_dp.config import Trainable
 from tff_dp.config import TrainConfig
 from tff_dp.data import loading
 from tff_dp.data.labels import LabelKind
@@ -52,6 +53,9 @@ def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
        config.client_weighting.value),
       (config.local_dp is LocalDp.NONE, 'local_dp', config.local_dp.value),
       (not config.example_dp, 'example_dp', config.example_dp),
+      # TFF's functional model takes trainability from variable creation,
+      # not from the Keras layers frozen after it (`tff_dp.models.trainable`).
+      (config.trainable is Trainable.ALL, 'trainable', config.trainable.value),
   )
   for supported, name, value in checks:
     if not supported:
@@ -165,6 +169,34 @@ def check_config(config: TrainConfig) -> None:
     raise ConfigError('clients_per_round', config.clients_per_round,
                       f'must not exceed --num_clients={config.num_clients}')
   _check_evaluation(config)
+  _check_trainable(config)
+
+
+def model_blocks(config: TrainConfig) -> int:
+  """Blocks of `config`'s built-in model that --trainable=last_k counts
+  (`tff_dp.models.trainable.blocks`: each layer with weights below the
+  head)."""
+  if config.model is ModelKind.MLP:
+    return config.hidden_layers
+  if config.model is ModelKind.RNN:
+    return config.hidden_layers + 1  # The embedding and the LSTM layers.
+  if config.model is ModelKind.CNN:
+    return 3  # Two convolutions and the dense layer.
+  return 0
+
+
+def _check_trainable(config: TrainConfig) -> None:
+  """--trainable_last_k within the model's blocks."""
+  if config.trainable is not Trainable.LAST_K:
+    return
+  blocks = model_blocks(config)
+  if config.trainable_last_k > blocks:
+    advice = (f'use at most {blocks}'
+              if blocks else 'use --trainable=head or all')
+    raise ConfigError(
+        'trainable_last_k', config.trainable_last_k,
+        f'exceeds the {blocks} blocks of --model={config.model.value}; '
+        f'{advice}')
 
 
 def _check_evaluation(config: TrainConfig) -> None:

@@ -137,6 +137,41 @@ def define_model_flags(fv: flags.FlagValues) -> None:
       'Shakespeare characters, 96 for Stack Overflow words).',
       lower=1,
       upper=checked_flags.MAX_UNITS)
+  _define_trainable_flags(fv)
+
+
+def _define_trainable_flags(fv: flags.FlagValues) -> None:
+  """Which parameters clients train (`tff_dp.models.trainable`)."""
+  checked_flags.define_enum(
+      fv, 'trainable', config_lib.Trainable.ALL.value, config_lib.Trainable,
+      'Which parameters clients train, clip, noise and send; the others '
+      'stay frozen at their initial values. all: every parameter; lora: '
+      'low-rank adapters (Hu et al. 2022) of rank --lora_rank on every '
+      'Dense layer; ffa_lora: the same with A frozen (FFA-LoRA, Sun et al. '
+      '2024); head: the output layer; last_k: the last --trainable_last_k '
+      'blocks, the final LayerNorm and the head. A DP mechanism\'s noise '
+      'has the trained parameters\' dimension. Other than all: '
+      '--clients_per_call=1 only.')
+  checked_flags.define_int(fv,
+                           'lora_rank',
+                           8, 'Rank r of the LoRA adapters (--trainable=lora '
+                           'or ffa_lora).',
+                           lower=1,
+                           upper=checked_flags.MAX_UNITS)
+  checked_flags.define_float(
+      fv,
+      'lora_alpha',
+      16.0, 'LoRA\'s alpha: the adapters\' update is scaled by '
+      'alpha / r (Hu et al. 2022).',
+      lower=0.0,
+      upper=1e6,
+      lower_open=True)
+  checked_flags.define_int(fv,
+                           'trainable_last_k',
+                           1, 'Blocks trained with --trainable=last_k (the '
+                           'last ones).',
+                           lower=1,
+                           upper=1000)
 
 
 def define_cohort_flags(fv: flags.FlagValues) -> None:

@@ -19,11 +19,13 @@ from tff_dp.algorithms import learning_process
 from tff_dp.algorithms import models
 from tff_dp.config import Algorithm
 from tff_dp.config import LocalDp
+from tff_dp.config import Trainable
 from tff_dp.config import TrainConfig
 from tff_dp.data.federated_data import FederatedData
 from tff_dp.data.labels import LabelKind
 from tff_dp.mechanisms import local_dp
 from tff_dp.mechanisms import sanitize
+from tff_dp.models import trainable as trainable_lib
 from tff_dp.program import run_privacy
 
 
@@ -59,8 +61,9 @@ def build_model_fn(config: TrainConfig,
   """The TFF model constructor of `config`'s model for `data` (whose
   `label_kind` decides the loss and the metrics), or of the caller's own
   Keras model (`keras_model_fn`, from the Python API)."""
-  if keras_model_fn is not None:
-    return models.model_fn_from_keras(keras_model_fn,
+  if keras_model_fn is not None or freezes(config):
+    return models.model_fn_from_keras(build_keras_model_fn(
+        config, data, keras_model_fn),
                                       input_dim=data.input_dim,
                                       num_classes=data.num_classes,
                                       label_kind=data.label_kind)
@@ -74,10 +77,18 @@ def build_keras_model_fn(config: TrainConfig,
                          keras_model_fn=None):
   """The no-argument Keras constructor of `config`'s model for `data` (the
   twin of `build_model_fn`'s, for server-side uses of a trained model)."""
-  if keras_model_fn is not None:
+  if keras_model_fn is None:
+    keras_model_fn = lambda: models.build_keras_model(
+        config.model, **_model_args(config, data))
+  if not freezes(config):
     return keras_model_fn
-  return lambda: models.build_keras_model(config.model,
-                                          **_model_args(config, data))
+  settings = trainable_lib.settings_from(config)
+  return lambda: trainable_lib.configure(keras_model_fn(), settings)
+
+
+def freezes(config: TrainConfig) -> bool:
+  """Whether `config` trains only some parameters (--trainable)."""
+  return config.trainable is not Trainable.ALL
 
 
 def build_process(config: TrainConfig,

@@ -39,6 +39,7 @@ from tff_dp.program import checkpoint
 from tff_dp.program import client_data
 from tff_dp.program import evaluation
 from tff_dp.program import federated_evaluation
+from tff_dp.program import model_size
 from tff_dp.program import prepare
 from tff_dp.program import privacy_statement
 from tff_dp.program import release as release_lib
@@ -113,6 +114,9 @@ def _build_evaluator(config: TrainConfig, data,
         assembly.build_model_fn(config, data, keras_model_fn),
         held_out,
         label_kind=data.label_kind)
+  if assembly.freezes(config):
+    # The twin must hold the same trainable and frozen weights (adapters).
+    keras_model_fn = assembly.build_keras_model_fn(config, data, keras_model_fn)
   return evaluation.ServerEvaluator(
       config.model,
       keras_model_fn=keras_model_fn,
@@ -241,6 +245,8 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
       client_files_dir=(grouped_rounds.files_dir if grouped_rounds else ''),
       canaries=canaries,
       keras_model_fn=keras_model_fn)
+  size = model_size.of_process(process, trainable=config.trainable.value)
+  print(size.console_line(), flush=True)
   evaluate = (_build_evaluator(config, data, held_out, keras_model_fn)
               if evaluation_released(config) else None)
   checkpoints = checkpoint.CheckpointManager(run_dir)
@@ -308,7 +314,8 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
             k.value: e for k, e in privacy.epsilons().items()
         },
         rounds=result.rounds_completed)
-    _write_statement(config, data, run_dir, result, privacy, releaser, audit)
+    _write_statement(config, data, run_dir, result, privacy, releaser, audit,
+                     size)
   finally:
     if releaser is not None:
       releaser.close()
@@ -322,7 +329,8 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
                                   resumed_from=start.resumed_from,
                                   wall_seconds=time.monotonic() - wall_start,
                                   canary_audit=audit,
-                                  model_weights=weights)
+                                  model_weights=weights,
+                                  model_size=size)
   atomic_io.write_text_atomic(os.path.join(run_dir, 'summary.json'),
                               json.dumps(summary.to_json(), indent=2))
   return summary
@@ -404,8 +412,8 @@ def _train(config, data, process, start, *, sampler, privacy, evaluate,
                                          on_round=on_round)
 
 
-def _write_statement(config, data, run_dir, result, privacy, releaser,
-                     audit) -> None:
+def _write_statement(config, data, run_dir, result, privacy, releaser, audit,
+                     size) -> None:
   """Writes the privacy statement of what the run released."""
   statement = privacy_statement.privacy_statement(
       config,
@@ -413,7 +421,8 @@ def _write_statement(config, data, run_dir, result, privacy, releaser,
       rounds_run=result.rounds_completed,
       privacy=privacy,
       released_keys=releaser.released_keys,
-      canary_audit=audit)
+      canary_audit=audit,
+      model_size=size)
   atomic_io.write_text_atomic(os.path.join(run_dir, 'privacy_statement.txt'),
                               statement)
   releaser.write_text('privacy_statement', statement)

@@ -64,6 +64,7 @@ def privacy_statement(
     privacy: privacy_tracking.PrivacyTracker,
     released_keys: Iterable[str] = (),
     canary_audit: Any = None,
+    model_size: Any = None,
 ) -> str:
   """Returns the statement as plain text.
 
@@ -76,6 +77,8 @@ def privacy_statement(
       exactly these).
     canary_audit: An audit run's `tff_dp.program.canary_statistics.
       AuditResult` (`--audit_canaries`), or None.
+    model_size: What was trained and sent (`tff_dp.program.model_size.
+      ModelSize`), or None to leave it out.
   """
   released_keys = sorted(released_keys)
   lines = ['Privacy statement', '=================']
@@ -90,6 +93,8 @@ def privacy_statement(
         f'Rounds: {rounds_run}; population: {population} clients.',
         'Released per round: ' + (', '.join(released_keys) or 'nothing') + '.',
     ]
+    if model_size is not None:
+      lines += model_size.statement_lines(noised=False)
     lines += _canary_lines(config, canary_audit)
     lines += _federated_evaluation_lines(config, private=False)
     return '\n'.join(lines) + '\n'
@@ -97,6 +102,8 @@ def privacy_statement(
                           population=population,
                           rounds_run=rounds_run,
                           epsilons=privacy.epsilons())
+  if model_size is not None:
+    lines += model_size.statement_lines(noised=config.central_private)
   lines += _local_lines(config, privacy)
   lines += _record_level_lines(config, privacy)
   lines += _release_lines(config, released_keys)
