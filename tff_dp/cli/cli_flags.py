@@ -161,8 +161,11 @@ def _define_trainable_flags(fv: flags.FlagValues) -> None:
   checked_flags.define_float(
       fv,
       'lora_alpha',
-      16.0, 'LoRA\'s alpha: the adapters\' update is scaled by '
-      'alpha / r (Hu et al. 2022).',
+      8.0, 'LoRA\'s alpha: the adapters\' update is scaled by '
+      'alpha / r (Hu et al. 2022, who set alpha to the first r they tried '
+      'and kept it when varying r). The effective step of the adapters '
+      'grows with (alpha / r)^2: keep alpha near r, or lower '
+      '--client_learning_rate.',
       lower=0.0,
       upper=1e6,
       lower_open=True)

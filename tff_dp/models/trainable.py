@@ -51,7 +51,7 @@ class TrainableSettings:
   """`--trainable` and its parameters."""
   trainable: Trainable = Trainable.ALL
   lora_rank: int = 8
-  lora_alpha: float = 16.0
+  lora_alpha: float = 8.0
   last_k: int = 1
   # Seed of the adapters' A (the run's model seed).
   seed: int = 0

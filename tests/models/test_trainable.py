@@ -1,0 +1,157 @@
+"""--trainable selects what it says (`tff_dp.models.trainable`), and bad
+values end the program with one line and exit 2.
+
+Selections are checked by the names of the trainable weights on the MLP, the
+rnn and a small functional model with a transformer's layer names
+(`block{i}_*`, `final_ln`, `lm_head`).
+"""
+
+import os
+
+from absl import flags
+import pytest
+import tensorflow as tf
+
+from tests.helpers import REPO_ROOT
+from tests.helpers import programs
+from tff_dp import config_checks
+from tff_dp.algorithms import models
+from tff_dp.checks import ConfigError
+from tff_dp.cli import cli_flags
+from tff_dp.config import ModelKind
+from tff_dp.config import Trainable
+from tff_dp.models import trainable as trainable_lib
+
+_SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
+
+
+def _settings(kind, **kwargs):
+  return trainable_lib.TrainableSettings(trainable=kind, **kwargs)
+
+
+def _mlp(hidden_layers=3):
+  return models.build_keras_model(ModelKind.MLP,
+                                  input_dim=4,
+                                  num_classes=3,
+                                  hidden_units=5,
+                                  hidden_layers=hidden_layers,
+                                  seed=0)
+
+
+def _tiny_transformer_names(blocks=3):
+  """A functional model with the transformer's layer names."""
+  x = tf.keras.Input(shape=(4,))
+  h = tf.keras.layers.Dense(6, name='token_embedding')(x)
+  for i in range(blocks):
+    h = tf.keras.layers.LayerNormalization(name=f'block{i}_ln1')(h)
+    h = tf.keras.layers.Dense(6, name=f'block{i}_q')(h)
+    h = tf.keras.layers.Dense(6, name=f'block{i}_ff1')(h)
+  h = tf.keras.layers.LayerNormalization(name='final_ln')(h)
+  return tf.keras.Model(x, tf.keras.layers.Dense(3, name='lm_head')(h))
+
+
+def _trained(model):
+  return sorted({w.name.split('/')[0] for w in model.trainable_weights})
+
+
+def test_all_changes_nothing():
+  model = _mlp()
+  assert trainable_lib.configure(model, _settings(Trainable.ALL)) is model
+  assert not model.non_trainable_weights
+
+
+def test_head_is_lm_head_or_the_last_dense():
+  model = trainable_lib.configure(_tiny_transformer_names(),
+                                  _settings(Trainable.HEAD))
+  assert _trained(model) == ['lm_head']
+  mlp = trainable_lib.configure(_mlp(), _settings(Trainable.HEAD))
+  assert [w.shape for w in mlp.trainable_weights] == [(5, 3), (3,)]
+
+
+def test_last_k_trains_the_last_blocks_final_norm_and_head():
+  model = trainable_lib.configure(_tiny_transformer_names(),
+                                  _settings(Trainable.LAST_K, last_k=2))
+  assert _trained(model) == [
+      'block1_ff1', 'block1_ln1', 'block1_q', 'block2_ff1', 'block2_ln1',
+      'block2_q', 'final_ln', 'lm_head'
+  ]
+  mlp = trainable_lib.configure(_mlp(), _settings(Trainable.LAST_K, last_k=1))
+  assert [w.shape for w in mlp.trainable_weights] == [(5, 5), (5,), (5, 3),
+                                                      (3,)]
+
+
+def test_last_k_counts_the_blocks_config_checks_counts():
+  for kind, kwargs in ((ModelKind.MLP, {}), (ModelKind.RNN, {
+      'vocab_size': 3
+  }), (ModelKind.LOGISTIC_REGRESSION, {})):
+    model = models.build_keras_model(kind,
+                                     input_dim=4,
+                                     num_classes=3,
+                                     hidden_units=5,
+                                     hidden_layers=2,
+                                     seed=0,
+                                     **kwargs)
+    config = _config(f'--model={kind.value}', '--hidden_layers=2')
+    assert len(
+        trainable_lib.blocks(model)) == config_checks.model_blocks(config), kind
+  with pytest.raises(ValueError, match='has 3 blocks'):
+    trainable_lib.configure(_tiny_transformer_names(),
+                            _settings(Trainable.LAST_K, last_k=4))
+
+
+def test_lora_trains_only_adapters_of_every_dense_layer():
+  model = trainable_lib.configure(
+      _tiny_transformer_names(blocks=1),
+      _settings(Trainable.LORA, lora_rank=2, lora_alpha=2.0))
+  names = sorted(w.name.split('/')[-1] for w in model.trainable_weights)
+  # token_embedding (a Dense here), block0_q, block0_ff1, lm_head.
+  assert names == ['lora_a:0'] * 4 + ['lora_b:0'] * 4
+  frozen = {w.name.split('/')[0] for w in model.non_trainable_weights}
+  assert {'block0_ln1', 'final_ln', 'lm_head'} <= frozen
+
+
+def _config(*argv):
+  fv = flags.FlagValues()
+  cli_flags.define_train_flags(fv)
+  fv(['tff-dp', f'--flagfile={_SMOKE}', *argv])
+  return cli_flags.config_from_flags(fv)
+
+
+@pytest.mark.parametrize('argv,blocks', [
+    (['--model=mlp', '--hidden_layers=2', '--trainable_last_k=3'], 2),
+    (['--model=logistic_regression', '--trainable_last_k=1'], 0),
+])
+def test_last_k_above_the_models_blocks_is_refused(argv, blocks):
+  with pytest.raises(ConfigError) as e:
+    config_checks.check_config(_config('--trainable=last_k', *argv))
+  assert e.value.flag == 'trainable_last_k'
+  assert f'exceeds the {blocks} blocks' in str(e.value)
+
+
+def test_grouped_path_is_refused_and_not_chosen_automatically():
+  config = _config('--trainable=lora', '--clients_per_call=4')
+  with pytest.raises(ConfigError, match='--trainable=lora'):
+    config_checks.check_config(config)
+  auto = _config('--trainable=head', '--clients_per_call=0')
+  config_checks.check_config(auto)
+  assert config_checks.resolve_clients_per_call(auto, in_memory=True) == 1
+  assert config_checks.resolve_clients_per_call(_config('--clients_per_call=0'),
+                                                in_memory=True) > 1
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize('argv,names', [
+    (['--trainable=lora', '--lora_rank=0'], '--lora_rank=0'),
+    (['--trainable=lora', '--lora_alpha=-1'], '--lora_alpha=-1'),
+    (['--trainable=everything'], '--trainable'),
+    (['--trainable=last_k', '--model=mlp', '--trainable_last_k=2'
+     ], '--trainable_last_k=2'),
+])
+def test_bad_values_end_the_program_with_one_line(argv, names):
+  result = programs.run_train(f'--flagfile={_SMOKE}',
+                              '--output_dir=/nonexistent', *argv)
+  assert result.returncode == 2, result.stderr[-2000:]
+  # One error line (a bad flag's adds the program's "Pass --help" hint).
+  error = result.stderr.strip().splitlines()[0]
+  assert error.startswith('tff-dp: error: ') and names in error, result.stderr
+  assert 'Traceback' not in result.stderr
