@@ -50,7 +50,11 @@ def _model_args(config: TrainConfig, data: FederatedData) -> dict:
               hidden_layers=config.hidden_layers,
               image_shape=data.image_shape,
               vocab_size=data.vocab_size,
-              embedding_dim=config.embedding_dim)
+              embedding_dim=config.embedding_dim,
+              transformer_layers=config.transformer_layers,
+              transformer_width=config.transformer_width,
+              transformer_heads=config.transformer_heads,
+              transformer_ff_width=config.transformer_ff_width)
 
 
 def build_model_fn(config: TrainConfig,
