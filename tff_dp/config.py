@@ -53,6 +53,15 @@ class ClientWeighting(enum.Enum):
   CAPPED = 'capped'
 
 
+# The transformer's default size: ~1.8M parameters with a ~100-token
+# vocabulary and a context of 64, a few seconds per round of 20 clients x 4
+# batches on 2 cores.
+DEFAULT_TRANSFORMER_LAYERS = 4
+DEFAULT_TRANSFORMER_WIDTH = 192
+DEFAULT_TRANSFORMER_HEADS = 4
+DEFAULT_TRANSFORMER_FF_WIDTH = 768
+
+
 class ModelKind(enum.Enum):
   MLP = 'mlp'
   LOGISTIC_REGRESSION = 'logistic_regression'
@@ -61,6 +70,10 @@ class ModelKind(enum.Enum):
   # Embedding + LSTM next-token model of TFF's Shakespeare and Stack Overflow
   # baselines (McMahan et al. 2017; Reddi et al. 2021); needs token data.
   RNN = 'rnn'
+  # Decoder-only transformer language model (GPT-style, Radford et al. 2019;
+  # `tff_dp.models.transformer`) predicting every next token of a window;
+  # needs token data.
+  TRANSFORMER = 'transformer'
 
 
 class Trainable(enum.Enum):
@@ -176,11 +189,20 @@ class TrainConfig:
   # certificates for them (`tff_dp.execution.remote_workers`).
   workers: str
   worker_certs: str
+  # The transformer's size (--model=transformer; its context is the data's
+  # window).
+  transformer_layers: int = DEFAULT_TRANSFORMER_LAYERS
+  transformer_width: int = DEFAULT_TRANSFORMER_WIDTH
+  transformer_heads: int = DEFAULT_TRANSFORMER_HEADS
+  transformer_ff_width: int = DEFAULT_TRANSFORMER_FF_WIDTH
+  # A checkpoint of `./run.sh pretrain` to start from ('' for the seeded
+  # initial model); its data were declared public (`tff_dp.cli.pretrain`).
+  init_from: str = ''
   # Which parameters train (`tff_dp.models.trainable`); the rest are frozen.
-  trainable: Trainable
-  lora_rank: int
-  lora_alpha: float
-  trainable_last_k: int
+  trainable: Trainable = Trainable.ALL
+  lora_rank: int = 8
+  lora_alpha: float = 8.0
+  trainable_last_k: int = 1
 
   @property
   def mechanism(self) -> central.CentralMechanism:
@@ -235,6 +257,9 @@ def config_from_mapping(values: Mapping[str, Any]) -> TrainConfig:
   """Builds a `TrainConfig` from flag-name -> raw value (strings for enums)."""
   kwargs = {}
   for field in dataclasses.fields(TrainConfig):
+    if field.name not in values and field.default is not dataclasses.MISSING:
+      # A configuration written before the field existed.
+      continue
     value = values[field.name]
     if isinstance(field.type, type) and issubclass(field.type, enum.Enum):
       value = field.type(value)

@@ -9,6 +9,7 @@ here too, from what the grouped path implements.
 Pure Python, like `tff_dp.config`: importing this module must stay cheap.
 """
 
+import os
 from typing import Optional
 
 from tff_dp.checks import ConfigError
@@ -31,6 +32,19 @@ from tff_dp.mechanisms import registry as mechanism_registry
 AUTO_CLIENTS_PER_CALL = 64
 
 
+def _check_transformer(config: TrainConfig) -> None:
+  """The transformer's heads divide its width; --init_from names a file."""
+  if config.model is ModelKind.TRANSFORMER and (config.transformer_width %
+                                                config.transformer_heads):
+    raise ConfigError(
+        'transformer_heads', config.transformer_heads,
+        f'must divide --transformer_width={config.transformer_width} (each '
+        'head attends over an equal slice of the width)')
+  if config.init_from and not os.path.isdir(config.init_from):
+    raise ConfigError('init_from', config.init_from,
+                      'is not a directory (a checkpoint of ./run.sh pretrain)')
+
+
 def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
   """Why the grouped path (`tff_dp.algorithms.grouped_fedavg`) cannot run `config`.
 
@@ -45,6 +59,9 @@ def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
   if loading.label_kind(config.dataset) is not LabelKind.SINGLE:
     return (f'--dataset={config.dataset.value} (multi-label data; the '
             'grouped path trains single-label models only)')
+  if config.model is ModelKind.TRANSFORMER:
+    return ('--model=transformer (next-token labels at every position; '
+            'the grouped path trains single-label models only)')
   checks = (
       (config.algorithm
        is Algorithm.FEDAVG, 'algorithm', config.algorithm.value),
@@ -120,6 +137,7 @@ def check_config(config: TrainConfig) -> None:
         f'is read only with --dataset=sqlite (this run: --dataset='
         f'{config.dataset.value}); pass --dataset=sqlite to train on it')
   _check_workers(config)
+  _check_transformer(config)
   reason = grouped_unsupported_reason(config)
   if config.clients_per_call > 1 and reason is not None:
     raise ConfigError(
@@ -182,6 +200,8 @@ def model_blocks(config: TrainConfig) -> int:
     return config.hidden_layers + 1  # The embedding and the LSTM layers.
   if config.model is ModelKind.CNN:
     return 3  # Two convolutions and the dense layer.
+  if config.model is ModelKind.TRANSFORMER:
+    return config.transformer_layers
   return 0
 
 
@@ -371,19 +391,24 @@ def check_record_level_delta(config: TrainConfig, largest_client: int) -> None:
         'allows releasing a record outright')
 
 
+_TOKEN_MODELS = (ModelKind.RNN, ModelKind.TRANSFORMER)
+
+
 def _check_token_data(config: TrainConfig, *, tokens: bool) -> None:
-  """Token ids go with, and only with, the rnn model (and no example DP)."""
+  """Token ids go with, and only with, the rnn and transformer models (and
+  no example DP)."""
   dataset = config.dataset.value
-  if config.model is ModelKind.RNN and not tokens:
+  if config.model in _TOKEN_MODELS and not tokens:
     raise ConfigError(
         'model', config.model.value,
         f'needs token data and --dataset={dataset} is not token ids; use '
-        'shakespeare or stackoverflow_nwp, or --model=mlp')
-  if tokens and config.model is not ModelKind.RNN:
+        'shakespeare, stackoverflow_nwp or python_stdlib, or --model=mlp')
+  if tokens and config.model not in _TOKEN_MODELS:
     raise ConfigError(
         'model', config.model.value,
         f'--dataset={dataset} holds token ids (the previous tokens as '
-        'numbers), which only the rnn model embeds; use --model=rnn')
+        'numbers), which only the rnn and transformer models embed; use '
+        '--model=rnn or --model=transformer')
   if tokens and config.example_dp:
     raise ConfigError(
         'example_dp', config.example_dp,

@@ -6,9 +6,11 @@ rnn and a small functional model with a transformer's layer names
 (`block{i}_*`, `final_ln`, `lm_head`).
 """
 
+import json
 import os
 
 from absl import flags
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -155,3 +157,84 @@ def test_bad_values_end_the_program_with_one_line(argv, names):
   error = result.stderr.strip().splitlines()[0]
   assert error.startswith('tff-dp: error: ') and names in error, result.stderr
   assert 'Traceback' not in result.stderr
+
+
+def _transformer():
+  return models.build_keras_model(ModelKind.TRANSFORMER,
+                                  input_dim=6,
+                                  num_classes=11,
+                                  hidden_units=1,
+                                  vocab_size=11,
+                                  seed=0,
+                                  transformer_layers=2,
+                                  transformer_width=8,
+                                  transformer_heads=2,
+                                  transformer_ff_width=12)
+
+
+def test_transformer_selections_reach_its_nested_layers():
+  head = trainable_lib.configure(_transformer(), _settings(Trainable.HEAD))
+  assert _trained(head) == ['lm_head']
+  last = trainable_lib.configure(_transformer(),
+                                 _settings(Trainable.LAST_K, last_k=1))
+  assert _trained(last) == [
+      'block1_ff1', 'block1_ff2', 'block1_k', 'block1_ln1', 'block1_ln2',
+      'block1_o', 'block1_q', 'block1_v', 'final_ln', 'lm_head'
+  ]
+  adapted = trainable_lib.configure(
+      _transformer(), _settings(Trainable.LORA, lora_rank=2, lora_alpha=2.0))
+  # Six projections per block and the head; embeddings and norms frozen.
+  assert len(adapted.trainable_weights) == 2 * (2 * 6 + 1)
+  assert all('lora_' in w.name for w in adapted.trainable_weights)
+
+
+def test_pretrained_weights_fill_the_adapted_model():
+  # --init_from saves the whole model; a LoRA run starts from its values.
+  base = _transformer()
+  rng = np.random.default_rng(0)
+  base.set_weights([rng.normal(size=w.shape) for w in base.get_weights()])
+  adapted = trainable_lib.configure(
+      _transformer(), _settings(Trainable.LORA, lora_rank=2, lora_alpha=2.0))
+  trainable_lib.copy_base_weights(base, adapted)
+  tokens = rng.integers(0, 11, size=(3, 6)).astype(np.float32)
+  np.testing.assert_allclose(adapted(tokens).numpy(),
+                             base(tokens).numpy(),
+                             atol=1e-5)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_transformer_lora_run_reports_what_it_trained_and_sent(tmp_path):
+  # ~40 s: the offline code-completion data and a 2-block transformer.
+  programs.run_train('--dataset=python_stdlib',
+                     '--model=transformer',
+                     '--transformer_layers=2',
+                     '--transformer_width=16',
+                     '--transformer_heads=2',
+                     '--transformer_ff_width=32',
+                     '--trainable=lora',
+                     '--lora_rank=2',
+                     '--lora_alpha=2',
+                     '--rounds=2',
+                     '--clients_per_round=5',
+                     '--dp_mechanism=gaussian_fixed',
+                     '--noise_multiplier=0.5',
+                     '--clip=0.5',
+                     '--clients_per_call=1',
+                     f'--output_dir={tmp_path}',
+                     '--run_name=r',
+                     check=True)
+  with open(tmp_path / 'r' / 'summary.json', encoding='utf-8') as f:
+    model = json.load(f)['model']
+  # Per block: q, k, v, o (16 -> 16), ff1 (16 -> 32), ff2 (32 -> 16) at
+  # rank 2; the head 16 -> 100 (the vocabulary).
+  adapters = 2 * (4 * (16 * 2 + 2 * 16) + 2 *
+                  (16 * 2 + 2 * 32)) + (16 * 2 + 2 * 100)
+  assert model['trainable'] == 'lora'
+  assert model['noise_dimension'] == model['trainable_parameters'] == adapters
+  assert model['upload_bytes_per_client_round'] == 4 * adapters
+  assert model['download_bytes_per_client_round'] == 4 * (
+      adapters + model['frozen_parameters'])
+  statement = (tmp_path / 'r' / 'privacy_statement.txt').read_text()
+  assert f'Noise dimension: {adapters:,}' in statement
+  assert f'upload {4 * adapters:,} bytes' in statement

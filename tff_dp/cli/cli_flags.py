@@ -115,7 +115,10 @@ def define_model_flags(fv: flags.FlagValues) -> None:
       'emnist_*, cifar100); rnn: embedding (--embedding_dim), '
       '--hidden_layers LSTM layers of --hidden_units units and logits '
       'over the vocabulary, for token data (shakespeare, '
-      'stackoverflow_nwp).')
+      'stackoverflow_nwp, python_stdlib); transformer: a decoder-only '
+      '(GPT-style) language model of --transformer_* size whose context is '
+      'the data\'s window, predicting the next token at every position, '
+      'for the same token data.')
   checked_flags.define_int(
       fv,
       'hidden_layers',
@@ -137,7 +140,36 @@ def define_model_flags(fv: flags.FlagValues) -> None:
       'Shakespeare characters, 96 for Stack Overflow words).',
       lower=1,
       upper=checked_flags.MAX_UNITS)
+  _define_transformer_flags(fv)
   _define_trainable_flags(fv)
+
+
+def _define_transformer_flags(fv: flags.FlagValues) -> None:
+  """The transformer's size, and the pretrained weights to start from."""
+  for name, default, what in (
+      ('transformer_layers', config_lib.DEFAULT_TRANSFORMER_LAYERS,
+       'Transformer blocks of --model=transformer.'),
+      ('transformer_width', config_lib.DEFAULT_TRANSFORMER_WIDTH,
+       'Width (embeddings, attention, residual stream) of the transformer; '
+       'a multiple of --transformer_heads.'),
+      ('transformer_heads', config_lib.DEFAULT_TRANSFORMER_HEADS,
+       'Attention heads of each transformer block.'),
+      ('transformer_ff_width', config_lib.DEFAULT_TRANSFORMER_FF_WIDTH,
+       'Hidden units of each transformer block\'s feed-forward network.'),
+  ):
+    checked_flags.define_int(fv,
+                             name,
+                             default,
+                             what,
+                             lower=1,
+                             upper=checked_flags.MAX_UNITS)
+  flags.DEFINE_string(
+      'init_from',
+      '', 'Start from the weights of this checkpoint of ./run.sh pretrain '
+      '(central training on clients declared public) instead of the seeded '
+      'initial model; its model must be this run\'s (same --model, sizes '
+      'and data). The privacy statement names the public data.',
+      flag_values=fv)
 
 
 def _define_trainable_flags(fv: flags.FlagValues) -> None:

@@ -208,12 +208,29 @@ def add_adapters(model: tf.keras.Model,
     ValueError: If `model` has no Dense layer, or for a bad rank or alpha.
   """
   _check_rank_alpha(rank, alpha)
-  if not any(type(layer) is tf.keras.layers.Dense for layer in model.layers):  # pylint: disable=unidiomatic-typecheck
+  if not any(
+      type(layer) is tf.keras.layers.Dense for layer in leaf_layers(model)):  # pylint: disable=unidiomatic-typecheck
     raise ValueError(f'LoRA adapts Dense layers and the model '
                      f'{model.name!r} has none')
-  counter = itertools.count()
+  return _with_adapters(model,
+                        counter=itertools.count(),
+                        rank=rank,
+                        alpha=alpha,
+                        seed=seed,
+                        freeze_a=freeze_a)
+
+
+def _with_adapters(model, *, counter, rank, alpha, seed, freeze_a):
+  """`add_adapters` without the check, recursing into nested models."""
 
   def clone(layer):
+    if isinstance(layer, tf.keras.Model):
+      return _with_adapters(layer,
+                            counter=counter,
+                            rank=rank,
+                            alpha=alpha,
+                            seed=seed,
+                            freeze_a=freeze_a)
     # Exactly Dense: subclasses may compute something else.
     if type(layer) is not tf.keras.layers.Dense:  # pylint: disable=unidiomatic-typecheck
       return layer.__class__.from_config(layer.get_config())
@@ -227,6 +244,17 @@ def add_adapters(model: tf.keras.Model,
   return tf.keras.models.clone_model(model, clone_function=clone)
 
 
+def leaf_layers(model: tf.keras.Model) -> list[tf.keras.layers.Layer]:
+  """The model's layers, those of nested models in their place."""
+  leaves = []
+  for layer in model.layers:
+    if isinstance(layer, tf.keras.Model):
+      leaves += leaf_layers(layer)
+    else:
+      leaves.append(layer)
+  return leaves
+
+
 def merge(model: tf.keras.Model) -> tf.keras.Model:
   """A plain-Keras copy of `model` with every adapter folded into its kernel.
 
@@ -237,6 +265,8 @@ def merge(model: tf.keras.Model) -> tf.keras.Model:
   """
 
   def clone(layer):
+    if isinstance(layer, tf.keras.Model):
+      return merge(layer)  # Its weights set already.
     if isinstance(layer, LoraDense):
       return tf.keras.layers.Dense(layer.units,
                                    activation=layer.activation,
@@ -246,6 +276,8 @@ def merge(model: tf.keras.Model) -> tf.keras.Model:
 
   merged = tf.keras.models.clone_model(model, clone_function=clone)
   for source, target in zip(model.layers, merged.layers):
+    if isinstance(source, tf.keras.Model):
+      continue
     if isinstance(source, LoraDense):
       weights = [source.merged_kernel()]
       if source.use_bias:
@@ -258,4 +290,4 @@ def merge(model: tf.keras.Model) -> tf.keras.Model:
 
 def adapter_layers(model: tf.keras.Model) -> list[LoraDense]:
   """The model's `LoraDense` layers, in order."""
-  return [layer for layer in model.layers if isinstance(layer, LoraDense)]
+  return [layer for layer in leaf_layers(model) if isinstance(layer, LoraDense)]

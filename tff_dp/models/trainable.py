@@ -67,11 +67,13 @@ def head_layer(model: tf.keras.Model) -> tf.keras.layers.Layer:
   Raises:
     ValueError: If it has neither.
   """
-  named = [layer for layer in model.layers if layer.name == HEAD_NAME]
+  named = [
+      layer for layer in lora.leaf_layers(model) if layer.name == HEAD_NAME
+  ]
   if named:
     return named[0]
   dense = [
-      layer for layer in model.layers
+      layer for layer in lora.leaf_layers(model)
       if isinstance(layer, (tf.keras.layers.Dense, lora.LoraDense))
   ]
   if not dense:
@@ -83,16 +85,16 @@ def head_layer(model: tf.keras.Model) -> tf.keras.layers.Layer:
 def blocks(model: tf.keras.Model) -> list[list[tf.keras.layers.Layer]]:
   """The model's blocks, first to last (module docstring)."""
   numbered: dict[int, list[tf.keras.layers.Layer]] = {}
-  for layer in model.layers:
+  for layer in lora.leaf_layers(model):
     match = _BLOCK.match(layer.name)
     if match:
       numbered.setdefault(int(match.group(1)), []).append(layer)
   if numbered:
     return [numbered[i] for i in sorted(numbered)]
   head = head_layer(model)
-  return [
-      [layer] for layer in model.layers if layer.weights and layer is not head
-  ]
+  return [[layer]
+          for layer in lora.leaf_layers(model)
+          if layer.weights and layer is not head]
 
 
 def _trained_layers(model: tf.keras.Model,
@@ -111,7 +113,8 @@ def _trained_layers(model: tf.keras.Model,
         for layer in block
     ]
     return chosen + [
-        layer for layer in model.layers if layer.name == FINAL_NORM_NAME
+        layer for layer in lora.leaf_layers(model)
+        if layer.name == FINAL_NORM_NAME
     ] + [head]
   raise ValueError(f'no layer selection for {settings.trainable!r}')
 
@@ -145,13 +148,13 @@ def configure(model: tf.keras.Model,
                                 seed=settings.seed,
                                 freeze_a=settings.trainable
                                 is Trainable.FFA_LORA)
-    for layer in model.layers:
+    for layer in lora.leaf_layers(model):
       # A LoraDense's base weights are non-trainable variables already.
       if not isinstance(layer, lora.LoraDense):
         layer.trainable = False
     return model
   keep = {id(layer) for layer in _trained_layers(model, settings)}
-  for layer in model.layers:
+  for layer in lora.leaf_layers(model):
     if id(layer) not in keep:
       layer.trainable = False
   return model
@@ -160,6 +163,27 @@ def configure(model: tf.keras.Model,
 def parameter_count(variables) -> int:
   """Number of scalars in `variables` (Keras variables or arrays)."""
   return int(sum(np.prod(v.shape, dtype=np.int64) for v in variables))
+
+
+def copy_base_weights(source: tf.keras.Model, target: tf.keras.Model) -> None:
+  """Assigns a model's weights to `configure`'s copy of the same architecture
+  (eager): a `LoraDense` takes its Dense twin's kernel and bias (adapters
+  unchanged), every other layer its twin's weights. For starting a LoRA run
+  from weights saved from the plain model (`--init_from`).
+
+  Raises:
+    ValueError: If the two models' layers do not correspond.
+  """
+  sources, targets = lora.leaf_layers(source), lora.leaf_layers(target)
+  if len(sources) != len(targets):
+    raise ValueError(f'{len(sources)} layers cannot fill {len(targets)}')
+  for twin, layer in zip(sources, targets):
+    if isinstance(layer, lora.LoraDense):
+      layer.kernel.assign(twin.kernel)
+      if layer.use_bias:
+        layer.bias.assign(twin.bias)
+    else:
+      layer.set_weights(twin.get_weights())
 
 
 def settings_from(config, *, seed: Optional[int] = None) -> TrainableSettings:

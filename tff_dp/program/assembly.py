@@ -52,7 +52,11 @@ def _model_args(config: TrainConfig, data: FederatedData) -> dict:
               hidden_layers=config.hidden_layers,
               image_shape=data.image_shape,
               vocab_size=data.vocab_size,
-              embedding_dim=config.embedding_dim)
+              embedding_dim=config.embedding_dim,
+              transformer_layers=config.transformer_layers,
+              transformer_width=config.transformer_width,
+              transformer_heads=config.transformer_heads,
+              transformer_ff_width=config.transformer_ff_width)
 
 
 def build_model_fn(config: TrainConfig,
@@ -77,13 +81,22 @@ def build_keras_model_fn(config: TrainConfig,
                          keras_model_fn=None):
   """The no-argument Keras constructor of `config`'s model for `data` (the
   twin of `build_model_fn`'s, for server-side uses of a trained model)."""
-  if keras_model_fn is None:
-    keras_model_fn = lambda: models.build_keras_model(
-        config.model, **_model_args(config, data))
+  keras_model_fn = base_keras_model_fn(config, data, keras_model_fn)
   if not freezes(config):
     return keras_model_fn
   settings = trainable_lib.settings_from(config)
   return lambda: trainable_lib.configure(keras_model_fn(), settings)
+
+
+def base_keras_model_fn(config: TrainConfig,
+                        data: FederatedData,
+                        keras_model_fn=None):
+  """`build_keras_model_fn` with every parameter trainable, whatever
+  --trainable says (central pretraining, and the weights it saves)."""
+  if keras_model_fn is not None:
+    return keras_model_fn
+  return lambda: models.build_keras_model(config.model,
+                                          **_model_args(config, data))
 
 
 def freezes(config: TrainConfig) -> bool:

@@ -41,6 +41,8 @@ from tff_dp.program import evaluation
 from tff_dp.program import federated_evaluation
 from tff_dp.program import model_size
 from tff_dp.program import prepare
+from tff_dp.program import pretrained
+from tff_dp.program import pretrained_meta
 from tff_dp.program import privacy_statement
 from tff_dp.program import release as release_lib
 from tff_dp.program import resume as resume_rules
@@ -114,12 +116,11 @@ def _build_evaluator(config: TrainConfig, data,
         assembly.build_model_fn(config, data, keras_model_fn),
         held_out,
         label_kind=data.label_kind)
-  if assembly.freezes(config):
-    # The twin must hold the same trainable and frozen weights (adapters).
-    keras_model_fn = assembly.build_keras_model_fn(config, data, keras_model_fn)
   return evaluation.ServerEvaluator(
       config.model,
-      keras_model_fn=keras_model_fn,
+      # The very model trained (the transformer's sizes included).
+      keras_model_fn=assembly.build_keras_model_fn(config, data,
+                                                   keras_model_fn),
       input_dim=data.input_dim,
       num_classes=data.num_classes,
       hidden_units=config.hidden_units,
@@ -260,10 +261,14 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
     # inside the runtime we own; TFF's default context would start a worker
     # that outlives us.
     with _runtime(config, run_dir):
+      # A resumed run's state replaces this one; a fresh run starts from
+      # the pretrained model of --init_from, if any.
+      initial = pretrained.initial_state(process, process.initialize(), config,
+                                         data)
       start = _start(config,
                      run_dir,
                      checkpoints,
-                     process.initialize(),
+                     initial,
                      privacy,
                      binding,
                      secrets=secrets,
@@ -422,7 +427,8 @@ def _write_statement(config, data, run_dir, result, privacy, releaser, audit,
       privacy=privacy,
       released_keys=releaser.released_keys,
       canary_audit=audit,
-      model_size=size)
+      model_size=size,
+      public_data=pretrained_meta.public_data_sentence(config.init_from))
   atomic_io.write_text_atomic(os.path.join(run_dir, 'privacy_statement.txt'),
                               statement)
   releaser.write_text('privacy_statement', statement)
