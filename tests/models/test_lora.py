@@ -111,3 +111,28 @@ def test_model_without_dense_layers_is_refused():
   no_dense = tf.keras.Model(x, tf.keras.layers.Embedding(5, 3)(x))
   with pytest.raises(ValueError, match='has none'):
     lora.add_adapters(no_dense, rank=2, alpha=1.0, seed=0)
+
+
+def test_transformer_built_with_the_lora_factory_trains_only_adapters():
+  from tff_dp.config import Trainable  # pylint: disable=g-import-not-at-top
+  from tff_dp.models import trainable  # pylint: disable=g-import-not-at-top
+  from tff_dp.models import transformer  # pylint: disable=g-import-not-at-top
+  model = transformer.build_transformer(vocab_size=7,
+                                        sequence_length=5,
+                                        num_layers=1,
+                                        width=4,
+                                        num_heads=2,
+                                        ff_width=6,
+                                        dense_factory=lora.dense_factory(
+                                            2, 2.0, 0))
+  model = trainable.configure(
+      model,
+      trainable.TrainableSettings(trainable=Trainable.LORA),
+      has_adapters=True)
+  names = [layer.name for layer in lora.adapter_layers(model)]
+  assert names == [
+      'block0_q', 'block0_k', 'block0_v', 'block0_o', 'block0_ff1',
+      'block0_ff2', 'lm_head'
+  ]
+  assert len(model.trainable_weights) == 2 * len(names)
+  assert all('lora_' in w.name for w in model.trainable_weights)

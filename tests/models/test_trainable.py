@@ -238,3 +238,27 @@ def test_transformer_lora_run_reports_what_it_trained_and_sent(tmp_path):
   statement = (tmp_path / 'r' / 'privacy_statement.txt').read_text()
   assert f'Noise dimension: {adapters:,}' in statement
   assert f'upload {4 * adapters:,} bytes' in statement
+
+
+def test_lora_on_a_callers_model_without_dense_layers_names_the_flag():
+  # The Python API's own Keras model: refused before TFF traces it.
+  from tff_dp.program import assembly  # pylint: disable=g-import-not-at-top
+
+  def no_dense():
+    x = tf.keras.Input(shape=(4,))
+    return tf.keras.Model(x, tf.keras.layers.Embedding(5, 3)(x))
+
+  with pytest.raises(ConfigError, match=r'^--trainable=lora: .* has none'):
+    assembly.check_trainable_model(_config('--trainable=lora'),
+                                   None,
+                                   keras_model_fn=no_dense)
+  assembly.check_trainable_model(_config('--trainable=all'),
+                                 None,
+                                 keras_model_fn=no_dense)
+
+
+def test_ffa_lora_trains_only_b():
+  model = trainable_lib.configure(
+      _mlp(hidden_layers=1),
+      _settings(Trainable.FFA_LORA, lora_rank=2, lora_alpha=2.0))
+  assert [w.shape for w in model.trainable_weights] == [(2, 5), (2, 3)]

@@ -35,7 +35,6 @@ import dataclasses
 import re
 from typing import Optional
 
-import numpy as np
 import tensorflow as tf
 
 from tff_dp.config import Trainable
@@ -158,11 +157,6 @@ def configure(model: tf.keras.Model,
     if id(layer) not in keep:
       layer.trainable = False
   return model
-
-
-def parameter_count(variables) -> int:
-  """Number of scalars in `variables` (Keras variables or arrays)."""
-  return int(sum(np.prod(v.shape, dtype=np.int64) for v in variables))
 
 
 def copy_base_weights(source: tf.keras.Model, target: tf.keras.Model) -> None:

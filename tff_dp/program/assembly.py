@@ -17,6 +17,7 @@ from tff_dp.algorithms import example_dp
 from tff_dp.algorithms import grouped_fedavg
 from tff_dp.algorithms import learning_process
 from tff_dp.algorithms import models
+from tff_dp.checks import ConfigError
 from tff_dp.config import Algorithm
 from tff_dp.config import LocalDp
 from tff_dp.config import Trainable
@@ -97,6 +98,20 @@ def base_keras_model_fn(config: TrainConfig,
     return keras_model_fn
   return lambda: models.build_keras_model(config.model,
                                           **_model_args(config, data))
+
+
+def check_trainable_model(config: TrainConfig,
+                          data: FederatedData,
+                          keras_model_fn=None) -> None:
+  """Raises `ConfigError` naming --trainable if the model cannot be
+  configured as it says (e.g. LoRA on a caller's model without Dense
+  layers), before TFF traces it."""
+  if not freezes(config):
+    return
+  try:
+    build_keras_model_fn(config, data, keras_model_fn)()
+  except ValueError as e:
+    raise ConfigError('trainable', config.trainable.value, str(e)) from e
 
 
 def freezes(config: TrainConfig) -> bool:
