@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tff_dp import config as config_lib
+from tff_dp.algorithms import models
+from tff_dp.config import ModelKind
 from tff_dp.models import transformer
 
 _SMALL = dict(vocab_size=11,
@@ -106,3 +109,20 @@ def test_initial_weights_follow_the_seed():
 def test_bad_sizes_are_refused(sizes, message):
   with pytest.raises(ValueError, match=message):
     transformer.build_transformer(**sizes)
+
+
+def test_default_size_is_a_small_cpu_model():
+  # The flags' default model on --dataset=python_stdlib (context 64, 100 ids).
+  model = models.build_keras_model(ModelKind.TRANSFORMER,
+                                   input_dim=64,
+                                   num_classes=100,
+                                   vocab_size=100,
+                                   hidden_units=1,
+                                   seed=0)
+  sizes = dict(vocab_size=100,
+               sequence_length=64,
+               num_layers=config_lib.DEFAULT_TRANSFORMER_LAYERS,
+               width=config_lib.DEFAULT_TRANSFORMER_WIDTH,
+               ff_width=config_lib.DEFAULT_TRANSFORMER_FF_WIDTH)
+  assert model.count_params() == _expected_params(**sizes)
+  assert 1_000_000 <= model.count_params() <= 5_000_000

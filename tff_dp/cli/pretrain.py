@@ -36,6 +36,7 @@ from tff_dp.cli import cli_flags
 from tff_dp.cli import exits
 from tff_dp.cli import program_help
 from tff_dp.program import prepare
+from tff_dp.program import pretrained_meta
 
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -88,13 +89,13 @@ def run(argv: list[str]) -> None:
   config_checks.check_model_fits_data(config,
                                       image_shape=data.image_shape,
                                       vocab_size=data.vocab_size)
+  x, _ = pretrained_meta.public_examples(config, data)
   # Imported only now: TensorFlow, after the cheap checks.
   from tff_dp.execution import runtime  # pylint: disable=g-import-not-at-top
   from tff_dp.program import pretrained  # pylint: disable=g-import-not-at-top
   # Importing TFF installs a context that would start a worker on first use:
   # pretraining runs no TFF computation.
   runtime.disable_default_context()
-  x, _ = pretrained.public_examples(config, data)
   print(f'{PROGRAM}: {len(data.public_client_ids)} public clients of '
         f'--dataset={config.dataset.value} ({len(x)} examples); the '
         f'{data.population} private clients are not read')

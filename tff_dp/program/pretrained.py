@@ -26,33 +26,15 @@ import json
 import os
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_dp import atomic_io
 from tff_dp.algorithms import models
-from tff_dp.checks import ConfigError
 from tff_dp.config import TrainConfig
 from tff_dp.models import trainable as trainable_lib
 from tff_dp.program import assembly
 from tff_dp.program import pretrained_meta
-
-
-def public_examples(config: TrainConfig,
-                    data: Any) -> tuple[np.ndarray, np.ndarray]:
-  """The (features, labels) of the clients `data` declares public.
-
-  Raises:
-    ConfigError: If the dataset declares no public clients.
-  """
-  if not callable(getattr(data, 'public_examples', None)):
-    raise ConfigError(
-        'dataset', config.dataset.value,
-        'declares no public clients, and pretraining runs on public data '
-        'only (without noise); use --dataset=python_stdlib, whose public '
-        'modules never join the private population')
-  return data.public_examples()
 
 
 def pretrain(config: TrainConfig, data: Any, *, steps: int, batch_size: int,
@@ -66,7 +48,7 @@ def pretrain(config: TrainConfig, data: Any, *, steps: int, batch_size: int,
     (the trained Keras model, its final {'loss', metrics} on the last 10%
     of steps' batches as Keras reports them).
   """
-  x, y = public_examples(config, data)
+  x, y = pretrained_meta.public_examples(config, data)
   # The whole model, whatever --trainable the private run will use.
   model = assembly.base_keras_model_fn(config, data)()
   model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate),

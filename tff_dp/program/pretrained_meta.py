@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any, Optional
 
+import numpy as np
+
 from tff_dp.checks import ConfigError
 from tff_dp.config import ModelKind
 from tff_dp.config import TrainConfig
@@ -47,6 +49,22 @@ def model_signature(config: TrainConfig, data: Any) -> dict[str, Any]:
   for name in _SIZE_FLAGS[config.model]:
     signature[name] = getattr(config, name)
   return signature
+
+
+def public_examples(config: TrainConfig,
+                    data: Any) -> tuple[np.ndarray, np.ndarray]:
+  """The (features, labels) of the clients `data` declares public.
+
+  Raises:
+    ConfigError: If the dataset declares no public clients.
+  """
+  if not callable(getattr(data, 'public_examples', None)):
+    raise ConfigError(
+        'dataset', config.dataset.value,
+        'declares no public clients, and pretraining runs on public data '
+        'only (without noise); use --dataset=python_stdlib, whose public '
+        'modules never join the private population')
+  return data.public_examples()
 
 
 def file_sha256(path: str) -> str:
@@ -85,7 +103,8 @@ def _check_matches(checkpoint_dir: str, meta: dict[str, Any],
         f'--dataset={config.dataset.value}')
   saved = meta.get('model') or {}
   ours = model_signature(config, data)
-  for name in sorted(set(saved) | set(ours)):
+  # The model kind first: its other differences follow from it.
+  for name in ['model'] + sorted((set(saved) | set(ours)) - {'model'}):
     if saved.get(name) != ours.get(name):
       raise ConfigError(
           'init_from', checkpoint_dir,
