@@ -76,7 +76,7 @@ class ModelSize:
       lines.append(f'Noise dimension: {self.noise_dimension:,} (every '
                    'trained parameter, none of the frozen ones).')
     lines.append(
-        f'Sent per client per round: upload {self.upload_bytes:,} bytes (the '
+        f'Bytes each client exchanges in a round: upload {self.upload_bytes:,} bytes (the '
         f'trained tensors, float32); download {self.download_bytes:,} bytes '
         '(TFF broadcasts the whole model, frozen tensors included, every '
         'round).')
