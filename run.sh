@@ -20,6 +20,9 @@ Usage: ./run.sh <command> [arguments]
 Commands:
   train [flags]        Train (DP-FedAvg). Without --flagfile, configs/default.cfg is
                        used; other flags override it. Outputs go to runs/<name>/.
+  pretrain [flags]     Train the model centrally on the clients a dataset declares
+                       public (--dataset=python_stdlib), no noise; writes
+                       --output=DIR for train --init_from=DIR.
   test [pytest args]   Run the test suite (add --run-slow for the slow tier).
   lint [--fix]         Check formatting (yapf, .style.yapf) and lint (ruff,
                        ruff.toml); --fix rewrites the files instead. CI runs it
@@ -167,6 +170,11 @@ cmd_train() {
     exec "${VENV}/bin/tff-dp" "$@"
   fi
   exec "${VENV}/bin/tff-dp" "--flagfile=${DEFAULT_CONFIG}" "$@"
+}
+
+cmd_pretrain() {
+  ensure_venv
+  exec "${VENV}/bin/python" -m tff_dp.cli.pretrain "$@"
 }
 
 cmd_epsilon() {
@@ -358,6 +366,7 @@ main() {
   [[ $# -gt 0 ]] && shift
   case "${command}" in
     train) cmd_train "$@" ;;
+    pretrain) cmd_pretrain "$@" ;;
     test) cmd_test "$@" ;;
     lint) cmd_lint "$@" ;;
     epsilon) cmd_epsilon "$@" ;;

@@ -2,9 +2,11 @@
 
 Subpackages by job, each importing only the layers below it (bottom first):
 `atomic_io` and `checks`, `cohorts`, `privacy`, `data`, `audit`, `mechanisms`,
-`config`, `config_checks`, `algorithms`, `execution`, `program`, `sweeps`,
-`cli`, and beside the programs the Python API, `tff_dp.api` (`tff_dp.train`). The
-programs in `tff_dp.cli` are the only modules that read absl's global flags.
+`config`, `config_checks`, `models`, `algorithms`, `execution`, `program`,
+`sweeps`, `cli`, and beside the programs the Python API, `tff_dp.api`
+(`tff_dp.train`). `models` (model architectures and how their parameters are
+trained) may import `config` and `checks` only. The programs in `tff_dp.cli`
+are the only modules that read absl's global flags.
 """
 
 __version__ = '0.1.0'

@@ -213,6 +213,7 @@ def train(config: Optional[TrainConfig] = None,
   defaults = {name: fv[name].default for name in config.to_json()}
   from tff_dp.program import assembly  # pylint: disable=g-import-not-at-top
   from tff_dp.program import experiment  # pylint: disable=g-import-not-at-top
+  assembly.check_trainable_model(prepared.config, prepared.data, keras_model_fn)
   summary = experiment.run_experiment(prepared,
                                       run_dir,
                                       resume=resume,

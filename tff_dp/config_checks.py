@@ -9,6 +9,7 @@ here too, from what the grouped path implements.
 Pure Python, like `tff_dp.config`: importing this module must stay cheap.
 """
 
+import os
 from typing import Optional
 
 from tff_dp.checks import ConfigError
@@ -18,6 +19,7 @@ from tff_dp.config import ClientWeighting
 from tff_dp.config import Evaluation
 from tff_dp.config import LocalDp
 from tff_dp.config import ModelKind
+from tff_dp.config import Trainable
 from tff_dp.config import TrainConfig
 from tff_dp.config import WorkerLoss
 from tff_dp.data import loading
@@ -36,6 +38,19 @@ _GROUPED_ALGORITHMS = frozenset(
     {Algorithm.FEDAVG, Algorithm.DP_FTRL, Algorithm.FEDPROX, Algorithm.FEDSGD})
 
 
+def _check_transformer(config: TrainConfig) -> None:
+  """The transformer's heads divide its width; --init_from names a file."""
+  if config.model is ModelKind.TRANSFORMER and (config.transformer_width %
+                                                config.transformer_heads):
+    raise ConfigError(
+        'transformer_heads', config.transformer_heads,
+        f'must divide --transformer_width={config.transformer_width} (each '
+        'head attends over an equal slice of the width)')
+  if config.init_from and not os.path.isdir(config.init_from):
+    raise ConfigError('init_from', config.init_from,
+                      'is not a directory (a checkpoint of ./run.sh pretrain)')
+
+
 def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
   """Why the grouped path (`tff_dp.algorithms.grouped_fedavg`) cannot run `config`.
 
@@ -52,6 +67,9 @@ def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
   if loading.label_kind(config.dataset) is not LabelKind.SINGLE:
     return (f'--dataset={config.dataset.value} (multi-label data; the '
             'grouped path trains single-label models only)')
+  if config.model is ModelKind.TRANSFORMER:
+    return ('--model=transformer (next-token labels at every position; '
+            'the grouped path trains single-label models only)')
   checks = (
       (config.algorithm
        in _GROUPED_ALGORITHMS, 'algorithm', config.algorithm.value),
@@ -69,6 +87,9 @@ def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
       # reference's client receives --client_epochs copies of them.
       (not config.example_dp or config.client_epochs == 1, 'example_dp',
        f'{config.example_dp} with --client_epochs={config.client_epochs}'),
+      # TFF's functional model takes trainability from variable creation,
+      # not from the Keras layers frozen after it (`tff_dp.models.trainable`).
+      (config.trainable is Trainable.ALL, 'trainable', config.trainable.value),
   )
   for supported, name, value in checks:
     if not supported:
@@ -179,6 +200,7 @@ def check_config(config: TrainConfig) -> None:
         f'is read only with --dataset=sqlite (this run: --dataset='
         f'{config.dataset.value}); pass --dataset=sqlite to train on it')
   _check_workers(config)
+  _check_transformer(config)
   reason = grouped_unsupported_reason(config)
   if config.clients_per_call > 1 and reason is not None:
     raise ConfigError(
@@ -228,6 +250,36 @@ def check_config(config: TrainConfig) -> None:
     raise ConfigError('clients_per_round', config.clients_per_round,
                       f'must not exceed --num_clients={config.num_clients}')
   _check_evaluation(config)
+  _check_trainable(config)
+
+
+def model_blocks(config: TrainConfig) -> int:
+  """Blocks of `config`'s built-in model that --trainable=last_k counts
+  (`tff_dp.models.trainable.blocks`: each layer with weights below the
+  head)."""
+  if config.model is ModelKind.MLP:
+    return config.hidden_layers
+  if config.model is ModelKind.RNN:
+    return config.hidden_layers + 1  # The embedding and the LSTM layers.
+  if config.model is ModelKind.CNN:
+    return 3  # Two convolutions and the dense layer.
+  if config.model is ModelKind.TRANSFORMER:
+    return config.transformer_layers
+  return 0
+
+
+def _check_trainable(config: TrainConfig) -> None:
+  """--trainable_last_k within the model's blocks."""
+  if config.trainable is not Trainable.LAST_K:
+    return
+  blocks = model_blocks(config)
+  if config.trainable_last_k > blocks:
+    advice = (f'use at most {blocks}'
+              if blocks else 'use --trainable=head or all')
+    raise ConfigError(
+        'trainable_last_k', config.trainable_last_k,
+        f'exceeds the {blocks} blocks of --model={config.model.value}; '
+        f'{advice}')
 
 
 def _check_evaluation(config: TrainConfig) -> None:
@@ -410,19 +462,24 @@ def check_record_level_delta(config: TrainConfig, largest_client: int) -> None:
         'allows releasing a record outright')
 
 
+_TOKEN_MODELS = (ModelKind.RNN, ModelKind.TRANSFORMER)
+
+
 def _check_token_data(config: TrainConfig, *, tokens: bool) -> None:
-  """Token ids go with, and only with, the rnn model (and no example DP)."""
+  """Token ids go with, and only with, the rnn and transformer models (and
+  no example DP)."""
   dataset = config.dataset.value
-  if config.model is ModelKind.RNN and not tokens:
+  if config.model in _TOKEN_MODELS and not tokens:
     raise ConfigError(
         'model', config.model.value,
         f'needs token data and --dataset={dataset} is not token ids; use '
-        'shakespeare or stackoverflow_nwp, or --model=mlp')
-  if tokens and config.model is not ModelKind.RNN:
+        'shakespeare, stackoverflow_nwp or python_stdlib, or --model=mlp')
+  if tokens and config.model not in _TOKEN_MODELS:
     raise ConfigError(
         'model', config.model.value,
         f'--dataset={dataset} holds token ids (the previous tokens as '
-        'numbers), which only the rnn model embeds; use --model=rnn')
+        'numbers), which only the rnn and transformer models embed; use '
+        '--model=rnn or --model=transformer')
   if tokens and config.example_dp:
     raise ConfigError(
         'example_dp', config.example_dp,

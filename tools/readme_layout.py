@@ -19,8 +19,8 @@ README_START = '<!-- layout:start -->\n'
 README_END = '<!-- layout:end -->'
 # Bottom first; modules directly in tff_dp/ are listed with their layer.
 LAYERS = ('atomic_io', 'checks', 'cohorts', 'privacy', 'data', 'audit',
-          'mechanisms', 'config', 'config_checks', 'algorithms', 'execution',
-          'program', 'sweeps', 'cli', 'api')
+          'mechanisms', 'config', 'config_checks', 'models', 'algorithms',
+          'execution', 'program', 'sweeps', 'cli', 'api')
 _OTHER_ROWS = (
     ('`examples/`', 'runnable examples of the Python API (the tests run '
      'them)'),

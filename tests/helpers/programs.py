@@ -14,6 +14,8 @@ import sys
 from tests.helpers import REPO_ROOT
 
 TRAIN = 'tff_dp.cli.train'
+# Central pretraining on public clients (`./run.sh pretrain`).
+PRETRAIN = 'tff_dp.cli.pretrain'
 # The training program after writing fake word and tag counts in its
 # --data_dir, their hashes expected instead of TFF's (fake_stackoverflow).
 TRAIN_ON_FAKE_STACKOVERFLOW = 'tests.helpers.fake_stackoverflow'
@@ -50,7 +52,7 @@ def run_train(*args: str,
       or, with the value None, to remove.
     timeout: Seconds before subprocess.TimeoutExpired.
     check: Assert that the program exited 0 (the message: stderr's end).
-    program: The module `python -m` runs: `TRAIN`,
+    program: The module `python -m` runs: `TRAIN`, `PRETRAIN`,
       `TRAIN_ON_FAKE_STACKOVERFLOW`, `AUDIT` or `BROKEN_AUDIT`.
 
   Returns:

@@ -20,7 +20,12 @@ logits over the vocabulary. It reads the window of token ids the data hold
 as floats (`tff_dp.data.token_sources`) and predicts one next token, so its
 last LSTM layer returns its final state only, and it has no projection
 between the LSTM and the logits (TFF's Stack Overflow model projects to the
-embedding size first). All output logits.
+embedding size first). The transformer is the decoder-only language model
+of `tff_dp.models.transformer` (GPT-style, Radford et al. 2019) over the
+same windows, its context the data's window; it predicts the next token at
+every position of a window (`LabelKind.NEXT_TOKENS`), as TFF's
+sequence-to-sequence baselines do, so its accuracy is comparable with theirs.
+All output logits.
 
 The loss, the metrics and the labels' spec follow the data's label kind
 (`tff_dp.data.labels`): single-label data train on the softmax cross-entropy
@@ -45,8 +50,10 @@ from typing import Callable, Optional, Sequence
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_dp import config as config_lib
 from tff_dp.config import ModelKind
 from tff_dp.data.labels import LabelKind
+from tff_dp.models import transformer
 
 # Multi-label recall counts the labels of this many most probable classes
 # (TFF's tag prediction baseline: recall@5); the data need at least as many.
@@ -54,6 +61,10 @@ RECALL_TOP_K = 5
 # The CNN's two valid 3x3 convolutions and 2x2 pooling need 6x6 pixels.
 CNN_MIN_IMAGE_SIDE = 6
 _CNN_DENSE_UNITS = 128
+# The token vocabularies' layout (`tff_dp.data.token_sources.TokenVocabulary`):
+# 0 is padding, the last 3 ids are oov, bos and eos.
+_PAD_ID = 0
+_SPECIAL_LAST_IDS = 3
 
 
 def check_image_shape(image_shape: Optional[Sequence[int]], *,
@@ -83,7 +94,7 @@ def check_image_shape(image_shape: Optional[Sequence[int]], *,
 
 
 def check_vocab_size(vocab_size: Optional[int], *, num_classes: int) -> int:
-  """Returns `vocab_size` if the rnn model can use it.
+  """Returns `vocab_size` if the rnn (or transformer) model can use it.
 
   Args:
     vocab_size: The data's vocabulary size, None for data that are not
@@ -164,19 +175,44 @@ def _cnn_layers(image_shape: tuple[int, int, int],
   ]
 
 
-def build_keras_model(kind: ModelKind,
-                      *,
-                      input_dim: int,
-                      num_classes: int,
-                      hidden_units: int,
-                      seed: int,
-                      hidden_layers: int = 1,
-                      image_shape: Optional[Sequence[int]] = None,
-                      vocab_size: Optional[int] = None,
-                      embedding_dim: int = 8) -> tf.keras.Model:
+def _transformer_model(*, input_dim: int, vocab_size: int, seed: int,
+                       **sizes: int) -> tf.keras.Model:
+  """The transformer over float token ids [batch, input_dim] (the data's)."""
+  lm = transformer.build_transformer(vocab_size=vocab_size,
+                                     sequence_length=input_dim,
+                                     num_layers=sizes['transformer_layers'],
+                                     width=sizes['transformer_width'],
+                                     num_heads=sizes['transformer_heads'],
+                                     ff_width=sizes['transformer_ff_width'],
+                                     seed=seed)
+  features = tf.keras.Input(shape=(input_dim,), dtype=tf.float32)
+  # Exact: token ids are integers below 2**24.
+  ids = tf.keras.layers.Lambda(lambda x: tf.cast(x, tf.int32),
+                               name='token_ids')(features)
+  return tf.keras.Model(features, lm(ids), name='transformer_lm')
+
+
+def build_keras_model(
+    kind: ModelKind,
+    *,
+    input_dim: int,
+    num_classes: int,
+    hidden_units: int,
+    seed: int,
+    hidden_layers: int = 1,
+    image_shape: Optional[Sequence[int]] = None,
+    vocab_size: Optional[int] = None,
+    embedding_dim: int = 8,
+    transformer_layers: int = config_lib.DEFAULT_TRANSFORMER_LAYERS,
+    transformer_width: int = config_lib.DEFAULT_TRANSFORMER_WIDTH,
+    transformer_heads: int = config_lib.DEFAULT_TRANSFORMER_HEADS,
+    transformer_ff_width: int = config_lib.DEFAULT_TRANSFORMER_FF_WIDTH
+) -> tf.keras.Model:
   """Returns an uncompiled Keras model producing logits.
 
-  Every model takes flat float32 inputs [batch, input_dim].
+  Every model takes flat float32 inputs [batch, input_dim]; the transformer's
+  logits are [batch, input_dim, num_classes] (one set per position), the
+  others' [batch, num_classes].
 
   Args:
     kind: Which architecture.
@@ -195,11 +231,24 @@ def build_keras_model(kind: ModelKind,
     vocab_size: Number of token ids if the features are token ids (then
       also `num_classes`); required by the rnn, ignored by the others.
     embedding_dim: Size of the rnn's token embedding.
+    transformer_layers, transformer_width, transformer_heads,
+      transformer_ff_width: The transformer's blocks, width, attention heads
+      and feed-forward width (its context is `input_dim`).
 
   Raises:
-    ValueError: For the CNN without a usable `image_shape`, the rnn without
-      a usable `vocab_size`.
+    ValueError: For the CNN without a usable `image_shape`, the rnn or the
+      transformer without a usable `vocab_size`, a transformer whose heads do
+      not divide its width.
   """
+  if kind is ModelKind.TRANSFORMER:
+    return _transformer_model(input_dim=input_dim,
+                              vocab_size=check_vocab_size(
+                                  vocab_size, num_classes=num_classes),
+                              seed=seed,
+                              transformer_layers=transformer_layers,
+                              transformer_width=transformer_width,
+                              transformer_heads=transformer_heads,
+                              transformer_ff_width=transformer_ff_width)
   layers = [tf.keras.layers.InputLayer(input_shape=(input_dim,))]
   if kind is ModelKind.CNN:
     layers += _cnn_layers(check_image_shape(image_shape, input_dim=input_dim),
@@ -239,7 +288,50 @@ def loss_fn(*,
   """
   if LabelKind(label_kind) is LabelKind.MULTI_HOT:
     return tf.keras.losses.BinaryCrossentropy(from_logits=True)
+  if LabelKind(label_kind) is LabelKind.NEXT_TOKENS:
+    return NextTokenLoss()
   return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+class NextTokenLoss(tf.keras.losses.Loss):
+  """Cross-entropy of logits [batch, W, V] against ids [batch, W], averaged
+  over the positions whose label is not padding.
+
+  With reduction NONE (`tff_dp.program.membership_audit`): one loss per
+  window, the mean over its non-padding positions.
+  """
+
+  def __init__(self, name='next_token_loss', **kwargs):
+    super().__init__(name=name, **kwargs)
+
+  def __call__(self, y_true, y_pred, sample_weight=None):
+    del sample_weight  # Keras passes None; the mask is the weight.
+    y_true = tf.cast(y_true, tf.int32)
+    losses = tf.keras.losses.sparse_categorical_crossentropy(y_true,
+                                                             y_pred,
+                                                             from_logits=True)
+    mask = tf.cast(tf.not_equal(y_true, _PAD_ID), losses.dtype)
+    if self.reduction == tf.keras.losses.Reduction.NONE:
+      return tf.reduce_sum(losses * mask, axis=-1) / tf.maximum(
+          tf.reduce_sum(mask, axis=-1), 1.0)
+    return tf.reduce_sum(losses * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+
+class NextTokenAccuracy(tf.keras.metrics.SparseCategoricalAccuracy):
+  """Accuracy over the labels that are real tokens (see the module
+  docstring): padding, oov, bos and eos labels are not counted."""
+
+  def __init__(self, name='next_token_accuracy', **kwargs):
+    super().__init__(name=name, **kwargs)
+
+  def update_state(self, y_true, y_pred, sample_weight=None):
+    del sample_weight
+    y_true = tf.cast(y_true, tf.int32)
+    first_special = y_pred.shape[-1] - _SPECIAL_LAST_IDS
+    real = tf.logical_and(tf.not_equal(y_true, _PAD_ID),
+                          tf.less(y_true, first_special))
+    # Nothing returned: in a tf.function Keras' returns an Operation.
+    super().update_state(y_true, y_pred, tf.cast(real, tf.float32))
 
 
 class _SigmoidPrecision(tf.keras.metrics.Precision):
@@ -266,7 +358,8 @@ def metrics(
   Their names are those `tff_dp.data.labels.METRICS` reports them by.
 
   Args:
-    label_kind: SINGLE: accuracy. MULTI_HOT: TFF's tag prediction metrics,
+    label_kind: SINGLE: accuracy. NEXT_TOKENS: accuracy over the real
+      tokens. MULTI_HOT: TFF's tag prediction metrics,
       `Precision()` (a label is predicted if its probability exceeds 0.5)
       and `Recall(top_k=5)` (the 5 most probable labels are predicted), on
       the sigmoid of the logits as on the baseline's sigmoid outputs.
@@ -276,6 +369,8 @@ def metrics(
         _SigmoidRecall(top_k=RECALL_TOP_K, name=f'recall_at_{RECALL_TOP_K}'),
         _SigmoidPrecision(name='precision')
     ]
+  if LabelKind(label_kind) is LabelKind.NEXT_TOKENS:
+    return [NextTokenAccuracy()]
   return [tf.keras.metrics.SparseCategoricalAccuracy()]
 
 
@@ -288,11 +383,13 @@ def input_spec(
 
   Args:
     input_dim: Number of features (float32).
-    label_kind: SINGLE: int32 class ids [batch]; MULTI_HOT: float32
-      [batch, num_classes].
+    label_kind: SINGLE: int32 class ids [batch]; NEXT_TOKENS: int32 ids
+      [batch, input_dim]; MULTI_HOT: float32 [batch, num_classes].
     num_classes: Required for MULTI_HOT.
   """
   features = tf.TensorSpec(shape=[None, input_dim], dtype=tf.float32)
+  if LabelKind(label_kind) is LabelKind.NEXT_TOKENS:
+    return features, tf.TensorSpec(shape=[None, input_dim], dtype=tf.int32)
   if LabelKind(label_kind) is LabelKind.MULTI_HOT:
     if num_classes is None:
       raise ValueError('multi-hot labels need num_classes')
@@ -311,11 +408,13 @@ def build_model_fn(
     image_shape: Optional[Sequence[int]] = None,
     vocab_size: Optional[int] = None,
     embedding_dim: int = 8,
-    label_kind: LabelKind = LabelKind.SINGLE
+    label_kind: LabelKind = LabelKind.SINGLE,
+    **transformer_sizes: int
 ) -> Callable[[], tff.learning.models.VariableModel]:
   """Returns the no-argument model constructor TFF's learning algorithms take.
 
-  The arguments are those of `build_keras_model`, and `label_kind`, the
+  The arguments are those of `build_keras_model` (`transformer_sizes`: its
+  `transformer_*` arguments), and `label_kind`, the
   data's labels, which decides the loss, the metrics and the labels' spec
   (`loss_fn`, `metrics`, `input_spec`). TFF's Keras wrapper calls the model
   with training=True in local training (dropout on) and training=False in
@@ -325,8 +424,11 @@ def build_model_fn(
   # tracing.
   if kind is ModelKind.CNN:
     check_image_shape(image_shape, input_dim=input_dim)
-  if kind is ModelKind.RNN:
+  if kind in (ModelKind.RNN, ModelKind.TRANSFORMER):
     check_vocab_size(vocab_size, num_classes=num_classes)
+  if (kind is ModelKind.TRANSFORMER) != (label_kind is LabelKind.NEXT_TOKENS):
+    raise ValueError(f'the {kind.value} model cannot train on '
+                     f'{label_kind.value} labels')
   if label_kind is LabelKind.MULTI_HOT and num_classes < RECALL_TOP_K:
     raise ValueError(f'{num_classes} labels: multi-label recall@'
                      f'{RECALL_TOP_K} needs at least {RECALL_TOP_K}')
@@ -340,7 +442,8 @@ def build_model_fn(
                                     hidden_layers=hidden_layers,
                                     image_shape=image_shape,
                                     vocab_size=vocab_size,
-                                    embedding_dim=embedding_dim)
+                                    embedding_dim=embedding_dim,
+                                    **transformer_sizes)
     return tff.learning.models.from_keras_model(
         keras_model,
         loss=loss_fn(label_kind=label_kind),

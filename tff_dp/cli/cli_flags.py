@@ -115,7 +115,10 @@ def define_model_flags(fv: flags.FlagValues) -> None:
       'emnist_*, cifar100); rnn: embedding (--embedding_dim), '
       '--hidden_layers LSTM layers of --hidden_units units and logits '
       'over the vocabulary, for token data (shakespeare, '
-      'stackoverflow_nwp).')
+      'stackoverflow_nwp, python_stdlib); transformer: a decoder-only '
+      '(GPT-style) language model of --transformer_* size whose context is '
+      'the data\'s window, predicting the next token at every position, '
+      'for the same token data.')
   checked_flags.define_int(
       fv,
       'hidden_layers',
@@ -137,6 +140,73 @@ def define_model_flags(fv: flags.FlagValues) -> None:
       'Shakespeare characters, 96 for Stack Overflow words).',
       lower=1,
       upper=checked_flags.MAX_UNITS)
+  _define_transformer_flags(fv)
+  _define_trainable_flags(fv)
+
+
+def _define_transformer_flags(fv: flags.FlagValues) -> None:
+  """The transformer's size, and the pretrained weights to start from."""
+  for name, default, what in (
+      ('transformer_layers', config_lib.DEFAULT_TRANSFORMER_LAYERS,
+       'Transformer blocks of --model=transformer.'),
+      ('transformer_width', config_lib.DEFAULT_TRANSFORMER_WIDTH,
+       'Width (embeddings, attention, residual stream) of the transformer; '
+       'a multiple of --transformer_heads.'),
+      ('transformer_heads', config_lib.DEFAULT_TRANSFORMER_HEADS,
+       'Attention heads of each transformer block.'),
+      ('transformer_ff_width', config_lib.DEFAULT_TRANSFORMER_FF_WIDTH,
+       'Hidden units of each transformer block\'s feed-forward network.'),
+  ):
+    checked_flags.define_int(fv,
+                             name,
+                             default,
+                             what,
+                             lower=1,
+                             upper=checked_flags.MAX_UNITS)
+  flags.DEFINE_string(
+      'init_from',
+      '', 'Start from the weights of this checkpoint of ./run.sh pretrain '
+      '(central training on clients declared public) instead of the seeded '
+      'initial model; its model must be this run\'s (same --model, sizes '
+      'and data). The privacy statement names the public data.',
+      flag_values=fv)
+
+
+def _define_trainable_flags(fv: flags.FlagValues) -> None:
+  """Which parameters clients train (`tff_dp.models.trainable`)."""
+  checked_flags.define_enum(
+      fv, 'trainable', config_lib.Trainable.ALL.value, config_lib.Trainable,
+      'Which parameters clients train, clip, noise and send; the others '
+      'stay frozen at their initial values. all: every parameter; lora: '
+      'low-rank adapters (Hu et al. 2022) of rank --lora_rank on every '
+      'Dense layer; ffa_lora: the same with A frozen (FFA-LoRA, Sun et al. '
+      '2024); head: the output layer; last_k: the last --trainable_last_k '
+      'blocks, the final LayerNorm and the head. A DP mechanism\'s noise '
+      'has the trained parameters\' dimension. Other than all: '
+      '--clients_per_call=1 only.')
+  checked_flags.define_int(fv,
+                           'lora_rank',
+                           8, 'Rank r of the LoRA adapters (--trainable=lora '
+                           'or ffa_lora).',
+                           lower=1,
+                           upper=checked_flags.MAX_UNITS)
+  checked_flags.define_float(
+      fv,
+      'lora_alpha',
+      8.0, 'LoRA\'s alpha: the adapters\' update is scaled by '
+      'alpha / r (Hu et al. 2022, who set alpha to the first r they tried '
+      'and kept it when varying r). The effective step of the adapters '
+      'grows with (alpha / r)^2: keep alpha near r, or lower '
+      '--client_learning_rate.',
+      lower=0.0,
+      upper=1e6,
+      lower_open=True)
+  checked_flags.define_int(fv,
+                           'trainable_last_k',
+                           1, 'Blocks trained with --trainable=last_k (the '
+                           'last ones).',
+                           lower=1,
+                           upper=1000)
 
 
 def define_cohort_flags(fv: flags.FlagValues) -> None:

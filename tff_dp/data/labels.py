@@ -15,6 +15,15 @@ Every data source declares its `label_kind`, as it declares `image_shape` and
   Reddi et al. 2021, "Adaptive Federated Optimization", ICLR): precision at
   probability 0.5 and recall of the 5 most probable labels. Stack Overflow
   tags (`--dataset=stackoverflow_tag`).
+* `LabelKind.NEXT_TOKENS`: a window of W token ids labelled with the W ids
+  that follow each of them, int32 [W] (the window shifted by one), what a
+  causal language model (`--model=transformer`) predicts at every position.
+  The loss is the categorical cross-entropy averaged over the positions whose
+  label is not padding; accuracy, as TFF's baselines' masked accuracy
+  (`tff.simulation.baselines.keras_metrics.MaskedCategoricalAccuracy`), counts
+  only labels that are real tokens: not padding, out-of-vocabulary, beginning
+  or end of a record. Token data give these labels when the model asks for
+  them (`tff_dp.data.registry.LoadRequest.next_token_labels`).
 
 The model (`tff_dp.algorithms.models`) builds the loss and the Keras metrics from the
 kind; the evaluations, the round values and the summary release the metrics
@@ -30,6 +39,7 @@ class LabelKind(enum.Enum):
   """What one example's label is (see the module docstring)."""
   SINGLE = 'single'
   MULTI_HOT = 'multi_hot'
+  NEXT_TOKENS = 'next_tokens'
 
 
 # The model's metrics besides the loss, by label kind, as (released name,
@@ -40,6 +50,7 @@ METRICS = {
     LabelKind.SINGLE: (('accuracy', 'sparse_categorical_accuracy'),),
     LabelKind.MULTI_HOT: (
         ('recall_at_5', 'recall_at_5'), ('precision', 'precision')),
+    LabelKind.NEXT_TOKENS: (('accuracy', 'next_token_accuracy'),),
 }
 
 

@@ -58,10 +58,16 @@ def test_set_origin(dataset: Dataset) -> TestSetOrigin:
   return registry.spec(dataset.value).test_set
 
 
-def load(dataset: Dataset, *, num_clients: int,
-         partition: Optional[partition_lib.Partition], seed: int,
-         test_fraction: float, dirichlet_alpha: float, data_dir: str,
-         client_data: Optional[str]) -> Any:
+def load(dataset: Dataset,
+         *,
+         num_clients: int,
+         partition: Optional[partition_lib.Partition],
+         seed: int,
+         test_fraction: float,
+         dirichlet_alpha: float,
+         data_dir: str,
+         client_data: Optional[str],
+         next_token_labels: bool = False) -> Any:
   """Loads the federated data `dataset` names.
 
   Args:
@@ -70,6 +76,8 @@ def load(dataset: Dataset, *, num_clients: int,
       data is split (ignored by the other kinds, whose clients are natural).
     data_dir: Cache directory of TFF's benchmark files.
     client_data: The SQLite file for `Dataset.SQLITE`.
+    next_token_labels: Token data labelled at every position
+      (`registry.LoadRequest`).
 
   Raises:
     DataError: With the file and reason, for anything that cannot be loaded.
@@ -80,7 +88,8 @@ def load(dataset: Dataset, *, num_clients: int,
                                  test_fraction=test_fraction,
                                  dirichlet_alpha=dirichlet_alpha,
                                  data_dir=os.path.expanduser(data_dir),
-                                 client_data=client_data)
+                                 client_data=client_data,
+                                 next_token_labels=next_token_labels)
   try:
     return registry.spec(dataset.value).load(request)
   except (OSError, ValueError) as e:

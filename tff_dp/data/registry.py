@@ -2,7 +2,8 @@
 
 A row says what the program must know about a dataset before loading it:
 whether it ships offline (then `--num_clients` and `--partition` split it),
-whether its features are token ids (only the rnn model fits them), its kind
+whether its features are token ids (only the rnn and transformer models fit
+them; the transformer asks for next-token labels at every position), its kind
 of labels (which fixes the loss and the metrics), and where its server-side
 test set comes from (which decides whether evaluation on it may be released
 as covered by the guarantee, `tff_dp.data.test_sets`). `--dataset`'s values
@@ -33,6 +34,9 @@ class LoadRequest:
       data is split (the other kinds have natural clients and ignore them).
     data_dir: Cache directory of TFF's benchmark files, `~` expanded.
     client_data: The client-data file of `--dataset=sqlite`, or None.
+    next_token_labels: Token data label each window with the next token at
+      every position (`labels.LabelKind.NEXT_TOKENS`, what the transformer
+      predicts) instead of the one token after it; other data ignore it.
   """
   num_clients: int
   partition: Optional[partition_lib.Partition]
@@ -41,6 +45,7 @@ class LoadRequest:
   dirichlet_alpha: float
   data_dir: str
   client_data: Optional[str]
+  next_token_labels: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +58,8 @@ class DatasetSpec:
     loader: 'module:function'; the function takes a `LoadRequest`.
     offline: Ships with the project; split into clients by `--partition`.
     tokens: Features are token ids (`vocab_size` is set).
-    label_kind: One class per example, or a multi-hot vector.
+    label_kind: One class per example, or a multi-hot vector (token data:
+      the label kind of the rnn's windows, one next token).
     test_set: Where the server-side test set comes from.
   """
   name: str
@@ -122,6 +128,14 @@ DATASETS = (
                 '(10,000-word vocabulary), from --data_dir',
                 f'{_TOKENS}:load_stackoverflow_nwp',
                 tokens=True),
+    DatasetSpec('python_stdlib', "the running Python's standard library "
+                'source, one client per module file (a federated '
+                'code-completion task), the next character after a window '
+                'of 64, shipped offline; a fixed set of modules is public '
+                '(./run.sh pretrain)',
+                'tff_dp.data.python_stdlib:load',
+                tokens=True,
+                test_set=TestSetOrigin.PUBLISHED_TEST_SPLIT),
     DatasetSpec('stackoverflow_tag', 'the same users, the tags of a post '
                 '(multi-label, 500 tags) from its bag of words (10,000 '
                 'words), from --data_dir',

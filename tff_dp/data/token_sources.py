@@ -27,7 +27,10 @@ tokens before it":
    sequence length). The last window of a client, usually shorter, is
    left-padded with 0.
 3. A window's first W ids are the features (float32; the rnn model embeds
-   them as integers) and its last id is the label.
+   them as integers) and its last id is the label. For the transformer
+   (`registry.LoadRequest.next_token_labels`) the labels are the window's
+   last W ids instead, the next token at every position
+   (`labels.LabelKind.NEXT_TOKENS`), as in TFF's baselines.
 
 Unlike TFF's sequence-to-sequence baselines, which predict the token at
 EVERY position of a window, this predicts ONE token per window, so a model
@@ -112,7 +115,7 @@ class TokenVocabulary:
 SHAKESPEARE_VOCABULARY = TokenVocabulary(tuple(SHAKESPEARE_CHARS))
 
 
-def _byte_ids(vocabulary: TokenVocabulary) -> np.ndarray:
+def byte_ids(vocabulary: TokenVocabulary) -> np.ndarray:
   """The id of each of the 256 byte values (oov for bytes not in it)."""
   ids = np.full(256, vocabulary.oov, np.int64)
   for i, char in enumerate(vocabulary.tokens):
@@ -120,7 +123,7 @@ def _byte_ids(vocabulary: TokenVocabulary) -> np.ndarray:
   return ids
 
 
-_SHAKESPEARE_BYTE_IDS = _byte_ids(SHAKESPEARE_VOCABULARY)
+_SHAKESPEARE_BYTE_IDS = byte_ids(SHAKESPEARE_VOCABULARY)
 
 
 def _framed(ids: tf.Tensor, vocabulary: TokenVocabulary) -> tf.Tensor:
@@ -164,25 +167,39 @@ def stackoverflow_ids_fn(vocabulary: TokenVocabulary) -> IdsFn:
   return to_ids
 
 
-def token_windows(ids: tf.data.Dataset, *, window: int) -> tf.data.Dataset:
+def token_windows(ids: tf.data.Dataset,
+                  *,
+                  window: int,
+                  next_token_labels: bool = False) -> tf.data.Dataset:
   """Records' token ids -> (float32 [window] ids, int32 next id).
 
   Args:
     ids: One int64 vector of ids per record, in order.
     window: W, the number of ids before each label.
+    next_token_labels: Label with the next id at every position, int32
+      [window] (the window's last W ids), instead of the one id after it.
 
   Returns:
     The windows of W + 1 ids cut from the records' joined stream, the last one
     left-padded with 0 (see the module docstring).
   """
   length = window + 1
+  labels = slice(1, None) if next_token_labels else window
 
   def split(chunk):
     padding = tf.zeros([length - tf.shape(chunk)[0]], tf.int64)
     chunk = tf.reshape(tf.concat([padding, chunk], 0), [length])
-    return tf.cast(chunk[:window], tf.float32), tf.cast(chunk[window], tf.int32)
+    return tf.cast(chunk[:window], tf.float32), tf.cast(chunk[labels], tf.int32)
 
   return ids.unbatch().batch(length).map(split)
+
+
+def labels_phrase(window: int, next_token_labels: bool) -> str:
+  """How windows are labelled, for the data banners."""
+  if next_token_labels:
+    return (f'labels: the next token at each of the {window} positions of a '
+            f'window of {window + 1} ids')
+  return f'one label per window of {window + 1} ids'
 
 
 class TokenSource(benchmark_source.CachedClients):
@@ -202,11 +219,11 @@ class TokenSource(benchmark_source.CachedClients):
     num_classes: The vocabulary's size (labels are token ids).
     vocab_size: The same: features are token ids in [0, vocab_size).
     image_shape: None: not images.
-    label_kind: One label (the next token's id) per window.
+    label_kind: One label (the next token's id) per window, or the next
+      token at every position (`next_token_labels`).
   """
 
   image_shape = None
-  label_kind = LabelKind.SINGLE
 
   def __init__(self,
                kind: tff_datasets.TffDataset,
@@ -218,7 +235,8 @@ class TokenSource(benchmark_source.CachedClients):
                window: int,
                record_noun: str,
                test_users: Optional[int] = None,
-               test_windows_per_user: Optional[int] = None):
+               test_windows_per_user: Optional[int] = None,
+               next_token_labels: bool = False):
     """Loads the benchmark's client data (TFF's loader, no download).
 
     Args:
@@ -233,6 +251,7 @@ class TokenSource(benchmark_source.CachedClients):
         choice); None: all.
       test_windows_per_user: At most this many windows of each test client;
         None: all.
+      next_token_labels: Label every position (`token_windows`).
 
     Raises:
       MissingDatasetError, CorruptDatasetError: From `tff_datasets`.
@@ -244,6 +263,9 @@ class TokenSource(benchmark_source.CachedClients):
     self._to_ids = to_ids
     self._record_noun = record_noun
     self._test_windows_per_user = test_windows_per_user
+    self._next_token_labels = next_token_labels
+    self.label_kind = (LabelKind.NEXT_TOKENS
+                       if next_token_labels else LabelKind.SINGLE)
     self._train, self._test = tff_datasets.load_tff_dataset(kind,
                                                             data_dir=data_dir)
     self.client_ids = list(self._train.client_ids)
@@ -255,7 +277,9 @@ class TokenSource(benchmark_source.CachedClients):
     self._sizes = self._train.client_sizes()
 
   def _windows(self, records: tf.data.Dataset) -> tf.data.Dataset:
-    return token_windows(records.map(self._to_ids), window=self.window)
+    return token_windows(records.map(self._to_ids),
+                         window=self.window,
+                         next_token_labels=self._next_token_labels)
 
   def client_dataset(self, index: int) -> tf.data.Dataset:
     """The windows of client `index` (unbatched): (features, label)."""
@@ -286,13 +310,16 @@ class TokenSource(benchmark_source.CachedClients):
         f"{s['examples_per_client_max']}",
         f'  features: the {self.window} token ids before the label '
         f'(vocabulary of {self.vocab_size} ids: '
-        f'{len(self.vocabulary.tokens)} tokens + pad, oov, bos, eos), one '
-        f'label per window of {self.window + 1} ids of a client\'s text',
+        f'{len(self.vocabulary.tokens)} tokens + pad, oov, bos, eos), '
+        f'{labels_phrase(self.window, self._next_token_labels)} of a '
+        'client\'s text',
         f'  test: {test} (server-side evaluation only)',
     ])
 
 
-def shakespeare_source(*, data_dir: str) -> TokenSource:
+def shakespeare_source(*,
+                       data_dir: str,
+                       next_token_labels: bool = False) -> TokenSource:
   """Shakespeare next-character windows from `data_dir`'s shakespeare.sqlite."""
   return TokenSource(tff_datasets.TffDataset.SHAKESPEARE,
                      name='shakespeare',
@@ -300,7 +327,8 @@ def shakespeare_source(*, data_dir: str) -> TokenSource:
                      vocabulary=SHAKESPEARE_VOCABULARY,
                      to_ids=shakespeare_ids,
                      window=SHAKESPEARE_WINDOW,
-                     record_noun='snippets')
+                     record_noun='snippets',
+                     next_token_labels=next_token_labels)
 
 
 def stackoverflow_vocabulary(*, data_dir: str) -> TokenVocabulary:
@@ -310,7 +338,9 @@ def stackoverflow_vocabulary(*, data_dir: str) -> TokenVocabulary:
   return TokenVocabulary(tuple(counts))
 
 
-def stackoverflow_nwp_source(*, data_dir: str) -> TokenSource:
+def stackoverflow_nwp_source(*,
+                             data_dir: str,
+                             next_token_labels: bool = False) -> TokenSource:
   """Stack Overflow next-word windows from `data_dir`.
 
   The vocabulary (`<data_dir>/datasets/stackoverflow.word_count.tar.bz2`) is
@@ -326,14 +356,17 @@ def stackoverflow_nwp_source(*, data_dir: str) -> TokenSource:
                      window=STACKOVERFLOW_WINDOW,
                      record_noun='sentences',
                      test_users=STACKOVERFLOW_TEST_USERS,
-                     test_windows_per_user=STACKOVERFLOW_TEST_EXAMPLES_PER_USER)
+                     test_windows_per_user=STACKOVERFLOW_TEST_EXAMPLES_PER_USER,
+                     next_token_labels=next_token_labels)
 
 
 def load_shakespeare(request: registry.LoadRequest) -> TokenSource:
   """`--dataset=shakespeare` (a row of `tff_dp.data.registry`)."""
-  return shakespeare_source(data_dir=request.data_dir)
+  return shakespeare_source(data_dir=request.data_dir,
+                            next_token_labels=request.next_token_labels)
 
 
 def load_stackoverflow_nwp(request: registry.LoadRequest) -> TokenSource:
   """`--dataset=stackoverflow_nwp` (a row of `tff_dp.data.registry`)."""
-  return stackoverflow_nwp_source(data_dir=request.data_dir)
+  return stackoverflow_nwp_source(data_dir=request.data_dir,
+                                  next_token_labels=request.next_token_labels)

@@ -18,14 +18,17 @@ from tff_dp.algorithms import grouped_client_options
 from tff_dp.algorithms import grouped_fedavg
 from tff_dp.algorithms import learning_process
 from tff_dp.algorithms import models
+from tff_dp.checks import ConfigError
 from tff_dp.config import Algorithm
 from tff_dp.config import ClientWeighting
 from tff_dp.config import LocalDp
+from tff_dp.config import Trainable
 from tff_dp.config import TrainConfig
 from tff_dp.data.federated_data import FederatedData
 from tff_dp.data.labels import LabelKind
 from tff_dp.mechanisms import local_dp
 from tff_dp.mechanisms import sanitize
+from tff_dp.models import trainable as trainable_lib
 from tff_dp.program import run_privacy
 
 
@@ -52,7 +55,11 @@ def _model_args(config: TrainConfig, data: FederatedData) -> dict:
               hidden_layers=config.hidden_layers,
               image_shape=data.image_shape,
               vocab_size=data.vocab_size,
-              embedding_dim=config.embedding_dim)
+              embedding_dim=config.embedding_dim,
+              transformer_layers=config.transformer_layers,
+              transformer_width=config.transformer_width,
+              transformer_heads=config.transformer_heads,
+              transformer_ff_width=config.transformer_ff_width)
 
 
 def build_model_fn(config: TrainConfig,
@@ -61,8 +68,9 @@ def build_model_fn(config: TrainConfig,
   """The TFF model constructor of `config`'s model for `data` (whose
   `label_kind` decides the loss and the metrics), or of the caller's own
   Keras model (`keras_model_fn`, from the Python API)."""
-  if keras_model_fn is not None:
-    return models.model_fn_from_keras(keras_model_fn,
+  if keras_model_fn is not None or freezes(config):
+    return models.model_fn_from_keras(build_keras_model_fn(
+        config, data, keras_model_fn),
                                       input_dim=data.input_dim,
                                       num_classes=data.num_classes,
                                       label_kind=data.label_kind)
@@ -76,10 +84,41 @@ def build_keras_model_fn(config: TrainConfig,
                          keras_model_fn=None):
   """The no-argument Keras constructor of `config`'s model for `data` (the
   twin of `build_model_fn`'s, for server-side uses of a trained model)."""
+  keras_model_fn = base_keras_model_fn(config, data, keras_model_fn)
+  if not freezes(config):
+    return keras_model_fn
+  settings = trainable_lib.settings_from(config)
+  return lambda: trainable_lib.configure(keras_model_fn(), settings)
+
+
+def base_keras_model_fn(config: TrainConfig,
+                        data: FederatedData,
+                        keras_model_fn=None):
+  """`build_keras_model_fn` with every parameter trainable, whatever
+  --trainable says (central pretraining, and the weights it saves)."""
   if keras_model_fn is not None:
     return keras_model_fn
   return lambda: models.build_keras_model(config.model,
                                           **_model_args(config, data))
+
+
+def check_trainable_model(config: TrainConfig,
+                          data: FederatedData,
+                          keras_model_fn=None) -> None:
+  """Raises `ConfigError` naming --trainable if the model cannot be
+  configured as it says (e.g. LoRA on a caller's model without Dense
+  layers), before TFF traces it."""
+  if not freezes(config):
+    return
+  try:
+    build_keras_model_fn(config, data, keras_model_fn)()
+  except ValueError as e:
+    raise ConfigError('trainable', config.trainable.value, str(e)) from e
+
+
+def freezes(config: TrainConfig) -> bool:
+  """Whether `config` trains only some parameters (--trainable)."""
+  return config.trainable is not Trainable.ALL
 
 
 def build_process(config: TrainConfig,

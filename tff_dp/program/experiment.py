@@ -42,7 +42,10 @@ from tff_dp.program import checkpoint
 from tff_dp.program import client_data
 from tff_dp.program import evaluation
 from tff_dp.program import federated_evaluation
+from tff_dp.program import model_size
 from tff_dp.program import prepare
+from tff_dp.program import pretrained
+from tff_dp.program import pretrained_meta
 from tff_dp.program import privacy_statement
 from tff_dp.program import release as release_lib
 from tff_dp.program import resume as resume_rules
@@ -119,7 +122,9 @@ def _build_evaluator(config: TrainConfig, data,
         label_kind=data.label_kind)
   return evaluation.ServerEvaluator(
       config.model,
-      keras_model_fn=keras_model_fn,
+      # The very model trained (the transformer's sizes included).
+      keras_model_fn=assembly.build_keras_model_fn(config, data,
+                                                   keras_model_fn),
       input_dim=data.input_dim,
       num_classes=data.num_classes,
       hidden_units=config.hidden_units,
@@ -275,6 +280,8 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
       client_files_dir=(grouped_rounds.files_dir if grouped_rounds else ''),
       canaries=canaries,
       keras_model_fn=keras_model_fn)
+  size = model_size.of_process(process, trainable=config.trainable.value)
+  print(size.console_line(), flush=True)
   evaluate = (_build_evaluator(config, data, held_out, keras_model_fn)
               if evaluation_released(config) else None)
   checkpoints = checkpoint.CheckpointManager(run_dir)
@@ -295,10 +302,14 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
           if isinstance(grouped_rounds, shard_routing.RoutedGroups) else None,
           resume=resume)
     with _runtime(config, run_dir, grouped_rounds, losses):
+      # A resumed run's state replaces this one; a fresh run starts from
+      # the pretrained model of --init_from, if any.
+      initial = pretrained.initial_state(process, process.initialize(), config,
+                                         data)
       start = _start(config,
                      run_dir,
                      checkpoints,
-                     process.initialize(),
+                     initial,
                      privacy,
                      binding,
                      secrets=secrets,
@@ -351,7 +362,7 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
         },
         rounds=result.rounds_completed)
     _write_statement(config, data, run_dir, result, privacy, releaser, audit,
-                     losses)
+                     size, losses)
   finally:
     if releaser is not None:
       releaser.close()
@@ -365,7 +376,8 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
                                   resumed_from=start.resumed_from,
                                   wall_seconds=time.monotonic() - wall_start,
                                   canary_audit=audit,
-                                  model_weights=weights)
+                                  model_weights=weights,
+                                  model_size=size)
   atomic_io.write_text_atomic(os.path.join(run_dir, 'summary.json'),
                               json.dumps(summary.to_json(), indent=2))
   return summary
@@ -468,6 +480,7 @@ def _write_statement(config,
                      privacy,
                      releaser,
                      audit,
+                     size,
                      losses=None) -> None:
   """Writes the privacy statement of what the run released."""
   statement = privacy_statement.privacy_statement(
@@ -476,7 +489,9 @@ def _write_statement(config,
       rounds_run=result.rounds_completed,
       privacy=privacy,
       released_keys=releaser.released_keys,
-      canary_audit=audit)
+      canary_audit=audit,
+      model_size=size,
+      public_data=pretrained_meta.public_data_sentence(config.init_from))
   if losses is not None:
     statement += losses.statement()
   atomic_io.write_text_atomic(os.path.join(run_dir, 'privacy_statement.txt'),

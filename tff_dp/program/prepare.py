@@ -63,7 +63,9 @@ def load_data(config: TrainConfig) -> Any:
                         test_fraction=config.test_fraction,
                         dirichlet_alpha=config.dirichlet_alpha,
                         data_dir=config.data_dir,
-                        client_data=config.client_data)
+                        client_data=config.client_data,
+                        next_token_labels=config.model
+                        is config_lib.ModelKind.TRANSFORMER)
   except loading.DataError as e:
     raise ConfigError('dataset', config.dataset.value, str(e)) from e
 
@@ -147,6 +149,9 @@ def _prepare_loaded(config: TrainConfig, data: Any, *,
   config_checks.check_model_fits_data(config,
                                       image_shape=data.image_shape,
                                       vocab_size=data.vocab_size)
+  if config.init_from:
+    from tff_dp.program import pretrained_meta  # pylint: disable=g-import-not-at-top
+    pretrained_meta.check_checkpoint(config.init_from, config, data)
   from tff_dp.data.federated_data import FederatedData  # pylint: disable=g-import-not-at-top
   clients_per_call = config_checks.resolve_clients_per_call(
       config, in_memory=isinstance(data, FederatedData))

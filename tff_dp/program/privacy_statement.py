@@ -7,7 +7,7 @@ Pure Python.
 """
 
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from tff_dp.cohorts import sampling
 from tff_dp.config import ClientWeighting
@@ -64,6 +64,8 @@ def privacy_statement(
     privacy: privacy_tracking.PrivacyTracker,
     released_keys: Iterable[str] = (),
     canary_audit: Any = None,
+    public_data: Optional[str] = None,
+    model_size: Any = None,
 ) -> str:
   """Returns the statement as plain text.
 
@@ -76,6 +78,11 @@ def privacy_statement(
       exactly these).
     canary_audit: An audit run's `tff_dp.program.canary_statistics.
       AuditResult` (`--audit_canaries`), or None.
+    public_data: A sentence naming the data treated as public besides the
+      test set (the pretraining data of --init_from,
+      `tff_dp.program.pretrained.public_data_sentence`), or None.
+    model_size: What was trained and sent (`tff_dp.program.model_size.
+      ModelSize`), or None to leave it out.
   """
   released_keys = sorted(released_keys)
   lines = ['Privacy statement', '=================']
@@ -90,6 +97,9 @@ def privacy_statement(
         f'Rounds: {rounds_run}; population: {population} clients.',
         'Released per round: ' + (', '.join(released_keys) or 'nothing') + '.',
     ]
+    lines += [public_data] if public_data else []
+    if model_size is not None:
+      lines += model_size.statement_lines(noised=False)
     lines += _canary_lines(config, canary_audit)
     lines += _federated_evaluation_lines(config, private=False)
     return '\n'.join(lines) + '\n'
@@ -97,9 +107,12 @@ def privacy_statement(
                           population=population,
                           rounds_run=rounds_run,
                           epsilons=privacy.epsilons())
+  if model_size is not None:
+    lines += model_size.statement_lines(noised=config.central_private)
   lines += _local_lines(config, privacy)
   lines += _record_level_lines(config, privacy)
   lines += _release_lines(config, released_keys)
+  lines += [public_data] if public_data else []
   lines += _canary_lines(config, canary_audit)
   lines += _assumption_lines(config)
   return '\n'.join(lines) + '\n'

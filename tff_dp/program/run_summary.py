@@ -65,11 +65,19 @@ class Summary:
   # The final model (`tff.learning.models.ModelWeights`), for callers in
   # Python; never written to summary.json.
   model_weights: Optional[Any] = dataclasses.field(default=None, repr=False)
+  # What was trained, noised and sent (`tff_dp.program.model_size`):
+  # summary.json's 'model'.
+  model_size: Optional[Any] = dataclasses.field(default=None, repr=False)
 
   def to_json(self) -> dict:
     values = dataclasses.asdict(
-        dataclasses.replace(self, canary_audit=None, model_weights=None))
-    del values['canary_audit'], values['model_weights']
+        dataclasses.replace(self,
+                            canary_audit=None,
+                            model_weights=None,
+                            model_size=None))
+    del values['canary_audit'], values['model_weights'], values['model_size']
+    if self.model_size is not None:
+      values['model'] = self.model_size.to_json()
     if self.canary_audit is not None:
       # Like the run's wall time, the audit's grows with the cohorts.
       values['audit'] = audit_json(self.canary_audit,
@@ -127,7 +135,8 @@ def summarize(config: TrainConfig,
               resumed_from: Optional[int],
               wall_seconds: float,
               canary_audit: Any = None,
-              model_weights: Any = None) -> Summary:
+              model_weights: Any = None,
+              model_size: Any = None) -> Summary:
   """The run's `Summary`: released values and public facts only."""
   central = privacy.central_claim
   epsilons = result.epsilons if central else {}
@@ -174,4 +183,5 @@ def summarize(config: TrainConfig,
                     (not config.private or
                      config.release_nonprivate_metrics) else None),
       canary_audit=canary_audit,
-      model_weights=model_weights)
+      model_weights=model_weights,
+      model_size=model_size)

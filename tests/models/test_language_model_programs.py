@@ -1,0 +1,64 @@
+"""The language-model task through the programs: pretrain on the public
+modules of `--dataset=python_stdlib`, then train the transformer from it.
+
+Tiny sizes; the full round trip (pretraining, a DP run from the checkpoint,
+a refused mismatch) takes about a minute, hence `slow`.
+"""
+
+import json
+import os
+
+import pytest
+
+from tests.helpers import programs
+
+pytestmark = pytest.mark.e2e
+
+_TINY = ('--dataset=python_stdlib', '--model=transformer',
+         '--transformer_layers=1', '--transformer_width=16',
+         '--transformer_heads=2', '--transformer_ff_width=32')
+
+
+def test_pretraining_refuses_data_not_declared_public(tmp_path):
+  result = programs.run_train('--dataset=digits',
+                              '--model=mlp',
+                              f'--output={tmp_path}/ckpt',
+                              program=programs.PRETRAIN)
+  assert result.returncode == 2, result.stderr
+  assert 'declares no public clients' in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+  assert not os.path.exists(tmp_path / 'ckpt')
+
+
+@pytest.mark.slow
+def test_pretrain_then_private_training_from_the_checkpoint(tmp_path):
+  checkpoint = str(tmp_path / 'ckpt')
+  programs.run_train(*_TINY,
+                     '--steps=3',
+                     '--batch_size=8',
+                     f'--output={checkpoint}',
+                     program=programs.PRETRAIN,
+                     check=True)
+  with open(os.path.join(checkpoint, 'pretrained.json'), encoding='utf-8') as f:
+    public = json.load(f)['public_clients']
+  assert public
+
+  common = ('--rounds=2', '--clients_per_round=4', '--client_batch_size=16',
+            '--dp_mechanism=gaussian_fixed', '--noise_multiplier=0.5',
+            '--clip=0.1', f'--output_dir={tmp_path}/runs',
+            f'--init_from={checkpoint}')
+  programs.run_train(*_TINY, *common, '--run_name=dp', check=True)
+  run_dir = tmp_path / 'runs' / 'dp'
+  statement = (run_dir / 'privacy_statement.txt').read_text()
+  assert (f'pretrained centrally, WITHOUT noise, on data treated as public: '
+          f'{len(public)} clients of --dataset=python_stdlib') in statement
+  summary = json.loads((run_dir / 'summary.json').read_text())
+  assert summary['rounds'] == 2
+  assert 0 <= summary['accuracy'] <= 1
+
+  refused = programs.run_train(*_TINY, *common, '--transformer_width=32',
+                               '--run_name=other')
+  assert refused.returncode == 2, refused.stderr
+  assert 'transformer_width=16, this run has transformer_width=32' in (
+      refused.stderr)
+  assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
