@@ -45,7 +45,7 @@ evaluate on data you could publish. Determinism: the same Python version
 (e.g. 3.11.7) built from the same sources gives the same clients, windows
 and split; the data's fingerprint (SHA-256 over the paths and the windows)
 is recorded with every checkpoint, so a resume on other text is refused.
-Loading reads ~12 MB and takes about a second.
+Loading reads the kept files (Python 3.11.7: 683 of them, 11 MB).
 """
 
 import hashlib
