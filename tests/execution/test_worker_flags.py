@@ -40,11 +40,10 @@ def test_the_path_each_workers_setting_runs(args, expected):
      "worker's own shard"),
     (_WORKERS + _SHARDED + ('--clients_per_call=1',),
      '--clients_per_call=1: with a sharded --client_data'),
-    (_WORKERS + _SHARDED +
-     ('--dp_mechanism=tree_aggregation', '--algorithm=dp_ftrl',
-      '--client_sampling=shuffled_epochs'),
+    # LoRA runs only on TFF's one-client-per-call path.
+    (_WORKERS + _SHARDED + ('--trainable=lora',),
      '--client_data=shards/manifest.json: a sharded import trains on the '
-     'grouped path, which does not implement --algorithm=dp_ftrl'),
+     'grouped path, which does not implement --trainable=lora'),
     (_WORKERS + _SHARDED +
      ('--on_worker_loss=continue', '--client_sampling=fixed_size'),
      '--on_worker_loss=continue: with a sharded --client_data'),
