@@ -198,9 +198,9 @@ def run_experiment(
                                                 epochs=config.client_epochs,
                                                 group_size=group_size)
     print(
-        f'simulation: up to {group_size} clients per TFF call (grouped '
-        'DP-FedAvg), each sampled client routed to the worker holding its '
-        'shard',
+        f'simulation: up to {group_size} clients per TFF call (the grouped '
+        f'path, --algorithm={config.algorithm.value}), each sampled client '
+        'routed to the worker holding its shard',
         flush=True)
   elif group_size > 1:
     grouped_rounds = grouped_data.GroupedRounds(data.client_x,
