@@ -34,26 +34,28 @@ def test_the_path_each_workers_setting_runs(args, expected):
                                                 in_memory=False) == expected
 
 
-@pytest.mark.parametrize('args,message', [
-    (_WORKERS + ('--clients_per_call=5',),
-     "--clients_per_call=5: the grouped path under --workers reads each "
-     "worker's own shard"),
-    (_WORKERS + _SHARDED + ('--clients_per_call=1',),
-     '--clients_per_call=1: with a sharded --client_data'),
-    # LoRA runs only on TFF's one-client-per-call path.
-    (_WORKERS + _SHARDED + ('--trainable=lora',),
-     '--client_data=shards/manifest.json: a sharded import trains on the '
-     'grouped path, which does not implement --trainable=lora'),
-    (_WORKERS + _SHARDED +
-     ('--on_worker_loss=continue', '--client_sampling=fixed_size'),
-     '--on_worker_loss=continue: with a sharded --client_data'),
-    (('--on_worker_loss=continue',),
-     '--on_worker_loss=continue: is used only with --workers'),
-    (_WORKERS + _SHARDED + ('--evaluation=federated', '--eval_clients=5',
-                            '--release_nonprivate_metrics'),
-     '--evaluation=federated: reads held-out clients\' examples on the '
-     'driver'),
-])
+@pytest.mark.parametrize(
+    'args,message',
+    [
+        (_WORKERS + ('--clients_per_call=5',),
+         "--clients_per_call=5: the grouped path under --workers reads each "
+         "worker's own shard"),
+        (_WORKERS + _SHARDED + ('--clients_per_call=1',),
+         '--clients_per_call=1: with a sharded --client_data'),
+        # LoRA runs only on TFF's one-client-per-call path.
+        (_WORKERS + _SHARDED + ('--trainable=lora',),
+         '--client_data=shards/manifest.json: a sharded import trains on the '
+         'grouped path, which does not implement --trainable=lora'),
+        (_WORKERS + _SHARDED +
+         ('--on_worker_loss=continue', '--client_sampling=fixed_size'),
+         '--on_worker_loss=continue: with a sharded --client_data'),
+        (('--on_worker_loss=continue',),
+         '--on_worker_loss=continue: is used only with --workers'),
+        (_WORKERS + _SHARDED + ('--evaluation=federated', '--eval_clients=5',
+                                '--release_nonprivate_metrics'),
+         '--evaluation=federated: reads held-out clients\' examples on the '
+         'driver'),
+    ])
 def test_settings_that_cannot_run_are_refused_naming_the_flag(args, message):
   with pytest.raises(ConfigError) as raised:
     config_checks.check_config(_config(*args))
