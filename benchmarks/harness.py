@@ -260,3 +260,36 @@ def stop_subprocess(process: subprocess.Popen) -> None:
       return
     except subprocess.TimeoutExpired:
       continue
+
+
+def run_peer_engine(
+    argv: list[str], engine: str,
+    run_workload: Callable[[workloads_lib.Workload], dict[str, Any]]) -> int:
+  """The main loop of a peer engine (`benchmarks.peer_flower`, `peer_pfl`).
+
+  Runs each workload of the spec with `run_workload`, which returns its
+  measurements including 'first_round_wall' (wall clock at the end of its
+  first round); rewrites the result file after every workload. The caller has
+  imported its framework already, so 'imports_done' is now.
+  """
+  args = parse_args(argv)
+  spec = read_json(args.spec)
+  clock = Clock(spec['spawn_time'])
+  clock.mark('imports_done')
+  result = {'engine': engine, 'startup': None, 'workloads': []}
+  for i, row in enumerate(spec['rows']):
+    workload = workloads_lib.Workload.from_json(row['workload'])
+    load_before = load_average()
+    measured = run_workload(workload)
+    if i == 0:
+      result['startup'] = {
+          'workload':
+              workload.name,
+          **clock.marks,
+          'first_round_done':
+              measured['first_round_wall'] - spec['spawn_time'],
+      }
+    measured['load_average'] = {'before': load_before, 'after': load_average()}
+    result['workloads'].append({'workload': workload.to_json(), **measured})
+    write_json(args.out, result)
+  return 0

@@ -123,31 +123,7 @@ def run_workload(workload: workloads_lib.Workload) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-  args = harness.parse_args(argv)
-  spec = harness.read_json(args.spec)
-  clock = harness.Clock(spec['spawn_time'])
-  clock.mark('imports_done')
-  torch.set_num_threads(int(spec.get('threads', 2)))
-  result = {'engine': 'pfl', 'startup': None, 'workloads': []}
-  for i, row in enumerate(spec['rows']):
-    workload = workloads_lib.Workload.from_json(row['workload'])
-    load_before = harness.load_average()
-    measured = run_workload(workload)
-    if i == 0:
-      result['startup'] = {
-          'workload':
-              workload.name,
-          **clock.marks,
-          'first_round_done':
-              measured['first_round_wall'] - spec['spawn_time'],
-      }
-    measured['load_average'] = {
-        'before': load_before,
-        'after': harness.load_average()
-    }
-    result['workloads'].append({'workload': workload.to_json(), **measured})
-    harness.write_json(args.out, result)
-  return 0
+  return harness.run_peer_engine(argv, 'pfl', run_workload)
 
 
 if __name__ == '__main__':
