@@ -5,7 +5,8 @@ the run's sampler; these tests check its power (noise off), its sensitivity
 (a tenth of the accounted noise is caught), that a correct mechanism never
 raises the alarm, and the program's table, file and exit codes.
 
-Flake rate: the lower bound holds with confidence 0.95 for a correct
+Flake rate: the power test's threshold is below every bound seen in 2,000
+simulated noise-free runs (its comment). The lower bound holds with confidence 0.95 for a correct
 mechanism, so each of the three "never fires" cases could fail with
 probability at most 0.05; measured bounds are 0.6-1.4 against analytic
 epsilons of 8-25, so in practice far less (no failure seen in 20 runs).
@@ -57,7 +58,13 @@ def test_with_the_noise_off_the_audit_has_power(tff_runtime):
   result = _audit(
       _config('--dp_mechanism=gaussian_fixed', '--noise_multiplier=0',
               '--allow_zero_noise'))
-  assert result.bound.epsilon >= 3
+  # With the noise off every sampled canary is found: the bound is 3.04 when
+  # each inserted canary was sampled at least once, and each one the sampler
+  # missed (probability 0.75^20 = 0.3% per canary) costs one wrong guess
+  # (2.66 with one, down to 2.23 with more): in 2,000 simulated runs of this
+  # audit's counts (200 canaries, delta 1e-5, perfect scores) none fell below
+  # 2.2 and 14% below 3, so 3 would flake; a correct mechanism gives 0.6-1.4.
+  assert result.bound.epsilon >= 2.2
   assert result.estimate_all_iterates.epsilon >= 10
   assert result.analytic_epsilon == math.inf and not result.unsound
 
