@@ -59,7 +59,7 @@ def test_zero_noise_grouped_fedsgd_equals_reference(tff_runtime):
 
 
 @pytest.mark.slow  # ~11 s (two processes); the shared query's noise std
-# is tested on every other grouped mechanism in the default tier.
+# is tested on grouped DP-FedAvg in the default tier.
 def test_grouped_fedsgd_noise_std(tff_runtime):
   del tff_runtime
   z, n, clip, input_dim = 1.0, 40, 0.5, 784

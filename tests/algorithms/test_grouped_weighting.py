@@ -49,6 +49,10 @@ def test_zero_noise_grouped_capped_weights_equal_reference(tff_runtime):
   g.assert_equivalent(reference, grouped, xs, ys)
 
 
+# With zero updates (client lr 0) the weights cannot act: this is the
+# shared query's noise std, tested in the default tier on grouped DP-FedAvg
+# (test_grouped_fedavg.py::test_noise_std_on_zero_updates).
+@pytest.mark.slow
 def test_grouped_capped_weights_noise_std(tff_runtime):
   del tff_runtime
   z, n, clip, input_dim = 1.0, 40, 0.5, 784
