@@ -79,6 +79,7 @@ groups instead of a list of datasets.
 """
 
 import collections
+import dataclasses
 import os
 from typing import Any, Callable, Optional
 
@@ -97,7 +98,8 @@ from tff_dp.algorithms import grouped_client_work
 from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import grouped_example_dp
 from tff_dp.algorithms import grouped_local_dp
-from tff_dp.algorithms import models
+from tff_dp.algorithms import grouped_model
+from tff_dp.data.labels import LabelKind
 from tff_dp.mechanisms import local_dp
 from tff_dp.mechanisms import sanitize
 
@@ -155,6 +157,7 @@ def build_grouped_dp_fedavg(
     local_dp_factory: Optional[local_dp.LocalDpFactory] = None,
     example_dp_settings: Optional[example_dp.DpSgdSettings] = None,
     clients_per_round: Optional[int] = None,
+    label_kind: LabelKind = LabelKind.SINGLE,
 ) -> tff.learning.templates.LearningProcess:
   """Returns DP-FedAvg whose TFF clients are groups of simulated clients.
 
@@ -172,8 +175,9 @@ def build_grouped_dp_fedavg(
   Args:
     keras_model_fn: No-argument constructor of the uncompiled Keras model
       (logits out), with seeded initializers so that its initial weights are
-      reproducible; converted with `tff.learning.models.
-      functional_model_from_keras` and trained with `tff_dp.algorithms.models.loss_fn`.
+      reproducible, `--trainable` applied; converted with `tff_dp.algorithms.
+      grouped_model.functional_model` (only its trainable variables train)
+      and trained with `tff_dp.algorithms.models.loss_fn`.
     input_dim: Number of input features.
     num_classes: Number of classes (checked against the model's output).
     dp_factory: The unwrapped `tff.aggregators.DifferentiallyPrivateFactory`
@@ -203,6 +207,8 @@ def build_grouped_dp_fedavg(
       (`tff_dp.algorithms.grouped_example_dp`) instead of local SGD(M).
     clients_per_round: The fixed denominator when there is no `dp_factory`
       (example-level DP alone; local DP takes its factory's).
+    label_kind: The data's labels: SINGLE (a class id per example) or
+      NEXT_TOKENS (the transformer's id per position of a window).
 
   Returns:
     A `tff.learning.templates.LearningProcess` with the reference's state and
@@ -231,9 +237,12 @@ def build_grouped_dp_fedavg(
     query = grouped_local_dp.fixed_count_query(clients_per_round)
   else:
     query = _dp_query(dp_factory)
-  model = _functional_model(keras_model_fn,
-                            input_dim=input_dim,
-                            num_classes=num_classes)
+  label_kind = LabelKind(label_kind)
+  options = dataclasses.replace(options, label_kind=label_kind)
+  model = grouped_model.functional_model(keras_model_fn,
+                                         input_dim=input_dim,
+                                         num_classes=num_classes,
+                                         label_kind=label_kind)
   initial_model_weights_fn = _build_initial_model_weights_fn(model)
   weights_type = initial_model_weights_fn.type_signature.result
   distributor = tff.learning.templates.build_broadcast_process(weights_type)
@@ -264,34 +273,16 @@ def build_grouped_dp_fedavg(
                             client_optimizer,
                             stateless=options.stateless_client_work),
                         group_fn,
-                        grouped_data.group_type(input_dim,
-                                                with_examples=client_files_dir
-                                                is None),
+                        grouped_data.group_type(
+                            input_dim,
+                            with_examples=client_files_dir is None,
+                            label_shape=((input_dim,) if label_kind
+                                         is LabelKind.NEXT_TOKENS else ())),
                         initial_model_weights_fn=initial_model_weights_fn,
                         distributor=distributor,
                         finalizer=finalizer,
-                        aggregator=aggregator)
-
-
-def _functional_model(keras_model_fn: Callable[[], tf.keras.Model], *,
-                      input_dim: int,
-                      num_classes: int) -> tff.learning.models.FunctionalModel:
-  """The Keras model as TFF's functional model, checked against the data."""
-  probe = keras_model_fn()
-  if probe.output_shape[-1] != num_classes or probe.input_shape[-1] != (
-      input_dim):
-    raise ValueError(f'the model maps {probe.input_shape} to '
-                     f'{probe.output_shape}; expected {input_dim} features '
-                     f'and {num_classes} classes')
-  if probe.losses:
-    # TFF's Keras wrapper adds these to the training loss; the functional
-    # model's loss would not.
-    raise ValueError('models with regularization losses are not supported')
-  del probe
-  return tff.learning.models.functional_model_from_keras(
-      keras_model_fn,
-      loss_fn=models.loss_fn(),
-      input_spec=models.input_spec(input_dim))
+                        aggregator=aggregator,
+                        label_kind=label_kind)
 
 
 def _build_initial_model_weights_fn(
@@ -318,6 +309,7 @@ def _build_process(
     distributor: tff.templates.MeasuredProcess,
     finalizer: tff.templates.MeasuredProcess,
     aggregator: Optional[tff.templates.AggregationProcess],
+    label_kind: LabelKind = LabelKind.SINGLE,
 ) -> tff.learning.templates.LearningProcess:
   """The process from its parts (see `build_grouped_dp_fedavg`).
 
@@ -345,9 +337,9 @@ def _build_process(
       lambda event: event.to_named_tuple(), dp_event_type)
   derive_metrics = tff.tensorflow.computation(query.derive_metrics,
                                               query_state_type)
-  finalize_train_metrics = (
-      grouped_client_work.build_finalize_train_metrics(group_metrics_type)
-      if group_metrics_type else None)
+  finalize_train_metrics = (grouped_client_work.build_finalize_train_metrics(
+      group_metrics_type, label_kind=label_kind)
+                            if group_metrics_type else None)
   init_fn = _build_init_fn(initial_model_weights_fn, distributor,
                            client_work_init, aggregator, finalizer)
   state_type = init_fn.type_signature.result
