@@ -27,6 +27,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tests.helpers import central_dp
+from tff_dp.algorithms import dp_ftrl
 from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import grouped_fedavg
 from tff_dp.algorithms import grouped_model
@@ -38,8 +39,10 @@ from tff_dp.config import ModelKind
 from tff_dp.config import ServerOptimizer
 from tff_dp.config import Trainable
 from tff_dp.data.labels import LabelKind
+from tff_dp.mechanisms import dp_queries
 from tff_dp.models import trainable as trainable_lib
 from tff_dp.program import client_data
+from tff_dp.program import model_size
 
 pytestmark = pytest.mark.tff
 
@@ -206,12 +209,11 @@ def test_accuracy_terms_count_what_the_reference_metric_counts():
                              rtol=1e-6)
 
 
-# 1.6-2 s each for the layer selections, 3-9 s with adapters.
+# 1.6-11 s each (measured at varying load): slow.
+@pytest.mark.slow
 @pytest.mark.parametrize('trainable', [
-    pytest.param(Trainable.LORA, marks=pytest.mark.slow),
-    pytest.param(Trainable.FFA_LORA, marks=pytest.mark.slow), Trainable.HEAD,
-    Trainable.LAST_K,
-    pytest.param(Trainable.ALL, marks=pytest.mark.slow)
+    Trainable.LORA, Trainable.FFA_LORA, Trainable.HEAD, Trainable.LAST_K,
+    Trainable.ALL
 ])
 def test_functional_model_splits_and_computes_as_keras(trainable):
   """The plan feeds each creation its own tensor: the same logits as the
@@ -232,9 +234,9 @@ def test_functional_model_splits_and_computes_as_keras(trainable):
   rng = np.random.default_rng(2)
   trained = [rng.normal(size=w.shape).astype(np.float32) for w in trained]
   frozen = [rng.normal(size=w.shape).astype(np.float32) for w in frozen]
-  for variable, value in zip(keras_model.trainable_variables +
-                             keras_model.non_trainable_variables,
-                             trained + frozen):
+  for variable, value in zip(
+      keras_model.trainable_variables + keras_model.non_trainable_variables,
+      trained + frozen):
     variable.assign(value)
   x = np.random.default_rng(3).integers(0, _V, size=(2, _W)).astype(np.float32)
   # Eager first: a Keras model built in a graph invalidates the eager ones.
@@ -298,9 +300,8 @@ def test_zero_noise_grouped_transformer_lora_equals_reference(
   # clipped mean, of norm at most the clip.
   step = np.sqrt(
       sum(
-          np.sum((a - b)**2)
-          for a, b in zip(_weights(reference, ref_outputs[0].state)[0],
-                          ref_initial[0])))
+          np.sum((a - b)**2) for a, b in zip(
+              _weights(reference, ref_outputs[0].state)[0], ref_initial[0])))
   assert step <= 0.02 * (1 + 1e-5)
 
 
@@ -314,13 +315,10 @@ def test_client_files_mode_reads_next_token_labels(tff_runtime, population,
   grouped_data.write_client_files(xs, ys, directory=directory)
   dense, _ = _run_grouped(_grouped(dp), xs, ys, group_size=2)
   process = _grouped(dp, client_files_dir=directory)
-  state, _ = _run_grouped(process,
-                          xs,
-                          ys,
-                          group_size=2,
-                          with_examples=False)
+  state, _ = _run_grouped(process, xs, ys, group_size=2, with_examples=False)
   assert _max_abs_diff(
-      _weights(process, state)[0], _weights(process, dense)[0]) == 0.0
+      _weights(process, state)[0],
+      _weights(process, dense)[0]) == 0.0
 
 
 # --- What the aggregator sees, and its noise. --------------------------------
@@ -354,6 +352,69 @@ def test_aggregator_sees_exactly_the_trainable_tensors(tff_runtime):
   assert _SpyFactory.seen[-1] == weights_type.trainable
   assert len(weights_type.non_trainable) == len(
       keras_model.non_trainable_variables)
+
+
+@pytest.mark.slow
+def test_round_broadcasts_exactly_the_trainable_tensors(tff_runtime,
+                                                        population):
+  """The frozen tensors are constants of the client computation: no
+  broadcast carries them, and the reported download says so."""
+  del tff_runtime
+  dp = _dp(clip=0.02)
+  process = _grouped(dp)
+  weights_type = process.get_model_weights.type_signature.result
+  model_broadcasts = [
+      t for t in model_size._broadcast_types(process.next)  # pylint: disable=protected-access
+      if t.is_equivalent_to(weights_type.trainable) or
+      t.is_equivalent_to(weights_type)
+  ]
+  assert len(model_broadcasts) == 1
+  assert model_broadcasts[0].is_equivalent_to(weights_type.trainable)
+  size = model_size.of_process(process, trainable='lora')
+  assert not size.frozen_every_round
+  assert size.download_bytes == size.upload_bytes == 4 * sum(
+      int(np.prod(t.shape)) for t in weights_type.trainable)
+  assert size.one_time_download_bytes == 4 * sum(
+      int(np.prod(t.shape)) for t in weights_type.non_trainable) > 0
+  # TFF's FedAvg broadcasts the whole model every round.
+  reference = model_size.of_process(_reference(dp), trainable='lora')
+  assert reference.frozen_every_round
+  assert reference.download_bytes == (size.download_bytes +
+                                      size.one_time_download_bytes)
+
+  # The server state still holds the frozen weights; setting others than
+  # the clients' constants fails, and a process built with them (as for
+  # --init_from) takes them.
+  state = process.initialize()
+  trained, frozen = _weights(process, state)
+  other = [w + 1.0 for w in frozen]
+  weights = tff.learning.models.ModelWeights(trainable=trained,
+                                             non_trainable=other)
+  with pytest.raises(Exception, match='frozen weights differ'):
+    process.set_model_weights(state, weights)
+  built_with = grouped_fedavg.build_grouped_dp_fedavg(
+      keras_model_fn=_keras_model_fn(),
+      input_dim=_W,
+      num_classes=_V,
+      dp_factory=learning_process.build_dp_aggregator(dp),
+      client_learning_rate=_LR,
+      client_momentum=_MOMENTUM,
+      server_optimizer=_server_optimizer(),
+      batch_size=2,
+      epochs=1,
+      label_kind=LabelKind.NEXT_TOKENS,
+      frozen_weights=other)
+  state = built_with.set_model_weights(built_with.initialize(), weights)
+  xs, ys = population
+  groups = grouped_data.make_groups(xs,
+                                    ys, [0, 1],
+                                    round_num=1,
+                                    seed=_DATA_SEED,
+                                    epochs=1,
+                                    group_size=2)
+  state = built_with.next(state, groups).state
+  for want, got in zip(other, _weights(built_with, state)[1]):
+    np.testing.assert_array_equal(got, want)
 
 
 def _assert_std(sample, expected):
@@ -394,3 +455,69 @@ def test_noise_std_on_the_trainable_tensors_is_z_c_over_m(tff_runtime):
   _assert_std(noise.astype(np.float64), z * clip / m)
   for before, now in zip(frozen, frozen_after):
     np.testing.assert_array_equal(now, before)
+
+
+# --- Adaptive clipping and DP-FTRL. ------------------------------------------
+
+
+def _tree_factory():
+  return dp_queries.build_tree_aggregator(
+      noise_multiplier=0.0,
+      clip=0.02,
+      clients_per_round=len(_SIZES),
+      rounds_per_epoch=2,
+      record_specs=dp_ftrl.model_update_specs(
+          models.model_fn_from_keras(_keras_model_fn(),
+                                     input_dim=_W,
+                                     num_classes=_V,
+                                     label_kind=LabelKind.NEXT_TOKENS)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('mechanism', ['gaussian_adaptive', 'dp_ftrl'])
+def test_zero_noise_adaptive_and_dp_ftrl_equal_reference(
+    tff_runtime, population, mechanism):
+  """The transformer with LoRA, grouped, as TFF's processes run it: the same
+  released model, the frozen weights untouched."""
+  del tff_runtime
+  xs, ys = population
+  if mechanism == 'dp_ftrl':
+    server = dp_ftrl.build_server_optimizer(server_learning_rate=1.0,
+                                            server_momentum=0.9)
+    reference = dp_ftrl.build_dp_ftrl_process(
+        model_fn=models.model_fn_from_keras(_keras_model_fn(),
+                                            input_dim=_W,
+                                            num_classes=_V,
+                                            label_kind=LabelKind.NEXT_TOKENS),
+        client_learning_rate=_LR,
+        server_learning_rate=1.0,
+        server_momentum=0.9,
+        model_aggregator=_tree_factory(),
+        client_momentum=_MOMENTUM)
+    factory = _tree_factory()
+  else:
+    server = _server_optimizer()
+    dp = _dp(DpMechanism.GAUSSIAN_ADAPTIVE, clip=0.02)
+    reference = _reference(dp)
+    factory = learning_process.build_dp_aggregator(dp)
+  grouped = grouped_fedavg.build_grouped_dp_fedavg(
+      keras_model_fn=_keras_model_fn(),
+      input_dim=_W,
+      num_classes=_V,
+      dp_factory=factory,
+      client_learning_rate=_LR,
+      client_momentum=_MOMENTUM,
+      server_optimizer=server,
+      batch_size=2,
+      epochs=1,
+      max_client_size=max(_SIZES),
+      label_kind=LabelKind.NEXT_TOKENS)
+  ref_state, _ = _run_reference(reference, xs, ys)
+  initial = _weights(grouped, grouped.initialize())
+  state, _ = _run_grouped(grouped, xs, ys, group_size=2)
+  trained, frozen = _weights(grouped, state)
+  expected, _ = _weights(reference, ref_state)
+  assert _max_abs_diff(trained, expected) <= _WEIGHTS_ATOL
+  assert np.any(trained[1]) and not np.any(initial[0][1])
+  for before, after in zip(initial[1], frozen):
+    np.testing.assert_array_equal(after, before)

@@ -131,7 +131,12 @@ def zero_metrics(label_kind=LabelKind.SINGLE):
   return metrics
 
 
-def batch_metrics(metrics, loss, logits, labels, *, label_kind=LabelKind.SINGLE):
+def batch_metrics(metrics,
+                  loss,
+                  logits,
+                  labels,
+                  *,
+                  label_kind=LabelKind.SINGLE):
   """The metric sums after one batch, as TFF's Keras wrapper tracks them:
   on the batch's predictions, the loss weighted by the batch size (windows,
   for next-token labels), the accuracy over the labels it counts."""
@@ -139,9 +144,9 @@ def batch_metrics(metrics, loss, logits, labels, *, label_kind=LabelKind.SINGLE)
   correct, counted = grouped_model.accuracy_terms(logits,
                                                   labels,
                                                   label_kind=label_kind)
-  new = collections.OrderedDict(
-      loss_sum=metrics['loss_sum'] + loss * tf.cast(count, tf.float32),
-      correct=metrics['correct'] + correct)
+  new = collections.OrderedDict(loss_sum=metrics['loss_sum'] +
+                                loss * tf.cast(count, tf.float32),
+                                correct=metrics['correct'] + correct)
   if 'counted' in metrics:
     new['counted'] = metrics['counted'] + counted
   new['num_examples'] = metrics['num_examples'] + tf.cast(count, tf.int64)

@@ -92,18 +92,6 @@ def build_client_work_init(client_optimizer: tff.learning.optimizers.Optimizer,
   return client_work_init
 
 
-def build_group_update(group_fn: Callable[..., Any], hparams_type, weights_type,
-                       params_type, groups_type) -> tff.Computation:
-  """`group_fn` (`build_group_fn`) as the TFF computation of one group."""
-
-  @tff.tensorflow.computation(hparams_type, weights_type, params_type,
-                              groups_type)
-  def group_update(hparams, weights, params, group):
-    return group_fn(hparams, weights, params, group)
-
-  return group_update
-
-
 def build_finalize_train_metrics(
     group_metrics_type,
     *,
@@ -222,9 +210,8 @@ def _train_client(i, hparams, weights, params, group, first_row, *, model,
                                  first_row,
                                  i,
                                  input_dim=input_dim,
-                                 label_shape=(
-                                     [input_dim] if options.label_kind
-                                     is LabelKind.NEXT_TOKENS else []),
+                                 label_shape=([input_dim] if options.label_kind
+                                              is LabelKind.NEXT_TOKENS else []),
                                  client_files_dir=client_files_dir)
   client_order = group[ORDER][epochs * first_row[i]:][:steps] + row_0
   if options.example_dp is not None:
@@ -267,14 +254,13 @@ def _train_client(i, hparams, weights, params, group, first_row, *, model,
                              initial=initial,
                              proximal_strength=options.proximal_strength,
                              label_kind=options.label_kind)
-  step_state, trainable, metrics = _train_locally(step,
-                                                  num_batches,
-                                                  max_batches=max_batches,
-                                                  opt_state=step_state,
-                                                  trainable=initial,
-                                                  metrics=grouped_client_options
-                                                  .zero_metrics(
-                                                      options.label_kind))
+  step_state, trainable, metrics = _train_locally(
+      step,
+      num_batches,
+      max_batches=max_batches,
+      opt_state=step_state,
+      trainable=initial,
+      metrics=grouped_client_options.zero_metrics(options.label_kind))
   if options.full_gradient:
     update = grouped_client_options.mean_gradient(step_state,
                                                   metrics['num_examples'])

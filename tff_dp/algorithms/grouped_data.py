@@ -140,10 +140,11 @@ def make_groups(
   return groups
 
 
-def group_type(input_dim: int,
-               *,
-               with_examples: bool = True,
-               label_shape: Sequence[int] = ()) -> tff.Type:
+def group_type(
+    input_dim: int,
+    *,
+    with_examples: bool = True,
+    label_shape: Sequence[int] = ()) -> tff.Type:
   """TFF type of one group (see `make_groups`); all sizes are dynamic.
 
   `label_shape`: one example's label, () for a class id, (W,) for the

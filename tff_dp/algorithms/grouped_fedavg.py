@@ -75,13 +75,17 @@ build_learning_process` with FedAvg and a uniform DP aggregator): the same
 state structure (`tff.learning.templates.LearningAlgorithmState`, with the
 DP factory's own aggregator state), the same metrics structure, TFF's own
 broadcast distributor and optimizer finalizer. Its `next` takes a list of
-groups instead of a list of datasets.
+groups instead of a list of datasets. One difference: each round broadcasts
+the trainable tensors only; frozen ones (`--trainable`) are constants of
+the client computation (`tff_dp.algorithms.grouped_frozen`), and only
+trainable variables train (`tff_dp.algorithms.grouped_model`, which also
+gives the transformer its next-token labels).
 """
 
 import collections
 import dataclasses
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import tensorflow as tf
 import tensorflow_federated as tff
@@ -97,6 +101,7 @@ from tff_dp.algorithms import grouped_client_options
 from tff_dp.algorithms import grouped_client_work
 from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import grouped_example_dp
+from tff_dp.algorithms import grouped_frozen
 from tff_dp.algorithms import grouped_local_dp
 from tff_dp.algorithms import grouped_model
 from tff_dp.data.labels import LabelKind
@@ -158,6 +163,7 @@ def build_grouped_dp_fedavg(
     example_dp_settings: Optional[example_dp.DpSgdSettings] = None,
     clients_per_round: Optional[int] = None,
     label_kind: LabelKind = LabelKind.SINGLE,
+    frozen_weights: Optional[Any] = None,
 ) -> tff.learning.templates.LearningProcess:
   """Returns DP-FedAvg whose TFF clients are groups of simulated clients.
 
@@ -209,6 +215,11 @@ def build_grouped_dp_fedavg(
       (example-level DP alone; local DP takes its factory's).
     label_kind: The data's labels: SINGLE (a class id per example) or
       NEXT_TOKENS (the transformer's id per position of a window).
+    frozen_weights: The values of the model's non-trainable tensors (e.g.
+      from `--init_from`); None: their initial values. They are constants
+      of the client computation and each round broadcasts the trainable
+      tensors only (`tff_dp.algorithms.grouped_frozen`); the process's
+      `set_model_weights` refuses other frozen values.
 
   Returns:
     A `tff.learning.templates.LearningProcess` with the reference's state and
@@ -243,9 +254,13 @@ def build_grouped_dp_fedavg(
                                          input_dim=input_dim,
                                          num_classes=num_classes,
                                          label_kind=label_kind)
-  initial_model_weights_fn = _build_initial_model_weights_fn(model)
+  frozen = grouped_frozen.frozen_values(model, frozen_weights)
+  initial_model_weights_fn = grouped_frozen.build_initial_model_weights_fn(
+      model, frozen)
   weights_type = initial_model_weights_fn.type_signature.result
-  distributor = tff.learning.templates.build_broadcast_process(weights_type)
+  # Each round broadcasts the trainable tensors only.
+  distributor = tff.learning.templates.build_broadcast_process(
+      weights_type.trainable)
   finalizer = tff.learning.templates.build_apply_optimizer_finalizer(
       server_optimizer, weights_type)
   # The DP factory's own process provides the initial aggregator state
@@ -268,35 +283,22 @@ def build_grouped_dp_fedavg(
       client_files_dir=(None if client_files_dir is None else
                         os.path.abspath(client_files_dir)),
       options=options)
-  return _build_process(query,
-                        grouped_client_work.build_client_work_init(
-                            client_optimizer,
-                            stateless=options.stateless_client_work),
-                        group_fn,
-                        grouped_data.group_type(
-                            input_dim,
-                            with_examples=client_files_dir is None,
-                            label_shape=((input_dim,) if label_kind
-                                         is LabelKind.NEXT_TOKENS else ())),
-                        initial_model_weights_fn=initial_model_weights_fn,
-                        distributor=distributor,
-                        finalizer=finalizer,
-                        aggregator=aggregator,
-                        label_kind=label_kind)
-
-
-def _build_initial_model_weights_fn(
-    model: tff.learning.models.FunctionalModel) -> tff.Computation:
-  """The model's initial weights, as constants of a TF computation."""
-  trainable_init, non_trainable_init = model.initial_weights
-
-  @tff.tensorflow.computation
-  def initial_model_weights_fn():
-    return tff.learning.models.ModelWeights(
-        trainable=[tf.constant(w) for w in trainable_init],
-        non_trainable=[tf.constant(w) for w in non_trainable_init])
-
-  return initial_model_weights_fn
+  return _build_process(
+      query,
+      grouped_client_work.build_client_work_init(
+          client_optimizer, stateless=options.stateless_client_work),
+      group_fn,
+      grouped_data.group_type(
+          input_dim,
+          with_examples=client_files_dir is None,
+          label_shape=((input_dim,) if label_kind is LabelKind.NEXT_TOKENS else
+                       ())),
+      initial_model_weights_fn=initial_model_weights_fn,
+      distributor=distributor,
+      finalizer=finalizer,
+      aggregator=aggregator,
+      label_kind=label_kind,
+      frozen=frozen)
 
 
 def _build_process(
@@ -310,6 +312,7 @@ def _build_process(
     finalizer: tff.templates.MeasuredProcess,
     aggregator: Optional[tff.templates.AggregationProcess],
     label_kind: LabelKind = LabelKind.SINGLE,
+    frozen: Sequence[Any] = (),
 ) -> tff.learning.templates.LearningProcess:
   """The process from its parts (see `build_grouped_dp_fedavg`).
 
@@ -326,9 +329,13 @@ def _build_process(
         aggregator.initialize.type_signature.result.member.query_state)
   derive_sample_params = tff.tensorflow.computation(query.derive_sample_params,
                                                     query_state_type)
-  group_update = grouped_client_work.build_group_update(
-      group_fn, client_work_init.type_signature.result.member, weights_type,
-      derive_sample_params.type_signature.result, groups_type)
+  group_update = grouped_frozen.build_group_update(
+      group_fn,
+      client_work_init.type_signature.result.member,
+      weights_type.trainable,
+      derive_sample_params.type_signature.result,
+      groups_type,
+      frozen=frozen)
   records_type, group_metrics_type = group_update.type_signature.result
   get_noised_result = _build_get_noised_result(query, records_type,
                                                query_state_type)
@@ -343,18 +350,21 @@ def _build_process(
   init_fn = _build_init_fn(initial_model_weights_fn, distributor,
                            client_work_init, aggregator, finalizer)
   state_type = init_fn.type_signature.result
-  next_fn = _build_next_fn(state_type,
-                           groups_type,
-                           query_state_init=query_state_init,
-                           distributor=distributor,
-                           finalizer=finalizer,
-                           derive_sample_params=derive_sample_params,
-                           group_update=group_update,
-                           finalize_train_metrics=finalize_train_metrics,
-                           get_noised_result=get_noised_result,
-                           convert_dp_event=convert_dp_event,
-                           derive_metrics=derive_metrics)
-  get_model_weights, set_model_weights = _build_model_weights_fns(state_type)
+  next_fn = _build_next_fn(
+      state_type,
+      groups_type,
+      query_state_init=query_state_init,
+      distributor=distributor,
+      select_trainable=grouped_frozen.build_select_trainable(weights_type),
+      finalizer=finalizer,
+      derive_sample_params=derive_sample_params,
+      group_update=group_update,
+      finalize_train_metrics=finalize_train_metrics,
+      get_noised_result=get_noised_result,
+      convert_dp_event=convert_dp_event,
+      derive_metrics=derive_metrics)
+  get_model_weights, set_model_weights = _build_model_weights_fns(
+      state_type, frozen)
   return tff.learning.templates.LearningProcess(init_fn, next_fn,
                                                 get_model_weights,
                                                 set_model_weights)
@@ -398,6 +408,7 @@ def _build_init_fn(initial_model_weights_fn: tff.Computation,
 def _build_next_fn(state_type: tff.FederatedType, groups_type: tff.Type, *,
                    query_state_init: Optional[tff.Computation],
                    distributor: tff.templates.MeasuredProcess,
+                   select_trainable: tff.Computation,
                    finalizer: tff.templates.MeasuredProcess,
                    derive_sample_params: tff.Computation,
                    group_update: tff.Computation,
@@ -410,8 +421,11 @@ def _build_next_fn(state_type: tff.FederatedType, groups_type: tff.Type, *,
   @tff.federated_computation(state_type,
                              tff.FederatedType(groups_type, tff.CLIENTS))
   def next_fn(state, groups):
-    distributed = distributor.next(state.distributor,
-                                   state.global_model_weights)
+    # The trainable tensors only: the frozen ones are constants of
+    # `group_update` (`grouped_frozen`).
+    distributed = distributor.next(
+        state.distributor,
+        tff.federated_map(select_trainable, state.global_model_weights))
     if query_state_init is None:
       query_state = state.aggregator.query_state
     else:
@@ -466,8 +480,10 @@ def _build_next_fn(state_type: tff.FederatedType, groups_type: tff.Type, *,
 
 
 def _build_model_weights_fns(
-    state_type: tff.FederatedType) -> tuple[tff.Computation, tff.Computation]:
-  """The process's `get_model_weights` and `set_model_weights`."""
+    state_type: tff.FederatedType,
+    frozen: Sequence[Any]) -> tuple[tff.Computation, tff.Computation]:
+  """The process's `get_model_weights` and `set_model_weights` (which
+  refuses frozen weights other than the clients' constants, `frozen`)."""
 
   @tff.tensorflow.computation(state_type.member)
   def get_model_weights(state):
@@ -476,6 +492,7 @@ def _build_model_weights_fns(
   @tff.tensorflow.computation(state_type.member,
                               state_type.member.global_model_weights)
   def set_model_weights(state, weights):
+    weights = grouped_frozen.checked_weights(weights, frozen)
     return tff.learning.templates.LearningAlgorithmState(
         global_model_weights=weights,
         distributor=state.distributor,
