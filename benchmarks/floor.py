@@ -225,7 +225,9 @@ class FloorRound:
             tf.reduce_sum(mask), 1.0)
       else:
         loss = tf.reduce_mean(losses)
-    return tape.gradient(loss, w)
+    # The token embedding's gradient (tf.gather) is IndexedSlices; the
+    # SGD step and the clip need dense tensors (as tff-dp's optimizer).
+    return [tf.convert_to_tensor(g) for g in tape.gradient(loss, w)]
 
   def _local_update(self, x, y, seed):
     """One client's update as its mechanism sends it: local SGD (or the
