@@ -21,18 +21,21 @@ Tests that execute TFF computations of the transformer take 17-65 s each
 import functools
 import math
 
+from absl import flags
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
 from tests.helpers import central_dp
+from tff_dp import config_checks
 from tff_dp.algorithms import dp_ftrl
 from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import grouped_fedavg
 from tff_dp.algorithms import grouped_model
 from tff_dp.algorithms import learning_process
 from tff_dp.algorithms import models
+from tff_dp.cli import cli_flags
 from tff_dp.config import ClientWeighting
 from tff_dp.config import DpMechanism
 from tff_dp.config import ModelKind
@@ -41,8 +44,10 @@ from tff_dp.config import Trainable
 from tff_dp.data.labels import LabelKind
 from tff_dp.mechanisms import dp_queries
 from tff_dp.models import trainable as trainable_lib
+from tff_dp.program import assembly
 from tff_dp.program import client_data
 from tff_dp.program import model_size
+from tff_dp.program import run_privacy
 
 pytestmark = pytest.mark.tff
 
@@ -521,3 +526,79 @@ def test_zero_noise_adaptive_and_dp_ftrl_equal_reference(
   assert np.any(trained[1]) and not np.any(initial[0][1])
   for before, after in zip(initial[1], frozen):
     np.testing.assert_array_equal(after, before)
+
+
+# --- Through the program's assembly. -----------------------------------------
+
+
+class _Windows:
+  """In-memory next-token windows with what `assembly.build_process` reads."""
+  input_dim = num_classes = None
+  image_shape = None
+  label_kind = LabelKind.NEXT_TOKENS
+
+  def __init__(self, xs, ys, vocab_size):
+    self.client_x, self.client_y = tuple(xs), tuple(ys)
+    self.input_dim = xs[0].shape[1]
+    self.num_classes = self.vocab_size = vocab_size
+
+  @property
+  def population(self):
+    return len(self.client_x)
+
+  def client_sizes(self):
+    return np.array([len(y) for y in self.client_y], np.int64)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('argv', [
+    ['--dp_mechanism=gaussian_adaptive'],
+    [
+        '--algorithm=dp_ftrl', '--client_sampling=shuffled_epochs',
+        '--dp_mechanism=tree_aggregation', '--clip=0.5'
+    ],
+])
+def test_program_assembly_builds_the_grouped_transformer_with_lora(
+    tff_runtime, population, argv):
+  """`--model=transformer --trainable=lora` as the program assembles it
+  (flags, config checks, `assembly.build_process` on the grouped path)."""
+  del tff_runtime
+  fv = flags.FlagValues()
+  cli_flags.define_train_flags(fv)
+  fv([
+      'x', '--dataset=python_stdlib', '--model=transformer',
+      '--transformer_layers=1', '--transformer_width=8',
+      '--transformer_heads=2', '--transformer_ff_width=16', '--trainable=lora',
+      '--lora_rank=2', '--lora_alpha=2', '--clients_per_round=5',
+      '--client_batch_size=2', '--noise_multiplier=0', '--allow_zero_noise',
+      *argv
+  ])
+  config = cli_flags.config_from_flags(fv)
+  config_checks.check_config(config)
+  per_call = config_checks.resolve_clients_per_call(config, in_memory=True)
+  assert per_call == config_checks.AUTO_CLIENTS_PER_CALL
+  xs, ys = population
+  data = _Windows(xs, ys, _V)
+  sampler = run_privacy.build_sampler(config, data.population, secret=0)
+  with grouped_data.GroupedRounds(data.client_x,
+                                  data.client_y,
+                                  seed=0,
+                                  epochs=1,
+                                  group_size=per_call) as rounds:
+    process = assembly.build_process(config,
+                                     data,
+                                     sampler,
+                                     group_size=per_call,
+                                     client_files_dir=rounds.files_dir)
+    size = model_size.of_process(process, trainable='lora')
+    assert not size.frozen_every_round and size.one_time_download_bytes > 0
+    state = process.initialize()
+    _, frozen = _weights(process, state)
+    for round_num in (1, 2):
+      output = process.next(state, rounds(round_num, list(range(len(xs)))))
+      state = output.state
+    trained, frozen_after = _weights(process, state)
+  assert np.any(trained[1])
+  for before, after in zip(frozen, frozen_after):
+    np.testing.assert_array_equal(after, before)
+  assert 0.0 <= output.metrics['client_work']['train']['next_token_accuracy']
