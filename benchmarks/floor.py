@@ -10,6 +10,11 @@ clients_per_round; the server applies SGD with momentum to that average, as
 `tff.learning.optimizers.build_sgdm` does. All of it is ONE `tf.function`
 call per round. No TFF is imported.
 
+W3's transformer is tff-dp's (`tff_dp.models.transformer`: the same layers,
+initial weights and causal attention, written here as plain TensorFlow over
+the weight tensors), its loss the mean over non-padding labels at every
+position, as `tff_dp.algorithms.models.NextTokenLoss`.
+
 Two implementations of the per-client work, both exact per-client clipping:
 
 * `loop`: a graph-mode `tf.while_loop` over the clients (`tf.range` under
@@ -69,17 +74,99 @@ def _cnn_forward(params, x, training, seed):
   return tf.matmul(h, d2) + db2
 
 
+def _layer_norm(x, gamma, beta):
+  # Keras' LayerNormalization(epsilon=1e-5) over the last axis.
+  mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+  return (x - mean) * tf.math.rsqrt(variance + 1e-5) * gamma + beta
+
+
+def _dense(x, kernel, bias=None):
+  y = tf.tensordot(x, kernel, axes=1)
+  return y if bias is None else y + bias
+
+
+def _causal_attention(q, k, v, heads):
+  """`tff_dp.models.transformer.CausalAttention` on [batch, length, width]."""
+  batch, length, width = tf.shape(q)[0], tf.shape(q)[1], q.shape[-1]
+  q, k, v = (
+      tf.reshape(t, [batch, length, heads, width // heads]) for t in (q, k, v))
+  scores = tf.einsum('bqhd,bkhd->bhqk', q, k) / math.sqrt(width // heads)
+  causal = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)
+  scores = tf.where(causal, scores, scores.dtype.min)
+  out = tf.einsum('bhqk,bkhd->bqhd', tf.nn.softmax(scores, axis=-1), v)
+  return tf.reshape(out, [batch, length, width])
+
+
+# Per block, in `_TRANSFORMER_LAYERS` order: ln1 (2), q, k, v, o (2 each),
+# ln2 (2), ff1, ff2 (2 each).
+_BLOCK_PARAMS = 16
+
+
+def _transformer_layer_names() -> list[str]:
+  """tff-dp's transformer layers with weights, in the floor's order."""
+  sizes = dict(workloads_lib.TRANSFORMER_SIZES)
+  names = ['token_embedding', 'position_embedding']
+  for b in range(sizes['transformer_layers']):
+    names += [
+        f'block{b}_{part}' for part in ('ln1', 'q', 'k', 'v', 'o', 'ln2', 'ff1',
+                                        'ff2')
+    ]
+  return names + ['final_ln', 'lm_head']
+
+
+def _transformer_forward(params, x, training, seed):
+  """`tff_dp.models.transformer`'s forward pass (no dropout), logits at
+  every position."""
+  del training, seed
+  sizes = dict(workloads_lib.TRANSFORMER_SIZES)
+  token, position = params[0], params[1]
+  h = tf.gather(token, tf.cast(x, tf.int32)) + position[tf.newaxis]
+  for b in range(sizes['transformer_layers']):
+    (g1, b1, qk, qb, kk, kb, vk, vb, ok, ob, g2, b2, f1k, f1b, f2k,
+     f2b) = params[2 + _BLOCK_PARAMS * b:2 + _BLOCK_PARAMS * (b + 1)]
+    a = _layer_norm(h, g1, b1)
+    attended = _causal_attention(_dense(a, qk, qb), _dense(a, kk, kb),
+                                 _dense(a, vk, vb), sizes['transformer_heads'])
+    h = h + _dense(attended, ok, ob)
+    a = _layer_norm(h, g2, b2)
+    h = h + _dense(tf.nn.gelu(_dense(a, f1k, f1b)), f2k, f2b)
+  gamma, beta, head = params[-3:]
+  return _dense(_layer_norm(h, gamma, beta), head)
+
+
 def _forward_fn(model: workloads_lib.ModelName) -> Callable[..., tf.Tensor]:
   if model is workloads_lib.ModelName.MLP:
     return _mlp_forward
   if model is workloads_lib.ModelName.CNN:
     return _cnn_forward
+  if model is workloads_lib.ModelName.TRANSFORMER:
+    return _transformer_forward
   raise ValueError(f'unknown model {model!r}')
+
+
+def _transformer_weights(seed: int) -> list[np.ndarray]:
+  # tff-dp's own architecture and initializers (pure Keras; no TFF).
+  from tff_dp.models import transformer  # pylint: disable=g-import-not-at-top
+  sizes = dict(workloads_lib.TRANSFORMER_SIZES)
+  model = transformer.build_transformer(
+      vocab_size=workloads_lib.TOKEN_VOCAB_SIZE,
+      sequence_length=workloads_lib.TOKEN_WINDOW,
+      num_layers=sizes['transformer_layers'],
+      width=sizes['transformer_width'],
+      num_heads=sizes['transformer_heads'],
+      ff_width=sizes['transformer_ff_width'],
+      seed=seed)
+  by_name = {layer.name: layer.get_weights() for layer in model.layers}
+  weights = [w for name in _transformer_layer_names() for w in by_name[name]]
+  assert sum(w.size for w in weights) == model.count_params()
+  return weights
 
 
 def initial_weights(model: workloads_lib.ModelName,
                     seed: int) -> list[np.ndarray]:
   """The Keras model's initial weights (same shapes, same initializers)."""
+  if model is workloads_lib.ModelName.TRANSFORMER:
+    return _transformer_weights(seed)
   return [
       w.copy()
       for w in bench_models.build_keras_model(model, seed=seed).get_weights()
@@ -129,10 +216,18 @@ class FloorRound:
     with tf.GradientTape() as tape:
       tape.watch(w)
       logits = self._forward(w, x, True, seed)
-      loss = tf.reduce_mean(
-          tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y,
-                                                         logits=logits))
-    return tape.gradient(loss, w)
+      losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y,
+                                                              logits=logits)
+      if self._workload.model is workloads_lib.ModelName.TRANSFORMER:
+        # tff-dp's NextTokenLoss: the mean over non-padding labels.
+        mask = tf.cast(tf.not_equal(y, 0), losses.dtype)
+        loss = tf.reduce_sum(losses * mask) / tf.maximum(
+            tf.reduce_sum(mask), 1.0)
+      else:
+        loss = tf.reduce_mean(losses)
+    # The token embedding's gradient (tf.gather) is IndexedSlices; the
+    # SGD step and the clip need dense tensors (as tff-dp's optimizer).
+    return [tf.convert_to_tensor(g) for g in tape.gradient(loss, w)]
 
   def _local_update(self, x, y, seed):
     """One client's update as its mechanism sends it: local SGD (or the

@@ -22,7 +22,10 @@ time to the first round and its speed alone.
 The models are tff_dp.algorithms.models' own: the MLP, and for W2 `--model=cnn`, the
 same network as the benchmark's CNN (conv 32, conv 64, max-pool, dropout 0.25,
 dense 128, dropout 0.5, dense 10; 1,199,882 parameters), with its own seeded
-initial weights.
+initial weights; for W3 `--model=transformer` at tff-dp's default sizes, on
+next-token windows held in memory (`TokenWindows`; `--trainable` as the
+workload says), with the resident memory of the worker and of this process
+recorded after every round.
 
   python -m benchmarks.rounds --spec=SPEC.json --out=RESULT.json
 """
@@ -49,12 +52,37 @@ from tff_dp.algorithms import learning_process
 from tff_dp.cli import cli_flags
 from tff_dp.config import DpMechanism
 from tff_dp.data.federated_data import FederatedData
+from tff_dp.data.labels import LabelKind
 from tff_dp.execution import runtime
 from tff_dp.execution import worker_process
 from tff_dp.program import assembly
 from tff_dp.program import client_data
 from tff_dp.program import prepare as prepare_lib
 from tff_dp.program import run_privacy
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenWindows:
+  """W3's synthetic clients with next-token labels, in memory.
+
+  `FederatedData` holds one class id per example; the grouped process reads
+  only what is here (the model's sizes, the label kind, the clients' arrays
+  and sizes), as `tff_dp.program.assembly.build_process` asks for them.
+  """
+  client_x: tuple
+  client_y: tuple
+  input_dim: int = workloads_lib.TOKEN_WINDOW
+  num_classes: int = workloads_lib.TOKEN_VOCAB_SIZE
+  vocab_size: int = workloads_lib.TOKEN_VOCAB_SIZE
+  label_kind: LabelKind = LabelKind.NEXT_TOKENS
+  image_shape: Optional[tuple] = None
+
+  @property
+  def population(self) -> int:
+    return len(self.client_x)
+
+  def client_sizes(self) -> np.ndarray:
+    return np.array([len(y) for y in self.client_y], np.int64)
 
 
 def federated_data(workload: workloads_lib.Workload) -> FederatedData:
@@ -92,10 +120,16 @@ def train_config(
   """
   fv = flags.FlagValues()
   cli_flags.define_train_flags(fv)
+  model_flags = [f'--model={workload.model.value}']
+  if workload.model is workloads_lib.ModelName.TRANSFORMER:
+    # The offline task's flag, for the config checks only: the windows are
+    # the synthetic ones of `federated_data`'s twin (`prepare`).
+    model_flags += ['--dataset=python_stdlib'] + [
+        f'--{name}={value}' for name, value in workloads_lib.TRANSFORMER_SIZES
+    ] + [f'--trainable={workload.trainable}']
   fv([
       'benchmarks',
-      ('--model=cnn' if workload.model is
-       workloads_lib.ModelName.CNN else '--model=mlp'),
+      *model_flags,
       f'--hidden_units={bench_models.MLP_HIDDEN_UNITS}',
       f'--num_clients={workload.clients}',
       f'--clients_per_round={workload.clients}',
@@ -150,10 +184,17 @@ def prepare(workload: workloads_lib.Workload,
   config = dataclasses.replace(train_config(
       workload, mechanism, hyper, extra_flags=variant.flags if variant else ()),
                                clients_per_call=requested_per_call)
-  prepared = prepare_lib.prepare_data(config,
-                                      federated_data(workload),
-                                      calibrate_noise=False)
-  data, per_call = prepared.data, prepared.clients_per_call
+  if workload.model is workloads_lib.ModelName.TRANSFORMER:
+    # Next-token windows: tff-dp's data checks are those of one class id
+    # per example (`FederatedData`); the process takes these as they are.
+    synthetic = workloads_lib.synthetic_data(workload)
+    data = TokenWindows(tuple(synthetic.x), tuple(synthetic.y))
+    per_call = config_checks.resolve_clients_per_call(config, in_memory=True)
+  else:
+    prepared = prepare_lib.prepare_data(config,
+                                        federated_data(workload),
+                                        calibrate_noise=False)
+    data, per_call = prepared.data, prepared.clients_per_call
   # DP-FTRL's tree restarts with the sampler's epochs; its secret only
   # orders the clients, and every client takes part in every round here.
   sampler = (run_privacy.build_sampler(config, data.population, secret=0)
@@ -230,9 +271,14 @@ def run_workload(
 
   run_tff_dp_round = round_runner(process, prepared.round_inputs, cohort,
                                   state_box)
+  # W3: memory after each round (issue 20: flat), resident set sizes in MB.
+  track_memory = workload.family == 'W3'
 
   def run_round(r):
     parts = run_tff_dp_round(r)
+    if track_memory:
+      parts['worker_rss_mb'] = harness.rss_mb(worker.pid)
+      parts['python_rss_mb'] = harness.rss_mb()
     # Here, not after the round of every runner: the time to the first round
     # is tff-dp's own, without the paired floor's first (tracing) rounds.
     if clock is not None and r == 0:

@@ -35,6 +35,7 @@ from typing import Any, Optional
 import psutil
 
 from benchmarks import harness
+from benchmarks import language_model
 from benchmarks import stats
 from benchmarks import workloads as workloads_lib
 
@@ -141,6 +142,9 @@ def plan(quick: bool) -> list[dict[str, Any]]:
           }
       },
   ]
+  w3 = language_model.plan_job(quick, _ENGINE_MODULES['tff-dp'])
+  if w3 is not None:
+    jobs.append(w3)
   variants = ['tff-dp'] if quick else ['tff-dp', 'plain-tff']
   for variant in variants:
     jobs.append({
@@ -612,6 +616,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append('  clients per TFF call: ' + ', '.join(
         f"{row['mechanism']} {row['tff-dp'].get('clients_per_call', '?')}"
         for row in report['mechanism_rows']))
+  lines += language_model.format_rows(report.get('transformer_rows', []), _cell)
   if report['cohort_scaling']:
     lines.append('W1 seconds per extra client (least squares over cohorts '
                  f"{next(iter(report['cohort_scaling'].values()))['clients']}"
@@ -758,13 +763,16 @@ def main(argv: list[str]) -> int:
         flush=True)
   json_path = os.path.join(output_dir, f'{stamp}.json')
   report = {
-      'schema_version': SCHEMA_VERSION,
-      'mode': 'quick' if args.quick else 'full',
+      'schema_version':
+          SCHEMA_VERSION,
+      'mode':
+          'quick' if args.quick else 'full',
       'command': (f'{sys.executable} -m benchmarks.run_all' +
                   (' --quick' if args.quick else '') +
                   (f' --output_dir={args.output_dir}'
                    if args.output_dir != DEFAULT_OUTPUT_DIR else '')),
-      'started_utc': started.strftime('%Y-%m-%d %H:%M:%S'),
+      'started_utc':
+          started.strftime('%Y-%m-%d %H:%M:%S'),
       'machine': {
           'cpus': os.cpu_count(),
           'platform': platform.platform(),
@@ -775,21 +783,32 @@ def main(argv: list[str]) -> int:
           'start': load_start,
           'end': harness.load_average()
       },
-      'git': git_state,
+      'git':
+          git_state,
       'client_loops': {
           name: (
               jobs.get(name, {}).get('result') or
               {}).get('loop_implementation') for name in ('tff-dp', 'plain-tff')
       },
-      'data': 'synthetic: features uniform in [0, 1), labels uniform in '
-              '[0, 10); shapes of (E)MNIST',
-      'hyperparameters': dataclasses.asdict(workloads_lib.HYPERPARAMETERS),
-      'timing': timing_table(jobs, args.quick),
-      'cohort_scaling': None,
-      'extra_rows': extra_rows(jobs, args.quick),
-      'mechanism_rows': mechanism_rows(jobs, args.quick),
-      'startup': startup_table(jobs),
-      'memory': memory_table(jobs),
+      'data':
+          'synthetic: features uniform in [0, 1), labels uniform in '
+          '[0, 10); shapes of (E)MNIST',
+      'hyperparameters':
+          dataclasses.asdict(workloads_lib.HYPERPARAMETERS),
+      'timing':
+          timing_table(jobs, args.quick),
+      'cohort_scaling':
+          None,
+      'extra_rows':
+          extra_rows(jobs, args.quick),
+      'mechanism_rows':
+          mechanism_rows(jobs, args.quick),
+      'transformer_rows':
+          language_model.rows(jobs, args.quick, _row, _paired_floor_entry),
+      'startup':
+          startup_table(jobs),
+      'memory':
+          memory_table(jobs),
       'jobs': [{
           k: v for k, v in job.items() if k != 'result'
       } for job in jobs.values()],

@@ -7,7 +7,10 @@ in its own subprocess and rebuilds the same workload from its JSON form.
 The data are SYNTHETIC: features uniform in [0, 1), labels uniform in
 [0, 10), generated from a fixed seed. Timing does not depend on what the
 pixels show, only on the shapes, which are those of (E)MNIST: 784 features
-(28 x 28 x 1) and 10 classes.
+(28 x 28 x 1) and 10 classes. W3's are token windows of the offline
+language-model task's shape (`--dataset=python_stdlib`): 64 ids out of 100,
+uniform over the 96 character ids, labelled with the next id at every
+position.
 """
 
 import dataclasses
@@ -20,6 +23,14 @@ INPUT_DIM = 784
 IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
 DATA_SEED = 1234
+# W3: windows of python_stdlib's shape (`tff_dp.data.python_stdlib`: WINDOW
+# tokens, VOCABULARY.size ids: 0 padding, 96 characters, oov, bos, eos) and
+# tff-dp's default transformer (`tff_dp.config`: 2 blocks of width 256, 4
+# heads, feed-forward 1024).
+TOKEN_WINDOW = 64
+TOKEN_VOCAB_SIZE = 100
+TRANSFORMER_SIZES = (('transformer_layers', 2), ('transformer_width', 256),
+                     ('transformer_heads', 4), ('transformer_ff_width', 1024))
 
 
 class ModelName(enum.Enum):
@@ -31,6 +42,9 @@ class ModelName(enum.Enum):
   # conv 64 3x3, max-pool 2x2, dropout 0.25, dense 128, dropout 0.5, dense 10;
   # 1,199,882 parameters.
   CNN = 'cnn'
+  # tff-dp's decoder-only transformer (tff_dp.models.transformer) at
+  # TRANSFORMER_SIZES, on next-token labels at every position (W3).
+  TRANSFORMER = 'transformer'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +205,7 @@ class Workload:
     epochs: Local epochs.
     warmup_rounds: Rounds run before timing (tracing, caches, allocator).
     timed_rounds: Rounds whose times are reported.
+    trainable: tff-dp's --trainable (W3's LoRA row; the floor trains all).
   """
   family: str
   model: ModelName
@@ -200,10 +215,12 @@ class Workload:
   epochs: int
   warmup_rounds: int
   timed_rounds: int
+  trainable: str = 'all'
 
   @property
   def name(self) -> str:
-    return f'{self.family}-c{self.clients}'
+    suffix = '' if self.trainable == 'all' else f'-{self.trainable}'
+    return f'{self.family}-c{self.clients}{suffix}'
 
   def to_json(self) -> dict[str, Any]:
     values = dataclasses.asdict(self)
@@ -214,7 +231,8 @@ class Workload:
   @classmethod
   def from_json(cls, values: dict[str, Any]) -> 'Workload':
     kwargs = {
-        field.name: values[field.name] for field in dataclasses.fields(cls)
+        field.name: values.get(field.name, field.default)
+        for field in dataclasses.fields(cls)
     }
     kwargs['model'] = ModelName(kwargs['model'])
     return cls(**kwargs)
@@ -262,6 +280,35 @@ def timing_workloads(quick: bool) -> list[Workload]:
   ]
 
 
+def _w3(clients: int,
+        *,
+        warmup: int,
+        timed: int,
+        trainable: str = 'all') -> Workload:
+  # 4 batches of 16 windows per client.
+  return Workload(family='W3',
+                  model=ModelName.TRANSFORMER,
+                  clients=clients,
+                  examples_per_client=64,
+                  batch_size=16,
+                  epochs=1,
+                  warmup_rounds=warmup,
+                  timed_rounds=timed,
+                  trainable=trainable)
+
+
+def transformer_workloads(quick: bool) -> list[Workload]:
+  """W3, the default transformer, 20 clients x 4 batches (issue 20): full
+  fine-tuning (against its floor) and LoRA (tff-dp only). None in quick
+  mode: one W3 round takes seconds, and tracing the process tens of them."""
+  if quick:
+    return []
+  return [
+      _w3(20, warmup=2, timed=8),
+      _w3(20, warmup=2, timed=8, trainable='lora'),
+  ]
+
+
 def memory_workload(quick: bool) -> tuple[Workload, int]:
   """W1 at 50 clients for the memory run, and its number of rounds."""
   rounds = 4 if quick else 300
@@ -280,10 +327,26 @@ class SyntheticData:
 def synthetic_data(workload: Workload,
                    *,
                    test_examples: int = 512) -> SyntheticData:
-  """Deterministic random data of the workload's shape (see the module doc)."""
+  """Deterministic random data of the workload's shape (see the module doc).
+
+  W3: token windows, x float32 [clients, n, TOKEN_WINDOW] of ids, y int32
+  [clients, n, TOKEN_WINDOW] the ids that follow (real tokens, no padding).
+  """
   rng = np.random.default_rng(
       [DATA_SEED, workload.clients, workload.examples_per_client])
   shape = (workload.clients, workload.examples_per_client)
+  if workload.model is ModelName.TRANSFORMER:
+    # Ids 1..96: the characters (0 is padding; the last 3 are special).
+    stream = rng.integers(1,
+                          TOKEN_VOCAB_SIZE - 3,
+                          size=shape + (TOKEN_WINDOW + 1,))
+    test = rng.integers(1,
+                        TOKEN_VOCAB_SIZE - 3,
+                        size=(test_examples, TOKEN_WINDOW + 1))
+    return SyntheticData(x=stream[..., :-1].astype(np.float32),
+                         y=stream[..., 1:].astype(np.int32),
+                         test_x=test[:, :-1].astype(np.float32),
+                         test_y=test[:, 1:].astype(np.int32))
   x = rng.random(shape + (INPUT_DIM,), dtype=np.float32)
   y = rng.integers(0, NUM_CLASSES, size=shape).astype(np.int32)
   test_x = rng.random((test_examples, INPUT_DIM), dtype=np.float32)

@@ -57,22 +57,31 @@ def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
   The grouped path runs the algorithms in `_GROUPED_ALGORITHMS` with the
   central mechanisms whose row says `grouped` (TF Privacy's Gaussian queries,
   DP-FTRL's tree), uniform or capped weights, local DP and example-level
-  DP-SGD (alone or under central noise), training single-label classifiers (its loss and accuracy
-  are written for one class id per example); anything else runs on TFF's
-  learning algorithms.
+  DP-SGD (alone or under central noise), training single-label classifiers
+  and, with DP-FedAvg and DP-FTRL, the transformer's next-token labels
+  (`tff_dp.algorithms.grouped_model`), any `--trainable`; anything else runs
+  on TFF's learning algorithms.
 
   Returns:
     None if it can; else the reason, naming the flag and its value.
   """
-  if loading.label_kind(config.dataset) is not LabelKind.SINGLE:
+  label_kind = loading.label_kind(config.dataset)
+  if label_kind is LabelKind.MULTI_HOT:
     return (f'--dataset={config.dataset.value} (multi-label data; the '
-            'grouped path trains single-label models only)')
-  if config.model is ModelKind.TRANSFORMER:
-    return ('--model=transformer (next-token labels at every position; '
-            'the grouped path trains single-label models only)')
+            'grouped path trains single-label and next-token models only)')
+  next_tokens = label_kind is LabelKind.NEXT_TOKENS or (
+      config.model is ModelKind.TRANSFORMER)
   checks = (
       (config.algorithm
        in _GROUPED_ALGORITHMS, 'algorithm', config.algorithm.value),
+      # Next-token labels are tested against the reference with DP-FedAvg
+      # and DP-FTRL only (tests/algorithms/test_grouped_language_model.py).
+      (not next_tokens or
+       config.algorithm in (Algorithm.FEDAVG, Algorithm.DP_FTRL), 'algorithm',
+       f'{config.algorithm.value} with --model={config.model.value}'),
+      (not next_tokens or
+       (config.local_dp is LocalDp.NONE and not config.example_dp), 'model',
+       f'{config.model.value} with local or example-level DP'),
       # No central mechanism runs grouped only behind the clients' noise.
       (config.mechanism.grouped or
        (not config.mechanism.noised and
@@ -87,9 +96,6 @@ def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
       # reference's client receives --client_epochs copies of them.
       (not config.example_dp or config.client_epochs == 1, 'example_dp',
        f'{config.example_dp} with --client_epochs={config.client_epochs}'),
-      # TFF's functional model takes trainability from variable creation,
-      # not from the Keras layers frozen after it (`tff_dp.models.trainable`).
-      (config.trainable is Trainable.ALL, 'trainable', config.trainable.value),
   )
   for supported, name, value in checks:
     if not supported:

@@ -130,15 +130,15 @@ def test_last_k_above_the_models_blocks_is_refused(argv, blocks):
   assert f'exceeds the {blocks} blocks' in str(e.value)
 
 
-def test_grouped_path_is_refused_and_not_chosen_automatically():
-  config = _config('--trainable=lora', '--clients_per_call=4')
-  with pytest.raises(ConfigError, match='--trainable=lora'):
-    config_checks.check_config(config)
-  auto = _config('--trainable=head', '--clients_per_call=0')
-  config_checks.check_config(auto)
-  assert config_checks.resolve_clients_per_call(auto, in_memory=True) == 1
-  assert config_checks.resolve_clients_per_call(_config('--clients_per_call=0'),
-                                                in_memory=True) > 1
+def test_grouped_path_runs_trainable_and_is_chosen_automatically():
+  # `tff_dp.algorithms.grouped_model` creates the frozen weights frozen.
+  config_checks.check_config(_config('--trainable=lora',
+                                     '--clients_per_call=4'))
+  for trainable in ('head', 'lora', 'ffa_lora', 'last_k'):
+    auto = _config(f'--trainable={trainable}', '--clients_per_call=0')
+    assert config_checks.grouped_unsupported_reason(auto) is None
+    assert config_checks.resolve_clients_per_call(
+        auto, in_memory=True) == config_checks.AUTO_CLIENTS_PER_CALL
 
 
 @pytest.mark.e2e

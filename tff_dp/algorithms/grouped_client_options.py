@@ -30,6 +30,9 @@ from typing import Any, Callable, Optional
 
 import tensorflow as tf
 
+from tff_dp.algorithms import grouped_model
+from tff_dp.data.labels import LabelKind
+
 
 @dataclasses.dataclass(frozen=True)
 class ClientOptions:
@@ -49,6 +52,8 @@ class ClientOptions:
       example-level DP).
     example_dp: Example-level DP-SGD instead of plain local SGD
       (`tff_dp.algorithms.grouped_example_dp.ExampleDp`), or None.
+    label_kind: The data's labels, which decide how accuracy is counted
+      (`tff_dp.algorithms.grouped_model.accuracy_terms`).
   """
   full_gradient: bool = False
   proximal_strength: float = 0.0
@@ -57,6 +62,7 @@ class ClientOptions:
   local_randomizer: Optional[Callable[[list], list]] = None
   client_metrics: bool = True
   example_dp: Optional[Any] = None
+  label_kind: LabelKind = LabelKind.SINGLE
 
 
 def proximal_gradients(grads, trainable, initial, *, strength: float):
@@ -73,8 +79,14 @@ def proximal_gradients(grads, trainable, initial, *, strength: float):
       g + strength * (w0 - w) for g, w, w0 in zip(grads, trainable, initial))
 
 
-def build_gradient_step(model, *, non_trainable, x, y, client_order,
-                        batch_size):
+def build_gradient_step(model,
+                        *,
+                        non_trainable,
+                        x,
+                        y,
+                        client_order,
+                        batch_size,
+                        label_kind=LabelKind.SINGLE):
   """`step(j, grad_sums, trainable, metrics)`: FedSGD's batch j.
 
   As TFF's `build_fed_sgd` client: the batch's mean-loss gradient at the
@@ -98,21 +110,48 @@ def build_gradient_step(model, *, non_trainable, x, y, client_order,
     count = tf.shape(batch_y)[0]
     weight = tf.cast(count, tf.float32)
     grad_sums = tuple(a + weight * g for a, g in zip(grad_sums, grads))
-    return grad_sums, trainable, batch_metrics(metrics, loss, logits, batch_y)
+    return grad_sums, trainable, batch_metrics(metrics,
+                                               loss,
+                                               logits,
+                                               batch_y,
+                                               label_kind=label_kind)
 
   return step
 
 
-def batch_metrics(metrics, loss, logits, labels):
+def zero_metrics(label_kind=LabelKind.SINGLE):
+  """The metric sums of no batch (`batch_metrics`)."""
+  metrics = collections.OrderedDict(loss_sum=tf.constant(0.0),
+                                    correct=tf.constant(0.0))
+  if LabelKind(label_kind) is not LabelKind.SINGLE:
+    # The accuracy's denominator: the labels counted (not padding, ...).
+    metrics['counted'] = tf.constant(0.0)
+  metrics['num_examples'] = tf.constant(0, tf.int64)
+  metrics['num_batches'] = tf.constant(0, tf.int64)
+  return metrics
+
+
+def batch_metrics(metrics,
+                  loss,
+                  logits,
+                  labels,
+                  *,
+                  label_kind=LabelKind.SINGLE):
   """The metric sums after one batch, as TFF's Keras wrapper tracks them:
-  on the batch's predictions, the loss weighted by the batch size."""
+  on the batch's predictions, the loss weighted by the batch size (windows,
+  for next-token labels), the accuracy over the labels it counts."""
   count = tf.shape(labels)[0]
-  correct = tf.equal(labels, tf.cast(tf.argmax(logits, axis=-1), labels.dtype))
-  return collections.OrderedDict(
-      loss_sum=metrics['loss_sum'] + loss * tf.cast(count, tf.float32),
-      correct=metrics['correct'] + tf.reduce_sum(tf.cast(correct, tf.float32)),
-      num_examples=metrics['num_examples'] + tf.cast(count, tf.int64),
-      num_batches=metrics['num_batches'] + 1)
+  correct, counted = grouped_model.accuracy_terms(logits,
+                                                  labels,
+                                                  label_kind=label_kind)
+  new = collections.OrderedDict(loss_sum=metrics['loss_sum'] +
+                                loss * tf.cast(count, tf.float32),
+                                correct=metrics['correct'] + correct)
+  if 'counted' in metrics:
+    new['counted'] = metrics['counted'] + counted
+  new['num_examples'] = metrics['num_examples'] + tf.cast(count, tf.int64)
+  new['num_batches'] = metrics['num_batches'] + 1
+  return new
 
 
 def mean_gradient(grad_sums, num_examples) -> list[tf.Tensor]:

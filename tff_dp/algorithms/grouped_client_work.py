@@ -16,7 +16,6 @@ handed to a TF op as bare callables: AutoGraph then converts them, which the
 `tf.range` loop over a client's batches needs.
 """
 
-import collections
 import functools
 import os
 from typing import Any, Callable, Optional
@@ -27,6 +26,7 @@ import tensorflow_privacy as tfp
 
 from tff_dp.algorithms import grouped_client_options
 from tff_dp.algorithms import grouped_example_dp
+from tff_dp.algorithms import grouped_model
 from tff_dp.algorithms.grouped_client_options import ClientOptions
 from tff_dp.algorithms.grouped_data import CLIENT
 from tff_dp.algorithms.grouped_data import LENGTH
@@ -34,6 +34,7 @@ from tff_dp.algorithms.grouped_data import ORDER
 from tff_dp.algorithms.grouped_data import VALID
 from tff_dp.algorithms.grouped_data import X
 from tff_dp.algorithms.grouped_data import Y
+from tff_dp.data.labels import LabelKind
 from tff_dp.mechanisms import sanitize
 
 # Unrolled steps cost graph building and optimization, paid before the first
@@ -91,31 +92,15 @@ def build_client_work_init(client_optimizer: tff.learning.optimizers.Optimizer,
   return client_work_init
 
 
-def build_group_update(group_fn: Callable[..., Any], hparams_type, weights_type,
-                       params_type, groups_type) -> tff.Computation:
-  """`group_fn` (`build_group_fn`) as the TFF computation of one group."""
-
-  @tff.tensorflow.computation(hparams_type, weights_type, params_type,
-                              groups_type)
-  def group_update(hparams, weights, params, group):
-    return group_fn(hparams, weights, params, group)
-
-  return group_update
-
-
-def build_finalize_train_metrics(group_metrics_type) -> tff.Computation:
+def build_finalize_train_metrics(
+    group_metrics_type,
+    *,
+    label_kind: LabelKind = LabelKind.SINGLE) -> tff.Computation:
   """The round's training metrics from the sums over all groups."""
 
   @tff.tensorflow.computation(group_metrics_type)
   def finalize_train_metrics(sums):
-    examples = tf.cast(sums['num_examples'], tf.float32)
-    # Keras' Mean and accuracy metrics: total / count, 0 when no example.
-    return collections.OrderedDict(
-        sparse_categorical_accuracy=tf.math.divide_no_nan(
-            sums['correct'], examples),
-        loss=tf.math.divide_no_nan(sums['loss_sum'], examples),
-        num_examples=sums['num_examples'],
-        num_batches=sums['num_batches'])
+    return grouped_model.finalize_metrics(sums, label_kind=label_kind)
 
   return finalize_train_metrics
 
@@ -171,7 +156,7 @@ def build_group_fn(
                            options=options)
 
     records = zero_record
-    totals = _zero_metrics()
+    totals = grouped_client_options.zero_metrics(options.label_kind)
     if not options.client_metrics:
       totals = grouped_client_options.no_metrics()
     for i in tf.range(tf.shape(valid)[0]):
@@ -225,6 +210,8 @@ def _train_client(i, hparams, weights, params, group, first_row, *, model,
                                  first_row,
                                  i,
                                  input_dim=input_dim,
+                                 label_shape=([input_dim] if options.label_kind
+                                              is LabelKind.NEXT_TOKENS else []),
                                  client_files_dir=client_files_dir)
   client_order = group[ORDER][epochs * first_row[i]:][:steps] + row_0
   if options.example_dp is not None:
@@ -247,7 +234,8 @@ def _train_client(i, hparams, weights, params, group, first_row, *, model,
         x=x,
         y=y,
         client_order=client_order,
-        batch_size=batch_size)
+        batch_size=batch_size,
+        label_kind=options.label_kind)
     # The gradient sums ride in the optimizer state's place.
     step_state = tuple(tf.zeros_like(w) for w in initial)
   else:
@@ -264,13 +252,15 @@ def _train_client(i, hparams, weights, params, group, first_row, *, model,
                              client_order=client_order,
                              batch_size=batch_size,
                              initial=initial,
-                             proximal_strength=options.proximal_strength)
-  step_state, trainable, metrics = _train_locally(step,
-                                                  num_batches,
-                                                  max_batches=max_batches,
-                                                  opt_state=step_state,
-                                                  trainable=initial,
-                                                  metrics=_zero_metrics())
+                             proximal_strength=options.proximal_strength,
+                             label_kind=options.label_kind)
+  step_state, trainable, metrics = _train_locally(
+      step,
+      num_batches,
+      max_batches=max_batches,
+      opt_state=step_state,
+      trainable=initial,
+      metrics=grouped_client_options.zero_metrics(options.label_kind))
   if options.full_gradient:
     update = grouped_client_options.mean_gradient(step_state,
                                                   metrics['num_examples'])
@@ -306,7 +296,8 @@ def _read_client_file(client_files_dir, kind, client, dtype):
   return tf.io.decode_raw(tf.io.read_file(name), dtype)
 
 
-def _client_examples(group, first_row, i, *, input_dim, client_files_dir):
+def _client_examples(group, first_row, i, *, input_dim, label_shape,
+                     client_files_dir):
   """(x, y, row of client i's example 0 in them)."""
   if client_files_dir is None:
     return group[X], group[Y], first_row[i]
@@ -314,8 +305,10 @@ def _client_examples(group, first_row, i, *, input_dim, client_files_dir):
   client_x = tf.reshape(
       _read_client_file(client_files_dir, 'x', group[CLIENT][i], tf.float32),
       [-1, input_dim])
-  client_y = _read_client_file(client_files_dir, 'y', group[CLIENT][i],
-                               tf.int32)
+  # Next-token labels: one id per position of the window.
+  client_y = tf.reshape(
+      _read_client_file(client_files_dir, 'y', group[CLIENT][i], tf.int32),
+      [-1] + label_shape)
   # Files of another data set (or a truncated file) must fail loudly.
   checks = [
       tf.debugging.assert_equal(
@@ -331,15 +324,8 @@ def _client_examples(group, first_row, i, *, input_dim, client_files_dir):
     return tf.identity(client_x), tf.identity(client_y), 0
 
 
-def _zero_metrics():
-  return collections.OrderedDict(loss_sum=tf.constant(0.0),
-                                 correct=tf.constant(0.0),
-                                 num_examples=tf.constant(0, tf.int64),
-                                 num_batches=tf.constant(0, tf.int64))
-
-
 def _build_local_step(model, optimizer, *, non_trainable, x, y, client_order,
-                      batch_size, initial, proximal_strength):
+                      batch_size, initial, proximal_strength, label_kind):
   """`local_step(j, opt_state, trainable, metrics)` of one client's data."""
 
   def local_step(j, opt_state, trainable, metrics):
@@ -361,8 +347,11 @@ def _build_local_step(model, optimizer, *, non_trainable, x, y, client_order,
     opt_state, trainable = optimizer.next(opt_state, trainable, grads)
     # Metrics as TFF's Keras wrapper tracks them: on the batch's
     # predictions before its step, the loss weighted by the batch size.
-    metrics = grouped_client_options.batch_metrics(metrics, loss, logits,
-                                                   batch_y)
+    metrics = grouped_client_options.batch_metrics(metrics,
+                                                   loss,
+                                                   logits,
+                                                   batch_y,
+                                                   label_kind=label_kind)
     return opt_state, tuple(trainable), metrics
 
   return local_step
@@ -379,7 +368,7 @@ def _train_locally(local_step, num_batches, *, max_batches, opt_state,
     max_batches: None for a while loop; else the steps to unroll.
     opt_state: The client optimizer's initial state.
     trainable: The initial trainable weights (a tuple).
-    metrics: The initial metric sums (`_zero_metrics`).
+    metrics: The initial metric sums (`grouped_client_options.zero_metrics`).
   """
   if max_batches is None:
     for j in tf.range(num_batches):

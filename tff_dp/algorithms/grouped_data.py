@@ -35,11 +35,13 @@ def write_client_files(client_x: Sequence[np.ndarray],
   """Writes each client's examples as raw files for the TFF worker to read.
 
   For client i: `x{i}.bin` (little-endian float32, row-major [n_i, d]) and
-  `y{i}.bin` (little-endian int32 [n_i]); 4 * (d + 1) bytes per example.
+  `y{i}.bin` (little-endian int32 [n_i], or row-major [n_i, W] for the
+  next-token labels of windows of W tokens); 4 * (d + 1) bytes per example
+  (4 * (d + W) for next-token labels).
 
   Args:
     client_x: Features of every client of the population, float32 [n_i, d].
-    client_y: Labels of every client, int32 [n_i].
+    client_y: Labels of every client, int32 [n_i] (or [n_i, W]).
     directory: Where to write; created if missing, and must be empty, so that
       files of another data set are never read by mistake.
 
@@ -138,12 +140,20 @@ def make_groups(
   return groups
 
 
-def group_type(input_dim: int, *, with_examples: bool = True) -> tff.Type:
-  """TFF type of one group (see `make_groups`); all sizes are dynamic."""
+def group_type(
+    input_dim: int,
+    *,
+    with_examples: bool = True,
+    label_shape: Sequence[int] = ()) -> tff.Type:
+  """TFF type of one group (see `make_groups`); all sizes are dynamic.
+
+  `label_shape`: one example's label, () for a class id, (W,) for the
+  next-token ids of a window of W tokens.
+  """
   elements = collections.OrderedDict()
   if with_examples:
     elements[X] = tff.TensorType(np.float32, [None, input_dim])
-    elements[Y] = tff.TensorType(np.int32, [None])
+    elements[Y] = tff.TensorType(np.int32, [None, *label_shape])
   elements[ORDER] = tff.TensorType(np.int32, [None])
   elements[LENGTH] = tff.TensorType(np.int32, [None])
   elements[VALID] = tff.TensorType(np.bool_, [None])

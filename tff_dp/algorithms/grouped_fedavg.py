@@ -75,12 +75,17 @@ build_learning_process` with FedAvg and a uniform DP aggregator): the same
 state structure (`tff.learning.templates.LearningAlgorithmState`, with the
 DP factory's own aggregator state), the same metrics structure, TFF's own
 broadcast distributor and optimizer finalizer. Its `next` takes a list of
-groups instead of a list of datasets.
+groups instead of a list of datasets. One difference: each round broadcasts
+the trainable tensors only; frozen ones (`--trainable`) are constants of
+the client computation (`tff_dp.algorithms.grouped_frozen`), and only
+trainable variables train (`tff_dp.algorithms.grouped_model`, which also
+gives the transformer its next-token labels).
 """
 
 import collections
+import dataclasses
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import tensorflow as tf
 import tensorflow_federated as tff
@@ -96,8 +101,10 @@ from tff_dp.algorithms import grouped_client_options
 from tff_dp.algorithms import grouped_client_work
 from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import grouped_example_dp
+from tff_dp.algorithms import grouped_frozen
 from tff_dp.algorithms import grouped_local_dp
-from tff_dp.algorithms import models
+from tff_dp.algorithms import grouped_model
+from tff_dp.data.labels import LabelKind
 from tff_dp.mechanisms import local_dp
 from tff_dp.mechanisms import sanitize
 
@@ -155,6 +162,8 @@ def build_grouped_dp_fedavg(
     local_dp_factory: Optional[local_dp.LocalDpFactory] = None,
     example_dp_settings: Optional[example_dp.DpSgdSettings] = None,
     clients_per_round: Optional[int] = None,
+    label_kind: LabelKind = LabelKind.SINGLE,
+    frozen_weights: Optional[Any] = None,
 ) -> tff.learning.templates.LearningProcess:
   """Returns DP-FedAvg whose TFF clients are groups of simulated clients.
 
@@ -172,8 +181,9 @@ def build_grouped_dp_fedavg(
   Args:
     keras_model_fn: No-argument constructor of the uncompiled Keras model
       (logits out), with seeded initializers so that its initial weights are
-      reproducible; converted with `tff.learning.models.
-      functional_model_from_keras` and trained with `tff_dp.algorithms.models.loss_fn`.
+      reproducible, `--trainable` applied; converted with `tff_dp.algorithms.
+      grouped_model.functional_model` (only its trainable variables train)
+      and trained with `tff_dp.algorithms.models.loss_fn`.
     input_dim: Number of input features.
     num_classes: Number of classes (checked against the model's output).
     dp_factory: The unwrapped `tff.aggregators.DifferentiallyPrivateFactory`
@@ -203,6 +213,13 @@ def build_grouped_dp_fedavg(
       (`tff_dp.algorithms.grouped_example_dp`) instead of local SGD(M).
     clients_per_round: The fixed denominator when there is no `dp_factory`
       (example-level DP alone; local DP takes its factory's).
+    label_kind: The data's labels: SINGLE (a class id per example) or
+      NEXT_TOKENS (the transformer's id per position of a window).
+    frozen_weights: The values of the model's non-trainable tensors (e.g.
+      from `--init_from`); None: their initial values. They are constants
+      of the client computation and each round broadcasts the trainable
+      tensors only (`tff_dp.algorithms.grouped_frozen`); the process's
+      `set_model_weights` refuses other frozen values.
 
   Returns:
     A `tff.learning.templates.LearningProcess` with the reference's state and
@@ -231,12 +248,19 @@ def build_grouped_dp_fedavg(
     query = grouped_local_dp.fixed_count_query(clients_per_round)
   else:
     query = _dp_query(dp_factory)
-  model = _functional_model(keras_model_fn,
-                            input_dim=input_dim,
-                            num_classes=num_classes)
-  initial_model_weights_fn = _build_initial_model_weights_fn(model)
+  label_kind = LabelKind(label_kind)
+  options = dataclasses.replace(options, label_kind=label_kind)
+  model = grouped_model.functional_model(keras_model_fn,
+                                         input_dim=input_dim,
+                                         num_classes=num_classes,
+                                         label_kind=label_kind)
+  frozen = grouped_frozen.frozen_values(model, frozen_weights)
+  initial_model_weights_fn = grouped_frozen.build_initial_model_weights_fn(
+      model, frozen)
   weights_type = initial_model_weights_fn.type_signature.result
-  distributor = tff.learning.templates.build_broadcast_process(weights_type)
+  # Each round broadcasts the trainable tensors only.
+  distributor = tff.learning.templates.build_broadcast_process(
+      weights_type.trainable)
   finalizer = tff.learning.templates.build_apply_optimizer_finalizer(
       server_optimizer, weights_type)
   # The DP factory's own process provides the initial aggregator state
@@ -259,53 +283,22 @@ def build_grouped_dp_fedavg(
       client_files_dir=(None if client_files_dir is None else
                         os.path.abspath(client_files_dir)),
       options=options)
-  return _build_process(query,
-                        grouped_client_work.build_client_work_init(
-                            client_optimizer,
-                            stateless=options.stateless_client_work),
-                        group_fn,
-                        grouped_data.group_type(input_dim,
-                                                with_examples=client_files_dir
-                                                is None),
-                        initial_model_weights_fn=initial_model_weights_fn,
-                        distributor=distributor,
-                        finalizer=finalizer,
-                        aggregator=aggregator)
-
-
-def _functional_model(keras_model_fn: Callable[[], tf.keras.Model], *,
-                      input_dim: int,
-                      num_classes: int) -> tff.learning.models.FunctionalModel:
-  """The Keras model as TFF's functional model, checked against the data."""
-  probe = keras_model_fn()
-  if probe.output_shape[-1] != num_classes or probe.input_shape[-1] != (
-      input_dim):
-    raise ValueError(f'the model maps {probe.input_shape} to '
-                     f'{probe.output_shape}; expected {input_dim} features '
-                     f'and {num_classes} classes')
-  if probe.losses:
-    # TFF's Keras wrapper adds these to the training loss; the functional
-    # model's loss would not.
-    raise ValueError('models with regularization losses are not supported')
-  del probe
-  return tff.learning.models.functional_model_from_keras(
-      keras_model_fn,
-      loss_fn=models.loss_fn(),
-      input_spec=models.input_spec(input_dim))
-
-
-def _build_initial_model_weights_fn(
-    model: tff.learning.models.FunctionalModel) -> tff.Computation:
-  """The model's initial weights, as constants of a TF computation."""
-  trainable_init, non_trainable_init = model.initial_weights
-
-  @tff.tensorflow.computation
-  def initial_model_weights_fn():
-    return tff.learning.models.ModelWeights(
-        trainable=[tf.constant(w) for w in trainable_init],
-        non_trainable=[tf.constant(w) for w in non_trainable_init])
-
-  return initial_model_weights_fn
+  return _build_process(
+      query,
+      grouped_client_work.build_client_work_init(
+          client_optimizer, stateless=options.stateless_client_work),
+      group_fn,
+      grouped_data.group_type(
+          input_dim,
+          with_examples=client_files_dir is None,
+          label_shape=((input_dim,) if label_kind is LabelKind.NEXT_TOKENS else
+                       ())),
+      initial_model_weights_fn=initial_model_weights_fn,
+      distributor=distributor,
+      finalizer=finalizer,
+      aggregator=aggregator,
+      label_kind=label_kind,
+      frozen=frozen)
 
 
 def _build_process(
@@ -318,6 +311,8 @@ def _build_process(
     distributor: tff.templates.MeasuredProcess,
     finalizer: tff.templates.MeasuredProcess,
     aggregator: Optional[tff.templates.AggregationProcess],
+    label_kind: LabelKind = LabelKind.SINGLE,
+    frozen: Sequence[Any] = (),
 ) -> tff.learning.templates.LearningProcess:
   """The process from its parts (see `build_grouped_dp_fedavg`).
 
@@ -334,9 +329,13 @@ def _build_process(
         aggregator.initialize.type_signature.result.member.query_state)
   derive_sample_params = tff.tensorflow.computation(query.derive_sample_params,
                                                     query_state_type)
-  group_update = grouped_client_work.build_group_update(
-      group_fn, client_work_init.type_signature.result.member, weights_type,
-      derive_sample_params.type_signature.result, groups_type)
+  group_update = grouped_frozen.build_group_update(
+      group_fn,
+      client_work_init.type_signature.result.member,
+      weights_type.trainable,
+      derive_sample_params.type_signature.result,
+      groups_type,
+      frozen=frozen)
   records_type, group_metrics_type = group_update.type_signature.result
   get_noised_result = _build_get_noised_result(query, records_type,
                                                query_state_type)
@@ -345,24 +344,27 @@ def _build_process(
       lambda event: event.to_named_tuple(), dp_event_type)
   derive_metrics = tff.tensorflow.computation(query.derive_metrics,
                                               query_state_type)
-  finalize_train_metrics = (
-      grouped_client_work.build_finalize_train_metrics(group_metrics_type)
-      if group_metrics_type else None)
+  finalize_train_metrics = (grouped_client_work.build_finalize_train_metrics(
+      group_metrics_type, label_kind=label_kind)
+                            if group_metrics_type else None)
   init_fn = _build_init_fn(initial_model_weights_fn, distributor,
                            client_work_init, aggregator, finalizer)
   state_type = init_fn.type_signature.result
-  next_fn = _build_next_fn(state_type,
-                           groups_type,
-                           query_state_init=query_state_init,
-                           distributor=distributor,
-                           finalizer=finalizer,
-                           derive_sample_params=derive_sample_params,
-                           group_update=group_update,
-                           finalize_train_metrics=finalize_train_metrics,
-                           get_noised_result=get_noised_result,
-                           convert_dp_event=convert_dp_event,
-                           derive_metrics=derive_metrics)
-  get_model_weights, set_model_weights = _build_model_weights_fns(state_type)
+  next_fn = _build_next_fn(
+      state_type,
+      groups_type,
+      query_state_init=query_state_init,
+      distributor=distributor,
+      select_trainable=grouped_frozen.build_select_trainable(weights_type),
+      finalizer=finalizer,
+      derive_sample_params=derive_sample_params,
+      group_update=group_update,
+      finalize_train_metrics=finalize_train_metrics,
+      get_noised_result=get_noised_result,
+      convert_dp_event=convert_dp_event,
+      derive_metrics=derive_metrics)
+  get_model_weights, set_model_weights = _build_model_weights_fns(
+      state_type, frozen)
   return tff.learning.templates.LearningProcess(init_fn, next_fn,
                                                 get_model_weights,
                                                 set_model_weights)
@@ -406,6 +408,7 @@ def _build_init_fn(initial_model_weights_fn: tff.Computation,
 def _build_next_fn(state_type: tff.FederatedType, groups_type: tff.Type, *,
                    query_state_init: Optional[tff.Computation],
                    distributor: tff.templates.MeasuredProcess,
+                   select_trainable: tff.Computation,
                    finalizer: tff.templates.MeasuredProcess,
                    derive_sample_params: tff.Computation,
                    group_update: tff.Computation,
@@ -418,8 +421,11 @@ def _build_next_fn(state_type: tff.FederatedType, groups_type: tff.Type, *,
   @tff.federated_computation(state_type,
                              tff.FederatedType(groups_type, tff.CLIENTS))
   def next_fn(state, groups):
-    distributed = distributor.next(state.distributor,
-                                   state.global_model_weights)
+    # The trainable tensors only: the frozen ones are constants of
+    # `group_update` (`grouped_frozen`).
+    distributed = distributor.next(
+        state.distributor,
+        tff.federated_map(select_trainable, state.global_model_weights))
     if query_state_init is None:
       query_state = state.aggregator.query_state
     else:
@@ -474,8 +480,10 @@ def _build_next_fn(state_type: tff.FederatedType, groups_type: tff.Type, *,
 
 
 def _build_model_weights_fns(
-    state_type: tff.FederatedType) -> tuple[tff.Computation, tff.Computation]:
-  """The process's `get_model_weights` and `set_model_weights`."""
+    state_type: tff.FederatedType,
+    frozen: Sequence[Any]) -> tuple[tff.Computation, tff.Computation]:
+  """The process's `get_model_weights` and `set_model_weights` (which
+  refuses frozen weights other than the clients' constants, `frozen`)."""
 
   @tff.tensorflow.computation(state_type.member)
   def get_model_weights(state):
@@ -484,6 +492,7 @@ def _build_model_weights_fns(
   @tff.tensorflow.computation(state_type.member,
                               state_type.member.global_model_weights)
   def set_model_weights(state, weights):
+    weights = grouped_frozen.checked_weights(weights, frozen)
     return tff.learning.templates.LearningAlgorithmState(
         global_model_weights=weights,
         distributor=state.distributor,

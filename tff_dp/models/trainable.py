@@ -12,8 +12,9 @@ Models with Differential Privacy").
 Keras wrapper (`tff.learning.models.from_keras_model`) then puts them in
 `ModelWeights.non_trainable`, and TFF's client work sends, and its aggregator
 (clipping, noise, the DP event) receives, the trainable tensors only. The
-frozen ones are still part of the server state and of what TFF broadcasts
-each round (`tff_dp.program.model_size` reports both directions).
+frozen ones are still part of the server state and of what TFF's processes
+broadcast each round; the grouped path broadcasts the trainable ones only
+(`tff_dp.program.model_size` reports both directions).
 
 Selections (`tff_dp.config.Trainable`):
   all       every parameter (the model as built);
@@ -25,10 +26,11 @@ Selections (`tff_dp.config.Trainable`):
             names each layer with weights below the head is one block (the
             MLP's hidden layers, the rnn's embedding and LSTM layers).
 
-The grouped path (`tff_dp.algorithms.grouped_fedavg`) builds TFF's functional
-model, which decides trainability when a variable is created, not from a
-Keras layer's `trainable` flag set later: it runs `--trainable=all` only
-(`tff_dp.config_checks.grouped_unsupported_reason`).
+The grouped path (`tff_dp.algorithms.grouped_fedavg`) trains a functional
+model; TFF's decides trainability when a variable is created, not from a
+Keras layer's `trainable` flag set later, so the grouped path builds its own
+from the configured model's variable lists (`tff_dp.algorithms.
+grouped_model`).
 """
 
 import dataclasses

@@ -139,7 +139,12 @@ def _block(x, i: int, *, num_heads: int, width: int, ff_width: int,
   attended = CausalAttention(num_heads, name=f'block{i}_attention')([q, k, v])
   x = x + dense(width, 'o', base + 3, residual_stddev)(attended)
   h = _layer_norm(f'block{i}_ln2')(x)
-  h = tf.keras.activations.gelu(dense(ff_width, 'ff1', base + 4)(h))
+  # A layer, not the bare function: a TF op with constants (GELU's 0.5) in
+  # a functional model fails to build inside a tf.function traced in a
+  # TF1 graph, which is where the grouped path rebuilds the model
+  # (`tff_dp.algorithms.grouped_model`). Same function, no weights.
+  h = tf.keras.layers.Activation('gelu', name=f'block{i}_gelu')(dense(
+      ff_width, 'ff1', base + 4)(h))
   return x + dense(width, 'ff2', base + 5, residual_stddev)(h)
 
 

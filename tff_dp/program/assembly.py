@@ -128,7 +128,8 @@ def build_process(config: TrainConfig,
                   group_size: int = 1,
                   client_files_dir: str = '',
                   canaries=None,
-                  keras_model_fn=None):
+                  keras_model_fn=None,
+                  frozen_weights=None):
   """The TFF learning process that implements `config`'s mechanisms.
 
   Args:
@@ -144,11 +145,20 @@ def build_process(config: TrainConfig,
       canaries join the central mechanism's sums; None for a production run.
     keras_model_fn: The caller's own uncompiled Keras model constructor
       (Python API) instead of `config.model`'s.
+    frozen_weights: The model's frozen (non-trainable) weights if they are
+      not its initial ones (`--init_from`): the grouped process makes them
+      constants of its client computation (`tff_dp.algorithms.
+      grouped_frozen`); TFF's processes take them from `set_model_weights`.
   """
   wrap = canaries.wrap if canaries is not None else (lambda factory: factory)
   if group_size > 1:
-    return _build_grouped_process(config, data, sampler, client_files_dir, wrap,
-                                  keras_model_fn)
+    return _build_grouped_process(config,
+                                  data,
+                                  sampler,
+                                  client_files_dir,
+                                  wrap,
+                                  keras_model_fn,
+                                  frozen_weights=frozen_weights)
   model_fn = build_model_fn(config, data, keras_model_fn)
   dp = dp_settings(config)
   if config.algorithm is Algorithm.DP_FTRL:
@@ -192,12 +202,19 @@ def _central_factory(dp, wrap):
       wrap(learning_process.build_dp_aggregator(dp)))
 
 
-def _build_grouped_process(config: TrainConfig, data: FederatedData, sampler,
-                           client_files_dir: str, wrap, keras_model_fn):
+def _build_grouped_process(config: TrainConfig,
+                           data: FederatedData,
+                           sampler,
+                           client_files_dir: str,
+                           wrap,
+                           keras_model_fn,
+                           *,
+                           frozen_weights=None):
   """The grouped process (many simulated clients per TFF call)."""
   # `config_checks.grouped_unsupported_reason` refuses other data first.
-  if data.label_kind is not LabelKind.SINGLE:
-    raise ValueError('the grouped path trains single-label models only')
+  if data.label_kind is LabelKind.MULTI_HOT:
+    raise ValueError('the grouped path trains single-label and next-token '
+                     'models only')
   dp = dp_settings(config)
   if config.algorithm is Algorithm.DP_FTRL:
     # As the reference's `dp_ftrl.build_dp_ftrl_process`: the tree, and
@@ -233,7 +250,9 @@ def _build_grouped_process(config: TrainConfig, data: FederatedData, sampler,
       # any, is `dp_factory` above.
       local_dp_factory=_local_dp_factory(config, None),
       example_dp_settings=_example_dp_settings(config),
-      clients_per_round=config.clients_per_round)
+      clients_per_round=config.clients_per_round,
+      label_kind=data.label_kind,
+      frozen_weights=frozen_weights)
 
 
 def _example_dp_settings(config: TrainConfig):

@@ -279,7 +279,9 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
       group_size=group_size,
       client_files_dir=(grouped_rounds.files_dir if grouped_rounds else ''),
       canaries=canaries,
-      keras_model_fn=keras_model_fn)
+      keras_model_fn=keras_model_fn,
+      frozen_weights=(pretrained.frozen_weights(config, data)
+                      if group_size > 1 else None))
   size = model_size.of_process(process, trainable=config.trainable.value)
   print(size.console_line(), flush=True)
   evaluate = (_build_evaluator(config, data, held_out, keras_model_fn)

@@ -24,7 +24,7 @@ covers the private population only, and says nothing of the public clients.
 
 import json
 import os
-from typing import Any
+from typing import Any, Optional
 
 import tensorflow as tf
 import tensorflow_federated as tff
@@ -103,6 +103,14 @@ def load_weights(checkpoint_dir: str, config: TrainConfig,
   return tff.learning.models.ModelWeights(
       trainable=[v.numpy() for v in model.trainable_variables],
       non_trainable=[v.numpy() for v in model.non_trainable_variables])
+
+
+def frozen_weights(config: TrainConfig, data: Any) -> Optional[list]:
+  """The frozen weights of `config.init_from` for a run that trains only
+  some parameters (the grouped process's client constants), else None."""
+  if not config.init_from or not assembly.freezes(config):
+    return None
+  return list(load_weights(config.init_from, config, data).non_trainable)
 
 
 def initial_state(process, state, config: TrainConfig, data: Any):
