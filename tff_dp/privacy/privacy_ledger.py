@@ -136,6 +136,23 @@ class PrivacyLedger:
                                       relation=self._relation,
                                       pld_discretization=pld_discretization)
 
+  def prefetch_with(
+      self,
+      events: list[dp_event.DpEvent],
+      *,
+      delta: float,
+      accountant: accounting.AccountantKind,
+      pld_discretization: float = accounting.PLD_DISCRETIZATION) -> None:
+    """Starts computing, in the background, the epsilon as if rounds with
+    `events` also ran (`accounting.prefetch_epsilon`)."""
+    for event in events:
+      self._check_event(event)
+    accounting.prefetch_epsilon(self._composed() + list(events),
+                                delta=delta,
+                                accountant=accountant,
+                                relation=self._relation,
+                                pld_discretization=pld_discretization)
+
   def to_json(self) -> dict:
     """The ledger as JSON (see the class docstring); do not modify it: the
     rounds of one event share that event's object."""
