@@ -100,7 +100,7 @@ class PrivacyLedger:
       as_json = dp_event_json.event_to_json(event)
       self._event_json[key] = (as_json, json.dumps(as_json, allow_nan=False))
     as_json, text = self._event_json[key]
-    self._round_json.append(as_json)
+    self._round_json.append({'round': round_num, 'event': as_json})
     self._round_lines.append(f'{{"round": {round_num}, "event": {text}}}')
 
   def _composed(self) -> list[dp_event.DpEvent]:
@@ -153,19 +153,23 @@ class PrivacyLedger:
                                 relation=self._relation,
                                 pld_discretization=pld_discretization)
 
-  def to_json(self) -> dict:
+  def to_json(self) -> ledger_json.EncodedDict:
     """The ledger as JSON (see the class docstring); do not modify it: the
-    rounds of one event share that event's object."""
-    return {
-        'format_version':
-            LEDGER_FORMAT_VERSION,
-        'neighboring_relation':
-            self._relation.name,
-        'rounds': [{
-            'round': i + 1,
-            'event': e
-        } for i, e in enumerate(self._round_json)],
-    }
+    rounds of one event share that event's object. Its `json_text()` is
+    `json.dumps` of it, from the text kept as rounds were recorded."""
+    return ledger_json.EncodedDict(
+        {
+            'format_version': LEDGER_FORMAT_VERSION,
+            'neighboring_relation': self._relation.name,
+            'rounds': list(self._round_json),
+        }, self._one_line_text)
+
+  def _one_line_text(self) -> str:
+    head = json.dumps({
+        'format_version': LEDGER_FORMAT_VERSION,
+        'neighboring_relation': self._relation.name,
+    })
+    return f'{head[:-1]}, "rounds": [{", ".join(self._round_lines)}]}}'
 
   def to_text(self) -> str:
     """`to_json` as JSON text, one round per line (what `save` writes).
