@@ -197,3 +197,7 @@ def test_the_ledgers_kept_text_is_json_dumps_of_its_json():
       ledger.record(round_num, event(round_num))
       as_json = ledger.to_json()
       assert as_json.json_text() == json.dumps(dict(as_json))
+    # The text is that of the JSON's rounds, even after more were recorded.
+    ledger.record(10, event(10))
+    assert as_json.json_text() == json.dumps(dict(as_json))
+    assert len(as_json['rounds']) == 9

@@ -157,19 +157,22 @@ class PrivacyLedger:
     """The ledger as JSON (see the class docstring); do not modify it: the
     rounds of one event share that event's object. Its `json_text()` is
     `json.dumps` of it, from the text kept as rounds were recorded."""
+    rounds = len(self._round_json)
     return ledger_json.EncodedDict(
         {
             'format_version': LEDGER_FORMAT_VERSION,
             'neighboring_relation': self._relation.name,
-            'rounds': list(self._round_json),
-        }, self._one_line_text)
+            'rounds': self._round_json[:rounds],
+        }, lambda: self._one_line_text(rounds))
 
-  def _one_line_text(self) -> str:
+  def _one_line_text(self, rounds: int) -> str:
+    """`json.dumps(to_json())` as it was after `rounds` rounds."""
     head = json.dumps({
         'format_version': LEDGER_FORMAT_VERSION,
         'neighboring_relation': self._relation.name,
     })
-    return f'{head[:-1]}, "rounds": [{", ".join(self._round_lines)}]}}'
+    lines = ', '.join(self._round_lines[:rounds])
+    return f'{head[:-1]}, "rounds": [{lines}]}}'
 
   def to_text(self) -> str:
     """`to_json` as JSON text, one round per line (what `save` writes).
