@@ -1,7 +1,7 @@
 """What the round loop does outside the round, per round, against the round number.
 
   ./run.sh bench outside-round [--rounds=10,100,500,1000,1500] [--window=9]
-                               [--sinks] [--no-prefetch] [--round_seconds=S]
+                               [--sinks] [--prefetch] [--round_seconds=S]
   (= .venv/bin/python -m benchmarks.outside_round ...)
 
 Issue 21's target: the time outside the round flat in the round number (at
@@ -16,7 +16,7 @@ check runs as in a run that has one:
   budget_check     `PrivacyTracker.epsilons(next_round=r)` before round r
                    (with prefetching, waits for a computation under way)
   prefetch         `PrivacyTracker.prefetch_epsilons([r, r + 1])`, as the
-                   loop starts it before round r (not with --no-prefetch)
+                   loop starts it before round r (only with --prefetch)
   charge           `PrivacyTracker.charge(r, cohort)` after it ran
   released_values  `PrivacyTracker.released_values()` (the epsilons released)
   checkpoint_json  the ledgers' part of the checkpoint's meta.json
@@ -84,11 +84,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                       action='store_true',
                       help='also time the releases and the state checkpoint '
                       '(imports TensorFlow Federated)')
-  parser.add_argument('--no-prefetch',
-                      dest='prefetch',
-                      action='store_false',
-                      help='compute every epsilon when asked (as before '
-                      'the loop prefetched them)')
+  parser.add_argument('--prefetch',
+                      action=argparse.BooleanOptionalAction,
+                      default=False,
+                      help='prefetch the epsilons as the loop can '
+                      '(training_loop.PREFETCH_EPSILONS; off by default)')
   parser.add_argument('--round_seconds',
                       type=float,
                       default=0.06,

@@ -7,11 +7,14 @@ from that ledger, and a budget (`max_epsilon`) is checked BEFORE a round runs,
 so no released round exceeds it.
 
 The epsilons asked for after a round (released) and before the next one
-(the budget check) are known before the round runs, so they are computed
-in a background thread while it trains (`PrivacyTracker.prefetch_epsilons`):
-after 1,500 rounds under Poisson sampling one PLD epsilon took ~20 ms of
-the loop's time outside the round. The same floats are released and
-checked; only when they are computed changes.
+(the budget check) are known before the round runs, so they can be
+computed in a background thread while it trains
+(`PrivacyTracker.prefetch_epsilons`; the same floats are released and
+checked, only when they are computed changes). It is off by default:
+measured on W1 (50 clients, 2 shared cores, round 1,500 of the main job's
+ledger), a round with the epsilons computed beside it took 8-10 ms longer
+(the round's TFF executor in Python waits for the GIL) while computing them
+after the round took ~7 ms (benchmarks/README.md, "Second step").
 """
 
 import dataclasses
@@ -23,8 +26,9 @@ from tff_dp.privacy import accounting
 from tff_dp.privacy import privacy_tracking
 from tff_dp.program import faults
 
-# Whether the loop prefetches epsilons (benchmarks turn it off to compare).
-PREFETCH_EPSILONS = True
+# Whether the loop prefetches epsilons (module docstring: a net loss where
+# the round needs both cores; benchmarks turn it on to compare).
+PREFETCH_EPSILONS = False
 
 
 @dataclasses.dataclass
