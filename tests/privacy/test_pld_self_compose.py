@@ -57,3 +57,41 @@ def test_support_bounds_are_dp_accountings():
 def test_count_must_be_positive():
   with pytest.raises(ValueError):
     pld_self_compose.self_compose(_base(0.1, 1.0), 0)
+
+
+def _bits(array):
+  return np.ascontiguousarray(array, dtype=np.float64).view(np.uint64)
+
+
+@pytest.mark.parametrize('sampling_prob,z', [(0.1, 1.0), (0.035, 1.2),
+                                             (1.0, 0.8)])
+def test_same_bits_around_numpys_power_switch_and_later(sampling_prob, z):
+  # numpy raises by repeated multiplication below 100 and by exp(n log z)
+  # from 100 on, where `power` drops the underflowing elements; the zeros'
+  # signs aside, every bit of the composed pmf must be dp-accounting's.
+  base = _base(sampling_prob, z)
+  for count in (99, 100, 101, 997, 1501, 1502, 3000):
+    ours = pld_self_compose.self_compose(base, count)
+    theirs = base.self_compose(count)
+    for mine, reference in zip(dp_accounting_internals.pmfs(ours),
+                               dp_accounting_internals.pmfs(theirs)):
+      mine, reference = (dp_accounting_internals.dense_probs(mine),
+                         dp_accounting_internals.dense_probs(reference))
+      nonzero = reference != 0
+      np.testing.assert_array_equal(mine == 0, ~nonzero)
+      np.testing.assert_array_equal(_bits(mine[nonzero]),
+                                    _bits(reference[nonzero]))
+
+
+def test_power_drops_only_what_underflows():
+  rng = np.random.default_rng(0)
+  spectrum = (rng.uniform(0.0, 1.0, 1000) *
+              np.exp(1j * rng.uniform(-np.pi, np.pi, 1000)))
+  spectrum[:3] = [1.0, 0.0, 0.999]
+  for count in (2, 99, 100, 1500):
+    reference = spectrum**count
+    ours = pld_self_compose.power(spectrum, count)
+    np.testing.assert_array_equal(ours, reference)
+    if count == 1500:
+      # |z| < exp(-800 / 1500) = 0.59 underflows: most elements.
+      assert np.count_nonzero(ours) < len(ours) // 2

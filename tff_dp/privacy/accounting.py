@@ -247,6 +247,31 @@ def compute_epsilon(events: Sequence[dp_event.DpEvent],
   Raises:
     UnsupportedAccountingError: If the accountant can compute no bound.
   """
+  return EPSILONS.get_or_compute(
+      *_request(events, delta, accountant, relation, pld_discretization))
+
+
+def prefetch_epsilon(events: Sequence[dp_event.DpEvent],
+                     *,
+                     delta: float,
+                     accountant: AccountantKind,
+                     relation: NeighboringRelation,
+                     pld_discretization: float = PLD_DISCRETIZATION) -> None:
+  """Starts `compute_epsilon(events, ...)` in the background (`epsilon_cache`).
+
+  For a composition that will be asked for soon: the request then finds the
+  same float computed, or waits for it. Arguments as `compute_epsilon`'s.
+  """
+  EPSILONS.prefetch(
+      *_request(events, delta, accountant, relation, pld_discretization))
+
+
+class _StaleRequest(Exception):
+  """The PLD budgets changed between a prefetch and its computation."""
+
+
+def _request(events, delta, accountant, relation, pld_discretization):
+  """(cache key, computation) of `compute_epsilon`'s arguments, checked."""
   delta = checks.check_real('delta', delta, positive=True, below_one=True)
   pld_discretization = checks.check_real('pld_discretization',
                                          pld_discretization,
@@ -257,13 +282,24 @@ def compute_epsilon(events: Sequence[dp_event.DpEvent],
     raise TypeError(f'accountant must be an AccountantKind, got '
                     f'{accountant!r}.')
   events = list(events)
+  budgets = _budgets()
   # The same composition is asked for twice per round (epsilon_cache).
   key = (epsilon_cache.composition_key(events), accountant, relation, delta,
-         pld_discretization, PLD_MAX_POINTS, PLD_MAX_BUILD_POINTS,
-         PLD_MAX_COMPOSED_POINTS)
-  return EPSILONS.get_or_compute(
-      key, lambda: _computed_epsilon(events, delta, accountant, relation,
-                                     pld_discretization))
+         pld_discretization) + budgets
+
+  def compute() -> float:
+    # The key holds the budgets of the request; a prefetch computed later
+    # must not store an epsilon of other budgets under it.
+    if _budgets() != budgets:
+      raise _StaleRequest()
+    return _computed_epsilon(events, delta, accountant, relation,
+                             pld_discretization)
+
+  return key, compute
+
+
+def _budgets() -> tuple[int, int, int]:
+  return PLD_MAX_POINTS, PLD_MAX_BUILD_POINTS, PLD_MAX_COMPOSED_POINTS
 
 
 def _computed_epsilon(events, delta: float, accountant: AccountantKind,

@@ -17,6 +17,24 @@ from tff_dp import atomic_io
 T = TypeVar('T')
 
 
+class EncodedDict(dict):
+  """A ledger's JSON object that also knows its own JSON text.
+
+  A dict like any other (equal to, and read as, the plain one), plus
+  `json_text()`: exactly `json.dumps(self)`, assembled from text the ledger
+  kept as its rounds were recorded, so that a checkpoint after 1,500 rounds
+  does not encode every round's event again
+  (`tff_dp.program.checkpoint`).
+  """
+
+  def __init__(self, content: dict[str, Any], text: Callable[[], str]):
+    super().__init__(content)
+    self._text = text
+
+  def json_text(self) -> str:
+    return self._text()
+
+
 def save(path: str, content: dict[str, Any]) -> None:
   """Writes `content` as JSON atomically (temp file, fsync, rename)."""
   atomic_io.write_text_atomic(os.fspath(path),

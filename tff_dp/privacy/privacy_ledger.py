@@ -100,7 +100,7 @@ class PrivacyLedger:
       as_json = dp_event_json.event_to_json(event)
       self._event_json[key] = (as_json, json.dumps(as_json, allow_nan=False))
     as_json, text = self._event_json[key]
-    self._round_json.append(as_json)
+    self._round_json.append({'round': round_num, 'event': as_json})
     self._round_lines.append(f'{{"round": {round_num}, "event": {text}}}')
 
   def _composed(self) -> list[dp_event.DpEvent]:
@@ -136,19 +136,43 @@ class PrivacyLedger:
                                       relation=self._relation,
                                       pld_discretization=pld_discretization)
 
-  def to_json(self) -> dict:
+  def prefetch_with(
+      self,
+      events: list[dp_event.DpEvent],
+      *,
+      delta: float,
+      accountant: accounting.AccountantKind,
+      pld_discretization: float = accounting.PLD_DISCRETIZATION) -> None:
+    """Starts computing, in the background, the epsilon as if rounds with
+    `events` also ran (`accounting.prefetch_epsilon`)."""
+    for event in events:
+      self._check_event(event)
+    accounting.prefetch_epsilon(self._composed() + list(events),
+                                delta=delta,
+                                accountant=accountant,
+                                relation=self._relation,
+                                pld_discretization=pld_discretization)
+
+  def to_json(self) -> ledger_json.EncodedDict:
     """The ledger as JSON (see the class docstring); do not modify it: the
-    rounds of one event share that event's object."""
-    return {
-        'format_version':
-            LEDGER_FORMAT_VERSION,
-        'neighboring_relation':
-            self._relation.name,
-        'rounds': [{
-            'round': i + 1,
-            'event': e
-        } for i, e in enumerate(self._round_json)],
-    }
+    rounds of one event share that event's object. Its `json_text()` is
+    `json.dumps` of it, from the text kept as rounds were recorded."""
+    rounds = len(self._round_json)
+    return ledger_json.EncodedDict(
+        {
+            'format_version': LEDGER_FORMAT_VERSION,
+            'neighboring_relation': self._relation.name,
+            'rounds': self._round_json[:rounds],
+        }, lambda: self._one_line_text(rounds))
+
+  def _one_line_text(self, rounds: int) -> str:
+    """`json.dumps(to_json())` as it was after `rounds` rounds."""
+    head = json.dumps({
+        'format_version': LEDGER_FORMAT_VERSION,
+        'neighboring_relation': self._relation.name,
+    })
+    lines = ', '.join(self._round_lines[:rounds])
+    return f'{head[:-1]}, "rounds": [{lines}]}}'
 
   def to_text(self) -> str:
     """`to_json` as JSON text, one round per line (what `save` writes).

@@ -27,10 +27,12 @@ import re
 import shutil
 import tempfile
 from typing import Any, Optional
+import uuid
 
 import numpy as np
 
 from tff_dp import atomic_io
+from tff_dp.privacy import ledger_json
 from tff_dp.program import faults
 
 FORMAT_VERSION = 1
@@ -63,6 +65,34 @@ def _write_file(path: str, data: bytes) -> None:
     f.write(data)
     f.flush()
     os.fsync(f.fileno())
+
+
+def meta_json(meta: dict[str, Any]) -> str:
+  """`json.dumps(meta, allow_nan=True)`, the same text, faster.
+
+  One line: `indent` selects json's pure-Python encoder, whose time on the
+  ledgers (a line per round) grew with the run. And each ledger that knows
+  its own text (`ledger_json.EncodedDict`, kept as its rounds were
+  recorded) is spliced in instead of encoded again: even json's C encoder
+  took 3-8 ms on the central ledger after 1,500 rounds, a join of the kept
+  text ~0.1 ms.
+  """
+  # A token no other string of the meta can contain.
+  token = f'encoded-{uuid.uuid4().hex}-'
+  texts = []
+
+  def swap(value):
+    if isinstance(value, ledger_json.EncodedDict):
+      texts.append(value.json_text())
+      return f'{token}{len(texts) - 1}'
+    if type(value) is dict:  # pylint: disable=unidiomatic-typecheck
+      return {k: swap(v) for k, v in value.items()}
+    return value
+
+  text = json.dumps(swap(meta), allow_nan=True)
+  for i, encoded in enumerate(texts):
+    text = text.replace(f'"{token}{i}"', encoded, 1)
+  return text
 
 
 class CheckpointManager:
@@ -103,11 +133,7 @@ class CheckpointManager:
       _write_file(os.path.join(tmp, 'state.npz'), buffer.getvalue())
       faults.crash_point('checkpoint_write', round_num)
       meta = dict(meta, round=round_num, format_version=FORMAT_VERSION)
-      # One line: `indent` selects json's pure-Python encoder, whose time
-      # on the ledgers (a line per round) grew with the run; without it the
-      # C encoder takes ~1 ms for 1,500 rounds.
-      _write_file(os.path.join(tmp, 'meta.json'),
-                  json.dumps(meta, allow_nan=True).encode())
+      _write_file(os.path.join(tmp, 'meta.json'), meta_json(meta).encode())
       manifest = {
           name: {
               'sha256': _sha256(os.path.join(tmp, name)),
