@@ -46,6 +46,8 @@ from tff_dp.program import run_dirs
 FLAGS = flags.FLAGS
 cli_flags.define_train_flags(FLAGS)
 
+DEFAULT_COMPUTATION_CACHE = '~/.cache/tff-dp/computations'
+
 
 def define_console_flags(fv: flags.FlagValues) -> None:
   """How the program reports progress (not a setting of the run)."""
@@ -59,6 +61,14 @@ def define_console_flags(fv: flags.FlagValues) -> None:
       'between shows the latest round).',
       lower=0,
       upper=checked_flags.MAX_ROUNDS)
+  flags.DEFINE_string(
+      'computation_cache',
+      DEFAULT_COMPUTATION_CACHE,
+      'Directory where the traced TFF computations of a run are kept and '
+      'reused by later runs of the same configuration and versions (a '
+      'faster start; README, "Computation cache": what it holds); empty: no '
+      'cache.',
+      flag_values=fv)
 
 
 define_console_flags(FLAGS)
@@ -318,12 +328,14 @@ def _train(prepared: prepare.PreparedRun, run_dir: str, *, resume: bool,
   config, data = prepared.config, prepared.data
   progress = _progress(config, data, experiment.eval_prefix(config))
   try:
-    summary = experiment.run_experiment(prepared,
-                                        run_dir,
-                                        resume=resume,
-                                        config_defaults=defaults,
-                                        on_round=_on_round(progress),
-                                        on_phase=phases)
+    summary = experiment.run_experiment(
+        prepared,
+        run_dir,
+        resume=resume,
+        config_defaults=defaults,
+        on_round=_on_round(progress),
+        on_phase=phases,
+        computation_cache_dir=os.path.expanduser(FLAGS.computation_cache))
   except resume_rules.ResumeError as e:
     raise exits.UserError(
         f'--run_name={config.run_name}: cannot resume {run_dir}: {e}') from e

@@ -22,6 +22,7 @@ from tff_dp.checks import ConfigError
 from tff_dp.config import Algorithm
 from tff_dp.config import ClientWeighting
 from tff_dp.config import LocalDp
+from tff_dp.config import ModelKind
 from tff_dp.config import Trainable
 from tff_dp.config import TrainConfig
 from tff_dp.data.federated_data import FederatedData
@@ -29,6 +30,7 @@ from tff_dp.data.labels import LabelKind
 from tff_dp.mechanisms import local_dp
 from tff_dp.mechanisms import sanitize
 from tff_dp.models import trainable as trainable_lib
+from tff_dp.program import computation_cache
 from tff_dp.program import run_privacy
 
 
@@ -129,7 +131,8 @@ def build_process(config: TrainConfig,
                   client_files_dir: str = '',
                   canaries=None,
                   keras_model_fn=None,
-                  frozen_weights=None):
+                  frozen_weights=None,
+                  cache_dir: str = ''):
   """The TFF learning process that implements `config`'s mechanisms.
 
   Args:
@@ -149,7 +152,40 @@ def build_process(config: TrainConfig,
       not its initial ones (`--init_from`): the grouped process makes them
       constants of its client computation (`tff_dp.algorithms.
       grouped_frozen`); TFF's processes take them from `set_model_weights`.
+    cache_dir: Where `tff_dp.program.computation_cache` keeps traced
+      processes across runs ('' for none); used for the processes it
+      accepts (`computation_cache.cacheable`), never with `frozen_weights`
+      (the pretrained weights would be constants of its graph).
   """
+
+  def build():
+    return _build_process(config,
+                          data,
+                          sampler,
+                          group_size=group_size,
+                          client_files_dir=client_files_dir,
+                          canaries=canaries,
+                          keras_model_fn=keras_model_fn,
+                          frozen_weights=frozen_weights)
+
+  if (not cache_dir or frozen_weights is not None or
+      not computation_cache.cacheable(config,
+                                      group_size=group_size,
+                                      canaries=canaries,
+                                      keras_model_fn=keras_model_fn)):
+    return build()
+  return computation_cache.cached_process(cache_dir,
+                                          computation_cache.cache_key(
+                                              config,
+                                              data,
+                                              group_size=group_size),
+                                          build,
+                                          files_dir=client_files_dir)
+
+
+def _build_process(config, data, sampler, *, group_size, client_files_dir,
+                   canaries, keras_model_fn, frozen_weights):
+  """`build_process` without the cache."""
   wrap = canaries.wrap if canaries is not None else (lambda factory: factory)
   if group_size > 1:
     return _build_grouped_process(config,
@@ -244,7 +280,7 @@ def _build_grouped_process(config: TrainConfig,
       batch_size=config.client_batch_size,
       epochs=config.client_epochs,
       client_files_dir=client_files_dir,
-      max_client_size=max(map(int, data.client_sizes()), default=0),
+      max_client_size=_unroll_bound(config, data),
       options=_grouped_client_options(config),
       # Its randomizer runs per simulated client; the central factory, if
       # any, is `dp_factory` above.
@@ -253,6 +289,24 @@ def _build_grouped_process(config: TrainConfig,
       clients_per_round=config.clients_per_round,
       label_kind=data.label_kind,
       frozen_weights=frozen_weights)
+
+
+def _unroll_bound(config: TrainConfig, data: FederatedData):
+  """The largest client's size, for the grouped path to unroll its local
+  steps by; None (a graph-mode while loop) where unrolling does not pay.
+
+  Unrolled steps make the CNN's rounds ~15% faster, which repays the
+  seconds of tracing they add within tens of rounds
+  (`grouped_client_work.MAX_UNROLLED_BATCHES`). The other models' rounds
+  were not faster unrolled (W1, MLP: 0.072 s both ways), but the build took
+  17-20 s against 12-13 s with the while loop (fresh processes, load 9;
+  benchmarks/README.md, "Where tff-dp's start-up goes"). The while loop also
+  keeps the client sizes, a statistic of the client data, out of the graph
+  (`tff_dp.program.computation_cache` caches only such graphs).
+  """
+  if config.model is not ModelKind.CNN:
+    return None
+  return max(map(int, data.client_sizes()), default=0)
 
 
 def _example_dp_settings(config: TrainConfig):

@@ -144,6 +144,7 @@ def run_experiment(
     config_defaults: Optional[Mapping[str, Any]] = None,
     on_round: Optional[Callable[[int, dict[str, float]], None]] = None,
     on_phase: Optional[Callable[[str], None]] = None,
+    computation_cache_dir: str = '',
 ) -> run_summary.Summary:
   """Trains as `prepared` says, writing outputs to `run_dir`.
 
@@ -163,6 +164,8 @@ def run_experiment(
     on_phase: Start-up progress callback, called with the name of each
       phase as it begins (building the process, starting the worker, the
       first round).
+    computation_cache_dir: Where traced processes are kept across runs
+      (`tff_dp.program.computation_cache`); '' for no cache.
 
   Returns:
     The run's `Summary`.
@@ -228,7 +231,8 @@ def run_experiment(
                 resume=resume,
                 config_defaults=config_defaults,
                 on_round=on_round,
-                on_phase=on_phase or (lambda phase: None))
+                on_phase=on_phase or (lambda phase: None),
+                cache_dir=computation_cache_dir)
   finally:
     if grouped_rounds is not None:
       grouped_rounds.close()
@@ -268,7 +272,7 @@ def _runtime(config: TrainConfig,
 
 def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
          group_size, grouped_rounds, canaries, keras_model_fn, wall_start,
-         resume, config_defaults, on_round, on_phase):
+         resume, config_defaults, on_round, on_phase, cache_dir):
   """`run_experiment` once the sampler, ledgers and client files exist."""
   release_nonprivate = (not config.private) or config.release_nonprivate_metrics
   on_phase('building the learning process')
@@ -281,7 +285,8 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
       canaries=canaries,
       keras_model_fn=keras_model_fn,
       frozen_weights=(pretrained.frozen_weights(config, data)
-                      if group_size > 1 else None))
+                      if group_size > 1 else None),
+      cache_dir=cache_dir)
   size = model_size.of_process(process, trainable=config.trainable.value)
   print(size.console_line(), flush=True)
   evaluate = (_build_evaluator(config, data, held_out, keras_model_fn)

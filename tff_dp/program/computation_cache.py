@@ -1,0 +1,478 @@
+"""Reusing a learning process's traced TFF computations across runs (issue 21).
+
+Building the grouped DP-FedAvg process traces its four computations
+(initialize, next, get/set model weights): several seconds of AutoGraph and
+tf.function tracing before the first round. Their serialized protos
+(`computation_pb2.Computation`, TFF's `ConcreteComputation.get_proto`) do
+not change between runs of the same configuration, so the first run writes
+them to a cache entry and later runs reassemble the
+`tff.learning.templates.LearningProcess` from the entry in a fraction of a
+second.
+
+The entry is keyed by the SHA-256 of everything the computations depend on:
+the run's configuration (every setting but the run's name, output
+directory and number of rounds), the data's public schema (input size,
+classes, image shape, vocabulary, label kind), the number of clients per
+call, and the versions: a hash of tff-dp's own source files, Python,
+TensorFlow, TFF, TF Privacy, dp-accounting and numpy. Anything else is a
+miss: the process is built as without a cache and its entry written.
+
+What an entry holds, and what it must not:
+
+* The graphs embed the 128-bit noise keys (`tff_dp.mechanisms.noise_seeds`)
+  as constants. They are replaced by public placeholders before the entry is
+  written, and by fresh keys from the operating system when it is read, one
+  per placeholder (so keys shared between computations stay shared); the
+  entry is written only if no byte pattern of a key remains in it.
+* The grouped path's client-file directory (a private temporary directory
+  per run) is replaced by a placeholder, and by the run's directory on load.
+* Only processes whose graphs take nothing from the client data are cached
+  (`cacheable`): the grouped path with the while loop (no client size in
+  the graph: `tff_dp.program.assembly`), the Gaussian central mechanisms,
+  no local or example-level DP, no DP-FTRL tree, no audit canaries, no
+  caller's model. Model weights at initialization come from the public
+  --seed.
+
+So an entry holds the model architecture, the run's hyperparameters and the
+data schema, as flags.txt does; no client data, no statistic of it, no
+secret. The directory is made 0700 and used only when it is a directory of
+ours that no other user can write to: an entry's graphs run on our worker.
+A corrupt, mismatched or unreadable entry is ignored (one line on stderr)
+and rebuilt.
+"""
+
+import base64
+import collections
+import contextlib
+import hashlib
+import importlib
+import json
+import os
+import stat
+import struct
+import sys
+from typing import Any, Callable, Iterator, Optional
+
+from google.protobuf import any_pb2
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import graph_pb2
+from tensorflow.core.framework import tensor_pb2
+import tensorflow_federated as tff
+from tensorflow_federated.proto.v0 import computation_pb2
+from tensorflow_federated.python.common_libs import structure
+from tensorflow_federated.python.core.impl.computation import computation_impl
+from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
+from tensorflow_federated.python.core.impl.types import type_serialization
+
+from tff_dp import atomic_io
+from tff_dp.config import Algorithm
+from tff_dp.config import DpMechanism
+from tff_dp.config import LocalDp
+from tff_dp.config import ModelKind
+from tff_dp.config import TrainConfig
+from tff_dp.privacy import run_secrets
+
+FORMAT = 1
+# Entries kept (the most recently used); older ones are removed.
+MAX_ENTRIES = 32
+COMPUTATIONS = ('initialize', 'next', 'get_model_weights', 'set_model_weights')
+# Settings that do not change the computations (a change is not a miss).
+_UNKEYED = frozenset({'run_name', 'output_dir', 'rounds'})
+# 16 public bytes standing in for a 128-bit key; %02d: which key.
+_KEY_PLACEHOLDER = 'tff-dp-noisekey%02d'
+_FILES_PLACEHOLDER = b'{tff-dp:client-files-dir}'
+# Modules whose classes an entry may name as Python containers of a type.
+_NAMEDTUPLE = 'namedtuple'
+_CONTAINER_MODULES = frozenset({'builtins', 'collections'})
+_CONTAINER_PACKAGES = ('tensorflow_federated.', 'tensorflow_privacy.',
+                       'dp_accounting.', 'tff_dp.')
+
+
+def cacheable(config: TrainConfig, *, group_size: int, canaries,
+              keras_model_fn) -> bool:
+  """Whether `config`'s process is one whose graphs were checked to take
+  nothing from the client data and no secret but the noise keys."""
+  return (group_size > 1 and not config.workers and canaries is None and
+          keras_model_fn is None and config.model is not ModelKind.CNN and
+          config.algorithm is not Algorithm.DP_FTRL and
+          config.local_dp is LocalDp.NONE and not config.example_dp and
+          config.dp_mechanism in (DpMechanism.GAUSSIAN_FIXED,
+                                  DpMechanism.GAUSSIAN_ADAPTIVE))
+
+
+def _source_hash() -> str:
+  """SHA-256 of tff-dp's Python sources (a code change is a miss)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  digest = hashlib.sha256()
+  for directory, subdirs, files in sorted(os.walk(root)):
+    subdirs.sort()
+    for name in sorted(f for f in files if f.endswith('.py')):
+      path = os.path.join(directory, name)
+      digest.update(os.path.relpath(path, root).encode() + b'\0')
+      with open(path, 'rb') as f:
+        digest.update(f.read())
+  return digest.hexdigest()
+
+
+def versions() -> dict[str, str]:
+  """The versions an entry is valid for."""
+  import dp_accounting  # pylint: disable=g-import-not-at-top
+  import tensorflow_privacy  # pylint: disable=g-import-not-at-top
+  return {
+      'tff_dp_sources': _source_hash(),
+      'python': sys.version,
+      'tensorflow': tf.__version__,
+      'tensorflow_federated': tff.__version__,
+      'tensorflow_privacy': tensorflow_privacy.__version__,
+      'dp_accounting': getattr(dp_accounting, '__version__', 'unknown'),
+      'numpy': np.__version__,
+  }
+
+
+def cache_key(config: TrainConfig, data, *, group_size: int) -> str:
+  """The hex SHA-256 naming `config`'s entry (see the module docstring)."""
+  settings = {k: v for k, v in config.to_json().items() if k not in _UNKEYED}
+  schema = {
+      'input_dim': data.input_dim,
+      'num_classes': data.num_classes,
+      'image_shape': data.image_shape and list(data.image_shape),
+      'vocab_size': data.vocab_size,
+      'label_kind': data.label_kind.value,
+  }
+  material = json.dumps(
+      {
+          'format': FORMAT,
+          'config': settings,
+          'schema': schema,
+          'group_size': group_size,
+          'versions': versions()
+      },
+      sort_keys=True,
+      default=str)
+  return hashlib.sha256(material.encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def recording_noise_keys() -> Iterator[list[tuple[int, int]]]:
+  """The noise keys drawn (`run_secrets.new_noise_key`) inside the block.
+
+  The mechanisms draw their keys as they are built; the entry's writer must
+  know them to take them out.
+  """
+  keys = []
+  draw = run_secrets.new_noise_key
+
+  def recorded() -> tuple[int, int]:
+    key = draw()
+    keys.append(key)
+    return key
+
+  run_secrets.new_noise_key = recorded
+  try:
+    yield keys
+  finally:
+    run_secrets.new_noise_key = draw
+
+
+def _walk_tensors(message, visit: Callable[[Any], bool]) -> bool:
+  """Calls `visit` on every TensorProto in `message`, GraphDefs packed in
+  `Any` fields included; returns whether any visit changed something."""
+  if isinstance(message, tensor_pb2.TensorProto):
+    return visit(message)
+  if isinstance(message, any_pb2.Any):
+    if not message.Is(graph_pb2.GraphDef.DESCRIPTOR):
+      return False
+    graph = graph_pb2.GraphDef()
+    message.Unpack(graph)
+    changed = _walk_tensors(graph, visit)
+    if changed:
+      message.value = graph.SerializeToString()
+    return changed
+  changed = False
+  for field, value in message.ListFields():
+    if field.type != field.TYPE_MESSAGE:
+      continue
+    if field.message_type.GetOptions().map_entry:
+      values = value.values()
+    elif field.label == field.LABEL_REPEATED:
+      values = value
+    else:
+      values = (value,)
+    for item in values:
+      if not isinstance(item, (int, float, str, bytes)):
+        changed = _walk_tensors(item, visit) or changed
+  return changed
+
+
+def _key_bytes(key) -> bytes:
+  return struct.pack('<qq', *key)
+
+
+def _substitute(proto, keys: dict[bytes, bytes], old_dir: bytes,
+                new_dir: bytes) -> None:
+  """Replaces, in place, each int64[2] constant equal to a key of `keys` by
+  its value, and `old_dir` in string constants by `new_dir`."""
+
+  def visit(tensor) -> bool:
+    changed = False
+    if tensor.dtype == tf.int64.as_datatype_enum:
+      if tensor.tensor_content in keys:
+        tensor.tensor_content = keys[tensor.tensor_content]
+        changed = True
+      elif len(tensor.int64_val) == 2:
+        packed = struct.pack('<qq', *tensor.int64_val)
+        if packed in keys:
+          tensor.int64_val[:] = struct.unpack('<qq', keys[packed])
+          changed = True
+    elif tensor.dtype == tf.string.as_datatype_enum and old_dir:
+      for i, value in enumerate(tensor.string_val):
+        if old_dir in value:
+          tensor.string_val[i] = value.replace(old_dir, new_dir)
+          changed = True
+    return changed
+
+  _walk_tensors(proto, visit)
+
+
+def _varint(value: int) -> bytes:
+  value &= 2**64 - 1
+  out = bytearray()
+  while True:
+    byte, value = value & 0x7f, value >> 7
+    out.append(byte | (0x80 if value else 0))
+    if not value:
+      return bytes(out)
+
+
+def _leaks(serialized: bytes, keys, files_dir: bytes) -> bool:
+  """Whether any half of a key (packed or varint) or the directory remains."""
+  for key in keys:
+    for half in key:
+      varint = _varint(half)
+      if (struct.pack('<q', half) in serialized or
+          len(varint) >= 6 and varint in serialized):
+        return True
+  return bool(files_dir) and files_dir in serialized
+
+
+def _container_name(container) -> Optional[str]:
+  """'module:qualname' by which `_container` finds `container` again."""
+  if container is None:
+    return None
+  module = sys.modules[container.__module__]
+  candidates = [container.__qualname__]
+  # A namedtuple made in a class body (TF Privacy's query states) has a
+  # qualname its module cannot resolve: name it through its class.
+  candidates += [
+      f'{owner.__qualname__}.{container.__name__}'
+      for owner in vars(module).values()
+      if isinstance(owner, type) and
+      vars(owner).get(container.__name__) is container
+  ]
+  for qualname in candidates:
+    name = f'{container.__module__}:{qualname}'
+    with contextlib.suppress(AttributeError, ValueError):
+      if _container(name) is container:
+        return name
+  if issubclass(container, tuple) and hasattr(container, '_fields'):
+    # A namedtuple class made per call (dp_accounting's DpEvent.
+    # to_named_tuple): its readers use its fields, not its class.
+    return f'{_NAMEDTUPLE}:{container.__name__}'
+  raise ValueError(f'cannot name the container {container!r}')
+
+
+def _container(name: Optional[str], fields=()):
+  """The class `_container_name` named, from an allowed module only
+  (a new namedtuple of `fields` for one made per call)."""
+  if name is None:
+    return None
+  module_name, qualname = name.split(':')
+  if module_name == _NAMEDTUPLE:
+    return collections.namedtuple(qualname, fields)
+  if not (module_name in _CONTAINER_MODULES or
+          module_name.startswith(_CONTAINER_PACKAGES)):
+    raise ValueError(f'container {name!r} is not from an allowed module')
+  value = importlib.import_module(module_name)
+  for part in qualname.split('.'):
+    value = getattr(value, part)
+  if not isinstance(value, type):
+    raise ValueError(f'container {name!r} is not a class')
+  return value
+
+
+def _containers(type_spec) -> Any:
+  """The Python containers of `type_spec`'s structs, as JSON.
+
+  A serialized TFF type keeps names and shapes but not the Python classes
+  (`ModelWeights`, `LearningAlgorithmState`, TF Privacy's states), which
+  the process's callers and `LearningProcess` itself rely on.
+  """
+  types = tff.types
+  if isinstance(type_spec, types.StructType):
+    return {
+        'c': _container_name(type_spec.python_container),
+        'e': [_containers(v) for v in type_spec.children()]
+    }
+  if isinstance(type_spec, types.FederatedType):
+    return {'m': _containers(type_spec.member)}
+  if isinstance(type_spec, types.SequenceType):
+    return {'s': _containers(type_spec.element)}
+  if isinstance(type_spec, types.FunctionType):
+    return {
+        'p': _containers(type_spec.parameter),
+        'r': _containers(type_spec.result)
+    }
+  return None
+
+
+def _with_containers(type_spec, tree):
+  """`type_spec` (deserialized) with the containers `_containers` recorded."""
+  types = tff.types
+  if tree is None:
+    return type_spec
+  if isinstance(type_spec, types.StructType):
+    elements = [(name, _with_containers(value, sub)) for (name, value), sub in
+                zip(structure.iter_elements(type_spec), tree['e'], strict=True)]
+    container = _container(tree['c'], [name for name, _ in elements])
+    if container is None:
+      return types.StructType(elements)
+    return types.StructWithPythonType(elements, container)
+  if isinstance(type_spec, types.FederatedType):
+    return types.FederatedType(_with_containers(type_spec.member, tree['m']),
+                               type_spec.placement, type_spec.all_equal)
+  if isinstance(type_spec, types.SequenceType):
+    return types.SequenceType(_with_containers(type_spec.element, tree['s']))
+  if isinstance(type_spec, types.FunctionType):
+    return types.FunctionType(_with_containers(type_spec.parameter, tree['p']),
+                              _with_containers(type_spec.result, tree['r']))
+  raise ValueError(f'unexpected type {type_spec} for containers {tree}')
+
+
+def _entry(process, keys, files_dir: str) -> Optional[dict[str, Any]]:
+  """The JSON entry of `process`, secrets replaced; None if any remains."""
+  placeholders = {
+      _key_bytes(k): (_KEY_PLACEHOLDER % i).encode() for i, k in enumerate(keys)
+  }
+  entry = {'format': FORMAT, 'noise_keys': len(keys), 'computations': {}}
+  for name in COMPUTATIONS:
+    computation = getattr(process, name)
+    proto = computation_pb2.Computation()
+    proto.CopyFrom(computation_impl.ConcreteComputation.get_proto(computation))
+    _substitute(proto, placeholders, files_dir.encode(), _FILES_PLACEHOLDER)
+    serialized = proto.SerializeToString()
+    if _leaks(serialized, keys, files_dir.encode()):
+      return None
+    entry['computations'][name] = {
+        'proto': base64.b64encode(serialized).decode('ascii'),
+        'containers': _containers(computation.type_signature)
+    }
+  return entry
+
+
+def _process_from(entry: dict[str, Any], files_dir: str):
+  """The process of a read entry, with fresh noise keys."""
+  if entry.get('format') != FORMAT:
+    raise ValueError(f'format {entry.get("format")!r}, not {FORMAT}')
+  fresh = {
+      (_KEY_PLACEHOLDER % i).encode(): _key_bytes(run_secrets.new_noise_key())
+      for i in range(entry['noise_keys'])
+  }
+  computations = {}
+  for name in COMPUTATIONS:
+    stored = entry['computations'][name]
+    proto = computation_pb2.Computation.FromString(
+        base64.b64decode(stored['proto'], validate=True))
+    _substitute(proto, fresh, _FILES_PLACEHOLDER, files_dir.encode())
+    annotated = _with_containers(
+        type_serialization.deserialize_type(proto.type), stored['containers'])
+    computations[name] = computation_impl.ConcreteComputation(
+        computation_proto=proto,
+        context_stack=context_stack_impl.context_stack,
+        annotated_type=annotated)
+  return tff.learning.templates.LearningProcess(
+      computations['initialize'], computations['next'],
+      computations['get_model_weights'], computations['set_model_weights'])
+
+
+def _private_dir(path: str) -> Optional[str]:
+  """Why `path` may not hold entries (None: it may); makes it 0700."""
+  try:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    info = os.lstat(path)
+  except OSError as e:
+    return f'{path}: {e.strerror}'
+  if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+    return f'{path} is not a directory of ours'
+  if stat.S_IMODE(info.st_mode) & 0o022:
+    return f'{path} is writable by other users'
+  return None
+
+
+def _note(message: str) -> None:
+  print(f'tff-dp: computation cache: {message}', file=sys.stderr, flush=True)
+
+
+def cached_process(directory: str,
+                   key: str,
+                   build: Callable[[], Any],
+                   *,
+                   files_dir: str = ''):
+  """The process of entry `key` under `directory`, or `build()`'s, cached.
+
+  Args:
+    directory: The cache directory (made 0700 if missing).
+    key: `cache_key` of the run.
+    build: Builds the process (a miss); must draw its noise keys with
+      `run_secrets.new_noise_key`.
+    files_dir: The grouped path's client-file directory of this run.
+
+  Returns:
+    The `LearningProcess`.
+  """
+  refusal = _private_dir(directory)
+  if refusal is not None:
+    _note(f'not used: {refusal}')
+    return build()
+  path = os.path.join(directory, f'{key}.json')
+  if os.path.exists(path):
+    try:
+      with open(path, encoding='utf-8') as f:
+        if os.fstat(f.fileno()).st_uid != os.geteuid():
+          raise ValueError('not written by us')
+        process = _process_from(json.load(f), files_dir)
+      os.utime(path)  # Recently used: kept by `_prune`.
+      return process
+    except Exception as e:  # pylint: disable=broad-except
+      # Whatever is wrong with it, the run goes on as without a cache.
+      _note(f'ignored {path} ({type(e).__name__}: {e}); rebuilding')
+  with recording_noise_keys() as keys:
+    process = build()
+  try:
+    entry = _entry(process, keys, files_dir)
+  except Exception as e:  # pylint: disable=broad-except
+    # A failure to cache must not fail the run that just built its process.
+    _note(f'not written ({type(e).__name__}: {e})')
+    return process
+  if entry is None:
+    _note('not written: a secret would remain in it')
+    return process
+  try:
+    atomic_io.write_text_atomic(path, json.dumps(entry))
+    _prune(directory)
+  except OSError as e:
+    _note(f'not written: {path}: {e.strerror}')
+  return process
+
+
+def _prune(directory: str) -> None:
+  """Keeps the `MAX_ENTRIES` most recently used entries (~1 MB each)."""
+  entries = [
+      os.path.join(directory, name)
+      for name in os.listdir(directory)
+      if name.endswith('.json')
+  ]
+  entries.sort(key=os.path.getmtime, reverse=True)
+  for path in entries[MAX_ENTRIES:]:
+    with contextlib.suppress(OSError):
+      os.remove(path)
