@@ -37,6 +37,7 @@ from tff_dp.cli import exits
 from tff_dp.cli import launch
 from tff_dp.cli import program_help
 from tff_dp.data import labels
+from tff_dp.execution import worker_launch
 from tff_dp.program import prepare
 from tff_dp.program import resume as resume_rules
 from tff_dp.program import run_dirs
@@ -372,7 +373,16 @@ def run(argv: list[str]) -> int:
   prepared, run_dir, resume, defaults = _open_run_dir(prepared)
   console.print_banner(prepared.config, prepared.data, prepared.held_out)
   print(f'run directory: {run_dir}', flush=True)
-  _train(prepared, run_dir, resume=resume, defaults=defaults, phases=phases)
+  if not prepared.config.workers:
+    # Loads and serves while TensorFlow is imported and the process built;
+    # the runtime adopts it (`tff_dp.program.experiment._runtime`).
+    worker_launch.prestart(
+        log_path=os.path.join(run_dir, 'worker.log'),
+        allow_unconfined_worker=prepared.config.allow_unconfined_worker)
+  try:
+    _train(prepared, run_dir, resume=resume, defaults=defaults, phases=phases)
+  finally:
+    worker_launch.discard_prestarted()  # Stops it if the run never used it.
   return 0
 
 

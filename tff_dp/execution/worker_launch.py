@@ -17,26 +17,35 @@ on all interfaces, as TFF ships it, with a loud warning on stderr
 """
 
 import contextlib
+import dataclasses
+import importlib.util
 import os
 import subprocess
 import sys
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import portpicker
-import tensorflow_federated as tff
 
 from tff_dp.execution import native
 from tff_dp.execution import worker_errors
-from tff_dp.execution import worker_process
 from tff_dp.execution import worker_socket
+
+if TYPE_CHECKING:
+  from tff_dp.execution import worker_process
 
 WORKER_LOG_PREFIX = 'tff-dp: started TFF worker pid '
 
 
 def worker_binary_path() -> str:
-  """Returns the path of the C++ worker shipped inside the TFF wheel."""
-  package_dir = os.path.dirname(tff.__file__)
-  return os.path.join(package_dir, 'data', 'worker_binary')
+  """Returns the path of the C++ worker shipped inside the TFF wheel.
+
+  Found without importing TFF (seconds), so that `prestart` can start the
+  worker before the program imports TensorFlow.
+  """
+  spec = importlib.util.find_spec('tensorflow_federated')
+  if spec is None or spec.origin is None:
+    raise worker_errors.RuntimeStartError('tensorflow_federated not found')
+  return os.path.join(os.path.dirname(spec.origin), 'data', 'worker_binary')
 
 
 # Runs in a fresh interpreter (no threads, no gRPC) between our vfork and the
@@ -104,11 +113,75 @@ def _worker_environment(shim: Optional[str],
   return env
 
 
+@dataclasses.dataclass
+class _Launched:
+  """A started worker process, before it is wrapped in a `Worker`."""
+  process: subprocess.Popen
+  port: int
+  socket_dir: Optional[str]
+  shim: Optional[str]
+  reason: Optional[str]
+  allow_unconfined: bool
+
+
+# (log_path, max calls, allow_unconfined, cwd) and the worker `prestart`
+# started, for the next `start_worker` with those arguments to adopt.
+_prestarted: Optional[tuple[tuple, _Launched]] = None
+
+
+def prestart(*, log_path: str, allow_unconfined_worker: bool = False) -> None:
+  """Starts the local worker now; the next matching `start_worker` adopts it.
+
+  The worker binary takes ~0.5 s to load and serve; started before the
+  program imports TensorFlow and builds its process (seconds), it is ready
+  when the runtime connects. A worker that cannot start now is left to
+  `start_worker`, which reports why. `discard_prestarted` stops a worker nobody
+  adopted (the run failed before its runtime started); the parent-death
+  signal stops it if we die.
+  """
+  global _prestarted
+  discard_prestarted()
+  try:
+    launched = _launch(log_path=log_path,
+                       max_concurrent_computation_calls=-1,
+                       allow_unconfined_worker=allow_unconfined_worker,
+                       cwd=None)
+  except (worker_errors.RuntimeStartError, OSError):
+    return  # `start_worker` tries again, where its errors are reported.
+  _prestarted = ((log_path, -1, allow_unconfined_worker, None), launched)
+
+
+def discard_prestarted() -> None:
+  """Stops the `prestart`ed worker if no `start_worker` adopted it."""
+  global _prestarted
+  if _prestarted is None:
+    return
+  launched = _prestarted[1]
+  _prestarted = None
+  launched.process.kill()
+  launched.process.wait()
+  if launched.socket_dir is not None:
+    with contextlib.suppress(OSError):  # Left alone if not empty.
+      os.rmdir(launched.socket_dir)
+
+
+def _adopt(arguments: tuple) -> Optional[_Launched]:
+  """The prestarted worker, if started with `arguments` and still alive."""
+  global _prestarted
+  if _prestarted is None or _prestarted[0] != arguments:
+    return None
+  if _prestarted[1].process.poll() is not None:
+    discard_prestarted()  # It died: start a new one (its log says why).
+    return None
+  launched, _prestarted = _prestarted[1], None
+  return launched
+
+
 def start_worker(*,
                  log_path: str,
                  max_concurrent_computation_calls: int = -1,
                  allow_unconfined_worker: bool = False,
-                 cwd: Optional[str] = None) -> worker_process.Worker:
+                 cwd: Optional[str] = None) -> 'worker_process.Worker':
   """Starts the C++ worker, confined to a private Unix socket.
 
   Args:
@@ -132,6 +205,27 @@ def start_worker(*,
     RuntimeStartError: If the binary is missing or no private directory for
       its socket can be made.
   """
+  # pylint: disable-next=g-import-not-at-top
+  from tff_dp.execution import worker_process  # gRPC and TFF: seconds.
+  launched = _adopt(
+      (log_path, max_concurrent_computation_calls, allow_unconfined_worker,
+       cwd)) or _launch(
+           log_path=log_path,
+           max_concurrent_computation_calls=(max_concurrent_computation_calls),
+           allow_unconfined_worker=allow_unconfined_worker,
+           cwd=cwd)
+  return worker_process.Worker(launched.process,
+                               launched.port,
+                               log_path,
+                               socket_dir=launched.socket_dir,
+                               shim=launched.shim,
+                               shim_missing_reason=launched.reason or '',
+                               allow_unconfined=launched.allow_unconfined)
+
+
+def _launch(*, log_path: str, max_concurrent_computation_calls: int,
+            allow_unconfined_worker: bool, cwd: Optional[str]) -> _Launched:
+  """`start_worker`'s process, started (its refusals raised)."""
   binary = worker_binary_path()
   if not os.path.isfile(binary):
     raise worker_errors.RuntimeStartError(
@@ -174,10 +268,5 @@ def start_worker(*,
       with contextlib.suppress(OSError):  # Left alone if not empty.
         os.rmdir(socket_dir)
     raise
-  return worker_process.Worker(process,
-                               port,
-                               log_path,
-                               socket_dir=socket_dir,
-                               shim=shim,
-                               shim_missing_reason=reason or '',
-                               allow_unconfined=allow_unconfined_worker)
+  return _Launched(process, port, socket_dir, shim, reason,
+                   allow_unconfined_worker)
