@@ -21,7 +21,6 @@ file are used.
 import enum
 
 import numpy as np
-from sklearn import datasets as sk_datasets
 
 from tff_dp.data import federated_data
 from tff_dp.data import partition as partition_lib
@@ -102,6 +101,10 @@ def stratified_split(labels: np.ndarray, *, test_fraction: float,
 
 def _load_centralized(dataset: OfflineDataset):
   """Returns (x float64, y int, num_classes, preprocessing note)."""
+  # Here, not at the top: scikit-learn takes ~0.5-1.3 s to import, and
+  # every program imports this module (through `tff_dp.config`), most of
+  # them for other data.
+  from sklearn import datasets as sk_datasets  # pylint: disable=g-import-not-at-top
   if dataset is OfflineDataset.DIGITS:
     raw = sk_datasets.load_digits()
     return (raw.data / _DIGITS_PIXEL_MAX, raw.target, 10,
