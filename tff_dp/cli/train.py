@@ -67,7 +67,7 @@ def define_console_flags(fv: flags.FlagValues) -> None:
       DEFAULT_COMPUTATION_CACHE,
       'Directory where the traced TFF computations of a run are kept and '
       'reused by later runs of the same configuration and versions (a '
-      'faster start; README, "Computation cache": what it holds); empty: no '
+      'faster start; README, "Threat model": what it holds); empty: no '
       'cache.',
       flag_values=fv)
 
