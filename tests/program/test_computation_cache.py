@@ -21,6 +21,7 @@ from tff_dp.program import assembly
 from tff_dp.program import computation_cache
 from tff_dp.program import prepare
 from tff_dp.program import run_privacy
+from tff_dp.program import type_containers
 
 _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
 _KEY = (0x1234567890abcdef - 2**63, 0x0fedcba987654321)
@@ -46,8 +47,8 @@ def test_containers_survive_serialization():
       type_serialization.serialize_type(original))
   assert bare.result.member.python_container is None  # What is lost.
 
-  restored = computation_cache._with_containers(
-      bare, json.loads(json.dumps(computation_cache._containers(original))))
+  restored = type_containers.with_containers(
+      bare, json.loads(json.dumps(type_containers.containers(original))))
 
   member = restored.result.member
   assert member.python_container is collections.OrderedDict
@@ -61,7 +62,7 @@ def test_containers_survive_serialization():
 
 def test_containers_only_from_allowed_modules():
   with pytest.raises(ValueError, match='not from an allowed module'):
-    computation_cache._container('os:system')
+    type_containers._container('os:system')
 
 
 def _computation_with(key, files_dir: str) -> computation_pb2.Computation:

@@ -42,10 +42,8 @@ and rebuilt.
 """
 
 import base64
-import collections
 import contextlib
 import hashlib
-import importlib
 import json
 import os
 import stat
@@ -60,7 +58,6 @@ from tensorflow.core.framework import graph_pb2
 from tensorflow.core.framework import tensor_pb2
 import tensorflow_federated as tff
 from tensorflow_federated.proto.v0 import computation_pb2
-from tensorflow_federated.python.common_libs import structure
 from tensorflow_federated.python.core.impl.computation import computation_impl
 from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
 from tensorflow_federated.python.core.impl.types import type_serialization
@@ -72,6 +69,7 @@ from tff_dp.config import LocalDp
 from tff_dp.config import ModelKind
 from tff_dp.config import TrainConfig
 from tff_dp.privacy import run_secrets
+from tff_dp.program import type_containers
 
 FORMAT = 1
 # Entries kept (the most recently used); older ones are removed.
@@ -82,11 +80,6 @@ _UNKEYED = frozenset({'run_name', 'output_dir', 'rounds'})
 # 16 public bytes standing in for a 128-bit key; %02d: which key.
 _KEY_PLACEHOLDER = 'tff-dp-noisekey%02d'
 _FILES_PLACEHOLDER = b'{tff-dp:client-files-dir}'
-# Modules whose classes an entry may name as Python containers of a type.
-_NAMEDTUPLE = 'namedtuple'
-_CONTAINER_MODULES = frozenset({'builtins', 'collections'})
-_CONTAINER_PACKAGES = ('tensorflow_federated.', 'tensorflow_privacy.',
-                       'dp_accounting.', 'tff_dp.')
 
 
 def cacheable(config: TrainConfig, *, group_size: int, canaries,
@@ -256,99 +249,6 @@ def _leaks(serialized: bytes, keys, files_dir: bytes) -> bool:
   return bool(files_dir) and files_dir in serialized
 
 
-def _container_name(container) -> Optional[str]:
-  """'module:qualname' by which `_container` finds `container` again."""
-  if container is None:
-    return None
-  module = sys.modules[container.__module__]
-  candidates = [container.__qualname__]
-  # A namedtuple made in a class body (TF Privacy's query states) has a
-  # qualname its module cannot resolve: name it through its class.
-  candidates += [
-      f'{owner.__qualname__}.{container.__name__}'
-      for owner in vars(module).values()
-      if isinstance(owner, type) and
-      vars(owner).get(container.__name__) is container
-  ]
-  for qualname in candidates:
-    name = f'{container.__module__}:{qualname}'
-    with contextlib.suppress(AttributeError, ValueError):
-      if _container(name) is container:
-        return name
-  if issubclass(container, tuple) and hasattr(container, '_fields'):
-    # A namedtuple class made per call (dp_accounting's DpEvent.
-    # to_named_tuple): its readers use its fields, not its class.
-    return f'{_NAMEDTUPLE}:{container.__name__}'
-  raise ValueError(f'cannot name the container {container!r}')
-
-
-def _container(name: Optional[str], fields=()):
-  """The class `_container_name` named, from an allowed module only
-  (a new namedtuple of `fields` for one made per call)."""
-  if name is None:
-    return None
-  module_name, qualname = name.split(':')
-  if module_name == _NAMEDTUPLE:
-    return collections.namedtuple(qualname, fields)
-  if not (module_name in _CONTAINER_MODULES or
-          module_name.startswith(_CONTAINER_PACKAGES)):
-    raise ValueError(f'container {name!r} is not from an allowed module')
-  value = importlib.import_module(module_name)
-  for part in qualname.split('.'):
-    value = getattr(value, part)
-  if not isinstance(value, type):
-    raise ValueError(f'container {name!r} is not a class')
-  return value
-
-
-def _containers(type_spec) -> Any:
-  """The Python containers of `type_spec`'s structs, as JSON.
-
-  A serialized TFF type keeps names and shapes but not the Python classes
-  (`ModelWeights`, `LearningAlgorithmState`, TF Privacy's states), which
-  the process's callers and `LearningProcess` itself rely on.
-  """
-  types = tff.types
-  if isinstance(type_spec, types.StructType):
-    return {
-        'c': _container_name(type_spec.python_container),
-        'e': [_containers(v) for v in type_spec.children()]
-    }
-  if isinstance(type_spec, types.FederatedType):
-    return {'m': _containers(type_spec.member)}
-  if isinstance(type_spec, types.SequenceType):
-    return {'s': _containers(type_spec.element)}
-  if isinstance(type_spec, types.FunctionType):
-    return {
-        'p': _containers(type_spec.parameter),
-        'r': _containers(type_spec.result)
-    }
-  return None
-
-
-def _with_containers(type_spec, tree):
-  """`type_spec` (deserialized) with the containers `_containers` recorded."""
-  types = tff.types
-  if tree is None:
-    return type_spec
-  if isinstance(type_spec, types.StructType):
-    elements = [(name, _with_containers(value, sub)) for (name, value), sub in
-                zip(structure.iter_elements(type_spec), tree['e'], strict=True)]
-    container = _container(tree['c'], [name for name, _ in elements])
-    if container is None:
-      return types.StructType(elements)
-    return types.StructWithPythonType(elements, container)
-  if isinstance(type_spec, types.FederatedType):
-    return types.FederatedType(_with_containers(type_spec.member, tree['m']),
-                               type_spec.placement, type_spec.all_equal)
-  if isinstance(type_spec, types.SequenceType):
-    return types.SequenceType(_with_containers(type_spec.element, tree['s']))
-  if isinstance(type_spec, types.FunctionType):
-    return types.FunctionType(_with_containers(type_spec.parameter, tree['p']),
-                              _with_containers(type_spec.result, tree['r']))
-  raise ValueError(f'unexpected type {type_spec} for containers {tree}')
-
-
 def _entry(process, keys, files_dir: str) -> Optional[dict[str, Any]]:
   """The JSON entry of `process`, secrets replaced; None if any remains."""
   placeholders = {
@@ -365,7 +265,7 @@ def _entry(process, keys, files_dir: str) -> Optional[dict[str, Any]]:
       return None
     entry['computations'][name] = {
         'proto': base64.b64encode(serialized).decode('ascii'),
-        'containers': _containers(computation.type_signature)
+        'containers': type_containers.containers(computation.type_signature)
     }
   return entry
 
@@ -384,7 +284,7 @@ def _process_from(entry: dict[str, Any], files_dir: str):
     proto = computation_pb2.Computation.FromString(
         base64.b64decode(stored['proto'], validate=True))
     _substitute(proto, fresh, _FILES_PLACEHOLDER, files_dir.encode())
-    annotated = _with_containers(
+    annotated = type_containers.with_containers(
         type_serialization.deserialize_type(proto.type), stored['containers'])
     computations[name] = computation_impl.ConcreteComputation(
         computation_proto=proto,
