@@ -1,6 +1,11 @@
-"""The computation cache: secrets out of its entries, bad entries rebuilt, hits exact."""
+"""The computation cache: secrets out of its entries, bad entries rebuilt, hits exact.
+
+And which grouped processes unroll their local steps (`assembly._unroll_bound`):
+only the CNN's, so the others hold no client size and can be cached.
+"""
 
 import collections
+import dataclasses
 import json
 import os
 
@@ -17,6 +22,7 @@ import tensorflow_privacy as tfp
 from tests.helpers import REPO_ROOT
 from tff_dp.algorithms import grouped_data
 from tff_dp.cli import cli_flags
+from tff_dp.config import ModelKind
 from tff_dp.program import assembly
 from tff_dp.program import computation_cache
 from tff_dp.program import prepare
@@ -210,3 +216,16 @@ def test_a_cached_process_trains_as_a_fresh_one(tmp_path, monkeypatch,
     assert calls == [1, 1] and len(os.listdir(cache_dir)) == 2
   finally:
     rounds.close()
+
+
+class _Sizes:
+
+  def client_sizes(self):
+    return [3, 64, 17]
+
+
+def test_only_the_cnn_unrolls_by_the_largest_client():
+  config = _prepared().config
+  assert assembly._unroll_bound(config, _Sizes()) is None
+  cnn = dataclasses.replace(config, model=ModelKind.CNN)
+  assert assembly._unroll_bound(cnn, _Sizes()) == 64
