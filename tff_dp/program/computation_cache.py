@@ -28,7 +28,9 @@ What an entry holds, and what it must not:
   per run) is replaced by a placeholder, and by the run's directory on load.
 * Only processes whose graphs take nothing from the client data are cached
   (`cacheable`): the grouped path with the while loop (no client size in
-  the graph: `tff_dp.program.assembly`), the Gaussian central mechanisms,
+  the graph: `tff_dp.program.assembly`) of the MLP or logistic regression
+  with every parameter trained (no frozen or pretrained constants), the
+  Gaussian central mechanisms,
   no local or example-level DP, no DP-FTRL tree, no audit canaries, no
   caller's model. Model weights at initialization come from the public
   --seed.
@@ -67,6 +69,7 @@ from tff_dp.config import Algorithm
 from tff_dp.config import DpMechanism
 from tff_dp.config import LocalDp
 from tff_dp.config import ModelKind
+from tff_dp.config import Trainable
 from tff_dp.config import TrainConfig
 from tff_dp.privacy import run_secrets
 from tff_dp.program import type_containers
@@ -87,7 +90,9 @@ def cacheable(config: TrainConfig, *, group_size: int, canaries,
   """Whether `config`'s process is one whose graphs were checked to take
   nothing from the client data and no secret but the noise keys."""
   return (group_size > 1 and not config.workers and canaries is None and
-          keras_model_fn is None and config.model is not ModelKind.CNN and
+          keras_model_fn is None and
+          config.model in (ModelKind.MLP, ModelKind.LOGISTIC_REGRESSION) and
+          config.trainable is Trainable.ALL and
           config.algorithm is not Algorithm.DP_FTRL and
           config.local_dp is LocalDp.NONE and not config.example_dp and
           config.dp_mechanism in (DpMechanism.GAUSSIAN_FIXED,
