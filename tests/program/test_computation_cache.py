@@ -1,7 +1,8 @@
 """The computation cache: secrets out of its entries, bad entries rebuilt, hits exact.
 
 And which grouped processes unroll their local steps (`assembly._unroll_bound`):
-only the CNN's, so the others hold no client size and can be cached.
+not the MLP's or logistic regression's, which hold no client size and can
+be cached.
 """
 
 import collections
@@ -224,7 +225,7 @@ class _Sizes:
     return [3, 64, 17]
 
 
-def test_only_the_cnn_unrolls_by_the_largest_client():
+def test_the_mlp_takes_the_while_loop_the_cnn_unrolls():
   config = _prepared().config
   assert assembly._unroll_bound(config, _Sizes()) is None
   cnn = dataclasses.replace(config, model=ModelKind.CNN)

@@ -297,14 +297,16 @@ def _unroll_bound(config: TrainConfig, data: FederatedData):
 
   Unrolled steps make the CNN's rounds ~15% faster, which repays the
   seconds of tracing they add within tens of rounds
-  (`grouped_client_work.MAX_UNROLLED_BATCHES`). The other models' rounds
-  were not faster unrolled (W1, MLP: 0.072 s both ways), but the build took
-  17-20 s against 12-13 s with the while loop (fresh processes, load 9;
-  benchmarks/README.md, "Where tff-dp's start-up goes"). The while loop also
+  (`grouped_client_work.MAX_UNROLLED_BATCHES`). The MLP's rounds were not
+  faster unrolled (W1: 0.072 s both ways), but its build took 17-20 s
+  against 12-13 s with the while loop (fresh processes, load 9;
+  benchmarks/README.md, "Start-up and memory of `./run.sh train`"); the
+  same for logistic regression, the smaller model. The while loop also
   keeps the client sizes, a statistic of the client data, out of the graph
-  (`tff_dp.program.computation_cache` caches only such graphs).
+  (`tff_dp.program.computation_cache` caches only such graphs). The
+  language models keep the unrolled steps: not measured here.
   """
-  if config.model is not ModelKind.CNN:
+  if config.model in (ModelKind.MLP, ModelKind.LOGISTIC_REGRESSION):
     return None
   return max(map(int, data.client_sizes()), default=0)
 
