@@ -19,11 +19,19 @@ another.
 """
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
 # Keep TensorFlow's C++ start-up chatter out of test output.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# Programs the tests start keep their traced computations
+# (`--computation_cache`'s default, under $XDG_CACHE_HOME) in this session's
+# own directory, never in the user's cache: the suite starts cold, as in CI,
+# and its runs of one configuration reuse each other's.
+_SESSION_CACHE = tempfile.mkdtemp(prefix='tff-dp-tests-cache-')
+os.environ['XDG_CACHE_HOME'] = _SESSION_CACHE
 # The helpers' asserts (e.g. configs_smoke.train_and_check's) explain a
 # failure as a test's own do.
 pytest.register_assert_rewrite('tests.helpers')
@@ -70,12 +78,13 @@ def tff_runtime(tmp_path_factory):
 
 
 def pytest_sessionfinish(session, exitstatus):
-  """Drops TFF's default context while the interpreter is still whole.
+  """Removes the session's cache and drops TFF's default context.
 
-  Importing tensorflow_federated installs a context whose never-started
+  The context goes while the interpreter is still whole: importing tensorflow_federated installs a context whose never-started
   worker manager has a `__del__` that fails noisily at interpreter shutdown.
   """
   del session, exitstatus
+  shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
   import sys  # pylint: disable=g-import-not-at-top
   tff = sys.modules.get('tensorflow_federated')
   if tff is None:

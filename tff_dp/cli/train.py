@@ -47,7 +47,7 @@ from tff_dp.program import run_dirs
 FLAGS = flags.FLAGS
 cli_flags.define_train_flags(FLAGS)
 
-DEFAULT_COMPUTATION_CACHE = '~/.cache/tff-dp/computations'
+DEFAULT_COMPUTATION_CACHE = '~/.cache/tff_dp/computations'
 
 
 def define_console_flags(fv: flags.FlagValues) -> None:
@@ -68,11 +68,20 @@ def define_console_flags(fv: flags.FlagValues) -> None:
       'Directory where the traced TFF computations of a run are kept and '
       'reused by later runs of the same configuration and versions (a '
       'faster start; README, "Threat model": what it holds); empty: no '
-      'cache.',
+      'cache. The default is under $XDG_CACHE_HOME instead of ~/.cache '
+      'when that is set.',
       flag_values=fv)
 
 
 define_console_flags(FLAGS)
+
+
+def _computation_cache_dir() -> str:
+  """--computation_cache, its default under $XDG_CACHE_HOME if that is set."""
+  xdg = os.environ.get('XDG_CACHE_HOME', '')
+  if FLAGS['computation_cache'].using_default_value and xdg:
+    return os.path.join(xdg, 'tff_dp', 'computations')
+  return os.path.expanduser(FLAGS.computation_cache)
 # What --help lists: the training flags as the README groups them, then this
 # program's own.
 HELP_GROUPS = program_help.flag_groups(cli_flags.TRAIN_FLAG_GROUPS +
@@ -336,7 +345,7 @@ def _train(prepared: prepare.PreparedRun, run_dir: str, *, resume: bool,
         config_defaults=defaults,
         on_round=_on_round(progress),
         on_phase=phases,
-        computation_cache_dir=os.path.expanduser(FLAGS.computation_cache))
+        computation_cache_dir=_computation_cache_dir())
   except resume_rules.ResumeError as e:
     raise exits.UserError(
         f'--run_name={config.run_name}: cannot resume {run_dir}: {e}') from e
