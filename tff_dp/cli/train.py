@@ -82,6 +82,8 @@ def _computation_cache_dir() -> str:
   if FLAGS['computation_cache'].using_default_value and xdg:
     return os.path.join(xdg, 'tff_dp', 'computations')
   return os.path.expanduser(FLAGS.computation_cache)
+
+
 # What --help lists: the training flags as the README groups them, then this
 # program's own.
 HELP_GROUPS = program_help.flag_groups(cli_flags.TRAIN_FLAG_GROUPS +
