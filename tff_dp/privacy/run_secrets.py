@@ -13,7 +13,8 @@ the Gaussian mechanism only if the adversary cannot regenerate the noise. So:
 * Noise keys (`new_noise_key`) are drawn when a process is built and live
   only inside its TensorFlow computations (`tff_dp.mechanisms.noise_seeds`): noise that
   was never released need not be reproduced, so they are written nowhere.
-  (A cache of serialized computations would hold them: never persist one.)
+  (The computation cache, `tff_dp.program.computation_cache`, writes
+  placeholders in their place and draws new keys here when it loads.)
 
 `--insecure_sampling_seed` replaces the sampling secret by a value the user
 chose (reproducible cohorts for tests and debugging). That value is in the
