@@ -177,3 +177,38 @@ def test_a_fraction_that_leaves_no_imported_client_private_is_refused(tmp_path):
                      match=r'--public_fraction=0.999999: makes all 3') as r:
     prepare.load_data(config)
   assert '\n' not in str(r.value)
+
+
+def test_a_checkpoint_of_imported_public_clients_binds_the_run(tmp_path):
+  from tff_dp.program import pretrained  # pylint: disable=g-import-not-at-top
+  path = _imported(tmp_path)
+  ids_file = tmp_path / 'public.txt'
+  ids_file.write_text('client05\nclient02\n')
+  settings = dict(dataset='sqlite',
+                  client_data=path,
+                  model='mlp',
+                  hidden_layers=1,
+                  hidden_units=4)
+  config = api.make_config(None, public_clients=str(ids_file), **settings)
+  data = prepare.load_data(config)
+  model, _ = pretrained.pretrain(config,
+                                 data,
+                                 steps=2,
+                                 batch_size=4,
+                                 learning_rate=1e-2)
+  output = str(tmp_path / 'checkpoint')
+  pretrained.save(output, model, config=config, data=data, training={})
+  meta = pretrained_meta.read_meta(output)
+  assert meta['public_clients'] == ['client02', 'client05']
+  assert f'--public_clients={ids_file}' in meta['public_rule']
+  assert meta['data_fingerprint'] == data.fingerprint()
+  # The same declaration: accepted; none: its public clients would be
+  # private clients of the run, refused.
+  pretrained_meta.check_checkpoint(output, config, data)
+  undeclared = api.make_config(None, **settings)
+  with pytest.raises(ConfigError,
+                     match='pretrained on 2 clients that are '
+                     "private in this run \\(e.g. 'client02'\\)") as refused:
+    pretrained_meta.check_checkpoint(output, undeclared,
+                                     prepare.load_data(undeclared))
+  assert refused.value.flag == 'init_from'
