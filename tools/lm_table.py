@@ -2,7 +2,7 @@
 
   .venv/bin/python -m tools.lm_table [--out_dir lm_table] [--epsilons 4,2,8,none]
       [--rows all,lora4,lora16,ffa_lora4,head] [--repeats all:4,lora4:4]
-      [--table_only]
+      [--table_only] [--write_readme]
 
 One central pretraining of the 4 x 192 transformer on python_stdlib's public
 modules (`./run.sh pretrain`, 300 steps; reused by every row), then one private
@@ -29,7 +29,8 @@ run's `lm_table.json` with the load averages seen during the run; z and
 the epsilon reached from config.json and summary.json. Finished
 runs (a summary.json) are skipped, so the command resumes an interrupted
 grid; `--table_only` prints the table of what exists, cells without a run
-marked 'not measured'.
+marked 'not measured'; `--write_readme` also puts it in README.md between the
+`lm-table` markers.
 """
 
 import argparse
@@ -65,6 +66,8 @@ ROWS = {
 }
 EPSILONS = ('none', '2', '4', '8')
 _POLL_SECONDS = 0.5
+_START = '<!-- lm-table:start -->\n'
+_END = '<!-- lm-table:end -->'
 
 
 def privacy_flags(epsilon: str) -> tuple[str, ...]:
@@ -296,6 +299,16 @@ def _repeats(text: str) -> list[tuple[str, str]]:
   return pairs
 
 
+def write_readme(text: str) -> None:
+  """Replaces the README's table between its `lm-table` markers."""
+  readme = os.path.join(_ROOT, 'README.md')
+  with open(readme, encoding='utf-8') as f:
+    old = f.read()
+  start = old.index(_START) + len(_START)
+  with open(readme, 'w', encoding='utf-8') as f:
+    f.write(old[:start] + text + '\n' + old[old.index(_END):])
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--out_dir', default='lm_table')
@@ -307,6 +320,9 @@ def main() -> None:
                       default='all:4,lora4:4',
                       help='row:epsilon cells run again with --seed=1')
   parser.add_argument('--table_only', action='store_true')
+  parser.add_argument('--write_readme',
+                      action='store_true',
+                      help="replace the README's table (lm-table markers)")
   options = parser.parse_args()
   rows = [r for r in options.rows.split(',') if r]
   epsilons = [e for e in options.epsilons.split(',') if e]
@@ -322,7 +338,10 @@ def main() -> None:
     for row, epsilon in _repeats(options.repeats):
       run_cell(out_dir, pretrained, row, epsilon, 1)
   columns = [e for e in EPSILONS if e in epsilons]
-  print(table(out_dir, rows, columns))
+  text = table(out_dir, rows, columns)
+  print(text)
+  if options.write_readme:
+    write_readme(text)
 
 
 if __name__ == '__main__':
