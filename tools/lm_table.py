@@ -193,15 +193,18 @@ def read_cell(out_dir: str, row: str, epsilon: str,
     with open(os.path.join(run_dir, 'lm_table.json'), encoding='utf-8') as f:
       measured = json.load(f)
     with open(os.path.join(run_dir, 'metrics.csv'), encoding='utf-8') as f:
-      seconds = [
-          float(r['nonprivate/round_seconds'])
-          for r in csv.DictReader(f)
-          if r.get('nonprivate/round_seconds')
-      ]
+      rounds = list(csv.DictReader(f))
+    seconds = [
+        float(r['nonprivate/round_seconds'])
+        for r in rounds
+        if r.get('nonprivate/round_seconds')
+    ]
   except OSError:
     return None
   return {
       'accuracy': summary['accuracy'],
+      'first_accuracy': (float(rounds[0]['eval/accuracy']) if rounds and
+                         rounds[0].get('eval/accuracy') else None),
       'epsilon': summary['guarantee_epsilon'],
       'noise_multiplier': config['noise_multiplier'],
       'model': summary['model'],
@@ -256,6 +259,15 @@ def table(out_dir: str, rows: list[str], epsilons: list[str]) -> str:
         f'{max(loads):.1f}.'
     ]
   lines += _pretraining_note(out_dir)
+  first = [
+      c['first_accuracy']
+      for cells in columns.values()
+      for c in cells
+      if c['first_accuracy'] is not None
+  ]
+  if first:
+    lines.append('Test accuracy after round 1 (one round from the pretrained '
+                 f'model): {min(first):.4f} to {max(first):.4f}.')
   for epsilon in epsilons:
     cells = columns[epsilon]
     if epsilon != 'none' and cells:

@@ -29,8 +29,9 @@ def _write_run(out_dir, name, *, accuracy, seconds, peak_mb, epsilon, z,
           'peak_tree_rss_mb': peak_mb,
           'load_average_1min': [3.5, 9.25]
       }))
-  rows = ['round,nonprivate/round_seconds'
-         ] + [f'{i + 1},{s}' for i, s in enumerate(seconds)]
+  rows = ['round,eval/accuracy,nonprivate/round_seconds'] + [
+      f'{i + 1},{accuracy - 0.01 * (i + 1)},{s}' for i, s in enumerate(seconds)
+  ]
   (run_dir / 'metrics.csv').write_text('\n'.join(rows) + '\n')
 
 
@@ -63,6 +64,8 @@ def test_the_table_is_read_from_the_runs_and_marks_the_rest(tmp_path):
                       'measured | 0.3835 / 0.3812; 8.5 / 6.0 s; 2.0 / 3.0 GiB '
                       '|')
   assert 'Load average (1 min) during the runs: 3.5 to 9.2.' in text
+  assert ('Test accuracy after round 1 (one round from the pretrained model): '
+          '0.3712 to 0.3735.') in text
   assert ('epsilon 4: z = 0.5923; epsilon reached (the smaller of PLD and '
           'RDP) 4.000 to 4.000.') in text
 
