@@ -216,6 +216,10 @@ class TrainConfig:
   lora_rank: int = 8
   lora_alpha: float = 8.0
   trainable_last_k: int = 1
+  # Clients declared public (`tff_dp.data.public_clients`): a file of ids, or
+  # the fraction whose id hashes below it; never in the private population.
+  public_clients: str = ''
+  public_fraction: float = 0.0
 
   @property
   def mechanism(self) -> central.CentralMechanism:

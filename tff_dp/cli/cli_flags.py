@@ -38,6 +38,23 @@ def define_data_flags(fv: flags.FlagValues) -> None:
                       '',
                       'SQLite client-data file for --dataset=sqlite.',
                       flag_values=fv)
+  flags.DEFINE_string(
+      'public_clients',
+      '', 'File of client ids, one per line, declared PUBLIC: removed from '
+      'the private population (never sampled, evaluated or counted in N) and '
+      'used by ./run.sh pretrain. For data with natural clients (shakespeare, '
+      'stackoverflow_nwp, emnist_*, cifar100, sqlite); python_stdlib has its '
+      'own split.',
+      flag_values=fv)
+  checked_flags.define_float(
+      fv,
+      'public_fraction',
+      0.0, 'Declare PUBLIC the clients whose id hashes below this fraction '
+      '(SHA-256 of the id, first 8 hex digits / 2**32), as --public_clients '
+      'does for a list; 0: none.',
+      lower=0.0,
+      upper=1.0,
+      upper_open=True)
   checked_flags.define_int(
       fv,
       'num_clients',

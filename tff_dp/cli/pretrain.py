@@ -8,8 +8,11 @@ Usage (one command line; `python -m tff_dp.cli.pretrain` is the same):
 
 Trains the model the training flags describe (--model, its size flags, the
 data's input and vocabulary) CENTRALLY and WITHOUT noise on the clients the
-dataset declares public, never on the private population; a dataset that
-declares no public clients is refused. Writes --output (a directory):
+dataset declares public (python_stdlib's public modules; for data with
+natural clients, those of --public_clients=FILE or --public_fraction=F,
+`tff_dp.data.public_clients`), never on the private population; data with
+no public clients is refused. Train with the same declaration: a run whose
+population holds a client the checkpoint was pretrained on is refused. Writes --output (a directory):
 weights.h5 and pretrained.json (the model's signature, the dataset, the
 public clients used, the data's fingerprint; `tff_dp.program.pretrained`).
 It takes every training flag, so one --flagfile serves both programs; the

@@ -85,6 +85,10 @@ class TrainingClients:
     self.image_shape = source.image_shape
     self.vocab_size = source.vocab_size
     self.label_kind = source.label_kind
+    # The clients declared public (`public_clients`), named by the privacy
+    # statement and checked against --init_from's; never trained here.
+    self.public_client_ids = list(getattr(source, 'public_client_ids', ()))
+    self.public_rule = getattr(source, 'public_rule', '')
     self._sizes = source.client_sizes()[self._indices]
 
   @property

@@ -24,6 +24,7 @@ import os
 from typing import Any, Optional
 
 from tff_dp.data import partition as partition_lib
+from tff_dp.data import public_clients as public_lib
 from tff_dp.data import registry
 from tff_dp.data.labels import LabelKind
 from tff_dp.data.test_sets import TestSetOrigin
@@ -58,17 +59,20 @@ def test_set_origin(dataset: Dataset) -> TestSetOrigin:
   return registry.spec(dataset.value).test_set
 
 
-def load(dataset: Dataset,
-         *,
-         num_clients: int,
-         partition: Optional[partition_lib.Partition],
-         seed: int,
-         test_fraction: float,
-         dirichlet_alpha: float,
-         data_dir: str,
-         client_data: Optional[str],
-         next_token_labels: bool = False) -> Any:
-  """Loads the federated data `dataset` names.
+def load(
+    dataset: Dataset,
+    *,
+    num_clients: int,
+    partition: Optional[partition_lib.Partition],
+    seed: int,
+    test_fraction: float,
+    dirichlet_alpha: float,
+    data_dir: str,
+    client_data: Optional[str],
+    next_token_labels: bool = False,
+    public: public_lib.PublicDeclaration = public_lib.PublicDeclaration()
+) -> Any:
+  """Loads the federated data `dataset` names, without its public clients.
 
   Args:
     dataset: Which data.
@@ -78,9 +82,13 @@ def load(dataset: Dataset,
     client_data: The SQLite file for `Dataset.SQLITE`.
     next_token_labels: Token data labelled at every position
       (`registry.LoadRequest`).
+    public: The clients declared public (`--public_clients`,
+      `--public_fraction`): removed from the population before anything
+      else sees the data, offered for pretraining (`public_clients`).
 
   Raises:
     DataError: With the file and reason, for anything that cannot be loaded.
+    ConfigError: For a bad declaration of public clients (names the flag).
   """
   request = registry.LoadRequest(num_clients=num_clients,
                                  partition=partition,
@@ -91,6 +99,7 @@ def load(dataset: Dataset,
                                  client_data=client_data,
                                  next_token_labels=next_token_labels)
   try:
-    return registry.spec(dataset.value).load(request)
+    source = registry.spec(dataset.value).load(request)
   except (OSError, ValueError) as e:
     raise DataError(str(e)) from e
+  return public_lib.apply(source, public, dataset=dataset.value)

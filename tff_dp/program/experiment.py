@@ -498,7 +498,7 @@ def _write_statement(config,
       released_keys=releaser.released_keys,
       canary_audit=audit,
       model_size=size,
-      public_data=pretrained_meta.public_data_sentence(config.init_from))
+      public_data=pretrained_meta.public_data_sentence(config.init_from, data))
   if losses is not None:
     statement += losses.statement()
   atomic_io.write_text_atomic(os.path.join(run_dir, 'privacy_statement.txt'),

@@ -16,6 +16,7 @@ from tff_dp import config_checks
 from tff_dp.checks import ConfigError
 from tff_dp.config import TrainConfig
 from tff_dp.data import loading
+from tff_dp.data import public_clients
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +47,16 @@ class PreparedRun:
 def load_data(config: TrainConfig) -> Any:
   """The data `config` names; `ConfigError` naming the dataset if unusable."""
   from tff_dp.data import shard_manifest  # pylint: disable=g-import-not-at-top
+  public = public_clients.PublicDeclaration(file=config.public_clients,
+                                            fraction=config.public_fraction)
+  # Before loading: Stack Overflow's clients take a while to list.
+  public_clients.check_declaration(public, dataset=config.dataset.value)
   if shard_manifest.is_manifest_path(config.client_data):
+    if public.declared:
+      raise ConfigError(
+          *public.flag, 'is not supported with a sharded '
+          '--client_data (manifest.json); import the table '
+          'unsharded to declare public clients')
     # A sharded import: with --workers the driver reads the manifest only.
     from tff_dp.data import shard_files  # pylint: disable=g-import-not-at-top
     try:
@@ -65,7 +75,8 @@ def load_data(config: TrainConfig) -> Any:
                         data_dir=config.data_dir,
                         client_data=config.client_data,
                         next_token_labels=config.model
-                        is config_lib.ModelKind.TRANSFORMER)
+                        is config_lib.ModelKind.TRANSFORMER,
+                        public=public)
   except loading.DataError as e:
     raise ConfigError('dataset', config.dataset.value, str(e)) from e
 

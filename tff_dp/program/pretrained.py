@@ -4,9 +4,10 @@ Public pretraining then private fine-tuning is how production DP federated
 language models are trained (Xu et al. 2023, "Federated Learning of Gboard
 Language Models with Differential Privacy", ACL Industry): `./run.sh
 pretrain` (`tff_dp.cli.pretrain`) trains the run's model CENTRALLY, without
-noise, on the clients a dataset declares public (`public_examples()`; only
-`--dataset=python_stdlib` declares any: its public modules never join the
-private population), and writes a checkpoint directory:
+noise, on the clients declared public (`public_examples()`: python_stdlib's
+public modules, or the clients of `--public_clients` / `--public_fraction`,
+`tff_dp.data.public_clients`; they never join the private population), and
+writes a checkpoint directory:
 
 * `weights.h5`: the Keras weights (HDF5, no pickle);
 * `pretrained.json`: the model's signature (kind, input size, classes,
@@ -17,7 +18,8 @@ private population), and writes a checkpoint directory:
 `./run.sh train --init_from=DIR` starts from those weights instead of the
 seeded initial model. It refuses, with one line naming the difference, a
 checkpoint whose model signature differs from the run's, whose dataset
-differs, or whose weights file does not match its hash. The privacy
+differs, that was pretrained on a client this run's population holds, or
+whose weights file does not match its hash. The privacy
 statement then names the data that was treated as public: the guarantee
 covers the private population only, and says nothing of the public clients.
 """

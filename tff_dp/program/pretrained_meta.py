@@ -62,8 +62,10 @@ def public_examples(config: TrainConfig,
     raise ConfigError(
         'dataset', config.dataset.value,
         'declares no public clients, and pretraining runs on public data '
-        'only (without noise); use --dataset=python_stdlib, whose public '
-        'modules never join the private population')
+        'only (without noise); declare some with --public_clients=FILE or '
+        '--public_fraction=F (data with natural clients), or use '
+        '--dataset=python_stdlib, whose public modules never join the '
+        'private population')
   return data.public_examples()
 
 
@@ -111,6 +113,20 @@ def _check_matches(checkpoint_dir: str, meta: dict[str, Any],
           f'was pretrained with {name}={saved.get(name)}, this run has '
           f'{name}={ours.get(name)} (train with the checkpoint\'s model, '
           'or pretrain this one)')
+  # Its public clients were read without noise: in this run's population
+  # they would be private clients whose data the initial model already
+  # released.
+  ours_public = set(getattr(data, 'public_client_ids', None) or ())
+  private = [
+      c for c in meta.get('public_clients') or [] if c not in ours_public
+  ]
+  if private:
+    raise ConfigError(
+        'init_from', checkpoint_dir,
+        f'was pretrained on {len(private)} clients that are private in this '
+        f'run (e.g. {private[0]!r}); declare the public clients the '
+        f"pretraining used ({meta.get('public_rule') or 'unnamed rule'}; "
+        f'listed in its {META_FILE})')
 
 
 def check_checkpoint(checkpoint_dir: str, config: TrainConfig,
@@ -136,10 +152,17 @@ def check_checkpoint(checkpoint_dir: str, config: TrainConfig,
   return meta
 
 
-def public_data_sentence(init_from: str) -> Optional[str]:
-  """The privacy statement's sentence on the data treated as public."""
+def public_data_sentence(init_from: str, data: Any = None) -> Optional[str]:
+  """The privacy statement's sentence on the data treated as public: the
+  pretraining data of `init_from`, else the clients `data` declares public
+  (None if neither)."""
   if not init_from:
-    return None
+    public = getattr(data, 'public_client_ids', None)
+    if not public:
+      return None
+    return (f'Public clients: {len(public)} clients of the data were '
+            f"declared public ({getattr(data, 'public_rule', '')}). They are "
+            'not in the population and the guarantee says nothing about them.')
   meta = read_meta(init_from)
   clients = meta.get('public_clients') or []
   rule = meta.get('public_rule') or 'declared public by the dataset'
