@@ -22,11 +22,17 @@ def _config(*args):
   return cli_flags.config_from_flags(fv)
 
 
-@pytest.mark.parametrize('args,expected', [
-    (_WORKERS + ('--clients_per_call=0',), 1),
-    (_WORKERS + _SHARDED, config_checks.AUTO_CLIENTS_PER_CALL),
-    (_WORKERS + _SHARDED + ('--clients_per_call=8',), 8),
-])
+@pytest.mark.parametrize(
+    'args,expected',
+    [
+        (_WORKERS + ('--clients_per_call=0',), 1),
+        (_WORKERS + _SHARDED, config_checks.AUTO_CLIENTS_PER_CALL),
+        (_WORKERS + _SHARDED + ('--clients_per_call=8',), 8),
+        # LoRA's adapters train on the grouped path too (frozen weights as
+        # constants of the client computation).
+        (_WORKERS + _SHARDED +
+         ('--trainable=lora',), config_checks.AUTO_CLIENTS_PER_CALL),
+    ])
 def test_the_path_each_workers_setting_runs(args, expected):
   config = _config(*args)
   config_checks.check_config(config)
@@ -42,10 +48,10 @@ def test_the_path_each_workers_setting_runs(args, expected):
          "worker's own shard"),
         (_WORKERS + _SHARDED + ('--clients_per_call=1',),
          '--clients_per_call=1: with a sharded --client_data'),
-        # LoRA runs only on TFF's one-client-per-call path.
-        (_WORKERS + _SHARDED + ('--trainable=lora',),
+        # A run without noise runs only on TFF's one-client-per-call path.
+        (_WORKERS + _SHARDED + ('--dp_mechanism=none',),
          '--client_data=shards/manifest.json: a sharded import trains on the '
-         'grouped path, which does not implement --trainable=lora'),
+         'grouped path, which does not implement --dp_mechanism=none'),
         (_WORKERS + _SHARDED +
          ('--on_worker_loss=continue', '--client_sampling=fixed_size'),
          '--on_worker_loss=continue: with a sharded --client_data'),
