@@ -91,3 +91,25 @@ def test_ctrl_c_during_start_up_exits_130(tmp_path, delay):
   assert process.returncode in (130, -signal.SIGINT), stderr[-2000:]
   assert 'Traceback' not in stderr
   assert stderr.strip().splitlines()[-1].startswith('tff-dp: interrupted')
+
+
+@pytest.mark.tff
+def test_an_exit_drops_tffs_default_context():
+  """A Ctrl-C during TFF's import lands before the program replaces TFF's
+  default context, whose executor factory then fails with a traceback at
+  interpreter shutdown (seen in CI); every exit replaces it first."""
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  from tensorflow_federated.python.core.impl.context_stack import context_stack_impl  # pylint: disable=g-import-not-at-top
+  from tensorflow_federated.python.core.impl.context_stack import runtime_error_context  # pylint: disable=g-import-not-at-top
+
+  from tff_dp.cli import exits  # pylint: disable=g-import-not-at-top
+  stack = context_stack_impl.context_stack
+  saved = stack.current
+  tff.backends.native.set_sync_local_cpp_execution_context()
+  try:
+    assert not isinstance(stack.current,
+                          runtime_error_context.RuntimeErrorContext)
+    exits.drop_tff_default_context()
+    assert isinstance(stack.current, runtime_error_context.RuntimeErrorContext)
+  finally:
+    stack.set_default_context(saved)

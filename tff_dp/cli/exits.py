@@ -16,6 +16,28 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 EXIT_SIGINT = 130
 
+# Loaded by any import of TFF, however far it got; never imported here.
+_TFF_CONTEXT_STACK = (
+    'tensorflow_federated.python.core.impl.context_stack.context_stack_impl')
+
+
+def drop_tff_default_context() -> None:
+  """Replaces TFF's default execution context, if TFF was (even partly)
+  imported, by one that refuses to run.
+
+  Importing TFF installs a context whose executor factory has a `__del__`
+  that fails with a traceback at interpreter shutdown. Programs replace it
+  once TFF is imported (`tff_dp.execution.runtime.disable_default_context`);
+  a Ctrl-C that lands during the import comes before that, so every exit
+  drops it here, while the interpreter is still whole.
+  """
+  stack = sys.modules.get(_TFF_CONTEXT_STACK)
+  if getattr(stack, 'context_stack', None) is None:
+    return
+  errors = sys.modules[stack.__name__.rsplit('.', 1)[0] +
+                       '.runtime_error_context']
+  stack.context_stack.set_default_context(errors.RuntimeErrorContext())
+
 
 class UserError(Exception):
   """Bad input: reported as one line naming the thing and the value."""
@@ -48,5 +70,6 @@ def run_program(program: str,
     name = f'{e.filename}: ' if e.filename else ''
     fail(program, f'{name}{e.strerror or e}', EXIT_IO)
   except KeyboardInterrupt:
+    drop_tff_default_context()
     fail(program, interrupted, EXIT_SIGINT)
   sys.exit(code or 0)

@@ -415,6 +415,7 @@ def main(argv: list[str]) -> None:
     print(f'tff-dp: terminated by {e}; the TFF worker was stopped',
           file=sys.stderr)
     code = 128 + e.signum
+  exits.drop_tff_default_context()
   sys.exit(code)
 
 
