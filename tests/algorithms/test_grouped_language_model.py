@@ -19,7 +19,6 @@ Tests that execute TFF computations of the transformer take 17-65 s each
 """
 
 import functools
-import math
 
 from absl import flags
 import numpy as np
@@ -28,6 +27,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tests.helpers import central_dp
+from tests.helpers import grouped as g
 from tff_dp import config_checks
 from tff_dp.algorithms import dp_ftrl
 from tff_dp.algorithms import grouped_data
@@ -122,7 +122,10 @@ def _grouped(dp,
              rank=2,
              client_lr=_LR,
              server_momentum=0.9,
-             client_files_dir=None):
+             server=None,
+             client_files_dir=None,
+             max_client_size=max(_SIZES),
+             frozen_weights=None):
   return grouped_fedavg.build_grouped_dp_fedavg(
       keras_model_fn=_keras_model_fn(trainable, sizes, rank),
       input_dim=_W,
@@ -130,12 +133,13 @@ def _grouped(dp,
       dp_factory=dp_factory or learning_process.build_dp_aggregator(dp),
       client_learning_rate=client_lr,
       client_momentum=_MOMENTUM,
-      server_optimizer=_server_optimizer(server_momentum),
+      server_optimizer=server or _server_optimizer(server_momentum),
       batch_size=2,
       epochs=1,
-      max_client_size=max(_SIZES),
+      max_client_size=max_client_size,
       client_files_dir=client_files_dir,
-      label_kind=LabelKind.NEXT_TOKENS)
+      label_kind=LabelKind.NEXT_TOKENS,
+      frozen_weights=frozen_weights)
 
 
 def _population(sizes=_SIZES):
@@ -190,10 +194,6 @@ def _weights(process, state):
   weights = process.get_model_weights(state)
   return ([np.array(w) for w in weights.trainable],
           [np.array(w) for w in weights.non_trainable])
-
-
-def _max_abs_diff(a, b):
-  return max(float(np.max(np.abs(u - v))) for u, v in zip(a, b))
 
 
 # --- Pure TF: the accuracy terms, the functional model's weight split. ------
@@ -273,8 +273,8 @@ def test_zero_noise_grouped_transformer_lora_equals_reference(
   initial = _weights(grouped, grouped.initialize())
   ref_initial = _weights(reference, reference.initialize())
   # The same seeded model: identical adapters and frozen weights.
-  assert _max_abs_diff(initial[0] + initial[1],
-                       ref_initial[0] + ref_initial[1]) == 0.0
+  assert g.max_abs_diff(initial[0] + initial[1],
+                        ref_initial[0] + ref_initial[1]) == 0.0
   expected, ref_frozen = _weights(reference, ref_state)
   for group_size, pad in ((2, True), (5, False)):
     state, outputs = _run_grouped(grouped,
@@ -283,7 +283,7 @@ def test_zero_noise_grouped_transformer_lora_equals_reference(
                                   group_size=group_size,
                                   pad_to_group_size=pad)
     trained, frozen = _weights(grouped, state)
-    assert _max_abs_diff(trained, expected) <= _WEIGHTS_ATOL
+    assert g.max_abs_diff(trained, expected) <= _WEIGHTS_ATOL
     # The adapters' B moved from zero; the base did not move at all.
     assert np.any(trained[1]) and not np.any(initial[0][1])
     for before, after, ref in zip(initial[1], frozen, ref_frozen):
@@ -321,7 +321,7 @@ def test_client_files_mode_reads_next_token_labels(tff_runtime, population,
   dense, _ = _run_grouped(_grouped(dp), xs, ys, group_size=2)
   process = _grouped(dp, client_files_dir=directory)
   state, _ = _run_grouped(process, xs, ys, group_size=2, with_examples=False)
-  assert _max_abs_diff(
+  assert g.max_abs_diff(
       _weights(process, state)[0],
       _weights(process, dense)[0]) == 0.0
 
@@ -397,18 +397,7 @@ def test_round_broadcasts_exactly_the_trainable_tensors(tff_runtime,
                                              non_trainable=other)
   with pytest.raises(Exception, match='frozen weights differ'):
     process.set_model_weights(state, weights)
-  built_with = grouped_fedavg.build_grouped_dp_fedavg(
-      keras_model_fn=_keras_model_fn(),
-      input_dim=_W,
-      num_classes=_V,
-      dp_factory=learning_process.build_dp_aggregator(dp),
-      client_learning_rate=_LR,
-      client_momentum=_MOMENTUM,
-      server_optimizer=_server_optimizer(),
-      batch_size=2,
-      epochs=1,
-      label_kind=LabelKind.NEXT_TOKENS,
-      frozen_weights=other)
+  built_with = _grouped(dp, max_client_size=None, frozen_weights=other)
   state = built_with.set_model_weights(built_with.initialize(), weights)
   xs, ys = population
   groups = grouped_data.make_groups(xs,
@@ -420,13 +409,6 @@ def test_round_broadcasts_exactly_the_trainable_tensors(tff_runtime,
   state = built_with.next(state, groups).state
   for want, got in zip(other, _weights(built_with, state)[1]):
     np.testing.assert_array_equal(got, want)
-
-
-def _assert_std(sample, expected):
-  band = 6.0 / math.sqrt(2 * sample.size)
-  assert abs(float(np.std(sample)) / expected - 1.0) < band, (np.std(sample),
-                                                              expected, band)
-  assert abs(float(np.mean(sample))) < 6.0 * expected / math.sqrt(sample.size)
 
 
 @pytest.mark.slow
@@ -457,7 +439,7 @@ def test_noise_std_on_the_trainable_tensors_is_z_c_over_m(tff_runtime):
   noise = np.concatenate([(a - b).ravel() for a, b in zip(after, trained)])
   # 32 x (4 x (64 + 64) + 2 x (64 + 256) + 64 + 11) adapter parameters.
   assert noise.size == 32 * (4 * 128 + 2 * 320 + 75) == 39_264
-  _assert_std(noise.astype(np.float64), z * clip / m)
+  g.assert_std(noise.astype(np.float64), z * clip / m)
   for before, now in zip(frozen, frozen_after):
     np.testing.assert_array_equal(now, before)
 
@@ -505,24 +487,13 @@ def test_zero_noise_adaptive_and_dp_ftrl_equal_reference(
     dp = _dp(DpMechanism.GAUSSIAN_ADAPTIVE, clip=0.02)
     reference = _reference(dp)
     factory = learning_process.build_dp_aggregator(dp)
-  grouped = grouped_fedavg.build_grouped_dp_fedavg(
-      keras_model_fn=_keras_model_fn(),
-      input_dim=_W,
-      num_classes=_V,
-      dp_factory=factory,
-      client_learning_rate=_LR,
-      client_momentum=_MOMENTUM,
-      server_optimizer=server,
-      batch_size=2,
-      epochs=1,
-      max_client_size=max(_SIZES),
-      label_kind=LabelKind.NEXT_TOKENS)
+  grouped = _grouped(None, dp_factory=factory, server=server)
   ref_state, _ = _run_reference(reference, xs, ys)
   initial = _weights(grouped, grouped.initialize())
   state, _ = _run_grouped(grouped, xs, ys, group_size=2)
   trained, frozen = _weights(grouped, state)
   expected, _ = _weights(reference, ref_state)
-  assert _max_abs_diff(trained, expected) <= _WEIGHTS_ATOL
+  assert g.max_abs_diff(trained, expected) <= _WEIGHTS_ATOL
   assert np.any(trained[1]) and not np.any(initial[0][1])
   for before, after in zip(initial[1], frozen):
     np.testing.assert_array_equal(after, before)
