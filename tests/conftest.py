@@ -80,14 +80,10 @@ def tff_runtime(tmp_path_factory):
 def pytest_sessionfinish(session, exitstatus):
   """Removes the session's cache and drops TFF's default context.
 
-  The context goes while the interpreter is still whole: importing tensorflow_federated installs a context whose never-started
-  worker manager has a `__del__` that fails noisily at interpreter shutdown.
+  The context goes while the interpreter is still whole
+  (`tff_dp.cli.exits.drop_tff_default_context` says why).
   """
   del session, exitstatus
   shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
-  import sys  # pylint: disable=g-import-not-at-top
-  tff = sys.modules.get('tensorflow_federated')
-  if tff is None:
-    return
-  from tensorflow_federated.python.core.impl.context_stack import runtime_error_context  # pylint: disable=g-import-not-at-top
-  tff.framework.set_default_context(runtime_error_context.RuntimeErrorContext())
+  from tff_dp.cli import exits  # pylint: disable=g-import-not-at-top
+  exits.drop_tff_default_context()
