@@ -27,11 +27,12 @@ from benchmarks import run_all
 
 
 def test_every_engine_runs_once_per_alternation_in_rotating_order():
-  orders = [peers.order(a) for a in range(4)]
+  count = len(peers.ENGINES)
+  orders = [peers.order(a) for a in range(count)]
   for engines in orders:
     assert sorted(engines) == sorted(peers.ENGINES)
-  # Each engine takes every position once over four alternations.
-  for position in range(4):
+  # Each engine takes every position once over as many alternations.
+  for position in range(count):
     assert sorted(o[position] for o in orders) == sorted(peers.ENGINES)
 
 
@@ -39,7 +40,11 @@ def test_jobs_run_the_same_workloads_with_each_engines_interpreter():
   workloads = peers.peer_workloads(quick=True)
   assert [w.family for w in workloads] == ['W1', 'W2']
   pythons = {'flower': '/envs/flower/bin/python', 'pfl': '/envs/pfl/bin/python'}
-  jobs = {e: peers.engine_job(e, workloads, pythons) for e in peers.ENGINES}
+  jobs = {
+      e: peers.engine_job(e, workloads, pythons)
+      for e in peers.ENGINES
+      if e != 'program'
+  }
   for job in jobs.values():
     assert [r['workload'] for r in job['spec']['rows']
            ] == [w.to_json() for w in workloads]
@@ -104,6 +109,7 @@ def test_ratios_and_table_come_from_the_engines_results():
           w1: 0.1,
           w2: 1.0
       }, 6.0, 600.0)],
+      'program': [_run({}, 4.5, 700.0)],
       'floor': [_run({
           w1: 0.05,
           w2: 0.8
@@ -120,6 +126,9 @@ def test_ratios_and_table_come_from_the_engines_results():
   ratios = peers.ratios(runs, workloads)['alternation 1']
   assert ratios[f'flower/tff-dp {w1}'] == pytest.approx(20.0)
   assert ratios[f'pfl/tff-dp {w2}'] == pytest.approx(3.0)
+  # The targets are the program's; the engine's are printed beside them.
+  assert ratios['program/pfl time to first round'] == pytest.approx(0.9)
+  assert ratios['program/pfl peak PSS'] == pytest.approx(1.75)
   assert ratios['tff-dp/pfl time to first round'] == pytest.approx(1.2)
   assert ratios['tff-dp/pfl peak PSS'] == pytest.approx(1.5)
   report = {
