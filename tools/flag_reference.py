@@ -1,7 +1,7 @@
 """The README's flag reference, generated from the training program's flags.
 
-Each flag group of `tff_dp.cli.cli_flags.TRAIN_FLAG_GROUPS`, then the sweep
-and pretraining programs' own flags (`REFERENCE_GROUPS`), becomes a table
+Each flag group of `tff_dp.cli.cli_flags.TRAIN_FLAG_GROUPS`, then the
+training, sweep and pretraining programs' own flags (`REFERENCE_GROUPS`), becomes a table
 of its flags with their defaults and help, so the reference cannot drift from
 the definitions: `tests/tools/test_flag_reference.py` compares the README
 with this output.
@@ -16,12 +16,14 @@ import sys
 from absl import flags
 
 from tff_dp.cli import cli_flags
+from tff_dp.cli import console_flags
 from tff_dp.cli import pretrain
 from tff_dp.cli import sweep_flags
 
 # The training flags (every program that trains takes them), then the flags
-# only `./run.sh sweep` or `./run.sh pretrain` has.
+# only `./run.sh train`, `./run.sh sweep` or `./run.sh pretrain` has.
 REFERENCE_GROUPS = cli_flags.TRAIN_FLAG_GROUPS + (
+    ('Console (`./run.sh train` only)', console_flags.define_console_flags),
     ('Sweep (`./run.sh sweep` only)', sweep_flags.define_sweep_flags),
     ('Pretraining (`./run.sh pretrain` only)', pretrain.define_pretrain_flags),
 )

@@ -30,9 +30,9 @@ from absl import flags
 
 from tff_dp import config as config_lib
 from tff_dp.checks import ConfigError
-from tff_dp.cli import checked_flags
 from tff_dp.cli import cli_flags
 from tff_dp.cli import console
+from tff_dp.cli import console_flags
 from tff_dp.cli import exits
 from tff_dp.cli import launch
 from tff_dp.cli import program_help
@@ -47,33 +47,7 @@ from tff_dp.program import run_dirs
 FLAGS = flags.FLAGS
 cli_flags.define_train_flags(FLAGS)
 
-DEFAULT_COMPUTATION_CACHE = '~/.cache/tff_dp/computations'
-
-
-def define_console_flags(fv: flags.FlagValues) -> None:
-  """How the program reports progress (not a setting of the run)."""
-  checked_flags.define_int(
-      fv,
-      'log_every',
-      0, 'Print a full progress line every this many rounds, besides the '
-      'first and the last round and, when they are rarer, the rounds that '
-      f'evaluate. 0: about {console.DEFAULT_PROGRESS_LINES} lines per run '
-      f'({console.TERMINAL_PROGRESS_LINES} on a terminal, where one line in '
-      'between shows the latest round).',
-      lower=0,
-      upper=checked_flags.MAX_ROUNDS)
-  flags.DEFINE_string(
-      'computation_cache',
-      DEFAULT_COMPUTATION_CACHE,
-      'Directory where the traced TFF computations of a run are kept and '
-      'reused by later runs of the same configuration and versions (a '
-      'faster start; README, "Threat model": what it holds); empty: no '
-      'cache. The default is under $XDG_CACHE_HOME instead of ~/.cache '
-      'when that is set.',
-      flag_values=fv)
-
-
-define_console_flags(FLAGS)
+console_flags.define_console_flags(FLAGS)
 
 
 def _computation_cache_dir() -> str:
@@ -86,8 +60,8 @@ def _computation_cache_dir() -> str:
 
 # What --help lists: the training flags as the README groups them, then this
 # program's own.
-HELP_GROUPS = program_help.flag_groups(cli_flags.TRAIN_FLAG_GROUPS +
-                                       (('Console', define_console_flags),))
+HELP_GROUPS = program_help.flag_groups(cli_flags.TRAIN_FLAG_GROUPS + (
+    ('Console', console_flags.define_console_flags),))
 
 RUN_MARKER = resume_rules.RUN_MARKER
 
