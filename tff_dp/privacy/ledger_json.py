@@ -4,8 +4,10 @@ The central (`privacy_ledger.PrivacyLedger`), local
 (`local_accounting.LocalPrivacyLedger`) and record-level
 (`example_accounting.SiloLedger`) ledgers differ in content, not in how they
 reach the disk: written atomically (a crash leaves the old file or the new
-one), read without accepting NaN or Infinity (an epsilon computed from them
-would be meaningless), and every error names the file.
+one; the central ledger's file is then extended in place, and read back up
+to its last whole round if a crash cut it: `PrivacyLedger.save`), read
+without accepting NaN or Infinity (an epsilon computed from them would be
+meaningless), and every error names the file.
 """
 
 import dataclasses
