@@ -31,8 +31,7 @@ every release), and `CheckpointManager.save` of a W1-sized state (rotation
 included); metrics.csv starts with the rounds before the window.
 
 Between the budget check and the charge the round itself is stood in for
-by `--round_seconds` of untimed sleep (default 0.06 s, about a W1 round):
-the disk's write-back of the previous round has that long, as in the loop.
+by `--round_seconds` of untimed sleep (default 0.06 s, about a W1 round).
 
 For each round number R of `--rounds`, the rounds before R - window are
 charged without being timed, then the `--window` rounds up to R are run step
