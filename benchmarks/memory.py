@@ -23,9 +23,8 @@ Optional spec keys of the tff-dp variant (issue 21: the loop's time outside
 the round over 1,500 rounds): `poisson_population` N samples the cohort by
 Poisson sampling from N synthetic clients with the workload's cohort as the
 expected size (`--client_sampling=poisson`; the main job's q = 0.1 for N =
-500 and 50 clients), `max_epsilon` sets a budget (so the budget check runs
-before every round) and `prefetch` turns the loop's background epsilons
-on or off (`tff_dp.program.training_loop.PREFETCH_EPSILONS`), to compare.
+500 and 50 clients) and `max_epsilon` sets a budget (so the budget check
+runs before every round).
 
   python -m benchmarks.memory --spec=SPEC.json --out=RESULT.json
 """
@@ -108,7 +107,6 @@ def run_tff_dp(workload: workloads_lib.Workload,
   from tff_dp.config import DpMechanism
   from tff_dp.program import experiment
   from tff_dp.program import prepare
-  from tff_dp.program import training_loop
   # pylint: enable=g-import-not-at-top
   spec = spec or {}
   extra_flags = []
@@ -120,8 +118,6 @@ def run_tff_dp(workload: workloads_lib.Workload,
     extra_flags.append(f'--num_clients={workload.clients}')
   if spec.get('max_epsilon') is not None:
     extra_flags.append(f"--max_epsilon={spec['max_epsilon']}")
-  training_loop.PREFETCH_EPSILONS = spec.get('prefetch',
-                                             training_loop.PREFETCH_EPSILONS)
   # The main job's mechanism (configs/default.cfg).
   config = rounds_lib.train_config(workload,
                                    DpMechanism.GAUSSIAN_ADAPTIVE,

@@ -1,7 +1,7 @@
 """What the round loop does outside the round, per round, against the round number.
 
   ./run.sh bench outside-round [--rounds=10,100,500,1000,1500] [--window=9]
-                               [--sinks] [--prefetch] [--round_seconds=S]
+                               [--sinks] [--round_seconds=S]
   (= .venv/bin/python -m benchmarks.outside_round ...)
 
 Issue 21's target: the time outside the round flat in the round number (at
@@ -14,15 +14,14 @@ with a budget set (`--max_epsilon`, never reached here) so that the budget
 check runs as in a run that has one:
 
   budget_check     `PrivacyTracker.epsilons(next_round=r)` before round r
-                   (with prefetching, waits for a computation under way)
-  prefetch         `PrivacyTracker.prefetch_epsilons([r, r + 1])`, as the
-                   loop starts it before round r (only with --prefetch)
   charge           `PrivacyTracker.charge(r, cohort)` after it ran
   released_values  `PrivacyTracker.released_values()` (the epsilons released)
-  checkpoint_json  the ledgers' part of the checkpoint's meta.json
-                   (`PrivacyTracker.to_json()`, dumped by
-                   `checkpoint.meta_json`, written, fsync'ed and hashed)
-  ledger_save      `PrivacyTracker.save(run_dir)` (ledger.json, atomic)
+  checkpoint_json  the ledgers' part of a checkpoint: the central ledger's
+                   new round appended to its journal
+                   (`tff_dp.program.ledger_journal`), and the meta.json
+                   of the reference (`checkpoint.meta_json`), written,
+                   fsync'ed and hashed
+  ledger_save      `PrivacyTracker.save(run_dir)` (ledger.json, extended)
 
 With `--sinks` (imports TensorFlow Federated, ~5 s more) it also times the
 release of a round's row to each sink of `tff_dp.program.sinks`, as
@@ -31,11 +30,8 @@ metrics.csv, `tff_dp.program.csv_sink`, which replaces the whole file on
 every release), and `CheckpointManager.save` of a W1-sized state (rotation
 included); metrics.csv starts with the rounds before the window.
 
-Between the prefetch and the charge the round itself is stood in for by
-`--round_seconds` of sleep (default 0.06 s, about a W1 round), untimed: the
-time a prefetch has. A sleeping main thread leaves both cores to the
-prefetch, which a training round does not; the whole loop
-(`benchmarks/memory.py`) shows what the round pays for it.
+Between the budget check and the charge the round itself is stood in for
+by `--round_seconds` of untimed sleep (default 0.06 s, about a W1 round).
 
 For each round number R of `--rounds`, the rounds before R - window are
 charged without being timed, then the `--window` rounds up to R are run step
@@ -61,9 +57,10 @@ from tff_dp.privacy import accounting
 from tff_dp.privacy import privacy_ledger
 from tff_dp.privacy import privacy_tracking
 from tff_dp.program import checkpoint  # numpy only until it saves a state.
+from tff_dp.program import ledger_journal
 
-PRIVACY_STEPS = ('budget_check', 'prefetch', 'charge', 'released_values',
-                 'checkpoint_json', 'ledger_save')
+PRIVACY_STEPS = ('budget_check', 'charge', 'released_values', 'checkpoint_json',
+                 'ledger_save')
 SINK_STEPS = ('release_tensorboard', 'release_csv', 'checkpoint_save')
 _POPULATION = 700
 _COHORT = 70
@@ -84,11 +81,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                       action='store_true',
                       help='also time the releases and the state checkpoint '
                       '(imports TensorFlow Federated)')
-  parser.add_argument('--prefetch',
-                      action=argparse.BooleanOptionalAction,
-                      default=False,
-                      help='prefetch the epsilons as the loop can '
-                      '(training_loop.PREFETCH_EPSILONS; off by default)')
   parser.add_argument('--round_seconds',
                       type=float,
                       default=0.06,
@@ -118,9 +110,11 @@ def main_job_tracker() -> privacy_tracking.PrivacyTracker:
                                          ])
 
 
-def _checkpoint_ledgers(tracker, directory: str) -> None:
-  """The ledgers' share of a checkpoint's meta.json, as checkpoint.py writes it."""
-  data = checkpoint.meta_json({'ledgers': tracker.to_json()}).encode()
+def _checkpoint_ledgers(tracker, journals, directory: str) -> None:
+  """The ledgers' share of a checkpoint, as `CheckpointManager.save` writes it."""
+  data = checkpoint.meta_json({
+      'ledgers': journals.record(tracker.to_json())
+  }).encode()
   path = os.path.join(directory, 'meta.json')
   with open(path, 'wb') as f:
     f.write(data)
@@ -177,12 +171,12 @@ class _Sinks:
     self._releaser.close()
 
 
-def time_window(tracker, end: int, args: argparse.Namespace, run_dir: str,
-                sinks) -> dict[str, float]:
+def time_window(tracker, journals, end: int, args: argparse.Namespace,
+                run_dir: str, sinks) -> dict[str, float]:
   """Runs rounds end - window + 1 .. end step by step; median per step."""
   window = args.window
-  steps = [s for s in PRIVACY_STEPS if args.prefetch or s != 'prefetch']
-  timings = {step: [] for step in steps + list(SINK_STEPS if sinks else ())}
+  steps = list(PRIVACY_STEPS) + list(SINK_STEPS if sinks else ())
+  timings = {step: [] for step in steps}
   eval_values = {'eval/loss': 0.5, 'eval/accuracy': 0.9}
   cohort = list(range(_COHORT))
 
@@ -196,15 +190,13 @@ def time_window(tracker, end: int, args: argparse.Namespace, run_dir: str,
     epsilons = timed('budget_check',
                      lambda: tracker.epsilons(next_round=round_num))
     assert accounting.tightest_epsilon(epsilons)[1] <= _MAX_EPSILON
-    if args.prefetch:
-      timed('prefetch',
-            lambda: tracker.prefetch_epsilons([round_num, round_num + 1]))
     time.sleep(args.round_seconds)
     timed('charge', lambda: tracker.charge(round_num, cohort))
     values = timed('released_values', tracker.released_values)
     if sinks:
       timed('checkpoint_save', lambda: sinks.checkpoint(round_num))
-    timed('checkpoint_json', lambda: _checkpoint_ledgers(tracker, run_dir))
+    timed('checkpoint_json',
+          lambda: _checkpoint_ledgers(tracker, journals, run_dir))
     timed('ledger_save', lambda: tracker.save(run_dir))
     if sinks:
       row = dict(eval_values, **values)
@@ -219,6 +211,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   tracker = main_job_tracker()
   rows = []
   with tempfile.TemporaryDirectory(prefix='outside-round-') as run_dir:
+    journals = ledger_journal.LedgerJournals(run_dir)
     sinks = _Sinks(run_dir) if args.sinks else None
     try:
       for end in args.rounds:
@@ -231,8 +224,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               'eval/accuracy': 0.9
           }, **tracker.released_values())
           sinks.prefill(start - 1, released)
-        accounting.EPSILONS.wait()  # Nothing under way from the fill.
-        seconds = time_window(tracker, end, args, run_dir, sinks)
+        seconds = time_window(tracker, journals, end, args, run_dir, sinks)
         epsilons = {kind.value: eps for kind, eps in tracker.epsilons().items()}
         rows.append({'round': end, 'seconds': seconds, 'epsilons': epsilons})
     finally:
@@ -243,7 +235,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
       'rounds': args.rounds,
       'window': args.window,
       'sinks': args.sinks,
-      'prefetch': args.prefetch,
       'round_seconds': args.round_seconds,
       'rows': rows,
       'ratio_last_over_first': last / first,
@@ -258,9 +249,8 @@ def format_result(result: dict[str, Any]) -> str:
   lines = [
       f"Outside the round, seconds per round (median over {result['window']} "
       'rounds up to r); main job ledger (Poisson q=0.1, z=1, delta 1e-5, '
-      f"rdp+pld); prefetch {'on' if result['prefetch'] else 'off'}, rounds "
-      f"stood in for by {result['round_seconds']} s of sleep", header,
-      '-' * len(header)
+      f"rdp+pld); rounds stood in for by {result['round_seconds']} s of "
+      'sleep', header, '-' * len(header)
   ]
   for step in steps:
     lines.append(f'{step:<20}' + ''.join(

@@ -1,7 +1,6 @@
 """Checkpoints: round trip, and every kind of corruption is detected."""
 
 import collections
-import json
 import os
 
 import numpy as np
@@ -127,36 +126,3 @@ def test_corrupt_checkpoints_move_aside_so_their_round_can_be_saved_again(
   assert manager.rounds() == [1]
   manager.save(2, _state(), {'x': 2})  # No longer wedged.
   assert manager.move_aside([2])[0].endswith('corrupt-round_00000002-2')
-
-
-def test_meta_json_is_json_dumps_with_the_ledgers_text_spliced_in():
-  import dp_accounting  # pylint: disable=g-import-not-at-top
-  from dp_accounting import dp_event  # pylint: disable=g-import-not-at-top
-
-  from tff_dp.privacy import privacy_ledger  # pylint: disable=g-import-not-at-top
-  ledger = privacy_ledger.PrivacyLedger(
-      dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
-  for round_num in range(1, 6):
-    ledger.record(
-        round_num,
-        dp_event.PoissonSampledDpEvent(
-            0.1, dp_event.GaussianDpEvent(1.3 if round_num == 3 else 1.0)))
-  meta = {
-      'config': {
-          'rounds': 5,
-          'nested': {
-              'x': [1, 'encoded-'],
-              2: float('nan')
-          }
-      },
-      'ledgers': {
-          'central': ledger.to_json(),
-          'local': None,
-          'silos': None
-      },
-      'released': {
-          'privacy/epsilon_rdp': 1.5
-      },
-  }
-  assert checkpoint.meta_json(meta) == json.dumps(meta, allow_nan=True)
-  assert '"rounds": [{"round": 1' in checkpoint.meta_json(meta)

@@ -7,6 +7,7 @@ and altered per test.
 """
 
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -97,11 +98,20 @@ def test_a_twin_runs_checkpoint_is_refused(finished_run, tmp_path):
 def test_a_checkpoint_whose_ledger_was_cut_is_refused(finished_run, tmp_path):
   run_dir = _copy(finished_run, tmp_path)
 
-  def cut(meta):
-    meta['ledgers']['central']['rounds'] = (
-        meta['ledgers']['central']['rounds'][:1])
+  newest = _newest(run_dir)
 
-  _rewrite_meta(_newest(run_dir), cut)
+  def cut(meta):
+    # The central ledger is a reference to the first bytes of its journal
+    # (tff_dp.program.ledger_journal): refer to its first round only.
+    reference = meta['ledgers']['central']
+    with open(os.path.join(os.path.dirname(newest), reference['journal']),
+              'rb') as f:
+      prefix = b''.join(f.read().splitlines(keepends=True)[:2])
+    reference.update(records=1,
+                     bytes=len(prefix),
+                     sha256=hashlib.sha256(prefix).hexdigest())
+
+  _rewrite_meta(newest, cut)
   _assert_refused_early(tmp_path, run_dir, 'ledgers charge [1] rounds')
 
 

@@ -279,36 +279,3 @@ def test_console_line_names_each_guarantee_and_never_prints_inf():
   assert parts == ['epsilon rdp 2.000', 'record-level epsilon 3.000']
   assert console._guarantee_parts(  # pylint: disable=protected-access
       {}, private=False) == ['not private']
-
-
-@pytest.mark.parametrize('max_epsilon', [None, 'stop_at_7'])
-def test_prefetching_epsilons_changes_no_released_value_nor_the_stop(
-    monkeypatch, max_epsilon):
-  outcomes = []
-  for prefetch in (False, True):
-    monkeypatch.setattr(training_loop, 'PREFETCH_EPSILONS', prefetch)
-    accounting.EPSILONS.clear()
-    sampler, tracker = _tracker()
-    tracker.accountants = tuple(accounting.AccountantKind)
-    budget = None
-    if max_epsilon is not None:
-      budget = min(
-          tracker.ledger.epsilon_with(dp_accounting.SelfComposedDpEvent(
-              tracker.round_event(1), 7),
-                                      delta=_DELTA,
-                                      accountant=kind)
-          for kind in accounting.AccountantKind)
-    released = []
-    result = _loop(sampler,
-                   tracker,
-                   10,
-                   release=lambda round_num, values: released.append(
-                       (round_num, values)),
-                   max_epsilon=budget)
-    outcomes.append((str(released), result.rounds_completed, result.stop_reason,
-                     str(result.epsilons)))
-    if prefetch:
-      accounting.EPSILONS.wait()
-      assert accounting.EPSILONS.prefetched > 0
-  assert outcomes[0] == outcomes[1]
-  assert outcomes[0][1] == (10 if max_epsilon is None else 7)

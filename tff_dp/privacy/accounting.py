@@ -251,25 +251,6 @@ def compute_epsilon(events: Sequence[dp_event.DpEvent],
       *_request(events, delta, accountant, relation, pld_discretization))
 
 
-def prefetch_epsilon(events: Sequence[dp_event.DpEvent],
-                     *,
-                     delta: float,
-                     accountant: AccountantKind,
-                     relation: NeighboringRelation,
-                     pld_discretization: float = PLD_DISCRETIZATION) -> None:
-  """Starts `compute_epsilon(events, ...)` in the background (`epsilon_cache`).
-
-  For a composition that will be asked for soon: the request then finds the
-  same float computed, or waits for it. Arguments as `compute_epsilon`'s.
-  """
-  EPSILONS.prefetch(
-      *_request(events, delta, accountant, relation, pld_discretization))
-
-
-class _StaleRequest(Exception):
-  """The PLD budgets changed between a prefetch and its computation."""
-
-
 def _request(events, delta, accountant, relation, pld_discretization):
   """(cache key, computation) of `compute_epsilon`'s arguments, checked."""
   delta = checks.check_real('delta', delta, positive=True, below_one=True)
@@ -288,10 +269,6 @@ def _request(events, delta, accountant, relation, pld_discretization):
          pld_discretization) + budgets
 
   def compute() -> float:
-    # The key holds the budgets of the request; a prefetch computed later
-    # must not store an epsilon of other budgets under it.
-    if _budgets() != budgets:
-      raise _StaleRequest()
     return _computed_epsilon(events, delta, accountant, relation,
                              pld_discretization)
 

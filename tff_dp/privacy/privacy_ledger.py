@@ -1,13 +1,19 @@
 """The privacy ledger: the DP events of one run's released rounds, as JSON.
 
 The ledger is what a run is charged: `tff_dp.privacy.accounting` composes
-its events into epsilons. Its file is rewritten atomically after every round
-and read back strictly on resume (`tff_dp.privacy.ledger_json`).
+its events into epsilons. Its file is written in full (atomically) once,
+then extended in place after every round by the new rounds' lines, so that
+what a round writes does not grow with the run (a rewrite of every round
+took ~16 ms of fsync'ed I/O at round 1,500); it is read back strictly on
+resume (`tff_dp.privacy.ledger_json`), and a file a crash cut inside its
+last round is read up to its last whole round.
 """
 
+import dataclasses
 import json
 import numbers
 import os
+from typing import Any, Optional
 
 from dp_accounting import dp_event
 
@@ -17,6 +23,25 @@ from tff_dp.privacy import dp_event_json
 from tff_dp.privacy import ledger_json
 
 LEDGER_FORMAT_VERSION = 1
+# What ends `to_text`: the extension of a saved file starts where it starts.
+_TAIL = '\n]}\n'
+_ROUNDS_OPEN = ', "rounds": ['
+
+
+@dataclasses.dataclass(frozen=True)
+class _SavedFile:
+  """The file `save` last wrote, as it left it (to extend it in place)."""
+  path: str
+  rounds: int
+  stat: tuple[int, int, int]  # inode, size, mtime_ns
+
+
+def _stat(path: str) -> Optional[tuple[int, int, int]]:
+  try:
+    st = os.stat(path)
+  except OSError:
+    return None
+  return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 class PrivacyLedger:
@@ -53,6 +78,7 @@ class PrivacyLedger:
     self._event_json: dict[str, tuple[dict, str]] = {}
     self._round_json: list[dict] = []
     self._round_lines: list[str] = []
+    self._saved: Optional[_SavedFile] = None
 
   @property
   def relation(self) -> accounting.NeighboringRelation:
@@ -136,43 +162,27 @@ class PrivacyLedger:
                                       relation=self._relation,
                                       pld_discretization=pld_discretization)
 
-  def prefetch_with(
-      self,
-      events: list[dp_event.DpEvent],
-      *,
-      delta: float,
-      accountant: accounting.AccountantKind,
-      pld_discretization: float = accounting.PLD_DISCRETIZATION) -> None:
-    """Starts computing, in the background, the epsilon as if rounds with
-    `events` also ran (`accounting.prefetch_epsilon`)."""
-    for event in events:
-      self._check_event(event)
-    accounting.prefetch_epsilon(self._composed() + list(events),
-                                delta=delta,
-                                accountant=accountant,
-                                relation=self._relation,
-                                pld_discretization=pld_discretization)
-
   def to_json(self) -> ledger_json.EncodedDict:
     """The ledger as JSON (see the class docstring); do not modify it: the
-    rounds of one event share that event's object. Its `json_text()` is
-    `json.dumps` of it, from the text kept as rounds were recorded."""
+    rounds of one event share that event's object. Its `journal` holds each
+    round's text, kept as rounds were recorded (checkpoints append it)."""
     rounds = len(self._round_json)
     return ledger_json.EncodedDict(
         {
             'format_version': LEDGER_FORMAT_VERSION,
             'neighboring_relation': self._relation.name,
             'rounds': self._round_json[:rounds],
-        }, lambda: self._one_line_text(rounds))
+        },
+        journal=ledger_json.Journal(head=self._head_text(),
+                                    lines=self._round_lines,
+                                    count=rounds))
 
-  def _one_line_text(self, rounds: int) -> str:
-    """`json.dumps(to_json())` as it was after `rounds` rounds."""
-    head = json.dumps({
+  def _head_text(self) -> str:
+    """The ledger's JSON object without its rounds, as text."""
+    return json.dumps({
         'format_version': LEDGER_FORMAT_VERSION,
         'neighboring_relation': self._relation.name,
     })
-    lines = ', '.join(self._round_lines[:rounds])
-    return f'{head[:-1]}, "rounds": [{lines}]}}'
 
   def to_text(self) -> str:
     """`to_json` as JSON text, one round per line (what `save` writes).
@@ -180,12 +190,8 @@ class PrivacyLedger:
     Joined from the lines kept as rounds were recorded: O(rounds) in C
     string copies, not in Python encoding.
     """
-    head = json.dumps({
-        'format_version': LEDGER_FORMAT_VERSION,
-        'neighboring_relation': self._relation.name,
-    })
     lines = ',\n'.join(self._round_lines)
-    return f'{head[:-1]}, "rounds": [\n{lines}\n]}}\n'
+    return f'{self._head_text()[:-1]}{_ROUNDS_OPEN}\n{lines}{_TAIL}'
 
   @classmethod
   def from_json(cls, d) -> 'PrivacyLedger':
@@ -228,13 +234,87 @@ class PrivacyLedger:
     return ledger
 
   def save(self, path: str) -> None:
-    """Writes the ledger atomically (temp file, fsync, rename)."""
-    atomic_io.write_text_atomic(os.fspath(path), self.to_text())
+    """Makes `path` hold `to_text()`, durably, crash-safe.
+
+    The first save (and any after the file changed behind the ledger's back,
+    or the ledger lost rounds) replaces the file atomically (temp file,
+    fsync, rename). Later saves cut the closing `_TAIL` and append the new
+    rounds' lines and the tail, then fsync: O(new rounds), and a crash leaves
+    the old file or a prefix of the new one, which `load` reads up to its
+    last whole round (a round is released only after its save returned).
+    """
+    path = os.fspath(path)
+    saved = self._saved
+    if (saved is not None and saved.path == path and
+        0 < saved.rounds <= self.rounds and _stat(path) == saved.stat):
+      if saved.rounds == self.rounds or self._extend(saved):
+        return
+    atomic_io.write_text_atomic(path, self.to_text())
+    self._saved = _SavedFile(path, self.rounds, _stat(path))
+
+  def _extend(self, saved: _SavedFile) -> bool:
+    """Appends the rounds after `saved.rounds`; False if the file's end is
+    not the tail `to_text` wrote (then nothing was changed)."""
+    tail = _TAIL.encode()
+    lines = ',\n'.join(self._round_lines[saved.rounds:])
+    with open(saved.path, 'r+b') as f:
+      end = f.seek(0, os.SEEK_END) - len(tail)
+      f.seek(end)
+      if end < 0 or f.read() != tail:
+        return False
+      # Cut first: every state a crash can leave is then a prefix of the
+      # new text (or the old file), never new bytes before old ones.
+      f.truncate(end)
+      f.seek(end)
+      f.write(f',\n{lines}{_TAIL}'.encode())
+      f.flush()
+      os.fsync(f.fileno())
+    self._saved = _SavedFile(saved.path, self.rounds, _stat(saved.path))
+    return True
 
   @classmethod
   def load(cls, path: str) -> 'PrivacyLedger':
-    """Reads a saved ledger; errors name the file."""
+    """Reads a saved ledger; errors name the file. A file a crash cut while
+    `save` extended it is read up to its last whole round."""
     return ledger_json.load(path,
                             cls.from_json,
                             what='Privacy ledger',
-                            error=dp_event_json.LedgerFormatError)
+                            error=dp_event_json.LedgerFormatError,
+                            cut_short=_cut_short)
+
+
+def _cut_short(text: str) -> dict[str, Any]:
+  """The JSON of a ledger file `save` left cut inside its rounds.
+
+  Such a file is a prefix of `to_text`'s output: the header line, whole
+  round lines, and at most one cut line at its end (a cut round or the
+  cut tail). Anything else raises `LedgerFormatError`.
+  """
+  head, _, body = text.partition('\n')
+  if not head.endswith(_ROUNDS_OPEN):
+    raise dp_event_json.LedgerFormatError(
+        'not JSON, nor a ledger cut short while a round was appended')
+  try:
+    content = json.loads(head[:-len(_ROUNDS_OPEN)] + '}')
+  except ValueError as e:
+    raise dp_event_json.LedgerFormatError(f'bad header line: {e}') from e
+  lines = body.split('\n')
+  rounds = []
+  previous = ','
+  for number, line in enumerate(lines, start=2):
+    try:
+      entry = json.loads(line.removesuffix(','),
+                         parse_constant=ledger_json.refuse_constant)
+    except ValueError:
+      entry = None
+    if not isinstance(entry, dict):
+      if number == len(lines) + 1:
+        break  # The line the crash cut.
+      raise dp_event_json.LedgerFormatError(
+          f'line {number} is not a round ({line!r:.60})')
+    if not previous.endswith(','):
+      raise dp_event_json.LedgerFormatError(
+          f'line {number - 1} lacks the comma between rounds')
+    rounds.append(entry)
+    previous = line
+  return dict(content, rounds=rounds)

@@ -80,24 +80,6 @@ class PrivacyTracker:
         result[kind] = math.nan
     return result
 
-  def prefetch_epsilons(self, rounds: Sequence[int]) -> None:
-    """Starts computing the central epsilons as if `rounds` also ran, and as
-    if each prefix of them did, in the background (`epsilon_cache`): the
-    loop asks for them once the round before them has been charged.
-
-    Only a cache is filled: an event the ledger refuses is left for the
-    request to refuse, as it did before.
-    """
-    events = [self.round_event(r) for r in rounds]
-    for count in range(1, len(events) + 1):
-      for kind in self.accountants:
-        try:
-          self.ledger.prefetch_with(events[:count],
-                                    delta=self.delta,
-                                    accountant=kind)
-        except accounting.UnsupportedAccountingError:
-          return
-
   def charge(self, round_num: int, cohort: Sequence[int]) -> None:
     """Records a round that ran with the clients in `cohort` reporting."""
     self.ledger.record(round_num, self.round_event(round_num))

@@ -6,6 +6,11 @@ A checkpoint is a directory `checkpoints/round_<r>/` holding
   meta.json      round, format version, the run's resolved configuration, the
                  privacy ledger(s) and the values released for round r;
   MANIFEST.json  sha256 and size of the two files above.
+A ledger that knows its rounds as lines (the central one) is not copied into
+each meta.json but appended to `checkpoints/ledger-<name>.jsonl`, which
+meta.json refers to by length and hash (format 2,
+`tff_dp.program.ledger_journal`): what a round writes stays the same size.
+Loading puts it back, so readers see format 1's meta.
 It is written into a temporary directory, fsync'ed, and renamed into place, so
 a crash leaves either a complete checkpoint or a stray temporary directory that
 is never loaded. Loading verifies the manifest, the JSON, and every leaf's
@@ -27,15 +32,16 @@ import re
 import shutil
 import tempfile
 from typing import Any, Optional
-import uuid
 
 import numpy as np
 
 from tff_dp import atomic_io
-from tff_dp.privacy import ledger_json
 from tff_dp.program import faults
+from tff_dp.program import ledger_journal
 
-FORMAT_VERSION = 1
+# 2: journaled ledgers (module docstring); 1 (ledgers inline) is still read.
+FORMAT_VERSION = 2
+_READ_VERSIONS = (1, 2)
 _DIR_PATTERN = re.compile(r'^round_(\d{8})$')
 _FILES = ('state.npz', 'meta.json')
 
@@ -68,31 +74,9 @@ def _write_file(path: str, data: bytes) -> None:
 
 
 def meta_json(meta: dict[str, Any]) -> str:
-  """`json.dumps(meta, allow_nan=True)`, the same text, faster.
-
-  One line: `indent` selects json's pure-Python encoder, whose time on the
-  ledgers (a line per round) grew with the run. And each ledger that knows
-  its own text (`ledger_json.EncodedDict`, kept as its rounds were
-  recorded) is spliced in instead of encoded again: even json's C encoder
-  took 3-8 ms on the central ledger after 1,500 rounds, a join of the kept
-  text ~0.1 ms.
-  """
-  # A token no other string of the meta can contain.
-  token = f'encoded-{uuid.uuid4().hex}-'
-  texts = []
-
-  def swap(value):
-    if isinstance(value, ledger_json.EncodedDict):
-      texts.append(value.json_text())
-      return f'{token}{len(texts) - 1}'
-    if type(value) is dict:  # pylint: disable=unidiomatic-typecheck
-      return {k: swap(v) for k, v in value.items()}
-    return value
-
-  text = json.dumps(swap(meta), allow_nan=True)
-  for i, encoded in enumerate(texts):
-    text = text.replace(f'"{token}{i}"', encoded, 1)
-  return text
+  """meta.json's text: one line (`indent` selects json's pure-Python
+  encoder), NaN allowed (released values may be NaN)."""
+  return json.dumps(meta, allow_nan=True)
 
 
 class CheckpointManager:
@@ -101,6 +85,7 @@ class CheckpointManager:
   def __init__(self, run_dir: str, *, keep: int = 3):
     self.directory = os.path.join(run_dir, 'checkpoints')
     self._keep = keep
+    self._journals = ledger_journal.LedgerJournals(self.directory)
 
   def path(self, round_num: int) -> str:
     """The directory of round `round_num`'s checkpoint."""
@@ -133,6 +118,9 @@ class CheckpointManager:
       _write_file(os.path.join(tmp, 'state.npz'), buffer.getvalue())
       faults.crash_point('checkpoint_write', round_num)
       meta = dict(meta, round=round_num, format_version=FORMAT_VERSION)
+      if isinstance(meta.get('ledgers'), dict):
+        # Appended (and fsync'ed) before the meta that refers to them.
+        meta['ledgers'] = self._journals.record(meta['ledgers'])
       _write_file(os.path.join(tmp, 'meta.json'), meta_json(meta).encode())
       manifest = {
           name: {
@@ -190,8 +178,15 @@ class CheckpointManager:
       raise CheckpointError(
           f'{path}: unreadable ({type(e).__name__}: {e})') from e
     if not isinstance(meta, dict) or meta.get(
-        'format_version') != FORMAT_VERSION or meta.get('round') != round_num:
+        'format_version') not in _READ_VERSIONS or meta.get(
+            'round') != round_num:
       raise CheckpointError(f'{path}: unexpected format or round in meta.json')
+    if meta['format_version'] == 2 and isinstance(meta.get('ledgers'), dict):
+      try:
+        meta['ledgers'] = ledger_journal.resolve(self.directory,
+                                                 meta['ledgers'])
+      except ledger_journal.JournalError as e:
+        raise CheckpointError(f'{path}: {e}') from e
     return meta
 
   def latest_verified_meta(

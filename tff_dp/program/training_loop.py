@@ -6,15 +6,10 @@ the event of the sampler and mechanism that actually ran, epsilon is computed
 from that ledger, and a budget (`max_epsilon`) is checked BEFORE a round runs,
 so no released round exceeds it.
 
-The epsilons asked for after a round (released) and before the next one
-(the budget check) are known before the round runs, so they can be
-computed in a background thread while it trains
-(`PrivacyTracker.prefetch_epsilons`; the same floats are released and
-checked, only when they are computed changes). It is off by default:
-measured on W1 (50 clients, 2 shared cores, round 1,500 of the main job's
-ledger), a round with the epsilons computed beside it took 8-10 ms longer
-(the round's TFF executor in Python waits for the GIL) while computing them
-after the round took ~7 ms (benchmarks/README.md, "Second step").
+The epsilons are computed in the loop's thread, after the round: computing
+them beside the round (in a thread, or in a spawned process) cost the round
+more than it saved after it on 2 cores (benchmarks/README.md, "Outside the
+round").
 """
 
 import dataclasses
@@ -25,10 +20,6 @@ from tff_dp.cohorts import sampling
 from tff_dp.privacy import accounting
 from tff_dp.privacy import privacy_tracking
 from tff_dp.program import faults
-
-# Whether the loop prefetches epsilons (module docstring: a net loss where
-# the round needs both cores; benchmarks turn it on to compare).
-PREFETCH_EPSILONS = False
 
 
 @dataclasses.dataclass
@@ -110,10 +101,6 @@ def run_training_loop(
                      f'max_epsilon={max_epsilon:g}')
       round_num -= 1
       break
-    if PREFETCH_EPSILONS:
-      budget_next = max_epsilon is not None and round_num < rounds
-      privacy.prefetch_epsilons([round_num, round_num +
-                                 1] if budget_next else [round_num])
     cohort = sampler.sample(round_num)
     if report is not None:
       cohort = report(round_num, cohort)
