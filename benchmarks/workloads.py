@@ -188,6 +188,14 @@ MECHANISMS = (
               'count',
               central=False,
               example_dp=(1.5, 1.0, 10)),
+    # Added by the nonprivate branch (issue 21): the DP runs' baseline.
+    Mechanism(name='nonprivate',
+              config='nonprivate.cfg',
+              flags=('--dp_mechanism=none', '--client_weighting=num_examples'),
+              floor='local SGD, the mean of the updates (no clip, no noise; '
+              'the workload\'s clients hold equally many examples, so the '
+              'n_k-weighted mean is the plain one)',
+              central=False),
 )
 
 

@@ -51,16 +51,25 @@ def _check_transformer(config: TrainConfig) -> None:
                       'is not a directory (a checkpoint of ./run.sh pretrain)')
 
 
+def _claims_dp(config: TrainConfig) -> bool:
+  """Whether any DP mechanism runs (central, even at zero noise, local or
+  example-level)."""
+  return (config.uses_dp_aggregator or config.local_dp is not LocalDp.NONE or
+          config.example_dp)
+
+
 def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
   """Why the grouped path (`tff_dp.algorithms.grouped_fedavg`) cannot run `config`.
 
   The grouped path runs the algorithms in `_GROUPED_ALGORITHMS` with the
   central mechanisms whose row says `grouped` (TF Privacy's Gaussian queries,
-  DP-FTRL's tree), uniform or capped weights, local DP and example-level
-  DP-SGD (alone or under central noise), training single-label classifiers
-  and, with DP-FedAvg and DP-FTRL, the transformer's next-token labels
-  (`tff_dp.algorithms.grouped_model`), any `--trainable`; anything else runs
-  on TFF's learning algorithms.
+  DP-FTRL's tree, and none: non-private FedAvg, `tff_dp.algorithms.
+  grouped_mean`), uniform or capped weights (and |D_k| weights without any
+  DP), local DP and example-level DP-SGD (alone or under central noise),
+  training single-label classifiers and, with DP-FedAvg and DP-FTRL under
+  central noise, the transformer's next-token labels (`tff_dp.algorithms.
+  grouped_model`), any `--trainable`; anything else runs on TFF's learning
+  algorithms.
 
   Returns:
     None if it can; else the reason, naming the flag and its value.
@@ -82,16 +91,17 @@ def grouped_unsupported_reason(config: TrainConfig) -> Optional[str]:
       (not next_tokens or
        (config.local_dp is LocalDp.NONE and not config.example_dp), 'model',
        f'{config.model.value} with local or example-level DP'),
-      # No central mechanism runs grouped only behind the clients' noise.
-      (config.mechanism.grouped or
-       (not config.mechanism.noised and
-        (config.local_dp is not LocalDp.NONE or config.example_dp)),
-       'dp_mechanism', config.dp_mechanism.value),
-      # |D_k| weighting is non-private (no DP factory); capped weights are
-      # scaled per simulated client before clipping.
-      (config.client_weighting
-       in (ClientWeighting.UNIFORM, ClientWeighting.CAPPED), 'client_weighting',
-       config.client_weighting.value),
+      (config.mechanism.grouped, 'dp_mechanism', config.dp_mechanism.value),
+      # The language models' non-private runs are not tested against the
+      # reference.
+      (not next_tokens or config.mechanism.noised, 'dp_mechanism',
+       f'{config.dp_mechanism.value} with --model={config.model.value}'),
+      # |D_k| weights only in the non-private mean (`tff_dp.algorithms.
+      # grouped_mean`; check_config refuses them with a DP mechanism);
+      # capped weights are scaled per simulated client before clipping.
+      (config.client_weighting is not ClientWeighting.NUM_EXAMPLES or
+       not _claims_dp(config), 'client_weighting', config.client_weighting.value
+      ),
       # The grouped DP-SGD samples each client's n_k distinct examples; the
       # reference's client receives --client_epochs copies of them.
       (not config.example_dp or config.client_epochs == 1, 'example_dp',
@@ -233,11 +243,16 @@ def check_config(config: TrainConfig) -> None:
                         'cannot be met with --noise_multiplier=0')
     check_mechanism(config)
   check_audit(config)
+  # Also with noise at the clients only: the server's mean would divide by
+  # the sum of the cohort's sizes, un-noised (--example_dp: refused in
+  # _check_mechanism_combinations).
   if config.client_weighting is ClientWeighting.NUM_EXAMPLES and (
-      config.uses_dp_aggregator):
+      config.uses_dp_aggregator or config.local_dp is not LocalDp.NONE):
+    used_with = (f'--dp_mechanism={mechanism}' if config.uses_dp_aggregator else
+                 f'--local_dp={config.local_dp.value}')
     raise ConfigError(
         'client_weighting', config.client_weighting.value,
-        f'cannot be used with --dp_mechanism={mechanism}: weighting by |D_k| '
+        f'cannot be used with {used_with}: weighting by |D_k| '
         'has unbounded sensitivity; use --client_weighting=capped '
         '--weight_cap=N (McMahan et al. 2018) or uniform')
   if (config.client_weighting is ClientWeighting.CAPPED) != (config.weight_cap

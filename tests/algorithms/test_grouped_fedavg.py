@@ -610,7 +610,7 @@ def _config(**overrides):
     }, True, config_checks.AUTO_CLIENTS_PER_CALL),
     ({
         'dp_mechanism': 'none'
-    }, True, 1),
+    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
     ({
         'dp_mechanism': 'gaussian_fixed'
     }, True, config_checks.AUTO_CLIENTS_PER_CALL),
@@ -621,7 +621,7 @@ def _config(**overrides):
     ({
         'client_weighting': 'num_examples',
         'dp_mechanism': 'none'
-    }, True, 1),
+    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
     ({
         'local_dp': 'laplace',
         'local_epsilon': 1
@@ -653,8 +653,12 @@ def test_explicit_grouping_of_streamed_data_is_refused():
 
 
 def test_explicit_grouping_of_an_unsupported_config_is_refused():
-  with pytest.raises(ConfigError, match='--dp_mechanism=none'):
-    config_checks.check_config(_config(clients_per_call=8, dp_mechanism='none'))
+  with pytest.raises(ConfigError, match='--example_dp=True with'):
+    config_checks.check_config(
+        _config(clients_per_call=8,
+                dp_mechanism='none',
+                example_dp=True,
+                client_epochs=2))
 
 
 def test_grouped_rounds_files_are_private_and_removed(tmp_path):

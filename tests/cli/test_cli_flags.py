@@ -137,8 +137,10 @@ BAD_COMBINATIONS = [
         '--client_sampling=shuffled_epochs', '--local_dp=laplace',
         '--local_epsilon=1'
     ], '--local_dp=laplace', None),
-    (['--dp_mechanism=none',
-      '--clients_per_call=4'], '--dp_mechanism=none', None),
+    ([
+        '--dp_mechanism=none', '--example_dp', '--client_epochs=2',
+        '--clients_per_call=4'
+    ], '--example_dp=True with --client_epochs=2', None),
     # A file without --dataset=sqlite trained on the default digits, silently.
     (['--client_data=mine.sqlite'], '--client_data=mine.sqlite: is read only '
      'with --dataset=sqlite (this run: --dataset=digits)', None),

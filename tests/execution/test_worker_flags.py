@@ -28,6 +28,10 @@ def _config(*args):
         (_WORKERS + ('--clients_per_call=0',), 1),
         (_WORKERS + _SHARDED, config_checks.AUTO_CLIENTS_PER_CALL),
         (_WORKERS + _SHARDED + ('--clients_per_call=8',), 8),
+        # Non-private FedAvg too (tff_dp.algorithms.grouped_mean).
+        (_WORKERS + _SHARDED +
+         ('--dp_mechanism=none', '--client_weighting=num_examples'),
+         config_checks.AUTO_CLIENTS_PER_CALL),
         # LoRA's adapters train on the grouped path too (frozen weights as
         # constants of the client computation).
         (_WORKERS + _SHARDED +
@@ -48,10 +52,12 @@ def test_the_path_each_workers_setting_runs(args, expected):
          "worker's own shard"),
         (_WORKERS + _SHARDED + ('--clients_per_call=1',),
          '--clients_per_call=1: with a sharded --client_data'),
-        # A run without noise runs only on TFF's one-client-per-call path.
-        (_WORKERS + _SHARDED + ('--dp_mechanism=none',),
+        # What the grouped path does not implement cannot read shards.
+        (_WORKERS + _SHARDED +
+         ('--dp_mechanism=none', '--example_dp', '--client_epochs=2'),
          '--client_data=shards/manifest.json: a sharded import trains on the '
-         'grouped path, which does not implement --dp_mechanism=none'),
+         'grouped path, which does not implement --example_dp=True with '
+         '--client_epochs=2'),
         (_WORKERS + _SHARDED +
          ('--on_worker_loss=continue', '--client_sampling=fixed_size'),
          '--on_worker_loss=continue: with a sharded --client_data'),

@@ -26,6 +26,7 @@ import tensorflow_privacy as tfp
 
 from tff_dp.algorithms import grouped_client_options
 from tff_dp.algorithms import grouped_example_dp
+from tff_dp.algorithms import grouped_mean
 from tff_dp.algorithms import grouped_model
 from tff_dp.algorithms.grouped_client_options import ClientOptions
 from tff_dp.algorithms.grouped_data import CLIENT
@@ -279,7 +280,12 @@ def _train_client(i, hparams, weights, params, group, first_row, *, model,
   # client work also drops the metrics of a client whose update is not
   # finite.
   update, finite = _sanitize(update, max_norm=max_norm)
-  record = query.preprocess_record(params, update)
+  # Non-private FedAvg's record carries the client's weight (grouped_mean).
+  record = grouped_mean.preprocess_record(query,
+                                          params,
+                                          update,
+                                          num_examples=metrics['num_examples'],
+                                          finite=finite)
   if not options.client_metrics:
     return record, grouped_client_options.no_metrics()
   metrics = tf.nest.map_structure(

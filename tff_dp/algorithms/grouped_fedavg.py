@@ -68,7 +68,9 @@ gradient, capped weights, local DP's randomizer (`tff_dp.algorithms.
 grouped_local_dp`) and example-level DP-SGD (`tff_dp.algorithms.
 grouped_example_dp`). Where only the clients add noise (local or
 example-level DP alone), the server sums the records and divides by the
-fixed clients_per_round with no aggregator state, as the reference does.
+fixed clients_per_round with no aggregator state, as the reference does;
+without any noise (non-private FedAvg), the server divides by the clients'
+weights (`tff_dp.algorithms.grouped_mean`), also with no aggregator state.
 
 The process mirrors the reference (`tff_dp.algorithms.learning_process.
 build_learning_process` with FedAvg and a uniform DP aggregator): the same
@@ -103,6 +105,7 @@ from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import grouped_example_dp
 from tff_dp.algorithms import grouped_frozen
 from tff_dp.algorithms import grouped_local_dp
+from tff_dp.algorithms import grouped_mean
 from tff_dp.algorithms import grouped_model
 from tff_dp.data.labels import LabelKind
 from tff_dp.mechanisms import local_dp
@@ -164,6 +167,7 @@ def build_grouped_dp_fedavg(
     clients_per_round: Optional[int] = None,
     label_kind: LabelKind = LabelKind.SINGLE,
     frozen_weights: Optional[Any] = None,
+    mean_query: Optional[grouped_mean.ClientMeanQuery] = None,
 ) -> tff.learning.templates.LearningProcess:
   """Returns DP-FedAvg whose TFF clients are groups of simulated clients.
 
@@ -220,6 +224,8 @@ def build_grouped_dp_fedavg(
       of the client computation and each round broadcasts the trainable
       tensors only (`tff_dp.algorithms.grouped_frozen`); the process's
       `set_model_weights` refuses other frozen values.
+    mean_query: Non-private FedAvg (`tff_dp.algorithms.grouped_mean`): the
+      clients' weighted or uniform mean, with no DP factory.
 
   Returns:
     A `tff.learning.templates.LearningProcess` with the reference's state and
@@ -238,7 +244,12 @@ def build_grouped_dp_fedavg(
     clients_per_round = local_dp_factory.clients_per_round
   if example_dp_settings is not None:
     options = grouped_example_dp.client_options(options, example_dp_settings)
-  if dp_factory is None:
+  if mean_query is not None:
+    query = grouped_mean.sole_query(mean_query,
+                                    dp_factory=dp_factory,
+                                    local_dp_factory=local_dp_factory,
+                                    example_dp_settings=example_dp_settings)
+  elif dp_factory is None:
     # Only noise inside the clients (local or example-level DP) may run
     # without a central DP query.
     if clients_per_round is None or (local_dp_factory is None and

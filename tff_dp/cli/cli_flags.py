@@ -424,8 +424,8 @@ def define_simulation_flags(fv: flags.FlagValues) -> None:
       '(fedavg, fedprox, fedsgd, dp_ftrl) with gaussian_fixed, '
       'gaussian_adaptive or tree_aggregation, uniform or capped '
       'weighting, local DP and example-level DP-SGD (with '
-      '--client_epochs=1), on in-memory single-label data; not for '
-      '--dp_mechanism=none without noise at the clients (|D_k| weights). '
+      '--client_epochs=1), and without DP (--dp_mechanism=none, also '
+      'with num_examples weighting), on in-memory single-label data. '
       '0: the grouped path with '
       f'{config_checks.AUTO_CLIENTS_PER_CALL} clients per call where it '
       'applies, else 1.',

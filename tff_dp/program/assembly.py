@@ -16,6 +16,7 @@ from tff_dp.algorithms import dp_ftrl
 from tff_dp.algorithms import example_dp
 from tff_dp.algorithms import grouped_client_options
 from tff_dp.algorithms import grouped_fedavg
+from tff_dp.algorithms import grouped_mean
 from tff_dp.algorithms import learning_process
 from tff_dp.algorithms import models
 from tff_dp.checks import ConfigError
@@ -288,7 +289,19 @@ def _build_grouped_process(config: TrainConfig,
       example_dp_settings=_example_dp_settings(config),
       clients_per_round=config.clients_per_round,
       label_kind=data.label_kind,
-      frozen_weights=frozen_weights)
+      frozen_weights=frozen_weights,
+      mean_query=_mean_query(config))
+
+
+def _mean_query(config: TrainConfig):
+  """Non-private FedAvg's mean (weighted by n_k or uniform), or None
+  where any DP mechanism runs (`grouped_unsupported_reason` then refuses
+  num_examples weighting)."""
+  if (config.uses_dp_aggregator or config.local_dp is not LocalDp.NONE or
+      config.example_dp):
+    return None
+  return grouped_mean.ClientMeanQuery(
+      by_num_examples=config.client_weighting is ClientWeighting.NUM_EXAMPLES)
 
 
 def _unroll_bound(config: TrainConfig, data: FederatedData):
