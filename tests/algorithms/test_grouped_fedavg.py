@@ -31,6 +31,7 @@ import tensorflow_federated as tff
 
 from tests.helpers import REPO_ROOT
 from tests.helpers import central_dp
+from tests.helpers import grouped_server as server_checks
 from tests.helpers import programs
 from tff_dp import config_checks
 from tff_dp.algorithms import grouped_data
@@ -342,7 +343,7 @@ def test_adaptive_clip_estimate_equals_reference_padding_not_counted(
   del tff_runtime
   xs, ys = population
   dp = _dp(DpMechanism.GAUSSIAN_ADAPTIVE, initial_clip=0.5)
-  _, ref_outputs = _run_reference(_reference(dp), xs, ys)
+  ref_state, ref_outputs = _run_reference(_reference(dp), xs, ys)
   grouped = _grouped(dp)
   # Groups of 3 padded to 3: round 1 has 7 clients in 3 groups (2 padding
   # slots), round 2 has 5 (1 padding slot). A padding slot counted as an
@@ -351,15 +352,18 @@ def test_adaptive_clip_estimate_equals_reference_padding_not_counted(
   assert not _groups(
       xs, ys, 1, _COHORTS[0][1], group_size=3,
       pad_to_group_size=True)[-1]['valid'].all()
-  _, outputs = _run_grouped(grouped,
-                            xs,
-                            ys,
-                            group_size=3,
-                            pad_to_group_size=True)
+  state, outputs = _run_grouped(grouped,
+                                xs,
+                                ys,
+                                group_size=3,
+                                pad_to_group_size=True)
   for ref_output, output in zip(ref_outputs, outputs):
     expected = ref_output.metrics['aggregator']['dp_query_metrics']['clip']
     actual = output.metrics['aggregator']['dp_query_metrics']['clip']
     np.testing.assert_allclose(actual, expected, rtol=1e-6)
+  # The fused server side: state type, DP event, query and optimizer state.
+  server_checks.assert_same_server_side(_reference(dp), grouped, ref_state,
+                                        state, ref_outputs, outputs)
 
 
 @pytest.mark.parametrize(

@@ -75,27 +75,27 @@ weights (`tff_dp.algorithms.grouped_mean`), also with no aggregator state.
 The process mirrors the reference (`tff_dp.algorithms.learning_process.
 build_learning_process` with FedAvg and a uniform DP aggregator): the same
 state structure (`tff.learning.templates.LearningAlgorithmState`, with the
-DP factory's own aggregator state), the same metrics structure, TFF's own
-broadcast distributor and optimizer finalizer. Its `next` takes a list of
-groups instead of a list of datasets. One difference: each round broadcasts
+DP factory's own aggregator state; TFF's broadcast distributor, optimizer
+finalizer and DP factory build the initial state), the same metrics
+structure. Its `next` takes a list of groups instead of a list of datasets.
+A round is three TF computations (`tff_dp.algorithms.grouped_server`): the
+server's broadcast values, the groups, and one server step for the noise,
+the DP event, the metrics and the server optimizer, with one broadcast and
+one sum: with few clients a round is latency-bound, and each TFF
+computation or intrinsic is its own call in the worker. One difference: each round broadcasts
 the trainable tensors only; frozen ones (`--trainable`) are constants of
 the client computation (`tff_dp.algorithms.grouped_frozen`), and only
 trainable variables train (`tff_dp.algorithms.grouped_model`, which also
 gives the transformer its next-token labels).
 """
 
-import collections
 import dataclasses
+import functools
 import os
 from typing import Any, Callable, Optional, Sequence
 
 import tensorflow as tf
 import tensorflow_federated as tff
-
-# DPAggregatorState is not exported by tff.aggregators; the state must have
-# exactly the reference's container so that checkpoints and
-# `extract_dp_event_from_state` see the same structure.
-from tensorflow_federated.python.aggregators import differential_privacy
 import tensorflow_privacy as tfp
 
 from tff_dp.algorithms import example_dp
@@ -107,6 +107,7 @@ from tff_dp.algorithms import grouped_frozen
 from tff_dp.algorithms import grouped_local_dp
 from tff_dp.algorithms import grouped_mean
 from tff_dp.algorithms import grouped_model
+from tff_dp.algorithms import grouped_server
 from tff_dp.data.labels import LabelKind
 from tff_dp.mechanisms import local_dp
 from tff_dp.mechanisms import sanitize
@@ -307,6 +308,7 @@ def build_grouped_dp_fedavg(
       initial_model_weights_fn=initial_model_weights_fn,
       distributor=distributor,
       finalizer=finalizer,
+      server_optimizer=server_optimizer,
       aggregator=aggregator,
       label_kind=label_kind,
       frozen=frozen)
@@ -321,59 +323,46 @@ def _build_process(
     initial_model_weights_fn: tff.Computation,
     distributor: tff.templates.MeasuredProcess,
     finalizer: tff.templates.MeasuredProcess,
+    server_optimizer: tff.learning.optimizers.Optimizer,
     aggregator: Optional[tff.templates.AggregationProcess],
     label_kind: LabelKind = LabelKind.SINGLE,
     frozen: Sequence[Any] = (),
 ) -> tff.learning.templates.LearningProcess:
   """The process from its parts (see `build_grouped_dp_fedavg`).
 
-  `aggregator` None: the query's state is a constant rebuilt each round and
-  the process keeps no aggregator state (local DP alone).
+  `distributor`, `finalizer` and `aggregator` give the initial state (the
+  reference's structure); a round runs their work fused into
+  `grouped_server`'s computations. `aggregator` None: the query's state is
+  a constant rebuilt each round and the process keeps no aggregator state
+  (local DP alone).
   """
-  weights_type = initial_model_weights_fn.type_signature.result
-  if aggregator is None:
-    query_state_init = tff.tensorflow.computation(query.initial_global_state)
-    query_state_type = query_state_init.type_signature.result
-  else:
-    query_state_init = None
-    query_state_type = (
-        aggregator.initialize.type_signature.result.member.query_state)
-  derive_sample_params = tff.tensorflow.computation(query.derive_sample_params,
-                                                    query_state_type)
-  group_update = grouped_frozen.build_group_update(
-      group_fn,
-      client_work_init.type_signature.result.member,
-      weights_type.trainable,
-      derive_sample_params.type_signature.result,
-      groups_type,
-      frozen=frozen)
-  records_type, group_metrics_type = group_update.type_signature.result
-  get_noised_result = _build_get_noised_result(query, records_type,
-                                               query_state_type)
-  dp_event_type = get_noised_result.type_signature.result[2]
-  convert_dp_event = tff.tensorflow.computation(
-      lambda event: event.to_named_tuple(), dp_event_type)
-  derive_metrics = tff.tensorflow.computation(query.derive_metrics,
-                                              query_state_type)
-  finalize_train_metrics = (grouped_client_work.build_finalize_train_metrics(
-      group_metrics_type, label_kind=label_kind)
-                            if group_metrics_type else None)
   init_fn = _build_init_fn(initial_model_weights_fn, distributor,
                            client_work_init, aggregator, finalizer)
   state_type = init_fn.type_signature.result
-  next_fn = _build_next_fn(
-      state_type,
-      groups_type,
-      query_state_init=query_state_init,
-      distributor=distributor,
-      select_trainable=grouped_frozen.build_select_trainable(weights_type),
-      finalizer=finalizer,
-      derive_sample_params=derive_sample_params,
-      group_update=group_update,
-      finalize_train_metrics=finalize_train_metrics,
-      get_noised_result=get_noised_result,
-      convert_dp_event=convert_dp_event,
-      derive_metrics=derive_metrics)
+  _check_fusable(distributor, finalizer, state_type)
+  aggregated = aggregator is not None
+  prepare = grouped_server.build_prepare(query,
+                                         state_type.member,
+                                         aggregated=aggregated)
+  group_step = grouped_server.build_group_step(group_fn,
+                                               prepare.type_signature.result,
+                                               groups_type,
+                                               frozen=frozen)
+  group_metrics_type = group_step.type_signature.result[1]
+  server_step = grouped_server.build_server_step(
+      query,
+      server_optimizer,
+      state_type.member,
+      group_step.type_signature.result,
+      aggregated=aggregated,
+      finalize_train_metrics=(functools.partial(grouped_model.finalize_metrics,
+                                                label_kind=label_kind)
+                              if group_metrics_type else None))
+  next_fn = _build_next_fn(state_type,
+                           groups_type,
+                           prepare=prepare,
+                           group_step=group_step,
+                           server_step=server_step)
   get_model_weights, set_model_weights = _build_model_weights_fns(
       state_type, frozen)
   return tff.learning.templates.LearningProcess(init_fn, next_fn,
@@ -381,17 +370,21 @@ def _build_process(
                                                 set_model_weights)
 
 
-def _build_get_noised_result(query: tfp.DPQuery, records_type: tff.Type,
-                             query_state_type: tff.Type) -> tff.Computation:
-  """The query's noised result, new state and DP event, once per round."""
-
-  @tff.tensorflow.computation(records_type, query_state_type)
-  def get_noised_result(sample_state, global_state):
-    result, new_global_state, event = query.get_noised_result(
-        sample_state, global_state)
-    return result, new_global_state, event
-
-  return get_noised_result
+def _check_fusable(distributor: tff.templates.MeasuredProcess,
+                   finalizer: tff.templates.MeasuredProcess,
+                   state_type: tff.FederatedType) -> None:
+  """The fused round replaces TFF's broadcast distributor (no state, no
+  measurements) and optimizer finalizer (the optimizer's state, whose
+  `next` it re-expresses); anything else would silently change."""
+  empty = tff.StructType([])
+  next_type = distributor.next.type_signature
+  if (not state_type.member.distributor.is_equivalent_to(empty) or
+      not next_type.result.measurements.member.is_equivalent_to(empty)):
+    raise TypeError('the fused round needs TFF\'s broadcast distributor, got '
+                    f'{next_type}')
+  if not isinstance(finalizer, tff.learning.templates.FinalizerProcess):
+    raise TypeError('the fused round needs TFF\'s optimizer finalizer, got '
+                    f'{type(finalizer).__name__}')
 
 
 def _build_init_fn(initial_model_weights_fn: tff.Computation,
@@ -417,74 +410,21 @@ def _build_init_fn(initial_model_weights_fn: tff.Computation,
 
 
 def _build_next_fn(state_type: tff.FederatedType, groups_type: tff.Type, *,
-                   query_state_init: Optional[tff.Computation],
-                   distributor: tff.templates.MeasuredProcess,
-                   select_trainable: tff.Computation,
-                   finalizer: tff.templates.MeasuredProcess,
-                   derive_sample_params: tff.Computation,
-                   group_update: tff.Computation,
-                   finalize_train_metrics: Optional[tff.Computation],
-                   get_noised_result: tff.Computation,
-                   convert_dp_event: tff.Computation,
-                   derive_metrics: tff.Computation) -> tff.Computation:
-  """The process's `next(state, groups)`: one round of DP-FedAvg."""
+                   prepare: tff.Computation, group_step: tff.Computation,
+                   server_step: tff.Computation) -> tff.Computation:
+  """The process's `next(state, groups)`: one round of DP-FedAvg, as one
+  server TF call, one broadcast, the groups, one sum and one server TF call
+  (`grouped_server`)."""
 
   @tff.federated_computation(state_type,
                              tff.FederatedType(groups_type, tff.CLIENTS))
   def next_fn(state, groups):
-    # The trainable tensors only: the frozen ones are constants of
-    # `group_update` (`grouped_frozen`).
-    distributed = distributor.next(
-        state.distributor,
-        tff.federated_map(select_trainable, state.global_model_weights))
-    if query_state_init is None:
-      query_state = state.aggregator.query_state
-    else:
-      query_state = tff.federated_eval(query_state_init, tff.SERVER)
-    params = tff.federated_broadcast(
-        tff.federated_map(derive_sample_params, query_state))
-    hparams = tff.federated_broadcast(state.client_work)
-    records, group_metrics = tff.federated_map(
-        group_update, (hparams, distributed.result, params, groups))
-    # Sum of all simulated clients' preprocessed records = the sample state.
-    sample_state = tff.federated_sum(records)
-    if finalize_train_metrics is None:
-      # No client metric leaves the groups (local DP), so none is summed.
-      train_metrics = tff.federated_value(collections.OrderedDict(), tff.SERVER)
-    else:
-      train_metrics = tff.federated_map(finalize_train_metrics,
-                                        tff.federated_sum(group_metrics))
-    result, new_query_state, dp_event = tff.federated_map(
-        get_noised_result, (sample_state, query_state))
-    if query_state_init is None:
-      new_aggregator_state = tff.federated_zip(
-          differential_privacy.DPAggregatorState(
-              new_query_state, state.aggregator.agg_state,
-              tff.federated_map(convert_dp_event, dp_event),
-              tff.federated_value(False, tff.SERVER)))
-      aggregator_metrics = collections.OrderedDict(
-          dp_query_metrics=tff.federated_map(derive_metrics, new_query_state),
-          # SumFactory's (empty) measurements, as in the reference.
-          dp=tff.federated_value((), tff.SERVER))
-    else:
-      # As the reference's sum over the fixed count: no state, no metrics.
-      new_aggregator_state = tff.federated_value((), tff.SERVER)
-      aggregator_metrics = tff.federated_value((), tff.SERVER)
-    finalized = finalizer.next(state.finalizer, state.global_model_weights,
-                               result)
-    new_state = tff.federated_zip(
-        tff.learning.templates.LearningAlgorithmState(
-            global_model_weights=finalized.result,
-            distributor=distributed.state,
-            client_work=state.client_work,
-            aggregator=new_aggregator_state,
-            finalizer=finalized.state))
-    metrics = tff.federated_zip(
-        collections.OrderedDict(
-            distributor=distributed.measurements,
-            client_work=collections.OrderedDict(train=train_metrics),
-            aggregator=aggregator_metrics,
-            finalizer=finalized.measurements))
+    server_values = tff.federated_broadcast(tff.federated_map(prepare, state))
+    # Sum of all simulated clients' preprocessed records = the sample state;
+    # the training metrics' sums travel with it.
+    sums = tff.federated_sum(
+        tff.federated_map(group_step, (server_values, groups)))
+    new_state, metrics = tff.federated_map(server_step, (state, sums))
     return tff.learning.templates.LearningProcessOutput(new_state, metrics)
 
   return next_fn
