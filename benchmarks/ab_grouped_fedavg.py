@@ -1,0 +1,121 @@
+"""A/B of the grouped process: another checkout's `grouped_fedavg.py` against this one's.
+
+  PYTHONPATH=. .venv/bin/python -m benchmarks.ab_grouped_fedavg BASE_DIR OUT.json
+      [--timed=40] [--repetitions=1]
+
+Builds W1-c10 and W1-c50 (`benchmarks.workloads`, gaussian_fixed, the
+program's grouped path via `benchmarks.rounds.prepare`) twice in ONE process
+on ONE TFF worker: once with BASE_DIR's `tff_dp/algorithms/grouped_fedavg.py`
+(loaded as a module and swapped into `tff_dp.program.assembly` while it
+builds) and once with this tree's, and times them round by round in turn with
+the floor's two implementations (`harness.time_interleaved`: 5 warm-up
+rounds, then `--timed`, order rotating). The base module must still import
+against this tree's other modules. Each row (medians, p10/p90, CPU, load
+averages, the ratios to the better floor and new/old) is printed as JSON and
+OUT.json is rewritten after every row. Used for the W1-c10 section of
+benchmarks/README.md.
+"""
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+
+from benchmarks import floor
+from benchmarks import harness
+from benchmarks import rounds
+from benchmarks import workloads as workloads_lib
+from tff_dp.config import DpMechanism
+from tff_dp.execution import runtime
+from tff_dp.program import assembly
+
+
+def _load_base(base_dir: str):
+  spec = importlib.util.spec_from_file_location(
+      'tff_dp.algorithms.grouped_fedavg_base',
+      os.path.join(base_dir, 'tff_dp', 'algorithms', 'grouped_fedavg.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _row(name, timed, results):
+  row = {'workload': name, 'timed': timed}
+  for label, value in results.items():
+    row[label] = {k: value['seconds'][k] for k in ('median', 'p10', 'p90')}
+    row[label].update(cpu_self_s=value.get('cpu_self_s'),
+                      cpu_worker_s=value.get('cpu_worker_s'),
+                      load=[
+                          value.get('load_average_before'),
+                          value.get('load_average_after')
+                      ])
+  best = min(row['floor-loop']['median'], row['floor-vectorized']['median'])
+  row.update(floor_best=best,
+             old_over_floor=row['old']['median'] / best,
+             new_over_floor=row['new']['median'] / best,
+             new_over_old=row['new']['median'] / row['old']['median'])
+  return row
+
+
+def run_workload(workload, modules, worker_pid):
+  """One interleaved timing of the base, this tree and the floors."""
+  hyper = workloads_lib.HYPERPARAMETERS
+  new = assembly.grouped_fedavg
+  prepared = {}
+  try:
+    for label, module in modules.items():
+      assembly.grouped_fedavg = module
+      prepared[label] = rounds.prepare(workload, DpMechanism.GAUSSIAN_FIXED,
+                                       hyper)
+  finally:
+    assembly.grouped_fedavg = new
+  cohort = np.arange(workload.clients)
+  runners = {}
+  for label, p in prepared.items():
+    box = [p.process.initialize()]
+    runners[label] = (rounds.round_runner(p.process, p.round_inputs, cohort,
+                                          box), worker_pid)
+  for implementation in ('loop', 'vectorized'):
+    runners[f'floor-{implementation}'] = (floor.round_runner(
+        workload, hyper, implementation)[0], None)
+  results = harness.time_interleaved(workload, runners)
+  for p in prepared.values():
+    p.close()
+  return results
+
+
+def main(argv: list[str]) -> int:
+  parser = argparse.ArgumentParser(
+      prog='python -m benchmarks.ab_grouped_fedavg',
+      description=__doc__.splitlines()[0])
+  parser.add_argument('base_dir')
+  parser.add_argument('out')
+  parser.add_argument('--timed', type=int, default=40)
+  parser.add_argument('--repetitions', type=int, default=1)
+  args = parser.parse_args(argv[1:])
+  modules = {'old': _load_base(args.base_dir), 'new': assembly.grouped_fedavg}
+  full = {w.name: w for w in workloads_lib.timing_workloads(False)}
+  report = {'load_start': os.getloadavg(), 'runs': []}
+  log = os.path.join(os.path.dirname(os.path.abspath(args.out)),
+                     'ab-worker.log')
+  with runtime.local_runtime(log_path=log) as worker:
+    for repetition in range(args.repetitions):
+      for name in ('W1-c10', 'W1-c50'):
+        workload = dataclasses.replace(full[name],
+                                       warmup_rounds=5,
+                                       timed_rounds=args.timed)
+        row = _row(name, args.timed, run_workload(workload, modules,
+                                                  worker.pid))
+        row.update(repetition=repetition, load_after=os.getloadavg())
+        report['runs'].append(row)
+        print(json.dumps(row), flush=True)
+        harness.write_json(args.out, report)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv))
