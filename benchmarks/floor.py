@@ -8,7 +8,8 @@ update (initial minus final weights) is clipped to L2 norm C by GLOBAL norm
 standard deviation z * C is added to the sum; the sum is divided by the fixed
 clients_per_round; the server applies SGD with momentum to that average, as
 `tff.learning.optimizers.build_sgdm` does. All of it is ONE `tf.function`
-call per round. No TFF is imported.
+call per round. No TFF is imported (`tff_dp.mechanisms.float64_noise` is
+plain TensorFlow).
 
 W3's transformer is tff-dp's (`tff_dp.models.transformer`: the same layers,
 initial weights and causal attention, written here as plain TensorFlow over
@@ -28,8 +29,9 @@ implementations do the same work.
 
 A mechanism row (`workloads.Mechanism`) changes the per-client work as the
 mechanism does: FedProx's proximal term, FedSGD's single mean gradient,
-capped weights, local clip and noise (float32 here; tff-dp's randomizer
-computes in float64), example-level Poisson-sampled DP-SGD (`loop` only:
+capped weights, local clip and noise (in float64 with tff-dp's own
+samplers, `tff_dp.mechanisms.float64_noise`, as the mechanism requires),
+example-level Poisson-sampled DP-SGD (`loop` only:
 its batches have data-dependent sizes), and drops the central clip and
 noise where the mechanism has none. DP-FTRL's tree is timed as the Gaussian
 mechanism (one noise draw per round either way).
@@ -48,6 +50,7 @@ import tensorflow as tf
 from benchmarks import harness
 from benchmarks import models as bench_models
 from benchmarks import workloads as workloads_lib
+from tff_dp.mechanisms import float64_noise
 
 IMPLEMENTATIONS = ('loop', 'vectorized')
 
@@ -276,23 +279,21 @@ class FloorRound:
     return [d * scale for d in delta]
 
   def _local_noise(self, delta, seed):
-    """Local DP's per-client clip (L2 or L1) and noise."""
+    """Local DP's per-client clip (L2 or L1) and noise, in float64 with the
+    samplers tff-dp's randomizer uses (`tff_dp.mechanisms.float64_noise`):
+    the float64 clip and noise are what the mechanism requires (see that
+    module), so they are part of its floor."""
     mechanism = self._mechanism
     laplace = mechanism.local == 'laplace'
-    delta = self._clip(delta, mechanism.local_clip, order=1 if laplace else 2)
+    wide = [tf.cast(d, tf.float64) for d in delta]
+    clipped = self._clip(wide, mechanism.local_clip, order=1 if laplace else 2)
+    sampler = float64_noise.laplace if laplace else float64_noise.gaussian
     noised = []
-    for i, d in enumerate(delta):
+    for i, (d, c) in enumerate(zip(delta, clipped)):
       # `seed` is the client's [2] seed; offsets keep the draws apart.
       s = seed + tf.constant([0, 5003 + i], seed.dtype)
-      if laplace:
-        u = tf.random.stateless_uniform(tf.shape(d), seed=s)
-        v = tf.random.stateless_uniform(tf.shape(d), seed=s + 1)
-        noise = mechanism.local_noise * (tf.math.log1p(-u) - tf.math.log1p(-v))
-      else:
-        noise = tf.random.stateless_normal(tf.shape(d),
-                                           seed=s,
-                                           stddev=mechanism.local_noise)
-      noised.append(d + noise)
+      noised.append(
+          tf.cast(c + sampler(tf.shape(c), s, mechanism.local_noise), d.dtype))
     return noised
 
   def _dp_sgd(self, w, x, y, seed):

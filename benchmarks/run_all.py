@@ -159,32 +159,47 @@ def plan(quick: bool) -> list[dict[str, Any]]:
   return jobs
 
 
+# Mechanism rows not run, with why. Example-level DP-SGD on the CNN: tff-dp's
+# grouped per-example gradients (vectorized_map over the Keras CNN) fail on
+# the worker ("You must feed a value for placeholder tensor ...
+# input_1/pfor/Placeholder"), measured 2026-12-04; the floor runs.
+NOT_RUN = {
+    ('W2', 'example_dp'): 'tff-dp fails: grouped per-example '
+                          'gradients of the CNN (pfor placeholder)'
+}
+
+
 def mechanism_plan(quick: bool) -> list[dict[str, Any]]:
-  """The mechanism rows (`workloads.MECHANISMS`) on the first W1 workload:
-  tff-dp as --clients_per_call resolves (the grouped path), the floor of the
-  same mechanism in turn with it; in full mode also TFF's one client per
-  call (no floor)."""
-  workload = workloads_lib.timing_workloads(quick)[0].to_json()
+  """The mechanism rows (`workloads.MECHANISMS`) on each of
+  `workloads.mechanism_workloads`: tff-dp as --clients_per_call resolves
+  (the grouped path), the floor of the same mechanism in turn with it; in
+  full mode also TFF's one client per call on the first workload (no
+  floor)."""
   rows = []
-  for mechanism in workloads_lib.MECHANISMS:
-    rows.append({
-        'workload':
-            workload,
-        'mechanism':
-            'gaussian_fixed',
-        'variant':
-            mechanism.to_json(),
-        # Example-level DP-SGD's batches have data-dependent sizes.
-        'paired_floor':
-            (['loop'] if mechanism.example_dp else ['loop', 'vectorized']),
-    })
-    if not quick:
+  for k, workload in enumerate(workloads_lib.mechanism_workloads(quick)):
+    mlp = workload.model is workloads_lib.ModelName.MLP
+    for mechanism in workloads_lib.MECHANISMS:
+      if (workload.family, mechanism.name) in NOT_RUN:
+        continue
       rows.append({
-          'workload': workload,
-          'mechanism': 'gaussian_fixed',
-          'variant': mechanism.to_json(),
-          'clients_per_call': 1,
+          'workload':
+              workload.to_json(),
+          'mechanism':
+              'gaussian_fixed',
+          'variant':
+              mechanism.to_json(),
+          # Example-level DP-SGD's batches have data-dependent sizes; the
+          # CNN's vectorized_map falls back to a while loop (slower).
+          'paired_floor': (['loop', 'vectorized']
+                           if mlp and not mechanism.example_dp else ['loop']),
       })
+      if not quick and k == 0:
+        rows.append({
+            'workload': workload.to_json(),
+            'mechanism': 'gaussian_fixed',
+            'variant': mechanism.to_json(),
+            'clients_per_call': 1,
+        })
   return rows
 
 
@@ -462,34 +477,38 @@ def extra_rows(jobs: dict[str, dict[str, Any]],
 
 def mechanism_rows(jobs: dict[str, dict[str, Any]],
                    quick: bool) -> list[dict[str, Any]]:
-  """Per mechanism: tff-dp (grouped), its floor in turn, the ratio, and
-  (full mode) TFF's one client per call."""
-  name = workloads_lib.timing_workloads(quick)[0].name
+  """Per workload and mechanism: tff-dp (grouped), its floor in turn, the
+  ratio, and (full mode, first workload) TFF's one client per call."""
   result = jobs.get('mechanisms', {}).get('result')
   rows = []
-  for mechanism in workloads_lib.MECHANISMS:
-    entry = _entry(result, name, variant=mechanism.name)
-    grouped = _row('tff-dp', entry)
-    floor = _row('floor', _paired_floor_entry(entry))
-    per_call = (None if quick else _row(
-        'tff-dp',
-        _entry(result, name, requested_per_call=1, variant=mechanism.name)))
-    rows.append({
-        'workload': name,
-        'mechanism': mechanism.name,
-        'config': mechanism.config,
-        'floor_includes': mechanism.floor,
-        'tff-dp': grouped,
-        'floor': floor,
-        'one_client_per_call': per_call,
-        'ratios': {
-            'tff_dp_over_floor':
-                stats.ratio(grouped.get('median_s'), floor.get('median_s')),
-            'per_call_over_grouped':
-                stats.ratio((per_call or {}).get('median_s'),
-                            grouped.get('median_s')),
-        },
-    })
+  for k, workload in enumerate(workloads_lib.mechanism_workloads(quick)):
+    name = workload.name
+    for mechanism in workloads_lib.MECHANISMS:
+      entry = _entry(result, name, variant=mechanism.name)
+      grouped = _row('tff-dp', entry)
+      floor = _row('floor', _paired_floor_entry(entry))
+      per_call = (None if quick or k > 0 else _row(
+          'tff-dp',
+          _entry(result, name, requested_per_call=1, variant=mechanism.name)))
+      not_run = NOT_RUN.get((workload.family, mechanism.name))
+      if not_run:
+        grouped = {'engine': 'tff-dp', 'ok': False, 'not_run': not_run}
+      rows.append({
+          'workload': name,
+          'mechanism': mechanism.name,
+          'config': mechanism.config,
+          'floor_includes': mechanism.floor,
+          'tff-dp': grouped,
+          'floor': floor,
+          'one_client_per_call': per_call,
+          'ratios': {
+              'tff_dp_over_floor':
+                  stats.ratio(grouped.get('median_s'), floor.get('median_s')),
+              'per_call_over_grouped':
+                  stats.ratio((per_call or {}).get('median_s'),
+                              grouped.get('median_s')),
+          },
+      })
   return rows
 
 
@@ -552,9 +571,40 @@ def _fmt_ratio(value: Optional[float]) -> str:
 
 
 def _cell(row: dict[str, Any]) -> str:
+  if row.get('not_run'):
+    return 'not run'
   if not row.get('ok'):
     return 'failed'
   return (f"{row['median_s']:.3f} [{row['p10_s']:.3f}, {row['p90_s']:.3f}]")
+
+
+def _format_mechanism_rows(rows: list[dict[str, Any]]) -> list[str]:
+  """One table per workload of the mechanism rows."""
+  lines = []
+  for name in dict.fromkeys(row['workload'] for row in rows):
+    lines += [
+        '', f'Mechanisms of configs/ ({name}; seconds per round, median '
+        '[p10, p90]; floor of the same mechanism in turn with tff-dp)',
+        f"{'mechanism':<15} {'floor':<22} {'tff-dp':<22} {'tff-dp/floor':>12}"
+        f"  {'one client per call':<22} {'per-call/tff-dp':>15}"
+    ]
+    these = [row for row in rows if row['workload'] == name]
+    for row in these:
+      per_call = row['one_client_per_call']
+      lines.append(f"{row['mechanism']:<15} {_cell(row['floor']):<22} "
+                   f"{_cell(row['tff-dp']):<22} "
+                   f"{_fmt_ratio(row['ratios']['tff_dp_over_floor']):>12}  "
+                   f"{(_cell(per_call) if per_call else 'not run'):<22} "
+                   f"{_fmt_ratio(row['ratios']['per_call_over_grouped']):>15}")
+    lines += [
+        f"  {row['mechanism']} not run: {row['tff-dp']['not_run']}"
+        for row in these
+        if row['tff-dp'].get('not_run')
+    ]
+    lines.append('  clients per TFF call: ' + ', '.join(
+        f"{row['mechanism']} {row['tff-dp'].get('clients_per_call', '?')}"
+        for row in these))
+  return lines
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -597,25 +647,7 @@ def format_report(report: dict[str, Any]) -> str:
   for row in report['extra_rows']:
     lines.append(f"{row['workload']['name']:<9} tff-dp with "
                  f"{row.get('label', row['mechanism'])}: {_cell(row)}")
-  if report.get('mechanism_rows'):
-    lines += [
-        '',
-        'Mechanisms of configs/ (' + report['mechanism_rows'][0]['workload'] +
-        '; seconds per round, median [p10, p90]; floor of the same '
-        'mechanism in turn with tff-dp)',
-        f"{'mechanism':<15} {'floor':<22} {'tff-dp':<22} {'tff-dp/floor':>12}"
-        f"  {'one client per call':<22} {'per-call/tff-dp':>15}"
-    ]
-    for row in report['mechanism_rows']:
-      per_call = row['one_client_per_call']
-      lines.append(f"{row['mechanism']:<15} {_cell(row['floor']):<22} "
-                   f"{_cell(row['tff-dp']):<22} "
-                   f"{_fmt_ratio(row['ratios']['tff_dp_over_floor']):>12}  "
-                   f"{(_cell(per_call) if per_call else 'not run'):<22} "
-                   f"{_fmt_ratio(row['ratios']['per_call_over_grouped']):>15}")
-    lines.append('  clients per TFF call: ' + ', '.join(
-        f"{row['mechanism']} {row['tff-dp'].get('clients_per_call', '?')}"
-        for row in report['mechanism_rows']))
+  lines += _format_mechanism_rows(report.get('mechanism_rows', []))
   lines += language_model.format_rows(report.get('transformer_rows', []), _cell)
   if report['cohort_scaling']:
     lines.append('W1 seconds per extra client (least squares over cohorts '

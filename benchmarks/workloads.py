@@ -288,6 +288,19 @@ def timing_workloads(quick: bool) -> list[Workload]:
   ]
 
 
+def mechanism_workloads(quick: bool) -> list[Workload]:
+  """The workloads of the mechanism rows (`MECHANISMS`), first one first.
+
+  The first W1 workload of `timing_workloads`, and in full mode W2 as well
+  with fewer rounds (2 warm-up + 8 timed instead of 2 + 15: eight mechanisms
+  of one to several seconds a round, twice each with the floor in turn).
+  """
+  first = timing_workloads(quick)[0]
+  if quick:
+    return [first]
+  return [first, _w2(20, warmup=2, timed=8)]
+
+
 def _w3(clients: int,
         *,
         warmup: int,

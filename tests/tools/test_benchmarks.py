@@ -133,11 +133,29 @@ def test_plan_has_a_row_per_mechanism_with_its_floor():
     jobs = {job['name']: job for job in run_all.plan(quick=quick)}
     rows = jobs['mechanisms']['spec']['rows']
     grouped = [row for row in rows if 'paired_floor' in row]
-    assert [row['variant']['name'] for row in grouped
-           ] == [m.name for m in workloads.MECHANISMS]
-    # Full mode also times TFF's one client per call for each.
+    names = [w.name for w in workloads.mechanism_workloads(quick)]
+    # W1, and in full mode W2 too: every mechanism on each (but those
+    # NOT_RUN says why not).
+    assert names == (['W1-c10'] if quick else ['W1-c50', 'W2-c20'])
+    assert [(row['workload']['name'], row['variant']['name']) for row in grouped
+           ] == [(name, m.name)
+                 for name in names
+                 for m in workloads.MECHANISMS
+                 if (name[:2], m.name) not in run_all.NOT_RUN]
+    report_rows = run_all.mechanism_rows({}, quick)
+    assert len(report_rows) == len(names) * len(workloads.MECHANISMS)
+    assert sum(bool(row['tff-dp'].get('not_run')) for row in report_rows) == (
+        0 if quick else len(run_all.NOT_RUN))
+    for row in grouped:
+      cnn = row['workload']['model'] == 'cnn'
+      assert ('vectorized'
+              in row['paired_floor']) == (not cnn and
+                                          row['variant']['example_dp']
+                                          is None), row
+    # Full mode also times TFF's one client per call for each, on W1.
     per_call = [row for row in rows if row.get('clients_per_call') == 1]
     assert len(per_call) == (0 if quick else len(workloads.MECHANISMS))
+    assert all(row['workload']['name'] == names[0] for row in per_call)
     for row in rows:
       assert workloads.Mechanism.from_json(
           row['variant']).to_json() == (row['variant'])

@@ -261,7 +261,8 @@ def _train_client(i, hparams, weights, params, group, first_row, *, model,
       max_batches=max_batches,
       opt_state=step_state,
       trainable=initial,
-      metrics=grouped_client_options.zero_metrics(options.label_kind))
+      metrics=grouped_client_options.zero_metrics(options.label_kind),
+      independent_steps=options.full_gradient)
   if options.full_gradient:
     update = grouped_client_options.mean_gradient(step_state,
                                                   metrics['num_examples'])
@@ -363,8 +364,14 @@ def _build_local_step(model, optimizer, *, non_trainable, x, y, client_order,
   return local_step
 
 
-def _train_locally(local_step, num_batches, *, max_batches, opt_state,
-                   trainable, metrics):
+def _train_locally(local_step,
+                   num_batches,
+                   *,
+                   max_batches,
+                   opt_state,
+                   trainable,
+                   metrics,
+                   independent_steps=False):
   """Runs `num_batches` local steps; returns their final
   (opt_state, trainable, metrics).
 
@@ -375,6 +382,10 @@ def _train_locally(local_step, num_batches, *, max_batches, opt_state,
     opt_state: The client optimizer's initial state.
     trainable: The initial trainable weights (a tuple).
     metrics: The initial metric sums (`grouped_client_options.zero_metrics`).
+    independent_steps: FedSGD: a step only adds its batch's terms to
+      `opt_state` (zeros) and `metrics` and leaves `trainable` unchanged, so
+      unrolled steps are run each from the zeros and their terms summed in
+      batch order (the same floats).
   """
   if max_batches is None:
     for j in tf.range(num_batches):
@@ -393,12 +404,35 @@ def _train_locally(local_step, num_batches, *, max_batches, opt_state,
         'built for (max_client_size)')
     with tf.control_dependencies([check]):
       num_batches = tf.identity(num_batches)
+    if independent_steps:
+      return _independent_steps(local_step, num_batches, max_batches, opt_state,
+                                trainable, metrics)
     for j in range(max_batches):
       opt_state, trainable, metrics = tf.cond(
           j < num_batches,
           functools.partial(local_step, j, opt_state, trainable, metrics),
           lambda args=(opt_state, trainable, metrics): args)
   return opt_state, trainable, metrics
+
+
+def _independent_steps(local_step, num_batches, max_batches, zeros, trainable,
+                       zero_metrics):
+  """FedSGD's unrolled batches, none waiting for another's sums.
+
+  Chained through the running sums, the batch gradients ran one after the
+  other; from the zeros, the executor can run them in parallel (as the
+  floor's are). Adding each batch's terms to the sums in batch order gives
+  the same floats as the chain (0 + x = x).
+  """
+  sums, totals = zeros, zero_metrics
+  for j in range(max_batches):
+    terms, _, batch = tf.cond(
+        j < num_batches,
+        functools.partial(local_step, j, zeros, trainable, zero_metrics),
+        lambda: (zeros, trainable, zero_metrics))
+    sums = tuple(a + b for a, b in zip(sums, terms))
+    totals = tf.nest.map_structure(tf.add, totals, batch)
+  return sums, trainable, totals
 
 
 def _sanitize(update: list[tf.Tensor], *, max_norm: float):

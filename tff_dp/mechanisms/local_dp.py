@@ -33,10 +33,15 @@ Implementation choices (why):
   the noise. (`tf.clip_by_global_norm` would turn an infinite norm into NaN
   everywhere.) Norms are computed in float64 after scaling by the largest
   magnitude, so finite entries such as 1e20 (whose square overflows float32)
-  are clipped, not turned into inf.
+  are clipped, not turned into inf. Float32 updates, widened to float64,
+  cannot overflow, so for them the plain norm is used and a non-finite norm
+  is what zeroes the update (one pass fewer per tensor, same result).
 * Clipping and noise are computed in float64 and the noised update is rounded
-  to its dtype once, a post-processing step. Noise is drawn in float64 so the
-  Laplace tails are not truncated at float32 resolution (about 16 b). Like
+  to its dtype once, a post-processing step. Noise is drawn in float64
+  (`tff_dp.mechanisms.float64_noise`: Laplace as an exponential with a
+  random sign, Gaussian by our own Box-Muller, since TF's stops at 5.68
+  sigma) so the tails are not truncated at float32 resolution (about 16 b
+  for Laplace). Like
   every textbook floating-point mechanism this is not protected against the
   attacks of Mironov 2012 ("On significance of the least significant bits for
   differential privacy"); no snapping is done.
@@ -57,6 +62,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_dp.mechanisms import float64_noise
 from tff_dp.mechanisms import noise_seeds
 from tff_dp.privacy import local_accounting
 from tff_dp.privacy import run_secrets
@@ -80,56 +86,58 @@ def _global_norm(tensors: list[tf.Tensor], order: int) -> tf.Tensor:
   largest = tf.maximum(
       tf.reduce_max(tf.stack([tf.reduce_max(tf.abs(t)) for t in tensors])), 0.0)
   safe = tf.where(largest > 0, largest, tf.constant(1.0, tf.float64))
+  return safe * _plain_norm([t / safe for t in tensors], order)
+
+
+def _plain_norm(tensors: list[tf.Tensor], order: int) -> tf.Tensor:
   if order == 1:
-    total = tf.add_n([tf.reduce_sum(tf.abs(t / safe)) for t in tensors])
-    return safe * total
-  total = tf.add_n([tf.reduce_sum(tf.square(t / safe)) for t in tensors])
-  return safe * tf.sqrt(total)
+    return tf.add_n([tf.reduce_sum(tf.abs(t)) for t in tensors])
+  return tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors]))
 
 
-def _laplace(shape: tf.Tensor, seed: tf.Tensor, scale: float) -> tf.Tensor:
-  # Difference of two Exp(1) variables is Laplace(0, 1). -log1p(-u) with u in
-  # [0, 1) is finite, whereas the inverse-CDF form log(1 - 2|u|) hits log(0)
-  # when u = -1/2 is drawn.
-  seeds = tf.random.experimental.stateless_split(seed, num=2)
-  e1, e2 = [
-      -tf.math.log1p(
-          -tf.random.stateless_uniform(shape, seed=s, dtype=tf.float64))
-      for s in tf.unstack(seeds)
-  ]
-  return scale * (e1 - e2)
+# Float32 (and narrower) values widened to float64 can neither overflow a
+# float64 sum of squares (3.4e38^2 = 1.2e77 per entry) nor lose their
+# non-finite entries in it: their plain float64 norm is finite exactly when
+# every entry is, with no rescaling.
+_NARROW = (tf.float16, tf.bfloat16, tf.float32)
+
+
+def _clip_factor(norm: tf.Tensor, clip: float) -> tf.Tensor:
+  return tf.where(norm > clip, clip * _CLIP_SHRINK / norm,
+                  tf.constant(1.0, tf.float64))
+
+
+def _clipped_wide(flat: list[tf.Tensor], order: int,
+                  clip: float) -> list[tf.Tensor]:
+  """`flat` in float64, zeroed if any entry is not finite, then clipped."""
+  wide = [tf.cast(t, tf.float64) for t in flat]
+  if all(t.dtype in _NARROW for t in flat):
+    norm = _plain_norm(wide, order)
+    factor = _clip_factor(norm, clip)
+    # tf.cond, not multiplication by 0: 0 * inf is NaN.
+    return tf.cond(tf.math.is_finite(norm), lambda: [w * factor for w in wide],
+                   lambda: [tf.zeros_like(w) for w in wide])
+  finite = tf.reduce_all(
+      tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in flat]))
+  wide = [tf.where(finite, w, tf.zeros_like(w)) for w in wide]
+  factor = _clip_factor(_global_norm(wide, order), clip)
+  return [w * factor for w in wide]
 
 
 def _clip_and_noise(value, *, mechanism: LocalMechanism, clip: float,
                     noise_scale: float, noise_key: tuple[int, int]):
   """The client-side randomizer, as TF ops on one client's update."""
   flat = tf.nest.flatten(value)
-  finite = tf.reduce_all(
-      tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in flat]))
-  # tf.where, not multiplication by 0: 0 * inf is NaN.
-  wide = [
-      tf.where(finite, tf.cast(t, tf.float64), tf.zeros_like(t,
-                                                             dtype=tf.float64))
-      for t in flat
-  ]
-  order = 1 if mechanism is LocalMechanism.LAPLACE else 2
-  norm = _global_norm(wide, order)
-  factor = tf.where(norm > clip, clip * _CLIP_SHRINK / norm,
-                    tf.constant(1.0, tf.float64))
+  laplace = mechanism is LocalMechanism.LAPLACE
+  clipped = _clipped_wide(flat, 1 if laplace else 2, clip)
   # A fresh secret seed per execution, i.e. per client and per round (see
   # the module docstring); one independent Philox stream per tensor.
   seeds = noise_seeds.execution_seeds(noise_key, num=len(flat))
-  out = []
-  for t, w, s in zip(flat, wide, seeds):
-    clipped = w * factor
-    if mechanism is LocalMechanism.LAPLACE:
-      noise = _laplace(tf.shape(w), s, noise_scale)
-    else:
-      noise = tf.random.stateless_normal(tf.shape(w),
-                                         seed=s,
-                                         stddev=noise_scale,
-                                         dtype=tf.float64)
-    out.append(tf.cast(clipped + noise, t.dtype))
+  sampler = float64_noise.laplace if laplace else float64_noise.gaussian
+  out = [
+      tf.cast(c + sampler(tf.shape(c), s, noise_scale), t.dtype)
+      for t, c, s in zip(flat, clipped, seeds)
+  ]
   return tf.nest.pack_sequence_as(value, out)
 
 
