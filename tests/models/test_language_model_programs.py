@@ -2,7 +2,8 @@
 modules of `--dataset=python_stdlib`, then train the transformer from it.
 
 Tiny sizes; the full round trip (pretraining, a DP run from the checkpoint,
-a refused mismatch) takes about a minute, hence `slow`.
+a LoRA run from it killed after round 1 and resumed, a refused mismatch)
+takes a few minutes, hence `slow`.
 """
 
 import json
@@ -55,6 +56,24 @@ def test_pretrain_then_private_training_from_the_checkpoint(tmp_path):
   summary = json.loads((run_dir / 'summary.json').read_text())
   assert summary['rounds'] == 2
   assert 0 <= summary['accuracy'] <= 1
+
+  # LoRA one client per call: the frozen base comes from the checkpoint
+  # and is sent once. A process whose constants were not the checkpoint's
+  # would refuse its weights (`grouped_frozen.checked_weights`) at the
+  # start and again when a resumed run rebuilds it, so both runs ending
+  # well is the check that the constants are rebuilt the same.
+  lora = ('--trainable=lora', '--lora_rank=2', '--lora_alpha=2',
+          '--clients_per_call=1', '--run_name=lora')
+  crashed = programs.run_train(
+      *_TINY, *common, *lora, env_extra={'TFF_DP_CRASH_AT': 'between_rounds:1'})
+  assert crashed.returncode == -9, crashed.stderr
+  resumed = programs.run_train(*_TINY, *common, *lora, check=True)
+  assert 'resuming after round 1' in resumed.stdout
+  model = json.loads(
+      (tmp_path / 'runs' / 'lora' / 'summary.json').read_text())['model']
+  assert model['frozen_sent'] == 'once'
+  assert model['download_bytes_per_client_round'] == model[
+      'upload_bytes_per_client_round']
 
   refused = programs.run_train(*_TINY, *common, '--transformer_width=32',
                                '--run_name=other')

@@ -233,11 +233,16 @@ def test_transformer_lora_run_reports_what_it_trained_and_sent(tmp_path):
   assert model['trainable'] == 'lora'
   assert model['noise_dimension'] == model['trainable_parameters'] == adapters
   assert model['upload_bytes_per_client_round'] == 4 * adapters
-  assert model['download_bytes_per_client_round'] == 4 * (
-      adapters + model['frozen_parameters'])
+  # One client per call too, the frozen tensors reach each client once.
+  frozen_bytes = 4 * model['frozen_parameters']
+  assert model['download_bytes_per_client_round'] == 4 * adapters
+  assert model['frozen_sent'] == 'once'
+  assert model['one_time_download_bytes_per_client'] == frozen_bytes > 0
   statement = (tmp_path / 'r' / 'privacy_statement.txt').read_text()
   assert f'Noise dimension: {adapters:,}' in statement
-  assert f'upload {4 * adapters:,} bytes' in statement
+  assert (f'upload {4 * adapters:,} bytes (the trained tensors, float32); '
+          f'download {4 * adapters:,} bytes') in statement
+  assert f'{frozen_bytes:,} bytes, reach each client once' in statement
 
 
 def test_lora_on_a_callers_model_without_dense_layers_names_the_flag():

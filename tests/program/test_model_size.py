@@ -1,8 +1,9 @@
 """What `tff_dp.program.model_size` reports as sent (`--trainable`).
 
 Pure arithmetic on the counts: whether the frozen tensors are broadcast
-every round (TFF's processes) or reach each client once (the grouped path)
-is read from a process's broadcasts, tested in
+every round (TFF's default distributor) or reach each client once (both
+paths' processes, `tff_dp.algorithms.grouped_frozen`) is read from a
+process's broadcasts, tested in tests/models/test_trainable_process.py and
 tests/algorithms/test_grouped_language_model.py.
 """
 

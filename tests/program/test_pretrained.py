@@ -147,3 +147,133 @@ def test_a_run_starts_from_the_checkpoint(data, checkpoint, tff_runtime):
           process, process.initialize(),
           _config(dp_mechanism='none', clients_per_round=2), data))
   assert any(not np.array_equal(a, b) for a, b in zip(plain.trainable, saved))
+
+
+# --- A run that trains part of the model: its frozen constants. -------------
+
+
+def _lora_config(**settings):
+  return _config(trainable='lora',
+                 lora_rank=2,
+                 lora_alpha=2.0,
+                 clients_per_call=1,
+                 dp_mechanism='none',
+                 clients_per_round=2,
+                 **settings)
+
+
+def _frozen(process, state):
+  return [np.array(w) for w in process.get_model_weights(state).non_trainable]
+
+
+def _lora_process(config, data):
+  """The process as `tff_dp.program.experiment` builds it, fresh or
+  resumed: its frozen constants from `pretrained.frozen_weights`."""
+  sampler = run_privacy.build_sampler(config, data.population, secret=1)
+  return assembly.build_process(config,
+                                data,
+                                sampler,
+                                frozen_weights=pretrained.frozen_weights(
+                                    config, data))
+
+
+def _saved(checkpoint):
+  # Read from the variables: Keras' get_weights can fail once TFF has
+  # traced a model in the same process (its v1 training engine).
+  return [v.numpy() for v in checkpoint[1].weights]
+
+
+def _as_saved(frozen, saved):
+  """Each frozen value matched to the saved weight it equals (same shape,
+  same bytes): the checkpoint's weights, every one used once."""
+  left = list(saved)
+  for value in frozen:
+    match = [
+        i for i, w in enumerate(left)
+        if w.shape == value.shape and np.array_equal(w, value)
+    ]
+    assert match, f'a frozen {value.shape} tensor is not in the checkpoint'
+    left.pop(match[0])
+  return left
+
+
+def test_lora_runs_freeze_the_checkpoints_weights(data, checkpoint):
+  """What a run gives its process as frozen constants
+  (`pretrained.frozen_weights`) is the checkpoint's base model, every
+  weight once (LoRA freezes all of it), not the seeded model's."""
+  frozen = pretrained.frozen_weights(_lora_config(init_from=checkpoint[0]),
+                                     data)
+  assert _as_saved(frozen, _saved(checkpoint)) == []
+  seeded = assembly.build_keras_model_fn(_lora_config(), data)()
+  assert any(not np.array_equal(a, b.numpy())
+             for a, b in zip(frozen, seeded.non_trainable_variables))
+  assert pretrained.frozen_weights(_lora_config(), data) is None
+
+
+# Building the transformer's TFF process takes 10-45 s (load 10-14).
+@pytest.mark.tff
+@pytest.mark.slow
+def test_lora_constants_are_the_checkpoints_weights(data, checkpoint,
+                                                    tff_runtime):
+  """The clients' frozen constants are the pretrained (public) checkpoint's
+  weights, not the seeded model's and never computed from client data: the
+  initial state holds them (pinned to the constants), and the seeded
+  model's frozen weights are refused."""
+  del tff_runtime
+  config = _lora_config(init_from=checkpoint[0])
+  process = _lora_process(config, data)
+  state = process.initialize()
+  frozen = _frozen(process, state)
+  # LoRA freezes the whole base model: every saved weight, once each.
+  assert _as_saved(frozen, _saved(checkpoint)) == []
+  state = pretrained.initial_state(process, state, config, data)
+  assert all(
+      np.array_equal(a, b) for a, b in zip(_frozen(process, state), frozen))
+  seeded = assembly.build_keras_model_fn(_lora_config(), data)()
+  weights = process.get_model_weights(state)
+  other = type(weights)(
+      trainable=weights.trainable,
+      non_trainable=[v.numpy() for v in seeded.non_trainable_variables])
+  assert any(
+      not np.array_equal(a, b) for a, b in zip(other.non_trainable, frozen))
+  with pytest.raises(Exception, match='frozen weights differ'):
+    process.set_model_weights(state, other)
+
+
+@pytest.mark.tff
+@pytest.mark.slow
+def test_a_resumed_lora_run_rebuilds_the_same_constants(data, checkpoint,
+                                                        tff_runtime, tmp_path):
+  """A round, a checkpoint, then a process built anew as a resumed run
+  builds it: it takes the checkpointed state and trains on with the
+  checkpoint's frozen weights, bit-identical."""
+  del tff_runtime
+  from tff_dp.program import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import client_data  # pylint: disable=g-import-not-at-top
+  config = _lora_config(init_from=checkpoint[0])
+  datasets = client_data.round_datasets_for(data,
+                                            batch_size=8,
+                                            epochs=1,
+                                            seed=0)
+  process = _lora_process(config, data)
+  state = pretrained.initial_state(process, process.initialize(), config, data)
+  frozen = _frozen(process, state)
+  state = process.next(state, datasets(1, [0, 1])).state
+  manager = checkpoint_lib.CheckpointManager(str(tmp_path))
+  manager.save(1, state, {'round': 1})
+
+  resumed = _lora_process(config, data)
+  template = pretrained.initial_state(resumed, resumed.initialize(), config,
+                                      data)
+  restored = manager.load(1, template).state
+  # The rebuilt constants accept the restored model (they refuse others).
+  restored = resumed.set_model_weights(restored,
+                                       resumed.get_model_weights(restored))
+  output = resumed.next(restored, datasets(2, [1, 0]))
+  trained = resumed.get_model_weights(output.state).trainable
+  assert any(not np.array_equal(a, b)
+             for a, b in zip(trained,
+                             resumed.get_model_weights(restored).trainable))
+  for want, got in zip(frozen, _frozen(resumed, output.state)):
+    np.testing.assert_array_equal(got, want)
+  assert _as_saved(frozen, _saved(checkpoint)) == []

@@ -56,7 +56,7 @@ round 1). Each client may contribute at most once per tree: use
 `REPLACE_SPECIAL`, RDP only).
 """
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -83,6 +83,7 @@ def build_dp_ftrl_process(
     server_momentum: float,
     model_aggregator: tff.aggregators.UnweightedAggregationFactory,
     client_momentum: float = 0.0,
+    frozen_weights: Optional[Sequence[Any]] = None,
 ) -> tff.learning.templates.LearningProcess:
   """Returns DP-FTRL(M) as a TFF learning process (see module doc).
 
@@ -95,6 +96,10 @@ def build_dp_ftrl_process(
       build_tree_aggregator`, as `tff_dp.mechanisms.tree_aggregation` builds
       it), restarted every `EpochSampler.rounds_per_epoch` rounds.
     client_momentum: Momentum of the clients' SGD.
+    frozen_weights: The frozen weights if not the model's initial ones
+      (`--init_from`). A model with frozen weights gets them as constants of
+      the client computation, broadcasting the trainable tensors only
+      (`learning_process.with_frozen_constants`).
 
   Returns:
     The process. Its `next` must be called exactly once per round, from
@@ -105,15 +110,18 @@ def build_dp_ftrl_process(
   """
   checks.check_real('client_learning_rate', client_learning_rate)
   checks.check_real('client_momentum', client_momentum, below_one=True)
-  return tff.learning.algorithms.build_unweighted_fed_avg(
-      model_fn=model_fn,
-      client_optimizer_fn=tff.learning.optimizers.build_sgdm(
-          learning_rate=client_learning_rate, momentum=client_momentum or None),
-      server_optimizer_fn=build_server_optimizer(
-          server_learning_rate=server_learning_rate,
-          server_momentum=server_momentum),
-      loop_implementation=learning_process.LOOP,
-      model_aggregator=model_aggregator)
+  return learning_process.with_frozen_constants(
+      lambda **distributor: tff.learning.algorithms.build_unweighted_fed_avg(
+          model_fn=model_fn,
+          client_optimizer_fn=tff.learning.optimizers.build_sgdm(
+              learning_rate=client_learning_rate,
+              momentum=client_momentum or None),
+          server_optimizer_fn=build_server_optimizer(
+              server_learning_rate=server_learning_rate,
+              server_momentum=server_momentum),
+          loop_implementation=learning_process.LOOP,
+          model_aggregator=model_aggregator,
+          **distributor), model_fn, frozen_weights)
 
 
 def build_server_optimizer(

@@ -22,13 +22,21 @@ The model aggregator is composed inside out (as in google-research/federated
      non-finite client updates and rescales absurd ones before clipping;
   2. the client weighting: uniform (the DP factory as is), capped weights
      (`tff_dp.mechanisms.weighting`), or |D_k| / |D| (non-private weighted mean).
+
+A model with frozen (non-trainable) weights (`--trainable`) gets TFF's
+processes with one change (`frozen_distributor`): each round broadcasts the
+trainable tensors only, the frozen ones being constants of the client
+computation (`tff_dp.algorithms.grouped_frozen`, as on the grouped path).
+TFF's FedAvg never changes the server's non-trainable weights, so the rounds
+compute the same model.
 """
 
 import collections
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import tensorflow_federated as tff
 
+from tff_dp.algorithms import grouped_frozen
 from tff_dp.config import Algorithm
 from tff_dp.config import ClientWeighting
 from tff_dp.config import ServerOptimizer
@@ -154,6 +162,40 @@ def build_server_optimizer(
   raise ValueError(f'unknown server optimizer {kind!r}')
 
 
+def frozen_distributor(
+    model_fn: Callable[[], tff.learning.models.VariableModel],
+    frozen_weights: Optional[Sequence[Any]] = None) -> tuple[Any, Any]:
+  """(TFF `model_distributor`, frozen constants) for `model_fn`'s model:
+  (None, None), TFF's default broadcast, for a model without frozen weights.
+
+  Args:
+    model_fn: No-argument constructor of the TFF model.
+    frozen_weights: The frozen weights' values if they are not the model's
+      initial ones (`--init_from`: the pretrained checkpoint's).
+
+  Raises:
+    ValueError: If `frozen_weights` does not match the model's.
+  """
+  weights_type = tff.learning.models.weights_type_from_model(model_fn)
+  if not weights_type.non_trainable:
+    if frozen_weights:
+      raise ValueError('frozen weights given for a model without any')
+    return None, None
+  frozen = grouped_frozen.variable_model_frozen(model_fn, frozen_weights)
+  return grouped_frozen.build_frozen_distributor(weights_type, frozen), frozen
+
+
+def with_frozen_constants(build: Callable[..., Any],
+                          model_fn,
+                          frozen_weights: Optional[Sequence[Any]] = None):
+  """`build(model_distributor=...)`, a TFF process builder, with the frozen
+  weights of `model_fn`'s model sent once (`frozen_distributor`)."""
+  distributor, frozen = frozen_distributor(model_fn, frozen_weights)
+  if distributor is None:
+    return build(model_distributor=None)
+  return grouped_frozen.pin_frozen(build(model_distributor=distributor), frozen)
+
+
 def build_learning_process(
     *,
     model_fn: Callable[[], tff.learning.models.VariableModel],
@@ -164,8 +206,12 @@ def build_learning_process(
     server_optimizer: tff.learning.optimizers.Optimizer,
     proximal_strength: float = 0.0,
     metrics_aggregator: Optional[Callable] = None,
+    frozen_weights: Optional[Sequence[Any]] = None,
 ) -> tff.learning.templates.LearningProcess:
   """Returns the TFF learning process of `algorithm` with the aggregator.
+
+  A model with frozen weights gets them as constants of the client
+  computation (module docstring).
 
   Args:
     model_fn: No-argument constructor of the TFF model.
@@ -180,11 +226,33 @@ def build_learning_process(
     metrics_aggregator: TFF's metrics aggregator; None for TFF's default (the
       clients' metrics summed un-noised at the server), `no_client_metrics`
       where the server is an adversary.
+    frozen_weights: The frozen weights if not the model's initial ones
+      (`--init_from`); `set_model_weights` refuses others.
   """
+  return with_frozen_constants(
+      lambda **distributor: _build_tff_process(
+          model_fn=model_fn,
+          algorithm=algorithm,
+          model_aggregator=model_aggregator,
+          client_learning_rate=client_learning_rate,
+          client_momentum=client_momentum,
+          server_optimizer=server_optimizer,
+          proximal_strength=proximal_strength,
+          metrics_aggregator=metrics_aggregator,
+          **distributor), model_fn, frozen_weights)
+
+
+def _build_tff_process(*, model_fn, algorithm, model_aggregator,
+                       client_learning_rate, client_momentum, server_optimizer,
+                       proximal_strength, metrics_aggregator,
+                       model_distributor):
+  """`build_learning_process` with TFF's builder's `model_distributor`."""
   unweighted = isinstance(model_aggregator,
                           tff.aggregators.UnweightedAggregationFactory)
-  metrics = ({} if metrics_aggregator is None else dict(
-      metrics_aggregator=metrics_aggregator))
+  # TFF's builders' optional arguments: None is not their default for all.
+  extra = dict(model_distributor=model_distributor)
+  if metrics_aggregator is not None:
+    extra['metrics_aggregator'] = metrics_aggregator
   if algorithm is Algorithm.FEDSGD:
     # FedSGD clients send their full-batch mean gradient with weight |D_k|;
     # TFF's builder takes a weighted factory, so an unweighted (DP) one is
@@ -197,14 +265,14 @@ def build_learning_process(
         server_optimizer_fn=server_optimizer,
         model_aggregator=model_aggregator,
         loop_implementation=LOOP,
-        **metrics)
+        **extra)
   client_optimizer = tff.learning.optimizers.build_sgdm(
       learning_rate=client_learning_rate, momentum=client_momentum or None)
   common = dict(client_optimizer_fn=client_optimizer,
                 server_optimizer_fn=server_optimizer,
                 model_aggregator=model_aggregator,
                 loop_implementation=LOOP,
-                **metrics)
+                **extra)
   if algorithm is Algorithm.FEDAVG:
     if unweighted:
       return tff.learning.algorithms.build_unweighted_fed_avg(

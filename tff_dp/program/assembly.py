@@ -150,9 +150,10 @@ def build_process(config: TrainConfig,
     keras_model_fn: The caller's own uncompiled Keras model constructor
       (Python API) instead of `config.model`'s.
     frozen_weights: The model's frozen (non-trainable) weights if they are
-      not its initial ones (`--init_from`): the grouped process makes them
-      constants of its client computation (`tff_dp.algorithms.
-      grouped_frozen`); TFF's processes take them from `set_model_weights`.
+      not its initial ones (`--init_from`): every process but example-level
+      DP-SGD's on the reference path makes them constants of its client
+      computation (`tff_dp.algorithms.grouped_frozen`), sent once rather
+      than broadcast each round; that one broadcasts them every round.
     cache_dir: Where `tff_dp.program.computation_cache` keeps traced
       processes across runs ('' for none); used for the processes it
       accepts (`computation_cache.cacheable`), never with `frozen_weights`
@@ -209,7 +210,8 @@ def _build_process(config, data, sampler, *, group_size, client_files_dir,
                 dp,
                 rounds_per_epoch=sampler.rounds_per_epoch,
                 record_specs=dp_ftrl.model_update_specs(model_fn))),
-        client_momentum=config.client_momentum)
+        client_momentum=config.client_momentum,
+        frozen_weights=frozen_weights)
   if config.example_dp:
     return _build_example_dp_process(config, data, model_fn, dp)
   return learning_process.build_learning_process(
@@ -228,7 +230,8 @@ def _build_process(config, data, sampler, *, group_size, client_files_dir,
       # Local DP: the server is the adversary, so no un-noised client metric
       # may reach it.
       metrics_aggregator=(None if config.local_dp is LocalDp.NONE else
-                          learning_process.no_client_metrics))
+                          learning_process.no_client_metrics),
+      frozen_weights=frozen_weights)
 
 
 def _central_factory(dp, wrap):

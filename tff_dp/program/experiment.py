@@ -284,8 +284,7 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
       client_files_dir=(grouped_rounds.files_dir if grouped_rounds else ''),
       canaries=canaries,
       keras_model_fn=keras_model_fn,
-      frozen_weights=(pretrained.frozen_weights(config, data)
-                      if group_size > 1 else None),
+      frozen_weights=pretrained.frozen_weights(config, data),
       cache_dir=cache_dir)
   size = model_size.of_process(process, trainable=config.trainable.value)
   print(size.console_line(), flush=True)

@@ -5,12 +5,13 @@ execution): the model weights' `trainable` part is what clients train, clip
 and upload and what a central DP mechanism noises (the noise dimension); the
 `non_trainable` part (`tff_dp.models.trainable`'s frozen parameters) is never
 clipped, noised or aggregated. What each client DOWNLOADS per round is read
-from the round's `federated_broadcast`s: TFF 0.87's FedAvg
-(`build_unweighted_fed_avg` and the weighted one; DP-FTRL is built on it)
-broadcasts the server's whole `ModelWeights`, frozen tensors included, every
-round; the grouped path (`tff_dp.algorithms.grouped_frozen`) broadcasts the
-trainable tensors only, the frozen ones being constants of the client
-computation, shipped once (the one-time download). Only model tensors are
+from the round's `federated_broadcast`s: TFF 0.87's FedAvg with its default
+distributor broadcasts the server's whole `ModelWeights`, frozen tensors
+included, every round (still so for example-level DP-SGD,
+`tff_dp.algorithms.example_dp`); the grouped path and the reference's
+FedAvg, FedProx, FedSGD and DP-FTRL (`tff_dp.algorithms.grouped_frozen`)
+broadcast the trainable tensors only, the frozen ones being constants of the
+client computation, shipped once (the one-time download). Only model tensors are
 counted (the broadcast also carries a few scalars: the clients' optimizer
 hyperparameters, the clip). These are public facts of the configuration
 (shapes), not functions of client data.
@@ -38,7 +39,8 @@ class ModelSize:
   trainable_parameters: int
   frozen_parameters: int
   # Whether each round's broadcast carries the frozen tensors (TFF's
-  # FedAvg) or they reach each client once (the grouped path).
+  # default distributor) or they reach each client once (constants of the
+  # client computation, `tff_dp.algorithms.grouped_frozen`).
   frozen_every_round: bool = True
 
   @property
@@ -140,8 +142,9 @@ def _broadcast_types(comp: tff.Computation) -> list[tff.Type]:
 
 def frozen_broadcast_each_round(process: Any) -> bool:
   """Whether `process.next` broadcasts the model's frozen tensors: True if
-  one of its broadcasts is the whole `ModelWeights` (TFF's FedAvg), False if
-  only the trainable tensors are (the grouped path)."""
+  one of its broadcasts is the whole `ModelWeights` (TFF's default
+  distributor), False if only the trainable tensors are
+  (`tff_dp.algorithms.grouped_frozen`, both paths)."""
   weights_type = process.get_model_weights.type_signature.result
   broadcasts = _broadcast_types(process.next)
   if any(t.is_equivalent_to(weights_type) for t in broadcasts):

@@ -109,7 +109,9 @@ def load_weights(checkpoint_dir: str, config: TrainConfig,
 
 def frozen_weights(config: TrainConfig, data: Any) -> Optional[list]:
   """The frozen weights of `config.init_from` for a run that trains only
-  some parameters (the grouped process's client constants), else None."""
+  some parameters (the constants of the process's client computation,
+  `tff_dp.algorithms.grouped_frozen`), else None: public pretrained
+  weights, never a function of the private clients' data."""
   if not config.init_from or not assembly.freezes(config):
     return None
   return list(load_weights(config.init_from, config, data).non_trainable)
