@@ -16,10 +16,9 @@ which the accounting already treats as public: whether a run holds its data
 in memory, and so which path trains it, never depends on how much text the
 clients hold (that would be a statistic of their data, printed and recorded
 without noise). At most 10,000 clients: `python_stdlib` (549 private
-modules, at most 64 windows each: 15 MB) and `shakespeare` (715 roles; its
-whole text is about 4 MB of characters, some 30 MB as windows) fit;
-`stackoverflow_nwp`'s 342,477 users (135 M sentences) stay streamed, one
-client per TFF call.
+modules with Python 3.11.7, at most 64 windows each: 28,959 windows, 14.8 MB
+as float32 features and int32 labels) and `shakespeare` (715 roles) are read;
+`stackoverflow_nwp`'s 342,477 users stay streamed, one client per TFF call.
 """
 
 from typing import Any
