@@ -14,6 +14,7 @@ from tests.helpers import fake_shakespeare as fake
 from tff_dp import api
 from tff_dp import config_checks
 from tff_dp.checks import ConfigError
+from tff_dp.data import public_clients
 from tff_dp.data import python_stdlib
 from tff_dp.data import token_memory
 from tff_dp.data import token_sources
@@ -83,6 +84,18 @@ def test_shakespeare_in_memory_is_its_streamed_windows(tmp_path):
     np.testing.assert_array_equal(data.client_y[i], y)
   assert data.client_y[0].shape[1] == token_sources.SHAKESPEARE_WINDOW
   np.testing.assert_array_equal(data.test_x, _stack(source.test_dataset())[0])
+  # A declared public client never enters the in-memory population.
+  ids = tmp_path / 'public.txt'
+  ids.write_text('KING\n')
+  private = public_clients.apply(
+      source,
+      public_clients.PublicDeclaration(file=str(ids)),
+      dataset='shakespeare')
+  data = token_memory.to_federated_data(private)
+  assert data.client_ids == ('HAMLET',)
+  assert data.public_client_ids == ('KING',)
+  np.testing.assert_array_equal(data.client_x[0],
+                                _stack(source.client_dataset(0))[0])
 
 
 def _windows(**overrides):
