@@ -23,8 +23,8 @@ The models are tff_dp.algorithms.models' own: the MLP, and for W2 `--model=cnn`,
 same network as the benchmark's CNN (conv 32, conv 64, max-pool, dropout 0.25,
 dense 128, dropout 0.5, dense 10; 1,199,882 parameters), with its own seeded
 initial weights; for W3 `--model=transformer` at tff-dp's default sizes, on
-next-token windows held in memory (`TokenWindows`; `--trainable` as the
-workload says), with the resident memory of the worker and of this process
+next-token windows held in memory (`FederatedData` with next-token labels,
+as the program holds the offline task; `--trainable` as the workload says), with the resident memory of the worker and of this process
 recorded after every round.
 
   python -m benchmarks.rounds --spec=SPEC.json --out=RESULT.json
@@ -61,33 +61,11 @@ from tff_dp.program import prepare as prepare_lib
 from tff_dp.program import run_privacy
 
 
-@dataclasses.dataclass(frozen=True)
-class TokenWindows:
-  """W3's synthetic clients with next-token labels, in memory.
-
-  `FederatedData` holds one class id per example; the grouped process reads
-  only what is here (the model's sizes, the label kind, the clients' arrays
-  and sizes), as `tff_dp.program.assembly.build_process` asks for them.
-  """
-  client_x: tuple
-  client_y: tuple
-  input_dim: int = workloads_lib.TOKEN_WINDOW
-  num_classes: int = workloads_lib.TOKEN_VOCAB_SIZE
-  vocab_size: int = workloads_lib.TOKEN_VOCAB_SIZE
-  label_kind: LabelKind = LabelKind.NEXT_TOKENS
-  image_shape: Optional[tuple] = None
-
-  @property
-  def population(self) -> int:
-    return len(self.client_x)
-
-  def client_sizes(self) -> np.ndarray:
-    return np.array([len(y) for y in self.client_y], np.int64)
-
-
 def federated_data(workload: workloads_lib.Workload) -> FederatedData:
-  """The workload's synthetic clients as tff-dp's validated container."""
+  """The workload's synthetic clients as tff-dp's validated container (W3:
+  next-token windows of the offline task's vocabulary)."""
   data = workloads_lib.synthetic_data(workload)
+  tokens = workload.model is workloads_lib.ModelName.TRANSFORMER
   return FederatedData(
       name=f'synthetic-{workload.name}',
       client_ids=tuple(str(i) for i in range(workload.clients)),
@@ -95,10 +73,15 @@ def federated_data(workload: workloads_lib.Workload) -> FederatedData:
       client_y=tuple(data.y),
       test_x=data.test_x,
       test_y=data.test_y,
-      num_classes=workloads_lib.NUM_CLASSES,
-      provenance='benchmark: uniform random features and labels',
+      num_classes=(workloads_lib.TOKEN_VOCAB_SIZE
+                   if tokens else workloads_lib.NUM_CLASSES),
+      provenance=('benchmark: uniform random token ids'
+                  if tokens else 'benchmark: uniform random features and '
+                  'labels'),
       image_shape=(workloads_lib.IMAGE_SHAPE
-                   if workload.model is workloads_lib.ModelName.CNN else None))
+                   if workload.model is workloads_lib.ModelName.CNN else None),
+      vocab_size=workloads_lib.TOKEN_VOCAB_SIZE if tokens else None,
+      label_kind=LabelKind.NEXT_TOKENS if tokens else LabelKind.SINGLE)
 
 
 def train_config(
@@ -123,7 +106,7 @@ def train_config(
   model_flags = [f'--model={workload.model.value}']
   if workload.model is workloads_lib.ModelName.TRANSFORMER:
     # The offline task's flag, for the config checks only: the windows are
-    # the synthetic ones of `federated_data`'s twin (`prepare`).
+    # `federated_data`'s synthetic ones (`prepare`).
     model_flags += ['--dataset=python_stdlib'] + [
         f'--{name}={value}' for name, value in workloads_lib.TRANSFORMER_SIZES
     ] + [f'--trainable={workload.trainable}']
@@ -184,17 +167,10 @@ def prepare(workload: workloads_lib.Workload,
   config = dataclasses.replace(train_config(
       workload, mechanism, hyper, extra_flags=variant.flags if variant else ()),
                                clients_per_call=requested_per_call)
-  if workload.model is workloads_lib.ModelName.TRANSFORMER:
-    # Next-token windows: tff-dp's data checks are those of one class id
-    # per example (`FederatedData`); the process takes these as they are.
-    synthetic = workloads_lib.synthetic_data(workload)
-    data = TokenWindows(tuple(synthetic.x), tuple(synthetic.y))
-    per_call = config_checks.resolve_clients_per_call(config, in_memory=True)
-  else:
-    prepared = prepare_lib.prepare_data(config,
-                                        federated_data(workload),
-                                        calibrate_noise=False)
-    data, per_call = prepared.data, prepared.clients_per_call
+  prepared = prepare_lib.prepare_data(config,
+                                      federated_data(workload),
+                                      calibrate_noise=False)
+  data, per_call = prepared.data, prepared.clients_per_call
   # DP-FTRL's tree restarts with the sampler's epochs; its secret only
   # orders the clients, and every client takes part in every round here.
   sampler = (run_privacy.build_sampler(config, data.population, secret=0)

@@ -141,10 +141,12 @@ def resolve_clients_per_call(config: TrainConfig, *, in_memory: bool) -> int:
     supported = in_memory and grouped_unsupported_reason(config) is None
     return AUTO_CLIENTS_PER_CALL if supported else 1
   if config.clients_per_call > 1 and not in_memory:
+    from tff_dp.data import token_memory  # pylint: disable=g-import-not-at-top
     raise ConfigError(
         'clients_per_call', config.clients_per_call,
         f'the grouped path needs in-memory data and --dataset='
-        f'{config.dataset.value} is streamed; use --clients_per_call=1')
+        f'{config.dataset.value} is streamed ({token_memory.RULE}); use '
+        '--clients_per_call=1')
   return config.clients_per_call
 
 

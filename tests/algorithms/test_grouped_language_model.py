@@ -42,6 +42,7 @@ from tff_dp.config import DpMechanism
 from tff_dp.config import ModelKind
 from tff_dp.config import ServerOptimizer
 from tff_dp.config import Trainable
+from tff_dp.data.federated_data import FederatedData
 from tff_dp.data.labels import LabelKind
 from tff_dp.mechanisms import dp_queries
 from tff_dp.models import trainable as trainable_lib
@@ -510,23 +511,17 @@ def test_zero_noise_adaptive_and_dp_ftrl_equal_reference(
 # --- Through the program's assembly. -----------------------------------------
 
 
-class _Windows:
-  """In-memory next-token windows with what `assembly.build_process` reads."""
-  input_dim = num_classes = None
-  image_shape = None
-  label_kind = LabelKind.NEXT_TOKENS
-
-  def __init__(self, xs, ys, vocab_size):
-    self.client_x, self.client_y = tuple(xs), tuple(ys)
-    self.input_dim = xs[0].shape[1]
-    self.num_classes = self.vocab_size = vocab_size
-
-  @property
-  def population(self):
-    return len(self.client_x)
-
-  def client_sizes(self):
-    return np.array([len(y) for y in self.client_y], np.int64)
+def _windows(xs, ys):
+  """The population as the program holds in-memory token windows."""
+  return FederatedData(name='windows',
+                       client_ids=tuple(str(i) for i in range(len(xs))),
+                       client_x=tuple(xs),
+                       client_y=tuple(ys),
+                       test_x=xs[0],
+                       test_y=ys[0],
+                       num_classes=_V,
+                       vocab_size=_V,
+                       label_kind=LabelKind.NEXT_TOKENS)
 
 
 @pytest.mark.slow
@@ -557,7 +552,7 @@ def test_program_assembly_builds_the_grouped_transformer_with_lora(
   per_call = config_checks.resolve_clients_per_call(config, in_memory=True)
   assert per_call == config_checks.AUTO_CLIENTS_PER_CALL
   xs, ys = population
-  data = _Windows(xs, ys, _V)
+  data = _windows(xs, ys)
   sampler = run_privacy.build_sampler(config, data.population, secret=0)
   with grouped_data.GroupedRounds(data.client_x,
                                   data.client_y,

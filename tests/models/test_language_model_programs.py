@@ -3,7 +3,9 @@ modules of `--dataset=python_stdlib`, then train the transformer from it.
 
 Tiny sizes; the full round trip (pretraining, a DP run from the checkpoint,
 a LoRA run from it killed after round 1 and resumed, a refused mismatch)
-takes a few minutes, hence `slow`.
+takes a few minutes, hence `slow`. The offline task is held in memory
+(`tff_dp.data.token_memory`), so `train` runs it on the grouped path, with
+LoRA too.
 """
 
 import json
@@ -81,3 +83,43 @@ def test_pretrain_then_private_training_from_the_checkpoint(tmp_path):
   assert 'transformer_width=16, this run has transformer_width=32' in (
       refused.stderr)
   assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+
+
+@pytest.mark.slow
+def test_lora_from_the_checkpoint_runs_on_the_grouped_path(tmp_path):
+  """`--trainable=lora --init_from` through the program: the grouped path
+  (the offline task in memory), the frozen tensors sent once, and a DP
+  run's banner without statistics of the clients' windows."""
+  checkpoint = str(tmp_path / 'ckpt')
+  programs.run_train(*_TINY,
+                     '--steps=2',
+                     '--batch_size=8',
+                     f'--output={checkpoint}',
+                     program=programs.PRETRAIN,
+                     check=True)
+  result = programs.run_train(*_TINY,
+                              '--rounds=2',
+                              '--clients_per_round=10',
+                              '--client_batch_size=16',
+                              '--dp_mechanism=gaussian_adaptive',
+                              '--noise_multiplier=0.5',
+                              '--trainable=lora',
+                              '--lora_rank=2',
+                              '--lora_alpha=2',
+                              f'--init_from={checkpoint}',
+                              f'--output_dir={tmp_path}/runs',
+                              '--run_name=lora',
+                              check=True)
+  assert 'simulation: up to 64 clients per TFF call (the grouped path' in (
+      result.stdout), result.stdout[-3000:]
+  assert 'once, with the client computation' in result.stdout
+  # Public facts only: N and the shapes, never the windows' count.
+  assert 'train windows' not in result.stdout
+  assert 'train examples' not in result.stdout
+  run_dir = tmp_path / 'runs' / 'lora'
+  summary = json.loads((run_dir / 'summary.json').read_text())
+  assert summary['rounds'] == 2 and summary['private']
+  assert summary['model']['frozen_sent'] == 'once'
+  assert 0 <= summary['accuracy'] <= 1
+  statement = (run_dir / 'privacy_statement.txt').read_text()
+  assert 'pretrained centrally, WITHOUT noise' in statement

@@ -21,6 +21,7 @@ from tff_dp.cohorts import sampling
 from tff_dp.data import loading
 from tff_dp.data import partition as partition_lib
 from tff_dp.data import registry
+from tff_dp.data import token_memory
 from tff_dp.execution import worker_addresses
 
 
@@ -199,8 +200,7 @@ def _define_trainable_flags(fv: flags.FlagValues) -> None:
       'Dense layer; ffa_lora: the same with A frozen (FFA-LoRA, Sun et al. '
       '2024); head: the output layer; last_k: the last --trainable_last_k '
       'blocks, the final LayerNorm and the head. A DP mechanism\'s noise '
-      'has the trained parameters\' dimension. Other than all: '
-      '--clients_per_call=1 only.')
+      'has the trained parameters\' dimension.')
   checked_flags.define_int(fv,
                            'lora_rank',
                            8, 'Rank r of the LoRA adapters (--trainable=lora '
@@ -425,7 +425,11 @@ def define_simulation_flags(fv: flags.FlagValues) -> None:
       'gaussian_adaptive or tree_aggregation, uniform or capped '
       'weighting, local DP and example-level DP-SGD (with '
       '--client_epochs=1), and without DP (--dp_mechanism=none, also '
-      'with num_examples weighting), on in-memory single-label data. '
+      'with num_examples weighting), on in-memory single-label data; and '
+      'the transformer (fedavg, dp_ftrl, with a DP mechanism) on token '
+      f'data of at most {token_memory.MAX_IN_MEMORY_CLIENTS:,} clients, '
+      'read into memory (python_stdlib, shakespeare; stackoverflow_nwp '
+      'stays streamed). '
       '0: the grouped path with '
       f'{config_checks.AUTO_CLIENTS_PER_CALL} clients per call where it '
       'applies, else 1.',

@@ -1,11 +1,18 @@
-"""A federated classification dataset held in memory as numpy arrays.
+"""A federated dataset held in memory as numpy arrays.
 
 `FederatedData` is the hand-off between data loading (pure numpy) and the
-TFF side, which turns each client's arrays into a `tf.data.Dataset`. It is
+TFF side, which turns each client's arrays into a `tf.data.Dataset` (or the
+grouped path's client files, `tff_dp.algorithms.grouped_data`). It is
 validated once on construction so that every later stage can rely on the
 invariants: float32 features, int32 labels in [0, num_classes), all values
 finite, and no empty client (an empty client could never contribute and
 would make the population N used for privacy accounting wrong).
+
+Labels (`labels.LabelKind`): one class id per example, int32 [n]
+(`SINGLE`, the offline datasets), or the next token at every position of a
+window of W token ids, int32 [n, W] with W the number of features
+(`NEXT_TOKENS`: token data held in memory for the transformer,
+`tff_dp.data.token_memory`). Token features are ids in [0, vocab_size).
 """
 
 import dataclasses
@@ -24,8 +31,12 @@ def _readonly(array: np.ndarray) -> np.ndarray:
   return view
 
 
-def _check_xy(x: Any, y: Any, what: str, num_classes: int,
-              input_dim: int | None) -> None:
+def _check_xy(x: Any,
+              y: Any,
+              what: str,
+              num_classes: int,
+              input_dim: int | None,
+              label_kind: LabelKind = LabelKind.SINGLE) -> None:
   """Raises ValueError if (x, y) of `what` break an invariant."""
   if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
     raise ValueError(f'{what}: x and y must be numpy arrays, got '
@@ -33,9 +44,13 @@ def _check_xy(x: Any, y: Any, what: str, num_classes: int,
   if x.dtype != np.float32 or x.ndim != 2:
     raise ValueError(f'{what}: x must be a 2-D float32 array, got '
                      f'{x.ndim}-D {x.dtype}')
-  if y.dtype != np.int32 or y.ndim != 1:
-    raise ValueError(f'{what}: y must be a 1-D int32 array, got '
+  label_dims = 2 if label_kind is LabelKind.NEXT_TOKENS else 1
+  if y.dtype != np.int32 or y.ndim != label_dims:
+    raise ValueError(f'{what}: y must be a {label_dims}-D int32 array, got '
                      f'{y.ndim}-D {y.dtype}')
+  if label_dims == 2 and y.shape[1] != x.shape[1]:
+    raise ValueError(f'{what}: next-token labels must have one id per '
+                     f'feature ({x.shape[1]}), got {y.shape[1]}')
   if x.shape[0] != y.shape[0]:
     raise ValueError(f'{what}: x has {x.shape[0]} rows but y has '
                      f'{y.shape[0]} labels')
@@ -92,6 +107,15 @@ class FederatedData:
     image_shape: (height, width, channels) if each row of x is an image
       flattened row-major, channels last (what the CNN reshapes it to);
       None for data that are not images.
+    vocab_size: For token data, the number of token ids: every feature is
+      an integer id in [0, vocab_size) (what the rnn and the transformer
+      embed); None for other data.
+    label_kind: `SINGLE` (y int32 [n]) or `NEXT_TOKENS` (y int32 [n, d]:
+      the next id at each of the d positions of a window).
+    public_client_ids: Clients the source declared public (e.g.
+      python_stdlib's public modules): never among `client_ids`, named by the
+      privacy statement and checked against `--init_from`'s.
+    public_rule: The rule that made them public, for the same texts.
   """
   name: str
   client_ids: tuple[str, ...]
@@ -102,6 +126,10 @@ class FederatedData:
   num_classes: int
   provenance: str = ''
   image_shape: Optional[tuple[int, int, int]] = None
+  vocab_size: Optional[int] = None
+  label_kind: LabelKind = LabelKind.SINGLE
+  public_client_ids: tuple[str, ...] = ()
+  public_rule: str = ''
 
   def __post_init__(self):
     if not isinstance(self.name, str) or not self.name:
@@ -125,11 +153,15 @@ class FederatedData:
       raise ValueError('client_ids must be non-empty strings')
     if len(set(self.client_ids)) != len(self.client_ids):
       raise ValueError('client_ids contains duplicates')
+    object.__setattr__(self, 'label_kind', LabelKind(self.label_kind))
     input_dim = None
     for cid, x, y in zip(self.client_ids, self.client_x, self.client_y):
-      _check_xy(x, y, f'client {cid!r}', self.num_classes, input_dim)
+      _check_xy(x, y, f'client {cid!r}', self.num_classes, input_dim,
+                self.label_kind)
       input_dim = x.shape[1]
-    _check_xy(self.test_x, self.test_y, 'test set', self.num_classes, input_dim)
+    _check_xy(self.test_x, self.test_y, 'test set', self.num_classes, input_dim,
+              self.label_kind)
+    self._check_tokens()
     if self.image_shape is not None:
       shape = tuple(self.image_shape)
       if (len(shape) != 3 or
@@ -192,6 +224,32 @@ class FederatedData:
                provenance=provenance,
                image_shape=image_shape)
 
+  def _check_tokens(self) -> None:
+    """Token features are integer ids below `vocab_size`; public clients
+    are not training clients."""
+    object.__setattr__(self, 'public_client_ids',
+                       tuple(str(c) for c in self.public_client_ids))
+    if set(self.public_client_ids) & set(self.client_ids):
+      raise ValueError('a public client is also a training client')
+    if self.label_kind is LabelKind.MULTI_HOT:
+      raise ValueError('multi-hot labels are not held in memory')
+    if self.vocab_size is None:
+      if self.label_kind is LabelKind.NEXT_TOKENS:
+        raise ValueError('next-token labels need a vocab_size')
+      return
+    if (isinstance(self.vocab_size, bool) or
+        not isinstance(self.vocab_size,
+                       (int, np.integer)) or self.vocab_size < 2):
+      raise ValueError(f'vocab_size must be an int >= 2, got '
+                       f'{self.vocab_size!r}')
+    object.__setattr__(self, 'vocab_size', int(self.vocab_size))
+    for what, x in [
+        *zip(self.client_ids, self.client_x), ('test set', self.test_x)
+    ]:
+      if x.min() < 0 or x.max() >= self.vocab_size or np.any(x != np.floor(x)):
+        raise ValueError(f'{what}: token features must be integer ids in '
+                         f'[0, {self.vocab_size})')
+
   @property
   def population(self) -> int:
     """Number of clients: the N used for privacy accounting."""
@@ -200,16 +258,6 @@ class FederatedData:
   @property
   def input_dim(self) -> int:
     return int(self.client_x[0].shape[1])
-
-  @property
-  def vocab_size(self) -> None:
-    """None: in-memory data are never token ids (see `loading`)."""
-    return None
-
-  @property
-  def label_kind(self) -> LabelKind:
-    """In-memory data hold one int32 class id per example (see `labels`)."""
-    return LabelKind.SINGLE
 
   def client_sizes(self) -> np.ndarray:
     """Number of training examples of each client, in client order."""
@@ -222,9 +270,10 @@ class FederatedData:
   def statistics(self) -> dict[str, Any]:
     """Summary statistics as plain Python values (JSON-serializable)."""
     sizes = self.client_sizes()
-    train_hist = np.bincount(np.concatenate(self.client_y),
+    # Next-token labels count every position (the padding 0 included).
+    train_hist = np.bincount(np.concatenate(self.client_y).ravel(),
                              minlength=self.num_classes)
-    test_hist = np.bincount(self.test_y, minlength=self.num_classes)
+    test_hist = np.bincount(self.test_y.ravel(), minlength=self.num_classes)
     return {
         **size_statistics(self.name, sizes),
         'input_dim': self.input_dim,

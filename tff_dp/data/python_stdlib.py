@@ -206,17 +206,22 @@ class PythonStdlibSource(benchmark_source.CachedClients):
     """SHA-256 over every module's path, side and windows."""
     return self._fingerprint
 
-  def _dataset(self, windows: np.ndarray) -> tf.data.Dataset:
-    return tf.data.Dataset.from_tensor_slices(
-        _features_labels(windows, self._next_token_labels))
+  def client_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """The windows of private client `index` as (features, labels) arrays
+    (`token_memory` reads them without a dataset)."""
+    return _features_labels(self._windows[int(index)], self._next_token_labels)
+
+  def test_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+    """The test modules' windows as (features, labels) arrays."""
+    return _features_labels(np.concatenate(self._test), self._next_token_labels)
 
   def client_dataset(self, index: int) -> tf.data.Dataset:
     """The windows of private client `index` (unbatched): (features, label)."""
-    return self._dataset(self._windows[int(index)])
+    return tf.data.Dataset.from_tensor_slices(self.client_arrays(index))
 
   def test_dataset(self) -> tf.data.Dataset:
     """The test modules' windows (server-side evaluation only)."""
-    return self._dataset(np.concatenate(self._test))
+    return tf.data.Dataset.from_tensor_slices(self.test_arrays())
 
   def public_examples(self) -> tuple[np.ndarray, np.ndarray]:
     """The public modules' windows as (features, labels) arrays."""

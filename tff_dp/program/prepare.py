@@ -81,6 +81,28 @@ def load_data(config: TrainConfig) -> Any:
     raise ConfigError('dataset', config.dataset.value, str(e)) from e
 
 
+def _tokens_in_memory(config: TrainConfig, data):
+  """Token data read into memory for the transformer's grouped path
+  (`token_memory`'s rule, on the public population N alone), else `data`.
+
+  Only where the grouped path would train it: --clients_per_call=1, --workers
+  (the driver then sends the examples) and what the grouped path does not
+  implement keep the streamed source, one client per TFF call.
+  """
+  from tff_dp.data import token_memory  # pylint: disable=g-import-not-at-top
+  from tff_dp.data.federated_data import FederatedData  # pylint: disable=g-import-not-at-top
+  if (isinstance(data, FederatedData) or data.vocab_size is None or
+      config.model is not config_lib.ModelKind.TRANSFORMER or
+      config.clients_per_call == 1 or config.workers or
+      config_checks.grouped_unsupported_reason(config) is not None or
+      not token_memory.fits(data)):
+    return data
+  try:
+    return token_memory.to_federated_data(data)
+  except ValueError as e:
+    raise ConfigError('dataset', config.dataset.value, str(e)) from e
+
+
 def _hold_out_eval_clients(config: TrainConfig, data):
   """(training data, held-out clients or None) for --evaluation.
 
@@ -155,6 +177,7 @@ def prepare_data(config: TrainConfig,
 def _prepare_loaded(config: TrainConfig, data: Any, *,
                     calibrate_noise: bool) -> PreparedRun:
   """The checks and resolutions of `prepare_run` that need the data."""
+  data = _tokens_in_memory(config, data)
   data, held_out = _hold_out_eval_clients(config, data)
   config_checks.check_population(config, data.population)
   config_checks.check_model_fits_data(config,
