@@ -5,7 +5,9 @@ SGD (learning rate, batch size and epochs of the workload) from the global
 model on its own examples in the order `tff_dp.program.client_data` would use; its
 update (initial minus final weights) is clipped to L2 norm C by GLOBAL norm
 (all variables together); the clipped updates are summed; Gaussian noise of
-standard deviation z * C is added to the sum; the sum is divided by the fixed
+standard deviation z * C is added to the sum (float64 Box-Muller rounded to
+float32, `tff_dp.mechanisms.float64_noise`, as tff-dp's queries draw it since
+2026-12-05; before, both drew TF's float32 sampler); the sum is divided by the fixed
 clients_per_round; the server applies SGD with momentum to that average, as
 `tff.learning.optimizers.build_sgdm` does. All of it is ONE `tf.function`
 call per round. No TFF is imported (`tff_dp.mechanisms.float64_noise` is
@@ -322,8 +324,9 @@ class FloorRound:
       for i, g in enumerate(per_example):
         shape = [-1] + [1] * (g.shape.rank - 1)
         total = tf.reduce_sum(g * tf.reshape(scale, shape), axis=0)
-        grads.append(total + tf.random.stateless_normal(
-            tf.shape(total), seed=s + 1 + i, stddev=noise_multiplier * clip))
+        grads.append(total + float64_noise.gaussian_as(tf.shape(total), s + 1 +
+                                                       i, noise_multiplier *
+                                                       clip, total.dtype))
       w = [
           v - (self._hyper.client_learning_rate / batch) * g
           for v, g in zip(w, grads)
@@ -349,10 +352,9 @@ class FloorRound:
     def round_fn(x, y, seeds, noise_seed):
       total = client_deltas(x, y, seeds)
       noised = [
-          t +
-          tf.random.stateless_normal(tf.shape(t),
-                                     seed=noise_seed + i,
-                                     stddev=hyper.noise_multiplier * hyper.clip)
+          t + float64_noise.gaussian_as(tf.shape(t), noise_seed +
+                                        i, hyper.noise_multiplier *
+                                        hyper.clip, t.dtype)
           for i, t in enumerate(total)
       ] if self._mechanism.central else total
       average = [n / clients for n in noised]

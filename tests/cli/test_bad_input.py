@@ -60,8 +60,11 @@ def _cases(tmp):
       (['--flagfile=' + _SMOKE,
         '--algorithm=dp_ftrl'], '--dp_mechanism=gaussian_adaptive'),
       (['--flagfile=' + _SMOKE, '--local_dp=laplace'], '--local_epsilon'),
-      (['--flagfile=' + _SMOKE, '--clients_per_call=8',
-        '--dp_mechanism=none'], '--clients_per_call=8'),
+      # The grouped path's DP-SGD samples each record once per round.
+      ([
+          '--flagfile=' + _SMOKE, '--clients_per_call=8', '--example_dp',
+          '--dp_mechanism=none', '--client_epochs=2'
+      ], '--clients_per_call=8'),
       (['--flagfile=' + _SMOKE, '--example_dp',
         '--algorithm=fedsgd'], '--example_dp'),
       # Each record would be in the client's data client_epochs times while

@@ -45,6 +45,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_dp import checks
+from tff_dp.mechanisms import float64_noise
 from tff_dp.mechanisms import noise_seeds
 from tff_dp.privacy import run_secrets
 
@@ -209,10 +210,8 @@ def _build_client_update(model: tff.learning.models.VariableModel,
       grads = clipped_gradient_sum(
           per_example_gradients(*_features_and_labels(batch)), settings.clip)
       for i, (variable, grad) in enumerate(zip(variables, grads)):
-        noise = tf.random.stateless_normal(tf.shape(variable),
-                                           seed=seeds[i + 1],
-                                           stddev=noise_std,
-                                           dtype=variable.dtype)
+        noise = float64_noise.gaussian_as(tf.shape(variable), seeds[i + 1],
+                                          noise_std, variable.dtype)
         variable.assign_sub(scale * (grad + noise))
     delta = tf.nest.map_structure(tf.subtract, initial_weights.trainable,
                                   weights.trainable)

@@ -30,6 +30,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from tff_dp.algorithms import example_dp
+from tff_dp.mechanisms import float64_noise
 from tff_dp.mechanisms import noise_seeds
 from tff_dp.privacy import run_secrets
 
@@ -99,8 +100,8 @@ def dp_sgd_update(model, dp: ExampleDp, *, initial, non_trainable, x,
         _per_example_gradients(model, trainable, non_trainable,
                                tf.gather(x, indices), tf.gather(y, indices)),
         settings.clip)
-    trainable = tuple(w - scale * (g + tf.random.stateless_normal(
-        tf.shape(w), seed=seeds[i + 1], stddev=noise_std, dtype=w.dtype))
+    trainable = tuple(w - scale * (g + float64_noise.gaussian_as(
+        tf.shape(w), seeds[i + 1], noise_std, w.dtype))
                       for i, (w, g) in enumerate(zip(trainable, grads)))
   return [a - b for a, b in zip(initial, trainable)]
 

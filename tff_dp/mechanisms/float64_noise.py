@@ -1,6 +1,9 @@
-"""Float64 noise samplers of the local randomizer, as plain TensorFlow ops.
+"""Float64 noise samplers of every mechanism, as plain TensorFlow ops.
 
-Local DP (`tff_dp.mechanisms.local_dp`) draws its noise in float64 so that
+Every noise draw of tff-dp comes from here: the central Gaussian queries and
+DP-FTRL's tree (`tff_dp.mechanisms.dp_queries`), example-level DP-SGD
+(`tff_dp.algorithms.example_dp`, `grouped_example_dp`) and the local
+randomizer (`tff_dp.mechanisms.local_dp`). They draw in float64 so that
 the tails are not cut at float32 resolution: a float32 uniform has 23
 random bits, so an inverse-CDF or Box-Muller sample stops near 16 b
 (Laplace) or 5.7 sigma (Gaussian), and an output beyond a neighbour's
@@ -75,6 +78,16 @@ def gaussian(shape, seed: tf.Tensor, stddev) -> tf.Tensor:
   count = tf.reduce_prod(shape)
   bits = _uint64(tf.stack([2, (count + 1) // 2]), seed)
   return tf.reshape(gaussian_from_bits(bits, stddev)[:count], shape)
+
+
+def gaussian_as(shape, seed: tf.Tensor, stddev, dtype: tf.DType) -> tf.Tensor:
+  """`gaussian` rounded once to `dtype` (the noised value's), any `stddev`.
+
+  Rounding a float64 sample to float32 keeps its tails (float32 reaches
+  far beyond 8.57 sigma); only drawing in float32 would cut them.
+  """
+  stddev = tf.cast(stddev, tf.float64)
+  return tf.cast(gaussian(shape, seed, stddev), dtype)
 
 
 def gaussian_from_bits(bits: tf.Tensor, stddev) -> tf.Tensor:
