@@ -371,7 +371,7 @@ def test_round_broadcasts_exactly_the_trainable_tensors(tff_runtime,
   process = _grouped(dp)
   weights_type = process.get_model_weights.type_signature.result
   model_broadcasts = [
-      t for t in model_size._broadcast_types(process.next)  # pylint: disable=protected-access
+      t for t in model_size._broadcast_parts(process.next, weights_type)  # pylint: disable=protected-access
       if t.is_equivalent_to(weights_type.trainable) or
       t.is_equivalent_to(weights_type)
   ]

@@ -140,13 +140,30 @@ def _broadcast_types(comp: tff.Computation) -> list[tff.Type]:
   return found
 
 
+def _broadcast_parts(comp: tff.Computation,
+                     weights_type: tff.Type) -> list[tff.Type]:
+  """Every broadcast's value type and, inside a struct that is not the
+  model's weights, its members: the grouped round broadcasts one struct
+  (the clients' hyperparameters, the trainable tensors, the query's sample
+  params; `tff_dp.algorithms.grouped_server`)."""
+  found, pending = [], _broadcast_types(comp)
+  while pending:
+    value_type = pending.pop()
+    found.append(value_type)
+    if (isinstance(value_type, tff.StructType) and
+        not value_type.is_equivalent_to(weights_type)):
+      pending.extend(
+          member for _, member in tff.structure.iter_elements(value_type))
+  return found
+
+
 def frozen_broadcast_each_round(process: Any) -> bool:
   """Whether `process.next` broadcasts the model's frozen tensors: True if
   one of its broadcasts is the whole `ModelWeights` (TFF's default
   distributor), False if only the trainable tensors are
   (`tff_dp.algorithms.grouped_frozen`, both paths)."""
   weights_type = process.get_model_weights.type_signature.result
-  broadcasts = _broadcast_types(process.next)
+  broadcasts = _broadcast_parts(process.next, weights_type)
   if any(t.is_equivalent_to(weights_type) for t in broadcasts):
     return True
   if any(t.is_equivalent_to(weights_type.trainable) for t in broadcasts):
