@@ -9,6 +9,7 @@ written in pieces, such as an imported table.
 
 import os
 import tempfile
+from typing import Optional
 
 
 def fsync_directory(path: str) -> None:
@@ -57,3 +58,13 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
       os.unlink(tmp)
     raise
   fsync_directory(directory)
+
+
+def file_identity(path: str) -> Optional[tuple[int, int, int]]:
+  """(inode, size, mtime_ns) of `path`, or None if it cannot be read: how a
+  writer that extends a file in place tells whether someone else changed it."""
+  try:
+    st = os.stat(path)
+  except OSError:
+    return None
+  return st.st_ino, st.st_size, st.st_mtime_ns

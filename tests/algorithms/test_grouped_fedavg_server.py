@@ -8,18 +8,16 @@ against TFF's finalizer, with its rejection of non-finite updates, and the
 noise key out of what remote workers run (`--workers`).
 """
 
-import struct
-
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
-from tensorflow_federated.python.core.impl.computation import computation_impl
 
 from tests.helpers import central_dp
 from tests.helpers import grouped as g
 from tests.helpers import grouped_server as server_checks
+from tests.helpers import noise_keys
 from tff_dp.algorithms import grouped_server
 from tff_dp.algorithms import learning_process
 from tff_dp.config import ClientWeighting
@@ -106,25 +104,6 @@ def test_apply_optimizer_is_tffs_finalizer_and_rejects_non_finite(tff_runtime):
 
 
 # Signed int64 values whose encodings occur nowhere else.
-_KEY = (0x5a17c0ffee15900d, 0x31d0beefcafe7a11)
-
-
-def _holds_key(comp) -> bool:
-  data = computation_impl.ConcreteComputation.get_proto(
-      comp).SerializeToString()
-  encodings = []
-  for value in _KEY:
-    encodings.append(struct.pack('<q', value))
-    varint, v = b'', value & (2**64 - 1)
-    while True:
-      byte, v = v & 0x7f, v >> 7
-      varint += bytes([byte | (0x80 if v else 0)])
-      if not v:
-        break
-    encodings.append(varint)
-  return any(e in data for e in encodings)
-
-
 def test_split_rounds_workers_part_holds_no_noise_key(monkeypatch):
   # With --workers, `tff_dp.execution.split_rounds` sends `up_to_merge` to
   # the remote workers and runs `after_merge` on the driver. The fused
@@ -133,7 +112,7 @@ def test_split_rounds_workers_part_holds_no_noise_key(monkeypatch):
   # pull the key in. Adaptive clipping: two keys, and its sample params.
   # Nothing is executed (tests/execution/test_split_rounds_secrets.py does
   # the same for TFF's one-client-per-call process).
-  monkeypatch.setattr(run_secrets, 'new_noise_key', lambda: _KEY)
+  monkeypatch.setattr(run_secrets, 'new_noise_key', lambda: noise_keys.KEY)
   grouped = g.build_grouped(
       learning_process.build_dp_aggregator(
           central_dp.settings(DpMechanism.GAUSSIAN_ADAPTIVE,
@@ -141,6 +120,6 @@ def test_split_rounds_workers_part_holds_no_noise_key(monkeypatch):
                               clients_per_round=70,
                               clip=1.0)))
   form = mergeable_comp_compiler.compile_to_mergeable_comp_form(grouped.next)
-  assert _holds_key(form.after_merge)  # The control: on the driver.
-  assert not _holds_key(form.up_to_merge)
-  assert not _holds_key(form.merge)
+  assert noise_keys.holds_key(form.after_merge)  # The control: on the driver.
+  assert not noise_keys.holds_key(form.up_to_merge)
+  assert not noise_keys.holds_key(form.merge)

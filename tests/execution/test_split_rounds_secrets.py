@@ -8,13 +8,11 @@ is planted, and it is found in `after_merge` (the control: the search works)
 and in neither computation a worker runs. Nothing is executed.
 """
 
-import struct
-
 import pytest
 from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
-from tensorflow_federated.python.core.impl.computation import computation_impl
 
 from tests.helpers import central_dp
+from tests.helpers import noise_keys
 from tff_dp.algorithms import learning_process
 from tff_dp.algorithms import models
 from tff_dp.config import Algorithm
@@ -24,33 +22,12 @@ from tff_dp.config import ModelKind
 from tff_dp.config import ServerOptimizer
 from tff_dp.privacy import run_secrets
 
-# Signed int64 values whose encodings occur nowhere else.
-_KEY = (0x5a17c0ffee15900d, 0x31d0beefcafe7a11)
-
-
-def _encodings(value: int) -> list[bytes]:
-  """The bytes a TensorProto may hold `value` as: raw, or a varint."""
-  raw = struct.pack('<q', value)
-  varint, v = b'', value & (2**64 - 1)
-  while True:
-    byte, v = v & 0x7f, v >> 7
-    varint += bytes([byte | (0x80 if v else 0)])
-    if not v:
-      break
-  return [raw, varint]
-
-
-def _holds_key(comp) -> bool:
-  proto = computation_impl.ConcreteComputation.get_proto(comp)
-  data = proto.SerializeToString()
-  return any(e in data for value in _KEY for e in _encodings(value))
-
 
 @pytest.mark.tff
 @pytest.mark.parametrize(
     'mechanism', [DpMechanism.GAUSSIAN_FIXED, DpMechanism.GAUSSIAN_ADAPTIVE])
 def test_the_workers_part_holds_no_noise_key(mechanism, monkeypatch):
-  monkeypatch.setattr(run_secrets, 'new_noise_key', lambda: _KEY)
+  monkeypatch.setattr(run_secrets, 'new_noise_key', lambda: noise_keys.KEY)
   process = learning_process.build_learning_process(
       model_fn=models.build_model_fn(ModelKind.LOGISTIC_REGRESSION,
                                      input_dim=4,
@@ -70,6 +47,6 @@ def test_the_workers_part_holds_no_noise_key(mechanism, monkeypatch):
       server_optimizer=learning_process.build_server_optimizer(
           ServerOptimizer.SGD, learning_rate=1.0, momentum=0.0))
   form = mergeable_comp_compiler.compile_to_mergeable_comp_form(process.next)
-  assert _holds_key(form.after_merge)  # The control: on the driver.
-  assert not _holds_key(form.up_to_merge)
-  assert not _holds_key(form.merge)
+  assert noise_keys.holds_key(form.after_merge)  # The control: on the driver.
+  assert not noise_keys.holds_key(form.up_to_merge)
+  assert not noise_keys.holds_key(form.merge)

@@ -443,12 +443,7 @@ def _build_model_weights_fns(
   @tff.tensorflow.computation(state_type.member,
                               state_type.member.global_model_weights)
   def set_model_weights(state, weights):
-    weights = grouped_frozen.checked_weights(weights, frozen)
-    return tff.learning.templates.LearningAlgorithmState(
-        global_model_weights=weights,
-        distributor=state.distributor,
-        client_work=state.client_work,
-        aggregator=state.aggregator,
-        finalizer=state.finalizer)
+    return grouped_frozen.with_weights(
+        state, grouped_frozen.checked_weights(weights, frozen))
 
   return get_model_weights, set_model_weights

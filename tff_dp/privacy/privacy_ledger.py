@@ -36,14 +36,6 @@ class _SavedFile:
   stat: tuple[int, int, int]  # inode, size, mtime_ns
 
 
-def _stat(path: str) -> Optional[tuple[int, int, int]]:
-  try:
-    st = os.stat(path)
-  except OSError:
-    return None
-  return st.st_ino, st.st_size, st.st_mtime_ns
-
-
 class PrivacyLedger:
   """The events of one run's released rounds, in order; persisted as JSON.
 
@@ -246,11 +238,12 @@ class PrivacyLedger:
     path = os.fspath(path)
     saved = self._saved
     if (saved is not None and saved.path == path and
-        0 < saved.rounds <= self.rounds and _stat(path) == saved.stat):
+        0 < saved.rounds <= self.rounds and
+        atomic_io.file_identity(path) == saved.stat):
       if saved.rounds == self.rounds or self._extend(saved):
         return
     atomic_io.write_text_atomic(path, self.to_text())
-    self._saved = _SavedFile(path, self.rounds, _stat(path))
+    self._saved = _SavedFile(path, self.rounds, atomic_io.file_identity(path))
 
   def _extend(self, saved: _SavedFile) -> bool:
     """Appends the rounds after `saved.rounds`; False if the file's end is
@@ -269,7 +262,8 @@ class PrivacyLedger:
       f.write(f',\n{lines}{_TAIL}'.encode())
       f.flush()
       os.fsync(f.fileno())
-    self._saved = _SavedFile(saved.path, self.rounds, _stat(saved.path))
+    self._saved = _SavedFile(saved.path, self.rounds,
+                             atomic_io.file_identity(saved.path))
     return True
 
   @classmethod

@@ -28,7 +28,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Any, Optional
+from typing import Any
 
 from tff_dp import atomic_io
 from tff_dp.privacy import ledger_json
@@ -47,14 +47,6 @@ class _Written:
   records: int
   stat: tuple[int, int, int]  # inode, size, mtime_ns
   digest: Any  # hashlib sha256 of the whole file.
-
-
-def _stat(path: str) -> Optional[tuple[int, int, int]]:
-  try:
-    st = os.stat(path)
-  except OSError:
-    return None
-  return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def file_name(name: str) -> str:
@@ -81,7 +73,8 @@ class LedgerJournals:
     path = os.path.join(self._directory, file_name(name))
     written = self._written.get(name)
     if (written is None or written.head != journal.head or
-        written.records > journal.count or _stat(path) != written.stat):
+        written.records > journal.count or
+        atomic_io.file_identity(path) != written.stat):
       written = self._rewrite(path, journal)
     elif written.records < journal.count:
       data = ''.join(
@@ -93,7 +86,7 @@ class LedgerJournals:
         os.fsync(f.fileno())
       written.digest.update(data)
       written.records = journal.count
-      written.stat = _stat(path)
+      written.stat = atomic_io.file_identity(path)
     self._written[name] = written
     return {
         'journal': file_name(name),
@@ -108,7 +101,7 @@ class LedgerJournals:
         f'{line}\n' for line in [journal.head] + journal.lines[:journal.count])
     data = text.encode()
     atomic_io.write_bytes_atomic(path, data)
-    return _Written(journal.head, journal.count, _stat(path),
+    return _Written(journal.head, journal.count, atomic_io.file_identity(path),
                     hashlib.sha256(data))
 
 
