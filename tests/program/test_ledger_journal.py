@@ -17,6 +17,7 @@ import dp_accounting
 import numpy as np
 import pytest
 
+from tff_dp.privacy import local_accounting
 from tff_dp.privacy import privacy_ledger
 from tff_dp.program import checkpoint
 from tff_dp.program import ledger_journal
@@ -178,3 +179,51 @@ def test_format_1_checkpoints_still_load(tmp_path):
   with open(os.path.join(path, 'MANIFEST.json'), 'w', encoding='utf-8') as f:
     json.dump(manifest, f)
   assert manager.verified_meta(2)['ledgers']['central'] == ledger.to_json()
+
+
+def _local_ledger(rounds, population=40, cohort=12):
+  spec = local_accounting.LocalMechanismSpec(
+      mechanism=local_accounting.LocalMechanism.LAPLACE,
+      epsilon_local=1.0,
+      noise_multiplier=None)
+  local = local_accounting.LocalPrivacyLedger(spec, population=population)
+  for r in range(1, rounds + 1):
+    local.record_round(r, [(r * 7 + i) % population for i in range(cohort)])
+  return local
+
+
+def test_the_local_ledger_is_journaled_and_restored_with_its_counts(tmp_path):
+  manager = checkpoint.CheckpointManager(str(tmp_path), keep=100)
+  ledger, local, sizes = _ledger(0), _local_ledger(0), []
+  for r in range(1, 30):
+    ledger.record(r, _event(r))
+    local.record_round(r, _local_ledger(r).cohort(r))
+    manager.save(
+        r, _state(),
+        dict(_meta(ledger),
+             ledgers={
+                 'central': ledger.to_json(),
+                 'local': local.to_json(),
+                 'silos': None
+             }))
+    sizes.append(os.path.getsize(os.path.join(manager.path(r), 'meta.json')))
+  assert os.path.exists(
+      os.path.join(manager.directory, ledger_journal.file_name('local')))
+  # The cohorts are in the journal, not copied into every meta.json.
+  assert max(sizes) - min(sizes) <= 8
+  for r in (1, 17, 29):
+    restored = local_accounting.LocalPrivacyLedger.from_json(
+        manager.verified_meta(r)['ledgers']['local'])
+    expected = _local_ledger(r)
+    assert restored.to_json() == expected.to_json()
+    assert restored.participation_counts == expected.participation_counts
+
+
+def test_a_local_ledger_whose_counts_disagree_is_refused():
+  content = dict(_local_ledger(3).to_json())
+  content['participation_counts'] = {'0': 9}
+  with pytest.raises(local_accounting.LedgerFormatError, match='disagree'):
+    local_accounting.LocalPrivacyLedger.from_json(content)
+  del content['population']
+  with pytest.raises(local_accounting.LedgerFormatError, match='keys'):
+    local_accounting.LocalPrivacyLedger.from_json(content)

@@ -49,6 +49,7 @@ TensorFlow, so the epsilon program can use it without TFF.
 import collections
 import dataclasses
 import enum
+import json
 import math
 import numbers
 from typing import Iterable, Mapping, Optional, Sequence
@@ -228,6 +229,9 @@ class LocalPrivacyLedger:
      "rounds": [{"round": 1, "clients": [<sorted distinct ints>]}, ...],
      "participation_counts": {"<client index>": <count>, ...}}
   The counts are redundant with "rounds" and checked against them on load.
+  A checkpoint's journal (`tff_dp.program.ledger_journal`) keeps the object
+  without them (they change every round; its head must not) and one line per
+  round; `from_json` recounts them when they are absent.
   """
 
   def __init__(self, spec: LocalMechanismSpec, *, population: int):
@@ -237,6 +241,10 @@ class LocalPrivacyLedger:
     self._population = checks.check_int('population', population, minimum=1)
     self._rounds = []
     self._counts = collections.Counter()
+    # Each round's JSON and text, kept as recorded: a checkpoint's to_json
+    # then costs no re-encoding of every earlier round.
+    self._round_json: list[dict] = []
+    self._round_lines: list[str] = []
 
   @property
   def spec(self) -> LocalMechanismSpec:
@@ -284,6 +292,9 @@ class LocalPrivacyLedger:
     cohort = self._check_clients(clients)
     self._rounds.append(cohort)
     self._counts.update(cohort)
+    entry = {'round': round_num, 'clients': list(cohort)}
+    self._round_json.append(entry)
+    self._round_lines.append(json.dumps(entry))
 
   def max_participations(self, next_round_clients: Iterable[int] = ()) -> int:
     """max_k count_k, optionally as if `next_round_clients` also took part."""
@@ -327,21 +338,33 @@ class LocalPrivacyLedger:
                                 accountants=accountants,
                                 pld_discretization=pld_discretization)
 
-  def to_json(self) -> dict:
+  def _head(self) -> dict:
+    """The ledger's JSON object without its rounds and counts."""
     return {
         'format_version': LOCAL_LEDGER_FORMAT_VERSION,
         'kind': _LEDGER_KIND,
         'neighboring_relation': RELATION.name,
         **self._spec.to_json(),
         'population': self._population,
-        'rounds': [{
-            'round': i + 1,
-            'clients': list(cohort)
-        } for i, cohort in enumerate(self._rounds)],
-        'participation_counts': {
-            str(c): n for c, n in self.participation_counts.items()
-        },
     }
+
+  def to_json(self) -> ledger_json.EncodedDict:
+    """The ledger as JSON (see the class docstring); do not modify it: its
+    rounds are the ledger's own objects. Its `journal` holds each round's
+    text (checkpoints append it)."""
+    rounds = len(self._round_json)
+    head = self._head()
+    return ledger_json.EncodedDict(
+        {
+            **head,
+            'rounds': self._round_json[:rounds],
+            'participation_counts': {
+                str(c): n for c, n in self.participation_counts.items()
+            },
+        },
+        journal=ledger_json.Journal(head=json.dumps(head),
+                                    lines=self._round_lines,
+                                    count=rounds))
 
   @classmethod
   def from_json(cls, d) -> 'LocalPrivacyLedger':
@@ -351,7 +374,9 @@ class LocalPrivacyLedger:
         'epsilon_local', 'noise_multiplier', 'population', 'rounds',
         'participation_counts'
     }
-    if not isinstance(d, dict) or set(d) != expected:
+    # A checkpoint's journal omits the counts (see the class docstring).
+    if (not isinstance(d, dict) or
+        set(d) not in (expected, expected - {'participation_counts'})):
       keys = sorted(d) if isinstance(d, dict) else d
       raise LedgerFormatError(f'Local ledger must be a JSON object with keys '
                               f'{sorted(expected)}, got {keys!r:.200}.')
@@ -381,7 +406,7 @@ class LocalPrivacyLedger:
     except (TypeError, ValueError) as e:
       raise LedgerFormatError(str(e)) from e
     counts = {str(c): n for c, n in ledger.participation_counts.items()}
-    if d['participation_counts'] != counts:
+    if d.get('participation_counts', counts) != counts:
       raise LedgerFormatError(
           '"participation_counts" disagree with the clients listed in '
           '"rounds".')
