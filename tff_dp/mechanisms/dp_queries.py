@@ -19,8 +19,8 @@ per participation, which over tens of participations exceeds a delta of
 1e-5). Float64 Box-Muller reaches 8.57 sigma. Clipping, the query states
 (and so the checkpoints), the DP events and the accounting are unchanged; the
 adaptive clip's count query gets its own key. DP-FTRL's tree (Kairouz et al.
-2021) is TF Privacy's `TreeResidualSumQuery`, restarted every epoch, with a
-secret first seed.
+2021) is TF Privacy's `TreeResidualSumQuery`, restarted every epoch
+(`tff_dp.mechanisms.epoch_tree`), with a secret first seed.
 """
 
 from typing import Any, Optional

@@ -12,9 +12,9 @@ Honaker's estimator, one more node per completed level: 1 + the trailing
 one bits of the leaf count) and only then, at a restart, throws that tree
 away and draws the new tree's first leaf. Those prepared nodes never enter
 any result. With one round per epoch (every client in every round) that is
-3 draws of the model's size per round where 1 is used; on the EMNIST CNN
-(1.2M parameters) about 60 ms of a ~0.7 s round (benchmarks/README.md,
-"DP-FTRL's round").
+3 draws of the model's size per round where 1 is used: the server's noise
+step on the EMNIST CNN (1.2M parameters) took 162 ms instead of 58 ms, on a
+loaded machine (benchmarks/README.md, "DP-FTRL's round").
 
 `EpochTreeQuery` gives the same results and states except for those wasted
 draws: at a restart it releases the current prefix noise exactly as the
