@@ -35,8 +35,8 @@ capped weights, local clip and noise (in float64 with tff-dp's own
 samplers, `tff_dp.mechanisms.float64_noise`, as the mechanism requires),
 example-level Poisson-sampled DP-SGD (`loop` only:
 its batches have data-dependent sizes), and drops the central clip and
-noise where the mechanism has none. DP-FTRL's tree is timed as the Gaussian
-mechanism (one noise draw per round either way).
+noise where the mechanism has none. DP-FTRL draws and combines the tree's
+nodes of the round (`benchmarks.floor_tree`) instead of one Gaussian draw.
 
   python -m benchmarks.floor --spec=SPEC.json --out=RESULT.json
 """
@@ -49,6 +49,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from benchmarks import floor_tree
 from benchmarks import harness
 from benchmarks import models as bench_models
 from benchmarks import workloads as workloads_lib
@@ -215,6 +216,12 @@ class FloorRound:
                      for s in range(0, steps, workload.batch_size)]
     per_client = (self._client_deltas_loop if implementation == 'loop' else
                   self._client_deltas_vectorized)
+    # DP-FTRL's tree noise (`benchmarks.floor_tree`), a separate hook.
+    self._tree = (floor_tree.TreeNoise(
+        [w.shape for w in initial],
+        stddev=hyper.noise_multiplier * hyper.clip,
+        rounds_per_epoch=workloads_lib.tree_rounds_per_epoch(workload))
+                  if mechanism.tree else None)
     self._round = tf.function(self._make_round(per_client))
 
   def _batch_gradients(self, w, x, y, seed):
@@ -351,12 +358,15 @@ class FloorRound:
 
     def round_fn(x, y, seeds, noise_seed):
       total = client_deltas(x, y, seeds)
-      noised = [
-          t + float64_noise.gaussian_as(tf.shape(t), noise_seed +
-                                        i, hyper.noise_multiplier *
-                                        hyper.clip, t.dtype)
-          for i, t in enumerate(total)
-      ] if self._mechanism.central else total
+      if self._tree is not None:  # DP-FTRL: the tree's work instead.
+        noised = self._tree(total, noise_seed)
+      else:
+        noised = [
+            t + float64_noise.gaussian_as(tf.shape(t), noise_seed +
+                                          i, hyper.noise_multiplier *
+                                          hyper.clip, t.dtype)
+            for i, t in enumerate(total)
+        ] if self._mechanism.central else total
       average = [n / clients for n in noised]
       # tff.learning.optimizers.build_sgdm: m = mu * m + g; w = w - lr * m.
       for m, w, g in zip(self.momentum, self.weights, average):

@@ -92,6 +92,8 @@ class Mechanism:
     central: Central clip and noise (else the sum over the fixed count).
     example_dp: (noise multiplier, clip, local steps) of per-client
       Poisson-sampled DP-SGD (expected batch = the workload's batch size).
+    tree: DP-FTRL: the central noise is the tree's (`benchmarks.floor_tree`,
+      `tree_rounds_per_epoch` rounds per tree).
   """
   name: str
   config: str
@@ -105,6 +107,7 @@ class Mechanism:
   local_noise: float = 0.0
   central: bool = True
   example_dp: Optional[tuple[float, float, int]] = None
+  tree: bool = False
 
   def to_json(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -131,8 +134,10 @@ MECHANISMS = (
               config='dp_ftrl.cfg',
               flags=('--algorithm=dp_ftrl', '--client_sampling=shuffled_epochs',
                      '--dp_mechanism=tree_aggregation'),
-              floor='DP-FedAvg (the tree adds one noise draw per round, as '
-              'the Gaussian mechanism)'),
+              floor='DP-FedAvg with the tree\'s noise work of each round '
+              '(node draws, prefix sum, residual; benchmarks.floor_tree) '
+              'instead of one Gaussian draw',
+              tree=True),
     Mechanism(name='fedprox',
               config='fedprox.cfg',
               flags=('--algorithm=fedprox', '--proximal_strength=0.01'),
@@ -286,6 +291,15 @@ def timing_workloads(quick: bool) -> list[Workload]:
       _w1(200, warmup=2, timed=15),
       _w2(20, warmup=2, timed=15),
   ]
+
+
+def tree_rounds_per_epoch(workload: Workload) -> int:
+  """DP-FTRL's rounds per tree on a workload, as tff-dp's `EpochSampler`
+  makes them: population // clients_per_round. `benchmarks.rounds` runs
+  every client every round (both are `workload.clients`), so 1: every
+  tree is one leaf, restarted after each round."""
+  population = clients_per_round = workload.clients
+  return max(1, population // clients_per_round)
 
 
 def mechanism_workloads(quick: bool) -> list[Workload]:

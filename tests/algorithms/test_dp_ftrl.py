@@ -153,12 +153,16 @@ def _tree_noise_prefix_sums(specs, *, stddev, seed, rounds, rounds_per_epoch):
   completed = [np.zeros(s.shape) for s in specs]
   sums = []
   for round_num in range(1, rounds + 1):
-    noise, state = tree.get_cumsum_and_update(state)
+    noise, next_state = tree.get_cumsum_and_update(state)
     noise = [np.array(n, np.float64) for n in noise]
     sums.append([c + n for c, n in zip(completed, noise)])
     if round_num % rounds_per_epoch == 0:
       completed = sums[-1]
-      state = tree.reset_state(state)
+      # `epoch_tree.EpochTreeQuery`: the fresh tree continues the seeds of
+      # the tree's state before the update, whose draws it would discard
+      # (TF Privacy's `RestartQuery` resets `next_state`).
+      next_state = tree.reset_state(state)
+    state = next_state
   return sums
 
 

@@ -21,10 +21,11 @@ How it is built (TFF 0.87 / TF Privacy 0.9):
 * Aggregator: the query of `tff.aggregators.DifferentiallyPrivateFactory
   .tree_aggregation`, i.e. `tfp.TreeResidualSumQuery` inside a
   `tfp.NormalizedQuery(denominator=clients_per_round)`, additionally wrapped
-  in `tfp.RestartQuery` with `PeriodicRoundRestartIndicator(period=
-  rounds_per_epoch)` (as TFF's own `tree_adaptive` does). The factory method
-  itself offers no restart, hence
-  `tff_dp.mechanisms.dp_queries.build_tree_aggregator`.
+  in a `tfp.RestartQuery` with `PeriodicRoundRestartIndicator(period=
+  rounds_per_epoch)` (as TFF's own `tree_adaptive` does; ours,
+  `tff_dp.mechanisms.epoch_tree.EpochTreeQuery`, skips the draws TF
+  Privacy's restart discards). The factory method itself offers no restart,
+  hence `tff_dp.mechanisms.dp_queries.build_tree_aggregator`.
   `TreeResidualSumQuery` does NOT return the noisy prefix sum but the
   RESIDUAL g_t = G_t - G_{t-1} (round t's clipped mean plus the change of
   the tree's cumulative noise).
@@ -142,7 +143,8 @@ def build_server_optimizer(
 
 def _tree_query_state(state: Any) -> Any:
   # LearningAlgorithmState.aggregator is a DPAggregatorState whose query state
-  # nests NormalizedQuery -> RestartQuery -> TreeResidualSumQuery.
+  # nests NormalizedQuery -> RestartQuery (EpochTreeQuery) ->
+  # TreeResidualSumQuery.
   return state.aggregator.query_state.numerator_state
 
 

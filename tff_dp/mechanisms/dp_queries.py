@@ -19,8 +19,8 @@ per participation, which over tens of participations exceeds a delta of
 1e-5). Float64 Box-Muller reaches 8.57 sigma. Clipping, the query states
 (and so the checkpoints), the DP events and the accounting are unchanged; the
 adaptive clip's count query gets its own key. DP-FTRL's tree (Kairouz et al.
-2021) is TF Privacy's `TreeResidualSumQuery`, restarted every epoch, with a
-secret first seed.
+2021) is TF Privacy's `TreeResidualSumQuery`, restarted every epoch
+(`tff_dp.mechanisms.epoch_tree`), with a secret first seed.
 """
 
 from typing import Any, Optional
@@ -36,6 +36,7 @@ import tensorflow_privacy as tfp
 from tensorflow_privacy.privacy.dp_query import tree_aggregation
 
 from tff_dp import checks
+from tff_dp.mechanisms import epoch_tree
 from tff_dp.mechanisms import float64_noise
 from tff_dp.mechanisms import noise_seeds
 from tff_dp.privacy import run_secrets
@@ -249,6 +250,7 @@ def build_tree_aggregator(
   # warmup=None: the first restart comes after `period` calls, then every
   # `period` calls, i.e. after rounds R, 2R, ... of a 1-based run.
   restart = tfp.restart_query.PeriodicRoundRestartIndicator(period=period)
-  query = tfp.NormalizedQuery(tfp.RestartQuery(sum_query, restart),
+  # TF Privacy's restart, without the draws a restart discards.
+  query = tfp.NormalizedQuery(epoch_tree.EpochTreeQuery(sum_query, restart),
                               denominator=float(n))
   return tff.aggregators.DifferentiallyPrivateFactory(query)
