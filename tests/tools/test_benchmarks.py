@@ -337,6 +337,18 @@ def test_xla_floor_refuses_an_unknown_variant_in_one_line(capsys):
   assert len(err.splitlines()) == 1 and "'loop_xla_bogus'" in err
 
 
+def test_worker_threads_settings_become_the_workers_environment():
+  from benchmarks import worker_threads  # pylint: disable=g-import-not-at-top
+  assert worker_threads.thread_environment('default') == {}
+  assert worker_threads.thread_environment('1,2') == {
+      'TF_NUM_INTRAOP_THREADS': '1',
+      'TF_NUM_INTEROP_THREADS': '2'
+  }
+  for bad in ('2', '0,1', 'a,b', '1,2,3'):
+    with pytest.raises(ValueError, match=repr(bad)):
+      worker_threads.thread_environment(bad)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('variant', ['loop_xla_round', 'loop_xla_client'])
 def test_xla_floor_round_computes_the_plain_floor_round(variant):
