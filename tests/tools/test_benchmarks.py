@@ -330,6 +330,61 @@ def test_floor_round_equals_a_tff_dp_round_without_noise(
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-6)
 
 
+def test_xla_floor_refuses_an_unknown_variant_in_one_line(capsys):
+  from benchmarks import xla_floor  # pylint: disable=g-import-not-at-top
+  assert xla_floor.main(['xla_floor', '--variants=loop,loop_xla_bogus']) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "'loop_xla_bogus'" in err
+
+
+def test_worker_threads_settings_become_the_workers_environment():
+  from benchmarks import worker_threads  # pylint: disable=g-import-not-at-top
+  assert worker_threads.thread_environment('default') == {}
+  assert worker_threads.thread_environment('1,2') == {
+      'TF_NUM_INTRAOP_THREADS': '1',
+      'TF_NUM_INTEROP_THREADS': '2'
+  }
+  for bad in ('2', '0,1', 'a,b', '1,2,3'):
+    with pytest.raises(ValueError, match=repr(bad)):
+      worker_threads.thread_environment(bad)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('variant', ['loop_xla_round', 'loop_xla_client'])
+def test_xla_floor_round_computes_the_plain_floor_round(variant):
+  """The XLA floor does the same work as the plain one (zero noise, a clip
+  that binds), so that their times compare the same round."""
+  # pylint: disable=g-import-not-at-top
+  import dataclasses
+
+  from benchmarks import floor
+  from benchmarks import xla_floor
+  # pylint: enable=g-import-not-at-top
+  hyper = dataclasses.replace(workloads.HYPERPARAMETERS,
+                              noise_multiplier=0.0,
+                              clip=0.05)
+  workload = workloads.Workload(family='W1',
+                                model=workloads.ModelName.MLP,
+                                clients=3,
+                                examples_per_client=40,
+                                batch_size=16,
+                                epochs=2,
+                                warmup_rounds=0,
+                                timed_rounds=1)
+  implementation, _, scope = variant.partition('_xla_')
+  plain = floor.FloorRound(workload, hyper, implementation)
+  compiled = xla_floor.XlaFloorRound(workload, hyper, implementation, scope)
+  start = [w.numpy() for w in plain.weights]
+  data = workloads.synthetic_data(workload)
+  for r in range(2):
+    inputs = floor.round_inputs(data, workload, r)
+    plain(*inputs, r)
+    compiled(*inputs, r)
+  for got, want, initial in zip(compiled.weights, plain.weights, start):
+    assert not np.allclose(want.numpy(), initial)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-6)
+
+
 def test_outside_round_benchmark_replays_the_loop_steps(tmp_path):
   # pylint: disable=g-import-not-at-top
   from benchmarks import outside_round
