@@ -64,6 +64,10 @@ class DeferredModule(types.ModuleType):
   """A module whose code runs on the first access to a missing attribute."""
 
   def __getattr__(self, name: str):
+    if name == '__path__':
+      # Set at creation for a package (`module_from_spec`): a plain module
+      # has none, deferred or not.
+      raise AttributeError(name)
     submodule = _submodule_spec(self, name)
     if submodule is not None:
       # `from package import submodule`: stays deferred.
@@ -79,7 +83,7 @@ def is_deferred(module: types.ModuleType) -> bool:
 
 def _submodule_spec(module: types.ModuleType,
                     name: str) -> Optional[importlib.machinery.ModuleSpec]:
-  path = getattr(module, '__path__', None)
+  path = vars(module).get('__path__')
   if path is None:
     return None
   fullname = f'{module.__name__}.{name}'
@@ -134,22 +138,28 @@ def _placeholder(module: types.ModuleType, name: str) -> Callable[..., object]:
 
 
 class DeferringFinder(importlib.abc.MetaPathFinder):
-  """Finds `DEFERRED` modules (and submodules of deferred packages) and
-  defers them; leaves every other import to the finders after it."""
+  """Finds `names` (and submodules of packages still deferred) and defers
+  them; leaves every other import to the finders after it."""
+
+  def __init__(self,
+               names: Sequence[str] = DEFERRED,
+               placeholders: Optional[dict[str, Sequence[str]]] = None):
+    self._names = frozenset(names)
+    self._placeholders = PLACEHOLDERS if placeholders is None else placeholders
 
   def find_spec(self, fullname, path, target=None):
     del target
     parent_name = fullname.rpartition('.')[0]
     parent = sys.modules.get(parent_name) if parent_name else None
-    if fullname not in DEFERRED and not (parent is not None and
-                                         is_deferred(parent)):
+    if fullname not in self._names and not (parent is not None and
+                                            is_deferred(parent)):
       return None
     spec = _real_spec(fullname, path)
     if spec is None or spec.loader is None or not hasattr(
         spec.loader, 'exec_module'):
       return None  # Missing or unusual: the normal import reports it.
     real_loader = spec.loader
-    spec.loader = _DeferringLoader(PLACEHOLDERS.get(fullname, ()))
+    spec.loader = _DeferringLoader(self._placeholders.get(fullname, ()))
     spec.loader_state = real_loader
     return spec
 
