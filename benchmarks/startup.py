@@ -14,6 +14,8 @@ in a fresh process:
   cache_eager  `cache` with TFF_DP_EAGER_IMPORTS=1: jax, TF Probability and
                scikit-learn imported as TensorFlow, TFF and TF Privacy ask
                (`tff_dp.lazy_imports` off; the A/B of the deferral)
+  cache_eager_h5py `cache` with TFF_DP_EAGER_IMPORTS=h5py: all deferred but
+               h5py (what deferring h5py alone buys)
   pfl          pfl's W1 (`benchmarks.peer_pfl`, its pinned environment from
                `benchmarks.peer_envs`), as in `benchmarks.peers`
 
@@ -51,7 +53,8 @@ from benchmarks import peer_envs
 from benchmarks import run_all
 from benchmarks import workloads as workloads_lib
 
-VARIANTS = ('no_cache', 'cache', 'cache_arena2', 'cache_eager', 'pfl')
+VARIANTS = ('no_cache', 'cache', 'cache_arena2', 'cache_eager',
+            'cache_eager_h5py', 'pfl')
 # Environment of the program's variants beyond `cache`'s.
 _VARIANT_ENV = {
     'cache_arena2': {
@@ -59,6 +62,9 @@ _VARIANT_ENV = {
     },
     'cache_eager': {
         'TFF_DP_EAGER_IMPORTS': '1'
+    },
+    'cache_eager_h5py': {
+        'TFF_DP_EAGER_IMPORTS': 'h5py'
     },
 }
 _POLL_S = 0.2

@@ -7,6 +7,7 @@ training run that must never run jax or TensorFlow Probability.
 """
 
 import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -99,10 +100,27 @@ def test_the_environment_variable_turns_it_off(monkeypatch):
   monkeypatch.setenv(lazy_imports.ENV_DISABLE, '0')
   assert lazy_imports.install()
   lazy_imports.uninstall()
+  # A list: those names import as usual, the others stay deferred.
+  monkeypatch.setenv(lazy_imports.ENV_DISABLE, 'h5py,jax')
+  assert lazy_imports.install()
+  finder = next(
+      f for f in sys.meta_path if isinstance(f, lazy_imports.DeferringFinder))
+  lazy_imports.uninstall()
+  assert finder.find_spec('h5py', None) is None
+  assert finder.find_spec('jax', None) is None
+  assert lazy_imports.is_deferred(_created(finder, 'sklearn'))
 
 
-# In a fresh interpreter: TFF and TF Privacy import with jax, TF Probability
-# and scikit-learn deferred; each still works when used.
+def _created(finder, name):
+  """A module made from `finder`'s spec for `name`, not in sys.modules."""
+  spec = finder.find_spec(name, None)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+# In a fresh interpreter: TFF and TF Privacy import with jax, TF Probability,
+# scikit-learn and h5py deferred; each still works when used.
 _STACK_CHECK = textwrap.dedent('''
     import json, sys
     from tff_dp.cli import launch
@@ -116,9 +134,11 @@ _STACK_CHECK = textwrap.dedent('''
     sample = discrete_gaussian_utils.sample_discrete_gaussian(
         scale=tf.constant(3, tf.int32), shape=tf.constant([1000]),
         dtype=tf.int32)
+    import h5py
     import jax
     from sklearn import preprocessing
     used = {
+        'h5py_file': isinstance(h5py.File, type),
         'sample_std': float(tf.math.reduce_std(tf.cast(sample, tf.float32))),
         'jax_sum': int(jax.numpy.add(2, 3)),
         'scaled': preprocessing.scale([[1.0], [3.0]]).ravel().tolist(),
@@ -148,6 +168,7 @@ def test_the_stack_imports_without_them_and_they_work_when_used():
   assert report['jax_sum'] == 5
   assert report['scaled'] == [-1.0, 1.0]
   assert report['tff_jax']
+  assert report['h5py_file']
 
 
 @pytest.mark.e2e
@@ -160,7 +181,7 @@ def test_a_training_run_never_runs_jax_or_tensorflow_probability(tmp_path):
                      check=True,
                      program='tests.helpers.lazy_census')
   census = json.loads(out.read_text())
-  for name in ('jax', 'tensorflow_probability',
+  for name in ('jax', 'tensorflow_probability', 'h5py',
                'tensorflow_federated.python.core.environments.jax'):
     assert census[name] == 'deferred', census
   # The smoke run's digits come from scikit-learn: deferred, then run.

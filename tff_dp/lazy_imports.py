@@ -3,8 +3,9 @@
 TensorFlow, TFF and TF Privacy import, at their own import time, packages
 that `./run.sh train` never calls: jax (through TFF's `tff.jax` frontend and
 TensorFlow Lite's `from jax import xla_computation`), TensorFlow Probability
-(TF Privacy's discrete Gaussian sampler) and scikit-learn (TF Privacy's
-logistic regression datasets). Together they cost about a second of start-up
+(TF Privacy's discrete Gaussian sampler), scikit-learn (TF Privacy's
+logistic regression datasets) and h5py (Keras's HDF5 saving, which tff-dp
+uses only for a pretrained checkpoint's weights.h5). Together they cost about a second of start-up
 and tens of MiB in every run (issue 21; benchmarks/README.md, "Start-up and
 memory of `./run.sh train`").
 
@@ -25,7 +26,8 @@ every reference anybody took keeps working and sees the real module. This is
   variable at import time and calls it only to convert a jax function.
 
 Third-party files are not changed. `TFF_DP_EAGER_IMPORTS=1` turns the finder
-off (the benchmark's A/B: `benchmarks.startup`'s `cache_eager` variant).
+off, `TFF_DP_EAGER_IMPORTS=h5py,jax` defers the others only (the benchmark's
+A/B: `benchmarks.startup`'s `cache_eager` and `cache_eager_h5py` variants).
 """
 
 import importlib
@@ -47,6 +49,7 @@ DEFERRED = (
     'sklearn',
     'tensorflow_probability',
     'tensorflow_federated.python.core.environments.jax',
+    'h5py',
 )
 
 # Module -> names of its functions that a dependency binds at import time
@@ -180,11 +183,17 @@ def _real_spec(fullname: str, path) -> Optional[importlib.machinery.ModuleSpec]:
 def install() -> bool:
   """Puts `DeferringFinder` first on `sys.meta_path` (once); returns whether
   it is installed. Call before TensorFlow is imported: a module already
-  imported stays as it is. `TFF_DP_EAGER_IMPORTS=1` leaves imports alone."""
-  if os.environ.get(ENV_DISABLE, '') not in ('', '0'):
+  imported stays as it is. `TFF_DP_EAGER_IMPORTS=1` leaves imports alone;
+  a comma-separated list of `DEFERRED` names imports those as usual."""
+  eager = os.environ.get(ENV_DISABLE, '')
+  if eager in ('', '0'):
+    names = DEFERRED
+  elif eager == '1':
     return False
+  else:
+    names = tuple(n for n in DEFERRED if n not in eager.split(','))
   if not any(isinstance(f, DeferringFinder) for f in sys.meta_path):
-    sys.meta_path.insert(0, DeferringFinder())
+    sys.meta_path.insert(0, DeferringFinder(names))
   return True
 
 
