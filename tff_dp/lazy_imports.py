@@ -5,9 +5,9 @@ that `./run.sh train` never calls: jax (through TFF's `tff.jax` frontend and
 TensorFlow Lite's `from jax import xla_computation`), TensorFlow Probability
 (TF Privacy's discrete Gaussian sampler), scikit-learn (TF Privacy's
 logistic regression datasets) and h5py (Keras's HDF5 saving, which tff-dp
-uses only for a pretrained checkpoint's weights.h5). Together they cost about a second of start-up
-and tens of MiB in every run (issue 21; benchmarks/README.md, "Start-up and
-memory of `./run.sh train`").
+uses only for a pretrained checkpoint's weights.h5). Together they took
+87-101 MiB of the W1 run's peak RSS and a share of its start-up (issue 21;
+benchmarks/README.md, "Measured: the deferred imports").
 
 `install()` puts a finder first on `sys.meta_path` that answers an import of
 one of `DEFERRED` (or of a submodule of a package still deferred) with a
