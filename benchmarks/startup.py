@@ -11,6 +11,11 @@ in a fresh process:
   cache        the same with a computation cache that an untimed run of the
                same command filled first (`tff_dp.program.computation_cache`)
   cache_arena2 `cache` with MALLOC_ARENA_MAX=2 (glibc's malloc arenas; memory)
+  cache_eager  `cache` with TFF_DP_EAGER_IMPORTS=1: jax, TF Probability and
+               scikit-learn imported as TensorFlow, TFF and TF Privacy ask
+               (`tff_dp.lazy_imports` off; the A/B of the deferral)
+  cache_eager_h5py `cache` with TFF_DP_EAGER_IMPORTS=h5py: all deferred but
+               h5py (what deferring h5py alone buys)
   pfl          pfl's W1 (`benchmarks.peer_pfl`, its pinned environment from
                `benchmarks.peer_envs`), as in `benchmarks.peers`
 
@@ -48,7 +53,20 @@ from benchmarks import peer_envs
 from benchmarks import run_all
 from benchmarks import workloads as workloads_lib
 
-VARIANTS = ('no_cache', 'cache', 'cache_arena2', 'pfl')
+VARIANTS = ('no_cache', 'cache', 'cache_arena2', 'cache_eager',
+            'cache_eager_h5py', 'pfl')
+# Environment of the program's variants beyond `cache`'s.
+_VARIANT_ENV = {
+    'cache_arena2': {
+        'MALLOC_ARENA_MAX': '2'
+    },
+    'cache_eager': {
+        'TFF_DP_EAGER_IMPORTS': '1'
+    },
+    'cache_eager_h5py': {
+        'TFF_DP_EAGER_IMPORTS': 'h5py'
+    },
+}
 _POLL_S = 0.2
 _TIMEOUT_S = 900
 _PHASE = re.compile(r'^\[(\d+\.\d) s\] (.*)$')
@@ -260,8 +278,7 @@ def main(argv: list[str]) -> int:
         result = run_train(train_command(
             manifest, runs_dir, '' if variant == 'no_cache' else cache),
                            os.path.join(work_dir, f'{name}.log'),
-                           env={'MALLOC_ARENA_MAX': '2'}
-                           if variant == 'cache_arena2' else None)
+                           env=_VARIANT_ENV.get(variant))
       print(
           f"startup: {name} {'ok' if result['ok'] else 'FAILED'} "
           f"{result['time_to_first_round_s']}",

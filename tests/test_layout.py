@@ -38,7 +38,9 @@ _ALLOWED = {
     # Sweeps run the training program as a subprocess and read what its
     # runs wrote: they may read the program's file formats, not its flags.
     'sweeps': _BELOW_PROGRAM | {'program'},
-    'cli': _BELOW_PROGRAM | {'program', 'sweeps'},
+    'cli': _BELOW_PROGRAM | {'program', 'sweeps', 'lazy_imports'},
+    # The programs' deferred imports of the stack (standard library only).
+    'lazy_imports': set(),
     # The Python API, beside the programs: it parses settings with the
     # programs' flag definitions (never the global FLAGS).
     'api': _BELOW_PROGRAM | {'program', 'cli'},

@@ -3,7 +3,8 @@
 Subpackages by job, each importing only the layers below it (bottom first):
 `atomic_io` and `checks`, `cohorts`, `privacy`, `data`, `audit`, `mechanisms`,
 `config`, `config_checks`, `models`, `algorithms`, `execution`, `program`,
-`sweeps`, `cli`, and beside the programs the Python API, `tff_dp.api`
+`sweeps`, `cli` (which alone uses `lazy_imports`, standard library only:
+the stack's imports a run does not use, deferred), and beside the programs the Python API, `tff_dp.api`
 (`tff_dp.train`). `models` (model architectures and how their parameters are
 trained) may import `config` and `checks` only. The programs in `tff_dp.cli`
 are the only modules that read absl's global flags.

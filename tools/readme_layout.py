@@ -20,7 +20,7 @@ README_END = '<!-- layout:end -->'
 # Bottom first; modules directly in tff_dp/ are listed with their layer.
 LAYERS = ('atomic_io', 'checks', 'cohorts', 'privacy', 'data', 'audit',
           'mechanisms', 'config', 'config_checks', 'models', 'algorithms',
-          'execution', 'program', 'sweeps', 'cli', 'api')
+          'execution', 'program', 'sweeps', 'cli', 'lazy_imports', 'api')
 _OTHER_ROWS = (
     ('`examples/`', 'runnable examples of the Python API (the tests run '
      'them)'),

@@ -8,12 +8,16 @@ and SIGHUP end the process with one line and the conventional exit code
 (128 + signal), and the libraries' start-up noise is silenced (`quiet`).
 Nothing has been written and no worker started at that point, so there is
 nothing to clean up; each program installs its own handlers once it starts.
-Standard library only.
+`start` also defers the stack's imports that the programs do not use
+(`tff_dp.lazy_imports`: jax, TensorFlow Probability, scikit-learn), which
+must happen before TensorFlow is imported. Standard library only.
 """
 
 import os
 import signal
 import warnings
+
+from tff_dp import lazy_imports
 
 # What `quiet` silences: warnings of the dependencies about themselves, not
 # about this program's use of them. Matched by message (a regular expression
@@ -61,9 +65,11 @@ def install_early_handlers(program: str) -> None:
 
 
 def start(program: str) -> None:
-  """What every program does first: `install_early_handlers` and `quiet`."""
+  """What every program does first: `install_early_handlers`, `quiet` and
+  `lazy_imports.install`."""
   install_early_handlers(program)
   quiet()
+  lazy_imports.install()
 
 
 def train() -> None:
