@@ -28,6 +28,7 @@ from tff_dp.algorithms import grouped_client_options
 from tff_dp.algorithms import grouped_example_dp
 from tff_dp.algorithms import grouped_mean
 from tff_dp.algorithms import grouped_model
+from tff_dp.algorithms import grouped_vectorized
 from tff_dp.algorithms.grouped_client_options import ClientOptions
 from tff_dp.algorithms.grouped_data import CLIENT
 from tff_dp.algorithms.grouped_data import LENGTH
@@ -127,6 +128,31 @@ def build_group_fn(
   client-side variant (`grouped_client_options`).
   """
 
+  vectorize = grouped_vectorized.supported(options, max_batches=max_batches)
+
+  def _train_vectorized(hparams, weights, group, first_row):
+    x, y = _group_examples(group,
+                           input_dim=input_dim,
+                           client_files_dir=client_files_dir)
+    rows, row_weights = grouped_vectorized.batch_rows(
+        group[ORDER],
+        group[LENGTH],
+        first_row,
+        epochs=epochs,
+        batch_size=batch_size,
+        max_batches=max_batches,
+        padding_row=tf.shape(y)[0])
+    return grouped_vectorized.train_clients(
+        model,
+        optimizer,
+        hparams=hparams,
+        weights=weights,
+        x=tf.concat([x, tf.zeros([1, input_dim], x.dtype)], 0),
+        y=tf.concat([y, tf.zeros([1], y.dtype)], 0),
+        rows=rows,
+        row_weights=row_weights,
+        options=options)
+
   @tf.function
   def group_fn(hparams, weights, params, group):
     specs = tuple(tf.TensorSpec.from_tensor(t) for t in weights.trainable)
@@ -155,6 +181,20 @@ def build_group_fn(
                            client_files_dir=client_files_dir,
                            max_batches=max_batches,
                            options=options)
+
+    if vectorize:
+      trained, slot_metrics = _train_vectorized(hparams, weights, group,
+                                                first_row)
+      updates = [w[tf.newaxis] - t for w, t in zip(weights.trainable, trained)]
+
+      def train_client(i):  # pylint: disable=function-redefined
+        return _finish_client([u[i] for u in updates],
+                              tf.nest.map_structure(lambda m: m[i],
+                                                    slot_metrics),
+                              query=query,
+                              params=params,
+                              max_norm=max_norm,
+                              options=options)
 
     records = zero_record
     totals = grouped_client_options.zero_metrics(options.label_kind)
@@ -268,6 +308,16 @@ def _train_client(i, hparams, weights, params, group, first_row, *, model,
                                                   metrics['num_examples'])
   else:
     update = [a - b for a, b in zip(initial, trainable)]
+  return _finish_client(update,
+                        metrics,
+                        query=query,
+                        params=params,
+                        max_norm=max_norm,
+                        options=options)
+
+
+def _finish_client(update, metrics, *, query, params, max_norm, options):
+  """A trained client's record and released metrics from its update."""
   update = grouped_client_options.capped_weight_scale(update,
                                                       metrics['num_examples'],
                                                       options.weight_cap)
@@ -292,6 +342,42 @@ def _train_client(i, hparams, weights, params, group, first_row, *, model,
   metrics = tf.nest.map_structure(
       lambda m: tf.where(finite, m, tf.zeros_like(m)), metrics)
   return record, metrics
+
+
+def _group_examples(group, *, input_dim, client_files_dir):
+  """(x, y) of every slot, client after client, as a dense group holds them.
+
+  In client-files mode each valid slot's files are read (and checked
+  against its size) and concatenated; padding slots add nothing.
+  """
+  if client_files_dir is None:
+    return group[X], group[Y]
+  valid = group[VALID]
+  first_row = tf.cumsum(group[LENGTH], exclusive=True)
+  xs = tf.TensorArray(tf.float32,
+                      size=0,
+                      dynamic_size=True,
+                      infer_shape=False,
+                      element_shape=[None, input_dim])
+  ys = tf.TensorArray(tf.int32,
+                      size=0,
+                      dynamic_size=True,
+                      infer_shape=False,
+                      element_shape=[None])
+  for i in tf.range(tf.shape(valid)[0]):
+    x, y = tf.cond(
+        valid[i],
+        lambda: _client_examples(group,
+                                 first_row,
+                                 i,
+                                 input_dim=input_dim,
+                                 label_shape=[],
+                                 client_files_dir=client_files_dir)[:2], lambda:
+        (tf.zeros([0, input_dim]), tf.zeros([0], tf.int32)))
+    xs = xs.write(i, x)
+    ys = ys.write(i, y)
+  return (tf.reshape(xs.concat(),
+                     [-1, input_dim]), tf.reshape(ys.concat(), [-1]))
 
 
 def _read_client_file(client_files_dir, kind, client, dtype):
