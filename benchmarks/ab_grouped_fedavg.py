@@ -23,6 +23,7 @@ import importlib.util
 import json
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -56,7 +57,8 @@ def _row(name, timed, results):
   row = {'workload': name, 'timed': timed}
   for label, value in results.items():
     row[label] = {k: value['seconds'][k] for k in ('median', 'p10', 'p90')}
-    row[label].update(cpu_self_s=value.get('cpu_self_s'),
+    row[label].update(build_s=value.get('build_s'),
+                      cpu_self_s=value.get('cpu_self_s'),
                       cpu_worker_s=value.get('cpu_worker_s'),
                       load=[
                           value.get('load_average_before'),
@@ -74,12 +76,16 @@ def run_workload(workload, modules, worker_pid):
   """One interleaved timing of the base, this tree and the floors."""
   hyper = workloads_lib.HYPERPARAMETERS
   new = assembly.grouped_fedavg
-  prepared = {}
+  prepared, build_s = {}, {}
   try:
     for label, module in modules.items():
       assembly.grouped_fedavg = module
+      start = time.perf_counter()
       prepared[label] = rounds.prepare(workload, DpMechanism.GAUSSIAN_FIXED,
                                        hyper)
+      # Building the process (and tracing its computations); the worker's
+      # first call, which compiles, falls in the warm-up rounds.
+      build_s[label] = time.perf_counter() - start
   finally:
     assembly.grouped_fedavg = new
   cohort = np.arange(workload.clients)
@@ -94,6 +100,8 @@ def run_workload(workload, modules, worker_pid):
   results = harness.time_interleaved(workload, runners)
   for p in prepared.values():
     p.close()
+  for label, seconds in build_s.items():
+    results[label]['build_s'] = seconds
   return results
 
 

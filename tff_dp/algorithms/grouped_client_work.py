@@ -128,7 +128,14 @@ def build_group_fn(
   client-side variant (`grouped_client_options`).
   """
 
-  vectorize = grouped_vectorized.supported(options, max_batches=max_batches)
+  vectorize = grouped_vectorized.supported(
+      options, max_batches=max_batches) and grouped_vectorized.vectorizes(
+          model,
+          optimizer,
+          input_dim=input_dim,
+          batch_size=batch_size,
+          max_batches=max_batches,
+          options=options)
 
   def _train_vectorized(hparams, weights, group, first_row):
     x, y = _group_examples(group,
