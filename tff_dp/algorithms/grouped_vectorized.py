@@ -60,11 +60,12 @@ def vectorizes(model: tff.learning.models.FunctionalModel,
   Traced once in a scratch graph at build time (the model and optimizer
   decide, never the data). A convolution, for one, needs loop-invariant
   filters, which a client's trained weights are not: the CNN keeps the loop.
-  Two steps show every op kind (the first step's weights are the broadcast
-  ones, the later steps' are the client's own); pfor's conversion time
-  grows with the steps (MLP 784-128-10: 0.25 s for 1 step, 1.7-2.9 s for 4).
+  One step from per-client weights (and selects) shows every op kind of
+  every step: after the first, a client's weights are its own. pfor's
+  conversion time grows with the steps traced (MLP 784-128-10: 0.25 s for 1
+  step, 1.7-2.9 s for 4 in a first version of this probe).
   """
-  steps = min(max_batches, 2)
+  del max_batches  # Every step has the same ops (below).
   logger = tf.get_logger()
   level = logger.level
   # pfor logs each op it cannot convert, with its traceback, before raising.
@@ -72,19 +73,31 @@ def vectorizes(model: tff.learning.models.FunctionalModel,
   try:
     with tf.Graph().as_default():
       trainable, frozen = model.initial_weights
-      weights = tff.learning.models.ModelWeights(
-          trainable=[tf.zeros(t.shape, t.dtype) for t in trainable],
-          non_trainable=[tf.zeros(t.shape, t.dtype) for t in frozen])
       specs = tuple(tf.TensorSpec(t.shape, t.dtype) for t in trainable)
-      train_clients(model,
-                    optimizer,
-                    hparams=optimizer.get_hparams(optimizer.initialize(specs)),
-                    weights=weights,
-                    x=tf.zeros([1, input_dim]),
-                    y=tf.zeros([1], tf.int32),
-                    rows=tf.zeros([2, steps, batch_size], tf.int32),
-                    row_weights=tf.zeros([2, steps, batch_size]),
-                    options=options)
+      opt_state = optimizer.initialize(specs)
+      non_trainable = tuple(tf.zeros(t.shape, t.dtype) for t in frozen)
+
+      def one_step(elems):
+        client_weights, batch_x, batch_y, batch_w = elems
+        return _masked_step(
+            model,
+            optimizer,
+            (opt_state, tuple(client_weights),
+             grouped_client_options.zero_metrics(options.label_kind)),
+            batch_x,
+            batch_y,
+            batch_w,
+            non_trainable=non_trainable,
+            initial=tuple(client_weights),
+            options=options,
+            keeps_weights=True)
+
+      tf.vectorized_map(
+          one_step,
+          ([tf.zeros((2,) + t.shape, t.dtype) for t in trainable
+           ], tf.zeros([2, batch_size, input_dim]),
+           tf.zeros([2, batch_size], tf.int32), tf.zeros([2, batch_size])),
+          fallback_to_while_loop=False)
   except (ValueError, NotImplementedError):
     return False
   finally:
