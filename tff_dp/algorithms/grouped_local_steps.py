@@ -89,8 +89,8 @@ def train_locally(local_step,
     with tf.control_dependencies([check]):
       num_batches = tf.identity(num_batches)
     if independent_steps:
-      return independent_steps(local_step, num_batches, max_batches, opt_state,
-                               trainable, metrics)
+      return _independent_steps(local_step, num_batches, max_batches, opt_state,
+                                trainable, metrics)
     for j in range(max_batches):
       opt_state, trainable, metrics = tf.cond(
           j < num_batches,
@@ -99,8 +99,8 @@ def train_locally(local_step,
   return opt_state, trainable, metrics
 
 
-def independent_steps(local_step, num_batches, max_batches, zeros, trainable,
-                      zero_metrics):
+def _independent_steps(local_step, num_batches, max_batches, zeros, trainable,
+                       zero_metrics):
   """FedSGD's unrolled batches, none waiting for another's sums.
 
   Chained through the running sums, the batch gradients ran one after the
