@@ -1,14 +1,15 @@
 """A/B of the grouped process: another checkout's `grouped_fedavg.py` against this one's.
 
   PYTHONPATH=. .venv/bin/python -m benchmarks.ab_grouped_fedavg BASE_DIR OUT.json
-      [--timed=40] [--repetitions=1]
+      [--timed=40] [--repetitions=1] [--workloads=W1-c10,W1-c50]
 
 Builds W1-c10 and W1-c50 (`benchmarks.workloads`, gaussian_fixed, the
-program's grouped path via `benchmarks.rounds.prepare`) twice in ONE process
-on ONE TFF worker: once with BASE_DIR's `tff_dp/algorithms/grouped_fedavg.py`
-(loaded as a module and swapped into `tff_dp.program.assembly` while it
-builds) and once with this tree's, and times them round by round in turn with
-the floor's two implementations (`harness.time_interleaved`: 5 warm-up
+program's grouped path via `benchmarks.rounds.prepare`; `--workloads` picks
+others) twice in ONE process on ONE TFF worker: once with BASE_DIR's
+`tff_dp/algorithms/grouped_fedavg.py` and `grouped_client_work.py` (loaded
+as modules and swapped into `tff_dp.program.assembly` while it builds) and
+once with this tree's, and times them round by round in turn with
+the floor's two implementations (`harness.time_interleaved`: `--warmup`
 rounds, then `--timed`, order rotating). The base module must still import
 against this tree's other modules. Each row (medians, p10/p90, CPU, load
 averages, the ratios to the better floor and new/old) is printed as JSON and
@@ -22,6 +23,7 @@ import importlib.util
 import json
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -34,12 +36,20 @@ from tff_dp.execution import runtime
 from tff_dp.program import assembly
 
 
-def _load_base(base_dir: str):
+def _load(base_dir: str, name: str):
   spec = importlib.util.spec_from_file_location(
-      'tff_dp.algorithms.grouped_fedavg_base',
-      os.path.join(base_dir, 'tff_dp', 'algorithms', 'grouped_fedavg.py'))
+      f'tff_dp.algorithms.{name}_base',
+      os.path.join(base_dir, 'tff_dp', 'algorithms', f'{name}.py'))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def _load_base(base_dir: str):
+  """The base's grouped_fedavg, building its groups with the base's
+  grouped_client_work (both loaded from BASE_DIR)."""
+  module = _load(base_dir, 'grouped_fedavg')
+  module.grouped_client_work = _load(base_dir, 'grouped_client_work')
   return module
 
 
@@ -47,7 +57,8 @@ def _row(name, timed, results):
   row = {'workload': name, 'timed': timed}
   for label, value in results.items():
     row[label] = {k: value['seconds'][k] for k in ('median', 'p10', 'p90')}
-    row[label].update(cpu_self_s=value.get('cpu_self_s'),
+    row[label].update(build_s=value.get('build_s'),
+                      cpu_self_s=value.get('cpu_self_s'),
                       cpu_worker_s=value.get('cpu_worker_s'),
                       load=[
                           value.get('load_average_before'),
@@ -65,12 +76,16 @@ def run_workload(workload, modules, worker_pid):
   """One interleaved timing of the base, this tree and the floors."""
   hyper = workloads_lib.HYPERPARAMETERS
   new = assembly.grouped_fedavg
-  prepared = {}
+  prepared, build_s = {}, {}
   try:
     for label, module in modules.items():
       assembly.grouped_fedavg = module
+      start = time.perf_counter()
       prepared[label] = rounds.prepare(workload, DpMechanism.GAUSSIAN_FIXED,
                                        hyper)
+      # Building the process (and tracing its computations); the worker's
+      # first call, which compiles, falls in the warm-up rounds.
+      build_s[label] = time.perf_counter() - start
   finally:
     assembly.grouped_fedavg = new
   cohort = np.arange(workload.clients)
@@ -85,6 +100,8 @@ def run_workload(workload, modules, worker_pid):
   results = harness.time_interleaved(workload, runners)
   for p in prepared.values():
     p.close()
+  for label, seconds in build_s.items():
+    results[label]['build_s'] = seconds
   return results
 
 
@@ -96,6 +113,8 @@ def main(argv: list[str]) -> int:
   parser.add_argument('out')
   parser.add_argument('--timed', type=int, default=40)
   parser.add_argument('--repetitions', type=int, default=1)
+  parser.add_argument('--workloads', default='W1-c10,W1-c50')
+  parser.add_argument('--warmup', type=int, default=5)
   args = parser.parse_args(argv[1:])
   modules = {'old': _load_base(args.base_dir), 'new': assembly.grouped_fedavg}
   full = {w.name: w for w in workloads_lib.timing_workloads(False)}
@@ -104,9 +123,9 @@ def main(argv: list[str]) -> int:
                      'ab-worker.log')
   with runtime.local_runtime(log_path=log) as worker:
     for repetition in range(args.repetitions):
-      for name in ('W1-c10', 'W1-c50'):
+      for name in args.workloads.split(','):
         workload = dataclasses.replace(full[name],
-                                       warmup_rounds=5,
+                                       warmup_rounds=args.warmup,
                                        timed_rounds=args.timed)
         row = _row(name, args.timed, run_workload(workload, modules,
                                                   worker.pid))

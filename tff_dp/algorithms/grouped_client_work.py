@@ -5,9 +5,10 @@ Private Recurrent Language Models", ICLR); `tff_dp.algorithms.grouped_fedavg`
 builds the process and explains how one TFF client value becomes a GROUP of
 simulated clients, and why the privacy analysis is unchanged by it. This
 module builds the client side of a round: the one TF computation that trains
-every simulated client of a group in a graph-mode loop (while-looped or
-unrolled local steps, `unrolled_batches`), sanitizes each update and clips
-it with the DP query's `preprocess_record`; the client work's state (the
+every simulated client of a group, together (`grouped_vectorized`, where the
+configuration and model allow it) or in a graph-mode loop (while-looped or
+unrolled local steps, `unrolled_batches`; `grouped_local_steps`), then
+sanitizes each update and clips it with the DP query's `preprocess_record`; the client work's state (the
 local optimizer's hyperparameters); and the round's training metrics from
 their sums.
 
@@ -16,8 +17,6 @@ handed to a TF op as bare callables: AutoGraph then converts them, which the
 `tf.range` loop over a client's batches needs.
 """
 
-import functools
-import os
 from typing import Any, Callable, Optional
 
 import tensorflow as tf
@@ -26,15 +25,15 @@ import tensorflow_privacy as tfp
 
 from tff_dp.algorithms import grouped_client_options
 from tff_dp.algorithms import grouped_example_dp
+from tff_dp.algorithms import grouped_examples
+from tff_dp.algorithms import grouped_local_steps
 from tff_dp.algorithms import grouped_mean
 from tff_dp.algorithms import grouped_model
+from tff_dp.algorithms import grouped_vectorized
 from tff_dp.algorithms.grouped_client_options import ClientOptions
-from tff_dp.algorithms.grouped_data import CLIENT
 from tff_dp.algorithms.grouped_data import LENGTH
 from tff_dp.algorithms.grouped_data import ORDER
 from tff_dp.algorithms.grouped_data import VALID
-from tff_dp.algorithms.grouped_data import X
-from tff_dp.algorithms.grouped_data import Y
 from tff_dp.data.labels import LabelKind
 from tff_dp.mechanisms import sanitize
 
@@ -127,6 +126,38 @@ def build_group_fn(
   client-side variant (`grouped_client_options`).
   """
 
+  vectorize = grouped_vectorized.supported(
+      options, max_batches=max_batches) and grouped_vectorized.vectorizes(
+          model,
+          optimizer,
+          input_dim=input_dim,
+          batch_size=batch_size,
+          max_batches=max_batches,
+          options=options)
+
+  def _train_vectorized(hparams, weights, group, first_row):
+    x, y = grouped_examples.group_examples(group,
+                                           input_dim=input_dim,
+                                           client_files_dir=client_files_dir)
+    rows, row_weights = grouped_vectorized.batch_rows(
+        group[ORDER],
+        group[LENGTH],
+        first_row,
+        epochs=epochs,
+        batch_size=batch_size,
+        max_batches=max_batches,
+        padding_row=tf.shape(y)[0])
+    return grouped_vectorized.train_clients(
+        model,
+        optimizer,
+        hparams=hparams,
+        weights=weights,
+        x=tf.concat([x, tf.zeros([1, input_dim], x.dtype)], 0),
+        y=tf.concat([y, tf.zeros([1], y.dtype)], 0),
+        rows=rows,
+        row_weights=row_weights,
+        options=options)
+
   @tf.function
   def group_fn(hparams, weights, params, group):
     specs = tuple(tf.TensorSpec.from_tensor(t) for t in weights.trainable)
@@ -155,6 +186,20 @@ def build_group_fn(
                            client_files_dir=client_files_dir,
                            max_batches=max_batches,
                            options=options)
+
+    if vectorize:
+      trained, slot_metrics = _train_vectorized(hparams, weights, group,
+                                                first_row)
+      updates = [w[tf.newaxis] - t for w, t in zip(weights.trainable, trained)]
+
+      def train_client(i):  # pylint: disable=function-redefined
+        return _finish_client([u[i] for u in updates],
+                              tf.nest.map_structure(lambda m: m[i],
+                                                    slot_metrics),
+                              query=query,
+                              params=params,
+                              max_norm=max_norm,
+                              options=options)
 
     records = zero_record
     totals = grouped_client_options.zero_metrics(options.label_kind)
@@ -207,13 +252,14 @@ def _train_client(i, hparams, weights, params, group, first_row, *, model,
   length = group[LENGTH]
   steps = epochs * length[i]
   num_batches = (steps + batch_size - 1) // batch_size
-  x, y, row_0 = _client_examples(group,
-                                 first_row,
-                                 i,
-                                 input_dim=input_dim,
-                                 label_shape=([input_dim] if options.label_kind
-                                              is LabelKind.NEXT_TOKENS else []),
-                                 client_files_dir=client_files_dir)
+  x, y, row_0 = grouped_examples.client_examples(
+      group,
+      first_row,
+      i,
+      input_dim=input_dim,
+      label_shape=([input_dim]
+                   if options.label_kind is LabelKind.NEXT_TOKENS else []),
+      client_files_dir=client_files_dir)
   client_order = group[ORDER][epochs * first_row[i]:][:steps] + row_0
   if options.example_dp is not None:
     # The client's n_k distinct examples, in its first epoch's order.
@@ -245,17 +291,18 @@ def _train_client(i, hparams, weights, params, group, first_row, *, model,
     step_state = optimizer.initialize(specs)
     if not options.stateless_client_work:
       step_state = optimizer.set_hparams(step_state, hparams)
-    step = _build_local_step(model,
-                             optimizer,
-                             non_trainable=tuple(weights.non_trainable),
-                             x=x,
-                             y=y,
-                             client_order=client_order,
-                             batch_size=batch_size,
-                             initial=initial,
-                             proximal_strength=options.proximal_strength,
-                             label_kind=options.label_kind)
-  step_state, trainable, metrics = _train_locally(
+    step = grouped_local_steps.build_local_step(
+        model,
+        optimizer,
+        non_trainable=tuple(weights.non_trainable),
+        x=x,
+        y=y,
+        client_order=client_order,
+        batch_size=batch_size,
+        initial=initial,
+        proximal_strength=options.proximal_strength,
+        label_kind=options.label_kind)
+  step_state, trainable, metrics = grouped_local_steps.train_locally(
       step,
       num_batches,
       max_batches=max_batches,
@@ -268,6 +315,16 @@ def _train_client(i, hparams, weights, params, group, first_row, *, model,
                                                   metrics['num_examples'])
   else:
     update = [a - b for a, b in zip(initial, trainable)]
+  return _finish_client(update,
+                        metrics,
+                        query=query,
+                        params=params,
+                        max_norm=max_norm,
+                        options=options)
+
+
+def _finish_client(update, metrics, *, query, params, max_norm, options):
+  """A trained client's record and released metrics from its update."""
   update = grouped_client_options.capped_weight_scale(update,
                                                       metrics['num_examples'],
                                                       options.weight_cap)
@@ -292,147 +349,6 @@ def _train_client(i, hparams, weights, params, group, first_row, *, model,
   metrics = tf.nest.map_structure(
       lambda m: tf.where(finite, m, tf.zeros_like(m)), metrics)
   return record, metrics
-
-
-def _read_client_file(client_files_dir, kind, client, dtype):
-  """One of `grouped_data.write_client_files`' files, decoded."""
-  name = tf.strings.join([
-      os.path.join(client_files_dir, kind),
-      tf.strings.as_string(client), '.bin'
-  ])
-  return tf.io.decode_raw(tf.io.read_file(name), dtype)
-
-
-def _client_examples(group, first_row, i, *, input_dim, label_shape,
-                     client_files_dir):
-  """(x, y, row of client i's example 0 in them)."""
-  if client_files_dir is None:
-    return group[X], group[Y], first_row[i]
-  length = group[LENGTH]
-  client_x = tf.reshape(
-      _read_client_file(client_files_dir, 'x', group[CLIENT][i], tf.float32),
-      [-1, input_dim])
-  # Next-token labels: one id per position of the window.
-  client_y = tf.reshape(
-      _read_client_file(client_files_dir, 'y', group[CLIENT][i], tf.int32),
-      [-1] + label_shape)
-  # Files of another data set (or a truncated file) must fail loudly.
-  checks = [
-      tf.debugging.assert_equal(
-          tf.shape(client_y)[0],
-          length[i],
-          message='client file does not match the client size'),
-      tf.debugging.assert_equal(
-          tf.shape(client_x)[0],
-          length[i],
-          message='client file does not match the client size')
-  ]
-  with tf.control_dependencies(checks):
-    return tf.identity(client_x), tf.identity(client_y), 0
-
-
-def _build_local_step(model, optimizer, *, non_trainable, x, y, client_order,
-                      batch_size, initial, proximal_strength, label_kind):
-  """`local_step(j, opt_state, trainable, metrics)` of one client's data."""
-
-  def local_step(j, opt_state, trainable, metrics):
-    """Batch j of the client's local training."""
-    rows = client_order[j * batch_size:(j + 1) * batch_size]
-    batch_x = tf.gather(x, rows)
-    batch_y = tf.gather(y, rows)
-    with tf.GradientTape() as tape:
-      tape.watch(trainable)
-      logits = model.predict_on_batch((trainable, non_trainable),
-                                      batch_x,
-                                      training=True)
-      # The mean loss of the batch (Keras' default reduction).
-      loss = model.loss(output=logits, label=batch_y)
-    grads = tape.gradient(loss, trainable)
-    # FedProx only (TFF's proximal client work).
-    grads = grouped_client_options.proximal_gradients(
-        grads, trainable, initial, strength=proximal_strength)
-    opt_state, trainable = optimizer.next(opt_state, trainable, grads)
-    # Metrics as TFF's Keras wrapper tracks them: on the batch's
-    # predictions before its step, the loss weighted by the batch size.
-    metrics = grouped_client_options.batch_metrics(metrics,
-                                                   loss,
-                                                   logits,
-                                                   batch_y,
-                                                   label_kind=label_kind)
-    return opt_state, tuple(trainable), metrics
-
-  return local_step
-
-
-def _train_locally(local_step,
-                   num_batches,
-                   *,
-                   max_batches,
-                   opt_state,
-                   trainable,
-                   metrics,
-                   independent_steps=False):
-  """Runs `num_batches` local steps; returns their final
-  (opt_state, trainable, metrics).
-
-  Args:
-    local_step: `_build_local_step`'s function.
-    num_batches: The client's number of local batches (a scalar tensor).
-    max_batches: None for a while loop; else the steps to unroll.
-    opt_state: The client optimizer's initial state.
-    trainable: The initial trainable weights (a tuple).
-    metrics: The initial metric sums (`grouped_client_options.zero_metrics`).
-    independent_steps: FedSGD: a step only adds its batch's terms to
-      `opt_state` (zeros) and `metrics` and leaves `trainable` unchanged, so
-      unrolled steps are run each from the zeros and their terms summed in
-      batch order (the same floats).
-  """
-  if max_batches is None:
-    for j in tf.range(num_batches):
-      opt_state, trainable, metrics = local_step(j, opt_state, trainable,
-                                                 metrics)
-  else:
-    # Unrolled, because a while loop over the batches nested in the loop
-    # over clients kept 2 cores ~1.3 busy on W2 where unrolled steps kept
-    # them ~1.9 busy, for the same op time (in-process step traces; W2
-    # group computation 1.44 -> 1.22 s). Steps past the client's own
-    # count are skipped by tf.cond.
-    check = tf.debugging.assert_less_equal(
-        num_batches,
-        max_batches,
-        message='a client has more local batches than the process was '
-        'built for (max_client_size)')
-    with tf.control_dependencies([check]):
-      num_batches = tf.identity(num_batches)
-    if independent_steps:
-      return _independent_steps(local_step, num_batches, max_batches, opt_state,
-                                trainable, metrics)
-    for j in range(max_batches):
-      opt_state, trainable, metrics = tf.cond(
-          j < num_batches,
-          functools.partial(local_step, j, opt_state, trainable, metrics),
-          lambda args=(opt_state, trainable, metrics): args)
-  return opt_state, trainable, metrics
-
-
-def _independent_steps(local_step, num_batches, max_batches, zeros, trainable,
-                       zero_metrics):
-  """FedSGD's unrolled batches, none waiting for another's sums.
-
-  Chained through the running sums, the batch gradients ran one after the
-  other; from the zeros, the executor can run them in parallel (as the
-  floor's are). Adding each batch's terms to the sums in batch order gives
-  the same floats as the chain (0 + x = x).
-  """
-  sums, totals = zeros, zero_metrics
-  for j in range(max_batches):
-    terms, _, batch = tf.cond(
-        j < num_batches,
-        functools.partial(local_step, j, zeros, trainable, zero_metrics),
-        lambda: (zeros, trainable, zero_metrics))
-    sums = tuple(a + b for a, b in zip(sums, terms))
-    totals = tf.nest.map_structure(tf.add, totals, batch)
-  return sums, trainable, totals
 
 
 def _sanitize(update: list[tf.Tensor], *, max_norm: float):
