@@ -20,9 +20,17 @@ another.
 
 import os
 import shutil
+import signal
 import tempfile
 
 import pytest
+
+# A suite started in the background by a non-interactive shell (`cmd &`)
+# inherits SIGINT ignored, and so would every program it starts: the tests
+# that interrupt a program with SIGINT would then fail for the shell's sake.
+# A Python handler here is reset to the default by exec in each child.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+  signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Keep TensorFlow's C++ start-up chatter out of test output.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
