@@ -229,6 +229,30 @@ def time_interleaved(
   return {name: _summarize_rounds(records[name], load) for name in names}
 
 
+def against_first(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+  """`time_interleaved`'s results as one row per runner: first round, median,
+  p10 and p90 of the timed rounds, and the median's ratio to the first
+  runner's (the A/B scripts' table)."""
+  base = next(iter(results.values()))['seconds']['median']
+  return {
+      name: {
+          'first_round_s': r['first_round_s'],
+          'median_s': r['seconds']['median'],
+          'p10_s': r['seconds']['p10'],
+          'p90_s': r['seconds']['p90'],
+          'ratio_to_first': r['seconds']['median'] / base,
+      } for name, r in results.items()
+  }
+
+
+def print_against_first(rows: dict[str, dict[str, float]]) -> None:
+  """Prints `against_first`'s rows, one line each."""
+  for name, row in rows.items():
+    print(f'{name:22s} first {row["first_round_s"]:8.2f} s  median '
+          f'{row["median_s"]:.4f} s  p10 {row["p10_s"]:.4f}  p90 '
+          f'{row["p90_s"]:.4f}  ratio {row["ratio_to_first"]:.2f}')
+
+
 def _summarize_rounds(records: list[dict[str, Any]],
                       load: dict[str, list[float]]) -> dict[str, Any]:
   timed = [rec for rec in records if rec['timed']]

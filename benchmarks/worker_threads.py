@@ -19,6 +19,7 @@ A setting is 'default' (neither variable set) or 'INTRA,INTER'.
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -67,48 +68,47 @@ def _start_worker(stack: contextlib.ExitStack, setting: str, log_dir: str):
 
 def run(workload: workloads_lib.Workload, settings: Sequence[str], rounds_: int,
         log_dir: str) -> dict[str, Any]:
-  """Times the grouped process's rounds on one worker per setting."""
+  """Times the grouped process's rounds on one worker per setting, in turn
+  (`harness.time_interleaved`)."""
   prepared = rounds.prepare(workload, DpMechanism.GAUSSIAN_FIXED,
                             workloads_lib.HYPERPARAMETERS)
   cohort = np.arange(workload.clients)
-  seconds = {s: [] for s in settings}
-  load_before = harness.load_average()
+  timing = dataclasses.replace(workload,
+                               warmup_rounds=WARMUP_ROUNDS,
+                               timed_rounds=rounds_)
   try:
     with contextlib.ExitStack() as stack:
       contexts = {s: _start_worker(stack, s, log_dir) for s in settings}
       states = {}
-      for r in range(WARMUP_ROUNDS + rounds_):
-        shift = r % len(settings)
-        for s in list(settings[shift:]) + list(settings[:shift]):
-          with tff.framework.get_context_stack().install(contexts[s]):
-            if s not in states:
-              states[s] = prepared.process.initialize()
+
+      def runner(setting):
+
+        def run_round(r):
+          with tff.framework.get_context_stack().install(contexts[setting]):
+            if setting not in states:
+              states[setting] = prepared.process.initialize()
             # A round as `benchmarks.rounds` times it: inputs plus next.
             start = time.perf_counter()
-            output = prepared.process.next(states[s],
+            output = prepared.process.next(states[setting],
                                            prepared.round_inputs(r, cohort))
-            seconds[s].append(time.perf_counter() - start)
-            states[s] = output.state
+            next_s = time.perf_counter() - start
+            states[setting] = output.state
+          return {'next_s': next_s}
+
+        return run_round, None
+
+      results = harness.time_interleaved(timing,
+                                         {s: runner(s) for s in settings})
   finally:
     prepared.close()
-  base = float(np.median(seconds[settings[0]][WARMUP_ROUNDS:]))
-  result = {
+  load = next(iter(results.values()))['load_average']
+  return {
       'workload': workload.to_json(),
       'clients_per_call': prepared.clients_per_call,
-      'load_before': load_before,
-      'load_after': harness.load_average(),
-      'settings': {}
+      'load_before': load['before'],
+      'load_after': load['after'],
+      'settings': harness.against_first(results),
   }
-  for s in settings:
-    timed = seconds[s][WARMUP_ROUNDS:]
-    result['settings'][s] = {
-        'first_round_s': seconds[s][0],
-        'median_s': float(np.median(timed)),
-        'q25_s': float(np.quantile(timed, 0.25)),
-        'q75_s': float(np.quantile(timed, 0.75)),
-        'ratio_to_first_setting': float(np.median(timed)) / base,
-    }
-  return result
 
 
 def main(argv: Sequence[str]) -> int:
@@ -138,10 +138,7 @@ def main(argv: Sequence[str]) -> int:
   result = run(workload, settings, args.rounds, args.log_dir)
   print(f'{workload.name}: load {result["load_before"]} -> '
         f'{result["load_after"]}')
-  for s, row in result['settings'].items():
-    print(f'{s:10s} first {row["first_round_s"]:6.2f} s  median '
-          f'{row["median_s"]:.4f} s  q25 {row["q25_s"]:.4f}  q75 '
-          f'{row["q75_s"]:.4f}  ratio {row["ratio_to_first_setting"]:.2f}')
+  harness.print_against_first(result['settings'])
   if args.out:
     harness.write_json(args.out, result)
   return 0

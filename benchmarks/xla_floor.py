@@ -24,6 +24,7 @@ the load average; `--out` also writes them as JSON.
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -73,37 +74,34 @@ def build_round(workload: workloads_lib.Workload, variant: str):
 
 def run(workload: workloads_lib.Workload, variants: Sequence[str],
         rounds: int) -> dict[str, Any]:
-  """Times the variants round by round in turn (the order rotates)."""
+  """Times the variants round by round in turn (`harness.time_interleaved`)."""
   data = workloads_lib.synthetic_data(workload)
-  runners = {v: build_round(workload, v) for v in variants}
-  seconds = {v: [] for v in variants}
-  load_before = harness.load_average()
-  for r in range(WARMUP_ROUNDS + rounds):
-    shift = r % len(variants)
-    for v in list(variants[shift:]) + list(variants[:shift]):
+  timing = dataclasses.replace(workload,
+                               warmup_rounds=WARMUP_ROUNDS,
+                               timed_rounds=rounds)
+
+  def runner(variant):
+    round_fn = build_round(workload, variant)
+
+    def run_round(r):
       x, y = floor.round_inputs(data, workload, r)
       start = time.perf_counter()
-      norm = runners[v](x, y, r)
-      seconds[v].append(time.perf_counter() - start)
+      norm = round_fn(x, y, r)
+      call_s = time.perf_counter() - start
       if not np.isfinite(norm):
-        raise RuntimeError(f'{v}: round {r} gave a non-finite update')
-  base = float(np.median(seconds[variants[0]][WARMUP_ROUNDS:]))
-  result = {
+        raise RuntimeError(f'{variant}: round {r} gave a non-finite update')
+      return {'call_s': call_s}
+
+    return run_round, None
+
+  results = harness.time_interleaved(timing, {v: runner(v) for v in variants})
+  load = next(iter(results.values()))['load_average']
+  return {
       'workload': workload.to_json(),
-      'load_before': load_before,
-      'load_after': harness.load_average(),
-      'variants': {}
+      'load_before': load['before'],
+      'load_after': load['after'],
+      'variants': harness.against_first(results),
   }
-  for v in variants:
-    timed = seconds[v][WARMUP_ROUNDS:]
-    result['variants'][v] = {
-        'first_round_s': seconds[v][0],
-        'median_s': float(np.median(timed)),
-        'q25_s': float(np.quantile(timed, 0.25)),
-        'q75_s': float(np.quantile(timed, 0.75)),
-        'ratio_to_first_variant': float(np.median(timed)) / base,
-    }
-  return result
 
 
 def _workload(name: str) -> workloads_lib.Workload:
@@ -138,10 +136,7 @@ def main(argv: Sequence[str]) -> int:
   result = run(workload, variants, args.rounds)
   print(f'{workload.name}: load {result["load_before"]} -> '
         f'{result["load_after"]} (pid {os.getpid()})')
-  for v, row in result['variants'].items():
-    print(f'{v:22s} first {row["first_round_s"]:8.2f} s  median '
-          f'{row["median_s"]:.4f} s  q25 {row["q25_s"]:.4f}  q75 '
-          f'{row["q75_s"]:.4f}  ratio {row["ratio_to_first_variant"]:.2f}')
+  harness.print_against_first(result['variants'])
   if args.out:
     harness.write_json(args.out, result)
   return 0
