@@ -79,6 +79,24 @@ def proximal_gradients(grads, trainable, initial, *, strength: float):
       g + strength * (w0 - w) for g, w, w0 in zip(grads, trainable, initial))
 
 
+def batch_gradients(model, trainable, non_trainable, batch_x, batch_y,
+                    **gradient_options):
+  """(logits, mean loss, batch_y, gradients at `trainable`) of one batch.
+
+  The local steps and FedSGD's batches both differentiate the batch's mean
+  loss (Keras' default reduction) at `trainable`; `gradient_options` go to
+  `tape.gradient` (e.g. `unconnected_gradients`).
+  """
+  with tf.GradientTape() as tape:
+    tape.watch(trainable)
+    logits = model.predict_on_batch((trainable, non_trainable),
+                                    batch_x,
+                                    training=True)
+    loss = model.loss(output=logits, label=batch_y)
+  return logits, loss, batch_y, tape.gradient(loss, trainable,
+                                              **gradient_options)
+
+
 def build_gradient_step(model,
                         *,
                         non_trainable,
@@ -96,17 +114,13 @@ def build_gradient_step(model,
 
   def step(j, grad_sums, trainable, metrics):
     rows = client_order[j * batch_size:(j + 1) * batch_size]
-    batch_x = tf.gather(x, rows)
-    batch_y = tf.gather(y, rows)
-    with tf.GradientTape() as tape:
-      tape.watch(trainable)
-      logits = model.predict_on_batch((trainable, non_trainable),
-                                      batch_x,
-                                      training=True)
-      loss = model.loss(output=logits, label=batch_y)
-    grads = tape.gradient(loss,
-                          trainable,
-                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    logits, loss, batch_y, grads = batch_gradients(
+        model,
+        trainable,
+        non_trainable,
+        tf.gather(x, rows),
+        tf.gather(y, rows),
+        unconnected_gradients=tf.UnconnectedGradients.ZERO)
     count = tf.shape(batch_y)[0]
     weight = tf.cast(count, tf.float32)
     grad_sums = tuple(a + weight * g for a, g in zip(grad_sums, grads))

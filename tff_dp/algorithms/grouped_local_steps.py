@@ -22,16 +22,8 @@ def build_local_step(model, optimizer, *, non_trainable, x, y, client_order,
   def local_step(j, opt_state, trainable, metrics):
     """Batch j of the client's local training."""
     rows = client_order[j * batch_size:(j + 1) * batch_size]
-    batch_x = tf.gather(x, rows)
-    batch_y = tf.gather(y, rows)
-    with tf.GradientTape() as tape:
-      tape.watch(trainable)
-      logits = model.predict_on_batch((trainable, non_trainable),
-                                      batch_x,
-                                      training=True)
-      # The mean loss of the batch (Keras' default reduction).
-      loss = model.loss(output=logits, label=batch_y)
-    grads = tape.gradient(loss, trainable)
+    logits, loss, batch_y, grads = grouped_client_options.batch_gradients(
+        model, trainable, non_trainable, tf.gather(x, rows), tf.gather(y, rows))
     # FedProx only (TFF's proximal client work).
     grads = grouped_client_options.proximal_gradients(
         grads, trainable, initial, strength=proximal_strength)
