@@ -154,10 +154,34 @@ def _wait_listening(proxy: TlsProxy) -> None:
     time.sleep(_POLL_SECONDS)
 
 
-def _remove_stale_dirs(base: str) -> None:
-  """Removes private directories of stunnels that died with a SIGKILLed
-  supervisor (their pid file names no live process; an old one without a
-  pid file never started)."""
+def _runs_stunnel_on(pid: int, config_path: str) -> bool:
+  """True if `pid` is a live stunnel started on `config_path`.
+
+  A zombie does not count: an orphan whose new parent does not reap it (PID 1
+  in many containers) stays in /proc but holds no port and no file. Nor does
+  a process that reused the pid: its command line names another file.
+  """
+  try:
+    with open(f'/proc/{pid}/stat', encoding='utf-8', errors='replace') as f:
+      state = f.read().rsplit(')', 1)[1].split()[0]
+    with open(f'/proc/{pid}/cmdline', 'rb') as f:
+      argv = f.read().split(b'\0')
+  except (OSError, IndexError):
+    return False
+  return state != 'Z' and os.fsencode(config_path) in argv
+
+
+def remove_stale_dirs(base: str) -> None:
+  """Removes the private directories of stunnels that died with a SIGKILLed
+  supervisor.
+
+  Their pid file names no live stunnel on their configuration
+  (`_runs_stunnel_on`); an old directory without a pid file never got its
+  stunnel.
+
+  Args:
+    base: The directory that holds them (the system's temporary directory).
+  """
   try:
     names = [n for n in os.listdir(base) if n.startswith(_DIR_PREFIX)]
   except OSError:
@@ -171,7 +195,7 @@ def _remove_stale_dirs(base: str) -> None:
       if os.path.exists(pid_path):
         with open(pid_path) as f:
           pid = int(f.read().strip())
-        if os.path.exists(f'/proc/{pid}'):
+        if _runs_stunnel_on(pid, os.path.join(directory, CONFIG_NAME)):
           continue
       elif time.time() - os.lstat(directory).st_mtime < _STALE_SECONDS:
         continue
@@ -190,7 +214,7 @@ def start_stunnel(write_config: Callable[[str], str],
     raise worker_errors.RuntimeStartError(
         'stunnel is not installed (apt-get install stunnel4; ./run.sh '
         'installs it)')
-  _remove_stale_dirs(tempfile.gettempdir())
+  remove_stale_dirs(tempfile.gettempdir())
   private_dir = tempfile.mkdtemp(prefix=_DIR_PREFIX)
   try:
     worker_socket.check_private_dir(private_dir)
