@@ -6,12 +6,11 @@ with the pid file naming a process in the state under test.
 """
 
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 
+from tests.helpers import workers
 from tff_dp.execution import tls_proxy
 
 
@@ -24,28 +23,11 @@ def _private_dir(base, name: str, pid: int | None) -> str:
   return str(directory)
 
 
-def _zombie() -> subprocess.Popen:
-  """A child that has exited and that nobody has reaped yet."""
-  child = subprocess.Popen(['true'])
-  deadline = time.monotonic() + 10
-  while time.monotonic() < deadline:
-    with open(f'/proc/{child.pid}/stat') as f:
-      if f.read().rsplit(')', 1)[1].split()[0] == 'Z':
-        return child
-    time.sleep(0.01)
-  raise AssertionError('the child did not exit')
-
-
 def test_a_zombie_stunnel_counts_as_dead(tmp_path):
-  # What an orphaned stunnel becomes where PID 1 does not reap (containers).
-  child = _zombie()
-  try:
-    directory = _private_dir(tmp_path, 'zombie', child.pid)
-    assert os.path.exists(f'/proc/{child.pid}')
+  with workers.zombie() as pid:
+    directory = _private_dir(tmp_path, 'zombie', pid)
     tls_proxy.remove_stale_dirs(str(tmp_path))
     assert not os.path.exists(directory)
-  finally:
-    child.wait()
 
 
 def test_a_reused_pid_counts_as_dead(tmp_path):
@@ -56,18 +38,12 @@ def test_a_reused_pid_counts_as_dead(tmp_path):
 
 
 def test_a_live_stunnel_keeps_its_directory(tmp_path):
-  directory = tmp_path / 'tff-dp-tls-live'
-  config = str(directory / tls_proxy.CONFIG_NAME)
+  config = str(tmp_path / 'tff-dp-tls-live' / tls_proxy.CONFIG_NAME)
   # A stand-in whose argv names the config, as stunnel's does.
-  child = subprocess.Popen(
-      [sys.executable, '-c', 'import time; time.sleep(60)', config])
-  try:
-    _private_dir(tmp_path, 'live', child.pid)
+  with workers.sleeper(config) as pid:
+    _private_dir(tmp_path, 'live', pid)
     tls_proxy.remove_stale_dirs(str(tmp_path))
     assert os.path.exists(config)
-  finally:
-    child.kill()
-    child.wait()
 
 
 @pytest.mark.parametrize('age_seconds,kept', [(0, True), (3600, False)])

@@ -1,13 +1,16 @@
 """Helpers for tests that check the TFF worker is never left behind."""
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from typing import Iterator
 
 from tests.helpers import REPO_ROOT
+from tff_dp import processes
 from tff_dp.execution import worker_launch
 
 
@@ -21,14 +24,7 @@ def worker_pids_from_log(log_path: str) -> list[int]:
 
 def is_running_worker(pid: int) -> bool:
   """True if `pid` is alive and still a TFF worker (not a reused pid)."""
-  try:
-    with open(f'/proc/{pid}/cmdline', 'rb') as f:
-      cmdline = f.read()
-    with open(f'/proc/{pid}/stat') as f:
-      state = f.read().rsplit(')', 1)[1].split()[0]
-  except (FileNotFoundError, ProcessLookupError):
-    return False
-  return b'worker_binary' in cmdline and state != 'Z'
+  return any(b'worker_binary' in arg for arg in processes.argv(pid))
 
 
 def wait_until_gone(pids, timeout: float = 15.0) -> list[int]:
@@ -119,9 +115,43 @@ def start_served_worker(certs_dir: str,
 
 def is_running(pid: int) -> bool:
   """True if `pid` is alive and not a zombie."""
+  return processes.is_live(pid)
+
+
+@contextlib.contextmanager
+def sleeper(*args: str) -> Iterator[int]:
+  """The pid of a live process whose argv ends with `args`.
+
+  Yields once /proc shows that argv: right after fork, and during exec, it
+  shows the parent's or an empty one.
+  """
+  child = subprocess.Popen(
+      [sys.executable, '-c', 'import time; time.sleep(60)', *args])
   try:
-    with open(f'/proc/{pid}/stat') as f:
-      state = f.read().rsplit(')', 1)[1].split()[0]
-  except (FileNotFoundError, ProcessLookupError):
-    return False
-  return state != 'Z'
+    want = [os.fsencode(a) for a in args]
+    deadline = time.monotonic() + 10
+    while processes.argv(child.pid)[-len(want):] != want:
+      assert time.monotonic() < deadline, processes.argv(child.pid)
+      time.sleep(0.01)
+    yield child.pid
+  finally:
+    child.kill()
+    child.wait()
+
+
+@contextlib.contextmanager
+def zombie() -> Iterator[int]:
+  """The pid of a child that has exited and that nobody has reaped yet.
+
+  What an orphan becomes where PID 1 does not reap (many containers).
+  """
+  child = subprocess.Popen(['true'])
+  try:
+    deadline = time.monotonic() + 10
+    while processes.is_live(child.pid):
+      assert time.monotonic() < deadline, 'the child did not exit'
+      time.sleep(0.01)
+    assert os.path.exists(f'/proc/{child.pid}')
+    yield child.pid
+  finally:
+    child.wait()

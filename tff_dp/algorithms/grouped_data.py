@@ -19,6 +19,8 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow_federated as tff
 
+from tff_dp import processes
+
 # Keys of a group (see `make_groups`).
 X, Y, ORDER, LENGTH, VALID, CLIENT = ('x', 'y', 'order', 'length', 'valid',
                                       'client')
@@ -165,22 +167,12 @@ def group_type(
 _FILES_PREFIX = 'tff-dp-clients-'
 
 
-def _pid_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True  # Someone else's live process.
-  return True
-
-
 def remove_orphaned_client_files(parent: str) -> list[str]:
   """Removes client-file directories whose run was killed (SIGKILL, power).
 
   A killed run cannot remove its copy of the client data; the next run does,
   so that the copy lives no longer than it must. Only directories of this
-  user whose process no longer exists are removed.
+  user whose process is gone (or a zombie nobody reaped) are removed.
 
   Args:
     parent: The directory the runs create their temporary directories in.
@@ -202,7 +194,7 @@ def remove_orphaned_client_files(parent: str) -> list[str]:
       owned = os.stat(path).st_uid == os.getuid()
     except OSError:
       continue
-    if pid_text.isdigit() and owned and not _pid_alive(int(pid_text)):
+    if pid_text.isdigit() and owned and not processes.is_live(int(pid_text)):
       shutil.rmtree(path, ignore_errors=True)
       removed.append(path)
   return removed

@@ -29,6 +29,7 @@ import tempfile
 import time
 from typing import Callable, Optional
 
+from tff_dp import processes
 from tff_dp.execution import certs
 from tff_dp.execution import tcp_listeners
 from tff_dp.execution import worker_errors
@@ -154,29 +155,11 @@ def _wait_listening(proxy: TlsProxy) -> None:
     time.sleep(_POLL_SECONDS)
 
 
-def _runs_stunnel_on(pid: int, config_path: str) -> bool:
-  """True if `pid` is a live stunnel started on `config_path`.
-
-  A zombie does not count: an orphan whose new parent does not reap it (PID 1
-  in many containers) stays in /proc but holds no port and no file. Nor does
-  a process that reused the pid: its command line names another file.
-  """
-  try:
-    with open(f'/proc/{pid}/stat', encoding='utf-8', errors='replace') as f:
-      state = f.read().rsplit(')', 1)[1].split()[0]
-    with open(f'/proc/{pid}/cmdline', 'rb') as f:
-      argv = f.read().split(b'\0')
-  except (OSError, IndexError):
-    return False
-  return state != 'Z' and os.fsencode(config_path) in argv
-
-
 def remove_stale_dirs(base: str) -> None:
   """Removes the private directories of stunnels that died with a SIGKILLed
   supervisor.
 
-  Their pid file names no live stunnel on their configuration
-  (`_runs_stunnel_on`); an old directory without a pid file never got its
+  Their pid file names no live stunnel on their configuration; an old directory without a pid file never got its
   stunnel.
 
   Args:
@@ -195,7 +178,9 @@ def remove_stale_dirs(base: str) -> None:
       if os.path.exists(pid_path):
         with open(pid_path) as f:
           pid = int(f.read().strip())
-        if _runs_stunnel_on(pid, os.path.join(directory, CONFIG_NAME)):
+        # A zombie or a process that reused the pid is no stunnel of ours.
+        if processes.runs_with_argument(pid,
+                                        os.path.join(directory, CONFIG_NAME)):
           continue
       elif time.time() - os.lstat(directory).st_mtime < _STALE_SECONDS:
         continue
