@@ -14,7 +14,8 @@ from tests import helpers
 
 _PACKAGE = os.path.join(helpers.REPO_ROOT, 'tff_dp')
 _BELOW_CONFIG = {
-    'atomic_io', 'checks', 'cohorts', 'privacy', 'data', 'audit', 'mechanisms'
+    'atomic_io', 'checks', 'processes', 'cohorts', 'privacy', 'data', 'audit',
+    'mechanisms'
 }
 _BELOW_PROGRAM = _BELOW_CONFIG | {
     'config', 'config_checks', 'models', 'algorithms', 'execution'
@@ -23,6 +24,8 @@ _BELOW_PROGRAM = _BELOW_CONFIG | {
 _ALLOWED = {
     'atomic_io': set(),
     'checks': set(),
+    # Whether a process is alive (/proc; standard library only).
+    'processes': set(),
     'cohorts': {'atomic_io', 'checks'},
     'privacy': {'cohorts', 'atomic_io', 'checks'},
     'data': {'atomic_io', 'checks'},
@@ -33,7 +36,7 @@ _ALLOWED = {
     # Model architectures (the transformer) and how their parameters train.
     'models': {'config', 'checks'},
     'algorithms': _BELOW_CONFIG | {'config', 'models'},
-    'execution': {'checks'},
+    'execution': {'checks', 'processes'},
     'program': _BELOW_PROGRAM,
     # Sweeps run the training program as a subprocess and read what its
     # runs wrote: they may read the program's file formats, not its flags.

@@ -18,9 +18,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README_START = '<!-- layout:start -->\n'
 README_END = '<!-- layout:end -->'
 # Bottom first; modules directly in tff_dp/ are listed with their layer.
-LAYERS = ('atomic_io', 'checks', 'cohorts', 'privacy', 'data', 'audit',
-          'mechanisms', 'config', 'config_checks', 'models', 'algorithms',
-          'execution', 'program', 'sweeps', 'cli', 'lazy_imports', 'api')
+LAYERS = ('atomic_io', 'checks', 'processes', 'cohorts', 'privacy', 'data',
+          'audit', 'mechanisms', 'config', 'config_checks', 'models',
+          'algorithms', 'execution', 'program', 'sweeps', 'cli', 'lazy_imports',
+          'api')
 _OTHER_ROWS = (
     ('`examples/`', 'runnable examples of the Python API (the tests run '
      'them)'),
