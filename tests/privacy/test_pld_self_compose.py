@@ -95,3 +95,26 @@ def test_power_drops_only_what_underflows():
     if count == 1500:
       # |z| < exp(-800 / 1500) = 0.59 underflows: most elements.
       assert np.count_nonzero(ours) < len(ours) // 2
+
+
+def test_power_with_its_kept_log_moduli_is_the_same():
+  rng = np.random.default_rng(1)
+  spectrum = (rng.uniform(0.0, 1.0, 1000) *
+              np.exp(1j * rng.uniform(-np.pi, np.pi, 1000)))
+  spectrum[:4] = [1.0, 0.0, np.nan, 0.999]
+  with np.errstate(divide='ignore', invalid='ignore'):
+    log_abs = np.log(np.abs(spectrum))
+  for count in (2, 100, 1500):
+    np.testing.assert_array_equal(
+        pld_self_compose.power(spectrum, count, log_abs),
+        pld_self_compose.power(spectrum, count))
+
+
+@pytest.mark.parametrize('shift,length', [(0, 10), (3, 7), (3, 9), (9, 10),
+                                          (25, 4), (5, 12)])
+def test_rolled_prefix_is_numpys_roll(shift, length):
+  values = np.arange(10.0) - 4.5
+  # pylint: disable=protected-access
+  got = pld_self_compose._rolled_prefix(values, shift, length)
+  np.testing.assert_array_equal(got, np.array(np.roll(values, -shift)[:length]))
+  assert got.flags.c_contiguous and not np.shares_memory(got, values)

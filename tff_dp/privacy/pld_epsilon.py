@@ -56,6 +56,7 @@ from scipy import special
 
 from tff_dp.privacy import dp_accounting_internals
 from tff_dp.privacy import dp_event_json
+from tff_dp.privacy import pld_compose
 from tff_dp.privacy import pld_search
 from tff_dp.privacy import pld_self_compose
 
@@ -112,9 +113,8 @@ def epsilon(groups,
     composed = pld_self_compose.self_compose(distribution, count)
     total = composed if total is None else total.compose(composed)
   # The accountant's own start: the identity, composed with what it was given.
-  identity = pld.privacy_loss_distribution.identity(
-      value_discretization_interval=interval)
-  return float(epsilon_for_delta(identity.compose(total), delta))
+  return float(
+      epsilon_for_delta(pld_compose.compose_identity(total, interval), delta))
 
 
 def epsilon_for_delta(distribution, delta: float) -> float:

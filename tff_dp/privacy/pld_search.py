@@ -17,17 +17,19 @@ element at a time, as the loop does; it is not the pairwise summation of
 in the last bit), and the stopping test, whose log numpy may also round
 differently, is found with a margin and then decided by `math.log` exactly
 as the loop decides it. The walk goes in blocks, so that only the points the
-loop would visit are computed. `tests/privacy/test_pld_search.py` checks the
-equality against dp-accounting on composed distributions.
+loop would visit are computed, and at most a few hundred more
+(`_block_ends`). `tests/privacy/test_pld_search.py` checks the equality
+against dp-accounting on composed distributions.
 """
 
 import math
 
 import numpy as np
 
-# Points per block of the walk: large enough for numpy to pay, small enough
-# not to compute far beyond where the loop stops.
+# Points per block of the sums that locate where the walk may stop.
 _BLOCK = 4096
+# Points of the walk's first block past that place; later ones double.
+_BLOCK_AFTER = 256
 # Margin of the vectorized stopping test: numpy's log and math.log differ by
 # a few units in the last place, far below this.
 _LOG_MARGIN = 1e-9
@@ -56,8 +58,9 @@ def epsilon_for_delta(infinity_mass: float, upper_loss: float,
   reversed_probs = np.flip(np.asarray(probs, dtype=np.float64))
   mass_upper, mass_lower = infinity_mass, 0
   loss = upper_loss
-  for start in range(0, len(reversed_probs), _BLOCK):
-    block = reversed_probs[start:start + _BLOCK]
+  start = 0
+  for end in _block_ends(reversed_probs, infinity_mass, delta):
+    block = reversed_probs[start:end]
     # The losses of the block: the previous one plus -interval, each time.
     steps = np.full(len(block), -discretization)
     steps[0] = loss if start == 0 else loss - discretization
@@ -70,17 +73,51 @@ def epsilon_for_delta(infinity_mass: float, upper_loss: float,
     uppers = np.add.accumulate(np.concatenate([[mass_upper], block]))
     lowers = np.add.accumulate(np.concatenate([[mass_lower], exps * block]))
     stop = _first_stop(uppers[:-1], lowers[:-1], losses, delta)
-    end = len(block) if stop is None else stop
+    last = len(block) if stop is None else stop
     # The loop's other exit: all of the mass at losses too large for exp.
-    flat = np.flatnonzero((uppers[1:end + 1] >= delta) &
-                          (lowers[1:end + 1] == 0))
+    flat = np.flatnonzero((uppers[1:last + 1] >= delta) &
+                          (lowers[1:last + 1] == 0))
     if flat.size:
       return max(0, float(losses[flat[0]]))
     if stop is not None:
       return _final(float(uppers[stop]), float(lowers[stop]), delta)
     mass_upper, mass_lower = uppers[-1], lowers[-1]
     loss = float(losses[-1])
+    start = end
   return _final(float(mass_upper), float(mass_lower), delta)
+
+
+def _block_ends(reversed_probs: np.ndarray, infinity_mass: float, delta: float):
+  """Yields where the walk's blocks end, the last at len(reversed_probs).
+
+  Each point the loop visits needs its `math.exp`, the walk's main cost; a
+  point past the stop does not. The loop cannot stop before its running
+  upper mass reaches delta (both exits test it), which the sums alone,
+  without any exp, locate: the first block ends just after that point, and
+  the next ones grow from `_BLOCK_AFTER`, since the stop came 80-750 points
+  later on the main job (benchmarks/README.md). Where the blocks end
+  changes no result, only how many exps are computed past the stop.
+  """
+  size = len(reversed_probs)
+  reach = _first_reaching(reversed_probs, infinity_mass, delta)
+  end, step = reach + 1, _BLOCK_AFTER
+  while end < size:
+    yield end
+    end, step = end + step, 2 * step
+  yield size
+
+
+def _first_reaching(values: np.ndarray, start: float, threshold: float) -> int:
+  """First index where start + values[0] + ... (in order) >= threshold."""
+  total = start
+  for begin in range(0, len(values), _BLOCK):
+    sums = np.add.accumulate(
+        np.concatenate(([total], values[begin:begin + _BLOCK])))[1:]
+    reached = np.flatnonzero(sums >= threshold)
+    if reached.size:
+      return begin + int(reached[0])
+    total = sums[-1]
+  return len(values)
 
 
 def _first_stop(uppers, lowers, losses, delta):
