@@ -24,6 +24,7 @@ from tests.helpers import REPO_ROOT
 from tff_dp.algorithms import grouped_data
 from tff_dp.cli import cli_flags
 from tff_dp.config import ModelKind
+from tff_dp.execution import compiled_forms
 from tff_dp.program import assembly
 from tff_dp.program import computation_cache
 from tff_dp.program import prepare
@@ -199,8 +200,22 @@ def test_a_cached_process_trains_as_a_fresh_one(tmp_path, monkeypatch,
     assert keys and not computation_cache._leaks(protos, keys,
                                                  rounds.files_dir.encode())
 
-    cached = _built(prepared, cache_dir, rounds.files_dir, calls)
+    with computation_cache.recording_noise_keys() as run_keys:
+      cached = _built(prepared, cache_dir, rounds.files_dir, calls)
     assert calls == [1]  # A hit: nothing traced.
+    # Stored compiled from public keys; served with this run's fresh keys.
+    natives = json.loads(written)['native']
+    assert sorted(natives) == sorted(computation_cache.NATIVE)
+    assert not computation_cache._leaks(
+        b''.join(
+            computation_cache.base64.b64decode(n) for n in natives.values()),
+        keys + run_keys, rounds.files_dir.encode())
+    for name in computation_cache.NATIVE:
+      native = compiled_forms.precompiled(getattr(cached, name))
+      served = tff.framework.ConcreteComputation.get_proto(
+          native).SerializeToString()
+      assert computation_cache._leaks(served, run_keys, b'')
+      assert not computation_cache._leaks(served, keys, b'')
 
     cohort = np.arange(data.population)
     weights = []
