@@ -217,15 +217,25 @@ def test_a_cached_process_trains_as_a_fresh_one(tmp_path, monkeypatch,
       assert computation_cache._leaks(served, run_keys, b'')
       assert not computation_cache._leaks(served, keys, b'')
 
+    # A hit compiled by TFF at the first call, as before the forms were
+    # stored: the reference for the stored forms (both other processes).
+    monkeypatch.setenv(computation_cache.ENV_NO_NATIVE, '1')
+    compiled_by_tff = _built(prepared, cache_dir, rounds.files_dir, calls)
+    monkeypatch.delenv(computation_cache.ENV_NO_NATIVE)
+    assert compiled_forms.precompiled(compiled_by_tff.next) is None
+    assert compiled_forms.precompiled(fresh.next) is not None
+
     cohort = np.arange(data.population)
     weights = []
-    for process in (fresh, cached):
+    for process in (compiled_by_tff, fresh, cached):
       state = process.initialize()
       for r in (1, 2):
         state = process.next(state, rounds(r, cohort)).state
       weights.append(process.get_model_weights(state).trainable)
-    for a, b in zip(*weights, strict=True):
-      np.testing.assert_array_equal(a, b)
+    for reference, other in ((weights[0], weights[1]), (weights[0],
+                                                        weights[2])):
+      for a, b in zip(reference, other, strict=True):
+        np.testing.assert_array_equal(a, b)
 
     _built(_prepared('--client_learning_rate=0.05'), cache_dir,
            rounds.files_dir, calls)

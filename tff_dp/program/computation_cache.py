@@ -35,12 +35,10 @@ What an entry holds, and what it must not:
   caller's model. Model weights at initialization come from the public
   --seed.
 
-An entry also holds the compiled forms of `initialize` and `next` (what
-TFF's execution context would compile on their first call, Grappler
-included: 0.37 s of W1's first round), compiled from public keys and used
-with the run's fresh ones (`tff_dp.execution.compiled_forms`, which stores
-nothing when a key could not be put back). `TFF_DP_NO_NATIVE_CACHE=1`
-leaves them unused (the benchmark's A/B).
+An entry also holds `initialize`'s and `next`'s compiled forms (TFF's
+first-call compile: ~0.37 s of W1's round 1), compiled from public keys and
+used with the run's (`tff_dp.execution.compiled_forms`);
+`TFF_DP_NO_NATIVE_CACHE=1` leaves them unused (the benchmark's A/B).
 
 So an entry holds the model architecture, the run's hyperparameters and the
 data schema, as flags.txt does; no client data, no statistic of it, no
@@ -83,8 +81,7 @@ FORMAT = 1
 # Entries kept (the most recently used); older ones are removed.
 MAX_ENTRIES = 32
 COMPUTATIONS = ('initialize', 'next', 'get_model_weights', 'set_model_weights')
-# Computations whose compiled form is stored too (`compiled_forms`): the
-# first round's; the model-weights accessors compile in milliseconds.
+# Stored compiled too: the first round's (the others compile in ms).
 NATIVE = ('initialize', 'next')
 # Set (not '0'): the stored compiled forms are not used (the benchmark's A/B).
 ENV_NO_NATIVE = 'TFF_DP_NO_NATIVE_CACHE'
@@ -276,15 +273,12 @@ def _natives(entry: dict[str, Any]) -> dict[str, str]:
   return natives
 
 
-def _register_natives(entry: dict[str, Any], computations,
-                      fresh: dict[bytes, bytes], files_dir: str) -> None:
-  """Hands the entry's compiled forms, with this run's keys, to the
-  execution context (`compiled_forms.register`)."""
+def _register_natives(entry: dict[str, Any], computations, keys: list[bytes],
+                      files_dir: str) -> None:
+  """Hands the entry's compiled forms, with `keys` (16 bytes each, in
+  placeholder order), to the execution context (`compiled_forms.register`)."""
   if os.environ.get(ENV_NO_NATIVE, '') not in ('', '0'):
     return
-  keys = [
-      fresh[(_KEY_PLACEHOLDER % i).encode()] for i in range(entry['noise_keys'])
-  ]
   for name, encoded in entry.get('native', {}).items():
     native = compiled_forms.native_from(
         base64.b64decode(encoded, validate=True), keys, files_dir.encode())
@@ -311,7 +305,10 @@ def _process_from(entry: dict[str, Any], files_dir: str):
         computation_proto=proto,
         context_stack=context_stack_impl.context_stack,
         annotated_type=annotated)
-  _register_natives(entry, computations, fresh, files_dir)
+  _register_natives(
+      entry, computations,
+      [fresh[(_KEY_PLACEHOLDER % i).encode()] for i in range(len(fresh))],
+      files_dir)
   return tff.learning.templates.LearningProcess(
       computations['initialize'], computations['next'],
       computations['get_model_weights'], computations['set_model_weights'])
@@ -384,6 +381,9 @@ def cached_process(directory: str,
     _prune(directory)
   except OSError as e:
     _note(f'not written: {path}: {e.strerror}')
+  # This run's computations too (their compile is paid): its own keys.
+  _register_natives(entry, {n: getattr(process, n) for n in NATIVE},
+                    [_key_bytes(k) for k in keys], files_dir)
   return process
 
 
