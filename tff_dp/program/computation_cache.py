@@ -369,6 +369,9 @@ def cached_process(directory: str,
     process = build()
   try:
     entry = _entry(process, keys, files_dir)
+    # This run's computations too (their compile is paid): its own keys.
+    _register_natives(entry or {}, {n: getattr(process, n) for n in NATIVE},
+                      [_key_bytes(k) for k in keys], files_dir)
   except Exception as e:  # pylint: disable=broad-except
     # A failure to cache must not fail the run that just built its process.
     _note(f'not written ({type(e).__name__}: {e})')
@@ -381,9 +384,6 @@ def cached_process(directory: str,
     _prune(directory)
   except OSError as e:
     _note(f'not written: {path}: {e.strerror}')
-  # This run's computations too (their compile is paid): its own keys.
-  _register_natives(entry, {n: getattr(process, n) for n in NATIVE},
-                    [_key_bytes(k) for k in keys], files_dir)
   return process
 
 
