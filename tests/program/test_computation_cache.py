@@ -9,6 +9,7 @@ import collections
 import dataclasses
 import json
 import os
+import struct
 
 from absl import flags
 import dp_accounting
@@ -215,7 +216,12 @@ def test_a_cached_process_trains_as_a_fresh_one(tmp_path, monkeypatch,
       served = tff.framework.ConcreteComputation.get_proto(
           native).SerializeToString()
       assert computation_cache._leaks(served, run_keys, b'')
-      assert not computation_cache._leaks(served, keys, b'')
+      # Neither the writer's keys nor the public ones it was compiled with.
+      public = [
+          struct.unpack('<qq', compiled_forms._public_key('a', i))
+          for i in range(len(run_keys))
+      ]
+      assert not computation_cache._leaks(served, keys + public, b'')
 
     # A hit compiled by TFF at the first call, as before the forms were
     # stored: the reference for the stored forms (both other processes).
