@@ -10,6 +10,9 @@ in a fresh process:
                for one round, --computation_cache= (every computation traced)
   cache        the same with a computation cache that an untimed run of the
                same command filled first (`tff_dp.program.computation_cache`)
+  cache_compile `cache` with TFF_DP_NO_NATIVE_CACHE=1: the entry's compiled
+               forms unused, TFF compiles `initialize` and `next` on their
+               first call (as before they were cached)
   cache_arena2 `cache` with MALLOC_ARENA_MAX=2 (glibc's malloc arenas; memory)
   cache_eager  `cache` with TFF_DP_EAGER_IMPORTS=1: jax, TF Probability and
                scikit-learn imported as TensorFlow, TFF and TF Privacy ask
@@ -53,10 +56,13 @@ from benchmarks import peer_envs
 from benchmarks import run_all
 from benchmarks import workloads as workloads_lib
 
-VARIANTS = ('no_cache', 'cache', 'cache_arena2', 'cache_eager',
+VARIANTS = ('no_cache', 'cache', 'cache_compile', 'cache_arena2', 'cache_eager',
             'cache_eager_h5py', 'pfl')
 # Environment of the program's variants beyond `cache`'s.
 _VARIANT_ENV = {
+    'cache_compile': {
+        'TFF_DP_NO_NATIVE_CACHE': '1'
+    },
     'cache_arena2': {
         'MALLOC_ARENA_MAX': '2'
     },

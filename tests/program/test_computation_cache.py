@@ -9,6 +9,7 @@ import collections
 import dataclasses
 import json
 import os
+import struct
 
 from absl import flags
 import dp_accounting
@@ -24,6 +25,7 @@ from tests.helpers import REPO_ROOT
 from tff_dp.algorithms import grouped_data
 from tff_dp.cli import cli_flags
 from tff_dp.config import ModelKind
+from tff_dp.execution import compiled_forms
 from tff_dp.program import assembly
 from tff_dp.program import computation_cache
 from tff_dp.program import prepare
@@ -199,18 +201,47 @@ def test_a_cached_process_trains_as_a_fresh_one(tmp_path, monkeypatch,
     assert keys and not computation_cache._leaks(protos, keys,
                                                  rounds.files_dir.encode())
 
-    cached = _built(prepared, cache_dir, rounds.files_dir, calls)
+    with computation_cache.recording_noise_keys() as run_keys:
+      cached = _built(prepared, cache_dir, rounds.files_dir, calls)
     assert calls == [1]  # A hit: nothing traced.
+    # Stored compiled from public keys; served with this run's fresh keys.
+    natives = json.loads(written)['native']
+    assert sorted(natives) == sorted(computation_cache.NATIVE)
+    assert not computation_cache._leaks(
+        b''.join(
+            computation_cache.base64.b64decode(n) for n in natives.values()),
+        keys + run_keys, rounds.files_dir.encode())
+    for name in computation_cache.NATIVE:
+      native = compiled_forms.precompiled(getattr(cached, name))
+      served = tff.framework.ConcreteComputation.get_proto(
+          native).SerializeToString()
+      assert computation_cache._leaks(served, run_keys, b'')
+      # Neither the writer's keys nor the public ones it was compiled with.
+      public = [
+          struct.unpack('<qq', compiled_forms._public_key('a', i))
+          for i in range(len(run_keys))
+      ]
+      assert not computation_cache._leaks(served, keys + public, b'')
+
+    # A hit compiled by TFF at the first call, as before the forms were
+    # stored: the reference for the stored forms (both other processes).
+    monkeypatch.setenv(computation_cache.ENV_NO_NATIVE, '1')
+    compiled_by_tff = _built(prepared, cache_dir, rounds.files_dir, calls)
+    monkeypatch.delenv(computation_cache.ENV_NO_NATIVE)
+    assert compiled_forms.precompiled(compiled_by_tff.next) is None
+    assert compiled_forms.precompiled(fresh.next) is not None
 
     cohort = np.arange(data.population)
     weights = []
-    for process in (fresh, cached):
+    for process in (compiled_by_tff, fresh, cached):
       state = process.initialize()
       for r in (1, 2):
         state = process.next(state, rounds(r, cohort)).state
       weights.append(process.get_model_weights(state).trainable)
-    for a, b in zip(*weights, strict=True):
-      np.testing.assert_array_equal(a, b)
+    for reference, other in ((weights[0], weights[1]), (weights[0],
+                                                        weights[2])):
+      for a, b in zip(reference, other, strict=True):
+        np.testing.assert_array_equal(a, b)
 
     _built(_prepared('--client_learning_rate=0.05'), cache_dir,
            rounds.files_dir, calls)

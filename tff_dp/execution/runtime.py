@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator, Optional
 import tensorflow_federated as tff
 from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
 
+from tff_dp.execution import compiled_forms
 from tff_dp.execution import remote_executor
 from tff_dp.execution import worker_connect
 from tff_dp.execution import worker_launch
@@ -72,7 +73,7 @@ def execution_context(stub) -> tff.framework.SyncExecutionContext:
                                                    max_executors=_MAX_EXECUTORS)
   return tff.framework.SyncExecutionContext(
       executor_fn=factory,
-      compiler_fn=tff.backends.native.desugar_and_transform_to_native,
+      compiler_fn=compiled_forms.compile,
       transform_args=tff.tensorflow.transform_args,
       transform_result=tff.tensorflow.transform_result,
   )
@@ -143,7 +144,7 @@ def _async_context(stub) -> tff.framework.AsyncExecutionContext:
   return tff.framework.AsyncExecutionContext(
       executor_fn=remote_executor.ClosingExecutorFactory(
           stack_fn, max_executors=_MAX_EXECUTORS),
-      compiler_fn=tff.backends.native.desugar_and_transform_to_native,
+      compiler_fn=compiled_forms.compile,
       transform_args=tff.tensorflow.transform_args,
       transform_result=tff.tensorflow.transform_result,
   )

@@ -35,6 +35,11 @@ What an entry holds, and what it must not:
   caller's model. Model weights at initialization come from the public
   --seed.
 
+An entry also holds `initialize`'s and `next`'s compiled forms (TFF's
+first-call compile: ~0.37 s of W1's round 1), compiled from public keys and
+used with the run's (`tff_dp.execution.compiled_forms`);
+`TFF_DP_NO_NATIVE_CACHE=1` leaves them unused (the benchmark's A/B).
+
 So an entry holds the model architecture, the run's hyperparameters and the
 data schema, as flags.txt does; no client data, no statistic of it, no
 secret. The directory is made 0700 and used only when it is a directory of
@@ -53,11 +58,8 @@ import struct
 import sys
 from typing import Any, Callable, Iterator, Optional
 
-from google.protobuf import any_pb2
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import graph_pb2
-from tensorflow.core.framework import tensor_pb2
 import tensorflow_federated as tff
 from tensorflow_federated.proto.v0 import computation_pb2
 from tensorflow_federated.python.core.impl.computation import computation_impl
@@ -71,6 +73,7 @@ from tff_dp.config import LocalDp
 from tff_dp.config import ModelKind
 from tff_dp.config import Trainable
 from tff_dp.config import TrainConfig
+from tff_dp.execution import compiled_forms
 from tff_dp.privacy import run_secrets
 from tff_dp.program import type_containers
 
@@ -78,6 +81,10 @@ FORMAT = 1
 # Entries kept (the most recently used); older ones are removed.
 MAX_ENTRIES = 32
 COMPUTATIONS = ('initialize', 'next', 'get_model_weights', 'set_model_weights')
+# Stored compiled too: the first round's (the others compile in ms).
+NATIVE = ('initialize', 'next')
+# Set (not '0'): the stored compiled forms are not used (the benchmark's A/B).
+ENV_NO_NATIVE = 'TFF_DP_NO_NATIVE_CACHE'
 # Settings that do not change the computations (a change is not a miss).
 _UNKEYED = frozenset({'run_name', 'output_dir', 'rounds'})
 # 16 public bytes standing in for a 128-bit key; %02d: which key.
@@ -173,36 +180,6 @@ def recording_noise_keys() -> Iterator[list[tuple[int, int]]]:
     run_secrets.new_noise_key = draw
 
 
-def _walk_tensors(message, visit: Callable[[Any], bool]) -> bool:
-  """Calls `visit` on every TensorProto in `message`, GraphDefs packed in
-  `Any` fields included; returns whether any visit changed something."""
-  if isinstance(message, tensor_pb2.TensorProto):
-    return visit(message)
-  if isinstance(message, any_pb2.Any):
-    if not message.Is(graph_pb2.GraphDef.DESCRIPTOR):
-      return False
-    graph = graph_pb2.GraphDef()
-    message.Unpack(graph)
-    changed = _walk_tensors(graph, visit)
-    if changed:
-      message.value = graph.SerializeToString()
-    return changed
-  changed = False
-  for field, value in message.ListFields():
-    if field.type != field.TYPE_MESSAGE:
-      continue
-    if field.message_type.GetOptions().map_entry:
-      values = value.values()
-    elif field.label == field.LABEL_REPEATED:
-      values = value
-    else:
-      values = (value,)
-    for item in values:
-      if not isinstance(item, (int, float, str, bytes)):
-        changed = _walk_tensors(item, visit) or changed
-  return changed
-
-
 def _key_bytes(key) -> bytes:
   return struct.pack('<qq', *key)
 
@@ -230,7 +207,7 @@ def _substitute(proto, keys: dict[bytes, bytes], old_dir: bytes,
           changed = True
     return changed
 
-  _walk_tensors(proto, visit)
+  compiled_forms.walk_tensors(proto, visit)
 
 
 def _varint(value: int) -> bytes:
@@ -272,7 +249,40 @@ def _entry(process, keys, files_dir: str) -> Optional[dict[str, Any]]:
         'proto': base64.b64encode(serialized).decode('ascii'),
         'containers': type_containers.containers(computation.type_signature)
     }
+  entry['native'] = _natives(entry)
   return entry
+
+
+def _natives(entry: dict[str, Any]) -> dict[str, str]:
+  """The compiled forms of `NATIVE` that `compiled_forms.portable_native`
+  can store (base64), by name."""
+  natives = {}
+  for name in NATIVE:
+    stored = base64.b64decode(entry['computations'][name]['proto'])
+
+    def instantiate(keys, files_dir, stored=stored):
+      proto = computation_pb2.Computation.FromString(stored)
+      _substitute(proto, {
+          (_KEY_PLACEHOLDER % i).encode(): k for i, k in enumerate(keys)
+      }, _FILES_PLACEHOLDER, files_dir)
+      return proto
+
+    native = compiled_forms.portable_native(instantiate, entry['noise_keys'])
+    if native is not None:
+      natives[name] = base64.b64encode(native).decode('ascii')
+  return natives
+
+
+def _register_natives(entry: dict[str, Any], computations, keys: list[bytes],
+                      files_dir: str) -> None:
+  """Hands the entry's compiled forms, with `keys` (16 bytes each, in
+  placeholder order), to the execution context (`compiled_forms.register`)."""
+  if os.environ.get(ENV_NO_NATIVE, '') not in ('', '0'):
+    return
+  for name, encoded in entry.get('native', {}).items():
+    native = compiled_forms.native_from(
+        base64.b64decode(encoded, validate=True), keys, files_dir.encode())
+    compiled_forms.register(computations[name], native)
 
 
 def _process_from(entry: dict[str, Any], files_dir: str):
@@ -295,6 +305,10 @@ def _process_from(entry: dict[str, Any], files_dir: str):
         computation_proto=proto,
         context_stack=context_stack_impl.context_stack,
         annotated_type=annotated)
+  _register_natives(
+      entry, computations,
+      [fresh[(_KEY_PLACEHOLDER % i).encode()] for i in range(len(fresh))],
+      files_dir)
   return tff.learning.templates.LearningProcess(
       computations['initialize'], computations['next'],
       computations['get_model_weights'], computations['set_model_weights'])
@@ -355,6 +369,9 @@ def cached_process(directory: str,
     process = build()
   try:
     entry = _entry(process, keys, files_dir)
+    # This run's computations too (their compile is paid): its own keys.
+    _register_natives(entry or {}, {n: getattr(process, n) for n in NATIVE},
+                      [_key_bytes(k) for k in keys], files_dir)
   except Exception as e:  # pylint: disable=broad-except
     # A failure to cache must not fail the run that just built its process.
     _note(f'not written ({type(e).__name__}: {e})')
