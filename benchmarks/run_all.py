@@ -159,14 +159,10 @@ def plan(quick: bool) -> list[dict[str, Any]]:
   return jobs
 
 
-# Mechanism rows not run, with why. Example-level DP-SGD on the CNN: tff-dp's
-# grouped per-example gradients (vectorized_map over the Keras CNN) fail on
-# the worker ("You must feed a value for placeholder tensor ...
-# input_1/pfor/Placeholder"), measured 2026-12-04; the floor runs.
-NOT_RUN = {
-    ('W2', 'example_dp'): 'tff-dp fails: grouped per-example '
-                          'gradients of the CNN (pfor placeholder)'
-}
+# Mechanism rows not run, with why: {(workload family, mechanism): reason}.
+# Empty since 2026-12-05: example-level DP-SGD on W2's CNN failed on the
+# worker until then (`tff_dp.algorithms.grouped_example_dp.vectorizes`).
+NOT_RUN: dict[tuple[str, str], str] = {}
 
 
 def mechanism_plan(quick: bool) -> list[dict[str, Any]]:

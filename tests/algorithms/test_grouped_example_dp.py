@@ -16,13 +16,21 @@ check (`tests.helpers.grouped.assert_std`).
 import functools
 import math
 
+import numpy as np
 import pytest
+import tensorflow as tf
+import tensorflow_federated as tff
 
 from tests.helpers import central_dp
 from tests.helpers import grouped as g
 from tff_dp.algorithms import example_dp
+from tff_dp.algorithms import grouped_example_dp
+from tff_dp.algorithms import grouped_fedavg
+from tff_dp.algorithms import grouped_model
 from tff_dp.algorithms import learning_process
 from tff_dp.algorithms import models
+from tff_dp.config import ModelKind
+from tff_dp.data.labels import LabelKind
 
 pytestmark = pytest.mark.tff
 
@@ -104,3 +112,148 @@ def test_grouped_example_dp_noise_is_independent_per_client(tff_runtime):
                               input_dim=784,
                               rounds=1)[0]
   g.assert_std(noised - exact, (1.0 / _BATCH) * sigma * 0.5 * math.sqrt(3) / n)
+
+
+# --- tff_dp's CNN (convolutions, reshapes, dropout). -------------------------
+
+_IMAGE = (6, 6, 1)  # The smallest image tff_dp's CNN takes.
+_PIXELS = 36
+
+
+def _cnn_fn(*, dropout=False):
+  """tff_dp's CNN on 6x6 images, or the same network without its dropout.
+
+  Without dropout the full model is built first and its dropout layers
+  dropped: under TFF's graph tracing the first build leaves Keras' legacy
+  graph network (with dropout) in the traced function, as the real model
+  does, which is what broke pfor on the worker.
+  """
+
+  def keras_model_fn():
+    model = models.build_keras_model(ModelKind.CNN,
+                                     input_dim=_PIXELS,
+                                     num_classes=g.C,
+                                     hidden_units=g.HIDDEN,
+                                     seed=g.SEED,
+                                     image_shape=_IMAGE)
+    if dropout:
+      return model
+    return tf.keras.Sequential([tf.keras.Input((_PIXELS,))] + [
+        layer for layer in model.layers
+        if not isinstance(layer, tf.keras.layers.Dropout)
+    ])
+
+  return keras_model_fn
+
+
+def _grouped_cnn(settings, *, dropout=False):
+  return grouped_fedavg.build_grouped_dp_fedavg(
+      keras_model_fn=_cnn_fn(dropout=dropout),
+      input_dim=_PIXELS,
+      num_classes=g.C,
+      dp_factory=None,
+      client_learning_rate=settings.learning_rate,
+      client_momentum=g.CLIENT_MOMENTUM,
+      server_optimizer=g.server_optimizer(),
+      batch_size=g.BATCH_SIZE,
+      # As g.build_grouped and g.groups: the DP-SGD reads the first epoch.
+      epochs=g.EPOCHS,
+      max_client_size=g.MAX_SIZE,
+      example_dp_settings=settings,
+      clients_per_round=7)
+
+
+def _cnn_model_fn():
+  return tff.learning.models.from_keras_model(
+      _cnn_fn()(),
+      loss=models.loss_fn(),
+      input_spec=models.input_spec(_PIXELS),
+      metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
+
+
+def test_zero_noise_grouped_example_dp_cnn_equals_reference(tff_runtime):
+  """The CNN's per-example gradients run on the worker and are exact.
+
+  Until 2026-12-05 this round failed on the worker ("You must feed a value
+  for placeholder tensor ... input_1/pfor/Placeholder").
+  """
+  del tff_runtime
+  xs, ys = g.population(input_dim=_PIXELS)
+  settings = _settings(local_steps=2)
+  reference = example_dp.build_example_dp_fed_avg(
+      model_fn=_cnn_model_fn,
+      loss_fn=models.loss_fn,
+      client_learning_rate=settings.learning_rate,
+      server_optimizer=g.server_optimizer(),
+      noise_multiplier=0.0,
+      clip=settings.clip,
+      expected_batch_size=settings.expected_batch_size,
+      local_steps=settings.local_steps,
+      clients_per_round=7,
+      metrics_aggregator=learning_process.no_client_metrics)
+  g.assert_equivalent(reference,
+                      _grouped_cnn(settings),
+                      xs,
+                      ys,
+                      cohorts=g.COHORTS[:1],
+                      reference_epochs=1)
+
+
+def _functional_cnn(**kwargs):
+  return grouped_model.functional_model(_cnn_fn(**kwargs),
+                                        input_dim=_PIXELS,
+                                        num_classes=g.C,
+                                        label_kind=LabelKind.SINGLE)
+
+
+@pytest.mark.parametrize('dropout', [False, True])
+def test_cnn_per_example_gradients_vectorize(dropout):
+  """pfor converts the CNN's per-example gradients into functions that run
+  no placeholder (the legacy graph network left one; it now falls back)."""
+  assert grouped_example_dp.vectorizes(_functional_cnn(dropout=dropout))
+
+
+def test_a_model_whose_gradients_run_a_placeholder_is_looped():
+  mlp = grouped_model.functional_model(g.keras_model_fn(),
+                                       input_dim=g.D,
+                                       num_classes=g.C,
+                                       label_kind=LabelKind.SINGLE)
+  assert grouped_example_dp.vectorizes(mlp)
+
+  @tf.function
+  def predict_needing_a_feed(weights, x, training=True):
+    # An input no caller feeds, run through a control dependency.
+    unfed = tf.compat.v1.placeholder(tf.float32, [])
+    with tf.control_dependencies([unfed]):
+      return tf.identity(mlp.predict_on_batch(weights, x, training=training))
+
+  broken = tff.learning.models.FunctionalModel(
+      initial_weights=mlp.initial_weights,
+      predict_on_batch_fn=predict_needing_a_feed,
+      loss_fn=mlp.loss,
+      input_spec=mlp.input_spec)
+  assert not grouped_example_dp.vectorizes(broken)
+
+
+def test_looped_per_example_gradients_equal_vectorized():
+  """The loop (fallback) and pfor give the same gradients, example by
+  example (the CNN without dropout: both deterministic)."""
+  model = _functional_cnn()
+  trainable, frozen = (
+      tuple(tf.constant(t) for t in w) for w in model.initial_weights)
+  rng = np.random.default_rng(0)
+  x = tf.constant(rng.normal(size=(4, _PIXELS)).astype(np.float32))
+  y = tf.constant([0, 2, 1, 2], tf.int32)
+  grads = [
+      tf.function(grouped_example_dp._per_example_gradients,
+                  autograph=False)(model,
+                                   trainable,
+                                   frozen,
+                                   x,
+                                   y,
+                                   vectorized=vectorized)
+      for vectorized in (True, False)
+  ]
+  for looped, vectorized in zip(grads[1], grads[0]):
+    assert looped.shape[0] == 4
+    np.testing.assert_allclose(looped, vectorized, rtol=1e-5, atol=1e-7)

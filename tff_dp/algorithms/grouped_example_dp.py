@@ -24,6 +24,7 @@ order (the reference's order when --client_epochs is 1; the program sends
 example-level runs here only then, see `tff_dp.config_checks`).
 """
 
+import contextlib
 import dataclasses
 from typing import Sequence
 
@@ -33,6 +34,10 @@ from tff_dp.algorithms import example_dp
 from tff_dp.mechanisms import float64_noise
 from tff_dp.mechanisms import noise_seeds
 from tff_dp.privacy import run_secrets
+
+# Examples in flight at once when the per-example gradients are looped: the
+# loop's iterations are independent, so TF may overlap them.
+_LOOP_PARALLEL_ITERATIONS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +52,15 @@ class ExampleDp:
   noise_key: Sequence[int]
 
 
-def _per_example_gradients(model, trainable, non_trainable, x, y):
-  """Per-example gradients of the loss of ONE example, vectorized."""
+def _per_example_gradients(model, trainable, non_trainable, x, y, *,
+                           vectorized: bool):
+  """Per-example gradients of the loss of ONE example, stacked.
+
+  `vectorized`: by pfor (`tf.vectorized_map`, without its silent per-op
+  fallback); else a loop over the examples (`tf.map_fn`, TF Privacy's
+  microbatches of one). Both differentiate each example's own loss, so the
+  gradients are the same.
+  """
 
   def one_example(example):
     xi, yi = tf.nest.map_structure(lambda t: t[tf.newaxis], example)
@@ -63,7 +75,82 @@ def _per_example_gradients(model, trainable, non_trainable, x, y):
                          trainable,
                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
-  return tf.vectorized_map(one_example, (x, y))
+  if not vectorized:
+    return tf.map_fn(one_example, (x, y),
+                     fn_output_signature=tuple(
+                         tf.TensorSpec(t.shape, t.dtype) for t in trainable),
+                     parallel_iterations=_LOOP_PARALLEL_ITERATIONS)
+  with _quiet_tf_logger():
+    return tf.vectorized_map(one_example, (x, y), fallback_to_while_loop=False)
+
+
+@contextlib.contextmanager
+def _quiet_tf_logger():
+  """Silences pfor's warnings while it converts (e.g. "Conv2DBackpropFilter
+  uses a while_loop. Fix that!", and each op it cannot convert, with its
+  traceback, before raising): notes to TF's developers, not to users."""
+  logger = tf.get_logger()
+  level = logger.level
+  logger.setLevel('CRITICAL')
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
+def vectorizes(model) -> bool:
+  """Whether pfor computes the model's per-example gradients.
+
+  Traced once in a scratch graph (a graph, as TFF traces; the model
+  decides, never the data). False if pfor cannot convert an op, or if a
+  traced function runs a placeholder, which fails only when the worker
+  runs it ("You must feed a value for placeholder tensor"; Keras' legacy
+  graph network was one, `tff_dp.algorithms.grouped_model`). Then the
+  examples are looped.
+  """
+  trainable, frozen = model.initial_weights
+  with tf.Graph().as_default():
+
+    @tf.function
+    def gradients(x, y):
+      return _per_example_gradients(model,
+                                    tuple(tf.constant(t) for t in trainable),
+                                    tuple(tf.constant(t) for t in frozen),
+                                    x,
+                                    y,
+                                    vectorized=True)
+
+    try:
+      # The model's input spec: a batch of any size.
+      traced = gradients.get_concrete_function(*model.input_spec)
+    except (ValueError, NotImplementedError):
+      return False
+    library = traced.graph.as_graph_def().library.function
+  return not any(_runs_a_placeholder(f) for f in library)
+
+
+def _runs_a_placeholder(function_def) -> bool:
+  """Whether running `function_def` runs a Placeholder op.
+
+  A function takes its inputs as arguments; a placeholder that its outputs
+  or control outputs depend on is an input nobody feeds. (Unreachable ones
+  are pruned: Keras' legacy graph network on its input placeholder.)
+  """
+  nodes = {node.name: node for node in function_def.node_def}
+  stack = [
+      name.split(':')[0] for name in list(function_def.ret.values()) +
+      list(function_def.control_ret.values())
+  ]
+  seen = set()
+  while stack:
+    name = stack.pop()
+    if name in seen or name not in nodes:
+      continue
+    seen.add(name)
+    if nodes[name].op == 'Placeholder':
+      return True
+    stack.extend(i.lstrip('^').split(':')[0] for i in nodes[name].input)
+  return False
 
 
 def dp_sgd_update(model, dp: ExampleDp, *, initial, non_trainable, x,
@@ -89,6 +176,8 @@ def dp_sgd_update(model, dp: ExampleDp, *, initial, non_trainable, x,
   noise_std = settings.noise_multiplier * settings.clip
   scale = settings.learning_rate / settings.expected_batch_size
   trainable = tuple(initial)
+  # Decided by the model alone, once per trace.
+  vectorized = vectorizes(model)
   for step in tf.range(settings.local_steps):
     seeds = tf.random.experimental.stateless_split(
         tf.random.experimental.stateless_fold_in(client_seed, step),
@@ -97,9 +186,12 @@ def dp_sgd_update(model, dp: ExampleDp, *, initial, non_trainable, x,
                                                 rate=rate,
                                                 seed=seeds[0])
     grads = example_dp.clipped_gradient_sum(
-        _per_example_gradients(model, trainable, non_trainable,
-                               tf.gather(x, indices), tf.gather(y, indices)),
-        settings.clip)
+        _per_example_gradients(model,
+                               trainable,
+                               non_trainable,
+                               tf.gather(x, indices),
+                               tf.gather(y, indices),
+                               vectorized=vectorized), settings.clip)
     trainable = tuple(w - scale * (g + float64_noise.gaussian_as(
         tf.shape(w), seeds[i + 1], noise_std, w.dtype))
                       for i, (w, g) in enumerate(zip(trainable, grads)))

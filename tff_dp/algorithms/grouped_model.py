@@ -35,7 +35,9 @@ Keras metric counts it.
 """
 
 import collections
+import contextlib
 from typing import Any, Callable, Optional
+import warnings
 
 import tensorflow as tf
 import tensorflow_federated as tff
@@ -102,6 +104,20 @@ def _unused_tensor(kwargs) -> tf.Tensor:
   return tf.convert_to_tensor(value() if callable(value) else value)
 
 
+@contextlib.contextmanager
+def _inference_phase():
+  """Keras' global learning phase 0 (inference) inside.
+
+  Keras deprecated the scope in favour of `training=`, which is what the
+  model's call uses; here it only steers what Keras builds while the
+  model is constructed, so its deprecation warning is not for users.
+  """
+  with warnings.catch_warnings():
+    warnings.filterwarnings('ignore', message='.*learning_phase_scope')
+    with tf.compat.v1.keras.backend.learning_phase_scope(0):
+      yield
+
+
 def functional_model(
     keras_model_fn: Callable[[], tf.keras.Model], *, input_dim: int,
     num_classes: int,
@@ -140,7 +156,14 @@ def functional_model(
       kind, i = entry
       return trained[i] if kind == _TRAINED else frozen[i]
 
-    with tf.variable_creator_scope(swap):
+    # TFF traces in a graph, where Keras builds a model the legacy way: on
+    # a placeholder input, with dropout under the learning phase (a
+    # stateful tf.cond). Those dead ops stay in this function as control
+    # outputs, and pfor (per-example gradients, `grouped_example_dp`)
+    # converts them, so the converted graph needs the placeholder fed.
+    # Built in inference phase they are stateless and unreachable; the
+    # call below sets `training` itself.
+    with tf.variable_creator_scope(swap), _inference_phase():
       model = keras_model_fn()
     return model(x, training=training)
 
