@@ -42,7 +42,10 @@ def _write_events(logdir):
 
 
 def _session_pids(sid):
-  pids = []
+  """Pids of session `sid`: the live ones, and zombies that a process of the
+  session has not reaped (an orphan's zombie waits on its new parent, PID 1,
+  which in some containers reaps late or never: not ours to reap)."""
+  members = {}
   for entry in os.listdir('/proc'):
     if not entry.isdigit():
       continue
@@ -51,11 +54,11 @@ def _session_pids(sid):
         fields = f.read().rsplit(')', 1)[1].split()
     except OSError:
       continue  # Exited while we looked.
-    # After the command name: state, ppid, pgrp, session. Zombies still hold
-    # their pid; count them too (nobody reaped them).
+    # After the command name: state, ppid, pgrp, session.
     if int(fields[3]) == sid:
-      pids.append(int(entry))
-  return pids
+      members[int(entry)] = (fields[0], int(fields[1]))
+  return sorted(pid for pid, (state, ppid) in members.items()
+                if state != 'Z' or ppid in members)
 
 
 def _socket_inodes(pids):
