@@ -223,12 +223,19 @@ def _child_workers(pid: int) -> set[int]:
   return found
 
 
-def _tree_memory_mb(pid: int) -> tuple[float, float]:
+def _tree_memory_mb(pid: int,
+                    hwm: Optional[dict[int,
+                                       float]] = None) -> tuple[float, float]:
   """RSS and PSS (MiB) summed over `pid` and all its descendants.
 
   RSS counts a page shared by several processes (a library mapped by every
   Ray worker, say) once per process; PSS splits it among them, so the PSS sum
   is what the tree really holds. Processes that vanish mid-poll are skipped.
+  A poll can miss a short peak (reading PSS costs ~10 ms per TensorFlow
+  process, so polls are 0.2-1 s apart); `hwm`, if given, keeps each
+  process's kernel high-water mark of RSS (VmHWM), which misses nothing
+  before the process's last poll: their sum bounds the tree's peak RSS from
+  above (the processes need not peak together).
   """
   rss = pss = 0.0
   try:
@@ -242,6 +249,9 @@ def _tree_memory_mb(pid: int) -> tuple[float, float]:
       continue
     rss += info.rss / 2.0**20
     pss += getattr(info, 'pss', info.rss) / 2.0**20
+    peak = harness.peak_rss_mb(proc.pid) if hwm is not None else None
+    if peak is not None:
+      hwm[proc.pid] = max(hwm.get(proc.pid, 0.0), peak)
   return rss, pss
 
 
@@ -266,7 +276,8 @@ def run_job(job: dict[str, Any], work_dir: str,
       f'--spec={spec_path}', f'--out={out_path}'
   ]
   poll_s = job.get('poll_s', _POLL_SECONDS)
-  peak = {'rss_mb': 0.0, 'pss_mb': 0.0}
+  peak = {'rss_mb': 0.0, 'pss_mb': 0.0, 'hwm_sum_mb': 0.0}
+  hwm: dict[int, float] = {}
   record: dict[str, Any] = {
       'name': name,
       'command': ' '.join(cmd),
@@ -291,9 +302,10 @@ def run_job(job: dict[str, Any], work_dir: str,
     try:
       while process.poll() is None:
         seen_workers |= _child_workers(process.pid)
-        rss, pss = _tree_memory_mb(process.pid)
+        rss, pss = _tree_memory_mb(process.pid, hwm)
         peak['rss_mb'] = max(peak['rss_mb'], rss)
         peak['pss_mb'] = max(peak['pss_mb'], pss)
+        peak['hwm_sum_mb'] = sum(hwm.values())
         if time.perf_counter() - start > timeout_s:
           record['error'] = f'timed out after {timeout_s:.0f} s'
           harness.stop_subprocess(process)

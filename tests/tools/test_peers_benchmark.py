@@ -171,3 +171,27 @@ def test_run_job_reports_the_peak_memory_of_the_whole_process_tree(
   assert record['returncode'] == 0
   assert record['peak_tree_memory']['rss_mb'] > 200
   assert 200 < record['peak_tree_memory']['pss_mb'] < 400
+
+
+def test_run_job_keeps_a_peak_that_falls_between_polls(tmp_path, monkeypatch):
+  # The child holds ~200 MiB for a moment (a poll sees it at most by luck)
+  # and frees it; its high-water mark (VmHWM) counts it at every later poll.
+  child = ('import time; b = bytearray(200 * 2**20); '
+           'b[::4096] = b"x" * len(b[::4096]); del b; time.sleep(2)')
+  engine = tmp_path / 'engine.py'
+  engine.write_text(
+      'import subprocess, sys, time\n'
+      'time.sleep(0.5)\n'
+      f'subprocess.run([sys.executable, "-c", {child!r}], check=True)\n')
+  job = {
+      'name': 'fake',
+      'module': 'engine',
+      'spec': {},
+      'poll_s': 0.4,
+      'python': sys.executable
+  }
+  env = dict(os.environ, PYTHONPATH=str(tmp_path))
+  monkeypatch.setattr(run_all, '_engine_env', lambda: env)
+  record = run_all.run_job(job, str(tmp_path), timeout_s=60)
+  assert record['returncode'] == 0
+  assert record['peak_tree_memory']['hwm_sum_mb'] > 200
