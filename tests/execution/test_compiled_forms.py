@@ -38,8 +38,10 @@ def _with_key(derive):
   def instantiate(keys, files_dir):
     copy = computation_pb2.Computation()
     copy.CopyFrom(proto)
-    compiled_forms.substitute(copy, {struct.pack('<qq', *_BUILT_WITH): keys[0]},
-                              b'/built/dir', files_dir)
+    compiled_forms.substitute(
+        copy,
+        compiled_forms.with_halves({struct.pack('<qq', *_BUILT_WITH): keys[0]}),
+        b'/built/dir', files_dir)
     return copy
 
   return instantiate

@@ -98,17 +98,17 @@ def test_keys_and_files_dir_replaced_both_ways():
                                   b'/tmp/private-dir')
   placeholder = b'tff-dp-noisekey0'
 
-  computation_cache._substitute(
-      proto, {computation_cache._key_bytes(_KEY): placeholder},
-      b'/tmp/private-dir', b'{dir}')
+  compiled_forms.substitute(proto,
+                            {computation_cache._key_bytes(_KEY): placeholder},
+                            b'/tmp/private-dir', b'{dir}')
 
   assert not computation_cache._leaks(proto.SerializeToString(), [_KEY],
                                       b'/tmp/private-dir')
   assert _constants(proto)[1] == b'{dir}/x'
   fresh = (5, -6)
-  computation_cache._substitute(
-      proto, {placeholder: computation_cache._key_bytes(fresh)}, b'{dir}',
-      b'/tmp/other')
+  compiled_forms.substitute(proto,
+                            {placeholder: computation_cache._key_bytes(fresh)},
+                            b'{dir}', b'/tmp/other')
   assert _constants(proto) == (fresh, b'/tmp/other/x')
 
 

@@ -116,13 +116,20 @@ def _public_key(variant: str, index: int) -> bytes:
       f'tff-dp public noise key {variant}{index}'.encode()).digest()[:16]
 
 
-def substitute(proto, keys: dict[bytes, bytes], old_dir: bytes,
-               new_dir: bytes) -> None:
-  """Replaces, in place, int64 constants equal to a 16-byte key of `keys` or
-  to one of its 8-byte halves, and `old_dir` in string constants."""
+def with_halves(keys: dict[bytes, bytes]) -> dict[bytes, bytes]:
+  """`keys` (16 bytes each) and each key's two 8-byte halves, which Grappler
+  folds into constants of their own."""
   values = dict(keys)
   for old, new in keys.items():
     values.update({old[:8]: new[:8], old[8:]: new[8:]})
+  return values
+
+
+def substitute(proto, values: dict[bytes, bytes], old_dir: bytes,
+               new_dir: bytes) -> None:
+  """Replaces, in place, each int64 constant whose bytes are a key of
+  `values` (as `tensor_content`, or as one or two `int64_val`) by its value,
+  and `old_dir` (if not empty) in string constants by `new_dir`."""
 
   def visit(tensor) -> bool:
     if tensor.dtype == tf.int64.as_datatype_enum:
@@ -136,7 +143,7 @@ def substitute(proto, keys: dict[bytes, bytes], old_dir: bytes,
         new = values[packed]
         tensor.int64_val[:] = struct.unpack(f'<{len(new) // 8}q', new)
         return True
-    elif tensor.dtype == tf.string.as_datatype_enum:
+    elif tensor.dtype == tf.string.as_datatype_enum and old_dir:
       changed = False
       for i, value in enumerate(tensor.string_val):
         if old_dir in value:
@@ -227,7 +234,8 @@ def portable_native(instantiate: Callable[[list[bytes], bytes], Any],
   (keys_a, form_a), (keys_b, form_b) = forms['a'], forms['b']
   moved = computation_pb2.Computation()
   moved.CopyFrom(form_a)
-  substitute(moved, dict(zip(keys_a, keys_b)), _DIRS['a'], _DIRS['b'])
+  substitute(moved, with_halves(dict(zip(keys_a, keys_b))), _DIRS['a'],
+             _DIRS['b'])
   if _canonical(moved) != _canonical(form_b):
     return None
   return form_a.SerializeToString(deterministic=True)
@@ -238,7 +246,7 @@ def native_from(serialized: bytes, keys: list[bytes], files_dir: bytes):
   keys and directory in place of the public ones."""
   proto = computation_pb2.Computation.FromString(serialized)
   public = [_public_key('a', i) for i in range(len(keys))]
-  substitute(proto, dict(zip(public, keys)), _DIRS['a'], files_dir)
+  substitute(proto, with_halves(dict(zip(public, keys))), _DIRS['a'], files_dir)
   _set_cache_ids(proto)
   return computation_impl.ConcreteComputation(
       computation_proto=proto, context_stack=context_stack_impl.context_stack)

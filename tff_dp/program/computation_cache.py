@@ -184,32 +184,6 @@ def _key_bytes(key) -> bytes:
   return struct.pack('<qq', *key)
 
 
-def _substitute(proto, keys: dict[bytes, bytes], old_dir: bytes,
-                new_dir: bytes) -> None:
-  """Replaces, in place, each int64[2] constant equal to a key of `keys` by
-  its value, and `old_dir` in string constants by `new_dir`."""
-
-  def visit(tensor) -> bool:
-    changed = False
-    if tensor.dtype == tf.int64.as_datatype_enum:
-      if tensor.tensor_content in keys:
-        tensor.tensor_content = keys[tensor.tensor_content]
-        changed = True
-      elif len(tensor.int64_val) == 2:
-        packed = struct.pack('<qq', *tensor.int64_val)
-        if packed in keys:
-          tensor.int64_val[:] = struct.unpack('<qq', keys[packed])
-          changed = True
-    elif tensor.dtype == tf.string.as_datatype_enum and old_dir:
-      for i, value in enumerate(tensor.string_val):
-        if old_dir in value:
-          tensor.string_val[i] = value.replace(old_dir, new_dir)
-          changed = True
-    return changed
-
-  compiled_forms.walk_tensors(proto, visit)
-
-
 def _varint(value: int) -> bytes:
   value &= 2**64 - 1
   out = bytearray()
@@ -241,7 +215,8 @@ def _entry(process, keys, files_dir: str) -> Optional[dict[str, Any]]:
     computation = getattr(process, name)
     proto = computation_pb2.Computation()
     proto.CopyFrom(computation_impl.ConcreteComputation.get_proto(computation))
-    _substitute(proto, placeholders, files_dir.encode(), _FILES_PLACEHOLDER)
+    compiled_forms.substitute(proto, placeholders, files_dir.encode(),
+                              _FILES_PLACEHOLDER)
     serialized = proto.SerializeToString()
     if _leaks(serialized, keys, files_dir.encode()):
       return None
@@ -262,7 +237,7 @@ def _natives(entry: dict[str, Any]) -> dict[str, str]:
 
     def instantiate(keys, files_dir, stored=stored):
       proto = computation_pb2.Computation.FromString(stored)
-      _substitute(proto, {
+      compiled_forms.substitute(proto, {
           (_KEY_PLACEHOLDER % i).encode(): k for i, k in enumerate(keys)
       }, _FILES_PLACEHOLDER, files_dir)
       return proto
@@ -298,7 +273,8 @@ def _process_from(entry: dict[str, Any], files_dir: str):
     stored = entry['computations'][name]
     proto = computation_pb2.Computation.FromString(
         base64.b64decode(stored['proto'], validate=True))
-    _substitute(proto, fresh, _FILES_PLACEHOLDER, files_dir.encode())
+    compiled_forms.substitute(proto, fresh, _FILES_PLACEHOLDER,
+                              files_dir.encode())
     annotated = type_containers.with_containers(
         type_serialization.deserialize_type(proto.type), stored['containers'])
     computations[name] = computation_impl.ConcreteComputation(
