@@ -148,29 +148,41 @@ def test_ratios_and_table_come_from_the_engines_results():
   assert '2.000' in text and '1600 (1610)' in text and 'FAILED' not in text
 
 
-def test_run_job_reports_the_peak_memory_of_the_whole_process_tree(
-    tmp_path, monkeypatch):
-  # The engine starts a child that holds ~200 MiB; the tree's peak must
-  # count the child, not only the engine process.
-  child = ('import time; b = bytearray(200 * 2**20); '
-           'b[::4096] = b"x" * len(b[::4096]); time.sleep(2)')
+def _run_engine(tmp_path,
+                monkeypatch,
+                child: str,
+                poll_s: float,
+                pause_s: float = 0.0):
+  """`run_all.run_job` on an engine that sleeps `pause_s` and then runs
+  `child` in a subprocess (a process of the tree other than the engine)."""
   engine = tmp_path / 'engine.py'
   engine.write_text(
-      'import subprocess, sys\n'
+      'import subprocess, sys, time\n'
+      f'time.sleep({pause_s})\n'
       f'subprocess.run([sys.executable, "-c", {child!r}], check=True)\n')
   job = {
       'name': 'fake',
       'module': 'engine',
       'spec': {},
-      'poll_s': 0.2,
+      'poll_s': poll_s,
       'python': sys.executable
   }
   env = dict(os.environ, PYTHONPATH=str(tmp_path))
   monkeypatch.setattr(run_all, '_engine_env', lambda: env)
   record = run_all.run_job(job, str(tmp_path), timeout_s=60)
   assert record['returncode'] == 0
-  assert record['peak_tree_memory']['rss_mb'] > 200
-  assert 200 < record['peak_tree_memory']['pss_mb'] < 400
+  return record['peak_tree_memory']
+
+
+def test_run_job_reports_the_peak_memory_of_the_whole_process_tree(
+    tmp_path, monkeypatch):
+  # The engine starts a child that holds ~200 MiB; the tree's peak must
+  # count the child, not only the engine process.
+  child = ('import time; b = bytearray(200 * 2**20); '
+           'b[::4096] = b"x" * len(b[::4096]); time.sleep(2)')
+  peak = _run_engine(tmp_path, monkeypatch, child, poll_s=0.2)
+  assert peak['rss_mb'] > 200
+  assert 200 < peak['pss_mb'] < 400
 
 
 def test_run_job_keeps_a_peak_that_falls_between_polls(tmp_path, monkeypatch):
@@ -178,20 +190,5 @@ def test_run_job_keeps_a_peak_that_falls_between_polls(tmp_path, monkeypatch):
   # and frees it; its high-water mark (VmHWM) counts it at every later poll.
   child = ('import time; b = bytearray(200 * 2**20); '
            'b[::4096] = b"x" * len(b[::4096]); del b; time.sleep(2)')
-  engine = tmp_path / 'engine.py'
-  engine.write_text(
-      'import subprocess, sys, time\n'
-      'time.sleep(0.5)\n'
-      f'subprocess.run([sys.executable, "-c", {child!r}], check=True)\n')
-  job = {
-      'name': 'fake',
-      'module': 'engine',
-      'spec': {},
-      'poll_s': 0.4,
-      'python': sys.executable
-  }
-  env = dict(os.environ, PYTHONPATH=str(tmp_path))
-  monkeypatch.setattr(run_all, '_engine_env', lambda: env)
-  record = run_all.run_job(job, str(tmp_path), timeout_s=60)
-  assert record['returncode'] == 0
-  assert record['peak_tree_memory']['hwm_sum_mb'] > 200
+  peak = _run_engine(tmp_path, monkeypatch, child, poll_s=0.4, pause_s=0.5)
+  assert peak['hwm_sum_mb'] > 200
