@@ -164,7 +164,9 @@ def time_rounds(
     workload: Gives the numbers of warm-up and timed rounds.
     run_round: Runs round `r` (0-based) and returns named parts of its time
       in seconds (e.g. building datasets vs. the TFF call); the round's total
-      is measured here around the call.
+      is measured here around the call. A runner that runs several rounds
+      per call (`--rounds_per_call`) says how many under 'rounds': its
+      times, parts and CPU seconds are then per round.
     worker_pid: If given, the TFF worker's CPU seconds per round are recorded.
     on_round: Called after each round (outside the timed region).
 
@@ -211,17 +213,21 @@ def time_interleaved(
       cpu_self = cpu_seconds()
       cpu_worker = cpu_seconds(worker_pid) if worker_pid else None
       start = time.perf_counter()
-      parts = run_round(r)
+      parts = dict(run_round(r))
       seconds = time.perf_counter() - start
+      per_call = parts.pop('rounds', 1)
       record = {
           'round': r,
-          'seconds': seconds,
+          'seconds': seconds / per_call,
           'timed': r >= workload.warmup_rounds,
-          'cpu_self_s': cpu_seconds() - cpu_self
+          'cpu_self_s': (cpu_seconds() - cpu_self) / per_call
       }
       if worker_pid:
-        record['cpu_worker_s'] = cpu_seconds(worker_pid) - cpu_worker
-      record['parts'] = parts
+        record['cpu_worker_s'] = (cpu_seconds(worker_pid) -
+                                  cpu_worker) / per_call
+      record['parts'] = {k: v / per_call for k, v in parts.items()}
+      if per_call != 1:
+        record['rounds_per_call'] = per_call
       records[name].append(record)
     if on_round is not None:
       on_round(r)

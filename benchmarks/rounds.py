@@ -9,7 +9,10 @@ algorithm). The round inputs come from
 `tff_dp.algorithms.grouped_data.GroupedRounds` or `tff_dp.program.client_data.RoundDatasets`, and
 everything executes on the worker of `tff_dp.execution.runtime.local_runtime`. A round
 is what `tff_dp.program.training_loop` times: building the cohort's inputs plus
-`process.next`. Accounting, evaluation and
+`process.next`, or on the grouped path as many rounds per TFF call as
+`--rounds_per_call` resolves to (`tff_dp.algorithms.fused_rounds`; one timed
+"round" of the harness is then one call, reported per round). Accounting,
+evaluation and
 releases are outside the learning process and outside this timing (the memory
 run, `benchmarks.memory`, runs the whole program loop).
 
@@ -47,6 +50,7 @@ from benchmarks import models as bench_models
 from benchmarks import workloads as workloads_lib
 from tff_dp import config as config_lib
 from tff_dp import config_checks
+from tff_dp.algorithms import fused_rounds
 from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import learning_process
 from tff_dp.cli import cli_flags
@@ -147,6 +151,8 @@ class Prepared:
   clients_per_call: int
   round_inputs: Any  # (round, cohort) -> the process's client values.
   close: Any
+  # Rounds per TFF call, as the program resolves --rounds_per_call.
+  rounds_per_call: int = 1
 
 
 def prepare(workload: workloads_lib.Workload,
@@ -186,7 +192,12 @@ def prepare(workload: workloads_lib.Workload,
                                      sampler=sampler,
                                      group_size=per_call,
                                      client_files_dir=grouped.files_dir)
-    return Prepared(process, per_call, grouped, grouped.close)
+    return Prepared(process,
+                    per_call,
+                    grouped,
+                    grouped.close,
+                    rounds_per_call=config_checks.resolve_rounds_per_call(
+                        config, clients_per_call=per_call))
   process = assembly.build_process(config, data, sampler=sampler)
   round_datasets = client_data.RoundDatasets(data,
                                              batch_size=workload.batch_size,
@@ -201,8 +212,17 @@ def tff_dp_loop() -> str:
   return loop.name if loop is not None else 'DATASET_REDUCE (TFF default)'
 
 
-def round_runner(process, round_datasets, cohort, state_box):
-  """Returns run_round(r) for `harness.time_rounds`: datasets + next."""
+def round_runner(process,
+                 round_datasets,
+                 cohort,
+                 state_box,
+                 rounds_per_call: int = 1):
+  """Returns run_round(r) for `harness.time_rounds`: datasets + next, or
+  with `rounds_per_call` > 1 that many rounds in one TFF call, as the
+  program's training loop runs them (`tff_dp.algorithms.fused_rounds`)."""
+  if rounds_per_call > 1:
+    return _block_runner(process, round_datasets, cohort, state_box,
+                         rounds_per_call)
 
   def run_round(r: int) -> dict[str, float]:
     start = time.perf_counter()
@@ -211,6 +231,24 @@ def round_runner(process, round_datasets, cohort, state_box):
     output = process.next(state_box[0], datasets)
     state_box[0] = output.state
     return {'datasets_s': built - start, 'next_s': time.perf_counter() - built}
+
+  return run_round
+
+
+def _block_runner(process, round_datasets, cohort, state_box, per_call):
+  """run_round(r): rounds r*per_call .. (r+1)*per_call - 1 in one call."""
+  fused = fused_rounds.FusedRounds(process)
+
+  def run_round(r: int) -> dict[str, float]:
+    start = time.perf_counter()
+    inputs = [round_datasets(r * per_call + i, cohort) for i in range(per_call)]
+    built = time.perf_counter()
+    state_box[0], _ = fused.run(state_box[0], inputs)
+    return {
+        'datasets_s': built - start,
+        'next_s': time.perf_counter() - built,
+        'rounds': per_call
+    }
 
   return run_round
 
@@ -246,7 +284,7 @@ def run_workload(
     clock.mark('initialized')
 
   run_tff_dp_round = round_runner(process, prepared.round_inputs, cohort,
-                                  state_box)
+                                  state_box, prepared.rounds_per_call)
   # W3: memory after each round (issue 20: flat), resident set sizes in MB.
   track_memory = workload.family == 'W3'
 

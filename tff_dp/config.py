@@ -220,6 +220,9 @@ class TrainConfig:
   # the fraction whose id hashes below it; never in the private population.
   public_clients: str = ''
   public_fraction: float = 0.0
+  # Most rounds per TFF call on the grouped path (`tff_dp.algorithms.
+  # fused_rounds`); 0 for automatic. Layout only, like clients_per_call.
+  rounds_per_call: int = 0
 
   @property
   def mechanism(self) -> central.CentralMechanism:

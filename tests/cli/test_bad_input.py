@@ -75,6 +75,9 @@ def _cases(tmp):
       # path is single-label.
       (['--flagfile=' + _TAGS, '--model=rnn'], '--model=rnn'),
       (['--flagfile=' + _TAGS, '--clients_per_call=8'], '--clients_per_call=8'),
+      # Rounds share a TFF call only on the grouped path.
+      (['--flagfile=' + _SMOKE, '--clients_per_call=1',
+        '--rounds_per_call=5'], '--rounds_per_call=5'),
       # 10 clients of ~144 records: delta = 0.01 < 1/population but not
       # below 1/n_k, which record-level DP-SGD needs.
       ([

@@ -165,17 +165,17 @@ def test_each_round_is_persisted_charged_before_it_is_released():
   sampler, tracker = _tracker()
   events = []
 
-  def persist(round_num, state, values):
+  def persist(round_num, state, rows):
     events.append(('persist', round_num, tracker.ledger.rounds, state,
-                   'privacy/epsilon_rdp' in values))
+                   [r for r, _ in rows], 'privacy/epsilon_rdp' in rows[-1][1]))
 
   def release(round_num, values):
     del values
     events.append(('release', round_num))
 
   _loop(sampler, tracker, 2, release=release, persist=persist)
-  assert events == [('persist', 1, 1, 1, True), ('release', 1),
-                    ('persist', 2, 2, 2, True), ('release', 2)]
+  assert events == [('persist', 1, 1, 1, [1], True), ('release', 1),
+                    ('persist', 2, 2, 2, [2], True), ('release', 2)]
 
 
 def test_resumed_loop_starts_after_the_checkpoint():
@@ -279,3 +279,100 @@ def test_console_line_names_each_guarantee_and_never_prints_inf():
   assert parts == ['epsilon rdp 2.000', 'record-level epsilon 3.000']
   assert console._guarantee_parts(  # pylint: disable=protected-access
       {}, private=False) == ['not private']
+
+
+def _fake_block_runner(calls):
+  """run_block for the fake process: each round adds 1 to the state."""
+
+  def run_block(state, inputs):
+    calls.append(list(inputs))
+    return state + len(inputs), [mock.Mock(metrics={}) for _ in inputs]
+
+  return run_block
+
+
+def _run_blocks(rounds, per_call, **overrides):
+  """`_run`'s loop with rounds in blocks of up to `per_call`."""
+  sampler, tracker = _tracker()
+  released, persisted, calls = [], [], []
+  process = _fake_process()
+  settings = dict(process=process,
+                  round_datasets=lambda round_num, cohort: round_num,
+                  evaluate=lambda weights: {'accuracy': float(weights)},
+                  release=lambda round_num, values: released.append(
+                      (round_num, values)),
+                  persist=lambda round_num, state, rows: persisted.append(
+                      (round_num, state, [r for r, _ in rows], tracker.ledger.
+                       rounds, len(released))),
+                  run_block=_fake_block_runner(calls),
+                  rounds_per_call=per_call)
+  settings.update(overrides)
+  result = _loop(sampler, tracker, rounds, **settings)
+  return result, released, persisted, calls, process
+
+
+def test_blocks_run_in_one_call_each_and_release_every_round():
+  result, released, persisted, calls, process = _run_blocks(7,
+                                                            3,
+                                                            eval_every=100)
+  assert calls == [[1, 2, 3], [4, 5, 6]]  # Round 7 alone: process.next.
+  assert process.next.call_count == 1
+  assert result.rounds_completed == 7 and result.state == 7
+  assert [r for r, _ in released] == list(range(1, 8))
+  for round_num, values in released:
+    # Each row carries the epsilon after ITS round, not after the block.
+    assert values['privacy/epsilon_rdp'] == pytest.approx(
+        _hand_rdp_epsilon(round_num), rel=1e-9)
+  # Persisted once per block, every round of it charged, nothing of it
+  # released yet.
+  assert [(p[0], p[2], p[3], p[4]) for p in persisted] == [(3, [1, 2, 3], 3, 0),
+                                                           (6, [4, 5, 6], 6, 3),
+                                                           (7, [7], 7, 6)]
+
+
+def test_blocks_end_at_evaluated_rounds():
+  _, released, _, calls, _ = _run_blocks(9, 4, eval_every=3)
+  assert calls == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+  evaluated = [
+      (r, v['eval/accuracy']) for r, v in released if 'eval/accuracy' in v
+  ]
+  # The model evaluated is the one after the evaluated round.
+  assert evaluated == [(3, 3.0), (6, 6.0), (9, 9.0)]
+
+
+def test_blocks_without_evaluation_ignore_eval_every():
+  _, _, _, calls, _ = _run_blocks(8, 4, eval_every=1, evaluate=None)
+  assert calls == [[1, 2, 3, 4], [5, 6, 7, 8]]
+
+
+@pytest.mark.parametrize('k', [1, 2, 4, 5, 9])
+def test_budget_stops_blocks_where_it_stops_single_rounds(k):
+  budget = math.nextafter(_hand_rdp_epsilon(k), 0.0)
+  result, released, _, calls, _ = _run_blocks(12,
+                                              4,
+                                              eval_every=100,
+                                              max_epsilon=budget)
+  assert result.rounds_completed == k - 1
+  assert [r for r, _ in released] == list(range(1, k))
+  assert all(v['privacy/epsilon_rdp'] <= budget for _, v in released)
+  # No block reached past the budget.
+  assert all(max(call) <= k - 1 for call in calls)
+  assert 'privacy budget' in result.stop_reason
+
+
+def test_resumed_blocks_start_after_the_checkpoint():
+  sampler, tracker = _tracker()
+  for round_num in (1, 2):
+    tracker.charge(round_num, [])
+  calls = []
+  result = _loop(sampler,
+                 tracker,
+                 6,
+                 state=2,
+                 start_round=3,
+                 round_datasets=lambda r, c: r,
+                 eval_every=100,
+                 run_block=_fake_block_runner(calls),
+                 rounds_per_call=2)
+  assert calls == [[3, 4], [5, 6]]
+  assert result.rounds_completed == 6 and tracker.ledger.rounds == 6

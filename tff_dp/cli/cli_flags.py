@@ -435,6 +435,20 @@ def define_simulation_flags(fv: flags.FlagValues) -> None:
       'applies, else 1.',
       lower=0,
       upper=checked_flags.MAX_CLIENTS)
+  checked_flags.define_int(
+      fv,
+      'rounds_per_call',
+      0, 'Most training rounds per TFF call on the grouped path (the idea '
+      'of Keras\' steps_per_execution): the state stays on the TFF worker '
+      'between the rounds of a call. Each round is still sampled, charged '
+      'and released on its own; a call never crosses a round that is '
+      'evaluated (--eval_every) or one the budget (--max_epsilon) would '
+      'refuse; checkpoints are written after each call, so a stopped run '
+      'resumes after the last finished call. 1: one round per call. 0: '
+      f'{config_checks.AUTO_ROUNDS_PER_CALL} where rounds can share a call '
+      '(the grouped path, without --workers or --audit_canaries), else 1.',
+      lower=0,
+      upper=checked_flags.MAX_ROUNDS)
   flags.DEFINE_bool(
       'allow_unconfined_worker',
       False, 'INSECURE: if the TFF worker cannot be confined to a private Unix '

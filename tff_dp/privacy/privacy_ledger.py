@@ -141,14 +141,15 @@ class PrivacyLedger:
 
   def epsilon_with(
       self,
-      event: dp_event.DpEvent,
-      *,
+      *events: dp_event.DpEvent,
       delta: float,
       accountant: accounting.AccountantKind,
       pld_discretization: float = accounting.PLD_DISCRETIZATION) -> float:
-    """Epsilon if one more round with `event` ran (for budget checks)."""
-    self._check_event(event)
-    return accounting.compute_epsilon(self._composed() + [event],
+    """Epsilon if more rounds, one per event of `events`, ran (for budget
+    checks: the next round, or the next rounds that share one TFF call)."""
+    for event in events:
+      self._check_event(event)
+    return accounting.compute_epsilon(self._composed() + list(events),
                                       delta=delta,
                                       accountant=accountant,
                                       relation=self._relation,

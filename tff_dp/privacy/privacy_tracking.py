@@ -60,18 +60,22 @@ class PrivacyTracker:
   def epsilons(
       self,
       *,
-      next_round: Optional[int] = None
+      next_round: Optional[int] = None,
+      through_round: Optional[int] = None
   ) -> dict[accounting.AccountantKind, float]:
-    """Central epsilon by accountant, optionally as if `next_round` also ran.
+    """Central epsilon by accountant, optionally as if rounds `next_round`
+    to `through_round` (default: `next_round` alone) also ran.
 
     An accountant that cannot compose the ledger's events reports NaN, never
     a number it did not compute.
     """
     result = {}
+    last = next_round if through_round is None else through_round
     for kind in self.accountants:
       try:
         if next_round is not None:
-          result[kind] = self.ledger.epsilon_with(self.round_event(next_round),
+          events = [self.round_event(r) for r in range(next_round, last + 1)]
+          result[kind] = self.ledger.epsilon_with(*events,
                                                   delta=self.delta,
                                                   accountant=kind)
         else:

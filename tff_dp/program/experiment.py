@@ -213,7 +213,8 @@ def run_experiment(
                                                 group_size=group_size)
     print(
         f'simulation: up to {group_size} clients per TFF call (the grouped '
-        f'path, --algorithm={config.algorithm.value})',
+        f'path, --algorithm={config.algorithm.value}), up to '
+        f'{prepared.rounds_per_call} rounds per call',
         flush=True)
   try:
     return _run(config,
@@ -224,6 +225,7 @@ def run_experiment(
                 secrets=secrets,
                 privacy=privacy,
                 group_size=group_size,
+                rounds_per_call=prepared.rounds_per_call,
                 grouped_rounds=grouped_rounds,
                 canaries=canaries,
                 keras_model_fn=prepared.keras_model_fn,
@@ -271,8 +273,8 @@ def _runtime(config: TrainConfig,
 
 
 def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
-         group_size, grouped_rounds, canaries, keras_model_fn, wall_start,
-         resume, config_defaults, on_round, on_phase, cache_dir):
+         group_size, rounds_per_call, grouped_rounds, canaries, keras_model_fn,
+         wall_start, resume, config_defaults, on_round, on_phase, cache_dir):
   """`run_experiment` once the sampler, ledgers and client files exist."""
   release_nonprivate = (not config.private) or config.release_nonprivate_metrics
   on_phase('building the learning process')
@@ -337,10 +339,10 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
                                          population=data.population +
                                          config.audit_canaries)
 
-      def persist(round_num, state, values):
+      def persist(round_num, state, rows):
         checkpoints.save(
             round_num, state,
-            run_start.checkpoint_meta(config, privacy, values, start.secrets,
+            run_start.checkpoint_meta(config, privacy, rows, start.secrets,
                                       binding))
         privacy.save(run_dir)
 
@@ -360,7 +362,8 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
                       canaries=canaries,
                       release_nonprivate=release_nonprivate,
                       on_round=on_round,
-                      losses=losses)
+                      losses=losses,
+                      rounds_per_call=rounds_per_call)
       weights = process.get_model_weights(result.state)
     audit = None if canaries is None else canaries.result(
         analytic={
@@ -446,7 +449,8 @@ def _train(config,
            canaries,
            release_nonprivate,
            on_round,
-           losses=None) -> training_loop.LoopResult:
+           losses=None,
+           rounds_per_call=1) -> training_loop.LoopResult:
   """Runs the training loop from `start` to the end of the run."""
   round_datasets, round_values = _with_canaries(
       canaries, grouped_rounds or
@@ -459,24 +463,34 @@ def _train(config,
                        label_kind=data.label_kind), process, privacy)
   if losses is not None:
     round_datasets = losses.track(round_datasets)
-  return training_loop.run_training_loop(process=process,
-                                         state=start.state,
-                                         sampler=sampler,
-                                         round_datasets=round_datasets,
-                                         rounds=config.rounds,
-                                         privacy=privacy,
-                                         evaluate=evaluate,
-                                         eval_every=config.eval_every,
-                                         eval_prefix=eval_prefix(config),
-                                         release=releaser.release,
-                                         round_values=round_values,
-                                         persist=persist,
-                                         report=_reporter(
-                                             config, start.secrets.sampling),
-                                         max_epsilon=config.max_epsilon,
-                                         start_round=start.round_num,
-                                         last_values=start.last_values,
-                                         on_round=on_round)
+  return training_loop.run_training_loop(
+      process=process,
+      state=start.state,
+      sampler=sampler,
+      round_datasets=round_datasets,
+      rounds=config.rounds,
+      privacy=privacy,
+      evaluate=evaluate,
+      eval_every=config.eval_every,
+      eval_prefix=eval_prefix(config),
+      release=releaser.release,
+      round_values=round_values,
+      persist=persist,
+      report=_reporter(config, start.secrets.sampling),
+      max_epsilon=config.max_epsilon,
+      start_round=start.round_num,
+      last_values=start.last_values,
+      on_round=on_round,
+      run_block=_block_runner(process, rounds_per_call),
+      rounds_per_call=rounds_per_call)
+
+
+def _block_runner(process, rounds_per_call: int):
+  """`training_loop`'s run_block: rounds in one TFF call; None for one."""
+  if rounds_per_call <= 1:
+    return None
+  from tff_dp.algorithms import fused_rounds  # pylint: disable=g-import-not-at-top
+  return fused_rounds.FusedRounds(process).run
 
 
 def _write_statement(config,

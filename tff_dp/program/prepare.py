@@ -31,6 +31,8 @@ class PreparedRun:
     clients_per_call: Simulated clients per TFF call, resolved
       (`config_checks.resolve_clients_per_call`): 1 for TFF's algorithms,
       more for the grouped path.
+    rounds_per_call: Most rounds per TFF call, resolved
+      (`config_checks.resolve_rounds_per_call`).
     calibrated_by: The accountant whose epsilon calibrated the noise
       multiplier (--target_epsilon), else None.
     keras_model_fn: The caller's own uncompiled Keras model constructor
@@ -40,6 +42,7 @@ class PreparedRun:
   data: Any
   held_out: Optional[Any]
   clients_per_call: int = 1
+  rounds_per_call: int = 1
   calibrated_by: Optional[Any] = None
   keras_model_fn: Optional[Any] = None
 
@@ -189,6 +192,8 @@ def _prepare_loaded(config: TrainConfig, data: Any, *,
   from tff_dp.data.federated_data import FederatedData  # pylint: disable=g-import-not-at-top
   clients_per_call = config_checks.resolve_clients_per_call(
       config, in_memory=isinstance(data, FederatedData))
+  rounds_per_call = config_checks.resolve_rounds_per_call(
+      config, clients_per_call=clients_per_call)
   if config.example_dp:
     config_checks.check_record_level_delta(config,
                                            int(max(data.client_sizes())))
@@ -201,4 +206,5 @@ def _prepare_loaded(config: TrainConfig, data: Any, *,
                      data=data,
                      held_out=held_out,
                      clients_per_call=clients_per_call,
+                     rounds_per_call=rounds_per_call,
                      calibrated_by=calibrated_by)

@@ -48,6 +48,8 @@ RESUMABLE_CHANGES = frozenset({
     # Both paths keep the same state structure and compute the same
     # mechanism (tests/algorithms/test_grouped_fedavg.py).
     'clients_per_call',
+    # How many rounds share a TFF call, not what a round computes.
+    'rounds_per_call',
     # Where the worker listens, not what it computes.
     'allow_unconfined_worker',
     # Which hosts compute the rounds, not what they compute.

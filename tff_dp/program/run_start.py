@@ -36,12 +36,16 @@ class Start:
     last_values: The values released for round `round_num - 1` ({} if none).
     secrets: The run's secrets (the checkpoint's, if resumed).
     rows: The released rows a resume keeps; None for a fresh start.
+    block_rows: (round, values) of the checkpoint's block before its last
+      round (rounds that shared one TFF call; `training_loop`), oldest
+      first.
   """
   round_num: int
   state: Any
   last_values: dict[str, float]
   secrets: run_secrets.RunSecrets
   rows: Optional[list[dict[str, Any]]] = None
+  block_rows: tuple[tuple[int, dict[str, float]], ...] = ()
 
   @property
   def resumed_from(self) -> Optional[int]:
@@ -105,7 +109,10 @@ def restore(config: TrainConfig, run_dir: str,
                state=ckpt.state,
                last_values=ckpt.meta['released'],
                secrets=secrets,
-               rows=rows)
+               rows=rows,
+               block_rows=tuple(
+                   (int(round_num), values)
+                   for round_num, values in ckpt.meta.get('block', ())))
 
 
 def open_releaser(config: TrainConfig,
@@ -130,9 +137,12 @@ def open_releaser(config: TrainConfig,
     releaser.replay([])  # Nothing was released: start over, cleanly.
   if start.rows is not None:
     releaser.replay(start.rows)
-    if not start.rows or int(start.rows[-1]['round']) < start.round_num - 1:
-      # Checkpointed but not yet released when the run stopped.
-      releaser.release(start.round_num - 1, start.last_values)
+    last = int(start.rows[-1]['round']) if start.rows else 0
+    for round_num, values in (*start.block_rows, (start.round_num - 1,
+                                                  start.last_values)):
+      if round_num > last:
+        # Checkpointed but not yet released when the run stopped.
+        releaser.release(round_num, values)
   releaser.write_text('flags', flagfile, verbatim=True)
   releaser.describe_run(
       tensorboard_layout.describe(config,
@@ -142,14 +152,19 @@ def open_releaser(config: TrainConfig,
   return releaser
 
 
-def checkpoint_meta(config: TrainConfig, privacy: Any, values: dict[str, float],
+def checkpoint_meta(config: TrainConfig, privacy: Any,
+                    rows: list[tuple[int, dict[str, float]]],
                     secrets: run_secrets.RunSecrets,
                     binding: RunBinding) -> dict[str, Any]:
-  """What a checkpoint stores beside the state, for `restore`."""
+  """What a checkpoint stores beside the state, for `restore`: `rows` are
+  (round, values) of the block it ends, the checkpoint's round last."""
   return {
       'config': config.to_json(),
       'ledgers': privacy.to_json(),
-      'released': values,
+      'released': rows[-1][1],
+      # The block's earlier rows: released after the checkpoint is written,
+      # so a run stopped in between releases them when it resumes.
+      'block': [[round_num, values] for round_num, values in rows[:-1]],
       # Only here: checkpoints stay private (see the statement).
       'secrets': secrets.to_json(),
       # What binds the checkpoint to this run and its data
