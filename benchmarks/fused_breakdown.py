@@ -9,7 +9,9 @@ timed in turn with the others (`harness.time_interleaved`), every variant
 running K rounds per timed call so that each has the same weight:
 
 * on the worker, K rounds per federated call (`fused_*`): `full` (the real
-  `next`, as the lead's experiment), `no_server` (the server step replaced
+  `next`, as the lead's experiment), `merged` (the same rounds with the
+  server step and the next round's `prepare` in one TF call: one call and one
+  map fewer per round), `no_server` (the server step replaced
   by an identity on the state that waits for the sums), `no_group` (the
   groups replaced by a TF call that returns zeros of the sums' type),
   `skeleton` (both replaced: the round's TF calls and intrinsics with no
@@ -56,8 +58,8 @@ from tff_dp.algorithms import grouped_fedavg
 from tff_dp.config import DpMechanism
 from tff_dp.execution import runtime
 
-WORKER_VARIANTS = ('full', 'no_server', 'no_group', 'skeleton', 'one_call',
-                   'empty')
+WORKER_VARIANTS = ('full', 'merged', 'no_server', 'no_group', 'skeleton',
+                   'one_call', 'empty')
 SESSION_VARIANTS = ('group_session', 'server_session', 'prepare_session')
 FLOOR_VARIANTS = ('floor_vectorized', 'floor_loop')
 
@@ -93,7 +95,8 @@ def zeros_of(type_spec: tff.Type) -> Any:
 
 
 def stand_ins(parts, state_type, groups_type):
-  """TF computations with the real ones' types and no work inside."""
+  """TF computations with the real ones' types and no work inside, and the
+  server step fused with the next `prepare` (`merged`)."""
   server_values_type = parts['prepare'].type_signature.result
   sums_type = parts['group_step'].type_signature.result
 
@@ -112,12 +115,18 @@ def stand_ins(parts, state_type, groups_type):
   def same_state(state):
     return tf.nest.map_structure(tf.identity, state)
 
-  return zero_sums, state_after_sums, same_state
+  @tff.tensorflow.computation(state_type.member, sums_type)
+  def step_then_prepare(state, sums):
+    # The server step and the next round's `prepare` in one TF call.
+    new_state, metrics = parts['server_step'](state, sums)
+    return new_state, metrics, parts['prepare'](new_state)
+
+  return zero_sums, state_after_sums, same_state, step_then_prepare
 
 
 def fused_variant(name: str, k: int, parts, stand_in, state_type, groups_type):
   """K rounds of one variant of the round in one federated computation."""
-  zero_sums, state_after_sums, same_state = stand_in
+  zero_sums, state_after_sums, same_state, step_then_prepare = stand_in
   group_step = zero_sums if name in ('no_group',
                                      'skeleton') else parts['group_step']
   with_server = name in ('full', 'no_group')
@@ -132,6 +141,17 @@ def fused_variant(name: str, k: int, parts, stand_in, state_type, groups_type):
         state = tff.federated_map(same_state, state)
       return state
     metrics = []
+    if name == 'merged':
+      server_values = tff.federated_broadcast(
+          tff.federated_map(parts['prepare'], state))
+      for i in range(k):
+        sums = tff.federated_sum(
+            tff.federated_map(group_step, (server_values, groups_list[i])))
+        state, round_metrics, next_values = tff.federated_map(
+            step_then_prepare, (state, sums))
+        metrics.append(round_metrics)
+        server_values = tff.federated_broadcast(next_values)
+      return state, metrics
     for i in range(k):
       server_values = tff.federated_broadcast(
           tff.federated_map(parts['prepare'], state))

@@ -68,14 +68,16 @@ def test_variants_compute_the_parts_of_the_round(tff_runtime):
       return fused_breakdown.fused_variant(name, 2, parts, stand_in, state_type,
                                            groups_type.member)
 
-    # `full`: two rounds of `next`, the state staying on the worker.
+    # `full` and `merged`: two rounds of `next`, the state staying on the
+    # worker.
     sequential = process.next(process.next(state, inputs[0]).state,
                               inputs[1]).state
-    full_state, metrics = fused('full')(state, inputs)
-    assert len(metrics) == 2
-    for a, b in zip(weights(full_state), weights(sequential)):
-      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    assert not np.allclose(weights(full_state)[0], weights(state)[0])
+    for name in ('full', 'merged'):
+      fused_state, metrics = fused(name)(state, inputs)
+      assert len(metrics) == 2
+      for a, b in zip(weights(fused_state), weights(sequential)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(weights(fused_state)[0], weights(state)[0])
     # Without the server step the state is untouched.
     for name in ('no_server', 'skeleton', 'one_call', 'empty'):
       for a, b in zip(weights(fused(name)(state, inputs)), weights(state)):
