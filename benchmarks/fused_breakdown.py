@@ -62,6 +62,8 @@ WORKER_VARIANTS = ('full', 'merged', 'no_server', 'no_group', 'skeleton',
                    'one_call', 'empty')
 SESSION_VARIANTS = ('group_session', 'server_session', 'prepare_session')
 FLOOR_VARIANTS = ('floor_vectorized', 'floor_loop')
+# The worker variants whose result is the state alone (no metrics).
+_STATE_ONLY = ('no_server', 'skeleton', 'one_call', 'empty')
 
 
 def capture_round_parts(
@@ -185,6 +187,81 @@ def session_runner(comp, argument) -> Any:
   return (lambda: call(list(values))), session
 
 
+def _worker_runners(fused, process, inputs, contexts) -> dict[str, Any]:
+  """Runners of the fused variants: each on the main worker ('' in
+  `contexts`), and `full` also on every other worker (as `full@WAY`)."""
+  runners = {}
+  for way, (context, pid) in contexts.items():
+    for v in (WORKER_VARIANTS if not way else ('full',)):
+      name = f'{v}@{way}' if way else v
+      state = [process.initialize()]
+
+      def run_fused(r, v=v, context=context, state=state):
+        del r
+        with tff.framework.get_context_stack().install(context):
+          result = fused[v](state[0], inputs)
+        state[0] = result if v in _STATE_ONLY else result[0]
+        return {}
+
+      runners[name] = (run_fused, pid)
+  return runners
+
+
+def _session_runners(parts, process, group, k: int,
+                     stack: contextlib.ExitStack) -> dict[str, Any]:
+  """Runners of the round's TF blocks in this process, on real values."""
+  state = process.initialize()
+  server_values = parts['prepare'](state)
+  sums = parts['group_step'](server_values, group)
+  arguments = {
+      'group_session': ('group_step', [server_values, group]),
+      'server_session': ('server_step', [state, sums]),
+      'prepare_session': ('prepare', state),
+  }
+  runners = {}
+  for name, (part, argument) in arguments.items():
+    call, session = session_runner(parts[part], argument)
+    stack.callback(session.close)
+
+    def run_session(r, call=call):
+      del r
+      for _ in range(k):
+        call()
+      return {}
+
+    runners[name] = (run_session, None)
+  return runners
+
+
+def _floor_runners(workload: workloads_lib.Workload, k: int) -> dict[str, Any]:
+  """The floor's two implementations, K rounds per call."""
+  runners = {}
+  for implementation in ('vectorized', 'loop'):
+    floor_round, _ = floor.round_runner(workload, workloads_lib.HYPERPARAMETERS,
+                                        implementation)
+
+    def run_floor(r, floor_round=floor_round):
+      for i in range(k):
+        floor_round(r * k + i)
+      return {}
+
+    runners[f'floor_{implementation}'] = (run_floor, None)
+  return runners
+
+
+def _per_round(results: dict[str, Any], k: int) -> dict[str, Any]:
+  """Seconds and CPU seconds per ROUND (a timed call runs K rounds)."""
+  rows = {}
+  for v, result in results.items():
+    rows[v] = {
+        key: result['seconds'][key] / k for key in ('median', 'p10', 'p90')
+    }
+    rows[v]['cpu_self_s'] = result['cpu_self_s'] / k
+    if result.get('cpu_worker_s') is not None:
+      rows[v]['cpu_worker_s'] = result['cpu_worker_s'] / k
+  return rows
+
+
 def run(
     workload_name: str,
     k: int,
@@ -202,18 +279,18 @@ def run(
   workload = {
       w.name: w for w in workloads_lib.timing_workloads(False)
   }[workload_name]
-  hyper = workloads_lib.HYPERPARAMETERS
   log_dir = tempfile.mkdtemp(prefix='fused_breakdown_')
   with contextlib.ExitStack() as stack:
     worker = stack.enter_context(
         runtime.local_runtime(log_path=os.path.join(log_dir, 'worker.log')))
     # Each worker started installs its context: the variants name theirs.
-    context = tff.framework.get_context_stack().current
-    others = {
+    contexts = {'': (tff.framework.get_context_stack().current, worker.pid)}
+    contexts.update({
         way: worker_graph.start_worker(stack, way, log_dir)
         for way in worker_ways
-    }
+    })
     prepared, parts = capture_round_parts(workload)
+    stack.callback(prepared.close)
     process = prepared.process
     state_type, groups_type = process.next.type_signature.parameter
     stand_in = stand_ins(parts, state_type, groups_type.member)
@@ -221,62 +298,12 @@ def run(
         v: fused_variant(v, k, parts, stand_in, state_type, groups_type.member)
         for v in WORKER_VARIANTS
     }
-    cohort = np.arange(workload.clients)
-    inputs = [prepared.round_inputs(r, cohort) for r in range(k)]
-    states = {v: process.initialize() for v in WORKER_VARIANTS}
-    states.update({f'full@{way}': process.initialize() for way in others})
-    # The round's real values, for the in-process blocks.
-    state = process.initialize()
-    server_values = parts['prepare'](state)
-    group = inputs[0][0]
-    sums = parts['group_step'](server_values, group)
-    sessions = {
-        'group_session':
-            session_runner(parts['group_step'], [server_values, group]),
-        'server_session':
-            session_runner(parts['server_step'], [state, sums]),
-        'prepare_session':
-            session_runner(parts['prepare'], state),
-    }
-    runners = {}
-    for v in WORKER_VARIANTS:
-
-      def run_fused(r, v=v):
-        del r
-        with tff.framework.get_context_stack().install(context):
-          result = fused[v](states[v], inputs)
-        states[v] = result if v in ('no_server', 'skeleton', 'one_call',
-                                    'empty') else result[0]
-        return {}
-
-      runners[v] = (run_fused, worker.pid)
-    for way, (other, pid) in others.items():
-
-      def run_elsewhere(r, name=f'full@{way}', other=other):
-        del r
-        with tff.framework.get_context_stack().install(other):
-          states[name] = fused['full'](states[name], inputs)[0]
-        return {}
-
-      runners[f'full@{way}'] = (run_elsewhere, pid)
-    for v, (call, _) in sessions.items():
-
-      def run_session(r, call=call):
-        del r
-        for _ in range(k):
-          call()
-        return {}
-
-      runners[v] = (run_session, None)
-    for implementation in ('vectorized', 'loop'):
-      floor_round, _ = floor.round_runner(workload, hyper, implementation)
-
-      def run_floor(r, floor_round=floor_round):
-        for i in range(k):
-          floor_round(r * k + i)
-        return {}
-
-      runners[f'floor_{implementation}'] = (run_floor, None)
+    inputs = [
+        prepared.round_inputs(r, np.arange(workload.clients)) for r in range(k)
+    ]
+    runners = _worker_runners(fused, process, inputs, contexts)
+    runners.update(_session_runners(parts, process, inputs[0][0], k, stack))
+    runners.update(_floor_runners(workload, k))
     runners = {
         v: runner
         for v, runner in runners.items()
@@ -284,24 +311,12 @@ def run(
     }
     timing = dataclasses.replace(workload, warmup_rounds=2, timed_rounds=timed)
     results = harness.time_interleaved(timing, runners)
-    for _, session in sessions.values():
-      session.close()
-    prepared.close()
-  load = next(iter(results.values()))['load_average']
-  rows = {}
-  for v, result in results.items():
-    rows[v] = {
-        key: result['seconds'][key] / k for key in ('median', 'p10', 'p90')
-    }
-    rows[v]['cpu_self_s'] = result['cpu_self_s'] / k
-    if result.get('cpu_worker_s') is not None:
-      rows[v]['cpu_worker_s'] = result['cpu_worker_s'] / k
   return {
       'workload': workload_name,
       'k': k,
       'timed': timed,
-      'load': load,
-      'per_round': rows
+      'load': next(iter(results.values()))['load_average'],
+      'per_round': _per_round(results, k)
   }
 
 
