@@ -88,7 +88,7 @@ def check_ways(ways: Sequence[str]) -> None:
       raise ValueError(f'unknown way {way!r}')
 
 
-def _start_worker(stack: contextlib.ExitStack, way: str, log_dir: str):
+def start_worker(stack: contextlib.ExitStack, way: str, log_dir: str):
   """A worker started with the way's extra environment; returns its context."""
   saved = dict(os.environ)
   os.environ.update(worker_environment(way))
@@ -237,7 +237,7 @@ def run(case_names: Sequence[str], ways: Sequence[str], rounds_: int,
   results = {}
   with contextlib.ExitStack() as stack:
     contexts = {
-        w: _start_worker(stack, w, log_dir)
+        w: start_worker(stack, w, log_dir)
         for w in ways
         if w.startswith('worker')
     }
