@@ -14,6 +14,7 @@ call TFF's compiler again, whatever its length.
 """
 
 import functools
+import types
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from tensorflow_federated.python.core.impl.computation import computation_impl
 from tests.helpers import central_dp
 from tests.helpers import grouped as g
 from tff_dp.algorithms import dp_ftrl
+from tff_dp.algorithms import example_dp
 from tff_dp.algorithms import fused_rounds
 from tff_dp.algorithms import grouped_client_options
 from tff_dp.algorithms import grouped_data
@@ -82,7 +84,6 @@ def _local_dp(central):
 
 
 def _example_dp():
-  from tff_dp.algorithms import example_dp  # pylint: disable=g-import-not-at-top
   return g.build_grouped(None,
                          example_dp_settings=example_dp.DpSgdSettings(
                              learning_rate=g.CLIENT_LR,
@@ -323,9 +324,30 @@ def test_compiled_once_whatever_the_block_length(tff_runtime, monkeypatch):
         runner.fused(rounds))) == native_graphs
 
 
+def _fake_process(client_type):
+  """A process whose `next` has the given client type (never executed)."""
+  state = tff.FederatedType(np.float32, tff.SERVER)
+  next_type = tff.FunctionType(
+      tff.StructType([state, tff.FederatedType(client_type, tff.CLIENTS)]),
+      tff.StructType([('state', state), ('metrics', state)]))
+  return types.SimpleNamespace(next=types.SimpleNamespace(
+      type_signature=next_type))
+
+
+def test_refuses_processes_off_the_grouped_path():
+  # TFF's one client per call: padding with an empty dataset would add a
+  # client.
+  with pytest.raises(TypeError, match='grouped path'):
+    _runner(_fake_process(tff.SequenceType(np.float32)))
+  runner = _runner(_fake_process(grouped_data.group_type(3)))
+  with pytest.raises(ValueError, match='at least one round'):
+    runner.run(None, [])
+
+
 def test_rejects_bad_block_lengths():
-  with pytest.raises(ValueError, match='rounds must be a positive int'):
-    fused_rounds.build_fused_next(None,
-                                  0,
-                                  compile_fn=compiled_forms.compile,
-                                  register_fn=compiled_forms.register)
+  for rounds in (0, -1, 2.0, True):
+    with pytest.raises(ValueError, match='rounds must be a positive int'):
+      fused_rounds.build_fused_next(_fake_process(grouped_data.group_type(3)),
+                                    rounds,
+                                    compile_fn=compiled_forms.compile,
+                                    register_fn=compiled_forms.register)

@@ -36,15 +36,22 @@ draws its own nonce and noise (`tff_dp.mechanisms.noise_seeds`).
 
 One TFF call has one CLIENTS cardinality, but the rounds of a block may
 have different numbers of groups (Poisson cohorts): `FusedRounds` pads each
-round's list of groups with padding groups (`grouped_data.padding_group`: one
-slot with `valid` False, no example), which add exactly nothing to the DP query's records, the
-adaptive clip's count or the training metrics' sums
+round's list of groups with padding groups (`grouped_data.padding_group`:
+one slot with `valid` False, no example), which add exactly nothing to the
+DP query's records, the adaptive clip's count or the training metrics' sums
 (tests/algorithms/test_fused_rounds.py pins it), so a padded round is the
 round itself and an all-empty round is `next(state, [])`.
 
 The algorithms layer does not import the execution layer, so the caller
 passes the context's compiler and registration (in the program:
 `tff_dp.execution.compiled_forms.compile` and `.register`).
+
+What cannot be fused: a process off the grouped path (TFF's one client per
+call, `--clients_per_call=1`: its clients are datasets, and an empty one
+would be a client; `FusedRounds` refuses it), and rounds split across
+workers (`tff_dp.execution.split_rounds`, `--workers`): that context cuts a
+computation at its ONE aggregation into a mergeable form and does not use
+the registered compiled forms, while a block has k aggregations.
 """
 
 import collections
@@ -59,6 +66,11 @@ from tff_dp.algorithms import grouped_data
 # Names bound in the fused computation's outer scope; `next`'s compiled form
 # is a closed lambda whose own names shadow these inside it.
 _ARG, _NEXT, _ROUND = 'fused_rounds_arg', 'fused_rounds_next', 'fused_rounds_%d'
+# What a padding group needs in a group (`grouped_data.make_groups`).
+_GROUP_KEYS = frozenset({
+    grouped_data.ORDER, grouped_data.LENGTH, grouped_data.VALID,
+    grouped_data.CLIENT
+})
 
 
 class FusedOutput(NamedTuple):
@@ -146,10 +158,12 @@ def build_fused_next(
   if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
     raise ValueError(f'rounds must be a positive int, got {rounds!r}')
   next_type = process.next.type_signature
-  parameter = next_type.parameter
+  parameter, result = next_type.parameter, next_type.result
   if (not isinstance(parameter, tff.StructType) or len(parameter) != 2 or
       not isinstance(parameter[1], tff.FederatedType) or
-      parameter[1].placement is not tff.CLIENTS):
+      parameter[1].placement is not tff.CLIENTS or
+      not isinstance(result, tff.StructType) or
+      tff.structure.name_list(result) != ['state', 'metrics']):
     raise TypeError('fused rounds need next(state, groups at CLIENTS), got '
                     f'{next_type}')
   native_next = compile_fn(process.next)
@@ -181,10 +195,20 @@ class FusedRounds:
       compile_fn: The execution context's compiler (`build_fused_next`).
       register_fn: Its registration of compiled forms (`build_fused_next`).
     """
+    parameter = process.next.type_signature.parameter
+    group_type = parameter[1].member if isinstance(
+        parameter, tff.StructType) and len(parameter) == 2 and isinstance(
+            parameter[1], tff.FederatedType) else None
+    # Padding is sound only for groups: on TFF's one-client-per-call path an
+    # empty dataset is a client (a zero update that clipping counts).
+    if (not isinstance(group_type, tff.StructType) or
+        not _GROUP_KEYS <= set(tff.structure.name_list(group_type))):
+      raise TypeError('fused rounds need a process of the grouped path '
+                      '(next(state, groups)), got next: '
+                      f'{process.next.type_signature}')
     self._process = process
     self._compile_fn, self._register_fn = compile_fn, register_fn
     self._fused: dict[int, tff.Computation] = {}
-    group_type = process.next.type_signature.parameter[1].member
     self._padding = grouped_data.padding_group(group_type)
 
   def fused(self, rounds: int) -> tff.Computation:
