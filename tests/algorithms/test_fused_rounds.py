@@ -158,6 +158,8 @@ def _assert_fused_is_sequential(process, **group_kwargs):
   xs, ys = g.population()
   runner = _runner(process)
   state = fused_state = process.initialize()
+  # First, so that `next` is compiled once (and registered) for both ways.
+  runner.fused(len(_BLOCK))
   for block in (_BLOCK, _NEXT_BLOCK):
     round_groups = _round_groups(block, xs=xs, ys=ys, **group_kwargs)
     state, metrics = _sequential(process, state, round_groups)
@@ -207,6 +209,10 @@ def test_padding_groups_change_nothing(tff_runtime):
   nobody = process.next(state, [])
   _assert_identical(process.next(state, [padding] * 3), nobody)
   assert nobody.metrics['client_work']['train']['num_examples'] == 0
+  # A block in which nobody takes part: zero TFF clients, as next's.
+  _assert_identical(
+      _runner(process).run(state, [[], []]),
+      _sequential(process, state, [[], []]))
 
 
 def test_padding_group_is_one_slot_without_examples():
