@@ -50,7 +50,6 @@ from benchmarks import models as bench_models
 from benchmarks import workloads as workloads_lib
 from tff_dp import config as config_lib
 from tff_dp import config_checks
-from tff_dp.algorithms import fused_rounds
 from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import learning_process
 from tff_dp.cli import cli_flags
@@ -237,13 +236,13 @@ def round_runner(process,
 
 def _block_runner(process, round_datasets, cohort, state_box, per_call):
   """run_round(r): rounds r*per_call .. (r+1)*per_call - 1 in one call."""
-  fused = fused_rounds.FusedRounds(process)
+  run_block = assembly.block_runner(process)
 
   def run_round(r: int) -> dict[str, float]:
     start = time.perf_counter()
     inputs = [round_datasets(r * per_call + i, cohort) for i in range(per_call)]
     built = time.perf_counter()
-    state_box[0], _ = fused.run(state_box[0], inputs)
+    state_box[0], _ = run_block(state_box[0], inputs)
     return {
         'datasets_s': built - start,
         'next_s': time.perf_counter() - built,

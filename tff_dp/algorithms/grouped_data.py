@@ -226,6 +226,26 @@ def empty_group() -> collections.OrderedDict:
   return group
 
 
+def padding_group(group: tff.Type) -> collections.OrderedDict:
+  """A group of one padding slot (`valid` False, no example) of type `group`
+  (`group_type`'s, dense or client-files mode): it contributes nothing.
+
+  One slot, not none: the vectorized group computation
+  (`tff_dp.algorithms.grouped_vectorized`) fails on a group of zero slots
+  (`empty_group`). Used to give every round of a fused block the same
+  number of groups (`tff_dp.algorithms.fused_rounds`).
+  """
+  padding = collections.OrderedDict()
+  for name, element in tff.structure.iter_elements(group):
+    # The slot axis (LENGTH, VALID, CLIENT) has one entry; the example axes
+    # (X, Y, ORDER) none.
+    size = 1 if name in (LENGTH, VALID, CLIENT) else 0
+    padding[name] = np.zeros([size if d is None else d for d in element.shape],
+                             element.dtype)
+  padding[CLIENT][:] = -1
+  return padding
+
+
 class GroupedRounds:
   """(round, cohort) -> groups, for `tff_dp.program.training_loop` (client-files mode).
 

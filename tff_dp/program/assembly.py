@@ -385,3 +385,30 @@ def _local_dp_factory(config: TrainConfig, dp):
       clients_per_round=config.clients_per_round,
       central_factory=(None if dp is None else
                        learning_process.sanitizing_dp_aggregator(dp)))
+
+
+def block_runner(process):
+  """`training_loop`'s run_block for a process of the grouped path:
+  (state, [each round's groups]) -> (state, [each round's output]), the
+  rounds in ONE TFF call (`fused_rounds`), compiled from `next`'s compiled
+  form (the computation cache's, when it has one). Intermediate states stay
+  on the worker: only the last round's state comes back."""
+  # pylint: disable=g-import-not-at-top
+  import tensorflow_federated as tff
+
+  from tff_dp.algorithms import fused_rounds
+  from tff_dp.execution import compiled_forms
+  # pylint: enable=g-import-not-at-top
+  fused = fused_rounds.FusedRounds(process,
+                                   compile_fn=compiled_forms.compile,
+                                   register_fn=compiled_forms.register)
+
+  def run_block(state, round_groups):
+    state, metrics = fused.run(state, round_groups)
+    return state, [
+        tff.learning.templates.LearningProcessOutput(state=None,
+                                                     metrics=round_metrics)
+        for round_metrics in metrics
+    ]
+
+  return run_block

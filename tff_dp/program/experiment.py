@@ -487,10 +487,7 @@ def _train(config,
 
 def _block_runner(process, rounds_per_call: int):
   """`training_loop`'s run_block: rounds in one TFF call; None for one."""
-  if rounds_per_call <= 1:
-    return None
-  from tff_dp.algorithms import fused_rounds  # pylint: disable=g-import-not-at-top
-  return fused_rounds.FusedRounds(process).run
+  return assembly.block_runner(process) if rounds_per_call > 1 else None
 
 
 def _write_statement(config,
