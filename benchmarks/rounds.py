@@ -171,7 +171,8 @@ def prepare(workload: workloads_lib.Workload,
   """
   config = dataclasses.replace(train_config(
       workload, mechanism, hyper, extra_flags=variant.flags if variant else ()),
-                               clients_per_call=requested_per_call)
+                               clients_per_call=requested_per_call,
+                               rounds_per_call=workload.rounds_per_call)
   prepared = prepare_lib.prepare_data(config,
                                       federated_data(workload),
                                       calibrate_noise=False)

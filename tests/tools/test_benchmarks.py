@@ -98,10 +98,34 @@ def test_time_interleaved_runs_each_round_of_every_runner_in_turn():
   assert calls == [(0, 'a'), (0, 'b'), (0, 'c'), (1, 'b'), (1, 'c'), (1, 'a'),
                    (2, 'c'), (2, 'a'), (2, 'b'), (3, 'a'), (3, 'b'), (3, 'c')]
   assert set(results) == {'a', 'b', 'c'}
+
   for result in results.values():
     assert result['seconds']['n'] == 3
     assert [rec['timed'] for rec in result['rounds']] == [False] + [True] * 3
     assert 'cpu_worker_s' not in result
+
+
+def test_a_call_of_several_rounds_is_reported_per_round(monkeypatch):
+  workload = workloads.Workload(family='W1',
+                                model=workloads.ModelName.MLP,
+                                clients=2,
+                                examples_per_client=4,
+                                batch_size=2,
+                                epochs=1,
+                                warmup_rounds=0,
+                                timed_rounds=2)
+  # Each call takes 0.8 s of (fake) wall time for 4 rounds.
+  clock = iter([0.0, 0.8, 1.0, 1.8])
+  monkeypatch.setattr(harness.time, 'perf_counter', lambda: next(clock))
+  results = harness.time_interleaved(
+      workload, {'fused': (lambda r: {
+          'next_s': 0.4,
+          'rounds': 4
+      }, None)})
+  records = results['fused']['rounds']
+  assert [rec['seconds'] for rec in records] == pytest.approx([0.2, 0.2])
+  assert [rec['parts'] for rec in records] == [{'next_s': 0.1}] * 2
+  assert [rec['rounds_per_call'] for rec in records] == [4, 4]
 
 
 def test_plan_times_the_floor_in_turn_with_tff_dp():
