@@ -39,6 +39,10 @@ met after `_MAX_REGRIDS` tries, or dp-accounting's grid construction fails
 numerically, `UnsupportedAccountingError` is raised (callers report n/a and
 use RDP).
 
+A single sampled leaf (the main job) composes its remove pmf first and its
+add pmf only when a bound does not prove the add pmf's epsilon the smaller
+(`pld_dominance`); the result is the same float either way.
+
 The sizes of dp-accounting's pmfs are read through `dp_accounting_internals`.
 """
 
