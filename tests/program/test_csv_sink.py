@@ -81,3 +81,23 @@ def test_refuses_a_file_without_the_key_column(tmp_path):
   (tmp_path / 'metrics.csv').write_text('step,x\r\n1,2\r\n')
   with pytest.raises(ValueError, match='round'):
     _ours(str(tmp_path / 'metrics.csv'))
+
+
+class _NoPass(list):
+  """Rows that fail any pass over them."""
+
+  def __iter__(self):
+    raise AssertionError('a release of a new last round read every row')
+
+
+def test_a_release_after_every_row_does_not_pass_over_the_rows(tmp_path):
+  # Per round, the release must not cost a pass over the rows already
+  # released (benchmarks/README.md, "Outside the round").
+  path = str(tmp_path / 'metrics.csv')
+  manager = _ours(path)
+  _release(manager, 1, {'privacy/epsilon_rdp': 0.5})
+  manager._rows = _NoPass(manager._rows)  # pylint: disable=protected-access
+  _release(manager, 2, {'privacy/epsilon_rdp': 0.75})
+  with open(path, newline='', encoding='utf-8') as f:
+    assert f.read() == ('round,privacy/epsilon_rdp\r\n1,0.5\r\n'
+                        '2,0.75\r\n')

@@ -101,11 +101,28 @@ def compose_identity(distribution, interval: float):
     interval: The identity's discretization interval.
   """
   pmfs = dp_accounting_internals.pmfs(distribution)
-  fields = [dp_accounting_internals.dense_fields(pmf) for pmf in pmfs]
-  if any(f is None or f.discretization != interval or not f.pessimistic_estimate
-         for f in fields):
+  if not all(_composes_here(pmf, interval) for pmf in pmfs):
     identity = privacy_loss_distribution.identity(
         value_discretization_interval=interval)
     return identity.compose(distribution)
   composed = [_compose_identity_pmf(pmf, TAIL_MASS_TRUNCATION) for pmf in pmfs]
   return privacy_loss_distribution.PrivacyLossDistribution(*composed)
+
+
+def _composes_here(pmf, interval: float) -> bool:
+  """Whether `pmf` is dense and pessimistic on `interval` (else dp-accounting)."""
+  fields = dp_accounting_internals.dense_fields(pmf)
+  return (fields is not None and fields.discretization == interval and
+          fields.pessimistic_estimate)
+
+
+def compose_identity_pmf(pmf, interval: float):
+  """The pmf `compose_identity` gives for `pmf` (dense, pessimistic).
+
+  Raises:
+    ValueError: If `pmf` is not dense and pessimistic on `interval`.
+  """
+  if not _composes_here(pmf, interval):
+    raise ValueError(f'expected a dense pessimistic pmf on interval '
+                     f'{interval:g}, got {pmf!r}')
+  return _compose_identity_pmf(pmf, TAIL_MASS_TRUNCATION)

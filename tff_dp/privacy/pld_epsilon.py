@@ -39,6 +39,10 @@ met after `_MAX_REGRIDS` tries, or dp-accounting's grid construction fails
 numerically, `UnsupportedAccountingError` is raised (callers report n/a and
 use RDP).
 
+A single sampled leaf (the main job) composes its remove pmf first and its
+add pmf only when a bound does not prove the add pmf's epsilon the smaller
+(`pld_dominance`); the result is the same float either way.
+
 The sizes of dp-accounting's pmfs are read through `dp_accounting_internals`.
 """
 
@@ -57,6 +61,7 @@ from scipy import special
 from tff_dp.privacy import dp_accounting_internals
 from tff_dp.privacy import dp_event_json
 from tff_dp.privacy import pld_compose
+from tff_dp.privacy import pld_dominance
 from tff_dp.privacy import pld_search
 from tff_dp.privacy import pld_self_compose
 
@@ -106,6 +111,12 @@ def epsilon(groups,
   if not leaf_counts:
     return 0.0
   interval, distributions = grid(leaf_counts, discretization, budgets)
+  if len(distributions) == 1:
+    # One sampled leaf (the main job's case): its second pmf is composed
+    # only when its epsilon may be the larger (`pld_dominance`).
+    single = pld_dominance.epsilon(*distributions[0], interval, delta)
+    if single is not None:
+      return float(single)
   total = None
   for distribution, count in distributions:
     # Exactly what PLDAccountant does (base.self_compose(count)), without

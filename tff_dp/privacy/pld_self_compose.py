@@ -179,10 +179,15 @@ def self_compose(distribution, count: int):
   """`distribution.self_compose(count)`, the same distribution, to the bit."""
   if count <= 0:
     raise ValueError(f'count should be >= 1, count={count}')
-  composed = []
-  for pmf in dp_accounting_internals.pmfs(distribution):
-    if dp_accounting_internals.dense_fields(pmf) is None:
-      composed.append(pmf.self_compose(count, TAIL_MASS_TRUNCATION))
-    else:
-      composed.append(_dense_self_compose(pmf, count, TAIL_MASS_TRUNCATION))
+  composed = [
+      self_compose_pmf(pmf, count)
+      for pmf in dp_accounting_internals.pmfs(distribution)
+  ]
   return privacy_loss_distribution.PrivacyLossDistribution(*composed)
+
+
+def self_compose_pmf(pmf, count: int):
+  """`pmf.self_compose(count)` with dp-accounting's default truncation."""
+  if dp_accounting_internals.dense_fields(pmf) is None:
+    return pmf.self_compose(count, TAIL_MASS_TRUNCATION)
+  return _dense_self_compose(pmf, count, TAIL_MASS_TRUNCATION)

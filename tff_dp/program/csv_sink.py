@@ -9,7 +9,9 @@ the same bytes (tested against TFF's manager, byte for byte) with the same
 semantics (a release of round r first drops the rows of rounds >= r; a new
 key adds a column, filled with '' in earlier rows), but keeps the file's rows
 in memory, each already rendered as its CSV line, so that a release renders
-one line and writes the joined text: C string copies, not Python per row.
+one line and writes the joined text: C string copies, not Python per row
+(a release of a key above every row's, as each round's is, drops nothing
+without looking at the rows).
 The file is replaced atomically (`tff_dp.atomic_io`: temporary file, fsync,
 rename, fsync of the directory; TFF's rename had no fsync), so a crash
 leaves the old rows or the new ones, never half a row.
@@ -51,6 +53,10 @@ class MetricsCsvReleaseManager(tff.program.ReleaseManager):
     """Replaces the columns and rows, rendering every row again."""
     self._fieldnames = fieldnames
     self._rows = list(rows)
+    # The largest key of the rows: a release of a larger key (every round of
+    # a run) drops nothing, which this tells without a pass over the rows.
+    self._max_key = max((int(r[self._key_fieldname]) for r in self._rows),
+                        default=None)
     self._header = self._render(None)
     self._lines = [self._render(row) for row in self._rows]
 
@@ -69,6 +75,8 @@ class MetricsCsvReleaseManager(tff.program.ReleaseManager):
 
   def _drop_from(self, key: int) -> None:
     """Drops the rows of keys >= `key`, as TFF's manager does."""
+    if self._max_key is None or self._max_key < key:
+      return
     kept = [r for r in self._rows if int(r[self._key_fieldname]) < key]
     if len(kept) == len(self._rows):
       return
@@ -94,5 +102,7 @@ class MetricsCsvReleaseManager(tff.program.ReleaseManager):
     if new:
       self._set(self._fieldnames + new, self._rows)
     self._rows.append(row)
+    self._max_key = (int(key) if self._max_key is None else max(
+        self._max_key, int(key)))
     self._lines.append(self._render(row))
     self._write()
