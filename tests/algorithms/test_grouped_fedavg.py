@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 
-from absl import flags
 import grpc
 import numpy as np
 import pytest
@@ -31,6 +30,7 @@ import tensorflow_federated as tff
 
 from tests.helpers import REPO_ROOT
 from tests.helpers import central_dp
+from tests.helpers import flag_configs
 from tests.helpers import grouped_server as server_checks
 from tests.helpers import programs
 from tff_dp import config_checks
@@ -39,7 +39,6 @@ from tff_dp.algorithms import grouped_fedavg
 from tff_dp.algorithms import learning_process
 from tff_dp.algorithms import models
 from tff_dp.checks import ConfigError
-from tff_dp.cli import cli_flags
 from tff_dp.config import ClientWeighting
 from tff_dp.config import DpMechanism
 from tff_dp.config import ModelKind
@@ -582,13 +581,7 @@ def test_program_grouped_by_default_and_same_release_as_per_client(tmp_path):
 
 # --- Choosing the path (pure Python). -----------------------------------------
 
-
-def _config(**overrides):
-  fv = flags.FlagValues()
-  cli_flags.define_train_flags(fv)
-  fv(['test', f'--flagfile={os.path.join(REPO_ROOT, "configs", "smoke.cfg")}'] +
-     [f'--{k}={v}' for k, v in overrides.items()])
-  return cli_flags.config_from_flags(fv)
+_config = flag_configs.smoke_config
 
 
 @pytest.mark.parametrize('overrides, in_memory, expected', [

@@ -1,24 +1,13 @@
 """Which runs put several rounds in one TFF call (pure Python)."""
 
-import os
-
-from absl import flags
 import pytest
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import flag_configs
 from tff_dp import config_checks
 from tff_dp.checks import ConfigError
-from tff_dp.cli import cli_flags
 
 _AUTO = config_checks.AUTO_ROUNDS_PER_CALL
-
-
-def _config(**overrides):
-  fv = flags.FlagValues()
-  cli_flags.define_train_flags(fv)
-  fv(['test', f'--flagfile={os.path.join(REPO_ROOT, "configs", "smoke.cfg")}'] +
-     [f'--{k}={v}' for k, v in overrides.items()])
-  return cli_flags.config_from_flags(fv)
+_config = flag_configs.smoke_config
 
 
 @pytest.mark.parametrize(

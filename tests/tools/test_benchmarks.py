@@ -73,15 +73,20 @@ def test_round_permutations_match_tff_dp_client_data():
                                 rng.permutation(workload.examples_per_client))
 
 
+def _timing_workload(*, warmup: int, timed: int) -> workloads.Workload:
+  """A tiny workload for the harness's bookkeeping (no round runs it)."""
+  return workloads.Workload(family='W1',
+                            model=workloads.ModelName.MLP,
+                            clients=2,
+                            examples_per_client=4,
+                            batch_size=2,
+                            epochs=1,
+                            warmup_rounds=warmup,
+                            timed_rounds=timed)
+
+
 def test_time_interleaved_runs_each_round_of_every_runner_in_turn():
-  workload = workloads.Workload(family='W1',
-                                model=workloads.ModelName.MLP,
-                                clients=2,
-                                examples_per_client=4,
-                                batch_size=2,
-                                epochs=1,
-                                warmup_rounds=1,
-                                timed_rounds=3)
+  workload = _timing_workload(warmup=1, timed=3)
   calls = []
 
   def runner(name):
@@ -98,7 +103,6 @@ def test_time_interleaved_runs_each_round_of_every_runner_in_turn():
   assert calls == [(0, 'a'), (0, 'b'), (0, 'c'), (1, 'b'), (1, 'c'), (1, 'a'),
                    (2, 'c'), (2, 'a'), (2, 'b'), (3, 'a'), (3, 'b'), (3, 'c')]
   assert set(results) == {'a', 'b', 'c'}
-
   for result in results.values():
     assert result['seconds']['n'] == 3
     assert [rec['timed'] for rec in result['rounds']] == [False] + [True] * 3
@@ -106,14 +110,7 @@ def test_time_interleaved_runs_each_round_of_every_runner_in_turn():
 
 
 def test_a_call_of_several_rounds_is_reported_per_round(monkeypatch):
-  workload = workloads.Workload(family='W1',
-                                model=workloads.ModelName.MLP,
-                                clients=2,
-                                examples_per_client=4,
-                                batch_size=2,
-                                epochs=1,
-                                warmup_rounds=0,
-                                timed_rounds=2)
+  workload = _timing_workload(warmup=0, timed=2)
   # Each call takes 0.8 s of (fake) wall time for 4 rounds.
   clock = iter([0.0, 0.8, 1.0, 1.8])
   monkeypatch.setattr(harness.time, 'perf_counter', lambda: next(clock))
