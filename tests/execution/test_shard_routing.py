@@ -143,7 +143,8 @@ def _count_vectorized(monkeypatch) -> list[int]:
   return traced
 
 
-# ~3 s: one group function traced, no TFF execution.
+# One group function traced, no TFF execution: ~5 s of CPU (9-10 s wall
+# at load 7 on 2 cores).
 def test_routed_padding_adds_zeros_on_the_vectorized_group_computation(
     tmp_path, monkeypatch):
   xs, ys = g.population()
@@ -194,7 +195,8 @@ def test_routed_padding_adds_zeros_on_the_vectorized_group_computation(
   assert traced  # The path that fails on a group of zero slots.
 
 
-# ~10-25 s: a process build (vectorized group computation) and two rounds.
+# A process build (vectorized group computation) and two rounds: ~11 s of
+# CPU (12-20 s wall at load 6-8 on 2 cores).
 @pytest.mark.slow
 @pytest.mark.tff
 def test_padded_routed_round_is_the_round_without_padding(
