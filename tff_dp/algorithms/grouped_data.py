@@ -212,28 +212,15 @@ def private_files_dir(directory: Optional[str] = None) -> str:
   return tempfile.mkdtemp(prefix=f'{_FILES_PREFIX}{os.getpid()}-', dir=parent)
 
 
-def empty_group() -> collections.OrderedDict:
-  """A group of no slot (client-files mode): it contributes nothing.
-
-  Used to give every worker of a split round the same number of groups
-  (`tff_dp.algorithms.shard_routing`).
-  """
-  group = collections.OrderedDict()
-  group[ORDER] = np.zeros([0], np.int32)
-  group[LENGTH] = np.zeros([0], np.int32)
-  group[VALID] = np.zeros([0], np.bool_)
-  group[CLIENT] = np.zeros([0], np.int32)
-  return group
-
-
 def padding_group(group: tff.Type) -> collections.OrderedDict:
   """A group of one padding slot (`valid` False, no example) of type `group`
   (`group_type`'s, dense or client-files mode): it contributes nothing.
 
   One slot, not none: the vectorized group computation
-  (`tff_dp.algorithms.grouped_vectorized`) fails on a group of zero slots
-  (`empty_group`). Used to give every round of a fused block the same
-  number of groups (`tff_dp.algorithms.fused_rounds`).
+  (`tff_dp.algorithms.grouped_vectorized`) fails on a group of zero slots.
+  Used to give every round of a fused block the same number of groups
+  (`tff_dp.algorithms.fused_rounds`) and every worker of a split round the
+  same number of groups (`tff_dp.algorithms.shard_routing`).
   """
   padding = collections.OrderedDict()
   for name, element in tff.structure.iter_elements(group):

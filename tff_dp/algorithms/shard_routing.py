@@ -12,10 +12,12 @@ is cut into K contiguous slices of ceil(len / K) values, slice i to worker i
 (the --workers order). So `RoutedGroups` gives every worker the same number
 G of groups, worker after worker: worker i's G groups hold exactly the
 round's sampled clients of the shard it serves, in cohort order, padded with
-empty groups (`grouped_data.empty_group`: no slot, so nothing added to the
-clipped sum nor to adaptive clipping's count). K * G values cut into K
-slices of G: slice i is worker i's. G >= 1 even for an empty round, so that
-TFF never drops a worker's slice.
+padding groups (`grouped_data.padding_group`: one slot with `valid` False
+and no example, so nothing added to the clipped sum, to adaptive clipping's
+count or to the training metrics; one slot, not none, because the group
+computation vectorized over a group's clients fails on a group of zero
+slots). K * G values cut into K slices of G: slice i is worker i's. G >= 1
+even for an empty round, so that TFF never drops a worker's slice.
 
 Where a worker's computation finds the examples: the group computation is
 built and serialized on the driver, so the directory it reads is a constant
@@ -167,6 +169,9 @@ class RoutedGroups:
         [s['first_client'] for s in self._manifest['shards']])
     self._worker_of_shard: Optional[list[int]] = None
     self._alive: list[int] = []
+    # The workers read client files: groups without examples.
+    self._padding = grouped_data.padding_group(
+        grouped_data.group_type(data.input_dim, with_examples=False))
 
   def assign(self, probe_each, workers: Sequence[str]) -> list[int]:
     """Asks every worker which shard it serves; checks; remembers.
@@ -220,8 +225,7 @@ class RoutedGroups:
     routed = []
     for worker_groups in groups:
       routed.extend(worker_groups)
-      routed.extend(
-          grouped_data.empty_group() for _ in range(count - len(worker_groups)))
+      routed.extend([self._padding] * (count - len(worker_groups)))
     return routed
 
   def close(self) -> None:
