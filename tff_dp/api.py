@@ -159,6 +159,27 @@ def _prepared(config: TrainConfig, client_data, test_data,
       dataclasses.replace(config, dataset=Dataset('python')), data)
 
 
+def _run(prepared: prepare.PreparedRun, run_dir: run_dirs.RunDir,
+         keras_model_fn: Optional[Callable[[], Any]],
+         on_round: Optional[Callable[[int, dict[str, float]], None]]):
+  """Runs the experiment in the locked `run_dir`; returns (run, summary)."""
+  prepared = dataclasses.replace(prepared,
+                                 config=dataclasses.replace(
+                                     prepared.config, run_name=run_dir.name),
+                                 keras_model_fn=keras_model_fn)
+  fv = _flag_values()
+  defaults = {name: fv[name].default for name in prepared.config.to_json()}
+  from tff_dp.program import assembly  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import experiment  # pylint: disable=g-import-not-at-top
+  assembly.check_trainable_model(prepared.config, prepared.data, keras_model_fn)
+  summary = experiment.run_experiment(prepared,
+                                      run_dir.path,
+                                      resume=run_dir.resume,
+                                      config_defaults=defaults,
+                                      on_round=on_round)
+  return prepared, summary
+
+
 def train(config: Optional[TrainConfig] = None,
           *,
           flagfile: Optional[str] = None,
@@ -199,28 +220,20 @@ def train(config: Optional[TrainConfig] = None,
         'settings and no config to train')
   prepared = _prepared(config, client_data, test_data,
                        dict(num_classes=num_classes, element_fn=element_fn))
-  run_name = config.run_name or run_dirs.default_run_name(
-      ['--flagfile=api'], datetime.datetime.now(datetime.timezone.utc))
   try:
-    run_dir, resume = run_dirs.prepare_run_dir(config.output_dir, run_name)
+    run_dir = run_dirs.open_run_dir(config.output_dir,
+                                    config.run_name,
+                                    default_name=run_dirs.default_run_name(
+                                        ['--flagfile=api'],
+                                        datetime.datetime.now(
+                                            datetime.timezone.utc)))
   except run_dirs.RunDirError as e:
-    raise ConfigError('run_name', run_name, str(e)) from e
-  prepared = dataclasses.replace(prepared,
-                                 config=dataclasses.replace(prepared.config,
-                                                            run_name=run_name),
-                                 keras_model_fn=keras_model_fn)
-  fv = _flag_values()
-  defaults = {name: fv[name].default for name in config.to_json()}
+    raise ConfigError('run_name', config.run_name, str(e)) from e
+  with run_dir:  # Locked until the run ends (`run_lock`).
+    prepared, summary = _run(prepared, run_dir, keras_model_fn, on_round)
   from tff_dp.program import assembly  # pylint: disable=g-import-not-at-top
-  from tff_dp.program import experiment  # pylint: disable=g-import-not-at-top
-  assembly.check_trainable_model(prepared.config, prepared.data, keras_model_fn)
-  summary = experiment.run_experiment(prepared,
-                                      run_dir,
-                                      resume=resume,
-                                      config_defaults=defaults,
-                                      on_round=on_round)
-  return TrainResult(run_dir=run_dir,
+  return TrainResult(run_dir=run_dir.path,
                      summary=summary,
-                     history=_history(run_dir),
+                     history=_history(run_dir.path),
                      keras_model_fn=assembly.build_keras_model_fn(
                          prepared.config, prepared.data, keras_model_fn))

@@ -102,8 +102,8 @@ def _run_configs(names, output_dir):
         f'--run_name={name}'
     ])
     prepared = prepare.prepare_run(cli_flags.config_from_flags(fv))
-    run_dir, _ = train.prepare_run_dir(output_dir, name)
-    summary = experiment.run_experiment(prepared, run_dir)
+    with train.open_run_dir(output_dir, name) as run_dir:
+      summary = experiment.run_experiment(prepared, run_dir.path)
     # What `./run.sh epsilon` plans for the same flags (the program's own
     # function, on the same prepared data).
     plan = run_privacy.planned_tracker(prepared.config, prepared.data)

@@ -7,6 +7,7 @@ import pytest
 from tff_dp.cli import exits
 from tff_dp.cli import train
 from tff_dp.program import resume
+from tff_dp.program import run_lock
 
 
 def test_changed_privacy_flag_is_a_difference():
@@ -72,20 +73,23 @@ def test_fallback_past_a_released_round_is_refused():
 
 
 def test_run_directory_is_marked_before_anything_is_written(tmp_path):
-  run_dir, resuming = train.prepare_run_dir(str(tmp_path), 'run')
-  assert not resuming
-  assert os.listdir(run_dir) == [train.RUN_MARKER]
-  # Killed right after the worker started: only the marker and worker.log.
-  with open(os.path.join(run_dir, 'worker.log'), 'w') as f:
-    f.write('started\n')
-  assert train.prepare_run_dir(str(tmp_path), 'run') == (run_dir, True)
+  with train.open_run_dir(str(tmp_path), 'run') as opened:
+    run_dir = opened.path
+    assert not opened.resume
+    assert sorted(os.listdir(run_dir)) == sorted(
+        [train.RUN_MARKER, run_lock.LOCK_FILE])
+    # Killed right after the worker started: only the marker and worker.log.
+    with open(os.path.join(run_dir, 'worker.log'), 'w') as f:
+      f.write('started\n')
+  with train.open_run_dir(str(tmp_path), 'run') as opened:
+    assert (opened.path, opened.resume) == (run_dir, True)
 
 
 def test_foreign_directory_is_refused(tmp_path):
   os.makedirs(tmp_path / 'photos')
   (tmp_path / 'photos' / 'cat.jpg').write_bytes(b'\xff\xd8')
   with pytest.raises(exits.UserError, match='not a tff-dp run directory'):
-    train.prepare_run_dir(str(tmp_path), 'photos')
+    train.open_run_dir(str(tmp_path), 'photos')
 
 
 @pytest.mark.parametrize(

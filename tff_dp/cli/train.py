@@ -41,6 +41,7 @@ from tff_dp.execution import worker_launch
 from tff_dp.program import prepare
 from tff_dp.program import resume as resume_rules
 from tff_dp.program import run_dirs
+from tff_dp.program import run_lock
 
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -123,10 +124,15 @@ def raise_if_interrupted() -> None:
 default_run_name = run_dirs.default_run_name
 
 
-def prepare_run_dir(output_dir: str, run_name: str) -> tuple[str, bool]:
-  """`run_dirs.prepare_run_dir`, its refusals as one-line errors."""
+def open_run_dir(output_dir: str, run_name: str) -> run_dirs.RunDir:
+  """`run_dirs.open_run_dir` (locked), its refusals as one-line errors."""
   try:
-    return run_dirs.prepare_run_dir(output_dir, run_name)
+    return run_dirs.open_run_dir(output_dir,
+                                 run_name,
+                                 default_name=default_run_name(
+                                     sys.argv,
+                                     datetime.datetime.now(
+                                         datetime.timezone.utc)))
   except run_dirs.RunDirError as e:
     raise exits.UserError(str(e)) from e
 
@@ -215,6 +221,11 @@ def _refuse_changed_flags(config: config_lib.TrainConfig) -> None:
   if not config.run_name:
     return  # A new directory, named after the time.
   run_dir = os.path.join(config.output_dir, config.run_name)
+  holder = run_lock.live_holder(run_dir)
+  if holder is not None:
+    # Said now, not after loading the data; the lock itself is taken in
+    # `_open_run_dir`, and only it excludes a second trainer.
+    raise exits.UserError(str(run_lock.RunLockedError(run_dir, holder)))
   from tff_dp.program import checkpoint  # pylint: disable=g-import-not-at-top
   checkpoints = checkpoint.CheckpointManager(run_dir)
   round_num, meta, _ = checkpoints.latest_verified_meta()
@@ -258,23 +269,24 @@ def _prepare_input(config: config_lib.TrainConfig,
 
 def _open_run_dir(
     prepared: prepare.PreparedRun
-) -> tuple[prepare.PreparedRun, str, bool, dict[str, object]]:
-  """Names and creates the run directory; refuses a dishonest resume.
+) -> tuple[prepare.PreparedRun, run_dirs.RunDir, dict[str, object]]:
+  """Names, creates and locks the run directory; refuses a dishonest resume.
 
   Returns:
-    The run under its run name, its directory, whether to resume it, and
-    the flags' defaults (flag name -> default).
+    The run under its run name, its locked directory (the caller closes
+    it), and the flags' defaults (flag name -> default).
   """
-  config = prepared.config
-  run_name = config.run_name or default_run_name(
-      sys.argv, datetime.datetime.now(datetime.timezone.utc))
-  run_dir, resume = prepare_run_dir(config.output_dir, run_name)
-  config = dataclasses.replace(config, run_name=run_name)
-  defaults = _flag_defaults(config)
-  if resume:
-    _check_resume(config, run_dir, prepared.data, defaults)
+  run_dir = open_run_dir(prepared.config.output_dir, prepared.config.run_name)
+  try:
+    config = dataclasses.replace(prepared.config, run_name=run_dir.name)
+    defaults = _flag_defaults(config)
+    if run_dir.resume:
+      _check_resume(config, run_dir.path, prepared.data, defaults)
+  except BaseException:
+    run_dir.close()
+    raise
   prepared = dataclasses.replace(prepared, config=config)
-  return prepared, run_dir, resume, defaults
+  return prepared, run_dir, defaults
 
 
 def _on_round(progress: console.Progress):
@@ -355,19 +367,24 @@ def run(argv: list[str]) -> int:
   _refuse_changed_flags(config)  # In about a second, before any loading.
   prepared = _prepare_input(config, phases)
   _check_confinement(prepared.config)
-  prepared, run_dir, resume, defaults = _open_run_dir(prepared)
-  console.print_banner(prepared.config, prepared.data, prepared.held_out)
-  print(f'run directory: {run_dir}', flush=True)
-  if not prepared.config.workers:
-    # Loads and serves while TensorFlow is imported and the process built;
-    # the runtime adopts it (`tff_dp.program.experiment._runtime`).
-    worker_launch.prestart(
-        log_path=os.path.join(run_dir, 'worker.log'),
-        allow_unconfined_worker=prepared.config.allow_unconfined_worker)
-  try:
-    _train(prepared, run_dir, resume=resume, defaults=defaults, phases=phases)
-  finally:
-    worker_launch.discard_prestarted()  # Stops it if the run never used it.
+  prepared, run_dir, defaults = _open_run_dir(prepared)
+  with run_dir:  # Locked until the run ends (`run_lock`).
+    console.print_banner(prepared.config, prepared.data, prepared.held_out)
+    print(f'run directory: {run_dir.path}', flush=True)
+    if not prepared.config.workers:
+      # Loads and serves while TensorFlow is imported and the process built;
+      # the runtime adopts it (`tff_dp.program.experiment._runtime`).
+      worker_launch.prestart(
+          log_path=os.path.join(run_dir.path, 'worker.log'),
+          allow_unconfined_worker=prepared.config.allow_unconfined_worker)
+    try:
+      _train(prepared,
+             run_dir.path,
+             resume=run_dir.resume,
+             defaults=defaults,
+             phases=phases)
+    finally:
+      worker_launch.discard_prestarted()  # Stops it if the run never used it.
   return 0
 
 
