@@ -20,6 +20,7 @@ from tff_dp.cohorts import sampling
 from tff_dp.privacy import accounting
 from tff_dp.privacy import calibration
 from tff_dp.privacy import recommendation
+from tff_dp.program import run_lock
 
 # Every test runs the program (pytest.ini's e2e), if only for a second.
 pytestmark = pytest.mark.e2e
@@ -127,8 +128,12 @@ def test_fixed_size_is_accounted_with_replace_one_and_the_smaller_bound():
 def test_ledger_of_a_run_directory(tmp_path):
   ledgers.poisson(7).save(str(tmp_path / 'ledger.json'))
   (tmp_path / 'config.json').write_text('{"delta": 0.001}')
-  result = _epsilon_program(f'--run_dir={tmp_path}', '--accountants=rdp')
+  # A live run: its trainer's lock does not stop the report, which says so.
+  with run_lock.RunLock(str(tmp_path)):
+    result = _epsilon_program(f'--run_dir={tmp_path}', '--accountants=rdp')
   assert result.returncode == 0, result.stderr
+  assert f'note: the run is live (training process pid {os.getpid()})' in (
+      result.stdout)
   accountant = rdp.RdpAccountant()
   accountant.compose(_poisson(0.1, 1.1, 7))
   assert '7 rounds' in result.stdout
@@ -263,9 +268,12 @@ def test_an_edited_ledger_json_is_caught_by_the_checkpoint(tmp_path):
       }
   })
   ledgers.poisson(2).save(str(run_dir / 'ledger.json'))  # Under-counts.
+  # Its trainer ended: the lock file (with that pid) is left, unlocked.
+  run_lock.RunLock(str(run_dir)).acquire().release()
   result = _epsilon_program(f'--run_dir={run_dir}', '--accountants=rdp',
                             '--delta=1e-5')
   assert result.returncode == 0, result.stderr
+  assert 'the run is live' not in result.stdout
   assert 'disagrees with the verified checkpoint' in result.stdout
   assert '6 rounds' in result.stdout
   assert _printed(result.stdout, 'rdp') == pytest.approx(true_ledger.epsilon(

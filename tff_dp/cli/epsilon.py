@@ -55,6 +55,7 @@ from tff_dp.privacy import calibration
 from tff_dp.privacy import privacy_tracking
 from tff_dp.program import prepare
 from tff_dp.program import run_ledgers
+from tff_dp.program import run_lock
 from tff_dp.program import run_privacy
 
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -180,6 +181,12 @@ def from_run_dir(run_dir: str) -> None:
                                           accountants=accountants)
   except run_ledgers.RunDirError as e:
     raise exits.UserError(f'--run_dir={run_dir}: {e}') from e
+  # Read without the trainers' lock (a report must never stop a run); says
+  # whether one holds it, since its epsilon grows with every round.
+  holder = run_lock.live_holder(run_dir)
+  if holder is not None:
+    print(f'note: the run is live (training process pid {holder}): this is '
+          'the cost of the rounds it has checkpointed so far')
   for warning in run.warnings:
     print(f'warning: {warning}')
   print(f'ledger: {run.source}: {run.ledger.rounds} rounds, '
