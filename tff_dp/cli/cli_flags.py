@@ -390,8 +390,9 @@ def define_output_flags(fv: flags.FlagValues) -> None:
   checked_flags.register(fv, 'output_dir', lambda v: bool(v.strip()),
                          'must name a directory (it is empty)')
   flags.DEFINE_string('run_name',
-                      '', 'Name of this run\'s directory under --output_dir; '
-                      'default: <config>-<UTC time>.',
+                      '', 'Name of this run\'s directory under --output_dir '
+                      '(an existing run there is resumed); default: a new '
+                      'directory <config>-<UTC time> (-2, -3, ... if taken).',
                       flag_values=fv)
   checked_flags.register(
       fv, 'run_name', _valid_run_name,
