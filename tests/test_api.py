@@ -26,6 +26,7 @@ from tff_dp.cli import cli_flags
 from tff_dp.config import DpMechanism
 from tff_dp.data import loading
 from tff_dp.data import python_client_data
+from tff_dp.program import run_lock
 
 _SMOKE = os.path.join(helpers.REPO_ROOT, 'configs', 'smoke.cfg')
 
@@ -105,14 +106,24 @@ def test_train_returns_weights_history_and_epsilons(tmp_path):
   # A notebook's (here: the test session's) TFF context is its own: a run
   # trains on tff-dp's worker and gives the caller's context back.
   callers = tff.framework.get_context_stack().current
+  run_dir = str(tmp_path / 'api')
+  # The run holds its directory's lock while it trains (`run_lock`).
   result = tff_dp.train(flagfile=_SMOKE,
                         rounds=2,
                         output_dir=str(tmp_path),
                         run_name='api',
-                        on_round=lambda r, values: seen.append(r))
-  assert seen == [1, 2]
+                        on_round=lambda r, values: seen.append(
+                            (r, run_lock.live_holder(run_dir))))
+  assert seen == [(1, os.getpid()), (2, os.getpid())]
   assert tff.framework.get_context_stack().current is callers
   assert [row['round'] for row in result.history] == [1.0, 2.0]
+  # Released when train returns; another holder's lock refuses a call.
+  with run_lock.RunLock(run_dir):
+    with pytest.raises(ConfigError, match=f'in use .*pid {os.getpid()}'):
+      tff_dp.train(flagfile=_SMOKE,
+                   rounds=3,
+                   output_dir=str(tmp_path),
+                   run_name='api')
   with open(tmp_path / 'api' / 'summary.json', encoding='utf-8') as f:
     summary = json.load(f)
   assert result.epsilons == summary['epsilon']
