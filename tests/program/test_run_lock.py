@@ -109,6 +109,18 @@ def test_a_locked_run_directory_is_left_byte_identical(tmp_path):
   assert after == before
 
 
+def test_a_holder_writing_its_first_files_is_named_not_called_foreign(tmp_path):
+  run_dir = tmp_path / 'run'
+  run_dir.mkdir()
+  with run_lock.RunLock(str(run_dir)):
+    # The run marker as `atomic_io` writes it: a temporary file first.
+    (run_dir / '.tff-dp-run.x1y2.tmp').write_text('run_id=')
+    with pytest.raises(run_dirs.RunDirError, match=f'pid {os.getpid()}'):
+      run_dirs.open_run_dir(str(tmp_path), 'run', default_name='unused')
+  with pytest.raises(run_dirs.RunDirError, match='not a tff-dp run directory'):
+    run_dirs.open_run_dir(str(tmp_path), 'run', default_name='unused')
+
+
 def test_generated_names_in_the_same_second_get_their_own_directories(tmp_path):
   now = datetime.datetime(2026, 12, 5, 10, 0, 0, tzinfo=datetime.timezone.utc)
   name = run_dirs.default_run_name(['--flagfile=configs/smoke.cfg'], now)

@@ -132,7 +132,12 @@ def open_run_dir(output_dir: str, run_name: str, *,
                       'not writable')
   entries = _entries(run_dir)
   if entries and RUN_MARKER not in entries and 'config.json' not in entries:
-    # Checked before locking: the lock file is not written into it.
+    # Checked before locking: the lock file is not written into it. A
+    # trainer that has just locked it may be writing its marker (a
+    # temporary file first): then the lock is the reason.
+    holder = run_lock.live_holder(run_dir)
+    if holder is not None:
+      raise RunDirError(str(run_lock.RunLockedError(run_dir, holder)))
     raise RunDirError(f'--run_name={name}: {run_dir} is not empty and is '
                       'not a tff-dp run directory; choose another --run_name')
   lock = _lock(output_dir, run_dir)
