@@ -63,6 +63,27 @@ def test_bad_settings_are_refused_naming_them(settings, message):
     api.make_config(**settings)
 
 
+@pytest.mark.parametrize('settings, flag, value', [
+    (dict(noise_multiplier=float('nan')), 'noise_multiplier', 'nan'),
+    (dict(rounds=0, seed=3), 'rounds', '0'),
+])
+def test_a_refused_value_is_named_as_its_setting(settings, flag, value):
+  with pytest.raises(ConfigError) as refused:
+    api.make_config(**settings)
+  assert refused.value.flag == flag
+  assert str(refused.value).startswith(f'--{flag}={value}: ')
+
+
+def test_a_refused_value_from_the_flagfile_names_the_flagfile(tmp_path):
+  flagfile = tmp_path / 'bad.cfg'
+  flagfile.write_text('--rounds=0\n')
+  with pytest.raises(ConfigError) as refused:
+    api.make_config(str(flagfile), seed=3)
+  assert refused.value.flag == 'flagfile'
+  assert str(flagfile) in str(refused.value) and '--rounds=0' in str(
+      refused.value)
+
+
 def test_a_missing_flagfile_is_named():
   with pytest.raises(ConfigError, match='--flagfile=nope.cfg: no such file'):
     api.make_config('nope.cfg')

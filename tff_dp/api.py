@@ -24,6 +24,7 @@ import dataclasses
 import datetime
 import enum
 import os
+import re
 from typing import Any, Callable, Optional
 
 from absl import flags
@@ -90,8 +91,27 @@ def make_config(flagfile: Optional[str] = DEFAULT_FLAGFILE,
   try:
     fv(argv)
   except flags.Error as e:
-    raise ConfigError('flags', ' '.join(argv[1:]), str(e)) from e
+    raise _refusal(e, settings, flagfile) from e
   return dataclasses.replace(cli_flags.config_from_flags(fv), **unset)
+
+
+def _refusal(error: flags.Error, settings: dict[str, Any],
+             flagfile: Optional[str]) -> ConfigError:
+  """The parser's refusal as a ConfigError naming the setting it refused.
+
+  absl names the flag in its message ('flag --rounds=0: ...'); a value that
+  came from the flagfile is named as the flagfile.
+  """
+  message = str(error)
+  match = re.search(r'flag --(\w+)=', message)
+  name = match[1] if match else None
+  if name in settings:
+    return ConfigError(name, settings[name], message.split(': ', 1)[-1])
+  if name is not None and flagfile is not None:
+    return ConfigError('flagfile', flagfile, message)
+  return ConfigError('flags',
+                     ' '.join(f'--{k}={v}' for k, v in settings.items()),
+                     message)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -107,6 +107,8 @@ def test_bad_input_table(tmp_path):
       problems.append(f'message lacks {expected!r}')
     if 'Traceback' in result.stderr:
       problems.append('traceback')
+    if 'ERROR::' in result.stderr:
+      problems.append("absl's 'ERROR::' prefix")
     if os.path.isdir(output_dir) and os.listdir(output_dir):
       problems.append(f'wrote {os.listdir(output_dir)}')
     if problems:

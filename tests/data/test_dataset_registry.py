@@ -8,9 +8,9 @@ import pytest
 from tff_dp.cli import cli_flags
 from tff_dp.data import loading
 from tff_dp.data import registry
+from tff_dp.data import test_sets
 from tff_dp.data.labels import LabelKind
 from tff_dp.data.partition import Partition
-from tff_dp.data.test_sets import TestSetOrigin
 
 _REQUEST = registry.LoadRequest(num_clients=5,
                                 partition=Partition.IID,
@@ -56,11 +56,12 @@ def test_what_is_known_before_loading_comes_from_the_rows():
   assert loading.label_kind(
       loading.Dataset.STACKOVERFLOW_TAG) is LabelKind.MULTI_HOT
   assert loading.test_set_origin(
-      loading.Dataset.SQLITE) is TestSetOrigin.PRIVATE_POPULATION
+      loading.Dataset.SQLITE) is test_sets.TestSetOrigin.PRIVATE_POPULATION
   # Only data held out before the split is public by construction.
   for spec in registry.DATASETS:
     assert spec.offline == (
-        spec.test_set is TestSetOrigin.HELD_OUT_BEFORE_PARTITION), spec.name
+        spec.test_set
+        is test_sets.TestSetOrigin.HELD_OUT_BEFORE_PARTITION), spec.name
 
 
 @pytest.mark.parametrize('name,classes,features', [('digits', 10, 64),

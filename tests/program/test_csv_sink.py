@@ -7,6 +7,7 @@ import pytest
 import tensorflow_federated as tff
 
 from tff_dp.program import csv_sink
+from tff_dp.program import resume
 
 _ROWS = [
     (1, {
@@ -101,3 +102,92 @@ def test_a_release_after_every_row_does_not_pass_over_the_rows(tmp_path):
   with open(path, newline='', encoding='utf-8') as f:
     assert f.read() == ('round,privacy/epsilon_rdp\r\n1,0.5\r\n'
                         '2,0.75\r\n')
+
+
+def _rows(n):
+  # Round 1 brings the columns; later rounds add none (as a run's do).
+  return [(r, {
+      'privacy/epsilon_rdp': 0.25 * r,
+      'eval/loss': 2.0 / r
+  }) for r in range(1, n + 1)]
+
+
+def _uninterrupted(path, rows):
+  manager = _ours(path)
+  for key, value in rows:
+    _release(manager, key, value)
+  with open(path, 'rb') as f:
+    return f.read()
+
+
+def test_each_round_appends_its_line_and_rewrites_nothing(
+    tmp_path, monkeypatch):
+  # O(1) per round: after the first release, a round's release neither
+  # replaces the file nor touches its earlier bytes.
+  path = str(tmp_path / 'metrics.csv')
+  manager = _ours(path)
+  rows = _rows(5)
+  _release(manager, *rows[0])
+
+  def replace(*args):
+    raise AssertionError(f'the file was replaced: {args[0]}')
+
+  monkeypatch.setattr(csv_sink.atomic_io, 'write_text_atomic', replace)
+  inode = os.stat(path).st_ino
+  for key, value in rows[1:]:
+    with open(path, 'rb') as f:
+      before = f.read()
+    _release(manager, key, value)
+    with open(path, 'rb') as f:
+      after = f.read()
+    assert os.stat(path).st_ino == inode
+    assert after.startswith(before) and after.count(b'\n') == key + 1
+  monkeypatch.undo()
+  assert after == _uninterrupted(str(tmp_path / 'b.csv'), rows)
+
+
+def test_a_file_changed_behind_its_back_is_replaced_not_appended(tmp_path):
+  path = str(tmp_path / 'metrics.csv')
+  manager = _ours(path)
+  rows = _rows(3)
+  _release(manager, *rows[0])
+  with open(path, 'ab') as f:
+    f.write(b'9,9')  # Someone else's bytes: not extended in place.
+  for key, value in rows[1:]:
+    _release(manager, key, value)
+  with open(path, 'rb') as f:
+    assert f.read() == _uninterrupted(str(tmp_path / 'b.csv'), rows)
+
+
+def test_a_line_cut_by_a_crash_is_cut_on_resume_at_every_byte(tmp_path):
+  # A crash mid-append leaves a prefix of the uninterrupted file; the
+  # resume (the checkpoint of round 4, written before rounds 2-4 were
+  # released, as a block of rounds per call is) cuts the cut line, and the
+  # reopened sink releases the rounds the file lacks from the checkpoint:
+  # the uninterrupted file, byte for byte.
+  rows = _rows(4)
+  whole = _uninterrupted(str(tmp_path / 'whole.csv'), rows)
+  start = whole.index(b'\r\n2,') + 2  # Round 1 released whole.
+  path = str(tmp_path / 'metrics.csv')
+  for end in range(start, len(whole) + 1):
+    with open(path, 'wb') as f:
+      f.write(whole[:end])
+    kept = resume.truncate_rows(path, last_round=4)
+    manager = _ours(path)
+    for key, value in rows[len(kept):]:
+      _release(manager, key, value)
+    with open(path, 'rb') as f:
+      assert f.read() == whole, end
+
+
+def test_a_sink_opened_on_a_cut_line_replaces_it_before_appending(tmp_path):
+  # Without the resume's cut: the first release after opening the file
+  # rewrites it from its whole rows, never appends behind half a row.
+  rows = _rows(3)
+  whole = _uninterrupted(str(tmp_path / 'whole.csv'), rows)
+  path = str(tmp_path / 'metrics.csv')
+  with open(path, 'wb') as f:
+    f.write(whole[:-7])  # Round 3's line cut short.
+  _release(_ours(path), *rows[2])
+  with open(path, 'rb') as f:
+    assert f.read() == whole

@@ -44,6 +44,11 @@ def _csv_rounds(run_dir):
     return [int(row['round']) for row in csv.DictReader(f)]
 
 
+def _csv_text(run_dir):
+  with open(os.path.join(run_dir, 'metrics.csv'), newline='') as f:
+    return f.read()
+
+
 def _tensorboard_steps(run_dir):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   steps = collections.defaultdict(list)
@@ -76,14 +81,21 @@ def _expected_epsilon(rounds):
 # One point in the default tier (the one inside the checkpoint write); every
 # point, and random moments, in the slow tier and the fault campaign
 # (tools/fault_campaign.py): ~32 s each.
-@pytest.mark.parametrize('point', [
-    pytest.param('between_rounds', marks=pytest.mark.slow), 'checkpoint_write',
-    pytest.param('tensorboard_write', marks=pytest.mark.slow)
-])
+@pytest.mark.parametrize(
+    'point',
+    [
+        pytest.param('between_rounds', marks=pytest.mark.slow),
+        'checkpoint_write',
+        pytest.param('tensorboard_write', marks=pytest.mark.slow),
+        # Half of round 2's metrics.csv line appended, then the kill.
+        pytest.param('csv_write', marks=pytest.mark.slow)
+    ])
 def test_kill_9_then_resume_is_exact(tmp_path, point):
   crashed = _train(tmp_path, crash_at=f'{point}:2')
   assert crashed.returncode == -9, crashed.stderr
   run_dir = os.path.join(tmp_path, 'run')
+  if point == 'csv_write':
+    assert not _csv_text(run_dir).endswith('\n')  # The line is cut.
   pids = workers.worker_pids_from_log(os.path.join(run_dir, 'worker.log'))
   assert workers.wait_until_gone(pids) == []
 
@@ -119,11 +131,16 @@ def _final_state(run_dir):
 # was released: the checkpoint after round 4 holds rounds 2-4's rows, which
 # the resumed run must release, without running a round again; the
 # uninterrupted run it is compared with ran one round per call.
+# 'block-csv': the same block, killed with half of round 3's metrics.csv
+# line appended (slow tier).
 @pytest.mark.parametrize('layout,crash_at', [
     ((), 'between_rounds:2'),
     (('--eval_every=4', '--rounds_per_call=4'), 'between_rounds:1'),
+    pytest.param(('--eval_every=4', '--rounds_per_call=4'),
+                 'csv_write:3',
+                 marks=pytest.mark.slow),
 ],
-                         ids=['rounds', 'block'])
+                         ids=['rounds', 'block', 'block-csv'])
 def test_zero_noise_resume_is_bitwise_equal_to_uninterrupted(
     tmp_path, layout, crash_at):
   # The same cohorts in both runs (their secrets would differ otherwise):
@@ -142,6 +159,8 @@ def test_zero_noise_resume_is_bitwise_equal_to_uninterrupted(
                    run_name='resumed',
                    crash_at=crash_at)
   assert crashed.returncode == -9
+  if crash_at.startswith('csv_write'):
+    assert not _csv_text(os.path.join(tmp_path, 'resumed')).endswith('\n')
   resumed = _train(tmp_path, *zero_noise, *layout, run_name='resumed')
   assert resumed.returncode == 0, resumed.stderr
   assert _csv_rounds(os.path.join(tmp_path,

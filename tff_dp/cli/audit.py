@@ -207,7 +207,8 @@ def main(argv: list[str]) -> None:
     code = run(argv)
   except (exits.UserError, ConfigError) as e:
     # ConfigError: a setting of one of a training audit's runs.
-    print(f'tff-dp-audit: error: {e}', file=sys.stderr)
+    print(f'tff-dp-audit: error: {exits.flag_error_message(e)}',
+          file=sys.stderr)
     code = exits.EXIT_USAGE
   except KeyboardInterrupt:
     print('tff-dp-audit: interrupted', file=sys.stderr)

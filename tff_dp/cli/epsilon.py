@@ -374,7 +374,8 @@ def entry_point() -> None:
     argv = FLAGS(sys.argv)
     main(argv)
   except flags.Error as e:
-    print(f'tff-dp-epsilon: error: {e}', file=sys.stderr)
+    print(f'tff-dp-epsilon: error: {exits.flag_error_message(e)}',
+          file=sys.stderr)
     sys.exit(exits.EXIT_USAGE)
   except exits.UserError as e:
     print(f'tff-dp-epsilon: error: {e}', file=sys.stderr)

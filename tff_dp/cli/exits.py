@@ -43,6 +43,13 @@ class UserError(Exception):
   """Bad input: reported as one line naming the thing and the value."""
 
 
+def flag_error_message(error: Exception) -> str:
+  """absl's flag error as one line, without its 'ERROR:: ' prefix (a missing
+  flagfile) and with several missing required flags joined."""
+  message = '; '.join(str(error).splitlines())
+  return message.removeprefix('ERROR:: ')
+
+
 def fail(program: str, message: str, code: int) -> None:
   """Ends the program with one line on stderr and exit code `code`."""
   print(f'{program}: error: {message}', file=sys.stderr)
@@ -61,8 +68,7 @@ def run_program(program: str,
   try:
     code = body()
   except flags.Error as e:
-    # absl lists several missing required flags on separate lines.
-    fail(program, '; '.join(str(e).splitlines()), EXIT_USAGE)
+    fail(program, flag_error_message(e), EXIT_USAGE)
   except user_errors as e:
     fail(program, str(e), EXIT_USAGE)
   except OSError as e:

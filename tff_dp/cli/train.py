@@ -421,7 +421,9 @@ def entry_point() -> None:
   try:
     argv = FLAGS(sys.argv)
   except flags.Error as e:
-    print(f'tff-dp: error: {e}\nPass --help to see the flags.', file=sys.stderr)
+    print(
+        f'tff-dp: error: {exits.flag_error_message(e)}\nPass --help to see the flags.',
+        file=sys.stderr)
     sys.exit(exits.EXIT_USAGE)
   main(argv)
 

@@ -35,6 +35,7 @@ from tff_dp import atomic_io
 from tff_dp.privacy import accounting
 from tff_dp.privacy import privacy_ledger
 from tff_dp.privacy import run_secrets
+from tff_dp.program import metrics_file
 
 # Flags that may differ between a run and its resumption: they change neither
 # the mechanism, nor the sampler, nor the data.
@@ -85,27 +86,32 @@ def config_differences(saved: Mapping[str, Any],
   return differences
 
 
-def read_rows(csv_path: str) -> list[dict[str, str]]:
-  """The released rows of metrics.csv; `ResumeError` naming it if malformed."""
+def read_metrics(csv_path: str) -> metrics_file.Contents:
+  """metrics.csv's contents, a last line a crash cut short apart
+  (`tff_dp.program.metrics_file`); `ResumeError` naming it if malformed."""
   if not os.path.isfile(csv_path):
-    return []
+    return metrics_file.Contents([], [], '')
   try:
-    with open(csv_path, newline='', encoding='utf-8') as f:
-      rows = list(csv.DictReader(f))
-    for row in rows:
-      int(row['round'])
-  except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError,
-          ValueError) as e:
+    return metrics_file.read(csv_path, key_fieldname='round')
+  except metrics_file.MetricsFileError as e:
     raise ResumeError(f'{csv_path} is not a metrics file tff-dp wrote '
-                      f'({type(e).__name__}: {e}); move it aside or use '
-                      'another --run_name') from e
-  return rows
+                      f'({e.detail}); move it aside or use another '
+                      '--run_name') from e
+
+
+def read_rows(csv_path: str) -> list[dict[str, str]]:
+  """The whole released rows of metrics.csv (without a cut last line);
+  `ResumeError` naming it if malformed."""
+  return read_metrics(csv_path).rows
 
 
 def released_rounds(run_dir: str, *, csv_path: str) -> int:
-  """The last round whose values reached the CSV or whose charge reached
-  ledger.json (0 if none)."""
-  last = max((int(row['round']) for row in read_rows(csv_path)), default=0)
+  """The last round whose values reached the CSV (a cut last line's round
+  included: part of it was released) or whose charge reached ledger.json
+  (0 if none)."""
+  contents = read_metrics(csv_path)
+  last = max((int(row['round']) for row in contents.rows), default=0)
+  last = max(last, contents.torn_key('round') or 0)
   ledger_path = os.path.join(run_dir, 'ledger.json')
   if os.path.isfile(ledger_path):
     try:
@@ -116,15 +122,15 @@ def released_rounds(run_dir: str, *, csv_path: str) -> int:
 
 
 def truncate_rows(csv_path: str, *, last_round: int) -> list[dict[str, str]]:
-  """Drops rows after `last_round` (atomically); returns the rows kept."""
-  rows = read_rows(csv_path)
+  """Rewrites metrics.csv (atomically) without the rows after `last_round`
+  and without a cut last line, so that the sink's appends start after a
+  whole row; returns the rows kept."""
   if not os.path.isfile(csv_path):
     return []
-  with open(csv_path, newline='', encoding='utf-8') as f:
-    fieldnames = csv.DictReader(f).fieldnames or ['round']
-  rows = [row for row in rows if int(row['round']) <= last_round]
+  contents = read_metrics(csv_path)
+  rows = [row for row in contents.rows if int(row['round']) <= last_round]
   text = io.StringIO()
-  writer = csv.DictWriter(text, fieldnames=fieldnames)
+  writer = csv.DictWriter(text, fieldnames=contents.fieldnames or ['round'])
   writer.writeheader()
   writer.writerows(rows)
   atomic_io.write_text_atomic(csv_path, text.getvalue())

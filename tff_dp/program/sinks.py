@@ -66,8 +66,9 @@ class TensorBoardReleaseManager(tff.program.ReleaseManager):
   def replay(self, rows: Iterable[Mapping[str, str]]) -> None:
     """Rebuilds the event files from metrics.csv's rows (on resume).
 
-    Event files are append-only; rewriting them from the CSV, which is
-    replaced atomically on every release, is what guarantees that no round
+    Event files are append-only; rewriting them from the CSV's whole rows
+    (a resume cuts the line a crash may have left half-appended,
+    `tff_dp.program.resume.truncate_rows`) is what guarantees that no round
     is missing or duplicated after a crash.
     """
     self._writer.close()
@@ -118,9 +119,9 @@ def _plotted(items: Iterable[tuple[str, float]]):
 
 
 def _csv_sink(run_dir: str) -> tff.program.ReleaseManager:
-  # Replaces the file atomically on every release (appending could leave
-  # half a row behind a crash), as TFF's CSVFileReleaseManager in WRITE mode
-  # does, but without re-reading and re-rendering every row each time.
+  # TFF's CSVFileReleaseManager's bytes and WRITE-mode semantics, but each
+  # round's row appended (O(1) per round) instead of the file re-read and
+  # replaced; the line a crash may cut is cut on resume.
   return csv_sink.MetricsCsvReleaseManager(csv_path(run_dir),
                                            key_fieldname=CSV_KEY_FIELD)
 
