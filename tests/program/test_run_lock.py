@@ -146,7 +146,7 @@ def _rounds(run_dir):
 def test_resuming_a_run_that_still_runs_is_refused(tmp_path):
   """The reviewer's reproduction: a second `train` while the first runs."""
   args = (f'--flagfile={_SMOKE}', f'--output_dir={tmp_path}', '--run_name=dup',
-          '--rounds=60')
+          '--rounds=120')
   run_dir = os.path.join(tmp_path, 'dup')
   first = programs.start_train(*args)
   try:
