@@ -56,6 +56,22 @@ def test_a_swallowed_interruption_still_ends_the_program(
   assert exit_info.value.code == code
 
 
+def test_an_interruption_surfacing_as_another_error_is_the_interruption(
+    handlers, monkeypatch, capsys):
+  del handlers
+
+  def run_that_breaks(argv):
+    del argv
+    train._received.append(signal.SIGINT)  # pylint: disable=protected-access
+    raise train.InternalError('AttributeError: swallowed inside dm-tree')
+
+  monkeypatch.setattr(train, 'run', run_that_breaks)
+  with pytest.raises(SystemExit) as exit_info:
+    train.main(['tff-dp'])
+  assert exit_info.value.code == 130
+  assert capsys.readouterr().err.startswith('tff-dp: interrupted')
+
+
 def test_the_error_log_failing_on_a_full_disk_still_gives_the_line(
     tmp_path, monkeypatch):
   real_open = open

@@ -391,7 +391,14 @@ def run(argv: list[str]) -> int:
 def main(argv: list[str]) -> None:
   _install_signal_handlers()
   try:
-    code = run(argv)
+    try:
+      code = run(argv)
+    except InternalError:
+      # A signal's exception swallowed inside a library can surface as
+      # another error (seen: an AttributeError from dm-tree's C code while
+      # TFF traced, after Ctrl-C): the signal is the cause.
+      raise_if_interrupted()
+      raise
     raise_if_interrupted()  # A signal whose exception was swallowed.
   except exits.UserError as e:
     print(f'tff-dp: error: {e}', file=sys.stderr)
