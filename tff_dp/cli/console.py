@@ -44,6 +44,18 @@ def print_banner(config: config_lib.TrainConfig, data, held_out) -> None:
       dataset=config.dataset,
       held_out_clients=None if held_out is None else config.eval_clients),
         flush=True)
+  if config.central_private and config.insecure_sampling_seed is not None:
+    print(
+        f'INSECURE: --insecure_sampling_seed='
+        f'{config.insecure_sampling_seed}: {INSECURE_WORDS}',
+        flush=True)
+
+
+# Why a run with --insecure_sampling_seed says INSECURE next to its guarantee
+# (its privacy statement says the same at length).
+INSECURE_WORDS = ('the cohorts come from a value in the released flags, not '
+                  'a secret; the guarantee does not hold against anyone who '
+                  'knows it (amplification by sampling is void)')
 
 
 def format_duration(seconds: float) -> str:
@@ -296,9 +308,11 @@ def print_summary(summary, statement_path: str, *, eval_prefix: str,
     for name in summary.accountants_not_applicable:
       print(f'epsilon ({name}): n/a, this accountant cannot compose the '
             'events of this run')
+    insecure = (f' -- INSECURE: {INSECURE_WORDS}'
+                if summary.guarantee_insecure else '')
     print(f'guarantee: ({summary.guarantee_epsilon:.4g}, '
           f'{summary.delta:g})-DP for each client, by the '
-          f'{summary.guarantee_accountant} accountant')
+          f'{summary.guarantee_accountant} accountant{insecure}')
   elif summary.private:
     print('epsilon (central): none, the released models carry no central '
           'claim')

@@ -46,6 +46,12 @@ class Summary:
   # a valid upper bound), and which accountant gave it.
   guarantee_epsilon: Optional[float]
   guarantee_accountant: Optional[str]
+  # True in a run with a central claim whose cohorts came from
+  # --insecure_sampling_seed (a value in the released flags): the central
+  # guarantee does not hold against anyone who knows it (amplification by
+  # sampling is void). Local and record-level guarantees do not depend on
+  # the cohorts being secret.
+  guarantee_insecure: bool
   # Local DP: the worst-case client's cumulative local epsilon; example-level
   # DP-SGD: the worst client's record-level epsilon (when released).
   local_epsilon: Optional[float]
@@ -168,6 +174,8 @@ def summarize(config: TrainConfig,
       ],
       guarantee_epsilon=None if guarantee is None else guarantee[1],
       guarantee_accountant=None if guarantee is None else guarantee[0].value,
+      guarantee_insecure=(central and
+                          config.insecure_sampling_seed is not None),
       local_epsilon=json_number(values.get('privacy/local_epsilon', math.nan)),
       record_level_epsilon=json_number(
           values.get('privacy/example_epsilon', math.nan)),
