@@ -410,3 +410,28 @@ def test_blocks_end_and_are_evaluated_at_the_last_round_the_budget_allows(k):
   assert persisted[-1][0] == k - 1
   assert persisted[-1][3] == k - 1
   assert persisted[-1][4] == k - 1 - len(persisted[-1][2])
+
+
+@pytest.mark.parametrize('per_call', [1, 3, 10])
+@pytest.mark.parametrize('eval_every', [1, 2, 5, 10, 50])
+@pytest.mark.parametrize('evaluated', [False, True])
+def test_the_start_up_words_say_how_many_rounds_a_call_will_run(
+    per_call, eval_every, evaluated):
+  # The longest block the loop will run (away from a budget), as the loop
+  # cuts them, and the start-up line's number must agree.
+  lengths, round_num = [], 1
+  while round_num <= 100:
+    lengths.append(
+        training_loop._block_length(  # pylint: disable=protected-access
+            round_num,
+            rounds=100,
+            rounds_per_call=per_call,
+            eval_every=eval_every if evaluated else None))
+    round_num += lengths[-1]
+  words = training_loop.calls_words(per_call,
+                                    eval_every=eval_every,
+                                    evaluated=evaluated)
+  if max(lengths) == 1:
+    assert words.startswith('one round per call'), words
+  else:
+    assert words.startswith(f'up to {max(lengths)} rounds per call'), words

@@ -178,6 +178,28 @@ def _block_length(round_num: int, *, rounds: int, rounds_per_call: int,
   return last - round_num + 1
 
 
+def calls_words(rounds_per_call: int, *, eval_every: int,
+                evaluated: bool) -> str:
+  """What the blocks of a run will be, in words for its start-up line.
+
+  Args:
+    rounds_per_call: Most rounds per TFF call (resolved --rounds_per_call).
+    eval_every: Rounds between two evaluations (--eval_every).
+    evaluated: Whether the run evaluates (a call ends at each evaluated
+      round only then).
+  """
+  if rounds_per_call <= 1:
+    return 'one round per call'
+  if evaluated and eval_every == 1:
+    return ('one round per call (every round is evaluated, and a call ends '
+            f'at each evaluated round: --eval_every={rounds_per_call} lets '
+            f'up to {rounds_per_call} rounds share a call)')
+  if evaluated and eval_every < rounds_per_call:
+    return (f'up to {eval_every} rounds per call (a call ends at each '
+            f'evaluated round, every --eval_every={eval_every})')
+  return f'up to {rounds_per_call} rounds per call'
+
+
 def _within_budget(privacy: privacy_tracking.PrivacyTracker, round_num: int,
                    length: int, max_epsilon: Optional[float], *,
                    rounds: int) -> tuple[int, bool]:
