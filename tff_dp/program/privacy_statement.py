@@ -133,6 +133,12 @@ def _release_lines(config, released_keys: list[str]) -> list[str]:
       'Evaluation data: ' + loading.test_set_origin(config.dataset).describe() +
       '.',
   ]
+  if config.release_nonprivate_metrics:
+    # The run's duration grows with the hidden cohorts' sizes: summary.json
+    # releases it with the values above (`run_summary.summarize`).
+    uncovered.append('the run\'s wall time (summary.json\'s wall_seconds, '
+                     'and audit.seconds in an audit run; the console\'s '
+                     'round times and ETA)')
   if uncovered:
     lines.append(
         'NOT COVERED by the guarantee (computed from client data without '

@@ -65,6 +65,10 @@ class Summary:
   # None in a DP run without --release_nonprivate_metrics (a timing side
   # channel of the cohorts).
   wall_seconds: Optional[float]
+  # The fields above computed from client data without noise in a DP run
+  # (released on request, NOT covered by the guarantee): 'wall_seconds',
+  # and 'audit.seconds' in an audit run; [] where none is released.
+  nonprivate_fields: list[str]
   # An audit run's canary audit (`--audit_canaries`); summary.json holds its
   # numbers (`audit_json`), never the canaries' statistics.
   canary_audit: Optional[Any] = dataclasses.field(default=None, repr=False)
@@ -131,6 +135,13 @@ def json_number(value: float) -> Optional[float]:
   return value if math.isfinite(value) else None
 
 
+def _nonprivate_fields(config: TrainConfig, audit: Any) -> list[str]:
+  """summary.json's fields outside a DP run's guarantee (see `Summary`)."""
+  if not (config.private and config.release_nonprivate_metrics):
+    return []
+  return ['wall_seconds'] + (['audit.seconds'] if audit is not None else [])
+
+
 def summarize(config: TrainConfig,
               data: Any,
               run_dir: str,
@@ -190,6 +201,7 @@ def summarize(config: TrainConfig,
       wall_seconds=(wall_seconds if
                     (not config.private or
                      config.release_nonprivate_metrics) else None),
+      nonprivate_fields=_nonprivate_fields(config, canary_audit),
       canary_audit=canary_audit,
       model_weights=model_weights,
       model_size=model_size)

@@ -1,8 +1,11 @@
-"""A run with --insecure_sampling_seed says so wherever it states a guarantee.
+"""What a run says beside its guarantee, wherever it states one.
 
-The statement's randomness line, the console's banner and summary, and
-summary.json, built directly from the smoke preset's configuration (pure
-Python besides the statement's imports; no training).
+A run with --insecure_sampling_seed says INSECURE (the statement's randomness
+line, the console's banner and summary, summary.json); a DP run that releases
+values outside its guarantee on request (--release_nonprivate_metrics)
+labels every one of them, the times included. Built directly from the smoke
+preset's configuration (pure Python besides the statement's imports; no
+training).
 """
 
 import dataclasses
@@ -29,17 +32,19 @@ class _Clients:
   label_kind: labels.LabelKind = labels.LabelKind.SINGLE
 
 
-def _config(seed):
-  overrides = {} if seed is None else {'insecure_sampling_seed': seed}
+def _config(seed=None, **overrides):
+  if seed is not None:
+    overrides['insecure_sampling_seed'] = seed
   return flag_configs.smoke_config(**overrides)
 
 
-def _statement(config):
+def _statement(config, released_keys=()):
   return privacy_statement.privacy_statement(
       config,
       population=_N,
       rounds_run=config.rounds,
-      privacy=run_privacy.planned_tracker(config, _Clients()))
+      privacy=run_privacy.planned_tracker(config, _Clients()),
+      released_keys=released_keys)
 
 
 def _summary(config):
@@ -121,3 +126,63 @@ def test_the_console_says_insecure_next_to_the_guarantee(
     assert f'INSECURE: --insecure_sampling_seed={seed}' in banner
     assert ' -- INSECURE: ' in guarantee
     assert 'does not hold against anyone who knows it' in guarantee
+
+
+def test_asked_for_nonprivate_values_the_statement_lists_the_wall_time():
+  config = _config(release_nonprivate_metrics=True)
+  statement = _statement(config,
+                         released_keys=('eval/accuracy',
+                                        'nonprivate/round_seconds'))
+  not_covered, = [
+      line for line in statement.splitlines()
+      if line.startswith('NOT COVERED by the guarantee')
+  ]
+  assert 'nonprivate/round_seconds' in not_covered
+  assert 'wall_seconds' in not_covered
+  assert 'ETA' in not_covered
+
+
+def test_without_nonprivate_values_the_statement_lists_none():
+  statement = _statement(_config(), released_keys=('eval/accuracy',))
+  assert 'NOT COVERED' not in statement
+  assert 'wall_seconds' not in statement
+
+
+@pytest.mark.parametrize('settings, fields', [
+    (dict(release_nonprivate_metrics=True), ['wall_seconds']),
+    ({}, []),
+    (dict(dp_mechanism='none'), []),
+])
+def test_summary_json_names_its_fields_outside_the_guarantee(settings, fields):
+  values = _summary(_config(**settings)).to_json()
+  assert values['nonprivate_fields'] == fields
+  # Released (not null) exactly where a DP run asked, or without DP.
+  assert (values['wall_seconds'] is None) == (values['private'] and not fields)
+
+
+@pytest.mark.parametrize('asked', [False, True])
+def test_the_console_labels_the_times_of_a_dp_run(asked, capsys):
+  config = _config(release_nonprivate_metrics=asked)
+  progress = console.Progress(3, private=True, log_every=1)
+  for round_num in (1, 2):
+    values = {'privacy/epsilon_pld': 1.0}
+    if asked:
+      values['nonprivate/round_seconds'] = 0.5
+    progress(round_num, values)
+  console.print_summary(_summary(config),
+                        '/runs/x/privacy_statement.txt',
+                        eval_prefix='eval/',
+                        metric_names=('accuracy',))
+  out = capsys.readouterr().out.splitlines()
+  rounds = [line for line in out if line.startswith('round ')]
+  wall = [line for line in out if line.startswith('wall time')]
+  if not asked:
+    assert not wall and all(' s' not in line.split('|')[-1] for line in rounds)
+    return
+  assert len(rounds) == 2 and all(
+      line.split(' | ')[-1].startswith('non-private: 0.50 s')
+      for line in rounds), rounds
+  assert 'ETA' in rounds[1]
+  assert wall == [
+      'wall time (non-private, not covered by the DP guarantee): 0m01s'
+  ]
