@@ -13,9 +13,9 @@ stays on the worker between them. A block never crosses an evaluation
 round (the model is read only at the block's end), nor the budget: the
 check before a block covers all of its rounds, and the round after it, so
 that a block ends at the last round the budget allows, which is evaluated
-like the last planned round (the run ends with its model). Each round of a block is
-still charged, and released as its own row, with the epsilon after that
-round; the block is persisted (checkpoint and ledgers) once, at its end,
+like the last planned round (the run ends with its model). Each round of a
+block is still charged, and released as its own row, with the epsilon after
+that round; the block is persisted (checkpoint and ledgers) once, at its end,
 after every round of it is charged and before any row of it is released.
 
 The epsilons are computed in the loop's thread, after the round: computing
@@ -145,8 +145,9 @@ def run_training_loop(
       values = round_values(output, cohort, seconds)
       # The last round that runs is evaluated, also when the budget stops
       # the run before `rounds`: its model is the one the run ends with.
-      if r == block[-1] and evaluate is not None and (r % eval_every == 0 or r
-                                                      == rounds or budget_ends):
+      last_run = r == rounds or budget_ends
+      if r == block[-1] and evaluate is not None and (r % eval_every == 0 or
+                                                      last_run):
         evaluation = evaluate(process.get_model_weights(state))
         values.update({f'{eval_prefix}{k}': v for k, v in evaluation.items()})
       values.update(privacy.released_values())
