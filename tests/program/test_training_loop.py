@@ -376,3 +376,62 @@ def test_resumed_blocks_start_after_the_checkpoint():
                  rounds_per_call=2)
   assert calls == [[3, 4], [5, 6]]
   assert result.rounds_completed == 6 and tracker.ledger.rounds == 6
+
+
+@pytest.mark.parametrize('k', [2, 4, 7])
+def test_the_last_round_before_a_budget_stop_is_evaluated(k):
+  # Rounds 1..k-1 fit the budget; with rare evaluations, the model the run
+  # ends with (after round k-1) must still be evaluated.
+  budget = math.nextafter(_hand_rdp_epsilon(k), 0.0)
+  result, released, _ = _run(10, max_epsilon=budget, eval_every=50)
+  assert result.rounds_completed == k - 1
+  assert 'privacy budget' in result.stop_reason
+  evaluated = [r for r, v in released if 'eval/accuracy' in v]
+  assert evaluated == [k - 1]
+  assert 'eval/accuracy' in result.last_values
+
+
+@pytest.mark.parametrize('k', [2, 5, 6, 9])
+def test_blocks_end_and_are_evaluated_at_the_last_round_the_budget_allows(k):
+  budget = math.nextafter(_hand_rdp_epsilon(k), 0.0)
+  result, released, persisted, calls, _ = _run_blocks(12,
+                                                      4,
+                                                      eval_every=100,
+                                                      max_epsilon=budget)
+  assert result.rounds_completed == k - 1
+  assert all(max(call) <= k - 1 for call in calls)
+  evaluated = [
+      (r, v['eval/accuracy']) for r, v in released if 'eval/accuracy' in v
+  ]
+  # The model evaluated is the one after the last round that ran.
+  assert evaluated == [(k - 1, float(k - 1))]
+  # Every block, the last included, is persisted (all its rounds charged)
+  # before any of its rows is released.
+  assert persisted[-1][0] == k - 1
+  assert persisted[-1][3] == k - 1
+  assert persisted[-1][4] == k - 1 - len(persisted[-1][2])
+
+
+@pytest.mark.parametrize('per_call', [1, 3, 10])
+@pytest.mark.parametrize('eval_every', [1, 2, 5, 10, 50])
+@pytest.mark.parametrize('evaluated', [False, True])
+def test_the_start_up_words_say_how_many_rounds_a_call_will_run(
+    per_call, eval_every, evaluated):
+  # The longest block the loop will run (away from a budget), as the loop
+  # cuts them, and the start-up line's number must agree.
+  lengths, round_num = [], 1
+  while round_num <= 100:
+    lengths.append(
+        training_loop._block_length(  # pylint: disable=protected-access
+            round_num,
+            rounds=100,
+            rounds_per_call=per_call,
+            eval_every=eval_every if evaluated else None))
+    round_num += lengths[-1]
+  words = training_loop.calls_words(per_call,
+                                    eval_every=eval_every,
+                                    evaluated=evaluated)
+  if max(lengths) == 1:
+    assert words.startswith('one round per call'), words
+  else:
+    assert words.startswith(f'up to {max(lengths)} rounds per call'), words

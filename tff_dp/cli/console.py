@@ -44,6 +44,18 @@ def print_banner(config: config_lib.TrainConfig, data, held_out) -> None:
       dataset=config.dataset,
       held_out_clients=None if held_out is None else config.eval_clients),
         flush=True)
+  if config.central_private and config.insecure_sampling_seed is not None:
+    print(
+        f'INSECURE: --insecure_sampling_seed='
+        f'{config.insecure_sampling_seed}: {INSECURE_WORDS}',
+        flush=True)
+
+
+# Why a run with --insecure_sampling_seed says INSECURE next to its guarantee
+# (its privacy statement says the same at length).
+INSECURE_WORDS = ('the cohorts come from a value in the released flags, not '
+                  'a secret; the guarantee does not hold against anyone who '
+                  'knows it (amplification by sampling is void)')
 
 
 def format_duration(seconds: float) -> str:
@@ -55,6 +67,9 @@ def format_duration(seconds: float) -> str:
 # which imports TensorFlow: not imported here before the input is checked).
 _TEST_PREFIX = 'eval/'
 _NONPRIVATE_PREFIX = 'nonprivate/'
+# How a DP run labels what it prints outside its guarantee (round times, the
+# ETA and the wall time grow with the hidden cohorts' sizes).
+NONPRIVATE_LABEL = 'non-private'
 
 
 class StartupPhases:
@@ -201,12 +216,16 @@ class Progress:
     # released (non-private runs, or --release_nonprivate_metrics).
     seconds = values.get('nonprivate/round_seconds')
     if seconds is not None:
-      parts.append(f'{seconds:.2f} s')
+      times = [f'{seconds:.2f} s']
       first_round, first_time = self._first
       if round_num > first_round:
         per_round = (now - first_time) / (round_num - first_round)
         eta = per_round * max(0, self._rounds - round_num)
-        parts.append(f'ETA {format_duration(eta)}')
+        times.append(f'ETA {format_duration(eta)}')
+      if self._private:
+        # Released on request, outside the guarantee: labelled as such.
+        times = [NONPRIVATE_LABEL + ': ' + ', '.join(times)]
+      parts += times
     return ' | '.join(parts)
 
   def _stream(self) -> TextIO:
@@ -296,9 +315,11 @@ def print_summary(summary, statement_path: str, *, eval_prefix: str,
     for name in summary.accountants_not_applicable:
       print(f'epsilon ({name}): n/a, this accountant cannot compose the '
             'events of this run')
+    insecure = (f' -- INSECURE: {INSECURE_WORDS}'
+                if summary.guarantee_insecure else '')
     print(f'guarantee: ({summary.guarantee_epsilon:.4g}, '
           f'{summary.delta:g})-DP for each client, by the '
-          f'{summary.guarantee_accountant} accountant')
+          f'{summary.guarantee_accountant} accountant{insecure}')
   elif summary.private:
     print('epsilon (central): none, the released models carry no central '
           'claim')
@@ -313,7 +334,9 @@ def print_summary(summary, statement_path: str, *, eval_prefix: str,
   print(f'rounds: {summary.rounds}/{summary.rounds_planned} '
         f'({summary.stop_reason})')
   if summary.wall_seconds is not None:
-    print(f'wall time: {format_duration(summary.wall_seconds)}')
+    label = (f' ({NONPRIVATE_LABEL}, not covered by the DP guarantee)'
+             if summary.private else '')
+    print(f'wall time{label}: {format_duration(summary.wall_seconds)}')
   print(f'privacy statement (what the guarantee covers, releases and '
         f'assumes): {statement_path}')
   print(f'outputs: {summary.run_dir}')

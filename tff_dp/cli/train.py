@@ -157,15 +157,23 @@ def _check_resume(config: config_lib.TrainConfig, run_dir: str, data,
   """Refuses a resume that cannot be honest before importing TensorFlow.
 
   The same checks run again when the checkpoint's state is loaded
-  (`tff_dp.program.experiment`); here they need only its verified meta.json.
+  (`tff_dp.program.experiment`); here they need only the checkpoints'
+  verified meta.json and the released rounds (metrics.csv, ledger.json).
   """
   from tff_dp.data import fingerprint  # pylint: disable=g-import-not-at-top
   from tff_dp.program import checkpoint  # pylint: disable=g-import-not-at-top
   checkpoints = checkpoint.CheckpointManager(run_dir)
-  round_num, meta, _ = checkpoints.latest_verified_meta()
-  if meta is None:
-    return  # Nothing to resume from: the experiment says why, or starts.
+  round_num, meta, skipped = checkpoints.latest_verified_meta()
   try:
+    # Released rounds that no verified checkpoint charges (the newest ones
+    # corrupt, or none left): refused here, not after TensorFlow's import and
+    # the worker's start.
+    resume_rules.check_released(run_dir,
+                                csv_path=resume_rules.metrics_csv_path(run_dir),
+                                checkpoint_round=round_num,
+                                skipped=skipped)
+    if meta is None:
+      return  # Nothing to resume from: the experiment starts over.
     resume_rules.check_checkpoint(
         meta,
         path=checkpoints.path(round_num),

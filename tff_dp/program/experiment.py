@@ -211,11 +211,12 @@ def run_experiment(
                                                 seed=config.seed,
                                                 epochs=config.client_epochs,
                                                 group_size=group_size)
-    print(
-        f'simulation: up to {group_size} clients per TFF call (the grouped '
-        f'path, --algorithm={config.algorithm.value}), up to '
-        f'{prepared.rounds_per_call} rounds per call',
-        flush=True)
+    print(f'simulation: up to {group_size} clients per TFF call (the grouped '
+          f'path, --algorithm={config.algorithm.value}), ' +
+          training_loop.calls_words(prepared.rounds_per_call,
+                                    eval_every=config.eval_every,
+                                    evaluated=evaluation_released(config)),
+          flush=True)
   try:
     return _run(config,
                 data,

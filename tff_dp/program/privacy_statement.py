@@ -133,6 +133,12 @@ def _release_lines(config, released_keys: list[str]) -> list[str]:
       'Evaluation data: ' + loading.test_set_origin(config.dataset).describe() +
       '.',
   ]
+  if config.release_nonprivate_metrics:
+    # The run's duration grows with the hidden cohorts' sizes: summary.json
+    # releases it with the values above (`run_summary.summarize`).
+    uncovered.append('the run\'s wall time (summary.json\'s wall_seconds, '
+                     'and audit.seconds in an audit run; the console\'s '
+                     'round times and ETA)')
   if uncovered:
     lines.append(
         'NOT COVERED by the guarantee (computed from client data without '
@@ -163,10 +169,8 @@ def _assumption_lines(config) -> list[str]:
       'Assumed public: the population size N (delta is chosen below 1/N), '
       'the settings in flags.txt, and what the dataset declares public (the '
       'test set above; dataset sizes for record-level DP).',
-      'Randomness: cohorts (and simulated dropout) from a '
-      f'{run_secrets.SECRET_BITS}-bit secret drawn from the operating '
-      'system, kept only in checkpoints/ so that a resumed run redraws '
-      'them; every noise draw from TensorFlow\'s stateless Philox generator '
+      'Randomness: ' + _sampling_randomness_words(config) +
+      '; every noise draw from TensorFlow\'s stateless Philox generator '
       f'under a {run_secrets.SECRET_BITS}-bit key from the operating system, '
       'fresh per round and client, written nowhere (DP-FTRL\'s tree seed is '
       'in the checkpointed state). Philox is a statistical, not a '
@@ -197,6 +201,21 @@ def _assumption_lines(config) -> list[str]:
             'with it the cohorts are public and amplification by sampling is '
             'void.'))
   return lines
+
+
+def _sampling_randomness_words(config) -> str:
+  """Where the cohorts' randomness came from: true for this run only."""
+  if config.insecure_sampling_seed is not None:
+    # Not the OS secret: saying so would be false for this run.
+    return ('cohorts (and simulated dropout) from '
+            f'--insecure_sampling_seed={config.insecure_sampling_seed}, a '
+            'value in the released flags, not a secret: whoever knows it '
+            'knows every cohort, and the guarantee\'s amplification by '
+            'sampling does not hold against them')
+  return ('cohorts (and simulated dropout) from a '
+          f'{run_secrets.SECRET_BITS}-bit secret drawn from the operating '
+          'system, kept only in checkpoints/ so that a resumed run redraws '
+          'them')
 
 
 def _central_lines(config, *, population, rounds_run, epsilons) -> list[str]:

@@ -137,6 +137,39 @@ def truncate_rows(csv_path: str, *, last_round: int) -> list[dict[str, str]]:
   return rows
 
 
+def metrics_csv_path(run_dir: str) -> str:
+  """The run's metrics.csv (`tff_dp.program.sinks.csv_path` names this one
+  file; that module imports TFF)."""
+  return os.path.join(run_dir, 'metrics.csv')
+
+
+def check_released(run_dir: str, *, csv_path: str,
+                   checkpoint_round: Optional[int], skipped: list[str]) -> None:
+  """Refuses a resume that would restart or fall back past released rounds.
+
+  Args:
+    run_dir: The run directory.
+    csv_path: Its metrics.csv.
+    checkpoint_round: The newest checkpoint that verifies, or None if none.
+    skipped: Why newer checkpoints were skipped.
+
+  Raises:
+    ResumeError: If rounds were released and no checkpoint verifies, or
+      rounds after `checkpoint_round` were released (`check_fallback`).
+  """
+  released = released_rounds(run_dir, csv_path=csv_path)
+  if checkpoint_round is None:
+    if released:
+      raise ResumeError(
+          f'{run_dir} holds {released} released rounds but no valid '
+          f'checkpoint ({"; ".join(skipped) or "none saved"}); refusing to '
+          'restart at round 0 with a fresh ledger. Use another --run_name')
+    return
+  check_fallback(checkpoint_round=checkpoint_round,
+                 released=released,
+                 skipped=skipped)
+
+
 def check_fallback(*, checkpoint_round: int, released: int,
                    skipped: list[str]) -> None:
   """Refuses a fallback past rounds that were already released."""

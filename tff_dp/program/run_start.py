@@ -75,15 +75,13 @@ def restore(config: TrainConfig, run_dir: str,
   if stray:
     print(f'warning: removed half-written checkpoints {stray}', flush=True)
   csv_path = release_lib.csv_path(run_dir)
-  released = resume_rules.released_rounds(run_dir, csv_path=csv_path)
   ckpt, skipped = checkpoints.load_latest_valid(template)
   reasons = [reason for _, reason in skipped]
   if ckpt is None:
-    if released:
-      raise resume_rules.ResumeError(
-          f'{run_dir} holds {released} released rounds but no valid '
-          f'checkpoint ({"; ".join(reasons) or "none saved"}); refusing to '
-          'restart at round 0 with a fresh ledger. Use another --run_name')
+    resume_rules.check_released(run_dir,
+                                csv_path=csv_path,
+                                checkpoint_round=None,
+                                skipped=reasons)
     return None
   secrets = resume_rules.check_checkpoint(
       ckpt.meta,
@@ -93,8 +91,9 @@ def restore(config: TrainConfig, run_dir: str,
       defaults=defaults,
       run_id=binding.run_id,
       data_fingerprint=binding.data_fingerprint)
-  resume_rules.check_fallback(checkpoint_round=ckpt.round_num,
-                              released=released,
+  resume_rules.check_released(run_dir,
+                              csv_path=csv_path,
+                              checkpoint_round=ckpt.round_num,
                               skipped=reasons)
   for path in checkpoints.move_aside([round_num for round_num, _ in skipped]):
     print(f'warning: moved an invalid checkpoint aside to {path}', flush=True)

@@ -46,6 +46,12 @@ class Summary:
   # a valid upper bound), and which accountant gave it.
   guarantee_epsilon: Optional[float]
   guarantee_accountant: Optional[str]
+  # True in a run with a central claim whose cohorts came from
+  # --insecure_sampling_seed (a value in the released flags): the central
+  # guarantee does not hold against anyone who knows it (amplification by
+  # sampling is void). Local and record-level guarantees do not depend on
+  # the cohorts being secret.
+  guarantee_insecure: bool
   # Local DP: the worst-case client's cumulative local epsilon; example-level
   # DP-SGD: the worst client's record-level epsilon (when released).
   local_epsilon: Optional[float]
@@ -59,6 +65,10 @@ class Summary:
   # None in a DP run without --release_nonprivate_metrics (a timing side
   # channel of the cohorts).
   wall_seconds: Optional[float]
+  # The fields above computed from client data without noise in a DP run
+  # (released on request, NOT covered by the guarantee): 'wall_seconds',
+  # and 'audit.seconds' in an audit run; [] where none is released.
+  nonprivate_fields: list[str]
   # An audit run's canary audit (`--audit_canaries`); summary.json holds its
   # numbers (`audit_json`), never the canaries' statistics.
   canary_audit: Optional[Any] = dataclasses.field(default=None, repr=False)
@@ -125,6 +135,13 @@ def json_number(value: float) -> Optional[float]:
   return value if math.isfinite(value) else None
 
 
+def _nonprivate_fields(config: TrainConfig, audit: Any) -> list[str]:
+  """summary.json's fields outside a DP run's guarantee (see `Summary`)."""
+  if not (config.private and config.release_nonprivate_metrics):
+    return []
+  return ['wall_seconds'] + (['audit.seconds'] if audit is not None else [])
+
+
 def summarize(config: TrainConfig,
               data: Any,
               run_dir: str,
@@ -168,6 +185,8 @@ def summarize(config: TrainConfig,
       ],
       guarantee_epsilon=None if guarantee is None else guarantee[1],
       guarantee_accountant=None if guarantee is None else guarantee[0].value,
+      guarantee_insecure=(central and
+                          config.insecure_sampling_seed is not None),
       local_epsilon=json_number(values.get('privacy/local_epsilon', math.nan)),
       record_level_epsilon=json_number(
           values.get('privacy/example_epsilon', math.nan)),
@@ -182,6 +201,7 @@ def summarize(config: TrainConfig,
       wall_seconds=(wall_seconds if
                     (not config.private or
                      config.release_nonprivate_metrics) else None),
+      nonprivate_fields=_nonprivate_fields(config, canary_audit),
       canary_audit=canary_audit,
       model_weights=model_weights,
       model_size=model_size)

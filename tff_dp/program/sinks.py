@@ -26,13 +26,14 @@ import tensorflow_federated as tff
 from tff_dp.program import csv_sink
 from tff_dp.program import event_writer
 from tff_dp.program import faults
+from tff_dp.program import resume
 from tff_dp.program import tensorboard_text
 
 CSV_KEY_FIELD = 'round'
 
 
 def csv_path(run_dir: str) -> str:
-  return os.path.join(run_dir, 'metrics.csv')
+  return resume.metrics_csv_path(run_dir)
 
 
 def tensorboard_dir(run_dir: str) -> str:

@@ -11,9 +11,11 @@ Rounds run in blocks: with `run_block` (several rounds in one TFF call,
 a block of up to `rounds_per_call` rounds runs as one call, so the state
 stays on the worker between them. A block never crosses an evaluation
 round (the model is read only at the block's end), nor the budget: the
-check before a block covers all of its rounds. Each round of a block is
-still charged, and released as its own row, with the epsilon after that
-round; the block is persisted (checkpoint and ledgers) once, at its end,
+check before a block covers all of its rounds, and the round after it, so
+that a block ends at the last round the budget allows, which is evaluated
+like the last planned round (the run ends with its model). Each round of a
+block is still charged, and released as its own row, with the epsilon after
+that round; the block is persisted (checkpoint and ledgers) once, at its end,
 after every round of it is charged and before any row of it is released.
 
 The epsilons are computed in the loop's thread, after the round: computing
@@ -87,7 +89,8 @@ def run_training_loop(
     privacy: Ledger and per-round event; charged once per round that runs.
     evaluate: Model weights -> held-out metrics {'loss', 'accuracy', ...};
       None for a run that releases no evaluation.
-    eval_every: Evaluate every this many rounds and after the last one.
+    eval_every: Evaluate every this many rounds and after the last one
+      (the last planned, or the last the budget allows).
     eval_prefix: Prefix of the evaluation's keys in the released values
       (`tff_dp.program.release.EVAL_PREFIX` or `FED_EVAL_PREFIX`).
     release: Receives (round, values); enforces the release allow-list.
@@ -121,7 +124,11 @@ def run_training_loop(
                            rounds=rounds,
                            rounds_per_call=per_call,
                            eval_every=eval_every if evaluate else None)
-    length = _within_budget(privacy, round_num, length, max_epsilon)
+    length, budget_ends = _within_budget(privacy,
+                                         round_num,
+                                         length,
+                                         max_epsilon,
+                                         rounds=rounds)
     if length == 0:
       stop_reason = (f'privacy budget: round {round_num} would exceed '
                      f'max_epsilon={max_epsilon:g}')
@@ -136,8 +143,11 @@ def run_training_loop(
       # The round ran: charge it before anything about it is released.
       privacy.charge(r, cohort)
       values = round_values(output, cohort, seconds)
+      # The last round that runs is evaluated, also when the budget stops
+      # the run before `rounds`: its model is the one the run ends with.
+      last_run = r == rounds or budget_ends
       if r == block[-1] and evaluate is not None and (r % eval_every == 0 or
-                                                      r == rounds):
+                                                      last_run):
         evaluation = evaluate(process.get_model_weights(state))
         values.update({f'{eval_prefix}{k}': v for k, v in evaluation.items()})
       values.update(privacy.released_values())
@@ -169,21 +179,56 @@ def _block_length(round_num: int, *, rounds: int, rounds_per_call: int,
   return last - round_num + 1
 
 
-def _within_budget(privacy: privacy_tracking.PrivacyTracker, round_num: int,
-                   length: int, max_epsilon: Optional[float]) -> int:
-  """`length`, or 1 if only the next round fits the budget, or 0 if none.
+def calls_words(rounds_per_call: int, *, eval_every: int,
+                evaluated: bool) -> str:
+  """What the blocks of a run will be, in words for its start-up line.
 
+  Args:
+    rounds_per_call: Most rounds per TFF call (resolved --rounds_per_call).
+    eval_every: Rounds between two evaluations (--eval_every).
+    evaluated: Whether the run evaluates (a call ends at each evaluated
+      round only then).
+  """
+  if rounds_per_call <= 1:
+    return 'one round per call'
+  if evaluated and eval_every == 1:
+    return ('one round per call (every round is evaluated, and a call ends '
+            f'at each evaluated round: --eval_every={rounds_per_call} lets '
+            f'up to {rounds_per_call} rounds share a call)')
+  if evaluated and eval_every < rounds_per_call:
+    return (f'up to {eval_every} rounds per call (a call ends at each '
+            f'evaluated round, every --eval_every={eval_every})')
+  return f'up to {rounds_per_call} rounds per call'
+
+
+def _within_budget(privacy: privacy_tracking.PrivacyTracker, round_num: int,
+                   length: int, max_epsilon: Optional[float], *,
+                   rounds: int) -> tuple[int, bool]:
+  """(rounds of the block that fit the budget, whether the budget stops the
+  run after them).
+
+  The length is `length`, or 1 if only the next round fits, or 0 if none.
   Epsilon never decreases with more rounds, so checking a block's last
   round covers the block; near the budget the loop goes on round by round.
+  The round after the block is checked too (before any round of it runs),
+  so that the last round the budget allows is known to be the last: the
+  loop evaluates it.
   """
   if max_epsilon is None:
-    return length
-  if length > 1 and not _budget_exceeded(
-      privacy.epsilons(next_round=round_num,
-                       through_round=round_num + length - 1), max_epsilon):
-    return length
-  return 0 if _budget_exceeded(privacy.epsilons(
-      next_round=round_num), max_epsilon) else 1
+    return length, False
+
+  def fits(through_round: int) -> bool:
+    return not _budget_exceeded(
+        privacy.epsilons(next_round=round_num, through_round=through_round),
+        max_epsilon)
+
+  for candidate in ((length, 1) if length > 1 else (length,)):
+    last = round_num + candidate - 1
+    if last < rounds and fits(last + 1):
+      return candidate, False
+    if fits(last):
+      return candidate, last < rounds
+  return 0, False
 
 
 def _cohort(sampler: sampling.ClientSampler, report, round_num: int):

@@ -1,0 +1,188 @@
+"""What a run says beside its guarantee, wherever it states one.
+
+A run with --insecure_sampling_seed says INSECURE (the statement's randomness
+line, the console's banner and summary, summary.json); a DP run that releases
+values outside its guarantee on request (--release_nonprivate_metrics)
+labels every one of them, the times included. Built directly from the smoke
+preset's configuration (pure Python besides the statement's imports; no
+training).
+"""
+
+import dataclasses
+import types
+
+import pytest
+
+from tests.helpers import flag_configs
+from tff_dp.cli import console
+from tff_dp.data import labels
+from tff_dp.privacy import run_secrets
+from tff_dp.program import privacy_statement
+from tff_dp.program import run_privacy
+from tff_dp.program import run_summary
+
+_N = 40  # configs/smoke.cfg's clients.
+_OS_SECRET = (f'from a {run_secrets.SECRET_BITS}-bit secret drawn from the '
+              'operating system')
+
+
+@dataclasses.dataclass
+class _Clients:
+  population: int = _N
+  label_kind: labels.LabelKind = labels.LabelKind.SINGLE
+
+
+def _config(seed=None, **overrides):
+  if seed is not None:
+    overrides['insecure_sampling_seed'] = seed
+  return flag_configs.smoke_config(**overrides)
+
+
+def _statement(config, released_keys=()):
+  return privacy_statement.privacy_statement(
+      config,
+      population=_N,
+      rounds_run=config.rounds,
+      privacy=run_privacy.planned_tracker(config, _Clients()),
+      released_keys=released_keys)
+
+
+def _summary(config):
+  tracker = run_privacy.planned_tracker(config, _Clients())
+  result = types.SimpleNamespace(epsilons=tracker.epsilons(),
+                                 last_values={'eval/accuracy': 0.5},
+                                 rounds_completed=config.rounds,
+                                 stop_reason='completed')
+  return run_summary.summarize(config,
+                               _Clients(),
+                               '/runs/x',
+                               result,
+                               tracker,
+                               eval_prefix='eval/',
+                               resumed_from=None,
+                               wall_seconds=1.0)
+
+
+def _randomness_line(statement):
+  lines = [
+      line for line in statement.splitlines() if line.startswith('Randomness:')
+  ]
+  assert len(lines) == 1, statement
+  return lines[0]
+
+
+def test_an_insecure_seed_statement_never_claims_the_os_secret():
+  statement = _statement(_config(7))
+  assert _OS_SECRET not in statement
+  line = _randomness_line(statement)
+  assert '--insecure_sampling_seed=7' in line
+  assert 'amplification by sampling does not hold' in line
+
+
+def test_a_secret_seed_statement_names_the_os_secret():
+  statement = _statement(_config(None))
+  assert _OS_SECRET in _randomness_line(statement)
+  assert 'insecure_sampling_seed' not in statement
+
+
+@pytest.mark.parametrize('seed, insecure', [(None, False), (7, True)])
+def test_summary_json_says_whether_the_guarantee_is_insecure(seed, insecure):
+  values = _summary(_config(seed)).to_json()
+  assert values['guarantee_insecure'] is insecure
+  assert values['guarantee_epsilon'] is not None
+
+
+def test_a_local_only_guarantee_does_not_depend_on_the_cohorts():
+  config = _config(7)
+  config = dataclasses.replace(config,
+                               dp_mechanism=type(config.dp_mechanism)('none'),
+                               local_dp=type(config.local_dp)('laplace'),
+                               local_epsilon=1.0,
+                               local_clip=1.0)
+  assert config.private and not config.central_private
+  assert _summary(config).to_json()['guarantee_insecure'] is False
+
+
+@pytest.mark.parametrize('seed', [None, 7])
+def test_the_console_says_insecure_next_to_the_guarantee(
+    seed, capsys, monkeypatch):
+  config = _config(seed)
+  from tff_dp.data import description  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(description, 'public_description',
+                      lambda data, **kwargs: 'the data')
+  console.print_banner(config, _Clients(), None)
+  banner = capsys.readouterr().out
+  console.print_summary(_summary(config),
+                        '/runs/x/privacy_statement.txt',
+                        eval_prefix='eval/',
+                        metric_names=('accuracy',))
+  guarantee, = [
+      line for line in capsys.readouterr().out.splitlines()
+      if line.startswith('guarantee: ')
+  ]
+  if seed is None:
+    assert 'INSECURE' not in banner + guarantee
+  else:
+    assert f'INSECURE: --insecure_sampling_seed={seed}' in banner
+    assert ' -- INSECURE: ' in guarantee
+    assert 'does not hold against anyone who knows it' in guarantee
+
+
+def test_asked_for_nonprivate_values_the_statement_lists_the_wall_time():
+  config = _config(release_nonprivate_metrics=True)
+  statement = _statement(config,
+                         released_keys=('eval/accuracy',
+                                        'nonprivate/round_seconds'))
+  not_covered, = [
+      line for line in statement.splitlines()
+      if line.startswith('NOT COVERED by the guarantee')
+  ]
+  assert 'nonprivate/round_seconds' in not_covered
+  assert 'wall_seconds' in not_covered
+  assert 'ETA' in not_covered
+
+
+def test_without_nonprivate_values_the_statement_lists_none():
+  statement = _statement(_config(), released_keys=('eval/accuracy',))
+  assert 'NOT COVERED' not in statement
+  assert 'wall_seconds' not in statement
+
+
+@pytest.mark.parametrize('settings, fields', [
+    (dict(release_nonprivate_metrics=True), ['wall_seconds']),
+    ({}, []),
+    (dict(dp_mechanism='none'), []),
+])
+def test_summary_json_names_its_fields_outside_the_guarantee(settings, fields):
+  values = _summary(_config(**settings)).to_json()
+  assert values['nonprivate_fields'] == fields
+  # Released (not null) exactly where a DP run asked, or without DP.
+  assert (values['wall_seconds'] is None) == (values['private'] and not fields)
+
+
+@pytest.mark.parametrize('asked', [False, True])
+def test_the_console_labels_the_times_of_a_dp_run(asked, capsys):
+  config = _config(release_nonprivate_metrics=asked)
+  progress = console.Progress(3, private=True, log_every=1)
+  for round_num in (1, 2):
+    values = {'privacy/epsilon_pld': 1.0}
+    if asked:
+      values['nonprivate/round_seconds'] = 0.5
+    progress(round_num, values)
+  console.print_summary(_summary(config),
+                        '/runs/x/privacy_statement.txt',
+                        eval_prefix='eval/',
+                        metric_names=('accuracy',))
+  out = capsys.readouterr().out.splitlines()
+  rounds = [line for line in out if line.startswith('round ')]
+  wall = [line for line in out if line.startswith('wall time')]
+  if not asked:
+    assert not wall and all(' s' not in line.split('|')[-1] for line in rounds)
+    return
+  assert len(rounds) == 2 and all(
+      line.split(' | ')[-1].startswith('non-private: 0.50 s')
+      for line in rounds), rounds
+  assert 'ETA' in rounds[1]
+  assert wall == [
+      'wall time (non-private, not covered by the DP guarantee): 0m01s'
+  ]
