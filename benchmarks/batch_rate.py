@@ -17,7 +17,7 @@ noise draw).
   python -m benchmarks.batch_rate --workload=W2-c20 --batches=16,64,256 \\
       --timed=10
 
-benchmarks/README.md ("W2 against pfl: the arithmetic bound") quotes it
+benchmarks/README.md ("W2 against pfl: the floor is the bound") quotes it
 beside the peers' rows: for tff-dp's W2 round to take half of pfl's, the
 round's arithmetic would have to run faster than this.
 """
