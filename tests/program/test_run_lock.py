@@ -88,6 +88,7 @@ def test_the_lock_dies_with_its_process(tmp_path):
     assert run_lock.live_holder(str(tmp_path)) == os.getpid()
 
 
+@pytest.mark.e2e
 def test_a_locked_run_directory_is_left_byte_identical(tmp_path):
   run_dir = _a_run_dir(tmp_path)
   with run_lock.RunLock(run_dir):
@@ -142,6 +143,7 @@ def _rounds(run_dir):
     return [int(row['round']) for row in csv.DictReader(f)]
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_resuming_a_run_that_still_runs_is_refused(tmp_path):
   """The reviewer's reproduction: a second `train` while the first runs."""
