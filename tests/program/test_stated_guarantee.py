@@ -77,11 +77,13 @@ def test_an_insecure_seed_statement_never_claims_the_os_secret():
   line = _randomness_line(statement)
   assert '--insecure_sampling_seed=7' in line
   assert 'amplification by sampling does not hold' in line
+  assert 'secret' not in statement.split('Not a release:')[1].splitlines()[0]
 
 
 def test_a_secret_seed_statement_names_the_os_secret():
   statement = _statement(_config(None))
   assert _OS_SECRET in _randomness_line(statement)
+  assert 'the sampling secret' in statement.split('Not a release:')[1]
   assert 'insecure_sampling_seed' not in statement
 
 

@@ -176,8 +176,8 @@ def _assumption_lines(config) -> list[str]:
       'in the checkpointed state). Philox is a statistical, not a '
       'cryptographic, generator. --seed (public) only seeds the model\'s '
       'initialization and the order of each client\'s local data.',
-      'Not a release: checkpoints/ holds the model state, the sampling '
-      'secret and DP-FTRL\'s tree seed; keep it private.',
+      'Not a release: checkpoints/ holds the model state, ' +
+      _checkpointed_randomness_words(config) + '; keep it private.',
   ]
   if config.allow_unconfined_worker:
     lines.append(
@@ -201,6 +201,13 @@ def _assumption_lines(config) -> list[str]:
             'with it the cohorts are public and amplification by sampling is '
             'void.'))
   return lines
+
+
+def _checkpointed_randomness_words(config) -> str:
+  if config.insecure_sampling_seed is not None:
+    # The cohorts' randomness is the public flag: no sampling secret.
+    return 'DP-FTRL\'s tree seed (the cohorts came from the public seed)'
+  return 'the sampling secret and DP-FTRL\'s tree seed'
 
 
 def _sampling_randomness_words(config) -> str:
