@@ -138,6 +138,27 @@ def test_generated_names_in_the_same_second_get_their_own_directories(tmp_path):
     assert (again.name, again.resume) == (name, True)
 
 
+def test_two_audits_never_share_an_output_directory(tmp_path):
+  # `tff_dp.cli.audit._run_dir` is this call with its generated name.
+  root = str(tmp_path)
+  first_dir, first = run_dirs.open_locked_dir(root, '', default_name='audit-x')
+  with first:
+    second_dir, second = run_dirs.open_locked_dir(root,
+                                                  '',
+                                                  default_name='audit-x')
+    with second:
+      assert (os.path.basename(first_dir),
+              os.path.basename(second_dir)) == ('audit-x', 'audit-x-2')
+    with pytest.raises(run_dirs.RunDirError, match=f'pid {os.getpid()}'):
+      run_dirs.open_locked_dir(root, 'audit-x', default_name='unused')
+  # Released with the audit: the name can be audited into again.
+  again_dir, again = run_dirs.open_locked_dir(root,
+                                              'audit-x',
+                                              default_name='unused')
+  with again:
+    assert again_dir == first_dir
+
+
 def _rounds(run_dir):
   with open(os.path.join(run_dir, 'metrics.csv'), newline='') as f:
     return [int(row['round']) for row in csv.DictReader(f)]

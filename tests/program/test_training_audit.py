@@ -61,9 +61,11 @@ def test_the_program_trains_three_runs_and_keeps_the_attack_nonprivate(
   assert 'production (no canaries): accuracy' in out
   assert 'NON-PRIVATE (client data without noise): loss-threshold' in out
   run_dir = tmp_path / 'a'
+  # The lock that kept other audits out while it ran (`run_lock`).
   assert sorted(os.listdir(run_dir)) == [
-      'audit.json', 'audit_canaries.png', 'audit_epsilon.png', 'canaries',
-      'noise_off', 'nonprivate', 'production', 'tensorboard'
+      '.tff-dp-run.lock', 'audit.json', 'audit_canaries.png',
+      'audit_epsilon.png', 'canaries', 'noise_off', 'nonprivate', 'production',
+      'tensorboard'
   ]
   with open(run_dir / 'audit.json', encoding='utf-8') as f:
     written = json.load(f)

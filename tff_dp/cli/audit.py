@@ -52,6 +52,8 @@ from tff_dp.cli import cli_flags
 from tff_dp.cli import exits
 from tff_dp.cli import program_help
 from tff_dp.program import prepare
+from tff_dp.program import run_dirs
+from tff_dp.program import run_lock
 
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -99,17 +101,18 @@ def _canaries(config: config_lib.TrainConfig, population: int) -> int:
   return config.audit_canaries
 
 
-def _run_dir(config: config_lib.TrainConfig) -> str:
-  """Creates the audit's output directory; `UserError` if it cannot."""
-  run_name = config.run_name or datetime.datetime.now(
+def _run_dir(config: config_lib.TrainConfig) -> tuple[str, run_lock.RunLock]:
+  """Creates and locks the audit's output directory (two audits never write
+  into one: a generated name is never reused, a named one is locked);
+  `UserError` if it cannot."""
+  default_name = datetime.datetime.now(
       datetime.timezone.utc).strftime('audit-%Y%m%d-%H%M%S')
-  run_dir = os.path.join(config.output_dir, run_name)
   try:
-    os.makedirs(run_dir, exist_ok=True)
-  except OSError as e:
-    raise exits.UserError(f'--output_dir={config.output_dir}: cannot create '
-                          f'{run_dir}: {e.strerror}') from e
-  return run_dir
+    return run_dirs.open_locked_dir(config.output_dir,
+                                    config.run_name,
+                                    default_name=default_name)
+  except run_dirs.RunDirError as e:
+    raise exits.UserError(str(e)) from e
 
 
 def _model_dim(config: config_lib.TrainConfig, data) -> int:
@@ -173,7 +176,13 @@ def run(argv: list[str]) -> int:
     # The membership attack's non-members leave the population first.
     population -= training_audit.mia_clients_for(config, population)
   canaries = _canaries(config, population)
-  run_dir = _run_dir(config)
+  run_dir, lock = _run_dir(config)
+  with lock:
+    return _audit(config, prepared, run_dir, canaries)
+
+
+def _audit(config, prepared, run_dir: str, canaries: int) -> int:
+  """Runs the audit of --audit_kind into `run_dir`; returns the exit code."""
   from tff_dp.execution import runtime  # pylint: disable=g-import-not-at-top
   runtime.disable_default_context()
   if FLAGS.audit_kind == 'mechanism':

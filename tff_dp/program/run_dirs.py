@@ -101,6 +101,26 @@ def _entries(run_dir: str) -> list[str]:
   return [e for e in os.listdir(run_dir) if e != run_lock.LOCK_FILE]
 
 
+def open_locked_dir(output_dir: str, run_name: str, *,
+                    default_name: str) -> tuple[str, run_lock.RunLock]:
+  """An output directory of a program that does not resume (the audit),
+  created (a generated name exclusively, as `open_run_dir`) and locked.
+
+  Returns:
+    (its path, its held `RunLock`: the caller releases it when done).
+
+  Raises:
+    RunDirError: It cannot be created or written, or another process
+      holds it.
+  """
+  if run_name:
+    run_dir = os.path.join(output_dir, run_name)
+    _makedirs(output_dir, run_dir)
+  else:
+    run_dir = os.path.join(output_dir, _create_unique(output_dir, default_name))
+  return run_dir, _lock(output_dir, run_dir)
+
+
 def open_run_dir(output_dir: str, run_name: str, *,
                  default_name: str) -> RunDir:
   """Creates or opens the run directory and locks it.
