@@ -15,6 +15,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
+from tests.helpers import grouped
 from tff_dp.algorithms import grouped_client_work
 from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import grouped_model
@@ -120,12 +121,7 @@ def _run(monkeypatch, vectorized, *, momentum, proximal, clip):
       client_files_dir=None,
       max_batches=_MAX_BATCHES,
       options=ClientOptions(proximal_strength=proximal))
-  weights = tff.learning.models.ModelWeights(
-      trainable=[tf.constant(t) for t in model.initial_weights[0]],
-      non_trainable=[tf.constant(t) for t in model.initial_weights[1]])
-  hparams = optimizer.get_hparams(
-      optimizer.initialize(tf.TensorSpec([], tf.float32)))
-  params = query.derive_sample_params(query.initial_global_state())
+  weights, hparams, params = grouped.group_fn_arguments(model, optimizer, query)
   out = group_fn(hparams, weights, params, _group(pad=2))
   assert bool(calls) == vectorized
   return tf.nest.map_structure(np.asarray, out)

@@ -169,12 +169,7 @@ def test_routed_padding_adds_zeros_on_the_vectorized_group_computation(
                                                        epochs=g.EPOCHS,
                                                        batch_size=g.BATCH_SIZE),
       options=ClientOptions())
-  weights = tff.learning.models.ModelWeights(
-      trainable=[tf.constant(t) for t in model.initial_weights[0]],
-      non_trainable=[tf.constant(t) for t in model.initial_weights[1]])
-  hparams = optimizer.get_hparams(
-      optimizer.initialize(tf.TensorSpec([], tf.float32)))
-  params = query.derive_sample_params(query.initial_global_state())
+  weights, hparams, params = g.group_fn_arguments(model, optimizer, query)
   groups, unpadded = _routed_round()
   # Traced once for every group (as TFF does: its sizes are dynamic).
   traced_fn = group_fn.get_concrete_function(hparams, weights, params, {

@@ -10,6 +10,8 @@ partial last batches, and one client has a single example.
 import math
 
 import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
 
 from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import learning_process
@@ -231,3 +233,15 @@ def reference(model_aggregator,
       server_optimizer=server_optimizer(),
       proximal_strength=proximal_strength,
       metrics_aggregator=metrics_aggregator)
+
+
+def group_fn_arguments(model, optimizer, query):
+  """(weights, hparams, params): a group function's first three arguments
+  (`grouped_client_work.build_group_fn`) for `model`'s initial weights."""
+  weights = tff.learning.models.ModelWeights(
+      trainable=[tf.constant(t) for t in model.initial_weights[0]],
+      non_trainable=[tf.constant(t) for t in model.initial_weights[1]])
+  hparams = optimizer.get_hparams(
+      optimizer.initialize(tf.TensorSpec([], tf.float32)))
+  params = query.derive_sample_params(query.initial_global_state())
+  return weights, hparams, params
