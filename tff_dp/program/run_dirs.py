@@ -78,6 +78,17 @@ def _create_unique(output_dir: str, base_name: str) -> str:
                     f'{_MAX_SUFFIX - 1} suffixed names exist; pass --run_name')
 
 
+def _create(output_dir: str, run_name: str,
+            default_name: str) -> tuple[str, str]:
+  """(path, name) of the directory: `run_name`'s (created if missing), or a
+  new one under a name made unique from `default_name`."""
+  name = run_name or _create_unique(output_dir, default_name)
+  run_dir = os.path.join(output_dir, name)
+  if run_name:
+    _makedirs(output_dir, run_dir)
+  return run_dir, name
+
+
 def _makedirs(output_dir: str, path: str) -> None:
   try:
     os.makedirs(path, exist_ok=True)
@@ -113,11 +124,7 @@ def open_locked_dir(output_dir: str, run_name: str, *,
     RunDirError: It cannot be created or written, or another process
       holds it.
   """
-  if run_name:
-    run_dir = os.path.join(output_dir, run_name)
-    _makedirs(output_dir, run_dir)
-  else:
-    run_dir = os.path.join(output_dir, _create_unique(output_dir, default_name))
+  run_dir, _ = _create(output_dir, run_name, default_name)
   return run_dir, _lock(output_dir, run_dir)
 
 
@@ -140,13 +147,7 @@ def open_run_dir(output_dir: str, run_name: str, *,
       non-empty directory (refused rather than written into); one that
       another process holds (`run_lock`).
   """
-  if run_name:
-    name = run_name
-    run_dir = os.path.join(output_dir, name)
-    _makedirs(output_dir, run_dir)
-  else:
-    name = _create_unique(output_dir, default_name)
-    run_dir = os.path.join(output_dir, name)
+  run_dir, name = _create(output_dir, run_name, default_name)
   if not os.access(run_dir, os.W_OK):
     raise RunDirError(f'--output_dir={output_dir}: run directory {run_dir} is '
                       'not writable')
