@@ -34,7 +34,6 @@ marked 'not measured'; `--write_readme` also puts it in README.md between the
 """
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -45,6 +44,8 @@ import time
 from typing import Any, Optional
 
 import psutil
+
+from tff_dp.program import metrics_file
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_FLAGS = ('--dataset=python_stdlib', '--model=transformer',
@@ -183,7 +184,12 @@ def run_cell(out_dir: str, pretrained: str, row: str, epsilon: str,
 
 def read_cell(out_dir: str, row: str, epsilon: str,
               seed: int) -> Optional[dict[str, Any]]:
-  """A finished cell's numbers, read from its run's files; None if absent."""
+  """A finished cell's numbers, read from its run's files; None if absent.
+
+  Raises:
+    metrics_file.MetricsFileError: If the run's metrics.csv is missing or
+      not one tff-dp wrote (naming the file and line).
+  """
   run_dir = os.path.join(out_dir, 'runs', run_name(row, epsilon, seed))
   try:
     with open(os.path.join(run_dir, 'summary.json'), encoding='utf-8') as f:
@@ -192,8 +198,9 @@ def read_cell(out_dir: str, row: str, epsilon: str,
       config = json.load(f)
     with open(os.path.join(run_dir, 'lm_table.json'), encoding='utf-8') as f:
       measured = json.load(f)
-    with open(os.path.join(run_dir, 'metrics.csv'), encoding='utf-8') as f:
-      rounds = list(csv.DictReader(f))
+    # A run killed mid-append leaves a cut last line: not a round.
+    rounds = metrics_file.read(os.path.join(run_dir, 'metrics.csv'),
+                               key_fieldname='round').rows
     seconds = [
         float(r['nonprivate/round_seconds'])
         for r in rounds
@@ -350,7 +357,10 @@ def main() -> None:
     for row, epsilon in _repeats(options.repeats):
       run_cell(out_dir, pretrained, row, epsilon, 1)
   columns = [e for e in EPSILONS if e in epsilons]
-  text = table(out_dir, rows, columns)
+  try:
+    text = table(out_dir, rows, columns)
+  except metrics_file.MetricsFileError as e:
+    sys.exit(f'lm_table: error: {e}')
   print(text)
   if options.write_readme:
     write_readme(text)

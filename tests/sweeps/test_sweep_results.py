@@ -147,3 +147,17 @@ def test_a_directory_that_is_not_a_finished_run_is_named(tmp_path):
   (unfinished / fake_runs.RUN_MARKER).write_text('run_id=x\n')
   with pytest.raises(results.NotARunError, match='has not finished'):
     results.read_run(str(unfinished))
+
+
+def test_a_cut_last_line_of_metrics_csv_is_not_a_round(tmp_path):
+  """A run interrupted mid-append leaves half a row without its line end
+  (`tff_dp.program.metrics_file`): the history holds the whole rows only."""
+  run_dir = fake_runs.write_run(str(tmp_path),
+                                'cut',
+                                accuracies=[0.5, 0.7],
+                                noise=2.0)
+  with open(os.path.join(run_dir, 'metrics.csv'), 'a', newline='') as f:
+    f.write('3,0.8')  # Round 3's row, cut after its accuracy.
+  run = results.read_run(run_dir)
+  assert [row['round'] for row in run.history] == [1.0, 2.0]
+  assert [row['eval/accuracy'] for row in run.history] == [0.5, 0.7]

@@ -85,3 +85,28 @@ def test_each_cell_runs_its_own_settings():
                '--client_learning_rate=0.1', '--transformer_layers=4',
                '--transformer_width=192'):
     assert flag in lora and flag in plain
+
+
+def test_a_cut_last_line_of_metrics_csv_is_not_a_round(tmp_path):
+  """A run killed mid-append leaves half a row without its line end
+  (`tff_dp.program.metrics_file`): neither its seconds nor its accuracy
+  count."""
+  _write_run(tmp_path,
+             'head-eps4-seed0',
+             accuracy=0.5,
+             seconds=[9.0, 7.0],
+             peak_mb=1024,
+             epsilon=4.0,
+             z=0.6,
+             trained=100)
+  metrics = tmp_path / 'runs' / 'head-eps4-seed0' / 'metrics.csv'
+  # The header and round 1's row, cut inside its seconds (3 of 30.0).
+  metrics.write_text('round,eval/accuracy,nonprivate/round_seconds\n'
+                     '1,0.49,3')
+  cell = lm_table.read_cell(str(tmp_path), 'head', '4', 0)
+  assert cell['seconds'] is None and cell['first_accuracy'] is None
+  # Two whole rows and a third cut inside its seconds (3 of 30.0).
+  metrics.write_text('round,eval/accuracy,nonprivate/round_seconds\n'
+                     '1,0.49,9.0\n2,0.48,7.0\n3,0.47,3')
+  cell = lm_table.read_cell(str(tmp_path), 'head', '4', 0)
+  assert cell['seconds'] == 8.0 and cell['first_accuracy'] == 0.49

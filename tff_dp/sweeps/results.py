@@ -8,7 +8,6 @@ from client data without noise) is never read, so it cannot reach a table;
 nothing is recomputed from client data. Pure Python.
 """
 
-import csv
 import dataclasses
 import json
 import math
@@ -17,6 +16,7 @@ import re
 import statistics
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from tff_dp.program import metrics_file
 from tff_dp.program import resume as resume_rules
 
 SUMMARY_FILE = 'summary.json'
@@ -113,13 +113,14 @@ def _history(path: str) -> tuple[dict[str, float], ...]:
   if not os.path.isfile(path):
     return ()
   rows = []
-  with open(path, newline='', encoding='utf-8') as f:
-    for row in csv.DictReader(f):
-      kept = {'round': float(row['round'])}
-      for key, value in row.items():
-        if key.startswith(_SERIES_PREFIXES):
-          kept[key] = float(value) if value not in ('', None) else math.nan
-      rows.append(kept)
+  # A run interrupted mid-append leaves a cut last line: its released rows
+  # are the whole ones before it (`metrics_file`), as a resume reads them.
+  for row in metrics_file.read(path, key_fieldname='round').rows:
+    kept = {'round': float(row['round'])}
+    for key, value in row.items():
+      if key.startswith(_SERIES_PREFIXES):
+        kept[key] = float(value) if value != '' else math.nan
+    rows.append(kept)
   return tuple(rows)
 
 
