@@ -139,6 +139,7 @@ def test_generated_names_in_the_same_second_get_their_own_directories(tmp_path):
 
 
 def test_two_audits_never_share_an_output_directory(tmp_path):
+  """Nor does an audit write into an earlier one's (`--run_name`)."""
   # `tff_dp.cli.audit._run_dir` is this call with its generated name.
   root = str(tmp_path)
   first_dir, first = run_dirs.open_locked_dir(root, '', default_name='audit-x')
@@ -151,12 +152,23 @@ def test_two_audits_never_share_an_output_directory(tmp_path):
               os.path.basename(second_dir)) == ('audit-x', 'audit-x-2')
     with pytest.raises(run_dirs.RunDirError, match=f'pid {os.getpid()}'):
       run_dirs.open_locked_dir(root, 'audit-x', default_name='unused')
-  # Released with the audit: the name can be audited into again.
-  again_dir, again = run_dirs.open_locked_dir(root,
-                                              'audit-x',
-                                              default_name='unused')
-  with again:
-    assert again_dir == first_dir
+  # Released with the audit, its outputs are still never written over.
+  with open(os.path.join(first_dir, 'audit.json'), 'w') as f:
+    f.write('{}\n')
+  before = _snapshot(root)
+  with pytest.raises(run_dirs.RunDirError) as raised:
+    run_dirs.open_locked_dir(root, 'audit-x', default_name='unused')
+  assert str(raised.value) == (
+      f'--run_name=audit-x: {first_dir} exists (an earlier output?) and is '
+      'never written over; choose another --run_name or remove it')
+  assert _snapshot(root) == before
+  # A new name is created (its output directory too) and locked.
+  new_dir, new = run_dirs.open_locked_dir(os.path.join(root, 'out'),
+                                          'audit-y',
+                                          default_name='unused')
+  with new:
+    assert new_dir == os.path.join(root, 'out', 'audit-y')
+    assert os.listdir(new_dir) == [run_lock.LOCK_FILE]
 
 
 def _rounds(run_dir):

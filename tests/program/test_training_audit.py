@@ -15,6 +15,7 @@ import pytest
 
 from tests.helpers import programs
 from tff_dp.cli import cli_flags
+from tff_dp.program import prepare
 from tff_dp.program import training_audit
 
 
@@ -44,6 +45,50 @@ def test_non_members_are_held_out_unless_the_run_holds_some_out():
   assert training_audit.mia_clients_for(config, 100_000) == 1000
   federated = _config('--evaluation=federated', '--eval_clients=5')
   assert training_audit.mia_clients_for(federated, 700) == 0
+
+
+def test_each_run_gets_a_new_directory_and_never_writes_over_one(tmp_path):
+  """A run's directory that exists stops the audit before that run (no
+  resume or overwrite of another's files); the runs before it got fresh,
+  empty ones."""
+  config = _config()
+  data = prepare.prepare_run(config).data
+  old = tmp_path / 'noise_off'
+  old.mkdir()
+  (old / 'summary.json').write_text('old')
+  started = []
+
+  def run(prepared, directory):
+    started.append((os.path.basename(directory), os.listdir(directory)))
+    return None  # Never read: the next run's directory is refused first.
+
+  with pytest.raises(FileExistsError):
+    training_audit.audit_training(config,
+                                  data,
+                                  str(tmp_path),
+                                  canaries=8,
+                                  beta=0.05,
+                                  run=run)
+  assert started == [('canaries', [])]
+  assert os.listdir(old) == ['summary.json']
+  assert (old / 'summary.json').read_text() == 'old'
+
+
+def test_the_program_refuses_an_earlier_audits_directory(tmp_path):
+  """`--run_name` of an existing directory: one line, exit 2, untouched."""
+  old = tmp_path / 'a'
+  old.mkdir()
+  (old / 'audit.json').write_text('{}')
+  result = programs.run_train('--flagfile=configs/smoke.cfg',
+                              f'--output_dir={tmp_path}',
+                              '--run_name=a',
+                              program=programs.AUDIT)
+  assert result.returncode == 2
+  assert result.stderr == (
+      f'tff-dp-audit: error: --run_name=a: {old} exists (an earlier output?) '
+      'and is never written over; choose another --run_name or remove it\n')
+  assert os.listdir(old) == ['audit.json']
+  assert (old / 'audit.json').read_text() == '{}'
 
 
 @pytest.mark.e2e

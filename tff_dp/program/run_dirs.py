@@ -6,7 +6,9 @@ alike. A named directory (`--run_name`) that holds a run is resumed; a
 generated name (from the flagfiles and the time) always gets a directory of
 its own, created exclusively, so two runs started in the same second never
 share one. Either way the directory is locked (`run_lock`) before anything
-in it is read for a resume or written.
+in it is read for a resume or written. The audit (`tff_dp.cli.audit`) does
+not resume: its named directory must not exist yet (`open_locked_dir`), so
+an earlier audit's outputs are never written over.
 """
 
 import dataclasses
@@ -78,15 +80,39 @@ def _create_unique(output_dir: str, base_name: str) -> str:
                     f'{_MAX_SUFFIX - 1} suffixed names exist; pass --run_name')
 
 
-def _create(output_dir: str, run_name: str,
-            default_name: str) -> tuple[str, str]:
-  """(path, name) of the directory: `run_name`'s (created if missing), or a
-  new one under a name made unique from `default_name`."""
+def _create(output_dir: str,
+            run_name: str,
+            default_name: str,
+            *,
+            fresh: bool = False) -> tuple[str, str]:
+  """(path, name) of the directory: `run_name`'s (created if missing; with
+  `fresh`, created here or refused), or a new one under a name made unique
+  from `default_name`."""
   name = run_name or _create_unique(output_dir, default_name)
   run_dir = os.path.join(output_dir, name)
-  if run_name:
+  if run_name and fresh:
+    _create_fresh(output_dir, run_dir, run_name)
+  elif run_name:
     _makedirs(output_dir, run_dir)
   return run_dir, name
+
+
+def _create_fresh(output_dir: str, run_dir: str, run_name: str) -> None:
+  """Creates `run_dir` exclusively; an existing one is refused untouched."""
+  _makedirs(output_dir, output_dir)
+  try:
+    os.mkdir(run_dir)
+  except FileExistsError:
+    # Another process's lock is the more useful reason: it names the pid.
+    holder = run_lock.live_holder(run_dir)
+    if holder is not None:
+      raise RunDirError(str(run_lock.RunLockedError(run_dir, holder))) from None
+    raise RunDirError(f'--run_name={run_name}: {run_dir} exists (an earlier '
+                      'output?) and is never written over; choose another '
+                      '--run_name or remove it') from None
+  except OSError as e:
+    raise RunDirError(f'--output_dir={output_dir}: cannot create run directory '
+                      f'{run_dir}: {e.strerror}') from e
 
 
 def _makedirs(output_dir: str, path: str) -> None:
@@ -115,16 +141,18 @@ def _entries(run_dir: str) -> list[str]:
 def open_locked_dir(output_dir: str, run_name: str, *,
                     default_name: str) -> tuple[str, run_lock.RunLock]:
   """An output directory of a program that does not resume (the audit),
-  created (a generated name exclusively, as `open_run_dir`) and locked.
+  created exclusively (a generated name made unique, as `open_run_dir`; a
+  named one refused if it exists, so an earlier output is never written
+  over) and locked.
 
   Returns:
     (its path, its held `RunLock`: the caller releases it when done).
 
   Raises:
-    RunDirError: It cannot be created or written, or another process
-      holds it.
+    RunDirError: It exists (named), cannot be created or written, or
+      another process holds it.
   """
-  run_dir, _ = _create(output_dir, run_name, default_name)
+  run_dir, _ = _create(output_dir, run_name, default_name, fresh=True)
   return run_dir, _lock(output_dir, run_dir)
 
 

@@ -110,7 +110,8 @@ def audit_training(
   Args:
     config: The checked configuration as the user gave it.
     data: Its loaded data (all clients).
-    run_dir: The audit's directory (existing); each run gets a subdirectory.
+    run_dir: The audit's directory, created empty for it; each run gets a
+      new subdirectory.
     canaries: M, the canary clients of the audit runs.
     beta: One minus the confidence of the lower bounds.
     run: (prepared run, run directory) -> its Summary
@@ -132,7 +133,9 @@ def audit_training(
     prepared = prepare.prepare_data(run_config, data)
     prepared_runs[name] = prepared
     directory = os.path.join(run_dir, name)
-    os.makedirs(directory, exist_ok=True)
+    # Fresh, as the audit's own directory (`run_dirs.open_locked_dir`): a
+    # run never resumes or overwrites another's files.
+    os.mkdir(directory)
     if on_start is not None:
       on_start(name, prepared.config)
     summaries[name] = run(prepared, directory)
