@@ -74,6 +74,7 @@ def test_each_run_gets_a_new_directory_and_never_writes_over_one(tmp_path):
   assert (old / 'summary.json').read_text() == 'old'
 
 
+@pytest.mark.e2e
 def test_the_program_refuses_an_earlier_audits_directory(tmp_path):
   """`--run_name` of an existing directory: one line, exit 2, untouched."""
   old = tmp_path / 'a'
