@@ -83,6 +83,8 @@ def load_data(config: TrainConfig) -> Any:
                         next_token_labels=config.model
                         is config_lib.ModelKind.TRANSFORMER,
                         public=public)
+  except loading.DataDirError as e:
+    raise ConfigError('data_dir', config.data_dir, e.reason) from e
   except loading.DataError as e:
     raise ConfigError('dataset', config.dataset.value, str(e)) from e
 
