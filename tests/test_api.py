@@ -196,5 +196,5 @@ def test_workers_are_keyword_settings_checked_as_on_the_command_line():
                      match='grouped path under --workers reads each worker'):
     config_checks.check_config(
         api.make_config(workers='h:1', worker_certs='c', clients_per_call=5))
-  with pytest.raises(ConfigError, match='only with, --workers'):
+  with pytest.raises(ConfigError, match='--workers=h:1: needs --worker_certs'):
     config_checks.check_config(api.make_config(workers='h:1'))

@@ -57,6 +57,15 @@ def _check_transformer(config: TrainConfig) -> None:
                       'is not a directory (a checkpoint of ./run.sh pretrain)')
 
 
+def needs(flag: str, what: str) -> str:
+  """The reason of a `ConfigError` for a setting that needs --`flag`, unset.
+
+  Named by the flag that is set (its value says what it is), never as
+  '--flag=None', which tells a new user neither what is missing nor why.
+  """
+  return f'needs --{flag} ({what})'
+
+
 def _claims_dp(config: TrainConfig) -> bool:
   """Whether any DP mechanism runs (central, even at zero noise, local or
   example-level)."""
@@ -198,11 +207,15 @@ def _check_workers(config: TrainConfig) -> None:
   With any other data the driver sends the examples, on TFF's path only:
   the grouped path's client files would be on the driver's disk.
   """
-  if bool(config.workers) != bool(config.worker_certs):
+  if config.workers and not config.worker_certs:
     raise ConfigError(
-        'worker_certs', config.worker_certs,
-        'is required with, and only with, --workers (the '
-        'driver\'s certificates: ./run.sh certs)')
+        'workers', config.workers,
+        needs(
+            'worker_certs', 'the directory of the driver\'s certificates '
+            'ca.crt, driver.crt and driver.key: ./run.sh certs'))
+  if config.worker_certs and not config.workers:
+    raise ConfigError('worker_certs', config.worker_certs,
+                      'is used only with --workers')
   continues = config.on_worker_loss is WorkerLoss.CONTINUE
   if not config.workers:
     if continues:
@@ -295,11 +308,16 @@ def check_config(config: TrainConfig) -> None:
         f'cannot be used with {used_with}: weighting by |D_k| '
         'has unbounded sensitivity; use --client_weighting=capped '
         '--weight_cap=N (McMahan et al. 2018) or uniform')
-  if (config.client_weighting is ClientWeighting.CAPPED) != (config.weight_cap
-                                                             is not None):
+  capped = config.client_weighting is ClientWeighting.CAPPED
+  if capped and config.weight_cap is None:
     raise ConfigError(
-        'weight_cap', config.weight_cap,
-        'is required with, and only with, --client_weighting=capped')
+        'client_weighting', config.client_weighting.value,
+        needs(
+            'weight_cap', 'a positive number; clients with at least this '
+            'many examples get weight 1'))
+  if not capped and config.weight_cap is not None:
+    raise ConfigError('weight_cap', config.weight_cap,
+                      'is used only with --client_weighting=capped')
   if config.algorithm is not Algorithm.FEDPROX and config.proximal_strength:
     raise ConfigError('proximal_strength', config.proximal_strength,
                       'is only used with --algorithm=fedprox')
@@ -346,11 +364,15 @@ def _check_trainable(config: TrainConfig) -> None:
 def _check_evaluation(config: TrainConfig) -> None:
   """--evaluation, --eval_clients, and what a DP run may release."""
   federated = config.evaluation is Evaluation.FEDERATED
-  if federated != (config.eval_clients is not None):
+  if federated and config.eval_clients is None:
     raise ConfigError(
-        'eval_clients', config.eval_clients,
-        'is required with, and only with, --evaluation=federated (how many '
-        'clients to hold out of training and evaluate on)')
+        'evaluation', config.evaluation.value,
+        needs(
+            'eval_clients', 'a positive integer; how many clients to hold '
+            'out of training and evaluate on'))
+  if not federated and config.eval_clients is not None:
+    raise ConfigError('eval_clients', config.eval_clients,
+                      'is used only with --evaluation=federated')
   if not federated:
     return
   # With --target_epsilon the noise is calibrated later, always above 0.
@@ -426,12 +448,18 @@ def _check_mechanism_combinations(config: TrainConfig) -> None:
     raise ConfigError('client_weighting', config.client_weighting.value,
                       'DP-FTRL weights clients uniformly')
   if config.local_dp is LocalDp.LAPLACE and config.local_epsilon is None:
-    raise ConfigError('local_epsilon', None, 'is required with '
-                      '--local_dp=laplace')
+    raise ConfigError(
+        'local_dp', config.local_dp.value,
+        needs(
+            'local_epsilon', 'a positive number; the Laplace mechanism\'s '
+            'epsilon per client per round'))
   if config.local_dp is LocalDp.GAUSSIAN and (config.local_noise_multiplier
                                               is None):
-    raise ConfigError('local_noise_multiplier', None, 'is required with '
-                      '--local_dp=gaussian')
+    raise ConfigError(
+        'local_dp', config.local_dp.value,
+        needs(
+            'local_noise_multiplier', 'a positive number; the noise std '
+            'of the local Gaussian mechanism is it times --local_clip'))
   if config.local_dp is not LocalDp.NONE and config.example_dp:
     raise ConfigError(
         'local_dp', config.local_dp.value,

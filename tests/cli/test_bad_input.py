@@ -59,7 +59,9 @@ def _cases(tmp):
        '--client_sampling=shuffled_epochs'),
       (['--flagfile=' + _SMOKE,
         '--algorithm=dp_ftrl'], '--dp_mechanism=gaussian_adaptive'),
-      (['--flagfile=' + _SMOKE, '--local_dp=laplace'], '--local_epsilon'),
+      # A missing partner flag is named with what it is, never '=None'.
+      (['--flagfile=' + _SMOKE, '--local_dp=laplace'],
+       '--local_dp=laplace: needs --local_epsilon (a positive number'),
       # The grouped path's DP-SGD samples each record once per round.
       ([
           '--flagfile=' + _SMOKE, '--clients_per_call=8', '--example_dp',
@@ -88,6 +90,19 @@ def _cases(tmp):
         '--target_epsilon=1e-9'], '--target_epsilon=1e-09'),
       (['--flagfile=' + _SMOKE, '--max_epsilon=2',
         '--dp_mechanism=none'], '--max_epsilon=2.0'),
+      # Below the first round's epsilon: it trained 0 rounds and exited 0.
+      (['--flagfile=' + _SMOKE,
+        '--max_epsilon=0.01'], '--max_epsilon=0.01: the first round alone '
+       'costs epsilon '),
+      # A file, or no directory, where the dataset's files are read from.
+      ([
+          '--flagfile=' + _SMOKE, '--dataset=emnist_digits',
+          f'--data_dir={a_file}'
+      ], f'--data_dir={a_file}: is not a directory; '),
+      ([
+          '--flagfile=' + _SMOKE, '--dataset=cifar100',
+          f'--data_dir={tmp}/no-such-dir'
+      ], f'--data_dir={tmp}/no-such-dir: no such directory; '),
   ]
 
 

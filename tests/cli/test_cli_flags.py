@@ -118,8 +118,9 @@ BAD_COMBINATIONS = [
     ], '--max_epsilon=3.0', None),
     (['--client_weighting=num_examples'], '--client_weighting=num_examples',
      None),
-    (['--client_weighting=capped'], '--weight_cap=None', None),
-    (['--weight_cap=5'], '--weight_cap=5.0', None),
+    (['--client_weighting=capped'], '--client_weighting=capped: needs '
+     '--weight_cap (', None),
+    (['--weight_cap=5'], '--weight_cap=5.0: is used only with', None),
     (['--proximal_strength=0.1'], '--proximal_strength=0.1', None),
     # What a mechanism's row (tff_dp.mechanisms.registry) says it runs with.
     ([
@@ -145,6 +146,31 @@ BAD_COMBINATIONS = [
     (['--client_data=mine.sqlite'], '--client_data=mine.sqlite: is read only '
      'with --dataset=sqlite (this run: --dataset=digits)', None),
 ]
+
+# A setting whose partner flag is unset: (argv, the message's start). The
+# message names the flag that is set and what the missing one is, never
+# '--local_epsilon=None: is required' (a new user's review: it reads as if
+# None had been passed).
+MISSING_PARTNERS = [
+    (['--local_dp=laplace'], '--local_dp=laplace: needs --local_epsilon (a '
+     'positive number; the Laplace mechanism\'s epsilon per client per round)'),
+    (['--local_dp=gaussian'], '--local_dp=gaussian: needs '
+     '--local_noise_multiplier (a positive number'),
+    (['--client_weighting=capped'], '--client_weighting=capped: needs '
+     '--weight_cap (a positive number'),
+    (['--evaluation=federated', '--release_nonprivate_metrics'],
+     '--evaluation=federated: needs --eval_clients (a positive integer'),
+    (['--workers=127.0.0.1:7000'], '--workers=127.0.0.1:7000: needs '
+     '--worker_certs (the directory'),
+]
+
+
+@pytest.mark.parametrize('argv,start', MISSING_PARTNERS)
+def test_a_missing_partner_flag_is_named_with_what_it_needs(argv, start):
+  with pytest.raises(ConfigError) as error:
+    config_checks.check_config(_config(argv))
+  assert str(error.value).startswith(start)
+  assert '=None' not in str(error.value) and '=:' not in str(error.value)
 
 
 @pytest.mark.parametrize('argv,message,population', BAD_COMBINATIONS)

@@ -122,3 +122,42 @@ def test_a_fallback_past_released_rounds_is_refused_before_tensorflow(tmp_path):
   assert errors[0].startswith(
       f'tff-dp: error: --run_name=run: cannot resume {run_dir}: rounds 3..3 '
       'were released, but the newest valid checkpoint is round 2'), errors
+
+
+def _snapshot(run_dir):
+  """Every file under `run_dir` with its bytes and modification time."""
+  return {
+      path: (path.read_bytes(), path.stat().st_mtime_ns)
+      for path in sorted(pathlib.Path(run_dir).rglob('*'))
+      if path.is_file()
+  }
+
+
+@pytest.mark.e2e
+def test_a_budget_below_one_round_is_refused_on_resume_leaving_the_run(
+    tmp_path):
+  # A resume may change --max_epsilon; one that no round fits is refused as
+  # in a new run, before TensorFlow, with the run directory untouched. (A
+  # resume whose budget the restored ledger has spent stops cleanly, exit 0:
+  # tests/program/test_resume.py.)
+  args = [f'--flagfile={_SMOKE}', f'--output_dir={tmp_path}', '--run_name=run']
+  run_dir = tmp_path / 'run'
+  run_dir.mkdir()
+  checkpoint.CheckpointManager(str(run_dir)).save(
+      2, [np.zeros(3, np.float32)], _checkpoint_meta(args, run_dir, 2))
+  (run_dir / 'metrics.csv').write_text('round\n1\n2\n')
+  before = _snapshot(run_dir)
+  refused = programs.run_train(*args,
+                               '--rounds=4',
+                               '--max_epsilon=0.01',
+                               env_extra={'PYTHONPROFILEIMPORTTIME': '1'})
+  errors = [
+      line for line in refused.stderr.splitlines()
+      if not line.startswith('import time:')
+  ]
+  assert refused.returncode == 2, refused.stderr[-3000:]
+  assert len(errors) == 1, errors
+  assert errors[0].startswith('tff-dp: error: --max_epsilon=0.01: the first '
+                              'round alone costs epsilon '), errors
+  assert 'tensorflow' not in _imported(refused.stderr)
+  assert _snapshot(run_dir) == before

@@ -2,15 +2,19 @@
 
 import ast
 import importlib.util
+import os
 
+from absl import flags
 import pytest
 
+from tff_dp.checks import ConfigError
 from tff_dp.cli import cli_flags
 from tff_dp.data import loading
 from tff_dp.data import registry
 from tff_dp.data import test_sets
 from tff_dp.data.labels import LabelKind
 from tff_dp.data.partition import Partition
+from tff_dp.program import prepare
 
 _REQUEST = registry.LoadRequest(num_clients=5,
                                 partition=Partition.IID,
@@ -100,3 +104,80 @@ def toy_load(request):
 def test_a_new_row_is_all_a_new_source_needs():
   spec = registry.DatasetSpec('toy', 'a toy', f'{__name__}:toy_load')
   assert spec.load(_REQUEST) == ('toy', 5)
+
+
+_READS_DATA_DIR = [s for s in registry.DATASETS if s.data_files]
+
+
+def test_the_rows_that_read_data_dir_are_those_whose_help_says_so():
+  assert {s.name for s in _READS_DATA_DIR
+         } == {s.name for s in registry.DATASETS if '--data_dir' in s.help}
+
+
+def _load(dataset, data_dir):
+  return loading.load(dataset,
+                      num_clients=20,
+                      partition=Partition.IID,
+                      seed=0,
+                      test_fraction=0.2,
+                      dirichlet_alpha=0.5,
+                      data_dir=data_dir,
+                      client_data=None)
+
+
+@pytest.mark.parametrize('spec', _READS_DATA_DIR, ids=lambda s: s.name)
+def test_an_unusable_data_dir_is_named_as_the_flag_before_loading(
+    spec, tmp_path, monkeypatch):
+  # It used to be reported, after TensorFlow's import, as the dataset's file
+  # missing from it ('put emnist_all.sqlite in /etc/passwd').
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('not a directory\n')
+  locked = tmp_path / 'locked'
+  locked.mkdir()
+  access = os.access
+  # Root (as in CI's container) may list any directory: stand in for a
+  # directory this user cannot list.
+  monkeypatch.setattr(
+      os, 'access',
+      lambda path, mode: path != str(locked) and access(path, mode))
+
+  def never(self, request):
+    raise AssertionError(f'{self.name} loaded from {request.data_dir}')
+
+  monkeypatch.setattr(registry.DatasetSpec, 'load', never)
+  for value, reason in ((str(a_file), 'is not a directory; '),
+                        (str(tmp_path / 'missing'), 'no such directory; '),
+                        (str(locked), 'is not readable (permission denied); ')):
+    with pytest.raises(loading.DataDirError) as refused:
+      _load(loading.Dataset(spec.name), value)
+    message = str(refused.value)
+    assert message.startswith(f'--data_dir={value}: {reason}'), message
+    assert f'--dataset={spec.name} reads ' in message
+    assert all(name in message for name in spec.data_files), message
+
+
+def test_a_data_dir_is_shown_expanded_when_given_with_a_tilde():
+  with pytest.raises(loading.DataDirError) as refused:
+    _load(loading.Dataset.CIFAR100, '~/tff-dp-no-such-dir')
+  expanded = os.path.expanduser('~/tff-dp-no-such-dir')
+  assert str(refused.value).startswith(
+      f'--data_dir=~/tff-dp-no-such-dir: no such directory (that is, '
+      f'{expanded});')
+
+
+def test_datasets_that_do_not_read_data_dir_ignore_it(tmp_path):
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('not a directory\n')
+  assert _load(loading.Dataset.DIGITS, str(a_file)).population == 20
+
+
+def test_the_program_names_the_flag_not_the_dataset(tmp_path):
+  fv = flags.FlagValues()
+  cli_flags.define_train_flags(fv)
+  fv(['tff-dp', '--dataset=emnist_digits', '--data_dir=/etc/passwd'])
+  with pytest.raises(ConfigError) as refused:
+    prepare.load_data(cli_flags.config_from_flags(fv))
+  assert refused.value.flag == 'data_dir'
+  assert str(refused.value).startswith(
+      '--data_dir=/etc/passwd: is not a directory; --dataset=emnist_digits '
+      'reads emnist_all.sqlite from the directory it names')

@@ -20,6 +20,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tests.helpers import fake_tff_caches
+from tff_dp.data import registry
 from tff_dp.data import tff_datasets
 
 pytestmark = pytest.mark.tff
@@ -362,3 +363,21 @@ def test_wrong_stackoverflow_vocabulary_is_corrupt(tmp_path):
     tff_datasets.load_stackoverflow_tag_counts(data_dir=tmp_path)
   assert str(path) in str(info.value)
   assert 'sha256' in str(info.value)
+
+
+def test_the_registry_names_the_files_each_benchmark_reads():
+  # `registry.DatasetSpec.data_files` lets the program name an unusable
+  # --data_dir before importing TensorFlow (and this module).
+  kinds = {
+      'emnist_digits': TffDataset.EMNIST_DIGITS,
+      'emnist_full': TffDataset.EMNIST_FULL,
+      'cifar100': TffDataset.CIFAR100,
+      'shakespeare': TffDataset.SHAKESPEARE,
+      'stackoverflow_nwp': TffDataset.STACKOVERFLOW_WORD,
+      'stackoverflow_tag': TffDataset.STACKOVERFLOW_TAG,
+  }
+  assert {s.name for s in registry.DATASETS if s.data_files} == set(kinds)
+  for name, kind in kinds.items():
+    assert registry.spec(name).data_files == tuple(
+        os.path.join(f.subdir, f.file_name)
+        for f in tff_datasets.cache_files(kind)), name

@@ -125,7 +125,7 @@ def test_with_noise_the_ledger_is_the_single_worker_runs(
 
 @pytest.mark.parametrize('flags,expected', [
     (('--workers=127.0.0.1:7000',),
-     '--worker_certs=: is required with, and only with, --workers'),
+     '--workers=127.0.0.1:7000: needs --worker_certs'),
     (('--workers=127.0.0.1:7000', '--worker_certs=/nonexistent'),
      '--worker_certs=/nonexistent: missing ca.crt, driver.crt, driver.key'),
     (('--workers=127.0.0.1', '--worker_certs=/x'), '--workers'),

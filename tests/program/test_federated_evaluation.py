@@ -93,7 +93,7 @@ def test_dp_run_refusal_through_the_program_is_one_line_exit_2(tmp_path):
     'argv, flag',
     [
         (['--eval_clients=3'], 'eval_clients'),  # without federated
-        (['--evaluation=federated', '--dp_mechanism=none'], 'eval_clients'),
+        (['--evaluation=federated', '--dp_mechanism=none'], 'evaluation'),
         # 40 clients, 10 per round: at most 30 may be held out.
         (['--evaluation=federated', '--eval_clients=31', '--dp_mechanism=none'
          ], 'eval_clients'),

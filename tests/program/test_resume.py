@@ -232,3 +232,26 @@ def test_corrupt_newest_checkpoint_after_its_release_is_refused(
   assert refused.returncode == 2
   assert 'rounds 2..2 were released' in refused.stderr
   assert 'checksum' in refused.stderr
+
+
+@pytest.mark.slow
+def test_a_resume_whose_budget_is_spent_stops_cleanly_before_its_next_round(
+    finished_run, tmp_path):
+  # The budget fits the first round (so the up-front check passes) and the
+  # two charged ones, not a third: the loop stops before round 3, exit 0,
+  # nothing re-run or lost.
+  run_dir = _copy_run(finished_run, tmp_path)
+  with open(os.path.join(run_dir, 'summary.json')) as f:
+    spent = json.load(f)['guarantee_epsilon']
+  budget = spent * (1 + 1e-9)
+  resumed = _train(tmp_path, f'--max_epsilon={budget!r}')
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  with open(os.path.join(run_dir, 'summary.json')) as f:
+    summary = json.load(f)
+  assert summary['rounds'] == 2
+  assert summary['stop_reason'].startswith(
+      'privacy budget: round 3 would exceed'), summary['stop_reason']
+  assert summary['guarantee_epsilon'] == spent
+  assert _csv_rounds(run_dir) == [1, 2]
+  assert privacy_ledger.PrivacyLedger.load(os.path.join(
+      run_dir, 'ledger.json')).rounds == 2

@@ -41,6 +41,45 @@ class DataError(ValueError):
   """The data cannot be loaded; the message names the file and reason."""
 
 
+class DataDirError(DataError):
+  """--data_dir names no readable directory; `reason` says why, `data_dir`
+  is the value as given."""
+
+  def __init__(self, data_dir: str, reason: str):
+    super().__init__(f'--data_dir={data_dir}: {reason}')
+    self.data_dir = data_dir
+    self.reason = reason
+
+
+def check_data_dir(dataset: Dataset, data_dir: str) -> None:
+  """Refuses a --data_dir that `dataset` reads from and cannot use.
+
+  Checked before loading, which imports TensorFlow for these datasets, and
+  named as the flag: a file or a missing directory used to be reported as
+  the dataset file missing from it ('put emnist_all.sqlite in /etc/passwd').
+
+  Raises:
+    DataDirError: If it is not a directory, or one this process cannot list.
+  """
+  files = registry.spec(dataset.value).data_files
+  if not files:
+    return
+  path = os.path.expanduser(data_dir)
+  that_is = f' (that is, {path})' if path != data_dir else ''
+  reads = (f'--dataset={dataset.value} reads {", ".join(files)} from the '
+           'directory it names')
+  if not os.path.exists(path):
+    reason = (f'no such directory{that_is}; {reads} (README.md, "Data '
+              'sources and models", says where to get them)')
+  elif not os.path.isdir(path):
+    reason = f'is not a directory{that_is}; {reads}'
+  elif not os.access(path, os.R_OK | os.X_OK):
+    reason = f'is not readable (permission denied){that_is}; {reads}'
+  else:
+    return
+  raise DataDirError(data_dir, reason)
+
+
 def is_offline(dataset: Dataset) -> bool:
   return registry.spec(dataset.value).offline
 
@@ -87,9 +126,11 @@ def load(
       else sees the data, offered for pretraining (`public_clients`).
 
   Raises:
-    DataError: With the file and reason, for anything that cannot be loaded.
+    DataError: With the file and reason, for anything that cannot be loaded
+      (`DataDirError` for an unusable --data_dir).
     ConfigError: For a bad declaration of public clients (names the flag).
   """
+  check_data_dir(dataset, data_dir)
   request = registry.LoadRequest(num_clients=num_clients,
                                  partition=partition,
                                  seed=seed,

@@ -61,6 +61,9 @@ class DatasetSpec:
     label_kind: One class per example, or a multi-hot vector (token data:
       the label kind of the rnn's windows, one next token).
     test_set: Where the server-side test set comes from.
+    data_files: The files it reads from `--data_dir` (paths inside it,
+      those of `tff_datasets.cache_files`), so that an unusable directory
+      is named before TensorFlow is imported; empty: it reads none.
   """
   name: str
   help: str
@@ -69,6 +72,7 @@ class DatasetSpec:
   tokens: bool = False
   label_kind: LabelKind = LabelKind.SINGLE
   test_set: TestSetOrigin = TestSetOrigin.PUBLISHED_TEST_SPLIT
+  data_files: tuple[str, ...] = ()
 
   def load(self, request: LoadRequest) -> Any:
     module, function = self.loader.split(':')
@@ -79,6 +83,10 @@ _HELD_OUT = TestSetOrigin.HELD_OUT_BEFORE_PARTITION
 _OFFLINE = 'tff_dp.data.offline'
 _BENCHMARKS = 'tff_dp.data.benchmark_source'
 _TOKENS = 'tff_dp.data.token_sources'
+_EMNIST = ('emnist_all.sqlite',)
+_STACKOVERFLOW = ('stackoverflow.sqlite',)
+_WORD_COUNTS = 'datasets/stackoverflow.word_count.tar.bz2'
+_TAG_COUNTS = 'datasets/stackoverflow.tag_count.tar.bz2'
 
 DATASETS = (
     DatasetSpec(
@@ -109,25 +117,30 @@ DATASETS = (
                 f'{_OFFLINE}:load_synthetic_shared',
                 offline=True,
                 test_set=_HELD_OUT),
-    DatasetSpec(
-        'emnist_digits', "TFF's federated EMNIST digits (writers "
-        'are clients) from --data_dir', f'{_BENCHMARKS}:load_emnist_digits'),
+    DatasetSpec('emnist_digits', "TFF's federated EMNIST digits (writers "
+                'are clients) from --data_dir',
+                f'{_BENCHMARKS}:load_emnist_digits',
+                data_files=_EMNIST),
     DatasetSpec('emnist_full', "TFF's federated EMNIST, 62 classes, from "
-                '--data_dir', f'{_BENCHMARKS}:load_emnist_full'),
-    DatasetSpec(
-        'cifar100', "TFF's federated CIFAR-100 (500 clients, 100 "
-        'fine classes, 32x32x3 images) from --data_dir',
-        f'{_BENCHMARKS}:load_cifar100'),
+                '--data_dir',
+                f'{_BENCHMARKS}:load_emnist_full',
+                data_files=_EMNIST),
+    DatasetSpec('cifar100', "TFF's federated CIFAR-100 (500 clients, 100 "
+                'fine classes, 32x32x3 images) from --data_dir',
+                f'{_BENCHMARKS}:load_cifar100',
+                data_files=('cifar100.sqlite',)),
     DatasetSpec('shakespeare', "TFF's federated Shakespeare (715 speaking "
                 'roles), the next character after a window of 80, from '
                 '--data_dir',
                 f'{_TOKENS}:load_shakespeare',
-                tokens=True),
+                tokens=True,
+                data_files=('shakespeare.sqlite',)),
     DatasetSpec('stackoverflow_nwp', "TFF's federated Stack Overflow "
                 '(342,477 users), the next word after a window of 20 '
                 '(10,000-word vocabulary), from --data_dir',
                 f'{_TOKENS}:load_stackoverflow_nwp',
-                tokens=True),
+                tokens=True,
+                data_files=_STACKOVERFLOW + (_WORD_COUNTS,)),
     DatasetSpec('python_stdlib', "the running Python's standard library "
                 'source, one client per module file (a federated '
                 'code-completion task), the next character after a window '
@@ -140,7 +153,8 @@ DATASETS = (
                 '(multi-label, 500 tags) from its bag of words (10,000 '
                 'words), from --data_dir',
                 'tff_dp.data.stackoverflow_tags:load',
-                label_kind=LabelKind.MULTI_HOT),
+                label_kind=LabelKind.MULTI_HOT,
+                data_files=_STACKOVERFLOW + (_WORD_COUNTS, _TAG_COUNTS)),
     DatasetSpec('sqlite', 'your own table imported with ./run.sh '
                 'import-data, from --client_data',
                 'tff_dp.data.client_data_source:load',

@@ -4,16 +4,19 @@ The trainer (`tff_dp.cli.train`), the planner (`tff_dp.cli.epsilon`) and the tes
 resolve a configuration the same way, here, so that a plan sees the
 population, the clients and the noise multiplier that a run with the same
 flags would see. Everything that can be refused is refused before any output
-is written. TensorFlow is imported only by the data sources that stream (the
+is written, including a --max_epsilon that not even the first round fits
+(`check_budget`). TensorFlow is imported only by the data sources that stream (the
 offline datasets need none), and by nothing else here.
 """
 
 import dataclasses
+import math
 from typing import Any, Optional
 
 from tff_dp import config as config_lib
 from tff_dp import config_checks
 from tff_dp.checks import ConfigError
+from tff_dp.cohorts import sampling
 from tff_dp.config import TrainConfig
 from tff_dp.data import loading
 from tff_dp.data import public_clients
@@ -80,6 +83,8 @@ def load_data(config: TrainConfig) -> Any:
                         next_token_labels=config.model
                         is config_lib.ModelKind.TRANSFORMER,
                         public=public)
+  except loading.DataDirError as e:
+    raise ConfigError('data_dir', config.data_dir, e.reason) from e
   except loading.DataError as e:
     raise ConfigError('dataset', config.dataset.value, str(e)) from e
 
@@ -146,6 +151,76 @@ def calibrate(config: TrainConfig, population: int):
   return config, accountant
 
 
+def _at_least(value: float) -> str:
+  """`value` rounded up to 4 significant digits: passed back as a budget,
+  the text admits `value`."""
+  if value > 0 and math.isfinite(value):
+    scale = 10.0**(math.floor(math.log10(value)) - 3)
+    text = f'{math.ceil(value / scale) * scale:.4g}'
+    if float(text) >= value:
+      return text
+  return repr(value)
+
+
+def check_budget(config: TrainConfig, population: int) -> None:
+  """Refuses a --max_epsilon that not even the first round fits.
+
+  The training loop checks the budget before each round and would stop
+  cleanly before round 1: a run of 0 rounds that exits 0, after importing
+  TensorFlow and starting a worker. The first round's epsilon comes from the
+  ledger the run itself keeps (`run_privacy.build_privacy_tracker`), with
+  the loop's rule: the guarantee is the tightest accountant's epsilon, and
+  an accountant that cannot compose the event does not count. A resumed run
+  has charged at least that round already, so its budget check is the
+  loop's, against its restored ledger; a budget below one round is refused
+  here for it too, before its directory is touched.
+
+  Args:
+    config: The configuration, its noise multiplier final.
+    population: The sampler's population (with an audit's canaries).
+
+  Raises:
+    ConfigError: Naming --max_epsilon and the first round's epsilon.
+  """
+  if config.max_epsilon is None or not config.central_private:
+    return
+  from tff_dp.privacy import accounting  # pylint: disable=g-import-not-at-top
+  from tff_dp.privacy import privacy_ledger  # pylint: disable=g-import-not-at-top
+  from tff_dp.privacy import privacy_tracking  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import run_privacy  # pylint: disable=g-import-not-at-top
+  # The events depend on the sampler's kind and sizes, not on its secret.
+  sampler = run_privacy.build_sampler(config, population, secret=0)
+  relation, round_event = config.mechanism.ledger_events(
+      sampler, config.dp_settings)
+  tracker = privacy_tracking.PrivacyTracker(
+      ledger=privacy_ledger.PrivacyLedger(relation),
+      round_event=round_event,
+      delta=config.delta,
+      accountants=config.accountants)
+  tightest = accounting.tightest_epsilon(tracker.epsilons(next_round=1))
+  accountants = ','.join(kind.value for kind in config.accountants)
+  if tightest is None:
+    raise ConfigError(
+        'max_epsilon', config.max_epsilon,
+        f'no accountant of --accountants={accountants} can compute the '
+        f'epsilon of a round of --dp_mechanism={config.dp_mechanism.value}, '
+        'so no round could be checked against the budget')
+  kind, epsilon = tightest
+  if epsilon > config.max_epsilon:
+    # DP-FTRL charges its tree's whole first epoch at the first round.
+    epoch = (' (charged for the tree\'s whole first epoch)'
+             if config.client_sampling
+             is sampling.ClientSampling.SHUFFLED_EPOCHS else ' alone')
+    noise = ('lower --target_epsilon (more noise)' if config.target_epsilon
+             is not None else 'add noise (--noise_multiplier)')
+    raise ConfigError(
+        'max_epsilon', config.max_epsilon,
+        f'the first round{epoch} costs epsilon {_at_least(epsilon)} (the '
+        f'{kind.value} accountant, delta = {config.delta:g}), so no round '
+        f'could run; raise --max_epsilon to at least {_at_least(epsilon)} '
+        f'or {noise}')
+
+
 def prepare_run(config: TrainConfig,
                 *,
                 calibrate_noise: bool = True) -> PreparedRun:
@@ -198,10 +273,12 @@ def _prepare_loaded(config: TrainConfig, data: Any, *,
     config_checks.check_record_level_delta(config,
                                            int(max(data.client_sizes())))
   calibrated_by = None
+  # An audit run's sampler also draws its canaries.
+  sampled = data.population + config.audit_canaries
   if calibrate_noise and config.target_epsilon is not None:
-    # An audit run's sampler also draws its canaries.
-    config, calibrated_by = calibrate(config,
-                                      data.population + config.audit_canaries)
+    config, calibrated_by = calibrate(config, sampled)
+  if calibrate_noise or config.target_epsilon is None:
+    check_budget(config, sampled)  # Once the noise multiplier is final.
   return PreparedRun(config=config,
                      data=data,
                      held_out=held_out,
