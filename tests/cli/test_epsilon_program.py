@@ -164,6 +164,11 @@ def test_ledger_of_a_run_directory(tmp_path):
         ], '--recommend_cohorts=0,abc'),
         (['--population=700', '--recommend_rounds=5'], '--recommend_rounds=5'),
         (['--population=700', '--recommend'], '--target_epsilon'),
+        # As the trainer refuses it: a budget below the first round's cost.
+        ([
+            '--population=700', '--clients_per_round=70',
+            '--noise_multiplier=1', '--max_epsilon=0.01'
+        ], '--max_epsilon=0.01: the first round alone costs epsilon 1.685'),
     ])
 def test_bad_input_is_one_line_naming_the_flag(args, message):
   result = _epsilon_program(*args)

@@ -273,6 +273,12 @@ def plan() -> None:
     config = _calibrated(config, population)
     if config is None:
       return
+  try:
+    # As the trainer refuses it (`prepare.prepare_run`), with any data source
+    # and once the noise multiplier is final.
+    prepare.check_budget(config, population + config.audit_canaries)
+  except ConfigError as e:
+    raise exits.UserError(str(e)) from e
   tracker = run_privacy.planned_tracker(config, data)
   noise = (f'noise multiplier {config.noise_multiplier:.6g}, '
            if config.central_private else '')
