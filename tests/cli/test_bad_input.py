@@ -124,6 +124,8 @@ def test_bad_input_table(tmp_path):
       problems.append('traceback')
     if 'ERROR::' in result.stderr:
       problems.append("absl's 'ERROR::' prefix")
+    if '=None' in result.stderr:
+      problems.append("absl's '--flag=None' words for a missing flag")
     if os.path.isdir(output_dir) and os.listdir(output_dir):
       problems.append(f'wrote {os.listdir(output_dir)}')
     if problems:

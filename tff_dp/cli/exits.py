@@ -6,6 +6,7 @@ checkpoint), 3 internal error or environment failure (logged), 130 Ctrl-C.
 SIGTERM ends a run with 128 + its signal number, as shells report it.
 """
 
+import re
 import sys
 from typing import Callable, Optional
 
@@ -43,11 +44,23 @@ class UserError(Exception):
   """Bad input: reported as one line naming the thing and the value."""
 
 
+# absl's words for a required flag left unset (`flags.mark_flag_as_required`).
+_REQUIRED = re.compile(r'^flag --(\w+)=None: Flag --\1 must have a value '
+                       r'other than None\.$')
+
+
 def flag_error_message(error: Exception) -> str:
   """absl's flag error as one line, without its 'ERROR:: ' prefix (a missing
-  flagfile) and with several missing required flags joined."""
-  message = '; '.join(str(error).splitlines())
-  return message.removeprefix('ERROR:: ')
+  flagfile), and its missing required flags said as such ('--input and
+  --output are required', not 'flag --input=None: ...')."""
+  lines = [line.removeprefix('ERROR:: ') for line in str(error).splitlines()]
+  missing = [m.group(1) for m in map(_REQUIRED.match, lines) if m]
+  if not missing or len(missing) < len(lines):
+    return '; '.join(lines)
+  names = [f'--{name}' for name in missing]
+  if len(names) == 1:
+    return f'{names[0]} is required'
+  return f'{", ".join(names[:-1])} and {names[-1]} are required'
 
 
 def fail(program: str, message: str, code: int) -> None:
