@@ -433,6 +433,31 @@ def _check_mechanism_row(config: TrainConfig) -> None:
                       f'does not combine with --dp_mechanism={row.name}')
 
 
+def _check_local_parameters(config: TrainConfig) -> None:
+  """Each local mechanism's parameter is given with it, and only with it (a
+  --local_epsilon without --local_dp=laplace would be ignored silently)."""
+  laplace = config.local_dp is LocalDp.LAPLACE
+  gaussian = config.local_dp is LocalDp.GAUSSIAN
+  if laplace and config.local_epsilon is None:
+    raise ConfigError(
+        'local_dp', config.local_dp.value,
+        needs(
+            'local_epsilon', 'a positive number; the Laplace mechanism\'s '
+            'epsilon per client per round'))
+  if gaussian and config.local_noise_multiplier is None:
+    raise ConfigError(
+        'local_dp', config.local_dp.value,
+        needs(
+            'local_noise_multiplier', 'a positive number; the noise std '
+            'of the local Gaussian mechanism is it times --local_clip'))
+  if not laplace and config.local_epsilon is not None:
+    raise ConfigError('local_epsilon', config.local_epsilon,
+                      'is used only with --local_dp=laplace')
+  if not gaussian and config.local_noise_multiplier is not None:
+    raise ConfigError('local_noise_multiplier', config.local_noise_multiplier,
+                      'is used only with --local_dp=gaussian')
+
+
 def _check_mechanism_combinations(config: TrainConfig) -> None:
   """Which algorithms, mechanisms and samplers go together."""
   _check_mechanism_row(config)
@@ -447,19 +472,7 @@ def _check_mechanism_combinations(config: TrainConfig) -> None:
   if dp_ftrl and config.client_weighting is not ClientWeighting.UNIFORM:
     raise ConfigError('client_weighting', config.client_weighting.value,
                       'DP-FTRL weights clients uniformly')
-  if config.local_dp is LocalDp.LAPLACE and config.local_epsilon is None:
-    raise ConfigError(
-        'local_dp', config.local_dp.value,
-        needs(
-            'local_epsilon', 'a positive number; the Laplace mechanism\'s '
-            'epsilon per client per round'))
-  if config.local_dp is LocalDp.GAUSSIAN and (config.local_noise_multiplier
-                                              is None):
-    raise ConfigError(
-        'local_dp', config.local_dp.value,
-        needs(
-            'local_noise_multiplier', 'a positive number; the noise std '
-            'of the local Gaussian mechanism is it times --local_clip'))
+  _check_local_parameters(config)
   if config.local_dp is not LocalDp.NONE and config.example_dp:
     raise ConfigError(
         'local_dp', config.local_dp.value,

@@ -121,6 +121,11 @@ BAD_COMBINATIONS = [
     (['--client_weighting=capped'], '--client_weighting=capped: needs '
      '--weight_cap (', None),
     (['--weight_cap=5'], '--weight_cap=5.0: is used only with', None),
+    (['--local_epsilon=1'], '--local_epsilon=1.0: is used only with '
+     '--local_dp=laplace', None),
+    (['--local_dp=laplace', '--local_epsilon=1', '--local_noise_multiplier=1'
+     ], '--local_noise_multiplier=1.0: is used only with --local_dp=gaussian',
+     None),
     (['--proximal_strength=0.1'], '--proximal_strength=0.1', None),
     # What a mechanism's row (tff_dp.mechanisms.registry) says it runs with.
     ([
