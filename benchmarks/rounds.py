@@ -50,6 +50,7 @@ from benchmarks import models as bench_models
 from benchmarks import workloads as workloads_lib
 from tff_dp import config as config_lib
 from tff_dp import config_checks
+from tff_dp import simulation_path
 from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import learning_process
 from tff_dp.cli import cli_flags
@@ -196,7 +197,7 @@ def prepare(workload: workloads_lib.Workload,
                     per_call,
                     grouped,
                     grouped.close,
-                    rounds_per_call=config_checks.resolve_rounds_per_call(
+                    rounds_per_call=simulation_path.resolve_rounds_per_call(
                         config, clients_per_call=per_call))
   process = assembly.build_process(config, data, sampler=sampler)
   round_datasets = client_data.RoundDatasets(data,

@@ -21,6 +21,7 @@ import tensorflow_federated as tff
 from tests import helpers
 import tff_dp
 from tff_dp import api
+from tff_dp import simulation_path
 from tff_dp.checks import ConfigError
 from tff_dp.cli import cli_flags
 from tff_dp.config import DpMechanism
@@ -189,7 +190,7 @@ def test_workers_are_keyword_settings_checked_as_on_the_command_line():
   assert config.workers == '127.0.0.1:7001,[::1]:7002'
   config_checks.check_config(config)
   # With unsharded data, remote workers take TFF's one-client-per-call path.
-  assert config_checks.resolve_clients_per_call(config, in_memory=True) == 1
+  assert simulation_path.resolve_clients_per_call(config, in_memory=True) == 1
   with pytest.raises(ConfigError, match='--workers'):
     api.make_config(workers='127.0.0.1')
   with pytest.raises(ConfigError,

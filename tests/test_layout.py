@@ -18,7 +18,8 @@ _BELOW_CONFIG = {
     'mechanisms'
 }
 _BELOW_PROGRAM = _BELOW_CONFIG | {
-    'config', 'config_checks', 'models', 'algorithms', 'execution'
+    'config', 'simulation_path', 'config_checks', 'models', 'algorithms',
+    'execution'
 }
 # Layer -> the layers it may import (its own always allowed).
 _ALLOWED = {
@@ -31,7 +32,9 @@ _ALLOWED = {
     'data': {'atomic_io', 'checks'},
     'audit': {'privacy', 'checks', 'atomic_io'},
     'config': _BELOW_CONFIG,
-    'config_checks': _BELOW_CONFIG | {'config'},
+    # Which simulation path runs a configuration (pure Python).
+    'simulation_path': _BELOW_CONFIG | {'config'},
+    'config_checks': _BELOW_CONFIG | {'config', 'simulation_path'},
     'mechanisms': {'privacy', 'cohorts', 'atomic_io', 'checks'},
     # Model architectures (the transformer) and how their parameters train.
     'models': {'config', 'checks'},

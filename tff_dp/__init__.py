@@ -2,7 +2,7 @@
 
 Subpackages by job, each importing only the layers below it (bottom first):
 `atomic_io`, `checks` and `processes`, `cohorts`, `privacy`, `data`, `audit`, `mechanisms`,
-`config`, `config_checks`, `models`, `algorithms`, `execution`, `program`,
+`config`, `simulation_path`, `config_checks`, `models`, `algorithms`, `execution`, `program`,
 `sweeps`, `cli` (which alone uses `lazy_imports`, standard library only:
 the stack's imports a run does not use, deferred), and beside the programs the Python API, `tff_dp.api`
 (`tff_dp.train`). `models` (model architectures and how their parameters are

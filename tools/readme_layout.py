@@ -19,9 +19,9 @@ README_START = '<!-- layout:start -->\n'
 README_END = '<!-- layout:end -->'
 # Bottom first; modules directly in tff_dp/ are listed with their layer.
 LAYERS = ('atomic_io', 'checks', 'processes', 'cohorts', 'privacy', 'data',
-          'audit', 'mechanisms', 'config', 'config_checks', 'models',
-          'algorithms', 'execution', 'program', 'sweeps', 'cli', 'lazy_imports',
-          'api')
+          'audit', 'mechanisms', 'config', 'simulation_path', 'config_checks',
+          'models', 'algorithms', 'execution', 'program', 'sweeps', 'cli',
+          'lazy_imports', 'api')
 _OTHER_ROWS = (
     ('`examples/`', 'runnable examples of the Python API (the tests run '
      'them)'),

@@ -34,6 +34,7 @@ from tests.helpers import flag_configs
 from tests.helpers import grouped_server as server_checks
 from tests.helpers import programs
 from tff_dp import config_checks
+from tff_dp import simulation_path
 from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import grouped_fedavg
 from tff_dp.algorithms import learning_process
@@ -585,7 +586,7 @@ _config = flag_configs.smoke_config
 
 
 @pytest.mark.parametrize('overrides, in_memory, expected', [
-    ({}, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    ({}, True, simulation_path.AUTO_CLIENTS_PER_CALL),
     ({}, False, 1),
     ({
         'clients_per_call': 1
@@ -595,43 +596,43 @@ _config = flag_configs.smoke_config
     }, True, 7),
     ({
         'algorithm': 'fedsgd'
-    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    }, True, simulation_path.AUTO_CLIENTS_PER_CALL),
     ({
         'algorithm': 'fedprox',
         'proximal_strength': 0.01
-    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    }, True, simulation_path.AUTO_CLIENTS_PER_CALL),
     ({
         'algorithm': 'dp_ftrl',
         'client_sampling': 'shuffled_epochs',
         'dp_mechanism': 'tree_aggregation',
-    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    }, True, simulation_path.AUTO_CLIENTS_PER_CALL),
     ({
         'dp_mechanism': 'none'
-    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    }, True, simulation_path.AUTO_CLIENTS_PER_CALL),
     ({
         'dp_mechanism': 'gaussian_fixed'
-    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    }, True, simulation_path.AUTO_CLIENTS_PER_CALL),
     ({
         'client_weighting': 'capped',
         'weight_cap': 10
-    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    }, True, simulation_path.AUTO_CLIENTS_PER_CALL),
     ({
         'client_weighting': 'num_examples',
         'dp_mechanism': 'none'
-    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    }, True, simulation_path.AUTO_CLIENTS_PER_CALL),
     ({
         'local_dp': 'laplace',
         'local_epsilon': 1
-    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    }, True, simulation_path.AUTO_CLIENTS_PER_CALL),
     ({
         'local_dp': 'gaussian',
         'local_noise_multiplier': 1,
         'dp_mechanism': 'none'
-    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    }, True, simulation_path.AUTO_CLIENTS_PER_CALL),
     ({
         'example_dp': True,
         'dp_mechanism': 'none'
-    }, True, config_checks.AUTO_CLIENTS_PER_CALL),
+    }, True, simulation_path.AUTO_CLIENTS_PER_CALL),
     ({
         'example_dp': True,
         'dp_mechanism': 'none',
@@ -639,14 +640,14 @@ _config = flag_configs.smoke_config
     }, True, 1),
 ])
 def test_resolve_clients_per_call(overrides, in_memory, expected):
-  assert config_checks.resolve_clients_per_call(_config(**overrides),
-                                                in_memory=in_memory) == expected
+  assert simulation_path.resolve_clients_per_call(
+      _config(**overrides), in_memory=in_memory) == expected
 
 
 def test_explicit_grouping_of_streamed_data_is_refused():
   with pytest.raises(ConfigError, match='clients_per_call=8'):
-    config_checks.resolve_clients_per_call(_config(clients_per_call=8),
-                                           in_memory=False)
+    simulation_path.resolve_clients_per_call(_config(clients_per_call=8),
+                                             in_memory=False)
 
 
 def test_explicit_grouping_of_an_unsupported_config_is_refused():

@@ -30,6 +30,7 @@ import tensorflow_federated as tff
 from tests.helpers import central_dp
 from tests.helpers import grouped as g
 from tff_dp import config_checks
+from tff_dp import simulation_path
 from tff_dp.algorithms import dp_ftrl
 from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import grouped_fedavg
@@ -549,8 +550,8 @@ def test_program_assembly_builds_the_grouped_transformer_with_lora(
   ])
   config = cli_flags.config_from_flags(fv)
   config_checks.check_config(config)
-  per_call = config_checks.resolve_clients_per_call(config, in_memory=True)
-  assert per_call == config_checks.AUTO_CLIENTS_PER_CALL
+  per_call = simulation_path.resolve_clients_per_call(config, in_memory=True)
+  assert per_call == simulation_path.AUTO_CLIENTS_PER_CALL
   xs, ys = population
   data = _windows(xs, ys)
   sampler = run_privacy.build_sampler(config, data.population, secret=0)

@@ -31,6 +31,7 @@ from tests.helpers import central_dp
 from tests.helpers import grouped as g
 from tff_dp import api
 from tff_dp import config_checks
+from tff_dp import simulation_path
 from tff_dp.algorithms import grouped_client_options
 from tff_dp.algorithms import grouped_mean
 from tff_dp.algorithms import learning_process
@@ -210,11 +211,11 @@ class _Clients:
 def test_nonprivate_presets_take_the_grouped_path(name):
   config = _preset(name)
   assert config.client_weighting is ClientWeighting.NUM_EXAMPLES
-  assert config_checks.grouped_unsupported_reason(config) is None
-  assert config_checks.resolve_clients_per_call(
-      config, in_memory=True) == config_checks.AUTO_CLIENTS_PER_CALL
+  assert simulation_path.grouped_unsupported_reason(config) is None
+  assert simulation_path.resolve_clients_per_call(
+      config, in_memory=True) == simulation_path.AUTO_CLIENTS_PER_CALL
   # Streamed data still takes TFF's path.
-  assert config_checks.resolve_clients_per_call(config, in_memory=False) == 1
+  assert simulation_path.resolve_clients_per_call(config, in_memory=False) == 1
 
 
 @pytest.mark.parametrize('name', ['nonprivate.cfg', 'fedsgd.cfg'])

@@ -28,6 +28,7 @@ from tests.helpers import benchmark_presets as presets
 from tests.helpers import fake_stackoverflow as fake
 from tests.helpers import programs
 from tff_dp import config_checks
+from tff_dp import simulation_path
 from tff_dp.algorithms import models
 from tff_dp.checks import ConfigError
 from tff_dp.cli import cli_flags
@@ -278,12 +279,13 @@ def _config(*argv):
 
 
 def test_grouped_path_refuses_multi_label_data():
-  reason = config_checks.grouped_unsupported_reason(_config())
+  reason = simulation_path.grouped_unsupported_reason(_config())
   assert '--dataset=stackoverflow_tag' in reason and 'multi-label' in reason
   with pytest.raises(ConfigError, match='--clients_per_call=8: .*multi-label'):
     config_checks.check_config(_config('--clients_per_call=8'))
   # Automatic: TFF's algorithm, one client per call.
-  assert config_checks.resolve_clients_per_call(_config(), in_memory=False) == 1
+  assert simulation_path.resolve_clients_per_call(_config(),
+                                                  in_memory=False) == 1
 
 
 def test_cnn_and_rnn_do_not_fit_bags_of_words():

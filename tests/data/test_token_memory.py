@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import fake_shakespeare as fake
 from tff_dp import api
-from tff_dp import config_checks
+from tff_dp import simulation_path
 from tff_dp.checks import ConfigError
 from tff_dp.data import public_clients
 from tff_dp.data import python_stdlib
@@ -150,7 +150,7 @@ def _prepared(stdlib, **settings):
 def test_train_runs_the_transformer_on_the_grouped_path(stdlib):
   prepared = _prepared(stdlib)
   assert isinstance(prepared.data, FederatedData)
-  assert prepared.clients_per_call == config_checks.AUTO_CLIENTS_PER_CALL
+  assert prepared.clients_per_call == simulation_path.AUTO_CLIENTS_PER_CALL
   assert prepared.data.population == stdlib.population
   # DP-FTRL and adaptive clipping too, --trainable as well.
   for settings in (dict(algorithm='dp_ftrl',

@@ -8,6 +8,7 @@ from absl import flags
 import pytest
 
 from tff_dp import config_checks
+from tff_dp import simulation_path
 from tff_dp.checks import ConfigError
 from tff_dp.cli import cli_flags
 
@@ -26,22 +27,22 @@ def _config(*args):
     'args,expected',
     [
         (_WORKERS + ('--clients_per_call=0',), 1),
-        (_WORKERS + _SHARDED, config_checks.AUTO_CLIENTS_PER_CALL),
+        (_WORKERS + _SHARDED, simulation_path.AUTO_CLIENTS_PER_CALL),
         (_WORKERS + _SHARDED + ('--clients_per_call=8',), 8),
         # Non-private FedAvg too (tff_dp.algorithms.grouped_mean).
         (_WORKERS + _SHARDED +
          ('--dp_mechanism=none', '--client_weighting=num_examples'),
-         config_checks.AUTO_CLIENTS_PER_CALL),
+         simulation_path.AUTO_CLIENTS_PER_CALL),
         # LoRA's adapters train on the grouped path too (frozen weights as
         # constants of the client computation).
         (_WORKERS + _SHARDED +
-         ('--trainable=lora',), config_checks.AUTO_CLIENTS_PER_CALL),
+         ('--trainable=lora',), simulation_path.AUTO_CLIENTS_PER_CALL),
     ])
 def test_the_path_each_workers_setting_runs(args, expected):
   config = _config(*args)
   config_checks.check_config(config)
-  assert config_checks.resolve_clients_per_call(config,
-                                                in_memory=False) == expected
+  assert simulation_path.resolve_clients_per_call(config,
+                                                  in_memory=False) == expected
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ import tensorflow as tf
 from tests.helpers import REPO_ROOT
 from tests.helpers import programs
 from tff_dp import config_checks
+from tff_dp import simulation_path
 from tff_dp.algorithms import models
 from tff_dp.checks import ConfigError
 from tff_dp.cli import cli_flags
@@ -136,9 +137,9 @@ def test_grouped_path_runs_trainable_and_is_chosen_automatically():
                                      '--clients_per_call=4'))
   for trainable in ('head', 'lora', 'ffa_lora', 'last_k'):
     auto = _config(f'--trainable={trainable}', '--clients_per_call=0')
-    assert config_checks.grouped_unsupported_reason(auto) is None
-    assert config_checks.resolve_clients_per_call(
-        auto, in_memory=True) == config_checks.AUTO_CLIENTS_PER_CALL
+    assert simulation_path.grouped_unsupported_reason(auto) is None
+    assert simulation_path.resolve_clients_per_call(
+        auto, in_memory=True) == simulation_path.AUTO_CLIENTS_PER_CALL
 
 
 @pytest.mark.e2e

@@ -3,10 +3,10 @@
 import pytest
 
 from tests.helpers import flag_configs
-from tff_dp import config_checks
+from tff_dp import simulation_path
 from tff_dp.checks import ConfigError
 
-_AUTO = config_checks.AUTO_ROUNDS_PER_CALL
+_AUTO = simulation_path.AUTO_ROUNDS_PER_CALL
 _config = flag_configs.smoke_config
 
 
@@ -31,7 +31,7 @@ _config = flag_configs.smoke_config
         }, 64, 1),
     ])
 def test_resolve_rounds_per_call(overrides, clients_per_call, expected):
-  assert config_checks.resolve_rounds_per_call(
+  assert simulation_path.resolve_rounds_per_call(
       _config(**overrides), clients_per_call=clients_per_call) == expected
 
 
@@ -52,11 +52,12 @@ def test_rounds_that_cannot_share_a_call_are_refused(overrides,
                                                      clients_per_call, named):
   config = _config(rounds_per_call=5, **overrides)
   with pytest.raises(ConfigError, match='rounds_per_call=5') as raised:
-    config_checks.resolve_rounds_per_call(config,
-                                          clients_per_call=clients_per_call)
+    simulation_path.resolve_rounds_per_call(config,
+                                            clients_per_call=clients_per_call)
   assert named in str(raised.value)
 
 
 def test_workers_run_one_round_per_call_automatically():
   config = _config(workers='host:1', worker_certs='certs')
-  assert config_checks.resolve_rounds_per_call(config, clients_per_call=1) == 1
+  assert simulation_path.resolve_rounds_per_call(config,
+                                                 clients_per_call=1) == 1

@@ -14,7 +14,7 @@ from typing import Optional
 from absl import flags
 
 from tff_dp import config as config_lib
-from tff_dp import config_checks
+from tff_dp import simulation_path
 from tff_dp.cli import checked_flags
 from tff_dp.cli import privacy_flags
 from tff_dp.cohorts import sampling
@@ -432,7 +432,7 @@ def define_simulation_flags(fv: flags.FlagValues) -> None:
       'read into memory (python_stdlib, shakespeare; stackoverflow_nwp '
       'stays streamed). '
       '0: the grouped path with '
-      f'{config_checks.AUTO_CLIENTS_PER_CALL} clients per call where it '
+      f'{simulation_path.AUTO_CLIENTS_PER_CALL} clients per call where it '
       'applies, else 1.',
       lower=0,
       upper=checked_flags.MAX_CLIENTS)
@@ -446,7 +446,7 @@ def define_simulation_flags(fv: flags.FlagValues) -> None:
       'evaluated (--eval_every) or one the budget (--max_epsilon) would '
       'refuse; checkpoints are written after each call, so a stopped run '
       'resumes after the last finished call. 1: one round per call. 0: '
-      f'{config_checks.AUTO_ROUNDS_PER_CALL} where rounds can share a call '
+      f'{simulation_path.AUTO_ROUNDS_PER_CALL} where rounds can share a call '
       '(the grouped path, without --workers or --audit_canaries), else 1.',
       lower=0,
       upper=checked_flags.MAX_ROUNDS)

@@ -140,7 +140,7 @@ def build_process(config: TrainConfig,
     config: The checked configuration.
     data: The run's data (input size, classes).
     sampler: The run's sampler (DP-FTRL's epoch length).
-    group_size: `config_checks.resolve_clients_per_call`; above 1 the grouped
+    group_size: `simulation_path.resolve_clients_per_call`; above 1 the grouped
       DP-FedAvg process, whose `next` takes `tff_dp.algorithms.grouped_data.
       GroupedRounds`' output instead of datasets.
     client_files_dir: Where `GroupedRounds` wrote the client files (grouped
@@ -251,7 +251,7 @@ def _build_grouped_process(config: TrainConfig,
                            *,
                            frozen_weights=None):
   """The grouped process (many simulated clients per TFF call)."""
-  # `config_checks.grouped_unsupported_reason` refuses other data first.
+  # `simulation_path.grouped_unsupported_reason` refuses other data first.
   if data.label_kind is LabelKind.MULTI_HOT:
     raise ValueError('the grouped path trains single-label and next-token '
                      'models only')

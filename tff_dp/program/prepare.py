@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from tff_dp import config as config_lib
 from tff_dp import config_checks
+from tff_dp import simulation_path
 from tff_dp.checks import ConfigError
 from tff_dp.cohorts import sampling
 from tff_dp.config import TrainConfig
@@ -32,10 +33,10 @@ class PreparedRun:
     data: The training clients (the population N of the accounting).
     held_out: Clients held out for --evaluation=federated, else None.
     clients_per_call: Simulated clients per TFF call, resolved
-      (`config_checks.resolve_clients_per_call`): 1 for TFF's algorithms,
+      (`simulation_path.resolve_clients_per_call`): 1 for TFF's algorithms,
       more for the grouped path.
     rounds_per_call: Most rounds per TFF call, resolved
-      (`config_checks.resolve_rounds_per_call`).
+      (`simulation_path.resolve_rounds_per_call`).
     calibrated_by: The accountant whose epsilon calibrated the noise
       multiplier (--target_epsilon), else None.
     keras_model_fn: The caller's own uncompiled Keras model constructor
@@ -102,7 +103,7 @@ def _tokens_in_memory(config: TrainConfig, data):
   if (isinstance(data, FederatedData) or data.vocab_size is None or
       config.model is not config_lib.ModelKind.TRANSFORMER or
       config.clients_per_call == 1 or config.workers or
-      config_checks.grouped_unsupported_reason(config) is not None or
+      simulation_path.grouped_unsupported_reason(config) is not None or
       not token_memory.fits(data)):
     return data
   try:
@@ -265,9 +266,9 @@ def _prepare_loaded(config: TrainConfig, data: Any, *,
     from tff_dp.program import pretrained_meta  # pylint: disable=g-import-not-at-top
     pretrained_meta.check_checkpoint(config.init_from, config, data)
   from tff_dp.data.federated_data import FederatedData  # pylint: disable=g-import-not-at-top
-  clients_per_call = config_checks.resolve_clients_per_call(
+  clients_per_call = simulation_path.resolve_clients_per_call(
       config, in_memory=isinstance(data, FederatedData))
-  rounds_per_call = config_checks.resolve_rounds_per_call(
+  rounds_per_call = simulation_path.resolve_rounds_per_call(
       config, clients_per_call=clients_per_call)
   if config.example_dp:
     config_checks.check_record_level_delta(config,
