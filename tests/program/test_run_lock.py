@@ -104,8 +104,8 @@ def test_a_locked_run_directory_is_left_byte_identical(tmp_path):
     after = _snapshot(tmp_path)
   assert result.returncode == exits.EXIT_USAGE, result.stderr
   assert result.stderr == (
-      f'tff-dp: error: run directory {run_dir} is in use by another training '
-      f'process (pid {os.getpid()}); one process at a time trains in a run '
+      f'tff-dp: error: run directory {run_dir} is in use by another tff-dp '
+      f'process (pid {os.getpid()}); one process at a time writes in a run '
       'directory: wait for it to end, or choose another --run_name\n')
   assert after == before
 
@@ -201,8 +201,8 @@ def test_resuming_a_run_that_still_runs_is_refused(tmp_path):
       first.communicate()
   assert second.returncode == exits.EXIT_USAGE, second.stderr
   assert second.stderr.splitlines() == [
-      f'tff-dp: error: run directory {run_dir} is in use by another training '
-      f'process (pid {first.pid}); one process at a time trains in a run '
+      f'tff-dp: error: run directory {run_dir} is in use by another tff-dp '
+      f'process (pid {first.pid}); one process at a time writes in a run '
       'directory: wait for it to end, or choose another --run_name'
   ]
   assert 'resuming after' not in second.stdout

@@ -30,8 +30,8 @@ class RunLockedError(RuntimeError):
   def __init__(self, run_dir: str, pid: Optional[int]):
     holder = f'pid {pid}' if pid is not None else 'pid unknown'
     super().__init__(
-        f'run directory {run_dir} is in use by another training process '
-        f'({holder}); one process at a time trains in a run directory: wait '
+        f'run directory {run_dir} is in use by another tff-dp process '
+        f'({holder}); one process at a time writes in a run directory: wait '
         'for it to end, or choose another --run_name')
     self.run_dir = run_dir
     self.pid = pid
