@@ -16,6 +16,7 @@ import pytest
 
 from tests.helpers import REPO_ROOT
 from tests.helpers import programs
+from tff_dp.cli import signals
 from tff_dp.cli import train
 
 _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
@@ -28,9 +29,9 @@ def handlers():
       for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
   }
   hook = sys.unraisablehook
-  train._received.clear()  # pylint: disable=protected-access
+  signals.received.clear()
   yield
-  train._received.clear()  # pylint: disable=protected-access
+  signals.received.clear()
   sys.unraisablehook = hook
   for sig, handler in saved.items():
     signal.signal(sig, handler)
@@ -62,7 +63,7 @@ def test_an_interruption_surfacing_as_another_error_is_the_interruption(
 
   def run_that_breaks(argv):
     del argv
-    train._received.append(signal.SIGINT)  # pylint: disable=protected-access
+    signals.received.append(signal.SIGINT)
     raise train.InternalError('AttributeError: swallowed inside dm-tree')
 
   monkeypatch.setattr(train, 'run', run_that_breaks)
