@@ -298,6 +298,9 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
       run_id=resume_rules.ensure_run_id(run_dir),
       data_fingerprint=fingerprint.data_fingerprint(data))
   releaser = None
+  # The ledgers of the newest checkpoint: what a run stopped early has been
+  # charged (`_write_stopped_statement`).
+  persisted = {}
   on_phase('starting the TFF worker')
   try:
     # Everything that executes a TFF computation (initialize included) runs
@@ -339,12 +342,13 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
                                          flagfile=resolved_flagfile(config),
                                          population=data.population +
                                          config.audit_canaries)
+      persisted['ledgers'] = privacy.to_json()  # Fresh, or the resumed ones.
 
       def persist(round_num, state, rows):
-        checkpoints.save(
-            round_num, state,
-            run_start.checkpoint_meta(config, privacy, rows, start.secrets,
-                                      binding))
+        meta = run_start.checkpoint_meta(config, privacy, rows, start.secrets,
+                                         binding)
+        checkpoints.save(round_num, state, meta)
+        persisted['ledgers'] = meta['ledgers']
         privacy.save(run_dir)
 
       if start.round_num <= config.rounds:
@@ -373,6 +377,11 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
         rounds=result.rounds_completed)
     _write_statement(config, data, run_dir, result, privacy, releaser, audit,
                      size, losses)
+  except BaseException as e:
+    if releaser is not None and 'ledgers' in persisted:
+      _write_stopped_statement(config, data, run_dir, privacy,
+                               persisted['ledgers'], releaser, size, e)
+    raise
   finally:
     if releaser is not None:
       releaser.close()
@@ -489,6 +498,49 @@ def _train(config,
 def _block_runner(process, rounds_per_call: int):
   """`training_loop`'s run_block: rounds in one TFF call; None for one."""
   return assembly.block_runner(process) if rounds_per_call > 1 else None
+
+
+def stopped_words(error: BaseException) -> str:
+  """Why a run stopped early, in words for its statement: the kind of
+  interruption or error only (an error's message could quote client data)."""
+  if isinstance(error, KeyboardInterrupt):
+    return 'interrupted (SIGINT, Ctrl-C)'
+  if not isinstance(error, Exception):
+    # `tff_dp.cli.signals.Terminated` says which signal: 'SIGTERM'.
+    name = str(error) if str(error).startswith('SIG') else ''
+    return f'interrupted ({name or type(error).__name__})'
+  return f'stopped by an error ({type(error).__name__})'
+
+
+def _write_stopped_statement(config, data, run_dir, privacy, ledgers, releaser,
+                             size, error: BaseException) -> None:
+  """The statement of a run stopped before its end: of the rounds its newest
+  checkpoint charges (`ledgers`), as `./run.sh epsilon --run_dir` reports.
+
+  A round charged in memory but not checkpointed was released nowhere (a
+  resumed run runs it again). Writing the statement must not hide `error`:
+  its own failure is only noted on it.
+  """
+  try:
+    if privacy.ledger.rounds != len(ledgers['central']['rounds']):
+      privacy.restore_json(json.loads(json.dumps(ledgers)))
+    privacy.save(run_dir)  # ledger.json as the checkpoint, if it lagged.
+    statement = privacy_statement.privacy_statement(
+        config,
+        population=data.population,
+        rounds_run=privacy.ledger.rounds,
+        privacy=privacy,
+        released_keys=releaser.released_keys,
+        model_size=size,
+        public_data=pretrained_meta.public_data_sentence(
+            config.init_from, data),
+        stopped=stopped_words(error))
+    atomic_io.write_text_atomic(os.path.join(run_dir, 'privacy_statement.txt'),
+                                statement)
+    releaser.write_text('privacy_statement', statement)
+  except Exception as e:  # pylint: disable=broad-except
+    error.add_note(f'(the privacy statement of the released rounds was not '
+                   f'written: {type(e).__name__}: {e})')
 
 
 def _write_statement(config,

@@ -66,6 +66,7 @@ def privacy_statement(
     canary_audit: Any = None,
     public_data: Optional[str] = None,
     model_size: Any = None,
+    stopped: Optional[str] = None,
 ) -> str:
   """Returns the statement as plain text.
 
@@ -83,9 +84,13 @@ def privacy_statement(
       `tff_dp.program.pretrained.public_data_sentence`), or None.
     model_size: What was trained and sent (`tff_dp.program.model_size.
       ModelSize`), or None to leave it out.
+    stopped: Why the run stopped before its planned rounds (e.g.
+      'interrupted (SIGTERM)'), or None for a run that ended normally (its
+      last round, or its budget).
   """
   released_keys = sorted(released_keys)
   lines = ['Privacy statement', '=================']
+  lines += _stopped_lines(config, rounds_run, stopped)
   if not config.private:
     why = ('--dp_mechanism=none' if not config.uses_dp_aggregator else
            f'--dp_mechanism={config.dp_mechanism.value} with '
@@ -116,6 +121,27 @@ def privacy_statement(
   lines += _canary_lines(config, canary_audit)
   lines += _assumption_lines(config)
   return '\n'.join(lines) + '\n'
+
+
+def _stopped_lines(config, rounds_run: int,
+                   stopped: Optional[str]) -> list[str]:
+  """What a run stopped early covers: the rounds charged, not those planned."""
+  if stopped is None:
+    return []
+  if rounds_run == 0:
+    return [
+        f'STOPPED EARLY: {stopped} before its first round was charged: no '
+        f'round of the planned {config.rounds} was released.'
+    ]
+  return [
+      f'STOPPED EARLY: {stopped} after round {rounds_run} of the planned '
+      f'{config.rounds}. This statement covers the {rounds_run} rounds '
+      'charged to the privacy ledger (ledger.json, as its newest checkpoint '
+      'has it), every round released in metrics.csv among them; each epsilon '
+      f'below is that of those {rounds_run} rounds, not of the planned '
+      f'{config.rounds}. Resuming the run (--run_name={config.run_name}) '
+      'continues it and rewrites this statement.'
+  ]
 
 
 def _release_lines(config, released_keys: list[str]) -> list[str]:
