@@ -38,6 +38,7 @@ from tff_dp.cli import program_help
 from tff_dp.cli import signals
 from tff_dp.data import labels
 from tff_dp.execution import worker_launch
+from tff_dp.privacy import run_secrets
 from tff_dp.program import prepare
 from tff_dp.program import resume as resume_rules
 from tff_dp.program import run_dirs
@@ -258,18 +259,19 @@ def _on_round(progress: console.Progress):
   return on_round
 
 
-def _progress(config: config_lib.TrainConfig, data,
-              eval_prefix: str) -> console.Progress:
-  """The round lines' printer, --log_every resolved."""
+def _progress(config: config_lib.TrainConfig, data, eval_prefix: str, *,
+              log_every: int) -> console.Progress:
+  """The round lines' printer, `log_every` (--log_every) resolved."""
   return console.Progress(
       config.rounds,
       private=config.private,
       headline_key=eval_prefix + labels.headline_metric(data.label_kind),
-      log_every=console.resolve_log_every(FLAGS.log_every,
+      log_every=console.resolve_log_every(log_every,
                                           rounds=config.rounds,
                                           eval_every=config.eval_every,
                                           terminal=sys.stdout.isatty()),
-      eval_every=config.eval_every)
+      eval_every=config.eval_every,
+      insecure=run_secrets.seed_voids_guarantee(config))
 
 
 def _train(prepared: prepare.PreparedRun, run_dir: str, *, resume: bool,
@@ -283,7 +285,10 @@ def _train(prepared: prepare.PreparedRun, run_dir: str, *, resume: bool,
   runtime.disable_default_context()
   signals.raise_if_interrupted()
   config, data = prepared.config, prepared.data
-  progress = _progress(config, data, experiment.eval_prefix(config))
+  progress = _progress(config,
+                       data,
+                       experiment.eval_prefix(config),
+                       log_every=FLAGS.log_every)
   try:
     summary = experiment.run_experiment(
         prepared,
