@@ -131,3 +131,28 @@ def test_an_exit_drops_tffs_default_context():
     assert isinstance(default(), runtime_error_context.RuntimeErrorContext)
   finally:
     stack.set_default_context(saved)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow  # ~20 s: start-up, a few rounds, the stop.
+def test_sigterm_during_training_leaves_the_statement_of_the_released_rounds(
+    tmp_path):
+  """The program's own path: SIGTERM unwinds through the experiment, which
+  writes the statement of the checkpointed rounds before the worker stops."""
+  from tff_dp.privacy import privacy_ledger  # pylint: disable=g-import-not-at-top
+  process = programs.start_train(f'--flagfile={_SMOKE}', '--rounds=300',
+                                 '--log_every=1', f'--output_dir={tmp_path}',
+                                 '--run_name=run')
+  for line in process.stdout:
+    if line.startswith('round 3/300'):
+      break
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == 143, stderr[-2000:]
+  run_dir = tmp_path / 'run'
+  rounds = privacy_ledger.PrivacyLedger.load(str(run_dir /
+                                                 'ledger.json')).rounds
+  assert 3 <= rounds < 300
+  statement = (run_dir / 'privacy_statement.txt').read_text(encoding='utf-8')
+  assert (f'STOPPED EARLY: interrupted (SIGTERM) after round {rounds} of the '
+          'planned 300.') in statement
