@@ -252,8 +252,8 @@ def _on_round(progress: console.Progress):
   """The experiment's round callback: honours a signal, then prints the line."""
 
   def on_round(round_num: int, values: dict[str, float]) -> None:
-    signals.raise_if_interrupted(
-    )  # After the round's release: nothing is lost.
+    # After the round's release: nothing is lost.
+    signals.raise_if_interrupted()
     progress(round_num, values)
 
   return on_round
