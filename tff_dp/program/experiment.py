@@ -380,7 +380,7 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
   except BaseException as e:
     if releaser is not None and 'ledgers' in persisted:
       _write_stopped_statement(config, data, run_dir, privacy,
-                               persisted['ledgers'], releaser, size, e)
+                               persisted['ledgers'], releaser, size, e, losses)
     raise
   finally:
     if releaser is not None:
@@ -512,8 +512,15 @@ def stopped_words(error: BaseException) -> str:
   return f'stopped by an error ({type(error).__name__})'
 
 
-def _write_stopped_statement(config, data, run_dir, privacy, ledgers, releaser,
-                             size, error: BaseException) -> None:
+def _write_stopped_statement(config,
+                             data,
+                             run_dir,
+                             privacy,
+                             ledgers,
+                             releaser,
+                             size,
+                             error: BaseException,
+                             losses=None) -> None:
   """The statement of a run stopped before its end: of the rounds its newest
   checkpoint charges (`ledgers`), as `./run.sh epsilon --run_dir` reports.
 
@@ -535,6 +542,8 @@ def _write_stopped_statement(config, data, run_dir, privacy, ledgers, releaser,
         public_data=pretrained_meta.public_data_sentence(
             config.init_from, data),
         stopped=stopped_words(error))
+    if losses is not None:
+      statement += losses.statement()
     atomic_io.write_text_atomic(os.path.join(run_dir, 'privacy_statement.txt'),
                                 statement)
     releaser.write_text('privacy_statement', statement)
