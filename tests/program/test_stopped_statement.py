@@ -22,9 +22,9 @@ from tests.helpers import REPO_ROOT
 from tests.helpers import flag_configs
 from tff_dp.privacy import accounting
 from tff_dp.privacy import privacy_ledger
-from tff_dp.program import experiment
 from tff_dp.program import privacy_statement
 from tff_dp.program import run_privacy
+from tff_dp.program import run_statement
 
 _SMOKE = os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')
 _DELTA = 1e-3  # configs/smoke.cfg's.
@@ -65,14 +65,14 @@ def test_the_stopped_line_names_the_charged_and_the_planned_rounds():
      '(RuntimeError)'),
 ])
 def test_why_a_run_stopped_never_quotes_an_error_message(error, words):
-  assert experiment.stopped_words(error) == words
+  assert run_statement.stopped_words(error) == words
 
 
 def test_a_terminated_run_names_its_signal():
   import signal  # pylint: disable=g-import-not-at-top
 
   from tff_dp.cli import signals  # pylint: disable=g-import-not-at-top
-  assert experiment.stopped_words(signals.Terminated(
+  assert run_statement.stopped_words(signals.Terminated(
       signal.SIGTERM)) == 'interrupted (SIGTERM)'
 
 

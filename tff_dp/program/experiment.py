@@ -45,12 +45,11 @@ from tff_dp.program import federated_evaluation
 from tff_dp.program import model_size
 from tff_dp.program import prepare
 from tff_dp.program import pretrained
-from tff_dp.program import pretrained_meta
-from tff_dp.program import privacy_statement
 from tff_dp.program import release as release_lib
 from tff_dp.program import resume as resume_rules
 from tff_dp.program import run_privacy
 from tff_dp.program import run_start
+from tff_dp.program import run_statement
 from tff_dp.program import run_summary
 from tff_dp.program import training_loop
 from tff_dp.program import worker_losses
@@ -299,7 +298,7 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
       data_fingerprint=fingerprint.data_fingerprint(data))
   releaser = None
   # The ledgers of the newest checkpoint: what a run stopped early has been
-  # charged (`_write_stopped_statement`).
+  # charged (`run_statement.write_stopped`).
   persisted = {}
   on_phase('starting the TFF worker')
   try:
@@ -375,12 +374,13 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
             k.value: e for k, e in privacy.epsilons().items()
         },
         rounds=result.rounds_completed)
-    _write_statement(config, data, run_dir, result, privacy, releaser, audit,
-                     size, losses)
+    run_statement.write(config, data, run_dir, result, privacy, releaser, audit,
+                        size, losses)
   except BaseException as e:
     if releaser is not None and 'ledgers' in persisted:
-      _write_stopped_statement(config, data, run_dir, privacy,
-                               persisted['ledgers'], releaser, size, e, losses)
+      run_statement.write_stopped(config, data, run_dir, privacy,
+                                  persisted['ledgers'], releaser, size, e,
+                                  losses)
     raise
   finally:
     if releaser is not None:
@@ -498,81 +498,3 @@ def _train(config,
 def _block_runner(process, rounds_per_call: int):
   """`training_loop`'s run_block: rounds in one TFF call; None for one."""
   return assembly.block_runner(process) if rounds_per_call > 1 else None
-
-
-def stopped_words(error: BaseException) -> str:
-  """Why a run stopped early, in words for its statement: the kind of
-  interruption or error only (an error's message could quote client data)."""
-  if isinstance(error, KeyboardInterrupt):
-    return 'interrupted (SIGINT, Ctrl-C)'
-  if not isinstance(error, Exception):
-    # `tff_dp.cli.signals.Terminated` says which signal: 'SIGTERM'.
-    name = str(error) if str(error).startswith('SIG') else ''
-    return f'interrupted ({name or type(error).__name__})'
-  return f'stopped by an error ({type(error).__name__})'
-
-
-def _write_stopped_statement(config,
-                             data,
-                             run_dir,
-                             privacy,
-                             ledgers,
-                             releaser,
-                             size,
-                             error: BaseException,
-                             losses=None) -> None:
-  """The statement of a run stopped before its end: of the rounds its newest
-  checkpoint charges (`ledgers`), as `./run.sh epsilon --run_dir` reports.
-
-  A round charged in memory but not checkpointed was released nowhere (a
-  resumed run runs it again). Writing the statement must not hide `error`:
-  its own failure is only noted on it.
-  """
-  try:
-    if privacy.ledger.rounds != len(ledgers['central']['rounds']):
-      privacy.restore_json(json.loads(json.dumps(ledgers)))
-    privacy.save(run_dir)  # ledger.json as the checkpoint, if it lagged.
-    statement = privacy_statement.privacy_statement(
-        config,
-        population=data.population,
-        rounds_run=privacy.ledger.rounds,
-        privacy=privacy,
-        released_keys=releaser.released_keys,
-        model_size=size,
-        public_data=pretrained_meta.public_data_sentence(
-            config.init_from, data),
-        stopped=stopped_words(error))
-    if losses is not None:
-      statement += losses.statement()
-    atomic_io.write_text_atomic(os.path.join(run_dir, 'privacy_statement.txt'),
-                                statement)
-    releaser.write_text('privacy_statement', statement)
-  except Exception as e:  # pylint: disable=broad-except
-    error.add_note(f'(the privacy statement of the released rounds was not '
-                   f'written: {type(e).__name__}: {e})')
-
-
-def _write_statement(config,
-                     data,
-                     run_dir,
-                     result,
-                     privacy,
-                     releaser,
-                     audit,
-                     size,
-                     losses=None) -> None:
-  """Writes the privacy statement of what the run released."""
-  statement = privacy_statement.privacy_statement(
-      config,
-      population=data.population,
-      rounds_run=result.rounds_completed,
-      privacy=privacy,
-      released_keys=releaser.released_keys,
-      canary_audit=audit,
-      model_size=size,
-      public_data=pretrained_meta.public_data_sentence(config.init_from, data))
-  if losses is not None:
-    statement += losses.statement()
-  atomic_io.write_text_atomic(os.path.join(run_dir, 'privacy_statement.txt'),
-                              statement)
-  releaser.write_text('privacy_statement', statement)
