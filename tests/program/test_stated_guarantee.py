@@ -207,11 +207,12 @@ def test_a_public_seed_says_insecure_exactly_where_a_guarantee_needs_it(
                                                 (7, 'full', False),
                                                 (None, 'poisson', False)])
 def test_the_progress_lines_carry_the_insecure_mark_where_it_applies(
-    seed, case, marked, capsys):
+    seed, case, marked, capsys, monkeypatch):
   """Through the program's own printer (`train._progress`), every line."""
   from tff_dp.cli import train  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(train, 'FLAGS', types.SimpleNamespace(log_every=1))
   config = _config(seed, rounds=3, **_SEED_CASES[case][0])
-  progress = train._progress(config, _Clients(), 'eval/', log_every=1)  # pylint: disable=protected-access
+  progress = train._progress(config, _Clients(), 'eval/')  # pylint: disable=protected-access
   values = {'eval/accuracy': 0.5, 'privacy/epsilon_rdp': 1.0}
   for round_num in (1, 2, 3):
     progress(round_num, values)

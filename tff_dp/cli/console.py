@@ -6,6 +6,7 @@ are printed before the program pays for importing it.
 """
 
 import math
+import os
 import shutil
 import sys
 import time
@@ -355,3 +356,16 @@ def print_summary(summary, statement_path: str, *, eval_prefix: str,
   print(f'privacy statement (what the guarantee covers, releases and '
         f'assumes): {statement_path}')
   print(f'outputs: {summary.run_dir}')
+
+
+def print_stopped_statement(run_dir: str, progress: Progress) -> None:
+  """Ends `progress` (its latest round's line), then says where an
+  interrupted run's statement of its released rounds is
+  (`tff_dp.program.run_statement.write_stopped`), if it was written."""
+  progress.close()
+  path = os.path.join(run_dir, 'privacy_statement.txt')
+  if os.path.exists(path):
+    print(
+        f'stopped early; privacy statement of the rounds released so far: '
+        f'{path}',
+        flush=True)

@@ -72,15 +72,12 @@ class InternalError(Exception):
   """A bug or an environment failure during training, already logged."""
 
 
-default_run_name = run_dirs.default_run_name
-
-
 def open_run_dir(output_dir: str, run_name: str) -> run_dirs.RunDir:
   """`run_dirs.open_run_dir` (locked), its refusals as one-line errors."""
   try:
     return run_dirs.open_run_dir(output_dir,
                                  run_name,
-                                 default_name=default_run_name(
+                                 default_name=run_dirs.default_run_name(
                                      sys.argv,
                                      datetime.datetime.now(
                                          datetime.timezone.utc)))
@@ -252,21 +249,20 @@ def _on_round(progress: console.Progress):
   """The experiment's round callback: honours a signal, then prints the line."""
 
   def on_round(round_num: int, values: dict[str, float]) -> None:
-    # After the round's release: nothing is lost.
-    signals.raise_if_interrupted()
+    signals.raise_if_interrupted()  # Released already: nothing is lost.
     progress(round_num, values)
 
   return on_round
 
 
-def _progress(config: config_lib.TrainConfig, data, eval_prefix: str, *,
-              log_every: int) -> console.Progress:
-  """The round lines' printer, `log_every` (--log_every) resolved."""
+def _progress(config: config_lib.TrainConfig, data,
+              eval_prefix: str) -> console.Progress:
+  """The round lines' printer, --log_every resolved."""
   return console.Progress(
       config.rounds,
       private=config.private,
       headline_key=eval_prefix + labels.headline_metric(data.label_kind),
-      log_every=console.resolve_log_every(log_every,
+      log_every=console.resolve_log_every(FLAGS.log_every,
                                           rounds=config.rounds,
                                           eval_every=config.eval_every,
                                           terminal=sys.stdout.isatty()),
@@ -285,10 +281,7 @@ def _train(prepared: prepare.PreparedRun, run_dir: str, *, resume: bool,
   runtime.disable_default_context()
   signals.raise_if_interrupted()
   config, data = prepared.config, prepared.data
-  progress = _progress(config,
-                       data,
-                       experiment.eval_prefix(config),
-                       log_every=FLAGS.log_every)
+  progress = _progress(config, data, experiment.eval_prefix(config))
   try:
     summary = experiment.run_experiment(
         prepared,
@@ -311,6 +304,9 @@ def _train(prepared: prepare.PreparedRun, run_dir: str, *, resume: bool,
   except Exception as e:
     raise InternalError(f'{type(e).__name__}: {e} '
                         f'({_write_error_log(run_dir)})') from e
+  except (KeyboardInterrupt, signals.Terminated):
+    console.print_stopped_statement(run_dir, progress)
+    raise
   finally:
     progress.close()
   console.print_summary(summary,
