@@ -9,6 +9,7 @@ history and the epsilons; a user's own Keras model and ClientData train.
 import collections
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -180,6 +181,38 @@ def test_the_example_trains_its_own_model_on_its_own_clients(tmp_path):
   with open(tmp_path / run_dir / 'privacy_statement.txt',
             encoding='utf-8') as f:
     assert 'declared public by the caller' in f.read()
+
+
+# A line of TensorFlow's C++ logging: '2026-12-05 12:35:04.768191: I tensorflow/...'.
+_TF_CPP_LINE = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] ',
+                          re.MULTILINE)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow  # Two runs of ~15 s each.
+@pytest.mark.parametrize('level, printed', [(None, False), ('0', True)])
+def test_train_quiets_tensorflows_cpp_log_unless_the_caller_set_it(
+    tmp_path, level, printed):
+  """A script that imports tff_dp and calls `train` (TensorFlow not yet
+  loaded) prints no C++ log line; TF_CPP_MIN_LOG_LEVEL=0 in the caller's
+  environment is kept, and shows that this TensorFlow does print them."""
+  env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+  if level is not None:
+    env['TF_CPP_MIN_LOG_LEVEL'] = level
+  result = subprocess.run([
+      sys.executable, '-m', 'examples.quickstart', '--rounds=1',
+      f'--flagfile={_SMOKE}', f'--output_dir={tmp_path}'
+  ],
+                          capture_output=True,
+                          text=True,
+                          timeout=600,
+                          cwd=helpers.REPO_ROOT,
+                          env=env,
+                          check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'after 1 rounds' in result.stdout
+  assert bool(_TF_CPP_LINE.search(
+      result.stderr)) is printed, (result.stderr[-3000:])
 
 
 def test_workers_are_keyword_settings_checked_as_on_the_command_line():

@@ -18,6 +18,14 @@ declares public; `tff_dp.data.python_client_data`) replace the built-in ones.
 The result carries the final model weights, the released values of every
 round (metrics.csv), the epsilons and the run directory, whose files are
 those of a command-line run (resumable with the same call).
+
+TensorFlow's C++ library prints a dozen INFO/WARNING/ERROR lines when it
+loads (no CUDA, duplicate factory registrations, CPU instructions): noise in a
+notebook. `train(quiet=True)`, the default, silences them as the command
+line does (`tff_dp.cli.launch.quiet`), but only if TensorFlow is not loaded
+yet (it reads TF_CPP_MIN_LOG_LEVEL once) and only if the caller has not set
+TF_CPP_MIN_LOG_LEVEL: a value in the environment is the caller's choice and
+is kept. `quiet=False` leaves TensorFlow's logging alone.
 """
 
 import dataclasses
@@ -25,12 +33,14 @@ import datetime
 import enum
 import os
 import re
+import sys
 from typing import Any, Callable, Optional
 
 from absl import flags
 
 from tff_dp.checks import ConfigError
 from tff_dp.cli import cli_flags
+from tff_dp.cli import launch
 from tff_dp.config import TrainConfig
 from tff_dp.program import prepare
 from tff_dp.program import resume as resume_rules
@@ -209,6 +219,7 @@ def train(config: Optional[TrainConfig] = None,
           num_classes: Optional[int] = None,
           element_fn: Optional[Callable[[Any], Any]] = None,
           on_round: Optional[Callable[[int, dict[str, float]], None]] = None,
+          quiet: bool = True,
           **settings: Any) -> TrainResult:
   """Trains as `./run.sh train` would, and returns the result.
 
@@ -225,6 +236,8 @@ def train(config: Optional[TrainConfig] = None,
     num_classes: Classes of `client_data` (None: inferred).
     element_fn: Maps an element of `client_data` to (x, y).
     on_round: Called with (round, released values) after every round.
+    quiet: Silence TensorFlow's C++ start-up log (the module docstring says
+      when this can take effect); False: leave it as it is.
     **settings: Settings (flags) over `config` or the flagfile.
 
   Raises:
@@ -232,6 +245,10 @@ def train(config: Optional[TrainConfig] = None,
       refusals as the command line's), naming it.
     tff_dp.data.loading.DataError: For data that cannot be used.
   """
+  if quiet and 'tensorflow' not in sys.modules:
+    # Before the data sources or the experiment import TensorFlow; keeps a
+    # TF_CPP_MIN_LOG_LEVEL the caller set.
+    launch.quiet()
   if config is None:
     config = make_config(flagfile or DEFAULT_FLAGFILE, **settings)
   elif flagfile is not None or settings:

@@ -1,7 +1,10 @@
 """What a run says beside its guarantee, wherever it states one.
 
-A run with --insecure_sampling_seed says INSECURE (the statement's randomness
-line, the console's banner and summary, summary.json); a DP run that releases
+A run with --insecure_sampling_seed whose central epsilon relies on hidden
+cohorts (Poisson or fixed-size sampling) says INSECURE (the statement, the
+console's banner, progress lines and summary, summary.json); where no
+guarantee relies on them, it says the seed is public and why the guarantees
+hold, and never that amplification is void; a DP run that releases
 values outside its guarantee on request (--release_nonprivate_metrics)
 labels every one of them, the times included. Built directly from the smoke
 preset's configuration (pure Python besides the statement's imports; no
@@ -30,6 +33,9 @@ _OS_SECRET = (f'from a {run_secrets.SECRET_BITS}-bit secret drawn from the '
 class _Clients:
   population: int = _N
   label_kind: labels.LabelKind = labels.LabelKind.SINGLE
+
+  def client_sizes(self):
+    return [5] * self.population
 
 
 def _config(seed=None, **overrides):
@@ -127,7 +133,94 @@ def test_the_console_says_insecure_next_to_the_guarantee(
   else:
     assert f'INSECURE: --insecure_sampling_seed={seed}' in banner
     assert ' -- INSECURE: ' in guarantee
-    assert 'does not hold against anyone who knows it' in guarantee
+    assert 'void against anyone who knows it' in guarantee
+
+
+# Each kind of guarantee under a public seed: (overrides of the smoke
+# preset, whether a guarantee relies on hidden cohorts, words of the
+# statement's first line that say why).
+_SEED_CASES = {
+    'poisson': ({}, True, 'its epsilon relies on amplification by sampling'),
+    'fixed_size': ({
+        'client_sampling': 'fixed_size',
+        'dp_mechanism': 'gaussian_fixed'
+    }, True, 'its RDP epsilon may rely on amplification by sampling'),
+    'full': ({
+        'client_sampling': 'full',
+        'clients_per_round': _N
+    }, False, 'full participation, every client in every round'),
+    'shuffled_epochs': ({
+        'client_sampling': 'shuffled_epochs',
+        'dp_mechanism': 'tree_aggregation',
+        'algorithm': 'dp_ftrl',
+        'clip': 0.5
+    }, False, 'shuffled epochs, no amplification by sampling claimed'),
+    'local': ({
+        'dp_mechanism': 'none',
+        'local_dp': 'laplace',
+        'local_epsilon': 1.0,
+        'local_clip': 1.0
+    }, False, 'the local one: it assumes the server sees who takes part'),
+    'record_level': ({
+        'dp_mechanism': 'none',
+        'client_sampling': 'full',
+        'clients_per_round': _N,
+        'example_dp': True,
+        'example_noise_multiplier': 1.0,
+        'example_clip': 1.0,
+        'local_steps': 2
+    }, False, 'the record-level one: each client samples its batches'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(_SEED_CASES))
+def test_a_public_seed_says_insecure_exactly_where_a_guarantee_needs_it(
+    case, capsys, monkeypatch):
+  overrides, voided, why = _SEED_CASES[case]
+  config = _config(7, **overrides)
+  assert config.private
+  statement = _statement(config)
+  first, = [
+      line for line in statement.splitlines()
+      if line.startswith(('INSECURE', 'Public seed'))
+  ]
+  assert '--insecure_sampling_seed=7' in first and why in first, first
+  randomness = _randomness_line(statement)
+  assert ('amplification by sampling does not hold' in randomness) is voided
+  # Never the words of the other case.
+  assert ('INSECURE' in statement) is voided
+  assert ('amplification by sampling is void' in statement) is False
+  assert ('Public seed' in first) is not voided
+  assert _summary(config).to_json()['guarantee_insecure'] is voided
+  from tff_dp.data import description  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(description, 'public_description',
+                      lambda data, **kwargs: 'the data')
+  console.print_banner(config, _Clients(), None)
+  banner = capsys.readouterr().out
+  assert ('INSECURE: --insecure_sampling_seed=7' in banner) is voided
+  assert ('public seed: --insecure_sampling_seed=7' in banner) is not voided
+  assert 'amplification by sampling is void' not in banner
+
+
+@pytest.mark.parametrize('seed, case, marked', [(7, 'poisson', True),
+                                                (7, 'fixed_size', True),
+                                                (7, 'full', False),
+                                                (None, 'poisson', False)])
+def test_the_progress_lines_carry_the_insecure_mark_where_it_applies(
+    seed, case, marked, capsys, monkeypatch):
+  """Through the program's own printer (`train._progress`), every line."""
+  from tff_dp.cli import train  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(train, 'FLAGS', types.SimpleNamespace(log_every=1))
+  config = _config(seed, rounds=3, **_SEED_CASES[case][0])
+  progress = train._progress(config, _Clients(), 'eval/')  # pylint: disable=protected-access
+  values = {'eval/accuracy': 0.5, 'privacy/epsilon_rdp': 1.0}
+  for round_num in (1, 2, 3):
+    progress(round_num, values)
+  progress.close()
+  lines = capsys.readouterr().out.splitlines()
+  assert [line.startswith(f'round {r}/3') for r, line in zip((1, 2, 3), lines)
+         ] == [True] * 3, lines
+  assert all(line.endswith(' [INSECURE seed]') == marked for line in lines)
 
 
 def test_asked_for_nonprivate_values_the_statement_lists_the_wall_time():

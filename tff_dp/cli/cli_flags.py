@@ -257,9 +257,10 @@ def define_cohort_flags(fv: flags.FlagValues) -> None:
       'insecure_sampling_seed',
       None, 'INSECURE, for tests and debugging only: draw the cohorts (and '
       'simulated dropout) from this value instead of a secret from the '
-      'operating system. The value is in the released flags, so the '
-      'guarantee does not hold against anyone who knows it, and the privacy '
-      'statement says so.',
+      'operating system. The value is in the released flags, so a guarantee '
+      'that relies on amplification by sampling (poisson or fixed_size '
+      'cohorts) does not hold against anyone who knows it; the privacy '
+      'statement says which.',
       flag_values=fv)
   checked_flags.register(fv, 'insecure_sampling_seed',
                          lambda v: 0 <= v < 2**128,

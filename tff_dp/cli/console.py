@@ -6,6 +6,7 @@ are printed before the program pays for importing it.
 """
 
 import math
+import os
 import shutil
 import sys
 import time
@@ -44,18 +45,28 @@ def print_banner(config: config_lib.TrainConfig, data, held_out) -> None:
       dataset=config.dataset,
       held_out_clients=None if held_out is None else config.eval_clients),
         flush=True)
-  if config.central_private and config.insecure_sampling_seed is not None:
+  if config.insecure_sampling_seed is None:
+    return
+  from tff_dp.privacy import run_secrets  # pylint: disable=g-import-not-at-top
+  seed = f'--insecure_sampling_seed={config.insecure_sampling_seed}'
+  if run_secrets.seed_voids_guarantee(config):
+    print(f'INSECURE: {seed}: {INSECURE_WORDS}', flush=True)
+  else:
     print(
-        f'INSECURE: --insecure_sampling_seed='
-        f'{config.insecure_sampling_seed}: {INSECURE_WORDS}',
+        f'public seed: {seed}: the cohorts come from a value in the released '
+        'flags; no guarantee of this run relies on hidden cohorts (no '
+        'amplification by sampling is claimed), so they still hold',
         flush=True)
 
 
-# Why a run with --insecure_sampling_seed says INSECURE next to its guarantee
-# (its privacy statement says the same at length).
+# Why a run whose guarantee relies on hidden cohorts (amplification by
+# sampling) says INSECURE next to it when they come from
+# --insecure_sampling_seed (its privacy statement says the same at length).
 INSECURE_WORDS = ('the cohorts come from a value in the released flags, not '
-                  'a secret; the guarantee does not hold against anyone who '
-                  'knows it (amplification by sampling is void)')
+                  'a secret; the guarantee relies on amplification by '
+                  'sampling, which is void against anyone who knows it')
+# The mark on each progress line of such a run.
+INSECURE_MARK = ' [INSECURE seed]'
 
 
 def format_duration(seconds: float) -> str:
@@ -150,7 +161,8 @@ class Progress:
                eval_every: int = 1,
                clock: Callable[[], float] = time.monotonic,
                out: Optional[TextIO] = None,
-               terminal: Optional[bool] = None):
+               terminal: Optional[bool] = None,
+               insecure: bool = False):
     """Initializes the printer.
 
     Args:
@@ -165,6 +177,9 @@ class Progress:
       out: Where to print (default: sys.stdout at each print).
       terminal: Whether `out` is a terminal (rewrites the in-between line in
         place); default: `out.isatty()`.
+      insecure: Whether the epsilons printed do not hold against whoever
+        knows the run's public sampling seed (`run_secrets.
+        seed_voids_guarantee`): every line then ends in `INSECURE_MARK`.
     """
     self._rounds = rounds
     self._private = private
@@ -180,6 +195,7 @@ class Progress:
     self._clock = clock
     self._out = out
     self._terminal = terminal
+    self._mark = INSECURE_MARK if insecure else ''
     self._first = None  # (round, time) at the end of the first round run.
     self._pending = None  # The latest round's line, if not printed in full.
     self._shown = 0  # Width of the in-between line on the terminal.
@@ -226,7 +242,7 @@ class Progress:
         # Released on request, outside the guarantee: labelled as such.
         times = [NONPRIVATE_LABEL + ': ' + ', '.join(times)]
       parts += times
-    return ' | '.join(parts)
+    return ' | '.join(parts) + self._mark
 
   def _stream(self) -> TextIO:
     return self._out or sys.stdout
@@ -340,3 +356,16 @@ def print_summary(summary, statement_path: str, *, eval_prefix: str,
   print(f'privacy statement (what the guarantee covers, releases and '
         f'assumes): {statement_path}')
   print(f'outputs: {summary.run_dir}')
+
+
+def print_stopped_statement(run_dir: str, progress: Progress) -> None:
+  """Ends `progress` (its latest round's line), then says where an
+  interrupted run's statement of its released rounds is
+  (`tff_dp.program.run_statement.write_stopped`), if it was written."""
+  progress.close()
+  path = os.path.join(run_dir, 'privacy_statement.txt')
+  if os.path.exists(path):
+    print(
+        f'stopped early; privacy statement of the rounds released so far: '
+        f'{path}',
+        flush=True)

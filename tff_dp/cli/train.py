@@ -22,7 +22,6 @@ import dataclasses
 import datetime
 import os
 import shutil
-import signal
 import sys
 import traceback
 
@@ -36,8 +35,10 @@ from tff_dp.cli import console_flags
 from tff_dp.cli import exits
 from tff_dp.cli import launch
 from tff_dp.cli import program_help
+from tff_dp.cli import signals
 from tff_dp.data import labels
 from tff_dp.execution import worker_launch
+from tff_dp.privacy import run_secrets
 from tff_dp.program import prepare
 from tff_dp.program import resume as resume_rules
 from tff_dp.program import run_dirs
@@ -71,65 +72,12 @@ class InternalError(Exception):
   """A bug or an environment failure during training, already logged."""
 
 
-class Terminated(BaseException):
-  """SIGTERM or SIGHUP arrived; unwinds the stack like Ctrl-C does."""
-
-  def __init__(self, signum: int):
-    super().__init__(signal.Signals(signum).name)
-    self.signum = signum
-
-
-# Signals received, in order. An exception raised by a signal handler can be
-# swallowed when the signal lands inside a callback Python calls for a
-# library (seen: a KeyboardInterrupt in a garbage-collector callback of
-# TensorFlow's XLA during start-up, after which the run went on and exited
-# 0); the record makes the program honour it at its next check.
-_received: list[int] = []
-
-
-def _interruption(signum: int) -> BaseException:
-  return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
-
-
-def _install_signal_handlers() -> None:
-  # Python's default action for SIGTERM and SIGHUP ends the process without
-  # running `finally` blocks: the TFF worker would not be stopped, outputs
-  # not closed. A SIGINT ignored by the parent (`nohup`, `&`) stays ignored.
-  def handler(signum, frame):
-    del frame
-    _received.append(signum)
-    raise _interruption(signum)
-
-  for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-    if signal.getsignal(sig) is not signal.SIG_IGN:
-      signal.signal(sig, handler)
-  sys.unraisablehook = _quiet_about_interruptions
-
-
-def _quiet_about_interruptions(unraisable) -> None:
-  """Python's hook for exceptions it cannot raise (e.g. in a gc callback),
-  without the 'Exception ignored' traceback for our own interruptions: they
-  are recorded and honoured at the program's next check."""
-  if isinstance(unraisable.exc_value, (KeyboardInterrupt, Terminated)):
-    return
-  sys.__unraisablehook__(unraisable)
-
-
-def raise_if_interrupted() -> None:
-  """Raises the interruption of a signal received earlier, if any."""
-  if _received:
-    raise _interruption(_received[0])
-
-
-default_run_name = run_dirs.default_run_name
-
-
 def open_run_dir(output_dir: str, run_name: str) -> run_dirs.RunDir:
   """`run_dirs.open_run_dir` (locked), its refusals as one-line errors."""
   try:
     return run_dirs.open_run_dir(output_dir,
                                  run_name,
-                                 default_name=default_run_name(
+                                 default_name=run_dirs.default_run_name(
                                      sys.argv,
                                      datetime.datetime.now(
                                          datetime.timezone.utc)))
@@ -301,7 +249,7 @@ def _on_round(progress: console.Progress):
   """The experiment's round callback: honours a signal, then prints the line."""
 
   def on_round(round_num: int, values: dict[str, float]) -> None:
-    raise_if_interrupted()  # After the round's release: nothing is lost.
+    signals.raise_if_interrupted()  # Released already: nothing is lost.
     progress(round_num, values)
 
   return on_round
@@ -318,7 +266,8 @@ def _progress(config: config_lib.TrainConfig, data,
                                           rounds=config.rounds,
                                           eval_every=config.eval_every,
                                           terminal=sys.stdout.isatty()),
-      eval_every=config.eval_every)
+      eval_every=config.eval_every,
+      insecure=run_secrets.seed_voids_guarantee(config))
 
 
 def _train(prepared: prepare.PreparedRun, run_dir: str, *, resume: bool,
@@ -330,7 +279,7 @@ def _train(prepared: prepare.PreparedRun, run_dir: str, *, resume: bool,
   from tff_dp.execution import worker_errors  # pylint: disable=g-import-not-at-top
   from tff_dp.program import experiment  # pylint: disable=g-import-not-at-top
   runtime.disable_default_context()
-  raise_if_interrupted()
+  signals.raise_if_interrupted()
   config, data = prepared.config, prepared.data
   progress = _progress(config, data, experiment.eval_prefix(config))
   try:
@@ -355,6 +304,9 @@ def _train(prepared: prepare.PreparedRun, run_dir: str, *, resume: bool,
   except Exception as e:
     raise InternalError(f'{type(e).__name__}: {e} '
                         f'({_write_error_log(run_dir)})') from e
+  except (KeyboardInterrupt, signals.Terminated):
+    console.print_stopped_statement(run_dir, progress)
+    raise
   finally:
     progress.close()
   console.print_summary(summary,
@@ -397,7 +349,7 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> None:
-  _install_signal_handlers()
+  signals.install_handlers()
   try:
     try:
       code = run(argv)
@@ -405,9 +357,9 @@ def main(argv: list[str]) -> None:
       # A signal's exception swallowed inside a library can surface as
       # another error (seen: an AttributeError from dm-tree's C code while
       # TFF traced, after Ctrl-C): the signal is the cause.
-      raise_if_interrupted()
+      signals.raise_if_interrupted()
       raise
-    raise_if_interrupted()  # A signal whose exception was swallowed.
+    signals.raise_if_interrupted()  # A signal whose exception was swallowed.
   except exits.UserError as e:
     print(f'tff-dp: error: {e}', file=sys.stderr)
     code = exits.EXIT_USAGE
@@ -417,7 +369,7 @@ def main(argv: list[str]) -> None:
   except KeyboardInterrupt:
     print('tff-dp: interrupted; the TFF worker was stopped', file=sys.stderr)
     code = exits.EXIT_SIGINT
-  except Terminated as e:
+  except signals.Terminated as e:
     print(f'tff-dp: terminated by {e}; the TFF worker was stopped',
           file=sys.stderr)
     code = 128 + e.signum

@@ -26,6 +26,8 @@ import dataclasses
 import secrets
 from typing import Any, Optional
 
+from tff_dp.cohorts import sampling as sampling_lib
+
 SECRET_BITS = 128
 
 # What a checkpoint written before sampling secrets existed lacks.
@@ -98,3 +100,34 @@ def draw(insecure_sampling_seed: Optional[int] = None) -> RunSecrets:
   if insecure_sampling_seed is not None:
     return RunSecrets(sampling=insecure_sampling_seed, source=SOURCE_FLAG)
   return RunSecrets(sampling=new_secret())
+
+
+# The samplers whose rounds the central accountant may amplify
+# (`tff_dp.privacy.accounting.gaussian_round_event`): Poisson always, fixed
+# size where Wang et al.'s bound (RDP) beats the unamplified one.
+AMPLIFIED_SAMPLINGS = frozenset({
+    sampling_lib.ClientSampling.POISSON,
+    sampling_lib.ClientSampling.FIXED_SIZE,
+})
+
+
+def relies_on_hidden_cohorts(config: Any) -> bool:
+  """Whether a guarantee of `config` (a `TrainConfig`) needs secret cohorts.
+
+  Only a central claim amplified by sampling does: amplification holds only
+  while the adversary does not know who was sampled. Full participation and
+  shuffled epochs (DP-FTRL's tree bound holds for any order fixed
+  independently of the data) claim no amplification; a local guarantee
+  assumes the server sees who takes part; record-level DP-SGD samples each
+  client's batches with its own secret noise keys, not with the cohorts'
+  secret.
+  """
+  return (config.central_private and
+          config.client_sampling in AMPLIFIED_SAMPLINGS)
+
+
+def seed_voids_guarantee(config: Any) -> bool:
+  """True if `config`'s --insecure_sampling_seed voids a guarantee it states:
+  the seed is public and a guarantee relies on hidden cohorts."""
+  return (config.insecure_sampling_seed is not None and
+          relies_on_hidden_cohorts(config))

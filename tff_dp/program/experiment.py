@@ -45,12 +45,11 @@ from tff_dp.program import federated_evaluation
 from tff_dp.program import model_size
 from tff_dp.program import prepare
 from tff_dp.program import pretrained
-from tff_dp.program import pretrained_meta
-from tff_dp.program import privacy_statement
 from tff_dp.program import release as release_lib
 from tff_dp.program import resume as resume_rules
 from tff_dp.program import run_privacy
 from tff_dp.program import run_start
+from tff_dp.program import run_statement
 from tff_dp.program import run_summary
 from tff_dp.program import training_loop
 from tff_dp.program import worker_losses
@@ -298,6 +297,9 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
       run_id=resume_rules.ensure_run_id(run_dir),
       data_fingerprint=fingerprint.data_fingerprint(data))
   releaser = None
+  # The ledgers of the newest checkpoint: what a run stopped early has been
+  # charged (`run_statement.write_stopped`).
+  persisted = {}
   on_phase('starting the TFF worker')
   try:
     # Everything that executes a TFF computation (initialize included) runs
@@ -339,12 +341,13 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
                                          flagfile=resolved_flagfile(config),
                                          population=data.population +
                                          config.audit_canaries)
+      persisted['ledgers'] = privacy.to_json()  # Fresh, or the resumed ones.
 
       def persist(round_num, state, rows):
-        checkpoints.save(
-            round_num, state,
-            run_start.checkpoint_meta(config, privacy, rows, start.secrets,
-                                      binding))
+        meta = run_start.checkpoint_meta(config, privacy, rows, start.secrets,
+                                         binding)
+        checkpoints.save(round_num, state, meta)
+        persisted['ledgers'] = meta['ledgers']
         privacy.save(run_dir)
 
       if start.round_num <= config.rounds:
@@ -371,8 +374,14 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
             k.value: e for k, e in privacy.epsilons().items()
         },
         rounds=result.rounds_completed)
-    _write_statement(config, data, run_dir, result, privacy, releaser, audit,
-                     size, losses)
+    run_statement.write(config, data, run_dir, result, privacy, releaser, audit,
+                        size, losses)
+  except BaseException as e:
+    if releaser is not None and 'ledgers' in persisted:
+      run_statement.write_stopped(config, data, run_dir, privacy,
+                                  persisted['ledgers'], releaser, size, e,
+                                  losses)
+    raise
   finally:
     if releaser is not None:
       releaser.close()
@@ -489,29 +498,3 @@ def _train(config,
 def _block_runner(process, rounds_per_call: int):
   """`training_loop`'s run_block: rounds in one TFF call; None for one."""
   return assembly.block_runner(process) if rounds_per_call > 1 else None
-
-
-def _write_statement(config,
-                     data,
-                     run_dir,
-                     result,
-                     privacy,
-                     releaser,
-                     audit,
-                     size,
-                     losses=None) -> None:
-  """Writes the privacy statement of what the run released."""
-  statement = privacy_statement.privacy_statement(
-      config,
-      population=data.population,
-      rounds_run=result.rounds_completed,
-      privacy=privacy,
-      released_keys=releaser.released_keys,
-      canary_audit=audit,
-      model_size=size,
-      public_data=pretrained_meta.public_data_sentence(config.init_from, data))
-  if losses is not None:
-    statement += losses.statement()
-  atomic_io.write_text_atomic(os.path.join(run_dir, 'privacy_statement.txt'),
-                              statement)
-  releaser.write_text('privacy_statement', statement)

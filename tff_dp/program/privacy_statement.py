@@ -66,6 +66,7 @@ def privacy_statement(
     canary_audit: Any = None,
     public_data: Optional[str] = None,
     model_size: Any = None,
+    stopped: Optional[str] = None,
 ) -> str:
   """Returns the statement as plain text.
 
@@ -83,9 +84,13 @@ def privacy_statement(
       `tff_dp.program.pretrained.public_data_sentence`), or None.
     model_size: What was trained and sent (`tff_dp.program.model_size.
       ModelSize`), or None to leave it out.
+    stopped: Why the run stopped before its planned rounds (e.g.
+      'interrupted (SIGTERM)'), or None for a run that ended normally (its
+      last round, or its budget).
   """
   released_keys = sorted(released_keys)
   lines = ['Privacy statement', '=================']
+  lines += _stopped_lines(config, rounds_run, stopped)
   if not config.private:
     why = ('--dp_mechanism=none' if not config.uses_dp_aggregator else
            f'--dp_mechanism={config.dp_mechanism.value} with '
@@ -116,6 +121,27 @@ def privacy_statement(
   lines += _canary_lines(config, canary_audit)
   lines += _assumption_lines(config)
   return '\n'.join(lines) + '\n'
+
+
+def _stopped_lines(config, rounds_run: int,
+                   stopped: Optional[str]) -> list[str]:
+  """What a run stopped early covers: the rounds charged, not those planned."""
+  if stopped is None:
+    return []
+  if rounds_run == 0:
+    return [
+        f'STOPPED EARLY: {stopped} before its first round was charged: no '
+        f'round of the planned {config.rounds} was released.'
+    ]
+  return [
+      f'STOPPED EARLY: {stopped} after round {rounds_run} of the planned '
+      f'{config.rounds}. This statement covers the {rounds_run} rounds '
+      'charged to the privacy ledger (ledger.json, as its newest checkpoint '
+      'has it), every round released in metrics.csv among them; each epsilon '
+      f'below is that of those {rounds_run} rounds, not of the planned '
+      f'{config.rounds}. Resuming the run (--run_name={config.run_name}) '
+      'continues it and rewrites this statement.'
+  ]
 
 
 def _release_lines(config, released_keys: list[str]) -> list[str]:
@@ -194,13 +220,51 @@ def _assumption_lines(config) -> list[str]:
         'guarantee assumes those workers computed their clients\' clipped '
         'updates honestly.')
   if config.insecure_sampling_seed is not None:
-    lines.insert(
-        0, ('INSECURE: the cohorts were drawn from --insecure_sampling_seed='
-            f'{config.insecure_sampling_seed}, which is in the released flags. '
-            'The guarantee does NOT hold against anyone who knows that value: '
-            'with it the cohorts are public and amplification by sampling is '
-            'void.'))
+    lines.insert(0, _public_seed_line(config))
   return lines
+
+
+# Why a run's guarantees survive a public sampling seed, by what they are
+# (`run_secrets.relies_on_hidden_cohorts`).
+_NO_AMPLIFICATION_WORDS = {
+    sampling.ClientSampling.FULL:
+        ('the central one: full participation, every client in every round, '
+         'no amplification by sampling claimed'),
+    sampling.ClientSampling.SHUFFLED_EPOCHS:
+        ('the central one: shuffled epochs, no amplification by sampling '
+         'claimed; DP-FTRL\'s tree bound (Kairouz et al. 2021) holds for any '
+         'order of the clients fixed independently of the data'),
+}
+
+
+def _public_seed_line(config) -> str:
+  """What --insecure_sampling_seed costs this run's guarantees: true for
+  each sampler and claim, not only for amplified ones."""
+  seed = (f'the cohorts (and simulated dropout) were drawn from '
+          f'--insecure_sampling_seed={config.insecure_sampling_seed}, which '
+          'is in the released flags')
+  if run_secrets.seed_voids_guarantee(config):
+    if config.client_sampling is sampling.ClientSampling.POISSON:
+      uses = 'its epsilon relies on amplification by sampling'
+    else:  # Fixed size: `accounting`'s bounds (a) and (b).
+      uses = ('its RDP epsilon may rely on amplification by sampling (Wang '
+              'et al.\'s bound for sampling without replacement); a PLD '
+              'epsilon is unamplified and holds against them too')
+    return (f'INSECURE: {seed}. The central guarantee does NOT hold against '
+            f'anyone who knows that value: {uses}, i.e. on hidden cohorts, '
+            'and with the value the cohorts are public. Local and '
+            'record-level guarantees, if any, do not depend on the cohorts.')
+  reasons = []
+  if config.central_private:
+    reasons.append(_NO_AMPLIFICATION_WORDS[config.client_sampling])
+  if config.local_dp is not LocalDp.NONE:
+    reasons.append('the local one: it assumes the server sees who takes part')
+  if config.example_dp:
+    reasons.append('the record-level one: each client samples its batches '
+                   'with its own secret noise keys')
+  return (f'Public seed (for tests and debugging): {seed}, so anyone who knows '
+          'it knows every cohort. No guarantee of this run relies on hidden '
+          f'cohorts ({"; ".join(reasons)}): they hold against them too.')
 
 
 def _checkpointed_randomness_words(config) -> str:
@@ -214,11 +278,13 @@ def _sampling_randomness_words(config) -> str:
   """Where the cohorts' randomness came from: true for this run only."""
   if config.insecure_sampling_seed is not None:
     # Not the OS secret: saying so would be false for this run.
+    effect = ('the guarantee\'s amplification by sampling does not hold '
+              'against them' if run_secrets.seed_voids_guarantee(config) else
+              'no amplification by sampling is claimed (see the line above)')
     return ('cohorts (and simulated dropout) from '
             f'--insecure_sampling_seed={config.insecure_sampling_seed}, a '
             'value in the released flags, not a secret: whoever knows it '
-            'knows every cohort, and the guarantee\'s amplification by '
-            'sampling does not hold against them')
+            f'knows every cohort; {effect}')
   return ('cohorts (and simulated dropout) from a '
           f'{run_secrets.SECRET_BITS}-bit secret drawn from the operating '
           'system, kept only in checkpoints/ so that a resumed run redraws '

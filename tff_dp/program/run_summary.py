@@ -12,6 +12,7 @@ from typing import Any, Optional
 from tff_dp.config import TrainConfig
 from tff_dp.data import labels
 from tff_dp.privacy import accounting
+from tff_dp.privacy import run_secrets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,11 +47,12 @@ class Summary:
   # a valid upper bound), and which accountant gave it.
   guarantee_epsilon: Optional[float]
   guarantee_accountant: Optional[str]
-  # True in a run with a central claim whose cohorts came from
+  # True in a run whose central epsilon relies on amplification by sampling
+  # (Poisson or fixed-size cohorts) and whose cohorts came from
   # --insecure_sampling_seed (a value in the released flags): the central
-  # guarantee does not hold against anyone who knows it (amplification by
-  # sampling is void). Local and record-level guarantees do not depend on
-  # the cohorts being secret.
+  # guarantee does not hold against anyone who knows it. Full participation,
+  # shuffled epochs, local and record-level guarantees do not depend on the
+  # cohorts being secret (`run_secrets.relies_on_hidden_cohorts`).
   guarantee_insecure: bool
   # Local DP: the worst-case client's cumulative local epsilon; example-level
   # DP-SGD: the worst client's record-level epsilon (when released).
@@ -185,8 +187,7 @@ def summarize(config: TrainConfig,
       ],
       guarantee_epsilon=None if guarantee is None else guarantee[1],
       guarantee_accountant=None if guarantee is None else guarantee[0].value,
-      guarantee_insecure=(central and
-                          config.insecure_sampling_seed is not None),
+      guarantee_insecure=central and run_secrets.seed_voids_guarantee(config),
       local_epsilon=json_number(values.get('privacy/local_epsilon', math.nan)),
       record_level_epsilon=json_number(
           values.get('privacy/example_epsilon', math.nan)),
