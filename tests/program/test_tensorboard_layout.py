@@ -24,8 +24,8 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from tests.helpers import REPO_ROOT
 from tff_dp.cli import cli_flags
-from tff_dp.program import experiment
 from tff_dp.program import release
+from tff_dp.program import round_releases
 from tff_dp.program import run_start
 from tff_dp.program import sinks
 from tff_dp.program import tensorboard_layout
@@ -333,7 +333,7 @@ def test_the_evaluation_charts_follow_the_program(argv):
   config = _config(*argv)
   # pylint: disable-next=protected-access
   assert tensorboard_layout._evaluates(config) == (
-      experiment.evaluation_released(config))
+      round_releases.evaluation_released(config))
 
 
 def test_every_column_and_chart_names_released_keys():

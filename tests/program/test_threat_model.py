@@ -159,14 +159,14 @@ def test_only_public_test_sets_feed_the_covered_keys(dataset, prefix):
   from absl import flags  # pylint: disable=g-import-not-at-top
 
   from tff_dp.cli import cli_flags  # pylint: disable=g-import-not-at-top
-  from tff_dp.program import experiment  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import round_releases  # pylint: disable=g-import-not-at-top
   fv = flags.FlagValues()
   cli_flags.define_train_flags(fv)
   fv(['x', f'--dataset={dataset}'])
   config = cli_flags.config_from_flags(fv)
-  assert experiment.eval_prefix(config) == prefix
+  assert round_releases.eval_prefix(config) == prefix
   # A DP run evaluates on private data only when asked to release it.
-  assert experiment.evaluation_released(config) == (prefix == 'eval/')
+  assert round_releases.evaluation_released(config) == (prefix == 'eval/')
 
 
 @pytest.mark.tff

@@ -278,10 +278,11 @@ def _train(prepared: prepare.PreparedRun, run_dir: str, *, resume: bool,
   from tff_dp.execution import runtime  # pylint: disable=g-import-not-at-top
   from tff_dp.execution import worker_errors  # pylint: disable=g-import-not-at-top
   from tff_dp.program import experiment  # pylint: disable=g-import-not-at-top
+  from tff_dp.program import round_releases  # pylint: disable=g-import-not-at-top
   runtime.disable_default_context()
   signals.raise_if_interrupted()
   config, data = prepared.config, prepared.data
-  progress = _progress(config, data, experiment.eval_prefix(config))
+  progress = _progress(config, data, round_releases.eval_prefix(config))
   try:
     summary = experiment.run_experiment(
         prepared,
@@ -311,7 +312,7 @@ def _train(prepared: prepare.PreparedRun, run_dir: str, *, resume: bool,
     progress.close()
   console.print_summary(summary,
                         os.path.join(run_dir, 'privacy_statement.txt'),
-                        eval_prefix=experiment.eval_prefix(config),
+                        eval_prefix=round_releases.eval_prefix(config),
                         metric_names=labels.metric_names(data.label_kind))
 
 

@@ -29,10 +29,7 @@ from tff_dp.algorithms import shard_routing
 from tff_dp.cohorts import sampling
 from tff_dp.config import TrainConfig
 from tff_dp.data import fingerprint
-from tff_dp.data import labels
-from tff_dp.data import loading
 from tff_dp.data import shard_manifest
-from tff_dp.data.held_out import HeldOutClients
 from tff_dp.execution import runtime
 from tff_dp.execution import worker_errors
 from tff_dp.privacy import run_secrets
@@ -40,43 +37,17 @@ from tff_dp.program import assembly
 from tff_dp.program import canary_audit
 from tff_dp.program import checkpoint
 from tff_dp.program import client_data
-from tff_dp.program import evaluation
-from tff_dp.program import federated_evaluation
 from tff_dp.program import model_size
 from tff_dp.program import prepare
 from tff_dp.program import pretrained
-from tff_dp.program import release as release_lib
 from tff_dp.program import resume as resume_rules
+from tff_dp.program import round_releases
 from tff_dp.program import run_privacy
 from tff_dp.program import run_start
 from tff_dp.program import run_statement
 from tff_dp.program import run_summary
 from tff_dp.program import training_loop
 from tff_dp.program import worker_losses
-
-
-def _round_values_fn(config: TrainConfig, *, release_nonprivate: bool,
-                     label_kind: labels.LabelKind):
-  """Returns (output, cohort, seconds) -> the round's non-eval values."""
-
-  def round_values(output, cohort, seconds) -> dict[str, float]:
-    values = {'cohort/expected_size': float(config.clients_per_round)}
-    values.update(config.mechanism.round_values(config.dp_settings, output))
-    if release_nonprivate:
-      values['nonprivate/cohort_size'] = float(len(cohort))
-      values['nonprivate/round_seconds'] = seconds
-      # Empty where noise is added at the clients: their metrics never reach
-      # the server (`learning_process.no_client_metrics`).
-      train = output.metrics['client_work']['train']
-      if train:
-        values['nonprivate/train_loss'] = float(train['loss'])
-        for name, value in labels.released_metrics(
-            train, label_kind=label_kind).items():
-          values[f'nonprivate/train_{name}'] = value
-        values['nonprivate/train_examples'] = float(train['num_examples'])
-    return values
-
-  return round_values
 
 
 def resolved_flagfile(config: TrainConfig) -> str:
@@ -92,47 +63,6 @@ def resolved_flagfile(config: TrainConfig) -> str:
     else:
       lines.append(f'--{name}={value}')
   return '\n'.join(lines) + '\n'
-
-
-def eval_prefix(config: TrainConfig) -> str:
-  """Prefix of the released keys of `config`'s evaluation: `eval/` only for
-  a public test set (`tff_dp.data.test_sets`), else under `nonprivate/`."""
-  if config.evaluation is config_lib.Evaluation.FEDERATED:
-    return release_lib.FED_EVAL_PREFIX
-  if loading.test_set_origin(config.dataset).public:
-    return release_lib.EVAL_PREFIX
-  return release_lib.PRIVATE_EVAL_PREFIX
-
-
-def evaluation_released(config: TrainConfig) -> bool:
-  """Whether the run evaluates at all: in a DP run, evaluation outside the
-  guarantee only on request (--release_nonprivate_metrics)."""
-  covered = eval_prefix(config) == release_lib.EVAL_PREFIX
-  return (covered or not config.private or config.release_nonprivate_metrics)
-
-
-def _build_evaluator(config: TrainConfig, data,
-                     held_out: Optional[HeldOutClients], keras_model_fn):
-  """Model weights -> metrics, for `config.evaluation`."""
-  if config.evaluation is config_lib.Evaluation.FEDERATED:
-    return federated_evaluation.build_federated_evaluator(
-        assembly.build_model_fn(config, data, keras_model_fn),
-        held_out,
-        label_kind=data.label_kind)
-  return evaluation.ServerEvaluator(
-      config.model,
-      # The very model trained (the transformer's sizes included).
-      keras_model_fn=assembly.build_keras_model_fn(config, data,
-                                                   keras_model_fn),
-      input_dim=data.input_dim,
-      num_classes=data.num_classes,
-      hidden_units=config.hidden_units,
-      hidden_layers=config.hidden_layers,
-      image_shape=data.image_shape,
-      vocab_size=data.vocab_size,
-      embedding_dim=config.embedding_dim,
-      label_kind=data.label_kind,
-      test_data=client_data.test_dataset_for(data))
 
 
 def run_experiment(
@@ -212,9 +142,10 @@ def run_experiment(
                                                 group_size=group_size)
     print(f'simulation: up to {group_size} clients per TFF call (the grouped '
           f'path, --algorithm={config.algorithm.value}), ' +
-          training_loop.calls_words(prepared.rounds_per_call,
-                                    eval_every=config.eval_every,
-                                    evaluated=evaluation_released(config)),
+          training_loop.calls_words(
+              prepared.rounds_per_call,
+              eval_every=config.eval_every,
+              evaluated=round_releases.evaluation_released(config)),
           flush=True)
   try:
     return _run(config,
@@ -290,8 +221,9 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
       cache_dir=cache_dir)
   size = model_size.of_process(process, trainable=config.trainable.value)
   print(size.console_line(), flush=True)
-  evaluate = (_build_evaluator(config, data, held_out, keras_model_fn)
-              if evaluation_released(config) else None)
+  evaluate = (round_releases.build_evaluator(config, data, held_out,
+                                             keras_model_fn)
+              if round_releases.evaluation_released(config) else None)
   checkpoints = checkpoint.CheckpointManager(run_dir)
   binding = run_start.RunBinding(
       run_id=resume_rules.ensure_run_id(run_dir),
@@ -386,17 +318,18 @@ def _run(config, data, run_dir, *, held_out, sampler, secrets, privacy,
     if releaser is not None:
       releaser.close()
 
-  summary = run_summary.summarize(config,
-                                  data,
-                                  run_dir,
-                                  result,
-                                  privacy,
-                                  eval_prefix=eval_prefix(config),
-                                  resumed_from=start.resumed_from,
-                                  wall_seconds=time.monotonic() - wall_start,
-                                  canary_audit=audit,
-                                  model_weights=weights,
-                                  model_size=size)
+  summary = run_summary.summarize(
+      config,
+      data,
+      run_dir,
+      result,
+      privacy,
+      eval_prefix=round_releases.eval_prefix(config),
+      resumed_from=start.resumed_from,
+      wall_seconds=time.monotonic() - wall_start,
+      canary_audit=audit,
+      model_weights=weights,
+      model_size=size)
   atomic_io.write_text_atomic(os.path.join(run_dir, 'summary.json'),
                               json.dumps(summary.to_json(), indent=2))
   return summary
@@ -468,9 +401,10 @@ def _train(config,
                                      batch_size=config.client_batch_size,
                                      epochs=config.client_epochs,
                                      seed=config.seed),
-      _round_values_fn(config,
-                       release_nonprivate=release_nonprivate,
-                       label_kind=data.label_kind), process, privacy)
+      round_releases.round_values_fn(config,
+                                     release_nonprivate=release_nonprivate,
+                                     label_kind=data.label_kind), process,
+      privacy)
   if losses is not None:
     round_datasets = losses.track(round_datasets)
   return training_loop.run_training_loop(
@@ -482,7 +416,7 @@ def _train(config,
       privacy=privacy,
       evaluate=evaluate,
       eval_every=config.eval_every,
-      eval_prefix=eval_prefix(config),
+      eval_prefix=round_releases.eval_prefix(config),
       release=releaser.release,
       round_values=round_values,
       persist=persist,

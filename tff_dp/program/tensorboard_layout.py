@@ -43,7 +43,7 @@ Value = Union[str, float, int, bool]
 CATEGORY = 'privacy and accuracy'
 LOCAL_EPSILON_KEY = 'privacy/local_epsilon'
 EXAMPLE_EPSILON_KEYS = ('privacy/example_epsilon', 'nonprivate/example_epsilon')
-# Where an evaluation's keys may be (`tff_dp.program.experiment.eval_prefix`).
+# Where an evaluation's keys may be (`tff_dp.program.round_releases.eval_prefix`).
 EVAL_PREFIXES = (release.EVAL_PREFIX, release.PRIVATE_EVAL_PREFIX,
                  release.FED_EVAL_PREFIX)
 # The headline metric of each kind of labels (accuracy, recall@5).
@@ -182,7 +182,7 @@ def run_hparams(config: config_lib.TrainConfig,
 
 
 def _evaluates(config: config_lib.TrainConfig) -> bool:
-  """`tff_dp.program.experiment.evaluation_released` (a test keeps them
+  """`tff_dp.program.round_releases.evaluation_released` (a test keeps them
   equal): a DP run evaluates outside its guarantee only on request."""
   covered = (config.evaluation is config_lib.Evaluation.CENTRALIZED and
              loading.test_set_origin(config.dataset).public)
