@@ -93,6 +93,12 @@ def test_a_dp_run_prints_no_round_time_nor_eta():
         (0, 1500, 1, 30),
         (0, 1500, 7, 35),  # A multiple of --eval_every: lines with accuracy.
         (0, 1500, 100, 30),  # Rarer evaluations are printed besides.
+        # Evaluations just rarer than the lines (8): lines at evaluations
+        # only, not every 8 rounds and every 10th besides.
+        (0, 400, 10, 10),
+        (0, 400, 16, 16),
+        (0, 400, 17, 8),
+        (0, 30, 10, 1),  # A short run: every round.
         (5, 1500, 1, 5),  # As given.
     ])
 def test_log_every_resolution(log_every, rounds, eval_every, expected):

@@ -127,14 +127,18 @@ def resolve_log_every(log_every: int,
   Returns:
     `log_every` if set; else the least multiple of `eval_every` (so that
     the lines carry the evaluation) that gives at most that many lines, or
-    every round of a short run. Where evaluations are rarer than that, their
-    rounds are printed too (`Progress`).
+    every round of a short run. Where evaluations are rarer than twice
+    that, the rounds' own spacing stays and evaluated rounds are printed
+    too (`Progress`).
   """
   if log_every > 0:
     return log_every
   lines = TERMINAL_PROGRESS_LINES if terminal else DEFAULT_PROGRESS_LINES
   every = max(1, math.ceil(rounds / lines))
-  if eval_every < every:
+  if eval_every < every or (every > 1 and eval_every <= 2 * every):
+    # Evaluations no rarer than half the lines: lines at evaluations only
+    # (between half and all of `lines`), not ~twice as many lines of which
+    # half lack the accuracy.
     every = eval_every * math.ceil(every / eval_every)
   return every
 
