@@ -342,3 +342,20 @@ def test_recommendation_marks_a_row_adaptive_clipping_refuses_as_refused():
   }
   assert marks == {5: 'refused', 20: 'least noise'}
   assert 'note: m=5, T=50: training refuses this z' in result.stdout
+
+
+def test_output_closed_by_its_reader_is_one_line_not_a_traceback():
+  # `./run.sh epsilon ... | head -1`: the reader is gone before the plan.
+  process = subprocess.Popen([
+      sys.executable, '-m', 'tff_dp.cli.epsilon', '--population=700',
+      '--clients_per_round=70', '--noise_multiplier=1'
+  ],
+                             cwd=REPO_ROOT,
+                             stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE,
+                             text=True)
+  process.stdout.close()
+  stderr = process.stderr.read()
+  assert process.wait(timeout=120) == 1
+  assert stderr == ('tff-dp-epsilon: standard output was closed (broken '
+                    'pipe); stopped\n')

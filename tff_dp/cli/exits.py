@@ -6,6 +6,7 @@ checkpoint), 3 internal error or environment failure (logged), 130 Ctrl-C.
 SIGTERM ends a run with 128 + its signal number, as shells report it.
 """
 
+import os
 import re
 import sys
 from typing import Callable, Optional
@@ -63,6 +64,17 @@ def flag_error_message(error: Exception) -> str:
   return f'{", ".join(names[:-1])} and {names[-1]} are required'
 
 
+def stdout_closed(program: str) -> int:
+  """After a BrokenPipeError (the reader of the output, e.g. `| head`, is
+  gone): one line on stderr, stdout pointed at /dev/null so that the
+  interpreter's last flush cannot raise again; returns EXIT_IO."""
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, sys.stdout.fileno())
+  print(f'{program}: standard output was closed (broken pipe); stopped',
+        file=sys.stderr)
+  return EXIT_IO
+
+
 def fail(program: str, message: str, code: int) -> None:
   """Ends the program with one line on stderr and exit code `code`."""
   print(f'{program}: error: {message}', file=sys.stderr)
@@ -84,6 +96,8 @@ def run_program(program: str,
     fail(program, flag_error_message(e), EXIT_USAGE)
   except user_errors as e:
     fail(program, str(e), EXIT_USAGE)
+  except BrokenPipeError:
+    sys.exit(stdout_closed(program))
   except OSError as e:
     # Disk full, permissions: the environment, not the input.
     name = f'{e.filename}: ' if e.filename else ''

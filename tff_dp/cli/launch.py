@@ -15,6 +15,7 @@ must happen before TensorFlow is imported. Standard library only.
 
 import os
 import signal
+import sys
 import warnings
 
 from tff_dp import lazy_imports
@@ -64,10 +65,27 @@ def install_early_handlers(program: str) -> None:
       signal.signal(sig, handler)
 
 
+def install_broken_pipe_hook(program: str) -> None:
+  """Output piped into a reader that quits early (`| head`) ends the program
+  with one line (`exits.stdout_closed`, exit 1), not a traceback, wherever
+  the write was."""
+  previous = sys.excepthook
+
+  def hook(kind, value, traceback):
+    if issubclass(kind, BrokenPipeError):
+      from tff_dp.cli import exits  # pylint: disable=g-import-not-at-top
+      exits.stdout_closed(program)
+    else:
+      previous(kind, value, traceback)
+
+  sys.excepthook = hook
+
+
 def start(program: str) -> None:
-  """What every program does first: `install_early_handlers`, `quiet` and
-  `lazy_imports.install`."""
+  """What every program does first: `install_early_handlers`,
+  `install_broken_pipe_hook`, `quiet` and `lazy_imports.install`."""
   install_early_handlers(program)
+  install_broken_pipe_hook(program)
   quiet()
   lazy_imports.install()
 

@@ -302,6 +302,8 @@ def _train(prepared: prepare.PreparedRun, run_dir: str, *, resume: bool,
     raise InternalError(
         f'{e}. Nothing of the interrupted round was '
         'released; run the same command again to resume.') from e
+  except BrokenPipeError:
+    raise  # The output's reader quit (`| head`): not a bug (`main`).
   except Exception as e:
     raise InternalError(f'{type(e).__name__}: {e} '
                         f'({_write_error_log(run_dir)})') from e
@@ -370,6 +372,10 @@ def main(argv: list[str]) -> None:
   except KeyboardInterrupt:
     print('tff-dp: interrupted; the TFF worker was stopped', file=sys.stderr)
     code = exits.EXIT_SIGINT
+  except BrokenPipeError:
+    # What was released stays (and its statement, `run_statement`); the
+    # same command resumes.
+    code = exits.stdout_closed('tff-dp')
   except signals.Terminated as e:
     print(f'tff-dp: terminated by {e}; the TFF worker was stopped',
           file=sys.stderr)
