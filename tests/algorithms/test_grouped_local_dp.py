@@ -88,7 +88,9 @@ def test_zero_noise_grouped_local_laplace_equals_reference(tff_runtime):
   _assert_no_metrics(outputs)
 
 
-def test_zero_noise_grouped_client_plus_server_equals_reference(tff_runtime):
+@g.PATHS
+def test_zero_noise_grouped_client_plus_server_equals_reference(
+    tff_runtime, monkeypatch, max_client_size):
   del tff_runtime
   xs, ys = g.population()
   dp = central_dp.settings(clients_per_round=7, clip=0.03)
@@ -96,8 +98,11 @@ def test_zero_noise_grouped_client_plus_server_equals_reference(tff_runtime):
       _local(_GAUSSIAN,
              clip=0.05,
              central=learning_process.sanitizing_dp_aggregator(dp)))
+  traced = g.count_vectorized(monkeypatch)
   grouped = g.build_grouped(learning_process.build_dp_aggregator(dp),
-                            local_dp_factory=_local(_GAUSSIAN, clip=0.05))
+                            local_dp_factory=_local(_GAUSSIAN, clip=0.05),
+                            max_client_size=max_client_size)
+  g.assert_path(traced, max_client_size)
   g.assert_equivalent(reference, grouped, xs, ys)
 
 
