@@ -76,12 +76,16 @@ def _assert_no_metrics(outputs):
     assert not output.metrics['client_work']['train']
 
 
-def test_zero_noise_grouped_local_laplace_equals_reference(tff_runtime):
+def test_zero_noise_grouped_local_laplace_equals_reference(
+    tff_runtime, monkeypatch):
   del tff_runtime
   xs, ys = g.population()
   # An L1 clip that binds (the updates' L1 norms are ~0.1-1).
   reference = _reference(_local(_LAPLACE, clip=0.05))
+  traced = g.count_vectorized(monkeypatch)
   grouped = g.build_grouped(None, local_dp_factory=_local(_LAPLACE, clip=0.05))
+  # The helper's default is the program's MLP path (the while loop).
+  g.assert_path(traced, None)
   _, ref_outputs = g.assert_equivalent(reference, grouped, xs, ys)
   _assert_no_metrics(ref_outputs)
   _, outputs = g.run(grouped, lambda r, c: g.groups(xs, ys, r, c, group_size=3))
