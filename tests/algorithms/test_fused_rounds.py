@@ -111,13 +111,15 @@ def _while_loop(dp_factory, **kwargs):
   return grouped_fedavg.build_grouped_dp_fedavg(**settings)
 
 
-# The program's layout for the MLP (while loop) and the helpers' (unrolled
-# and, where supported, vectorized over a group's clients).
+# The program's layout for the MLP (while loop, also the helpers' default)
+# and the vectorized study (unrolled steps, vectorized over a group's
+# clients).
 _BUILDERS = {
     'adaptive':
         lambda: _while_loop(_dp(DpMechanism.GAUSSIAN_ADAPTIVE)),
     'adaptive_vectorized':
-        lambda: g.build_grouped(_dp(DpMechanism.GAUSSIAN_ADAPTIVE)),
+        lambda: g.build_grouped(_dp(DpMechanism.GAUSSIAN_ADAPTIVE),
+                                max_client_size=g.MAX_SIZE),
     'fixed':
         lambda: g.build_grouped(_dp()),
     'dp_ftrl':

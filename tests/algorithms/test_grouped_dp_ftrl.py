@@ -47,7 +47,8 @@ def _grouped(*,
              input_dim=g.D,
              hidden=g.HIDDEN,
              client_lr=g.CLIENT_LR,
-             server_momentum=0.9):
+             server_momentum=0.9,
+             max_client_size=None):
   return grouped_fedavg.build_grouped_dp_fedavg(
       keras_model_fn=g.keras_model_fn(input_dim, hidden),
       input_dim=input_dim,
@@ -63,10 +64,12 @@ def _grouped(*,
           server_learning_rate=1.0, server_momentum=server_momentum),
       batch_size=g.BATCH_SIZE,
       epochs=g.EPOCHS,
-      max_client_size=g.MAX_SIZE)
+      max_client_size=max_client_size)
 
 
-def test_zero_noise_grouped_dp_ftrl_equals_reference(tff_runtime):
+@g.PATHS
+def test_zero_noise_grouped_dp_ftrl_equals_reference(tff_runtime, monkeypatch,
+                                                     max_client_size):
   del tff_runtime
   xs, ys = g.population()
   reference = dp_ftrl.build_dp_ftrl_process(model_fn=g.model_fn(),
@@ -74,7 +77,9 @@ def test_zero_noise_grouped_dp_ftrl_equals_reference(tff_runtime):
                                             server_learning_rate=1.0,
                                             server_momentum=0.9,
                                             model_aggregator=_tree())
-  grouped = _grouped()
+  traced = g.count_vectorized(monkeypatch)
+  grouped = _grouped(max_client_size=max_client_size)
+  g.assert_path(traced, max_client_size)
   ref_state, _ = g.assert_equivalent(reference, grouped, xs, ys)
   # The restart counter and the tree's leaves are in the (same) state.
   dp_ftrl.check_tree_alignment(ref_state,

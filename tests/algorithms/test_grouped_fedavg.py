@@ -31,12 +31,14 @@ import tensorflow_federated as tff
 from tests.helpers import REPO_ROOT
 from tests.helpers import central_dp
 from tests.helpers import flag_configs
+from tests.helpers import grouped as g
 from tests.helpers import grouped_server as server_checks
 from tests.helpers import programs
 from tff_dp import config_checks
 from tff_dp import simulation_path
 from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import grouped_fedavg
+from tff_dp.algorithms import grouped_vectorized
 from tff_dp.algorithms import learning_process
 from tff_dp.algorithms import models
 from tff_dp.checks import ConfigError
@@ -111,9 +113,11 @@ def _grouped(dp,
              hidden=_HIDDEN,
              client_lr=_CLIENT_LR,
              server_momentum=0.9,
-             max_client_size=_MAX_SIZE):
-  # By default the local steps are unrolled, as the program builds it for
-  # in-memory data.
+             max_client_size=None):
+  # By default the local steps run in a while loop, as the program builds the
+  # MLP (`assembly._unroll_bound`); `_MAX_SIZE` unrolls them, which
+  # vectorizes the group's clients (`grouped_vectorized`, never run by the
+  # program: slow tier only).
   return grouped_fedavg.build_grouped_dp_fedavg(
       keras_model_fn=_keras_model_fn(input_dim, hidden),
       input_dim=input_dim,
@@ -240,21 +244,28 @@ def population():
   return _population()
 
 
-# ~20 s each: clipping reached on both paths (unrolled steps, while loop)
-# in the default tier; no clipping at all in the slow tier.
+# Clipping reached on the program's path (while loop, 6-8 s) in the default
+# tier; no clipping at all (4 s) and the vectorized study path (10 s) in the
+# slow tier (2026-12-05, load 1.3-4 on 2 cores).
 @pytest.mark.parametrize(
     'clip, max_client_size', [
-        pytest.param(1e6, _MAX_SIZE, marks=pytest.mark.slow), (0.05, _MAX_SIZE),
-        (0.05, None)
+        (0.05, None),
+        pytest.param(1e6, None, marks=pytest.mark.slow),
+        pytest.param(0.05, _MAX_SIZE, marks=pytest.mark.slow),
     ],
-    ids=['clip_not_reached', 'clip_reached', 'clip_reached-while_loop'])
-def test_zero_noise_grouped_equals_reference(tff_runtime, population, clip,
+    ids=['clip_reached', 'clip_not_reached', 'clip_reached-vectorized'])
+def test_zero_noise_grouped_equals_reference(tff_runtime, population,
+                                             monkeypatch, clip,
                                              max_client_size):
   del tff_runtime
   xs, ys = population
   dp = _dp(clip=clip)
   reference = _reference(dp)
+  traced = g.count_vectorized(monkeypatch)
   grouped = _grouped(dp, max_client_size=max_client_size)
+  # The case's path ran (no other test builds the vectorized case's process,
+  # so the cache cannot hide its trace).
+  assert bool(traced) == (max_client_size is not None)
   ref_state, ref_outputs = _run_reference(reference, xs, ys)
   expected = _weights(reference, ref_state)
   # Same seeded initializers: identical initial models.
@@ -324,8 +335,7 @@ def test_client_files_mode_equals_reference(tff_runtime, population, tmp_path):
       server_optimizer=_server_optimizer(),
       batch_size=3,
       epochs=2,
-      client_files_dir=directory,
-      max_client_size=_MAX_SIZE)
+      client_files_dir=directory)
   state, outputs = _run_grouped(process,
                                 xs,
                                 ys,
@@ -391,13 +401,18 @@ def test_unrolled_batches_rejects_bad_sizes(bad):
 
 
 def test_client_larger_than_the_unrolled_steps_fails_loudly(
-    tff_runtime, population):
+    tff_runtime, population, monkeypatch):
   """A client with more batches than unrolled must not be cut short."""
   del tff_runtime
   xs, ys = population
+  # The unrolled steps the program builds (for the CNN and the language
+  # models): one client after another, as for a model pfor refuses.
+  monkeypatch.setattr(grouped_vectorized, 'vectorizes', lambda *a, **k: False)
+  traced = g.count_vectorized(monkeypatch)
   # Built for clients of at most 3 examples (2 batches of 3 over 2 epochs);
   # the cohort's client of 7 examples has 5.
   process = _grouped(_dp(), max_client_size=3)
+  assert not traced
   groups = _groups(xs, ys, 1, (0, 2), group_size=2)
   # The worker's TF error reaches the caller as TFF's failed RPC.
   with pytest.raises(grpc.RpcError, match='more local batches than'):

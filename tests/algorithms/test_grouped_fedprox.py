@@ -45,7 +45,9 @@ def test_proximal_term_is_tffs():
                                                    strength=0.0) is grads
 
 
-def test_zero_noise_grouped_fedprox_equals_reference(tff_runtime):
+@g.PATHS
+def test_zero_noise_grouped_fedprox_equals_reference(tff_runtime, monkeypatch,
+                                                     max_client_size):
   del tff_runtime
   xs, ys = g.population()
   dp = central_dp.settings(clients_per_round=7, clip=0.05)
@@ -53,8 +55,11 @@ def test_zero_noise_grouped_fedprox_equals_reference(tff_runtime):
       dp=dp, client_weighting=ClientWeighting.UNIFORM),
                           algorithm=Algorithm.FEDPROX,
                           proximal_strength=_MU)
+  traced = g.count_vectorized(monkeypatch)
   grouped = g.build_grouped(learning_process.build_dp_aggregator(dp),
-                            _options())
+                            _options(),
+                            max_client_size=max_client_size)
+  g.assert_path(traced, max_client_size)
   g.assert_equivalent(reference, grouped, xs, ys)
 
 

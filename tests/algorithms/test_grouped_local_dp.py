@@ -76,19 +76,25 @@ def _assert_no_metrics(outputs):
     assert not output.metrics['client_work']['train']
 
 
-def test_zero_noise_grouped_local_laplace_equals_reference(tff_runtime):
+def test_zero_noise_grouped_local_laplace_equals_reference(
+    tff_runtime, monkeypatch):
   del tff_runtime
   xs, ys = g.population()
   # An L1 clip that binds (the updates' L1 norms are ~0.1-1).
   reference = _reference(_local(_LAPLACE, clip=0.05))
+  traced = g.count_vectorized(monkeypatch)
   grouped = g.build_grouped(None, local_dp_factory=_local(_LAPLACE, clip=0.05))
+  # The helper's default is the program's MLP path (the while loop).
+  g.assert_path(traced, None)
   _, ref_outputs = g.assert_equivalent(reference, grouped, xs, ys)
   _assert_no_metrics(ref_outputs)
   _, outputs = g.run(grouped, lambda r, c: g.groups(xs, ys, r, c, group_size=3))
   _assert_no_metrics(outputs)
 
 
-def test_zero_noise_grouped_client_plus_server_equals_reference(tff_runtime):
+@g.PATHS
+def test_zero_noise_grouped_client_plus_server_equals_reference(
+    tff_runtime, monkeypatch, max_client_size):
   del tff_runtime
   xs, ys = g.population()
   dp = central_dp.settings(clients_per_round=7, clip=0.03)
@@ -96,8 +102,11 @@ def test_zero_noise_grouped_client_plus_server_equals_reference(tff_runtime):
       _local(_GAUSSIAN,
              clip=0.05,
              central=learning_process.sanitizing_dp_aggregator(dp)))
+  traced = g.count_vectorized(monkeypatch)
   grouped = g.build_grouped(learning_process.build_dp_aggregator(dp),
-                            local_dp_factory=_local(_GAUSSIAN, clip=0.05))
+                            local_dp_factory=_local(_GAUSSIAN, clip=0.05),
+                            max_client_size=max_client_size)
+  g.assert_path(traced, max_client_size)
   g.assert_equivalent(reference, grouped, xs, ys)
 
 

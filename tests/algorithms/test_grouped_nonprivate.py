@@ -65,11 +65,15 @@ def _assert_equivalent(weighting,
                        algorithm=Algorithm.FEDAVG,
                        options=None,
                        weight_cap=None,
-                       group_sizes=((3, True),)):
+                       group_sizes=((3, True),),
+                       max_client_size=None):
   """The grouped process == the reference (see the module docstring)."""
   xs, ys = g.population()
   reference = _reference(weighting, algorithm=algorithm, weight_cap=weight_cap)
-  grouped = g.build_grouped(None, options, mean_query=_query(weighting))
+  grouped = g.build_grouped(None,
+                            options,
+                            mean_query=_query(weighting),
+                            max_client_size=max_client_size)
   ref_state, ref_outputs = g.run(
       reference, lambda r, c: g.reference_datasets(xs, ys, r, c))
   expected = g.weights(reference, ref_state)
@@ -150,10 +154,15 @@ def test_a_dp_mechanism_beside_the_mean_is_refused():
 
 
 @pytest.mark.tff
-def test_nonprivate_fedavg_num_examples_equals_reference(tff_runtime):
+@g.PATHS
+def test_nonprivate_fedavg_num_examples_equals_reference(
+    tff_runtime, monkeypatch, max_client_size):
   """configs/nonprivate.cfg's mechanism: FedAvg weighted by n_k."""
   del tff_runtime
-  _assert_equivalent(ClientWeighting.NUM_EXAMPLES)
+  traced = g.count_vectorized(monkeypatch)
+  _assert_equivalent(ClientWeighting.NUM_EXAMPLES,
+                     max_client_size=max_client_size)
+  g.assert_path(traced, max_client_size)
 
 
 @pytest.mark.tff

@@ -1,14 +1,15 @@
 """The group's clients trained together (`grouped_vectorized`) against the loop.
 
-The process-level zero-noise equivalence with TFF's reference is in
-test_grouped_fedavg.py (its MLP groups, built with `max_client_size`, take
-the vectorized path: pinned here); these tests compare the group's TF
-function itself, in process, on groups with partial batches, clients with
-fewer batches, an empty client and padding slots.
+The process-level zero-noise equivalence with TFF's reference is the
+`[vectorized]` case of test_grouped_{fedavg,dp_ftrl,fedprox,local_dp,
+weighting,nonprivate}.py (MLP groups built with `max_client_size`, slow tier;
+their default-tier cases run the program's while loop); these tests compare
+the group's TF function itself, in process, on groups with partial batches,
+clients with fewer batches, an empty client and padding slots.
 
 The program never runs this path (the module docstring says why), so only
-the configuration rule (pure Python) is in the default tier; the traced
-comparisons are in the slow tier.
+the configuration rule (pure Python) and the probe's fallback are in the
+default tier; the traced comparisons are in the slow tier.
 """
 
 import collections
@@ -70,8 +71,8 @@ def test_supported_is_decided_by_the_configuration():
 
 
 # ~3-10 s; in the default tier, test_grouped_fedavg's CNN equivalence fails
-# if the CNN is vectorized, and test_shard_routing's vectorized group if the
-# MLP is not.
+# if the CNN is vectorized (the slow tier's `[vectorized]` cases if the MLP
+# is not).
 @pytest.mark.slow
 def test_vectorizes_the_mlp_not_the_cnn():
   optimizer = tff.learning.optimizers.build_sgdm(learning_rate=0.1)
@@ -83,6 +84,51 @@ def test_vectorizes_the_mlp_not_the_cnn():
   # Conv2D's filters must be loop invariant in pfor; a client's are not.
   assert not grouped_vectorized.vectorizes(
       _model(ModelKind.CNN, 64), optimizer, input_dim=64, **kwargs)
+
+
+def test_any_error_of_pfor_keeps_the_loop(monkeypatch):
+  """pfor fails with more than ValueError (module docstring of `vectorizes`):
+  the probe answers False, and restores TF's log level."""
+
+  def fails(*args, **kwargs):
+    del args, kwargs
+    raise TypeError('`dtype` <dtype: \'variant\'> is not compatible with 0 '
+                    'of dtype int64.')
+
+  monkeypatch.setattr(grouped_vectorized.tf, 'vectorized_map', fails)
+  level = tf.get_logger().level
+  optimizer = tff.learning.optimizers.build_sgdm(learning_rate=0.1)
+  assert not grouped_vectorized.vectorizes(_model(),
+                                           optimizer,
+                                           input_dim=_D,
+                                           batch_size=_BATCH,
+                                           max_batches=3,
+                                           options=ClientOptions())
+  assert tf.get_logger().level == level
+
+
+# ~15 s at load 5 (pfor's conversion of an LSTM step): what the fallback is
+# for; the default tier raises pfor's error by hand (above).
+@pytest.mark.slow
+def test_the_rnn_keeps_the_loop():
+  """pfor raises a TypeError on the LSTM (not a ValueError): the loop."""
+  model = grouped_model.functional_model(
+      lambda: models.build_keras_model(ModelKind.RNN,
+                                       input_dim=5,
+                                       num_classes=7,
+                                       hidden_units=4,
+                                       seed=3,
+                                       vocab_size=7),
+      input_dim=5,
+      num_classes=7,
+      label_kind=LabelKind.SINGLE)
+  assert not grouped_vectorized.vectorizes(
+      model,
+      tff.learning.optimizers.build_sgdm(learning_rate=0.1),
+      input_dim=5,
+      batch_size=3,
+      max_batches=2,
+      options=ClientOptions())
 
 
 def _group(pad):

@@ -35,7 +35,9 @@ def test_capped_weight_scale():
   assert grouped_client_options.capped_weight_scale(update, 3, None) is update
 
 
-def test_zero_noise_grouped_capped_weights_equal_reference(tff_runtime):
+@g.PATHS
+def test_zero_noise_grouped_capped_weights_equal_reference(
+    tff_runtime, monkeypatch, max_client_size):
   del tff_runtime
   xs, ys = g.population()
   # Clip not reached, so that the weights show in the result.
@@ -43,9 +45,12 @@ def test_zero_noise_grouped_capped_weights_equal_reference(tff_runtime):
   reference = g.reference(
       learning_process.build_model_aggregator(
           dp=dp, client_weighting=ClientWeighting.CAPPED, weight_cap=_CAP))
+  traced = g.count_vectorized(monkeypatch)
   grouped = g.build_grouped(
       learning_process.build_dp_aggregator(dp),
-      grouped_client_options.ClientOptions(weight_cap=_CAP))
+      grouped_client_options.ClientOptions(weight_cap=_CAP),
+      max_client_size=max_client_size)
+  g.assert_path(traced, max_client_size)
   g.assert_equivalent(reference, grouped, xs, ys)
 
 

@@ -5,8 +5,10 @@ context slices CLIENTS values with): worker i's slice holds exactly the
 cohort's clients of the shard it serves, each once, in cohort order, then
 padding groups (`grouped_data.padding_group`: one slot, `valid` False). A
 round so padded is, at zero noise, bit for bit the round without the
-padding, on the group computation vectorized over a group's clients (which
-fails on a group of zero slots). Shard identities that do not match the
+padding, on the group computation the program runs for the MLP (each
+client's steps in a while loop); the group computation vectorized over a
+group's clients (a study the program never runs; it fails on a group of zero
+slots) is checked in the slow tier. Shard identities that do not match the
 manifest are refused naming the worker and the shard.
 """
 
@@ -24,7 +26,6 @@ from tests.helpers import grouped as g
 from tff_dp.algorithms import grouped_client_work
 from tff_dp.algorithms import grouped_data
 from tff_dp.algorithms import grouped_model
-from tff_dp.algorithms import grouped_vectorized
 from tff_dp.algorithms import learning_process
 from tff_dp.algorithms import shard_routing
 from tff_dp.algorithms.grouped_client_options import ClientOptions
@@ -134,22 +135,15 @@ def _routed_round(cohort=(0, 1, 2, 4, 5, 6)):
   return groups, unpadded
 
 
-def _count_vectorized(monkeypatch) -> list[int]:
-  """Records each trace of the vectorized training of a group's clients."""
-  traced = []
-  real = grouped_vectorized.train_clients
-  monkeypatch.setattr(grouped_vectorized, 'train_clients',
-                      lambda *a, **k: traced.append(1) or real(*a, **k))
-  return traced
-
-
-# One group function traced, no TFF execution: ~5 s of CPU (9-10 s wall
-# at load 7 on 2 cores).
-def test_routed_padding_adds_zeros_on_the_vectorized_group_computation(
-    tmp_path, monkeypatch):
+# One group function traced, no TFF execution: 0.7-1.3 s wall on the program's
+# path (while loop, default tier), 4.7 s vectorized (slow tier; 9-10 s at
+# load 7), at load 1.3-4 on 2 cores.
+@g.PATHS
+def test_routed_padding_adds_zeros_on_the_group_computation(
+    tmp_path, monkeypatch, max_client_size):
   xs, ys = g.population()
   grouped_data.write_client_files(xs, ys, directory=str(tmp_path))
-  traced = _count_vectorized(monkeypatch)
+  traced = g.count_vectorized(monkeypatch)
   model = grouped_model.functional_model(g.keras_model_fn(),
                                          input_dim=g.D,
                                          num_classes=g.C,
@@ -165,7 +159,7 @@ def test_routed_padding_adds_zeros_on_the_vectorized_group_computation(
       epochs=g.EPOCHS,
       max_norm=1e9,
       client_files_dir=str(tmp_path),
-      max_batches=grouped_client_work.unrolled_batches(g.MAX_SIZE,
+      max_batches=grouped_client_work.unrolled_batches(max_client_size,
                                                        epochs=g.EPOCHS,
                                                        batch_size=g.BATCH_SIZE),
       options=ClientOptions())
@@ -187,11 +181,13 @@ def test_routed_padding_adds_zeros_on_the_vectorized_group_computation(
       for r in records:
         np.testing.assert_array_equal(r, np.zeros_like(r))
       assert all(not np.any(m) for m in metrics.values())
-  assert traced  # The path that fails on a group of zero slots.
+  # The case's path was traced (vectorized: the one that fails on a group
+  # of zero slots).
+  g.assert_path(traced, max_client_size)
 
 
-# A process build (vectorized group computation) and two rounds: ~11 s of
-# CPU (12-20 s wall at load 6-8 on 2 cores).
+# A process build (the program's group computation) and two rounds: ~11 s of
+# CPU (12-20 s wall at load 6-8 on 2 cores, when it was vectorized).
 @pytest.mark.slow
 @pytest.mark.tff
 def test_padded_routed_round_is_the_round_without_padding(
@@ -201,13 +197,13 @@ def test_padded_routed_round_is_the_round_without_padding(
   del tff_runtime
   xs, ys = g.population()
   grouped_data.write_client_files(xs, ys, directory=str(tmp_path))
-  traced = _count_vectorized(monkeypatch)
+  traced = g.count_vectorized(monkeypatch)
   process = g.build_grouped(learning_process.build_dp_aggregator(
       central_dp.settings(DpMechanism.GAUSSIAN_ADAPTIVE,
                           clients_per_round=7,
                           clip=0.05)),
                             client_files_dir=str(tmp_path))
-  assert traced  # The path that fails on a group of zero slots.
+  g.assert_path(traced, None)  # As the program builds the MLP.
   groups, unpadded = _routed_round()
   state = process.initialize()
   padded_round = process.next(state, groups)

@@ -5,11 +5,18 @@ grouped process (`tff_dp.algorithms.grouped_fedavg`) with TFF's
 one-client-per-call reference on the same clients, seeds and example
 orders. Sizes as in test_grouped_fedavg.py: batches of 3 over 2 epochs leave
 partial last batches, and one client has a single example.
+
+`build_grouped` builds the MLP as the program does (`tff_dp.program.assembly.
+_unroll_bound` is None for it): each client's local steps in a graph-mode
+while loop. `max_client_size=MAX_SIZE` unrolls them instead, which for the MLP
+takes `tff_dp.algorithms.grouped_vectorized`, a study no program
+configuration reaches: the tests that pass it are in the slow tier.
 """
 
 import math
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -23,7 +30,14 @@ from tff_dp.program import client_data
 D, C, HIDDEN, SEED, DATA_SEED = 5, 3, 4, 7, 11
 CLIENT_LR, CLIENT_MOMENTUM = 0.3, 0.5
 SIZES = (5, 1, 7, 3, 4, 6, 2)
+# `build_grouped(max_client_size=MAX_SIZE)`: unrolled (vectorized) steps.
 MAX_SIZE = max(SIZES)
+# A mechanism's equivalence on the program's path (default tier) and on the
+# vectorized study path (slow tier: one case per mechanism family).
+PATHS = pytest.mark.parametrize(
+    'max_client_size',
+    [None, pytest.param(MAX_SIZE, marks=pytest.mark.slow)],
+    ids=['while_loop', 'vectorized'])
 # Three rounds, so that DP-FTRL's tree restarts (every 2 rounds) once.
 COHORTS = ((1, (0, 1, 2, 3, 4, 5, 6)), (2, (6, 2, 4, 1, 0)), (3, (3, 5)))
 WEIGHTS_ATOL = 1e-6
@@ -196,9 +210,14 @@ def build_grouped(dp_factory,
                   client_momentum=CLIENT_MOMENTUM,
                   server_momentum=0.9,
                   server=None,
+                  max_client_size=None,
                   **kwargs):
-  """A grouped process on this module's model and sizes (unrolled steps, as
-  the program builds it for in-memory data)."""
+  """A grouped process on this module's model and sizes.
+
+  `max_client_size` None (the default): the local steps in a while loop, as
+  the program builds the MLP; MAX_SIZE: unrolled, which vectorizes the
+  group's clients (module docstring).
+  """
   # pylint: disable-next=g-import-not-at-top
   from tff_dp.algorithms import grouped_client_options
   from tff_dp.algorithms import grouped_fedavg  # pylint: disable=g-import-not-at-top
@@ -212,7 +231,7 @@ def build_grouped(dp_factory,
       server_optimizer=server or server_optimizer(momentum=server_momentum),
       batch_size=BATCH_SIZE,
       epochs=EPOCHS,
-      max_client_size=MAX_SIZE,
+      max_client_size=max_client_size,
       options=options or grouped_client_options.ClientOptions(),
       **kwargs)
 
@@ -245,3 +264,22 @@ def group_fn_arguments(model, optimizer, query):
       optimizer.initialize(tf.TensorSpec([], tf.float32)))
   params = query.derive_sample_params(query.initial_global_state())
   return weights, hparams, params
+
+
+def assert_path(traced, max_client_size) -> None:
+  """The group computation `PATHS`' case names is the one traced."""
+  assert bool(traced) == (max_client_size
+                          is not None), (traced, max_client_size)
+
+
+def count_vectorized(monkeypatch) -> list:
+  """Records each trace of a group's clients trained together
+  (`grouped_vectorized.train_clients`, traced when a process is built): empty
+  on the program's MLP path (the while loop)."""
+  # pylint: disable-next=g-import-not-at-top
+  from tff_dp.algorithms import grouped_vectorized
+  traced = []
+  real = grouped_vectorized.train_clients
+  monkeypatch.setattr(grouped_vectorized, 'train_clients',
+                      lambda *a, **k: traced.append(1) or real(*a, **k))
+  return traced
