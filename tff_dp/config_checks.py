@@ -27,6 +27,18 @@ from tff_dp.data import shard_manifest
 from tff_dp.mechanisms import registry as mechanism_registry
 
 
+def _other_guarantee(config: TrainConfig) -> str:
+  """', and this run's guarantee is ...' for a run private without central
+  noise, else ''."""
+  if config.local_dp is not LocalDp.NONE:
+    return (f'; this run\'s guarantee is local, --local_dp='
+            f'{config.local_dp.value}, set by its own flags')
+  if config.example_dp:
+    return ('; this run\'s guarantee is record-level, --example_dp, set by '
+            '--example_noise_multiplier')
+  return '; epsilon is infinite'
+
+
 def _check_transformer(config: TrainConfig) -> None:
   """The transformer's heads divide its width; --init_from names a file."""
   if config.model is ModelKind.TRANSFORMER and (config.transformer_width %
@@ -133,10 +145,13 @@ def check_config(config: TrainConfig) -> None:
   if not config.uses_dp_aggregator:
     for name in ('target_epsilon', 'max_epsilon'):
       if getattr(config, name) is not None:
+        # A local or record-level guarantee has its own epsilon, set by its
+        # own flags; these two are about the central one.
         raise ConfigError(
             name, getattr(config, name),
-            'needs a DP mechanism; --dp_mechanism=none is not '
-            'private (epsilon is infinite)')
+            'is about the central epsilon, which needs a central DP '
+            'mechanism (--dp_mechanism=none adds no central noise'
+            f'{_other_guarantee(config)})')
   elif config.target_epsilon is None:
     if config.noise_multiplier == 0 and not config.allow_zero_noise:
       raise ConfigError(

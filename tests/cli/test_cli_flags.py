@@ -112,6 +112,11 @@ BAD_COMBINATIONS = [
     (['--dp_mechanism=none',
       '--target_epsilon=3'], '--target_epsilon=3.0', None),
     (['--dp_mechanism=none', '--max_epsilon=3'], '--max_epsilon=3.0', None),
+    # Private, but not centrally: the budget flags say what they are about.
+    ([
+        '--dp_mechanism=none', '--local_dp=laplace', '--local_epsilon=1',
+        '--max_epsilon=3'
+    ], '--max_epsilon=3.0: is about the central epsilon', None),
     ([
         '--dp_mechanism=gaussian_fixed', '--noise_multiplier=0',
         '--allow_zero_noise', '--max_epsilon=3'
