@@ -144,7 +144,8 @@ _SEED_CASES = {
     'fixed_size': ({
         'client_sampling': 'fixed_size',
         'dp_mechanism': 'gaussian_fixed'
-    }, True, 'its RDP epsilon may rely on amplification by sampling'),
+    }, True, 'the RDP epsilon does NOT hold: it may rely on amplification '
+                   'by sampling'),
     'full': ({
         'client_sampling': 'full',
         'clients_per_round': _N
@@ -191,7 +192,12 @@ def test_a_public_seed_says_insecure_exactly_where_a_guarantee_needs_it(
   assert ('INSECURE' in statement) is voided
   assert ('amplification by sampling is void' in statement) is False
   assert ('Public seed' in first) is not voided
-  assert _summary(config).to_json()['guarantee_insecure'] is voided
+  summary = _summary(config).to_json()
+  # Fixed size: the PLD epsilon is unamplified, so it holds if it is the
+  # stated one (`run_secrets.seed_voids_epsilon`).
+  stated_holds = (case == 'fixed_size' and
+                  summary['guarantee_accountant'] == 'pld')
+  assert summary['guarantee_insecure'] is (voided and not stated_holds)
   from tff_dp.data import description  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(description, 'public_description',
                       lambda data, **kwargs: 'the data')
@@ -281,3 +287,15 @@ def test_the_console_labels_the_times_of_a_dp_run(asked, capsys):
   assert wall == [
       'wall time (non-private, not covered by the DP guarantee): 0m01s'
   ]
+
+
+def test_under_fixed_size_sampling_a_public_seed_voids_the_rdp_epsilon_only():
+  fixed = _config(7,
+                  client_sampling='fixed_size',
+                  dp_mechanism='gaussian_fixed')
+  assert run_secrets.seed_voids_epsilon(fixed, 'rdp')
+  assert not run_secrets.seed_voids_epsilon(fixed, 'pld')
+  poisson = _config(7)
+  assert run_secrets.seed_voids_epsilon(poisson, 'pld')
+  assert run_secrets.seed_voids_epsilon(poisson, 'rdp')
+  assert not run_secrets.seed_voids_epsilon(_config(None), 'rdp')

@@ -13,6 +13,7 @@ import time
 from typing import Callable, Optional, TextIO
 
 from tff_dp import config as config_lib
+from tff_dp.cohorts import sampling
 
 
 def print_calibration(config: config_lib.TrainConfig, accountant) -> None:
@@ -50,7 +51,8 @@ def print_banner(config: config_lib.TrainConfig, data, held_out) -> None:
   from tff_dp.privacy import run_secrets  # pylint: disable=g-import-not-at-top
   seed = f'--insecure_sampling_seed={config.insecure_sampling_seed}'
   if run_secrets.seed_voids_guarantee(config):
-    print(f'INSECURE: {seed}: {INSECURE_WORDS}', flush=True)
+    print(f'INSECURE: {seed}: {insecure_words(config.client_sampling)}',
+          flush=True)
   else:
     print(
         f'public seed: {seed}: the cohorts come from a value in the released '
@@ -59,12 +61,19 @@ def print_banner(config: config_lib.TrainConfig, data, held_out) -> None:
         flush=True)
 
 
-# Why a run whose guarantee relies on hidden cohorts (amplification by
-# sampling) says INSECURE next to it when they come from
-# --insecure_sampling_seed (its privacy statement says the same at length).
-INSECURE_WORDS = ('the cohorts come from a value in the released flags, not '
-                  'a secret; the guarantee relies on amplification by '
-                  'sampling, which is void against anyone who knows it')
+def insecure_words(client_sampling) -> str:
+  """Why a run whose guarantee relies on hidden cohorts (amplification by
+  sampling) says INSECURE when they come from --insecure_sampling_seed (its
+  privacy statement says the same at length)."""
+  cohorts = 'the cohorts come from a value in the released flags, not a secret'
+  if client_sampling is sampling.ClientSampling.FIXED_SIZE:
+    return (f'{cohorts}; the RDP epsilon may rely on amplification by '
+            'sampling, which is void against anyone who knows it (the PLD '
+            'epsilon is unamplified and holds)')
+  return (f'{cohorts}; the central guarantee relies on amplification by '
+          'sampling, which is void against anyone who knows it')
+
+
 # The mark on each progress line of such a run.
 INSECURE_MARK = ' [INSECURE seed]'
 
@@ -335,8 +344,11 @@ def print_summary(summary, statement_path: str, *, eval_prefix: str,
     for name in summary.accountants_not_applicable:
       print(f'epsilon ({name}): n/a, this accountant cannot compose the '
             'events of this run')
-    insecure = (f' -- INSECURE: {INSECURE_WORDS}'
-                if summary.guarantee_insecure else '')
+    insecure = (
+        ' -- INSECURE: the cohorts come from a value in the released flags, '
+        'not a secret, and this epsilon relies on amplification by sampling, '
+        'which is void against anyone who knows it'
+        if summary.guarantee_insecure else '')
     print(f'guarantee: ({summary.guarantee_epsilon:.4g}, '
           f'{summary.delta:g})-DP for each client, by the '
           f'{summary.guarantee_accountant} accountant{insecure}')

@@ -131,3 +131,18 @@ def seed_voids_guarantee(config: Any) -> bool:
   the seed is public and a guarantee relies on hidden cohorts."""
   return (config.insecure_sampling_seed is not None and
           relies_on_hidden_cohorts(config))
+
+
+def seed_voids_epsilon(config: Any, accountant: Optional[str]) -> bool:
+  """Whether the central epsilon of `accountant` ('rdp', 'pld') is void
+  against whoever knows `config`'s public sampling seed.
+
+  Under fixed-size sampling the PLD accountant composes the unamplified
+  bound only (`tff_dp.privacy.accounting`, bound (b)), which holds for any
+  cohorts; the RDP epsilon is the smaller of the amplified and the
+  unamplified bound, so it may rely on hidden cohorts.
+  """
+  if not seed_voids_guarantee(config):
+    return False
+  return not (config.client_sampling is sampling_lib.ClientSampling.FIXED_SIZE
+              and accountant == 'pld')

@@ -245,15 +245,19 @@ def _public_seed_line(config) -> str:
           'is in the released flags')
   if run_secrets.seed_voids_guarantee(config):
     if config.client_sampling is sampling.ClientSampling.POISSON:
-      uses = 'its epsilon relies on amplification by sampling'
+      void = ('The central guarantee does NOT hold against anyone who knows '
+              'that value: its epsilon relies on amplification by sampling, '
+              'i.e. on hidden cohorts, and with the value the cohorts are '
+              'public.')
     else:  # Fixed size: `accounting`'s bounds (a) and (b).
-      uses = ('its RDP epsilon may rely on amplification by sampling (Wang '
-              'et al.\'s bound for sampling without replacement); a PLD '
-              'epsilon is unamplified and holds against them too')
-    return (f'INSECURE: {seed}. The central guarantee does NOT hold against '
-            f'anyone who knows that value: {uses}, i.e. on hidden cohorts, '
-            'and with the value the cohorts are public. Local and '
-            'record-level guarantees, if any, do not depend on the cohorts.')
+      void = ('Against anyone who knows that value, the RDP epsilon does NOT '
+              'hold: it may rely on amplification by sampling (Wang et al.\'s '
+              'bound for sampling without replacement), i.e. on hidden '
+              'cohorts, and with the value the cohorts are public. The PLD '
+              'epsilon is unamplified (any cohorts) and holds against them '
+              'too.')
+    return (f'INSECURE: {seed}. {void} Local and record-level guarantees, if '
+            'any, do not depend on the cohorts.')
   reasons = []
   if config.central_private:
     reasons.append(_NO_AMPLIFICATION_WORDS[config.client_sampling])

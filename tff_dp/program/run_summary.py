@@ -187,7 +187,8 @@ def summarize(config: TrainConfig,
       ],
       guarantee_epsilon=None if guarantee is None else guarantee[1],
       guarantee_accountant=None if guarantee is None else guarantee[0].value,
-      guarantee_insecure=central and run_secrets.seed_voids_guarantee(config),
+      guarantee_insecure=central and run_secrets.seed_voids_epsilon(
+          config, None if guarantee is None else guarantee[0].value),
       local_epsilon=json_number(values.get('privacy/local_epsilon', math.nan)),
       record_level_epsilon=json_number(
           values.get('privacy/example_epsilon', math.nan)),
