@@ -299,3 +299,14 @@ def test_under_fixed_size_sampling_a_public_seed_voids_the_rdp_epsilon_only():
   assert run_secrets.seed_voids_epsilon(poisson, 'pld')
   assert run_secrets.seed_voids_epsilon(poisson, 'rdp')
   assert not run_secrets.seed_voids_epsilon(_config(None), 'rdp')
+
+
+@pytest.mark.parametrize('seed', [None, 7])
+def test_the_statement_names_dp_ftrls_tree_seed_only_in_dp_ftrl_runs(seed):
+  fedavg = _statement(_config(seed))
+  assert 'tree seed' not in fedavg
+  assert ('the sampling secret' in fedavg) is (seed is None)
+  ftrl = _statement(_config(seed, **_SEED_CASES['shuffled_epochs'][0]))
+  not_a_release = ftrl.split('Not a release:')[1].splitlines()[0]
+  assert 'DP-FTRL\'s tree seed' in not_a_release
+  assert ('the sampling secret' in not_a_release) is (seed is None)

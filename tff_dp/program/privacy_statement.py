@@ -10,6 +10,7 @@ import math
 from typing import Any, Iterable, Optional
 
 from tff_dp.cohorts import sampling
+from tff_dp.config import Algorithm
 from tff_dp.config import ClientWeighting
 from tff_dp.config import Evaluation
 from tff_dp.config import LocalDp
@@ -198,11 +199,12 @@ def _assumption_lines(config) -> list[str]:
       'Randomness: ' + _sampling_randomness_words(config) +
       '; every noise draw from TensorFlow\'s stateless Philox generator '
       f'under a {run_secrets.SECRET_BITS}-bit key from the operating system, '
-      'fresh per round and client, written nowhere (DP-FTRL\'s tree seed is '
-      'in the checkpointed state). Philox is a statistical, not a '
+      'fresh per round and client, written nowhere' +
+      (' (DP-FTRL\'s tree seed is in the checkpointed state)'
+       if _dp_ftrl(config) else '') + '. Philox is a statistical, not a '
       'cryptographic, generator. --seed (public) only seeds the model\'s '
       'initialization and the order of each client\'s local data.',
-      'Not a release: checkpoints/ holds the model state, ' +
+      'Not a release: checkpoints/ holds the model state' +
       _checkpointed_randomness_words(config) + '; keep it private.',
   ]
   if config.allow_unconfined_worker:
@@ -271,11 +273,21 @@ def _public_seed_line(config) -> str:
           f'cohorts ({"; ".join(reasons)}): they hold against them too.')
 
 
+def _dp_ftrl(config) -> bool:
+  return config.algorithm is Algorithm.DP_FTRL
+
+
 def _checkpointed_randomness_words(config) -> str:
-  if config.insecure_sampling_seed is not None:
-    # The cohorts' randomness is the public flag: no sampling secret.
-    return 'DP-FTRL\'s tree seed (the cohorts came from the public seed)'
-  return 'the sampling secret and DP-FTRL\'s tree seed'
+  """The secrets checkpoints/ holds besides the model state (', ...')."""
+  secrets = []
+  if config.insecure_sampling_seed is None:
+    # Else the cohorts' randomness is the public flag: no sampling secret.
+    secrets.append('the sampling secret')
+  if _dp_ftrl(config):
+    secrets.append('DP-FTRL\'s tree seed')
+  if not secrets:
+    return ' (the cohorts came from the public seed)'
+  return ', ' + ' and '.join(secrets)
 
 
 def _sampling_randomness_words(config) -> str:
