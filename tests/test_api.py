@@ -215,6 +215,26 @@ def test_train_quiets_tensorflows_cpp_log_unless_the_caller_set_it(
       result.stderr)) is printed, (result.stderr[-3000:])
 
 
+@pytest.mark.e2e  # A fresh interpreter: here TensorFlow is loaded.
+def test_a_refused_train_leaves_the_callers_environment_alone():
+  env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+  script = ('import os, sys, tff_dp\n'
+            'try:\n'
+            '  tff_dp.train(rounds=-1)\n'
+            'except tff_dp.api.ConfigError:\n'
+            '  pass\n'
+            'print(os.environ.get("TF_CPP_MIN_LOG_LEVEL"),'
+            ' "tensorflow" in sys.modules)\n')
+  result = subprocess.run([sys.executable, '-c', script],
+                          capture_output=True,
+                          text=True,
+                          timeout=120,
+                          cwd=helpers.REPO_ROOT,
+                          env=env,
+                          check=True)
+  assert result.stdout == 'None False\n', result.stderr[-2000:]
+
+
 def test_workers_are_keyword_settings_checked_as_on_the_command_line():
   from tff_dp import config_checks  # pylint: disable=g-import-not-at-top
   config = api.make_config(workers='127.0.0.1:7001,[::1]:7002',

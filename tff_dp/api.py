@@ -245,16 +245,17 @@ def train(config: Optional[TrainConfig] = None,
       refusals as the command line's), naming it.
     tff_dp.data.loading.DataError: For data that cannot be used.
   """
-  if quiet and 'tensorflow' not in sys.modules:
-    # Before the data sources or the experiment import TensorFlow; keeps a
-    # TF_CPP_MIN_LOG_LEVEL the caller set.
-    launch.quiet()
   if config is None:
     config = make_config(flagfile or DEFAULT_FLAGFILE, **settings)
   elif flagfile is not None or settings:
     raise ConfigError(
         'config', 'given', 'pass settings to make_config, or '
         'settings and no config to train')
+  if quiet and 'tensorflow' not in sys.modules:
+    # Before the data sources or the experiment import TensorFlow, and only
+    # once the settings are accepted (a refused call leaves the caller's
+    # environment alone); keeps a TF_CPP_MIN_LOG_LEVEL the caller set.
+    launch.quiet()
   prepared = _prepared(config, client_data, test_data,
                        dict(num_classes=num_classes, element_fn=element_fn))
   try:
