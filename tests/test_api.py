@@ -215,7 +215,7 @@ def test_train_quiets_tensorflows_cpp_log_unless_the_caller_set_it(
       result.stderr)) is printed, (result.stderr[-3000:])
 
 
-@pytest.mark.e2e  # A fresh interpreter: here TensorFlow is loaded.
+# A fresh interpreter: in this one TensorFlow is loaded.
 def test_a_refused_train_leaves_the_callers_environment_alone():
   env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
   script = ('import os, sys, tff_dp\n'
