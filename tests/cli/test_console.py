@@ -50,6 +50,21 @@ def test_startup_phases_print_the_seconds_since_the_start():
                             '[4.6 s] building the learning process\n')
 
 
+def test_a_dp_run_prints_its_phases_without_times_or_labelled():
+  # The seconds grow with the client data: a DP run's are released only
+  # with its other times, labelled.
+  clock, out = _Clock(), io.StringIO()
+  phases = console.StartupPhases(clock=clock, out=out)
+  phases.hide_times()
+  clock.now += 4.56
+  phases('loading the data')
+  phases.label_times()
+  phases('building the learning process')
+  assert out.getvalue() == (
+      '[start-up] loading the data\n'
+      '[4.6 s, non-private] building the learning process\n')
+
+
 def test_eta_starts_at_the_end_of_the_first_round_and_counts_rounds_since():
   clock, out = _Clock(), io.StringIO()
   progress = _progress(10, clock, out)

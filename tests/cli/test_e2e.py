@@ -89,6 +89,10 @@ def test_smoke_run_console_is_quiet_and_accounts_for_the_start_up(smoke_run):
   assert result.stderr == ''
   lines = result.stdout.splitlines()
   phases = [line.split('] ', 1)[1] for line in lines if line.startswith('[')]
+  # A DP run: the phases' seconds grow with the client data, so they are
+  # not printed (`console.StartupPhases`).
+  assert all(
+      line.startswith('[start-up] ') for line in lines if line.startswith('['))
   assert phases == [
       'loading the data', 'importing TensorFlow and TFF',
       'building the learning process', 'starting the TFF worker',

@@ -95,7 +95,13 @@ NONPRIVATE_LABEL = 'non-private'
 class StartupPhases:
   """Prints a line as each start-up phase begins: the seconds since the
   program started, and the phase (e.g. 'building the learning process'), so
-  that the seconds before round 1 are accounted for."""
+  that the seconds before round 1 are accounted for.
+
+  The seconds grow with the client data (loading them, building their
+  datasets), so a DP run prints them only where it releases its other
+  times (--release_nonprivate_metrics), labelled non-private, and else the
+  phases alone.
+  """
 
   def __init__(self,
                *,
@@ -104,11 +110,20 @@ class StartupPhases:
     self._clock = clock
     self._start = clock()
     self._out = out
+    self._label = ' s'
+
+  def hide_times(self) -> None:
+    """From now on the phases alone (a DP run keeping its times)."""
+    self._label = None
+
+  def label_times(self) -> None:
+    """From now on the seconds labelled non-private."""
+    self._label = f' s, {NONPRIVATE_LABEL}'
 
   def __call__(self, phase: str) -> None:
-    print(f'[{self._clock() - self._start:.1f} s] {phase}',
-          file=self._out or sys.stdout,
-          flush=True)
+    line = (f'[{self._clock() - self._start:.1f}{self._label}] {phase}'
+            if self._label is not None else f'[start-up] {phase}')
+    print(line, file=self._out or sys.stdout, flush=True)
 
 
 # Full progress lines a run prints by default (--log_every=0), besides the

@@ -327,6 +327,10 @@ def run(argv: list[str]) -> int:
   launch.quiet()
   phases = console.StartupPhases()
   config = _flags_config()
+  if config.private and not config.release_nonprivate_metrics:
+    phases.hide_times()
+  elif config.private:
+    phases.label_times()
   _refuse_changed_flags(config)  # In about a second, before any loading.
   prepared = _prepare_input(config, phases)
   _check_confinement(prepared.config)
