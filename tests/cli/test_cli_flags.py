@@ -256,3 +256,23 @@ def test_command_line_overrides_flagfile():
   config = _config(
       [f'--flagfile={os.path.join(CONFIGS, "default.cfg")}', '--rounds=7'])
   assert config.rounds == 7
+
+
+def test_a_data_dir_given_to_a_dataset_that_reads_none_is_noted():
+  fv = flags.FlagValues()
+  cli_flags.define_train_flags(fv)
+  fv(['tff-dp', '--data_dir=/srv/tff'])
+  assert cli_flags.unread_data_dir_note(
+      fv, cli_flags.config_from_flags(fv)
+  ) == ('note: --data_dir=/srv/tff is not read: --dataset=digits reads nothing '
+        'from it')
+  fv = flags.FlagValues()
+  cli_flags.define_train_flags(fv)
+  fv(['tff-dp', '--data_dir=/srv/tff', '--dataset=emnist_digits'])
+  assert cli_flags.unread_data_dir_note(fv,
+                                        cli_flags.config_from_flags(fv)) is None
+  fv = flags.FlagValues()
+  cli_flags.define_train_flags(fv)
+  fv(['tff-dp'])
+  assert cli_flags.unread_data_dir_note(fv,
+                                        cli_flags.config_from_flags(fv)) is None

@@ -534,6 +534,20 @@ def define_train_flags(fv: flags.FlagValues) -> None:
     define(fv)
 
 
+def unread_data_dir_note(fv: flags.FlagValues,
+                         config: config_lib.TrainConfig) -> Optional[str]:
+  """A note if --data_dir was given to a dataset that reads nothing from it.
+
+  Not a refusal: one --data_dir for every run of a script or a sweep is
+  common; but a user who meant another dataset should see it.
+  """
+  if fv['data_dir'].present and not registry.spec(
+      config.dataset.value).data_files:
+    return (f'note: --data_dir={fv["data_dir"].value} is not read: --dataset='
+            f'{config.dataset.value} reads nothing from it')
+  return None
+
+
 def config_from_flags(fv: flags.FlagValues) -> config_lib.TrainConfig:
   """The `TrainConfig` of parsed flag values (one field per flag)."""
   return config_lib.config_from_mapping({

@@ -327,6 +327,9 @@ def run(argv: list[str]) -> int:
   launch.quiet()
   phases = console.StartupPhases()
   config = _flags_config()
+  note = cli_flags.unread_data_dir_note(FLAGS, config)
+  if note:
+    print(note, flush=True)
   if config.private and not config.release_nonprivate_metrics:
     phases.hide_times()
   elif config.private:
