@@ -35,6 +35,7 @@ from tff_dp.cli import console_flags
 from tff_dp.cli import exits
 from tff_dp.cli import launch
 from tff_dp.cli import program_help
+from tff_dp.cli import resume_checks
 from tff_dp.cli import signals
 from tff_dp.data import labels
 from tff_dp.execution import worker_launch
@@ -42,7 +43,6 @@ from tff_dp.privacy import run_secrets
 from tff_dp.program import prepare
 from tff_dp.program import resume as resume_rules
 from tff_dp.program import run_dirs
-from tff_dp.program import run_lock
 
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -100,42 +100,6 @@ def _write_error_log(run_dir: str) -> str:
   return f'traceback in {error_log}'
 
 
-def _check_resume(config: config_lib.TrainConfig, run_dir: str, data,
-                  defaults) -> None:
-  """Refuses a resume that cannot be honest before importing TensorFlow.
-
-  The same checks run again when the checkpoint's state is loaded
-  (`tff_dp.program.experiment`); here they need only the checkpoints'
-  verified meta.json and the released rounds (metrics.csv, ledger.json).
-  """
-  from tff_dp.data import fingerprint  # pylint: disable=g-import-not-at-top
-  from tff_dp.program import checkpoint  # pylint: disable=g-import-not-at-top
-  checkpoints = checkpoint.CheckpointManager(run_dir)
-  round_num, meta, skipped = checkpoints.latest_verified_meta()
-  try:
-    # Released rounds that no verified checkpoint charges (the newest ones
-    # corrupt, or none left): refused here, not after TensorFlow's import and
-    # the worker's start.
-    resume_rules.check_released(run_dir,
-                                csv_path=resume_rules.metrics_csv_path(run_dir),
-                                checkpoint_round=round_num,
-                                skipped=skipped)
-    if meta is None:
-      return  # Nothing to resume from: the experiment starts over.
-    resume_rules.check_checkpoint(
-        meta,
-        path=checkpoints.path(round_num),
-        round_num=round_num,
-        config=config.to_json(),
-        defaults=defaults,
-        run_id=resume_rules.read_run_id(run_dir),
-        data_fingerprint=fingerprint.data_fingerprint(data))
-  except resume_rules.ResumeError as e:
-    raise exits.UserError(
-        f'--run_name={config.run_name}: cannot resume {run_dir}: '
-        f'{e}') from e
-
-
 def _check_confinement(config: config_lib.TrainConfig) -> None:
   """Refuses, before any import of TensorFlow, a worker others could drive."""
   from tff_dp.execution import native  # pylint: disable=g-import-not-at-top
@@ -164,43 +128,6 @@ def _check_confinement(config: config_lib.TrainConfig) -> None:
 def _flag_defaults(config: config_lib.TrainConfig) -> dict[str, object]:
   """Flag name -> default, for every setting of `config`."""
   return {name: FLAGS[name].default for name in config.to_json()}
-
-
-def _refuse_changed_flags(config: config_lib.TrainConfig) -> None:
-  """Refuses to resume under changed flags before loading data or TF.
-
-  Loading the data (streamed sources import TensorFlow), calibrating
-  --target_epsilon and building the process take seconds to minutes; the
-  flags a run directory's checkpoint was written with are known without
-  any of it. `_check_resume` checks the rest once the data are loaded.
-  """
-  if not config.run_name:
-    return  # A new directory, named after the time.
-  run_dir = os.path.join(config.output_dir, config.run_name)
-  holder = run_lock.live_holder(run_dir)
-  if holder is not None:
-    # Said now, not after loading the data; the lock itself is taken in
-    # `_open_run_dir`, and only it excludes a second trainer.
-    raise exits.UserError(str(run_lock.RunLockedError(run_dir, holder)))
-  from tff_dp.program import checkpoint  # pylint: disable=g-import-not-at-top
-  checkpoints = checkpoint.CheckpointManager(run_dir)
-  round_num, meta, _ = checkpoints.latest_verified_meta()
-  if meta is None:
-    return  # Nothing to resume from: the experiment says why, or starts.
-  unresolved = ()
-  if config.target_epsilon is not None:
-    # Its noise multiplier is calibrated on the data, later.
-    unresolved = ('noise_multiplier',)
-  try:
-    resume_rules.check_flags(meta,
-                             path=checkpoints.path(round_num),
-                             round_num=round_num,
-                             config=config.to_json(),
-                             defaults=_flag_defaults(config),
-                             unresolved=unresolved)
-  except resume_rules.ResumeError as e:
-    raise exits.UserError(f'--run_name={config.run_name}: cannot resume '
-                          f'{run_dir}: {e}') from e
 
 
 def _flags_config() -> config_lib.TrainConfig:
@@ -237,7 +164,7 @@ def _open_run_dir(
     config = dataclasses.replace(prepared.config, run_name=run_dir.name)
     defaults = _flag_defaults(config)
     if run_dir.resume:
-      _check_resume(config, run_dir.path, prepared.data, defaults)
+      resume_checks.check_resume(config, run_dir.path, prepared.data, defaults)
   except BaseException:
     run_dir.close()
     raise
@@ -334,7 +261,8 @@ def run(argv: list[str]) -> int:
     phases.hide_times()
   elif config.private:
     phases.label_times()
-  _refuse_changed_flags(config)  # In about a second, before any loading.
+  # In about a second, before any loading.
+  resume_checks.refuse_changed_flags(config, _flag_defaults(config))
   prepared = _prepare_input(config, phases)
   _check_confinement(prepared.config)
   prepared, run_dir, defaults = _open_run_dir(prepared)
