@@ -217,7 +217,9 @@ def padding_group(group: tff.Type) -> collections.OrderedDict:
   (`group_type`'s, dense or client-files mode): it contributes nothing.
 
   One slot, not none: the vectorized group computation
-  (`tff_dp.algorithms.grouped_vectorized`) fails on a group of zero slots.
+  (`tff_dp.algorithms.grouped_vectorized`, a study no program configuration
+  runs) fails on a group of zero slots, and the while loop the program runs
+  is tested on one-slot padding only (tests/execution/test_shard_routing.py).
   Used to give every round of a fused block the same number of groups
   (`tff_dp.algorithms.fused_rounds`) and every worker of a split round the
   same number of groups (`tff_dp.algorithms.shard_routing`).

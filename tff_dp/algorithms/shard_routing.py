@@ -14,9 +14,8 @@ G of groups, worker after worker: worker i's G groups hold exactly the
 round's sampled clients of the shard it serves, in cohort order, padded with
 padding groups (`grouped_data.padding_group`: one slot with `valid` False
 and no example, so nothing added to the clipped sum, to adaptive clipping's
-count or to the training metrics; one slot, not none, because the group
-computation vectorized over a group's clients fails on a group of zero
-slots). K * G values cut into K slices of G: slice i is worker i's. G >= 1
+count or to the training metrics; one slot, not none: see
+`padding_group`). K * G values cut into K slices of G: slice i is worker i's. G >= 1
 even for an empty round, so that TFF never drops a worker's slice.
 
 Where a worker's computation finds the examples: the group computation is
