@@ -153,6 +153,7 @@ def test_the_program_writes_its_table_and_never_the_directions(tmp_path):
   assert set(written) == {'kind', 'config', 'audited', 'noise_off'}
   assert written['kind'] == 'mechanism'
   assert written['audited']['canaries'] == 10
+  assert 'seconds' not in written['audited']  # A timing channel.
   # The lock that kept other audits out while it ran (`run_lock`).
   assert sorted(os.listdir(tmp_path / 'a')) == [
       '.tff-dp-run.lock', 'audit.json', 'audit_canaries.png',

@@ -146,11 +146,13 @@ def _audit_mechanism(config, data, run_dir: str, *, canaries: int) -> dict:
       beta=FLAGS.audit_beta)
   audit_report.write_outputs(
       run_dir,
-      results, {
+      results,
+      {
           'kind': 'mechanism',
           'config': config.to_json(),
           **{
-              name: audit_report.audit_json(result) for name, result in results.items(
+              # No wall times: the runs' cohorts are hidden.
+              name: audit_report.audit_json(result, seconds=False) for name, result in results.items(
               )
           }
       },
