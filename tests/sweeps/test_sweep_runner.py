@@ -8,6 +8,7 @@ runner's logic, not training (tests/sweeps/test_sweep_program.py trains).
 
 import io
 import os
+import re
 import signal
 import sys
 import threading
@@ -78,6 +79,11 @@ def test_every_run_once_then_nothing_to_do(tmp_path, fake_env):
   assert set(seconds) == {'nonprivate_seed0', 'nonprivate_seed1'}
   assert 'elapsed' not in out and 'ETA' not in out
   assert os.path.isfile(os.path.join(sweep_dir, 'logs', 'nonprivate_seed1.log'))
+  # Nor in the logs: start times of runs one after another are durations.
+  with open(os.path.join(sweep_dir, 'logs', 'noise_multiplier-1_seed0.log'),
+            encoding='utf-8') as f:
+    header = f.readline()
+  assert header.startswith('=== ') and not re.search(r'\d\d:\d\d', header)
 
 
 def test_runs_that_release_values_outside_the_guarantee_are_timed(

@@ -104,8 +104,9 @@ class _Child:
     self.log = log
     self.start = time.monotonic()
     with open(log, 'a', encoding='utf-8') as f:
-      f.write(f'=== {time.strftime("%Y-%m-%d %H:%M:%S")}: '
-              f'{" ".join(argv[1:])}\n')
+      # No clock time: run after run, the start times would give each DP
+      # run's duration, which grows with its hidden cohorts.
+      f.write(f'=== {" ".join(argv[1:])}\n')
       f.flush()
       self.process = subprocess.Popen(
           [sys.executable, '-I', '-c', _EXEC_RUN,
