@@ -156,6 +156,17 @@ def test_train_returns_weights_history_and_epsilons(tmp_path):
   model = result.keras_model()
   np.testing.assert_array_equal(model.get_weights()[0],
                                 result.model_weights.trainable[0])
+  # Resuming under changed settings: named as such (a ConfigError, as on
+  # the command line), not as a checkpoint of another model.
+  with pytest.raises(ConfigError,
+                     match='cannot resume .*these flags differ from the '
+                     'checkpoint being resumed: --model: checkpoint '
+                     "'logistic_regression', now 'mlp'"):
+    tff_dp.train(flagfile=_SMOKE,
+                 rounds=3,
+                 model='mlp',
+                 output_dir=str(tmp_path),
+                 run_name='api')
   # The same settings from Python and from flags: one set of refusals.
   with pytest.raises(ConfigError, match='noise_multiplier'):
     tff_dp.train(flagfile=_SMOKE,
@@ -233,6 +244,22 @@ def test_a_refused_train_leaves_the_callers_environment_alone():
                           env=env,
                           check=True)
   assert result.stdout == 'None False\n', result.stderr[-2000:]
+
+
+def test_a_client_data_path_is_the_client_data_setting(monkeypatch):
+  # A path is the --client_data flag (an imported file), not a ClientData.
+  seen = {}
+
+  def prepared(config, client_data, test_data, data_options):
+    del test_data, data_options
+    seen.update(config=config, client_data=client_data)
+    raise ConfigError('stop', 'here', 'enough')
+
+  monkeypatch.setattr(api, '_prepared', prepared)
+  with pytest.raises(ConfigError, match='--stop=here'):
+    tff_dp.train(dataset='sqlite', client_data='/data/visits.sqlite')
+  assert seen['client_data'] is None
+  assert seen['config'].client_data == '/data/visits.sqlite'
 
 
 def test_workers_are_keyword_settings_checked_as_on_the_command_line():

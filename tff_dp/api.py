@@ -199,14 +199,27 @@ def _run(prepared: prepare.PreparedRun, run_dir: run_dirs.RunDir,
                                  keras_model_fn=keras_model_fn)
   fv = _flag_values()
   defaults = {name: fv[name].default for name in prepared.config.to_json()}
+  from tff_dp.cli import exits  # pylint: disable=g-import-not-at-top
+  from tff_dp.cli import resume_checks  # pylint: disable=g-import-not-at-top
   from tff_dp.program import assembly  # pylint: disable=g-import-not-at-top
   from tff_dp.program import experiment  # pylint: disable=g-import-not-at-top
   assembly.check_trainable_model(prepared.config, prepared.data, keras_model_fn)
-  summary = experiment.run_experiment(prepared,
-                                      run_dir.path,
-                                      resume=run_dir.resume,
-                                      config_defaults=defaults,
-                                      on_round=on_round)
+  try:
+    if run_dir.resume:
+      # As the command line, before TensorFlow builds anything: changed
+      # settings are named as such, not as a checkpoint of another model.
+      resume_checks.check_resume(prepared.config, run_dir.path, prepared.data,
+                                 defaults)
+    summary = experiment.run_experiment(prepared,
+                                        run_dir.path,
+                                        resume=run_dir.resume,
+                                        config_defaults=defaults,
+                                        on_round=on_round)
+  except (exits.UserError, resume_rules.ResumeError) as e:
+    # `check_resume` words its ResumeError for the command line.
+    reason = e.__cause__ if isinstance(e, exits.UserError) else e
+    raise ConfigError('run_name', run_dir.name,
+                      f'cannot resume {run_dir.path}: {reason}') from e
   return prepared, summary
 
 
@@ -229,7 +242,9 @@ def train(config: Optional[TrainConfig] = None,
     flagfile: See `make_config` (only without `config`).
     keras_model_fn: Your own uncompiled Keras model's constructor (logits
       out), trained instead of `config.model`.
-    client_data: Your own clients, a `tff.simulation.datasets.ClientData`
+    client_data: Your own clients, a `tff.simulation.datasets.ClientData`,
+      or the path of an imported file (the --client_data setting, with
+      dataset='sqlite')
       (read into memory); with `test_data`, `num_classes` and `element_fn`
       as in `tff_dp.data.python_client_data.from_client_data`.
     test_data: The server's public test set for `client_data`.
@@ -245,6 +260,10 @@ def train(config: Optional[TrainConfig] = None,
       refusals as the command line's), naming it.
     tff_dp.data.loading.DataError: For data that cannot be used.
   """
+  if isinstance(client_data, (str, os.PathLike)):
+    # The --client_data flag (an imported file), not a ClientData object.
+    settings['client_data'] = os.fspath(client_data)
+    client_data = None
   if config is None:
     config = make_config(flagfile or DEFAULT_FLAGFILE, **settings)
   elif flagfile is not None or settings:
