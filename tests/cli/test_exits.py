@@ -28,6 +28,7 @@ def test_missing_required_flags_are_said_to_be_required():
 def test_other_flag_errors_are_absls_lines_joined_without_its_prefix(tmp_path):
   missing = tmp_path / 'missing.cfg'
   message = _error(f'--flagfile={missing}', required=())
+  assert message == f'--flagfile={missing}: no such file or directory'
   assert str(missing) in message and not message.startswith('ERROR')
   assert '\n' not in message
   assert 'Unknown command line flag' in _error('--inptu=x', required=())

@@ -49,12 +49,26 @@ class UserError(Exception):
 _REQUIRED = re.compile(r'^flag --(\w+)=None: Flag --\1 must have a value '
                        r'other than None\.$')
 
+# absl's words for a --flagfile it cannot open (an OSError's text).
+_FLAGFILE = re.compile(r"^Unable to open flagfile: \[Errno \d+\] (.+): '(.*)'$")
+
+
+def _flagfile_line(line: str) -> str:
+  """'--flagfile=F: no such file or directory' for absl's open error."""
+  match = _FLAGFILE.match(line)
+  if match is None:
+    return line
+  return f'--flagfile={match.group(2)}: {match.group(1).lower()}'
+
 
 def flag_error_message(error: Exception) -> str:
   """absl's flag error as one line, without its 'ERROR:: ' prefix (a missing
   flagfile), and its missing required flags said as such ('--input and
   --output are required', not 'flag --input=None: ...')."""
-  lines = [line.removeprefix('ERROR:: ') for line in str(error).splitlines()]
+  lines = [
+      _flagfile_line(line.removeprefix('ERROR:: '))
+      for line in str(error).splitlines()
+  ]
   missing = [m.group(1) for m in map(_REQUIRED.match, lines) if m]
   if not missing or len(missing) < len(lines):
     return '; '.join(lines)
