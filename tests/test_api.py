@@ -65,10 +65,14 @@ def test_bad_settings_are_refused_naming_them(settings, message):
     api.make_config(**settings)
 
 
-@pytest.mark.parametrize('settings, flag, value', [
-    (dict(noise_multiplier=float('nan')), 'noise_multiplier', 'nan'),
-    (dict(rounds=0, seed=3), 'rounds', '0'),
-])
+@pytest.mark.parametrize(
+    'settings, flag, value',
+    [
+        (dict(noise_multiplier=float('nan')), 'noise_multiplier', 'nan'),
+        (dict(rounds=0, seed=3), 'rounds', '0'),
+        # A bool for a flag that takes a value: absl's 'Missing value for flag'.
+        (dict(rounds=True), 'rounds', 'True'),
+    ])
 def test_a_refused_value_is_named_as_its_setting(settings, flag, value):
   with pytest.raises(ConfigError) as refused:
     api.make_config(**settings)

@@ -113,7 +113,9 @@ def _refusal(error: flags.Error, settings: dict[str, Any],
   came from the flagfile is named as the flagfile.
   """
   message = str(error)
-  match = re.search(r'flag --(\w+)=', message)
+  # 'flag --rounds=0: ...', or 'Missing value for flag --rounds' (a bool
+  # given to a flag that takes a value).
+  match = re.search(r'flag --(\w+)\b', message)
   name = match[1] if match else None
   if name in settings:
     return ConfigError(name, settings[name], message.split(': ', 1)[-1])
