@@ -130,6 +130,7 @@ class Progress:
 def summary_line(totals: Mapping[str, float], names: Sequence[str]) -> str:
   """The sweep's measured wall time, labelled as outside the guarantee."""
   seconds = sum(totals.get(name, 0.0) for name in names)
-  return (f'wall time of the runs, summed: {clock(seconds)} (measured from '
-          'outside the runs; NOT covered by the privacy guarantee: '
+  return (f'wall time of the {len(names)} timed run(s) (those that release '
+          f'values outside the guarantee), summed: {clock(seconds)} (measured '
+          'from outside the runs; NOT covered by the privacy guarantee: '
           f'{WALL_TIMES_JSON})')
