@@ -186,18 +186,10 @@ def check_budget(config: TrainConfig, population: int) -> None:
   if config.max_epsilon is None or not config.central_private:
     return
   from tff_dp.privacy import accounting  # pylint: disable=g-import-not-at-top
-  from tff_dp.privacy import privacy_ledger  # pylint: disable=g-import-not-at-top
-  from tff_dp.privacy import privacy_tracking  # pylint: disable=g-import-not-at-top
   from tff_dp.program import run_privacy  # pylint: disable=g-import-not-at-top
   # The events depend on the sampler's kind and sizes, not on its secret.
-  sampler = run_privacy.build_sampler(config, population, secret=0)
-  relation, round_event = config.mechanism.ledger_events(
-      sampler, config.dp_settings)
-  tracker = privacy_tracking.PrivacyTracker(
-      ledger=privacy_ledger.PrivacyLedger(relation),
-      round_event=round_event,
-      delta=config.delta,
-      accountants=config.accountants)
+  tracker = run_privacy.central_tracker(
+      config, run_privacy.build_sampler(config, population, secret=0))
   tightest = accounting.tightest_epsilon(tracker.epsilons(next_round=1))
   accountants = ','.join(kind.value for kind in config.accountants)
   if tightest is None:

@@ -64,6 +64,21 @@ def example_settings(
       local_steps=config.local_steps)
 
 
+def central_tracker(config: TrainConfig,
+                    sampler: Sampler) -> privacy_tracking.PrivacyTracker:
+  """The tracker of `config`'s central guarantee only (no local or
+  record-level ledger): what `prepare.check_budget` needs of a run."""
+  relation, round_event = config.mechanism.ledger_events(
+      sampler, config.dp_settings)
+  return privacy_tracking.PrivacyTracker(
+      ledger=privacy_ledger.PrivacyLedger(relation),
+      round_event=round_event,
+      delta=config.delta,
+      accountants=config.accountants,
+      release_silo_epsilon_as_private=not config.central_private,
+      release_nonprivate=config.release_nonprivate_metrics)
+
+
 def build_privacy_tracker(config: TrainConfig, sampler: Sampler,
                           data: Any) -> privacy_tracking.PrivacyTracker:
   """Ledgers for the central, local and record-level guarantees of `config`.
@@ -74,15 +89,7 @@ def build_privacy_tracker(config: TrainConfig, sampler: Sampler,
     data: The run's training clients: `population`, and `client_sizes()`
       for example-level DP-SGD.
   """
-  relation, round_event = config.mechanism.ledger_events(
-      sampler, config.dp_settings)
-  tracker = privacy_tracking.PrivacyTracker(
-      ledger=privacy_ledger.PrivacyLedger(relation),
-      round_event=round_event,
-      delta=config.delta,
-      accountants=config.accountants,
-      release_silo_epsilon_as_private=not config.central_private,
-      release_nonprivate=config.release_nonprivate_metrics)
+  tracker = central_tracker(config, sampler)
   if config.local_dp is not LocalDp.NONE:
     tracker.local = local_accounting.LocalPrivacyLedger(
         local_spec(config), population=data.population)
