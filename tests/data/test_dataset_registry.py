@@ -7,6 +7,7 @@ import os
 from absl import flags
 import pytest
 
+from tests.helpers import benchmark_presets
 from tff_dp.checks import ConfigError
 from tff_dp.cli import cli_flags
 from tff_dp.data import loading
@@ -114,17 +115,6 @@ def test_the_rows_that_read_data_dir_are_those_whose_help_says_so():
          } == {s.name for s in registry.DATASETS if '--data_dir' in s.help}
 
 
-def _load(dataset, data_dir):
-  return loading.load(dataset,
-                      num_clients=20,
-                      partition=Partition.IID,
-                      seed=0,
-                      test_fraction=0.2,
-                      dirichlet_alpha=0.5,
-                      data_dir=data_dir,
-                      client_data=None)
-
-
 @pytest.mark.parametrize('spec', _READS_DATA_DIR, ids=lambda s: s.name)
 def test_an_unusable_data_dir_is_named_as_the_flag_before_loading(
     spec, tmp_path, monkeypatch):
@@ -149,7 +139,7 @@ def test_an_unusable_data_dir_is_named_as_the_flag_before_loading(
                         (str(tmp_path / 'missing'), 'no such directory; '),
                         (str(locked), 'is not readable (permission denied); ')):
     with pytest.raises(loading.DataDirError) as refused:
-      _load(loading.Dataset(spec.name), value)
+      benchmark_presets.load(loading.Dataset(spec.name), value)
     message = str(refused.value)
     assert message.startswith(f'--data_dir={value}: {reason}'), message
     assert f'--dataset={spec.name} reads ' in message
@@ -158,7 +148,7 @@ def test_an_unusable_data_dir_is_named_as_the_flag_before_loading(
 
 def test_a_data_dir_is_shown_expanded_when_given_with_a_tilde():
   with pytest.raises(loading.DataDirError) as refused:
-    _load(loading.Dataset.CIFAR100, '~/tff-dp-no-such-dir')
+    benchmark_presets.load(loading.Dataset.CIFAR100, '~/tff-dp-no-such-dir')
   expanded = os.path.expanduser('~/tff-dp-no-such-dir')
   assert str(refused.value).startswith(
       f'--data_dir=~/tff-dp-no-such-dir: no such directory (that is, '
@@ -168,7 +158,9 @@ def test_a_data_dir_is_shown_expanded_when_given_with_a_tilde():
 def test_datasets_that_do_not_read_data_dir_ignore_it(tmp_path):
   a_file = tmp_path / 'a_file'
   a_file.write_text('not a directory\n')
-  assert _load(loading.Dataset.DIGITS, str(a_file)).population == 20
+  # Its 7 clients (`benchmark_presets.load`), whatever --data_dir says.
+  assert benchmark_presets.load(loading.Dataset.DIGITS,
+                                str(a_file)).population == 7
 
 
 def test_the_program_names_the_flag_not_the_dataset(tmp_path):
