@@ -198,6 +198,17 @@ def test_the_example_trains_its_own_model_on_its_own_clients(tmp_path):
     assert 'declared public by the caller' in f.read()
 
 
+def _fresh_python(*args, env, timeout):
+  """Python with `args` in a new interpreter (TensorFlow not loaded)."""
+  return subprocess.run([sys.executable, *args],
+                        capture_output=True,
+                        text=True,
+                        timeout=timeout,
+                        cwd=helpers.REPO_ROOT,
+                        env=env,
+                        check=False)
+
+
 # A line of TensorFlow's C++ logging: '2026-12-05 12:35:04.768191: I tensorflow/...'.
 _TF_CPP_LINE = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] ',
                           re.MULTILINE)
@@ -214,16 +225,13 @@ def test_train_quiets_tensorflows_cpp_log_unless_the_caller_set_it(
   env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
   if level is not None:
     env['TF_CPP_MIN_LOG_LEVEL'] = level
-  result = subprocess.run([
-      sys.executable, '-m', 'examples.quickstart', '--rounds=1',
-      f'--flagfile={_SMOKE}', f'--output_dir={tmp_path}'
-  ],
-                          capture_output=True,
-                          text=True,
-                          timeout=600,
-                          cwd=helpers.REPO_ROOT,
-                          env=env,
-                          check=False)
+  result = _fresh_python('-m',
+                         'examples.quickstart',
+                         '--rounds=1',
+                         f'--flagfile={_SMOKE}',
+                         f'--output_dir={tmp_path}',
+                         env=env,
+                         timeout=600)
   assert result.returncode == 0, result.stderr[-2000:]
   assert 'after 1 rounds' in result.stdout
   assert bool(_TF_CPP_LINE.search(
@@ -240,13 +248,8 @@ def test_a_refused_train_leaves_the_callers_environment_alone():
             '  pass\n'
             'print(os.environ.get("TF_CPP_MIN_LOG_LEVEL"),'
             ' "tensorflow" in sys.modules)\n')
-  result = subprocess.run([sys.executable, '-c', script],
-                          capture_output=True,
-                          text=True,
-                          timeout=120,
-                          cwd=helpers.REPO_ROOT,
-                          env=env,
-                          check=True)
+  result = _fresh_python('-c', script, env=env, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
   assert result.stdout == 'None False\n', result.stderr[-2000:]
 
 
